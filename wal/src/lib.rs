@@ -1,0 +1,51 @@
+//! # ringraft-wal
+//!
+//! A segmented, checksummed, group-committed write-ahead log on io_uring
+//! (glommio DMA files, O_DIRECT). One log per shard holds the records of all
+//! the Raft groups of that shard, so one `fdatasync` makes many groups'
+//! writes durable at once. Payloads are opaque bytes to this crate.
+//!
+//! ## Guarantees
+//! - `submit` hands out an LSN at once (strictly increasing by one);
+//!   `wait_durable(lsn)` returns once that record and all before it are on
+//!   disk (written with O_DIRECT and `fdatasync`ed). `append` does both.
+//! - Group commit: whatever is queued when the writer is free goes out as one
+//!   DMA write followed by one `fdatasync`; the next batch is assembled while
+//!   that sync runs.
+//! - A block holding acknowledged records is never rewritten: each flush
+//!   starts on a fresh 4 KiB block and is zero-padded to the next boundary.
+//!   Cost: on average half a block (2 KiB) per flush; at most 4095 bytes.
+//! - Recovery (`Wal::open`) hands back every valid record in LSN order. A torn
+//!   tail of the last segment is truncated and reported (file, offset, bytes
+//!   dropped); damage followed by a later flush, or in any segment but the
+//!   last, is corruption: `open` fails naming file and offset, unless
+//!   [`RecoveryMode::PointInTime`] was chosen. See [`recovery`] for why this
+//!   distinction is sound.
+//! - A failed `fdatasync` or write poisons the log: every later call fails;
+//!   nothing is retried. A full disk (ENOSPC, typically when preallocating
+//!   the next segment) poisons it the same way; everything acknowledged
+//!   before stays readable and the log reopens cleanly.
+//! - Stale bytes never pass as records: segments are preallocated fresh
+//!   (zeros), a record is accepted only with the exact next LSN, and after a
+//!   restart the last segment is cut at its last valid record and appends go
+//!   to a new segment, so no byte written before a crash is ever read as new.
+//!
+//! ## Format (version 1)
+//! Segment files are named by the LSN of their first record
+//! (`{lsn:020}.wal`), preallocated to `segment_bytes`. Block 0 holds the
+//! segment header (magic `RRWALSEG`, version, block size, segment size,
+//! CRC32). Flushes follow from block 1 on; a record is a 24-byte header
+//! (CRC32 over header and payload, payload length, LSN, flags, magic) and the
+//! payload, padded to 8 bytes. The byte layout is in [`format`].
+
+pub mod disk;
+pub mod error;
+pub mod format;
+pub mod memdisk;
+pub mod recovery;
+mod wal;
+
+pub use disk::{DmaDisk, DmaSegment, Disk, SegmentFile};
+pub use error::{Result, WalError};
+pub use memdisk::{CrashMode, MemDisk, MemFile};
+pub use wal::{RecoveryMode, RecoveryReport, TornTail, ValidWalOptions, Wal, WalOptions, WalStats};

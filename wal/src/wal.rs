@@ -1,0 +1,801 @@
+//! The log: open (recovery), submit, group commit, durability, release.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+use glommio::io::DmaBuffer;
+use hdrhistogram::Histogram;
+
+use crate::disk::{Disk, SegmentFile};
+use crate::error::{Result, WalError};
+use crate::format::*;
+use crate::recovery::{later_flush_start, nonzero_extent, scan_segment, Stop};
+
+/// What `open` does when it finds damage that is not a torn tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// A torn tail in the last segment is truncated and reported; any other
+    /// damage fails `open` with [`WalError::Corruption`] naming file and offset.
+    #[default]
+    Strict,
+    /// Like `Strict` for torn tails; on corruption, keeps the valid records
+    /// before the damage, drops everything from it on (later segments
+    /// included), and reports it. Acknowledged records after the damage are
+    /// lost: choose this only to salvage a node whose peers can refill it.
+    PointInTime,
+}
+
+/// WAL settings. Every limit has a name and a default.
+#[derive(Debug, Clone)]
+pub struct WalOptions {
+    /// Size of a segment file, preallocated. Default 64 MiB; a multiple of 4096.
+    pub segment_bytes: u64,
+    /// Largest payload `submit` accepts. Default 1 MiB.
+    pub record_bytes_max: usize,
+    /// Largest flush (one DMA write + one fdatasync). Default 4 MiB.
+    pub batch_bytes_max: usize,
+    /// Bytes submitted but not yet durable; past it `submit` waits and
+    /// `try_submit` fails with `QueueFull`. Default 16 MiB.
+    pub queue_bytes_max: usize,
+    pub recovery: RecoveryMode,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions {
+            segment_bytes: 64 << 20,
+            record_bytes_max: 1 << 20,
+            batch_bytes_max: 4 << 20,
+            queue_bytes_max: 16 << 20,
+            recovery: RecoveryMode::Strict,
+        }
+    }
+}
+
+/// Options that passed [`WalOptions::validate`].
+#[derive(Debug, Clone)]
+pub struct ValidWalOptions(WalOptions);
+
+impl std::ops::Deref for ValidWalOptions {
+    type Target = WalOptions;
+    fn deref(&self) -> &WalOptions {
+        &self.0
+    }
+}
+
+impl WalOptions {
+    pub fn validate(self) -> Result<ValidWalOptions> {
+        let bad = |m: String| Err(WalError::InvalidOptions(m));
+        let b = BLOCK_BYTES as u64;
+        if self.segment_bytes % b != 0 || self.segment_bytes < 2 * b {
+            return bad(format!(
+                "segment_bytes = {} must be a multiple of {b} and at least {}",
+                self.segment_bytes,
+                2 * b
+            ));
+        }
+        if self.batch_bytes_max % BLOCK_BYTES != 0 || self.batch_bytes_max == 0 {
+            return bad(format!(
+                "batch_bytes_max = {} must be a positive multiple of {BLOCK_BYTES}",
+                self.batch_bytes_max
+            ));
+        }
+        if self.batch_bytes_max as u64 > self.segment_bytes - b {
+            return bad(format!(
+                "batch_bytes_max = {} must fit in a segment after its header (segment_bytes - {b} = {})",
+                self.batch_bytes_max,
+                self.segment_bytes - b
+            ));
+        }
+        if self.record_bytes_max == 0 || record_bytes(self.record_bytes_max) > self.batch_bytes_max {
+            return bad(format!(
+                "record_bytes_max = {} must be positive and a record of that size ({} bytes with header) must fit in batch_bytes_max = {}",
+                self.record_bytes_max,
+                record_bytes(self.record_bytes_max),
+                self.batch_bytes_max
+            ));
+        }
+        if self.queue_bytes_max < self.batch_bytes_max {
+            return bad(format!(
+                "queue_bytes_max = {} must be at least batch_bytes_max = {}",
+                self.queue_bytes_max, self.batch_bytes_max
+            ));
+        }
+        Ok(ValidWalOptions(self))
+    }
+}
+
+/// A torn tail found and dropped at open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    pub file: String,
+    pub offset: u64,
+    pub bytes_dropped: u64,
+}
+
+/// What `open` found.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// Valid records handed to the callback.
+    pub records: u64,
+    /// LSN of the first record kept, if any.
+    pub first_lsn: Option<u64>,
+    /// LSN the next submitted record gets.
+    pub next_lsn: u64,
+    /// Segment files read.
+    pub segments: usize,
+    pub torn_tail: Option<TornTail>,
+    /// Corruption dropped in `RecoveryMode::PointInTime` (the message names file and offset).
+    pub corruption_dropped: Option<String>,
+}
+
+/// Counters and histograms.
+#[derive(Debug, Clone)]
+pub struct WalStats {
+    pub next_lsn: u64,
+    pub durable_lsn: u64,
+    /// Records made durable.
+    pub records: u64,
+    /// Payload bytes made durable.
+    pub payload_bytes: u64,
+    /// Bytes written to segments (headers, padding included).
+    pub bytes_written: u64,
+    /// `fdatasync` calls on segments (one per flush).
+    pub syncs: u64,
+    pub segments_created: u64,
+    pub segments_removed: u64,
+    pub segments_live: usize,
+    /// Records per flush.
+    pub batch_records: Histogram<u64>,
+    /// Write + fdatasync time per flush, in microseconds.
+    pub sync_latency_us: Histogram<u64>,
+}
+
+struct Batch {
+    buf: DmaBuffer,
+    used: usize,
+    first_lsn: u64,
+    last_lsn: u64,
+    records: u64,
+    payload_bytes: u64,
+}
+
+struct State {
+    /// Invariant: durable_lsn < next_lsn; every LSN in (durable_lsn, next_lsn)
+    /// is in `pending` or in the flush under way.
+    next_lsn: u64,
+    durable_lsn: u64,
+    /// Batches assembled and not yet handed to the writer; front is oldest.
+    pending: VecDeque<Batch>,
+    /// Record bytes submitted and not yet durable. Invariant: <= queue_bytes_max
+    /// unless a single record was admitted into an empty queue.
+    queued_bytes: usize,
+    poison: Option<String>,
+    closed: bool,
+    writer_done: bool,
+    durable_waiters: Vec<Waker>,
+    space_waiters: Vec<Waker>,
+    writer_waker: Option<Waker>,
+    /// Live segments, sorted by first LSN; the last one is the active one.
+    segments: Vec<(u64, String)>,
+    stats: WalStats,
+}
+
+struct Inner<D: Disk> {
+    disk: D,
+    opts: ValidWalOptions,
+    st: RefCell<State>,
+}
+
+/// A write-ahead log on one shard. Not `Send`: it lives on one executor and
+/// its writer task runs there. Share it between tasks with `Rc`.
+pub struct Wal<D: Disk> {
+    inner: Rc<Inner<D>>,
+}
+
+struct Active<F> {
+    file: F,
+    name: String,
+    offset: u64,
+}
+
+fn wake_all(ws: &mut Vec<Waker>) {
+    for w in ws.drain(..) {
+        w.wake();
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("static histogram bounds")
+}
+
+async fn read_all<F: SegmentFile>(f: &F) -> std::io::Result<Vec<u8>> {
+    const CHUNK: usize = 4 << 20;
+    let size = f.size().await? as usize;
+    let mut data = Vec::with_capacity(size);
+    while data.len() < size {
+        let want = align_up((size - data.len()).min(CHUNK), BLOCK_BYTES);
+        let got = f.read_at(data.len() as u64, want).await?;
+        if got.is_empty() {
+            break;
+        }
+        data.extend_from_slice(&got);
+    }
+    data.truncate(size);
+    Ok(data)
+}
+
+/// Creates a segment under a temporary name: preallocated, header written
+/// and synced. It becomes a live segment by `rename` + `sync_dir`.
+async fn prepare<D: Disk>(disk: D, seq: u64, segment_bytes: u64) -> Result<(String, D::File)> {
+    let name = format!("{seq:020}{PREPARED_SUFFIX}");
+    let err = |op, e| WalError::io(op, disk.describe(&name), e);
+    let f = disk.create(&name).await.map_err(|e| err("create", e))?;
+    f.preallocate(segment_bytes)
+        .await
+        .map_err(|e| err("preallocate", e))?;
+    let mut buf = disk.alloc_buf(BLOCK_BYTES);
+    encode_segment_header(buf.as_bytes_mut(), segment_bytes);
+    f.write_at(Rc::new(buf), 0)
+        .await
+        .map_err(|e| err("write header", e))?;
+    f.fdatasync()
+        .await
+        .map_err(|e| err("fdatasync header", e))?;
+    Ok((name, f))
+}
+
+/// Gives a prepared segment its live name, durably.
+async fn install<D: Disk>(disk: &D, prep: &str, first_lsn: u64) -> Result<String> {
+    let name = segment_name(first_lsn);
+    disk.rename(prep, &name)
+        .await
+        .map_err(|e| WalError::io("rename", disk.describe(prep), e))?;
+    disk.sync_dir()
+        .await
+        .map_err(|e| WalError::io("sync dir", disk.describe(&name), e))?;
+    Ok(name)
+}
+
+impl<D: Disk> Wal<D> {
+    /// Opens (or creates) the log in `disk`, handing every valid record to
+    /// `on_record` in LSN order, then starts the writer task on the current
+    /// glommio executor. The last segment is sealed (truncated to its last
+    /// valid record) and appends go to a fresh segment, so no byte written
+    /// before the crash is ever reinterpreted.
+    pub async fn open(
+        disk: D,
+        opts: WalOptions,
+        mut on_record: impl FnMut(u64, &[u8]),
+    ) -> Result<(Wal<D>, RecoveryReport)> {
+        let opts = opts.validate()?;
+        let names = disk
+            .list()
+            .await
+            .map_err(|e| WalError::io("list", disk.describe(""), e))?;
+        let mut segs: Vec<(u64, String)> = Vec::new();
+        for n in names {
+            if n.ends_with(PREPARED_SUFFIX) {
+                disk.remove(&n)
+                    .await
+                    .map_err(|e| WalError::io("remove", disk.describe(&n), e))?;
+            } else if let Some(lsn) = parse_segment_name(&n) {
+                segs.push((lsn, n));
+            }
+        }
+        segs.sort();
+
+        let mut report = RecoveryReport {
+            segments: segs.len(),
+            ..Default::default()
+        };
+        let mut expected: Option<u64> = None;
+        // (index into segs, valid_end, records) of the last segment kept.
+        let mut last_kept: Option<(usize, usize, u64)> = None;
+        let mut drop_from = segs.len();
+        for (i, (first, name)) in segs.iter().enumerate() {
+            let is_last = i + 1 == segs.len();
+            let file_desc = disk.describe(name);
+            let corruption = |offset: usize, reason: String| WalError::Corruption {
+                file: file_desc.clone(),
+                offset: offset as u64,
+                reason,
+            };
+            let mut found: Option<WalError> = None;
+            if let Some(e) = expected {
+                if *first != e {
+                    found = Some(corruption(
+                        0,
+                        format!("segment starts at LSN {first}, the previous one ends before LSN {e}"),
+                    ));
+                }
+            }
+            if found.is_none() {
+                let f = disk
+                    .open(name)
+                    .await
+                    .map_err(|e| WalError::io("open", file_desc.clone(), e))?;
+                let data = read_all(&f)
+                    .await
+                    .map_err(|e| WalError::io("read", file_desc.clone(), e))?;
+                f.close()
+                    .await
+                    .map_err(|e| WalError::io("close", file_desc.clone(), e))?;
+                if let Err(p) = decode_segment_header(&data) {
+                    found = Some(corruption(0, p.to_string()));
+                } else {
+                    let scan = scan_segment(&data, *first, opts.record_bytes_max, |l, p| {
+                        on_record(l, p)
+                    });
+                    if scan.records > 0 && report.first_lsn.is_none() {
+                        report.first_lsn = Some(*first);
+                    }
+                    report.records += scan.records;
+                    expected = Some(scan.next_lsn);
+                    last_kept = Some((i, scan.valid_end, scan.records));
+                    let junk = nonzero_extent(&data, scan.valid_end);
+                    if let Some(off) = later_flush_start(
+                        &data,
+                        scan.stop_offset,
+                        scan.next_lsn,
+                        opts.record_bytes_max,
+                    ) {
+                        found = Some(corruption(
+                            scan.stop_offset,
+                            format!(
+                                "damaged record (expected LSN {}) followed by a later flush at offset {off}",
+                                scan.next_lsn
+                            ),
+                        ));
+                    } else if !is_last && (scan.stop == Stop::Damage || junk > 0) {
+                        found = Some(corruption(
+                            scan.stop_offset,
+                            format!(
+                                "damaged record (expected LSN {}) in a segment that is not the last",
+                                scan.next_lsn
+                            ),
+                        ));
+                    } else if is_last && junk > 0 {
+                        let t = TornTail {
+                            file: file_desc.clone(),
+                            offset: scan.valid_end as u64,
+                            bytes_dropped: junk as u64,
+                        };
+                        tracing::warn!(file = %t.file, offset = t.offset, bytes_dropped = t.bytes_dropped,
+                            "wal: torn tail truncated");
+                        report.torn_tail = Some(t);
+                    }
+                }
+            }
+            if let Some(err) = found {
+                match opts.recovery {
+                    RecoveryMode::Strict => return Err(err),
+                    RecoveryMode::PointInTime => {
+                        tracing::error!(%err, "wal: corruption dropped (point-in-time recovery)");
+                        report.corruption_dropped = Some(err.to_string());
+                        // Keep this segment up to its valid end, unless the
+                        // damage is its header or its position in the chain.
+                        drop_from = match last_kept {
+                            Some((k, _, _)) if k == i => i + 1,
+                            _ => i,
+                        };
+                        break;
+                    }
+                }
+            }
+        }
+
+        // Drop what point-in-time recovery cut off, newest first.
+        for (_, name) in segs[drop_from..].iter().rev() {
+            disk.remove(name)
+                .await
+                .map_err(|e| WalError::io("remove", disk.describe(name), e))?;
+        }
+        segs.truncate(drop_from);
+        let next_lsn = expected.unwrap_or(1);
+        report.next_lsn = next_lsn;
+
+        // Seal the last segment: cut it at its last valid record. An empty one
+        // is replaced (atomically, by the rename below) by the new active one.
+        let mut replace_empty = false;
+        if let Some((k, valid_end, records)) = last_kept {
+            let name = &segs[k].1;
+            if records == 0 {
+                replace_empty = true;
+            } else {
+                let desc = disk.describe(name);
+                let f = disk
+                    .open(name)
+                    .await
+                    .map_err(|e| WalError::io("open", desc.clone(), e))?;
+                f.truncate(valid_end as u64)
+                    .await
+                    .map_err(|e| WalError::io("truncate", desc.clone(), e))?;
+                f.fdatasync()
+                    .await
+                    .map_err(|e| WalError::io("fdatasync", desc.clone(), e))?;
+                f.close()
+                    .await
+                    .map_err(|e| WalError::io("close", desc, e))?;
+            }
+        }
+        if replace_empty {
+            segs.pop();
+        }
+        let (prep, file) = prepare(disk.clone(), 0, opts.segment_bytes).await?;
+        let name = install(&disk, &prep, next_lsn).await?;
+        segs.push((next_lsn, name.clone()));
+
+        let st = State {
+            next_lsn,
+            durable_lsn: next_lsn - 1,
+            pending: VecDeque::new(),
+            queued_bytes: 0,
+            poison: None,
+            closed: false,
+            writer_done: false,
+            durable_waiters: Vec::new(),
+            space_waiters: Vec::new(),
+            writer_waker: None,
+            stats: WalStats {
+                next_lsn,
+                durable_lsn: next_lsn - 1,
+                records: 0,
+                payload_bytes: 0,
+                bytes_written: 0,
+                syncs: 0,
+                segments_created: 1,
+                segments_removed: 0,
+                segments_live: segs.len(),
+                batch_records: new_histogram(),
+                sync_latency_us: new_histogram(),
+            },
+            segments: segs,
+        };
+        let inner = Rc::new(Inner { disk, opts, st: RefCell::new(st) });
+        let active = Active {
+            file,
+            name,
+            offset: BLOCK_BYTES as u64,
+        };
+        glommio::spawn_local(writer(inner.clone(), active)).detach();
+        Ok((Wal { inner }, report))
+    }
+
+    /// Queues a record without waiting; returns its LSN. Fails with
+    /// `QueueFull` when `queue_bytes_max` would be exceeded.
+    pub fn try_submit(&self, payload: &[u8]) -> Result<u64> {
+        self.try_submit_with(payload.len(), |p| p.copy_from_slice(payload))
+    }
+
+    /// Like `try_submit`, but `fill` writes the `len` payload bytes straight
+    /// into the write buffer.
+    pub fn try_submit_with(&self, len: usize, fill: impl FnOnce(&mut [u8])) -> Result<u64> {
+        let opts = &self.inner.opts;
+        if len > opts.record_bytes_max {
+            return Err(WalError::RecordTooLarge {
+                len,
+                max: opts.record_bytes_max,
+            });
+        }
+        let mut st = self.inner.st.borrow_mut();
+        if let Some(c) = &st.poison {
+            return Err(WalError::Poisoned { cause: c.clone() });
+        }
+        if st.closed {
+            return Err(WalError::Closed);
+        }
+        let rb = record_bytes(len);
+        if st.queued_bytes > 0 && st.queued_bytes + rb > opts.queue_bytes_max {
+            return Err(WalError::QueueFull {
+                queued: st.queued_bytes,
+                max: opts.queue_bytes_max,
+            });
+        }
+        let lsn = st.next_lsn;
+        let full = st
+            .pending
+            .back()
+            .is_none_or(|b| b.used + rb > opts.batch_bytes_max);
+        if full {
+            let buf = self.inner.disk.alloc_buf(opts.batch_bytes_max);
+            st.pending.push_back(Batch {
+                buf,
+                used: 0,
+                first_lsn: lsn,
+                last_lsn: lsn,
+                records: 0,
+                payload_bytes: 0,
+            });
+        }
+        let b = st.pending.back_mut().expect("a batch was just ensured");
+        let flags = if b.used == 0 { FLAG_FIRST_IN_FLUSH } else { 0 };
+        let at = b.used;
+        let n = encode_record_with(&mut b.buf.as_bytes_mut()[at..], lsn, flags, len, fill);
+        debug_assert!(
+            matches!(decode_record(&b.buf.as_bytes()[at..at + n], opts.record_bytes_max),
+                Slot::Record(r) if r.lsn == lsn && r.payload.len() == len),
+            "record must decode right after it is encoded"
+        );
+        b.used += n;
+        b.last_lsn = lsn;
+        b.records += 1;
+        b.payload_bytes += len as u64;
+        st.next_lsn += 1;
+        st.stats.next_lsn = st.next_lsn;
+        st.queued_bytes += rb;
+        if let Some(w) = st.writer_waker.take() {
+            w.wake();
+        }
+        Ok(lsn)
+    }
+
+    /// Queues a record, waiting while the queue is full (backpressure);
+    /// returns its LSN as soon as it is queued.
+    pub async fn submit(&self, payload: &[u8]) -> Result<u64> {
+        poll_fn(|cx| match self.try_submit(payload) {
+            Err(WalError::QueueFull { .. }) => {
+                self.inner
+                    .st
+                    .borrow_mut()
+                    .space_waiters
+                    .push(cx.waker().clone());
+                Poll::Pending
+            }
+            r => Poll::Ready(r),
+        })
+        .await
+    }
+
+    /// Waits until every record up to `lsn` is durable.
+    pub async fn wait_durable(&self, lsn: u64) -> Result<()> {
+        poll_fn(|cx| {
+            let mut st = self.inner.st.borrow_mut();
+            if st.durable_lsn >= lsn {
+                return Poll::Ready(Ok(()));
+            }
+            if let Some(c) = &st.poison {
+                return Poll::Ready(Err(WalError::Poisoned { cause: c.clone() }));
+            }
+            assert!(
+                lsn < st.next_lsn,
+                "wait_durable({lsn}) for an LSN never handed out (next is {})",
+                st.next_lsn
+            );
+            if st.writer_done {
+                return Poll::Ready(Err(WalError::Closed));
+            }
+            st.durable_waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Submits and waits for durability.
+    pub async fn append(&self, payload: &[u8]) -> Result<u64> {
+        let lsn = self.submit(payload).await?;
+        self.wait_durable(lsn).await?;
+        Ok(lsn)
+    }
+
+    /// The highest LSN known durable.
+    pub fn durable_lsn(&self) -> u64 {
+        self.inner.st.borrow().durable_lsn
+    }
+
+    /// The LSN the next record gets.
+    pub fn next_lsn(&self) -> u64 {
+        self.inner.st.borrow().next_lsn
+    }
+
+    pub fn stats(&self) -> WalStats {
+        self.inner.st.borrow().stats.clone()
+    }
+
+    /// Deletes every segment all of whose records have LSN < `lsn` (the
+    /// active segment is never deleted). Returns how many were deleted.
+    pub async fn release_before(&self, lsn: u64) -> Result<usize> {
+        let victims: Vec<String> = {
+            let mut st = self.inner.st.borrow_mut();
+            if let Some(c) = &st.poison {
+                return Err(WalError::Poisoned { cause: c.clone() });
+            }
+            let n = st
+                .segments
+                .windows(2)
+                .take_while(|w| w[1].0 <= lsn)
+                .count();
+            let v = st.segments.drain(..n).map(|(_, n)| n).collect();
+            st.stats.segments_removed += n as u64;
+            st.stats.segments_live = st.segments.len();
+            v
+        };
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        let disk = &self.inner.disk;
+        for v in &victims {
+            disk.remove(v)
+                .await
+                .map_err(|e| WalError::io("remove", disk.describe(v), e))?;
+        }
+        disk.sync_dir()
+            .await
+            .map_err(|e| WalError::io("sync dir", disk.describe(""), e))?;
+        Ok(victims.len())
+    }
+
+    /// Writes out everything queued, stops the writer and reports whether
+    /// all of it became durable.
+    pub async fn close(self) -> Result<()> {
+        self.inner.st.borrow_mut().closed = true;
+        self.wake_writer();
+        poll_fn(|cx| {
+            let mut st = self.inner.st.borrow_mut();
+            if st.writer_done {
+                return Poll::Ready(match &st.poison {
+                    Some(c) => Err(WalError::Poisoned { cause: c.clone() }),
+                    None => Ok(()),
+                });
+            }
+            st.durable_waiters.push(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    fn wake_writer(&self) {
+        if let Some(w) = self.inner.st.borrow_mut().writer_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+impl<D: Disk> Drop for Wal<D> {
+    fn drop(&mut self) {
+        // The writer drains what is queued, then exits.
+        self.inner.st.borrow_mut().closed = true;
+        self.wake_writer();
+    }
+}
+
+impl<D: Disk> Inner<D> {
+    fn poison(&self, cause: String) {
+        let mut st = self.st.borrow_mut();
+        tracing::error!(%cause, "wal: poisoned");
+        st.poison.get_or_insert(cause);
+        st.pending.clear();
+        wake_all(&mut st.durable_waiters);
+        wake_all(&mut st.space_waiters);
+    }
+
+    async fn next_batch(&self) -> Option<Batch> {
+        poll_fn(|cx| {
+            let mut st = self.st.borrow_mut();
+            if st.poison.is_some() {
+                return Poll::Ready(None);
+            }
+            if let Some(b) = st.pending.pop_front() {
+                return Poll::Ready(Some(b));
+            }
+            if st.closed {
+                return Poll::Ready(None);
+            }
+            st.writer_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+type PrepTask<D> = glommio::Task<Result<(String, <D as Disk>::File)>>;
+
+/// The writer: one flush at a time — one DMA write, then one fdatasync.
+/// Submitters keep filling the next batch meanwhile.
+async fn writer<D: Disk>(inner: Rc<Inner<D>>, mut active: Active<D::File>) {
+    let segment_bytes = inner.opts.segment_bytes;
+    let mut prep_seq = 1u64;
+    let mut prep: Option<PrepTask<D>> = Some(glommio::spawn_local(prepare(
+        inner.disk.clone(),
+        prep_seq,
+        segment_bytes,
+    )));
+    while let Some(batch) = inner.next_batch().await {
+        let r = flush(&inner, &mut active, &mut prep, &mut prep_seq, batch).await;
+        if let Err(e) = r {
+            inner.poison(e.to_string());
+            break;
+        }
+    }
+    let _ = active.file.close().await;
+    if let Some(p) = prep.take() {
+        // Let a preparation under way finish; its file is removed at next open.
+        let _ = p.await;
+    }
+    let mut st = inner.st.borrow_mut();
+    st.writer_done = true;
+    wake_all(&mut st.durable_waiters);
+    wake_all(&mut st.space_waiters);
+}
+
+async fn flush<D: Disk>(
+    inner: &Inner<D>,
+    active: &mut Active<D::File>,
+    prep: &mut Option<PrepTask<D>>,
+    prep_seq: &mut u64,
+    mut batch: Batch,
+) -> Result<()> {
+    let opts = &inner.opts;
+    let disk = &inner.disk;
+    let len = align_up(batch.used, BLOCK_BYTES);
+    if active.offset + len as u64 > opts.segment_bytes {
+        // Roll: the previous flush was synced, so the old segment is complete.
+        let task = prep.take().expect("a segment is always being prepared");
+        let (prep_name, file) = task.await?;
+        let name = install(disk, &prep_name, batch.first_lsn).await?;
+        let old = std::mem::replace(
+            active,
+            Active {
+                file,
+                name: name.clone(),
+                offset: BLOCK_BYTES as u64,
+            },
+        );
+        old.file
+            .close()
+            .await
+            .map_err(|e| WalError::io("close", disk.describe(&old.name), e))?;
+        {
+            let mut st = inner.st.borrow_mut();
+            st.segments.push((batch.first_lsn, name));
+            st.stats.segments_created += 1;
+            st.stats.segments_live = st.segments.len();
+        }
+        *prep_seq += 1;
+        *prep = Some(glommio::spawn_local(prepare(
+            disk.clone(),
+            *prep_seq,
+            opts.segment_bytes,
+        )));
+    }
+    // Pad to the block: the next flush starts on a fresh block, so a block
+    // holding acknowledged records is never written again.
+    batch.buf.as_bytes_mut()[batch.used..len].fill(0);
+    batch.buf.trim_to_size(len);
+    let t0 = Instant::now();
+    let desc = || disk.describe(&active.name);
+    active
+        .file
+        .write_at(Rc::new(batch.buf), active.offset)
+        .await
+        .map_err(|e| WalError::io("write", desc(), e))?;
+    // Fail-stop: a failed fdatasync is never retried (the kernel may have
+    // dropped the dirty data already); the caller poisons the log.
+    active
+        .file
+        .fdatasync()
+        .await
+        .map_err(|e| WalError::io("fdatasync", desc(), e))?;
+    let us = t0.elapsed().as_micros() as u64;
+    active.offset += len as u64;
+
+    let mut st = inner.st.borrow_mut();
+    debug_assert!(batch.first_lsn == st.durable_lsn + 1, "flushes are made durable in LSN order");
+    st.durable_lsn = batch.last_lsn;
+    st.queued_bytes -= batch.used;
+    let s = &mut st.stats;
+    s.durable_lsn = batch.last_lsn;
+    s.records += batch.records;
+    s.payload_bytes += batch.payload_bytes;
+    s.bytes_written += len as u64;
+    s.syncs += 1;
+    s.batch_records.saturating_record(batch.records);
+    s.sync_latency_us.saturating_record(us.max(1));
+    wake_all(&mut st.durable_waiters);
+    wake_all(&mut st.space_waiters);
+    Ok(())
+}

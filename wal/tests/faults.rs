@@ -1,0 +1,482 @@
+//! WAL behaviour under faults, through the fault-injecting `MemDisk`.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::rc::Rc;
+
+use glommio::LocalExecutorBuilder;
+use proptest::prelude::*;
+use ringraft_wal::format::{record_bytes, BLOCK_BYTES};
+use ringraft_wal::{CrashMode, MemDisk, RecoveryMode, Wal, WalError, WalOptions};
+
+fn run<T>(f: impl Future<Output = T>) -> T {
+    LocalExecutorBuilder::default()
+        .make()
+        .expect("executor")
+        .run(f)
+}
+
+fn small_opts() -> WalOptions {
+    WalOptions {
+        segment_bytes: 16 * 1024,
+        record_bytes_max: 2048,
+        batch_bytes_max: 8 * 1024,
+        queue_bytes_max: 32 * 1024,
+        recovery: RecoveryMode::Strict,
+    }
+}
+
+/// Deterministic payload for (seed, i): length 0..=700, bytes from both.
+fn payload(seed: u64, i: u64) -> Vec<u8> {
+    let mut x = seed ^ i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let len = (next() % 701) as usize;
+    (0..len).map(|_| next() as u8).collect()
+}
+
+async fn reopen(disk: &MemDisk, opts: WalOptions) -> (Vec<(u64, Vec<u8>)>, ringraft_wal::RecoveryReport, Wal<MemDisk>) {
+    let mut got = Vec::new();
+    let (wal, rep) = Wal::open(disk.clone(), opts, |l, p| got.push((l, p.to_vec())))
+        .await
+        .unwrap_or_else(|e| panic!("reopen failed: {e}"));
+    (got, rep, wal)
+}
+
+fn assert_consecutive(got: &[(u64, Vec<u8>)]) {
+    for w in got.windows(2) {
+        assert_eq!(w[1].0, w[0].0 + 1, "recovered LSNs must be consecutive");
+    }
+}
+
+/// Concurrent appenders, a crash after `crash_after` scheduler yields that
+/// keeps a random part of what was not synced, then reopen: the log must hold
+/// every acknowledged record, only submitted records, with exact payloads, in
+/// LSN order; appending after the reopen and reopening again must keep it all.
+fn crash_case(seed: u64, appenders: u64, crash_after: u64) {
+    run(async move {
+        let disk = MemDisk::new();
+        let opts = small_opts();
+        let (wal, _, _) = {
+            let (w, r) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+            (Rc::new(w), r, ())
+        };
+        let submitted: Rc<RefCell<BTreeMap<u64, Vec<u8>>>> = Default::default();
+        let acked: Rc<RefCell<Vec<u64>>> = Default::default();
+        let mut tasks = Vec::new();
+        for a in 0..appenders {
+            let (wal, submitted, acked) = (wal.clone(), submitted.clone(), acked.clone());
+            tasks.push(glommio::spawn_local(async move {
+                for i in 0..1000u64 {
+                    let p = payload(seed, a * 1_000_000 + i);
+                    let lsn = match wal.submit(&p).await {
+                        Ok(l) => l,
+                        Err(_) => return,
+                    };
+                    submitted.borrow_mut().insert(lsn, p);
+                    if i % 3 == a % 3 {
+                        // Sometimes do not wait: several records in flight per task.
+                        continue;
+                    }
+                    match wal.wait_durable(lsn).await {
+                        Ok(()) => acked.borrow_mut().push(lsn),
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        let d = disk.clone();
+        let crasher = glommio::spawn_local(async move {
+            for _ in 0..crash_after {
+                futures_lite::future::yield_now().await;
+            }
+            d.crash(CrashMode::Random(seed));
+        });
+        crasher.await;
+        for t in tasks {
+            t.await;
+        }
+        drop(wal);
+
+        let (got, _, wal2) = reopen(&disk, opts.clone()).await;
+        assert_consecutive(&got);
+        let sub = submitted.borrow();
+        for (l, p) in &got {
+            assert_eq!(sub.get(l), Some(p), "seed {seed}: recovered LSN {l} differs from what was submitted");
+        }
+        let last = got.last().map_or(0, |r| r.0);
+        if let Some(first) = got.first() {
+            assert_eq!(first.0, 1, "seed {seed}: nothing was released, the log starts at 1");
+        }
+        for a in acked.borrow().iter() {
+            assert!(*a <= last, "seed {seed}: acknowledged LSN {a} lost (recovered up to {last})");
+        }
+
+        // Append after recovery, then reopen: old and new records, no stale bytes.
+        let mut expect = got.clone();
+        for i in 0..20 {
+            let p = payload(seed ^ 0xABCD, i);
+            let l = wal2.append(&p).await.unwrap();
+            assert_eq!(l, last + 1 + i);
+            expect.push((l, p));
+        }
+        wal2.close().await.unwrap();
+        let (again, rep, _w) = reopen(&disk, opts).await;
+        assert_eq!(again, expect, "seed {seed}: second reopen differs");
+        assert!(rep.torn_tail.is_none());
+    });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #[test]
+    fn crash_keeps_every_acknowledged_record(seed in any::<u64>(), appenders in 1u64..12, crash_after in 0u64..400) {
+        crash_case(seed, appenders, crash_after);
+    }
+}
+
+#[test]
+fn crash_regression_seeds() {
+    // Fixed cases that exercise rollover during the crash window.
+    for seed in 0..8 {
+        crash_case(seed, 8, 150 + seed * 17);
+    }
+}
+
+/// Writes `n` single-record flushes, then one flush of `last_batch` records.
+/// Returns the payloads by LSN.
+async fn write_log(disk: &MemDisk, opts: WalOptions, n: u64, last_batch: u64) -> Vec<Vec<u8>> {
+    let (wal, _) = Wal::open(disk.clone(), opts, |_, _| {}).await.unwrap();
+    let mut all = Vec::new();
+    for i in 0..n {
+        let p = payload(7, i);
+        wal.append(&p).await.unwrap();
+        all.push(p);
+    }
+    let mut last = 0;
+    for i in 0..last_batch {
+        let p = payload(8, i);
+        last = wal.try_submit(&p).unwrap();
+        all.push(p);
+    }
+    if last_batch > 0 {
+        wal.wait_durable(last).await.unwrap();
+    }
+    wal.close().await.unwrap();
+    all
+}
+
+#[test]
+fn torn_last_flush_at_every_byte_keeps_exactly_the_whole_records() {
+    run(async {
+        let opts = WalOptions {
+            segment_bytes: 64 * 1024,
+            ..small_opts()
+        };
+        let disk = MemDisk::new();
+        let all = write_log(&disk, opts.clone(), 5, 4).await;
+        let (file, pos, len) = disk.last_write().unwrap();
+        // (start, end of payload) of each record within the last flush.
+        let mut spans = Vec::new();
+        let mut off = 0;
+        for p in &all[5..] {
+            spans.push((off, off + 24 + p.len()));
+            off += record_bytes(p.len());
+        }
+        let used = off;
+        assert!(used <= len);
+        let original = disk.contents(&file).unwrap();
+        let flush = &original[pos as usize..pos as usize + len];
+        for (fill, tear_name) in [(0u8, "zeros"), (0xA5u8, "garbage")] {
+            for k in 0..=used {
+                let d = disk.fork();
+                d.fill_range(&file, pos as usize + k, pos as usize + len, fill);
+                let (got, rep, _w) = reopen(&d, opts.clone()).await;
+                // A record survives the tear iff none of its checksummed bytes changed.
+                let whole = spans
+                    .iter()
+                    .take_while(|(s, e)| flush[k.max(*s)..(*e).max(k)].iter().all(|&b| b == fill))
+                    .count();
+                assert_eq!(got.len(), 5 + whole, "tear with {tear_name} at byte {k} of the last flush");
+                for (l, p) in &got {
+                    assert_eq!(&all[*l as usize - 1], p);
+                }
+                if fill != 0 && k < len {
+                    let t = rep.torn_tail.unwrap_or_else(|| panic!("garbage tear at {k} not reported"));
+                    assert_eq!(t.file, format!("memdisk:{file}"));
+                    assert!(t.bytes_dropped > 0);
+                }
+            }
+        }
+    });
+}
+
+#[test]
+fn bit_flip_before_a_later_flush_is_corruption_not_truncation() {
+    run(async {
+        let opts = WalOptions {
+            segment_bytes: 1 << 20,
+            ..small_opts()
+        };
+        let disk = MemDisk::new();
+        let all = write_log(&disk, opts.clone(), 6, 0).await;
+        let seg = disk.file_names().into_iter().find(|n| n.ends_with(".wal")).unwrap();
+        // Record 3 starts at block 3 (each flush takes one block here); flip a payload bit.
+        let rec3 = 3 * BLOCK_BYTES;
+        disk.flip_bit(&seg, rec3 + 30, 2);
+        let err = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .err()
+            .expect("corruption must fail open");
+        match &err {
+            WalError::Corruption { file, offset, .. } => {
+                assert_eq!(file, &format!("memdisk:{seg}"));
+                assert_eq!(*offset, rec3 as u64);
+            }
+            e => panic!("expected corruption, got {e}"),
+        }
+        let msg = err.to_string();
+        assert!(msg.contains(&seg) && msg.contains(&rec3.to_string()), "{msg}");
+
+        // The explicitly chosen salvage mode keeps what precedes the damage.
+        let pit = WalOptions {
+            recovery: RecoveryMode::PointInTime,
+            ..opts.clone()
+        };
+        let (got, rep, wal) = reopen(&disk, pit).await;
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[1].1, all[1]);
+        assert!(rep.corruption_dropped.is_some());
+        assert_eq!(wal.next_lsn(), 3);
+    });
+}
+
+#[test]
+fn damage_in_a_segment_that_is_not_the_last_is_corruption() {
+    run(async {
+        let opts = small_opts();
+        let disk = MemDisk::new();
+        write_log(&disk, opts.clone(), 12, 0).await;
+        let segs: Vec<_> = disk.file_names().into_iter().filter(|n| n.ends_with(".wal")).collect();
+        assert!(segs.len() >= 3, "expected rollover, got {segs:?}");
+        // Zero out the last flush of the first segment: a clean-looking end
+        // that the next segment's first LSN exposes as a gap.
+        let first = &segs[0];
+        let len = disk.contents(first).unwrap().len();
+        disk.fill_range(first, len - BLOCK_BYTES, len, 0);
+        let err = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.err().expect("must fail");
+        assert!(matches!(err, WalError::Corruption { .. }), "{err}");
+        // Garbage in the header of a middle segment.
+        let disk2 = MemDisk::new();
+        write_log(&disk2, opts.clone(), 12, 0).await;
+        disk2.flip_bit(&segs[1], 3, 0);
+        let err = Wal::open(disk2.clone(), opts, |_, _| {}).await.err().expect("must fail");
+        assert!(err.to_string().contains("segment header") || err.to_string().contains("magic"), "{err}");
+    });
+}
+
+#[test]
+fn rollover_and_release_before() {
+    run(async {
+        let opts = small_opts();
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+        for i in 0..60u64 {
+            assert_eq!(wal.append(&[i as u8; 1000]).await.unwrap(), i + 1);
+        }
+        let st = wal.stats();
+        assert!(st.segments_created >= 15, "segments created: {}", st.segments_created);
+        assert_eq!(st.segments_live as u64, st.segments_created);
+        let removed = wal.release_before(31).await.unwrap();
+        assert!(removed > 0);
+        // Records below 31 may stay only in the segment that also holds 31.
+        let live: Vec<u64> = disk
+            .file_names()
+            .iter()
+            .filter_map(|n| ringraft_wal::format::parse_segment_name(n))
+            .collect();
+        assert!(live[0] <= 31 && live.get(1).is_none_or(|&s| s > 31), "live segments {live:?}");
+        assert_eq!(wal.release_before(31).await.unwrap(), 0, "release is idempotent");
+        wal.close().await.unwrap();
+        let (got, rep, _w) = reopen(&disk, opts).await;
+        assert_eq!(got.first().unwrap().0, live[0]);
+        assert_eq!(got.last().unwrap().0, 60);
+        assert_consecutive(&got);
+        assert_eq!(rep.first_lsn, Some(live[0]));
+        assert_eq!(rep.next_lsn, 61);
+    });
+}
+
+#[test]
+fn everything_released_then_reopened_keeps_the_lsn_sequence() {
+    run(async {
+        let opts = small_opts();
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+        for _ in 0..20 {
+            wal.append(&[1; 1000]).await.unwrap();
+        }
+        wal.release_before(u64::MAX).await.unwrap();
+        wal.close().await.unwrap();
+        let (_got, rep, wal) = reopen(&disk, opts.clone()).await;
+        assert_eq!(rep.next_lsn, 21);
+        wal.close().await.unwrap();
+        // Reopening a log whose last segment is empty keeps its LSN too.
+        let (got, rep, _w) = reopen(&disk, opts).await;
+        assert_eq!(rep.next_lsn, 21, "{got:?}");
+    });
+}
+
+#[test]
+fn failed_fdatasync_poisons_for_good() {
+    run(async {
+        let opts = small_opts();
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+        let a = wal.append(b"durable").await.unwrap();
+        disk.fail_syncs(true);
+        let err = wal.append(b"doomed").await.unwrap_err();
+        assert!(err.to_string().contains("fdatasync"), "{err}");
+        disk.fail_syncs(false);
+        // Never retried, never pretended: everything fails from now on.
+        assert!(matches!(wal.try_submit(b"x"), Err(WalError::Poisoned { .. })));
+        assert!(matches!(wal.submit(b"x").await, Err(WalError::Poisoned { .. })));
+        assert!(wal.wait_durable(a).await.is_ok(), "what was durable stays durable");
+        assert!(matches!(wal.wait_durable(a + 1).await, Err(WalError::Poisoned { .. })));
+        assert!(matches!(wal.release_before(1).await, Err(WalError::Poisoned { .. })));
+        drop(wal);
+        disk.crash(CrashMode::DropUnsynced);
+        let (got, _, _w) = reopen(&disk, opts).await;
+        assert_eq!(got[0], (1, b"durable".to_vec()));
+    });
+}
+
+#[test]
+fn failed_write_poisons() {
+    run(async {
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), small_opts(), |_, _| {}).await.unwrap();
+        disk.fail_next_writes(1);
+        assert!(wal.append(b"a").await.is_err());
+        assert!(matches!(wal.append(b"b").await, Err(WalError::Poisoned { .. })));
+    });
+}
+
+#[test]
+fn full_disk_fails_appends_clearly_and_loses_nothing() {
+    run(async {
+        let opts = small_opts();
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+        // Room for the active segment and the prepared one, not a third.
+        disk.set_space_bytes(Some(2 * opts.segment_bytes + 100));
+        let mut acked = Vec::new();
+        let err = loop {
+            match wal.append(&[9u8; 1500]).await {
+                Ok(l) => acked.push(l),
+                Err(e) => break e,
+            }
+            assert!(acked.len() < 1000, "the disk never filled up");
+        };
+        assert!(!acked.is_empty());
+        assert!(err.to_string().contains("disk full"), "{err}");
+        assert!(matches!(wal.append(b"x").await, Err(WalError::Poisoned { .. })));
+        drop(wal);
+        disk.crash(CrashMode::DropUnsynced);
+        disk.set_space_bytes(None);
+        let (got, _, wal) = reopen(&disk, opts).await;
+        assert_eq!(got.len(), acked.len(), "every acknowledged record, nothing else");
+        assert_eq!(got.last().unwrap().0, *acked.last().unwrap());
+        wal.append(b"after").await.unwrap();
+    });
+}
+
+#[test]
+fn limits_record_size_and_queue_bytes() {
+    run(async {
+        let opts = WalOptions {
+            queue_bytes_max: 8 * 1024,
+            ..small_opts()
+        };
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+        let too_big = vec![0u8; opts.record_bytes_max + 1];
+        assert!(matches!(
+            wal.try_submit(&too_big),
+            Err(WalError::RecordTooLarge { len, max }) if len == max + 1
+        ));
+        wal.try_submit(&too_big[..opts.record_bytes_max]).unwrap();
+        // Fill the queue without yielding: the writer cannot drain it.
+        let rec = vec![1u8; 1000];
+        let last = loop {
+            match wal.try_submit(&rec) {
+                Ok(_) => {}
+                Err(WalError::QueueFull { queued, max }) => {
+                    assert_eq!(max, opts.queue_bytes_max);
+                    assert!(queued + record_bytes(1000) > max);
+                    break wal.next_lsn() - 1;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        };
+        // The async submit waits for room instead of failing.
+        let l = wal.submit(&rec).await.unwrap();
+        assert_eq!(l, last + 1);
+        wal.wait_durable(l).await.unwrap();
+        assert!(wal.stats().syncs >= 2);
+    });
+}
+
+#[test]
+fn invalid_options_are_refused_with_a_reason() {
+    let base = small_opts();
+    let cases = [
+        WalOptions { segment_bytes: 5000, ..base.clone() },
+        WalOptions { segment_bytes: 4096, ..base.clone() },
+        WalOptions { batch_bytes_max: 1000, ..base.clone() },
+        WalOptions { batch_bytes_max: 16 * 1024, ..base.clone() },
+        WalOptions { record_bytes_max: 8 * 1024, ..base.clone() },
+        WalOptions { record_bytes_max: 0, ..base.clone() },
+        WalOptions { queue_bytes_max: 4096, ..base.clone() },
+    ];
+    for c in cases {
+        let e = c.clone().validate().unwrap_err();
+        assert!(matches!(e, WalError::InvalidOptions(_)), "{c:?}");
+        assert!(e.to_string().contains("must"), "{e}");
+    }
+    assert!(base.validate().is_ok());
+    assert!(WalOptions::default().validate().is_ok());
+}
+
+#[test]
+fn group_commit_batches_concurrent_appenders() {
+    run(async {
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), WalOptions { segment_bytes: 1 << 22, ..small_opts() }, |_, _| {})
+            .await
+            .unwrap();
+        let wal = Rc::new(wal);
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let wal = wal.clone();
+                glommio::spawn_local(async move {
+                    for j in 0..20u32 {
+                        wal.append(&(i * 1000 + j).to_le_bytes()).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        let s = wal.stats();
+        assert_eq!(s.records, 64 * 20);
+        assert!(s.syncs * 8 < s.records, "{} syncs for {} records", s.syncs, s.records);
+        assert!(s.batch_records.max() > 32);
+    });
+}
