@@ -92,26 +92,28 @@ impl Disk for DmaDisk {
     }
 
     async fn create(&self, name: &str) -> io::Result<DmaSegment> {
-        let f = gio(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .dma_open(self.path(name))
-                .await,
-        )?;
-        Ok(DmaSegment { file: f })
+        let f = gio(OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .dma_open(self.path(name))
+            .await)?;
+        Ok(DmaSegment {
+            file: f,
+            path: self.path(name),
+        })
     }
 
     async fn open(&self, name: &str) -> io::Result<DmaSegment> {
-        let f = gio(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .dma_open(self.path(name))
-                .await,
-        )?;
-        Ok(DmaSegment { file: f })
+        let f = gio(OpenOptions::new()
+            .read(true)
+            .write(true)
+            .dma_open(self.path(name))
+            .await)?;
+        Ok(DmaSegment {
+            file: f,
+            path: self.path(name),
+        })
     }
 
     async fn rename(&self, from: &str, to: &str) -> io::Result<()> {
@@ -141,6 +143,7 @@ impl Disk for DmaDisk {
 #[derive(Debug)]
 pub struct DmaSegment {
     file: DmaFile,
+    path: PathBuf,
 }
 
 impl SegmentFile for DmaSegment {
@@ -157,8 +160,14 @@ impl SegmentFile for DmaSegment {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Vec<u8>> {
-        let r = gio(self.file.read_at_aligned(pos, len).await)?;
-        Ok(r.to_vec())
+        // Recovery reads go through the page cache: direct reads of
+        // preallocated, never-written extents fail with EOPNOTSUPP on the
+        // io_uring poll ring (seen on ext4/virtio). Our direct writes
+        // invalidate the cached pages they cover, so this sees the disk.
+        let f = gio(glommio::io::BufferedFile::open(&self.path).await)?;
+        let r = gio(f.read_at(pos, len).await);
+        gio(f.close().await)?;
+        Ok(r?.to_vec())
     }
 
     async fn fdatasync(&self) -> io::Result<()> {

@@ -52,8 +52,8 @@ pub const SEGMENT_SUFFIX: &str = ".wal";
 /// Suffix of a prepared segment (preallocated, header synced, not yet in use).
 pub const PREPARED_SUFFIX: &str = ".prep";
 
-const _: () = assert!(RECORD_HEADER_BYTES % RECORD_ALIGN == 0);
-const _: () = assert!(BLOCK_BYTES % RECORD_ALIGN == 0);
+const _: () = assert!(RECORD_HEADER_BYTES.is_multiple_of(RECORD_ALIGN));
+const _: () = assert!(BLOCK_BYTES.is_multiple_of(RECORD_ALIGN));
 const _: () = assert!(SEGMENT_HEADER_BYTES <= BLOCK_BYTES);
 
 /// Bytes a record of `payload_len` takes in a flush.
@@ -110,7 +110,10 @@ impl std::fmt::Display for HeaderProblem {
             HeaderProblem::Magic => write!(f, "bad segment magic"),
             HeaderProblem::Checksum => write!(f, "segment header checksum mismatch"),
             HeaderProblem::Version(v) => {
-                write!(f, "unsupported format version {v} (this build reads {FORMAT_VERSION})")
+                write!(
+                    f,
+                    "unsupported format version {v} (this build reads {FORMAT_VERSION})"
+                )
             }
             HeaderProblem::BlockBytes(b) => write!(f, "unsupported block size {b}"),
         }
@@ -144,7 +147,9 @@ pub fn decode_segment_header(data: &[u8]) -> Result<u64, HeaderProblem> {
 /// (`record_bytes(payload.len())`). `out` must be at least that long.
 #[inline]
 pub fn encode_record(out: &mut [u8], lsn: u64, flags: u16, payload: &[u8]) -> usize {
-    encode_record_with(out, lsn, flags, payload.len(), |p| p.copy_from_slice(payload))
+    encode_record_with(out, lsn, flags, payload.len(), |p| {
+        p.copy_from_slice(payload)
+    })
 }
 
 /// Like [`encode_record`], but `fill` writes the `len` payload bytes in place
@@ -244,7 +249,10 @@ mod tests {
         assert_eq!(n, record_bytes(9));
         match decode_record(&buf[..n], 1 << 20) {
             Slot::Record(r) => {
-                assert_eq!((r.lsn, r.flags, r.payload, r.bytes), (42, 1, &b"hello wal"[..], n))
+                assert_eq!(
+                    (r.lsn, r.flags, r.payload, r.bytes),
+                    (42, 1, &b"hello wal"[..], n)
+                )
             }
             other => panic!("expected a record, got {other:?}"),
         }
@@ -290,6 +298,9 @@ mod tests {
         assert_eq!(decode_segment_header(&block), Ok(1 << 26));
         block[17] ^= 1;
         assert_eq!(decode_segment_header(&block), Err(HeaderProblem::Checksum));
-        assert_eq!(decode_segment_header(&block[..10]), Err(HeaderProblem::Short));
+        assert_eq!(
+            decode_segment_header(&block[..10]),
+            Err(HeaderProblem::Short)
+        );
     }
 }

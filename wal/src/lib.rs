@@ -45,7 +45,7 @@ pub mod memdisk;
 pub mod recovery;
 mod wal;
 
-pub use disk::{DmaDisk, DmaSegment, Disk, SegmentFile};
+pub use disk::{Disk, DmaDisk, DmaSegment, SegmentFile};
 pub use error::{Result, WalError};
 pub use memdisk::{CrashMode, MemDisk, MemFile};
 pub use wal::{RecoveryMode, RecoveryReport, TornTail, ValidWalOptions, Wal, WalOptions, WalStats};

@@ -57,14 +57,12 @@ pub fn scan_segment(
         if pos >= data.len() {
             break Stop::Eof;
         }
-        let aligned = pos % BLOCK_BYTES == 0;
+        let aligned = pos.is_multiple_of(BLOCK_BYTES);
         // Records of one flush follow each other with no gap, headers may
         // straddle blocks; a flush ends with zeros up to the block boundary.
         let slot = decode_record(&data[pos..], record_bytes_max);
         match slot {
-            Slot::Record(r)
-                if r.lsn == lsn && (aligned || r.flags & FLAG_FIRST_IN_FLUSH == 0) =>
-            {
+            Slot::Record(r) if r.lsn == lsn && (aligned || r.flags & FLAG_FIRST_IN_FLUSH == 0) => {
                 emit(r.lsn, r.payload);
                 lsn += 1;
                 records += 1;
@@ -148,7 +146,11 @@ mod tests {
 
     #[test]
     fn reads_flushes_across_padding_and_stops_clean() {
-        let d = image(5, &[&[b"a", b"bb"], &[b"ccc"], &[&[7u8; 5000]]], 8 * BLOCK_BYTES);
+        let d = image(
+            5,
+            &[&[b"a", b"bb"], &[b"ccc"], &[&[7u8; 5000]]],
+            8 * BLOCK_BYTES,
+        );
         let (v, s) = collect(&d, 5);
         assert_eq!(v.iter().map(|r| r.0).collect::<Vec<_>>(), vec![5, 6, 7, 8]);
         assert_eq!(v[3].1, vec![7u8; 5000]);
@@ -160,7 +162,11 @@ mod tests {
     #[test]
     fn a_flush_that_fills_its_block_to_within_a_header_is_read_on() {
         // 4096 - 24 (header) - 4048 payload = exact fill; then 4032 leaves 16 < header.
-        let d = image(1, &[&[&[1u8; 4048]], &[&[2u8; 4032]], &[b"x"]], 8 * BLOCK_BYTES);
+        let d = image(
+            1,
+            &[&[&[1u8; 4048]], &[&[2u8; 4032]], &[b"x"]],
+            8 * BLOCK_BYTES,
+        );
         let (v, s) = collect(&d, 1);
         assert_eq!(v.len(), 3);
         assert_eq!(s.stop, Stop::CleanEnd);
@@ -173,7 +179,10 @@ mod tests {
         let (v, s) = collect(&d, 1);
         assert!(v.is_empty());
         assert_eq!(s.stop, Stop::Damage);
-        assert_eq!(later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20), Some(2 * BLOCK_BYTES));
+        assert_eq!(
+            later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
+            Some(2 * BLOCK_BYTES)
+        );
     }
 
     #[test]

@@ -71,14 +71,14 @@ impl WalOptions {
     pub fn validate(self) -> Result<ValidWalOptions> {
         let bad = |m: String| Err(WalError::InvalidOptions(m));
         let b = BLOCK_BYTES as u64;
-        if self.segment_bytes % b != 0 || self.segment_bytes < 2 * b {
+        if !self.segment_bytes.is_multiple_of(b) || self.segment_bytes < 2 * b {
             return bad(format!(
                 "segment_bytes = {} must be a multiple of {b} and at least {}",
                 self.segment_bytes,
                 2 * b
             ));
         }
-        if self.batch_bytes_max % BLOCK_BYTES != 0 || self.batch_bytes_max == 0 {
+        if !self.batch_bytes_max.is_multiple_of(BLOCK_BYTES) || self.batch_bytes_max == 0 {
             return bad(format!(
                 "batch_bytes_max = {} must be a positive multiple of {BLOCK_BYTES}",
                 self.batch_bytes_max
@@ -91,7 +91,8 @@ impl WalOptions {
                 self.segment_bytes - b
             ));
         }
-        if self.record_bytes_max == 0 || record_bytes(self.record_bytes_max) > self.batch_bytes_max {
+        if self.record_bytes_max == 0 || record_bytes(self.record_bytes_max) > self.batch_bytes_max
+        {
             return bad(format!(
                 "record_bytes_max = {} must be positive and a record of that size ({} bytes with header) must fit in batch_bytes_max = {}",
                 self.record_bytes_max,
@@ -155,6 +156,9 @@ pub struct WalStats {
     pub sync_latency_us: Histogram<u64>,
 }
 
+/// Initial capacity of a batch buffer; it doubles up to `batch_bytes_max`.
+const BATCH_BUF_BYTES_MIN: usize = 64 << 10;
+
 struct Batch {
     buf: DmaBuffer,
     used: usize,
@@ -214,7 +218,7 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 async fn read_all<F: SegmentFile>(f: &F) -> std::io::Result<Vec<u8>> {
-    const CHUNK: usize = 4 << 20;
+    const CHUNK: usize = 128 << 10;
     let size = f.size().await? as usize;
     let mut data = Vec::with_capacity(size);
     while data.len() < size {
@@ -310,7 +314,9 @@ impl<D: Disk> Wal<D> {
                 if *first != e {
                     found = Some(corruption(
                         0,
-                        format!("segment starts at LSN {first}, the previous one ends before LSN {e}"),
+                        format!(
+                            "segment starts at LSN {first}, the previous one ends before LSN {e}"
+                        ),
                     ));
                 }
             }
@@ -328,9 +334,8 @@ impl<D: Disk> Wal<D> {
                 if let Err(p) = decode_segment_header(&data) {
                     found = Some(corruption(0, p.to_string()));
                 } else {
-                    let scan = scan_segment(&data, *first, opts.record_bytes_max, |l, p| {
-                        on_record(l, p)
-                    });
+                    let scan =
+                        scan_segment(&data, *first, opts.record_bytes_max, |l, p| on_record(l, p));
                     if scan.records > 0 && report.first_lsn.is_none() {
                         report.first_lsn = Some(*first);
                     }
@@ -456,7 +461,11 @@ impl<D: Disk> Wal<D> {
             },
             segments: segs,
         };
-        let inner = Rc::new(Inner { disk, opts, st: RefCell::new(st) });
+        let inner = Rc::new(Inner {
+            disk,
+            opts,
+            st: RefCell::new(st),
+        });
         let active = Active {
             file,
             name,
@@ -501,8 +510,26 @@ impl<D: Disk> Wal<D> {
             .pending
             .back()
             .is_none_or(|b| b.used + rb > opts.batch_bytes_max);
-        if full {
-            let buf = self.inner.disk.alloc_buf(opts.batch_bytes_max);
+        if !full {
+            // Grow the batch's buffer (doubling, amortized) if the record
+            // does not fit its current capacity.
+            let b = st.pending.back_mut().expect("checked above");
+            if b.used + rb > b.buf.len() {
+                let cap = (b.buf.len() * 2)
+                    .max(align_up(b.used + rb, BLOCK_BYTES))
+                    .min(opts.batch_bytes_max);
+                let mut bigger = self.inner.disk.alloc_buf(cap);
+                bigger.as_bytes_mut()[..b.used].copy_from_slice(&b.buf.as_bytes()[..b.used]);
+                b.buf = bigger;
+            }
+        } else {
+            // Start small: most flushes are far below batch_bytes_max, and a
+            // small buffer comes from glommio's registered pool.
+            // Large records: room for several at once, to avoid regrowth copies.
+            let cap = align_up(rb * 8, BLOCK_BYTES)
+                .max(BATCH_BUF_BYTES_MIN)
+                .min(opts.batch_bytes_max);
+            let buf = self.inner.disk.alloc_buf(cap);
             st.pending.push_back(Batch {
                 buf,
                 used: 0,
@@ -604,11 +631,7 @@ impl<D: Disk> Wal<D> {
             if let Some(c) = &st.poison {
                 return Err(WalError::Poisoned { cause: c.clone() });
             }
-            let n = st
-                .segments
-                .windows(2)
-                .take_while(|w| w[1].0 <= lsn)
-                .count();
+            let n = st.segments.windows(2).take_while(|w| w[1].0 <= lsn).count();
             let v = st.segments.drain(..n).map(|(_, n)| n).collect();
             st.stats.segments_removed += n as u64;
             st.stats.segments_live = st.segments.len();
@@ -784,7 +807,10 @@ async fn flush<D: Disk>(
     active.offset += len as u64;
 
     let mut st = inner.st.borrow_mut();
-    debug_assert!(batch.first_lsn == st.durable_lsn + 1, "flushes are made durable in LSN order");
+    debug_assert!(
+        batch.first_lsn == st.durable_lsn + 1,
+        "flushes are made durable in LSN order"
+    );
     st.durable_lsn = batch.last_lsn;
     st.queued_bytes -= batch.used;
     let s = &mut st.stats;

@@ -40,7 +40,14 @@ fn payload(seed: u64, i: u64) -> Vec<u8> {
     (0..len).map(|_| next() as u8).collect()
 }
 
-async fn reopen(disk: &MemDisk, opts: WalOptions) -> (Vec<(u64, Vec<u8>)>, ringraft_wal::RecoveryReport, Wal<MemDisk>) {
+async fn reopen(
+    disk: &MemDisk,
+    opts: WalOptions,
+) -> (
+    Vec<(u64, Vec<u8>)>,
+    ringraft_wal::RecoveryReport,
+    Wal<MemDisk>,
+) {
     let mut got = Vec::new();
     let (wal, rep) = Wal::open(disk.clone(), opts, |l, p| got.push((l, p.to_vec())))
         .await
@@ -63,7 +70,9 @@ fn crash_case(seed: u64, appenders: u64, crash_after: u64) {
         let disk = MemDisk::new();
         let opts = small_opts();
         let (wal, _, _) = {
-            let (w, r) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+            let (w, r) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+                .await
+                .unwrap();
             (Rc::new(w), r, ())
         };
         let submitted: Rc<RefCell<BTreeMap<u64, Vec<u8>>>> = Default::default();
@@ -105,16 +114,28 @@ fn crash_case(seed: u64, appenders: u64, crash_after: u64) {
 
         let (got, _, wal2) = reopen(&disk, opts.clone()).await;
         assert_consecutive(&got);
-        let sub = submitted.borrow();
-        for (l, p) in &got {
-            assert_eq!(sub.get(l), Some(p), "seed {seed}: recovered LSN {l} differs from what was submitted");
-        }
         let last = got.last().map_or(0, |r| r.0);
-        if let Some(first) = got.first() {
-            assert_eq!(first.0, 1, "seed {seed}: nothing was released, the log starts at 1");
-        }
-        for a in acked.borrow().iter() {
-            assert!(*a <= last, "seed {seed}: acknowledged LSN {a} lost (recovered up to {last})");
+        {
+            let sub = submitted.borrow();
+            for (l, p) in &got {
+                assert_eq!(
+                    sub.get(l),
+                    Some(p),
+                    "seed {seed}: recovered LSN {l} differs from what was submitted"
+                );
+            }
+            if let Some(first) = got.first() {
+                assert_eq!(
+                    first.0, 1,
+                    "seed {seed}: nothing was released, the log starts at 1"
+                );
+            }
+            for a in acked.borrow().iter() {
+                assert!(
+                    *a <= last,
+                    "seed {seed}: acknowledged LSN {a} lost (recovered up to {last})"
+                );
+            }
         }
 
         // Append after recovery, then reopen: old and new records, no stale bytes.
@@ -202,12 +223,18 @@ fn torn_last_flush_at_every_byte_keeps_exactly_the_whole_records() {
                     .iter()
                     .take_while(|(s, e)| flush[k.max(*s)..(*e).max(k)].iter().all(|&b| b == fill))
                     .count();
-                assert_eq!(got.len(), 5 + whole, "tear with {tear_name} at byte {k} of the last flush");
+                assert_eq!(
+                    got.len(),
+                    5 + whole,
+                    "tear with {tear_name} at byte {k} of the last flush"
+                );
                 for (l, p) in &got {
                     assert_eq!(&all[*l as usize - 1], p);
                 }
                 if fill != 0 && k < len {
-                    let t = rep.torn_tail.unwrap_or_else(|| panic!("garbage tear at {k} not reported"));
+                    let t = rep
+                        .torn_tail
+                        .unwrap_or_else(|| panic!("garbage tear at {k} not reported"));
                     assert_eq!(t.file, format!("memdisk:{file}"));
                     assert!(t.bytes_dropped > 0);
                 }
@@ -225,7 +252,11 @@ fn bit_flip_before_a_later_flush_is_corruption_not_truncation() {
         };
         let disk = MemDisk::new();
         let all = write_log(&disk, opts.clone(), 6, 0).await;
-        let seg = disk.file_names().into_iter().find(|n| n.ends_with(".wal")).unwrap();
+        let seg = disk
+            .file_names()
+            .into_iter()
+            .find(|n| n.ends_with(".wal"))
+            .unwrap();
         // Record 3 starts at block 3 (each flush takes one block here); flip a payload bit.
         let rec3 = 3 * BLOCK_BYTES;
         disk.flip_bit(&seg, rec3 + 30, 2);
@@ -241,7 +272,10 @@ fn bit_flip_before_a_later_flush_is_corruption_not_truncation() {
             e => panic!("expected corruption, got {e}"),
         }
         let msg = err.to_string();
-        assert!(msg.contains(&seg) && msg.contains(&rec3.to_string()), "{msg}");
+        assert!(
+            msg.contains(&seg) && msg.contains(&rec3.to_string()),
+            "{msg}"
+        );
 
         // The explicitly chosen salvage mode keeps what precedes the damage.
         let pit = WalOptions {
@@ -262,21 +296,34 @@ fn damage_in_a_segment_that_is_not_the_last_is_corruption() {
         let opts = small_opts();
         let disk = MemDisk::new();
         write_log(&disk, opts.clone(), 12, 0).await;
-        let segs: Vec<_> = disk.file_names().into_iter().filter(|n| n.ends_with(".wal")).collect();
+        let segs: Vec<_> = disk
+            .file_names()
+            .into_iter()
+            .filter(|n| n.ends_with(".wal"))
+            .collect();
         assert!(segs.len() >= 3, "expected rollover, got {segs:?}");
         // Zero out the last flush of the first segment: a clean-looking end
         // that the next segment's first LSN exposes as a gap.
         let first = &segs[0];
         let len = disk.contents(first).unwrap().len();
         disk.fill_range(first, len - BLOCK_BYTES, len, 0);
-        let err = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.err().expect("must fail");
+        let err = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .err()
+            .expect("must fail");
         assert!(matches!(err, WalError::Corruption { .. }), "{err}");
         // Garbage in the header of a middle segment.
         let disk2 = MemDisk::new();
         write_log(&disk2, opts.clone(), 12, 0).await;
         disk2.flip_bit(&segs[1], 3, 0);
-        let err = Wal::open(disk2.clone(), opts, |_, _| {}).await.err().expect("must fail");
-        assert!(err.to_string().contains("segment header") || err.to_string().contains("magic"), "{err}");
+        let err = Wal::open(disk2.clone(), opts, |_, _| {})
+            .await
+            .err()
+            .expect("must fail");
+        assert!(
+            err.to_string().contains("segment header") || err.to_string().contains("magic"),
+            "{err}"
+        );
     });
 }
 
@@ -285,12 +332,18 @@ fn rollover_and_release_before() {
     run(async {
         let opts = small_opts();
         let disk = MemDisk::new();
-        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .unwrap();
         for i in 0..60u64 {
             assert_eq!(wal.append(&[i as u8; 1000]).await.unwrap(), i + 1);
         }
         let st = wal.stats();
-        assert!(st.segments_created >= 15, "segments created: {}", st.segments_created);
+        assert!(
+            st.segments_created >= 15,
+            "segments created: {}",
+            st.segments_created
+        );
         assert_eq!(st.segments_live as u64, st.segments_created);
         let removed = wal.release_before(31).await.unwrap();
         assert!(removed > 0);
@@ -300,8 +353,15 @@ fn rollover_and_release_before() {
             .iter()
             .filter_map(|n| ringraft_wal::format::parse_segment_name(n))
             .collect();
-        assert!(live[0] <= 31 && live.get(1).is_none_or(|&s| s > 31), "live segments {live:?}");
-        assert_eq!(wal.release_before(31).await.unwrap(), 0, "release is idempotent");
+        assert!(
+            live[0] <= 31 && live.get(1).is_none_or(|&s| s > 31),
+            "live segments {live:?}"
+        );
+        assert_eq!(
+            wal.release_before(31).await.unwrap(),
+            0,
+            "release is idempotent"
+        );
         wal.close().await.unwrap();
         let (got, rep, _w) = reopen(&disk, opts).await;
         assert_eq!(got.first().unwrap().0, live[0]);
@@ -317,7 +377,9 @@ fn everything_released_then_reopened_keeps_the_lsn_sequence() {
     run(async {
         let opts = small_opts();
         let disk = MemDisk::new();
-        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .unwrap();
         for _ in 0..20 {
             wal.append(&[1; 1000]).await.unwrap();
         }
@@ -337,18 +399,35 @@ fn failed_fdatasync_poisons_for_good() {
     run(async {
         let opts = small_opts();
         let disk = MemDisk::new();
-        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .unwrap();
         let a = wal.append(b"durable").await.unwrap();
         disk.fail_syncs(true);
         let err = wal.append(b"doomed").await.unwrap_err();
         assert!(err.to_string().contains("fdatasync"), "{err}");
         disk.fail_syncs(false);
         // Never retried, never pretended: everything fails from now on.
-        assert!(matches!(wal.try_submit(b"x"), Err(WalError::Poisoned { .. })));
-        assert!(matches!(wal.submit(b"x").await, Err(WalError::Poisoned { .. })));
-        assert!(wal.wait_durable(a).await.is_ok(), "what was durable stays durable");
-        assert!(matches!(wal.wait_durable(a + 1).await, Err(WalError::Poisoned { .. })));
-        assert!(matches!(wal.release_before(1).await, Err(WalError::Poisoned { .. })));
+        assert!(matches!(
+            wal.try_submit(b"x"),
+            Err(WalError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            wal.submit(b"x").await,
+            Err(WalError::Poisoned { .. })
+        ));
+        assert!(
+            wal.wait_durable(a).await.is_ok(),
+            "what was durable stays durable"
+        );
+        assert!(matches!(
+            wal.wait_durable(a + 1).await,
+            Err(WalError::Poisoned { .. })
+        ));
+        assert!(matches!(
+            wal.release_before(1).await,
+            Err(WalError::Poisoned { .. })
+        ));
         drop(wal);
         disk.crash(CrashMode::DropUnsynced);
         let (got, _, _w) = reopen(&disk, opts).await;
@@ -360,10 +439,15 @@ fn failed_fdatasync_poisons_for_good() {
 fn failed_write_poisons() {
     run(async {
         let disk = MemDisk::new();
-        let (wal, _) = Wal::open(disk.clone(), small_opts(), |_, _| {}).await.unwrap();
+        let (wal, _) = Wal::open(disk.clone(), small_opts(), |_, _| {})
+            .await
+            .unwrap();
         disk.fail_next_writes(1);
         assert!(wal.append(b"a").await.is_err());
-        assert!(matches!(wal.append(b"b").await, Err(WalError::Poisoned { .. })));
+        assert!(matches!(
+            wal.append(b"b").await,
+            Err(WalError::Poisoned { .. })
+        ));
     });
 }
 
@@ -372,7 +456,9 @@ fn full_disk_fails_appends_clearly_and_loses_nothing() {
     run(async {
         let opts = small_opts();
         let disk = MemDisk::new();
-        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .unwrap();
         // Room for the active segment and the prepared one, not a third.
         disk.set_space_bytes(Some(2 * opts.segment_bytes + 100));
         let mut acked = Vec::new();
@@ -385,12 +471,19 @@ fn full_disk_fails_appends_clearly_and_loses_nothing() {
         };
         assert!(!acked.is_empty());
         assert!(err.to_string().contains("disk full"), "{err}");
-        assert!(matches!(wal.append(b"x").await, Err(WalError::Poisoned { .. })));
+        assert!(matches!(
+            wal.append(b"x").await,
+            Err(WalError::Poisoned { .. })
+        ));
         drop(wal);
         disk.crash(CrashMode::DropUnsynced);
         disk.set_space_bytes(None);
         let (got, _, wal) = reopen(&disk, opts).await;
-        assert_eq!(got.len(), acked.len(), "every acknowledged record, nothing else");
+        assert_eq!(
+            got.len(),
+            acked.len(),
+            "every acknowledged record, nothing else"
+        );
         assert_eq!(got.last().unwrap().0, *acked.last().unwrap());
         wal.append(b"after").await.unwrap();
     });
@@ -404,7 +497,9 @@ fn limits_record_size_and_queue_bytes() {
             ..small_opts()
         };
         let disk = MemDisk::new();
-        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {}).await.unwrap();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .unwrap();
         let too_big = vec![0u8; opts.record_bytes_max + 1];
         assert!(matches!(
             wal.try_submit(&too_big),
@@ -436,13 +531,34 @@ fn limits_record_size_and_queue_bytes() {
 fn invalid_options_are_refused_with_a_reason() {
     let base = small_opts();
     let cases = [
-        WalOptions { segment_bytes: 5000, ..base.clone() },
-        WalOptions { segment_bytes: 4096, ..base.clone() },
-        WalOptions { batch_bytes_max: 1000, ..base.clone() },
-        WalOptions { batch_bytes_max: 16 * 1024, ..base.clone() },
-        WalOptions { record_bytes_max: 8 * 1024, ..base.clone() },
-        WalOptions { record_bytes_max: 0, ..base.clone() },
-        WalOptions { queue_bytes_max: 4096, ..base.clone() },
+        WalOptions {
+            segment_bytes: 5000,
+            ..base.clone()
+        },
+        WalOptions {
+            segment_bytes: 4096,
+            ..base.clone()
+        },
+        WalOptions {
+            batch_bytes_max: 1000,
+            ..base.clone()
+        },
+        WalOptions {
+            batch_bytes_max: 16 * 1024,
+            ..base.clone()
+        },
+        WalOptions {
+            record_bytes_max: 8 * 1024,
+            ..base.clone()
+        },
+        WalOptions {
+            record_bytes_max: 0,
+            ..base.clone()
+        },
+        WalOptions {
+            queue_bytes_max: 4096,
+            ..base.clone()
+        },
     ];
     for c in cases {
         let e = c.clone().validate().unwrap_err();
@@ -457,9 +573,16 @@ fn invalid_options_are_refused_with_a_reason() {
 fn group_commit_batches_concurrent_appenders() {
     run(async {
         let disk = MemDisk::new();
-        let (wal, _) = Wal::open(disk.clone(), WalOptions { segment_bytes: 1 << 22, ..small_opts() }, |_, _| {})
-            .await
-            .unwrap();
+        let (wal, _) = Wal::open(
+            disk.clone(),
+            WalOptions {
+                segment_bytes: 1 << 22,
+                ..small_opts()
+            },
+            |_, _| {},
+        )
+        .await
+        .unwrap();
         let wal = Rc::new(wal);
         let tasks: Vec<_> = (0..64)
             .map(|i| {
@@ -476,7 +599,12 @@ fn group_commit_batches_concurrent_appenders() {
         }
         let s = wal.stats();
         assert_eq!(s.records, 64 * 20);
-        assert!(s.syncs * 8 < s.records, "{} syncs for {} records", s.syncs, s.records);
+        assert!(
+            s.syncs * 8 < s.records,
+            "{} syncs for {} records",
+            s.syncs,
+            s.records
+        );
         assert!(s.batch_records.max() > 32);
     });
 }
