@@ -1,1 +1,7 @@
+//! ringraft: a thread-per-core, multi-Raft replicated key-value node.
+//!
+//! The public surface so far: the sans-I/O Raft core ([`raft`]) and the
+//! deterministic simulator that proves it ([`sim`]).
 
+pub mod raft;
+pub mod sim;

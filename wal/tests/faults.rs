@@ -154,7 +154,7 @@ fn crash_case(seed: u64, appenders: u64, crash_after: u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
     #[test]
     fn crash_keeps_every_acknowledged_record(seed in any::<u64>(), appenders in 1u64..12, crash_after in 0u64..400) {
         crash_case(seed, appenders, crash_after);

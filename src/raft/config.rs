@@ -1,0 +1,129 @@
+//! Settings of one Raft group member, validated once.
+
+use super::types::NodeId;
+
+/// Settings of a group member. Every bound has a name and a default.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This node's id (non-zero).
+    pub id: NodeId,
+    /// The voters of the group, this node included.
+    pub voters: Vec<NodeId>,
+    /// Ticks without hearing from a leader before campaigning; the actual
+    /// timeout is drawn from [election_ticks, 2 * election_ticks). Default 10.
+    pub election_ticks: u32,
+    /// Ticks between leader heartbeats. Default 1; must be < election_ticks.
+    pub heartbeat_ticks: u32,
+    /// Pre-vote (thesis §9.6): a node campaigns only if a quorum would vote
+    /// for it, so a rejoining partitioned node does not disrupt. Default on.
+    pub pre_vote: bool,
+    /// A leader steps down when it has not heard from a quorum for an
+    /// election timeout, and followers that heard from a leader recently
+    /// ignore vote requests. Default on.
+    pub check_quorum: bool,
+    /// AppendEntries in flight per follower in replicate state. Default 256.
+    pub inflight_msgs_max: usize,
+    /// Entry bytes in flight per follower. Default 32 MiB.
+    pub inflight_bytes_max: u64,
+    /// Entry bytes per AppendEntries (a single larger entry goes alone). Default 1 MiB.
+    pub msg_bytes_max: u64,
+    /// Bytes of proposed but uncommitted entries on a leader; past it
+    /// `propose` fails with `ProposeError::Backpressure`. Default 64 MiB.
+    pub uncommitted_bytes_max: u64,
+    /// Bytes of committed entries handed out in one Ready. Default 16 MiB.
+    pub apply_bytes_max: u64,
+    /// Seed of the node's RNG (election timeouts). The node mixes in its id.
+    pub seed: u64,
+}
+
+impl RaftConfig {
+    /// Defaults for node `id` among `voters`.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
+        RaftConfig {
+            id,
+            voters,
+            election_ticks: 10,
+            heartbeat_ticks: 1,
+            pre_vote: true,
+            check_quorum: true,
+            inflight_msgs_max: 256,
+            inflight_bytes_max: 32 << 20,
+            msg_bytes_max: 1 << 20,
+            uncommitted_bytes_max: 64 << 20,
+            apply_bytes_max: 16 << 20,
+            seed: 0,
+        }
+    }
+
+    /// Checks every setting and every combination once.
+    pub fn validate(self) -> Result<ValidRaftConfig, ConfigError> {
+        use ConfigError::*;
+        if self.id == 0 {
+            return Err(ZeroId);
+        }
+        let mut v = self.voters.clone();
+        v.sort_unstable();
+        if v.windows(2).any(|w| w[0] == w[1]) {
+            return Err(DuplicateVoter);
+        }
+        if v.contains(&0) {
+            return Err(ZeroId);
+        }
+        if !v.contains(&self.id) {
+            return Err(NotAVoter(self.id));
+        }
+        if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks {
+            return Err(Ticks {
+                heartbeat: self.heartbeat_ticks,
+                election: self.election_ticks,
+            });
+        }
+        if self.inflight_msgs_max == 0 {
+            return Err(Zero("inflight_msgs_max"));
+        }
+        for (name, v) in [
+            ("inflight_bytes_max", self.inflight_bytes_max),
+            ("msg_bytes_max", self.msg_bytes_max),
+            ("uncommitted_bytes_max", self.uncommitted_bytes_max),
+            ("apply_bytes_max", self.apply_bytes_max),
+        ] {
+            if v == 0 {
+                return Err(Zero(name));
+            }
+        }
+        if self.msg_bytes_max > self.inflight_bytes_max {
+            return Err(MsgLargerThanWindow {
+                msg: self.msg_bytes_max,
+                window: self.inflight_bytes_max,
+            });
+        }
+        Ok(ValidRaftConfig(self))
+    }
+}
+
+/// A config that passed [`RaftConfig::validate`]; it cannot be built otherwise.
+#[derive(Debug, Clone)]
+pub struct ValidRaftConfig(RaftConfig);
+
+impl std::ops::Deref for ValidRaftConfig {
+    type Target = RaftConfig;
+    fn deref(&self) -> &RaftConfig {
+        &self.0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("raft config: node ids must be non-zero")]
+    ZeroId,
+    #[error("raft config: a voter is listed twice")]
+    DuplicateVoter,
+    #[error("raft config: this node ({0}) is not among the voters")]
+    NotAVoter(NodeId),
+    #[error("raft config: heartbeat_ticks = {heartbeat} must be at least 1 and below election_ticks = {election}")]
+    Ticks { heartbeat: u32, election: u32 },
+    #[error("raft config: {0} must be positive")]
+    Zero(&'static str),
+    #[error("raft config: msg_bytes_max = {msg} must not exceed inflight_bytes_max = {window}")]
+    MsgLargerThanWindow { msg: u64, window: u64 },
+}

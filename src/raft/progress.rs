@@ -1,0 +1,214 @@
+//! The leader's view of one follower: how far it matches, what to send next,
+//! and the flow-control window.
+
+use std::collections::VecDeque;
+
+use super::types::Index;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressState {
+    /// Unknown match: one AppendEntries at a time until one is accepted.
+    Probe,
+    /// Known match: AppendEntries are pipelined, up to the window.
+    Replicate,
+}
+
+/// In-flight AppendEntries to one follower: (last index carried, entry bytes).
+/// The queue's capacity is reserved once: no allocation per message.
+#[derive(Debug, Clone)]
+pub struct Inflights {
+    q: VecDeque<(Index, u64)>,
+    bytes: u64,
+    msgs_max: usize,
+    bytes_max: u64,
+}
+
+impl Inflights {
+    pub fn new(msgs_max: usize, bytes_max: u64) -> Self {
+        Inflights {
+            q: VecDeque::with_capacity(msgs_max),
+            bytes: 0,
+            msgs_max,
+            bytes_max,
+        }
+    }
+
+    /// No room for another message (by count or by bytes).
+    pub fn full(&self) -> bool {
+        self.q.len() >= self.msgs_max || self.bytes >= self.bytes_max
+    }
+
+    pub fn add(&mut self, last: Index, bytes: u64) {
+        debug_assert!(!self.full(), "inflight window overrun");
+        debug_assert!(self.q.back().is_none_or(|b| b.0 < last), "inflights ascend");
+        self.q.push_back((last, bytes));
+        self.bytes += bytes;
+    }
+
+    /// Frees every message whose entries are all at or below `index`.
+    pub fn free_le(&mut self, index: Index) {
+        while let Some(&(last, b)) = self.q.front() {
+            if last > index {
+                break;
+            }
+            self.q.pop_front();
+            self.bytes -= b;
+        }
+    }
+
+    pub fn free_first(&mut self) {
+        if let Some((_, b)) = self.q.pop_front() {
+            self.bytes -= b;
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.q.clear();
+        self.bytes = 0;
+    }
+
+    pub fn len(&self) -> usize {
+        self.q.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.q.is_empty()
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Progress {
+    /// Highest index known to match the leader's log. Invariant: match_ < next.
+    pub match_: Index,
+    /// Next index to send.
+    pub next: Index,
+    pub state: ProgressState,
+    /// Probe state: an AppendEntries is out and unanswered; wait.
+    pub probe_sent: bool,
+    pub inflight: Inflights,
+    /// Heard from since the last check-quorum round.
+    pub recent_active: bool,
+    /// Highest commit index sent to this follower.
+    pub commit_sent: Index,
+}
+
+impl Progress {
+    pub fn new(next: Index, msgs_max: usize, bytes_max: u64) -> Self {
+        Progress {
+            match_: 0,
+            next,
+            state: ProgressState::Probe,
+            probe_sent: false,
+            inflight: Inflights::new(msgs_max, bytes_max),
+            recent_active: true,
+            commit_sent: 0,
+        }
+    }
+
+    fn check(&self) {
+        debug_assert!(
+            self.match_ < self.next,
+            "progress invariant 0 <= match ({}) < next ({})",
+            self.match_,
+            self.next
+        );
+    }
+
+    pub fn become_probe(&mut self) {
+        self.state = ProgressState::Probe;
+        self.next = self.match_ + 1;
+        self.probe_sent = false;
+        self.inflight.reset();
+        self.check();
+    }
+
+    pub fn become_replicate(&mut self) {
+        self.state = ProgressState::Replicate;
+        self.next = self.match_ + 1;
+        self.probe_sent = false;
+        self.inflight.reset();
+        self.check();
+    }
+
+    /// A successful AppendResp for `index`. Returns whether match advanced.
+    pub fn maybe_update(&mut self, index: Index) -> bool {
+        let updated = index > self.match_;
+        if updated {
+            self.match_ = index;
+            self.probe_sent = false;
+        }
+        self.next = self.next.max(index + 1);
+        self.check();
+        updated
+    }
+
+    /// A rejection of `rejected` (the prev_index sent) with the leader-side
+    /// guess `match_hint` of where the logs may match. Returns false for a
+    /// stale rejection (one that answers an older AppendEntries).
+    pub fn maybe_decr_to(&mut self, rejected: Index, match_hint: Index) -> bool {
+        if self.state == ProgressState::Replicate {
+            if rejected <= self.match_ {
+                return false;
+            }
+            self.next = self.match_ + 1;
+            self.check();
+            return true;
+        }
+        if self.next - 1 != rejected {
+            return false;
+        }
+        self.next = rejected.min(match_hint + 1).max(self.match_ + 1);
+        self.probe_sent = false;
+        self.check();
+        true
+    }
+
+    /// May another AppendEntries be sent now?
+    pub fn can_send(&self) -> bool {
+        match self.state {
+            ProgressState::Probe => !self.probe_sent,
+            ProgressState::Replicate => !self.inflight.full(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_fills_by_count_and_by_bytes() {
+        let mut w = Inflights::new(2, 100);
+        w.add(1, 10);
+        w.add(2, 10);
+        assert!(w.full());
+        w.free_le(1);
+        assert!(!w.full());
+        w.add(3, 90);
+        assert!(w.full(), "bytes bound");
+        w.free_le(3);
+        assert!(w.is_empty());
+        assert_eq!(w.bytes(), 0);
+    }
+
+    #[test]
+    fn stale_rejections_are_ignored() {
+        let mut p = Progress::new(10, 8, 1 << 20);
+        p.maybe_update(5);
+        p.become_replicate();
+        assert!(
+            !p.maybe_decr_to(4, 0),
+            "rejection at or below match is stale"
+        );
+        assert!(p.maybe_decr_to(7, 3));
+        assert_eq!(p.next, 6);
+        p.become_probe();
+        assert!(!p.maybe_decr_to(9, 3), "probe answers only its own prev");
+        assert!(p.maybe_decr_to(5, 9));
+        assert_eq!(p.next, 6);
+    }
+}

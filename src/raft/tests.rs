@@ -1,0 +1,829 @@
+//! Unit tests: step one input into the core, assert the exact messages out.
+
+use bytes::Bytes;
+
+use super::*;
+
+fn cfg(id: NodeId, voters: &[NodeId]) -> RaftConfig {
+    let mut c = RaftConfig::new(id, voters.to_vec());
+    c.seed = 7;
+    c
+}
+
+fn node(id: NodeId, voters: &[NodeId]) -> RawNode {
+    RawNode::new(cfg(id, voters).validate().unwrap())
+}
+
+fn msg(from: NodeId, to: NodeId, term: Term, body: Body) -> Message {
+    Message {
+        from,
+        to,
+        term,
+        body,
+    }
+}
+
+fn ent(index: Index, term: Term) -> Entry {
+    Entry {
+        index,
+        term,
+        kind: EntryKind::Normal,
+        data: Bytes::from_static(b"x"),
+    }
+}
+
+/// Takes a Ready and reports it persisted at once.
+fn persist(n: &mut RawNode) -> Ready {
+    let rd = n.ready();
+    n.on_persisted(rd.token());
+    rd
+}
+
+fn tick_until_campaign(n: &mut RawNode) {
+    for _ in 0..100 {
+        n.tick();
+        if n.role() != Role::Follower {
+            return;
+        }
+    }
+    panic!("no campaign after 100 ticks");
+}
+
+/// Node 1 of [1,2,3] elected leader in term 1, its no-op appended, and the
+/// Ready carrying the no-op persisted; followers not yet acked.
+fn leader() -> RawNode {
+    let mut n = node(1, &[1, 2, 3]);
+    tick_until_campaign(&mut n);
+    assert_eq!(n.role(), Role::PreCandidate);
+    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    assert_eq!(n.role(), Role::Candidate);
+    persist(&mut n);
+    n.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    assert_eq!(n.role(), Role::Leader);
+    persist(&mut n);
+    n
+}
+
+fn appends(rd: &Ready) -> Vec<(NodeId, Index, Term, Vec<(Index, Term)>, Index)> {
+    rd.messages
+        .iter()
+        .filter_map(|m| match &m.body {
+            Body::Append {
+                prev_index,
+                prev_term,
+                entries,
+                commit,
+            } => Some((
+                m.to,
+                *prev_index,
+                *prev_term,
+                entries.iter().map(|e| (e.index, e.term)).collect(),
+                *commit,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn election_timeout_sends_pre_votes_without_changing_term() {
+    let mut n = node(1, &[1, 2, 3]);
+    tick_until_campaign(&mut n);
+    let rd = n.ready();
+    assert_eq!(n.term(), 0, "pre-vote changes no term");
+    assert!(rd.hard_state.is_none());
+    assert_eq!(
+        rd.messages,
+        vec![
+            msg(
+                1,
+                2,
+                1,
+                Body::PreVote {
+                    last_index: 0,
+                    last_term: 0
+                }
+            ),
+            msg(
+                1,
+                3,
+                1,
+                Body::PreVote {
+                    last_index: 0,
+                    last_term: 0
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn pre_vote_quorum_starts_a_real_election_and_self_vote_waits_for_persistence() {
+    let mut n = node(1, &[1, 2, 3]);
+    tick_until_campaign(&mut n);
+    n.ready();
+    n.step(msg(3, 1, 1, Body::PreVoteResp { reject: false }));
+    assert_eq!(n.role(), Role::Candidate);
+    assert_eq!(n.term(), 1);
+    // A peer's vote arrives before our own vote is durable: not yet a quorum.
+    n.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    assert_eq!(n.role(), Role::Candidate, "own vote not durable yet");
+    let rd = n.ready();
+    assert_eq!(
+        rd.hard_state,
+        Some(HardState {
+            term: 1,
+            vote: 1,
+            commit: 0
+        })
+    );
+    assert_eq!(
+        rd.messages,
+        vec![
+            msg(
+                1,
+                2,
+                1,
+                Body::Vote {
+                    last_index: 0,
+                    last_term: 0
+                }
+            ),
+            msg(
+                1,
+                3,
+                1,
+                Body::Vote {
+                    last_index: 0,
+                    last_term: 0
+                }
+            ),
+        ]
+    );
+    n.on_persisted(rd.token());
+    assert_eq!(n.role(), Role::Leader);
+}
+
+#[test]
+fn vote_is_sent_only_after_persistence_and_once_per_term() {
+    let mut n = node(2, &[1, 2, 3]);
+    n.step(msg(
+        1,
+        2,
+        5,
+        Body::Vote {
+            last_index: 0,
+            last_term: 0,
+        },
+    ));
+    let rd = n.ready();
+    assert!(rd.messages.is_empty());
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(2, 1, 5, Body::VoteResp { reject: false })]
+    );
+    assert_eq!(
+        rd.hard_state,
+        Some(HardState {
+            term: 5,
+            vote: 1,
+            commit: 0
+        })
+    );
+    n.on_persisted(rd.token());
+    // Another candidate of the same term is refused.
+    n.step(msg(
+        3,
+        2,
+        5,
+        Body::Vote {
+            last_index: 9,
+            last_term: 4,
+        },
+    ));
+    let rd = n.ready();
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(2, 3, 5, Body::VoteResp { reject: true })]
+    );
+}
+
+#[test]
+fn a_longer_but_stale_log_cannot_win_a_vote() {
+    let mut n = RawNode::restart(
+        cfg(2, &[1, 2, 3]).validate().unwrap(),
+        HardState {
+            term: 3,
+            vote: 0,
+            commit: 0,
+        },
+        vec![ent(1, 1), ent(2, 3)],
+        0,
+    );
+    // Candidate with 5 entries of term 2 < our last term 3.
+    n.step(msg(
+        1,
+        2,
+        4,
+        Body::Vote {
+            last_index: 5,
+            last_term: 2,
+        },
+    ));
+    let rd = n.ready();
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(2, 1, 4, Body::VoteResp { reject: true })]
+    );
+}
+
+#[test]
+fn new_leader_sends_its_noop_to_every_follower_before_its_own_write_is_durable() {
+    let mut n = node(1, &[1, 2, 3]);
+    tick_until_campaign(&mut n);
+    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    persist(&mut n);
+    n.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    assert_eq!(n.role(), Role::Leader);
+    let rd = n.ready();
+    assert_eq!(rd.entries.len(), 1);
+    assert_eq!(rd.entries[0].kind, EntryKind::Noop);
+    assert_eq!(
+        appends(&rd),
+        vec![(2, 0, 0, vec![(1, 1)], 0), (3, 0, 0, vec![(1, 1)], 0)]
+    );
+    assert_eq!(rd.soft_state.unwrap().role, Role::Leader);
+}
+
+#[test]
+fn follower_acks_only_after_persistence_and_commits_only_what_it_holds() {
+    let mut n = node(2, &[1, 2, 3]);
+    n.step(msg(
+        1,
+        2,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![ent(1, 1), ent(2, 1)],
+            commit: 9,
+        },
+    ));
+    let rd = n.ready();
+    assert!(rd.messages.is_empty(), "no ack before durability");
+    assert_eq!(rd.entries.len(), 2);
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(
+            2,
+            1,
+            1,
+            Body::AppendResp {
+                reject: false,
+                index: 2,
+                hint_index: 0,
+                hint_term: 0
+            }
+        )]
+    );
+    assert_eq!(
+        n.commit_index(),
+        2,
+        "commit capped at the last entry the message proved"
+    );
+    assert!(rd.committed.is_empty(), "not applied before it is durable");
+    n.on_persisted(rd.token());
+    let rd = n.ready();
+    assert_eq!(rd.committed.len(), 2);
+}
+
+#[test]
+fn delayed_or_duplicated_append_never_truncates() {
+    let mut n = node(2, &[1, 2, 3]);
+    let full = Body::Append {
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![ent(1, 1), ent(2, 1), ent(3, 1)],
+        commit: 0,
+    };
+    n.step(msg(1, 2, 1, full));
+    persist(&mut n);
+    let old = Body::Append {
+        prev_index: 0,
+        prev_term: 0,
+        entries: vec![ent(1, 1)],
+        commit: 0,
+    };
+    n.step(msg(1, 2, 1, old));
+    let rd = persist(&mut n);
+    assert_eq!(n.last_index(), 3);
+    assert!(rd.entries.is_empty());
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(
+            2,
+            1,
+            1,
+            Body::AppendResp {
+                reject: false,
+                index: 1,
+                hint_index: 0,
+                hint_term: 0
+            }
+        )]
+    );
+}
+
+#[test]
+fn rejection_carries_a_hint_and_the_leader_skips_a_whole_term() {
+    // Follower: terms [1,1,2,2,2]; leader probes at prev (7, 3).
+    let mut f = RawNode::restart(
+        cfg(2, &[1, 2, 3]).validate().unwrap(),
+        HardState {
+            term: 3,
+            vote: 0,
+            commit: 0,
+        },
+        vec![ent(1, 1), ent(2, 1), ent(3, 2), ent(4, 2), ent(5, 2)],
+        0,
+    );
+    f.step(msg(
+        1,
+        2,
+        3,
+        Body::Append {
+            prev_index: 7,
+            prev_term: 3,
+            entries: vec![],
+            commit: 0,
+        },
+    ));
+    let rd = f.ready();
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(
+            2,
+            1,
+            3,
+            Body::AppendResp {
+                reject: true,
+                index: 7,
+                hint_index: 5,
+                hint_term: 2
+            }
+        )]
+    );
+}
+
+#[test]
+fn leader_backtracks_with_the_hint_then_pipelines() {
+    let mut l = leader();
+    // Follower 2 rejects the probe at prev 0? It cannot; make it accept.
+    let rd = l.ready();
+    assert!(appends(&rd).is_empty(), "probes are out; wait for answers");
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    assert_eq!(l.progress(2).unwrap().state, ProgressState::Replicate);
+    assert_eq!(
+        l.commit_index(),
+        1,
+        "leader durable + one follower = quorum of 3"
+    );
+    for _ in 0..3 {
+        l.propose(Bytes::from_static(b"abc")).unwrap();
+    }
+    let rd = l.ready();
+    let a = appends(&rd);
+    // One batched append to the replicating follower; none to the probing one.
+    assert_eq!(a, vec![(2, 1, 1, vec![(2, 1), (3, 1), (4, 1)], 1)]);
+}
+
+#[test]
+fn figure_8_old_term_entries_commit_only_through_a_current_term_entry() {
+    // Leader of term 3 whose log has an uncommitted entry of term 2 at index 2.
+    let c = cfg(1, &[1, 2, 3]).validate().unwrap();
+    let mut l = RawNode::restart(
+        c,
+        HardState {
+            term: 2,
+            vote: 1,
+            commit: 1,
+        },
+        vec![ent(1, 1), ent(2, 2)],
+        0,
+    );
+    tick_until_campaign(&mut l);
+    l.step(msg(2, 1, 3, Body::PreVoteResp { reject: false }));
+    persist(&mut l);
+    l.step(msg(2, 1, 3, Body::VoteResp { reject: false }));
+    assert_eq!((l.role(), l.term()), (Role::Leader, 3));
+    // Follower 2 acks index 2 (the term-2 entry) but not yet the no-op.
+    l.step(msg(
+        2,
+        1,
+        3,
+        Body::AppendResp {
+            reject: false,
+            index: 2,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    persist(&mut l); // leader's own no-op (index 3) durable
+    assert_eq!(
+        l.commit_index(),
+        1,
+        "a term-2 entry on a quorum is not committed by counting"
+    );
+    l.step(msg(
+        2,
+        1,
+        3,
+        Body::AppendResp {
+            reject: false,
+            index: 3,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    assert_eq!(l.commit_index(), 3);
+}
+
+#[test]
+fn leaders_own_match_advances_only_when_its_write_is_reported() {
+    let mut n = node(1, &[1, 2, 3]);
+    tick_until_campaign(&mut n);
+    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    persist(&mut n);
+    n.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    let rd = n.ready(); // carries the no-op; not persisted yet
+    n.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    assert_eq!(
+        n.commit_index(),
+        0,
+        "one follower's ack alone is not a quorum of 3"
+    );
+    n.on_persisted(rd.token());
+    assert_eq!(
+        n.commit_index(),
+        1,
+        "leader's durable copy + follower 2 = quorum"
+    );
+}
+
+#[test]
+fn batching_and_the_inflight_window() {
+    let mut c = cfg(1, &[1, 2]);
+    c.msg_bytes_max = 100;
+    c.inflight_msgs_max = 3;
+    c.inflight_bytes_max = 1 << 20;
+    let mut l = RawNode::new(c.validate().unwrap());
+    tick_until_campaign(&mut l);
+    l.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    persist(&mut l);
+    l.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    persist(&mut l);
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    // 20 proposals of 26 bytes each (2 + overhead 24): 3 per message of 100 bytes.
+    for _ in 0..20 {
+        l.propose(Bytes::from_static(b"ab")).unwrap();
+    }
+    let rd = persist(&mut l);
+    let a = appends(&rd);
+    assert_eq!(a.len(), 3, "window of 3 messages");
+    assert_eq!(
+        a.iter().map(|x| x.3.len()).collect::<Vec<_>>(),
+        vec![3, 3, 3]
+    );
+    assert!(
+        appends(&l.ready()).is_empty(),
+        "paused while the window is full"
+    );
+    // An ack for the first message frees one slot: exactly one more goes.
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: 4,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    let a = appends(&l.ready());
+    assert_eq!(a.len(), 1);
+    assert_eq!(a[0].1, 10, "continues after the last sent index");
+}
+
+#[test]
+fn inflight_bytes_bound_pauses_too() {
+    let mut c = cfg(1, &[1, 2]);
+    c.msg_bytes_max = 1000;
+    c.inflight_msgs_max = 100;
+    c.inflight_bytes_max = 2000;
+    let mut l = RawNode::new(c.validate().unwrap());
+    tick_until_campaign(&mut l);
+    l.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    persist(&mut l);
+    l.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    persist(&mut l);
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    for _ in 0..10 {
+        l.propose(Bytes::from(vec![0u8; 476])).unwrap(); // 500 bytes each
+    }
+    let a = appends(&persist(&mut l));
+    assert_eq!(a.len(), 2, "2 x 1000 bytes fill the 2000-byte window");
+}
+
+#[test]
+fn persistence_report_for_overwritten_entries_does_not_mark_new_ones_durable() {
+    // The ABA race of asynchronous storage writes.
+    let mut f = node(2, &[1, 2, 3]);
+    f.step(msg(
+        1,
+        2,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![ent(1, 1), ent(2, 1), ent(3, 1)],
+            commit: 1,
+        },
+    ));
+    let rd1 = f.ready(); // write of 1..3 @ term 1 in flight
+                         // A new leader of term 2 overwrites index 2.. before that write completes.
+    f.step(msg(
+        3,
+        2,
+        2,
+        Body::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![ent(2, 2), ent(3, 2)],
+            commit: 1,
+        },
+    ));
+    let rd2 = f.ready();
+    assert_eq!(
+        rd2.entries
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect::<Vec<_>>(),
+        vec![(2, 2), (3, 2)]
+    );
+    f.on_persisted(rd1.token()); // reports (3, term 1): must not cover (3, term 2)
+    assert_eq!(
+        f.persisted_index(),
+        0,
+        "index 3 holds term 2 now; report names term 1"
+    );
+    f.on_persisted(rd2.token());
+    assert_eq!(f.persisted_index(), 3);
+}
+
+#[test]
+fn proposals_on_a_follower_get_the_leader_hint() {
+    let mut f = node(2, &[1, 2, 3]);
+    assert_eq!(
+        f.propose(Bytes::new()),
+        Err(ProposeError::NotLeader { leader: None })
+    );
+    f.step(msg(1, 2, 1, Body::Heartbeat { commit: 0 }));
+    assert_eq!(
+        f.propose(Bytes::new()),
+        Err(ProposeError::NotLeader { leader: Some(1) })
+    );
+}
+
+#[test]
+fn uncommitted_bytes_bound_refuses_proposals_at_once() {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.uncommitted_bytes_max = 1000;
+    let mut l = RawNode::new(c.validate().unwrap());
+    tick_until_campaign(&mut l);
+    l.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    persist(&mut l);
+    l.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    let mut ok = 0;
+    let err = loop {
+        match l.propose(Bytes::from(vec![0u8; 76])) {
+            Ok(_) => ok += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(ok, 10);
+    assert_eq!(
+        err,
+        ProposeError::Backpressure {
+            uncommitted_bytes: 1000,
+            max: 1000
+        }
+    );
+    // Committing frees room.
+    persist(&mut l);
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: 11,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    assert_eq!(l.uncommitted_bytes(), 0);
+    assert!(l.propose(Bytes::from(vec![0u8; 76])).is_ok());
+}
+
+#[test]
+fn check_quorum_leader_steps_down_without_a_quorum() {
+    let mut l = leader();
+    for _ in 0..2 * 10 + 1 {
+        l.tick();
+        l.ready();
+    }
+    assert_eq!(l.role(), Role::Follower);
+    assert_eq!(l.leader(), None);
+}
+
+#[test]
+fn heartbeat_carries_at_most_the_followers_match() {
+    let mut l = leader();
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    assert_eq!(l.commit_index(), 1);
+    l.ready();
+    l.tick();
+    let rd = l.ready();
+    let hb: Vec<_> = rd
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, Body::Heartbeat { .. }))
+        .cloned()
+        .collect();
+    assert_eq!(
+        hb,
+        vec![
+            msg(1, 2, 1, Body::Heartbeat { commit: 1 }),
+            msg(1, 3, 1, Body::Heartbeat { commit: 0 })
+        ]
+    );
+}
+
+#[test]
+fn follower_in_lease_ignores_a_disruptive_candidate() {
+    let mut f = node(2, &[1, 2, 3]);
+    f.step(msg(1, 2, 1, Body::Heartbeat { commit: 0 }));
+    f.ready();
+    f.step(msg(
+        3,
+        2,
+        7,
+        Body::PreVote {
+            last_index: 5,
+            last_term: 6,
+        },
+    ));
+    f.step(msg(
+        3,
+        2,
+        7,
+        Body::Vote {
+            last_index: 5,
+            last_term: 6,
+        },
+    ));
+    let rd = f.ready();
+    assert!(rd.messages.is_empty() && rd.persisted_messages.is_empty());
+    assert_eq!(f.term(), 1);
+}
+
+#[test]
+fn stale_leader_learns_the_new_term_from_a_heartbeat_reply() {
+    let mut f = node(2, &[1, 2, 3]);
+    f.step(msg(3, 2, 5, Body::Heartbeat { commit: 0 }));
+    f.ready();
+    f.step(msg(
+        1,
+        2,
+        4,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![],
+            commit: 0,
+        },
+    ));
+    assert_eq!(f.ready().messages, vec![msg(2, 1, 5, Body::HeartbeatResp)]);
+}
+
+#[test]
+fn single_node_group_elects_itself_and_commits() {
+    let mut n = node(1, &[1]);
+    tick_until_campaign(&mut n);
+    assert_eq!(n.role(), Role::Candidate);
+    persist(&mut n);
+    assert_eq!(n.role(), Role::Leader);
+    n.propose(Bytes::from_static(b"v")).unwrap();
+    persist(&mut n);
+    let rd = n.ready();
+    assert_eq!(
+        rd.committed.iter().map(|e| e.index).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+}
+
+#[test]
+fn messages_from_strangers_are_ignored() {
+    let mut f = node(2, &[1, 2, 3]);
+    f.step(msg(9, 2, 5, Body::Heartbeat { commit: 0 }));
+    f.step(msg(1, 7, 5, Body::Heartbeat { commit: 0 }));
+    assert_eq!(f.term(), 0);
+    assert_eq!(f.stats().messages_ignored, 2);
+}
+
+#[test]
+fn config_validation_names_each_problem() {
+    let bad = |f: fn(&mut RaftConfig)| {
+        let mut c = cfg(1, &[1, 2, 3]);
+        f(&mut c);
+        c.validate().unwrap_err()
+    };
+    assert_eq!(bad(|c| c.id = 0), ConfigError::ZeroId);
+    assert_eq!(
+        bad(|c| c.voters = vec![1, 2, 2]),
+        ConfigError::DuplicateVoter
+    );
+    assert_eq!(bad(|c| c.voters = vec![2, 3]), ConfigError::NotAVoter(1));
+    assert!(matches!(
+        bad(|c| c.heartbeat_ticks = 10),
+        ConfigError::Ticks { .. }
+    ));
+    assert!(matches!(
+        bad(|c| c.heartbeat_ticks = 0),
+        ConfigError::Ticks { .. }
+    ));
+    assert_eq!(
+        bad(|c| c.inflight_msgs_max = 0),
+        ConfigError::Zero("inflight_msgs_max")
+    );
+    assert_eq!(
+        bad(|c| c.msg_bytes_max = 0),
+        ConfigError::Zero("msg_bytes_max")
+    );
+    assert!(matches!(
+        bad(|c| c.msg_bytes_max = c.inflight_bytes_max + 1),
+        ConfigError::MsgLargerThanWindow { .. }
+    ));
+    assert!(bad(|c| c.id = 0).to_string().contains("non-zero"));
+}

@@ -1,0 +1,117 @@
+//! The values the core takes in and hands out.
+
+use bytes::Bytes;
+
+pub type NodeId = u64;
+pub type Term = u64;
+pub type Index = u64;
+
+/// What an entry is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A command for the state machine.
+    Normal,
+    /// Appended by a new leader at the start of its term (Raft §8): it lets
+    /// the leader commit entries of earlier terms through one of its own.
+    Noop,
+}
+
+/// A log entry. `data` is reference-counted: the same bytes go to the WAL
+/// batch, to every follower's AppendEntries and to the state machine without
+/// being copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub term: Term,
+    pub index: Index,
+    pub kind: EntryKind,
+    pub data: Bytes,
+}
+
+impl Entry {
+    /// Bytes this entry counts for in size bounds (payload plus a fixed overhead).
+    #[inline]
+    pub fn size_bytes(&self) -> u64 {
+        self.data.len() as u64 + ENTRY_OVERHEAD_BYTES
+    }
+}
+
+/// Per-entry overhead counted against byte bounds (term, index, kind, length).
+pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
+
+/// The state that must be durable before the node acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct HardState {
+    pub term: Term,
+    /// Who this node voted for in `term` (0 = nobody).
+    pub vote: NodeId,
+    pub commit: Index,
+}
+
+/// A message between the cores of one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub from: NodeId,
+    pub to: NodeId,
+    /// The sender's term (for PreVote: the term it would campaign in).
+    pub term: Term,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// "Would you vote for me in `term`?" — changes no state (thesis §9.6).
+    PreVote {
+        last_index: Index,
+        last_term: Term,
+    },
+    PreVoteResp {
+        reject: bool,
+    },
+    Vote {
+        last_index: Index,
+        last_term: Term,
+    },
+    VoteResp {
+        reject: bool,
+    },
+    /// AppendEntries: `entries` follow (`prev_index`, `prev_term`).
+    Append {
+        prev_index: Index,
+        prev_term: Term,
+        entries: Vec<Entry>,
+        commit: Index,
+    },
+    /// Success: the follower's log matches the leader's through `index` and
+    /// that is durable. Reject: `index` is the rejected `prev_index`, and
+    /// (`hint_index`, `hint_term`) say where the follower's log may match.
+    AppendResp {
+        reject: bool,
+        index: Index,
+        hint_index: Index,
+        hint_term: Term,
+    },
+    /// Carries `min(commit, follower's match)`: never more than it verifiably holds.
+    Heartbeat {
+        commit: Index,
+    },
+    HeartbeatResp,
+}
+
+impl Message {
+    /// Bytes of entry payload this message carries (for flow control).
+    pub fn entry_bytes(&self) -> u64 {
+        match &self.body {
+            Body::Append { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),
+            _ => 0,
+        }
+    }
+}
+
+/// The role of a node in its group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Follower,
+    PreCandidate,
+    Candidate,
+    Leader,
+}
