@@ -603,12 +603,17 @@ impl RawNode {
             Body::HeartbeatResp => {
                 if self.role == Role::Leader {
                     let i = self.peer_idx(m.from).expect("checked above");
+                    let last = self.log.last_index();
                     let p = &mut self.prs[i];
                     p.recent_active = true;
                     p.probe_sent = false;
-                    if p.state == ProgressState::Replicate && p.inflight.full() {
-                        // An ack may have been lost: let one more through.
-                        p.inflight.free_first();
+                    let stalled = p.match_ < last && p.match_ == p.match_at_heartbeat;
+                    p.match_at_heartbeat = p.match_;
+                    if p.state == ProgressState::Replicate && stalled {
+                        // Entries are outstanding and nothing was acked for a
+                        // whole heartbeat round: AppendEntries were lost (with
+                        // no later append to expose the gap). Probe again.
+                        p.become_probe();
                     }
                 }
             }

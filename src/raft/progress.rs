@@ -94,6 +94,10 @@ pub struct Progress {
     pub recent_active: bool,
     /// Highest commit index sent to this follower.
     pub commit_sent: Index,
+    /// `match_` at the previous heartbeat response: a follower whose match
+    /// did not move for a whole heartbeat round while entries are
+    /// outstanding lost some AppendEntries; it is probed again.
+    pub match_at_heartbeat: Index,
 }
 
 impl Progress {
@@ -106,6 +110,7 @@ impl Progress {
             inflight: Inflights::new(msgs_max, bytes_max),
             recent_active: true,
             commit_sent: 0,
+            match_at_heartbeat: 0,
         }
     }
 

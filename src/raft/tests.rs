@@ -827,3 +827,151 @@ fn config_validation_names_each_problem() {
     ));
     assert!(bad(|c| c.id = 0).to_string().contains("non-zero"));
 }
+
+#[test]
+fn lost_tail_appends_are_resent_after_a_stalled_heartbeat_round() {
+    // Regression (sim seed 179, 5 nodes): the last AppendEntries to a
+    // replicating follower was lost and no later proposal exposed the gap;
+    // heartbeats carry only min(commit, match), so it stayed behind forever.
+    let mut l = leader();
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    l.propose(Bytes::from_static(b"lost")).unwrap();
+    let a = appends(&persist(&mut l));
+    assert_eq!(a.iter().filter(|x| x.0 == 2).count(), 1); // sent... and lost
+                                                          // Heartbeat round 1: match (1) < last (2); remember it.
+    l.step(msg(2, 1, 1, Body::HeartbeatResp));
+    assert!(
+        appends(&l.ready()).iter().all(|x| x.0 != 2),
+        "in flight: no resend yet"
+    );
+    // Round 2: still no progress: probe again from the match.
+    l.step(msg(2, 1, 1, Body::HeartbeatResp));
+    assert_eq!(l.progress(2).unwrap().state, ProgressState::Probe);
+    let a = appends(&l.ready());
+    assert_eq!(
+        a.iter().find(|x| x.0 == 2).map(|x| (x.1, x.3.clone())),
+        Some((1, vec![(2, 1)]))
+    );
+}
+
+#[test]
+fn pipelined_appends_delivered_out_of_order_and_duplicated() {
+    let mut c = cfg(1, &[1, 2]);
+    c.msg_bytes_max = 30; // one entry per message
+    let mut l = RawNode::new(c.validate().unwrap());
+    tick_until_campaign(&mut l);
+    l.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    persist(&mut l);
+    l.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    let probe = persist(&mut l).messages;
+    let mut f = node(2, &[1, 2]);
+    for m in probe {
+        f.step(m);
+    }
+    for m in persist(&mut f).persisted_messages {
+        l.step(m);
+    }
+    assert_eq!(l.progress(2).unwrap().state, ProgressState::Replicate);
+    for k in 0..5u8 {
+        l.propose(Bytes::from(vec![k])).unwrap();
+    }
+    let mut out: Vec<Message> = persist(&mut l).messages;
+    assert_eq!(out.len(), 5, "five pipelined appends");
+    // Deliver in reverse, each twice.
+    out.reverse();
+    let mut acks = Vec::new();
+    for m in out.iter().chain(out.iter()) {
+        f.step(m.clone());
+        acks.extend(persist(&mut f).persisted_messages);
+    }
+    assert_eq!(
+        f.last_index(),
+        3,
+        "only the in-order prefix was accepted; the rest rejected"
+    );
+    // Rejections and acks go back; the leader recovers by probing.
+    let mut to_leader = acks;
+    for _round in 0..10 {
+        for a in to_leader.drain(..) {
+            l.step(a);
+        }
+        for m in persist(&mut l).messages {
+            if matches!(m.body, Body::Append { .. }) {
+                f.step(m);
+            }
+        }
+        to_leader.extend(persist(&mut f).persisted_messages);
+        if to_leader.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(f.last_index(), 6, "follower holds noop + 5 entries");
+    for k in 0..5u8 {
+        assert_eq!(&f.log().entry(k as u64 + 2).unwrap().data[..], &[k]);
+    }
+    assert_eq!(l.progress(2).unwrap().match_, 6);
+    assert_eq!(l.commit_index(), 6);
+}
+
+#[test]
+fn a_follower_cannot_restart_with_less_than_it_acked() {
+    // Acks are only in `persisted_messages`: a crash before the write is
+    // durable loses the entries *and* the ack together.
+    let cfgv = cfg(2, &[1, 2, 3]).validate().unwrap();
+    let mut f = RawNode::new(cfgv.clone());
+    f.step(msg(
+        1,
+        2,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![ent(1, 1), ent(2, 1)],
+            commit: 0,
+        },
+    ));
+    let rd = f.ready();
+    assert!(rd
+        .messages
+        .iter()
+        .all(|m| !matches!(m.body, Body::AppendResp { .. })));
+    assert!(matches!(
+        rd.persisted_messages[0].body,
+        Body::AppendResp {
+            reject: false,
+            index: 2,
+            ..
+        }
+    ));
+    // Crash before the write: restart from the (empty) durable state.
+    let mut f = RawNode::restart(cfgv, HardState::default(), vec![], 0);
+    f.step(msg(
+        1,
+        2,
+        1,
+        Body::Append {
+            prev_index: 2,
+            prev_term: 1,
+            entries: vec![],
+            commit: 0,
+        },
+    ));
+    let rd = f.ready();
+    assert!(
+        matches!(
+            rd.persisted_messages[0].body,
+            Body::AppendResp { reject: true, .. }
+        ),
+        "a restarted follower never acks what it lost"
+    );
+}

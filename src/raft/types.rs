@@ -19,7 +19,7 @@ pub enum EntryKind {
 /// A log entry. `data` is reference-counted: the same bytes go to the WAL
 /// batch, to every follower's AppendEntries and to the state machine without
 /// being copied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Entry {
     pub term: Term,
     pub index: Index,
@@ -48,7 +48,7 @@ pub struct HardState {
 }
 
 /// A message between the cores of one group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Message {
     pub from: NodeId,
     pub to: NodeId,
@@ -57,7 +57,7 @@ pub struct Message {
     pub body: Body,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Body {
     /// "Would you vote for me in `term`?" — changes no state (thesis §9.6).
     PreVote {

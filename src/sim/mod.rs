@@ -1,1 +1,1029 @@
+//! The deterministic simulator: many [`RawNode`]s, a simulated clock, a
+//! network that delays, drops, duplicates and reorders, (asymmetric)
+//! partitions, crashes that lose everything not reported persisted, and a
+//! client workload of puts and gets checked for linearizability.
+//!
+//! Everything is driven by one seeded RNG and one ordered event queue: the
+//! same [`SimConfig`] gives the same run, event for event (the trace hash
+//! proves it).
 
+pub mod linearizability;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use bytes::Bytes;
+
+use crate::raft::*;
+use linearizability::{Op, OpKind};
+
+/// One simulation run's settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub clients: usize,
+    pub keys: u64,
+    /// Simulated time with faults, then with every fault healed.
+    pub fault_ms: u64,
+    pub heal_ms: u64,
+    pub tick_ms: u64,
+    /// Whether to inject faults at all (a fault-free run checks liveness).
+    pub faults: bool,
+    pub client_timeout_ms: u64,
+    /// Raft settings applied to every node (id, voters and seed are set per node).
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub inflight_msgs_max: usize,
+    pub msg_bytes_max: u64,
+}
+
+impl SimConfig {
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        SimConfig {
+            seed,
+            nodes,
+            clients: 5,
+            keys: 4,
+            fault_ms: 6_000,
+            heal_ms: 4_000,
+            tick_ms: 10,
+            faults: true,
+            client_timeout_ms: 800,
+            pre_vote: true,
+            check_quorum: true,
+            inflight_msgs_max: 8,
+            msg_bytes_max: 256,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct SimReport {
+    pub seed: u64,
+    pub trace_hash: u64,
+    pub events: u64,
+    pub ops_ok: u64,
+    pub ops_unknown: u64,
+    pub ops_failed: u64,
+    pub puts_acked: u64,
+    pub committed: u64,
+    pub leaders_elected: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+}
+
+/// A broken guarantee, with what is needed to understand it.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub at_ms: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seed {} at {} ms: {}", self.seed, self.at_ms, self.what)
+    }
+}
+
+/// Clients start no new op this long before the end.
+const QUIESCE_MS: u64 = 1_500;
+/// After the heal, time allowed for a leader to settle; ops called later must not time out.
+const SETTLE_MS: u64 = 1_000;
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+    fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.below(hi - lo + 1)
+    }
+    fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+#[derive(Debug, Clone, Hash)]
+enum Event {
+    Tick(usize),
+    Deliver(Message),
+    PersistDone { node: usize, incarnation: u64 },
+    ClientNext(usize),
+    ClientRetry(usize, u64),
+    ClientTimeout(usize, u64),
+    Fault,
+    Restart(usize),
+    Heal,
+}
+
+/// A client command in an entry: [kind u8][client u32][op u64][key u64][value u64].
+fn encode_cmd(put: bool, client: usize, op: u64, key: u64, value: u64) -> Bytes {
+    let mut b = Vec::with_capacity(29);
+    b.push(put as u8);
+    b.extend_from_slice(&(client as u32).to_le_bytes());
+    b.extend_from_slice(&op.to_le_bytes());
+    b.extend_from_slice(&key.to_le_bytes());
+    b.extend_from_slice(&value.to_le_bytes());
+    Bytes::from(b)
+}
+
+struct Cmd {
+    put: bool,
+    client: usize,
+    op: u64,
+    key: u64,
+    value: u64,
+}
+
+/// Decodes a client command; other payloads (a test's own) are opaque.
+fn decode_cmd(b: &[u8]) -> Option<Cmd> {
+    if b.len() != 29 {
+        return None;
+    }
+    let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap());
+    Some(Cmd {
+        put: b[0] == 1,
+        client: u32::from_le_bytes(b[1..5].try_into().unwrap()) as usize,
+        op: u64at(5),
+        key: u64at(13),
+        value: u64at(21),
+    })
+}
+
+fn entry_digest(e: &Entry) -> u64 {
+    let mut h = DefaultHasher::new();
+    (e.term, e.index, e.kind, &e.data[..]).hash(&mut h);
+    h.finish()
+}
+
+/// A write not yet durable: what the Ready asked for.
+struct PendingWrite {
+    token: PersistToken,
+    hard_state: Option<HardState>,
+    entries: Vec<Entry>,
+    after: Vec<Message>,
+}
+
+struct SimNode {
+    raft: Option<RawNode>,
+    incarnation: u64,
+    /// The durable state: survives crashes.
+    disk_hs: HardState,
+    disk_log: Vec<Entry>,
+    writes: VecDeque<PendingWrite>,
+    /// Writes in the batch under way (0: the disk is idle). Like the WAL,
+    /// the disk takes every queued write as one batch with one latency.
+    batch_len: usize,
+    kv: BTreeMap<u64, u64>,
+    applied: Index,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum ClientOp {
+    Put { key: u64, value: u64 },
+    Get { key: u64 },
+}
+
+struct Client {
+    op_id: u64,
+    op: Option<ClientOp>,
+    call_ms: u64,
+    leader_guess: usize,
+    /// Proposed as (node, incarnation, index, term).
+    proposed: Option<(usize, u64, Index, Term)>,
+    history_idx: usize,
+}
+
+/// The simulated cluster.
+pub struct Sim {
+    cfg: SimConfig,
+    rng: Rng,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    nodes: Vec<SimNode>,
+    ids: Vec<NodeId>,
+    /// blocked[from][to]: messages on that link are dropped.
+    blocked: Vec<Vec<bool>>,
+    drop_per_mille: u64,
+    dup_per_mille: u64,
+    delay_ms: (u64, u64),
+    disk_ms: (u64, u64),
+    clients: Vec<Client>,
+    history: Vec<Op>,
+    /// Every entry applied anywhere, by index: (term, digest).
+    applied_history: Vec<(Term, u64)>,
+    leaders: BTreeMap<Term, usize>,
+    /// Puts acknowledged to clients: (index, term, digest).
+    acked: Vec<(Index, Term, u64)>,
+    healed: bool,
+    trace: DefaultHasher,
+    report: SimReport,
+    failure: Option<SimFailure>,
+    next_value: u64,
+}
+
+impl Sim {
+    pub fn new(cfg: SimConfig) -> Self {
+        let n = cfg.nodes;
+        let ids: Vec<NodeId> = (1..=n as u64).collect();
+        let mut rng = Rng(cfg.seed ^ 0x5EED_0F_5141);
+        let nodes = (0..n)
+            .map(|_| SimNode {
+                raft: None,
+                incarnation: 0,
+                disk_hs: HardState::default(),
+                disk_log: Vec::new(),
+                writes: VecDeque::new(),
+                batch_len: 0,
+                kv: BTreeMap::new(),
+                applied: 0,
+            })
+            .collect();
+        let clients = (0..cfg.clients)
+            .map(|_| Client {
+                op_id: 0,
+                op: None,
+                call_ms: 0,
+                leader_guess: rng.below(n as u64) as usize,
+                proposed: None,
+                history_idx: 0,
+            })
+            .collect();
+        let faults = cfg.faults;
+        let mut sim = Sim {
+            rng,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            nodes,
+            ids,
+            blocked: vec![vec![false; n]; n],
+            drop_per_mille: 0,
+            dup_per_mille: 0,
+            delay_ms: (1, 5),
+            disk_ms: (1, 3),
+            clients,
+            history: Vec::new(),
+            applied_history: Vec::new(),
+            leaders: BTreeMap::new(),
+            acked: Vec::new(),
+            healed: false,
+            trace: DefaultHasher::new(),
+            report: SimReport {
+                seed: cfg.seed,
+                ..Default::default()
+            },
+            failure: None,
+            next_value: 1,
+            cfg,
+        };
+        for i in 0..n {
+            sim.start_node(i);
+            let t = sim.rng.below(sim.cfg.tick_ms);
+            sim.schedule(t, Event::Tick(i));
+        }
+        for c in 0..sim.cfg.clients {
+            let t = sim.rng.range(50, 300);
+            sim.schedule(t, Event::ClientNext(c));
+        }
+        if faults {
+            let t = sim.rng.range(300, 1000);
+            sim.schedule(t, Event::Fault);
+        }
+        let heal_at = sim.cfg.fault_ms;
+        sim.schedule(heal_at, Event::Heal);
+        sim
+    }
+
+    /// One line per node: role, term, commit, last index, applied.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            match &n.raft {
+                None => out.push_str(&format!("\n  node {}: down", self.ids[i])),
+                Some(r) => out.push_str(&format!(
+                    "\n  node {}: {:?} term {} leader {:?} commit {} last {} persisted {} applied {} writes queued {}",
+                    self.ids[i],
+                    r.role(),
+                    r.term(),
+                    r.leader(),
+                    r.commit_index(),
+                    r.last_index(),
+                    r.persisted_index(),
+                    n.applied,
+                    n.writes.len()
+                )),
+            }
+        }
+        for (c, cl) in self.clients.iter().enumerate() {
+            out.push_str(&format!(
+                "\n  client {c}: op {} {:?} guess node {} proposed {:?}",
+                cl.op_id, cl.op, self.ids[cl.leader_guess], cl.proposed
+            ));
+        }
+        out
+    }
+
+    fn fail(&mut self, what: String) {
+        if self.failure.is_none() {
+            let what = format!("{what}{}", self.describe());
+            self.failure = Some(SimFailure {
+                seed: self.cfg.seed,
+                at_ms: self.now,
+                what,
+            });
+        }
+    }
+
+    fn schedule(&mut self, after_ms: u64, ev: Event) {
+        self.seq += 1;
+        self.queue.insert((self.now + after_ms, self.seq), ev);
+    }
+
+    fn node_cfg(&self, i: usize) -> ValidRaftConfig {
+        let mut c = RaftConfig::new(self.ids[i], self.ids.clone());
+        c.seed = self.cfg.seed;
+        c.pre_vote = self.cfg.pre_vote;
+        c.check_quorum = self.cfg.check_quorum;
+        c.inflight_msgs_max = self.cfg.inflight_msgs_max;
+        c.msg_bytes_max = self.cfg.msg_bytes_max;
+        c.validate().expect("sim raft config is valid")
+    }
+
+    fn start_node(&mut self, i: usize) {
+        let cfg = self.node_cfg(i);
+        let n = &mut self.nodes[i];
+        n.raft = Some(RawNode::restart(cfg, n.disk_hs, n.disk_log.clone(), 0));
+        n.kv.clear();
+        n.applied = 0;
+        n.writes.clear();
+        n.batch_len = 0;
+    }
+
+    fn crash(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        if n.raft.is_none() {
+            return;
+        }
+        // Everything not reported persisted is lost: the pending writes.
+        n.raft = None;
+        n.incarnation += 1;
+        n.writes.clear();
+        n.batch_len = 0;
+        self.report.crashes += 1;
+        let after = self.rng.range(50, 1500);
+        self.schedule(after, Event::Restart(i));
+    }
+
+    /// Runs to the end; returns the report or the first broken guarantee.
+    pub fn run(mut self) -> Result<SimReport, SimFailure> {
+        let end = self.cfg.fault_ms + self.cfg.heal_ms;
+        self.run_until(end);
+        self.finish()
+    }
+
+    /// Processes every event up to simulated time `t_ms`.
+    pub fn run_until(&mut self, t_ms: u64) {
+        while let Some((&(t, s), _)) = self.queue.iter().next() {
+            if t > t_ms || self.failure.is_some() {
+                break;
+            }
+            let ev = self.queue.remove(&(t, s)).expect("present");
+            self.now = t;
+            self.report.events += 1;
+            (t, &ev).hash(&mut self.trace);
+            self.handle(ev);
+        }
+        self.now = self.now.max(t_ms);
+    }
+
+    /// Runs the final checks and returns the outcome.
+    pub fn finish(mut self) -> Result<SimReport, SimFailure> {
+        if self.failure.is_none() {
+            self.final_checks();
+        }
+        self.report.trace_hash = self.trace.finish();
+        match self.failure {
+            Some(f) => Err(f),
+            None => Ok(self.report),
+        }
+    }
+
+    /// Simulated time now, in ms.
+    pub fn now_ms(&self) -> u64 {
+        self.now
+    }
+
+    /// The node at position `i` (node id `i + 1`), if it is up.
+    pub fn node(&self, i: usize) -> Option<&RawNode> {
+        self.nodes[i].raft.as_ref()
+    }
+
+    /// The highest-term leader among the nodes that are up.
+    pub fn leader(&self) -> Option<usize> {
+        self.current_leader()
+    }
+
+    /// Every entry applied anywhere, by index: (term, digest).
+    pub fn applied_history(&self) -> &[(Term, u64)] {
+        &self.applied_history
+    }
+
+    /// Cuts the network into `groups` (node positions); links across groups drop.
+    pub fn partition(&mut self, groups: &[&[usize]]) {
+        let n = self.nodes.len();
+        let mut side = vec![usize::MAX; n];
+        for (g, members) in groups.iter().enumerate() {
+            for &m in *members {
+                side[m] = g;
+            }
+        }
+        for a in 0..n {
+            for b in 0..n {
+                self.blocked[a][b] = side[a] != side[b];
+            }
+        }
+        self.report.partitions += 1;
+    }
+
+    /// Restores every link.
+    pub fn heal_network(&mut self) {
+        for row in &mut self.blocked {
+            row.fill(false);
+        }
+    }
+
+    /// Proposes `data` at node `i` (as a client talking to it would).
+    pub fn propose(&mut self, i: usize, data: Bytes) -> Result<(Index, Term), ProposeError> {
+        let r = self.nodes[i]
+            .raft
+            .as_mut()
+            .ok_or(ProposeError::NotLeader { leader: None })?;
+        let res = r.propose(data);
+        self.drive(i);
+        res
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Tick(i) => {
+                if let Some(r) = self.nodes[i].raft.as_mut() {
+                    r.tick();
+                    self.drive(i);
+                }
+                let tick = self.cfg.tick_ms;
+                self.schedule(tick, Event::Tick(i));
+            }
+            Event::Deliver(m) => {
+                let i = (m.to - 1) as usize;
+                if let Some(r) = self.nodes[i].raft.as_mut() {
+                    r.step(m);
+                    self.drive(i);
+                }
+            }
+            Event::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
+            Event::ClientNext(c) => self.client_next(c),
+            Event::ClientRetry(c, op) => {
+                if self.clients[c].op_id == op && self.clients[c].proposed.is_none() {
+                    self.client_propose(c);
+                }
+            }
+            Event::ClientTimeout(c, op) => self.client_timeout(c, op),
+            Event::Fault => {
+                if !self.healed {
+                    self.inject_fault();
+                    let t = self.rng.range(200, 900);
+                    self.schedule(t, Event::Fault);
+                }
+            }
+            Event::Restart(i) => {
+                if self.nodes[i].raft.is_none() {
+                    self.start_node(i);
+                    self.drive(i);
+                }
+            }
+            Event::Heal => {
+                self.healed = true;
+                for row in &mut self.blocked {
+                    row.fill(false);
+                }
+                self.drop_per_mille = 0;
+                self.dup_per_mille = 0;
+                self.delay_ms = (1, 5);
+                for i in 0..self.nodes.len() {
+                    if self.nodes[i].raft.is_none() {
+                        self.start_node(i);
+                        self.drive(i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn inject_fault(&mut self) {
+        let n = self.nodes.len();
+        let leader = self.current_leader();
+        match self.rng.below(10) {
+            0 | 1 => {
+                let i = self.rng.below(n as u64) as usize;
+                self.crash(i);
+            }
+            2 => {
+                if let Some(l) = leader {
+                    self.crash(l);
+                }
+            }
+            3 => {
+                // Random split into two sides.
+                let mut side = vec![false; n];
+                for s in side.iter_mut() {
+                    *s = self.rng.chance(500);
+                }
+                for a in 0..n {
+                    for b in 0..n {
+                        self.blocked[a][b] = side[a] != side[b];
+                    }
+                }
+                self.report.partitions += 1;
+            }
+            4 => {
+                // Isolate the leader (both directions).
+                if let Some(l) = leader {
+                    for x in 0..n {
+                        if x != l {
+                            self.blocked[l][x] = true;
+                            self.blocked[x][l] = true;
+                        }
+                    }
+                    self.report.partitions += 1;
+                }
+            }
+            5 => {
+                // One-way link failure.
+                let a = self.rng.below(n as u64) as usize;
+                let b = self.rng.below(n as u64) as usize;
+                if a != b {
+                    self.blocked[a][b] = true;
+                    self.report.partitions += 1;
+                }
+            }
+            6 => {
+                for row in &mut self.blocked {
+                    row.fill(false);
+                }
+            }
+            7 => {
+                self.drop_per_mille = self.rng.below(200);
+                self.dup_per_mille = self.rng.below(100);
+            }
+            8 => {
+                let hi = self.rng.range(2, 60);
+                self.delay_ms = (1, hi);
+                let dhi = self.rng.range(1, 30);
+                self.disk_ms = (0, dhi);
+            }
+            _ => {}
+        }
+    }
+
+    fn current_leader(&self) -> Option<usize> {
+        let mut best: Option<(Term, usize)> = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(r) = &n.raft {
+                if r.role() == Role::Leader && best.is_none_or(|(t, _)| r.term() > t) {
+                    best = Some((r.term(), i));
+                }
+            }
+        }
+        best.map(|b| b.1)
+    }
+
+    fn send(&mut self, m: Message) {
+        self.report.messages_sent += 1;
+        let (a, b) = ((m.from - 1) as usize, (m.to - 1) as usize);
+        if self.blocked[a][b] || self.rng.chance(self.drop_per_mille) {
+            self.report.messages_dropped += 1;
+            return;
+        }
+        if self.rng.chance(self.dup_per_mille) {
+            let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
+            self.schedule(d, Event::Deliver(m.clone()));
+        }
+        let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
+        self.schedule(d, Event::Deliver(m));
+    }
+
+    /// Pulls every Ready of node `i` and carries it out.
+    fn drive(&mut self, i: usize) {
+        loop {
+            let Some(r) = self.nodes[i].raft.as_mut() else {
+                return;
+            };
+            if !r.has_ready() {
+                return;
+            }
+            let rd = r.ready();
+            let term = r.term();
+            if let Some(ss) = rd.soft_state {
+                if ss.role == Role::Leader {
+                    self.on_new_leader(i, ss.term);
+                }
+            }
+            let _ = term;
+            for m in rd.messages.iter().cloned() {
+                self.send(m);
+            }
+            // Queue the write; it becomes durable when its batch's PersistDone fires.
+            let token = rd.token();
+            self.nodes[i].writes.push_back(PendingWrite {
+                token,
+                hard_state: rd.hard_state,
+                entries: rd.entries,
+                after: rd.persisted_messages,
+            });
+            self.start_disk_batch(i);
+            self.apply(i, rd.committed);
+        }
+    }
+
+    fn start_disk_batch(&mut self, i: usize) {
+        let n = &mut self.nodes[i];
+        if n.batch_len > 0 || n.writes.is_empty() {
+            return;
+        }
+        n.batch_len = n.writes.len();
+        let inc = n.incarnation;
+        let lat = self.rng.range(self.disk_ms.0, self.disk_ms.1);
+        self.schedule(
+            lat,
+            Event::PersistDone {
+                node: i,
+                incarnation: inc,
+            },
+        );
+    }
+
+    fn persist_done(&mut self, i: usize, incarnation: u64) {
+        if self.nodes[i].incarnation != incarnation || self.nodes[i].raft.is_none() {
+            return;
+        }
+        let k = std::mem::take(&mut self.nodes[i].batch_len);
+        let mut last_token = None;
+        let mut after = Vec::new();
+        for _ in 0..k {
+            let w = self.nodes[i]
+                .writes
+                .pop_front()
+                .expect("batch within queue");
+            let n = &mut self.nodes[i];
+            if let Some(hs) = w.hard_state {
+                n.disk_hs = hs;
+            }
+            if let Some(first) = w.entries.first() {
+                // A later write for an index supersedes it and drops what follows.
+                n.disk_log.truncate((first.index - 1) as usize);
+                assert_eq!(
+                    n.disk_log.len() as u64 + 1,
+                    first.index,
+                    "sim disk: entries must be contiguous"
+                );
+                n.disk_log.extend(w.entries.iter().cloned());
+            }
+            last_token = Some(w.token);
+            after.extend(w.after);
+        }
+        if let Some(t) = last_token {
+            self.nodes[i]
+                .raft
+                .as_mut()
+                .expect("checked")
+                .on_persisted(t);
+        }
+        for m in after {
+            self.send(m);
+        }
+        self.start_disk_batch(i);
+        self.drive(i);
+    }
+
+    fn on_new_leader(&mut self, i: usize, term: Term) {
+        self.report.leaders_elected += 1;
+        if let Some(&other) = self.leaders.get(&term) {
+            if other != i {
+                self.fail(format!(
+                    "election safety: nodes {} and {} both leaders of term {term}",
+                    self.ids[other], self.ids[i]
+                ));
+            }
+        }
+        self.leaders.insert(term, i);
+        // Leader completeness: every entry applied anywhere (hence committed)
+        // is in the new leader's log.
+        let r = self.nodes[i].raft.as_ref().expect("leader is up");
+        for (k, (t, d)) in self.applied_history.iter().enumerate() {
+            let idx = k as u64 + 1;
+            match r.log().entry(idx) {
+                Some(e) if e.term == *t && entry_digest(e) == *d => {}
+                _ => {
+                    let msg = format!(
+                        "leader completeness: node {} leads term {term} without committed entry {idx} (term {t})",
+                        self.ids[i]
+                    );
+                    self.fail(msg);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, i: usize, committed: Vec<Entry>) {
+        for e in committed {
+            let n = &mut self.nodes[i];
+            assert_eq!(e.index, n.applied + 1, "committed entries come in order");
+            n.applied = e.index;
+            let d = entry_digest(&e);
+            // State machine safety: one history for every node.
+            let k = (e.index - 1) as usize;
+            if k < self.applied_history.len() {
+                if self.applied_history[k] != (e.term, d) {
+                    let msg = format!(
+                        "state machine safety: node {} applied index {} term {} but another node applied term {}",
+                        self.ids[i], e.index, e.term, self.applied_history[k].0
+                    );
+                    self.fail(msg);
+                    return;
+                }
+            } else {
+                debug_assert_eq!(k, self.applied_history.len());
+                self.applied_history.push((e.term, d));
+                self.report.committed += 1;
+            }
+            if e.kind != EntryKind::Normal {
+                continue;
+            }
+            let Some(cmd) = decode_cmd(&e.data) else {
+                continue;
+            };
+            let result = self.nodes[i].kv.get(&cmd.key).copied();
+            if cmd.put {
+                self.nodes[i].kv.insert(cmd.key, cmd.value);
+            }
+            // Answer the client if it proposed this very entry here.
+            let c = &self.clients[cmd.client];
+            if c.op_id == cmd.op {
+                if let Some((node, inc, idx, term)) = c.proposed {
+                    if node == i
+                        && inc == self.nodes[i].incarnation
+                        && idx == e.index
+                        && term == e.term
+                    {
+                        self.client_done(
+                            cmd.client,
+                            if cmd.put { None } else { Some(result) },
+                            (idx, term, d),
+                        );
+                    }
+                }
+            }
+        }
+        // Entries the client proposed that were overwritten: definitely not applied.
+        for c in 0..self.clients.len() {
+            if let Some((node, inc, idx, term)) = self.clients[c].proposed {
+                if node == i && inc == self.nodes[i].incarnation && self.nodes[i].applied >= idx {
+                    let r = self.nodes[i].raft.as_ref().expect("up");
+                    if r.log().term(idx).is_some_and(|t| t != term) {
+                        self.client_failed(c);
+                    }
+                }
+            }
+        }
+    }
+
+    fn client_next(&mut self, c: usize) {
+        if self.failure.is_some() || self.now + QUIESCE_MS >= self.cfg.fault_ms + self.cfg.heal_ms {
+            // Quiet end: let everything in flight commit before the checks.
+            return;
+        }
+        let cl = &mut self.clients[c];
+        cl.op_id += 1;
+        let key = self.rng.below(self.cfg.keys);
+        let op = if self.rng.chance(500) {
+            let value = self.next_value;
+            self.next_value += 1;
+            ClientOp::Put { key, value }
+        } else {
+            ClientOp::Get { key }
+        };
+        let cl = &mut self.clients[c];
+        cl.op = Some(op);
+        cl.call_ms = self.now;
+        cl.proposed = None;
+        let kind = match op {
+            ClientOp::Put { value, .. } => OpKind::Put { value },
+            ClientOp::Get { .. } => OpKind::Get { result: None },
+        };
+        cl.history_idx = self.history.len();
+        self.history.push(Op {
+            client: c,
+            key,
+            kind,
+            call: self.now,
+            ret: None,
+        });
+        let (id, timeout) = (cl.op_id, self.cfg.client_timeout_ms);
+        self.schedule(timeout, Event::ClientTimeout(c, id));
+        self.client_propose(c);
+    }
+
+    fn client_propose(&mut self, c: usize) {
+        let n = self.nodes.len();
+        let cl = &self.clients[c];
+        let Some(op) = cl.op else { return };
+        let target = cl.leader_guess;
+        let (put, key, value) = match op {
+            ClientOp::Put { key, value } => (true, key, value),
+            ClientOp::Get { key } => (false, key, 0),
+        };
+        let data = encode_cmd(put, c, cl.op_id, key, value);
+        let res = match self.nodes[target].raft.as_mut() {
+            None => Err(None),
+            Some(r) => r.propose(data).map_err(|e| match e {
+                ProposeError::NotLeader { leader } => leader,
+                ProposeError::Backpressure { .. } => Some(r.id()),
+            }),
+        };
+        match res {
+            Ok((idx, term)) => {
+                let inc = self.nodes[target].incarnation;
+                self.clients[c].proposed = Some((target, inc, idx, term));
+                self.drive(target);
+            }
+            Err(hint) => {
+                let next = match hint {
+                    Some(id) if id as usize - 1 != target => id as usize - 1,
+                    _ => self.rng.below(n as u64) as usize,
+                };
+                self.clients[c].leader_guess = next;
+                let (id, d) = (self.clients[c].op_id, self.rng.range(5, 30));
+                self.schedule(d, Event::ClientRetry(c, id));
+            }
+        }
+    }
+
+    fn client_done(
+        &mut self,
+        c: usize,
+        get_result: Option<Option<u64>>,
+        entry: (Index, Term, u64),
+    ) {
+        let cl = &mut self.clients[c];
+        let h = &mut self.history[cl.history_idx];
+        h.ret = Some(self.now);
+        match get_result {
+            Some(r) => h.kind = OpKind::Get { result: r },
+            None => {
+                self.acked.push(entry);
+                self.report.puts_acked += 1;
+            }
+        }
+        cl.op = None;
+        cl.proposed = None;
+        self.report.ops_ok += 1;
+        let d = self.rng.range(0, 20);
+        self.schedule(d, Event::ClientNext(c));
+    }
+
+    fn client_failed(&mut self, c: usize) {
+        // The entry was overwritten: the op never took effect; drop it.
+        let cl = &mut self.clients[c];
+        let idx = cl.history_idx;
+        self.history[idx].ret = Some(u64::MAX); // marker: removed below
+        cl.op = None;
+        cl.proposed = None;
+        self.report.ops_failed += 1;
+        let d = self.rng.range(0, 20);
+        self.schedule(d, Event::ClientNext(c));
+    }
+
+    fn client_timeout(&mut self, c: usize, op: u64) {
+        let cl = &mut self.clients[c];
+        if cl.op_id != op || cl.op.is_none() {
+            return;
+        }
+        if self.healed && cl.call_ms >= self.cfg.fault_ms + SETTLE_MS {
+            let msg = format!(
+                "liveness: client {c} op called at {} ms timed out after every fault healed",
+                cl.call_ms
+            );
+            self.fail(msg);
+            return;
+        }
+        let cl = &mut self.clients[c];
+        // Unknown outcome: it may still take effect; its ret stays None.
+        cl.op = None;
+        cl.proposed = None;
+        cl.leader_guess = self.rng.below(self.nodes.len() as u64) as usize;
+        self.report.ops_unknown += 1;
+        self.schedule(0, Event::ClientNext(c));
+    }
+
+    fn final_checks(&mut self) {
+        // Liveness: with every fault healed for heal_ms, one leader, all logs
+        // committed and applied everywhere, and every client answered.
+        let Some(l) = self.current_leader() else {
+            self.fail("liveness: no leader after the heal phase".into());
+            return;
+        };
+        let leader = self.nodes[l].raft.as_ref().expect("up");
+        let (lt, last) = (leader.term(), leader.last_index());
+        for (i, n) in self.nodes.iter().enumerate() {
+            let r = n.raft.as_ref().expect("all nodes restarted at heal");
+            if r.term() != lt || r.commit_index() != last || n.applied != last {
+                let msg = format!(
+                    "liveness: node {} at term {} commit {} applied {}, leader {} at term {lt} last {last}",
+                    self.ids[i],
+                    r.term(),
+                    r.commit_index(),
+                    n.applied,
+                    self.ids[l]
+                );
+                self.fail(msg);
+                return;
+            }
+        }
+        // Log matching: all logs identical (everything is committed now).
+        for i in 1..self.nodes.len() {
+            let a = self.nodes[0].raft.as_ref().expect("up").log();
+            let b = self.nodes[i].raft.as_ref().expect("up").log();
+            for idx in 1..=last {
+                let (x, y) = (
+                    a.entry(idx).expect("committed"),
+                    b.entry(idx).expect("committed"),
+                );
+                if x != y {
+                    let msg = format!(
+                        "log matching: nodes 1 and {} differ at index {idx}",
+                        self.ids[i]
+                    );
+                    self.fail(msg);
+                    return;
+                }
+            }
+        }
+        // Replicas converge.
+        for i in 1..self.nodes.len() {
+            if self.nodes[i].kv != self.nodes[0].kv {
+                let msg = format!(
+                    "convergence: node {} state differs from node 1",
+                    self.ids[i]
+                );
+                self.fail(msg);
+                return;
+            }
+        }
+        // No acknowledged write lost.
+        for &(idx, term, d) in &self.acked {
+            if self.applied_history.get((idx - 1) as usize) != Some(&(term, d)) {
+                let msg = format!("acknowledged write at index {idx} term {term} lost");
+                self.fail(msg);
+                return;
+            }
+        }
+        if self.clients.iter().any(|c| c.op.is_some()) {
+            self.fail("liveness: a client op is still pending at the end".into());
+            return;
+        }
+        // Linearizability of the client history.
+        let history: Vec<Op> = self
+            .history
+            .iter()
+            .filter(|o| o.ret != Some(u64::MAX))
+            .cloned()
+            .collect();
+        if let Err(v) = linearizability::check(&history) {
+            self.fail(format!("linearizability: {v}"));
+        }
+    }
+}
+
+/// Runs one seed.
+pub fn run(cfg: SimConfig) -> Result<SimReport, SimFailure> {
+    Sim::new(cfg).run()
+}
