@@ -147,6 +147,8 @@ enum Event {
     /// Crash the node if it still leads in this term (leaders that die young
     /// leave partly replicated backlogs: the Figure 8 situations).
     CrashLeader(usize, Term),
+    /// Restore the links of a node isolated at its election.
+    Unisolate(usize),
     Heal,
 }
 
@@ -562,6 +564,12 @@ impl Sim {
                     self.crash(i);
                 }
             }
+            Event::Unisolate(i) => {
+                for x in 0..self.nodes.len() {
+                    self.blocked[i][x] = false;
+                    self.blocked[x][i] = false;
+                }
+            }
             Event::Restart(i) => {
                 if self.nodes[i].raft.is_none() {
                     self.start_node(i);
@@ -784,9 +792,23 @@ impl Sim {
             }
         }
         self.leaders.insert(term, i);
-        if self.cfg.faults && !self.healed && self.rng.chance(300) {
-            let d = self.rng.range(1, 40);
-            self.schedule(d, Event::CrashLeader(i, term));
+        if self.cfg.faults && !self.healed {
+            if self.rng.chance(300) {
+                let d = self.rng.range(1, 40);
+                self.schedule(d, Event::CrashLeader(i, term));
+            }
+            if self.rng.chance(150) {
+                // Cut off before its no-op leaves: its entries of this term
+                // stay on it alone (the "S5 in term 3" of Figure 8).
+                for x in 0..self.nodes.len() {
+                    if x != i {
+                        self.blocked[i][x] = true;
+                        self.blocked[x][i] = true;
+                    }
+                }
+                let d = self.rng.range(50, 600);
+                self.schedule(d, Event::Unisolate(i));
+            }
         }
         // Leader completeness: every entry applied anywhere (hence committed)
         // is in the new leader's log.
