@@ -54,9 +54,9 @@ impl Cluster {
                 while self.nodes[i].has_ready() {
                     progressed = true;
                     let rd = self.nodes[i].ready();
+                    let token = rd.token();
                     self.net.extend(rd.messages);
                     // Instant persistence.
-                    let token = rd.token();
                     self.nodes[i].on_persisted(token);
                     self.net.extend(rd.persisted_messages);
                     if i == 0 {

@@ -247,7 +247,8 @@ impl RawNode {
     }
 
     fn quorum(&self) -> usize {
-        (self.peers.len() + 1) / 2 + 1
+        let voters = self.peers.len() + 1;
+        voters / 2 + 1
     }
 
     fn reset_election_timeout(&mut self) {

@@ -64,7 +64,10 @@ fn leader() -> RawNode {
     n
 }
 
-fn appends(rd: &Ready) -> Vec<(NodeId, Index, Term, Vec<(Index, Term)>, Index)> {
+/// (to, prev_index, prev_term, [(index, term)], commit) of an Append.
+type AppendSummary = (NodeId, Index, Term, Vec<(Index, Term)>, Index);
+
+fn appends(rd: &Ready) -> Vec<AppendSummary> {
     rd.messages
         .iter()
         .filter_map(|m| match &m.body {
@@ -974,4 +977,28 @@ fn a_follower_cannot_restart_with_less_than_it_acked() {
         ),
         "a restarted follower never acks what it lost"
     );
+}
+
+#[test]
+fn apply_bytes_max_bounds_committed_entries_per_ready() {
+    let mut c = cfg(1, &[1]);
+    c.apply_bytes_max = 100;
+    let mut n = RawNode::new(c.validate().unwrap());
+    tick_until_campaign(&mut n);
+    persist(&mut n);
+    for _ in 0..10 {
+        n.propose(Bytes::from(vec![1u8; 26])).unwrap(); // 50 bytes each
+    }
+    persist(&mut n); // entries durable, committed (single node)
+    let mut sizes = Vec::new();
+    loop {
+        let rd = persist(&mut n);
+        if rd.committed.is_empty() {
+            break;
+        }
+        sizes.push(rd.committed.len());
+    }
+    // The no-op (24 bytes) + 1 entry, then 2 per Ready (100 bytes), at least one each.
+    assert_eq!(sizes.iter().sum::<usize>(), 11);
+    assert!(sizes.iter().all(|&k| k <= 2), "{sizes:?}");
 }

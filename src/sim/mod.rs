@@ -104,6 +104,8 @@ impl std::fmt::Display for SimFailure {
 /// After the end of the heal phase, the most simulated time allowed for
 /// everything to commit and apply everywhere.
 const LIVENESS_BOUND_MS: u64 = 20_000;
+/// Period of the log matching check during a run.
+const LOG_CHECK_EVERY_MS: u64 = 250;
 /// Clients start no new op this long before the end.
 const QUIESCE_MS: u64 = 1_500;
 
@@ -149,6 +151,8 @@ enum Event {
     CrashLeader(usize, Term),
     /// Restore the links of a node isolated at its election.
     Unisolate(usize),
+    /// Check log matching across every pair of live nodes.
+    CheckLogs,
     Heal,
 }
 
@@ -263,7 +267,7 @@ impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
         let n = cfg.nodes;
         let ids: Vec<NodeId> = (1..=n as u64).collect();
-        let mut rng = Rng(cfg.seed ^ 0x5EED_0F_5141);
+        let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_5141);
         let nodes = (0..n)
             .map(|_| SimNode {
                 raft: None,
@@ -327,6 +331,7 @@ impl Sim {
             let t = sim.rng.range(300, 1000);
             sim.schedule(t, Event::Fault);
         }
+        sim.schedule(LOG_CHECK_EVERY_MS, Event::CheckLogs);
         let heal_at = sim.cfg.fault_ms;
         sim.schedule(heal_at, Event::Heal);
         sim
@@ -563,6 +568,10 @@ impl Sim {
                 if leads && !self.healed {
                     self.crash(i);
                 }
+            }
+            Event::CheckLogs => {
+                self.check_log_matching();
+                self.schedule(LOG_CHECK_EVERY_MS, Event::CheckLogs);
             }
             Event::Unisolate(i) => {
                 for x in 0..self.nodes.len() {
@@ -1009,6 +1018,35 @@ impl Sim {
         cl.leader_guess = self.rng.below(self.nodes.len() as u64) as usize;
         self.report.ops_unknown += 1;
         self.schedule(0, Event::ClientNext(c));
+    }
+
+    /// Log matching (Raft §5.3): if two logs hold an entry with the same
+    /// index and term, they are identical up to that index.
+    fn check_log_matching(&mut self) {
+        for a in 0..self.nodes.len() {
+            for b in a + 1..self.nodes.len() {
+                let (Some(x), Some(y)) = (self.nodes[a].raft.as_ref(), self.nodes[b].raft.as_ref())
+                else {
+                    continue;
+                };
+                let (x, y) = (x.log(), y.log());
+                // The highest index where both hold the same term.
+                let mut i = x.last_index().min(y.last_index());
+                while i > 0 && x.term(i) != y.term(i) {
+                    i -= 1;
+                }
+                for k in 1..=i {
+                    if x.entry(k) != y.entry(k) {
+                        let msg = format!(
+                            "log matching: nodes {} and {} agree at index {i} but differ at {k}",
+                            self.ids[a], self.ids[b]
+                        );
+                        self.fail(msg);
+                        return;
+                    }
+                }
+            }
+        }
     }
 
     fn final_checks(&mut self) {

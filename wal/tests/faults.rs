@@ -608,3 +608,27 @@ fn group_commit_batches_concurrent_appenders() {
         assert!(s.batch_records.max() > 32);
     });
 }
+
+#[test]
+fn batch_bytes_max_splits_flushes() {
+    run(async {
+        let opts = small_opts(); // batch_bytes_max = 8 KiB
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .unwrap();
+        // 24 KiB queued without yielding: must go out as at least 3 flushes,
+        // none larger than the bound.
+        let rec = vec![3u8; 1000];
+        let mut last = 0;
+        for _ in 0..24 {
+            last = wal.try_submit(&rec).unwrap();
+        }
+        wal.wait_durable(last).await.unwrap();
+        let s = wal.stats();
+        let per_flush = opts.batch_bytes_max / record_bytes(1000);
+        assert!(s.syncs >= 3, "{} syncs", s.syncs);
+        assert!(s.batch_records.max() as usize <= per_flush);
+        assert!(s.bytes_written as usize <= s.syncs as usize * opts.batch_bytes_max);
+    });
+}
