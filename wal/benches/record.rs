@@ -13,7 +13,7 @@ fn encode(c: &mut Criterion) {
             let mut lsn = 0u64;
             b.iter(|| {
                 lsn += 1;
-                encode_record(std::hint::black_box(&mut out), lsn, 0, &payload)
+                encode_record(std::hint::black_box(&mut out), lsn, None, &payload)
             })
         });
     }
@@ -24,7 +24,7 @@ fn decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("wal_record_decode");
     for size in [16usize, 128, 4096, 65536] {
         let mut out = vec![0u8; record_bytes(size)];
-        encode_record(&mut out, 1, 0, &vec![0x5Au8; size]);
+        encode_record(&mut out, 1, None, &vec![0x5Au8; size]);
         g.throughput(Throughput::Bytes(size as u64));
         g.bench_with_input(BenchmarkId::from_parameter(size), &size, |b, _| {
             b.iter(

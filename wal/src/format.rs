@@ -13,17 +13,24 @@
 //!  24  crc            u32 LE  = crc32(bytes 0..24)
 //!  28  zero padding to 4096
 //!
-//! from block 1 on: flushes. A flush is the batch of one DMA write; it starts
-//! on a block boundary and is zero-padded to the next one. Inside it, records
-//! follow each other with no gap:
+//! from block 1 on: writes. A flush (one fdatasync) is made of one or more
+//! DMA writes issued together; each write starts on a block boundary and is
+//! zero-padded to the next one. Inside a write, records follow each other
+//! with no gap:
 //!   0  crc            u32 LE  = crc32(header bytes 4..24 ++ payload)
 //!   4  len            u32 LE  payload length in bytes
 //!   8  lsn            u64 LE  strictly increasing by one across the whole log
-//!  16  flags          u16 LE  bit 0 = FIRST_IN_FLUSH
+//!  16  flags          u16 LE  bit 0 = FIRST_IN_WRITE
 //!  18  magic          u16 LE  = RECORD_MAGIC
-//!  20  reserved       u32     = 0
+//!  20  durable_delta  u32 LE  FIRST_IN_WRITE records: lsn - D >= 1, where D
+//!                             is the highest LSN durable when the write was
+//!                             issued; other records: 0
 //!  24  payload        [u8; len], then zeros up to a multiple of 8
 //! ```
+//!
+//! `durable_delta` is what lets recovery tell a torn write (never
+//! acknowledged) from corruption (acknowledged, then damaged): a write issued
+//! when LSN D was durable proves every record up to D had been acknowledged.
 //!
 //! Reading: at a record position, an all-zero header means padding (jump to
 //! the next block boundary) or, at a block boundary, the end of the data.
@@ -43,8 +50,8 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"RRWALSEG";
 pub const FORMAT_VERSION: u32 = 1;
 /// Per-record magic: a cheap first filter before the checksum.
 pub const RECORD_MAGIC: u16 = 0x5252;
-/// Flag: the record is the first of its flush (its DMA write).
-pub const FLAG_FIRST_IN_FLUSH: u16 = 1;
+/// Flag: the record is the first of its DMA write.
+pub const FLAG_FIRST_IN_WRITE: u16 = 1;
 /// Bytes of the segment header that are meaningful (the rest of the block is zero).
 pub const SEGMENT_HEADER_BYTES: usize = 28;
 /// Suffix of an active or sealed segment.
@@ -145,9 +152,10 @@ pub fn decode_segment_header(data: &[u8]) -> Result<u64, HeaderProblem> {
 
 /// Writes one record at the start of `out` and returns the bytes used
 /// (`record_bytes(payload.len())`). `out` must be at least that long.
+/// `first_delta`: `Some(lsn - durable)` for the first record of a write.
 #[inline]
-pub fn encode_record(out: &mut [u8], lsn: u64, flags: u16, payload: &[u8]) -> usize {
-    encode_record_with(out, lsn, flags, payload.len(), |p| {
+pub fn encode_record(out: &mut [u8], lsn: u64, first_delta: Option<u32>, payload: &[u8]) -> usize {
+    encode_record_with(out, lsn, first_delta, payload.len(), |p| {
         p.copy_from_slice(payload)
     })
 }
@@ -158,17 +166,26 @@ pub fn encode_record(out: &mut [u8], lsn: u64, flags: u16, payload: &[u8]) -> us
 pub fn encode_record_with(
     out: &mut [u8],
     lsn: u64,
-    flags: u16,
+    first_delta: Option<u32>,
     len: usize,
     fill: impl FnOnce(&mut [u8]),
 ) -> usize {
+    debug_assert!(
+        first_delta != Some(0),
+        "durable_delta of a first record is >= 1"
+    );
     let total = record_bytes(len);
     let out = &mut out[..total];
+    let flags = if first_delta.is_some() {
+        FLAG_FIRST_IN_WRITE
+    } else {
+        0
+    };
     out[4..8].copy_from_slice(&(len as u32).to_le_bytes());
     out[8..16].copy_from_slice(&lsn.to_le_bytes());
     out[16..18].copy_from_slice(&flags.to_le_bytes());
     out[18..20].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out[20..24].fill(0);
+    out[20..24].copy_from_slice(&first_delta.unwrap_or(0).to_le_bytes());
     fill(&mut out[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + len]);
     out[RECORD_HEADER_BYTES + len..].fill(0);
     let mut h = Hasher::new();
@@ -177,11 +194,30 @@ pub fn encode_record_with(
     total
 }
 
+/// Rewrites the `durable_delta` of the first record of a write buffer to
+/// say that `durable` was the highest durable LSN when the write was
+/// issued, and recomputes its checksum.
+pub fn restamp_first_record(buf: &mut [u8], durable: u64) {
+    let lsn = u64::from_le_bytes(buf[8..16].try_into().unwrap());
+    let len = u32::from_le_bytes(buf[4..8].try_into().unwrap()) as usize;
+    debug_assert!(
+        u16::from_le_bytes(buf[16..18].try_into().unwrap()) & FLAG_FIRST_IN_WRITE != 0,
+        "a write starts with a first-in-write record"
+    );
+    let delta = u32::try_from(lsn - durable).expect("fewer than 2^32 records in flight");
+    debug_assert!(delta >= 1, "a record in flight is above the durable LSN");
+    buf[20..24].copy_from_slice(&delta.to_le_bytes());
+    let mut h = Hasher::new();
+    h.update(&buf[4..RECORD_HEADER_BYTES + len]);
+    buf[0..4].copy_from_slice(&h.finalize().to_le_bytes());
+}
+
 /// A record read back from a flush, borrowing its payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RecordRef<'a> {
     pub lsn: u64,
-    pub flags: u16,
+    /// `Some(durable_delta)` if the record starts a DMA write.
+    pub first_delta: Option<u32>,
     pub payload: &'a [u8],
     /// Bytes the record takes, padding included.
     pub bytes: usize,
@@ -215,7 +251,14 @@ pub fn decode_record(data: &[u8], record_bytes_max: usize) -> Slot<'_> {
     }
     let magic = u16::from_le_bytes(hdr[18..20].try_into().unwrap());
     let len = u32::from_le_bytes(hdr[4..8].try_into().unwrap()) as usize;
-    if magic != RECORD_MAGIC || len > record_bytes_max || hdr[20..24] != [0; 4] {
+    let flags = u16::from_le_bytes(hdr[16..18].try_into().unwrap());
+    let delta = u32::from_le_bytes(hdr[20..24].try_into().unwrap());
+    let first = flags & FLAG_FIRST_IN_WRITE != 0;
+    if magic != RECORD_MAGIC
+        || len > record_bytes_max
+        || flags & !FLAG_FIRST_IN_WRITE != 0
+        || first != (delta != 0)
+    {
         return Slot::Damaged;
     }
     let total = record_bytes(len);
@@ -232,7 +275,7 @@ pub fn decode_record(data: &[u8], record_bytes_max: usize) -> Slot<'_> {
     }
     Slot::Record(RecordRef {
         lsn: u64::from_le_bytes(hdr[8..16].try_into().unwrap()),
-        flags: u16::from_le_bytes(hdr[16..18].try_into().unwrap()),
+        first_delta: first.then_some(delta),
         payload,
         bytes: total,
     })
@@ -245,13 +288,13 @@ mod tests {
     #[test]
     fn record_round_trip_and_every_bit_flip_is_caught() {
         let mut buf = vec![0u8; 256];
-        let n = encode_record(&mut buf, 42, FLAG_FIRST_IN_FLUSH, b"hello wal");
+        let n = encode_record(&mut buf, 42, Some(3), b"hello wal");
         assert_eq!(n, record_bytes(9));
         match decode_record(&buf[..n], 1 << 20) {
             Slot::Record(r) => {
                 assert_eq!(
-                    (r.lsn, r.flags, r.payload, r.bytes),
-                    (42, 1, &b"hello wal"[..], n)
+                    (r.lsn, r.first_delta, r.payload, r.bytes),
+                    (42, Some(3), &b"hello wal"[..], n)
                 )
             }
             other => panic!("expected a record, got {other:?}"),
@@ -276,7 +319,7 @@ mod tests {
     #[test]
     fn oversized_length_is_damage_not_a_panic() {
         let mut buf = vec![0u8; 64];
-        encode_record(&mut buf, 1, 0, b"x");
+        encode_record(&mut buf, 1, None, b"x");
         buf[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
         assert_eq!(decode_record(&buf, 1 << 20), Slot::Damaged);
     }

@@ -9,18 +9,21 @@
 //! - `submit` hands out an LSN at once (strictly increasing by one);
 //!   `wait_durable(lsn)` returns once that record and all before it are on
 //!   disk (written with O_DIRECT and `fdatasync`ed). `append` does both.
-//! - Group commit: whatever is queued when the writer is free goes out as one
-//!   DMA write followed by one `fdatasync`; the next batch is assembled while
-//!   that sync runs.
-//! - A block holding acknowledged records is never rewritten: each flush
+//! - Group commit: whatever is queued when the writer is free becomes one
+//!   flush: DMA writes of at most `write_chunk_bytes` issued together, then
+//!   one `fdatasync`. The writes of the next flush go out while that sync
+//!   runs (two flushes overlap); records become durable strictly in LSN
+//!   order; the next batch is assembled meanwhile.
+//! - A block holding acknowledged records is never rewritten: each write
 //!   starts on a fresh 4 KiB block and is zero-padded to the next boundary.
-//!   Cost: on average half a block (2 KiB) per flush; at most 4095 bytes.
+//!   Cost: on average half a block (2 KiB) per write; at most 4095 bytes.
 //! - Recovery (`Wal::open`) hands back every valid record in LSN order. A torn
 //!   tail of the last segment is truncated and reported (file, offset, bytes
-//!   dropped); damage followed by a later flush, or in any segment but the
-//!   last, is corruption: `open` fails naming file and offset, unless
-//!   [`RecoveryMode::PointInTime`] was chosen. See [`recovery`] for why this
-//!   distinction is sound.
+//!   dropped); damage that a later write proves was acknowledged, or damage
+//!   in any segment but the last, is corruption: `open` fails naming file and
+//!   offset, unless [`RecoveryMode::PointInTime`] was chosen. Damage confined
+//!   to the last two flushes cannot be told from a torn write (they may both
+//!   have been in flight). See [`recovery`] for why this is sound.
 //! - A failed `fdatasync` or write poisons the log: every later call fails;
 //!   nothing is retried. A full disk (ENOSPC, typically when preallocating
 //!   the next segment) poisons it the same way; everything acknowledged

@@ -1,18 +1,22 @@
 //! Reading segments back at open: what is valid, what is a torn tail, what is
 //! corruption.
 //!
-//! The policy rests on one property of the writer: flush N+1 is issued only
-//! after flush N's `fdatasync` returned, and a new segment is started only
-//! after the previous one's last flush was synced. Hence:
+//! The policy rests on what each DMA write records: its first record carries
+//! `durable_delta`, so `lsn - durable_delta` is the highest LSN that was
+//! durable (hence possibly acknowledged) when the write was issued. A new
+//! segment is started only after the previous one's last flush was synced.
+//! Hence, for damage (bytes that are neither a valid record nor zero
+//! padding) where LSN E was expected:
 //!
-//! - damage (bytes that are neither a valid record nor zero padding) that is
-//!   followed by the start of a later flush (a valid record flagged
-//!   FIRST_IN_FLUSH on a block boundary with a higher LSN), or that lies in any
-//!   segment but the last, was synced before: it is **corruption**;
-//! - damage in the last flush of the last segment is a **torn tail** — a write
-//!   that was in flight at the crash and never acknowledged. It is dropped and
-//!   reported (file, offset, bytes dropped). A synced last flush that rots
-//!   later cannot be told apart from a torn one; it is treated the same way.
+//! - if a later write in the segment (a valid first-in-write record on a
+//!   block boundary) was issued when E was already durable, or the damage lies
+//!   in any segment but the last, record E had been made durable: it is
+//!   **corruption**;
+//! - otherwise it is a **torn tail**: writes in flight at the crash, never
+//!   acknowledged (the writes of one flush go out concurrently, so any subset
+//!   of them may have reached the disk). It is dropped and reported (file,
+//!   offset, bytes dropped). A synced last flush that rots later cannot be
+//!   told apart from a torn one; it is treated the same way.
 
 use crate::format::*;
 
@@ -62,7 +66,7 @@ pub fn scan_segment(
         // straddle blocks; a flush ends with zeros up to the block boundary.
         let slot = decode_record(&data[pos..], record_bytes_max);
         match slot {
-            Slot::Record(r) if r.lsn == lsn && (aligned || r.flags & FLAG_FIRST_IN_FLUSH == 0) => {
+            Slot::Record(r) if r.lsn == lsn && (aligned || r.first_delta.is_none()) => {
                 emit(r.lsn, r.payload);
                 lsn += 1;
                 records += 1;
@@ -89,19 +93,22 @@ pub fn scan_segment(
     }
 }
 
-/// Offset of the first valid flush start after `from` whose LSN is at least
-/// `min_lsn`: evidence that the data at `from` had been synced.
+/// Offset of the first write after `from` that was issued when LSN
+/// `expected` was already durable: proof that the damage at `from` hit an
+/// acknowledged record.
 pub fn later_flush_start(
     data: &[u8],
     from: usize,
-    min_lsn: u64,
+    expected: u64,
     record_bytes_max: usize,
 ) -> Option<usize> {
     let mut b = align_up(from + 1, BLOCK_BYTES);
     while b < data.len() {
         if let Slot::Record(r) = decode_record(&data[b..], record_bytes_max) {
-            if r.flags & FLAG_FIRST_IN_FLUSH != 0 && r.lsn >= min_lsn {
-                return Some(b);
+            if let Some(d) = r.first_delta {
+                if r.lsn.saturating_sub(d as u64) >= expected {
+                    return Some(b);
+                }
             }
         }
         b += BLOCK_BYTES;
@@ -121,7 +128,7 @@ pub fn nonzero_extent(data: &[u8], from: usize) -> usize {
 mod tests {
     use super::*;
 
-    /// Builds a segment image from flushes of payloads.
+    /// Builds a segment image from flushes (one write each) of payloads.
     fn image(first_lsn: u64, flushes: &[&[&[u8]]], seg: usize) -> Vec<u8> {
         let mut d = vec![0u8; seg];
         encode_segment_header(&mut d, seg as u64);
@@ -129,8 +136,9 @@ mod tests {
         let mut lsn = first_lsn;
         for f in flushes {
             for (i, p) in f.iter().enumerate() {
-                let flags = if i == 0 { FLAG_FIRST_IN_FLUSH } else { 0 };
-                pos += encode_record(&mut d[pos..], lsn, flags, p);
+                // Each flush was issued once the previous ones were durable.
+                let first = (i == 0).then_some(1);
+                pos += encode_record(&mut d[pos..], lsn, first, p);
                 lsn += 1;
             }
             pos = align_up(pos, BLOCK_BYTES);
@@ -179,6 +187,35 @@ mod tests {
         let (v, s) = collect(&d, 1);
         assert!(v.is_empty());
         assert_eq!(s.stop, Stop::Damage);
+        assert_eq!(
+            later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
+            Some(2 * BLOCK_BYTES)
+        );
+    }
+
+    #[test]
+    fn damage_before_a_write_of_the_same_flush_is_a_torn_tail_not_corruption() {
+        // One flush of two concurrent writes: LSNs 1-2 at block 1, LSN 3 at
+        // block 2 (its first record says LSN 0 was durable at issue: delta 3).
+        let mut d = vec![0u8; 4 * BLOCK_BYTES];
+        encode_segment_header(&mut d, 4 * BLOCK_BYTES as u64);
+        let mut pos = BLOCK_BYTES;
+        pos += encode_record(&mut d[pos..], 1, Some(1), b"a");
+        encode_record(&mut d[pos..], 2, None, b"b");
+        encode_record(&mut d[2 * BLOCK_BYTES..], 3, Some(3), b"c");
+        // The first write was torn: record 2 never made it.
+        d[pos..pos + 32].fill(0xEE);
+        let (v, s) = collect(&d, 1);
+        assert_eq!(v.len(), 1);
+        assert_eq!(s.stop, Stop::Damage);
+        assert_eq!(
+            later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
+            None,
+            "same flush: torn"
+        );
+        // Had the second write been issued once LSN 2 was durable (a later
+        // flush), the damage would be corruption.
+        encode_record(&mut d[2 * BLOCK_BYTES..], 3, Some(1), b"c");
         assert_eq!(
             later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
             Some(2 * BLOCK_BYTES)

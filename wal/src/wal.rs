@@ -36,8 +36,12 @@ pub struct WalOptions {
     pub segment_bytes: u64,
     /// Largest payload `submit` accepts. Default 1 MiB.
     pub record_bytes_max: usize,
-    /// Largest flush (one DMA write + one fdatasync). Default 4 MiB.
+    /// Largest flush (one fdatasync), in bytes on disk. Default 4 MiB.
     pub batch_bytes_max: usize,
+    /// Largest DMA write: a flush above it is cut into writes of at most
+    /// this size, issued concurrently (a record is never split; a larger
+    /// record gets a write of its own). Default 1 MiB; a multiple of 4096.
+    pub write_chunk_bytes: usize,
     /// Bytes submitted but not yet durable; past it `submit` waits and
     /// `try_submit` fails with `QueueFull`. Default 16 MiB.
     pub queue_bytes_max: usize,
@@ -50,6 +54,7 @@ impl Default for WalOptions {
             segment_bytes: 64 << 20,
             record_bytes_max: 1 << 20,
             batch_bytes_max: 4 << 20,
+            write_chunk_bytes: 1 << 20,
             queue_bytes_max: 16 << 20,
             recovery: RecoveryMode::Strict,
         }
@@ -98,6 +103,15 @@ impl WalOptions {
                 self.record_bytes_max,
                 record_bytes(self.record_bytes_max),
                 self.batch_bytes_max
+            ));
+        }
+        if self.write_chunk_bytes == 0
+            || !self.write_chunk_bytes.is_multiple_of(BLOCK_BYTES)
+            || self.write_chunk_bytes > self.batch_bytes_max
+        {
+            return bad(format!(
+                "write_chunk_bytes = {} must be a positive multiple of {BLOCK_BYTES} and at most batch_bytes_max = {}",
+                self.write_chunk_bytes, self.batch_bytes_max
             ));
         }
         if self.queue_bytes_max < self.batch_bytes_max {
@@ -156,12 +170,29 @@ pub struct WalStats {
     pub sync_latency_us: Histogram<u64>,
 }
 
-/// Initial capacity of a batch buffer; it doubles up to `batch_bytes_max`.
-const BATCH_BUF_BYTES_MIN: usize = 64 << 10;
+/// Initial capacity of a chunk buffer; it doubles up to `write_chunk_bytes`.
+const CHUNK_BUF_BYTES_MIN: usize = 64 << 10;
 
-struct Batch {
+enum Place {
+    LastChunk,
+    NewChunk,
+    NewBatch,
+}
+
+/// The bytes of one DMA write: records packed from offset 0.
+struct Chunk {
     buf: DmaBuffer,
     used: usize,
+}
+
+/// One flush: its chunks are written concurrently at consecutive block
+/// boundaries, then one fdatasync makes them all durable.
+struct Batch {
+    chunks: Vec<Chunk>,
+    /// Record bytes in all chunks.
+    used: usize,
+    /// Block-aligned bytes of every chunk but the last.
+    sealed_bytes: usize,
     first_lsn: u64,
     last_lsn: u64,
     records: u64,
@@ -202,7 +233,7 @@ pub struct Wal<D: Disk> {
 }
 
 struct Active<F> {
-    file: F,
+    file: Rc<F>,
     name: String,
     offset: u64,
 }
@@ -467,7 +498,7 @@ impl<D: Disk> Wal<D> {
             st: RefCell::new(st),
         });
         let active = Active {
-            file,
+            file: Rc::new(file),
             name,
             offset: BLOCK_BYTES as u64,
         };
@@ -506,48 +537,85 @@ impl<D: Disk> Wal<D> {
             });
         }
         let lsn = st.next_lsn;
-        let full = st
-            .pending
-            .back()
-            .is_none_or(|b| b.used + rb > opts.batch_bytes_max);
-        if !full {
-            // Grow the batch's buffer (doubling, amortized) if the record
-            // does not fit its current capacity.
-            let b = st.pending.back_mut().expect("checked above");
-            if b.used + rb > b.buf.len() {
-                let cap = (b.buf.len() * 2)
-                    .max(align_up(b.used + rb, BLOCK_BYTES))
-                    .min(opts.batch_bytes_max);
-                let mut bigger = self.inner.disk.alloc_buf(cap);
-                bigger.as_bytes_mut()[..b.used].copy_from_slice(&b.buf.as_bytes()[..b.used]);
-                b.buf = bigger;
+        let chunk_max = opts.write_chunk_bytes.max(align_up(rb, BLOCK_BYTES));
+        // Where does the record go: the last chunk, a new chunk of the last
+        // batch, or a new batch?
+        let place = match st.pending.back() {
+            None => Place::NewBatch,
+            Some(b) => {
+                let last = b.chunks.last().expect("a batch has a chunk");
+                let footprint = b.sealed_bytes + align_up(last.used + rb, BLOCK_BYTES);
+                if last.used + rb <= chunk_max && footprint <= opts.batch_bytes_max {
+                    Place::LastChunk
+                } else if b.sealed_bytes
+                    + align_up(last.used, BLOCK_BYTES)
+                    + align_up(rb, BLOCK_BYTES)
+                    <= opts.batch_bytes_max
+                {
+                    Place::NewChunk
+                } else {
+                    Place::NewBatch
+                }
             }
-        } else {
-            // Start small: most flushes are far below batch_bytes_max, and a
-            // small buffer comes from glommio's registered pool.
-            // Large records: room for several at once, to avoid regrowth copies.
-            let cap = align_up(rb * 8, BLOCK_BYTES)
-                .max(BATCH_BUF_BYTES_MIN)
-                .min(opts.batch_bytes_max);
-            let buf = self.inner.disk.alloc_buf(cap);
-            st.pending.push_back(Batch {
-                buf,
-                used: 0,
-                first_lsn: lsn,
-                last_lsn: lsn,
-                records: 0,
-                payload_bytes: 0,
-            });
+        };
+        // Start buffers small (most flushes are far below the bounds, and a
+        // small buffer comes from glommio's registered pool); large records
+        // get room for several at once.
+        let initial = align_up(rb * 8, BLOCK_BYTES)
+            .max(CHUNK_BUF_BYTES_MIN)
+            .min(chunk_max);
+        match place {
+            Place::NewBatch => {
+                let buf = self.inner.disk.alloc_buf(initial);
+                st.pending.push_back(Batch {
+                    chunks: vec![Chunk { buf, used: 0 }],
+                    used: 0,
+                    sealed_bytes: 0,
+                    first_lsn: lsn,
+                    last_lsn: lsn,
+                    records: 0,
+                    payload_bytes: 0,
+                });
+            }
+            Place::NewChunk => {
+                let buf = self.inner.disk.alloc_buf(initial);
+                let b = st.pending.back_mut().expect("matched Some");
+                let last = b.chunks.last().expect("a batch has a chunk");
+                b.sealed_bytes += align_up(last.used, BLOCK_BYTES);
+                b.chunks.push(Chunk { buf, used: 0 });
+            }
+            Place::LastChunk => {
+                // Grow the chunk's buffer (doubling, amortized) if needed.
+                let b = st.pending.back_mut().expect("matched Some");
+                let c = b.chunks.last_mut().expect("a batch has a chunk");
+                if c.used + rb > c.buf.len() {
+                    let cap = (c.buf.len() * 2)
+                        .max(align_up(c.used + rb, BLOCK_BYTES))
+                        .min(chunk_max);
+                    let mut bigger = self.inner.disk.alloc_buf(cap);
+                    bigger.as_bytes_mut()[..c.used].copy_from_slice(&c.buf.as_bytes()[..c.used]);
+                    c.buf = bigger;
+                }
+            }
         }
         let b = st.pending.back_mut().expect("a batch was just ensured");
-        let flags = if b.used == 0 { FLAG_FIRST_IN_FLUSH } else { 0 };
-        let at = b.used;
-        let n = encode_record_with(&mut b.buf.as_bytes_mut()[at..], lsn, flags, len, fill);
+        let batch_first = b.first_lsn;
+        let c = b.chunks.last_mut().expect("a batch has a chunk");
+        // The first record of each write says what was durable when it was
+        // issued: everything before this batch (flushes are made durable one
+        // after the other, and a batch is written only once the previous one
+        // is durable).
+        let first_delta = (c.used == 0).then(|| {
+            u32::try_from(lsn - (batch_first - 1)).expect("a batch holds fewer than 2^32 records")
+        });
+        let at = c.used;
+        let n = encode_record_with(&mut c.buf.as_bytes_mut()[at..], lsn, first_delta, len, fill);
         debug_assert!(
-            matches!(decode_record(&b.buf.as_bytes()[at..at + n], opts.record_bytes_max),
+            matches!(decode_record(&c.buf.as_bytes()[at..at + n], opts.record_bytes_max),
                 Slot::Record(r) if r.lsn == lsn && r.payload.len() == len),
             "record must decode right after it is encoded"
         );
+        c.used += n;
         b.used += n;
         b.last_lsn = lsn;
         b.records += 1;
@@ -696,6 +764,14 @@ impl<D: Disk> Inner<D> {
         wake_all(&mut st.space_waiters);
     }
 
+    fn try_next_batch(&self) -> Option<Batch> {
+        let mut st = self.st.borrow_mut();
+        if st.poison.is_some() {
+            return None;
+        }
+        st.pending.pop_front()
+    }
+
     async fn next_batch(&self) -> Option<Batch> {
         poll_fn(|cx| {
             let mut st = self.st.borrow_mut();
@@ -715,10 +791,52 @@ impl<D: Disk> Inner<D> {
     }
 }
 
+/// Runs the writes of one flush concurrently; the first error wins.
+async fn join_all<F: std::future::Future<Output = std::io::Result<()>>>(
+    futs: Vec<F>,
+) -> std::io::Result<()> {
+    let mut futs: Vec<Option<std::pin::Pin<Box<F>>>> =
+        futs.into_iter().map(|f| Some(Box::pin(f))).collect();
+    poll_fn(|cx| {
+        let mut pending = false;
+        for slot in futs.iter_mut() {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(Ok(())) => *slot = None,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    })
+    .await
+}
+
 type PrepTask<D> = glommio::Task<Result<(String, <D as Disk>::File)>>;
 
-/// The writer: one flush at a time — one DMA write, then one fdatasync.
-/// Submitters keep filling the next batch meanwhile.
+/// A flush whose writes completed and whose fdatasync is under way.
+struct Syncing {
+    sync: std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>>>>,
+    file_name: String,
+    first_lsn: u64,
+    last_lsn: u64,
+    used: usize,
+    records: u64,
+    payload_bytes: u64,
+    len: usize,
+    started: Instant,
+}
+
+/// The writer. A flush is its batch's writes (issued concurrently), then one
+/// fdatasync. Two flushes overlap: the writes of flush N+1 go out while
+/// flush N's fdatasync runs, so the device never idles during a sync.
+/// Records are reported durable strictly in LSN order. Submitters keep
+/// filling the next batch meanwhile.
 async fn writer<D: Disk>(inner: Rc<Inner<D>>, mut active: Active<D::File>) {
     let segment_bytes = inner.opts.segment_bytes;
     let mut prep_seq = 1u64;
@@ -727,14 +845,36 @@ async fn writer<D: Disk>(inner: Rc<Inner<D>>, mut active: Active<D::File>) {
         prep_seq,
         segment_bytes,
     )));
-    while let Some(batch) = inner.next_batch().await {
-        let r = flush(&inner, &mut active, &mut prep, &mut prep_seq, batch).await;
+    let mut syncing: Option<Syncing> = None;
+    loop {
+        let batch = match syncing {
+            Some(_) => inner.try_next_batch(),
+            None => inner.next_batch().await,
+        };
+        let r = match batch {
+            None => match syncing.take() {
+                // Nothing new to write: finish the sync under way.
+                Some(prev) => complete(&inner, prev).await,
+                None => break,
+            },
+            Some(b) => {
+                flush(
+                    &inner,
+                    &mut active,
+                    &mut prep,
+                    &mut prep_seq,
+                    &mut syncing,
+                    b,
+                )
+                .await
+            }
+        };
         if let Err(e) = r {
             inner.poison(e.to_string());
             break;
         }
     }
-    let _ = active.file.close().await;
+    let _ = close_rc(active.file).await;
     if let Some(p) = prep.take() {
         // Let a preparation under way finish; its file is removed at next open.
         let _ = p.await;
@@ -745,31 +885,77 @@ async fn writer<D: Disk>(inner: Rc<Inner<D>>, mut active: Active<D::File>) {
     wake_all(&mut st.space_waiters);
 }
 
+/// Closes a file once no write or sync holds it any more.
+async fn close_rc<F: SegmentFile>(f: Rc<F>) -> std::io::Result<()> {
+    match Rc::try_unwrap(f) {
+        Ok(f) => f.close().await,
+        // Still referenced by an I/O being cancelled: closed on drop.
+        Err(_) => Ok(()),
+    }
+}
+
+/// Waits for a flush's fdatasync and reports its records durable.
+async fn complete<D: Disk>(inner: &Inner<D>, f: Syncing) -> Result<()> {
+    // Fail-stop: a failed fdatasync is never retried (the kernel may have
+    // dropped the dirty data already); the caller poisons the log.
+    f.sync
+        .await
+        .map_err(|e| WalError::io("fdatasync", inner.disk.describe(&f.file_name), e))?;
+    let us = f.started.elapsed().as_micros() as u64;
+    let mut st = inner.st.borrow_mut();
+    debug_assert!(
+        f.first_lsn == st.durable_lsn + 1,
+        "flushes are made durable in LSN order"
+    );
+    st.durable_lsn = f.last_lsn;
+    st.queued_bytes -= f.used;
+    let s = &mut st.stats;
+    s.durable_lsn = f.last_lsn;
+    s.records += f.records;
+    s.payload_bytes += f.payload_bytes;
+    s.bytes_written += f.len as u64;
+    s.syncs += 1;
+    s.batch_records.saturating_record(f.records);
+    s.sync_latency_us.saturating_record(us.max(1));
+    wake_all(&mut st.durable_waiters);
+    wake_all(&mut st.space_waiters);
+    Ok(())
+}
+
 async fn flush<D: Disk>(
     inner: &Inner<D>,
     active: &mut Active<D::File>,
     prep: &mut Option<PrepTask<D>>,
     prep_seq: &mut u64,
+    syncing: &mut Option<Syncing>,
     mut batch: Batch,
 ) -> Result<()> {
     let opts = &inner.opts;
     let disk = &inner.disk;
-    let len = align_up(batch.used, BLOCK_BYTES);
+    let len = batch.sealed_bytes
+        + align_up(
+            batch.chunks.last().expect("a batch has a chunk").used,
+            BLOCK_BYTES,
+        );
+    debug_assert!(len <= opts.batch_bytes_max, "flush within batch_bytes_max");
     if active.offset + len as u64 > opts.segment_bytes {
-        // Roll: the previous flush was synced, so the old segment is complete.
+        // Roll only once the old segment is entirely durable: damage in any
+        // segment but the last is then always corruption.
+        if let Some(prev) = syncing.take() {
+            complete(inner, prev).await?;
+        }
         let task = prep.take().expect("a segment is always being prepared");
         let (prep_name, file) = task.await?;
         let name = install(disk, &prep_name, batch.first_lsn).await?;
         let old = std::mem::replace(
             active,
             Active {
-                file,
+                file: Rc::new(file),
                 name: name.clone(),
                 offset: BLOCK_BYTES as u64,
             },
         );
-        old.file
-            .close()
+        close_rc(old.file)
             .await
             .map_err(|e| WalError::io("close", disk.describe(&old.name), e))?;
         {
@@ -785,43 +971,44 @@ async fn flush<D: Disk>(
             opts.segment_bytes,
         )));
     }
-    // Pad to the block: the next flush starts on a fresh block, so a block
-    // holding acknowledged records is never written again.
-    batch.buf.as_bytes_mut()[batch.used..len].fill(0);
-    batch.buf.trim_to_size(len);
-    let t0 = Instant::now();
-    let desc = || disk.describe(&active.name);
-    active
-        .file
-        .write_at(Rc::new(batch.buf), active.offset)
+    // Each write is padded to its block: the next write starts on a fresh
+    // block, so a block holding acknowledged records is never written again.
+    // Its first record is stamped with what is durable now (see format).
+    let durable = inner.st.borrow().durable_lsn;
+    let started = Instant::now();
+    let file = active.file.clone();
+    let mut pos = active.offset;
+    let mut writes = Vec::with_capacity(batch.chunks.len());
+    for mut c in batch.chunks.drain(..) {
+        let clen = align_up(c.used, BLOCK_BYTES);
+        let bytes = c.buf.as_bytes_mut();
+        bytes[c.used..clen].fill(0);
+        restamp_first_record(bytes, durable);
+        c.buf.trim_to_size(clen);
+        writes.push(file.write_at(Rc::new(c.buf), pos));
+        pos += clen as u64;
+    }
+    debug_assert_eq!(pos - active.offset, len as u64);
+    join_all(writes)
         .await
-        .map_err(|e| WalError::io("write", desc(), e))?;
-    // Fail-stop: a failed fdatasync is never retried (the kernel may have
-    // dropped the dirty data already); the caller poisons the log.
-    active
-        .file
-        .fdatasync()
-        .await
-        .map_err(|e| WalError::io("fdatasync", desc(), e))?;
-    let us = t0.elapsed().as_micros() as u64;
+        .map_err(|e| WalError::io("write", disk.describe(&active.name), e))?;
     active.offset += len as u64;
-
-    let mut st = inner.st.borrow_mut();
-    debug_assert!(
-        batch.first_lsn == st.durable_lsn + 1,
-        "flushes are made durable in LSN order"
-    );
-    st.durable_lsn = batch.last_lsn;
-    st.queued_bytes -= batch.used;
-    let s = &mut st.stats;
-    s.durable_lsn = batch.last_lsn;
-    s.records += batch.records;
-    s.payload_bytes += batch.payload_bytes;
-    s.bytes_written += len as u64;
-    s.syncs += 1;
-    s.batch_records.saturating_record(batch.records);
-    s.sync_latency_us.saturating_record(us.max(1));
-    wake_all(&mut st.durable_waiters);
-    wake_all(&mut st.space_waiters);
+    let f2 = file.clone();
+    let next = Syncing {
+        sync: Box::pin(async move { f2.fdatasync().await }),
+        file_name: active.name.clone(),
+        first_lsn: batch.first_lsn,
+        last_lsn: batch.last_lsn,
+        used: batch.used,
+        records: batch.records,
+        payload_bytes: batch.payload_bytes,
+        len,
+        started,
+    };
+    // Records become durable in order: the previous flush first.
+    if let Some(prev) = syncing.take() {
+        complete(inner, prev).await?;
+    }
+    *syncing = Some(next);
     Ok(())
 }

@@ -20,6 +20,7 @@ fn opts() -> WalOptions {
         segment_bytes: 1 << 20,
         record_bytes_max: 64 << 10,
         batch_bytes_max: 256 << 10,
+        write_chunk_bytes: 64 << 10,
         queue_bytes_max: 1 << 20,
         recovery: RecoveryMode::Strict,
     }

@@ -22,6 +22,8 @@ fn small_opts() -> WalOptions {
         segment_bytes: 16 * 1024,
         record_bytes_max: 2048,
         batch_bytes_max: 8 * 1024,
+        // Two concurrent writes per full flush: crashes tear them independently.
+        write_chunk_bytes: 4096,
         queue_bytes_max: 32 * 1024,
         recovery: RecoveryMode::Strict,
     }
@@ -557,6 +559,14 @@ fn invalid_options_are_refused_with_a_reason() {
         },
         WalOptions {
             queue_bytes_max: 4096,
+            ..base.clone()
+        },
+        WalOptions {
+            write_chunk_bytes: 1000,
+            ..base.clone()
+        },
+        WalOptions {
+            write_chunk_bytes: 16 * 1024,
             ..base.clone()
         },
     ];
