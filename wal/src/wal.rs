@@ -383,7 +383,7 @@ impl<D: Disk> Wal<D> {
                         found = Some(corruption(
                             scan.stop_offset,
                             format!(
-                                "damaged record (expected LSN {}) followed by a later flush at offset {off}",
+                                "damaged record (expected LSN {}); the write at offset {off} was issued after it was durable",
                                 scan.next_lsn
                             ),
                         ));
