@@ -48,7 +48,8 @@ pub struct PersistToken {
 ///    `persisted_messages` (votes and follower acks) and call
 ///    [`RawNode::on_persisted`] with [`Ready::token`] — also for a Ready
 ///    that had nothing to write;
-/// 4. apply `committed` in order (they are committed and locally durable).
+/// 4. apply `committed` in order (they are committed and locally durable),
+///    then report it with [`RawNode::on_applied`].
 #[derive(Debug, Default)]
 pub struct Ready {
     pub number: u64,
@@ -132,6 +133,9 @@ pub struct RawNode {
     uncommitted_bytes: u64,
     ready_number: u64,
     pending: VecDeque<Pending>,
+    /// Highest index the caller reported applied to its state machine.
+    /// Invariant: applied_reported <= log.applied (handed out).
+    applied_reported: Index,
     prev_hard: HardState,
     prev_soft: SoftState,
     stats: NodeStats,
@@ -182,6 +186,7 @@ impl RawNode {
             uncommitted_bytes: 0,
             ready_number: 0,
             pending: VecDeque::new(),
+            applied_reported: applied,
             prev_hard: hs,
             prev_soft: SoftState {
                 role: Role::Follower,
@@ -736,6 +741,23 @@ impl RawNode {
             }
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(freed);
         }
+    }
+
+    /// Reports that the state machine has applied every committed entry up
+    /// to `index` (entries are handed out in `Ready::committed`; applying may
+    /// lag behind). Linearizable reads are served against this index.
+    pub fn on_applied(&mut self, index: Index) {
+        assert!(
+            index <= self.log.applied,
+            "on_applied({index}) beyond the entries handed out for applying ({})",
+            self.log.applied
+        );
+        self.applied_reported = self.applied_reported.max(index);
+    }
+
+    /// The highest index reported applied with [`RawNode::on_applied`].
+    pub fn applied_index(&self) -> Index {
+        self.applied_reported
     }
 
     /// Reports that the Ready named by `token` (and every earlier one) is durable.

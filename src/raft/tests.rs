@@ -1002,3 +1002,18 @@ fn apply_bytes_max_bounds_committed_entries_per_ready() {
     assert_eq!(sizes.iter().sum::<usize>(), 11);
     assert!(sizes.iter().all(|&k| k <= 2), "{sizes:?}");
 }
+
+#[test]
+fn applied_index_follows_reports_and_cannot_pass_what_was_handed_out() {
+    let mut n = node(1, &[1]);
+    tick_until_campaign(&mut n);
+    persist(&mut n); // leader; its no-op goes out
+    persist(&mut n); // the no-op is durable and committed
+    let rd = persist(&mut n);
+    let last = rd.committed.last().expect("the no-op").index;
+    assert_eq!(n.applied_index(), 0);
+    n.on_applied(last);
+    assert_eq!(n.applied_index(), last);
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| n.on_applied(last + 1)));
+    assert!(r.is_err());
+}

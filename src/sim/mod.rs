@@ -726,7 +726,11 @@ impl Sim {
                 after: rd.persisted_messages,
             });
             self.start_disk_batch(i);
+            let last_applied = rd.committed.last().map(|e| e.index);
             self.apply(i, rd.committed);
+            if let (Some(ix), Some(r)) = (last_applied, self.nodes[i].raft.as_mut()) {
+                r.on_applied(ix);
+            }
         }
     }
 
