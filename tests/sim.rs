@@ -44,6 +44,8 @@ fn sweep(nodes: usize) {
                 total.crashes += r.crashes;
                 total.partitions += r.partitions;
                 total.messages_dropped += r.messages_dropped;
+                total.reads_by_index += r.reads_by_index;
+                total.transfers += r.transfers;
             }
             Err(f) => {
                 eprintln!(
@@ -55,7 +57,7 @@ fn sweep(nodes: usize) {
     }
     println!(
         "sim {nodes} nodes: {} seeds, {} events, ops ok {} unknown {} failed {}, puts acked {}, entries committed {}, \
-         leaders {}, crashes {}, partitions {}, messages dropped {}",
+         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, ReadIndex/lease reads {}",
         seeds.len(),
         total.events,
         total.ops_ok,
@@ -66,7 +68,9 @@ fn sweep(nodes: usize) {
         total.leaders_elected,
         total.crashes,
         total.partitions,
-        total.messages_dropped
+        total.transfers,
+        total.messages_dropped,
+        total.reads_by_index
     );
     assert!(
         failures.is_empty(),
@@ -155,10 +159,9 @@ fn isolated_old_leader_keeps_accepting_proposals_that_never_commit() {
     }
 }
 
-fn rejoin_disruption(pre_vote: bool) -> (u64, u64) {
-    let mut cfg = quiet(3, 5);
+fn rejoin_disruption(pre_vote: bool, seed: u64) -> (u64, u64) {
+    let mut cfg = quiet(3, seed);
     cfg.pre_vote = pre_vote;
-    cfg.check_quorum = false; // isolate the effect of pre-vote alone
     let mut sim = ringraft::sim::Sim::new(cfg);
     let leader = settle(&mut sim);
     let term = sim.node(leader).unwrap().term();
@@ -171,21 +174,29 @@ fn rejoin_disruption(pre_vote: bool) -> (u64, u64) {
     let t = sim.now_ms();
     sim.run_until(t + 1_000);
     let now_leader = sim.leader().expect("leader");
-    assert!(now_leader == leader || !pre_vote);
+    assert!(
+        now_leader == leader || !pre_vote,
+        "leader {leader} then {now_leader} (term {term}):{}",
+        sim.describe()
+    );
     (term, sim.node(now_leader).unwrap().term())
 }
 
 #[test]
 fn rejoining_partitioned_node_does_not_disrupt_a_healthy_leader_with_pre_vote() {
-    let (before, after) = rejoin_disruption(true);
-    assert_eq!(
-        before, after,
-        "with pre-vote the rejoining node must not bump the term"
-    );
-    // And the test can fail: without pre-vote the rejoining node disrupts.
-    let (before, after) = rejoin_disruption(false);
+    let mut disrupted_without = 0;
+    for seed in 0..20 {
+        let (before, after) = rejoin_disruption(true, seed);
+        assert_eq!(
+            before, after,
+            "seed {seed}: with pre-vote the rejoining node must not bump the term"
+        );
+        let (before, after) = rejoin_disruption(false, seed);
+        disrupted_without += (after > before) as u32;
+    }
+    // And the test can fail: without pre-vote the rejoin forces new terms.
     assert!(
-        after > before,
-        "without pre-vote the rejoin should have forced a new term"
+        disrupted_without >= 10,
+        "only {disrupted_without} of 20 runs disrupted without pre-vote"
     );
 }

@@ -32,6 +32,21 @@ pub struct RaftConfig {
     pub uncommitted_bytes_max: u64,
     /// Bytes of committed entries handed out in one Ready. Default 16 MiB.
     pub apply_bytes_max: u64,
+    /// Lease reads: with check-quorum, a leader serves reads from its own
+    /// state while a quorum acknowledged a heartbeat round sent less than
+    /// `L = election_ticks - lease_drift_ticks - 1` of its ticks ago.
+    /// Clock assumption, stated plainly: L leader ticks never last longer
+    /// than `election_ticks - 1` ticks of any follower (tick rates differ by
+    /// at most a factor (election_ticks - 1) / L; with the defaults 10 and 2,
+    /// 9/7), and a paused leader process stops ticking (its lease does not
+    /// run out while it is frozen, so a pause longer than the lease followed
+    /// by a read before the next tick is outside the assumption; the node
+    /// layer ticks from a monotonic clock after every wake-up to close it).
+    /// Default off; ReadIndex is used instead.
+    pub lease_reads: bool,
+    /// The clock-drift bound of lease reads, in ticks per election timeout.
+    /// Default 2.
+    pub lease_drift_ticks: u32,
     /// Seed of the node's RNG (election timeouts). The node mixes in its id.
     pub seed: u64,
 }
@@ -51,6 +66,8 @@ impl RaftConfig {
             msg_bytes_max: 1 << 20,
             uncommitted_bytes_max: 64 << 20,
             apply_bytes_max: 16 << 20,
+            lease_reads: false,
+            lease_drift_ticks: 2,
             seed: 0,
         }
     }
@@ -97,6 +114,15 @@ impl RaftConfig {
                 window: self.inflight_bytes_max,
             });
         }
+        if self.lease_reads && !self.check_quorum {
+            return Err(LeaseWithoutCheckQuorum);
+        }
+        if self.lease_drift_ticks + 1 >= self.election_ticks {
+            return Err(LeaseDrift {
+                drift: self.lease_drift_ticks,
+                election: self.election_ticks,
+            });
+        }
         Ok(ValidRaftConfig(self))
     }
 }
@@ -126,4 +152,10 @@ pub enum ConfigError {
     Zero(&'static str),
     #[error("raft config: msg_bytes_max = {msg} must not exceed inflight_bytes_max = {window}")]
     MsgLargerThanWindow { msg: u64, window: u64 },
+    #[error(
+        "raft config: lease_reads needs check_quorum (the lease is the check-quorum guarantee)"
+    )]
+    LeaseWithoutCheckQuorum,
+    #[error("raft config: lease_drift_ticks = {drift} must be below election_ticks - 1 = {election} - 1")]
+    LeaseDrift { drift: u32, election: u32 },
 }

@@ -24,12 +24,16 @@ mod config;
 mod log;
 mod node;
 mod progress;
+mod read;
 mod types;
 
 pub use config::{ConfigError, RaftConfig, ValidRaftConfig};
 pub use log::RaftLog;
-pub use node::{NodeStats, PersistToken, ProposeError, RawNode, Ready, SoftState};
+pub use node::{
+    NodeStats, PersistToken, ProposeError, RawNode, ReadError, Ready, SoftState, TransferError,
+};
 pub use progress::{Inflights, Progress, ProgressState};
+pub use read::ReadState;
 pub use types::*;
 
 #[cfg(test)]

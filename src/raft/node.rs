@@ -7,6 +7,7 @@ use bytes::Bytes;
 use super::config::ValidRaftConfig;
 use super::log::RaftLog;
 use super::progress::{Progress, ProgressState};
+use super::read::{PendingRead, ReadOnly, ReadState};
 use super::types::*;
 
 /// Why a proposal was not accepted. The proposal is dropped; nothing of it
@@ -17,6 +18,28 @@ pub enum ProposeError {
     NotLeader { leader: Option<NodeId> },
     #[error("backpressure: {uncommitted_bytes} bytes uncommitted, uncommitted_bytes_max = {max}")]
     Backpressure { uncommitted_bytes: u64, max: u64 },
+    #[error(
+        "leadership is being transferred to node {to}; proposals are refused until it is done"
+    )]
+    TransferInProgress { to: NodeId },
+}
+
+/// Why a read could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    #[error("no known leader to ask for a read index")]
+    NoLeader,
+}
+
+/// Why a leadership transfer could not be started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("node {0} is not a voter of this group")]
+    UnknownTarget(NodeId),
+    #[error("this node already leads")]
+    TargetIsSelf,
 }
 
 /// Role and leader, handed out in a Ready when they change.
@@ -59,6 +82,10 @@ pub struct Ready {
     pub messages: Vec<Message>,
     pub persisted_messages: Vec<Message>,
     pub committed: Vec<Entry>,
+    /// Reads confirmed: serve each once applied through its index.
+    pub read_states: Vec<ReadState>,
+    /// Reads that failed (leadership lost or the leader refused): retry them.
+    pub reads_failed: Vec<u64>,
 }
 
 impl Ready {
@@ -136,6 +163,17 @@ pub struct RawNode {
     /// Highest index the caller reported applied to its state machine.
     /// Invariant: applied_reported <= log.applied (handed out).
     applied_reported: Index,
+    /// Ticks since this node started (the lease is measured in them).
+    ticks: u64,
+    read: ReadOnly,
+    read_states: Vec<ReadState>,
+    reads_failed: Vec<u64>,
+    /// Leader transfer under way to this node (0: none).
+    transferee: NodeId,
+    transfer_elapsed: u32,
+    /// Just restarted: it may have been a follower in some leader's lease,
+    /// so it refuses votes for an election timeout (lease reads rely on it).
+    quiet: bool,
     prev_hard: HardState,
     prev_soft: SoftState,
     stats: NodeStats,
@@ -187,6 +225,13 @@ impl RawNode {
             ready_number: 0,
             pending: VecDeque::new(),
             applied_reported: applied,
+            ticks: 0,
+            read: ReadOnly::default(),
+            read_states: Vec::new(),
+            reads_failed: Vec::new(),
+            transferee: 0,
+            transfer_elapsed: 0,
+            quiet: false,
             prev_hard: hs,
             prev_soft: SoftState {
                 role: Role::Follower,
@@ -196,6 +241,9 @@ impl RawNode {
             stats: NodeStats::default(),
             cfg,
         };
+        // A node that has seen a term may have been in some leader's lease.
+        n.quiet = n.cfg.check_quorum && hs.term > 0;
+        n.read.reset(n.peers.len());
         n.reset_election_timeout();
         n
     }
@@ -282,6 +330,10 @@ impl RawNode {
     // ---- role changes ----
 
     fn become_follower(&mut self, term: Term, leader: NodeId) {
+        if self.role == Role::Leader {
+            self.fail_pending_reads();
+        }
+        self.transferee = 0;
         if term > self.term {
             self.term = term;
             self.vote = 0;
@@ -318,7 +370,7 @@ impl RawNode {
         self.tally_pre_votes();
     }
 
-    fn become_candidate(&mut self) {
+    fn become_candidate(&mut self, transfer: bool) {
         self.stats.elections_started += 1;
         self.term += 1;
         self.vote = self.id;
@@ -339,6 +391,7 @@ impl RawNode {
                 Body::Vote {
                     last_index: li,
                     last_term: lt,
+                    transfer,
                 },
             );
         }
@@ -351,6 +404,8 @@ impl RawNode {
         self.election_elapsed = 0;
         self.heartbeat_elapsed = 0;
         self.uncommitted_bytes = 0;
+        self.transferee = 0;
+        self.read.reset(self.peers.len());
         let next = self.log.last_index() + 1;
         for p in &mut self.prs {
             *p = Progress::new(
@@ -374,7 +429,7 @@ impl RawNode {
         if self.cfg.pre_vote {
             self.become_pre_candidate();
         } else {
-            self.become_candidate();
+            self.become_candidate(false);
             self.tally_votes();
         }
     }
@@ -395,7 +450,7 @@ impl RawNode {
     fn tally_pre_votes(&mut self) {
         let (g, r) = self.vote_counts();
         if g >= self.quorum() {
-            self.become_candidate();
+            self.become_candidate(false);
             self.tally_votes();
         } else if r >= self.quorum() {
             self.become_follower(self.term, 0);
@@ -415,9 +470,20 @@ impl RawNode {
 
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
+        self.ticks += 1;
         self.election_elapsed += 1;
+        if self.quiet && self.election_elapsed >= self.cfg.election_ticks {
+            self.quiet = false;
+        }
         if self.role == Role::Leader {
             self.heartbeat_elapsed += 1;
+            if self.transferee != 0 {
+                self.transfer_elapsed += 1;
+                if self.transfer_elapsed >= self.cfg.election_ticks {
+                    // The target did not take over within an election timeout.
+                    self.transferee = 0;
+                }
+            }
             if self.election_elapsed >= self.cfg.election_ticks {
                 self.election_elapsed = 0;
                 if self.cfg.check_quorum {
@@ -443,11 +509,158 @@ impl RawNode {
     }
 
     fn broadcast_heartbeat(&mut self) {
+        let round = self.read.start_round(self.ticks);
         for i in 0..self.peers.len() {
             let commit = self.log.commit.min(self.prs[i].match_);
             let to = self.peers[i];
-            self.send(to, self.term, Body::Heartbeat { commit });
+            self.send(to, self.term, Body::Heartbeat { commit, round });
         }
+    }
+
+    // ---- reads ----
+
+    fn committed_in_term(&self) -> bool {
+        self.log.term(self.log.commit) == Some(self.term)
+    }
+
+    /// Starts a linearizable read named `ctx`. It comes out in
+    /// `Ready::read_states` with the index to serve it at (or in
+    /// `Ready::reads_failed`). On a follower the leader is asked.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
+        if self.role == Role::Leader {
+            self.register_read(ctx, self.id);
+            return Ok(());
+        }
+        if self.leader == 0 {
+            return Err(ReadError::NoLeader);
+        }
+        let to = self.leader;
+        self.send(to, self.term, Body::ReadIndex { ctx });
+        Ok(())
+    }
+
+    /// Whether the leader lease holds now (see `read`).
+    pub fn lease_valid(&self) -> bool {
+        if !self.cfg.lease_reads || self.role != Role::Leader || self.transferee != 0 {
+            return false;
+        }
+        let mut bases: Vec<u64> = Vec::with_capacity(self.peers.len() + 1);
+        bases.push(self.ticks);
+        bases.extend(self.read.acked_tick.iter().copied());
+        bases.sort_unstable_by(|a, b| b.cmp(a));
+        let base = bases[self.quorum() - 1];
+        // One tick less for the follower's tick phase: its election timer
+        // may count a tick right after it heard from us.
+        let lease = (self.cfg.election_ticks - self.cfg.lease_drift_ticks - 1) as u64;
+        base > 0 && self.ticks < base + lease
+    }
+
+    fn register_read(&mut self, ctx: u64, from: NodeId) {
+        if !self.committed_in_term() {
+            // The commit index of earlier terms may be stale: wait for the
+            // first commit of this term (the no-op).
+            self.read.waiting_for_commit.push((ctx, from));
+            return;
+        }
+        let index = self.log.commit;
+        if self.peers.is_empty() || self.lease_valid() {
+            self.deliver_read(ctx, index, from);
+            return;
+        }
+        let round = self.read.round + 1;
+        self.read.queue.push_back(PendingRead {
+            ctx,
+            index,
+            from,
+            round,
+        });
+        self.read.round_wanted = true;
+    }
+
+    fn deliver_read(&mut self, ctx: u64, index: Index, from: NodeId) {
+        if from == self.id {
+            self.read_states.push(ReadState { ctx, index });
+        } else {
+            self.send(
+                from,
+                self.term,
+                Body::ReadIndexResp {
+                    ctx,
+                    index,
+                    reject: false,
+                },
+            );
+        }
+    }
+
+    /// Serves, in order, every queued read whose round a quorum acknowledged.
+    fn release_reads(&mut self) {
+        while let Some(r) = self.read.queue.front().copied() {
+            let acks = 1 + self.read.acked.iter().filter(|&&a| a >= r.round).count();
+            if acks < self.quorum() {
+                break;
+            }
+            self.read.queue.pop_front();
+            self.deliver_read(r.ctx, r.index, r.from);
+        }
+    }
+
+    fn fail_pending_reads(&mut self) {
+        let q: Vec<(u64, NodeId)> = self
+            .read
+            .queue
+            .drain(..)
+            .map(|r| (r.ctx, r.from))
+            .chain(self.read.waiting_for_commit.drain(..))
+            .collect();
+        for (ctx, from) in q {
+            if from == self.id {
+                self.reads_failed.push(ctx);
+            } else {
+                self.send(
+                    from,
+                    self.term,
+                    Body::ReadIndexResp {
+                        ctx,
+                        index: 0,
+                        reject: true,
+                    },
+                );
+            }
+        }
+    }
+
+    // ---- leader transfer ----
+
+    /// Hands leadership to `target`: brings it up to date, then tells it to
+    /// campaign at once. Proposals are refused meanwhile; the transfer is
+    /// abandoned after an election timeout.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        if target == self.id {
+            return Err(TransferError::TargetIsSelf);
+        }
+        let i = self
+            .peer_idx(target)
+            .ok_or(TransferError::UnknownTarget(target))?;
+        if self.transferee == target {
+            return Ok(());
+        }
+        self.transferee = target;
+        self.transfer_elapsed = 0;
+        if self.prs[i].match_ == self.log.last_index() {
+            self.send(target, self.term, Body::TimeoutNow);
+        }
+        Ok(())
+    }
+
+    /// The node leadership is being transferred to, if any.
+    pub fn transferee(&self) -> Option<NodeId> {
+        (self.transferee != 0).then_some(self.transferee)
     }
 
     /// Proposes a command. On success returns its (index, term): it is
@@ -457,6 +670,12 @@ impl RawNode {
             self.stats.proposals_refused += 1;
             return Err(ProposeError::NotLeader {
                 leader: self.leader(),
+            });
+        }
+        if self.transferee != 0 {
+            self.stats.proposals_refused += 1;
+            return Err(ProposeError::TransferInProgress {
+                to: self.transferee,
             });
         }
         let size = data.len() as u64 + ENTRY_OVERHEAD_BYTES;
@@ -500,7 +719,14 @@ impl RawNode {
             return;
         }
         if m.term > self.term {
-            let vote_req = matches!(m.body, Body::PreVote { .. } | Body::Vote { .. });
+            let vote_req = matches!(
+                m.body,
+                Body::PreVote { .. }
+                    | Body::Vote {
+                        transfer: false,
+                        ..
+                    }
+            );
             if vote_req && self.in_lease() {
                 // We heard from a live leader within the election timeout:
                 // this candidate cannot have a quorum; do not let it disrupt.
@@ -522,7 +748,18 @@ impl RawNode {
                 {
                     // A stale leader (e.g. back from a partition): tell it our
                     // term so it steps down.
-                    self.send(m.from, self.term, Body::HeartbeatResp);
+                    self.send(m.from, self.term, Body::HeartbeatResp { round: 0 });
+                }
+                Body::ReadIndex { ctx } => {
+                    self.send(
+                        m.from,
+                        self.term,
+                        Body::ReadIndexResp {
+                            ctx,
+                            index: 0,
+                            reject: true,
+                        },
+                    );
                 }
                 Body::PreVote { .. } => {
                     self.send(m.from, self.term, Body::PreVoteResp { reject: true });
@@ -548,6 +785,7 @@ impl RawNode {
             Body::Vote {
                 last_index,
                 last_term,
+                ..
             } => {
                 let can = self.vote == m.from || (self.vote == 0 && self.leader == 0);
                 let grant = can && self.log.is_up_to_date(last_index, last_term);
@@ -581,20 +819,22 @@ impl RawNode {
                 }
                 self.leader = m.from;
                 self.election_elapsed = 0;
+                self.quiet = false;
                 self.handle_append(m.from, prev_index, prev_term, entries, commit);
             }
-            Body::Heartbeat { commit } => {
+            Body::Heartbeat { commit, round } => {
                 if self.role != Role::Follower {
                     self.become_follower(m.term, m.from);
                 }
                 self.leader = m.from;
                 self.election_elapsed = 0;
+                self.quiet = false;
                 // The leader sends at most our match: we hold that prefix.
                 let c = commit.min(self.log.last_index());
                 if c > self.log.commit {
                     self.log.commit = c;
                 }
-                self.send(m.from, self.term, Body::HeartbeatResp);
+                self.send(m.from, self.term, Body::HeartbeatResp { round });
             }
             Body::AppendResp {
                 reject,
@@ -604,11 +844,54 @@ impl RawNode {
             } => {
                 if self.role == Role::Leader {
                     self.handle_append_resp(m.from, reject, index, hint_index, hint_term);
+                    let i = self.peer_idx(m.from).expect("checked above");
+                    if m.from == self.transferee && self.prs[i].match_ == self.log.last_index() {
+                        // The target caught up: let it take over now.
+                        self.send(m.from, self.term, Body::TimeoutNow);
+                    }
                 }
             }
-            Body::HeartbeatResp => {
+            Body::TimeoutNow => {
+                if self.role == Role::Follower && m.from == self.leader {
+                    // The leader hands over: campaign at once, no pre-vote.
+                    self.become_candidate(true);
+                    self.tally_votes();
+                } else {
+                    self.stats.messages_ignored += 1;
+                }
+            }
+            Body::ReadIndex { ctx } => {
+                if self.role == Role::Leader {
+                    self.register_read(ctx, m.from);
+                } else {
+                    self.send(
+                        m.from,
+                        self.term,
+                        Body::ReadIndexResp {
+                            ctx,
+                            index: 0,
+                            reject: true,
+                        },
+                    );
+                }
+            }
+            Body::ReadIndexResp { ctx, index, reject } => {
+                if reject {
+                    self.reads_failed.push(ctx);
+                } else {
+                    self.read_states.push(ReadState { ctx, index });
+                }
+            }
+            Body::HeartbeatResp { round } => {
                 if self.role == Role::Leader {
                     let i = self.peer_idx(m.from).expect("checked above");
+                    if round > self.read.acked[i] {
+                        self.read.acked[i] = round;
+                        if let Some(t) = self.read.sent_tick(round) {
+                            self.read.acked_tick[i] = self.read.acked_tick[i].max(t);
+                        }
+                        self.release_reads();
+                    }
                     let last = self.log.last_index();
                     let p = &mut self.prs[i];
                     p.recent_active = true;
@@ -626,10 +909,11 @@ impl RawNode {
         }
     }
 
+    /// Whether a live leader is known (this node, or the one it heard from
+    /// within an election timeout): vote requests are then disruptions.
     fn in_lease(&self) -> bool {
         self.cfg.check_quorum
-            && self.leader != 0
-            && self.role == Role::Follower
+            && (self.leader != 0 || self.quiet)
             && self.election_elapsed < self.cfg.election_ticks
     }
 
@@ -740,6 +1024,11 @@ impl RawNode {
                 }
             }
             self.uncommitted_bytes = self.uncommitted_bytes.saturating_sub(freed);
+            if !self.read.waiting_for_commit.is_empty() {
+                for (ctx, from) in std::mem::take(&mut self.read.waiting_for_commit) {
+                    self.register_read(ctx, from);
+                }
+            }
         }
     }
 
@@ -860,6 +1149,9 @@ impl RawNode {
     pub fn has_ready(&self) -> bool {
         !self.msgs.is_empty()
             || !self.msgs_after_persist.is_empty()
+            || !self.read_states.is_empty()
+            || !self.reads_failed.is_empty()
+            || (self.role == Role::Leader && self.read.round_wanted)
             || self.log.has_unstable()
             || self.log.has_to_apply()
             || self.hard_state() != self.prev_hard
@@ -885,6 +1177,10 @@ impl RawNode {
     /// Hands out everything accumulated since the last Ready: one batch of
     /// AppendEntries per follower for all proposals since then.
     pub fn ready(&mut self) -> Ready {
+        if self.role == Role::Leader && self.read.round_wanted {
+            // One heartbeat round confirms every read registered this turn.
+            self.broadcast_heartbeat();
+        }
         self.send_appends();
         self.ready_number += 1;
         let number = self.ready_number;
@@ -913,6 +1209,8 @@ impl RawNode {
             messages: std::mem::take(&mut self.msgs),
             persisted_messages: std::mem::take(&mut self.msgs_after_persist),
             committed,
+            read_states: std::mem::take(&mut self.read_states),
+            reads_failed: std::mem::take(&mut self.reads_failed),
         }
     }
 }

@@ -70,6 +70,8 @@ pub enum Body {
     Vote {
         last_index: Index,
         last_term: Term,
+        /// Sent after a TimeoutNow: a leader transfer, not a disruption.
+        transfer: bool,
     },
     VoteResp {
         reject: bool,
@@ -90,11 +92,32 @@ pub enum Body {
         hint_index: Index,
         hint_term: Term,
     },
-    /// Carries `min(commit, follower's match)`: never more than it verifiably holds.
+    /// Carries `min(commit, follower's match)`: never more than it
+    /// verifiably holds. `round` numbers the leader's heartbeat rounds: an
+    /// answer to round r confirms leadership as of when r was sent (for
+    /// ReadIndex and for the lease).
     Heartbeat {
         commit: Index,
+        round: u64,
     },
-    HeartbeatResp,
+    /// `round`: the round answered (0 when answering a stale leader).
+    HeartbeatResp {
+        round: u64,
+    },
+    /// Leader transfer: "campaign now" (the target skips pre-vote, and its
+    /// vote requests say `transfer` so that followers in lease answer them).
+    TimeoutNow,
+    /// A follower asks the leader for a read index on behalf of a read `ctx`.
+    ReadIndex {
+        ctx: u64,
+    },
+    /// The leader's answer: serve read `ctx` once applied through `index`;
+    /// `reject` if the receiver was not (or no longer) the leader.
+    ReadIndexResp {
+        ctx: u64,
+        index: Index,
+        reject: bool,
+    },
 }
 
 impl Message {

@@ -38,6 +38,11 @@ pub struct SimConfig {
     pub check_quorum: bool,
     pub inflight_msgs_max: usize,
     pub msg_bytes_max: u64,
+    /// Leader lease reads (ReadIndex otherwise).
+    pub lease_reads: bool,
+    /// Each node ticks every `tick_ms ± tick_jitter_ms` (a fixed rate per
+    /// node and incarnation): clock drift, within the lease's bound.
+    pub tick_jitter_ms: u64,
 }
 
 impl SimConfig {
@@ -50,6 +55,7 @@ impl SimConfig {
         let msg_bytes_max = [60, 120, 256, 4096][r.below(4) as usize];
         let inflight_msgs_max = [1, 2, 8, 64][r.below(4) as usize];
         let fault_gap_ms = [(50, 300), (200, 900), (500, 1500)][r.below(3) as usize];
+        let lease_reads = r.below(2) == 0;
         SimConfig {
             seed,
             nodes,
@@ -65,6 +71,10 @@ impl SimConfig {
             check_quorum: true,
             inflight_msgs_max,
             msg_bytes_max,
+            lease_reads,
+            // 9 to 11 ms: rates differ by at most 11/9, within the lease's
+            // bound of 9/7 (RaftConfig::lease_reads).
+            tick_jitter_ms: 1,
         }
     }
 }
@@ -85,6 +95,8 @@ pub struct SimReport {
     pub partitions: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
+    pub reads_by_index: u64,
+    pub transfers: u64,
 }
 
 /// A broken guarantee, with what is needed to understand it.
@@ -216,12 +228,24 @@ struct SimNode {
     batch_len: usize,
     kv: BTreeMap<u64, u64>,
     applied: Index,
+    /// This incarnation's tick period (clock drift between nodes).
+    tick_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
 enum ClientOp {
-    Put { key: u64, value: u64 },
-    Get { key: u64 },
+    Put {
+        key: u64,
+        value: u64,
+    },
+    /// A read through the log (`log`), or by ReadIndex (lease reads when the
+    /// group has them and the lease holds) at the believed leader or, with
+    /// `anywhere`, at any node (a follower asks its leader).
+    Get {
+        key: u64,
+        log: bool,
+        anywhere: bool,
+    },
 }
 
 struct Client {
@@ -231,6 +255,8 @@ struct Client {
     leader_guess: usize,
     /// Proposed as (node, incarnation, index, term).
     proposed: Option<(usize, u64, Index, Term)>,
+    /// A ReadIndex read under way: (node, incarnation, ctx, read index once known).
+    reading: Option<(usize, u64, u64, Option<Index>)>,
     history_idx: usize,
 }
 
@@ -278,6 +304,7 @@ impl Sim {
                 batch_len: 0,
                 kv: BTreeMap::new(),
                 applied: 0,
+                tick_ms: cfg.tick_ms,
             })
             .collect();
         let clients = (0..cfg.clients)
@@ -287,6 +314,7 @@ impl Sim {
                 call_ms: 0,
                 leader_guess: rng.below(n as u64) as usize,
                 proposed: None,
+                reading: None,
                 history_idx: 0,
             })
             .collect();
@@ -389,6 +417,7 @@ impl Sim {
         c.check_quorum = self.cfg.check_quorum;
         c.inflight_msgs_max = self.cfg.inflight_msgs_max;
         c.msg_bytes_max = self.cfg.msg_bytes_max;
+        c.lease_reads = self.cfg.lease_reads;
         c.validate().expect("sim raft config is valid")
     }
 
@@ -398,6 +427,8 @@ impl Sim {
         n.raft = Some(RawNode::restart(cfg, n.disk_hs, n.disk_log.clone(), 0));
         n.kv.clear();
         n.applied = 0;
+        let j = self.cfg.tick_jitter_ms;
+        n.tick_ms = self.cfg.tick_ms - j + self.rng.below(2 * j + 1);
         n.writes.clear();
         n.batch_len = 0;
     }
@@ -533,7 +564,7 @@ impl Sim {
                     r.tick();
                     self.drive(i);
                 }
-                let tick = self.cfg.tick_ms;
+                let tick = self.nodes[i].tick_ms;
                 self.schedule(tick, Event::Tick(i));
             }
             Event::Deliver(m) => {
@@ -546,7 +577,12 @@ impl Sim {
             Event::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
             Event::ClientNext(c) => self.client_next(c),
             Event::ClientRetry(c, op) => {
-                if self.clients[c].op_id == op && self.clients[c].proposed.is_none() {
+                let cl = &self.clients[c];
+                if cl.op_id == op
+                    && cl.op.is_some()
+                    && cl.proposed.is_none()
+                    && cl.reading.is_none()
+                {
                     self.client_propose(c);
                 }
             }
@@ -666,7 +702,20 @@ impl Sim {
                 let dhi = self.rng.range(1, 30);
                 self.disk_ms = (0, dhi);
             }
-            _ => {}
+            _ => {
+                // Leadership transfer to a random other node.
+                if let Some(l) = leader {
+                    let t = self.rng.below(n as u64) as usize;
+                    if t != l {
+                        let target = self.ids[t];
+                        let r = self.nodes[l].raft.as_mut().expect("leader is up");
+                        if r.transfer_leader(target).is_ok() {
+                            self.report.transfers += 1;
+                        }
+                        self.drive(l);
+                    }
+                }
+            }
         }
     }
 
@@ -731,6 +780,7 @@ impl Sim {
             if let (Some(ix), Some(r)) = (last_applied, self.nodes[i].raft.as_mut()) {
                 r.on_applied(ix);
             }
+            self.on_reads(i, rd.read_states, rd.reads_failed);
         }
     }
 
@@ -918,16 +968,23 @@ impl Sim {
             self.next_value += 1;
             ClientOp::Put { key, value }
         } else {
-            ClientOp::Get { key }
+            let mode = self.rng.below(3);
+            ClientOp::Get {
+                key,
+                log: mode == 0,
+                anywhere: mode == 2,
+            }
         };
         let cl = &mut self.clients[c];
         cl.op = Some(op);
         cl.call_ms = self.now;
         cl.proposed = None;
+        cl.reading = None;
         let kind = match op {
             ClientOp::Put { value, .. } => OpKind::Put { value },
             ClientOp::Get { .. } => OpKind::Get { result: None },
         };
+        self.report.reads_by_index += matches!(op, ClientOp::Get { log: false, .. }) as u64;
         cl.history_idx = self.history.len();
         self.history.push(Op {
             client: c,
@@ -946,9 +1003,18 @@ impl Sim {
         let cl = &self.clients[c];
         let Some(op) = cl.op else { return };
         let target = cl.leader_guess;
+        if let ClientOp::Get {
+            log: false,
+            anywhere,
+            ..
+        } = op
+        {
+            self.client_read(c, anywhere);
+            return;
+        }
         let (put, key, value) = match op {
             ClientOp::Put { key, value } => (true, key, value),
-            ClientOp::Get { key } => (false, key, 0),
+            ClientOp::Get { key, .. } => (false, key, 0),
         };
         let data = encode_cmd(put, c, cl.op_id, key, value);
         let res = match self.nodes[target].raft.as_mut() {
@@ -956,6 +1022,7 @@ impl Sim {
             Some(r) => r.propose(data).map_err(|e| match e {
                 ProposeError::NotLeader { leader } => leader,
                 ProposeError::Backpressure { .. } => Some(r.id()),
+                ProposeError::TransferInProgress { to } => Some(to),
             }),
         };
         match res {
@@ -973,6 +1040,70 @@ impl Sim {
                 let (id, d) = (self.clients[c].op_id, self.rng.range(5, 30));
                 self.schedule(d, Event::ClientRetry(c, id));
             }
+        }
+    }
+
+    fn client_read(&mut self, c: usize, anywhere: bool) {
+        let n = self.nodes.len();
+        let target = if anywhere {
+            self.rng.below(n as u64) as usize
+        } else {
+            self.clients[c].leader_guess
+        };
+        let ctx = ((c as u64) << 32) | (self.clients[c].op_id & 0xFFFF_FFFF);
+        let inc = self.nodes[target].incarnation;
+        let ok = match self.nodes[target].raft.as_mut() {
+            None => false,
+            Some(r) => r.read_index(ctx).is_ok(),
+        };
+        if ok {
+            self.clients[c].reading = Some((target, inc, ctx, None));
+            self.drive(target);
+        } else {
+            self.clients[c].leader_guess = self.rng.below(n as u64) as usize;
+            let (id, d) = (self.clients[c].op_id, self.rng.range(5, 30));
+            self.schedule(d, Event::ClientRetry(c, id));
+        }
+    }
+
+    /// Read states and failures that came out of node `i`'s Ready.
+    fn on_reads(&mut self, i: usize, states: Vec<ReadState>, failed: Vec<u64>) {
+        let inc = self.nodes[i].incarnation;
+        for rs in states {
+            let c = (rs.ctx >> 32) as usize;
+            if let Some((node, ninc, ctx, idx @ None)) = &mut self.clients[c].reading {
+                if *node == i && *ninc == inc && *ctx == rs.ctx {
+                    *idx = Some(rs.index);
+                }
+            }
+        }
+        for ctx in failed {
+            let c = (ctx >> 32) as usize;
+            if let Some((node, ninc, cctx, _)) = self.clients[c].reading {
+                if node == i && ninc == inc && cctx == ctx {
+                    // The read was never served: no effect; move on.
+                    self.client_failed(c);
+                }
+            }
+        }
+        self.serve_reads(i);
+    }
+
+    /// Answers every read at node `i` whose index the node has applied.
+    fn serve_reads(&mut self, i: usize) {
+        let inc = self.nodes[i].incarnation;
+        for c in 0..self.clients.len() {
+            let Some((node, ninc, _, Some(index))) = self.clients[c].reading else {
+                continue;
+            };
+            if node != i || ninc != inc || self.nodes[i].applied < index {
+                continue;
+            }
+            let Some(ClientOp::Get { key, .. }) = self.clients[c].op else {
+                continue;
+            };
+            let value = self.nodes[i].kv.get(&key).copied();
+            self.client_done(c, Some(value), (0, 0, 0));
         }
     }
 
@@ -994,6 +1125,7 @@ impl Sim {
         }
         cl.op = None;
         cl.proposed = None;
+        cl.reading = None;
         self.report.ops_ok += 1;
         let d = self.rng.range(0, 20);
         self.schedule(d, Event::ClientNext(c));
@@ -1006,6 +1138,7 @@ impl Sim {
         self.history[idx].ret = Some(u64::MAX); // marker: removed below
         cl.op = None;
         cl.proposed = None;
+        cl.reading = None;
         self.report.ops_failed += 1;
         let d = self.rng.range(0, 20);
         self.schedule(d, Event::ClientNext(c));
@@ -1019,6 +1152,7 @@ impl Sim {
         // Unknown outcome: it may still take effect; its ret stays None.
         cl.op = None;
         cl.proposed = None;
+        cl.reading = None;
         cl.leader_guess = self.rng.below(self.nodes.len() as u64) as usize;
         self.report.ops_unknown += 1;
         self.schedule(0, Event::ClientNext(c));
