@@ -32,6 +32,14 @@ pub struct RaftConfig {
     pub uncommitted_bytes_max: u64,
     /// Bytes of committed entries handed out in one Ready. Default 16 MiB.
     pub apply_bytes_max: u64,
+    /// Entries kept in the log behind a snapshot, so that slightly slow
+    /// followers catch up from the log rather than by snapshot. Default 1000.
+    pub compact_keep_entries: u64,
+    /// Bytes per snapshot chunk sent to a follower. Default 1 MiB.
+    pub snapshot_chunk_bytes: u64,
+    /// Largest snapshot a follower accepts (a bound on its receive buffer).
+    /// Default 4 GiB.
+    pub snapshot_bytes_max: u64,
     /// Lease reads: with check-quorum, a leader serves reads from its own
     /// state while a quorum acknowledged a heartbeat round sent less than
     /// `L = election_ticks - lease_drift_ticks - 1` of its ticks ago.
@@ -66,6 +74,9 @@ impl RaftConfig {
             msg_bytes_max: 1 << 20,
             uncommitted_bytes_max: 64 << 20,
             apply_bytes_max: 16 << 20,
+            compact_keep_entries: 1000,
+            snapshot_chunk_bytes: 1 << 20,
+            snapshot_bytes_max: 4 << 30,
             lease_reads: false,
             lease_drift_ticks: 2,
             seed: 0,
@@ -103,6 +114,8 @@ impl RaftConfig {
             ("msg_bytes_max", self.msg_bytes_max),
             ("uncommitted_bytes_max", self.uncommitted_bytes_max),
             ("apply_bytes_max", self.apply_bytes_max),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes),
+            ("snapshot_bytes_max", self.snapshot_bytes_max),
         ] {
             if v == 0 {
                 return Err(Zero(name));

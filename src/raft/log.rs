@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use super::types::{Entry, Index, Term};
+use super::types::{Entry, Index, SnapshotMeta, Term};
 
 #[derive(Debug, Clone)]
 pub struct RaftLog {
@@ -40,16 +40,25 @@ impl RaftLog {
         }
     }
 
-    /// A log rebuilt from storage: every entry is durable.
-    pub fn restored(entries: Vec<Entry>, commit: Index, applied: Index) -> Self {
+    /// A log rebuilt from storage: an optional snapshot and the entries
+    /// after it, every one durable.
+    pub fn restored(
+        snapshot: Option<SnapshotMeta>,
+        entries: Vec<Entry>,
+        commit: Index,
+        applied: Index,
+    ) -> Self {
         let mut log = RaftLog::new();
+        if let Some(s) = snapshot {
+            log.offset = s.index + 1;
+            log.prev_term = s.term;
+        }
         if let Some(first) = entries.first() {
-            log.offset = first.index;
-            // The entry before a non-1 first index is known only by a
-            // snapshot; without one the log must start at 1.
             assert!(
-                first.index == 1,
-                "restored log must start at index 1 (no snapshot support yet)"
+                first.index == log.offset,
+                "restored entries must start right after the snapshot (at {}), not at {}",
+                log.offset,
+                first.index
             );
         }
         for w in entries.windows(2) {
@@ -60,6 +69,8 @@ impl RaftLog {
         }
         log.entries = entries.into();
         let last = log.last_index();
+        let snap = log.offset - 1;
+        let commit = commit.max(snap);
         assert!(
             commit <= last,
             "restored commit {commit} beyond the last entry {last}"
@@ -67,8 +78,47 @@ impl RaftLog {
         log.commit = commit;
         log.persisted = last;
         log.unstable_from = last + 1;
-        log.applied = applied.min(commit);
+        log.applied = applied.max(snap).min(commit);
         log
+    }
+
+    /// The first index still held (entries before it are in the snapshot).
+    pub fn first_index(&self) -> Index {
+        self.offset
+    }
+
+    /// Drops the entries up to `index` (which must be applied): they are
+    /// covered by a snapshot.
+    pub fn compact_to(&mut self, index: Index) {
+        if index < self.offset {
+            return;
+        }
+        assert!(index <= self.applied, "compacting unapplied entries ({index} > {})", self.applied);
+        let t = self.term(index).expect("compaction point within the log");
+        self.entries.drain(..(index + 1 - self.offset) as usize);
+        self.offset = index + 1;
+        self.prev_term = t;
+        self.unstable_from = self.unstable_from.max(self.offset);
+    }
+
+    /// Installs a received snapshot: keeps the entries after it if the log
+    /// holds its last entry, else drops the whole log.
+    pub fn install(&mut self, meta: SnapshotMeta) {
+        assert!(meta.index > self.commit, "installing a snapshot at or below commit");
+        if self.matches(meta.index, meta.term) {
+            // Our entries up to the snapshot may not be applied yet: the
+            // snapshot replaces them wholesale.
+            self.applied = self.applied.max(meta.index);
+            self.compact_to(meta.index);
+        } else {
+            self.entries.clear();
+            self.offset = meta.index + 1;
+            self.prev_term = meta.term;
+            self.unstable_from = self.offset;
+            self.persisted = self.persisted.min(meta.index);
+        }
+        self.commit = meta.index;
+        self.applied = self.applied.max(meta.index);
     }
 
     #[inline]

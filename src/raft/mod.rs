@@ -30,7 +30,8 @@ mod types;
 pub use config::{ConfigError, RaftConfig, ValidRaftConfig};
 pub use log::RaftLog;
 pub use node::{
-    NodeStats, PersistToken, ProposeError, RawNode, ReadError, Ready, SoftState, TransferError,
+    CompactError, NodeStats, PersistToken, ProposeError, RawNode, ReadError, Ready, SoftState,
+    TransferError,
 };
 pub use progress::{Inflights, Progress, ProgressState};
 pub use read::ReadState;

@@ -31,6 +31,15 @@ pub enum ReadError {
     NoLeader,
 }
 
+/// Why a compaction request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompactError {
+    #[error("snapshot index {index} is beyond the applied index {applied}")]
+    NotApplied { index: Index, applied: Index },
+    #[error("snapshot index {index} is not newer than the current snapshot at {current}")]
+    Stale { index: Index, current: Index },
+}
+
 /// Why a leadership transfer could not be started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
@@ -78,6 +87,11 @@ pub struct Ready {
     pub number: u64,
     pub soft_state: Option<SoftState>,
     pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader: persist it (atomically) before
+    /// `entries`, and restore the state machine from it before applying
+    /// `committed`. Storage drops its entries up to the snapshot, and keeps
+    /// those after it only if it holds the snapshot's (index, term).
+    pub snapshot: Option<Snapshot>,
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
     pub persisted_messages: Vec<Message>,
@@ -98,8 +112,17 @@ impl Ready {
 
     /// Whether this Ready has anything to write.
     pub fn must_persist(&self) -> bool {
-        self.hard_state.is_some() || !self.entries.is_empty()
+        self.hard_state.is_some() || !self.entries.is_empty() || self.snapshot.is_some()
     }
+}
+
+#[derive(Debug)]
+struct Incoming {
+    meta: SnapshotMeta,
+    total: u64,
+    crc: u32,
+    leader_term: Term,
+    buf: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -109,6 +132,8 @@ struct Pending {
     /// The candidate's vote for itself in this term becomes countable once
     /// the hard state carrying it is durable.
     self_vote: Option<Term>,
+    /// A received snapshot this Ready carries.
+    snapshot: Option<SnapshotMeta>,
 }
 
 /// SplitMix64: small, seeded, deterministic.
@@ -171,6 +196,14 @@ pub struct RawNode {
     /// Leader transfer under way to this node (0: none).
     transferee: NodeId,
     transfer_elapsed: u32,
+    /// The latest snapshot (taken here or installed): sent to followers
+    /// that need compacted entries.
+    snapshot: Option<Snapshot>,
+    /// An installed snapshot for the next Ready.
+    snapshot_to_persist: Option<Snapshot>,
+    /// Chunks of a snapshot being received: (meta, total, crc, term of its
+    /// leader, bytes so far).
+    incoming: Option<Incoming>,
     /// Just restarted: it may have been a follower in some leader's lease,
     /// so it refuses votes for an election timeout (lease reads rely on it).
     quiet: bool,
@@ -194,10 +227,25 @@ impl RawNode {
         entries: Vec<Entry>,
         applied: Index,
     ) -> Self {
+        Self::restart_from(cfg, hs, None, entries, applied)
+    }
+
+    /// A member restarting from storage that holds a snapshot: the durable
+    /// hard state, the latest durable snapshot, the durable entries after
+    /// it, and the index the state machine has applied (at least the
+    /// snapshot's, once restored from it).
+    pub fn restart_from(
+        cfg: ValidRaftConfig,
+        hs: HardState,
+        snapshot: Option<Snapshot>,
+        entries: Vec<Entry>,
+        applied: Index,
+    ) -> Self {
         let id = cfg.id;
         let mut peers: Vec<NodeId> = cfg.voters.iter().copied().filter(|&v| v != id).collect();
         peers.sort_unstable();
-        let log = RaftLog::restored(entries, hs.commit, applied);
+        let log = RaftLog::restored(snapshot.as_ref().map(|s| s.meta), entries, hs.commit, applied);
+        let applied = applied.max(snapshot.as_ref().map_or(0, |s| s.meta.index));
         let prs = peers
             .iter()
             .map(|_| Progress::new(1, cfg.inflight_msgs_max, cfg.inflight_bytes_max))
@@ -231,6 +279,9 @@ impl RawNode {
             reads_failed: Vec::new(),
             transferee: 0,
             transfer_elapsed: 0,
+            snapshot,
+            snapshot_to_persist: None,
+            incoming: None,
             quiet: false,
             prev_hard: hs,
             prev_soft: SoftState {
@@ -337,6 +388,8 @@ impl RawNode {
         if term > self.term {
             self.term = term;
             self.vote = 0;
+            // A half-received snapshot of the old leader is never applied.
+            self.incoming = None;
         }
         self.role = Role::Follower;
         self.leader = leader;
@@ -630,6 +683,117 @@ impl RawNode {
         }
     }
 
+    // ---- snapshots ----
+
+    /// The application took a snapshot of its state machine at `index`
+    /// (applied, see `on_applied`): the log is compacted up to
+    /// `index - compact_keep_entries`, and followers that need what was
+    /// compacted get this snapshot.
+    pub fn compact(&mut self, index: Index, data: Bytes) -> Result<(), CompactError> {
+        if index > self.applied_reported {
+            return Err(CompactError::NotApplied {
+                index,
+                applied: self.applied_reported,
+            });
+        }
+        let current = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        if index <= current {
+            return Err(CompactError::Stale { index, current });
+        }
+        let term = self.log.term(index).expect("an applied index above the snapshot is in the log");
+        self.snapshot = Some(Snapshot {
+            meta: SnapshotMeta { index, term },
+            data,
+        });
+        let upto = index.saturating_sub(self.cfg.compact_keep_entries);
+        self.log.compact_to(upto);
+        Ok(())
+    }
+
+    /// The lowest log index still held: storage may drop what is below it
+    /// (the latest snapshot covers it).
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
+    }
+
+    /// The latest snapshot this node holds, if any.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    fn handle_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        crc: u32,
+        chunk: Bytes,
+    ) {
+        if meta.index <= self.log.commit {
+            // Older than what we hold: tell the leader where we are.
+            self.incoming = None;
+            let commit = self.log.commit;
+            self.send_after_persist(
+                from,
+                Body::AppendResp { reject: false, index: commit, hint_index: 0, hint_term: 0 },
+            );
+            return;
+        }
+        if total > self.cfg.snapshot_bytes_max {
+            self.stats.messages_ignored += 1;
+            return;
+        }
+        let fresh = self.incoming.as_ref().is_none_or(|inc| {
+            inc.meta != meta || inc.leader_term != self.term || inc.total != total || inc.crc != crc
+        });
+        if fresh {
+            // A newer snapshot (or another leader's) replaces a partial one;
+            // it must be received from its start.
+            if offset != 0 {
+                self.incoming = None;
+                self.send(from, self.term, Body::SnapshotAck { index: meta.index, next_offset: 0 });
+                return;
+            }
+            self.incoming = Some(Incoming {
+                meta,
+                total,
+                crc,
+                leader_term: self.term,
+                buf: Vec::with_capacity(total.min(self.cfg.snapshot_chunk_bytes * 4) as usize),
+            });
+        }
+        let inc = self.incoming.as_mut().expect("ensured above");
+        if offset == inc.buf.len() as u64 && offset + chunk.len() as u64 <= total {
+            inc.buf.extend_from_slice(&chunk);
+        }
+        let have = inc.buf.len() as u64;
+        if have < total {
+            self.send(from, self.term, Body::SnapshotAck { index: meta.index, next_offset: have });
+            return;
+        }
+        let inc = self.incoming.take().expect("ensured above");
+        if crc32fast::hash(&inc.buf) != inc.crc {
+            // Damaged in transit: start over.
+            self.send(from, self.term, Body::SnapshotAck { index: meta.index, next_offset: 0 });
+            return;
+        }
+        // Complete and intact: install it atomically.
+        self.log.install(meta);
+        let snap = Snapshot {
+            meta,
+            data: Bytes::from(inc.buf),
+        };
+        self.snapshot = Some(snap.clone());
+        self.snapshot_to_persist = Some(snap);
+        self.send(from, self.term, Body::SnapshotAck { index: meta.index, next_offset: total });
+        // The install is acknowledged once durable, like appended entries.
+        self.send_after_persist(
+            from,
+            Body::AppendResp { reject: false, index: meta.index, hint_index: 0, hint_term: 0 },
+        );
+    }
+
     // ---- leader transfer ----
 
     /// Hands leadership to `target`: brings it up to date, then tells it to
@@ -875,6 +1039,35 @@ impl RawNode {
                     );
                 }
             }
+            Body::Snapshot {
+                index,
+                term,
+                offset,
+                total,
+                crc,
+                chunk,
+            } => {
+                if self.role != Role::Follower {
+                    self.become_follower(m.term, m.from);
+                }
+                self.leader = m.from;
+                self.election_elapsed = 0;
+                self.quiet = false;
+                self.handle_snapshot_chunk(m.from, SnapshotMeta { index, term }, offset, total, crc, chunk);
+            }
+            Body::SnapshotAck { index, next_offset } => {
+                if self.role == Role::Leader {
+                    let i = self.peer_idx(m.from).expect("checked above");
+                    let p = &mut self.prs[i];
+                    p.recent_active = true;
+                    if p.state == ProgressState::Snapshot
+                        && p.snapshot.as_ref().is_some_and(|s| s.meta.index == index)
+                    {
+                        p.snap_acked = next_offset;
+                        p.snap_sent = next_offset;
+                    }
+                }
+            }
             Body::ReadIndexResp { ctx, index, reject } => {
                 if reject {
                     self.reads_failed.push(ctx);
@@ -898,6 +1091,11 @@ impl RawNode {
                     p.probe_sent = false;
                     let stalled = p.match_ < last && p.match_ == p.match_at_heartbeat;
                     p.match_at_heartbeat = p.match_;
+                    if p.state == ProgressState::Snapshot {
+                        // A chunk or its ack may have been lost: resend
+                        // from what the follower acknowledged.
+                        p.snap_sent = p.snap_acked;
+                    }
                     if p.state == ProgressState::Replicate && stalled {
                         // Entries are outstanding and nothing was acked for a
                         // whole heartbeat round: AppendEntries were lost (with
@@ -999,6 +1197,13 @@ impl RawNode {
             ProgressState::Probe if updated || p.match_ == index => p.become_replicate(),
             ProgressState::Replicate => p.inflight.free_le(index),
             ProgressState::Probe => {}
+            ProgressState::Snapshot => {
+                let snap_index = p.snapshot.as_ref().map_or(0, |s| s.meta.index);
+                if p.match_ >= snap_index {
+                    // Installed (or it had caught up otherwise): probe from there.
+                    p.become_probe();
+                }
+            }
         }
         if updated {
             self.maybe_commit();
@@ -1056,6 +1261,11 @@ impl RawNode {
                 break;
             }
             let p = self.pending.pop_front().expect("front exists");
+            if let Some(m) = p.snapshot {
+                if self.log.term(m.index) == Some(m.term) && m.index > self.log.persisted {
+                    self.log.persisted = m.index;
+                }
+            }
             if let Some((i, t)) = p.last_entry {
                 // ABA guard: if (i, t) was overwritten since, the report says
                 // nothing about what is at i now.
@@ -1083,6 +1293,15 @@ impl RawNode {
         }
         let last = self.log.last_index();
         for i in 0..self.peers.len() {
+            if self.prs[i].state != ProgressState::Snapshot && self.log.term(self.prs[i].next - 1).is_none() {
+                // The entries this follower needs were compacted away.
+                let snap = self.snapshot.clone().expect("a compacted log has a snapshot");
+                self.prs[i].become_snapshot(snap);
+            }
+            if self.prs[i].state == ProgressState::Snapshot {
+                self.send_snapshot_chunk(i);
+                continue;
+            }
             loop {
                 let p = &self.prs[i];
                 if !p.can_send() {
@@ -1104,10 +1323,7 @@ impl RawNode {
                     break;
                 }
                 let prev_index = p.next - 1;
-                let prev_term = self
-                    .log
-                    .term(prev_index)
-                    .expect("no compaction: prev within log");
+                let prev_term = self.log.term(prev_index).expect("checked above: prev within log");
                 let entries = if has_entries {
                     self.log.slice(p.next, last + 1, self.cfg.msg_bytes_max)
                 } else {
@@ -1145,12 +1361,41 @@ impl RawNode {
         }
     }
 
+    /// Snapshot state: sends the next chunk if the previous one was acknowledged.
+    fn send_snapshot_chunk(&mut self, i: usize) {
+        let chunk_max = self.cfg.snapshot_chunk_bytes;
+        let p = &mut self.prs[i];
+        if !p.can_send() {
+            return;
+        }
+        let snap = p.snapshot.as_ref().expect("snapshot state has a snapshot");
+        let total = snap.data.len() as u64;
+        if p.snap_acked >= total && total > 0 {
+            // Everything sent and held: waiting for the install ack.
+            return;
+        }
+        let from = p.snap_acked;
+        let to = (from + chunk_max).min(total);
+        let msg = Body::Snapshot {
+            index: snap.meta.index,
+            term: snap.meta.term,
+            offset: from,
+            total,
+            crc: p.snap_crc,
+            chunk: snap.data.slice(from as usize..to as usize),
+        };
+        p.snap_sent = to.max(from + 1);
+        let peer = self.peers[i];
+        self.send(peer, self.term, msg);
+    }
+
     /// Whether `ready` has anything to hand out.
     pub fn has_ready(&self) -> bool {
         !self.msgs.is_empty()
             || !self.msgs_after_persist.is_empty()
             || !self.read_states.is_empty()
             || !self.reads_failed.is_empty()
+            || self.snapshot_to_persist.is_some()
             || (self.role == Role::Leader && self.read.round_wanted)
             || self.log.has_unstable()
             || self.log.has_to_apply()
@@ -1196,10 +1441,12 @@ impl RawNode {
             (Some(t), Some(h)) if h.term == t && h.vote == self.id => self.self_vote_pending.take(),
             _ => None,
         };
+        let snapshot = self.snapshot_to_persist.take();
         self.pending.push_back(Pending {
             number,
             last_entry: entries.last().map(|e| (e.index, e.term)),
             self_vote,
+            snapshot: snapshot.as_ref().map(|s| s.meta),
         });
         Ready {
             number,
@@ -1211,6 +1458,7 @@ impl RawNode {
             committed,
             read_states: std::mem::take(&mut self.read_states),
             reads_failed: std::mem::take(&mut self.reads_failed),
+            snapshot,
         }
     }
 }

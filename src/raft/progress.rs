@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 
-use super::types::Index;
+use super::types::{Index, Snapshot};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProgressState {
@@ -11,6 +11,9 @@ pub enum ProgressState {
     Probe,
     /// Known match: AppendEntries are pipelined, up to the window.
     Replicate,
+    /// The follower needs entries the leader compacted: a snapshot is being
+    /// streamed to it, one chunk at a time.
+    Snapshot,
 }
 
 /// In-flight AppendEntries to one follower: (last index carried, entry bytes).
@@ -98,6 +101,13 @@ pub struct Progress {
     /// did not move for a whole heartbeat round while entries are
     /// outstanding lost some AppendEntries; it is probed again.
     pub match_at_heartbeat: Index,
+    /// Snapshot state: the snapshot being sent, the bytes the follower
+    /// acknowledged, and the bytes sent (a chunk is out when they differ).
+    pub snapshot: Option<Snapshot>,
+    pub snap_acked: u64,
+    pub snap_sent: u64,
+    /// CRC32 of the whole snapshot, computed once.
+    pub snap_crc: u32,
 }
 
 impl Progress {
@@ -111,6 +121,10 @@ impl Progress {
             recent_active: true,
             commit_sent: 0,
             match_at_heartbeat: 0,
+            snapshot: None,
+            snap_acked: 0,
+            snap_sent: 0,
+            snap_crc: 0,
         }
     }
 
@@ -123,7 +137,18 @@ impl Progress {
         );
     }
 
+    pub fn become_snapshot(&mut self, s: Snapshot) {
+        self.state = ProgressState::Snapshot;
+        self.snap_crc = crc32fast::hash(&s.data);
+        self.snapshot = Some(s);
+        self.snap_acked = 0;
+        self.snap_sent = 0;
+        self.probe_sent = false;
+        self.inflight.reset();
+    }
+
     pub fn become_probe(&mut self) {
+        self.snapshot = None;
         self.state = ProgressState::Probe;
         self.next = self.match_ + 1;
         self.probe_sent = false;
@@ -132,6 +157,7 @@ impl Progress {
     }
 
     pub fn become_replicate(&mut self) {
+        self.snapshot = None;
         self.state = ProgressState::Replicate;
         self.next = self.match_ + 1;
         self.probe_sent = false;
@@ -155,6 +181,10 @@ impl Progress {
     /// guess `match_hint` of where the logs may match. Returns false for a
     /// stale rejection (one that answers an older AppendEntries).
     pub fn maybe_decr_to(&mut self, rejected: Index, match_hint: Index) -> bool {
+        if self.state == ProgressState::Snapshot {
+            // Rejections of appends sent before the snapshot: stale.
+            return false;
+        }
         if self.state == ProgressState::Replicate {
             if rejected <= self.match_ {
                 return false;
@@ -177,6 +207,7 @@ impl Progress {
         match self.state {
             ProgressState::Probe => !self.probe_sent,
             ProgressState::Replicate => !self.inflight.full(),
+            ProgressState::Snapshot => self.snap_sent == self.snap_acked,
         }
     }
 }

@@ -38,6 +38,21 @@ impl Entry {
 /// Per-entry overhead counted against byte bounds (term, index, kind, length).
 pub const ENTRY_OVERHEAD_BYTES: u64 = 24;
 
+/// What a snapshot covers: the state machine after applying `index`, the
+/// entry at `index` having `term`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct SnapshotMeta {
+    pub index: Index,
+    pub term: Term,
+}
+
+/// A snapshot of the state machine; `data` is opaque to the core.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Snapshot {
+    pub meta: SnapshotMeta,
+    pub data: Bytes,
+}
+
 /// The state that must be durable before the node acts on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct HardState {
@@ -103,6 +118,22 @@ pub enum Body {
     /// `round`: the round answered (0 when answering a stale leader).
     HeartbeatResp {
         round: u64,
+    },
+    /// A chunk of the leader's snapshot (`offset` into its `total` bytes;
+    /// `crc` is the CRC32 of the whole).
+    Snapshot {
+        index: Index,
+        term: Term,
+        offset: u64,
+        total: u64,
+        crc: u32,
+        chunk: Bytes,
+    },
+    /// The follower holds the first `next_offset` bytes of snapshot `index`
+    /// (installing it is acknowledged with an AppendResp once durable).
+    SnapshotAck {
+        index: Index,
+        next_offset: u64,
     },
     /// Leader transfer: "campaign now" (the target skips pre-vote, and its
     /// vote requests say `transfer` so that followers in lease answer them).
