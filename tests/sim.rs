@@ -46,6 +46,8 @@ fn sweep(nodes: usize) {
                 total.messages_dropped += r.messages_dropped;
                 total.reads_by_index += r.reads_by_index;
                 total.transfers += r.transfers;
+                total.snapshots_taken += r.snapshots_taken;
+                total.snapshots_installed += r.snapshots_installed;
             }
             Err(f) => {
                 eprintln!(
@@ -57,7 +59,7 @@ fn sweep(nodes: usize) {
     }
     println!(
         "sim {nodes} nodes: {} seeds, {} events, ops ok {} unknown {} failed {}, puts acked {}, entries committed {}, \
-         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, ReadIndex/lease reads {}",
+         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, ReadIndex/lease reads {}, snapshots taken {} installed {}",
         seeds.len(),
         total.events,
         total.ops_ok,
@@ -70,7 +72,9 @@ fn sweep(nodes: usize) {
         total.partitions,
         total.transfers,
         total.messages_dropped,
-        total.reads_by_index
+        total.reads_by_index,
+        total.snapshots_taken,
+        total.snapshots_installed
     );
     assert!(
         failures.is_empty(),

@@ -93,7 +93,11 @@ impl RaftLog {
         if index < self.offset {
             return;
         }
-        assert!(index <= self.applied, "compacting unapplied entries ({index} > {})", self.applied);
+        assert!(
+            index <= self.applied,
+            "compacting unapplied entries ({index} > {})",
+            self.applied
+        );
         let t = self.term(index).expect("compaction point within the log");
         self.entries.drain(..(index + 1 - self.offset) as usize);
         self.offset = index + 1;
@@ -104,7 +108,10 @@ impl RaftLog {
     /// Installs a received snapshot: keeps the entries after it if the log
     /// holds its last entry, else drops the whole log.
     pub fn install(&mut self, meta: SnapshotMeta) {
-        assert!(meta.index > self.commit, "installing a snapshot at or below commit");
+        assert!(
+            meta.index > self.commit,
+            "installing a snapshot at or below commit"
+        );
         if self.matches(meta.index, meta.term) {
             // Our entries up to the snapshot may not be applied yet: the
             // snapshot replaces them wholesale.

@@ -244,7 +244,12 @@ impl RawNode {
         let id = cfg.id;
         let mut peers: Vec<NodeId> = cfg.voters.iter().copied().filter(|&v| v != id).collect();
         peers.sort_unstable();
-        let log = RaftLog::restored(snapshot.as_ref().map(|s| s.meta), entries, hs.commit, applied);
+        let log = RaftLog::restored(
+            snapshot.as_ref().map(|s| s.meta),
+            entries,
+            hs.commit,
+            applied,
+        );
         let applied = applied.max(snapshot.as_ref().map_or(0, |s| s.meta.index));
         let prs = peers
             .iter()
@@ -700,7 +705,10 @@ impl RawNode {
         if index <= current {
             return Err(CompactError::Stale { index, current });
         }
-        let term = self.log.term(index).expect("an applied index above the snapshot is in the log");
+        let term = self
+            .log
+            .term(index)
+            .expect("an applied index above the snapshot is in the log");
         self.snapshot = Some(Snapshot {
             meta: SnapshotMeta { index, term },
             data,
@@ -736,7 +744,12 @@ impl RawNode {
             let commit = self.log.commit;
             self.send_after_persist(
                 from,
-                Body::AppendResp { reject: false, index: commit, hint_index: 0, hint_term: 0 },
+                Body::AppendResp {
+                    reject: false,
+                    index: commit,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
             );
             return;
         }
@@ -752,7 +765,14 @@ impl RawNode {
             // it must be received from its start.
             if offset != 0 {
                 self.incoming = None;
-                self.send(from, self.term, Body::SnapshotAck { index: meta.index, next_offset: 0 });
+                self.send(
+                    from,
+                    self.term,
+                    Body::SnapshotAck {
+                        index: meta.index,
+                        next_offset: 0,
+                    },
+                );
                 return;
             }
             self.incoming = Some(Incoming {
@@ -769,13 +789,27 @@ impl RawNode {
         }
         let have = inc.buf.len() as u64;
         if have < total {
-            self.send(from, self.term, Body::SnapshotAck { index: meta.index, next_offset: have });
+            self.send(
+                from,
+                self.term,
+                Body::SnapshotAck {
+                    index: meta.index,
+                    next_offset: have,
+                },
+            );
             return;
         }
         let inc = self.incoming.take().expect("ensured above");
         if crc32fast::hash(&inc.buf) != inc.crc {
             // Damaged in transit: start over.
-            self.send(from, self.term, Body::SnapshotAck { index: meta.index, next_offset: 0 });
+            self.send(
+                from,
+                self.term,
+                Body::SnapshotAck {
+                    index: meta.index,
+                    next_offset: 0,
+                },
+            );
             return;
         }
         // Complete and intact: install it atomically.
@@ -786,11 +820,23 @@ impl RawNode {
         };
         self.snapshot = Some(snap.clone());
         self.snapshot_to_persist = Some(snap);
-        self.send(from, self.term, Body::SnapshotAck { index: meta.index, next_offset: total });
+        self.send(
+            from,
+            self.term,
+            Body::SnapshotAck {
+                index: meta.index,
+                next_offset: total,
+            },
+        );
         // The install is acknowledged once durable, like appended entries.
         self.send_after_persist(
             from,
-            Body::AppendResp { reject: false, index: meta.index, hint_index: 0, hint_term: 0 },
+            Body::AppendResp {
+                reject: false,
+                index: meta.index,
+                hint_index: 0,
+                hint_term: 0,
+            },
         );
     }
 
@@ -1053,7 +1099,14 @@ impl RawNode {
                 self.leader = m.from;
                 self.election_elapsed = 0;
                 self.quiet = false;
-                self.handle_snapshot_chunk(m.from, SnapshotMeta { index, term }, offset, total, crc, chunk);
+                self.handle_snapshot_chunk(
+                    m.from,
+                    SnapshotMeta { index, term },
+                    offset,
+                    total,
+                    crc,
+                    chunk,
+                );
             }
             Body::SnapshotAck { index, next_offset } => {
                 if self.role == Role::Leader {
@@ -1063,8 +1116,15 @@ impl RawNode {
                     if p.state == ProgressState::Snapshot
                         && p.snapshot.as_ref().is_some_and(|s| s.meta.index == index)
                     {
+                        let total = p.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
                         p.snap_acked = next_offset;
-                        p.snap_sent = next_offset;
+                        // All held: wait for the install ack (a heartbeat
+                        // round without it sends a probe chunk).
+                        p.snap_sent = if next_offset >= total {
+                            total + 1
+                        } else {
+                            next_offset
+                        };
                     }
                 }
             }
@@ -1293,9 +1353,14 @@ impl RawNode {
         }
         let last = self.log.last_index();
         for i in 0..self.peers.len() {
-            if self.prs[i].state != ProgressState::Snapshot && self.log.term(self.prs[i].next - 1).is_none() {
+            if self.prs[i].state != ProgressState::Snapshot
+                && self.log.term(self.prs[i].next - 1).is_none()
+            {
                 // The entries this follower needs were compacted away.
-                let snap = self.snapshot.clone().expect("a compacted log has a snapshot");
+                let snap = self
+                    .snapshot
+                    .clone()
+                    .expect("a compacted log has a snapshot");
                 self.prs[i].become_snapshot(snap);
             }
             if self.prs[i].state == ProgressState::Snapshot {
@@ -1323,7 +1388,10 @@ impl RawNode {
                     break;
                 }
                 let prev_index = p.next - 1;
-                let prev_term = self.log.term(prev_index).expect("checked above: prev within log");
+                let prev_term = self
+                    .log
+                    .term(prev_index)
+                    .expect("checked above: prev within log");
                 let entries = if has_entries {
                     self.log.slice(p.next, last + 1, self.cfg.msg_bytes_max)
                 } else {
@@ -1370,11 +1438,10 @@ impl RawNode {
         }
         let snap = p.snapshot.as_ref().expect("snapshot state has a snapshot");
         let total = snap.data.len() as u64;
-        if p.snap_acked >= total && total > 0 {
-            // Everything sent and held: waiting for the install ack.
-            return;
-        }
-        let from = p.snap_acked;
+        // Once everything is held, this sends an empty chunk at `total`: a
+        // probe (after a heartbeat round without the install ack) that the
+        // follower answers with where its log stands.
+        let from = p.snap_acked.min(total);
         let to = (from + chunk_max).min(total);
         let msg = Body::Snapshot {
             index: snap.meta.index,
@@ -1406,9 +1473,13 @@ impl RawNode {
 
     fn has_appends_to_send(&self) -> bool {
         let last = self.log.last_index();
-        self.prs
-            .iter()
-            .any(|p| p.can_send() && (p.next <= last || p.commit_sent < self.log.commit))
+        self.prs.iter().any(|p| {
+            p.can_send()
+                && (p.state == ProgressState::Snapshot
+                    || p.next <= last
+                    || p.commit_sent < self.log.commit
+                    || self.log.term(p.next - 1).is_none())
+        })
     }
 
     fn soft_state(&self) -> SoftState {

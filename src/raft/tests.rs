@@ -1517,7 +1517,17 @@ fn compacted_leader(n: u64, snap: u64, keep: u64, chunk: u64) -> RawNode {
     }
     persist(&mut l);
     // Node 3 acks everything; node 2 stays behind (probing, no answer).
-    l.step(msg(3, 1, 1, Body::AppendResp { reject: false, index: n, hint_index: 0, hint_term: 0 }));
+    l.step(msg(
+        3,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: n,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
     let rd = persist(&mut l);
     let last = rd.committed.last().unwrap().index;
     assert_eq!(last, n);
@@ -1531,7 +1541,12 @@ fn snapshot_chunks(rd: &Ready, to: NodeId) -> Vec<(u64, u64, usize)> {
         .iter()
         .filter(|m| m.to == to)
         .filter_map(|m| match &m.body {
-            Body::Snapshot { index, offset, chunk, .. } => Some((*index, *offset, chunk.len())),
+            Body::Snapshot {
+                index,
+                offset,
+                chunk,
+                ..
+            } => Some((*index, *offset, chunk.len())),
             _ => None,
         })
         .collect()
@@ -1541,8 +1556,20 @@ fn snapshot_chunks(rd: &Ready, to: NodeId) -> Vec<(u64, u64, usize)> {
 fn compaction_is_bounded_by_applied_and_keeps_a_tail() {
     let mut l = compacted_leader(20, 15, 5, 400);
     assert_eq!(l.first_index(), 11, "15 - keep 5 = compacted through 10");
-    assert_eq!(l.compact(21, Bytes::new()), Err(CompactError::NotApplied { index: 21, applied: 20 }));
-    assert_eq!(l.compact(15, Bytes::new()), Err(CompactError::Stale { index: 15, current: 15 }));
+    assert_eq!(
+        l.compact(21, Bytes::new()),
+        Err(CompactError::NotApplied {
+            index: 21,
+            applied: 20
+        })
+    );
+    assert_eq!(
+        l.compact(15, Bytes::new()),
+        Err(CompactError::Stale {
+            index: 15,
+            current: 15
+        })
+    );
 }
 
 #[test]
@@ -1550,29 +1577,90 @@ fn a_lagging_follower_gets_the_snapshot_in_chunks_stop_and_wait() {
     let mut l = compacted_leader(20, 15, 0, 400);
     // Follower 2 rejects the probe at prev 1 (it has nothing): the leader
     // needs index 1, compacted away.
-    l.step(msg(2, 1, 1, Body::AppendResp { reject: true, index: 1, hint_index: 0, hint_term: 0 }));
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: true,
+            index: 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
     let rd = l.ready();
-    assert_eq!(snapshot_chunks(&rd, 2), vec![(15, 0, 400)], "one chunk at a time");
+    assert_eq!(
+        snapshot_chunks(&rd, 2),
+        vec![(15, 0, 400)],
+        "one chunk at a time"
+    );
     assert_eq!(l.progress(2).unwrap().state, ProgressState::Snapshot);
-    assert!(snapshot_chunks(&l.ready(), 2).is_empty(), "wait for the ack");
-    l.step(msg(2, 1, 1, Body::SnapshotAck { index: 15, next_offset: 400 }));
+    assert!(
+        snapshot_chunks(&l.ready(), 2).is_empty(),
+        "wait for the ack"
+    );
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::SnapshotAck {
+            index: 15,
+            next_offset: 400,
+        },
+    ));
     assert_eq!(snapshot_chunks(&l.ready(), 2), vec![(15, 400, 400)]);
     // That chunk is lost; a heartbeat answer makes the leader resend it.
     l.step(msg(2, 1, 1, Body::HeartbeatResp { round: 0 }));
     assert_eq!(snapshot_chunks(&l.ready(), 2), vec![(15, 400, 400)]);
-    l.step(msg(2, 1, 1, Body::SnapshotAck { index: 15, next_offset: 800 }));
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::SnapshotAck {
+            index: 15,
+            next_offset: 800,
+        },
+    ));
     assert_eq!(snapshot_chunks(&l.ready(), 2), vec![(15, 800, 200)]);
-    l.step(msg(2, 1, 1, Body::SnapshotAck { index: 15, next_offset: 1000 }));
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::SnapshotAck {
+            index: 15,
+            next_offset: 1000,
+        },
+    ));
     assert!(snapshot_chunks(&l.ready(), 2).is_empty());
     // Installed and durable: replication resumes after the snapshot.
-    l.step(msg(2, 1, 1, Body::AppendResp { reject: false, index: 15, hint_index: 0, hint_term: 0 }));
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: 15,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
     assert_eq!(l.progress(2).unwrap().state, ProgressState::Probe);
     assert_eq!(l.progress(2).unwrap().match_, 15);
     let a = appends(&l.ready());
-    assert_eq!(a.iter().find(|x| x.0 == 2).map(|x| (x.1, x.3.len())), Some((15, 5)));
+    assert_eq!(
+        a.iter().find(|x| x.0 == 2).map(|x| (x.1, x.3.len())),
+        Some((15, 5))
+    );
 }
 
-fn chunk_msg(from: NodeId, term: Term, index: Index, data: &[u8], offset: usize, len: usize) -> Message {
+fn chunk_msg(
+    from: NodeId,
+    term: Term,
+    index: Index,
+    data: &[u8],
+    offset: usize,
+    len: usize,
+) -> Message {
     msg(
         from,
         2,
@@ -1595,10 +1683,32 @@ fn follower_installs_a_complete_intact_snapshot_atomically() {
     f.step(chunk_msg(1, 1, 15, &data, 0, 600));
     let rd = f.ready();
     assert!(rd.snapshot.is_none(), "half a snapshot is never applied");
-    assert_eq!(rd.messages, vec![msg(2, 1, 1, Body::SnapshotAck { index: 15, next_offset: 600 })]);
+    assert_eq!(
+        rd.messages,
+        vec![msg(
+            2,
+            1,
+            1,
+            Body::SnapshotAck {
+                index: 15,
+                next_offset: 600
+            }
+        )]
+    );
     // A duplicate of the first chunk changes nothing.
     f.step(chunk_msg(1, 1, 15, &data, 0, 600));
-    assert_eq!(f.ready().messages, vec![msg(2, 1, 1, Body::SnapshotAck { index: 15, next_offset: 600 })]);
+    assert_eq!(
+        f.ready().messages,
+        vec![msg(
+            2,
+            1,
+            1,
+            Body::SnapshotAck {
+                index: 15,
+                next_offset: 600
+            }
+        )]
+    );
     f.step(chunk_msg(1, 1, 15, &data, 600, 400));
     let rd = f.ready();
     let snap = rd.snapshot.clone().expect("installed");
@@ -1607,7 +1717,17 @@ fn follower_installs_a_complete_intact_snapshot_atomically() {
     assert_eq!(f.first_index(), 16);
     assert_eq!(
         rd.persisted_messages,
-        vec![msg(2, 1, 1, Body::AppendResp { reject: false, index: 15, hint_index: 0, hint_term: 0 })]
+        vec![msg(
+            2,
+            1,
+            1,
+            Body::AppendResp {
+                reject: false,
+                index: 15,
+                hint_index: 0,
+                hint_term: 0
+            }
+        )]
     );
     f.on_persisted(rd.token());
     assert_eq!(f.persisted_index(), 15);
@@ -1624,13 +1744,34 @@ fn damaged_snapshot_is_received_again_from_the_start() {
     f.step(m);
     let rd = f.ready();
     assert!(rd.snapshot.is_none());
-    assert_eq!(rd.messages, vec![msg(2, 1, 1, Body::SnapshotAck { index: 15, next_offset: 0 })]);
+    assert_eq!(
+        rd.messages,
+        vec![msg(
+            2,
+            1,
+            1,
+            Body::SnapshotAck {
+                index: 15,
+                next_offset: 0
+            }
+        )]
+    );
 }
 
 #[test]
 fn older_snapshot_than_what_the_follower_holds_is_ignored() {
     let mut f = node(2, &[1, 2, 3]);
-    f.step(msg(1, 2, 1, Body::Append { prev_index: 0, prev_term: 0, entries: (1..=20).map(|i| ent(i, 1)).collect(), commit: 20 }));
+    f.step(msg(
+        1,
+        2,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: (1..=20).map(|i| ent(i, 1)).collect(),
+            commit: 20,
+        },
+    ));
     persist(&mut f);
     f.step(chunk_msg(1, 1, 15, &[1, 2, 3], 0, 3));
     let rd = f.ready();
@@ -1638,7 +1779,17 @@ fn older_snapshot_than_what_the_follower_holds_is_ignored() {
     assert_eq!(f.last_index(), 20);
     assert_eq!(
         rd.persisted_messages,
-        vec![msg(2, 1, 1, Body::AppendResp { reject: false, index: 20, hint_index: 0, hint_term: 0 })]
+        vec![msg(
+            2,
+            1,
+            1,
+            Body::AppendResp {
+                reject: false,
+                index: 20,
+                hint_index: 0,
+                hint_term: 0
+            }
+        )]
     );
 }
 
@@ -1646,14 +1797,38 @@ fn older_snapshot_than_what_the_follower_holds_is_ignored() {
 fn snapshot_keeps_the_matching_tail_and_drops_a_conflicting_log() {
     // Follower holds 1..=20 at term 1, commit 10; the snapshot at (15, 1) matches.
     let mut f = node(2, &[1, 2, 3]);
-    f.step(msg(1, 2, 1, Body::Append { prev_index: 0, prev_term: 0, entries: (1..=20).map(|i| ent(i, 1)).collect(), commit: 10 }));
+    f.step(msg(
+        1,
+        2,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: (1..=20).map(|i| ent(i, 1)).collect(),
+            commit: 10,
+        },
+    ));
     persist(&mut f);
     f.step(chunk_msg(1, 1, 15, &[9; 10], 0, 10));
     f.ready();
-    assert_eq!((f.first_index(), f.last_index()), (16, 20), "entries after the snapshot kept");
+    assert_eq!(
+        (f.first_index(), f.last_index()),
+        (16, 20),
+        "entries after the snapshot kept"
+    );
     // Another follower whose log diverges at the snapshot point drops everything.
     let mut g = node(2, &[1, 2, 3]);
-    g.step(msg(3, 2, 1, Body::Append { prev_index: 0, prev_term: 0, entries: (1..=20).map(|i| ent(i, 1)).collect(), commit: 0 }));
+    g.step(msg(
+        3,
+        2,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: (1..=20).map(|i| ent(i, 1)).collect(),
+            commit: 0,
+        },
+    ));
     persist(&mut g);
     let mut m = chunk_msg(1, 2, 15, &[9; 10], 0, 10);
     if let Body::Snapshot { term, .. } = &mut m.body {
@@ -1661,7 +1836,11 @@ fn snapshot_keeps_the_matching_tail_and_drops_a_conflicting_log() {
     }
     g.step(m);
     g.ready();
-    assert_eq!((g.first_index(), g.last_index()), (16, 15), "conflicting log dropped");
+    assert_eq!(
+        (g.first_index(), g.last_index()),
+        (16, 15),
+        "conflicting log dropped"
+    );
 }
 
 #[test]
@@ -1672,7 +1851,18 @@ fn a_new_leader_mid_transfer_restarts_the_snapshot() {
     f.ready();
     // Leader 3 of term 2 takes over; its chunk at offset 50 is refused.
     f.step(chunk_msg(3, 2, 15, &data, 50, 50));
-    assert_eq!(f.ready().messages, vec![msg(2, 3, 2, Body::SnapshotAck { index: 15, next_offset: 0 })]);
+    assert_eq!(
+        f.ready().messages,
+        vec![msg(
+            2,
+            3,
+            2,
+            Body::SnapshotAck {
+                index: 15,
+                next_offset: 0
+            }
+        )]
+    );
     f.step(chunk_msg(3, 2, 15, &data, 0, 100));
     assert!(f.ready().snapshot.is_some());
 }
@@ -1694,9 +1884,59 @@ fn two_snapshots_close_together_the_newer_replaces_the_partial_one() {
 #[test]
 fn restart_from_a_snapshot() {
     let c = cfg(2, &[1, 2, 3]).validate().unwrap();
-    let snap = Snapshot { meta: SnapshotMeta { index: 10, term: 2 }, data: Bytes::from_static(b"s") };
-    let n = RawNode::restart_from(c, HardState { term: 3, vote: 0, commit: 10 }, Some(snap), vec![ent(11, 3), ent(12, 3)], 10);
-    assert_eq!((n.first_index(), n.last_index(), n.commit_index()), (11, 12, 10));
+    let snap = Snapshot {
+        meta: SnapshotMeta { index: 10, term: 2 },
+        data: Bytes::from_static(b"s"),
+    };
+    let n = RawNode::restart_from(
+        c,
+        HardState {
+            term: 3,
+            vote: 0,
+            commit: 10,
+        },
+        Some(snap),
+        vec![ent(11, 3), ent(12, 3)],
+        10,
+    );
+    assert_eq!(
+        (n.first_index(), n.last_index(), n.commit_index()),
+        (11, 12, 10)
+    );
     assert_eq!(n.log().term(10), Some(2));
     assert_eq!(n.snapshot().unwrap().meta.index, 10);
+}
+
+#[test]
+fn a_fully_acknowledged_snapshot_does_not_keep_the_leader_busy() {
+    // Regression (sim seeds 0 and 7 spun forever): once a follower held the
+    // whole snapshot, has_ready() stayed true while ready() sent nothing.
+    let mut l = compacted_leader(20, 15, 0, 4096);
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: true,
+            index: 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    assert_eq!(snapshot_chunks(&l.ready(), 2).len(), 1);
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::SnapshotAck {
+            index: 15,
+            next_offset: 1000,
+        },
+    ));
+    l.ready();
+    assert!(!l.has_ready(), "waiting for the install ack is idle");
+    // A heartbeat round without that ack sends a probe chunk at the end.
+    l.step(msg(2, 1, 1, Body::HeartbeatResp { round: 0 }));
+    assert_eq!(snapshot_chunks(&l.ready(), 2), vec![(15, 1000, 0)]);
+    assert!(!l.has_ready());
 }

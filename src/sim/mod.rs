@@ -40,6 +40,11 @@ pub struct SimConfig {
     pub msg_bytes_max: u64,
     /// Leader lease reads (ReadIndex otherwise).
     pub lease_reads: bool,
+    /// A node snapshots its state machine every this many applied entries
+    /// (0: never).
+    pub snapshot_every: u64,
+    pub compact_keep_entries: u64,
+    pub snapshot_chunk_bytes: u64,
     /// Each node ticks every `tick_ms ± tick_jitter_ms` (a fixed rate per
     /// node and incarnation): clock drift, within the lease's bound.
     pub tick_jitter_ms: u64,
@@ -56,6 +61,9 @@ impl SimConfig {
         let inflight_msgs_max = [1, 2, 8, 64][r.below(4) as usize];
         let fault_gap_ms = [(50, 300), (200, 900), (500, 1500)][r.below(3) as usize];
         let lease_reads = r.below(2) == 0;
+        let snapshot_every = [0, 15, 60, 200][r.below(4) as usize];
+        let compact_keep_entries = [0, 5, 50][r.below(3) as usize];
+        let snapshot_chunk_bytes = [32, 256, 4096][r.below(3) as usize];
         SimConfig {
             seed,
             nodes,
@@ -72,6 +80,9 @@ impl SimConfig {
             inflight_msgs_max,
             msg_bytes_max,
             lease_reads,
+            snapshot_every,
+            compact_keep_entries,
+            snapshot_chunk_bytes,
             // 9 to 11 ms: rates differ by at most 11/9, within the lease's
             // bound of 9/7 (RaftConfig::lease_reads).
             tick_jitter_ms: 1,
@@ -97,6 +108,8 @@ pub struct SimReport {
     pub messages_dropped: u64,
     pub reads_by_index: u64,
     pub transfers: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
 }
 
 /// A broken guarantee, with what is needed to understand it.
@@ -116,6 +129,8 @@ impl std::fmt::Display for SimFailure {
 /// After the end of the heal phase, the most simulated time allowed for
 /// everything to commit and apply everywhere.
 const LIVENESS_BOUND_MS: u64 = 20_000;
+/// Readies pulled from one node in a row before the run is failed as a spin.
+const DRIVE_READIES_MAX: u32 = 10_000;
 /// Period of the log matching check during a run.
 const LOG_CHECK_EVERY_MS: u64 = 250;
 /// Clients start no new op this long before the end.
@@ -208,10 +223,70 @@ fn entry_digest(e: &Entry) -> u64 {
     h.finish()
 }
 
+impl SimNode {
+    fn disk_first_index(&self) -> Index {
+        self.disk_snapshot.as_ref().map_or(1, |s| s.meta.index + 1)
+    }
+
+    /// Makes a snapshot durable: entries after it are kept only if the disk
+    /// holds its (index, term), as a storage layer must do.
+    fn store_snapshot(&mut self, s: Snapshot) {
+        let base = self.disk_first_index();
+        let matches = s.meta.index >= base
+            && self
+                .disk_log
+                .get((s.meta.index - base) as usize)
+                .is_some_and(|e| e.term == s.meta.term);
+        if matches {
+            self.disk_log.drain(..=(s.meta.index - base) as usize);
+        } else if s.meta.index + 1 > base {
+            self.disk_log.clear();
+        }
+        if self
+            .disk_snapshot
+            .as_ref()
+            .is_none_or(|d| d.meta.index < s.meta.index)
+        {
+            self.disk_snapshot = Some(s);
+        }
+    }
+}
+
+/// Filler in every snapshot, so that snapshots span several chunks.
+const SNAPSHOT_FILLER_BYTES: usize = 300;
+
+fn encode_kv(kv: &BTreeMap<u64, u64>) -> Bytes {
+    let mut b = Vec::with_capacity(kv.len() * 16 + SNAPSHOT_FILLER_BYTES);
+    for (k, v) in kv {
+        b.extend_from_slice(&k.to_le_bytes());
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    b.extend((0..SNAPSHOT_FILLER_BYTES).map(|i| 0xF0 ^ (i as u8)));
+    Bytes::from(b)
+}
+
+fn decode_kv(b: &[u8]) -> BTreeMap<u64, u64> {
+    let n = (b.len() - SNAPSHOT_FILLER_BYTES) / 16;
+    (0..n)
+        .map(|i| {
+            let k = u64::from_le_bytes(b[i * 16..i * 16 + 8].try_into().unwrap());
+            let v = u64::from_le_bytes(b[i * 16 + 8..i * 16 + 16].try_into().unwrap());
+            (k, v)
+        })
+        .collect()
+}
+
+fn kv_digest(kv: &BTreeMap<u64, u64>) -> u64 {
+    let mut h = DefaultHasher::new();
+    kv.hash(&mut h);
+    h.finish()
+}
+
 /// A write not yet durable: what the Ready asked for.
 struct PendingWrite {
     token: PersistToken,
     hard_state: Option<HardState>,
+    snapshot: Option<Snapshot>,
     entries: Vec<Entry>,
     after: Vec<Message>,
 }
@@ -221,6 +296,8 @@ struct SimNode {
     incarnation: u64,
     /// The durable state: survives crashes.
     disk_hs: HardState,
+    /// The durable snapshot, and the durable entries after it.
+    disk_snapshot: Option<Snapshot>,
     disk_log: Vec<Entry>,
     writes: VecDeque<PendingWrite>,
     /// Writes in the batch under way (0: the disk is idle). Like the WAL,
@@ -279,6 +356,8 @@ pub struct Sim {
     history: Vec<Op>,
     /// Every entry applied anywhere, by index: (term, digest).
     applied_history: Vec<(Term, u64)>,
+    /// Digest of the state machine after applying each index.
+    state_digests: BTreeMap<Index, u64>,
     leaders: BTreeMap<Term, usize>,
     /// Puts acknowledged to clients: (index, term, digest).
     acked: Vec<(Index, Term, u64)>,
@@ -299,6 +378,7 @@ impl Sim {
                 raft: None,
                 incarnation: 0,
                 disk_hs: HardState::default(),
+                disk_snapshot: None,
                 disk_log: Vec::new(),
                 writes: VecDeque::new(),
                 batch_len: 0,
@@ -334,6 +414,7 @@ impl Sim {
             clients,
             history: Vec::new(),
             applied_history: Vec::new(),
+            state_digests: BTreeMap::new(),
             leaders: BTreeMap::new(),
             acked: Vec::new(),
             healed: false,
@@ -418,15 +499,28 @@ impl Sim {
         c.inflight_msgs_max = self.cfg.inflight_msgs_max;
         c.msg_bytes_max = self.cfg.msg_bytes_max;
         c.lease_reads = self.cfg.lease_reads;
+        c.compact_keep_entries = self.cfg.compact_keep_entries;
+        c.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
         c.validate().expect("sim raft config is valid")
     }
 
     fn start_node(&mut self, i: usize) {
         let cfg = self.node_cfg(i);
         let n = &mut self.nodes[i];
-        n.raft = Some(RawNode::restart(cfg, n.disk_hs, n.disk_log.clone(), 0));
-        n.kv.clear();
-        n.applied = 0;
+        let snap_index = n.disk_snapshot.as_ref().map_or(0, |s| s.meta.index);
+        n.raft = Some(RawNode::restart_from(
+            cfg,
+            n.disk_hs,
+            n.disk_snapshot.clone(),
+            n.disk_log.clone(),
+            snap_index,
+        ));
+        n.kv = n
+            .disk_snapshot
+            .as_ref()
+            .map(|s| decode_kv(&s.data))
+            .unwrap_or_default();
+        n.applied = snap_index;
         let j = self.cfg.tick_jitter_ms;
         n.tick_ms = self.cfg.tick_ms - j + self.rng.below(2 * j + 1);
         n.writes.clear();
@@ -748,11 +842,20 @@ impl Sim {
 
     /// Pulls every Ready of node `i` and carries it out.
     fn drive(&mut self, i: usize) {
-        loop {
+        for round in 0.. {
             let Some(r) = self.nodes[i].raft.as_mut() else {
                 return;
             };
             if !r.has_ready() {
+                return;
+            }
+            if round == DRIVE_READIES_MAX {
+                // A core that always has a Ready would spin a real shard.
+                let msg = format!(
+                    "node {} still has a Ready after {round} in a row",
+                    self.ids[i]
+                );
+                self.fail(msg);
                 return;
             }
             let rd = r.ready();
@@ -771,16 +874,21 @@ impl Sim {
             self.nodes[i].writes.push_back(PendingWrite {
                 token,
                 hard_state: rd.hard_state,
+                snapshot: rd.snapshot.clone(),
                 entries: rd.entries,
                 after: rd.persisted_messages,
             });
             self.start_disk_batch(i);
+            if let Some(snap) = rd.snapshot {
+                self.restore(i, snap);
+            }
             let last_applied = rd.committed.last().map(|e| e.index);
             self.apply(i, rd.committed);
             if let (Some(ix), Some(r)) = (last_applied, self.nodes[i].raft.as_mut()) {
                 r.on_applied(ix);
             }
             self.on_reads(i, rd.read_states, rd.reads_failed);
+            self.maybe_snapshot(i);
         }
     }
 
@@ -817,11 +925,16 @@ impl Sim {
             if let Some(hs) = w.hard_state {
                 n.disk_hs = hs;
             }
+            if let Some(s) = w.snapshot {
+                n.store_snapshot(s);
+            }
             if let Some(first) = w.entries.first() {
                 // A later write for an index supersedes it and drops what follows.
-                n.disk_log.truncate((first.index - 1) as usize);
+                let base = n.disk_first_index();
+                assert!(first.index >= base, "sim disk: entries below the snapshot");
+                n.disk_log.truncate((first.index - base) as usize);
                 assert_eq!(
-                    n.disk_log.len() as u64 + 1,
+                    base + n.disk_log.len() as u64,
                     first.index,
                     "sim disk: entries must be contiguous"
                 );
@@ -876,8 +989,14 @@ impl Sim {
         // Leader completeness: every entry applied anywhere (hence committed)
         // is in the new leader's log.
         let r = self.nodes[i].raft.as_ref().expect("leader is up");
+        // (Entries it compacted are covered by its snapshot, checked by
+        // the state digests.)
+        let first = r.first_index();
         for (k, (t, d)) in self.applied_history.iter().enumerate() {
             let idx = k as u64 + 1;
+            if idx < first {
+                continue;
+            }
             match r.log().entry(idx) {
                 Some(e) if e.term == *t && entry_digest(e) == *d => {}
                 _ => {
@@ -890,6 +1009,57 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// State machine safety across snapshots: the state after applying
+    /// index i is the same everywhere, however a node got there.
+    fn check_state(&mut self, i: usize, index: Index) {
+        let d = kv_digest(&self.nodes[i].kv);
+        match self.state_digests.get(&index) {
+            Some(&known) if known != d => {
+                let msg = format!(
+                    "state machine safety: node {} state after index {index} differs from another node's",
+                    self.ids[i]
+                );
+                self.fail(msg);
+            }
+            Some(_) => {}
+            None => {
+                self.state_digests.insert(index, d);
+            }
+        }
+    }
+
+    /// Node `i` installed a snapshot from its leader: restore from it.
+    fn restore(&mut self, i: usize, snap: Snapshot) {
+        let n = &mut self.nodes[i];
+        assert!(
+            snap.meta.index > n.applied,
+            "a snapshot moves the state machine forward"
+        );
+        n.kv = decode_kv(&snap.data);
+        n.applied = snap.meta.index;
+        self.report.snapshots_installed += 1;
+        self.check_state(i, snap.meta.index);
+    }
+
+    /// Takes a snapshot every `snapshot_every` applied entries.
+    fn maybe_snapshot(&mut self, i: usize) {
+        let every = self.cfg.snapshot_every;
+        let n = &mut self.nodes[i];
+        let Some(r) = n.raft.as_mut() else { return };
+        let current = r.snapshot().map_or(0, |s| s.meta.index);
+        if every == 0 || n.applied < current + every {
+            return;
+        }
+        let data = encode_kv(&n.kv);
+        r.compact(n.applied, data)
+            .expect("applied index above the last snapshot");
+        // Written and synced at once here; a real node writes it in the
+        // background and then drops the covered log.
+        let snap = r.snapshot().cloned().expect("just taken");
+        n.store_snapshot(snap);
+        self.report.snapshots_taken += 1;
     }
 
     fn apply(&mut self, i: usize, committed: Vec<Entry>) {
@@ -1173,7 +1343,7 @@ impl Sim {
                 while i > 0 && x.term(i) != y.term(i) {
                     i -= 1;
                 }
-                for k in 1..=i {
+                for k in x.first_index().max(y.first_index())..=i {
                     if x.entry(k) != y.entry(k) {
                         let msg = format!(
                             "log matching: nodes {} and {} agree at index {i} but differ at {k}",
@@ -1215,7 +1385,7 @@ impl Sim {
         for i in 1..self.nodes.len() {
             let a = self.nodes[0].raft.as_ref().expect("up").log();
             let b = self.nodes[i].raft.as_ref().expect("up").log();
-            for idx in 1..=last {
+            for idx in a.first_index().max(b.first_index())..=last {
                 let (x, y) = (
                     a.entry(idx).expect("committed"),
                     b.entry(idx).expect("committed"),
