@@ -1,0 +1,230 @@
+//! Elections, role changes, ticks, heartbeats and leader transfer.
+
+use super::*;
+
+impl RawNode {
+    // ---- role changes ----
+
+    pub(super) fn become_follower(&mut self, term: Term, leader: NodeId) {
+        if self.role == Role::Leader {
+            self.fail_pending_reads();
+        }
+        self.transferee = 0;
+        if term > self.term {
+            self.term = term;
+            self.vote = 0;
+            // A half-received snapshot of the old leader is never applied.
+            self.incoming = None;
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.votes.clear();
+        self.self_vote_pending = None;
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.reset_election_timeout();
+    }
+
+    pub(super) fn become_pre_candidate(&mut self) {
+        self.role = Role::PreCandidate;
+        self.leader = 0;
+        self.votes.clear();
+        self.election_elapsed = 0;
+        self.reset_election_timeout();
+        // The pre-vote changes no durable state: its own grant counts at once.
+        self.self_vote_counted = true;
+        let (li, lt) = (self.log.last_index(), self.log.last_term());
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            self.send(
+                to,
+                self.term + 1,
+                Body::PreVote {
+                    last_index: li,
+                    last_term: lt,
+                },
+            );
+        }
+        self.tally_pre_votes();
+    }
+
+    pub(super) fn become_candidate(&mut self, transfer: bool) {
+        self.stats.elections_started += 1;
+        self.term += 1;
+        self.vote = self.id;
+        self.role = Role::Candidate;
+        self.leader = 0;
+        self.votes.clear();
+        self.election_elapsed = 0;
+        self.reset_election_timeout();
+        // Our own vote counts once the hard state carrying it is durable.
+        self.self_vote_pending = Some(self.term);
+        self.self_vote_counted = false;
+        let (li, lt) = (self.log.last_index(), self.log.last_term());
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            self.send(
+                to,
+                self.term,
+                Body::Vote {
+                    last_index: li,
+                    last_term: lt,
+                    transfer,
+                },
+            );
+        }
+    }
+
+    pub(super) fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = self.id;
+        self.votes.clear();
+        self.election_elapsed = 0;
+        self.heartbeat_elapsed = 0;
+        self.uncommitted_bytes = 0;
+        self.transferee = 0;
+        self.read.reset(self.peers.len());
+        let next = self.log.last_index() + 1;
+        for p in &mut self.prs {
+            *p = Progress::new(
+                next,
+                self.cfg.inflight_msgs_max,
+                self.cfg.inflight_bytes_max,
+            );
+        }
+        // The no-op of the new term (Raft §8): committing it commits every
+        // earlier entry the leader holds.
+        let e = Entry {
+            term: self.term,
+            index: next,
+            kind: EntryKind::Noop,
+            data: Bytes::new(),
+        };
+        self.log.append(e);
+    }
+
+    pub(super) fn campaign(&mut self) {
+        if self.cfg.pre_vote {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate(false);
+            self.tally_votes();
+        }
+    }
+
+    pub(super) fn record_vote(&mut self, from: NodeId, granted: bool) {
+        if !self.votes.iter().any(|(id, _)| *id == from) {
+            self.votes.push((from, granted));
+        }
+    }
+
+    /// (granted, rejected), counting our own grant when it counts.
+    pub(super) fn vote_counts(&self) -> (usize, usize) {
+        let g = self.votes.iter().filter(|v| v.1).count() + self.self_vote_counted as usize;
+        let r = self.votes.iter().filter(|v| !v.1).count();
+        (g, r)
+    }
+
+    pub(super) fn tally_pre_votes(&mut self) {
+        let (g, r) = self.vote_counts();
+        if g >= self.quorum() {
+            self.become_candidate(false);
+            self.tally_votes();
+        } else if r >= self.quorum() {
+            self.become_follower(self.term, 0);
+        }
+    }
+
+    pub(super) fn tally_votes(&mut self) {
+        let (g, r) = self.vote_counts();
+        if g >= self.quorum() {
+            self.become_leader();
+        } else if r >= self.quorum() {
+            self.become_follower(self.term, 0);
+        }
+    }
+
+    // ---- inputs ----
+
+    /// Advances the logical clock by one tick.
+    pub fn tick(&mut self) {
+        self.ticks += 1;
+        self.election_elapsed += 1;
+        if self.quiet && self.election_elapsed >= self.cfg.election_ticks {
+            self.quiet = false;
+        }
+        if self.role == Role::Leader {
+            self.heartbeat_elapsed += 1;
+            if self.transferee != 0 {
+                self.transfer_elapsed += 1;
+                if self.transfer_elapsed >= self.cfg.election_ticks {
+                    // The target did not take over within an election timeout.
+                    self.transferee = 0;
+                }
+            }
+            if self.election_elapsed >= self.cfg.election_ticks {
+                self.election_elapsed = 0;
+                if self.cfg.check_quorum {
+                    let active = 1 + self.prs.iter().filter(|p| p.recent_active).count();
+                    for p in &mut self.prs {
+                        p.recent_active = false;
+                    }
+                    if active < self.quorum() {
+                        // Not heard from a quorum for an election timeout:
+                        // another leader may exist; stop serving.
+                        self.become_follower(self.term, 0);
+                        return;
+                    }
+                }
+            }
+            if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
+                self.heartbeat_elapsed = 0;
+                self.broadcast_heartbeat();
+            }
+        } else if self.election_elapsed >= self.election_timeout {
+            self.campaign();
+        }
+    }
+
+    pub(super) fn broadcast_heartbeat(&mut self) {
+        let round = self.read.start_round(self.ticks);
+        for i in 0..self.peers.len() {
+            let commit = self.log.commit.min(self.prs[i].match_);
+            let to = self.peers[i];
+            self.send(to, self.term, Body::Heartbeat { commit, round });
+        }
+    }
+
+    // ---- leader transfer ----
+
+    /// Hands leadership to `target`: brings it up to date, then tells it to
+    /// campaign at once. Proposals are refused meanwhile; the transfer is
+    /// abandoned after an election timeout.
+    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
+        if self.role != Role::Leader {
+            return Err(TransferError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        if target == self.id {
+            return Err(TransferError::TargetIsSelf);
+        }
+        let i = self
+            .peer_idx(target)
+            .ok_or(TransferError::UnknownTarget(target))?;
+        if self.transferee == target {
+            return Ok(());
+        }
+        self.transferee = target;
+        self.transfer_elapsed = 0;
+        if self.prs[i].match_ == self.log.last_index() {
+            self.send(target, self.term, Body::TimeoutNow);
+        }
+        Ok(())
+    }
+
+    /// The node leadership is being transferred to, if any.
+    pub fn transferee(&self) -> Option<NodeId> {
+        (self.transferee != 0).then_some(self.transferee)
+    }
+}

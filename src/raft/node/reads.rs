@@ -1,0 +1,118 @@
+//! ReadIndex and lease reads (see `raft::read`).
+
+use super::*;
+
+impl RawNode {
+    // ---- reads ----
+
+    pub(super) fn committed_in_term(&self) -> bool {
+        self.log.term(self.log.commit) == Some(self.term)
+    }
+
+    /// Starts a linearizable read named `ctx`. It comes out in
+    /// `Ready::read_states` with the index to serve it at (or in
+    /// `Ready::reads_failed`). On a follower the leader is asked.
+    pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
+        if self.role == Role::Leader {
+            self.register_read(ctx, self.id);
+            return Ok(());
+        }
+        if self.leader == 0 {
+            return Err(ReadError::NoLeader);
+        }
+        let to = self.leader;
+        self.send(to, self.term, Body::ReadIndex { ctx });
+        Ok(())
+    }
+
+    /// Whether the leader lease holds now (see `read`).
+    pub fn lease_valid(&self) -> bool {
+        if !self.cfg.lease_reads || self.role != Role::Leader || self.transferee != 0 {
+            return false;
+        }
+        let mut bases: Vec<u64> = Vec::with_capacity(self.peers.len() + 1);
+        bases.push(self.ticks);
+        bases.extend(self.read.acked_tick.iter().copied());
+        bases.sort_unstable_by(|a, b| b.cmp(a));
+        let base = bases[self.quorum() - 1];
+        // One tick less for the follower's tick phase: its election timer
+        // may count a tick right after it heard from us.
+        let lease = (self.cfg.election_ticks - self.cfg.lease_drift_ticks - 1) as u64;
+        base > 0 && self.ticks < base + lease
+    }
+
+    pub(super) fn register_read(&mut self, ctx: u64, from: NodeId) {
+        if !self.committed_in_term() {
+            // The commit index of earlier terms may be stale: wait for the
+            // first commit of this term (the no-op).
+            self.read.waiting_for_commit.push((ctx, from));
+            return;
+        }
+        let index = self.log.commit;
+        if self.peers.is_empty() || self.lease_valid() {
+            self.deliver_read(ctx, index, from);
+            return;
+        }
+        let round = self.read.round + 1;
+        self.read.queue.push_back(PendingRead {
+            ctx,
+            index,
+            from,
+            round,
+        });
+        self.read.round_wanted = true;
+    }
+
+    pub(super) fn deliver_read(&mut self, ctx: u64, index: Index, from: NodeId) {
+        if from == self.id {
+            self.read_states.push(ReadState { ctx, index });
+        } else {
+            self.send(
+                from,
+                self.term,
+                Body::ReadIndexResp {
+                    ctx,
+                    index,
+                    reject: false,
+                },
+            );
+        }
+    }
+
+    /// Serves, in order, every queued read whose round a quorum acknowledged.
+    pub(super) fn release_reads(&mut self) {
+        while let Some(r) = self.read.queue.front().copied() {
+            let acks = 1 + self.read.acked.iter().filter(|&&a| a >= r.round).count();
+            if acks < self.quorum() {
+                break;
+            }
+            self.read.queue.pop_front();
+            self.deliver_read(r.ctx, r.index, r.from);
+        }
+    }
+
+    pub(super) fn fail_pending_reads(&mut self) {
+        let q: Vec<(u64, NodeId)> = self
+            .read
+            .queue
+            .drain(..)
+            .map(|r| (r.ctx, r.from))
+            .chain(self.read.waiting_for_commit.drain(..))
+            .collect();
+        for (ctx, from) in q {
+            if from == self.id {
+                self.reads_failed.push(ctx);
+            } else {
+                self.send(
+                    from,
+                    self.term,
+                    Body::ReadIndexResp {
+                        ctx,
+                        index: 0,
+                        reject: true,
+                    },
+                );
+            }
+        }
+    }
+}

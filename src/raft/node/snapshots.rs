@@ -1,0 +1,157 @@
+//! Compaction, and streaming snapshots to and from followers.
+
+use super::*;
+
+impl RawNode {
+    // ---- snapshots ----
+
+    /// The application took a snapshot of its state machine at `index`
+    /// (applied, see `on_applied`): the log is compacted up to
+    /// `index - compact_keep_entries`, and followers that need what was
+    /// compacted get this snapshot.
+    pub fn compact(&mut self, index: Index, data: Bytes) -> Result<(), CompactError> {
+        if index > self.applied_reported {
+            return Err(CompactError::NotApplied {
+                index,
+                applied: self.applied_reported,
+            });
+        }
+        let current = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        if index <= current {
+            return Err(CompactError::Stale { index, current });
+        }
+        let term = self
+            .log
+            .term(index)
+            .expect("an applied index above the snapshot is in the log");
+        self.snapshot = Some(Snapshot {
+            meta: SnapshotMeta { index, term },
+            data,
+        });
+        let upto = index.saturating_sub(self.cfg.compact_keep_entries);
+        self.log.compact_to(upto);
+        Ok(())
+    }
+
+    /// The lowest log index still held: storage may drop what is below it
+    /// (the latest snapshot covers it).
+    pub fn first_index(&self) -> Index {
+        self.log.first_index()
+    }
+
+    /// The latest snapshot this node holds, if any.
+    pub fn snapshot(&self) -> Option<&Snapshot> {
+        self.snapshot.as_ref()
+    }
+
+    pub(super) fn handle_snapshot_chunk(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        total: u64,
+        crc: u32,
+        chunk: Bytes,
+    ) {
+        if meta.index <= self.log.commit {
+            // Older than what we hold: tell the leader where we are.
+            self.incoming = None;
+            let commit = self.log.commit;
+            self.send_after_persist(
+                from,
+                Body::AppendResp {
+                    reject: false,
+                    index: commit,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+            );
+            return;
+        }
+        if total > self.cfg.snapshot_bytes_max {
+            self.stats.messages_ignored += 1;
+            return;
+        }
+        let fresh = self.incoming.as_ref().is_none_or(|inc| {
+            inc.meta != meta || inc.leader_term != self.term || inc.total != total || inc.crc != crc
+        });
+        if fresh {
+            // A newer snapshot (or another leader's) replaces a partial one;
+            // it must be received from its start.
+            if offset != 0 {
+                self.incoming = None;
+                self.send(
+                    from,
+                    self.term,
+                    Body::SnapshotAck {
+                        index: meta.index,
+                        next_offset: 0,
+                    },
+                );
+                return;
+            }
+            self.incoming = Some(Incoming {
+                meta,
+                total,
+                crc,
+                leader_term: self.term,
+                buf: Vec::with_capacity(total.min(self.cfg.snapshot_chunk_bytes * 4) as usize),
+            });
+        }
+        let inc = self.incoming.as_mut().expect("ensured above");
+        if offset == inc.buf.len() as u64 && offset + chunk.len() as u64 <= total {
+            inc.buf.extend_from_slice(&chunk);
+        }
+        let have = inc.buf.len() as u64;
+        if have < total {
+            self.send(
+                from,
+                self.term,
+                Body::SnapshotAck {
+                    index: meta.index,
+                    next_offset: have,
+                },
+            );
+            return;
+        }
+        let inc = self.incoming.take().expect("ensured above");
+        if crc32fast::hash(&inc.buf) != inc.crc {
+            // Damaged in transit: start over.
+            self.send(
+                from,
+                self.term,
+                Body::SnapshotAck {
+                    index: meta.index,
+                    next_offset: 0,
+                },
+            );
+            return;
+        }
+        // Complete and intact: install it atomically.
+        self.log.install(meta);
+        let snap = Snapshot {
+            meta,
+            data: Bytes::from(inc.buf),
+        };
+        self.snapshot = Some(snap.clone());
+        self.snapshot_to_persist = Some(snap);
+        self.send(
+            from,
+            self.term,
+            Body::SnapshotAck {
+                index: meta.index,
+                next_offset: total,
+            },
+        );
+        // The install is acknowledged once durable, like appended entries.
+        self.send_after_persist(
+            from,
+            Body::AppendResp {
+                reject: false,
+                index: meta.index,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        );
+    }
+}
