@@ -7,8 +7,12 @@ use super::types::NodeId;
 pub struct RaftConfig {
     /// This node's id (non-zero).
     pub id: NodeId,
-    /// The voters of the group, this node included.
+    /// The voters of a new group, this node included; empty for a node that
+    /// joins an existing group (it learns the membership from the leader).
+    /// Once the log holds membership changes, they decide.
     pub voters: Vec<NodeId>,
+    /// The learners of a new group.
+    pub learners: Vec<NodeId>,
     /// Ticks without hearing from a leader before campaigning; the actual
     /// timeout is drawn from [election_ticks, 2 * election_ticks). Default 10.
     pub election_ticks: u32,
@@ -40,6 +44,9 @@ pub struct RaftConfig {
     /// Largest snapshot a follower accepts (a bound on its receive buffer).
     /// Default 4 GiB.
     pub snapshot_bytes_max: u64,
+    /// A learner is promoted only if it is at most this many entries behind
+    /// the leader's last index. Default 1000.
+    pub promote_lag_entries_max: u64,
     /// Lease reads: with check-quorum, a leader serves reads from its own
     /// state while a quorum acknowledged a heartbeat round sent less than
     /// `L = election_ticks - lease_drift_ticks - 1` of its ticks ago.
@@ -65,6 +72,7 @@ impl RaftConfig {
         RaftConfig {
             id,
             voters,
+            learners: Vec::new(),
             election_ticks: 10,
             heartbeat_ticks: 1,
             pre_vote: true,
@@ -75,6 +83,7 @@ impl RaftConfig {
             uncommitted_bytes_max: 64 << 20,
             apply_bytes_max: 16 << 20,
             compact_keep_entries: 1000,
+            promote_lag_entries_max: 1000,
             snapshot_chunk_bytes: 1 << 20,
             snapshot_bytes_max: 4 << 30,
             lease_reads: false,
@@ -89,7 +98,7 @@ impl RaftConfig {
         if self.id == 0 {
             return Err(ZeroId);
         }
-        let mut v = self.voters.clone();
+        let mut v: Vec<NodeId> = self.voters.iter().chain(&self.learners).copied().collect();
         v.sort_unstable();
         if v.windows(2).any(|w| w[0] == w[1]) {
             return Err(DuplicateVoter);
@@ -97,7 +106,7 @@ impl RaftConfig {
         if v.contains(&0) {
             return Err(ZeroId);
         }
-        if !v.contains(&self.id) {
+        if !self.voters.is_empty() && !v.contains(&self.id) {
             return Err(NotAVoter(self.id));
         }
         if self.heartbeat_ticks == 0 || self.heartbeat_ticks >= self.election_ticks {
@@ -155,9 +164,9 @@ impl std::ops::Deref for ValidRaftConfig {
 pub enum ConfigError {
     #[error("raft config: node ids must be non-zero")]
     ZeroId,
-    #[error("raft config: a voter is listed twice")]
+    #[error("raft config: a member is listed twice (voters and learners together)")]
     DuplicateVoter,
-    #[error("raft config: this node ({0}) is not among the voters")]
+    #[error("raft config: this node ({0}) is not among the members (leave voters empty to join an existing group)")]
     NotAVoter(NodeId),
     #[error("raft config: heartbeat_ticks = {heartbeat} must be at least 1 and below election_ticks = {election}")]
     Ticks { heartbeat: u32, election: u32 },

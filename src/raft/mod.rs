@@ -20,6 +20,7 @@
 //! `inflight_msgs_max` / `inflight_bytes_max` per follower; the leader's own
 //! write runs in parallel with replication.
 
+mod conf;
 mod config;
 mod log;
 mod node;
@@ -27,6 +28,7 @@ mod progress;
 mod read;
 mod types;
 
+pub use conf::{ConfChange, ConfChangeError, ConfChangeOp, ConfState};
 pub use config::{ConfigError, RaftConfig, ValidRaftConfig};
 pub use log::RaftLog;
 pub use node::{

@@ -838,19 +838,35 @@ fn single_node_group_elects_itself_and_commits() {
 }
 
 #[test]
-fn messages_from_strangers_are_ignored() {
-    let mut f = node(2, &[1, 2, 3]);
-    f.step(msg(
+fn answers_from_strangers_and_misaddressed_messages_are_ignored() {
+    // A leader ignores answers from nodes outside its membership; anyone
+    // ignores messages addressed to another node. (A leader or candidate
+    // unknown to a node is heard: the node may be joining or lagging.)
+    let mut l = committed_leader(false);
+    let commit = l.commit_index();
+    l.step(msg(
         9,
-        2,
-        5,
-        Body::Heartbeat {
-            commit: 0,
-            round: 0,
+        1,
+        1,
+        Body::AppendResp {
+            reject: false,
+            index: 99,
+            hint_index: 0,
+            hint_term: 0,
         },
     ));
-    f.step(msg(
+    l.step(msg(9, 1, 1, Body::HeartbeatResp { round: 1 }));
+    l.step(msg(
+        9,
         1,
+        1,
+        Body::SnapshotAck {
+            index: 1,
+            next_offset: 0,
+        },
+    ));
+    l.step(msg(
+        2,
         7,
         5,
         Body::Heartbeat {
@@ -858,8 +874,11 @@ fn messages_from_strangers_are_ignored() {
             round: 0,
         },
     ));
-    assert_eq!(f.term(), 0);
-    assert_eq!(f.stats().messages_ignored, 2);
+    assert_eq!(
+        (l.role(), l.term(), l.commit_index()),
+        (Role::Leader, 1, commit)
+    );
+    assert_eq!(l.stats().messages_ignored, 4);
 }
 
 #[test]
@@ -1668,6 +1687,7 @@ fn chunk_msg(
         Body::Snapshot {
             index,
             term: 1,
+            conf: ConfState::new(&[1, 2, 3], &[]),
             offset: offset as u64,
             total: data.len() as u64,
             crc: crc32fast::hash(data),
@@ -1886,6 +1906,7 @@ fn restart_from_a_snapshot() {
     let c = cfg(2, &[1, 2, 3]).validate().unwrap();
     let snap = Snapshot {
         meta: SnapshotMeta { index: 10, term: 2 },
+        conf: ConfState::new(&[1, 2, 3], &[]),
         data: Bytes::from_static(b"s"),
     };
     let n = RawNode::restart_from(

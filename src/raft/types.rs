@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+pub use super::conf::ConfState;
+
 pub type NodeId = u64;
 pub type Term = u64;
 pub type Index = u64;
@@ -14,6 +16,8 @@ pub enum EntryKind {
     /// Appended by a new leader at the start of its term (Raft §8): it lets
     /// the leader commit entries of earlier terms through one of its own.
     Noop,
+    /// A membership change (`ConfChange::encode`); takes effect when applied.
+    ConfChange,
 }
 
 /// A log entry. `data` is reference-counted: the same bytes go to the WAL
@@ -46,10 +50,12 @@ pub struct SnapshotMeta {
     pub term: Term,
 }
 
-/// A snapshot of the state machine; `data` is opaque to the core.
+/// A snapshot of the state machine; `data` is opaque to the core. `conf`
+/// is the membership as of `meta.index`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Snapshot {
     pub meta: SnapshotMeta,
+    pub conf: ConfState,
     pub data: Bytes,
 }
 
@@ -124,6 +130,7 @@ pub enum Body {
     Snapshot {
         index: Index,
         term: Term,
+        conf: ConfState,
         offset: u64,
         total: u64,
         crc: u32,

@@ -36,6 +36,9 @@ impl RawNode {
         let (li, lt) = (self.log.last_index(), self.log.last_term());
         for i in 0..self.peers.len() {
             let to = self.peers[i];
+            if !self.conf.is_voter(to) {
+                continue;
+            }
             self.send(
                 to,
                 self.term + 1,
@@ -63,6 +66,9 @@ impl RawNode {
         let (li, lt) = (self.log.last_index(), self.log.last_term());
         for i in 0..self.peers.len() {
             let to = self.peers[i];
+            if !self.conf.is_voter(to) {
+                continue;
+            }
             self.send(
                 to,
                 self.term,
@@ -101,6 +107,8 @@ impl RawNode {
             data: Bytes::new(),
         };
         self.log.append(e);
+        // No membership change until everything in the log so far applied.
+        self.pending_conf_index = self.log.last_index();
     }
 
     pub(super) fn campaign(&mut self) {
@@ -118,28 +126,35 @@ impl RawNode {
         }
     }
 
-    /// (granted, rejected), counting our own grant when it counts.
-    pub(super) fn vote_counts(&self) -> (usize, usize) {
-        let g = self.votes.iter().filter(|v| v.1).count() + self.self_vote_counted as usize;
-        let r = self.votes.iter().filter(|v| !v.1).count();
-        (g, r)
+    /// (won, lost) under the membership in force (both majorities while
+    /// joint), counting our own grant when it counts.
+    pub(super) fn vote_outcome(&self) -> (bool, bool) {
+        let granted = |id: NodeId| {
+            if id == self.id {
+                self.self_vote_counted
+            } else {
+                self.votes.iter().any(|&(v, g)| v == id && g)
+            }
+        };
+        let rejected = |id: NodeId| self.votes.iter().any(|&(v, g)| v == id && !g);
+        (self.conf.quorum(granted), self.conf.quorum_lost(rejected))
     }
 
     pub(super) fn tally_pre_votes(&mut self) {
-        let (g, r) = self.vote_counts();
-        if g >= self.quorum() {
+        let (won, lost) = self.vote_outcome();
+        if won {
             self.become_candidate(false);
             self.tally_votes();
-        } else if r >= self.quorum() {
+        } else if lost {
             self.become_follower(self.term, 0);
         }
     }
 
     pub(super) fn tally_votes(&mut self) {
-        let (g, r) = self.vote_counts();
-        if g >= self.quorum() {
+        let (won, lost) = self.vote_outcome();
+        if won {
             self.become_leader();
-        } else if r >= self.quorum() {
+        } else if lost {
             self.become_follower(self.term, 0);
         }
     }
@@ -165,11 +180,14 @@ impl RawNode {
             if self.election_elapsed >= self.cfg.election_ticks {
                 self.election_elapsed = 0;
                 if self.cfg.check_quorum {
-                    let active = 1 + self.prs.iter().filter(|p| p.recent_active).count();
+                    let ok = self.conf.quorum(|id| {
+                        id == self.id
+                            || self.peer_idx(id).is_some_and(|i| self.prs[i].recent_active)
+                    });
                     for p in &mut self.prs {
                         p.recent_active = false;
                     }
-                    if active < self.quorum() {
+                    if !ok {
                         // Not heard from a quorum for an election timeout:
                         // another leader may exist; stop serving.
                         self.become_follower(self.term, 0);
@@ -181,7 +199,7 @@ impl RawNode {
                 self.heartbeat_elapsed = 0;
                 self.broadcast_heartbeat();
             }
-        } else if self.election_elapsed >= self.election_timeout {
+        } else if self.election_elapsed >= self.election_timeout && self.promotable() {
             self.campaign();
         }
     }
@@ -211,6 +229,7 @@ impl RawNode {
         }
         let i = self
             .peer_idx(target)
+            .filter(|_| self.conf.is_voter(target))
             .ok_or(TransferError::UnknownTarget(target))?;
         if self.transferee == target {
             return Ok(());

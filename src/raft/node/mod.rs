@@ -1,6 +1,7 @@
 //! `RawNode`: the consensus state machine of one group member.
 
 mod election;
+mod membership;
 mod reads;
 mod replication;
 mod snapshots;
@@ -9,6 +10,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::conf::{ConfChange, ConfState};
 use super::config::ValidRaftConfig;
 use super::log::RaftLog;
 use super::progress::{Progress, ProgressState};
@@ -168,7 +170,15 @@ pub struct NodeStats {
 pub struct RawNode {
     cfg: ValidRaftConfig,
     id: NodeId,
-    /// Voters other than this node, sorted; `prs[i]` belongs to `peers[i]`.
+    /// The membership in force (as of the last entry handed out to apply).
+    conf: ConfState,
+    /// (index, membership from that index on), ascending; the first one is
+    /// the membership at the snapshot (or initial).
+    conf_history: Vec<(Index, ConfState)>,
+    /// Index of the last membership change this leader appended; no new
+    /// change until it is applied.
+    pending_conf_index: Index,
+    /// Every member other than this node, sorted; `prs[i]` belongs to `peers[i]`.
     peers: Vec<NodeId>,
     prs: Vec<Progress>,
     term: Term,
@@ -247,15 +257,35 @@ impl RawNode {
         applied: Index,
     ) -> Self {
         let id = cfg.id;
-        let mut peers: Vec<NodeId> = cfg.voters.iter().copied().filter(|&v| v != id).collect();
-        peers.sort_unstable();
         let log = RaftLog::restored(
             snapshot.as_ref().map(|s| s.meta),
             entries,
             hs.commit,
             applied,
         );
-        let applied = applied.max(snapshot.as_ref().map_or(0, |s| s.meta.index));
+        // Membership: the snapshot's (or the initial one), then every change
+        // among the entries the state machine already applied (they are not
+        // handed out again).
+        let base_index = snapshot.as_ref().map_or(0, |s| s.meta.index);
+        let mut conf = snapshot
+            .as_ref()
+            .map(|s| s.conf.clone())
+            .unwrap_or_else(|| ConfState::new(&cfg.voters, &cfg.learners));
+        let mut conf_history = vec![(base_index, conf.clone())];
+        for i in log.first_index()..=log.applied {
+            let e = log
+                .entry(i)
+                .expect("applied entries are in the restored log");
+            if e.kind == EntryKind::ConfChange {
+                let cc =
+                    ConfChange::decode(&e.data).expect("a committed membership change decodes");
+                conf = conf
+                    .apply(&cc)
+                    .expect("a committed membership change applies");
+                conf_history.push((i, conf.clone()));
+            }
+        }
+        let peers: Vec<NodeId> = conf.members().into_iter().filter(|&v| v != id).collect();
         let prs = peers
             .iter()
             .map(|_| Progress::new(1, cfg.inflight_msgs_max, cfg.inflight_bytes_max))
@@ -263,6 +293,9 @@ impl RawNode {
         let seed = cfg.seed ^ id.wrapping_mul(0xA24B_AED4_963E_E407);
         let mut n = RawNode {
             id,
+            conf,
+            conf_history,
+            pending_conf_index: 0,
             peers,
             prs,
             term: hs.term,
@@ -360,9 +393,14 @@ impl RawNode {
         self.peers.binary_search(&id).ok()
     }
 
-    fn quorum(&self) -> usize {
-        let voters = self.peers.len() + 1;
-        voters / 2 + 1
+    /// Whether this node may campaign (a voter of the membership in force).
+    pub fn promotable(&self) -> bool {
+        self.conf.is_voter(self.id)
+    }
+
+    /// The membership in force.
+    pub fn conf(&self) -> &ConfState {
+        &self.conf
     }
 
     fn reset_election_timeout(&mut self) {
@@ -439,7 +477,23 @@ impl RawNode {
 
     /// Takes one message from a peer of this group.
     pub fn step(&mut self, m: Message) {
-        if m.to != self.id || self.peer_idx(m.from).is_none() {
+        // A node may hear from a leader (or a candidate) that is not in the
+        // membership it knows yet (it is joining, or lags behind a change);
+        // answers from non-members are ignored.
+        let from_leader_or_candidate = matches!(
+            m.body,
+            Body::Append { .. }
+                | Body::Heartbeat { .. }
+                | Body::Snapshot { .. }
+                | Body::PreVote { .. }
+                | Body::Vote { .. }
+                | Body::TimeoutNow
+                | Body::ReadIndexResp { .. }
+        );
+        if m.to != self.id
+            || m.from == self.id
+            || (self.peer_idx(m.from).is_none() && !from_leader_or_candidate)
+        {
             self.stats.messages_ignored += 1;
             return;
         }
@@ -577,7 +631,7 @@ impl RawNode {
                 }
             }
             Body::TimeoutNow => {
-                if self.role == Role::Follower && m.from == self.leader {
+                if self.role == Role::Follower && m.from == self.leader && self.promotable() {
                     // The leader hands over: campaign at once, no pre-vote.
                     self.become_candidate(true);
                     self.tally_votes();
@@ -603,6 +657,7 @@ impl RawNode {
             Body::Snapshot {
                 index,
                 term,
+                conf,
                 offset,
                 total,
                 crc,
@@ -614,14 +669,15 @@ impl RawNode {
                 self.leader = m.from;
                 self.election_elapsed = 0;
                 self.quiet = false;
-                self.handle_snapshot_chunk(
-                    m.from,
-                    SnapshotMeta { index, term },
+                let c = snapshots::SnapshotChunk {
+                    meta: SnapshotMeta { index, term },
+                    conf,
                     offset,
                     total,
                     crc,
                     chunk,
-                );
+                };
+                self.handle_snapshot_chunk(m.from, c);
             }
             Body::SnapshotAck { index, next_offset } => {
                 if self.role == Role::Leader {
@@ -790,6 +846,9 @@ impl RawNode {
         self.prev_soft = ss;
         let entries = self.log.take_unstable();
         let committed = self.log.next_to_apply(self.cfg.apply_bytes_max);
+        for e in committed.iter().filter(|e| e.kind == EntryKind::ConfChange) {
+            self.apply_conf_entry(e.index, &e.data);
+        }
         let self_vote = match (self.self_vote_pending, hard_state) {
             (Some(t), Some(h)) if h.term == t && h.vote == self.id => self.self_vote_pending.take(),
             _ => None,

@@ -30,11 +30,13 @@ impl RawNode {
         if !self.cfg.lease_reads || self.role != Role::Leader || self.transferee != 0 {
             return false;
         }
-        let mut bases: Vec<u64> = Vec::with_capacity(self.peers.len() + 1);
-        bases.push(self.ticks);
-        bases.extend(self.read.acked_tick.iter().copied());
-        bases.sort_unstable_by(|a, b| b.cmp(a));
-        let base = bases[self.quorum() - 1];
+        let base = self.conf.quorum_value(|id| {
+            if id == self.id {
+                self.ticks
+            } else {
+                self.peer_idx(id).map_or(0, |i| self.read.acked_tick[i])
+            }
+        });
         // One tick less for the follower's tick phase: its election timer
         // may count a tick right after it heard from us.
         let lease = (self.cfg.election_ticks - self.cfg.lease_drift_ticks - 1) as u64;
@@ -49,7 +51,7 @@ impl RawNode {
             return;
         }
         let index = self.log.commit;
-        if self.peers.is_empty() || self.lease_valid() {
+        if self.conf.quorum(|id| id == self.id) || self.lease_valid() {
             self.deliver_read(ctx, index, from);
             return;
         }
@@ -82,8 +84,13 @@ impl RawNode {
     /// Serves, in order, every queued read whose round a quorum acknowledged.
     pub(super) fn release_reads(&mut self) {
         while let Some(r) = self.read.queue.front().copied() {
-            let acks = 1 + self.read.acked.iter().filter(|&&a| a >= r.round).count();
-            if acks < self.quorum() {
+            let confirmed = self.conf.quorum(|id| {
+                id == self.id
+                    || self
+                        .peer_idx(id)
+                        .is_some_and(|i| self.read.acked[i] >= r.round)
+            });
+            if !confirmed {
                 break;
             }
             self.read.queue.pop_front();

@@ -101,11 +101,13 @@ impl RawNode {
     /// Leader: commit the highest index replicated on a quorum, if it is of
     /// the current term (Figure 8: earlier-term entries commit only through it).
     pub(super) fn maybe_commit(&mut self) {
-        let mut m: Vec<Index> = Vec::with_capacity(self.peers.len() + 1);
-        m.push(self.log.persisted);
-        m.extend(self.prs.iter().map(|p| p.match_));
-        m.sort_unstable_by(|a, b| b.cmp(a));
-        let q = m[self.quorum() - 1];
+        let q = self.conf.quorum_value(|id| {
+            if id == self.id {
+                self.log.persisted
+            } else {
+                self.peer_idx(id).map_or(0, |i| self.prs[i].match_)
+            }
+        });
         if q > self.log.commit && self.log.term(q) == Some(self.term) {
             let old = self.log.commit;
             self.log.commit = q;
@@ -226,6 +228,7 @@ impl RawNode {
         let msg = Body::Snapshot {
             index: snap.meta.index,
             term: snap.meta.term,
+            conf: snap.conf.clone(),
             offset: from,
             total,
             crc: p.snap_crc,

@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// One `Body::Snapshot` message, unpacked.
+pub(super) struct SnapshotChunk {
+    pub meta: SnapshotMeta,
+    pub conf: ConfState,
+    pub offset: u64,
+    pub total: u64,
+    pub crc: u32,
+    pub chunk: Bytes,
+}
+
 impl RawNode {
     // ---- snapshots ----
 
@@ -24,12 +34,18 @@ impl RawNode {
             .log
             .term(index)
             .expect("an applied index above the snapshot is in the log");
+        let conf = self.conf_at(index);
         self.snapshot = Some(Snapshot {
             meta: SnapshotMeta { index, term },
+            conf,
             data,
         });
         let upto = index.saturating_sub(self.cfg.compact_keep_entries);
         self.log.compact_to(upto);
+        // Membership history before the compaction point folds into one base.
+        let base = self.conf_at(upto);
+        self.conf_history.retain(|(i, _)| *i > upto);
+        self.conf_history.insert(0, (upto, base));
         Ok(())
     }
 
@@ -44,15 +60,15 @@ impl RawNode {
         self.snapshot.as_ref()
     }
 
-    pub(super) fn handle_snapshot_chunk(
-        &mut self,
-        from: NodeId,
-        meta: SnapshotMeta,
-        offset: u64,
-        total: u64,
-        crc: u32,
-        chunk: Bytes,
-    ) {
+    pub(super) fn handle_snapshot_chunk(&mut self, from: NodeId, c: SnapshotChunk) {
+        let SnapshotChunk {
+            meta,
+            conf,
+            offset,
+            total,
+            crc,
+            chunk,
+        } = c;
         if meta.index <= self.log.commit {
             // Older than what we hold: tell the leader where we are.
             self.incoming = None;
@@ -127,10 +143,13 @@ impl RawNode {
             );
             return;
         }
-        // Complete and intact: install it atomically.
+        // Complete and intact: install it atomically, membership included.
         self.log.install(meta);
+        self.set_conf(conf.clone());
+        self.conf_history = vec![(meta.index, conf.clone())];
         let snap = Snapshot {
             meta,
+            conf,
             data: Bytes::from(inc.buf),
         };
         self.snapshot = Some(snap.clone());

@@ -1,0 +1,175 @@
+//! Membership changes: proposing them, applying them, and the helpers users
+//! expect (add a learner, promote it once caught up, remove a node).
+
+use super::*;
+use crate::raft::conf::{ConfChangeError, ConfChangeOp};
+
+impl RawNode {
+    /// Proposes a membership change (see `raft::conf`). Refused with a clear
+    /// error when another change is in progress, when this leader has not
+    /// committed an entry of its term yet, during a leader transfer, when it
+    /// would remove a majority of the voters at once, or when the new voters
+    /// could not reach a quorum now.
+    pub fn propose_conf_change(
+        &mut self,
+        cc: ConfChange,
+    ) -> Result<(Index, Term), ConfChangeError> {
+        if self.role != Role::Leader {
+            return Err(ConfChangeError::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        if self.transferee != 0 {
+            return Err(ConfChangeError::TransferInProgress);
+        }
+        if !self.committed_in_term() {
+            return Err(ConfChangeError::NotReady);
+        }
+        if self.pending_conf_index > self.log.applied {
+            return Err(ConfChangeError::InProgress {
+                pending: self.pending_conf_index,
+            });
+        }
+        let new = self.conf.apply(&cc)?;
+        if !cc.ops.is_empty() {
+            let removed = self
+                .conf
+                .voters
+                .iter()
+                .filter(|v| !new.voters.contains(v))
+                .count();
+            if removed > 0 && removed > (self.conf.voters.len() - 1) / 2 {
+                return Err(ConfChangeError::RemovesMajority {
+                    removed,
+                    voters: self.conf.voters.len(),
+                });
+            }
+            let active = |id: NodeId| {
+                id == self.id || self.peer_idx(id).is_some_and(|i| self.prs[i].recent_active)
+            };
+            if !new.quorum(active) {
+                return Err(ConfChangeError::QuorumUnreachable {
+                    active: new.voters.iter().filter(|&&v| active(v)).count(),
+                    voters: new.voters.len(),
+                });
+            }
+        }
+        Ok(self.append_conf_change(&cc))
+    }
+
+    fn append_conf_change(&mut self, cc: &ConfChange) -> (Index, Term) {
+        let index = self.log.last_index() + 1;
+        self.log.append(Entry {
+            term: self.term,
+            index,
+            kind: EntryKind::ConfChange,
+            data: Bytes::from(cc.encode()),
+        });
+        self.pending_conf_index = index;
+        (index, self.term)
+    }
+
+    /// Adds `id` as a learner: it receives the log, never votes.
+    pub fn add_learner(&mut self, id: NodeId) -> Result<(Index, Term), ConfChangeError> {
+        self.propose_conf_change(ConfChange {
+            ops: vec![ConfChangeOp::AddLearner(id)],
+        })
+    }
+
+    /// Promotes learner `id` to voter, if it is within
+    /// `promote_lag_entries_max` entries of the leader's log.
+    pub fn promote_learner(&mut self, id: NodeId) -> Result<(Index, Term), ConfChangeError> {
+        if !self.conf.is_learner(id) {
+            return Err(ConfChangeError::NotMember(id));
+        }
+        if self.role == Role::Leader {
+            let m = self.peer_idx(id).map_or(0, |i| self.prs[i].match_);
+            let behind = self.log.last_index().saturating_sub(m);
+            if behind > self.cfg.promote_lag_entries_max {
+                return Err(ConfChangeError::NotCaughtUp {
+                    id,
+                    behind,
+                    max: self.cfg.promote_lag_entries_max,
+                });
+            }
+        }
+        self.propose_conf_change(ConfChange {
+            ops: vec![ConfChangeOp::AddVoter(id)],
+        })
+    }
+
+    /// Removes voter or learner `id`.
+    pub fn remove_node(&mut self, id: NodeId) -> Result<(Index, Term), ConfChangeError> {
+        self.propose_conf_change(ConfChange {
+            ops: vec![ConfChangeOp::Remove(id)],
+        })
+    }
+
+    /// The membership in force after applying `index`.
+    pub(super) fn conf_at(&self, index: Index) -> ConfState {
+        self.conf_history
+            .iter()
+            .rev()
+            .find(|(i, _)| *i <= index)
+            .map_or_else(|| self.conf_history[0].1.clone(), |(_, c)| c.clone())
+    }
+
+    /// A committed membership change is handed out: it takes effect now.
+    pub(super) fn apply_conf_entry(&mut self, index: Index, data: &[u8]) {
+        let cc = ConfChange::decode(data).expect("a committed membership change decodes");
+        // Validated when proposed, one change at a time, and a new leader
+        // waits for everything in its log to apply: it applies.
+        let new = self
+            .conf
+            .apply(&cc)
+            .expect("a committed membership change applies to the membership in force");
+        self.set_conf(new);
+        self.conf_history.push((index, self.conf.clone()));
+        if self.role == Role::Leader {
+            if self.conf.is_joint() {
+                // Leave the joint configuration at once.
+                self.append_conf_change(&ConfChange::default());
+            } else if !self.promotable() {
+                // Removed: it led until the change committed; now it stops.
+                self.become_follower(self.term, 0);
+            }
+        }
+    }
+
+    /// Installs a membership and realigns per-peer state with it.
+    pub(super) fn set_conf(&mut self, conf: ConfState) {
+        self.conf = conf;
+        let new_peers: Vec<NodeId> = self
+            .conf
+            .members()
+            .into_iter()
+            .filter(|&v| v != self.id)
+            .collect();
+        let next = self.log.last_index() + 1;
+        let mut prs = Vec::with_capacity(new_peers.len());
+        let mut acked = Vec::with_capacity(new_peers.len());
+        let mut acked_tick = Vec::with_capacity(new_peers.len());
+        for &p in &new_peers {
+            match self.peer_idx(p) {
+                Some(i) => {
+                    prs.push(self.prs[i].clone());
+                    acked.push(self.read.acked[i]);
+                    acked_tick.push(self.read.acked_tick[i]);
+                }
+                None => {
+                    prs.push(Progress::new(
+                        next,
+                        self.cfg.inflight_msgs_max,
+                        self.cfg.inflight_bytes_max,
+                    ));
+                    acked.push(0);
+                    acked_tick.push(0);
+                }
+            }
+        }
+        self.peers = new_peers;
+        self.prs = prs;
+        self.read.acked = acked;
+        self.read.acked_tick = acked_tick;
+    }
+}
