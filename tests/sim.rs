@@ -48,6 +48,7 @@ fn sweep(nodes: usize) {
                 total.transfers += r.transfers;
                 total.snapshots_taken += r.snapshots_taken;
                 total.snapshots_installed += r.snapshots_installed;
+                total.conf_changes += r.conf_changes;
             }
             Err(f) => {
                 eprintln!(
@@ -59,7 +60,7 @@ fn sweep(nodes: usize) {
     }
     println!(
         "sim {nodes} nodes: {} seeds, {} events, ops ok {} unknown {} failed {}, puts acked {}, entries committed {}, \
-         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, ReadIndex/lease reads {}, snapshots taken {} installed {}",
+         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, ReadIndex/lease reads {}, snapshots taken {} installed {}, membership changes {}",
         seeds.len(),
         total.events,
         total.ops_ok,
@@ -74,7 +75,8 @@ fn sweep(nodes: usize) {
         total.messages_dropped,
         total.reads_by_index,
         total.snapshots_taken,
-        total.snapshots_installed
+        total.snapshots_installed,
+        total.conf_changes
     );
     assert!(
         failures.is_empty(),

@@ -69,6 +69,8 @@ pub enum ConfChangeError {
     QuorumUnreachable { active: usize, voters: usize },
     #[error("learner {id} is {behind} entries behind (promote_lag_entries_max = {max})")]
     NotCaughtUp { id: NodeId, behind: u64, max: u64 },
+    #[error("adding node {0} needs a snapshot to seed it with: take one first (compact)")]
+    NoSnapshot(NodeId),
     #[error("malformed membership change entry: {0}")]
     Malformed(&'static str),
 }

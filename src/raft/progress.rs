@@ -108,6 +108,10 @@ pub struct Progress {
     pub snap_sent: u64,
     /// CRC32 of the whole snapshot, computed once.
     pub snap_crc: u32,
+    /// A member added by a membership change: it knows nothing of the group
+    /// (not even its first membership), so it is seeded with a snapshot
+    /// before it gets any entry.
+    pub seed: bool,
 }
 
 impl Progress {
@@ -125,6 +129,7 @@ impl Progress {
             snap_acked: 0,
             snap_sent: 0,
             snap_crc: 0,
+            seed: false,
         }
     }
 

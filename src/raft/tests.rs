@@ -1994,6 +1994,9 @@ fn leader_with(voters: &[NodeId], learners: &[NodeId]) -> RawNode {
     }
     assert_eq!(n.commit_index(), 1);
     persist(&mut n);
+    // New members are seeded with a snapshot: have one.
+    n.on_applied(1);
+    n.compact(1, Bytes::from_static(b"state")).unwrap();
     n
 }
 
@@ -2177,6 +2180,9 @@ fn removing_the_leader_it_leads_until_the_change_commits_then_steps_down() {
 
 #[test]
 fn membership_change_refusals() {
+    // Adding a node needs a snapshot to seed it with.
+    let mut l = committed_leader(false);
+    assert_eq!(l.add_learner(4), Err(ConfChangeError::NoSnapshot(4)));
     let mut f = node(2, &[1, 2, 3]);
     assert!(matches!(
         f.add_learner(4),
@@ -2271,4 +2277,57 @@ fn a_joining_node_learns_the_membership_from_a_snapshot() {
     assert_eq!(rd.snapshot.unwrap().conf, conf);
     assert_eq!(j.conf(), &conf);
     assert!(!j.promotable(), "a learner");
+}
+
+#[test]
+fn a_joining_node_waits_for_its_seed_snapshot_and_the_leader_sends_it() {
+    // The joining node refuses entries: without the group's first
+    // membership it could not apply the membership changes in them.
+    let mut j = RawNode::new(RaftConfig::new(4, vec![]).validate().unwrap());
+    j.step(msg(
+        1,
+        4,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![ent(1, 1)],
+            commit: 1,
+        },
+    ));
+    let rd = j.ready();
+    assert!(rd.entries.is_empty());
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(
+            4,
+            1,
+            1,
+            Body::AppendResp {
+                reject: true,
+                index: 0,
+                hint_index: 0,
+                hint_term: 0
+            }
+        )]
+    );
+    // The leader adds it and seeds it with its snapshot, not the log.
+    let mut l = leader_with(&[1, 2, 3], &[]);
+    let (i, _) = l.add_learner(4).unwrap();
+    persist(&mut l);
+    ack(&mut l, 2, i);
+    persist(&mut l); // hands out the change: 4 becomes a learner
+    assert!(l.conf().is_learner(4));
+    let rd = l.ready();
+    assert_eq!(
+        snapshot_chunks(&rd, 4),
+        vec![(1, 0, 5)],
+        "seeded with the snapshot at 1: {:?} {:?}",
+        rd.messages,
+        l.progress(4)
+    );
+    assert!(
+        appends(&rd).iter().all(|a| a.0 != 4),
+        "no entries before the seed"
+    );
 }

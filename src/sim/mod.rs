@@ -40,6 +40,12 @@ pub struct SimConfig {
     pub msg_bytes_max: u64,
     /// Leader lease reads (ReadIndex otherwise).
     pub lease_reads: bool,
+    /// Voters of the initial membership (nodes 1..=initial_voters); the
+    /// other nodes start outside the group and may be added.
+    pub initial_voters: usize,
+    /// Whether the nemesis also changes membership (learners added and
+    /// promoted, voters removed; e.g. 3 -> 5 -> 3 voters).
+    pub membership_changes: bool,
     /// A node snapshots its state machine every this many applied entries
     /// (0: never).
     pub snapshot_every: u64,
@@ -64,6 +70,14 @@ impl SimConfig {
         let snapshot_every = [0, 15, 60, 200][r.below(4) as usize];
         let compact_keep_entries = [0, 5, 50][r.below(3) as usize];
         let snapshot_chunk_bytes = [32, 256, 4096][r.below(3) as usize];
+        let membership_changes = nodes >= 4 && r.below(2) == 0;
+        let initial_voters = if membership_changes { 3 } else { nodes };
+        // New members are seeded with a snapshot: membership seeds take them.
+        let snapshot_every = if membership_changes && snapshot_every == 0 {
+            60
+        } else {
+            snapshot_every
+        };
         SimConfig {
             seed,
             nodes,
@@ -80,6 +94,8 @@ impl SimConfig {
             inflight_msgs_max,
             msg_bytes_max,
             lease_reads,
+            initial_voters,
+            membership_changes,
             snapshot_every,
             compact_keep_entries,
             snapshot_chunk_bytes,
@@ -110,6 +126,7 @@ pub struct SimReport {
     pub transfers: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    pub conf_changes: u64,
 }
 
 /// A broken guarantee, with what is needed to understand it.
@@ -492,7 +509,13 @@ impl Sim {
     }
 
     fn node_cfg(&self, i: usize) -> ValidRaftConfig {
-        let mut c = RaftConfig::new(self.ids[i], self.ids.clone());
+        let initial: Vec<NodeId> = self.ids[..self.cfg.initial_voters].to_vec();
+        let voters = if i < self.cfg.initial_voters {
+            initial
+        } else {
+            Vec::new()
+        };
+        let mut c = RaftConfig::new(self.ids[i], voters);
         c.seed = self.cfg.seed;
         c.pre_vote = self.cfg.pre_vote;
         c.check_quorum = self.cfg.check_quorum;
@@ -562,7 +585,8 @@ impl Sim {
         };
         let leader = self.nodes[l].raft.as_ref().expect("up");
         let (lt, last) = (leader.term(), leader.last_index());
-        self.nodes.iter().all(|n| {
+        self.members().into_iter().all(|i| {
+            let n = &self.nodes[i];
             n.raft
                 .as_ref()
                 .is_some_and(|r| r.term() == lt && r.commit_index() == last && n.applied == last)
@@ -734,9 +758,69 @@ impl Sim {
         }
     }
 
+    /// A membership step at the leader: add a non-member as learner, promote
+    /// a learner, or remove a voter (never below 3) or a learner.
+    fn change_membership(&mut self, l: usize) {
+        let r = self.nodes[l].raft.as_ref().expect("leader is up");
+        let conf = r.conf().clone();
+        let outside: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|&id| !conf.voters.contains(&id) && !conf.is_learner(id))
+            .collect();
+        let pick = |v: &[NodeId], rng: &mut Rng| v[rng.below(v.len() as u64) as usize];
+        let res = match self.rng.below(3) {
+            0 if !outside.is_empty() => {
+                let id = pick(&outside, &mut self.rng);
+                self.nodes[l].raft.as_mut().expect("up").add_learner(id)
+            }
+            1 if !conf.learners.is_empty() => {
+                let id = pick(&conf.learners, &mut self.rng);
+                self.nodes[l].raft.as_mut().expect("up").promote_learner(id)
+            }
+            _ if conf.voters.len() > 3 => {
+                let id = pick(&conf.voters, &mut self.rng);
+                self.nodes[l].raft.as_mut().expect("up").remove_node(id)
+            }
+            _ if !conf.learners.is_empty() && self.rng.chance(300) => {
+                let id = pick(&conf.learners, &mut self.rng);
+                self.nodes[l].raft.as_mut().expect("up").remove_node(id)
+            }
+            _ => return,
+        };
+        if res.is_ok() {
+            self.report.conf_changes += 1;
+        }
+        self.drive(l);
+    }
+
+    /// Members of the group as the current leader sees it (all nodes if none).
+    fn members(&self) -> Vec<usize> {
+        match self.current_leader() {
+            Some(l) => {
+                let c = self.nodes[l].raft.as_ref().expect("up").conf();
+                (0..self.nodes.len())
+                    .filter(|&i| {
+                        c.voters.contains(&self.ids[i])
+                            || c.voters_outgoing.contains(&self.ids[i])
+                            || c.is_learner(self.ids[i])
+                    })
+                    .collect()
+            }
+            None => (0..self.nodes.len()).collect(),
+        }
+    }
+
     fn inject_fault(&mut self) {
         let n = self.nodes.len();
         let leader = self.current_leader();
+        if self.cfg.membership_changes && self.rng.chance(600) {
+            if let Some(l) = leader {
+                self.change_membership(l);
+                return;
+            }
+        }
         match self.rng.below(10) {
             0 | 1 => {
                 let i = self.rng.below(n as u64) as usize;
@@ -1366,7 +1450,9 @@ impl Sim {
         };
         let leader = self.nodes[l].raft.as_ref().expect("up");
         let (lt, last) = (leader.term(), leader.last_index());
-        for (i, n) in self.nodes.iter().enumerate() {
+        let members = self.members();
+        for &i in &members {
+            let n = &self.nodes[i];
             let r = n.raft.as_ref().expect("all nodes restarted at heal");
             if r.term() != lt || r.commit_index() != last || n.applied != last {
                 let msg = format!(
@@ -1381,9 +1467,9 @@ impl Sim {
                 return;
             }
         }
-        // Log matching: all logs identical (everything is committed now).
-        for i in 1..self.nodes.len() {
-            let a = self.nodes[0].raft.as_ref().expect("up").log();
+        // Log matching: all members' logs identical (everything is committed now).
+        for &i in &members {
+            let a = self.nodes[l].raft.as_ref().expect("up").log();
             let b = self.nodes[i].raft.as_ref().expect("up").log();
             for idx in a.first_index().max(b.first_index())..=last {
                 let (x, y) = (
@@ -1392,8 +1478,8 @@ impl Sim {
                 );
                 if x != y {
                     let msg = format!(
-                        "log matching: nodes 1 and {} differ at index {idx}",
-                        self.ids[i]
+                        "log matching: nodes {} and {} differ at index {idx}",
+                        self.ids[l], self.ids[i]
                     );
                     self.fail(msg);
                     return;
@@ -1401,11 +1487,11 @@ impl Sim {
             }
         }
         // Replicas converge.
-        for i in 1..self.nodes.len() {
-            if self.nodes[i].kv != self.nodes[0].kv {
+        for &i in &members {
+            if self.nodes[i].kv != self.nodes[l].kv {
                 let msg = format!(
-                    "convergence: node {} state differs from node 1",
-                    self.ids[i]
+                    "convergence: node {} state differs from leader {}",
+                    self.ids[i], self.ids[l]
                 );
                 self.fail(msg);
                 return;

@@ -31,6 +31,14 @@ impl RawNode {
             });
         }
         let new = self.conf.apply(&cc)?;
+        for op in &cc.ops {
+            if let ConfChangeOp::AddVoter(id) | ConfChangeOp::AddLearner(id) = *op {
+                let member = self.conf.is_voter(id) || self.conf.is_learner(id);
+                if !member && self.snapshot.is_none() {
+                    return Err(ConfChangeError::NoSnapshot(id));
+                }
+            }
+        }
         if !cc.ops.is_empty() {
             let removed = self
                 .conf
@@ -105,6 +113,11 @@ impl RawNode {
         })
     }
 
+    /// Joining, with no membership known yet: it waits for a snapshot.
+    pub(super) fn unseeded(&self) -> bool {
+        self.conf.voters.is_empty() && self.conf.learners.is_empty() && self.snapshot.is_none()
+    }
+
     /// The membership in force after applying `index`.
     pub(super) fn conf_at(&self, index: Index) -> ConfState {
         self.conf_history
@@ -157,11 +170,14 @@ impl RawNode {
                     acked_tick.push(self.read.acked_tick[i]);
                 }
                 None => {
-                    prs.push(Progress::new(
+                    // A new member knows nothing of the group: seed it.
+                    let mut pr = Progress::new(
                         next,
                         self.cfg.inflight_msgs_max,
                         self.cfg.inflight_bytes_max,
-                    ));
+                    );
+                    pr.seed = true;
+                    prs.push(pr);
                     acked.push(0);
                     acked_tick.push(0);
                 }

@@ -816,6 +816,7 @@ impl RawNode {
                 && (p.state == ProgressState::Snapshot
                     || p.next <= last
                     || p.commit_sent < self.log.commit
+                    || (p.seed && self.snapshot.is_some())
                     || self.log.term(p.next - 1).is_none())
         })
     }

@@ -11,6 +11,20 @@ impl RawNode {
         mut entries: Vec<Entry>,
         commit: Index,
     ) {
+        if self.unseeded() {
+            // Joining with no membership known yet: entries cannot be
+            // applied without it. Ask for the snapshot that seeds us.
+            self.send_after_persist(
+                from,
+                Body::AppendResp {
+                    reject: true,
+                    index: prev_index,
+                    hint_index: 0,
+                    hint_term: 0,
+                },
+            );
+            return;
+        }
         // Entries at or below our commit are known to match: skip them.
         if prev_index < self.log.commit {
             let skip = ((self.log.commit - prev_index) as usize).min(entries.len());
@@ -71,7 +85,13 @@ impl RawNode {
             } else {
                 hint_index
             };
+            let has_snapshot = self.snapshot.is_some();
             let p = &mut self.prs[i];
+            if hint_index == 0 && has_snapshot && p.state != ProgressState::Snapshot {
+                // An empty follower (a joining node among them): seed it
+                // with the snapshot rather than the log from its start.
+                p.seed = true;
+            }
             if p.maybe_decr_to(index, match_hint) && p.state == ProgressState::Replicate {
                 p.become_probe();
             }
@@ -135,9 +155,13 @@ impl RawNode {
         }
         let last = self.log.last_index();
         for i in 0..self.peers.len() {
-            if self.prs[i].state != ProgressState::Snapshot
-                && self.log.term(self.prs[i].next - 1).is_none()
-            {
+            let snap_index = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
+            if self.prs[i].seed && self.prs[i].match_ >= snap_index {
+                self.prs[i].seed = false;
+            }
+            let needs_snapshot = self.log.term(self.prs[i].next - 1).is_none()
+                || (self.prs[i].seed && self.snapshot.is_some());
+            if self.prs[i].state != ProgressState::Snapshot && needs_snapshot {
                 // The entries this follower needs were compacted away.
                 let snap = self
                     .snapshot
