@@ -49,6 +49,7 @@ fn sweep(nodes: usize) {
                 total.snapshots_taken += r.snapshots_taken;
                 total.snapshots_installed += r.snapshots_installed;
                 total.conf_changes += r.conf_changes;
+                total.voter_cycles_3_5_3 += r.voter_cycles_3_5_3;
             }
             Err(f) => {
                 eprintln!(
@@ -60,7 +61,7 @@ fn sweep(nodes: usize) {
     }
     println!(
         "sim {nodes} nodes: {} seeds, {} events, ops ok {} unknown {} failed {}, puts acked {}, entries committed {}, \
-         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, ReadIndex/lease reads {}, snapshots taken {} installed {}, membership changes {}",
+         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, ReadIndex/lease reads {}, snapshots taken {} installed {}, membership changes {} (3 -> 5 -> 3 voter cycles {})",
         seeds.len(),
         total.events,
         total.ops_ok,
@@ -76,7 +77,8 @@ fn sweep(nodes: usize) {
         total.reads_by_index,
         total.snapshots_taken,
         total.snapshots_installed,
-        total.conf_changes
+        total.conf_changes,
+        total.voter_cycles_3_5_3
     );
     assert!(
         failures.is_empty(),
@@ -205,4 +207,87 @@ fn rejoining_partitioned_node_does_not_disrupt_a_healthy_leader_with_pre_vote() 
         disrupted_without >= 10,
         "only {disrupted_without} of 20 runs disrupted without pre-vote"
     );
+}
+
+#[test]
+fn adding_a_node_while_a_partition_heals() {
+    for seed in 0..10 {
+        let mut cfg = quiet(5, seed);
+        cfg.initial_voters = 3;
+        cfg.membership_changes = false; // scripted here
+        cfg.snapshot_every = 10;
+        let mut sim = ringraft::sim::Sim::new(cfg);
+        let l = settle(&mut sim);
+        for k in 0..30u8 {
+            sim.propose(l, bytes::Bytes::from(vec![0xAD, k])).unwrap();
+        }
+        let t = sim.now_ms();
+        sim.run_until(t + 300);
+        // Node 5 joins while one old voter and node 5 are cut off from the rest.
+        let other = (0..3).find(|&i| i != l).unwrap();
+        let rest: Vec<usize> = (0..5).filter(|&i| i != other && i != 4).collect();
+        sim.partition(&[&[other, 4], &rest]);
+        let l = sim.leader().expect("a leader on the majority side");
+        sim.with_node(l, |r| r.add_learner(5))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let t = sim.now_ms();
+        sim.run_until(t + 500);
+        sim.heal_network();
+        let t = sim.now_ms();
+        sim.run_until(t + 1_500);
+        let l = sim.leader().expect("leader after healing");
+        sim.with_node(l, |r| r.promote_learner(5))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let t = sim.now_ms();
+        sim.run_until(t + 1_500);
+        let l = sim.leader().expect("leader");
+        let conf = sim.node(l).unwrap().conf().clone();
+        assert_eq!(conf.voters, vec![1, 2, 3, 5], "seed {seed}");
+        assert!(!conf.is_joint());
+        let joined = sim.node(4).unwrap();
+        assert_eq!(
+            joined.conf(),
+            &conf,
+            "seed {seed}: the new node knows the membership"
+        );
+        assert_eq!(joined.commit_index(), sim.node(l).unwrap().commit_index());
+        sim.finish().unwrap_or_else(|f| panic!("{f}"));
+    }
+}
+
+#[test]
+fn lease_reads_stay_linearizable_across_leader_transfers() {
+    for seed in 0..10 {
+        let mut cfg = quiet(3, seed);
+        cfg.clients = 5;
+        cfg.lease_reads = true;
+        cfg.fault_ms = 6_000;
+        cfg.heal_ms = 3_000;
+        let mut sim = ringraft::sim::Sim::new(cfg);
+        settle(&mut sim);
+        let mut transfers = 0;
+        for k in 0..20u64 {
+            let t = sim.now_ms();
+            sim.run_until(t + 200);
+            if let Some(l) = sim.leader() {
+                let target = (l as u64 + 1 + k % 2) % 3 + 1;
+                if sim
+                    .with_node(l, |r| r.transfer_leader(target))
+                    .unwrap()
+                    .is_ok()
+                {
+                    transfers += 1;
+                }
+            }
+        }
+        assert!(
+            transfers >= 10,
+            "seed {seed}: only {transfers} transfers started"
+        );
+        let t = sim.now_ms();
+        sim.run_until(t + 3_000);
+        sim.finish().unwrap_or_else(|f| panic!("{f}"));
+    }
 }

@@ -2331,3 +2331,32 @@ fn a_joining_node_waits_for_its_seed_snapshot_and_the_leader_sends_it() {
         "no entries before the seed"
     );
 }
+
+#[test]
+fn a_learner_never_votes() {
+    let mut c = cfg(4, &[1, 2, 3]);
+    c.learners = vec![4];
+    let mut learner = RawNode::new(c.validate().unwrap());
+    learner.step(msg(
+        1,
+        4,
+        2,
+        Body::PreVote {
+            last_index: 9,
+            last_term: 1,
+        },
+    ));
+    learner.step(msg(
+        1,
+        4,
+        2,
+        Body::Vote {
+            last_index: 9,
+            last_term: 1,
+            transfer: true,
+        },
+    ));
+    let rd = learner.ready();
+    assert!(rd.messages.is_empty() && rd.persisted_messages.is_empty());
+    assert_eq!(learner.term(), 0, "nor does a vote request move its term");
+}

@@ -127,6 +127,7 @@ pub struct SimReport {
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub conf_changes: u64,
+    pub voter_cycles_3_5_3: u64,
 }
 
 /// A broken guarantee, with what is needed to understand it.
@@ -379,6 +380,7 @@ pub struct Sim {
     /// Puts acknowledged to clients: (index, term, digest).
     acked: Vec<(Index, Term, u64)>,
     healed: bool,
+    seen_five_voters: bool,
     trace: DefaultHasher,
     report: SimReport,
     failure: Option<SimFailure>,
@@ -435,6 +437,7 @@ impl Sim {
             leaders: BTreeMap::new(),
             acked: Vec::new(),
             healed: false,
+            seen_five_voters: false,
             trace: DefaultHasher::new(),
             report: SimReport {
                 seed: cfg.seed,
@@ -664,6 +667,13 @@ impl Sim {
         }
     }
 
+    /// Runs `f` on node `i`'s core (if it is up), then carries out its Readies.
+    pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&mut RawNode) -> R) -> Option<R> {
+        let r = self.nodes[i].raft.as_mut().map(f);
+        self.drive(i);
+        r
+    }
+
     /// Proposes `data` at node `i` (as a client talking to it would).
     pub fn propose(&mut self, i: usize, data: Bytes) -> Result<(Index, Term), ProposeError> {
         let r = self.nodes[i]
@@ -815,6 +825,16 @@ impl Sim {
     fn inject_fault(&mut self) {
         let n = self.nodes.len();
         let leader = self.current_leader();
+        if let Some(l) = leader {
+            // Track 3 -> 5 -> 3 voter cycles (membership seeds).
+            let v = self.nodes[l].raft.as_ref().expect("up").conf().voters.len();
+            if v >= 5 {
+                self.seen_five_voters = true;
+            } else if v == 3 && self.seen_five_voters {
+                self.seen_five_voters = false;
+                self.report.voter_cycles_3_5_3 += 1;
+            }
+        }
         if self.cfg.membership_changes && self.rng.chance(600) {
             if let Some(l) = leader {
                 self.change_membership(l);

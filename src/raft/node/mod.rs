@@ -490,6 +490,12 @@ impl RawNode {
                 | Body::TimeoutNow
                 | Body::ReadIndexResp { .. }
         );
+        let vote_req = matches!(m.body, Body::PreVote { .. } | Body::Vote { .. });
+        if vote_req && self.conf.is_learner(self.id) {
+            // A learner never votes.
+            self.stats.messages_ignored += 1;
+            return;
+        }
         if m.to != self.id
             || m.from == self.id
             || (self.peer_idx(m.from).is_none() && !from_leader_or_candidate)
