@@ -17,6 +17,19 @@ use bytes::Bytes;
 use crate::raft::*;
 use linearizability::{Op, OpKind};
 
+/// Read contexts with this bit set are a test's probe reads, not clients'.
+const PROBE_BIT: u64 = 1 << 63;
+
+/// A probe read served at `node` at `served_ms`, when that node had applied
+/// through `applied` (see [`Sim::probe_read`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeRead {
+    pub ctx: u64,
+    pub node: usize,
+    pub served_ms: u64,
+    pub applied: Index,
+}
+
 /// One simulation run's settings.
 #[derive(Debug, Clone)]
 pub struct SimConfig {
@@ -381,6 +394,9 @@ pub struct Sim {
     acked: Vec<(Index, Term, u64)>,
     healed: bool,
     seen_five_voters: bool,
+    probes_waiting: Vec<(usize, u64, u64, Index)>,
+    probes_served: Vec<ProbeRead>,
+    probe_seq: u64,
     trace: DefaultHasher,
     report: SimReport,
     failure: Option<SimFailure>,
@@ -438,6 +454,9 @@ impl Sim {
             acked: Vec::new(),
             healed: false,
             seen_five_voters: false,
+            probes_waiting: Vec::new(),
+            probes_served: Vec::new(),
+            probe_seq: 0,
             trace: DefaultHasher::new(),
             report: SimReport {
                 seed: cfg.seed,
@@ -672,6 +691,24 @@ impl Sim {
         let r = self.nodes[i].raft.as_mut().map(f);
         self.drive(i);
         r
+    }
+
+    /// Starts a linearizable read at node `i` (ReadIndex, or the lease when
+    /// the group has lease reads); it shows in `probes_served` once served.
+    pub fn probe_read(&mut self, i: usize) -> bool {
+        self.probe_seq += 1;
+        let ctx = PROBE_BIT | self.probe_seq;
+        self.with_node(i, |r| r.read_index(ctx).is_ok())
+            .unwrap_or(false)
+    }
+
+    pub fn probes_served(&self) -> &[ProbeRead] {
+        &self.probes_served
+    }
+
+    /// The index node `i`'s state machine has applied through.
+    pub fn applied(&self, i: usize) -> Index {
+        self.nodes[i].applied
     }
 
     /// Proposes `data` at node `i` (as a client talking to it would).
@@ -1344,6 +1381,10 @@ impl Sim {
     fn on_reads(&mut self, i: usize, states: Vec<ReadState>, failed: Vec<u64>) {
         let inc = self.nodes[i].incarnation;
         for rs in states {
+            if rs.ctx & PROBE_BIT != 0 {
+                self.probes_waiting.push((i, inc, rs.ctx, rs.index));
+                continue;
+            }
             let c = (rs.ctx >> 32) as usize;
             if let Some((node, ninc, ctx, idx @ None)) = &mut self.clients[c].reading {
                 if *node == i && *ninc == inc && *ctx == rs.ctx {
@@ -1351,7 +1392,7 @@ impl Sim {
                 }
             }
         }
-        for ctx in failed {
+        for ctx in failed.into_iter().filter(|c| c & PROBE_BIT == 0) {
             let c = (ctx >> 32) as usize;
             if let Some((node, ninc, cctx, _)) = self.clients[c].reading {
                 if node == i && ninc == inc && cctx == ctx {
@@ -1366,6 +1407,23 @@ impl Sim {
     /// Answers every read at node `i` whose index the node has applied.
     fn serve_reads(&mut self, i: usize) {
         let inc = self.nodes[i].incarnation;
+        let applied = self.nodes[i].applied;
+        let now = self.now;
+        let mut served = Vec::new();
+        self.probes_waiting.retain(|&(node, ninc, ctx, index)| {
+            if node == i && ninc == inc && applied >= index {
+                served.push(ProbeRead {
+                    ctx,
+                    node,
+                    served_ms: now,
+                    applied,
+                });
+                false
+            } else {
+                node != i || ninc == inc
+            }
+        });
+        self.probes_served.extend(served);
         for c in 0..self.clients.len() {
             let Some((node, ninc, _, Some(index))) = self.clients[c].reading else {
                 continue;
