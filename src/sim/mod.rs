@@ -1110,11 +1110,11 @@ impl Sim {
         }
         self.leaders.insert(term, i);
         if self.cfg.faults && !self.healed {
-            if self.rng.chance(300) {
+            if self.rng.chance(500) {
                 let d = self.rng.range(1, 40);
                 self.schedule(d, Event::CrashLeader(i, term));
             }
-            if self.rng.chance(150) {
+            if self.rng.chance(250) {
                 // Cut off before its no-op leaves: its entries of this term
                 // stay on it alone (the "S5 in term 3" of Figure 8).
                 for x in 0..self.nodes.len() {
