@@ -2333,30 +2333,52 @@ fn a_joining_node_waits_for_its_seed_snapshot_and_the_leader_sends_it() {
 }
 
 #[test]
-fn a_learner_never_votes() {
+fn a_learners_vote_never_counts() {
+    // A candidate counts only the voters of its membership: a learner's
+    // grant (it may answer: its own view of the membership may be stale)
+    // does not help it win.
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.learners = vec![4];
+    let mut n = RawNode::new(c.validate().unwrap());
+    tick_until_campaign(&mut n);
+    assert_eq!(n.role(), Role::PreCandidate);
+    let rd = n.ready();
+    assert!(
+        rd.messages.iter().all(|m| m.to != 4),
+        "no vote request to a learner"
+    );
+    n.step(msg(4, 1, 1, Body::PreVoteResp { reject: false }));
+    assert_eq!(
+        n.role(),
+        Role::PreCandidate,
+        "a learner's grant does not count"
+    );
+    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    assert_eq!(n.role(), Role::Candidate);
+}
+
+#[test]
+fn a_node_that_is_a_learner_in_its_stale_view_still_answers_votes() {
+    // Regression (sim seed 4683, 5 nodes): node 4, promoted in a joint
+    // configuration it had not applied yet, ignored vote requests as a
+    // "learner"; with the removed old leader refusing (longer log), the
+    // outgoing majority could never form and the group stayed leaderless.
     let mut c = cfg(4, &[1, 2, 3]);
     c.learners = vec![4];
-    let mut learner = RawNode::new(c.validate().unwrap());
-    learner.step(msg(
+    let mut stale = RawNode::new(c.validate().unwrap());
+    stale.step(msg(
         1,
         4,
-        2,
-        Body::PreVote {
-            last_index: 9,
-            last_term: 1,
-        },
-    ));
-    learner.step(msg(
-        1,
-        4,
-        2,
+        6,
         Body::Vote {
             last_index: 9,
-            last_term: 1,
-            transfer: true,
+            last_term: 5,
+            transfer: false,
         },
     ));
-    let rd = learner.ready();
-    assert!(rd.messages.is_empty() && rd.persisted_messages.is_empty());
-    assert_eq!(learner.term(), 0, "nor does a vote request move its term");
+    let rd = stale.ready();
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(4, 1, 6, Body::VoteResp { reject: false })]
+    );
 }

@@ -492,7 +492,7 @@ impl Sim {
             match &n.raft {
                 None => out.push_str(&format!("\n  node {}: down", self.ids[i])),
                 Some(r) => out.push_str(&format!(
-                    "\n  node {}: {:?} term {} leader {:?} commit {} last {} persisted {} applied {} writes queued {}",
+                    "\n  node {}: {:?} term {} leader {:?} commit {} last {} persisted {} applied {} writes queued {} voters {:?}/{:?} learners {:?}",
                     self.ids[i],
                     r.role(),
                     r.term(),
@@ -501,7 +501,10 @@ impl Sim {
                     r.last_index(),
                     r.persisted_index(),
                     n.applied,
-                    n.writes.len()
+                    n.writes.len(),
+                    r.conf().voters,
+                    r.conf().voters_outgoing,
+                    r.conf().learners
                 )),
             }
         }

@@ -490,12 +490,10 @@ impl RawNode {
                 | Body::TimeoutNow
                 | Body::ReadIndexResp { .. }
         );
-        let vote_req = matches!(m.body, Body::PreVote { .. } | Body::Vote { .. });
-        if vote_req && self.conf.is_learner(self.id) {
-            // A learner never votes.
-            self.stats.messages_ignored += 1;
-            return;
-        }
+        // Note: a node answers vote requests even if it is a learner in the
+        // membership it knows: that membership may be stale (it may have
+        // been promoted), and a candidate counts only its own voters' votes.
+        // Ignoring them can deadlock a joint configuration (sim seed 4683).
         if m.to != self.id
             || m.from == self.id
             || (self.peer_idx(m.from).is_none() && !from_leader_or_candidate)
