@@ -4,4 +4,5 @@
 //! deterministic simulator that proves it ([`sim`]).
 
 pub mod raft;
+pub(crate) mod rng;
 pub mod sim;

@@ -15,6 +15,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use bytes::Bytes;
 
 use crate::raft::*;
+use crate::rng::Rng;
 use linearizability::{Op, OpKind};
 
 /// Read contexts with this bit set are a test's probe reads, not clients'.
@@ -166,30 +167,6 @@ const DRIVE_READIES_MAX: u32 = 10_000;
 const LOG_CHECK_EVERY_MS: u64 = 250;
 /// Clients start no new op this long before the end.
 const QUIESCE_MS: u64 = 1_500;
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.below(hi - lo + 1)
-    }
-    fn chance(&mut self, per_mille: u64) -> bool {
-        self.below(1000) < per_mille
-    }
-}
 
 #[derive(Debug, Clone, Hash)]
 enum Event {

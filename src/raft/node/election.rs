@@ -25,6 +25,17 @@ impl RawNode {
         self.reset_election_timeout();
     }
 
+    /// Sends `body` (a vote request) to every other voter, in either
+    /// configuration while joint; learners are never asked.
+    fn request_votes(&mut self, term: Term, body: Body) {
+        for i in 0..self.peers.len() {
+            let to = self.peers[i];
+            if self.conf.is_voter(to) {
+                self.send(to, term, body.clone());
+            }
+        }
+    }
+
     pub(super) fn become_pre_candidate(&mut self) {
         self.role = Role::PreCandidate;
         self.leader = 0;
@@ -33,21 +44,14 @@ impl RawNode {
         self.reset_election_timeout();
         // The pre-vote changes no durable state: its own grant counts at once.
         self.self_vote_counted = true;
-        let (li, lt) = (self.log.last_index(), self.log.last_term());
-        for i in 0..self.peers.len() {
-            let to = self.peers[i];
-            if !self.conf.is_voter(to) {
-                continue;
-            }
-            self.send(
-                to,
-                self.term + 1,
-                Body::PreVote {
-                    last_index: li,
-                    last_term: lt,
-                },
-            );
-        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        self.request_votes(
+            self.term + 1,
+            Body::PreVote {
+                last_index,
+                last_term,
+            },
+        );
         self.tally_pre_votes();
     }
 
@@ -63,22 +67,15 @@ impl RawNode {
         // Our own vote counts once the hard state carrying it is durable.
         self.self_vote_pending = Some(self.term);
         self.self_vote_counted = false;
-        let (li, lt) = (self.log.last_index(), self.log.last_term());
-        for i in 0..self.peers.len() {
-            let to = self.peers[i];
-            if !self.conf.is_voter(to) {
-                continue;
-            }
-            self.send(
-                to,
-                self.term,
-                Body::Vote {
-                    last_index: li,
-                    last_term: lt,
-                    transfer,
-                },
-            );
-        }
+        let (last_index, last_term) = (self.log.last_index(), self.log.last_term());
+        self.request_votes(
+            self.term,
+            Body::Vote {
+                last_index,
+                last_term,
+                transfer,
+            },
+        );
     }
 
     pub(super) fn become_leader(&mut self) {

@@ -16,6 +16,7 @@ use super::log::RaftLog;
 use super::progress::{Progress, ProgressState};
 use super::read::{PendingRead, ReadOnly, ReadState};
 use super::types::*;
+use crate::rng::Rng;
 
 /// Why a proposal was not accepted. The proposal is dropped; nothing of it
 /// was appended.
@@ -141,19 +142,6 @@ struct Pending {
     self_vote: Option<Term>,
     /// A received snapshot this Ready carries.
     snapshot: Option<SnapshotMeta>,
-}
-
-/// SplitMix64: small, seeded, deterministic.
-#[derive(Debug, Clone)]
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
 }
 
 /// Counters a node keeps about itself.
@@ -393,6 +381,17 @@ impl RawNode {
         self.peers.binary_search(&id).ok()
     }
 
+    /// A message from the leader of our term: follow it, restart the
+    /// election timer.
+    fn heard_from_leader(&mut self, term: Term, from: NodeId) {
+        if self.role != Role::Follower {
+            self.become_follower(term, from);
+        }
+        self.leader = from;
+        self.election_elapsed = 0;
+        self.quiet = false;
+    }
+
     /// Whether this node may campaign (a voter of the membership in force).
     pub fn promotable(&self) -> bool {
         self.conf.is_voter(self.id)
@@ -597,21 +596,11 @@ impl RawNode {
                 entries,
                 commit,
             } => {
-                if self.role != Role::Follower {
-                    self.become_follower(m.term, m.from);
-                }
-                self.leader = m.from;
-                self.election_elapsed = 0;
-                self.quiet = false;
+                self.heard_from_leader(m.term, m.from);
                 self.handle_append(m.from, prev_index, prev_term, entries, commit);
             }
             Body::Heartbeat { commit, round } => {
-                if self.role != Role::Follower {
-                    self.become_follower(m.term, m.from);
-                }
-                self.leader = m.from;
-                self.election_elapsed = 0;
-                self.quiet = false;
+                self.heard_from_leader(m.term, m.from);
                 // The leader sends at most our match: we hold that prefix.
                 let c = commit.min(self.log.last_index());
                 if c > self.log.commit {
@@ -667,12 +656,7 @@ impl RawNode {
                 crc,
                 chunk,
             } => {
-                if self.role != Role::Follower {
-                    self.become_follower(m.term, m.from);
-                }
-                self.leader = m.from;
-                self.election_elapsed = 0;
-                self.quiet = false;
+                self.heard_from_leader(m.term, m.from);
                 let c = snapshots::SnapshotChunk {
                     meta: SnapshotMeta { index, term },
                     conf,

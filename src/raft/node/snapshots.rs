@@ -60,6 +60,11 @@ impl RawNode {
         self.snapshot.as_ref()
     }
 
+    /// Tells the leader how many bytes of snapshot `index` we hold.
+    fn ack_chunk(&mut self, to: NodeId, index: Index, next_offset: u64) {
+        self.send(to, self.term, Body::SnapshotAck { index, next_offset });
+    }
+
     pub(super) fn handle_snapshot_chunk(&mut self, from: NodeId, c: SnapshotChunk) {
         let SnapshotChunk {
             meta,
@@ -96,14 +101,7 @@ impl RawNode {
             // it must be received from its start.
             if offset != 0 {
                 self.incoming = None;
-                self.send(
-                    from,
-                    self.term,
-                    Body::SnapshotAck {
-                        index: meta.index,
-                        next_offset: 0,
-                    },
-                );
+                self.ack_chunk(from, meta.index, 0);
                 return;
             }
             self.incoming = Some(Incoming {
@@ -120,27 +118,13 @@ impl RawNode {
         }
         let have = inc.buf.len() as u64;
         if have < total {
-            self.send(
-                from,
-                self.term,
-                Body::SnapshotAck {
-                    index: meta.index,
-                    next_offset: have,
-                },
-            );
+            self.ack_chunk(from, meta.index, have);
             return;
         }
         let inc = self.incoming.take().expect("ensured above");
         if crc32fast::hash(&inc.buf) != inc.crc {
             // Damaged in transit: start over.
-            self.send(
-                from,
-                self.term,
-                Body::SnapshotAck {
-                    index: meta.index,
-                    next_offset: 0,
-                },
-            );
+            self.ack_chunk(from, meta.index, 0);
             return;
         }
         // Complete and intact: install it atomically, membership included.
@@ -154,14 +138,7 @@ impl RawNode {
         };
         self.snapshot = Some(snap.clone());
         self.snapshot_to_persist = Some(snap);
-        self.send(
-            from,
-            self.term,
-            Body::SnapshotAck {
-                index: meta.index,
-                next_offset: total,
-            },
-        );
+        self.ack_chunk(from, meta.index, total);
         // The install is acknowledged once durable, like appended entries.
         self.send_after_persist(
             from,
