@@ -1,0 +1,166 @@
+//! The nemesis: faults, leader transfers and membership changes.
+
+use super::*;
+
+impl Sim {
+    /// A membership step at the leader: add a non-member as learner, promote
+    /// a learner, or remove a voter (never below 3) or a learner.
+    pub(super) fn change_membership(&mut self, l: usize) {
+        let r = self.nodes[l].raft.as_ref().expect("leader is up");
+        let conf = r.conf().clone();
+        let outside: Vec<NodeId> = self
+            .ids
+            .iter()
+            .copied()
+            .filter(|&id| !conf.voters.contains(&id) && !conf.is_learner(id))
+            .collect();
+        let pick = |v: &[NodeId], rng: &mut Rng| v[rng.below(v.len() as u64) as usize];
+        let res = match self.rng.below(3) {
+            0 if !outside.is_empty() => {
+                let id = pick(&outside, &mut self.rng);
+                self.nodes[l].raft.as_mut().expect("up").add_learner(id)
+            }
+            1 if !conf.learners.is_empty() => {
+                let id = pick(&conf.learners, &mut self.rng);
+                self.nodes[l].raft.as_mut().expect("up").promote_learner(id)
+            }
+            _ if conf.voters.len() > 3 => {
+                let id = pick(&conf.voters, &mut self.rng);
+                self.nodes[l].raft.as_mut().expect("up").remove_node(id)
+            }
+            _ if !conf.learners.is_empty() && self.rng.chance(300) => {
+                let id = pick(&conf.learners, &mut self.rng);
+                self.nodes[l].raft.as_mut().expect("up").remove_node(id)
+            }
+            _ => return,
+        };
+        if res.is_ok() {
+            self.report.conf_changes += 1;
+        }
+        self.drive(l);
+    }
+
+    /// Members of the group as the current leader sees it (all nodes if none).
+    pub(super) fn members(&self) -> Vec<usize> {
+        match self.current_leader() {
+            Some(l) => {
+                let c = self.nodes[l].raft.as_ref().expect("up").conf();
+                (0..self.nodes.len())
+                    .filter(|&i| {
+                        c.voters.contains(&self.ids[i])
+                            || c.voters_outgoing.contains(&self.ids[i])
+                            || c.is_learner(self.ids[i])
+                    })
+                    .collect()
+            }
+            None => (0..self.nodes.len()).collect(),
+        }
+    }
+
+    pub(super) fn inject_fault(&mut self) {
+        let n = self.nodes.len();
+        let leader = self.current_leader();
+        if let Some(l) = leader {
+            // Track 3 -> 5 -> 3 voter cycles (membership seeds).
+            let v = self.nodes[l].raft.as_ref().expect("up").conf().voters.len();
+            if v >= 5 {
+                self.seen_five_voters = true;
+            } else if v == 3 && self.seen_five_voters {
+                self.seen_five_voters = false;
+                self.report.voter_cycles_3_5_3 += 1;
+            }
+        }
+        if self.cfg.membership_changes && self.rng.chance(600) {
+            if let Some(l) = leader {
+                self.change_membership(l);
+                return;
+            }
+        }
+        match self.rng.below(10) {
+            0 | 1 => {
+                let i = self.rng.below(n as u64) as usize;
+                self.crash(i);
+            }
+            2 => {
+                if let Some(l) = leader {
+                    self.crash(l);
+                }
+            }
+            3 => {
+                // Random split into two sides.
+                let mut side = vec![false; n];
+                for s in side.iter_mut() {
+                    *s = self.rng.chance(500);
+                }
+                for a in 0..n {
+                    for b in 0..n {
+                        self.blocked[a][b] = side[a] != side[b];
+                    }
+                }
+                self.report.partitions += 1;
+            }
+            4 => {
+                // Isolate the leader (both directions).
+                if let Some(l) = leader {
+                    for x in 0..n {
+                        if x != l {
+                            self.blocked[l][x] = true;
+                            self.blocked[x][l] = true;
+                        }
+                    }
+                    self.report.partitions += 1;
+                }
+            }
+            5 => {
+                // One-way link failure.
+                let a = self.rng.below(n as u64) as usize;
+                let b = self.rng.below(n as u64) as usize;
+                if a != b {
+                    self.blocked[a][b] = true;
+                    self.report.partitions += 1;
+                }
+            }
+            6 => {
+                for row in &mut self.blocked {
+                    row.fill(false);
+                }
+            }
+            7 => {
+                self.drop_per_mille = self.rng.below(200);
+                self.dup_per_mille = self.rng.below(100);
+            }
+            8 => {
+                let hi = self.rng.range(2, 60);
+                self.delay_ms = (1, hi);
+                let dhi = self.rng.range(1, 30);
+                self.disk_ms = (0, dhi);
+            }
+            _ => {
+                // Leadership transfer to a random other node.
+                if let Some(l) = leader {
+                    let t = self.rng.below(n as u64) as usize;
+                    if t != l {
+                        let target = self.ids[t];
+                        let r = self.nodes[l].raft.as_mut().expect("leader is up");
+                        if r.transfer_leader(target).is_ok() {
+                            self.report.transfers += 1;
+                        }
+                        self.drive(l);
+                    }
+                }
+            }
+        }
+    }
+
+    pub(super) fn current_leader(&self) -> Option<usize> {
+        let mut best: Option<(Term, usize)> = None;
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(r) = &n.raft {
+                if r.role() == Role::Leader && best.is_none_or(|(t, _)| r.term() > t) {
+                    best = Some((r.term(), i));
+                }
+            }
+        }
+        best.map(|b| b.1)
+    }
+}
