@@ -1,0 +1,372 @@
+//! Membership changes, learners, joint consensus.
+
+use super::*;
+
+#[test]
+fn a_learner_never_counts_toward_commit_and_never_campaigns() {
+    let mut l = leader_with(&[1, 2, 3], &[4]);
+    let (idx, _) = l.propose(Bytes::from_static(b"x")).unwrap();
+    persist(&mut l);
+    ack(&mut l, 4, idx);
+    assert_eq!(
+        l.commit_index(),
+        1,
+        "leader + learner is not a quorum of 3 voters"
+    );
+    ack(&mut l, 2, idx);
+    assert_eq!(l.commit_index(), idx);
+    // The learner itself: no campaign however long it waits, and its own
+    // vote request never goes out.
+    let mut c = cfg(4, &[1, 2, 3]);
+    c.learners = vec![4];
+    let mut learner = RawNode::new(c.validate().unwrap());
+    for _ in 0..100 {
+        learner.tick();
+    }
+    assert_eq!(learner.role(), Role::Follower);
+    assert!(learner.ready().messages.is_empty());
+}
+
+#[test]
+fn joint_configuration_needs_a_quorum_of_both_old_and_new_voters() {
+    let mut l = leader_with(&[1, 2, 3], &[]);
+    // 1,2,3 -> 1,4,5: joint (old {1,2,3}, new {1,4,5}).
+    let cc = ConfChange {
+        ops: vec![
+            ConfChangeOp::AddVoter(4),
+            ConfChangeOp::AddVoter(5),
+            ConfChangeOp::Remove(2),
+            ConfChangeOp::Remove(3),
+        ],
+    };
+    // Removing 2 of 3 old voters at once is refused...
+    assert!(matches!(
+        l.propose_conf_change(cc),
+        Err(ConfChangeError::RemovesMajority {
+            removed: 2,
+            voters: 3
+        })
+    ));
+    // ...one at a time is fine: 1,2,3 -> 1,2,4 (joint).
+    let cc = ConfChange {
+        ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(3)],
+    };
+    // Adding three voters never heard from: the new six could not reach a quorum.
+    let three = ConfChange {
+        ops: vec![
+            ConfChangeOp::AddVoter(4),
+            ConfChangeOp::AddVoter(5),
+            ConfChangeOp::AddVoter(6),
+        ],
+    };
+    assert_eq!(
+        l.propose_conf_change(three),
+        Err(ConfChangeError::QuorumUnreachable {
+            active: 3,
+            voters: 6
+        })
+    );
+    // An answer from a non-member is ignored.
+    l.step(msg(4, 1, 1, Body::HeartbeatResp { round: 0 }));
+    assert!(l.progress(4).is_none());
+    // Add 4 as a learner, catch it up, then swap.
+    let (i, _) = l.add_learner(4).unwrap();
+    persist(&mut l);
+    ack(&mut l, 2, i);
+    persist(&mut l);
+    assert!(l.conf().is_learner(4));
+    ack(&mut l, 4, i);
+    let (j, _) = l.propose_conf_change(cc).unwrap();
+    persist(&mut l);
+    // Node 3 acks: {1,3} is a majority of the old voters {1,2,3}, but of the
+    // new voters {1,2,4} only 1 holds it: the joint entry must not commit.
+    // (The joint configuration takes effect when applied; its own entry is
+    // committed under the old one, as in etcd/raft.)
+    ack(&mut l, 3, j);
+    assert_eq!(
+        l.commit_index(),
+        j,
+        "entering joint commits under the old voters"
+    );
+    persist(&mut l);
+    assert!(l.conf().is_joint(), "the joint entry applied");
+    // The leader proposed leaving the joint configuration by itself.
+    let leave = l.last_index();
+    persist(&mut l);
+    // Old-only quorum {1,3}: not enough while joint.
+    ack(&mut l, 3, leave);
+    assert!(
+        l.commit_index() < leave,
+        "a quorum of the old voters alone cannot commit while joint"
+    );
+    ack(&mut l, 4, leave);
+    assert_eq!(
+        l.commit_index(),
+        leave,
+        "old 1+3 and new 1+4: both majorities"
+    );
+    persist(&mut l);
+    assert!(!l.conf().is_joint());
+    assert_eq!(l.conf().voters, vec![1, 2, 4]);
+}
+
+#[test]
+fn joint_quorum_in_the_new_voters_alone_cannot_commit() {
+    let mut l = leader_with(&[1, 2, 3], &[4]);
+    ack(&mut l, 4, 1);
+    l.step(msg(4, 1, 1, Body::HeartbeatResp { round: 0 }));
+    let (j, _) = l
+        .propose_conf_change(ConfChange {
+            ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(3)],
+        })
+        .unwrap();
+    persist(&mut l);
+    ack(&mut l, 2, j);
+    persist(&mut l);
+    assert!(l.conf().is_joint());
+    let leave = l.last_index();
+    persist(&mut l);
+    ack(&mut l, 4, leave);
+    // New {1,2,4}: 1 and 4 hold it; old {1,2,3}: only 1. No commit.
+    assert!(l.commit_index() < leave);
+    ack(&mut l, 2, leave);
+    assert_eq!(l.commit_index(), leave);
+}
+
+#[test]
+fn removing_the_leader_it_leads_until_the_change_commits_then_steps_down() {
+    let mut l = leader_with(&[1, 2, 3], &[]);
+    let (j, _) = l.remove_node(1).unwrap();
+    persist(&mut l);
+    ack(&mut l, 2, j);
+    persist(&mut l);
+    assert!(l.conf().is_joint());
+    assert_eq!(
+        l.role(),
+        Role::Leader,
+        "still leads while joint (counts in the old configuration)"
+    );
+    let leave = l.last_index();
+    persist(&mut l);
+    // New voters {2,3} must both ack; the leader does not count in the new set.
+    ack(&mut l, 2, leave);
+    assert!(l.commit_index() < leave);
+    ack(&mut l, 3, leave);
+    assert_eq!(l.commit_index(), leave);
+    persist(&mut l);
+    assert_eq!(
+        l.role(),
+        Role::Follower,
+        "removed: steps down once the change applied"
+    );
+    assert!(!l.promotable());
+    for _ in 0..100 {
+        l.tick();
+    }
+    assert_eq!(l.role(), Role::Follower, "a removed node never campaigns");
+}
+
+#[test]
+fn membership_change_refusals() {
+    // Adding a node needs a snapshot to seed it with.
+    let mut l = committed_leader(false);
+    assert_eq!(l.add_learner(4), Err(ConfChangeError::NoSnapshot(4)));
+    let mut f = node(2, &[1, 2, 3]);
+    assert!(matches!(
+        f.add_learner(4),
+        Err(ConfChangeError::NotLeader { .. })
+    ));
+    // A new leader before its first commit.
+    let mut n = node(1, &[1, 2, 3]);
+    tick_until_campaign(&mut n);
+    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    persist(&mut n);
+    n.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    assert_eq!(n.add_learner(4), Err(ConfChangeError::NotReady));
+    // One at a time.
+    let mut l = leader_with(&[1, 2, 3], &[]);
+    let (i, _) = l.add_learner(4).unwrap();
+    assert_eq!(
+        l.add_learner(5),
+        Err(ConfChangeError::InProgress { pending: i })
+    );
+    persist(&mut l);
+    ack(&mut l, 2, i);
+    persist(&mut l);
+    // A learner far behind cannot be promoted.
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.promote_lag_entries_max = 2;
+    let _ = c;
+    assert!(matches!(
+        l.promote_learner(5),
+        Err(ConfChangeError::NotMember(5))
+    ));
+    assert!(matches!(
+        l.remove_node(9),
+        Err(ConfChangeError::NotMember(9))
+    ));
+    l.transfer_leader(2).unwrap();
+    assert_eq!(l.remove_node(3), Err(ConfChangeError::TransferInProgress));
+}
+
+#[test]
+fn promotion_waits_until_the_learner_is_caught_up() {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.learners = vec![4];
+    c.promote_lag_entries_max = 3;
+    let mut l = RawNode::new(c.validate().unwrap());
+    tick_until_campaign(&mut l);
+    l.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    persist(&mut l);
+    l.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    persist(&mut l);
+    for _ in 0..10 {
+        l.propose(Bytes::from_static(b"e")).unwrap();
+    }
+    persist(&mut l);
+    ack(&mut l, 2, 11);
+    persist(&mut l);
+    assert!(matches!(
+        l.promote_learner(4),
+        Err(ConfChangeError::NotCaughtUp {
+            id: 4,
+            behind: 11,
+            max: 3
+        })
+    ));
+    ack(&mut l, 4, 9);
+    l.step(msg(4, 1, 1, Body::HeartbeatResp { round: 0 }));
+    assert!(l.promote_learner(4).is_ok());
+}
+
+#[test]
+fn a_joining_node_learns_the_membership_from_a_snapshot() {
+    let mut c = RaftConfig::new(4, vec![]);
+    c.seed = 1;
+    let mut j = RawNode::new(c.validate().unwrap());
+    assert!(!j.promotable());
+    let conf = ConfState::new(&[1, 2, 3], &[4]);
+    let data = [1u8, 2, 3];
+    j.step(msg(
+        1,
+        4,
+        3,
+        Body::Snapshot {
+            index: 50,
+            term: 3,
+            conf: conf.clone(),
+            offset: 0,
+            total: 3,
+            crc: crc32fast::hash(&data),
+            chunk: Bytes::copy_from_slice(&data),
+        },
+    ));
+    let rd = j.ready();
+    assert_eq!(rd.snapshot.unwrap().conf, conf);
+    assert_eq!(j.conf(), &conf);
+    assert!(!j.promotable(), "a learner");
+}
+
+#[test]
+fn a_joining_node_waits_for_its_seed_snapshot_and_the_leader_sends_it() {
+    // The joining node refuses entries: without the group's first
+    // membership it could not apply the membership changes in them.
+    let mut j = RawNode::new(RaftConfig::new(4, vec![]).validate().unwrap());
+    j.step(msg(
+        1,
+        4,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![ent(1, 1)],
+            commit: 1,
+        },
+    ));
+    let rd = j.ready();
+    assert!(rd.entries.is_empty());
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(
+            4,
+            1,
+            1,
+            Body::AppendResp {
+                reject: true,
+                index: 0,
+                hint_index: 0,
+                hint_term: 0
+            }
+        )]
+    );
+    // The leader adds it and seeds it with its snapshot, not the log.
+    let mut l = leader_with(&[1, 2, 3], &[]);
+    let (i, _) = l.add_learner(4).unwrap();
+    persist(&mut l);
+    ack(&mut l, 2, i);
+    persist(&mut l); // hands out the change: 4 becomes a learner
+    assert!(l.conf().is_learner(4));
+    let rd = l.ready();
+    assert_eq!(
+        snapshot_chunks(&rd, 4),
+        vec![(1, 0, 5)],
+        "seeded with the snapshot at 1: {:?} {:?}",
+        rd.messages,
+        l.progress(4)
+    );
+    assert!(
+        appends(&rd).iter().all(|a| a.0 != 4),
+        "no entries before the seed"
+    );
+}
+
+#[test]
+fn a_learners_vote_never_counts() {
+    // A candidate counts only the voters of its membership: a learner's
+    // grant (it may answer: its own view of the membership may be stale)
+    // does not help it win.
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.learners = vec![4];
+    let mut n = RawNode::new(c.validate().unwrap());
+    tick_until_campaign(&mut n);
+    assert_eq!(n.role(), Role::PreCandidate);
+    let rd = n.ready();
+    assert!(
+        rd.messages.iter().all(|m| m.to != 4),
+        "no vote request to a learner"
+    );
+    n.step(msg(4, 1, 1, Body::PreVoteResp { reject: false }));
+    assert_eq!(
+        n.role(),
+        Role::PreCandidate,
+        "a learner's grant does not count"
+    );
+    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    assert_eq!(n.role(), Role::Candidate);
+}
+
+#[test]
+fn a_node_that_is_a_learner_in_its_stale_view_still_answers_votes() {
+    // Regression (sim seed 4683, 5 nodes): node 4, promoted in a joint
+    // configuration it had not applied yet, ignored vote requests as a
+    // "learner"; with the removed old leader refusing (longer log), the
+    // outgoing majority could never form and the group stayed leaderless.
+    let mut c = cfg(4, &[1, 2, 3]);
+    c.learners = vec![4];
+    let mut stale = RawNode::new(c.validate().unwrap());
+    stale.step(msg(
+        1,
+        4,
+        6,
+        Body::Vote {
+            last_index: 9,
+            last_term: 5,
+            transfer: false,
+        },
+    ));
+    let rd = stale.ready();
+    assert_eq!(
+        rd.persisted_messages,
+        vec![msg(4, 1, 6, Body::VoteResp { reject: false })]
+    );
+}
