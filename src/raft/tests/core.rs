@@ -164,10 +164,7 @@ fn a_longer_but_stale_log_cannot_win_a_vote() {
 #[test]
 fn new_leader_sends_its_noop_to_every_follower_before_its_own_write_is_durable() {
     let mut n = node(1, &[1, 2, 3]);
-    tick_until_campaign(&mut n);
-    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
-    persist(&mut n);
-    n.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    win_election(&mut n, 2);
     assert_eq!(n.role(), Role::Leader);
     let rd = n.ready();
     assert_eq!(rd.entries.len(), 1);
@@ -305,17 +302,7 @@ fn leader_backtracks_with_the_hint_then_pipelines() {
     // Follower 2 rejects the probe at prev 0? It cannot; make it accept.
     let rd = l.ready();
     assert!(appends(&rd).is_empty(), "probes are out; wait for answers");
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 2, 1);
     assert_eq!(l.progress(2).unwrap().state, ProgressState::Replicate);
     assert_eq!(
         l.commit_index(),
@@ -345,62 +332,26 @@ fn figure_8_old_term_entries_commit_only_through_a_current_term_entry() {
         vec![ent(1, 1), ent(2, 2)],
         0,
     );
-    tick_until_campaign(&mut l);
-    l.step(msg(2, 1, 3, Body::PreVoteResp { reject: false }));
-    persist(&mut l);
-    l.step(msg(2, 1, 3, Body::VoteResp { reject: false }));
+    win_election(&mut l, 2);
     assert_eq!((l.role(), l.term()), (Role::Leader, 3));
     // Follower 2 acks index 2 (the term-2 entry) but not yet the no-op.
-    l.step(msg(
-        2,
-        1,
-        3,
-        Body::AppendResp {
-            reject: false,
-            index: 2,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 2, 2);
     persist(&mut l); // leader's own no-op (index 3) durable
     assert_eq!(
         l.commit_index(),
         1,
         "a term-2 entry on a quorum is not committed by counting"
     );
-    l.step(msg(
-        2,
-        1,
-        3,
-        Body::AppendResp {
-            reject: false,
-            index: 3,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 2, 3);
     assert_eq!(l.commit_index(), 3);
 }
 
 #[test]
 fn leaders_own_match_advances_only_when_its_write_is_reported() {
     let mut n = node(1, &[1, 2, 3]);
-    tick_until_campaign(&mut n);
-    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
-    persist(&mut n);
-    n.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    win_election(&mut n, 2);
     let rd = n.ready(); // carries the no-op; not persisted yet
-    n.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut n, 2, 1);
     assert_eq!(
         n.commit_index(),
         0,
@@ -421,22 +372,9 @@ fn batching_and_the_inflight_window() {
     c.inflight_msgs_max = 3;
     c.inflight_bytes_max = 1 << 20;
     let mut l = RawNode::new(c.validate().unwrap());
-    tick_until_campaign(&mut l);
-    l.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    win_election(&mut l, 2);
     persist(&mut l);
-    l.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
-    persist(&mut l);
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 2, 1);
     // 20 proposals of 26 bytes each (2 + overhead 24): 3 per message of 100 bytes.
     for _ in 0..20 {
         l.propose(Bytes::from_static(b"ab")).unwrap();
@@ -453,17 +391,7 @@ fn batching_and_the_inflight_window() {
         "paused while the window is full"
     );
     // An ack for the first message frees one slot: exactly one more goes.
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 4,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 2, 4);
     let a = appends(&l.ready());
     assert_eq!(a.len(), 1);
     assert_eq!(a[0].1, 10, "continues after the last sent index");
@@ -476,22 +404,9 @@ fn inflight_bytes_bound_pauses_too() {
     c.inflight_msgs_max = 100;
     c.inflight_bytes_max = 2000;
     let mut l = RawNode::new(c.validate().unwrap());
-    tick_until_campaign(&mut l);
-    l.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    win_election(&mut l, 2);
     persist(&mut l);
-    l.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
-    persist(&mut l);
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 2, 1);
     for _ in 0..10 {
         l.propose(Bytes::from(vec![0u8; 476])).unwrap(); // 500 bytes each
     }
@@ -572,10 +487,7 @@ fn uncommitted_bytes_bound_refuses_proposals_at_once() {
     let mut c = cfg(1, &[1, 2, 3]);
     c.uncommitted_bytes_max = 1000;
     let mut l = RawNode::new(c.validate().unwrap());
-    tick_until_campaign(&mut l);
-    l.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
-    persist(&mut l);
-    l.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    win_election(&mut l, 2);
     let mut ok = 0;
     let err = loop {
         match l.propose(Bytes::from(vec![0u8; 76])) {
@@ -593,17 +505,7 @@ fn uncommitted_bytes_bound_refuses_proposals_at_once() {
     );
     // Committing frees room.
     persist(&mut l);
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 11,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 2, 11);
     assert_eq!(l.uncommitted_bytes(), 0);
     assert!(l.propose(Bytes::from(vec![0u8; 76])).is_ok());
 }
@@ -622,17 +524,7 @@ fn check_quorum_leader_steps_down_without_a_quorum() {
 #[test]
 fn heartbeat_carries_at_most_the_followers_match() {
     let mut l = leader();
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 2, 1);
     assert_eq!(l.commit_index(), 1);
     l.ready();
     l.tick();
@@ -758,17 +650,7 @@ fn answers_from_strangers_and_misaddressed_messages_are_ignored() {
     // unknown to a node is heard: the node may be joining or lagging.)
     let mut l = committed_leader(false);
     let commit = l.commit_index();
-    l.step(msg(
-        9,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 99,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 9, 99);
     l.step(msg(9, 1, 1, Body::HeartbeatResp { round: 1 }));
     l.step(msg(
         9,
@@ -837,17 +719,7 @@ fn lost_tail_appends_are_resent_after_a_stalled_heartbeat_round() {
     // replicating follower was lost and no later proposal exposed the gap;
     // heartbeats carry only min(commit, match), so it stayed behind forever.
     let mut l = leader();
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 2, 1);
     l.propose(Bytes::from_static(b"lost")).unwrap();
     let a = appends(&persist(&mut l));
     assert_eq!(a.iter().filter(|x| x.0 == 2).count(), 1); // sent... and lost
@@ -872,10 +744,7 @@ fn pipelined_appends_delivered_out_of_order_and_duplicated() {
     let mut c = cfg(1, &[1, 2]);
     c.msg_bytes_max = 30; // one entry per message
     let mut l = RawNode::new(c.validate().unwrap());
-    tick_until_campaign(&mut l);
-    l.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
-    persist(&mut l);
-    l.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    win_election(&mut l, 2);
     let probe = persist(&mut l).messages;
     let mut f = node(2, &[1, 2]);
     for m in probe {

@@ -178,10 +178,7 @@ fn membership_change_refusals() {
     ));
     // A new leader before its first commit.
     let mut n = node(1, &[1, 2, 3]);
-    tick_until_campaign(&mut n);
-    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
-    persist(&mut n);
-    n.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    win_election(&mut n, 2);
     assert_eq!(n.add_learner(4), Err(ConfChangeError::NotReady));
     // One at a time.
     let mut l = leader_with(&[1, 2, 3], &[]);
@@ -215,10 +212,7 @@ fn promotion_waits_until_the_learner_is_caught_up() {
     c.learners = vec![4];
     c.promote_lag_entries_max = 3;
     let mut l = RawNode::new(c.validate().unwrap());
-    tick_until_campaign(&mut l);
-    l.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
-    persist(&mut l);
-    l.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    win_election(&mut l, 2);
     persist(&mut l);
     for _ in 0..10 {
         l.propose(Bytes::from_static(b"e")).unwrap();

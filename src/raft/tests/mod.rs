@@ -98,22 +98,9 @@ pub(super) fn committed_leader(lease: bool) -> RawNode {
     let mut c = cfg(1, &[1, 2, 3]);
     c.lease_reads = lease;
     let mut n = RawNode::new(c.validate().unwrap());
-    tick_until_campaign(&mut n);
-    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
+    win_election(&mut n, 2);
     persist(&mut n);
-    n.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
-    persist(&mut n);
-    n.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut n, 2, 1);
     assert_eq!(n.commit_index(), 1);
     persist(&mut n);
     n
@@ -136,27 +123,14 @@ pub(super) fn compacted_leader(n: u64, snap: u64, keep: u64, chunk: u64) -> RawN
     c.compact_keep_entries = keep;
     c.snapshot_chunk_bytes = chunk;
     let mut l = RawNode::new(c.validate().unwrap());
-    tick_until_campaign(&mut l);
-    l.step(msg(3, 1, 1, Body::PreVoteResp { reject: false }));
-    persist(&mut l);
-    l.step(msg(3, 1, 1, Body::VoteResp { reject: false }));
+    win_election(&mut l, 3);
     persist(&mut l);
     for _ in 1..n {
         l.propose(Bytes::from_static(b"e")).unwrap();
     }
     persist(&mut l);
     // Node 3 acks everything; node 2 stays behind (probing, no answer).
-    l.step(msg(
-        3,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: n,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 3, n);
     let rd = persist(&mut l);
     let last = rd.committed.last().unwrap().index;
     assert_eq!(last, n);
@@ -241,6 +215,7 @@ pub(super) fn leader_with(voters: &[NodeId], learners: &[NodeId]) -> RawNode {
     n
 }
 
+/// A successful AppendResp from `from` to node 1 for `index`, in its term.
 pub(super) fn ack(n: &mut RawNode, from: NodeId, index: Index) {
     n.step(msg(
         from,
@@ -253,4 +228,14 @@ pub(super) fn ack(n: &mut RawNode, from: NodeId, index: Index) {
             hint_term: 0,
         },
     ));
+}
+
+/// Campaigns until node `n` wins with `peer`'s pre-vote and vote (its own
+/// vote counted once durable); the Ready that makes it leader is not taken.
+pub(super) fn win_election(n: &mut RawNode, peer: NodeId) {
+    tick_until_campaign(n);
+    let (me, t) = (n.id(), n.term() + 1);
+    n.step(msg(peer, me, t, Body::PreVoteResp { reject: false }));
+    persist(n);
+    n.step(msg(peer, me, t, Body::VoteResp { reject: false }));
 }

@@ -29,10 +29,7 @@ fn read_index_on_the_leader_needs_one_quorum_round() {
 #[test]
 fn reads_wait_for_the_first_commit_of_the_term() {
     let mut n = node(1, &[1, 2, 3]);
-    tick_until_campaign(&mut n);
-    n.step(msg(2, 1, 1, Body::PreVoteResp { reject: false }));
-    persist(&mut n);
-    n.step(msg(2, 1, 1, Body::VoteResp { reject: false }));
+    win_election(&mut n, 2);
     persist(&mut n);
     n.read_index(1).unwrap();
     let rd = n.ready();
@@ -40,17 +37,7 @@ fn reads_wait_for_the_first_commit_of_the_term() {
         heartbeat_rounds(&rd).is_empty(),
         "no round before the no-op commits"
     );
-    n.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut n, 2, 1);
     let rd = n.ready();
     let r = heartbeat_rounds(&rd)[0].1;
     n.step(msg(2, 1, 1, Body::HeartbeatResp { round: r }));
@@ -199,17 +186,7 @@ fn transfer_waits_for_the_target_to_catch_up() {
     l.transfer_leader(3).unwrap();
     let rd = l.ready();
     assert!(!rd.messages.iter().any(|m| m.body == Body::TimeoutNow));
-    l.step(msg(
-        3,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 3, 1);
     assert!(l.ready().messages.contains(&msg(1, 3, 1, Body::TimeoutNow)));
 }
 

@@ -83,17 +83,7 @@ fn a_lagging_follower_gets_the_snapshot_in_chunks_stop_and_wait() {
     ));
     assert!(snapshot_chunks(&l.ready(), 2).is_empty());
     // Installed and durable: replication resumes after the snapshot.
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: false,
-            index: 15,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    ack(&mut l, 2, 15);
     assert_eq!(l.progress(2).unwrap().state, ProgressState::Probe);
     assert_eq!(l.progress(2).unwrap().match_, 15);
     let a = appends(&l.ready());
