@@ -6,3 +6,4 @@
 pub mod raft;
 pub(crate) mod rng;
 pub mod sim;
+pub mod wire;

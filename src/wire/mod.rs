@@ -1,0 +1,7 @@
+//! The wire format: frames on raw TCP (this module), and the messages they
+//! carry (to come: rkyv types for every Raft message and the client
+//! protocol, accessed in place with validation).
+
+pub mod frame;
+
+pub use frame::{decode_frame, encode_frame, Frame, FrameError, FRAME_BYTES_MAX_DEFAULT};
