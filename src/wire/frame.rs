@@ -65,7 +65,7 @@ fn frame_crc(header_fields: &[u8], payload: &[u8]) -> u32 {
 /// Total bytes a frame with a payload of `len` bytes takes.
 #[inline]
 pub const fn frame_bytes(len: usize) -> usize {
-    FRAME_HEADER_BYTES + (len + FRAME_ALIGN - 1) / FRAME_ALIGN * FRAME_ALIGN
+    FRAME_HEADER_BYTES + len.div_ceil(FRAME_ALIGN) * FRAME_ALIGN
 }
 
 /// Appends one frame to `out` (whose length must be a multiple of 16, so
