@@ -80,6 +80,18 @@ fn majority_value(set: &[NodeId], value: &impl Fn(NodeId) -> u64) -> u64 {
     if set.is_empty() {
         return u64::MAX;
     }
+    // Called on every acknowledgement: no allocation for groups of up to
+    // SMALL_GROUP voters (all practical ones).
+    const SMALL_GROUP: usize = 16;
+    if set.len() <= SMALL_GROUP {
+        let mut v = [0u64; SMALL_GROUP];
+        for (slot, &id) in v.iter_mut().zip(set) {
+            *slot = value(id);
+        }
+        let v = &mut v[..set.len()];
+        v.sort_unstable_by(|a, b| b.cmp(a));
+        return v[set.len() / 2];
+    }
     let mut v: Vec<u64> = set.iter().map(|&id| value(id)).collect();
     v.sort_unstable_by(|a, b| b.cmp(a));
     v[set.len() / 2]
@@ -335,6 +347,16 @@ mod tests {
             }),
             Err(ConfChangeError::NoVoters)
         );
+    }
+
+    #[test]
+    fn quorum_value_is_the_same_for_small_and_large_groups() {
+        for n in [1u64, 2, 3, 5, 16, 17, 31] {
+            let voters: Vec<NodeId> = (1..=n).collect();
+            let c = ConfState::new(&voters, &[]);
+            // Node i has value i: a majority reaches n - n/2.
+            assert_eq!(c.quorum_value(|id| id), n - n / 2, "{n} voters");
+        }
     }
 
     #[test]

@@ -533,15 +533,7 @@ impl RawNode {
                     self.send(m.from, self.term, Body::HeartbeatResp { round: 0 });
                 }
                 Body::ReadIndex { ctx } => {
-                    self.send(
-                        m.from,
-                        self.term,
-                        Body::ReadIndexResp {
-                            ctx,
-                            index: 0,
-                            reject: true,
-                        },
-                    );
+                    self.refuse_read(m.from, ctx);
                 }
                 Body::PreVote { .. } => {
                     self.send(m.from, self.term, Body::PreVoteResp { reject: true });
@@ -636,15 +628,7 @@ impl RawNode {
                 if self.role == Role::Leader {
                     self.register_read(ctx, m.from);
                 } else {
-                    self.send(
-                        m.from,
-                        self.term,
-                        Body::ReadIndexResp {
-                            ctx,
-                            index: 0,
-                            reject: true,
-                        },
-                    );
+                    self.refuse_read(m.from, ctx);
                 }
             }
             Body::Snapshot {

@@ -65,6 +65,19 @@ impl RawNode {
         self.read.round_wanted = true;
     }
 
+    /// Tells `to` that its read `ctx` was not served (it retries).
+    pub(super) fn refuse_read(&mut self, to: NodeId, ctx: u64) {
+        self.send(
+            to,
+            self.term,
+            Body::ReadIndexResp {
+                ctx,
+                index: 0,
+                reject: true,
+            },
+        );
+    }
+
     pub(super) fn deliver_read(&mut self, ctx: u64, index: Index, from: NodeId) {
         if from == self.id {
             self.read_states.push(ReadState { ctx, index });
@@ -110,15 +123,7 @@ impl RawNode {
             if from == self.id {
                 self.reads_failed.push(ctx);
             } else {
-                self.send(
-                    from,
-                    self.term,
-                    Body::ReadIndexResp {
-                        ctx,
-                        index: 0,
-                        reject: true,
-                    },
-                );
+                self.refuse_read(from, ctx);
             }
         }
     }
