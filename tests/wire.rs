@@ -65,3 +65,205 @@ proptest! {
         prop_assert_eq!(at, buf.len());
     }
 }
+
+mod messages {
+    use bytes::Bytes;
+    use proptest::prelude::*;
+    use ringraft::raft::{Body, ConfState, Entry, EntryKind, Message};
+    use ringraft::wire::{decode_frame, decode_raft, encode_raft, MessageError, KIND_RAFT};
+
+    /// A receive buffer as the transport keeps it: 16-byte aligned.
+    fn aligned(v: &[u8]) -> Bytes {
+        let mut a = rkyv::util::AlignedVec::<16>::new();
+        a.extend_from_slice(v);
+        Bytes::from_owner(a)
+    }
+
+    fn every_kind() -> Vec<Body> {
+        let e = |i, k| Entry {
+            term: 3,
+            index: i,
+            kind: k,
+            data: Bytes::from(vec![i as u8; i as usize * 5]),
+        };
+        vec![
+            Body::PreVote {
+                last_index: 9,
+                last_term: 2,
+            },
+            Body::PreVoteResp { reject: true },
+            Body::Vote {
+                last_index: 9,
+                last_term: 2,
+                transfer: true,
+            },
+            Body::VoteResp { reject: false },
+            Body::Append {
+                prev_index: 4,
+                prev_term: 2,
+                entries: vec![
+                    e(5, EntryKind::Normal),
+                    e(6, EntryKind::Noop),
+                    e(7, EntryKind::ConfChange),
+                ],
+                commit: 4,
+            },
+            Body::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![],
+                commit: 0,
+            },
+            Body::AppendResp {
+                reject: true,
+                index: 7,
+                hint_index: 3,
+                hint_term: 1,
+            },
+            Body::Heartbeat {
+                commit: 3,
+                round: 77,
+            },
+            Body::HeartbeatResp { round: 77 },
+            Body::Snapshot {
+                index: 50,
+                term: 3,
+                conf: ConfState {
+                    voters: vec![1, 2, 4],
+                    voters_outgoing: vec![1, 2, 3],
+                    learners: vec![5],
+                },
+                offset: 1024,
+                total: 4096,
+                crc: 0xDEAD_BEEF,
+                chunk: Bytes::from(vec![7u8; 1024]),
+            },
+            Body::SnapshotAck {
+                index: 50,
+                next_offset: 2048,
+            },
+            Body::TimeoutNow,
+            Body::ReadIndex { ctx: u64::MAX },
+            Body::ReadIndexResp {
+                ctx: 1,
+                index: 42,
+                reject: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_kind_round_trips_through_a_frame() {
+        let mut out = Vec::new();
+        let msgs: Vec<Message> = every_kind()
+            .into_iter()
+            .map(|body| Message {
+                from: 1,
+                to: 2,
+                term: 3,
+                body,
+            })
+            .collect();
+        for (g, m) in msgs.iter().enumerate() {
+            encode_raft(&mut out, g as u64, m);
+        }
+        let buf = aligned(&out);
+        let mut at = 0;
+        for (g, m) in msgs.iter().enumerate() {
+            let (f, n) = decode_frame(&buf[at..], 1 << 20).unwrap().unwrap();
+            assert_eq!(f.kind, KIND_RAFT);
+            let start = at + 16;
+            let payload = buf.slice(start..start + f.payload.len());
+            let (group, back) = decode_raft(&payload).unwrap();
+            assert_eq!((group, &back), (g as u64, m));
+            at += n;
+        }
+        assert_eq!(at, buf.len());
+    }
+
+    #[test]
+    fn entry_payloads_are_borrowed_from_the_receive_buffer() {
+        let m = Message {
+            from: 1,
+            to: 2,
+            term: 3,
+            body: Body::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![Entry {
+                    term: 3,
+                    index: 1,
+                    kind: EntryKind::Normal,
+                    data: Bytes::from(vec![9u8; 4096]),
+                }],
+                commit: 0,
+            },
+        };
+        let mut out = Vec::new();
+        encode_raft(&mut out, 7, &m);
+        let buf = aligned(&out);
+        let (f, _) = decode_frame(&buf, 1 << 20).unwrap().unwrap();
+        let payload = buf.slice(16..16 + f.payload.len());
+        let (_, back) = decode_raft(&payload).unwrap();
+        let Body::Append { entries, .. } = back.body else {
+            panic!("an append")
+        };
+        let p = entries[0].data.as_ptr() as usize;
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        assert!(
+            range.contains(&p),
+            "entry data must point into the receive buffer (no copy)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_entry_kind_is_refused() {
+        let m = Message {
+            from: 1,
+            to: 2,
+            term: 3,
+            body: Body::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: vec![Entry {
+                    term: 3,
+                    index: 1,
+                    kind: EntryKind::Normal,
+                    data: Bytes::new(),
+                }],
+                commit: 0,
+            },
+        };
+        let mut env = ringraft::wire::RaftEnvelope::from_message(1, &m);
+        if let ringraft::wire::message::WireBody::Append { entries, .. } = &mut env.body {
+            entries[0].kind = 9;
+        }
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&env).unwrap();
+        assert!(matches!(
+            decode_raft(&aligned(&bytes)),
+            Err(MessageError::EntryKind(9))
+        ));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: super::cases(), ..ProptestConfig::default() })]
+
+        /// Arbitrary payload bytes never panic: validation refuses them or
+        /// they happen to be a valid archive.
+        #[test]
+        fn random_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_raft(&aligned(&bytes));
+        }
+
+        /// Corrupting one byte of a valid archive never panics.
+        #[test]
+        fn corrupted_archives_never_panic(which in 0usize..14, at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+            let body = every_kind().swap_remove(which);
+            let env = ringraft::wire::RaftEnvelope::from_message(3, &Message { from: 1, to: 2, term: 3, body });
+            let mut bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&env).unwrap().to_vec();
+            let i = at.index(bytes.len());
+            bytes[i] ^= flip;
+            let _ = decode_raft(&aligned(&bytes));
+        }
+    }
+}
