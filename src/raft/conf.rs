@@ -11,7 +11,9 @@
 use super::types::{Index, NodeId};
 
 /// Who is in the group.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub struct ConfState {
     /// Voters (the incoming ones while joint). Sorted.
     pub voters: Vec<NodeId>,

@@ -9,7 +9,9 @@ pub type Term = u64;
 pub type Index = u64;
 
 /// What an entry is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub enum EntryKind {
     /// A command for the state machine.
     Normal,
@@ -23,7 +25,7 @@ pub enum EntryKind {
 /// A log entry. `data` is reference-counted: the same bytes go to the WAL
 /// batch, to every follower's AppendEntries and to the state machine without
 /// being copied.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Entry {
     pub term: Term,
     pub index: Index,
@@ -69,7 +71,7 @@ pub struct HardState {
 }
 
 /// A message between the cores of one group.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Message {
     pub from: NodeId,
     pub to: NodeId,
@@ -78,7 +80,7 @@ pub struct Message {
     pub body: Body,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum Body {
     /// "Would you vote for me in `term`?" — changes no state (thesis §9.6).
     PreVote {

@@ -7,4 +7,4 @@ pub mod frame;
 pub use frame::{decode_frame, encode_frame, Frame, FrameError, FRAME_BYTES_MAX_DEFAULT};
 pub mod message;
 
-pub use message::{decode_raft, encode_raft, MessageError, RaftEnvelope, KIND_RAFT};
+pub use message::{decode_raft, encode_raft, MessageError, KIND_RAFT};
