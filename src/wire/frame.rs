@@ -72,24 +72,37 @@ pub const fn frame_bytes(len: usize) -> usize {
 /// that frames stay aligned). Panics if `payload` exceeds `u32::MAX` bytes:
 /// callers bound their messages far below that.
 pub fn encode_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
+    encode_frame_parts(out, kind, &[payload]);
+}
+
+/// Like [`encode_frame`], with the payload given in parts that are written
+/// one after the other (no intermediate buffer to assemble them).
+pub fn encode_frame_parts(out: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) {
     debug_assert!(
         out.len().is_multiple_of(FRAME_ALIGN),
         "frames are appended on 16-byte boundaries"
     );
-    let len = u32::try_from(payload.len()).expect("a frame payload fits in u32");
+    let plen: usize = parts.iter().map(|p| p.len()).sum();
+    let len = u32::try_from(plen).expect("a frame payload fits in u32");
     let start = out.len();
-    out.reserve(frame_bytes(payload.len()));
+    out.reserve(frame_bytes(plen));
     out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
     out.push(PROTOCOL_VERSION);
     out.push(kind);
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&len.to_le_bytes());
-    let crc = frame_crc(&out[start + 4..start + 12], payload);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(payload);
-    out.resize(start + frame_bytes(payload.len()), 0);
+    let mut h = crc32fast::Hasher::new();
+    h.update(&out[start + 4..start + 12]);
+    for p in parts {
+        h.update(p);
+    }
+    out.extend_from_slice(&h.finalize().to_le_bytes());
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out.resize(start + frame_bytes(plen), 0);
     debug_assert!(
-        matches!(decode_frame(&out[start..], payload.len()), Ok(Some((f, n))) if f.kind == kind && n == out.len() - start),
+        matches!(decode_frame(&out[start..], plen), Ok(Some((f, n))) if f.kind == kind && n == out.len() - start),
         "a frame decodes right after it is encoded"
     );
 }

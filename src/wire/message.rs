@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use rkyv::rancor::Error as RkyvError;
 
-use super::frame::{encode_frame, FRAME_ALIGN};
+use super::frame::{encode_frame_parts, FRAME_ALIGN};
 use crate::raft::{
     ArchivedBody, ArchivedEntryKind, ArchivedMessage, Body, ConfState, Entry, EntryKind, Message,
 };
@@ -39,11 +39,9 @@ pub enum MessageError {
 /// Appends the frame of message `m` of group `group` to `out`.
 pub fn encode_raft(out: &mut Vec<u8>, group: u64, m: &Message) {
     let archive = rkyv::to_bytes::<RkyvError>(m).expect("serializing into memory cannot fail");
-    let mut payload = Vec::with_capacity(GROUP_PREFIX_BYTES + archive.len());
-    payload.extend_from_slice(&group.to_le_bytes());
-    payload.resize(GROUP_PREFIX_BYTES, 0);
-    payload.extend_from_slice(&archive);
-    encode_frame(out, KIND_RAFT, &payload);
+    let mut prefix = [0u8; GROUP_PREFIX_BYTES];
+    prefix[..8].copy_from_slice(&group.to_le_bytes());
+    encode_frame_parts(out, KIND_RAFT, &[&prefix, &archive]);
 }
 
 /// Validates the payload of a frame of kind [`KIND_RAFT`] and turns it into

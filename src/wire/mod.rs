@@ -4,7 +4,9 @@
 
 pub mod frame;
 
-pub use frame::{decode_frame, encode_frame, Frame, FrameError, FRAME_BYTES_MAX_DEFAULT};
+pub use frame::{
+    decode_frame, encode_frame, encode_frame_parts, Frame, FrameError, FRAME_BYTES_MAX_DEFAULT,
+};
 pub mod message;
 
 pub use message::{decode_raft, encode_raft, MessageError, KIND_RAFT};

@@ -358,3 +358,21 @@ fn a_fully_acknowledged_snapshot_does_not_keep_the_leader_busy() {
     assert_eq!(snapshot_chunks(&l.ready(), 2), vec![(15, 1000, 0)]);
     assert!(!l.has_ready());
 }
+
+#[test]
+fn a_snapshot_larger_than_snapshot_bytes_max_is_refused() {
+    let mut c = cfg(2, &[1, 2, 3]);
+    c.snapshot_bytes_max = 99;
+    let mut f = RawNode::new(c.validate().unwrap());
+    let data = vec![1u8; 100];
+    f.step(chunk_msg(1, 1, 15, &data, 0, 50));
+    let rd = f.ready();
+    assert!(rd.messages.is_empty(), "not buffered, not acknowledged");
+    assert_eq!(f.stats().messages_ignored, 1);
+    // At the bound it is accepted.
+    let mut c = cfg(2, &[1, 2, 3]);
+    c.snapshot_bytes_max = 100;
+    let mut g = RawNode::new(c.validate().unwrap());
+    g.step(chunk_msg(1, 1, 15, &data, 0, 100));
+    assert!(g.ready().snapshot.is_some());
+}
