@@ -59,12 +59,6 @@ impl Inflights {
         }
     }
 
-    pub fn free_first(&mut self) {
-        if let Some((_, b)) = self.q.pop_front() {
-            self.bytes -= b;
-        }
-    }
-
     pub fn reset(&mut self) {
         self.q.clear();
         self.bytes = 0;

@@ -160,16 +160,6 @@ pub enum Body {
     },
 }
 
-impl Message {
-    /// Bytes of entry payload this message carries (for flow control).
-    pub fn entry_bytes(&self) -> u64 {
-        match &self.body {
-            Body::Append { entries, .. } => entries.iter().map(Entry::size_bytes).sum(),
-            _ => 0,
-        }
-    }
-}
-
 /// The role of a node in its group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
