@@ -22,8 +22,9 @@ pub struct RaftLog {
     pub persisted: Index,
     /// First index not yet handed out in a Ready for persistence.
     pub unstable_from: Index,
-    /// Highest index handed out for applying. Invariant:
-    /// applied <= min(commit, persisted).
+    /// Highest index handed out for applying. Invariant: applied <= commit;
+    /// applied <= persisted too, except right after a received snapshot is
+    /// installed and until it is reported durable.
     pub applied: Index,
 }
 
@@ -126,6 +127,36 @@ impl RaftLog {
         }
         self.commit = meta.index;
         self.applied = self.applied.max(meta.index);
+    }
+
+    /// Checks the invariants written next to the fields (debug builds and
+    /// the `ci` test profile).
+    pub fn debug_check(&self) {
+        let last = self.last_index();
+        debug_assert!(self.offset >= 1, "log offset starts at 1");
+        debug_assert!(
+            self.commit <= last,
+            "commit {} <= last index {last}",
+            self.commit
+        );
+        debug_assert!(
+            self.persisted <= last,
+            "persisted {} <= last index {last}",
+            self.persisted
+        );
+        debug_assert!(
+            self.persisted < self.unstable_from && self.unstable_from <= last + 1,
+            "persisted {} < unstable_from {} <= last + 1 = {}",
+            self.persisted,
+            self.unstable_from,
+            last + 1
+        );
+        debug_assert!(
+            self.applied <= self.commit,
+            "applied {} <= commit {}",
+            self.applied,
+            self.commit
+        );
     }
 
     #[inline]

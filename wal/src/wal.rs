@@ -249,7 +249,7 @@ fn new_histogram() -> Histogram<u64> {
 }
 
 async fn read_all<F: SegmentFile>(f: &F) -> std::io::Result<Vec<u8>> {
-    const CHUNK: usize = 128 << 10;
+    const CHUNK: usize = 4 << 20;
     let size = f.size().await? as usize;
     let mut data = Vec::with_capacity(size);
     while data.len() < size {

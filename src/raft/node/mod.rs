@@ -764,6 +764,7 @@ impl RawNode {
         if self.role == Role::Leader {
             self.maybe_commit();
         }
+        self.log.debug_check();
     }
 
     /// Whether `ready` has anything to hand out.
@@ -827,6 +828,7 @@ impl RawNode {
             _ => None,
         };
         let snapshot = self.snapshot_to_persist.take();
+        self.log.debug_check();
         self.pending.push_back(Pending {
             number,
             last_entry: entries.last().map(|e| (e.index, e.term)),
