@@ -3,9 +3,9 @@
 //! completeness, state machine safety, no acknowledged write lost,
 //! linearizability and liveness after healing.
 //!
-//! cargo test --release --test sim             # CI budget: 3000 seeds per configuration
-//! SIM_SEEDS=5000 cargo test --release --test sim
-//! SIM_SEED=42 SIM_NODES=3 cargo test --release --test sim -- --nocapture   # replay one seed
+//! cargo test --profile ci --test sim             # CI budget: 3000 seeds per configuration
+//! SIM_SEEDS=5000 cargo test --profile ci --test sim
+//! SIM_SEED=42 SIM_NODES=3 cargo test --profile ci --test sim -- --nocapture   # replay one seed
 
 use ringraft::sim::{run, SimConfig, SimReport};
 
@@ -54,7 +54,7 @@ fn sweep(nodes: usize) {
             }
             Err(f) => {
                 eprintln!(
-                    "FAILED {f}\n  replay: SIM_SEED={seed} SIM_NODES={nodes} cargo test --release --test sim -- --nocapture"
+                    "FAILED {f}\n  replay: SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim -- --nocapture"
                 );
                 failures.push(seed);
             }

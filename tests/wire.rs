@@ -1,7 +1,7 @@
 //! Wire format tests: frames (messages and the transport to come).
 //!
-//! cargo test --release --test wire
-//! WIRE_CASES=1000000 cargo test --release --test wire   # the long fuzz run
+//! cargo test --profile ci --test wire
+//! WIRE_CASES=1000000 cargo test --profile ci --test wire   # the long fuzz run
 
 use proptest::prelude::*;
 use ringraft::wire::{decode_frame, encode_frame, FrameError};
