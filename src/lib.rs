@@ -6,4 +6,5 @@
 pub mod raft;
 pub(crate) mod rng;
 pub mod sim;
+pub mod transport;
 pub mod wire;

@@ -78,28 +78,44 @@ pub fn encode_frame(out: &mut Vec<u8>, kind: u8, payload: &[u8]) {
 /// Like [`encode_frame`], with the payload given in parts that are written
 /// one after the other (no intermediate buffer to assemble them).
 pub fn encode_frame_parts(out: &mut Vec<u8>, kind: u8, parts: &[&[u8]]) {
+    let start = begin_frame(out);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    finish_frame(out, start, kind);
+}
+
+/// Starts a frame at the end of `out` (whose length must be a multiple of
+/// 16, so that frames stay aligned): reserves its header and returns where
+/// it starts. The caller appends the payload directly to `out` (no
+/// intermediate buffer), then calls [`finish_frame`].
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
     debug_assert!(
         out.len().is_multiple_of(FRAME_ALIGN),
         "frames are appended on 16-byte boundaries"
     );
-    let plen: usize = parts.iter().map(|p| p.len()).sum();
-    let len = u32::try_from(plen).expect("a frame payload fits in u32");
     let start = out.len();
-    out.reserve(frame_bytes(plen));
-    out.extend_from_slice(&FRAME_MAGIC.to_le_bytes());
-    out.push(PROTOCOL_VERSION);
-    out.push(kind);
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&len.to_le_bytes());
-    let mut h = crc32fast::Hasher::new();
-    h.update(&out[start + 4..start + 12]);
-    for p in parts {
-        h.update(p);
-    }
-    out.extend_from_slice(&h.finalize().to_le_bytes());
-    for p in parts {
-        out.extend_from_slice(p);
-    }
+    out.extend_from_slice(&[0u8; FRAME_HEADER_BYTES]);
+    start
+}
+
+/// Completes the frame begun at `start` by [`begin_frame`]: everything after
+/// its header is the payload. Writes the header, checksums, pads. Panics if
+/// the payload exceeds `u32::MAX` bytes: callers bound messages far below.
+pub fn finish_frame(out: &mut Vec<u8>, start: usize, kind: u8) {
+    let plen = out.len() - start - FRAME_HEADER_BYTES;
+    let len = u32::try_from(plen).expect("a frame payload fits in u32");
+    let h = &mut out[start..start + FRAME_HEADER_BYTES];
+    h[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
+    h[4] = PROTOCOL_VERSION;
+    h[5] = kind;
+    h[6..8].copy_from_slice(&0u16.to_le_bytes());
+    h[8..12].copy_from_slice(&len.to_le_bytes());
+    let crc = frame_crc(
+        &out[start + 4..start + 12],
+        &out[start + FRAME_HEADER_BYTES..],
+    );
+    out[start + 12..start + 16].copy_from_slice(&crc.to_le_bytes());
     out.resize(start + frame_bytes(plen), 0);
     debug_assert!(
         matches!(decode_frame(&out[start..], plen), Ok(Some((f, n))) if f.kind == kind && n == out.len() - start),

@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use rkyv::rancor::Error as RkyvError;
 
-use super::frame::{encode_frame_parts, FRAME_ALIGN};
+use super::frame::{begin_frame, finish_frame, FRAME_ALIGN};
 use crate::raft::{
     ArchivedBody, ArchivedEntryKind, ArchivedMessage, Body, ConfState, Entry, EntryKind, Message,
 };
@@ -36,12 +36,46 @@ pub enum MessageError {
     Invalid(String),
 }
 
-/// Appends the frame of message `m` of group `group` to `out`.
+/// Appends the frame of message `m` of group `group` to `out`. The archive
+/// is serialized straight into `out` (rkyv's scratch arena is reused per
+/// thread), so a message costs no allocation once `out` has grown.
 pub fn encode_raft(out: &mut Vec<u8>, group: u64, m: &Message) {
-    let archive = rkyv::to_bytes::<RkyvError>(m).expect("serializing into memory cannot fail");
-    let mut prefix = [0u8; GROUP_PREFIX_BYTES];
-    prefix[..8].copy_from_slice(&group.to_le_bytes());
-    encode_frame_parts(out, KIND_RAFT, &[&prefix, &archive]);
+    let start = begin_frame(out);
+    out.extend_from_slice(&group.to_le_bytes());
+    out.extend_from_slice(&[0u8; GROUP_PREFIX_BYTES - 8]);
+    serialize_into(out, m);
+    finish_frame(out, start, KIND_RAFT);
+}
+
+/// Serializes `value` at the end of `out`, whose length is a multiple of 16
+/// (rkyv pads relative to the writer's position, so the archive's internal
+/// alignment holds when it is later read from a 16-aligned address).
+pub(crate) fn serialize_into<'w, T>(out: &'w mut Vec<u8>, value: &T)
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            &'w mut Vec<u8>,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            RkyvError,
+        >,
+    >,
+{
+    debug_assert!(out.len().is_multiple_of(FRAME_ALIGN));
+    rkyv::api::high::to_bytes_in::<_, RkyvError>(value, out)
+        .expect("serializing into memory cannot fail");
+}
+
+/// `buf` itself if it starts 16-byte aligned (a payload of an aligned
+/// receive buffer always does), else a copy of it in aligned memory: rkyv
+/// needs its root aligned.
+pub(crate) fn aligned(buf: Bytes) -> Bytes {
+    if (buf.as_ptr() as usize).is_multiple_of(FRAME_ALIGN) {
+        buf
+    } else {
+        let mut v = rkyv::util::AlignedVec::<16>::with_capacity(buf.len());
+        v.extend_from_slice(&buf);
+        Bytes::from_owner(v)
+    }
 }
 
 /// Validates the payload of a frame of kind [`KIND_RAFT`] and turns it into
@@ -54,30 +88,11 @@ pub fn decode_raft(payload: &Bytes) -> Result<(u64, Message), MessageError> {
         return Err(MessageError::Short(payload.len()));
     }
     let group = u64::from_le_bytes(payload[..8].try_into().expect("8 bytes"));
-    let buf = &payload.slice(GROUP_PREFIX_BYTES..);
-    let aligned_storage;
-    // rkyv needs its root aligned; a receive buffer keeps frames aligned,
-    // anything else is copied once into aligned memory.
-    let (buf, bytes): (Bytes, &[u8]) = if (buf.as_ptr() as usize).is_multiple_of(FRAME_ALIGN) {
-        (buf.clone(), &buf[..])
-    } else {
-        let mut v = rkyv::util::AlignedVec::<16>::new();
-        v.extend_from_slice(buf);
-        aligned_storage = v;
-        let b = Bytes::copy_from_slice(&aligned_storage);
-        (b, &aligned_storage[..])
-    };
-    let a = rkyv::access::<ArchivedMessage, RkyvError>(bytes)
+    let buf = aligned(payload.slice(GROUP_PREFIX_BYTES..));
+    let a = rkyv::access::<ArchivedMessage, RkyvError>(&buf)
         .map_err(|e| MessageError::Invalid(e.to_string()))?;
-    // A slice of `buf` for the same bytes as `s` (which lies within `bytes`).
-    let base = bytes.as_ptr() as usize;
-    let share = |s: &[u8]| -> Bytes {
-        if s.is_empty() {
-            return Bytes::new();
-        }
-        let off = s.as_ptr() as usize - base;
-        buf.slice(off..off + s.len())
-    };
+    // Entry payloads and chunks: slices of `buf`, not copies.
+    let share = |s: &[u8]| buf.slice_ref(s);
     let body = match &a.body {
         ArchivedBody::PreVote {
             last_index,

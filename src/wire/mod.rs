@@ -1,12 +1,21 @@
-//! The wire format: frames on raw TCP (this module), and the messages they
-//! carry (to come: rkyv types for every Raft message and the client
-//! protocol, accessed in place with validation).
+//! The wire format: frames on raw TCP ([`frame`]), the handshake that opens
+//! every connection ([`hello`]), Raft messages between shards ([`message`])
+//! and the client protocol ([`client`]). Everything received is validated
+//! before use; nothing received can panic the node.
 
+pub mod client;
 pub mod frame;
-
-pub use frame::{
-    decode_frame, encode_frame, encode_frame_parts, Frame, FrameError, FRAME_BYTES_MAX_DEFAULT,
-};
+pub mod hello;
 pub mod message;
 
+pub use client::{
+    decode_request, decode_response, encode_request, encode_response, ClientError, ClusterMap,
+    GroupStatus, KeyValue, NodeInfo, Op, ReadMode, Reply, Request, Response, KIND_REQUEST,
+    KIND_RESPONSE,
+};
+pub use frame::{
+    begin_frame, decode_frame, encode_frame, encode_frame_parts, finish_frame, Frame, FrameError,
+    FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION,
+};
+pub use hello::{Hello, HelloError, KIND_HELLO, KIND_HELLO_REPLY};
 pub use message::{decode_raft, encode_raft, MessageError, KIND_RAFT};

@@ -1,0 +1,326 @@
+//! Client connections of a shard: requests in, responses out, pipelined.
+//!
+//! Each connection has a reader task (handshake, then requests into the
+//! shard's client inbox) and a writer task (responses, batched like peer
+//! messages: everything answered during a turn goes out in one write).
+//! Responses are never dropped: when a client does not read its responses
+//! and they pile up past `client_queue_bytes_max`, the node stops reading
+//! that client's requests until they drain. A response for a connection
+//! that is gone is counted (`responses_orphaned`), not silently lost.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::io::{ReadHalf, WriteHalf};
+use futures_lite::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+
+use super::sync::WaitList;
+use super::{accept_hello, FrameReader, RecvError, TransportConfig};
+use crate::wire::client::{
+    decode_request, encode_response, ClientError, Request, Response, KIND_REQUEST,
+};
+use crate::wire::hello::Hello;
+
+/// Names a client connection of a shard (unique for the shard's lifetime).
+pub type ClientConnId = u64;
+
+/// Counters of a shard's client service (monotonic).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ClientStats {
+    pub conns_accepted: u64,
+    pub conns_closed: u64,
+    pub requests: u64,
+    /// Requests whose frame was sound but whose content failed validation
+    /// (answered with `BadRequest`, connection kept).
+    pub bad_requests: u64,
+    /// Connections closed for lost framing or a failed handshake.
+    pub conns_rejected: u64,
+    pub responses: u64,
+    /// Responses for a connection that had closed.
+    pub responses_orphaned: u64,
+}
+
+/// Request id of the answer to a request whose id could not be read.
+pub const UNATTRIBUTED_ID: u64 = u64::MAX;
+
+struct Conn {
+    pending: RefCell<Vec<u8>>,
+    closed: Cell<bool>,
+    /// The writer waits here for responses.
+    ready: WaitList,
+    /// The reader waits here for the responses to drain.
+    space: WaitList,
+}
+
+struct Shared {
+    me: Hello,
+    cfg: TransportConfig,
+    conns: RefCell<HashMap<ClientConnId, Rc<Conn>>>,
+    inbox: RefCell<Vec<(ClientConnId, Request)>>,
+    inbox_ready: WaitList,
+    inbox_space: WaitList,
+    next_conn: Cell<ClientConnId>,
+    closing: Cell<bool>,
+    stats: Cell<ClientStats>,
+}
+
+impl Shared {
+    fn bump(&self, f: impl FnOnce(&mut ClientStats)) {
+        let mut s = self.stats.get();
+        f(&mut s);
+        self.stats.set(s);
+    }
+}
+
+/// The client side of one shard.
+pub struct ClientService {
+    shared: Rc<Shared>,
+}
+
+impl ClientService {
+    /// `me.node` answers handshakes; clients must name `me.cluster` and
+    /// `me.shard`.
+    pub fn new(me: Hello, cfg: TransportConfig) -> Rc<ClientService> {
+        Rc::new(ClientService {
+            shared: Rc::new(Shared {
+                me,
+                cfg,
+                conns: RefCell::new(HashMap::new()),
+                inbox: RefCell::new(Vec::new()),
+                inbox_ready: WaitList::default(),
+                inbox_space: WaitList::default(),
+                next_conn: Cell::new(1),
+                closing: Cell::new(false),
+                stats: Cell::new(ClientStats::default()),
+            }),
+        })
+    }
+
+    /// Accepts clients on `listener` until [`close`](Self::close).
+    pub async fn serve(self: Rc<Self>, listener: TcpListener) {
+        let shared = self.shared.clone();
+        while !shared.closing.get() {
+            match listener.accept().await {
+                Ok(stream) => {
+                    if shared.closing.get() {
+                        return;
+                    }
+                    glommio::spawn_local(serve_client(stream, shared.clone())).detach();
+                }
+                Err(e) => {
+                    tracing::warn!(shard = shared.me.shard, "accepting a client: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Moves the requests received since the last call into `out`.
+    pub fn drain(&self, out: &mut Vec<(ClientConnId, Request)>) {
+        let mut inbox = self.shared.inbox.borrow_mut();
+        if inbox.is_empty() {
+            return;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut inbox);
+        } else {
+            out.append(&mut inbox);
+        }
+        drop(inbox);
+        self.shared.inbox_space.wake_all();
+    }
+
+    /// Waits until a request is waiting (or the service closes).
+    pub async fn ready(&self) {
+        let s = &self.shared;
+        s.inbox_ready
+            .wait_until(|| !s.inbox.borrow().is_empty() || s.closing.get())
+            .await
+    }
+
+    /// Queues `r` for connection `conn`; written when the turn yields.
+    /// `false` if the connection is gone (counted as orphaned).
+    pub fn respond(&self, conn: ClientConnId, r: &Response) -> bool {
+        let conns = self.shared.conns.borrow();
+        let Some(c) = conns.get(&conn).filter(|c| !c.closed.get()) else {
+            self.shared.bump(|s| s.responses_orphaned += 1);
+            return false;
+        };
+        respond_on(c, r);
+        self.shared.bump(|s| s.responses += 1);
+        true
+    }
+
+    pub fn stats(&self) -> ClientStats {
+        self.shared.stats.get()
+    }
+
+    /// Open connections.
+    pub fn conns(&self) -> usize {
+        self.shared.conns.borrow().len()
+    }
+
+    /// Stops accepting and reading; pending responses are still written.
+    pub fn close(&self) {
+        self.shared.closing.set(true);
+        self.shared.inbox_ready.wake_all();
+        self.shared.inbox_space.wake_all();
+        for c in self.shared.conns.borrow().values() {
+            c.space.wake_all();
+        }
+    }
+}
+
+fn respond_on(c: &Conn, r: &Response) {
+    let mut p = c.pending.borrow_mut();
+    let was_empty = p.is_empty();
+    encode_response(&mut p, r);
+    if was_empty {
+        c.ready.wake_all();
+    }
+}
+
+async fn serve_client(mut stream: TcpStream, shared: Rc<Shared>) {
+    let Ok(peer) = stream.peer_addr() else { return };
+    let _ = stream.set_nodelay(true);
+    let cfg = &shared.cfg;
+    let mut reader = FrameReader::new(cfg.recv_buffer_bytes, cfg.frame_bytes_max);
+    match accept_hello(
+        &mut stream,
+        &mut reader,
+        &shared.me,
+        cfg.handshake_timeout_ms,
+        peer,
+    )
+    .await
+    {
+        Ok(h) if h.node == 0 => {}
+        Ok(h) => {
+            tracing::warn!(%peer, node = h.node, "closing client connection: a peer node dialed the client port");
+            shared.bump(|s| s.conns_rejected += 1);
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(%peer, shard = shared.me.shard, "closing client connection: {e}");
+            shared.bump(|s| s.conns_rejected += 1);
+            return;
+        }
+    }
+    let id = shared.next_conn.get();
+    shared.next_conn.set(id + 1);
+    let conn = Rc::new(Conn {
+        pending: RefCell::new(Vec::new()),
+        closed: Cell::new(false),
+        ready: WaitList::default(),
+        space: WaitList::default(),
+    });
+    shared.conns.borrow_mut().insert(id, conn.clone());
+    shared.bump(|s| s.conns_accepted += 1);
+    let (mut rd, wr) = futures_lite::io::split(stream);
+    let writer = glommio::spawn_local(write_responses(wr, conn.clone()));
+    let result = read_requests(&mut rd, &mut reader, id, &conn, &shared).await;
+    match result {
+        Ok(()) => tracing::debug!(%peer, "client closed its connection"),
+        Err(e) => {
+            shared.bump(|s| s.conns_rejected += 1);
+            tracing::warn!(%peer, shard = shared.me.shard, "closing client connection: {e}");
+        }
+    }
+    // The writer finishes what is queued, then ends.
+    conn.closed.set(true);
+    conn.ready.wake_all();
+    writer.await;
+    shared.conns.borrow_mut().remove(&id);
+    shared.bump(|s| s.conns_closed += 1);
+}
+
+async fn read_requests(
+    rd: &mut ReadHalf<TcpStream>,
+    reader: &mut FrameReader,
+    id: ClientConnId,
+    conn: &Conn,
+    shared: &Shared,
+) -> Result<(), RecvError> {
+    let cfg = &shared.cfg;
+    loop {
+        // Backpressure: a client that does not read its responses, or a
+        // shard that is behind, stops being read.
+        conn.space
+            .wait_until(|| {
+                conn.pending.borrow().len() < cfg.client_queue_bytes_max || shared.closing.get()
+            })
+            .await;
+        shared
+            .inbox_space
+            .wait_until(|| shared.inbox.borrow().len() < cfg.inbox_msgs_max || shared.closing.get())
+            .await;
+        if shared.closing.get() {
+            return Ok(());
+        }
+        let mut got = 0u64;
+        while let Some((kind, payload)) = reader.next_buffered()? {
+            if kind != KIND_REQUEST {
+                return Err(RecvError::Unexpected {
+                    kind,
+                    when: "on a client connection",
+                });
+            }
+            match decode_request(&payload) {
+                Ok(r) => {
+                    got += 1;
+                    shared.inbox.borrow_mut().push((id, r));
+                }
+                Err(e) => {
+                    // The frame was sound: answer, keep the connection.
+                    shared.bump(|s| s.bad_requests += 1);
+                    respond_on(
+                        conn,
+                        &Response {
+                            id: UNATTRIBUTED_ID,
+                            result: Err(ClientError::BadRequest {
+                                reason: e.to_string(),
+                            }),
+                        },
+                    );
+                }
+            }
+        }
+        if got > 0 {
+            shared.bump(|s| s.requests += got);
+            shared.inbox_ready.wake_all();
+        }
+        if !reader.fill(rd).await? {
+            return Ok(());
+        }
+    }
+}
+
+async fn write_responses(mut wr: WriteHalf<TcpStream>, conn: Rc<Conn>) {
+    let mut writing = Vec::new();
+    loop {
+        conn.ready
+            .wait_until(|| !conn.pending.borrow().is_empty() || conn.closed.get())
+            .await;
+        if conn.pending.borrow().is_empty() {
+            return; // closed and drained
+        }
+        std::mem::swap(&mut *conn.pending.borrow_mut(), &mut writing);
+        conn.space.wake_all();
+        if wr.write_all(&writing).await.is_err() {
+            conn.closed.set(true);
+            conn.space.wake_all();
+            return;
+        }
+        writing.clear();
+    }
+}
+
+/// Where a client reaches shard `shard` of a node whose shard 0 listens on
+/// `base`: port + shard.
+pub fn shard_addr(base: SocketAddr, shard: u32) -> SocketAddr {
+    SocketAddr::new(base.ip(), base.port() + shard as u16)
+}

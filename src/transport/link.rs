@@ -1,0 +1,219 @@
+//! The outbound link to one peer: a writer task that dials, handshakes,
+//! writes batches, and redials with exponential backoff and jitter.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::AsyncWriteExt;
+use glommio::net::TcpStream;
+
+use super::sync::WaitList;
+use super::{FrameReader, RecvError, Shared};
+use crate::raft::{Message, NodeId};
+use crate::rng::Rng;
+use crate::wire::encode_raft;
+use crate::wire::hello::{decode_reply, HelloError, KIND_HELLO_REPLY};
+
+#[derive(Debug, thiserror::Error)]
+enum DialError {
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("{0}")]
+    Recv(#[from] RecvError),
+    #[error("address answered as node {got}, expected node {want}")]
+    WrongNode { got: NodeId, want: NodeId },
+}
+
+struct LinkState {
+    /// Frames queued since the writer last took them.
+    pending: Vec<u8>,
+    pending_msgs: u64,
+    up: bool,
+    closed: bool,
+}
+
+pub(crate) struct Link {
+    node: NodeId,
+    addr: SocketAddr,
+    shared: Rc<Shared>,
+    st: RefCell<LinkState>,
+    /// The writer waits here for frames.
+    ready: WaitList,
+}
+
+impl Link {
+    pub(crate) fn start(node: NodeId, addr: SocketAddr, shared: Rc<Shared>) -> Rc<Link> {
+        let l = Rc::new(Link {
+            node,
+            addr,
+            shared,
+            st: RefCell::new(LinkState {
+                pending: Vec::new(),
+                pending_msgs: 0,
+                up: false,
+                closed: false,
+            }),
+            ready: WaitList::default(),
+        });
+        glommio::spawn_local(run(l.clone())).detach();
+        l
+    }
+
+    /// Encodes `m` into the pending batch; `false` if dropped.
+    pub(crate) fn queue(&self, group: u64, m: &Message) -> bool {
+        let mut st = self.st.borrow_mut();
+        let before = st.pending.len();
+        if !st.up || st.closed || before >= self.shared.cfg.peer_queue_bytes_max {
+            self.shared.stats.bump(|s| s.msgs_dropped += 1);
+            return false;
+        }
+        encode_raft(&mut st.pending, group, m);
+        st.pending_msgs += 1;
+        self.shared.stats.bump(|s| s.msgs_queued += 1);
+        if before == 0 {
+            self.ready.wake_all();
+        }
+        true
+    }
+
+    pub(crate) fn close(&self) {
+        self.st.borrow_mut().closed = true;
+        self.ready.wake_all();
+    }
+
+    async fn dial(&self) -> Result<TcpStream, DialError> {
+        let cfg = &self.shared.cfg;
+        let mut stream =
+            TcpStream::connect_timeout(self.addr, Duration::from_millis(cfg.connect_timeout_ms))
+                .await
+                .map_err(|e| DialError::Connect(e.into()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| DialError::Connect(e.into()))?;
+        let mut out = Vec::with_capacity(64);
+        self.shared.me.encode(&mut out);
+        stream
+            .write_all(&out)
+            .await
+            .map_err(|e| DialError::Recv(RecvError::Io(e)))?;
+        let mut reader = FrameReader::new(4096, 4096);
+        let limit = Duration::from_millis(cfg.handshake_timeout_ms);
+        let reply = glommio::timer::timeout(limit, async { Ok(reader.next(&mut stream).await) })
+            .await
+            .map_err(|_| RecvError::HandshakeTimeout(limit))??;
+        let answerer = match reply {
+            Some((KIND_HELLO_REPLY, p)) => decode_reply(&p).map_err(|e| {
+                if matches!(e, HelloError::Refused { .. }) {
+                    self.shared.stats.bump(|s| s.handshakes_refused += 1);
+                }
+                RecvError::Hello(e)
+            })?,
+            Some((kind, _)) => {
+                return Err(RecvError::Unexpected {
+                    kind,
+                    when: "as the handshake answer",
+                }
+                .into())
+            }
+            None => return Err(RecvError::Truncated { bytes: 0 }.into()),
+        };
+        if answerer != self.node {
+            return Err(DialError::WrongNode {
+                got: answerer,
+                want: self.node,
+            });
+        }
+        Ok(stream)
+    }
+
+    fn closed(&self) -> bool {
+        self.st.borrow().closed || self.shared.closing.get()
+    }
+
+    /// Marks the link down: what was queued is dropped (and counted), and
+    /// the shard hears that the peer is unreachable.
+    fn down(&self, lost_in_write: u64) {
+        let mut st = self.st.borrow_mut();
+        st.up = false;
+        let lost = st.pending_msgs + lost_in_write;
+        st.pending.clear();
+        st.pending_msgs = 0;
+        self.shared.stats.bump(|s| {
+            s.msgs_dropped += lost;
+            s.disconnects += 1;
+        });
+        self.shared.unreachable.borrow_mut().push(self.node);
+    }
+}
+
+/// The writer task of a link, until the link or the transport closes.
+async fn run(l: Rc<Link>) {
+    let cfg = l.shared.cfg.clone();
+    let me = l.shared.me;
+    let mut rng = Rng(me.node ^ (u64::from(me.shard) << 32) ^ l.node.rotate_left(17));
+    let mut backoff_ms = cfg.reconnect_backoff_ms_min;
+    let mut writing: Vec<u8> = Vec::new();
+    let mut failures = 0u64;
+    let mut last_error = String::new();
+    while !l.closed() {
+        match l.dial().await {
+            Ok(mut stream) => {
+                tracing::info!(peer = l.node, addr = %l.addr, shard = me.shard, "connected to peer");
+                l.shared.stats.bump(|s| s.connects += 1);
+                l.st.borrow_mut().up = true;
+                backoff_ms = cfg.reconnect_backoff_ms_min;
+                failures = 0;
+                last_error.clear();
+                let (err, lost) = loop {
+                    l.ready
+                        .wait_until(|| !l.st.borrow().pending.is_empty() || l.closed())
+                        .await;
+                    if l.closed() {
+                        break (None, 0);
+                    }
+                    let msgs = {
+                        let mut st = l.st.borrow_mut();
+                        std::mem::swap(&mut st.pending, &mut writing);
+                        std::mem::take(&mut st.pending_msgs)
+                    };
+                    if let Err(e) = stream.write_all(&writing).await {
+                        writing.clear();
+                        break (Some(e), msgs);
+                    }
+                    let n = writing.len() as u64;
+                    l.shared.stats.bump(|s| {
+                        s.bytes_written += n;
+                        s.writes += 1;
+                    });
+                    writing.clear();
+                };
+                l.down(lost);
+                match err {
+                    Some(e) => {
+                        tracing::warn!(peer = l.node, addr = %l.addr, shard = me.shard, "lost connection to peer: {e}")
+                    }
+                    None => return,
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    l.shared.unreachable.borrow_mut().push(l.node);
+                }
+                let msg = e.to_string();
+                // One line per distinct failure, not one per attempt.
+                if msg != last_error {
+                    tracing::warn!(peer = l.node, addr = %l.addr, shard = me.shard, "cannot reach peer: {msg} (retrying with backoff)");
+                    last_error = msg;
+                }
+            }
+        }
+        // Jittered over the upper half: peers that failed together do not
+        // redial in lockstep.
+        let delay = rng.range(backoff_ms.div_ceil(2), backoff_ms);
+        glommio::timer::sleep(Duration::from_millis(delay)).await;
+        backoff_ms = (backoff_ms * 2).min(cfg.reconnect_backoff_ms_max);
+    }
+}

@@ -1,0 +1,465 @@
+//! Per-shard TCP transport: Raft messages to and from the same shard index
+//! on every peer node, and the connections of clients.
+//!
+//! Peer links are one-way: shard `s` of node A sends everything for node B
+//! (all groups of the shard) on **one** connection it dials to shard `s` of
+//! B, and receives B's messages on the connection B dialed. One writer per
+//! socket and one reader per socket means no locking around a socket, and
+//! each direction reconnects on its own.
+//!
+//! Sending: during a turn the shard encodes messages straight into the
+//! peer's pending buffer; the link's writer task, which runs when the turn
+//! yields, swaps it out and writes the whole batch with one `write` (double
+//! buffering: both buffers are reused, nothing is allocated per message).
+//! A pending buffer past `peer_queue_bytes_max` drops Raft messages (Raft
+//! tolerates loss; drops are counted); so does a link that is down.
+//!
+//! Receiving: see [`reader`]. Anything malformed closes the connection with
+//! one log line naming the peer and the reason; nothing else is affected.
+
+mod clients;
+mod link;
+pub mod reader;
+mod sync;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::AsyncWriteExt;
+use glommio::net::{TcpListener, TcpStream};
+
+pub use clients::{shard_addr, ClientConnId, ClientService, ClientStats, UNATTRIBUTED_ID};
+pub use reader::FrameReader;
+use sync::WaitList;
+
+use crate::raft::{Message, NodeId};
+use crate::wire::hello::{encode_reply, Hello, HelloError, KIND_HELLO};
+use crate::wire::message::MessageError;
+use crate::wire::{decode_raft, FrameError, KIND_RAFT};
+
+/// Bounds and timings of a shard's transport.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// Bytes of Raft messages queued for one peer beyond which further
+    /// messages are dropped (and counted) until the queue drains.
+    pub peer_queue_bytes_max: usize,
+    /// Bytes of responses queued for one client beyond which the node stops
+    /// reading that client's requests until they drain (never dropped).
+    pub client_queue_bytes_max: usize,
+    /// Size of a connection's receive buffer (how much one read can take).
+    pub recv_buffer_bytes: usize,
+    /// Largest frame payload accepted; a larger one closes the connection.
+    pub frame_bytes_max: usize,
+    /// Received messages waiting for the shard beyond which connections
+    /// stop being read (TCP pushes back on the senders).
+    pub inbox_msgs_max: usize,
+    /// First delay before redialing a peer; doubled per failure.
+    pub reconnect_backoff_ms_min: u64,
+    /// Cap of the redial delay (each delay is jittered over its upper half).
+    pub reconnect_backoff_ms_max: u64,
+    pub connect_timeout_ms: u64,
+    /// Time a new connection has to complete its handshake.
+    pub handshake_timeout_ms: u64,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            peer_queue_bytes_max: 16 << 20,
+            client_queue_bytes_max: 4 << 20,
+            recv_buffer_bytes: 256 << 10,
+            frame_bytes_max: crate::wire::FRAME_BYTES_MAX_DEFAULT,
+            inbox_msgs_max: 65_536,
+            reconnect_backoff_ms_min: 20,
+            reconnect_backoff_ms_max: 2_000,
+            connect_timeout_ms: 1_000,
+            handshake_timeout_ms: 2_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransportConfigError {
+    #[error("{name} = {value} is out of range: {why}")]
+    Range {
+        name: &'static str,
+        value: u64,
+        why: &'static str,
+    },
+}
+
+impl TransportConfig {
+    pub fn validate(&self) -> Result<(), TransportConfigError> {
+        let check = |name, value: u64, ok: bool, why| {
+            if ok {
+                Ok(())
+            } else {
+                Err(TransportConfigError::Range { name, value, why })
+            }
+        };
+        let r = self.recv_buffer_bytes as u64;
+        check(
+            "recv_buffer_bytes",
+            r,
+            (4096..=1 << 30).contains(&r) && r.is_multiple_of(16),
+            "must be a multiple of 16 in [4 KiB, 1 GiB]",
+        )?;
+        let f = self.frame_bytes_max as u64;
+        check(
+            "frame_bytes_max",
+            f,
+            (4096..=u32::MAX as u64).contains(&f),
+            "must be in [4 KiB, 4 GiB)",
+        )?;
+        let p = self.peer_queue_bytes_max as u64;
+        check(
+            "peer_queue_bytes_max",
+            p,
+            p >= 64 << 10,
+            "must be at least 64 KiB",
+        )?;
+        let c = self.client_queue_bytes_max as u64;
+        check(
+            "client_queue_bytes_max",
+            c,
+            c >= 64 << 10,
+            "must be at least 64 KiB",
+        )?;
+        let i = self.inbox_msgs_max as u64;
+        check("inbox_msgs_max", i, i >= 16, "must be at least 16")?;
+        let (lo, hi) = (self.reconnect_backoff_ms_min, self.reconnect_backoff_ms_max);
+        check(
+            "reconnect_backoff_ms_min",
+            lo,
+            lo >= 1 && lo <= hi,
+            "must be at least 1 and at most reconnect_backoff_ms_max",
+        )?;
+        check(
+            "connect_timeout_ms",
+            self.connect_timeout_ms,
+            self.connect_timeout_ms >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "handshake_timeout_ms",
+            self.handshake_timeout_ms,
+            self.handshake_timeout_ms >= 1,
+            "must be at least 1",
+        )
+    }
+}
+
+/// Why a connection was closed (each is logged once, with the peer).
+#[derive(Debug, thiserror::Error)]
+pub enum RecvError {
+    #[error("i/o: {0}")]
+    Io(std::io::Error),
+    #[error("bad frame: {0}")]
+    Frame(#[from] FrameError),
+    #[error("bad message: {0}")]
+    Message(#[from] MessageError),
+    #[error("handshake: {0}")]
+    Hello(#[from] HelloError),
+    #[error("connection ended inside a frame ({bytes} bytes of it received)")]
+    Truncated { bytes: usize },
+    #[error("unexpected frame kind {kind} {when}")]
+    Unexpected { kind: u8, when: &'static str },
+    #[error("message claims sender {claimed}, the connection is from node {node}")]
+    Sender { claimed: NodeId, node: NodeId },
+    #[error("no handshake within {0:?}")]
+    HandshakeTimeout(Duration),
+}
+
+/// Counters of one shard's transport (monotonic).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TransportStats {
+    pub msgs_queued: u64,
+    /// Raft messages dropped: link down or queue over its bound.
+    pub msgs_dropped: u64,
+    /// Raft messages for a node this shard has no address for.
+    pub msgs_unroutable: u64,
+    pub bytes_written: u64,
+    /// Write calls (each carries every message queued since the last).
+    pub writes: u64,
+    pub msgs_received: u64,
+    pub connects: u64,
+    pub disconnects: u64,
+    /// Inbound connections closed for malformed input.
+    pub conns_rejected: u64,
+    /// Handshakes refused (either end).
+    pub handshakes_refused: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    s: Cell<TransportStats>,
+}
+
+impl Counters {
+    fn bump(&self, f: impl FnOnce(&mut TransportStats)) {
+        let mut s = self.s.get();
+        f(&mut s);
+        self.s.set(s);
+    }
+}
+
+/// State shared by the shard, the link writers and the connection readers
+/// (all on the shard's executor).
+struct Shared {
+    me: Hello,
+    cfg: TransportConfig,
+    stats: Counters,
+    inbox: RefCell<Vec<(u64, Message)>>,
+    /// The shard waits here for messages.
+    inbox_ready: WaitList,
+    /// Readers wait here while the inbox is full.
+    inbox_space: WaitList,
+    /// Peers whose link failed since the shard last looked.
+    unreachable: RefCell<Vec<NodeId>>,
+    closing: Cell<bool>,
+}
+
+/// One shard's transport to the same shard index of its peers.
+pub struct Transport {
+    shared: Rc<Shared>,
+    links: RefCell<HashMap<NodeId, Rc<link::Link>>>,
+}
+
+impl Transport {
+    /// A transport for the shard `me` describes (cluster, node, shard,
+    /// shards); must be created on the shard's executor. Call
+    /// [`add_peer`](Self::add_peer) for each peer and
+    /// [`serve`](Self::serve) with the shard's peer listener.
+    pub fn new(me: Hello, cfg: TransportConfig) -> Rc<Transport> {
+        debug_assert!(cfg.validate().is_ok());
+        Rc::new(Transport {
+            shared: Rc::new(Shared {
+                me,
+                cfg,
+                stats: Counters::default(),
+                inbox: RefCell::new(Vec::new()),
+                inbox_ready: WaitList::default(),
+                inbox_space: WaitList::default(),
+                unreachable: RefCell::new(Vec::new()),
+                closing: Cell::new(false),
+            }),
+            links: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Starts sending to `node` at `addr` (the address of this shard's index
+    /// on that node): a writer task dials it and keeps redialing.
+    pub fn add_peer(&self, node: NodeId, addr: SocketAddr) {
+        let l = link::Link::start(node, addr, self.shared.clone());
+        if let Some(old) = self.links.borrow_mut().insert(node, l) {
+            old.close();
+        }
+    }
+
+    /// Stops sending to `node`.
+    pub fn remove_peer(&self, node: NodeId) {
+        if let Some(old) = self.links.borrow_mut().remove(&node) {
+            old.close();
+        }
+    }
+
+    /// Queues `m` (of `group`) for `m.to`. `false` if it was dropped: the
+    /// link is down, its queue is over `peer_queue_bytes_max`, or the node
+    /// is unknown. The batch is written when the shard's turn yields.
+    pub fn send(&self, group: u64, m: &Message) -> bool {
+        let links = self.links.borrow();
+        match links.get(&m.to) {
+            Some(l) => l.queue(group, m),
+            None => {
+                self.shared.stats.bump(|s| s.msgs_unroutable += 1);
+                false
+            }
+        }
+    }
+
+    /// Moves the messages received since the last call into `out`.
+    pub fn drain_inbox(&self, out: &mut Vec<(u64, Message)>) {
+        let mut inbox = self.shared.inbox.borrow_mut();
+        if inbox.is_empty() {
+            return;
+        }
+        if out.is_empty() {
+            std::mem::swap(out, &mut inbox);
+        } else {
+            out.append(&mut inbox);
+        }
+        drop(inbox);
+        self.shared.inbox_space.wake_all();
+    }
+
+    /// Waits until a message is in the inbox.
+    pub async fn inbox_ready(&self) {
+        let shared = &self.shared;
+        shared
+            .inbox_ready
+            .wait_until(|| !shared.inbox.borrow().is_empty() || shared.closing.get())
+            .await
+    }
+
+    /// Peers whose link failed (or could not be made) since the last call:
+    /// the shard tells its groups so leaders probe those followers afresh.
+    pub fn take_unreachable(&self, out: &mut Vec<NodeId>) {
+        out.append(&mut self.shared.unreachable.borrow_mut());
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    pub fn stats(&self) -> TransportStats {
+        self.shared.stats.s.get()
+    }
+
+    /// This shard's identity.
+    pub fn me(&self) -> Hello {
+        self.shared.me
+    }
+
+    /// Accepts peer connections on `listener` until [`close`](Self::close).
+    pub async fn serve(self: Rc<Self>, listener: TcpListener) {
+        let shared = self.shared.clone();
+        while !shared.closing.get() {
+            match listener.accept().await {
+                Ok(stream) => {
+                    glommio::spawn_local(serve_peer_conn(stream, shared.clone())).detach();
+                }
+                Err(e) => {
+                    tracing::warn!(shard = shared.me.shard, "accepting a peer connection: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    }
+
+    /// Stops every link and wakes whoever waits on the inbox.
+    pub fn close(&self) {
+        self.shared.closing.set(true);
+        for l in self.links.borrow().values() {
+            l.close();
+        }
+        self.shared.inbox_ready.wake_all();
+        self.shared.inbox_space.wake_all();
+    }
+}
+
+/// Reads and answers the handshake of an inbound connection. The hello if
+/// accepted; a refusal is answered, logged and counted.
+async fn accept_hello(
+    stream: &mut TcpStream,
+    reader: &mut FrameReader,
+    me: &Hello,
+    timeout_ms: u64,
+    peer: SocketAddr,
+) -> Result<Hello, RecvError> {
+    let limit = Duration::from_millis(timeout_ms);
+    let first = glommio::timer::timeout(limit, async { Ok(reader.next(stream).await) })
+        .await
+        .map_err(|_| RecvError::HandshakeTimeout(limit))??;
+    let hello = match first {
+        Some((KIND_HELLO, p)) => Hello::decode(&p),
+        Some((kind, _)) => {
+            return Err(RecvError::Unexpected {
+                kind,
+                when: "before the handshake",
+            })
+        }
+        None => return Err(RecvError::Truncated { bytes: 0 }),
+    };
+    let outcome = hello.and_then(|h| h.check(me).map(|()| h));
+    let mut out = Vec::with_capacity(128);
+    match &outcome {
+        Ok(_) => encode_reply(&mut out, me.node, Ok(())),
+        Err(e) => encode_reply(&mut out, me.node, Err(&e.to_string())),
+    }
+    // Best effort for a refusal: the caller may already be gone.
+    let written = stream.write_all(&out).await;
+    let hello = outcome?;
+    written.map_err(RecvError::Io)?;
+    tracing::debug!(%peer, node = hello.node, "handshake accepted");
+    Ok(hello)
+}
+
+/// An inbound peer connection: handshake, then Raft messages into the inbox
+/// until the peer closes it or sends something malformed.
+async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
+    let peer = match stream.peer_addr() {
+        Ok(a) => a,
+        Err(_) => return,
+    };
+    let _ = stream.set_nodelay(true);
+    let mut reader = FrameReader::new(shared.cfg.recv_buffer_bytes, shared.cfg.frame_bytes_max);
+    let result = async {
+        let hello = accept_hello(
+            &mut stream,
+            &mut reader,
+            &shared.me,
+            shared.cfg.handshake_timeout_ms,
+            peer,
+        )
+        .await
+        .inspect_err(|e| {
+            if matches!(e, RecvError::Hello(_)) {
+                shared.stats.bump(|s| s.handshakes_refused += 1);
+            }
+        })?;
+        if hello.node == 0 {
+            return Err(RecvError::Unexpected {
+                kind: KIND_HELLO,
+                when: "from a client on the peer port",
+            });
+        }
+        let node = hello.node;
+        loop {
+            // Push back on the sender while the shard is behind.
+            let inbox_max = shared.cfg.inbox_msgs_max;
+            shared
+                .inbox_space
+                .wait_until(|| shared.inbox.borrow().len() < inbox_max || shared.closing.get())
+                .await;
+            if shared.closing.get() {
+                return Ok(node);
+            }
+            let mut got = 0u64;
+            while let Some((kind, payload)) = reader.next_buffered()? {
+                got += 1;
+                if kind != KIND_RAFT {
+                    return Err(RecvError::Unexpected {
+                        kind,
+                        when: "on a peer connection",
+                    });
+                }
+                let (group, m) = decode_raft(&payload)?;
+                if m.from != node {
+                    return Err(RecvError::Sender {
+                        claimed: m.from,
+                        node,
+                    });
+                }
+                shared.inbox.borrow_mut().push((group, m));
+            }
+            if got > 0 {
+                shared.stats.bump(|s| s.msgs_received += got);
+                shared.inbox_ready.wake_all();
+            }
+            if !reader.fill(&mut stream).await? {
+                return Ok(node);
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(node) => {
+            tracing::info!(%peer, node, shard = shared.me.shard, "peer closed its connection")
+        }
+        Err(e) => {
+            shared.stats.bump(|s| s.conns_rejected += 1);
+            tracing::warn!(%peer, shard = shared.me.shard, "closing peer connection: {e}");
+        }
+    }
+}

@@ -1,0 +1,39 @@
+//! Waiting inside one executor: a list of wakers to wake when a condition
+//! may have changed. Single-threaded (tasks of one shard), no locks.
+
+use std::cell::RefCell;
+use std::task::{Poll, Waker};
+
+#[derive(Default)]
+pub(crate) struct WaitList {
+    wakers: RefCell<Vec<Waker>>,
+    /// Reused storage for waking (no allocation per wake).
+    spare: RefCell<Vec<Waker>>,
+}
+
+impl WaitList {
+    /// Resolves once `ready()` holds; re-checked each time the list is
+    /// woken.
+    pub(crate) async fn wait_until(&self, mut ready: impl FnMut() -> bool) {
+        futures_lite::future::poll_fn(|cx| {
+            if ready() {
+                return Poll::Ready(());
+            }
+            let mut w = self.wakers.borrow_mut();
+            if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                w.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    pub(crate) fn wake_all(&self) {
+        let mut wakers = self.spare.take();
+        std::mem::swap(&mut wakers, &mut *self.wakers.borrow_mut());
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+        *self.spare.borrow_mut() = wakers;
+    }
+}

@@ -1,0 +1,284 @@
+//! The client protocol: requests of the key-value service and their
+//! responses, in frames of kind [`KIND_REQUEST`] and [`KIND_RESPONSE`].
+//!
+//! ```text
+//! payload = rkyv archive of Request (or Response)
+//! ```
+//!
+//! A connection carries many requests in flight (pipelining): each request
+//! has an `id` chosen by the client, echoed by its response; responses may
+//! come back in any order. Received archives are validated like every other
+//! network input; keys and values of a decoded request are `Bytes` slices
+//! of the receive buffer, so a put's value goes into the proposal uncopied.
+
+use bytes::Bytes;
+use rkyv::rancor::Error as RkyvError;
+
+use super::frame::{begin_frame, finish_frame};
+use super::message::{aligned, serialize_into, MessageError};
+
+/// Frame kind of a client request.
+pub const KIND_REQUEST: u8 = 4;
+/// Frame kind of a response to a client.
+pub const KIND_RESPONSE: u8 = 5;
+
+/// How a read is served.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub enum ReadMode {
+    /// Linearizable through ReadIndex (a heartbeat round confirms the
+    /// leader): the default.
+    Linearizable,
+    /// Linearizable while the leader's lease holds (no round trip; relies
+    /// on bounded clock drift), else like `Linearizable`.
+    Lease,
+    /// Served by any replica from what it has applied: may be stale.
+    Stale,
+}
+
+/// A request of the key-value service. `client` and `seq` form the
+/// exactly-once session of a write: a retried write carries the same pair
+/// and is applied once. Reads and admin requests ignore them.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Request {
+    /// Chosen by the client, echoed in the response.
+    pub id: u64,
+    pub group: u64,
+    pub client: u64,
+    pub seq: u64,
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Op {
+    Put {
+        key: Bytes,
+        value: Bytes,
+    },
+    Get {
+        key: Bytes,
+        mode: ReadMode,
+    },
+    Delete {
+        key: Bytes,
+    },
+    /// Sets `key` to `value` (`None`: deletes it) if its current value is
+    /// `expect` (`None`: absent).
+    Cas {
+        key: Bytes,
+        expect: Option<Bytes>,
+        value: Option<Bytes>,
+    },
+    /// Pairs with `start <= key < end` (`end` empty: no upper bound) of
+    /// one group, at most `limit` of them.
+    Scan {
+        start: Bytes,
+        end: Bytes,
+        limit: u32,
+        mode: ReadMode,
+    },
+    /// The cluster map: groups, shards, nodes and current leaders.
+    ClusterMap,
+    /// Per-group status of the shard that receives it.
+    Status,
+    TransferLeader {
+        to: u64,
+    },
+    AddLearner {
+        node: u64,
+        peer_addr: String,
+        client_addr: String,
+    },
+    Promote {
+        node: u64,
+    },
+    RemoveNode {
+        node: u64,
+    },
+    Snapshot,
+}
+
+/// A key and its value, as returned by a scan.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct KeyValue {
+    pub key: Bytes,
+    pub value: Bytes,
+}
+
+/// A node of the cluster, as clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct NodeInfo {
+    pub id: u64,
+    /// Client address of shard 0; shard `s` listens on its port + `s`.
+    pub client_addr: String,
+}
+
+/// What a client needs to route: keys hash to groups, group `g` lives on
+/// shard `g % shards` of every node, `leaders[g]` is the last known
+/// leader of group `g` (0: unknown).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ClusterMap {
+    pub groups: u64,
+    pub shards: u32,
+    pub nodes: Vec<NodeInfo>,
+    pub leaders: Vec<u64>,
+}
+
+/// The state of one group on the node that answers.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct GroupStatus {
+    pub group: u64,
+    pub leader: u64,
+    pub term: u64,
+    pub commit: u64,
+    pub applied: u64,
+    /// For a leader: (node, match index) of each replica.
+    pub replicas: Vec<(u64, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Reply {
+    /// A put, delete or admin request took effect.
+    Done,
+    Value(Option<Bytes>),
+    Cas {
+        swapped: bool,
+        current: Option<Bytes>,
+    },
+    Scan {
+        pairs: Vec<KeyValue>,
+        /// More pairs were in range than `limit`.
+        more: bool,
+    },
+    Map(ClusterMap),
+    Status(Vec<GroupStatus>),
+}
+
+/// Errors a client can act on.
+#[derive(
+    Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, thiserror::Error,
+)]
+pub enum ClientError {
+    /// Retry at `leader` (0: not known yet; retry after a pause).
+    #[error("not the leader of the group (leader hint: node {leader})")]
+    NotLeader { leader: u64 },
+    /// The outcome is unknown: the write may or may not have been applied.
+    #[error("timed out; the outcome is unknown")]
+    Timeout,
+    #[error("value of {len} bytes exceeds value_bytes_max = {max}")]
+    ValueTooLarge { len: u64, max: u64 },
+    #[error("key of {len} bytes exceeds key_bytes_max = {max}")]
+    KeyTooLarge { len: u64, max: u64 },
+    /// Backpressure: too much in flight; retry later.
+    #[error("busy: too many requests in flight")]
+    Busy,
+    #[error("disk full: writes are refused until space returns")]
+    DiskFull,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The request reached a shard that does not own its group.
+    #[error("group {group} is not on this shard (it is on shard {shard})")]
+    WrongShard { group: u64, shard: u32 },
+    #[error("no group {group} (the cluster has {groups})")]
+    UnknownGroup { group: u64, groups: u64 },
+    /// The session's state was dropped (expired): its outcome cannot be
+    /// deduplicated any more.
+    #[error("client session expired")]
+    SessionExpired,
+    #[error("bad request: {reason}")]
+    BadRequest { reason: String },
+    #[error("failed: {reason}")]
+    Failed { reason: String },
+}
+
+/// The answer to request `id`.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Response {
+    pub id: u64,
+    pub result: Result<Reply, ClientError>,
+}
+
+/// Appends the frame of `r` to `out` (length a multiple of 16).
+pub fn encode_request(out: &mut Vec<u8>, r: &Request) {
+    let start = begin_frame(out);
+    serialize_into(out, r);
+    finish_frame(out, start, KIND_REQUEST);
+}
+
+/// Appends the frame of `r` to `out` (length a multiple of 16).
+pub fn encode_response(out: &mut Vec<u8>, r: &Response) {
+    let start = begin_frame(out);
+    serialize_into(out, r);
+    finish_frame(out, start, KIND_RESPONSE);
+}
+
+fn invalid(e: RkyvError) -> MessageError {
+    MessageError::Invalid(e.to_string())
+}
+
+/// Validates the payload of a [`KIND_REQUEST`] frame. Keys and values are
+/// slices of `payload` (no copy when it is 16-byte aligned).
+pub fn decode_request(payload: &Bytes) -> Result<Request, MessageError> {
+    let buf = aligned(payload.clone());
+    let a = rkyv::access::<ArchivedRequest, RkyvError>(&buf).map_err(invalid)?;
+    let share = |s: &rkyv::vec::ArchivedVec<u8>| buf.slice_ref(s.as_slice());
+    let share_opt = |s: &rkyv::option::ArchivedOption<rkyv::vec::ArchivedVec<u8>>| {
+        s.as_ref().map(|v| buf.slice_ref(v.as_slice()))
+    };
+    let op = match &a.op {
+        ArchivedOp::Put { key, value } => Op::Put {
+            key: share(key),
+            value: share(value),
+        },
+        ArchivedOp::Get { key, mode } => Op::Get {
+            key: share(key),
+            mode: rkyv::deserialize::<ReadMode, RkyvError>(mode).map_err(invalid)?,
+        },
+        ArchivedOp::Delete { key } => Op::Delete { key: share(key) },
+        ArchivedOp::Cas { key, expect, value } => Op::Cas {
+            key: share(key),
+            expect: share_opt(expect),
+            value: share_opt(value),
+        },
+        ArchivedOp::Scan {
+            start,
+            end,
+            limit,
+            mode,
+        } => Op::Scan {
+            start: share(start),
+            end: share(end),
+            limit: limit.to_native(),
+            mode: rkyv::deserialize::<ReadMode, RkyvError>(mode).map_err(invalid)?,
+        },
+        // Rare requests: plain deserialization.
+        other => rkyv::deserialize::<Op, RkyvError>(other).map_err(invalid)?,
+    };
+    Ok(Request {
+        id: a.id.to_native(),
+        group: a.group.to_native(),
+        client: a.client.to_native(),
+        seq: a.seq.to_native(),
+        op,
+    })
+}
+
+/// Validates and decodes the payload of a [`KIND_RESPONSE`] frame.
+pub fn decode_response(payload: &Bytes) -> Result<Response, MessageError> {
+    let buf = aligned(payload.clone());
+    let a = rkyv::access::<ArchivedResponse, RkyvError>(&buf).map_err(invalid)?;
+    let result = match &a.result {
+        rkyv::result::ArchivedResult::Ok(ArchivedReply::Value(v)) => Ok(Reply::Value(
+            v.as_ref().map(|v| buf.slice_ref(v.as_slice())),
+        )),
+        rkyv::result::ArchivedResult::Ok(ArchivedReply::Done) => Ok(Reply::Done),
+        other => {
+            rkyv::deserialize::<Result<Reply, ClientError>, RkyvError>(other).map_err(invalid)?
+        }
+    };
+    Ok(Response {
+        id: a.id.to_native(),
+        result,
+    })
+}

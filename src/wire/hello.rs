@@ -1,0 +1,156 @@
+//! The handshake: the first frame on every connection says who is calling,
+//! the answer accepts or refuses it.
+//!
+//! ```text
+//! HELLO payload (32 bytes, fixed so that any version can read it)
+//!   0  cluster  u64 LE   cluster id: nodes of different clusters never talk
+//!   8  node     u64 LE   caller's node id (0: a client)
+//!  16  shard    u32 LE   shard index the caller wants (= its own, for a peer)
+//!  20  shards   u32 LE   shards per node (group placement must agree)
+//!  24  version  u32 LE   PROTOCOL_VERSION of the caller
+//!  28  reserved u32 = 0
+//!
+//! HELLO_REPLY payload
+//!   0  status   u32 LE   0 = accepted, 1 = refused
+//!   4  reserved u32 = 0
+//!   8  answerer u64 LE   the answering node's id
+//!  16  reason   UTF-8    why it was refused (empty when accepted)
+//! ```
+//!
+//! A caller of another protocol version fails the frame check first (the
+//! answer is in this node's version, so the caller sees the mismatch too).
+
+use super::frame::{encode_frame, encode_frame_parts, PROTOCOL_VERSION};
+
+/// Frame kind of a handshake.
+pub const KIND_HELLO: u8 = 2;
+/// Frame kind of the answer to a handshake.
+pub const KIND_HELLO_REPLY: u8 = 3;
+
+const HELLO_BYTES: usize = 32;
+const REPLY_HEAD_BYTES: usize = 16;
+/// Bound on the reason of a refusal (longer ones are cut).
+pub const REFUSAL_REASON_BYTES_MAX: usize = 512;
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    pub cluster: u64,
+    /// 0 for a client.
+    pub node: u64,
+    pub shard: u32,
+    pub shards: u32,
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HelloError {
+    #[error("handshake of {0} bytes, expected {HELLO_BYTES}")]
+    Size(usize),
+    #[error("handshake answer is malformed ({0} bytes)")]
+    ReplySize(usize),
+    #[error("cluster id {got:#x}, this node belongs to cluster {want:#x}")]
+    Cluster { got: u64, want: u64 },
+    #[error("protocol version {got}, this node speaks {PROTOCOL_VERSION}")]
+    Version { got: u32 },
+    #[error("shard {got} asked of a node whose shard here is {want}")]
+    Shard { got: u32, want: u32 },
+    #[error("peer runs {got} shards per node, this node {want}: group placement would differ")]
+    Shards { got: u32, want: u32 },
+    #[error("peer claims this node's own id {0}")]
+    SelfId(u64),
+    #[error("refused by node {node}: {reason}")]
+    Refused { node: u64, reason: String },
+}
+
+impl Hello {
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut p = [0u8; HELLO_BYTES];
+        p[0..8].copy_from_slice(&self.cluster.to_le_bytes());
+        p[8..16].copy_from_slice(&self.node.to_le_bytes());
+        p[16..20].copy_from_slice(&self.shard.to_le_bytes());
+        p[20..24].copy_from_slice(&self.shards.to_le_bytes());
+        p[24..28].copy_from_slice(&self.version.to_le_bytes());
+        encode_frame(out, KIND_HELLO, &p);
+    }
+
+    pub fn decode(p: &[u8]) -> Result<Hello, HelloError> {
+        if p.len() != HELLO_BYTES || p[28..32] != [0; 4] {
+            return Err(HelloError::Size(p.len()));
+        }
+        let u64at = |i: usize| u64::from_le_bytes(p[i..i + 8].try_into().expect("8 bytes"));
+        let u32at = |i: usize| u32::from_le_bytes(p[i..i + 4].try_into().expect("4 bytes"));
+        Ok(Hello {
+            cluster: u64at(0),
+            node: u64at(8),
+            shard: u32at(16),
+            shards: u32at(20),
+            version: u32at(24),
+        })
+    }
+
+    /// Checks a caller's hello against this node's own (`me`): `Ok` if they
+    /// may talk. A client (node 0) need not run the same shard count.
+    pub fn check(&self, me: &Hello) -> Result<(), HelloError> {
+        if self.version != PROTOCOL_VERSION as u32 {
+            return Err(HelloError::Version { got: self.version });
+        }
+        if self.cluster != me.cluster {
+            return Err(HelloError::Cluster {
+                got: self.cluster,
+                want: me.cluster,
+            });
+        }
+        if self.shard != me.shard {
+            return Err(HelloError::Shard {
+                got: self.shard,
+                want: me.shard,
+            });
+        }
+        if self.node != 0 && self.shards != me.shards {
+            return Err(HelloError::Shards {
+                got: self.shards,
+                want: me.shards,
+            });
+        }
+        if self.node != 0 && self.node == me.node {
+            return Err(HelloError::SelfId(self.node));
+        }
+        Ok(())
+    }
+}
+
+/// Appends the answer to a handshake: `Ok` accepts, `Err(reason)` refuses.
+pub fn encode_reply(out: &mut Vec<u8>, answerer: u64, outcome: Result<(), &str>) {
+    let mut head = [0u8; REPLY_HEAD_BYTES];
+    let reason = match outcome {
+        Ok(()) => "",
+        Err(r) => {
+            head[0..4].copy_from_slice(&1u32.to_le_bytes());
+            let mut end = r.len().min(REFUSAL_REASON_BYTES_MAX);
+            while !r.is_char_boundary(end) {
+                end -= 1;
+            }
+            &r[..end]
+        }
+    };
+    head[8..16].copy_from_slice(&answerer.to_le_bytes());
+    encode_frame_parts(out, KIND_HELLO_REPLY, &[&head, reason.as_bytes()]);
+}
+
+/// Reads an answer: the answering node's id if accepted.
+pub fn decode_reply(p: &[u8]) -> Result<u64, HelloError> {
+    if p.len() < REPLY_HEAD_BYTES || p.len() > REPLY_HEAD_BYTES + REFUSAL_REASON_BYTES_MAX {
+        return Err(HelloError::ReplySize(p.len()));
+    }
+    let status = u32::from_le_bytes(p[0..4].try_into().expect("4 bytes"));
+    let node = u64::from_le_bytes(p[8..16].try_into().expect("8 bytes"));
+    match status {
+        0 if p.len() == REPLY_HEAD_BYTES => Ok(node),
+        1 => Err(HelloError::Refused {
+            node,
+            reason: String::from_utf8_lossy(&p[REPLY_HEAD_BYTES..]).into_owned(),
+        }),
+        _ => Err(HelloError::ReplySize(p.len())),
+    }
+}
