@@ -1,4 +1,6 @@
-//! Wire format tests: frames (messages and the transport to come).
+//! Wire format and transport tests: frames, Raft messages, the client
+//! protocol and handshake (wire/client.rs), the TCP transport on loopback
+//! (wire/transport.rs).
 //!
 //! cargo test --profile ci --test wire
 //! WIRE_CASES=1000000 cargo test --profile ci --test wire   # the long fuzz run
@@ -271,3 +273,8 @@ mod messages {
         }
     }
 }
+
+#[path = "wire/client.rs"]
+mod client;
+#[path = "wire/transport.rs"]
+mod transport;

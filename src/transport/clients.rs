@@ -49,6 +49,10 @@ pub const UNATTRIBUTED_ID: u64 = u64::MAX;
 
 struct Conn {
     pending: RefCell<Vec<u8>>,
+    /// Bytes the writer is writing (taken from `pending`).
+    writing: Cell<usize>,
+    /// Requests taken in and not answered yet.
+    inflight: Cell<usize>,
     closed: Cell<bool>,
     /// The writer waits here for responses.
     ready: WaitList,
@@ -151,6 +155,7 @@ impl ClientService {
             return false;
         };
         respond_on(c, r);
+        c.inflight.set(c.inflight.get().saturating_sub(1));
         self.shared.bump(|s| s.responses += 1);
         true
     }
@@ -172,6 +177,16 @@ impl ClientService {
         for c in self.shared.conns.borrow().values() {
             c.space.wake_all();
         }
+    }
+}
+
+impl Conn {
+    /// Whether the connection may take another request: responses queued
+    /// (and being written) under `client_queue_bytes_max`, requests in
+    /// flight under `client_inflight_max`.
+    fn has_room(&self, cfg: &TransportConfig) -> bool {
+        self.pending.borrow().len() + self.writing.get() < cfg.client_queue_bytes_max
+            && self.inflight.get() < cfg.client_inflight_max
     }
 }
 
@@ -214,6 +229,8 @@ async fn serve_client(mut stream: TcpStream, shared: Rc<Shared>) {
     shared.next_conn.set(id + 1);
     let conn = Rc::new(Conn {
         pending: RefCell::new(Vec::new()),
+        writing: Cell::new(0),
+        inflight: Cell::new(0),
         closed: Cell::new(false),
         ready: WaitList::default(),
         space: WaitList::default(),
@@ -250,9 +267,7 @@ async fn read_requests(
         // Backpressure: a client that does not read its responses, or a
         // shard that is behind, stops being read.
         conn.space
-            .wait_until(|| {
-                conn.pending.borrow().len() < cfg.client_queue_bytes_max || shared.closing.get()
-            })
+            .wait_until(|| conn.has_room(cfg) || shared.closing.get())
             .await;
         shared
             .inbox_space
@@ -262,7 +277,11 @@ async fn read_requests(
             return Ok(());
         }
         let mut got = 0u64;
-        while let Some((kind, payload)) = reader.next_buffered()? {
+        // Checked per request: a burst already in the buffer stops too.
+        while conn.has_room(cfg) {
+            let Some((kind, payload)) = reader.next_buffered()? else {
+                break;
+            };
             if kind != KIND_REQUEST {
                 return Err(RecvError::Unexpected {
                     kind,
@@ -272,6 +291,7 @@ async fn read_requests(
             match decode_request(&payload) {
                 Ok(r) => {
                     got += 1;
+                    conn.inflight.set(conn.inflight.get() + 1);
                     shared.inbox.borrow_mut().push((id, r));
                 }
                 Err(e) => {
@@ -293,6 +313,9 @@ async fn read_requests(
             shared.bump(|s| s.requests += got);
             shared.inbox_ready.wake_all();
         }
+        if !conn.has_room(cfg) {
+            continue; // wait for the responses to drain first
+        }
         if !reader.fill(rd).await? {
             return Ok(());
         }
@@ -309,10 +332,13 @@ async fn write_responses(mut wr: WriteHalf<TcpStream>, conn: Rc<Conn>) {
             return; // closed and drained
         }
         std::mem::swap(&mut *conn.pending.borrow_mut(), &mut writing);
+        conn.writing.set(writing.len());
         conn.space.wake_all();
-        if wr.write_all(&writing).await.is_err() {
+        let written = wr.write_all(&writing).await;
+        conn.writing.set(0);
+        conn.space.wake_all();
+        if written.is_err() {
             conn.closed.set(true);
-            conn.space.wake_all();
             return;
         }
         writing.clear();

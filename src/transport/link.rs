@@ -41,6 +41,8 @@ pub(crate) struct Link {
     st: RefCell<LinkState>,
     /// The writer waits here for frames.
     ready: WaitList,
+    /// Woken when the link comes up.
+    up: WaitList,
 }
 
 impl Link {
@@ -56,6 +58,7 @@ impl Link {
                 closed: false,
             }),
             ready: WaitList::default(),
+            up: WaitList::default(),
         });
         glommio::spawn_local(run(l.clone())).detach();
         l
@@ -81,6 +84,16 @@ impl Link {
     pub(crate) fn close(&self) {
         self.st.borrow_mut().closed = true;
         self.ready.wake_all();
+        self.up.wake_all();
+    }
+
+    pub(crate) fn is_up(&self) -> bool {
+        self.st.borrow().up
+    }
+
+    /// Waits until the link is up (or closed).
+    pub(crate) async fn wait_up(&self) {
+        self.up.wait_until(|| self.is_up() || self.closed()).await
     }
 
     async fn dial(&self) -> Result<TcpStream, DialError> {
@@ -163,6 +176,7 @@ async fn run(l: Rc<Link>) {
                 tracing::info!(peer = l.node, addr = %l.addr, shard = me.shard, "connected to peer");
                 l.shared.stats.bump(|s| s.connects += 1);
                 l.st.borrow_mut().up = true;
+                l.up.wake_all();
                 backoff_ms = cfg.reconnect_backoff_ms_min;
                 failures = 0;
                 last_error.clear();

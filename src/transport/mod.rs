@@ -53,6 +53,9 @@ pub struct TransportConfig {
     pub recv_buffer_bytes: usize,
     /// Largest frame payload accepted; a larger one closes the connection.
     pub frame_bytes_max: usize,
+    /// Requests of one client connection taken in and not yet answered
+    /// (its pipelining depth); beyond it the connection is not read.
+    pub client_inflight_max: usize,
     /// Received messages waiting for the shard beyond which connections
     /// stop being read (TCP pushes back on the senders).
     pub inbox_msgs_max: usize,
@@ -72,6 +75,7 @@ impl Default for TransportConfig {
             client_queue_bytes_max: 4 << 20,
             recv_buffer_bytes: 256 << 10,
             frame_bytes_max: crate::wire::FRAME_BYTES_MAX_DEFAULT,
+            client_inflight_max: 4096,
             inbox_msgs_max: 65_536,
             reconnect_backoff_ms_min: 20,
             reconnect_backoff_ms_max: 2_000,
@@ -128,6 +132,8 @@ impl TransportConfig {
             c >= 64 << 10,
             "must be at least 64 KiB",
         )?;
+        let d = self.client_inflight_max as u64;
+        check("client_inflight_max", d, d >= 1, "must be at least 1")?;
         let i = self.inbox_msgs_max as u64;
         check("inbox_msgs_max", i, i >= 16, "must be at least 16")?;
         let (lo, hi) = (self.reconnect_backoff_ms_min, self.reconnect_backoff_ms_max);
@@ -280,6 +286,20 @@ impl Transport {
         }
     }
 
+    /// Whether the link to `node` is up (connected and handshaken).
+    pub fn is_up(&self, node: NodeId) -> bool {
+        self.links.borrow().get(&node).is_some_and(|l| l.is_up())
+    }
+
+    /// Waits until the link to `node` is up (returns at once for a node
+    /// that is not a peer, or once the transport closes).
+    pub async fn wait_up(&self, node: NodeId) {
+        let l = self.links.borrow().get(&node).cloned();
+        if let Some(l) = l {
+            l.wait_up().await
+        }
+    }
+
     /// Moves the messages received since the last call into `out`.
     pub fn drain_inbox(&self, out: &mut Vec<(u64, Message)>) {
         let mut inbox = self.shared.inbox.borrow_mut();
@@ -360,7 +380,18 @@ async fn accept_hello(
     let limit = Duration::from_millis(timeout_ms);
     let first = glommio::timer::timeout(limit, async { Ok(reader.next(stream).await) })
         .await
-        .map_err(|_| RecvError::HandshakeTimeout(limit))??;
+        .map_err(|_| RecvError::HandshakeTimeout(limit))?;
+    let first = match first {
+        // A caller of another version is told so, in this node's version
+        // (which the caller in turn refuses: both ends see the mismatch).
+        Err(RecvError::Frame(e @ FrameError::Version { .. })) => {
+            let mut out = Vec::with_capacity(128);
+            encode_reply(&mut out, me.node, Err(&e.to_string()));
+            let _ = stream.write_all(&out).await;
+            return Err(RecvError::Frame(e));
+        }
+        other => other?,
+    };
     let hello = match first {
         Some((KIND_HELLO, p)) => Hello::decode(&p),
         Some((kind, _)) => {
@@ -404,7 +435,10 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
         )
         .await
         .inspect_err(|e| {
-            if matches!(e, RecvError::Hello(_)) {
+            if matches!(
+                e,
+                RecvError::Hello(_) | RecvError::Frame(FrameError::Version { .. })
+            ) {
                 shared.stats.bump(|s| s.handshakes_refused += 1);
             }
         })?;

@@ -1,0 +1,297 @@
+//! The client protocol and the handshake: every request, reply and error
+//! round-trips; damaged payloads give typed errors, never a panic.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use ringraft::wire::hello::{decode_reply, encode_reply};
+use ringraft::wire::{
+    decode_frame, decode_request, decode_response, encode_request, encode_response, ClientError,
+    ClusterMap, GroupStatus, Hello, HelloError, KeyValue, NodeInfo, Op, ReadMode, Reply, Request,
+    Response, KIND_HELLO, KIND_REQUEST, KIND_RESPONSE, PROTOCOL_VERSION,
+};
+
+fn aligned(v: &[u8]) -> Bytes {
+    let mut a = rkyv::util::AlignedVec::<16>::new();
+    a.extend_from_slice(v);
+    Bytes::from_owner(a)
+}
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+pub fn every_op() -> Vec<Op> {
+    vec![
+        Op::Put {
+            key: b("k"),
+            value: b("value"),
+        },
+        Op::Put {
+            key: b(""),
+            value: Bytes::from(vec![7u8; 5000]),
+        },
+        Op::Get {
+            key: b("k"),
+            mode: ReadMode::Linearizable,
+        },
+        Op::Get {
+            key: b("k"),
+            mode: ReadMode::Lease,
+        },
+        Op::Get {
+            key: b("k"),
+            mode: ReadMode::Stale,
+        },
+        Op::Delete { key: b("gone") },
+        Op::Cas {
+            key: b("c"),
+            expect: None,
+            value: Some(b("new")),
+        },
+        Op::Cas {
+            key: b("c"),
+            expect: Some(b("old")),
+            value: None,
+        },
+        Op::Scan {
+            start: b("a"),
+            end: b(""),
+            limit: 100,
+            mode: ReadMode::Linearizable,
+        },
+        Op::ClusterMap,
+        Op::Status,
+        Op::TransferLeader { to: 3 },
+        Op::AddLearner {
+            node: 4,
+            peer_addr: "127.0.0.1:7000".into(),
+            client_addr: "127.0.0.1:8000".into(),
+        },
+        Op::Promote { node: 4 },
+        Op::RemoveNode { node: 2 },
+        Op::Snapshot,
+    ]
+}
+
+fn every_result() -> Vec<Result<Reply, ClientError>> {
+    vec![
+        Ok(Reply::Done),
+        Ok(Reply::Value(None)),
+        Ok(Reply::Value(Some(b("v")))),
+        Ok(Reply::Cas {
+            swapped: false,
+            current: Some(b("x")),
+        }),
+        Ok(Reply::Scan {
+            pairs: vec![KeyValue {
+                key: b("a"),
+                value: b("1"),
+            }],
+            more: true,
+        }),
+        Ok(Reply::Map(ClusterMap {
+            groups: 8,
+            shards: 2,
+            nodes: vec![NodeInfo {
+                id: 1,
+                client_addr: "127.0.0.1:9000".into(),
+            }],
+            leaders: vec![1, 0, 2, 3, 1, 1, 0, 2],
+        })),
+        Ok(Reply::Status(vec![GroupStatus {
+            group: 3,
+            leader: 1,
+            term: 4,
+            commit: 100,
+            applied: 99,
+            replicas: vec![(1, 100), (2, 98)],
+        }])),
+        Err(ClientError::NotLeader { leader: 2 }),
+        Err(ClientError::Timeout),
+        Err(ClientError::ValueTooLarge { len: 9, max: 8 }),
+        Err(ClientError::KeyTooLarge { len: 9, max: 8 }),
+        Err(ClientError::Busy),
+        Err(ClientError::DiskFull),
+        Err(ClientError::ShuttingDown),
+        Err(ClientError::WrongShard { group: 3, shard: 1 }),
+        Err(ClientError::UnknownGroup {
+            group: 99,
+            groups: 8,
+        }),
+        Err(ClientError::SessionExpired),
+        Err(ClientError::BadRequest {
+            reason: "no".into(),
+        }),
+        Err(ClientError::Failed {
+            reason: "disk".into(),
+        }),
+    ]
+}
+
+fn one_frame(buf: &[u8], kind: u8) -> Bytes {
+    let (f, n) = decode_frame(buf, 1 << 20).unwrap().unwrap();
+    assert_eq!((f.kind, n), (kind, buf.len()));
+    aligned(f.payload)
+}
+
+#[test]
+fn every_request_round_trips() {
+    for (i, op) in every_op().into_iter().enumerate() {
+        let r = Request {
+            id: i as u64,
+            group: 5,
+            client: 77,
+            seq: 1000 + i as u64,
+            op,
+        };
+        let mut out = Vec::new();
+        encode_request(&mut out, &r);
+        let payload = one_frame(&out, KIND_REQUEST);
+        assert_eq!(decode_request(&payload).unwrap(), r);
+    }
+}
+
+#[test]
+fn every_reply_and_error_round_trips() {
+    for (i, result) in every_result().into_iter().enumerate() {
+        let r = Response {
+            id: i as u64,
+            result,
+        };
+        let mut out = Vec::new();
+        encode_response(&mut out, &r);
+        let payload = one_frame(&out, KIND_RESPONSE);
+        assert_eq!(decode_response(&payload).unwrap(), r);
+    }
+}
+
+#[test]
+fn put_values_are_borrowed_from_the_receive_buffer() {
+    let r = Request {
+        id: 1,
+        group: 0,
+        client: 1,
+        seq: 1,
+        op: Op::Put {
+            key: b("key"),
+            value: Bytes::from(vec![9u8; 256]),
+        },
+    };
+    let mut out = Vec::new();
+    encode_request(&mut out, &r);
+    let payload = one_frame(&out, KIND_REQUEST);
+    let range = payload.as_ptr() as usize..payload.as_ptr() as usize + payload.len();
+    let Op::Put { key, value } = decode_request(&payload).unwrap().op else {
+        panic!("a put")
+    };
+    assert!(
+        range.contains(&(value.as_ptr() as usize)),
+        "value not copied"
+    );
+    assert!(range.contains(&(key.as_ptr() as usize)), "key not copied");
+}
+
+#[test]
+fn hello_checks_name_what_differs() {
+    let me = Hello {
+        cluster: 7,
+        node: 1,
+        shard: 1,
+        shards: 2,
+        version: PROTOCOL_VERSION as u32,
+    };
+    let mut out = Vec::new();
+    me.encode(&mut out);
+    let payload = one_frame(&out, KIND_HELLO);
+    assert_eq!(Hello::decode(&payload).unwrap(), me);
+    let peer = Hello { node: 2, ..me };
+    assert_eq!(peer.check(&me), Ok(()));
+    assert_eq!(
+        Hello { cluster: 8, ..peer }.check(&me),
+        Err(HelloError::Cluster { got: 8, want: 7 })
+    );
+    assert_eq!(
+        Hello { version: 2, ..peer }.check(&me),
+        Err(HelloError::Version { got: 2 })
+    );
+    assert_eq!(
+        Hello { shard: 0, ..peer }.check(&me),
+        Err(HelloError::Shard { got: 0, want: 1 })
+    );
+    assert_eq!(
+        Hello { shards: 3, ..peer }.check(&me),
+        Err(HelloError::Shards { got: 3, want: 2 })
+    );
+    assert_eq!(me.check(&me), Err(HelloError::SelfId(1)));
+    // A client need not run the node's shard count.
+    assert_eq!(
+        Hello {
+            node: 0,
+            shards: 0,
+            ..me
+        }
+        .check(&me),
+        Ok(())
+    );
+    assert!(matches!(
+        Hello::decode(&payload[..31]),
+        Err(HelloError::Size(31))
+    ));
+}
+
+#[test]
+fn refusals_carry_their_reason() {
+    let mut out = Vec::new();
+    encode_reply(
+        &mut out,
+        3,
+        Err("cluster id 0x8, this node belongs to cluster 0x7"),
+    );
+    let (f, _) = decode_frame(&out, 1 << 20).unwrap().unwrap();
+    match decode_reply(f.payload) {
+        Err(HelloError::Refused { node: 3, reason }) => assert!(reason.contains("cluster id")),
+        other => panic!("{other:?}"),
+    }
+    let mut out = Vec::new();
+    encode_reply(&mut out, 3, Ok(()));
+    let (f, _) = decode_frame(&out, 1 << 20).unwrap().unwrap();
+    assert_eq!(decode_reply(f.payload), Ok(3));
+    assert!(decode_reply(&[1, 2, 3]).is_err());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: super::cases() / 10, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let p = aligned(&bytes);
+        let _ = decode_request(&p);
+        let _ = decode_response(&p);
+        let _ = Hello::decode(&p);
+        let _ = decode_reply(&p);
+    }
+
+    #[test]
+    fn corrupted_requests_never_panic(which in 0usize..16, at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+        let ops = every_op();
+        let r = Request { id: 1, group: 2, client: 3, seq: 4, op: ops[which % ops.len()].clone() };
+        let mut out = Vec::new();
+        encode_request(&mut out, &r);
+        let mut payload = decode_frame(&out, 1 << 20).unwrap().unwrap().0.payload.to_vec();
+        let i = at.index(payload.len());
+        payload[i] ^= flip;
+        let _ = decode_request(&aligned(&payload));
+    }
+
+    #[test]
+    fn corrupted_responses_never_panic(which in 0usize..19, at in any::<prop::sample::Index>(), flip in 1u8..=255) {
+        let rs = every_result();
+        let r = Response { id: 1, result: rs[which % rs.len()].clone() };
+        let mut out = Vec::new();
+        encode_response(&mut out, &r);
+        let mut payload = decode_frame(&out, 1 << 20).unwrap().unwrap().0.payload.to_vec();
+        let i = at.index(payload.len());
+        payload[i] ^= flip;
+        let _ = decode_response(&aligned(&payload));
+    }
+}

@@ -1,0 +1,597 @@
+//! The transport on real loopback sockets, in glommio executors: bursts
+//! both ways, garbage and impostors cut off with one log line while the
+//! good link keeps working, handshakes refused at both ends, the queue
+//! bound, reconnects, and the client service.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::timer::timeout;
+use glommio::{LocalExecutorBuilder, Placement};
+use ringraft::raft::{Body, Entry, EntryKind, Message};
+use ringraft::transport::{
+    ClientService, FrameReader, Transport, TransportConfig, UNATTRIBUTED_ID,
+};
+use ringraft::wire::hello::{decode_reply, encode_reply};
+use ringraft::wire::{
+    decode_raft, decode_response, encode_frame, encode_raft, encode_request, ClientError, Hello,
+    HelloError, Op, ReadMode, Reply, Request, Response, KIND_HELLO, KIND_HELLO_REPLY, KIND_RAFT,
+    KIND_REQUEST, KIND_RESPONSE, PROTOCOL_VERSION,
+};
+
+/// Log lines written while a test runs (INFO and above).
+#[derive(Clone, Default)]
+struct Logs(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Logs {
+    type Writer = Logs;
+    fn make_writer(&'a self) -> Logs {
+        self.clone()
+    }
+}
+
+impl Logs {
+    fn lines_with(&self, needles: &[&str]) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        text.lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+/// Runs `f` on a fresh glommio executor with logs captured.
+fn run<F, Fut>(f: F) -> Logs
+where
+    F: FnOnce(Logs) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let logs = Logs::default();
+    let l2 = logs.clone();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let sub = tracing_subscriber::fmt()
+                .with_writer(l2.clone())
+                .with_ansi(false)
+                .with_max_level(tracing::Level::INFO)
+                .finish();
+            let _g = tracing::subscriber::set_default(sub);
+            f(l2).await
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    logs
+}
+
+const CLUSTER: u64 = 0xC1;
+
+fn me(cluster: u64, node: u64) -> Hello {
+    Hello {
+        cluster,
+        node,
+        shard: 0,
+        shards: 1,
+        version: PROTOCOL_VERSION as u32,
+    }
+}
+
+fn start(cluster: u64, node: u64, cfg: TransportConfig) -> (Rc<Transport>, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let t = Transport::new(me(cluster, node), cfg);
+    glommio::spawn_local(t.clone().serve(l)).detach();
+    (t, addr)
+}
+
+fn append(from: u64, to: u64, i: u64, entries: usize, bytes: usize) -> Message {
+    Message {
+        from,
+        to,
+        term: 3,
+        body: Body::Append {
+            prev_index: i,
+            prev_term: 3,
+            entries: (0..entries as u64)
+                .map(|k| Entry {
+                    term: 3,
+                    index: i + 1 + k,
+                    kind: EntryKind::Normal,
+                    data: Bytes::from(vec![(i + k) as u8; bytes]),
+                })
+                .collect(),
+            commit: i,
+        },
+    }
+}
+
+async fn recv(t: &Transport, n: usize, out: &mut Vec<(u64, Message)>) {
+    timeout(Duration::from_secs(30), async {
+        while out.len() < n {
+            t.inbox_ready().await;
+            t.drain_inbox(out);
+        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{} of {n} messages arrived", out.len()));
+}
+
+/// Waits (bounded) for a condition that an event on the loopback makes true.
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        glommio::timer::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Connects raw, sends `bytes`, and returns what comes back until EOF.
+async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (SocketAddr, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let local = s.local_addr().unwrap();
+    s.write_all(bytes).await.unwrap();
+    // Done sending: a frame cut short is then seen as such.
+    s.shutdown(std::net::Shutdown::Write).await.unwrap();
+    let mut back = Vec::new();
+    timeout(Duration::from_secs(20), async {
+        let _ = s.read_to_end(&mut back).await;
+        Ok(())
+    })
+    .await
+    .expect("the node closes the connection");
+    (local, back)
+}
+
+fn hello_frame(h: Hello) -> Vec<u8> {
+    let mut out = Vec::new();
+    h.encode(&mut out);
+    out
+}
+
+#[test]
+fn two_shards_exchange_a_burst_both_ways_in_order() {
+    run(|_| async {
+        let (a, addr_a) = start(CLUSTER, 1, TransportConfig::default());
+        let (b, addr_b) = start(CLUSTER, 2, TransportConfig::default());
+        a.add_peer(2, addr_b);
+        b.add_peer(1, addr_a);
+        a.wait_up(2).await;
+        b.wait_up(1).await;
+        const N: u64 = 20_000;
+        for i in 0..N {
+            assert!(a.send(i % 7, &append(1, 2, i, 4, 64)));
+            assert!(b.send(i % 5, &append(2, 1, i, 1, 16)));
+            if i % 500 == 499 {
+                futures_lite::future::yield_now().await;
+            }
+        }
+        let (mut at_b, mut at_a) = (Vec::new(), Vec::new());
+        recv(&b, N as usize, &mut at_b).await;
+        recv(&a, N as usize, &mut at_a).await;
+        for (i, (g, m)) in at_b.iter().enumerate() {
+            assert_eq!((*g, m), (i as u64 % 7, &append(1, 2, i as u64, 4, 64)));
+        }
+        for (i, (g, m)) in at_a.iter().enumerate() {
+            assert_eq!((*g, m), (i as u64 % 5, &append(2, 1, i as u64, 1, 16)));
+        }
+        let s = a.stats();
+        assert_eq!((s.msgs_queued, s.msgs_dropped), (N, 0));
+        assert!(
+            s.writes * 10 < N,
+            "messages of a turn are coalesced: {} writes for {N} messages",
+            s.writes
+        );
+        assert_eq!(b.stats().msgs_received, N);
+    });
+}
+
+#[test]
+fn garbage_and_impostors_are_cut_off_with_one_log_line_each_while_others_continue() {
+    let logs = run(|logs| async move {
+        let (a, _) = start(CLUSTER, 1, TransportConfig::default());
+        let (b, addr_b) = start(CLUSTER, 2, TransportConfig::default());
+        a.add_peer(2, addr_b);
+        a.wait_up(2).await;
+        let mut got = Vec::new();
+        let mut sent = 0u64;
+        let mut send_some = |a: &Transport| {
+            for _ in 0..100 {
+                assert!(a.send(0, &append(1, 2, sent, 2, 32)));
+                sent += 1;
+            }
+            sent as usize
+        };
+        let hello3 = hello_frame(me(CLUSTER, 3));
+        let with_hello = |frame: Vec<u8>| [hello3.clone(), frame].concat();
+        let mut bad_crc = Vec::new();
+        encode_raft(&mut bad_crc, 0, &append(3, 2, 0, 1, 8));
+        let last = bad_crc.len() - 20;
+        bad_crc[last] ^= 0x40;
+        let mut bad_archive = Vec::new();
+        encode_frame(&mut bad_archive, KIND_RAFT, &[0u8; 64]);
+        let mut impostor = Vec::new();
+        encode_raft(&mut impostor, 0, &append(1, 2, 0, 1, 8));
+        let mut wrong_kind = Vec::new();
+        encode_frame(&mut wrong_kind, 99, b"what");
+        let mut truncated = Vec::new();
+        encode_raft(&mut truncated, 0, &append(3, 2, 0, 1, 8));
+        truncated.truncate(truncated.len() - 16);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            (
+                "bad frame magic",
+                b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            ),
+            ("frame checksum mismatch", with_hello(bad_crc)),
+            ("bad message", with_hello(bad_archive)),
+            ("claims sender 1", with_hello(impostor)),
+            ("unexpected frame kind 99", with_hello(wrong_kind)),
+            ("ended inside a frame", with_hello(truncated)),
+            ("unexpected frame kind 1 before the handshake", {
+                let mut f = Vec::new();
+                encode_raft(&mut f, 0, &append(3, 2, 0, 1, 8));
+                f
+            }),
+        ];
+        let n = cases.len();
+        for (i, (reason, bytes)) in cases.into_iter().enumerate() {
+            let (local, _) = raw_exchange(addr_b, &bytes).await;
+            let lines = logs.lines_with(&[&local.to_string(), "closing peer connection"]);
+            assert_eq!(lines.len(), 1, "one line for {reason}: {lines:?}");
+            assert!(lines[0].contains(reason), "{reason}: {}", lines[0]);
+            assert_eq!(b.stats().conns_rejected, i as u64 + 1);
+            // The good link is untouched.
+            let want = send_some(&a);
+            recv(&b, want, &mut got).await;
+        }
+        assert_eq!(b.stats().conns_rejected, n as u64);
+        assert!(a.is_up(2));
+        assert_eq!(a.stats().disconnects, 0);
+    });
+    assert_eq!(logs.lines_with(&["WARN"]).len(), 7, "no other warnings");
+}
+
+#[test]
+fn a_version_or_cluster_mismatch_is_refused_at_both_ends() {
+    let logs = run(|_| async {
+        let (b, addr_b) = start(CLUSTER, 2, TransportConfig::default());
+        // A caller of protocol version 2: the answer, in version 1, says why.
+        let mut v2 = hello_frame(me(CLUSTER, 5));
+        v2[4] = 2;
+        let (_, back) = raw_exchange(addr_b, &v2).await;
+        let (f, _) = ringraft::wire::decode_frame(&back, 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert_eq!(f.kind, KIND_HELLO_REPLY);
+        match decode_reply(f.payload) {
+            Err(HelloError::Refused { node: 2, reason }) => {
+                assert!(reason.contains("protocol version 2"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A hello that names another version inside a v1 frame.
+        let (_, back) = raw_exchange(
+            addr_b,
+            &hello_frame(Hello {
+                version: 9,
+                ..me(CLUSTER, 5)
+            }),
+        )
+        .await;
+        let (f, _) = ringraft::wire::decode_frame(&back, 1 << 20)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            decode_reply(f.payload),
+            Err(HelloError::Refused { reason, .. }) if reason.contains("protocol version 9")
+        ));
+        // A transport of another cluster: refused by b, and it says so too.
+        let (c, _) = start(0xBAD, 3, TransportConfig::default());
+        c.add_peer(2, addr_b);
+        eventually("c to hear the refusal", || {
+            c.stats().handshakes_refused >= 1
+        })
+        .await;
+        assert!(!c.is_up(2));
+        assert!(
+            !c.send(0, &append(3, 2, 0, 1, 1)),
+            "nothing is sent on a refused link"
+        );
+        assert_eq!(b.stats().handshakes_refused, 3);
+        assert_eq!(b.stats().msgs_received, 0);
+        c.close();
+    });
+    assert_eq!(
+        logs.lines_with(&["closing peer connection", "cluster id 0xbad"])
+            .len(),
+        1
+    );
+    assert_eq!(
+        logs.lines_with(&["cannot reach peer", "refused by node 2", "cluster id 0xbad"])
+            .len(),
+        1,
+        "the dialer logs the refusal once, not once per retry"
+    );
+}
+
+#[test]
+fn a_full_peer_queue_drops_raft_messages_and_counts_them() {
+    run(|_| async {
+        let cfg = TransportConfig {
+            peer_queue_bytes_max: 64 << 10,
+            ..TransportConfig::default()
+        };
+        let (a, _) = start(CLUSTER, 1, cfg);
+        let (b, addr_b) = start(CLUSTER, 2, TransportConfig::default());
+        a.add_peer(2, addr_b);
+        a.wait_up(2).await;
+        // One turn, no yield: the writer cannot drain in between.
+        let accepted = (0..1000)
+            .filter(|&i| a.send(0, &append(1, 2, i, 1, 1024)))
+            .count();
+        let s = a.stats();
+        assert!(
+            (50..=70).contains(&accepted),
+            "about 64 KiB of 1 KiB messages fit: {accepted}"
+        );
+        assert_eq!(s.msgs_dropped, 1000 - accepted as u64);
+        let mut got = Vec::new();
+        recv(&b, accepted, &mut got).await;
+        // The queue drained: messages are accepted again.
+        assert!(a.send(0, &append(1, 2, 5000, 1, 1024)));
+        recv(&b, accepted + 1, &mut got).await;
+        assert_eq!(got.len(), accepted + 1);
+    });
+}
+
+#[test]
+fn a_lost_link_is_reported_unreachable_and_redialed() {
+    run(|_| async {
+        let cfg = TransportConfig {
+            reconnect_backoff_ms_min: 5,
+            reconnect_backoff_ms_max: 50,
+            ..TransportConfig::default()
+        };
+        let (a, _) = start(CLUSTER, 1, cfg);
+        // A hand-driven peer "node 2".
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        a.add_peer(2, l.local_addr().unwrap());
+        let handshake = |mut s: TcpStream| async move {
+            let mut r = FrameReader::new(4096, 1 << 20);
+            let (k, p) = r.next(&mut s).await.unwrap().unwrap();
+            assert_eq!(k, KIND_HELLO);
+            assert_eq!(Hello::decode(&p).unwrap(), me(CLUSTER, 1));
+            let mut out = Vec::new();
+            encode_reply(&mut out, 2, Ok(()));
+            s.write_all(&out).await.unwrap();
+            (s, r)
+        };
+        let (s, _) = handshake(l.accept().await.unwrap()).await;
+        a.wait_up(2).await;
+        drop(s);
+        let mut i = 0;
+        eventually("the link to notice the close", || {
+            a.send(0, &append(1, 2, i, 1, 1));
+            i += 1;
+            !a.is_up(2)
+        })
+        .await;
+        let mut down = Vec::new();
+        a.take_unreachable(&mut down);
+        assert_eq!(down, vec![2]);
+        let (mut s, mut r) = handshake(l.accept().await.unwrap()).await;
+        a.wait_up(2).await;
+        assert!(a.send(4, &append(1, 2, 77, 1, 5)));
+        let (k, p) = r.next(&mut s).await.unwrap().unwrap();
+        assert_eq!(k, KIND_RAFT);
+        assert_eq!(decode_raft(&p).unwrap(), (4, append(1, 2, 77, 1, 5)));
+        let st = a.stats();
+        assert_eq!((st.connects, st.disconnects), (2, 1));
+    });
+}
+
+fn get(id: u64, key: &str) -> Request {
+    Request {
+        id,
+        group: 0,
+        client: 9,
+        seq: 0,
+        op: Op::Get {
+            key: Bytes::copy_from_slice(key.as_bytes()),
+            mode: ReadMode::Linearizable,
+        },
+    }
+}
+
+/// Answers every request with its key (and `pad` bytes), until `stop`.
+fn echo_server(svc: Rc<ClientService>, pad: usize, stop: Rc<RefCell<bool>>) {
+    glommio::spawn_local(async move {
+        let mut reqs = Vec::new();
+        while !*stop.borrow() {
+            svc.ready().await;
+            svc.drain(&mut reqs);
+            for (conn, r) in reqs.drain(..) {
+                let Op::Get { key, .. } = r.op else { panic!() };
+                let mut v = key.to_vec();
+                v.resize(key.len() + pad, 0);
+                svc.respond(
+                    conn,
+                    &Response {
+                        id: r.id,
+                        result: Ok(Reply::Value(Some(Bytes::from(v)))),
+                    },
+                );
+            }
+        }
+    })
+    .detach();
+}
+
+async fn client(addr: SocketAddr) -> (TcpStream, FrameReader) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&hello_frame(me(CLUSTER, 0))).await.unwrap();
+    let mut r = FrameReader::new(1 << 20, 16 << 20);
+    let (k, p) = r.next(&mut s).await.unwrap().unwrap();
+    assert_eq!(k, KIND_HELLO_REPLY);
+    assert_eq!(decode_reply(&p), Ok(1));
+    (s, r)
+}
+
+async fn responses(s: &mut TcpStream, r: &mut FrameReader, n: usize) -> Vec<Response> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let (k, p) = r.next(s).await.unwrap().expect("a response");
+        assert_eq!(k, KIND_RESPONSE);
+        out.push(decode_response(&p).unwrap());
+    }
+    out
+}
+
+#[test]
+fn a_client_has_at_most_client_inflight_max_requests_in_the_shard() {
+    run(|_| async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let cfg = TransportConfig {
+            client_inflight_max: 8,
+            ..TransportConfig::default()
+        };
+        let svc = ClientService::new(me(CLUSTER, 1), cfg);
+        glommio::spawn_local(svc.clone().serve(l)).detach();
+        let (mut s, mut r) = client(addr).await;
+        let mut out = Vec::new();
+        for id in 0..20 {
+            encode_request(&mut out, &get(id, "k"));
+        }
+        s.write_all(&out).await.unwrap();
+        // Nobody answers: exactly the bound is taken in.
+        let mut reqs = Vec::new();
+        eventually("8 requests", || {
+            svc.drain(&mut reqs);
+            reqs.len() >= 8
+        })
+        .await;
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+        svc.drain(&mut reqs);
+        assert_eq!(reqs.len(), 8, "no more than client_inflight_max");
+        // Each answer lets one more in.
+        for (conn, r) in reqs.drain(..3) {
+            svc.respond(
+                conn,
+                &Response {
+                    id: r.id,
+                    result: Ok(Reply::Done),
+                },
+            );
+        }
+        eventually("3 more", || {
+            svc.drain(&mut reqs);
+            reqs.len() >= 8
+        })
+        .await;
+        assert_eq!(responses(&mut s, &mut r, 3).await.len(), 3);
+        assert_eq!(svc.stats().requests, 11);
+    });
+}
+
+#[test]
+fn clients_pipeline_and_a_malformed_request_is_answered_not_fatal() {
+    run(|logs| async move {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let svc = ClientService::new(me(CLUSTER, 1), TransportConfig::default());
+        glommio::spawn_local(svc.clone().serve(l)).detach();
+        echo_server(svc.clone(), 0, Rc::new(RefCell::new(false)));
+        let (mut s, mut r) = client(addr).await;
+        let (mut other, mut other_r) = client(addr).await;
+        // Three pipelined requests and a sound frame holding garbage.
+        let mut out = Vec::new();
+        for id in 1..=3 {
+            encode_request(&mut out, &get(id, &format!("k{id}")));
+        }
+        encode_frame(&mut out, KIND_REQUEST, &[0xEE; 48]);
+        s.write_all(&out).await.unwrap();
+        let mut got = responses(&mut s, &mut r, 4).await;
+        got.sort_by_key(|x| x.id);
+        for id in 1..=3u64 {
+            assert_eq!(
+                got[id as usize - 1].result,
+                Ok(Reply::Value(Some(Bytes::from(format!("k{id}")))))
+            );
+        }
+        assert_eq!(got[3].id, UNATTRIBUTED_ID);
+        assert!(matches!(got[3].result, Err(ClientError::BadRequest { .. })));
+        // The same connection carries on.
+        let mut out = Vec::new();
+        encode_request(&mut out, &get(4, "again"));
+        s.write_all(&out).await.unwrap();
+        assert_eq!(responses(&mut s, &mut r, 1).await[0].id, 4);
+        // Lost framing closes that connection only.
+        let (local, _) =
+            raw_exchange(addr, &[hello_frame(me(CLUSTER, 0)), vec![1; 64]].concat()).await;
+        let mut out = Vec::new();
+        encode_request(&mut out, &get(5, "other"));
+        other.write_all(&out).await.unwrap();
+        assert_eq!(responses(&mut other, &mut other_r, 1).await[0].id, 5);
+        let st = svc.stats();
+        assert_eq!((st.requests, st.bad_requests, st.conns_rejected), (5, 1, 1));
+        let lines = logs.lines_with(&[&local.to_string(), "closing client connection"]);
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].contains("bad frame magic"), "{}", lines[0]);
+    });
+}
+
+#[test]
+fn responses_are_never_dropped_a_client_that_does_not_read_stops_being_read() {
+    run(|_| async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let cfg = TransportConfig {
+            client_queue_bytes_max: 64 << 10,
+            client_inflight_max: 16,
+            ..TransportConfig::default()
+        };
+        let svc = ClientService::new(me(CLUSTER, 1), cfg);
+        glommio::spawn_local(svc.clone().serve(l)).detach();
+        // 1 MiB per response: 200 of them are far more than socket buffers.
+        echo_server(svc.clone(), 1 << 20, Rc::new(RefCell::new(false)));
+        let (mut s, mut r) = client(addr).await;
+        let mut out = Vec::new();
+        for id in 0..200 {
+            encode_request(&mut out, &get(id, "k"));
+        }
+        s.write_all(&out).await.unwrap();
+        // The client reads nothing yet: the node stops taking its requests.
+        let deadline = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+        }
+        let taken = svc.stats().requests;
+        assert!(taken < 200, "reading stopped at the bound, took {taken}");
+        assert!(taken >= 16, "up to client_inflight_max were taken: {taken}");
+        assert_eq!(svc.stats().responses_orphaned, 0);
+        // Once it reads, every response arrives.
+        let got = responses(&mut s, &mut r, 200).await;
+        let mut ids: Vec<u64> = got.iter().map(|x| x.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (0..200).collect::<Vec<_>>());
+        assert_eq!(svc.stats().requests, 200);
+    });
+}
