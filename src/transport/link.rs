@@ -87,6 +87,10 @@ impl Link {
         self.up.wake_all();
     }
 
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.st.borrow().pending.len()
+    }
+
     pub(crate) fn is_up(&self) -> bool {
         self.st.borrow().up
     }

@@ -286,6 +286,15 @@ impl Transport {
         }
     }
 
+    /// Bytes queued for `node` and not yet handed to the socket (0 for a
+    /// node that is not a peer): a sender's flow-control signal.
+    pub fn queued_bytes(&self, node: NodeId) -> usize {
+        self.links
+            .borrow()
+            .get(&node)
+            .map_or(0, |l| l.queued_bytes())
+    }
+
     /// Whether the link to `node` is up (connected and handshaken).
     pub fn is_up(&self, node: NodeId) -> bool {
         self.links.borrow().get(&node).is_some_and(|l| l.is_up())
