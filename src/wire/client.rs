@@ -39,7 +39,9 @@ pub enum ReadMode {
 
 /// A request of the key-value service. `client` and `seq` form the
 /// exactly-once session of a write: a retried write carries the same pair
-/// and is applied once. Reads and admin requests ignore them.
+/// and is applied once. `ack`: every write of this client with a lower
+/// `seq` has had its answer (the node may forget their outcomes). Reads and
+/// admin requests ignore the three.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Request {
     /// Chosen by the client, echoed in the response.
@@ -47,6 +49,7 @@ pub struct Request {
     pub group: u64,
     pub client: u64,
     pub seq: u64,
+    pub ack: u64,
     pub op: Op,
 }
 
@@ -260,6 +263,7 @@ pub fn decode_request(payload: &Bytes) -> Result<Request, MessageError> {
         group: a.group.to_native(),
         client: a.client.to_native(),
         seq: a.seq.to_native(),
+        ack: a.ack.to_native(),
         op,
     })
 }

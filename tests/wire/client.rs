@@ -142,6 +142,7 @@ fn every_request_round_trips() {
             group: 5,
             client: 77,
             seq: 1000 + i as u64,
+            ack: 1000,
             op,
         };
         let mut out = Vec::new();
@@ -172,6 +173,7 @@ fn put_values_are_borrowed_from_the_receive_buffer() {
         group: 0,
         client: 1,
         seq: 1,
+        ack: 1,
         op: Op::Put {
             key: b("key"),
             value: Bytes::from(vec![9u8; 256]),
@@ -274,7 +276,7 @@ proptest! {
     #[test]
     fn corrupted_requests_never_panic(which in 0usize..16, at in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let ops = every_op();
-        let r = Request { id: 1, group: 2, client: 3, seq: 4, op: ops[which % ops.len()].clone() };
+        let r = Request { id: 1, group: 2, client: 3, seq: 4, ack: 2, op: ops[which % ops.len()].clone() };
         let mut out = Vec::new();
         encode_request(&mut out, &r);
         let mut payload = decode_frame(&out, 1 << 20).unwrap().unwrap().0.payload.to_vec();

@@ -413,6 +413,7 @@ fn get(id: u64, key: &str) -> Request {
         group: 0,
         client: 9,
         seq: 0,
+        ack: 0,
         op: Op::Get {
             key: Bytes::copy_from_slice(key.as_bytes()),
             mode: ReadMode::Linearizable,

@@ -1,0 +1,476 @@
+//! The replicated state machine of one group: an ordered map with
+//! exactly-once client sessions, its commands as log entries, and its
+//! snapshots.
+//!
+//! ## Exactly once
+//! A write carries (client, seq, ack). The group remembers, per client, the
+//! outcome of each write it applied whose seq is at least the client's
+//! `ack` (the client has not seen its answer yet), and a `floor`: every seq
+//! at or below it is forgotten. Applying a write whose seq is remembered
+//! returns the remembered outcome and changes nothing; one at or below the
+//! floor is refused with `SessionExpired` (its outcome is unknown). The
+//! rules depend only on the log, so every replica decides the same.
+//!
+//! Sessions expire by this documented rule: a client's session in a group
+//! is dropped when `session_idle_entries` entries were applied in that
+//! group since its last write there, or, past `sessions_max` sessions, the
+//! least recently used goes first. A write retried after its session was
+//! dropped is applied again; with the defaults that needs millions of
+//! writes to that group between a write and its retry. Sessions are part
+//! of snapshots, so they survive compaction and restarts.
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+
+use crate::raft::Index;
+use crate::wire::{ClientError, Reply};
+
+/// Bounds of a group's state machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KvLimits {
+    /// Sessions kept per group; past it the least recently used is dropped.
+    pub sessions_max: usize,
+    /// A session is dropped after this many entries applied in its group
+    /// without a write from its client.
+    pub session_idle_entries: u64,
+    /// Outcomes remembered per session (a client's pipelining window);
+    /// past it the oldest is forgotten (its seq goes under the floor).
+    pub session_results_max: usize,
+}
+
+impl Default for KvLimits {
+    fn default() -> Self {
+        KvLimits {
+            sessions_max: 100_000,
+            session_idle_entries: 10_000_000,
+            session_results_max: 4096,
+        }
+    }
+}
+
+/// A write, as it is stored in a log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Command {
+    pub client: u64,
+    pub seq: u64,
+    pub ack: u64,
+    pub op: WriteOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WriteOp {
+    Put {
+        key: Bytes,
+        value: Bytes,
+    },
+    Delete {
+        key: Bytes,
+    },
+    Cas {
+        key: Bytes,
+        expect: Option<Bytes>,
+        value: Option<Bytes>,
+    },
+}
+
+// cmd = version u8 = 1 | op u8 | flags u8 | pad u8 | key_len u32
+//       | client u64 | seq u64 | ack u64 | key
+//       | PUT: value_len u32 | value
+//       | CAS: expect_len u32 | expect | value_len u32 | value
+//         (flags bit 0: expect present, bit 1: value present)
+const CMD_VERSION: u8 = 1;
+const CMD_HEADER_BYTES: usize = 32;
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_CAS: u8 = 3;
+
+impl Command {
+    pub fn encode(&self) -> Bytes {
+        let (op, key) = match &self.op {
+            WriteOp::Put { key, .. } => (OP_PUT, key),
+            WriteOp::Delete { key } => (OP_DELETE, key),
+            WriteOp::Cas { key, .. } => (OP_CAS, key),
+        };
+        let mut b = Vec::with_capacity(CMD_HEADER_BYTES + key.len() + 64);
+        let flags = match &self.op {
+            WriteOp::Cas { expect, value, .. } => {
+                u8::from(expect.is_some()) | (u8::from(value.is_some()) << 1)
+            }
+            _ => 0,
+        };
+        b.extend_from_slice(&[CMD_VERSION, op, flags, 0]);
+        b.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        b.extend_from_slice(&self.client.to_le_bytes());
+        b.extend_from_slice(&self.seq.to_le_bytes());
+        b.extend_from_slice(&self.ack.to_le_bytes());
+        b.extend_from_slice(key);
+        let mut field = |v: &[u8]| {
+            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            b.extend_from_slice(v);
+        };
+        match &self.op {
+            WriteOp::Put { value, .. } => field(value),
+            WriteOp::Delete { .. } => {}
+            WriteOp::Cas { expect, value, .. } => {
+                field(expect.as_deref().unwrap_or_default());
+                field(value.as_deref().unwrap_or_default());
+            }
+        }
+        Bytes::from(b)
+    }
+
+    /// Decodes a command; `None` if the bytes are not one (a committed
+    /// entry that fails this was not written by this code: the caller
+    /// treats it as corruption).
+    pub fn decode(b: &Bytes) -> Option<Command> {
+        if b.len() < CMD_HEADER_BYTES || b[0] != CMD_VERSION {
+            return None;
+        }
+        let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let key_len = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
+        let mut at = CMD_HEADER_BYTES;
+        let mut take = |n: usize| -> Option<Bytes> {
+            let end = at.checked_add(n).filter(|&e| e <= b.len())?;
+            let s = b.slice(at..end);
+            at = end;
+            Some(s)
+        };
+        let key = take(key_len)?;
+        let mut field = || -> Option<Bytes> {
+            let len = take(4)?;
+            let n = u32::from_le_bytes(len[..].try_into().expect("4 bytes")) as usize;
+            take(n)
+        };
+        let op = match b[1] {
+            OP_PUT => WriteOp::Put {
+                key,
+                value: field()?,
+            },
+            OP_DELETE => WriteOp::Delete { key },
+            OP_CAS => {
+                let (e, v) = (field()?, field()?);
+                WriteOp::Cas {
+                    key,
+                    expect: (b[2] & 1 != 0).then_some(e),
+                    value: (b[2] & 2 != 0).then_some(v),
+                }
+            }
+            _ => return None,
+        };
+        Some(Command {
+            client: u64at(8),
+            seq: u64at(16),
+            ack: u64at(24),
+            op,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Session {
+    /// Outcomes of writes whose answer the client may not have seen.
+    results: BTreeMap<u64, Reply>,
+    /// Every seq at or below this one is forgotten.
+    floor: u64,
+    /// Index of the entry of the client's last write in this group.
+    last_index: Index,
+}
+
+/// The state machine of one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Kv {
+    map: BTreeMap<Bytes, Bytes>,
+    sessions: HashMap<u64, Session>,
+    /// Index of the last entry applied.
+    applied: Index,
+    limits: KvLimits,
+}
+
+impl Kv {
+    pub fn new(limits: KvLimits) -> Kv {
+        Kv {
+            limits,
+            ..Kv::default()
+        }
+    }
+
+    pub fn applied(&self) -> Index {
+        self.applied
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+        self.map.get(key)
+    }
+
+    /// Pairs with `start <= key < end` (`end` empty: unbounded), at most
+    /// `limit`; `true` if more were in range.
+    pub fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> (Vec<(Bytes, Bytes)>, bool) {
+        use std::ops::Bound;
+        let hi = if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        };
+        let mut it = self
+            .map
+            .range::<[u8], _>((Bound::Included(start), hi))
+            .map(|(k, v)| (k.clone(), v.clone()));
+        let out: Vec<_> = it.by_ref().take(limit).collect();
+        let more = it.next().is_some();
+        (out, more)
+    }
+
+    /// The outcome already known for a write, if it was applied (and not
+    /// forgotten): lets a retry be answered without proposing it again.
+    pub fn known_outcome(&self, client: u64, seq: u64) -> Option<Result<Reply, ClientError>> {
+        let s = self.sessions.get(&client)?;
+        if let Some(r) = s.results.get(&seq) {
+            return Some(Ok(r.clone()));
+        }
+        (seq <= s.floor).then_some(Err(ClientError::SessionExpired))
+    }
+
+    /// An entry that is not a write (a no-op, a membership change).
+    pub fn skip(&mut self, index: Index) {
+        assert_eq!(index, self.applied + 1, "entries are applied in order");
+        self.applied = index;
+    }
+
+    /// Applies the write of entry `index`.
+    pub fn apply(&mut self, index: Index, cmd: &Command) -> Result<Reply, ClientError> {
+        assert_eq!(index, self.applied + 1, "entries are applied in order");
+        self.applied = index;
+        let limits = &self.limits;
+        let s = self.sessions.entry(cmd.client).or_default();
+        s.last_index = index;
+        // The client has seen every answer below `ack`.
+        if cmd.ack > 0 && s.floor < cmd.ack - 1 {
+            s.floor = cmd.ack - 1;
+            let keep = s.results.split_off(&cmd.ack);
+            s.results = keep;
+        }
+        if let Some(r) = s.results.get(&cmd.seq) {
+            return Ok(r.clone());
+        }
+        if cmd.seq <= s.floor {
+            return Err(ClientError::SessionExpired);
+        }
+        let reply = match &cmd.op {
+            WriteOp::Put { key, value } => {
+                self.map
+                    .insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                Reply::Done
+            }
+            WriteOp::Delete { key } => {
+                self.map.remove(&key[..]);
+                Reply::Done
+            }
+            WriteOp::Cas { key, expect, value } => {
+                let current = self.map.get(&key[..]);
+                if current.map(|b| &b[..]) == expect.as_deref() {
+                    match value {
+                        Some(v) => {
+                            self.map
+                                .insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(v));
+                        }
+                        None => {
+                            self.map.remove(&key[..]);
+                        }
+                    }
+                    Reply::Cas {
+                        swapped: true,
+                        current: value.clone(),
+                    }
+                } else {
+                    Reply::Cas {
+                        swapped: false,
+                        current: current.cloned(),
+                    }
+                }
+            }
+        };
+        s.results.insert(cmd.seq, reply.clone());
+        if s.results.len() > limits.session_results_max {
+            let (oldest, _) = s.results.pop_first().expect("not empty");
+            s.floor = s.floor.max(oldest);
+        }
+        self.expire(index);
+        Ok(reply)
+    }
+
+    /// Drops idle sessions (checked every 1024 entries) and the least
+    /// recently used past `sessions_max`.
+    fn expire(&mut self, index: Index) {
+        let idle = self.limits.session_idle_entries;
+        if index.is_multiple_of(1024) {
+            self.sessions
+                .retain(|_, s| index.saturating_sub(s.last_index) <= idle);
+        }
+        if self.sessions.len() > self.limits.sessions_max {
+            let oldest = self
+                .sessions
+                .iter()
+                .min_by_key(|(c, s)| (s.last_index, **c))
+                .map(|(c, _)| *c)
+                .expect("not empty");
+            self.sessions.remove(&oldest);
+        }
+    }
+
+    // snapshot = magic "RRKVSNAP" | version u32 = 1 | pad u32 | applied u64
+    //   | pairs u64 | { key_len u32 | value_len u32 | key | value }*
+    //   | sessions u64 | { client u64 | floor u64 | last_index u64
+    //   | results u32 | pad u32 | { seq u64 | reply }* }*
+    //   reply = kind u8 (0 Done, 1 Cas) | swapped u8 | has_current u8 | pad u8
+    //           | len u32 | current
+    /// The state as snapshot bytes.
+    pub fn snapshot(&self) -> Bytes {
+        let mut b = Vec::with_capacity(64 + self.map.len() * 48);
+        b.extend_from_slice(SNAP_MAGIC);
+        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&self.applied.to_le_bytes());
+        b.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
+        for (k, v) in &self.map {
+            b.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            b.extend_from_slice(&(v.len() as u32).to_le_bytes());
+            b.extend_from_slice(k);
+            b.extend_from_slice(v);
+        }
+        let mut clients: Vec<_> = self.sessions.iter().collect();
+        clients.sort_by_key(|(c, _)| **c);
+        b.extend_from_slice(&(clients.len() as u64).to_le_bytes());
+        for (c, s) in clients {
+            b.extend_from_slice(&c.to_le_bytes());
+            b.extend_from_slice(&s.floor.to_le_bytes());
+            b.extend_from_slice(&s.last_index.to_le_bytes());
+            b.extend_from_slice(&(s.results.len() as u32).to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            for (seq, r) in &s.results {
+                b.extend_from_slice(&seq.to_le_bytes());
+                let (kind, swapped, current) = match r {
+                    Reply::Cas { swapped, current } => (1u8, *swapped, current.as_ref()),
+                    _ => (0u8, false, None),
+                };
+                b.extend_from_slice(&[kind, u8::from(swapped), u8::from(current.is_some()), 0]);
+                let cur = current.map(|c| &c[..]).unwrap_or_default();
+                b.extend_from_slice(&(cur.len() as u32).to_le_bytes());
+                b.extend_from_slice(cur);
+            }
+        }
+        Bytes::from(b)
+    }
+
+    /// Rebuilds the state from snapshot bytes (which passed a checksum).
+    pub fn restore(data: &[u8], limits: KvLimits) -> Result<Kv, SnapshotError> {
+        let mut r = Cursor { b: data, at: 0 };
+        if r.take(8)? != SNAP_MAGIC || r.u32()? != 1 {
+            return Err(SnapshotError("bad magic or version"));
+        }
+        r.u32()?;
+        let applied = r.u64()?;
+        let pairs = r.u64()?;
+        let mut map = BTreeMap::new();
+        for _ in 0..pairs {
+            let (kl, vl) = (r.u32()? as usize, r.u32()? as usize);
+            let k = Bytes::copy_from_slice(r.take(kl)?);
+            let v = Bytes::copy_from_slice(r.take(vl)?);
+            map.insert(k, v);
+        }
+        let n = r.u64()?;
+        let mut sessions = HashMap::new();
+        for _ in 0..n {
+            let client = r.u64()?;
+            let floor = r.u64()?;
+            let last_index = r.u64()?;
+            let count = r.u32()?;
+            r.u32()?;
+            let mut results = BTreeMap::new();
+            for _ in 0..count {
+                let seq = r.u64()?;
+                let h = r.take(4)?;
+                let (kind, swapped, has) = (h[0], h[1] != 0, h[2] != 0);
+                let len = r.u32()? as usize;
+                let cur = Bytes::copy_from_slice(r.take(len)?);
+                let reply = match kind {
+                    0 => Reply::Done,
+                    1 => Reply::Cas {
+                        swapped,
+                        current: has.then_some(cur),
+                    },
+                    _ => return Err(SnapshotError("bad session reply kind")),
+                };
+                results.insert(seq, reply);
+            }
+            sessions.insert(
+                client,
+                Session {
+                    results,
+                    floor,
+                    last_index,
+                },
+            );
+        }
+        if r.at != data.len() {
+            return Err(SnapshotError("trailing bytes"));
+        }
+        Ok(Kv {
+            map,
+            sessions,
+            applied,
+            limits,
+        })
+    }
+}
+
+const SNAP_MAGIC: &[u8; 8] = b"RRKVSNAP";
+
+/// A snapshot that does not decode (after its checksum passed: a bug or
+/// another version).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state machine snapshot is malformed: {0}")]
+pub struct SnapshotError(&'static str);
+
+struct Cursor<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], SnapshotError> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or(SnapshotError("truncated"))?;
+        let s = &self.b[self.at..end];
+        self.at = end;
+        Ok(s)
+    }
+    fn u32(&mut self) -> Result<u32, SnapshotError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+    fn u64(&mut self) -> Result<u64, SnapshotError> {
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

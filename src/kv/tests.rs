@@ -1,0 +1,202 @@
+use super::*;
+
+fn b(s: &str) -> Bytes {
+    Bytes::copy_from_slice(s.as_bytes())
+}
+
+fn put(client: u64, seq: u64, ack: u64, k: &str, v: &str) -> Command {
+    Command {
+        client,
+        seq,
+        ack,
+        op: WriteOp::Put {
+            key: b(k),
+            value: b(v),
+        },
+    }
+}
+
+fn cas(client: u64, seq: u64, k: &str, expect: Option<&str>, value: Option<&str>) -> Command {
+    Command {
+        client,
+        seq,
+        ack: seq,
+        op: WriteOp::Cas {
+            key: b(k),
+            expect: expect.map(b),
+            value: value.map(b),
+        },
+    }
+}
+
+#[test]
+fn commands_round_trip_and_garbage_is_refused() {
+    let cmds = vec![
+        put(1, 2, 1, "k", "v"),
+        put(u64::MAX, 0, 0, "", ""),
+        Command {
+            client: 3,
+            seq: 4,
+            ack: 4,
+            op: WriteOp::Delete { key: b("gone") },
+        },
+        cas(5, 6, "c", None, Some("x")),
+        cas(5, 6, "c", Some("x"), None),
+        cas(5, 6, "c", Some(""), Some("")),
+    ];
+    for c in cmds {
+        let e = c.encode();
+        assert_eq!(Command::decode(&e), Some(c.clone()));
+        for cut in 0..e.len() {
+            assert_eq!(Command::decode(&e.slice(..cut)), None, "cut at {cut}");
+        }
+    }
+    assert_eq!(Command::decode(&Bytes::from(vec![9u8; 40])), None);
+}
+
+#[test]
+fn a_retried_write_is_applied_once_and_answered_the_same() {
+    let mut kv = Kv::new(KvLimits::default());
+    assert_eq!(kv.apply(1, &put(7, 1, 1, "a", "1")), Ok(Reply::Done));
+    assert_eq!(
+        kv.apply(2, &cas(7, 2, "a", Some("1"), Some("2"))),
+        Ok(Reply::Cas {
+            swapped: true,
+            current: Some(b("2"))
+        })
+    );
+    // Another client moves the value on; then client 7 retries seq 2.
+    kv.apply(3, &put(8, 1, 1, "a", "3")).unwrap();
+    assert_eq!(
+        kv.apply(4, &cas(7, 2, "a", Some("1"), Some("2"))),
+        Ok(Reply::Cas {
+            swapped: true,
+            current: Some(b("2"))
+        }),
+        "the remembered outcome, not a second CAS"
+    );
+    assert_eq!(kv.get(b"a"), Some(&b("3")));
+    assert_eq!(
+        kv.known_outcome(7, 2),
+        Some(Ok(Reply::Cas {
+            swapped: true,
+            current: Some(b("2"))
+        }))
+    );
+    assert_eq!(kv.known_outcome(7, 3), None);
+    assert_eq!(kv.applied(), 4);
+}
+
+#[test]
+fn writes_pipelined_out_of_order_each_apply_once() {
+    let mut kv = Kv::new(KvLimits::default());
+    // seq 2 arrives before seq 1 (retried after a leader change).
+    kv.apply(1, &put(1, 2, 1, "b", "2")).unwrap();
+    kv.apply(2, &put(1, 1, 1, "a", "1")).unwrap();
+    kv.apply(3, &put(1, 2, 1, "b", "again")).unwrap();
+    assert_eq!(kv.get(b"b"), Some(&b("2")), "seq 2 applied once");
+    assert_eq!(
+        kv.get(b"a"),
+        Some(&b("1")),
+        "seq 1 was not taken for a duplicate"
+    );
+}
+
+#[test]
+fn acknowledged_outcomes_are_forgotten_and_their_retries_refused() {
+    let mut kv = Kv::new(KvLimits::default());
+    kv.apply(1, &put(1, 1, 1, "a", "1")).unwrap();
+    kv.apply(2, &put(1, 2, 2, "a", "2")).unwrap(); // acks seq 1
+    assert_eq!(
+        kv.known_outcome(1, 1),
+        Some(Err(ClientError::SessionExpired))
+    );
+    assert_eq!(
+        kv.apply(3, &put(1, 1, 2, "a", "stale")),
+        Err(ClientError::SessionExpired)
+    );
+    assert_eq!(kv.get(b"a"), Some(&b("2")));
+}
+
+#[test]
+fn session_results_max_bounds_a_session() {
+    let limits = KvLimits {
+        session_results_max: 4,
+        ..KvLimits::default()
+    };
+    let mut kv = Kv::new(limits);
+    for seq in 1..=6 {
+        kv.apply(seq, &put(1, seq, 1, "k", &seq.to_string()))
+            .unwrap();
+    }
+    // Seqs 1 and 2 were pushed out: their retries cannot be deduplicated.
+    assert_eq!(
+        kv.known_outcome(1, 2),
+        Some(Err(ClientError::SessionExpired))
+    );
+    assert_eq!(kv.known_outcome(1, 3), Some(Ok(Reply::Done)));
+    assert_eq!(
+        kv.apply(7, &put(1, 1, 1, "k", "x")),
+        Err(ClientError::SessionExpired)
+    );
+}
+
+#[test]
+fn sessions_max_and_session_idle_entries_expire_sessions() {
+    let limits = KvLimits {
+        sessions_max: 3,
+        session_idle_entries: 2000,
+        ..KvLimits::default()
+    };
+    let mut kv = Kv::new(limits);
+    for c in 1..=4u64 {
+        kv.apply(c, &put(c, 1, 1, "k", "v")).unwrap();
+    }
+    assert_eq!(kv.sessions(), 3, "the least recently used went");
+    assert_eq!(kv.known_outcome(1, 1), None);
+    assert_eq!(kv.known_outcome(4, 1), Some(Ok(Reply::Done)));
+    // Client 4 keeps writing; the others fall idle past 2000 entries.
+    let mut i = 5;
+    while i <= 3072 {
+        kv.apply(i, &put(4, i, i, "k", "v")).unwrap();
+        i += 1;
+    }
+    assert_eq!(kv.sessions(), 1);
+}
+
+#[test]
+fn snapshots_keep_the_map_and_the_sessions() {
+    let mut kv = Kv::new(KvLimits::default());
+    kv.apply(1, &put(1, 1, 1, "a", "1")).unwrap();
+    kv.apply(2, &cas(2, 5, "b", None, Some("x"))).unwrap();
+    kv.apply(3, &cas(2, 6, "b", Some("nope"), None)).unwrap();
+    kv.skip(4);
+    let snap = kv.snapshot();
+    let back = Kv::restore(&snap, KvLimits::default()).unwrap();
+    assert_eq!(back, kv);
+    assert_eq!(
+        back.known_outcome(2, 6),
+        Some(Ok(Reply::Cas {
+            swapped: false,
+            current: Some(b("x"))
+        }))
+    );
+    for cut in 0..snap.len() {
+        assert!(Kv::restore(&snap[..cut], KvLimits::default()).is_err());
+    }
+}
+
+#[test]
+fn scans_are_bounded_and_ordered() {
+    let mut kv = Kv::new(KvLimits::default());
+    for (i, k) in ["a", "b", "c", "d"].iter().enumerate() {
+        kv.apply(i as u64 + 1, &put(1, i as u64 + 1, 1, k, k))
+            .unwrap();
+    }
+    let (pairs, more) = kv.scan(b"b", b"", 2);
+    assert_eq!(pairs, vec![(b("b"), b("b")), (b("c"), b("c"))]);
+    assert!(more);
+    let (pairs, more) = kv.scan(b"b", b"d", 10);
+    assert_eq!(pairs.len(), 2);
+    assert!(!more);
+}
