@@ -7,5 +7,6 @@ pub mod kv;
 pub mod raft;
 pub(crate) mod rng;
 pub mod sim;
+pub mod storage;
 pub mod transport;
 pub mod wire;

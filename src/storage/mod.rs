@@ -1,0 +1,255 @@
+//! A shard's Raft log store over its WAL: the entries and hard states of all
+//! its groups as WAL records, their replay, snapshot files, and the WAL
+//! release point.
+//!
+//! The entries themselves stay in each group's in-memory Raft log until
+//! compaction; this layer encodes what a Ready must make durable, and on
+//! restart rebuilds each group's (hard state, entries) from the records.
+
+pub mod snapfile;
+
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
+
+use crate::raft::{Entry, EntryKind, HardState, Index};
+
+// record = kind u8 = 1 | flags u8 (bit 0: hard state follows) | pad u16
+//          | count u32 | group u64
+//          | [ term u64 | vote u64 | commit u64 ]
+//          | { term u64 | index u64 | kind u8 | pad [3] | len u32 | data,
+//              zero-padded to 8 }*            (count entries, consecutive)
+// Replay: a record's first entry supersedes whatever the group held at
+// that index and after (Raft's overwrite of a follower's divergent tail).
+const REC_GROUP: u8 = 1;
+const REC_HEAD_BYTES: usize = 16;
+const HS_BYTES: usize = 24;
+const ENTRY_HEAD_BYTES: usize = 24;
+const _: () = assert!(REC_HEAD_BYTES.is_multiple_of(8) && ENTRY_HEAD_BYTES.is_multiple_of(8));
+
+/// Bytes a record takes for `entries` (and a hard state if `hs`).
+pub fn record_bytes(hs: bool, entries: &[Entry]) -> usize {
+    REC_HEAD_BYTES
+        + if hs { HS_BYTES } else { 0 }
+        + entries
+            .iter()
+            .map(|e| ENTRY_HEAD_BYTES + e.data.len().next_multiple_of(8))
+            .sum::<usize>()
+}
+
+/// Bytes one entry adds to a record.
+pub fn entry_record_bytes(e: &Entry) -> usize {
+    ENTRY_HEAD_BYTES + e.data.len().next_multiple_of(8)
+}
+
+/// Writes the record into `out` (exactly [`record_bytes`] long).
+pub fn encode_record(out: &mut [u8], group: u64, hs: Option<&HardState>, entries: &[Entry]) {
+    debug_assert_eq!(out.len(), record_bytes(hs.is_some(), entries));
+    debug_assert!(entries.windows(2).all(|w| w[1].index == w[0].index + 1));
+    out[0] = REC_GROUP;
+    out[1] = u8::from(hs.is_some());
+    out[2..4].fill(0);
+    out[4..8].copy_from_slice(&(entries.len() as u32).to_le_bytes());
+    out[8..16].copy_from_slice(&group.to_le_bytes());
+    let mut at = REC_HEAD_BYTES;
+    if let Some(hs) = hs {
+        out[at..at + 8].copy_from_slice(&hs.term.to_le_bytes());
+        out[at + 8..at + 16].copy_from_slice(&hs.vote.to_le_bytes());
+        out[at + 16..at + 24].copy_from_slice(&hs.commit.to_le_bytes());
+        at += HS_BYTES;
+    }
+    for e in entries {
+        out[at..at + 8].copy_from_slice(&e.term.to_le_bytes());
+        out[at + 8..at + 16].copy_from_slice(&e.index.to_le_bytes());
+        out[at + 16] = match e.kind {
+            EntryKind::Normal => 0,
+            EntryKind::Noop => 1,
+            EntryKind::ConfChange => 2,
+        };
+        out[at + 17..at + 20].fill(0);
+        out[at + 20..at + 24].copy_from_slice(&(e.data.len() as u32).to_le_bytes());
+        at += ENTRY_HEAD_BYTES;
+        out[at..at + e.data.len()].copy_from_slice(&e.data);
+        let padded = e.data.len().next_multiple_of(8);
+        out[at + e.data.len()..at + padded].fill(0);
+        at += padded;
+    }
+    debug_assert_eq!(at, out.len());
+}
+
+/// A decoded record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub group: u64,
+    pub hs: Option<HardState>,
+    pub entries: Vec<Entry>,
+}
+
+/// A WAL record that is not one this code writes: the WAL's checksum
+/// passed, so this is a bug or another version; the node stops.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("WAL record {lsn} is not a valid group record: {why}")]
+pub struct RecordError {
+    pub lsn: u64,
+    pub why: &'static str,
+}
+
+/// Decodes a record; entry payloads are slices of `b`.
+pub fn decode_record(lsn: u64, b: &Bytes) -> Result<Record, RecordError> {
+    let err = |why| RecordError { lsn, why };
+    if b.len() < REC_HEAD_BYTES || b[0] != REC_GROUP || b[1] > 1 {
+        return Err(err("bad header"));
+    }
+    let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let count = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
+    let group = u64at(8);
+    let mut at = REC_HEAD_BYTES;
+    let hs = if b[1] == 1 {
+        if b.len() < at + HS_BYTES {
+            return Err(err("truncated hard state"));
+        }
+        let hs = HardState {
+            term: u64at(at),
+            vote: u64at(at + 8),
+            commit: u64at(at + 16),
+        };
+        at += HS_BYTES;
+        Some(hs)
+    } else {
+        None
+    };
+    let mut entries = Vec::with_capacity(count.min(b.len() / ENTRY_HEAD_BYTES));
+    for _ in 0..count {
+        if b.len() < at + ENTRY_HEAD_BYTES {
+            return Err(err("truncated entry header"));
+        }
+        let kind = match b[at + 16] {
+            0 => EntryKind::Normal,
+            1 => EntryKind::Noop,
+            2 => EntryKind::ConfChange,
+            _ => return Err(err("bad entry kind")),
+        };
+        let len = u32::from_le_bytes(b[at + 20..at + 24].try_into().expect("4 bytes")) as usize;
+        let (term, index) = (u64at(at), u64at(at + 8));
+        at += ENTRY_HEAD_BYTES;
+        if b.len() < at + len.next_multiple_of(8) {
+            return Err(err("truncated entry"));
+        }
+        if entries.last().is_some_and(|p: &Entry| p.index + 1 != index) {
+            return Err(err("entries not consecutive"));
+        }
+        entries.push(Entry {
+            term,
+            index,
+            kind,
+            data: b.slice(at..at + len),
+        });
+        at += len.next_multiple_of(8);
+    }
+    if at != b.len() {
+        return Err(err("trailing bytes"));
+    }
+    Ok(Record { group, hs, entries })
+}
+
+/// What replay rebuilt for one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupLog {
+    pub hs: HardState,
+    /// Consecutive entries (the first may follow a snapshot).
+    pub entries: Vec<Entry>,
+    /// First entry index of each record still holding live entries → its LSN.
+    pub record_lsns: BTreeMap<Index, u64>,
+    /// LSN of the record holding the latest hard state.
+    pub hs_lsn: u64,
+}
+
+impl GroupLog {
+    /// Applies one record, as written (also used to track live writes).
+    pub fn apply(&mut self, lsn: u64, r: Record) {
+        if let Some(hs) = r.hs {
+            self.hs = hs;
+            self.hs_lsn = lsn;
+        }
+        let Some(first) = r.entries.first().map(|e| e.index) else {
+            return;
+        };
+        self.record_lsns.split_off(&first);
+        self.record_lsns.insert(first, lsn);
+        let start = self.entries.first().map_or(first, |e| e.index);
+        if first < start || first > start + self.entries.len() as u64 {
+            // Before what is held, or after a gap (entries that follow a
+            // snapshot installed since): start over from this record.
+            self.entries.clear();
+            self.record_lsns.retain(|&i, _| i >= first);
+        } else {
+            self.entries.truncate((first - start) as usize);
+        }
+        self.entries.extend(r.entries);
+    }
+
+    /// Drops what snapshot (`index`, `term`) covers: entries up to it, and
+    /// all of them if the log does not hold the snapshot's (index, term).
+    pub fn trim_to_snapshot(&mut self, index: Index, term: u64) {
+        let start = self.entries.first().map_or(index + 1, |e| e.index);
+        let holds = index >= start
+            && self
+                .entries
+                .get((index - start) as usize)
+                .is_some_and(|e| e.term == term);
+        if holds {
+            self.entries.drain(..=(index - start) as usize);
+        } else if start <= index || start > index + 1 {
+            self.entries.clear();
+        }
+        // Records wholly before the snapshot are no longer needed.
+        let keep_from = self
+            .record_lsns
+            .range(..=index + 1)
+            .next_back()
+            .map(|(&i, _)| i);
+        if let Some(k) = keep_from {
+            self.record_lsns = self.record_lsns.split_off(&k);
+        }
+        if self.entries.is_empty() {
+            self.record_lsns.clear();
+        }
+        self.hs.commit = self.hs.commit.max(index);
+    }
+
+    /// The lowest LSN this group still needs.
+    pub fn needed_lsn(&self) -> u64 {
+        self.record_lsns
+            .values()
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX)
+            .min(self.hs_lsn)
+    }
+}
+
+/// Replays WAL records into per-group logs.
+#[derive(Debug, Default)]
+pub struct Replay {
+    pub groups: HashMap<u64, GroupLog>,
+    pub records: u64,
+    pub error: Option<RecordError>,
+}
+
+impl Replay {
+    /// For `Wal::open`'s record callback. The payload is copied once per
+    /// record; entries are slices of that copy.
+    pub fn on_record(&mut self, lsn: u64, payload: &[u8]) {
+        if self.error.is_some() {
+            return;
+        }
+        self.records += 1;
+        match decode_record(lsn, &Bytes::copy_from_slice(payload)) {
+            Ok(r) => self.groups.entry(r.group).or_default().apply(lsn, r),
+            Err(e) => self.error = Some(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

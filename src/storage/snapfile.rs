@@ -1,0 +1,236 @@
+//! Snapshot files: one per group, written to a temporary name, fsynced,
+//! renamed into place and the directory fsynced, so a file under its final
+//! name is always whole.
+//!
+//! ```text
+//! name = {group:08}-{index:020}.snap
+//! file = header (64 bytes) | conf | data
+//!   0  magic      [8] = "RRSNAP01"
+//!   8  group      u64 LE
+//!  16  index      u64 LE
+//!  24  term       u64 LE
+//!  32  conf_len   u32 LE
+//!  36  data_crc   u32 LE  CRC32 of conf and data
+//!  40  data_len   u64 LE
+//!  48  reserved   [12] = 0
+//!  60  head_crc   u32 LE  CRC32 of bytes 0..60
+//! conf = voters | voters_outgoing | learners, each: count u32 | ids u64*
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use crate::raft::{ConfState, Snapshot, SnapshotMeta};
+
+const MAGIC: &[u8; 8] = b"RRSNAP01";
+const HEAD_BYTES: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapFileError {
+    #[error("snapshot file {file}: {why}")]
+    Corrupt { file: String, why: &'static str },
+    #[error("snapshot file {file}: {err}")]
+    Io { file: String, err: std::io::Error },
+}
+
+fn io(file: &Path, e: impl Into<std::io::Error>) -> SnapFileError {
+    SnapFileError::Io {
+        file: file.display().to_string(),
+        err: e.into(),
+    }
+}
+
+fn gio(file: &Path, e: glommio::GlommioError<()>) -> SnapFileError {
+    io(file, std::io::Error::from(e))
+}
+
+pub fn file_name(group: u64, index: u64) -> String {
+    format!("{group:08}-{index:020}.snap")
+}
+
+fn parse_name(name: &str) -> Option<(u64, u64)> {
+    let stem = name.strip_suffix(".snap")?;
+    let (g, i) = stem.split_once('-')?;
+    Some((g.parse().ok()?, i.parse().ok()?))
+}
+
+fn encode_conf(out: &mut Vec<u8>, c: &ConfState) {
+    for ids in [&c.voters, &c.voters_outgoing, &c.learners] {
+        out.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+        for id in ids {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+}
+
+/// The bytes of a snapshot file.
+pub fn encode(group: u64, s: &Snapshot) -> Vec<u8> {
+    let mut body = Vec::with_capacity(64 + s.data.len());
+    encode_conf(&mut body, &s.conf);
+    let conf_len = body.len();
+    body.extend_from_slice(&s.data);
+    let mut out = Vec::with_capacity(HEAD_BYTES + body.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&group.to_le_bytes());
+    out.extend_from_slice(&s.meta.index.to_le_bytes());
+    out.extend_from_slice(&s.meta.term.to_le_bytes());
+    out.extend_from_slice(&(conf_len as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    out.extend_from_slice(&(s.data.len() as u64).to_le_bytes());
+    out.extend_from_slice(&[0u8; 12]);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    debug_assert_eq!(out.len(), HEAD_BYTES);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes a snapshot file's bytes: (group, snapshot).
+pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
+    let bad = |why| SnapFileError::Corrupt {
+        file: file.to_string(),
+        why,
+    };
+    if b.len() < HEAD_BYTES || &b[..8] != MAGIC {
+        return Err(bad("bad magic or short header"));
+    }
+    let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let u32at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+    if crc32fast::hash(&b[..60]) != u32at(60) {
+        return Err(bad("header checksum mismatch"));
+    }
+    let (group, index, term) = (u64at(8), u64at(16), u64at(24));
+    let conf_len = u32at(32) as usize;
+    let data_len = u64at(40) as usize;
+    let body = &b[HEAD_BYTES..];
+    if body.len() != conf_len.saturating_add(data_len) {
+        return Err(bad("length mismatch (truncated?)"));
+    }
+    if crc32fast::hash(body) != u32at(36) {
+        return Err(bad("data checksum mismatch"));
+    }
+    let mut at = 0;
+    let mut ids = || -> Option<Vec<u64>> {
+        let n = u32::from_le_bytes(body.get(at..at + 4)?.try_into().ok()?) as usize;
+        at += 4;
+        let v = (0..n)
+            .map(|k| {
+                body.get(at + 8 * k..at + 8 * k + 8)
+                    .map(|x| u64::from_le_bytes(x.try_into().expect("8 bytes")))
+            })
+            .collect::<Option<Vec<u64>>>()?;
+        at += 8 * n;
+        Some(v)
+    };
+    let conf = (|| {
+        Some(ConfState {
+            voters: ids()?,
+            voters_outgoing: ids()?,
+            learners: ids()?,
+        })
+    })()
+    .ok_or_else(|| bad("bad membership"))?;
+    if at != conf_len {
+        return Err(bad("bad membership length"));
+    }
+    Ok((
+        group,
+        Snapshot {
+            meta: SnapshotMeta { index, term },
+            conf,
+            data: bytes::Bytes::copy_from_slice(&body[conf_len..]),
+        },
+    ))
+}
+
+/// Writes `s` as group `group`'s snapshot in `dir` durably, then removes
+/// the group's previous snapshot file (`previous`: its index).
+pub async fn write(
+    dir: &Path,
+    group: u64,
+    s: &Snapshot,
+    previous: Option<u64>,
+) -> Result<PathBuf, SnapFileError> {
+    const WRITE_BYTES_MAX: usize = 1 << 20;
+    let name = file_name(group, s.meta.index);
+    let path = dir.join(&name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let bytes = encode(group, s);
+    let f = glommio::io::BufferedFile::create(&tmp)
+        .await
+        .map_err(|e| gio(&tmp, e))?;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let chunk = bytes[pos..(pos + WRITE_BYTES_MAX).min(bytes.len())].to_vec();
+        let k = f
+            .write_at(chunk, pos as u64)
+            .await
+            .map_err(|e| gio(&tmp, e))?;
+        if k == 0 {
+            return Err(io(&tmp, std::io::ErrorKind::WriteZero));
+        }
+        pos += k;
+    }
+    f.fdatasync().await.map_err(|e| gio(&tmp, e))?;
+    f.close().await.map_err(|e| gio(&tmp, e))?;
+    glommio::io::rename(&tmp, &path)
+        .await
+        .map_err(|e| gio(&path, e))?;
+    let d = glommio::io::Directory::open(dir)
+        .await
+        .map_err(|e| gio(dir, e))?;
+    d.sync().await.map_err(|e| gio(dir, e))?;
+    let _ = d.close().await;
+    if let Some(prev) = previous.filter(|&p| p != s.meta.index) {
+        let _ = glommio::io::remove(dir.join(file_name(group, prev))).await;
+    }
+    Ok(path)
+}
+
+/// The snapshot files in `dir`: (group, index, path). Leftover temporary
+/// files (a crash during a write) are removed.
+pub fn list(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>, SnapFileError> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(io(dir, e)),
+    };
+    for ent in rd {
+        let ent = ent.map_err(|e| io(dir, e))?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".snap.tmp") {
+            let _ = std::fs::remove_file(ent.path());
+        } else if let Some((g, i)) = parse_name(&name) {
+            out.push((g, i, ent.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The latest snapshot of each group in `dir` (read at startup).
+pub async fn load_latest(dir: &Path) -> Result<Vec<(u64, Snapshot)>, SnapFileError> {
+    let mut latest: std::collections::BTreeMap<u64, (u64, PathBuf)> = Default::default();
+    for (g, i, p) in list(dir)? {
+        latest.insert(g, (i, p));
+    }
+    let mut out = Vec::new();
+    for (g, (i, p)) in latest {
+        let f = glommio::io::BufferedFile::open(&p)
+            .await
+            .map_err(|e| gio(&p, e))?;
+        let len = f.file_size().await.map_err(|e| gio(&p, e))? as usize;
+        let b = f.read_at(0, len).await.map_err(|e| gio(&p, e))?;
+        let _ = f.close().await;
+        let name = p.display().to_string();
+        let (group, snap) = decode(&name, &b)?;
+        if group != g || snap.meta.index != i {
+            return Err(SnapFileError::Corrupt {
+                file: name,
+                why: "name and contents disagree",
+            });
+        }
+        out.push((g, snap));
+    }
+    Ok(out)
+}
