@@ -26,7 +26,7 @@ fn records_round_trip_and_damage_is_an_error() {
         vote: 2,
         commit: 1,
     };
-    let entries = vec![e(1, 1, ""), e(2, 3, "hello"), e(3, 3, "a longer payload!")];
+    let entries = [e(1, 1, ""), e(2, 3, "hello"), e(3, 3, "a longer payload!")];
     for (h, es) in [
         (Some(hs), &entries[..]),
         (None, &entries[1..]),
