@@ -6,6 +6,7 @@
 pub mod kv;
 pub mod raft;
 pub(crate) mod rng;
+pub mod shard;
 pub mod sim;
 pub mod storage;
 pub mod transport;

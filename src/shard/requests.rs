@@ -1,0 +1,262 @@
+//! Client requests on a shard: writes become proposals, reads are served
+//! by the mode they ask for, admin requests act on the group.
+
+use std::time::{Duration, Instant};
+
+use super::{check_len, PendingRead, Shard, Waiter};
+use crate::kv::{Command, WriteOp};
+use crate::raft::{ProposeError, Role};
+use crate::transport::ClientConnId;
+use crate::wire::{
+    ClientError, ClusterMap, GroupStatus, KeyValue, NodeInfo, Op, ReadMode, Reply, Request,
+};
+
+impl Shard {
+    pub(super) fn on_request(&mut self, conn: ClientConnId, req: Request) {
+        // Requests about the node rather than one group.
+        match &req.op {
+            Op::ClusterMap => {
+                let map = self.cluster_map();
+                return self.respond(conn, req.id, Ok(Reply::Map(map)));
+            }
+            Op::Status => {
+                let st = self.status();
+                return self.respond(conn, req.id, Ok(Reply::Status(st)));
+            }
+            _ => {}
+        }
+        let Some(gi) = self.local(req.group) else {
+            let e = if req.group >= self.cfg.groups {
+                ClientError::UnknownGroup {
+                    group: req.group,
+                    groups: self.cfg.groups,
+                }
+            } else {
+                ClientError::WrongShard {
+                    group: req.group,
+                    shard: (req.group % u64::from(self.cfg.shards)) as u32,
+                }
+            };
+            return self.respond(conn, req.id, Err(e));
+        };
+        let deadline = Instant::now() + Duration::from_millis(self.cfg.request_timeout_ms);
+        let (kmax, vmax) = (self.cfg.key_bytes_max, self.cfg.value_bytes_max);
+        let write = match &req.op {
+            Op::Put { key, value } => check_len(key, kmax, true)
+                .and(check_len(value, vmax, false))
+                .map(|()| WriteOp::Put {
+                    key: key.clone(),
+                    value: value.clone(),
+                }),
+            Op::Delete { key } => {
+                check_len(key, kmax, true).map(|()| WriteOp::Delete { key: key.clone() })
+            }
+            Op::Cas { key, expect, value } => check_len(key, kmax, true)
+                .and(
+                    expect
+                        .as_ref()
+                        .map_or(Ok(()), |v| check_len(v, vmax, false)),
+                )
+                .and(value.as_ref().map_or(Ok(()), |v| check_len(v, vmax, false)))
+                .map(|()| WriteOp::Cas {
+                    key: key.clone(),
+                    expect: expect.clone(),
+                    value: value.clone(),
+                }),
+            Op::Get { key, mode }
+            | Op::Scan {
+                start: key, mode, ..
+            } => {
+                if let Err(e) = check_len(key, kmax, true) {
+                    return self.respond(conn, req.id, Err(e));
+                }
+                let mode = *mode;
+                return self.read(gi, conn, req, mode, deadline);
+            }
+            Op::TransferLeader { to } => {
+                let r = self.groups[gi]
+                    .raft
+                    .transfer_leader(*to)
+                    .map(|()| Reply::Done)
+                    .map_err(|e| ClientError::Failed {
+                        reason: e.to_string(),
+                    });
+                return self.respond(conn, req.id, r);
+            }
+            Op::Snapshot => {
+                self.snapshot_now(gi);
+                return self.respond(conn, req.id, Ok(Reply::Done));
+            }
+            Op::AddLearner { .. } | Op::Promote { .. } | Op::RemoveNode { .. } => {
+                return self.respond(
+                    conn,
+                    req.id,
+                    Err(ClientError::Failed {
+                        reason: "membership changes are not served by this node version".into(),
+                    }),
+                );
+            }
+            Op::ClusterMap | Op::Status => unreachable!("answered above"),
+        };
+        let op = match write {
+            Ok(op) => op,
+            Err(e) => return self.respond(conn, req.id, Err(e)),
+        };
+        let g = &mut self.groups[gi];
+        // A retry of a write already applied: its outcome, not a new entry.
+        if let Some(outcome) = g.kv.known_outcome(req.client, req.seq) {
+            return self.respond(conn, req.id, outcome);
+        }
+        let cmd = Command {
+            client: req.client,
+            seq: req.seq,
+            ack: req.ack,
+            op,
+        };
+        match g.raft.propose(cmd.encode()) {
+            Ok((index, term)) => {
+                self.stats.proposals += 1;
+                g.proposals.insert(
+                    index,
+                    Waiter {
+                        term,
+                        conn,
+                        id: req.id,
+                        deadline,
+                    },
+                );
+            }
+            Err(e) => {
+                let err = match e {
+                    ProposeError::NotLeader { leader } => {
+                        self.stats.errors_not_leader += 1;
+                        ClientError::NotLeader {
+                            leader: leader.unwrap_or(0),
+                        }
+                    }
+                    ProposeError::Backpressure { .. } => {
+                        self.stats.errors_busy += 1;
+                        ClientError::Busy
+                    }
+                    ProposeError::TransferInProgress { to } => {
+                        self.stats.errors_not_leader += 1;
+                        ClientError::NotLeader { leader: to }
+                    }
+                };
+                self.respond(conn, req.id, Err(err));
+            }
+        }
+    }
+
+    fn read(
+        &mut self,
+        gi: usize,
+        conn: ClientConnId,
+        req: Request,
+        mode: ReadMode,
+        deadline: Instant,
+    ) {
+        self.stats.reads += 1;
+        let g = &mut self.groups[gi];
+        let served_now = match mode {
+            ReadMode::Stale => true,
+            // The lease: no round trip while it holds, once everything
+            // committed is applied.
+            ReadMode::Lease => {
+                g.raft.role() == Role::Leader
+                    && g.raft.lease_valid()
+                    && g.kv.applied() >= g.raft.commit_index()
+            }
+            ReadMode::Linearizable => false,
+        };
+        if served_now {
+            let r = self.read_now(gi, &req);
+            return self.respond(conn, req.id, r);
+        }
+        if g.raft.role() != Role::Leader {
+            self.stats.errors_not_leader += 1;
+            let leader = g.raft.leader().unwrap_or(0);
+            return self.respond(conn, req.id, Err(ClientError::NotLeader { leader }));
+        }
+        g.reads_new.push(PendingRead {
+            conn,
+            req,
+            deadline,
+        });
+    }
+
+    /// Serves a read from the group's applied state.
+    pub(super) fn read_now(&self, gi: usize, req: &Request) -> Result<Reply, ClientError> {
+        let kv = &self.groups[gi].kv;
+        match &req.op {
+            Op::Get { key, .. } => Ok(Reply::Value(kv.get(key).cloned())),
+            Op::Scan {
+                start, end, limit, ..
+            } => {
+                let limit = (*limit).min(self.cfg.scan_limit_max) as usize;
+                let (pairs, more) = kv.scan(start, end, limit);
+                Ok(Reply::Scan {
+                    pairs: pairs
+                        .into_iter()
+                        .map(|(key, value)| KeyValue { key, value })
+                        .collect(),
+                    more,
+                })
+            }
+            _ => Err(ClientError::BadRequest {
+                reason: "not a read".into(),
+            }),
+        }
+    }
+
+    /// The map as this shard knows it: leaders of its own groups (0 for
+    /// the others: a client asks each shard).
+    fn cluster_map(&self) -> ClusterMap {
+        let mut leaders = vec![0; self.cfg.groups as usize];
+        for g in &self.groups {
+            leaders[g.id as usize] = g.raft.leader().unwrap_or(0);
+        }
+        ClusterMap {
+            groups: self.cfg.groups,
+            shards: self.cfg.shards,
+            nodes: vec![NodeInfo {
+                id: self.cfg.node,
+                client_addr: String::new(),
+            }],
+            leaders,
+        }
+    }
+
+    fn status(&self) -> Vec<GroupStatus> {
+        self.groups
+            .iter()
+            .map(|g| {
+                let replicas = if g.raft.role() == Role::Leader {
+                    g.raft
+                        .conf()
+                        .members()
+                        .into_iter()
+                        .map(|id| {
+                            let m = if id == self.cfg.node {
+                                g.raft.persisted_index()
+                            } else {
+                                g.raft.progress(id).map_or(0, |p| p.match_)
+                            };
+                            (id, m)
+                        })
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                GroupStatus {
+                    group: g.id,
+                    leader: g.raft.leader().unwrap_or(0),
+                    term: g.raft.term(),
+                    commit: g.raft.commit_index(),
+                    applied: g.kv.applied(),
+                    replicas,
+                }
+            })
+            .collect()
+    }
+}
