@@ -3,6 +3,8 @@
 //! The public surface so far: the sans-I/O Raft core ([`raft`]) and the
 //! deterministic simulator that proves it ([`sim`]).
 
+pub mod client;
+pub mod config;
 pub mod kv;
 pub mod raft;
 pub(crate) mod rng;

@@ -20,7 +20,7 @@
 mod clients;
 mod link;
 pub mod reader;
-mod sync;
+pub(crate) mod sync;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;

@@ -59,9 +59,10 @@ impl DmaDisk {
     /// Uses `dir`, creating it if needed.
     pub fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
         std::fs::create_dir_all(dir.as_ref())?;
-        Ok(DmaDisk {
-            dir: Rc::new(dir.as_ref().to_path_buf()),
-        })
+        // Absolute: glommio cannot sync a directory opened by a relative
+        // path (EBADF).
+        let dir = std::path::absolute(dir.as_ref())?;
+        Ok(DmaDisk { dir: Rc::new(dir) })
     }
 
     pub fn dir(&self) -> &Path {

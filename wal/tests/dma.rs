@@ -150,3 +150,25 @@ fn reopen_after_the_writer_is_dropped_mid_batch() {
     let again = read_back(dir.path());
     assert_eq!(again, got);
 }
+
+/// Regression: a WAL directory given as a relative path failed its first
+/// directory sync (glommio returns EBADF for a relative directory open);
+/// the node hit it with `--data-dir rr/n1`.
+#[test]
+fn a_relative_directory_works() {
+    let base = tmpdir();
+    // Other tests of this binary use absolute paths: changing the working
+    // directory does not affect them.
+    std::env::set_current_dir(base.path()).unwrap();
+    LocalExecutorBuilder::default()
+        .make()
+        .unwrap()
+        .run(async move {
+            let (wal, _) = Wal::open(DmaDisk::new("rel/wal").unwrap(), opts(), |_, _| {})
+                .await
+                .unwrap();
+            wal.append(b"first").await.unwrap();
+            wal.close().await.unwrap();
+        });
+    assert_eq!(read_back(&base.path().join("rel/wal")).len(), 1);
+}

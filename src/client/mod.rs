@@ -1,0 +1,479 @@
+//! The Rust client: routes each key to the owning shard of its group's
+//! leader, keeps many requests in flight per connection, follows leader
+//! hints, and retries writes with the same session sequence number (so a
+//! retried write is applied once).
+//!
+//! Runs on a glommio executor (one `Client` per executor thread).
+//!
+//! Keys map to groups by FNV-1a (64-bit) of the key, modulo the number of
+//! groups: [`group_of`].
+
+mod conn;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::shard_addr;
+use crate::wire::{ClientError, GroupStatus, Op, ReadMode, Reply, Request};
+use conn::Conn;
+
+/// Stable map of keys to groups (FNV-1a 64 of the key, mod `groups`).
+pub fn group_of(key: &[u8], groups: u64) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in key {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h % groups.max(1)
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Client addresses (shard 0) of the cluster's nodes.
+    pub cluster: Vec<SocketAddr>,
+    pub cluster_id: u64,
+    /// Total time an operation may take, retries included; past it the
+    /// operation fails with `Timeout` (outcome unknown for a write).
+    pub op_timeout_ms: u64,
+    pub connect_timeout_ms: u64,
+    pub read_mode: ReadMode,
+    /// Client id of the exactly-once session (unique per client).
+    pub client_id: u64,
+}
+
+impl ClientConfig {
+    pub fn new(cluster: Vec<SocketAddr>) -> ClientConfig {
+        ClientConfig {
+            cluster,
+            cluster_id: 1,
+            op_timeout_ms: 10_000,
+            connect_timeout_ms: 1_000,
+            read_mode: ReadMode::Linearizable,
+            client_id: fresh_client_id(),
+        }
+    }
+}
+
+/// A client id unlikely to collide: time, process id and a counter.
+pub fn fresh_client_id() -> u64 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut z = t ^ (u64::from(std::process::id()) << 32) ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)).max(1)
+}
+
+/// Why an operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Server(ClientError),
+    /// No answer within `op_timeout_ms`: a write may or may not be applied.
+    #[error("no answer within {0} ms (outcome unknown)")]
+    Timeout(u64),
+    #[error("cannot reach the cluster: {0}")]
+    Unreachable(String),
+}
+
+impl Error {
+    /// Whether a write that failed so may have been applied.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Error::Timeout(_) | Error::Server(ClientError::Timeout)
+        )
+    }
+}
+
+/// A connection-level failure of one attempt (retried).
+#[derive(Debug, Clone)]
+pub(crate) struct ConnLost(pub String);
+
+struct Inner {
+    cfg: ClientConfig,
+    /// node id → client address of its shard 0.
+    nodes: RefCell<HashMap<u64, SocketAddr>>,
+    shards: Cell<u32>,
+    groups: Cell<u64>,
+    /// Last known leader per group (0: unknown).
+    leaders: RefCell<Vec<u64>>,
+    conns: RefCell<HashMap<(u64, u32), Rc<Conn>>>,
+    seq: Cell<u64>,
+    /// Writes in flight (for `ack`: the lowest seq without an answer).
+    unanswered: RefCell<BTreeSet<u64>>,
+    next_node: Cell<usize>,
+}
+
+/// A client of one cluster.
+#[derive(Clone)]
+pub struct Client {
+    inner: Rc<Inner>,
+}
+
+impl Client {
+    /// Connects: learns node ids, groups, shards and leaders.
+    pub async fn connect(cfg: ClientConfig) -> Result<Client, Error> {
+        let c = Client {
+            inner: Rc::new(Inner {
+                cfg,
+                nodes: RefCell::new(HashMap::new()),
+                shards: Cell::new(1),
+                groups: Cell::new(0),
+                leaders: RefCell::new(Vec::new()),
+                conns: RefCell::new(HashMap::new()),
+                seq: Cell::new(0),
+                unanswered: RefCell::new(BTreeSet::new()),
+                next_node: Cell::new(0),
+            }),
+        };
+        let mut last_err = String::from("no addresses given");
+        for &a in &c.inner.cfg.cluster.clone() {
+            match Conn::open(a, c.inner.cfg.cluster_id, 0, c.inner.cfg.connect_timeout_ms).await {
+                Ok(conn) => {
+                    c.inner.nodes.borrow_mut().insert(conn.node, a);
+                    c.inner.conns.borrow_mut().insert((conn.node, 0), conn);
+                }
+                Err(e) => last_err = format!("{a}: {}", e.0),
+            }
+        }
+        if c.inner.nodes.borrow().is_empty() {
+            return Err(Error::Unreachable(last_err));
+        }
+        c.refresh_map().await?;
+        Ok(c)
+    }
+
+    pub fn groups(&self) -> u64 {
+        self.inner.groups.get()
+    }
+
+    pub fn shards(&self) -> u32 {
+        self.inner.shards.get()
+    }
+
+    /// Node ids reached, with their client addresses.
+    pub fn nodes(&self) -> Vec<(u64, SocketAddr)> {
+        let mut v: Vec<_> = self
+            .inner
+            .nodes
+            .borrow()
+            .iter()
+            .map(|(&k, &v)| (k, v))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Last known leader of each group (0: unknown).
+    pub fn leaders(&self) -> Vec<u64> {
+        self.inner.leaders.borrow().clone()
+    }
+
+    /// Asks every shard of every node for its groups' leaders.
+    pub async fn refresh_map(&self) -> Result<(), Error> {
+        let nodes = self.nodes();
+        let mut first = true;
+        let mut any = false;
+        let mut s = 0;
+        while s < self.inner.shards.get() {
+            for &(n, _) in &nodes {
+                let Ok(conn) = self.conn(n, s).await else {
+                    continue;
+                };
+                let req = Request {
+                    id: 0,
+                    group: 0,
+                    client: 0,
+                    seq: 0,
+                    ack: 0,
+                    op: Op::ClusterMap,
+                };
+                if let Ok(Ok(Reply::Map(m))) = conn.call(req).await {
+                    any = true;
+                    if first {
+                        first = false;
+                        self.inner.shards.set(m.shards);
+                        self.inner.groups.set(m.groups);
+                        let mut l = self.inner.leaders.borrow_mut();
+                        if l.len() != m.groups as usize {
+                            *l = vec![0; m.groups as usize];
+                        }
+                    }
+                    let mut l = self.inner.leaders.borrow_mut();
+                    for (g, &leader) in m.leaders.iter().enumerate() {
+                        if leader != 0
+                            && g < l.len()
+                            && (g as u64) % u64::from(m.shards) == u64::from(s)
+                        {
+                            l[g] = leader;
+                        }
+                    }
+                }
+            }
+            s += 1;
+        }
+        if any {
+            Ok(())
+        } else {
+            Err(Error::Unreachable(
+                "no node answered the cluster map".into(),
+            ))
+        }
+    }
+
+    async fn conn(&self, node: u64, shard: u32) -> Result<Rc<Conn>, ConnLost> {
+        if let Some(c) = self.inner.conns.borrow().get(&(node, shard)) {
+            if !c.is_closed() {
+                return Ok(c.clone());
+            }
+        }
+        let base = *self
+            .inner
+            .nodes
+            .borrow()
+            .get(&node)
+            .ok_or_else(|| ConnLost(format!("node {node} is not known to this client")))?;
+        let c = Conn::open(
+            shard_addr(base, shard),
+            self.inner.cfg.cluster_id,
+            shard,
+            self.inner.cfg.connect_timeout_ms,
+        )
+        .await?;
+        if c.node != node {
+            return Err(ConnLost(format!(
+                "{} answered as node {}, expected {node}",
+                shard_addr(base, shard),
+                c.node
+            )));
+        }
+        self.inner
+            .conns
+            .borrow_mut()
+            .insert((node, shard), c.clone());
+        Ok(c)
+    }
+
+    fn some_node(&self) -> u64 {
+        let nodes = self.nodes();
+        let i = self.inner.next_node.get();
+        self.inner.next_node.set(i + 1);
+        nodes[i % nodes.len()].0
+    }
+
+    /// Sends `op` for `group` to its leader, following hints and retrying
+    /// until it gets an answer that is not "ask someone else", or the
+    /// operation's deadline passes.
+    pub async fn call(&self, group: u64, op: Op, write: bool) -> Result<Reply, Error> {
+        let inner = &self.inner;
+        let (seq, ack) = if write {
+            let s = inner.seq.get() + 1;
+            inner.seq.set(s);
+            let mut un = inner.unanswered.borrow_mut();
+            un.insert(s);
+            (s, *un.first().expect("just inserted"))
+        } else {
+            (0, 0)
+        };
+        let r = self.call_inner(group, op, seq, ack).await;
+        if write {
+            // Answered, or given up: either way the client will not retry it.
+            inner.unanswered.borrow_mut().remove(&seq);
+        }
+        r
+    }
+
+    async fn call_inner(&self, group: u64, op: Op, seq: u64, ack: u64) -> Result<Reply, Error> {
+        let inner = &self.inner;
+        let timeout_ms = inner.cfg.op_timeout_ms;
+        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let shard = (group % u64::from(inner.shards.get().max(1))) as u32;
+        let mut backoff_ms = 2;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(Error::Timeout(timeout_ms));
+            }
+            let leader = inner
+                .leaders
+                .borrow()
+                .get(group as usize)
+                .copied()
+                .unwrap_or(0);
+            let node = if leader != 0 && inner.nodes.borrow().contains_key(&leader) {
+                leader
+            } else {
+                self.some_node()
+            };
+            let req = Request {
+                id: 0,
+                group,
+                client: inner.cfg.client_id,
+                seq,
+                ack,
+                op: op.clone(),
+            };
+            let attempt = async {
+                let c = self.conn(node, shard).await?;
+                c.call(req).await
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            let outcome = glommio::timer::timeout(left, async { Ok(attempt.await) }).await;
+            let wait = match outcome {
+                Err(_) => return Err(Error::Timeout(timeout_ms)),
+                Ok(Ok(Ok(reply))) => {
+                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
+                        *l = node;
+                    }
+                    return Ok(reply);
+                }
+                Ok(Ok(Err(ClientError::NotLeader { leader: hint }))) => {
+                    let known =
+                        hint != 0 && hint != node && inner.nodes.borrow().contains_key(&hint);
+                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
+                        *l = if known { hint } else { 0 };
+                    }
+                    !known
+                }
+                // The node gave up waiting; the write keeps its seq, so a
+                // retry cannot apply it twice.
+                Ok(Ok(Err(
+                    ClientError::Timeout | ClientError::Busy | ClientError::ShuttingDown,
+                ))) => {
+                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
+                        *l = 0;
+                    }
+                    true
+                }
+                Ok(Ok(Err(e))) => return Err(Error::Server(e)),
+                Ok(Err(ConnLost(_))) => {
+                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
+                        *l = 0;
+                    }
+                    true
+                }
+            };
+            if wait {
+                glommio::timer::sleep(Duration::from_millis(backoff_ms)).await;
+                backoff_ms = (backoff_ms * 2).min(100);
+            }
+        }
+    }
+
+    fn group(&self, key: &[u8]) -> u64 {
+        group_of(key, self.inner.groups.get())
+    }
+
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        let op = Op::Put {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+        };
+        self.call(self.group(key), op, true).await.map(|_| ())
+    }
+
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        self.get_with(key, self.inner.cfg.read_mode).await
+    }
+
+    pub async fn get_with(&self, key: &[u8], mode: ReadMode) -> Result<Option<Bytes>, Error> {
+        let op = Op::Get {
+            key: Bytes::copy_from_slice(key),
+            mode,
+        };
+        match self.call(self.group(key), op, false).await? {
+            Reply::Value(v) => Ok(v),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete(&self, key: &[u8]) -> Result<(), Error> {
+        let op = Op::Delete {
+            key: Bytes::copy_from_slice(key),
+        };
+        self.call(self.group(key), op, true).await.map(|_| ())
+    }
+
+    /// Compare-and-swap: (swapped, value now).
+    pub async fn cas(
+        &self,
+        key: &[u8],
+        expect: Option<&[u8]>,
+        value: Option<&[u8]>,
+    ) -> Result<(bool, Option<Bytes>), Error> {
+        let op = Op::Cas {
+            key: Bytes::copy_from_slice(key),
+            expect: expect.map(Bytes::copy_from_slice),
+            value: value.map(Bytes::copy_from_slice),
+        };
+        match self.call(self.group(key), op, true).await? {
+            Reply::Cas { swapped, current } => Ok((swapped, current)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Status of every group, as each node's shards report them.
+    pub async fn status(&self) -> Vec<(u64, Result<Vec<GroupStatus>, String>)> {
+        let mut out = Vec::new();
+        for (n, _) in self.nodes() {
+            let mut all = Vec::new();
+            let mut err = None;
+            for s in 0..self.inner.shards.get() {
+                let req = Request {
+                    id: 0,
+                    group: 0,
+                    client: 0,
+                    seq: 0,
+                    ack: 0,
+                    op: Op::Status,
+                };
+                match self.conn(n, s).await {
+                    Ok(c) => match c.call(req).await {
+                        Ok(Ok(Reply::Status(v))) => all.extend(v),
+                        Ok(Ok(other)) => err = Some(format!("{other:?}")),
+                        Ok(Err(e)) => err = Some(e.to_string()),
+                        Err(e) => err = Some(e.0),
+                    },
+                    Err(e) => err = Some(e.0),
+                }
+            }
+            out.push((n, err.map_or(Ok(all), Err)));
+        }
+        out
+    }
+
+    /// Sends an admin request for `group` to `node` (not retried).
+    pub async fn admin(&self, node: u64, group: u64, op: Op) -> Result<Reply, Error> {
+        let shard = (group % u64::from(self.inner.shards.get().max(1))) as u32;
+        let c = self
+            .conn(node, shard)
+            .await
+            .map_err(|e| Error::Unreachable(e.0))?;
+        let req = Request {
+            id: 0,
+            group,
+            client: 0,
+            seq: 0,
+            ack: 0,
+            op,
+        };
+        match c.call(req).await {
+            Ok(r) => r.map_err(Error::Server),
+            Err(e) => Err(Error::Unreachable(e.0)),
+        }
+    }
+}
+
+fn unexpected(r: Reply) -> Error {
+    Error::Server(ClientError::Failed {
+        reason: format!("unexpected reply {r:?}"),
+    })
+}

@@ -1,0 +1,497 @@
+//! The node's settings: from the command line, from a TOML file
+//! (`--config`), or both (the command line wins); every setting has a
+//! default and is validated once, at start, into a [`ValidConfig`].
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use crate::kv::KvLimits;
+use crate::raft::RaftConfig;
+use crate::shard::ShardConfig;
+use crate::transport::TransportConfig;
+use ringraft_wal::WalOptions;
+
+/// Settings of `ringraft node`. On the command line as `--name value`; in
+/// the TOML file as `name = value` (kebab-case names, e.g.
+/// `data-dir = "/var/lib/ringraft"`).
+#[derive(Debug, Clone, Default, clap::Args, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct NodeSettings {
+    /// This node's id (a positive integer, unique in the cluster). Required.
+    #[arg(long)]
+    pub id: Option<u64>,
+    /// Cluster id: nodes of different clusters refuse each other. Default 1.
+    #[arg(long)]
+    pub cluster_id: Option<u64>,
+    /// Directory of the node's WAL and snapshots. Required.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Peer address of shard 0; shard s listens on its port + s.
+    /// Default 127.0.0.1:7100.
+    #[arg(long)]
+    pub listen_peers: Option<String>,
+    /// Client address of shard 0; shard s listens on its port + s.
+    /// Default 127.0.0.1:7200.
+    #[arg(long)]
+    pub listen_clients: Option<String>,
+    /// The other voters: `ID=PEER_ADDR,...` (their --listen-peers). Default
+    /// none (a single-node cluster).
+    #[arg(long)]
+    pub peers: Option<String>,
+    /// Shards (executors) per node; every node of a cluster runs the same
+    /// number. Default 1.
+    #[arg(long)]
+    pub shards: Option<u32>,
+    /// Raft groups in the cluster (group g lives on shard g % shards).
+    /// Default 8.
+    #[arg(long)]
+    pub groups: Option<u64>,
+    /// `pinned`: shard s of node n runs on CPU (n * shards + s) mod CPUs;
+    /// `unbound`: the OS places them. Default pinned.
+    #[arg(long)]
+    pub placement: Option<String>,
+    /// Length of a Raft tick in ms. Default 20.
+    #[arg(long)]
+    pub tick_ms: Option<u64>,
+    /// Election timeout in ticks (randomized in [t, 2t)). Default 10.
+    #[arg(long)]
+    pub election_ticks: Option<u32>,
+    /// Heartbeat interval in ticks. Default 2.
+    #[arg(long)]
+    pub heartbeat_ticks: Option<u32>,
+    /// `linearizable` (ReadIndex only) or `lease` (leaders may serve reads
+    /// that ask for it from their lease). Default linearizable.
+    #[arg(long)]
+    pub read_mode: Option<String>,
+    /// Largest key in bytes. Default 4096.
+    #[arg(long)]
+    pub key_bytes_max: Option<usize>,
+    /// Largest value in bytes; a larger one is refused. Default 1 MiB.
+    #[arg(long)]
+    pub value_bytes_max: Option<usize>,
+    /// A request not answered within this is answered `Timeout`. Default 5000.
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// A group snapshots after this many applied entries. Default 100000.
+    #[arg(long)]
+    pub snapshot_entries: Option<u64>,
+    /// WAL segment size in bytes. Default 64 MiB.
+    #[arg(long)]
+    pub wal_segment_bytes: Option<u64>,
+    /// Bytes queued per peer before Raft messages are dropped. Default 16 MiB.
+    #[arg(long)]
+    pub peer_queue_bytes_max: Option<usize>,
+    /// Requests in flight per client connection. Default 4096.
+    #[arg(long)]
+    pub client_inflight_max: Option<usize>,
+    /// Client sessions kept per group. Default 100000.
+    #[arg(long)]
+    pub sessions_max: Option<usize>,
+}
+
+macro_rules! merge_fields {
+    ($a:expr, $b:expr, $($f:ident),*) => {
+        NodeSettings { $($f: $a.$f.or($b.$f)),* }
+    };
+}
+
+impl NodeSettings {
+    /// `self` where set, else `other`.
+    pub fn or(self, other: NodeSettings) -> NodeSettings {
+        merge_fields!(
+            self,
+            other,
+            id,
+            cluster_id,
+            data_dir,
+            listen_peers,
+            listen_clients,
+            peers,
+            shards,
+            groups,
+            placement,
+            tick_ms,
+            election_ticks,
+            heartbeat_ticks,
+            read_mode,
+            key_bytes_max,
+            value_bytes_max,
+            request_timeout_ms,
+            snapshot_entries,
+            wal_segment_bytes,
+            peer_queue_bytes_max,
+            client_inflight_max,
+            sessions_max
+        )
+    }
+
+    /// Reads a TOML settings file.
+    pub fn from_file(path: &std::path::Path) -> Result<NodeSettings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            why: e.to_string(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("--{0} is required")]
+    Missing(&'static str),
+    #[error("--{name} = {value}: {why}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        why: String,
+    },
+    #[error("config file {path}: {why}")]
+    File { path: String, why: String },
+}
+
+fn invalid(
+    name: &'static str,
+    value: impl std::fmt::Display,
+    why: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    Pinned,
+    Unbound,
+}
+
+/// Settings that passed validation (construct with [`NodeSettings::validate`]).
+#[derive(Debug, Clone)]
+pub struct ValidConfig {
+    pub id: u64,
+    pub cluster_id: u64,
+    pub data_dir: PathBuf,
+    pub listen_peers: SocketAddr,
+    pub listen_clients: SocketAddr,
+    pub peers: Vec<(u64, SocketAddr)>,
+    pub shards: u32,
+    pub groups: u64,
+    pub placement: Placement,
+    pub lease_reads: bool,
+    shard_template: ShardConfig,
+}
+
+fn addr(name: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.to_socket_addrs()
+        .map_err(|e| invalid(name, s, e.to_string()))?
+        .next()
+        .ok_or_else(|| invalid(name, s, "resolves to no address"))
+}
+
+/// Shard `s`'s address for a node whose shard 0 is at `base`.
+pub fn shard_addr(base: SocketAddr, s: u32) -> SocketAddr {
+    SocketAddr::new(base.ip(), base.port() + s as u16)
+}
+
+impl NodeSettings {
+    pub fn validate(self) -> Result<ValidConfig, ConfigError> {
+        let id = self.id.ok_or(ConfigError::Missing("id"))?;
+        if id == 0 {
+            return Err(invalid("id", id, "must be positive"));
+        }
+        let data_dir = self.data_dir.ok_or(ConfigError::Missing("data-dir"))?;
+        // Absolute: glommio's directory sync fails on relative paths.
+        let data_dir = std::path::absolute(&data_dir)
+            .map_err(|e| invalid("data-dir", data_dir.display(), e.to_string()))?;
+        let shards = self.shards.unwrap_or(1);
+        if !(1..=256).contains(&shards) {
+            return Err(invalid("shards", shards, "must be in 1..=256"));
+        }
+        let groups = self.groups.unwrap_or(8);
+        if groups < u64::from(shards) || groups > 1 << 20 {
+            return Err(invalid(
+                "groups",
+                groups,
+                format!("must be at least --shards ({shards}) and at most 2^20"),
+            ));
+        }
+        let lp = addr(
+            "listen-peers",
+            self.listen_peers.as_deref().unwrap_or("127.0.0.1:7100"),
+        )?;
+        let lc = addr(
+            "listen-clients",
+            self.listen_clients.as_deref().unwrap_or("127.0.0.1:7200"),
+        )?;
+        for (name, a) in [("listen-peers", lp), ("listen-clients", lc)] {
+            if a.port() == 0 || u32::from(a.port()) + shards > 65536 {
+                return Err(invalid(
+                    name,
+                    a,
+                    format!("needs ports port..port+{shards} (one per shard), port > 0"),
+                ));
+            }
+        }
+        let overlap = |a: SocketAddr, b: SocketAddr| {
+            a.ip() == b.ip() && a.port().abs_diff(b.port()) < shards as u16
+        };
+        if overlap(lp, lc) {
+            return Err(invalid(
+                "listen-clients",
+                lc,
+                "its port range (one port per shard) overlaps --listen-peers",
+            ));
+        }
+        let mut peers = Vec::new();
+        for part in self
+            .peers
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .filter(|p| !p.trim().is_empty())
+        {
+            let (pid, paddr) = part
+                .split_once('=')
+                .ok_or_else(|| invalid("peers", part, "expected ID=ADDR"))?;
+            let pid: u64 = pid
+                .trim()
+                .parse()
+                .map_err(|_| invalid("peers", part, "the id is not a positive integer"))?;
+            if pid == 0 || pid == id || peers.iter().any(|&(p, _)| p == pid) {
+                return Err(invalid(
+                    "peers",
+                    part,
+                    "ids must be positive, distinct, and not this node's --id",
+                ));
+            }
+            peers.push((pid, addr("peers", paddr.trim())?));
+        }
+        let placement = match self.placement.as_deref().unwrap_or("pinned") {
+            "pinned" => Placement::Pinned,
+            "unbound" => Placement::Unbound,
+            other => return Err(invalid("placement", other, "expected pinned or unbound")),
+        };
+        let lease_reads = match self.read_mode.as_deref().unwrap_or("linearizable") {
+            "linearizable" => false,
+            "lease" => true,
+            other => {
+                return Err(invalid(
+                    "read-mode",
+                    other,
+                    "expected linearizable or lease",
+                ))
+            }
+        };
+        let tick_ms = self.tick_ms.unwrap_or(20);
+        if !(1..=10_000).contains(&tick_ms) {
+            return Err(invalid("tick-ms", tick_ms, "must be in 1..=10000"));
+        }
+        let key_bytes_max = self.key_bytes_max.unwrap_or(4096);
+        let value_bytes_max = self.value_bytes_max.unwrap_or(1 << 20);
+        if !(1..=64 << 10).contains(&key_bytes_max) {
+            return Err(invalid(
+                "key-bytes-max",
+                key_bytes_max,
+                "must be in 1..=65536",
+            ));
+        }
+        if !(1..=64 << 20).contains(&value_bytes_max) {
+            return Err(invalid(
+                "value-bytes-max",
+                value_bytes_max,
+                "must be in 1..=64 MiB",
+            ));
+        }
+        let mut voters: Vec<u64> = peers.iter().map(|&(p, _)| p).collect();
+        voters.push(id);
+        voters.sort_unstable();
+        let mut raft = RaftConfig::new(id, voters.clone());
+        raft.election_ticks = self.election_ticks.unwrap_or(10);
+        raft.heartbeat_ticks = self.heartbeat_ticks.unwrap_or(2);
+        raft.lease_reads = lease_reads;
+        raft.seed = id.wrapping_mul(0x2545_F491_4F6C_DD1D);
+        // One entry must fit in a frame and in a WAL record.
+        let entry_max = key_bytes_max + value_bytes_max + 256;
+        raft.msg_bytes_max = raft.msg_bytes_max.max(entry_max as u64);
+        raft.clone()
+            .validate()
+            .map_err(|e| invalid("election-ticks", raft.election_ticks, e.to_string()))?;
+        let wal = WalOptions {
+            segment_bytes: self.wal_segment_bytes.unwrap_or(64 << 20),
+            record_bytes_max: (entry_max * 2).max(1 << 20),
+            batch_bytes_max: ((entry_max * 2).max(1 << 20) + (1 << 20)).next_multiple_of(4096),
+            ..WalOptions::default()
+        };
+        let mut wal = wal;
+        wal.write_chunk_bytes = wal.write_chunk_bytes.min(wal.batch_bytes_max);
+        wal.queue_bytes_max = wal.queue_bytes_max.max(2 * wal.batch_bytes_max);
+        wal.clone()
+            .validate()
+            .map_err(|e| invalid("wal-segment-bytes", wal.segment_bytes, e.to_string()))?;
+        let mut transport = TransportConfig::default();
+        if let Some(p) = self.peer_queue_bytes_max {
+            transport.peer_queue_bytes_max = p;
+        }
+        if let Some(c) = self.client_inflight_max {
+            transport.client_inflight_max = c;
+        }
+        transport.frame_bytes_max = transport
+            .frame_bytes_max
+            .max((raft.msg_bytes_max as usize) * 2 + (1 << 20));
+        transport.validate().map_err(|e| {
+            invalid(
+                "peer-queue-bytes-max",
+                transport.peer_queue_bytes_max,
+                e.to_string(),
+            )
+        })?;
+        let kv = KvLimits {
+            sessions_max: self.sessions_max.unwrap_or(100_000),
+            ..KvLimits::default()
+        };
+        if kv.sessions_max == 0 {
+            return Err(invalid("sessions-max", 0, "must be positive"));
+        }
+        let request_timeout_ms = self.request_timeout_ms.unwrap_or(5000);
+        if request_timeout_ms == 0 {
+            return Err(invalid("request-timeout-ms", 0, "must be positive"));
+        }
+        let shard_template = ShardConfig {
+            cluster: self.cluster_id.unwrap_or(1),
+            node: id,
+            shard: 0,
+            shards,
+            groups,
+            voters,
+            dir: PathBuf::new(),
+            peers: Vec::new(),
+            raft,
+            tick_ms,
+            kv,
+            key_bytes_max,
+            value_bytes_max,
+            request_timeout_ms,
+            snapshot_entries: self.snapshot_entries.unwrap_or(100_000),
+            wal,
+            transport,
+            scan_limit_max: 10_000,
+        };
+        Ok(ValidConfig {
+            id,
+            cluster_id: shard_template.cluster,
+            data_dir,
+            listen_peers: lp,
+            listen_clients: lc,
+            peers,
+            shards,
+            groups,
+            placement,
+            lease_reads,
+            shard_template,
+        })
+    }
+}
+
+impl ValidConfig {
+    /// The configuration of shard `s`.
+    pub fn shard(&self, s: u32) -> ShardConfig {
+        let mut c = self.shard_template.clone();
+        c.shard = s;
+        c.dir = self.data_dir.join(format!("shard-{s}"));
+        c.peers = self
+            .peers
+            .iter()
+            .map(|&(id, a)| (id, shard_addr(a, s)))
+            .collect();
+        c
+    }
+
+    /// The CPU shard `s` runs on when pinned, given `cpus` CPUs.
+    pub fn cpu_of(&self, s: u32, cpus: usize) -> usize {
+        ((self.id as usize) * self.shards as usize + s as usize) % cpus.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base() -> NodeSettings {
+        NodeSettings {
+            id: Some(1),
+            data_dir: Some("/tmp/x".into()),
+            ..NodeSettings::default()
+        }
+    }
+
+    #[test]
+    fn defaults_validate_and_each_bad_setting_is_named() {
+        let v = base().validate().unwrap();
+        assert_eq!((v.shards, v.groups, v.peers.len()), (1, 8, 0));
+        let bad = |s: NodeSettings| s.validate().unwrap_err().to_string();
+        assert!(bad(NodeSettings::default()).contains("--id is required"));
+        assert!(bad(NodeSettings {
+            data_dir: None,
+            ..base()
+        })
+        .contains("--data-dir"));
+        assert!(bad(NodeSettings {
+            shards: Some(0),
+            ..base()
+        })
+        .contains("--shards"));
+        assert!(bad(NodeSettings {
+            peers: Some("2=nowhere".into()),
+            ..base()
+        })
+        .contains("--peers"));
+        assert!(bad(NodeSettings {
+            peers: Some("1=127.0.0.1:1".into()),
+            ..base()
+        })
+        .contains("not this node's --id"));
+        assert!(bad(NodeSettings {
+            listen_clients: Some("127.0.0.1:7100".into()),
+            ..base()
+        })
+        .contains("overlaps"));
+        assert!(bad(NodeSettings {
+            read_mode: Some("fast".into()),
+            ..base()
+        })
+        .contains("--read-mode"));
+        assert!(bad(NodeSettings {
+            value_bytes_max: Some(0),
+            ..base()
+        })
+        .contains("--value-bytes-max"));
+    }
+
+    #[test]
+    fn the_file_fills_what_the_command_line_leaves_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("node.toml");
+        std::fs::write(
+            &p,
+            "id = 3\ndata-dir = \"/d\"\nshards = 2\ngroups = 16\npeers = \"1=127.0.0.1:7100\"\n",
+        )
+        .unwrap();
+        let file = NodeSettings::from_file(&p).unwrap();
+        let cli = NodeSettings {
+            groups: Some(4),
+            ..NodeSettings::default()
+        };
+        let v = cli.or(file).validate().unwrap();
+        assert_eq!((v.id, v.shards, v.groups), (3, 2, 4));
+        let sc = v.shard(1);
+        assert_eq!(sc.peers, vec![(1, "127.0.0.1:7101".parse().unwrap())]);
+        std::fs::write(&p, "id = 3\nbogus = 1\n").unwrap();
+        let e = NodeSettings::from_file(&p).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+}

@@ -1,0 +1,366 @@
+//! `ringraft node ...`: run a node. `ringraft ctl ...`: talk to a cluster.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use glommio::{LocalExecutorBuilder, Placement as GPlacement};
+use ringraft::client::{Client, ClientConfig};
+use ringraft::config::{shard_addr, NodeSettings, Placement, ValidConfig};
+use ringraft::shard::Shard;
+use ringraft::wire::{Op, ReadMode, Reply};
+
+#[derive(Parser)]
+#[command(
+    name = "ringraft",
+    version,
+    about = "A thread-per-core multi-Raft replicated key-value node"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a node (logs: RUST_LOG, default info).
+    Node {
+        /// A TOML file with the same settings (command-line values win).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Box<NodeSettings>,
+    },
+    /// Talk to a cluster.
+    Ctl {
+        /// Client addresses of the nodes (their --listen-clients).
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<String>,
+        #[arg(long, default_value_t = 1)]
+        cluster_id: u64,
+        /// Read mode of `get`: linearizable, lease or stale.
+        #[arg(long, default_value = "linearizable")]
+        read_mode: String,
+        #[command(subcommand)]
+        cmd: CtlCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum CtlCmd {
+    /// Store VALUE under KEY.
+    Put { key: String, value: String },
+    /// Print the value of KEY (exit 1 if absent).
+    Get { key: String },
+    /// Remove KEY.
+    Delete { key: String },
+    /// A table of groups: leader, term, commit, applied, replicas' match.
+    Status,
+    /// Ask GROUP's leader to hand leadership to NODE.
+    TransferLeader { group: u64, node: u64 },
+    /// Snapshot GROUP now on every node.
+    Snapshot { group: u64 },
+    /// Add NODE (peer address ADDR) as a learner.
+    AddLearner { node: u64, addr: String },
+    /// Promote learner NODE to voter.
+    Promote { node: u64 },
+    /// Remove NODE from every group.
+    RemoveNode { node: u64 },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Node { config, settings } => run_node(config, *settings),
+        Cmd::Ctl {
+            cluster,
+            cluster_id,
+            read_mode,
+            cmd,
+        } => run_ctl(cluster, cluster_id, &read_mode, cmd),
+    }
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
+    init_logs();
+    let settings = match config {
+        Some(p) => match NodeSettings::from_file(&p) {
+            Ok(file) => settings.or(file),
+            Err(e) => {
+                eprintln!("ringraft: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => settings,
+    };
+    let cfg = match settings.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringraft: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(e) = signal_hook::flag::register(sig, stop.clone()) {
+            eprintln!("ringraft: cannot handle signal {sig}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    tracing::info!(
+        node = cfg.id,
+        shards = cfg.shards,
+        groups = cfg.groups,
+        peers = ?cfg.peers,
+        data_dir = %cfg.data_dir.display(),
+        "starting"
+    );
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut handles = Vec::new();
+    for s in 0..cfg.shards {
+        let placement = match cfg.placement {
+            Placement::Pinned => GPlacement::Fixed(cfg.cpu_of(s, cpus)),
+            Placement::Unbound => GPlacement::Unbound,
+        };
+        let cfg = cfg.clone();
+        let shard_stop = stop.clone();
+        let h = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{s}"))
+            .spawn(move || async move { run_shard(cfg, s, shard_stop).await });
+        match h {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                eprintln!("ringraft: cannot start shard {s}: {e}");
+                stop.store(true, Ordering::SeqCst);
+                return ExitCode::from(1);
+            }
+        }
+    }
+    let mut ok = true;
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!("{e}");
+                eprintln!("ringraft: {e}");
+                ok = false;
+            }
+            Err(e) => {
+                eprintln!("ringraft: a shard panicked: {e:?}");
+                ok = false;
+            }
+        }
+    }
+    if ok {
+        tracing::info!("exited cleanly");
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// Binds without SO_REUSEPORT (glommio's own bind sets it, which would let
+/// a second, misconfigured node silently share the port).
+fn bind(a: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let l = std::net::TcpListener::bind(a)?;
+    Ok(unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) })
+}
+
+async fn run_shard(cfg: ValidConfig, s: u32, stop: Arc<AtomicBool>) -> Result<(), String> {
+    let pa = shard_addr(cfg.listen_peers, s);
+    let ca = shard_addr(cfg.listen_clients, s);
+    let peer_l = bind(pa).map_err(|e| format!("shard {s}: listening for peers on {pa}: {e}"))?;
+    let client_l =
+        bind(ca).map_err(|e| format!("shard {s}: listening for clients on {ca}: {e}"))?;
+    let stop_local = std::rc::Rc::new(std::cell::Cell::new(false));
+    // The signal flag is shared across threads; the shard polls it.
+    let flag = stop.clone();
+    let local = stop_local.clone();
+    glommio::spawn_local(async move {
+        while !flag.load(Ordering::Relaxed) {
+            glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tracing::info!(shard = s, "stopping (signal)");
+        local.set(true);
+    })
+    .detach();
+    let shard = Shard::open(cfg.shard(s), stop_local)
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!(shard = s, peers = %pa, clients = %ca, "serving");
+    let r = shard.run(peer_l, client_l).await.map_err(|e| e.to_string());
+    if r.is_err() {
+        // Fail-stop: every shard of the node stops.
+        stop.store(true, Ordering::SeqCst);
+    }
+    r
+}
+
+fn run_ctl(cluster: Vec<String>, cluster_id: u64, read_mode: &str, cmd: CtlCmd) -> ExitCode {
+    let mut addrs = Vec::new();
+    for a in &cluster {
+        match std::net::ToSocketAddrs::to_socket_addrs(a.as_str()).map(|mut i| i.next()) {
+            Ok(Some(x)) => addrs.push(x),
+            _ => {
+                eprintln!("ringraft ctl: --cluster: {a} is not an address");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let mode = match read_mode {
+        "linearizable" => ReadMode::Linearizable,
+        "lease" => ReadMode::Lease,
+        "stale" => ReadMode::Stale,
+        other => {
+            eprintln!("ringraft ctl: --read-mode {other}: expected linearizable, lease or stale");
+            return ExitCode::from(2);
+        }
+    };
+    let ex = LocalExecutorBuilder::new(GPlacement::Unbound)
+        .spawn(move || async move {
+            let mut cfg = ClientConfig::new(addrs);
+            cfg.cluster_id = cluster_id;
+            cfg.read_mode = mode;
+            let c = Client::connect(cfg).await.map_err(|e| e.to_string())?;
+            ctl(&c, cmd).await
+        })
+        .expect("an executor for ctl");
+    match ex.join() {
+        Ok(Ok(code)) => ExitCode::from(code),
+        Ok(Err(e)) => {
+            eprintln!("ringraft ctl: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("ringraft ctl: {e:?}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
+    let e = |e: ringraft::client::Error| e.to_string();
+    match cmd {
+        CtlCmd::Put { key, value } => {
+            c.put(key.as_bytes(), value.as_bytes()).await.map_err(e)?;
+            Ok(0)
+        }
+        CtlCmd::Get { key } => match c.get(key.as_bytes()).await.map_err(e)? {
+            Some(v) => {
+                println!("{}", String::from_utf8_lossy(&v));
+                Ok(0)
+            }
+            None => {
+                eprintln!("ringraft ctl: {key}: no such key");
+                Ok(1)
+            }
+        },
+        CtlCmd::Delete { key } => {
+            c.delete(key.as_bytes()).await.map_err(e)?;
+            Ok(0)
+        }
+        CtlCmd::Status => {
+            println!(
+                "{:>6} {:>6} {:>7} {:>10} {:>10}  replicas (node:match, lag)",
+                "group", "leader", "term", "commit", "applied"
+            );
+            let mut rows = std::collections::BTreeMap::new();
+            for (node, r) in c.status().await {
+                match r {
+                    Ok(v) => {
+                        for g in v {
+                            // The leader's view wins; else the first seen.
+                            let is_leader = g.leader == node;
+                            let e = rows.entry(g.group).or_insert((false, g.clone()));
+                            if is_leader && !e.0 {
+                                *e = (true, g);
+                            }
+                        }
+                    }
+                    Err(err) => eprintln!("node {node}: {err}"),
+                }
+            }
+            for (_, (_, g)) in rows {
+                let reps: Vec<String> = g
+                    .replicas
+                    .iter()
+                    .map(|(n, m)| format!("{n}:{m} (lag {})", g.commit.saturating_sub(*m)))
+                    .collect();
+                println!(
+                    "{:>6} {:>6} {:>7} {:>10} {:>10}  {}",
+                    g.group,
+                    g.leader,
+                    g.term,
+                    g.commit,
+                    g.applied,
+                    reps.join(", ")
+                );
+            }
+            Ok(0)
+        }
+        CtlCmd::TransferLeader { group, node } => {
+            let leader = c.leaders().get(group as usize).copied().unwrap_or(0);
+            let leader = if leader == 0 { node } else { leader };
+            let r = c
+                .admin(leader, group, Op::TransferLeader { to: node })
+                .await
+                .map_err(e)?;
+            println!("{r:?}");
+            Ok(0)
+        }
+        CtlCmd::Snapshot { group } => {
+            for (n, _) in c.nodes() {
+                match c.admin(n, group, Op::Snapshot).await {
+                    Ok(Reply::Done) => println!("node {n}: snapshot taken"),
+                    Ok(r) => println!("node {n}: {r:?}"),
+                    Err(err) => println!("node {n}: {err}"),
+                }
+            }
+            Ok(0)
+        }
+        CtlCmd::AddLearner { node, addr } => {
+            admin_all(
+                c,
+                Op::AddLearner {
+                    node,
+                    peer_addr: addr,
+                    client_addr: String::new(),
+                },
+            )
+            .await
+        }
+        CtlCmd::Promote { node } => admin_all(c, Op::Promote { node }).await,
+        CtlCmd::RemoveNode { node } => admin_all(c, Op::RemoveNode { node }).await,
+    }
+}
+
+async fn admin_all(c: &Client, op: Op) -> Result<u8, String> {
+    let leaders = c.leaders();
+    let mut code = 0;
+    for g in 0..c.groups() {
+        let l = leaders.get(g as usize).copied().unwrap_or(0);
+        let node = if l == 0 { c.nodes()[0].0 } else { l };
+        match c.admin(node, g, op.clone()).await {
+            Ok(_) => println!("group {g}: done"),
+            Err(err) => {
+                println!("group {g}: {err}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
+}
