@@ -75,6 +75,10 @@ pub struct NodeSettings {
     /// A group snapshots after this many applied entries. Default 100000.
     #[arg(long)]
     pub snapshot_entries: Option<u64>,
+    /// Entries a snapshot leaves in the log (for slow followers to catch up
+    /// without a snapshot). Default 1000.
+    #[arg(long)]
+    pub compact_keep_entries: Option<u64>,
     /// WAL segment size in bytes. Default 64 MiB.
     #[arg(long)]
     pub wal_segment_bytes: Option<u64>,
@@ -118,6 +122,7 @@ impl NodeSettings {
             value_bytes_max,
             request_timeout_ms,
             snapshot_entries,
+            compact_keep_entries,
             wal_segment_bytes,
             peer_queue_bytes_max,
             client_inflight_max,
@@ -314,6 +319,7 @@ impl NodeSettings {
         raft.election_ticks = self.election_ticks.unwrap_or(10);
         raft.heartbeat_ticks = self.heartbeat_ticks.unwrap_or(2);
         raft.lease_reads = lease_reads;
+        raft.compact_keep_entries = self.compact_keep_entries.unwrap_or(1000);
         raft.seed = id.wrapping_mul(0x2545_F491_4F6C_DD1D);
         // One entry must fit in a frame and in a WAL record.
         let entry_max = key_bytes_max + value_bytes_max + 256;

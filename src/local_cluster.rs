@@ -1,0 +1,274 @@
+//! A cluster of `ringraft node` processes on loopback, in temporary data
+//! directories, on free ports: what `ringraft-load` starts by default and
+//! what the integration tests run against. Processes are killed (and the
+//! directories removed) when it is dropped.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::client::{Client, ClientConfig};
+
+#[derive(Debug, Clone)]
+pub struct LocalClusterConfig {
+    /// The `ringraft` binary.
+    pub bin: PathBuf,
+    pub nodes: u64,
+    pub shards: u32,
+    pub groups: u64,
+    /// Extra `ringraft node` arguments for every node.
+    pub extra_args: Vec<String>,
+    /// Where node logs go (`node-{id}.log` in the data directory if None).
+    pub log_dir: Option<PathBuf>,
+    /// `RUST_LOG` for the nodes.
+    pub rust_log: String,
+}
+
+impl LocalClusterConfig {
+    pub fn new(bin: impl Into<PathBuf>) -> LocalClusterConfig {
+        LocalClusterConfig {
+            bin: bin.into(),
+            nodes: 3,
+            shards: 2,
+            groups: 8,
+            extra_args: Vec::new(),
+            log_dir: None,
+            rust_log: "info".into(),
+        }
+    }
+}
+
+pub struct LocalNode {
+    pub id: u64,
+    pub peer_addr: SocketAddr,
+    pub client_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct LocalCluster {
+    pub cfg: LocalClusterConfig,
+    pub nodes: Vec<LocalNode>,
+    root: tempfile::TempDir,
+}
+
+/// `n` consecutive free loopback ports (checked by binding them all).
+pub fn free_ports(n: u16) -> std::io::Result<u16> {
+    for _ in 0..200 {
+        let l = TcpListener::bind("127.0.0.1:0")?;
+        let base = l.local_addr()?.port();
+        drop(l);
+        if u32::from(base) + u32::from(n) > 65000 {
+            continue;
+        }
+        let held: Result<Vec<_>, _> = (0..n)
+            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
+            .collect();
+        if held.is_ok() {
+            return Ok(base);
+        }
+    }
+    Err(std::io::Error::other("no free port range found"))
+}
+
+impl LocalCluster {
+    /// Starts the nodes (does not wait for leaders: see [`wait_ready`](Self::wait_ready)).
+    pub fn start(cfg: LocalClusterConfig) -> std::io::Result<LocalCluster> {
+        let root = tempfile::Builder::new()
+            .prefix("ringraft-cluster-")
+            .tempdir()?;
+        let shards = cfg.shards as u16;
+        let mut nodes = Vec::new();
+        for id in 1..=cfg.nodes {
+            let base = free_ports(2 * shards)?;
+            let data_dir = root.path().join(format!("node-{id}"));
+            let log = cfg
+                .log_dir
+                .clone()
+                .unwrap_or_else(|| root.path().to_path_buf())
+                .join(format!("node-{id}.log"));
+            nodes.push(LocalNode {
+                id,
+                peer_addr: SocketAddr::from(([127, 0, 0, 1], base)),
+                client_addr: SocketAddr::from(([127, 0, 0, 1], base + shards)),
+                data_dir,
+                log,
+                child: None,
+            });
+        }
+        let mut c = LocalCluster { cfg, nodes, root };
+        for i in 0..c.nodes.len() {
+            c.spawn(i)?;
+        }
+        Ok(c)
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// Client addresses of every node.
+    pub fn client_addrs(&self) -> Vec<SocketAddr> {
+        self.nodes.iter().map(|n| n.client_addr).collect()
+    }
+
+    fn spawn(&mut self, i: usize) -> std::io::Result<()> {
+        let peers: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.id != self.nodes[i].id)
+            .map(|n| format!("{}={}", n.id, n.peer_addr))
+            .collect();
+        let n = &self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&n.log)?;
+        let mut cmd = Command::new(&self.cfg.bin);
+        cmd.arg("node")
+            .args(["--id", &n.id.to_string()])
+            .arg("--data-dir")
+            .arg(&n.data_dir)
+            .args(["--listen-peers", &n.peer_addr.to_string()])
+            .args(["--listen-clients", &n.client_addr.to_string()])
+            .args(["--shards", &self.cfg.shards.to_string()])
+            .args(["--groups", &self.cfg.groups.to_string()])
+            .args(self.cfg.extra_args.iter());
+        if !peers.is_empty() {
+            cmd.args(["--peers", &peers.join(",")]);
+        }
+        let child = cmd
+            .env("RUST_LOG", &self.cfg.rust_log)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("starting {}: {e}", self.cfg.bin.display()),
+                )
+            })?;
+        self.nodes[i].child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL node `id` (index `id - 1`).
+    pub fn kill(&mut self, id: u64) {
+        if let Some(mut c) = self.nodes[(id - 1) as usize].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `sig` to node `id` (a pause or a graceful stop).
+    pub fn signal(&self, id: u64, sig: i32) {
+        if let Some(c) = &self.nodes[(id - 1) as usize].child {
+            // SAFETY: kill(2) on a child we started and have not reaped.
+            unsafe {
+                libc_kill(c.id() as i32, sig);
+            }
+        }
+    }
+
+    /// SIGTERM node `id` and wait for it: its exit status.
+    pub fn stop(&mut self, id: u64) -> Option<std::process::ExitStatus> {
+        self.signal(id, 15);
+        let c = self.nodes[(id - 1) as usize].child.as_mut()?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = c.try_wait() {
+                self.nodes[(id - 1) as usize].child = None;
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                self.kill(id);
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts node `id` again on its data directory.
+    pub fn restart(&mut self, id: u64) -> std::io::Result<()> {
+        self.kill(id);
+        self.spawn((id - 1) as usize)
+    }
+
+    /// Whether node `id` is running (not exited).
+    pub fn is_running(&mut self, id: u64) -> bool {
+        match self.nodes[(id - 1) as usize].child.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Waits until every group has a leader that every reachable node
+    /// agrees on, or `timeout`; the leaders.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<Vec<u64>, String> {
+        let addrs = self.client_addrs();
+        let groups = self.cfg.groups;
+        run_on_executor(move || async move {
+            let deadline = Instant::now() + timeout;
+            let mut last = String::from("no answer yet");
+            while Instant::now() < deadline {
+                let mut cfg = ClientConfig::new(addrs.clone());
+                cfg.op_timeout_ms = 1000;
+                match Client::connect(cfg).await {
+                    Ok(c) if c.nodes().len() == addrs.len() => {
+                        let leaders = c.leaders();
+                        if leaders.len() == groups as usize && leaders.iter().all(|&l| l != 0) {
+                            return Ok(leaders);
+                        }
+                        last = format!("leaders so far: {leaders:?}");
+                    }
+                    Ok(c) => last = format!("reached {} of {} nodes", c.nodes().len(), addrs.len()),
+                    Err(e) => last = e.to_string(),
+                }
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            Err(format!("cluster not ready within {timeout:?}: {last}"))
+        })
+    }
+
+    /// The last `lines` lines of node `id`'s log.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.nodes[(id - 1) as usize].log).unwrap_or_default();
+        let v: Vec<&str> = text.lines().collect();
+        v[v.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Runs `f` on a fresh glommio executor thread and returns its output.
+pub fn run_on_executor<T, F, Fut>(f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(f)
+        .expect("an executor")
+        .join()
+        .expect("the executor ran")
+}

@@ -1,0 +1,362 @@
+//! Real node processes on loopback (temporary data directories): many
+//! groups on 2 shards, puts and gets through the client, kill -9 of a
+//! leader with no acknowledged write lost, a restarted node catching up
+//! through a snapshot, a peer of another cluster refused, a malformed
+//! client frame answered while other clients carry on.
+//!
+//! cargo test --profile ci --test cluster
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::AsyncWriteExt;
+use ringraft::client::{Client, ClientConfig, Error};
+use ringraft::local_cluster::{free_ports, run_on_executor, LocalCluster, LocalClusterConfig};
+use ringraft::transport::{FrameReader, UNATTRIBUTED_ID};
+use ringraft::wire::hello::decode_reply;
+use ringraft::wire::{
+    decode_response, encode_frame, encode_request, ClientError, Hello, Op, ReadMode, Reply,
+    Request, KIND_REQUEST, KIND_RESPONSE, PROTOCOL_VERSION,
+};
+
+fn cluster(nodes: u64, groups: u64, extra: &[&str]) -> LocalCluster {
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.nodes = nodes;
+    cfg.shards = 2;
+    cfg.groups = groups;
+    cfg.extra_args = ["--placement", "unbound", "--tick-ms", "10"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+    let c = LocalCluster::start(cfg).expect("nodes start");
+    if let Err(e) = c.wait_ready(Duration::from_secs(30)) {
+        panic!("{e}\nnode 1 log:\n{}", c.log_tail(1, 30));
+    }
+    c
+}
+
+async fn client(c: Vec<std::net::SocketAddr>) -> Client {
+    let mut cfg = ClientConfig::new(c);
+    cfg.op_timeout_ms = 20_000;
+    Client::connect(cfg).await.expect("client connects")
+}
+
+#[test]
+fn puts_and_gets_across_many_groups_on_two_shards() {
+    let c = cluster(3, 16, &[]);
+    let addrs = c.client_addrs();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        assert_eq!((cl.groups(), cl.shards()), (16, 2));
+        // 400 puts in flight at once over the pipelined connections.
+        let tasks: Vec<_> = (0..400)
+            .map(|i| {
+                let cl = cl.clone();
+                glommio::spawn_local(async move {
+                    cl.put(
+                        format!("key-{i}").as_bytes(),
+                        format!("value-{i}").as_bytes(),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.expect("put acknowledged");
+        }
+        for i in 0..400 {
+            let v = cl.get(format!("key-{i}").as_bytes()).await.unwrap();
+            assert_eq!(v, Some(Bytes::from(format!("value-{i}"))));
+        }
+        assert_eq!(cl.get(b"never-written").await.unwrap(), None);
+        // Delete and compare-and-swap.
+        cl.delete(b"key-0").await.unwrap();
+        assert_eq!(cl.get(b"key-0").await.unwrap(), None);
+        assert_eq!(
+            cl.cas(b"key-1", Some(b"value-1"), Some(b"swapped"))
+                .await
+                .unwrap(),
+            (true, Some(Bytes::from_static(b"swapped")))
+        );
+        assert_eq!(
+            cl.cas(b"key-1", Some(b"value-1"), Some(b"again"))
+                .await
+                .unwrap(),
+            (false, Some(Bytes::from_static(b"swapped")))
+        );
+        // Every replica applied the same: stale reads served by each node.
+        let st = cl.status().await;
+        assert_eq!(st.len(), 3);
+        for (node, r) in st {
+            let groups = r.unwrap_or_else(|e| panic!("node {node}: {e}"));
+            assert_eq!(groups.len(), 16, "node {node} hosts every group");
+        }
+        // A value over value_bytes_max is refused with a clear error.
+        let big = vec![7u8; (1 << 20) + 1];
+        match cl.put(b"big", &big).await {
+            Err(Error::Server(ClientError::ValueTooLarge { len, max })) => {
+                assert_eq!((len, max), ((1 << 20) + 1, 1 << 20))
+            }
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+/// One writer per key writes 1, 2, 3, ... and remembers the last value
+/// acknowledged and the one in flight (outcome unknown) when it stopped.
+#[derive(Default, Debug)]
+struct KeyLog {
+    acked: u64,
+    unknown: Option<u64>,
+}
+
+#[test]
+fn killing_a_leader_loses_no_acknowledged_write_and_a_lagging_node_catches_up_by_snapshot() {
+    let mut c = cluster(
+        3,
+        4,
+        &["--snapshot-entries", "64", "--compact-keep-entries", "8"],
+    );
+    let leaders = c.wait_ready(Duration::from_secs(30)).unwrap();
+    let victim = leaders[0];
+    let addrs = c.client_addrs();
+    // Writers run on a separate thread while this one kills and restarts.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writers = std::thread::spawn(move || {
+        run_on_executor(move || async move {
+            let cl = client(addrs).await;
+            let log: Rc<RefCell<BTreeMap<u32, KeyLog>>> = Rc::default();
+            let log2 = log.clone();
+            let tasks: Vec<_> = (0..16u32)
+                .map(|k| {
+                    let (cl, log, stop) = (cl.clone(), log2.clone(), stop2.clone());
+                    glommio::spawn_local(async move {
+                        let mut v = 0u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            v += 1;
+                            let key = format!("k{k}");
+                            match cl.put(key.as_bytes(), &v.to_le_bytes()).await {
+                                Ok(()) => log.borrow_mut().entry(k).or_default().acked = v,
+                                Err(e) if e.outcome_unknown() => {
+                                    log.borrow_mut().entry(k).or_default().unknown = Some(v);
+                                    return;
+                                }
+                                Err(e) => panic!("put {key}={v}: {e}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+            log.take()
+        })
+    });
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_millis(700));
+    c.kill(victim);
+    // Far behind: many snapshots happen while it is down.
+    std::thread::sleep(Duration::from_millis(2500));
+    c.restart(victim).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let log = writers.join().expect("writers finished");
+    let writes: u64 = log.values().map(|l| l.acked).sum();
+    assert!(
+        writes > 500,
+        "enough traffic to force snapshots: {writes} writes"
+    );
+    eprintln!(
+        "{writes} acknowledged writes in {:?}; node {victim} killed and restarted",
+        t0.elapsed()
+    );
+    // Every acknowledged write is there (or the unknown one after it).
+    let addrs = c.client_addrs();
+    let commits = run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        for (k, l) in &log {
+            let v = cl.get(format!("k{k}").as_bytes()).await.unwrap();
+            let got = v.map(|b| u64::from_le_bytes(b[..].try_into().unwrap()));
+            let ok = got == Some(l.acked) || (got.is_some() && got == l.unknown);
+            assert!(ok, "key k{k}: read {got:?}, acknowledged {l:?}");
+        }
+        // The leaders' commit indexes now.
+        let mut commit = BTreeMap::new();
+        for (_, r) in cl.status().await {
+            for g in r.unwrap_or_default() {
+                if !g.replicas.is_empty() {
+                    commit.insert(g.group, g.commit);
+                }
+            }
+        }
+        commit
+    });
+    // The restarted node catches up to them.
+    let addrs = c.client_addrs();
+    let caught_up = run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = cl.status().await;
+            let mine = st
+                .into_iter()
+                .find(|(n, _)| *n == victim)
+                .and_then(|(_, r)| r.ok())
+                .unwrap_or_default();
+            let behind: Vec<_> = mine
+                .iter()
+                .filter(|g| g.applied < commits.get(&g.group).copied().unwrap_or(0))
+                .map(|g| (g.group, g.applied))
+                .collect();
+            if mine.len() == 4 && behind.is_empty() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                eprintln!("still behind: {behind:?} of {commits:?}");
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(caught_up, "log:\n{}", c.log_tail(victim, 40));
+    let text = std::fs::read_to_string(&c.nodes[(victim - 1) as usize].log).unwrap();
+    assert!(
+        text.contains("installed snapshot from the leader"),
+        "the restarted node caught up through a snapshot:\n{}",
+        c.log_tail(victim, 40)
+    );
+    assert!(text.contains("recovered"), "recovery is logged");
+}
+
+#[test]
+fn a_peer_of_another_cluster_is_refused_and_sigterm_exits_cleanly() {
+    let mut c = cluster(3, 2, &[]);
+    // A node that claims to belong to cluster 2, dialing node 1.
+    let dir = tempfile::tempdir().unwrap();
+    let n1 = c.nodes[0].peer_addr;
+    let port = free_ports(4).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .args([
+            "node",
+            "--id",
+            "9",
+            "--cluster-id",
+            "2",
+            "--shards",
+            "2",
+            "--groups",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen-peers", &format!("127.0.0.1:{port}")])
+        .args(["--listen-clients", &format!("127.0.0.1:{}", port + 2)])
+        .args(["--peers", &format!("1={n1}")])
+        .args(["--placement", "unbound"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = out.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+        if log.contains("cluster id 0x2") {
+            break true;
+        }
+        if Instant::now() > deadline {
+            break false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    unsafe {
+        kill(pid, 15);
+    }
+    let o = out.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        refused,
+        "node 1 refuses the stranger:\n{}",
+        c.log_tail(1, 20)
+    );
+    assert!(
+        stderr.contains("refused by node 1") && stderr.contains("cluster"),
+        "the stranger hears why:\n{stderr}"
+    );
+    assert!(o.status.success(), "SIGTERM: exit 0 ({:?})", o.status);
+    // Graceful stop of a cluster node: exit 0.
+    let st = c.stop(2).expect("stopped in time");
+    assert!(st.success(), "{st:?}\n{}", c.log_tail(2, 10));
+}
+
+extern "C" {
+    fn kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn a_malformed_client_frame_is_answered_while_other_clients_carry_on() {
+    let c = cluster(3, 4, &[]);
+    let addrs = c.client_addrs();
+    let target = addrs[0];
+    run_on_executor(move || async move {
+        let good = client(addrs).await;
+        good.put(b"before", b"1").await.unwrap();
+        let mut s = glommio::net::TcpStream::connect(target).await.unwrap();
+        let mut out = Vec::new();
+        Hello {
+            cluster: 1,
+            node: 0,
+            shard: 0,
+            shards: 0,
+            version: PROTOCOL_VERSION as u32,
+        }
+        .encode(&mut out);
+        // A sound frame whose content is garbage, then a valid request.
+        encode_frame(&mut out, KIND_REQUEST, &[0xAB; 80]);
+        encode_request(
+            &mut out,
+            &Request {
+                id: 7,
+                group: 0,
+                client: 0,
+                seq: 0,
+                ack: 0,
+                op: Op::Get {
+                    key: Bytes::from_static(b"before"),
+                    mode: ReadMode::Stale,
+                },
+            },
+        );
+        s.write_all(&out).await.unwrap();
+        let mut r = FrameReader::new(1 << 16, 1 << 20);
+        let (_, p) = r.next(&mut s).await.unwrap().unwrap();
+        assert_eq!(decode_reply(&p), Ok(1));
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let (k, p) = r.next(&mut s).await.unwrap().expect("responses");
+            assert_eq!(k, KIND_RESPONSE);
+            got.push(decode_response(&p).unwrap());
+        }
+        got.sort_by_key(|x| x.id);
+        assert_eq!(got[0].id, 7);
+        assert!(matches!(got[0].result, Ok(Reply::Value(_))));
+        assert_eq!(got[1].id, UNATTRIBUTED_ID);
+        assert!(matches!(got[1].result, Err(ClientError::BadRequest { .. })));
+        // Framing lost: that connection is closed; the others carry on.
+        s.write_all(b"\x00garbage that is no frame at all....")
+            .await
+            .unwrap();
+        let end = r.next(&mut s).await;
+        assert!(matches!(end, Ok(None) | Err(_)), "closed: {end:?}");
+        good.put(b"after", b"2").await.unwrap();
+        assert_eq!(
+            good.get(b"after").await.unwrap(),
+            Some(Bytes::from_static(b"2"))
+        );
+    });
+}
