@@ -1,0 +1,522 @@
+//! ringraft-load: the load generator. With no `--cluster` it starts a
+//! local 3-node cluster (child `ringraft node` processes, temporary data
+//! directories, free loopback ports, fsync as in production), waits for
+//! every group to have a leader, runs the workload, reports, and tears the
+//! cluster down.
+//!
+//! Closed loop by default (`--connections` × `--depth` workers, each with one
+//! request in flight); `--rate` makes it open loop: each worker issues on a
+//! fixed schedule and latency is measured from the intended send time
+//! (coordinated omission corrected, as wrk2 does).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use glommio::{LocalExecutorBuilder, Placement};
+use hdrhistogram::Histogram;
+use ringraft::client::{Client, ClientConfig, Error};
+use ringraft::local_cluster::{LocalCluster, LocalClusterConfig};
+use ringraft::wire::{ClientError, ReadMode};
+use ringraft_tools::report::{hgrm, new_histogram, table_header, Latency};
+use ringraft_tools::workload::{key_bytes, value_bytes, KeyDist, Keys, Rng, ValueSize, Zipf};
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "ringraft-load",
+    version,
+    about = "Load generator for ringraft (starts a local 3-node cluster unless --cluster is given)"
+)]
+struct Args {
+    /// Client addresses of an existing cluster (ADDR,...); none: start a
+    /// local cluster.
+    #[arg(long, value_delimiter = ',')]
+    cluster: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    cluster_id: u64,
+    /// The `ringraft` binary for the local cluster (default: next to this one).
+    #[arg(long)]
+    node_bin: Option<PathBuf>,
+    /// Local cluster: nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: u64,
+    /// Local cluster: shards per node.
+    #[arg(long, default_value_t = 2)]
+    shards: u32,
+    /// Local cluster: Raft groups.
+    #[arg(long, default_value_t = 8)]
+    groups: u64,
+    /// Reads: linearizable (ReadIndex), lease, or stale.
+    #[arg(long, default_value = "linearizable")]
+    read_mode: String,
+    /// Client connections (each its own client and sockets).
+    #[arg(long, default_value_t = 16)]
+    connections: u32,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 16)]
+    depth: u32,
+    /// Seconds of measurement (after the warmup).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Stop after this many measured operations instead of --duration.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Seconds of warmup, not measured.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Open loop at this many operations per second in total.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    keys: u64,
+    /// uniform, zipf:THETA (0 < THETA < 1) or sequential.
+    #[arg(long, default_value = "uniform")]
+    key_dist: KeyDist,
+    /// Value size in bytes: N or MIN-MAX.
+    #[arg(long, default_value = "16")]
+    value_size: ValueSize,
+    /// Fraction of operations that are reads.
+    #[arg(long, default_value_t = 0.0)]
+    read_ratio: f64,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Generator threads (executors); 0: one per CPU.
+    #[arg(long, default_value_t = 0)]
+    threads: u32,
+    /// Per-operation timeout (retries included), ms.
+    #[arg(long, default_value_t = 10_000)]
+    op_timeout_ms: u64,
+    /// Write the summary as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write the HdrHistogram percentile distribution (all operations) here.
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+}
+
+/// What every worker shares.
+struct Shared {
+    start: Instant,
+    measure_from: Instant,
+    stop: AtomicBool,
+    measured_ops: AtomicU64,
+    ops_max: Option<u64>,
+    /// Interval histograms for the progress line (merged by threads every
+    /// second; swapped out by the main thread).
+    interval: Mutex<(Histogram<u64>, u64)>,
+}
+
+struct ThreadResult {
+    reads: Histogram<u64>,
+    writes: Histogram<u64>,
+    errors: BTreeMap<String, u64>,
+}
+
+fn error_kind(e: &Error) -> String {
+    match e {
+        Error::Timeout(_) => "timeout".into(),
+        Error::Unreachable(_) => "unreachable".into(),
+        Error::Server(s) => match s {
+            ClientError::NotLeader { .. } => "not_leader",
+            ClientError::Timeout => "timeout",
+            ClientError::ValueTooLarge { .. } => "value_too_large",
+            ClientError::KeyTooLarge { .. } => "key_too_large",
+            ClientError::Busy => "busy",
+            ClientError::DiskFull => "disk_full",
+            ClientError::ShuttingDown => "shutting_down",
+            ClientError::WrongShard { .. } => "wrong_shard",
+            ClientError::UnknownGroup { .. } => "unknown_group",
+            ClientError::SessionExpired => "session_expired",
+            ClientError::BadRequest { .. } => "bad_request",
+            ClientError::Failed { .. } => "failed",
+        }
+        .into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringraft-load: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> Result<ExitCode, String> {
+    if !(0.0..=1.0).contains(&args.read_ratio) {
+        return Err(format!(
+            "--read-ratio {} must be in [0, 1]",
+            args.read_ratio
+        ));
+    }
+    if args.connections == 0 || args.depth == 0 {
+        return Err("--connections and --depth must be positive".into());
+    }
+    if args.rate.is_some_and(|r| r <= 0.0 || !r.is_finite()) {
+        return Err("--rate must be a positive number of operations per second".into());
+    }
+    let read_mode = match args.read_mode.as_str() {
+        "linearizable" => ReadMode::Linearizable,
+        "lease" => ReadMode::Lease,
+        "stale" => ReadMode::Stale,
+        o => {
+            return Err(format!(
+                "--read-mode {o}: expected linearizable, lease or stale"
+            ))
+        }
+    };
+    // The cluster: given, or started here.
+    let mut local = None;
+    let addrs: Vec<SocketAddr> = if args.cluster.is_empty() {
+        let bin = match &args.node_bin {
+            Some(b) => b.clone(),
+            None => {
+                let me = std::env::current_exe().map_err(|e| e.to_string())?;
+                me.with_file_name("ringraft")
+            }
+        };
+        if !bin.exists() {
+            return Err(format!(
+                "the node binary {} does not exist: build it (cargo build --release --workspace) or pass --node-bin",
+                bin.display()
+            ));
+        }
+        let mut cfg = LocalClusterConfig::new(bin);
+        cfg.nodes = args.nodes;
+        cfg.shards = args.shards;
+        cfg.groups = args.groups;
+        if read_mode == ReadMode::Lease {
+            cfg.extra_args = vec!["--read-mode".into(), "lease".into()];
+        }
+        eprintln!(
+            "starting a local cluster: {} nodes x {} shards, {} groups",
+            args.nodes, args.shards, args.groups
+        );
+        let c = LocalCluster::start(cfg).map_err(|e| e.to_string())?;
+        c.wait_ready(Duration::from_secs(60))
+            .map_err(|e| format!("{e}\nnode 1 log:\n{}", c.log_tail(1, 20)))?;
+        let a = c.client_addrs();
+        local = Some(c);
+        a
+    } else {
+        args.cluster
+            .iter()
+            .map(|a| {
+                std::net::ToSocketAddrs::to_socket_addrs(a.as_str())
+                    .ok()
+                    .and_then(|mut i| i.next())
+                    .ok_or_else(|| format!("--cluster: {a} is not an address"))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get()) as u32
+    } else {
+        args.threads
+    }
+    .min(args.connections);
+    let zipf = match args.key_dist {
+        KeyDist::Zipf(t) => Some(Zipf::new(args.keys, t)),
+        _ => None,
+    };
+    let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
+    let start = Instant::now() + Duration::from_millis(200);
+    let shared = Arc::new(Shared {
+        start,
+        measure_from: start + warmup,
+        stop: AtomicBool::new(false),
+        measured_ops: AtomicU64::new(0),
+        ops_max: args.ops,
+        interval: Mutex::new((new_histogram(), 0)),
+    });
+    let workers_total = u64::from(args.connections) * u64::from(args.depth);
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let conns: Vec<u32> = (0..args.connections).filter(|c| c % threads == t).collect();
+        let (args, shared, addrs, zipf) =
+            (args.clone(), shared.clone(), addrs.clone(), zipf.clone());
+        let h = LocalExecutorBuilder::new(Placement::Unbound)
+            .name(&format!("load-{t}"))
+            .spawn(move || async move {
+                generator_thread(args, shared, addrs, conns, zipf, workers_total, read_mode).await
+            })
+            .map_err(|e| e.to_string())?;
+        handles.push(h);
+    }
+    // Progress, once a second.
+    let end_at = shared.measure_from + Duration::from_secs_f64(args.duration);
+    let mut last = Instant::now();
+    let mut tick = 1u64;
+    loop {
+        let next = shared.start + Duration::from_secs(tick);
+        let now = Instant::now();
+        if next > now {
+            std::thread::sleep(next - now);
+        }
+        tick += 1;
+        let (h, errs) = {
+            let mut g = shared.interval.lock().unwrap();
+            let h = std::mem::replace(&mut g.0, new_histogram());
+            let e = std::mem::take(&mut g.1);
+            (h, e)
+        };
+        let now = Instant::now();
+        let secs = now.duration_since(last).as_secs_f64();
+        last = now;
+        let phase = if now < shared.measure_from {
+            " (warmup)"
+        } else {
+            ""
+        };
+        eprintln!(
+            "[{:>6.1}s] {:>9.0} ops/s  p50 {:>8.3} ms  p99 {:>8.3} ms  errors {}{}",
+            now.duration_since(shared.start).as_secs_f64(),
+            h.len() as f64 / secs,
+            h.value_at_quantile(0.5) as f64 / 1000.0,
+            h.value_at_quantile(0.99) as f64 / 1000.0,
+            errs,
+            phase
+        );
+        let done_ops = args
+            .ops
+            .is_some_and(|m| shared.measured_ops.load(Ordering::Relaxed) >= m);
+        if (args.ops.is_none() && now >= end_at) || done_ops {
+            shared.stop.store(true, Ordering::SeqCst);
+            break;
+        }
+    }
+    let measured_secs = Instant::now()
+        .duration_since(shared.measure_from)
+        .as_secs_f64();
+    let mut reads = new_histogram();
+    let mut writes = new_histogram();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    for h in handles {
+        let r = h
+            .join()
+            .map_err(|e| format!("a generator thread failed: {e:?}"))??;
+        reads.add(&r.reads).expect("same bounds");
+        writes.add(&r.writes).expect("same bounds");
+        for (k, v) in r.errors {
+            *errors.entry(k).or_default() += v;
+        }
+    }
+    let mut all = new_histogram();
+    all.add(&reads).expect("same bounds");
+    all.add(&writes).expect("same bounds");
+    let ops = all.len();
+    let err_total: u64 = errors.values().sum();
+    let (lr, lw) = (Latency::of(&reads), Latency::of(&writes));
+    let settings = format!(
+        "cluster={} connections={} depth={} threads={} {} keys={} key-dist={} value-size={} read-ratio={} read-mode={} seed={} warmup={}s",
+        if local.is_some() {
+            format!("local({} nodes x {} shards, {} groups)", args.nodes, args.shards, args.groups)
+        } else {
+            args.cluster.join(",")
+        },
+        args.connections,
+        args.depth,
+        threads,
+        match args.rate {
+            Some(r) => format!("open-loop rate={r}/s"),
+            None => "closed-loop".into(),
+        },
+        args.keys,
+        args.key_dist,
+        args.value_size,
+        args.read_ratio,
+        args.read_mode,
+        args.seed,
+        args.warmup
+    );
+    println!("settings: {settings}");
+    println!(
+        "throughput: {:.0} ops/s ({} ops in {:.2} s), errors: {}",
+        ops as f64 / measured_secs,
+        ops,
+        measured_secs,
+        err_total
+    );
+    println!("{}", table_header());
+    println!("{}", lw.row("write"));
+    println!("{}", lr.row("read"));
+    for (k, v) in &errors {
+        println!("error {k}: {v}");
+    }
+    if let Some(p) = &args.json {
+        let j = serde_json::json!({
+            "ops_per_sec": ops as f64 / measured_secs,
+            "ops": ops,
+            "errors": err_total,
+            "errors_by_kind": errors,
+            "duration_s": measured_secs,
+            "write": lw.json(),
+            "read": lr.json(),
+            "settings": settings,
+        });
+        std::fs::write(p, serde_json::to_string_pretty(&j).unwrap() + "\n")
+            .map_err(|e| format!("--json {}: {e}", p.display()))?;
+    }
+    if let Some(p) = &args.hgrm {
+        std::fs::write(p, hgrm(&all)).map_err(|e| format!("--hgrm {}: {e}", p.display()))?;
+    }
+    drop(local);
+    Ok(ExitCode::SUCCESS)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn generator_thread(
+    args: Args,
+    shared: Arc<Shared>,
+    addrs: Vec<SocketAddr>,
+    conns: Vec<u32>,
+    zipf: Option<Zipf>,
+    workers_total: u64,
+    read_mode: ReadMode,
+) -> Result<ThreadResult, String> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let res = Rc::new(RefCell::new(ThreadResult {
+        reads: new_histogram(),
+        writes: new_histogram(),
+        errors: BTreeMap::new(),
+    }));
+    let interval = Rc::new(RefCell::new((new_histogram(), 0u64)));
+    let mut tasks = Vec::new();
+    for &c in &conns {
+        let mut cfg = ClientConfig::new(addrs.clone());
+        cfg.cluster_id = args.cluster_id;
+        cfg.op_timeout_ms = args.op_timeout_ms;
+        cfg.read_mode = read_mode;
+        let client = Client::connect(cfg).await.map_err(|e| e.to_string())?;
+        for d in 0..args.depth {
+            let w = u64::from(c) * u64::from(args.depth) + u64::from(d);
+            let (client, shared, res, interval, zipf, args) = (
+                client.clone(),
+                shared.clone(),
+                res.clone(),
+                interval.clone(),
+                zipf.clone(),
+                args.clone(),
+            );
+            tasks.push(glommio::spawn_local(async move {
+                worker(w, workers_total, args, client, shared, res, interval, zipf).await
+            }));
+        }
+    }
+    // Hand the interval histogram to the progress line every 100 ms.
+    let flusher = {
+        let (shared, interval) = (shared.clone(), interval.clone());
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+                let (h, e) = std::mem::replace(&mut *interval.borrow_mut(), (new_histogram(), 0));
+                {
+                    let mut g = shared.interval.lock().unwrap();
+                    g.0.add(&h).expect("same bounds");
+                    g.1 += e;
+                }
+                if shared.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+            }
+        })
+    };
+    for t in tasks {
+        t.await;
+    }
+    flusher.await;
+    let r = Rc::try_unwrap(res)
+        .map_err(|_| "workers still hold the results".to_string())?
+        .into_inner();
+    Ok(r)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn worker(
+    w: u64,
+    workers_total: u64,
+    args: Args,
+    client: Client,
+    shared: Arc<Shared>,
+    res: std::rc::Rc<std::cell::RefCell<ThreadResult>>,
+    interval: std::rc::Rc<std::cell::RefCell<(Histogram<u64>, u64)>>,
+    zipf: Option<Zipf>,
+) {
+    let mut rng = Rng::new(args.seed ^ w.wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut keys = Keys::new(args.key_dist.clone(), args.keys, zipf, w, workers_total);
+    let mut key = Vec::new();
+    let mut value = Vec::new();
+    let mut stamp = 0u64;
+    // Open loop: this worker's share of the rate, phase-shifted.
+    let period = args
+        .rate
+        .map(|r| Duration::from_secs_f64(workers_total as f64 / r));
+    let mut intended = shared.start
+        + period.map_or(Duration::ZERO, |p| {
+            p.mul_f64(w as f64 / workers_total as f64)
+        });
+    let now = Instant::now();
+    if shared.start > now {
+        glommio::timer::sleep(shared.start - now).await;
+    }
+    while !shared.stop.load(Ordering::Relaxed) {
+        let t0 = match period {
+            Some(p) => {
+                let now = Instant::now();
+                if intended > now {
+                    glommio::timer::sleep(intended - now).await;
+                }
+                let t = intended;
+                intended += p;
+                t
+            }
+            None => Instant::now(),
+        };
+        key_bytes(keys.next(&mut rng), &mut key);
+        let is_read = rng.unit() < args.read_ratio;
+        let r = if is_read {
+            client.get(&key).await.map(|_| ())
+        } else {
+            stamp += 1;
+            value_bytes(args.value_size, (w, stamp), &mut rng, &mut value);
+            client.put(&key, &value).await
+        };
+        let done = Instant::now();
+        let us = done.duration_since(t0).as_micros().max(1) as u64;
+        let mut iv = interval.borrow_mut();
+        match r {
+            Ok(()) => {
+                iv.0.saturating_record(us);
+                if t0 >= shared.measure_from {
+                    let mut res = res.borrow_mut();
+                    let h = if is_read {
+                        &mut res.reads
+                    } else {
+                        &mut res.writes
+                    };
+                    h.saturating_record(us);
+                    let n = shared.measured_ops.fetch_add(1, Ordering::Relaxed) + 1;
+                    if shared.ops_max.is_some_and(|m| n >= m) {
+                        shared.stop.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+            Err(e) => {
+                iv.1 += 1;
+                if t0 >= shared.measure_from {
+                    *res.borrow_mut().errors.entry(error_kind(&e)).or_default() += 1;
+                }
+            }
+        }
+    }
+}
