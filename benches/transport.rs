@@ -43,9 +43,12 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
-    let h = LocalExecutorBuilder::new(Placement::Unbound)
-        .spawn(f)
-        .expect("executor");
+    let spin = env_u64("BENCH_SPIN_US", 0);
+    let mut b = LocalExecutorBuilder::new(Placement::Unbound);
+    if spin > 0 {
+        b = b.spin_before_park(Duration::from_micros(spin));
+    }
+    let h = b.spawn(f).expect("executor");
     std::thread::spawn(move || h.join().expect("executor ran"))
 }
 
@@ -155,7 +158,7 @@ fn transport_round(msgs: u64) -> f64 {
                 assert!(t.send(0, &rc));
                 sent += 1;
             }
-            futures_lite::future::yield_now().await;
+            t.wait_queued_below(2, 4 << 20).await;
         }
         // Let the writer finish before the executor ends.
         while t.queued_bytes(2) > 0 {

@@ -137,7 +137,14 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         };
         let cfg = cfg.clone();
         let shard_stop = stop.clone();
-        let h = LocalExecutorBuilder::new(placement)
+        let mut b = LocalExecutorBuilder::new(placement);
+        if let Some(us) = std::env::var("RINGRAFT_SPIN_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            b = b.spin_before_park(std::time::Duration::from_micros(us));
+        }
+        let h = b
             .name(&format!("shard-{s}"))
             .spawn(move || async move { run_shard(cfg, s, shard_stop).await });
         match h {

@@ -299,8 +299,21 @@ impl Shard {
     ) -> Result<(), ShardError> {
         glommio::spawn_local(self.transport.clone().serve(peer_listener)).detach();
         glommio::spawn_local(self.clients.clone().serve(client_listener)).detach();
+        // One timer for the shard, in its own task: the loop itself never
+        // arms a timer per turn (each costs io_uring submissions).
         let tick = Duration::from_millis(self.cfg.tick_ms);
-        let mut next_tick = Instant::now() + tick;
+        let ticks = Rc::new(crate::transport::sync::Ticker::default());
+        {
+            let ticks = ticks.clone();
+            let stop = self.stop.clone();
+            glommio::spawn_local(async move {
+                while !stop.get() {
+                    glommio::timer::sleep(tick).await;
+                    ticks.fire();
+                }
+            })
+            .detach();
+        }
         let mut msgs = Vec::new();
         let mut reqs = Vec::new();
         let mut down = Vec::new();
@@ -312,6 +325,7 @@ impl Shard {
             // 1. inbound messages
             self.transport.drain_inbox(&mut msgs);
             for (g, m) in msgs.drain(..) {
+                tracing::trace!(group = g, from = m.from, "step");
                 match self.local(g) {
                     Some(i) => self.groups[i].raft.step(m),
                     None => self.stats.msgs_unknown_group += 1,
@@ -324,13 +338,11 @@ impl Shard {
             }
             self.start_reads();
             // 3. ticks, batched for the whole shard
-            let now = Instant::now();
-            if now >= next_tick {
+            if ticks.take() {
                 for g in &mut self.groups {
                     g.raft.tick();
                 }
-                self.expire_requests(now);
-                next_tick = now + tick;
+                self.expire_requests(Instant::now());
             }
             self.transport.take_unreachable(&mut down);
             for peer in down.drain(..) {
@@ -352,7 +364,6 @@ impl Shard {
                 continue;
             }
             // Wait for anything to do.
-            let until = next_tick.saturating_duration_since(Instant::now());
             let wal = self.wal.clone();
             let oldest = self.inflight.front().map(|f| f.lsn);
             let durable = async move {
@@ -378,7 +389,7 @@ impl Shard {
                 .or(async { clients.ready().await })
                 .or(durable)
                 .or(snap_poll)
-                .or(glommio::timer::sleep(until))
+                .or(ticks.wait())
                 .await;
         };
         self.shutdown().await;
@@ -450,6 +461,14 @@ impl Shard {
             if rd.hard_state.is_some() || !rd.entries.is_empty() {
                 lsn = self.write_group(gi, &rd).await?;
             }
+            tracing::trace!(
+                group = gid,
+                msgs = rd.messages.len(),
+                entries = rd.entries.len(),
+                committed = rd.committed.len(),
+                lsn,
+                "ready"
+            );
             let token = rd.token();
             let committed = std::mem::take(&mut rd.committed);
             self.apply(gi, committed);
@@ -531,6 +550,7 @@ impl Shard {
         while self.inflight.front().is_some_and(|f| f.lsn <= durable) {
             let f = self.inflight.pop_front().expect("checked");
             let gid = self.groups[f.group].id;
+            tracing::trace!(group = gid, lsn = f.lsn, acks = f.msgs.len(), "durable");
             for m in &f.msgs {
                 self.transport.send(gid, m);
             }

@@ -43,6 +43,8 @@ pub(crate) struct Link {
     ready: WaitList,
     /// Woken when the link comes up.
     up: WaitList,
+    /// Woken when the writer takes the pending batch.
+    drained: WaitList,
 }
 
 impl Link {
@@ -59,6 +61,7 @@ impl Link {
             }),
             ready: WaitList::default(),
             up: WaitList::default(),
+            drained: WaitList::default(),
         });
         glommio::spawn_local(run(l.clone())).detach();
         l
@@ -85,10 +88,18 @@ impl Link {
         self.st.borrow_mut().closed = true;
         self.ready.wake_all();
         self.up.wake_all();
+        self.drained.wake_all();
     }
 
     pub(crate) fn queued_bytes(&self) -> usize {
         self.st.borrow().pending.len()
+    }
+
+    /// Waits until fewer than `bytes` are queued (or the link closes).
+    pub(crate) async fn wait_queued_below(&self, bytes: usize) {
+        self.drained
+            .wait_until(|| self.queued_bytes() < bytes || self.closed())
+            .await
     }
 
     pub(crate) fn is_up(&self) -> bool {
@@ -196,6 +207,7 @@ async fn run(l: Rc<Link>) {
                         std::mem::swap(&mut st.pending, &mut writing);
                         std::mem::take(&mut st.pending_msgs)
                     };
+                    l.drained.wake_all();
                     if let Err(e) = stream.write_all(&writing).await {
                         writing.clear();
                         break (Some(e), msgs);

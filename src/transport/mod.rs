@@ -23,7 +23,6 @@ pub mod reader;
 pub(crate) mod sync;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -228,10 +227,33 @@ struct Shared {
     closing: Cell<bool>,
 }
 
+/// Links by peer id: a handful of peers, so a vector beats hashing on the
+/// per-message lookup.
+#[derive(Default)]
+struct PeerMap(Vec<(NodeId, Rc<link::Link>)>);
+
+impl PeerMap {
+    fn get(&self, id: &NodeId) -> Option<&Rc<link::Link>> {
+        self.0.iter().find(|(n, _)| n == id).map(|(_, l)| l)
+    }
+    fn insert(&mut self, id: NodeId, l: Rc<link::Link>) -> Option<Rc<link::Link>> {
+        let old = self.remove(&id);
+        self.0.push((id, l));
+        old
+    }
+    fn remove(&mut self, id: &NodeId) -> Option<Rc<link::Link>> {
+        let i = self.0.iter().position(|(n, _)| n == id)?;
+        Some(self.0.swap_remove(i).1)
+    }
+    fn values(&self) -> impl Iterator<Item = &Rc<link::Link>> {
+        self.0.iter().map(|(_, l)| l)
+    }
+}
+
 /// One shard's transport to the same shard index of its peers.
 pub struct Transport {
     shared: Rc<Shared>,
-    links: RefCell<HashMap<NodeId, Rc<link::Link>>>,
+    links: RefCell<PeerMap>,
 }
 
 impl Transport {
@@ -252,7 +274,7 @@ impl Transport {
                 unreachable: RefCell::new(Vec::new()),
                 closing: Cell::new(false),
             }),
-            links: RefCell::new(HashMap::new()),
+            links: RefCell::new(PeerMap::default()),
         })
     }
 
@@ -293,6 +315,15 @@ impl Transport {
             .borrow()
             .get(&node)
             .map_or(0, |l| l.queued_bytes())
+    }
+
+    /// Waits until fewer than `bytes` are queued for `node` (returns at once
+    /// for a node that is not a peer).
+    pub async fn wait_queued_below(&self, node: NodeId, bytes: usize) {
+        let l = self.links.borrow().get(&node).cloned();
+        if let Some(l) = l {
+            l.wait_queued_below(bytes).await
+        }
     }
 
     /// Whether the link to `node` is up (connected and handshaken).

@@ -37,3 +37,27 @@ impl WaitList {
         *self.spare.borrow_mut() = wakers;
     }
 }
+
+/// A periodic event: fired by a timer task, taken by the loop it wakes.
+#[derive(Default)]
+pub(crate) struct Ticker {
+    due: std::cell::Cell<bool>,
+    waiters: WaitList,
+}
+
+impl Ticker {
+    pub(crate) fn fire(&self) {
+        self.due.set(true);
+        self.waiters.wake_all();
+    }
+
+    /// Whether a tick is due (and clears it).
+    pub(crate) fn take(&self) -> bool {
+        self.due.replace(false)
+    }
+
+    /// Resolves once a tick is due.
+    pub(crate) async fn wait(&self) {
+        self.waiters.wait_until(|| self.due.get()).await
+    }
+}
