@@ -14,6 +14,7 @@
 //!
 //!   cargo bench --bench transport            # BENCH_ROUNDS=5 BENCH_BYTES=4GiB default
 //!   BENCH_ROUNDS=9 cargo bench --bench transport
+//!   BENCH_SPIN_US=200 cargo bench --bench transport   # executors spin before parking
 
 use std::net::SocketAddr;
 use std::rc::Rc;
