@@ -91,6 +91,10 @@ pub struct NodeSettings {
     /// Client sessions kept per group. Default 100000.
     #[arg(long)]
     pub sessions_max: Option<usize>,
+    /// Serve Prometheus metrics on `GET /metrics` at this address. Default
+    /// none.
+    #[arg(long)]
+    pub metrics_addr: Option<String>,
 }
 
 macro_rules! merge_fields {
@@ -126,7 +130,8 @@ impl NodeSettings {
             wal_segment_bytes,
             peer_queue_bytes_max,
             client_inflight_max,
-            sessions_max
+            sessions_max,
+            metrics_addr
         )
     }
 
@@ -188,6 +193,7 @@ pub struct ValidConfig {
     pub groups: u64,
     pub placement: Placement,
     pub lease_reads: bool,
+    pub metrics_addr: Option<SocketAddr>,
     shard_template: ShardConfig,
 }
 
@@ -387,7 +393,12 @@ impl NodeSettings {
             transport,
             scan_limit_max: 10_000,
         };
+        let metrics_addr = match &self.metrics_addr {
+            Some(a) => Some(addr("metrics-addr", a)?),
+            None => None,
+        };
         Ok(ValidConfig {
+            metrics_addr,
             id,
             cluster_id: shard_template.cluster,
             data_dir,

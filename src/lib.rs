@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod kv;
 pub mod local_cluster;
+pub mod metrics;
 pub mod raft;
 pub(crate) mod rng;
 pub mod shard;

@@ -25,6 +25,8 @@ pub struct LocalClusterConfig {
     pub log_dir: Option<PathBuf>,
     /// `RUST_LOG` for the nodes.
     pub rust_log: String,
+    /// Give every node a `--metrics-addr`.
+    pub metrics: bool,
 }
 
 impl LocalClusterConfig {
@@ -37,6 +39,7 @@ impl LocalClusterConfig {
             extra_args: Vec::new(),
             log_dir: None,
             rust_log: "info".into(),
+            metrics: false,
         }
     }
 }
@@ -47,6 +50,7 @@ pub struct LocalNode {
     pub client_addr: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    pub metrics_addr: Option<SocketAddr>,
     child: Option<Child>,
 }
 
@@ -84,7 +88,7 @@ impl LocalCluster {
         let shards = cfg.shards as u16;
         let mut nodes = Vec::new();
         for id in 1..=cfg.nodes {
-            let base = free_ports(2 * shards)?;
+            let base = free_ports(2 * shards + 1)?;
             let data_dir = root.path().join(format!("node-{id}"));
             let log = cfg
                 .log_dir
@@ -97,6 +101,9 @@ impl LocalCluster {
                 client_addr: SocketAddr::from(([127, 0, 0, 1], base + shards)),
                 data_dir,
                 log,
+                metrics_addr: cfg
+                    .metrics
+                    .then(|| SocketAddr::from(([127, 0, 0, 1], base + 2 * shards))),
                 child: None,
             });
         }
@@ -140,6 +147,9 @@ impl LocalCluster {
             .args(self.cfg.extra_args.iter());
         if !peers.is_empty() {
             cmd.args(["--peers", &peers.join(",")]);
+        }
+        if let Some(m) = n.metrics_addr {
+            cmd.args(["--metrics-addr", &m.to_string()]);
         }
         let child = cmd
             .env("RUST_LOG", &self.cfg.rust_log)
@@ -233,6 +243,19 @@ impl LocalCluster {
             }
             Err(format!("cluster not ready within {timeout:?}: {last}"))
         })
+    }
+
+    /// `GET /metrics` of node `id` (empty if it has no metrics address).
+    pub fn metrics(&self, id: u64) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let Some(a) = self.nodes[(id - 1) as usize].metrics_addr else {
+            return Ok(String::new());
+        };
+        let mut s = std::net::TcpStream::connect(a)?;
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut body = String::new();
+        s.read_to_string(&mut body)?;
+        Ok(body)
     }
 
     /// The last `lines` lines of node `id`'s log.

@@ -128,6 +128,20 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         data_dir = %cfg.data_dir.display(),
         "starting"
     );
+    let hub = match cfg.metrics_addr {
+        Some(a) => {
+            let hub = ringraft::metrics::MetricsHub::new(cfg.shards);
+            match hub.serve(a, cfg.id) {
+                Ok(bound) => tracing::info!(addr = %bound, "metrics on GET /metrics"),
+                Err(e) => {
+                    eprintln!("ringraft: --metrics-addr {a}: {e}");
+                    return ExitCode::from(2);
+                }
+            }
+            Some(hub)
+        }
+        None => None,
+    };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
     for s in 0..cfg.shards {
@@ -137,6 +151,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         };
         let cfg = cfg.clone();
         let shard_stop = stop.clone();
+        let hub = hub.clone();
         let mut b = LocalExecutorBuilder::new(placement);
         if let Some(us) = std::env::var("RINGRAFT_SPIN_US")
             .ok()
@@ -146,7 +161,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         }
         let h = b
             .name(&format!("shard-{s}"))
-            .spawn(move || async move { run_shard(cfg, s, shard_stop).await });
+            .spawn(move || async move { run_shard(cfg, s, shard_stop, hub).await });
         match h {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -187,7 +202,12 @@ fn bind(a: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
     Ok(unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) })
 }
 
-async fn run_shard(cfg: ValidConfig, s: u32, stop: Arc<AtomicBool>) -> Result<(), String> {
+async fn run_shard(
+    cfg: ValidConfig,
+    s: u32,
+    stop: Arc<AtomicBool>,
+    hub: Option<ringraft::metrics::MetricsHub>,
+) -> Result<(), String> {
     let pa = shard_addr(cfg.listen_peers, s);
     let ca = shard_addr(cfg.listen_clients, s);
     let peer_l = bind(pa).map_err(|e| format!("shard {s}: listening for peers on {pa}: {e}"))?;
@@ -205,7 +225,7 @@ async fn run_shard(cfg: ValidConfig, s: u32, stop: Arc<AtomicBool>) -> Result<()
         local.set(true);
     })
     .detach();
-    let shard = Shard::open(cfg.shard(s), stop_local)
+    let shard = Shard::open(cfg.shard(s), stop_local, hub)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(shard = s, peers = %pa, clients = %ca, "serving");

@@ -24,6 +24,7 @@ use ringraft::wire::{
 
 fn cluster(nodes: u64, groups: u64, extra: &[&str]) -> LocalCluster {
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.metrics = true;
     cfg.nodes = nodes;
     cfg.shards = 2;
     cfg.groups = groups;
@@ -104,6 +105,33 @@ fn puts_and_gets_across_many_groups_on_two_shards() {
             other => panic!("{other:?}"),
         }
     });
+    // Metrics: every group on every node, and the writes counted. Shards
+    // publish once a second.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let all: Vec<String> = (1..=3).map(|n| c.metrics(n).unwrap()).collect();
+        let proposals: u64 = all
+            .iter()
+            .flat_map(|m| m.lines())
+            .filter(|l| l.starts_with("ringraft_proposals_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let roles = all[0]
+            .lines()
+            .filter(|l| l.starts_with("ringraft_group_role{"))
+            .count();
+        if proposals >= 400 && roles == 16 {
+            assert!(all[0].contains("# TYPE ringraft_wal_sync_latency_us summary"));
+            assert!(all[0].contains("ringraft_wal_syncs_total{node=\"1\",shard=\"1\"}"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics: {proposals} proposals, {roles} groups\n{}",
+            all[0]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// One writer per key writes 1, 2, 3, ... and remembers the last value

@@ -170,6 +170,9 @@ pub struct Shard {
     released_lsn: u64,
     /// Set from outside (a signal) to stop the shard.
     stop: Rc<Cell<bool>>,
+    metrics: Option<crate::metrics::MetricsHub>,
+    /// Entries per AppendEntries sent.
+    append_entries: hdrhistogram::Histogram<u64>,
 }
 
 fn wal_err(shard: u32) -> impl Fn(WalError) -> ShardError {
@@ -179,7 +182,11 @@ fn wal_err(shard: u32) -> impl Fn(WalError) -> ShardError {
 impl Shard {
     /// Opens the shard: replays its WAL and snapshots and builds its
     /// groups. Must run on the shard's executor.
-    pub async fn open(cfg: ShardConfig, stop: Rc<Cell<bool>>) -> Result<Shard, ShardError> {
+    pub async fn open(
+        cfg: ShardConfig,
+        stop: Rc<Cell<bool>>,
+        metrics: Option<crate::metrics::MetricsHub>,
+    ) -> Result<Shard, ShardError> {
         let started = Instant::now();
         let shard = cfg.shard;
         let wal_dir = cfg.dir.join("wal");
@@ -287,6 +294,9 @@ impl Shard {
             snap_dir,
             released_lsn: 0,
             stop,
+            metrics,
+            append_entries: hdrhistogram::Histogram::new_with_bounds(1, 1 << 20, 2)
+                .expect("valid bounds"),
             cfg,
         })
     }
@@ -314,6 +324,8 @@ impl Shard {
             })
             .detach();
         }
+        let ticks_per_second = (1000 / self.cfg.tick_ms).max(1);
+        let mut tick_count = 0u64;
         let mut msgs = Vec::new();
         let mut reqs = Vec::new();
         let mut down = Vec::new();
@@ -343,6 +355,10 @@ impl Shard {
                     g.raft.tick();
                 }
                 self.expire_requests(Instant::now());
+                tick_count += 1;
+                if tick_count.is_multiple_of(ticks_per_second) {
+                    self.publish_metrics();
+                }
             }
             self.transport.take_unreachable(&mut down);
             for peer in down.drain(..) {
@@ -429,6 +445,53 @@ impl Shard {
         tracing::info!(shard = self.cfg.shard, "stopped");
     }
 
+    /// Hands a snapshot of this shard's counters to the metrics server.
+    fn publish_metrics(&self) {
+        let Some(hub) = &self.metrics else { return };
+        let wal = self.wal.stats();
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| crate::metrics::GroupMetrics {
+                group: g.id,
+                role: match g.raft.role() {
+                    Role::Follower => 0,
+                    Role::PreCandidate => 1,
+                    Role::Candidate => 2,
+                    Role::Leader => 3,
+                },
+                term: g.raft.term(),
+                leader: g.raft.leader().unwrap_or(0),
+                commit: g.raft.commit_index(),
+                applied: g.kv.applied(),
+                inflight: if g.raft.role() == Role::Leader {
+                    g.raft
+                        .conf()
+                        .members()
+                        .into_iter()
+                        .filter(|&p| p != self.cfg.node)
+                        .filter_map(|p| g.raft.progress(p).map(|pr| (p, pr.inflight.len())))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
+            })
+            .collect();
+        hub.publish(crate::metrics::ShardMetrics {
+            shard: self.cfg.shard,
+            stats: self.stats,
+            transport: self.transport.stats(),
+            clients: self.clients.stats(),
+            groups,
+            wal_syncs: wal.syncs,
+            wal_records: wal.records,
+            wal_bytes_written: wal.bytes_written,
+            wal_sync_latency_us: wal.sync_latency_us,
+            wal_batch_records: wal.batch_records,
+            append_entries: self.append_entries.clone(),
+        });
+    }
+
     /// Index in `groups` of group `g`, if this shard hosts it.
     fn local(&self, g: u64) -> Option<usize> {
         let s = u64::from(self.cfg.shards);
@@ -452,6 +515,10 @@ impl Shard {
                 log_role_change(shard, gid, ss.role, ss.leader, ss.term);
             }
             for m in &rd.messages {
+                if let crate::raft::Body::Append { entries, .. } = &m.body {
+                    self.append_entries
+                        .saturating_record(entries.len().max(1) as u64);
+                }
                 self.transport.send(gid, m);
             }
             if let Some(snap) = rd.snapshot.take() {

@@ -1,0 +1,321 @@
+//! Metrics in Prometheus text format over HTTP (`--metrics-addr`).
+//!
+//! Each shard publishes a snapshot of its counters once a second into its
+//! own slot (one lock per shard per second, never on the hot path); a small
+//! HTTP thread, off the executors, renders all slots on `GET /metrics`.
+
+use std::fmt::Write as _;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::shard::ShardStats;
+use crate::transport::{ClientStats, TransportStats};
+
+/// One group as the metrics show it.
+#[derive(Debug, Clone, Default)]
+pub struct GroupMetrics {
+    pub group: u64,
+    /// 0 follower, 1 pre-candidate, 2 candidate, 3 leader.
+    pub role: u8,
+    pub term: u64,
+    pub leader: u64,
+    pub commit: u64,
+    pub applied: u64,
+    /// Leader only: AppendEntries in flight per follower.
+    pub inflight: Vec<(u64, usize)>,
+}
+
+/// What one shard publishes.
+#[derive(Debug, Clone)]
+pub struct ShardMetrics {
+    pub shard: u32,
+    pub stats: ShardStats,
+    pub transport: TransportStats,
+    pub clients: ClientStats,
+    pub groups: Vec<GroupMetrics>,
+    pub wal_syncs: u64,
+    pub wal_records: u64,
+    pub wal_bytes_written: u64,
+    pub wal_sync_latency_us: Histogram<u64>,
+    pub wal_batch_records: Histogram<u64>,
+    /// Entries per AppendEntries sent.
+    pub append_entries: Histogram<u64>,
+}
+
+/// The slots of every shard.
+#[derive(Clone)]
+pub struct MetricsHub {
+    slots: Arc<Vec<Mutex<Option<ShardMetrics>>>>,
+}
+
+impl MetricsHub {
+    pub fn new(shards: u32) -> MetricsHub {
+        MetricsHub {
+            slots: Arc::new((0..shards).map(|_| Mutex::new(None)).collect()),
+        }
+    }
+
+    pub fn publish(&self, m: ShardMetrics) {
+        let i = m.shard as usize;
+        *self.slots[i].lock().expect("metrics slot") = Some(m);
+    }
+
+    /// The Prometheus text of every published shard.
+    pub fn render(&self, node: u64) -> String {
+        let shards: Vec<ShardMetrics> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.lock().expect("metrics slot").clone())
+            .collect();
+        render(node, &shards)
+    }
+
+    /// Serves `GET /metrics` on `addr` from a thread of its own.
+    pub fn serve(&self, addr: SocketAddr, node: u64) -> std::io::Result<SocketAddr> {
+        let l = TcpListener::bind(addr)?;
+        let bound = l.local_addr()?;
+        let hub = self.clone();
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for s in l.incoming() {
+                    let Ok(mut s) = s else { continue };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                    let mut req = [0u8; 1024];
+                    let n = s.read(&mut req).unwrap_or(0);
+                    let head = String::from_utf8_lossy(&req[..n]);
+                    let (status, body) = if head.starts_with("GET /metrics") {
+                        ("200 OK", hub.render(node))
+                    } else {
+                        ("404 Not Found", "try GET /metrics\n".to_string())
+                    };
+                    let _ = write!(
+                        s,
+                        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            })?;
+        Ok(bound)
+    }
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn quantiles(
+    out: &mut String,
+    name: &str,
+    node: u64,
+    shards: &[ShardMetrics],
+    h: impl Fn(&ShardMetrics) -> &Histogram<u64>,
+) {
+    for s in shards {
+        let h = h(s);
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let _ = writeln!(
+                out,
+                "{name}{{node=\"{node}\",shard=\"{}\",quantile=\"{q}\"}} {}",
+                s.shard,
+                if h.is_empty() {
+                    0
+                } else {
+                    h.value_at_quantile(q)
+                }
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_count{{node=\"{node}\",shard=\"{}\"}} {}",
+            s.shard,
+            h.len()
+        );
+    }
+}
+
+/// Renders shard snapshots as Prometheus text (each family once).
+pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
+    let mut out = String::new();
+    let groups: Vec<(u32, &GroupMetrics)> = shards
+        .iter()
+        .flat_map(|s| s.groups.iter().map(move |g| (s.shard, g)))
+        .collect();
+    let per_group: [(&str, &str, fn(&GroupMetrics) -> u64); 5] = [
+        (
+            "ringraft_group_role",
+            "0 follower, 1 pre-candidate, 2 candidate, 3 leader",
+            |g| u64::from(g.role),
+        ),
+        ("ringraft_group_term", "current term", |g| g.term),
+        (
+            "ringraft_group_leader",
+            "leader's node id (0: unknown)",
+            |g| g.leader,
+        ),
+        ("ringraft_group_commit_index", "commit index", |g| g.commit),
+        ("ringraft_group_applied_index", "applied index", |g| {
+            g.applied
+        }),
+    ];
+    for (name, help, f) in per_group {
+        family(&mut out, name, "gauge", help);
+        for (shard, g) in &groups {
+            let _ = writeln!(
+                out,
+                "{name}{{node=\"{node}\",shard=\"{shard}\",group=\"{}\"}} {}",
+                g.group,
+                f(g)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "ringraft_append_inflight",
+        "gauge",
+        "AppendEntries in flight from a leader to a follower",
+    );
+    for (shard, g) in &groups {
+        for (peer, n) in &g.inflight {
+            let _ = writeln!(
+                out,
+                "ringraft_append_inflight{{node=\"{node}\",shard=\"{shard}\",group=\"{}\",peer=\"{peer}\"}} {n}",
+                g.group
+            );
+        }
+    }
+    let counters: [(&str, &str, fn(&ShardMetrics) -> u64); 20] = [
+        ("ringraft_proposals_total", "writes proposed", |s| {
+            s.stats.proposals
+        }),
+        ("ringraft_reads_total", "reads received", |s| s.stats.reads),
+        ("ringraft_applied_entries_total", "entries applied", |s| {
+            s.stats.applied
+        }),
+        ("ringraft_readies_total", "Raft Readies processed", |s| {
+            s.stats.readies
+        }),
+        ("ringraft_turns_total", "shard loop turns", |s| {
+            s.stats.turns
+        }),
+        ("ringraft_snapshots_taken_total", "snapshots taken", |s| {
+            s.stats.snapshots_taken
+        }),
+        (
+            "ringraft_snapshots_installed_total",
+            "snapshots installed from a leader",
+            |s| s.stats.snapshots_installed,
+        ),
+        (
+            "ringraft_errors_not_leader_total",
+            "requests answered NotLeader",
+            |s| s.stats.errors_not_leader,
+        ),
+        (
+            "ringraft_errors_timeout_total",
+            "requests answered Timeout",
+            |s| s.stats.errors_timeout,
+        ),
+        (
+            "ringraft_errors_busy_total",
+            "requests answered Busy",
+            |s| s.stats.errors_busy,
+        ),
+        (
+            "ringraft_wal_syncs_total",
+            "WAL flushes (one fdatasync each)",
+            |s| s.wal_syncs,
+        ),
+        (
+            "ringraft_wal_records_total",
+            "WAL records made durable",
+            |s| s.wal_records,
+        ),
+        (
+            "ringraft_wal_bytes_written_total",
+            "bytes written to WAL segments",
+            |s| s.wal_bytes_written,
+        ),
+        (
+            "ringraft_peer_msgs_queued_total",
+            "Raft messages queued to peers",
+            |s| s.transport.msgs_queued,
+        ),
+        (
+            "ringraft_peer_msgs_dropped_total",
+            "Raft messages dropped (link down or queue full)",
+            |s| s.transport.msgs_dropped,
+        ),
+        (
+            "ringraft_peer_msgs_received_total",
+            "Raft messages received",
+            |s| s.transport.msgs_received,
+        ),
+        ("ringraft_peer_disconnects_total", "peer links lost", |s| {
+            s.transport.disconnects
+        }),
+        (
+            "ringraft_peer_conns_rejected_total",
+            "peer connections closed for bad input",
+            |s| s.transport.conns_rejected,
+        ),
+        (
+            "ringraft_client_requests_total",
+            "client requests received",
+            |s| s.clients.requests,
+        ),
+        (
+            "ringraft_client_bad_requests_total",
+            "malformed client requests answered",
+            |s| s.clients.bad_requests,
+        ),
+    ];
+    for (name, help, f) in counters {
+        family(&mut out, name, "counter", help);
+        for s in shards {
+            let _ = writeln!(
+                out,
+                "{name}{{node=\"{node}\",shard=\"{}\"}} {}",
+                s.shard,
+                f(s)
+            );
+        }
+    }
+    family(
+        &mut out,
+        "ringraft_wal_sync_latency_us",
+        "summary",
+        "write + fdatasync time per WAL flush (µs)",
+    );
+    quantiles(
+        &mut out,
+        "ringraft_wal_sync_latency_us",
+        node,
+        shards,
+        |s| &s.wal_sync_latency_us,
+    );
+    family(
+        &mut out,
+        "ringraft_wal_batch_records",
+        "summary",
+        "records per WAL flush",
+    );
+    quantiles(&mut out, "ringraft_wal_batch_records", node, shards, |s| {
+        &s.wal_batch_records
+    });
+    family(
+        &mut out,
+        "ringraft_append_entries",
+        "summary",
+        "entries per AppendEntries sent",
+    );
+    quantiles(&mut out, "ringraft_append_entries", node, shards, |s| {
+        &s.append_entries
+    });
+    out
+}
