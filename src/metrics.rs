@@ -139,6 +139,9 @@ fn quantiles(
     }
 }
 
+/// A metric family: name, help, and how to read it.
+type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
+
 /// Renders shard snapshots as Prometheus text (each family once).
 pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
     let mut out = String::new();
@@ -146,7 +149,7 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
         .iter()
         .flat_map(|s| s.groups.iter().map(move |g| (s.shard, g)))
         .collect();
-    let per_group: [(&str, &str, fn(&GroupMetrics) -> u64); 5] = [
+    let per_group: [Family<GroupMetrics>; 5] = [
         (
             "ringraft_group_role",
             "0 follower, 1 pre-candidate, 2 candidate, 3 leader",
@@ -189,7 +192,7 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let counters: [(&str, &str, fn(&ShardMetrics) -> u64); 20] = [
+    let counters: [Family<ShardMetrics>; 20] = [
         ("ringraft_proposals_total", "writes proposed", |s| {
             s.stats.proposals
         }),
