@@ -75,6 +75,10 @@ pub struct NodeSettings {
     /// A group snapshots after this many applied entries. Default 100000.
     #[arg(long)]
     pub snapshot_entries: Option<u64>,
+    /// A group also snapshots after this many bytes of applied entries.
+    /// Default 64 MiB.
+    #[arg(long)]
+    pub snapshot_log_bytes: Option<u64>,
     /// Entries a snapshot leaves in the log (for slow followers to catch up
     /// without a snapshot). Default 1000.
     #[arg(long)]
@@ -126,6 +130,7 @@ impl NodeSettings {
             value_bytes_max,
             request_timeout_ms,
             snapshot_entries,
+            snapshot_log_bytes,
             compact_keep_entries,
             wal_segment_bytes,
             peer_queue_bytes_max,
@@ -389,6 +394,7 @@ impl NodeSettings {
             value_bytes_max,
             request_timeout_ms,
             snapshot_entries: self.snapshot_entries.unwrap_or(100_000),
+            snapshot_log_bytes: self.snapshot_log_bytes.unwrap_or(64 << 20).max(1),
             wal,
             transport,
             scan_limit_max: 10_000,

@@ -388,3 +388,42 @@ fn a_malformed_client_frame_is_answered_while_other_clients_carry_on() {
         );
     });
 }
+
+/// `snapshot-log-bytes`: with snapshots by entry count off, groups snapshot
+/// once enough bytes were applied (seen in the metrics).
+#[test]
+fn groups_snapshot_by_applied_bytes() {
+    let c = cluster(
+        3,
+        2,
+        &["--snapshot-entries", "0", "--snapshot-log-bytes", "8192"],
+    );
+    let addrs = c.client_addrs();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        for i in 0..200 {
+            cl.put(format!("k{i}").as_bytes(), &[b'x'; 200])
+                .await
+                .unwrap();
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let taken: u64 = (1..=3)
+            .flat_map(|n| {
+                c.metrics(n)
+                    .unwrap()
+                    .lines()
+                    .filter(|l| l.starts_with("ringraft_snapshots_taken_total{"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .sum();
+        // 200 x ~250 bytes per group pair: several snapshots per replica.
+        if taken >= 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{taken} snapshots taken");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

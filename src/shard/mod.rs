@@ -57,6 +57,8 @@ pub struct ShardConfig {
     pub request_timeout_ms: u64,
     /// A group snapshots once this many entries were applied since its last.
     pub snapshot_entries: u64,
+    /// ... or once this many bytes of entries were applied since its last.
+    pub snapshot_log_bytes: u64,
     pub wal: WalOptions,
     pub transport: TransportConfig,
     /// Bound on a scan's pairs.
@@ -116,6 +118,8 @@ struct Group {
     snap_file_index: Index,
     /// A snapshot file write is in flight.
     snap_writing: bool,
+    /// Bytes of entries applied since the last snapshot.
+    bytes_since_snapshot: u64,
     /// Which WAL records the group still needs.
     lsns: GroupLog,
     proposals: BTreeMap<Index, Waiter>,
@@ -252,6 +256,7 @@ impl Shard {
                 kv,
                 snap_file_index: snap.as_ref().map_or(0, |s| s.meta.index),
                 snap_writing: false,
+                bytes_since_snapshot: 0,
                 lsns: log,
                 proposals: BTreeMap::new(),
                 reads_new: Vec::new(),
@@ -633,6 +638,7 @@ impl Shard {
         let mut answers = Vec::new();
         let g = &mut self.groups[gi];
         for e in &committed {
+            g.bytes_since_snapshot += e.size_bytes();
             let result = match e.kind {
                 EntryKind::Normal => match Command::decode(&e.data) {
                     Some(cmd) => g.kv.apply(e.index, &cmd),
@@ -718,7 +724,9 @@ impl Shard {
         let g = &self.groups[gi];
         let applied = g.kv.applied();
         let current = g.raft.snapshot().map_or(0, |s| s.meta.index);
-        if every == 0 || g.snap_writing || applied < current + every {
+        let by_entries = every > 0 && applied >= current + every;
+        let by_bytes = g.bytes_since_snapshot >= self.cfg.snapshot_log_bytes;
+        if g.snap_writing || !(by_entries || by_bytes) {
             return;
         }
         self.snapshot_now(gi);
@@ -737,6 +745,7 @@ impl Shard {
         }
         let snap = g.raft.snapshot().cloned().expect("just compacted");
         g.snap_writing = true;
+        g.bytes_since_snapshot = 0;
         self.stats.snapshots_taken += 1;
         let dir = self.snap_dir.clone();
         let (gid, prev) = (g.id, g.snap_file_index);
