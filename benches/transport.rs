@@ -39,13 +39,21 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn executor<T: Send + 'static, F, Fut>(f: F) -> std::thread::JoinHandle<T>
+/// An executor thread; pinned to CPU `cpu` (mod CPUs) unless
+/// BENCH_UNBOUND=1, so sender and receiver do not share a core.
+fn executor<T: Send + 'static, F, Fut>(cpu: usize, f: F) -> std::thread::JoinHandle<T>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = T> + 'static,
 {
     let spin = env_u64("BENCH_SPIN_US", 0);
-    let mut b = LocalExecutorBuilder::new(Placement::Unbound);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let placement = if env_u64("BENCH_UNBOUND", 0) == 1 {
+        Placement::Unbound
+    } else {
+        Placement::Fixed(cpu % cpus)
+    };
+    let mut b = LocalExecutorBuilder::new(placement);
     if spin > 0 {
         b = b.spin_before_park(Duration::from_micros(spin));
     }
@@ -56,37 +64,38 @@ where
 /// Seconds to move `total` bytes with a raw pump.
 fn raw_round(total: u64) -> f64 {
     let (tx, rx) = mpsc::channel::<SocketAddr>();
-    let recv = executor(move || async move {
+    let recv = executor(1, move || async move {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         tx.send(l.local_addr().unwrap()).unwrap();
         let mut s = l.accept().await.unwrap();
         let mut buf = vec![0u8; 256 << 10];
         let mut got = 0u64;
-        let mut start = None;
         loop {
             let n = s.read(&mut buf).await.unwrap();
             if n == 0 {
                 break;
             }
-            start.get_or_insert_with(Instant::now);
             got += n as u64;
         }
         assert_eq!(got, total);
-        start.unwrap().elapsed().as_secs_f64()
+        Instant::now()
     });
     let addr = rx.recv().unwrap();
-    let send = executor(move || async move {
+    let send = executor(0, move || async move {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.set_nodelay(true).unwrap();
         let buf = vec![0x5Au8; BATCH_BYTES];
         let mut sent = 0u64;
+        let t0 = Instant::now();
         while sent < total {
             s.write_all(&buf).await.unwrap();
             sent += buf.len() as u64;
         }
+        t0
     });
-    send.join().unwrap();
-    recv.join().unwrap()
+    // From the first byte sent to the last byte received.
+    let t0 = send.join().unwrap();
+    recv.join().unwrap().duration_since(t0).as_secs_f64()
 }
 
 fn hello(node: u64) -> Hello {
@@ -102,17 +111,15 @@ fn hello(node: u64) -> Hello {
 /// Seconds to move `msgs` AppendEntries through the transport.
 fn transport_round(msgs: u64) -> f64 {
     let (tx, rx) = mpsc::channel::<SocketAddr>();
-    let recv = executor(move || async move {
+    let recv = executor(1, move || async move {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         tx.send(l.local_addr().unwrap()).unwrap();
         let t = Transport::new(hello(2), TransportConfig::default());
         glommio::spawn_local(t.clone().serve(l)).detach();
         let mut inbox = Vec::new();
         let mut got = 0u64;
-        let mut start = None;
         while got < msgs {
             t.inbox_ready().await;
-            start.get_or_insert_with(Instant::now);
             t.drain_inbox(&mut inbox);
             for (_, m) in inbox.drain(..) {
                 let Body::Append { entries, .. } = &m.body else {
@@ -122,12 +129,12 @@ fn transport_round(msgs: u64) -> f64 {
                 got += 1;
             }
         }
-        let secs = start.unwrap().elapsed().as_secs_f64();
+        let end = Instant::now();
         t.close();
-        secs
+        end
     });
     let addr = rx.recv().unwrap();
-    let send = executor(move || async move {
+    let send = executor(0, move || async move {
         let t = Transport::new(hello(1), TransportConfig::default());
         t.add_peer(2, addr);
         t.wait_up(2).await;
@@ -152,6 +159,7 @@ fn transport_round(msgs: u64) -> f64 {
         };
         let rc = Rc::new(m);
         let mut sent = 0u64;
+        let t0 = Instant::now();
         while sent < msgs {
             // Flow control as a leader's in-flight window would apply it:
             // keep a few MiB queued, never overflow the queue.
@@ -168,10 +176,12 @@ fn transport_round(msgs: u64) -> f64 {
         glommio::timer::sleep(Duration::from_millis(50)).await;
         assert_eq!(t.stats().msgs_dropped, 0);
         t.close();
+        t0
     });
-    let secs = recv.join().unwrap();
-    send.join().unwrap();
-    secs
+    // From the first message queued to the last one decoded.
+    let end = recv.join().unwrap();
+    let t0 = send.join().unwrap();
+    end.duration_since(t0).as_secs_f64()
 }
 
 fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {

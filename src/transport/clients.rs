@@ -312,6 +312,8 @@ async fn read_requests(
         if got > 0 {
             shared.bump(|s| s.requests += got);
             shared.inbox_ready.wake_all();
+            // A client that always has bytes ready must not starve the shard.
+            futures_lite::future::yield_now().await;
         }
         if !conn.has_room(cfg) {
             continue; // wait for the responses to drain first

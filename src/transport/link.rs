@@ -120,6 +120,10 @@ impl Link {
         stream
             .set_nodelay(true)
             .map_err(|e| DialError::Connect(e.into()))?;
+        super::set_socket_buffers(
+            std::os::fd::AsRawFd::as_raw_fd(&stream),
+            cfg.socket_buffer_bytes,
+        );
         let mut out = Vec::with_capacity(64);
         self.shared.me.encode(&mut out);
         stream

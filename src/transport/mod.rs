@@ -55,6 +55,9 @@ pub struct TransportConfig {
     /// Requests of one client connection taken in and not yet answered
     /// (its pipelining depth); beyond it the connection is not read.
     pub client_inflight_max: usize,
+    /// SO_SNDBUF / SO_RCVBUF of peer sockets (0: the kernel's autotuning).
+    /// Larger buffers move more per wakeup on a busy host.
+    pub socket_buffer_bytes: usize,
     /// Received messages waiting for the shard beyond which connections
     /// stop being read (TCP pushes back on the senders).
     pub inbox_msgs_max: usize,
@@ -76,6 +79,7 @@ impl Default for TransportConfig {
             frame_bytes_max: crate::wire::FRAME_BYTES_MAX_DEFAULT,
             client_inflight_max: 4096,
             inbox_msgs_max: 65_536,
+            socket_buffer_bytes: 4 << 20,
             reconnect_backoff_ms_min: 20,
             reconnect_backoff_ms_max: 2_000,
             connect_timeout_ms: 1_000,
@@ -154,6 +158,27 @@ impl TransportConfig {
             self.handshake_timeout_ms >= 1,
             "must be at least 1",
         )
+    }
+}
+
+/// Sets SO_SNDBUF and SO_RCVBUF of `fd` to `bytes` (0: leaves them). Best
+/// effort: the kernel caps them at its maxima.
+pub(crate) fn set_socket_buffers(fd: std::os::fd::RawFd, bytes: usize) {
+    if bytes == 0 {
+        return;
+    }
+    let v = bytes.min(i32::MAX as usize) as libc::c_int;
+    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt on a socket we own, with a valid int option.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &v as *const libc::c_int as *const libc::c_void,
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
     }
 }
 
@@ -464,6 +489,10 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
         Err(_) => return,
     };
     let _ = stream.set_nodelay(true);
+    set_socket_buffers(
+        std::os::fd::AsRawFd::as_raw_fd(&stream),
+        shared.cfg.socket_buffer_bytes,
+    );
     let mut reader = FrameReader::new(shared.cfg.recv_buffer_bytes, shared.cfg.frame_bytes_max);
     let result = async {
         let hello = accept_hello(
@@ -520,6 +549,9 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
             if got > 0 {
                 shared.stats.bump(|s| s.msgs_received += got);
                 shared.inbox_ready.wake_all();
+                // Let the shard take them: a peer that always has bytes
+                // ready must not starve the loop (reads rarely block then).
+                futures_lite::future::yield_now().await;
             }
             if !reader.fill(&mut stream).await? {
                 return Ok(node);

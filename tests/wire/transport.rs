@@ -203,6 +203,44 @@ fn two_shards_exchange_a_burst_both_ways_in_order() {
     });
 }
 
+/// Regression: a reader whose socket always had bytes never yielded, so
+/// the shard loop starved while the inbox grew (the transport bench's
+/// slow rounds). Each read batch now yields: the shard sees messages in
+/// batches of at most one receive buffer.
+#[test]
+fn a_flooding_peer_does_not_starve_the_shard() {
+    run(|_| async {
+        let (a, _) = start(CLUSTER, 1, TransportConfig::default());
+        let (b, addr_b) = start(CLUSTER, 2, TransportConfig::default());
+        a.add_peer(2, addr_b);
+        a.wait_up(2).await;
+        const N: usize = 60_000;
+        let mut sent = 0;
+        let sender = async {
+            while sent < N {
+                for _ in 0..2000 {
+                    assert!(a.send(0, &append(1, 2, sent as u64, 1, 16)));
+                    sent += 1;
+                }
+                a.wait_queued_below(2, 1).await;
+            }
+        };
+        let receiver = async {
+            let (mut got, mut largest) = (Vec::new(), 0);
+            while got.len() < N {
+                b.inbox_ready().await;
+                let before = got.len();
+                b.drain_inbox(&mut got);
+                largest = largest.max(got.len() - before);
+            }
+            largest
+        };
+        let ((), largest) = futures_lite::future::zip(sender, receiver).await;
+        // 256 KiB of ~200-byte frames is about 1300 messages.
+        assert!(largest <= 4096, "the shard saw {largest} messages at once");
+    });
+}
+
 #[test]
 fn garbage_and_impostors_are_cut_off_with_one_log_line_each_while_others_continue() {
     let logs = run(|logs| async move {
