@@ -95,6 +95,11 @@ pub struct NodeSettings {
     /// Client sessions kept per group. Default 100000.
     #[arg(long)]
     pub sessions_max: Option<usize>,
+    /// Join an existing cluster: start every group with no voters, to be
+    /// added by `ringraft ctl add-learner` (and promoted). `--peers` then
+    /// lists nodes to reach. Default false.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub join: Option<bool>,
     /// Serve Prometheus metrics on `GET /metrics` at this address. Default
     /// none.
     #[arg(long)]
@@ -136,6 +141,7 @@ impl NodeSettings {
             peer_queue_bytes_max,
             client_inflight_max,
             sessions_max,
+            join,
             metrics_addr
         )
     }
@@ -323,9 +329,21 @@ impl NodeSettings {
                 "must be in 1..=64 MiB",
             ));
         }
+        let join = self.join.unwrap_or(false);
+        if join && peers.is_empty() {
+            return Err(invalid(
+                "join",
+                "true",
+                "a joining node needs --peers to reach",
+            ));
+        }
         let mut voters: Vec<u64> = peers.iter().map(|&(p, _)| p).collect();
         voters.push(id);
         voters.sort_unstable();
+        if join {
+            // Members come from the leader's snapshot once added.
+            voters.clear();
+        }
         let mut raft = RaftConfig::new(id, voters.clone());
         raft.election_ticks = self.election_ticks.unwrap_or(10);
         raft.heartbeat_ticks = self.heartbeat_ticks.unwrap_or(2);

@@ -51,6 +51,8 @@ pub struct LocalNode {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub metrics_addr: Option<SocketAddr>,
+    /// Started with `--join` (added to a running cluster).
+    pub join: bool,
     child: Option<Child>,
 }
 
@@ -104,6 +106,7 @@ impl LocalCluster {
                 metrics_addr: cfg
                     .metrics
                     .then(|| SocketAddr::from(([127, 0, 0, 1], base + 2 * shards))),
+                join: false,
                 child: None,
             });
         }
@@ -151,6 +154,9 @@ impl LocalCluster {
         if let Some(m) = n.metrics_addr {
             cmd.args(["--metrics-addr", &m.to_string()]);
         }
+        if n.join {
+            cmd.arg("--join");
+        }
         let child = cmd
             .env("RUST_LOG", &self.cfg.rust_log)
             .stdin(Stdio::null())
@@ -165,6 +171,35 @@ impl LocalCluster {
             })?;
         self.nodes[i].child = Some(child);
         Ok(())
+    }
+
+    /// Starts one more node with `--join` (no voters; the cluster adds it
+    /// with AddLearner): its id.
+    pub fn add_node(&mut self) -> std::io::Result<u64> {
+        let shards = self.cfg.shards as u16;
+        let id = self.nodes.len() as u64 + 1;
+        let base = free_ports(2 * shards + 1)?;
+        let log = self
+            .cfg
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| self.root.path().to_path_buf())
+            .join(format!("node-{id}.log"));
+        self.nodes.push(LocalNode {
+            id,
+            peer_addr: SocketAddr::from(([127, 0, 0, 1], base)),
+            client_addr: SocketAddr::from(([127, 0, 0, 1], base + shards)),
+            data_dir: self.root.path().join(format!("node-{id}")),
+            log,
+            metrics_addr: self
+                .cfg
+                .metrics
+                .then(|| SocketAddr::from(([127, 0, 0, 1], base + 2 * shards))),
+            join: true,
+            child: None,
+        });
+        self.spawn(self.nodes.len() - 1)?;
+        Ok(id)
     }
 
     /// SIGKILL node `id` (index `id - 1`).

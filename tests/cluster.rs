@@ -427,3 +427,107 @@ fn groups_snapshot_by_applied_bytes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Runs `op` on every group's leader, following leader changes.
+async fn on_every_group(cl: &Client, op: Op) {
+    for g in 0..cl.groups() {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let _ = cl.refresh_map().await;
+            let leader = cl.leaders()[g as usize];
+            let r = if leader == 0 {
+                Err(Error::Server(ClientError::NotLeader { leader: 0 }))
+            } else {
+                cl.admin(leader, g, op.clone()).await
+            };
+            match r {
+                Ok(_) => break,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "group {g}: {op:?}: {e}");
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
+    let mut c = cluster(3, 4, &[]);
+    let addrs = c.client_addrs();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        for i in 0..100 {
+            cl.put(format!("k{i}").as_bytes(), b"before").await.unwrap();
+        }
+    });
+    let four = c.add_node().unwrap();
+    let four_peer = c.nodes[(four - 1) as usize].peer_addr.to_string();
+    // Its client port answers once it serves.
+    let four_client = c.nodes[(four - 1) as usize].client_addr;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(four_client).is_err() {
+        assert!(Instant::now() < deadline, "node {four} never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let all = c.client_addrs();
+    let ok = run_on_executor(move || async move {
+        let cl = client(all.clone()).await;
+        on_every_group(
+            &cl,
+            Op::AddLearner {
+                node: four,
+                peer_addr: four_peer,
+                client_addr: String::new(),
+            },
+        )
+        .await;
+        // The learner catches up (through the seeding snapshot and the log).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = cl.status().await;
+            let mine: Vec<_> = st
+                .iter()
+                .find(|(n, _)| *n == four)
+                .and_then(|(_, r)| r.as_ref().ok())
+                .cloned()
+                .unwrap_or_default();
+            if mine.len() == 4 && mine.iter().all(|g| g.applied >= 25) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("node {four} did not catch up: {mine:?}"));
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        on_every_group(&cl, Op::Promote { node: four }).await;
+        on_every_group(&cl, Op::RemoveNode { node: 1 }).await;
+        Ok(())
+    });
+    if let Err(e) = ok {
+        panic!("{e}\nnode 4 log:\n{}", c.log_tail(four, 30));
+    }
+    // Node 1 is out of every group: the cluster works without it.
+    c.kill(1);
+    let rest: Vec<_> = c.client_addrs()[1..].to_vec();
+    run_on_executor(move || async move {
+        let cl = client(rest).await;
+        for i in 100..150 {
+            cl.put(format!("k{i}").as_bytes(), b"after").await.unwrap();
+        }
+        for i in 0..150 {
+            let v = cl.get(format!("k{i}").as_bytes()).await.unwrap();
+            let want: &[u8] = if i < 100 { b"before" } else { b"after" };
+            assert_eq!(v.as_deref(), Some(want), "k{i}");
+        }
+        // Leaders report replicas 2, 3, 4 only.
+        for (_, r) in cl.status().await {
+            for g in r.unwrap_or_default() {
+                if !g.replicas.is_empty() {
+                    let ids: Vec<u64> = g.replicas.iter().map(|r| r.0).collect();
+                    assert_eq!(ids, vec![2, 3, 4], "group {}", g.group);
+                }
+            }
+        }
+    });
+}

@@ -72,6 +72,13 @@ pub enum WriteOp {
         expect: Option<Bytes>,
         value: Option<Bytes>,
     },
+    /// The address book: node `node`'s peer address (shard 0; empty:
+    /// forget it). Written before a node is added, so every replica of
+    /// the group can reach it, now and after a restart.
+    Member {
+        node: u64,
+        peer_addr: Bytes,
+    },
 }
 
 // cmd = version u8 = 1 | op u8 | flags u8 | pad u8 | key_len u32
@@ -79,18 +86,25 @@ pub enum WriteOp {
 //       | PUT: value_len u32 | value
 //       | CAS: expect_len u32 | expect | value_len u32 | value
 //         (flags bit 0: expect present, bit 1: value present)
+//       | MEMBER: (key = node id, 8 bytes LE) value_len u32 | peer address
 const CMD_VERSION: u8 = 1;
 const CMD_HEADER_BYTES: usize = 32;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_CAS: u8 = 3;
+const OP_MEMBER: u8 = 4;
 
 impl Command {
     pub fn encode(&self) -> Bytes {
+        let node_key;
         let (op, key) = match &self.op {
             WriteOp::Put { key, .. } => (OP_PUT, key),
             WriteOp::Delete { key } => (OP_DELETE, key),
             WriteOp::Cas { key, .. } => (OP_CAS, key),
+            WriteOp::Member { node, .. } => {
+                node_key = Bytes::copy_from_slice(&node.to_le_bytes());
+                (OP_MEMBER, &node_key)
+            }
         };
         let mut b = Vec::with_capacity(CMD_HEADER_BYTES + key.len() + 64);
         let flags = match &self.op {
@@ -111,6 +125,7 @@ impl Command {
         };
         match &self.op {
             WriteOp::Put { value, .. } => field(value),
+            WriteOp::Member { peer_addr, .. } => field(peer_addr),
             WriteOp::Delete { .. } => {}
             WriteOp::Cas { expect, value, .. } => {
                 field(expect.as_deref().unwrap_or_default());
@@ -148,6 +163,13 @@ impl Command {
                 value: field()?,
             },
             OP_DELETE => WriteOp::Delete { key },
+            OP_MEMBER => {
+                let node = u64::from_le_bytes(key[..].try_into().ok()?);
+                WriteOp::Member {
+                    node,
+                    peer_addr: field()?,
+                }
+            }
             OP_CAS => {
                 let (e, v) = (field()?, field()?);
                 WriteOp::Cas {
@@ -185,6 +207,8 @@ pub struct Kv {
     /// Index of the last entry applied.
     applied: Index,
     limits: KvLimits,
+    /// The address book: node → peer address of its shard 0.
+    members: BTreeMap<u64, String>,
 }
 
 impl Kv {
@@ -209,6 +233,11 @@ impl Kv {
 
     pub fn sessions(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// The address book (node → peer address of its shard 0).
+    pub fn members(&self) -> &BTreeMap<u64, String> {
+        &self.members
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
@@ -249,10 +278,16 @@ impl Kv {
         self.applied = index;
     }
 
-    /// Applies the write of entry `index`.
+    /// Applies the write of entry `index`. Client id 0 has no session
+    /// (admin writes such as the address book): applied as is.
     pub fn apply(&mut self, index: Index, cmd: &Command) -> Result<Reply, ClientError> {
         assert_eq!(index, self.applied + 1, "entries are applied in order");
         self.applied = index;
+        if cmd.client == 0 {
+            let r = self.execute(&cmd.op);
+            self.expire(index);
+            return Ok(r);
+        }
         let limits = &self.limits;
         let s = self.sessions.entry(cmd.client).or_default();
         s.last_index = index;
@@ -268,7 +303,20 @@ impl Kv {
         if cmd.seq <= s.floor {
             return Err(ClientError::SessionExpired);
         }
-        let reply = match &cmd.op {
+        let results_max = limits.session_results_max;
+        let reply = self.execute(&cmd.op);
+        let s = self.sessions.get_mut(&cmd.client).expect("just used");
+        s.results.insert(cmd.seq, reply.clone());
+        if s.results.len() > results_max {
+            let (oldest, _) = s.results.pop_first().expect("not empty");
+            s.floor = s.floor.max(oldest);
+        }
+        self.expire(index);
+        Ok(reply)
+    }
+
+    fn execute(&mut self, op: &WriteOp) -> Reply {
+        match op {
             WriteOp::Put { key, value } => {
                 self.map
                     .insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
@@ -276,6 +324,15 @@ impl Kv {
             }
             WriteOp::Delete { key } => {
                 self.map.remove(&key[..]);
+                Reply::Done
+            }
+            WriteOp::Member { node, peer_addr } => {
+                if peer_addr.is_empty() {
+                    self.members.remove(node);
+                } else {
+                    self.members
+                        .insert(*node, String::from_utf8_lossy(peer_addr).into_owned());
+                }
                 Reply::Done
             }
             WriteOp::Cas { key, expect, value } => {
@@ -301,14 +358,7 @@ impl Kv {
                     }
                 }
             }
-        };
-        s.results.insert(cmd.seq, reply.clone());
-        if s.results.len() > limits.session_results_max {
-            let (oldest, _) = s.results.pop_first().expect("not empty");
-            s.floor = s.floor.max(oldest);
         }
-        self.expire(index);
-        Ok(reply)
     }
 
     /// Drops idle sessions (checked every 1024 entries) and the least
@@ -336,6 +386,7 @@ impl Kv {
     //   | results u32 | pad u32 | { seq u64 | reply }* }*
     //   reply = kind u8 (0 Done, 1 Cas) | swapped u8 | has_current u8 | pad u8
     //           | len u32 | current
+    //   | members u64 | { node u64 | addr_len u32 | peer address }*
     /// The state as snapshot bytes.
     pub fn snapshot(&self) -> Bytes {
         let mut b = Vec::with_capacity(64 + self.map.len() * 48);
@@ -370,6 +421,12 @@ impl Kv {
                 b.extend_from_slice(&(cur.len() as u32).to_le_bytes());
                 b.extend_from_slice(cur);
             }
+        }
+        b.extend_from_slice(&(self.members.len() as u64).to_le_bytes());
+        for (node, addr) in &self.members {
+            b.extend_from_slice(&node.to_le_bytes());
+            b.extend_from_slice(&(addr.len() as u32).to_le_bytes());
+            b.extend_from_slice(addr.as_bytes());
         }
         Bytes::from(b)
     }
@@ -424,6 +481,15 @@ impl Kv {
                 },
             );
         }
+        let n = r.u64()?;
+        let mut members = BTreeMap::new();
+        for _ in 0..n {
+            let node = r.u64()?;
+            let len = r.u32()? as usize;
+            let addr = std::str::from_utf8(r.take(len)?)
+                .map_err(|_| SnapshotError("member address is not UTF-8"))?;
+            members.insert(node, addr.to_string());
+        }
         if r.at != data.len() {
             return Err(SnapshotError("trailing bytes"));
         }
@@ -432,6 +498,7 @@ impl Kv {
             sessions,
             applied,
             limits,
+            members,
         })
     }
 }

@@ -43,6 +43,15 @@ fn commands_round_trip_and_garbage_is_refused() {
         cas(5, 6, "c", None, Some("x")),
         cas(5, 6, "c", Some("x"), None),
         cas(5, 6, "c", Some(""), Some("")),
+        Command {
+            client: 0,
+            seq: 0,
+            ack: 0,
+            op: WriteOp::Member {
+                node: 4,
+                peer_addr: b("127.0.0.1:7130"),
+            },
+        },
     ];
     for c in cmds {
         let e = c.encode();
@@ -171,6 +180,23 @@ fn snapshots_keep_the_map_and_the_sessions() {
     kv.apply(2, &cas(2, 5, "b", None, Some("x"))).unwrap();
     kv.apply(3, &cas(2, 6, "b", Some("nope"), None)).unwrap();
     kv.skip(4);
+    kv.apply(
+        5,
+        &Command {
+            client: 0,
+            seq: 0,
+            ack: 0,
+            op: WriteOp::Member {
+                node: 4,
+                peer_addr: b("127.0.0.1:7130"),
+            },
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        kv.members().get(&4).map(String::as_str),
+        Some("127.0.0.1:7130")
+    );
     let snap = kv.snapshot();
     let back = Kv::restore(&snap, KvLimits::default()).unwrap();
     assert_eq!(back, kv);

@@ -23,7 +23,7 @@ use futures_lite::FutureExt;
 use glommio::net::TcpListener;
 use ringraft_wal::{DmaDisk, Wal, WalError, WalOptions};
 
-use crate::kv::{Command, Kv, KvLimits};
+use crate::kv::{Command, Kv, KvLimits, WriteOp};
 use crate::raft::{
     EntryKind, Index, Message, PersistToken, RaftConfig, RawNode, ReadState, Role, Snapshot,
     SnapshotMeta,
@@ -286,7 +286,11 @@ impl Shard {
             transport.add_peer(node, addr);
         }
         let clients = ClientService::new(me, cfg.transport.clone());
-        Ok(Shard {
+        let book: Vec<(u64, String)> = groups
+            .iter()
+            .flat_map(|g: &Group| g.kv.members().iter().map(|(n, a)| (*n, a.clone())))
+            .collect();
+        let shard_value = Shard {
             groups,
             wal: Rc::new(wal),
             transport,
@@ -303,7 +307,11 @@ impl Shard {
             append_entries: hdrhistogram::Histogram::new_with_bounds(1, 1 << 20, 2)
                 .expect("valid bounds"),
             cfg,
-        })
+        };
+        for (n, a) in book {
+            shard_value.learn_peer(n, &a);
+        }
+        Ok(shard_value)
     }
 
     /// Serves until stopped (`stop` set) or a fatal error.
@@ -448,6 +456,22 @@ impl Shard {
         futures_lite::future::yield_now().await;
         glommio::timer::sleep(Duration::from_millis(20)).await;
         tracing::info!(shard = self.cfg.shard, "stopped");
+    }
+
+    /// Adds `node` (peer address of its shard 0) to this shard's transport,
+    /// from the replicated address book.
+    fn learn_peer(&self, node: u64, addr: &str) {
+        if node == self.cfg.node || addr.is_empty() || self.transport.knows(node) {
+            return;
+        }
+        match addr.parse::<SocketAddr>() {
+            Ok(a) => {
+                let a = crate::config::shard_addr(a, self.cfg.shard);
+                tracing::info!(shard = self.cfg.shard, node, addr = %a, "learned a peer");
+                self.transport.add_peer(node, a);
+            }
+            Err(e) => tracing::warn!(node, addr, "address book entry is not an address: {e}"),
+        }
     }
 
     /// Hands a snapshot of this shard's counters to the metrics server.
@@ -636,18 +660,35 @@ impl Shard {
         };
         let shard = self.cfg.shard;
         let mut answers = Vec::new();
+        let mut new_members = Vec::new();
         let g = &mut self.groups[gi];
         for e in &committed {
             g.bytes_since_snapshot += e.size_bytes();
             let result = match e.kind {
                 EntryKind::Normal => match Command::decode(&e.data) {
-                    Some(cmd) => g.kv.apply(e.index, &cmd),
+                    Some(cmd) => {
+                        if let WriteOp::Member { node, peer_addr } = &cmd.op {
+                            new_members.push((*node, peer_addr.clone()));
+                        }
+                        g.kv.apply(e.index, &cmd)
+                    }
                     None => panic!(
                         "shard {shard} group {}: committed entry {} is not a command",
                         g.id, e.index
                     ),
                 },
-                EntryKind::Noop | EntryKind::ConfChange => {
+                EntryKind::ConfChange => {
+                    g.kv.skip(e.index);
+                    tracing::info!(
+                        shard,
+                        group = g.id,
+                        index = e.index,
+                        conf = ?g.raft.conf(),
+                        "membership change applied"
+                    );
+                    Ok(Reply::Done)
+                }
+                EntryKind::Noop => {
                     g.kv.skip(e.index);
                     Err(ClientError::NotLeader {
                         leader: g.raft.leader().unwrap_or(0),
@@ -678,6 +719,9 @@ impl Shard {
         }
         g.raft.on_applied(last);
         self.stats.applied += committed.len() as u64;
+        for (node, addr) in new_members {
+            self.learn_peer(node, &String::from_utf8_lossy(&addr));
+        }
         for (conn, id, r) in answers {
             if matches!(r, Err(ClientError::NotLeader { .. })) {
                 self.stats.errors_not_leader += 1;
@@ -777,6 +821,14 @@ impl Shard {
         })?;
         g.snap_file_index = snap.meta.index;
         g.lsns.trim_to_snapshot(snap.meta.index, snap.meta.term);
+        let book: Vec<(u64, String)> =
+            g.kv.members()
+                .iter()
+                .map(|(n, a)| (*n, a.clone()))
+                .collect();
+        for (n, a) in book {
+            self.learn_peer(n, &a);
+        }
         self.stats.snapshots_installed += 1;
         tracing::info!(
             shard,

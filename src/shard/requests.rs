@@ -88,13 +88,7 @@ impl Shard {
                 return self.respond(conn, req.id, Ok(Reply::Done));
             }
             Op::AddLearner { .. } | Op::Promote { .. } | Op::RemoveNode { .. } => {
-                return self.respond(
-                    conn,
-                    req.id,
-                    Err(ClientError::Failed {
-                        reason: "membership changes are not served by this node version".into(),
-                    }),
-                );
+                return self.membership(gi, conn, &req, deadline);
             }
             Op::ClusterMap | Op::Status => unreachable!("answered above"),
         };
@@ -102,6 +96,10 @@ impl Shard {
             Ok(op) => op,
             Err(e) => return self.respond(conn, req.id, Err(e)),
         };
+        if req.client == 0 {
+            let reason = "client id 0 is reserved (no session)".to_string();
+            return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
+        }
         let g = &mut self.groups[gi];
         // A retry of a write already applied: its outcome, not a new entry.
         if let Some(outcome) = g.kv.known_outcome(req.client, req.seq) {
@@ -145,6 +143,68 @@ impl Shard {
                 };
                 self.respond(conn, req.id, Err(err));
             }
+        }
+    }
+
+    /// A membership change of the group, on its leader: the new node's
+    /// address goes into the replicated address book first (so every
+    /// replica can reach it), and a snapshot exists to seed it.
+    fn membership(&mut self, gi: usize, conn: ClientConnId, req: &Request, deadline: Instant) {
+        let g = &self.groups[gi];
+        if g.raft.role() != Role::Leader {
+            let leader = g.raft.leader().unwrap_or(0);
+            return self.respond(conn, req.id, Err(ClientError::NotLeader { leader }));
+        }
+        let proposed = match &req.op {
+            Op::AddLearner {
+                node, peer_addr, ..
+            } => {
+                if peer_addr.parse::<std::net::SocketAddr>().is_err() {
+                    let reason = format!("{peer_addr} is not a peer address (IP:PORT)");
+                    return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
+                }
+                if self.groups[gi].raft.snapshot().is_none() {
+                    self.snapshot_now(gi);
+                }
+                let book = Command {
+                    client: 0,
+                    seq: 0,
+                    ack: 0,
+                    op: WriteOp::Member {
+                        node: *node,
+                        peer_addr: bytes::Bytes::copy_from_slice(peer_addr.as_bytes()),
+                    },
+                };
+                let g = &mut self.groups[gi];
+                if let Err(e) = g.raft.propose(book.encode()) {
+                    let reason = e.to_string();
+                    return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
+                }
+                g.raft.add_learner(*node)
+            }
+            Op::Promote { node } => self.groups[gi].raft.promote_learner(*node),
+            Op::RemoveNode { node } => self.groups[gi].raft.remove_node(*node),
+            _ => unreachable!("membership ops only"),
+        };
+        match proposed {
+            Ok((index, term)) => {
+                self.groups[gi].proposals.insert(
+                    index,
+                    Waiter {
+                        term,
+                        conn,
+                        id: req.id,
+                        deadline,
+                    },
+                );
+            }
+            Err(e) => self.respond(
+                conn,
+                req.id,
+                Err(ClientError::Failed {
+                    reason: e.to_string(),
+                }),
+            ),
         }
     }
 

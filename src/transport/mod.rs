@@ -312,6 +312,11 @@ impl Transport {
         }
     }
 
+    /// Whether `node` has a link.
+    pub fn knows(&self, node: NodeId) -> bool {
+        self.links.borrow().get(&node).is_some()
+    }
+
     /// Stops sending to `node`.
     pub fn remove_peer(&self, node: NodeId) {
         if let Some(old) = self.links.borrow_mut().remove(&node) {
