@@ -83,6 +83,10 @@ pub struct NodeSettings {
     /// without a snapshot). Default 1000.
     #[arg(long)]
     pub compact_keep_entries: Option<u64>,
+    /// An idle group whose oldest WAL record is this many records behind
+    /// rewrites its state so old segments can be released. Default 100000.
+    #[arg(long)]
+    pub wal_pin_records_max: Option<u64>,
     /// WAL segment size in bytes. Default 64 MiB.
     #[arg(long)]
     pub wal_segment_bytes: Option<u64>,
@@ -137,6 +141,7 @@ impl NodeSettings {
             snapshot_entries,
             snapshot_log_bytes,
             compact_keep_entries,
+            wal_pin_records_max,
             wal_segment_bytes,
             peer_queue_bytes_max,
             client_inflight_max,
@@ -413,6 +418,7 @@ impl NodeSettings {
             request_timeout_ms,
             snapshot_entries: self.snapshot_entries.unwrap_or(100_000),
             snapshot_log_bytes: self.snapshot_log_bytes.unwrap_or(64 << 20).max(1),
+            wal_pin_records_max: self.wal_pin_records_max.unwrap_or(100_000).max(1),
             wal,
             transport,
             scan_limit_max: 10_000,

@@ -531,3 +531,79 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
         }
     });
 }
+
+/// `wal-pin-records-max`: an idle group does not hold old WAL segments
+/// while another group of its shard writes a lot. Without the rewrite, the
+/// idle group's first hard-state record pins the first segment and every
+/// later one.
+#[test]
+fn an_idle_group_does_not_pin_the_wal() {
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.shards = 1;
+    cfg.groups = 2;
+    cfg.extra_args = [
+        "--placement",
+        "unbound",
+        "--tick-ms",
+        "10",
+        "--value-bytes-max",
+        "2048",
+        "--wal-segment-bytes",
+        "4194304",
+        "--snapshot-entries",
+        "300",
+        "--compact-keep-entries",
+        "10",
+        "--wal-pin-records-max",
+        "500",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let c = LocalCluster::start(cfg).unwrap();
+    c.wait_ready(Duration::from_secs(30)).unwrap();
+    let addrs = c.client_addrs();
+    // Keys of group 0 only.
+    let keys: Vec<String> = (0..)
+        .map(|i| format!("hot{i}"))
+        .filter(|k| ringraft::client::group_of(k.as_bytes(), 2) == 0)
+        .take(50)
+        .collect();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        // 20000 writes of ~1.6 KB: about eight 4 MiB segments.
+        let tasks: Vec<_> = keys
+            .into_iter()
+            .map(|k| {
+                let cl = cl.clone();
+                glommio::spawn_local(async move {
+                    for _ in 0..400 {
+                        cl.put(k.as_bytes(), &[b'v'; 1500]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        // Let the once-a-second unpinning and snapshot releases run.
+        glommio::timer::sleep(Duration::from_millis(2500)).await;
+    });
+    for n in &c.nodes {
+        let wal = n.data_dir.join("shard-0").join("wal");
+        let segments = std::fs::read_dir(&wal)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+            })
+            .count();
+        eprintln!("node {}: {segments} WAL segments", n.id);
+        assert!(
+            segments <= 4,
+            "node {}: {segments} WAL segments kept\n{}",
+            n.id,
+            c.log_tail(n.id, 10)
+        );
+    }
+}

@@ -59,6 +59,10 @@ pub struct ShardConfig {
     pub snapshot_entries: u64,
     /// ... or once this many bytes of entries were applied since its last.
     pub snapshot_log_bytes: u64,
+    /// A group whose oldest needed WAL record is more than this many
+    /// records behind the head rewrites its hard state (or snapshots), so
+    /// idle groups do not pin old segments.
+    pub wal_pin_records_max: u64,
     pub wal: WalOptions,
     pub transport: TransportConfig,
     /// Bound on a scan's pairs.
@@ -371,6 +375,9 @@ impl Shard {
                 tick_count += 1;
                 if tick_count.is_multiple_of(ticks_per_second) {
                     self.publish_metrics();
+                    if let Err(e) = self.unpin_wal().await {
+                        break Err(e);
+                    }
                 }
             }
             self.transport.take_unreachable(&mut down);
@@ -859,6 +866,67 @@ impl Shard {
             tracing::debug!(shard, group = g.id, index = meta.index, "snapshot written");
         }
         self.release_wal().await
+    }
+
+    /// Moves groups that hold the WAL's release point far back forward: one
+    /// whose needed entries are old snapshots; one whose only old record is
+    /// its hard state writes it again. Then releases what that freed.
+    async fn unpin_wal(&mut self) -> Result<(), ShardError> {
+        let head = self.wal.next_lsn();
+        let max = self.cfg.wal_pin_records_max;
+        let mut rewrote = false;
+        for gi in 0..self.groups.len() {
+            let g = &self.groups[gi];
+            if g.snap_writing || g.lsns.needed_lsn().saturating_add(max) >= head {
+                continue;
+            }
+            let entries_pinned = g
+                .lsns
+                .record_lsns
+                .values()
+                .next()
+                .is_some_and(|&l| l + max < head);
+            let can_snapshot = g.kv.applied() > g.raft.snapshot().map_or(0, |s| s.meta.index);
+            if entries_pinned && can_snapshot {
+                self.snapshot_now(gi);
+            } else if !entries_pinned {
+                self.rewrite_hard_state(gi).await?;
+                rewrote = true;
+            }
+        }
+        if rewrote {
+            self.release_wal().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the group's current hard state again (a record of its own).
+    /// Making it durable early is harmless: replay takes the latest record.
+    async fn rewrite_hard_state(&mut self, gi: usize) -> Result<(), ShardError> {
+        let shard = self.cfg.shard;
+        let gid = self.groups[gi].id;
+        let hs = self.groups[gi].raft.hard_state();
+        let bytes = storage::record_bytes(true, &[]);
+        let lsn = loop {
+            match self.wal.try_submit_with(bytes, |out| {
+                storage::encode_record(out, gid, Some(&hs), &[])
+            }) {
+                Ok(l) => break l,
+                Err(WalError::QueueFull { .. }) => {
+                    let oldest = self.wal.durable_lsn() + 1;
+                    self.wal
+                        .wait_durable(oldest)
+                        .await
+                        .map_err(wal_err(shard))?;
+                }
+                Err(e) => return Err(wal_err(shard)(e)),
+            }
+        };
+        self.stats.wal_records += 1;
+        // Released only once durable: wait for it here (rare: idle groups).
+        self.wal.wait_durable(lsn).await.map_err(wal_err(shard))?;
+        self.groups[gi].lsns.hs_lsn = lsn;
+        Ok(())
     }
 
     async fn release_wal(&mut self) -> Result<(), ShardError> {

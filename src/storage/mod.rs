@@ -217,14 +217,20 @@ impl GroupLog {
         self.hs.commit = self.hs.commit.max(index);
     }
 
-    /// The lowest LSN this group still needs.
+    /// The lowest LSN this group still needs (`u64::MAX`: none; LSNs
+    /// start at 1, so an `hs_lsn` of 0 means no hard state was written).
     pub fn needed_lsn(&self) -> u64 {
+        let hs = if self.hs_lsn == 0 {
+            u64::MAX
+        } else {
+            self.hs_lsn
+        };
         self.record_lsns
             .values()
             .next()
             .copied()
             .unwrap_or(u64::MAX)
-            .min(self.hs_lsn)
+            .min(hs)
     }
 }
 
