@@ -22,6 +22,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use hdrhistogram::Histogram;
 use ringraft::client::{Client, ClientConfig, Error};
 use ringraft::local_cluster::{LocalCluster, LocalClusterConfig};
+use ringraft::sim::linearizability::{self as lin, Op as CheckOp, OpKind};
 use ringraft::wire::{ClientError, ReadMode};
 use ringraft_tools::report::{hgrm, new_histogram, table_header, Latency};
 use ringraft_tools::workload::{key_bytes, value_bytes, KeyDist, Keys, Rng, ValueSize, Zipf};
@@ -98,6 +99,13 @@ struct Args {
     /// Write the HdrHistogram percentile distribution (all operations) here.
     #[arg(long)]
     hgrm: Option<PathBuf>,
+    /// Record every operation (unique value per write, on keys fresh to
+    /// this run), read every written key at the end, and check that the
+    /// history is linearizable per key; prints PASS or FAIL with a
+    /// counter-example (exit 1 on FAIL). Timed-out operations count as
+    /// unknown outcomes.
+    #[arg(long)]
+    check: bool,
 }
 
 /// What every worker shares.
@@ -107,6 +115,8 @@ struct Shared {
     stop: AtomicBool,
     measured_ops: AtomicU64,
     ops_max: Option<u64>,
+    /// Prefix of every key (fresh per run in `--check` mode).
+    key_prefix: String,
     /// Interval histograms for the progress line (merged by threads every
     /// second; swapped out by the main thread).
     interval: Mutex<(Histogram<u64>, u64)>,
@@ -116,6 +126,8 @@ struct ThreadResult {
     reads: Histogram<u64>,
     writes: Histogram<u64>,
     errors: BTreeMap<String, u64>,
+    /// `--check`: every operation (warmup included).
+    history: Vec<CheckOp>,
 }
 
 fn error_kind(e: &Error) -> String {
@@ -236,6 +248,12 @@ fn run(args: Args) -> Result<ExitCode, String> {
         stop: AtomicBool::new(false),
         measured_ops: AtomicU64::new(0),
         ops_max: args.ops,
+        key_prefix: if args.check {
+            // Keys no earlier run wrote: their history starts empty.
+            format!("chk{:016x}-", ringraft::client::fresh_client_id())
+        } else {
+            String::new()
+        },
         interval: Mutex::new((new_histogram(), 0)),
     });
     let workers_total = u64::from(args.connections) * u64::from(args.depth);
@@ -300,6 +318,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
     let mut reads = new_histogram();
     let mut writes = new_histogram();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut history = Vec::new();
     for h in handles {
         let r = h
             .join()
@@ -308,6 +327,28 @@ fn run(args: Args) -> Result<ExitCode, String> {
         writes.add(&r.writes).expect("same bounds");
         for (k, v) in r.errors {
             *errors.entry(k).or_default() += v;
+        }
+        history.extend(r.history);
+    }
+    let mut check_failed = false;
+    let mut check_summary = None;
+    if args.check {
+        eprintln!(
+            "check: reading back {} ops' keys and checking the history...",
+            history.len()
+        );
+        match check_history(
+            &args,
+            addrs.clone(),
+            read_mode,
+            &shared,
+            std::mem::take(&mut history),
+        ) {
+            Ok(s) => check_summary = Some(("pass", s)),
+            Err(s) => {
+                check_failed = true;
+                check_summary = Some(("fail", s));
+            }
         }
     }
     let mut all = new_histogram();
@@ -352,6 +393,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
     for (k, v) in &errors {
         println!("error {k}: {v}");
     }
+    if let Some((_, s)) = &check_summary {
+        println!("{s}");
+    }
     if let Some(p) = &args.json {
         let j = serde_json::json!({
             "ops_per_sec": ops as f64 / measured_secs,
@@ -362,6 +406,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             "write": lw.json(),
             "read": lr.json(),
             "settings": settings,
+            "check": check_summary.as_ref().map(|(r, _)| *r),
         });
         std::fs::write(p, serde_json::to_string_pretty(&j).unwrap() + "\n")
             .map_err(|e| format!("--json {}: {e}", p.display()))?;
@@ -370,7 +415,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
         std::fs::write(p, hgrm(&all)).map_err(|e| format!("--hgrm {}: {e}", p.display()))?;
     }
     drop(local);
-    Ok(ExitCode::SUCCESS)
+    Ok(if check_failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -389,6 +438,7 @@ async fn generator_thread(
         reads: new_histogram(),
         writes: new_histogram(),
         errors: BTreeMap::new(),
+        history: Vec::new(),
     }));
     let interval = Rc::new(RefCell::new((new_histogram(), 0u64)));
     let mut tasks = Vec::new();
@@ -482,15 +532,49 @@ async fn worker(
             }
             None => Instant::now(),
         };
-        key_bytes(keys.next(&mut rng), &mut key);
+        let k = keys.next(&mut rng);
+        key_bytes(k, &mut key);
+        if !shared.key_prefix.is_empty() {
+            key.splice(0..0, shared.key_prefix.bytes());
+        }
         let is_read = rng.unit() < args.read_ratio;
+        let mut read_value = None;
+        let mut written = 0;
         let r = if is_read {
-            client.get(&key).await.map(|_| ())
+            client
+                .get(&key)
+                .await
+                .map(|v| read_value = v.map(|b| stamp_of(&b)))
         } else {
             stamp += 1;
+            written = pack_stamp(w, stamp);
             value_bytes(args.value_size, (w, stamp), &mut rng, &mut value);
             client.put(&key, &value).await
         };
+        if args.check {
+            let ret = Some(micros(shared.start, Instant::now()));
+            let op = |kind, ret| CheckOp {
+                client: w as usize,
+                key: k,
+                kind,
+                call: micros(shared.start, t0),
+                ret,
+            };
+            let mut res = res.borrow_mut();
+            match (&r, is_read) {
+                (Ok(()), true) => res
+                    .history
+                    .push(op(OpKind::Get { result: read_value }, ret)),
+                (Ok(()), false) => res.history.push(op(OpKind::Put { value: written }, ret)),
+                // A write that may have happened: it may take effect any
+                // time after its call, or never.
+                (Err(e), false) if e.outcome_unknown() => {
+                    res.history.push(op(OpKind::Put { value: written }, None))
+                }
+                // A failed read, or a write refused outright: no effect.
+                _ => {}
+            }
+        }
         let done = Instant::now();
         let us = done.duration_since(t0).as_micros().max(1) as u64;
         let mut iv = interval.borrow_mut();
@@ -518,5 +602,100 @@ async fn worker(
                 }
             }
         }
+    }
+}
+
+/// A write's unique value as the checker sees it: (worker, stamp).
+fn pack_stamp(worker: u64, stamp: u64) -> u64 {
+    (worker << 32) | (stamp & 0xFFFF_FFFF)
+}
+
+/// The stamp a value carries in its first 16 bytes (see `value_bytes`).
+fn stamp_of(v: &[u8]) -> u64 {
+    if v.len() < 16 {
+        return u64::MAX; // not a value of this run
+    }
+    let w = u64::from_le_bytes(v[0..8].try_into().expect("8 bytes"));
+    let s = u64::from_le_bytes(v[8..16].try_into().expect("8 bytes"));
+    pack_stamp(w, s)
+}
+
+fn micros(start: Instant, t: Instant) -> u64 {
+    t.saturating_duration_since(start).as_micros() as u64
+}
+
+/// `--check`: reads every key written, adds the reads to the history, and
+/// checks the history. Ok(summary) on PASS, Err(report) on FAIL.
+fn check_history(
+    args: &Args,
+    addrs: Vec<SocketAddr>,
+    read_mode: ReadMode,
+    shared: &Arc<Shared>,
+    mut history: Vec<CheckOp>,
+) -> Result<String, String> {
+    let mut keys: Vec<u64> = history.iter().map(|o| o.key).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let (prefix, start, cluster_id, timeout) = (
+        shared.key_prefix.clone(),
+        shared.start,
+        args.cluster_id,
+        args.op_timeout_ms,
+    );
+    let finals = LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let mut cfg = ClientConfig::new(addrs);
+            cfg.cluster_id = cluster_id;
+            cfg.op_timeout_ms = timeout;
+            cfg.read_mode = read_mode;
+            let client = Client::connect(cfg).await.map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            for chunk in keys.chunks(256) {
+                let tasks: Vec<_> = chunk
+                    .iter()
+                    .map(|&k| {
+                        let (client, prefix) = (client.clone(), prefix.clone());
+                        glommio::spawn_local(async move {
+                            let mut key = Vec::new();
+                            key_bytes(k, &mut key);
+                            key.splice(0..0, prefix.bytes());
+                            let call = micros(start, Instant::now());
+                            let r = client.get(&key).await;
+                            (k, call, micros(start, Instant::now()), r)
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    let (k, call, ret, r) = t.await;
+                    let v = r.map_err(|e| format!("final read of key {k}: {e}"))?;
+                    out.push(CheckOp {
+                        client: usize::MAX,
+                        key: k,
+                        kind: OpKind::Get {
+                            result: v.map(|b| stamp_of(&b)),
+                        },
+                        call,
+                        ret: Some(ret),
+                    });
+                }
+            }
+            Ok::<_, String>(out)
+        })
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|e| format!("final reads: {e:?}"))??;
+    let reads = finals.len();
+    let unknown = history.iter().filter(|o| o.ret.is_none()).count();
+    let acked = history
+        .iter()
+        .filter(|o| o.ret.is_some() && matches!(o.kind, OpKind::Put { .. }))
+        .count();
+    history.extend(finals);
+    let n = history.len();
+    match lin::check(&history) {
+        Ok(()) => Ok(format!(
+            "check: PASS — {n} operations ({acked} acknowledged writes, {unknown} with unknown outcome, {reads} final reads) linearizable per key; every acknowledged write visible"
+        )),
+        Err(v) => Err(format!("check: FAIL — {v}")),
     }
 }

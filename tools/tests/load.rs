@@ -1,0 +1,77 @@
+//! ringraft-load end to end: a local cluster started by the tool, a short
+//! run in check mode, the JSON summary, the .hgrm file.
+//!
+//! Needs the `ringraft` binary next to `ringraft-load` (cargo test
+//! --workspace builds both).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn node_bin() -> PathBuf {
+    let load = PathBuf::from(env!("CARGO_BIN_EXE_ringraft-load"));
+    let bin = load.with_file_name("ringraft");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the workspace tests (cargo test --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn a_short_checked_run_against_a_local_cluster_passes_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("summary.json");
+    let hgrm = dir.path().join("latency.hgrm");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+        .arg("--node-bin")
+        .arg(node_bin())
+        .args(["--duration", "2", "--warmup", "0.5", "--keys", "30"])
+        .args(["--read-ratio", "0.5", "--connections", "4", "--depth", "4"])
+        .args(["--check", "--seed", "7"])
+        .arg("--json")
+        .arg(&json)
+        .arg("--hgrm")
+        .arg(&hgrm)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("check: PASS"), "{stdout}");
+    assert!(
+        stderr.contains("ops/s"),
+        "a progress line per second: {stderr}"
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(j["ops"].as_u64().unwrap() > 100, "{j}");
+    assert!(j["ops_per_sec"].as_f64().unwrap() > 0.0);
+    assert_eq!(j["errors"].as_u64(), Some(0));
+    assert!(j["duration_s"].as_f64().unwrap() >= 1.5);
+    for op in ["write", "read"] {
+        for f in ["count", "p50_us", "p90_us", "p99_us", "p999_us", "max_us"] {
+            assert!(j[op][f].is_u64(), "{op}.{f} in {j}");
+        }
+        assert!(j[op]["count"].as_u64().unwrap() > 0);
+    }
+    assert_eq!(j["check"].as_str(), Some("pass"));
+    let h = std::fs::read_to_string(&hgrm).unwrap();
+    assert!(h.contains("Percentile") && h.contains("#[Max"), "{h}");
+}
+
+#[test]
+fn bad_settings_get_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+        .args(["--read-ratio", "2", "--cluster", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--read-ratio"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+        .args(["--key-dist", "zipf:7"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("THETA"));
+}
