@@ -75,3 +75,19 @@ fn bad_settings_get_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("THETA"));
 }
+
+#[test]
+fn calibration_measures_the_generator_alone() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+        .args(["--calibrate", "--duration", "1", "--warmup", "0.2"])
+        .args(["--connections", "4", "--depth", "8", "--read-ratio", "0.5"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("calibration: the generator alone reaches"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("errors: 0"), "{stdout}");
+}

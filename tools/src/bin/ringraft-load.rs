@@ -99,6 +99,11 @@ struct Args {
     /// Write the HdrHistogram percentile distribution (all operations) here.
     #[arg(long)]
     hgrm: Option<PathBuf>,
+    /// Measure the generator's own ceiling: run the workload against a
+    /// trivial responder in this process (answers at once, stores nothing)
+    /// instead of a cluster.
+    #[arg(long, conflicts_with_all = ["cluster", "check"])]
+    calibrate: bool,
     /// Record every operation (unique value per write, on keys fresh to
     /// this run), read every written key at the end, and check that the
     /// history is linearizable per key; prints PASS or FAIL with a
@@ -188,7 +193,15 @@ fn run(args: Args) -> Result<ExitCode, String> {
     };
     // The cluster: given, or started here.
     let mut local = None;
-    let addrs: Vec<SocketAddr> = if args.cluster.is_empty() {
+    let mut responder = None;
+    let addrs: Vec<SocketAddr> = if args.calibrate {
+        // The generator's own ceiling: a responder in this process that
+        // answers every request at once.
+        let (addr, stop) = start_responder(args.cluster_id, args.groups)?;
+        eprintln!("calibrating against an in-process responder on {addr}");
+        responder = Some(stop);
+        vec![addr]
+    } else if args.cluster.is_empty() {
         let bin = match &args.node_bin {
             Some(b) => b.clone(),
             None => {
@@ -415,6 +428,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
         std::fs::write(p, hgrm(&all)).map_err(|e| format!("--hgrm {}: {e}", p.display()))?;
     }
     drop(local);
+    if let Some(stop) = responder {
+        stop.store(true, Ordering::SeqCst);
+        println!(
+            "calibration: the generator alone reaches {:.0} ops/s with these settings",
+            ops as f64 / measured_secs
+        );
+    }
     Ok(if check_failed {
         ExitCode::from(1)
     } else {
@@ -698,4 +718,61 @@ fn check_history(
         )),
         Err(v) => Err(format!("check: FAIL — {v}")),
     }
+}
+
+/// Starts the calibration responder on its own executor: a client service
+/// that answers every request at once (node 1, one shard, `groups` groups
+/// all led by node 1). Returns its address and a stop flag.
+fn start_responder(cluster: u64, groups: u64) -> Result<(SocketAddr, Arc<AtomicBool>), String> {
+    use ringraft::transport::{ClientService, TransportConfig};
+    use ringraft::wire::{ClusterMap, Hello, Op, Reply, Response, PROTOCOL_VERSION};
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stop2 = stop.clone();
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name("responder")
+        .spawn(move || async move {
+            let l = match glommio::net::TcpListener::bind("127.0.0.1:0") {
+                Ok(l) => l,
+                Err(e) => {
+                    let _ = tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = tx.send(l.local_addr().map_err(|e| e.to_string()));
+            let me = Hello {
+                cluster,
+                node: 1,
+                shard: 0,
+                shards: 1,
+                version: PROTOCOL_VERSION as u32,
+            };
+            let svc = ClientService::new(me, TransportConfig::default());
+            glommio::spawn_local(svc.clone().serve(l)).detach();
+            let mut reqs = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                let tick = glommio::timer::sleep(Duration::from_millis(100));
+                futures_lite::FutureExt::or(async { svc.ready().await }, tick).await;
+                svc.drain(&mut reqs);
+                for (conn, r) in reqs.drain(..) {
+                    let result = match r.op {
+                        Op::Get { .. } => Ok(Reply::Value(None)),
+                        Op::ClusterMap => Ok(Reply::Map(ClusterMap {
+                            groups,
+                            shards: 1,
+                            nodes: Vec::new(),
+                            leaders: vec![1; groups as usize],
+                        })),
+                        _ => Ok(Reply::Done),
+                    };
+                    svc.respond(conn, &Response { id: r.id, result });
+                }
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    let addr = rx
+        .recv()
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("calibration responder: {e}"))?;
+    Ok((addr, stop))
 }
