@@ -115,8 +115,11 @@ struct Args {
 
 /// What every worker shares.
 struct Shared {
-    start: Instant,
-    measure_from: Instant,
+    /// (start, measure_from, measure_until): set once every generator thread has its
+    /// connections, so connection setup never lands in a schedule.
+    times: std::sync::OnceLock<(Instant, Instant, Instant)>,
+    /// Generator threads wait here twice: connected, then times set.
+    barrier: std::sync::Barrier,
     stop: AtomicBool,
     measured_ops: AtomicU64,
     ops_max: Option<u64>,
@@ -125,6 +128,20 @@ struct Shared {
     /// Interval histograms for the progress line (merged by threads every
     /// second; swapped out by the main thread).
     interval: Mutex<(Histogram<u64>, u64)>,
+}
+
+impl Shared {
+    fn start(&self) -> Instant {
+        self.times.get().expect("set before workers run").0
+    }
+    fn measure_from(&self) -> Instant {
+        self.times.get().expect("set before workers run").1
+    }
+    /// Whether an operation issued (or due) at `t0` is measured.
+    fn measured(&self, t0: Instant) -> bool {
+        let (_, from, until) = *self.times.get().expect("set before workers run");
+        t0 >= from && t0 < until
+    }
 }
 
 struct ThreadResult {
@@ -254,10 +271,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
         _ => None,
     };
     let warmup = Duration::from_secs_f64(args.warmup.max(0.0));
-    let start = Instant::now() + Duration::from_millis(200);
     let shared = Arc::new(Shared {
-        start,
-        measure_from: start + warmup,
+        times: std::sync::OnceLock::new(),
+        barrier: std::sync::Barrier::new(threads as usize + 1),
         stop: AtomicBool::new(false),
         measured_ops: AtomicU64::new(0),
         ops_max: args.ops,
@@ -283,12 +299,22 @@ fn run(args: Args) -> Result<ExitCode, String> {
             .map_err(|e| e.to_string())?;
         handles.push(h);
     }
+    // Every thread connected: fix the schedule, then let them go.
+    shared.barrier.wait();
+    let start = Instant::now() + Duration::from_millis(50);
+    let until = match args.ops {
+        // Counted by operations: no time bound on the window.
+        Some(_) => start + Duration::from_secs(100 * 365 * 86_400),
+        None => start + warmup + Duration::from_secs_f64(args.duration),
+    };
+    let _ = shared.times.set((start, start + warmup, until));
+    shared.barrier.wait();
     // Progress, once a second.
-    let end_at = shared.measure_from + Duration::from_secs_f64(args.duration);
+    let end_at = shared.measure_from() + Duration::from_secs_f64(args.duration);
     let mut last = Instant::now();
     let mut tick = 1u64;
     loop {
-        let next = shared.start + Duration::from_secs(tick);
+        let next = shared.start() + Duration::from_secs(tick);
         let now = Instant::now();
         if next > now {
             std::thread::sleep(next - now);
@@ -303,14 +329,14 @@ fn run(args: Args) -> Result<ExitCode, String> {
         let now = Instant::now();
         let secs = now.duration_since(last).as_secs_f64();
         last = now;
-        let phase = if now < shared.measure_from {
+        let phase = if now < shared.measure_from() {
             " (warmup)"
         } else {
             ""
         };
         eprintln!(
             "[{:>6.1}s] {:>9.0} ops/s  p50 {:>8.3} ms  p99 {:>8.3} ms  errors {}{}",
-            now.duration_since(shared.start).as_secs_f64(),
+            now.duration_since(shared.start()).as_secs_f64(),
             h.len() as f64 / secs,
             h.value_at_quantile(0.5) as f64 / 1000.0,
             h.value_at_quantile(0.99) as f64 / 1000.0,
@@ -320,13 +346,16 @@ fn run(args: Args) -> Result<ExitCode, String> {
         let done_ops = args
             .ops
             .is_some_and(|m| shared.measured_ops.load(Ordering::Relaxed) >= m);
-        if (args.ops.is_none() && now >= end_at) || done_ops {
+        if (args.ops.is_none() && now >= end_at) || done_ops || shared.stop.load(Ordering::SeqCst) {
             shared.stop.store(true, Ordering::SeqCst);
             break;
         }
     }
+    // The window: [measure_from, until), or up to now when counted by ops.
+    let until = shared.times.get().expect("set").2;
     let measured_secs = Instant::now()
-        .duration_since(shared.measure_from)
+        .min(until)
+        .duration_since(shared.measure_from())
         .as_secs_f64();
     let mut reads = new_histogram();
     let mut writes = new_histogram();
@@ -462,12 +491,30 @@ async fn generator_thread(
     }));
     let interval = Rc::new(RefCell::new((new_histogram(), 0u64)));
     let mut tasks = Vec::new();
+    // Connect first; the schedule starts once every thread is connected.
+    let mut clients = Vec::new();
+    let mut failed = None;
     for &c in &conns {
         let mut cfg = ClientConfig::new(addrs.clone());
         cfg.cluster_id = args.cluster_id;
         cfg.op_timeout_ms = args.op_timeout_ms;
         cfg.read_mode = read_mode;
-        let client = Client::connect(cfg).await.map_err(|e| e.to_string())?;
+        match Client::connect(cfg).await {
+            Ok(cl) => clients.push((c, cl)),
+            Err(e) => {
+                failed = Some(e.to_string());
+                break;
+            }
+        }
+    }
+    // Blocking here is fine: nothing else of this executor has work yet.
+    shared.barrier.wait();
+    shared.barrier.wait();
+    if let Some(e) = failed {
+        shared.stop.store(true, Ordering::SeqCst);
+        return Err(e);
+    }
+    for (c, client) in clients {
         for d in 0..args.depth {
             let w = u64::from(c) * u64::from(args.depth) + u64::from(d);
             let (client, shared, res, interval, zipf, args) = (
@@ -531,13 +578,13 @@ async fn worker(
     let period = args
         .rate
         .map(|r| Duration::from_secs_f64(workers_total as f64 / r));
-    let mut intended = shared.start
+    let mut intended = shared.start()
         + period.map_or(Duration::ZERO, |p| {
             p.mul_f64(w as f64 / workers_total as f64)
         });
     let now = Instant::now();
-    if shared.start > now {
-        glommio::timer::sleep(shared.start - now).await;
+    if shared.start() > now {
+        glommio::timer::sleep(shared.start() - now).await;
     }
     while !shared.stop.load(Ordering::Relaxed) {
         let t0 = match period {
@@ -545,6 +592,10 @@ async fn worker(
                 let now = Instant::now();
                 if intended > now {
                     glommio::timer::sleep(intended - now).await;
+                    // The run may have ended while this worker slept.
+                    if shared.stop.load(Ordering::Relaxed) {
+                        break;
+                    }
                 }
                 let t = intended;
                 intended += p;
@@ -572,12 +623,12 @@ async fn worker(
             client.put(&key, &value).await
         };
         if args.check {
-            let ret = Some(micros(shared.start, Instant::now()));
+            let ret = Some(micros(shared.start(), Instant::now()));
             let op = |kind, ret| CheckOp {
                 client: w as usize,
                 key: k,
                 kind,
-                call: micros(shared.start, t0),
+                call: micros(shared.start(), t0),
                 ret,
             };
             let mut res = res.borrow_mut();
@@ -601,7 +652,7 @@ async fn worker(
         match r {
             Ok(()) => {
                 iv.0.saturating_record(us);
-                if t0 >= shared.measure_from {
+                if shared.measured(t0) {
                     let mut res = res.borrow_mut();
                     let h = if is_read {
                         &mut res.reads
@@ -617,7 +668,7 @@ async fn worker(
             }
             Err(e) => {
                 iv.1 += 1;
-                if t0 >= shared.measure_from {
+                if shared.measured(t0) {
                     *res.borrow_mut().errors.entry(error_kind(&e)).or_default() += 1;
                 }
             }
@@ -658,7 +709,7 @@ fn check_history(
     keys.dedup();
     let (prefix, start, cluster_id, timeout) = (
         shared.key_prefix.clone(),
-        shared.start,
+        shared.start(),
         args.cluster_id,
         args.op_timeout_ms,
     );
