@@ -91,3 +91,38 @@ fn calibration_measures_the_generator_alone() {
     );
     assert!(stdout.contains("errors: 0"), "{stdout}");
 }
+
+/// Regression: connection setup landed in the open-loop schedule and each
+/// worker issued one operation after the end, so 5000/s measured 6365/s.
+#[test]
+fn open_loop_issues_at_the_rate_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("s.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+        .args([
+            "--calibrate",
+            "--rate",
+            "3000",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+        ])
+        .args(["--connections", "32", "--depth", "32"])
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rate = j["ops_per_sec"].as_f64().unwrap();
+    assert!(
+        (2850.0..=3150.0).contains(&rate),
+        "asked 3000/s, measured {rate}/s"
+    );
+}
