@@ -27,6 +27,9 @@ pub struct LocalClusterConfig {
     pub rust_log: String,
     /// Give every node a `--metrics-addr`.
     pub metrics: bool,
+    /// Data directories for some nodes (e.g. on a small filesystem); the
+    /// others get one in the cluster's temporary directory.
+    pub data_dirs: std::collections::BTreeMap<u64, PathBuf>,
 }
 
 impl LocalClusterConfig {
@@ -40,6 +43,7 @@ impl LocalClusterConfig {
             log_dir: None,
             rust_log: "info".into(),
             metrics: false,
+            data_dirs: Default::default(),
         }
     }
 }
@@ -91,7 +95,11 @@ impl LocalCluster {
         let mut nodes = Vec::new();
         for id in 1..=cfg.nodes {
             let base = free_ports(2 * shards + 1)?;
-            let data_dir = root.path().join(format!("node-{id}"));
+            let data_dir = cfg
+                .data_dirs
+                .get(&id)
+                .cloned()
+                .unwrap_or_else(|| root.path().join(format!("node-{id}")));
             let log = cfg
                 .log_dir
                 .clone()

@@ -192,7 +192,22 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 20] = [
+    let counters: [Family<ShardMetrics>; 23] = [
+        (
+            "ringraft_errors_disk_full_total",
+            "writes refused because the disk is full",
+            |s| s.stats.errors_disk_full,
+        ),
+        (
+            "ringraft_disk_full_events_total",
+            "times the disk filled up",
+            |s| s.stats.disk_full_events,
+        ),
+        (
+            "ringraft_disk_full",
+            "1 while the shard's disk is full (gauge)",
+            |s| s.stats.disk_full,
+        ),
         ("ringraft_proposals_total", "writes proposed", |s| {
             s.stats.proposals
         }),

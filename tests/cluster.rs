@@ -607,3 +607,216 @@ fn an_idle_group_does_not_pin_the_wal() {
         );
     }
 }
+
+/// A small ext4 image loop-mounted for one node's data (root and loop
+/// devices needed; the test says so and skips otherwise). Unmounted on drop.
+struct SmallFs {
+    dir: tempfile::TempDir,
+    mnt: std::path::PathBuf,
+}
+
+impl SmallFs {
+    fn new(mib: u64) -> Result<SmallFs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+        let f = std::fs::File::create(&img).map_err(|e| e.to_string())?;
+        f.set_len(mib << 20).map_err(|e| e.to_string())?;
+        let sh = |cmd: &mut std::process::Command| {
+            let o = cmd.output().map_err(|e| e.to_string())?;
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&o.stderr).into_owned())
+            }
+        };
+        sh(std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&img))?;
+        sh(std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt))?;
+        Ok(SmallFs { dir, mnt })
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let c = std::ffi::CString::new(self.mnt.to_string_lossy().as_bytes()).unwrap();
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+        st.f_bavail as u64 * st.f_frsize as u64
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.mnt).output();
+        let _ = &self.dir;
+    }
+}
+
+#[test]
+fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
+    let fs = match SmallFs::new(48) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot mount a small filesystem here: {e}");
+            return;
+        }
+    };
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.metrics = true;
+    cfg.shards = 1;
+    cfg.groups = 2;
+    cfg.data_dirs.insert(3, fs.mnt.join("node-3"));
+    cfg.rust_log = "info,ringraft::shard=debug".into();
+    cfg.extra_args = [
+        "--placement",
+        "unbound",
+        "--tick-ms",
+        "10",
+        "--value-bytes-max",
+        "4096",
+        "--wal-segment-bytes",
+        "4194304",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut c = LocalCluster::start(cfg).unwrap();
+    c.wait_ready(Duration::from_secs(30)).unwrap();
+    // Leave less than one more WAL segment free on node 3's filesystem.
+    let filler = fs.mnt.join("filler");
+    let keep = 2 << 20;
+    let fill = fs.free_bytes().saturating_sub(keep);
+    std::fs::File::create(&filler).unwrap();
+    // Really allocate it (a sparse file takes no space).
+    let st = std::process::Command::new("fallocate")
+        .args(["-l", &fill.to_string()])
+        .arg(&filler)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let addrs = c.client_addrs();
+    let written = run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        // ~20 MB through every WAL: node 3's needs segments it cannot have.
+        let tasks: Vec<_> = (0..32)
+            .map(|t| {
+                let cl = cl.clone();
+                glommio::spawn_local(async move {
+                    for i in 0..200 {
+                        cl.put(format!("k{t}-{i}").as_bytes(), &[b'd'; 3000])
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+        3200
+    });
+    let log3 = |c: &LocalCluster| std::fs::read_to_string(&c.nodes[2].log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log3(&c).contains("disk full") {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 never filled its disk:\n{}",
+            c.log_tail(3, 20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        c.is_running(3),
+        "a full disk is not fail-stop:\n{}",
+        c.log_tail(3, 20)
+    );
+    // Node 3 still serves reads from what it applied; the metrics say why.
+    let addrs = c.client_addrs();
+    let r = run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        let key = b"k0-0";
+        let g = ringraft::client::group_of(key, cl.groups());
+        cl.admin(
+            3,
+            g,
+            Op::Get {
+                key: Bytes::from_static(key),
+                mode: ReadMode::Stale,
+            },
+        )
+        .await
+    });
+    assert_eq!(
+        r,
+        Ok(Reply::Value(Some(Bytes::from(vec![b'd'; 3000])))),
+        "node 3 log:\n{}",
+        c.log_tail(3, 30)
+    );
+    // Shards publish metrics once a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let m = c.metrics(3).unwrap();
+        if m.contains("ringraft_disk_full{node=\"3\",shard=\"0\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Space returns: node 3 rebuilds from disk and catches up.
+    std::fs::remove_file(&filler).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log3(&c).contains("disk space is back") {
+        assert!(
+            Instant::now() < deadline,
+            "node 3 did not recover:\n{}",
+            c.log_tail(3, 20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let addrs = c.client_addrs();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        cl.put(b"after", b"space").await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let st = cl.status().await;
+            let leaders: BTreeMap<u64, u64> = st
+                .iter()
+                .flat_map(|(_, r)| r.clone().unwrap_or_default())
+                .filter(|g| !g.replicas.is_empty())
+                .map(|g| (g.group, g.commit))
+                .collect();
+            let mine = st
+                .iter()
+                .find(|(n, _)| *n == 3)
+                .and_then(|(_, r)| r.clone().ok())
+                .unwrap_or_default();
+            if mine.len() == 2
+                && mine
+                    .iter()
+                    .all(|g| g.applied >= leaders.get(&g.group).copied().unwrap_or(u64::MAX))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node 3 behind: {mine:?} vs {leaders:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        for t in 0..32 {
+            for i in 0..200 {
+                let v = cl.get(format!("k{t}-{i}").as_bytes()).await.unwrap();
+                assert_eq!(v.map(|b| b.len()), Some(3000));
+            }
+        }
+    });
+    let _ = written;
+    c.kill(1);
+    c.kill(2);
+    c.kill(3);
+}

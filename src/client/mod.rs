@@ -298,9 +298,15 @@ impl Client {
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
         let shard = (group % u64::from(inner.shards.get().max(1))) as u32;
         let mut backoff_ms = 2;
+        // The last refusal for a full disk: reported if nothing better comes.
+        let mut disk_full = false;
         loop {
             if Instant::now() >= deadline {
-                return Err(Error::Timeout(timeout_ms));
+                return Err(if disk_full {
+                    Error::Server(ClientError::DiskFull)
+                } else {
+                    Error::Timeout(timeout_ms)
+                });
             }
             let leader = inner
                 .leaders
@@ -328,6 +334,7 @@ impl Client {
             let left = deadline.saturating_duration_since(Instant::now());
             let outcome = glommio::timer::timeout(left, async { Ok(attempt.await) }).await;
             let wait = match outcome {
+                Err(_) if disk_full => return Err(Error::Server(ClientError::DiskFull)),
                 Err(_) => return Err(Error::Timeout(timeout_ms)),
                 Ok(Ok(Ok(reply))) => {
                     if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
@@ -348,6 +355,14 @@ impl Client {
                 Ok(Ok(Err(
                     ClientError::Timeout | ClientError::Busy | ClientError::ShuttingDown,
                 ))) => {
+                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
+                        *l = 0;
+                    }
+                    true
+                }
+                // That node's disk is full: leadership moves elsewhere.
+                Ok(Ok(Err(ClientError::DiskFull))) => {
+                    disk_full = true;
                     if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
                         *l = 0;
                     }

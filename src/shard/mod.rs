@@ -160,6 +160,11 @@ pub struct ShardStats {
     pub errors_not_leader: u64,
     pub errors_timeout: u64,
     pub errors_busy: u64,
+    pub errors_disk_full: u64,
+    /// Times the disk filled up.
+    pub disk_full_events: u64,
+    /// 1 while the disk is full.
+    pub disk_full: u64,
 }
 
 pub struct Shard {
@@ -175,6 +180,10 @@ pub struct Shard {
     snaps_done: Rc<RefCell<Vec<(usize, SnapshotMeta)>>>,
     snaps_failed: Rc<RefCell<Vec<snapfile::SnapFileError>>>,
     snap_dir: PathBuf,
+    wal_dir: PathBuf,
+    /// The disk filled up: writes are refused, reads served, and the shard
+    /// rebuilds itself from disk once the WAL reopens.
+    disk_full: bool,
     released_lsn: u64,
     /// Set from outside (a signal) to stop the shard.
     stop: Rc<Cell<bool>>,
@@ -206,75 +215,13 @@ impl Shard {
                 err,
             })?;
         }
-        let disk = DmaDisk::new(&wal_dir).map_err(|err| ShardError::Io {
-            shard,
-            what: "opening the WAL directory",
-            err,
-        })?;
-        let mut replay = Replay::default();
-        let (wal, report) = Wal::open(disk, cfg.wal.clone(), |lsn, p| replay.on_record(lsn, p))
-            .await
-            .map_err(wal_err(shard))?;
-        if let Some(err) = replay.error.take() {
-            return Err(ShardError::Record { shard, err });
-        }
-        let snaps: HashMap<u64, Snapshot> = snapfile::load_latest(&snap_dir)
-            .await
-            .map_err(|err| ShardError::Snapshot { shard, err })?
-            .into_iter()
-            .collect();
-        let mut groups = Vec::new();
-        let mut g = u64::from(shard);
-        while g < cfg.groups {
-            let mut log = replay.groups.remove(&g).unwrap_or_default();
-            let snap = snaps.get(&g).cloned();
-            let mut kv = Kv::new(cfg.kv.clone());
-            let mut applied = 0;
-            if let Some(s) = &snap {
-                log.trim_to_snapshot(s.meta.index, s.meta.term);
-                kv = Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| ShardError::Group {
-                    shard,
-                    group: g,
-                    what: e.to_string(),
-                })?;
-                applied = s.meta.index;
-            }
-            let last = log.entries.last().map_or(applied, |e| e.index.max(applied));
-            // A crash may leave a hard state whose commit is past the
-            // entries that made it to disk: the leader will say again.
-            log.hs.commit = log.hs.commit.min(last).max(applied);
-            let mut rc = cfg.raft.clone();
-            rc.id = cfg.node;
-            rc.voters = cfg.voters.clone();
-            rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-            let rc = rc.validate().map_err(|e| ShardError::Group {
-                shard,
-                group: g,
-                what: e.to_string(),
-            })?;
-            let entries = std::mem::take(&mut log.entries);
-            let raft = RawNode::restart_from(rc, log.hs, snap.clone(), entries, applied);
-            groups.push(Group {
-                id: g,
-                raft,
-                kv,
-                snap_file_index: snap.as_ref().map_or(0, |s| s.meta.index),
-                snap_writing: false,
-                bytes_since_snapshot: 0,
-                lsns: log,
-                proposals: BTreeMap::new(),
-                reads_new: Vec::new(),
-                reads_asked: HashMap::new(),
-                reads_ready: Vec::new(),
-            });
-            g += u64::from(cfg.shards);
-        }
+        let (wal, groups, replayed) = load(&cfg, &wal_dir, &snap_dir).await?;
         tracing::info!(
             shard,
             groups = groups.len(),
-            wal_records = replay.records,
-            snapshots = snaps.len(),
-            torn_tail = ?report.torn_tail,
+            wal_records = replayed.records,
+            snapshots = replayed.snapshots,
+            torn_tail = ?replayed.torn_tail,
             ms = started.elapsed().as_millis() as u64,
             "recovered"
         );
@@ -305,6 +252,8 @@ impl Shard {
             snaps_done: Rc::default(),
             snaps_failed: Rc::default(),
             snap_dir,
+            wal_dir,
+            disk_full: false,
             released_lsn: 0,
             stop,
             metrics,
@@ -374,6 +323,14 @@ impl Shard {
                 self.expire_requests(Instant::now());
                 tick_count += 1;
                 if tick_count.is_multiple_of(ticks_per_second) {
+                    if self.disk_full {
+                        if let Err(e) = self.try_recover_disk().await {
+                            break Err(e);
+                        }
+                        if self.disk_full {
+                            self.hand_off_leadership();
+                        }
+                    }
                     self.publish_metrics();
                     if let Err(e) = self.unpin_wal().await {
                         break Err(e);
@@ -402,10 +359,14 @@ impl Shard {
             // Wait for anything to do.
             let wal = self.wal.clone();
             let oldest = self.inflight.front().map(|f| f.lsn);
+            let wal_failure: Rc<RefCell<Option<WalError>>> = Rc::default();
+            let failure = wal_failure.clone();
             let durable = async move {
                 match oldest {
                     Some(lsn) if lsn > wal.durable_lsn() => {
-                        let _ = wal.wait_durable(lsn).await;
+                        if let Err(e) = wal.wait_durable(lsn).await {
+                            *failure.borrow_mut() = Some(e);
+                        }
                     }
                     Some(_) => {}
                     None => futures_lite::future::pending::<()>().await,
@@ -427,6 +388,19 @@ impl Shard {
                 .or(snap_poll)
                 .or(ticks.wait())
                 .await;
+            // A write that will never be durable: a full disk degrades the
+            // shard; anything else (an fsync or write error) stops the node.
+            let failed = wal_failure.borrow_mut().take();
+            if let Some(err) = failed {
+                if err.is_disk_full() {
+                    self.enter_disk_full(&err);
+                } else {
+                    break Err(ShardError::Wal {
+                        shard: self.cfg.shard,
+                        err,
+                    });
+                }
+            }
         };
         self.shutdown().await;
         result
@@ -561,8 +535,14 @@ impl Shard {
                 self.install_snapshot(gi, snap).await?;
             }
             let mut lsn = self.inflight.back().map_or(0, |f| f.lsn);
-            if rd.hard_state.is_some() || !rd.entries.is_empty() {
-                lsn = self.write_group(gi, &rd).await?;
+            if (rd.hard_state.is_some() || !rd.entries.is_empty()) && !self.disk_full {
+                match self.write_group(gi, &rd).await {
+                    Ok(l) => lsn = l,
+                    Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
+                        self.enter_disk_full(&err)
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             tracing::trace!(
                 group = gid,
@@ -582,6 +562,11 @@ impl Shard {
                 self.on_read_failed(gi, ctx);
             }
             self.serve_ready_reads(gi);
+            if self.disk_full {
+                // Nothing of it is durable, nor will be: no ack, no report.
+                // The shard rebuilds its groups from disk once space is back.
+                continue;
+            }
             self.inflight.push_back(InFlight {
                 group: gi,
                 token,
@@ -786,6 +771,9 @@ impl Shard {
     /// Compacts the group at its applied index and writes the snapshot
     /// file in the background; the WAL is released once it is durable.
     fn snapshot_now(&mut self, gi: usize) {
+        if self.disk_full {
+            return;
+        }
         let g = &mut self.groups[gi];
         let applied = g.kv.applied();
         if g.snap_writing || applied <= g.raft.snapshot().map_or(0, |s| s.meta.index) {
@@ -817,17 +805,27 @@ impl Shard {
         let shard = self.cfg.shard;
         let gid = self.groups[gi].id;
         let prev = self.groups[gi].snap_file_index;
-        snapfile::write(&self.snap_dir, gid, &snap, Some(prev).filter(|&p| p > 0))
-            .await
-            .map_err(|err| ShardError::Snapshot { shard, err })?;
+        // With the disk full, the state machine still moves to it (it is
+        // committed state); the file is not written, and the rebuild from
+        // disk once space is back starts from what is there.
+        if !self.disk_full {
+            match snapfile::write(&self.snap_dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await {
+                Ok(_) => {}
+                Err(err) if snap_err_is_disk_full(&err) => self.enter_disk_full(&err),
+                Err(err) => return Err(ShardError::Snapshot { shard, err }),
+            }
+        }
+        let written = !self.disk_full;
         let g = &mut self.groups[gi];
         g.kv = Kv::restore(&snap.data, self.cfg.kv.clone()).map_err(|e| ShardError::Group {
             shard,
             group: gid,
             what: e.to_string(),
         })?;
-        g.snap_file_index = snap.meta.index;
-        g.lsns.trim_to_snapshot(snap.meta.index, snap.meta.term);
+        if written {
+            g.snap_file_index = snap.meta.index;
+            g.lsns.trim_to_snapshot(snap.meta.index, snap.meta.term);
+        }
         let book: Vec<(u64, String)> =
             g.kv.members()
                 .iter()
@@ -851,8 +849,16 @@ impl Shard {
     /// lowest LSN any group still needs.
     async fn finish_snapshots(&mut self) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
-        if let Some(err) = self.snaps_failed.borrow_mut().pop() {
-            return Err(ShardError::Snapshot { shard, err });
+        let failed = self.snaps_failed.borrow_mut().pop();
+        if let Some(err) = failed {
+            if !snap_err_is_disk_full(&err) {
+                return Err(ShardError::Snapshot { shard, err });
+            }
+            self.enter_disk_full(&err);
+            // The snapshot stays in memory; its write is retried later.
+            for g in &mut self.groups {
+                g.snap_writing = false;
+            }
         }
         let done = std::mem::take(&mut *self.snaps_done.borrow_mut());
         if done.is_empty() {
@@ -868,10 +874,118 @@ impl Shard {
         self.release_wal().await
     }
 
+    fn enter_disk_full(&mut self, err: &dyn std::fmt::Display) {
+        if self.disk_full {
+            return;
+        }
+        self.disk_full = true;
+        // Never durable now: no acks, no reports; the rebuild starts over.
+        self.inflight.clear();
+        self.stats.disk_full = 1;
+        self.stats.disk_full_events += 1;
+        tracing::error!(
+            shard = self.cfg.shard,
+            "disk full ({err}): writes are refused with DiskFull, reads are served; retrying every second"
+        );
+        self.hand_off_leadership();
+    }
+
+    /// A leader that cannot persist cannot commit its own entries: hand
+    /// each group it leads to its most caught-up follower. (It cannot win
+    /// an election meanwhile: its own vote never becomes durable.)
+    fn hand_off_leadership(&mut self) {
+        let me = self.cfg.node;
+        for g in &mut self.groups {
+            if g.raft.role() != Role::Leader || g.raft.transferee().is_some() {
+                continue;
+            }
+            let best = g
+                .raft
+                .conf()
+                .voters
+                .iter()
+                .copied()
+                .filter(|&p| p != me)
+                .max_by_key(|&p| g.raft.progress(p).map_or(0, |pr| pr.match_));
+            if let Some(to) = best {
+                match g.raft.transfer_leader(to) {
+                    Ok(()) => tracing::info!(
+                        shard = self.cfg.shard,
+                        group = g.id,
+                        to,
+                        "disk full: handing leadership over"
+                    ),
+                    Err(e) => tracing::debug!(group = g.id, "leadership hand-off: {e}"),
+                }
+            }
+        }
+    }
+
+    /// With the disk full: tries to reopen the WAL; once it opens, rebuilds
+    /// every group from disk (as after a restart) and serves writes again.
+    /// Requests waiting on the old groups get `Timeout` (outcome unknown:
+    /// their entries may still commit through the other replicas).
+    async fn try_recover_disk(&mut self) -> Result<(), ShardError> {
+        let (wal, groups, replayed) = match load(&self.cfg, &self.wal_dir, &self.snap_dir).await {
+            Ok(x) => x,
+            Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
+                tracing::debug!(shard = self.cfg.shard, "still full: {err}");
+                return Ok(());
+            }
+            Err(ShardError::Snapshot { err, .. }) if snap_err_is_disk_full(&err) => {
+                tracing::debug!(shard = self.cfg.shard, "still full: {err}");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut waiting = Vec::new();
+        for g in &mut self.groups {
+            waiting.extend(
+                std::mem::take(&mut g.proposals)
+                    .into_values()
+                    .map(|w| (w.conn, w.id)),
+            );
+            waiting.extend(g.reads_new.drain(..).map(|r| (r.conn, r.req.id)));
+            waiting.extend(
+                g.reads_asked
+                    .drain()
+                    .flat_map(|(_, v)| v)
+                    .map(|r| (r.conn, r.req.id)),
+            );
+            waiting.extend(g.reads_ready.drain(..).map(|(_, r)| (r.conn, r.req.id)));
+        }
+        for (conn, id) in waiting {
+            self.respond(conn, id, Err(ClientError::Timeout));
+        }
+        self.groups = groups;
+        self.wal = Rc::new(wal);
+        self.inflight.clear();
+        self.released_lsn = 0;
+        self.disk_full = false;
+        self.stats.disk_full = 0;
+        let book: Vec<(u64, String)> = self
+            .groups
+            .iter()
+            .flat_map(|g| g.kv.members().iter().map(|(n, a)| (*n, a.clone())))
+            .collect();
+        for (n, a) in book {
+            self.learn_peer(n, &a);
+        }
+        tracing::info!(
+            shard = self.cfg.shard,
+            wal_records = replayed.records,
+            "disk space is back: groups rebuilt from disk, writes served again"
+        );
+        Ok(())
+    }
+
     /// Moves groups that hold the WAL's release point far back forward: one
     /// whose needed entries are old snapshots; one whose only old record is
     /// its hard state writes it again. Then releases what that freed.
     async fn unpin_wal(&mut self) -> Result<(), ShardError> {
+        if self.disk_full {
+            return Ok(());
+        }
         let head = self.wal.next_lsn();
         let max = self.cfg.wal_pin_records_max;
         let mut rewrote = false;
@@ -939,11 +1053,14 @@ impl Shard {
             .unwrap_or(u64::MAX)
             .min(self.wal.next_lsn());
         if needed > self.released_lsn {
-            let n = self
-                .wal
-                .release_before(needed)
-                .await
-                .map_err(wal_err(shard))?;
+            let n = match self.wal.release_before(needed).await {
+                Ok(n) => n,
+                Err(err) if err.is_disk_full() => {
+                    self.enter_disk_full(&err);
+                    return Ok(());
+                }
+                Err(err) => return Err(ShardError::Wal { shard, err }),
+            };
             self.released_lsn = needed;
             if n > 0 {
                 tracing::debug!(shard, segments = n, before_lsn = needed, "WAL released");
@@ -1022,6 +1139,97 @@ impl Shard {
         }
         self.groups[gi].reads_ready = keep;
     }
+}
+
+/// What `load` found.
+struct Replayed {
+    records: u64,
+    snapshots: usize,
+    torn_tail: Option<ringraft_wal::TornTail>,
+}
+
+/// Opens the WAL and rebuilds every group of the shard from it and from
+/// the snapshot files (at start, and after a full disk has been freed).
+async fn load(
+    cfg: &ShardConfig,
+    wal_dir: &std::path::Path,
+    snap_dir: &std::path::Path,
+) -> Result<(Wal<DmaDisk>, Vec<Group>, Replayed), ShardError> {
+    let shard = cfg.shard;
+    let disk = DmaDisk::new(wal_dir).map_err(|err| ShardError::Io {
+        shard,
+        what: "opening the WAL directory",
+        err,
+    })?;
+    let mut replay = Replay::default();
+    let (wal, report) = Wal::open(disk, cfg.wal.clone(), |lsn, p| replay.on_record(lsn, p))
+        .await
+        .map_err(wal_err(shard))?;
+    if let Some(err) = replay.error.take() {
+        return Err(ShardError::Record { shard, err });
+    }
+    let snaps: HashMap<u64, Snapshot> = snapfile::load_latest(snap_dir)
+        .await
+        .map_err(|err| ShardError::Snapshot { shard, err })?
+        .into_iter()
+        .collect();
+    let mut groups = Vec::new();
+    let mut g = u64::from(shard);
+    while g < cfg.groups {
+        let mut log = replay.groups.remove(&g).unwrap_or_default();
+        let snap = snaps.get(&g).cloned();
+        let mut kv = Kv::new(cfg.kv.clone());
+        let mut applied = 0;
+        if let Some(s) = &snap {
+            log.trim_to_snapshot(s.meta.index, s.meta.term);
+            kv = Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| ShardError::Group {
+                shard,
+                group: g,
+                what: e.to_string(),
+            })?;
+            applied = s.meta.index;
+        }
+        let last = log.entries.last().map_or(applied, |e| e.index.max(applied));
+        // A crash may leave a hard state whose commit is past the
+        // entries that made it to disk: the leader will say again.
+        log.hs.commit = log.hs.commit.min(last).max(applied);
+        let mut rc = cfg.raft.clone();
+        rc.id = cfg.node;
+        rc.voters = cfg.voters.clone();
+        rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let rc = rc.validate().map_err(|e| ShardError::Group {
+            shard,
+            group: g,
+            what: e.to_string(),
+        })?;
+        let entries = std::mem::take(&mut log.entries);
+        let raft = RawNode::restart_from(rc, log.hs, snap.clone(), entries, applied);
+        groups.push(Group {
+            id: g,
+            raft,
+            kv,
+            snap_file_index: snap.as_ref().map_or(0, |s| s.meta.index),
+            snap_writing: false,
+            bytes_since_snapshot: 0,
+            lsns: log,
+            proposals: BTreeMap::new(),
+            reads_new: Vec::new(),
+            reads_asked: HashMap::new(),
+            reads_ready: Vec::new(),
+        });
+        g += u64::from(cfg.shards);
+    }
+    let replayed = Replayed {
+        records: replay.records,
+        snapshots: snaps.len(),
+        torn_tail: report.torn_tail,
+    };
+    Ok((wal, groups, replayed))
+}
+
+fn snap_err_is_disk_full(e: &snapfile::SnapFileError) -> bool {
+    matches!(e, snapfile::SnapFileError::Io { err, .. }
+        if err.raw_os_error() == Some(28) || err.kind() == std::io::ErrorKind::StorageFull)
 }
 
 fn log_role_change(shard: u32, group: u64, role: Role, leader: Option<u64>, term: u64) {

@@ -96,6 +96,10 @@ impl Shard {
             Ok(op) => op,
             Err(e) => return self.respond(conn, req.id, Err(e)),
         };
+        if self.disk_full {
+            self.stats.errors_disk_full += 1;
+            return self.respond(conn, req.id, Err(ClientError::DiskFull));
+        }
         if req.client == 0 {
             let reason = "client id 0 is reserved (no session)".to_string();
             return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
@@ -150,6 +154,9 @@ impl Shard {
     /// address goes into the replicated address book first (so every
     /// replica can reach it), and a snapshot exists to seed it.
     fn membership(&mut self, gi: usize, conn: ClientConnId, req: &Request, deadline: Instant) {
+        if self.disk_full {
+            return self.respond(conn, req.id, Err(ClientError::DiskFull));
+        }
         let g = &self.groups[gi];
         if g.raft.role() != Role::Leader {
             let leader = g.raft.leader().unwrap_or(0);

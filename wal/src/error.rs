@@ -23,7 +23,12 @@ pub enum WalError {
     #[error("wal: queue full ({queued} bytes queued, queue_bytes_max = {max})")]
     QueueFull { queued: usize, max: usize },
     #[error("wal: poisoned by an earlier failure, every call fails until reopened: {cause}")]
-    Poisoned { cause: String },
+    Poisoned {
+        cause: String,
+        /// The failure was a full disk: reopening once space is freed
+        /// resumes (an fsync or write error is fail-stop instead).
+        disk_full: bool,
+    },
     #[error("wal: invalid options: {0}")]
     InvalidOptions(String),
     #[error("wal: closed")]
@@ -31,8 +36,21 @@ pub enum WalError {
 }
 
 impl WalError {
+    /// Whether this is (or the log was poisoned by) a full disk.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(
+            self,
+            WalError::DiskFull { .. }
+                | WalError::Poisoned {
+                    disk_full: true,
+                    ..
+                }
+        )
+    }
+
     pub(crate) fn io(op: &'static str, file: String, source: io::Error) -> Self {
-        if source.raw_os_error() == Some(28) {
+        // glommio's errors keep the kind (StorageFull) but not the errno.
+        if source.raw_os_error() == Some(28) || source.kind() == io::ErrorKind::StorageFull {
             WalError::DiskFull { op, file }
         } else {
             WalError::Io { op, file, source }
@@ -41,3 +59,23 @@ impl WalError {
 }
 
 pub type Result<T, E = WalError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: glommio turns ENOSPC into an io::Error that keeps the
+    /// kind but not the errno, and a full disk was taken for an I/O error
+    /// (fail-stop) instead of a full disk.
+    #[test]
+    fn a_full_disk_is_recognized_with_or_without_its_errno() {
+        let raw = io::Error::from_raw_os_error(28);
+        let wrapped = io::Error::new(raw.kind(), format!("{raw}, op: Pre-allocate space"));
+        assert_eq!(wrapped.raw_os_error(), None);
+        for e in [raw, wrapped] {
+            assert!(WalError::io("preallocate", "f".into(), e).is_disk_full());
+        }
+        let other = io::Error::from_raw_os_error(5);
+        assert!(!WalError::io("write", "f".into(), other).is_disk_full());
+    }
+}

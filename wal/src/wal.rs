@@ -209,7 +209,8 @@ struct State {
     /// Record bytes submitted and not yet durable. Invariant: <= queue_bytes_max
     /// unless a single record was admitted into an empty queue.
     queued_bytes: usize,
-    poison: Option<String>,
+    /// Why the log is poisoned, and whether that was a full disk.
+    poison: Option<(String, bool)>,
     closed: bool,
     writer_done: bool,
     durable_waiters: Vec<Waker>,
@@ -523,8 +524,11 @@ impl<D: Disk> Wal<D> {
             });
         }
         let mut st = self.inner.st.borrow_mut();
-        if let Some(c) = &st.poison {
-            return Err(WalError::Poisoned { cause: c.clone() });
+        if let Some((c, full)) = &st.poison {
+            return Err(WalError::Poisoned {
+                cause: c.clone(),
+                disk_full: *full,
+            });
         }
         if st.closed {
             return Err(WalError::Closed);
@@ -653,8 +657,11 @@ impl<D: Disk> Wal<D> {
             if st.durable_lsn >= lsn {
                 return Poll::Ready(Ok(()));
             }
-            if let Some(c) = &st.poison {
-                return Poll::Ready(Err(WalError::Poisoned { cause: c.clone() }));
+            if let Some((c, full)) = &st.poison {
+                return Poll::Ready(Err(WalError::Poisoned {
+                    cause: c.clone(),
+                    disk_full: *full,
+                }));
             }
             assert!(
                 lsn < st.next_lsn,
@@ -696,8 +703,11 @@ impl<D: Disk> Wal<D> {
     pub async fn release_before(&self, lsn: u64) -> Result<usize> {
         let victims: Vec<String> = {
             let mut st = self.inner.st.borrow_mut();
-            if let Some(c) = &st.poison {
-                return Err(WalError::Poisoned { cause: c.clone() });
+            if let Some((c, full)) = &st.poison {
+                return Err(WalError::Poisoned {
+                    cause: c.clone(),
+                    disk_full: *full,
+                });
             }
             let n = st.segments.windows(2).take_while(|w| w[1].0 <= lsn).count();
             let v = st.segments.drain(..n).map(|(_, n)| n).collect();
@@ -729,7 +739,10 @@ impl<D: Disk> Wal<D> {
             let mut st = self.inner.st.borrow_mut();
             if st.writer_done {
                 return Poll::Ready(match &st.poison {
-                    Some(c) => Err(WalError::Poisoned { cause: c.clone() }),
+                    Some((c, full)) => Err(WalError::Poisoned {
+                        cause: c.clone(),
+                        disk_full: *full,
+                    }),
                     None => Ok(()),
                 });
             }
@@ -755,10 +768,11 @@ impl<D: Disk> Drop for Wal<D> {
 }
 
 impl<D: Disk> Inner<D> {
-    fn poison(&self, cause: String) {
+    fn poison(&self, e: &WalError) {
         let mut st = self.st.borrow_mut();
+        let cause = e.to_string();
         tracing::error!(%cause, "wal: poisoned");
-        st.poison.get_or_insert(cause);
+        st.poison.get_or_insert((cause, e.is_disk_full()));
         st.pending.clear();
         wake_all(&mut st.durable_waiters);
         wake_all(&mut st.space_waiters);
@@ -870,7 +884,7 @@ async fn writer<D: Disk>(inner: Rc<Inner<D>>, mut active: Active<D::File>) {
             }
         };
         if let Err(e) = r {
-            inner.poison(e.to_string());
+            inner.poison(&e);
             break;
         }
     }

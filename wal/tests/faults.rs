@@ -473,10 +473,12 @@ fn full_disk_fails_appends_clearly_and_loses_nothing() {
         };
         assert!(!acked.is_empty());
         assert!(err.to_string().contains("disk full"), "{err}");
-        assert!(matches!(
-            wal.append(b"x").await,
-            Err(WalError::Poisoned { .. })
-        ));
+        assert!(err.is_disk_full(), "{err:?}");
+        let later = wal.append(b"x").await;
+        assert!(
+            matches!(&later, Err(e @ WalError::Poisoned { disk_full: true, .. }) if e.is_disk_full()),
+            "the poison remembers it was a full disk: {later:?}"
+        );
         drop(wal);
         disk.crash(CrashMode::DropUnsynced);
         disk.set_space_bytes(None);
