@@ -74,6 +74,23 @@ fn puts_and_gets_across_many_groups_on_two_shards() {
             assert_eq!(v, Some(Bytes::from(format!("value-{i}"))));
         }
         assert_eq!(cl.get(b"never-written").await.unwrap(), None);
+        // A scan stays inside one group, in key order, bounded.
+        let g = cl.group_of(b"key-1");
+        let mine: Vec<String> = (0..400)
+            .map(|i| format!("key-{i}"))
+            .filter(|k| cl.group_of(k.as_bytes()) == g)
+            .collect();
+        let (pairs, more) = cl.scan(g, b"key-", b"", 10_000).await.unwrap();
+        assert!(!more);
+        let mut want = mine.clone();
+        want.sort();
+        let got: Vec<String> = pairs
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+            .collect();
+        assert_eq!(got, want);
+        let (pairs, more) = cl.scan(g, b"key-", b"", 3).await.unwrap();
+        assert_eq!((pairs.len(), more), (3, true));
         // Delete and compare-and-swap.
         cl.delete(b"key-0").await.unwrap();
         assert_eq!(cl.get(b"key-0").await.unwrap(), None);
@@ -824,4 +841,67 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
     c.kill(1);
     c.kill(2);
     c.kill(3);
+}
+
+fn ctl(c: &LocalCluster, args: &[&str]) -> std::process::Output {
+    let cluster: Vec<String> = c.client_addrs().iter().map(|a| a.to_string()).collect();
+    std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .args(["ctl", "--cluster", &cluster.join(",")])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn ctl_serves_a_person_at_a_terminal() {
+    let c = cluster(3, 4, &[]);
+    let out = |o: &std::process::Output| {
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        out(&ctl(&c, &["put", "greeting", "hello world"])).0,
+        Some(0)
+    );
+    assert_eq!(
+        out(&ctl(&c, &["get", "greeting"])),
+        (Some(0), "hello world\n".to_string(), String::new()),
+        "the value alone"
+    );
+    let (code, stdout, stderr) = out(&ctl(&c, &["get", "nothing-here"]));
+    assert_eq!((code, stdout.as_str()), (Some(1), ""));
+    assert!(stderr.contains("no such key"), "{stderr}");
+    assert_eq!(out(&ctl(&c, &["delete", "greeting"])).0, Some(0));
+    assert_eq!(out(&ctl(&c, &["get", "greeting"])).0, Some(1));
+    let (code, stdout, _) = out(&ctl(&c, &["status"]));
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        stdout.lines().count(),
+        5,
+        "a header and one row per group:\n{stdout}"
+    );
+    assert!(stdout.contains("lag"), "{stdout}");
+    // Leadership of group 0 moves where asked.
+    let leaders = c.wait_ready(Duration::from_secs(10)).unwrap();
+    let to = if leaders[0] == 3 { 2 } else { 3 };
+    let (code, _, stderr) = out(&ctl(&c, &["transfer-leader", "0", &to.to_string()]));
+    assert_eq!(code, Some(0), "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.wait_ready(Duration::from_secs(10)).unwrap()[0] != to {
+        assert!(Instant::now() < deadline, "leadership did not move to {to}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (code, stdout, _) = out(&ctl(&c, &["snapshot", "1"]));
+    assert_eq!(code, Some(0));
+    assert_eq!(stdout.matches("snapshot taken").count(), 3, "{stdout}");
+    // Bad input: a clear error, exit 2.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .args(["ctl", "--cluster", "not-an-address", "get", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not an address"));
 }

@@ -435,6 +435,36 @@ impl Client {
         }
     }
 
+    /// Pairs of group `group` with `start <= key < end` (`end` empty:
+    /// unbounded), at most `limit`; `true` if more were in range. A scan
+    /// stays inside one group (keys are spread over groups by hash).
+    pub async fn scan(
+        &self,
+        group: u64,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool), Error> {
+        let op = Op::Scan {
+            start: Bytes::copy_from_slice(start),
+            end: Bytes::copy_from_slice(end),
+            limit,
+            mode: self.inner.cfg.read_mode,
+        };
+        match self.call(group, op, false).await? {
+            Reply::Scan { pairs, more } => Ok((
+                pairs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
+                more,
+            )),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The group a key belongs to.
+    pub fn group_of(&self, key: &[u8]) -> u64 {
+        self.group(key)
+    }
+
     /// Status of every group, as each node's shards report them.
     pub async fn status(&self) -> Vec<(u64, Result<Vec<GroupStatus>, String>)> {
         let mut out = Vec::new();

@@ -869,7 +869,7 @@ impl Shard {
             g.snap_writing = false;
             g.snap_file_index = meta.index;
             g.lsns.trim_to_snapshot(meta.index, meta.term);
-            tracing::debug!(shard, group = g.id, index = meta.index, "snapshot written");
+            tracing::info!(shard, group = g.id, index = meta.index, "snapshot taken");
         }
         self.release_wal().await
     }
@@ -1235,9 +1235,13 @@ fn snap_err_is_disk_full(e: &snapfile::SnapFileError) -> bool {
 fn log_role_change(shard: u32, group: u64, role: Role, leader: Option<u64>, term: u64) {
     match role {
         Role::Leader => tracing::info!(shard, group, term, "became leader"),
-        Role::Follower => {
-            tracing::debug!(shard, group, term, leader = leader.unwrap_or(0), "follower")
-        }
+        Role::Follower => tracing::info!(
+            shard,
+            group,
+            term,
+            leader = leader.unwrap_or(0),
+            "following"
+        ),
         Role::Candidate | Role::PreCandidate => {
             tracing::debug!(shard, group, term, ?role, "campaigning")
         }
