@@ -235,6 +235,23 @@ impl Kv {
         self.sessions.len()
     }
 
+    /// A digest of the map (FNV-1a over every key and value, in order):
+    /// replicas at the same applied index have the same digest.
+    pub fn digest(&self) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        let mut eat = |b: &[u8]| {
+            for &x in (b.len() as u32).to_le_bytes().iter().chain(b) {
+                h ^= u64::from(x);
+                h = h.wrapping_mul(0x0100_0000_01b3);
+            }
+        };
+        for (k, v) in &self.map {
+            eat(k);
+            eat(v);
+        }
+        h
+    }
+
     /// The address book (node → peer address of its shard 0).
     pub fn members(&self) -> &BTreeMap<u64, String> {
         &self.members

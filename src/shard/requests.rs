@@ -322,6 +322,7 @@ impl Shard {
                     commit: g.raft.commit_index(),
                     applied: g.kv.applied(),
                     replicas,
+                    digest: g.kv.digest(),
                 }
             })
             .collect()

@@ -138,6 +138,9 @@ pub struct GroupStatus {
     pub applied: u64,
     /// For a leader: (node, match index) of each replica.
     pub replicas: Vec<(u64, u64)>,
+    /// Digest of the group's key-value state as applied here (replicas at
+    /// the same applied index must agree).
+    pub digest: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

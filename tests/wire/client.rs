@@ -105,6 +105,7 @@ fn every_result() -> Vec<Result<Reply, ClientError>> {
             commit: 100,
             applied: 99,
             replicas: vec![(1, 100), (2, 98)],
+            digest: 0xfeed,
         }])),
         Err(ClientError::NotLeader { leader: 2 }),
         Err(ClientError::Timeout),
