@@ -43,7 +43,6 @@ impl Rng {
     }
 }
 
-const NODES: u64 = 3;
 const GROUPS: u64 = 4;
 const KEYS: u64 = 24;
 const CLIENTS: u64 = 8;
@@ -88,8 +87,7 @@ fn tear_wal_tail(data_dir: &std::path::Path, rng: &mut Rng) -> bool {
     true
 }
 
-#[test]
-fn faults_never_lose_an_acknowledged_write_and_replicas_converge() {
+fn settings(default_secs: u64) -> (u64, u64) {
     let seed = std::env::var("CHAOS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -99,13 +97,34 @@ fn faults_never_lose_an_acknowledged_write_and_replicas_converge() {
     let secs: u64 = std::env::var("CHAOS_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(20);
+        .unwrap_or(default_secs);
+    (seed, secs)
+}
+
+#[test]
+fn three_nodes_never_lose_an_acknowledged_write_and_converge() {
+    let (seed, secs) = settings(20);
+    chaos(3, seed, secs);
+}
+
+#[test]
+fn five_nodes_never_lose_an_acknowledged_write_and_converge() {
+    let (seed, secs) = settings(12);
+    chaos(5, seed, secs);
+}
+
+/// One chaos run at a time: two clusters under faults on a small machine
+/// would measure the machine, not the system.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn chaos(nodes: u64, seed: u64, secs: u64) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     eprintln!(
-        "chaos: seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --profile ci --test chaos)"
+        "chaos: {nodes} nodes, seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --profile ci --test chaos {nodes})"
     );
     let mut rng = Rng(seed);
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
-    cfg.nodes = NODES;
+    cfg.nodes = nodes;
     cfg.shards = 2;
     cfg.groups = GROUPS;
     cfg.extra_args = [
@@ -186,8 +205,8 @@ fn faults_never_lose_an_acknowledged_write_and_replicas_converge() {
     let mut last_fault = Instant::now();
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(rng.ms(500, 1500));
-        let n = 1 + rng.below(NODES);
-        match rng.below(4) {
+        let n = 1 + rng.below(nodes);
+        match rng.below(5) {
             0 => {
                 c.kill(n);
                 std::thread::sleep(rng.ms(200, 1200));
@@ -204,6 +223,29 @@ fn faults_never_lose_an_acknowledged_write_and_replicas_converge() {
                 std::thread::sleep(rng.ms(200, 1200));
                 c.restart(victim).unwrap();
                 *faults.entry("kill -9 leader + restart").or_default() += 1;
+            }
+            4 => {
+                // A leader transfer during traffic, to a random node.
+                let addrs = c.client_addrs();
+                let g = rng.below(GROUPS);
+                let to = 1 + rng.below(nodes);
+                let moved = run_on_executor(move || async move {
+                    let mut cfg = ClientConfig::new(addrs);
+                    cfg.op_timeout_ms = 2000;
+                    let Ok(cl) = Client::connect(cfg).await else {
+                        return false;
+                    };
+                    let leader = cl.leaders()[g as usize];
+                    leader != 0
+                        && leader != to
+                        && cl
+                            .admin(leader, g, ringraft::wire::Op::TransferLeader { to })
+                            .await
+                            .is_ok()
+                });
+                if moved {
+                    *faults.entry("leader transfer").or_default() += 1;
+                }
             }
             2 => {
                 c.signal(n, 19); // SIGSTOP
@@ -223,7 +265,7 @@ fn faults_never_lose_an_acknowledged_write_and_replicas_converge() {
             }
         }
         last_fault = Instant::now();
-        for id in 1..=NODES {
+        for id in 1..=nodes {
             assert!(
                 c.is_running(id),
                 "node {id} exited (seed {seed}):\n{}",
@@ -280,7 +322,7 @@ fn faults_never_lose_an_acknowledged_write_and_replicas_converge() {
             }
             let ok = by_group.len() == GROUPS as usize
                 && by_group.values().all(|v| {
-                    v.len() == NODES as usize && v.iter().all(|x| (x.1, x.2) == (v[0].1, v[0].2))
+                    v.len() == nodes as usize && v.iter().all(|x| (x.1, x.2) == (v[0].1, v[0].2))
                 });
             if ok {
                 break Ok(by_group.len());
@@ -302,7 +344,7 @@ fn faults_never_lose_an_acknowledged_write_and_replicas_converge() {
     let verdict = lin::check(&history);
     let total: u64 = faults.values().sum();
     // Every torn tail was found, cut and reported by the restarted node.
-    let torn_reported: usize = (1..=NODES)
+    let torn_reported: usize = (1..=nodes)
         .map(|id| {
             std::fs::read_to_string(&c.nodes[(id - 1) as usize].log)
                 .unwrap_or_default()
