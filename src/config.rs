@@ -104,6 +104,10 @@ pub struct NodeSettings {
     /// lists nodes to reach. Default false.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub join: Option<bool>,
+    /// Accept fault-injection requests (network isolation) from clients:
+    /// for tests and drills, never in production. Default false.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub fault_injection: Option<bool>,
     /// Serve Prometheus metrics on `GET /metrics` at this address. Default
     /// none.
     #[arg(long)]
@@ -147,6 +151,7 @@ impl NodeSettings {
             client_inflight_max,
             sessions_max,
             join,
+            fault_injection,
             metrics_addr
         )
     }
@@ -422,6 +427,7 @@ impl NodeSettings {
             wal,
             transport,
             scan_limit_max: 10_000,
+            fault_injection: self.fault_injection.unwrap_or(false),
         };
         let metrics_addr = match &self.metrics_addr {
             Some(a) => Some(addr("metrics-addr", a)?),

@@ -11,8 +11,11 @@
 //! Faults: SIGKILL of a random node or of a leader then restart, SIGSTOP /
 //! SIGCONT pauses longer than the election timeout, and a torn WAL tail on
 //! a killed node (garbage after its last record, as a crash during an
-//! unsynced write leaves). Still to come: partitions and full disks under
-//! this schedule (a full disk has its own test in tests/cluster.rs).
+//! unsynced write leaves), leader transfers, and partitions through the
+//! transport's fault-injection hook (one node isolated, the leader
+//! isolated, and with 5 nodes a bridge: 1,2 | 4,5 with 3 seeing both).
+//! Still to come: full disks under this schedule (a full disk has its own
+//! test in tests/cluster.rs) and membership changes under faults.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -57,6 +60,33 @@ fn stamp_of(v: &[u8]) -> u64 {
 
 fn micros(t0: Instant) -> u64 {
     t0.elapsed().as_micros() as u64
+}
+
+fn others(all: &[u64], but: &[u64]) -> Vec<u64> {
+    all.iter().copied().filter(|x| !but.contains(x)).collect()
+}
+
+/// Makes every shard of `node` drop traffic to and from `peers` (empty:
+/// heal), through the fault-injection request.
+fn isolate(c: &LocalCluster, node: u64, peers: Vec<u64>) {
+    let addrs = c.client_addrs();
+    let shards = c.cfg.shards;
+    run_on_executor(move || async move {
+        let mut cfg = ClientConfig::new(addrs);
+        cfg.op_timeout_ms = 3000;
+        let cl = Client::connect(cfg).await.expect("client");
+        for s in 0..shards {
+            cl.admin(
+                node,
+                u64::from(s),
+                ringraft::wire::Op::Isolate {
+                    peers: peers.clone(),
+                },
+            )
+            .await
+            .expect("fault injection is on");
+        }
+    });
 }
 
 /// Garbage after the last record of the node's newest WAL segment (what
@@ -138,6 +168,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
         "50",
         "--request-timeout-ms",
         "2000",
+        "--fault-injection",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -206,7 +237,37 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(rng.ms(500, 1500));
         let n = 1 + rng.below(nodes);
-        match rng.below(5) {
+        match rng.below(8) {
+            5..=7 => {
+                // A partition: sides that drop each other's traffic.
+                let all: Vec<u64> = (1..=nodes).collect();
+                let (kind, a, b): (&str, Vec<u64>, Vec<u64>) = match rng.below(3) {
+                    0 => ("partition: one node isolated", vec![n], others(&all, &[n])),
+                    1 => {
+                        let l = c
+                            .wait_ready(Duration::from_secs(3))
+                            .map(|l| l[0])
+                            .unwrap_or(n);
+                        ("partition: leader isolated", vec![l], others(&all, &[l]))
+                    }
+                    _ if nodes >= 5 => {
+                        // 1,2 | 4,5 with 3 seeing both sides.
+                        ("partition: bridge", vec![1, 2], vec![4, 5])
+                    }
+                    _ => ("partition: one node isolated", vec![n], others(&all, &[n])),
+                };
+                for &x in &a {
+                    isolate(&c, x, b.clone());
+                }
+                for &x in &b {
+                    isolate(&c, x, a.clone());
+                }
+                std::thread::sleep(rng.ms(400, 1500));
+                for &x in &all {
+                    isolate(&c, x, Vec::new());
+                }
+                *faults.entry(kind).or_default() += 1;
+            }
             0 => {
                 c.kill(n);
                 std::thread::sleep(rng.ms(200, 1200));

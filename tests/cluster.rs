@@ -113,6 +113,13 @@ fn puts_and_gets_across_many_groups_on_two_shards() {
             let groups = r.unwrap_or_else(|e| panic!("node {node}: {e}"));
             assert_eq!(groups.len(), 16, "node {node} hosts every group");
         }
+        // Fault injection is refused unless the node was started for it.
+        match cl.admin(1, 0, Op::Isolate { peers: vec![2] }).await {
+            Err(Error::Server(ClientError::BadRequest { reason })) => {
+                assert!(reason.contains("--fault-injection"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
         // A value over value_bytes_max is refused with a clear error.
         let big = vec![7u8; (1 << 20) + 1];
         match cl.put(b"big", &big).await {

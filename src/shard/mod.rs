@@ -67,6 +67,8 @@ pub struct ShardConfig {
     pub transport: TransportConfig,
     /// Bound on a scan's pairs.
     pub scan_limit_max: u32,
+    /// Serve `Op::Isolate` (tests and drills only).
+    pub fault_injection: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -23,6 +23,25 @@ impl Shard {
                 let st = self.status();
                 return self.respond(conn, req.id, Ok(Reply::Status(st)));
             }
+            Op::Isolate { peers } => {
+                if !self.cfg.fault_injection {
+                    let reason = "fault injection is off (start the node with --fault-injection)";
+                    return self.respond(
+                        conn,
+                        req.id,
+                        Err(ClientError::BadRequest {
+                            reason: reason.into(),
+                        }),
+                    );
+                }
+                tracing::warn!(
+                    shard = self.cfg.shard,
+                    ?peers,
+                    "fault injection: isolating from peers"
+                );
+                self.transport.set_blocked(peers.clone());
+                return self.respond(conn, req.id, Ok(Reply::Done));
+            }
             _ => {}
         }
         let Some(gi) = self.local(req.group) else {
@@ -90,7 +109,7 @@ impl Shard {
             Op::AddLearner { .. } | Op::Promote { .. } | Op::RemoveNode { .. } => {
                 return self.membership(gi, conn, &req, deadline);
             }
-            Op::ClusterMap | Op::Status => unreachable!("answered above"),
+            Op::ClusterMap | Op::Status | Op::Isolate { .. } => unreachable!("answered above"),
         };
         let op = match write {
             Ok(op) => op,

@@ -249,6 +249,8 @@ struct Shared {
     inbox_space: WaitList,
     /// Peers whose link failed since the shard last looked.
     unreachable: RefCell<Vec<NodeId>>,
+    /// Fault injection: traffic to and from these peers is dropped.
+    blocked: RefCell<Vec<NodeId>>,
     closing: Cell<bool>,
 }
 
@@ -297,6 +299,7 @@ impl Transport {
                 inbox_ready: WaitList::default(),
                 inbox_space: WaitList::default(),
                 unreachable: RefCell::new(Vec::new()),
+                blocked: RefCell::new(Vec::new()),
                 closing: Cell::new(false),
             }),
             links: RefCell::new(PeerMap::default()),
@@ -328,6 +331,10 @@ impl Transport {
     /// link is down, its queue is over `peer_queue_bytes_max`, or the node
     /// is unknown. The batch is written when the shard's turn yields.
     pub fn send(&self, group: u64, m: &Message) -> bool {
+        if self.shared.blocked.borrow().contains(&m.to) {
+            self.shared.stats.bump(|s| s.msgs_dropped += 1);
+            return false;
+        }
         let links = self.links.borrow();
         match links.get(&m.to) {
             Some(l) => l.queue(group, m),
@@ -368,6 +375,12 @@ impl Transport {
         if let Some(l) = l {
             l.wait_up().await
         }
+    }
+
+    /// Fault injection: drops every message to and from `peers` from now
+    /// on (an empty list heals). Counted as dropped.
+    pub fn set_blocked(&self, peers: Vec<NodeId>) {
+        *self.shared.blocked.borrow_mut() = peers;
     }
 
     /// Moves the messages received since the last call into `out`.
@@ -548,6 +561,9 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
                         claimed: m.from,
                         node,
                     });
+                }
+                if shared.blocked.borrow().contains(&node) {
+                    continue; // fault injection: as if lost
                 }
                 shared.inbox.borrow_mut().push((group, m));
             }

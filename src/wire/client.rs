@@ -100,6 +100,11 @@ pub enum Op {
         node: u64,
     },
     Snapshot,
+    /// Fault injection (nodes started with `--fault-injection` only):
+    /// this shard drops all Raft traffic to and from `peers` (empty: heal).
+    Isolate {
+        peers: Vec<u64>,
+    },
 }
 
 /// A key and its value, as returned by a scan.

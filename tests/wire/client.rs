@@ -70,6 +70,7 @@ pub fn every_op() -> Vec<Op> {
         Op::Promote { node: 4 },
         Op::RemoveNode { node: 2 },
         Op::Snapshot,
+        Op::Isolate { peers: vec![2, 3] },
     ]
 }
 
