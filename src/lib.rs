@@ -9,7 +9,7 @@ pub mod kv;
 pub mod local_cluster;
 pub mod metrics;
 pub mod raft;
-pub(crate) mod rng;
+pub mod rng;
 pub mod shard;
 pub mod sim;
 pub mod storage;

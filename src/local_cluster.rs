@@ -66,17 +66,27 @@ pub struct LocalCluster {
     root: tempfile::TempDir,
 }
 
-/// `n` consecutive free loopback ports (checked by binding them all).
+/// `n` consecutive free loopback ports (checked by binding them all),
+/// taken below the kernel's ephemeral range: a port picked from that range
+/// can be grabbed by any outgoing connection before the node binds it.
 pub fn free_ports(n: u16) -> std::io::Result<u16> {
-    for _ in 0..200 {
-        let l = TcpListener::bind("127.0.0.1:0")?;
-        let base = l.local_addr()?.port();
-        drop(l);
-        if u32::from(base) + u32::from(n) > 65000 {
-            continue;
-        }
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u16, ephemeral_low.saturating_sub(n).max(10_000 + n));
+    // A different starting point per process and call.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let salt = std::process::id() as u64 * 7919
+        + CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) * 104_729
+        + std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+    let span = u64::from(hi - lo);
+    for i in 0..2000u64 {
+        let base = lo + ((salt + i * 131) % span) as u16;
         let held: Result<Vec<_>, _> = (0..n)
-            .map(|i| TcpListener::bind(("127.0.0.1", base + i)))
+            .map(|k| TcpListener::bind(("127.0.0.1", base + k)))
             .collect();
         if held.is_ok() {
             return Ok(base);

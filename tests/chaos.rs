@@ -28,21 +28,17 @@ use ringraft::client::{Client, ClientConfig};
 use ringraft::local_cluster::{run_on_executor, LocalCluster, LocalClusterConfig};
 use ringraft::sim::linearizability::{self as lin, Op as CheckOp, OpKind};
 
-/// SplitMix64, seeded: the fault schedule is a function of the seed.
-struct Rng(u64);
+/// The fault schedule is a function of the seed.
+struct Rng(ringraft::rng::Rng);
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next()
     }
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
     fn ms(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo + 1))
+        Duration::from_millis(self.0.range(lo, hi))
     }
 }
 
@@ -152,7 +148,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     eprintln!(
         "chaos: {nodes} nodes, seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --profile ci --test chaos {nodes})"
     );
-    let mut rng = Rng(seed);
+    let mut rng = Rng(ringraft::rng::Rng(seed));
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
     cfg.nodes = nodes;
     cfg.shards = 2;
@@ -174,7 +170,12 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     .map(|s| s.to_string())
     .collect();
     let mut c = LocalCluster::start(cfg).unwrap();
-    c.wait_ready(Duration::from_secs(30)).unwrap();
+    if let Err(e) = c.wait_ready(Duration::from_secs(30)) {
+        let logs: Vec<String> = (1..=nodes)
+            .map(|id| format!("node {id}:\n{}", c.log_tail(id, 8)))
+            .collect();
+        panic!("{e}\n{}", logs.join("\n"));
+    }
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let addrs = c.client_addrs();
@@ -189,7 +190,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
                 .map(|w| {
                     let (cl, history, stop) = (cl.clone(), history.clone(), stop2.clone());
                     glommio::spawn_local(async move {
-                        let mut rng = Rng(w * 7919 + 1);
+                        let mut rng = Rng(ringraft::rng::Rng(w * 7919 + 1));
                         let mut n = 0u64;
                         while !stop.load(Ordering::Relaxed) {
                             let k = rng.below(KEYS);

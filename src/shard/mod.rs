@@ -583,7 +583,6 @@ impl Shard {
     /// record, or several if they exceed `record_bytes_max`); the LSN of
     /// the last.
     async fn write_group(&mut self, gi: usize, rd: &crate::raft::Ready) -> Result<u64, ShardError> {
-        let shard = self.cfg.shard;
         let max = self.cfg.wal.record_bytes_max;
         let gid = self.groups[gi].id;
         let mut hs = rd.hard_state;
@@ -601,23 +600,7 @@ impl Shard {
                 n += 1;
             }
             let (chunk, tail) = rest.split_at(n);
-            let lsn = loop {
-                match self.wal.try_submit_with(bytes, |out| {
-                    storage::encode_record(out, gid, hs.as_ref(), chunk)
-                }) {
-                    Ok(l) => break l,
-                    Err(WalError::QueueFull { .. }) => {
-                        // Backpressure: wait for the oldest write to land.
-                        let oldest = self.wal.durable_lsn() + 1;
-                        self.wal
-                            .wait_durable(oldest)
-                            .await
-                            .map_err(wal_err(shard))?;
-                    }
-                    Err(e) => return Err(wal_err(shard)(e)),
-                }
-            };
-            self.stats.wal_records += 1;
+            let lsn = self.submit_record(gid, hs.as_ref(), chunk).await?;
             let g = &mut self.groups[gi];
             if hs.is_some() {
                 g.lsns.hs_lsn = lsn;
@@ -630,6 +613,37 @@ impl Shard {
             rest = tail;
             if rest.is_empty() {
                 return Ok(lsn);
+            }
+        }
+    }
+
+    /// Appends one group record to the WAL, waiting while its queue is full
+    /// (backpressure: until the oldest write lands); its LSN.
+    async fn submit_record(
+        &mut self,
+        gid: u64,
+        hs: Option<&crate::raft::HardState>,
+        entries: &[crate::raft::Entry],
+    ) -> Result<u64, ShardError> {
+        let shard = self.cfg.shard;
+        let bytes = storage::record_bytes(hs.is_some(), entries);
+        loop {
+            match self
+                .wal
+                .try_submit_with(bytes, |out| storage::encode_record(out, gid, hs, entries))
+            {
+                Ok(l) => {
+                    self.stats.wal_records += 1;
+                    return Ok(l);
+                }
+                Err(WalError::QueueFull { .. }) => {
+                    let oldest = self.wal.durable_lsn() + 1;
+                    self.wal
+                        .wait_durable(oldest)
+                        .await
+                        .map_err(wal_err(shard))?;
+                }
+                Err(e) => return Err(wal_err(shard)(e)),
             }
         }
     }
@@ -1022,23 +1036,7 @@ impl Shard {
         let shard = self.cfg.shard;
         let gid = self.groups[gi].id;
         let hs = self.groups[gi].raft.hard_state();
-        let bytes = storage::record_bytes(true, &[]);
-        let lsn = loop {
-            match self.wal.try_submit_with(bytes, |out| {
-                storage::encode_record(out, gid, Some(&hs), &[])
-            }) {
-                Ok(l) => break l,
-                Err(WalError::QueueFull { .. }) => {
-                    let oldest = self.wal.durable_lsn() + 1;
-                    self.wal
-                        .wait_durable(oldest)
-                        .await
-                        .map_err(wal_err(shard))?;
-                }
-                Err(e) => return Err(wal_err(shard)(e)),
-            }
-        };
-        self.stats.wal_records += 1;
+        let lsn = self.submit_record(gid, Some(&hs), &[]).await?;
         // Released only once durable: wait for it here (rare: idle groups).
         self.wal.wait_durable(lsn).await.map_err(wal_err(shard))?;
         self.groups[gi].lsns.hs_lsn = lsn;

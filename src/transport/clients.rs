@@ -125,17 +125,9 @@ impl ClientService {
 
     /// Moves the requests received since the last call into `out`.
     pub fn drain(&self, out: &mut Vec<(ClientConnId, Request)>) {
-        let mut inbox = self.shared.inbox.borrow_mut();
-        if inbox.is_empty() {
-            return;
+        if super::sync::drain_into(&self.shared.inbox, out) {
+            self.shared.inbox_space.wake_all();
         }
-        if out.is_empty() {
-            std::mem::swap(out, &mut inbox);
-        } else {
-            out.append(&mut inbox);
-        }
-        drop(inbox);
-        self.shared.inbox_space.wake_all();
     }
 
     /// Waits until a request is waiting (or the service closes).

@@ -385,17 +385,9 @@ impl Transport {
 
     /// Moves the messages received since the last call into `out`.
     pub fn drain_inbox(&self, out: &mut Vec<(u64, Message)>) {
-        let mut inbox = self.shared.inbox.borrow_mut();
-        if inbox.is_empty() {
-            return;
+        if sync::drain_into(&self.shared.inbox, out) {
+            self.shared.inbox_space.wake_all();
         }
-        if out.is_empty() {
-            std::mem::swap(out, &mut inbox);
-        } else {
-            out.append(&mut inbox);
-        }
-        drop(inbox);
-        self.shared.inbox_space.wake_all();
     }
 
     /// Waits until a message is in the inbox.

@@ -61,3 +61,18 @@ impl Ticker {
         self.waiters.wait_until(|| self.due.get()).await
     }
 }
+
+/// Moves what `inbox` holds into `out` (swapping buffers when `out` is
+/// empty, so both are reused); whether anything moved.
+pub(crate) fn drain_into<T>(inbox: &std::cell::RefCell<Vec<T>>, out: &mut Vec<T>) -> bool {
+    let mut inbox = inbox.borrow_mut();
+    if inbox.is_empty() {
+        return false;
+    }
+    if out.is_empty() {
+        std::mem::swap(out, &mut inbox);
+    } else {
+        out.append(&mut inbox);
+    }
+    true
+}

@@ -3,33 +3,8 @@
 
 use std::fmt;
 
-/// SplitMix64: small, seeded, deterministic.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Rng {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next_u64() % n
-        }
-    }
-}
+/// The seeded generator shared with the core and the simulator.
+pub use ringraft::rng::Rng;
 
 /// How keys are drawn from `0..keys`.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,7 +183,7 @@ mod tests {
     #[test]
     fn zipf_is_skewed_and_in_range() {
         let z = Zipf::new(1000, 0.99);
-        let mut rng = Rng::new(7);
+        let mut rng = Rng(7);
         let mut hits = vec![0u32; 1000];
         for _ in 0..100_000 {
             hits[z.sample(&mut rng) as usize] += 1;
@@ -231,7 +206,7 @@ mod tests {
 
     #[test]
     fn sequential_keys_interleave_across_workers() {
-        let mut rng = Rng::new(1);
+        let mut rng = Rng(1);
         let mut a = Keys::new(KeyDist::Sequential, 10, None, 0, 2);
         let mut b = Keys::new(KeyDist::Sequential, 10, None, 1, 2);
         let ka: Vec<u64> = (0..3).map(|_| a.next(&mut rng)).collect();

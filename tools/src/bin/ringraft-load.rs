@@ -569,7 +569,7 @@ async fn worker(
     interval: std::rc::Rc<std::cell::RefCell<(Histogram<u64>, u64)>>,
     zipf: Option<Zipf>,
 ) {
-    let mut rng = Rng::new(args.seed ^ w.wrapping_mul(0xA24B_AED4_963E_E407));
+    let mut rng = Rng(args.seed ^ w.wrapping_mul(0xA24B_AED4_963E_E407));
     let mut keys = Keys::new(args.key_dist.clone(), args.keys, zipf, w, workers_total);
     let mut key = Vec::new();
     let mut value = Vec::new();
