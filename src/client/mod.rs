@@ -189,14 +189,7 @@ impl Client {
                 let Ok(conn) = self.conn(n, s).await else {
                     continue;
                 };
-                let req = Request {
-                    id: 0,
-                    group: 0,
-                    client: 0,
-                    seq: 0,
-                    ack: 0,
-                    op: Op::ClusterMap,
-                };
+                let req = sessionless(0, Op::ClusterMap);
                 if let Ok(Ok(Reply::Map(m))) = conn.call(req).await {
                     any = true;
                     if first {
@@ -472,14 +465,7 @@ impl Client {
             let mut all = Vec::new();
             let mut err = None;
             for s in 0..self.inner.shards.get() {
-                let req = Request {
-                    id: 0,
-                    group: 0,
-                    client: 0,
-                    seq: 0,
-                    ack: 0,
-                    op: Op::Status,
-                };
+                let req = sessionless(0, Op::Status);
                 match self.conn(n, s).await {
                     Ok(c) => match c.call(req).await {
                         Ok(Ok(Reply::Status(v))) => all.extend(v),
@@ -502,18 +488,23 @@ impl Client {
             .conn(node, shard)
             .await
             .map_err(|e| Error::Unreachable(e.0))?;
-        let req = Request {
-            id: 0,
-            group,
-            client: 0,
-            seq: 0,
-            ack: 0,
-            op,
-        };
+        let req = sessionless(group, op);
         match c.call(req).await {
             Ok(r) => r.map_err(Error::Server),
             Err(e) => Err(Error::Unreachable(e.0)),
         }
+    }
+}
+
+/// A request outside any session (reads of the map and status, admin).
+fn sessionless(group: u64, op: Op) -> Request {
+    Request {
+        id: 0,
+        group,
+        client: 0,
+        seq: 0,
+        ack: 0,
+        op,
     }
 }
 

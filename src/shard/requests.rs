@@ -137,15 +137,7 @@ impl Shard {
         match g.raft.propose(cmd.encode()) {
             Ok((index, term)) => {
                 self.stats.proposals += 1;
-                g.proposals.insert(
-                    index,
-                    Waiter {
-                        term,
-                        conn,
-                        id: req.id,
-                        deadline,
-                    },
-                );
+                self.await_entry(gi, index, term, conn, req.id, deadline);
             }
             Err(e) => {
                 let err = match e {
@@ -167,6 +159,26 @@ impl Shard {
                 self.respond(conn, req.id, Err(err));
             }
         }
+    }
+
+    /// Answers request `id` once the entry (`index`, `term`) is applied (or
+    /// with an error if another entry takes that index).
+    fn await_entry(
+        &mut self,
+        gi: usize,
+        index: u64,
+        term: u64,
+        conn: ClientConnId,
+        id: u64,
+        deadline: Instant,
+    ) {
+        let w = Waiter {
+            term,
+            conn,
+            id,
+            deadline,
+        };
+        self.groups[gi].proposals.insert(index, w);
     }
 
     /// A membership change of the group, on its leader: the new node's
@@ -213,17 +225,7 @@ impl Shard {
             _ => unreachable!("membership ops only"),
         };
         match proposed {
-            Ok((index, term)) => {
-                self.groups[gi].proposals.insert(
-                    index,
-                    Waiter {
-                        term,
-                        conn,
-                        id: req.id,
-                        deadline,
-                    },
-                );
-            }
+            Ok((index, term)) => self.await_entry(gi, index, term, conn, req.id, deadline),
             Err(e) => self.respond(
                 conn,
                 req.id,
