@@ -192,7 +192,7 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 23] = [
+    let counters: [Family<ShardMetrics>; 22] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -202,11 +202,6 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             "ringraft_disk_full_events_total",
             "times the disk filled up",
             |s| s.stats.disk_full_events,
-        ),
-        (
-            "ringraft_disk_full",
-            "1 while the shard's disk is full (gauge)",
-            |s| s.stats.disk_full,
         ),
         ("ringraft_proposals_total", "writes proposed", |s| {
             s.stats.proposals
@@ -303,6 +298,20 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
                 f(s)
             );
         }
+    }
+    // A gauge, not a counter: 1 while the shard's disk is full.
+    family(
+        &mut out,
+        "ringraft_disk_full",
+        "gauge",
+        "1 while the shard's disk is full",
+    );
+    for sm in shards {
+        let _ = writeln!(
+            out,
+            "ringraft_disk_full{{node=\"{node}\",shard=\"{}\"}} {}",
+            sm.shard, sm.stats.disk_full
+        );
     }
     family(
         &mut out,

@@ -40,6 +40,20 @@ fn cluster(nodes: u64, groups: u64, extra: &[&str]) -> LocalCluster {
     c
 }
 
+/// The sum of metric `name` over every shard of nodes 1..=nodes.
+fn metric_sum(c: &LocalCluster, nodes: u64, name: &str) -> u64 {
+    let prefix = format!("{name}{{");
+    (1..=nodes)
+        .map(|n| c.metrics(n).unwrap_or_default())
+        .flat_map(|m| {
+            m.lines()
+                .filter(|l| l.starts_with(&prefix))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 async fn client(c: Vec<std::net::SocketAddr>) -> Client {
     let mut cfg = ClientConfig::new(c);
     cfg.op_timeout_ms = 20_000;
@@ -134,12 +148,7 @@ fn puts_and_gets_across_many_groups_on_two_shards() {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let all: Vec<String> = (1..=3).map(|n| c.metrics(n).unwrap()).collect();
-        let proposals: u64 = all
-            .iter()
-            .flat_map(|m| m.lines())
-            .filter(|l| l.starts_with("ringraft_proposals_total{"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum();
+        let proposals = metric_sum(&c, 3, "ringraft_proposals_total");
         let roles = all[0]
             .lines()
             .filter(|l| l.starts_with("ringraft_group_role{"))
@@ -433,16 +442,7 @@ fn groups_snapshot_by_applied_bytes() {
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let taken: u64 = (1..=3)
-            .flat_map(|n| {
-                c.metrics(n)
-                    .unwrap()
-                    .lines()
-                    .filter(|l| l.starts_with("ringraft_snapshots_taken_total{"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                    .collect::<Vec<_>>()
-            })
-            .sum();
+        let taken = metric_sum(&c, 3, "ringraft_snapshots_taken_total");
         // 200 x ~250 bytes per group pair: several snapshots per replica.
         if taken >= 6 {
             break;

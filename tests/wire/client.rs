@@ -244,6 +244,24 @@ fn hello_checks_name_what_differs() {
 }
 
 #[test]
+fn a_refusal_reason_is_cut_at_its_bound_on_a_char_boundary() {
+    use ringraft::wire::hello::REFUSAL_REASON_BYTES_MAX;
+    // 'é' is two bytes: a cut at an odd offset would split one.
+    let long = format!("x{}", "é".repeat(REFUSAL_REASON_BYTES_MAX));
+    let mut out = Vec::new();
+    encode_reply(&mut out, 3, Err(&long));
+    let (f, _) = decode_frame(&out, 1 << 20).unwrap().unwrap();
+    match decode_reply(f.payload) {
+        Err(HelloError::Refused { reason, .. }) => {
+            assert!(reason.len() <= REFUSAL_REASON_BYTES_MAX);
+            assert!(reason.len() >= REFUSAL_REASON_BYTES_MAX - 1);
+            assert!(!reason.contains('\u{FFFD}'), "cut inside a character");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn refusals_carry_their_reason() {
     let mut out = Vec::new();
     encode_reply(
