@@ -428,6 +428,11 @@ impl NodeSettings {
             transport,
             scan_limit_max: 10_000,
             fault_injection: self.fault_injection.unwrap_or(false),
+            client_addr: if lc.ip().is_unspecified() {
+                String::new()
+            } else {
+                lc.to_string()
+            },
         };
         let metrics_addr = match &self.metrics_addr {
             Some(a) => Some(addr("metrics-addr", a)?),

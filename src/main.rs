@@ -63,8 +63,15 @@ enum CtlCmd {
     TransferLeader { group: u64, node: u64 },
     /// Snapshot GROUP now on every node.
     Snapshot { group: u64 },
-    /// Add NODE (peer address ADDR) as a learner.
-    AddLearner { node: u64, addr: String },
+    /// Add NODE (peer address ADDR) as a learner; with --client-addr,
+    /// clients find the node through the cluster map.
+    AddLearner {
+        node: u64,
+        addr: String,
+        /// The node's client address (shard 0), e.g. 127.0.0.1:7203.
+        #[arg(long, default_value = "")]
+        client_addr: String,
+    },
     /// Promote learner NODE to voter.
     Promote { node: u64 },
     /// Remove NODE from every group.
@@ -359,13 +366,17 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             }
             Ok(0)
         }
-        CtlCmd::AddLearner { node, addr } => {
+        CtlCmd::AddLearner {
+            node,
+            addr,
+            client_addr,
+        } => {
             admin_all(
                 c,
                 Op::AddLearner {
                     node,
                     peer_addr: addr,
-                    client_addr: String::new(),
+                    client_addr,
                 },
             )
             .await

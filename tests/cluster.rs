@@ -487,6 +487,9 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
     });
     let four = c.add_node().unwrap();
     let four_peer = c.nodes[(four - 1) as usize].peer_addr.to_string();
+    let four_client_addr = c.nodes[(four - 1) as usize].client_addr.to_string();
+    // Nodes 2 and 3 only: the client must find node 4 through the map.
+    let old_two_three: Vec<_> = c.client_addrs()[1..3].to_vec();
     // Its client port answers once it serves.
     let four_client = c.nodes[(four - 1) as usize].client_addr;
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -502,7 +505,7 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
             Op::AddLearner {
                 node: four,
                 peer_addr: four_peer,
-                client_addr: String::new(),
+                client_addr: four_client_addr,
             },
         )
         .await;
@@ -526,6 +529,22 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
         }
         on_every_group(&cl, Op::Promote { node: four }).await;
         on_every_group(&cl, Op::RemoveNode { node: 1 }).await;
+        // Node 4 leads group 0 (leaders step aside on request).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let _ = cl.refresh_map().await;
+            let leader = cl.leaders()[0];
+            if leader == four {
+                break;
+            }
+            if leader != 0 {
+                let _ = cl.admin(leader, 0, Op::TransferLeader { to: four }).await;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("node {four} never led group 0"));
+            }
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
         Ok(())
     });
     if let Err(e) = ok {
@@ -533,9 +552,13 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
     }
     // Node 1 is out of every group: the cluster works without it.
     c.kill(1);
-    let rest: Vec<_> = c.client_addrs()[1..].to_vec();
     run_on_executor(move || async move {
-        let cl = client(rest).await;
+        let cl = client(old_two_three).await;
+        assert!(
+            cl.nodes().iter().any(|&(n, _)| n == four),
+            "the map names node {four}: {:?}",
+            cl.nodes()
+        );
         for i in 100..150 {
             cl.put(format!("k{i}").as_bytes(), b"after").await.unwrap();
         }

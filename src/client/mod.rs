@@ -192,6 +192,12 @@ impl Client {
                 let req = sessionless(0, Op::ClusterMap);
                 if let Ok(Ok(Reply::Map(m))) = conn.call(req).await {
                     any = true;
+                    // Nodes this client did not start with (added later).
+                    for info in &m.nodes {
+                        if let Ok(a) = info.client_addr.parse::<SocketAddr>() {
+                            self.inner.nodes.borrow_mut().entry(info.id).or_insert(a);
+                        }
+                    }
                     if first {
                         first = false;
                         self.inner.shards.set(m.shards);

@@ -73,11 +73,13 @@ pub enum WriteOp {
         value: Option<Bytes>,
     },
     /// The address book: node `node`'s peer address (shard 0; empty:
-    /// forget it). Written before a node is added, so every replica of
-    /// the group can reach it, now and after a restart.
+    /// forget it) and client address (shard 0; empty: not given).
+    /// Written before a node is added, so every replica of the group can
+    /// reach it, now and after a restart, and clients can find it.
     Member {
         node: u64,
         peer_addr: Bytes,
+        client_addr: Bytes,
     },
 }
 
@@ -87,6 +89,8 @@ pub enum WriteOp {
 //       | CAS: expect_len u32 | expect | value_len u32 | value
 //         (flags bit 0: expect present, bit 1: value present)
 //       | MEMBER: (key = node id, 8 bytes LE) value_len u32 | peer address
+//                 | (flags bit 0) len u32 | client address
+//         (entries written before client addresses had flags 0)
 const CMD_VERSION: u8 = 1;
 const CMD_HEADER_BYTES: usize = 32;
 const OP_PUT: u8 = 1;
@@ -111,6 +115,7 @@ impl Command {
             WriteOp::Cas { expect, value, .. } => {
                 u8::from(expect.is_some()) | (u8::from(value.is_some()) << 1)
             }
+            WriteOp::Member { .. } => 1,
             _ => 0,
         };
         b.extend_from_slice(&[CMD_VERSION, op, flags, 0]);
@@ -125,7 +130,14 @@ impl Command {
         };
         match &self.op {
             WriteOp::Put { value, .. } => field(value),
-            WriteOp::Member { peer_addr, .. } => field(peer_addr),
+            WriteOp::Member {
+                peer_addr,
+                client_addr,
+                ..
+            } => {
+                field(peer_addr);
+                field(client_addr);
+            }
             WriteOp::Delete { .. } => {}
             WriteOp::Cas { expect, value, .. } => {
                 field(expect.as_deref().unwrap_or_default());
@@ -165,9 +177,17 @@ impl Command {
             OP_DELETE => WriteOp::Delete { key },
             OP_MEMBER => {
                 let node = u64::from_le_bytes(key[..].try_into().ok()?);
+                let peer_addr = field()?;
+                // Entries written before client addresses existed end here.
+                let client_addr = if b[2] & 1 != 0 {
+                    field()?
+                } else {
+                    Bytes::new()
+                };
                 WriteOp::Member {
                     node,
-                    peer_addr: field()?,
+                    peer_addr,
+                    client_addr,
                 }
             }
             OP_CAS => {
@@ -209,6 +229,8 @@ pub struct Kv {
     limits: KvLimits,
     /// The address book: node → peer address of its shard 0.
     members: BTreeMap<u64, String>,
+    /// Node → client address of its shard 0, where the operator gave it.
+    client_addrs: BTreeMap<u64, String>,
 }
 
 impl Kv {
@@ -255,6 +277,12 @@ impl Kv {
     /// The address book (node → peer address of its shard 0).
     pub fn members(&self) -> &BTreeMap<u64, String> {
         &self.members
+    }
+
+    /// Client addresses from the address book (node → shard 0's), for
+    /// clients to find nodes added after they started.
+    pub fn client_addrs(&self) -> &BTreeMap<u64, String> {
+        &self.client_addrs
     }
 
     pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
@@ -343,12 +371,23 @@ impl Kv {
                 self.map.remove(&key[..]);
                 Reply::Done
             }
-            WriteOp::Member { node, peer_addr } => {
+            WriteOp::Member {
+                node,
+                peer_addr,
+                client_addr,
+            } => {
                 if peer_addr.is_empty() {
                     self.members.remove(node);
+                    self.client_addrs.remove(node);
                 } else {
                     self.members
                         .insert(*node, String::from_utf8_lossy(peer_addr).into_owned());
+                    if client_addr.is_empty() {
+                        self.client_addrs.remove(node);
+                    } else {
+                        self.client_addrs
+                            .insert(*node, String::from_utf8_lossy(client_addr).into_owned());
+                    }
                 }
                 Reply::Done
             }
@@ -397,18 +436,20 @@ impl Kv {
         }
     }
 
-    // snapshot = magic "RRKVSNAP" | version u32 = 1 | pad u32 | applied u64
+    // snapshot = magic "RRKVSNAP" | version u32 = 2 | pad u32 | applied u64
     //   | pairs u64 | { key_len u32 | value_len u32 | key | value }*
     //   | sessions u64 | { client u64 | floor u64 | last_index u64
     //   | results u32 | pad u32 | { seq u64 | reply }* }*
     //   reply = kind u8 (0 Done, 1 Cas) | swapped u8 | has_current u8 | pad u8
     //           | len u32 | current
     //   | members u64 | { node u64 | addr_len u32 | peer address }*
+    //   | clients u64 | { node u64 | addr_len u32 | client address }*
+    //     (version 2; version 1 snapshots end after the members)
     /// The state as snapshot bytes.
     pub fn snapshot(&self) -> Bytes {
         let mut b = Vec::with_capacity(64 + self.map.len() * 48);
         b.extend_from_slice(SNAP_MAGIC);
-        b.extend_from_slice(&1u32.to_le_bytes());
+        b.extend_from_slice(&SNAP_VERSION.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&self.applied.to_le_bytes());
         b.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
@@ -439,11 +480,13 @@ impl Kv {
                 b.extend_from_slice(cur);
             }
         }
-        b.extend_from_slice(&(self.members.len() as u64).to_le_bytes());
-        for (node, addr) in &self.members {
-            b.extend_from_slice(&node.to_le_bytes());
-            b.extend_from_slice(&(addr.len() as u32).to_le_bytes());
-            b.extend_from_slice(addr.as_bytes());
+        for book in [&self.members, &self.client_addrs] {
+            b.extend_from_slice(&(book.len() as u64).to_le_bytes());
+            for (node, addr) in book {
+                b.extend_from_slice(&node.to_le_bytes());
+                b.extend_from_slice(&(addr.len() as u32).to_le_bytes());
+                b.extend_from_slice(addr.as_bytes());
+            }
         }
         Bytes::from(b)
     }
@@ -451,8 +494,12 @@ impl Kv {
     /// Rebuilds the state from snapshot bytes (which passed a checksum).
     pub fn restore(data: &[u8], limits: KvLimits) -> Result<Kv, SnapshotError> {
         let mut r = Cursor { b: data, at: 0 };
-        if r.take(8)? != SNAP_MAGIC || r.u32()? != 1 {
-            return Err(SnapshotError("bad magic or version"));
+        if r.take(8)? != SNAP_MAGIC {
+            return Err(SnapshotError("bad magic"));
+        }
+        let version = r.u32()?;
+        if !(1..=SNAP_VERSION).contains(&version) {
+            return Err(SnapshotError("unknown version"));
         }
         r.u32()?;
         let applied = r.u64()?;
@@ -498,15 +545,24 @@ impl Kv {
                 },
             );
         }
-        let n = r.u64()?;
-        let mut members = BTreeMap::new();
-        for _ in 0..n {
-            let node = r.u64()?;
-            let len = r.u32()? as usize;
-            let addr = std::str::from_utf8(r.take(len)?)
-                .map_err(|_| SnapshotError("member address is not UTF-8"))?;
-            members.insert(node, addr.to_string());
-        }
+        let mut book = || -> Result<BTreeMap<u64, String>, SnapshotError> {
+            let n = r.u64()?;
+            let mut book = BTreeMap::new();
+            for _ in 0..n {
+                let node = r.u64()?;
+                let len = r.u32()? as usize;
+                let addr = std::str::from_utf8(r.take(len)?)
+                    .map_err(|_| SnapshotError("member address is not UTF-8"))?;
+                book.insert(node, addr.to_string());
+            }
+            Ok(book)
+        };
+        let members = book()?;
+        let client_addrs = if version >= 2 {
+            book()?
+        } else {
+            BTreeMap::new()
+        };
         if r.at != data.len() {
             return Err(SnapshotError("trailing bytes"));
         }
@@ -516,11 +572,14 @@ impl Kv {
             applied,
             limits,
             members,
+            client_addrs,
         })
     }
 }
 
 const SNAP_MAGIC: &[u8; 8] = b"RRKVSNAP";
+/// 2 added client addresses to the address book; 1 is still read.
+const SNAP_VERSION: u32 = 2;
 
 /// A snapshot that does not decode (after its checksum passed: a bug or
 /// another version).

@@ -50,6 +50,7 @@ fn commands_round_trip_and_garbage_is_refused() {
             op: WriteOp::Member {
                 node: 4,
                 peer_addr: b("127.0.0.1:7130"),
+                client_addr: b("127.0.0.1:7230"),
             },
         },
     ];
@@ -189,6 +190,7 @@ fn snapshots_keep_the_map_and_the_sessions() {
             op: WriteOp::Member {
                 node: 4,
                 peer_addr: b("127.0.0.1:7130"),
+                client_addr: b("127.0.0.1:7230"),
             },
         },
     )
@@ -210,6 +212,53 @@ fn snapshots_keep_the_map_and_the_sessions() {
     for cut in 0..snap.len() {
         assert!(Kv::restore(&snap[..cut], KvLimits::default()).is_err());
     }
+}
+
+/// Address-book entries and snapshots written before client addresses
+/// existed still read (flags 0 / snapshot version 1), with no client
+/// address; the new forms carry it.
+#[test]
+fn address_book_entries_and_snapshots_of_the_first_format_still_read() {
+    let member = |client_addr: &str| Command {
+        client: 0,
+        seq: 0,
+        ack: 0,
+        op: WriteOp::Member {
+            node: 4,
+            peer_addr: b("127.0.0.1:7130"),
+            client_addr: b(client_addr),
+        },
+    };
+    // The first format: flags 0 and no client field.
+    let new = member("127.0.0.1:7230").encode();
+    assert_eq!(new[2], 1, "flags bit 0: a client address follows");
+    let mut old = new[..new.len() - 4 - "127.0.0.1:7230".len()].to_vec();
+    old[2] = 0;
+    assert_eq!(Command::decode(&Bytes::from(old)), Some(member("")));
+    let mut kv = Kv::new(KvLimits::default());
+    kv.apply(1, &member("127.0.0.1:7230")).unwrap();
+    assert_eq!(
+        kv.client_addrs().get(&4).map(String::as_str),
+        Some("127.0.0.1:7230")
+    );
+    // Forgetting a node forgets both of its addresses.
+    let mut forget = member("");
+    if let WriteOp::Member { peer_addr, .. } = &mut forget.op {
+        *peer_addr = Bytes::new();
+    }
+    let mut gone = kv.clone();
+    gone.apply(2, &forget).unwrap();
+    assert!(gone.members().is_empty() && gone.client_addrs().is_empty());
+    // A version 1 snapshot: no client section.
+    let mut plain = Kv::new(KvLimits::default());
+    plain.apply(1, &member("")).unwrap();
+    let v2 = plain.snapshot();
+    let mut v1 = v2[..v2.len() - 8].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    assert_eq!(Kv::restore(&v1, KvLimits::default()).unwrap(), plain);
+    let mut v3 = v2.to_vec();
+    v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+    assert!(Kv::restore(&v3, KvLimits::default()).is_err());
 }
 
 #[test]

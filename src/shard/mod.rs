@@ -69,6 +69,9 @@ pub struct ShardConfig {
     pub scan_limit_max: u32,
     /// Serve `Op::Isolate` (tests and drills only).
     pub fault_injection: bool,
+    /// This node's client address (shard 0), as the cluster map tells
+    /// clients; empty when it listens on an unspecified address.
+    pub client_addr: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -675,7 +678,10 @@ impl Shard {
             let result = match e.kind {
                 EntryKind::Normal => match Command::decode(&e.data) {
                     Some(cmd) => {
-                        if let WriteOp::Member { node, peer_addr } = &cmd.op {
+                        if let WriteOp::Member {
+                            node, peer_addr, ..
+                        } = &cmd.op
+                        {
                             new_members.push((*node, peer_addr.clone()));
                         }
                         g.kv.apply(e.index, &cmd)

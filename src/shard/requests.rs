@@ -195,10 +195,16 @@ impl Shard {
         }
         let proposed = match &req.op {
             Op::AddLearner {
-                node, peer_addr, ..
+                node,
+                peer_addr,
+                client_addr,
             } => {
                 if peer_addr.parse::<std::net::SocketAddr>().is_err() {
                     let reason = format!("{peer_addr} is not a peer address (IP:PORT)");
+                    return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
+                }
+                if !client_addr.is_empty() && client_addr.parse::<std::net::SocketAddr>().is_err() {
+                    let reason = format!("{client_addr} is not a client address (IP:PORT)");
                     return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
                 }
                 if self.groups[gi].raft.snapshot().is_none() {
@@ -211,6 +217,7 @@ impl Shard {
                     op: WriteOp::Member {
                         node: *node,
                         peer_addr: bytes::Bytes::copy_from_slice(peer_addr.as_bytes()),
+                        client_addr: bytes::Bytes::copy_from_slice(client_addr.as_bytes()),
                     },
                 };
                 let g = &mut self.groups[gi];
@@ -298,19 +305,26 @@ impl Shard {
     }
 
     /// The map as this shard knows it: leaders of its own groups (0 for
-    /// the others: a client asks each shard).
+    /// the others: a client asks each shard), this node, and every node
+    /// whose client address the address books of its groups hold (nodes
+    /// added after a client started: it finds them here).
     fn cluster_map(&self) -> ClusterMap {
         let mut leaders = vec![0; self.cfg.groups as usize];
+        let mut nodes = std::collections::BTreeMap::new();
+        nodes.insert(self.cfg.node, self.cfg.client_addr.clone());
         for g in &self.groups {
             leaders[g.id as usize] = g.raft.leader().unwrap_or(0);
+            for (&n, a) in g.kv.client_addrs() {
+                nodes.entry(n).or_insert_with(|| a.clone());
+            }
         }
         ClusterMap {
             groups: self.cfg.groups,
             shards: self.cfg.shards,
-            nodes: vec![NodeInfo {
-                id: self.cfg.node,
-                client_addr: String::new(),
-            }],
+            nodes: nodes
+                .into_iter()
+                .map(|(id, client_addr)| NodeInfo { id, client_addr })
+                .collect(),
             leaders,
         }
     }
