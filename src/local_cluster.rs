@@ -57,6 +57,10 @@ pub struct LocalNode {
     pub metrics_addr: Option<SocketAddr>,
     /// Started with `--join` (added to a running cluster).
     pub join: bool,
+    /// Its `--peers`, fixed when the node is made (a bootstrap list, as an
+    /// operator would keep it: nodes added later are learned from the
+    /// replicated address book, not from a longer list at restart).
+    pub peers: Vec<u64>,
     child: Option<Child>,
 }
 
@@ -125,6 +129,7 @@ impl LocalCluster {
                     .metrics
                     .then(|| SocketAddr::from(([127, 0, 0, 1], base + 2 * shards))),
                 join: false,
+                peers: (1..=cfg.nodes).filter(|&p| p != id).collect(),
                 child: None,
             });
         }
@@ -145,11 +150,10 @@ impl LocalCluster {
     }
 
     fn spawn(&mut self, i: usize) -> std::io::Result<()> {
-        let peers: Vec<String> = self
-            .nodes
+        let peers: Vec<String> = self.nodes[i]
+            .peers
             .iter()
-            .filter(|n| n.id != self.nodes[i].id)
-            .map(|n| format!("{}={}", n.id, n.peer_addr))
+            .map(|&p| format!("{p}={}", self.nodes[(p - 1) as usize].peer_addr))
             .collect();
         let n = &self.nodes[i];
         let log = std::fs::OpenOptions::new()
@@ -214,6 +218,7 @@ impl LocalCluster {
                 .metrics
                 .then(|| SocketAddr::from(([127, 0, 0, 1], base + 2 * shards))),
             join: true,
+            peers: self.nodes.iter().map(|n| n.id).collect(),
             child: None,
         });
         self.spawn(self.nodes.len() - 1)?;
@@ -270,10 +275,15 @@ impl LocalCluster {
         }
     }
 
-    /// Waits until every group has a leader that every reachable node
-    /// agrees on, or `timeout`; the leaders.
+    /// Waits until every group has a leader and the client knows every
+    /// running node, or `timeout`; the leaders.
     pub fn wait_ready(&self, timeout: Duration) -> Result<Vec<u64>, String> {
-        let addrs = self.client_addrs();
+        let addrs: Vec<SocketAddr> = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.client_addr)
+            .collect();
         let groups = self.cfg.groups;
         run_on_executor(move || async move {
             let deadline = Instant::now() + timeout;
@@ -282,7 +292,7 @@ impl LocalCluster {
                 let mut cfg = ClientConfig::new(addrs.clone());
                 cfg.op_timeout_ms = 1000;
                 match Client::connect(cfg).await {
-                    Ok(c) if c.nodes().len() == addrs.len() => {
+                    Ok(c) if addrs.iter().all(|a| c.nodes().iter().any(|(_, x)| x == a)) => {
                         let leaders = c.leaders();
                         if leaders.len() == groups as usize && leaders.iter().all(|&l| l != 0) {
                             return Ok(leaders);
@@ -347,4 +357,90 @@ where
         .expect("an executor")
         .join()
         .expect("the executor ran")
+}
+
+/// A small ext4 image loop-mounted in a temporary directory, for tests of
+/// full disks (needs root and loop devices: `new` says why when it cannot).
+/// Unmounted on drop.
+pub struct SmallFs {
+    mnt: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SmallFs {
+    /// An image of `mib` MiB, formatted and mounted.
+    pub fn new(mib: u64) -> Result<SmallFs, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let img = dir.path().join("fs.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
+        let f = std::fs::File::create(&img).map_err(|e| e.to_string())?;
+        f.set_len(mib << 20).map_err(|e| e.to_string())?;
+        // -m 0: no blocks reserved for root (the nodes may run as root).
+        sh(Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-m", "0"])
+            .arg(&img))?;
+        sh(Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt))?;
+        Ok(SmallFs { mnt, _dir: dir })
+    }
+
+    /// Where it is mounted.
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+
+    /// Bytes an unprivileged writer can still allocate.
+    pub fn free_bytes(&self) -> u64 {
+        let c = std::ffi::CString::new(self.mnt.to_string_lossy().as_bytes()).expect("a path");
+        // SAFETY: statvfs fills the zeroed struct we own; the path is a
+        // NUL-terminated string that outlives the call.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        assert_eq!(rc, 0, "statvfs {}", self.mnt.display());
+        st.f_bavail as u64 * st.f_frsize as u64
+    }
+
+    /// Takes all but `keep` free bytes with a really allocated file (a
+    /// sparse one takes no space); `unfill` gives them back.
+    pub fn fill(&self, keep: u64) -> Result<(), String> {
+        let filler = self.mnt.join("filler");
+        let len = self.free_bytes().saturating_sub(keep).max(4096);
+        match sh(Command::new("fallocate")
+            .args(["-l", &len.to_string()])
+            .arg(&filler))
+        {
+            // The file system's own blocks for the file's extents may
+            // make the last few KiB fail: what counts is what is left.
+            Err(_) if self.free_bytes() <= keep + (1 << 20) => Ok(()),
+            r => r,
+        }
+    }
+
+    pub fn unfill(&self) {
+        let _ = std::fs::remove_file(self.mnt.join("filler"));
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).output();
+    }
+}
+
+fn sh(cmd: &mut Command) -> Result<(), String> {
+    let o = cmd
+        .output()
+        .map_err(|e| format!("{:?}: {e}", cmd.get_program()))?;
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?}: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
 }

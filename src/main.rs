@@ -387,12 +387,9 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
 }
 
 async fn admin_all(c: &Client, op: Op) -> Result<u8, String> {
-    let leaders = c.leaders();
     let mut code = 0;
     for g in 0..c.groups() {
-        let l = leaders.get(g as usize).copied().unwrap_or(0);
-        let node = if l == 0 { c.nodes()[0].0 } else { l };
-        match c.admin(node, g, op.clone()).await {
+        match c.admin_on_leader(g, op.clone()).await {
             Ok(_) => println!("group {g}: done"),
             Err(err) => {
                 println!("group {g}: {err}");

@@ -4,18 +4,22 @@
 //! every replica of every group converges to the same state, and the
 //! cluster serves again within a bound after the last fault.
 //!
-//! cargo test --profile ci --test chaos                  # a short schedule
-//! CHAOS_SECS=1800 cargo test --profile ci --test chaos  # a long soak
+//! cargo test --release --test chaos                  # a short schedule (~2 min)
+//! CHAOS_SECS=1800 cargo test --release --test chaos  # a long soak (30 min per size)
 //! CHAOS_SEED=N ...                                      # another schedule (default 1)
 //!
 //! Faults: SIGKILL of a random node or of a leader then restart, SIGSTOP /
 //! SIGCONT pauses longer than the election timeout, and a torn WAL tail on
 //! a killed node (garbage after its last record, as a crash during an
-//! unsynced write leaves), leader transfers, and partitions through the
+//! unsynced write leaves), leader transfers, partitions through the
 //! transport's fault-injection hook (one node isolated, the leader
-//! isolated, and with 5 nodes a bridge: 1,2 | 4,5 with 3 seeing both).
-//! Still to come: full disks under this schedule (a full disk has its own
-//! test in tests/cluster.rs) and membership changes under faults.
+//! isolated, and with 5 nodes a bridge: two nodes | two nodes with the
+//! fifth seeing both), a full disk on node 1 (its data lives on a small
+//! loop-mounted ext4 that the nemesis fills and frees; the run says so and
+//! goes on without this fault where the machine cannot mount), and
+//! membership changes: a new node joins, is added as a learner, promoted,
+//! and an old member (not node 1) is removed and stopped, with clients
+//! that started before finding the new node through the cluster map.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -25,8 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ringraft::client::{Client, ClientConfig};
-use ringraft::local_cluster::{run_on_executor, LocalCluster, LocalClusterConfig};
+use ringraft::local_cluster::{run_on_executor, LocalCluster, LocalClusterConfig, SmallFs};
 use ringraft::sim::linearizability::{self as lin, Op as CheckOp, OpKind};
+use ringraft::wire::{Op, Reply};
 
 /// The fault schedule is a function of the seed.
 struct Rng(ringraft::rng::Rng);
@@ -75,7 +80,7 @@ fn isolate(c: &LocalCluster, node: u64, peers: Vec<u64>) {
             cl.admin(
                 node,
                 u64::from(s),
-                ringraft::wire::Op::Isolate {
+                Op::Isolate {
                     peers: peers.clone(),
                 },
             )
@@ -113,6 +118,73 @@ fn tear_wal_tail(data_dir: &std::path::Path, rng: &mut Rng) -> bool {
     true
 }
 
+/// A new node joins, is added as a learner of every group, catches up, is
+/// promoted, and `old` is removed from every group and stopped once no
+/// group counts it any more. The new node's id.
+fn replace_node(c: &mut LocalCluster, old: u64, seed: u64) -> u64 {
+    let new = c.add_node().expect("a new node starts");
+    let n = &c.nodes[(new - 1) as usize];
+    let (peer, client) = (n.peer_addr.to_string(), n.client_addr.to_string());
+    let addrs = c.client_addrs();
+    let r = run_on_executor(move || async move {
+        let mut cfg = ClientConfig::new(addrs);
+        cfg.op_timeout_ms = 5000;
+        let cl = Client::connect(cfg).await.map_err(|e| e.to_string())?;
+        let patience = Duration::from_secs(30);
+        let every = |op: Op| {
+            let cl = cl.clone();
+            async move {
+                cl.admin_every_group(op.clone(), patience)
+                    .await
+                    .map_err(|(g, e)| format!("group {g}: {op:?}: {e}"))
+            }
+        };
+        every(Op::AddLearner {
+            node: new,
+            peer_addr: peer,
+            client_addr: client,
+        })
+        .await?;
+        // Promotion waits until the learner is close enough behind.
+        every(Op::Promote { node: new }).await?;
+        every(Op::RemoveNode { node: old }).await?;
+        // The groups leave their joint configurations on their own.
+        let deadline = Instant::now() + patience;
+        loop {
+            let _ = cl.refresh_map().await;
+            let mut with_old = Vec::new();
+            for g in 0..cl.groups() {
+                match cl.admin_on_leader(g, Op::Status).await {
+                    Ok(Reply::Status(st)) => {
+                        if st.iter().any(|s| {
+                            s.group == g
+                                && (s.replicas.is_empty() || s.replicas.iter().any(|r| r.0 == old))
+                        }) {
+                            with_old.push(g);
+                        }
+                    }
+                    other => return Err(format!("status of group {g}: {other:?}")),
+                }
+            }
+            if with_old.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("groups {with_old:?} still count node {old}"));
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    if let Err(e) = r {
+        panic!(
+            "seed {seed}: replacing node {old} by node {new}: {e}\nnode {new}:\n{}",
+            c.log_tail(new, 20)
+        );
+    }
+    c.kill(old);
+    new
+}
+
 fn settings(default_secs: u64) -> (u64, u64) {
     let seed = std::env::var("CHAOS_SEED")
         .ok()
@@ -129,13 +201,13 @@ fn settings(default_secs: u64) -> (u64, u64) {
 
 #[test]
 fn three_nodes_never_lose_an_acknowledged_write_and_converge() {
-    let (seed, secs) = settings(20);
+    let (seed, secs) = settings(45);
     chaos(3, seed, secs);
 }
 
 #[test]
 fn five_nodes_never_lose_an_acknowledged_write_and_converge() {
-    let (seed, secs) = settings(12);
+    let (seed, secs) = settings(30);
     chaos(5, seed, secs);
 }
 
@@ -145,11 +217,29 @@ static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn chaos(nodes: u64, seed: u64, secs: u64) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let name = if nodes == 3 {
+        "three_nodes"
+    } else {
+        "five_nodes"
+    };
     eprintln!(
-        "chaos: {nodes} nodes, seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --profile ci --test chaos {nodes})"
+        "chaos: {nodes} nodes, seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --release --test chaos {name})"
     );
     let mut rng = Rng(ringraft::rng::Rng(seed));
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    // Node 1's data on a small filesystem the nemesis can fill.
+    let small_fs = match SmallFs::new(128) {
+        Ok(fs) => {
+            cfg.data_dirs.insert(1, fs.path().join("node-1"));
+            Some(fs)
+        }
+        Err(e) => {
+            eprintln!(
+                "chaos: no full-disk faults in this run: cannot mount a small filesystem here: {e}"
+            );
+            None
+        }
+    };
     cfg.nodes = nodes;
     cfg.shards = 2;
     cfg.groups = GROUPS;
@@ -159,11 +249,15 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
         "--tick-ms",
         "10",
         "--snapshot-entries",
-        "300",
+        "200",
         "--compact-keep-entries",
         "50",
         "--request-timeout-ms",
         "2000",
+        // Small segments: a full disk is felt soon (a new segment is
+        // allocated whole).
+        "--wal-segment-bytes",
+        "4194304",
         "--fault-injection",
     ]
     .iter()
@@ -232,30 +326,44 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
             Rc::try_unwrap(history).unwrap().into_inner()
         })
     });
-    // The nemesis.
+    // The nemesis. `members`: the nodes in the groups now (membership
+    // changes replace one).
+    let mut members: Vec<u64> = (1..=nodes).collect();
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
     let mut last_fault = Instant::now();
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(rng.ms(500, 1500));
-        let n = 1 + rng.below(nodes);
-        match rng.below(8) {
+        let n = members[rng.below(members.len() as u64) as usize];
+        match rng.below(11) {
             5..=7 => {
                 // A partition: sides that drop each other's traffic.
-                let all: Vec<u64> = (1..=nodes).collect();
                 let (kind, a, b): (&str, Vec<u64>, Vec<u64>) = match rng.below(3) {
-                    0 => ("partition: one node isolated", vec![n], others(&all, &[n])),
+                    0 => (
+                        "partition: one node isolated",
+                        vec![n],
+                        others(&members, &[n]),
+                    ),
                     1 => {
                         let l = c
                             .wait_ready(Duration::from_secs(3))
                             .map(|l| l[0])
                             .unwrap_or(n);
-                        ("partition: leader isolated", vec![l], others(&all, &[l]))
+                        (
+                            "partition: leader isolated",
+                            vec![l],
+                            others(&members, &[l]),
+                        )
                     }
-                    _ if nodes >= 5 => {
-                        // 1,2 | 4,5 with 3 seeing both sides.
-                        ("partition: bridge", vec![1, 2], vec![4, 5])
+                    _ if members.len() >= 5 => {
+                        // m0,m1 | m3,m4 with m2 seeing both sides.
+                        let m = &members;
+                        ("partition: bridge", vec![m[0], m[1]], vec![m[3], m[4]])
                     }
-                    _ => ("partition: one node isolated", vec![n], others(&all, &[n])),
+                    _ => (
+                        "partition: one node isolated",
+                        vec![n],
+                        others(&members, &[n]),
+                    ),
                 };
                 for &x in &a {
                     isolate(&c, x, b.clone());
@@ -264,7 +372,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
                     isolate(&c, x, a.clone());
                 }
                 std::thread::sleep(rng.ms(400, 1500));
-                for &x in &all {
+                for &x in &members {
                     isolate(&c, x, Vec::new());
                 }
                 *faults.entry(kind).or_default() += 1;
@@ -287,10 +395,10 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
                 *faults.entry("kill -9 leader + restart").or_default() += 1;
             }
             4 => {
-                // A leader transfer during traffic, to a random node.
+                // A leader transfer during traffic, to a random member.
                 let addrs = c.client_addrs();
                 let g = rng.below(GROUPS);
-                let to = 1 + rng.below(nodes);
+                let to = members[rng.below(members.len() as u64) as usize];
                 let moved = run_on_executor(move || async move {
                     let mut cfg = ClientConfig::new(addrs);
                     cfg.op_timeout_ms = 2000;
@@ -300,10 +408,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
                     let leader = cl.leaders()[g as usize];
                     leader != 0
                         && leader != to
-                        && cl
-                            .admin(leader, g, ringraft::wire::Op::TransferLeader { to })
-                            .await
-                            .is_ok()
+                        && cl.admin(leader, g, Op::TransferLeader { to }).await.is_ok()
                 });
                 if moved {
                     *faults.entry("leader transfer").or_default() += 1;
@@ -314,6 +419,43 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
                 std::thread::sleep(rng.ms(300, 1000)); // election timeout 100-200 ms
                 c.signal(n, 18); // SIGCONT
                 *faults.entry("pause (SIGSTOP/SIGCONT)").or_default() += 1;
+            }
+            8 | 9 => {
+                // Node 1's disk fills up for a while, then space returns.
+                let hold = rng.ms(1000, 3000);
+                match &small_fs {
+                    Some(fs) if members.contains(&1) => {
+                        let felt = |c: &LocalCluster| {
+                            std::fs::read_to_string(&c.nodes[0].log)
+                                .unwrap_or_default()
+                                .matches("disk full (")
+                                .count()
+                        };
+                        let before = felt(&c);
+                        fs.fill(0)
+                            .unwrap_or_else(|e| panic!("seed {seed}: filling node 1's disk: {e}"));
+                        std::thread::sleep(hold);
+                        // Until a shard needs space (a new WAL segment, a
+                        // snapshot file), a full disk goes unnoticed.
+                        let deadline = Instant::now() + Duration::from_secs(10);
+                        while felt(&c) == before && Instant::now() < deadline {
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                        fs.unfill();
+                        *faults.entry("full disk (node 1)").or_default() += 1;
+                    }
+                    _ => std::thread::sleep(hold),
+                }
+            }
+            10 => {
+                // A membership change: a new node in, an old one (never
+                // node 1, whose disk the nemesis fills) out.
+                let candidates = others(&members, &[1]);
+                let old = candidates[rng.below(candidates.len() as u64) as usize];
+                let new = replace_node(&mut c, old, seed);
+                members.retain(|&m| m != old);
+                members.push(new);
+                *faults.entry("membership: node replaced").or_default() += 1;
             }
             _ => {
                 c.kill(n);
@@ -327,7 +469,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
             }
         }
         last_fault = Instant::now();
-        for id in 1..=nodes {
+        for &id in &members {
             assert!(
                 c.is_running(id),
                 "node {id} exited (seed {seed}):\n{}",
@@ -351,6 +493,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     let mut history = clients.join().expect("clients");
     // Final reads of every key, then the checks.
     let addrs = c.client_addrs();
+    let expected = members.len();
     let (finals, converged) = run_on_executor(move || async move {
         let mut cfg = ClientConfig::new(addrs);
         cfg.op_timeout_ms = 20_000;
@@ -384,7 +527,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
             }
             let ok = by_group.len() == GROUPS as usize
                 && by_group.values().all(|v| {
-                    v.len() == nodes as usize && v.iter().all(|x| (x.1, x.2) == (v[0].1, v[0].2))
+                    v.len() == expected && v.iter().all(|x| (x.1, x.2) == (v[0].1, v[0].2))
                 });
             if ok {
                 break Ok(by_group.len());
@@ -406,17 +549,21 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     let verdict = lin::check(&history);
     let total: u64 = faults.values().sum();
     // Every torn tail was found, cut and reported by the restarted node.
-    let torn_reported: usize = (1..=nodes)
-        .map(|id| {
-            std::fs::read_to_string(&c.nodes[(id - 1) as usize].log)
-                .unwrap_or_default()
-                .matches("torn_tail=Some")
-                .count()
-        })
+    let logs: Vec<String> = c
+        .nodes
+        .iter()
+        .map(|n| std::fs::read_to_string(&n.log).unwrap_or_default())
+        .collect();
+    let torn_reported: usize = logs
+        .iter()
+        .map(|l| l.matches("torn_tail=Some").count())
         .sum();
+    // Full-disk faults that a shard of node 1 felt (it needed space then).
+    let disk_full_felt = logs[0].matches("disk full (").count();
+    let disk_back = logs[0].matches("disk space is back").count();
     let torn_injected = faults.get("torn WAL tail").copied().unwrap_or(0) as usize;
     eprintln!(
-        "chaos summary (seed {seed}): {total} faults {faults:?}, {torn_reported} torn tails reported; {ops} operations, {acked} acknowledged writes, {unknown} unknown outcomes; lost writes {}, violations {}; served {served_after:?} after the last fault; replicas converged: {}",
+        "chaos summary (seed {seed}): {total} faults {faults:?}, {torn_reported} torn tails reported, {disk_full_felt} disk-full episodes felt by node 1's shards ({disk_back} recovered); members at the end {members:?}; {ops} operations, {acked} acknowledged writes, {unknown} unknown outcomes; lost writes {}, violations {}; served {served_after:?} after the last fault; replicas converged: {}",
         if verdict.is_ok() { 0 } else { 1 },
         if verdict.is_ok() { 0 } else { 1 },
         converged.is_ok()

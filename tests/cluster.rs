@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_lite::AsyncWriteExt;
 use ringraft::client::{Client, ClientConfig, Error};
-use ringraft::local_cluster::{free_ports, run_on_executor, LocalCluster, LocalClusterConfig};
+use ringraft::local_cluster::{
+    free_ports, run_on_executor, LocalCluster, LocalClusterConfig, SmallFs,
+};
 use ringraft::transport::{FrameReader, UNATTRIBUTED_ID};
 use ringraft::wire::hello::decode_reply;
 use ringraft::wire::{
@@ -454,24 +456,11 @@ fn groups_snapshot_by_applied_bytes() {
 
 /// Runs `op` on every group's leader, following leader changes.
 async fn on_every_group(cl: &Client, op: Op) {
-    for g in 0..cl.groups() {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let _ = cl.refresh_map().await;
-            let leader = cl.leaders()[g as usize];
-            let r = if leader == 0 {
-                Err(Error::Server(ClientError::NotLeader { leader: 0 }))
-            } else {
-                cl.admin(leader, g, op.clone()).await
-            };
-            match r {
-                Ok(_) => break,
-                Err(e) => {
-                    assert!(Instant::now() < deadline, "group {g}: {op:?}: {e}");
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+    if let Err((g, e)) = cl
+        .admin_every_group(op.clone(), Duration::from_secs(20))
+        .await
+    {
+        panic!("group {g}: {op:?}: {e}");
     }
 }
 
@@ -528,6 +517,16 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
         on_every_group(&cl, Op::Promote { node: four }).await;
+        // Asked again (an answer lost, an operator retrying): Done at
+        // once, no second change.
+        for g in 0..cl.groups() {
+            for op in [Op::Promote { node: four }, Op::RemoveNode { node: 9 }] {
+                let r = cl.admin_on_leader(g, op.clone()).await;
+                if r != Ok(Reply::Done) {
+                    return Err(format!("group {g}: {op:?} again: {r:?}"));
+                }
+            }
+        }
         on_every_group(&cl, Op::RemoveNode { node: 1 }).await;
         // Node 4 leads group 0 (leaders step aside on request).
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -669,54 +668,6 @@ fn an_idle_group_does_not_pin_the_wal() {
     }
 }
 
-/// A small ext4 image loop-mounted for one node's data (root and loop
-/// devices needed; the test says so and skips otherwise). Unmounted on drop.
-struct SmallFs {
-    dir: tempfile::TempDir,
-    mnt: std::path::PathBuf,
-}
-
-impl SmallFs {
-    fn new(mib: u64) -> Result<SmallFs, String> {
-        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let img = dir.path().join("fs.img");
-        let mnt = dir.path().join("mnt");
-        std::fs::create_dir(&mnt).map_err(|e| e.to_string())?;
-        let f = std::fs::File::create(&img).map_err(|e| e.to_string())?;
-        f.set_len(mib << 20).map_err(|e| e.to_string())?;
-        let sh = |cmd: &mut std::process::Command| {
-            let o = cmd.output().map_err(|e| e.to_string())?;
-            if o.status.success() {
-                Ok(())
-            } else {
-                Err(String::from_utf8_lossy(&o.stderr).into_owned())
-            }
-        };
-        sh(std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F"])
-            .arg(&img))?;
-        sh(std::process::Command::new("mount")
-            .args(["-o", "loop"])
-            .arg(&img)
-            .arg(&mnt))?;
-        Ok(SmallFs { dir, mnt })
-    }
-
-    fn free_bytes(&self) -> u64 {
-        let c = std::ffi::CString::new(self.mnt.to_string_lossy().as_bytes()).unwrap();
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
-        st.f_bavail as u64 * st.f_frsize as u64
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.mnt).output();
-        let _ = &self.dir;
-    }
-}
-
 #[test]
 fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
     let fs = match SmallFs::new(48) {
@@ -730,7 +681,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
     cfg.metrics = true;
     cfg.shards = 1;
     cfg.groups = 2;
-    cfg.data_dirs.insert(3, fs.mnt.join("node-3"));
+    cfg.data_dirs.insert(3, fs.path().join("node-3"));
     cfg.rust_log = "info,ringraft::shard=debug".into();
     cfg.extra_args = [
         "--placement",
@@ -748,21 +699,9 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
     let mut c = LocalCluster::start(cfg).unwrap();
     c.wait_ready(Duration::from_secs(30)).unwrap();
     // Leave less than one more WAL segment free on node 3's filesystem.
-    let filler = fs.mnt.join("filler");
-    let keep = 2 << 20;
-    let fill = fs.free_bytes().saturating_sub(keep);
-    std::fs::File::create(&filler).unwrap();
-    // Really allocate it (a sparse file takes no space).
-    match std::process::Command::new("fallocate")
-        .args(["-l", &fill.to_string()])
-        .arg(&filler)
-        .status()
-    {
-        Ok(st) if st.success() => {}
-        other => {
-            eprintln!("SKIPPED: cannot fill the filesystem with fallocate: {other:?}");
-            return;
-        }
+    if let Err(e) = fs.fill(2 << 20) {
+        eprintln!("SKIPPED: cannot fill the filesystem: {e}");
+        return;
     }
     let addrs = c.client_addrs();
     let written = run_on_executor(move || async move {
@@ -833,7 +772,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // Space returns: node 3 rebuilds from disk and catches up.
-    std::fs::remove_file(&filler).unwrap();
+    fs.unfill();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !log3(&c).contains("disk space is back") {
         assert!(

@@ -382,6 +382,34 @@ impl Client {
         }
     }
 
+    /// Admin `op` (a membership change, a leader transfer, a snapshot)
+    /// on `group`'s leader, following leader changes like a read does,
+    /// until `op_timeout_ms`. Membership changes already in force are
+    /// answered Done, so a retry is safe.
+    pub async fn admin_on_leader(&self, group: u64, op: Op) -> Result<Reply, Error> {
+        self.call(group, op, false).await
+    }
+
+    /// `admin_on_leader` on every group in turn; a refusal (`Failed`: a
+    /// membership change still in progress, a learner not caught up yet)
+    /// is asked again until `patience` has passed. The first group that
+    /// fails, with its error.
+    pub async fn admin_every_group(&self, op: Op, patience: Duration) -> Result<(), (u64, Error)> {
+        let deadline = Instant::now() + patience;
+        for g in 0..self.groups() {
+            loop {
+                match self.admin_on_leader(g, op.clone()).await {
+                    Ok(_) => break,
+                    Err(Error::Server(ClientError::Failed { .. })) if Instant::now() < deadline => {
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err((g, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn group(&self, key: &[u8]) -> u64 {
         group_of(key, self.inner.groups.get())
     }

@@ -193,6 +193,18 @@ impl Shard {
             let leader = g.raft.leader().unwrap_or(0);
             return self.respond(conn, req.id, Err(ClientError::NotLeader { leader }));
         }
+        // Asking again for what is already in force is answered Done, so
+        // an operator (or a client whose answer was lost) can safely retry.
+        let conf = g.raft.conf();
+        let in_force = match &req.op {
+            Op::AddLearner { node, .. } => conf.members().contains(node),
+            Op::Promote { node } => conf.voters.contains(node),
+            Op::RemoveNode { node } => !conf.voters.contains(node) && !conf.is_learner(*node),
+            _ => false,
+        };
+        if in_force {
+            return self.respond(conn, req.id, Ok(Reply::Done));
+        }
         let proposed = match &req.op {
             Op::AddLearner {
                 node,
