@@ -64,7 +64,7 @@ async fn client(c: Vec<std::net::SocketAddr>) -> Client {
 
 #[test]
 fn puts_and_gets_across_many_groups_on_two_shards() {
-    let c = cluster(3, 16, &[]);
+    let c = cluster(3, 16, &["--scan-limit-max", "8"]);
     let addrs = c.client_addrs();
     run_on_executor(move || async move {
         let cl = client(addrs).await;
@@ -96,14 +96,27 @@ fn puts_and_gets_across_many_groups_on_two_shards() {
             .map(|i| format!("key-{i}"))
             .filter(|k| cl.group_of(k.as_bytes()) == g)
             .collect();
-        let (pairs, more) = cl.scan(g, b"key-", b"", 10_000).await.unwrap();
-        assert!(!more);
+        // --scan-limit-max 8 cuts a larger limit: pages of 8 until the end.
+        assert!(mine.len() > 8, "{} keys in group {g}", mine.len());
+        let mut got: Vec<String> = Vec::new();
+        let mut from = b"key-".to_vec();
+        loop {
+            let (pairs, more) = cl.scan(g, &from, b"", 10_000).await.unwrap();
+            assert!(pairs.len() <= 8, "{} pairs", pairs.len());
+            assert_eq!(more, pairs.len() == 8 && got.len() + 8 < mine.len());
+            got.extend(
+                pairs
+                    .iter()
+                    .map(|(k, _)| String::from_utf8_lossy(k).into_owned()),
+            );
+            if !more {
+                break;
+            }
+            from = pairs.last().unwrap().0.to_vec();
+            from.push(0);
+        }
         let mut want = mine.clone();
         want.sort();
-        let got: Vec<String> = pairs
-            .iter()
-            .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
-            .collect();
         assert_eq!(got, want);
         let (pairs, more) = cl.scan(g, b"key-", b"", 3).await.unwrap();
         assert_eq!((pairs.len(), more), (3, true));

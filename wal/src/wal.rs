@@ -46,6 +46,12 @@ pub struct WalOptions {
     /// `try_submit` fails with `QueueFull`. Default 16 MiB.
     pub queue_bytes_max: usize,
     pub recovery: RecoveryMode,
+    /// Write zeros over a new segment (in the background, before it is
+    /// needed) so that later flushes overwrite initialized blocks: their
+    /// fdatasync then has no extent metadata to journal. Default true
+    /// (4 KiB write+fdatasync on ext4/virtio: ~3,200/s into preallocated
+    /// unwritten extents, ~5,800/s into zeroed ones; see the README).
+    pub zero_segments: bool,
 }
 
 impl Default for WalOptions {
@@ -57,6 +63,7 @@ impl Default for WalOptions {
             write_chunk_bytes: 1 << 20,
             queue_bytes_max: 16 << 20,
             recovery: RecoveryMode::Strict,
+            zero_segments: true,
         }
     }
 }
@@ -265,15 +272,46 @@ async fn read_all<F: SegmentFile>(f: &F) -> std::io::Result<Vec<u8>> {
     Ok(data)
 }
 
-/// Creates a segment under a temporary name: preallocated, header written
-/// and synced. It becomes a live segment by `rename` + `sync_dir`.
-async fn prepare<D: Disk>(disk: D, seq: u64, segment_bytes: u64) -> Result<(String, D::File)> {
+/// Zero writes of a new segment in flight at once.
+const ZERO_WRITES_INFLIGHT: usize = 4;
+
+/// Creates a segment under a temporary name: preallocated (zeroed if the
+/// options say so), header written and synced. It becomes a live segment
+/// by `rename` + `sync_dir`.
+async fn prepare<D: Disk>(disk: D, seq: u64, opts: ValidWalOptions) -> Result<(String, D::File)> {
+    let segment_bytes = opts.segment_bytes;
     let name = format!("{seq:020}{PREPARED_SUFFIX}");
     let err = |op, e| WalError::io(op, disk.describe(&name), e);
     let f = disk.create(&name).await.map_err(|e| err("create", e))?;
     f.preallocate(segment_bytes)
         .await
         .map_err(|e| err("preallocate", e))?;
+    if opts.zero_segments {
+        let chunk = opts.write_chunk_bytes as u64;
+        let mut zeros = disk.alloc_buf(opts.write_chunk_bytes);
+        zeros.as_bytes_mut().fill(0);
+        let zeros = Rc::new(zeros);
+        let mut pos = BLOCK_BYTES as u64;
+        while pos < segment_bytes {
+            let mut writes = Vec::with_capacity(ZERO_WRITES_INFLIGHT);
+            for _ in 0..ZERO_WRITES_INFLIGHT {
+                if pos >= segment_bytes {
+                    break;
+                }
+                let len = chunk.min(segment_bytes - pos) as usize;
+                let buf = if len == zeros.len() {
+                    zeros.clone()
+                } else {
+                    let mut b = disk.alloc_buf(len);
+                    b.as_bytes_mut().fill(0);
+                    Rc::new(b)
+                };
+                writes.push(f.write_at(buf, pos));
+                pos += len as u64;
+            }
+            join_all(writes).await.map_err(|e| err("write zeros", e))?;
+        }
+    }
     let mut buf = disk.alloc_buf(BLOCK_BYTES);
     encode_segment_header(buf.as_bytes_mut(), segment_bytes);
     f.write_at(Rc::new(buf), 0)
@@ -463,7 +501,7 @@ impl<D: Disk> Wal<D> {
         if replace_empty {
             segs.pop();
         }
-        let (prep, file) = prepare(disk.clone(), 0, opts.segment_bytes).await?;
+        let (prep, file) = prepare(disk.clone(), 0, opts.clone()).await?;
         let name = install(&disk, &prep, next_lsn).await?;
         segs.push((next_lsn, name.clone()));
 
@@ -852,12 +890,11 @@ struct Syncing {
 /// Records are reported durable strictly in LSN order. Submitters keep
 /// filling the next batch meanwhile.
 async fn writer<D: Disk>(inner: Rc<Inner<D>>, mut active: Active<D::File>) {
-    let segment_bytes = inner.opts.segment_bytes;
     let mut prep_seq = 1u64;
     let mut prep: Option<PrepTask<D>> = Some(glommio::spawn_local(prepare(
         inner.disk.clone(),
         prep_seq,
-        segment_bytes,
+        inner.opts.clone(),
     )));
     let mut syncing: Option<Syncing> = None;
     loop {
@@ -982,7 +1019,7 @@ async fn flush<D: Disk>(
         *prep = Some(glommio::spawn_local(prepare(
             disk.clone(),
             *prep_seq,
-            opts.segment_bytes,
+            opts.clone(),
         )));
     }
     // Each write is padded to its block: the next write starts on a fresh

@@ -23,6 +23,7 @@ fn opts() -> WalOptions {
         write_chunk_bytes: 64 << 10,
         queue_bytes_max: 1 << 20,
         recovery: RecoveryMode::Strict,
+        zero_segments: true,
     }
 }
 
@@ -171,4 +172,49 @@ fn a_relative_directory_works() {
             wal.close().await.unwrap();
         });
     assert_eq!(read_back(&base.path().join("rel/wal")).len(), 1);
+}
+
+/// `zero_segments`: the live segment has no unwritten extents left (a flush's fdatasync has no extent conversion to
+/// journal); without it, they are preallocated only. Read with
+/// `filefrag -v` (e2fsprogs), which flags unwritten extents.
+#[test]
+fn zero_segments_leaves_no_unwritten_extents() {
+    let unwritten = |zero: bool| -> Vec<(String, bool)> {
+        let dir = tmpdir();
+        let path = dir.path().to_path_buf();
+        LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async move {
+                let o = WalOptions {
+                    zero_segments: zero,
+                    ..opts()
+                };
+                let (wal, _) = Wal::open(DmaDisk::new(&path).unwrap(), o, |_, _| {})
+                    .await
+                    .unwrap();
+                wal.append(b"one record").await.unwrap();
+                wal.close().await.unwrap();
+            });
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_none_or(|x| x != "wal") {
+                continue; // the next segment, prepared in the background
+            }
+            let o = std::process::Command::new("filefrag")
+                .arg("-v")
+                .arg(&p)
+                .output()
+                .expect("filefrag (e2fsprogs) is installed");
+            let text = String::from_utf8_lossy(&o.stdout).into_owned();
+            assert!(o.status.success(), "filefrag {}: {text}", p.display());
+            out.push((text.clone(), text.contains("unwritten")));
+        }
+        out
+    };
+    let zeroed = unwritten(true);
+    assert!(zeroed.len() == 1 && !zeroed[0].1, "{zeroed:#?}");
+    let plain = unwritten(false);
+    assert!(plain.iter().any(|(_, u)| *u), "{plain:#?}");
 }

@@ -26,6 +26,8 @@ fn small_opts() -> WalOptions {
         write_chunk_bytes: 4096,
         queue_bytes_max: 32 * 1024,
         recovery: RecoveryMode::Strict,
+        // The zero writes go through the faulty disk too.
+        zero_segments: true,
     }
 }
 
