@@ -105,7 +105,7 @@ impl Conn {
         self.closed.get()
     }
 
-    fn close(&self, why: String) {
+    pub(crate) fn close(&self, why: String) {
         if self.closed.replace(true) {
             return;
         }
@@ -172,6 +172,8 @@ async fn write_loop(mut wr: WriteHalf<TcpStream>, c: Rc<Conn>) {
             .wait_until(|| !c.out.borrow().is_empty() || c.closed.get())
             .await;
         if c.closed.get() {
+            // Our FIN: the node closes its end, which ends read_loop too.
+            let _ = wr.close().await;
             return;
         }
         std::mem::swap(&mut *c.out.borrow_mut(), &mut writing);

@@ -113,6 +113,16 @@ struct Inner {
     next_node: Cell<usize>,
 }
 
+/// The last handle of a client gone: its connections close (the tasks
+/// that serve them end once the nodes close their ends).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        for c in self.conns.get_mut().values() {
+            c.close("the client was dropped".into());
+        }
+    }
+}
+
 /// A client of one cluster.
 #[derive(Clone)]
 pub struct Client {

@@ -21,9 +21,9 @@ use ringraft::transport::{
 };
 use ringraft::wire::hello::{decode_reply, encode_reply};
 use ringraft::wire::{
-    decode_raft, decode_response, encode_frame, encode_raft, encode_request, ClientError, Hello,
-    HelloError, Op, ReadMode, Reply, Request, Response, KIND_HELLO, KIND_HELLO_REPLY, KIND_RAFT,
-    KIND_REQUEST, KIND_RESPONSE, PROTOCOL_VERSION,
+    decode_raft, decode_response, encode_frame, encode_raft, encode_request, ClientError,
+    ClusterMap, Hello, HelloError, Op, ReadMode, Reply, Request, Response, KIND_HELLO,
+    KIND_HELLO_REPLY, KIND_RAFT, KIND_REQUEST, KIND_RESPONSE, PROTOCOL_VERSION,
 };
 
 /// Log lines written while a test runs (INFO and above).
@@ -467,14 +467,26 @@ fn echo_server(svc: Rc<ClientService>, pad: usize, stop: Rc<RefCell<bool>>) {
             svc.ready().await;
             svc.drain(&mut reqs);
             for (conn, r) in reqs.drain(..) {
-                let Op::Get { key, .. } = r.op else { panic!() };
-                let mut v = key.to_vec();
-                v.resize(key.len() + pad, 0);
+                let reply = match r.op {
+                    Op::Get { key, .. } => {
+                        let mut v = key.to_vec();
+                        v.resize(key.len() + pad, 0);
+                        Reply::Value(Some(Bytes::from(v)))
+                    }
+                    // What a client asks first: one group, led by node 1.
+                    Op::ClusterMap => Reply::Map(ClusterMap {
+                        groups: 1,
+                        shards: 1,
+                        nodes: Vec::new(),
+                        leaders: vec![1],
+                    }),
+                    other => panic!("the echo server got {other:?}"),
+                };
                 svc.respond(
                     conn,
                     &Response {
                         id: r.id,
-                        result: Ok(Reply::Value(Some(Bytes::from(v)))),
+                        result: Ok(reply),
                     },
                 );
             }
@@ -547,6 +559,34 @@ fn a_client_has_at_most_client_inflight_max_requests_in_the_shard() {
         .await;
         assert_eq!(responses(&mut s, &mut r, 3).await.len(), 3);
         assert_eq!(svc.stats().requests, 11);
+    });
+}
+
+/// Dropping the last handle of a `Client` closes its connections: the
+/// node sees them go (they used to stay open until the executor ended).
+#[test]
+fn a_dropped_client_closes_its_connections() {
+    run(|_| async move {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let svc = ClientService::new(me(CLUSTER, 1), TransportConfig::default());
+        glommio::spawn_local(svc.clone().serve(l)).detach();
+        echo_server(svc.clone(), 0, Rc::new(RefCell::new(false)));
+        let mut cfg = ringraft::client::ClientConfig::new(vec![addr]);
+        cfg.cluster_id = CLUSTER;
+        let cl = ringraft::client::Client::connect(cfg).await.unwrap();
+        let other = cl.clone();
+        assert_eq!(cl.get(b"k").await.unwrap(), Some(Bytes::from_static(b"k")));
+        assert_eq!(svc.conns(), 1);
+        drop(cl);
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        assert_eq!(svc.conns(), 1, "another handle still uses it");
+        assert_eq!(
+            other.get(b"j").await.unwrap(),
+            Some(Bytes::from_static(b"j"))
+        );
+        drop(other);
+        eventually("the connection closed", || svc.conns() == 0).await;
     });
 }
 
