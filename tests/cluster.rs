@@ -310,6 +310,35 @@ fn killing_a_leader_loses_no_acknowledged_write_and_a_lagging_node_catches_up_by
     assert!(text.contains("recovered"), "recovery is logged");
 }
 
+/// One client, one write at a time: every replica syncs its WAL once per
+/// write. A change of the commit index alone is not synced on its own (it
+/// is not needed for safety, and a leader that synced it made the next
+/// write wait behind that sync: two fsyncs per write instead of one).
+#[test]
+fn sequential_writes_cost_one_fsync_per_replica() {
+    let c = cluster(3, 2, &[]);
+    let addrs = c.client_addrs();
+    let syncs = |c: &LocalCluster| metric_sum(c, 3, "ringraft_wal_syncs_total");
+    // Metrics are published once a second: wait for a fresh count.
+    let settle = || std::thread::sleep(Duration::from_millis(2200));
+    settle();
+    let before = syncs(&c);
+    const WRITES: u64 = 300;
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        for i in 0..WRITES {
+            cl.put(format!("seq-{i}").as_bytes(), b"v").await.unwrap();
+        }
+    });
+    settle();
+    let per_write = (syncs(&c) - before) as f64 / WRITES as f64;
+    eprintln!("{per_write:.2} WAL syncs per write over 3 replicas");
+    assert!(
+        per_write <= 3.3,
+        "{per_write:.2} syncs per write (3 replicas: 3 expected)"
+    );
+}
+
 #[test]
 fn a_peer_of_another_cluster_is_refused_and_sigterm_exits_cleanly() {
     let mut c = cluster(3, 2, &[]);

@@ -70,6 +70,29 @@ pub struct HardState {
     pub commit: Index,
 }
 
+impl HardState {
+    /// The hard state to write with a Ready, given the one last written
+    /// (or queued) `written`, the one the Ready reports (`reported`, if it
+    /// changed), the node's current one (`now`) and whether entries are
+    /// written with it. A change of the commit index alone is not written
+    /// on its own: safety does not need it durable (a restarted node never
+    /// applies past what its log and the leader say is committed), and a
+    /// sync for it makes the next write wait. It rides along with the next
+    /// record. A term or vote change is always written.
+    pub fn to_write(
+        written: &HardState,
+        reported: Option<HardState>,
+        now: HardState,
+        with_entries: bool,
+    ) -> Option<HardState> {
+        if with_entries {
+            (now != *written).then_some(now)
+        } else {
+            reported.filter(|hs| hs.term != written.term || hs.vote != written.vote)
+        }
+    }
+}
+
 /// A message between the cores of one group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Message {

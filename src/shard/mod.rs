@@ -540,8 +540,9 @@ impl Shard {
                 self.install_snapshot(gi, snap).await?;
             }
             let mut lsn = self.inflight.back().map_or(0, |f| f.lsn);
-            if (rd.hard_state.is_some() || !rd.entries.is_empty()) && !self.disk_full {
-                match self.write_group(gi, &rd).await {
+            let hs = self.hard_state_to_write(gi, &rd);
+            if (hs.is_some() || !rd.entries.is_empty()) && !self.disk_full {
+                match self.write_group(gi, hs, &rd.entries).await {
                     Ok(l) => lsn = l,
                     Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
                         self.enter_disk_full(&err)
@@ -582,14 +583,35 @@ impl Shard {
         Ok(())
     }
 
-    /// Appends the group's hard state and entries of `rd` to the WAL (one
+    /// The hard state to write with `rd` (see `HardState::to_write`: a
+    /// leader's commit index moves after every write, and syncing that on
+    /// its own made the next write wait behind the sync).
+    fn hard_state_to_write(
+        &self,
+        gi: usize,
+        rd: &crate::raft::Ready,
+    ) -> Option<crate::raft::HardState> {
+        let g = &self.groups[gi];
+        crate::raft::HardState::to_write(
+            &g.lsns.hs,
+            rd.hard_state,
+            g.raft.hard_state(),
+            !rd.entries.is_empty(),
+        )
+    }
+
+    /// Appends the group's hard state `hs` and `entries` to the WAL (one
     /// record, or several if they exceed `record_bytes_max`); the LSN of
     /// the last.
-    async fn write_group(&mut self, gi: usize, rd: &crate::raft::Ready) -> Result<u64, ShardError> {
+    async fn write_group(
+        &mut self,
+        gi: usize,
+        mut hs: Option<crate::raft::HardState>,
+        entries: &[crate::raft::Entry],
+    ) -> Result<u64, ShardError> {
         let max = self.cfg.wal.record_bytes_max;
         let gid = self.groups[gi].id;
-        let mut hs = rd.hard_state;
-        let mut rest = &rd.entries[..];
+        let mut rest = entries;
         loop {
             // As many entries as fit in one record (at least one).
             let mut n = 0;
@@ -605,7 +627,8 @@ impl Shard {
             let (chunk, tail) = rest.split_at(n);
             let lsn = self.submit_record(gid, hs.as_ref(), chunk).await?;
             let g = &mut self.groups[gi];
-            if hs.is_some() {
+            if let Some(h) = hs {
+                g.lsns.hs = h;
                 g.lsns.hs_lsn = lsn;
             }
             if let Some(first) = chunk.first() {
@@ -1045,6 +1068,7 @@ impl Shard {
         let lsn = self.submit_record(gid, Some(&hs), &[]).await?;
         // Released only once durable: wait for it here (rare: idle groups).
         self.wal.wait_durable(lsn).await.map_err(wal_err(shard))?;
+        self.groups[gi].lsns.hs = hs;
         self.groups[gi].lsns.hs_lsn = lsn;
         Ok(())
     }

@@ -250,6 +250,9 @@ struct SimNode {
     /// The durable snapshot, and the durable entries after it.
     disk_snapshot: Option<Snapshot>,
     disk_log: Vec<Entry>,
+    /// The hard state of the last write queued (or the durable one):
+    /// what the node's policy compares a new one with.
+    queued_hs: HardState,
     writes: VecDeque<PendingWrite>,
     /// Writes in the batch under way (0: the disk is idle). Like the WAL,
     /// the disk takes every queued write as one batch with one latency.
@@ -333,6 +336,7 @@ impl Sim {
                 raft: None,
                 incarnation: 0,
                 disk_hs: HardState::default(),
+                queued_hs: HardState::default(),
                 disk_snapshot: None,
                 disk_log: Vec::new(),
                 writes: VecDeque::new(),
@@ -492,6 +496,7 @@ impl Sim {
         let j = self.cfg.tick_jitter_ms;
         n.tick_ms = self.cfg.tick_ms - j + self.rng.below(2 * j + 1);
         n.writes.clear();
+        n.queued_hs = n.disk_hs;
         n.batch_len = 0;
     }
 
@@ -749,6 +754,7 @@ impl Sim {
             }
             let rd = r.ready();
             let term = r.term();
+            let hs_now = r.hard_state();
             if let Some(ss) = rd.soft_state {
                 if ss.role == Role::Leader {
                     self.on_new_leader(i, ss.term);
@@ -760,9 +766,19 @@ impl Sim {
             }
             // Queue the write; it becomes durable when its batch's PersistDone fires.
             let token = rd.token();
+            // The node's policy: a commit-only change is not written alone.
+            let hs = HardState::to_write(
+                &self.nodes[i].queued_hs,
+                rd.hard_state,
+                hs_now,
+                !rd.entries.is_empty(),
+            );
+            if let Some(h) = hs {
+                self.nodes[i].queued_hs = h;
+            }
             self.nodes[i].writes.push_back(PendingWrite {
                 token,
-                hard_state: rd.hard_state,
+                hard_state: hs,
                 snapshot: rd.snapshot.clone(),
                 entries: rd.entries,
                 after: rd.persisted_messages,
