@@ -1,0 +1,104 @@
+"""The markdown table of tools/bench.sh: medians [min-max] over the
+repetitions, ratios to etcd and to a raw fdatasync taken per repetition."""
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+
+d, out, shapes, sizes, ratios, with_etcd, duration, runs, half = sys.argv[1:]
+shapes, sizes, ratios, runs = shapes.split(), sizes.split(), ratios.split(), int(runs)
+reps = range(1, runs + 1)
+
+
+def spread(xs, f):
+    """median [min-max]"""
+    xs = sorted(xs)
+    return f"{f(statistics.median(xs))} [{f(xs[0])}-{f(xs[-1])}]"
+
+
+def ops(x):
+    return f"{x:.0f}"
+
+
+def ms(us):
+    return f"{us / 1000:.2f}"
+
+
+def rat(x):
+    return f"{x:.2f}"
+
+
+etcd = {}
+if with_etcd == "1":
+    for size in sizes:
+        for ratio in ratios:
+            for r in reps:
+                for line in open(f"{d}/etcd-{size}-{ratio}-{r}.jsonl"):
+                    j = json.loads(line)
+                    etcd[(j["clients"], size, ratio, r)] = j
+fsync_us = {}
+for r in reps:
+    w = json.load(open(f"{d}/fsync-{r}.json"))["jobs"][0]
+    # One op is a 4 KiB write and its fdatasync: the mean time of both.
+    fsync_us[r] = 1e6 / max(w["write"]["iops"], 1)
+cpu = subprocess.run(
+    ["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
+    capture_output=True,
+    text=True,
+).stdout.strip()
+hdr = "| conns x depth | value | read ratio | ops/s | write p50 ms | write p99 ms | read p50 ms | read p99 ms | errors |"
+sep = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+if etcd:
+    hdr += " etcd ops/s | etcd p50 ms | ops/s ÷ etcd | p50 ÷ etcd |"
+    sep += " --- | --- | --- | --- |"
+hdr += " p50 ÷ fsync |"
+sep += " --- |"
+rows = []
+for shape in shapes:
+    c, dep = map(int, shape.split("x"))
+    for size in sizes:
+        for ratio in ratios:
+            js = {r: json.load(open(f"{d}/rr-{shape}-{size}-{ratio}-{r}.json")) for r in reps}
+            main = "read" if float(ratio) >= 0.5 else "write"
+            row = f"| {shape} | {size} | {ratio} | {spread([j['ops_per_sec'] for j in js.values()], ops)}"
+            for op in ("write", "read"):
+                for q in ("p50_us", "p99_us"):
+                    if js[1][op]["count"]:
+                        row += f" | {spread([j[op][q] for j in js.values()], ms)}"
+                    else:
+                        row += " | -"
+            row += f" | {sum(j['errors'] for j in js.values())} |"
+            if etcd:
+                es = {r: etcd.get((c * dep, size, ratio, r)) for r in reps}
+                if all(es.values()):
+                    row += f" {spread([e['ops_per_sec'] for e in es.values()], ops)}"
+                    row += f" | {spread([e['p50_us'] for e in es.values()], ms)}"
+                    row += f" | {spread([js[r]['ops_per_sec'] / max(es[r]['ops_per_sec'], 1) for r in reps], rat)}"
+                    row += f" | {spread([js[r][main]['p50_us'] / max(es[r]['p50_us'], 1) for r in reps], rat)} |"
+                else:
+                    row += " | | | |"
+            row += f" {spread([js[r][main]['p50_us'] / fsync_us[r] for r in reps], rat)} |"
+            rows.append(row)
+o = {r: json.load(open(f"{d}/rr-open-16-0-{r}.json")) for r in reps}
+with open(out, "w") as f:
+    f.write(
+        f"Machine: {os.cpu_count()} CPUs ({cpu}), {platform.platform()}; local 3-node cluster, "
+        f"2 shards x 8 groups, every node fsyncing; the generator on the same machine; "
+        f"{duration} s per run, {runs} repetitions: median [min-max].\n\n"
+    )
+    f.write(
+        "Raw 4 KiB write + fdatasync (fio, same filesystem, each repetition): "
+        f"{spread(list(fsync_us.values()), lambda x: f'{x:.0f}')} µs.\n\n"
+    )
+    f.write(hdr + "\n" + sep + "\n" + "\n".join(rows) + "\n\n")
+    f.write(
+        f"Open loop at half the median peak 16 B write throughput ({half} ops/s offered): "
+        f"{spread([j['ops_per_sec'] for j in o.values()], ops)} ops/s, "
+        f"write p50 {spread([j['write']['p50_us'] for j in o.values()], ms)} ms, "
+        f"p99 {spread([j['write']['p99_us'] for j in o.values()], ms)} ms, "
+        f"p99.9 {spread([j['write']['p999_us'] for j in o.values()], ms)} ms, "
+        f"errors {sum(j['errors'] for j in o.values())}.\n"
+    )
+print(open(out).read())
