@@ -485,9 +485,13 @@ impl ValidConfig {
         c
     }
 
-    /// The CPU shard `s` runs on when pinned, given `cpus` CPUs.
+    /// The CPU shard `s` runs on when pinned, given `cpus` CPUs: (id + s)
+    /// mod CPUs. A node's shards take distinct CPUs (as many as there
+    /// are), and when several nodes share a machine the replicas of a
+    /// group (shard s of every node) land on different CPUs, so a leader
+    /// and its followers run in parallel instead of queueing on one CPU.
     pub fn cpu_of(&self, s: u32, cpus: usize) -> usize {
-        ((self.id as usize) * self.shards as usize + s as usize) % cpus.max(1)
+        (self.id as usize + s as usize) % cpus.max(1)
     }
 }
 
@@ -544,6 +548,25 @@ mod tests {
             ..base()
         })
         .contains("--value-bytes-max"));
+    }
+
+    #[test]
+    fn pinned_shards_spread_a_groups_replicas_over_cpus() {
+        let node = |id: u64| {
+            NodeSettings {
+                id: Some(id),
+                ..base()
+            }
+            .validate()
+            .unwrap()
+        };
+        // 3 nodes x 2 shards on 2 CPUs: shard 0 of nodes 1, 2, 3.
+        let cpus: Vec<usize> = (1..=3).map(|id| node(id).cpu_of(0, 2)).collect();
+        assert_eq!(cpus, vec![1, 0, 1]);
+        // A node's own shards on distinct CPUs.
+        let n = node(1);
+        assert_ne!(n.cpu_of(0, 2), n.cpu_of(1, 2));
+        assert_eq!(n.cpu_of(5, 1), 0);
     }
 
     #[test]
