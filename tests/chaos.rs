@@ -185,6 +185,39 @@ fn replace_node(c: &mut LocalCluster, old: u64, seed: u64) -> u64 {
     new
 }
 
+/// Acknowledged writes the final reads show lost: a write W is lost if
+/// the final value of its key is absent, or was written by a put that
+/// had returned before W was called (values are unique, so nothing can
+/// bring that older value back after W).
+fn lost_writes(history: &[CheckOp], finals: &[CheckOp]) -> usize {
+    let mut puts: BTreeMap<(u64, u64), &CheckOp> = BTreeMap::new();
+    for o in history {
+        if let OpKind::Put { value } = o.kind {
+            puts.insert((o.key, value), o);
+        }
+    }
+    let mut lost = 0;
+    for f in finals {
+        let OpKind::Get { result } = f.kind else {
+            continue;
+        };
+        let shown_done = result
+            .and_then(|v| puts.get(&(f.key, v)))
+            .and_then(|q| q.ret);
+        lost += history
+            .iter()
+            .filter(|p| p.key == f.key && p.ret.is_some())
+            .filter(|p| matches!(p.kind, OpKind::Put { .. }))
+            .filter(|p| match (result, shown_done) {
+                (None, _) => true,
+                (Some(_), Some(done)) => p.call > done,
+                (Some(_), None) => false, // an unknown write shown: not a loss
+            })
+            .count();
+    }
+    lost
+}
+
 fn settings(default_secs: u64) -> (u64, u64) {
     let seed = std::env::var("CHAOS_SEED")
         .ok()
@@ -545,6 +578,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
         .count();
     let unknown = history.iter().filter(|o| o.ret.is_none()).count();
     let ops = history.len();
+    let lost = lost_writes(&history, &finals);
     history.extend(finals);
     let verdict = lin::check(&history);
     let total: u64 = faults.values().sum();
@@ -563,11 +597,11 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     let disk_back = logs[0].matches("disk space is back").count();
     let torn_injected = faults.get("torn WAL tail").copied().unwrap_or(0) as usize;
     eprintln!(
-        "chaos summary (seed {seed}): {total} faults {faults:?}, {torn_reported} torn tails reported, {disk_full_felt} disk-full episodes felt by node 1's shards ({disk_back} recovered); members at the end {members:?}; {ops} operations, {acked} acknowledged writes, {unknown} unknown outcomes; lost writes {}, violations {}; served {served_after:?} after the last fault; replicas converged: {}",
-        if verdict.is_ok() { 0 } else { 1 },
+        "chaos summary (seed {seed}): {total} faults {faults:?}, {torn_reported} torn tails reported, {disk_full_felt} disk-full episodes felt by node 1's shards ({disk_back} recovered); members at the end {members:?}; {ops} operations, {acked} acknowledged writes, {unknown} unknown outcomes; lost writes {lost}, linearizability violations {}; served {served_after:?} after the last fault; replicas converged: {}",
         if verdict.is_ok() { 0 } else { 1 },
         converged.is_ok()
     );
+    assert_eq!(lost, 0, "seed {seed}: acknowledged writes lost");
     if let Err(v) = verdict {
         panic!("seed {seed}: {v}");
     }
@@ -586,4 +620,38 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
         served_after < Duration::from_secs(15),
         "seed {seed}: served only {served_after:?} after the last fault"
     );
+}
+
+/// The lost-write count itself: a write superseded by nothing but shown
+/// overwritten by an older value is lost; a later write shown is not.
+#[test]
+fn lost_writes_are_counted_from_the_final_reads() {
+    let put = |key, value, call, ret| CheckOp {
+        client: 0,
+        key,
+        kind: OpKind::Put { value },
+        call,
+        ret,
+    };
+    let read = |key, result| CheckOp {
+        client: usize::MAX,
+        key,
+        kind: OpKind::Get { result },
+        call: 100,
+        ret: Some(101),
+    };
+    let history = vec![
+        put(1, 10, 0, Some(1)),
+        put(1, 11, 2, Some(3)),
+        put(2, 20, 0, Some(1)),
+        put(3, 30, 0, None),
+    ];
+    assert_eq!(
+        lost_writes(&history, &[read(1, Some(11)), read(2, Some(20))]),
+        0
+    );
+    // Key 1 shows 10: write 11 (called after 10 returned) is lost.
+    assert_eq!(lost_writes(&history, &[read(1, Some(10))]), 1);
+    // Key 2 empty: its acknowledged write is lost; key 3's unknown one is not.
+    assert_eq!(lost_writes(&history, &[read(2, None), read(3, None)]), 1);
 }
