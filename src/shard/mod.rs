@@ -252,7 +252,7 @@ impl Shard {
             transport,
             clients,
             inflight: VecDeque::new(),
-            next_ctx: 1,
+            next_ctx: first_read_ctx(),
             stats: ShardStats::default(),
             snaps_done: Rc::default(),
             snaps_failed: Rc::default(),
@@ -1292,5 +1292,37 @@ fn check_len(b: &Bytes, max: usize, key: bool) -> Result<(), ClientError> {
             len: b.len() as u64,
             max: max as u64,
         })
+    }
+}
+
+/// The first ReadIndex context of this incarnation: the wall clock in
+/// nanoseconds. A follower's forwarded read is matched to the leader's
+/// answer by this context alone; contexts restarting at 1 let an answer
+/// addressed to the previous incarnation (queued before a kill, delivered
+/// after the restart, same term) serve a new read at an old index — a
+/// stale read the 30-minute chaos soak caught. Each incarnation now starts
+/// past every context an earlier one used (they take far fewer than one
+/// per nanosecond).
+fn first_read_ctx() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        .max(1)
+}
+
+#[cfg(test)]
+mod read_ctx_tests {
+    /// A later incarnation starts past the contexts an earlier one used.
+    #[test]
+    fn a_restarted_shard_does_not_reuse_read_contexts() {
+        let first = super::first_read_ctx();
+        // An incarnation that used a context per microsecond for a while.
+        let t0 = std::time::Instant::now();
+        let mut used = first;
+        while t0.elapsed() < std::time::Duration::from_millis(20) {
+            used += 1;
+            std::thread::sleep(std::time::Duration::from_micros(1));
+        }
+        assert!(super::first_read_ctx() > used);
     }
 }
