@@ -1,5 +1,19 @@
 use super::*;
 
+/// An address-book entry for node 4 (peer address 127.0.0.1:7130).
+fn member(client_addr: &str) -> Command {
+    Command {
+        client: 0,
+        seq: 0,
+        ack: 0,
+        op: WriteOp::Member {
+            node: 4,
+            peer_addr: b("127.0.0.1:7130"),
+            client_addr: b(client_addr),
+        },
+    }
+}
+
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
 }
@@ -43,16 +57,7 @@ fn commands_round_trip_and_garbage_is_refused() {
         cas(5, 6, "c", None, Some("x")),
         cas(5, 6, "c", Some("x"), None),
         cas(5, 6, "c", Some(""), Some("")),
-        Command {
-            client: 0,
-            seq: 0,
-            ack: 0,
-            op: WriteOp::Member {
-                node: 4,
-                peer_addr: b("127.0.0.1:7130"),
-                client_addr: b("127.0.0.1:7230"),
-            },
-        },
+        member("127.0.0.1:7230"),
     ];
     for c in cmds {
         let e = c.encode();
@@ -181,20 +186,7 @@ fn snapshots_keep_the_map_and_the_sessions() {
     kv.apply(2, &cas(2, 5, "b", None, Some("x"))).unwrap();
     kv.apply(3, &cas(2, 6, "b", Some("nope"), None)).unwrap();
     kv.skip(4);
-    kv.apply(
-        5,
-        &Command {
-            client: 0,
-            seq: 0,
-            ack: 0,
-            op: WriteOp::Member {
-                node: 4,
-                peer_addr: b("127.0.0.1:7130"),
-                client_addr: b("127.0.0.1:7230"),
-            },
-        },
-    )
-    .unwrap();
+    kv.apply(5, &member("127.0.0.1:7230")).unwrap();
     assert_eq!(
         kv.members().get(&4).map(String::as_str),
         Some("127.0.0.1:7130")
@@ -219,16 +211,6 @@ fn snapshots_keep_the_map_and_the_sessions() {
 /// address; the new forms carry it.
 #[test]
 fn address_book_entries_and_snapshots_of_the_first_format_still_read() {
-    let member = |client_addr: &str| Command {
-        client: 0,
-        seq: 0,
-        ack: 0,
-        op: WriteOp::Member {
-            node: 4,
-            peer_addr: b("127.0.0.1:7130"),
-            client_addr: b(client_addr),
-        },
-    };
     // The first format: flags 0 and no client field.
     let new = member("127.0.0.1:7230").encode();
     assert_eq!(new[2], 1, "flags bit 0: a client address follows");
