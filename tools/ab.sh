@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# A/B of two builds of ringraft-load (each starts its own local cluster
+# with the ringraft binary next to it), interleaved in the same run, with
+# etcd and a raw 4 KiB write+fdatasync measured in every repetition.
+#
+#   tools/ab.sh OLD/ringraft-load NEW/ringraft-load   (Env: RUNS, default 3)
+# Prints medians [min-max] for 1x1 and 64x64 writes and an open loop at
+# 20k/s, with ratios to etcd.
+set -u
+old=${1:?usage: tools/ab.sh OLD_LOAD NEW_LOAD}
+new=${2:?usage: tools/ab.sh OLD_LOAD NEW_LOAD}
+out=$(mktemp -d)
+fdir=$(mktemp -d)
+trap 'rm -rf "$out" "$fdir"' EXIT
+command -v fio >/dev/null || { apt-get update -qq && apt-get install -y -qq fio >/dev/null; }
+command -v etcdctl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-client >/dev/null; }
+root=$(cd "$(dirname "$0")/.." && pwd)
+RUNS=${RUNS:-3}
+for rep in $(seq "$RUNS"); do
+  fio --name=fsync --directory=$fdir --rw=write --bs=4k --size=16M --runtime=3 --direct=1 --ioengine=psync --fdatasync=1 --output-format=json > $out/fsync-$rep.json 2>/dev/null; rm -f $fdir/*
+  for v in old new; do
+    bin=$old; [ $v = new ] && bin=$new
+    $bin --connections 1 --depth 1 --duration 5 --warmup 1 --json $out/$v-1x1-$rep.json >/dev/null 2>&1
+    $bin --connections 64 --depth 64 --duration 5 --warmup 1 --json $out/$v-64x64-$rep.json >/dev/null 2>&1
+    $bin --connections 64 --depth 64 --duration 5 --warmup 1 --rate 20000 --json $out/$v-open20k-$rep.json >/dev/null 2>&1
+  done
+  (cd "$root" && DURATION=5 bash ../shared/peers/etcd/run.sh 1 4096 > $out/etcd-$rep.jsonl 2>/dev/null)
+done
+python3 - "$out" "$RUNS" <<'PY'
+import json, statistics, sys
+d, runs = sys.argv[1], int(sys.argv[2])
+reps = range(1, runs + 1)
+def sp(xs, f):
+    xs = sorted(xs); return f"{f(statistics.median(xs))} [{f(xs[0])}-{f(xs[-1])}]"
+ms = lambda u: f"{u/1000:.2f}"; o = lambda x: f"{x:.0f}"; r = lambda x: f"{x:.2f}"
+fs = [1e6/json.load(open(f"{d}/fsync-{k}.json"))["jobs"][0]["write"]["iops"] for k in reps]
+print("raw 4k write+fdatasync us:", sp(fs, o))
+et = {}
+for k in reps:
+    for line in open(f"{d}/etcd-{k}.jsonl"):
+        j = json.loads(line); et[(j["clients"], k)] = j
+for shape, cl in [("1x1", 1), ("64x64", 4096), ("open20k", None)]:
+    for v in ["old", "new"]:
+        js = {k: json.load(open(f"{d}/{v}-{shape}-{k}.json")) for k in reps}
+        line = f"{shape:8} {v}: ops/s {sp([j['ops_per_sec'] for j in js.values()], o)}  p50 ms {sp([j['write']['p50_us'] for j in js.values()], ms)}  p99 ms {sp([j['write']['p99_us'] for j in js.values()], ms)}"
+        if cl:
+            line += f"  | ÷etcd ops {sp([js[k]['ops_per_sec']/et[(cl,k)]['ops_per_sec'] for k in reps], r)} p50 {sp([js[k]['write']['p50_us']/et[(cl,k)]['p50_us'] for k in reps], r)}"
+        print(line)
+for cl in (1, 4096):
+    print(f"etcd {cl} clients: ops/s {sp([et[(cl,k)]['ops_per_sec'] for k in reps], o)} p50 ms {sp([et[(cl,k)]['p50_us'] for k in reps], ms)}")
+PY
