@@ -364,9 +364,12 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     let mut members: Vec<u64> = (1..=nodes).collect();
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
     let mut last_fault = Instant::now();
+    // (start µs, end µs, what, node drawn): printed next to a violation.
+    let mut timeline: Vec<(u64, u64, String, u64)> = Vec::new();
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(rng.ms(500, 1500));
         let n = members[rng.below(members.len() as u64) as usize];
+        let (started, counts) = (micros(t0), faults.clone());
         match rng.below(11) {
             5..=7 => {
                 // A partition: sides that drop each other's traffic.
@@ -502,6 +505,11 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
             }
         }
         last_fault = Instant::now();
+        for (kind, k) in &faults {
+            if counts.get(kind) != Some(k) {
+                timeline.push((started, micros(t0), kind.to_string(), n));
+            }
+        }
         for &id in &members {
             assert!(
                 c.is_running(id),
@@ -603,7 +611,17 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     );
     assert_eq!(lost, 0, "seed {seed}: acknowledged writes lost");
     if let Err(v) = verdict {
-        panic!("seed {seed}: {v}");
+        let from = v.ops.iter().map(|o| o.call).min().unwrap_or(0);
+        let to = v.ops.iter().filter_map(|o| o.ret).max().unwrap_or(from);
+        let near: Vec<String> = timeline
+            .iter()
+            .filter(|(a, b, _, _)| *b + 3_000_000 >= from && *a <= to + 1_000_000)
+            .map(|(a, b, what, n)| format!("  [{a} .. {b}] {what} (node drawn: {n})"))
+            .collect();
+        panic!(
+            "seed {seed}: {v}faults around it (µs since the start):\n{}",
+            near.join("\n")
+        );
     }
     if let Err(e) = converged {
         panic!("seed {seed}: replicas did not converge: {e}");
