@@ -89,7 +89,10 @@ impl Error {
     pub fn outcome_unknown(&self) -> bool {
         matches!(
             self,
-            Error::Timeout(_) | Error::Server(ClientError::Timeout)
+            Error::Timeout(_)
+                | Error::Server(ClientError::Timeout)
+                | Error::Server(ClientError::SessionExpired)
+                | Error::Server(ClientError::ShuttingDown)
         )
     }
 }
@@ -309,13 +312,23 @@ impl Client {
         let mut backoff_ms = 2;
         // The last refusal for a full disk: reported if nothing better comes.
         let mut disk_full = false;
+        // A write some attempt of which may have been applied (sent, then
+        // no answer or an answer that does not say): however later
+        // attempts end, its outcome is unknown — never a refusal. (A write
+        // reported DiskFull after an earlier attempt had been applied is
+        // what the chaos soak caught: a value read that "was never written".)
+        let write = seq != 0;
+        let mut maybe_applied = false;
+        let give_up = |disk_full: bool, maybe_applied: bool| {
+            if disk_full && !(write && maybe_applied) {
+                Error::Server(ClientError::DiskFull)
+            } else {
+                Error::Timeout(timeout_ms)
+            }
+        };
         loop {
             if Instant::now() >= deadline {
-                return Err(if disk_full {
-                    Error::Server(ClientError::DiskFull)
-                } else {
-                    Error::Timeout(timeout_ms)
-                });
+                return Err(give_up(disk_full, maybe_applied));
             }
             let leader = inner
                 .leaders
@@ -336,15 +349,30 @@ impl Client {
                 ack,
                 op: op.clone(),
             };
+            let sent = Cell::new(false);
             let attempt = async {
                 let c = self.conn(node, shard).await?;
+                sent.set(true);
                 c.call(req).await
             };
             let left = deadline.saturating_duration_since(Instant::now());
             let outcome = glommio::timer::timeout(left, async { Ok(attempt.await) }).await;
+            if sent.get()
+                && matches!(
+                    outcome,
+                    Err(_)
+                        | Ok(Err(_))
+                        | Ok(Ok(Err(ClientError::Timeout
+                            | ClientError::ShuttingDown
+                            | ClientError::SessionExpired)))
+                )
+            {
+                // Sent, then no answer, or one that does not say: it may
+                // have been applied.
+                maybe_applied = true;
+            }
             let wait = match outcome {
-                Err(_) if disk_full => return Err(Error::Server(ClientError::DiskFull)),
-                Err(_) => return Err(Error::Timeout(timeout_ms)),
+                Err(_) => return Err(give_up(disk_full, maybe_applied)),
                 Ok(Ok(Ok(reply))) => {
                     if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
                         *l = node;
@@ -376,6 +404,11 @@ impl Client {
                         *l = 0;
                     }
                     true
+                }
+                Ok(Ok(Err(_))) if write && maybe_applied => {
+                    // An attempt may have been applied: whatever this one
+                    // says, the outcome is unknown.
+                    return Err(Error::Timeout(timeout_ms));
                 }
                 Ok(Ok(Err(e))) => return Err(Error::Server(e)),
                 Ok(Err(ConnLost(_))) => {

@@ -454,3 +454,66 @@ mod tests {
         assert!(check_register(&ops));
     }
 }
+
+#[cfg(test)]
+mod agree {
+    use super::*;
+
+    /// The piecewise check agrees with one search over the whole history
+    /// (the reference, exponential but fine for small histories) on random
+    /// histories of a few clients, with overlaps, quiet gaps, stale reads
+    /// and writes of unknown outcome.
+    #[test]
+    fn pieces_agree_with_one_search_over_everything() {
+        let mut rng = crate::rng::Rng(11);
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..20_000 {
+            let clients = 1 + rng.below(3) as usize;
+            let mut ops = Vec::new();
+            let mut written: Vec<u64> = Vec::new();
+            let mut t = 0u64;
+            let mut v = 0;
+            let mut free_at = vec![0u64; clients];
+            for _ in 0..(2 + rng.below(9)) {
+                let c = rng.below(clients as u64) as usize;
+                let call = t.max(free_at[c]);
+                let ret = call + 1 + rng.below(6);
+                free_at[c] = ret + 1;
+                if rng.below(2) == 0 {
+                    v += 1;
+                    written.push(v);
+                    let unknown = rng.below(6) == 0;
+                    ops.push(Op {
+                        client: c,
+                        key: 1,
+                        kind: OpKind::Put { value: v },
+                        call,
+                        ret: (!unknown).then_some(ret),
+                    });
+                } else {
+                    let result = if written.is_empty() || rng.below(5) == 0 {
+                        None
+                    } else {
+                        Some(written[rng.below(written.len() as u64) as usize])
+                    };
+                    ops.push(Op {
+                        client: c,
+                        key: 1,
+                        kind: OpKind::Get { result },
+                        call,
+                        ret: Some(ret),
+                    });
+                }
+                t += rng.below(5);
+            }
+            let reference = !final_states(&ops, None).is_empty();
+            assert_eq!(check_register(&ops), reference, "{ops:#?}");
+            if reference {
+                yes += 1;
+            } else {
+                no += 1;
+            }
+        }
+        assert!(yes > 1000 && no > 1000, "{yes} linearizable, {no} not");
+    }
+}

@@ -83,6 +83,19 @@ where
 
 const CLUSTER: u64 = 0xC1;
 
+/// Runs `f` on a fresh glommio executor and returns what it returns.
+fn run_on<T: Send + 'static, F, Fut>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(f)
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
 fn me(cluster: u64, node: u64) -> Hello {
     Hello {
         cluster,
@@ -588,6 +601,69 @@ fn a_dropped_client_closes_its_connections() {
         drop(other);
         eventually("the connection closed", || svc.conns() == 0).await;
     });
+}
+
+/// A write's outcome is unknown once any attempt may have been applied:
+/// an attempt answered Timeout (the node gave up waiting, the entry may
+/// still commit) followed by DiskFull refusals must not end as DiskFull —
+/// a definite "not applied" the caller would trust. Found by the chaos
+/// soak (a value read that the history said was never written).
+#[test]
+fn a_write_refused_after_an_unknown_attempt_is_reported_unknown() {
+    for first in [ClientError::Timeout, ClientError::DiskFull] {
+        let expect_unknown = first == ClientError::Timeout;
+        let got = run_on(move || async move {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = l.local_addr().unwrap();
+            let svc = ClientService::new(me(CLUSTER, 1), TransportConfig::default());
+            glommio::spawn_local(svc.clone().serve(l)).detach();
+            let first = first.clone();
+            glommio::spawn_local({
+                let svc = svc.clone();
+                async move {
+                    let mut reqs = Vec::new();
+                    let mut puts = 0;
+                    loop {
+                        svc.ready().await;
+                        svc.drain(&mut reqs);
+                        for (conn, r) in reqs.drain(..) {
+                            let result = match r.op {
+                                Op::ClusterMap => Ok(Reply::Map(ClusterMap {
+                                    groups: 1,
+                                    shards: 1,
+                                    nodes: Vec::new(),
+                                    leaders: vec![1],
+                                })),
+                                Op::Put { .. } => {
+                                    puts += 1;
+                                    Err(if puts == 1 {
+                                        first.clone()
+                                    } else {
+                                        ClientError::DiskFull
+                                    })
+                                }
+                                other => panic!("unexpected {other:?}"),
+                            };
+                            svc.respond(conn, &Response { id: r.id, result });
+                        }
+                    }
+                }
+            })
+            .detach();
+            let mut cfg = ringraft::client::ClientConfig::new(vec![addr]);
+            cfg.cluster_id = CLUSTER;
+            cfg.op_timeout_ms = 300;
+            let cl = ringraft::client::Client::connect(cfg).await.unwrap();
+            cl.put(b"k", b"v").await.unwrap_err()
+        });
+        match expect_unknown {
+            true => assert!(got.outcome_unknown(), "{got:?}"),
+            false => assert!(
+                matches!(got, ringraft::client::Error::Server(ClientError::DiskFull)),
+                "only refusals: a refusal ({got:?})"
+            ),
+        }
+    }
 }
 
 #[test]
