@@ -766,16 +766,22 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
         }
         3200
     });
-    let log3 = |c: &LocalCluster| std::fs::read_to_string(&c.nodes[2].log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log3(&c).contains("disk full") {
-        assert!(
-            Instant::now() < deadline,
-            "node 3 never filled its disk:\n{}",
-            c.log_tail(3, 20)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // Node 3's log says `line` within 20 s.
+    let wait_log = |c: &LocalCluster, line: &str, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&c.nodes[2].log)
+            .unwrap_or_default()
+            .contains(line)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "node 3 {what}:\n{}",
+                c.log_tail(3, 20)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait_log(&c, "disk full", "never filled its disk");
     assert!(
         c.is_running(3),
         "a full disk is not fail-stop:\n{}",
@@ -815,15 +821,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
     }
     // Space returns: node 3 rebuilds from disk and catches up.
     fs.unfill();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !log3(&c).contains("disk space is back") {
-        assert!(
-            Instant::now() < deadline,
-            "node 3 did not recover:\n{}",
-            c.log_tail(3, 20)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_log(&c, "disk space is back", "did not recover");
     let addrs = c.client_addrs();
     run_on_executor(move || async move {
         let cl = client(addrs).await;
