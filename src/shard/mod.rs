@@ -1296,13 +1296,15 @@ fn check_len(b: &Bytes, max: usize, key: bool) -> Result<(), ClientError> {
 }
 
 /// The first ReadIndex context of this incarnation: the wall clock in
-/// nanoseconds. A follower's forwarded read is matched to the leader's
-/// answer by this context alone; contexts restarting at 1 let an answer
-/// addressed to the previous incarnation (queued before a kill, delivered
-/// after the restart, same term) serve a new read at an old index — a
-/// stale read the 30-minute chaos soak caught. Each incarnation now starts
-/// past every context an earlier one used (they take far fewer than one
-/// per nanosecond).
+/// nanoseconds. The core matches a forwarded read to the leader's answer
+/// by context alone, so contexts restarting at 1 would let an answer
+/// addressed to a previous incarnation (queued before a kill, delivered
+/// after the restart, same term) serve a new read at an old index. The
+/// shard answers linearizable reads on the leader only today, so this is
+/// a guard for when followers forward reads, not the cause of the chaos
+/// soak's violations (that was the client; see `Client::call`). Each
+/// incarnation starts past every context an earlier one used (they take
+/// far fewer than one per nanosecond).
 fn first_read_ctx() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
