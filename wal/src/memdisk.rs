@@ -41,6 +41,9 @@ struct State {
     syncs: u64,
     writes: u64,
     last_write: Option<(String, u64, usize)>,
+    /// Writes pass while this is above zero (each takes one); `None`: no hold.
+    writes_allowed: Option<u64>,
+    held: Vec<std::task::Waker>,
 }
 
 impl State {
@@ -138,6 +141,36 @@ impl MemDisk {
     /// Caps the total size of all files; growing past it fails with ENOSPC.
     pub fn set_space_bytes(&self, cap: Option<u64>) {
         self.st.borrow_mut().space_bytes = cap;
+    }
+
+    /// Lets the next `n` writes through and holds every later one (it stays
+    /// in flight) until [`MemDisk::release_writes`]: a slow device, to see
+    /// what runs while a write is outstanding.
+    pub fn hold_writes_after(&self, n: u64) {
+        self.st.borrow_mut().writes_allowed = Some(n);
+    }
+
+    /// Lets `n` more writes through (held ones first, in no set order).
+    pub fn allow_writes(&self, n: u64) {
+        let mut st = self.st.borrow_mut();
+        st.writes_allowed = Some(st.writes_allowed.unwrap_or(0) + n);
+        for w in st.held.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Writes waiting under [`MemDisk::hold_writes_after`].
+    pub fn held_writes(&self) -> usize {
+        self.st.borrow().held.len()
+    }
+
+    /// Lets held and later writes through.
+    pub fn release_writes(&self) {
+        let mut st = self.st.borrow_mut();
+        st.writes_allowed = None;
+        for w in st.held.drain(..) {
+            w.wake();
+        }
     }
 
     /// Number of successful `fdatasync` calls so far.
@@ -327,6 +360,23 @@ impl Disk for MemDisk {
 impl SegmentFile for MemFile {
     async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<()> {
         yield_now().await;
+        std::future::poll_fn(|cx| {
+            let mut st = self.disk.st.borrow_mut();
+            match st.writes_allowed {
+                None => std::task::Poll::Ready(()),
+                Some(n) if n > 0 => {
+                    st.writes_allowed = Some(n - 1);
+                    std::task::Poll::Ready(())
+                }
+                Some(_) => {
+                    if !st.held.iter().any(|w| w.will_wake(cx.waker())) {
+                        st.held.push(cx.waker().clone());
+                    }
+                    std::task::Poll::Pending
+                }
+            }
+        })
+        .await;
         self.check()?;
         let mut st = self.disk.st.borrow_mut();
         if st.fail_next_writes > 0 {

@@ -646,3 +646,46 @@ fn batch_bytes_max_splits_flushes() {
         assert!(s.bytes_written as usize <= s.syncs as usize * opts.batch_bytes_max);
     });
 }
+
+/// A flush's records are reported durable once its fdatasync completes, not
+/// once the next flush's writes do: under steady load every commit used to
+/// wait for one more write (the sync was issued only after them).
+#[test]
+fn a_flush_is_reported_durable_while_the_next_flush_is_being_written() {
+    run(async {
+        let disk = MemDisk::new();
+        let opts = WalOptions {
+            segment_bytes: 1 << 22,
+            zero_segments: false,
+            ..small_opts()
+        };
+        let (wal, _) = Wal::open(disk.clone(), opts, |_, _| {}).await.unwrap();
+        wal.append(b"first").await.unwrap();
+        // Let the next segment's preparation (its own writes) finish.
+        for _ in 0..100 {
+            futures_lite::future::yield_now().await;
+        }
+        disk.hold_writes_after(0);
+        let a = wal.try_submit(b"a").unwrap();
+        while disk.held_writes() == 0 {
+            futures_lite::future::yield_now().await;
+        }
+        // Flush A's write is outstanding; B queues behind it.
+        let b = wal.try_submit(b"b").unwrap();
+        disk.allow_writes(1);
+        let a_durable = glommio::timer::timeout(std::time::Duration::from_secs(5), async {
+            wal.wait_durable(a).await.map_err(|e| {
+                glommio::GlommioError::<()>::IoError(std::io::Error::other(e.to_string()))
+            })
+        })
+        .await;
+        assert!(
+            a_durable.is_ok(),
+            "record {a} was not reported durable while flush B's write was outstanding: {a_durable:?}"
+        );
+        assert_eq!(disk.held_writes(), 1, "flush B's write is still held");
+        assert_eq!(wal.durable_lsn(), a);
+        disk.release_writes();
+        wal.wait_durable(b).await.unwrap();
+    });
+}
