@@ -126,3 +126,54 @@ fn open_loop_issues_at_the_rate_asked() {
         "asked 3000/s, measured {rate}/s"
     );
 }
+
+#[test]
+fn the_interval_log_holds_one_histogram_per_second() {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    let dir = tempfile::tempdir().unwrap();
+    let hlog = dir.path().join("run.hlog");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+        .args(["--calibrate", "--duration", "2", "--warmup", "0.5"])
+        .args(["--connections", "2", "--depth", "2"])
+        .arg("--interval-log")
+        .arg(&hlog)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&hlog).unwrap();
+    let mut intervals = Vec::new();
+    let mut start_time = false;
+    for e in IntervalLogIterator::new(&bytes) {
+        match e.unwrap_or_else(|e| panic!("unreadable interval log: {e:?}")) {
+            LogEntry::StartTime(_) => start_time = true,
+            LogEntry::Interval(i) => {
+                let raw = base64::Engine::decode(
+                    &base64::engine::general_purpose::STANDARD,
+                    i.encoded_histogram(),
+                )
+                .unwrap();
+                let h: hdrhistogram::Histogram<u64> = Deserializer::new()
+                    .deserialize(&mut std::io::Cursor::new(raw))
+                    .unwrap();
+                intervals.push((i.start_timestamp(), i.duration(), h.len()));
+            }
+            LogEntry::BaseTime(_) => {}
+        }
+    }
+    assert!(start_time, "a StartTime header");
+    // 2.5 s of run: at least two whole intervals, each about a second,
+    // in order, each with operations in it.
+    assert!(intervals.len() >= 2, "{intervals:?}");
+    for w in intervals.windows(2) {
+        assert!(w[1].0 > w[0].0, "{intervals:?}");
+    }
+    for (_, d, n) in &intervals[..intervals.len() - 1] {
+        assert!((0.5..1.5).contains(&d.as_secs_f64()), "{intervals:?}");
+        assert!(*n > 0, "{intervals:?}");
+    }
+}

@@ -100,6 +100,11 @@ struct Args {
     /// Write the HdrHistogram percentile distribution (all operations) here.
     #[arg(long)]
     hgrm: Option<PathBuf>,
+    /// Write each progress interval's latency histogram (all operations,
+    /// microseconds; warmup included) here, as an HdrHistogram interval log
+    /// (.hlog, readable by HistogramLogAnalyzer and hdrhistogram's iterator)
+    #[arg(long)]
+    interval_log: Option<PathBuf>,
     /// Measure the generator's own ceiling: run the workload against a
     /// trivial responder in this process (answers at once, stores nothing)
     /// instead of a cluster.
@@ -315,6 +320,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
     let end_at = shared.measure_from() + Duration::from_secs_f64(args.duration);
     let mut last = Instant::now();
     let mut tick = 1u64;
+    let mut ilog = match &args.interval_log {
+        Some(p) => Some(IntervalLog::create(p, shared.start())?),
+        None => None,
+    };
     loop {
         let next = shared.start() + Duration::from_secs(tick);
         let now = Instant::now();
@@ -330,6 +339,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
         };
         let now = Instant::now();
         let secs = now.duration_since(last).as_secs_f64();
+        if let Some(l) = &mut ilog {
+            l.write(&h, last, now)?;
+        }
         last = now;
         let phase = if now < shared.measure_from() {
             " (warmup)"
@@ -675,6 +687,57 @@ async fn worker(
                 }
             }
         }
+    }
+}
+
+/// `--interval-log`: one histogram per progress interval, timestamps in
+/// seconds from the run's start (the StartTime header).
+struct IntervalLog {
+    path: PathBuf,
+    out: std::io::BufWriter<std::fs::File>,
+    ser: hdrhistogram::serialization::V2DeflateSerializer,
+    start: Instant,
+}
+
+impl IntervalLog {
+    fn create(path: &std::path::Path, start: Instant) -> Result<Self, String> {
+        let err = |e: &dyn std::fmt::Display| format!("--interval-log {}: {e}", path.display());
+        let f = std::fs::File::create(path).map_err(|e| err(&e))?;
+        let mut l = IntervalLog {
+            path: path.to_path_buf(),
+            out: std::io::BufWriter::new(f),
+            ser: hdrhistogram::serialization::V2DeflateSerializer::new(),
+            start,
+        };
+        let wall = std::time::SystemTime::now()
+            - Instant::now().saturating_duration_since(start);
+        hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder::new()
+            .add_comment("ringraft-load interval log: latency of all operations in microseconds")
+            .with_start_time(wall)
+            .with_base_time(wall)
+            .begin_log_with(&mut l.out, &mut l.ser)
+            .map_err(|e| err(&e))?;
+        Ok(l)
+    }
+
+    fn write(&mut self, h: &Histogram<u64>, from: Instant, to: Instant) -> Result<(), String> {
+        use std::io::Write;
+        let path = self.path.display().to_string();
+        // A builder without headers writes nothing: this just borrows the
+        // file and serializer for one line.
+        let mut w = hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder::new()
+            .begin_log_with(&mut self.out, &mut self.ser)
+            .map_err(|e| format!("--interval-log {path}: {e}"))?;
+        w.write_histogram(
+            h,
+            from.saturating_duration_since(self.start),
+            to.saturating_duration_since(from),
+            None,
+        )
+        .map_err(|e| format!("--interval-log {path}: {e:?}"))?;
+        self.out
+            .flush()
+            .map_err(|e| format!("--interval-log {path}: {e}"))
     }
 }
 
