@@ -403,6 +403,87 @@ extern "C" {
     fn kill(pid: i32, sig: i32) -> i32;
 }
 
+/// A client connection to shard 0 of the node at `addr`, by hand: the
+/// handshake done and accepted.
+async fn raw_client(addr: std::net::SocketAddr) -> (glommio::net::TcpStream, FrameReader) {
+    let mut s = glommio::net::TcpStream::connect(addr).await.unwrap();
+    let mut out = Vec::new();
+    Hello {
+        cluster: 1,
+        node: 0,
+        shard: 0,
+        shards: 0,
+        version: PROTOCOL_VERSION as u32,
+    }
+    .encode(&mut out);
+    s.write_all(&out).await.unwrap();
+    let mut r = FrameReader::new(1 << 16, 1 << 20);
+    let (_, p) = r.next(&mut s).await.unwrap().unwrap();
+    assert_eq!(decode_reply(&p), Ok(1));
+    (s, r)
+}
+
+/// `request-timeout-ms`: a write the leader cannot commit (both followers
+/// paused) is answered Timeout once that time has passed, not left
+/// hanging; the election timeout is long so that the leader stays leader.
+#[test]
+fn a_write_that_cannot_commit_is_answered_timeout_after_request_timeout_ms() {
+    let c = cluster(
+        3,
+        2,
+        &["--request-timeout-ms", "300", "--election-ticks", "600"],
+    );
+    let addrs = c.client_addrs();
+    let leader = run_on_executor({
+        let addrs = addrs.clone();
+        move || async move {
+            let cl = client(addrs).await;
+            assert_eq!(cl.group_of(b"k"), 0, "key k lives in group 0, on shard 0");
+            cl.put(b"k", b"1").await.unwrap();
+            cl.leaders()[0]
+        }
+    });
+    let followers: Vec<u64> = (1..=3).filter(|&n| n != leader).collect();
+    for &n in &followers {
+        c.signal(n, 19); // SIGSTOP
+    }
+    let target = addrs[(leader - 1) as usize];
+    let (result, waited) = run_on_executor(move || async move {
+        let (mut s, mut r) = raw_client(target).await;
+        let mut out = Vec::new();
+        encode_request(
+            &mut out,
+            &Request {
+                id: 9,
+                group: 0,
+                client: 0x5e55_1011,
+                seq: 1,
+                ack: 0,
+                op: Op::Put {
+                    key: Bytes::from_static(b"k"),
+                    value: Bytes::from_static(b"2"),
+                },
+            },
+        );
+        let t = Instant::now();
+        s.write_all(&out).await.unwrap();
+        let (k, p) = r.next(&mut s).await.unwrap().expect("an answer");
+        assert_eq!(k, KIND_RESPONSE);
+        (decode_response(&p).unwrap().result, t.elapsed())
+    });
+    for &n in &followers {
+        c.signal(n, 18); // SIGCONT
+    }
+    assert!(
+        matches!(result, Err(ClientError::Timeout)),
+        "{result:?} after {waited:?}"
+    );
+    assert!(
+        waited >= Duration::from_millis(300),
+        "answered Timeout after {waited:?}, before request-timeout-ms"
+    );
+}
+
 #[test]
 fn a_malformed_client_frame_is_answered_while_other_clients_carry_on() {
     let c = cluster(3, 4, &[]);
@@ -411,16 +492,8 @@ fn a_malformed_client_frame_is_answered_while_other_clients_carry_on() {
     run_on_executor(move || async move {
         let good = client(addrs).await;
         good.put(b"before", b"1").await.unwrap();
-        let mut s = glommio::net::TcpStream::connect(target).await.unwrap();
+        let (mut s, mut r) = raw_client(target).await;
         let mut out = Vec::new();
-        Hello {
-            cluster: 1,
-            node: 0,
-            shard: 0,
-            shards: 0,
-            version: PROTOCOL_VERSION as u32,
-        }
-        .encode(&mut out);
         // A sound frame whose content is garbage, then a valid request.
         encode_frame(&mut out, KIND_REQUEST, &[0xAB; 80]);
         encode_request(
@@ -438,9 +511,6 @@ fn a_malformed_client_frame_is_answered_while_other_clients_carry_on() {
             },
         );
         s.write_all(&out).await.unwrap();
-        let mut r = FrameReader::new(1 << 16, 1 << 20);
-        let (_, p) = r.next(&mut s).await.unwrap().unwrap();
-        assert_eq!(decode_reply(&p), Ok(1));
         let mut got = Vec::new();
         while got.len() < 2 {
             let (k, p) = r.next(&mut s).await.unwrap().expect("responses");

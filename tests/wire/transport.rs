@@ -254,6 +254,51 @@ fn a_flooding_peer_does_not_starve_the_shard() {
     });
 }
 
+/// `inbox_msgs_max`: a shard that does not take its messages stops its
+/// readers once the inbox holds that many (plus what one receive buffer
+/// held); the rest waits in TCP and nothing is lost or reordered.
+#[test]
+fn a_full_inbox_stops_reading_and_loses_nothing() {
+    run(|_| async {
+        let (a, _) = start(CLUSTER, 1, TransportConfig::default());
+        let small = TransportConfig {
+            inbox_msgs_max: 16,
+            recv_buffer_bytes: 4096,
+            ..TransportConfig::default()
+        };
+        let (b, addr_b) = start(CLUSTER, 2, small.clone());
+        a.add_peer(2, addr_b);
+        a.wait_up(2).await;
+        const N: usize = 2000;
+        for i in 0..N {
+            assert!(a.send(3, &append(1, 2, i as u64, 1, 16)));
+        }
+        a.wait_queued_below(2, 1).await;
+        eventually("the inbox fills", || {
+            b.stats().msgs_received >= small.inbox_msgs_max as u64
+        })
+        .await;
+        // Everything is in b's socket; give its reader every chance to go on.
+        for _ in 0..5000 {
+            futures_lite::future::yield_now().await;
+        }
+        // A frame is at least 16 bytes: one buffer holds at most 256.
+        let bound = small.inbox_msgs_max + small.recv_buffer_bytes / 16;
+        let held = b.stats().msgs_received as usize;
+        assert!(
+            held <= bound,
+            "{held} messages taken in with the inbox full (bound {bound})"
+        );
+        assert!(held < N, "the reader stopped before the end: {held}");
+        let mut got = Vec::new();
+        recv(&b, N, &mut got).await;
+        assert_eq!(got.len(), N);
+        for (i, (g, m)) in got.iter().enumerate() {
+            assert_eq!((*g, m), (3, &append(1, 2, i as u64, 1, 16)));
+        }
+    });
+}
+
 #[test]
 fn garbage_and_impostors_are_cut_off_with_one_log_line_each_while_others_continue() {
     let logs = run(|logs| async move {

@@ -709,8 +709,7 @@ impl IntervalLog {
             ser: hdrhistogram::serialization::V2DeflateSerializer::new(),
             start,
         };
-        let wall = std::time::SystemTime::now()
-            - Instant::now().saturating_duration_since(start);
+        let wall = std::time::SystemTime::now() - Instant::now().saturating_duration_since(start);
         hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder::new()
             .add_comment("ringraft-load interval log: latency of all operations in microseconds")
             .with_start_time(wall)
