@@ -92,31 +92,32 @@ fn calibration_measures_the_generator_alone() {
     assert!(stdout.contains("errors: 0"), "{stdout}");
 }
 
-/// Regression: connection setup landed in the open-loop schedule and each
-/// worker issued one operation after the end, so 5000/s measured 6365/s.
-#[test]
-fn open_loop_issues_at_the_rate_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let json = dir.path().join("s.json");
+/// A 2-second calibration run (0.5 s warmup) with `args`, writing `flag FILE`.
+fn calibrate_2s(args: &[&str], flag: &str, file: &std::path::Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
-        .args([
-            "--calibrate",
-            "--rate",
-            "3000",
-            "--duration",
-            "2",
-            "--warmup",
-            "0.5",
-        ])
-        .args(["--connections", "32", "--depth", "32"])
-        .arg("--json")
-        .arg(&json)
+        .args(["--calibrate", "--duration", "2", "--warmup", "0.5"])
+        .args(args)
+        .arg(flag)
+        .arg(file)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Regression: connection setup landed in the open-loop schedule and each
+/// worker issued one operation after the end, so 5000/s measured 6365/s.
+#[test]
+fn open_loop_issues_at_the_rate_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("s.json");
+    calibrate_2s(
+        &["--rate", "3000", "--connections", "32", "--depth", "32"],
+        "--json",
+        &json,
     );
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -133,17 +134,10 @@ fn the_interval_log_holds_one_histogram_per_second() {
     use hdrhistogram::serialization::Deserializer;
     let dir = tempfile::tempdir().unwrap();
     let hlog = dir.path().join("run.hlog");
-    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
-        .args(["--calibrate", "--duration", "2", "--warmup", "0.5"])
-        .args(["--connections", "2", "--depth", "2"])
-        .arg("--interval-log")
-        .arg(&hlog)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    calibrate_2s(
+        &["--connections", "2", "--depth", "2"],
+        "--interval-log",
+        &hlog,
     );
     let bytes = std::fs::read(&hlog).unwrap();
     let mut intervals = Vec::new();
