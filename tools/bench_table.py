@@ -1,6 +1,6 @@
 """The markdown table of tools/bench.sh: medians [min-max] over the
 repetitions, ratios to etcd and to a raw fdatasync taken per repetition."""
-import json
+import json, re
 import os
 import platform
 import statistics
@@ -82,10 +82,13 @@ for shape in shapes:
             row += f" {spread([js[r][main]['p50_us'] / fsync_us[r] for r in reps], rat)} |"
             rows.append(row)
 o = {r: json.load(open(f"{d}/rr-open-16-0-{r}.json")) for r in reps}
+# The cluster as ringraft-load described it, e.g. "local(3 nodes x 1 shards, 8 groups)".
+m = re.search(r"cluster=(\S+\([^)]*\))", o[1].get("settings", ""))
+cluster = m.group(1) if m else "local cluster (settings not reported)"
 with open(out, "w") as f:
     f.write(
-        f"Machine: {os.cpu_count()} CPUs ({cpu}), {platform.platform()}; local 3-node cluster, "
-        f"2 shards x 8 groups, every node fsyncing; the generator on the same machine; "
+        f"Machine: {os.cpu_count()} CPUs ({cpu}), {platform.platform()}; {cluster}, "
+        f"every node fsyncing; the generator on the same machine; "
         f"{duration} s per run, {runs} repetitions: median [min-max].\n\n"
     )
     f.write(
