@@ -68,6 +68,31 @@ proptest! {
     }
 }
 
+/// `frame_bytes_max`: a payload of exactly the bound is a frame; one byte
+/// more is refused from the header alone, before its payload arrived.
+#[test]
+fn frame_bytes_max_is_the_largest_payload_accepted() {
+    let mut buf = Vec::new();
+    encode_frame(&mut buf, 3, &[7u8; 4096]);
+    let (f, n) = decode_frame(&buf, 4096).unwrap().expect("whole frame");
+    assert_eq!((f.kind, f.payload.len(), n), (3, 4096, buf.len()));
+    assert_eq!(
+        decode_frame(&buf, 4095).unwrap_err(),
+        FrameError::TooLarge {
+            len: 4096,
+            max: 4095
+        }
+    );
+    assert_eq!(
+        decode_frame(&buf[..16], 4095).unwrap_err(),
+        FrameError::TooLarge {
+            len: 4096,
+            max: 4095
+        },
+        "refused on the header alone"
+    );
+}
+
 mod messages {
     use bytes::Bytes;
     use proptest::prelude::*;

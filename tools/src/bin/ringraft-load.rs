@@ -46,8 +46,9 @@ struct Args {
     /// Local cluster: nodes.
     #[arg(long, default_value_t = 3)]
     nodes: u64,
-    /// Local cluster: shards per node [default: CPUs / nodes, at least 1: the
-    /// nodes share this box's cores, one executor per core in all]
+    /// Local cluster: shards per node [default: CPUs / nodes, at least 1 and
+    /// at most --groups: the nodes share this box's cores, one executor per
+    /// core in all]
     #[arg(long)]
     shards: Option<u32>,
     /// Local cluster: Raft groups.
@@ -747,12 +748,16 @@ impl IntervalLog {
 fn local_shards(args: &Args) -> u32 {
     args.shards.unwrap_or_else(|| {
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
-        default_shards(cpus, args.nodes)
+        default_shards(cpus, args.nodes, args.groups)
     })
 }
 
-fn default_shards(cpus: u64, nodes: u64) -> u32 {
-    (cpus / nodes.max(1)).clamp(1, u64::from(u32::MAX)) as u32
+/// CPUs / nodes, at least 1 and at most `groups` (a node refuses more
+/// shards than groups: a shard without a group would idle).
+fn default_shards(cpus: u64, nodes: u64, groups: u64) -> u32 {
+    (cpus / nodes.max(1))
+        .min(groups)
+        .clamp(1, u64::from(u32::MAX)) as u32
 }
 
 /// A write's unique value as the checker sees it: (worker, stamp).
@@ -913,10 +918,16 @@ mod tests {
 
     #[test]
     fn local_shards_split_the_cpus_between_the_nodes() {
-        assert_eq!(default_shards(2, 3), 1, "fewer cores than nodes: one each");
-        assert_eq!(default_shards(8, 3), 2);
-        assert_eq!(default_shards(16, 3), 5);
-        assert_eq!(default_shards(16, 1), 16);
-        assert_eq!(default_shards(4, 0), 4, "no division by zero");
+        assert_eq!(
+            default_shards(2, 3, 8),
+            1,
+            "fewer cores than nodes: one each"
+        );
+        assert_eq!(default_shards(8, 3, 8), 2);
+        assert_eq!(default_shards(16, 3, 8), 5);
+        assert_eq!(default_shards(64, 3, 8), 8, "never more shards than groups");
+        assert_eq!(default_shards(16, 1, 64), 16);
+        assert_eq!(default_shards(4, 0, 8), 4, "no division by zero");
+        assert_eq!(default_shards(4, 1, 0), 1, "at least one");
     }
 }
