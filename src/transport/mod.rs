@@ -161,15 +161,40 @@ impl TransportConfig {
     }
 }
 
-/// Sets SO_SNDBUF and SO_RCVBUF of `fd` to `bytes` (0: leaves them). Best
-/// effort: the kernel caps them at its maxima.
+/// Sets SO_SNDBUF and SO_RCVBUF of `fd` to `bytes` (0: leaves them). The
+/// kernel caps them at its maxima; a cap below `bytes` is logged once.
 pub(crate) fn set_socket_buffers(fd: std::os::fd::RawFd, bytes: usize) {
     if bytes == 0 {
         return;
     }
-    let v = bytes.min(i32::MAX as usize) as libc::c_int;
-    for opt in [libc::SO_SNDBUF, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt on a socket we own, with a valid int option.
+    let got = apply_socket_buffers(fd, bytes);
+    // Linux caps SO_SNDBUF / SO_RCVBUF at net.core.wmem_max / rmem_max
+    // (then doubles what it keeps): say so once rather than run silently
+    // with less than the setting asks.
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if got.0 < bytes || got.1 < bytes {
+        WARNED.call_once(|| {
+            tracing::warn!(
+                socket_buffer_bytes = bytes,
+                send = got.0,
+                receive = got.1,
+                "the kernel caps peer socket buffers below socket_buffer_bytes \
+                 (raise net.core.wmem_max / net.core.rmem_max)"
+            )
+        });
+    }
+}
+
+/// Sets SO_SNDBUF and SO_RCVBUF to `bytes`; the sizes the kernel grants
+/// (what it reports, halved: Linux doubles the value for bookkeeping).
+fn apply_socket_buffers(fd: std::os::fd::RawFd, bytes: usize) -> (usize, usize) {
+    let v = bytes.min(i32::MAX as usize / 2) as libc::c_int;
+    let mut got = [0usize; 2];
+    for (i, opt) in [libc::SO_SNDBUF, libc::SO_RCVBUF].into_iter().enumerate() {
+        let mut out: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: setsockopt / getsockopt on a socket we own, with a valid
+        // int option and its length.
         unsafe {
             libc::setsockopt(
                 fd,
@@ -178,7 +203,34 @@ pub(crate) fn set_socket_buffers(fd: std::os::fd::RawFd, bytes: usize) {
                 &v as *const libc::c_int as *const libc::c_void,
                 std::mem::size_of::<libc::c_int>() as libc::socklen_t,
             );
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                &mut out as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            );
         }
+        got[i] = (out.max(0) as usize) / 2;
+    }
+    (got[0], got[1])
+}
+
+#[cfg(test)]
+mod socket_buffer_tests {
+    use std::os::fd::AsRawFd;
+
+    /// `socket_buffer_bytes` reaches the socket: both buffers are what the
+    /// setting asks (64 KiB is under any kernel's default cap), not the
+    /// kernel's autotuned defaults.
+    #[test]
+    fn socket_buffer_bytes_sets_both_buffers() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (snd, rcv) = super::apply_socket_buffers(s.as_raw_fd(), 64 << 10);
+        assert_eq!((snd, rcv), (64 << 10, 64 << 10));
+        let (snd, rcv) = super::apply_socket_buffers(s.as_raw_fd(), 96 << 10);
+        assert_eq!((snd, rcv), (96 << 10, 96 << 10));
     }
 }
 
