@@ -47,6 +47,12 @@ struct State {
 }
 
 impl State {
+    /// Held writes check again whether they may go.
+    fn wake_held(&mut self) {
+        for w in self.held.drain(..) {
+            w.wake();
+        }
+    }
     fn used_bytes(&self) -> u64 {
         self.names
             .values()
@@ -154,9 +160,7 @@ impl MemDisk {
     pub fn allow_writes(&self, n: u64) {
         let mut st = self.st.borrow_mut();
         st.writes_allowed = Some(st.writes_allowed.unwrap_or(0) + n);
-        for w in st.held.drain(..) {
-            w.wake();
-        }
+        st.wake_held();
     }
 
     /// Writes waiting under [`MemDisk::hold_writes_after`].
@@ -168,9 +172,7 @@ impl MemDisk {
     pub fn release_writes(&self) {
         let mut st = self.st.borrow_mut();
         st.writes_allowed = None;
-        for w in st.held.drain(..) {
-            w.wake();
-        }
+        st.wake_held();
     }
 
     /// Number of successful `fdatasync` calls so far.
