@@ -217,6 +217,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
     };
     // The cluster: given, or started here.
     let mut local = None;
+    // Local cluster only; computed once for the cluster and the report.
+    let shards = local_shards(&args);
     let mut responder = None;
     let addrs: Vec<SocketAddr> = if args.calibrate {
         // The generator's own ceiling: a responder in this process that
@@ -239,7 +241,6 @@ fn run(args: Args) -> Result<ExitCode, String> {
                 bin.display()
             ));
         }
-        let shards = local_shards(&args);
         let mut cfg = LocalClusterConfig::new(bin);
         cfg.nodes = args.nodes;
         cfg.shards = shards;
@@ -417,7 +418,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
     let settings = format!(
         "cluster={} connections={} depth={} threads={} {} keys={} key-dist={} value-size={} read-ratio={} read-mode={} seed={} warmup={}s",
         if local.is_some() {
-            format!("local({} nodes x {} shards, {} groups)", args.nodes, local_shards(&args), args.groups)
+            format!("local({} nodes x {} shards, {} groups)", args.nodes, shards, args.groups)
         } else {
             args.cluster.join(",")
         },
