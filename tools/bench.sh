@@ -12,7 +12,10 @@
 # The machine is shared and noisy: every figure is the median of RUNS
 # repetitions with [min-max], and each repetition measures its baselines
 # next to ringraft (etcd with the same shapes; a raw 4 KiB write+fdatasync
-# with fio on the same filesystem), so ratios compare like with like.
+# with fio on the same filesystem; a loopback round trip through the
+# generator's client against a do-nothing responder), so ratios compare
+# like with like. The 1 x 1 floor is two round trips (client-leader,
+# leader-follower) plus one write + fdatasync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_etcd=0
@@ -56,9 +59,17 @@ fsync_baseline() { # rep: 4 KiB sequential writes, each followed by fdatasync
   rm -f "$fsync_dir"/*
 }
 
+tcp_baseline() { # rep: one loopback round trip through the generator's client
+  # against a responder that does nothing (--calibrate), one request at a time
+  "$load" --calibrate --connections 1 --depth 1 --duration 3 --warmup 1 \
+    --json "$dir/tcp-$1.json" >/dev/null 2>"$dir/tcp-$1.err" \
+    || { echo "raw TCP baseline failed:"; tail -5 "$dir/tcp-$1.err"; exit 1; } >&2
+}
+
 if [ $with_etcd = 1 ]; then need etcdctl etcd-client; fi
 for rep in $(seq "$RUNS"); do
   fsync_baseline "$rep"
+  tcp_baseline "$rep"
   for shape in $SHAPES; do
     c=${shape%x*}; d=${shape#*x}
     for size in $SIZES; do

@@ -43,6 +43,11 @@ for r in reps:
     w = json.load(open(f"{d}/fsync-{r}.json"))["jobs"][0]
     # One op is a 4 KiB write and its fdatasync: the mean time of both.
     fsync_us[r] = 1e6 / max(w["write"]["iops"], 1)
+# A loopback round trip (ringraft-load --calibrate, 1 x 1): the p50.
+rtt_us = {r: json.load(open(f"{d}/tcp-{r}.json"))["write"]["p50_us"] for r in reps}
+# No 1 x 1 write can beat two round trips (client-leader, leader-follower)
+# and one write + fdatasync on this machine.
+floor_us = {r: 2 * rtt_us[r] + fsync_us[r] for r in reps}
 cpu = subprocess.run(
     ["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
     capture_output=True,
@@ -95,7 +100,27 @@ with open(out, "w") as f:
         "Raw 4 KiB write + fdatasync (fio, same filesystem, each repetition): "
         f"{spread(list(fsync_us.values()), lambda x: f'{x:.0f}')} µs.\n\n"
     )
+    f.write(
+        "Loopback round trip through the generator's client against a do-nothing responder "
+        "(`ringraft-load --calibrate --connections 1 --depth 1`, each repetition): "
+        f"p50 {spread(list(rtt_us.values()), lambda x: f'{x:.0f}')} µs. "
+        "Floor of a 1 x 1 write (two round trips + one write and fdatasync): "
+        f"{spread(list(floor_us.values()), lambda x: f'{x:.0f}')} µs.\n\n"
+    )
     f.write(hdr + "\n" + sep + "\n" + "\n".join(rows) + "\n\n")
+    if "1x1" in shapes and sizes:
+        one = {r: json.load(open(f"{d}/rr-1x1-{sizes[0]}-0-{r}.json")) for r in reps}
+        line = (
+            f"1 x 1 writes of {sizes[0]} B: p50 ÷ floor "
+            f"{spread([one[r]['write']['p50_us'] / floor_us[r] for r in reps], rat)}"
+        )
+        es = {r: etcd.get((1, sizes[0], "0", r)) for r in reps}
+        if etcd and all(es.values()):
+            line += (
+                f"; half of etcd's p50 {spread([es[r]['p50_us'] / 2 for r in reps], lambda x: f'{x:.0f}')} µs"
+                f" ÷ floor {spread([es[r]['p50_us'] / 2 / floor_us[r] for r in reps], rat)}"
+            )
+        f.write(line + ".\n\n")
     f.write(
         f"Open loop at half the median peak 16 B write throughput ({half} ops/s offered): "
         f"{spread([j['ops_per_sec'] for j in o.values()], ops)} ops/s, "
