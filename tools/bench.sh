@@ -59,11 +59,14 @@ fsync_baseline() { # rep: 4 KiB sequential writes, each followed by fdatasync
   rm -f "$fsync_dir"/*
 }
 
-tcp_baseline() { # rep: one loopback round trip through the generator's client
-  # against a responder that does nothing (--calibrate), one request at a time
+tcp_baseline() { # rep: one loopback round trip with plain blocking sockets
+  # (ringraft-rtt), then through the generator's client against a responder
+  # that does nothing (--calibrate), one request at a time
+  target/release/ringraft-rtt --json "$dir/rtt-$1.json" >/dev/null 2>"$dir/rtt-$1.err" \
+    || { echo "raw TCP baseline failed:"; tail -5 "$dir/rtt-$1.err"; exit 1; } >&2
   "$load" --calibrate --connections 1 --depth 1 --duration 3 --warmup 1 \
     --json "$dir/tcp-$1.json" >/dev/null 2>"$dir/tcp-$1.err" \
-    || { echo "raw TCP baseline failed:"; tail -5 "$dir/tcp-$1.err"; exit 1; } >&2
+    || { echo "client round-trip baseline failed:"; tail -5 "$dir/tcp-$1.err"; exit 1; } >&2
 }
 
 if [ $with_etcd = 1 ]; then need etcdctl etcd-client; fi

@@ -43,11 +43,13 @@ for r in reps:
     w = json.load(open(f"{d}/fsync-{r}.json"))["jobs"][0]
     # One op is a 4 KiB write and its fdatasync: the mean time of both.
     fsync_us[r] = 1e6 / max(w["write"]["iops"], 1)
-# A loopback round trip (ringraft-load --calibrate, 1 x 1): the p50.
+# Loopback round trips, p50: blocking sockets (ringraft-rtt), and through
+# the generator's client and executor (ringraft-load --calibrate, 1 x 1).
+raw_rtt_us = {r: json.load(open(f"{d}/rtt-{r}.json"))["p50_us"] for r in reps}
 rtt_us = {r: json.load(open(f"{d}/tcp-{r}.json"))["write"]["p50_us"] for r in reps}
 # No 1 x 1 write can beat two round trips (client-leader, leader-follower)
 # and one write + fdatasync on this machine.
-floor_us = {r: 2 * rtt_us[r] + fsync_us[r] for r in reps}
+floor_us = {r: 2 * raw_rtt_us[r] + fsync_us[r] for r in reps}
 cpu = subprocess.run(
     ["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"],
     capture_output=True,
@@ -100,12 +102,14 @@ with open(out, "w") as f:
         "Raw 4 KiB write + fdatasync (fio, same filesystem, each repetition): "
         f"{spread(list(fsync_us.values()), lambda x: f'{x:.0f}')} µs.\n\n"
     )
+    us = lambda x: f"{x:.0f}"
     f.write(
-        "Loopback round trip through the generator's client against a do-nothing responder "
-        "(`ringraft-load --calibrate --connections 1 --depth 1`, each repetition): "
-        f"p50 {spread(list(rtt_us.values()), lambda x: f'{x:.0f}')} µs. "
-        "Floor of a 1 x 1 write (two round trips + one write and fdatasync): "
-        f"{spread(list(floor_us.values()), lambda x: f'{x:.0f}')} µs.\n\n"
+        "Loopback TCP round trip, p50, each repetition: blocking sockets (`ringraft-rtt`) "
+        f"{spread(list(raw_rtt_us.values()), us)} µs; through the generator's client "
+        "against a do-nothing responder (`ringraft-load --calibrate --connections 1 --depth 1`) "
+        f"{spread(list(rtt_us.values()), us)} µs. "
+        "Floor of a 1 x 1 write (two raw round trips + one write and fdatasync): "
+        f"{spread(list(floor_us.values()), us)} µs.\n\n"
     )
     f.write(hdr + "\n" + sep + "\n" + "\n".join(rows) + "\n\n")
     if "1x1" in shapes and sizes:
