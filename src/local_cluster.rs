@@ -225,6 +225,11 @@ impl LocalCluster {
         Ok(id)
     }
 
+    /// The process id of node `id`, if it is running.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.nodes[(id - 1) as usize].child.as_ref().map(|c| c.id())
+    }
+
     /// SIGKILL node `id` (index `id - 1`).
     pub fn kill(&mut self, id: u64) {
         if let Some(mut c) = self.nodes[(id - 1) as usize].child.take() {

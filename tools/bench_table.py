@@ -131,6 +131,15 @@ with open(out, "w") as f:
         f"write p50 {spread([j['write']['p50_us'] for j in o.values()], ms)} ms, "
         f"p99 {spread([j['write']['p99_us'] for j in o.values()], ms)} ms, "
         f"p99.9 {spread([j['write']['p999_us'] for j in o.values()], ms)} ms, "
-        f"errors {sum(j['errors'] for j in o.values())}.\n"
+        f"errors {sum(j['errors'] for j in o.values())}"
     )
+    cpus = [j.get("cpu") for j in o.values()]
+    if all(c and c.get("machine_busy_cores") is not None for c in cpus):
+        cores = lambda x: f"{x:.2f}"
+        f.write(
+            f"; CPUs busy {spread([c['machine_busy_cores'] for c in cpus], cores)} "
+            f"of {spread([c['machine_cores'] for c in cpus], cores)}, "
+            f"the generator's share {spread([c['generator_cores'] for c in cpus], cores)}"
+        )
+    f.write(".\n")
 print(open(out).read())

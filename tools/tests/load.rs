@@ -56,6 +56,22 @@ fn a_short_checked_run_against_a_local_cluster_passes_and_reports() {
         assert!(j[op]["count"].as_u64().unwrap() > 0);
     }
     assert_eq!(j["check"].as_str(), Some("pass"));
+    // The CPU of the measured window: this generator, each of the 3 local
+    // nodes (they served traffic), the machine.
+    let cpu = &j["cpu"];
+    let nodes = cpu["node_cores"].as_array().expect("node_cores");
+    assert_eq!(nodes.len(), 3, "{cpu}");
+    assert!(nodes.iter().all(|n| n.as_f64().unwrap() > 0.0), "{cpu}");
+    assert!(cpu["generator_cores"].as_f64().unwrap() > 0.0, "{cpu}");
+    let busy = cpu["machine_busy_cores"].as_f64().unwrap();
+    assert!(
+        busy > 0.0 && busy <= cpu["machine_cores"].as_f64().unwrap() + 0.05,
+        "{cpu}"
+    );
+    assert!(
+        stdout.contains("cpu (cores, measured window): generator"),
+        "{stdout}"
+    );
     let h = std::fs::read_to_string(&hgrm).unwrap();
     assert!(h.contains("Percentile") && h.contains("#[Max"), "{h}");
 }
@@ -90,6 +106,12 @@ fn calibration_measures_the_generator_alone() {
         "{stdout}"
     );
     assert!(stdout.contains("errors: 0"), "{stdout}");
+    // No local nodes: the generator and the machine only.
+    let cpu = stdout
+        .lines()
+        .find(|l| l.starts_with("cpu (cores, measured window): generator "))
+        .unwrap_or_else(|| panic!("no cpu line: {stdout}"));
+    assert!(!cpu.contains("nodes") && cpu.contains("machine"), "{cpu}");
 }
 
 /// A 2-second calibration run (0.5 s warmup) with `args`, writing `flag FILE`.

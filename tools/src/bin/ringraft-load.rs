@@ -24,8 +24,13 @@ use ringraft::client::{Client, ClientConfig, Error};
 use ringraft::local_cluster::{LocalCluster, LocalClusterConfig};
 use ringraft::sim::linearizability::{self as lin, Op as CheckOp, OpKind};
 use ringraft::wire::{ClientError, ReadMode};
+use ringraft_tools::cpu;
 use ringraft_tools::report::{hgrm, new_histogram, table_header, Latency};
 use ringraft_tools::workload::{key_bytes, value_bytes, KeyDist, Keys, Rng, ValueSize, Zipf};
+
+/// Busy share of the machine's CPUs at and above which the report warns
+/// that the run was CPU-bound (the generator competes with the cluster).
+const CPU_SATURATED: f64 = 0.9;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -326,8 +331,21 @@ fn run(args: Args) -> Result<ExitCode, String> {
         Some(p) => Some(IntervalLog::create(p, shared.start())?),
         None => None,
     };
+    // CPU counters at the start and the end of the measured window.
+    let pids: Vec<Option<u32>> = local
+        .as_ref()
+        .map(|c| (1..=c.nodes.len() as u64).map(|i| c.pid(i)).collect())
+        .unwrap_or_default();
+    let mut cpu_start = None;
     loop {
         let next = shared.start() + Duration::from_secs(tick);
+        if cpu_start.is_none() && shared.measure_from() <= next {
+            let now = Instant::now();
+            if shared.measure_from() > now {
+                std::thread::sleep(shared.measure_from() - now);
+            }
+            cpu_start = Some(cpu::Snapshot::take(&pids));
+        }
         let now = Instant::now();
         if next > now {
             std::thread::sleep(next - now);
@@ -367,6 +385,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             break;
         }
     }
+    let cpu_usage = cpu_start.map(|a| cpu::Usage::between(&a, &cpu::Snapshot::take(&pids)));
     // The window: [measure_from, until), or up to now when counted by ops.
     let until = shared.times.get().expect("set").2;
     let measured_secs = Instant::now()
@@ -451,6 +470,15 @@ fn run(args: Args) -> Result<ExitCode, String> {
     for (k, v) in &errors {
         println!("error {k}: {v}");
     }
+    if let Some(u) = &cpu_usage {
+        println!("cpu (cores, measured window): {}", u.line());
+        if let Some(share) = u.machine_busy_share().filter(|&x| x >= CPU_SATURATED) {
+            println!(
+                "note: this machine's CPUs were {:.0}% busy: whatever shares them with the cluster (this generator, on one box) counts in its latencies",
+                share * 100.0
+            );
+        }
+    }
     if let Some((_, s)) = &check_summary {
         println!("{s}");
     }
@@ -465,6 +493,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             "read": lr.json(),
             "settings": settings,
             "check": check_summary.as_ref().map(|(r, _)| *r),
+            "cpu": cpu_usage.as_ref().map(|u| u.json()),
         });
         std::fs::write(p, serde_json::to_string_pretty(&j).unwrap() + "\n")
             .map_err(|e| format!("--json {}: {e}", p.display()))?;

@@ -1,0 +1,204 @@
+//! CPU used during a run, from `/proc`: this process (the generator), the
+//! local cluster's nodes and the whole machine. On one box the generator and
+//! the nodes share the cores; the report says how busy they were, so a user
+//! can tell a cluster limit from a saturated machine.
+
+use std::time::Instant;
+
+/// CPU seconds (user + system, all threads) of process `pid` so far.
+pub fn process_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_process_ticks(&s).map(|t| t as f64 / ticks_per_sec())
+}
+
+/// utime + stime, in clock ticks, from a `/proc/PID/stat` line. The command
+/// name (field 2) is in parentheses and may hold spaces or parentheses:
+/// the fields are counted from the last `)`.
+pub fn parse_process_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // f[0] is field 3 (state): utime is field 14, stime field 15.
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// (busy, total) CPU seconds of the whole machine so far, all CPUs.
+pub fn machine_secs() -> Option<(f64, f64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let (busy, total) = parse_machine_ticks(&s)?;
+    let hz = ticks_per_sec();
+    Some((busy as f64 / hz, total as f64 / hz))
+}
+
+/// (busy, total) ticks from the first line of `/proc/stat`: idle and
+/// iowait are not busy; guest time is already counted in user time.
+pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?;
+    let mut f = line.split_whitespace();
+    if f.next()? != "cpu" {
+        return None;
+    }
+    let v: Vec<u64> = f.take(8).map(|x| x.parse().ok()).collect::<Option<_>>()?;
+    if v.len() < 5 {
+        return None;
+    }
+    let idle = v[3] + v[4];
+    let total: u64 = v.iter().sum();
+    Some((total - idle, total))
+}
+
+fn ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+/// One reading of the CPU counters.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    at: Instant,
+    generator: Option<f64>,
+    nodes: Vec<Option<f64>>,
+    machine: Option<(f64, f64)>,
+}
+
+impl Snapshot {
+    /// Reads the counters of this process, of `nodes` (PIDs; None for a node
+    /// not running) and of the machine.
+    pub fn take(nodes: &[Option<u32>]) -> Snapshot {
+        Snapshot {
+            at: Instant::now(),
+            generator: process_secs(std::process::id()),
+            nodes: nodes.iter().map(|p| p.and_then(process_secs)).collect(),
+            machine: machine_secs(),
+        }
+    }
+}
+
+/// Cores used on average between two snapshots.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Usage {
+    pub window_s: f64,
+    pub generator: Option<f64>,
+    /// Per local node, in node order (None: not running throughout).
+    pub nodes: Vec<Option<f64>>,
+    /// Busy cores of the whole machine.
+    pub machine_busy: Option<f64>,
+    /// Cores of the whole machine (busy + idle time over the window).
+    pub machine_cpus: Option<f64>,
+}
+
+impl Usage {
+    pub fn between(a: &Snapshot, b: &Snapshot) -> Usage {
+        let w = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
+        let rate = |x: Option<f64>, y: Option<f64>| match (x, y) {
+            (Some(x), Some(y)) if y >= x => Some((y - x) / w),
+            _ => None,
+        };
+        let (busy, cpus) = match (a.machine, b.machine) {
+            (Some((ab, at)), Some((bb, bt))) if bt > at => {
+                // Ticks of all CPUs over the window: busy share × cores.
+                let cpus = (bt - at) / w;
+                (Some((bb - ab) / w), Some(cpus))
+            }
+            _ => (None, None),
+        };
+        Usage {
+            window_s: w,
+            generator: rate(a.generator, b.generator),
+            nodes: a
+                .nodes
+                .iter()
+                .zip(&b.nodes)
+                .map(|(x, y)| rate(*x, *y))
+                .collect(),
+            machine_busy: busy,
+            machine_cpus: cpus,
+        }
+    }
+
+    /// Fraction of the machine's CPU time that was busy.
+    pub fn machine_busy_share(&self) -> Option<f64> {
+        match (self.machine_busy, self.machine_cpus) {
+            (Some(b), Some(c)) if c > 0.0 => Some(b / c),
+            _ => None,
+        }
+    }
+
+    /// "generator 0.65, nodes 0.41 0.43 0.41, machine 1.98 of 2.00 busy".
+    pub fn line(&self) -> String {
+        let c = |x: Option<f64>| x.map_or("?".to_string(), |v| format!("{v:.2}"));
+        let mut s = format!("generator {}", c(self.generator));
+        if !self.nodes.is_empty() {
+            let n: Vec<String> = self.nodes.iter().map(|x| c(*x)).collect();
+            s += &format!(", nodes {}", n.join(" "));
+        }
+        s += &format!(
+            ", machine {} of {} busy",
+            c(self.machine_busy),
+            c(self.machine_cpus)
+        );
+        s
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "window_s": self.window_s,
+            "generator_cores": self.generator,
+            "node_cores": self.nodes,
+            "machine_busy_cores": self.machine_busy,
+            "machine_cores": self.machine_cpus,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_ticks_are_counted_after_the_command_name() {
+        // A command name with spaces and a parenthesis, as the kernel shows it.
+        let line = "4242 (load (x) 1) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 75 0 0 20 0 3 0 12345 1000000 200 18446744073709551615";
+        assert_eq!(parse_process_ticks(line), Some(325));
+        assert_eq!(parse_process_ticks("4242 (short) S 1"), None);
+        assert_eq!(parse_process_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn machine_ticks_leave_out_idle_and_iowait() {
+        let stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+        // busy = 100 + 5 + 50 + 3 + 2 + 0; total adds idle 800 and iowait 40.
+        assert_eq!(parse_machine_ticks(stat), Some((160, 1000)));
+        assert_eq!(parse_machine_ticks("intr 1 2 3\n"), None);
+        assert_eq!(parse_machine_ticks("cpu 1 2\n"), None);
+    }
+
+    #[test]
+    fn a_busy_thread_shows_in_this_process_and_the_machine() {
+        let a = Snapshot::take(&[None]);
+        // About 300 ms of CPU on this thread.
+        let t = Instant::now();
+        let mut x = 0u64;
+        while t.elapsed().as_millis() < 300 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let b = Snapshot::take(&[None]);
+        let u = Usage::between(&a, &b);
+        let g = u.generator.expect("own /proc/PID/stat is readable");
+        // Clock ticks are 10 ms: at least half a core over the window,
+        // and no more than the machine's cores.
+        assert!(g > 0.5, "{u:?}");
+        let cpus = u.machine_cpus.expect("/proc/stat is readable");
+        assert!(g <= cpus + 0.1, "{u:?}");
+        assert!(u.machine_busy.unwrap() >= g - 0.1, "{u:?}");
+        assert_eq!(u.nodes, vec![None]);
+        assert!(u.line().contains("generator"));
+    }
+}
