@@ -12,10 +12,11 @@
 # The machine is shared and noisy: every figure is the median of RUNS
 # repetitions with [min-max], and each repetition measures its baselines
 # next to ringraft (etcd with the same shapes; a raw 4 KiB write+fdatasync
-# with fio on the same filesystem; a loopback round trip through the
-# generator's client against a do-nothing responder), so ratios compare
-# like with like. The 1 x 1 floor is two round trips (client-leader,
-# leader-follower) plus one write + fdatasync.
+# with fio on the same filesystem; a loopback TCP round trip with blocking
+# sockets, ringraft-rtt, and one through the generator's client against a
+# do-nothing responder), so ratios compare like with like. The 1 x 1 floor
+# is two raw round trips (client-leader, leader-follower) plus one write +
+# fdatasync.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_etcd=0

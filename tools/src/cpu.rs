@@ -58,6 +58,11 @@ fn ticks_per_sec() -> f64 {
     }
 }
 
+/// Busy share of the machine's CPUs at and above which the report warns
+/// that the run was CPU-bound (on one box the generator competes with the
+/// cluster). Default 0.9.
+pub const SATURATED_SHARE: f64 = 0.9;
+
 /// One reading of the CPU counters.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
@@ -130,6 +135,18 @@ impl Usage {
         }
     }
 
+    /// A warning when the machine was at least `SATURATED_SHARE` busy.
+    pub fn saturation_note(&self) -> Option<String> {
+        let share = self
+            .machine_busy_share()
+            .filter(|&x| x >= SATURATED_SHARE)?;
+        Some(format!(
+            "note: this machine's CPUs were {:.0}% busy: whatever shares them with the cluster \
+             (this generator, on one box) counts in its latencies",
+            share * 100.0
+        ))
+    }
+
     /// "generator 0.65, nodes 0.41 0.43 0.41, machine 1.98 of 2.00 busy".
     pub fn line(&self) -> String {
         let c = |x: Option<f64>| x.map_or("?".to_string(), |v| format!("{v:.2}"));
@@ -178,6 +195,27 @@ mod tests {
         assert_eq!(parse_machine_ticks(stat), Some((160, 1000)));
         assert_eq!(parse_machine_ticks("intr 1 2 3\n"), None);
         assert_eq!(parse_machine_ticks("cpu 1 2\n"), None);
+    }
+
+    #[test]
+    fn a_machine_busy_from_the_saturated_share_on_gets_a_note() {
+        let at = |busy: f64| Usage {
+            window_s: 1.0,
+            generator: Some(0.5),
+            nodes: vec![],
+            machine_busy: Some(busy),
+            machine_cpus: Some(2.0),
+        };
+        let note = at(2.0 * SATURATED_SHARE)
+            .saturation_note()
+            .expect("at the bound");
+        assert!(note.contains("90% busy"), "{note}");
+        assert_eq!(at(2.0 * SATURATED_SHARE - 0.01).saturation_note(), None);
+        let unknown = Usage {
+            machine_busy: None,
+            ..at(2.0)
+        };
+        assert_eq!(unknown.saturation_note(), None);
     }
 
     #[test]

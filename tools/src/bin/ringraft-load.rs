@@ -28,10 +28,6 @@ use ringraft_tools::cpu;
 use ringraft_tools::report::{hgrm, new_histogram, table_header, Latency};
 use ringraft_tools::workload::{key_bytes, value_bytes, KeyDist, Keys, Rng, ValueSize, Zipf};
 
-/// Busy share of the machine's CPUs at and above which the report warns
-/// that the run was CPU-bound (the generator competes with the cluster).
-const CPU_SATURATED: f64 = 0.9;
-
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "ringraft-load",
@@ -472,11 +468,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
     if let Some(u) = &cpu_usage {
         println!("cpu (cores, measured window): {}", u.line());
-        if let Some(share) = u.machine_busy_share().filter(|&x| x >= CPU_SATURATED) {
-            println!(
-                "note: this machine's CPUs were {:.0}% busy: whatever shares them with the cluster (this generator, on one box) counts in its latencies",
-                share * 100.0
-            );
+        if let Some(note) = u.saturation_note() {
+            println!("{note}");
         }
     }
     if let Some((_, s)) = &check_summary {
