@@ -242,11 +242,19 @@ impl Client {
         }
     }
 
+    /// The open connection to `node`'s `shard`, if there is one.
+    fn open_conn(&self, node: u64, shard: u32) -> Option<Rc<Conn>> {
+        self.inner
+            .conns
+            .borrow()
+            .get(&(node, shard))
+            .filter(|c| !c.is_closed())
+            .cloned()
+    }
+
     async fn conn(&self, node: u64, shard: u32) -> Result<Rc<Conn>, ConnLost> {
-        if let Some(c) = self.inner.conns.borrow().get(&(node, shard)) {
-            if !c.is_closed() {
-                return Ok(c.clone());
-            }
+        if let Some(c) = self.open_conn(node, shard) {
+            return Ok(c);
         }
         let base = *self
             .inner
@@ -351,7 +359,12 @@ impl Client {
             };
             let sent = Cell::new(false);
             let attempt = async {
-                let c = self.conn(node, shard).await?;
+                // Opening a connection is rare and its future is large:
+                // boxed, so every call does not carry (and move) it.
+                let c = match self.open_conn(node, shard) {
+                    Some(c) => c,
+                    None => Box::pin(self.conn(node, shard)).await?,
+                };
                 sent.set(true);
                 c.call(req).await
             };
