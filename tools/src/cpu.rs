@@ -23,19 +23,27 @@ pub fn parse_process_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// (busy, total) CPU seconds of the whole machine so far, all CPUs.
-pub fn machine_secs() -> Option<(f64, f64)> {
-    let s = std::fs::read_to_string("/proc/stat").ok()?;
-    let (busy, total) = parse_machine_ticks(&s)?;
-    let hz = ticks_per_sec();
-    Some((busy as f64 / hz, total as f64 / hz))
+/// The whole machine's CPU counters so far, from `/proc/stat`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MachineTicks {
+    /// Busy ticks, all CPUs.
+    pub busy: u64,
+    /// Busy and idle ticks, all CPUs.
+    pub total: u64,
+    /// CPUs listed (`cpuN` lines).
+    pub cpus: u32,
 }
 
-/// (busy, total) ticks from the first line of `/proc/stat`: idle and
-/// iowait are not busy; guest time is already counted in user time.
-pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
-    let line = stat.lines().next()?;
-    let mut f = line.split_whitespace();
+pub fn machine_ticks() -> Option<MachineTicks> {
+    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// The counters of `/proc/stat`: its first line sums all CPUs (idle and
+/// iowait are not busy; guest time is already counted in user time), then
+/// one `cpuN` line per CPU.
+pub fn parse_machine_ticks(stat: &str) -> Option<MachineTicks> {
+    let mut lines = stat.lines();
+    let mut f = lines.next()?.split_whitespace();
     if f.next()? != "cpu" {
         return None;
     }
@@ -45,7 +53,15 @@ pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
     }
     let idle = v[3] + v[4];
     let total: u64 = v.iter().sum();
-    Some((total - idle, total))
+    let cpus = lines
+        .take_while(|l| l.starts_with("cpu"))
+        .filter(|l| l[3..].starts_with(|c: char| c.is_ascii_digit()))
+        .count() as u32;
+    Some(MachineTicks {
+        busy: total - idle,
+        total,
+        cpus: cpus.max(1),
+    })
 }
 
 fn ticks_per_sec() -> f64 {
@@ -69,7 +85,7 @@ pub struct Snapshot {
     at: Instant,
     generator: Option<f64>,
     nodes: Vec<Option<f64>>,
-    machine: Option<(f64, f64)>,
+    machine: Option<MachineTicks>,
 }
 
 impl Snapshot {
@@ -80,7 +96,7 @@ impl Snapshot {
             at: Instant::now(),
             generator: process_secs(std::process::id()),
             nodes: nodes.iter().map(|p| p.and_then(process_secs)).collect(),
-            machine: machine_secs(),
+            machine: machine_ticks(),
         }
     }
 }
@@ -94,7 +110,7 @@ pub struct Usage {
     pub nodes: Vec<Option<f64>>,
     /// Busy cores of the whole machine.
     pub machine_busy: Option<f64>,
-    /// Cores of the whole machine (busy + idle time over the window).
+    /// CPUs of the whole machine (the `cpuN` lines of `/proc/stat`).
     pub machine_cpus: Option<f64>,
 }
 
@@ -106,10 +122,12 @@ impl Usage {
             _ => None,
         };
         let (busy, cpus) = match (a.machine, b.machine) {
-            (Some((ab, at)), Some((bb, bt))) if bt > at => {
-                // Ticks of all CPUs over the window: busy share × cores.
-                let cpus = (bt - at) / w;
-                (Some((bb - ab) / w), Some(cpus))
+            (Some(x), Some(y)) if y.total > x.total && y.busy >= x.busy => {
+                // The busy share of the ticks counted (robust to when the
+                // counters were last updated) times the CPUs.
+                let share = (y.busy - x.busy) as f64 / (y.total - x.total) as f64;
+                let cpus = f64::from(y.cpus);
+                (Some(share * cpus), Some(cpus))
             }
             _ => (None, None),
         };
@@ -147,7 +165,7 @@ impl Usage {
         ))
     }
 
-    /// "generator 0.65, nodes 0.41 0.43 0.41, machine 1.98 of 2.00 busy".
+    /// "generator 0.65, nodes 0.41 0.43 0.41, machine 1.98 of 2 busy".
     pub fn line(&self) -> String {
         let c = |x: Option<f64>| x.map_or("?".to_string(), |v| format!("{v:.2}"));
         let mut s = format!("generator {}", c(self.generator));
@@ -158,7 +176,8 @@ impl Usage {
         s += &format!(
             ", machine {} of {} busy",
             c(self.machine_busy),
-            c(self.machine_cpus)
+            self.machine_cpus
+                .map_or("?".to_string(), |v| format!("{v:.0}"))
         );
         s
     }
@@ -190,9 +209,17 @@ mod tests {
 
     #[test]
     fn machine_ticks_leave_out_idle_and_iowait() {
-        let stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n";
+        let stat = "cpu  100 5 50 800 40 3 2 0 0 0\ncpu0 50 2 25 400 20 1 1 0 0 0\n\
+                    cpu1 50 3 25 400 20 2 1 0 0 0\nintr 12345 0 0\n";
         // busy = 100 + 5 + 50 + 3 + 2 + 0; total adds idle 800 and iowait 40.
-        assert_eq!(parse_machine_ticks(stat), Some((160, 1000)));
+        assert_eq!(
+            parse_machine_ticks(stat),
+            Some(MachineTicks {
+                busy: 160,
+                total: 1000,
+                cpus: 2
+            })
+        );
         assert_eq!(parse_machine_ticks("intr 1 2 3\n"), None);
         assert_eq!(parse_machine_ticks("cpu 1 2\n"), None);
     }
