@@ -112,7 +112,7 @@ with open(out, "w") as f:
         f"{spread(list(floor_us.values()), us)} µs.\n\n"
     )
     f.write(hdr + "\n" + sep + "\n" + "\n".join(rows) + "\n\n")
-    if "1x1" in shapes and sizes:
+    if "1x1" in shapes and "0" in ratios:
         one = {r: json.load(open(f"{d}/rr-1x1-{sizes[0]}-0-{r}.json")) for r in reps}
         line = (
             f"1 x 1 writes of {sizes[0]} B: p50 ÷ floor "
