@@ -18,7 +18,8 @@ def spread(xs, f):
     return f"{f(statistics.median(xs))} [{f(xs[0])}-{f(xs[-1])}]"
 
 
-def ops(x):
+def whole(x):
+    """ops/s, µs"""
     return f"{x:.0f}"
 
 
@@ -27,6 +28,7 @@ def ms(us):
 
 
 def rat(x):
+    """ratios, cores"""
     return f"{x:.2f}"
 
 
@@ -69,7 +71,7 @@ for shape in shapes:
         for ratio in ratios:
             js = {r: json.load(open(f"{d}/rr-{shape}-{size}-{ratio}-{r}.json")) for r in reps}
             main = "read" if float(ratio) >= 0.5 else "write"
-            row = f"| {shape} | {size} | {ratio} | {spread([j['ops_per_sec'] for j in js.values()], ops)}"
+            row = f"| {shape} | {size} | {ratio} | {spread([j['ops_per_sec'] for j in js.values()], whole)}"
             for op in ("write", "read"):
                 for q in ("p50_us", "p99_us"):
                     if js[1][op]["count"]:
@@ -80,7 +82,7 @@ for shape in shapes:
             if etcd:
                 es = {r: etcd.get((c * dep, size, ratio, r)) for r in reps}
                 if all(es.values()):
-                    row += f" {spread([e['ops_per_sec'] for e in es.values()], ops)}"
+                    row += f" {spread([e['ops_per_sec'] for e in es.values()], whole)}"
                     row += f" | {spread([e['p50_us'] for e in es.values()], ms)}"
                     row += f" | {spread([js[r]['ops_per_sec'] / max(es[r]['ops_per_sec'], 1) for r in reps], rat)}"
                     row += f" | {spread([js[r][main]['p50_us'] / max(es[r]['p50_us'], 1) for r in reps], rat)} |"
@@ -100,16 +102,15 @@ with open(out, "w") as f:
     )
     f.write(
         "Raw 4 KiB write + fdatasync (fio, same filesystem, each repetition): "
-        f"{spread(list(fsync_us.values()), lambda x: f'{x:.0f}')} µs.\n\n"
+        f"{spread(list(fsync_us.values()), whole)} µs.\n\n"
     )
-    us = lambda x: f"{x:.0f}"
     f.write(
         "Loopback TCP round trip, p50, each repetition: blocking sockets (`ringraft-rtt`) "
-        f"{spread(list(raw_rtt_us.values()), us)} µs; through the generator's client "
+        f"{spread(list(raw_rtt_us.values()), whole)} µs; through the generator's client "
         "against a do-nothing responder (`ringraft-load --calibrate --connections 1 --depth 1`) "
-        f"{spread(list(rtt_us.values()), us)} µs. "
+        f"{spread(list(rtt_us.values()), whole)} µs. "
         "Floor of a 1 x 1 write (two raw round trips + one write and fdatasync): "
-        f"{spread(list(floor_us.values()), us)} µs.\n\n"
+        f"{spread(list(floor_us.values()), whole)} µs.\n\n"
     )
     f.write(hdr + "\n" + sep + "\n" + "\n".join(rows) + "\n\n")
     if "1x1" in shapes and "0" in ratios:
@@ -121,13 +122,13 @@ with open(out, "w") as f:
         es = {r: etcd.get((1, sizes[0], "0", r)) for r in reps}
         if etcd and all(es.values()):
             line += (
-                f"; half of etcd's p50 {spread([es[r]['p50_us'] / 2 for r in reps], lambda x: f'{x:.0f}')} µs"
+                f"; half of etcd's p50 {spread([es[r]['p50_us'] / 2 for r in reps], whole)} µs"
                 f" ÷ floor {spread([es[r]['p50_us'] / 2 / floor_us[r] for r in reps], rat)}"
             )
         f.write(line + ".\n\n")
     f.write(
         f"Open loop at half the median peak 16 B write throughput ({half} ops/s offered): "
-        f"{spread([j['ops_per_sec'] for j in o.values()], ops)} ops/s, "
+        f"{spread([j['ops_per_sec'] for j in o.values()], whole)} ops/s, "
         f"write p50 {spread([j['write']['p50_us'] for j in o.values()], ms)} ms, "
         f"p99 {spread([j['write']['p99_us'] for j in o.values()], ms)} ms, "
         f"p99.9 {spread([j['write']['p999_us'] for j in o.values()], ms)} ms, "
@@ -135,11 +136,10 @@ with open(out, "w") as f:
     )
     cpus = [j.get("cpu") for j in o.values()]
     if all(c and c.get("machine_busy_cores") is not None for c in cpus):
-        cores = lambda x: f"{x:.2f}"
         f.write(
-            f"; CPUs busy {spread([c['machine_busy_cores'] for c in cpus], cores)} "
-            f"of {spread([c['machine_cores'] for c in cpus], cores)}, "
-            f"the generator's share {spread([c['generator_cores'] for c in cpus], cores)}"
+            f"; CPUs busy {spread([c['machine_busy_cores'] for c in cpus], rat)} "
+            f"of {spread([c['machine_cores'] for c in cpus], rat)}, "
+            f"the generator's share {spread([c['generator_cores'] for c in cpus], rat)}"
         )
     f.write(".\n")
 print(open(out).read())
