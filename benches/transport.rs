@@ -105,6 +105,8 @@ fn hello(node: u64) -> Hello {
         shard: 0,
         shards: 1,
         version: PROTOCOL_VERSION as u32,
+        incarnation: node,
+        expected: 0,
     }
 }
 

@@ -5,6 +5,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
+use crate::identity::Bootstrap;
 use crate::kv::KvLimits;
 use crate::raft::RaftConfig;
 use crate::shard::ShardConfig;
@@ -113,6 +114,14 @@ pub struct NodeSettings {
     /// lists nodes to reach. Default false.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub join: Option<bool>,
+    /// How a node with an empty data dir starts: `new` (one of the first
+    /// nodes of a new cluster; its --peers are the initial voters) or
+    /// `existing` (the same as --join). Ignored once the data dir holds a
+    /// store. Without it (and without --join) an empty data dir is refused:
+    /// a node that lost its data must not come back as its old self
+    /// (etcd's convention). Default none.
+    #[arg(long)]
+    pub initial_cluster_state: Option<String>,
     /// Accept fault-injection requests (network isolation) from clients:
     /// for tests and drills, never in production. Default false.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
@@ -162,6 +171,7 @@ impl NodeSettings {
             sessions_max,
             scan_limit_max,
             join,
+            initial_cluster_state,
             fault_injection,
             metrics_addr
         )
@@ -226,6 +236,8 @@ pub struct ValidConfig {
     pub placement: Placement,
     pub lease_reads: bool,
     pub metrics_addr: Option<SocketAddr>,
+    /// How an empty data dir may be initialised.
+    pub bootstrap: Bootstrap,
     shard_template: ShardConfig,
 }
 
@@ -350,7 +362,29 @@ impl NodeSettings {
                 "must be in 1..=64 MiB",
             ));
         }
-        let join = self.join.unwrap_or(false);
+        let bootstrap = match (
+            self.initial_cluster_state.as_deref(),
+            self.join.unwrap_or(false),
+        ) {
+            (None, false) => Bootstrap::Unset,
+            (None | Some("existing"), _) => Bootstrap::Join,
+            (Some("new"), false) => Bootstrap::New,
+            (Some("new"), true) => {
+                return Err(invalid(
+                    "initial-cluster-state",
+                    "new",
+                    "contradicts --join (a joining node starts as `existing`)",
+                ))
+            }
+            (Some(other), _) => {
+                return Err(invalid(
+                    "initial-cluster-state",
+                    other,
+                    "expected new or existing",
+                ))
+            }
+        };
+        let join = bootstrap == Bootstrap::Join;
         if join && peers.is_empty() {
             return Err(invalid(
                 "join",
@@ -425,6 +459,7 @@ impl NodeSettings {
         let shard_template = ShardConfig {
             cluster: self.cluster_id.unwrap_or(1),
             node: id,
+            incarnation: 0,
             shard: 0,
             shards,
             groups,
@@ -466,17 +501,21 @@ impl NodeSettings {
             groups,
             placement,
             lease_reads,
+            bootstrap,
             shard_template,
         })
     }
 }
 
 impl ValidConfig {
-    /// The configuration of shard `s`.
-    pub fn shard(&self, s: u32) -> ShardConfig {
+    /// The configuration of shard `s` of the store `store` (opened with
+    /// [`crate::identity::open_store`]).
+    pub fn shard(&self, s: u32, store: &crate::identity::StoreIdentity) -> ShardConfig {
+        debug_assert_eq!((store.node, store.cluster), (self.id, self.cluster_id));
         let mut c = self.shard_template.clone();
         c.shard = s;
-        c.dir = self.data_dir.join(format!("shard-{s}"));
+        c.incarnation = store.incarnation;
+        c.dir = crate::identity::shard_dir(&self.data_dir, s);
         c.peers = self
             .peers
             .iter()
@@ -551,6 +590,47 @@ mod tests {
     }
 
     #[test]
+    fn initial_cluster_state_is_new_existing_or_join_and_never_both() {
+        let state = |ics: Option<&str>, join: Option<bool>| {
+            NodeSettings {
+                initial_cluster_state: ics.map(String::from),
+                join,
+                peers: Some("2=127.0.0.1:7110".into()),
+                ..base()
+            }
+            .validate()
+            .map(|v| v.bootstrap)
+            .map_err(|e| e.to_string())
+        };
+        assert_eq!(state(None, None), Ok(Bootstrap::Unset));
+        assert_eq!(state(Some("new"), None), Ok(Bootstrap::New));
+        assert_eq!(state(Some("existing"), None), Ok(Bootstrap::Join));
+        assert_eq!(state(None, Some(true)), Ok(Bootstrap::Join));
+        assert_eq!(state(Some("existing"), Some(true)), Ok(Bootstrap::Join));
+        let e = state(Some("new"), Some(true)).unwrap_err();
+        assert!(
+            e.contains("--initial-cluster-state") && e.contains("--join"),
+            "{e}"
+        );
+        let e = state(Some("fresh"), None).unwrap_err();
+        assert!(e.contains("expected new or existing"), "{e}");
+        // A joining node starts with no voters; a new one with its peers.
+        let voters = |ics: &str| {
+            NodeSettings {
+                initial_cluster_state: Some(ics.into()),
+                peers: Some("2=127.0.0.1:7110".into()),
+                ..base()
+            }
+            .validate()
+            .unwrap()
+            .shard_template
+            .voters
+        };
+        assert_eq!(voters("new"), vec![1, 2]);
+        assert!(voters("existing").is_empty());
+    }
+
+    #[test]
     fn pinned_shards_spread_a_groups_replicas_over_cpus() {
         let node = |id: u64| {
             NodeSettings {
@@ -585,12 +665,19 @@ mod tests {
         };
         let v = cli.or(file).validate().unwrap();
         assert_eq!((v.id, v.shards, v.groups), (3, 2, 4));
-        let sc = v.shard(1);
+        let store = crate::identity::StoreIdentity {
+            cluster: 1,
+            node: 3,
+            incarnation: 9,
+            shards: 2,
+        };
+        let sc = v.shard(1, &store);
+        assert_eq!(sc.incarnation, 9);
         assert_eq!(sc.peers, vec![(1, "127.0.0.1:7101".parse().unwrap())]);
         assert!(sc.wal.zero_segments, "zeroed segments by default");
         std::fs::write(&p, "id = 3\ndata-dir = \"/d\"\nwal-zero-segments = false\n").unwrap();
         let v = NodeSettings::from_file(&p).unwrap().validate().unwrap();
-        assert!(!v.shard(0).wal.zero_segments);
+        assert!(!v.shard(0, &store).wal.zero_segments);
         std::fs::write(&p, "id = 3\nbogus = 1\n").unwrap();
         let e = NodeSettings::from_file(&p).unwrap_err().to_string();
         assert!(e.contains("bogus"), "{e}");

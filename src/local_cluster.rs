@@ -176,8 +176,12 @@ impl LocalCluster {
         if let Some(m) = n.metrics_addr {
             cmd.args(["--metrics-addr", &m.to_string()]);
         }
+        // Every start passes how an empty data dir may be initialised (as
+        // an operator's unit file would): ignored once the dir has a store.
         if n.join {
             cmd.arg("--join");
+        } else {
+            cmd.args(["--initial-cluster-state", "new"]);
         }
         let child = cmd
             .env("RUST_LOG", &self.cfg.rust_log)

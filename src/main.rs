@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use glommio::{LocalExecutorBuilder, Placement as GPlacement};
 use ringraft::client::{Client, ClientConfig};
 use ringraft::config::{shard_addr, NodeSettings, Placement, ValidConfig};
+use ringraft::identity;
 use ringraft::shard::Shard;
 use ringraft::wire::{Op, ReadMode, Reply};
 
@@ -127,12 +128,48 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    // Held until the process exits: one process per data dir.
+    let lock = match identity::lock_data_dir(&cfg.data_dir) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ringraft: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let store = match identity::open_store(
+        &cfg.data_dir,
+        &lock,
+        cfg.cluster_id,
+        cfg.id,
+        cfg.shards,
+        cfg.bootstrap,
+    ) {
+        Ok((store, created)) => {
+            if created {
+                tracing::info!(
+                    incarnation = format_args!("{:#x}", store.incarnation),
+                    bootstrap = ?cfg.bootstrap,
+                    "initialised a new store in the data dir"
+                );
+            }
+            store
+        }
+        Err(e) => {
+            eprintln!("ringraft: {e}");
+            let usage = matches!(
+                e,
+                identity::IdentityError::Empty { .. } | identity::IdentityError::Mismatch { .. }
+            );
+            return ExitCode::from(if usage { 2 } else { 1 });
+        }
+    };
     tracing::info!(
         node = cfg.id,
         shards = cfg.shards,
         groups = cfg.groups,
         peers = ?cfg.peers,
         data_dir = %cfg.data_dir.display(),
+        incarnation = format_args!("{:#x}", store.incarnation),
         "starting"
     );
     let hub = match cfg.metrics_addr {
@@ -163,7 +200,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         // spinning 20-100 us raised p50 from 0.56 ms to 0.63-0.71 ms.
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{s}"))
-            .spawn(move || async move { run_shard(cfg, s, shard_stop, hub).await });
+            .spawn(move || async move { run_shard(cfg, s, store, shard_stop, hub).await });
         match h {
             Ok(h) => handles.push(h),
             Err(e) => {
@@ -188,6 +225,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
             }
         }
     }
+    drop(lock);
     if ok {
         tracing::info!("exited cleanly");
         ExitCode::SUCCESS
@@ -207,6 +245,7 @@ fn bind(a: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
 async fn run_shard(
     cfg: ValidConfig,
     s: u32,
+    store: identity::StoreIdentity,
     stop: Arc<AtomicBool>,
     hub: Option<ringraft::metrics::MetricsHub>,
 ) -> Result<(), String> {
@@ -227,7 +266,7 @@ async fn run_shard(
         local.set(true);
     })
     .detach();
-    let shard = Shard::open(cfg.shard(s), stop_local, hub)
+    let shard = Shard::open(cfg.shard(s, &store), stop_local, hub)
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!(shard = s, peers = %pa, clients = %ca, "serving");

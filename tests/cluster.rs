@@ -357,6 +357,8 @@ fn a_peer_of_another_cluster_is_refused_and_sigterm_exits_cleanly() {
             "2",
             "--groups",
             "2",
+            "--initial-cluster-state",
+            "new",
         ])
         .arg("--data-dir")
         .arg(dir.path())
@@ -414,6 +416,8 @@ async fn raw_client(addr: std::net::SocketAddr) -> (glommio::net::TcpStream, Fra
         shard: 0,
         shards: 0,
         version: PROTOCOL_VERSION as u32,
+        incarnation: 0,
+        expected: 0,
     }
     .encode(&mut out);
     s.write_all(&out).await.unwrap();

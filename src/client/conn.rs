@@ -74,6 +74,8 @@ impl Conn {
             shard,
             shards: 0,
             version: PROTOCOL_VERSION as u32,
+            incarnation: 0,
+            expected: 0,
         }
         .encode(&mut out);
         s.write_all(&out).await.map_err(|e| lost(&e))?;

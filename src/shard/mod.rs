@@ -23,6 +23,7 @@ use futures_lite::FutureExt;
 use glommio::net::TcpListener;
 use ringraft_wal::{DmaDisk, Wal, WalError, WalOptions};
 
+use crate::identity::PeerBook;
 use crate::kv::{Command, Kv, KvLimits, WriteOp};
 use crate::raft::{
     EntryKind, Index, Message, PersistToken, RaftConfig, RawNode, ReadState, Role, Snapshot,
@@ -38,6 +39,9 @@ use crate::wire::{ClientError, Hello, Reply, Response, PROTOCOL_VERSION};
 pub struct ShardConfig {
     pub cluster: u64,
     pub node: u64,
+    /// This node's store incarnation (`crate::identity`), sent in every
+    /// handshake; 0 until the store is opened.
+    pub incarnation: u64,
     pub shard: u32,
     pub shards: u32,
     /// Groups in the cluster; this shard hosts those with `g % shards == shard`.
@@ -99,6 +103,11 @@ pub enum ShardError {
         shard: u32,
         what: &'static str,
         err: std::io::Error,
+    },
+    #[error("shard {shard}: {err}")]
+    Identity {
+        shard: u32,
+        err: crate::identity::IdentityError,
     },
 }
 
@@ -236,8 +245,13 @@ impl Shard {
             shard,
             shards: cfg.shards,
             version: PROTOCOL_VERSION as u32,
+            incarnation: cfg.incarnation,
+            expected: 0,
         };
-        let transport = Transport::new(me, cfg.transport.clone());
+        let book = PeerBook::open(cfg.dir.join(crate::identity::PEERS_FILE))
+            .await
+            .map_err(|err| ShardError::Identity { shard, err })?;
+        let transport = Transport::with_peer_book(me, cfg.transport.clone(), book);
         for &(node, addr) in &cfg.peers {
             transport.add_peer(node, addr);
         }

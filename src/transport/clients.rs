@@ -202,6 +202,7 @@ async fn serve_client(mut stream: TcpStream, shared: Rc<Shared>) {
         &shared.me,
         cfg.handshake_timeout_ms,
         peer,
+        None,
     )
     .await
     {

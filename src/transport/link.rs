@@ -14,7 +14,7 @@ use super::{FrameReader, RecvError, Shared};
 use crate::raft::{Message, NodeId};
 use crate::rng::Rng;
 use crate::wire::encode_raft;
-use crate::wire::hello::{decode_reply, HelloError, KIND_HELLO_REPLY};
+use crate::wire::hello::{decode_reply_full, Hello, HelloError, KIND_HELLO_REPLY};
 
 #[derive(Debug, thiserror::Error)]
 enum DialError {
@@ -125,7 +125,11 @@ impl Link {
             cfg.socket_buffer_bytes,
         );
         let mut out = Vec::with_capacity(64);
-        self.shared.me.encode(&mut out);
+        Hello {
+            expected: self.shared.book.known(self.node),
+            ..self.shared.me
+        }
+        .encode(&mut out);
         stream
             .write_all(&out)
             .await
@@ -135,8 +139,8 @@ impl Link {
         let reply = glommio::timer::timeout(limit, async { Ok(reader.next(&mut stream).await) })
             .await
             .map_err(|_| RecvError::HandshakeTimeout(limit))??;
-        let answerer = match reply {
-            Some((KIND_HELLO_REPLY, p)) => decode_reply(&p).map_err(|e| {
+        let answer = match reply {
+            Some((KIND_HELLO_REPLY, p)) => decode_reply_full(&p).map_err(|e| {
                 if matches!(e, HelloError::Refused { .. }) {
                     self.shared.stats.bump(|s| s.handshakes_refused += 1);
                 }
@@ -151,12 +155,25 @@ impl Link {
             }
             None => return Err(RecvError::Truncated { bytes: 0 }.into()),
         };
-        if answerer != self.node {
+        if answer.answerer != self.node {
             return Err(DialError::WrongNode {
-                got: answerer,
+                got: answer.answerer,
                 want: self.node,
             });
         }
+        if answer.incarnation == 0 {
+            return Err(RecvError::Hello(HelloError::NoIncarnation(self.node)).into());
+        }
+        // Nothing is sent before the peer's store is known to be the one
+        // this shard met before (or is recorded as new, durably).
+        self.shared
+            .book
+            .admit(self.node, answer.incarnation)
+            .await
+            .map_err(|e| {
+                self.shared.stats.bump(|s| s.handshakes_refused += 1);
+                RecvError::Identity(e)
+            })?;
         Ok(stream)
     }
 

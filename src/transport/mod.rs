@@ -34,6 +34,7 @@ pub use clients::{shard_addr, ClientConnId, ClientService, ClientStats, UNATTRIB
 pub use reader::FrameReader;
 use sync::WaitList;
 
+use crate::identity::{IdentityError, PeerBook, PEER_BOOK_ENTRIES_MAX};
 use crate::raft::{Message, NodeId};
 use crate::wire::hello::{encode_reply, Hello, HelloError, KIND_HELLO};
 use crate::wire::message::MessageError;
@@ -245,6 +246,8 @@ pub enum RecvError {
     Message(#[from] MessageError),
     #[error("handshake: {0}")]
     Hello(#[from] HelloError),
+    #[error("handshake: {0}")]
+    Identity(#[from] IdentityError),
     #[error("connection ended inside a frame ({bytes} bytes of it received)")]
     Truncated { bytes: usize },
     #[error("unexpected frame kind {kind} {when}")]
@@ -293,6 +296,9 @@ impl Counters {
 struct Shared {
     me: Hello,
     cfg: TransportConfig,
+    /// The incarnation of every peer met: a peer whose store changed is
+    /// refused (see `crate::identity`).
+    book: PeerBook,
     stats: Counters,
     inbox: RefCell<Vec<(u64, Message)>>,
     /// The shard waits here for messages.
@@ -340,12 +346,22 @@ impl Transport {
     /// shards); must be created on the shard's executor. Call
     /// [`add_peer`](Self::add_peer) for each peer and
     /// [`serve`](Self::serve) with the shard's peer listener.
+    ///
+    /// Peers' incarnations are kept in memory only; a node uses
+    /// [`with_peer_book`](Self::with_peer_book).
     pub fn new(me: Hello, cfg: TransportConfig) -> Rc<Transport> {
+        Self::with_peer_book(me, cfg, PeerBook::in_memory(PEER_BOOK_ENTRIES_MAX))
+    }
+
+    /// [`new`](Self::new) with the shard's durable peer book.
+    pub fn with_peer_book(me: Hello, cfg: TransportConfig, book: PeerBook) -> Rc<Transport> {
         debug_assert!(cfg.validate().is_ok());
+        debug_assert!(me.incarnation != 0, "a peer always has a store incarnation");
         Rc::new(Transport {
             shared: Rc::new(Shared {
                 me,
                 cfg,
+                book,
                 stats: Counters::default(),
                 inbox: RefCell::new(Vec::new()),
                 inbox_ready: WaitList::default(),
@@ -496,13 +512,17 @@ impl Transport {
 }
 
 /// Reads and answers the handshake of an inbound connection. The hello if
-/// accepted; a refusal is answered, logged and counted.
+/// accepted; a refusal is answered, logged and counted. With a peer book
+/// (the peer port), the caller's incarnation must be the one the book
+/// knows (or is recorded, if new), and the caller must know this node by
+/// its own.
 async fn accept_hello(
     stream: &mut TcpStream,
     reader: &mut FrameReader,
     me: &Hello,
     timeout_ms: u64,
     peer: SocketAddr,
+    book: Option<&PeerBook>,
 ) -> Result<Hello, RecvError> {
     let limit = Duration::from_millis(timeout_ms);
     let first = glommio::timer::timeout(limit, async { Ok(reader.next(stream).await) })
@@ -513,7 +533,7 @@ async fn accept_hello(
         // (which the caller in turn refuses: both ends see the mismatch).
         Err(RecvError::Frame(e @ FrameError::Version { .. })) => {
             let mut out = Vec::with_capacity(128);
-            encode_reply(&mut out, me.node, Err(&e.to_string()));
+            encode_reply(&mut out, me, Err(&e.to_string()));
             let _ = stream.write_all(&out).await;
             return Err(RecvError::Frame(e));
         }
@@ -529,11 +549,22 @@ async fn accept_hello(
         }
         None => return Err(RecvError::Truncated { bytes: 0 }),
     };
-    let outcome = hello.and_then(|h| h.check(me).map(|()| h));
+    let outcome: Result<Hello, RecvError> = match hello.and_then(|h| h.check(me).map(|()| h)) {
+        Ok(h) => match book {
+            Some(book) if h.node != 0 => admit_caller(book, me, &h).await.map(|()| h),
+            _ => Ok(h),
+        },
+        Err(e) => Err(e.into()),
+    };
     let mut out = Vec::with_capacity(128);
     match &outcome {
-        Ok(_) => encode_reply(&mut out, me.node, Ok(())),
-        Err(e) => encode_reply(&mut out, me.node, Err(&e.to_string())),
+        Ok(_) => encode_reply(&mut out, me, Ok(())),
+        Err(RecvError::Hello(e)) => encode_reply(&mut out, me, Err(&e.to_string())),
+        Err(e) => encode_reply(
+            &mut out,
+            me,
+            Err(e.to_string().trim_start_matches("handshake: ")),
+        ),
     }
     // Best effort for a refusal: the caller may already be gone.
     let written = stream.write_all(&out).await;
@@ -541,6 +572,42 @@ async fn accept_hello(
     written.map_err(RecvError::Io)?;
     tracing::debug!(%peer, node = hello.node, "handshake accepted");
     Ok(hello)
+}
+
+/// The identity checks of a peer's handshake: the caller must know this
+/// node by its own incarnation (else this node's data was lost), and the
+/// caller's incarnation must be the one the book knows (else the caller's
+/// was). Each refusal is logged once at warn level.
+async fn admit_caller(book: &PeerBook, me: &Hello, h: &Hello) -> Result<(), RecvError> {
+    let refusal = if h.expected != 0 && h.expected != me.incarnation {
+        Err(IdentityError::StaleSelf {
+            caller: h.node,
+            me: me.node,
+            known: h.expected,
+            mine: me.incarnation,
+        })
+    } else {
+        book.admit(h.node, h.incarnation).await
+    };
+    if let Err(e) = &refusal {
+        log_identity_refusal(book, h.node, h.incarnation, me.shard, e);
+    }
+    Ok(refusal?)
+}
+
+/// One warn line per refused (peer, incarnation), debug after that.
+fn log_identity_refusal(
+    book: &PeerBook,
+    node: NodeId,
+    incarnation: u64,
+    shard: u32,
+    e: &IdentityError,
+) {
+    if book.first_refusal(node, incarnation) {
+        tracing::warn!(peer = node, shard, "refusing peer: {e}");
+    } else {
+        tracing::debug!(peer = node, shard, "refusing peer: {e}");
+    }
 }
 
 /// An inbound peer connection: handshake, then Raft messages into the inbox
@@ -563,12 +630,15 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
             &shared.me,
             shared.cfg.handshake_timeout_ms,
             peer,
+            Some(&shared.book),
         )
         .await
         .inspect_err(|e| {
             if matches!(
                 e,
-                RecvError::Hello(_) | RecvError::Frame(FrameError::Version { .. })
+                RecvError::Hello(_)
+                    | RecvError::Identity(_)
+                    | RecvError::Frame(FrameError::Version { .. })
             ) {
                 shared.stats.bump(|s| s.handshakes_refused += 1);
             }
@@ -630,7 +700,12 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
         }
         Err(e) => {
             shared.stats.bump(|s| s.conns_rejected += 1);
-            tracing::warn!(%peer, shard = shared.me.shard, "closing peer connection: {e}");
+            if matches!(e, RecvError::Identity(_)) {
+                // Logged once by `admit_caller`; the peer redials.
+                tracing::debug!(%peer, shard = shared.me.shard, "closing peer connection: {e}");
+            } else {
+                tracing::warn!(%peer, shard = shared.me.shard, "closing peer connection: {e}");
+            }
         }
     }
 }

@@ -24,7 +24,8 @@ pub const FRAME_ALIGN: usize = 16;
 /// "RRFW" as a little-endian u32.
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 /// Version of the wire protocol; a peer of another version is refused.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// 2: the handshake carries store incarnations (`crate::identity`).
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 
@@ -218,7 +219,12 @@ mod tests {
             decode_frame(&b, 1 << 20).map(|o| o.map(|(f, n)| (f.kind, n)))
         };
         assert!(matches!(bad(0, 1), Err(FrameError::Magic(_))));
-        assert_eq!(bad(4, 1), Err(FrameError::Version { got: 0 }));
+        assert_eq!(
+            bad(4, 1),
+            Err(FrameError::Version {
+                got: PROTOCOL_VERSION ^ 1
+            })
+        );
         assert_eq!(
             bad(5, 1),
             Err(FrameError::Checksum { len: 8 }),

@@ -2,19 +2,23 @@
 //! the answer accepts or refuses it.
 //!
 //! ```text
-//! HELLO payload (32 bytes, fixed so that any version can read it)
-//!   0  cluster  u64 LE   cluster id: nodes of different clusters never talk
-//!   8  node     u64 LE   caller's node id (0: a client)
-//!  16  shard    u32 LE   shard index the caller wants (= its own, for a peer)
-//!  20  shards   u32 LE   shards per node (group placement must agree)
-//!  24  version  u32 LE   PROTOCOL_VERSION of the caller
-//!  28  reserved u32 = 0
+//! HELLO payload (48 bytes, fixed for a protocol version)
+//!   0  cluster     u64 LE   cluster id: nodes of different clusters never talk
+//!   8  node        u64 LE   caller's node id (0: a client)
+//!  16  shard       u32 LE   shard index the caller wants (= its own, for a peer)
+//!  20  shards      u32 LE   shards per node (group placement must agree)
+//!  24  version     u32 LE   PROTOCOL_VERSION of the caller
+//!  28  reserved    u32 = 0
+//!  32  incarnation u64 LE   the caller's store incarnation (0: a client)
+//!  40  expected    u64 LE   the incarnation the caller knows the answerer
+//!                           by (0: never met); see `crate::identity`
 //!
 //! HELLO_REPLY payload
-//!   0  status   u32 LE   0 = accepted, 1 = refused
-//!   4  reserved u32 = 0
-//!   8  answerer u64 LE   the answering node's id
-//!  16  reason   UTF-8    why it was refused (empty when accepted)
+//!   0  status      u32 LE   0 = accepted, 1 = refused
+//!   4  reserved    u32 = 0
+//!   8  answerer    u64 LE   the answering node's id
+//!  16  incarnation u64 LE   the answerer's store incarnation
+//!  24  reason      UTF-8    why it was refused (empty when accepted)
 //! ```
 //!
 //! A caller of another protocol version fails the frame check first (the
@@ -27,8 +31,8 @@ pub const KIND_HELLO: u8 = 2;
 /// Frame kind of the answer to a handshake.
 pub const KIND_HELLO_REPLY: u8 = 3;
 
-const HELLO_BYTES: usize = 32;
-const REPLY_HEAD_BYTES: usize = 16;
+const HELLO_BYTES: usize = 48;
+const REPLY_HEAD_BYTES: usize = 24;
 /// Bound on the reason of a refusal (longer ones are cut).
 pub const REFUSAL_REASON_BYTES_MAX: usize = 512;
 
@@ -41,6 +45,19 @@ pub struct Hello {
     pub shard: u32,
     pub shards: u32,
     pub version: u32,
+    /// The caller's store incarnation; 0 for a client, never 0 for a peer.
+    pub incarnation: u64,
+    /// The incarnation the caller knows the answerer by (0: never met).
+    pub expected: u64,
+}
+
+/// An accepted handshake's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloReply {
+    pub answerer: u64,
+    /// The answerer's store incarnation (0 from a node that has none, such
+    /// as a test responder).
+    pub incarnation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +74,8 @@ pub enum HelloError {
     Shard { got: u32, want: u32 },
     #[error("peer runs {got} shards per node, this node {want}: group placement would differ")]
     Shards { got: u32, want: u32 },
+    #[error("peer {0} sent no store incarnation")]
+    NoIncarnation(u64),
     #[error("peer claims this node's own id {0}")]
     SelfId(u64),
     #[error("refused by node {node}: {reason}")]
@@ -71,6 +90,8 @@ impl Hello {
         p[16..20].copy_from_slice(&self.shard.to_le_bytes());
         p[20..24].copy_from_slice(&self.shards.to_le_bytes());
         p[24..28].copy_from_slice(&self.version.to_le_bytes());
+        p[32..40].copy_from_slice(&self.incarnation.to_le_bytes());
+        p[40..48].copy_from_slice(&self.expected.to_le_bytes());
         encode_frame(out, KIND_HELLO, &p);
     }
 
@@ -86,6 +107,8 @@ impl Hello {
             shard: u32at(16),
             shards: u32at(20),
             version: u32at(24),
+            incarnation: u64at(32),
+            expected: u64at(40),
         })
     }
 
@@ -116,12 +139,16 @@ impl Hello {
         if self.node != 0 && self.node == me.node {
             return Err(HelloError::SelfId(self.node));
         }
+        if self.node != 0 && self.incarnation == 0 {
+            return Err(HelloError::NoIncarnation(self.node));
+        }
         Ok(())
     }
 }
 
-/// Appends the answer to a handshake: `Ok` accepts, `Err(reason)` refuses.
-pub fn encode_reply(out: &mut Vec<u8>, answerer: u64, outcome: Result<(), &str>) {
+/// Appends the answer to a handshake from `me` (the answerer): `Ok`
+/// accepts, `Err(reason)` refuses.
+pub fn encode_reply(out: &mut Vec<u8>, me: &Hello, outcome: Result<(), &str>) {
     let mut head = [0u8; REPLY_HEAD_BYTES];
     let reason = match outcome {
         Ok(()) => "",
@@ -134,19 +161,29 @@ pub fn encode_reply(out: &mut Vec<u8>, answerer: u64, outcome: Result<(), &str>)
             &r[..end]
         }
     };
-    head[8..16].copy_from_slice(&answerer.to_le_bytes());
+    head[8..16].copy_from_slice(&me.node.to_le_bytes());
+    head[16..24].copy_from_slice(&me.incarnation.to_le_bytes());
     encode_frame_parts(out, KIND_HELLO_REPLY, &[&head, reason.as_bytes()]);
 }
 
 /// Reads an answer: the answering node's id if accepted.
 pub fn decode_reply(p: &[u8]) -> Result<u64, HelloError> {
+    decode_reply_full(p).map(|r| r.answerer)
+}
+
+/// Reads an answer: the answering node's id and incarnation if accepted.
+pub fn decode_reply_full(p: &[u8]) -> Result<HelloReply, HelloError> {
     if p.len() < REPLY_HEAD_BYTES || p.len() > REPLY_HEAD_BYTES + REFUSAL_REASON_BYTES_MAX {
         return Err(HelloError::ReplySize(p.len()));
     }
     let status = u32::from_le_bytes(p[0..4].try_into().expect("4 bytes"));
     let node = u64::from_le_bytes(p[8..16].try_into().expect("8 bytes"));
+    let incarnation = u64::from_le_bytes(p[16..24].try_into().expect("8 bytes"));
     match status {
-        0 if p.len() == REPLY_HEAD_BYTES => Ok(node),
+        0 if p.len() == REPLY_HEAD_BYTES => Ok(HelloReply {
+            answerer: node,
+            incarnation,
+        }),
         1 => Err(HelloError::Refused {
             node,
             reason: String::from_utf8_lossy(&p[REPLY_HEAD_BYTES..]).into_owned(),

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use ringraft::wire::hello::{decode_reply, encode_reply};
+use ringraft::wire::hello::{decode_reply, decode_reply_full, encode_reply, HelloReply};
 use ringraft::wire::{
     decode_frame, decode_request, decode_response, encode_request, encode_response, ClientError,
     ClusterMap, GroupStatus, Hello, HelloError, KeyValue, NodeInfo, Op, ReadMode, Reply, Request,
@@ -203,6 +203,8 @@ fn hello_checks_name_what_differs() {
         shard: 1,
         shards: 2,
         version: PROTOCOL_VERSION as u32,
+        incarnation: 0x71,
+        expected: 0x72,
     };
     let mut out = Vec::new();
     me.encode(&mut out);
@@ -215,8 +217,8 @@ fn hello_checks_name_what_differs() {
         Err(HelloError::Cluster { got: 8, want: 7 })
     );
     assert_eq!(
-        Hello { version: 2, ..peer }.check(&me),
-        Err(HelloError::Version { got: 2 })
+        Hello { version: 9, ..peer }.check(&me),
+        Err(HelloError::Version { got: 9 })
     );
     assert_eq!(
         Hello { shard: 0, ..peer }.check(&me),
@@ -227,20 +229,43 @@ fn hello_checks_name_what_differs() {
         Err(HelloError::Shards { got: 3, want: 2 })
     );
     assert_eq!(me.check(&me), Err(HelloError::SelfId(1)));
+    // A peer must say which store it is (`ringraft::identity`).
+    assert_eq!(
+        Hello {
+            incarnation: 0,
+            ..peer
+        }
+        .check(&me),
+        Err(HelloError::NoIncarnation(2))
+    );
     // A client need not run the node's shard count.
     assert_eq!(
         Hello {
             node: 0,
             shards: 0,
+            incarnation: 0,
             ..me
         }
         .check(&me),
         Ok(())
     );
     assert!(matches!(
-        Hello::decode(&payload[..31]),
-        Err(HelloError::Size(31))
+        Hello::decode(&payload[..47]),
+        Err(HelloError::Size(47))
     ));
+}
+
+/// Node 3 as it answers handshakes.
+fn node3() -> Hello {
+    Hello {
+        cluster: 7,
+        node: 3,
+        shard: 0,
+        shards: 1,
+        version: PROTOCOL_VERSION as u32,
+        incarnation: 0x33,
+        expected: 0,
+    }
 }
 
 #[test]
@@ -249,7 +274,7 @@ fn a_refusal_reason_is_cut_at_its_bound_on_a_char_boundary() {
     // 'é' is two bytes: a cut at an odd offset would split one.
     let long = format!("x{}", "é".repeat(REFUSAL_REASON_BYTES_MAX));
     let mut out = Vec::new();
-    encode_reply(&mut out, 3, Err(&long));
+    encode_reply(&mut out, &node3(), Err(&long));
     let (f, _) = decode_frame(&out, 1 << 20).unwrap().unwrap();
     match decode_reply(f.payload) {
         Err(HelloError::Refused { reason, .. }) => {
@@ -266,7 +291,7 @@ fn refusals_carry_their_reason() {
     let mut out = Vec::new();
     encode_reply(
         &mut out,
-        3,
+        &node3(),
         Err("cluster id 0x8, this node belongs to cluster 0x7"),
     );
     let (f, _) = decode_frame(&out, 1 << 20).unwrap().unwrap();
@@ -275,9 +300,16 @@ fn refusals_carry_their_reason() {
         other => panic!("{other:?}"),
     }
     let mut out = Vec::new();
-    encode_reply(&mut out, 3, Ok(()));
+    encode_reply(&mut out, &node3(), Ok(()));
     let (f, _) = decode_frame(&out, 1 << 20).unwrap().unwrap();
     assert_eq!(decode_reply(f.payload), Ok(3));
+    assert_eq!(
+        decode_reply_full(f.payload),
+        Ok(HelloReply {
+            answerer: 3,
+            incarnation: 0x33
+        })
+    );
     assert!(decode_reply(&[1, 2, 3]).is_err());
 }
 

@@ -103,13 +103,20 @@ fn me(cluster: u64, node: u64) -> Hello {
         shard: 0,
         shards: 1,
         version: PROTOCOL_VERSION as u32,
+        // A client (node 0) has none; a peer's is fixed per test node.
+        incarnation: if node == 0 { 0 } else { 0x1000 + node },
+        expected: 0,
     }
 }
 
 fn start(cluster: u64, node: u64, cfg: TransportConfig) -> (Rc<Transport>, SocketAddr) {
+    start_as(me(cluster, node), cfg)
+}
+
+fn start_as(me: Hello, cfg: TransportConfig) -> (Rc<Transport>, SocketAddr) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
-    let t = Transport::new(me(cluster, node), cfg);
+    let t = Transport::new(me, cfg);
     glommio::spawn_local(t.clone().serve(l)).detach();
     (t, addr)
 }
@@ -368,17 +375,19 @@ fn garbage_and_impostors_are_cut_off_with_one_log_line_each_while_others_continu
 fn a_version_or_cluster_mismatch_is_refused_at_both_ends() {
     let logs = run(|_| async {
         let (b, addr_b) = start(CLUSTER, 2, TransportConfig::default());
-        // A caller of protocol version 2: the answer, in version 1, says why.
-        let mut v2 = hello_frame(me(CLUSTER, 5));
-        v2[4] = 2;
-        let (_, back) = raw_exchange(addr_b, &v2).await;
+        // A caller of an older protocol version: the answer, in this
+        // node's version, says why.
+        let mut old = hello_frame(me(CLUSTER, 5));
+        old[4] = PROTOCOL_VERSION - 1;
+        let (_, back) = raw_exchange(addr_b, &old).await;
         let (f, _) = ringraft::wire::decode_frame(&back, 1 << 20)
             .unwrap()
             .unwrap();
         assert_eq!(f.kind, KIND_HELLO_REPLY);
         match decode_reply(f.payload) {
             Err(HelloError::Refused { node: 2, reason }) => {
-                assert!(reason.contains("protocol version 2"), "{reason}")
+                let want = format!("protocol version {}", PROTOCOL_VERSION - 1);
+                assert!(reason.contains(&want), "{reason}")
             }
             other => panic!("{other:?}"),
         }
@@ -424,6 +433,60 @@ fn a_version_or_cluster_mismatch_is_refused_at_both_ends() {
             .len(),
         1,
         "the dialer logs the refusal once, not once per retry"
+    );
+}
+
+/// Node 3 loses its store and comes back as a new incarnation: node 2,
+/// which met the old one, refuses it in both directions (its dial is
+/// refused by node 3, which sees that node 2 knew another incarnation of
+/// it; node 3's dial is refused by node 2), no message passes, and each end
+/// logs its refusal once however often the links redial.
+#[test]
+fn a_peer_whose_store_changed_is_refused_at_both_ends() {
+    let logs = run(|_| async {
+        let cfg = TransportConfig {
+            reconnect_backoff_ms_min: 5,
+            reconnect_backoff_ms_max: 20,
+            ..TransportConfig::default()
+        };
+        let (b, addr_b) = start(CLUSTER, 2, cfg.clone());
+        let (c, addr_c) = start(CLUSTER, 3, cfg.clone());
+        b.add_peer(3, addr_c);
+        c.add_peer(2, addr_b);
+        b.wait_up(3).await;
+        c.wait_up(2).await;
+        c.close();
+        let reborn = Hello {
+            incarnation: 0x3333,
+            ..me(CLUSTER, 3)
+        };
+        assert_ne!(reborn.incarnation, me(CLUSTER, 3).incarnation);
+        let (c2, addr_c2) = start_as(reborn, cfg);
+        b.remove_peer(3);
+        b.add_peer(3, addr_c2);
+        c2.add_peer(2, addr_b);
+        let refused_before = b.stats().handshakes_refused;
+        // Several redials each way.
+        eventually("both ends to refuse several times", || {
+            b.stats().handshakes_refused >= refused_before + 6 && c2.stats().handshakes_refused >= 6
+        })
+        .await;
+        assert!(!b.is_up(3) && !c2.is_up(2));
+        assert!(!b.send(0, &append(2, 3, 0, 1, 1)), "nothing sent to it");
+        assert!(!c2.send(0, &append(3, 2, 0, 1, 1)), "nothing sent by it");
+        b.close();
+        c2.close();
+    });
+    let warned = |needle: &str| logs.lines_with(&["WARN", "refusing peer", needle]).len();
+    assert_eq!(
+        warned("node 3 comes back with a new store"),
+        1,
+        "at node 2, once"
+    );
+    assert_eq!(
+        warned("node 2 knew this node (3) as incarnation"),
+        1,
+        "at node 3, once"
     );
 }
 
@@ -473,9 +536,16 @@ fn a_lost_link_is_reported_unreachable_and_redialed() {
             let mut r = FrameReader::new(4096, 1 << 20);
             let (k, p) = r.next(&mut s).await.unwrap().unwrap();
             assert_eq!(k, KIND_HELLO);
-            assert_eq!(Hello::decode(&p).unwrap(), me(CLUSTER, 1));
+            let h = Hello::decode(&p).unwrap();
+            // Node 2 is unknown at the first dial, known by its
+            // incarnation afterwards.
+            assert!(
+                [0, me(CLUSTER, 2).incarnation].contains(&h.expected),
+                "{h:?}"
+            );
+            assert_eq!(Hello { expected: 0, ..h }, me(CLUSTER, 1));
             let mut out = Vec::new();
-            encode_reply(&mut out, 2, Ok(()));
+            encode_reply(&mut out, &me(CLUSTER, 2), Ok(()));
             s.write_all(&out).await.unwrap();
             (s, r)
         };

@@ -904,6 +904,8 @@ fn start_responder(cluster: u64, groups: u64) -> Result<(SocketAddr, Arc<AtomicB
                 shard: 0,
                 shards: 1,
                 version: PROTOCOL_VERSION as u32,
+                incarnation: 1,
+                expected: 0,
             };
             let svc = ClientService::new(me, TransportConfig::default());
             glommio::spawn_local(svc.clone().serve(l)).detach();

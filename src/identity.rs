@@ -1,0 +1,671 @@
+//! Who this data directory is, and who its peers were.
+//!
+//! A node that lost its data must never vote as its old self: with its log
+//! gone it could help elect a leader that lacks an acknowledged write (the
+//! write lived on the lost disk and on one other node that is down). So:
+//!
+//! - every data directory carries a **store identity** (`STORE`), created
+//!   once: cluster id, node id, shards, and a random **incarnation**. A
+//!   wiped directory gets a new incarnation when it is initialised again;
+//! - every shard keeps a **peer book** (`shard-N/peers`): the incarnation of
+//!   each peer node it has ever completed a handshake with, written durably
+//!   before the first message of that peer is used. A peer that comes back
+//!   with another incarnation is refused at the handshake, with one log line
+//!   at both ends naming the fix (remove it and add it back under a new id:
+//!   node ids, which are the Raft peer ids, are never reused);
+//! - starting a new cluster is explicit (`--initial-cluster-state new`, as in
+//!   etcd); a node with an empty data directory that is neither bootstrapping
+//!   nor joining refuses to start;
+//! - one process at a time: `LOCK` is held with `flock(LOCK_EX)` for the
+//!   life of the process (etcd locks its WAL files the same way).
+//!
+//! What this does not cover: a peer that never completed a handshake with a
+//! node before that node's data was lost cannot tell the new incarnation
+//! from the old one. Peers dial each other at start, so this needs the peer
+//! to have been down since before the lost node's first start.
+//!
+//! ```text
+//! STORE (64 bytes)
+//!   0  magic        [8] = "RRSTORE1"
+//!   8  cluster      u64 LE
+//!  16  node         u64 LE
+//!  24  incarnation  u64 LE   random, never 0
+//!  32  shards       u32 LE
+//!  36  reserved     [24] = 0
+//!  60  crc          u32 LE   CRC32 of bytes 0..60
+//!
+//! shard-N/peers
+//!   0  magic        [8] = "RRPEERS1"
+//!   8  count        u32 LE
+//!  12  crc          u32 LE   CRC32 of the entries
+//!  16  entries      count × (node u64 LE, incarnation u64 LE), by node
+//! ```
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use crate::raft::NodeId;
+
+const STORE_MAGIC: &[u8; 8] = b"RRSTORE1";
+const STORE_BYTES: usize = 64;
+const PEERS_MAGIC: &[u8; 8] = b"RRPEERS1";
+const PEERS_HEAD_BYTES: usize = 16;
+const PEER_ENTRY_BYTES: usize = 16;
+/// The store identity's file name inside the data directory.
+pub const STORE_FILE: &str = "STORE";
+/// The lock file's name inside the data directory.
+pub const LOCK_FILE: &str = "LOCK";
+/// The peer book's file name inside a shard's directory.
+pub const PEERS_FILE: &str = "peers";
+/// Most peer nodes one shard remembers. Node ids are never reused, so the
+/// book only grows; a cluster that has seen this many nodes refuses the
+/// next one at the handshake (with [`IdentityError::BookFull`]).
+pub const PEER_BOOK_ENTRIES_MAX: usize = 1 << 16;
+
+/// How a node with an empty data directory may start (`--initial-cluster-state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// `new`: one of the first nodes of a new cluster (its `--peers` are
+    /// the initial voters).
+    New,
+    /// `existing` (or `--join`): added to a running cluster later.
+    Join,
+    /// Neither: the data directory must already hold a store.
+    Unset,
+}
+
+/// The identity of a data directory (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreIdentity {
+    pub cluster: u64,
+    pub node: NodeId,
+    /// Random, never 0; new each time the directory is initialised.
+    pub incarnation: u64,
+    pub shards: u32,
+}
+
+/// Why a data directory cannot be used, or a peer not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("data dir {dir}: {err}")]
+    Io { dir: String, err: std::io::Error },
+    #[error("data dir {dir} is in use by another process ({holder}); stop it first, or give this node another --data-dir")]
+    Locked { dir: String, holder: String },
+    #[error("{file} is damaged ({why}): {fix}")]
+    Corrupt {
+        file: String,
+        why: &'static str,
+        fix: &'static str,
+    },
+    #[error("data dir {dir} belongs to {what} {stored}, not {given}: start it with the {flag} it was created with, or give this node another --data-dir")]
+    Mismatch {
+        dir: String,
+        what: &'static str,
+        flag: &'static str,
+        stored: u64,
+        given: u64,
+    },
+    #[error("data dir {dir} holds no store. To start a new cluster, pass --initial-cluster-state new to each of its first nodes; to add this node to a running cluster, pass --join (then `ringraft ctl add-learner`). If node {node} was a member and lost its data, it cannot come back as node {node}: remove it (`ringraft ctl remove-node {node}`) and add it under a new --id")]
+    Empty { dir: String, node: NodeId },
+    #[error("data dir {dir} has a store but {missing} is missing: node {node}'s data was lost or damaged, so it must not vote as its old self; wipe the data dir, remove the node (`ringraft ctl remove-node {node}`) and add it back under a new --id")]
+    Lost {
+        dir: String,
+        missing: String,
+        node: NodeId,
+    },
+    #[error("node {node} comes back with a new store (incarnation {got:#x}; this node knew {known:#x}): its data dir was wiped or replaced, so it may have lost acknowledged writes and must not vote as its old self. Remove it (`ringraft ctl remove-node {node}`) and add it back under a new id (`--id N --join`, then `ringraft ctl add-learner N ...`)")]
+    NewIncarnation { node: NodeId, known: u64, got: u64 },
+    #[error("node {caller} knew this node ({me}) as incarnation {known:#x}, but this data dir is incarnation {mine:#x}: this node's data was lost, so it must not vote as its old self. Stop it, remove it (`ringraft ctl remove-node {me}`) and add it back under a new id (`--id N --join`, then `ringraft ctl add-learner N ...`)")]
+    StaleSelf {
+        caller: NodeId,
+        me: NodeId,
+        known: u64,
+        mine: u64,
+    },
+    #[error("the peer book already holds {0} nodes (PEER_BOOK_ENTRIES_MAX); node {1} is refused")]
+    BookFull(usize, NodeId),
+}
+
+fn io_err(dir: &Path) -> impl Fn(std::io::Error) -> IdentityError + '_ {
+    move |err| IdentityError::Io {
+        dir: dir.display().to_string(),
+        err,
+    }
+}
+
+impl StoreIdentity {
+    /// The bytes of a `STORE` file.
+    pub fn encode(&self) -> [u8; STORE_BYTES] {
+        let mut b = [0u8; STORE_BYTES];
+        b[0..8].copy_from_slice(STORE_MAGIC);
+        b[8..16].copy_from_slice(&self.cluster.to_le_bytes());
+        b[16..24].copy_from_slice(&self.node.to_le_bytes());
+        b[24..32].copy_from_slice(&self.incarnation.to_le_bytes());
+        b[32..36].copy_from_slice(&self.shards.to_le_bytes());
+        let crc = crc32fast::hash(&b[..60]);
+        b[60..64].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Reads a `STORE` file's bytes (`file` names it in errors).
+    pub fn decode(file: &str, b: &[u8]) -> Result<StoreIdentity, IdentityError> {
+        let bad = |why| {
+            IdentityError::Corrupt {
+            file: file.to_string(),
+            why,
+            fix: "it says which node this data dir belongs to; restore it from a backup, or wipe the data dir and add the node back under a new --id",
+        }
+        };
+        if b.len() != STORE_BYTES || &b[..8] != STORE_MAGIC {
+            return Err(bad("bad magic or size"));
+        }
+        let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let u32at = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"));
+        if crc32fast::hash(&b[..60]) != u32at(60) {
+            return Err(bad("checksum mismatch"));
+        }
+        let id = StoreIdentity {
+            cluster: u64at(8),
+            node: u64at(16),
+            incarnation: u64at(24),
+            shards: u32at(32),
+        };
+        if id.incarnation == 0 || id.node == 0 || b[36..60] != [0; 24] {
+            return Err(bad("invalid fields"));
+        }
+        Ok(id)
+    }
+}
+
+/// The data directory's lock, held until dropped (the process exits).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory's exclusive lock (`LOCK`, `flock`), creating
+/// the directory if needed; the lock file then holds this process's pid so
+/// that a refused second process can name the holder.
+pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, IdentityError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let path = dir.join(LOCK_FILE);
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err(dir))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut pid = String::new();
+            let _ = f.read_to_string(&mut pid);
+            let holder = match pid.trim() {
+                "" => "pid unknown".to_string(),
+                p => format!("pid {p}"),
+            };
+            return Err(IdentityError::Locked {
+                dir: dir.display().to_string(),
+                holder,
+            });
+        }
+        return Err(io_err(dir)(err));
+    }
+    f.set_len(0).map_err(io_err(dir))?;
+    f.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(io_err(dir))?;
+    Ok(DataDirLock { _file: f })
+}
+
+/// A random, non-zero incarnation (from the kernel's generator).
+fn new_incarnation(dir: &Path) -> Result<u64, IdentityError> {
+    let mut b = [0u8; 8];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(io_err(dir))?;
+    Ok(u64::from_le_bytes(b).max(1))
+}
+
+/// Writes `bytes` to `dir/name` durably: a temporary file, fdatasync,
+/// rename, then the directory synced. Blocking: call it before the shards'
+/// executors start.
+fn replace_file_blocking(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IdentityError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut f = std::fs::File::create(&tmp).map_err(io_err(dir))?;
+    f.write_all(bytes).map_err(io_err(dir))?;
+    f.sync_data().map_err(io_err(dir))?;
+    std::fs::rename(&tmp, dir.join(name)).map_err(io_err(dir))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Whether shard `s`'s WAL directory exists and holds a file (data
+/// written by a node of a version before store identities).
+fn shard_has_wal(dir: &Path, s: u32) -> bool {
+    std::fs::read_dir(shard_dir(dir, s).join("wal")).is_ok_and(|mut rd| rd.next().is_some())
+}
+
+/// Shard `s`'s directory inside the data directory `dir`.
+pub fn shard_dir(dir: &Path, s: u32) -> PathBuf {
+    dir.join(format!("shard-{s}"))
+}
+
+/// Opens (or creates, when `bootstrap` allows) the store identity of the
+/// locked data directory `dir`, for node `node` of cluster `cluster` with
+/// `shards` shards.
+///
+/// Errors: a store of another node, cluster or shard count
+/// ([`IdentityError::Mismatch`]); a store whose shard directories are gone
+/// ([`IdentityError::Lost`]); an empty directory with
+/// [`Bootstrap::Unset`] ([`IdentityError::Empty`]); a damaged `STORE`.
+/// A directory with WAL data and no `STORE` (written before store
+/// identities existed) is adopted under a new incarnation.
+pub fn open_store(
+    dir: &Path,
+    _lock: &DataDirLock,
+    cluster: u64,
+    node: NodeId,
+    shards: u32,
+    bootstrap: Bootstrap,
+) -> Result<(StoreIdentity, bool), IdentityError> {
+    let path = dir.join(STORE_FILE);
+    let d = || dir.display().to_string();
+    match std::fs::read(&path) {
+        Ok(b) => {
+            let id = StoreIdentity::decode(&path.display().to_string(), &b)?;
+            for (what, flag, stored, given) in [
+                ("cluster", "--cluster-id", id.cluster, cluster),
+                ("node", "--id", id.node, node),
+                (
+                    "a node of shards",
+                    "--shards",
+                    id.shards.into(),
+                    shards.into(),
+                ),
+            ] {
+                if stored != given {
+                    return Err(IdentityError::Mismatch {
+                        dir: d(),
+                        what,
+                        flag,
+                        stored,
+                        given,
+                    });
+                }
+            }
+            if let Some(s) = (0..shards).find(|&s| !shard_dir(dir, s).join("wal").is_dir()) {
+                return Err(IdentityError::Lost {
+                    dir: d(),
+                    missing: format!("shard-{s}/wal"),
+                    node,
+                });
+            }
+            Ok((id, false))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let legacy = (0..shards).any(|s| shard_has_wal(dir, s));
+            if !legacy && bootstrap == Bootstrap::Unset {
+                return Err(IdentityError::Empty { dir: d(), node });
+            }
+            let id = StoreIdentity {
+                cluster,
+                node,
+                incarnation: new_incarnation(dir)?,
+                shards,
+            };
+            // The shard directories first: a store without them reads as
+            // lost data at the next start.
+            for s in 0..shards {
+                for sub in ["wal", "snapshots"] {
+                    std::fs::create_dir_all(shard_dir(dir, s).join(sub)).map_err(io_err(dir))?;
+                }
+            }
+            replace_file_blocking(dir, STORE_FILE, &id.encode())?;
+            Ok((id, true))
+        }
+        Err(e) => Err(io_err(dir)(e)),
+    }
+}
+
+/// The incarnation of each peer node a shard has completed a handshake
+/// with (see the module docs). Lives on the shard's executor.
+pub struct PeerBook {
+    /// `None`: kept in memory only (transport tests and benches).
+    path: Option<PathBuf>,
+    entries_max: usize,
+    known: RefCell<BTreeMap<NodeId, u64>>,
+    /// One write of the file at a time.
+    writing: glommio::sync::Semaphore,
+    /// Refusals already logged at warn level: (node, incarnation).
+    logged: RefCell<BTreeSet<(NodeId, u64)>>,
+}
+
+fn encode_book(known: &BTreeMap<NodeId, u64>) -> Vec<u8> {
+    let mut entries = Vec::with_capacity(known.len() * PEER_ENTRY_BYTES);
+    for (n, i) in known {
+        entries.extend_from_slice(&n.to_le_bytes());
+        entries.extend_from_slice(&i.to_le_bytes());
+    }
+    let mut out = Vec::with_capacity(PEERS_HEAD_BYTES + entries.len());
+    out.extend_from_slice(PEERS_MAGIC);
+    out.extend_from_slice(&(known.len() as u32).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&entries).to_le_bytes());
+    out.extend_from_slice(&entries);
+    out
+}
+
+fn decode_book(file: &str, b: &[u8]) -> Result<BTreeMap<NodeId, u64>, IdentityError> {
+    let bad = |why| {
+        IdentityError::Corrupt {
+        file: file.to_string(),
+        why,
+        fix: "remove it to start anyway (this shard then trusts the next incarnation of each peer it meets)",
+    }
+    };
+    if b.len() < PEERS_HEAD_BYTES || &b[..8] != PEERS_MAGIC {
+        return Err(bad("bad magic or short header"));
+    }
+    let count = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
+    let entries = &b[PEERS_HEAD_BYTES..];
+    if entries.len() != count.saturating_mul(PEER_ENTRY_BYTES) {
+        return Err(bad("length mismatch (truncated?)"));
+    }
+    if crc32fast::hash(entries) != u32::from_le_bytes(b[12..16].try_into().expect("4 bytes")) {
+        return Err(bad("checksum mismatch"));
+    }
+    let mut known = BTreeMap::new();
+    for e in entries.chunks_exact(PEER_ENTRY_BYTES) {
+        let n = u64::from_le_bytes(e[..8].try_into().expect("8 bytes"));
+        let i = u64::from_le_bytes(e[8..].try_into().expect("8 bytes"));
+        if n == 0 || i == 0 || known.insert(n, i).is_some() {
+            return Err(bad("invalid or repeated entry"));
+        }
+    }
+    Ok(known)
+}
+
+fn gio(e: glommio::GlommioError<()>) -> std::io::Error {
+    std::io::Error::from(e)
+}
+
+/// Writes `bytes` to `path` durably (temporary file, fdatasync, rename,
+/// directory sync) on the executor's ring.
+async fn replace_file(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("tmp");
+    let f = glommio::io::BufferedFile::create(&tmp).await.map_err(gio)?;
+    let len = bytes.len();
+    let k = f.write_at(bytes, 0).await.map_err(gio)?;
+    if k != len {
+        return Err(std::io::ErrorKind::WriteZero.into());
+    }
+    f.fdatasync().await.map_err(gio)?;
+    f.close().await.map_err(gio)?;
+    glommio::io::rename(&tmp, path).await.map_err(gio)?;
+    let d = glommio::io::Directory::open(dir).await.map_err(gio)?;
+    d.sync().await.map_err(gio)?;
+    let _ = d.close().await;
+    Ok(())
+}
+
+impl PeerBook {
+    /// A book that is not persisted (for transport tests and benches).
+    pub fn in_memory(entries_max: usize) -> PeerBook {
+        PeerBook {
+            path: None,
+            entries_max,
+            known: RefCell::default(),
+            writing: glommio::sync::Semaphore::new(1),
+            logged: RefCell::default(),
+        }
+    }
+
+    /// Opens the book at `path` (an absent file is an empty book). Must run
+    /// on an executor.
+    pub async fn open(path: PathBuf) -> Result<PeerBook, IdentityError> {
+        let file = path.display().to_string();
+        let known = match glommio::io::BufferedFile::open(&path).await {
+            Ok(f) => {
+                let len = f.file_size().await.map_err(|e| io_err(&path)(gio(e)))? as usize;
+                let b = f.read_at(0, len).await.map_err(|e| io_err(&path)(gio(e)))?;
+                let _ = f.close().await;
+                decode_book(&file, &b)?
+            }
+            Err(e) => {
+                let e = gio(e);
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(io_err(&path)(e));
+                }
+                BTreeMap::new()
+            }
+        };
+        Ok(PeerBook {
+            path: Some(path),
+            entries_max: PEER_BOOK_ENTRIES_MAX,
+            known: RefCell::new(known),
+            writing: glommio::sync::Semaphore::new(1),
+            logged: RefCell::default(),
+        })
+    }
+
+    /// The incarnation this shard knows `node` by (0: never met).
+    pub fn known(&self, node: NodeId) -> u64 {
+        self.known.borrow().get(&node).copied().unwrap_or(0)
+    }
+
+    /// Nodes in the book.
+    pub fn len(&self) -> usize {
+        self.known.borrow().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Admits `node` presenting `incarnation`: `Ok` when it is the one this
+    /// shard knows, or when the node is new here and its incarnation is now
+    /// durably recorded (so a restart still knows it). Refused when the
+    /// book knows another incarnation, when it is full, or when the record
+    /// cannot be written.
+    pub async fn admit(&self, node: NodeId, incarnation: u64) -> Result<(), IdentityError> {
+        debug_assert!(node != 0 && incarnation != 0, "callers check the hello");
+        let check = |known: u64| match known {
+            0 => Ok(false),
+            k if k == incarnation => Ok(true),
+            k => Err(IdentityError::NewIncarnation {
+                node,
+                known: k,
+                got: incarnation,
+            }),
+        };
+        if check(self.known(node))? {
+            return Ok(());
+        }
+        let _permit = self
+            .writing
+            .acquire_permit(1)
+            .await
+            .expect("the book's semaphore is never closed");
+        // Another handshake of the same node may have won the race.
+        if check(self.known(node))? {
+            return Ok(());
+        }
+        if self.len() >= self.entries_max {
+            return Err(IdentityError::BookFull(self.entries_max, node));
+        }
+        let mut next = self.known.borrow().clone();
+        next.insert(node, incarnation);
+        if let Some(p) = &self.path {
+            replace_file(p, encode_book(&next))
+                .await
+                .map_err(io_err(p))?;
+        }
+        *self.known.borrow_mut() = next;
+        tracing::info!(
+            peer = node,
+            incarnation = format_args!("{incarnation:#x}"),
+            "recorded the store incarnation of a new peer"
+        );
+        Ok(())
+    }
+
+    /// Whether a refusal of `node` presenting `incarnation` should be
+    /// logged at warn level: the first time only (peers redial with backoff).
+    pub fn first_refusal(&self, node: NodeId, incarnation: u64) -> bool {
+        self.logged.borrow_mut().insert((node, incarnation))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::local_cluster::run_on_executor as on_executor;
+
+    #[test]
+    fn store_round_trips_and_damage_is_named() {
+        let id = StoreIdentity {
+            cluster: 7,
+            node: 3,
+            incarnation: 0xdead_beef,
+            shards: 2,
+        };
+        let b = id.encode();
+        assert_eq!(StoreIdentity::decode("S", &b).unwrap(), id);
+        for i in [0, 9, 25, 33, 61] {
+            let mut d = b;
+            d[i] ^= 1;
+            let e = StoreIdentity::decode("S", &d).unwrap_err().to_string();
+            assert!(e.contains("S is damaged"), "byte {i}: {e}");
+        }
+        assert!(StoreIdentity::decode("S", &b[..63]).is_err());
+    }
+
+    #[test]
+    fn an_empty_dir_needs_an_explicit_bootstrap_and_keeps_its_identity() {
+        let t = tempfile::tempdir().unwrap();
+        let dir = t.path().join("data");
+        let lock = lock_data_dir(&dir).unwrap();
+        let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::Unset)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--initial-cluster-state new") && e.contains("--join"),
+            "{e}"
+        );
+        assert!(!dir.join(STORE_FILE).exists(), "nothing written: {e}");
+        let (id, created) = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New).unwrap();
+        assert!(created && id.incarnation != 0);
+        assert!(dir.join("shard-1/wal").is_dir());
+        // Restarted with the same flags, or with none: the same identity.
+        for b in [Bootstrap::New, Bootstrap::Unset, Bootstrap::Join] {
+            assert_eq!(open_store(&dir, &lock, 1, 3, 2, b).unwrap(), (id, false));
+        }
+        // Another node id, cluster or shard count: refused, named.
+        let e = open_store(&dir, &lock, 1, 4, 2, Bootstrap::New).unwrap_err();
+        assert!(e.to_string().contains("--id"), "{e}");
+        let e = open_store(&dir, &lock, 2, 3, 2, Bootstrap::New).unwrap_err();
+        assert!(e.to_string().contains("--cluster-id"), "{e}");
+        let e = open_store(&dir, &lock, 1, 3, 4, Bootstrap::New).unwrap_err();
+        assert!(e.to_string().contains("--shards"), "{e}");
+        // A shard's WAL wiped under a store: lost, not silently recreated.
+        std::fs::remove_dir_all(dir.join("shard-1")).unwrap();
+        let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New).unwrap_err();
+        assert!(matches!(e, IdentityError::Lost { .. }), "{e}");
+        // The whole dir wiped and bootstrapped again: a new incarnation.
+        drop(lock);
+        std::fs::remove_dir_all(&dir).unwrap();
+        let lock = lock_data_dir(&dir).unwrap();
+        let (again, _) = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New).unwrap();
+        assert_ne!(again.incarnation, id.incarnation);
+    }
+
+    #[test]
+    fn data_written_before_store_identities_is_adopted() {
+        let t = tempfile::tempdir().unwrap();
+        let wal = t.path().join("shard-0/wal");
+        std::fs::create_dir_all(&wal).unwrap();
+        std::fs::write(wal.join("00000000000000000001.wal"), b"x").unwrap();
+        let lock = lock_data_dir(t.path()).unwrap();
+        let (_, created) = open_store(t.path(), &lock, 1, 2, 1, Bootstrap::Unset).unwrap();
+        assert!(created);
+    }
+
+    #[test]
+    fn a_second_lock_of_a_live_data_dir_is_refused_naming_the_holder() {
+        let t = tempfile::tempdir().unwrap();
+        let first = lock_data_dir(t.path()).unwrap();
+        let e = lock_data_dir(t.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("in use by another process")
+                && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
+        drop(first);
+        lock_data_dir(t.path()).expect("free again once the holder is gone");
+    }
+
+    #[test]
+    fn the_peer_book_remembers_incarnations_and_refuses_a_new_one() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join(PEERS_FILE);
+        on_executor(move || async move {
+            let book = PeerBook::open(path.clone()).await.unwrap();
+            assert!(book.is_empty());
+            book.admit(2, 0x22).await.unwrap();
+            book.admit(3, 0x33).await.unwrap();
+            book.admit(2, 0x22).await.unwrap();
+            drop(book);
+            // After a restart: still known, a new incarnation refused.
+            let book = PeerBook::open(path.clone()).await.unwrap();
+            assert_eq!(
+                (book.known(2), book.known(3), book.known(4)),
+                (0x22, 0x33, 0)
+            );
+            let e = book.admit(3, 0x99).await.unwrap_err();
+            assert!(
+                matches!(
+                    e,
+                    IdentityError::NewIncarnation {
+                        node: 3,
+                        known: 0x33,
+                        got: 0x99
+                    }
+                ),
+                "{e}"
+            );
+            assert!(e.to_string().contains("remove-node 3"), "{e}");
+            assert!(book.first_refusal(3, 0x99));
+            assert!(!book.first_refusal(3, 0x99), "logged once");
+            // Damage is named, not read as an empty book.
+            let mut b = std::fs::read(&path).unwrap();
+            let last = b.len() - 1;
+            b[last] ^= 1;
+            std::fs::write(&path, &b).unwrap();
+            let e = PeerBook::open(path.clone())
+                .await
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(e.contains("checksum"), "{e}");
+        });
+    }
+
+    #[test]
+    fn a_full_peer_book_refuses_the_next_node() {
+        on_executor(|| async {
+            let book = PeerBook::in_memory(2);
+            book.admit(1, 1).await.unwrap();
+            book.admit(2, 2).await.unwrap();
+            let e = book.admit(3, 3).await.unwrap_err();
+            assert!(matches!(e, IdentityError::BookFull(2, 3)), "{e}");
+            book.admit(2, 2).await.expect("known nodes still pass");
+        });
+    }
+}
