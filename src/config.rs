@@ -248,10 +248,7 @@ fn addr(name: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| invalid(name, s, "resolves to no address"))
 }
 
-/// Shard `s`'s address for a node whose shard 0 is at `base`.
-pub fn shard_addr(base: SocketAddr, s: u32) -> SocketAddr {
-    SocketAddr::new(base.ip(), base.port() + s as u16)
-}
+pub use crate::route::shard_addr;
 
 impl NodeSettings {
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {

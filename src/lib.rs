@@ -11,6 +11,7 @@ pub mod local_cluster;
 pub mod metrics;
 pub mod raft;
 pub mod rng;
+pub mod route;
 pub mod shard;
 pub mod sim;
 pub mod storage;

@@ -18,19 +18,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::config::shard_addr;
+use crate::route::{shard_addr, shard_of};
 use crate::wire::{ClientError, GroupStatus, Op, ReadMode, Reply, Request};
 use conn::Conn;
 
-/// Stable map of keys to groups (FNV-1a 64 of the key, mod `groups`).
-pub fn group_of(key: &[u8], groups: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h % groups.max(1)
-}
+pub use crate::route::group_of;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -222,10 +214,7 @@ impl Client {
                     }
                     let mut l = self.inner.leaders.borrow_mut();
                     for (g, &leader) in m.leaders.iter().enumerate() {
-                        if leader != 0
-                            && g < l.len()
-                            && (g as u64) % u64::from(m.shards) == u64::from(s)
-                        {
+                        if leader != 0 && g < l.len() && shard_of(g as u64, m.shards) == s {
                             l[g] = leader;
                         }
                     }
@@ -316,7 +305,7 @@ impl Client {
         let inner = &self.inner;
         let timeout_ms = inner.cfg.op_timeout_ms;
         let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-        let shard = (group % u64::from(inner.shards.get().max(1))) as u32;
+        let shard = shard_of(group, inner.shards.get());
         let mut backoff_ms = 2;
         // The last refusal for a full disk: reported if nothing better comes.
         let mut disk_full = false;
@@ -573,7 +562,7 @@ impl Client {
 
     /// Sends an admin request for `group` to `node` (not retried).
     pub async fn admin(&self, node: u64, group: u64, op: Op) -> Result<Reply, Error> {
-        let shard = (group % u64::from(self.inner.shards.get().max(1))) as u32;
+        let shard = shard_of(group, self.inner.shards.get());
         let c = self
             .conn(node, shard)
             .await

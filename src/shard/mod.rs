@@ -466,7 +466,7 @@ impl Shard {
         }
         match addr.parse::<SocketAddr>() {
             Ok(a) => {
-                let a = crate::config::shard_addr(a, self.cfg.shard);
+                let a = crate::route::shard_addr(a, self.cfg.shard);
                 tracing::info!(shard = self.cfg.shard, node, addr = %a, "learned a peer");
                 self.transport.add_peer(node, a);
             }
@@ -523,8 +523,10 @@ impl Shard {
 
     /// Index in `groups` of group `g`, if this shard hosts it.
     fn local(&self, g: u64) -> Option<usize> {
-        let s = u64::from(self.cfg.shards);
-        (g < self.cfg.groups && g % s == u64::from(self.cfg.shard)).then_some((g / s) as usize)
+        let hosted =
+            g < self.cfg.groups && crate::route::shard_of(g, self.cfg.shards) == self.cfg.shard;
+        // `load` builds the groups in `groups_of_shard` order.
+        hosted.then_some((g / u64::from(self.cfg.shards)) as usize)
     }
 
     fn respond(&self, conn: ClientConnId, id: u64, result: Result<Reply, ClientError>) {
@@ -1218,8 +1220,7 @@ async fn load(
         .into_iter()
         .collect();
     let mut groups = Vec::new();
-    let mut g = u64::from(shard);
-    while g < cfg.groups {
+    for g in crate::route::groups_of_shard(shard, cfg.shards, cfg.groups) {
         let mut log = replay.groups.remove(&g).unwrap_or_default();
         let snap = snaps.get(&g).cloned();
         let mut kv = Kv::new(cfg.kv.clone());
@@ -1261,7 +1262,6 @@ async fn load(
             reads_asked: HashMap::new(),
             reads_ready: Vec::new(),
         });
-        g += u64::from(cfg.shards);
     }
     let replayed = Replayed {
         records: replay.records,

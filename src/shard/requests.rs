@@ -53,7 +53,7 @@ impl Shard {
             } else {
                 ClientError::WrongShard {
                     group: req.group,
-                    shard: (req.group % u64::from(self.cfg.shards)) as u32,
+                    shard: crate::route::shard_of(req.group, self.cfg.shards),
                 }
             };
             return self.respond(conn, req.id, Err(e));

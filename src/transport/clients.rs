@@ -10,7 +10,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -340,8 +339,4 @@ async fn write_responses(mut wr: WriteHalf<TcpStream>, conn: Rc<Conn>) {
     }
 }
 
-/// Where a client reaches shard `shard` of a node whose shard 0 listens on
-/// `base`: port + shard.
-pub fn shard_addr(base: SocketAddr, shard: u32) -> SocketAddr {
-    SocketAddr::new(base.ip(), base.port() + shard as u16)
-}
+pub use crate::route::shard_addr;
