@@ -46,7 +46,7 @@ mod tests {
     #[test]
     fn keys_groups_and_shards_agree() {
         // FNV-1a 64 of the empty key is its offset basis.
-        assert_eq!(group_of(b"", u64::MAX), 0xcbf2_9ce4_8422_2325 % u64::MAX);
+        assert_eq!(group_of(b"", 1 << 40), 0xcbf2_9ce4_8422_2325 % (1 << 40));
         assert_eq!(group_of(b"anything", 1), 0);
         assert_eq!(group_of(b"anything", 0), 0);
         for shards in 1..5u32 {
