@@ -102,6 +102,15 @@ pub struct NodeSettings {
     /// Requests in flight per client connection. Default 4096.
     #[arg(long)]
     pub client_inflight_max: Option<usize>,
+    /// Client connections the node keeps open (divided over its shards,
+    /// rounded up); one more is refused with an error naming this setting.
+    /// Bounds the file descriptors clients can take. Default 1024.
+    #[arg(long)]
+    pub client_conns_max: Option<usize>,
+    /// A client connection with nothing in flight and no traffic for this
+    /// long is closed (0: never). Default 600000 (10 minutes).
+    #[arg(long)]
+    pub client_idle_timeout_ms: Option<u64>,
     /// Client sessions kept per group. Default 100000.
     #[arg(long)]
     pub sessions_max: Option<usize>,
@@ -168,6 +177,8 @@ impl NodeSettings {
             wal_zero_segments,
             peer_queue_bytes_max,
             client_inflight_max,
+            client_conns_max,
+            client_idle_timeout_ms,
             sessions_max,
             scan_limit_max,
             join,
@@ -236,6 +247,8 @@ pub struct ValidConfig {
     pub placement: Placement,
     pub lease_reads: bool,
     pub metrics_addr: Option<SocketAddr>,
+    /// Client connections of the whole node (`client-conns-max`).
+    pub client_conns_max: usize,
     /// How an empty data dir may be initialised.
     pub bootstrap: Bootstrap,
     shard_template: ShardConfig,
@@ -428,6 +441,18 @@ impl NodeSettings {
         if let Some(c) = self.client_inflight_max {
             transport.client_inflight_max = c;
         }
+        let client_conns_max = self.client_conns_max.unwrap_or(1024);
+        if client_conns_max == 0 || client_conns_max > 1 << 20 {
+            return Err(invalid(
+                "client-conns-max",
+                client_conns_max,
+                "must be in 1..=1048576",
+            ));
+        }
+        transport.client_conns_max = client_conns_max.div_ceil(shards as usize);
+        if let Some(t) = self.client_idle_timeout_ms {
+            transport.client_idle_timeout_ms = t;
+        }
         transport.frame_bytes_max = transport
             .frame_bytes_max
             .max((raft.msg_bytes_max as usize) * 2 + (1 << 20));
@@ -498,6 +523,7 @@ impl NodeSettings {
             groups,
             placement,
             lease_reads,
+            client_conns_max,
             bootstrap,
             shard_template,
         })
@@ -519,6 +545,22 @@ impl ValidConfig {
             .map(|&(id, a)| (id, shard_addr(a, s)))
             .collect();
         c
+    }
+
+    /// File descriptors this node may need at once: every client
+    /// connection its shards admit, two connections per peer per shard (one
+    /// each way) and handshakes in progress, the refusals in flight, and per
+    /// shard its WAL (open segments, the one being prepared, the
+    /// directory), snapshot files, listeners and the executor's own
+    /// (io_uring rings, eventfds); plus the process's (stdio, metrics).
+    pub fn fd_budget(&self) -> usize {
+        const PER_SHARD_FIXED: usize = 48;
+        const PROCESS_FIXED: usize = 32;
+        let shards = self.shards as usize;
+        let clients = self.shard_template.transport.client_conns_max * shards;
+        let refusals = crate::transport::CLIENT_REFUSALS_INFLIGHT_MAX * shards;
+        let peers = (2 * self.peers.len() + 8) * shards;
+        clients + refusals + peers + PER_SHARD_FIXED * shards + PROCESS_FIXED
     }
 
     /// The CPU shard `s` runs on when pinned, given `cpus` CPUs: (id + s)

@@ -128,6 +128,21 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
             return ExitCode::from(1);
         }
     }
+    let fds = match ensure_fd_budget(cfg.fd_budget()) {
+        Ok(f) => f,
+        Err((limit, hard)) => {
+            eprintln!(
+                "ringraft: this node may need {} file descriptors at once ({} client connections by \
+                 --client-conns-max, {} shards, {} peers, the WAL and snapshots), but its limit is \
+                 {limit} (hard limit {hard}; `ulimit -n`): raise the limit, or lower --client-conns-max",
+                cfg.fd_budget(),
+                cfg.client_conns_max,
+                cfg.shards,
+                cfg.peers.len()
+            );
+            return ExitCode::from(2);
+        }
+    };
     // Held until the process exits: one process per data dir.
     let lock = match identity::lock_data_dir(&cfg.data_dir) {
         Ok(l) => l,
@@ -170,6 +185,8 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         peers = ?cfg.peers,
         data_dir = %cfg.data_dir.display(),
         incarnation = format_args!("{:#x}", store.incarnation),
+        fd_budget = cfg.fd_budget(),
+        fd_limit = fds,
         "starting"
     );
     let hub = match cfg.metrics_addr {
@@ -240,6 +257,37 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Makes sure the process may open `needed` file descriptors, raising its
+/// soft limit up to the hard one if needed: the limit now in force, or
+/// (soft, hard) when even the hard limit is too low.
+fn ensure_fd_budget(needed: usize) -> Result<u64, (u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct this function owns.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Ok(0); // unknown: nothing to check against
+    }
+    let needed = needed as u64;
+    if lim.rlim_cur >= needed {
+        return Ok(lim.rlim_cur);
+    }
+    if lim.rlim_max < needed {
+        return Err((lim.rlim_cur, lim.rlim_max));
+    }
+    // Some headroom, but not an unbounded hard limit (the kernel caps
+    // descriptors at fs.nr_open anyway).
+    let raised = libc::rlimit {
+        rlim_cur: lim.rlim_max.min(needed.max(65_536)),
+        rlim_max: lim.rlim_max,
+    };
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return Err((lim.rlim_cur, lim.rlim_max));
+    }
+    Ok(raised.rlim_cur)
 }
 
 /// Binds without SO_REUSEPORT (glommio's own bind sets it, which would let

@@ -18,7 +18,10 @@ use futures_lite::AsyncWriteExt;
 use glommio::net::{TcpListener, TcpStream};
 
 use super::sync::WaitList;
-use super::{accept_hello, FrameReader, RecvError, TransportConfig};
+use super::{
+    accept_failed, accept_hello, FrameReader, RecvError, TransportConfig,
+    CLIENT_REFUSALS_INFLIGHT_MAX,
+};
 use crate::wire::client::{
     decode_request, encode_response, ClientError, Request, Response, KIND_REQUEST,
 };
@@ -41,12 +44,22 @@ pub struct ClientStats {
     pub responses: u64,
     /// Responses for a connection that had closed.
     pub responses_orphaned: u64,
+    /// Connections refused because `client_conns_max` were open.
+    pub conns_refused_full: u64,
+    /// Connections closed after `client_idle_timeout_ms` without traffic.
+    pub conns_closed_idle: u64,
 }
 
 /// Request id of the answer to a request whose id could not be read.
 pub const UNATTRIBUTED_ID: u64 = u64::MAX;
 
 struct Conn {
+    /// The socket, for the idle sweep's `shutdown` (open while the
+    /// connection is in `Shared::conns`).
+    fd: std::os::fd::RawFd,
+    /// Idle sweeps in a row that found it idle (reset by any request or
+    /// response: no clock is read on the hot path).
+    idle_sweeps: Cell<u32>,
     pending: RefCell<Vec<u8>>,
     /// Bytes the writer is writing (taken from `pending`).
     writing: Cell<usize>,
@@ -69,6 +82,13 @@ struct Shared {
     next_conn: Cell<ClientConnId>,
     closing: Cell<bool>,
     stats: Cell<ClientStats>,
+    /// Accepted sockets being served (handshake included): at most
+    /// `client_conns_max`.
+    open: Cell<usize>,
+    /// Sockets being refused: at most [`CLIENT_REFUSALS_INFLIGHT_MAX`].
+    refusing: Cell<usize>,
+    /// The accept loop waits here while refusals are at their bound.
+    refusal_done: WaitList,
 }
 
 impl Shared {
@@ -99,24 +119,58 @@ impl ClientService {
                 next_conn: Cell::new(1),
                 closing: Cell::new(false),
                 stats: Cell::new(ClientStats::default()),
+                open: Cell::new(0),
+                refusing: Cell::new(0),
+                refusal_done: WaitList::default(),
             }),
         })
     }
 
-    /// Accepts clients on `listener` until [`close`](Self::close).
+    /// Accepts clients on `listener` until [`close`](Self::close): at most
+    /// `client_conns_max` served at once; the next ones are refused with a
+    /// reason (at most [`CLIENT_REFUSALS_INFLIGHT_MAX`] at a time, the
+    /// kernel's backlog holding the rest); idle ones are closed after
+    /// `client_idle_timeout_ms`.
     pub async fn serve(self: Rc<Self>, listener: TcpListener) {
         let shared = self.shared.clone();
+        if shared.cfg.client_idle_timeout_ms > 0 {
+            glommio::spawn_local(sweep_idle(shared.clone())).detach();
+        }
+        let mut backoff_ms = 0;
         while !shared.closing.get() {
+            shared
+                .refusal_done
+                .wait_until(|| {
+                    shared.refusing.get() < CLIENT_REFUSALS_INFLIGHT_MAX || shared.closing.get()
+                })
+                .await;
             match listener.accept().await {
                 Ok(stream) => {
+                    backoff_ms = 0;
                     if shared.closing.get() {
                         return;
                     }
-                    glommio::spawn_local(serve_client(stream, shared.clone())).detach();
+                    let shared = shared.clone();
+                    if shared.open.get() >= shared.cfg.client_conns_max {
+                        shared.refusing.set(shared.refusing.get() + 1);
+                        shared.bump(|s| s.conns_refused_full += 1);
+                        glommio::spawn_local(async move {
+                            refuse_full(stream, &shared).await;
+                            shared.refusing.set(shared.refusing.get() - 1);
+                            shared.refusal_done.wake_all();
+                        })
+                        .detach();
+                    } else {
+                        shared.open.set(shared.open.get() + 1);
+                        glommio::spawn_local(async move {
+                            serve_client(stream, shared.clone()).await;
+                            shared.open.set(shared.open.get() - 1);
+                        })
+                        .detach();
+                    }
                 }
                 Err(e) => {
-                    tracing::warn!(shard = shared.me.shard, "accepting a client: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    accept_failed("a client", shared.me.shard, &e, &mut backoff_ms).await;
                 }
             }
         }
@@ -146,6 +200,7 @@ impl ClientService {
             return false;
         };
         respond_on(c, r);
+        c.idle_sweeps.set(0);
         c.inflight.set(c.inflight.get().saturating_sub(1));
         self.shared.bump(|s| s.responses += 1);
         true
@@ -190,6 +245,54 @@ fn respond_on(c: &Conn, r: &Response) {
     }
 }
 
+/// Answers a connection over `client_conns_max`: its hello is read (so the
+/// refusal is not lost to a reset), the refusal names the setting, and the
+/// socket is closed.
+async fn refuse_full(mut stream: TcpStream, shared: &Shared) {
+    let cfg = &shared.cfg;
+    let mut reader = FrameReader::new(4096, 4096);
+    let limit = Duration::from_millis(cfg.handshake_timeout_ms);
+    let _ = glommio::timer::timeout(limit, async { Ok(reader.next(&mut stream).await) }).await;
+    let reason = format!(
+        "too many client connections: shard {} of this node keeps at most {} open \
+         (client-conns-max, divided over the node's shards); retry later, or raise client-conns-max",
+        shared.me.shard, cfg.client_conns_max
+    );
+    let mut out = Vec::with_capacity(256);
+    super::encode_reply(&mut out, &shared.me, Err(&reason));
+    let _ = stream.write_all(&out).await;
+    let _ = stream.close().await;
+}
+
+/// Sweeps per idle timeout: a connection is closed once this many sweeps
+/// in a row found it idle, so it lives idle between (n-1)/n and 1 timeout.
+const IDLE_SWEEPS: u32 = 4;
+
+/// Closes client connections idle for `client_idle_timeout_ms` (nothing in
+/// flight, nothing queued, no request or response): a `shutdown` of the
+/// socket ends its reader as a close by the client would.
+async fn sweep_idle(shared: Rc<Shared>) {
+    let timeout = Duration::from_millis(shared.cfg.client_idle_timeout_ms);
+    let every = (timeout / IDLE_SWEEPS).max(Duration::from_millis(1));
+    while !shared.closing.get() {
+        glommio::timer::sleep(every).await;
+        for c in shared.conns.borrow().values() {
+            let quiet = c.inflight.get() == 0
+                && c.pending.borrow().is_empty()
+                && c.writing.get() == 0
+                && !c.closed.get();
+            c.idle_sweeps
+                .set(if quiet { c.idle_sweeps.get() + 1 } else { 0 });
+            if c.idle_sweeps.get() >= IDLE_SWEEPS {
+                c.closed.set(true);
+                shared.bump(|s| s.conns_closed_idle += 1);
+                // SAFETY: the socket stays open while `c` is in `conns`.
+                unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+            }
+        }
+    }
+}
+
 async fn serve_client(mut stream: TcpStream, shared: Rc<Shared>) {
     let Ok(peer) = stream.peer_addr() else { return };
     let _ = stream.set_nodelay(true);
@@ -220,6 +323,8 @@ async fn serve_client(mut stream: TcpStream, shared: Rc<Shared>) {
     let id = shared.next_conn.get();
     shared.next_conn.set(id + 1);
     let conn = Rc::new(Conn {
+        fd: std::os::fd::AsRawFd::as_raw_fd(&stream),
+        idle_sweeps: Cell::new(0),
         pending: RefCell::new(Vec::new()),
         writing: Cell::new(0),
         inflight: Cell::new(0),
@@ -313,6 +418,7 @@ async fn read_requests(
         if !reader.fill(rd).await? {
             return Ok(());
         }
+        conn.idle_sweeps.set(0);
     }
 }
 

@@ -69,7 +69,20 @@ pub struct TransportConfig {
     pub connect_timeout_ms: u64,
     /// Time a new connection has to complete its handshake.
     pub handshake_timeout_ms: u64,
+    /// Client connections this shard keeps open (the node's
+    /// `client-conns-max` divided over its shards). One more is answered
+    /// with a refusal that names the setting, then closed: client load
+    /// must never take the descriptors the WAL and snapshots need.
+    pub client_conns_max: usize,
+    /// A client connection with no request in flight and nothing received
+    /// for this long is closed (0: never).
+    pub client_idle_timeout_ms: u64,
 }
+
+/// Connections over `client_conns_max` being refused at once; beyond it
+/// the shard stops accepting until one is done (the kernel's backlog holds
+/// the rest), so a flood cannot take descriptors through refusals either.
+pub const CLIENT_REFUSALS_INFLIGHT_MAX: usize = 16;
 
 impl Default for TransportConfig {
     fn default() -> Self {
@@ -85,6 +98,8 @@ impl Default for TransportConfig {
             reconnect_backoff_ms_max: 2_000,
             connect_timeout_ms: 1_000,
             handshake_timeout_ms: 2_000,
+            client_conns_max: 1024,
+            client_idle_timeout_ms: 600_000,
         }
     }
 }
@@ -158,7 +173,40 @@ impl TransportConfig {
             self.handshake_timeout_ms,
             self.handshake_timeout_ms >= 1,
             "must be at least 1",
-        )
+        )?;
+        let m = self.client_conns_max as u64;
+        check("client_conns_max", m, m >= 1, "must be at least 1")
+    }
+}
+
+/// What an accept loop does after `accept` failed: out of descriptors
+/// (`EMFILE`, `ENFILE`) it backs off, doubling from 10 ms to 1 s, and says
+/// so once per episode; other errors wait 10 ms. `backoff_ms` is the
+/// loop's state (0 after a success).
+pub(crate) async fn accept_failed(
+    what: &str,
+    shard: u32,
+    err: &glommio::GlommioError<()>,
+    backoff_ms: &mut u64,
+) {
+    let raw = match err {
+        glommio::GlommioError::IoError(e) => e.raw_os_error(),
+        _ => None,
+    };
+    if matches!(raw, Some(libc::EMFILE) | Some(libc::ENFILE)) {
+        if *backoff_ms == 0 {
+            tracing::warn!(
+                shard,
+                "accepting {what}: {err}: out of file descriptors; backing off (lower client-conns-max, or raise the process's limit)"
+            );
+            *backoff_ms = 10;
+        } else {
+            *backoff_ms = (*backoff_ms * 2).min(1_000);
+        }
+        glommio::timer::sleep(Duration::from_millis(*backoff_ms)).await;
+    } else {
+        tracing::warn!(shard, "accepting {what}: {err}");
+        glommio::timer::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -487,14 +535,15 @@ impl Transport {
     /// Accepts peer connections on `listener` until [`close`](Self::close).
     pub async fn serve(self: Rc<Self>, listener: TcpListener) {
         let shared = self.shared.clone();
+        let mut backoff_ms = 0;
         while !shared.closing.get() {
             match listener.accept().await {
                 Ok(stream) => {
+                    backoff_ms = 0;
                     glommio::spawn_local(serve_peer_conn(stream, shared.clone())).detach();
                 }
                 Err(e) => {
-                    tracing::warn!(shard = shared.me.shard, "accepting a peer connection: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    accept_failed("a peer connection", shared.me.shard, &e, &mut backoff_ms).await
                 }
             }
         }

@@ -8,6 +8,7 @@
 //! `fdatasync`). Directory listing at open uses a plain `readdir`: it is
 //! recovery, not the hot path.
 
+use std::cell::RefCell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -53,6 +54,10 @@ pub trait SegmentFile: 'static {
 #[derive(Clone, Debug)]
 pub struct DmaDisk {
     dir: Rc<PathBuf>,
+    /// The directory, opened at its first sync and kept open: a sync then
+    /// needs no new file descriptor, so a process out of descriptors (a
+    /// flood of client connections) cannot make the WAL fail there.
+    dir_handle: Rc<RefCell<Option<Rc<glommio::io::Directory>>>>,
 }
 
 impl DmaDisk {
@@ -62,7 +67,10 @@ impl DmaDisk {
         // Absolute: glommio cannot sync a directory opened by a relative
         // path (EBADF).
         let dir = std::path::absolute(dir.as_ref())?;
-        Ok(DmaDisk { dir: Rc::new(dir) })
+        Ok(DmaDisk {
+            dir: Rc::new(dir),
+            dir_handle: Rc::default(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -126,9 +134,16 @@ impl Disk for DmaDisk {
     }
 
     async fn sync_dir(&self) -> io::Result<()> {
-        let d = gio(glommio::io::Directory::open(&*self.dir).await)?;
-        gio(d.sync().await)?;
-        gio(d.close().await)
+        let held = self.dir_handle.borrow().clone();
+        let d = match held {
+            Some(d) => d,
+            None => {
+                let d = Rc::new(gio(glommio::io::Directory::open(&*self.dir).await)?);
+                *self.dir_handle.borrow_mut() = Some(d.clone());
+                d
+            }
+        };
+        gio(d.sync().await)
     }
 
     fn alloc_buf(&self, len: usize) -> DmaBuffer {
