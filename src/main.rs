@@ -329,6 +329,22 @@ async fn run_shard(
     shard.run(peer_l, client_l).await.map_err(|e| e.to_string())
 }
 
+/// `println!` for ctl's output: a reader that went away (`ctl status |
+/// head -3`) ends ctl quietly with exit 0 instead of a panic.
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = writeln!(out, $($t)*).and_then(|()| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            eprintln!("ringraft ctl: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    }};
+}
+
 fn run_ctl(cluster: Vec<String>, cluster_id: u64, read_mode: &str, cmd: CtlCmd) -> ExitCode {
     let mut addrs = Vec::new();
     for a in &cluster {
@@ -380,7 +396,7 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         }
         CtlCmd::Get { key } => match c.get(key.as_bytes()).await.map_err(e)? {
             Some(v) => {
-                println!("{}", String::from_utf8_lossy(&v));
+                say!("{}", String::from_utf8_lossy(&v));
                 Ok(0)
             }
             None => {
@@ -393,9 +409,13 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             Ok(0)
         }
         CtlCmd::Status => {
-            println!(
+            say!(
                 "{:>6} {:>6} {:>7} {:>10} {:>10}  replicas (node:match, lag)",
-                "group", "leader", "term", "commit", "applied"
+                "group",
+                "leader",
+                "term",
+                "commit",
+                "applied"
             );
             let mut rows = std::collections::BTreeMap::new();
             for (node, r) in c.status().await {
@@ -419,7 +439,7 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                     .iter()
                     .map(|(n, m)| format!("{n}:{m} (lag {})", g.commit.saturating_sub(*m)))
                     .collect();
-                println!(
+                say!(
                     "{:>6} {:>6} {:>7} {:>10} {:>10}  {}",
                     g.group,
                     g.leader,
@@ -431,25 +451,23 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             }
             Ok(0)
         }
-        CtlCmd::TransferLeader { group, node } => {
-            let leader = c.leaders().get(group as usize).copied().unwrap_or(0);
-            let leader = if leader == 0 { node } else { leader };
-            let r = c
-                .admin(leader, group, Op::TransferLeader { to: node })
-                .await
-                .map_err(e)?;
-            println!("{r:?}");
-            Ok(0)
-        }
+        CtlCmd::TransferLeader { group, node } => transfer_leader(c, group, node).await,
         CtlCmd::Snapshot { group } => {
+            let mut code = 0;
             for (n, _) in c.nodes() {
                 match c.admin(n, group, Op::Snapshot).await {
-                    Ok(Reply::Done) => println!("node {n}: snapshot taken"),
-                    Ok(r) => println!("node {n}: {r:?}"),
-                    Err(err) => println!("node {n}: {err}"),
+                    Ok(Reply::Done) => say!("node {n}: snapshot taken"),
+                    Ok(r) => {
+                        say!("node {n}: {r:?}");
+                        code = 1;
+                    }
+                    Err(err) => {
+                        say!("node {n}: {err}");
+                        code = 1;
+                    }
                 }
             }
-            Ok(0)
+            Ok(code)
         }
         CtlCmd::AddLearner {
             node,
@@ -471,13 +489,68 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
     }
 }
 
+/// How long `ctl transfer-leader` waits for the transfer's outcome: a
+/// transfer ends within an election timeout (the Raft thesis §3.10), so
+/// this covers slow settings and a busy machine.
+const TRANSFER_WAIT_MS: u64 = 10_000;
+
+/// Asks `group`'s leader to hand over to `node`, then waits until the nodes
+/// report `node` as the leader (exit 0) or [`TRANSFER_WAIT_MS`] pass (exit
+/// 1, naming the leader then): the request only starts a transfer.
+async fn transfer_leader(c: &Client, group: u64, node: u64) -> Result<u8, String> {
+    let leader = c.leaders().get(group as usize).copied().unwrap_or(0);
+    let leader = if leader == 0 { node } else { leader };
+    match c
+        .admin(leader, group, Op::TransferLeader { to: node })
+        .await
+    {
+        Ok(Reply::Done) => {}
+        Ok(r) => {
+            say!("group {group}: node {leader} answered {r:?}");
+            return Ok(1);
+        }
+        Err(err) => {
+            say!("group {group}: node {leader}: {err}");
+            return Ok(1);
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(TRANSFER_WAIT_MS);
+    let mut seen = 0;
+    loop {
+        for (n, r) in c.status().await {
+            let claims = r
+                .iter()
+                .flatten()
+                .find(|g| g.group == group && g.leader == n);
+            if let Some(g) = claims {
+                seen = n;
+                if n == node {
+                    say!("group {group}: node {node} leads (term {})", g.term);
+                    return Ok(0);
+                }
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            let now = match seen {
+                0 => "no node claims to lead".to_string(),
+                n => format!("node {n} leads"),
+            };
+            say!(
+                "group {group}: the transfer to node {node} did not complete within {TRANSFER_WAIT_MS} ms; {now}"
+            );
+            return Ok(1);
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 async fn admin_all(c: &Client, op: Op) -> Result<u8, String> {
     let mut code = 0;
     for g in 0..c.groups() {
         match c.admin_on_leader(g, op.clone()).await {
-            Ok(_) => println!("group {g}: done"),
+            Ok(_) => say!("group {g}: done"),
             Err(err) => {
-                println!("group {g}: {err}");
+                say!("group {g}: {err}");
                 code = 1;
             }
         }

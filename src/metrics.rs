@@ -192,7 +192,7 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 22] = [
+    let counters: [Family<ShardMetrics>; 25] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -286,6 +286,21 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             "ringraft_client_bad_requests_total",
             "malformed client requests answered",
             |s| s.clients.bad_requests,
+        ),
+        (
+            "ringraft_client_conns_refused_full_total",
+            "client connections refused because client-conns-max were open",
+            |s| s.clients.conns_refused_full,
+        ),
+        (
+            "ringraft_client_conns_closed_idle_total",
+            "client connections closed after client-idle-timeout-ms idle",
+            |s| s.clients.conns_closed_idle,
+        ),
+        (
+            "ringraft_peer_handshakes_refused_total",
+            "handshakes refused at either end (cluster, version, store incarnation)",
+            |s| s.transport.handshakes_refused,
         ),
     ];
     for (name, help, f) in counters {

@@ -984,16 +984,33 @@ fn ctl_serves_a_person_at_a_terminal() {
     // Leadership of group 0 moves where asked.
     let leaders = c.wait_ready(Duration::from_secs(10)).unwrap();
     let to = if leaders[0] == 3 { 2 } else { 3 };
-    let (code, _, stderr) = out(&ctl(&c, &["transfer-leader", "0", &to.to_string()]));
-    assert_eq!(code, Some(0), "{stderr}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.wait_ready(Duration::from_secs(10)).unwrap()[0] != to {
-        assert!(Instant::now() < deadline, "leadership did not move to {to}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (code, stdout, stderr) = out(&ctl(&c, &["transfer-leader", "0", &to.to_string()]));
+    // ctl reports the outcome, not that the transfer started.
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("node {to} leads")), "{stdout}");
+    assert_eq!(c.wait_ready(Duration::from_secs(10)).unwrap()[0], to);
+    // A transfer to a node that is not a member cannot complete: exit 1.
+    let (code, stdout, _) = out(&ctl(&c, &["transfer-leader", "0", "9"]));
+    assert_eq!(code, Some(1), "{stdout}");
     let (code, stdout, _) = out(&ctl(&c, &["snapshot", "1"]));
     assert_eq!(code, Some(0));
     assert_eq!(stdout.matches("snapshot taken").count(), 3, "{stdout}");
+    // No such group: every node says so, and the exit code too.
+    let (code, stdout, _) = out(&ctl(&c, &["snapshot", "99"]));
+    assert_eq!(code, Some(1), "{stdout}");
+    // A reader that goes away (`ctl status | head -1`): no panic, exit 0.
+    let cluster: Vec<String> = c.client_addrs().iter().map(|a| a.to_string()).collect();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .args(["ctl", "--cluster", &cluster.join(","), "status"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(o.status.code(), Some(0), "{stderr}");
     // Bad input: a clear error, exit 2.
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
         .args(["ctl", "--cluster", "not-an-address", "get", "x"])

@@ -90,6 +90,45 @@ fn bad_settings_get_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("THETA"));
+    // Refused up front (usage, exit 2), before any cluster or allocation.
+    for (args, named) in [
+        (&["--duration", "0"][..], "--duration 0"),
+        (&["--keys", "0"][..], "--keys 0"),
+        (&["--ops", "0"][..], "--ops 0"),
+        (&["--value-size", "2000000"][..], "value-bytes-max 1048576"),
+        (
+            &["--value-size", "999999999", "--cluster", "127.0.0.1:1"][..],
+            "no node accepts values above",
+        ),
+    ] {
+        let started = std::time::Instant::now();
+        let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(named), "{args:?}: {err}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{args:?}"
+        );
+    }
+}
+
+/// Pointed at a port where no node listens: before, 0 ops/s, 0 errors,
+/// exit 0; a script must be able to tell that nothing worked.
+#[test]
+fn a_run_where_nothing_succeeds_exits_non_zero() {
+    let port = ringraft::local_cluster::free_ports(1).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+        .args(["--cluster", &format!("127.0.0.1:{port}")])
+        .args(["--duration", "1", "--warmup", "0", "--op-timeout-ms", "500"])
+        .args(["--connections", "1", "--depth", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
 }
 
 #[test]

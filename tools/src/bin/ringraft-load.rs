@@ -119,6 +119,56 @@ struct Args {
     /// unknown outcomes.
     #[arg(long)]
     check: bool,
+    /// Exit 1 when more than this share of operations failed (errors /
+    /// (successes + errors)); a run where nothing succeeded always exits 1.
+    #[arg(long, default_value_t = 0.01)]
+    max_error_share: f64,
+}
+
+/// The largest value any node accepts (the top of `value-bytes-max`'s
+/// range): a larger `--value-size` is refused before anything is allocated.
+const VALUE_BYTES_MAX: usize = 64 << 20;
+/// The local cluster's nodes run with the default `value-bytes-max`.
+const LOCAL_VALUE_BYTES_MAX: usize = 1 << 20;
+
+/// Checks the arguments that need no cluster: a usage error (exit 2) names
+/// the flag and what it accepts.
+fn check_args(args: &Args) -> Result<(), String> {
+    if args.keys == 0 {
+        return Err("--keys 0: there must be at least one key".into());
+    }
+    match args.ops {
+        Some(0) => return Err("--ops 0: give a positive number of operations".into()),
+        None if !(args.duration.is_finite() && args.duration > 0.0) => {
+            return Err(format!(
+                "--duration {}: must be a positive number of seconds (or give --ops)",
+                args.duration
+            ))
+        }
+        _ => {}
+    }
+    if !(0.0..=1.0).contains(&args.max_error_share) {
+        return Err(format!(
+            "--max-error-share {}: must be in [0, 1]",
+            args.max_error_share
+        ));
+    }
+    let local = args.cluster.is_empty() && !args.calibrate;
+    let (limit, whose) = if local {
+        (
+            LOCAL_VALUE_BYTES_MAX,
+            "the local cluster's nodes run with value-bytes-max",
+        )
+    } else {
+        (VALUE_BYTES_MAX, "no node accepts values above")
+    };
+    if args.value_size.max > limit {
+        return Err(format!(
+            "--value-size {}: {whose} {limit} bytes",
+            args.value_size
+        ));
+    }
+    Ok(())
 }
 
 /// What every worker shares.
@@ -184,6 +234,10 @@ fn error_kind(e: &Error) -> String {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Err(e) = check_args(&args) {
+        eprintln!("ringraft-load: {e}");
+        return ExitCode::from(2);
+    }
     match run(args) {
         Ok(code) => code,
         Err(e) => {
@@ -502,7 +556,24 @@ fn run(args: Args) -> Result<ExitCode, String> {
             ops as f64 / measured_secs
         );
     }
-    Ok(if check_failed {
+    let attempted = ops + err_total;
+    let error_share = err_total as f64 / attempted.max(1) as f64;
+    let too_many_errors = if ops == 0 {
+        eprintln!(
+            "ringraft-load: no operation succeeded ({err_total} errors): is the cluster at --cluster up, and does it accept these requests?"
+        );
+        true
+    } else if error_share > args.max_error_share {
+        eprintln!(
+            "ringraft-load: {err_total} of {attempted} operations failed ({:.2}%), above --max-error-share {}",
+            error_share * 100.0,
+            args.max_error_share
+        );
+        true
+    } else {
+        false
+    };
+    Ok(if check_failed || too_many_errors {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
