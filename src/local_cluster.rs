@@ -30,6 +30,11 @@ pub struct LocalClusterConfig {
     /// Data directories for some nodes (e.g. on a small filesystem); the
     /// others get one in the cluster's temporary directory.
     pub data_dirs: std::collections::BTreeMap<u64, PathBuf>,
+    /// Nodes are killed when the thread that started them ends, even by
+    /// SIGKILL (`PR_SET_PDEATHSIG`): for a tool whose main thread owns the
+    /// cluster. Off by default (a test may restart nodes from a thread
+    /// that ends first).
+    pub die_with_parent: bool,
 }
 
 impl LocalClusterConfig {
@@ -44,6 +49,7 @@ impl LocalClusterConfig {
             rust_log: "info".into(),
             metrics: false,
             data_dirs: Default::default(),
+            die_with_parent: false,
         }
     }
 }
@@ -182,6 +188,24 @@ impl LocalCluster {
             cmd.arg("--join");
         } else {
             cmd.args(["--initial-cluster-state", "new"]);
+        }
+        if self.cfg.die_with_parent {
+            use std::os::unix::process::CommandExt;
+            let parent = std::process::id();
+            // SAFETY: prctl and getppid are async-signal-safe; this runs in
+            // the child between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    // The parent may have died before the prctl.
+                    if libc::getppid() as u32 != parent {
+                        return Err(std::io::Error::other("the parent is gone"));
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd
             .env("RUST_LOG", &self.cfg.rust_log)

@@ -232,3 +232,92 @@ fn the_interval_log_holds_one_histogram_per_second() {
         assert!(*n > 0, "{intervals:?}");
     }
 }
+
+/// Processes whose command line mentions `needle` (the local cluster's
+/// nodes name their data directories).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&c).contains(needle) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
+
+/// SIGTERM to the generator alone, mid-run: it prints the report so far,
+/// exits 1 (the run did not finish), and takes its cluster with it (nodes
+/// and temporary directory); before, it died at once and left both. A
+/// SIGKILL cannot clean up, but the nodes still die with it.
+#[test]
+fn a_signalled_run_reports_so_far_and_tears_its_cluster_down() {
+    use std::io::{BufRead, BufReader};
+    for sig in [libc::SIGTERM, libc::SIGKILL] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+            .arg("--node-bin")
+            .arg(node_bin())
+            .args(["--duration", "60", "--warmup", "0", "--connections", "2"])
+            .args(["--depth", "2", "--groups", "2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut root = None;
+        let mut seen = String::new();
+        // The data directory, then a first progress line.
+        loop {
+            let mut line = String::new();
+            assert!(
+                err.read_line(&mut line).unwrap() > 0,
+                "ended early:\n{seen}"
+            );
+            seen.push_str(&line);
+            if let Some(r) = line.strip_prefix("local cluster data: ") {
+                root = Some(r.trim().to_string());
+            }
+            if line.contains("ops/s") {
+                break;
+            }
+        }
+        let root = root.expect("the tool names its cluster's directory");
+        assert!(!processes_mentioning(&root).is_empty(), "nodes run");
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let rest = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut s);
+            s
+        });
+        let out = child.wait_with_output().unwrap();
+        let stderr = seen + &rest.join().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !processes_mentioning(&root).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "signal {sig}: nodes outlive the generator"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if sig == libc::SIGTERM {
+            assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+            assert!(
+                stdout.contains("throughput:"),
+                "a partial report:\n{stdout}"
+            );
+            assert!(stderr.contains("interrupted"), "{stderr}");
+            assert!(
+                !std::path::Path::new(&root).exists(),
+                "the temporary directory goes with the cluster"
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&root);
+        }
+    }
+}

@@ -270,6 +270,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
             ))
         }
     };
+    // Ctrl-C or SIGTERM ends the run early: the partial report is printed
+    // and the local cluster torn down (its nodes and temporary directory).
+    let interrupted = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, interrupted.clone())
+            .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
+    }
     // The cluster: given, or started here.
     let mut local = None;
     // Local cluster only; computed once for the cluster and the report.
@@ -297,6 +304,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             ));
         }
         let mut cfg = LocalClusterConfig::new(bin);
+        cfg.die_with_parent = true;
         cfg.nodes = args.nodes;
         cfg.shards = shards;
         cfg.groups = args.groups;
@@ -308,8 +316,12 @@ fn run(args: Args) -> Result<ExitCode, String> {
             args.nodes, shards, args.groups
         );
         let c = LocalCluster::start(cfg).map_err(|e| e.to_string())?;
+        eprintln!("local cluster data: {}", c.root().display());
         c.wait_ready(Duration::from_secs(60))
             .map_err(|e| format!("{e}\nnode 1 log:\n{}", c.log_tail(1, 20)))?;
+        if interrupted.load(Ordering::SeqCst) {
+            return Err("interrupted while the local cluster started".into());
+        }
         let a = c.client_addrs();
         local = Some(c);
         a
@@ -430,7 +442,15 @@ fn run(args: Args) -> Result<ExitCode, String> {
         let done_ops = args
             .ops
             .is_some_and(|m| shared.measured_ops.load(Ordering::Relaxed) >= m);
-        if (args.ops.is_none() && now >= end_at) || done_ops || shared.stop.load(Ordering::SeqCst) {
+        let cut = interrupted.load(Ordering::SeqCst);
+        if cut {
+            eprintln!("interrupted: stopping; the report covers the run so far");
+        }
+        if (args.ops.is_none() && now >= end_at)
+            || done_ops
+            || cut
+            || shared.stop.load(Ordering::SeqCst)
+        {
             shared.stop.store(true, Ordering::SeqCst);
             break;
         }
@@ -441,7 +461,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
     let measured_secs = Instant::now()
         .min(until)
         .duration_since(shared.measure_from())
-        .as_secs_f64();
+        .as_secs_f64()
+        .max(1e-6);
     let mut reads = new_histogram();
     let mut writes = new_histogram();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -558,7 +579,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
     }
     let attempted = ops + err_total;
     let error_share = err_total as f64 / attempted.max(1) as f64;
-    let too_many_errors = if ops == 0 {
+    let too_many_errors = if interrupted.load(Ordering::SeqCst) {
+        eprintln!("ringraft-load: interrupted before the end of the run");
+        true
+    } else if ops == 0 {
         eprintln!(
             "ringraft-load: no operation succeeded ({err_total} errors): is the cluster at --cluster up, and does it accept these requests?"
         );
