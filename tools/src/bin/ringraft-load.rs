@@ -127,7 +127,7 @@ struct Args {
 
 /// The largest value any node accepts (the top of `value-bytes-max`'s
 /// range): a larger `--value-size` is refused before anything is allocated.
-const VALUE_BYTES_MAX: usize = 64 << 20;
+const VALUE_BYTES_MAX: usize = ringraft::config::VALUE_BYTES_MAX_LIMIT;
 /// The local cluster's nodes run with the default `value-bytes-max`.
 const LOCAL_VALUE_BYTES_MAX: usize = 1 << 20;
 
