@@ -410,13 +410,12 @@ impl NodeSettings {
                 "a joining node needs --peers to reach",
             ));
         }
+        // The initial voters of a node that starts a new cluster; a joined
+        // node's groups start with none (see `shard`), whatever this start's
+        // flags say: the store records how the node first started.
         let mut voters: Vec<u64> = peers.iter().map(|&(p, _)| p).collect();
         voters.push(id);
         voters.sort_unstable();
-        if join {
-            // Members come from the leader's snapshot once added.
-            voters.clear();
-        }
         let mut raft = RaftConfig::new(id, voters.clone());
         raft.election_ticks = self.election_ticks.unwrap_or(10);
         raft.heartbeat_ticks = self.heartbeat_ticks.unwrap_or(2);
@@ -567,6 +566,10 @@ impl ValidConfig {
         let mut c = self.shard_template.clone();
         c.shard = s;
         c.incarnation = store.incarnation;
+        if store.joined {
+            // Members come from the leader's snapshot once added.
+            c.voters.clear();
+        }
         c.dir = crate::identity::shard_dir(&self.data_dir, s);
         c.peers = self
             .peers
@@ -706,6 +709,7 @@ mod tests {
             node: 1,
             incarnation: 1,
             shards: 1,
+            joined: false,
         }
     }
 
@@ -734,8 +738,9 @@ mod tests {
         );
         let e = state(Some("fresh"), None).unwrap_err();
         assert!(e.contains("expected new or existing"), "{e}");
-        // A joining node starts with no voters; a new one with its peers.
-        let voters = |ics: &str| {
+        // A joined store's groups start with no voters, a new one's with
+        // its peers: decided by the store, whatever the flags now.
+        let voters = |ics: &str, joined: bool| {
             NodeSettings {
                 initial_cluster_state: Some(ics.into()),
                 peers: Some("2=127.0.0.1:7110".into()),
@@ -743,11 +748,13 @@ mod tests {
             }
             .validate()
             .unwrap()
-            .shard_template
+            .shard(0, &crate::identity::StoreIdentity { joined, ..store() })
             .voters
         };
-        assert_eq!(voters("new"), vec![1, 2]);
-        assert!(voters("existing").is_empty());
+        assert_eq!(voters("new", false), vec![1, 2]);
+        assert_eq!(voters("existing", false), vec![1, 2]);
+        assert!(voters("existing", true).is_empty());
+        assert!(voters("new", true).is_empty());
     }
 
     #[test]
@@ -790,6 +797,7 @@ mod tests {
             node: 3,
             incarnation: 9,
             shards: 2,
+            joined: false,
         };
         let sc = v.shard(1, &store);
         assert_eq!(sc.incarnation, 9);

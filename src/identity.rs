@@ -31,8 +31,13 @@
 //!  16  node         u64 LE
 //!  24  incarnation  u64 LE   random, never 0
 //!  32  shards       u32 LE
-//!  36  reserved     [24] = 0
+//!  36  mode         u8       1: started as one of a new cluster's nodes
+//!                            (voters from --peers), 2: joined
+//!  37  reserved     [23] = 0
 //!  60  crc          u32 LE   CRC32 of bytes 0..60
+//!
+//! shard-N/OPENED   empty; written once the shard's WAL first opened: from
+//!                  then on an empty WAL directory is lost data
 //!
 //! shard-N/peers
 //!   0  magic        [8] = "RRPEERS1"
@@ -60,6 +65,8 @@ pub const STORE_FILE: &str = "STORE";
 pub const LOCK_FILE: &str = "LOCK";
 /// The peer book's file name inside a shard's directory.
 pub const PEERS_FILE: &str = "peers";
+/// The marker a shard writes once its WAL first opened.
+pub const OPENED_FILE: &str = "OPENED";
 /// Most peer nodes one shard remembers. Node ids are never reused, so the
 /// book only grows; a cluster that has seen this many nodes refuses the
 /// next one at the handshake (with [`IdentityError::BookFull`]).
@@ -85,6 +92,10 @@ pub struct StoreIdentity {
     /// Random, never 0; new each time the directory is initialised.
     pub incarnation: u64,
     pub shards: u32,
+    /// Started with --join (or `existing`): its groups begin with no
+    /// voters. Fixed when the store is created, so that a restart with
+    /// other flags cannot change a node's initial membership.
+    pub joined: bool,
 }
 
 /// Why a data directory cannot be used, or a peer not admitted.
@@ -145,6 +156,7 @@ impl StoreIdentity {
         b[16..24].copy_from_slice(&self.node.to_le_bytes());
         b[24..32].copy_from_slice(&self.incarnation.to_le_bytes());
         b[32..36].copy_from_slice(&self.shards.to_le_bytes());
+        b[36] = if self.joined { 2 } else { 1 };
         let crc = crc32fast::hash(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -172,8 +184,10 @@ impl StoreIdentity {
             node: u64at(16),
             incarnation: u64at(24),
             shards: u32at(32),
+            joined: b[36] == 2,
         };
-        if id.incarnation == 0 || id.node == 0 || b[36..60] != [0; 24] {
+        if id.incarnation == 0 || id.node == 0 || !(1..=2).contains(&b[36]) || b[37..60] != [0; 23]
+        {
             return Err(bad("invalid fields"));
         }
         Ok(id)
@@ -299,12 +313,25 @@ pub fn open_store(
                     });
                 }
             }
-            if let Some(s) = (0..shards).find(|&s| !shard_dir(dir, s).join("wal").is_dir()) {
+            for s in 0..shards {
+                let missing = if !shard_dir(dir, s).join("wal").is_dir() {
+                    format!("shard-{s}/wal")
+                } else if shard_dir(dir, s).join(OPENED_FILE).exists() && !shard_has_wal(dir, s) {
+                    format!("every WAL file of shard-{s}")
+                } else {
+                    continue;
+                };
                 return Err(IdentityError::Lost {
                     dir: d(),
-                    missing: format!("shard-{s}/wal"),
+                    missing,
                     node,
                 });
+            }
+            if (bootstrap == Bootstrap::Join) != id.joined && bootstrap != Bootstrap::Unset {
+                tracing::warn!(
+                    joined = id.joined,
+                    "the data dir's store says how this node first started; --initial-cluster-state / --join given now are ignored"
+                );
             }
             Ok((id, false))
         }
@@ -318,13 +345,17 @@ pub fn open_store(
                 node,
                 incarnation: new_incarnation(dir)?,
                 shards,
+                joined: bootstrap == Bootstrap::Join,
             };
-            // The shard directories first: a store without them reads as
-            // lost data at the next start.
+            // The shard directories first, durably: a store without them
+            // reads as lost data at the next start.
             for s in 0..shards {
                 for sub in ["wal", "snapshots"] {
                     std::fs::create_dir_all(shard_dir(dir, s).join(sub)).map_err(io_err(dir))?;
                 }
+                std::fs::File::open(shard_dir(dir, s))
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_err(dir))?;
             }
             replace_file_blocking(dir, STORE_FILE, &id.encode())?;
             Ok((id, true))
@@ -412,6 +443,17 @@ async fn replace_file(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
     d.sync().await.map_err(gio)?;
     let _ = d.close().await;
     Ok(())
+}
+
+/// Marks shard `dir` as opened once (its WAL exists from now on, so an
+/// empty WAL directory later is lost data). Call after the WAL opened.
+pub async fn mark_shard_opened(dir: &Path) -> Result<(), IdentityError> {
+    let path = dir.join(OPENED_FILE);
+    // A stat at start-up, once per shard.
+    if path.exists() {
+        return Ok(());
+    }
+    replace_file(&path, Vec::new()).await.map_err(io_err(dir))
 }
 
 impl PeerBook {
@@ -535,10 +577,11 @@ mod tests {
             node: 3,
             incarnation: 0xdead_beef,
             shards: 2,
+            joined: true,
         };
         let b = id.encode();
         assert_eq!(StoreIdentity::decode("S", &b).unwrap(), id);
-        for i in [0, 9, 25, 33, 61] {
+        for i in [0, 9, 25, 33, 36, 40, 61] {
             let mut d = b;
             d[i] ^= 1;
             let e = StoreIdentity::decode("S", &d).unwrap_err().to_string();
@@ -574,6 +617,17 @@ mod tests {
         assert!(e.to_string().contains("--cluster-id"), "{e}");
         let e = open_store(&dir, &lock, 1, 3, 4, Bootstrap::New).unwrap_err();
         assert!(e.to_string().contains("--shards"), "{e}");
+        assert!(!id.joined, "started as a new cluster's node");
+        // Every WAL file of a shard that had opened wiped: lost.
+        std::fs::write(dir.join("shard-0/wal/00000000000000000001.wal"), b"x").unwrap();
+        std::fs::write(dir.join("shard-0").join(OPENED_FILE), b"").unwrap();
+        open_store(&dir, &lock, 1, 3, 2, Bootstrap::New).expect("a WAL file: fine");
+        std::fs::remove_file(dir.join("shard-0/wal/00000000000000000001.wal")).unwrap();
+        let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New).unwrap_err();
+        assert!(e.to_string().contains("every WAL file of shard-0"), "{e}");
+        // Not yet opened (a crash before the first WAL open): fine.
+        std::fs::remove_file(dir.join("shard-0").join(OPENED_FILE)).unwrap();
+        open_store(&dir, &lock, 1, 3, 2, Bootstrap::New).expect("never opened");
         // A shard's WAL wiped under a store: lost, not silently recreated.
         std::fs::remove_dir_all(dir.join("shard-1")).unwrap();
         let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New).unwrap_err();

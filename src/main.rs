@@ -218,6 +218,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{s}"))
             .spawn(move || async move {
+                let _on_panic = StopOnPanic(shard_stop.clone());
                 let r = run_shard(cfg, s, store, shard_stop.clone(), hub).await;
                 if r.is_err() {
                     // Fail-stop, also while starting: a node never runs on
@@ -256,6 +257,18 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+/// Stops every shard when the shard that holds it panics (dropped while
+/// unwinding): a node never runs on with some of its groups missing.
+struct StopOnPanic(Arc<AtomicBool>);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
     }
 }
 

@@ -230,6 +230,9 @@ impl Shard {
             })?;
         }
         let (wal, groups, replayed) = load(&cfg, &wal_dir, &snap_dir).await?;
+        crate::identity::mark_shard_opened(&cfg.dir)
+            .await
+            .map_err(|err| ShardError::Identity { shard, err })?;
         tracing::info!(
             shard,
             groups = groups.len(),

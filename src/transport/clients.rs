@@ -269,8 +269,10 @@ async fn refuse_full(mut stream: TcpStream, shared: &Shared) {
 const IDLE_SWEEPS: u32 = 4;
 
 /// Closes client connections idle for `client_idle_timeout_ms` (nothing in
-/// flight, nothing queued, no request or response): a `shutdown` of the
-/// socket ends its reader as a close by the client would.
+/// flight, nothing queued, no request or response), or whose pending write
+/// made no progress for as long (a client that stopped reading would hold
+/// its slot of `client_conns_max` forever): a `shutdown` of the socket ends
+/// its reader and writer as a close by the client would.
 async fn sweep_idle(shared: Rc<Shared>) {
     let timeout = Duration::from_millis(shared.cfg.client_idle_timeout_ms);
     let every = (timeout / IDLE_SWEEPS).max(Duration::from_millis(1));
@@ -281,8 +283,14 @@ async fn sweep_idle(shared: Rc<Shared>) {
                 && c.pending.borrow().is_empty()
                 && c.writing.get() == 0
                 && !c.closed.get();
-            c.idle_sweeps
-                .set(if quiet { c.idle_sweeps.get() + 1 } else { 0 });
+            // A write that makes no progress (a client that stopped
+            // reading) counts as idle too: completed writes reset the count.
+            let stuck = c.writing.get() > 0 && !c.closed.get();
+            c.idle_sweeps.set(if quiet || stuck {
+                c.idle_sweeps.get() + 1
+            } else {
+                0
+            });
             if c.idle_sweeps.get() >= IDLE_SWEEPS {
                 c.closed.set(true);
                 shared.bump(|s| s.conns_closed_idle += 1);
@@ -364,8 +372,11 @@ async fn read_requests(
         // Backpressure: a client that does not read its responses, or a
         // shard that is behind, stops being read.
         conn.space
-            .wait_until(|| conn.has_room(cfg) || shared.closing.get())
+            .wait_until(|| conn.has_room(cfg) || conn.closed.get() || shared.closing.get())
             .await;
+        if conn.closed.get() {
+            return Ok(()); // the writer failed, or the idle sweep closed it
+        }
         shared
             .inbox_space
             .wait_until(|| shared.inbox.borrow().len() < cfg.inbox_msgs_max || shared.closing.get())
@@ -436,11 +447,14 @@ async fn write_responses(mut wr: WriteHalf<TcpStream>, conn: Rc<Conn>) {
         conn.space.wake_all();
         let written = wr.write_all(&writing).await;
         conn.writing.set(0);
-        conn.space.wake_all();
+        conn.idle_sweeps.set(0);
         if written.is_err() {
+            // The reader may wait for room that will never come.
             conn.closed.set(true);
+            conn.space.wake_all();
             return;
         }
+        conn.space.wake_all();
         writing.clear();
     }
 }
