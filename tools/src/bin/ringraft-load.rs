@@ -272,9 +272,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
     };
     // Ctrl-C or SIGTERM ends the run early: the partial report is printed
     // and the local cluster torn down (its nodes and temporary directory).
+    // A second one exits at once (the nodes still die with the generator).
     let interrupted = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(sig, interrupted.clone())
+        signal_hook::flag::register_conditional_shutdown(sig, 1, interrupted.clone())
+            .and_then(|_| signal_hook::flag::register(sig, interrupted.clone()))
             .map_err(|e| format!("cannot handle signal {sig}: {e}"))?;
     }
     // The cluster: given, or started here.
