@@ -358,7 +358,15 @@ struct Shared {
     /// Fault injection: traffic to and from these peers is dropped.
     blocked: RefCell<Vec<NodeId>>,
     closing: Cell<bool>,
+    /// Handshake refusals already logged at warn level, by (caller's IP,
+    /// reason): a peer of another version or cluster redials with backoff,
+    /// and one line says it. At most [`REFUSALS_LOGGED_MAX`] kept.
+    refusals_logged: RefCell<std::collections::BTreeSet<(std::net::IpAddr, String)>>,
 }
+
+/// Distinct handshake refusals a shard remembers having logged; past it,
+/// new ones are logged at debug level only.
+const REFUSALS_LOGGED_MAX: usize = 1024;
 
 /// Links by peer id: a handful of peers, so a vector beats hashing on the
 /// per-message lookup.
@@ -417,6 +425,7 @@ impl Transport {
                 unreachable: RefCell::new(Vec::new()),
                 blocked: RefCell::new(Vec::new()),
                 closing: Cell::new(false),
+                refusals_logged: RefCell::default(),
             }),
             links: RefCell::new(PeerMap::default()),
         })
@@ -749,11 +758,20 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
         }
         Err(e) => {
             shared.stats.bump(|s| s.conns_rejected += 1);
-            if matches!(e, RecvError::Identity(_)) {
+            let first = match &e {
                 // Logged once by `admit_caller`; the peer redials.
-                tracing::debug!(%peer, shard = shared.me.shard, "closing peer connection: {e}");
-            } else {
+                RecvError::Identity(_) => false,
+                // A peer of another version or cluster redials too.
+                RecvError::Hello(_) | RecvError::Frame(FrameError::Version { .. }) => {
+                    let mut seen = shared.refusals_logged.borrow_mut();
+                    seen.len() < REFUSALS_LOGGED_MAX && seen.insert((peer.ip(), e.to_string()))
+                }
+                _ => true,
+            };
+            if first {
                 tracing::warn!(%peer, shard = shared.me.shard, "closing peer connection: {e}");
+            } else {
+                tracing::debug!(%peer, shard = shared.me.shard, "closing peer connection: {e}");
             }
         }
     }

@@ -420,6 +420,11 @@ fn a_version_or_cluster_mismatch_is_refused_at_both_ends() {
             "nothing is sent on a refused link"
         );
         assert_eq!(b.stats().handshakes_refused, 3);
+        // c redials with backoff; b says why once, not once per redial.
+        eventually("c to redial a few times", || {
+            b.stats().handshakes_refused >= 6
+        })
+        .await;
         assert_eq!(b.stats().msgs_received, 0);
         c.close();
     });
