@@ -15,6 +15,12 @@ trap 'rm -rf "$out" "$fdir"' EXIT
 command -v fio >/dev/null || { apt-get update -qq && apt-get install -y -qq fio >/dev/null; }
 command -v etcdctl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-client >/dev/null; }
 root=$(cd "$(dirname "$0")/.." && pwd)
+# The etcd baseline runs through a script outside this repository (README).
+ETCD_RUNNER=${ETCD_RUNNER:-}
+if [ -z "$ETCD_RUNNER" ] || [ ! -f "$ETCD_RUNNER" ]; then
+  echo "tools/ab.sh: set ETCD_RUNNER to the etcd baseline script (got '${ETCD_RUNNER}')" >&2
+  exit 2
+fi
 RUNS=${RUNS:-3}
 for rep in $(seq "$RUNS"); do
   fio --name=fsync --directory=$fdir --rw=write --bs=4k --size=16M --runtime=3 --direct=1 --ioengine=psync --fdatasync=1 --output-format=json > $out/fsync-$rep.json 2>/dev/null; rm -f $fdir/*
@@ -24,7 +30,7 @@ for rep in $(seq "$RUNS"); do
     $bin --connections 64 --depth 64 --duration 5 --warmup 1 --json $out/$v-64x64-$rep.json >/dev/null 2>&1
     $bin --connections 64 --depth 64 --duration 5 --warmup 1 --rate 20000 --json $out/$v-open20k-$rep.json >/dev/null 2>&1
   done
-  (cd "$root" && DURATION=5 bash ../shared/peers/etcd/run.sh 1 4096 > $out/etcd-$rep.jsonl 2>/dev/null)
+  (cd "$root" && DURATION=5 bash "$ETCD_RUNNER" 1 4096 > $out/etcd-$rep.jsonl 2>/dev/null)
 done
 python3 - "$out" "$RUNS" <<'PY'
 import json, statistics, sys

@@ -70,7 +70,16 @@ tcp_baseline() { # rep: one loopback round trip with plain blocking sockets
     || { echo "client round-trip baseline failed:"; tail -5 "$dir/tcp-$1.err"; exit 1; } >&2
 }
 
-if [ $with_etcd = 1 ]; then need etcdctl etcd-client; fi
+if [ $with_etcd = 1 ]; then
+  need etcdctl etcd-client
+  # The etcd runner lives outside this repository (see the README).
+  ETCD_RUNNER=${ETCD_RUNNER:-}
+  if [ -z "$ETCD_RUNNER" ] || [ ! -f "$ETCD_RUNNER" ]; then
+    echo "--with-etcd: set ETCD_RUNNER to the etcd baseline script (got '${ETCD_RUNNER}')" >&2
+    exit 2
+  fi
+  ETCD_RUNNER=$(cd "$(dirname "$ETCD_RUNNER")" && pwd)/$(basename "$ETCD_RUNNER")
+fi
 for rep in $(seq "$RUNS"); do
   fsync_baseline "$rep"
   tcp_baseline "$rep"
@@ -88,7 +97,7 @@ for rep in $(seq "$RUNS"); do
     for size in $SIZES; do
       for ratio in $RATIOS; do
         echo "== etcd $size B, read ratio $ratio, clients$clients (repetition $rep)" >&2
-        DURATION=$DURATION VALUE_SIZE=$size READ_RATIO=$ratio bash ../shared/peers/etcd/run.sh $clients \
+        DURATION=$DURATION VALUE_SIZE=$size READ_RATIO=$ratio bash "$ETCD_RUNNER" $clients \
           >"$dir/etcd-$size-$ratio-$rep.jsonl" 2>"$dir/etcd-$size-$ratio-$rep.err" \
           || { echo "etcd run failed:"; tail -5 "$dir/etcd-$size-$ratio-$rep.err"; exit 1; } >&2
       done
