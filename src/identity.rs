@@ -47,7 +47,7 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -373,8 +373,6 @@ pub struct PeerBook {
     known: RefCell<BTreeMap<NodeId, u64>>,
     /// One write of the file at a time.
     writing: glommio::sync::Semaphore,
-    /// Refusals already logged at warn level: (node, incarnation).
-    logged: RefCell<BTreeSet<(NodeId, u64)>>,
 }
 
 fn encode_book(known: &BTreeMap<NodeId, u64>) -> Vec<u8> {
@@ -425,24 +423,11 @@ fn gio(e: glommio::GlommioError<()>) -> std::io::Error {
     std::io::Error::from(e)
 }
 
-/// Writes `bytes` to `path` durably (temporary file, fdatasync, rename,
-/// directory sync) on the executor's ring.
-async fn replace_file(path: &Path, bytes: Vec<u8>) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("tmp");
-    let f = glommio::io::BufferedFile::create(&tmp).await.map_err(gio)?;
-    let len = bytes.len();
-    let k = f.write_at(bytes, 0).await.map_err(gio)?;
-    if k != len {
-        return Err(std::io::ErrorKind::WriteZero.into());
-    }
-    f.fdatasync().await.map_err(gio)?;
-    f.close().await.map_err(gio)?;
-    glommio::io::rename(&tmp, path).await.map_err(gio)?;
-    let d = glommio::io::Directory::open(dir).await.map_err(gio)?;
-    d.sync().await.map_err(gio)?;
-    let _ = d.close().await;
-    Ok(())
+/// [`crate::storage::replace_file`], its error naming the path.
+async fn replace_file(path: &Path, bytes: &[u8]) -> Result<(), IdentityError> {
+    crate::storage::replace_file(path, bytes)
+        .await
+        .map_err(|(p, err)| io_err(&p)(err))
 }
 
 /// Marks shard `dir` as opened once (its WAL exists from now on, so an
@@ -453,7 +438,7 @@ pub async fn mark_shard_opened(dir: &Path) -> Result<(), IdentityError> {
     if path.exists() {
         return Ok(());
     }
-    replace_file(&path, Vec::new()).await.map_err(io_err(dir))
+    replace_file(&path, &[]).await
 }
 
 impl PeerBook {
@@ -464,7 +449,6 @@ impl PeerBook {
             entries_max,
             known: RefCell::default(),
             writing: glommio::sync::Semaphore::new(1),
-            logged: RefCell::default(),
         }
     }
 
@@ -492,7 +476,6 @@ impl PeerBook {
             entries_max: PEER_BOOK_ENTRIES_MAX,
             known: RefCell::new(known),
             writing: glommio::sync::Semaphore::new(1),
-            logged: RefCell::default(),
         })
     }
 
@@ -544,9 +527,7 @@ impl PeerBook {
         let mut next = self.known.borrow().clone();
         next.insert(node, incarnation);
         if let Some(p) = &self.path {
-            replace_file(p, encode_book(&next))
-                .await
-                .map_err(io_err(p))?;
+            replace_file(p, &encode_book(&next)).await?;
         }
         *self.known.borrow_mut() = next;
         tracing::info!(
@@ -555,12 +536,6 @@ impl PeerBook {
             "recorded the store incarnation of a new peer"
         );
         Ok(())
-    }
-
-    /// Whether a refusal of `node` presenting `incarnation` should be
-    /// logged at warn level: the first time only (peers redial with backoff).
-    pub fn first_refusal(&self, node: NodeId, incarnation: u64) -> bool {
-        self.logged.borrow_mut().insert((node, incarnation))
     }
 }
 
@@ -695,8 +670,6 @@ mod tests {
                 "{e}"
             );
             assert!(e.to_string().contains("remove-node 3"), "{e}");
-            assert!(book.first_refusal(3, 0x99));
-            assert!(!book.first_refusal(3, 0x99), "logged once");
             // Damage is named, not read as an empty book.
             let mut b = std::fs::read(&path).unwrap();
             let last = b.len() - 1;

@@ -218,13 +218,9 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{s}"))
             .spawn(move || async move {
-                let _on_panic = StopOnPanic(shard_stop.clone());
-                let r = run_shard(cfg, s, store, shard_stop.clone(), hub).await;
-                if r.is_err() {
-                    // Fail-stop, also while starting: a node never runs on
-                    // with some of its shards (and their groups) missing.
-                    shard_stop.store(true, Ordering::SeqCst);
-                }
+                let mut guard = StopUnlessClean(shard_stop.clone(), false);
+                let r = run_shard(cfg, s, store, shard_stop, hub).await;
+                guard.1 = r.is_ok();
                 r
             });
         match h {
@@ -260,13 +256,14 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
     }
 }
 
-/// Stops every shard when the shard that holds it panics (dropped while
-/// unwinding): a node never runs on with some of its groups missing.
-struct StopOnPanic(Arc<AtomicBool>);
+/// Fail-stop, also while starting: every shard stops when the shard that
+/// holds this ends with an error or a panic (dropped while unwinding), so a
+/// node never runs on with some of its groups missing. `.1`: ended cleanly.
+struct StopUnlessClean(Arc<AtomicBool>, bool);
 
-impl Drop for StopOnPanic {
+impl Drop for StopUnlessClean {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        if !self.1 {
             self.0.store(true, Ordering::SeqCst);
         }
     }

@@ -8,6 +8,46 @@
 
 pub mod snapfile;
 
+/// Writes `bytes` to `path` durably, so that a file under that name is
+/// always whole: a temporary file (`path` + `.tmp`) written in chunks of at
+/// most 1 MiB, `fdatasync`ed, renamed into place, then the directory
+/// synced. On the executor's ring (never blocks the thread). The error
+/// names the path it concerns (the temporary file, `path`, or the
+/// directory).
+pub async fn replace_file(
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    const WRITE_BYTES_MAX: usize = 1 << 20;
+    let gio = |p: &std::path::Path| {
+        let p = p.to_path_buf();
+        move |e: glommio::GlommioError<()>| (p, std::io::Error::from(e))
+    };
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let f = glommio::io::BufferedFile::create(&tmp)
+        .await
+        .map_err(gio(&tmp))?;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let chunk = bytes[pos..(pos + WRITE_BYTES_MAX).min(bytes.len())].to_vec();
+        let k = f.write_at(chunk, pos as u64).await.map_err(gio(&tmp))?;
+        if k == 0 {
+            return Err((tmp, std::io::ErrorKind::WriteZero.into()));
+        }
+        pos += k;
+    }
+    f.fdatasync().await.map_err(gio(&tmp))?;
+    f.close().await.map_err(gio(&tmp))?;
+    glommio::io::rename(&tmp, path).await.map_err(gio(path))?;
+    let d = glommio::io::Directory::open(dir).await.map_err(gio(dir))?;
+    d.sync().await.map_err(gio(dir))?;
+    let _ = d.close().await;
+    Ok(())
+}
+
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;

@@ -150,36 +150,10 @@ pub async fn write(
     s: &Snapshot,
     previous: Option<u64>,
 ) -> Result<PathBuf, SnapFileError> {
-    const WRITE_BYTES_MAX: usize = 1 << 20;
-    let name = file_name(group, s.meta.index);
-    let path = dir.join(&name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let bytes = encode(group, s);
-    let f = glommio::io::BufferedFile::create(&tmp)
+    let path = dir.join(file_name(group, s.meta.index));
+    super::replace_file(&path, &encode(group, s))
         .await
-        .map_err(|e| gio(&tmp, e))?;
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let chunk = bytes[pos..(pos + WRITE_BYTES_MAX).min(bytes.len())].to_vec();
-        let k = f
-            .write_at(chunk, pos as u64)
-            .await
-            .map_err(|e| gio(&tmp, e))?;
-        if k == 0 {
-            return Err(io(&tmp, std::io::ErrorKind::WriteZero));
-        }
-        pos += k;
-    }
-    f.fdatasync().await.map_err(|e| gio(&tmp, e))?;
-    f.close().await.map_err(|e| gio(&tmp, e))?;
-    glommio::io::rename(&tmp, &path)
-        .await
-        .map_err(|e| gio(&path, e))?;
-    let d = glommio::io::Directory::open(dir)
-        .await
-        .map_err(|e| gio(dir, e))?;
-    d.sync().await.map_err(|e| gio(dir, e))?;
-    let _ = d.close().await;
+        .map_err(|(p, e)| io(&p, e))?;
     if let Some(prev) = previous.filter(|&p| p != s.meta.index) {
         let _ = glommio::io::remove(dir.join(file_name(group, prev))).await;
     }

@@ -359,8 +359,8 @@ struct Shared {
     blocked: RefCell<Vec<NodeId>>,
     closing: Cell<bool>,
     /// Handshake refusals already logged at warn level, by (caller's IP,
-    /// reason): a peer of another version or cluster redials with backoff,
-    /// and one line says it. At most [`REFUSALS_LOGGED_MAX`] kept.
+    /// reason): a peer of another version, cluster or store incarnation
+    /// redials with backoff, and one line says it. At most [`REFUSALS_LOGGED_MAX`] kept.
     refusals_logged: RefCell<std::collections::BTreeSet<(std::net::IpAddr, String)>>,
 }
 
@@ -635,37 +635,17 @@ async fn accept_hello(
 /// The identity checks of a peer's handshake: the caller must know this
 /// node by its own incarnation (else this node's data was lost), and the
 /// caller's incarnation must be the one the book knows (else the caller's
-/// was). Each refusal is logged once at warn level.
+/// was). The refusal is logged by the caller, once per reason.
 async fn admit_caller(book: &PeerBook, me: &Hello, h: &Hello) -> Result<(), RecvError> {
-    let refusal = if h.expected != 0 && h.expected != me.incarnation {
-        Err(IdentityError::StaleSelf {
+    if h.expected != 0 && h.expected != me.incarnation {
+        return Err(RecvError::Identity(IdentityError::StaleSelf {
             caller: h.node,
             me: me.node,
             known: h.expected,
             mine: me.incarnation,
-        })
-    } else {
-        book.admit(h.node, h.incarnation).await
-    };
-    if let Err(e) = &refusal {
-        log_identity_refusal(book, h.node, h.incarnation, me.shard, e);
+        }));
     }
-    Ok(refusal?)
-}
-
-/// One warn line per refused (peer, incarnation), debug after that.
-fn log_identity_refusal(
-    book: &PeerBook,
-    node: NodeId,
-    incarnation: u64,
-    shard: u32,
-    e: &IdentityError,
-) {
-    if book.first_refusal(node, incarnation) {
-        tracing::warn!(peer = node, shard, "refusing peer: {e}");
-    } else {
-        tracing::debug!(peer = node, shard, "refusing peer: {e}");
-    }
+    Ok(book.admit(h.node, h.incarnation).await?)
 }
 
 /// An inbound peer connection: handshake, then Raft messages into the inbox
@@ -759,10 +739,10 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
         Err(e) => {
             shared.stats.bump(|s| s.conns_rejected += 1);
             let first = match &e {
-                // Logged once by `admit_caller`; the peer redials.
-                RecvError::Identity(_) => false,
-                // A peer of another version or cluster redials too.
-                RecvError::Hello(_) | RecvError::Frame(FrameError::Version { .. }) => {
+                // A refused peer redials with backoff: one line says why.
+                RecvError::Hello(_)
+                | RecvError::Identity(_)
+                | RecvError::Frame(FrameError::Version { .. }) => {
                     let mut seen = shared.refusals_logged.borrow_mut();
                     seen.len() < REFUSALS_LOGGED_MAX && seen.insert((peer.ip(), e.to_string()))
                 }

@@ -482,7 +482,10 @@ fn a_peer_whose_store_changed_is_refused_at_both_ends() {
         b.close();
         c2.close();
     });
-    let warned = |needle: &str| logs.lines_with(&["WARN", "refusing peer", needle]).len();
+    let warned = |needle: &str| {
+        logs.lines_with(&["WARN", "closing peer connection", needle])
+            .len()
+    };
     assert_eq!(
         warned("node 3 comes back with a new store"),
         1,
