@@ -873,3 +873,54 @@ fn responses_are_never_dropped_a_client_that_does_not_read_stops_being_read() {
         assert_eq!(svc.stats().requests, 200);
     });
 }
+
+/// `client_idle_timeout_ms`: a connection with nothing in flight is closed
+/// by the idle sweep, one with a request in flight is not; and
+/// `client_conns_max`: the connection past the bound is refused with a
+/// reason naming the setting.
+#[test]
+fn idle_clients_are_closed_and_the_one_past_client_conns_max_is_refused() {
+    run(|_| async {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let cfg = TransportConfig {
+            client_idle_timeout_ms: 100,
+            client_conns_max: 2,
+            ..TransportConfig::default()
+        };
+        let svc = ClientService::new(me(CLUSTER, 1), cfg);
+        glommio::spawn_local(svc.clone().serve(l)).detach();
+        let (_idle, _ri) = client(addr).await;
+        let (mut busy, _rb) = client(addr).await;
+        let mut out = Vec::new();
+        encode_request(&mut out, &get(1, "k"));
+        busy.write_all(&out).await.unwrap(); // nobody answers it
+        let mut reqs = Vec::new();
+        eventually("the busy request", || {
+            svc.drain(&mut reqs);
+            !reqs.is_empty()
+        })
+        .await;
+        // A third connection, past the bound.
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&hello_frame(me(CLUSTER, 0))).await.unwrap();
+        let mut r = FrameReader::new(4096, 1 << 20);
+        let (k, p) = r.next(&mut s).await.unwrap().unwrap();
+        assert_eq!(k, KIND_HELLO_REPLY);
+        match decode_reply(&p) {
+            Err(HelloError::Refused { reason, .. }) => {
+                assert!(reason.contains("client-conns-max"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(svc.stats().conns_refused_full, 1);
+        eventually("the idle connection to be closed", || {
+            svc.stats().conns_closed_idle == 1 && svc.conns() == 1
+        })
+        .await;
+        // Several more sweeps: the one with a request in flight stays.
+        glommio::timer::sleep(Duration::from_millis(500)).await;
+        assert_eq!((svc.stats().conns_closed_idle, svc.conns()), (1, 1));
+        svc.close();
+    });
+}
