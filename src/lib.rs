@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod config;
+pub mod group;
 pub mod identity;
 pub mod kv;
 pub mod local_cluster;

@@ -23,13 +23,11 @@ use futures_lite::FutureExt;
 use glommio::net::TcpListener;
 use ringraft_wal::{DmaDisk, Wal, WalError, WalOptions};
 
+use crate::group::{GroupId, PendingRead, Replica, Waiter};
 use crate::identity::PeerBook;
-use crate::kv::{Command, Kv, KvLimits, WriteOp};
-use crate::raft::{
-    EntryKind, Index, Message, PersistToken, RaftConfig, RawNode, ReadState, Role, Snapshot,
-    SnapshotMeta,
-};
-use crate::storage::{self, snapfile, GroupLog, Replay};
+use crate::kv::{Kv, KvLimits};
+use crate::raft::{Message, PersistToken, RaftConfig, RawNode, Role, Snapshot, SnapshotMeta};
+use crate::storage::{self, snapfile, Replay};
 use crate::transport::{ClientConnId, ClientService, Transport, TransportConfig};
 use crate::wire::{ClientError, Hello, Reply, Response, PROTOCOL_VERSION};
 
@@ -111,47 +109,9 @@ pub enum ShardError {
     },
 }
 
-/// A client request waiting for its entry to be applied.
-#[derive(Debug, Clone, Copy)]
-struct Waiter {
-    term: u64,
-    conn: ClientConnId,
-    id: u64,
-    deadline: Instant,
-}
-
-/// A read waiting for its read index, then for the apply to reach it.
-#[derive(Debug, Clone)]
-struct PendingRead {
-    conn: ClientConnId,
-    req: crate::wire::Request,
-    deadline: Instant,
-}
-
-struct Group {
-    id: u64,
-    raft: RawNode,
-    kv: Kv,
-    /// Index of the group's durable snapshot file (0: none).
-    snap_file_index: Index,
-    /// A snapshot file write is in flight.
-    snap_writing: bool,
-    /// Bytes of entries applied since the last snapshot.
-    bytes_since_snapshot: u64,
-    /// Which WAL records the group still needs.
-    lsns: GroupLog,
-    proposals: BTreeMap<Index, Waiter>,
-    /// Linearizable reads received this turn (one read index per turn).
-    reads_new: Vec<PendingRead>,
-    /// Reads waiting for read index `ctx`.
-    reads_asked: HashMap<u64, Vec<PendingRead>>,
-    /// Reads confirmed at an index, served once applied through it.
-    reads_ready: Vec<(Index, PendingRead)>,
-}
-
 /// A Ready whose persistence is in progress (FIFO across the shard).
 struct InFlight {
-    group: usize,
+    group: GroupId,
     token: PersistToken,
     msgs: Vec<Message>,
     /// Durable once the WAL is durable through this LSN (0: nothing written
@@ -183,15 +143,19 @@ pub struct ShardStats {
 
 pub struct Shard {
     cfg: ShardConfig,
-    groups: Vec<Group>,
+    /// This shard's replicas by group id. Iterated in id order, so a
+    /// turn's work is the same for the same inputs.
+    replicas: BTreeMap<GroupId, Replica>,
+    /// Scratch: ids of the replicas with a Ready this turn.
+    ready_ids: Vec<GroupId>,
     wal: Rc<Wal<DmaDisk>>,
     transport: Rc<Transport>,
     clients: Rc<ClientService>,
     inflight: VecDeque<InFlight>,
     next_ctx: u64,
     stats: ShardStats,
-    /// Snapshot files written in the background: (group index, meta).
-    snaps_done: Rc<RefCell<Vec<(usize, SnapshotMeta)>>>,
+    /// Snapshot files written in the background: (group, meta).
+    snaps_done: Rc<RefCell<Vec<(GroupId, SnapshotMeta)>>>,
     snaps_failed: Rc<RefCell<Vec<snapfile::SnapFileError>>>,
     snap_dir: PathBuf,
     wal_dir: PathBuf,
@@ -229,13 +193,13 @@ impl Shard {
                 err,
             })?;
         }
-        let (wal, groups, replayed) = load(&cfg, &wal_dir, &snap_dir).await?;
+        let (wal, replicas, replayed) = load(&cfg, &wal_dir, &snap_dir).await?;
         crate::identity::mark_shard_opened(&cfg.dir)
             .await
             .map_err(|err| ShardError::Identity { shard, err })?;
         tracing::info!(
             shard,
-            groups = groups.len(),
+            replicas = replicas.len(),
             wal_records = replayed.records,
             snapshots = replayed.snapshots,
             torn_tail = ?replayed.torn_tail,
@@ -259,12 +223,10 @@ impl Shard {
             transport.add_peer(node, addr);
         }
         let clients = ClientService::new(me, cfg.transport.clone());
-        let book: Vec<(u64, String)> = groups
-            .iter()
-            .flat_map(|g: &Group| g.kv.members().iter().map(|(n, a)| (*n, a.clone())))
-            .collect();
+        let book: Vec<(u64, String)> = replicas.values().flat_map(Replica::address_book).collect();
         let shard_value = Shard {
-            groups,
+            replicas,
+            ready_ids: Vec::new(),
             wal: Rc::new(wal),
             transport,
             clients,
@@ -326,8 +288,8 @@ impl Shard {
             self.transport.drain_inbox(&mut msgs);
             for (g, m) in msgs.drain(..) {
                 tracing::trace!(group = g, from = m.from, "step");
-                match self.local(g) {
-                    Some(i) => self.groups[i].raft.step(m),
+                match self.replicas.get_mut(&g) {
+                    Some(r) => r.raft.step(m),
                     None => self.stats.msgs_unknown_group += 1,
                 }
             }
@@ -339,8 +301,8 @@ impl Shard {
             self.start_reads();
             // 3. ticks, batched for the whole shard
             if ticks.take() {
-                for g in &mut self.groups {
-                    g.raft.tick();
+                for r in self.replicas.values_mut() {
+                    r.raft.tick();
                 }
                 self.expire_requests(Instant::now());
                 tick_count += 1;
@@ -361,8 +323,8 @@ impl Shard {
             }
             self.transport.take_unreachable(&mut down);
             for peer in down.drain(..) {
-                for g in &mut self.groups {
-                    g.raft.report_unreachable(peer);
+                for r in self.replicas.values_mut() {
+                    r.raft.report_unreachable(peer);
                 }
             }
             // 4. readies → messages, one WAL batch, apply
@@ -374,7 +336,7 @@ impl Shard {
             if let Err(e) = self.finish_snapshots().await {
                 break Err(e);
             }
-            if self.groups.iter().any(|g| g.raft.has_ready()) {
+            if self.replicas.values().any(|r| r.raft.has_ready()) {
                 futures_lite::future::yield_now().await;
                 continue;
             }
@@ -434,20 +396,8 @@ impl Shard {
         // Answer everything still waiting: the outcome of a proposal is
         // unknown (it may still commit elsewhere).
         let mut waiting = Vec::new();
-        for g in &mut self.groups {
-            for (_, w) in std::mem::take(&mut g.proposals) {
-                waiting.push((w.conn, w.id));
-            }
-            for r in g
-                .reads_new
-                .drain(..)
-                .chain(g.reads_asked.drain().flat_map(|(_, v)| v))
-            {
-                waiting.push((r.conn, r.req.id));
-            }
-            for (_, r) in g.reads_ready.drain(..) {
-                waiting.push((r.conn, r.req.id));
-            }
+        for r in self.replicas.values_mut() {
+            r.drain_waiters(&mut waiting);
         }
         for (conn, id) in waiting {
             self.respond(conn, id, Err(ClientError::ShuttingDown));
@@ -482,8 +432,8 @@ impl Shard {
         let Some(hub) = &self.metrics else { return };
         let wal = self.wal.stats();
         let groups = self
-            .groups
-            .iter()
+            .replicas
+            .values()
             .map(|g| crate::metrics::GroupMetrics {
                 group: g.id,
                 role: match g.raft.role() {
@@ -524,12 +474,21 @@ impl Shard {
         });
     }
 
-    /// Index in `groups` of group `g`, if this shard hosts it.
-    fn local(&self, g: u64) -> Option<usize> {
-        let hosted =
-            g < self.cfg.groups && crate::route::shard_of(g, self.cfg.shards) == self.cfg.shard;
-        // `load` builds the groups in `groups_of_shard` order.
-        hosted.then_some((g / u64::from(self.cfg.shards)) as usize)
+    /// The replica of group `gid`. Panics if this shard does not host it
+    /// (callers looked it up in this turn, and nothing between destroys).
+    fn replica(&self, gid: GroupId) -> &Replica {
+        match self.replicas.get(&gid) {
+            Some(r) => r,
+            None => panic!("shard {}: group {gid} is not hosted here", self.cfg.shard),
+        }
+    }
+
+    fn replica_mut(&mut self, gid: GroupId) -> &mut Replica {
+        let shard = self.cfg.shard;
+        match self.replicas.get_mut(&gid) {
+            Some(r) => r,
+            None => panic!("shard {shard}: group {gid} is not hosted here"),
+        }
     }
 
     fn respond(&self, conn: ClientConnId, id: u64, result: Result<Reply, ClientError>) {
@@ -538,13 +497,26 @@ impl Shard {
 
     async fn process_readies(&mut self) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
-        for gi in 0..self.groups.len() {
-            if !self.groups[gi].raft.has_ready() {
+        let mut ids = std::mem::take(&mut self.ready_ids);
+        ids.clear();
+        ids.extend(
+            self.replicas
+                .iter()
+                .filter(|(_, r)| r.raft.has_ready())
+                .map(|(&g, _)| g),
+        );
+        let result = self.process_ready_ids(shard, &ids).await;
+        self.ready_ids = ids;
+        result
+    }
+
+    async fn process_ready_ids(&mut self, shard: u32, ids: &[GroupId]) -> Result<(), ShardError> {
+        for &gid in ids {
+            let Some(r) = self.replicas.get_mut(&gid) else {
                 continue;
-            }
+            };
             self.stats.readies += 1;
-            let mut rd = self.groups[gi].raft.ready();
-            let gid = self.groups[gi].id;
+            let mut rd = r.raft.ready();
             if let Some(ss) = rd.soft_state {
                 log_role_change(shard, gid, ss.role, ss.leader, ss.term);
             }
@@ -556,12 +528,12 @@ impl Shard {
                 self.transport.send(gid, m);
             }
             if let Some(snap) = rd.snapshot.take() {
-                self.install_snapshot(gi, snap).await?;
+                self.install_snapshot(gid, snap).await?;
             }
             let mut lsn = self.inflight.back().map_or(0, |f| f.lsn);
-            let hs = self.hard_state_to_write(gi, &rd);
+            let hs = self.hard_state_to_write(gid, &rd);
             if (hs.is_some() || !rd.entries.is_empty()) && !self.disk_full {
-                match self.write_group(gi, hs, &rd.entries).await {
+                match self.write_group(gid, hs, &rd.entries).await {
                     Ok(l) => lsn = l,
                     Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
                         self.enter_disk_full(&err)
@@ -579,21 +551,32 @@ impl Shard {
             );
             let token = rd.token();
             let committed = std::mem::take(&mut rd.committed);
-            self.apply(gi, committed);
+            self.apply(gid, &committed);
+            let Some(r) = self.replicas.get_mut(&gid) else {
+                continue;
+            };
             for rs in rd.read_states.drain(..) {
-                self.on_read_state(gi, rs);
+                r.on_read_state(rs);
             }
+            let mut failed = Vec::new();
             for ctx in rd.reads_failed.drain(..) {
-                self.on_read_failed(gi, ctx);
+                failed.extend(r.on_read_failed(ctx));
             }
-            self.serve_ready_reads(gi);
+            if !failed.is_empty() {
+                let leader = r.raft.leader().unwrap_or(0);
+                self.stats.errors_not_leader += failed.len() as u64;
+                for p in failed {
+                    self.respond(p.conn, p.req.id, Err(ClientError::NotLeader { leader }));
+                }
+            }
+            self.serve_ready_reads(gid);
             if self.disk_full {
                 // Nothing of it is durable, nor will be: no ack, no report.
                 // The shard rebuilds its groups from disk once space is back.
                 continue;
             }
             self.inflight.push_back(InFlight {
-                group: gi,
+                group: gid,
                 token,
                 msgs: std::mem::take(&mut rd.persisted_messages),
                 lsn,
@@ -607,10 +590,10 @@ impl Shard {
     /// its own made the next write wait behind the sync).
     fn hard_state_to_write(
         &self,
-        gi: usize,
+        gid: GroupId,
         rd: &crate::raft::Ready,
     ) -> Option<crate::raft::HardState> {
-        let g = &self.groups[gi];
+        let g = &self.replicas[&gid];
         crate::raft::HardState::to_write(
             &g.lsns.hs,
             rd.hard_state,
@@ -624,12 +607,11 @@ impl Shard {
     /// the last.
     async fn write_group(
         &mut self,
-        gi: usize,
+        gid: GroupId,
         mut hs: Option<crate::raft::HardState>,
         entries: &[crate::raft::Entry],
     ) -> Result<u64, ShardError> {
         let max = self.cfg.wal.record_bytes_max;
-        let gid = self.groups[gi].id;
         let mut rest = entries;
         loop {
             // As many entries as fit in one record (at least one).
@@ -645,14 +627,15 @@ impl Shard {
             }
             let (chunk, tail) = rest.split_at(n);
             let lsn = self.submit_record(gid, hs.as_ref(), chunk).await?;
-            let g = &mut self.groups[gi];
-            if let Some(h) = hs {
-                g.lsns.hs = h;
-                g.lsns.hs_lsn = lsn;
-            }
-            if let Some(first) = chunk.first() {
-                g.lsns.record_lsns.split_off(&first.index);
-                g.lsns.record_lsns.insert(first.index, lsn);
+            if let Some(g) = self.replicas.get_mut(&gid) {
+                if let Some(h) = hs {
+                    g.lsns.hs = h;
+                    g.lsns.hs_lsn = lsn;
+                }
+                if let Some(first) = chunk.first() {
+                    g.lsns.record_lsns.split_off(&first.index);
+                    g.lsns.record_lsns.insert(first.index, lsn);
+                }
             }
             hs = None;
             rest = tail;
@@ -670,13 +653,22 @@ impl Shard {
         hs: Option<&crate::raft::HardState>,
         entries: &[crate::raft::Entry],
     ) -> Result<u64, ShardError> {
-        let shard = self.cfg.shard;
         let bytes = storage::record_bytes(hs.is_some(), entries);
+        self.submit_encoded(bytes, |out| storage::encode_record(out, gid, hs, entries))
+            .await
+    }
+
+    /// Appends one record of `bytes` bytes written by `encode` to the WAL,
+    /// waiting while its queue is full (backpressure: until the oldest
+    /// write lands); its LSN.
+    async fn submit_encoded(
+        &mut self,
+        bytes: usize,
+        encode: impl Fn(&mut [u8]),
+    ) -> Result<u64, ShardError> {
+        let shard = self.cfg.shard;
         loop {
-            match self
-                .wal
-                .try_submit_with(bytes, |out| storage::encode_record(out, gid, hs, entries))
-            {
+            match self.wal.try_submit_with(bytes, &encode) {
                 Ok(l) => {
                     self.stats.wal_records += 1;
                     return Ok(l);
@@ -698,85 +690,30 @@ impl Shard {
         let durable = self.wal.durable_lsn();
         while self.inflight.front().is_some_and(|f| f.lsn <= durable) {
             let f = self.inflight.pop_front().expect("checked");
-            let gid = self.groups[f.group].id;
-            tracing::trace!(group = gid, lsn = f.lsn, acks = f.msgs.len(), "durable");
+            // A replica destroyed since: its acks and reports go nowhere.
+            let Some(r) = self.replicas.get_mut(&f.group) else {
+                continue;
+            };
+            tracing::trace!(group = f.group, lsn = f.lsn, acks = f.msgs.len(), "durable");
             for m in &f.msgs {
-                self.transport.send(gid, m);
+                self.transport.send(f.group, m);
             }
-            self.groups[f.group].raft.on_persisted(f.token);
+            r.raft.on_persisted(f.token);
         }
     }
 
-    fn apply(&mut self, gi: usize, committed: Vec<crate::raft::Entry>) {
-        let Some(last) = committed.last().map(|e| e.index) else {
+    fn apply(&mut self, gid: GroupId, committed: &[crate::raft::Entry]) {
+        let Some(r) = self.replicas.get_mut(&gid) else {
             return;
         };
-        let shard = self.cfg.shard;
-        let mut answers = Vec::new();
-        let mut new_members = Vec::new();
-        let g = &mut self.groups[gi];
-        for e in &committed {
-            g.bytes_since_snapshot += e.size_bytes();
-            let result = match e.kind {
-                EntryKind::Normal => match Command::decode(&e.data) {
-                    Some(cmd) => {
-                        if let WriteOp::Member {
-                            node, peer_addr, ..
-                        } = &cmd.op
-                        {
-                            new_members.push((*node, peer_addr.clone()));
-                        }
-                        g.kv.apply(e.index, &cmd)
-                    }
-                    None => panic!(
-                        "shard {shard} group {}: committed entry {} is not a command",
-                        g.id, e.index
-                    ),
-                },
-                EntryKind::ConfChange => {
-                    g.kv.skip(e.index);
-                    tracing::info!(
-                        shard,
-                        group = g.id,
-                        index = e.index,
-                        conf = ?g.raft.conf(),
-                        "membership change applied"
-                    );
-                    Ok(Reply::Done)
-                }
-                EntryKind::Noop => {
-                    g.kv.skip(e.index);
-                    Err(ClientError::NotLeader {
-                        leader: g.raft.leader().unwrap_or(0),
-                    })
-                }
-            };
-            // Proposals at or below this index: answered if this entry is
-            // theirs; else their entry was overwritten (a new leader): the
-            // client retries with the same sequence number.
-            while let Some((&i, w)) = g.proposals.first_key_value() {
-                if i > e.index {
-                    break;
-                }
-                let w = *w;
-                g.proposals.pop_first();
-                if i == e.index && w.term == e.term {
-                    answers.push((w.conn, w.id, result.clone()));
-                } else {
-                    answers.push((
-                        w.conn,
-                        w.id,
-                        Err(ClientError::NotLeader {
-                            leader: g.raft.leader().unwrap_or(0),
-                        }),
-                    ));
-                }
-            }
+        if committed.is_empty() {
+            return;
         }
-        g.raft.on_applied(last);
-        self.stats.applied += committed.len() as u64;
-        for (node, addr) in new_members {
-            self.learn_peer(node, &String::from_utf8_lossy(&addr));
+        let mut answers = Vec::new();
+        let applied = r.apply(committed, &mut answers);
+        self.stats.applied += applied.entries;
+        for (node, addr) in applied.new_members {
+            self.learn_peer(node, &addr);
         }
         for (conn, id, r) in answers {
             if matches!(r, Err(ClientError::NotLeader { .. })) {
@@ -784,32 +721,14 @@ impl Shard {
             }
             self.respond(conn, id, r);
         }
-        self.maybe_snapshot(gi);
+        self.maybe_snapshot(gid);
     }
 
     /// Answers requests past their deadline with `Timeout`.
     fn expire_requests(&mut self, now: Instant) {
         let mut late = Vec::new();
-        for g in &mut self.groups {
-            g.proposals.retain(|_, w| {
-                let keep = w.deadline > now;
-                if !keep {
-                    late.push((w.conn, w.id));
-                }
-                keep
-            });
-            let mut expire = |r: &PendingRead| {
-                let keep = r.deadline > now;
-                if !keep {
-                    late.push((r.conn, r.req.id));
-                }
-                keep
-            };
-            g.reads_new.retain(&mut expire);
-            for v in g.reads_asked.values_mut() {
-                v.retain(&mut expire);
-            }
-            g.reads_ready.retain(|(_, r)| expire(r));
+        for r in self.replicas.values_mut() {
+            r.expire(now, &mut late);
         }
         self.stats.errors_timeout += late.len() as u64;
         for (conn, id) in late {
@@ -819,9 +738,11 @@ impl Shard {
 
     // ---- snapshots ----
 
-    fn maybe_snapshot(&mut self, gi: usize) {
+    fn maybe_snapshot(&mut self, gid: GroupId) {
         let every = self.cfg.snapshot_entries;
-        let g = &self.groups[gi];
+        let Some(g) = self.replicas.get(&gid) else {
+            return;
+        };
         let applied = g.kv.applied();
         let current = g.raft.snapshot().map_or(0, |s| s.meta.index);
         let by_entries = every > 0 && applied >= current + every;
@@ -829,16 +750,18 @@ impl Shard {
         if g.snap_writing || !(by_entries || by_bytes) {
             return;
         }
-        self.snapshot_now(gi);
+        self.snapshot_now(gid);
     }
 
     /// Compacts the group at its applied index and writes the snapshot
     /// file in the background; the WAL is released once it is durable.
-    fn snapshot_now(&mut self, gi: usize) {
+    fn snapshot_now(&mut self, gid: GroupId) {
         if self.disk_full {
             return;
         }
-        let g = &mut self.groups[gi];
+        let Some(g) = self.replicas.get_mut(&gid) else {
+            return;
+        };
         let applied = g.kv.applied();
         if g.snap_writing || applied <= g.raft.snapshot().map_or(0, |s| s.meta.index) {
             return;
@@ -856,7 +779,7 @@ impl Shard {
         let failed = self.snaps_failed.clone();
         glommio::spawn_local(async move {
             match snapfile::write(&dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await {
-                Ok(_) => done.borrow_mut().push((gi, snap.meta)),
+                Ok(_) => done.borrow_mut().push((gid, snap.meta)),
                 Err(e) => failed.borrow_mut().push(e),
             }
         })
@@ -865,10 +788,11 @@ impl Shard {
 
     /// A snapshot received from the leader: durable before anything after
     /// it is written; the state machine restarts from it.
-    async fn install_snapshot(&mut self, gi: usize, snap: Snapshot) -> Result<(), ShardError> {
+    async fn install_snapshot(&mut self, gid: GroupId, snap: Snapshot) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
-        let gid = self.groups[gi].id;
-        let prev = self.groups[gi].snap_file_index;
+        let Some(prev) = self.replicas.get(&gid).map(|r| r.snap_file_index) else {
+            return Ok(());
+        };
         // With the disk full, the state machine still moves to it (it is
         // committed state); the file is not written, and the rebuild from
         // disk once space is back starts from what is there.
@@ -880,7 +804,9 @@ impl Shard {
             }
         }
         let written = !self.disk_full;
-        let g = &mut self.groups[gi];
+        let Some(g) = self.replicas.get_mut(&gid) else {
+            return Ok(());
+        };
         g.kv = Kv::restore(&snap.data, self.cfg.kv.clone()).map_err(|e| ShardError::Group {
             shard,
             group: gid,
@@ -890,11 +816,7 @@ impl Shard {
             g.snap_file_index = snap.meta.index;
             g.lsns.trim_to_snapshot(snap.meta.index, snap.meta.term);
         }
-        let book: Vec<(u64, String)> =
-            g.kv.members()
-                .iter()
-                .map(|(n, a)| (*n, a.clone()))
-                .collect();
+        let book: Vec<(u64, String)> = g.address_book().collect();
         for (n, a) in book {
             self.learn_peer(n, &a);
         }
@@ -920,16 +842,18 @@ impl Shard {
             }
             self.enter_disk_full(&err);
             // The snapshot stays in memory; its write is retried later.
-            for g in &mut self.groups {
-                g.snap_writing = false;
+            for r in self.replicas.values_mut() {
+                r.snap_writing = false;
             }
         }
         let done = std::mem::take(&mut *self.snaps_done.borrow_mut());
         if done.is_empty() {
             return Ok(());
         }
-        for (gi, meta) in done {
-            let g = &mut self.groups[gi];
+        for (gid, meta) in done {
+            let Some(g) = self.replicas.get_mut(&gid) else {
+                continue;
+            };
             g.snap_writing = false;
             g.snap_file_index = meta.index;
             g.lsns.trim_to_snapshot(meta.index, meta.term);
@@ -959,7 +883,7 @@ impl Shard {
     /// an election meanwhile: its own vote never becomes durable.)
     fn hand_off_leadership(&mut self) {
         let me = self.cfg.node;
-        for g in &mut self.groups {
+        for g in self.replicas.values_mut() {
             if g.raft.role() != Role::Leader || g.raft.transferee().is_some() {
                 continue;
             }
@@ -990,7 +914,7 @@ impl Shard {
     /// Requests waiting on the old groups get `Timeout` (outcome unknown:
     /// their entries may still commit through the other replicas).
     async fn try_recover_disk(&mut self) -> Result<(), ShardError> {
-        let (wal, groups, replayed) = match load(&self.cfg, &self.wal_dir, &self.snap_dir).await {
+        let (wal, replicas, replayed) = match load(&self.cfg, &self.wal_dir, &self.snap_dir).await {
             Ok(x) => x,
             Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
                 tracing::debug!(shard = self.cfg.shard, "still full: {err}");
@@ -1003,34 +927,22 @@ impl Shard {
             Err(e) => return Err(e),
         };
         let mut waiting = Vec::new();
-        for g in &mut self.groups {
-            waiting.extend(
-                std::mem::take(&mut g.proposals)
-                    .into_values()
-                    .map(|w| (w.conn, w.id)),
-            );
-            waiting.extend(g.reads_new.drain(..).map(|r| (r.conn, r.req.id)));
-            waiting.extend(
-                g.reads_asked
-                    .drain()
-                    .flat_map(|(_, v)| v)
-                    .map(|r| (r.conn, r.req.id)),
-            );
-            waiting.extend(g.reads_ready.drain(..).map(|(_, r)| (r.conn, r.req.id)));
+        for r in self.replicas.values_mut() {
+            r.drain_waiters(&mut waiting);
         }
         for (conn, id) in waiting {
             self.respond(conn, id, Err(ClientError::Timeout));
         }
-        self.groups = groups;
+        self.replicas = replicas;
         self.wal = Rc::new(wal);
         self.inflight.clear();
         self.released_lsn = 0;
         self.disk_full = false;
         self.stats.disk_full = 0;
         let book: Vec<(u64, String)> = self
-            .groups
-            .iter()
-            .flat_map(|g| g.kv.members().iter().map(|(n, a)| (*n, a.clone())))
+            .replicas
+            .values()
+            .flat_map(Replica::address_book)
             .collect();
         for (n, a) in book {
             self.learn_peer(n, &a);
@@ -1053,8 +965,9 @@ impl Shard {
         let head = self.wal.next_lsn();
         let max = self.cfg.wal_pin_records_max;
         let mut rewrote = false;
-        for gi in 0..self.groups.len() {
-            let g = &self.groups[gi];
+        let ids: Vec<GroupId> = self.replicas.keys().copied().collect();
+        for gid in ids {
+            let g = &self.replicas[&gid];
             if g.snap_writing || g.lsns.needed_lsn().saturating_add(max) >= head {
                 continue;
             }
@@ -1066,9 +979,9 @@ impl Shard {
                 .is_some_and(|&l| l + max < head);
             let can_snapshot = g.kv.applied() > g.raft.snapshot().map_or(0, |s| s.meta.index);
             if entries_pinned && can_snapshot {
-                self.snapshot_now(gi);
+                self.snapshot_now(gid);
             } else if !entries_pinned {
-                self.rewrite_hard_state(gi).await?;
+                self.rewrite_hard_state(gid).await?;
                 rewrote = true;
             }
         }
@@ -1080,23 +993,26 @@ impl Shard {
 
     /// Writes the group's current hard state again (a record of its own).
     /// Making it durable early is harmless: replay takes the latest record.
-    async fn rewrite_hard_state(&mut self, gi: usize) -> Result<(), ShardError> {
+    async fn rewrite_hard_state(&mut self, gid: GroupId) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
-        let gid = self.groups[gi].id;
-        let hs = self.groups[gi].raft.hard_state();
+        let Some(hs) = self.replicas.get(&gid).map(|r| r.raft.hard_state()) else {
+            return Ok(());
+        };
         let lsn = self.submit_record(gid, Some(&hs), &[]).await?;
         // Released only once durable: wait for it here (rare: idle groups).
         self.wal.wait_durable(lsn).await.map_err(wal_err(shard))?;
-        self.groups[gi].lsns.hs = hs;
-        self.groups[gi].lsns.hs_lsn = lsn;
+        if let Some(r) = self.replicas.get_mut(&gid) {
+            r.lsns.hs = hs;
+            r.lsns.hs_lsn = lsn;
+        }
         Ok(())
     }
 
     async fn release_wal(&mut self) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
         let needed = self
-            .groups
-            .iter()
+            .replicas
+            .values()
             .map(|g| g.lsns.needed_lsn())
             .min()
             .unwrap_or(u64::MAX)
@@ -1123,24 +1039,13 @@ impl Shard {
     /// One read index per group per turn for all reads received in it.
     fn start_reads(&mut self) {
         let mut failed = Vec::new();
-        for g in &mut self.groups {
-            if g.reads_new.is_empty() {
+        for r in self.replicas.values_mut() {
+            if r.reads_new.is_empty() {
                 continue;
             }
             let ctx = self.next_ctx;
             self.next_ctx += 1;
-            match g.raft.read_index(ctx) {
-                Ok(()) => {
-                    let batch = std::mem::take(&mut g.reads_new);
-                    g.reads_asked.insert(ctx, batch);
-                }
-                Err(_) => {
-                    let leader = g.raft.leader().unwrap_or(0);
-                    for r in g.reads_new.drain(..) {
-                        failed.push((r.conn, r.req.id, leader));
-                    }
-                }
-            }
+            r.start_reads(ctx, &mut failed);
         }
         self.stats.errors_not_leader += failed.len() as u64;
         for (conn, id, leader) in failed {
@@ -1148,45 +1053,16 @@ impl Shard {
         }
     }
 
-    fn on_read_state(&mut self, gi: usize, rs: ReadState) {
-        let g = &mut self.groups[gi];
-        if let Some(batch) = g.reads_asked.remove(&rs.ctx) {
-            g.reads_ready
-                .extend(batch.into_iter().map(|r| (rs.index, r)));
+    fn serve_ready_reads(&mut self, gid: GroupId) {
+        let mut ready = Vec::new();
+        match self.replicas.get_mut(&gid) {
+            Some(r) => r.take_ready_reads(&mut ready),
+            None => return,
         }
-    }
-
-    fn on_read_failed(&mut self, gi: usize, ctx: u64) {
-        let g = &mut self.groups[gi];
-        let leader = g.raft.leader().unwrap_or(0);
-        if let Some(batch) = g.reads_asked.remove(&ctx) {
-            self.stats.errors_not_leader += batch.len() as u64;
-            for r in batch {
-                self.respond(r.conn, r.req.id, Err(ClientError::NotLeader { leader }));
-            }
+        for p in ready {
+            let result = self.read_now(gid, &p.req);
+            self.respond(p.conn, p.req.id, result);
         }
-    }
-
-    fn serve_ready_reads(&mut self, gi: usize) {
-        let applied = self.groups[gi].kv.applied();
-        if self.groups[gi]
-            .reads_ready
-            .iter()
-            .all(|(i, _)| *i > applied)
-        {
-            return;
-        }
-        let ready = std::mem::take(&mut self.groups[gi].reads_ready);
-        let mut keep = Vec::new();
-        for (i, r) in ready {
-            if i <= applied {
-                let result = self.read_now(gi, &r.req);
-                self.respond(r.conn, r.req.id, result);
-            } else {
-                keep.push((i, r));
-            }
-        }
-        self.groups[gi].reads_ready = keep;
     }
 }
 
@@ -1203,7 +1079,7 @@ async fn load(
     cfg: &ShardConfig,
     wal_dir: &std::path::Path,
     snap_dir: &std::path::Path,
-) -> Result<(Wal<DmaDisk>, Vec<Group>, Replayed), ShardError> {
+) -> Result<(Wal<DmaDisk>, BTreeMap<GroupId, Replica>, Replayed), ShardError> {
     let shard = cfg.shard;
     let disk = DmaDisk::new(wal_dir).map_err(|err| ShardError::Io {
         shard,
@@ -1222,7 +1098,7 @@ async fn load(
         .map_err(|err| ShardError::Snapshot { shard, err })?
         .into_iter()
         .collect();
-    let mut groups = Vec::new();
+    let mut replicas = BTreeMap::new();
     for g in crate::route::groups_of_shard(shard, cfg.shards, cfg.groups) {
         let mut log = replay.groups.remove(&g).unwrap_or_default();
         let snap = snaps.get(&g).cloned();
@@ -1252,26 +1128,16 @@ async fn load(
         })?;
         let entries = std::mem::take(&mut log.entries);
         let raft = RawNode::restart_from(rc, log.hs, snap.clone(), entries, applied);
-        groups.push(Group {
-            id: g,
-            raft,
-            kv,
-            snap_file_index: snap.as_ref().map_or(0, |s| s.meta.index),
-            snap_writing: false,
-            bytes_since_snapshot: 0,
-            lsns: log,
-            proposals: BTreeMap::new(),
-            reads_new: Vec::new(),
-            reads_asked: HashMap::new(),
-            reads_ready: Vec::new(),
-        });
+        let snap_index = snap.as_ref().map_or(0, |s| s.meta.index);
+        let replica = Replica::new(g, cfg.node, raft, kv, snap_index, log);
+        replicas.insert(g, replica);
     }
     let replayed = Replayed {
         records: replay.records,
         snapshots: snaps.len(),
         torn_tail: report.torn_tail,
     };
-    Ok((wal, groups, replayed))
+    Ok((wal, replicas, replayed))
 }
 
 fn snap_err_is_disk_full(e: &snapfile::SnapFileError) -> bool {

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::{check_len, PendingRead, Shard, Waiter};
+use crate::group::GroupId;
 use crate::kv::{Command, WriteOp};
 use crate::raft::{ProposeError, Role};
 use crate::transport::ClientConnId;
@@ -44,7 +45,8 @@ impl Shard {
             }
             _ => {}
         }
-        let Some(gi) = self.local(req.group) else {
+        let gid = req.group;
+        if !self.replicas.contains_key(&gid) {
             let e = if req.group >= self.cfg.groups {
                 ClientError::UnknownGroup {
                     group: req.group,
@@ -57,7 +59,7 @@ impl Shard {
                 }
             };
             return self.respond(conn, req.id, Err(e));
-        };
+        }
         let deadline = Instant::now() + Duration::from_millis(self.cfg.request_timeout_ms);
         let (kmax, vmax) = (self.cfg.key_bytes_max, self.cfg.value_bytes_max);
         let write = match &req.op {
@@ -90,10 +92,11 @@ impl Shard {
                     return self.respond(conn, req.id, Err(e));
                 }
                 let mode = *mode;
-                return self.read(gi, conn, req, mode, deadline);
+                return self.read(gid, conn, req, mode, deadline);
             }
             Op::TransferLeader { to } => {
-                let r = self.groups[gi]
+                let r = self
+                    .replica_mut(gid)
                     .raft
                     .transfer_leader(*to)
                     .map(|()| Reply::Done)
@@ -103,11 +106,11 @@ impl Shard {
                 return self.respond(conn, req.id, r);
             }
             Op::Snapshot => {
-                self.snapshot_now(gi);
+                self.snapshot_now(gid);
                 return self.respond(conn, req.id, Ok(Reply::Done));
             }
             Op::AddLearner { .. } | Op::Promote { .. } | Op::RemoveNode { .. } => {
-                return self.membership(gi, conn, &req, deadline);
+                return self.membership(gid, conn, &req, deadline);
             }
             Op::ClusterMap | Op::Status | Op::Isolate { .. } => unreachable!("answered above"),
         };
@@ -123,7 +126,7 @@ impl Shard {
             let reason = "client id 0 is reserved (no session)".to_string();
             return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
         }
-        let g = &mut self.groups[gi];
+        let g = self.replica_mut(gid);
         // A retry of a write already applied: its outcome, not a new entry.
         if let Some(outcome) = g.kv.known_outcome(req.client, req.seq) {
             return self.respond(conn, req.id, outcome);
@@ -137,7 +140,7 @@ impl Shard {
         match g.raft.propose(cmd.encode()) {
             Ok((index, term)) => {
                 self.stats.proposals += 1;
-                self.await_entry(gi, index, term, conn, req.id, deadline);
+                self.await_entry(gid, index, term, conn, req.id, deadline);
             }
             Err(e) => {
                 let err = match e {
@@ -165,7 +168,7 @@ impl Shard {
     /// with an error if another entry takes that index).
     fn await_entry(
         &mut self,
-        gi: usize,
+        gid: GroupId,
         index: u64,
         term: u64,
         conn: ClientConnId,
@@ -178,17 +181,17 @@ impl Shard {
             id,
             deadline,
         };
-        self.groups[gi].proposals.insert(index, w);
+        self.replica_mut(gid).proposals.insert(index, w);
     }
 
     /// A membership change of the group, on its leader: the new node's
     /// address goes into the replicated address book first (so every
     /// replica can reach it), and a snapshot exists to seed it.
-    fn membership(&mut self, gi: usize, conn: ClientConnId, req: &Request, deadline: Instant) {
+    fn membership(&mut self, gid: GroupId, conn: ClientConnId, req: &Request, deadline: Instant) {
         if self.disk_full {
             return self.respond(conn, req.id, Err(ClientError::DiskFull));
         }
-        let g = &self.groups[gi];
+        let g = self.replica(gid);
         if g.raft.role() != Role::Leader {
             let leader = g.raft.leader().unwrap_or(0);
             return self.respond(conn, req.id, Err(ClientError::NotLeader { leader }));
@@ -219,8 +222,8 @@ impl Shard {
                     let reason = format!("{client_addr} is not a client address (IP:PORT)");
                     return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
                 }
-                if self.groups[gi].raft.snapshot().is_none() {
-                    self.snapshot_now(gi);
+                if self.replica_mut(gid).raft.snapshot().is_none() {
+                    self.snapshot_now(gid);
                 }
                 let book = Command {
                     client: 0,
@@ -232,19 +235,19 @@ impl Shard {
                         client_addr: bytes::Bytes::copy_from_slice(client_addr.as_bytes()),
                     },
                 };
-                let g = &mut self.groups[gi];
+                let g = self.replica_mut(gid);
                 if let Err(e) = g.raft.propose(book.encode()) {
                     let reason = e.to_string();
                     return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
                 }
                 g.raft.add_learner(*node)
             }
-            Op::Promote { node } => self.groups[gi].raft.promote_learner(*node),
-            Op::RemoveNode { node } => self.groups[gi].raft.remove_node(*node),
+            Op::Promote { node } => self.replica_mut(gid).raft.promote_learner(*node),
+            Op::RemoveNode { node } => self.replica_mut(gid).raft.remove_node(*node),
             _ => unreachable!("membership ops only"),
         };
         match proposed {
-            Ok((index, term)) => self.await_entry(gi, index, term, conn, req.id, deadline),
+            Ok((index, term)) => self.await_entry(gid, index, term, conn, req.id, deadline),
             Err(e) => self.respond(
                 conn,
                 req.id,
@@ -257,14 +260,17 @@ impl Shard {
 
     fn read(
         &mut self,
-        gi: usize,
+        gid: GroupId,
         conn: ClientConnId,
         req: Request,
         mode: ReadMode,
         deadline: Instant,
     ) {
         self.stats.reads += 1;
-        let g = &mut self.groups[gi];
+        let g = self
+            .replicas
+            .get_mut(&gid)
+            .expect("hosted: checked on intake");
         let served_now = match mode {
             ReadMode::Stale => true,
             // The lease: no round trip while it holds, once everything
@@ -277,7 +283,7 @@ impl Shard {
             ReadMode::Linearizable => false,
         };
         if served_now {
-            let r = self.read_now(gi, &req);
+            let r = self.read_now(gid, &req);
             return self.respond(conn, req.id, r);
         }
         if g.raft.role() != Role::Leader {
@@ -293,8 +299,8 @@ impl Shard {
     }
 
     /// Serves a read from the group's applied state.
-    pub(super) fn read_now(&self, gi: usize, req: &Request) -> Result<Reply, ClientError> {
-        let kv = &self.groups[gi].kv;
+    pub(super) fn read_now(&self, gid: GroupId, req: &Request) -> Result<Reply, ClientError> {
+        let kv = &self.replica(gid).kv;
         match &req.op {
             Op::Get { key, .. } => Ok(Reply::Value(kv.get(key).cloned())),
             Op::Scan {
@@ -324,7 +330,7 @@ impl Shard {
         let mut leaders = vec![0; self.cfg.groups as usize];
         let mut nodes = std::collections::BTreeMap::new();
         nodes.insert(self.cfg.node, self.cfg.client_addr.clone());
-        for g in &self.groups {
+        for g in self.replicas.values() {
             leaders[g.id as usize] = g.raft.leader().unwrap_or(0);
             for (&n, a) in g.kv.client_addrs() {
                 nodes.entry(n).or_insert_with(|| a.clone());
@@ -342,8 +348,8 @@ impl Shard {
     }
 
     fn status(&self) -> Vec<GroupStatus> {
-        self.groups
-            .iter()
+        self.replicas
+            .values()
             .map(|g| {
                 let replicas = if g.raft.role() == Role::Leader {
                     g.raft

@@ -1,0 +1,279 @@
+//! One replica of a group, without I/O: the Raft core, the replicated
+//! state machine, the client requests waiting on it and its read queues.
+//!
+//! The shard (`crate::shard`) owns the I/O: it feeds a replica messages,
+//! proposals and ticks, persists what its Ready asks for, and sends the
+//! answers this module hands back. Nothing here calls back into the shard,
+//! and nothing in flight outside refers to a replica by anything but its
+//! [`GroupId`] (positions in a container may move as replicas are created
+//! and destroyed).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use crate::kv::{Command, Kv, WriteOp};
+use crate::raft::{Entry, EntryKind, Index, RawNode, ReadState};
+use crate::storage::GroupLog;
+use crate::transport::ClientConnId;
+use crate::wire::{ClientError, Reply, Request};
+
+/// A group's id: allocated once in the cluster, never reused.
+pub type GroupId = u64;
+
+/// A replica's id: allocated once in the cluster, never reused (a replica
+/// re-added after its storage was lost gets a new one). Today's static
+/// deployment gives replica ids equal to node ids; the catalog records the
+/// id so the format does not change when they part.
+pub type ReplicaId = u64;
+
+/// A client request waiting for its entry to be applied.
+#[derive(Debug, Clone, Copy)]
+pub struct Waiter {
+    pub term: u64,
+    pub conn: ClientConnId,
+    pub id: u64,
+    pub deadline: Instant,
+}
+
+/// A read waiting for its read index, then for the apply to reach it.
+#[derive(Debug, Clone)]
+pub struct PendingRead {
+    pub conn: ClientConnId,
+    pub req: Request,
+    pub deadline: Instant,
+}
+
+/// An answer for a client: (connection, request id, result).
+pub type Answer = (ClientConnId, u64, Result<Reply, ClientError>);
+
+/// One replica of a group on this shard.
+pub struct Replica {
+    pub id: GroupId,
+    pub replica: ReplicaId,
+    pub raft: RawNode,
+    pub kv: Kv,
+    /// Index of the replica's durable snapshot file (0: none).
+    pub snap_file_index: Index,
+    /// A snapshot file write is in flight.
+    pub snap_writing: bool,
+    /// Bytes of entries applied since the last snapshot.
+    pub bytes_since_snapshot: u64,
+    /// Which WAL records the replica still needs.
+    pub lsns: GroupLog,
+    /// Waiting proposals by log index. Invariant: every key is above the
+    /// applied index (`apply` answers them in order).
+    pub proposals: BTreeMap<Index, Waiter>,
+    /// Linearizable reads received this turn (one read index per turn).
+    pub reads_new: Vec<PendingRead>,
+    /// Reads waiting for read index `ctx`.
+    pub reads_asked: HashMap<u64, Vec<PendingRead>>,
+    /// Reads confirmed at an index, served once applied through it.
+    pub reads_ready: Vec<(Index, PendingRead)>,
+}
+
+/// What applying committed entries produced besides client answers.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// (node, peer address) added to the replicated address book.
+    pub new_members: Vec<(u64, String)>,
+    /// Entries applied.
+    pub entries: u64,
+}
+
+impl Replica {
+    /// A replica over its Raft core, state machine and replayed log.
+    pub fn new(
+        id: GroupId,
+        replica: ReplicaId,
+        raft: RawNode,
+        kv: Kv,
+        snap_file_index: Index,
+        lsns: GroupLog,
+    ) -> Replica {
+        Replica {
+            id,
+            replica,
+            raft,
+            kv,
+            snap_file_index,
+            snap_writing: false,
+            bytes_since_snapshot: 0,
+            lsns,
+            proposals: BTreeMap::new(),
+            reads_new: Vec::new(),
+            reads_asked: HashMap::new(),
+            reads_ready: Vec::new(),
+        }
+    }
+
+    /// Applies `committed` (consecutive, from the next index to apply) to
+    /// the state machine, answering the proposals they settle into
+    /// `answers`. A proposal whose index was taken by another entry (a
+    /// new leader overwrote it) is answered `NotLeader`: the client retries
+    /// with the same session sequence, so exactly-once holds.
+    ///
+    /// Panics if a committed normal entry is not a command (the log holds
+    /// only what this code proposed).
+    pub fn apply(&mut self, committed: &[Entry], answers: &mut Vec<Answer>) -> Applied {
+        let mut out = Applied::default();
+        let Some(last) = committed.last().map(|e| e.index) else {
+            return out;
+        };
+        for e in committed {
+            self.bytes_since_snapshot += e.size_bytes();
+            let result = match e.kind {
+                EntryKind::Normal => match Command::decode(&e.data) {
+                    Some(cmd) => {
+                        if let WriteOp::Member {
+                            node, peer_addr, ..
+                        } = &cmd.op
+                        {
+                            out.new_members
+                                .push((*node, String::from_utf8_lossy(peer_addr).into_owned()));
+                        }
+                        self.kv.apply(e.index, &cmd)
+                    }
+                    None => panic!(
+                        "group {}: committed entry {} is not a command",
+                        self.id, e.index
+                    ),
+                },
+                EntryKind::ConfChange => {
+                    self.kv.skip(e.index);
+                    tracing::info!(
+                        group = self.id,
+                        index = e.index,
+                        conf = ?self.raft.conf(),
+                        "membership change applied"
+                    );
+                    Ok(Reply::Done)
+                }
+                EntryKind::Noop => {
+                    self.kv.skip(e.index);
+                    Err(self.not_leader())
+                }
+            };
+            while let Some((&i, w)) = self.proposals.first_key_value() {
+                if i > e.index {
+                    break;
+                }
+                let w = *w;
+                self.proposals.pop_first();
+                if i == e.index && w.term == e.term {
+                    answers.push((w.conn, w.id, result.clone()));
+                } else {
+                    answers.push((w.conn, w.id, Err(self.not_leader())));
+                }
+            }
+        }
+        self.raft.on_applied(last);
+        out.entries = committed.len() as u64;
+        out
+    }
+
+    /// `NotLeader` naming the leader this replica knows (0: none).
+    pub fn not_leader(&self) -> ClientError {
+        ClientError::NotLeader {
+            leader: self.raft.leader().unwrap_or(0),
+        }
+    }
+
+    /// Removes every request whose deadline is at or before `now`, pushing
+    /// (connection, request id) of each to `late`.
+    pub fn expire(&mut self, now: Instant, late: &mut Vec<(ClientConnId, u64)>) {
+        self.proposals.retain(|_, w| {
+            let keep = w.deadline > now;
+            if !keep {
+                late.push((w.conn, w.id));
+            }
+            keep
+        });
+        let mut expire = |r: &PendingRead| {
+            let keep = r.deadline > now;
+            if !keep {
+                late.push((r.conn, r.req.id));
+            }
+            keep
+        };
+        self.reads_new.retain(&mut expire);
+        for v in self.reads_asked.values_mut() {
+            v.retain(&mut expire);
+        }
+        self.reads_ready.retain(|(_, r)| expire(r));
+    }
+
+    /// Removes every waiting request (the replica stops, or is rebuilt),
+    /// pushing (connection, request id) of each to `out`.
+    pub fn drain_waiters(&mut self, out: &mut Vec<(ClientConnId, u64)>) {
+        out.extend(
+            std::mem::take(&mut self.proposals)
+                .into_values()
+                .map(|w| (w.conn, w.id)),
+        );
+        out.extend(self.reads_new.drain(..).map(|r| (r.conn, r.req.id)));
+        out.extend(
+            self.reads_asked
+                .drain()
+                .flat_map(|(_, v)| v)
+                .map(|r| (r.conn, r.req.id)),
+        );
+        out.extend(self.reads_ready.drain(..).map(|(_, r)| (r.conn, r.req.id)));
+    }
+
+    /// Asks one read index (context `ctx`) for every read received this
+    /// turn. On refusal (not the leader) the reads are handed back in
+    /// `failed` with the leader this replica knows.
+    pub fn start_reads(&mut self, ctx: u64, failed: &mut Vec<(ClientConnId, u64, u64)>) {
+        if self.reads_new.is_empty() {
+            return;
+        }
+        match self.raft.read_index(ctx) {
+            Ok(()) => {
+                let batch = std::mem::take(&mut self.reads_new);
+                self.reads_asked.insert(ctx, batch);
+            }
+            Err(_) => {
+                let leader = self.raft.leader().unwrap_or(0);
+                for r in self.reads_new.drain(..) {
+                    failed.push((r.conn, r.req.id, leader));
+                }
+            }
+        }
+    }
+
+    /// The read index of context `rs.ctx` is known: its reads wait for the
+    /// apply to reach it.
+    pub fn on_read_state(&mut self, rs: ReadState) {
+        if let Some(batch) = self.reads_asked.remove(&rs.ctx) {
+            self.reads_ready
+                .extend(batch.into_iter().map(|r| (rs.index, r)));
+        }
+    }
+
+    /// The reads of context `ctx` failed (leadership lost): they are
+    /// returned for a `NotLeader` answer.
+    pub fn on_read_failed(&mut self, ctx: u64) -> Vec<PendingRead> {
+        self.reads_asked.remove(&ctx).unwrap_or_default()
+    }
+
+    /// Takes the confirmed reads the apply has reached, into `out`.
+    pub fn take_ready_reads(&mut self, out: &mut Vec<PendingRead>) {
+        let applied = self.kv.applied();
+        if self.reads_ready.iter().all(|(i, _)| *i > applied) {
+            return;
+        }
+        let mut i = 0;
+        while i < self.reads_ready.len() {
+            if self.reads_ready[i].0 <= applied {
+                out.push(self.reads_ready.swap_remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// (node, peer address) of every member in the replicated address book.
+    pub fn address_book(&self) -> impl Iterator<Item = (u64, String)> + '_ {
+        self.kv.members().iter().map(|(n, a)| (*n, a.clone()))
+    }
+}
