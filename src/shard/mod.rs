@@ -9,7 +9,10 @@
 //! and votes and report persistence to the groups. The transport and the
 //! WAL write when the turn yields, so everything of a turn is batched.
 
+mod replicas;
 mod requests;
+
+pub use replicas::{ReplicaApiError, ReplicaInfo};
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -23,11 +26,11 @@ use futures_lite::FutureExt;
 use glommio::net::TcpListener;
 use ringraft_wal::{DmaDisk, Wal, WalError, WalOptions};
 
-use crate::group::{GroupId, PendingRead, Replica, Waiter};
+use crate::group::{GroupId, PendingRead, Replica, ReplicaId, Waiter};
 use crate::identity::PeerBook;
 use crate::kv::{Kv, KvLimits};
 use crate::raft::{Message, PersistToken, RaftConfig, RawNode, Role, Snapshot, SnapshotMeta};
-use crate::storage::{self, snapfile, Replay};
+use crate::storage::{self, snapfile, Catalog, CatalogOp, Replay, ReplicaDesc};
 use crate::transport::{ClientConnId, ClientService, Transport, TransportConfig};
 use crate::wire::{ClientError, Hello, Reply, Response, PROTOCOL_VERSION};
 
@@ -146,6 +149,9 @@ pub struct Shard {
     /// This shard's replicas by group id. Iterated in id order, so a
     /// turn's work is the same for the same inputs.
     replicas: BTreeMap<GroupId, Replica>,
+    /// The replica catalog as durable in the WAL. Invariant: its live
+    /// entries are exactly the keys of `replicas`.
+    catalog: Catalog,
     /// Scratch: ids of the replicas with a Ready this turn.
     ready_ids: Vec<GroupId>,
     wal: Rc<Wal<DmaDisk>>,
@@ -154,8 +160,8 @@ pub struct Shard {
     inflight: VecDeque<InFlight>,
     next_ctx: u64,
     stats: ShardStats,
-    /// Snapshot files written in the background: (group, meta).
-    snaps_done: Rc<RefCell<Vec<(GroupId, SnapshotMeta)>>>,
+    /// Snapshot files written in the background: (group, replica, meta).
+    snaps_done: Rc<RefCell<Vec<(GroupId, ReplicaId, SnapshotMeta)>>>,
     snaps_failed: Rc<RefCell<Vec<snapfile::SnapFileError>>>,
     snap_dir: PathBuf,
     wal_dir: PathBuf,
@@ -193,13 +199,19 @@ impl Shard {
                 err,
             })?;
         }
-        let (wal, replicas, replayed) = load(&cfg, &wal_dir, &snap_dir).await?;
+        let Loaded {
+            wal,
+            replicas,
+            catalog,
+            replayed,
+        } = load(&cfg, &wal_dir, &snap_dir).await?;
         crate::identity::mark_shard_opened(&cfg.dir)
             .await
             .map_err(|err| ShardError::Identity { shard, err })?;
         tracing::info!(
             shard,
             replicas = replicas.len(),
+            logs_dropped = replayed.logs_dropped,
             wal_records = replayed.records,
             snapshots = replayed.snapshots,
             torn_tail = ?replayed.torn_tail,
@@ -226,6 +238,7 @@ impl Shard {
         let book: Vec<(u64, String)> = replicas.values().flat_map(Replica::address_book).collect();
         let shard_value = Shard {
             replicas,
+            catalog,
             ready_ids: Vec::new(),
             wal: Rc::new(wal),
             transport,
@@ -774,12 +787,12 @@ impl Shard {
         g.bytes_since_snapshot = 0;
         self.stats.snapshots_taken += 1;
         let dir = self.snap_dir.clone();
-        let (gid, prev) = (g.id, g.snap_file_index);
+        let (gid, replica, prev) = (g.id, g.replica, g.snap_file_index);
         let done = self.snaps_done.clone();
         let failed = self.snaps_failed.clone();
         glommio::spawn_local(async move {
             match snapfile::write(&dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await {
-                Ok(_) => done.borrow_mut().push((gid, snap.meta)),
+                Ok(_) => done.borrow_mut().push((gid, replica, snap.meta)),
                 Err(e) => failed.borrow_mut().push(e),
             }
         })
@@ -850,9 +863,19 @@ impl Shard {
         if done.is_empty() {
             return Ok(());
         }
-        for (gid, meta) in done {
-            let Some(g) = self.replicas.get_mut(&gid) else {
-                continue;
+        for (gid, replica, meta) in done {
+            let g = match self.replicas.get_mut(&gid) {
+                Some(g) if g.replica == replica => g,
+                other => {
+                    // Its replica was destroyed while the file was written:
+                    // the file goes too (unless a new replica of the group
+                    // wrote one under the same name since).
+                    if other.is_none_or(|g| g.snap_file_index != meta.index) {
+                        let path = self.snap_dir.join(snapfile::file_name(gid, meta.index));
+                        let _ = glommio::io::remove(path).await;
+                    }
+                    continue;
+                }
             };
             g.snap_writing = false;
             g.snap_file_index = meta.index;
@@ -914,7 +937,7 @@ impl Shard {
     /// Requests waiting on the old groups get `Timeout` (outcome unknown:
     /// their entries may still commit through the other replicas).
     async fn try_recover_disk(&mut self) -> Result<(), ShardError> {
-        let (wal, replicas, replayed) = match load(&self.cfg, &self.wal_dir, &self.snap_dir).await {
+        let loaded = match load(&self.cfg, &self.wal_dir, &self.snap_dir).await {
             Ok(x) => x,
             Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
                 tracing::debug!(shard = self.cfg.shard, "still full: {err}");
@@ -933,7 +956,14 @@ impl Shard {
         for (conn, id) in waiting {
             self.respond(conn, id, Err(ClientError::Timeout));
         }
+        let Loaded {
+            wal,
+            replicas,
+            catalog,
+            replayed,
+        } = loaded;
         self.replicas = replicas;
+        self.catalog = catalog;
         self.wal = Rc::new(wal);
         self.inflight.clear();
         self.released_lsn = 0;
@@ -985,6 +1015,23 @@ impl Shard {
                 rewrote = true;
             }
         }
+        // Catalog entries are restated like hard states: an old create or
+        // tombstone must not be released with its segment.
+        let stale_at_or_below = head.saturating_sub(max).saturating_sub(1);
+        if self.catalog.needed_lsn() <= stale_at_or_below {
+            let ops = self.catalog.stated_at_or_below(stale_at_or_below);
+            let wal = self.wal.clone();
+            storage::catalog::append_catalog(
+                &wal,
+                &mut self.catalog,
+                true,
+                &ops,
+                self.cfg.wal.record_bytes_max,
+            )
+            .await
+            .map_err(wal_err(self.cfg.shard))?;
+            rewrote = true;
+        }
         if rewrote {
             self.release_wal().await?;
         }
@@ -1016,6 +1063,7 @@ impl Shard {
             .map(|g| g.lsns.needed_lsn())
             .min()
             .unwrap_or(u64::MAX)
+            .min(self.catalog.needed_lsn())
             .min(self.wal.next_lsn());
         if needed > self.released_lsn {
             let n = match self.wal.release_before(needed).await {
@@ -1071,15 +1119,33 @@ struct Replayed {
     records: u64,
     snapshots: usize,
     torn_tail: Option<ringraft_wal::TornTail>,
+    /// Logs of groups without a live replica (destroyed), dropped.
+    logs_dropped: usize,
 }
 
-/// Opens the WAL and rebuilds every group of the shard from it and from
-/// the snapshot files (at start, and after a full disk has been freed).
+/// A shard rebuilt from disk.
+struct Loaded {
+    wal: Wal<DmaDisk>,
+    replicas: BTreeMap<GroupId, Replica>,
+    catalog: Catalog,
+    replayed: Replayed,
+}
+
+/// Opens the WAL and rebuilds the shard's replica catalog and every live
+/// replica from it and from the snapshot files (at start, and after a full
+/// disk has been freed).
+///
+/// The static deployment (`--groups G`: every group on every node) is one
+/// way to create replicas: each group of this shard that the catalog does
+/// not hold, and that was never destroyed here, is created (a restate, so
+/// a data dir written before the catalog existed keeps its logs). A
+/// destroy that a crash interrupted is finished here: snapshot files of
+/// groups without a live replica are removed.
 async fn load(
     cfg: &ShardConfig,
     wal_dir: &std::path::Path,
     snap_dir: &std::path::Path,
-) -> Result<(Wal<DmaDisk>, BTreeMap<GroupId, Replica>, Replayed), ShardError> {
+) -> Result<Loaded, ShardError> {
     let shard = cfg.shard;
     let disk = DmaDisk::new(wal_dir).map_err(|err| ShardError::Io {
         shard,
@@ -1093,51 +1159,92 @@ async fn load(
     if let Some(err) = replay.error.take() {
         return Err(ShardError::Record { shard, err });
     }
-    let snaps: HashMap<u64, Snapshot> = snapfile::load_latest(snap_dir)
+    let boot: Vec<CatalogOp> = crate::route::groups_of_shard(shard, cfg.shards, cfg.groups)
+        .map(|g| ReplicaDesc {
+            group: g,
+            replica: cfg.node,
+            voters: cfg.voters.clone(),
+            descriptor: Bytes::new(),
+        })
+        .filter(|d| replay.catalog.get(d.group).is_none() && replay.catalog.check_create(d).is_ok())
+        .map(CatalogOp::Create)
+        .collect();
+    storage::catalog::append_catalog(
+        &wal,
+        &mut replay.catalog,
+        true,
+        &boot,
+        cfg.wal.record_bytes_max,
+    )
+    .await
+    .map_err(wal_err(shard))?;
+    let logs_dropped = replay.finish();
+    let mut snaps: HashMap<u64, Snapshot> = HashMap::new();
+    for (g, snap) in snapfile::load_latest(snap_dir)
         .await
         .map_err(|err| ShardError::Snapshot { shard, err })?
-        .into_iter()
-        .collect();
-    let mut replicas = BTreeMap::new();
-    for g in crate::route::groups_of_shard(shard, cfg.shards, cfg.groups) {
-        let mut log = replay.groups.remove(&g).unwrap_or_default();
-        let snap = snaps.get(&g).cloned();
-        let mut kv = Kv::new(cfg.kv.clone());
-        let mut applied = 0;
-        if let Some(s) = &snap {
-            log.trim_to_snapshot(s.meta.index, s.meta.term);
-            kv = Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| ShardError::Group {
-                shard,
-                group: g,
-                what: e.to_string(),
-            })?;
-            applied = s.meta.index;
+    {
+        if replay.catalog.get(g).is_some() {
+            snaps.insert(g, snap);
+        } else {
+            snapfile::remove_group(snap_dir, g)
+                .await
+                .map_err(|err| ShardError::Snapshot { shard, err })?;
         }
-        let last = log.entries.last().map_or(applied, |e| e.index.max(applied));
-        // A crash may leave a hard state whose commit is past the
-        // entries that made it to disk: the leader will say again.
-        log.hs.commit = log.hs.commit.min(last).max(applied);
-        let mut rc = cfg.raft.clone();
-        rc.id = cfg.node;
-        rc.voters = cfg.voters.clone();
-        rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        let rc = rc.validate().map_err(|e| ShardError::Group {
-            shard,
-            group: g,
-            what: e.to_string(),
-        })?;
-        let entries = std::mem::take(&mut log.entries);
-        let raft = RawNode::restart_from(rc, log.hs, snap.clone(), entries, applied);
-        let snap_index = snap.as_ref().map_or(0, |s| s.meta.index);
-        let replica = Replica::new(g, cfg.node, raft, kv, snap_index, log);
-        replicas.insert(g, replica);
+    }
+    let mut replicas = BTreeMap::new();
+    for d in replay.catalog.live() {
+        let log = replay.groups.remove(&d.group).unwrap_or_default();
+        let r = build_replica(cfg, d, log, snaps.get(&d.group).cloned())?;
+        replicas.insert(d.group, r);
     }
     let replayed = Replayed {
         records: replay.records,
         snapshots: snaps.len(),
         torn_tail: report.torn_tail,
+        logs_dropped,
     };
-    Ok((wal, replicas, replayed))
+    Ok(Loaded {
+        wal,
+        replicas,
+        catalog: replay.catalog,
+        replayed,
+    })
+}
+
+/// A replica of `d` from its replayed log and latest snapshot.
+fn build_replica(
+    cfg: &ShardConfig,
+    d: &ReplicaDesc,
+    mut log: storage::GroupLog,
+    snap: Option<Snapshot>,
+) -> Result<Replica, ShardError> {
+    let (shard, g) = (cfg.shard, d.group);
+    let group_err = |what: String| ShardError::Group {
+        shard,
+        group: g,
+        what,
+    };
+    let mut kv = Kv::new(cfg.kv.clone());
+    let mut applied = 0;
+    if let Some(s) = &snap {
+        log.trim_to_snapshot(s.meta.index, s.meta.term);
+        kv = Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| group_err(e.to_string()))?;
+        applied = s.meta.index;
+    }
+    let last = log.entries.last().map_or(applied, |e| e.index.max(applied));
+    // A crash may leave a hard state whose commit is past the entries that
+    // made it to disk: the leader will say again.
+    log.hs.commit = log.hs.commit.min(last).max(applied);
+    let mut rc = cfg.raft.clone();
+    rc.id = d.replica;
+    rc.voters = d.voters.clone();
+    rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
+    let entries = std::mem::take(&mut log.entries);
+    let raft = RawNode::restart_from(rc, log.hs, snap.clone(), entries, applied);
+    let snap_index = snap.as_ref().map_or(0, |s| s.meta.index);
+    Ok(Replica::new(g, d.replica, raft, kv, snap_index, log))
 }
 
 fn snap_err_is_disk_full(e: &snapfile::SnapFileError) -> bool {

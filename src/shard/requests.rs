@@ -331,7 +331,11 @@ impl Shard {
         let mut nodes = std::collections::BTreeMap::new();
         nodes.insert(self.cfg.node, self.cfg.client_addr.clone());
         for g in self.replicas.values() {
-            leaders[g.id as usize] = g.raft.leader().unwrap_or(0);
+            // The map covers the static groups; a replica created at run
+            // time outside them is reached by group id until ranges exist.
+            if let Some(l) = leaders.get_mut(g.id as usize) {
+                *l = g.raft.leader().unwrap_or(0);
+            }
             for (&n, a) in g.kv.client_addrs() {
                 nodes.entry(n).or_insert_with(|| a.clone());
             }

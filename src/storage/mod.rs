@@ -6,7 +6,10 @@
 //! compaction; this layer encodes what a Ready must make durable, and on
 //! restart rebuilds each group's (hard state, entries) from the records.
 
+pub mod catalog;
 pub mod snapfile;
+
+pub use catalog::{Catalog, CatalogError, CatalogOp, ReplicaDesc};
 
 /// Writes `bytes` to `path` durably, so that a file under that name is
 /// always whole: a temporary file (`path` + `.tmp`) written in chunks of at
@@ -274,10 +277,13 @@ impl GroupLog {
     }
 }
 
-/// Replays WAL records into per-group logs.
+/// Replays WAL records into per-group logs and the replica catalog.
 #[derive(Debug, Default)]
 pub struct Replay {
+    /// Per-group logs. After replay, only groups with a live replica in
+    /// `catalog` are to be used (see [`Replay::finish`]).
     pub groups: HashMap<u64, GroupLog>,
+    pub catalog: Catalog,
     pub records: u64,
     pub error: Option<RecordError>,
 }
@@ -290,10 +296,37 @@ impl Replay {
             return;
         }
         self.records += 1;
-        match decode_record(lsn, &Bytes::copy_from_slice(payload)) {
+        let b = Bytes::copy_from_slice(payload);
+        if b.first() == Some(&catalog::REC_CATALOG) {
+            match catalog::decode_catalog(lsn, &b) {
+                Ok((restate, ops)) => {
+                    for op in ops {
+                        let group = match &op {
+                            CatalogOp::Create(d) => d.group,
+                            CatalogOp::Tombstone { group, .. } => *group,
+                        };
+                        if self.catalog.apply(lsn, restate, op) == catalog::LogEffect::Discard {
+                            self.groups.remove(&group);
+                        }
+                    }
+                }
+                Err(e) => self.error = Some(e),
+            }
+            return;
+        }
+        match decode_record(lsn, &b) {
             Ok(r) => self.groups.entry(r.group).or_default().apply(lsn, r),
             Err(e) => self.error = Some(e),
         }
+    }
+
+    /// Drops the logs of groups without a live replica (destroyed, or
+    /// never created here); returns how many were dropped.
+    pub fn finish(&mut self) -> usize {
+        let before = self.groups.len();
+        let catalog = &self.catalog;
+        self.groups.retain(|&g, _| catalog.get(g).is_some());
+        before - self.groups.len()
     }
 }
 

@@ -182,6 +182,19 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>, SnapFileError> {
     Ok(out)
 }
 
+/// Removes every snapshot file of `group` in `dir` (its replica was
+/// destroyed). Idempotent: the next open removes what a crash left.
+pub async fn remove_group(dir: &Path, group: u64) -> Result<usize, SnapFileError> {
+    let mut n = 0;
+    for (g, _, p) in list(dir)? {
+        if g == group {
+            glommio::io::remove(&p).await.map_err(|e| gio(&p, e))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// The latest snapshot of each group in `dir` (read at startup).
 pub async fn load_latest(dir: &Path) -> Result<Vec<(u64, Snapshot)>, SnapFileError> {
     let mut latest: std::collections::BTreeMap<u64, (u64, PathBuf)> = Default::default();

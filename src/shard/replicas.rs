@@ -1,0 +1,184 @@
+//! Replicas created and destroyed at run time: the API placement uses (and
+//! tests use now), over the replica catalog in the shard's WAL
+//! (`crate::storage::catalog`).
+//!
+//! Rules, written down here because the next steps lean on them:
+//! - A create is durable before the replica exists: the catalog record is
+//!   fsynced, then the replica is built (empty log; with no voters it waits
+//!   for its leader's snapshot, like a node that joined).
+//! - A destroy is durable before anything is released: the tombstone is
+//!   fsynced, the replica's waiting clients are answered `NotLeader` (the
+//!   outcome of a pending write is unknown; the client retries elsewhere
+//!   with the same session sequence), its snapshot files are removed and
+//!   the WAL released below what the remaining replicas need.
+//! - A replica id at or below a group's tombstone is never created again on
+//!   this shard; a re-added replica comes with a newer id.
+//! - A message for a group this shard does not host is counted
+//!   (`msgs_unknown_group`) and dropped; it never creates a replica. TiKV
+//!   and CockroachDB create a replica from a message that carries a newer
+//!   membership including it; ringraft's messages do not carry a membership
+//!   yet, so creation is explicit until they do (the placement issue).
+//! - Replica ids equal node ids until the transport addresses replicas: a
+//!   create naming another replica id is refused.
+
+use super::{build_replica, wal_err, Shard, ShardError};
+use crate::group::{GroupId, ReplicaId};
+use crate::raft::Role;
+use crate::storage::{self, snapfile, CatalogError, CatalogOp, GroupLog, ReplicaDesc};
+use crate::wire::ClientError;
+
+/// A replica as [`Shard::replicas`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    pub group: GroupId,
+    pub replica: ReplicaId,
+    /// Its Raft role now.
+    pub role: Role,
+    pub term: u64,
+    /// The leader it knows (0: none).
+    pub leader: u64,
+    /// Current voters (replica ids).
+    pub voters: Vec<ReplicaId>,
+    pub applied: u64,
+    /// The descriptor it was created with (opaque).
+    pub descriptor: bytes::Bytes,
+}
+
+/// Why a create or a destroy did not happen (nothing changed, except for
+/// [`ReplicaApiError::Shard`], which stops the shard).
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaApiError {
+    #[error("shard {shard}: {err}")]
+    Catalog { shard: u32, err: CatalogError },
+    #[error(
+        "shard {shard}: the disk is full; replicas are created and destroyed once space is back"
+    )]
+    DiskFull { shard: u32 },
+    #[error(
+        "shard {shard}: group {group}: replica id {replica} differs from this node's id {node}; \
+         until the transport addresses replicas, a replica's id is its node's id"
+    )]
+    ReplicaIdNotNodeId {
+        shard: u32,
+        group: GroupId,
+        replica: ReplicaId,
+        node: u64,
+    },
+    #[error(transparent)]
+    Shard(#[from] ShardError),
+}
+
+impl Shard {
+    /// Creates replica `d.replica` of group `d.group` on this shard,
+    /// durably, before returning. Errors: the catalog refuses it (the group
+    /// is hosted here already, the id is at or below its tombstone, above
+    /// the limits, or not among its voters); the disk is full; the replica
+    /// id is not this node's id; a WAL failure (which stops the shard).
+    pub async fn create_replica(&mut self, d: ReplicaDesc) -> Result<(), ReplicaApiError> {
+        let shard = self.cfg.shard;
+        if self.disk_full {
+            return Err(ReplicaApiError::DiskFull { shard });
+        }
+        self.catalog
+            .check_create(&d)
+            .map_err(|err| ReplicaApiError::Catalog { shard, err })?;
+        if d.replica != self.cfg.node {
+            return Err(ReplicaApiError::ReplicaIdNotNodeId {
+                shard,
+                group: d.group,
+                replica: d.replica,
+                node: self.cfg.node,
+            });
+        }
+        // Built first: a configuration the core refuses writes nothing.
+        let replica = build_replica(&self.cfg, &d, GroupLog::default(), None)?;
+        let wal = self.wal.clone();
+        let max = self.cfg.wal.record_bytes_max;
+        let op = CatalogOp::Create(d);
+        storage::catalog::append_catalog(&wal, &mut self.catalog, false, &[op], max)
+            .await
+            .map_err(wal_err(shard))?;
+        tracing::info!(
+            shard,
+            group = replica.id,
+            replica = replica.replica,
+            voters = ?replica.raft.conf().voters,
+            "replica created"
+        );
+        self.replicas.insert(replica.id, replica);
+        self.debug_check_catalog();
+        Ok(())
+    }
+
+    /// Destroys this shard's replica of `group`: the tombstone is durable
+    /// before returning; waiting clients are answered `NotLeader`; its
+    /// snapshot files are removed and the WAL released. Errors: the group
+    /// is not hosted here; the disk is full; a WAL or file failure (which
+    /// stops the shard).
+    pub async fn destroy_replica(&mut self, group: GroupId) -> Result<(), ReplicaApiError> {
+        let shard = self.cfg.shard;
+        let op = self
+            .catalog
+            .tombstone_for(group)
+            .map_err(|err| ReplicaApiError::Catalog { shard, err })?;
+        if self.disk_full {
+            return Err(ReplicaApiError::DiskFull { shard });
+        }
+        let wal = self.wal.clone();
+        let max = self.cfg.wal.record_bytes_max;
+        storage::catalog::append_catalog(&wal, &mut self.catalog, false, &[op], max)
+            .await
+            .map_err(wal_err(shard))?;
+        let mut r = self
+            .replicas
+            .remove(&group)
+            .unwrap_or_else(|| panic!("shard {shard}: group {group} in the catalog, not hosted"));
+        let mut waiting = Vec::new();
+        r.drain_waiters(&mut waiting);
+        let leader = r.raft.leader().filter(|&l| l != r.replica).unwrap_or(0);
+        for (conn, id) in waiting {
+            self.respond(conn, id, Err(ClientError::NotLeader { leader }));
+        }
+        self.inflight.retain(|f| f.group != group);
+        snapfile::remove_group(&self.snap_dir, group)
+            .await
+            .map_err(|err| ShardError::Snapshot { shard, err })?;
+        tracing::info!(shard, group, replica = r.replica, "replica destroyed");
+        self.debug_check_catalog();
+        self.release_wal().await?;
+        Ok(())
+    }
+
+    /// This shard's replicas, by group id.
+    pub fn replicas(&self) -> Vec<ReplicaInfo> {
+        self.replicas
+            .values()
+            .map(|r| ReplicaInfo {
+                group: r.id,
+                replica: r.replica,
+                role: r.raft.role(),
+                term: r.raft.term(),
+                leader: r.raft.leader().unwrap_or(0),
+                voters: r.raft.conf().voters.to_vec(),
+                applied: r.kv.applied(),
+                descriptor: self
+                    .catalog
+                    .get(r.id)
+                    .map(|d| d.descriptor.clone())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The catalog's live entries are the hosted replicas.
+    fn debug_check_catalog(&self) {
+        debug_assert!(
+            self.catalog
+                .live()
+                .map(|d| (d.group, d.replica))
+                .eq(self.replicas.values().map(|r| (r.id, r.replica))),
+            "shard {}: catalog and replicas disagree",
+            self.cfg.shard
+        );
+    }
+}
