@@ -385,3 +385,35 @@ impl Shard {
             .collect()
     }
 }
+
+/// Linearizable reads: one read index per replica per turn.
+impl Shard {
+    /// One read index per group per turn for all reads received in it.
+    pub(super) fn start_reads(&mut self) {
+        let mut failed = Vec::new();
+        for r in self.replicas.values_mut() {
+            if r.reads_new.is_empty() {
+                continue;
+            }
+            let ctx = self.next_ctx;
+            self.next_ctx += 1;
+            r.start_reads(ctx, &mut failed);
+        }
+        self.stats.errors_not_leader += failed.len() as u64;
+        for (conn, id, leader) in failed {
+            self.respond(conn, id, Err(ClientError::NotLeader { leader }));
+        }
+    }
+
+    pub(super) fn serve_ready_reads(&mut self, gid: GroupId) {
+        let mut ready = Vec::new();
+        match self.replicas.get_mut(&gid) {
+            Some(r) => r.take_ready_reads(&mut ready),
+            None => return,
+        }
+        for p in ready {
+            let result = self.read_now(gid, &p.req);
+            self.respond(p.conn, p.req.id, result);
+        }
+    }
+}

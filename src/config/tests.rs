@@ -1,0 +1,203 @@
+use super::*;
+
+fn base() -> NodeSettings {
+    NodeSettings {
+        id: Some(1),
+        data_dir: Some("/tmp/x".into()),
+        ..NodeSettings::default()
+    }
+}
+
+#[test]
+fn defaults_validate_and_each_bad_setting_is_named() {
+    let v = base().validate().unwrap();
+    assert_eq!((v.shards, v.groups, v.peers.len()), (1, 8, 0));
+    let bad = |s: NodeSettings| s.validate().unwrap_err().to_string();
+    assert!(bad(NodeSettings::default()).contains("--id is required"));
+    assert!(bad(NodeSettings {
+        data_dir: None,
+        ..base()
+    })
+    .contains("--data-dir"));
+    assert!(bad(NodeSettings {
+        shards: Some(0),
+        ..base()
+    })
+    .contains("--shards"));
+    assert!(bad(NodeSettings {
+        peers: Some("2=nowhere".into()),
+        ..base()
+    })
+    .contains("--peers"));
+    assert!(bad(NodeSettings {
+        peers: Some("1=127.0.0.1:1".into()),
+        ..base()
+    })
+    .contains("not this node's --id"));
+    assert!(bad(NodeSettings {
+        listen_clients: Some("127.0.0.1:7100".into()),
+        ..base()
+    })
+    .contains("overlaps"));
+    assert!(bad(NodeSettings {
+        read_mode: Some("fast".into()),
+        ..base()
+    })
+    .contains("--read-mode"));
+    assert!(bad(NodeSettings {
+        value_bytes_max: Some(0),
+        ..base()
+    })
+    .contains("--value-bytes-max"));
+}
+
+/// The whole documented range of value-bytes-max is accepted (before,
+/// 64 MiB was documented but anything above about 31.5 MiB was refused
+/// with an error naming --election-ticks); beyond it the error names
+/// --value-bytes-max; a WAL segment size the user gave that cannot hold
+/// the largest entry is refused naming both settings.
+#[test]
+fn value_bytes_max_is_accepted_over_its_documented_range() {
+    for v in [1usize, 31 << 20, VALUE_BYTES_MAX_LIMIT] {
+        let c = NodeSettings {
+            value_bytes_max: Some(v),
+            ..base()
+        }
+        .validate()
+        .unwrap_or_else(|e| panic!("value-bytes-max {v}: {e}"));
+        let w = &c.shard(0, &store()).wal;
+        assert!(w.record_bytes_max >= 2 * v, "value-bytes-max {v}");
+    }
+    let e = NodeSettings {
+        value_bytes_max: Some(VALUE_BYTES_MAX_LIMIT + 1),
+        ..base()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("--value-bytes-max"), "{e}");
+    let e = NodeSettings {
+        value_bytes_max: Some(VALUE_BYTES_MAX_LIMIT),
+        wal_segment_bytes: Some(64 << 20),
+        ..base()
+    }
+    .validate()
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("--wal-segment-bytes") && e.contains("--value-bytes-max"),
+        "{e}"
+    );
+    // The default segment size stays 64 MiB for the default values.
+    let d = base().validate().unwrap();
+    assert_eq!(d.shard(0, &store()).wal.segment_bytes, 64 << 20);
+}
+
+/// The store of node 1 in `base()`'s cluster.
+fn store() -> crate::identity::StoreIdentity {
+    crate::identity::StoreIdentity {
+        cluster: 1,
+        node: 1,
+        incarnation: 1,
+        shards: 1,
+        joined: false,
+    }
+}
+
+#[test]
+fn initial_cluster_state_is_new_existing_or_join_and_never_both() {
+    let state = |ics: Option<&str>, join: Option<bool>| {
+        NodeSettings {
+            initial_cluster_state: ics.map(String::from),
+            join,
+            peers: Some("2=127.0.0.1:7110".into()),
+            ..base()
+        }
+        .validate()
+        .map(|v| v.bootstrap)
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(state(None, None), Ok(Bootstrap::Unset));
+    assert_eq!(state(Some("new"), None), Ok(Bootstrap::New));
+    assert_eq!(state(Some("existing"), None), Ok(Bootstrap::Join));
+    assert_eq!(state(None, Some(true)), Ok(Bootstrap::Join));
+    assert_eq!(state(Some("existing"), Some(true)), Ok(Bootstrap::Join));
+    let e = state(Some("new"), Some(true)).unwrap_err();
+    assert!(
+        e.contains("--initial-cluster-state") && e.contains("--join"),
+        "{e}"
+    );
+    let e = state(Some("fresh"), None).unwrap_err();
+    assert!(e.contains("expected new or existing"), "{e}");
+    // A joined store's groups start with no voters, a new one's with
+    // its peers: decided by the store, whatever the flags now.
+    let voters = |ics: &str, joined: bool| {
+        NodeSettings {
+            initial_cluster_state: Some(ics.into()),
+            peers: Some("2=127.0.0.1:7110".into()),
+            ..base()
+        }
+        .validate()
+        .unwrap()
+        .shard(0, &crate::identity::StoreIdentity { joined, ..store() })
+        .voters
+    };
+    assert_eq!(voters("new", false), vec![1, 2]);
+    assert_eq!(voters("existing", false), vec![1, 2]);
+    assert!(voters("existing", true).is_empty());
+    assert!(voters("new", true).is_empty());
+}
+
+#[test]
+fn pinned_shards_spread_a_groups_replicas_over_cpus() {
+    let node = |id: u64| {
+        NodeSettings {
+            id: Some(id),
+            ..base()
+        }
+        .validate()
+        .unwrap()
+    };
+    // 3 nodes x 2 shards on 2 CPUs: shard 0 of nodes 1, 2, 3.
+    let cpus: Vec<usize> = (1..=3).map(|id| node(id).cpu_of(0, 2)).collect();
+    assert_eq!(cpus, vec![1, 0, 1]);
+    // A node's own shards on distinct CPUs.
+    let n = node(1);
+    assert_ne!(n.cpu_of(0, 2), n.cpu_of(1, 2));
+    assert_eq!(n.cpu_of(5, 1), 0);
+}
+
+#[test]
+fn the_file_fills_what_the_command_line_leaves_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("node.toml");
+    std::fs::write(
+        &p,
+        "id = 3\ndata-dir = \"/d\"\nshards = 2\ngroups = 16\npeers = \"1=127.0.0.1:7100\"\n",
+    )
+    .unwrap();
+    let file = NodeSettings::from_file(&p).unwrap();
+    let cli = NodeSettings {
+        groups: Some(4),
+        ..NodeSettings::default()
+    };
+    let v = cli.or(file).validate().unwrap();
+    assert_eq!((v.id, v.shards, v.groups), (3, 2, 4));
+    let store = crate::identity::StoreIdentity {
+        cluster: 1,
+        node: 3,
+        incarnation: 9,
+        shards: 2,
+        joined: false,
+    };
+    let sc = v.shard(1, &store);
+    assert_eq!(sc.incarnation, 9);
+    assert_eq!(sc.peers, vec![(1, "127.0.0.1:7101".parse().unwrap())]);
+    assert!(sc.wal.zero_segments, "zeroed segments by default");
+    std::fs::write(&p, "id = 3\ndata-dir = \"/d\"\nwal-zero-segments = false\n").unwrap();
+    let v = NodeSettings::from_file(&p).unwrap().validate().unwrap();
+    assert!(!v.shard(0, &store).wal.zero_segments);
+    std::fs::write(&p, "id = 3\nbogus = 1\n").unwrap();
+    let e = NodeSettings::from_file(&p).unwrap_err().to_string();
+    assert!(e.contains("bogus"), "{e}");
+}

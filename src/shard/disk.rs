@@ -1,0 +1,205 @@
+//! The disk side of a shard beyond the turn's batch: the full-disk mode
+//! (writes refused, reads served, leadership handed off, rebuilt from disk
+//! once space is back) and WAL retention (idle replicas' hard states and
+//! old catalog entries written again so their segments can be released).
+
+use super::*;
+
+impl Shard {
+    pub(super) fn enter_disk_full(&mut self, err: &dyn std::fmt::Display) {
+        if self.disk_full {
+            return;
+        }
+        self.disk_full = true;
+        // Never durable now: no acks, no reports; the rebuild starts over.
+        self.inflight.clear();
+        self.stats.disk_full = 1;
+        self.stats.disk_full_events += 1;
+        tracing::error!(
+            shard = self.cfg.shard,
+            "disk full ({err}): writes are refused with DiskFull, reads are served; retrying every second"
+        );
+        self.hand_off_leadership();
+    }
+
+    /// A leader that cannot persist cannot commit its own entries: hand
+    /// each group it leads to its most caught-up follower. (It cannot win
+    /// an election meanwhile: its own vote never becomes durable.)
+    pub(super) fn hand_off_leadership(&mut self) {
+        let me = self.cfg.node;
+        for g in self.replicas.values_mut() {
+            if g.raft.role() != Role::Leader || g.raft.transferee().is_some() {
+                continue;
+            }
+            let best = g
+                .raft
+                .conf()
+                .voters
+                .iter()
+                .copied()
+                .filter(|&p| p != me)
+                .max_by_key(|&p| g.raft.progress(p).map_or(0, |pr| pr.match_));
+            if let Some(to) = best {
+                match g.raft.transfer_leader(to) {
+                    Ok(()) => tracing::info!(
+                        shard = self.cfg.shard,
+                        group = g.id,
+                        to,
+                        "disk full: handing leadership over"
+                    ),
+                    Err(e) => tracing::debug!(group = g.id, "leadership hand-off: {e}"),
+                }
+            }
+        }
+    }
+
+    /// With the disk full: tries to reopen the WAL; once it opens, rebuilds
+    /// every group from disk (as after a restart) and serves writes again.
+    /// Requests waiting on the old groups get `Timeout` (outcome unknown:
+    /// their entries may still commit through the other replicas).
+    pub(super) async fn try_recover_disk(&mut self) -> Result<(), ShardError> {
+        let loaded = match load(&self.cfg, &self.wal_dir, &self.snap_dir).await {
+            Ok(x) => x,
+            Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
+                tracing::debug!(shard = self.cfg.shard, "still full: {err}");
+                return Ok(());
+            }
+            Err(ShardError::Snapshot { err, .. }) if snap_err_is_disk_full(&err) => {
+                tracing::debug!(shard = self.cfg.shard, "still full: {err}");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let mut waiting = Vec::new();
+        for r in self.replicas.values_mut() {
+            r.drain_waiters(&mut waiting);
+        }
+        for (conn, id) in waiting {
+            self.respond(conn, id, Err(ClientError::Timeout));
+        }
+        let Loaded {
+            wal,
+            replicas,
+            catalog,
+            replayed,
+        } = loaded;
+        self.replicas = replicas;
+        self.catalog = catalog;
+        self.wal = Rc::new(wal);
+        self.inflight.clear();
+        self.released_lsn = 0;
+        self.disk_full = false;
+        self.stats.disk_full = 0;
+        let book: Vec<(u64, String)> = self
+            .replicas
+            .values()
+            .flat_map(Replica::address_book)
+            .collect();
+        for (n, a) in book {
+            self.learn_peer(n, &a);
+        }
+        tracing::info!(
+            shard = self.cfg.shard,
+            wal_records = replayed.records,
+            "disk space is back: groups rebuilt from disk, writes served again"
+        );
+        Ok(())
+    }
+
+    /// Moves groups that hold the WAL's release point far back forward: one
+    /// whose needed entries are old snapshots; one whose only old record is
+    /// its hard state writes it again. Then releases what that freed.
+    pub(super) async fn unpin_wal(&mut self) -> Result<(), ShardError> {
+        if self.disk_full {
+            return Ok(());
+        }
+        let head = self.wal.next_lsn();
+        let max = self.cfg.wal_pin_records_max;
+        let mut rewrote = false;
+        let ids: Vec<GroupId> = self.replicas.keys().copied().collect();
+        for gid in ids {
+            let g = &self.replicas[&gid];
+            if g.snap_writing || g.lsns.needed_lsn().saturating_add(max) >= head {
+                continue;
+            }
+            let entries_pinned = g
+                .lsns
+                .record_lsns
+                .values()
+                .next()
+                .is_some_and(|&l| l + max < head);
+            let can_snapshot = g.kv.applied() > g.raft.snapshot().map_or(0, |s| s.meta.index);
+            if entries_pinned && can_snapshot {
+                self.snapshot_now(gid);
+            } else if !entries_pinned {
+                self.rewrite_hard_state(gid).await?;
+                rewrote = true;
+            }
+        }
+        // Catalog entries are restated like hard states: an old create or
+        // tombstone must not be released with its segment.
+        let stale_at_or_below = head.saturating_sub(max).saturating_sub(1);
+        if self.catalog.needed_lsn() <= stale_at_or_below {
+            let ops = self.catalog.stated_at_or_below(stale_at_or_below);
+            let wal = self.wal.clone();
+            storage::catalog::append_catalog(
+                &wal,
+                &mut self.catalog,
+                true,
+                &ops,
+                self.cfg.wal.record_bytes_max,
+            )
+            .await
+            .map_err(wal_err(self.cfg.shard))?;
+            rewrote = true;
+        }
+        if rewrote {
+            self.release_wal().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the group's current hard state again (a record of its own).
+    /// Making it durable early is harmless: replay takes the latest record.
+    pub(super) async fn rewrite_hard_state(&mut self, gid: GroupId) -> Result<(), ShardError> {
+        let shard = self.cfg.shard;
+        let Some(hs) = self.replicas.get(&gid).map(|r| r.raft.hard_state()) else {
+            return Ok(());
+        };
+        let lsn = self.submit_record(gid, Some(&hs), &[]).await?;
+        // Released only once durable: wait for it here (rare: idle groups).
+        self.wal.wait_durable(lsn).await.map_err(wal_err(shard))?;
+        if let Some(r) = self.replicas.get_mut(&gid) {
+            r.lsns.hs = hs;
+            r.lsns.hs_lsn = lsn;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn release_wal(&mut self) -> Result<(), ShardError> {
+        let shard = self.cfg.shard;
+        let needed = self
+            .replicas
+            .values()
+            .map(|g| g.lsns.needed_lsn())
+            .min()
+            .unwrap_or(u64::MAX)
+            .min(self.catalog.needed_lsn())
+            .min(self.wal.next_lsn());
+        if needed > self.released_lsn {
+            let n = match self.wal.release_before(needed).await {
+                Ok(n) => n,
+                Err(err) if err.is_disk_full() => {
+                    self.enter_disk_full(&err);
+                    return Ok(());
+                }
+                Err(err) => return Err(ShardError::Wal { shard, err }),
+            };
+            self.released_lsn = needed;
+            if n > 0 {
+                tracing::debug!(shard, segments = n, before_lsn = needed, "WAL released");
+            }
+        }
+        Ok(())
+    }
+}

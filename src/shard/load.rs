@@ -1,0 +1,137 @@
+//! Rebuilding a shard from disk: the WAL replayed into the replica catalog
+//! and per-replica logs, the snapshot files, and a replica built from each.
+
+use super::*;
+
+/// What `load` found.
+pub(super) struct Replayed {
+    pub(super) records: u64,
+    pub(super) snapshots: usize,
+    pub(super) torn_tail: Option<ringraft_wal::TornTail>,
+    /// Logs of groups without a live replica (destroyed), dropped.
+    pub(super) logs_dropped: usize,
+}
+
+/// A shard rebuilt from disk.
+pub(super) struct Loaded {
+    pub(super) wal: Wal<DmaDisk>,
+    pub(super) replicas: BTreeMap<GroupId, Replica>,
+    pub(super) catalog: Catalog,
+    pub(super) replayed: Replayed,
+}
+
+/// Opens the WAL and rebuilds the shard's replica catalog and every live
+/// replica from it and from the snapshot files (at start, and after a full
+/// disk has been freed).
+///
+/// The static deployment (`--groups G`: every group on every node) is one
+/// way to create replicas: each group of this shard that the catalog does
+/// not hold, and that was never destroyed here, is created (a restate, so
+/// a data dir written before the catalog existed keeps its logs). A
+/// destroy that a crash interrupted is finished here: snapshot files of
+/// groups without a live replica are removed.
+pub(super) async fn load(
+    cfg: &ShardConfig,
+    wal_dir: &std::path::Path,
+    snap_dir: &std::path::Path,
+) -> Result<Loaded, ShardError> {
+    let shard = cfg.shard;
+    let disk = DmaDisk::new(wal_dir).map_err(|err| ShardError::Io {
+        shard,
+        what: "opening the WAL directory",
+        err,
+    })?;
+    let mut replay = Replay::default();
+    let (wal, report) = Wal::open(disk, cfg.wal.clone(), |lsn, p| replay.on_record(lsn, p))
+        .await
+        .map_err(wal_err(shard))?;
+    if let Some(err) = replay.error.take() {
+        return Err(ShardError::Record { shard, err });
+    }
+    let boot: Vec<CatalogOp> = crate::route::groups_of_shard(shard, cfg.shards, cfg.groups)
+        .map(|g| ReplicaDesc {
+            group: g,
+            replica: cfg.node,
+            voters: cfg.voters.clone(),
+            descriptor: Bytes::new(),
+        })
+        .filter(|d| replay.catalog.get(d.group).is_none() && replay.catalog.check_create(d).is_ok())
+        .map(CatalogOp::Create)
+        .collect();
+    storage::catalog::append_catalog(
+        &wal,
+        &mut replay.catalog,
+        true,
+        &boot,
+        cfg.wal.record_bytes_max,
+    )
+    .await
+    .map_err(wal_err(shard))?;
+    let logs_dropped = replay.finish();
+    let mut snaps: HashMap<u64, Snapshot> = HashMap::new();
+    for (g, snap) in snapfile::load_latest(snap_dir)
+        .await
+        .map_err(|err| ShardError::Snapshot { shard, err })?
+    {
+        if replay.catalog.get(g).is_some() {
+            snaps.insert(g, snap);
+        } else {
+            snapfile::remove_group(snap_dir, g)
+                .await
+                .map_err(|err| ShardError::Snapshot { shard, err })?;
+        }
+    }
+    let mut replicas = BTreeMap::new();
+    for d in replay.catalog.live() {
+        let log = replay.groups.remove(&d.group).unwrap_or_default();
+        let r = build_replica(cfg, d, log, snaps.get(&d.group).cloned())?;
+        replicas.insert(d.group, r);
+    }
+    let replayed = Replayed {
+        records: replay.records,
+        snapshots: snaps.len(),
+        torn_tail: report.torn_tail,
+        logs_dropped,
+    };
+    Ok(Loaded {
+        wal,
+        replicas,
+        catalog: replay.catalog,
+        replayed,
+    })
+}
+
+/// A replica of `d` from its replayed log and latest snapshot.
+pub(super) fn build_replica(
+    cfg: &ShardConfig,
+    d: &ReplicaDesc,
+    mut log: storage::GroupLog,
+    snap: Option<Snapshot>,
+) -> Result<Replica, ShardError> {
+    let (shard, g) = (cfg.shard, d.group);
+    let group_err = |what: String| ShardError::Group {
+        shard,
+        group: g,
+        what,
+    };
+    let mut kv = Kv::new(cfg.kv.clone());
+    let mut applied = 0;
+    if let Some(s) = &snap {
+        log.trim_to_snapshot(s.meta.index, s.meta.term);
+        kv = Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| group_err(e.to_string()))?;
+        applied = s.meta.index;
+    }
+    let last = log.entries.last().map_or(applied, |e| e.index.max(applied));
+    // A crash may leave a hard state whose commit is past the entries that
+    // made it to disk: the leader will say again.
+    log.hs.commit = log.hs.commit.min(last).max(applied);
+    let mut rc = cfg.raft.clone();
+    rc.id = d.replica;
+    rc.voters = d.voters.clone();
+    rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
+    let entries = std::mem::take(&mut log.entries);
+    let raft = RawNode::restart_from(rc, log.hs, snap.clone(), entries, applied);
+    let snap_index = snap.as_ref().map_or(0, |s| s.meta.index);
+    Ok(Replica::new(g, d.replica, raft, kv, snap_index, log))
+}

@@ -1,0 +1,150 @@
+//! Snapshots of a shard's replicas: taken when enough was applied (the
+//! file written in the background), installed from a leader (durable
+//! before anything after it), and the WAL released once they are durable.
+
+use super::*;
+
+impl Shard {
+    pub(super) fn maybe_snapshot(&mut self, gid: GroupId) {
+        let every = self.cfg.snapshot_entries;
+        let Some(g) = self.replicas.get(&gid) else {
+            return;
+        };
+        let applied = g.kv.applied();
+        let current = g.raft.snapshot().map_or(0, |s| s.meta.index);
+        let by_entries = every > 0 && applied >= current + every;
+        let by_bytes = g.bytes_since_snapshot >= self.cfg.snapshot_log_bytes;
+        if g.snap_writing || !(by_entries || by_bytes) {
+            return;
+        }
+        self.snapshot_now(gid);
+    }
+
+    /// Compacts the group at its applied index and writes the snapshot
+    /// file in the background; the WAL is released once it is durable.
+    pub(super) fn snapshot_now(&mut self, gid: GroupId) {
+        if self.disk_full {
+            return;
+        }
+        let Some(g) = self.replicas.get_mut(&gid) else {
+            return;
+        };
+        let applied = g.kv.applied();
+        if g.snap_writing || applied <= g.raft.snapshot().map_or(0, |s| s.meta.index) {
+            return;
+        }
+        if g.raft.compact(applied, g.kv.snapshot()).is_err() {
+            return;
+        }
+        let snap = g.raft.snapshot().cloned().expect("just compacted");
+        g.snap_writing = true;
+        g.bytes_since_snapshot = 0;
+        self.stats.snapshots_taken += 1;
+        let dir = self.snap_dir.clone();
+        let (gid, replica, prev) = (g.id, g.replica, g.snap_file_index);
+        let done = self.snaps_done.clone();
+        let failed = self.snaps_failed.clone();
+        glommio::spawn_local(async move {
+            match snapfile::write(&dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await {
+                Ok(_) => done.borrow_mut().push((gid, replica, snap.meta)),
+                Err(e) => failed.borrow_mut().push(e),
+            }
+        })
+        .detach();
+    }
+
+    /// A snapshot received from the leader: durable before anything after
+    /// it is written; the state machine restarts from it.
+    pub(super) async fn install_snapshot(
+        &mut self,
+        gid: GroupId,
+        snap: Snapshot,
+    ) -> Result<(), ShardError> {
+        let shard = self.cfg.shard;
+        let Some(prev) = self.replicas.get(&gid).map(|r| r.snap_file_index) else {
+            return Ok(());
+        };
+        // With the disk full, the state machine still moves to it (it is
+        // committed state); the file is not written, and the rebuild from
+        // disk once space is back starts from what is there.
+        if !self.disk_full {
+            match snapfile::write(&self.snap_dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await {
+                Ok(_) => {}
+                Err(err) if snap_err_is_disk_full(&err) => self.enter_disk_full(&err),
+                Err(err) => return Err(ShardError::Snapshot { shard, err }),
+            }
+        }
+        let written = !self.disk_full;
+        let Some(g) = self.replicas.get_mut(&gid) else {
+            return Ok(());
+        };
+        g.kv = Kv::restore(&snap.data, self.cfg.kv.clone()).map_err(|e| ShardError::Group {
+            shard,
+            group: gid,
+            what: e.to_string(),
+        })?;
+        if written {
+            g.snap_file_index = snap.meta.index;
+            g.lsns.trim_to_snapshot(snap.meta.index, snap.meta.term);
+        }
+        let book: Vec<(u64, String)> = g.address_book().collect();
+        for (n, a) in book {
+            self.learn_peer(n, &a);
+        }
+        self.stats.snapshots_installed += 1;
+        tracing::info!(
+            shard,
+            group = gid,
+            index = snap.meta.index,
+            bytes = snap.data.len(),
+            "installed snapshot from the leader"
+        );
+        Ok(())
+    }
+
+    /// Takes in finished snapshot writes and releases the WAL below the
+    /// lowest LSN any group still needs.
+    pub(super) async fn finish_snapshots(&mut self) -> Result<(), ShardError> {
+        let shard = self.cfg.shard;
+        let failed = self.snaps_failed.borrow_mut().pop();
+        if let Some(err) = failed {
+            if !snap_err_is_disk_full(&err) {
+                return Err(ShardError::Snapshot { shard, err });
+            }
+            self.enter_disk_full(&err);
+            // The snapshot stays in memory; its write is retried later.
+            for r in self.replicas.values_mut() {
+                r.snap_writing = false;
+            }
+        }
+        let done = std::mem::take(&mut *self.snaps_done.borrow_mut());
+        if done.is_empty() {
+            return Ok(());
+        }
+        for (gid, replica, meta) in done {
+            let g = match self.replicas.get_mut(&gid) {
+                Some(g) if g.replica == replica => g,
+                other => {
+                    // Its replica was destroyed while the file was written:
+                    // the file goes too (unless a new replica of the group
+                    // wrote one under the same name since).
+                    if other.is_none_or(|g| g.snap_file_index != meta.index) {
+                        let path = self.snap_dir.join(snapfile::file_name(gid, meta.index));
+                        let _ = glommio::io::remove(path).await;
+                    }
+                    continue;
+                }
+            };
+            g.snap_writing = false;
+            g.snap_file_index = meta.index;
+            g.lsns.trim_to_snapshot(meta.index, meta.term);
+            tracing::info!(shard, group = g.id, index = meta.index, "snapshot taken");
+        }
+        self.release_wal().await
+    }
+}
+
+pub(super) fn snap_err_is_disk_full(e: &snapfile::SnapFileError) -> bool {
+    matches!(e, snapfile::SnapFileError::Io { err, .. }
+        if err.raw_os_error() == Some(28) || err.kind() == std::io::ErrorKind::StorageFull)
+}
