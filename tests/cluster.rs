@@ -1060,3 +1060,110 @@ fn a_value_at_the_top_of_value_bytes_max_is_stored_and_read_back() {
         );
     });
 }
+
+/// A leader that hangs instead of crashing (SIGSTOP for 5 s: its
+/// connections stay open, nothing answers) stalls writes for about an
+/// election and a per-attempt timeout, not for the whole hang: the client
+/// abandons the silent connection, asks the other nodes, finds the new
+/// leader and retries with the same session sequence (so every write is
+/// applied once: each key's value is its last acknowledged write, or the
+/// one after it whose outcome is unknown).
+#[test]
+fn a_paused_leader_stalls_writes_for_about_an_election_not_for_the_pause() {
+    let c = cluster(3, 2, &[]);
+    let leaders = c.wait_ready(Duration::from_secs(30)).unwrap();
+    let victim = leaders[0];
+    let addrs = c.client_addrs();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writers = std::thread::spawn(move || {
+        run_on_executor(move || async move {
+            let cl = client(addrs).await;
+            // Keys of group 0 only: every write goes to the paused leader's group.
+            let keys: Vec<String> = (0..)
+                .map(|i| format!("p{i}"))
+                .filter(|k| cl.group_of(k.as_bytes()) == 0)
+                .take(4)
+                .collect();
+            let acks: Rc<RefCell<Vec<Instant>>> = Rc::default();
+            let log: Rc<RefCell<BTreeMap<String, KeyLog>>> = Rc::default();
+            let tasks: Vec<_> = keys
+                .into_iter()
+                .map(|key| {
+                    let (cl, acks, log, stop) =
+                        (cl.clone(), acks.clone(), log.clone(), stop2.clone());
+                    glommio::spawn_local(async move {
+                        let mut v = 0u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            v += 1;
+                            match cl.put(key.as_bytes(), &v.to_le_bytes()).await {
+                                Ok(()) => {
+                                    acks.borrow_mut().push(Instant::now());
+                                    log.borrow_mut().entry(key.clone()).or_default().acked = v;
+                                }
+                                Err(e) if e.outcome_unknown() => {
+                                    let mut l = log.borrow_mut();
+                                    l.entry(key.clone()).or_default().unknown = Some(v);
+                                    return;
+                                }
+                                Err(e) => panic!("put {key}={v}: {e}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+            let acks = acks.take();
+            (acks, log.take())
+        })
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let paused_at = Instant::now();
+    c.signal(victim, 19); // SIGSTOP
+    std::thread::sleep(Duration::from_secs(5));
+    c.signal(victim, 18); // SIGCONT
+    let resumed_at = Instant::now();
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut acks, log) = writers.join().expect("writers finished");
+    acks.sort();
+    // The longest time without an acknowledged write, from the pause to
+    // the resume (counting from the pause if none came after it).
+    let mut last = paused_at;
+    let mut longest = Duration::ZERO;
+    for &t in acks.iter().filter(|&&t| t > paused_at && t < resumed_at) {
+        longest = longest.max(t - last);
+        last = t;
+    }
+    longest = longest.max(resumed_at - last);
+    let during = acks
+        .iter()
+        .filter(|&&t| t > paused_at && t < resumed_at)
+        .count();
+    eprintln!(
+        "node {victim} paused 5 s: {during} writes acknowledged meanwhile, longest gap {longest:?}"
+    );
+    assert!(
+        longest < Duration::from_millis(2500),
+        "writes stalled for {longest:?} while the old leader was paused for 5 s\n{}",
+        c.log_tail(victim, 20)
+    );
+    // Exactly once: each key holds its last acknowledged value, or the one
+    // after it whose outcome was unknown.
+    let addrs = c.client_addrs();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        for (k, l) in &log {
+            let v = cl.get(k.as_bytes()).await.unwrap();
+            let got = v.map(|b| u64::from_le_bytes(b[..].try_into().unwrap()));
+            let ok = got == Some(l.acked) || (got.is_some() && got == l.unknown);
+            assert!(
+                ok,
+                "{k}: read {got:?}, acknowledged {}, unknown {:?}",
+                l.acked, l.unknown
+            );
+        }
+    });
+}

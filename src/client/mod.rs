@@ -33,6 +33,17 @@ pub struct ClientConfig {
     /// operation fails with `Timeout` (outcome unknown for a write).
     pub op_timeout_ms: u64,
     pub connect_timeout_ms: u64,
+    /// How long one attempt waits for its answer before the client gives
+    /// up on that node for this operation: the connection is closed (its
+    /// other requests retry too), the node is avoided for as long again,
+    /// and the operation is retried elsewhere with the same session
+    /// sequence (a retried write is applied once). This is what keeps a
+    /// hung node (paused, swapping, half-partitioned) from holding clients
+    /// for the whole hang: a crashed node resets its connections, a hung
+    /// one does not. Longer than a healthy answer under load (seconds of
+    /// fsync stall make a node look hung, which costs a retry, not an
+    /// error). Default 500 ms; at most `op_timeout_ms`.
+    pub attempt_timeout_ms: u64,
     pub read_mode: ReadMode,
     /// Client id of the exactly-once session (unique per client).
     pub client_id: u64,
@@ -45,6 +56,7 @@ impl ClientConfig {
             cluster_id: 1,
             op_timeout_ms: 10_000,
             connect_timeout_ms: 1_000,
+            attempt_timeout_ms: 500,
             read_mode: ReadMode::Linearizable,
             client_id: fresh_client_id(),
         }
@@ -106,6 +118,8 @@ struct Inner {
     /// Writes in flight (for `ack`: the lowest seq without an answer).
     unanswered: RefCell<BTreeSet<u64>>,
     next_node: Cell<usize>,
+    /// Nodes that left an attempt unanswered, avoided until the instant.
+    suspects: RefCell<HashMap<u64, Instant>>,
 }
 
 /// The last handle of a client gone: its connections close (the tasks
@@ -138,6 +152,7 @@ impl Client {
                 seq: Cell::new(0),
                 unanswered: RefCell::new(BTreeSet::new()),
                 next_node: Cell::new(0),
+                suspects: RefCell::new(HashMap::new()),
             }),
         };
         let mut last_err = String::from("no addresses given");
@@ -191,11 +206,8 @@ impl Client {
         let mut s = 0;
         while s < self.inner.shards.get() {
             for &(n, _) in &nodes {
-                let Ok(conn) = self.conn(n, s).await else {
-                    continue;
-                };
                 let req = sessionless(0, Op::ClusterMap);
-                if let Ok(Ok(Reply::Map(m))) = conn.call(req).await {
+                if let Some(Ok(Ok(Reply::Map(m)))) = self.attempt(n, s, req).await {
                     any = true;
                     // Nodes this client did not start with (added later).
                     for info in &m.nodes {
@@ -272,11 +284,72 @@ impl Client {
         Ok(c)
     }
 
+    /// The next node in turn, skipping suspects while any node is not.
     fn some_node(&self) -> u64 {
         let nodes = self.nodes();
+        for _ in 0..nodes.len() {
+            let i = self.inner.next_node.get();
+            self.inner.next_node.set(i + 1);
+            let n = nodes[i % nodes.len()].0;
+            if !self.is_suspect(n) {
+                return n;
+            }
+        }
         let i = self.inner.next_node.get();
-        self.inner.next_node.set(i + 1);
         nodes[i % nodes.len()].0
+    }
+
+    /// Whether `node` left an attempt unanswered recently.
+    fn is_suspect(&self, node: u64) -> bool {
+        let mut s = self.inner.suspects.borrow_mut();
+        match s.get(&node) {
+            Some(&until) if Instant::now() < until => true,
+            Some(_) => {
+                s.remove(&node);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// `node` did not answer within `attempt_timeout_ms`: its connection to
+    /// `shard` is closed (whatever waits on it retries) and the node is
+    /// avoided for as long again.
+    fn suspect(&self, node: u64, shard: u32) {
+        let ms = self.attempt_timeout_ms();
+        if let Some(c) = self.inner.conns.borrow_mut().remove(&(node, shard)) {
+            c.close(format!("node {node} did not answer within {ms} ms"));
+        }
+        let until = Instant::now() + Duration::from_millis(ms);
+        self.inner.suspects.borrow_mut().insert(node, until);
+    }
+
+    fn attempt_timeout_ms(&self) -> u64 {
+        let c = &self.inner.cfg;
+        c.attempt_timeout_ms.clamp(1, c.op_timeout_ms.max(1))
+    }
+
+    /// One request to `node`'s `shard`, connecting if needed, bounded by
+    /// `attempt_timeout_ms` (`None`: no answer in time; the node is then a
+    /// suspect). For requests outside the retry loop (the map, status).
+    async fn attempt(
+        &self,
+        node: u64,
+        shard: u32,
+        req: Request,
+    ) -> Option<Result<Result<Reply, ClientError>, ConnLost>> {
+        let limit = Duration::from_millis(self.attempt_timeout_ms());
+        let once = async {
+            let c = self.conn(node, shard).await?;
+            c.call(req).await
+        };
+        match glommio::timer::timeout(limit, async { Ok(once.await) }).await {
+            Ok(r) => Some(r),
+            Err(_) => {
+                self.suspect(node, shard);
+                None
+            }
+        }
     }
 
     /// Sends `op` for `group` to its leader, following hints and retrying
@@ -333,7 +406,10 @@ impl Client {
                 .get(group as usize)
                 .copied()
                 .unwrap_or(0);
-            let node = if leader != 0 && inner.nodes.borrow().contains_key(&leader) {
+            let node = if leader != 0
+                && inner.nodes.borrow().contains_key(&leader)
+                && !self.is_suspect(leader)
+            {
                 leader
             } else {
                 self.some_node()
@@ -358,7 +434,9 @@ impl Client {
                 c.call(req).await
             };
             let left = deadline.saturating_duration_since(Instant::now());
-            let outcome = glommio::timer::timeout(left, async { Ok(attempt.await) }).await;
+            let per_attempt = Duration::from_millis(self.attempt_timeout_ms());
+            let outcome =
+                glommio::timer::timeout(left.min(per_attempt), async { Ok(attempt.await) }).await;
             if sent.get()
                 && matches!(
                     outcome,
@@ -374,7 +452,18 @@ impl Client {
                 maybe_applied = true;
             }
             let wait = match outcome {
-                Err(_) => return Err(give_up(disk_full, maybe_applied)),
+                Err(_) if Instant::now() >= deadline => {
+                    return Err(give_up(disk_full, maybe_applied))
+                }
+                // No answer in time: a hung node. Ask another (the same
+                // sequence number: applied once whichever answers).
+                Err(_) => {
+                    self.suspect(node, shard);
+                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
+                        *l = 0;
+                    }
+                    false
+                }
                 Ok(Ok(Ok(reply))) => {
                     if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
                         *l = node;
@@ -382,8 +471,10 @@ impl Client {
                     return Ok(reply);
                 }
                 Ok(Ok(Err(ClientError::NotLeader { leader: hint }))) => {
-                    let known =
-                        hint != 0 && hint != node && inner.nodes.borrow().contains_key(&hint);
+                    let known = hint != 0
+                        && hint != node
+                        && inner.nodes.borrow().contains_key(&hint)
+                        && !self.is_suspect(hint);
                     if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
                         *l = if known { hint } else { 0 };
                     }
@@ -545,14 +636,15 @@ impl Client {
             let mut err = None;
             for s in 0..self.inner.shards.get() {
                 let req = sessionless(0, Op::Status);
-                match self.conn(n, s).await {
-                    Ok(c) => match c.call(req).await {
-                        Ok(Ok(Reply::Status(v))) => all.extend(v),
-                        Ok(Ok(other)) => err = Some(format!("{other:?}")),
-                        Ok(Err(e)) => err = Some(e.to_string()),
-                        Err(e) => err = Some(e.0),
-                    },
-                    Err(e) => err = Some(e.0),
+                match self.attempt(n, s, req).await {
+                    Some(Ok(Ok(Reply::Status(v)))) => all.extend(v),
+                    Some(Ok(Ok(other))) => err = Some(format!("{other:?}")),
+                    Some(Ok(Err(e))) => err = Some(e.to_string()),
+                    Some(Err(e)) => err = Some(e.0),
+                    None => {
+                        let ms = self.attempt_timeout_ms();
+                        err = Some(format!("no answer within {ms} ms (hung or overloaded)"));
+                    }
                 }
             }
             out.push((n, err.map_or(Ok(all), Err)));

@@ -95,6 +95,10 @@ fn bad_settings_get_a_clear_error() {
         (&["--duration", "0"][..], "--duration 0"),
         (&["--keys", "0"][..], "--keys 0"),
         (&["--ops", "0"][..], "--ops 0"),
+        (
+            &["--attempt-timeout-ms", "20000"][..],
+            "--attempt-timeout-ms 20000: must be positive and at most --op-timeout-ms (10000)",
+        ),
         (&["--value-size", "2000000"][..], "value-bytes-max 1048576"),
         (
             &["--value-size", "999999999", "--cluster", "127.0.0.1:1"][..],

@@ -96,6 +96,13 @@ struct Args {
     /// Per-operation timeout (retries included), ms.
     #[arg(long, default_value_t = 10_000)]
     op_timeout_ms: u64,
+    /// Per-attempt timeout, ms: a node that leaves an attempt unanswered
+    /// this long is abandoned for the operation, which is retried on
+    /// another node with the same session sequence (a hung node stalls
+    /// clients for this long, not for the whole hang). At most
+    /// --op-timeout-ms.
+    #[arg(long, default_value_t = 500)]
+    attempt_timeout_ms: u64,
     /// Write the summary as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -151,6 +158,12 @@ fn check_args(args: &Args) -> Result<(), String> {
         return Err(format!(
             "--max-error-share {}: must be in [0, 1]",
             args.max_error_share
+        ));
+    }
+    if args.attempt_timeout_ms == 0 || args.attempt_timeout_ms > args.op_timeout_ms {
+        return Err(format!(
+            "--attempt-timeout-ms {}: must be positive and at most --op-timeout-ms ({})",
+            args.attempt_timeout_ms, args.op_timeout_ms
         ));
     }
     let local = args.cluster.is_empty() && !args.calibrate;
@@ -633,6 +646,7 @@ async fn generator_thread(
         let mut cfg = ClientConfig::new(addrs.clone());
         cfg.cluster_id = args.cluster_id;
         cfg.op_timeout_ms = args.op_timeout_ms;
+        cfg.attempt_timeout_ms = args.attempt_timeout_ms;
         cfg.read_mode = read_mode;
         match Client::connect(cfg).await {
             Ok(cl) => clients.push((c, cl)),
