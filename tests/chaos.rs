@@ -33,6 +33,44 @@ use ringraft::local_cluster::{run_on_executor, LocalCluster, LocalClusterConfig,
 use ringraft::sim::linearizability::{self as lin, Op as CheckOp, OpKind};
 use ringraft::wire::{Op, Reply};
 
+/// The longest time without an acknowledged write around a pause of a
+/// node (see `unavailability`).
+const PAUSE_UNAVAILABLE_MAX: Duration = Duration::from_millis(2500);
+
+/// After a fault ends, how long its window stays open (the next fault
+/// starts at least 500 ms later).
+const WINDOW_AFTER_FAULT_US: u64 = 300_000;
+
+/// Per fault kind, the longest time in which no write was acknowledged,
+/// within [fault start, fault end + `WINDOW_AFTER_FAULT_US`] (counted from
+/// the window's start to the first acknowledgement, between consecutive
+/// ones, and from the last to the window's end).
+fn unavailability(
+    history: &[CheckOp],
+    timeline: &[(u64, u64, String, u64)],
+) -> BTreeMap<String, Duration> {
+    let mut acks: Vec<u64> = history
+        .iter()
+        .filter(|o| matches!(o.kind, OpKind::Put { .. }))
+        .filter_map(|o| o.ret)
+        .collect();
+    acks.sort_unstable();
+    let mut out: BTreeMap<String, Duration> = BTreeMap::new();
+    for (start, end, kind, _) in timeline {
+        let until = end + WINDOW_AFTER_FAULT_US;
+        let mut last = *start;
+        let mut longest = 0;
+        for &t in acks.iter().filter(|&&t| t > *start && t < until) {
+            longest = longest.max(t - last);
+            last = t;
+        }
+        longest = longest.max(until - last);
+        let e = out.entry(kind.clone()).or_default();
+        *e = (*e).max(Duration::from_micros(longest));
+    }
+    out
+}
+
 /// The fault schedule is a function of the seed.
 struct Rng(ringraft::rng::Rng);
 impl Rng {
@@ -587,6 +625,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     let unknown = history.iter().filter(|o| o.ret.is_none()).count();
     let ops = history.len();
     let lost = lost_writes(&history, &finals);
+    let windows = unavailability(&history, &timeline);
     history.extend(finals);
     let verdict = lin::check(&history);
     let total: u64 = faults.values().sum();
@@ -605,9 +644,14 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     let disk_back = logs[0].matches("disk space is back").count();
     let torn_injected = faults.get("torn WAL tail").copied().unwrap_or(0) as usize;
     eprintln!(
-        "chaos summary (seed {seed}): {total} faults {faults:?}, {torn_reported} torn tails reported, {disk_full_felt} disk-full episodes felt by node 1's shards ({disk_back} recovered); members at the end {members:?}; {ops} operations, {acked} acknowledged writes, {unknown} unknown outcomes; lost writes {lost}, linearizability violations {}; served {served_after:?} after the last fault; replicas converged: {}",
+        "chaos summary (seed {seed}): {total} faults {faults:?}, {torn_reported} torn tails reported, {disk_full_felt} disk-full episodes felt by node 1's shards ({disk_back} recovered); members at the end {members:?}; {ops} operations, {acked} acknowledged writes, {unknown} unknown outcomes; lost writes {lost}, linearizability violations {}; served {served_after:?} after the last fault; replicas converged: {}; longest time without an acknowledged write, per fault kind: {}",
         if verdict.is_ok() { 0 } else { 1 },
-        converged.is_ok()
+        converged.is_ok(),
+        windows
+            .iter()
+            .map(|(k, d)| format!("{k} {} ms", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     assert_eq!(lost, 0, "seed {seed}: acknowledged writes lost");
     if let Err(v) = verdict {
@@ -634,6 +678,15 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
         torn_reported, torn_injected,
         "seed {seed}: each torn WAL tail is reported at recovery"
     );
+    // A pause lasts 300-1000 ms; clients abandon the silent node after
+    // their per-attempt timeout (500 ms) and find the new leader, so writes
+    // stop for about the pause at most, never for long after it.
+    if let Some(&w) = windows.get("pause (SIGSTOP/SIGCONT)") {
+        assert!(
+            w < PAUSE_UNAVAILABLE_MAX,
+            "seed {seed}: no write acknowledged for {w:?} around a pause (bound {PAUSE_UNAVAILABLE_MAX:?})"
+        );
+    }
     assert!(
         served_after < Duration::from_secs(15),
         "seed {seed}: served only {served_after:?} after the last fault"

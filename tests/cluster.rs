@@ -1167,3 +1167,65 @@ fn a_paused_leader_stalls_writes_for_about_an_election_not_for_the_pause() {
         }
     });
 }
+
+/// A leader cut off from its peers (`Op::Isolate`, behind
+/// `--fault-injection`) and then paused past its lease must not answer a
+/// lease read from that lease when it resumes, still cut off, while the
+/// others elected a new leader and wrote meanwhile. The read is queued in
+/// its socket during the pause, so it is the first thing the resumed node
+/// handles: the node ticks the time that elapsed (`group::clock`) before it
+/// serves any request. (Ticks counted per timer wake-up served it the old
+/// value.)
+#[test]
+fn a_leader_paused_past_its_lease_does_not_serve_a_lease_read_on_resume() {
+    let c = cluster(3, 2, &["--read-mode", "lease", "--fault-injection"]);
+    let addrs = c.client_addrs();
+    let leaders = c.wait_ready(Duration::from_secs(30)).unwrap();
+    let pids: Vec<i32> = (1..=3).map(|n| c.pid(n).unwrap() as i32).collect();
+    let outcome = run_on_executor(move || async move {
+        let cl = client(addrs.clone()).await;
+        // A second client only for the old leader: its connection stays
+        // open through the pause (the first one abandons the silent node).
+        let at_leader = client(addrs).await;
+        let key = (0..)
+            .map(|i| format!("lease{i}"))
+            .find(|k| cl.group_of(k.as_bytes()) == 0)
+            .unwrap();
+        let key = Bytes::from(key);
+        cl.put(&key, b"old").await.unwrap();
+        let l = cl.leaders()[0];
+        assert_ne!(l, 0);
+        let lease_get = Op::Get {
+            key: key.clone(),
+            mode: ReadMode::Lease,
+        };
+        // The lease works: the leader answers from it.
+        let r = at_leader.admin(l, 0, lease_get.clone()).await;
+        assert_eq!(r, Ok(Reply::Value(Some(Bytes::from_static(b"old")))));
+        let others: Vec<u64> = (1..=3).filter(|&n| n != l).collect();
+        for g in 0..2 {
+            let isolate = Op::Isolate {
+                peers: others.clone(),
+            };
+            cl.admin(l, g, isolate).await.unwrap();
+        }
+        // SAFETY: kill(2) on a child process of this test.
+        unsafe { kill(pids[(l - 1) as usize], 19) }; // SIGSTOP
+                                                     // The others elect a leader and write.
+        cl.put(&key, b"new").await.unwrap();
+        // A lease read queued for the paused old leader, then it resumes.
+        let get = glommio::spawn_local(async move { at_leader.admin(l, 0, lease_get).await });
+        glommio::timer::sleep(Duration::from_millis(1500)).await;
+        unsafe { kill(pids[(l - 1) as usize], 18) }; // SIGCONT
+        let answer = get.await;
+        (l, answer)
+    });
+    let (l, answer) = outcome;
+    eprintln!("lease read at the resumed old leader {l}: {answer:?} (leaders before: {leaders:?})");
+    assert_ne!(
+        answer,
+        Ok(Reply::Value(Some(Bytes::from_static(b"old")))),
+        "the paused old leader served a stale value from its old lease\n{}",
+        c.log_tail(l, 20)
+    );
+}

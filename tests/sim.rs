@@ -359,3 +359,106 @@ fn an_isolated_leader_stops_serving_lease_reads_before_a_new_leader_can_write() 
         "the old leader must have served lease reads while its lease held"
     );
 }
+
+/// A leader paused (SIGSTOP) while cut off from its peers, for longer than
+/// its lease, resumes still cut off and is asked for lease reads at once:
+/// it must not serve them from the lease it held before the pause (its
+/// clock jumped; `group::clock` ticks what elapsed before anything else),
+/// while the others elected a new leader and wrote meanwhile.
+#[test]
+fn a_leader_paused_past_its_lease_serves_no_lease_read_on_resume() {
+    let mut served_before = 0;
+    for seed in 0..40 {
+        let mut cfg = quiet(3, seed);
+        cfg.lease_reads = true;
+        let mut sim = ringraft::sim::Sim::new(cfg);
+        let old = settle(&mut sim);
+        let t = sim.now_ms();
+        sim.run_until(t + 50);
+        // The lease holds now: a read is served locally.
+        let before = sim.probes_served().len();
+        sim.probe_read(old);
+        served_before += sim.probes_served().len() - before;
+        let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
+        sim.partition(&[&[old], &others]);
+        sim.pause(old, 1_000);
+        let start = sim.now_ms();
+        let mut write: Option<(usize, u64)> = None;
+        while sim.now_ms() < start + 1_000 {
+            let t = sim.now_ms();
+            sim.run_until(t + 5);
+            if write.is_some() {
+                continue;
+            }
+            let leader = others.iter().copied().find(|&i| {
+                sim.node(i)
+                    .is_some_and(|r| r.role() == ringraft::raft::Role::Leader)
+            });
+            if let Some(n) = leader {
+                if let Ok((idx, _)) = sim.propose(n, bytes::Bytes::from_static(b"new")) {
+                    write = Some((n, idx));
+                }
+            }
+        }
+        let (n, idx) = write.expect("the others elect a leader during the pause");
+        assert!(
+            sim.applied(n) >= idx,
+            "seed {seed}: the new leader's write is applied"
+        );
+        // Resumed (still cut off): reads at once, and for a while after.
+        sim.run_until(start + 1_000);
+        let from = sim.probes_served().len();
+        for _ in 0..50 {
+            sim.probe_read(old);
+            let t = sim.now_ms();
+            sim.run_until(t + 2);
+        }
+        let stale: Vec<_> = sim.probes_served()[from..]
+            .iter()
+            .filter(|p| p.node == old && p.applied < idx)
+            .collect();
+        assert!(
+            stale.is_empty(),
+            "seed {seed}: the paused old leader served {} stale lease reads after resuming: {stale:?}",
+            stale.len()
+        );
+    }
+    assert!(
+        served_before > 0,
+        "lease reads were served before the pause"
+    );
+}
+
+/// Seeds per configuration of the sweep with pauses.
+const PAUSE_SEEDS: u64 = 600;
+
+/// The sweep with node pauses (often a leader, often cut off meanwhile)
+/// and lease reads on, checked like the others (linearizability included).
+#[test]
+fn sweep_3_nodes_with_pauses_and_lease_reads() {
+    let seeds: Vec<u64> = match env_u64("SIM_SEED") {
+        Some(s) => vec![s],
+        None => (0..env_u64("SIM_SEEDS").unwrap_or(PAUSE_SEEDS)).collect(),
+    };
+    let (mut pauses, mut failures) = (0, Vec::new());
+    for &seed in &seeds {
+        let mut cfg = SimConfig::new(3, seed);
+        cfg.pauses = true;
+        cfg.lease_reads = true;
+        match run(cfg) {
+            Ok(r) => pauses += r.pauses,
+            Err(f) => {
+                eprintln!(
+                    "FAILED {f}\n  replay: SIM_SEED={seed} cargo test --profile ci --test sim sweep_3_nodes_with_pauses -- --nocapture"
+                );
+                failures.push(seed);
+            }
+        }
+    }
+    println!("sim with pauses: {} seeds, {pauses} pauses", seeds.len());
+    assert!(failures.is_empty(), "seeds failed: {failures:?}");
+    assert!(
+        seeds.len() == 1 || pauses > seeds.len() as u64,
+        "pauses injected: {pauses}"
+    );
+}

@@ -8,6 +8,8 @@
 //! [`GroupId`] (positions in a container may move as replicas are created
 //! and destroyed).
 
+pub mod clock;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 

@@ -42,6 +42,7 @@ use glommio::net::TcpListener;
 use ringraft_wal::{DmaDisk, Wal, WalError};
 
 pub use crate::config::ShardConfig;
+use crate::group::clock::TickClock;
 use crate::group::{GroupId, PendingRead, Replica, ReplicaId, Waiter};
 use crate::identity::PeerBook;
 use crate::kv::Kv;
@@ -260,6 +261,12 @@ impl Shard {
         }
         let ticks_per_second = (1000 / self.cfg.tick_ms).max(1);
         let mut tick_count = 0u64;
+        // Ticks from the monotonic clock, not from timer wake-ups: after a
+        // pause the lease has aged by the whole pause (`group::clock`).
+        let origin = Instant::now();
+        let now_us = move || origin.elapsed().as_micros() as u64;
+        let catch_up_max = 2 * u64::from(self.cfg.raft.election_ticks) + 1;
+        let mut clock = TickClock::new(self.cfg.tick_ms * 1000, now_us(), catch_up_max);
         let mut msgs = Vec::new();
         let mut reqs = Vec::new();
         let mut down = Vec::new();
@@ -268,29 +275,20 @@ impl Shard {
                 break Ok(());
             }
             self.stats.turns += 1;
-            // 1. inbound messages
-            self.transport.drain_inbox(&mut msgs);
-            for (g, m) in msgs.drain(..) {
-                tracing::trace!(group = g, from = m.from, "step");
-                match self.replicas.get_mut(&g) {
-                    Some(r) => r.raft.step(m),
-                    None => self.stats.msgs_unknown_group += 1,
-                }
-            }
-            // 2. client requests
-            self.clients.drain(&mut reqs);
-            for (conn, r) in reqs.drain(..) {
-                self.on_request(conn, r);
-            }
-            self.start_reads();
-            // 3. ticks, batched for the whole shard
-            if ticks.take() {
+            // 1. ticks due on the monotonic clock, batched for the whole
+            // shard, before any request of this turn is served.
+            ticks.take();
+            let due = clock.due(now_us());
+            if due > 0 {
                 for r in self.replicas.values_mut() {
-                    r.raft.tick();
+                    for _ in 0..due {
+                        r.raft.tick();
+                    }
                 }
                 self.expire_requests(Instant::now());
-                tick_count += 1;
-                if tick_count.is_multiple_of(ticks_per_second) {
+                let before = tick_count;
+                tick_count += due;
+                if before / ticks_per_second != tick_count / ticks_per_second {
                     if self.disk_full {
                         if let Err(e) = self.try_recover_disk().await {
                             break Err(e);
@@ -305,6 +303,21 @@ impl Shard {
                     }
                 }
             }
+            // 2. inbound messages
+            self.transport.drain_inbox(&mut msgs);
+            for (g, m) in msgs.drain(..) {
+                tracing::trace!(group = g, from = m.from, "step");
+                match self.replicas.get_mut(&g) {
+                    Some(r) => r.raft.step(m),
+                    None => self.stats.msgs_unknown_group += 1,
+                }
+            }
+            // 3. client requests
+            self.clients.drain(&mut reqs);
+            for (conn, r) in reqs.drain(..) {
+                self.on_request(conn, r);
+            }
+            self.start_reads();
             self.transport.take_unreachable(&mut down);
             for peer in down.drain(..) {
                 for r in self.replicas.values_mut() {

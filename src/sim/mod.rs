@@ -75,6 +75,11 @@ pub struct SimConfig {
     /// Each node ticks every `tick_ms ± tick_jitter_ms` (a fixed rate per
     /// node and incarnation): clock drift, within the lease's bound.
     pub tick_jitter_ms: u64,
+    /// Whether the nemesis also pauses nodes (a process stopped, then
+    /// resumed with its clock jumped: it ticks what elapsed at once, as the
+    /// node's driver does through `group::clock::TickClock`), often a
+    /// leader and often cut off from its peers meanwhile.
+    pub pauses: bool,
 }
 
 impl SimConfig {
@@ -123,6 +128,7 @@ impl SimConfig {
             // 9 to 11 ms: rates differ by at most 11/9, within the lease's
             // bound of 9/7 (RaftConfig::lease_reads).
             tick_jitter_ms: 1,
+            pauses: false,
         }
     }
 }
@@ -141,6 +147,8 @@ pub struct SimReport {
     pub leaders_elected: u64,
     pub crashes: u64,
     pub partitions: u64,
+    /// Nodes paused and resumed.
+    pub pauses: u64,
     pub messages_sent: u64,
     pub messages_dropped: u64,
     pub reads_by_index: u64,
@@ -178,6 +186,8 @@ const QUIESCE_MS: u64 = 1_500;
 #[derive(Debug, Clone, Hash)]
 enum Event {
     Tick(usize),
+    /// A paused node runs again.
+    Resume(usize),
     Deliver(Message),
     PersistDone {
         node: usize,
@@ -261,6 +271,11 @@ struct SimNode {
     applied: Index,
     /// This incarnation's tick period (clock drift between nodes).
     tick_ms: u64,
+    /// Ticks from the node's clock (None until its first tick event of
+    /// this incarnation, so the cadence of its tick events is kept).
+    clock: Option<crate::group::clock::TickClock>,
+    /// Paused until this time (ms): the process runs nothing meanwhile.
+    paused_until: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -344,6 +359,8 @@ impl Sim {
                 kv: BTreeMap::new(),
                 applied: 0,
                 tick_ms: cfg.tick_ms,
+                clock: None,
+                paused_until: None,
             })
             .collect();
         let clients = (0..cfg.clients)
@@ -498,6 +515,8 @@ impl Sim {
         n.writes.clear();
         n.queued_hs = n.disk_hs;
         n.batch_len = 0;
+        n.clock = None;
+        n.paused_until = None;
     }
 
     fn crash(&mut self, i: usize) {
@@ -600,8 +619,58 @@ impl Sim {
         }
     }
 
-    /// Runs `f` on node `i`'s core (if it is up), then carries out its Readies.
+    /// Ticks node `i` by what its clock says elapsed (see
+    /// `group::clock`: a pause ages the lease by the whole pause).
+    fn tick_due(&mut self, i: usize) {
+        let now_us = self.now * 1000;
+        let catch_up_max = 2 * u64::from(self.node_cfg(i).election_ticks) + 1;
+        let n = &mut self.nodes[i];
+        if n.raft.is_none() {
+            return;
+        }
+        let tick_us = n.tick_ms * 1000;
+        let clock = n.clock.get_or_insert_with(|| {
+            crate::group::clock::TickClock::new(tick_us, now_us - tick_us.min(now_us), catch_up_max)
+        });
+        let due = clock.due(now_us);
+        let r = n.raft.as_mut().expect("checked");
+        for _ in 0..due {
+            r.tick();
+        }
+        self.drive(i);
+    }
+
+    /// How long node `i` stays paused (None: it runs).
+    fn paused_for(&self, i: usize) -> Option<u64> {
+        self.nodes[i]
+            .paused_until
+            .map(|until| until.saturating_sub(self.now))
+    }
+
+    /// Pauses node `i` for `ms` (a SIGSTOP): it handles nothing meanwhile;
+    /// messages and disk completions wait for it, and on resume it ticks
+    /// what elapsed before anything else.
+    pub fn pause(&mut self, i: usize, ms: u64) {
+        if self.nodes[i].raft.is_none() || self.nodes[i].paused_until.is_some() {
+            return;
+        }
+        if self.nodes[i].clock.is_none() {
+            let (tick_us, now_us) = (self.nodes[i].tick_ms * 1000, self.now * 1000);
+            let catch_up_max = 2 * u64::from(self.node_cfg(i).election_ticks) + 1;
+            let c = crate::group::clock::TickClock::new(tick_us, now_us, catch_up_max);
+            self.nodes[i].clock = Some(c);
+        }
+        self.nodes[i].paused_until = Some(self.now + ms);
+        self.report.pauses += 1;
+        self.schedule(ms, Event::Resume(i));
+    }
+
+    /// Runs `f` on node `i`'s core (if it is up and not paused), then
+    /// carries out its Readies.
     pub fn with_node<R>(&mut self, i: usize, f: impl FnOnce(&mut RawNode) -> R) -> Option<R> {
+        if self.nodes[i].paused_until.is_some() {
+            return None;
+        }
         let r = self.nodes[i].raft.as_mut().map(f);
         self.drive(i);
         r
@@ -627,6 +696,9 @@ impl Sim {
 
     /// Proposes `data` at node `i` (as a client talking to it would).
     pub fn propose(&mut self, i: usize, data: Bytes) -> Result<(Index, Term), ProposeError> {
+        if self.nodes[i].paused_until.is_some() {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
         let r = self.nodes[i]
             .raft
             .as_mut()
@@ -639,21 +711,32 @@ impl Sim {
     fn handle(&mut self, ev: Event) {
         match ev {
             Event::Tick(i) => {
-                if let Some(r) = self.nodes[i].raft.as_mut() {
-                    r.tick();
-                    self.drive(i);
+                if self.nodes[i].paused_until.is_none() {
+                    self.tick_due(i);
                 }
                 let tick = self.nodes[i].tick_ms;
                 self.schedule(tick, Event::Tick(i));
             }
+            Event::Resume(i) => {
+                if self.nodes[i].paused_until.take().is_some() {
+                    // Everything that elapsed, before anything else runs.
+                    self.tick_due(i);
+                }
+            }
             Event::Deliver(m) => {
                 let i = (m.to - 1) as usize;
-                if let Some(r) = self.nodes[i].raft.as_mut() {
+                if let Some(wait) = self.paused_for(i) {
+                    // In the socket until the process runs again.
+                    self.schedule(wait, Event::Deliver(m));
+                } else if let Some(r) = self.nodes[i].raft.as_mut() {
                     r.step(m);
                     self.drive(i);
                 }
             }
-            Event::PersistDone { node, incarnation } => self.persist_done(node, incarnation),
+            Event::PersistDone { node, incarnation } => match self.paused_for(node) {
+                Some(wait) => self.schedule(wait, Event::PersistDone { node, incarnation }),
+                None => self.persist_done(node, incarnation),
+            },
             Event::ClientNext(c) => self.client_next(c),
             Event::ClientRetry(c, op) => {
                 let cl = &self.clients[c];

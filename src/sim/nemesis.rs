@@ -76,6 +76,10 @@ impl Sim {
                 return;
             }
         }
+        if self.cfg.pauses && self.rng.chance(300) {
+            self.pause_fault(leader);
+            return;
+        }
         match self.rng.below(10) {
             0 | 1 => {
                 let i = self.rng.below(n as u64) as usize;
@@ -150,6 +154,31 @@ impl Sim {
                 }
             }
         }
+    }
+
+    /// Pauses a node (the leader two times in three) for one to four
+    /// election timeouts; half the time it is also cut off from every peer
+    /// until a little after it resumes, so that it resumes believing it
+    /// leads while another leader has written: what a lease must survive.
+    fn pause_fault(&mut self, leader: Option<usize>) {
+        let n = self.nodes.len();
+        let i = match leader {
+            Some(l) if self.rng.below(3) < 2 => l,
+            _ => self.rng.below(n as u64) as usize,
+        };
+        let election_ms = u64::from(self.node_cfg(i).election_ticks) * self.cfg.tick_ms;
+        let ms = self.rng.range(election_ms, 4 * election_ms);
+        if self.rng.chance(500) {
+            for x in 0..n {
+                if x != i {
+                    self.blocked[i][x] = true;
+                    self.blocked[x][i] = true;
+                }
+            }
+            let extra = self.rng.range(1, 200);
+            self.schedule(ms + extra, Event::Unisolate(i));
+        }
+        self.pause(i, ms);
     }
 
     pub(super) fn current_leader(&self) -> Option<usize> {

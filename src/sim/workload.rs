@@ -85,6 +85,12 @@ impl Sim {
         let cl = &self.clients[c];
         let Some(op) = cl.op else { return };
         let target = cl.leader_guess;
+        if let Some(wait) = self.paused_for(target) {
+            // Sent to a stopped process: handled once it runs again.
+            let id = cl.op_id;
+            self.schedule(wait, Event::ClientRetry(c, id));
+            return;
+        }
         if let ClientOp::Get {
             log: false,
             anywhere,
@@ -132,6 +138,12 @@ impl Sim {
         } else {
             self.clients[c].leader_guess
         };
+        if let Some(wait) = self.paused_for(target) {
+            self.clients[c].leader_guess = target;
+            let id = self.clients[c].op_id;
+            self.schedule(wait, Event::ClientRetry(c, id));
+            return;
+        }
         let ctx = ((c as u64) << 32) | (self.clients[c].op_id & 0xFFFF_FFFF);
         let inc = self.nodes[target].incarnation;
         let ok = match self.nodes[target].raft.as_mut() {

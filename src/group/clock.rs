@@ -1,0 +1,85 @@
+//! Raft ticks from a monotonic clock.
+//!
+//! The core counts time in ticks: election timeouts, heartbeats and the
+//! leader lease (`crate::raft::read`) are so many ticks. A driver that
+//! ticked once per timer wake-up would lose time whenever the process does
+//! not run: a leader paused (SIGSTOP, a VM stall, a long GC-like hiccup)
+//! for longer than its lease would resume with a lease that did not age,
+//! and serve a lease read while another leader has already written
+//! (the pause hazard of leases: Raft thesis §6.4.1; etcd and TiKV read
+//! leases from a monotonic clock for this reason).
+//!
+//! A [`TickClock`] turns elapsed monotonic time into the ticks that are
+//! due, so a pause of any length advances the core's clock by at least
+//! what the lease and the election timer need. The driver asks it at the
+//! start of every turn, before it serves any request, so the first read
+//! after a pause already sees the aged lease.
+
+/// Elapsed monotonic time as Raft ticks.
+#[derive(Debug, Clone)]
+pub struct TickClock {
+    tick_us: u64,
+    /// When the next tick is due (µs on the caller's monotonic clock).
+    next_us: u64,
+    /// Ticks handed out at most per call (see [`TickClock::new`]).
+    catch_up_max: u64,
+}
+
+impl TickClock {
+    /// A clock of `tick_us` per tick, started at `now_us`, that hands out
+    /// at most `catch_up_max` ticks at once (at least 1).
+    ///
+    /// `catch_up_max` bounds the work after a long pause (every replica
+    /// ticks that many times); it must be at least the longest election
+    /// timeout in ticks plus one, so that any pause long enough to matter
+    /// expires the lease and fires the election timer.
+    pub fn new(tick_us: u64, now_us: u64, catch_up_max: u64) -> TickClock {
+        let tick_us = tick_us.max(1);
+        TickClock {
+            tick_us,
+            next_us: now_us + tick_us,
+            catch_up_max: catch_up_max.max(1),
+        }
+    }
+
+    /// The ticks due at `now_us` since the last call (0 if none), at most
+    /// `catch_up_max`; time beyond that bound is dropped, not carried.
+    /// A clock that goes backwards yields 0.
+    pub fn due(&mut self, now_us: u64) -> u64 {
+        if now_us < self.next_us {
+            return 0;
+        }
+        let n = (now_us - self.next_us) / self.tick_us + 1;
+        if n > self.catch_up_max {
+            self.next_us = now_us + self.tick_us;
+            self.catch_up_max
+        } else {
+            self.next_us += n * self.tick_us;
+            n
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TickClock;
+
+    #[test]
+    fn ticks_count_elapsed_time_not_wake_ups() {
+        let mut c = TickClock::new(10_000, 0, 41);
+        assert_eq!(c.due(9_999), 0);
+        assert_eq!(c.due(10_000), 1);
+        assert_eq!(c.due(10_001), 0);
+        // A late wake-up: the ticks it missed are handed out.
+        assert_eq!(c.due(45_000), 2);
+        assert_eq!(c.due(50_000), 1);
+        // A pause of 5 s: capped at catch_up_max, the rest dropped.
+        assert_eq!(c.due(5_050_000), 41);
+        assert_eq!(c.due(5_059_999), 0);
+        assert_eq!(c.due(5_060_000), 1);
+        // Exactly at the cap.
+        assert_eq!(c.due(5_060_000 + 41 * 10_000), 41);
+        // Backwards: nothing.
+        assert_eq!(c.due(1), 0);
+    }
+}
