@@ -190,6 +190,65 @@ struct KeyLog {
     unknown: Option<u64>,
 }
 
+/// Writers on a thread of their own, one task per key given by `keys`:
+/// each writes 1, 2, 3, ... (u64 LE) to its key until `stop`; an unknown
+/// outcome ends that key's task, any other error panics. Returns when
+/// stopped: the instants of the acknowledgements and each key's log.
+fn spawn_writers(
+    addrs: Vec<std::net::SocketAddr>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    keys: fn(&Client) -> Vec<String>,
+) -> std::thread::JoinHandle<(Vec<Instant>, BTreeMap<String, KeyLog>)> {
+    std::thread::spawn(move || {
+        run_on_executor(move || async move {
+            let cl = client(addrs).await;
+            let acks: Rc<RefCell<Vec<Instant>>> = Rc::default();
+            let log: Rc<RefCell<BTreeMap<String, KeyLog>>> = Rc::default();
+            let tasks: Vec<_> = keys(&cl)
+                .into_iter()
+                .map(|key| {
+                    let (cl, acks, log, stop) =
+                        (cl.clone(), acks.clone(), log.clone(), stop.clone());
+                    glommio::spawn_local(async move {
+                        let mut v = 0u64;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            v += 1;
+                            match cl.put(key.as_bytes(), &v.to_le_bytes()).await {
+                                Ok(()) => {
+                                    acks.borrow_mut().push(Instant::now());
+                                    log.borrow_mut().entry(key.clone()).or_default().acked = v;
+                                }
+                                Err(e) if e.outcome_unknown() => {
+                                    let mut l = log.borrow_mut();
+                                    l.entry(key.clone()).or_default().unknown = Some(v);
+                                    return;
+                                }
+                                Err(e) => panic!("put {key}={v}: {e}"),
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+            let acks = acks.take();
+            (acks, log.take())
+        })
+    })
+}
+
+/// Exactly once: each key holds its last acknowledged value, or the one
+/// after it whose outcome was unknown.
+async fn check_writes(cl: &Client, log: &BTreeMap<String, KeyLog>) {
+    for (k, l) in log {
+        let v = cl.get(k.as_bytes()).await.unwrap();
+        let got = v.map(|b| u64::from_le_bytes(b[..].try_into().unwrap()));
+        let ok = got == Some(l.acked) || (got.is_some() && got == l.unknown);
+        assert!(ok, "key {k}: read {got:?}, acknowledged {l:?}");
+    }
+}
+
 #[test]
 fn killing_a_leader_loses_no_acknowledged_write_and_a_lagging_node_catches_up_by_snapshot() {
     let mut c = cluster(
@@ -202,37 +261,8 @@ fn killing_a_leader_loses_no_acknowledged_write_and_a_lagging_node_catches_up_by
     let addrs = c.client_addrs();
     // Writers run on a separate thread while this one kills and restarts.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let writers = std::thread::spawn(move || {
-        run_on_executor(move || async move {
-            let cl = client(addrs).await;
-            let log: Rc<RefCell<BTreeMap<u32, KeyLog>>> = Rc::default();
-            let log2 = log.clone();
-            let tasks: Vec<_> = (0..16u32)
-                .map(|k| {
-                    let (cl, log, stop) = (cl.clone(), log2.clone(), stop2.clone());
-                    glommio::spawn_local(async move {
-                        let mut v = 0u64;
-                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            v += 1;
-                            let key = format!("k{k}");
-                            match cl.put(key.as_bytes(), &v.to_le_bytes()).await {
-                                Ok(()) => log.borrow_mut().entry(k).or_default().acked = v,
-                                Err(e) if e.outcome_unknown() => {
-                                    log.borrow_mut().entry(k).or_default().unknown = Some(v);
-                                    return;
-                                }
-                                Err(e) => panic!("put {key}={v}: {e}"),
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await;
-            }
-            log.take()
-        })
+    let writers = spawn_writers(addrs, stop.clone(), |_| {
+        (0..16).map(|k| format!("k{k}")).collect()
     });
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_millis(700));
@@ -242,7 +272,7 @@ fn killing_a_leader_loses_no_acknowledged_write_and_a_lagging_node_catches_up_by
     c.restart(victim).unwrap();
     std::thread::sleep(Duration::from_millis(1000));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let log = writers.join().expect("writers finished");
+    let (_, log) = writers.join().expect("writers finished");
     let writes: u64 = log.values().map(|l| l.acked).sum();
     assert!(
         writes > 500,
@@ -256,12 +286,7 @@ fn killing_a_leader_loses_no_acknowledged_write_and_a_lagging_node_catches_up_by
     let addrs = c.client_addrs();
     let commits = run_on_executor(move || async move {
         let cl = client(addrs).await;
-        for (k, l) in &log {
-            let v = cl.get(format!("k{k}").as_bytes()).await.unwrap();
-            let got = v.map(|b| u64::from_le_bytes(b[..].try_into().unwrap()));
-            let ok = got == Some(l.acked) || (got.is_some() && got == l.unknown);
-            assert!(ok, "key k{k}: read {got:?}, acknowledged {l:?}");
-        }
+        check_writes(&cl, &log).await;
         // The leaders' commit indexes now.
         let mut commit = BTreeMap::new();
         for (_, r) in cl.status().await {
@@ -1073,51 +1098,14 @@ fn a_paused_leader_stalls_writes_for_about_an_election_not_for_the_pause() {
     let c = cluster(3, 2, &[]);
     let leaders = c.wait_ready(Duration::from_secs(30)).unwrap();
     let victim = leaders[0];
-    let addrs = c.client_addrs();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let writers = std::thread::spawn(move || {
-        run_on_executor(move || async move {
-            let cl = client(addrs).await;
-            // Keys of group 0 only: every write goes to the paused leader's group.
-            let keys: Vec<String> = (0..)
-                .map(|i| format!("p{i}"))
-                .filter(|k| cl.group_of(k.as_bytes()) == 0)
-                .take(4)
-                .collect();
-            let acks: Rc<RefCell<Vec<Instant>>> = Rc::default();
-            let log: Rc<RefCell<BTreeMap<String, KeyLog>>> = Rc::default();
-            let tasks: Vec<_> = keys
-                .into_iter()
-                .map(|key| {
-                    let (cl, acks, log, stop) =
-                        (cl.clone(), acks.clone(), log.clone(), stop2.clone());
-                    glommio::spawn_local(async move {
-                        let mut v = 0u64;
-                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                            v += 1;
-                            match cl.put(key.as_bytes(), &v.to_le_bytes()).await {
-                                Ok(()) => {
-                                    acks.borrow_mut().push(Instant::now());
-                                    log.borrow_mut().entry(key.clone()).or_default().acked = v;
-                                }
-                                Err(e) if e.outcome_unknown() => {
-                                    let mut l = log.borrow_mut();
-                                    l.entry(key.clone()).or_default().unknown = Some(v);
-                                    return;
-                                }
-                                Err(e) => panic!("put {key}={v}: {e}"),
-                            }
-                        }
-                    })
-                })
-                .collect();
-            for t in tasks {
-                t.await;
-            }
-            let acks = acks.take();
-            (acks, log.take())
-        })
+    // Keys of group 0 only: every write goes to the paused leader's group.
+    let writers = spawn_writers(c.client_addrs(), stop.clone(), |cl| {
+        (0..)
+            .map(|i| format!("p{i}"))
+            .filter(|k| cl.group_of(k.as_bytes()) == 0)
+            .take(4)
+            .collect()
     });
     std::thread::sleep(Duration::from_millis(1000));
     let paused_at = Instant::now();
@@ -1150,22 +1138,8 @@ fn a_paused_leader_stalls_writes_for_about_an_election_not_for_the_pause() {
         "writes stalled for {longest:?} while the old leader was paused for 5 s\n{}",
         c.log_tail(victim, 20)
     );
-    // Exactly once: each key holds its last acknowledged value, or the one
-    // after it whose outcome was unknown.
     let addrs = c.client_addrs();
-    run_on_executor(move || async move {
-        let cl = client(addrs).await;
-        for (k, l) in &log {
-            let v = cl.get(k.as_bytes()).await.unwrap();
-            let got = v.map(|b| u64::from_le_bytes(b[..].try_into().unwrap()));
-            let ok = got == Some(l.acked) || (got.is_some() && got == l.unknown);
-            assert!(
-                ok,
-                "{k}: read {got:?}, acknowledged {}, unknown {:?}",
-                l.acked, l.unknown
-            );
-        }
-    });
+    run_on_executor(move || async move { check_writes(&client(addrs).await, &log).await });
 }
 
 /// A leader cut off from its peers (`Op::Isolate`, behind

@@ -293,17 +293,23 @@ fn lease_reads_stay_linearizable_across_leader_transfers() {
     }
 }
 
-/// One run of the isolated-leader lease scenario: returns the number of
-/// reads the old leader served after the new leader's write was applied
-/// there, without that write (stale reads), and the reads it served at all.
-fn isolated_leader_lease_reads(seed: u64) -> (usize, usize) {
+/// A quiet 3-node group with lease reads, settled, its leader's lease warm
+/// (a heartbeat round acknowledged just now): (the sim, the leader).
+fn lease_leader(seed: u64) -> (ringraft::sim::Sim, usize) {
     let mut cfg = quiet(3, seed);
     cfg.lease_reads = true;
     let mut sim = ringraft::sim::Sim::new(cfg);
     let old = settle(&mut sim);
-    // Keep the lease warm: a heartbeat round acknowledged just now.
     let t = sim.now_ms();
     sim.run_until(t + 50);
+    (sim, old)
+}
+
+/// One run of the isolated-leader lease scenario: returns the number of
+/// reads the old leader served after the new leader's write was applied
+/// there, without that write (stale reads), and the reads it served at all.
+fn isolated_leader_lease_reads(seed: u64) -> (usize, usize) {
+    let (mut sim, old) = lease_leader(seed);
     let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     sim.partition(&[&[old], &others]);
     let start = sim.now_ms();
@@ -369,12 +375,7 @@ fn an_isolated_leader_stops_serving_lease_reads_before_a_new_leader_can_write() 
 fn a_leader_paused_past_its_lease_serves_no_lease_read_on_resume() {
     let mut served_before = 0;
     for seed in 0..40 {
-        let mut cfg = quiet(3, seed);
-        cfg.lease_reads = true;
-        let mut sim = ringraft::sim::Sim::new(cfg);
-        let old = settle(&mut sim);
-        let t = sim.now_ms();
-        sim.run_until(t + 50);
+        let (mut sim, old) = lease_leader(seed);
         // The lease holds now: a read is served locally.
         let before = sim.probes_served().len();
         sim.probe_read(old);

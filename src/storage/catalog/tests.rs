@@ -217,15 +217,15 @@ fn catalog_chunks_fit_the_record_limit() {
 /// and tear patterns.
 #[test]
 fn a_crash_during_create_or_destroy_recovers_to_one_of_the_two_states() {
-    use ringraft_wal::{CrashMode, MemDisk, RecoveryMode, Wal, WalOptions};
+    use ringraft_wal::{CrashMode, MemDisk, Wal, WalOptions};
+    // Small segments and batches: records tear independently.
     let opts = WalOptions {
         segment_bytes: 16 * 1024,
         record_bytes_max: 2048,
         batch_bytes_max: 8 * 1024,
         write_chunk_bytes: 4096,
         queue_bytes_max: 32 * 1024,
-        recovery: RecoveryMode::Strict,
-        zero_segments: true,
+        ..WalOptions::default()
     };
     let mut outcomes = std::collections::BTreeSet::new();
     for seed in 0..120u64 {
