@@ -750,23 +750,6 @@ fn log_role_change(shard: u32, group: u64, role: Role, leader: Option<u64>, term
     }
 }
 
-/// Bytes of a client payload as a key or value bounded by `max`.
-fn check_len(b: &Bytes, max: usize, key: bool) -> Result<(), ClientError> {
-    if b.len() <= max {
-        Ok(())
-    } else if key {
-        Err(ClientError::KeyTooLarge {
-            len: b.len() as u64,
-            max: max as u64,
-        })
-    } else {
-        Err(ClientError::ValueTooLarge {
-            len: b.len() as u64,
-            max: max as u64,
-        })
-    }
-}
-
 /// The first ReadIndex context of this incarnation: the wall clock in
 /// nanoseconds. The core matches a forwarded read to the leader's answer
 /// by context alone, so contexts restarting at 1 would let an answer

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{check_len, PendingRead, Shard, Waiter};
+use super::{PendingRead, Shard, Waiter};
 use crate::group::GroupId;
 use crate::kv::{Command, WriteOp};
 use crate::raft::{ProposeError, Role};
@@ -415,5 +415,22 @@ impl Shard {
             let result = self.read_now(gid, &p.req);
             self.respond(p.conn, p.req.id, result);
         }
+    }
+}
+
+/// Bytes of a client payload as a key or value bounded by `max`.
+fn check_len(b: &bytes::Bytes, max: usize, key: bool) -> Result<(), ClientError> {
+    if b.len() <= max {
+        Ok(())
+    } else if key {
+        Err(ClientError::KeyTooLarge {
+            len: b.len() as u64,
+            max: max as u64,
+        })
+    } else {
+        Err(ClientError::ValueTooLarge {
+            len: b.len() as u64,
+            max: max as u64,
+        })
     }
 }
