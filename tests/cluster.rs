@@ -690,6 +690,30 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
     if let Err(e) = ok {
         panic!("{e}\nnode 4 log:\n{}", c.log_tail(four, 30));
     }
+    // Node 1 is out of every group: the others stop dialling it, and
+    // node 1 destroys the replicas it learns it was removed from.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let pruned = |n: u64| {
+        std::fs::read_to_string(&c.nodes[(n - 1) as usize].log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("not dialling it any more") && l.contains("node=1"))
+            .count()
+    };
+    while [2, 3, four].iter().any(|&n| pruned(n) < 2) {
+        assert!(
+            Instant::now() < deadline,
+            "every shard of nodes 2, 3 and {four} stops dialling node 1:\n{}",
+            c.log_tail(2, 20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log1 = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+    eprintln!(
+        "node 1 destroyed {} replicas it was removed from",
+        log1.matches("this replica was removed from its group")
+            .count()
+    );
     // Node 1 is out of every group: the cluster works without it.
     c.kill(1);
     run_on_executor(move || async move {

@@ -80,6 +80,8 @@ pub struct Applied {
     pub new_members: Vec<(u64, String)>,
     /// Entries applied.
     pub entries: u64,
+    /// A membership change was among them.
+    pub conf_changed: bool,
 }
 
 impl Replica {
@@ -141,6 +143,7 @@ impl Replica {
                     ),
                 },
                 EntryKind::ConfChange => {
+                    out.conf_changed = true;
                     self.kv.skip(e.index);
                     tracing::info!(
                         group = self.id,
@@ -171,6 +174,16 @@ impl Replica {
         self.raft.on_applied(last);
         out.entries = committed.len() as u64;
         out
+    }
+
+    /// Whether the membership in force (committed: the core applies a
+    /// change when it commits) names this replica. A replica that waits
+    /// for its first snapshot knows no membership and counts as a member.
+    pub fn is_member(&self) -> bool {
+        let c = self.raft.conf();
+        let me = self.replica;
+        let unseeded = c.voters.is_empty() && c.learners.is_empty();
+        unseeded || c.voters.contains(&me) || c.voters_outgoing.contains(&me) || c.is_learner(me)
     }
 
     /// `NotLeader` naming the leader this replica knows (0: none).

@@ -126,6 +126,9 @@ pub struct Shard {
     catalog: Catalog,
     /// Scratch: ids of the replicas with a Ready this turn.
     ready_ids: Vec<GroupId>,
+    /// Replicas that applied a membership without themselves: destroyed
+    /// after the turn's Readies (`replicas.rs`).
+    removed: Vec<GroupId>,
     wal: Rc<Wal<DmaDisk>>,
     transport: Rc<Transport>,
     clients: Rc<ClientService>,
@@ -212,6 +215,7 @@ impl Shard {
             replicas,
             catalog,
             ready_ids: Vec::new(),
+            removed: Vec::new(),
             wal: Rc::new(wal),
             transport,
             clients,
@@ -233,6 +237,7 @@ impl Shard {
         for (n, a) in book {
             shard_value.learn_peer(n, &a);
         }
+        shard_value.prune_peers();
         Ok(shard_value)
     }
 
@@ -330,6 +335,9 @@ impl Shard {
             }
             // 5. durability → acks, on_persisted
             self.complete_durable();
+            if let Err(e) = self.destroy_removed().await {
+                break Err(e);
+            }
             if let Err(e) = self.finish_snapshots().await {
                 break Err(e);
             }
@@ -708,9 +716,15 @@ impl Shard {
         }
         let mut answers = Vec::new();
         let applied = r.apply(committed, &mut answers);
+        if applied.conf_changed && !r.is_member() {
+            self.removed.push(gid);
+        }
         self.stats.applied += applied.entries;
         for (node, addr) in applied.new_members {
             self.learn_peer(node, &addr);
+        }
+        if applied.conf_changed {
+            self.prune_peers();
         }
         for (conn, id, r) in answers {
             if matches!(r, Err(ClientError::NotLeader { .. })) {

@@ -149,6 +149,62 @@ impl Shard {
         Ok(())
     }
 
+    /// Destroys the replicas that applied a membership without themselves
+    /// (removed from their group: the change is committed, the group goes
+    /// on without them), saying so.
+    pub(super) async fn destroy_removed(&mut self) -> Result<(), ShardError> {
+        for group in std::mem::take(&mut self.removed) {
+            let Some(r) = self.replicas.get(&group) else {
+                continue;
+            };
+            tracing::warn!(
+                shard = self.cfg.shard,
+                group,
+                replica = r.replica,
+                conf = ?r.raft.conf(),
+                "this replica was removed from its group: destroying it"
+            );
+            match self.destroy_replica(group).await {
+                Ok(()) => {}
+                Err(ReplicaApiError::Shard(e)) => return Err(e),
+                // The disk is full: kept (idle) until the next removal
+                // check after space is back; nothing depends on it.
+                Err(e) => tracing::warn!(group, "removed replica not destroyed yet: {e}"),
+            }
+            if self.replicas.is_empty() {
+                tracing::warn!(
+                    shard = self.cfg.shard,
+                    "this shard hosts no replica any more (removed from every group)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops dialling nodes that no replica of this shard has as a member
+    /// any more (they were removed from every group here). Skipped while a
+    /// replica waits for its first snapshot (it knows no membership yet).
+    pub(super) fn prune_peers(&self) {
+        let mut known = std::collections::BTreeSet::<u64>::new();
+        for r in self.replicas.values() {
+            let c = r.raft.conf();
+            if c.voters.is_empty() && c.learners.is_empty() {
+                return;
+            }
+            known.extend(c.voters.iter().chain(&c.voters_outgoing).chain(&c.learners));
+        }
+        for node in self.transport.peer_ids() {
+            if !known.contains(&node) {
+                tracing::info!(
+                    shard = self.cfg.shard,
+                    node,
+                    "node is no longer a member of any group on this shard: not dialling it any more"
+                );
+                self.transport.remove_peer(node);
+            }
+        }
+    }
+
     /// This shard's replicas, by group id.
     pub fn replicas(&self) -> Vec<ReplicaInfo> {
         self.replicas

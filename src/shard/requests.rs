@@ -186,7 +186,9 @@ impl Shard {
 
     /// A membership change of the group, on its leader: the new node's
     /// address goes into the replicated address book first (so every
-    /// replica can reach it), and a snapshot exists to seed it.
+    /// replica can reach it), and a snapshot exists to seed it. A removed
+    /// node leaves the address book right after the change (so maps and
+    /// `ctl status` stop naming it, and peers stop dialling it).
     fn membership(&mut self, gid: GroupId, conn: ClientConnId, req: &Request, deadline: Instant) {
         if self.disk_full {
             return self.respond(conn, req.id, Err(ClientError::DiskFull));
@@ -199,14 +201,29 @@ impl Shard {
         // Asking again for what is already in force is answered Done, so
         // an operator (or a client whose answer was lost) can safely retry.
         let conf = g.raft.conf();
+        let out_of_conf = |node: &u64| !conf.voters.contains(node) && !conf.is_learner(*node);
         let in_force = match &req.op {
             Op::AddLearner { node, .. } => conf.members().contains(node),
             Op::Promote { node } => conf.voters.contains(node),
-            Op::RemoveNode { node } => !conf.voters.contains(node) && !conf.is_learner(*node),
+            Op::RemoveNode { node } => out_of_conf(node) && !g.kv.members().contains_key(node),
             _ => false,
         };
         if in_force {
             return self.respond(conn, req.id, Ok(Reply::Done));
+        }
+        if let Op::RemoveNode { node } = &req.op {
+            if out_of_conf(node) {
+                // Out of the group, still in its address book (the book
+                // entry of an earlier attempt was lost): that entry alone.
+                let r = self.replica_mut(gid).raft.propose(forget_member(*node));
+                return match r {
+                    Ok((index, term)) => self.await_entry(gid, index, term, conn, req.id, deadline),
+                    Err(e) => {
+                        let reason = e.to_string();
+                        self.respond(conn, req.id, Err(ClientError::Failed { reason }))
+                    }
+                };
+            }
         }
         let proposed = match &req.op {
             Op::AddLearner {
@@ -243,7 +260,15 @@ impl Shard {
                 g.raft.add_learner(*node)
             }
             Op::Promote { node } => self.replica_mut(gid).raft.promote_learner(*node),
-            Op::RemoveNode { node } => self.replica_mut(gid).raft.remove_node(*node),
+            Op::RemoveNode { node } => {
+                let g = self.replica_mut(gid);
+                let r = g.raft.remove_node(*node);
+                if r.is_ok() {
+                    // Best effort: a retry of the removal proposes it again.
+                    let _ = g.raft.propose(forget_member(*node));
+                }
+                r
+            }
             _ => unreachable!("membership ops only"),
         };
         match proposed {
@@ -433,4 +458,19 @@ fn check_len(b: &bytes::Bytes, max: usize, key: bool) -> Result<(), ClientError>
             max: max as u64,
         })
     }
+}
+
+/// The address-book entry that forgets `node` (an empty peer address).
+fn forget_member(node: u64) -> bytes::Bytes {
+    Command {
+        client: 0,
+        seq: 0,
+        ack: 0,
+        op: WriteOp::Member {
+            node,
+            peer_addr: bytes::Bytes::new(),
+            client_addr: bytes::Bytes::new(),
+        },
+    }
+    .encode()
 }

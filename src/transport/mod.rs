@@ -445,6 +445,13 @@ impl Transport {
         self.links.borrow().get(&node).is_some()
     }
 
+    /// The nodes this transport has a link to, in id order.
+    pub fn peer_ids(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.links.borrow().0.iter().map(|(id, _)| *id).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Stops sending to `node`.
     pub fn remove_peer(&self, node: NodeId) {
         if let Some(old) = self.links.borrow_mut().remove(&node) {
