@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A/B of two builds of ringraft-load (each starts its own local cluster
 # with the ringraft binary next to it), interleaved in the same run, with
-# etcd and a raw 4 KiB write+fdatasync measured in every repetition.
+# a raw 4 KiB write+fdatasync measured in every repetition, and etcd too
+# when ETCD_RUNNER names the etcd baseline script (without it the etcd
+# columns are left out, and the run says so).
 #
 #   tools/ab.sh OLD/ringraft-load NEW/ringraft-load   (Env: RUNS, default 3)
 # Prints medians [min-max] for 1x1 and 64x64 writes and an open loop at
@@ -13,13 +15,15 @@ out=$(mktemp -d)
 fdir=$(mktemp -d)
 trap 'rm -rf "$out" "$fdir"' EXIT
 command -v fio >/dev/null || { apt-get update -qq && apt-get install -y -qq fio >/dev/null; }
-command -v etcdctl >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-client >/dev/null; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 # The etcd baseline runs through a script outside this repository (README).
 ETCD_RUNNER=${ETCD_RUNNER:-}
-if [ -z "$ETCD_RUNNER" ] || [ ! -f "$ETCD_RUNNER" ]; then
-  echo "tools/ab.sh: set ETCD_RUNNER to the etcd baseline script (got '${ETCD_RUNNER}')" >&2
+if [ -n "$ETCD_RUNNER" ] && [ ! -f "$ETCD_RUNNER" ]; then
+  echo "tools/ab.sh: ETCD_RUNNER=$ETCD_RUNNER is not a file (unset it to run without etcd)" >&2
   exit 2
+fi
+if [ -z "$ETCD_RUNNER" ]; then
+  echo "tools/ab.sh: ETCD_RUNNER is not set: no etcd baseline in this run (old against new, and fdatasync)" >&2
 fi
 RUNS=${RUNS:-3}
 for rep in $(seq "$RUNS"); do
@@ -30,7 +34,9 @@ for rep in $(seq "$RUNS"); do
     $bin --connections 64 --depth 64 --duration 5 --warmup 1 --json $out/$v-64x64-$rep.json >/dev/null 2>&1
     $bin --connections 64 --depth 64 --duration 5 --warmup 1 --rate 20000 --json $out/$v-open20k-$rep.json >/dev/null 2>&1
   done
-  (cd "$root" && DURATION=5 bash "$ETCD_RUNNER" 1 4096 > $out/etcd-$rep.jsonl 2>/dev/null)
+  if [ -n "$ETCD_RUNNER" ]; then
+    (cd "$root" && DURATION=5 bash "$ETCD_RUNNER" 1 4096 > $out/etcd-$rep.jsonl 2>/dev/null)
+  fi
 done
 python3 - "$out" "$RUNS" <<'PY'
 import json, statistics, sys
@@ -41,17 +47,21 @@ def sp(xs, f):
 ms = lambda u: f"{u/1000:.2f}"; o = lambda x: f"{x:.0f}"; r = lambda x: f"{x:.2f}"
 fs = [1e6/json.load(open(f"{d}/fsync-{k}.json"))["jobs"][0]["write"]["iops"] for k in reps]
 print("raw 4k write+fdatasync us:", sp(fs, o))
+import os
 et = {}
 for k in reps:
-    for line in open(f"{d}/etcd-{k}.jsonl"):
+    p = f"{d}/etcd-{k}.jsonl"
+    if not os.path.exists(p):
+        continue
+    for line in open(p):
         j = json.loads(line); et[(j["clients"], k)] = j
 for shape, cl in [("1x1", 1), ("64x64", 4096), ("open20k", None)]:
     for v in ["old", "new"]:
         js = {k: json.load(open(f"{d}/{v}-{shape}-{k}.json")) for k in reps}
         line = f"{shape:8} {v}: ops/s {sp([j['ops_per_sec'] for j in js.values()], o)}  p50 ms {sp([j['write']['p50_us'] for j in js.values()], ms)}  p99 ms {sp([j['write']['p99_us'] for j in js.values()], ms)}"
-        if cl:
+        if cl and all((cl, k) in et for k in reps):
             line += f"  | ÷etcd ops {sp([js[k]['ops_per_sec']/et[(cl,k)]['ops_per_sec'] for k in reps], r)} p50 {sp([js[k]['write']['p50_us']/et[(cl,k)]['p50_us'] for k in reps], r)}"
         print(line)
-for cl in (1, 4096):
+for cl in (1, 4096) if et else ():
     print(f"etcd {cl} clients: ops/s {sp([et[(cl,k)]['ops_per_sec'] for k in reps], o)} p50 ms {sp([et[(cl,k)]['p50_us'] for k in reps], ms)}")
 PY

@@ -71,6 +71,9 @@ pub struct Replica {
     pub reads_asked: HashMap<u64, Vec<PendingRead>>,
     /// Reads confirmed at an index, served once applied through it.
     pub reads_ready: Vec<(Index, PendingRead)>,
+    /// Whether the membership named this replica when last looked at
+    /// (`note_membership`).
+    pub was_named: bool,
 }
 
 /// What applying committed entries produced besides client answers.
@@ -82,6 +85,8 @@ pub struct Applied {
     pub entries: u64,
     /// A membership change was among them.
     pub conf_changed: bool,
+    /// An address-book entry forgot a node.
+    pub members_forgotten: bool,
 }
 
 impl Replica {
@@ -94,7 +99,7 @@ impl Replica {
         snap_file_index: Index,
         lsns: GroupLog,
     ) -> Replica {
-        Replica {
+        let mut r = Replica {
             id,
             replica,
             raft,
@@ -107,7 +112,10 @@ impl Replica {
             reads_new: Vec::new(),
             reads_asked: HashMap::new(),
             reads_ready: Vec::new(),
-        }
+            was_named: false,
+        };
+        r.was_named = r.is_named();
+        r
     }
 
     /// Applies `committed` (consecutive, from the next index to apply) to
@@ -132,6 +140,7 @@ impl Replica {
                             node, peer_addr, ..
                         } = &cmd.op
                         {
+                            out.members_forgotten |= peer_addr.is_empty();
                             out.new_members
                                 .push((*node, String::from_utf8_lossy(peer_addr).into_owned()));
                         }
@@ -177,13 +186,23 @@ impl Replica {
     }
 
     /// Whether the membership in force (committed: the core applies a
-    /// change when it commits) names this replica. A replica that waits
-    /// for its first snapshot knows no membership and counts as a member.
-    pub fn is_member(&self) -> bool {
+    /// change when it commits) names this replica.
+    pub fn is_named(&self) -> bool {
         let c = self.raft.conf();
         let me = self.replica;
-        let unseeded = c.voters.is_empty() && c.learners.is_empty();
-        unseeded || c.voters.contains(&me) || c.voters_outgoing.contains(&me) || c.is_learner(me)
+        c.voters.contains(&me) || c.voters_outgoing.contains(&me) || c.is_learner(me)
+    }
+
+    /// Records whether the membership names this replica now; true when it
+    /// did before and does not any more: the replica was removed. A
+    /// replica that joins (seeded by a snapshot whose membership predates
+    /// its own addition, then applying changes that add others) was never
+    /// named, so it is not taken for removed.
+    pub fn note_membership(&mut self) -> bool {
+        let now = self.is_named();
+        let removed = self.was_named && !now;
+        self.was_named = now;
+        removed
     }
 
     /// `NotLeader` naming the leader this replica knows (0: none).
@@ -290,5 +309,48 @@ impl Replica {
     /// (node, peer address) of every member in the replicated address book.
     pub fn address_book(&self) -> impl Iterator<Item = (u64, String)> + '_ {
         self.kv.members().iter().map(|(n, a)| (*n, a.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::KvLimits;
+    use crate::raft::{ConfState, RaftConfig, Snapshot, SnapshotMeta};
+
+    fn replica(me: u64, voters: &[u64], snap_voters: Option<&[u64]>) -> Replica {
+        let cfg = RaftConfig::new(me, voters.to_vec()).validate().unwrap();
+        let snap = snap_voters.map(|v| Snapshot {
+            meta: SnapshotMeta { index: 10, term: 1 },
+            conf: ConfState {
+                voters: v.to_vec(),
+                ..Default::default()
+            },
+            data: bytes::Bytes::new(),
+        });
+        let raft = RawNode::restart_from(cfg, Default::default(), snap, Vec::new(), 0);
+        let kv = Kv::new(KvLimits::default());
+        Replica::new(1, me, raft, kv, 0, GroupLog::default())
+    }
+
+    /// A replica that joins is seeded with a snapshot whose membership
+    /// predates its own addition: not named, yet never taken for removed
+    /// (it would destroy itself, and its id could never come back). One
+    /// that was named and is not any more was removed.
+    #[test]
+    fn only_a_replica_that_was_named_is_taken_for_removed() {
+        // Joined: no membership, then a snapshot of {1, 2, 3}.
+        let mut joiner = replica(5, &[], Some(&[1, 2, 3]));
+        assert!(!joiner.is_named());
+        assert!(!joiner.note_membership(), "a joiner is not removed");
+        // An initial voter is named and stays so.
+        let mut voter = replica(1, &[1, 2, 3], None);
+        assert!(voter.is_named() && !voter.note_membership());
+        // Named before, not in the membership now: removed, once.
+        voter.was_named = true;
+        let mut removed = replica(1, &[1, 2, 3], Some(&[2, 3, 4]));
+        removed.was_named = voter.was_named;
+        assert!(removed.note_membership());
+        assert!(!removed.note_membership(), "reported once");
     }
 }

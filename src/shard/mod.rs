@@ -716,14 +716,14 @@ impl Shard {
         }
         let mut answers = Vec::new();
         let applied = r.apply(committed, &mut answers);
-        if applied.conf_changed && !r.is_member() {
+        if applied.conf_changed && r.note_membership() {
             self.removed.push(gid);
         }
         self.stats.applied += applied.entries;
         for (node, addr) in applied.new_members {
             self.learn_peer(node, &addr);
         }
-        if applied.conf_changed {
+        if applied.conf_changed || applied.members_forgotten {
             self.prune_peers();
         }
         for (conn, id, r) in answers {

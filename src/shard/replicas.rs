@@ -182,8 +182,10 @@ impl Shard {
     }
 
     /// Stops dialling nodes that no replica of this shard has as a member
-    /// any more (they were removed from every group here). Skipped while a
-    /// replica waits for its first snapshot (it knows no membership yet).
+    /// or in its address book any more (they were removed from every group
+    /// here; a node being added is in a book before it is in a
+    /// membership). Skipped while a replica waits for its first snapshot
+    /// (it knows no membership yet).
     pub(super) fn prune_peers(&self) {
         let mut known = std::collections::BTreeSet::<u64>::new();
         for r in self.replicas.values() {
@@ -192,6 +194,7 @@ impl Shard {
                 return;
             }
             known.extend(c.voters.iter().chain(&c.voters_outgoing).chain(&c.learners));
+            known.extend(r.kv.members().keys());
         }
         for node in self.transport.peer_ids() {
             if !known.contains(&node) {

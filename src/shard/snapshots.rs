@@ -87,6 +87,10 @@ impl Shard {
             g.snap_file_index = snap.meta.index;
             g.lsns.trim_to_snapshot(snap.meta.index, snap.meta.term);
         }
+        if g.note_membership() {
+            // A snapshot of a membership without this replica: removed.
+            self.removed.push(gid);
+        }
         let book: Vec<(u64, String)> = g.address_book().collect();
         for (n, a) in book {
             self.learn_peer(n, &a);
