@@ -177,3 +177,32 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
     });
     drop(lock);
 }
+
+/// Destroying one group's replica removes its snapshot files only: a
+/// temporary file of another group is a snapshot write in progress (it
+/// used to be swept too, and that write's rename then failed and stopped
+/// the node).
+#[test]
+fn removing_a_groups_snapshot_files_spares_another_groups_write_in_progress() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().to_path_buf();
+    run(async move {
+        let snap = Snapshot {
+            meta: SnapshotMeta { index: 5, term: 1 },
+            conf: ConfState {
+                voters: vec![1],
+                ..Default::default()
+            },
+            data: Bytes::from_static(b"state"),
+        };
+        snapfile::write(&dir, 1, &snap, None).await.unwrap();
+        let in_progress = dir.join(format!("{}.tmp", snapfile::file_name(2, 9)));
+        std::fs::write(&in_progress, b"half written").unwrap();
+        assert_eq!(snapfile::remove_group(&dir, 1).await.unwrap(), 1);
+        assert!(snapfile::list(&dir).unwrap().is_empty());
+        assert!(
+            in_progress.exists(),
+            "another group's write in progress is left alone"
+        );
+    });
+}

@@ -21,24 +21,26 @@ pub struct TickClock {
     tick_us: u64,
     /// When the next tick is due (µs on the caller's monotonic clock).
     next_us: u64,
-    /// Ticks handed out at most per call (see [`TickClock::new`]).
+    /// Ticks handed out at most per call: `2 × election_ticks + 1` (see
+    /// [`TickClock::new`]).
     catch_up_max: u64,
 }
 
 impl TickClock {
-    /// A clock of `tick_us` per tick, started at `now_us`, that hands out
-    /// at most `catch_up_max` ticks at once (at least 1).
+    /// A clock of `tick_us` per tick whose first tick is due at
+    /// `first_us`, for a core whose election timeout is `election_ticks`
+    /// (randomized up to twice that).
     ///
-    /// `catch_up_max` bounds the work after a long pause (every replica
-    /// ticks that many times); it must be at least the longest election
-    /// timeout in ticks plus one, so that any pause long enough to matter
-    /// expires the lease and fires the election timer.
-    pub fn new(tick_us: u64, now_us: u64, catch_up_max: u64) -> TickClock {
-        let tick_us = tick_us.max(1);
+    /// It hands out at most `2 × election_ticks + 1` ticks at once: that
+    /// bounds the work after a long pause (every replica ticks that many
+    /// times) and is still more than the longest election timeout, so any
+    /// pause long enough to matter expires the lease and fires the
+    /// election timer.
+    pub fn new(tick_us: u64, first_us: u64, election_ticks: u32) -> TickClock {
         TickClock {
-            tick_us,
-            next_us: now_us + tick_us,
-            catch_up_max: catch_up_max.max(1),
+            tick_us: tick_us.max(1),
+            next_us: first_us,
+            catch_up_max: 2 * u64::from(election_ticks) + 1,
         }
     }
 
@@ -66,7 +68,8 @@ mod tests {
 
     #[test]
     fn ticks_count_elapsed_time_not_wake_ups() {
-        let mut c = TickClock::new(10_000, 0, 41);
+        // Election timeout 20 ticks: at most 41 at once.
+        let mut c = TickClock::new(10_000, 10_000, 20);
         assert_eq!(c.due(9_999), 0);
         assert_eq!(c.due(10_000), 1);
         assert_eq!(c.due(10_001), 0);

@@ -79,14 +79,13 @@ pub struct Replica {
 /// What applying committed entries produced besides client answers.
 #[derive(Debug, Default)]
 pub struct Applied {
-    /// (node, peer address) added to the replicated address book.
+    /// (node, peer address) written to the replicated address book; an
+    /// empty address forgets the node.
     pub new_members: Vec<(u64, String)>,
     /// Entries applied.
     pub entries: u64,
     /// A membership change was among them.
     pub conf_changed: bool,
-    /// An address-book entry forgot a node.
-    pub members_forgotten: bool,
 }
 
 impl Replica {
@@ -140,7 +139,6 @@ impl Replica {
                             node, peer_addr, ..
                         } = &cmd.op
                         {
-                            out.members_forgotten |= peer_addr.is_empty();
                             out.new_members
                                 .push((*node, String::from_utf8_lossy(peer_addr).into_owned()));
                         }

@@ -55,7 +55,8 @@ pub(super) async fn load(
             voters: cfg.voters.clone(),
             descriptor: Bytes::new(),
         })
-        .filter(|d| replay.catalog.get(d.group).is_none() && replay.catalog.check_create(d).is_ok())
+        // Not hosted here yet, never destroyed here (`check_create`).
+        .filter(|d| replay.catalog.check_create(d).is_ok())
         .map(CatalogOp::Create)
         .collect();
     storage::catalog::append_catalog(

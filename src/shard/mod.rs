@@ -119,13 +119,19 @@ pub struct ShardStats {
 pub struct Shard {
     cfg: ShardConfig,
     /// This shard's replicas by group id. Iterated in id order, so a
-    /// turn's work is the same for the same inputs.
+    /// turn's work is the same for the same inputs. Invariant: a replica
+    /// leaves the map only in `destroy_replica` (which drops its entries
+    /// of `inflight`) and in the rebuild after a full disk (which clears
+    /// `inflight`), never while a turn processes Readies; so every id in
+    /// `inflight` and in a turn's ready list is hosted (`hosted` asserts it).
     replicas: BTreeMap<GroupId, Replica>,
     /// The replica catalog as durable in the WAL. Invariant: its live
     /// entries are exactly the keys of `replicas`.
     catalog: Catalog,
     /// Scratch: ids of the replicas with a Ready this turn.
     ready_ids: Vec<GroupId>,
+    /// Scratch: client answers of one apply.
+    answers: Vec<crate::group::Answer>,
     /// Replicas that applied a membership without themselves: destroyed
     /// after the turn's Readies (`replicas.rs`).
     removed: Vec<GroupId>,
@@ -215,6 +221,7 @@ impl Shard {
             replicas,
             catalog,
             ready_ids: Vec::new(),
+            answers: Vec::new(),
             removed: Vec::new(),
             wal: Rc::new(wal),
             transport,
@@ -270,8 +277,8 @@ impl Shard {
         // pause the lease has aged by the whole pause (`group::clock`).
         let origin = Instant::now();
         let now_us = move || origin.elapsed().as_micros() as u64;
-        let catch_up_max = 2 * u64::from(self.cfg.raft.election_ticks) + 1;
-        let mut clock = TickClock::new(self.cfg.tick_ms * 1000, now_us(), catch_up_max);
+        let tick_us = self.cfg.tick_ms * 1000;
+        let mut clock = TickClock::new(tick_us, now_us() + tick_us, self.cfg.raft.election_ticks);
         let mut msgs = Vec::new();
         let mut reqs = Vec::new();
         let mut down = Vec::new();
@@ -489,11 +496,7 @@ impl Shard {
     }
 
     fn replica_mut(&mut self, gid: GroupId) -> &mut Replica {
-        let shard = self.cfg.shard;
-        match self.replicas.get_mut(&gid) {
-            Some(r) => r,
-            None => panic!("shard {shard}: group {gid} is not hosted here"),
-        }
+        hosted(&mut self.replicas, gid)
     }
 
     fn respond(&self, conn: ClientConnId, id: u64, result: Result<Reply, ClientError>) {
@@ -517,9 +520,7 @@ impl Shard {
 
     async fn process_ready_ids(&mut self, shard: u32, ids: &[GroupId]) -> Result<(), ShardError> {
         for &gid in ids {
-            let Some(r) = self.replicas.get_mut(&gid) else {
-                continue;
-            };
+            let r = hosted(&mut self.replicas, gid);
             self.stats.readies += 1;
             let mut rd = r.raft.ready();
             if let Some(ss) = rd.soft_state {
@@ -557,9 +558,7 @@ impl Shard {
             let token = rd.token();
             let committed = std::mem::take(&mut rd.committed);
             self.apply(gid, &committed);
-            let Some(r) = self.replicas.get_mut(&gid) else {
-                continue;
-            };
+            let r = hosted(&mut self.replicas, gid);
             for rs in rd.read_states.drain(..) {
                 r.on_read_state(rs);
             }
@@ -632,15 +631,14 @@ impl Shard {
             }
             let (chunk, tail) = rest.split_at(n);
             let lsn = self.submit_record(gid, hs.as_ref(), chunk).await?;
-            if let Some(g) = self.replicas.get_mut(&gid) {
-                if let Some(h) = hs {
-                    g.lsns.hs = h;
-                    g.lsns.hs_lsn = lsn;
-                }
-                if let Some(first) = chunk.first() {
-                    g.lsns.record_lsns.split_off(&first.index);
-                    g.lsns.record_lsns.insert(first.index, lsn);
-                }
+            let g = hosted(&mut self.replicas, gid);
+            if let Some(h) = hs {
+                g.lsns.hs = h;
+                g.lsns.hs_lsn = lsn;
+            }
+            if let Some(first) = chunk.first() {
+                g.lsns.record_lsns.split_off(&first.index);
+                g.lsns.record_lsns.insert(first.index, lsn);
             }
             hs = None;
             rest = tail;
@@ -658,22 +656,13 @@ impl Shard {
         hs: Option<&crate::raft::HardState>,
         entries: &[crate::raft::Entry],
     ) -> Result<u64, ShardError> {
-        let bytes = storage::record_bytes(hs.is_some(), entries);
-        self.submit_encoded(bytes, |out| storage::encode_record(out, gid, hs, entries))
-            .await
-    }
-
-    /// Appends one record of `bytes` bytes written by `encode` to the WAL,
-    /// waiting while its queue is full (backpressure: until the oldest
-    /// write lands); its LSN.
-    async fn submit_encoded(
-        &mut self,
-        bytes: usize,
-        encode: impl Fn(&mut [u8]),
-    ) -> Result<u64, ShardError> {
         let shard = self.cfg.shard;
+        let bytes = storage::record_bytes(hs.is_some(), entries);
         loop {
-            match self.wal.try_submit_with(bytes, &encode) {
+            match self
+                .wal
+                .try_submit_with(bytes, |out| storage::encode_record(out, gid, hs, entries))
+            {
                 Ok(l) => {
                     self.stats.wal_records += 1;
                     return Ok(l);
@@ -695,10 +684,7 @@ impl Shard {
         let durable = self.wal.durable_lsn();
         while self.inflight.front().is_some_and(|f| f.lsn <= durable) {
             let f = self.inflight.pop_front().expect("checked");
-            // A replica destroyed since: its acks and reports go nowhere.
-            let Some(r) = self.replicas.get_mut(&f.group) else {
-                continue;
-            };
+            let r = hosted(&mut self.replicas, f.group);
             tracing::trace!(group = f.group, lsn = f.lsn, acks = f.msgs.len(), "durable");
             for m in &f.msgs {
                 self.transport.send(f.group, m);
@@ -708,30 +694,31 @@ impl Shard {
     }
 
     fn apply(&mut self, gid: GroupId, committed: &[crate::raft::Entry]) {
-        let Some(r) = self.replicas.get_mut(&gid) else {
-            return;
-        };
         if committed.is_empty() {
             return;
         }
-        let mut answers = Vec::new();
+        let r = hosted(&mut self.replicas, gid);
+        // Reused across applies: no allocation per apply in steady state.
+        let mut answers = std::mem::take(&mut self.answers);
         let applied = r.apply(committed, &mut answers);
         if applied.conf_changed && r.note_membership() {
             self.removed.push(gid);
         }
         self.stats.applied += applied.entries;
-        for (node, addr) in applied.new_members {
-            self.learn_peer(node, &addr);
+        for (node, addr) in &applied.new_members {
+            self.learn_peer(*node, addr);
         }
-        if applied.conf_changed || applied.members_forgotten {
+        let forgotten = applied.new_members.iter().any(|(_, a)| a.is_empty());
+        if applied.conf_changed || forgotten {
             self.prune_peers();
         }
-        for (conn, id, r) in answers {
+        for (conn, id, r) in answers.drain(..) {
             if matches!(r, Err(ClientError::NotLeader { .. })) {
                 self.stats.errors_not_leader += 1;
             }
             self.respond(conn, id, r);
         }
+        self.answers = answers;
         self.maybe_snapshot(gid);
     }
 
@@ -745,6 +732,15 @@ impl Shard {
         for (conn, id) in late {
             self.respond(conn, id, Err(ClientError::Timeout));
         }
+    }
+}
+
+/// The replica of `gid`, which the shard's invariant says is hosted (see
+/// `Shard::replicas`); a free function so that it borrows only the map.
+fn hosted(replicas: &mut BTreeMap<GroupId, Replica>, gid: GroupId) -> &mut Replica {
+    match replicas.get_mut(&gid) {
+        Some(r) => r,
+        None => panic!("group {gid} is not hosted here: a replica left the map during a turn"),
     }
 }
 

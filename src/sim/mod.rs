@@ -340,6 +340,8 @@ pub struct Sim {
     probes_waiting: Vec<(usize, u64, u64, Index)>,
     probes_served: Vec<ProbeRead>,
     probe_seq: u64,
+    /// The nodes' election timeout in ticks (all nodes share it).
+    election_ticks: u32,
     trace: DefaultHasher,
     report: SimReport,
     failure: Option<SimFailure>,
@@ -403,6 +405,7 @@ impl Sim {
             probes_waiting: Vec::new(),
             probes_served: Vec::new(),
             probe_seq: 0,
+            election_ticks: 0,
             trace: DefaultHasher::new(),
             report: SimReport {
                 seed: cfg.seed,
@@ -412,6 +415,7 @@ impl Sim {
             next_value: 1,
             cfg,
         };
+        sim.election_ticks = sim.node_cfg(0).election_ticks;
         for i in 0..n {
             sim.start_node(i);
             let t = sim.rng.below(sim.cfg.tick_ms);
@@ -627,22 +631,29 @@ impl Sim {
     /// Ticks node `i` by what its clock says elapsed (see
     /// `group::clock`: a pause ages the lease by the whole pause).
     fn tick_due(&mut self, i: usize) {
-        let now_us = self.now * 1000;
-        let catch_up_max = 2 * u64::from(self.node_cfg(i).election_ticks) + 1;
-        let n = &mut self.nodes[i];
-        if n.raft.is_none() {
+        if self.nodes[i].raft.is_none() {
             return;
         }
-        let tick_us = n.tick_ms * 1000;
-        let clock = n.clock.get_or_insert_with(|| {
-            crate::group::clock::TickClock::new(tick_us, now_us - tick_us.min(now_us), catch_up_max)
-        });
-        let due = clock.due(now_us);
-        let r = n.raft.as_mut().expect("checked");
+        // First tick of this incarnation: due now (the cadence of its
+        // tick events is kept).
+        let now_us = self.now * 1000;
+        let due = self.clock(i, now_us).due(now_us);
+        let r = self.nodes[i].raft.as_mut().expect("checked");
         for _ in 0..due {
             r.tick();
         }
         self.drive(i);
+    }
+
+    /// Node `i`'s clock, started with its first tick due at `first_us` if
+    /// this incarnation has none yet.
+    fn clock(&mut self, i: usize, first_us: u64) -> &mut crate::group::clock::TickClock {
+        let election_ticks = self.election_ticks;
+        let n = &mut self.nodes[i];
+        let tick_us = n.tick_ms * 1000;
+        n.clock.get_or_insert_with(|| {
+            crate::group::clock::TickClock::new(tick_us, first_us, election_ticks)
+        })
     }
 
     /// How long node `i` stays paused (None: it runs).
@@ -659,12 +670,9 @@ impl Sim {
         if self.nodes[i].raft.is_none() || self.nodes[i].paused_until.is_some() {
             return;
         }
-        if self.nodes[i].clock.is_none() {
-            let (tick_us, now_us) = (self.nodes[i].tick_ms * 1000, self.now * 1000);
-            let catch_up_max = 2 * u64::from(self.node_cfg(i).election_ticks) + 1;
-            let c = crate::group::clock::TickClock::new(tick_us, now_us, catch_up_max);
-            self.nodes[i].clock = Some(c);
-        }
+        // The whole pause counts from now.
+        let first_us = (self.now + self.nodes[i].tick_ms) * 1000;
+        self.clock(i, first_us);
         self.nodes[i].paused_until = Some(self.now + ms);
         self.report.pauses += 1;
         self.schedule(ms, Event::Resume(i));

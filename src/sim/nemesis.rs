@@ -166,7 +166,7 @@ impl Sim {
             Some(l) if self.rng.below(3) < 2 => l,
             _ => self.rng.below(n as u64) as usize,
         };
-        let election_ms = u64::from(self.node_cfg(i).election_ticks) * self.cfg.tick_ms;
+        let election_ms = u64::from(self.election_ticks) * self.cfg.tick_ms;
         let ms = self.rng.range(election_ms, 4 * election_ms);
         if self.rng.chance(500) {
             for x in 0..n {

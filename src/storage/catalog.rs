@@ -77,7 +77,8 @@ pub enum CatalogOp {
 }
 
 impl CatalogOp {
-    fn group(&self) -> GroupId {
+    /// The group the operation concerns.
+    pub fn group(&self) -> GroupId {
         match self {
             CatalogOp::Create(d) => d.group,
             CatalogOp::Tombstone { group, .. } => *group,
@@ -302,24 +303,13 @@ impl Catalog {
         let group = op.group();
         match op {
             CatalogOp::Create(d) => {
-                if self
-                    .tombstones
-                    .get(&group)
-                    .is_some_and(|&(t, _)| d.replica <= t)
-                {
+                let dead = self.tombstones.get(&group).map(|&(t, _)| t);
+                let current = self.live.get(&group).map(|(cur, _)| cur.replica);
+                // Stale: destroyed here, or a newer replica already lives.
+                if dead.is_some_and(|t| d.replica <= t) || current.is_some_and(|c| c > d.replica) {
                     return LogEffect::Keep;
                 }
-                let fresh = self
-                    .live
-                    .get(&group)
-                    .is_none_or(|(cur, _)| cur.replica != d.replica);
-                if self
-                    .live
-                    .get(&group)
-                    .is_some_and(|(cur, _)| cur.replica > d.replica)
-                {
-                    return LogEffect::Keep;
-                }
+                let fresh = current != Some(d.replica);
                 self.live.insert(group, (d, lsn));
                 if fresh && !restate {
                     LogEffect::Discard

@@ -301,10 +301,7 @@ impl Replay {
             match catalog::decode_catalog(lsn, &b) {
                 Ok((restate, ops)) => {
                     for op in ops {
-                        let group = match &op {
-                            CatalogOp::Create(d) => d.group,
-                            CatalogOp::Tombstone { group, .. } => *group,
-                        };
+                        let group = op.group();
                         if self.catalog.apply(lsn, restate, op) == catalog::LogEffect::Discard {
                             self.groups.remove(&group);
                         }

@@ -160,26 +160,42 @@ pub async fn write(
     Ok(path)
 }
 
-/// The snapshot files in `dir`: (group, index, path). Leftover temporary
-/// files (a crash during a write) are removed.
+/// The snapshot files in `dir`: (group, index, path), in order. Touches
+/// nothing: a temporary file may be a write in progress.
 pub fn list(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>, SnapFileError> {
     let mut out = Vec::new();
+    for_each_name(dir, |name, path| {
+        if let Some((g, i)) = parse_name(name) {
+            out.push((g, i, path));
+        }
+    })?;
+    out.sort();
+    Ok(out)
+}
+
+/// Removes the temporary files a crash during a write left in `dir`. Only
+/// at start, before any write of this process: at run time a temporary
+/// file is a write in progress.
+fn remove_leftovers(dir: &Path) -> Result<(), SnapFileError> {
+    for_each_name(dir, |name, path| {
+        if name.ends_with(".snap.tmp") {
+            let _ = std::fs::remove_file(path);
+        }
+    })
+}
+
+/// Calls `f(name, path)` for each entry of `dir` (none if it is missing).
+fn for_each_name(dir: &Path, mut f: impl FnMut(&str, PathBuf)) -> Result<(), SnapFileError> {
     let rd = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(io(dir, e)),
     };
     for ent in rd {
         let ent = ent.map_err(|e| io(dir, e))?;
-        let name = ent.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".snap.tmp") {
-            let _ = std::fs::remove_file(ent.path());
-        } else if let Some((g, i)) = parse_name(&name) {
-            out.push((g, i, ent.path()));
-        }
+        f(&ent.file_name().to_string_lossy(), ent.path());
     }
-    out.sort();
-    Ok(out)
+    Ok(())
 }
 
 /// Removes every snapshot file of `group` in `dir` (its replica was
@@ -195,8 +211,10 @@ pub async fn remove_group(dir: &Path, group: u64) -> Result<usize, SnapFileError
     Ok(n)
 }
 
-/// The latest snapshot of each group in `dir` (read at startup).
+/// The latest snapshot of each group in `dir` (read at startup, when
+/// leftover temporary files are removed too).
 pub async fn load_latest(dir: &Path) -> Result<Vec<(u64, Snapshot)>, SnapFileError> {
+    remove_leftovers(dir)?;
     let mut latest: std::collections::BTreeMap<u64, (u64, PathBuf)> = Default::default();
     for (g, i, p) in list(dir)? {
         latest.insert(g, (i, p));
