@@ -67,6 +67,10 @@ pub const LOCK_FILE: &str = "LOCK";
 pub const PEERS_FILE: &str = "peers";
 /// The marker a shard writes once its WAL first opened.
 pub const OPENED_FILE: &str = "OPENED";
+/// A shard directory's WAL subdirectory.
+pub const WAL_DIR: &str = "wal";
+/// A shard directory's snapshot subdirectory.
+pub const SNAP_DIR: &str = "snapshots";
 /// Most peer nodes one shard remembers. Node ids are never reused, so the
 /// book only grows; a cluster that has seen this many nodes refuses the
 /// next one at the handshake (with [`IdentityError::BookFull`]).
@@ -136,7 +140,7 @@ pub enum IdentityError {
         known: u64,
         mine: u64,
     },
-    #[error("the peer book already holds {0} nodes (PEER_BOOK_ENTRIES_MAX); node {1} is refused")]
+    #[error("the peer book of this shard already holds {0} node ids (PEER_BOOK_ENTRIES_MAX) and node ids are never reused, so node {1} is refused; only a new cluster (fresh data dirs) makes room")]
     BookFull(usize, NodeId),
 }
 
@@ -262,7 +266,7 @@ fn replace_file_blocking(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), Ide
 /// Whether shard `s`'s WAL directory exists and holds a file (data
 /// written by a node of a version before store identities).
 fn shard_has_wal(dir: &Path, s: u32) -> bool {
-    std::fs::read_dir(shard_dir(dir, s).join("wal")).is_ok_and(|mut rd| rd.next().is_some())
+    std::fs::read_dir(shard_dir(dir, s).join(WAL_DIR)).is_ok_and(|mut rd| rd.next().is_some())
 }
 
 /// Shard `s`'s directory inside the data directory `dir`.
@@ -314,7 +318,7 @@ pub fn open_store(
                 }
             }
             for s in 0..shards {
-                let missing = if !shard_dir(dir, s).join("wal").is_dir() {
+                let missing = if !shard_dir(dir, s).join(WAL_DIR).is_dir() {
                     format!("shard-{s}/wal")
                 } else if shard_dir(dir, s).join(OPENED_FILE).exists() && !shard_has_wal(dir, s) {
                     format!("every WAL file of shard-{s}")
@@ -350,7 +354,7 @@ pub fn open_store(
             // The shard directories first, durably: a store without them
             // reads as lost data at the next start.
             for s in 0..shards {
-                for sub in ["wal", "snapshots"] {
+                for sub in [WAL_DIR, SNAP_DIR] {
                     std::fs::create_dir_all(shard_dir(dir, s).join(sub)).map_err(io_err(dir))?;
                 }
                 std::fs::File::open(shard_dir(dir, s))

@@ -234,6 +234,9 @@ fn invalid(
 /// queue behind the entry longer than an election timeout.
 pub const VALUE_BYTES_MAX_LIMIT: usize = 32 << 20;
 
+/// `value-bytes-max` when not given: 1 MiB.
+pub const VALUE_BYTES_MAX_DEFAULT: usize = 1 << 20;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
     Pinned,

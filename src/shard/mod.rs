@@ -171,8 +171,8 @@ impl Shard {
     ) -> Result<Shard, ShardError> {
         let started = Instant::now();
         let shard = cfg.shard;
-        let wal_dir = cfg.dir.join("wal");
-        let snap_dir = cfg.dir.join("snapshots");
+        let wal_dir = cfg.dir.join(crate::identity::WAL_DIR);
+        let snap_dir = cfg.dir.join(crate::identity::SNAP_DIR);
         for d in [&wal_dir, &snap_dir] {
             std::fs::create_dir_all(d).map_err(|err| ShardError::Io {
                 shard,

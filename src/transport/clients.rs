@@ -250,7 +250,8 @@ fn respond_on(c: &Conn, r: &Response) {
 /// socket is closed.
 async fn refuse_full(mut stream: TcpStream, shared: &Shared) {
     let cfg = &shared.cfg;
-    let mut reader = FrameReader::new(4096, 4096);
+    let max = crate::wire::hello::HELLO_FRAME_BYTES_MAX;
+    let mut reader = FrameReader::new(max, max);
     let limit = Duration::from_millis(cfg.handshake_timeout_ms);
     let _ = glommio::timer::timeout(limit, async { Ok(reader.next(&mut stream).await) }).await;
     let reason = format!(

@@ -134,7 +134,8 @@ impl Link {
             .write_all(&out)
             .await
             .map_err(|e| DialError::Recv(RecvError::Io(e)))?;
-        let mut reader = FrameReader::new(4096, 4096);
+        let max = crate::wire::hello::HELLO_FRAME_BYTES_MAX;
+        let mut reader = FrameReader::new(max, max);
         let limit = Duration::from_millis(cfg.handshake_timeout_ms);
         let reply = glommio::timer::timeout(limit, async { Ok(reader.next(&mut stream).await) })
             .await

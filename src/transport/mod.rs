@@ -283,6 +283,29 @@ mod socket_buffer_tests {
     }
 }
 
+impl RecvError {
+    /// A handshake refused for who the peer is (another cluster, protocol
+    /// version or store incarnation), as opposed to a connection failure.
+    /// What the peer is told: the handshake error itself, without the
+    /// "handshake:" this node's own log line adds.
+    fn reason(&self) -> String {
+        match self {
+            RecvError::Hello(e) => e.to_string(),
+            RecvError::Identity(e) => e.to_string(),
+            e => e.to_string(),
+        }
+    }
+
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            RecvError::Hello(_)
+                | RecvError::Identity(_)
+                | RecvError::Frame(FrameError::Version { .. })
+        )
+    }
+}
+
 /// Why a connection was closed (each is logged once, with the peer).
 #[derive(Debug, thiserror::Error)]
 pub enum RecvError {
@@ -624,12 +647,7 @@ async fn accept_hello(
     let mut out = Vec::with_capacity(128);
     match &outcome {
         Ok(_) => encode_reply(&mut out, me, Ok(())),
-        Err(RecvError::Hello(e)) => encode_reply(&mut out, me, Err(&e.to_string())),
-        Err(e) => encode_reply(
-            &mut out,
-            me,
-            Err(e.to_string().trim_start_matches("handshake: ")),
-        ),
+        Err(e) => encode_reply(&mut out, me, Err(&e.reason())),
     }
     // Best effort for a refusal: the caller may already be gone.
     let written = stream.write_all(&out).await;
@@ -679,12 +697,7 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
         )
         .await
         .inspect_err(|e| {
-            if matches!(
-                e,
-                RecvError::Hello(_)
-                    | RecvError::Identity(_)
-                    | RecvError::Frame(FrameError::Version { .. })
-            ) {
+            if e.is_refusal() {
                 shared.stats.bump(|s| s.handshakes_refused += 1);
             }
         })?;
@@ -745,15 +758,10 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
         }
         Err(e) => {
             shared.stats.bump(|s| s.conns_rejected += 1);
-            let first = match &e {
-                // A refused peer redials with backoff: one line says why.
-                RecvError::Hello(_)
-                | RecvError::Identity(_)
-                | RecvError::Frame(FrameError::Version { .. }) => {
-                    let mut seen = shared.refusals_logged.borrow_mut();
-                    seen.len() < REFUSALS_LOGGED_MAX && seen.insert((peer.ip(), e.to_string()))
-                }
-                _ => true,
+            // A refused peer redials with backoff: one line says why.
+            let first = !e.is_refusal() || {
+                let mut seen = shared.refusals_logged.borrow_mut();
+                seen.len() < REFUSALS_LOGGED_MAX && seen.insert((peer.ip(), e.to_string()))
             };
             if first {
                 tracing::warn!(%peer, shard = shared.me.shard, "closing peer connection: {e}");

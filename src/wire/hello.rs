@@ -36,6 +36,12 @@ const REPLY_HEAD_BYTES: usize = 24;
 /// Bound on the reason of a refusal (longer ones are cut).
 pub const REFUSAL_REASON_BYTES_MAX: usize = 512;
 
+/// The largest frame read while a handshake is under way (a hello, or a
+/// reply with its refusal reason): frames of the handshake are small, and
+/// a caller must not make the answerer buffer more before it is admitted.
+pub const HELLO_FRAME_BYTES_MAX: usize = 4096;
+const _: () = assert!(HELLO_BYTES + REFUSAL_REASON_BYTES_MAX + 64 <= HELLO_FRAME_BYTES_MAX);
+
 /// Who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
@@ -74,7 +80,7 @@ pub enum HelloError {
     Shard { got: u32, want: u32 },
     #[error("peer runs {got} shards per node, this node {want}: group placement would differ")]
     Shards { got: u32, want: u32 },
-    #[error("peer {0} sent no store incarnation")]
+    #[error("peer {0} sent no store incarnation: it runs an older ringraft (before store identities); upgrade it")]
     NoIncarnation(u64),
     #[error("peer claims this node's own id {0}")]
     SelfId(u64),

@@ -136,7 +136,7 @@ struct Args {
 /// range): a larger `--value-size` is refused before anything is allocated.
 const VALUE_BYTES_MAX: usize = ringraft::config::VALUE_BYTES_MAX_LIMIT;
 /// The local cluster's nodes run with the default `value-bytes-max`.
-const LOCAL_VALUE_BYTES_MAX: usize = 1 << 20;
+const LOCAL_VALUE_BYTES_MAX: usize = ringraft::config::VALUE_BYTES_MAX_DEFAULT;
 
 /// Checks the arguments that need no cluster: a usage error (exit 2) names
 /// the flag and what it accepts.
