@@ -93,6 +93,17 @@ fn key(k: u64) -> Vec<u8> {
     format!("chaos-{k}").into_bytes()
 }
 
+/// A write the client reported refused (no effect).
+#[derive(Debug)]
+struct Refused {
+    client: usize,
+    key: u64,
+    value: u64,
+    call: u64,
+    ret: u64,
+    error: String,
+}
+
 fn stamp_of(v: &[u8]) -> u64 {
     u64::from_le_bytes(v[..8].try_into().expect("8 bytes"))
 }
@@ -351,9 +362,13 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
             cfg.op_timeout_ms = 3000;
             let cl = Client::connect(cfg).await.expect("client");
             let history: Rc<RefCell<Vec<CheckOp>>> = Rc::default();
+            // Writes refused (no effect, the client says): not checked,
+            // printed next to a violation on their key.
+            let refused: Rc<RefCell<Vec<Refused>>> = Rc::default();
             let tasks: Vec<_> = (0..CLIENTS)
                 .map(|w| {
                     let (cl, history, stop) = (cl.clone(), history.clone(), stop2.clone());
+                    let refused = refused.clone();
                     glommio::spawn_local(async move {
                         let mut rng = Rng(ringraft::rng::Rng(w * 7919 + 1));
                         let mut n = 0u64;
@@ -367,7 +382,18 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
                                 let ret = match &r {
                                     Ok(()) => Some(micros(t0)),
                                     Err(e) if e.outcome_unknown() => None,
-                                    Err(_) => continue, // refused: no effect
+                                    Err(e) => {
+                                        // Refused: no effect.
+                                        refused.borrow_mut().push(Refused {
+                                            client: w as usize,
+                                            key: k,
+                                            value: v,
+                                            call,
+                                            ret: micros(t0),
+                                            error: e.to_string(),
+                                        });
+                                        continue;
+                                    }
                                 };
                                 history.borrow_mut().push(CheckOp {
                                     client: w as usize,
@@ -394,7 +420,10 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
             for t in tasks {
                 t.await;
             }
-            Rc::try_unwrap(history).unwrap().into_inner()
+            (
+                Rc::try_unwrap(history).unwrap().into_inner(),
+                Rc::try_unwrap(refused).unwrap().into_inner(),
+            )
         })
     });
     // The nemesis. `members`: the nodes in the groups now (membership
@@ -569,7 +598,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     });
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
-    let mut history = clients.join().expect("clients");
+    let (mut history, refused) = clients.join().expect("clients");
     // Final reads of every key, then the checks.
     let addrs = c.client_addrs();
     let expected = members.len();
@@ -662,8 +691,32 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
             .filter(|(a, b, _, _)| *b + 3_000_000 >= from && *a <= to + 1_000_000)
             .map(|(a, b, what, n)| format!("  [{a} .. {b}] {what} (node drawn: {n})"))
             .collect();
+        // The key's operations in the second before the piece (what the
+        // register held), and its refused writes up to the piece.
+        let before: Vec<String> = history
+            .iter()
+            .filter(|o| o.key == v.key && o.call + 1_000_000 >= from && o.call < from)
+            .map(|o| {
+                format!(
+                    "  client {} {:?} [{} .. {:?}]",
+                    o.client, o.kind, o.call, o.ret
+                )
+            })
+            .collect();
+        let refusals: Vec<String> = refused
+            .iter()
+            .filter(|r| r.key == v.key && r.call <= to)
+            .map(|r| {
+                format!(
+                    "  client {} Put {{ value: {} }} [{} .. {}] refused: {}",
+                    r.client, r.value, r.call, r.ret, r.error
+                )
+            })
+            .collect();
         panic!(
-            "seed {seed}: {v}faults around it (µs since the start):\n{}",
+            "seed {seed}: {v}the key in the second before:\n{}\nits refused writes:\n{}\nfaults around it (µs since the start):\n{}",
+            before.join("\n"),
+            refusals.join("\n"),
             near.join("\n")
         );
     }

@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::LocalExecutorBuilder;
-use ringraft::client::{Client, ClientConfig};
+use ringraft::client::{Client, ClientConfig, Error};
 use ringraft::config::{NodeSettings, ValidConfig};
 use ringraft::identity::{lock_data_dir, open_store, Bootstrap, StoreIdentity};
 use ringraft::raft::{ConfState, Snapshot, SnapshotMeta};
 use ringraft::shard::{ReplicaApiError, Shard};
 use ringraft::storage::{snapfile, CatalogError, ReplicaDesc};
-use ringraft::wire::{Op, Reply};
+use ringraft::wire::{ClientError, Op, Reply};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -171,8 +171,15 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
             key: Bytes::from_static(b"k"),
             mode: ringraft::wire::ReadMode::Linearizable,
         };
-        let got = cl.call(100, get, false).await.unwrap();
+        let got = cl.call(100, get.clone(), false).await.unwrap();
         assert_eq!(got, Reply::Value(Some(Bytes::from_static(b"v"))));
+        // The destroyed static group: "ask another node", which a client
+        // retries (it was WrongShard, a refusal: a write whose first
+        // attempt was in the group's log was reported not applied).
+        match cl.admin(1, 0, get).await {
+            Err(Error::Server(ClientError::NotHosted { group: 0 })) => {}
+            other => panic!("a request for the destroyed group 0: {other:?}"),
+        }
         drop(served);
     });
     drop(lock);

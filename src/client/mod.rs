@@ -91,13 +91,11 @@ pub enum Error {
 impl Error {
     /// Whether a write that failed so may have been applied.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            Error::Timeout(_)
-                | Error::Server(ClientError::Timeout)
-                | Error::Server(ClientError::SessionExpired)
-                | Error::Server(ClientError::ShuttingDown)
-        )
+        match self {
+            Error::Timeout(_) => true,
+            Error::Server(e) => e.outcome_unknown(),
+            _ => false,
+        }
     }
 }
 
@@ -438,14 +436,11 @@ impl Client {
             let outcome =
                 glommio::timer::timeout(left.min(per_attempt), async { Ok(attempt.await) }).await;
             if sent.get()
-                && matches!(
-                    outcome,
-                    Err(_)
-                        | Ok(Err(_))
-                        | Ok(Ok(Err(ClientError::Timeout
-                            | ClientError::ShuttingDown
-                            | ClientError::SessionExpired)))
-                )
+                && match &outcome {
+                    Err(_) | Ok(Err(_)) => true,
+                    Ok(Ok(Err(e))) => e.outcome_unknown(),
+                    Ok(Ok(Ok(_))) => false,
+                }
             {
                 // Sent, then no answer, or one that does not say: it may
                 // have been applied.
@@ -479,6 +474,14 @@ impl Client {
                         *l = if known { hint } else { 0 };
                     }
                     !known
+                }
+                // This node has no replica of the group (it was removed
+                // from it): another node has.
+                Ok(Ok(Err(ClientError::NotHosted { .. }))) => {
+                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
+                        *l = 0;
+                    }
+                    true
                 }
                 // The node gave up waiting; the write keeps its seq, so a
                 // retry cannot apply it twice.

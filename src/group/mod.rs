@@ -76,6 +76,17 @@ pub struct Replica {
     pub was_named: bool,
 }
 
+/// Why a replica's waiting requests are abandoned ([`Replica::drain_waiters`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// The replica was destroyed (removed from the group).
+    Destroyed,
+    /// The shard rebuilds its replicas from disk (after a full disk).
+    Rebuilt,
+    /// The node stops.
+    ShuttingDown,
+}
+
 /// What applying committed entries produced besides client answers.
 #[derive(Debug, Default)]
 pub struct Applied {
@@ -234,22 +245,37 @@ impl Replica {
         self.reads_ready.retain(|(_, r)| expire(r));
     }
 
-    /// Removes every waiting request (the replica stops, or is rebuilt),
-    /// pushing (connection, request id) of each to `out`.
-    pub fn drain_waiters(&mut self, out: &mut Vec<(ClientConnId, u64)>) {
+    /// Removes every waiting request and answers it in `out`, because the
+    /// replica goes away (`why`). A proposal gets an outcome-unknown error
+    /// (`ClientError::outcome_unknown`): its entry may be in other
+    /// replicas' logs and commit there, so a refusal would tell the client
+    /// "not applied" about a write that may be (the chaos test caught it as
+    /// a read of a value never written). A read changes nothing: it gets
+    /// `NotLeader` with the leader this replica knows, and is asked again
+    /// elsewhere.
+    pub fn drain_waiters(&mut self, why: Gone, out: &mut Vec<Answer>) {
+        let unknown = match why {
+            Gone::Destroyed | Gone::Rebuilt => ClientError::Timeout,
+            Gone::ShuttingDown => ClientError::ShuttingDown,
+        };
+        debug_assert!(unknown.outcome_unknown());
+        let hint = self
+            .raft
+            .leader()
+            .filter(|&l| l != self.replica)
+            .unwrap_or(0);
+        let retry = ClientError::NotLeader { leader: hint };
         out.extend(
             std::mem::take(&mut self.proposals)
                 .into_values()
-                .map(|w| (w.conn, w.id)),
+                .map(|w| (w.conn, w.id, Err(unknown.clone()))),
         );
-        out.extend(self.reads_new.drain(..).map(|r| (r.conn, r.req.id)));
-        out.extend(
-            self.reads_asked
-                .drain()
-                .flat_map(|(_, v)| v)
-                .map(|r| (r.conn, r.req.id)),
-        );
-        out.extend(self.reads_ready.drain(..).map(|(_, r)| (r.conn, r.req.id)));
+        let reads = self
+            .reads_new
+            .drain(..)
+            .chain(self.reads_asked.drain().flat_map(|(_, v)| v))
+            .chain(self.reads_ready.drain(..).map(|(_, r)| r));
+        out.extend(reads.map(|r| (r.conn, r.req.id, Err(retry.clone()))));
     }
 
     /// Asks one read index (context `ctx`) for every read received this
@@ -350,5 +376,66 @@ mod tests {
         removed.was_named = voter.was_named;
         assert!(removed.note_membership());
         assert!(!removed.note_membership(), "reported once");
+    }
+
+    /// A replica that goes away answers its waiting writes "outcome
+    /// unknown", never a refusal: the entry may commit through the other
+    /// replicas. (Destroying a removed replica answered `NotLeader`; the
+    /// client took it for "not applied", reported the write refused, and
+    /// the chaos test then read a value no write had produced.) Reads are
+    /// sent elsewhere with the leader hint.
+    #[test]
+    fn a_replica_that_goes_away_never_refuses_a_write_it_may_have_logged() {
+        use crate::wire::{Op, ReadMode, Request};
+        let at = Instant::now() + std::time::Duration::from_secs(5);
+        for why in [Gone::Destroyed, Gone::Rebuilt, Gone::ShuttingDown] {
+            let mut r = replica(1, &[1, 2, 3], None);
+            for (i, idx) in [7u64, 8].iter().enumerate() {
+                let w = Waiter {
+                    term: 1,
+                    conn: 3,
+                    id: i as u64,
+                    deadline: at,
+                };
+                r.proposals.insert(*idx, w);
+            }
+            let read = |id| PendingRead {
+                conn: 4,
+                req: Request {
+                    id,
+                    group: 1,
+                    client: 0,
+                    seq: 0,
+                    ack: 0,
+                    op: Op::Get {
+                        key: bytes::Bytes::from_static(b"k"),
+                        mode: ReadMode::Linearizable,
+                    },
+                },
+                deadline: at,
+            };
+            r.reads_new.push(read(10));
+            r.reads_asked.insert(1, vec![read(11)]);
+            r.reads_ready.push((9, read(12)));
+            let mut out = Vec::new();
+            r.drain_waiters(why, &mut out);
+            assert_eq!(out.len(), 5, "{why:?}: every waiter is answered");
+            for (conn, id, answer) in &out {
+                let e = answer.clone().expect_err("an error");
+                if *conn == 3 {
+                    assert!(
+                        e.outcome_unknown(),
+                        "{why:?}: write {id} answered {e:?}, a refusal"
+                    );
+                } else {
+                    assert!(
+                        matches!(e, ClientError::NotLeader { .. }),
+                        "{why:?}: read {id} answered {e:?}"
+                    );
+                }
+            }
+            assert!(r.proposals.is_empty() && r.reads_new.is_empty());
+            assert!(r.reads_asked.is_empty() && r.reads_ready.is_empty());
+        }
     }
 }

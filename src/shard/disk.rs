@@ -72,10 +72,10 @@ impl Shard {
         };
         let mut waiting = Vec::new();
         for r in self.replicas.values_mut() {
-            r.drain_waiters(&mut waiting);
+            r.drain_waiters(Gone::Rebuilt, &mut waiting);
         }
-        for (conn, id) in waiting {
-            self.respond(conn, id, Err(ClientError::Timeout));
+        for (conn, id, answer) in waiting {
+            self.respond(conn, id, answer);
         }
         let Loaded {
             wal,

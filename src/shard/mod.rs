@@ -43,7 +43,7 @@ use ringraft_wal::{DmaDisk, Wal, WalError};
 
 pub use crate::config::ShardConfig;
 use crate::group::clock::TickClock;
-use crate::group::{GroupId, PendingRead, Replica, ReplicaId, Waiter};
+use crate::group::{Gone, GroupId, PendingRead, Replica, ReplicaId, Waiter};
 use crate::identity::PeerBook;
 use crate::kv::Kv;
 use crate::raft::{Message, PersistToken, RawNode, Role, Snapshot, SnapshotMeta};
@@ -409,10 +409,10 @@ impl Shard {
         // unknown (it may still commit elsewhere).
         let mut waiting = Vec::new();
         for r in self.replicas.values_mut() {
-            r.drain_waiters(&mut waiting);
+            r.drain_waiters(Gone::ShuttingDown, &mut waiting);
         }
-        for (conn, id) in waiting {
-            self.respond(conn, id, Err(ClientError::ShuttingDown));
+        for (conn, id, answer) in waiting {
+            self.respond(conn, id, answer);
         }
         if let Some(l) = self.inflight.back().map(|f| f.lsn).filter(|&l| l > 0) {
             let _ = self.wal.wait_durable(l).await;

@@ -7,10 +7,13 @@
 //!   fsynced, then the replica is built (empty log; with no voters it waits
 //!   for its leader's snapshot, like a node that joined).
 //! - A destroy is durable before anything is released: the tombstone is
-//!   fsynced, the replica's waiting clients are answered `NotLeader` (the
-//!   outcome of a pending write is unknown; the client retries elsewhere
-//!   with the same session sequence), its snapshot files are removed and
-//!   the WAL released below what the remaining replicas need.
+//!   fsynced, the replica's waiting writes are answered `Timeout` (their
+//!   outcome is unknown: the entry may commit through the other replicas;
+//!   the client retries elsewhere with the same session sequence) and its
+//!   reads `NotLeader`, its snapshot files are removed and the WAL
+//!   released below what the remaining replicas need.
+//! - A request for a group this shard does not host (any more) is answered
+//!   `NotHosted`: the client asks another node.
 //! - A replica id at or below a group's tombstone is never created again on
 //!   this shard; a re-added replica comes with a newer id.
 //! - A message for a group this shard does not host is counted
@@ -22,10 +25,9 @@
 //!   create naming another replica id is refused.
 
 use super::{build_replica, wal_err, Shard, ShardError};
-use crate::group::{GroupId, ReplicaId};
+use crate::group::{Gone, GroupId, ReplicaId};
 use crate::raft::Role;
 use crate::storage::{self, snapfile, CatalogError, CatalogOp, GroupLog, ReplicaDesc};
-use crate::wire::ClientError;
 
 /// A replica as [`Shard::replicas`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +113,8 @@ impl Shard {
     }
 
     /// Destroys this shard's replica of `group`: the tombstone is durable
-    /// before returning; waiting clients are answered `NotLeader`; its
+    /// before returning; waiting writes are answered `Timeout` (outcome
+    /// unknown), reads `NotLeader` (`Replica::drain_waiters`); its
     /// snapshot files are removed and the WAL released. Errors: the group
     /// is not hosted here; the disk is full; a WAL or file failure (which
     /// stops the shard).
@@ -134,10 +137,9 @@ impl Shard {
             .remove(&group)
             .unwrap_or_else(|| panic!("shard {shard}: group {group} in the catalog, not hosted"));
         let mut waiting = Vec::new();
-        r.drain_waiters(&mut waiting);
-        let leader = r.raft.leader().filter(|&l| l != r.replica).unwrap_or(0);
-        for (conn, id) in waiting {
-            self.respond(conn, id, Err(ClientError::NotLeader { leader }));
+        r.drain_waiters(Gone::Destroyed, &mut waiting);
+        for (conn, id, answer) in waiting {
+            self.respond(conn, id, answer);
         }
         self.inflight.retain(|f| f.group != group);
         snapfile::remove_group(&self.snap_dir, group)

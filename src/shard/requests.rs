@@ -47,16 +47,22 @@ impl Shard {
         }
         let gid = req.group;
         if !self.replicas.contains_key(&gid) {
+            let shard = crate::route::shard_of(req.group, self.cfg.shards);
             let e = if req.group >= self.cfg.groups {
                 ClientError::UnknownGroup {
                     group: req.group,
                     groups: self.cfg.groups,
                 }
-            } else {
+            } else if shard != self.cfg.shard {
                 ClientError::WrongShard {
                     group: req.group,
-                    shard: crate::route::shard_of(req.group, self.cfg.shards),
+                    shard,
                 }
+            } else {
+                // Removed from this node (its replica destroyed): the
+                // client asks another node; never a refusal of the write,
+                // whose earlier attempt may be in the group's log.
+                ClientError::NotHosted { group: req.group }
             };
             return self.respond(conn, req.id, Err(e));
         }

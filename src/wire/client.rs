@@ -193,6 +193,12 @@ pub enum ClientError {
     WrongShard { group: u64, shard: u32 },
     #[error("no group {group} (the cluster has {groups})")]
     UnknownGroup { group: u64, groups: u64 },
+    /// This node has no replica of `group` (removed from here, or never
+    /// placed here): ask another node. Like TiKV's `RegionNotFound`, it
+    /// says nothing about the request's outcome elsewhere, so a client
+    /// retries the same session sequence on another node.
+    #[error("group {group} has no replica on this node (removed from here, or never placed here): ask another node")]
+    NotHosted { group: u64 },
     /// The session's state was dropped (expired): its outcome cannot be
     /// deduplicated any more.
     #[error("client session expired")]
@@ -201,6 +207,19 @@ pub enum ClientError {
     BadRequest { reason: String },
     #[error("failed: {reason}")]
     Failed { reason: String },
+}
+
+impl ClientError {
+    /// Whether a write answered so may have been applied (or may still
+    /// be): the node gave up waiting, is stopping, or its replica went away
+    /// while the write was in the group's log. Every other error is a
+    /// refusal: the write was not applied and will not be.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Timeout | ClientError::SessionExpired | ClientError::ShuttingDown
+        )
+    }
 }
 
 /// The answer to request `id`.

@@ -237,6 +237,7 @@ fn error_kind(e: &Error) -> String {
             ClientError::ShuttingDown => "shutting_down",
             ClientError::WrongShard { .. } => "wrong_shard",
             ClientError::UnknownGroup { .. } => "unknown_group",
+            ClientError::NotHosted { .. } => "not_hosted",
             ClientError::SessionExpired => "session_expired",
             ClientError::BadRequest { .. } => "bad_request",
             ClientError::Failed { .. } => "failed",
