@@ -116,6 +116,19 @@ fn others(all: &[u64], but: &[u64]) -> Vec<u64> {
     all.iter().copied().filter(|x| !but.contains(x)).collect()
 }
 
+/// The name of a one-way cut of partition `kind` (a static name: the
+/// summary counts faults by name).
+fn one_way(kind: &'static str, how: &str) -> &'static str {
+    match (kind, how) {
+        ("partition: leader isolated", "is not heard") => "one-way: leader is not heard",
+        ("partition: leader isolated", _) => "one-way: leader does not hear",
+        ("partition: bridge", "is not heard") => "one-way: bridge, one side is not heard",
+        ("partition: bridge", _) => "one-way: bridge, one side does not hear",
+        (_, "is not heard") => "one-way: one node is not heard",
+        _ => "one-way: one node does not hear",
+    }
+}
+
 /// Makes every shard of `node` drop traffic to and from `peers` (empty:
 /// heal), through the fault-injection request.
 fn isolate(c: &LocalCluster, node: u64, peers: Vec<u64>) {
@@ -293,22 +306,46 @@ fn five_nodes_never_lose_an_acknowledged_write_and_converge() {
     chaos(5, seed, secs);
 }
 
+/// The schedule with each node on its own host (a network namespace) and
+/// partitions made of nftables drop rules: packets vanish, connections
+/// hang (no reset), one-way cuts included. Skips, saying why, where hosts
+/// cannot be made (not root, no `ip` or `nft`).
+#[test]
+fn three_nodes_on_separate_hosts_never_lose_an_acknowledged_write_and_converge() {
+    let (seed, secs) = settings(30);
+    chaos_on(3, seed, secs, Net::Hosts);
+}
+
+/// How partitions are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Net {
+    /// Nodes on loopback; the transport drops traffic (fault injection).
+    Loopback,
+    /// Nodes on separate hosts; nftables drops packets.
+    Hosts,
+}
+
 /// One chaos run at a time: two clusters under faults on a small machine
 /// would measure the machine, not the system.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn chaos(nodes: u64, seed: u64, secs: u64) {
+    chaos_on(nodes, seed, secs, Net::Loopback)
+}
+
+fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let name = if nodes == 3 {
-        "three_nodes"
-    } else {
-        "five_nodes"
+    let name = match (nodes, net) {
+        (3, Net::Loopback) => "three_nodes_never",
+        (3, Net::Hosts) => "three_nodes_on_separate_hosts",
+        _ => "five_nodes",
     };
     eprintln!(
-        "chaos: {nodes} nodes, seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --release --test chaos {name})"
+        "chaos: {nodes} nodes ({net:?}), seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --release --test chaos {name})"
     );
     let mut rng = Rng(ringraft::rng::Rng(seed));
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.net_hosts = net == Net::Hosts;
     // Node 1's data on a small filesystem the nemesis can fill.
     let small_fs = match SmallFs::new(128) {
         Ok(fs) => {
@@ -345,7 +382,14 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut c = LocalCluster::start(cfg).unwrap();
+    let mut c = match LocalCluster::start(cfg) {
+        Ok(c) => c,
+        Err(e) if net == Net::Hosts => {
+            eprintln!("chaos: skipped: cannot make separate hosts here: {e}");
+            return;
+        }
+        Err(e) => panic!("starting the cluster: {e}"),
+    };
     if let Err(e) = c.wait_ready(Duration::from_secs(30)) {
         let logs: Vec<String> = (1..=nodes)
             .map(|id| format!("node {id}:\n{}", c.log_tail(id, 8)))
@@ -440,7 +484,7 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
         match rng.below(11) {
             5..=7 => {
                 // A partition: sides that drop each other's traffic.
-                let (kind, a, b): (&str, Vec<u64>, Vec<u64>) = match rng.below(3) {
+                let (mut kind, a, b): (&str, Vec<u64>, Vec<u64>) = match rng.below(3) {
                     0 => (
                         "partition: one node isolated",
                         vec![n],
@@ -468,15 +512,46 @@ fn chaos(nodes: u64, seed: u64, secs: u64) {
                         others(&members, &[n]),
                     ),
                 };
-                for &x in &a {
-                    isolate(&c, x, b.clone());
-                }
-                for &x in &b {
-                    isolate(&c, x, a.clone());
+                match c.hosts() {
+                    None => {
+                        for &x in &a {
+                            isolate(&c, x, b.clone());
+                        }
+                        for &x in &b {
+                            isolate(&c, x, a.clone());
+                        }
+                    }
+                    Some(h) => {
+                        let hosts =
+                            |v: &[u64]| v.iter().map(|&x| (x - 1) as usize).collect::<Vec<_>>();
+                        let (ha, hb) = (hosts(&a), hosts(&b));
+                        // Half of the cuts on separate hosts are one way:
+                        // `a` is not heard, or does not hear.
+                        let (r, k) = match rng.below(4) {
+                            0 => (
+                                ha.iter().try_for_each(|&x| h.cut(x, &hb)),
+                                one_way(kind, "is not heard"),
+                            ),
+                            1 => (
+                                hb.iter().try_for_each(|&y| h.cut(y, &ha)),
+                                one_way(kind, "does not hear"),
+                            ),
+                            _ => (h.partition(&ha, &hb), kind),
+                        };
+                        r.unwrap_or_else(|e| panic!("seed {seed}: {k}: {e}"));
+                        kind = k;
+                    }
                 }
                 std::thread::sleep(rng.ms(400, 1500));
-                for &x in &members {
-                    isolate(&c, x, Vec::new());
+                match c.hosts() {
+                    None => {
+                        for &x in &members {
+                            isolate(&c, x, Vec::new());
+                        }
+                    }
+                    Some(h) => h
+                        .heal()
+                        .unwrap_or_else(|e| panic!("seed {seed}: heal: {e}")),
                 }
                 *faults.entry(kind).or_default() += 1;
             }

@@ -1,7 +1,12 @@
 //! A cluster of `ringraft node` processes on loopback, in temporary data
 //! directories, on free ports: what `ringraft-load` starts by default and
 //! what the integration tests run against. Processes are killed (and the
-//! directories removed) when it is dropped.
+//! directories removed) when it is dropped. With
+//! [`LocalClusterConfig::net_hosts`], each node runs on its own host
+//! instead (a network namespace: see [`hosts`]), for partitions made of
+//! dropped packets.
+
+pub mod hosts;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -35,6 +40,11 @@ pub struct LocalClusterConfig {
     /// cluster. Off by default (a test may restart nodes from a thread
     /// that ends first).
     pub die_with_parent: bool,
+    /// Each node on its own host ([`hosts::NetHosts`]: a network namespace
+    /// with its own address; node `id` on host `id - 1`), partitioned with
+    /// [`LocalCluster::hosts`]. Needs root, `ip` and `nft`: `start` fails
+    /// naming what is missing. Off by default (loopback).
+    pub net_hosts: bool,
 }
 
 impl LocalClusterConfig {
@@ -50,6 +60,7 @@ impl LocalClusterConfig {
             metrics: false,
             data_dirs: Default::default(),
             die_with_parent: false,
+            net_hosts: false,
         }
     }
 }
@@ -74,6 +85,32 @@ pub struct LocalCluster {
     pub cfg: LocalClusterConfig,
     pub nodes: Vec<LocalNode>,
     root: tempfile::TempDir,
+    hosts: Option<hosts::NetHosts>,
+}
+
+/// Ports of a node on its own host (the host's address is its own).
+const HOST_PEER_PORT: u16 = 7000;
+const HOST_CLIENT_PORT: u16 = 7100;
+const HOST_METRICS_PORT: u16 = 7200;
+
+/// (peer, client, metrics) addresses of a node: on `host` if given, else
+/// on free loopback ports.
+fn node_addrs(
+    host: Option<std::net::Ipv4Addr>,
+    shards: u16,
+) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+    Ok(match host {
+        Some(ip) => (
+            SocketAddr::from((ip, HOST_PEER_PORT)),
+            SocketAddr::from((ip, HOST_CLIENT_PORT)),
+            SocketAddr::from((ip, HOST_METRICS_PORT)),
+        ),
+        None => {
+            let base = free_ports(2 * shards + 1)?;
+            let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+            (at(base), at(base + shards), at(base + 2 * shards))
+        }
+    })
 }
 
 /// `n` consecutive free loopback ports (checked by binding them all),
@@ -112,9 +149,15 @@ impl LocalCluster {
             .prefix("ringraft-cluster-")
             .tempdir()?;
         let shards = cfg.shards as u16;
+        let hosts = if cfg.net_hosts {
+            Some(hosts::NetHosts::create(cfg.nodes as usize).map_err(std::io::Error::other)?)
+        } else {
+            None
+        };
         let mut nodes = Vec::new();
         for id in 1..=cfg.nodes {
-            let base = free_ports(2 * shards + 1)?;
+            let host = hosts.as_ref().map(|h| h.addr((id - 1) as usize));
+            let (peer_addr, client_addr, metrics_addr) = node_addrs(host, shards)?;
             let data_dir = cfg
                 .data_dirs
                 .get(&id)
@@ -127,19 +170,22 @@ impl LocalCluster {
                 .join(format!("node-{id}.log"));
             nodes.push(LocalNode {
                 id,
-                peer_addr: SocketAddr::from(([127, 0, 0, 1], base)),
-                client_addr: SocketAddr::from(([127, 0, 0, 1], base + shards)),
+                peer_addr,
+                client_addr,
                 data_dir,
                 log,
-                metrics_addr: cfg
-                    .metrics
-                    .then(|| SocketAddr::from(([127, 0, 0, 1], base + 2 * shards))),
+                metrics_addr: cfg.metrics.then_some(metrics_addr),
                 join: false,
                 peers: (1..=cfg.nodes).filter(|&p| p != id).collect(),
                 child: None,
             });
         }
-        let mut c = LocalCluster { cfg, nodes, root };
+        let mut c = LocalCluster {
+            cfg,
+            nodes,
+            root,
+            hosts,
+        };
         for i in 0..c.nodes.len() {
             c.spawn(i)?;
         }
@@ -148,6 +194,12 @@ impl LocalCluster {
 
     pub fn root(&self) -> &Path {
         self.root.path()
+    }
+
+    /// The hosts the nodes run on (node `id` on host `id - 1`), when
+    /// started with `net_hosts`.
+    pub fn hosts(&self) -> Option<&hosts::NetHosts> {
+        self.hosts.as_ref()
     }
 
     /// Client addresses of every node.
@@ -166,7 +218,14 @@ impl LocalCluster {
             .create(true)
             .append(true)
             .open(&n.log)?;
-        let mut cmd = Command::new(&self.cfg.bin);
+        let mut cmd = match &self.hosts {
+            Some(h) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &h.ns(i)]).arg(&self.cfg.bin);
+                c
+            }
+            None => Command::new(&self.cfg.bin),
+        };
         cmd.arg("node")
             .args(["--id", &n.id.to_string()])
             .arg("--data-dir")
@@ -228,7 +287,15 @@ impl LocalCluster {
     pub fn add_node(&mut self) -> std::io::Result<u64> {
         let shards = self.cfg.shards as u16;
         let id = self.nodes.len() as u64 + 1;
-        let base = free_ports(2 * shards + 1)?;
+        let host = match &mut self.hosts {
+            Some(h) => {
+                let i = h.add_host().map_err(std::io::Error::other)?;
+                debug_assert_eq!(i as u64, id - 1, "node id = host + 1");
+                Some(h.addr(i))
+            }
+            None => None,
+        };
+        let (peer_addr, client_addr, metrics_addr) = node_addrs(host, shards)?;
         let log = self
             .cfg
             .log_dir
@@ -237,14 +304,11 @@ impl LocalCluster {
             .join(format!("node-{id}.log"));
         self.nodes.push(LocalNode {
             id,
-            peer_addr: SocketAddr::from(([127, 0, 0, 1], base)),
-            client_addr: SocketAddr::from(([127, 0, 0, 1], base + shards)),
+            peer_addr,
+            client_addr,
             data_dir: self.root.path().join(format!("node-{id}")),
             log,
-            metrics_addr: self
-                .cfg
-                .metrics
-                .then(|| SocketAddr::from(([127, 0, 0, 1], base + 2 * shards))),
+            metrics_addr: self.cfg.metrics.then_some(metrics_addr),
             join: true,
             peers: self.nodes.iter().map(|n| n.id).collect(),
             child: None,
