@@ -63,7 +63,8 @@ pub struct Replica {
     /// Which WAL records the replica still needs.
     pub lsns: GroupLog,
     /// Waiting proposals by log index. Invariant: every key is above the
-    /// applied index (`apply` answers them in order).
+    /// applied index (`apply` answers them in order; `skip_to_snapshot`
+    /// those a snapshot covers).
     pub proposals: BTreeMap<Index, Waiter>,
     /// Linearizable reads received this turn (one read index per turn).
     pub reads_new: Vec<PendingRead>,
@@ -184,14 +185,34 @@ impl Replica {
                 self.proposals.pop_first();
                 if i == e.index && w.term == e.term {
                     answers.push((w.conn, w.id, result.clone()));
-                } else {
+                } else if i == e.index {
+                    // Another entry took its index: it is not applied, nor
+                    // ever will be.
                     answers.push((w.conn, w.id, Err(self.not_leader())));
+                } else {
+                    // Below the first entry applied here: a snapshot
+                    // covered it, which may hold it (outcome unknown).
+                    answers.push((w.conn, w.id, Err(ClientError::Timeout)));
                 }
             }
         }
         self.raft.on_applied(last);
         out.entries = committed.len() as u64;
         out
+    }
+
+    /// The state machine jumped to a snapshot at `index`: proposals at or
+    /// below it are answered "outcome unknown" (the snapshot may hold
+    /// them; only a different entry at their index would say they are not
+    /// applied). Keeps the invariant of `proposals`.
+    pub fn skip_to_snapshot(&mut self, index: Index, answers: &mut Vec<Answer>) {
+        while let Some((&i, w)) = self.proposals.first_key_value() {
+            if i > index {
+                break;
+            }
+            answers.push((w.conn, w.id, Err(ClientError::Timeout)));
+            self.proposals.pop_first();
+        }
     }
 
     /// Whether the membership in force (committed: the core applies a
@@ -437,5 +458,32 @@ mod tests {
             assert!(r.proposals.is_empty() && r.reads_new.is_empty());
             assert!(r.reads_asked.is_empty() && r.reads_ready.is_empty());
         }
+    }
+
+    /// A snapshot that covers a waiting write may hold it: the write is
+    /// answered "outcome unknown", never `NotLeader` (a refusal); writes
+    /// above the snapshot keep waiting. (Found in review: they were left
+    /// for `apply`, which answered every index it skipped `NotLeader`.)
+    #[test]
+    fn a_snapshot_over_a_waiting_write_leaves_its_outcome_unknown() {
+        let at = Instant::now() + std::time::Duration::from_secs(5);
+        let mut r = replica(1, &[1, 2, 3], None);
+        for idx in [7u64, 8, 12] {
+            let w = Waiter {
+                term: 1,
+                conn: 3,
+                id: idx,
+                deadline: at,
+            };
+            r.proposals.insert(idx, w);
+        }
+        let mut out = Vec::new();
+        r.skip_to_snapshot(8, &mut out);
+        let ids: Vec<u64> = out.iter().map(|a| a.1).collect();
+        assert_eq!(ids, vec![7, 8]);
+        assert!(out
+            .iter()
+            .all(|a| a.2.as_ref().is_err_and(|e| e.outcome_unknown())));
+        assert_eq!(r.proposals.keys().copied().collect::<Vec<_>>(), vec![12]);
     }
 }

@@ -7,8 +7,22 @@
 //! connection, as across a real switch. Everything is created by
 //! [`NetHosts::create`] and removed when the value is dropped.
 //!
-//! Needs root, `ip` (iproute2) and `nft` (nftables); `create` says what is
-//! missing otherwise, so a test can skip with the reason.
+//! Needs root, `ip` (iproute2) and `nft` (nftables); `create` answers
+//! [`HostsError::Unavailable`] naming what is missing, so a test can skip
+//! with the reason (any other failure is an error, not a skip). Addresses
+//! are taken from 198.18.0.0/15 (RFC 2544's benchmarking range, never a
+//! real network's), one /24 per set, avoiding any already in use here.
+//! Names carry the creating process's id: a set left behind by a process
+//! that died is removed by the next `create`. On a host where bridged
+//! traffic goes through iptables (`br_netfilter` loaded) with a FORWARD
+//! policy of DROP (Docker sets one), the hosts cannot reach each other:
+//! allow the bridge there, or set `net.bridge.bridge-nf-call-iptables=0`.
+//!
+//! A cut drops IP packets, so it is one way for packets, not for TCP: the
+//! side whose packets still arrive gets no acknowledgements back, and its
+//! connections stall after about a congestion window. What a one-way cut
+//! tests is asymmetric loss as real networks have it (a node that sends
+//! and hears nothing, or the reverse, until TCP gives up).
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -21,11 +35,24 @@ const TABLE: &str = "ringraft_partition";
 /// at once: each gets its own subnet and names).
 #[derive(Debug)]
 pub struct NetHosts {
-    /// Prefix of every name (namespaces, veths, bridge).
+    /// Prefix of every name (namespaces, veths, bridge): `rr{pid}x{set}`.
     prefix: String,
-    /// The /24 the hosts are in: 10.`subnet.0`.`subnet.1`.0/24.
+    /// The /24 the hosts are in: 198.`subnet.0`.`subnet.1`.0/24.
     subnet: (u8, u8),
     hosts: usize,
+    /// Whether this value made the bridge (and so removes it).
+    bridge_made: bool,
+}
+
+/// Why hosts could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostsError {
+    /// This machine cannot make them (not root, a tool missing): skip.
+    #[error("separate hosts are unavailable here: {0}")]
+    Unavailable(String),
+    /// Making them failed: a fault of the harness or of the machine.
+    #[error("making separate hosts failed: {0}")]
+    Failed(String),
 }
 
 /// Runs `cmd`; its stderr as the error.
@@ -47,38 +74,43 @@ fn run(cmd: &mut Command) -> Result<(), String> {
 
 impl NetHosts {
     /// `n` hosts (host 0 .. n-1), each with the nftables table ready and no
-    /// rule in it. Errors name what is missing (not root, no `ip`, no
-    /// `nft`, namespaces not permitted).
-    pub fn create(n: usize) -> Result<NetHosts, String> {
-        static SETS: AtomicU64 = AtomicU64::new(0);
-        let set = SETS.fetch_add(1, Ordering::Relaxed);
-        let pid = std::process::id() as u64;
-        // Linux interface names hold 15 bytes: "rr" + 6 + "v" + 3 fits.
-        let prefix = format!("rr{}{}", pid % 100_000, set % 10);
-        let k = pid.wrapping_mul(31).wrapping_add(set);
-        let subnet = (100 + (k % 100) as u8, ((k / 100) % 250) as u8);
-        for (tool, arg) in [("ip", "-V"), ("nft", "--version")] {
-            run(Command::new(tool).arg(arg))
-                .map_err(|e| format!("`{tool}` is needed for network hosts: {e}"))?;
+    /// rule in it.
+    pub fn create(n: usize) -> Result<NetHosts, HostsError> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(HostsError::Unavailable(
+                "network namespaces need root".into(),
+            ));
         }
-        let h = NetHosts {
+        for (tool, arg) in [("ip", "-V"), ("nft", "--version")] {
+            run(Command::new(tool).arg(arg)).map_err(|e| {
+                HostsError::Unavailable(format!("`{tool}` is needed (iproute2, nftables): {e}"))
+            })?;
+        }
+        remove_sets_of_dead_processes();
+        static SETS: AtomicU64 = AtomicU64::new(0);
+        let set = SETS.fetch_add(1, Ordering::Relaxed) % 10;
+        let pid = std::process::id();
+        // Interface names hold 15 bytes: "rr" + 7 digits + "x" + 1 + "v"
+        // + 3 fits (pid_max is at most 2^22, 7 digits).
+        let prefix = format!("rr{pid}x{set}");
+        let subnet = free_subnet(u64::from(pid) * 10 + set)?;
+        let mut h = NetHosts {
             prefix,
             subnet,
             hosts: 0,
+            bridge_made: false,
         };
         let bridge = h.bridge();
-        run(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]))?;
-        let mut h = h;
-        run(Command::new("ip").args([
-            "addr",
-            "add",
-            &format!("{}/24", h.gateway()),
-            "dev",
-            &bridge,
-        ]))?;
-        run(Command::new("ip").args(["link", "set", &bridge, "up"]))?;
+        run(Command::new("ip").args(["link", "add", &bridge, "type", "bridge"]))
+            .map_err(HostsError::Failed)?;
+        h.bridge_made = true;
+        let gw = format!("{}/24", h.gateway());
+        run(Command::new("ip").args(["addr", "add", &gw, "dev", &bridge]))
+            .map_err(HostsError::Failed)?;
+        run(Command::new("ip").args(["link", "set", &bridge, "up"])).map_err(HostsError::Failed)?;
         for _ in 0..n {
-            h.add_host()?;
+            h.add_host().map_err(HostsError::Failed)?;
         }
         Ok(h)
     }
@@ -89,7 +121,7 @@ impl NetHosts {
 
     /// The caller's address on the bridge.
     pub fn gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.subnet.0, self.subnet.1, 254)
+        Ipv4Addr::new(198, self.subnet.0, self.subnet.1, 254)
     }
 
     /// How many hosts there are.
@@ -109,7 +141,7 @@ impl NetHosts {
 
     /// The address of `host`.
     pub fn addr(&self, host: usize) -> Ipv4Addr {
-        Ipv4Addr::new(10, self.subnet.0, self.subnet.1, host as u8 + 1)
+        Ipv4Addr::new(198, self.subnet.0, self.subnet.1, host as u8 + 1)
     }
 
     /// One more host (its index), with loopback up and the table ready.
@@ -225,6 +257,80 @@ impl Drop for NetHosts {
         for h in 0..self.hosts {
             let _ = run(Command::new("ip").args(["netns", "del", &self.ns(h)]));
         }
-        let _ = run(Command::new("ip").args(["link", "del", &self.bridge()]));
+        if self.bridge_made {
+            let _ = run(Command::new("ip").args(["link", "del", &self.bridge()]));
+        }
+    }
+}
+
+/// The pid in a name made by [`NetHosts`] (`rr{pid}x...`), if it is one.
+fn owner_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("rr")?;
+    let (pid, tail) = rest.split_once('x')?;
+    (!tail.is_empty() && tail.as_bytes()[0].is_ascii_digit())
+        .then(|| pid.parse().ok())
+        .flatten()
+}
+
+/// Removes namespaces and bridges left by processes that died without
+/// dropping their [`NetHosts`] (killed, timed out).
+fn remove_sets_of_dead_processes() {
+    let dead = |name: &str| {
+        owner_pid(name).is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists())
+    };
+    if let Ok(out) = Command::new("ip").args(["netns", "list"]).output() {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let name = line.split_whitespace().next().unwrap_or("");
+            if dead(name) {
+                let _ = run(Command::new("ip").args(["netns", "del", name]));
+            }
+        }
+    }
+    if let Ok(out) = Command::new("ip")
+        .args(["-o", "link", "show", "type", "bridge"])
+        .output()
+    {
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // "7: rr123x0b: <...": the name is the second field.
+            let name = line.split(':').nth(1).map_or("", str::trim);
+            if dead(name) {
+                let _ = run(Command::new("ip").args(["link", "del", name]));
+            }
+        }
+    }
+}
+
+/// A /24 of 198.18.0.0/15 that no address of this machine is in, starting
+/// from one drawn from `seed` (so concurrent processes spread out).
+fn free_subnet(seed: u64) -> Result<(u8, u8), HostsError> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .output()
+        .map_err(|e| HostsError::Failed(format!("ip addr: {e}")))?;
+    let used = String::from_utf8_lossy(&out.stdout).into_owned();
+    for k in 0..512u64 {
+        let i = (seed.wrapping_mul(2_654_435_761) + k) % 512;
+        let subnet = (18 + (i / 256) as u8, (i % 256) as u8);
+        if !used.contains(&format!(" 198.{}.{}.", subnet.0, subnet.1)) {
+            return Ok(subnet);
+        }
+    }
+    Err(HostsError::Failed(
+        "every /24 of 198.18.0.0/15 is in use on this machine".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::owner_pid;
+
+    #[test]
+    fn names_made_here_give_back_their_pid_and_others_none() {
+        assert_eq!(owner_pid("rr4194303x7b"), Some(4_194_303));
+        assert_eq!(owner_pid("rr12x0n3"), Some(12));
+        assert_eq!(owner_pid("rrx0b"), None);
+        assert_eq!(owner_pid("rr12"), None);
+        assert_eq!(owner_pid("eth0"), None);
+        assert_eq!(owner_pid("rr12xb"), None);
     }
 }

@@ -42,8 +42,9 @@ pub struct LocalClusterConfig {
     pub die_with_parent: bool,
     /// Each node on its own host ([`hosts::NetHosts`]: a network namespace
     /// with its own address; node `id` on host `id - 1`), partitioned with
-    /// [`LocalCluster::hosts`]. Needs root, `ip` and `nft`: `start` fails
-    /// naming what is missing. Off by default (loopback).
+    /// [`LocalCluster::hosts`]. Needs root, `ip` and `nft`: otherwise
+    /// `start` fails with `ErrorKind::Unsupported` naming what is missing
+    /// (a test skips on that kind only). Off by default (loopback).
     pub net_hosts: bool,
 }
 
@@ -150,7 +151,14 @@ impl LocalCluster {
             .tempdir()?;
         let shards = cfg.shards as u16;
         let hosts = if cfg.net_hosts {
-            Some(hosts::NetHosts::create(cfg.nodes as usize).map_err(std::io::Error::other)?)
+            Some(
+                hosts::NetHosts::create(cfg.nodes as usize).map_err(|e| match e {
+                    hosts::HostsError::Unavailable(_) => {
+                        std::io::Error::new(std::io::ErrorKind::Unsupported, e.to_string())
+                    }
+                    hosts::HostsError::Failed(_) => std::io::Error::other(e.to_string()),
+                })?,
+            )
         } else {
             None
         };

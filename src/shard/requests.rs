@@ -48,7 +48,12 @@ impl Shard {
         let gid = req.group;
         if !self.replicas.contains_key(&gid) {
             let shard = crate::route::shard_of(req.group, self.cfg.shards);
-            let e = if req.group >= self.cfg.groups {
+            // Destroyed here (removed from the group): the client asks
+            // another node; never a refusal of the write, whose earlier
+            // attempt may be in the group's log.
+            let e = if self.catalog.is_tombstoned(req.group) {
+                ClientError::NotHosted { group: req.group }
+            } else if req.group >= self.cfg.groups {
                 ClientError::UnknownGroup {
                     group: req.group,
                     groups: self.cfg.groups,
@@ -59,9 +64,7 @@ impl Shard {
                     shard,
                 }
             } else {
-                // Removed from this node (its replica destroyed): the
-                // client asks another node; never a refusal of the write,
-                // whose earlier attempt may be in the group's log.
+                // A static group this node does not host (not placed here).
                 ClientError::NotHosted { group: req.group }
             };
             return self.respond(conn, req.id, Err(e));

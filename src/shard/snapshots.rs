@@ -87,6 +87,8 @@ impl Shard {
             g.snap_file_index = snap.meta.index;
             g.lsns.trim_to_snapshot(snap.meta.index, snap.meta.term);
         }
+        let mut answers = Vec::new();
+        g.skip_to_snapshot(snap.meta.index, &mut answers);
         if g.note_membership() {
             // A snapshot of a membership without this replica: removed.
             self.removed.push(gid);
@@ -94,6 +96,9 @@ impl Shard {
         let book: Vec<(u64, String)> = g.address_book().collect();
         for (n, a) in book {
             self.learn_peer(n, &a);
+        }
+        for (conn, id, answer) in answers {
+            self.respond(conn, id, answer);
         }
         self.stats.snapshots_installed += 1;
         tracing::info!(

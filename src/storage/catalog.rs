@@ -348,6 +348,11 @@ impl Catalog {
         self.live.get(&group).map(|(d, _)| d)
     }
 
+    /// Whether a replica of `group` was destroyed here.
+    pub fn is_tombstoned(&self, group: GroupId) -> bool {
+        self.tombstones.contains_key(&group)
+    }
+
     /// Groups with a tombstone here: (group, highest destroyed replica id).
     pub fn tombstones(&self) -> impl Iterator<Item = (GroupId, ReplicaId)> + '_ {
         self.tombstones.iter().map(|(&g, &(r, _))| (g, r))

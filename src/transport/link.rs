@@ -120,10 +120,9 @@ impl Link {
         stream
             .set_nodelay(true)
             .map_err(|e| DialError::Connect(e.into()))?;
-        super::set_socket_buffers(
-            std::os::fd::AsRawFd::as_raw_fd(&stream),
-            cfg.socket_buffer_bytes,
-        );
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+        super::set_socket_buffers(fd, cfg.socket_buffer_bytes);
+        super::set_ack_timeout(fd, cfg.peer_ack_timeout_ms).map_err(DialError::Connect)?;
         let mut out = Vec::with_capacity(64);
         Hello {
             expected: self.shared.book.known(self.node),

@@ -193,12 +193,6 @@ pub enum ClientError {
     WrongShard { group: u64, shard: u32 },
     #[error("no group {group} (the cluster has {groups})")]
     UnknownGroup { group: u64, groups: u64 },
-    /// This node has no replica of `group` (removed from here, or never
-    /// placed here): ask another node. Like TiKV's `RegionNotFound`, it
-    /// says nothing about the request's outcome elsewhere, so a client
-    /// retries the same session sequence on another node.
-    #[error("group {group} has no replica on this node (removed from here, or never placed here): ask another node")]
-    NotHosted { group: u64 },
     /// The session's state was dropped (expired): its outcome cannot be
     /// deduplicated any more.
     #[error("client session expired")]
@@ -207,6 +201,14 @@ pub enum ClientError {
     BadRequest { reason: String },
     #[error("failed: {reason}")]
     Failed { reason: String },
+    /// This node has no replica of `group` (it was removed from here, or
+    /// was never placed here): ask another node. Like TiKV's
+    /// `RegionNotFound`, it says nothing about the request's outcome
+    /// elsewhere, so a client retries the same session sequence on another
+    /// node. (Last: a new variant goes at the end, so older peers decode
+    /// the others unchanged.)
+    #[error("group {group} has no replica on this node (removed from here, or not placed here): ask another node")]
+    NotHosted { group: u64 },
 }
 
 impl ClientError {
