@@ -377,6 +377,16 @@ pub struct PeerBook {
     known: RefCell<BTreeMap<NodeId, u64>>,
     /// One write of the file at a time.
     writing: glommio::sync::Semaphore,
+    /// Entries admitted while the disk was full, not in the file yet
+    /// ([`PeerBook::save_unsaved`] writes them once space returns).
+    unsaved: std::cell::Cell<bool>,
+}
+
+/// Whether `e` is a write that failed for want of space (ENOSPC, EDQUOT).
+fn no_space(e: &IdentityError) -> bool {
+    matches!(e, IdentityError::Io { err, .. }
+        if matches!(err.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+            || err.kind() == std::io::ErrorKind::StorageFull)
 }
 
 fn encode_book(known: &BTreeMap<NodeId, u64>) -> Vec<u8> {
@@ -453,6 +463,7 @@ impl PeerBook {
             entries_max,
             known: RefCell::default(),
             writing: glommio::sync::Semaphore::new(1),
+            unsaved: Default::default(),
         }
     }
 
@@ -480,6 +491,7 @@ impl PeerBook {
             entries_max: PEER_BOOK_ENTRIES_MAX,
             known: RefCell::new(known),
             writing: glommio::sync::Semaphore::new(1),
+            unsaved: Default::default(),
         })
     }
 
@@ -501,7 +513,15 @@ impl PeerBook {
     /// shard knows, or when the node is new here and its incarnation is now
     /// durably recorded (so a restart still knows it). Refused when the
     /// book knows another incarnation, when it is full, or when the record
-    /// cannot be written.
+    /// cannot be written — except for want of space: then the node is
+    /// admitted on the record in memory, saved by [`save_unsaved`] once
+    /// space returns. (Refusing it took a node with a full disk off the
+    /// network for every peer it had not met yet: a new node could not be
+    /// caught up by it, and a membership change stalled. Found by the
+    /// 30-minute chaos soak.) Until saved, a restart forgets the node: it
+    /// is then checked as new, as it was.
+    ///
+    /// [`save_unsaved`]: PeerBook::save_unsaved
     pub async fn admit(&self, node: NodeId, incarnation: u64) -> Result<(), IdentityError> {
         debug_assert!(node != 0 && incarnation != 0, "callers check the hello");
         let check = |known: u64| match known {
@@ -531,7 +551,17 @@ impl PeerBook {
         let mut next = self.known.borrow().clone();
         next.insert(node, incarnation);
         if let Some(p) = &self.path {
-            replace_file(p, &encode_book(&next)).await?;
+            match replace_file(p, &encode_book(&next)).await {
+                Ok(()) => {}
+                Err(e) if no_space(&e) => {
+                    tracing::warn!(
+                        peer = node,
+                        "{e}: the peer's incarnation is recorded in memory until space returns"
+                    );
+                    self.unsaved.set(true);
+                }
+                Err(e) => return Err(e),
+            }
         }
         *self.known.borrow_mut() = next;
         tracing::info!(
@@ -543,11 +573,77 @@ impl PeerBook {
     }
 }
 
+impl PeerBook {
+    /// Writes the entries admitted while the disk was full, if any. A
+    /// disk still full leaves them for the next call; `Ok(true)` once
+    /// they are in the file.
+    pub async fn save_unsaved(&self) -> Result<bool, IdentityError> {
+        let Some(p) = &self.path else {
+            return Ok(true);
+        };
+        if !self.unsaved.get() {
+            return Ok(true);
+        }
+        let _permit = self
+            .writing
+            .acquire_permit(1)
+            .await
+            .expect("the book's semaphore is never closed");
+        let bytes = encode_book(&self.known.borrow());
+        match replace_file(p, &bytes).await {
+            Ok(()) => {
+                self.unsaved.set(false);
+                tracing::info!("peer incarnations admitted during a full disk are saved");
+                Ok(true)
+            }
+            Err(e) if no_space(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     use crate::local_cluster::run_on_executor as on_executor;
+
+    /// A full disk does not refuse a peer the book has not met: it is
+    /// admitted on the record in memory and saved once space returns; a
+    /// reopened book then knows it. (It was refused, which took a node
+    /// with a full disk off the network for new peers.)
+    #[test]
+    fn a_full_disk_admits_a_new_peer_and_saves_it_when_space_returns() {
+        let fs = match crate::local_cluster::SmallFs::new(16) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("skipped: cannot mount a small filesystem here: {e}");
+                return;
+            }
+        };
+        let path = fs.path().join("peers");
+        let p = path.clone();
+        let fs = std::sync::Arc::new(fs);
+        let f2 = fs.clone();
+        on_executor(move || async move {
+            let book = PeerBook::open(p.clone()).await.unwrap();
+            book.admit(2, 0x22).await.unwrap();
+            f2.fill(0).unwrap();
+            book.admit(3, 0x33)
+                .await
+                .expect("admitted despite the full disk");
+            assert_eq!(book.known(3), 0x33);
+            assert!(!book.save_unsaved().await.unwrap(), "still full");
+            // The same node with another incarnation is refused meanwhile.
+            assert!(book.admit(3, 0x34).await.is_err());
+            f2.unfill();
+            assert!(book.save_unsaved().await.unwrap());
+            let again = PeerBook::open(p).await.unwrap();
+            assert_eq!((again.known(2), again.known(3)), (0x22, 0x33));
+        });
+        drop(fs);
+        let _ = path;
+    }
 
     #[test]
     fn store_round_trips_and_damage_is_named() {

@@ -16,7 +16,9 @@
 //! two nodes with the fifth seeing both) — on loopback through the
 //! transport's fault-injection hook, on separate hosts (network
 //! namespaces, `ringraft::local_cluster::hosts`) as nftables drop rules,
-//! half of them one way — a full disk on node 1 (its data lives on a small
+//! half of them one way — descriptor pressure (far more client
+//! connections to one node than `--client-conns-max`, under a small
+//! `RLIMIT_NOFILE`), a full disk on node 1 (its data lives on a small
 //! loop-mounted ext4 that the nemesis fills and frees; the run says so and
 //! goes on without this fault where the machine cannot mount), and
 //! membership changes: a new node joins, is added as a learner, promoted,
@@ -116,6 +118,60 @@ fn micros(t0: Instant) -> u64 {
 
 fn others(all: &[u64], but: &[u64]) -> Vec<u64> {
     all.iter().copied().filter(|x| !but.contains(x)).collect()
+}
+
+/// The fault number of descriptor pressure (beyond the main schedule's).
+const FD_FAULT: u64 = 100;
+/// Connections the nemesis opens to one node's shard 0 at once.
+const FD_PRESSURE_CONNS: usize = 600;
+/// RLIMIT_NOFILE of every node: the nemesis's connections alone exceed it
+/// (a node's budget with `--client-conns-max 48` is about 250).
+const FD_LIMIT: u64 = 512;
+
+/// Opens `conns` client connections to `addr` (each says hello, as a
+/// client does), holds them for `hold`, closes them: how many the node
+/// refused (it answered and closed them) meanwhile.
+fn fd_pressure(addr: std::net::SocketAddr, conns: usize, hold: Duration) -> usize {
+    use std::io::{Read, Write};
+    let mut hello = Vec::new();
+    ringraft::wire::Hello::client(1, 0).encode(&mut hello);
+    let mut socks = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    for _ in 0..conns {
+        // The shard stops accepting while its refusals are at their bound:
+        // once the kernel's backlog is full too, a connect times out, and
+        // the flood stops there.
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(mut s) => {
+                if s.write_all(&hello).is_err() {
+                    break;
+                }
+                socks.push(s);
+            }
+            Err(_) => break,
+        }
+        if Instant::now() > until {
+            break;
+        }
+    }
+    std::thread::sleep(hold);
+    let refused = socks
+        .iter()
+        .filter(|s| {
+            let mut r: &std::net::TcpStream = s;
+            let _ = r.set_nonblocking(true);
+            let mut buf = [0u8; 1024];
+            loop {
+                match r.read(&mut buf) {
+                    Ok(0) => return true, // answered, then closed
+                    Ok(_) => continue,
+                    Err(_) => return false, // open (admitted), or reset
+                }
+            }
+        })
+        .count();
+    drop(socks);
+    refused
 }
 
 /// The name of a one-way cut of partition `kind` (a static name: the
@@ -310,12 +366,12 @@ fn five_nodes_never_lose_an_acknowledged_write_and_converge() {
 
 /// The schedule with each node on its own host (a network namespace) and
 /// partitions made of nftables drop rules: packets vanish, connections
-/// hang (no reset), one-way cuts included. Skips, saying why, where hosts
-/// cannot be made (not root, no `ip` or `nft`).
+/// hang (no reset), one-way cuts and bridges included (5 nodes). Skips,
+/// saying why, where hosts cannot be made (not root, no `ip` or `nft`).
 #[test]
-fn three_nodes_on_separate_hosts_never_lose_an_acknowledged_write_and_converge() {
+fn five_nodes_on_separate_hosts_never_lose_an_acknowledged_write_and_converge() {
     let (seed, secs) = settings(30);
-    chaos_on(3, seed, secs, Net::Hosts);
+    chaos_on(5, seed, secs, Net::Hosts);
 }
 
 /// How partitions are made.
@@ -339,13 +395,16 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let name = match (nodes, net) {
         (3, Net::Loopback) => "three_nodes_never",
-        (3, Net::Hosts) => "three_nodes_on_separate_hosts",
-        _ => "five_nodes",
+        (_, Net::Hosts) => "five_nodes_on_separate_hosts",
+        _ => "five_nodes_never",
     };
     eprintln!(
         "chaos: {nodes} nodes ({net:?}), seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --release --test chaos {name})"
     );
     let mut rng = Rng(ringraft::rng::Rng(seed));
+    // Descriptor pressure is drawn from its own stream (one fault in ten).
+    let mut fd_rng = Rng(ringraft::rng::Rng(seed ^ 0x6664_7072));
+    let mut fd_refused = 0usize;
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
     cfg.net_hosts = net == Net::Hosts;
     // Node 1's data on a small filesystem the nemesis can fill.
@@ -379,11 +438,18 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
         // allocated whole).
         "--wal-segment-bytes",
         "4194304",
+        // Descriptor pressure: a node admits this many client connections
+        // and refuses the next (the nemesis opens many more).
+        "--client-conns-max",
+        "48",
         "--fault-injection",
     ]
     .iter()
     .map(|s| s.to_string())
     .collect();
+    // Well above what a node with --client-conns-max 48 needs, well below
+    // what the nemesis's connections would take without that bound.
+    cfg.nofile = Some(FD_LIMIT);
     let mut c = match LocalCluster::start(cfg) {
         Ok(c) => c,
         Err(e) if net == Net::Hosts && e.kind() == std::io::ErrorKind::Unsupported => {
@@ -483,7 +549,17 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
         std::thread::sleep(rng.ms(500, 1500));
         let n = members[rng.below(members.len() as u64) as usize];
         let (started, counts) = (micros(t0), faults.clone());
-        match rng.below(11) {
+        let fd_turn = fd_rng.below(10) == 0;
+        match if fd_turn { FD_FAULT } else { rng.below(11) } {
+            FD_FAULT => {
+                // Far more client connections to one node than it admits,
+                // held a while: it must refuse the excess and keep its WAL
+                // and snapshots working (no descriptor for them runs out).
+                let node = &c.nodes[(n - 1) as usize];
+                let (addr, hold) = (node.client_addr, fd_rng.ms(1000, 2000));
+                fd_refused += fd_pressure(addr, FD_PRESSURE_CONNS, hold);
+                *faults.entry("fd pressure").or_default() += 1;
+            }
             5..=7 => {
                 // A partition: sides that drop each other's traffic.
                 let (mut kind, a, b): (&str, Vec<u64>, Vec<u64>) = match rng.below(3) {
@@ -760,6 +836,13 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
             .join(", ")
     );
     assert_eq!(lost, 0, "seed {seed}: acknowledged writes lost");
+    if faults.contains_key("fd pressure") {
+        eprintln!("chaos: fd pressure: {fd_refused} client connections refused over the bound");
+        assert!(
+            fd_refused > 0,
+            "seed {seed}: {FD_PRESSURE_CONNS} connections to a node with --client-conns-max 48 and none refused"
+        );
+    }
     if let Err(v) = verdict {
         let from = v.ops.iter().map(|o| o.call).min().unwrap_or(0);
         let to = v.ops.iter().filter_map(|o| o.ret).max().unwrap_or(from);

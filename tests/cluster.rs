@@ -21,7 +21,7 @@ use ringraft::transport::{FrameReader, UNATTRIBUTED_ID};
 use ringraft::wire::hello::decode_reply;
 use ringraft::wire::{
     decode_response, encode_frame, encode_request, ClientError, Hello, Op, ReadMode, Reply,
-    Request, KIND_REQUEST, KIND_RESPONSE, PROTOCOL_VERSION,
+    Request, KIND_REQUEST, KIND_RESPONSE,
 };
 
 fn cluster(nodes: u64, groups: u64, extra: &[&str]) -> LocalCluster {
@@ -435,16 +435,7 @@ extern "C" {
 async fn raw_client(addr: std::net::SocketAddr) -> (glommio::net::TcpStream, FrameReader) {
     let mut s = glommio::net::TcpStream::connect(addr).await.unwrap();
     let mut out = Vec::new();
-    Hello {
-        cluster: 1,
-        node: 0,
-        shard: 0,
-        shards: 0,
-        version: PROTOCOL_VERSION as u32,
-        incarnation: 0,
-        expected: 0,
-    }
-    .encode(&mut out);
+    Hello::client(1, 0).encode(&mut out);
     s.write_all(&out).await.unwrap();
     let mut r = FrameReader::new(1 << 16, 1 << 20);
     let (_, p) = r.next(&mut s).await.unwrap().unwrap();
@@ -1143,13 +1134,7 @@ fn a_paused_leader_stalls_writes_for_about_an_election_not_for_the_pause() {
     acks.sort();
     // The longest time without an acknowledged write, from the pause to
     // the resume (counting from the pause if none came after it).
-    let mut last = paused_at;
-    let mut longest = Duration::ZERO;
-    for &t in acks.iter().filter(|&&t| t > paused_at && t < resumed_at) {
-        longest = longest.max(t - last);
-        last = t;
-    }
-    longest = longest.max(resumed_at - last);
+    let longest = longest_gap(&acks, paused_at, resumed_at);
     let during = acks
         .iter()
         .filter(|&&t| t > paused_at && t < resumed_at)

@@ -170,16 +170,7 @@ fn a_flood_of_client_connections_never_reaches_the_storage_path() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut hello = Vec::new();
-    ringraft::wire::Hello {
-        cluster: 1,
-        node: 0,
-        shard: 0,
-        shards: 0,
-        version: u32::from(ringraft::wire::PROTOCOL_VERSION),
-        incarnation: 0,
-        expected: 0,
-    }
-    .encode(&mut hello);
+    ringraft::wire::Hello::client(1, 0).encode(&mut hello);
     let mut refusals_named = 0;
     for round in 0..4 {
         let before = acked.load(Ordering::Relaxed);

@@ -19,7 +19,6 @@ use crate::transport::FrameReader;
 use crate::wire::hello::{decode_reply, KIND_HELLO_REPLY};
 use crate::wire::{
     decode_response, encode_request, ClientError, Hello, Reply, Request, KIND_RESPONSE,
-    PROTOCOL_VERSION,
 };
 
 type Outcome = Result<Result<Reply, ClientError>, ConnLost>;
@@ -68,16 +67,7 @@ impl Conn {
             .map_err(|e| lost(&e))?;
         s.set_nodelay(true).map_err(|e| lost(&e))?;
         let mut out = Vec::with_capacity(64);
-        Hello {
-            cluster,
-            node: 0,
-            shard,
-            shards: 0,
-            version: PROTOCOL_VERSION as u32,
-            incarnation: 0,
-            expected: 0,
-        }
-        .encode(&mut out);
+        Hello::client(cluster, shard).encode(&mut out);
         s.write_all(&out).await.map_err(|e| lost(&e))?;
         let mut reader = FrameReader::new(RECV_BUFFER_BYTES, RESPONSE_BYTES_MAX);
         let reply = glommio::timer::timeout(limit, async { Ok(reader.next(&mut s).await) })

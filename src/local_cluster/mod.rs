@@ -46,6 +46,9 @@ pub struct LocalClusterConfig {
     /// `start` fails with `ErrorKind::Unsupported` naming what is missing
     /// (a test skips on that kind only). Off by default (loopback).
     pub net_hosts: bool,
+    /// RLIMIT_NOFILE (soft and hard) of every node process: descriptor
+    /// pressure tests. `None`: inherited.
+    pub nofile: Option<u64>,
 }
 
 impl LocalClusterConfig {
@@ -62,6 +65,7 @@ impl LocalClusterConfig {
             data_dirs: Default::default(),
             die_with_parent: false,
             net_hosts: false,
+            nofile: None,
         }
     }
 }
@@ -255,6 +259,23 @@ impl LocalCluster {
             cmd.arg("--join");
         } else {
             cmd.args(["--initial-cluster-state", "new"]);
+        }
+        if let Some(n) = self.cfg.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; this runs in the
+            // child between fork and exec, on a struct it owns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         if self.cfg.die_with_parent {
             use std::os::unix::process::CommandExt;

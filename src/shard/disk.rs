@@ -106,10 +106,31 @@ impl Shard {
         Ok(())
     }
 
+    /// A WAL error of housekeeping the shard can do without (restating,
+    /// releasing, destroying a removed replica): a full disk degrades the
+    /// shard like a full disk anywhere (`enter_disk_full`); any other
+    /// error stops it. (A full disk met while restating stopped the node:
+    /// found by the 30-minute chaos soak.)
+    pub(super) fn degrade_if_full(&mut self, r: Result<(), ShardError>) -> Result<(), ShardError> {
+        match r {
+            Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
+                self.enter_disk_full(&err);
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
     /// Moves groups that hold the WAL's release point far back forward: one
     /// whose needed entries are old snapshots; one whose only old record is
-    /// its hard state writes it again. Then releases what that freed.
+    /// its hard state writes it again. Then releases what that freed. A
+    /// full disk degrades the shard (`degrade_if_full`).
     pub(super) async fn unpin_wal(&mut self) -> Result<(), ShardError> {
+        let r = self.unpin_wal_inner().await;
+        self.degrade_if_full(r)
+    }
+
+    async fn unpin_wal_inner(&mut self) -> Result<(), ShardError> {
         if self.disk_full {
             return Ok(());
         }

@@ -310,6 +310,7 @@ impl Shard {
                         }
                     }
                     self.publish_metrics();
+                    self.transport.save_peer_book().await;
                     if let Err(e) = self.unpin_wal().await {
                         break Err(e);
                     }

@@ -168,7 +168,12 @@ impl Shard {
             );
             match self.destroy_replica(group).await {
                 Ok(()) => {}
-                Err(ReplicaApiError::Shard(e)) => return Err(e),
+                Err(ReplicaApiError::Shard(e)) => {
+                    // A full disk met writing the tombstone: the shard
+                    // degrades (the replica stays until space is back).
+                    self.degrade_if_full(Err(e))?;
+                    tracing::warn!(group, "removed replica not destroyed yet: the disk is full");
+                }
                 // The disk is full: kept (idle) until the next removal
                 // check after space is back; nothing depends on it.
                 Err(e) => tracing::warn!(group, "removed replica not destroyed yet: {e}"),

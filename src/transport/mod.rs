@@ -605,6 +605,15 @@ impl Transport {
         out.dedup();
     }
 
+    /// Saves peer incarnations admitted while the disk was full
+    /// (`PeerBook::save_unsaved`); a failure other than a full disk is
+    /// logged (the book in memory stays authoritative until the next try).
+    pub async fn save_peer_book(&self) {
+        if let Err(e) = self.shared.book.save_unsaved().await {
+            tracing::warn!(shard = self.shared.me.shard, "saving the peer book: {e}");
+        }
+    }
+
     pub fn stats(&self) -> TransportStats {
         self.shared.stats.s.get()
     }

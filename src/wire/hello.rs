@@ -89,6 +89,20 @@ pub enum HelloError {
 }
 
 impl Hello {
+    /// The hello a client sends to `shard` of a node of `cluster` (node 0,
+    /// no incarnation: clients have no identity to check).
+    pub fn client(cluster: u64, shard: u32) -> Hello {
+        Hello {
+            cluster,
+            node: 0,
+            shard,
+            shards: 0,
+            version: PROTOCOL_VERSION as u32,
+            incarnation: 0,
+            expected: 0,
+        }
+    }
+
     pub fn encode(&self, out: &mut Vec<u8>) {
         let mut p = [0u8; HELLO_BYTES];
         p[0..8].copy_from_slice(&self.cluster.to_le_bytes());
