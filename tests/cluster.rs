@@ -754,6 +754,24 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
 /// later one.
 #[test]
 fn an_idle_group_does_not_pin_the_wal() {
+    wal_stays_small(&["--wal-pin-records-max", "500"], &[0]);
+}
+
+/// The replica catalog does not pin the WAL either, with the default
+/// `wal-pin-records-max` (100,000 records) and no idle group: its entries
+/// are restated once they are `CATALOG_PIN_RECORDS_MAX` records older than
+/// what the replicas need. (They were restated only after
+/// `wal-pin-records-max` records, so every shard kept up to 100,000
+/// records of WAL it did not need: a 30-minute chaos soak filled node 1's
+/// small disk with them.)
+#[test]
+fn the_replica_catalog_does_not_pin_the_wal() {
+    wal_stays_small(&[], &[0, 1]);
+}
+
+/// 20,000 writes of ~1.6 KB to the keys of `groups` (of 2; about eight
+/// 4 MiB segments): afterwards every node keeps at most 4 segments.
+fn wal_stays_small(extra: &[&str], groups: &'static [u64]) {
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
     cfg.shards = 1;
     cfg.groups = 2;
@@ -770,19 +788,18 @@ fn an_idle_group_does_not_pin_the_wal() {
         "300",
         "--compact-keep-entries",
         "10",
-        "--wal-pin-records-max",
-        "500",
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     let c = LocalCluster::start(cfg).unwrap();
     c.wait_ready(Duration::from_secs(30)).unwrap();
     let addrs = c.client_addrs();
-    // Keys of group 0 only.
+    // Keys of `groups` only.
     let keys: Vec<String> = (0..)
         .map(|i| format!("hot{i}"))
-        .filter(|k| ringraft::client::group_of(k.as_bytes(), 2) == 0)
+        .filter(|k| groups.contains(&ringraft::client::group_of(k.as_bytes(), 2)))
         .take(50)
         .collect();
     run_on_executor(move || async move {
@@ -1114,7 +1131,7 @@ fn a_paused_leader_stalls_writes_for_about_an_election_not_for_the_pause() {
     let leaders = c.wait_ready(Duration::from_secs(30)).unwrap();
     let victim = leaders[0];
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    // Keys of group 0 only: every write goes to the paused leader's group.
+    // Keys of `groups` only. every write goes to the paused leader's group.
     let writers = spawn_writers(c.client_addrs(), stop.clone(), |cl| {
         (0..)
             .map(|i| format!("p{i}"))

@@ -157,9 +157,20 @@ impl Shard {
                 rewrote = true;
             }
         }
-        // Catalog entries are restated like hard states: an old create or
-        // tombstone must not be released with its segment.
-        let stale_at_or_below = head.saturating_sub(max).saturating_sub(1);
+        // Catalog entries are restated like hard states (an old create or
+        // tombstone must not be released with its segment), but once they
+        // lag `CATALOG_PIN_RECORDS_MAX` records behind what the replicas
+        // need: no replica rewrites them in passing, so at the hard-state
+        // bound they would pin that many records of WAL all the time.
+        let replicas_need = self
+            .replicas
+            .values()
+            .map(|g| g.lsns.needed_lsn())
+            .min()
+            .unwrap_or(head)
+            .min(head);
+        let lag = CATALOG_PIN_RECORDS_MAX.min(max);
+        let stale_at_or_below = replicas_need.saturating_sub(lag).saturating_sub(1);
         if self.catalog.needed_lsn() <= stale_at_or_below {
             let ops = self.catalog.stated_at_or_below(stale_at_or_below);
             let wal = self.wal.clone();
@@ -224,3 +235,11 @@ impl Shard {
         Ok(())
     }
 }
+
+/// Records the replica catalog's oldest entry may lag behind the oldest
+/// record the replicas need before the catalog is restated (the whole
+/// stale part of it, one record per entry) so the WAL can be released
+/// past it. Small, because nothing else rewrites catalog entries; the cost
+/// is the catalog's size once per this many records (negligible for the
+/// few groups of a shard today; to revisit for tens of thousands).
+pub(crate) const CATALOG_PIN_RECORDS_MAX: u64 = 1_000;
