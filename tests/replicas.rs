@@ -49,6 +49,18 @@ fn desc(group: u64, replica: u64, voters: &[u64]) -> ReplicaDesc {
     }
 }
 
+/// A snapshot at index 5 of a group whose only voter is node 1.
+fn snapshot_of_voter_1(data: &'static [u8]) -> Snapshot {
+    Snapshot {
+        meta: SnapshotMeta { index: 5, term: 1 },
+        conf: ConfState {
+            voters: vec![1],
+            ..Default::default()
+        },
+        data: Bytes::from_static(data),
+    }
+}
+
 fn groups(shard: &Shard) -> Vec<u64> {
     shard.replicas().iter().map(|r| r.group).collect()
 }
@@ -122,14 +134,7 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
     let (c2, s2) = (cfg.clone(), store);
     let sd = snap_dir.clone();
     run(async move {
-        let snap = Snapshot {
-            meta: SnapshotMeta { index: 5, term: 1 },
-            conf: ConfState {
-                voters: vec![1],
-                ..Default::default()
-            },
-            data: Bytes::from_static(b"not read"),
-        };
+        let snap = snapshot_of_voter_1(b"not read");
         snapfile::write(&sd, 0, &snap, None).await.unwrap();
         assert_eq!(snapfile::list(&sd).unwrap().len(), 1);
         let shard = open(&c2, &s2).await;
@@ -194,14 +199,7 @@ fn removing_a_groups_snapshot_files_spares_another_groups_write_in_progress() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().to_path_buf();
     run(async move {
-        let snap = Snapshot {
-            meta: SnapshotMeta { index: 5, term: 1 },
-            conf: ConfState {
-                voters: vec![1],
-                ..Default::default()
-            },
-            data: Bytes::from_static(b"state"),
-        };
+        let snap = snapshot_of_voter_1(b"state");
         snapfile::write(&dir, 1, &snap, None).await.unwrap();
         let in_progress = dir.join(format!("{}.tmp", snapfile::file_name(2, 9)));
         std::fs::write(&in_progress, b"half written").unwrap();

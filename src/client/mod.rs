@@ -475,18 +475,15 @@ impl Client {
                     }
                     !known
                 }
-                // This node has no replica of the group (it was removed
-                // from it): another node has.
-                Ok(Ok(Err(ClientError::NotHosted { .. }))) => {
-                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
-                        *l = 0;
-                    }
-                    true
-                }
-                // The node gave up waiting; the write keeps its seq, so a
-                // retry cannot apply it twice.
+                // The node gave up waiting, or has no replica of the group
+                // (it was removed from it): ask again, elsewhere if need
+                // be. The write keeps its seq, so a retry cannot apply it
+                // twice.
                 Ok(Ok(Err(
-                    ClientError::Timeout | ClientError::Busy | ClientError::ShuttingDown,
+                    ClientError::Timeout
+                    | ClientError::Busy
+                    | ClientError::ShuttingDown
+                    | ClientError::NotHosted { .. },
                 ))) => {
                     if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
                         *l = 0;
