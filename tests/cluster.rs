@@ -962,6 +962,47 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
         assert!(Instant::now() < deadline, "{m}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Restarted on its full disk, node 3 comes up read-only (it could not
+    // start at all: the WAL's open wanted a new segment) and serves reads
+    // of what it replayed.
+    c.restart(3).unwrap();
+    wait_log(
+        &c,
+        "the WAL opened read-only",
+        "did not open its WAL read-only",
+    );
+    let addrs = c.client_addrs();
+    let r = run_on_executor(move || async move {
+        let key = b"k0-0";
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // A new client each time: one that connected before node 3
+            // listened does not know it.
+            let cl = client(addrs.clone()).await;
+            let g = ringraft::client::group_of(key, cl.groups());
+            let r = cl
+                .admin(
+                    3,
+                    g,
+                    Op::Get {
+                        key: Bytes::from_static(key),
+                        mode: ReadMode::Stale,
+                    },
+                )
+                .await;
+            if r.is_ok() || Instant::now() > deadline {
+                break r;
+            }
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert_eq!(
+        r,
+        Ok(Reply::Value(Some(Bytes::from(vec![b'd'; 3000])))),
+        "node 3 after a restart on a full disk:\n{}",
+        c.log_tail(3, 30)
+    );
+    assert!(c.is_running(3), "{}", c.log_tail(3, 20));
     // Space returns: node 3 rebuilds from disk and catches up.
     fs.unfill();
     wait_log(&c, "disk space is back", "did not recover");

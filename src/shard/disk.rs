@@ -70,6 +70,11 @@ impl Shard {
             }
             Err(e) => return Err(e),
         };
+        if let Err(err) = loaded.wal.health() {
+            // Opened read-only: no room for a new segment yet.
+            tracing::debug!(shard = self.cfg.shard, "still full: {err}");
+            return Ok(());
+        }
         let mut waiting = Vec::new();
         for r in self.replicas.values_mut() {
             r.drain_waiters(Gone::Rebuilt, &mut waiting);

@@ -217,7 +217,7 @@ impl Shard {
         }
         let clients = ClientService::new(me, cfg.transport.clone());
         let book: Vec<(u64, String)> = replicas.values().flat_map(Replica::address_book).collect();
-        let shard_value = Shard {
+        let mut shard_value = Shard {
             replicas,
             catalog,
             ready_ids: Vec::new(),
@@ -245,6 +245,17 @@ impl Shard {
             shard_value.learn_peer(n, &a);
         }
         shard_value.prune_peers();
+        // Restarted on a full disk: the WAL replayed but cannot append.
+        // Serve reads and retry every second, as when it fills while
+        // running (a node that could not restart on its full disk was
+        // found by a 30-minute chaos soak).
+        if let Err(err) = shard_value.wal.health() {
+            if !err.is_disk_full() {
+                return Err(ShardError::Wal { shard, err });
+            }
+            tracing::warn!(shard, "restarted on a full disk: the WAL opened read-only");
+            shard_value.enter_disk_full(&err);
+        }
         Ok(shard_value)
     }
 

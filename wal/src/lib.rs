@@ -27,7 +27,9 @@
 //! - A failed `fdatasync` or write poisons the log: every later call fails;
 //!   nothing is retried. A full disk (ENOSPC, typically when preallocating
 //!   the next segment) poisons it the same way; everything acknowledged
-//!   before stays readable and the log reopens cleanly.
+//!   before stays readable and the log reopens cleanly. `open` on a full
+//!   disk replays everything and returns a log poisoned by the full disk
+//!   ([`Wal::health`]), so a node can restart and serve what it has.
 //! - Stale bytes never pass as records: segments are preallocated fresh
 //!   (zeros), a record is accepted only with the exact next LSN, and after a
 //!   restart the last segment is cut at its last valid record and appends go

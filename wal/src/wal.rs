@@ -228,6 +228,38 @@ struct State {
     stats: WalStats,
 }
 
+impl State {
+    /// A log whose next record gets `next_lsn`, nothing pending.
+    fn new(next_lsn: u64, segments: Vec<(u64, String)>, segments_created: u64) -> State {
+        State {
+            next_lsn,
+            durable_lsn: next_lsn - 1,
+            pending: VecDeque::new(),
+            queued_bytes: 0,
+            poison: None,
+            closed: false,
+            writer_done: false,
+            durable_waiters: Vec::new(),
+            space_waiters: Vec::new(),
+            writer_waker: None,
+            stats: WalStats {
+                next_lsn,
+                durable_lsn: next_lsn - 1,
+                records: 0,
+                payload_bytes: 0,
+                bytes_written: 0,
+                syncs: 0,
+                segments_created,
+                segments_removed: 0,
+                segments_live: segments.len(),
+                batch_records: new_histogram(),
+                sync_latency_us: new_histogram(),
+            },
+            segments,
+        }
+    }
+}
+
 struct Inner<D: Disk> {
     disk: D,
     opts: ValidWalOptions,
@@ -501,36 +533,33 @@ impl<D: Disk> Wal<D> {
         if replace_empty {
             segs.pop();
         }
-        let (prep, file) = prepare(disk.clone(), 0, opts.clone()).await?;
+        let (prep, file) = match prepare(disk.clone(), 0, opts.clone()).await {
+            Ok(x) => x,
+            // A full disk: no new segment. The log opens poisoned (every
+            // append fails with a disk-full error) so that the caller can
+            // serve what it replayed and reopen once space is freed; a node
+            // whose disk filled up must be able to restart (found by a
+            // chaos soak: it could not, as open failed here).
+            Err(e) if e.is_disk_full() => {
+                let prep = format!("{:020}{PREPARED_SUFFIX}", 0);
+                if let Err(rm) = disk.remove(&prep).await {
+                    tracing::warn!(file = %disk.describe(&prep), "wal: cannot remove a prepared segment: {rm}");
+                }
+                let mut st = State::new(next_lsn, segs, 0);
+                st.poison = Some((e.to_string(), true));
+                st.writer_done = true;
+                let inner = Rc::new(Inner {
+                    disk,
+                    opts,
+                    st: RefCell::new(st),
+                });
+                return Ok((Wal { inner }, report));
+            }
+            Err(e) => return Err(e),
+        };
         let name = install(&disk, &prep, next_lsn).await?;
         segs.push((next_lsn, name.clone()));
-
-        let st = State {
-            next_lsn,
-            durable_lsn: next_lsn - 1,
-            pending: VecDeque::new(),
-            queued_bytes: 0,
-            poison: None,
-            closed: false,
-            writer_done: false,
-            durable_waiters: Vec::new(),
-            space_waiters: Vec::new(),
-            writer_waker: None,
-            stats: WalStats {
-                next_lsn,
-                durable_lsn: next_lsn - 1,
-                records: 0,
-                payload_bytes: 0,
-                bytes_written: 0,
-                syncs: 0,
-                segments_created: 1,
-                segments_removed: 0,
-                segments_live: segs.len(),
-                batch_records: new_histogram(),
-                sync_latency_us: new_histogram(),
-            },
-            segments: segs,
-        };
+        let st = State::new(next_lsn, segs, 1);
         let inner = Rc::new(Inner {
             disk,
             opts,
@@ -725,6 +754,19 @@ impl<D: Disk> Wal<D> {
     /// The highest LSN known durable.
     pub fn durable_lsn(&self) -> u64 {
         self.inner.st.borrow().durable_lsn
+    }
+
+    /// `Ok` while appends can succeed; the error every append would get
+    /// once the log is poisoned (`Poisoned { disk_full, .. }`). A log opened
+    /// on a full disk is poisoned from the start.
+    pub fn health(&self) -> Result<()> {
+        match &self.inner.st.borrow().poison {
+            Some((c, full)) => Err(WalError::Poisoned {
+                cause: c.clone(),
+                disk_full: *full,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// The LSN the next record gets.

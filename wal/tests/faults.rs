@@ -483,8 +483,24 @@ fn full_disk_fails_appends_clearly_and_loses_nothing() {
         );
         drop(wal);
         disk.crash(CrashMode::DropUnsynced);
+        // Reopened while still full (a node restarted on its full disk):
+        // every acknowledged record replays, and the log is read-only.
+        let (got, _, wal) = reopen(&disk, opts.clone()).await;
+        assert_eq!(got.len(), acked.len(), "replayed on a full disk");
+        assert!(
+            matches!(wal.health(), Err(ref e @ WalError::Poisoned { disk_full: true, .. }) if e.is_disk_full()),
+            "{:?}",
+            wal.health()
+        );
+        let refused = wal.append(b"while full").await;
+        assert!(
+            matches!(&refused, Err(e) if e.is_disk_full()),
+            "{refused:?}"
+        );
+        wal.close().await.unwrap_err();
         disk.set_space_bytes(None);
         let (got, _, wal) = reopen(&disk, opts).await;
+        wal.health().unwrap();
         assert_eq!(
             got.len(),
             acked.len(),
