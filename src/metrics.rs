@@ -192,7 +192,7 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 25] = [
+    let counters: [Family<ShardMetrics>; 27] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -238,6 +238,16 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             "ringraft_errors_busy_total",
             "requests answered Busy",
             |s| s.stats.errors_busy,
+        ),
+        (
+            "ringraft_msgs_unknown_group_total",
+            "peer messages for a group this shard does not host",
+            |s| s.stats.msgs_unknown_group,
+        ),
+        (
+            "ringraft_replicas_created_by_message_total",
+            "replicas created by their leader's snapshot (the rule in shard/replicas.rs)",
+            |s| s.stats.replicas_created_by_message,
         ),
         (
             "ringraft_wal_syncs_total",

@@ -32,9 +32,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ringraft::check::linearizability::{self as lin, Op as CheckOp, OpKind};
 use ringraft::client::{Client, ClientConfig};
 use ringraft::local_cluster::{run_on_executor, LocalCluster, LocalClusterConfig, SmallFs};
-use ringraft::sim::linearizability::{self as lin, Op as CheckOp, OpKind};
 use ringraft::wire::{Op, Reply};
 
 /// The longest time without an acknowledged write around a pause of a

@@ -190,6 +190,98 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
     drop(lock);
 }
 
+/// The rule of `shard/replicas.rs`: the first chunk of a leader's
+/// snapshot whose configuration names this node creates its replica (and
+/// is stepped into it); appends, heartbeats, votes, later chunks,
+/// configurations without this node, messages for another replica id and
+/// stale leaders' snapshots for a destroyed replica create nothing; at most
+/// `REPLICAS_CREATED_PER_TURN_MAX` are created per turn.
+#[test]
+fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does() {
+    use ringraft::raft::{Body, Message};
+    use ringraft::shard::REPLICAS_CREATED_PER_TURN_MAX;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("n1");
+    let cfg = settings(&dir, free_port(), free_port());
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = lock_data_dir(&dir).unwrap();
+    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New).unwrap();
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        let data = Bytes::from_static(b"a snapshot of group 300");
+        let snap = |to: u64, offset: u64, learners: &[u64]| Message {
+            from: 2,
+            to,
+            term: 3,
+            body: Body::Snapshot {
+                index: 5,
+                term: 2,
+                conf: ConfState::new(&[2], learners),
+                offset,
+                total: data.len() as u64,
+                crc: crc32fast::hash(&data),
+                chunk: data.clone(),
+            },
+        };
+        let from_leader = |body| Message {
+            from: 2,
+            to: 1,
+            term: 3,
+            body,
+        };
+        let none_create = [
+            from_leader(Body::Append {
+                prev_index: 0,
+                prev_term: 0,
+                entries: Vec::new(),
+                commit: 0,
+            }),
+            from_leader(Body::Heartbeat {
+                commit: 0,
+                round: 1,
+            }),
+            from_leader(Body::Vote {
+                last_index: 9,
+                last_term: 3,
+                transfer: false,
+            }),
+            snap(1, 8, &[1]),
+            snap(1, 0, &[3]),
+            snap(7, 0, &[7]),
+        ];
+        for m in none_create {
+            let what = format!("{m:?}");
+            shard.on_peer_message(300, m);
+            shard.create_from_messages().await.unwrap();
+            assert_eq!(groups(&shard), vec![0, 1], "created by {what}");
+        }
+        shard.on_peer_message(300, snap(1, 0, &[1]));
+        shard.create_from_messages().await.unwrap();
+        assert_eq!(groups(&shard), vec![0, 1, 300]);
+        let r = shard
+            .replicas()
+            .into_iter()
+            .find(|r| r.group == 300)
+            .unwrap();
+        assert_eq!((r.replica, r.term), (1, 3), "the chunk was stepped into it");
+        // Destroyed: a stale leader's snapshot does not bring it back.
+        shard.destroy_replica(300).await.unwrap();
+        shard.on_peer_message(300, snap(1, 0, &[1]));
+        shard.create_from_messages().await.unwrap();
+        assert_eq!(groups(&shard), vec![0, 1], "a tombstoned replica came back");
+        // A burst: the limit per turn, the rest when the leaders resend.
+        for g in 400..420 {
+            shard.on_peer_message(g, snap(1, 0, &[1]));
+        }
+        shard.create_from_messages().await.unwrap();
+        let burst = groups(&shard).iter().filter(|&&g| g >= 400).count();
+        assert_eq!(burst, REPLICAS_CREATED_PER_TURN_MAX);
+    });
+    drop(lock);
+}
+
 /// Destroying one group's replica removes its snapshot files only: a
 /// temporary file of another group is a snapshot write in progress (it
 /// used to be swept too, and that write's rename then failed and stopped

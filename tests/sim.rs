@@ -229,18 +229,20 @@ fn adding_a_node_while_a_partition_heals() {
         let rest: Vec<usize> = (0..5).filter(|&i| i != other && i != 4).collect();
         sim.partition(&[&[other, 4], &rest]);
         let l = sim.leader().expect("a leader on the majority side");
-        sim.with_node(l, |r| r.add_learner(5))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let added = sim.with_node(l, |r| r.add_learner(5)).unwrap();
+        if let Err(e) = added {
+            panic!("seed {seed}: {e}{}", sim.describe());
+        }
         let t = sim.now_ms();
         sim.run_until(t + 500);
         sim.heal_network();
         let t = sim.now_ms();
         sim.run_until(t + 1_500);
         let l = sim.leader().expect("leader after healing");
-        sim.with_node(l, |r| r.promote_learner(5))
-            .unwrap()
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let promoted = sim.with_node(l, |r| r.promote_learner(5)).unwrap();
+        if let Err(e) = promoted {
+            panic!("seed {seed}: {e}{}", sim.describe());
+        }
         let t = sim.now_ms();
         sim.run_until(t + 1_500);
         let l = sim.leader().expect("leader");

@@ -89,6 +89,10 @@ pub struct Progress {
     pub inflight: Inflights,
     /// Heard from since the last check-quorum round.
     pub recent_active: bool,
+    /// `recent_active` as it stood when the last round ended: with it, a
+    /// question asked just after a round ("is it active now?") looks back
+    /// one to two election timeouts, not zero.
+    pub active_last_round: bool,
     /// Highest commit index sent to this follower.
     pub commit_sent: Index,
     /// `match_` at the previous heartbeat response: a follower whose match
@@ -117,6 +121,7 @@ impl Progress {
             probe_sent: false,
             inflight: Inflights::new(msgs_max, bytes_max),
             recent_active: true,
+            active_last_round: true,
             commit_sent: 0,
             match_at_heartbeat: 0,
             snapshot: None,

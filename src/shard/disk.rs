@@ -207,14 +207,19 @@ impl Shard {
         // Released only once durable: wait for it here (rare: idle groups).
         self.wal.wait_durable(lsn).await.map_err(wal_err(shard))?;
         if let Some(r) = self.replicas.get_mut(&gid) {
-            r.lsns.hs = hs;
-            r.lsns.hs_lsn = lsn;
+            r.lsns.note_written(lsn, Some(hs), None);
+            r.lsns.note_durable(lsn);
         }
         Ok(())
     }
 
     pub(super) async fn release_wal(&mut self) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
+        if self.disk_full {
+            // What replicas noted may never become durable; the rebuild
+            // from disk once space is back starts from what is there.
+            return Ok(());
+        }
         let needed = self
             .replicas
             .values()

@@ -115,24 +115,23 @@ pub(super) fn build_replica(
         group: g,
         what,
     };
-    let mut kv = Kv::new(cfg.kv.clone());
-    let mut applied = 0;
-    if let Some(s) = &snap {
-        log.trim_to_snapshot(s.meta.index, s.meta.term);
-        kv = Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| group_err(e.to_string()))?;
-        applied = s.meta.index;
-    }
-    let last = log.entries.last().map_or(applied, |e| e.index.max(applied));
-    // A crash may leave a hard state whose commit is past the entries that
-    // made it to disk: the leader will say again.
-    log.hs.commit = log.hs.commit.min(last).max(applied);
+    let kv = match &snap {
+        Some(s) => Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| group_err(e.to_string()))?,
+        None => Kv::new(cfg.kv.clone()),
+    };
+    let restart = log.take_restart(snap.as_ref().map(|s| (s.meta.index, s.meta.term)));
     let mut rc = cfg.raft.clone();
     rc.id = d.replica;
     rc.voters = d.voters.clone();
     rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
-    let entries = std::mem::take(&mut log.entries);
-    let raft = RawNode::restart_from(rc, log.hs, snap.clone(), entries, applied);
+    let raft = RawNode::restart_from(
+        rc,
+        restart.hs,
+        snap.clone(),
+        restart.entries,
+        restart.applied,
+    );
     let snap_index = snap.as_ref().map_or(0, |s| s.meta.index);
     Ok(Replica::new(g, d.replica, raft, kv, snap_index, log))
 }

@@ -27,7 +27,7 @@ mod snapshots;
 use load::{build_replica, load, Loaded};
 use snapshots::snap_err_is_disk_full;
 
-pub use replicas::{ReplicaApiError, ReplicaInfo};
+pub use replicas::{creates_replica, ReplicaApiError, ReplicaInfo, REPLICAS_CREATED_PER_TURN_MAX};
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -106,6 +106,8 @@ pub struct ShardStats {
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub msgs_unknown_group: u64,
+    /// Replicas created by a message (`replicas.rs`: the rule).
+    pub replicas_created_by_message: u64,
     pub errors_not_leader: u64,
     pub errors_timeout: u64,
     pub errors_busy: u64,
@@ -135,6 +137,10 @@ pub struct Shard {
     /// Replicas that applied a membership without themselves: destroyed
     /// after the turn's Readies (`replicas.rs`).
     removed: Vec<GroupId>,
+    /// Messages that create a replica of a group not hosted here, with the
+    /// message itself, stepped once it exists (`replicas.rs`). At most
+    /// `REPLICAS_CREATED_PER_TURN_MAX`.
+    creating: Vec<(GroupId, crate::raft::Message)>,
     wal: Rc<Wal<DmaDisk>>,
     transport: Rc<Transport>,
     clients: Rc<ClientService>,
@@ -223,6 +229,7 @@ impl Shard {
             ready_ids: Vec::new(),
             answers: Vec::new(),
             removed: Vec::new(),
+            creating: Vec::new(),
             wal: Rc::new(wal),
             transport,
             clients,
@@ -330,10 +337,11 @@ impl Shard {
             // 2. inbound messages
             self.transport.drain_inbox(&mut msgs);
             for (g, m) in msgs.drain(..) {
-                tracing::trace!(group = g, from = m.from, "step");
-                match self.replicas.get_mut(&g) {
-                    Some(r) => r.raft.step(m),
-                    None => self.stats.msgs_unknown_group += 1,
+                self.on_peer_message(g, m);
+            }
+            if !self.creating.is_empty() {
+                if let Err(e) = self.create_from_messages().await {
+                    break Err(e);
                 }
             }
             // 3. client requests
@@ -630,28 +638,11 @@ impl Shard {
         let max = self.cfg.wal.record_bytes_max;
         let mut rest = entries;
         loop {
-            // As many entries as fit in one record (at least one).
-            let mut n = 0;
-            let mut bytes = storage::record_bytes(hs.is_some(), &[]);
-            while n < rest.len() {
-                let b = storage::entry_record_bytes(&rest[n]);
-                if n > 0 && bytes + b > max {
-                    break;
-                }
-                bytes += b;
-                n += 1;
-            }
+            let n = storage::entries_in_next_record(hs.is_some(), rest, max);
             let (chunk, tail) = rest.split_at(n);
             let lsn = self.submit_record(gid, hs.as_ref(), chunk).await?;
             let g = hosted(&mut self.replicas, gid);
-            if let Some(h) = hs {
-                g.lsns.hs = h;
-                g.lsns.hs_lsn = lsn;
-            }
-            if let Some(first) = chunk.first() {
-                g.lsns.record_lsns.split_off(&first.index);
-                g.lsns.record_lsns.insert(first.index, lsn);
-            }
+            g.lsns.note_written(lsn, hs, chunk.first().map(|e| e.index));
             hs = None;
             rest = tail;
             if rest.is_empty() {
@@ -702,6 +693,7 @@ impl Shard {
                 self.transport.send(f.group, m);
             }
             r.raft.on_persisted(f.token);
+            r.lsns.note_durable(durable);
         }
     }
 

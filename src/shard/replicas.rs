@@ -17,16 +17,28 @@
 //! - A replica id at or below a group's tombstone is never created again on
 //!   this shard; a re-added replica comes with a newer id.
 //! - A message for a group this shard does not host is counted
-//!   (`msgs_unknown_group`) and dropped; it never creates a replica. TiKV
-//!   and CockroachDB create a replica from a message that carries a newer
-//!   membership including it; ringraft's messages do not carry a membership
-//!   yet, so creation is explicit until they do (the placement issue).
+//!   (`msgs_unknown_group`). It creates the replica it is addressed to
+//!   (empty, no membership: it installs the snapshot, as a joining node
+//!   does) only when all of these hold ([`creates_replica`]): it is the
+//!   first chunk of a leader's snapshot (a leader seeds every new member
+//!   with one), whose configuration — a committed one — names the
+//!   addressee as a voter or learner; the addressee is this node's
+//!   replica id; the catalog allows the id (not at or below the group's
+//!   tombstone: a removed replica never comes back from a stale leader's
+//!   message); the disk is not full; fewer than
+//!   `REPLICAS_CREATED_PER_TURN_MAX` were created this turn (the others
+//!   wait for the leader's resend). Votes, appends and heartbeats never
+//!   create one (a candidate or leader of an old configuration must not).
+//!   The message is stepped into the new replica at once. As TiKV's
+//!   `maybe_create_peer` and CockroachDB's `getOrCreateReplica` do on a
+//!   Raft message; their stale-peer collection (a replica created from an
+//!   old configuration and never updated) comes with the cluster map.
 //! - Replica ids equal node ids until the transport addresses replicas: a
 //!   create naming another replica id is refused.
 
 use super::{build_replica, wal_err, Shard, ShardError};
 use crate::group::{Gone, GroupId, ReplicaId};
-use crate::raft::Role;
+use crate::raft::{Body, Message, Role};
 use crate::storage::{self, snapfile, CatalogError, CatalogOp, GroupLog, ReplicaDesc};
 
 /// A replica as [`Shard::replicas`] lists it.
@@ -70,7 +82,72 @@ pub enum ReplicaApiError {
     Shard(#[from] ShardError),
 }
 
+/// Replicas a shard creates from messages in one turn; creating one costs a
+/// catalog record and an fsync, so a burst (a node added to thousands of
+/// groups at once) is spread over turns, the leaders resending.
+pub const REPLICAS_CREATED_PER_TURN_MAX: usize = 16;
+
+/// Whether message `m`, for a group not hosted on the shard of node
+/// `node`, may create the replica it is addressed to (the rule at the top
+/// of this module; the catalog and the disk are checked when creating).
+pub fn creates_replica(node: u64, m: &Message) -> bool {
+    match &m.body {
+        Body::Snapshot {
+            offset: 0, conf, ..
+        } => m.to == node && (conf.is_voter(m.to) || conf.is_learner(m.to)),
+        _ => false,
+    }
+}
+
 impl Shard {
+    /// One message from a peer: stepped into its replica, or, for a group
+    /// not hosted here, counted and perhaps queued to create the replica
+    /// ([`creates_replica`]). The shard loop calls it for every inbound
+    /// message; public so that tests can feed a shard without a transport.
+    pub fn on_peer_message(&mut self, g: GroupId, m: Message) {
+        tracing::trace!(group = g, from = m.from, "step");
+        if let Some(r) = self.replicas.get_mut(&g) {
+            r.raft.step(m);
+            return;
+        }
+        self.stats.msgs_unknown_group += 1;
+        if creates_replica(self.cfg.node, &m)
+            && self.creating.len() < REPLICAS_CREATED_PER_TURN_MAX
+            && !self.creating.iter().any(|(c, _)| *c == g)
+        {
+            self.creating.push((g, m));
+        }
+    }
+
+    /// Creates the replicas that this turn's messages asked for and steps
+    /// each its message. A refusal (tombstoned id, full disk) drops the
+    /// message; a WAL failure stops the shard (a full disk degrades it).
+    pub async fn create_from_messages(&mut self) -> Result<(), ShardError> {
+        for (g, m) in std::mem::take(&mut self.creating) {
+            let d = ReplicaDesc {
+                group: g,
+                replica: m.to,
+                voters: Vec::new(),
+                descriptor: bytes::Bytes::new(),
+            };
+            match self.create_replica(d).await {
+                Ok(()) => {
+                    self.stats.replicas_created_by_message += 1;
+                    tracing::info!(
+                        shard = self.cfg.shard,
+                        group = g,
+                        from = m.from,
+                        "replica created by its leader's snapshot"
+                    );
+                    self.on_peer_message(g, m);
+                }
+                Err(ReplicaApiError::Shard(e)) => self.degrade_if_full(Err(e))?,
+                Err(e) => tracing::debug!(group = g, from = m.from, "no replica created: {e}"),
+            }
+        }
+        Ok(())
+    }
+
     /// Creates replica `d.replica` of group `d.group` on this shard,
     /// durably, before returning. Errors: the catalog refuses it (the group
     /// is hosted here already, the id is at or below its tombstone, above

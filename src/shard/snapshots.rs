@@ -85,7 +85,7 @@ impl Shard {
         })?;
         if written {
             g.snap_file_index = snap.meta.index;
-            g.lsns.trim_to_snapshot(snap.meta.index, snap.meta.term);
+            g.lsns.release_through(snap.meta.index);
         }
         let mut answers = Vec::new();
         g.skip_to_snapshot(snap.meta.index, &mut answers);
@@ -146,7 +146,7 @@ impl Shard {
             };
             g.snap_writing = false;
             g.snap_file_index = meta.index;
-            g.lsns.trim_to_snapshot(meta.index, meta.term);
+            g.lsns.release_through(meta.index);
             tracing::info!(shard, group = g.id, index = meta.index, "snapshot taken");
         }
         self.release_wal().await

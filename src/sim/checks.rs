@@ -74,7 +74,7 @@ impl Sim {
     /// State machine safety across snapshots: the state after applying
     /// index i is the same everywhere, however a node got there.
     pub(super) fn check_state(&mut self, i: usize, index: Index) {
-        let d = kv_digest(&self.nodes[i].kv);
+        let d = self.nodes[i].kv.digest();
         match self.state_digests.get(&index) {
             Some(&known) if known != d => {
                 let msg = format!(

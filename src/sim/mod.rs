@@ -13,12 +13,11 @@
 //! node model here.
 
 mod checks;
-pub mod linearizability;
 mod nemesis;
 mod state_machine;
 mod workload;
 
-use state_machine::{decode_kv, kv_digest};
+use state_machine::new_kv;
 use workload::decode_cmd;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -26,9 +25,10 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use bytes::Bytes;
 
+use crate::check::linearizability::{self, Op, OpKind};
 use crate::raft::*;
 use crate::rng::Rng;
-use linearizability::{Op, OpKind};
+use crate::storage::GroupLog;
 
 /// Read contexts with this bit set are a test's probe reads, not clients'.
 const PROBE_BIT: u64 = 1 << 63;
@@ -85,6 +85,10 @@ pub struct SimConfig {
     /// node's driver does through `group::clock::TickClock`), often a
     /// leader and often cut off from its peers meanwhile.
     pub pauses: bool,
+    /// Bound on one WAL record's bytes: a Ready's entries are split into
+    /// records of at most this size, as the node splits them by its WAL's
+    /// `record_bytes_max`.
+    pub record_bytes_max: usize,
 }
 
 impl SimConfig {
@@ -102,6 +106,8 @@ impl SimConfig {
         let compact_keep_entries = [0, 5, 50][r.below(3) as usize];
         let snapshot_chunk_bytes = [32, 256, 4096][r.below(3) as usize];
         let membership_changes = nodes >= 4 && r.below(2) == 0;
+        // Drawn last: the draws above keep their values per seed.
+        let record_bytes_max = [96, 512, 1 << 20][r.below(3) as usize];
         let initial_voters = if membership_changes { 3 } else { nodes };
         // New members are seeded with a snapshot: membership seeds take them.
         let snapshot_every = if membership_changes && snapshot_every == 0 {
@@ -134,6 +140,7 @@ impl SimConfig {
             // bound of 9/7 (RaftConfig::lease_reads).
             tick_jitter_ms: 1,
             pauses: false,
+            record_bytes_max,
         }
     }
 }
@@ -220,24 +227,11 @@ fn entry_digest(e: &Entry) -> u64 {
 }
 
 impl SimNode {
-    fn disk_first_index(&self) -> Index {
-        self.disk_snapshot.as_ref().map_or(1, |s| s.meta.index + 1)
-    }
-
-    /// Makes a snapshot durable: entries after it are kept only if the disk
-    /// holds its (index, term), as a storage layer must do.
+    /// Makes a snapshot durable (the node writes its file before the WAL
+    /// records of the Ready that carries it) and releases the WAL records
+    /// no longer needed, through `storage::GroupLog` as the shard does.
     fn store_snapshot(&mut self, s: Snapshot) {
-        let base = self.disk_first_index();
-        let matches = s.meta.index >= base
-            && self
-                .disk_log
-                .get((s.meta.index - base) as usize)
-                .is_some_and(|e| e.term == s.meta.term);
-        if matches {
-            self.disk_log.drain(..=(s.meta.index - base) as usize);
-        } else if s.meta.index + 1 > base {
-            self.disk_log.clear();
-        }
+        self.lsns.release_through(s.meta.index);
         if self
             .disk_snapshot
             .as_ref()
@@ -245,34 +239,127 @@ impl SimNode {
         {
             self.disk_snapshot = Some(s);
         }
+        self.release_wal();
+    }
+
+    /// Drops the durable records before the lowest LSN the group needs
+    /// (`GroupLog::needed_lsn`; the WAL drops whole segments, here whole
+    /// records: finer, so a wrong release point shows sooner).
+    fn release_wal(&mut self) {
+        let needed = self.lsns.needed_lsn();
+        let n = self.wal.partition_point(|(l, _)| *l < needed);
+        self.wal.drain(..n);
+    }
+
+    /// After a restart from disk: what the core had been told was durable
+    /// before the crash and is not there now (entries it reported
+    /// persisted, its hard state), if anything.
+    fn durability_lost(&mut self, hs: &HardState, snap_index: Index) -> Option<String> {
+        let r = self.raft.as_ref().expect("just restarted");
+        if let Some((p, t)) = self.crash_persisted.take() {
+            let kept = p <= snap_index || t.is_some_and(|t| r.log().term(p) == Some(t));
+            if !kept {
+                return Some(format!(
+                    "restarted without entry {p} (term {t:?}) that it had reported persisted: \
+                     its log ends at {} (snapshot {snap_index})",
+                    r.last_index()
+                ));
+            }
+        }
+        let d = self.durable_hs;
+        if hs.term < d.term || (hs.term == d.term && hs.vote != d.vote) {
+            return Some(format!(
+                "restarted with term {} vote {} but term {} vote {} was durable",
+                hs.term, hs.vote, d.term, d.vote
+            ));
+        }
+        None
+    }
+
+    /// The WAL records of one Ready, as the shard writes them: the hard
+    /// state and entries split by `storage::entries_in_next_record`,
+    /// encoded by `storage::encode_record` (group 0), each noted in `lsns`
+    /// at submit.
+    fn encode_records(
+        &mut self,
+        mut hs: Option<HardState>,
+        entries: &[Entry],
+        record_bytes_max: usize,
+    ) -> Vec<(u64, Bytes)> {
+        use crate::storage::{encode_record, entries_in_next_record, record_bytes};
+        let mut out = Vec::new();
+        let mut rest = entries;
+        while hs.is_some() || !rest.is_empty() {
+            let n = entries_in_next_record(hs.is_some(), rest, record_bytes_max);
+            let (chunk, tail) = rest.split_at(n);
+            let mut b = vec![0u8; record_bytes(hs.is_some(), chunk)];
+            encode_record(&mut b, 0, hs.as_ref(), chunk);
+            let lsn = self.next_lsn;
+            self.next_lsn += 1;
+            self.lsns
+                .note_written(lsn, hs, chunk.first().map(|e| e.index));
+            out.push((lsn, Bytes::from(b)));
+            hs = None;
+            rest = tail;
+        }
+        out
+    }
+
+    /// The durable records replayed as the node does at start
+    /// (`storage::decode_record`, `GroupLog::apply`, then
+    /// `GroupLog::take_restart`): (hard state, entries, applied index) and
+    /// the log that tracks what the WAL must keep.
+    fn replay(&self) -> (crate::storage::Restart, GroupLog) {
+        let mut log = GroupLog::default();
+        for (lsn, b) in &self.wal {
+            let r = crate::storage::decode_record(*lsn, b)
+                .unwrap_or_else(|e| panic!("sim disk: a record written here does not decode: {e}"));
+            log.apply(*lsn, r);
+        }
+        let snap = self
+            .disk_snapshot
+            .as_ref()
+            .map(|s| (s.meta.index, s.meta.term));
+        let restart = log.take_restart(snap);
+        (restart, log)
     }
 }
 
-/// A write not yet durable: what the Ready asked for.
+/// A write not yet durable: the WAL records of what the Ready asked for
+/// (encoded by `storage::encode_record`, LSNs handed out at submit).
 struct PendingWrite {
     token: PersistToken,
-    hard_state: Option<HardState>,
-    snapshot: Option<Snapshot>,
-    entries: Vec<Entry>,
+    /// The hard state in the first record, if any.
+    hs: Option<HardState>,
+    records: Vec<(u64, Bytes)>,
     after: Vec<Message>,
 }
 
 struct SimNode {
     raft: Option<RawNode>,
     incarnation: u64,
-    /// The durable state: survives crashes.
-    disk_hs: HardState,
-    /// The durable snapshot, and the durable entries after it.
+    /// The durable state, which survives crashes: the latest snapshot and
+    /// the WAL's records (LSN, payload) after the release point.
     disk_snapshot: Option<Snapshot>,
-    disk_log: Vec<Entry>,
-    /// The hard state of the last write queued (or the durable one):
-    /// what the node's policy compares a new one with.
-    queued_hs: HardState,
+    wal: Vec<(u64, Bytes)>,
+    /// The LSN the next record gets (after a crash: the one after the last
+    /// durable record, as the WAL's open does).
+    next_lsn: u64,
+    /// What the group needs of the WAL, noted at submit; its `hs` is the
+    /// hard state last written (what the node's policy compares a new one
+    /// with).
+    lsns: GroupLog,
+    /// The latest hard state in a durable record (what a restart must
+    /// find again, or a later one).
+    durable_hs: HardState,
+    /// At a crash: the core's persisted index and its term, checked
+    /// against the log replayed at restart.
+    crash_persisted: Option<(Index, Option<Term>)>,
     writes: VecDeque<PendingWrite>,
     /// Writes in the batch under way (0: the disk is idle). Like the WAL,
     /// the disk takes every queued write as one batch with one latency.
     batch_len: usize,
-    kv: BTreeMap<u64, u64>,
+    kv: crate::kv::Kv,
     applied: Index,
     /// This incarnation's tick period (clock drift between nodes).
     tick_ms: u64,
@@ -357,13 +444,15 @@ impl Sim {
             .map(|_| SimNode {
                 raft: None,
                 incarnation: 0,
-                disk_hs: HardState::default(),
-                queued_hs: HardState::default(),
                 disk_snapshot: None,
-                disk_log: Vec::new(),
+                wal: Vec::new(),
+                next_lsn: 1,
+                lsns: GroupLog::default(),
+                durable_hs: HardState::default(),
+                crash_persisted: None,
                 writes: VecDeque::new(),
                 batch_len: 0,
-                kv: BTreeMap::new(),
+                kv: new_kv(),
                 applied: 0,
                 tick_ms: cfg.tick_ms,
                 clock: None,
@@ -505,27 +594,35 @@ impl Sim {
     fn start_node(&mut self, i: usize) {
         let cfg = self.node_cfg(i);
         let n = &mut self.nodes[i];
-        let snap_index = n.disk_snapshot.as_ref().map_or(0, |s| s.meta.index);
+        let (restart, log) = n.replay();
+        let snap_index = restart.applied;
         n.raft = Some(RawNode::restart_from(
             cfg,
-            n.disk_hs,
+            restart.hs,
             n.disk_snapshot.clone(),
-            n.disk_log.clone(),
+            restart.entries,
             snap_index,
         ));
-        n.kv = n
-            .disk_snapshot
-            .as_ref()
-            .map(|s| decode_kv(&s.data))
-            .unwrap_or_default();
+        n.lsns = log;
+        n.next_lsn = n.wal.last().map_or(n.next_lsn, |(l, _)| l + 1);
+        let lost = n.durability_lost(&restart.hs, snap_index);
+        n.durable_hs = restart.hs;
+        n.kv = match &n.disk_snapshot {
+            Some(s) => crate::kv::Kv::restore(&s.data, state_machine::kv_limits())
+                .unwrap_or_else(|e| panic!("sim disk: a durable snapshot does not restore: {e}")),
+            None => new_kv(),
+        };
         n.applied = snap_index;
         let j = self.cfg.tick_jitter_ms;
         n.tick_ms = self.cfg.tick_ms - j + self.rng.below(2 * j + 1);
         n.writes.clear();
-        n.queued_hs = n.disk_hs;
         n.batch_len = 0;
         n.clock = None;
         n.paused_until = None;
+        if let Some(what) = lost {
+            let msg = format!("durability: node {} {what}", self.ids[i]);
+            self.fail(msg);
+        }
     }
 
     fn crash(&mut self, i: usize) {
@@ -533,7 +630,28 @@ impl Sim {
         if n.raft.is_none() {
             return;
         }
-        // Everything not reported persisted is lost: the pending writes.
+        // What was not reported persisted is lost, except a prefix of the
+        // batch being written (the WAL makes records durable in LSN order;
+        // the crash tears the batch at a seeded record).
+        let batch = n.batch_len;
+        let writes: Vec<PendingWrite> = n.writes.drain(..batch).collect();
+        // What the core was told is durable must survive: checked at restart.
+        let r = n.raft.as_ref().expect("checked");
+        let p = r.persisted_index();
+        n.crash_persisted = Some((p, r.log().term(p)));
+        let total: usize = writes.iter().map(|w| w.records.len()).sum();
+        let mut keep = self.rng.below(total as u64 + 1) as usize;
+        let n = &mut self.nodes[i];
+        for w in writes {
+            let k = keep.min(w.records.len());
+            if k > 0 {
+                if let Some(h) = w.hs {
+                    n.durable_hs = h;
+                }
+            }
+            n.wal.extend(w.records.into_iter().take(k));
+            keep -= k;
+        }
         n.raft = None;
         n.incarnation += 1;
         n.writes.clear();
@@ -860,23 +978,25 @@ impl Sim {
             for m in rd.messages.iter().cloned() {
                 self.send(m);
             }
+            // A snapshot from the leader is made durable first (the node
+            // writes its file before the records that follow it).
+            if let Some(snap) = &rd.snapshot {
+                self.nodes[i].store_snapshot(snap.clone());
+            }
             // Queue the write; it becomes durable when its batch's PersistDone fires.
             let token = rd.token();
             // The node's policy: a commit-only change is not written alone.
             let hs = HardState::to_write(
-                &self.nodes[i].queued_hs,
+                &self.nodes[i].lsns.hs,
                 rd.hard_state,
                 hs_now,
                 !rd.entries.is_empty(),
             );
-            if let Some(h) = hs {
-                self.nodes[i].queued_hs = h;
-            }
+            let records = self.nodes[i].encode_records(hs, &rd.entries, self.cfg.record_bytes_max);
             self.nodes[i].writes.push_back(PendingWrite {
                 token,
-                hard_state: hs,
-                snapshot: rd.snapshot.clone(),
-                entries: rd.entries,
+                hs,
+                records,
                 after: rd.persisted_messages,
             });
             self.start_disk_batch(i);
@@ -923,24 +1043,13 @@ impl Sim {
                 .pop_front()
                 .expect("batch within queue");
             let n = &mut self.nodes[i];
-            if let Some(hs) = w.hard_state {
-                n.disk_hs = hs;
+            if let Some(&(lsn, _)) = w.records.last() {
+                n.lsns.note_durable(lsn);
             }
-            if let Some(s) = w.snapshot {
-                n.store_snapshot(s);
+            if let Some(h) = w.hs {
+                n.durable_hs = h;
             }
-            if let Some(first) = w.entries.first() {
-                // A later write for an index supersedes it and drops what follows.
-                let base = n.disk_first_index();
-                assert!(first.index >= base, "sim disk: entries below the snapshot");
-                n.disk_log.truncate((first.index - base) as usize);
-                assert_eq!(
-                    base + n.disk_log.len() as u64,
-                    first.index,
-                    "sim disk: entries must be contiguous"
-                );
-                n.disk_log.extend(w.entries.iter().cloned());
-            }
+            n.wal.extend(w.records);
             last_token = Some(w.token);
             after.extend(w.after);
         }
@@ -951,6 +1060,9 @@ impl Sim {
                 .expect("checked")
                 .on_persisted(t);
         }
+        // The node releases its WAL now and then (and after snapshots):
+        // here after every batch, so a wrong release point shows sooner.
+        self.nodes[i].release_wal();
         for m in after {
             self.send(m);
         }

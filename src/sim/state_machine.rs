@@ -1,35 +1,40 @@
-//! The replicated KV map of each node: applying entries, snapshots of it, restoring from them.
+//! The replicated state machine of each node: the node's own `kv::Kv`
+//! (commands with exactly-once sessions, its snapshot codec and digest),
+//! fed the committed entries; the workload's reads through the log are
+//! entries of the simulator's own that the map skips.
 
 use super::*;
 
-/// Filler in every snapshot, so that snapshots span several chunks.
-pub(super) const SNAPSHOT_FILLER_BYTES: usize = 300;
+use crate::kv::{Command, Kv, KvLimits};
 
-pub(super) fn encode_kv(kv: &BTreeMap<u64, u64>) -> Bytes {
-    let mut b = Vec::with_capacity(kv.len() * 16 + SNAPSHOT_FILLER_BYTES);
-    for (k, v) in kv {
-        b.extend_from_slice(&k.to_le_bytes());
-        b.extend_from_slice(&v.to_le_bytes());
+/// The key bytes of simulated key `k`.
+pub(super) fn key_bytes(k: u64) -> [u8; 8] {
+    k.to_le_bytes()
+}
+
+/// The simulated value stored under `key` in `kv`.
+pub(super) fn value_of(kv: &Kv, key: u64) -> Option<u64> {
+    kv.get(&key_bytes(key)).map(|b| {
+        u64::from_le_bytes(
+            b[..]
+                .try_into()
+                .expect("the simulator writes 8-byte values"),
+        )
+    })
+}
+
+/// A node's state machine with small session bounds, so that the sweep
+/// reaches them (outcomes forgotten, sessions dropped).
+pub(super) fn new_kv() -> Kv {
+    Kv::new(kv_limits())
+}
+
+pub(super) fn kv_limits() -> KvLimits {
+    KvLimits {
+        sessions_max: 64,
+        session_idle_entries: 100_000,
+        session_results_max: 16,
     }
-    b.extend((0..SNAPSHOT_FILLER_BYTES).map(|i| 0xF0 ^ (i as u8)));
-    Bytes::from(b)
-}
-
-pub(super) fn decode_kv(b: &[u8]) -> BTreeMap<u64, u64> {
-    let n = (b.len() - SNAPSHOT_FILLER_BYTES) / 16;
-    (0..n)
-        .map(|i| {
-            let k = u64::from_le_bytes(b[i * 16..i * 16 + 8].try_into().unwrap());
-            let v = u64::from_le_bytes(b[i * 16 + 8..i * 16 + 16].try_into().unwrap());
-            (k, v)
-        })
-        .collect()
-}
-
-pub(super) fn kv_digest(kv: &BTreeMap<u64, u64>) -> u64 {
-    let mut h = DefaultHasher::new();
-    kv.hash(&mut h);
-    h.finish()
 }
 
 impl Sim {
@@ -40,7 +45,13 @@ impl Sim {
             snap.meta.index > n.applied,
             "a snapshot moves the state machine forward"
         );
-        n.kv = decode_kv(&snap.data);
+        n.kv = Kv::restore(&snap.data, kv_limits())
+            .unwrap_or_else(|e| panic!("a snapshot taken by a node does not restore: {e}"));
+        assert_eq!(
+            n.kv.applied(),
+            snap.meta.index,
+            "the snapshot's own applied index"
+        );
         n.applied = snap.meta.index;
         self.report.snapshots_installed += 1;
         self.check_state(i, snap.meta.index);
@@ -55,7 +66,7 @@ impl Sim {
         if every == 0 || n.applied < current + every {
             return;
         }
-        let data = encode_kv(&n.kv);
+        let data = n.kv.snapshot();
         r.compact(n.applied, data)
             .expect("applied index above the last snapshot");
         // Written and synced at once here; a real node writes it in the
@@ -87,16 +98,35 @@ impl Sim {
                 self.applied_history.push((e.term, d));
                 self.report.committed += 1;
             }
-            if e.kind != EntryKind::Normal {
-                continue;
-            }
-            let Some(cmd) = decode_cmd(&e.data) else {
+            let n = &mut self.nodes[i];
+            // A write (the node's command), a read through the log (the
+            // simulator's own payload), or an entry the map only counts.
+            let (cmd, result) = match (e.kind, Command::decode(&e.data)) {
+                (EntryKind::Normal, Some(c)) => {
+                    // Refused (`SessionExpired`) only for an entry of an
+                    // op its client gave up on: never the one it waits for
+                    // (checked below).
+                    let applied = n.kv.apply(e.index, &c).is_ok();
+                    (workload::sim_cmd_of(&c).filter(|_| applied), None)
+                }
+                (EntryKind::Normal, None) => {
+                    n.kv.skip(e.index);
+                    match decode_cmd(&e.data) {
+                        Some(cmd) => {
+                            let v = value_of(&n.kv, cmd.key);
+                            (Some(cmd), v)
+                        }
+                        None => (None, None),
+                    }
+                }
+                _ => {
+                    n.kv.skip(e.index);
+                    (None, None)
+                }
+            };
+            let Some(cmd) = cmd else {
                 continue;
             };
-            let result = self.nodes[i].kv.get(&cmd.key).copied();
-            if cmd.put {
-                self.nodes[i].kv.insert(cmd.key, cmd.value);
-            }
             // Answer the client if it proposed this very entry here.
             let c = &self.clients[cmd.client];
             if c.op_id == cmd.op {

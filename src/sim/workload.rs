@@ -1,8 +1,43 @@
 //! The client workload: puts and gets (through the log, by ReadIndex, by lease), and the commands they put in entries.
 
+use super::state_machine::{key_bytes, value_of};
 use super::*;
+use crate::kv::{Command, WriteOp};
 
-/// A client command in an entry: [kind u8][client u32][op u64][key u64][value u64].
+/// A put: the node's own command (`kv::Command`), client `client + 1`
+/// (0 is the node's admin client, without a session), seq = the op's id,
+/// ack = the same (the client has seen every earlier answer, or given up
+/// on it).
+pub(super) fn encode_put(client: usize, op: u64, key: u64, value: u64) -> Bytes {
+    Command {
+        client: client as u64 + 1,
+        seq: op,
+        ack: op,
+        op: WriteOp::Put {
+            key: Bytes::copy_from_slice(&key_bytes(key)),
+            value: Bytes::copy_from_slice(&value.to_le_bytes()),
+        },
+    }
+    .encode()
+}
+
+/// The simulator's view of a put the node applied.
+pub(super) fn sim_cmd_of(c: &Command) -> Option<Cmd> {
+    let WriteOp::Put { key, .. } = &c.op else {
+        return None;
+    };
+    let u = |b: &Bytes| Some(u64::from_le_bytes(b[..].try_into().ok()?));
+    Some(Cmd {
+        put: true,
+        client: (c.client.checked_sub(1)?) as usize,
+        op: c.seq,
+        key: u(key)?,
+    })
+}
+
+/// A read through the log, the simulator's own payload (not a command the
+/// node's map knows; it skips it): [kind u8 = 0][client u32][op u64][key
+/// u64][value u64 = 0].
 pub(super) fn encode_cmd(put: bool, client: usize, op: u64, key: u64, value: u64) -> Bytes {
     let mut b = Vec::with_capacity(29);
     b.push(put as u8);
@@ -18,7 +53,6 @@ pub(super) struct Cmd {
     pub client: usize,
     pub op: u64,
     pub key: u64,
-    pub value: u64,
 }
 
 /// Decodes a client command; other payloads (a test's own) are opaque.
@@ -32,7 +66,6 @@ pub(super) fn decode_cmd(b: &[u8]) -> Option<Cmd> {
         client: u32::from_le_bytes(b[1..5].try_into().unwrap()) as usize,
         op: u64at(5),
         key: u64at(13),
-        value: u64at(21),
     })
 }
 
@@ -104,7 +137,11 @@ impl Sim {
             ClientOp::Put { key, value } => (true, key, value),
             ClientOp::Get { key, .. } => (false, key, 0),
         };
-        let data = encode_cmd(put, c, cl.op_id, key, value);
+        let data = if put {
+            encode_put(c, cl.op_id, key, value)
+        } else {
+            encode_cmd(false, c, cl.op_id, key, 0)
+        };
         let res = match self.nodes[target].raft.as_mut() {
             None => Err(None),
             Some(r) => r.propose(data).map_err(|e| match e {
@@ -217,7 +254,7 @@ impl Sim {
             let Some(ClientOp::Get { key, .. }) = self.clients[c].op else {
                 continue;
             };
-            let value = self.nodes[i].kv.get(&key).copied();
+            let value = value_of(&self.nodes[i].kv, key);
             self.client_done(c, Some(value), (0, 0, 0));
         }
     }

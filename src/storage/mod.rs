@@ -51,7 +51,7 @@ pub async fn replace_file(
     Ok(())
 }
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use bytes::Bytes;
 
@@ -118,6 +118,24 @@ pub fn encode_record(out: &mut [u8], group: u64, hs: Option<&HardState>, entries
         at += padded;
     }
     debug_assert_eq!(at, out.len());
+}
+
+/// How many of `entries` the next record holds: as many as fit in
+/// `record_bytes_max` with the hard state if `hs` (at least one entry, so a
+/// larger entry goes alone; the WAL refuses it if it exceeds its own
+/// limit).
+pub fn entries_in_next_record(hs: bool, entries: &[Entry], record_bytes_max: usize) -> usize {
+    let mut n = 0;
+    let mut bytes = record_bytes(hs, &[]);
+    while n < entries.len() {
+        let b = entry_record_bytes(&entries[n]);
+        if n > 0 && bytes + b > record_bytes_max {
+            break;
+        }
+        bytes += b;
+        n += 1;
+    }
+    n
 }
 
 /// A decoded record.
@@ -203,8 +221,18 @@ pub struct GroupLog {
     pub entries: Vec<Entry>,
     /// First entry index of each record still holding live entries → its LSN.
     pub record_lsns: BTreeMap<Index, u64>,
-    /// LSN of the record holding the latest hard state.
+    /// LSN of the record holding the latest hard state written.
     pub hs_lsn: u64,
+    /// LSN of the latest hard-state record known durable (0: none). The
+    /// WAL must keep it until a later one is durable: while `hs_lsn` is
+    /// still in flight, a crash recovers this one (releasing it left a
+    /// node that had voted to restart with no term and no vote).
+    /// Invariant: `hs_lsn_durable <= hs_lsn`.
+    pub hs_lsn_durable: u64,
+    /// LSNs of the hard-state records written and not yet known durable,
+    /// oldest first (as many as the WAL has records in flight; empty, and
+    /// unallocated, for an idle group).
+    pub hs_lsns_in_flight: VecDeque<u64>,
 }
 
 impl GroupLog {
@@ -213,6 +241,8 @@ impl GroupLog {
         if let Some(hs) = r.hs {
             self.hs = hs;
             self.hs_lsn = lsn;
+            self.hs_lsn_durable = lsn;
+            self.hs_lsns_in_flight.clear();
         }
         let Some(first) = r.entries.first().map(|e| e.index) else {
             return;
@@ -231,8 +261,81 @@ impl GroupLog {
         self.entries.extend(r.entries);
     }
 
-    /// Drops what snapshot (`index`, `term`) covers: entries up to it, and
-    /// all of them if the log does not hold the snapshot's (index, term).
+    /// Notes a record written at `lsn` while running (its hard state, the
+    /// index of its first entry): what the group needs of the WAL. The
+    /// entries themselves stay in the Raft log, not here.
+    pub fn note_written(&mut self, lsn: u64, hs: Option<HardState>, first: Option<Index>) {
+        if let Some(h) = hs {
+            debug_assert!(lsn > self.hs_lsn, "hard-state records in LSN order");
+            self.hs = h;
+            self.hs_lsn = lsn;
+            self.hs_lsns_in_flight.push_back(lsn);
+        }
+        if let Some(first) = first {
+            // A record from `first` on supersedes the records after it.
+            self.record_lsns.split_off(&first);
+            self.record_lsns.insert(first, lsn);
+        }
+    }
+
+    /// Notes that every record up to `durable_lsn` is durable.
+    pub fn note_durable(&mut self, durable_lsn: u64) {
+        while let Some(&l) = self.hs_lsns_in_flight.front() {
+            if l > durable_lsn {
+                break;
+            }
+            self.hs_lsn_durable = l;
+            self.hs_lsns_in_flight.pop_front();
+        }
+        debug_assert!(self.hs_lsn_durable <= self.hs_lsn);
+    }
+
+    /// At run time, once a snapshot through `index` is durable: the
+    /// records wholly at or below it are no longer needed. The record that
+    /// holds `index + 1` and every later one stay (their entries are live,
+    /// and may have been acknowledged). Replay's `trim_to_snapshot` also
+    /// drops entries; at run time the entries live in the Raft log, not
+    /// here (using it here dropped every record's LSN, so the WAL could be
+    /// released past acknowledged entries).
+    pub fn release_through(&mut self, index: Index) {
+        let keep_from = self
+            .record_lsns
+            .range(..=index + 1)
+            .next_back()
+            .map(|(&i, _)| i);
+        if let Some(k) = keep_from {
+            self.record_lsns = self.record_lsns.split_off(&k);
+        }
+    }
+
+    /// What a replica restarts from, given its latest durable snapshot
+    /// (`index`, `term`): its hard state, the entries after the snapshot
+    /// (taken out of `self`) and its applied index (the snapshot's).
+    /// A crash may leave a hard state whose commit is past the entries
+    /// that made it to disk: the commit is cut to them (the leader will
+    /// say again).
+    pub fn take_restart(&mut self, snap: Option<(Index, u64)>) -> Restart {
+        let mut applied = 0;
+        if let Some((index, term)) = snap {
+            self.trim_to_snapshot(index, term);
+            applied = index;
+        }
+        let last = self
+            .entries
+            .last()
+            .map_or(applied, |e| e.index.max(applied));
+        self.hs.commit = self.hs.commit.min(last).max(applied);
+        Restart {
+            hs: self.hs,
+            entries: std::mem::take(&mut self.entries),
+            applied,
+        }
+    }
+
+    /// At replay: drops what snapshot (`index`, `term`) covers: entries up
+    /// to it, and all of them if the log does not hold the snapshot's
+    /// (index, term); with them the LSNs of records holding none of the
+    /// entries kept.
     pub fn trim_to_snapshot(&mut self, index: Index, term: u64) {
         let start = self.entries.first().map_or(index + 1, |e| e.index);
         let holds = index >= start
@@ -246,14 +349,7 @@ impl GroupLog {
             self.entries.clear();
         }
         // Records wholly before the snapshot are no longer needed.
-        let keep_from = self
-            .record_lsns
-            .range(..=index + 1)
-            .next_back()
-            .map(|(&i, _)| i);
-        if let Some(k) = keep_from {
-            self.record_lsns = self.record_lsns.split_off(&k);
-        }
+        self.release_through(index);
         if self.entries.is_empty() {
             self.record_lsns.clear();
         }
@@ -261,12 +357,14 @@ impl GroupLog {
     }
 
     /// The lowest LSN this group still needs (`u64::MAX`: none; LSNs
-    /// start at 1, so an `hs_lsn` of 0 means no hard state was written).
+    /// start at 1, so an `hs_lsn_durable` of 0 means no hard state is
+    /// durable yet): its oldest record with live entries and its latest
+    /// durable hard state.
     pub fn needed_lsn(&self) -> u64 {
-        let hs = if self.hs_lsn == 0 {
+        let hs = if self.hs_lsn_durable == 0 {
             u64::MAX
         } else {
-            self.hs_lsn
+            self.hs_lsn_durable
         };
         self.record_lsns
             .values()
@@ -275,6 +373,16 @@ impl GroupLog {
             .unwrap_or(u64::MAX)
             .min(hs)
     }
+}
+
+/// A replica's durable state after replay ([`GroupLog::take_restart`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    pub hs: HardState,
+    /// Consecutive entries after the snapshot.
+    pub entries: Vec<Entry>,
+    /// The snapshot's index (0: none).
+    pub applied: Index,
 }
 
 /// Replays WAL records into per-group logs and the replica catalog.

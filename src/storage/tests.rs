@@ -127,3 +127,83 @@ fn snapshot_files_round_trip_and_damage_is_named() {
         Err(snapfile::SnapFileError::Corrupt { .. })
     ));
 }
+
+/// The WAL keeps a group's latest durable hard state while a newer one is
+/// in flight: a crash before the newer one lands recovers the older one.
+/// (`needed_lsn` followed the hard state last *written*, so the only
+/// durable hard-state record could be released while the new one was
+/// still in flight, and a node that had voted restarted with term 0 and no
+/// vote.)
+/// Term `term`, vote for node 1.
+fn hs(term: u64) -> HardState {
+    HardState {
+        term,
+        vote: 1,
+        commit: 0,
+    }
+}
+
+#[test]
+fn the_latest_durable_hard_state_is_kept_while_a_newer_one_is_in_flight() {
+    let mut g = GroupLog::default();
+    g.note_written(1, Some(hs(2)), Some(1));
+    g.note_durable(1);
+    g.note_written(2, None, Some(2));
+    g.note_durable(2);
+    // A snapshot through index 1: record 2 holds the live entries.
+    g.release_through(1);
+    assert_eq!(g.needed_lsn(), 1, "record 1 holds the hard state");
+    // A new hard state, written, not durable yet.
+    g.note_written(3, Some(hs(3)), None);
+    assert_eq!(
+        g.needed_lsn(),
+        1,
+        "record 1 is still the latest durable hard state"
+    );
+    g.note_durable(2);
+    assert_eq!(g.needed_lsn(), 1);
+    g.note_durable(3);
+    assert_eq!(g.needed_lsn(), 2, "record 3 is durable: record 1 can go");
+}
+
+/// Under load a new hard state is written with every Ready while the
+/// previous one is still in flight: the durable one must still advance as
+/// each lands, or it pins the WAL.
+#[test]
+fn the_durable_hard_state_advances_while_newer_ones_are_in_flight() {
+    let mut g = GroupLog::default();
+    for lsn in 1..=100 {
+        g.note_written(lsn, Some(hs(lsn)), Some(lsn));
+        g.note_durable(lsn - 1);
+        assert_eq!(g.hs_lsn_durable, lsn - 1);
+    }
+    assert!(g.hs_lsns_in_flight.len() <= 1);
+}
+
+/// At run time a snapshot releases only the records wholly at or below
+/// it: the record holding the next entry, and the ones after it, hold
+/// entries this replica may have acknowledged. (The runtime path used
+/// replay's `trim_to_snapshot`, which, finding no entries in a runtime
+/// `GroupLog`, dropped every record's LSN: the WAL could then be released
+/// up to the latest hard state, past acknowledged entries, and a restart
+/// came back without them.)
+#[test]
+fn a_snapshot_at_run_time_keeps_the_records_of_later_entries() {
+    let hs = HardState {
+        term: 1,
+        vote: 1,
+        commit: 0,
+    };
+    let mut g = GroupLog::default();
+    g.note_written(1, None, Some(1)); // entries 1..=5
+    g.note_written(2, None, Some(6)); // entries 6..=10
+    g.note_written(3, Some(hs), None);
+    g.note_durable(3);
+    g.release_through(7);
+    assert_eq!(g.needed_lsn(), 2, "record 2 holds entries 8..=10");
+    g.release_through(3);
+    assert_eq!(g.needed_lsn(), 2, "an older snapshot releases nothing more");
+    g.note_written(4, None, Some(11));
+    g.release_through(10);
+    assert_eq!(g.needed_lsn(), 3, "record 3 holds the hard state");
+}

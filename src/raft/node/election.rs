@@ -182,6 +182,7 @@ impl RawNode {
                             || self.peer_idx(id).is_some_and(|i| self.prs[i].recent_active)
                     });
                     for p in &mut self.prs {
+                        p.active_last_round = p.recent_active;
                         p.recent_active = false;
                     }
                     if !ok {

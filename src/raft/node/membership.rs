@@ -52,8 +52,16 @@ impl RawNode {
                     voters: self.conf.voters.len(),
                 });
             }
+            // Heard from within the last one to two election timeouts:
+            // `recent_active` alone is cleared at each check-quorum round,
+            // and a change asked right after one was refused although
+            // every voter was answering (found by a simulator scenario).
             let active = |id: NodeId| {
-                id == self.id || self.peer_idx(id).is_some_and(|i| self.prs[i].recent_active)
+                id == self.id
+                    || self.peer_idx(id).is_some_and(|i| {
+                        let p = &self.prs[i];
+                        p.recent_active || p.active_last_round
+                    })
             };
             if !new.quorum(active) {
                 return Err(ConfChangeError::QuorumUnreachable {

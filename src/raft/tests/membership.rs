@@ -364,3 +364,23 @@ fn a_node_that_is_a_learner_in_its_stale_view_still_answers_votes() {
         vec![msg(4, 1, 6, Body::VoteResp { reject: false })]
     );
 }
+
+/// A membership change asked just after a check-quorum round, when every
+/// follower's "heard from this round" flag has just been cleared, is not
+/// refused as unreachable: activity counts over the last one to two
+/// election timeouts. (Refused before: found by the simulator's
+/// adding-a-node scenario once its schedule put the request right there.)
+#[test]
+fn a_change_right_after_a_check_quorum_round_sees_the_voters_that_answered() {
+    let mut l = leader_with(&[1, 2, 3], &[]);
+    for _ in 0..cfg(1, &[1, 2, 3]).election_ticks {
+        l.tick();
+    }
+    assert_eq!(l.role(), Role::Leader, "the followers answered this round");
+    assert!(
+        l.progress(2).is_some_and(|p| !p.recent_active),
+        "the round just ended"
+    );
+    l.add_learner(4)
+        .expect("both followers answered within the last election timeout");
+}
