@@ -642,7 +642,14 @@ impl Shard {
             let (chunk, tail) = rest.split_at(n);
             let lsn = self.submit_record(gid, hs.as_ref(), chunk).await?;
             let g = hosted(&mut self.replicas, gid);
-            g.lsns.note_written(lsn, hs, chunk.first().map(|e| e.index));
+            g.lsns.note_written(
+                lsn,
+                hs,
+                chunk
+                    .first()
+                    .zip(chunk.last())
+                    .map(|(f, l)| (f.index, l.index)),
+            );
             hs = None;
             rest = tail;
             if rest.is_empty() {

@@ -296,8 +296,14 @@ impl SimNode {
             encode_record(&mut b, 0, hs.as_ref(), chunk);
             let lsn = self.next_lsn;
             self.next_lsn += 1;
-            self.lsns
-                .note_written(lsn, hs, chunk.first().map(|e| e.index));
+            self.lsns.note_written(
+                lsn,
+                hs,
+                chunk
+                    .first()
+                    .zip(chunk.last())
+                    .map(|(f, l)| (f.index, l.index)),
+            );
             out.push((lsn, Bytes::from(b)));
             hs = None;
             rest = tail;

@@ -233,6 +233,9 @@ pub struct GroupLog {
     /// oldest first (as many as the WAL has records in flight; empty, and
     /// unallocated, for an idle group).
     pub hs_lsns_in_flight: VecDeque<u64>,
+    /// Index of the last entry written (0: none); a record from `first` on
+    /// ends the log where it ends.
+    pub last_index: Index,
 }
 
 impl GroupLog {
@@ -244,9 +247,11 @@ impl GroupLog {
             self.hs_lsn_durable = lsn;
             self.hs_lsns_in_flight.clear();
         }
-        let Some(first) = r.entries.first().map(|e| e.index) else {
+        let (Some(first), Some(last)) = (r.entries.first(), r.entries.last()) else {
             return;
         };
+        let (first, last) = (first.index, last.index);
+        self.last_index = last;
         self.record_lsns.split_off(&first);
         self.record_lsns.insert(first, lsn);
         let start = self.entries.first().map_or(first, |e| e.index);
@@ -262,19 +267,26 @@ impl GroupLog {
     }
 
     /// Notes a record written at `lsn` while running (its hard state, the
-    /// index of its first entry): what the group needs of the WAL. The
-    /// entries themselves stay in the Raft log, not here.
-    pub fn note_written(&mut self, lsn: u64, hs: Option<HardState>, first: Option<Index>) {
+    /// indexes of its first and last entries): what the group needs of the
+    /// WAL. The entries themselves stay in the Raft log, not here.
+    pub fn note_written(
+        &mut self,
+        lsn: u64,
+        hs: Option<HardState>,
+        entries: Option<(Index, Index)>,
+    ) {
         if let Some(h) = hs {
             debug_assert!(lsn > self.hs_lsn, "hard-state records in LSN order");
             self.hs = h;
             self.hs_lsn = lsn;
             self.hs_lsns_in_flight.push_back(lsn);
         }
-        if let Some(first) = first {
+        if let Some((first, last)) = entries {
             // A record from `first` on supersedes the records after it.
+            debug_assert!(first <= last);
             self.record_lsns.split_off(&first);
             self.record_lsns.insert(first, lsn);
+            self.last_index = last;
         }
     }
 
@@ -298,6 +310,11 @@ impl GroupLog {
     /// here (using it here dropped every record's LSN, so the WAL could be
     /// released past acknowledged entries).
     pub fn release_through(&mut self, index: Index) {
+        if index >= self.last_index {
+            // Every entry written is covered.
+            self.record_lsns.clear();
+            return;
+        }
         let keep_from = self
             .record_lsns
             .range(..=index + 1)

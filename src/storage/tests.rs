@@ -146,9 +146,9 @@ fn hs(term: u64) -> HardState {
 #[test]
 fn the_latest_durable_hard_state_is_kept_while_a_newer_one_is_in_flight() {
     let mut g = GroupLog::default();
-    g.note_written(1, Some(hs(2)), Some(1));
+    g.note_written(1, Some(hs(2)), Some((1, 1)));
     g.note_durable(1);
-    g.note_written(2, None, Some(2));
+    g.note_written(2, None, Some((2, 2)));
     g.note_durable(2);
     // A snapshot through index 1: record 2 holds the live entries.
     g.release_through(1);
@@ -173,7 +173,7 @@ fn the_latest_durable_hard_state_is_kept_while_a_newer_one_is_in_flight() {
 fn the_durable_hard_state_advances_while_newer_ones_are_in_flight() {
     let mut g = GroupLog::default();
     for lsn in 1..=100 {
-        g.note_written(lsn, Some(hs(lsn)), Some(lsn));
+        g.note_written(lsn, Some(hs(lsn)), Some((lsn, lsn)));
         g.note_durable(lsn - 1);
         assert_eq!(g.hs_lsn_durable, lsn - 1);
     }
@@ -195,15 +195,22 @@ fn a_snapshot_at_run_time_keeps_the_records_of_later_entries() {
         commit: 0,
     };
     let mut g = GroupLog::default();
-    g.note_written(1, None, Some(1)); // entries 1..=5
-    g.note_written(2, None, Some(6)); // entries 6..=10
+    g.note_written(1, None, Some((1, 5)));
+    g.note_written(2, None, Some((6, 10)));
     g.note_written(3, Some(hs), None);
     g.note_durable(3);
     g.release_through(7);
     assert_eq!(g.needed_lsn(), 2, "record 2 holds entries 8..=10");
     g.release_through(3);
     assert_eq!(g.needed_lsn(), 2, "an older snapshot releases nothing more");
-    g.note_written(4, None, Some(11));
+    g.note_written(4, None, Some((11, 12)));
     g.release_through(10);
     assert_eq!(g.needed_lsn(), 3, "record 3 holds the hard state");
+    // A snapshot of everything written releases every entry record (an
+    // idle group's last record must not pin the WAL).
+    g.note_written(5, Some(hs), None);
+    g.note_durable(5);
+    g.release_through(12);
+    assert_eq!(g.needed_lsn(), 5, "only the hard state is needed");
+    assert!(g.record_lsns.is_empty());
 }
