@@ -52,14 +52,15 @@ const WINDOW_AFTER_FAULT_US: u64 = 300_000;
 fn unavailability(
     history: &[CheckOp],
     timeline: &[(u64, u64, String, u64)],
-) -> BTreeMap<String, Duration> {
+) -> BTreeMap<String, (Duration, u64)> {
     let mut acks: Vec<u64> = history
         .iter()
         .filter(|o| matches!(o.kind, OpKind::Put { .. }))
         .filter_map(|o| o.ret)
         .collect();
     acks.sort_unstable();
-    let mut out: BTreeMap<String, Duration> = BTreeMap::new();
+    // Per kind: the longest window and when its fault started (µs).
+    let mut out: BTreeMap<String, (Duration, u64)> = BTreeMap::new();
     for (start, end, kind, _) in timeline {
         let until = end + WINDOW_AFTER_FAULT_US;
         let mut last = *start;
@@ -70,7 +71,9 @@ fn unavailability(
         }
         longest = longest.max(until - last);
         let e = out.entry(kind.clone()).or_default();
-        *e = (*e).max(Duration::from_micros(longest));
+        if Duration::from_micros(longest) > e.0 {
+            *e = (Duration::from_micros(longest), *start);
+        }
     }
     out
 }
@@ -423,6 +426,12 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
     cfg.nodes = nodes;
     cfg.shards = 2;
     cfg.groups = GROUPS;
+    // CHAOS_LOG_DIR=DIR keeps the nodes' logs there (they go with the
+    // temporary directory otherwise).
+    if let Ok(d) = std::env::var("CHAOS_LOG_DIR") {
+        std::fs::create_dir_all(&d).expect("CHAOS_LOG_DIR");
+        cfg.log_dir = Some(d.into());
+    }
     cfg.extra_args = [
         "--placement",
         "unbound",
@@ -808,6 +817,33 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
     let ops = history.len();
     let lost = lost_writes(&history, &finals);
     let windows = unavailability(&history, &timeline);
+    // What the clients saw during the long windows (over 2 s): the writes
+    // refused then, by error, and the reads that returned.
+    for (kind, (d, at)) in &windows {
+        if *d < Duration::from_secs(2) {
+            continue;
+        }
+        let until = at + d.as_micros() as u64 + WINDOW_AFTER_FAULT_US;
+        let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+        for r in refused.iter().filter(|r| r.ret >= *at && r.call <= until) {
+            let e: String = r.error.chars().take(60).collect();
+            *errors.entry(e).or_default() += 1;
+        }
+        let reads = history
+            .iter()
+            .filter(|o| matches!(o.kind, OpKind::Get { .. }))
+            .filter(|o| o.ret.is_some_and(|t| t >= *at && t <= until))
+            .count();
+        let unknown = history
+            .iter()
+            .filter(|o| o.ret.is_none() && o.call >= *at && o.call <= until)
+            .count();
+        eprintln!(
+            "chaos: {kind}: {} ms without an acknowledged write from {:.1} s: refused writes {errors:?}, {reads} reads answered, {unknown} writes of unknown outcome called",
+            d.as_millis(),
+            *at as f64 / 1e6
+        );
+    }
     history.extend(finals);
     let verdict = lin::check(&history);
     let total: u64 = faults.values().sum();
@@ -831,7 +867,11 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
         converged.is_ok(),
         windows
             .iter()
-            .map(|(k, d)| format!("{k} {} ms", d.as_millis()))
+            .map(|(k, (d, at))| format!(
+                "{k} {} ms (fault at {:.1} s)",
+                d.as_millis(),
+                *at as f64 / 1e6
+            ))
             .collect::<Vec<_>>()
             .join(", ")
     );
@@ -894,7 +934,7 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
     // A pause lasts 300-1000 ms; clients abandon the silent node after
     // their per-attempt timeout (500 ms) and find the new leader, so writes
     // stop for about the pause at most, never for long after it.
-    if let Some(&w) = windows.get("pause (SIGSTOP/SIGCONT)") {
+    if let Some(&(w, _)) = windows.get("pause (SIGSTOP/SIGCONT)") {
         assert!(
             w < PAUSE_UNAVAILABLE_MAX,
             "seed {seed}: no write acknowledged for {w:?} around a pause (bound {PAUSE_UNAVAILABLE_MAX:?})"

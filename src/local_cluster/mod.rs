@@ -548,10 +548,21 @@ impl SmallFs {
     pub fn unfill(&self) {
         let _ = std::fs::remove_file(self.mnt.join("filler"));
     }
+
+    /// Freezes the filesystem (`fsfreeze -f`): every write and sync to it
+    /// waits until [`SmallFs::thaw`]. A disk that hangs without failing.
+    pub fn freeze(&self) -> Result<(), String> {
+        sh(Command::new("fsfreeze").arg("-f").arg(&self.mnt))
+    }
+
+    pub fn thaw(&self) {
+        let _ = Command::new("fsfreeze").arg("-u").arg(&self.mnt).output();
+    }
 }
 
 impl Drop for SmallFs {
     fn drop(&mut self) {
+        self.thaw();
         let _ = Command::new("umount").arg(&self.mnt).output();
     }
 }
