@@ -10,6 +10,9 @@
 //! transport and the WAL write when the turn yields, so everything of a
 //! turn is batched.
 //!
+//! About 800 lines: the loop and the turn's Ready pipeline are one topic;
+//! the jobs around them live in the files named below.
+//!
 //! Where the jobs live: one replica's logic in `crate::group`; the record
 //! codec, replay and the replica catalog in `crate::storage`; this file
 //! keeps the loop and the turn's persistence (WAL batches, durability,

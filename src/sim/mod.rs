@@ -1,16 +1,22 @@
 //! The deterministic simulator: many [`RawNode`]s, a simulated clock, a
 //! network that delays, drops, duplicates and reorders, (asymmetric)
-//! partitions, crashes that lose everything not reported persisted, and a
-//! client workload of puts and gets checked for linearizability.
+//! partitions, crashes that lose everything not reported persisted (and
+//! tear the batch being written at a seeded record), and a client workload
+//! of puts and gets checked for linearizability.
+//!
+//! A node persists through the node's own `storage` code (record codec,
+//! `GroupLog` LSN tracking and release point, replay at restart) and its
+//! state machine is the node's `kv::Kv`; each restart is checked against
+//! what the core had been told was durable.
 //!
 //! Everything is driven by one seeded RNG and one ordered event queue: the
 //! same [`SimConfig`] gives the same run, event for event (the trace hash
 //! proves it).
 //!
-//! Over 800 lines: the event loop, the node model (its disk, its pauses)
-//! and the client plumbing are one topic until the simulator drives the
-//! node's own `group` and `storage` code (issue #15), which replaces the
-//! node model here.
+//! Over 800 lines: the event loop, the node model (its Ready pipeline, its
+//! pauses) and the client plumbing are one topic until the simulator drives
+//! the node's own `group::Replica` too (issue #15), which replaces the node
+//! model here.
 
 mod checks;
 mod nemesis;
