@@ -635,30 +635,19 @@ impl Shard {
     async fn write_group(
         &mut self,
         gid: GroupId,
-        mut hs: Option<crate::raft::HardState>,
+        hs: Option<crate::raft::HardState>,
         entries: &[crate::raft::Entry],
     ) -> Result<u64, ShardError> {
         let max = self.cfg.wal.record_bytes_max;
-        let mut rest = entries;
-        loop {
-            let n = storage::entries_in_next_record(hs.is_some(), rest, max);
-            let (chunk, tail) = rest.split_at(n);
-            let lsn = self.submit_record(gid, hs.as_ref(), chunk).await?;
-            let g = hosted(&mut self.replicas, gid);
-            g.lsns.note_written(
-                lsn,
-                hs,
-                chunk
-                    .first()
-                    .zip(chunk.last())
-                    .map(|(f, l)| (f.index, l.index)),
-            );
-            hs = None;
-            rest = tail;
-            if rest.is_empty() {
-                return Ok(lsn);
-            }
+        let mut lsn = 0;
+        for (hs, chunk) in storage::split_records(hs, entries, max) {
+            lsn = self.submit_record(gid, hs.as_ref(), chunk).await?;
+            hosted(&mut self.replicas, gid)
+                .lsns
+                .note_record(lsn, hs, chunk);
         }
+        debug_assert!(lsn > 0, "write_group with nothing to write");
+        Ok(lsn)
     }
 
     /// Appends one group record to the WAL, waiting while its queue is full

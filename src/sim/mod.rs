@@ -283,36 +283,24 @@ impl SimNode {
     }
 
     /// The WAL records of one Ready, as the shard writes them: the hard
-    /// state and entries split by `storage::entries_in_next_record`,
+    /// state and entries split by `storage::split_records`,
     /// encoded by `storage::encode_record` (group 0), each noted in `lsns`
     /// at submit.
     fn encode_records(
         &mut self,
-        mut hs: Option<HardState>,
+        hs: Option<HardState>,
         entries: &[Entry],
         record_bytes_max: usize,
     ) -> Vec<(u64, Bytes)> {
-        use crate::storage::{encode_record, entries_in_next_record, record_bytes};
+        use crate::storage::{encode_record, record_bytes, split_records};
         let mut out = Vec::new();
-        let mut rest = entries;
-        while hs.is_some() || !rest.is_empty() {
-            let n = entries_in_next_record(hs.is_some(), rest, record_bytes_max);
-            let (chunk, tail) = rest.split_at(n);
+        for (hs, chunk) in split_records(hs, entries, record_bytes_max) {
             let mut b = vec![0u8; record_bytes(hs.is_some(), chunk)];
             encode_record(&mut b, 0, hs.as_ref(), chunk);
             let lsn = self.next_lsn;
             self.next_lsn += 1;
-            self.lsns.note_written(
-                lsn,
-                hs,
-                chunk
-                    .first()
-                    .zip(chunk.last())
-                    .map(|(f, l)| (f.index, l.index)),
-            );
+            self.lsns.note_record(lsn, hs, chunk);
             out.push((lsn, Bytes::from(b)));
-            hs = None;
-            rest = tail;
         }
         out
     }

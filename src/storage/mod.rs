@@ -138,6 +138,27 @@ pub fn entries_in_next_record(hs: bool, entries: &[Entry], record_bytes_max: usi
     n
 }
 
+/// The records a hard state `hs` and `entries` are written as: the hard
+/// state goes with the first; each holds as many entries as fit in
+/// `record_bytes_max` ([`entries_in_next_record`]). None when there is
+/// nothing to write.
+pub fn split_records(
+    mut hs: Option<HardState>,
+    entries: &[Entry],
+    record_bytes_max: usize,
+) -> impl Iterator<Item = (Option<HardState>, &[Entry])> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        if hs.is_none() && rest.is_empty() {
+            return None;
+        }
+        let n = entries_in_next_record(hs.is_some(), rest, record_bytes_max);
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some((hs.take(), chunk))
+    })
+}
+
 /// A decoded record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -288,6 +309,12 @@ impl GroupLog {
             self.record_lsns.insert(first, lsn);
             self.last_index = last;
         }
+    }
+
+    /// [`GroupLog::note_written`] for a record of `hs` and `entries`.
+    pub fn note_record(&mut self, lsn: u64, hs: Option<HardState>, entries: &[Entry]) {
+        let span = entries.first().zip(entries.last());
+        self.note_written(lsn, hs, span.map(|(f, l)| (f.index, l.index)));
     }
 
     /// Notes that every record up to `durable_lsn` is durable.

@@ -214,3 +214,26 @@ fn a_snapshot_at_run_time_keeps_the_records_of_later_entries() {
     assert_eq!(g.needed_lsn(), 5, "only the hard state is needed");
     assert!(g.record_lsns.is_empty());
 }
+
+/// `split_records`: the hard state rides with the first record only, each
+/// record fits `record_bytes_max` (one oversized entry goes alone), and
+/// nothing to write is no record.
+#[test]
+fn records_are_split_at_record_bytes_max_with_the_hard_state_first() {
+    let entries: Vec<Entry> = (1..=5).map(|i| e(i, 1, "0123456789abcdef")).collect();
+    let max = record_bytes(true, &entries[..2]);
+    let split: Vec<_> = split_records(Some(hs(1)), &entries, max).collect();
+    let shapes: Vec<(bool, usize)> = split.iter().map(|(h, c)| (h.is_some(), c.len())).collect();
+    assert_eq!(shapes, vec![(true, 2), (false, 2), (false, 1)]);
+    assert!(split
+        .iter()
+        .all(|(h, c)| record_bytes(h.is_some(), c) <= max));
+    let only_hs: Vec<_> = split_records(Some(hs(1)), &[], max).collect();
+    assert_eq!(only_hs.len(), 1);
+    assert_eq!(split_records(None, &[], max).count(), 0);
+    assert_eq!(
+        split_records(None, &entries, 1).count(),
+        5,
+        "one entry per record at least"
+    );
+}
