@@ -1,17 +1,11 @@
 //! How much WAL a node keeps, on real node processes: 20,000 writes, then
 //! every node must release its old segments.
 //!
-//! Open finding (session 9): with the default `wal-pin-records-max`, one
-//! node sometimes keeps all 8 segments for 30 s and more after the last
-//! write (CI of session 8; one `.ci/run` in five this session; about one
-//! run in three of this binary alone). Diagnosed: that node's replica
-//! catalog still needs LSN 1 while its groups need about 1,000; the
-//! catalog is restated only once it lags `CATALOG_PIN_RECORDS_MAX` (1,000)
-//! *records* behind them, and group commit put the 20,000 writes into
-//! about 1,000 records (8 segments). The bound must be in bytes or
-//! segments, not records. Until that is fixed,
-//! `the_replica_catalog_does_not_pin_the_wal` is quarantined (`#[ignore]`;
-//! `cargo test --profile ci --test wal_size -- --include-ignored`).
+//! History: the replica catalog used to be restated only once it lagged
+//! 1,000 *records* behind what the replicas need, and group commit packs
+//! 20,000 writes into about 1,000 records (8 segments), so one node in
+//! three kept all 8 segments for good. The bound is now in segments
+//! (`Wal::segment_start`, `src/shard/disk.rs`).
 
 use std::time::{Duration, Instant};
 
@@ -35,13 +29,12 @@ fn an_idle_group_does_not_pin_the_wal() {
 
 /// The replica catalog does not pin the WAL either, with the default
 /// `wal-pin-records-max` (100,000 records) and no idle group: its entries
-/// are restated once they are `CATALOG_PIN_RECORDS_MAX` records older than
-/// what the replicas need. (They were restated only after
-/// `wal-pin-records-max` records, so every shard kept up to 100,000
-/// records of WAL it did not need: a 30-minute chaos soak filled node 1's
-/// small disk with them.)
+/// are restated once they lie in a segment older than the one holding what
+/// the replicas need. (They were restated only after `wal-pin-records-max`
+/// records, so every shard kept up to 100,000 records of WAL it did not
+/// need: a 30-minute chaos soak filled node 1's small disk with them; then
+/// after 1,000 records, which group commit made 8 segments.)
 #[test]
-#[ignore = "quarantined: intermittently one node keeps 8 WAL segments (open finding, see the module doc)"]
 fn the_replica_catalog_does_not_pin_the_wal() {
     wal_stays_small(&[], &[0, 1]);
 }

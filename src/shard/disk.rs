@@ -163,10 +163,15 @@ impl Shard {
             }
         }
         // Catalog entries are restated like hard states (an old create or
-        // tombstone must not be released with its segment), but once they
-        // lag `CATALOG_PIN_RECORDS_MAX` records behind what the replicas
-        // need: no replica rewrites them in passing, so at the hard-state
-        // bound they would pin that many records of WAL all the time.
+        // tombstone must not be released with its segment), but by
+        // segments, not records: once the catalog's oldest entry lies in a
+        // segment older than the one holding what the replicas need, it is
+        // the only thing keeping that segment, so everything stated before
+        // the replicas' segment is written again. The catalog thus pins at
+        // most the replicas' own oldest segment; the cost is the catalog's
+        // size once per segment the replicas move past. (A bound in records
+        // let it keep eight 4 MiB segments: group commit packs thousands of
+        // writes into one record.)
         let replicas_need = self
             .replicas
             .values()
@@ -174,8 +179,8 @@ impl Shard {
             .min()
             .unwrap_or(head)
             .min(head);
-        let lag = CATALOG_PIN_RECORDS_MAX.min(max);
-        let stale_at_or_below = replicas_need.saturating_sub(lag).saturating_sub(1);
+        let keep_from = self.wal.segment_start(replicas_need);
+        let stale_at_or_below = keep_from.saturating_sub(1);
         if self.catalog.needed_lsn() <= stale_at_or_below {
             let ops = self.catalog.stated_at_or_below(stale_at_or_below);
             let wal = self.wal.clone();
@@ -245,11 +250,3 @@ impl Shard {
         Ok(())
     }
 }
-
-/// Records the replica catalog's oldest entry may lag behind the oldest
-/// record the replicas need before the catalog is restated (the whole
-/// stale part of it, one record per entry) so the WAL can be released
-/// past it. Small, because nothing else rewrites catalog entries; the cost
-/// is the catalog's size once per this many records (negligible for the
-/// few groups of a shard today; to revisit for tens of thousands).
-pub(crate) const CATALOG_PIN_RECORDS_MAX: u64 = 1_000;

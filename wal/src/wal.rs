@@ -778,6 +778,20 @@ impl<D: Disk> Wal<D> {
         self.inner.st.borrow().stats.clone()
     }
 
+    /// The first LSN of the live segment that holds `lsn`: everything a
+    /// caller needs from `lsn` on keeps that whole segment (and every later
+    /// one). An `lsn` before the oldest live segment gives `lsn` (already
+    /// released); one at or past the head gives the active segment's first
+    /// LSN. Callers compare it with what else pins the log: a record older
+    /// than `segment_start(x)` costs a segment of its own that `x` does not.
+    pub fn segment_start(&self, lsn: u64) -> u64 {
+        let st = self.inner.st.borrow();
+        match st.segments.partition_point(|(first, _)| *first <= lsn) {
+            0 => lsn,
+            i => st.segments[i - 1].0,
+        }
+    }
+
     /// Deletes every segment all of whose records have LSN < `lsn` (the
     /// active segment is never deleted). Returns how many were deleted.
     pub async fn release_before(&self, lsn: u64) -> Result<usize> {

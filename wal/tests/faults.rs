@@ -366,6 +366,18 @@ fn rollover_and_release_before() {
             0,
             "release is idempotent"
         );
+        // segment_start maps an LSN to the first LSN of its live segment.
+        let starts: Vec<u64> = {
+            let mut v: Vec<u64> = live.clone();
+            v.sort_unstable();
+            v
+        };
+        for lsn in starts[0]..=61 {
+            let want = *starts.iter().rev().find(|&&s| s <= lsn).unwrap();
+            assert_eq!(wal.segment_start(lsn), want, "segment_start({lsn})");
+        }
+        assert_eq!(wal.segment_start(starts[0] - 1), starts[0] - 1);
+        assert_eq!(wal.segment_start(u64::MAX), *starts.last().unwrap());
         wal.close().await.unwrap();
         let (got, rep, _w) = reopen(&disk, opts).await;
         assert_eq!(got.first().unwrap().0, live[0]);
