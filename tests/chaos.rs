@@ -432,6 +432,19 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
         std::fs::create_dir_all(&d).expect("CHAOS_LOG_DIR");
         cfg.log_dir = Some(d.into());
     }
+    // CHAOS_RUST_LOG=FILTER sets the nodes' RUST_LOG (default `info`) and,
+    // with CHAOS_LOG_DIR, logs the test's clients to `clients.log` there.
+    if let Ok(f) = std::env::var("CHAOS_RUST_LOG") {
+        if let Some(d) = &cfg.log_dir {
+            let file = std::fs::File::create(d.join("clients.log")).expect("clients.log");
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(&f))
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false)
+                .try_init();
+        }
+        cfg.rust_log = f;
+    }
     cfg.extra_args = [
         "--placement",
         "unbound",

@@ -118,6 +118,9 @@ struct Inner {
     next_node: Cell<usize>,
     /// Nodes that left an attempt unanswered, avoided until the instant.
     suspects: RefCell<HashMap<u64, Instant>>,
+    /// A cluster map is being fetched to learn a node named in a leader
+    /// hint (one at a time: the other callers back off and retry).
+    learning: Cell<bool>,
 }
 
 /// The last handle of a client gone: its connections close (the tasks
@@ -151,6 +154,7 @@ impl Client {
                 unanswered: RefCell::new(BTreeSet::new()),
                 next_node: Cell::new(0),
                 suspects: RefCell::new(HashMap::new()),
+                learning: Cell::new(false),
             }),
         };
         let mut last_err = String::from("no addresses given");
@@ -207,12 +211,7 @@ impl Client {
                 let req = sessionless(0, Op::ClusterMap);
                 if let Some(Ok(Ok(Reply::Map(m)))) = self.attempt(n, s, req).await {
                     any = true;
-                    // Nodes this client did not start with (added later).
-                    for info in &m.nodes {
-                        if let Ok(a) = info.client_addr.parse::<SocketAddr>() {
-                            self.inner.nodes.borrow_mut().entry(info.id).or_insert(a);
-                        }
-                    }
+                    self.learn_nodes(&m);
                     if first {
                         first = false;
                         self.inner.shards.set(m.shards);
@@ -239,6 +238,43 @@ impl Client {
                 "no node answered the cluster map".into(),
             ))
         }
+    }
+
+    /// Adds the nodes `m` names that this client did not know (added to
+    /// the cluster after it connected). Never forgets one: a map from a
+    /// lagging node may miss a recent member.
+    fn learn_nodes(&self, m: &crate::wire::ClusterMap) {
+        for info in &m.nodes {
+            if let Ok(a) = info.client_addr.parse::<SocketAddr>() {
+                self.inner.nodes.borrow_mut().entry(info.id).or_insert(a);
+            }
+        }
+    }
+
+    /// A leader hint named `hint`, a node this client has no address for
+    /// (it joined after the client connected): asks `via`, which gave the
+    /// hint and so applied the membership change, for its cluster map.
+    /// Whether `hint` is known now. One fetch at a time per client; a
+    /// caller that finds one under way returns false (and backs off).
+    async fn learn_node(&self, hint: u64, via: u64, shard: u32) -> bool {
+        if self.inner.learning.replace(true) {
+            return false;
+        }
+        let r = self
+            .attempt(via, shard, sessionless(0, Op::ClusterMap))
+            .await;
+        self.inner.learning.set(false);
+        if let Some(Ok(Ok(Reply::Map(m)))) = r {
+            self.learn_nodes(&m);
+        }
+        let known = self.inner.nodes.borrow().contains_key(&hint);
+        tracing::debug!(
+            hint,
+            via,
+            known,
+            "asked for the cluster map to reach a new leader"
+        );
+        known
     }
 
     /// The open connection to `node`'s `shard`, if there is one.
@@ -446,6 +482,12 @@ impl Client {
                 // have been applied.
                 maybe_applied = true;
             }
+            match &outcome {
+                Ok(Ok(Ok(_))) => {}
+                Err(_) => tracing::debug!(group, node, shard, seq, "no answer in time"),
+                Ok(Ok(Err(e))) => tracing::debug!(group, node, shard, seq, "refused: {e}"),
+                Ok(Err(e)) => tracing::debug!(group, node, shard, seq, "connection lost: {}", e.0),
+            }
             let wait = match outcome {
                 Err(_) if Instant::now() >= deadline => {
                     return Err(give_up(disk_full, maybe_applied))
@@ -466,6 +508,11 @@ impl Client {
                     return Ok(reply);
                 }
                 Ok(Ok(Err(ClientError::NotLeader { leader: hint }))) => {
+                    // A leader this client never heard of joined after it
+                    // connected: the node that named it has its address.
+                    if hint != 0 && hint != node && !inner.nodes.borrow().contains_key(&hint) {
+                        self.learn_node(hint, node, shard).await;
+                    }
                     let known = hint != 0
                         && hint != node
                         && inner.nodes.borrow().contains_key(&hint)
