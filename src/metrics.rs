@@ -192,7 +192,7 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 27] = [
+    let counters: [Family<ShardMetrics>; 29] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -248,6 +248,16 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             "ringraft_replicas_created_by_message_total",
             "replicas created by their leader's snapshot (the rule in shard/replicas.rs)",
             |s| s.stats.replicas_created_by_message,
+        ),
+        (
+            "ringraft_removed_notices_sent_total",
+            "vote requests from non-members answered that they were removed",
+            |s| s.stats.removed_notices_sent,
+        ),
+        (
+            "ringraft_replicas_removed_by_notice_total",
+            "replicas destroyed because a member said they were removed while down",
+            |s| s.stats.replicas_removed_by_notice,
         ),
         (
             "ringraft_wal_syncs_total",

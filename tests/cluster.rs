@@ -626,7 +626,7 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
         // until its deadline, a whole write timeout per write).
         let early = {
             let mut cfg = ClientConfig::new(all[..3].to_vec());
-            cfg.op_timeout_ms = 3_000;
+            cfg.op_timeout_ms = 20_000;
             Client::connect(cfg).await.expect("client connects")
         };
         if early.nodes().iter().any(|&(n, _)| n == four) {
@@ -1442,4 +1442,79 @@ fn writes_go_on_while_node_1s_disk(what: &str, fault: impl FnOnce(&LocalCluster,
         "no write acknowledged for {longest:?} while node 1's disk was {what}\n{}",
         c.log_tail(1, 40)
     );
+}
+
+/// A node removed from every group while it was down learns it when it
+/// comes back: its replicas campaign, the members answer that their
+/// membership (newer than the one it knows) omits it, on the connection
+/// it dialled (nobody dials a removed node), and it destroys them and says
+/// so. It used to campaign forever, unheard and silent (#19).
+#[test]
+fn a_node_removed_while_down_learns_it_when_it_comes_back() {
+    let mut c = cluster(3, 4, &[]);
+    c.kill(1);
+    let addrs = c.client_addrs()[1..].to_vec();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        for i in 0..20 {
+            cl.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
+        }
+        on_every_group(&cl, Op::RemoveNode { node: 1 }).await;
+    });
+    let logs: Vec<_> = c.nodes.iter().map(|n| n.log.clone()).collect();
+    let count = |n: u64, what: &str| {
+        std::fs::read_to_string(&logs[(n - 1) as usize])
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains(what) && (n == 1 || l.contains("node=1")))
+            .count()
+    };
+    // Every shard of nodes 2 and 3 stops dialling node 1.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while [2, 3]
+        .iter()
+        .any(|&n| count(n, "not dialling it any more") < 2)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "nodes 2 and 3 stop dialling node 1:\n{}",
+            c.log_tail(2, 20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    c.restart(1).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while count(1, "this replica was removed from its group: destroying it") < 4
+        || count(1, "this shard hosts no replica any more") < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 destroys its 4 replicas and says so:\n{}",
+            c.log_tail(1, 30)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        count(1, "a member says this replica was removed"),
+        4,
+        "told once per replica:\n{}",
+        c.log_tail(1, 30)
+    );
+    // Counted (metrics are published once a second).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric_sum(&c, 1, "ringraft_replicas_removed_by_notice_total") != 4 {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            c.metrics(1).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The others go on without it.
+    let addrs = c.client_addrs()[1..].to_vec();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        cl.put(b"after", b"v").await.unwrap();
+        assert_eq!(cl.get(b"k3").await.unwrap().as_deref(), Some(&b"v"[..]));
+    });
 }

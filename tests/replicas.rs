@@ -9,7 +9,7 @@ use bytes::Bytes;
 use glommio::LocalExecutorBuilder;
 use ringraft::client::{Client, ClientConfig, Error};
 use ringraft::config::{NodeSettings, ValidConfig};
-use ringraft::identity::{lock_data_dir, open_store, Bootstrap, StoreIdentity};
+use ringraft::identity::{lock_data_dir, open_store, Bootstrap, DataDirLock, StoreIdentity};
 use ringraft::raft::{ConfState, Snapshot, SnapshotMeta};
 use ringraft::shard::{ReplicaApiError, Shard};
 use ringraft::storage::{snapfile, CatalogError, ReplicaDesc};
@@ -59,6 +59,18 @@ fn snapshot_of_voter_1(data: &'static [u8]) -> Snapshot {
         },
         data: Bytes::from_static(data),
     }
+}
+
+/// A new store of node 1 in a temporary directory (removed when the first
+/// value drops): its settings, the data directory's lock and identity.
+fn fresh_store() -> (tempfile::TempDir, ValidConfig, DataDirLock, StoreIdentity) {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("n1");
+    let cfg = settings(&dir, free_port(), free_port());
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = lock_data_dir(&dir).unwrap();
+    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New).unwrap();
+    (t, cfg, lock, store)
 }
 
 fn groups(shard: &Shard) -> Vec<u64> {
@@ -200,12 +212,7 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
 fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does() {
     use ringraft::raft::{Body, Message};
     use ringraft::shard::REPLICAS_CREATED_PER_TURN_MAX;
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("n1");
-    let cfg = settings(&dir, free_port(), free_port());
-    std::fs::create_dir_all(&dir).unwrap();
-    let lock = lock_data_dir(&dir).unwrap();
-    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New).unwrap();
+    let (_t, cfg, lock, store) = fresh_store();
     run(async move {
         let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
             .await
@@ -302,4 +309,75 @@ fn removing_a_groups_snapshot_files_spares_another_groups_write_in_progress() {
             "another group's write in progress is left alone"
         );
     });
+}
+
+/// `Removed`, a member's answer to a vote request from a node outside its
+/// membership (`shard/replicas.rs`): a replica is destroyed (and
+/// tombstoned) only when the notice is addressed to it and names a
+/// membership newer than the one it knows; a replica that knows no
+/// membership yet keeps waiting for its snapshot. A vote request from a
+/// non-member is answered (counted) and still stepped.
+#[test]
+fn a_removed_notice_destroys_only_a_replica_whose_membership_is_older() {
+    use ringraft::raft::{Body, Message};
+    let (_t, cfg, lock, store) = fresh_store();
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        shard
+            .create_replica(desc(100, 1, &[1, 2, 3]))
+            .await
+            .unwrap();
+        shard.create_replica(desc(200, 1, &[])).await.unwrap();
+        let removed = |to: u64, conf_index: u64| Message {
+            from: 2,
+            to,
+            term: 9,
+            body: Body::Removed { conf_index },
+        };
+        // Its membership is in force from index 0 (the initial one).
+        for (g, m) in [
+            (100, removed(1, 0)), // not newer than what it knows
+            (100, removed(7, 5)), // another replica id
+            (200, removed(1, 5)), // knows no membership yet
+            (300, removed(1, 5)), // not hosted here
+        ] {
+            let what = format!("group {g}: {m:?}");
+            shard.on_peer_message(g, m);
+            shard.destroy_removed().await.unwrap();
+            assert_eq!(groups(&shard), vec![0, 1, 100, 200], "destroyed by {what}");
+        }
+        assert_eq!(shard.stats().replicas_removed_by_notice, 0);
+        // A non-member's vote request is answered Removed (and stepped:
+        // refused by the core, nothing else changes).
+        shard.on_peer_message(
+            100,
+            Message {
+                from: 9,
+                to: 1,
+                term: 1,
+                body: Body::PreVote {
+                    last_index: 50,
+                    last_term: 1,
+                },
+            },
+        );
+        assert_eq!(shard.stats().removed_notices_sent, 1);
+        // Twice, as the transport may deliver it again: destroyed once.
+        shard.on_peer_message(100, removed(1, 5));
+        shard.on_peer_message(100, removed(1, 5));
+        shard.destroy_removed().await.unwrap();
+        assert_eq!(groups(&shard), vec![0, 1, 200]);
+        assert_eq!(shard.stats().replicas_removed_by_notice, 1);
+        let e = shard
+            .create_replica(desc(100, 1, &[1, 2, 3]))
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("never comes back"),
+            "tombstoned: {e}"
+        );
+    });
+    drop(lock);
 }

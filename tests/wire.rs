@@ -176,6 +176,7 @@ mod messages {
                 index: 42,
                 reject: false,
             },
+            Body::Removed { conf_index: 17 },
         ]
     }
 

@@ -181,6 +181,16 @@ pub enum Body {
         index: Index,
         reject: bool,
     },
+    /// Not a Raft message: the host's answer to a vote request from a node
+    /// that is not in the membership it applied at `conf_index` (committed:
+    /// a membership takes effect when applied). Sent by the shard
+    /// (`shard::replicas`), never by the core, which ignores it. The
+    /// receiver, a replica removed while it was down and campaigning since,
+    /// destroys itself if the membership it knows is older than
+    /// `conf_index` (TiKV sends a stale peer a tombstone message alike).
+    Removed {
+        conf_index: Index,
+    },
 }
 
 /// The role of a node in its group.

@@ -111,6 +111,10 @@ pub struct ShardStats {
     pub msgs_unknown_group: u64,
     /// Replicas created by a message (`replicas.rs`: the rule).
     pub replicas_created_by_message: u64,
+    /// `Removed` answers sent to non-members that asked for votes.
+    pub removed_notices_sent: u64,
+    /// Replicas destroyed because a member said they were removed.
+    pub replicas_removed_by_notice: u64,
     pub errors_not_leader: u64,
     pub errors_timeout: u64,
     pub errors_busy: u64,

@@ -33,6 +33,20 @@
 //!   `maybe_create_peer` and CockroachDB's `getOrCreateReplica` do on a
 //!   Raft message; their stale-peer collection (a replica created from an
 //!   old configuration and never updated) comes with the cluster map.
+//! - A vote request (PreVote or Vote) from a node outside the membership a
+//!   replica applied is answered `Removed { conf_index }` (the index from
+//!   which that membership is in force; committed). A replica that gets
+//!   one addressed to it is destroyed, as if it had applied its removal,
+//!   only if it knows a membership (it is not waiting for its first
+//!   snapshot) and its own `conf_index` is lower: committed memberships
+//!   form one history, so one in force from a later index that omits it
+//!   means it was removed in between (a re-added replica has a new id).
+//!   This is how a replica removed while its node was down learns it:
+//!   nobody sends it the change, and its campaign is what reaches the
+//!   members (over the transport's back channel: nobody dials a node that
+//!   is in no group any more). Like TiKV's tombstone message to a stale
+//!   peer. A removed learner never campaigns; it learns when the cluster
+//!   map can tell it (#17).
 //! - Replica ids equal node ids until the transport addresses replicas: a
 //!   create naming another replica id is refused.
 
@@ -107,6 +121,49 @@ impl Shard {
     pub fn on_peer_message(&mut self, g: GroupId, m: Message) {
         tracing::trace!(group = g, from = m.from, "step");
         if let Some(r) = self.replicas.get_mut(&g) {
+            let conf = r.raft.conf();
+            let known = !conf.voters.is_empty() || !conf.learners.is_empty();
+            match m.body {
+                Body::Removed { conf_index } => {
+                    // Destroyed only if the membership this replica knows
+                    // is older than the one without it (see the top).
+                    let mine = r.raft.conf_index();
+                    if known && m.to == r.replica && mine < conf_index && !self.removed.contains(&g)
+                    {
+                        tracing::info!(
+                            shard = self.cfg.shard,
+                            group = g,
+                            from = m.from,
+                            conf_index,
+                            known_conf_index = mine,
+                            "a member says this replica was removed (its membership at that index omits it)"
+                        );
+                        self.stats.replicas_removed_by_notice += 1;
+                        self.removed.push(g);
+                    }
+                    return;
+                }
+                Body::PreVote { .. } | Body::Vote { .. }
+                    if known && !conf.is_voter(m.from) && !conf.is_learner(m.from) =>
+                {
+                    // A node outside the membership in force campaigns: a
+                    // replica removed while it was down (nobody sends it
+                    // the change). Tell it; the vote is still stepped (the
+                    // core refuses or ignores it).
+                    let reply = Message {
+                        from: r.replica,
+                        to: m.from,
+                        term: r.raft.term(),
+                        body: Body::Removed {
+                            conf_index: r.raft.conf_index(),
+                        },
+                    };
+                    tracing::debug!(group = g, to = m.from, "told a non-member it was removed");
+                    self.stats.removed_notices_sent += 1;
+                    self.transport.send(g, &reply);
+                }
+                _ => {}
+            }
             r.raft.step(m);
             return;
         }
@@ -230,8 +287,10 @@ impl Shard {
 
     /// Destroys the replicas that applied a membership without themselves
     /// (removed from their group: the change is committed, the group goes
-    /// on without them), saying so.
-    pub(super) async fn destroy_removed(&mut self) -> Result<(), ShardError> {
+    /// on without them) or that a member said were removed (`Removed`),
+    /// saying so. The shard loop calls it every turn; public so that tests
+    /// can drive a shard without its loop.
+    pub async fn destroy_removed(&mut self) -> Result<(), ShardError> {
         for group in std::mem::take(&mut self.removed) {
             let Some(r) = self.replicas.get(&group) else {
                 continue;
@@ -293,6 +352,11 @@ impl Shard {
     }
 
     /// This shard's replicas, by group id.
+    /// The shard's counters so far.
+    pub fn stats(&self) -> super::ShardStats {
+        self.stats
+    }
+
     pub fn replicas(&self) -> Vec<ReplicaInfo> {
         self.replicas
             .values()

@@ -9,12 +9,17 @@ use std::time::Duration;
 use futures_lite::AsyncWriteExt;
 use glommio::net::TcpStream;
 
+use super::back::deliver;
 use super::sync::WaitList;
 use super::{FrameReader, RecvError, Shared};
 use crate::raft::{Message, NodeId};
 use crate::rng::Rng;
 use crate::wire::encode_raft;
 use crate::wire::hello::{decode_reply_full, Hello, HelloError, KIND_HELLO_REPLY};
+
+/// Receive buffer for what comes back on a link (rare, small messages;
+/// it grows for a larger frame up to `frame_bytes_max`).
+const BACK_RECV_BUFFER_BYTES: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 enum DialError {
@@ -208,8 +213,26 @@ async fn run(l: Rc<Link>) {
     let mut last_error = String::new();
     while !l.closed() {
         match l.dial().await {
-            Ok(mut stream) => {
+            Ok(stream) => {
                 tracing::info!(peer = l.node, addr = %l.addr, shard = me.shard, "connected to peer");
+                // What the peer sends back on this connection (`back`):
+                // read while the link is up, cancelled (dropped) with it.
+                let (mut rd, mut stream) = futures_lite::io::split(stream);
+                let _back = {
+                    let (shared, node) = (l.shared.clone(), l.node);
+                    glommio::spawn_local(async move {
+                        let mut reader =
+                            FrameReader::new(BACK_RECV_BUFFER_BYTES, shared.cfg.frame_bytes_max);
+                        let shard = shared.me.shard;
+                        if let Err(e) = deliver(&mut reader, &mut rd, node, &shared).await {
+                            tracing::warn!(
+                                peer = node,
+                                shard,
+                                "ignoring what comes back on the link: {e}"
+                            );
+                        }
+                    })
+                };
                 l.shared.stats.bump(|s| s.connects += 1);
                 l.st.borrow_mut().up = true;
                 l.up.wake_all();

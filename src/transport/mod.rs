@@ -5,7 +5,9 @@
 //! (all groups of the shard) on **one** connection it dials to shard `s` of
 //! B, and receives B's messages on the connection B dialed. One writer per
 //! socket and one reader per socket means no locking around a socket, and
-//! each direction reconnects on its own.
+//! each direction reconnects on its own. The one exception is [`back`]: a
+//! node this shard has no link to (not a member of any of its groups any
+//! more) is answered on the connection it dialled.
 //!
 //! Sending: during a turn the shard encodes messages straight into the
 //! peer's pending buffer; the link's writer task, which runs when the turn
@@ -17,6 +19,7 @@
 //! Receiving: see [`reader`]. Anything malformed closes the connection with
 //! one log line naming the peer and the reason; nothing else is affected.
 
+mod back;
 mod clients;
 mod link;
 mod socket;
@@ -41,7 +44,7 @@ use crate::identity::{IdentityError, PeerBook, PEER_BOOK_ENTRIES_MAX};
 use crate::raft::{Message, NodeId};
 use crate::wire::hello::{encode_reply, Hello, HelloError, KIND_HELLO};
 use crate::wire::message::MessageError;
-use crate::wire::{decode_raft, FrameError, KIND_RAFT};
+use crate::wire::FrameError;
 
 /// Bounds and timings of a shard's transport.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,6 +331,8 @@ struct Shared {
     unreachable: RefCell<Vec<NodeId>>,
     /// Fault injection: traffic to and from these peers is dropped.
     blocked: RefCell<Vec<NodeId>>,
+    /// Inbound connections' way back, for nodes without a link (`back`).
+    back: back::BackChannels,
     closing: Cell<bool>,
     /// Handshake refusals already logged at warn level, by (caller's IP,
     /// reason): a peer of another version, cluster or store incarnation
@@ -395,6 +400,7 @@ impl Transport {
                 inbox_space: WaitList::default(),
                 unreachable: RefCell::new(Vec::new()),
                 blocked: RefCell::new(Vec::new()),
+                back: back::BackChannels::default(),
                 closing: Cell::new(false),
                 refusals_logged: RefCell::default(),
             }),
@@ -432,7 +438,9 @@ impl Transport {
 
     /// Queues `m` (of `group`) for `m.to`. `false` if it was dropped: the
     /// link is down, its queue is over `peer_queue_bytes_max`, or the node
-    /// is unknown. The batch is written when the shard's turn yields.
+    /// is unknown. The batch is written when the shard's turn yields. A
+    /// node without a link that is connected here (a node no group of this
+    /// shard has as a member any more) gets it on that connection (`back`).
     pub fn send(&self, group: u64, m: &Message) -> bool {
         if self.shared.blocked.borrow().contains(&m.to) {
             self.shared.stats.bump(|s| s.msgs_dropped += 1);
@@ -441,10 +449,13 @@ impl Transport {
         let links = self.links.borrow();
         match links.get(&m.to) {
             Some(l) => l.queue(group, m),
-            None => {
-                self.shared.stats.bump(|s| s.msgs_unroutable += 1);
-                false
-            }
+            None => match self.shared.back.get(m.to) {
+                Some(c) => c.queue(&self.shared, group, m),
+                None => {
+                    self.shared.stats.bump(|s| s.msgs_unroutable += 1);
+                    false
+                }
+            },
         }
     }
 
@@ -665,48 +676,17 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
             });
         }
         let node = hello.node;
-        loop {
-            // Push back on the sender while the shard is behind.
-            let inbox_max = shared.cfg.inbox_msgs_max;
-            shared
-                .inbox_space
-                .wait_until(|| shared.inbox.borrow().len() < inbox_max || shared.closing.get())
-                .await;
-            if shared.closing.get() {
-                return Ok(node);
-            }
-            let mut got = 0u64;
-            while let Some((kind, payload)) = reader.next_buffered()? {
-                got += 1;
-                if kind != KIND_RAFT {
-                    return Err(RecvError::Unexpected {
-                        kind,
-                        when: "on a peer connection",
-                    });
-                }
-                let (group, m) = decode_raft(&payload)?;
-                if m.from != node {
-                    return Err(RecvError::Sender {
-                        claimed: m.from,
-                        node,
-                    });
-                }
-                if shared.blocked.borrow().contains(&node) {
-                    continue; // fault injection: as if lost
-                }
-                shared.inbox.borrow_mut().push((group, m));
-            }
-            if got > 0 {
-                shared.stats.bump(|s| s.msgs_received += got);
-                shared.inbox_ready.wake_all();
-                // Let the shard take them: a peer that always has bytes
-                // ready must not starve the loop (reads rarely block then).
-                futures_lite::future::yield_now().await;
-            }
-            if !reader.fill(&mut stream).await? {
-                return Ok(node);
-            }
-        }
+        // Messages back to `node` if it has no link from here (`back`).
+        let (mut rd, wr) = futures_lite::io::split(stream);
+        let back = shared.back.open(node);
+        let writer = {
+            let (back, shared) = (back.clone(), shared.clone());
+            glommio::spawn_local(async move { back.write(wr, &shared).await })
+        };
+        let r = back::deliver(&mut reader, &mut rd, node, &shared).await;
+        shared.back.end(node, &back);
+        drop(writer);
+        r.map(|()| node)
     }
     .await;
     match result {

@@ -192,6 +192,9 @@ pub fn decode_raft(payload: &Bytes) -> Result<(u64, Message), MessageError> {
             index: index.to_native(),
             reject: *reject,
         },
+        ArchivedBody::Removed { conf_index } => Body::Removed {
+            conf_index: conf_index.to_native(),
+        },
     };
     Ok((
         group,

@@ -402,6 +402,14 @@ impl RawNode {
         &self.conf
     }
 
+    /// The log index from which [`conf`](Self::conf) is in force: that of
+    /// the last membership change applied, or of the snapshot (or 0, the
+    /// initial one) if none was applied since. Committed, so a node whose
+    /// own `conf_index` is lower has not seen that membership yet.
+    pub fn conf_index(&self) -> Index {
+        self.conf_history.last().map_or(0, |(i, _)| *i)
+    }
+
     fn reset_election_timeout(&mut self) {
         let e = self.cfg.election_ticks as u64;
         self.election_timeout = (e + self.rng.next() % e) as u32;
@@ -493,9 +501,12 @@ impl RawNode {
         // membership it knows: that membership may be stale (it may have
         // been promoted), and a candidate counts only its own voters' votes.
         // Ignoring them can deadlock a joint configuration (sim seed 4683).
+        // `Removed` is for the host (it destroys the replica); its term
+        // must not move this node's.
         if m.to != self.id
             || m.from == self.id
             || (self.peer_idx(m.from).is_none() && !from_leader_or_candidate)
+            || matches!(m.body, Body::Removed { .. })
         {
             self.stats.messages_ignored += 1;
             return;
@@ -678,6 +689,8 @@ impl RawNode {
                     self.read_states.push(ReadState { ctx, index });
                 }
             }
+            // Ignored before the term checks already (see the top).
+            Body::Removed { .. } => self.stats.messages_ignored += 1,
             Body::HeartbeatResp { round } => {
                 if self.role == Role::Leader {
                     let i = self.peer_idx(m.from).expect("checked above");

@@ -678,6 +678,22 @@ fn answers_from_strangers_and_misaddressed_messages_are_ignored() {
 }
 
 #[test]
+fn a_removed_notice_is_for_the_host_and_moves_nothing_in_the_core() {
+    // `Removed` is the shard's business (it destroys the replica); a
+    // higher term on it must not make a leader step down, nor a member's
+    // notice count as a message from a leader.
+    let mut l = committed_leader(false);
+    let (term, commit) = (l.term(), l.commit_index());
+    l.step(msg(2, 1, term + 5, Body::Removed { conf_index: 99 }));
+    assert_eq!(
+        (l.role(), l.term(), l.commit_index()),
+        (Role::Leader, term, commit)
+    );
+    assert_eq!(l.stats().messages_ignored, 1);
+    assert!(l.ready().messages.is_empty());
+}
+
+#[test]
 fn config_validation_names_each_problem() {
     let bad = |f: fn(&mut RaftConfig)| {
         let mut c = cfg(1, &[1, 2, 3]);

@@ -70,11 +70,14 @@ fn joint_configuration_needs_a_quorum_of_both_old_and_new_voters() {
     l.step(msg(4, 1, 1, Body::HeartbeatResp { round: 0 }));
     assert!(l.progress(4).is_none());
     // Add 4 as a learner, catch it up, then swap.
+    assert_eq!(l.conf_index(), 0, "the initial membership");
     let (i, _) = l.add_learner(4).unwrap();
     persist(&mut l);
+    assert_eq!(l.conf_index(), 0, "appended, not applied: not in force");
     ack(&mut l, 2, i);
     persist(&mut l);
     assert!(l.conf().is_learner(4));
+    assert_eq!(l.conf_index(), i, "in force from its entry's index");
     ack(&mut l, 4, i);
     let (j, _) = l.propose_conf_change(cc).unwrap();
     persist(&mut l);
@@ -108,6 +111,7 @@ fn joint_configuration_needs_a_quorum_of_both_old_and_new_voters() {
     persist(&mut l);
     assert!(!l.conf().is_joint());
     assert_eq!(l.conf().voters, vec![1, 2, 4]);
+    assert_eq!(l.conf_index(), leave);
 }
 
 #[test]
