@@ -47,6 +47,10 @@ pub(crate) struct Conn {
     next_id: Cell<u64>,
     closed: Cell<bool>,
     why: RefCell<String>,
+    /// How many of the connection's two tasks (reader, writer) ended;
+    /// `done` is woken each time.
+    ended: Cell<u8>,
+    done: WaitList,
 }
 
 /// Largest response accepted (a scan of many large values stays below).
@@ -86,6 +90,8 @@ impl Conn {
             next_id: Cell::new(1),
             closed: Cell::new(false),
             why: RefCell::new(String::new()),
+            ended: Cell::new(0),
+            done: WaitList::default(),
         });
         let (rd, wr) = futures_lite::io::split(s);
         glommio::spawn_local(read_loop(rd, reader, c.clone())).detach();
@@ -95,6 +101,17 @@ impl Conn {
 
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.get()
+    }
+
+    /// Waits until both tasks of a closed connection ended (its socket is
+    /// then closed).
+    pub(crate) async fn ended(&self) {
+        self.done.wait_until(|| self.ended.get() == 2).await
+    }
+
+    fn task_ended(&self) {
+        self.ended.set(self.ended.get() + 1);
+        self.done.wake_all();
     }
 
     pub(crate) fn close(&self, why: String) {
@@ -140,7 +157,17 @@ impl Conn {
 
 async fn read_loop(mut rd: ReadHalf<TcpStream>, mut reader: FrameReader, c: Rc<Conn>) {
     let why = loop {
-        match reader.next(&mut rd).await {
+        // Closed by the client: stop reading at once (the socket closes
+        // when both halves are dropped), not when the node answers the FIN.
+        let next = futures_lite::future::or(async { Some(reader.next(&mut rd).await) }, async {
+            c.writer.wait_until(|| c.closed.get()).await;
+            None
+        })
+        .await;
+        let Some(next) = next else {
+            break c.why.borrow().clone();
+        };
+        match next {
             Ok(Some((KIND_RESPONSE, p))) => match decode_response(&p) {
                 Ok(r) => {
                     if let Some(slot) = c.waiters.borrow_mut().remove(&r.id) {
@@ -155,6 +182,8 @@ async fn read_loop(mut rd: ReadHalf<TcpStream>, mut reader: FrameReader, c: Rc<C
         }
     };
     c.close(why);
+    drop(rd);
+    c.task_ended();
 }
 
 async fn write_loop(mut wr: WriteHalf<TcpStream>, c: Rc<Conn>) {
@@ -164,15 +193,17 @@ async fn write_loop(mut wr: WriteHalf<TcpStream>, c: Rc<Conn>) {
             .wait_until(|| !c.out.borrow().is_empty() || c.closed.get())
             .await;
         if c.closed.get() {
-            // Our FIN: the node closes its end, which ends read_loop too.
+            // Our FIN: the node closes its end.
             let _ = wr.close().await;
-            return;
+            break;
         }
         std::mem::swap(&mut *c.out.borrow_mut(), &mut writing);
         if let Err(e) = wr.write_all(&writing).await {
             c.close(format!("write: {e}"));
-            return;
+            break;
         }
         writing.clear();
     }
+    drop(wr);
+    c.task_ended();
 }
