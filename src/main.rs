@@ -77,6 +77,18 @@ enum CtlCmd {
     Promote { node: u64 },
     /// Remove NODE from every group.
     RemoveNode { node: u64 },
+    /// Fault injection (nodes started with --fault-injection): NODE drops
+    /// every Raft message to and from the given peers, on every shard,
+    /// until `ctl heal NODE`. Exit 1 if a shard refused.
+    Isolate {
+        node: u64,
+        /// Peer node ids, comma-separated (default: every other node the
+        /// cluster map names).
+        #[arg(long, value_delimiter = ',')]
+        from: Vec<u64>,
+    },
+    /// Fault injection: NODE's traffic flows again (undoes `ctl isolate`).
+    Heal { node: u64 },
 }
 
 fn main() -> ExitCode {
@@ -496,7 +508,54 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         }
         CtlCmd::Promote { node } => admin_all(c, Op::Promote { node }).await,
         CtlCmd::RemoveNode { node } => admin_all(c, Op::RemoveNode { node }).await,
+        CtlCmd::Isolate { node, from } => {
+            let peers = if from.is_empty() {
+                c.nodes()
+                    .into_iter()
+                    .map(|(n, _)| n)
+                    .filter(|&n| n != node)
+                    .collect()
+            } else {
+                from
+            };
+            isolate(c, node, peers).await
+        }
+        CtlCmd::Heal { node } => isolate(c, node, Vec::new()).await,
     }
+}
+
+/// `ctl isolate` / `ctl heal`: `Op::Isolate` on every shard of `node`
+/// (an empty `peers` heals).
+async fn isolate(c: &Client, node: u64, peers: Vec<u64>) -> Result<u8, String> {
+    if !c.nodes().iter().any(|&(n, _)| n == node) {
+        let known: Vec<u64> = c.nodes().into_iter().map(|(n, _)| n).collect();
+        return Err(format!(
+            "node {node} is not in the cluster map (nodes {known:?})"
+        ));
+    }
+    for s in 0..c.shards() {
+        // Group s lives on shard s (there are never more shards than groups).
+        let op = Op::Isolate {
+            peers: peers.clone(),
+        };
+        match c.admin(node, u64::from(s), op).await {
+            Ok(Reply::Done) => {}
+            Ok(r) => {
+                say!("node {node}, shard {s}: {r:?}");
+                return Ok(1);
+            }
+            Err(err) => {
+                say!("node {node}, shard {s}: {err}");
+                return Ok(1);
+            }
+        }
+    }
+    if peers.is_empty() {
+        say!("node {node}: healed");
+    } else {
+        say!("node {node}: isolated from {peers:?}");
+    }
+    Ok(0)
 }
 
 /// How long `ctl transfer-leader` waits for the transfer's outcome: a

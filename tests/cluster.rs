@@ -1050,6 +1050,17 @@ fn ctl_serves_a_person_at_a_terminal() {
     let stderr = String::from_utf8_lossy(&o.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(o.status.code(), Some(0), "{stderr}");
+    // Fault injection is off on these nodes: refused, saying how to turn
+    // it on; an unknown node is named.
+    let (code, stdout, _) = out(&ctl(&c, &["isolate", "1"]));
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("--fault-injection"), "{stdout}");
+    let (code, _, stderr) = out(&ctl(&c, &["heal", "9"]));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("node 9 is not in the cluster map"),
+        "{stderr}"
+    );
     // Bad input: a clear error, exit 2.
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
         .args(["ctl", "--cluster", "not-an-address", "get", "x"])
@@ -1208,6 +1219,64 @@ fn a_leader_paused_past_its_lease_does_not_serve_a_lease_read_on_resume() {
         answer,
         Ok(Reply::Value(Some(Bytes::from_static(b"old")))),
         "the paused old leader served a stale value from its old lease\n{}",
+        c.log_tail(l, 20)
+    );
+}
+
+/// `ctl isolate NODE` / `ctl heal NODE` (nodes with `--fault-injection`):
+/// an isolated leader loses its groups to the others, which keep writing;
+/// healed, it follows again.
+#[test]
+fn ctl_isolates_and_heals_a_node() {
+    let c = cluster(3, 2, &["--fault-injection"]);
+    let l = c.wait_ready(Duration::from_secs(30)).unwrap()[0];
+    let o = ctl(&c, &["isolate", &l.to_string()]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains(&format!("node {l}: isolated from")),
+        "{stdout}"
+    );
+    // The others elect a leader of group 0 and write through it.
+    let others: Vec<_> = c
+        .client_addrs()
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, _)| i as u64 + 1 != l)
+        .map(|(_, a)| a)
+        .collect();
+    run_on_executor(move || async move {
+        let cl = client(others).await;
+        cl.put(b"while-isolated", b"v").await.unwrap();
+        cl.close().await;
+    });
+    let o = ctl(&c, &["heal", &l.to_string()]);
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(o.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains(&format!("node {l}: healed")), "{stdout}");
+    // Healed, it catches up: a stale read there sees the write soon.
+    let addr = c.client_addrs()[(l - 1) as usize];
+    let seen = run_on_executor(move || async move {
+        let cl = client(vec![addr]).await;
+        let g = cl.group_of(b"while-isolated");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let get = Op::Get {
+                key: Bytes::from_static(b"while-isolated"),
+                mode: ReadMode::Stale,
+            };
+            if let Ok(Reply::Value(Some(_))) = cl.admin(l, g, get).await {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    assert!(
+        seen,
+        "node {l} never caught up after heal:\n{}",
         c.log_tail(l, 20)
     );
 }

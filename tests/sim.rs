@@ -22,14 +22,20 @@ fn env_u64(name: &str) -> Option<u64> {
     })
 }
 
+/// The seeds to run: `SIM_SEED` alone, or `SIM_SEEDS` (default `default`)
+/// from 0.
+fn seeds(default: u64) -> Vec<u64> {
+    match env_u64("SIM_SEED") {
+        Some(s) => vec![s],
+        None => (0..env_u64("SIM_SEEDS").unwrap_or(default)).collect(),
+    }
+}
+
 fn sweep(nodes: usize) {
     if env_u64("SIM_NODES").is_some_and(|n| n as usize != nodes) {
         return;
     }
-    let seeds: Vec<u64> = match env_u64("SIM_SEED") {
-        Some(s) => vec![s],
-        None => (0..env_u64("SIM_SEEDS").unwrap_or(CI_SEEDS)).collect(),
-    };
+    let seeds = seeds(CI_SEEDS);
     let mut total = SimReport::default();
     let mut failures = Vec::new();
     for &seed in &seeds {
@@ -439,10 +445,7 @@ const PAUSE_SEEDS: u64 = 600;
 /// and lease reads on, checked like the others (linearizability included).
 #[test]
 fn sweep_3_nodes_with_pauses_and_lease_reads() {
-    let seeds: Vec<u64> = match env_u64("SIM_SEED") {
-        Some(s) => vec![s],
-        None => (0..env_u64("SIM_SEEDS").unwrap_or(PAUSE_SEEDS)).collect(),
-    };
+    let seeds = seeds(PAUSE_SEEDS);
     let (mut pauses, mut failures) = (0, Vec::new());
     for &seed in &seeds {
         let mut cfg = SimConfig::new(3, seed);
@@ -463,5 +466,112 @@ fn sweep_3_nodes_with_pauses_and_lease_reads() {
     assert!(
         seeds.len() == 1 || pauses > seeds.len() as u64,
         "pauses injected: {pauses}"
+    );
+}
+
+/// The lost-data sequence of `tests/identity.rs`, in the simulator: 3
+/// nodes; B down; a write committed by A and C; C's disk wiped and A
+/// killed; B and C restarted. With the identity check (real nodes' store
+/// incarnations) B and C cannot form a quorum: no leader until A is back,
+/// and then the write is there. Without it, C votes as its old self with
+/// an empty log and B leads without the committed write: the checkers
+/// must say so (leader completeness).
+fn wiped_disk_scenario(
+    identity_check: bool,
+    seed: u64,
+) -> Result<SimReport, ringraft::sim::SimFailure> {
+    let mut cfg = quiet(3, seed);
+    cfg.identity_check = identity_check;
+    let mut sim = ringraft::sim::Sim::new(cfg);
+    let a = settle(&mut sim);
+    let (b, c) = ((a + 1) % 3, (a + 2) % 3);
+    sim.kill(b);
+    let (idx, _) = sim
+        .propose(a, bytes::Bytes::from_static(b"acknowledged"))
+        .expect("the leader takes it");
+    let t = sim.now_ms();
+    sim.run_until(t + 500);
+    assert!(
+        sim.applied(a) >= idx && sim.applied(c) >= idx,
+        "seed {seed}: committed by A and C"
+    );
+    sim.kill(c);
+    sim.wipe(c);
+    sim.kill(a);
+    sim.start(b);
+    sim.start(c);
+    let t = sim.now_ms();
+    sim.run_until(t + 3_000);
+    if identity_check {
+        assert_eq!(
+            sim.leader(),
+            None,
+            "seed {seed}: B and C must not form a quorum (C lost its data)"
+        );
+    }
+    sim.start(a);
+    let t = sim.now_ms();
+    sim.run_until(t + 3_000);
+    sim.finish()
+}
+
+#[test]
+fn a_wiped_node_never_votes_as_its_old_self() {
+    for seed in 0..20 {
+        if let Err(f) = wiped_disk_scenario(true, seed) {
+            panic!(
+                "FAILED {f}\n  replay: cargo test --profile ci --test sim a_wiped_node_never -- --nocapture"
+            );
+        }
+        // The mutation: without the check, the checkers catch the loss.
+        match wiped_disk_scenario(false, seed) {
+            Err(f) => assert!(
+                f.what.contains("leader completeness") || f.what.contains("lost"),
+                "seed {seed}: {f}"
+            ),
+            Ok(_) => panic!("seed {seed}: an amnesiac voter went unnoticed"),
+        }
+    }
+}
+
+/// Seeds per configuration of the sweep with a wiped disk.
+const DISK_LOSS_SEEDS: u64 = 400;
+
+/// The sweep with one node's whole disk wiped once per run (it comes back
+/// as a new store that its peers refuse), 3 and 5 nodes, with every
+/// checker; the checks leave the wiped node out.
+#[test]
+fn sweep_with_a_wiped_disk() {
+    let seeds = seeds(DISK_LOSS_SEEDS);
+    let (mut lost, mut refused, mut failures) = (0, 0, Vec::new());
+    for nodes in [3, 5] {
+        if env_u64("SIM_NODES").is_some_and(|n| n as usize != nodes) {
+            continue;
+        }
+        for &seed in &seeds {
+            let mut cfg = SimConfig::new(nodes, seed);
+            cfg.disk_loss = true;
+            match run(cfg) {
+                Ok(r) => {
+                    lost += r.disks_lost;
+                    refused += r.messages_refused;
+                }
+                Err(f) => {
+                    eprintln!(
+                        "FAILED {f}\n  replay: SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim sweep_with_a_wiped_disk -- --nocapture"
+                    );
+                    failures.push((nodes, seed));
+                }
+            }
+        }
+    }
+    println!(
+        "sim with a wiped disk: {} seeds per size, {lost} disks lost, {refused} messages refused",
+        seeds.len()
+    );
+    assert!(failures.is_empty(), "seeds failed: {failures:?}");
+    assert!(
+        seeds.len() == 1 || (lost > seeds.len() as u64 && refused > 0),
+        "disks wiped: {lost}, messages refused: {refused}"
     );
 }

@@ -9,6 +9,9 @@
 //! state machine is the node's `kv::Kv`; each restart is checked against
 //! what the core had been told was durable.
 //!
+//! A node's whole disk can be wiped (`identity`): it comes back as a new
+//! store, refused by its peers as real nodes refuse it.
+//!
 //! Everything is driven by one seeded RNG and one ordered event queue: the
 //! same [`SimConfig`] gives the same run, event for event (the trace hash
 //! proves it).
@@ -19,6 +22,7 @@
 //! model here.
 
 mod checks;
+mod identity;
 mod nemesis;
 mod state_machine;
 mod workload;
@@ -95,6 +99,12 @@ pub struct SimConfig {
     /// records of at most this size, as the node splits them by its WAL's
     /// `record_bytes_max`.
     pub record_bytes_max: usize,
+    /// Whether the nemesis wipes one node's whole disk, once (`identity`):
+    /// it comes back empty, as a new store, refused by its peers.
+    pub disk_loss: bool,
+    /// Whether peers refuse a node whose store incarnation changed, as
+    /// real nodes do. Off only to show what the checkers catch without it.
+    pub identity_check: bool,
 }
 
 impl SimConfig {
@@ -147,6 +157,8 @@ impl SimConfig {
             tick_jitter_ms: 1,
             pauses: false,
             record_bytes_max,
+            disk_loss: false,
+            identity_check: true,
         }
     }
 }
@@ -175,6 +187,10 @@ pub struct SimReport {
     pub snapshots_installed: u64,
     pub conf_changes: u64,
     pub voter_cycles_3_5_3: u64,
+    /// Nodes whose whole disk was wiped.
+    pub disks_lost: u64,
+    /// Messages dropped because a peer had recorded another incarnation.
+    pub messages_refused: u64,
 }
 
 /// A broken guarantee, with what is needed to understand it.
@@ -338,6 +354,12 @@ struct PendingWrite {
 struct SimNode {
     raft: Option<RawNode>,
     incarnation: u64,
+    /// The store incarnation (1, then one more per wiped disk).
+    store: u64,
+    /// Whether its disk was wiped in this run.
+    lost: bool,
+    /// Kept down by a scripted scenario until `Sim::start`.
+    held: bool,
     /// The durable state, which survives crashes: the latest snapshot and
     /// the WAL's records (LSN, payload) after the release point.
     disk_snapshot: Option<Snapshot>,
@@ -409,6 +431,9 @@ pub struct Sim {
     ids: Vec<NodeId>,
     /// blocked[from][to]: messages on that link are dropped.
     blocked: Vec<Vec<bool>>,
+    /// known_store[a][b]: the store incarnation node `a` recorded for `b`
+    /// (0: never met), as the shard's peer book does (`identity`).
+    known_store: Vec<Vec<u64>>,
     drop_per_mille: u64,
     dup_per_mille: u64,
     delay_ms: (u64, u64),
@@ -444,6 +469,9 @@ impl Sim {
             .map(|_| SimNode {
                 raft: None,
                 incarnation: 0,
+                store: 1,
+                lost: false,
+                held: false,
                 disk_snapshot: None,
                 wal: Vec::new(),
                 next_lsn: 1,
@@ -479,6 +507,9 @@ impl Sim {
             nodes,
             ids,
             blocked: vec![vec![false; n]; n],
+            // Every node dials every other at start (a shard links to all
+            // its peers at once): they all met their first stores.
+            known_store: vec![vec![1; n]; n],
             drop_per_mille: 0,
             dup_per_mille: 0,
             delay_ms: (1, 5),
@@ -856,9 +887,12 @@ impl Sim {
             }
             Event::Deliver(m) => {
                 let i = (m.to - 1) as usize;
+                let from = (m.from - 1) as usize;
                 if let Some(wait) = self.paused_for(i) {
                     // In the socket until the process runs again.
                     self.schedule(wait, Event::Deliver(m));
+                } else if !self.identities_admit(from, i, false) {
+                    // Sent to or by a store that is gone.
                 } else if let Some(r) = self.nodes[i].raft.as_mut() {
                     r.step(m);
                     self.drive(i);
@@ -909,7 +943,7 @@ impl Sim {
                 }
             }
             Event::Restart(i) => {
-                if self.nodes[i].raft.is_none() {
+                if self.nodes[i].raft.is_none() && !self.nodes[i].held {
                     self.start_node(i);
                     self.drive(i);
                 }
@@ -936,6 +970,9 @@ impl Sim {
     fn send(&mut self, m: Message) {
         self.report.messages_sent += 1;
         let (a, b) = ((m.from - 1) as usize, (m.to - 1) as usize);
+        if !self.identities_admit(a, b, true) {
+            return;
+        }
         if self.blocked[a][b] || self.rng.chance(self.drop_per_mille) {
             self.report.messages_dropped += 1;
             return;

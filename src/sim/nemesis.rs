@@ -40,7 +40,9 @@ impl Sim {
         self.drive(l);
     }
 
-    /// Members of the group as the current leader sees it (all nodes if none).
+    /// Members of the group as the current leader sees it (all nodes if
+    /// none), but a node whose disk was wiped: refused by its peers, it
+    /// never catches up (until an operator removes it; ids are not reused).
     pub(super) fn members(&self) -> Vec<usize> {
         match self.current_leader() {
             Some(l) => {
@@ -51,9 +53,12 @@ impl Sim {
                             || c.voters_outgoing.contains(&self.ids[i])
                             || c.is_learner(self.ids[i])
                     })
+                    .filter(|&i| !self.nodes[i].lost)
                     .collect()
             }
-            None => (0..self.nodes.len()).collect(),
+            None => (0..self.nodes.len())
+                .filter(|&i| !self.nodes[i].lost)
+                .collect(),
         }
     }
 
@@ -78,6 +83,15 @@ impl Sim {
         }
         if self.cfg.pauses && self.rng.chance(300) {
             self.pause_fault(leader);
+            return;
+        }
+        if self.cfg.disk_loss && self.report.disks_lost == 0 && self.rng.chance(100) {
+            // Once per run: a quorum without it stays possible.
+            let i = match leader {
+                Some(l) if self.rng.chance(500) => l,
+                _ => self.rng.below(n as u64) as usize,
+            };
+            self.wipe(i);
             return;
         }
         match self.rng.below(10) {
@@ -179,6 +193,22 @@ impl Sim {
             self.schedule(ms + extra, Event::Unisolate(i));
         }
         self.pause(i, ms);
+    }
+
+    /// Crashes node `i` and keeps it down until [`start`](Self::start) or
+    /// the heal phase (scripted scenarios).
+    pub fn kill(&mut self, i: usize) {
+        self.crash(i);
+        self.nodes[i].held = true;
+    }
+
+    /// Starts node `i` now if it is down (from what its disk holds).
+    pub fn start(&mut self, i: usize) {
+        self.nodes[i].held = false;
+        if self.nodes[i].raft.is_none() {
+            self.start_node(i);
+            self.drive(i);
+        }
     }
 
     pub(super) fn current_leader(&self) -> Option<usize> {
