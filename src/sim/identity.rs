@@ -2,12 +2,12 @@
 //! its data from voting as its old self (`crate::identity` on real nodes).
 //!
 //! A wiped node restarts with nothing: no log, no hard state, no snapshot,
-//! and a new store incarnation. Real peers refuse it in the handshake (the
-//! incarnation they recorded differs, and it dials them expecting the old
-//! one of theirs... it knows none, but they dial it expecting its old one):
-//! here every message between a peer that recorded another incarnation
-//! and the node is dropped, at send and at delivery (what was in flight
-//! to or from the old process died with its connections). Node ids are
+//! and a new store incarnation. Real peers refuse it in the handshake both
+//! ways (its hello carries an incarnation they did not record, and their
+//! hello expects its old one): here every message between a peer that
+//! recorded another incarnation and the node is dropped, at send and at
+//! delivery (what was in flight to or from the old process died with its
+//! connections). Node ids are
 //! never reused, so the wiped node stays out for good; the liveness and
 //! convergence checks leave it out. With the identity check off
 //! ([`SimConfig::identity_check`]), the amnesiac votes as its old self and
