@@ -121,6 +121,8 @@ struct Inner {
     /// A cluster map is being fetched to learn a node named in a leader
     /// hint (one at a time: the other callers back off and retry).
     learning: Cell<bool>,
+    /// `close` was called: calls end, no connection is opened any more.
+    closed: Cell<bool>,
 }
 
 /// The last handle of a client gone: its connections close (the tasks
@@ -155,6 +157,7 @@ impl Client {
                 next_node: Cell::new(0),
                 suspects: RefCell::new(HashMap::new()),
                 learning: Cell::new(false),
+                closed: Cell::new(false),
             }),
         };
         let mut last_err = String::from("no addresses given");
@@ -182,6 +185,7 @@ impl Client {
     /// executor per client (tests, tools) leaks their sockets unless it
     /// closes the client first.
     pub async fn close(&self) {
+        self.inner.closed.set(true);
         let conns: Vec<Rc<Conn>> = self
             .inner
             .conns
@@ -288,10 +292,19 @@ impl Client {
         if self.inner.learning.replace(true) {
             return false;
         }
+        // Cleared however this ends, also when the caller's future is
+        // dropped mid-fetch (a timeout around a call).
+        struct Learning<'a>(&'a Cell<bool>);
+        impl Drop for Learning<'_> {
+            fn drop(&mut self) {
+                self.0.set(false);
+            }
+        }
+        let learning = Learning(&self.inner.learning);
         let r = self
             .attempt(via, shard, sessionless(0, Op::ClusterMap))
             .await;
-        self.inner.learning.set(false);
+        drop(learning);
         if let Some(Ok(Ok(Reply::Map(m)))) = r {
             self.learn_nodes(&m);
         }
@@ -318,6 +331,9 @@ impl Client {
     async fn conn(&self, node: u64, shard: u32) -> Result<Rc<Conn>, ConnLost> {
         if let Some(c) = self.open_conn(node, shard) {
             return Ok(c);
+        }
+        if self.inner.closed.get() {
+            return Err(ConnLost("the client was closed".into()));
         }
         let base = *self
             .inner
@@ -462,6 +478,15 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(give_up(disk_full, maybe_applied));
             }
+            if inner.closed.get() {
+                // Closed meanwhile: a write that may have been applied
+                // stays of unknown outcome.
+                return Err(if write && maybe_applied {
+                    Error::Timeout(timeout_ms)
+                } else {
+                    Error::Unreachable("the client was closed".into())
+                });
+            }
             let leader = inner
                 .leaders
                 .borrow()
@@ -539,7 +564,12 @@ impl Client {
                     // A leader this client never heard of joined after it
                     // connected: the node that named it has its address.
                     if hint != 0 && hint != node && !inner.nodes.borrow().contains_key(&hint) {
-                        self.learn_node(hint, node, shard).await;
+                        // Within what is left of the operation's time.
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        let _ = glommio::timer::timeout(left, async {
+                            Ok(self.learn_node(hint, node, shard).await)
+                        })
+                        .await;
                     }
                     let known = hint != 0
                         && hint != node

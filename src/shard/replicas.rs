@@ -46,7 +46,12 @@
 //!   members (over the transport's back channel: nobody dials a node that
 //!   is in no group any more). Like TiKV's tombstone message to a stale
 //!   peer. A removed learner never campaigns; it learns when the cluster
-//!   map can tell it (#17).
+//!   map can tell it (#17). Not safe yet: a node removed while down and
+//!   re-added under the same id before it returns may be told `Removed`
+//!   by a member that has not applied the re-add, and its tombstone then
+//!   keeps the leader's seeding snapshot out. Until replica ids are their
+//!   own (#15), a removed node comes back under a new id, as a wiped one
+//!   must.
 //! - Replica ids equal node ids until the transport addresses replicas: a
 //!   create naming another replica id is refused.
 
@@ -351,12 +356,12 @@ impl Shard {
         }
     }
 
-    /// This shard's replicas, by group id.
     /// The shard's counters so far.
     pub fn stats(&self) -> super::ShardStats {
         self.stats
     }
 
+    /// This shard's replicas, by group id.
     pub fn replicas(&self) -> Vec<ReplicaInfo> {
         self.replicas
             .values()

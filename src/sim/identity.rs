@@ -17,10 +17,10 @@
 use super::*;
 
 impl Sim {
-    /// Whether a message from `a` to `b` gets through the identity check,
-    /// recording each side's incarnation at first contact (as the handshake
-    /// does) when `record` is set.
-    pub(super) fn identities_admit(&mut self, a: usize, b: usize, record: bool) -> bool {
+    /// Whether a message from `a` to `b` gets through the identity check.
+    /// Every node met every other's first store at start (`Sim::new`);
+    /// nobody meets a wiped node's new one.
+    pub(super) fn identities_admit(&mut self, a: usize, b: usize) -> bool {
         if !self.cfg.identity_check {
             return true;
         }
@@ -29,10 +29,6 @@ impl Sim {
         if (b_knows_a != 0 && b_knows_a != sa) || (a_knows_b != 0 && a_knows_b != sb) {
             self.report.messages_refused += 1;
             return false;
-        }
-        if record {
-            self.known_store[b][a] = sa;
-            self.known_store[a][b] = sb;
         }
         true
     }

@@ -891,7 +891,7 @@ impl Sim {
                 if let Some(wait) = self.paused_for(i) {
                     // In the socket until the process runs again.
                     self.schedule(wait, Event::Deliver(m));
-                } else if !self.identities_admit(from, i, false) {
+                } else if !self.identities_admit(from, i) {
                     // Sent to or by a store that is gone.
                 } else if let Some(r) = self.nodes[i].raft.as_mut() {
                     r.step(m);
@@ -958,6 +958,7 @@ impl Sim {
                 self.delay_ms = (1, 5);
                 self.disk_ms = (1, 3);
                 for i in 0..self.nodes.len() {
+                    self.nodes[i].held = false;
                     if self.nodes[i].raft.is_none() {
                         self.start_node(i);
                         self.drive(i);
@@ -970,7 +971,7 @@ impl Sim {
     fn send(&mut self, m: Message) {
         self.report.messages_sent += 1;
         let (a, b) = ((m.from - 1) as usize, (m.to - 1) as usize);
-        if !self.identities_admit(a, b, true) {
+        if !self.identities_admit(a, b) {
             return;
         }
         if self.blocked[a][b] || self.rng.chance(self.drop_per_mille) {
