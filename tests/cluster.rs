@@ -647,6 +647,10 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
         // The learner catches up (through the seeding snapshot and the log).
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            // Node 4 may have missed `cl`'s connect (it answers handshakes
+            // once its shards recovered, which a busy machine slows past
+            // the handshake timeout): the map names it once it is added.
+            let _ = cl.refresh_map().await;
             let st = cl.status().await;
             let mine: Vec<_> = st
                 .iter()

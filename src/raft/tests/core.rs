@@ -1,4 +1,8 @@
 //! Elections, replication, persistence, flow control.
+//!
+//! Over 800 lines: one test per rule of the core's common path, each a
+//! few lines of input and exact output; the other topics have files of
+//! their own.
 
 use super::*;
 
