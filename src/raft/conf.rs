@@ -115,6 +115,12 @@ impl ConfState {
         c
     }
 
+    /// No voter and no learner: a replica that joined and waits for its
+    /// leader's snapshot to learn the membership.
+    pub fn is_empty(&self) -> bool {
+        self.voters.is_empty() && self.learners.is_empty()
+    }
+
     pub fn is_joint(&self) -> bool {
         !self.voters_outgoing.is_empty()
     }

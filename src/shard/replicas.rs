@@ -127,7 +127,7 @@ impl Shard {
         tracing::trace!(group = g, from = m.from, "step");
         if let Some(r) = self.replicas.get_mut(&g) {
             let conf = r.raft.conf();
-            let known = !conf.voters.is_empty() || !conf.learners.is_empty();
+            let known = !conf.is_empty();
             match m.body {
                 Body::Removed { conf_index } => {
                     // Destroyed only if the membership this replica knows
@@ -338,7 +338,7 @@ impl Shard {
         let mut known = std::collections::BTreeSet::<u64>::new();
         for r in self.replicas.values() {
             let c = r.raft.conf();
-            if c.voters.is_empty() && c.learners.is_empty() {
+            if c.is_empty() {
                 return;
             }
             known.extend(c.voters.iter().chain(&c.voters_outgoing).chain(&c.learners));

@@ -123,7 +123,7 @@ impl RawNode {
 
     /// Joining, with no membership known yet: it waits for a snapshot.
     pub(super) fn unseeded(&self) -> bool {
-        self.conf.voters.is_empty() && self.conf.learners.is_empty() && self.snapshot.is_none()
+        self.conf.is_empty() && self.snapshot.is_none()
     }
 
     /// The membership in force after applying `index`.
