@@ -123,7 +123,7 @@ fn transport_round(msgs: u64) -> f64 {
         while got < msgs {
             t.inbox_ready().await;
             t.drain_inbox(&mut inbox);
-            for (_, m) in inbox.drain(..) {
+            for (_, _, m) in inbox.drain(..) {
                 let Body::Append { entries, .. } = &m.body else {
                     panic!("an append")
                 };
@@ -166,7 +166,7 @@ fn transport_round(msgs: u64) -> f64 {
             // Flow control as a leader's in-flight window would apply it:
             // keep a few MiB queued, never overflow the queue.
             while t.queued_bytes(2) < (4 << 20) && sent < msgs {
-                assert!(t.send(0, &rc));
+                assert!(t.send(2, 0, &rc));
                 sent += 1;
             }
             t.wait_queued_below(2, 4 << 20).await;

@@ -192,7 +192,7 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 29] = [
+    let counters: [Family<ShardMetrics>; 32] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -256,8 +256,23 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
         ),
         (
             "ringraft_replicas_removed_by_notice_total",
-            "replicas destroyed because a member said they were removed while down",
+            "replicas destroyed because a member said they were removed while down, or a leader seeded a newer replica of the group here",
             |s| s.stats.replicas_removed_by_notice,
+        ),
+        (
+            "ringraft_msgs_other_replica_total",
+            "peer messages addressed to another replica id of a group hosted here (a removed or a newer one): dropped",
+            |s| s.stats.msgs_other_replica,
+        ),
+        (
+            "ringraft_msgs_misplaced_total",
+            "peer messages from a member replica that came from another node than the one it is placed on: dropped",
+            |s| s.stats.msgs_misplaced,
+        ),
+        (
+            "ringraft_msgs_unplaced_total",
+            "messages to a replica whose node is not known (not a member, never heard from): dropped",
+            |s| s.stats.msgs_unplaced,
         ),
         (
             "ringraft_wal_syncs_total",

@@ -124,11 +124,15 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
             }) => {}
             other => panic!("a second replica of group 100: {other:?}"),
         }
+        // A founding replica has its node's id; a joining one (no voters:
+        // its leader's snapshot seeds it) has the id its group gave it.
         let e = shard.create_replica(desc(101, 7, &[7])).await.unwrap_err();
         assert!(
-            matches!(e, ReplicaApiError::ReplicaIdNotNodeId { replica: 7, .. }),
+            matches!(e, ReplicaApiError::FoundingIdNotNodeId { replica: 7, .. }),
             "{e}"
         );
+        shard.create_replica(desc(102, 7, &[])).await.unwrap();
+        shard.destroy_replica(102).await.unwrap();
         shard.destroy_replica(0).await.unwrap();
         assert_eq!(groups(&shard), vec![1, 100]);
         let e = shard.destroy_replica(0).await.unwrap_err();
@@ -203,10 +207,11 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
 }
 
 /// The rule of `shard/replicas.rs`: the first chunk of a leader's
-/// snapshot whose configuration names this node creates its replica (and
-/// is stepped into it); appends, heartbeats, votes, later chunks,
-/// configurations without this node, messages for another replica id and
-/// stale leaders' snapshots for a destroyed replica create nothing; at most
+/// snapshot creates the replica it is addressed to (and is stepped into
+/// it), as does a heartbeat carrying commit 0; appends, other heartbeats,
+/// votes, later chunks, a snapshot whose
+/// configuration places the addressee on another node, and stale leaders'
+/// snapshots for a destroyed replica create nothing; at most
 /// `REPLICAS_CREATED_PER_TURN_MAX` are created per turn.
 #[test]
 fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does() {
@@ -246,7 +251,7 @@ fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does
                 commit: 0,
             }),
             from_leader(Body::Heartbeat {
-                commit: 0,
+                commit: 3,
                 round: 1,
             }),
             from_leader(Body::Vote {
@@ -255,16 +260,15 @@ fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does
                 transfer: false,
             }),
             snap(1, 8, &[1]),
-            snap(1, 0, &[3]),
             snap(7, 0, &[7]),
         ];
         for m in none_create {
             let what = format!("{m:?}");
-            shard.on_peer_message(300, m);
+            shard.on_peer_message(300, 2, m);
             shard.create_from_messages().await.unwrap();
             assert_eq!(groups(&shard), vec![0, 1], "created by {what}");
         }
-        shard.on_peer_message(300, snap(1, 0, &[1]));
+        shard.on_peer_message(300, 2, snap(1, 0, &[1]));
         shard.create_from_messages().await.unwrap();
         assert_eq!(groups(&shard), vec![0, 1, 300]);
         let r = shard
@@ -275,16 +279,29 @@ fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does
         assert_eq!((r.replica, r.term), (1, 3), "the chunk was stepped into it");
         // Destroyed: a stale leader's snapshot does not bring it back.
         shard.destroy_replica(300).await.unwrap();
-        shard.on_peer_message(300, snap(1, 0, &[1]));
+        shard.on_peer_message(300, 2, snap(1, 0, &[1]));
         shard.create_from_messages().await.unwrap();
         assert_eq!(groups(&shard), vec![0, 1], "a tombstoned replica came back");
         // A burst: the limit per turn, the rest when the leaders resend.
         for g in 400..420 {
-            shard.on_peer_message(g, snap(1, 0, &[1]));
+            shard.on_peer_message(g, 2, snap(1, 0, &[1]));
         }
         shard.create_from_messages().await.unwrap();
         let burst = groups(&shard).iter().filter(|&&g| g >= 400).count();
         assert_eq!(burst, REPLICAS_CREATED_PER_TURN_MAX);
+        // A snapshot taken before the addressee was added does not name
+        // it: its leader's membership does (the leader sends seeds only to
+        // its members, on the nodes they are placed on).
+        shard.on_peer_message(301, 2, snap(1, 0, &[3]));
+        // A heartbeat carrying commit 0: the leader knows the member holds
+        // nothing (its seeding snapshot may have been lost).
+        let hb = from_leader(Body::Heartbeat {
+            commit: 0,
+            round: 1,
+        });
+        shard.on_peer_message(302, 2, hb);
+        shard.create_from_messages().await.unwrap();
+        assert!(groups(&shard).contains(&301) && groups(&shard).contains(&302));
     });
     drop(lock);
 }
@@ -344,7 +361,7 @@ fn a_removed_notice_destroys_only_a_replica_whose_membership_is_older() {
             (300, removed(1, 5)), // not hosted here
         ] {
             let what = format!("group {g}: {m:?}");
-            shard.on_peer_message(g, m);
+            shard.on_peer_message(g, 2, m);
             shard.destroy_removed().await.unwrap();
             assert_eq!(groups(&shard), vec![0, 1, 100, 200], "destroyed by {what}");
         }
@@ -353,6 +370,7 @@ fn a_removed_notice_destroys_only_a_replica_whose_membership_is_older() {
         // refused by the core, nothing else changes).
         shard.on_peer_message(
             100,
+            9,
             Message {
                 from: 9,
                 to: 1,
@@ -365,8 +383,8 @@ fn a_removed_notice_destroys_only_a_replica_whose_membership_is_older() {
         );
         assert_eq!(shard.stats().removed_notices_sent, 1);
         // Twice, as the transport may deliver it again: destroyed once.
-        shard.on_peer_message(100, removed(1, 5));
-        shard.on_peer_message(100, removed(1, 5));
+        shard.on_peer_message(100, 2, removed(1, 5));
+        shard.on_peer_message(100, 2, removed(1, 5));
         shard.destroy_removed().await.unwrap();
         assert_eq!(groups(&shard), vec![0, 1, 200]);
         assert_eq!(shard.stats().replicas_removed_by_notice, 1);
@@ -378,6 +396,103 @@ fn a_removed_notice_destroys_only_a_replica_whose_membership_is_older() {
             e.to_string().contains("never comes back"),
             "tombstoned: {e}"
         );
+    });
+    drop(lock);
+}
+
+/// Replica ids are the group's own and never reused (`raft::conf`): node
+/// 1's replica 1 of group 100 was removed and node 1 added again as
+/// replica 4. Messages for replica 1 no longer reach replica 4 and the
+/// other way round; a message from a member that came from another node
+/// than its own is dropped; the leader's seeding snapshot for replica 4
+/// destroys replica 1 (a node holds one replica of a group), and its
+/// resend creates replica 4.
+#[test]
+fn a_newer_replica_placed_on_this_node_replaces_the_old_one_and_ids_never_mix() {
+    use ringraft::raft::{Body, ConfChange, ConfChangeOp, ConfState, Message};
+    let (_t, cfg, lock, store) = fresh_store();
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        shard
+            .create_replica(desc(100, 1, &[1, 2, 3]))
+            .await
+            .unwrap();
+        let msg = |from: u64, to: u64, body| Message {
+            from,
+            to,
+            term: 1,
+            body,
+        };
+        let heartbeat = || Body::Heartbeat {
+            commit: 0,
+            round: 1,
+        };
+        // Member 3 lives on node 3: the same message from node 2 is dropped.
+        shard.on_peer_message(100, 2, msg(3, 1, heartbeat()));
+        assert_eq!(shard.stats().msgs_misplaced, 1);
+        let info = |shard: &Shard| {
+            let r = shard.replicas().into_iter().find(|r| r.group == 100);
+            r.map(|r| (r.replica, r.term))
+        };
+        assert_eq!(info(&shard), Some((1, 0)), "not stepped");
+        shard.on_peer_message(100, 3, msg(3, 1, heartbeat()));
+        assert_eq!(info(&shard), Some((1, 1)), "stepped from its own node");
+        // For a newer replica, a message that cannot create it (an append):
+        // dropped, counted.
+        let append = Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: Vec::new(),
+            commit: 0,
+        };
+        shard.on_peer_message(100, 2, msg(2, 4, append));
+        shard.destroy_removed().await.unwrap();
+        assert_eq!(shard.stats().msgs_other_replica, 1);
+        assert_eq!(info(&shard).map(|i| i.0), Some(1));
+        // The membership: 2, 3, and replica 4 on node 1.
+        let conf = ConfState::new(&[2, 3], &[])
+            .apply(&ConfChange {
+                ops: vec![ConfChangeOp::AddLearner {
+                    replica: 4,
+                    node: 1,
+                }],
+            })
+            .unwrap();
+        let data = Bytes::from_static(b"state");
+        let seed = || {
+            msg(
+                2,
+                4,
+                Body::Snapshot {
+                    index: 5,
+                    term: 2,
+                    conf: conf.clone(),
+                    offset: 0,
+                    total: data.len() as u64,
+                    crc: crc32fast::hash(&data),
+                    chunk: data.clone(),
+                },
+            )
+        };
+        shard.on_peer_message(100, 2, seed());
+        shard.destroy_removed().await.unwrap();
+        assert_eq!(info(&shard), None, "replica 1 destroyed");
+        assert_eq!(shard.stats().replicas_removed_by_notice, 1);
+        shard.on_peer_message(100, 2, seed());
+        shard.create_from_messages().await.unwrap();
+        assert_eq!(info(&shard).map(|i| i.0), Some(4), "replica 4 created");
+        // A late message for replica 1 is not replica 4's.
+        let before = shard.stats().msgs_other_replica;
+        shard.on_peer_message(100, 3, msg(3, 1, heartbeat()));
+        assert_eq!(shard.stats().msgs_other_replica, before + 1);
+        // Replica 1 never comes back on this node.
+        let e = shard
+            .create_replica(desc(100, 1, &[1, 2, 3]))
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("already has replica 4"), "{e}");
     });
     drop(lock);
 }

@@ -57,6 +57,9 @@ fn sweep(nodes: usize) {
                 total.snapshots_installed += r.snapshots_installed;
                 total.conf_changes += r.conf_changes;
                 total.voter_cycles_3_5_3 += r.voter_cycles_3_5_3;
+                total.replicas_created += r.replicas_created;
+                total.replicas_destroyed += r.replicas_destroyed;
+                total.messages_misrouted += r.messages_misrouted;
             }
             Err(f) => {
                 eprintln!(
@@ -68,7 +71,8 @@ fn sweep(nodes: usize) {
     }
     println!(
         "sim {nodes} nodes: {} seeds, {} events, ops ok {} unknown {} failed {}, puts acked {}, entries committed {}, \
-         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, ReadIndex/lease reads {}, snapshots taken {} installed {}, membership changes {} (3 -> 5 -> 3 voter cycles {})",
+         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, ReadIndex/lease reads {}, snapshots taken {} installed {}, membership changes {} (3 -> 5 -> 3 voter cycles {}), \
+         replicas created {} destroyed {} (messages for another replica {})",
         seeds.len(),
         total.events,
         total.ops_ok,
@@ -85,7 +89,10 @@ fn sweep(nodes: usize) {
         total.snapshots_taken,
         total.snapshots_installed,
         total.conf_changes,
-        total.voter_cycles_3_5_3
+        total.voter_cycles_3_5_3,
+        total.replicas_created,
+        total.replicas_destroyed,
+        total.messages_misrouted
     );
     assert!(
         failures.is_empty(),
@@ -97,6 +104,13 @@ fn sweep(nodes: usize) {
         assert!(
             total.crashes > 0 && total.partitions > 0 && total.puts_acked > 0,
             "the sweep must inject faults and do work"
+        );
+        // 5 nodes start with 3 voters: nodes are added (a replica created
+        // from its leader's message), removed and added again (a newer
+        // replica replaces the old one: a new id, never the old one's).
+        assert!(
+            nodes < 5 || (total.replicas_created > 0 && total.replicas_destroyed > 0),
+            "replicas must be created and destroyed during the sweep"
         );
     }
 }
@@ -236,16 +250,19 @@ fn adding_a_node_while_a_partition_heals() {
         sim.partition(&[&[other, 4], &rest]);
         let l = sim.leader().expect("a leader on the majority side");
         let added = sim.with_node(l, |r| r.add_learner(5)).unwrap();
-        if let Err(e) = added {
-            panic!("seed {seed}: {e}{}", sim.describe());
-        }
+        let replica = match added {
+            Ok((replica, _, _)) => replica,
+            Err(e) => panic!("seed {seed}: {e}{}", sim.describe()),
+        };
+        // The group's next replica id, not the node's: node 5 hosts replica 4.
+        assert_eq!(replica, 4);
         let t = sim.now_ms();
         sim.run_until(t + 500);
         sim.heal_network();
         let t = sim.now_ms();
         sim.run_until(t + 1_500);
         let l = sim.leader().expect("leader after healing");
-        let promoted = sim.with_node(l, |r| r.promote_learner(5)).unwrap();
+        let promoted = sim.with_node(l, |r| r.promote_learner(replica)).unwrap();
         if let Err(e) = promoted {
             panic!("seed {seed}: {e}{}", sim.describe());
         }
@@ -253,7 +270,8 @@ fn adding_a_node_while_a_partition_heals() {
         sim.run_until(t + 1_500);
         let l = sim.leader().expect("leader");
         let conf = sim.node(l).unwrap().conf().clone();
-        assert_eq!(conf.voters, vec![1, 2, 3, 5], "seed {seed}");
+        assert_eq!(conf.voters, vec![1, 2, 3, 4], "seed {seed}");
+        assert_eq!(conf.node_of(4), Some(5), "seed {seed}");
         assert!(!conf.is_joint());
         let joined = sim.node(4).unwrap();
         assert_eq!(

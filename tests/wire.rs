@@ -96,7 +96,7 @@ fn frame_bytes_max_is_the_largest_payload_accepted() {
 mod messages {
     use bytes::Bytes;
     use proptest::prelude::*;
-    use ringraft::raft::{Body, ConfState, Entry, EntryKind, Message};
+    use ringraft::raft::{Body, ConfState, Entry, EntryKind, Message, Placement};
     use ringraft::wire::{decode_frame, decode_raft, encode_raft, MessageError, KIND_RAFT};
 
     /// A receive buffer as the transport keeps it: 16-byte aligned.
@@ -155,10 +155,18 @@ mod messages {
             Body::Snapshot {
                 index: 50,
                 term: 3,
-                conf: ConfState {
-                    voters: vec![1, 2, 4],
-                    voters_outgoing: vec![1, 2, 3],
-                    learners: vec![5],
+                conf: {
+                    let mut c = ConfState::new(&[1, 2, 4], &[5]);
+                    c.voters_outgoing = vec![1, 2, 3];
+                    c.placements.insert(
+                        2,
+                        Placement {
+                            replica: 3,
+                            node: 9,
+                        },
+                    );
+                    c.next_replica_id = 11;
+                    c
                 },
                 offset: 1024,
                 total: 4096,

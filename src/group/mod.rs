@@ -9,12 +9,13 @@
 //! and destroyed).
 
 pub mod clock;
+pub mod routes;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use crate::kv::{Command, Kv, WriteOp};
-use crate::raft::{Entry, EntryKind, Index, RawNode, ReadState};
+use crate::raft::{Entry, EntryKind, Index, Message, RawNode, ReadState};
 use crate::storage::GroupLog;
 use crate::transport::ClientConnId;
 use crate::wire::{ClientError, Reply, Request};
@@ -22,11 +23,8 @@ use crate::wire::{ClientError, Reply, Request};
 /// A group's id: allocated once in the cluster, never reused.
 pub type GroupId = u64;
 
-/// A replica's id: allocated once in the cluster, never reused (a replica
-/// re-added after its storage was lost gets a new one). Today's static
-/// deployment gives replica ids equal to node ids; the catalog records the
-/// id so the format does not change when they part.
-pub type ReplicaId = u64;
+pub use crate::raft::ReplicaId;
+pub use routes::{creates_replica, Misrouted, Routes};
 
 /// A client request waiting for its entry to be applied.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +73,8 @@ pub struct Replica {
     /// Whether the membership named this replica when last looked at
     /// (`note_membership`).
     pub was_named: bool,
+    /// Where answers to non-members go (`routes`).
+    pub routes: Routes,
 }
 
 /// Why a replica's waiting requests are abandoned ([`Replica::drain_waiters`]).
@@ -124,6 +124,7 @@ impl Replica {
             reads_asked: HashMap::new(),
             reads_ready: Vec::new(),
             was_named: false,
+            routes: Routes::default(),
         };
         r.was_named = r.is_named();
         r
@@ -235,11 +236,32 @@ impl Replica {
         removed
     }
 
-    /// `NotLeader` naming the leader this replica knows (0: none).
+    /// `NotLeader` naming the node of the leader this replica knows (0:
+    /// none).
     pub fn not_leader(&self) -> ClientError {
         ClientError::NotLeader {
-            leader: self.raft.leader().unwrap_or(0),
+            leader: self.leader_node(),
         }
+    }
+
+    /// The node of the leader this replica knows (0: none, or not placed).
+    pub fn leader_node(&self) -> u64 {
+        self.raft
+            .leader()
+            .and_then(|l| self.node_of(l))
+            .unwrap_or(0)
+    }
+
+    /// The node replica `to` lives on (`routes`). `None`: nowhere known.
+    pub fn node_of(&self, to: ReplicaId) -> Option<u64> {
+        self.routes.node_of(self.raft.conf(), to)
+    }
+
+    /// Checks message `m`, which came from node `from_node`, before it is
+    /// stepped (`Routes::accept`).
+    pub fn accept_from(&mut self, from_node: u64, m: &Message) -> Result<(), Misrouted> {
+        self.routes
+            .accept(self.raft.conf(), self.replica, from_node, m)
     }
 
     /// Removes every request whose deadline is at or before `now`, pushing
@@ -284,6 +306,7 @@ impl Replica {
             .raft
             .leader()
             .filter(|&l| l != self.replica)
+            .and_then(|l| self.node_of(l))
             .unwrap_or(0);
         let retry = ClientError::NotLeader { leader: hint };
         out.extend(
@@ -312,7 +335,7 @@ impl Replica {
                 self.reads_asked.insert(ctx, batch);
             }
             Err(_) => {
-                let leader = self.raft.leader().unwrap_or(0);
+                let leader = self.leader_node();
                 for r in self.reads_new.drain(..) {
                     failed.push((r.conn, r.req.id, leader));
                 }

@@ -7,8 +7,34 @@
 //! empty change as soon as it applies the entering one. Adding or removing
 //! only learners needs no joint step. A configuration takes effect when its
 //! entry is applied (handed out committed), as in etcd/raft.
+//!
+//! Members are replicas, named by replica ids the group allocates once and
+//! never reuses (`next_replica_id`, CockroachDB's `NextReplicaID`): a
+//! replica removed and its node added again is a new replica with a new id,
+//! so nothing sent to or by the old one (a vote, an acknowledgement) can
+//! count for the new one. Where each replica lives is part of the
+//! membership (`placements`), replicated with it and carried by snapshots.
 
-use super::types::{Index, NodeId};
+use super::types::{Index, NodeId, ReplicaId};
+
+/// Where a member replica lives.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
+)]
+pub struct Placement {
+    pub replica: ReplicaId,
+    pub node: NodeId,
+}
 
 /// Who is in the group.
 #[derive(
@@ -16,22 +42,29 @@ use super::types::{Index, NodeId};
 )]
 pub struct ConfState {
     /// Voters (the incoming ones while joint). Sorted.
-    pub voters: Vec<NodeId>,
+    pub voters: Vec<ReplicaId>,
     /// The outgoing voters while joint; empty otherwise. Sorted.
-    pub voters_outgoing: Vec<NodeId>,
+    pub voters_outgoing: Vec<ReplicaId>,
     /// Non-voting members: they receive the log, never vote, never count.
-    pub learners: Vec<NodeId>,
+    pub learners: Vec<ReplicaId>,
+    /// The node of every member (of both configurations while joint),
+    /// sorted by replica id; one member per node.
+    pub placements: Vec<Placement>,
+    /// The id the next added replica gets: above every replica id the group
+    /// ever had (0 while no membership is known).
+    pub next_replica_id: ReplicaId,
 }
 
 /// One step of a membership change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ConfChangeOp {
-    /// Add a voter (a learner is promoted).
-    AddVoter(NodeId),
-    /// Add a learner.
-    AddLearner(NodeId),
+    /// Add a voter on `node` (a learner `replica` is promoted: `node` must
+    /// be where it lives). A new replica's id is at least `next_replica_id`.
+    AddVoter { replica: ReplicaId, node: NodeId },
+    /// Add a learner on `node` (a new replica id, at least `next_replica_id`).
+    AddLearner { replica: ReplicaId, node: NodeId },
     /// Remove a voter or a learner.
-    Remove(NodeId),
+    Remove(ReplicaId),
 }
 
 /// A membership change; no ops means "leave the joint configuration".
@@ -43,8 +76,8 @@ pub struct ConfChange {
 /// Why a membership change is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfChangeError {
-    #[error("not the leader (leader hint: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
+    #[error("not the leader (leader hint: replica {leader:?})")]
+    NotLeader { leader: Option<ReplicaId> },
     #[error("a membership change is already in progress (entry {pending} not applied yet)")]
     InProgress { pending: Index },
     #[error("this leader has not committed an entry of its term yet; retry shortly")]
@@ -55,12 +88,12 @@ pub enum ConfChangeError {
     NotJoint,
     #[error("leadership is being transferred; retry after it is done")]
     TransferInProgress,
-    #[error("node {0} is already a voter")]
-    AlreadyVoter(NodeId),
-    #[error("node {0} is not a member")]
-    NotMember(NodeId),
+    #[error("replica {0} is already a voter")]
+    AlreadyVoter(ReplicaId),
+    #[error("replica {0} is not a member")]
+    NotMember(ReplicaId),
     #[error("demoting a voter to learner is not supported (remove it, then add it as a learner)")]
-    Demotion(NodeId),
+    Demotion(ReplicaId),
     #[error("the change would leave no voters")]
     NoVoters,
     #[error("removing {removed} of {voters} voters at once would remove a majority")]
@@ -70,15 +103,31 @@ pub enum ConfChangeError {
     )]
     QuorumUnreachable { active: usize, voters: usize },
     #[error("learner {id} is {behind} entries behind (promote_lag_entries_max = {max})")]
-    NotCaughtUp { id: NodeId, behind: u64, max: u64 },
-    #[error("adding node {0} needs a snapshot to seed it with: take one first (compact)")]
-    NoSnapshot(NodeId),
+    NotCaughtUp {
+        id: ReplicaId,
+        behind: u64,
+        max: u64,
+    },
+    #[error("adding replica {0} needs a snapshot to seed it with: take one first (compact)")]
+    NoSnapshot(ReplicaId),
+    #[error(
+        "replica id {replica} was allocated before (the next one is {next}): ids are never reused"
+    )]
+    ReplicaIdReused { replica: ReplicaId, next: ReplicaId },
+    #[error("node {node} already holds replica {holds} of the group")]
+    NodeHostsReplica { node: NodeId, holds: ReplicaId },
+    #[error("replica {replica} lives on node {lives}, not on node {node}")]
+    WrongNode {
+        replica: ReplicaId,
+        node: NodeId,
+        lives: NodeId,
+    },
     #[error("malformed membership change entry: {0}")]
     Malformed(&'static str),
 }
 
 /// The value at least a majority of `set` reaches (u64::MAX for an empty set).
-fn majority_value(set: &[NodeId], value: &impl Fn(NodeId) -> u64) -> u64 {
+fn majority_value(set: &[ReplicaId], value: &impl Fn(ReplicaId) -> u64) -> u64 {
     if set.is_empty() {
         return u64::MAX;
     }
@@ -99,20 +148,57 @@ fn majority_value(set: &[NodeId], value: &impl Fn(NodeId) -> u64) -> u64 {
     v[set.len() / 2]
 }
 
-fn majority_yes(set: &[NodeId], yes: &impl Fn(NodeId) -> bool) -> bool {
+fn majority_yes(set: &[ReplicaId], yes: &impl Fn(ReplicaId) -> bool) -> bool {
     set.is_empty() || set.iter().filter(|&&id| yes(id)).count() > set.len() / 2
 }
 
 impl ConfState {
-    pub fn new(voters: &[NodeId], learners: &[NodeId]) -> Self {
+    /// A founding membership: each founding replica's id is its node's id
+    /// (a group's first replicas are placed before any id is allocated);
+    /// replicas added later get ids above them all.
+    pub fn new(voters: &[ReplicaId], learners: &[ReplicaId]) -> Self {
         let mut c = ConfState {
             voters: voters.to_vec(),
             voters_outgoing: Vec::new(),
             learners: learners.to_vec(),
+            placements: Vec::new(),
+            next_replica_id: 0,
         };
         c.voters.sort_unstable();
         c.learners.sort_unstable();
+        c.placements = c
+            .members()
+            .into_iter()
+            .map(|r| Placement {
+                replica: r,
+                node: r,
+            })
+            .collect();
+        c.next_replica_id = c.placements.last().map_or(0, |p| p.replica + 1);
         c
+    }
+
+    /// The node replica `replica` lives on, if it is a member.
+    pub fn node_of(&self, replica: ReplicaId) -> Option<NodeId> {
+        self.placements
+            .binary_search_by_key(&replica, |p| p.replica)
+            .ok()
+            .map(|i| self.placements[i].node)
+    }
+
+    /// The member replica that lives on `node`, if any.
+    pub fn replica_on(&self, node: NodeId) -> Option<ReplicaId> {
+        self.placements
+            .iter()
+            .find(|p| p.node == node)
+            .map(|p| p.replica)
+    }
+
+    /// The nodes of every member, sorted.
+    pub fn member_nodes(&self) -> Vec<NodeId> {
+        let mut v: Vec<NodeId> = self.placements.iter().map(|p| p.node).collect();
+        v.sort_unstable();
+        v
     }
 
     /// No voter and no learner: a replica that joined and waits for its
@@ -126,17 +212,17 @@ impl ConfState {
     }
 
     /// A voter of the incoming or the outgoing configuration.
-    pub fn is_voter(&self, id: NodeId) -> bool {
+    pub fn is_voter(&self, id: ReplicaId) -> bool {
         self.voters.binary_search(&id).is_ok() || self.voters_outgoing.binary_search(&id).is_ok()
     }
 
-    pub fn is_learner(&self, id: NodeId) -> bool {
+    pub fn is_learner(&self, id: ReplicaId) -> bool {
         self.learners.binary_search(&id).is_ok()
     }
 
     /// Every member, sorted.
-    pub fn members(&self) -> Vec<NodeId> {
-        let mut m: Vec<NodeId> = self
+    pub fn members(&self) -> Vec<ReplicaId> {
+        let mut m: Vec<ReplicaId> = self
             .voters
             .iter()
             .chain(&self.voters_outgoing)
@@ -149,8 +235,8 @@ impl ConfState {
     }
 
     /// Every voter of either configuration, sorted.
-    pub fn all_voters(&self) -> Vec<NodeId> {
-        let mut m: Vec<NodeId> = self
+    pub fn all_voters(&self) -> Vec<ReplicaId> {
+        let mut m: Vec<ReplicaId> = self
             .voters
             .iter()
             .chain(&self.voters_outgoing)
@@ -162,15 +248,15 @@ impl ConfState {
     }
 
     /// Does a majority of the voters (of both configurations, while joint) say yes?
-    pub fn quorum(&self, yes: impl Fn(NodeId) -> bool) -> bool {
+    pub fn quorum(&self, yes: impl Fn(ReplicaId) -> bool) -> bool {
         !self.voters.is_empty()
             && majority_yes(&self.voters, &yes)
             && majority_yes(&self.voters_outgoing, &yes)
     }
 
     /// Does a majority of either configuration say no (so "yes" can no longer win)?
-    pub fn quorum_lost(&self, no: impl Fn(NodeId) -> bool) -> bool {
-        let lost = |set: &[NodeId]| {
+    pub fn quorum_lost(&self, no: impl Fn(ReplicaId) -> bool) -> bool {
+        let lost = |set: &[ReplicaId]| {
             !set.is_empty() && set.iter().filter(|&&id| no(id)).count() > set.len() / 2
         };
         lost(&self.voters) || lost(&self.voters_outgoing)
@@ -178,7 +264,7 @@ impl ConfState {
 
     /// The highest value a quorum has reached (e.g. the commit index from
     /// match indexes): the smaller of the two majorities' while joint.
-    pub fn quorum_value(&self, value: impl Fn(NodeId) -> u64) -> u64 {
+    pub fn quorum_value(&self, value: impl Fn(ReplicaId) -> u64) -> u64 {
         if self.voters.is_empty() {
             return 0;
         }
@@ -193,6 +279,7 @@ impl ConfState {
             }
             let mut c = self.clone();
             c.voters_outgoing.clear();
+            c.prune_placements();
             return Ok(c);
         }
         if self.is_joint() {
@@ -201,19 +288,27 @@ impl ConfState {
         let mut c = self.clone();
         for op in &cc.ops {
             match *op {
-                ConfChangeOp::AddVoter(id) => {
-                    if c.voters.contains(&id) {
-                        return Err(ConfChangeError::AlreadyVoter(id));
+                ConfChangeOp::AddVoter { replica, node } => {
+                    if c.voters.contains(&replica) {
+                        return Err(ConfChangeError::AlreadyVoter(replica));
                     }
-                    c.learners.retain(|&l| l != id);
-                    c.voters.push(id);
+                    if c.learners.contains(&replica) {
+                        c.check_lives_on(replica, node)?;
+                        c.learners.retain(|&l| l != replica);
+                    } else {
+                        c.place(replica, node)?;
+                    }
+                    c.voters.push(replica);
                 }
-                ConfChangeOp::AddLearner(id) => {
-                    if c.voters.contains(&id) {
-                        return Err(ConfChangeError::Demotion(id));
+                ConfChangeOp::AddLearner { replica, node } => {
+                    if c.voters.contains(&replica) {
+                        return Err(ConfChangeError::Demotion(replica));
                     }
-                    if !c.learners.contains(&id) {
-                        c.learners.push(id);
+                    if c.learners.contains(&replica) {
+                        c.check_lives_on(replica, node)?;
+                    } else {
+                        c.place(replica, node)?;
+                        c.learners.push(replica);
                     }
                 }
                 ConfChangeOp::Remove(id) => {
@@ -234,30 +329,73 @@ impl ConfState {
             // Voters change: through a joint configuration.
             c.voters_outgoing = self.voters.clone();
         }
+        c.prune_placements();
         Ok(c)
+    }
+
+    fn check_lives_on(&self, replica: ReplicaId, node: NodeId) -> Result<(), ConfChangeError> {
+        match self.node_of(replica) {
+            Some(lives) if lives != node => Err(ConfChangeError::WrongNode {
+                replica,
+                node,
+                lives,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Places new replica `replica` on `node`: a fresh id, a node without
+    /// a replica of the group.
+    fn place(&mut self, replica: ReplicaId, node: NodeId) -> Result<(), ConfChangeError> {
+        if replica < self.next_replica_id || replica == 0 {
+            return Err(ConfChangeError::ReplicaIdReused {
+                replica,
+                next: self.next_replica_id,
+            });
+        }
+        if let Some(holds) = self.replica_on(node) {
+            return Err(ConfChangeError::NodeHostsReplica { node, holds });
+        }
+        let at = self.placements.partition_point(|p| p.replica < replica);
+        self.placements.insert(at, Placement { replica, node });
+        self.next_replica_id = replica + 1;
+        Ok(())
+    }
+
+    /// Keeps the placements of members only (a replica removed from both
+    /// configurations is forgotten; its id stays used).
+    fn prune_placements(&mut self) {
+        let members = self.members();
+        self.placements
+            .retain(|p| members.binary_search(&p.replica).is_ok());
     }
 }
 
-const CONF_CHANGE_VERSION: u8 = 1;
+const CONF_CHANGE_VERSION: u8 = 2;
+/// Entries written before replicas had their own ids: a replica's id was
+/// its node's (decoded with `node = replica`).
+const CONF_CHANGE_VERSION_NODE_IDS: u8 = 1;
 
 impl ConfChange {
-    /// layout = { version u8 = 1 | count u8 | count × (kind u8 | id u64 LE) }
+    /// layout = { version u8 = 2 | count u8 | count × (kind u8 | replica u64 LE | node u64 LE) }
+    /// (node 0 for a removal). Version 1: `count × (kind u8 | id u64 LE)`.
     pub fn encode(&self) -> Vec<u8> {
         assert!(
             self.ops.len() <= u8::MAX as usize,
             "at most 255 ops in one change"
         );
-        let mut b = Vec::with_capacity(2 + 9 * self.ops.len());
+        let mut b = Vec::with_capacity(2 + 17 * self.ops.len());
         b.push(CONF_CHANGE_VERSION);
         b.push(self.ops.len() as u8);
         for op in &self.ops {
-            let (k, id) = match *op {
-                ConfChangeOp::AddVoter(id) => (0u8, id),
-                ConfChangeOp::AddLearner(id) => (1, id),
-                ConfChangeOp::Remove(id) => (2, id),
+            let (k, replica, node) = match *op {
+                ConfChangeOp::AddVoter { replica, node } => (0u8, replica, node),
+                ConfChangeOp::AddLearner { replica, node } => (1, replica, node),
+                ConfChangeOp::Remove(id) => (2, id, 0),
             };
             b.push(k);
-            b.extend_from_slice(&id.to_le_bytes());
+            b.extend_from_slice(&replica.to_le_bytes());
+            b.extend_from_slice(&node.to_le_bytes());
         }
         b
     }
@@ -266,22 +404,28 @@ impl ConfChange {
         let [v, n, rest @ ..] = b else {
             return Err(ConfChangeError::Malformed("shorter than its header"));
         };
-        if *v != CONF_CHANGE_VERSION {
-            return Err(ConfChangeError::Malformed("unknown version"));
-        }
-        if rest.len() != *n as usize * 9 {
+        let op_bytes = match *v {
+            CONF_CHANGE_VERSION => 17,
+            CONF_CHANGE_VERSION_NODE_IDS => 9,
+            _ => return Err(ConfChangeError::Malformed("unknown version")),
+        };
+        if rest.len() != *n as usize * op_bytes {
             return Err(ConfChangeError::Malformed(
                 "length does not match its op count",
             ));
         }
+        let u64at = |c: &[u8], at: usize| {
+            u64::from_le_bytes(c[at..at + 8].try_into().expect("8-byte field"))
+        };
         let ops = rest
-            .chunks_exact(9)
+            .chunks_exact(op_bytes)
             .map(|c| {
-                let id = u64::from_le_bytes(c[1..9].try_into().expect("9-byte chunk"));
+                let replica = u64at(c, 1);
+                let node = if op_bytes == 17 { u64at(c, 9) } else { replica };
                 match c[0] {
-                    0 => Ok(ConfChangeOp::AddVoter(id)),
-                    1 => Ok(ConfChangeOp::AddLearner(id)),
-                    2 => Ok(ConfChangeOp::Remove(id)),
+                    0 => Ok(ConfChangeOp::AddVoter { replica, node }),
+                    1 => Ok(ConfChangeOp::AddLearner { replica, node }),
+                    2 => Ok(ConfChangeOp::Remove(replica)),
                     _ => Err(ConfChangeError::Malformed("unknown op kind")),
                 }
             })
@@ -298,8 +442,14 @@ mod tests {
     fn joint_quorum_needs_both_majorities() {
         let c = ConfState::new(&[1, 2, 3], &[]).apply(&ConfChange {
             ops: vec![
-                ConfChangeOp::AddVoter(4),
-                ConfChangeOp::AddVoter(5),
+                ConfChangeOp::AddVoter {
+                    replica: 4,
+                    node: 4,
+                },
+                ConfChangeOp::AddVoter {
+                    replica: 5,
+                    node: 5,
+                },
                 ConfChangeOp::Remove(1),
             ],
         });
@@ -311,7 +461,7 @@ mod tests {
         // {4,5,2} majority of new, but only 2 of old: no.
         assert!(!c.quorum(|id| [2, 4, 5].contains(&id)));
         assert!(c.quorum(|id| [2, 3, 4].contains(&id)));
-        let m = |id: NodeId| [0, 9, 9, 5, 7, 7][id as usize];
+        let m = |id: ReplicaId| [0, 9, 9, 5, 7, 7][id as usize];
         // old majority reaches 9 (1, 2), new majority (2,4,5 reach >= 7): min = 7.
         assert_eq!(c.quorum_value(m), 7);
         let left = c.apply(&ConfChange::default()).unwrap();
@@ -323,13 +473,19 @@ mod tests {
         let c = ConfState::new(&[1, 2, 3], &[]);
         let l = c
             .apply(&ConfChange {
-                ops: vec![ConfChangeOp::AddLearner(4)],
+                ops: vec![ConfChangeOp::AddLearner {
+                    replica: 4,
+                    node: 4,
+                }],
             })
             .unwrap();
         assert!(!l.is_joint() && l.is_learner(4) && !l.is_voter(4));
         assert_eq!(
             l.apply(&ConfChange {
-                ops: vec![ConfChangeOp::AddLearner(1)]
+                ops: vec![ConfChangeOp::AddLearner {
+                    replica: 1,
+                    node: 1
+                }]
             }),
             Err(ConfChangeError::Demotion(1))
         );
@@ -339,12 +495,18 @@ mod tests {
         );
         let j = c
             .apply(&ConfChange {
-                ops: vec![ConfChangeOp::AddVoter(4)],
+                ops: vec![ConfChangeOp::AddVoter {
+                    replica: 4,
+                    node: 4,
+                }],
             })
             .unwrap();
         assert_eq!(
             j.apply(&ConfChange {
-                ops: vec![ConfChangeOp::AddVoter(5)]
+                ops: vec![ConfChangeOp::AddVoter {
+                    replica: 5,
+                    node: 5
+                }]
             }),
             Err(ConfChangeError::InJoint)
         );
@@ -360,7 +522,7 @@ mod tests {
     #[test]
     fn quorum_value_is_the_same_for_small_and_large_groups() {
         for n in [1u64, 2, 3, 5, 16, 17, 31] {
-            let voters: Vec<NodeId> = (1..=n).collect();
+            let voters: Vec<ReplicaId> = (1..=n).collect();
             let c = ConfState::new(&voters, &[]);
             // Node i has value i: a majority reaches n - n/2.
             assert_eq!(c.quorum_value(|id| id), n - n / 2, "{n} voters");
@@ -368,11 +530,83 @@ mod tests {
     }
 
     #[test]
+    fn replica_ids_are_never_reused_and_a_node_holds_one_replica() {
+        let c = ConfState::new(&[1, 2, 3], &[]);
+        assert_eq!(c.next_replica_id, 4);
+        assert_eq!((c.node_of(2), c.replica_on(3)), (Some(2), Some(3)));
+        let add = |c: &ConfState, replica, node| {
+            c.apply(&ConfChange {
+                ops: vec![ConfChangeOp::AddLearner { replica, node }],
+            })
+        };
+        // Node 1 holds replica 1 already.
+        assert_eq!(
+            add(&c, 4, 1),
+            Err(ConfChangeError::NodeHostsReplica { node: 1, holds: 1 })
+        );
+        // Remove replica 3 (node 3), then add node 3 back: an id below
+        // next_replica_id is refused, a fresh one placed.
+        let j = c
+            .apply(&ConfChange {
+                ops: vec![ConfChangeOp::Remove(3)],
+            })
+            .unwrap();
+        assert_eq!(j.node_of(3), Some(3), "an outgoing voter keeps its place");
+        let out = j.apply(&ConfChange::default()).unwrap();
+        assert_eq!((out.node_of(3), out.replica_on(3)), (None, None));
+        assert_eq!(
+            add(&out, 3, 3),
+            Err(ConfChangeError::ReplicaIdReused {
+                replica: 3,
+                next: 4
+            })
+        );
+        let back = add(&out, 4, 3).unwrap();
+        assert_eq!((back.node_of(4), back.replica_on(3)), (Some(3), Some(4)));
+        assert_eq!(back.next_replica_id, 5);
+        // A promotion names the node the learner lives on.
+        let promote = |node| {
+            back.apply(&ConfChange {
+                ops: vec![ConfChangeOp::AddVoter { replica: 4, node }],
+            })
+        };
+        assert_eq!(
+            promote(9),
+            Err(ConfChangeError::WrongNode {
+                replica: 4,
+                node: 9,
+                lives: 3
+            })
+        );
+        let p = promote(3).unwrap();
+        assert_eq!(p.voters, vec![1, 2, 4]);
+        assert_eq!(p.member_nodes(), vec![1, 2, 3]);
+    }
+
+    #[test]
     fn encoding_round_trips_and_rejects_garbage() {
         let cc = ConfChange {
-            ops: vec![ConfChangeOp::AddVoter(7), ConfChangeOp::Remove(u64::MAX)],
+            ops: vec![
+                ConfChangeOp::AddVoter {
+                    replica: 7,
+                    node: 7,
+                },
+                ConfChangeOp::Remove(u64::MAX),
+            ],
         };
         assert_eq!(ConfChange::decode(&cc.encode()), Ok(cc));
+        // Version 1 (before replica ids had their own): node = replica.
+        let mut v1 = vec![1, 1, 1];
+        v1.extend_from_slice(&5u64.to_le_bytes());
+        assert_eq!(
+            ConfChange::decode(&v1),
+            Ok(ConfChange {
+                ops: vec![ConfChangeOp::AddLearner {
+                    replica: 5,
+                    node: 5
+                }]
+            })
+        );
         assert!(ConfChange::decode(&[]).is_err());
         assert!(ConfChange::decode(&[9, 0]).is_err());
         assert!(ConfChange::decode(&[1, 1, 0]).is_err());

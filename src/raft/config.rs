@@ -1,18 +1,18 @@
 //! Settings of one Raft group member, validated once.
 
-use super::types::NodeId;
+use super::types::ReplicaId;
 
 /// Settings of a group member. Every bound has a name and a default.
 #[derive(Debug, Clone)]
 pub struct RaftConfig {
     /// This node's id (non-zero).
-    pub id: NodeId,
+    pub id: ReplicaId,
     /// The voters of a new group, this node included; empty for a node that
     /// joins an existing group (it learns the membership from the leader).
     /// Once the log holds membership changes, they decide.
-    pub voters: Vec<NodeId>,
+    pub voters: Vec<ReplicaId>,
     /// The learners of a new group.
-    pub learners: Vec<NodeId>,
+    pub learners: Vec<ReplicaId>,
     /// Ticks without hearing from a leader before campaigning; the actual
     /// timeout is drawn from [election_ticks, 2 * election_ticks). Default 10.
     pub election_ticks: u32,
@@ -68,7 +68,7 @@ pub struct RaftConfig {
 
 impl RaftConfig {
     /// Defaults for node `id` among `voters`.
-    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Self {
+    pub fn new(id: ReplicaId, voters: Vec<ReplicaId>) -> Self {
         RaftConfig {
             id,
             voters,
@@ -98,7 +98,7 @@ impl RaftConfig {
         if self.id == 0 {
             return Err(ZeroId);
         }
-        let mut v: Vec<NodeId> = self.voters.iter().chain(&self.learners).copied().collect();
+        let mut v: Vec<ReplicaId> = self.voters.iter().chain(&self.learners).copied().collect();
         v.sort_unstable();
         if v.windows(2).any(|w| w[0] == w[1]) {
             return Err(DuplicateVoter);
@@ -167,7 +167,7 @@ pub enum ConfigError {
     #[error("raft config: a member is listed twice (voters and learners together)")]
     DuplicateVoter,
     #[error("raft config: this node ({0}) is not among the members (leave voters empty to join an existing group)")]
-    NotAVoter(NodeId),
+    NotAVoter(ReplicaId),
     #[error("raft config: heartbeat_ticks = {heartbeat} must be at least 1 and below election_ticks = {election}")]
     Ticks { heartbeat: u32, election: u32 },
     #[error("raft config: {0} must be positive")]

@@ -28,7 +28,7 @@ mod progress;
 mod read;
 mod types;
 
-pub use conf::{ConfChange, ConfChangeError, ConfChangeOp, ConfState};
+pub use conf::{ConfChange, ConfChangeError, ConfChangeOp, ConfState, Placement};
 pub use config::{ConfigError, RaftConfig, ValidRaftConfig};
 pub use log::RaftLog;
 pub use node::{

@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 
-use super::types::{Index, NodeId};
+use super::types::{Index, ReplicaId};
 
 /// A read that may be served once the state machine has applied `index`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,7 +34,7 @@ pub(crate) struct PendingRead {
     pub ctx: u64,
     pub index: Index,
     /// Who asked: this node, or a follower to answer with ReadIndexResp.
-    pub from: NodeId,
+    pub from: ReplicaId,
     /// Acknowledgements of this round or later confirm it.
     pub round: u64,
 }
@@ -48,7 +48,7 @@ pub(crate) struct ReadOnly {
     /// Confirmed in order: a later read never overtakes an earlier one.
     pub queue: VecDeque<PendingRead>,
     /// Reads that arrived before this leader committed an entry of its term.
-    pub waiting_for_commit: Vec<(u64, NodeId)>,
+    pub waiting_for_commit: Vec<(u64, ReplicaId)>,
     /// The latest heartbeat round sent.
     pub round: u64,
     /// A round must be sent at the next Ready (reads are waiting for it).

@@ -4,6 +4,13 @@ use bytes::Bytes;
 
 pub use super::conf::ConfState;
 
+/// A replica's id, the core's peer id: allocated by its group once and
+/// never reused (`ConfState::next_replica_id`), so a vote or an
+/// acknowledgement sent to a removed replica can never count for a newer
+/// replica on the same node (CockroachDB's `ReplicaID`, TiKV's peer id).
+pub type ReplicaId = u64;
+/// A node's id: where a replica lives (`ConfState::placements`). The core
+/// never addresses nodes; the host maps replicas to nodes to send.
 pub type NodeId = u64;
 pub type Term = u64;
 pub type Index = u64;
@@ -66,7 +73,7 @@ pub struct Snapshot {
 pub struct HardState {
     pub term: Term,
     /// Who this node voted for in `term` (0 = nobody).
-    pub vote: NodeId,
+    pub vote: ReplicaId,
     pub commit: Index,
 }
 
@@ -96,8 +103,8 @@ impl HardState {
 /// A message between the cores of one group.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Message {
-    pub from: NodeId,
-    pub to: NodeId,
+    pub from: ReplicaId,
+    pub to: ReplicaId,
     /// The sender's term (for PreVote: the term it would campaign in).
     pub term: Term,
     pub body: Body,

@@ -26,8 +26,8 @@ impl Shard {
     /// each group it leads to its most caught-up follower. (It cannot win
     /// an election meanwhile: its own vote never becomes durable.)
     pub(super) fn hand_off_leadership(&mut self) {
-        let me = self.cfg.node;
         for g in self.replicas.values_mut() {
+            let me = g.replica;
             if g.raft.role() != Role::Leader || g.raft.transferee().is_some() {
                 continue;
             }

@@ -113,8 +113,15 @@ pub struct ShardStats {
     pub replicas_created_by_message: u64,
     /// `Removed` answers sent to non-members that asked for votes.
     pub removed_notices_sent: u64,
-    /// Replicas destroyed because a member said they were removed.
+    /// Replicas destroyed because a member said they were removed, or a
+    /// leader seeded a newer replica of their group on this node.
     pub replicas_removed_by_notice: u64,
+    /// Peer messages addressed to another replica of a hosted group.
+    pub msgs_other_replica: u64,
+    /// Peer messages from a member that came from another node than its own.
+    pub msgs_misplaced: u64,
+    /// Messages to a replica whose node is not known: dropped.
+    pub msgs_unplaced: u64,
     pub errors_not_leader: u64,
     pub errors_timeout: u64,
     pub errors_busy: u64,
@@ -147,7 +154,7 @@ pub struct Shard {
     /// Messages that create a replica of a group not hosted here, with the
     /// message itself, stepped once it exists (`replicas.rs`). At most
     /// `REPLICAS_CREATED_PER_TURN_MAX`.
-    creating: Vec<(GroupId, crate::raft::Message)>,
+    creating: Vec<(GroupId, u64, crate::raft::Message)>,
     wal: Rc<Wal<DmaDisk>>,
     transport: Rc<Transport>,
     clients: Rc<ClientService>,
@@ -343,8 +350,8 @@ impl Shard {
             }
             // 2. inbound messages
             self.transport.drain_inbox(&mut msgs);
-            for (g, m) in msgs.drain(..) {
-                self.on_peer_message(g, m);
+            for (g, from_node, m) in msgs.drain(..) {
+                self.on_peer_message(g, from_node, m);
             }
             if !self.creating.is_empty() {
                 if let Err(e) = self.create_from_messages().await {
@@ -358,9 +365,11 @@ impl Shard {
             }
             self.start_reads();
             self.transport.take_unreachable(&mut down);
-            for peer in down.drain(..) {
+            for node in down.drain(..) {
                 for r in self.replicas.values_mut() {
-                    r.raft.report_unreachable(peer);
+                    if let Some(peer) = r.raft.conf().replica_on(node) {
+                        r.raft.report_unreachable(peer);
+                    }
                 }
             }
             // 4. readies → messages, one WAL batch, apply
@@ -482,16 +491,19 @@ impl Shard {
                     Role::Leader => 3,
                 },
                 term: g.raft.term(),
-                leader: g.raft.leader().unwrap_or(0),
+                leader: g.leader_node(),
                 commit: g.raft.commit_index(),
                 applied: g.kv.applied(),
                 inflight: if g.raft.role() == Role::Leader {
                     g.raft
                         .conf()
-                        .members()
-                        .into_iter()
-                        .filter(|&p| p != self.cfg.node)
-                        .filter_map(|p| g.raft.progress(p).map(|pr| (p, pr.inflight.len())))
+                        .placements
+                        .iter()
+                        .filter(|p| p.replica != g.replica)
+                        .filter_map(|p| {
+                            let pr = g.raft.progress(p.replica)?;
+                            Some((p.node, pr.inflight.len()))
+                        })
                         .collect()
                 } else {
                     Vec::new()
@@ -558,7 +570,7 @@ impl Shard {
                     self.append_entries
                         .saturating_record(entries.len().max(1) as u64);
                 }
-                self.transport.send(gid, m);
+                send_placed(&self.transport, &mut self.stats, r, m);
             }
             if let Some(snap) = rd.snapshot.take() {
                 self.install_snapshot(gid, snap).await?;
@@ -594,7 +606,7 @@ impl Shard {
                 failed.extend(r.on_read_failed(ctx));
             }
             if !failed.is_empty() {
-                let leader = r.raft.leader().unwrap_or(0);
+                let leader = r.leader_node();
                 self.stats.errors_not_leader += failed.len() as u64;
                 for p in failed {
                     self.respond(p.conn, p.req.id, Err(ClientError::NotLeader { leader }));
@@ -693,7 +705,7 @@ impl Shard {
             let r = hosted(&mut self.replicas, f.group);
             tracing::trace!(group = f.group, lsn = f.lsn, acks = f.msgs.len(), "durable");
             for m in &f.msgs {
-                self.transport.send(f.group, m);
+                send_placed(&self.transport, &mut self.stats, r, m);
             }
             r.raft.on_persisted(f.token);
             r.lsns.note_durable(durable);
@@ -782,6 +794,24 @@ fn first_read_ctx() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
         .max(1)
+}
+
+/// Sends `m` of replica `r` to the node its addressee lives on
+/// (`Replica::node_of`); counted and dropped if that is not known.
+fn send_placed(t: &Transport, stats: &mut ShardStats, r: &Replica, m: &crate::raft::Message) {
+    match r.node_of(m.to) {
+        Some(node) => {
+            t.send(node, r.id, m);
+        }
+        None => {
+            stats.msgs_unplaced += 1;
+            tracing::debug!(
+                group = r.id,
+                to = m.to,
+                "no node known for the addressee: dropped"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

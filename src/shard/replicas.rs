@@ -19,20 +19,24 @@
 //! - A message for a group this shard does not host is counted
 //!   (`msgs_unknown_group`). It creates the replica it is addressed to
 //!   (empty, no membership: it installs the snapshot, as a joining node
-//!   does) only when all of these hold ([`creates_replica`]): it is the
-//!   first chunk of a leader's snapshot (a leader seeds every new member
-//!   with one), whose configuration — a committed one — names the
-//!   addressee as a voter or learner; the addressee is this node's
-//!   replica id; the catalog allows the id (not at or below the group's
-//!   tombstone: a removed replica never comes back from a stale leader's
-//!   message); the disk is not full; fewer than
+//!   does) only when all of these hold ([`creates_replica`]): it is a
+//!   leader's message to a member it knows holds nothing — the first chunk
+//!   of a seeding snapshot, or a heartbeat carrying commit 0 — which a
+//!   leader sends only to a member of its applied (committed) membership,
+//!   on the node that membership places it on; a snapshot's own
+//!   membership, if it names the addressee (it may predate the addition),
+//!   places it on this node; the catalog allows the id (not at or below
+//!   the group's tombstone: a removed replica never comes back from a
+//!   stale leader's message); the disk is not full; fewer than
 //!   `REPLICAS_CREATED_PER_TURN_MAX` were created this turn (the others
-//!   wait for the leader's resend). Votes, appends and heartbeats never
-//!   create one (a candidate or leader of an old configuration must not).
-//!   The message is stepped into the new replica at once. As TiKV's
-//!   `maybe_create_peer` and CockroachDB's `getOrCreateReplica` do on a
-//!   Raft message; their stale-peer collection (a replica created from an
-//!   old configuration and never updated) comes with the cluster map.
+//!   wait for the leader's resend). Votes, appends and other heartbeats
+//!   never create one (a candidate of an old configuration must not). The
+//!   message is stepped into the new replica at once. As TiKV's
+//!   `maybe_create_peer` (`is_initial_msg`) and CockroachDB's
+//!   `getOrCreateReplica` do on a Raft message; their stale-peer
+//!   collection (a replica created by a deposed leader's message for a
+//!   membership since changed, which never hears from a leader again)
+//!   comes with the cluster map (#17).
 //! - A vote request (PreVote or Vote) from a node outside the membership a
 //!   replica applied is answered `Removed { conf_index }` (the index from
 //!   which that membership is in force; committed). A replica that gets
@@ -46,17 +50,27 @@
 //!   members (over the transport's back channel: nobody dials a node that
 //!   is in no group any more). Like TiKV's tombstone message to a stale
 //!   peer. A removed learner never campaigns; it learns when the cluster
-//!   map can tell it (#17). Not safe yet: a node removed while down and
-//!   re-added under the same id before it returns may be told `Removed`
-//!   by a member that has not applied the re-add, and its tombstone then
-//!   keeps the leader's seeding snapshot out. Until replica ids are their
-//!   own (#15), a removed node comes back under a new id, as a wiped one
-//!   must.
-//! - Replica ids equal node ids until the transport addresses replicas: a
-//!   create naming another replica id is refused.
+//!   map can tell it (#17), or its node is added again (below). A node
+//!   removed while down and added again before it returns gets a new
+//!   replica: a `Removed` notice for the old one never touches it.
+//! - Replica ids are the group's own (`raft::ConfState::next_replica_id`,
+//!   never reused); where each lives is in the membership
+//!   (`ConfState::placements`). A group's founding replicas have their
+//!   nodes' ids: a create with voters naming another id is refused. The
+//!   shard sends each message to the node of its addressee
+//!   (`Replica::node_of`) and steps an inbound one only if it is addressed
+//!   to the replica it hosts and a member sender lives on the node it came
+//!   from (`Replica::accept_from`).
+//! - A message to a newer replica id of a hosted group, one that may
+//!   create it ([`creates_replica`]), means the hosted replica was
+//!   removed (a node holds one replica of a group in any membership): it
+//!   is destroyed as on a `Removed` notice, and the leader's resend creates
+//!   the new one. This is how a removed learner (which never campaigns)
+//!   learns it once its node is added again.
 
 use super::{build_replica, wal_err, Shard, ShardError};
-use crate::group::{Gone, GroupId, ReplicaId};
+pub use crate::group::creates_replica;
+use crate::group::{Gone, GroupId, Misrouted, ReplicaId};
 use crate::raft::{Body, Message, Role};
 use crate::storage::{self, snapfile, CatalogError, CatalogOp, GroupLog, ReplicaDesc};
 
@@ -68,8 +82,10 @@ pub struct ReplicaInfo {
     /// Its Raft role now.
     pub role: Role,
     pub term: u64,
-    /// The leader it knows (0: none).
+    /// The leader it knows (replica id; 0: none).
     pub leader: u64,
+    /// That leader's node (0: none or not placed).
+    pub leader_node: u64,
     /// Current voters (replica ids).
     pub voters: Vec<ReplicaId>,
     pub applied: u64,
@@ -88,10 +104,11 @@ pub enum ReplicaApiError {
     )]
     DiskFull { shard: u32 },
     #[error(
-        "shard {shard}: group {group}: replica id {replica} differs from this node's id {node}; \
-         until the transport addresses replicas, a replica's id is its node's id"
+        "shard {shard}: group {group}: founding replica id {replica} differs from this node's id \
+         {node}; a group's founding replicas have their nodes' ids (later ones are allocated by \
+         the group and join empty, with no voters given)"
     )]
-    ReplicaIdNotNodeId {
+    FoundingIdNotNodeId {
         shard: u32,
         group: GroupId,
         replica: ReplicaId,
@@ -106,26 +123,53 @@ pub enum ReplicaApiError {
 /// groups at once) is spread over turns, the leaders resending.
 pub const REPLICAS_CREATED_PER_TURN_MAX: usize = 16;
 
-/// Whether message `m`, for a group not hosted on the shard of node
-/// `node`, may create the replica it is addressed to (the rule at the top
-/// of this module; the catalog and the disk are checked when creating).
-pub fn creates_replica(node: u64, m: &Message) -> bool {
-    match &m.body {
-        Body::Snapshot {
-            offset: 0, conf, ..
-        } => m.to == node && (conf.is_voter(m.to) || conf.is_learner(m.to)),
-        _ => false,
-    }
-}
-
 impl Shard {
-    /// One message from a peer: stepped into its replica, or, for a group
-    /// not hosted here, counted and perhaps queued to create the replica
-    /// ([`creates_replica`]). The shard loop calls it for every inbound
+    /// One message from a peer, received from node `from_node`: stepped
+    /// into its replica, or, for a group not hosted here, counted and
+    /// perhaps queued to create the replica ([`creates_replica`]). A
+    /// message addressed to another replica of a hosted group is dropped
+    /// and counted (`msgs_other_replica`): ids are never reused, so it is
+    /// for a removed replica, or for a newer one, in which case the hosted
+    /// replica was removed (a node holds one replica of a group) and is
+    /// destroyed when a leader's seeding snapshot says so (TiKV destroys a
+    /// peer that sees a message for a newer peer id of its region). One
+    /// from a member placed on another node is dropped and counted
+    /// (`msgs_misplaced`). The shard loop calls it for every inbound
     /// message; public so that tests can feed a shard without a transport.
-    pub fn on_peer_message(&mut self, g: GroupId, m: Message) {
-        tracing::trace!(group = g, from = m.from, "step");
+    pub fn on_peer_message(&mut self, g: GroupId, from_node: u64, m: Message) {
+        tracing::trace!(group = g, from = m.from, from_node, "step");
         if let Some(r) = self.replicas.get_mut(&g) {
+            match r.accept_from(from_node, &m) {
+                Ok(()) => {}
+                Err(Misrouted::OtherReplica) => {
+                    self.stats.msgs_other_replica += 1;
+                    if m.to > r.replica
+                        && creates_replica(self.cfg.node, &m)
+                        && !self.removed.contains(&g)
+                    {
+                        tracing::info!(
+                            shard = self.cfg.shard,
+                            group = g,
+                            replica = r.replica,
+                            newer = m.to,
+                            "a leader seeds a newer replica of this group on this node: this one was removed"
+                        );
+                        self.stats.replicas_removed_by_notice += 1;
+                        self.removed.push(g);
+                    }
+                    return;
+                }
+                Err(Misrouted::WrongNode) => {
+                    self.stats.msgs_misplaced += 1;
+                    tracing::debug!(
+                        group = g,
+                        from = m.from,
+                        from_node,
+                        "sender is placed elsewhere"
+                    );
+                    return;
+                }
+            }
             let conf = r.raft.conf();
             let known = !conf.is_empty();
             match m.body {
@@ -133,8 +177,7 @@ impl Shard {
                     // Destroyed only if the membership this replica knows
                     // is older than the one without it (see the top).
                     let mine = r.raft.conf_index();
-                    if known && m.to == r.replica && mine < conf_index && !self.removed.contains(&g)
-                    {
+                    if known && mine < conf_index && !self.removed.contains(&g) {
                         tracing::info!(
                             shard = self.cfg.shard,
                             group = g,
@@ -151,10 +194,10 @@ impl Shard {
                 Body::PreVote { .. } | Body::Vote { .. }
                     if known && !conf.is_voter(m.from) && !conf.is_learner(m.from) =>
                 {
-                    // A node outside the membership in force campaigns: a
-                    // replica removed while it was down (nobody sends it
-                    // the change). Tell it; the vote is still stepped (the
-                    // core refuses or ignores it).
+                    // A replica outside the membership in force campaigns:
+                    // one removed while it was down (nobody sends it the
+                    // change). Tell it, on the node it came from; the vote
+                    // is still stepped (the core refuses or ignores it).
                     let reply = Message {
                         from: r.replica,
                         to: m.from,
@@ -165,7 +208,7 @@ impl Shard {
                     };
                     tracing::debug!(group = g, to = m.from, "told a non-member it was removed");
                     self.stats.removed_notices_sent += 1;
-                    self.transport.send(g, &reply);
+                    self.transport.send(from_node, g, &reply);
                 }
                 _ => {}
             }
@@ -175,9 +218,9 @@ impl Shard {
         self.stats.msgs_unknown_group += 1;
         if creates_replica(self.cfg.node, &m)
             && self.creating.len() < REPLICAS_CREATED_PER_TURN_MAX
-            && !self.creating.iter().any(|(c, _)| *c == g)
+            && !self.creating.iter().any(|(c, _, _)| *c == g)
         {
-            self.creating.push((g, m));
+            self.creating.push((g, from_node, m));
         }
     }
 
@@ -185,7 +228,7 @@ impl Shard {
     /// each its message. A refusal (tombstoned id, full disk) drops the
     /// message; a WAL failure stops the shard (a full disk degrades it).
     pub async fn create_from_messages(&mut self) -> Result<(), ShardError> {
-        for (g, m) in std::mem::take(&mut self.creating) {
+        for (g, from_node, m) in std::mem::take(&mut self.creating) {
             let d = ReplicaDesc {
                 group: g,
                 replica: m.to,
@@ -198,10 +241,11 @@ impl Shard {
                     tracing::info!(
                         shard = self.cfg.shard,
                         group = g,
+                        replica = m.to,
                         from = m.from,
                         "replica created by its leader's snapshot"
                     );
-                    self.on_peer_message(g, m);
+                    self.on_peer_message(g, from_node, m);
                 }
                 Err(ReplicaApiError::Shard(e)) => self.degrade_if_full(Err(e))?,
                 Err(e) => tracing::debug!(group = g, from = m.from, "no replica created: {e}"),
@@ -223,8 +267,8 @@ impl Shard {
         self.catalog
             .check_create(&d)
             .map_err(|err| ReplicaApiError::Catalog { shard, err })?;
-        if d.replica != self.cfg.node {
-            return Err(ReplicaApiError::ReplicaIdNotNodeId {
+        if !d.voters.is_empty() && d.replica != self.cfg.node {
+            return Err(ReplicaApiError::FoundingIdNotNodeId {
                 shard,
                 group: d.group,
                 replica: d.replica,
@@ -293,13 +337,21 @@ impl Shard {
     /// Destroys the replicas that applied a membership without themselves
     /// (removed from their group: the change is committed, the group goes
     /// on without them) or that a member said were removed (`Removed`),
-    /// saying so. The shard loop calls it every turn; public so that tests
-    /// can drive a shard without its loop.
+    /// saying so. A removed replica that still leads is kept until it has
+    /// handed its leadership over (`RawNode::hand_over`: destroying it at
+    /// once could leave the group waiting for its vote). The shard loop
+    /// calls it every turn; public so that tests can drive a shard without
+    /// its loop.
     pub async fn destroy_removed(&mut self) -> Result<(), ShardError> {
+        let mut leading = Vec::new();
         for group in std::mem::take(&mut self.removed) {
             let Some(r) = self.replicas.get(&group) else {
                 continue;
             };
+            if r.raft.role() == Role::Leader {
+                leading.push(group);
+                continue;
+            }
             tracing::warn!(
                 shard = self.cfg.shard,
                 group,
@@ -326,6 +378,7 @@ impl Shard {
                 );
             }
         }
+        self.removed.extend(leading);
         Ok(())
     }
 
@@ -341,7 +394,7 @@ impl Shard {
             if c.is_empty() {
                 return;
             }
-            known.extend(c.voters.iter().chain(&c.voters_outgoing).chain(&c.learners));
+            known.extend(c.member_nodes());
             known.extend(r.kv.members().keys());
         }
         for node in self.transport.peer_ids() {
@@ -371,6 +424,7 @@ impl Shard {
                 role: r.raft.role(),
                 term: r.raft.term(),
                 leader: r.raft.leader().unwrap_or(0),
+                leader_node: r.leader_node(),
                 voters: r.raft.conf().voters.to_vec(),
                 applied: r.kv.applied(),
                 descriptor: self

@@ -104,14 +104,16 @@ impl Shard {
                 return self.read(gid, conn, req, mode, deadline);
             }
             Op::TransferLeader { to } => {
-                let r = self
-                    .replica_mut(gid)
-                    .raft
-                    .transfer_leader(*to)
-                    .map(|()| Reply::Done)
-                    .map_err(|e| ClientError::Failed {
-                        reason: e.to_string(),
-                    });
+                let g = self.replica_mut(gid);
+                let r = match g.raft.conf().replica_on(*to) {
+                    Some(replica) => g
+                        .raft
+                        .transfer_leader(replica)
+                        .map(|()| Reply::Done)
+                        .map_err(|e| e.to_string()),
+                    None => Err(format!("node {to} holds no replica of group {gid}")),
+                };
+                let r = r.map_err(|reason| ClientError::Failed { reason });
                 return self.respond(conn, req.id, r);
             }
             Op::Snapshot => {
@@ -152,20 +154,24 @@ impl Shard {
                 self.await_entry(gid, index, term, conn, req.id, deadline);
             }
             Err(e) => {
+                let hint = match e {
+                    ProposeError::NotLeader { leader } => leader,
+                    ProposeError::TransferInProgress { to } => Some(to),
+                    ProposeError::Backpressure { .. } => None,
+                };
+                let leader = hint.and_then(|r| g.node_of(r)).unwrap_or(0);
                 let err = match e {
-                    ProposeError::NotLeader { leader } => {
+                    ProposeError::NotLeader { .. } => {
                         self.stats.errors_not_leader += 1;
-                        ClientError::NotLeader {
-                            leader: leader.unwrap_or(0),
-                        }
+                        ClientError::NotLeader { leader }
                     }
                     ProposeError::Backpressure { .. } => {
                         self.stats.errors_busy += 1;
                         ClientError::Busy
                     }
-                    ProposeError::TransferInProgress { to } => {
+                    ProposeError::TransferInProgress { .. } => {
                         self.stats.errors_not_leader += 1;
-                        ClientError::NotLeader { leader: to }
+                        ClientError::NotLeader { leader }
                     }
                 };
                 self.respond(conn, req.id, Err(err));
@@ -204,16 +210,20 @@ impl Shard {
         }
         let g = self.replica(gid);
         if g.raft.role() != Role::Leader {
-            let leader = g.raft.leader().unwrap_or(0);
+            let leader = g.leader_node();
             return self.respond(conn, req.id, Err(ClientError::NotLeader { leader }));
         }
         // Asking again for what is already in force is answered Done, so
         // an operator (or a client whose answer was lost) can safely retry.
+        // Operators name nodes; the group's members are replicas placed on
+        // them (`ConfState::placements`).
         let conf = g.raft.conf();
-        let out_of_conf = |node: &u64| !conf.voters.contains(node) && !conf.is_learner(*node);
+        let out_of_conf = |node: &u64| conf.replica_on(*node).is_none();
         let in_force = match &req.op {
-            Op::AddLearner { node, .. } => conf.members().contains(node),
-            Op::Promote { node } => conf.voters.contains(node),
+            Op::AddLearner { node, .. } => !out_of_conf(node),
+            Op::Promote { node } => conf
+                .replica_on(*node)
+                .is_some_and(|r| conf.voters.contains(&r)),
             Op::RemoveNode { node } => out_of_conf(node) && !g.kv.members().contains_key(node),
             _ => false,
         };
@@ -266,12 +276,24 @@ impl Shard {
                     let reason = e.to_string();
                     return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
                 }
-                g.raft.add_learner(*node)
+                g.raft
+                    .add_learner(*node)
+                    .map(|(_, index, term)| (index, term))
             }
-            Op::Promote { node } => self.replica_mut(gid).raft.promote_learner(*node),
+            Op::Promote { node } => {
+                let g = self.replica_mut(gid);
+                match g.raft.conf().replica_on(*node) {
+                    Some(r) => g.raft.promote_learner(r),
+                    None => {
+                        let reason = format!("node {node} is not a member of group {gid}");
+                        return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
+                    }
+                }
+            }
             Op::RemoveNode { node } => {
                 let g = self.replica_mut(gid);
-                let r = g.raft.remove_node(*node);
+                let replica = g.raft.conf().replica_on(*node).expect("checked: a member");
+                let r = g.raft.remove_replica(replica);
                 if r.is_ok() {
                     // Best effort: a retry of the removal proposes it again.
                     let _ = g.raft.propose(forget_member(*node));
@@ -322,7 +344,7 @@ impl Shard {
         }
         if g.raft.role() != Role::Leader {
             self.stats.errors_not_leader += 1;
-            let leader = g.raft.leader().unwrap_or(0);
+            let leader = g.leader_node();
             return self.respond(conn, req.id, Err(ClientError::NotLeader { leader }));
         }
         g.reads_new.push(PendingRead {
@@ -368,7 +390,7 @@ impl Shard {
             // The map covers the static groups; a replica created at run
             // time outside them is reached by group id until ranges exist.
             if let Some(l) = leaders.get_mut(g.id as usize) {
-                *l = g.raft.leader().unwrap_or(0);
+                *l = g.leader_node();
             }
             for (&n, a) in g.kv.client_addrs() {
                 nodes.entry(n).or_insert_with(|| a.clone());
@@ -392,15 +414,15 @@ impl Shard {
                 let replicas = if g.raft.role() == Role::Leader {
                     g.raft
                         .conf()
-                        .members()
-                        .into_iter()
-                        .map(|id| {
-                            let m = if id == self.cfg.node {
+                        .placements
+                        .iter()
+                        .map(|p| {
+                            let m = if p.replica == g.replica {
                                 g.raft.persisted_index()
                             } else {
-                                g.raft.progress(id).map_or(0, |p| p.match_)
+                                g.raft.progress(p.replica).map_or(0, |pr| pr.match_)
                             };
-                            (id, m)
+                            (p.node, m)
                         })
                         .collect()
                 } else {
@@ -408,7 +430,7 @@ impl Shard {
                 };
                 GroupStatus {
                     group: g.id,
-                    leader: g.raft.leader().unwrap_or(0),
+                    leader: g.leader_node(),
                     term: g.raft.term(),
                     commit: g.raft.commit_index(),
                     applied: g.kv.applied(),

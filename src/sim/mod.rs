@@ -12,6 +12,14 @@
 //! A node's whole disk can be wiped (`identity`): it comes back as a new
 //! store, refused by its peers as real nodes refuse it.
 //!
+//! Replicas have ids of their own (`raft::ConfState::next_replica_id`):
+//! messages are routed by the node's own `group::Routes` (the membership's
+//! placements, and for non-members the node a message came from), and a
+//! node hosts the replica its leader's message created there
+//! (`group::creates_replica`): a node outside the group hosts none; a node
+//! removed and added again gets a new replica that replaces the old one,
+//! as the shard does.
+//!
 //! Everything is driven by one seeded RNG and one ordered event queue: the
 //! same [`SimConfig`] gives the same run, event for event (the trace hash
 //! proves it).
@@ -24,6 +32,7 @@
 mod checks;
 mod identity;
 mod nemesis;
+mod network;
 mod state_machine;
 mod workload;
 
@@ -191,6 +200,15 @@ pub struct SimReport {
     pub disks_lost: u64,
     /// Messages dropped because a peer had recorded another incarnation.
     pub messages_refused: u64,
+    /// Messages whose addressee's node the sender did not know.
+    pub messages_unplaced: u64,
+    /// Messages for another replica than the one hosted at the node they
+    /// reached (a removed one, or a newer one not created yet).
+    pub messages_misrouted: u64,
+    /// Replicas created by their leader's seeding snapshot, and replicas
+    /// destroyed because a newer one of the group was placed on their node.
+    pub replicas_created: u64,
+    pub replicas_destroyed: u64,
 }
 
 /// A broken guarantee, with what is needed to understand it.
@@ -212,6 +230,9 @@ impl std::fmt::Display for SimFailure {
 const LIVENESS_BOUND_MS: u64 = 20_000;
 /// Readies pulled from one node in a row before the run is failed as a spin.
 const DRIVE_READIES_MAX: u32 = 10_000;
+/// Replica ids of nodes that host no replica yet count down from here
+/// (ids a group allocates count up from 1: they never meet).
+const PLACEHOLDER_REPLICA: ReplicaId = u64::MAX;
 /// Period of the log matching check during a run.
 const LOG_CHECK_EVERY_MS: u64 = 250;
 /// Clients start no new op this long before the end.
@@ -222,7 +243,12 @@ enum Event {
     Tick(usize),
     /// A paused node runs again.
     Resume(usize),
-    Deliver(Message),
+    /// A message from node `from` (index) to node `to` (index).
+    Deliver {
+        from: usize,
+        to: usize,
+        m: Message,
+    },
     PersistDone {
         node: usize,
         incarnation: u64,
@@ -353,6 +379,15 @@ struct PendingWrite {
 
 struct SimNode {
     raft: Option<RawNode>,
+    /// The id of the replica this node hosts (`hosted`), or a placeholder
+    /// no group ever allocates (`PLACEHOLDER_REPLICA - i`) for a node
+    /// outside the group that hosts none yet. Durable, like the catalog:
+    /// a replica is created (from its leader's seeding snapshot,
+    /// `group::creates_replica`) before anything is stepped into it.
+    replica: ReplicaId,
+    hosted: bool,
+    /// Where answers to non-members go (`group::Routes`, as the node).
+    routes: crate::group::Routes,
     incarnation: u64,
     /// The store incarnation (1, then one more per wiped disk).
     store: u64,
@@ -466,8 +501,15 @@ impl Sim {
         let ids: Vec<NodeId> = (1..=n as u64).collect();
         let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_5141);
         let nodes = (0..n)
-            .map(|_| SimNode {
+            .map(|i| SimNode {
                 raft: None,
+                replica: if i < cfg.initial_voters {
+                    ids[i]
+                } else {
+                    PLACEHOLDER_REPLICA - i as u64
+                },
+                hosted: i < cfg.initial_voters,
+                routes: Default::default(),
                 incarnation: 0,
                 store: 1,
                 lost: false,
@@ -562,8 +604,10 @@ impl Sim {
             match &n.raft {
                 None => out.push_str(&format!("\n  node {}: down", self.ids[i])),
                 Some(r) => out.push_str(&format!(
-                    "\n  node {}: {:?} term {} leader {:?} commit {} last {} persisted {} applied {} writes queued {} voters {:?}/{:?} learners {:?}",
+                    "\n  node {}{}: replica {} {:?} term {} leader {:?} commit {} last {} persisted {} applied {} writes queued {} voters {:?}/{:?} learners {:?} placements {:?}",
                     self.ids[i],
+                    if n.lost { " (disk wiped)" } else { "" },
+                    if n.hosted { n.replica.to_string() } else { "none".into() },
                     r.role(),
                     r.term(),
                     r.leader(),
@@ -574,7 +618,8 @@ impl Sim {
                     n.writes.len(),
                     r.conf().voters,
                     r.conf().voters_outgoing,
-                    r.conf().learners
+                    r.conf().learners,
+                    r.conf().placements.iter().map(|p| (p.replica, p.node)).collect::<Vec<_>>()
                 )),
             }
         }
@@ -605,12 +650,11 @@ impl Sim {
 
     fn node_cfg(&self, i: usize) -> ValidRaftConfig {
         let initial: Vec<NodeId> = self.ids[..self.cfg.initial_voters].to_vec();
-        let voters = if i < self.cfg.initial_voters {
-            initial
-        } else {
-            Vec::new()
-        };
-        let mut c = RaftConfig::new(self.ids[i], voters);
+        // A founding replica has its node's id; any other starts empty and
+        // learns the membership from its leader's snapshot.
+        let founding = i < self.cfg.initial_voters && self.nodes[i].replica == self.ids[i];
+        let voters = if founding { initial } else { Vec::new() };
+        let mut c = RaftConfig::new(self.nodes[i].replica, voters);
         c.seed = self.cfg.seed;
         c.pre_vote = self.cfg.pre_vote;
         c.check_quorum = self.cfg.check_quorum;
@@ -885,17 +929,14 @@ impl Sim {
                     self.tick_due(i);
                 }
             }
-            Event::Deliver(m) => {
-                let i = (m.to - 1) as usize;
-                let from = (m.from - 1) as usize;
+            Event::Deliver { from, to: i, m } => {
                 if let Some(wait) = self.paused_for(i) {
                     // In the socket until the process runs again.
-                    self.schedule(wait, Event::Deliver(m));
+                    self.schedule(wait, Event::Deliver { from, to: i, m });
                 } else if !self.identities_admit(from, i) {
                     // Sent to or by a store that is gone.
-                } else if let Some(r) = self.nodes[i].raft.as_mut() {
-                    r.step(m);
-                    self.drive(i);
+                } else if self.nodes[i].raft.is_some() {
+                    self.deliver(from, i, m);
                 }
             }
             Event::PersistDone { node, incarnation } => match self.paused_for(node) {
@@ -968,24 +1009,6 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, m: Message) {
-        self.report.messages_sent += 1;
-        let (a, b) = ((m.from - 1) as usize, (m.to - 1) as usize);
-        if !self.identities_admit(a, b) {
-            return;
-        }
-        if self.blocked[a][b] || self.rng.chance(self.drop_per_mille) {
-            self.report.messages_dropped += 1;
-            return;
-        }
-        if self.rng.chance(self.dup_per_mille) {
-            let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
-            self.schedule(d, Event::Deliver(m.clone()));
-        }
-        let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
-        self.schedule(d, Event::Deliver(m));
-    }
-
     /// Pulls every Ready of node `i` and carries it out.
     fn drive(&mut self, i: usize) {
         for round in 0.. {
@@ -1014,7 +1037,7 @@ impl Sim {
             }
             let _ = term;
             for m in rd.messages.iter().cloned() {
-                self.send(m);
+                self.send(i, m);
             }
             // A snapshot from the leader is made durable first (the node
             // writes its file before the records that follow it).
@@ -1102,7 +1125,7 @@ impl Sim {
         // here after every batch, so a wrong release point shows sooner.
         self.nodes[i].release_wal();
         for m in after {
-            self.send(m);
+            self.send(i, m);
         }
         self.start_disk_batch(i);
         self.drive(i);

@@ -8,29 +8,34 @@ impl Sim {
     pub(super) fn change_membership(&mut self, l: usize) {
         let r = self.nodes[l].raft.as_ref().expect("leader is up");
         let conf = r.conf().clone();
+        // Nodes without a replica in the group (a node removed earlier is
+        // added again as a new replica, with a new id).
         let outside: Vec<NodeId> = self
             .ids
             .iter()
             .copied()
-            .filter(|&id| !conf.voters.contains(&id) && !conf.is_learner(id))
+            .filter(|&node| conf.replica_on(node).is_none())
             .collect();
-        let pick = |v: &[NodeId], rng: &mut Rng| v[rng.below(v.len() as u64) as usize];
+        let pick = |v: &[u64], rng: &mut Rng| v[rng.below(v.len() as u64) as usize];
+        fn raft(s: &mut Sim, l: usize) -> &mut RawNode {
+            s.nodes[l].raft.as_mut().expect("up")
+        }
         let res = match self.rng.below(3) {
             0 if !outside.is_empty() => {
-                let id = pick(&outside, &mut self.rng);
-                self.nodes[l].raft.as_mut().expect("up").add_learner(id)
+                let node = pick(&outside, &mut self.rng);
+                raft(self, l).add_learner(node).map(|(_, i, t)| (i, t))
             }
             1 if !conf.learners.is_empty() => {
                 let id = pick(&conf.learners, &mut self.rng);
-                self.nodes[l].raft.as_mut().expect("up").promote_learner(id)
+                raft(self, l).promote_learner(id)
             }
             _ if conf.voters.len() > 3 => {
                 let id = pick(&conf.voters, &mut self.rng);
-                self.nodes[l].raft.as_mut().expect("up").remove_node(id)
+                raft(self, l).remove_replica(id)
             }
             _ if !conf.learners.is_empty() && self.rng.chance(300) => {
                 let id = pick(&conf.learners, &mut self.rng);
-                self.nodes[l].raft.as_mut().expect("up").remove_node(id)
+                raft(self, l).remove_replica(id)
             }
             _ => return,
         };
@@ -47,11 +52,12 @@ impl Sim {
         match self.current_leader() {
             Some(l) => {
                 let c = self.nodes[l].raft.as_ref().expect("up").conf();
+                // The node hosts the member placed on it (not yet: its
+                // replica waits to be created by the leader's snapshot).
                 (0..self.nodes.len())
                     .filter(|&i| {
-                        c.voters.contains(&self.ids[i])
-                            || c.voters_outgoing.contains(&self.ids[i])
-                            || c.is_learner(self.ids[i])
+                        let n = &self.nodes[i];
+                        n.hosted && c.node_of(n.replica) == Some(self.ids[i])
                     })
                     .filter(|&i| !self.nodes[i].lost)
                     .collect()
@@ -158,9 +164,9 @@ impl Sim {
                 if let Some(l) = leader {
                     let t = self.rng.below(n as u64) as usize;
                     if t != l {
-                        let target = self.ids[t];
                         let r = self.nodes[l].raft.as_mut().expect("leader is up");
-                        if r.transfer_leader(target).is_ok() {
+                        let target = r.conf().replica_on(self.ids[t]).unwrap_or(0);
+                        if target != 0 && r.transfer_leader(target).is_ok() {
                             self.report.transfers += 1;
                         }
                         self.drive(l);

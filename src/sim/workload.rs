@@ -144,10 +144,14 @@ impl Sim {
         };
         let res = match self.nodes[target].raft.as_mut() {
             None => Err(None),
-            Some(r) => r.propose(data).map_err(|e| match e {
-                ProposeError::NotLeader { leader } => leader,
-                ProposeError::Backpressure { .. } => Some(r.id()),
-                ProposeError::TransferInProgress { to } => Some(to),
+            Some(r) => r.propose(data).map_err(|e| {
+                let hint = match e {
+                    ProposeError::NotLeader { leader } => leader,
+                    ProposeError::Backpressure { .. } => Some(r.id()),
+                    ProposeError::TransferInProgress { to } => Some(to),
+                };
+                // A replica id: the client needs its node.
+                hint.and_then(|rep| r.conf().node_of(rep))
             }),
         };
         match res {

@@ -5,7 +5,7 @@
 //! ```text
 //! name = {group:08}-{index:020}.snap
 //! file = header (64 bytes) | conf | data
-//!   0  magic      [8] = "RRSNAP01"
+//!   0  magic      [8] = "RRSNAP02" ("RRSNAP01": conf without placements)
 //!   8  group      u64 LE
 //!  16  index      u64 LE
 //!  24  term       u64 LE
@@ -15,13 +15,18 @@
 //!  48  reserved   [12] = 0
 //!  60  head_crc   u32 LE  CRC32 of bytes 0..60
 //! conf = voters | voters_outgoing | learners, each: count u32 | ids u64*
+//!        | placements: count u32 (2 per placement) | (replica u64 | node u64)*
+//!        | count u32 = 1 | next_replica_id u64
+//! A version 1 file's members were placed on the nodes of their ids (the
+//! ids were node ids then).
 //! ```
 
 use std::path::{Path, PathBuf};
 
-use crate::raft::{ConfState, Snapshot, SnapshotMeta};
+use crate::raft::{ConfState, Placement, Snapshot, SnapshotMeta};
 
-const MAGIC: &[u8; 8] = b"RRSNAP01";
+const MAGIC: &[u8; 8] = b"RRSNAP02";
+const MAGIC_V1: &[u8; 8] = b"RRSNAP01";
 const HEAD_BYTES: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +65,13 @@ fn encode_conf(out: &mut Vec<u8>, c: &ConfState) {
             out.extend_from_slice(&id.to_le_bytes());
         }
     }
+    out.extend_from_slice(&(2 * c.placements.len() as u32).to_le_bytes());
+    for p in &c.placements {
+        out.extend_from_slice(&p.replica.to_le_bytes());
+        out.extend_from_slice(&p.node.to_le_bytes());
+    }
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&c.next_replica_id.to_le_bytes());
 }
 
 /// The bytes of a snapshot file.
@@ -90,7 +102,8 @@ pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
         file: file.to_string(),
         why,
     };
-    if b.len() < HEAD_BYTES || &b[..8] != MAGIC {
+    let v1 = b.len() >= 8 && &b[..8] == MAGIC_V1;
+    if b.len() < HEAD_BYTES || (&b[..8] != MAGIC && !v1) {
         return Err(bad("bad magic or short header"));
     }
     let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
@@ -122,10 +135,39 @@ pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
         Some(v)
     };
     let conf = (|| {
+        let (voters, voters_outgoing, learners) = (ids()?, ids()?, ids()?);
+        if v1 {
+            let mut c = ConfState::new(&voters, &learners);
+            c.voters_outgoing = voters_outgoing;
+            let mut all = c.members();
+            all.retain(|r| c.node_of(*r).is_none());
+            for r in all {
+                c.placements.push(Placement {
+                    replica: r,
+                    node: r,
+                });
+            }
+            c.placements.sort_unstable();
+            c.next_replica_id = c.placements.last().map_or(0, |p| p.replica + 1);
+            return Some(c);
+        }
+        let pairs = ids()?;
+        let next = ids()?;
+        if !pairs.len().is_multiple_of(2) || next.len() != 1 {
+            return None;
+        }
         Some(ConfState {
-            voters: ids()?,
-            voters_outgoing: ids()?,
-            learners: ids()?,
+            voters,
+            voters_outgoing,
+            learners,
+            placements: pairs
+                .chunks_exact(2)
+                .map(|p| Placement {
+                    replica: p[0],
+                    node: p[1],
+                })
+                .collect(),
+            next_replica_id: next[0],
         })
     })()
     .ok_or_else(|| bad("bad membership"))?;

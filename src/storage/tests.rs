@@ -105,14 +105,19 @@ fn a_snapshot_the_log_does_not_hold_drops_every_entry() {
 
 #[test]
 fn snapshot_files_round_trip_and_damage_is_named() {
-    use crate::raft::{ConfState, Snapshot, SnapshotMeta};
+    use crate::raft::{ConfChange, ConfChangeOp, ConfState, Snapshot, SnapshotMeta};
+    // Replica 5 lives on node 4: placements are kept.
+    let conf = ConfState::new(&[1, 2, 3], &[])
+        .apply(&ConfChange {
+            ops: vec![ConfChangeOp::AddLearner {
+                replica: 5,
+                node: 4,
+            }],
+        })
+        .unwrap();
     let s = Snapshot {
         meta: SnapshotMeta { index: 42, term: 7 },
-        conf: ConfState {
-            voters: vec![1, 2, 3],
-            voters_outgoing: vec![],
-            learners: vec![4],
-        },
+        conf,
         data: Bytes::from_static(b"state machine bytes"),
     };
     let b = snapfile::encode(3, &s);
@@ -126,6 +131,46 @@ fn snapshot_files_round_trip_and_damage_is_named() {
         snapfile::decode("f", &b[..b.len() - 1]),
         Err(snapfile::SnapFileError::Corrupt { .. })
     ));
+}
+
+/// A snapshot file of version 1 (before replicas had ids of their own)
+/// still reads: its members are placed on the nodes of their ids.
+#[test]
+fn a_version_1_snapshot_file_places_members_on_their_ids() {
+    use crate::raft::ConfState;
+    let mut body = Vec::new();
+    for ids in [&[1u64, 2, 4][..], &[1, 2, 3], &[5]] {
+        body.extend_from_slice(&(ids.len() as u32).to_le_bytes());
+        for id in ids {
+            body.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+    let conf_len = body.len();
+    body.extend_from_slice(b"data");
+    let mut f = b"RRSNAP01".to_vec();
+    for v in [3u64, 42, 7] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    f.extend_from_slice(&(conf_len as u32).to_le_bytes());
+    f.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    f.extend_from_slice(&4u64.to_le_bytes());
+    f.extend_from_slice(&[0u8; 12]);
+    let crc = crc32fast::hash(&f);
+    f.extend_from_slice(&crc.to_le_bytes());
+    f.extend_from_slice(&body);
+    let (g, s) = snapfile::decode("old", &f).unwrap();
+    assert_eq!((g, s.meta.index, &s.data[..]), (3, 42, &b"data"[..]));
+    let mut want = ConfState::new(&[1, 2, 4], &[5]);
+    want.voters_outgoing = vec![1, 2, 3];
+    want.placements.insert(
+        2,
+        crate::raft::Placement {
+            replica: 3,
+            node: 3,
+        },
+    );
+    want.next_replica_id = 6;
+    assert_eq!(s.conf, want);
 }
 
 /// The WAL keeps a group's latest durable hard state while a newer one is

@@ -107,16 +107,10 @@ pub(super) async fn deliver<R: AsyncRead + Unpin>(
                 });
             }
             let (group, m) = decode_raft(&payload)?;
-            if m.from != node {
-                return Err(RecvError::Sender {
-                    claimed: m.from,
-                    node,
-                });
-            }
             if shared.blocked.borrow().contains(&node) {
                 continue; // fault injection: as if lost
             }
-            shared.inbox.borrow_mut().push((group, m));
+            shared.inbox.borrow_mut().push((group, node, m));
         }
         if got > 0 {
             shared.stats.bump(|s| s.msgs_received += got);

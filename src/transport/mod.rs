@@ -274,8 +274,6 @@ pub enum RecvError {
     Truncated { bytes: usize },
     #[error("unexpected frame kind {kind} {when}")]
     Unexpected { kind: u8, when: &'static str },
-    #[error("message claims sender {claimed}, the connection is from node {node}")]
-    Sender { claimed: NodeId, node: NodeId },
     #[error("no handshake within {0:?}")]
     HandshakeTimeout(Duration),
 }
@@ -322,7 +320,7 @@ struct Shared {
     /// refused (see `crate::identity`).
     book: PeerBook,
     stats: Counters,
-    inbox: RefCell<Vec<(u64, Message)>>,
+    inbox: RefCell<Vec<(u64, NodeId, Message)>>,
     /// The shard waits here for messages.
     inbox_ready: WaitList,
     /// Readers wait here while the inbox is full.
@@ -436,20 +434,21 @@ impl Transport {
         }
     }
 
-    /// Queues `m` (of `group`) for `m.to`. `false` if it was dropped: the
-    /// link is down, its queue is over `peer_queue_bytes_max`, or the node
-    /// is unknown. The batch is written when the shard's turn yields. A
-    /// node without a link that is connected here (a node no group of this
-    /// shard has as a member any more) gets it on that connection (`back`).
-    pub fn send(&self, group: u64, m: &Message) -> bool {
-        if self.shared.blocked.borrow().contains(&m.to) {
+    /// Queues `m` (of `group`) for `node`, where its addressee `m.to`
+    /// lives. `false` if it was dropped: the link is down, its queue is
+    /// over `peer_queue_bytes_max`, or the node is unknown. The batch is
+    /// written when the shard's turn yields. A node without a link that is
+    /// connected here (a node no group of this shard has as a member any
+    /// more) gets it on that connection (`back`).
+    pub fn send(&self, node: NodeId, group: u64, m: &Message) -> bool {
+        if self.shared.blocked.borrow().contains(&node) {
             self.shared.stats.bump(|s| s.msgs_dropped += 1);
             return false;
         }
         let links = self.links.borrow();
-        match links.get(&m.to) {
+        match links.get(&node) {
             Some(l) => l.queue(group, m),
-            None => match self.shared.back.get(m.to) {
+            None => match self.shared.back.get(node) {
                 Some(c) => c.queue(&self.shared, group, m),
                 None => {
                     self.shared.stats.bump(|s| s.msgs_unroutable += 1);
@@ -497,8 +496,10 @@ impl Transport {
         *self.shared.blocked.borrow_mut() = peers;
     }
 
-    /// Moves the messages received since the last call into `out`.
-    pub fn drain_inbox(&self, out: &mut Vec<(u64, Message)>) {
+    /// Moves the messages received since the last call into `out`:
+    /// (group, node it came from, message). Messages name replicas; the
+    /// node is the connection's, checked at its handshake.
+    pub fn drain_inbox(&self, out: &mut Vec<(u64, NodeId, Message)>) {
         if sync::drain_into(&self.shared.inbox, out) {
             self.shared.inbox_space.wake_all();
         }

@@ -15,6 +15,7 @@ use rkyv::rancor::Error as RkyvError;
 use super::frame::{begin_frame, finish_frame, FRAME_ALIGN};
 use crate::raft::{
     ArchivedBody, ArchivedEntryKind, ArchivedMessage, Body, ConfState, Entry, EntryKind, Message,
+    Placement,
 };
 
 /// Frame kind of a Raft message between shards.
@@ -172,6 +173,15 @@ pub fn decode_raft(payload: &Bytes) -> Result<(u64, Message), MessageError> {
                     voters: ids(&conf.voters),
                     voters_outgoing: ids(&conf.voters_outgoing),
                     learners: ids(&conf.learners),
+                    placements: conf
+                        .placements
+                        .iter()
+                        .map(|p| Placement {
+                            replica: p.replica.to_native(),
+                            node: p.node.to_native(),
+                        })
+                        .collect(),
+                    next_replica_id: conf.next_replica_id.to_native(),
                 },
                 offset: offset.to_native(),
                 total: total.to_native(),

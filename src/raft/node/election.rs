@@ -5,7 +5,7 @@ use super::*;
 impl RawNode {
     // ---- role changes ----
 
-    pub(super) fn become_follower(&mut self, term: Term, leader: NodeId) {
+    pub(super) fn become_follower(&mut self, term: Term, leader: ReplicaId) {
         if self.role == Role::Leader {
             self.fail_pending_reads();
         }
@@ -117,7 +117,7 @@ impl RawNode {
         }
     }
 
-    pub(super) fn record_vote(&mut self, from: NodeId, granted: bool) {
+    pub(super) fn record_vote(&mut self, from: ReplicaId, granted: bool) {
         if !self.votes.iter().any(|(id, _)| *id == from) {
             self.votes.push((from, granted));
         }
@@ -126,14 +126,14 @@ impl RawNode {
     /// (won, lost) under the membership in force (both majorities while
     /// joint), counting our own grant when it counts.
     pub(super) fn vote_outcome(&self) -> (bool, bool) {
-        let granted = |id: NodeId| {
+        let granted = |id: ReplicaId| {
             if id == self.id {
                 self.self_vote_counted
             } else {
                 self.votes.iter().any(|&(v, g)| v == id && g)
             }
         };
-        let rejected = |id: NodeId| self.votes.iter().any(|&(v, g)| v == id && !g);
+        let rejected = |id: ReplicaId| self.votes.iter().any(|&(v, g)| v == id && !g);
         (self.conf.quorum(granted), self.conf.quorum_lost(rejected))
     }
 
@@ -173,6 +173,10 @@ impl RawNode {
                     // The target did not take over within an election timeout.
                     self.transferee = 0;
                 }
+            }
+            if self.transferee == 0 && !self.promotable() {
+                // Removed while leading: try again (`hand_over`).
+                self.hand_over();
             }
             if self.election_elapsed >= self.cfg.election_ticks {
                 self.election_elapsed = 0;
@@ -216,7 +220,7 @@ impl RawNode {
     /// Hands leadership to `target`: brings it up to date, then tells it to
     /// campaign at once. Proposals are refused meanwhile; the transfer is
     /// abandoned after an election timeout.
-    pub fn transfer_leader(&mut self, target: NodeId) -> Result<(), TransferError> {
+    pub fn transfer_leader(&mut self, target: ReplicaId) -> Result<(), TransferError> {
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader {
                 leader: self.leader(),
@@ -241,7 +245,7 @@ impl RawNode {
     }
 
     /// The node leadership is being transferred to, if any.
-    pub fn transferee(&self) -> Option<NodeId> {
+    pub fn transferee(&self) -> Option<ReplicaId> {
         (self.transferee != 0).then_some(self.transferee)
     }
 }

@@ -19,7 +19,7 @@ impl RawNode {
                 leader: self.leader(),
             });
         }
-        if self.transferee != 0 {
+        if self.transferee != 0 || !self.promotable() {
             return Err(ConfChangeError::TransferInProgress);
         }
         if !self.committed_in_term() {
@@ -32,10 +32,12 @@ impl RawNode {
         }
         let new = self.conf.apply(&cc)?;
         for op in &cc.ops {
-            if let ConfChangeOp::AddVoter(id) | ConfChangeOp::AddLearner(id) = *op {
-                let member = self.conf.is_voter(id) || self.conf.is_learner(id);
+            if let ConfChangeOp::AddVoter { replica, .. }
+            | ConfChangeOp::AddLearner { replica, .. } = *op
+            {
+                let member = self.conf.is_voter(replica) || self.conf.is_learner(replica);
                 if !member && self.snapshot.is_none() {
-                    return Err(ConfChangeError::NoSnapshot(id));
+                    return Err(ConfChangeError::NoSnapshot(replica));
                 }
             }
         }
@@ -56,7 +58,7 @@ impl RawNode {
             // `recent_active` alone is cleared at each check-quorum round,
             // and a change asked right after one was refused although
             // every voter was answering (found by a simulator scenario).
-            let active = |id: NodeId| {
+            let active = |id: ReplicaId| {
                 id == self.id
                     || self.peer_idx(id).is_some_and(|i| {
                         let p = &self.prs[i];
@@ -85,16 +87,25 @@ impl RawNode {
         (index, self.term)
     }
 
-    /// Adds `id` as a learner: it receives the log, never votes.
-    pub fn add_learner(&mut self, id: NodeId) -> Result<(Index, Term), ConfChangeError> {
+    /// Adds a learner on `node`: a new replica, whose id (returned) is the
+    /// group's `next_replica_id`. It receives the log, never votes.
+    pub fn add_learner(
+        &mut self,
+        node: NodeId,
+    ) -> Result<(ReplicaId, Index, Term), ConfChangeError> {
+        // The membership in force is the newest one: a change not applied
+        // yet is refused (`InProgress`), so the id is not handed out twice;
+        // one proposed but never committed is never placed anywhere.
+        let replica = self.conf.next_replica_id.max(1);
         self.propose_conf_change(ConfChange {
-            ops: vec![ConfChangeOp::AddLearner(id)],
+            ops: vec![ConfChangeOp::AddLearner { replica, node }],
         })
+        .map(|(index, term)| (replica, index, term))
     }
 
     /// Promotes learner `id` to voter, if it is within
     /// `promote_lag_entries_max` entries of the leader's log.
-    pub fn promote_learner(&mut self, id: NodeId) -> Result<(Index, Term), ConfChangeError> {
+    pub fn promote_learner(&mut self, id: ReplicaId) -> Result<(Index, Term), ConfChangeError> {
         if !self.conf.is_learner(id) {
             return Err(ConfChangeError::NotMember(id));
         }
@@ -109,13 +120,14 @@ impl RawNode {
                 });
             }
         }
+        let node = self.conf.node_of(id).expect("a learner has a placement");
         self.propose_conf_change(ConfChange {
-            ops: vec![ConfChangeOp::AddVoter(id)],
+            ops: vec![ConfChangeOp::AddVoter { replica: id, node }],
         })
     }
 
-    /// Removes voter or learner `id`.
-    pub fn remove_node(&mut self, id: NodeId) -> Result<(Index, Term), ConfChangeError> {
+    /// Removes voter or learner replica `id`.
+    pub fn remove_replica(&mut self, id: ReplicaId) -> Result<(Index, Term), ConfChangeError> {
         self.propose_conf_change(ConfChange {
             ops: vec![ConfChangeOp::Remove(id)],
         })
@@ -151,16 +163,46 @@ impl RawNode {
                 // Leave the joint configuration at once.
                 self.append_conf_change(&ConfChange::default());
             } else if !self.promotable() {
-                // Removed: it led until the change committed; now it stops.
-                self.become_follower(self.term, 0);
+                self.hand_over();
             }
+        }
+    }
+
+    /// A leader that applied its own removal (or demotion) hands its
+    /// leadership to the voter with the most of its log, and leads until
+    /// that one takes over (a higher term reaches it) or check-quorum
+    /// stops it; meanwhile it takes no proposal (etcd drops a removed
+    /// leader's proposals) and keeps replicating and heartbeating, so the
+    /// new voters learn that the change committed. Stepping down at once
+    /// can block the group for good: voters that have not learned the
+    /// commit still count it in the joint configuration, while entries
+    /// only it holds make it refuse them its vote, and it never campaigns
+    /// (found by the simulator with one new voter's disk lost). The
+    /// thesis (§4.2.2) has a removed leader manage the cluster until the
+    /// new configuration is committed; here until a successor leads.
+    /// Called again on each tick while no transfer is under way.
+    pub(super) fn hand_over(&mut self) {
+        debug_assert!(self.role == Role::Leader && !self.promotable());
+        if self.transferee != 0 {
+            return;
+        }
+        let best = self
+            .conf
+            .voters
+            .iter()
+            .copied()
+            .filter_map(|v| self.peer_idx(v).map(|i| (self.prs[i].match_, v)))
+            .max();
+        if let Some((_, to)) = best {
+            // Refused only for a target that is not a voter: it is one.
+            let _ = self.transfer_leader(to);
         }
     }
 
     /// Installs a membership and realigns per-peer state with it.
     pub(super) fn set_conf(&mut self, conf: ConfState) {
         self.conf = conf;
-        let new_peers: Vec<NodeId> = self
+        let new_peers: Vec<ReplicaId> = self
             .conf
             .members()
             .into_iter()

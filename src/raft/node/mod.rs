@@ -27,13 +27,13 @@ use crate::rng::Rng;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
     #[error("not the leader (leader hint: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
+    NotLeader { leader: Option<ReplicaId> },
     #[error("backpressure: {uncommitted_bytes} bytes uncommitted, uncommitted_bytes_max = {max}")]
     Backpressure { uncommitted_bytes: u64, max: u64 },
     #[error(
         "leadership is being transferred to node {to}; proposals are refused until it is done"
     )]
-    TransferInProgress { to: NodeId },
+    TransferInProgress { to: ReplicaId },
 }
 
 /// Why a read could not be started.
@@ -56,9 +56,9 @@ pub enum CompactError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TransferError {
     #[error("not the leader (leader hint: {leader:?})")]
-    NotLeader { leader: Option<NodeId> },
+    NotLeader { leader: Option<ReplicaId> },
     #[error("node {0} is not a voter of this group")]
-    UnknownTarget(NodeId),
+    UnknownTarget(ReplicaId),
     #[error("this node already leads")]
     TargetIsSelf,
 }
@@ -67,7 +67,7 @@ pub enum TransferError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SoftState {
     pub role: Role,
-    pub leader: Option<NodeId>,
+    pub leader: Option<ReplicaId>,
     pub term: Term,
 }
 
@@ -161,7 +161,7 @@ pub struct NodeStats {
 #[derive(Debug)]
 pub struct RawNode {
     cfg: ValidRaftConfig,
-    id: NodeId,
+    id: ReplicaId,
     /// The membership in force (as of the last entry handed out to apply).
     conf: ConfState,
     /// (index, membership from that index on), ascending; the first one is
@@ -171,15 +171,15 @@ pub struct RawNode {
     /// change until it is applied.
     pending_conf_index: Index,
     /// Every member other than this node, sorted; `prs[i]` belongs to `peers[i]`.
-    peers: Vec<NodeId>,
+    peers: Vec<ReplicaId>,
     prs: Vec<Progress>,
     term: Term,
-    vote: NodeId,
+    vote: ReplicaId,
     role: Role,
-    leader: NodeId,
+    leader: ReplicaId,
     log: RaftLog,
     /// Votes received in the current (pre-)election: (peer, granted).
-    votes: Vec<(NodeId, bool)>,
+    votes: Vec<(ReplicaId, bool)>,
     self_vote_pending: Option<Term>,
     self_vote_counted: bool,
     election_elapsed: u32,
@@ -201,7 +201,7 @@ pub struct RawNode {
     read_states: Vec<ReadState>,
     reads_failed: Vec<u64>,
     /// Leader transfer under way to this node (0: none).
-    transferee: NodeId,
+    transferee: ReplicaId,
     transfer_elapsed: u32,
     /// The latest snapshot (taken here or installed): sent to followers
     /// that need compacted entries.
@@ -277,7 +277,7 @@ impl RawNode {
                 conf_history.push((i, conf.clone()));
             }
         }
-        let peers: Vec<NodeId> = conf.members().into_iter().filter(|&v| v != id).collect();
+        let peers: Vec<ReplicaId> = conf.members().into_iter().filter(|&v| v != id).collect();
         let prs = peers
             .iter()
             .map(|_| Progress::new(1, cfg.inflight_msgs_max, cfg.inflight_bytes_max))
@@ -336,7 +336,7 @@ impl RawNode {
 
     // ---- accessors ----
 
-    pub fn id(&self) -> NodeId {
+    pub fn id(&self) -> ReplicaId {
         self.id
     }
     pub fn term(&self) -> Term {
@@ -345,7 +345,7 @@ impl RawNode {
     pub fn role(&self) -> Role {
         self.role
     }
-    pub fn leader(&self) -> Option<NodeId> {
+    pub fn leader(&self) -> Option<ReplicaId> {
         (self.leader != 0).then_some(self.leader)
     }
     pub fn commit_index(&self) -> Index {
@@ -371,7 +371,7 @@ impl RawNode {
         &self.stats
     }
     /// The leader's view of `peer`, if this node leads.
-    pub fn progress(&self, peer: NodeId) -> Option<&Progress> {
+    pub fn progress(&self, peer: ReplicaId) -> Option<&Progress> {
         if self.role != Role::Leader {
             return None;
         }
@@ -381,13 +381,13 @@ impl RawNode {
         self.uncommitted_bytes
     }
 
-    fn peer_idx(&self, id: NodeId) -> Option<usize> {
+    fn peer_idx(&self, id: ReplicaId) -> Option<usize> {
         self.peers.binary_search(&id).ok()
     }
 
     /// A message from the leader of our term: follow it, restart the
     /// election timer.
-    fn heard_from_leader(&mut self, term: Term, from: NodeId) {
+    fn heard_from_leader(&mut self, term: Term, from: ReplicaId) {
         if self.role != Role::Follower {
             self.become_follower(term, from);
         }
@@ -419,7 +419,7 @@ impl RawNode {
         self.election_timeout = (e + self.rng.next() % e) as u32;
     }
 
-    fn send(&mut self, to: NodeId, term: Term, body: Body) {
+    fn send(&mut self, to: ReplicaId, term: Term, body: Body) {
         self.msgs.push(Message {
             from: self.id,
             to,
@@ -428,7 +428,7 @@ impl RawNode {
         });
     }
 
-    fn send_after_persist(&mut self, to: NodeId, body: Body) {
+    fn send_after_persist(&mut self, to: ReplicaId, body: Body) {
         self.msgs_after_persist.push(Message {
             from: self.id,
             to,
@@ -446,10 +446,12 @@ impl RawNode {
                 leader: self.leader(),
             });
         }
-        if self.transferee != 0 {
+        if self.transferee != 0 || !self.promotable() {
+            // A removed leader hands over (`hand_over`): no new entries.
             self.stats.proposals_refused += 1;
-            return Err(ProposeError::TransferInProgress {
-                to: self.transferee,
+            return Err(match self.transferee() {
+                Some(to) => ProposeError::TransferInProgress { to },
+                None => ProposeError::NotLeader { leader: None },
             });
         }
         let size = data.len() as u64 + ENTRY_OVERHEAD_BYTES;
@@ -475,7 +477,7 @@ impl RawNode {
 
     /// The transport lost its connection to `peer`: replicate to it from a
     /// probe again.
-    pub fn report_unreachable(&mut self, peer: NodeId) {
+    pub fn report_unreachable(&mut self, peer: ReplicaId) {
         if self.role != Role::Leader {
             return;
         }

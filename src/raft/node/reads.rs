@@ -43,7 +43,7 @@ impl RawNode {
         base > 0 && self.ticks < base + lease
     }
 
-    pub(super) fn register_read(&mut self, ctx: u64, from: NodeId) {
+    pub(super) fn register_read(&mut self, ctx: u64, from: ReplicaId) {
         if !self.committed_in_term() {
             // The commit index of earlier terms may be stale: wait for the
             // first commit of this term (the no-op).
@@ -66,7 +66,7 @@ impl RawNode {
     }
 
     /// Tells `to` that its read `ctx` was not served (it retries).
-    pub(super) fn refuse_read(&mut self, to: NodeId, ctx: u64) {
+    pub(super) fn refuse_read(&mut self, to: ReplicaId, ctx: u64) {
         self.send(
             to,
             self.term,
@@ -78,7 +78,7 @@ impl RawNode {
         );
     }
 
-    pub(super) fn deliver_read(&mut self, ctx: u64, index: Index, from: NodeId) {
+    pub(super) fn deliver_read(&mut self, ctx: u64, index: Index, from: ReplicaId) {
         if from == self.id {
             self.read_states.push(ReadState { ctx, index });
         } else {
@@ -112,7 +112,7 @@ impl RawNode {
     }
 
     pub(super) fn fail_pending_reads(&mut self) {
-        let q: Vec<(u64, NodeId)> = self
+        let q: Vec<(u64, ReplicaId)> = self
             .read
             .queue
             .drain(..)

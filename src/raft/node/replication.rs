@@ -5,7 +5,7 @@ use super::*;
 impl RawNode {
     pub(super) fn handle_append(
         &mut self,
-        from: NodeId,
+        from: ReplicaId,
         mut prev_index: Index,
         mut prev_term: Term,
         mut entries: Vec<Entry>,
@@ -71,7 +71,7 @@ impl RawNode {
 
     pub(super) fn handle_append_resp(
         &mut self,
-        from: NodeId,
+        from: ReplicaId,
         reject: bool,
         index: Index,
         hint_index: Index,

@@ -61,11 +61,11 @@ impl RawNode {
     }
 
     /// Tells the leader how many bytes of snapshot `index` we hold.
-    fn ack_chunk(&mut self, to: NodeId, index: Index, next_offset: u64) {
+    fn ack_chunk(&mut self, to: ReplicaId, index: Index, next_offset: u64) {
         self.send(to, self.term, Body::SnapshotAck { index, next_offset });
     }
 
-    pub(super) fn handle_snapshot_chunk(&mut self, from: NodeId, c: SnapshotChunk) {
+    pub(super) fn handle_snapshot_chunk(&mut self, from: ReplicaId, c: SnapshotChunk) {
         let SnapshotChunk {
             meta,
             conf,

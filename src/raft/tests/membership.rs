@@ -33,8 +33,14 @@ fn joint_configuration_needs_a_quorum_of_both_old_and_new_voters() {
     // 1,2,3 -> 1,4,5: joint (old {1,2,3}, new {1,4,5}).
     let cc = ConfChange {
         ops: vec![
-            ConfChangeOp::AddVoter(4),
-            ConfChangeOp::AddVoter(5),
+            ConfChangeOp::AddVoter {
+                replica: 4,
+                node: 4,
+            },
+            ConfChangeOp::AddVoter {
+                replica: 5,
+                node: 5,
+            },
             ConfChangeOp::Remove(2),
             ConfChangeOp::Remove(3),
         ],
@@ -49,14 +55,29 @@ fn joint_configuration_needs_a_quorum_of_both_old_and_new_voters() {
     ));
     // ...one at a time is fine: 1,2,3 -> 1,2,4 (joint).
     let cc = ConfChange {
-        ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(3)],
+        ops: vec![
+            ConfChangeOp::AddVoter {
+                replica: 4,
+                node: 4,
+            },
+            ConfChangeOp::Remove(3),
+        ],
     };
     // Adding three voters never heard from: the new six could not reach a quorum.
     let three = ConfChange {
         ops: vec![
-            ConfChangeOp::AddVoter(4),
-            ConfChangeOp::AddVoter(5),
-            ConfChangeOp::AddVoter(6),
+            ConfChangeOp::AddVoter {
+                replica: 4,
+                node: 4,
+            },
+            ConfChangeOp::AddVoter {
+                replica: 5,
+                node: 5,
+            },
+            ConfChangeOp::AddVoter {
+                replica: 6,
+                node: 6,
+            },
         ],
     };
     assert_eq!(
@@ -71,7 +92,8 @@ fn joint_configuration_needs_a_quorum_of_both_old_and_new_voters() {
     assert!(l.progress(4).is_none());
     // Add 4 as a learner, catch it up, then swap.
     assert_eq!(l.conf_index(), 0, "the initial membership");
-    let (i, _) = l.add_learner(4).unwrap();
+    let (r, i, _) = l.add_learner(4).unwrap();
+    assert_eq!(r, 4, "the group's next replica id");
     persist(&mut l);
     assert_eq!(l.conf_index(), 0, "appended, not applied: not in force");
     ack(&mut l, 2, i);
@@ -121,7 +143,13 @@ fn joint_quorum_in_the_new_voters_alone_cannot_commit() {
     l.step(msg(4, 1, 1, Body::HeartbeatResp { round: 0 }));
     let (j, _) = l
         .propose_conf_change(ConfChange {
-            ops: vec![ConfChangeOp::AddVoter(4), ConfChangeOp::Remove(3)],
+            ops: vec![
+                ConfChangeOp::AddVoter {
+                    replica: 4,
+                    node: 4,
+                },
+                ConfChangeOp::Remove(3),
+            ],
         })
         .unwrap();
     persist(&mut l);
@@ -138,9 +166,9 @@ fn joint_quorum_in_the_new_voters_alone_cannot_commit() {
 }
 
 #[test]
-fn removing_the_leader_it_leads_until_the_change_commits_then_steps_down() {
+fn removing_the_leader_it_leads_until_the_change_commits_then_hands_over() {
     let mut l = leader_with(&[1, 2, 3], &[]);
-    let (j, _) = l.remove_node(1).unwrap();
+    let (j, _) = l.remove_replica(1).unwrap();
     persist(&mut l);
     ack(&mut l, 2, j);
     persist(&mut l);
@@ -157,17 +185,100 @@ fn removing_the_leader_it_leads_until_the_change_commits_then_steps_down() {
     assert!(l.commit_index() < leave);
     ack(&mut l, 3, leave);
     assert_eq!(l.commit_index(), leave);
-    persist(&mut l);
-    assert_eq!(
-        l.role(),
-        Role::Follower,
-        "removed: steps down once the change applied"
-    );
+    let rd = persist(&mut l);
     assert!(!l.promotable());
+    // Removed: it hands over to the most caught-up voter (3, by id among
+    // equals) and takes no proposal meanwhile.
+    assert_eq!(l.role(), Role::Leader);
+    assert_eq!(l.transferee(), Some(3));
+    assert!(rd
+        .messages
+        .iter()
+        .any(|m| m.to == 3 && m.body == Body::TimeoutNow));
+    assert!(l.propose(Bytes::from_static(b"x")).is_err());
+    // The successor's higher term ends it; a removed node never campaigns.
+    l.step(msg(
+        3,
+        1,
+        l.term() + 1,
+        Body::Heartbeat {
+            commit: 0,
+            round: 1,
+        },
+    ));
+    assert_eq!(l.role(), Role::Follower);
     for _ in 0..100 {
         l.tick();
     }
     assert_eq!(l.role(), Role::Follower, "a removed node never campaigns");
+}
+
+/// Found by the simulator (wiped-disk sweep, 5 nodes, seed 166): leader 1
+/// removed itself from {1,2,3,4} while voter 4 was gone for good. Voters 2
+/// and 3 acknowledged the entry that leaves the joint configuration, and
+/// 1 had appended one more entry they lacked. It stepped down at once
+/// when the leave applied: 2 and 3, not told it committed, still counted
+/// the joint configuration and needed 1's vote (or 4's), which 1 refused
+/// for its longer log, and 1 never campaigns. Now it leads until a
+/// successor does: it brings one voter up to date and tells it to
+/// campaign, and its heartbeats tell the others the leave committed.
+#[test]
+fn a_removed_leader_hands_over_so_the_group_never_waits_for_its_vote() {
+    let mut l = leader_with(&[1, 2, 3, 4], &[]);
+    let (j, _) = l.remove_replica(1).unwrap();
+    persist(&mut l);
+    ack(&mut l, 2, j);
+    ack(&mut l, 3, j);
+    persist(&mut l);
+    let leave = l.last_index();
+    assert!(l.conf().is_joint());
+    // Still a voter (outgoing): it takes this one.
+    let (extra, _) = l.propose(Bytes::from_static(b"late")).unwrap();
+    assert_eq!(extra, leave + 1);
+    persist(&mut l);
+    ack(&mut l, 2, leave);
+    ack(&mut l, 3, leave);
+    assert_eq!(l.commit_index(), leave);
+    let rd = persist(&mut l);
+    assert!(!l.conf().is_joint() && !l.promotable());
+    assert_eq!(l.role(), Role::Leader, "leads until a successor does");
+    // 3 lacks the extra entry: no TimeoutNow before it has it.
+    assert_eq!(l.transferee(), Some(3));
+    assert!(!rd.messages.iter().any(|m| m.body == Body::TimeoutNow));
+    ack(&mut l, 3, extra);
+    let rd = persist(&mut l);
+    assert!(rd
+        .messages
+        .iter()
+        .any(|m| m.to == 3 && m.body == Body::TimeoutNow));
+    // Meanwhile its heartbeats tell 2 that the leave committed.
+    let mut told = false;
+    for _ in 0..10 {
+        l.tick();
+        let rd = persist(&mut l);
+        told |= rd.messages.iter().any(|m| {
+            m.to == 2 && matches!(m.body, Body::Heartbeat { commit, .. } if commit >= leave)
+        });
+    }
+    assert!(told, "voter 2 learns the leave committed");
+    // 3 campaigns (a transfer) with 1's log: 1 votes for it.
+    l.step(msg(
+        3,
+        1,
+        l.term() + 1,
+        Body::Vote {
+            last_index: extra,
+            last_term: l.term(),
+            transfer: true,
+        },
+    ));
+    let rd = persist(&mut l);
+    assert_eq!(l.role(), Role::Follower);
+    assert!(rd
+        .persisted_messages
+        .iter()
+        .chain(&rd.messages)
+        .any(|m| m.to == 3 && m.body == Body::VoteResp { reject: false }));
 }
 
 #[test]
@@ -186,7 +297,8 @@ fn membership_change_refusals() {
     assert_eq!(n.add_learner(4), Err(ConfChangeError::NotReady));
     // One at a time.
     let mut l = leader_with(&[1, 2, 3], &[]);
-    let (i, _) = l.add_learner(4).unwrap();
+    let (r, i, _) = l.add_learner(4).unwrap();
+    assert_eq!(r, 4, "the group's next replica id");
     assert_eq!(
         l.add_learner(5),
         Err(ConfChangeError::InProgress { pending: i })
@@ -203,11 +315,14 @@ fn membership_change_refusals() {
         Err(ConfChangeError::NotMember(5))
     ));
     assert!(matches!(
-        l.remove_node(9),
+        l.remove_replica(9),
         Err(ConfChangeError::NotMember(9))
     ));
     l.transfer_leader(2).unwrap();
-    assert_eq!(l.remove_node(3), Err(ConfChangeError::TransferInProgress));
+    assert_eq!(
+        l.remove_replica(3),
+        Err(ConfChangeError::TransferInProgress)
+    );
 }
 
 #[test]
@@ -299,7 +414,8 @@ fn a_joining_node_waits_for_its_seed_snapshot_and_the_leader_sends_it() {
     );
     // The leader adds it and seeds it with its snapshot, not the log.
     let mut l = leader_with(&[1, 2, 3], &[]);
-    let (i, _) = l.add_learner(4).unwrap();
+    let (r, i, _) = l.add_learner(4).unwrap();
+    assert_eq!(r, 4, "the group's next replica id");
     persist(&mut l);
     ack(&mut l, 2, i);
     persist(&mut l); // hands out the change: 4 becomes a learner

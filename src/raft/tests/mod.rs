@@ -9,17 +9,17 @@ mod membership;
 mod reads;
 mod snapshots;
 
-pub(super) fn cfg(id: NodeId, voters: &[NodeId]) -> RaftConfig {
+pub(super) fn cfg(id: ReplicaId, voters: &[ReplicaId]) -> RaftConfig {
     let mut c = RaftConfig::new(id, voters.to_vec());
     c.seed = 7;
     c
 }
 
-pub(super) fn node(id: NodeId, voters: &[NodeId]) -> RawNode {
+pub(super) fn node(id: ReplicaId, voters: &[ReplicaId]) -> RawNode {
     RawNode::new(cfg(id, voters).validate().unwrap())
 }
 
-pub(super) fn msg(from: NodeId, to: NodeId, term: Term, body: Body) -> Message {
+pub(super) fn msg(from: ReplicaId, to: ReplicaId, term: Term, body: Body) -> Message {
     Message {
         from,
         to,
@@ -70,7 +70,7 @@ pub(super) fn leader() -> RawNode {
 }
 
 /// (to, prev_index, prev_term, [(index, term)], commit) of an Append.
-pub(super) type AppendSummary = (NodeId, Index, Term, Vec<(Index, Term)>, Index);
+pub(super) type AppendSummary = (ReplicaId, Index, Term, Vec<(Index, Term)>, Index);
 
 pub(super) fn appends(rd: &Ready) -> Vec<AppendSummary> {
     rd.messages
@@ -106,7 +106,7 @@ pub(super) fn committed_leader(lease: bool) -> RawNode {
     n
 }
 
-pub(super) fn heartbeat_rounds(rd: &Ready) -> Vec<(NodeId, u64)> {
+pub(super) fn heartbeat_rounds(rd: &Ready) -> Vec<(ReplicaId, u64)> {
     rd.messages
         .iter()
         .filter_map(|m| match m.body {
@@ -139,7 +139,7 @@ pub(super) fn compacted_leader(n: u64, snap: u64, keep: u64, chunk: u64) -> RawN
     l
 }
 
-pub(super) fn snapshot_chunks(rd: &Ready, to: NodeId) -> Vec<(u64, u64, usize)> {
+pub(super) fn snapshot_chunks(rd: &Ready, to: ReplicaId) -> Vec<(u64, u64, usize)> {
     rd.messages
         .iter()
         .filter(|m| m.to == to)
@@ -156,7 +156,7 @@ pub(super) fn snapshot_chunks(rd: &Ready, to: NodeId) -> Vec<(u64, u64, usize)> 
 }
 
 pub(super) fn chunk_msg(
-    from: NodeId,
+    from: ReplicaId,
     term: Term,
     index: Index,
     data: &[u8],
@@ -180,7 +180,7 @@ pub(super) fn chunk_msg(
 }
 
 /// Leader 1 of voters [1,2,3] (+ learners), no-op committed via node 2.
-pub(super) fn leader_with(voters: &[NodeId], learners: &[NodeId]) -> RawNode {
+pub(super) fn leader_with(voters: &[ReplicaId], learners: &[ReplicaId]) -> RawNode {
     let mut c = cfg(1, voters);
     c.learners = learners.to_vec();
     let mut n = RawNode::new(c.validate().unwrap());
@@ -216,7 +216,7 @@ pub(super) fn leader_with(voters: &[NodeId], learners: &[NodeId]) -> RawNode {
 }
 
 /// A successful AppendResp from `from` to node 1 for `index`, in its term.
-pub(super) fn ack(n: &mut RawNode, from: NodeId, index: Index) {
+pub(super) fn ack(n: &mut RawNode, from: ReplicaId, index: Index) {
     n.step(msg(
         from,
         1,
@@ -232,7 +232,7 @@ pub(super) fn ack(n: &mut RawNode, from: NodeId, index: Index) {
 
 /// Campaigns until node `n` wins with `peer`'s pre-vote and vote (its own
 /// vote counted once durable); the Ready that makes it leader is not taken.
-pub(super) fn win_election(n: &mut RawNode, peer: NodeId) {
+pub(super) fn win_election(n: &mut RawNode, peer: ReplicaId) {
     tick_until_campaign(n);
     let (me, t) = (n.id(), n.term() + 1);
     n.step(msg(peer, me, t, Body::PreVoteResp { reject: false }));

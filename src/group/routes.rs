@@ -1,0 +1,156 @@
+//! Where a replica's messages go: replicas are addressed by replica id
+//! (`raft::ReplicaId`), nodes by node id, and the membership says where
+//! each member lives (`ConfState::placements`). The shard and the
+//! simulator route through this one module.
+//!
+//! Rules:
+//! - A message goes to the node of its addressee: from the membership, or
+//!   for a non-member, from the messages it sent ([`Routes::seen`]). None
+//!   known: it is dropped (Raft resends what matters).
+//! - An inbound message is stepped only if it is addressed to the replica
+//!   hosted here, and a member sender lives on the node it came from.
+//! - A message for a group not hosted here creates the replica only as
+//!   [`creates_replica`] says (the rule in `shard/replicas.rs`).
+
+use crate::raft::{Body, ConfState, Message, NodeId, Placement, ReplicaId};
+
+/// Bound on [`Routes::seen`]: the non-members a replica answers at once (a
+/// handful in practice: a new leader, a removed replica or two).
+pub const ROUTES_SEEN_MAX: usize = 8;
+
+/// Why a message from a peer is not stepped into its replica
+/// ([`Routes::accept`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Misrouted {
+    /// Addressed to another replica of the group (a removed one that lived
+    /// on this node, or a newer one not created here yet).
+    OtherReplica,
+    /// The sender is a member placed on another node than the one the
+    /// message came from.
+    WrongNode,
+}
+
+/// The nodes of non-members a replica heard from.
+#[derive(Debug, Default, Clone)]
+pub struct Routes {
+    /// Replicas outside the membership this replica knows that sent it a
+    /// message (a leader seeding it before it knows any membership, a
+    /// candidate of a membership it has not applied, a removed replica to
+    /// be told so), oldest first; at most [`ROUTES_SEEN_MAX`] (CockroachDB
+    /// keeps a cache of replica descriptors from incoming messages alike).
+    pub seen: Vec<Placement>,
+}
+
+impl Routes {
+    /// The node replica `to` lives on, given membership `conf`.
+    pub fn node_of(&self, conf: &ConfState, to: ReplicaId) -> Option<NodeId> {
+        conf.node_of(to)
+            .or_else(|| self.seen.iter().find(|p| p.replica == to).map(|p| p.node))
+    }
+
+    /// Checks message `m`, which came from node `from_node`, for replica
+    /// `me` whose membership is `conf` (the rules at the top); a
+    /// non-member sender's node is remembered to answer it.
+    pub fn accept(
+        &mut self,
+        conf: &ConfState,
+        me: ReplicaId,
+        from_node: NodeId,
+        m: &Message,
+    ) -> Result<(), Misrouted> {
+        if m.to != me {
+            return Err(Misrouted::OtherReplica);
+        }
+        match conf.node_of(m.from) {
+            Some(n) if n == from_node => Ok(()),
+            Some(_) => Err(Misrouted::WrongNode),
+            None => {
+                let seen = Placement {
+                    replica: m.from,
+                    node: from_node,
+                };
+                match self.seen.iter().position(|p| p.replica == m.from) {
+                    Some(i) => self.seen[i] = seen,
+                    None => {
+                        if self.seen.len() == ROUTES_SEEN_MAX {
+                            self.seen.remove(0);
+                        }
+                        self.seen.push(seen);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether message `m`, for a group not hosted on node `node` (or hosted
+/// with an older replica id), may create the replica it is addressed to.
+/// Only a leader's message to a member it knows holds nothing does: the
+/// first chunk of a snapshot (a leader seeds every new member with one),
+/// or a heartbeat carrying commit 0 (a heartbeat carries
+/// `min(commit, match)`: 0 for a member that acknowledged nothing; the
+/// seeding snapshot may have been lost, and the new replica's answer is
+/// what makes the leader send it again). A leader sends either only to a
+/// member of its applied — committed — membership, on the node that
+/// membership places it on. A snapshot's own membership may predate the
+/// addition; if it names the addressee, it must place it on `node`.
+/// Votes, appends and other heartbeats never create one (a candidate of
+/// an old configuration must not). The catalog (tombstones: a removed
+/// replica never comes back) and the disk are checked when creating.
+/// TiKV creates a peer from a vote or a heartbeat with commit 0
+/// (`is_initial_msg`); CockroachDB from any message to a replica id above
+/// its tombstone.
+pub fn creates_replica(node: NodeId, m: &Message) -> bool {
+    match &m.body {
+        Body::Snapshot {
+            offset: 0, conf, ..
+        } => conf.node_of(m.to).is_none_or(|n| n == node),
+        Body::Heartbeat { commit: 0, .. } => true,
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(from: ReplicaId, to: ReplicaId) -> Message {
+        Message {
+            from,
+            to,
+            term: 1,
+            body: Body::HeartbeatResp { round: 0 },
+        }
+    }
+
+    #[test]
+    fn members_route_by_placement_and_strangers_by_what_they_sent() {
+        // Replica 4 lives on node 1 (node 1's replica 1 was removed).
+        let mut conf = ConfState::new(&[2, 3], &[]);
+        conf.placements.push(Placement {
+            replica: 4,
+            node: 1,
+        });
+        conf.voters.push(4);
+        let mut r = Routes::default();
+        assert_eq!(r.node_of(&conf, 4), Some(1));
+        assert_eq!(r.node_of(&conf, 9), None);
+        // A message for the old replica 1 is not replica 4's.
+        assert_eq!(
+            r.accept(&conf, 4, 2, &msg(2, 1)),
+            Err(Misrouted::OtherReplica)
+        );
+        // Member 2 lives on node 2, not 3.
+        assert_eq!(r.accept(&conf, 4, 3, &msg(2, 4)), Err(Misrouted::WrongNode));
+        assert_eq!(r.accept(&conf, 4, 2, &msg(2, 4)), Ok(()));
+        // A non-member is answered where it came from; the oldest of more
+        // than ROUTES_SEEN_MAX is forgotten.
+        for k in 0..=ROUTES_SEEN_MAX as u64 {
+            assert_eq!(r.accept(&conf, 4, 100 + k, &msg(10 + k, 4)), Ok(()));
+        }
+        assert_eq!(r.seen.len(), ROUTES_SEEN_MAX);
+        assert_eq!(r.node_of(&conf, 10), None);
+        assert_eq!(r.node_of(&conf, 11), Some(101));
+    }
+}
