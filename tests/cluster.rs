@@ -1591,3 +1591,89 @@ fn a_node_removed_while_down_learns_it_when_it_comes_back() {
         assert_eq!(cl.get(b"k3").await.unwrap().as_deref(), Some(&b"v"[..]));
     });
 }
+
+/// Node 1 is removed from every group while it is down and added back
+/// under the same node id before it returns (an operator undoing a
+/// removal). Its groups give it new replicas with new ids; when it
+/// restarts, its old replicas (whose memberships still name them) are
+/// destroyed — told `Removed`, or replaced when a leader's first message
+/// for the new replica arrives — and the new ones are created, catch up,
+/// and are promoted: node 1 then counts as a voter, so the groups survive
+/// losing node 2. With replica ids equal to node ids, the old replica's
+/// tombstone kept the new one out for good.
+#[test]
+fn a_node_removed_while_down_and_added_back_returns_as_new_replicas() {
+    let mut c = cluster(3, 4, &[]);
+    let (peer, client_addr) = (
+        c.nodes[0].peer_addr.to_string(),
+        c.nodes[0].client_addr.to_string(),
+    );
+    c.kill(1);
+    let addrs = c.client_addrs()[1..].to_vec();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        for i in 0..20 {
+            cl.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
+        }
+        on_every_group(&cl, Op::RemoveNode { node: 1 }).await;
+        on_every_group(
+            &cl,
+            Op::AddLearner {
+                node: 1,
+                peer_addr: peer,
+                client_addr,
+            },
+        )
+        .await;
+    });
+    c.restart(1).unwrap();
+    let addrs = c.client_addrs();
+    let caught_up = run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let _ = cl.refresh_map().await;
+            let st = cl.status().await;
+            let mine: Vec<_> = st
+                .iter()
+                .find(|(n, _)| *n == 1)
+                .and_then(|(_, r)| r.as_ref().ok())
+                .cloned()
+                .unwrap_or_default();
+            // The new replicas hold the writes (5 per group, and more).
+            if mine.len() == 4 && mine.iter().all(|g| g.applied >= 5) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!("node 1 did not catch up: {mine:?}"));
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        on_every_group(&cl, Op::Promote { node: 1 }).await;
+        Ok(())
+    });
+    if let Err(e) = caught_up {
+        panic!("{e}\nnode 1 log:\n{}", c.log_tail(1, 40));
+    }
+    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+    let destroyed = log.matches("replica destroyed").count();
+    assert_eq!(destroyed, 4, "the 4 old replicas:\n{}", c.log_tail(1, 40));
+    assert!(
+        log.matches("replica created by its leader").count() >= 4,
+        "4 new replicas:\n{}",
+        c.log_tail(1, 40)
+    );
+    // Node 1 is a voter with the data: the groups survive losing node 2.
+    c.kill(2);
+    let addrs = vec![c.nodes[0].client_addr, c.nodes[2].client_addr];
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        for i in 0..20 {
+            assert_eq!(
+                cl.get(format!("k{i}").as_bytes()).await.unwrap().as_deref(),
+                Some(&b"v"[..])
+            );
+        }
+        cl.put(b"after", b"v").await.unwrap();
+    });
+}

@@ -25,9 +25,13 @@ pub(super) struct Loaded {
 /// disk has been freed).
 ///
 /// The static deployment (`--groups G`: every group on every node) is one
-/// way to create replicas: each group of this shard that the catalog does
-/// not hold, and that was never destroyed here, is created (a restate, so
-/// a data dir written before the catalog existed keeps its logs). A
+/// way to create replicas: on a node that started the cluster, each group
+/// of this shard that the catalog does not hold, and that was never
+/// destroyed here, is created with its founding replica (a restate, so a
+/// data dir written before the catalog existed keeps its logs). A node
+/// that joined creates none: its replicas get the ids their groups
+/// allocate when it is added, and the leader's first message creates each
+/// (`group::creates_replica`). A
 /// destroy that a crash interrupted is finished here: snapshot files of
 /// groups without a live replica are removed.
 pub(super) async fn load(
@@ -48,7 +52,9 @@ pub(super) async fn load(
     if let Some(err) = replay.error.take() {
         return Err(ShardError::Record { shard, err });
     }
+    let founding = !cfg.voters.is_empty();
     let boot: Vec<CatalogOp> = crate::route::groups_of_shard(shard, cfg.shards, cfg.groups)
+        .filter(|_| founding)
         .map(|g| ReplicaDesc {
             group: g,
             replica: cfg.node,
