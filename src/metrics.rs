@@ -192,7 +192,7 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 32] = [
+    let counters: [Family<ShardMetrics>; 34] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -268,6 +268,16 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             "ringraft_msgs_misplaced_total",
             "peer messages from a member replica that came from another node than the one it is placed on: dropped",
             |s| s.stats.msgs_misplaced,
+        ),
+        (
+            "ringraft_hard_state_rewrites_total",
+            "hard states written again so old WAL segments can be released (idle groups; one sync per batch)",
+            |s| s.stats.hard_state_rewrites,
+        ),
+        (
+            "ringraft_hard_state_rewrite_syncs_total",
+            "syncs waited for hard-state rewrites (one per batch of idle groups)",
+            |s| s.stats.hard_state_rewrite_syncs,
         ),
         (
             "ringraft_msgs_unplaced_total",

@@ -18,13 +18,42 @@ async fn client(c: Vec<std::net::SocketAddr>) -> Client {
     Client::connect(cfg).await.expect("client connects")
 }
 
-/// `wal-pin-records-max`: an idle group does not hold old WAL segments
-/// while another group of its shard writes a lot. Without the rewrite, the
+/// `wal-pin-records-max`: idle groups do not hold old WAL segments while
+/// another group of their shard writes a lot. Without the rewrite, each
 /// idle group's first hard-state record pins the first segment and every
-/// later one.
+/// later one. The 63 idle groups' hard states are written again in
+/// batches, one sync per batch (it was one sync per group, the shard
+/// waiting on each).
 #[test]
-fn an_idle_group_does_not_pin_the_wal() {
-    wal_stays_small(&["--wal-pin-records-max", "500"], &[0]);
+fn idle_groups_do_not_pin_the_wal_and_are_rewritten_in_batches() {
+    let c = wal_stays_small(&["--wal-pin-records-max", "500"], 64, &[0]);
+    let metric = |n: u64, name: &str| {
+        let text = c.metrics(n).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    };
+    // Metrics are published once a second.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for n in 1..=3 {
+        loop {
+            let rewrites = metric(n, "ringraft_hard_state_rewrites_total{");
+            let syncs = metric(n, "ringraft_hard_state_rewrite_syncs_total{");
+            if rewrites >= 63 && syncs > 0 {
+                assert!(
+                    rewrites >= 20 * syncs,
+                    "node {n}: {rewrites} rewrites in {syncs} syncs"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {n}: {rewrites} hard states rewritten in {syncs} syncs"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 /// The replica catalog does not pin the WAL either, with the default
@@ -36,16 +65,17 @@ fn an_idle_group_does_not_pin_the_wal() {
 /// after 1,000 records, which group commit made 8 segments.)
 #[test]
 fn the_replica_catalog_does_not_pin_the_wal() {
-    wal_stays_small(&[], &[0, 1]);
+    wal_stays_small(&[], 2, &[0, 1]);
 }
 
-/// 20,000 writes of ~1.6 KB to the keys of `groups` (of 2; about eight
-/// 4 MiB segments): within 30 s of the last acknowledgement every node
-/// keeps at most 4 segments.
-fn wal_stays_small(extra: &[&str], groups: &'static [u64]) {
+/// 20,000 writes of ~1.6 KB to the keys of `groups` (of `total`; about
+/// eight 4 MiB segments): within 30 s of the last acknowledgement every
+/// node keeps at most 4 segments. The cluster, still running.
+fn wal_stays_small(extra: &[&str], total: u64, groups: &'static [u64]) -> LocalCluster {
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
     cfg.shards = 1;
-    cfg.groups = 2;
+    cfg.groups = total;
+    cfg.metrics = true;
     cfg.extra_args = [
         "--placement",
         "unbound",
@@ -70,7 +100,7 @@ fn wal_stays_small(extra: &[&str], groups: &'static [u64]) {
     // Keys of `groups` only.
     let keys: Vec<String> = (0..)
         .map(|i| format!("hot{i}"))
-        .filter(|k| groups.contains(&ringraft::client::group_of(k.as_bytes(), 2)))
+        .filter(|k| groups.contains(&ringraft::client::group_of(k.as_bytes(), total)))
         .take(50)
         .collect();
     run_on_executor(move || async move {
@@ -121,4 +151,5 @@ fn wal_stays_small(extra: &[&str], groups: &'static [u64]) {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    c
 }

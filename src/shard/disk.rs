@@ -142,6 +142,7 @@ impl Shard {
         let head = self.wal.next_lsn();
         let max = self.cfg.wal_pin_records_max;
         let mut rewrote = false;
+        let mut stale_hs = Vec::new();
         let ids: Vec<GroupId> = self.replicas.keys().copied().collect();
         for gid in ids {
             let g = &self.replicas[&gid];
@@ -158,9 +159,12 @@ impl Shard {
             if entries_pinned && can_snapshot {
                 self.snapshot_now(gid);
             } else if !entries_pinned {
-                self.rewrite_hard_state(gid).await?;
-                rewrote = true;
+                stale_hs.push(gid);
             }
+        }
+        if !stale_hs.is_empty() {
+            self.rewrite_hard_states(&stale_hs).await?;
+            rewrote = true;
         }
         // Catalog entries are restated like hard states (an old create or
         // tombstone must not be released with its segment), but by
@@ -201,21 +205,39 @@ impl Shard {
         Ok(())
     }
 
-    /// Writes the group's current hard state again (a record of its own).
-    /// Making it durable early is harmless: replay takes the latest record.
-    pub(super) async fn rewrite_hard_state(&mut self, gid: GroupId) -> Result<(), ShardError> {
+    /// Writes the current hard state of each group in `gids` again (a
+    /// record each, all in one WAL batch) and waits once for the last to be
+    /// durable: idle groups pinning old segments cost one sync together,
+    /// not one each. Making a hard state durable early is harmless: replay
+    /// takes the latest record. Returns the number of records written.
+    pub(super) async fn rewrite_hard_states(
+        &mut self,
+        gids: &[GroupId],
+    ) -> Result<usize, ShardError> {
         let shard = self.cfg.shard;
-        let Some(hs) = self.replicas.get(&gid).map(|r| r.raft.hard_state()) else {
-            return Ok(());
-        };
-        let lsn = self.submit_record(gid, Some(&hs), &[]).await?;
-        // Released only once durable: wait for it here (rare: idle groups).
-        self.wal.wait_durable(lsn).await.map_err(wal_err(shard))?;
-        if let Some(r) = self.replicas.get_mut(&gid) {
-            r.lsns.note_written(lsn, Some(hs), None);
-            r.lsns.note_durable(lsn);
+        let mut written = Vec::with_capacity(gids.len());
+        for &gid in gids {
+            let Some(hs) = self.replicas.get(&gid).map(|r| r.raft.hard_state()) else {
+                continue;
+            };
+            let lsn = self.submit_record(gid, Some(&hs), &[]).await?;
+            written.push((gid, lsn, hs));
         }
-        Ok(())
+        let Some(&(_, last, _)) = written.last() else {
+            return Ok(0);
+        };
+        // Released only once durable: the shard waits here (rare: a batch
+        // of idle groups every `wal_pin_records_max` records).
+        self.wal.wait_durable(last).await.map_err(wal_err(shard))?;
+        self.stats.hard_state_rewrites += written.len() as u64;
+        self.stats.hard_state_rewrite_syncs += 1;
+        for &(gid, lsn, hs) in &written {
+            if let Some(r) = self.replicas.get_mut(&gid) {
+                r.lsns.note_written(lsn, Some(hs), None);
+                r.lsns.note_durable(lsn);
+            }
+        }
+        Ok(written.len())
     }
 
     pub(super) async fn release_wal(&mut self) -> Result<(), ShardError> {

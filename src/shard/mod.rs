@@ -122,6 +122,11 @@ pub struct ShardStats {
     pub msgs_misplaced: u64,
     /// Messages to a replica whose node is not known: dropped.
     pub msgs_unplaced: u64,
+    /// Hard states written again so that old WAL segments can be released
+    /// (idle groups, batched: one sync per batch).
+    pub hard_state_rewrites: u64,
+    /// Syncs waited for those rewrites (one per batch).
+    pub hard_state_rewrite_syncs: u64,
     pub errors_not_leader: u64,
     pub errors_timeout: u64,
     pub errors_busy: u64,
