@@ -10,9 +10,48 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Counters of a shard (monotonic).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ShardStats {
+    pub turns: u64,
+    pub readies: u64,
+    pub wal_records: u64,
+    pub proposals: u64,
+    pub applied: u64,
+    pub reads: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub msgs_unknown_group: u64,
+    /// Replicas created by a message (`shard/replicas.rs`: the rule).
+    pub replicas_created_by_message: u64,
+    /// `Removed` answers sent to non-members that asked for votes.
+    pub removed_notices_sent: u64,
+    /// Replicas destroyed because a member said they were removed, or a
+    /// leader seeded a newer replica of their group on this node.
+    pub replicas_removed_by_notice: u64,
+    /// Peer messages addressed to another replica of a hosted group.
+    pub msgs_other_replica: u64,
+    /// Peer messages from a member that came from another node than its own.
+    pub msgs_misplaced: u64,
+    /// Messages to a replica whose node is not known: dropped.
+    pub msgs_unplaced: u64,
+    /// Hard states written again so that old WAL segments can be released
+    /// (idle groups, batched: one sync per batch).
+    pub hard_state_rewrites: u64,
+    /// Syncs waited for those rewrites (one per batch).
+    pub hard_state_rewrite_syncs: u64,
+    pub errors_not_leader: u64,
+    pub errors_timeout: u64,
+    pub errors_busy: u64,
+    pub errors_disk_full: u64,
+    /// Times the disk filled up.
+    pub disk_full_events: u64,
+    /// 1 while the disk is full.
+    pub disk_full: u64,
+}
+
 use hdrhistogram::Histogram;
 
-use crate::shard::ShardStats;
 use crate::transport::{ClientStats, TransportStats};
 
 /// One group as the metrics show it.
