@@ -11,8 +11,9 @@
 //!   each peer node it has ever completed a handshake with, written durably
 //!   before the first message of that peer is used. A peer that comes back
 //!   with another incarnation is refused at the handshake, with one log line
-//!   at both ends naming the fix (remove it and add it back under a new id:
-//!   node ids, which are the Raft peer ids, are never reused);
+//!   at both ends naming the fix (remove it and add it back under a new
+//!   node id: node ids are never reused, and its groups give it new
+//!   replicas with new replica ids);
 //! - starting a new cluster is explicit (`--initial-cluster-state new`, as in
 //!   etcd); a node with an empty data directory that is neither bootstrapping
 //!   nor joining refuses to start;

@@ -273,6 +273,26 @@ impl ConfState {
 
     /// The configuration after `cc`, or why it is not allowed.
     pub fn apply(&self, cc: &ConfChange) -> Result<ConfState, ConfChangeError> {
+        self.apply_with(cc, false)
+    }
+
+    /// [`apply`](Self::apply) for a committed entry of version 1, written
+    /// when replica ids were node ids and chosen by operators: an id below
+    /// `next_replica_id` (a node id added out of order, or a removed node
+    /// added back) is taken as it is, and `next_replica_id` moves above it.
+    /// A committed entry must apply on replay as it did when it committed.
+    pub fn apply_legacy(&self, cc: &ConfChange) -> Result<ConfState, ConfChangeError> {
+        self.apply_with(cc, true)
+    }
+
+    /// The configuration after the committed, encoded entry `data`
+    /// (either version).
+    pub fn apply_entry(&self, data: &[u8]) -> Result<ConfState, ConfChangeError> {
+        let cc = ConfChange::decode(data)?;
+        self.apply_with(&cc, ConfChange::is_legacy(data))
+    }
+
+    fn apply_with(&self, cc: &ConfChange, legacy: bool) -> Result<ConfState, ConfChangeError> {
         if cc.ops.is_empty() {
             if !self.is_joint() {
                 return Err(ConfChangeError::NotJoint);
@@ -296,7 +316,7 @@ impl ConfState {
                         c.check_lives_on(replica, node)?;
                         c.learners.retain(|&l| l != replica);
                     } else {
-                        c.place(replica, node)?;
+                        c.place(replica, node, legacy)?;
                     }
                     c.voters.push(replica);
                 }
@@ -307,7 +327,7 @@ impl ConfState {
                     if c.learners.contains(&replica) {
                         c.check_lives_on(replica, node)?;
                     } else {
-                        c.place(replica, node)?;
+                        c.place(replica, node, legacy)?;
                         c.learners.push(replica);
                     }
                 }
@@ -346,8 +366,13 @@ impl ConfState {
 
     /// Places new replica `replica` on `node`: a fresh id, a node without
     /// a replica of the group.
-    fn place(&mut self, replica: ReplicaId, node: NodeId) -> Result<(), ConfChangeError> {
-        if replica < self.next_replica_id || replica == 0 {
+    fn place(
+        &mut self,
+        replica: ReplicaId,
+        node: NodeId,
+        legacy: bool,
+    ) -> Result<(), ConfChangeError> {
+        if (replica < self.next_replica_id && !legacy) || replica == 0 {
             return Err(ConfChangeError::ReplicaIdReused {
                 replica,
                 next: self.next_replica_id,
@@ -358,7 +383,7 @@ impl ConfState {
         }
         let at = self.placements.partition_point(|p| p.replica < replica);
         self.placements.insert(at, Placement { replica, node });
-        self.next_replica_id = replica + 1;
+        self.next_replica_id = self.next_replica_id.max(replica + 1);
         Ok(())
     }
 
@@ -377,6 +402,12 @@ const CONF_CHANGE_VERSION: u8 = 2;
 const CONF_CHANGE_VERSION_NODE_IDS: u8 = 1;
 
 impl ConfChange {
+    /// Whether encoded entry `b` is of version 1 (apply it with
+    /// [`ConfState::apply_legacy`]).
+    pub fn is_legacy(b: &[u8]) -> bool {
+        b.first() == Some(&CONF_CHANGE_VERSION_NODE_IDS)
+    }
+
     /// layout = { version u8 = 2 | count u8 | count × (kind u8 | replica u64 LE | node u64 LE) }
     /// (node 0 for a removal). Version 1: `count × (kind u8 | id u64 LE)`.
     pub fn encode(&self) -> Vec<u8> {
@@ -607,6 +638,13 @@ mod tests {
                 }]
             })
         );
+        // Replayed as it committed: an id below next_replica_id is taken.
+        let c = ConfState::new(&[1, 2, 3, 7], &[]);
+        let cc = ConfChange::decode(&v1).unwrap();
+        assert!(ConfChange::is_legacy(&v1));
+        assert!(c.apply(&cc).is_err());
+        let l = c.apply_legacy(&cc).unwrap();
+        assert_eq!((l.node_of(5), l.next_replica_id), (Some(5), 8));
         assert!(ConfChange::decode(&[]).is_err());
         assert!(ConfChange::decode(&[9, 0]).is_err());
         assert!(ConfChange::decode(&[1, 1, 0]).is_err());

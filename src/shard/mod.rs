@@ -118,6 +118,9 @@ pub struct Shard {
     /// Replicas that applied a membership without themselves: destroyed
     /// after the turn's Readies (`replicas.rs`).
     removed: Vec<GroupId>,
+    /// Removed replicas that led when removed, with when they stopped
+    /// leading (`destroy_removed`).
+    handing_over: BTreeMap<GroupId, Option<Instant>>,
     /// Messages that create a replica of a group not hosted here, with the
     /// message itself, stepped once it exists (`replicas.rs`). At most
     /// `REPLICAS_CREATED_PER_TURN_MAX`.
@@ -210,6 +213,7 @@ impl Shard {
             ready_ids: Vec::new(),
             answers: Vec::new(),
             removed: Vec::new(),
+            handing_over: BTreeMap::new(),
             creating: Vec::new(),
             wal: Rc::new(wal),
             transport,

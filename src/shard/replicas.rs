@@ -118,6 +118,12 @@ pub enum ReplicaApiError {
     Shard(#[from] ShardError),
 }
 
+/// A replica removed while it led is kept after it stops leading until it
+/// knows its successor, at most this many election timeouts (the longest,
+/// twice the base): voters still in the joint configuration may need its
+/// vote (`RawNode::hand_over`).
+pub const REMOVED_LEADER_GRACE_ELECTIONS: u32 = 5;
+
 /// Replicas a shard creates from messages in one turn; creating one costs a
 /// catalog record and an fsync, so a burst (a node added to thousands of
 /// groups at once) is spread over turns, the leaders resending.
@@ -343,14 +349,38 @@ impl Shard {
     /// calls it every turn; public so that tests can drive a shard without
     /// its loop.
     pub async fn destroy_removed(&mut self) -> Result<(), ShardError> {
-        let mut leading = Vec::new();
+        let mut kept = Vec::new();
+        let now = std::time::Instant::now();
+        let grace = std::time::Duration::from_millis(
+            REMOVED_LEADER_GRACE_ELECTIONS as u64
+                * 2
+                * u64::from(self.cfg.raft.election_ticks)
+                * self.cfg.tick_ms,
+        );
         for group in std::mem::take(&mut self.removed) {
             let Some(r) = self.replicas.get(&group) else {
+                self.handing_over.remove(&group);
                 continue;
             };
             if r.raft.role() == Role::Leader {
-                leading.push(group);
+                self.handing_over.entry(group).or_insert(None);
+                kept.push(group);
                 continue;
+            }
+            if let Some(since) = self.handing_over.get_mut(&group) {
+                // It led when removed: voters that campaign before they
+                // learn the removal committed may need its vote (and its
+                // answers may still wait for their sync). Kept until it
+                // knows its successor and has nothing in flight, or the
+                // grace ends.
+                let since = *since.get_or_insert(now);
+                let pending = self.inflight.iter().any(|f| f.group == group);
+                let successor = r.raft.leader().is_some_and(|l| l != r.replica);
+                if pending || (!successor && now < since + grace) {
+                    kept.push(group);
+                    continue;
+                }
+                self.handing_over.remove(&group);
             }
             tracing::warn!(
                 shard = self.cfg.shard,
@@ -378,7 +408,7 @@ impl Shard {
                 );
             }
         }
-        self.removed.extend(leading);
+        self.removed.extend(kept);
         Ok(())
     }
 

@@ -149,12 +149,12 @@ impl RawNode {
 
     /// A committed membership change is handed out: it takes effect now.
     pub(super) fn apply_conf_entry(&mut self, index: Index, data: &[u8]) {
-        let cc = ConfChange::decode(data).expect("a committed membership change decodes");
         // Validated when proposed, one change at a time, and a new leader
-        // waits for everything in its log to apply: it applies.
+        // waits for everything in its log to apply: it applies (an entry
+        // of version 1 as it did when it committed: `apply_legacy`).
         let new = self
             .conf
-            .apply(&cc)
+            .apply_entry(data)
             .expect("a committed membership change applies to the membership in force");
         self.set_conf(new);
         self.conf_history.push((index, self.conf.clone()));
@@ -186,16 +186,25 @@ impl RawNode {
         if self.transferee != 0 {
             return;
         }
+        // A voter heard from lately first (a crashed one keeps its match
+        // and would be picked again and again), then the most of the log;
+        // the target of the attempt that just timed out last.
+        let failed = self.hand_over_failed;
         let best = self
             .conf
             .voters
             .iter()
             .copied()
-            .filter_map(|v| self.peer_idx(v).map(|i| (self.prs[i].match_, v)))
+            .filter_map(|v| {
+                let p = &self.prs[self.peer_idx(v)?];
+                let active = p.recent_active || p.active_last_round;
+                Some(((v != failed, active, p.match_), v))
+            })
             .max();
         if let Some((_, to)) = best {
             // Refused only for a target that is not a voter: it is one.
             let _ = self.transfer_leader(to);
+            self.hand_over_failed = to;
         }
     }
 

@@ -203,6 +203,9 @@ pub struct RawNode {
     /// Leader transfer under way to this node (0: none).
     transferee: ReplicaId,
     transfer_elapsed: u32,
+    /// The voter a removed leader last tried to hand over to
+    /// (`hand_over`): tried last next time. 0: none.
+    hand_over_failed: ReplicaId,
     /// The latest snapshot (taken here or installed): sent to followers
     /// that need compacted entries.
     snapshot: Option<Snapshot>,
@@ -269,11 +272,9 @@ impl RawNode {
                 .entry(i)
                 .expect("applied entries are in the restored log");
             if e.kind == EntryKind::ConfChange {
-                let cc =
-                    ConfChange::decode(&e.data).expect("a committed membership change decodes");
                 conf = conf
-                    .apply(&cc)
-                    .expect("a committed membership change applies");
+                    .apply_entry(&e.data)
+                    .expect("a committed membership change decodes and applies");
                 conf_history.push((i, conf.clone()));
             }
         }
@@ -312,6 +313,7 @@ impl RawNode {
             read: ReadOnly::default(),
             read_states: Vec::new(),
             reads_failed: Vec::new(),
+            hand_over_failed: 0,
             transferee: 0,
             transfer_elapsed: 0,
             snapshot,

@@ -213,6 +213,45 @@ fn removing_the_leader_it_leads_until_the_change_commits_then_hands_over() {
     assert_eq!(l.role(), Role::Follower, "a removed node never campaigns");
 }
 
+/// A removed leader whose chosen successor never takes over (crashed: its
+/// match stays where it was) tries another voter after the transfer times
+/// out, instead of the same one forever (found by review).
+#[test]
+fn a_removed_leader_tries_another_successor_when_one_does_not_take_over() {
+    let mut l = leader_with(&[1, 2, 3, 4], &[]);
+    let (j, _) = l.remove_replica(1).unwrap();
+    persist(&mut l);
+    for v in [2, 3, 4] {
+        ack(&mut l, v, j);
+    }
+    persist(&mut l);
+    let leave = l.last_index();
+    persist(&mut l);
+    for v in [2, 3, 4] {
+        ack(&mut l, v, leave);
+    }
+    persist(&mut l);
+    assert_eq!(l.role(), Role::Leader);
+    let first = l.transferee().expect("handing over");
+    let mut next = first;
+    for _ in 0..200 {
+        l.tick();
+        persist(&mut l);
+        // Voters other than the first keep answering heartbeats.
+        for v in [2, 3, 4].into_iter().filter(|&v| v != first) {
+            l.step(msg(v, 1, l.term(), Body::HeartbeatResp { round: 0 }));
+        }
+        if let Some(t) = l.transferee() {
+            if t != first {
+                next = t;
+                break;
+            }
+        }
+    }
+    assert_ne!(next, first, "still handing over to {first} only");
+    assert_eq!(l.role(), Role::Leader);
+}
+
 /// Found by the simulator (wiped-disk sweep, 5 nodes, seed 166): leader 1
 /// removed itself from {1,2,3,4} while voter 4 was gone for good. Voters 2
 /// and 3 acknowledged the entry that leaves the joint configuration, and
