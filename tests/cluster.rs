@@ -596,6 +596,30 @@ async fn on_every_group(cl: &Client, op: Op) {
     }
 }
 
+/// Waits (30 s at most) until `node` hosts 4 replicas that each applied
+/// at least `applied` entries, refreshing the client's map as it goes (the
+/// map names a node once it is added).
+async fn caught_up(cl: &Client, node: u64, applied: u64) -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let _ = cl.refresh_map().await;
+        let st = cl.status().await;
+        let mine: Vec<_> = st
+            .iter()
+            .find(|(n, _)| *n == node)
+            .and_then(|(_, r)| r.as_ref().ok())
+            .cloned()
+            .unwrap_or_default();
+        if mine.len() == 4 && mine.iter().all(|g| g.applied >= applied) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("node {node} did not catch up: {mine:?}"));
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[test]
 fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
     let mut c = cluster(3, 4, &[]);
@@ -645,27 +669,10 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
         )
         .await;
         // The learner catches up (through the seeding snapshot and the log).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            // Node 4 may have missed `cl`'s connect (it answers handshakes
-            // once its shards recovered, which a busy machine slows past
-            // the handshake timeout): the map names it once it is added.
-            let _ = cl.refresh_map().await;
-            let st = cl.status().await;
-            let mine: Vec<_> = st
-                .iter()
-                .find(|(n, _)| *n == four)
-                .and_then(|(_, r)| r.as_ref().ok())
-                .cloned()
-                .unwrap_or_default();
-            if mine.len() == 4 && mine.iter().all(|g| g.applied >= 25) {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("node {four} did not catch up: {mine:?}"));
-            }
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-        }
+        // Node 4 may have missed `cl`'s connect (it answers handshakes once
+        // its shards recovered, which a busy machine slows past the
+        // handshake timeout): `caught_up` refreshes the map.
+        caught_up(&cl, four, 25).await?;
         on_every_group(&cl, Op::Promote { node: four }).await;
         // Asked again (an answer lost, an operator retrying): Done at
         // once, no second change.
@@ -1630,25 +1637,8 @@ fn a_node_removed_while_down_and_added_back_returns_as_new_replicas() {
     let addrs = c.client_addrs();
     let caught_up = run_on_executor(move || async move {
         let cl = client(addrs).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let _ = cl.refresh_map().await;
-            let st = cl.status().await;
-            let mine: Vec<_> = st
-                .iter()
-                .find(|(n, _)| *n == 1)
-                .and_then(|(_, r)| r.as_ref().ok())
-                .cloned()
-                .unwrap_or_default();
-            // The new replicas hold the writes (5 per group, and more).
-            if mine.len() == 4 && mine.iter().all(|g| g.applied >= 5) {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("node 1 did not catch up: {mine:?}"));
-            }
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-        }
+        // The new replicas hold the writes (5 per group, and more).
+        caught_up(&cl, 1, 5).await?;
         on_every_group(&cl, Op::Promote { node: 1 }).await;
         // A promotion goes through a joint configuration, left at once;
         // until nodes 1 and 3 apply the leave, losing node 2 would leave

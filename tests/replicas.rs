@@ -73,6 +73,19 @@ fn fresh_store() -> (tempfile::TempDir, ValidConfig, DataDirLock, StoreIdentity)
     (t, cfg, lock, store)
 }
 
+/// A shard of node 1 on `store`, hosting replica 1 of group 100 (voters
+/// 1, 2, 3) besides the static groups.
+async fn shard_with_group_100(cfg: &ValidConfig, store: &StoreIdentity) -> Shard {
+    let mut shard = Shard::open(cfg.shard(0, store), Rc::new(Cell::new(false)), None)
+        .await
+        .unwrap();
+    shard
+        .create_replica(desc(100, 1, &[1, 2, 3]))
+        .await
+        .unwrap();
+    shard
+}
+
 fn groups(shard: &Shard) -> Vec<u64> {
     shard.replicas().iter().map(|r| r.group).collect()
 }
@@ -339,13 +352,7 @@ fn a_removed_notice_destroys_only_a_replica_whose_membership_is_older() {
     use ringraft::raft::{Body, Message};
     let (_t, cfg, lock, store) = fresh_store();
     run(async move {
-        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
-            .await
-            .unwrap();
-        shard
-            .create_replica(desc(100, 1, &[1, 2, 3]))
-            .await
-            .unwrap();
+        let mut shard = shard_with_group_100(&cfg, &store).await;
         shard.create_replica(desc(200, 1, &[])).await.unwrap();
         let removed = |to: u64, conf_index: u64| Message {
             from: 2,
@@ -412,13 +419,7 @@ fn a_newer_replica_placed_on_this_node_replaces_the_old_one_and_ids_never_mix() 
     use ringraft::raft::{Body, ConfChange, ConfChangeOp, ConfState, Message};
     let (_t, cfg, lock, store) = fresh_store();
     run(async move {
-        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
-            .await
-            .unwrap();
-        shard
-            .create_replica(desc(100, 1, &[1, 2, 3]))
-            .await
-            .unwrap();
+        let mut shard = shard_with_group_100(&cfg, &store).await;
         let msg = |from: u64, to: u64, body| Message {
             from,
             to,

@@ -121,7 +121,13 @@ fn node_addrs(
 /// `n` consecutive free loopback ports (checked by binding them all),
 /// taken below the kernel's ephemeral range: a port picked from that range
 /// can be grabbed by any outgoing connection before the node binds it.
+/// Never the same port twice in one process: a node that is down frees
+/// its ports, and another cluster of the same test process took them
+/// before it restarted (CI: "listening for peers ...: Address already in
+/// use" at a restart).
 pub fn free_ports(n: u16) -> std::io::Result<u16> {
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
@@ -137,10 +143,15 @@ pub fn free_ports(n: u16) -> std::io::Result<u16> {
     let span = u64::from(hi - lo);
     for i in 0..2000u64 {
         let base = lo + ((salt + i * 131) % span) as u16;
+        let mut handed = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if handed.range(base..base + n).next().is_some() {
+            continue;
+        }
         let held: Result<Vec<_>, _> = (0..n)
             .map(|k| TcpListener::bind(("127.0.0.1", base + k)))
             .collect();
         if held.is_ok() {
+            handed.extend(base..base + n);
             return Ok(base);
         }
     }

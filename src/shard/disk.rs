@@ -89,10 +89,8 @@ impl Shard {
             replayed,
         } = loaded;
         self.replicas = replicas;
-        self.catalog = catalog;
-        self.wal = Rc::new(wal);
+        self.store = LogStore::new(wal, catalog, self.cfg.wal.record_bytes_max);
         self.inflight.clear();
-        self.released_lsn = 0;
         self.disk_full = false;
         self.stats.disk_full = 0;
         let book: Vec<(u64, String)> = self
@@ -139,7 +137,7 @@ impl Shard {
         if self.disk_full {
             return Ok(());
         }
-        let head = self.wal.next_lsn();
+        let head = self.store.wal().next_lsn();
         let max = self.cfg.wal_pin_records_max;
         let mut rewrote = false;
         let mut stale_hs = Vec::new();
@@ -167,36 +165,15 @@ impl Shard {
             rewrote = true;
         }
         // Catalog entries are restated like hard states (an old create or
-        // tombstone must not be released with its segment), but by
-        // segments, not records: once the catalog's oldest entry lies in a
-        // segment older than the one holding what the replicas need, it is
-        // the only thing keeping that segment, so everything stated before
-        // the replicas' segment is written again. The catalog thus pins at
-        // most the replicas' own oldest segment; the cost is the catalog's
-        // size once per segment the replicas move past. (A bound in records
-        // let it keep eight 4 MiB segments: group commit packs thousands of
-        // writes into one record.)
-        let replicas_need = self
-            .replicas
-            .values()
-            .map(|g| g.lsns.needed_lsn())
-            .min()
-            .unwrap_or(head)
-            .min(head);
-        let keep_from = self.wal.segment_start(replicas_need);
-        let stale_at_or_below = keep_from.saturating_sub(1);
-        if self.catalog.needed_lsn() <= stale_at_or_below {
-            let ops = self.catalog.stated_at_or_below(stale_at_or_below);
-            let wal = self.wal.clone();
-            storage::catalog::append_catalog(
-                &wal,
-                &mut self.catalog,
-                true,
-                &ops,
-                self.cfg.wal.record_bytes_max,
-            )
+        // tombstone must not be released with its segment), by segments
+        // (`LogStore::restate_stale_catalog`).
+        let replicas_need = self.replicas_need();
+        if self
+            .store
+            .restate_stale_catalog(replicas_need)
             .await
-            .map_err(wal_err(self.cfg.shard))?;
+            .map_err(wal_err(self.cfg.shard))?
+        {
             rewrote = true;
         }
         if rewrote {
@@ -205,39 +182,40 @@ impl Shard {
         Ok(())
     }
 
-    /// Writes the current hard state of each group in `gids` again (a
-    /// record each, all in one WAL batch) and waits once for the last to be
-    /// durable: idle groups pinning old segments cost one sync together,
-    /// not one each. Making a hard state durable early is harmless: replay
-    /// takes the latest record. Returns the number of records written.
+    /// The lowest LSN any replica still needs (`u64::MAX` for none).
+    fn replicas_need(&self) -> u64 {
+        self.replicas
+            .values()
+            .map(|g| g.lsns.needed_lsn())
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Writes the current hard state of each group in `gids` again, as one
+    /// WAL batch with one sync (`LogStore::rewrite_hard_states`): idle
+    /// groups pinning old segments cost one sync together, not one each.
+    /// Returns the number of records written.
     pub(super) async fn rewrite_hard_states(
         &mut self,
         gids: &[GroupId],
     ) -> Result<usize, ShardError> {
-        let shard = self.cfg.shard;
-        let mut written = Vec::with_capacity(gids.len());
-        for &gid in gids {
-            let Some(hs) = self.replicas.get(&gid).map(|r| r.raft.hard_state()) else {
-                continue;
-            };
-            let lsn = self.submit_record(gid, Some(&hs), &[]).await?;
-            written.push((gid, lsn, hs));
+        let mut batch: Vec<(u64, crate::raft::HardState, &mut storage::GroupLog)> = self
+            .replicas
+            .iter_mut()
+            .filter(|(g, _)| gids.binary_search(g).is_ok())
+            .map(|(&g, r)| (g, r.raft.hard_state(), &mut r.lsns))
+            .collect();
+        let n = self
+            .store
+            .rewrite_hard_states(&mut batch)
+            .await
+            .map_err(wal_err(self.cfg.shard))?;
+        if n > 0 {
+            self.stats.hard_state_rewrites += n as u64;
+            self.stats.hard_state_rewrite_syncs += 1;
+            self.stats.wal_records += n as u64;
         }
-        let Some(&(_, last, _)) = written.last() else {
-            return Ok(0);
-        };
-        // Released only once durable: the shard waits here (rare: a batch
-        // of idle groups every `wal_pin_records_max` records).
-        self.wal.wait_durable(last).await.map_err(wal_err(shard))?;
-        self.stats.hard_state_rewrites += written.len() as u64;
-        self.stats.hard_state_rewrite_syncs += 1;
-        for &(gid, lsn, hs) in &written {
-            if let Some(r) = self.replicas.get_mut(&gid) {
-                r.lsns.note_written(lsn, Some(hs), None);
-                r.lsns.note_durable(lsn);
-            }
-        }
-        Ok(written.len())
+        Ok(n)
     }
 
     pub(super) async fn release_wal(&mut self) -> Result<(), ShardError> {
@@ -247,27 +225,18 @@ impl Shard {
             // from disk once space is back starts from what is there.
             return Ok(());
         }
-        let needed = self
-            .replicas
-            .values()
-            .map(|g| g.lsns.needed_lsn())
-            .min()
-            .unwrap_or(u64::MAX)
-            .min(self.catalog.needed_lsn())
-            .min(self.wal.next_lsn());
-        if needed > self.released_lsn {
-            let n = match self.wal.release_before(needed).await {
-                Ok(n) => n,
-                Err(err) if err.is_disk_full() => {
-                    self.enter_disk_full(&err);
-                    return Ok(());
-                }
-                Err(err) => return Err(ShardError::Wal { shard, err }),
-            };
-            self.released_lsn = needed;
-            if n > 0 {
-                tracing::debug!(shard, segments = n, before_lsn = needed, "WAL released");
-            }
+        let before = self.store.released_lsn();
+        match self.store.release(self.replicas_need()).await {
+            Ok(n) if n > 0 => tracing::debug!(
+                shard,
+                segments = n,
+                from_lsn = before,
+                before_lsn = self.store.released_lsn(),
+                "WAL released"
+            ),
+            Ok(_) => {}
+            Err(err) if err.is_disk_full() => self.enter_disk_full(&err),
+            Err(err) => return Err(ShardError::Wal { shard, err }),
         }
         Ok(())
     }

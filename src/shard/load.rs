@@ -16,7 +16,7 @@ pub(super) struct Replayed {
 pub(super) struct Loaded {
     pub(super) wal: Wal<DmaDisk>,
     pub(super) replicas: BTreeMap<GroupId, Replica>,
-    pub(super) catalog: Catalog,
+    pub(super) catalog: crate::storage::Catalog,
     pub(super) replayed: Replayed,
 }
 

@@ -50,7 +50,7 @@ use crate::group::{Gone, GroupId, PendingRead, Replica, ReplicaId, Waiter};
 use crate::identity::PeerBook;
 use crate::kv::Kv;
 use crate::raft::{Message, PersistToken, RawNode, Role, Snapshot, SnapshotMeta};
-use crate::storage::{self, snapfile, Catalog, CatalogOp, Replay, ReplicaDesc};
+use crate::storage::{self, snapfile, CatalogOp, LogStore, Replay, ReplicaDesc};
 use crate::transport::{ClientConnId, ClientService, Transport};
 use crate::wire::{ClientError, Hello, Reply, Response, PROTOCOL_VERSION};
 
@@ -108,9 +108,9 @@ pub struct Shard {
     /// `inflight`), never while a turn processes Readies; so every id in
     /// `inflight` and in a turn's ready list is hosted (`hosted` asserts it).
     replicas: BTreeMap<GroupId, Replica>,
-    /// The replica catalog as durable in the WAL. Invariant: its live
-    /// entries are exactly the keys of `replicas`.
-    catalog: Catalog,
+    /// The WAL, the replica catalog in it (invariant: its live entries are
+    /// exactly the keys of `replicas`) and the release point.
+    store: LogStore<DmaDisk>,
     /// Scratch: ids of the replicas with a Ready this turn.
     ready_ids: Vec<GroupId>,
     /// Scratch: client answers of one apply.
@@ -125,7 +125,6 @@ pub struct Shard {
     /// message itself, stepped once it exists (`replicas.rs`). At most
     /// `REPLICAS_CREATED_PER_TURN_MAX`.
     creating: Vec<(GroupId, u64, crate::raft::Message)>,
-    wal: Rc<Wal<DmaDisk>>,
     transport: Rc<Transport>,
     clients: Rc<ClientService>,
     inflight: VecDeque<InFlight>,
@@ -139,7 +138,6 @@ pub struct Shard {
     /// The disk filled up: writes are refused, reads served, and the shard
     /// rebuilds itself from disk once the WAL reopens.
     disk_full: bool,
-    released_lsn: u64,
     /// Set from outside (a signal) to stop the shard.
     stop: Rc<Cell<bool>>,
     metrics: Option<crate::metrics::MetricsHub>,
@@ -209,13 +207,12 @@ impl Shard {
         let book: Vec<(u64, String)> = replicas.values().flat_map(Replica::address_book).collect();
         let mut shard_value = Shard {
             replicas,
-            catalog,
+            store: LogStore::new(wal, catalog, cfg.wal.record_bytes_max),
             ready_ids: Vec::new(),
             answers: Vec::new(),
             removed: Vec::new(),
             handing_over: BTreeMap::new(),
             creating: Vec::new(),
-            wal: Rc::new(wal),
             transport,
             clients,
             inflight: VecDeque::new(),
@@ -226,7 +223,6 @@ impl Shard {
             snap_dir,
             wal_dir,
             disk_full: false,
-            released_lsn: 0,
             stop,
             metrics,
             append_entries: hdrhistogram::Histogram::new_with_bounds(1, 1 << 20, 2)
@@ -241,7 +237,7 @@ impl Shard {
         // Serve reads and retry every second, as when it fills while
         // running (a node that could not restart on its full disk was
         // found by a 30-minute chaos soak).
-        if let Err(err) = shard_value.wal.health() {
+        if let Err(err) = shard_value.store.wal().health() {
             if !err.is_disk_full() {
                 return Err(ShardError::Wal { shard, err });
             }
@@ -360,7 +356,7 @@ impl Shard {
                 continue;
             }
             // Wait for anything to do.
-            let wal = self.wal.clone();
+            let wal = self.store.wal().clone();
             let oldest = self.inflight.front().map(|f| f.lsn);
             let wal_failure: Rc<RefCell<Option<WalError>>> = Rc::default();
             let failure = wal_failure.clone();
@@ -422,7 +418,7 @@ impl Shard {
             self.respond(conn, id, answer);
         }
         if let Some(l) = self.inflight.back().map(|f| f.lsn).filter(|&l| l > 0) {
-            let _ = self.wal.wait_durable(l).await;
+            let _ = self.store.wal().wait_durable(l).await;
         }
         // Let the writers flush the last responses.
         futures_lite::future::yield_now().await;
@@ -449,7 +445,7 @@ impl Shard {
     /// Hands a snapshot of this shard's counters to the metrics server.
     fn publish_metrics(&self) {
         let Some(hub) = &self.metrics else { return };
-        let wal = self.wal.stats();
+        let wal = self.store.wal().stats();
         let groups = self
             .replicas
             .values()
@@ -625,52 +621,19 @@ impl Shard {
         hs: Option<crate::raft::HardState>,
         entries: &[crate::raft::Entry],
     ) -> Result<u64, ShardError> {
-        let max = self.cfg.wal.record_bytes_max;
-        let mut lsn = 0;
-        for (hs, chunk) in storage::split_records(hs, entries, max) {
-            lsn = self.submit_record(gid, hs.as_ref(), chunk).await?;
-            hosted(&mut self.replicas, gid)
-                .lsns
-                .note_record(lsn, hs, chunk);
-        }
-        debug_assert!(lsn > 0, "write_group with nothing to write");
+        let log = &mut hosted(&mut self.replicas, gid).lsns;
+        let (lsn, records) = self
+            .store
+            .append_group(gid, hs, entries, log)
+            .await
+            .map_err(wal_err(self.cfg.shard))?;
+        self.stats.wal_records += records;
         Ok(lsn)
-    }
-
-    /// Appends one group record to the WAL, waiting while its queue is full
-    /// (backpressure: until the oldest write lands); its LSN.
-    async fn submit_record(
-        &mut self,
-        gid: u64,
-        hs: Option<&crate::raft::HardState>,
-        entries: &[crate::raft::Entry],
-    ) -> Result<u64, ShardError> {
-        let shard = self.cfg.shard;
-        let bytes = storage::record_bytes(hs.is_some(), entries);
-        loop {
-            match self
-                .wal
-                .try_submit_with(bytes, |out| storage::encode_record(out, gid, hs, entries))
-            {
-                Ok(l) => {
-                    self.stats.wal_records += 1;
-                    return Ok(l);
-                }
-                Err(WalError::QueueFull { .. }) => {
-                    let oldest = self.wal.durable_lsn() + 1;
-                    self.wal
-                        .wait_durable(oldest)
-                        .await
-                        .map_err(wal_err(shard))?;
-                }
-                Err(e) => return Err(wal_err(shard)(e)),
-            }
-        }
     }
 
     /// Sends the acks and reports persistence of every Ready durable now.
     fn complete_durable(&mut self) {
-        let durable = self.wal.durable_lsn();
+        let durable = self.store.wal().durable_lsn();
         while self.inflight.front().is_some_and(|f| f.lsn <= durable) {
             let f = self.inflight.pop_front().expect("checked");
             let r = hosted(&mut self.replicas, f.group);

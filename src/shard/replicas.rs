@@ -72,7 +72,7 @@ use super::{build_replica, wal_err, Shard, ShardError};
 pub use crate::group::creates_replica;
 use crate::group::{Gone, GroupId, Misrouted, ReplicaId};
 use crate::raft::{Body, Message, Role};
-use crate::storage::{self, snapfile, CatalogError, CatalogOp, GroupLog, ReplicaDesc};
+use crate::storage::{snapfile, CatalogError, CatalogOp, GroupLog, ReplicaDesc};
 
 /// A replica as [`Shard::replicas`] lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,7 +270,8 @@ impl Shard {
         if self.disk_full {
             return Err(ReplicaApiError::DiskFull { shard });
         }
-        self.catalog
+        self.store
+            .catalog()
             .check_create(&d)
             .map_err(|err| ReplicaApiError::Catalog { shard, err })?;
         if !d.voters.is_empty() && d.replica != self.cfg.node {
@@ -283,10 +284,9 @@ impl Shard {
         }
         // Built first: a configuration the core refuses writes nothing.
         let replica = build_replica(&self.cfg, &d, GroupLog::default(), None)?;
-        let wal = self.wal.clone();
-        let max = self.cfg.wal.record_bytes_max;
         let op = CatalogOp::Create(d);
-        storage::catalog::append_catalog(&wal, &mut self.catalog, false, &[op], max)
+        self.store
+            .append_catalog(false, &[op])
             .await
             .map_err(wal_err(shard))?;
         tracing::info!(
@@ -310,15 +310,15 @@ impl Shard {
     pub async fn destroy_replica(&mut self, group: GroupId) -> Result<(), ReplicaApiError> {
         let shard = self.cfg.shard;
         let op = self
-            .catalog
+            .store
+            .catalog()
             .tombstone_for(group)
             .map_err(|err| ReplicaApiError::Catalog { shard, err })?;
         if self.disk_full {
             return Err(ReplicaApiError::DiskFull { shard });
         }
-        let wal = self.wal.clone();
-        let max = self.cfg.wal.record_bytes_max;
-        storage::catalog::append_catalog(&wal, &mut self.catalog, false, &[op], max)
+        self.store
+            .append_catalog(false, &[op])
             .await
             .map_err(wal_err(shard))?;
         let mut r = self
@@ -458,7 +458,8 @@ impl Shard {
                 voters: r.raft.conf().voters.to_vec(),
                 applied: r.kv.applied(),
                 descriptor: self
-                    .catalog
+                    .store
+                    .catalog()
                     .get(r.id)
                     .map(|d| d.descriptor.clone())
                     .unwrap_or_default(),
@@ -469,7 +470,8 @@ impl Shard {
     /// The catalog's live entries are the hosted replicas.
     fn debug_check_catalog(&self) {
         debug_assert!(
-            self.catalog
+            self.store
+                .catalog()
                 .live()
                 .map(|d| (d.group, d.replica))
                 .eq(self.replicas.values().map(|r| (r.id, r.replica))),

@@ -51,7 +51,7 @@ impl Shard {
             // Destroyed here (removed from the group): the client asks
             // another node; never a refusal of the write, whose earlier
             // attempt may be in the group's log.
-            let e = if self.catalog.is_tombstoned(req.group) {
+            let e = if self.store.catalog().is_tombstoned(req.group) {
                 ClientError::NotHosted { group: req.group }
             } else if req.group >= self.cfg.groups {
                 ClientError::UnknownGroup {

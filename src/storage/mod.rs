@@ -7,9 +7,11 @@
 //! restart rebuilds each group's (hard state, entries) from the records.
 
 pub mod catalog;
+pub mod log_store;
 pub mod snapfile;
 
 pub use catalog::{Catalog, CatalogError, CatalogOp, ReplicaDesc};
+pub use log_store::LogStore;
 
 /// Writes `bytes` to `path` durably, so that a file under that name is
 /// always whole: a temporary file (`path` + `.tmp`) written in chunks of at

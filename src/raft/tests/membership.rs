@@ -33,14 +33,8 @@ fn joint_configuration_needs_a_quorum_of_both_old_and_new_voters() {
     // 1,2,3 -> 1,4,5: joint (old {1,2,3}, new {1,4,5}).
     let cc = ConfChange {
         ops: vec![
-            ConfChangeOp::AddVoter {
-                replica: 4,
-                node: 4,
-            },
-            ConfChangeOp::AddVoter {
-                replica: 5,
-                node: 5,
-            },
+            voter(4),
+            voter(5),
             ConfChangeOp::Remove(2),
             ConfChangeOp::Remove(3),
         ],
@@ -55,30 +49,11 @@ fn joint_configuration_needs_a_quorum_of_both_old_and_new_voters() {
     ));
     // ...one at a time is fine: 1,2,3 -> 1,2,4 (joint).
     let cc = ConfChange {
-        ops: vec![
-            ConfChangeOp::AddVoter {
-                replica: 4,
-                node: 4,
-            },
-            ConfChangeOp::Remove(3),
-        ],
+        ops: vec![voter(4), ConfChangeOp::Remove(3)],
     };
     // Adding three voters never heard from: the new six could not reach a quorum.
     let three = ConfChange {
-        ops: vec![
-            ConfChangeOp::AddVoter {
-                replica: 4,
-                node: 4,
-            },
-            ConfChangeOp::AddVoter {
-                replica: 5,
-                node: 5,
-            },
-            ConfChangeOp::AddVoter {
-                replica: 6,
-                node: 6,
-            },
-        ],
+        ops: vec![voter(4), voter(5), voter(6)],
     };
     assert_eq!(
         l.propose_conf_change(three),
@@ -143,13 +118,7 @@ fn joint_quorum_in_the_new_voters_alone_cannot_commit() {
     l.step(msg(4, 1, 1, Body::HeartbeatResp { round: 0 }));
     let (j, _) = l
         .propose_conf_change(ConfChange {
-            ops: vec![
-                ConfChangeOp::AddVoter {
-                    replica: 4,
-                    node: 4,
-                },
-                ConfChangeOp::Remove(3),
-            ],
+            ops: vec![voter(4), ConfChangeOp::Remove(3)],
         })
         .unwrap();
     persist(&mut l);

@@ -19,6 +19,14 @@ pub(super) fn node(id: ReplicaId, voters: &[ReplicaId]) -> RawNode {
     RawNode::new(cfg(id, voters).validate().unwrap())
 }
 
+/// Adds voter `id` on the node of the same id.
+pub(super) fn voter(id: ReplicaId) -> ConfChangeOp {
+    ConfChangeOp::AddVoter {
+        replica: id,
+        node: id,
+    }
+}
+
 pub(super) fn msg(from: ReplicaId, to: ReplicaId, term: Term, body: Body) -> Message {
     Message {
         from,

@@ -1,0 +1,172 @@
+//! A shard's log store: the one WAL all of the shard's replicas write
+//! (group commit across groups), the replica catalog recorded in it, and
+//! the point below which the WAL is released.
+//!
+//! What each replica needs of the WAL is its [`GroupLog`] (kept with the
+//! replica, passed in); the store turns Readies into records and records
+//! into LSNs, and releases what no replica and no catalog entry needs.
+//! Errors are the WAL's: a full disk (`WalError::is_disk_full`, the shard
+//! degrades), or a failure that stops the shard (fail-stop on fsync).
+//!
+//! Rules:
+//! - A group's records go in LSN order; a record is noted in its group's
+//!   log when submitted, and counts as durable only once the WAL says so.
+//! - A catalog operation is applied to the catalog only once its record is
+//!   durable (`catalog::append_catalog`).
+//! - Hard-state rewrites of idle groups are one batch with one sync.
+//! - The catalog is restated by segments: once its oldest entry lies in a
+//!   segment older than the one holding what the replicas need, everything
+//!   stated before that segment is written again (`restate_stale_catalog`).
+
+use std::rc::Rc;
+
+use ringraft_wal::{Disk, Wal, WalError};
+
+use super::catalog::{self, Catalog, CatalogOp};
+use super::{encode_record, record_bytes, split_records, GroupLog};
+use crate::raft::{Entry, HardState};
+
+/// The WAL, the replica catalog in it, and the release point.
+pub struct LogStore<D: Disk> {
+    wal: Rc<Wal<D>>,
+    /// The replica catalog as durable in the WAL.
+    catalog: Catalog,
+    /// Every LSN below it was handed to `Wal::release_before`.
+    released_lsn: u64,
+    record_bytes_max: usize,
+}
+
+impl<D: Disk> LogStore<D> {
+    /// A store over an opened (replayed) WAL and the catalog replay built.
+    pub fn new(wal: Wal<D>, catalog: Catalog, record_bytes_max: usize) -> Self {
+        LogStore {
+            wal: Rc::new(wal),
+            catalog,
+            released_lsn: 0,
+            record_bytes_max,
+        }
+    }
+
+    /// The WAL (durability waits, health, stats).
+    pub fn wal(&self) -> &Rc<Wal<D>> {
+        &self.wal
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Writes `ops` to the catalog, durably, before returning.
+    pub async fn append_catalog(
+        &mut self,
+        restate: bool,
+        ops: &[CatalogOp],
+    ) -> Result<(), WalError> {
+        let wal = self.wal.clone();
+        catalog::append_catalog(&wal, &mut self.catalog, restate, ops, self.record_bytes_max).await
+    }
+
+    /// Appends group `group`'s hard state `hs` and `entries` (one record,
+    /// or several past `record_bytes_max`), noting each in `log`; waits
+    /// while the WAL's queue is full (until its oldest write lands).
+    /// Returns (LSN of the last record, records written).
+    pub async fn append_group(
+        &self,
+        group: u64,
+        hs: Option<HardState>,
+        entries: &[Entry],
+        log: &mut GroupLog,
+    ) -> Result<(u64, u64), WalError> {
+        let (mut lsn, mut records) = (0, 0);
+        for (hs, chunk) in split_records(hs, entries, self.record_bytes_max) {
+            lsn = self.submit(group, hs.as_ref(), chunk).await?;
+            log.note_record(lsn, hs, chunk);
+            records += 1;
+        }
+        debug_assert!(lsn > 0, "append_group with nothing to write");
+        Ok((lsn, records))
+    }
+
+    async fn submit(
+        &self,
+        group: u64,
+        hs: Option<&HardState>,
+        entries: &[Entry],
+    ) -> Result<u64, WalError> {
+        let bytes = record_bytes(hs.is_some(), entries);
+        loop {
+            match self
+                .wal
+                .try_submit_with(bytes, |out| encode_record(out, group, hs, entries))
+            {
+                Ok(l) => return Ok(l),
+                Err(WalError::QueueFull { .. }) => {
+                    let oldest = self.wal.durable_lsn() + 1;
+                    self.wal.wait_durable(oldest).await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes each group's hard state again (a record each, one batch) and
+    /// waits once for the last to be durable; each log then counts it as
+    /// durable. Making a hard state durable early is harmless: replay
+    /// takes the latest record. Returns the records written.
+    pub async fn rewrite_hard_states(
+        &self,
+        groups: &mut [(u64, HardState, &mut GroupLog)],
+    ) -> Result<usize, WalError> {
+        let mut lsns = Vec::with_capacity(groups.len());
+        for (group, hs, _) in groups.iter() {
+            lsns.push(self.submit(*group, Some(hs), &[]).await?);
+        }
+        let Some(&last) = lsns.last() else {
+            return Ok(0);
+        };
+        self.wal.wait_durable(last).await?;
+        for ((_, hs, log), lsn) in groups.iter_mut().zip(lsns) {
+            log.note_written(lsn, Some(*hs), None);
+            log.note_durable(lsn);
+        }
+        Ok(groups.len())
+    }
+
+    /// Restates the catalog if its oldest entry lies in a segment older
+    /// than the one holding `replicas_need` (the lowest LSN any replica
+    /// needs): it then pins at most the replicas' own oldest segment. (A
+    /// bound in records let it keep eight 4 MiB segments: group commit
+    /// packs thousands of writes into one record.) Whether it wrote.
+    pub async fn restate_stale_catalog(&mut self, replicas_need: u64) -> Result<bool, WalError> {
+        let keep_from = self
+            .wal
+            .segment_start(replicas_need.min(self.wal.next_lsn()));
+        let stale_at_or_below = keep_from.saturating_sub(1);
+        if self.catalog.needed_lsn() > stale_at_or_below {
+            return Ok(false);
+        }
+        let ops = self.catalog.stated_at_or_below(stale_at_or_below);
+        self.append_catalog(true, &ops).await?;
+        Ok(true)
+    }
+
+    /// Releases the WAL below what the replicas (`replicas_need`, the
+    /// lowest LSN any of them needs) and the catalog need; the number of
+    /// segments released.
+    pub async fn release(&mut self, replicas_need: u64) -> Result<usize, WalError> {
+        let needed = replicas_need
+            .min(self.catalog.needed_lsn())
+            .min(self.wal.next_lsn());
+        if needed <= self.released_lsn {
+            return Ok(0);
+        }
+        let n = self.wal.release_before(needed).await?;
+        self.released_lsn = needed;
+        Ok(n)
+    }
+
+    /// The lowest LSN not yet released.
+    pub fn released_lsn(&self) -> u64 {
+        self.released_lsn
+    }
+}
