@@ -282,3 +282,61 @@ fn records_are_split_at_record_bytes_max_with_the_hard_state_first() {
         "one entry per record at least"
     );
 }
+
+/// `LogStore::rewrite_hard_states`: fifty idle groups' hard states are
+/// written as one batch that costs one sync (not one each), every group's
+/// log counts its new record as durable, and a replay finds them all.
+#[test]
+fn the_log_store_rewrites_many_hard_states_with_one_sync() {
+    use crate::storage::{Catalog, LogStore, Replay};
+    use ringraft_wal::{MemDisk, Wal, WalOptions};
+    glommio::LocalExecutorBuilder::default()
+        .make()
+        .expect("executor")
+        .run(async {
+            let disk = MemDisk::new();
+            let opts = WalOptions::default();
+            let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+                .await
+                .unwrap();
+            let mut store = LogStore::new(wal, Catalog::default(), 2048);
+            // Replay keeps the logs of the replicas in the catalog only.
+            let creates: Vec<crate::storage::CatalogOp> = (0..50)
+                .map(|g| {
+                    crate::storage::CatalogOp::Create(crate::storage::ReplicaDesc {
+                        group: g,
+                        replica: 1,
+                        voters: vec![1],
+                        descriptor: Bytes::new(),
+                    })
+                })
+                .collect();
+            store.append_catalog(false, &creates).await.unwrap();
+            let mut logs: Vec<GroupLog> = (0..50).map(|_| GroupLog::default()).collect();
+            let mut batch: Vec<(u64, HardState, &mut GroupLog)> = logs
+                .iter_mut()
+                .enumerate()
+                .map(|(g, log)| (g as u64, hs(g as u64 + 1), log))
+                .collect();
+            let syncs = store.wal().stats().syncs;
+            assert_eq!(store.rewrite_hard_states(&mut batch).await.unwrap(), 50);
+            assert_eq!(
+                store.wal().stats().syncs - syncs,
+                1,
+                "one sync for the batch"
+            );
+            for (g, log) in logs.iter().enumerate() {
+                assert_eq!(log.hs, hs(g as u64 + 1));
+                assert!(log.needed_lsn() > 0);
+            }
+            drop(store);
+            let mut r = Replay::default();
+            Wal::open(disk, opts, |l, p| r.on_record(l, p))
+                .await
+                .unwrap();
+            r.finish();
+            for g in 0..50u64 {
+                assert_eq!(r.groups[&g].hs, hs(g + 1), "group {g}");
+            }
+        });
+}
