@@ -379,6 +379,11 @@ impl ConfState {
             });
         }
         if let Some(holds) = self.replica_on(node) {
+            if legacy && holds == replica {
+                // Version 1's demotion: Remove(x) then AddLearner(x) in one
+                // change (x keeps its place until the change completes).
+                return Ok(());
+            }
             return Err(ConfChangeError::NodeHostsReplica { node, holds });
         }
         let at = self.placements.partition_point(|p| p.replica < replica);
@@ -645,6 +650,21 @@ mod tests {
         assert!(c.apply(&cc).is_err());
         let l = c.apply_legacy(&cc).unwrap();
         assert_eq!((l.node_of(5), l.next_replica_id), (Some(5), 8));
+        // Version 1's demotion: remove 3 and add it back as a learner in
+        // one change (found by review: it panicked on replay).
+        let mut demote = vec![1, 2];
+        for (kind, id) in [(2u8, 3u64), (1, 3)] {
+            demote.push(kind);
+            demote.extend_from_slice(&id.to_le_bytes());
+        }
+        let d = ConfState::new(&[1, 2, 3], &[])
+            .apply_entry(&demote)
+            .unwrap();
+        assert_eq!(
+            (d.voters_outgoing.clone(), d.learners.clone()),
+            (vec![1, 2, 3], vec![3])
+        );
+        assert_eq!(d.node_of(3), Some(3));
         assert!(ConfChange::decode(&[]).is_err());
         assert!(ConfChange::decode(&[9, 0]).is_err());
         assert!(ConfChange::decode(&[1, 1, 0]).is_err());

@@ -139,12 +139,21 @@ impl Shard {
         }
         let head = self.store.wal().next_lsn();
         let max = self.cfg.wal_pin_records_max;
+        // A record pins the WAL too long once it is `wal_pin_records_max`
+        // records behind the head, or lies before the segment preceding
+        // the head's: the bound in records alone let a follower, whose
+        // records are few and large (big append batches), keep five 4 MiB
+        // segments for idle groups past 30 s (CI); the bound in segments
+        // holds whatever the records' size, as the catalog's does.
+        let wal = self.store.wal();
+        let keep_from = wal.segment_start(wal.segment_start(head).saturating_sub(1));
+        let behind = |lsn: u64| lsn.saturating_add(max) < head || lsn < keep_from;
         let mut rewrote = false;
         let mut stale_hs = Vec::new();
         let ids: Vec<GroupId> = self.replicas.keys().copied().collect();
         for gid in ids {
             let g = &self.replicas[&gid];
-            if g.snap_writing || g.lsns.needed_lsn().saturating_add(max) >= head {
+            if g.snap_writing || !behind(g.lsns.needed_lsn()) {
                 continue;
             }
             let entries_pinned = g
@@ -152,7 +161,7 @@ impl Shard {
                 .record_lsns
                 .values()
                 .next()
-                .is_some_and(|&l| l + max < head);
+                .is_some_and(|&l| behind(l));
             let can_snapshot = g.kv.applied() > g.raft.snapshot().map_or(0, |s| s.meta.index);
             if entries_pinned && can_snapshot {
                 self.snapshot_now(gid);
@@ -199,6 +208,7 @@ impl Shard {
         &mut self,
         gids: &[GroupId],
     ) -> Result<usize, ShardError> {
+        debug_assert!(gids.windows(2).all(|w| w[0] < w[1]), "sorted group ids");
         let mut batch: Vec<(u64, crate::raft::HardState, &mut storage::GroupLog)> = self
             .replicas
             .iter_mut()

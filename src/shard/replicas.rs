@@ -372,11 +372,12 @@ impl Shard {
                 // learn the removal committed may need its vote (and its
                 // answers may still wait for their sync). Kept until it
                 // knows its successor and has nothing in flight, or the
-                // grace ends.
+                // grace ends (whichever comes first).
                 let since = *since.get_or_insert(now);
                 let pending = self.inflight.iter().any(|f| f.group == group);
                 let successor = r.raft.leader().is_some_and(|l| l != r.replica);
-                if pending || (!successor && now < since + grace) {
+                let waiting = pending || !successor;
+                if waiting && now < since + grace {
                     kept.push(group);
                     continue;
                 }

@@ -187,8 +187,9 @@ impl RawNode {
             return;
         }
         // A voter heard from lately first (a crashed one keeps its match
-        // and would be picked again and again), then the most of the log;
-        // the target of the attempt that just timed out last.
+        // and would be picked again and again); among those, the target
+        // of the attempt that just timed out last; then the most of the
+        // log.
         let failed = self.hand_over_failed;
         let best = self
             .conf
@@ -198,7 +199,7 @@ impl RawNode {
             .filter_map(|v| {
                 let p = &self.prs[self.peer_idx(v)?];
                 let active = p.recent_active || p.active_last_round;
-                Some(((v != failed, active, p.match_), v))
+                Some(((active, v != failed, p.match_), v))
             })
             .max();
         if let Some((_, to)) = best {
