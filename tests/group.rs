@@ -15,10 +15,7 @@ fn replica(me: u64, voters: &[u64], snap_voters: Option<&[u64]>) -> Replica {
     let cfg = RaftConfig::new(me, voters.to_vec()).validate().unwrap();
     let snap = snap_voters.map(|v| Snapshot {
         meta: SnapshotMeta { index: 10, term: 1 },
-        conf: ConfState {
-            voters: v.to_vec(),
-            ..Default::default()
-        },
+        conf: ConfState::new(v, &[]),
         data: bytes::Bytes::new(),
     });
     let raft = RawNode::restart_from(cfg, Default::default(), snap, Vec::new(), 0);

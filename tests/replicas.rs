@@ -53,10 +53,7 @@ fn desc(group: u64, replica: u64, voters: &[u64]) -> ReplicaDesc {
 fn snapshot_of_voter_1(data: &'static [u8]) -> Snapshot {
     Snapshot {
         meta: SnapshotMeta { index: 5, term: 1 },
-        conf: ConfState {
-            voters: vec![1],
-            ..Default::default()
-        },
+        conf: ConfState::new(&[1], &[]),
         data: Bytes::from_static(data),
     }
 }

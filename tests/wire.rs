@@ -286,6 +286,36 @@ mod messages {
         ));
     }
 
+    /// A snapshot whose membership places a non-member (or breaks the
+    /// placements' invariant otherwise) is refused on receipt: routing
+    /// trusts placements.
+    #[test]
+    fn a_snapshot_with_inconsistent_placements_is_refused() {
+        let mut conf = ConfState::new(&[1, 2, 3], &[]);
+        conf.placements.push(Placement {
+            replica: 7,
+            node: 7,
+        });
+        let m = Message {
+            from: 1,
+            to: 2,
+            term: 3,
+            body: Body::Snapshot {
+                index: 50,
+                term: 3,
+                conf,
+                offset: 0,
+                total: 1,
+                crc: 0,
+                chunk: Bytes::from_static(b"x"),
+            },
+        };
+        assert!(matches!(
+            decode_raft(&aligned(&payload_of(1, &m))),
+            Err(MessageError::Invalid(why)) if why.contains("inconsistent placements")
+        ));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: super::cases(), ..ProptestConfig::default() })]
 

@@ -157,14 +157,27 @@ impl ConfState {
     /// (a group's first replicas are placed before any id is allocated);
     /// replicas added later get ids above them all.
     pub fn new(voters: &[ReplicaId], learners: &[ReplicaId]) -> Self {
+        Self::on_their_ids(voters, &[], learners)
+    }
+
+    /// A membership whose every member lives on the node of its own id: a
+    /// founding one ([`new`](Self::new)), or one written when replica ids
+    /// were node ids (snapshot files of version 1). `next_replica_id` is
+    /// above them all.
+    pub fn on_their_ids(
+        voters: &[ReplicaId],
+        voters_outgoing: &[ReplicaId],
+        learners: &[ReplicaId],
+    ) -> Self {
         let mut c = ConfState {
             voters: voters.to_vec(),
-            voters_outgoing: Vec::new(),
+            voters_outgoing: voters_outgoing.to_vec(),
             learners: learners.to_vec(),
             placements: Vec::new(),
             next_replica_id: 0,
         };
         c.voters.sort_unstable();
+        c.voters_outgoing.sort_unstable();
         c.learners.sort_unstable();
         c.placements = c
             .members()
@@ -175,7 +188,25 @@ impl ConfState {
             })
             .collect();
         c.next_replica_id = c.placements.last().map_or(0, |p| p.replica + 1);
+        debug_assert!(c.placements_consistent(), "{c:?}");
         c
+    }
+
+    /// The invariant of `placements` and `next_replica_id`: exactly one
+    /// placement per member, sorted by replica id, no node twice, and
+    /// every placed id below `next_replica_id`. Checked after every change
+    /// and on a snapshot file read back.
+    pub fn placements_consistent(&self) -> bool {
+        let sorted = self
+            .placements
+            .windows(2)
+            .all(|w| w[0].replica < w[1].replica);
+        let placed: Vec<ReplicaId> = self.placements.iter().map(|p| p.replica).collect();
+        let mut nodes: Vec<NodeId> = self.placements.iter().map(|p| p.node).collect();
+        nodes.sort_unstable();
+        let nodes_unique = nodes.windows(2).all(|w| w[0] != w[1]);
+        let below_next = placed.last().is_none_or(|&r| r < self.next_replica_id);
+        sorted && nodes_unique && below_next && placed == self.members()
     }
 
     /// The node replica `replica` lives on, if it is a member.
@@ -300,6 +331,7 @@ impl ConfState {
             let mut c = self.clone();
             c.voters_outgoing.clear();
             c.prune_placements();
+            debug_assert!(c.placements_consistent(), "{c:?}");
             return Ok(c);
         }
         if self.is_joint() {
@@ -350,6 +382,7 @@ impl ConfState {
             c.voters_outgoing = self.voters.clone();
         }
         c.prune_placements();
+        debug_assert!(c.placements_consistent(), "{c:?}");
         Ok(c)
     }
 

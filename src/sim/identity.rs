@@ -41,12 +41,8 @@ impl Sim {
             self.crash(i);
         }
         let n = &mut self.nodes[i];
-        n.disk_snapshot = None;
-        n.wal.clear();
+        n.erase_storage();
         n.next_lsn = 1;
-        n.lsns = GroupLog::default();
-        n.durable_hs = HardState::default();
-        n.crash_persisted = None;
         n.store += 1;
         n.lost = true;
         // Its record of its peers' incarnations went with the disk.

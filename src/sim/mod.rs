@@ -275,6 +275,17 @@ fn entry_digest(e: &Entry) -> u64 {
 }
 
 impl SimNode {
+    /// Forgets everything on its disk for the group: snapshot, WAL records,
+    /// what the group needed of them and what was durable (a wiped disk,
+    /// or a replica destroyed to make room for a newer one).
+    fn erase_storage(&mut self) {
+        self.disk_snapshot = None;
+        self.wal.clear();
+        self.lsns = GroupLog::default();
+        self.durable_hs = HardState::default();
+        self.crash_persisted = None;
+    }
+
     /// Makes a snapshot durable (the node writes its file before the WAL
     /// records of the Ready that carries it) and releases the WAL records
     /// no longer needed, through `storage::GroupLog` as the shard does.

@@ -71,11 +71,7 @@ impl Sim {
         n.incarnation += 1;
         n.writes.clear();
         n.batch_len = 0;
-        n.disk_snapshot = None;
-        n.wal.clear();
-        n.lsns = GroupLog::default();
-        n.durable_hs = HardState::default();
-        n.crash_persisted = None;
+        n.erase_storage();
         n.replica = replica;
         n.hosted = true;
         n.routes = Default::default();

@@ -137,26 +137,18 @@ pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
     let conf = (|| {
         let (voters, voters_outgoing, learners) = (ids()?, ids()?, ids()?);
         if v1 {
-            let mut c = ConfState::new(&voters, &learners);
-            c.voters_outgoing = voters_outgoing;
-            let mut all = c.members();
-            all.retain(|r| c.node_of(*r).is_none());
-            for r in all {
-                c.placements.push(Placement {
-                    replica: r,
-                    node: r,
-                });
-            }
-            c.placements.sort_unstable();
-            c.next_replica_id = c.placements.last().map_or(0, |p| p.replica + 1);
-            return Some(c);
+            return Some(ConfState::on_their_ids(
+                &voters,
+                &voters_outgoing,
+                &learners,
+            ));
         }
         let pairs = ids()?;
         let next = ids()?;
         if !pairs.len().is_multiple_of(2) || next.len() != 1 {
             return None;
         }
-        Some(ConfState {
+        let c = ConfState {
             voters,
             voters_outgoing,
             learners,
@@ -168,7 +160,9 @@ pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
                 })
                 .collect(),
             next_replica_id: next[0],
-        })
+        };
+        // Checked as written (the checksum covers the bytes, not our code).
+        c.placements_consistent().then_some(c)
     })()
     .ok_or_else(|| bad("bad membership"))?;
     if at != conf_len {

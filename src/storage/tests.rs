@@ -121,7 +121,7 @@ fn snapshot_files_round_trip_and_damage_is_named() {
         data: Bytes::from_static(b"state machine bytes"),
     };
     let b = snapfile::encode(3, &s);
-    assert_eq!(snapfile::decode("f", &b).unwrap(), (3, s));
+    assert_eq!(snapfile::decode("f", &b).unwrap(), (3, s.clone()));
     for i in 0..b.len() {
         let mut d = b.clone();
         d[i] ^= 0x10;
@@ -129,6 +129,18 @@ fn snapshot_files_round_trip_and_damage_is_named() {
     }
     assert!(matches!(
         snapfile::decode("f", &b[..b.len() - 1]),
+        Err(snapfile::SnapFileError::Corrupt { .. })
+    ));
+    // Intact bytes, but a membership that breaks its invariant (a
+    // placement for a non-member): refused as read back.
+    let mut wrong = s.clone();
+    wrong.conf.placements.push(crate::raft::Placement {
+        replica: 9,
+        node: 9,
+    });
+    assert!(!wrong.conf.placements_consistent());
+    assert!(matches!(
+        snapfile::decode("f", &snapfile::encode(3, &wrong)),
         Err(snapfile::SnapFileError::Corrupt { .. })
     ));
 }

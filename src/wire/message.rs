@@ -166,23 +166,31 @@ pub fn decode_raft(payload: &Bytes) -> Result<(u64, Message), MessageError> {
             let ids = |v: &rkyv::vec::ArchivedVec<rkyv::rend::u64_le>| {
                 v.iter().map(|x| x.to_native()).collect::<Vec<u64>>()
             };
+            let conf = ConfState {
+                voters: ids(&conf.voters),
+                voters_outgoing: ids(&conf.voters_outgoing),
+                learners: ids(&conf.learners),
+                placements: conf
+                    .placements
+                    .iter()
+                    .map(|p| Placement {
+                        replica: p.replica.to_native(),
+                        node: p.node.to_native(),
+                    })
+                    .collect(),
+                next_replica_id: conf.next_replica_id.to_native(),
+            };
+            // Routing trusts placements (`group::routes`): validated here,
+            // on receipt, like every other field.
+            if !conf.placements_consistent() {
+                return Err(MessageError::Invalid(format!(
+                    "snapshot membership with inconsistent placements: {conf:?}"
+                )));
+            }
             Body::Snapshot {
                 index: index.to_native(),
                 term: term.to_native(),
-                conf: ConfState {
-                    voters: ids(&conf.voters),
-                    voters_outgoing: ids(&conf.voters_outgoing),
-                    learners: ids(&conf.learners),
-                    placements: conf
-                        .placements
-                        .iter()
-                        .map(|p| Placement {
-                            replica: p.replica.to_native(),
-                            node: p.node.to_native(),
-                        })
-                        .collect(),
-                    next_replica_id: conf.next_replica_id.to_native(),
-                },
+                conf,
                 offset: offset.to_native(),
                 total: total.to_native(),
                 crc: crc.to_native(),

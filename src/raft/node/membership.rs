@@ -190,7 +190,7 @@ impl RawNode {
         // and would be picked again and again); among those, the target
         // of the attempt that just timed out last; then the most of the
         // log.
-        let failed = self.hand_over_failed;
+        let last = self.hand_over_last;
         let best = self
             .conf
             .voters
@@ -199,13 +199,13 @@ impl RawNode {
             .filter_map(|v| {
                 let p = &self.prs[self.peer_idx(v)?];
                 let active = p.recent_active || p.active_last_round;
-                Some(((active, v != failed, p.match_), v))
+                Some(((active, v != last, p.match_), v))
             })
             .max();
         if let Some((_, to)) = best {
             // Refused only for a target that is not a voter: it is one.
             let _ = self.transfer_leader(to);
-            self.hand_over_failed = to;
+            self.hand_over_last = to;
         }
     }
 

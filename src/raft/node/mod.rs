@@ -204,8 +204,8 @@ pub struct RawNode {
     transferee: ReplicaId,
     transfer_elapsed: u32,
     /// The voter a removed leader last tried to hand over to
-    /// (`hand_over`): tried last next time. 0: none.
-    hand_over_failed: ReplicaId,
+    /// (`hand_over`): tried last next time, after the others. 0: none.
+    hand_over_last: ReplicaId,
     /// The latest snapshot (taken here or installed): sent to followers
     /// that need compacted entries.
     snapshot: Option<Snapshot>,
@@ -313,7 +313,7 @@ impl RawNode {
             read: ReadOnly::default(),
             read_states: Vec::new(),
             reads_failed: Vec::new(),
-            hand_over_failed: 0,
+            hand_over_last: 0,
             transferee: 0,
             transfer_elapsed: 0,
             snapshot,
