@@ -494,3 +494,121 @@ fn a_newer_replica_placed_on_this_node_replaces_the_old_one_and_ids_never_mix() 
     });
     drop(lock);
 }
+
+/// A snapshot from the leader is written in the background: the Ready that
+/// carries it is parked (the turn goes on with the other groups), the
+/// group's later Readies wait behind it, and once the file is written the
+/// state machine restarts from it and the rest is carried out; a restart
+/// finds the file. (The install used to be awaited inside the turn's loop
+/// over Readies, stalling every group of the shard behind one file.)
+#[test]
+fn a_snapshot_install_is_parked_off_the_turn_and_later_readies_wait_for_it() {
+    use ringraft::kv::{Command, Kv, KvLimits, WriteOp};
+    use ringraft::raft::{Body, Entry, EntryKind, Message};
+    let (_t, cfg, lock, store) = fresh_store();
+    let put = |seq: u64, key: &'static [u8]| Command {
+        client: 7,
+        seq,
+        ack: seq - 1,
+        op: WriteOp::Put {
+            key: Bytes::from_static(key),
+            value: Bytes::from_static(b"v"),
+        },
+    };
+    // The leader's state machine at index 5: one write at 5.
+    let mut kv = Kv::new(KvLimits::default());
+    for i in 1..5 {
+        kv.skip(i);
+    }
+    kv.apply(5, &put(1, b"at-5")).unwrap();
+    let data = kv.snapshot();
+    let from_leader = |body| Message {
+        from: 2,
+        to: 1,
+        term: 3,
+        body,
+    };
+    let snap = from_leader(Body::Snapshot {
+        index: 5,
+        term: 2,
+        conf: ConfState::new(&[2], &[1]),
+        offset: 0,
+        total: data.len() as u64,
+        crc: crc32fast::hash(&data),
+        chunk: data.clone(),
+    });
+    let entry = |index: u64, seq: u64, key: &'static [u8]| Entry {
+        term: 3,
+        index,
+        kind: EntryKind::Normal,
+        data: put(seq, key).encode(),
+    };
+    let append = from_leader(Body::Append {
+        prev_index: 5,
+        prev_term: 2,
+        entries: vec![entry(6, 2, b"at-6"), entry(7, 3, b"at-7")],
+        commit: 7,
+    });
+    let applied = |shard: &Shard| {
+        let r = shard.replicas().into_iter().find(|r| r.group == 300);
+        r.map(|r| r.applied)
+    };
+    let sc = cfg.shard(0, &store);
+    let snap_dir = sc.dir.join("snapshots");
+    run(async move {
+        let mut shard = Shard::open(sc.clone(), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        shard.on_peer_message(300, 2, snap);
+        shard.create_from_messages().await.unwrap();
+        shard.process_readies().await.unwrap();
+        assert_eq!(applied(&shard), Some(0), "restored inside the turn");
+        // Entries after the snapshot arrive: their Ready waits.
+        shard.on_peer_message(300, 2, append);
+        let records = shard.stats().wal_records;
+        shard.process_readies().await.unwrap();
+        assert_eq!(
+            applied(&shard),
+            Some(0),
+            "a later Ready overtook the install"
+        );
+        assert_eq!(
+            shard.stats().wal_records,
+            records,
+            "entries after the snapshot were written before its file"
+        );
+        // The background write finishes: poll for it (the executor reaps
+        // its I/O while this task waits on a timer), for 10 s at most.
+        for _ in 0..10_000 {
+            shard.finish_installs().await.unwrap();
+            if applied(&shard) != Some(0) {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(applied(&shard), Some(5), "installed from the snapshot");
+        assert!(snap_dir.join(snapfile::file_name(300, 5)).exists());
+        // Then the entries after it: written, durable, applied.
+        for _ in 0..10_000 {
+            shard.process_readies().await.unwrap();
+            shard.complete_durable();
+            if applied(&shard) == Some(7) {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(applied(&shard), Some(7), "the entries after it applied");
+    });
+    // A restart starts from the file (and what the WAL holds after it).
+    run(async move {
+        let shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        let r = shard.replicas().into_iter().find(|r| r.group == 300);
+        assert!(
+            r.is_some_and(|r| r.applied >= 5),
+            "the install was not durable"
+        );
+    });
+    drop(lock);
+}

@@ -9,6 +9,8 @@
 //! and destroyed).
 
 pub mod clock;
+pub mod ready;
+pub mod requests;
 pub mod routes;
 
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +26,8 @@ use crate::wire::{ClientError, Reply, Request};
 pub type GroupId = u64;
 
 pub use crate::raft::ReplicaId;
+pub use ready::{Finished, ReadyIo, ReadyRest, RestoreError};
+pub use requests::Intake;
 pub use routes::{creates_replica, Misrouted, Routes};
 
 /// A client request waiting for its entry to be applied.
@@ -356,22 +360,6 @@ impl Replica {
     /// returned for a `NotLeader` answer.
     pub fn on_read_failed(&mut self, ctx: u64) -> Vec<PendingRead> {
         self.reads_asked.remove(&ctx).unwrap_or_default()
-    }
-
-    /// Takes the confirmed reads the apply has reached, into `out`.
-    pub fn take_ready_reads(&mut self, out: &mut Vec<PendingRead>) {
-        let applied = self.kv.applied();
-        if self.reads_ready.iter().all(|(i, _)| *i > applied) {
-            return;
-        }
-        let mut i = 0;
-        while i < self.reads_ready.len() {
-            if self.reads_ready[i].0 <= applied {
-                out.push(self.reads_ready.swap_remove(i).1);
-            } else {
-                i += 1;
-            }
-        }
     }
 
     /// (node, peer address) of every member in the replicated address book.

@@ -91,6 +91,9 @@ impl Shard {
         self.replicas = replicas;
         self.store = LogStore::new(wal, catalog, self.cfg.wal.record_bytes_max);
         self.inflight.clear();
+        // Their snapshot writes, still under way, find no parked Ready
+        // and remove their files (`finish_installs`).
+        self.installing.clear();
         self.disk_full = false;
         self.stats.disk_full = 0;
         let book: Vec<(u64, String)> = self

@@ -46,7 +46,7 @@ use ringraft_wal::{DmaDisk, Wal, WalError};
 
 pub use crate::config::ShardConfig;
 use crate::group::clock::TickClock;
-use crate::group::{Gone, GroupId, PendingRead, Replica, ReplicaId, Waiter};
+use crate::group::{Gone, GroupId, Replica, ReplicaId};
 use crate::identity::PeerBook;
 use crate::kv::Kv;
 use crate::raft::{Message, PersistToken, RawNode, Role, Snapshot, SnapshotMeta};
@@ -97,6 +97,22 @@ struct InFlight {
     lsn: u64,
 }
 
+/// A Ready waiting for its snapshot file (from the leader) to be written
+/// (`snapshots.rs`): its I/O beyond the snapshot and the rest of it.
+struct Parked {
+    replica: ReplicaId,
+    io: crate::group::ReadyIo,
+    rest: crate::group::ReadyRest,
+}
+
+/// A snapshot file from the leader written in the background.
+struct InstallDone {
+    group: GroupId,
+    replica: ReplicaId,
+    snap: Snapshot,
+    result: Result<(), snapfile::SnapFileError>,
+}
+
 pub use crate::metrics::ShardStats;
 
 pub struct Shard {
@@ -130,6 +146,12 @@ pub struct Shard {
     inflight: VecDeque<InFlight>,
     next_ctx: u64,
     stats: ShardStats,
+    /// Readies parked while their snapshot from the leader is written; no
+    /// later Ready of the group is taken meanwhile. Invariant: every key is
+    /// hosted (destroying a replica drops its entry).
+    installing: BTreeMap<GroupId, Parked>,
+    /// Snapshot files from leaders written in the background.
+    installs_done: Rc<RefCell<Vec<InstallDone>>>,
     /// Snapshot files written in the background: (group, replica, meta).
     snaps_done: Rc<RefCell<Vec<(GroupId, ReplicaId, SnapshotMeta)>>>,
     snaps_failed: Rc<RefCell<Vec<snapfile::SnapFileError>>>,
@@ -218,6 +240,8 @@ impl Shard {
             inflight: VecDeque::new(),
             next_ctx: first_read_ctx(),
             stats: ShardStats::default(),
+            installing: BTreeMap::new(),
+            installs_done: Rc::default(),
             snaps_done: Rc::default(),
             snaps_failed: Rc::default(),
             snap_dir,
@@ -348,10 +372,18 @@ impl Shard {
             if let Err(e) = self.destroy_removed().await {
                 break Err(e);
             }
+            if let Err(e) = self.finish_installs().await {
+                break Err(e);
+            }
             if let Err(e) = self.finish_snapshots().await {
                 break Err(e);
             }
-            if self.replicas.values().any(|r| r.raft.has_ready()) {
+            let installing = &self.installing;
+            if self
+                .replicas
+                .iter()
+                .any(|(g, r)| r.raft.has_ready() && !installing.contains_key(g))
+            {
                 futures_lite::future::yield_now().await;
                 continue;
             }
@@ -374,10 +406,11 @@ impl Shard {
             let transport = self.transport.clone();
             let clients = self.clients.clone();
             let snaps_done = self.snaps_done.clone();
+            let installs_done = self.installs_done.clone();
             let snap_poll = async move {
-                // Background snapshot writes report through `snaps_done`;
-                // checked at the tick at the latest.
-                if snaps_done.borrow().is_empty() {
+                // Background snapshot writes report through `snaps_done`
+                // and `installs_done`; checked at the tick at the latest.
+                if snaps_done.borrow().is_empty() && installs_done.borrow().is_empty() {
                     futures_lite::future::pending::<()>().await
                 }
             };
@@ -509,14 +542,19 @@ impl Shard {
         self.clients.respond(conn, &Response { id, result });
     }
 
-    async fn process_readies(&mut self) -> Result<(), ShardError> {
+    /// Takes the Ready of every replica that has one (but those parked
+    /// for a snapshot install) and carries it out: messages sent, records
+    /// appended, committed entries applied. The shard loop calls it every
+    /// turn; public so that tests can drive a shard without its loop.
+    pub async fn process_readies(&mut self) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
         let mut ids = std::mem::take(&mut self.ready_ids);
         ids.clear();
+        let installing = &self.installing;
         ids.extend(
             self.replicas
                 .iter()
-                .filter(|(_, r)| r.raft.has_ready())
+                .filter(|(g, r)| r.raft.has_ready() && !installing.contains_key(g))
                 .map(|(&g, _)| g),
         );
         let result = self.process_ready_ids(shard, &ids).await;
@@ -528,88 +566,97 @@ impl Shard {
         for &gid in ids {
             let r = hosted(&mut self.replicas, gid);
             self.stats.readies += 1;
-            let mut rd = r.raft.ready();
-            if let Some(ss) = rd.soft_state {
+            let (mut io, rest) = r.take_ready();
+            if let Some(ss) = io.soft_state {
                 log_role_change(shard, gid, ss.role, ss.leader, ss.term);
             }
-            for m in &rd.messages {
+            for m in &io.messages {
                 if let crate::raft::Body::Append { entries, .. } = &m.body {
                     self.append_entries
                         .saturating_record(entries.len().max(1) as u64);
                 }
                 send_placed(&self.transport, &mut self.stats, r, m);
             }
-            if let Some(snap) = rd.snapshot.take() {
-                self.install_snapshot(gid, snap).await?;
-            }
-            let mut lsn = self.inflight.back().map_or(0, |f| f.lsn);
-            let hs = self.hard_state_to_write(gid, &rd);
-            if (hs.is_some() || !rd.entries.is_empty()) && !self.disk_full {
-                match self.write_group(gid, hs, &rd.entries).await {
-                    Ok(l) => lsn = l,
-                    Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
-                        self.enter_disk_full(&err)
-                    }
-                    Err(e) => return Err(e),
+            if let Some(snap) = io.snapshot.take() {
+                if !self.disk_full {
+                    // Its file is written in the background; the rest of
+                    // the Ready waits for it (`snapshots.rs`), the other
+                    // groups do not.
+                    self.park_for_install(gid, snap, io, rest);
+                    continue;
                 }
+                // With the disk full the state machine still moves to it
+                // (committed state); nothing is written.
+                self.restore(gid, &snap, false)?;
             }
-            tracing::trace!(
-                group = gid,
-                msgs = rd.messages.len(),
-                entries = rd.entries.len(),
-                committed = rd.committed.len(),
-                lsn,
-                "ready"
-            );
-            let token = rd.token();
-            let committed = std::mem::take(&mut rd.committed);
-            self.apply(gid, &committed);
-            let r = hosted(&mut self.replicas, gid);
-            for rs in rd.read_states.drain(..) {
-                r.on_read_state(rs);
-            }
-            let mut failed = Vec::new();
-            for ctx in rd.reads_failed.drain(..) {
-                failed.extend(r.on_read_failed(ctx));
-            }
-            if !failed.is_empty() {
-                let leader = r.leader_node();
-                self.stats.errors_not_leader += failed.len() as u64;
-                for p in failed {
-                    self.respond(p.conn, p.req.id, Err(ClientError::NotLeader { leader }));
-                }
-            }
-            self.serve_ready_reads(gid);
-            if self.disk_full {
-                // Nothing of it is durable, nor will be: no ack, no report.
-                // The shard rebuilds its groups from disk once space is back.
-                continue;
-            }
-            self.inflight.push_back(InFlight {
-                group: gid,
-                token,
-                msgs: std::mem::take(&mut rd.persisted_messages),
-                lsn,
-            });
+            self.continue_ready(gid, io, rest).await?;
         }
         Ok(())
     }
 
-    /// The hard state to write with `rd` (see `HardState::to_write`: a
-    /// leader's commit index moves after every write, and syncing that on
-    /// its own made the next write wait behind the sync).
-    fn hard_state_to_write(
-        &self,
+    /// The rest of a Ready once its snapshot (if any) is restored: its
+    /// records appended to the WAL, its committed entries applied, its
+    /// reads served, and its persistence queued for durability.
+    async fn continue_ready(
+        &mut self,
         gid: GroupId,
-        rd: &crate::raft::Ready,
-    ) -> Option<crate::raft::HardState> {
-        let g = &self.replicas[&gid];
-        crate::raft::HardState::to_write(
-            &g.lsns.hs,
-            rd.hard_state,
-            g.raft.hard_state(),
-            !rd.entries.is_empty(),
-        )
+        io: crate::group::ReadyIo,
+        rest: crate::group::ReadyRest,
+    ) -> Result<(), ShardError> {
+        let mut lsn = self.inflight.back().map_or(0, |f| f.lsn);
+        if io.has_records() && !self.disk_full {
+            match self.write_group(gid, io.hard_state, &io.entries).await {
+                Ok(l) => lsn = l,
+                Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
+                    self.enter_disk_full(&err)
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::trace!(
+            group = gid,
+            entries = io.entries.len(),
+            committed = rest.committed().len(),
+            lsn,
+            "ready"
+        );
+        let r = hosted(&mut self.replicas, gid);
+        // Reused across Readies: no allocation per Ready in steady state.
+        let mut answers = std::mem::take(&mut self.answers);
+        let done = r.finish_ready(rest, self.cfg.scan_limit_max, &mut answers);
+        if done.removed {
+            self.removed.push(gid);
+        }
+        self.stats.applied += done.applied.entries;
+        for (node, addr) in &done.applied.new_members {
+            self.learn_peer(*node, addr);
+        }
+        let forgotten = done.applied.new_members.iter().any(|(_, a)| a.is_empty());
+        if done.applied.conf_changed || forgotten {
+            self.prune_peers();
+        }
+        for (conn, id, r) in answers.drain(..) {
+            if matches!(r, Err(ClientError::NotLeader { .. })) {
+                self.stats.errors_not_leader += 1;
+            }
+            self.respond(conn, id, r);
+        }
+        self.answers = answers;
+        if done.applied.entries > 0 {
+            self.maybe_snapshot(gid);
+        }
+        if self.disk_full {
+            // Nothing of it is durable, nor will be: no ack, no report.
+            // The shard rebuilds its groups from disk once space is back.
+            return Ok(());
+        }
+        self.inflight.push_back(InFlight {
+            group: gid,
+            token: done.token,
+            msgs: done.persisted_messages,
+            lsn,
+        });
+        Ok(())
     }
 
     /// Appends the group's hard state `hs` and `entries` to the WAL (one
@@ -632,7 +679,9 @@ impl Shard {
     }
 
     /// Sends the acks and reports persistence of every Ready durable now.
-    fn complete_durable(&mut self) {
+    /// The shard loop calls it every turn; public so that tests can drive
+    /// a shard without its loop.
+    pub fn complete_durable(&mut self) {
         let durable = self.store.wal().durable_lsn();
         while self.inflight.front().is_some_and(|f| f.lsn <= durable) {
             let f = self.inflight.pop_front().expect("checked");
@@ -644,35 +693,6 @@ impl Shard {
             r.raft.on_persisted(f.token);
             r.lsns.note_durable(durable);
         }
-    }
-
-    fn apply(&mut self, gid: GroupId, committed: &[crate::raft::Entry]) {
-        if committed.is_empty() {
-            return;
-        }
-        let r = hosted(&mut self.replicas, gid);
-        // Reused across applies: no allocation per apply in steady state.
-        let mut answers = std::mem::take(&mut self.answers);
-        let applied = r.apply(committed, &mut answers);
-        if applied.conf_changed && r.note_membership() {
-            self.removed.push(gid);
-        }
-        self.stats.applied += applied.entries;
-        for (node, addr) in &applied.new_members {
-            self.learn_peer(*node, addr);
-        }
-        let forgotten = applied.new_members.iter().any(|(_, a)| a.is_empty());
-        if applied.conf_changed || forgotten {
-            self.prune_peers();
-        }
-        for (conn, id, r) in answers.drain(..) {
-            if matches!(r, Err(ClientError::NotLeader { .. })) {
-                self.stats.errors_not_leader += 1;
-            }
-            self.respond(conn, id, r);
-        }
-        self.answers = answers;
-        self.maybe_snapshot(gid);
     }
 
     /// Answers requests past their deadline with `Timeout`.

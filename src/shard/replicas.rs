@@ -331,6 +331,7 @@ impl Shard {
             self.respond(conn, id, answer);
         }
         self.inflight.retain(|f| f.group != group);
+        self.installing.remove(&group);
         snapfile::remove_group(&self.snap_dir, group)
             .await
             .map_err(|err| ShardError::Snapshot { shard, err })?;
@@ -377,7 +378,8 @@ impl Shard {
                 // knows its successor and has nothing in flight, or the
                 // grace ends (whichever comes first).
                 let since = *since.get_or_insert(now);
-                let pending = self.inflight.iter().any(|f| f.group == group);
+                let pending = self.inflight.iter().any(|f| f.group == group)
+                    || self.installing.contains_key(&group);
                 let successor = r.raft.leader().is_some_and(|l| l != r.replica);
                 let waiting = pending || !successor;
                 if waiting && now < since + grace {

@@ -3,14 +3,13 @@
 
 use std::time::{Duration, Instant};
 
-use super::{PendingRead, Shard, Waiter};
+use super::Shard;
 use crate::group::GroupId;
+use crate::group::Intake;
 use crate::kv::{Command, WriteOp};
-use crate::raft::{ProposeError, Role};
+use crate::raft::Role;
 use crate::transport::ClientConnId;
-use crate::wire::{
-    ClientError, ClusterMap, GroupStatus, KeyValue, NodeInfo, Op, ReadMode, Reply, Request,
-};
+use crate::wire::{ClientError, ClusterMap, GroupStatus, NodeInfo, Op, ReadMode, Reply, Request};
 
 impl Shard {
     pub(super) fn on_request(&mut self, conn: ClientConnId, req: Request) {
@@ -137,66 +136,26 @@ impl Shard {
             let reason = "client id 0 is reserved (no session)".to_string();
             return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
         }
+        let (conn_id, id) = (conn, req.id);
         let g = self.replica_mut(gid);
-        // A retry of a write already applied: its outcome, not a new entry.
-        if let Some(outcome) = g.kv.known_outcome(req.client, req.seq) {
-            return self.respond(conn, req.id, outcome);
-        }
-        let cmd = Command {
-            client: req.client,
-            seq: req.seq,
-            ack: req.ack,
-            op,
-        };
-        match g.raft.propose(cmd.encode()) {
-            Ok((index, term)) => {
-                self.stats.proposals += 1;
-                self.await_entry(gid, index, term, conn, req.id, deadline);
-            }
-            Err(e) => {
-                let hint = match e {
-                    ProposeError::NotLeader { leader } => leader,
-                    ProposeError::TransferInProgress { to } => Some(to),
-                    ProposeError::Backpressure { .. } => None,
-                };
-                let leader = hint.and_then(|r| g.node_of(r)).unwrap_or(0);
-                let err = match e {
-                    ProposeError::NotLeader { .. } => {
-                        self.stats.errors_not_leader += 1;
-                        ClientError::NotLeader { leader }
-                    }
-                    ProposeError::Backpressure { .. } => {
-                        self.stats.errors_busy += 1;
-                        ClientError::Busy
-                    }
-                    ProposeError::TransferInProgress { .. } => {
-                        self.stats.errors_not_leader += 1;
-                        ClientError::NotLeader { leader }
-                    }
-                };
-                self.respond(conn, req.id, Err(err));
-            }
-        }
+        let intake = g.propose_write(req.client, req.seq, req.ack, op, conn_id, id, deadline);
+        self.answer_intake(conn, id, intake);
     }
 
-    /// Answers request `id` once the entry (`index`, `term`) is applied (or
-    /// with an error if another entry takes that index).
-    fn await_entry(
-        &mut self,
-        gid: GroupId,
-        index: u64,
-        term: u64,
-        conn: ClientConnId,
-        id: u64,
-        deadline: Instant,
-    ) {
-        let w = Waiter {
-            term,
-            conn,
-            id,
-            deadline,
-        };
-        self.replica_mut(gid).proposals.insert(index, w);
+    /// Answers a request the replica answered at once, counting it.
+    fn answer_intake(&mut self, conn: ClientConnId, id: u64, intake: Intake) {
+        match intake {
+            Intake::Proposed { .. } => self.stats.proposals += 1,
+            Intake::Queued => {}
+            Intake::Answer(r) => {
+                match &r {
+                    Err(ClientError::NotLeader { .. }) => self.stats.errors_not_leader += 1,
+                    Err(ClientError::Busy) => self.stats.errors_busy += 1,
+                    _ => {}
+                }
+                self.respond(conn, id, r);
+            }
+        }
     }
 
     /// A membership change of the group, on its leader: the new node's
@@ -236,7 +195,9 @@ impl Shard {
                 // entry of an earlier attempt was lost): that entry alone.
                 let r = self.replica_mut(gid).raft.propose(forget_member(*node));
                 return match r {
-                    Ok((index, term)) => self.await_entry(gid, index, term, conn, req.id, deadline),
+                    Ok((index, term)) => self
+                        .replica_mut(gid)
+                        .await_entry(index, term, conn, req.id, deadline),
                     Err(e) => {
                         let reason = e.to_string();
                         self.respond(conn, req.id, Err(ClientError::Failed { reason }))
@@ -303,7 +264,9 @@ impl Shard {
             _ => unreachable!("membership ops only"),
         };
         match proposed {
-            Ok((index, term)) => self.await_entry(gid, index, term, conn, req.id, deadline),
+            Ok((index, term)) => self
+                .replica_mut(gid)
+                .await_entry(index, term, conn, req.id, deadline),
             Err(e) => self.respond(
                 conn,
                 req.id,
@@ -323,59 +286,12 @@ impl Shard {
         deadline: Instant,
     ) {
         self.stats.reads += 1;
-        let g = self
-            .replicas
-            .get_mut(&gid)
-            .expect("hosted: checked on intake");
-        let served_now = match mode {
-            ReadMode::Stale => true,
-            // The lease: no round trip while it holds, once everything
-            // committed is applied.
-            ReadMode::Lease => {
-                g.raft.role() == Role::Leader
-                    && g.raft.lease_valid()
-                    && g.kv.applied() >= g.raft.commit_index()
-            }
-            ReadMode::Linearizable => false,
-        };
-        if served_now {
-            let r = self.read_now(gid, &req);
-            return self.respond(conn, req.id, r);
-        }
-        if g.raft.role() != Role::Leader {
-            self.stats.errors_not_leader += 1;
-            let leader = g.leader_node();
-            return self.respond(conn, req.id, Err(ClientError::NotLeader { leader }));
-        }
-        g.reads_new.push(PendingRead {
-            conn,
-            req,
-            deadline,
-        });
-    }
-
-    /// Serves a read from the group's applied state.
-    pub(super) fn read_now(&self, gid: GroupId, req: &Request) -> Result<Reply, ClientError> {
-        let kv = &self.replica(gid).kv;
-        match &req.op {
-            Op::Get { key, .. } => Ok(Reply::Value(kv.get(key).cloned())),
-            Op::Scan {
-                start, end, limit, ..
-            } => {
-                let limit = (*limit).min(self.cfg.scan_limit_max) as usize;
-                let (pairs, more) = kv.scan(start, end, limit);
-                Ok(Reply::Scan {
-                    pairs: pairs
-                        .into_iter()
-                        .map(|(key, value)| KeyValue { key, value })
-                        .collect(),
-                    more,
-                })
-            }
-            _ => Err(ClientError::BadRequest {
-                reason: "not a read".into(),
-            }),
-        }
+        let id = req.id;
+        let scan_max = self.cfg.scan_limit_max;
+        let intake = self
+            .replica_mut(gid)
+            .read(conn, req, mode, deadline, scan_max);
+        self.answer_intake(conn, id, intake);
     }
 
     /// The map as this shard knows it: leaders of its own groups (0 for
@@ -458,18 +374,6 @@ impl Shard {
         self.stats.errors_not_leader += failed.len() as u64;
         for (conn, id, leader) in failed {
             self.respond(conn, id, Err(ClientError::NotLeader { leader }));
-        }
-    }
-
-    pub(super) fn serve_ready_reads(&mut self, gid: GroupId) {
-        let mut ready = Vec::new();
-        match self.replicas.get_mut(&gid) {
-            Some(r) => r.take_ready_reads(&mut ready),
-            None => return,
-        }
-        for p in ready {
-            let result = self.read_now(gid, &p.req);
-            self.respond(p.conn, p.req.id, result);
         }
     }
 }

@@ -53,44 +53,93 @@ impl Shard {
         .detach();
     }
 
-    /// A snapshot received from the leader: durable before anything after
-    /// it is written; the state machine restarts from it.
-    pub(super) async fn install_snapshot(
+    /// A Ready carrying a snapshot from the leader: the snapshot file is
+    /// written in the background, and the rest of the Ready (its records,
+    /// its committed entries, its acknowledgements) waits for it in
+    /// `installing`, as the group's later Readies do; the shard's other
+    /// groups go on meanwhile (`finish_installs` takes it up again).
+    pub(super) fn park_for_install(
         &mut self,
         gid: GroupId,
         snap: Snapshot,
+        io: crate::group::ReadyIo,
+        rest: crate::group::ReadyRest,
+    ) {
+        let g = hosted(&mut self.replicas, gid);
+        let (replica, prev) = (g.replica, g.snap_file_index);
+        let dir = self.snap_dir.clone();
+        let done = self.installs_done.clone();
+        glommio::spawn_local(async move {
+            let r = snapfile::write(&dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await;
+            done.borrow_mut().push(InstallDone {
+                group: gid,
+                replica,
+                snap,
+                result: r.map(|_| ()),
+            });
+        })
+        .detach();
+        self.installing.insert(gid, Parked { replica, io, rest });
+    }
+
+    /// Takes up the Readies whose snapshot file is now written: the state
+    /// machine restarts from the snapshot, then the rest of the Ready is
+    /// carried out. A write for a replica destroyed meanwhile leaves no
+    /// file behind. The shard loop calls it every turn; public so that
+    /// tests can drive a shard without its loop.
+    pub async fn finish_installs(&mut self) -> Result<(), ShardError> {
+        let shard = self.cfg.shard;
+        let done = std::mem::take(&mut *self.installs_done.borrow_mut());
+        for d in done {
+            let index = d.snap.meta.index;
+            let parked = match self.installing.remove(&d.group) {
+                Some(p) if p.replica == d.replica => p,
+                other => {
+                    if let Some(p) = other {
+                        self.installing.insert(d.group, p);
+                    }
+                    let current = self.replicas.get(&d.group).map(|g| g.snap_file_index);
+                    if d.result.is_ok() && current != Some(index) {
+                        let path = self.snap_dir.join(snapfile::file_name(d.group, index));
+                        let _ = glommio::io::remove(path).await;
+                    }
+                    continue;
+                }
+            };
+            let durable = match d.result {
+                Ok(()) => true,
+                Err(err) if snap_err_is_disk_full(&err) => {
+                    self.enter_disk_full(&err);
+                    false
+                }
+                Err(err) => return Err(ShardError::Snapshot { shard, err }),
+            };
+            self.restore(d.group, &d.snap, durable)?;
+            self.continue_ready(d.group, parked.io, parked.rest).await?;
+        }
+        Ok(())
+    }
+
+    /// Group `gid`'s state machine restarts from `snap`, a snapshot from
+    /// its leader (`durable`: its file is written).
+    pub(super) fn restore(
+        &mut self,
+        gid: GroupId,
+        snap: &Snapshot,
+        durable: bool,
     ) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
-        let Some(prev) = self.replicas.get(&gid).map(|r| r.snap_file_index) else {
-            return Ok(());
-        };
-        // With the disk full, the state machine still moves to it (it is
-        // committed state); the file is not written, and the rebuild from
-        // disk once space is back starts from what is there.
-        if !self.disk_full {
-            match snapfile::write(&self.snap_dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await {
-                Ok(_) => {}
-                Err(err) if snap_err_is_disk_full(&err) => self.enter_disk_full(&err),
-                Err(err) => return Err(ShardError::Snapshot { shard, err }),
-            }
-        }
-        let written = !self.disk_full;
-        let Some(g) = self.replicas.get_mut(&gid) else {
-            return Ok(());
-        };
-        g.kv = Kv::restore(&snap.data, self.cfg.kv.clone()).map_err(|e| ShardError::Group {
-            shard,
-            group: gid,
-            what: e.to_string(),
-        })?;
-        if written {
-            g.snap_file_index = snap.meta.index;
-            g.lsns.release_through(snap.meta.index);
-        }
+        let g = hosted(&mut self.replicas, gid);
         let mut answers = Vec::new();
-        g.skip_to_snapshot(snap.meta.index, &mut answers);
-        if g.note_membership() {
-            // A snapshot of a membership without this replica: removed.
+        let removed = g
+            .restore(snap, self.cfg.kv.clone(), durable, &mut answers)
+            .map_err(|e| ShardError::Group {
+                shard,
+                group: gid,
+                what: e.0,
+            })?;
+        if removed {
+            // A snapshot of a membership without this replica.
             self.removed.push(gid);
         }
         let book: Vec<(u64, String)> = g.address_book().collect();
@@ -106,6 +155,7 @@ impl Shard {
             group = gid,
             index = snap.meta.index,
             bytes = snap.data.len(),
+            durable,
             "installed snapshot from the leader"
         );
         Ok(())
