@@ -92,8 +92,9 @@ impl Replica {
     }
 
     /// A read (`Op::Get` or `Op::Scan`) in `mode`: `Stale` is served from
-    /// the applied state now; `Lease` too while this leader's lease holds
-    /// and everything committed is applied (no round trip; Raft thesis
+    /// the applied state now; `Lease` too while this leader's lease holds,
+    /// an entry of its term is committed and everything committed is
+    /// applied (`RawNode::lease_read_index`; no round trip, Raft thesis
     /// §6.4.1); otherwise a leader queues it for the turn's read index
     /// (§6.4) and a follower answers `NotLeader`.
     pub fn read(
@@ -106,11 +107,10 @@ impl Replica {
     ) -> Intake {
         let served_now = match mode {
             ReadMode::Stale => true,
-            ReadMode::Lease => {
-                self.raft.role() == Role::Leader
-                    && self.raft.lease_valid()
-                    && self.kv.applied() >= self.raft.commit_index()
-            }
+            ReadMode::Lease => self
+                .raft
+                .lease_read_index()
+                .is_some_and(|i| self.kv.applied() >= i),
             ReadMode::Linearizable => false,
         };
         if served_now {

@@ -25,6 +25,16 @@ impl RawNode {
         Ok(())
     }
 
+    /// The index a read served now by the leader lease must see applied,
+    /// if the lease allows one: this replica leads, its lease holds
+    /// (`lease_valid`), and an entry of its own term is committed. Before
+    /// that a new leader's commit index may lag what its predecessor
+    /// committed and acknowledged (Raft thesis §6.4, step 1; the same wait
+    /// as ReadIndex's). `None`: ask a read index instead.
+    pub fn lease_read_index(&self) -> Option<Index> {
+        (self.lease_valid() && self.committed_in_term()).then_some(self.log.commit)
+    }
+
     /// Whether the leader lease holds now (see `read`).
     pub fn lease_valid(&self) -> bool {
         if !self.cfg.lease_reads || self.role != Role::Leader || self.transferee != 0 {

@@ -351,3 +351,55 @@ fn a_leader_in_lease_ignores_higher_term_vote_requests() {
     assert!(rd.persisted_messages.is_empty());
     assert_eq!((l.role(), l.term()), (Role::Leader, 1));
 }
+
+/// A new leader's lease says no one else leads, not that its commit index
+/// is current: until an entry of its term commits, what its predecessor
+/// committed (and a client was told) may lie above its commit index, so a
+/// lease read must wait as ReadIndex does. (The simulator found the node's
+/// lease mode serving such a read, stale, when it first drove the node's
+/// own read path.)
+#[test]
+fn a_new_leader_serves_no_lease_read_before_an_entry_of_its_term_commits() {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.lease_reads = true;
+    let mut n = RawNode::new(c.validate().unwrap());
+    // Follower of 2 in term 1: entries 1 and 2, told only 1 is committed
+    // (2 may be committed on 2 and 3 already).
+    n.step(msg(
+        2,
+        1,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![ent(1, 1), ent(2, 1)],
+            commit: 1,
+        },
+    ));
+    persist(&mut n);
+    win_election(&mut n, 3);
+    persist(&mut n);
+    assert_eq!((n.role(), n.term(), n.commit_index()), (Role::Leader, 2, 1));
+    // Heartbeat rounds acknowledged by a quorum: the lease holds.
+    for _ in 0..10 {
+        n.tick();
+        let rd = persist(&mut n);
+        for (to, round) in heartbeat_rounds(&rd) {
+            n.step(msg(to, 1, 2, Body::HeartbeatResp { round }));
+        }
+        if n.lease_valid() {
+            break;
+        }
+    }
+    assert!(n.lease_valid(), "the lease never held");
+    assert_eq!(
+        n.lease_read_index(),
+        None,
+        "served before its no-op committed"
+    );
+    // Its no-op (3) commits: entry 2 is committed with it, and reads by
+    // lease see it.
+    ack(&mut n, 3, 3);
+    assert_eq!(n.commit_index(), 3);
+    assert_eq!(n.lease_read_index(), Some(3));
+}
