@@ -102,6 +102,10 @@ pub enum ConfChangeError {
         "the new voters could not reach a quorum now (only {active} of {voters} recently active)"
     )]
     QuorumUnreachable { active: usize, voters: usize },
+    #[error(
+        "learner {0} has acknowledged no entry yet (it waits for its seeding snapshot); promote it once it has caught up"
+    )]
+    NotSeeded(ReplicaId),
     #[error("learner {id} is {behind} entries behind (promote_lag_entries_max = {max})")]
     NotCaughtUp {
         id: ReplicaId,

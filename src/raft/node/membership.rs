@@ -103,8 +103,11 @@ impl RawNode {
         .map(|(index, term)| (replica, index, term))
     }
 
-    /// Promotes learner `id` to voter, if it is within
-    /// `promote_lag_entries_max` entries of the leader's log.
+    /// Promotes learner `id` to voter, if it has acknowledged entries
+    /// (`NotSeeded` otherwise: however short the log, a voter holding
+    /// nothing weakens every quorum it joins) and is within
+    /// `promote_lag_entries_max` entries of the leader's log (as etcd
+    /// promotes only a learner that is ready).
     pub fn promote_learner(&mut self, id: ReplicaId) -> Result<(Index, Term), ConfChangeError> {
         if !self.conf.is_learner(id) {
             return Err(ConfChangeError::NotMember(id));
@@ -118,6 +121,9 @@ impl RawNode {
                     behind,
                     max: self.cfg.promote_lag_entries_max,
                 });
+            }
+            if m == 0 {
+                return Err(ConfChangeError::NotSeeded(id));
             }
         }
         let node = self.conf.node_of(id).expect("a learner has a placement");

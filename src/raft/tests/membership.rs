@@ -360,6 +360,25 @@ fn promotion_waits_until_the_learner_is_caught_up() {
     assert!(l.promote_learner(4).is_ok());
 }
 
+/// A learner that has acknowledged nothing (its seeding snapshot not yet
+/// applied) is not promoted, however short the log: with a voter lost, the
+/// joint quorum would need it. (Sim seed 219 with a wiped disk: learner 4
+/// of a 12-entry log, never created on its node, was promoted while voter
+/// 3's disk was wiped; no quorum of [1, 2, 3, 4] was left.)
+#[test]
+fn a_learner_that_acknowledged_nothing_is_not_promoted() {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.learners = vec![4];
+    let mut l = RawNode::new(c.validate().unwrap());
+    win_election(&mut l, 2);
+    persist(&mut l);
+    ack(&mut l, 2, 1);
+    persist(&mut l);
+    assert_eq!(l.promote_learner(4), Err(ConfChangeError::NotSeeded(4)));
+    ack(&mut l, 4, 1);
+    assert!(l.promote_learner(4).is_ok());
+}
+
 #[test]
 fn a_joining_node_learns_the_membership_from_a_snapshot() {
     let mut c = RaftConfig::new(4, vec![]);
