@@ -44,7 +44,7 @@ fn sweep(nodes: usize) {
                 total.events += r.events;
                 total.ops_ok += r.ops_ok;
                 total.ops_unknown += r.ops_unknown;
-                total.ops_failed += r.ops_failed;
+                total.ops_retried += r.ops_retried;
                 total.puts_acked += r.puts_acked;
                 total.committed += r.committed;
                 total.leaders_elected += r.leaders_elected;
@@ -70,14 +70,14 @@ fn sweep(nodes: usize) {
         }
     }
     println!(
-        "sim {nodes} nodes: {} seeds, {} events, ops ok {} unknown {} failed {}, puts acked {}, entries committed {}, \
-         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, ReadIndex/lease reads {}, snapshots taken {} installed {}, membership changes {} (3 -> 5 -> 3 voter cycles {}), \
+        "sim {nodes} nodes: {} seeds, {} events, ops ok {} unknown {} retried {}, puts acked {}, entries committed {}, \
+         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, reads by read index {}, snapshots taken {} installed {}, membership changes {} (3 -> 5 -> 3 voter cycles {}), \
          replicas created {} destroyed {} (messages for another replica {})",
         seeds.len(),
         total.events,
         total.ops_ok,
         total.ops_unknown,
-        total.ops_failed,
+        total.ops_retried,
         total.puts_acked,
         total.committed,
         total.leaders_elected,

@@ -7,6 +7,11 @@
 //! and nothing in flight outside refers to a replica by anything but its
 //! [`GroupId`] (positions in a container may move as replicas are created
 //! and destroyed).
+//!
+//! `ready` is the replica's Ready pipeline in two steps around the I/O,
+//! `requests` its client intake; the shard and the simulator (`crate::sim`)
+//! both drive a replica through them, so the simulator's checkers test the
+//! code the node runs.
 
 pub mod clock;
 pub mod ready;
@@ -132,6 +137,31 @@ impl Replica {
         };
         r.was_named = r.is_named();
         r
+    }
+
+    /// A replica recovered from storage: its log replayed (`restart`, taken
+    /// from `log` by `GroupLog::take_restart`) over its latest durable
+    /// snapshot `snap`, its core configured by `raft` (id and founding
+    /// voters set). The shard calls it at start and the simulator at each
+    /// restart.
+    ///
+    /// Errors: the snapshot's data is not a state machine this code wrote.
+    pub fn recover(
+        id: GroupId,
+        raft: crate::raft::ValidRaftConfig,
+        restart: crate::storage::Restart,
+        log: GroupLog,
+        snap: Option<crate::raft::Snapshot>,
+        limits: crate::kv::KvLimits,
+    ) -> Result<Replica, RestoreError> {
+        let kv = match &snap {
+            Some(s) => Kv::restore(&s.data, limits).map_err(|e| RestoreError(e.to_string()))?,
+            None => Kv::new(limits),
+        };
+        let snap_index = snap.as_ref().map_or(0, |s| s.meta.index);
+        let replica = raft.id;
+        let raft = RawNode::restart_from(raft, restart.hs, snap, restart.entries, restart.applied);
+        Ok(Replica::new(id, replica, raft, kv, snap_index, log))
     }
 
     /// Applies `committed` (consecutive, from the next index to apply) to

@@ -121,23 +121,11 @@ pub(super) fn build_replica(
         group: g,
         what,
     };
-    let kv = match &snap {
-        Some(s) => Kv::restore(&s.data, cfg.kv.clone()).map_err(|e| group_err(e.to_string()))?,
-        None => Kv::new(cfg.kv.clone()),
-    };
     let restart = log.take_restart(snap.as_ref().map(|s| (s.meta.index, s.meta.term)));
     let mut rc = cfg.raft.clone();
     rc.id = d.replica;
     rc.voters = d.voters.clone();
     rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
-    let raft = RawNode::restart_from(
-        rc,
-        restart.hs,
-        snap.clone(),
-        restart.entries,
-        restart.applied,
-    );
-    let snap_index = snap.as_ref().map_or(0, |s| s.meta.index);
-    Ok(Replica::new(g, d.replica, raft, kv, snap_index, log))
+    Replica::recover(g, rc, restart, log, snap, cfg.kv.clone()).map_err(|e| group_err(e.0))
 }

@@ -13,11 +13,14 @@
 //! About 800 lines: the loop and the turn's Ready pipeline are one topic;
 //! the jobs around them live in the files named below.
 //!
-//! Where the jobs live: one replica's logic in `crate::group`; the record
+//! Where the jobs live: one replica's logic in `crate::group` (its Ready
+//! pipeline without I/O, its client intake, its waiters); the record
 //! codec, replay and the replica catalog in `crate::storage`; this file
 //! keeps the loop and the turn's persistence (WAL batches, durability,
-//! apply); `requests.rs` request intake and reads; `replicas.rs` replicas
-//! created and destroyed at run time; `snapshots.rs` snapshot files;
+//! apply); `requests.rs` the checks of a request before its replica takes
+//! it, and admin requests; `replicas.rs` replicas
+//! created and destroyed at run time; `snapshots.rs` snapshot files (taken, and
+//! installed from a leader with the Ready parked meanwhile);
 //! `disk.rs` WAL retention and the disk-full mode; `load.rs` the rebuild
 //! from disk. `ShardConfig` lives in `crate::config`.
 
@@ -48,8 +51,7 @@ pub use crate::config::ShardConfig;
 use crate::group::clock::TickClock;
 use crate::group::{Gone, GroupId, Replica, ReplicaId};
 use crate::identity::PeerBook;
-use crate::kv::Kv;
-use crate::raft::{Message, PersistToken, RawNode, Role, Snapshot, SnapshotMeta};
+use crate::raft::{Message, PersistToken, Role, Snapshot, SnapshotMeta};
 use crate::storage::{self, snapfile, CatalogOp, LogStore, Replay, ReplicaDesc};
 use crate::transport::{ClientConnId, ClientService, Transport};
 use crate::wire::{ClientError, Hello, Reply, Response, PROTOCOL_VERSION};

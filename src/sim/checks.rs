@@ -7,13 +7,12 @@ impl Sim {
         let Some(l) = self.current_leader() else {
             return false;
         };
-        let leader = self.nodes[l].raft.as_ref().expect("up");
+        let leader = self.nodes[l].raft().expect("up");
         let (lt, last) = (leader.term(), leader.last_index());
         self.members().into_iter().all(|i| {
             let n = &self.nodes[i];
-            n.raft
-                .as_ref()
-                .is_some_and(|r| r.term() == lt && r.commit_index() == last && n.applied == last)
+            n.raft()
+                .is_some_and(|r| r.term() == lt && r.commit_index() == last && n.applied() == last)
         })
     }
 
@@ -48,7 +47,7 @@ impl Sim {
         }
         // Leader completeness: every entry applied anywhere (hence committed)
         // is in the new leader's log.
-        let r = self.nodes[i].raft.as_ref().expect("leader is up");
+        let r = self.nodes[i].raft().expect("leader is up");
         // (Entries it compacted are covered by its snapshot, checked by
         // the state digests.)
         let first = r.first_index();
@@ -74,7 +73,7 @@ impl Sim {
     /// State machine safety across snapshots: the state after applying
     /// index i is the same everywhere, however a node got there.
     pub(super) fn check_state(&mut self, i: usize, index: Index) {
-        let d = self.nodes[i].kv.digest();
+        let d = self.nodes[i].kv().digest();
         match self.state_digests.get(&index) {
             Some(&known) if known != d => {
                 let msg = format!(
@@ -95,8 +94,7 @@ impl Sim {
     pub(super) fn check_log_matching(&mut self) {
         for a in 0..self.nodes.len() {
             for b in a + 1..self.nodes.len() {
-                let (Some(x), Some(y)) = (self.nodes[a].raft.as_ref(), self.nodes[b].raft.as_ref())
-                else {
+                let (Some(x), Some(y)) = (self.nodes[a].raft(), self.nodes[b].raft()) else {
                     continue;
                 };
                 let (x, y) = (x.log(), y.log());
@@ -126,19 +124,19 @@ impl Sim {
             self.fail("liveness: no leader after the heal phase".into());
             return;
         };
-        let leader = self.nodes[l].raft.as_ref().expect("up");
+        let leader = self.nodes[l].raft().expect("up");
         let (lt, last) = (leader.term(), leader.last_index());
         let members = self.members();
         for &i in &members {
             let n = &self.nodes[i];
-            let r = n.raft.as_ref().expect("all nodes restarted at heal");
-            if r.term() != lt || r.commit_index() != last || n.applied != last {
+            let r = n.raft().expect("all nodes restarted at heal");
+            if r.term() != lt || r.commit_index() != last || n.applied() != last {
                 let msg = format!(
                     "liveness: node {} at term {} commit {} applied {}, leader {} at term {lt} last {last}",
                     self.ids[i],
                     r.term(),
                     r.commit_index(),
-                    n.applied,
+                    n.applied(),
                     self.ids[l]
                 );
                 self.fail(msg);
@@ -147,8 +145,8 @@ impl Sim {
         }
         // Log matching: all members' logs identical (everything is committed now).
         for &i in &members {
-            let a = self.nodes[l].raft.as_ref().expect("up").log();
-            let b = self.nodes[i].raft.as_ref().expect("up").log();
+            let a = self.nodes[l].raft().expect("up").log();
+            let b = self.nodes[i].raft().expect("up").log();
             for idx in a.first_index().max(b.first_index())..=last {
                 let (x, y) = (
                     a.entry(idx).expect("committed"),
@@ -166,7 +164,7 @@ impl Sim {
         }
         // Replicas converge.
         for &i in &members {
-            if self.nodes[i].kv != self.nodes[l].kv {
+            if self.nodes[i].kv() != self.nodes[l].kv() {
                 let msg = format!(
                     "convergence: node {} state differs from leader {}",
                     self.ids[i], self.ids[l]

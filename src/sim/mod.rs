@@ -24,20 +24,22 @@
 //! same [`SimConfig`] gives the same run, event for event (the trace hash
 //! proves it).
 //!
-//! Over 800 lines: the event loop, the node model (its Ready pipeline, its
-//! pauses) and the client plumbing are one topic until the simulator drives
-//! the node's own `group::Replica` too (issue #15), which replaces the node
-//! model here.
+//! Each node runs the node's own `group::Replica` (issue #15): its Ready
+//! pipeline (`take_ready`, `restore`, `finish_ready`), its client intake
+//! (`group::requests`: writes proposed with waiters, reads by ReadIndex or
+//! lease), its read batching and its deadlines; clients are its
+//! connections, answered by its own apply. What the simulator adds is
+//! around it: the disk (`disk`), the network (`network`), the faults
+//! (`nemesis`, `identity`) and the checkers (`checks`, `state_machine`).
 
 mod checks;
+mod config;
+mod disk;
 mod identity;
 mod nemesis;
 mod network;
 mod state_machine;
 mod workload;
-
-use state_machine::new_kv;
-use workload::decode_cmd;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -45,12 +47,23 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use bytes::Bytes;
 
 use crate::check::linearizability::{self, Op, OpKind};
+use crate::group::{Answer, Replica};
 use crate::raft::*;
 use crate::rng::Rng;
 use crate::storage::GroupLog;
 
+pub use config::{SimConfig, SimFailure, SimReport};
+use disk::{PendingWrite, SimNode};
+
 /// Read contexts with this bit set are a test's probe reads, not clients'.
 const PROBE_BIT: u64 = 1 << 63;
+
+/// The simulated group's id.
+const SIM_GROUP: u64 = 0;
+
+/// The key of the admin writes a test proposes (`Sim::propose`); never a
+/// workload key (those are 8 bytes).
+pub const TEST_KEY: &[u8] = b"sim-test/";
 
 /// A probe read served at `node` at `served_ms`, when that node had applied
 /// through `applied` (see [`Sim::probe_read`]).
@@ -60,169 +73,6 @@ pub struct ProbeRead {
     pub node: usize,
     pub served_ms: u64,
     pub applied: Index,
-}
-
-/// One simulation run's settings.
-#[derive(Debug, Clone)]
-pub struct SimConfig {
-    pub seed: u64,
-    pub nodes: usize,
-    pub clients: usize,
-    pub keys: u64,
-    /// Simulated time with faults, then with every fault healed.
-    pub fault_ms: u64,
-    pub heal_ms: u64,
-    pub tick_ms: u64,
-    /// Whether to inject faults at all (a fault-free run checks liveness).
-    pub faults: bool,
-    /// Range of the gap between two faults.
-    pub fault_gap_ms: (u64, u64),
-    pub client_timeout_ms: u64,
-    /// Raft settings applied to every node (id, voters and seed are set per node).
-    pub pre_vote: bool,
-    pub check_quorum: bool,
-    pub inflight_msgs_max: usize,
-    pub msg_bytes_max: u64,
-    /// Leader lease reads (ReadIndex otherwise).
-    pub lease_reads: bool,
-    /// Voters of the initial membership (nodes 1..=initial_voters); the
-    /// other nodes start outside the group and may be added.
-    pub initial_voters: usize,
-    /// Whether the nemesis also changes membership (learners added and
-    /// promoted, voters removed; e.g. 3 -> 5 -> 3 voters).
-    pub membership_changes: bool,
-    /// A node snapshots its state machine every this many applied entries
-    /// (0: never).
-    pub snapshot_every: u64,
-    pub compact_keep_entries: u64,
-    pub snapshot_chunk_bytes: u64,
-    /// Each node ticks every `tick_ms ± tick_jitter_ms` (a fixed rate per
-    /// node and incarnation): clock drift, within the lease's bound.
-    pub tick_jitter_ms: u64,
-    /// Whether the nemesis also pauses nodes (a process stopped, then
-    /// resumed with its clock jumped: it ticks what elapsed at once, as the
-    /// node's driver does through `group::clock::TickClock`), often a
-    /// leader and often cut off from its peers meanwhile.
-    pub pauses: bool,
-    /// Bound on one WAL record's bytes: a Ready's entries are split into
-    /// records of at most this size, as the node splits them by its WAL's
-    /// `record_bytes_max`.
-    pub record_bytes_max: usize,
-    /// Whether the nemesis wipes one node's whole disk, once (`identity`):
-    /// it comes back empty, as a new store, refused by its peers.
-    pub disk_loss: bool,
-    /// Whether peers refuse a node whose store incarnation changed, as
-    /// real nodes do. Off only to show what the checkers catch without it.
-    pub identity_check: bool,
-}
-
-impl SimConfig {
-    /// The sweep's configuration for `seed`: flow-control bounds and fault
-    /// pace vary with the seed, so that the sweep covers one-entry messages
-    /// with a window of one (slow catch-up, where leaders crash mid-backlog)
-    /// as well as large pipelined batches.
-    pub fn new(nodes: usize, seed: u64) -> Self {
-        let mut r = Rng(seed ^ 0xC0F1_6000);
-        let msg_bytes_max = [60, 120, 256, 4096][r.below(4) as usize];
-        let inflight_msgs_max = [1, 2, 8, 64][r.below(4) as usize];
-        let fault_gap_ms = [(50, 300), (200, 900), (500, 1500)][r.below(3) as usize];
-        let lease_reads = r.below(2) == 0;
-        let snapshot_every = [0, 15, 60, 200][r.below(4) as usize];
-        let compact_keep_entries = [0, 5, 50][r.below(3) as usize];
-        let snapshot_chunk_bytes = [32, 256, 4096][r.below(3) as usize];
-        let membership_changes = nodes >= 4 && r.below(2) == 0;
-        // Drawn last: the draws above keep their values per seed.
-        let record_bytes_max = [96, 512, 1 << 20][r.below(3) as usize];
-        let initial_voters = if membership_changes { 3 } else { nodes };
-        // New members are seeded with a snapshot: membership seeds take them.
-        let snapshot_every = if membership_changes && snapshot_every == 0 {
-            60
-        } else {
-            snapshot_every
-        };
-        SimConfig {
-            seed,
-            nodes,
-            clients: 5,
-            keys: 4,
-            fault_ms: 6_000,
-            heal_ms: 4_000,
-            tick_ms: 10,
-            faults: true,
-            fault_gap_ms,
-            client_timeout_ms: 800,
-            pre_vote: true,
-            check_quorum: true,
-            inflight_msgs_max,
-            msg_bytes_max,
-            lease_reads,
-            initial_voters,
-            membership_changes,
-            snapshot_every,
-            compact_keep_entries,
-            snapshot_chunk_bytes,
-            // 9 to 11 ms: rates differ by at most 11/9, within the lease's
-            // bound of 9/7 (RaftConfig::lease_reads).
-            tick_jitter_ms: 1,
-            pauses: false,
-            record_bytes_max,
-            disk_loss: false,
-            identity_check: true,
-        }
-    }
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default)]
-pub struct SimReport {
-    pub seed: u64,
-    pub trace_hash: u64,
-    pub events: u64,
-    pub ops_ok: u64,
-    pub ops_unknown: u64,
-    pub ops_failed: u64,
-    pub puts_acked: u64,
-    pub committed: u64,
-    pub leaders_elected: u64,
-    pub crashes: u64,
-    pub partitions: u64,
-    /// Nodes paused and resumed.
-    pub pauses: u64,
-    pub messages_sent: u64,
-    pub messages_dropped: u64,
-    pub reads_by_index: u64,
-    pub transfers: u64,
-    pub snapshots_taken: u64,
-    pub snapshots_installed: u64,
-    pub conf_changes: u64,
-    pub voter_cycles_3_5_3: u64,
-    /// Nodes whose whole disk was wiped.
-    pub disks_lost: u64,
-    /// Messages dropped because a peer had recorded another incarnation.
-    pub messages_refused: u64,
-    /// Messages whose addressee's node the sender did not know.
-    pub messages_unplaced: u64,
-    /// Messages for another replica than the one hosted at the node they
-    /// reached (a removed one, or a newer one not created yet).
-    pub messages_misrouted: u64,
-    /// Replicas created by their leader's seeding snapshot, and replicas
-    /// destroyed because a newer one of the group was placed on their node.
-    pub replicas_created: u64,
-    pub replicas_destroyed: u64,
-}
-
-/// A broken guarantee, with what is needed to understand it.
-#[derive(Debug, Clone)]
-pub struct SimFailure {
-    pub seed: u64,
-    pub at_ms: u64,
-    pub what: String,
-}
-
-impl std::fmt::Display for SimFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "seed {} at {} ms: {}", self.seed, self.at_ms, self.what)
-    }
 }
 
 /// After the end of the heal phase, the most simulated time allowed for
@@ -274,183 +124,19 @@ fn entry_digest(e: &Entry) -> u64 {
     h.finish()
 }
 
-impl SimNode {
-    /// Forgets everything on its disk for the group: snapshot, WAL records,
-    /// what the group needed of them and what was durable (a wiped disk,
-    /// or a replica destroyed to make room for a newer one).
-    fn erase_storage(&mut self) {
-        self.disk_snapshot = None;
-        self.wal.clear();
-        self.lsns = GroupLog::default();
-        self.durable_hs = HardState::default();
-        self.crash_persisted = None;
-    }
-
-    /// Makes a snapshot durable (the node writes its file before the WAL
-    /// records of the Ready that carries it) and releases the WAL records
-    /// no longer needed, through `storage::GroupLog` as the shard does.
-    fn store_snapshot(&mut self, s: Snapshot) {
-        self.lsns.release_through(s.meta.index);
-        if self
-            .disk_snapshot
-            .as_ref()
-            .is_none_or(|d| d.meta.index < s.meta.index)
-        {
-            self.disk_snapshot = Some(s);
-        }
-        self.release_wal();
-    }
-
-    /// Drops the durable records before the lowest LSN the group needs
-    /// (`GroupLog::needed_lsn`; the WAL drops whole segments, here whole
-    /// records: finer, so a wrong release point shows sooner).
-    fn release_wal(&mut self) {
-        let needed = self.lsns.needed_lsn();
-        let n = self.wal.partition_point(|(l, _)| *l < needed);
-        self.wal.drain(..n);
-    }
-
-    /// After a restart from disk: what the core had been told was durable
-    /// before the crash and is not there now (entries it reported
-    /// persisted, its hard state), if anything.
-    fn durability_lost(&mut self, hs: &HardState, snap_index: Index) -> Option<String> {
-        let r = self.raft.as_ref().expect("just restarted");
-        if let Some((p, t)) = self.crash_persisted.take() {
-            let kept = p <= snap_index || t.is_some_and(|t| r.log().term(p) == Some(t));
-            if !kept {
-                return Some(format!(
-                    "restarted without entry {p} (term {t:?}) that it had reported persisted: \
-                     its log ends at {} (snapshot {snap_index})",
-                    r.last_index()
-                ));
-            }
-        }
-        let d = self.durable_hs;
-        if hs.term < d.term || (hs.term == d.term && hs.vote != d.vote) {
-            return Some(format!(
-                "restarted with term {} vote {} but term {} vote {} was durable",
-                hs.term, hs.vote, d.term, d.vote
-            ));
-        }
-        None
-    }
-
-    /// The WAL records of one Ready, as the shard writes them: the hard
-    /// state and entries split by `storage::split_records`,
-    /// encoded by `storage::encode_record` (group 0), each noted in `lsns`
-    /// at submit.
-    fn encode_records(
-        &mut self,
-        hs: Option<HardState>,
-        entries: &[Entry],
-        record_bytes_max: usize,
-    ) -> Vec<(u64, Bytes)> {
-        use crate::storage::{encode_record, record_bytes, split_records};
-        let mut out = Vec::new();
-        for (hs, chunk) in split_records(hs, entries, record_bytes_max) {
-            let mut b = vec![0u8; record_bytes(hs.is_some(), chunk)];
-            encode_record(&mut b, 0, hs.as_ref(), chunk);
-            let lsn = self.next_lsn;
-            self.next_lsn += 1;
-            self.lsns.note_record(lsn, hs, chunk);
-            out.push((lsn, Bytes::from(b)));
-        }
-        out
-    }
-
-    /// The durable records replayed as the node does at start
-    /// (`storage::decode_record`, `GroupLog::apply`, then
-    /// `GroupLog::take_restart`): (hard state, entries, applied index) and
-    /// the log that tracks what the WAL must keep.
-    fn replay(&self) -> (crate::storage::Restart, GroupLog) {
-        let mut log = GroupLog::default();
-        for (lsn, b) in &self.wal {
-            let r = crate::storage::decode_record(*lsn, b)
-                .unwrap_or_else(|e| panic!("sim disk: a record written here does not decode: {e}"));
-            log.apply(*lsn, r);
-        }
-        let snap = self
-            .disk_snapshot
-            .as_ref()
-            .map(|s| (s.meta.index, s.meta.term));
-        let restart = log.take_restart(snap);
-        (restart, log)
-    }
-}
-
-/// A write not yet durable: the WAL records of what the Ready asked for
-/// (encoded by `storage::encode_record`, LSNs handed out at submit).
-struct PendingWrite {
-    token: PersistToken,
-    /// The hard state in the first record, if any.
-    hs: Option<HardState>,
-    records: Vec<(u64, Bytes)>,
-    after: Vec<Message>,
-}
-
-struct SimNode {
-    raft: Option<RawNode>,
-    /// The id of the replica this node hosts (`hosted`), or a placeholder
-    /// no group ever allocates (`PLACEHOLDER_REPLICA - i`) for a node
-    /// outside the group that hosts none yet. Durable, like the catalog:
-    /// a replica is created (from its leader's seeding snapshot,
-    /// `group::creates_replica`) before anything is stepped into it.
-    replica: ReplicaId,
-    hosted: bool,
-    /// Where answers to non-members go (`group::Routes`, as the node).
-    routes: crate::group::Routes,
-    incarnation: u64,
-    /// The store incarnation (1, then one more per wiped disk).
-    store: u64,
-    /// Whether its disk was wiped in this run.
-    lost: bool,
-    /// Kept down by a scripted scenario until `Sim::start`.
-    held: bool,
-    /// The durable state, which survives crashes: the latest snapshot and
-    /// the WAL's records (LSN, payload) after the release point.
-    disk_snapshot: Option<Snapshot>,
-    wal: Vec<(u64, Bytes)>,
-    /// The LSN the next record gets (after a crash: the one after the last
-    /// durable record, as the WAL's open does).
-    next_lsn: u64,
-    /// What the group needs of the WAL, noted at submit; its `hs` is the
-    /// hard state last written (what the node's policy compares a new one
-    /// with).
-    lsns: GroupLog,
-    /// The latest hard state in a durable record (what a restart must
-    /// find again, or a later one).
-    durable_hs: HardState,
-    /// At a crash: the core's persisted index and its term, checked
-    /// against the log replayed at restart.
-    crash_persisted: Option<(Index, Option<Term>)>,
-    writes: VecDeque<PendingWrite>,
-    /// Writes in the batch under way (0: the disk is idle). Like the WAL,
-    /// the disk takes every queued write as one batch with one latency.
-    batch_len: usize,
-    kv: crate::kv::Kv,
-    applied: Index,
-    /// This incarnation's tick period (clock drift between nodes).
-    tick_ms: u64,
-    /// Ticks from the node's clock (None until its first tick event of
-    /// this incarnation, so the cadence of its tick events is kept).
-    clock: Option<crate::group::clock::TickClock>,
-    /// Paused until this time (ms): the process runs nothing meanwhile.
-    paused_until: Option<u64>,
-}
-
 #[derive(Debug, Clone, Copy)]
 enum ClientOp {
     Put {
         key: u64,
         value: u64,
     },
-    /// A read through the log (`log`), or by ReadIndex (lease reads when the
-    /// group has them and the lease holds) at the believed leader or, with
-    /// `anywhere`, at any node (a follower asks its leader).
+    /// A linearizable read at the believed leader: by ReadIndex (which
+    /// the core serves by its lease when the group has lease reads), or
+    /// with `lease`, the node's lease mode (served at once while the
+    /// lease holds).
     Get {
         key: u64,
-        log: bool,
-        anywhere: bool,
+        lease: bool,
     },
 }
 
@@ -461,8 +147,8 @@ struct Client {
     leader_guess: usize,
     /// Proposed as (node, incarnation, index, term).
     proposed: Option<(usize, u64, Index, Term)>,
-    /// A ReadIndex read under way: (node, incarnation, ctx, read index once known).
-    reading: Option<(usize, u64, u64, Option<Index>)>,
+    /// A read queued for a read index at (node, incarnation).
+    reading: Option<(usize, u64)>,
     history_idx: usize,
 }
 
@@ -504,6 +190,9 @@ pub struct Sim {
     report: SimReport,
     failure: Option<SimFailure>,
     next_value: u64,
+    /// What simulated time 0 is on the clock of client deadlines
+    /// (`group::Waiter::deadline`); only differences are ever used.
+    base: std::time::Instant,
 }
 
 impl Sim {
@@ -513,14 +202,13 @@ impl Sim {
         let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_5141);
         let nodes = (0..n)
             .map(|i| SimNode {
-                raft: None,
+                rep: None,
                 replica: if i < cfg.initial_voters {
                     ids[i]
                 } else {
                     PLACEHOLDER_REPLICA - i as u64
                 },
                 hosted: i < cfg.initial_voters,
-                routes: Default::default(),
                 incarnation: 0,
                 store: 1,
                 lost: false,
@@ -528,13 +216,11 @@ impl Sim {
                 disk_snapshot: None,
                 wal: Vec::new(),
                 next_lsn: 1,
-                lsns: GroupLog::default(),
                 durable_hs: HardState::default(),
                 crash_persisted: None,
                 writes: VecDeque::new(),
                 batch_len: 0,
-                kv: new_kv(),
-                applied: 0,
+                next_ctx: 1,
                 tick_ms: cfg.tick_ms,
                 clock: None,
                 paused_until: None,
@@ -586,6 +272,7 @@ impl Sim {
             },
             failure: None,
             next_value: 1,
+            base: std::time::Instant::now(),
             cfg,
         };
         sim.election_ticks = sim.node_cfg(0).election_ticks;
@@ -612,7 +299,7 @@ impl Sim {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         for (i, n) in self.nodes.iter().enumerate() {
-            match &n.raft {
+            match n.raft() {
                 None => out.push_str(&format!("\n  node {}: down", self.ids[i])),
                 Some(r) => out.push_str(&format!(
                     "\n  node {}{}: replica {} {:?} term {} leader {:?} commit {} last {} persisted {} applied {} writes queued {} voters {:?}/{:?} learners {:?} placements {:?}",
@@ -625,7 +312,7 @@ impl Sim {
                     r.commit_index(),
                     r.last_index(),
                     r.persisted_index(),
-                    n.applied,
+                    n.applied(),
                     n.writes.len(),
                     r.conf().voters,
                     r.conf().voters_outgoing,
@@ -677,76 +364,6 @@ impl Sim {
         c.validate().expect("sim raft config is valid")
     }
 
-    fn start_node(&mut self, i: usize) {
-        let cfg = self.node_cfg(i);
-        let n = &mut self.nodes[i];
-        let (restart, log) = n.replay();
-        let snap_index = restart.applied;
-        n.raft = Some(RawNode::restart_from(
-            cfg,
-            restart.hs,
-            n.disk_snapshot.clone(),
-            restart.entries,
-            snap_index,
-        ));
-        n.lsns = log;
-        n.next_lsn = n.wal.last().map_or(n.next_lsn, |(l, _)| l + 1);
-        let lost = n.durability_lost(&restart.hs, snap_index);
-        n.durable_hs = restart.hs;
-        n.kv = match &n.disk_snapshot {
-            Some(s) => crate::kv::Kv::restore(&s.data, state_machine::kv_limits())
-                .unwrap_or_else(|e| panic!("sim disk: a durable snapshot does not restore: {e}")),
-            None => new_kv(),
-        };
-        n.applied = snap_index;
-        let j = self.cfg.tick_jitter_ms;
-        n.tick_ms = self.cfg.tick_ms - j + self.rng.below(2 * j + 1);
-        n.writes.clear();
-        n.batch_len = 0;
-        n.clock = None;
-        n.paused_until = None;
-        if let Some(what) = lost {
-            let msg = format!("durability: node {} {what}", self.ids[i]);
-            self.fail(msg);
-        }
-    }
-
-    fn crash(&mut self, i: usize) {
-        let n = &mut self.nodes[i];
-        if n.raft.is_none() {
-            return;
-        }
-        // What was not reported persisted is lost, except a prefix of the
-        // batch being written (the WAL makes records durable in LSN order;
-        // the crash tears the batch at a seeded record).
-        let batch = n.batch_len;
-        let writes: Vec<PendingWrite> = n.writes.drain(..batch).collect();
-        // What the core was told is durable must survive: checked at restart.
-        let r = n.raft.as_ref().expect("checked");
-        let p = r.persisted_index();
-        n.crash_persisted = Some((p, r.log().term(p)));
-        let total: usize = writes.iter().map(|w| w.records.len()).sum();
-        let mut keep = self.rng.below(total as u64 + 1) as usize;
-        let n = &mut self.nodes[i];
-        for w in writes {
-            let k = keep.min(w.records.len());
-            if k > 0 {
-                if let Some(h) = w.hs {
-                    n.durable_hs = h;
-                }
-            }
-            n.wal.extend(w.records.into_iter().take(k));
-            keep -= k;
-        }
-        n.raft = None;
-        n.incarnation += 1;
-        n.writes.clear();
-        n.batch_len = 0;
-        self.report.crashes += 1;
-        let after = self.rng.range(50, 1500);
-        self.schedule(after, Event::Restart(i));
-    }
-
     /// Runs to the end; returns the report or the first broken guarantee.
     pub fn run(mut self) -> Result<SimReport, SimFailure> {
         let end = self.cfg.fault_ms + self.cfg.heal_ms;
@@ -795,7 +412,7 @@ impl Sim {
 
     /// The node at position `i` (node id `i + 1`), if it is up.
     pub fn node(&self, i: usize) -> Option<&RawNode> {
-        self.nodes[i].raft.as_ref()
+        self.nodes[i].raft()
     }
 
     /// The highest-term leader among the nodes that are up.
@@ -835,17 +452,29 @@ impl Sim {
     /// Ticks node `i` by what its clock says elapsed (see
     /// `group::clock`: a pause ages the lease by the whole pause).
     fn tick_due(&mut self, i: usize) {
-        if self.nodes[i].raft.is_none() {
+        if self.nodes[i].rep.is_none() {
             return;
         }
         // First tick of this incarnation: due now (the cadence of its
         // tick events is kept).
         let now_us = self.now * 1000;
         let due = self.clock(i, now_us).due(now_us);
-        let r = self.nodes[i].raft.as_mut().expect("checked");
+        let rep = self.nodes[i].rep.as_mut().expect("checked");
         for _ in 0..due {
-            r.tick();
+            rep.raft.tick();
         }
+        // Requests past their deadline are answered `Timeout`, as the
+        // shard does at its ticks.
+        let mut late = Vec::new();
+        rep.expire(
+            self.base + std::time::Duration::from_millis(self.now),
+            &mut late,
+        );
+        let mut answers: Vec<Answer> = late
+            .into_iter()
+            .map(|(conn, id)| (conn, id, Err(crate::wire::ClientError::Timeout)))
+            .collect();
+        self.on_answers(i, &mut answers);
         self.drive(i);
     }
 
@@ -871,7 +500,7 @@ impl Sim {
     /// messages and disk completions wait for it, and on resume it ticks
     /// what elapsed before anything else.
     pub fn pause(&mut self, i: usize, ms: u64) {
-        if self.nodes[i].raft.is_none() || self.nodes[i].paused_until.is_some() {
+        if self.nodes[i].rep.is_none() || self.nodes[i].paused_until.is_some() {
             return;
         }
         // The whole pause counts from now.
@@ -888,7 +517,7 @@ impl Sim {
         if self.nodes[i].paused_until.is_some() {
             return None;
         }
-        let r = self.nodes[i].raft.as_mut().map(f);
+        let r = self.nodes[i].raft_mut().map(f);
         self.drive(i);
         r
     }
@@ -908,19 +537,28 @@ impl Sim {
 
     /// The index node `i`'s state machine has applied through.
     pub fn applied(&self, i: usize) -> Index {
-        self.nodes[i].applied
+        self.nodes[i].applied()
     }
 
-    /// Proposes `data` at node `i` (as a client talking to it would).
+    /// Proposes `data` at node `i`, as the value of an admin write (client
+    /// 0, no session) of key `TEST_KEY` (the node applies only commands).
     pub fn propose(&mut self, i: usize, data: Bytes) -> Result<(Index, Term), ProposeError> {
         if self.nodes[i].paused_until.is_some() {
             return Err(ProposeError::NotLeader { leader: None });
         }
         let r = self.nodes[i]
-            .raft
-            .as_mut()
+            .raft_mut()
             .ok_or(ProposeError::NotLeader { leader: None })?;
-        let res = r.propose(data);
+        let cmd = crate::kv::Command {
+            client: 0,
+            seq: 0,
+            ack: 0,
+            op: crate::kv::WriteOp::Put {
+                key: Bytes::from_static(TEST_KEY),
+                value: data,
+            },
+        };
+        let res = r.propose(cmd.encode());
         self.drive(i);
         res
     }
@@ -946,7 +584,7 @@ impl Sim {
                     self.schedule(wait, Event::Deliver { from, to: i, m });
                 } else if !self.identities_admit(from, i) {
                     // Sent to or by a store that is gone.
-                } else if self.nodes[i].raft.is_some() {
+                } else if self.nodes[i].rep.is_some() {
                     self.deliver(from, i, m);
                 }
             }
@@ -977,8 +615,7 @@ impl Sim {
             }
             Event::CrashLeader(i, term) => {
                 let leads = self.nodes[i]
-                    .raft
-                    .as_ref()
+                    .raft()
                     .is_some_and(|r| r.role() == Role::Leader && r.term() == term);
                 if leads && !self.healed {
                     self.crash(i);
@@ -995,7 +632,7 @@ impl Sim {
                 }
             }
             Event::Restart(i) => {
-                if self.nodes[i].raft.is_none() && !self.nodes[i].held {
+                if self.nodes[i].rep.is_none() && !self.nodes[i].held {
                     self.start_node(i);
                     self.drive(i);
                 }
@@ -1011,7 +648,7 @@ impl Sim {
                 self.disk_ms = (1, 3);
                 for i in 0..self.nodes.len() {
                     self.nodes[i].held = false;
-                    if self.nodes[i].raft.is_none() {
+                    if self.nodes[i].rep.is_none() {
                         self.start_node(i);
                         self.drive(i);
                     }
@@ -1020,14 +657,17 @@ impl Sim {
         }
     }
 
-    /// Pulls every Ready of node `i` and carries it out.
+    /// Pulls every Ready of node `i` and carries it out through the
+    /// node's own pipeline (`group::Replica::take_ready`, `restore`,
+    /// `finish_ready`), the checkers looking at what it applies.
     fn drive(&mut self, i: usize) {
+        let mut answers = Vec::new();
         for round in 0.. {
-            let Some(r) = self.nodes[i].raft.as_mut() else {
-                return;
+            let Some(rep) = self.nodes[i].rep.as_mut() else {
+                break;
             };
-            if !r.has_ready() {
-                return;
+            if !rep.raft.has_ready() {
+                break;
             }
             if round == DRIVE_READIES_MAX {
                 // A core that always has a Ready would spin a real shard.
@@ -1038,108 +678,45 @@ impl Sim {
                 self.fail(msg);
                 return;
             }
-            let rd = r.ready();
-            let term = r.term();
-            let hs_now = r.hard_state();
-            if let Some(ss) = rd.soft_state {
+            let (mut io, rest) = rep.take_ready();
+            if let Some(ss) = io.soft_state {
                 if ss.role == Role::Leader {
                     self.on_new_leader(i, ss.term);
                 }
             }
-            let _ = term;
-            for m in rd.messages.iter().cloned() {
+            for m in std::mem::take(&mut io.messages) {
                 self.send(i, m);
             }
-            // A snapshot from the leader is made durable first (the node
-            // writes its file before the records that follow it).
-            if let Some(snap) = &rd.snapshot {
+            // A snapshot from the leader is durable first (the node writes
+            // its file before the records that follow it), then the state
+            // machine restarts from it.
+            if let Some(snap) = io.snapshot.take() {
                 self.nodes[i].store_snapshot(snap.clone());
+                self.restore(i, &snap, &mut answers);
             }
-            // Queue the write; it becomes durable when its batch's PersistDone fires.
-            let token = rd.token();
-            // The node's policy: a commit-only change is not written alone.
-            let hs = HardState::to_write(
-                &self.nodes[i].lsns.hs,
-                rd.hard_state,
-                hs_now,
-                !rd.entries.is_empty(),
-            );
-            let records = self.nodes[i].encode_records(hs, &rd.entries, self.cfg.record_bytes_max);
+            // Queued; durable when its batch's PersistDone fires.
+            let records =
+                self.nodes[i].encode_records(io.hard_state, &io.entries, self.cfg.record_bytes_max);
+            self.note_applied(i, rest.committed());
+            self.note_probes(i, rest.read_states(), rest.reads_failed());
+            let rep = self.nodes[i].rep.as_mut().expect("up");
+            let before = rep.kv.applied();
+            let done = rep.finish_ready(rest, u32::MAX, &mut answers);
+            let applied = rep.kv.applied();
+            if applied > before {
+                self.check_state(i, applied);
+            }
             self.nodes[i].writes.push_back(PendingWrite {
-                token,
-                hs,
+                token: done.token,
+                hs: io.hard_state,
                 records,
-                after: rd.persisted_messages,
+                after: done.persisted_messages,
             });
             self.start_disk_batch(i);
-            if let Some(snap) = rd.snapshot {
-                self.restore(i, snap);
-            }
-            let last_applied = rd.committed.last().map(|e| e.index);
-            self.apply(i, rd.committed);
-            if let (Some(ix), Some(r)) = (last_applied, self.nodes[i].raft.as_mut()) {
-                r.on_applied(ix);
-            }
-            self.on_reads(i, rd.read_states, rd.reads_failed);
+            self.serve_probes(i);
+            self.on_answers(i, &mut answers);
             self.maybe_snapshot(i);
         }
-    }
-
-    fn start_disk_batch(&mut self, i: usize) {
-        let n = &mut self.nodes[i];
-        if n.batch_len > 0 || n.writes.is_empty() {
-            return;
-        }
-        n.batch_len = n.writes.len();
-        let inc = n.incarnation;
-        let lat = self.rng.range(self.disk_ms.0, self.disk_ms.1);
-        self.schedule(
-            lat,
-            Event::PersistDone {
-                node: i,
-                incarnation: inc,
-            },
-        );
-    }
-
-    fn persist_done(&mut self, i: usize, incarnation: u64) {
-        if self.nodes[i].incarnation != incarnation || self.nodes[i].raft.is_none() {
-            return;
-        }
-        let k = std::mem::take(&mut self.nodes[i].batch_len);
-        let mut last_token = None;
-        let mut after = Vec::new();
-        for _ in 0..k {
-            let w = self.nodes[i]
-                .writes
-                .pop_front()
-                .expect("batch within queue");
-            let n = &mut self.nodes[i];
-            if let Some(&(lsn, _)) = w.records.last() {
-                n.lsns.note_durable(lsn);
-            }
-            if let Some(h) = w.hs {
-                n.durable_hs = h;
-            }
-            n.wal.extend(w.records);
-            last_token = Some(w.token);
-            after.extend(w.after);
-        }
-        if let Some(t) = last_token {
-            self.nodes[i]
-                .raft
-                .as_mut()
-                .expect("checked")
-                .on_persisted(t);
-        }
-        // The node releases its WAL now and then (and after snapshots):
-        // here after every batch, so a wrong release point shows sooner.
-        self.nodes[i].release_wal();
-        for m in after {
-            self.send(i, m);
-        }
-        self.start_disk_batch(i);
-        self.drive(i);
     }
 }
 

@@ -6,7 +6,7 @@ impl Sim {
     /// A membership step at the leader: add a non-member as learner, promote
     /// a learner, or remove a voter (never below 3) or a learner.
     pub(super) fn change_membership(&mut self, l: usize) {
-        let r = self.nodes[l].raft.as_ref().expect("leader is up");
+        let r = self.nodes[l].raft().expect("leader is up");
         let conf = r.conf().clone();
         // Nodes without a replica in the group (a node removed earlier is
         // added again as a new replica, with a new id).
@@ -18,7 +18,7 @@ impl Sim {
             .collect();
         let pick = |v: &[u64], rng: &mut Rng| v[rng.below(v.len() as u64) as usize];
         fn raft(s: &mut Sim, l: usize) -> &mut RawNode {
-            s.nodes[l].raft.as_mut().expect("up")
+            s.nodes[l].raft_mut().expect("up")
         }
         let res = match self.rng.below(3) {
             0 if !outside.is_empty() => {
@@ -51,7 +51,7 @@ impl Sim {
     pub(super) fn members(&self) -> Vec<usize> {
         match self.current_leader() {
             Some(l) => {
-                let c = self.nodes[l].raft.as_ref().expect("up").conf();
+                let c = self.nodes[l].raft().expect("up").conf();
                 // The node hosts the member placed on it (not yet: its
                 // replica waits to be created by the leader's snapshot).
                 (0..self.nodes.len())
@@ -73,7 +73,7 @@ impl Sim {
         let leader = self.current_leader();
         if let Some(l) = leader {
             // Track 3 -> 5 -> 3 voter cycles (membership seeds).
-            let v = self.nodes[l].raft.as_ref().expect("up").conf().voters.len();
+            let v = self.nodes[l].raft().expect("up").conf().voters.len();
             if v >= 5 {
                 self.seen_five_voters = true;
             } else if v == 3 && self.seen_five_voters {
@@ -164,7 +164,7 @@ impl Sim {
                 if let Some(l) = leader {
                     let t = self.rng.below(n as u64) as usize;
                     if t != l {
-                        let r = self.nodes[l].raft.as_mut().expect("leader is up");
+                        let r = self.nodes[l].raft_mut().expect("leader is up");
                         let target = r.conf().replica_on(self.ids[t]).unwrap_or(0);
                         if target != 0 && r.transfer_leader(target).is_ok() {
                             self.report.transfers += 1;
@@ -211,7 +211,7 @@ impl Sim {
     /// Starts node `i` now if it is down (from what its disk holds).
     pub fn start(&mut self, i: usize) {
         self.nodes[i].held = false;
-        if self.nodes[i].raft.is_none() {
+        if self.nodes[i].rep.is_none() {
             self.start_node(i);
             self.drive(i);
         }
@@ -220,7 +220,7 @@ impl Sim {
     pub(super) fn current_leader(&self) -> Option<usize> {
         let mut best: Option<(Term, usize)> = None;
         for (i, n) in self.nodes.iter().enumerate() {
-            if let Some(r) = &n.raft {
+            if let Some(r) = n.raft() {
                 if r.role() == Role::Leader && best.is_none_or(|(t, _)| r.term() > t) {
                     best = Some((r.term(), i));
                 }

@@ -11,8 +11,8 @@ impl Sim {
     pub(super) fn send(&mut self, a: usize, m: Message) {
         self.report.messages_sent += 1;
         let n = &self.nodes[a];
-        let Some(r) = n.raft.as_ref() else { return };
-        let Some(b) = n.routes.node_of(r.conf(), m.to) else {
+        let Some(rep) = &n.rep else { return };
+        let Some(b) = rep.node_of(m.to) else {
             self.report.messages_unplaced += 1;
             return;
         };
@@ -41,15 +41,15 @@ impl Sim {
     pub(super) fn deliver(&mut self, from: usize, i: usize, m: Message) {
         let from_node = self.ids[from];
         let n = &mut self.nodes[i];
-        let r = n.raft.as_mut().expect("up: checked");
-        match n.routes.accept(r.conf(), n.replica, from_node, &m) {
-            Ok(()) => r.step(m),
+        let rep = n.rep.as_mut().expect("up: checked");
+        match rep.accept_from(from_node, &m) {
+            Ok(()) => rep.raft.step(m),
             Err(crate::group::Misrouted::OtherReplica)
                 if crate::group::creates_replica(self.ids[i], &m)
                     && (!n.hosted || m.to > n.replica) =>
             {
                 self.replace_replica(i, m.to);
-                self.nodes[i].raft.as_mut().expect("started").step(m);
+                self.nodes[i].raft_mut().expect("started").step(m);
             }
             Err(_) => {
                 self.report.messages_misrouted += 1;
@@ -67,14 +67,13 @@ impl Sim {
             self.report.replicas_destroyed += 1;
         }
         let n = &mut self.nodes[i];
-        n.raft = None;
+        n.rep = None;
         n.incarnation += 1;
         n.writes.clear();
         n.batch_len = 0;
         n.erase_storage();
         n.replica = replica;
         n.hosted = true;
-        n.routes = Default::default();
         self.report.replicas_created += 1;
         self.start_node(i);
     }

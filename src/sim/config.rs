@@ -1,0 +1,168 @@
+//! A run's settings, its report and its failure.
+
+use super::*;
+
+/// One simulation run's settings.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub nodes: usize,
+    pub clients: usize,
+    pub keys: u64,
+    /// Simulated time with faults, then with every fault healed.
+    pub fault_ms: u64,
+    pub heal_ms: u64,
+    pub tick_ms: u64,
+    /// Whether to inject faults at all (a fault-free run checks liveness).
+    pub faults: bool,
+    /// Range of the gap between two faults.
+    pub fault_gap_ms: (u64, u64),
+    pub client_timeout_ms: u64,
+    /// Raft settings applied to every node (id, voters and seed are set per node).
+    pub pre_vote: bool,
+    pub check_quorum: bool,
+    pub inflight_msgs_max: usize,
+    pub msg_bytes_max: u64,
+    /// Leader lease reads (ReadIndex otherwise).
+    pub lease_reads: bool,
+    /// Voters of the initial membership (nodes 1..=initial_voters); the
+    /// other nodes start outside the group and may be added.
+    pub initial_voters: usize,
+    /// Whether the nemesis also changes membership (learners added and
+    /// promoted, voters removed; e.g. 3 -> 5 -> 3 voters).
+    pub membership_changes: bool,
+    /// A node snapshots its state machine every this many applied entries
+    /// (0: never).
+    pub snapshot_every: u64,
+    pub compact_keep_entries: u64,
+    pub snapshot_chunk_bytes: u64,
+    /// Each node ticks every `tick_ms ± tick_jitter_ms` (a fixed rate per
+    /// node and incarnation): clock drift, within the lease's bound.
+    pub tick_jitter_ms: u64,
+    /// Whether the nemesis also pauses nodes (a process stopped, then
+    /// resumed with its clock jumped: it ticks what elapsed at once, as the
+    /// node's driver does through `group::clock::TickClock`), often a
+    /// leader and often cut off from its peers meanwhile.
+    pub pauses: bool,
+    /// Bound on one WAL record's bytes: a Ready's entries are split into
+    /// records of at most this size, as the node splits them by its WAL's
+    /// `record_bytes_max`.
+    pub record_bytes_max: usize,
+    /// Whether the nemesis wipes one node's whole disk, once (`identity`):
+    /// it comes back empty, as a new store, refused by its peers.
+    pub disk_loss: bool,
+    /// Whether peers refuse a node whose store incarnation changed, as
+    /// real nodes do. Off only to show what the checkers catch without it.
+    pub identity_check: bool,
+}
+
+impl SimConfig {
+    /// The sweep's configuration for `seed`: flow-control bounds and fault
+    /// pace vary with the seed, so that the sweep covers one-entry messages
+    /// with a window of one (slow catch-up, where leaders crash mid-backlog)
+    /// as well as large pipelined batches.
+    pub fn new(nodes: usize, seed: u64) -> Self {
+        let mut r = Rng(seed ^ 0xC0F1_6000);
+        let msg_bytes_max = [60, 120, 256, 4096][r.below(4) as usize];
+        let inflight_msgs_max = [1, 2, 8, 64][r.below(4) as usize];
+        let fault_gap_ms = [(50, 300), (200, 900), (500, 1500)][r.below(3) as usize];
+        let lease_reads = r.below(2) == 0;
+        let snapshot_every = [0, 15, 60, 200][r.below(4) as usize];
+        let compact_keep_entries = [0, 5, 50][r.below(3) as usize];
+        let snapshot_chunk_bytes = [32, 256, 4096][r.below(3) as usize];
+        let membership_changes = nodes >= 4 && r.below(2) == 0;
+        // Drawn last: the draws above keep their values per seed.
+        let record_bytes_max = [96, 512, 1 << 20][r.below(3) as usize];
+        let initial_voters = if membership_changes { 3 } else { nodes };
+        // New members are seeded with a snapshot: membership seeds take them.
+        let snapshot_every = if membership_changes && snapshot_every == 0 {
+            60
+        } else {
+            snapshot_every
+        };
+        SimConfig {
+            seed,
+            nodes,
+            clients: 5,
+            keys: 4,
+            fault_ms: 6_000,
+            heal_ms: 4_000,
+            tick_ms: 10,
+            faults: true,
+            fault_gap_ms,
+            client_timeout_ms: 800,
+            pre_vote: true,
+            check_quorum: true,
+            inflight_msgs_max,
+            msg_bytes_max,
+            lease_reads,
+            initial_voters,
+            membership_changes,
+            snapshot_every,
+            compact_keep_entries,
+            snapshot_chunk_bytes,
+            // 9 to 11 ms: rates differ by at most 11/9, within the lease's
+            // bound of 9/7 (RaftConfig::lease_reads).
+            tick_jitter_ms: 1,
+            pauses: false,
+            record_bytes_max,
+            disk_loss: false,
+            identity_check: true,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct SimReport {
+    pub seed: u64,
+    pub trace_hash: u64,
+    pub events: u64,
+    pub ops_ok: u64,
+    pub ops_unknown: u64,
+    /// Ops asked again after a `NotLeader` or `Busy` answer (the same
+    /// session sequence: exactly once).
+    pub ops_retried: u64,
+    pub puts_acked: u64,
+    pub committed: u64,
+    pub leaders_elected: u64,
+    pub crashes: u64,
+    pub partitions: u64,
+    /// Nodes paused and resumed.
+    pub pauses: u64,
+    pub messages_sent: u64,
+    pub messages_dropped: u64,
+    pub reads_by_index: u64,
+    pub transfers: u64,
+    pub snapshots_taken: u64,
+    pub snapshots_installed: u64,
+    pub conf_changes: u64,
+    pub voter_cycles_3_5_3: u64,
+    /// Nodes whose whole disk was wiped.
+    pub disks_lost: u64,
+    /// Messages dropped because a peer had recorded another incarnation.
+    pub messages_refused: u64,
+    /// Messages whose addressee's node the sender did not know.
+    pub messages_unplaced: u64,
+    /// Messages for another replica than the one hosted at the node they
+    /// reached (a removed one, or a newer one not created yet).
+    pub messages_misrouted: u64,
+    /// Replicas created by their leader's seeding snapshot, and replicas
+    /// destroyed because a newer one of the group was placed on their node.
+    pub replicas_created: u64,
+    pub replicas_destroyed: u64,
+}
+
+/// A broken guarantee, with what is needed to understand it.
+#[derive(Debug, Clone)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub at_ms: u64,
+    pub what: String,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "seed {} at {} ms: {}", self.seed, self.at_ms, self.what)
+    }
+}
