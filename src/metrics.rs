@@ -15,6 +15,9 @@ use std::time::Duration;
 pub struct ShardStats {
     pub turns: u64,
     pub readies: u64,
+    /// Replicas looked at for a Ready (the work set's size, summed over
+    /// turns): what a turn costs, whatever the shard hosts.
+    pub ready_checks: u64,
     pub wal_records: u64,
     pub proposals: u64,
     pub applied: u64,
@@ -231,7 +234,7 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 34] = [
+    let counters: [Family<ShardMetrics>; 35] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -252,6 +255,11 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
         ("ringraft_readies_total", "Raft Readies processed", |s| {
             s.stats.readies
         }),
+        (
+            "ringraft_ready_checks_total",
+            "replicas looked at for a Ready (the turns' work sets)",
+            |s| s.stats.ready_checks,
+        ),
         ("ringraft_turns_total", "shard loop turns", |s| {
             s.stats.turns
         }),

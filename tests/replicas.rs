@@ -612,3 +612,46 @@ fn a_snapshot_install_is_parked_off_the_turn_and_later_readies_wait_for_it() {
     });
     drop(lock);
 }
+
+/// A turn looks only at the replicas given work (the work set): with a
+/// hundred replicas hosted, a message to one of them makes the next turn
+/// look at that one, not at every replica (`ready_checks`). Every shard in
+/// the other tests also checks, in debug builds, that no replica with a
+/// Ready is left outside the set.
+#[test]
+fn a_turn_looks_only_at_the_replicas_given_work() {
+    use ringraft::raft::{Body, Message};
+    let (_t, cfg, lock, store) = fresh_store();
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        for g in 100..200 {
+            shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
+        }
+        // The start and the creations gave every replica work once.
+        shard.process_readies().await.unwrap();
+        shard.complete_durable();
+        shard.process_readies().await.unwrap();
+        let before = shard.stats().ready_checks;
+        let heartbeat = Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: Body::Heartbeat {
+                commit: 0,
+                round: 1,
+            },
+        };
+        shard.on_peer_message(150, 2, heartbeat);
+        shard.process_readies().await.unwrap();
+        let looked_at = shard.stats().ready_checks - before;
+        assert!(
+            (1..=3).contains(&looked_at),
+            "one message made the turn look at {looked_at} of 102 replicas"
+        );
+        let r = shard.replicas().into_iter().find(|r| r.group == 150);
+        assert_eq!(r.map(|r| r.term), Some(1), "the message was stepped");
+    });
+    drop(lock);
+}

@@ -5,7 +5,8 @@
 # when ETCD_RUNNER names the etcd baseline script (without it the etcd
 # columns are left out, and the run says so).
 #
-#   tools/ab.sh OLD/ringraft-load NEW/ringraft-load   (Env: RUNS, default 3)
+#   tools/ab.sh OLD/ringraft-load NEW/ringraft-load   (Env: RUNS, default 3;
+#   LOAD_ARGS, more flags for every load run, e.g. "--groups 2000")
 # Prints medians [min-max] for 1x1 and 64x64 writes and an open loop at
 # 20k/s, with ratios to etcd.
 set -u
@@ -26,13 +27,14 @@ if [ -z "$ETCD_RUNNER" ]; then
   echo "tools/ab.sh: ETCD_RUNNER is not set: no etcd baseline in this run (old against new, and fdatasync)" >&2
 fi
 RUNS=${RUNS:-3}
+LOAD_ARGS=${LOAD_ARGS:-}
 for rep in $(seq "$RUNS"); do
   fio --name=fsync --directory=$fdir --rw=write --bs=4k --size=16M --runtime=3 --direct=1 --ioengine=psync --fdatasync=1 --output-format=json > $out/fsync-$rep.json 2>/dev/null; rm -f $fdir/*
   for v in old new; do
     bin=$old; [ $v = new ] && bin=$new
-    $bin --connections 1 --depth 1 --duration 5 --warmup 1 --json $out/$v-1x1-$rep.json >/dev/null 2>&1
-    $bin --connections 64 --depth 64 --duration 5 --warmup 1 --json $out/$v-64x64-$rep.json >/dev/null 2>&1
-    $bin --connections 64 --depth 64 --duration 5 --warmup 1 --rate 20000 --json $out/$v-open20k-$rep.json >/dev/null 2>&1
+    $bin $LOAD_ARGS --connections 1 --depth 1 --duration 5 --warmup 1 --json $out/$v-1x1-$rep.json >/dev/null 2>&1
+    $bin $LOAD_ARGS --connections 64 --depth 64 --duration 5 --warmup 1 --json $out/$v-64x64-$rep.json >/dev/null 2>&1
+    $bin $LOAD_ARGS --connections 64 --depth 64 --duration 5 --warmup 1 --rate 20000 --json $out/$v-open20k-$rep.json >/dev/null 2>&1
   done
   if [ -n "$ETCD_RUNNER" ]; then
     (cd "$root" && DURATION=5 bash "$ETCD_RUNNER" 1 4096 > $out/etcd-$rep.jsonl 2>/dev/null)

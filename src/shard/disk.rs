@@ -40,6 +40,7 @@ impl Shard {
                 .filter(|&p| p != me)
                 .max_by_key(|&p| g.raft.progress(p).map_or(0, |pr| pr.match_));
             if let Some(to) = best {
+                self.active.insert(g.id);
                 match g.raft.transfer_leader(to) {
                     Ok(()) => tracing::info!(
                         shard = self.cfg.shard,
@@ -89,6 +90,8 @@ impl Shard {
             replayed,
         } = loaded;
         self.replicas = replicas;
+        self.active.clear();
+        self.mark_all();
         self.store = LogStore::new(wal, catalog, self.cfg.wal.record_bytes_max);
         self.inflight.clear();
         // Their snapshot writes, still under way, find no parked Ready

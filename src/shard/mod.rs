@@ -36,7 +36,7 @@ use snapshots::snap_err_is_disk_full;
 pub use replicas::{creates_replica, ReplicaApiError, ReplicaInfo, REPLICAS_CREATED_PER_TURN_MAX};
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -131,6 +131,16 @@ pub struct Shard {
     store: LogStore<DmaDisk>,
     /// Scratch: ids of the replicas with a Ready this turn.
     ready_ids: Vec<GroupId>,
+    /// The work set: replicas given something since their last Ready (a
+    /// message, a request, a tick, a durable write, an install done).
+    /// Only these are looked at for a Ready, so a turn costs what it does,
+    /// not what the shard hosts (but for ticks, until quiescence, #16).
+    /// Invariant (debug-asserted each turn): a hosted replica with a Ready
+    /// is in it or parked in `installing`.
+    active: BTreeSet<GroupId>,
+    /// Replicas that queued reads this turn (`start_reads` asks each one
+    /// read index).
+    reads_queued: Vec<GroupId>,
     /// Scratch: client answers of one apply.
     answers: Vec<crate::group::Answer>,
     /// Replicas that applied a membership without themselves: destroyed
@@ -233,6 +243,8 @@ impl Shard {
             replicas,
             store: LogStore::new(wal, catalog, cfg.wal.record_bytes_max),
             ready_ids: Vec::new(),
+            active: BTreeSet::new(),
+            reads_queued: Vec::new(),
             answers: Vec::new(),
             removed: Vec::new(),
             handing_over: BTreeMap::new(),
@@ -258,6 +270,7 @@ impl Shard {
         for (n, a) in book {
             shard_value.learn_peer(n, &a);
         }
+        shard_value.mark_all();
         shard_value.prune_peers();
         // Restarted on a full disk: the WAL replayed but cannot append.
         // Serve reads and retry every second, as when it fills while
@@ -322,6 +335,7 @@ impl Shard {
                         r.raft.tick();
                     }
                 }
+                self.mark_all();
                 self.expire_requests(Instant::now());
                 let before = tick_count;
                 tick_count += due;
@@ -359,9 +373,10 @@ impl Shard {
             self.start_reads();
             self.transport.take_unreachable(&mut down);
             for node in down.drain(..) {
-                for r in self.replicas.values_mut() {
+                for (&g, r) in self.replicas.iter_mut() {
                     if let Some(peer) = r.raft.conf().replica_on(node) {
                         r.raft.report_unreachable(peer);
+                        self.active.insert(g);
                     }
                 }
             }
@@ -380,12 +395,7 @@ impl Shard {
             if let Err(e) = self.finish_snapshots().await {
                 break Err(e);
             }
-            let installing = &self.installing;
-            if self
-                .replicas
-                .iter()
-                .any(|(g, r)| r.raft.has_ready() && !installing.contains_key(g))
-            {
+            if self.retain_active() {
                 futures_lite::future::yield_now().await;
                 continue;
             }
@@ -552,16 +562,48 @@ impl Shard {
         let shard = self.cfg.shard;
         let mut ids = std::mem::take(&mut self.ready_ids);
         ids.clear();
-        let installing = &self.installing;
-        ids.extend(
-            self.replicas
-                .iter()
-                .filter(|(g, r)| r.raft.has_ready() && !installing.contains_key(g))
-                .map(|(&g, _)| g),
-        );
+        self.stats.ready_checks += self.active.len() as u64;
+        let (replicas, installing) = (&self.replicas, &self.installing);
+        ids.extend(self.active.iter().copied().filter(|g| {
+            !installing.contains_key(g) && replicas.get(g).is_some_and(|r| r.raft.has_ready())
+        }));
+        // Looked at: out of the set until given work again, or still with
+        // a Ready after this one (below).
+        self.active.clear();
         let result = self.process_ready_ids(shard, &ids).await;
+        for &g in &ids {
+            if self.replicas.get(&g).is_some_and(|r| r.raft.has_ready()) {
+                self.active.insert(g);
+            }
+        }
         self.ready_ids = ids;
         result
+    }
+
+    /// Marks group `g` as given work this turn (see `active`).
+    pub(super) fn mark(&mut self, g: GroupId) {
+        self.active.insert(g);
+    }
+
+    /// Marks every hosted replica (ticks, a rebuild, a start).
+    pub(super) fn mark_all(&mut self) {
+        self.active.extend(self.replicas.keys().copied());
+    }
+
+    /// Keeps in the work set only the replicas that have a Ready to take
+    /// (not parked); whether any is left.
+    fn retain_active(&mut self) -> bool {
+        let (replicas, installing) = (&self.replicas, &self.installing);
+        self.active.retain(|g| {
+            !installing.contains_key(g) && replicas.get(g).is_some_and(|r| r.raft.has_ready())
+        });
+        debug_assert!(
+            self.replicas.iter().all(|(g, r)| !r.raft.has_ready()
+                || self.active.contains(g)
+                || self.installing.contains_key(g)),
+            "a replica with a Ready is outside the work set"
+        );
+        !self.active.is_empty()
     }
 
     async fn process_ready_ids(&mut self, shard: u32, ids: &[GroupId]) -> Result<(), ShardError> {
@@ -694,6 +736,7 @@ impl Shard {
             }
             r.raft.on_persisted(f.token);
             r.lsns.note_durable(durable);
+            self.active.insert(f.group);
         }
     }
 

@@ -219,6 +219,7 @@ impl Shard {
                 _ => {}
             }
             r.raft.step(m);
+            self.active.insert(g);
             return;
         }
         self.stats.msgs_unknown_group += 1;
@@ -296,6 +297,7 @@ impl Shard {
             voters = ?replica.raft.conf().voters,
             "replica created"
         );
+        self.active.insert(replica.id);
         self.replicas.insert(replica.id, replica);
         self.debug_check_catalog();
         Ok(())
@@ -414,6 +416,8 @@ impl Shard {
                 );
             }
         }
+        // Kept leaders hand their leadership over (the core's transfer).
+        self.active.extend(kept.iter().copied());
         self.removed.extend(kept);
         Ok(())
     }

@@ -68,6 +68,8 @@ impl Shard {
             };
             return self.respond(conn, req.id, Err(e));
         }
+        // Whatever the request does to its replica, it is looked at.
+        self.mark(gid);
         let deadline = Instant::now() + Duration::from_millis(self.cfg.request_timeout_ms);
         let (kmax, vmax) = (self.cfg.key_bytes_max, self.cfg.value_bytes_max);
         let write = match &req.op {
@@ -291,6 +293,9 @@ impl Shard {
         let intake = self
             .replica_mut(gid)
             .read(conn, req, mode, deadline, scan_max);
+        if intake == Intake::Queued {
+            self.reads_queued.push(gid);
+        }
         self.answer_intake(conn, id, intake);
     }
 
@@ -363,9 +368,12 @@ impl Shard {
     /// One read index per group per turn for all reads received in it.
     pub(super) fn start_reads(&mut self) {
         let mut failed = Vec::new();
-        for r in self.replicas.values_mut() {
-            if r.reads_new.is_empty() {
+        for g in self.reads_queued.drain(..) {
+            let Some(r) = self.replicas.get_mut(&g) else {
                 continue;
+            };
+            if r.reads_new.is_empty() {
+                continue; // its turn's reads were asked (it was queued twice)
             }
             let ctx = self.next_ctx;
             self.next_ctx += 1;

@@ -36,6 +36,7 @@ impl Shard {
         if g.raft.compact(applied, g.kv.snapshot()).is_err() {
             return;
         }
+        self.active.insert(gid);
         let snap = g.raft.snapshot().cloned().expect("just compacted");
         g.snap_writing = true;
         g.bytes_since_snapshot = 0;
@@ -116,6 +117,8 @@ impl Shard {
             };
             self.restore(d.group, &d.snap, durable)?;
             self.continue_ready(d.group, parked.io, parked.rest).await?;
+            // Its later Readies may be taken now.
+            self.mark(d.group);
         }
         Ok(())
     }
