@@ -145,6 +145,9 @@ impl Replica {
         if durable {
             self.snap_file_index = snap.meta.index;
             self.lsns.release_through(snap.meta.index);
+            // Replay must drop what the install dropped: the group's next
+            // write starts with an install marker (`storage` format).
+            self.lsns.install_pending = Some((snap.meta.index, snap.meta.term));
         }
         self.skip_to_snapshot(snap.meta.index, answers);
         Ok(self.note_membership())

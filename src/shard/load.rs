@@ -45,8 +45,7 @@ pub(super) async fn load(
         what: "opening the WAL directory",
         err,
     })?;
-    let mut replay = Replay::default();
-    let (wal, report) = Wal::open(disk, cfg.wal.clone(), |lsn, p| replay.on_record(lsn, p))
+    let (wal, mut replay, report) = storage::open_wal(disk, cfg.wal.clone())
         .await
         .map_err(wal_err(shard))?;
     if let Some(err) = replay.error.take() {

@@ -52,7 +52,7 @@ use crate::group::clock::TickClock;
 use crate::group::{Gone, GroupId, Replica, ReplicaId};
 use crate::identity::PeerBook;
 use crate::raft::{Message, PersistToken, Role, Snapshot, SnapshotMeta};
-use crate::storage::{self, snapfile, CatalogOp, LogStore, Replay, ReplicaDesc};
+use crate::storage::{self, snapfile, CatalogOp, LogStore, ReplicaDesc};
 use crate::transport::{ClientConnId, ClientService, Transport};
 use crate::wire::{ClientError, Hello, Reply, Response, PROTOCOL_VERSION};
 
@@ -648,7 +648,11 @@ impl Shard {
         rest: crate::group::ReadyRest,
     ) -> Result<(), ShardError> {
         let mut lsn = self.inflight.back().map_or(0, |f| f.lsn);
-        if io.has_records() && !self.disk_full {
+        let marker = hosted(&mut self.replicas, gid)
+            .lsns
+            .install_pending
+            .is_some();
+        if (io.has_records() || marker) && !self.disk_full {
             match self.write_group(gid, io.hard_state, &io.entries).await {
                 Ok(l) => lsn = l,
                 Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {

@@ -46,7 +46,8 @@ pub struct SimConfig {
     pub pauses: bool,
     /// Bound on one WAL record's bytes: a Ready's entries are split into
     /// records of at most this size, as the node splits them by its WAL's
-    /// `record_bytes_max`.
+    /// `record_bytes_max` (the simulated WAL takes records of up to 16 KiB,
+    /// so a lone entry above this bound still fits: `disk::wal_options`).
     pub record_bytes_max: usize,
     /// Whether the nemesis wipes one node's whole disk, once (`identity`):
     /// it comes back empty, as a new store, refused by its peers.
@@ -72,7 +73,7 @@ impl SimConfig {
         let snapshot_chunk_bytes = [32, 256, 4096][r.below(3) as usize];
         let membership_changes = nodes >= 4 && r.below(2) == 0;
         // Drawn last: the draws above keep their values per seed.
-        let record_bytes_max = [96, 512, 1 << 20][r.below(3) as usize];
+        let record_bytes_max = [96, 512, 16 << 10][r.below(3) as usize];
         let initial_voters = if membership_changes { 3 } else { nodes };
         // New members are seeded with a snapshot: membership seeds take them.
         let snapshot_every = if membership_changes && snapshot_every == 0 {

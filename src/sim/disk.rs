@@ -1,22 +1,88 @@
-//! A node's simulated disk and lifecycle: the WAL records and snapshot it
-//! holds (written through the node's own `storage` codec and `GroupLog`),
-//! writes completing in batches with a seeded latency, crashes that tear
-//! the batch under way, and restarts through the node's own recovery
-//! (`group::Replica::recover`), checked against what the core had been
-//! told was durable.
+//! A node's simulated disk and lifecycle. Each node writes through the
+//! node's own `storage::LogStore` into the real WAL (`ringraft_wal::Wal`)
+//! over a fault-injecting `MemDisk`: records encoded and split as the
+//! shard writes them, segments, group commit, release, and at restart the
+//! WAL's own recovery (torn tails cut, checksums) and the node's replay
+//! (`storage::open_wal`, `GroupLog::take_restart`, `group::Replica::recover`),
+//! checked against what the core had been told was durable.
+//!
+//! The WAL's writer is a glommio task: it runs only when the simulator
+//! runs the executor (`block_on`), at the points the event queue decides
+//! (a batch's latency has elapsed, a release, a crash, a restart), so a run
+//! stays deterministic. A crash lets the writer put what was queued on the
+//! device without its sync (half the time), then keeps each of those
+//! writes whole, torn at a byte, or not at all (`CrashMode::Random`).
+//!
+//! Snapshot files are kept in memory here (the node's are files beside the
+//! WAL, `storage::snapfile`).
+
+use ringraft_wal::{CrashMode, MemDisk};
 
 use super::*;
+use crate::storage::LogStore;
+
+thread_local! {
+    /// The executor the simulated WALs' writers run on (one per thread,
+    /// reused across runs; never running between two `block_on`s).
+    static EXECUTOR: glommio::LocalExecutor = glommio::LocalExecutorBuilder::default()
+        .make()
+        .expect("sim: cannot make a glommio executor for the simulated WALs");
+}
+
+/// Runs the executor until `f` completes: the WAL writers' tasks move only
+/// inside this call.
+pub(super) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+    EXECUTOR.with(|ex| ex.run(f))
+}
+
+/// The largest record the simulated WAL takes: above any record a run
+/// writes (a Ready's entries come from a message of at most 4 KiB or
+/// from a few clients' proposals of a few dozen bytes each).
+const WAL_RECORD_BYTES_MAX: usize = 16 << 10;
+
+/// The WAL settings of a run: segments small enough that rolling over and
+/// releasing happen often; the zeroing of new segments and the cut of a
+/// flush into several writes vary with the seed.
+/// Records are cut at `SimConfig::record_bytes_max` before they reach the
+/// WAL (`LogStore`), which takes any record up to the largest the cut
+/// allows (a single entry is never cut).
+pub(super) fn wal_options(cfg: &SimConfig) -> ringraft_wal::WalOptions {
+    let block = 4096;
+    let record_bytes_max = WAL_RECORD_BYTES_MAX.max(cfg.record_bytes_max);
+    let batch = (record_bytes_max + 64).div_ceil(block) * block * 2;
+    ringraft_wal::WalOptions {
+        segment_bytes: (batch * 2 + block) as u64,
+        record_bytes_max,
+        batch_bytes_max: batch,
+        write_chunk_bytes: if cfg.seed & 2 == 0 { block } else { batch },
+        // Never reached: the simulator fails the run if it is.
+        queue_bytes_max: 64 << 20,
+        recovery: ringraft_wal::RecoveryMode::Strict,
+        zero_segments: cfg.seed & 1 == 0,
+    }
+}
 
 impl SimNode {
-    /// Forgets everything on its disk for the group: snapshot, WAL records,
-    /// what the group needed of them and what was durable (a wiped disk,
-    /// or a replica destroyed to make room for a newer one).
+    /// Forgets everything on its disk: snapshot, WAL, what was durable (a
+    /// wiped disk, or a replica destroyed to make room for a newer one;
+    /// the node hosts one replica, so its whole WAL is that replica's).
     pub(super) fn erase_storage(&mut self) {
         debug_assert!(self.rep.is_none(), "storage erased under a live replica");
+        self.stop_wal();
         self.disk_snapshot = None;
-        self.wal.clear();
+        self.disk = MemDisk::new();
         self.durable_hs = HardState::default();
         self.crash_persisted = None;
+    }
+
+    /// Stops the WAL (if open): its writer writes out what is queued and
+    /// exits.
+    pub(super) fn stop_wal(&mut self) {
+        if let Some(store) = self.log.take() {
+            let wal = store.into_wal();
+            // Failing (a sync refused under a crash) is what a crash is.
+            let _ = block_on(wal.close());
+        }
     }
 
     /// Makes snapshot `s` durable (the latest on disk wins).
@@ -30,14 +96,20 @@ impl SimNode {
         }
     }
 
-    /// Drops the durable records before the lowest LSN the replica needs
-    /// (`GroupLog::needed_lsn`; the WAL drops whole segments, here whole
-    /// records: finer, so a wrong release point shows sooner).
-    pub(super) fn release_wal(&mut self) {
-        let Some(rep) = &self.rep else { return };
+    /// Releases the WAL below the lowest LSN the replica needs
+    /// (`GroupLog::needed_lsn`), as the shard does (`LogStore::release`:
+    /// whole segments).
+    pub(super) fn release_wal(&mut self) -> Result<(), String> {
+        let (Some(rep), Some(log)) = (&self.rep, &mut self.log) else {
+            return Ok(());
+        };
         let needed = rep.lsns.needed_lsn();
-        let n = self.wal.partition_point(|(l, _)| *l < needed);
-        self.wal.drain(..n);
+        if !log.release_due(needed) {
+            return Ok(());
+        }
+        block_on(log.release(needed))
+            .map(|_| ())
+            .map_err(|e| format!("sim WAL: release failed: {e}"))
     }
 
     /// The core of the replica, if the node is up.
@@ -76,7 +148,10 @@ impl SimNode {
             }
         }
         let d = self.durable_hs;
-        if hs.term < d.term || (hs.term == d.term && hs.vote != d.vote) {
+        // A later hard state may be found (writes after the last one
+        // reported can land): in the same term, a vote cast then, never
+        // another than the durable one.
+        if hs.term < d.term || (hs.term == d.term && d.vote != 0 && hs.vote != d.vote) {
             return Some(format!(
                 "restarted with term {} vote {} but term {} vote {} was durable",
                 hs.term, hs.vote, d.term, d.vote
@@ -85,57 +160,29 @@ impl SimNode {
         None
     }
 
-    /// The WAL records of one Ready, as the shard writes them: the hard
-    /// state and entries split by `storage::split_records`,
-    /// encoded by `storage::encode_record` (group 0), each noted in `lsns`
-    /// at submit.
-    pub(super) fn encode_records(
+    /// Submits the records of one Ready, as the shard writes them
+    /// (`LogStore::try_append_group`, each noted in the replica's
+    /// `GroupLog`): the LSN of the last (0: nothing to write).
+    pub(super) fn submit(
         &mut self,
         hs: Option<HardState>,
         entries: &[Entry],
-        record_bytes_max: usize,
-    ) -> Vec<(u64, Bytes)> {
-        use crate::storage::{encode_record, record_bytes, split_records};
-        let mut out = Vec::new();
-        for (hs, chunk) in split_records(hs, entries, record_bytes_max) {
-            let mut b = vec![0u8; record_bytes(hs.is_some(), chunk)];
-            encode_record(&mut b, 0, hs.as_ref(), chunk);
-            let lsn = self.next_lsn;
-            self.next_lsn += 1;
-            let rep = self.rep.as_mut().expect("up");
-            rep.lsns.note_record(lsn, hs, chunk);
-            out.push((lsn, Bytes::from(b)));
-        }
-        out
-    }
-
-    /// The durable records replayed as the node does at start
-    /// (`storage::decode_record`, `GroupLog::apply`, then
-    /// `GroupLog::take_restart`): (hard state, entries, applied index) and
-    /// the log that tracks what the WAL must keep.
-    pub(super) fn replay(&self) -> (crate::storage::Restart, GroupLog) {
-        let mut log = GroupLog::default();
-        for (lsn, b) in &self.wal {
-            let r = crate::storage::decode_record(*lsn, b)
-                .unwrap_or_else(|e| panic!("sim disk: a record written here does not decode: {e}"));
-            log.apply(*lsn, r);
-        }
-        let snap = self
-            .disk_snapshot
-            .as_ref()
-            .map(|s| (s.meta.index, s.meta.term));
-        let restart = log.take_restart(snap);
-        (restart, log)
+    ) -> Result<u64, String> {
+        let rep = self.rep.as_mut().expect("up");
+        let log = self.log.as_ref().expect("up");
+        log.try_append_group(SIM_GROUP, hs, entries, &mut rep.lsns)
+            .map(|(lsn, _)| lsn)
+            .map_err(|e| format!("sim WAL: submit failed: {e}"))
     }
 }
 
-/// A write not yet durable: the WAL records of what the Ready asked for
-/// (encoded by `storage::encode_record`, LSNs handed out at submit).
+/// A write not yet reported durable.
 pub(super) struct PendingWrite {
     pub(super) token: PersistToken,
-    /// The hard state in the first record, if any.
+    /// The hard state in its records, if any.
     pub(super) hs: Option<HardState>,
-    pub(super) records: Vec<(u64, Bytes)>,
+    /// The LSN of its last record (0: it wrote none).
+    pub(super) lsn: u64,
     pub(super) after: Vec<Message>,
 }
 
@@ -158,12 +205,11 @@ pub(super) struct SimNode {
     /// Kept down by a scripted scenario until `Sim::start`.
     pub(super) held: bool,
     /// The durable state, which survives crashes: the latest snapshot and
-    /// the WAL's records (LSN, payload) after the release point.
+    /// the disk the WAL lives on.
     pub(super) disk_snapshot: Option<Snapshot>,
-    pub(super) wal: Vec<(u64, Bytes)>,
-    /// The LSN the next record gets (after a crash: the one after the last
-    /// durable record, as the WAL's open does).
-    pub(super) next_lsn: u64,
+    pub(super) disk: MemDisk,
+    /// The WAL, open while the node is up.
+    pub(super) log: Option<LogStore<MemDisk>>,
     /// The latest hard state in a durable record (what a restart must
     /// find again, or a later one).
     pub(super) durable_hs: HardState,
@@ -186,12 +232,34 @@ pub(super) struct SimNode {
 }
 
 impl Sim {
-    /// Starts node `i` from what its disk holds, through the node's own
-    /// recovery (`group::Replica::recover`).
+    /// Starts node `i` from what its disk holds: the WAL opened and
+    /// replayed as the node does (`storage::open_wal`,
+    /// `GroupLog::take_restart`), then the node's own recovery
+    /// (`group::Replica::recover`).
     pub(super) fn start_node(&mut self, i: usize) {
         let cfg = self.node_cfg(i);
+        let opts = wal_options(&self.cfg);
         let n = &mut self.nodes[i];
-        let (restart, log) = n.replay();
+        let opened = block_on(crate::storage::open_wal(n.disk.clone(), opts));
+        let (wal, mut replay, _report) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                let msg = format!("durability: node {} cannot open its WAL: {e}", self.ids[i]);
+                self.fail(msg);
+                return;
+            }
+        };
+        if let Some(e) = replay.error.take() {
+            let msg = format!("durability: node {} WAL record: {e}", self.ids[i]);
+            self.fail(msg);
+            return;
+        }
+        let mut log = replay.groups.remove(&SIM_GROUP).unwrap_or_default();
+        let snap = n
+            .disk_snapshot
+            .as_ref()
+            .map(|s| (s.meta.index, s.meta.term));
+        let restart = log.take_restart(snap);
         let (hs, snap_index) = (restart.hs, restart.applied);
         let rep = Replica::recover(
             SIM_GROUP,
@@ -203,7 +271,11 @@ impl Sim {
         )
         .unwrap_or_else(|e| panic!("sim disk: a durable snapshot does not restore: {}", e.0));
         n.rep = Some(rep);
-        n.next_lsn = n.wal.last().map_or(n.next_lsn, |(l, _)| l + 1);
+        n.log = Some(LogStore::new(
+            wal,
+            replay.catalog,
+            self.cfg.record_bytes_max,
+        ));
         let lost = n.durability_lost(&hs, snap_index);
         n.durable_hs = hs;
         let j = self.cfg.tick_jitter_ms;
@@ -223,28 +295,24 @@ impl Sim {
         if n.rep.is_none() {
             return;
         }
-        // What was not reported persisted is lost, except a prefix of the
-        // batch being written (the WAL makes records durable in LSN order;
-        // the crash tears the batch at a seeded record).
-        let batch = n.batch_len;
-        let writes: Vec<PendingWrite> = n.writes.drain(..batch).collect();
         // What the core was told is durable must survive: checked at restart.
         let r = n.raft().expect("checked");
         let p = r.persisted_index();
         n.crash_persisted = Some((p, r.log().term(p)));
-        let total: usize = writes.iter().map(|w| w.records.len()).sum();
-        let mut keep = self.rng.below(total as u64 + 1) as usize;
+        // What was not reported persisted may be lost. Half the time the
+        // writes queued reached the device, unsynced, and each is kept
+        // whole, torn, or not at all; otherwise only what was synced stays.
+        let tear = self.rng.below(2) == 0;
+        let seed = self.rng.next();
         let n = &mut self.nodes[i];
-        for w in writes {
-            let k = keep.min(w.records.len());
-            if k > 0 {
-                if let Some(h) = w.hs {
-                    n.durable_hs = h;
-                }
-            }
-            n.wal.extend(w.records.into_iter().take(k));
-            keep -= k;
-        }
+        n.disk.fail_syncs(true);
+        n.stop_wal();
+        n.disk.crash(if tear {
+            CrashMode::Random(seed)
+        } else {
+            CrashMode::DropUnsynced
+        });
+        n.disk.fail_syncs(false);
         n.rep = None;
         n.incarnation += 1;
         n.writes.clear();
@@ -271,36 +339,45 @@ impl Sim {
         );
     }
 
+    /// The batch's latency has elapsed: the WAL's writer runs until its
+    /// records are durable (those queued after it may land too, unreported
+    /// until their own batch), then the core hears of it.
     pub(super) fn persist_done(&mut self, i: usize, incarnation: u64) {
         if self.nodes[i].incarnation != incarnation || self.nodes[i].rep.is_none() {
             return;
         }
         let k = std::mem::take(&mut self.nodes[i].batch_len);
+        let n = &mut self.nodes[i];
+        let target = n.writes.iter().take(k).map(|w| w.lsn).max().unwrap_or(0);
+        if target > 0 {
+            let wal = n.log.as_ref().expect("up").wal().clone();
+            if let Err(e) = block_on(wal.wait_durable(target)) {
+                let msg = format!("sim WAL: node {} write failed: {e}", self.ids[i]);
+                self.fail(msg);
+                return;
+            }
+        }
         let mut last_token = None;
         let mut after = Vec::new();
-        for _ in 0..k {
-            let w = self.nodes[i]
-                .writes
-                .pop_front()
-                .expect("batch within queue");
-            let n = &mut self.nodes[i];
-            if let Some(&(lsn, _)) = w.records.last() {
-                n.rep.as_mut().expect("checked").lsns.note_durable(lsn);
+        for w in n.writes.drain(..k) {
+            if w.lsn > 0 {
+                n.rep.as_mut().expect("checked").lsns.note_durable(w.lsn);
             }
             if let Some(h) = w.hs {
                 n.durable_hs = h;
             }
-            n.wal.extend(w.records);
             last_token = Some(w.token);
             after.extend(w.after);
         }
         if let Some(t) = last_token {
-            let rep = self.nodes[i].rep.as_mut().expect("checked");
-            rep.raft.on_persisted(t);
+            n.rep.as_mut().expect("checked").raft.on_persisted(t);
         }
         // The node releases its WAL now and then (and after snapshots):
         // here after every batch, so a wrong release point shows sooner.
-        self.nodes[i].release_wal();
+        if let Err(msg) = self.nodes[i].release_wal() {
+            self.fail(msg);
+            return;
+        }
         for m in after {
             self.send(i, m);
         }

@@ -42,7 +42,6 @@ impl Sim {
         }
         let n = &mut self.nodes[i];
         n.erase_storage();
-        n.next_lsn = 1;
         n.store += 1;
         n.lost = true;
         // Its record of its peers' incarnations went with the disk.

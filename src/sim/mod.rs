@@ -1,13 +1,15 @@
 //! The deterministic simulator: many [`RawNode`]s, a simulated clock, a
 //! network that delays, drops, duplicates and reorders, (asymmetric)
 //! partitions, crashes that lose everything not reported persisted (and
-//! tear the batch being written at a seeded record), and a client workload
+//! tear what was written but not synced, at seeded bytes), and a client workload
 //! of puts and gets checked for linearizability.
 //!
-//! A node persists through the node's own `storage` code (record codec,
-//! `GroupLog` LSN tracking and release point, replay at restart) and its
-//! state machine is the node's `kv::Kv`; each restart is checked against
-//! what the core had been told was durable.
+//! A node persists through the node's own `storage::LogStore` into the
+//! real WAL over a fault-injecting `MemDisk` (`disk`: record codec,
+//! `GroupLog` LSN tracking, segments, release, the WAL's recovery and the
+//! node's replay at restart) and its state machine is the node's `kv::Kv`;
+//! each restart is checked against what the core had been told was
+//! durable.
 //!
 //! A node's whole disk can be wiped (`identity`): it comes back as a new
 //! store, refused by its peers as real nodes refuse it.
@@ -50,7 +52,6 @@ use crate::check::linearizability::{self, Op, OpKind};
 use crate::group::{Answer, Replica};
 use crate::raft::*;
 use crate::rng::Rng;
-use crate::storage::GroupLog;
 
 pub use config::{SimConfig, SimFailure, SimReport};
 use disk::{PendingWrite, SimNode};
@@ -214,8 +215,8 @@ impl Sim {
                 lost: false,
                 held: false,
                 disk_snapshot: None,
-                wal: Vec::new(),
-                next_lsn: 1,
+                disk: ringraft_wal::MemDisk::new(),
+                log: None,
                 durable_hs: HardState::default(),
                 crash_persisted: None,
                 writes: VecDeque::new(),
@@ -694,9 +695,15 @@ impl Sim {
                 self.nodes[i].store_snapshot(snap.clone());
                 self.restore(i, &snap, &mut answers);
             }
-            // Queued; durable when its batch's PersistDone fires.
-            let records =
-                self.nodes[i].encode_records(io.hard_state, &io.entries, self.cfg.record_bytes_max);
+            // Queued in the WAL; reported durable when its batch's
+            // PersistDone fires.
+            let lsn = match self.nodes[i].submit(io.hard_state, &io.entries) {
+                Ok(l) => l,
+                Err(msg) => {
+                    self.fail(msg);
+                    return;
+                }
+            };
             self.note_applied(i, rest.committed());
             self.note_probes(i, rest.read_states(), rest.reads_failed());
             let rep = self.nodes[i].rep.as_mut().expect("up");
@@ -709,7 +716,7 @@ impl Sim {
             self.nodes[i].writes.push_back(PendingWrite {
                 token: done.token,
                 hs: io.hard_state,
-                records,
+                lsn,
                 after: done.persisted_messages,
             });
             self.start_disk_batch(i);

@@ -42,7 +42,9 @@ impl Sim {
             snap.meta.index,
             "the snapshot's own applied index"
         );
-        n.release_wal();
+        if let Err(msg) = n.release_wal() {
+            self.fail(msg);
+        }
         self.report.snapshots_installed += 1;
         self.check_state(i, snap.meta.index);
     }
@@ -67,7 +69,9 @@ impl Sim {
         rep.snap_file_index = snap.meta.index;
         rep.lsns.release_through(snap.meta.index);
         n.store_snapshot(snap);
-        n.release_wal();
+        if let Err(msg) = n.release_wal() {
+            self.fail(msg);
+        }
         self.report.snapshots_taken += 1;
     }
 

@@ -23,7 +23,9 @@ use std::rc::Rc;
 use ringraft_wal::{Disk, Wal, WalError};
 
 use super::catalog::{self, Catalog, CatalogOp};
-use super::{encode_record, record_bytes, split_records, GroupLog};
+use super::{
+    encode_install, encode_record, record_bytes, split_records, GroupLog, INSTALL_RECORD_BYTES,
+};
 use crate::raft::{Entry, HardState};
 
 /// The WAL, the replica catalog in it, and the release point.
@@ -52,6 +54,13 @@ impl<D: Disk> LogStore<D> {
         &self.wal
     }
 
+    /// The WAL itself, for a caller closing it (the store must hold the
+    /// only reference: no write waits on it).
+    pub fn into_wal(self) -> Wal<D> {
+        Rc::try_unwrap(self.wal)
+            .unwrap_or_else(|_| panic!("LogStore::into_wal while the WAL is shared"))
+    }
+
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
     }
@@ -67,9 +76,11 @@ impl<D: Disk> LogStore<D> {
     }
 
     /// Appends group `group`'s hard state `hs` and `entries` (one record,
-    /// or several past `record_bytes_max`), noting each in `log`; waits
-    /// while the WAL's queue is full (until its oldest write lands).
-    /// Returns (LSN of the last record, records written).
+    /// or several past `record_bytes_max`), noting each in `log`, after
+    /// the install marker `log` holds pending (`GroupLog::install_pending`,
+    /// a record of its own); waits while the WAL's queue is full (until
+    /// its oldest write lands). Returns (LSN of the last record, records
+    /// written); (0, 0) if there was nothing to write.
     pub async fn append_group(
         &self,
         group: u64,
@@ -78,13 +89,64 @@ impl<D: Disk> LogStore<D> {
         log: &mut GroupLog,
     ) -> Result<(u64, u64), WalError> {
         let (mut lsn, mut records) = (0, 0);
+        if let Some((index, term)) = log.install_pending {
+            lsn = loop {
+                match self.try_submit_install(group, index, term) {
+                    Err(WalError::QueueFull { .. }) => self.wait_for_space().await?,
+                    r => break r?,
+                }
+            };
+            log.install_pending = None;
+            records += 1;
+        }
         for (hs, chunk) in split_records(hs, entries, self.record_bytes_max) {
             lsn = self.submit(group, hs.as_ref(), chunk).await?;
             log.note_record(lsn, hs, chunk);
             records += 1;
         }
-        debug_assert!(lsn > 0, "append_group with nothing to write");
         Ok((lsn, records))
+    }
+
+    /// [`LogStore::append_group`] without waiting, for a caller that
+    /// drives the WAL's writer itself (the simulator): a full queue fails
+    /// with `WalError::QueueFull`, the records before it submitted and
+    /// noted in `log`.
+    pub fn try_append_group(
+        &self,
+        group: u64,
+        hs: Option<HardState>,
+        entries: &[Entry],
+        log: &mut GroupLog,
+    ) -> Result<(u64, u64), WalError> {
+        let (mut lsn, mut records) = (0, 0);
+        if let Some((index, term)) = log.install_pending {
+            lsn = self.try_submit_install(group, index, term)?;
+            log.install_pending = None;
+            records += 1;
+        }
+        for (hs, chunk) in split_records(hs, entries, self.record_bytes_max) {
+            lsn = self.try_submit(group, hs.as_ref(), chunk)?;
+            log.note_record(lsn, hs, chunk);
+            records += 1;
+        }
+        Ok((lsn, records))
+    }
+
+    fn try_submit(
+        &self,
+        group: u64,
+        hs: Option<&HardState>,
+        entries: &[Entry],
+    ) -> Result<u64, WalError> {
+        let bytes = record_bytes(hs.is_some(), entries);
+        self.wal
+            .try_submit_with(bytes, |out| encode_record(out, group, hs, entries))
+    }
+
+    fn try_submit_install(&self, group: u64, index: u64, term: u64) -> Result<u64, WalError> {
+        self.wal.try_submit_with(INSTALL_RECORD_BYTES, |out| {
+            encode_install(out, group, index, term)
+        })
     }
 
     async fn submit(
@@ -93,20 +155,18 @@ impl<D: Disk> LogStore<D> {
         hs: Option<&HardState>,
         entries: &[Entry],
     ) -> Result<u64, WalError> {
-        let bytes = record_bytes(hs.is_some(), entries);
         loop {
-            match self
-                .wal
-                .try_submit_with(bytes, |out| encode_record(out, group, hs, entries))
-            {
-                Ok(l) => return Ok(l),
-                Err(WalError::QueueFull { .. }) => {
-                    let oldest = self.wal.durable_lsn() + 1;
-                    self.wal.wait_durable(oldest).await?;
-                }
-                Err(e) => return Err(e),
+            match self.try_submit(group, hs, entries) {
+                Err(WalError::QueueFull { .. }) => self.wait_for_space().await?,
+                r => return r,
             }
         }
+    }
+
+    /// Waits until the WAL's oldest queued write lands.
+    async fn wait_for_space(&self) -> Result<(), WalError> {
+        let oldest = self.wal.durable_lsn() + 1;
+        self.wal.wait_durable(oldest).await
     }
 
     /// Writes each group's hard state again (a record each, one batch) and
@@ -154,15 +214,28 @@ impl<D: Disk> LogStore<D> {
     /// lowest LSN any of them needs) and the catalog need; the number of
     /// segments released.
     pub async fn release(&mut self, replicas_need: u64) -> Result<usize, WalError> {
-        let needed = replicas_need
-            .min(self.catalog.needed_lsn())
-            .min(self.wal.next_lsn());
+        let needed = self.release_point(replicas_need);
         if needed <= self.released_lsn {
             return Ok(0);
         }
         let n = self.wal.release_before(needed).await?;
         self.released_lsn = needed;
         Ok(n)
+    }
+
+    /// Whether [`LogStore::release`] with `replicas_need` would delete a
+    /// segment now (a caller may skip the call otherwise).
+    pub fn release_due(&self, replicas_need: u64) -> bool {
+        let needed = self.release_point(replicas_need);
+        needed > self.released_lsn && self.wal.releasable_before(needed) > 0
+    }
+
+    /// The LSN below which nothing is needed: by the replicas, by the
+    /// catalog, or not yet written.
+    fn release_point(&self, replicas_need: u64) -> u64 {
+        replicas_need
+            .min(self.catalog.needed_lsn())
+            .min(self.wal.next_lsn())
     }
 
     /// The lowest LSN not yet released.

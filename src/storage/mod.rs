@@ -59,16 +59,28 @@ use bytes::Bytes;
 
 use crate::raft::{Entry, EntryKind, HardState, Index};
 
-// record = kind u8 = 1 | flags u8 (bit 0: hard state follows) | pad u16
+// record = kind u8 = 1 | flags u8 (bit 0: hard state follows; bit 1:
+//            install marker follows) | pad u16
 //          | count u32 | group u64
 //          | [ term u64 | vote u64 | commit u64 ]
+//          | [ index u64 | term u64 ]      (install marker)
 //          | { term u64 | index u64 | kind u8 | pad [3] | len u32 | data,
 //              zero-padded to 8 }*            (count entries, consecutive)
 // Replay: a record's first entry supersedes whatever the group held at
 // that index and after (Raft's overwrite of a follower's divergent tail).
+// An install marker (index, term) is where the replica installed a
+// leader's snapshot: replay does what the core's log did then
+// (`raft::log::RaftLog::install`): entries that hold (index, term) keep
+// what follows it, any other log is dropped whole (its entries were
+// superseded by the snapshot, though still in the WAL).
 const REC_GROUP: u8 = 1;
+const FLAG_HS: u8 = 1;
+const FLAG_INSTALL: u8 = 2;
 const REC_HEAD_BYTES: usize = 16;
 const HS_BYTES: usize = 24;
+const INSTALL_BYTES: usize = 16;
+/// Bytes of an install marker's record ([`encode_install`]).
+pub const INSTALL_RECORD_BYTES: usize = REC_HEAD_BYTES + INSTALL_BYTES;
 const ENTRY_HEAD_BYTES: usize = 24;
 const _: () = assert!(REC_HEAD_BYTES.is_multiple_of(8) && ENTRY_HEAD_BYTES.is_multiple_of(8));
 
@@ -92,7 +104,7 @@ pub fn encode_record(out: &mut [u8], group: u64, hs: Option<&HardState>, entries
     debug_assert_eq!(out.len(), record_bytes(hs.is_some(), entries));
     debug_assert!(entries.windows(2).all(|w| w[1].index == w[0].index + 1));
     out[0] = REC_GROUP;
-    out[1] = u8::from(hs.is_some());
+    out[1] = if hs.is_some() { FLAG_HS } else { 0 };
     out[2..4].fill(0);
     out[4..8].copy_from_slice(&(entries.len() as u32).to_le_bytes());
     out[8..16].copy_from_slice(&group.to_le_bytes());
@@ -120,6 +132,19 @@ pub fn encode_record(out: &mut [u8], group: u64, hs: Option<&HardState>, entries
         at += padded;
     }
     debug_assert_eq!(at, out.len());
+}
+
+/// Writes the record of an install marker: group `group`'s replica
+/// installed a leader's snapshot through (`index`, `term`) (exactly
+/// [`INSTALL_RECORD_BYTES`] long).
+pub fn encode_install(out: &mut [u8], group: u64, index: Index, term: u64) {
+    debug_assert_eq!(out.len(), INSTALL_RECORD_BYTES);
+    out[0] = REC_GROUP;
+    out[1] = FLAG_INSTALL;
+    out[2..8].fill(0);
+    out[8..16].copy_from_slice(&group.to_le_bytes());
+    out[16..24].copy_from_slice(&index.to_le_bytes());
+    out[24..32].copy_from_slice(&term.to_le_bytes());
 }
 
 /// How many of `entries` the next record holds: as many as fit in
@@ -166,6 +191,9 @@ pub fn split_records(
 pub struct Record {
     pub group: u64,
     pub hs: Option<HardState>,
+    /// An install marker: the leader's snapshot (index, term) the replica
+    /// installed here (see the format above).
+    pub installed: Option<(Index, u64)>,
     pub entries: Vec<Entry>,
 }
 
@@ -181,14 +209,14 @@ pub struct RecordError {
 /// Decodes a record; entry payloads are slices of `b`.
 pub fn decode_record(lsn: u64, b: &Bytes) -> Result<Record, RecordError> {
     let err = |why| RecordError { lsn, why };
-    if b.len() < REC_HEAD_BYTES || b[0] != REC_GROUP || b[1] > 1 {
+    if b.len() < REC_HEAD_BYTES || b[0] != REC_GROUP || b[1] & !(FLAG_HS | FLAG_INSTALL) != 0 {
         return Err(err("bad header"));
     }
     let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
     let count = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
     let group = u64at(8);
     let mut at = REC_HEAD_BYTES;
-    let hs = if b[1] == 1 {
+    let hs = if b[1] & FLAG_HS != 0 {
         if b.len() < at + HS_BYTES {
             return Err(err("truncated hard state"));
         }
@@ -199,6 +227,16 @@ pub fn decode_record(lsn: u64, b: &Bytes) -> Result<Record, RecordError> {
         };
         at += HS_BYTES;
         Some(hs)
+    } else {
+        None
+    };
+    let installed = if b[1] & FLAG_INSTALL != 0 {
+        if b.len() < at + INSTALL_BYTES {
+            return Err(err("truncated install marker"));
+        }
+        let m = (u64at(at), u64at(at + 8));
+        at += INSTALL_BYTES;
+        Some(m)
     } else {
         None
     };
@@ -233,7 +271,12 @@ pub fn decode_record(lsn: u64, b: &Bytes) -> Result<Record, RecordError> {
     if at != b.len() {
         return Err(err("trailing bytes"));
     }
-    Ok(Record { group, hs, entries })
+    Ok(Record {
+        group,
+        hs,
+        installed,
+        entries,
+    })
 }
 
 /// What replay rebuilt for one group.
@@ -259,6 +302,10 @@ pub struct GroupLog {
     /// Index of the last entry written (0: none); a record from `first` on
     /// ends the log where it ends.
     pub last_index: Index,
+    /// A leader's snapshot (index, term) installed and not yet marked in
+    /// the WAL: the next write of the group starts with its install
+    /// marker (`LogStore::append_group`).
+    pub install_pending: Option<(Index, u64)>,
 }
 
 impl GroupLog {
@@ -269,6 +316,9 @@ impl GroupLog {
             self.hs_lsn = lsn;
             self.hs_lsn_durable = lsn;
             self.hs_lsns_in_flight.clear();
+        }
+        if let Some((index, term)) = r.installed {
+            self.replay_install(index, term);
         }
         let (Some(first), Some(last)) = (r.entries.first(), r.entries.last()) else {
             return;
@@ -287,6 +337,26 @@ impl GroupLog {
             self.entries.truncate((first - start) as usize);
         }
         self.entries.extend(r.entries);
+    }
+
+    /// Replays an install marker as the core installed the snapshot
+    /// (`RaftLog::install`): a log holding (`index`, `term`) keeps what
+    /// follows it; any other is dropped whole.
+    fn replay_install(&mut self, index: Index, term: u64) {
+        let start = self.entries.first().map_or(index + 1, |e| e.index);
+        let holds = index >= start
+            && self
+                .entries
+                .get((index - start) as usize)
+                .is_some_and(|e| e.term == term);
+        if holds {
+            self.entries.drain(..=(index - start) as usize);
+            self.release_through(index);
+        } else {
+            self.entries.clear();
+            self.record_lsns.clear();
+            self.last_index = index;
+        }
     }
 
     /// Notes a record written at `lsn` while running (its hard state, the
@@ -429,6 +499,20 @@ pub struct Restart {
     pub entries: Vec<Entry>,
     /// The snapshot's index (0: none).
     pub applied: Index,
+}
+
+/// Opens the WAL in `disk` and replays it ([`Replay`]): the node's start
+/// (`shard/load.rs`) and the simulator's restarts (over `MemDisk`) both
+/// come through here. A record that does not decode is left in
+/// `Replay::error` for the caller to report.
+pub async fn open_wal<D: ringraft_wal::Disk>(
+    disk: D,
+    opts: ringraft_wal::WalOptions,
+) -> Result<(ringraft_wal::Wal<D>, Replay, ringraft_wal::RecoveryReport), ringraft_wal::WalError> {
+    let mut replay = Replay::default();
+    let (wal, report) =
+        ringraft_wal::Wal::open(disk, opts, |lsn, p| replay.on_record(lsn, p)).await?;
+    Ok((wal, replay, report))
 }
 
 /// Replays WAL records into per-group logs and the replica catalog.

@@ -39,6 +39,7 @@ fn records_round_trip_and_damage_is_an_error() {
             Record {
                 group: 9,
                 hs: h,
+                installed: None,
                 entries: es.to_vec()
             }
         );
@@ -101,6 +102,79 @@ fn a_snapshot_the_log_does_not_hold_drops_every_entry() {
     assert_eq!(g.entries.len(), 1);
     g.trim_to_snapshot(5, 3);
     assert_eq!(g.entries.len(), 1, "index 6 follows the snapshot");
+}
+
+fn install(lsn: u64, group: u64, index: u64, term: u64) -> (u64, Record) {
+    let mut b = vec![0u8; INSTALL_RECORD_BYTES];
+    encode_install(&mut b, group, index, term);
+    let b = Bytes::from(b);
+    for cut in 0..b.len() {
+        assert!(decode_record(lsn, &b.slice(..cut)).is_err(), "cut {cut}");
+    }
+    let r = decode_record(lsn, &b).unwrap();
+    assert_eq!(r.installed, Some((index, term)));
+    assert_eq!((r.group, r.hs, r.entries.len()), (group, None, 0));
+    (lsn, r)
+}
+
+fn indexes_terms(g: &GroupLog) -> Vec<(u64, u64)> {
+    g.entries.iter().map(|x| (x.index, x.term)).collect()
+}
+
+/// Found by the simulator once it ran the real WAL (seed 2029, 3 nodes):
+/// a follower held 151..=153 of term 4, installed the leader's snapshot
+/// (151, term 5) and then appended 152 of term 6, acknowledged. The
+/// stale records shared a segment with the new one, so replay saw
+/// 151 (term 4) then 152 (term 6): a log that does not hold the
+/// snapshot's entry, which restart dropped whole, acknowledged 152 with
+/// it. The install marker makes replay drop what the install dropped.
+#[test]
+fn an_install_marker_drops_the_superseded_log_and_keeps_what_follows() {
+    let r = |lsn, es: &[Entry]| (lsn, decode_record(lsn, &rec(1, None, es)).unwrap());
+    let mut g = GroupLog::default();
+    for (l, x) in [
+        r(145, &[e(150, 3, "a")]),
+        r(147, &[e(151, 4, "b")]),
+        r(148, &[e(152, 4, "c")]),
+        r(149, &[e(153, 4, "d")]),
+        install(150, 1, 151, 5),
+        r(151, &[e(152, 6, "e")]),
+    ] {
+        g.apply(l, x);
+    }
+    assert_eq!(indexes_terms(&g), vec![(152, 6)]);
+    assert_eq!(g.record_lsns, BTreeMap::from([(152, 151)]));
+    let restart = g.take_restart(Some((151, 5)));
+    assert_eq!(restart.applied, 151);
+    assert_eq!(
+        restart
+            .entries
+            .iter()
+            .map(|x| (x.index, x.term))
+            .collect::<Vec<_>>(),
+        vec![(152, 6)],
+        "the entry acknowledged after the install survives a restart"
+    );
+
+    // A log that holds the snapshot's entry keeps what follows it, as the
+    // core kept it (`RaftLog::install`).
+    let mut g = GroupLog::default();
+    for (l, x) in [
+        r(1, &[e(1, 1, "a"), e(2, 2, "b"), e(3, 2, "c")]),
+        install(2, 1, 2, 2),
+    ] {
+        g.apply(l, x);
+    }
+    assert_eq!(indexes_terms(&g), vec![(3, 2)]);
+    assert_eq!(g.record_lsns, BTreeMap::from([(1, 1)]), "record 1 holds 3");
+
+    // A marker with nothing after it: the superseded entries are gone.
+    let mut g = GroupLog::default();
+    for (l, x) in [r(1, &[e(1, 1, "a"), e(2, 1, "b")]), install(2, 1, 5, 3)] {
+        g.apply(l, x);
+    }
+    assert!(g.entries.is_empty() && g.record_lsns.is_empty());
+    assert_eq!(g.take_restart(Some((5, 3))).applied, 5);
 }
 
 #[test]

@@ -421,8 +421,23 @@ impl SegmentFile for MemFile {
             return Err(io::Error::from_raw_os_error(5));
         }
         let ino = &mut st.inodes[self.ino];
-        ino.durable = ino.data.clone();
-        ino.unsynced.clear();
+        if ino.unsynced_len.is_some() {
+            // A size change since the last sync: copy the file once.
+            ino.durable = ino.data.clone();
+            ino.unsynced.clear();
+        } else {
+            // The current image is the durable one with the unsynced
+            // writes applied in order: apply them (a sync costs what was
+            // written, not the file's size).
+            for (pos, bytes) in ino.unsynced.drain(..) {
+                apply(&mut ino.durable, pos, &bytes);
+            }
+            debug_assert_eq!(
+                ino.durable.len(),
+                ino.data.len(),
+                "memdisk: images diverged"
+            );
+        }
         ino.unsynced_len = None;
         st.syncs += 1;
         Ok(())

@@ -792,18 +792,26 @@ impl<D: Disk> Wal<D> {
         }
     }
 
+    /// How many segments [`Wal::release_before`] with `lsn` would delete
+    /// now (those all of whose records have LSN < `lsn`, never the active
+    /// one).
+    pub fn releasable_before(&self, lsn: u64) -> usize {
+        let st = self.inner.st.borrow();
+        st.segments.windows(2).take_while(|w| w[1].0 <= lsn).count()
+    }
+
     /// Deletes every segment all of whose records have LSN < `lsn` (the
     /// active segment is never deleted). Returns how many were deleted.
     pub async fn release_before(&self, lsn: u64) -> Result<usize> {
         let victims: Vec<String> = {
-            let mut st = self.inner.st.borrow_mut();
-            if let Some((c, full)) = &st.poison {
+            if let Some((c, full)) = &self.inner.st.borrow().poison {
                 return Err(WalError::Poisoned {
                     cause: c.clone(),
                     disk_full: *full,
                 });
             }
-            let n = st.segments.windows(2).take_while(|w| w[1].0 <= lsn).count();
+            let n = self.releasable_before(lsn);
+            let mut st = self.inner.st.borrow_mut();
             let v = st.segments.drain(..n).map(|(_, n)| n).collect();
             st.stats.segments_removed += n as u64;
             st.stats.segments_live = st.segments.len();
