@@ -404,6 +404,105 @@ fn a_removed_notice_destroys_only_a_replica_whose_membership_is_older() {
     drop(lock);
 }
 
+/// `REMOVED_LEADER_GRACE_ELECTIONS`: a replica removed while it led is
+/// kept once it stops leading until it learns its successor, and no longer
+/// than the grace. Here replica 1 comes to lead group 100 (replica 2 leads,
+/// hands over with TimeoutNow, and votes for it), is told it was removed
+/// (kept: it leads), is deposed by a transfer's vote request of a later
+/// term (no leader known), and is kept until the grace has run from the
+/// first check that saw it deposed, then destroyed. The clock is passed
+/// in (`destroy_removed_at`): nothing waits for the grace.
+#[test]
+fn a_removed_leader_that_never_learns_its_successor_is_destroyed_after_the_grace() {
+    use ringraft::raft::{Body, Message, Role};
+    use ringraft::shard::REMOVED_LEADER_GRACE_ELECTIONS;
+    let (_t, cfg, lock, store) = fresh_store();
+    let sc = cfg.shard(0, &store);
+    run(async move {
+        let mut shard = shard_with_group_100(&cfg, &store).await;
+        let msg = |from: u64, term: u64, body| Message {
+            from,
+            to: 1,
+            term,
+            body,
+        };
+        let info = |shard: &Shard| shard.replicas().into_iter().find(|r| r.group == 100);
+        // Readies out and durable, until `done` holds (10 s at most: the
+        // WAL's writes are real I/O).
+        async fn drive(shard: &mut Shard, done: impl Fn(&Shard) -> bool) {
+            for _ in 0..10_000 {
+                shard.process_readies().await.unwrap();
+                shard.complete_durable();
+                if done(shard) {
+                    return;
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("the shard did not get there");
+        }
+        shard.on_peer_message(
+            100,
+            2,
+            msg(
+                2,
+                1,
+                Body::Heartbeat {
+                    commit: 0,
+                    round: 1,
+                },
+            ),
+        );
+        drive(&mut shard, |s| info(s).is_some_and(|r| r.leader == 2)).await;
+        shard.on_peer_message(100, 2, msg(2, 1, Body::TimeoutNow));
+        drive(&mut shard, |s| {
+            info(s).is_some_and(|r| r.role == Role::Candidate)
+        })
+        .await;
+        shard.on_peer_message(100, 2, msg(2, 2, Body::VoteResp { reject: false }));
+        drive(&mut shard, |s| {
+            info(s).is_some_and(|r| r.role == Role::Leader)
+        })
+        .await;
+        // Removed while leading: kept.
+        shard.on_peer_message(100, 2, msg(2, 2, Body::Removed { conf_index: 5 }));
+        let t0 = std::time::Instant::now();
+        shard.destroy_removed_at(t0).await.unwrap();
+        assert!(info(&shard).is_some(), "destroyed while it led");
+        // Deposed, no successor known.
+        let vote = Body::Vote {
+            last_index: 10,
+            last_term: 2,
+            transfer: true,
+        };
+        shard.on_peer_message(100, 3, msg(3, 3, vote));
+        drive(&mut shard, |s| {
+            info(s).is_some_and(|r| r.role == Role::Follower && r.leader == 0)
+        })
+        .await;
+        let grace = shard.removed_leader_grace();
+        assert_eq!(
+            grace,
+            Duration::from_millis(
+                u64::from(REMOVED_LEADER_GRACE_ELECTIONS)
+                    * 2
+                    * u64::from(sc.raft.election_ticks)
+                    * sc.tick_ms
+            )
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        shard.destroy_removed_at(t1).await.unwrap();
+        shard
+            .destroy_removed_at(t1 + grace - Duration::from_millis(1))
+            .await
+            .unwrap();
+        assert!(info(&shard).is_some(), "destroyed before the grace ran out");
+        shard.destroy_removed_at(t1 + grace).await.unwrap();
+        assert!(info(&shard).is_none(), "kept past the grace");
+        assert_eq!(groups(&shard), vec![0, 1]);
+    });
+    drop(lock);
+}
+
 /// Replica ids are the group's own and never reused (`raft::conf`): node
 /// 1's replica 1 of group 100 was removed and node 1 added again as
 /// replica 4. Messages for replica 1 no longer reach replica 4 and the

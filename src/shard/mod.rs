@@ -33,7 +33,10 @@ mod snapshots;
 use load::{build_replica, load, Loaded};
 use snapshots::snap_err_is_disk_full;
 
-pub use replicas::{creates_replica, ReplicaApiError, ReplicaInfo, REPLICAS_CREATED_PER_TURN_MAX};
+pub use replicas::{
+    creates_replica, ReplicaApiError, ReplicaInfo, REMOVED_LEADER_GRACE_ELECTIONS,
+    REPLICAS_CREATED_PER_TURN_MAX,
+};
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -648,11 +651,14 @@ impl Shard {
         rest: crate::group::ReadyRest,
     ) -> Result<(), ShardError> {
         let mut lsn = self.inflight.back().map_or(0, |f| f.lsn);
-        let marker = hosted(&mut self.replicas, gid)
-            .lsns
-            .install_pending
-            .is_some();
-        if (io.has_records() || marker) && !self.disk_full {
+        // An install marker goes out even with nothing else to write (the
+        // map lookup only then: a Ready with records carries it anyway).
+        let writes = io.has_records()
+            || hosted(&mut self.replicas, gid)
+                .lsns
+                .install_pending
+                .is_some();
+        if writes && !self.disk_full {
             match self.write_group(gid, io.hard_state, &io.entries).await {
                 Ok(l) => lsn = l,
                 Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {

@@ -355,14 +355,27 @@ impl Shard {
         if self.removed.is_empty() {
             return Ok(()); // every turn: nothing to read, not even the clock
         }
-        let mut kept = Vec::new();
-        let now = std::time::Instant::now();
-        let grace = std::time::Duration::from_millis(
+        self.destroy_removed_at(std::time::Instant::now()).await
+    }
+
+    /// How long a removed replica that led is kept, once it no longer
+    /// leads, waiting to learn its successor:
+    /// [`REMOVED_LEADER_GRACE_ELECTIONS`] of the longest election timeout
+    /// (twice `election_ticks` × `tick_ms`).
+    pub fn removed_leader_grace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(
             REMOVED_LEADER_GRACE_ELECTIONS as u64
                 * 2
                 * u64::from(self.cfg.raft.election_ticks)
                 * self.cfg.tick_ms,
-        );
+        )
+    }
+
+    /// [`Shard::destroy_removed`] with the clock read at `now` (tests
+    /// drive the grace without waiting for it).
+    pub async fn destroy_removed_at(&mut self, now: std::time::Instant) -> Result<(), ShardError> {
+        let mut kept = Vec::new();
+        let grace = self.removed_leader_grace();
         for group in std::mem::take(&mut self.removed) {
             let Some(r) = self.replicas.get(&group) else {
                 self.handing_over.remove(&group);

@@ -161,18 +161,31 @@ impl SimNode {
     }
 
     /// Submits the records of one Ready, as the shard writes them
-    /// (`LogStore::try_append_group`, each noted in the replica's
-    /// `GroupLog`): the LSN of the last (0: nothing to write).
+    /// (`LogStore::append_group`, each noted in the replica's `GroupLog`,
+    /// an install marker first if one is pending): the LSN of the last (0:
+    /// nothing to write). Polled once, without running the executor: it
+    /// completes unless the WAL's queue is full, which the simulator's
+    /// settings never let happen (the run fails if it does).
     pub(super) fn submit(
         &mut self,
         hs: Option<HardState>,
         entries: &[Entry],
     ) -> Result<u64, String> {
+        use futures_lite::future::{block_on as poll, poll_once};
         let rep = self.rep.as_mut().expect("up");
         let log = self.log.as_ref().expect("up");
-        log.try_append_group(SIM_GROUP, hs, entries, &mut rep.lsns)
-            .map(|(lsn, _)| lsn)
-            .map_err(|e| format!("sim WAL: submit failed: {e}"))
+        match poll(poll_once(log.append_group(
+            SIM_GROUP,
+            hs,
+            entries,
+            &mut rep.lsns,
+        ))) {
+            Some(Ok((lsn, _))) => Ok(lsn),
+            Some(Err(e)) => Err(format!("sim WAL: submit failed: {e}")),
+            None => {
+                Err("sim WAL: the queue is full (queue_bytes_max too small for the run)".into())
+            }
+        }
     }
 }
 

@@ -24,7 +24,8 @@ use ringraft_wal::{Disk, Wal, WalError};
 
 use super::catalog::{self, Catalog, CatalogOp};
 use super::{
-    encode_install, encode_record, record_bytes, split_records, GroupLog, INSTALL_RECORD_BYTES,
+    encode_install, encode_record, entries_in_next_record, record_bytes, GroupLog,
+    INSTALL_RECORD_BYTES,
 };
 use crate::raft::{Entry, HardState};
 
@@ -84,52 +85,46 @@ impl<D: Disk> LogStore<D> {
     pub async fn append_group(
         &self,
         group: u64,
-        hs: Option<HardState>,
-        entries: &[Entry],
+        mut hs: Option<HardState>,
+        mut entries: &[Entry],
         log: &mut GroupLog,
     ) -> Result<(u64, u64), WalError> {
         let (mut lsn, mut records) = (0, 0);
-        if let Some((index, term)) = log.install_pending {
-            lsn = loop {
-                match self.try_submit_install(group, index, term) {
-                    Err(WalError::QueueFull { .. }) => self.wait_for_space().await?,
-                    r => break r?,
-                }
-            };
-            log.install_pending = None;
-            records += 1;
+        loop {
+            match self.try_append_next(group, &mut hs, &mut entries, log) {
+                Ok(Some(l)) => (lsn, records) = (l, records + 1),
+                Ok(None) => return Ok((lsn, records)),
+                Err(WalError::QueueFull { .. }) => self.wait_for_space().await?,
+                Err(e) => return Err(e),
+            }
         }
-        for (hs, chunk) in split_records(hs, entries, self.record_bytes_max) {
-            lsn = self.submit(group, hs.as_ref(), chunk).await?;
-            log.note_record(lsn, hs, chunk);
-            records += 1;
-        }
-        Ok((lsn, records))
     }
 
-    /// [`LogStore::append_group`] without waiting, for a caller that
-    /// drives the WAL's writer itself (the simulator): a full queue fails
-    /// with `WalError::QueueFull`, the records before it submitted and
-    /// noted in `log`.
-    pub fn try_append_group(
+    /// Submits the next record of a group's write: its pending install
+    /// marker, else the hard state `hs` (taken) with as many of `entries`
+    /// as fit (`entries_in_next_record`; consumed), noted in `log`. The
+    /// LSN; None when nothing is left. A full queue changes nothing.
+    fn try_append_next(
         &self,
         group: u64,
-        hs: Option<HardState>,
-        entries: &[Entry],
+        hs: &mut Option<HardState>,
+        entries: &mut &[Entry],
         log: &mut GroupLog,
-    ) -> Result<(u64, u64), WalError> {
-        let (mut lsn, mut records) = (0, 0);
+    ) -> Result<Option<u64>, WalError> {
         if let Some((index, term)) = log.install_pending {
-            lsn = self.try_submit_install(group, index, term)?;
+            let lsn = self.try_submit_install(group, index, term)?;
             log.install_pending = None;
-            records += 1;
+            return Ok(Some(lsn));
         }
-        for (hs, chunk) in split_records(hs, entries, self.record_bytes_max) {
-            lsn = self.try_submit(group, hs.as_ref(), chunk)?;
-            log.note_record(lsn, hs, chunk);
-            records += 1;
+        if hs.is_none() && entries.is_empty() {
+            return Ok(None);
         }
-        Ok((lsn, records))
+        let n = entries_in_next_record(hs.is_some(), entries, self.record_bytes_max);
+        let (chunk, rest) = entries.split_at(n);
+        let lsn = self.try_submit(group, hs.as_ref(), chunk)?;
+        log.note_record(lsn, hs.take(), chunk);
+        *entries = rest;
+        Ok(Some(lsn))
     }
 
     fn try_submit(

@@ -339,18 +339,19 @@ impl GroupLog {
         self.entries.extend(r.entries);
     }
 
+    /// Where `entries` holds the entry (`index`, `term`), if it does.
+    fn position_of(&self, index: Index, term: u64) -> Option<usize> {
+        let start = self.entries.first()?.index;
+        let at = usize::try_from(index.checked_sub(start)?).ok()?;
+        self.entries.get(at).filter(|e| e.term == term).map(|_| at)
+    }
+
     /// Replays an install marker as the core installed the snapshot
     /// (`RaftLog::install`): a log holding (`index`, `term`) keeps what
     /// follows it; any other is dropped whole.
     fn replay_install(&mut self, index: Index, term: u64) {
-        let start = self.entries.first().map_or(index + 1, |e| e.index);
-        let holds = index >= start
-            && self
-                .entries
-                .get((index - start) as usize)
-                .is_some_and(|e| e.term == term);
-        if holds {
-            self.entries.drain(..=(index - start) as usize);
+        if let Some(at) = self.position_of(index, term) {
+            self.entries.drain(..=at);
             self.release_through(index);
         } else {
             self.entries.clear();
@@ -454,13 +455,8 @@ impl GroupLog {
     /// entries kept.
     pub fn trim_to_snapshot(&mut self, index: Index, term: u64) {
         let start = self.entries.first().map_or(index + 1, |e| e.index);
-        let holds = index >= start
-            && self
-                .entries
-                .get((index - start) as usize)
-                .is_some_and(|e| e.term == term);
-        if holds {
-            self.entries.drain(..=(index - start) as usize);
+        if let Some(at) = self.position_of(index, term) {
+            self.entries.drain(..=at);
         } else if start <= index || start > index + 1 {
             self.entries.clear();
         }

@@ -426,3 +426,55 @@ fn the_log_store_rewrites_many_hard_states_with_one_sync() {
             }
         });
 }
+
+/// `LogStore::append_group` past the WAL's `queue_bytes_max`: a write of
+/// many records waits for space (the oldest writes landing) and goes on
+/// where it stopped; the install marker pending goes first; replay finds
+/// every entry once, in order, after the marker.
+#[test]
+fn the_log_store_waits_for_queue_space_mid_write_and_loses_no_record() {
+    use crate::storage::{open_wal, Catalog, LogStore};
+    use ringraft_wal::{MemDisk, WalOptions};
+    glommio::LocalExecutorBuilder::default()
+        .make()
+        .expect("executor")
+        .run(async {
+            let disk = MemDisk::new();
+            let opts = WalOptions {
+                segment_bytes: 64 << 10,
+                record_bytes_max: 1024,
+                batch_bytes_max: 8192,
+                write_chunk_bytes: 4096,
+                queue_bytes_max: 8192,
+                ..WalOptions::default()
+            };
+            let (wal, _, _) = open_wal(disk.clone(), opts.clone()).await.unwrap();
+            let store = LogStore::new(wal, Catalog::default(), 1024);
+            let payload = "x".repeat(900);
+            let entries: Vec<Entry> = (1..=60).map(|i| e(i, 2, &payload)).collect();
+            let mut log = GroupLog {
+                install_pending: Some((0, 1)),
+                ..GroupLog::default()
+            };
+            let (lsn, records) = store
+                .append_group(7, Some(hs(3)), &entries, &mut log)
+                .await
+                .unwrap();
+            assert_eq!(records, 61, "the marker, then one entry per record");
+            assert!(log.install_pending.is_none());
+            assert_eq!(log.record_lsns.len(), 60);
+            store.wal().wait_durable(lsn).await.unwrap();
+            assert!(
+                store.wal().stats().syncs > 5,
+                "60 KB through an 8 KB queue waited for space several times"
+            );
+            drop(store);
+            let (_, replay, _) = open_wal(disk, opts).await.unwrap();
+            let g = &replay.groups[&7];
+            assert_eq!(g.hs, hs(3));
+            assert_eq!(
+                g.entries.iter().map(|x| x.index).collect::<Vec<_>>(),
+                (1..=60).collect::<Vec<_>>()
+            );
+        });
+}
