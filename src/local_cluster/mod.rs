@@ -434,7 +434,12 @@ impl LocalCluster {
                         if leaders.len() == groups as usize && leaders.iter().all(|&l| l != 0) {
                             return Ok(leaders);
                         }
-                        last = format!("leaders so far: {leaders:?}");
+                        let led = leaders.iter().filter(|&&l| l != 0).count();
+                        last = if leaders.len() <= 16 {
+                            format!("leaders so far: {leaders:?}")
+                        } else {
+                            format!("{led} of {groups} groups have a leader")
+                        };
                     }
                     Ok(c) => last = format!("reached {} of {} nodes", c.nodes().len(), addrs.len()),
                     Err(e) => last = e.to_string(),

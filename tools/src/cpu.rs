@@ -23,6 +23,20 @@ pub fn parse_process_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Resident memory of process `pid` now, in bytes (`VmRSS` of
+/// `/proc/PID/status`).
+pub fn process_rss_bytes(pid: u32) -> Option<u64> {
+    parse_rss_bytes(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+}
+
+/// `VmRSS` (in kB in the file) of a `/proc/PID/status` text, in bytes.
+pub fn parse_rss_bytes(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut f = line["VmRSS:".len()..].split_whitespace();
+    let kb: u64 = f.next()?.parse().ok()?;
+    (f.next() == Some("kB")).then_some(kb * 1024)
+}
+
 /// The whole machine's CPU counters so far, from `/proc/stat`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MachineTicks {
@@ -205,6 +219,14 @@ mod tests {
         assert_eq!(parse_process_ticks(line), Some(325));
         assert_eq!(parse_process_ticks("4242 (short) S 1"), None);
         assert_eq!(parse_process_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn resident_memory_is_read_from_vmrss_in_kb() {
+        let status = "Name:\tringraft\nVmPeak:\t  900 kB\nVmRSS:\t   16384 kB\nThreads:\t4\n";
+        assert_eq!(parse_rss_bytes(status), Some(16 << 20));
+        assert_eq!(parse_rss_bytes("VmRSS:\t12 MB\n"), None, "unit not kB");
+        assert_eq!(parse_rss_bytes("Name:\tx\n"), None);
     }
 
     #[test]
