@@ -18,6 +18,11 @@ pub struct ShardStats {
     /// Replicas looked at for a Ready (the work set's size, summed over
     /// turns): what a turn costs, whatever the shard hosts.
     pub ready_checks: u64,
+    /// Replicas ticked (the awake set's size, summed over ticks): with
+    /// every group quiesced, it stops growing (`shard::work`).
+    pub replicas_ticked: u64,
+    /// Elections started at ticks (at most `campaigns_per_tick_max` per tick).
+    pub campaigns: u64,
     pub wal_records: u64,
     pub proposals: u64,
     pub applied: u64,
@@ -234,7 +239,7 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 35] = [
+    let counters: [Family<ShardMetrics>; 39] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -259,6 +264,16 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             "ringraft_ready_checks_total",
             "replicas looked at for a Ready (the turns' work sets)",
             |s| s.stats.ready_checks,
+        ),
+        (
+            "ringraft_replicas_ticked_total",
+            "replicas ticked (quiesced replicas are not)",
+            |s| s.stats.replicas_ticked,
+        ),
+        (
+            "ringraft_campaigns_total",
+            "elections started at ticks (campaigns_per_tick_max per tick at most)",
+            |s| s.stats.campaigns,
         ),
         ("ringraft_turns_total", "shard loop turns", |s| {
             s.stats.turns
@@ -364,6 +379,14 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
         ("ringraft_peer_disconnects_total", "peer links lost", |s| {
             s.transport.disconnects
         }),
+        ("ringraft_peer_pings_total", "pings sent on idle peer links", |s| {
+            s.transport.pings_sent
+        }),
+        (
+            "ringraft_peers_silent_total",
+            "peers reported unreachable for their silence (peer_silence_ms)",
+            |s| s.transport.peers_silent,
+        ),
         (
             "ringraft_peer_conns_rejected_total",
             "peer connections closed for bad input",

@@ -59,6 +59,15 @@ pub struct NodeSettings {
     /// Heartbeat interval in ticks. Default 2.
     #[arg(long)]
     pub heartbeat_ticks: Option<u32>,
+    /// Quiescence: an idle group's leader and followers stop ticking and
+    /// heartbeating until a message, a request or an unreachable leader
+    /// wakes them (issue #16; `raft::RaftConfig::quiesce`). Default true.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub quiesce: Option<bool>,
+    /// Elections a shard starts per tick at most; the others wait for the
+    /// next ticks (`ShardConfig::campaigns_per_tick_max`). Default 64.
+    #[arg(long)]
+    pub campaigns_per_tick_max: Option<u64>,
     /// `linearizable` (ReadIndex only) or `lease` (leaders may serve reads
     /// that ask for it from their lease). Default linearizable.
     #[arg(long)]
@@ -166,6 +175,8 @@ impl NodeSettings {
             tick_ms,
             election_ticks,
             heartbeat_ticks,
+            quiesce,
+            campaigns_per_tick_max,
             read_mode,
             key_bytes_max,
             value_bytes_max,
@@ -421,6 +432,7 @@ impl NodeSettings {
         let mut raft = RaftConfig::new(id, voters.clone());
         raft.election_ticks = self.election_ticks.unwrap_or(10);
         raft.heartbeat_ticks = self.heartbeat_ticks.unwrap_or(2);
+        raft.quiesce = self.quiesce.unwrap_or(true);
         raft.lease_reads = lease_reads;
         raft.compact_keep_entries = self.compact_keep_entries.unwrap_or(1000);
         raft.seed = id.wrapping_mul(0x2545_F491_4F6C_DD1D);
@@ -508,6 +520,16 @@ impl NodeSettings {
         if request_timeout_ms == 0 {
             return Err(invalid("request-timeout-ms", 0, "must be positive"));
         }
+        let campaigns_per_tick_max = self
+            .campaigns_per_tick_max
+            .unwrap_or(CAMPAIGNS_PER_TICK_MAX_DEFAULT);
+        if campaigns_per_tick_max == 0 {
+            return Err(invalid(
+                "campaigns-per-tick-max",
+                0,
+                "must be at least 1 (no group could ever elect a leader)",
+            ));
+        }
         let shard_template = ShardConfig {
             cluster: self.cluster_id.unwrap_or(1),
             node: id,
@@ -531,6 +553,7 @@ impl NodeSettings {
             transport,
             scan_limit_max,
             fault_injection: self.fault_injection.unwrap_or(false),
+            campaigns_per_tick_max,
             client_addr: if lc.ip().is_unspecified() {
                 String::new()
             } else {
@@ -647,10 +670,23 @@ pub struct ShardConfig {
     pub scan_limit_max: u32,
     /// Serve `Op::Isolate` (tests and drills only).
     pub fault_injection: bool,
+    /// Elections a shard starts per tick at most; replicas whose timers
+    /// ran out beyond it campaign at the next ticks (`RawNode::tick_with`),
+    /// starting where the last tick's budget ran out. Thousands of groups
+    /// whose timers run out together (a start, a dead node's leaders)
+    /// would otherwise flood the node with votes faster than it answers
+    /// them, and each late answer starts another election (10,000 groups
+    /// per node never elected, issue #16). Default
+    /// [`CAMPAIGNS_PER_TICK_MAX_DEFAULT`].
+    pub campaigns_per_tick_max: u64,
     /// This node's client address (shard 0), as the cluster map tells
     /// clients; empty when it listens on an unspecified address.
     pub client_addr: String,
 }
+
+/// Default of [`ShardConfig::campaigns_per_tick_max`]: 10,000 groups
+/// campaign within about 160 ticks of a start.
+pub const CAMPAIGNS_PER_TICK_MAX_DEFAULT: u64 = 64;
 
 #[cfg(test)]
 mod tests;

@@ -298,6 +298,15 @@ impl Replica {
             .accept(self.raft.conf(), self.replica, from_node, m)
     }
 
+    /// Whether any client request waits on this replica (it keeps the
+    /// replica ticking, for its deadline, even when its core is quiesced).
+    pub fn has_waiters(&self) -> bool {
+        !self.proposals.is_empty()
+            || !self.reads_new.is_empty()
+            || !self.reads_ready.is_empty()
+            || self.reads_asked.values().any(|v| !v.is_empty())
+    }
+
     /// Removes every request whose deadline is at or before `now`, pushing
     /// (connection, request id) of each to `late`.
     pub fn expire(&mut self, now: Instant, late: &mut Vec<(ClientConnId, u64)>) {

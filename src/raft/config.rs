@@ -64,6 +64,20 @@ pub struct RaftConfig {
     pub lease_drift_ticks: u32,
     /// Seed of the node's RNG (election timeouts). The node mixes in its id.
     pub seed: u64,
+    /// Quiescence (CockroachDB's, TiKV's hibernate regions): an idle leader
+    /// whose followers hold its whole log stops ticking and heartbeating,
+    /// and so do its followers, until a message, a proposal, a read or an
+    /// unreachable leader wakes them (`RawNode::quiesced` has the rules).
+    /// Default off in the core; the node turns it on (`--quiesce`).
+    pub quiesce: bool,
+    /// This replica campaigns at its first tick if its group is new (term
+    /// 0), instead of after an election timeout. The host sets it on one
+    /// replica per new group. Thousands of groups created at once that all
+    /// wait out their timeouts campaign together, overload their nodes and
+    /// split their votes: 10,000 groups per node elected no leader in
+    /// 120 s (issue #16). CockroachDB's new ranges campaign eagerly on
+    /// one replica alike. Default off.
+    pub campaign_first: bool,
 }
 
 impl RaftConfig {
@@ -89,6 +103,8 @@ impl RaftConfig {
             lease_reads: false,
             lease_drift_ticks: 2,
             seed: 0,
+            quiesce: false,
+            campaign_first: false,
         }
     }
 

@@ -110,6 +110,9 @@ pub struct Progress {
     /// (not even its first membership), so it is seeded with a snapshot
     /// before it gets any entry.
     pub seed: bool,
+    /// Reported unreachable (`RawNode::report_unreachable`) and not heard
+    /// from since: the leader may quiesce while it is behind.
+    pub unreachable: bool,
 }
 
 impl Progress {
@@ -129,6 +132,7 @@ impl Progress {
             snap_sent: 0,
             snap_crc: 0,
             seed: false,
+            unreachable: false,
         }
     }
 

@@ -198,6 +198,15 @@ pub enum Body {
     Removed {
         conf_index: Index,
     },
+    /// The leader of `term` stops ticking and heartbeating: its log ends at
+    /// `commit`, committed, applied, and held by this follower (its match).
+    /// A follower whose own log ends there, durable, stops ticking too
+    /// (`RawNode::quiesced`); any other message, a proposal, a read or its
+    /// leader's node reported unreachable wakes it. CockroachDB's
+    /// quiescence (`MsgHeartbeat` with `Quiesce`), TiKV's hibernate regions.
+    Quiesce {
+        commit: Index,
+    },
 }
 
 /// The role of a node in its group.

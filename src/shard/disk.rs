@@ -40,7 +40,7 @@ impl Shard {
                 .filter(|&p| p != me)
                 .max_by_key(|&p| g.raft.progress(p).map_or(0, |pr| pr.match_));
             if let Some(to) = best {
-                self.active.insert(g.id);
+                self.work.mark(g.id);
                 match g.raft.transfer_leader(to) {
                     Ok(()) => tracing::info!(
                         shard = self.cfg.shard,
@@ -90,7 +90,7 @@ impl Shard {
             replayed,
         } = loaded;
         self.replicas = replicas;
-        self.active.clear();
+        self.work.active.clear();
         self.mark_all();
         self.store = LogStore::new(wal, catalog, self.cfg.wal.record_bytes_max);
         self.inflight.clear();

@@ -125,6 +125,10 @@ pub(super) fn build_replica(
     rc.id = d.replica;
     rc.voters = d.voters.clone();
     rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // One voter of a new group campaigns at once, spread over the voters
+    // by group id (`RaftConfig::campaign_first`).
+    rc.campaign_first =
+        !d.voters.is_empty() && d.voters[(g % d.voters.len() as u64) as usize] == d.replica;
     let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
     Replica::recover(g, rc, restart, log, snap, cfg.kv.clone()).map_err(|e| group_err(e.0))
 }

@@ -29,6 +29,7 @@ mod load;
 mod replicas;
 mod requests;
 mod snapshots;
+mod work;
 
 use load::{build_replica, load, Loaded};
 use snapshots::snap_err_is_disk_full;
@@ -39,7 +40,7 @@ pub use replicas::{
 };
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -134,13 +135,9 @@ pub struct Shard {
     store: LogStore<DmaDisk>,
     /// Scratch: ids of the replicas with a Ready this turn.
     ready_ids: Vec<GroupId>,
-    /// The work set: replicas given something since their last Ready (a
-    /// message, a request, a tick, a durable write, an install done).
-    /// Only these are looked at for a Ready, so a turn costs what it does,
-    /// not what the shard hosts (but for ticks, until quiescence, #16).
-    /// Invariant (debug-asserted each turn): a hosted replica with a Ready
-    /// is in it or parked in `installing`.
-    active: BTreeSet<GroupId>,
+    /// The work set: replicas to look at for a Ready this turn, and
+    /// replicas that tick (`work.rs`).
+    work: work::WorkSet,
     /// Replicas that queued reads this turn (`start_reads` asks each one
     /// read index).
     reads_queued: Vec<GroupId>,
@@ -246,7 +243,7 @@ impl Shard {
             replicas,
             store: LogStore::new(wal, catalog, cfg.wal.record_bytes_max),
             ready_ids: Vec::new(),
-            active: BTreeSet::new(),
+            work: work::WorkSet::default(),
             reads_queued: Vec::new(),
             answers: Vec::new(),
             removed: Vec::new(),
@@ -333,12 +330,12 @@ impl Shard {
             ticks.take();
             let due = clock.due(now_us());
             if due > 0 {
-                for r in self.replicas.values_mut() {
-                    for _ in 0..due {
-                        r.raft.tick();
-                    }
-                }
-                self.mark_all();
+                // Quiesced replicas are not ticked (`work.rs`).
+                let (ticked, campaigns) =
+                    self.work
+                        .tick(&mut self.replicas, due, self.cfg.campaigns_per_tick_max);
+                self.stats.replicas_ticked += ticked as u64;
+                self.stats.campaigns += campaigns;
                 self.expire_requests(Instant::now());
                 let before = tick_count;
                 tick_count += due;
@@ -379,7 +376,7 @@ impl Shard {
                 for (&g, r) in self.replicas.iter_mut() {
                     if let Some(peer) = r.raft.conf().replica_on(node) {
                         r.raft.report_unreachable(peer);
-                        self.active.insert(g);
+                        self.work.mark(g);
                     }
                 }
             }
@@ -565,18 +562,18 @@ impl Shard {
         let shard = self.cfg.shard;
         let mut ids = std::mem::take(&mut self.ready_ids);
         ids.clear();
-        self.stats.ready_checks += self.active.len() as u64;
+        self.stats.ready_checks += self.work.active.len() as u64;
         let (replicas, installing) = (&self.replicas, &self.installing);
-        ids.extend(self.active.iter().copied().filter(|g| {
+        ids.extend(self.work.active.iter().copied().filter(|g| {
             !installing.contains_key(g) && replicas.get(g).is_some_and(|r| r.raft.has_ready())
         }));
         // Looked at: out of the set until given work again, or still with
         // a Ready after this one (below).
-        self.active.clear();
+        self.work.active.clear();
         let result = self.process_ready_ids(shard, &ids).await;
         for &g in &ids {
             if self.replicas.get(&g).is_some_and(|r| r.raft.has_ready()) {
-                self.active.insert(g);
+                self.work.mark(g);
             }
         }
         self.ready_ids = ids;
@@ -585,28 +582,30 @@ impl Shard {
 
     /// Marks group `g` as given work this turn (see `active`).
     pub(super) fn mark(&mut self, g: GroupId) {
-        self.active.insert(g);
+        self.work.mark(g);
     }
 
-    /// Marks every hosted replica (ticks, a rebuild, a start).
+    /// Marks every hosted replica (a rebuild, a start).
     pub(super) fn mark_all(&mut self) {
-        self.active.extend(self.replicas.keys().copied());
+        for &g in self.replicas.keys() {
+            self.work.mark(g);
+        }
     }
 
     /// Keeps in the work set only the replicas that have a Ready to take
     /// (not parked); whether any is left.
     fn retain_active(&mut self) -> bool {
         let (replicas, installing) = (&self.replicas, &self.installing);
-        self.active.retain(|g| {
+        self.work.active.retain(|g| {
             !installing.contains_key(g) && replicas.get(g).is_some_and(|r| r.raft.has_ready())
         });
         debug_assert!(
             self.replicas.iter().all(|(g, r)| !r.raft.has_ready()
-                || self.active.contains(g)
+                || self.work.active.contains(g)
                 || self.installing.contains_key(g)),
             "a replica with a Ready is outside the work set"
         );
-        !self.active.is_empty()
+        !self.work.active.is_empty()
     }
 
     async fn process_ready_ids(&mut self, shard: u32, ids: &[GroupId]) -> Result<(), ShardError> {
@@ -746,15 +745,18 @@ impl Shard {
             }
             r.raft.on_persisted(f.token);
             r.lsns.note_durable(durable);
-            self.active.insert(f.group);
+            self.work.mark(f.group);
         }
     }
 
-    /// Answers requests past their deadline with `Timeout`.
+    /// Answers requests past their deadline with `Timeout`. Only awake
+    /// replicas can have waiters (`work::WorkSet::awake`).
     fn expire_requests(&mut self, now: Instant) {
         let mut late = Vec::new();
-        for r in self.replicas.values_mut() {
-            r.expire(now, &mut late);
+        for g in &self.work.awake {
+            if let Some(r) = self.replicas.get_mut(g) {
+                r.expire(now, &mut late);
+            }
         }
         self.stats.errors_timeout += late.len() as u64;
         for (conn, id) in late {

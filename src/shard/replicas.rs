@@ -219,7 +219,7 @@ impl Shard {
                 _ => {}
             }
             r.raft.step(m);
-            self.active.insert(g);
+            self.work.mark(g);
             return;
         }
         self.stats.msgs_unknown_group += 1;
@@ -297,7 +297,7 @@ impl Shard {
             voters = ?replica.raft.conf().voters,
             "replica created"
         );
-        self.active.insert(replica.id);
+        self.work.mark(replica.id);
         self.replicas.insert(replica.id, replica);
         self.debug_check_catalog();
         Ok(())
@@ -430,7 +430,7 @@ impl Shard {
             }
         }
         // Kept leaders hand their leadership over (the core's transfer).
-        self.active.extend(kept.iter().copied());
+        self.work.active.extend(kept.iter().copied());
         self.removed.extend(kept);
         Ok(())
     }

@@ -36,7 +36,7 @@ impl Shard {
         if g.raft.compact(applied, g.kv.snapshot()).is_err() {
             return;
         }
-        self.active.insert(gid);
+        self.work.mark(gid);
         let snap = g.raft.snapshot().cloned().expect("just compacted");
         g.snap_writing = true;
         g.bytes_since_snapshot = 0;

@@ -19,7 +19,7 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::sync::WaitList;
 use super::{FrameReader, RecvError, Shared};
 use crate::raft::{Message, NodeId};
-use crate::wire::{decode_raft, encode_raft, KIND_RAFT};
+use crate::wire::{decode_raft, encode_raft, KIND_PING, KIND_RAFT};
 
 /// Messages waiting to go back on one inbound connection.
 #[derive(Default)]
@@ -98,7 +98,12 @@ pub(super) async fn deliver<R: AsyncRead + Unpin>(
             return Ok(());
         }
         let mut got = 0u64;
+        let mut frames = 0u64;
         while let Some((kind, payload)) = reader.next_buffered()? {
+            frames += 1;
+            if kind == KIND_PING {
+                continue;
+            }
             got += 1;
             if kind != KIND_RAFT {
                 return Err(RecvError::Unexpected {
@@ -111,6 +116,9 @@ pub(super) async fn deliver<R: AsyncRead + Unpin>(
                 continue; // fault injection: as if lost
             }
             shared.inbox.borrow_mut().push((group, node, m));
+        }
+        if frames > 0 {
+            shared.note_heard(node);
         }
         if got > 0 {
             shared.stats.bump(|s| s.msgs_received += got);

@@ -37,6 +37,11 @@ struct LinkState {
     pending_msgs: u64,
     up: bool,
     closed: bool,
+    /// The writer wrote since the last ping round (`ping_if_idle`).
+    wrote: bool,
+    /// The connection's read side ended (the peer closed it, or it
+    /// failed): the writer drops it and redials.
+    broken: bool,
 }
 
 pub(crate) struct Link {
@@ -63,6 +68,8 @@ impl Link {
                 pending_msgs: 0,
                 up: false,
                 closed: false,
+                wrote: false,
+                broken: false,
             }),
             ready: WaitList::default(),
             up: WaitList::default(),
@@ -87,6 +94,19 @@ impl Link {
             self.ready.wake_all();
         }
         true
+    }
+
+    /// Queues a ping if the link is up and wrote nothing since the last
+    /// call (`TransportConfig::peer_ping_ms`).
+    pub(crate) fn ping_if_idle(&self) {
+        let mut st = self.st.borrow_mut();
+        let idle = st.up && !st.closed && !st.wrote && st.pending.is_empty();
+        st.wrote = false;
+        if idle {
+            crate::wire::encode_ping(&mut st.pending);
+            self.shared.stats.bump(|s| s.pings_sent += 1);
+            self.ready.wake_all();
+        }
     }
 
     pub(crate) fn close(&self) {
@@ -219,7 +239,7 @@ async fn run(l: Rc<Link>) {
                 // read while the link is up, cancelled (dropped) with it.
                 let (mut rd, mut stream) = futures_lite::io::split(stream);
                 let _back = {
-                    let (shared, node) = (l.shared.clone(), l.node);
+                    let (shared, node, link) = (l.shared.clone(), l.node, l.clone());
                     glommio::spawn_local(async move {
                         let mut reader =
                             FrameReader::new(BACK_RECV_BUFFER_BYTES, shared.cfg.frame_bytes_max);
@@ -231,23 +251,43 @@ async fn run(l: Rc<Link>) {
                                 "ignoring what comes back on the link: {e}"
                             );
                         }
+                        // The read side ended: a killed peer's kernel closed
+                        // it. Nothing may be written for a long time (idle
+                        // groups quiesce), so the writer is told now.
+                        link.st.borrow_mut().broken = true;
+                        link.ready.wake_all();
                     })
                 };
                 l.shared.stats.bump(|s| s.connects += 1);
-                l.st.borrow_mut().up = true;
+                {
+                    let mut st = l.st.borrow_mut();
+                    st.up = true;
+                    st.broken = false;
+                }
                 l.up.wake_all();
                 backoff_ms = cfg.reconnect_backoff_ms_min;
                 failures = 0;
                 last_error.clear();
                 let (err, lost) = loop {
                     l.ready
-                        .wait_until(|| !l.st.borrow().pending.is_empty() || l.closed())
+                        .wait_until(|| {
+                            let st = l.st.borrow();
+                            !st.pending.is_empty() || st.broken || l.closed()
+                        })
                         .await;
                     if l.closed() {
                         break (None, 0);
                     }
+                    if l.st.borrow().broken {
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "the peer closed the connection",
+                        );
+                        break (Some(e), 0);
+                    }
                     let msgs = {
                         let mut st = l.st.borrow_mut();
+                        st.wrote = true;
                         std::mem::swap(&mut st.pending, &mut writing);
                         std::mem::take(&mut st.pending_msgs)
                     };

@@ -93,6 +93,16 @@ pub struct TransportConfig {
     /// A client connection with no request in flight and nothing received
     /// for this long is closed (0: never).
     pub client_idle_timeout_ms: u64,
+    /// A link that wrote nothing for this long sends a ping frame
+    /// ([`crate::wire::KIND_PING`]): idle groups send nothing (they
+    /// quiesce), and the peer must still tell idle from gone.
+    pub peer_ping_ms: u64,
+    /// A peer heard from before (any frame, pings included) and silent for
+    /// this long is reported unreachable once ([`Transport::take_unreachable`]),
+    /// until heard again: quiesced followers of a leader on a hung or
+    /// cut-off node wake and elect another. A killed node is noticed at
+    /// once (its connections close). At least twice `peer_ping_ms`.
+    pub peer_silence_ms: u64,
 }
 
 /// Connections over `client_conns_max` being refused at once; beyond it
@@ -117,6 +127,8 @@ impl Default for TransportConfig {
             handshake_timeout_ms: 2_000,
             client_conns_max: 1024,
             client_idle_timeout_ms: 600_000,
+            peer_ping_ms: 250,
+            peer_silence_ms: 2_000,
         }
     }
 }
@@ -197,6 +209,18 @@ impl TransportConfig {
             self.handshake_timeout_ms,
             self.handshake_timeout_ms >= 1,
             "must be at least 1",
+        )?;
+        check(
+            "peer_ping_ms",
+            self.peer_ping_ms,
+            self.peer_ping_ms >= 1,
+            "must be at least 1",
+        )?;
+        check(
+            "peer_silence_ms",
+            self.peer_silence_ms,
+            self.peer_silence_ms >= 2 * self.peer_ping_ms,
+            "must be at least twice peer_ping_ms",
         )?;
         let m = self.client_conns_max as u64;
         check("client_conns_max", m, m >= 1, "must be at least 1")
@@ -296,6 +320,10 @@ pub struct TransportStats {
     pub conns_rejected: u64,
     /// Handshakes refused (either end).
     pub handshakes_refused: u64,
+    /// Pings sent on idle links (`peer_ping_ms`).
+    pub pings_sent: u64,
+    /// Peers reported unreachable for their silence (`peer_silence_ms`).
+    pub peers_silent: u64,
 }
 
 #[derive(Default)]
@@ -325,8 +353,12 @@ struct Shared {
     inbox_ready: WaitList,
     /// Readers wait here while the inbox is full.
     inbox_space: WaitList,
-    /// Peers whose link failed since the shard last looked.
+    /// Peers whose link failed, or silent for `peer_silence_ms`, since
+    /// the shard last looked.
     unreachable: RefCell<Vec<NodeId>>,
+    /// When each peer was last heard from (any frame), and whether its
+    /// silence was reported since (`watch_peers`).
+    heard: RefCell<Vec<(NodeId, std::time::Instant, bool)>>,
     /// Fault injection: traffic to and from these peers is dropped.
     blocked: RefCell<Vec<NodeId>>,
     /// Inbound connections' way back, for nodes without a link (`back`).
@@ -341,6 +373,27 @@ struct Shared {
 /// Distinct handshake refusals a shard remembers having logged; past it,
 /// new ones are logged at debug level only.
 const REFUSALS_LOGGED_MAX: usize = 1024;
+
+impl Shared {
+    /// Peer `node` was heard from (a frame of any kind arrived).
+    fn note_heard(&self, node: NodeId) {
+        let now = std::time::Instant::now();
+        let mut h = self.heard.borrow_mut();
+        match h.iter_mut().find(|(n, _, _)| *n == node) {
+            Some(e) => {
+                if e.2 {
+                    tracing::info!(
+                        shard = self.me.shard,
+                        peer = node,
+                        "heard from the peer again"
+                    );
+                }
+                *e = (node, now, false);
+            }
+            None => h.push((node, now, false)),
+        }
+    }
+}
 
 /// Links by peer id: a handful of peers, so a vector beats hashing on the
 /// per-message lookup.
@@ -397,6 +450,7 @@ impl Transport {
                 inbox_ready: WaitList::default(),
                 inbox_space: WaitList::default(),
                 unreachable: RefCell::new(Vec::new()),
+                heard: RefCell::new(Vec::new()),
                 blocked: RefCell::new(Vec::new()),
                 back: back::BackChannels::default(),
                 closing: Cell::new(false),
@@ -542,6 +596,7 @@ impl Transport {
 
     /// Accepts peer connections on `listener` until [`close`](Self::close).
     pub async fn serve(self: Rc<Self>, listener: TcpListener) {
+        glommio::spawn_local(self.clone().watch_peers()).detach();
         let shared = self.shared.clone();
         let mut backoff_ms = 0;
         while !shared.closing.get() {
@@ -553,6 +608,41 @@ impl Transport {
                 Err(e) => {
                     accept_failed("a peer connection", shared.me.shard, &e, &mut backoff_ms).await
                 }
+            }
+        }
+    }
+
+    /// Every `peer_ping_ms` until closed: pings on links that wrote
+    /// nothing since the last round, and reports peers silent for
+    /// `peer_silence_ms` (once, until heard again). One timer per shard,
+    /// whatever the number of peers and groups.
+    async fn watch_peers(self: Rc<Self>) {
+        let shared = &self.shared;
+        let every = Duration::from_millis(shared.cfg.peer_ping_ms);
+        let silence = Duration::from_millis(shared.cfg.peer_silence_ms);
+        while !shared.closing.get() {
+            glommio::timer::sleep(every).await;
+            for l in self.links.borrow().values() {
+                l.ping_if_idle();
+            }
+            let now = std::time::Instant::now();
+            let mut reported = false;
+            for (node, last, told) in shared.heard.borrow_mut().iter_mut() {
+                if !*told && now.duration_since(*last) >= silence {
+                    *told = true;
+                    reported = true;
+                    tracing::warn!(
+                        shard = shared.me.shard,
+                        peer = *node,
+                        ms = now.duration_since(*last).as_millis() as u64,
+                        "nothing heard from the peer: reporting it unreachable"
+                    );
+                    shared.stats.bump(|s| s.peers_silent += 1);
+                    shared.unreachable.borrow_mut().push(*node);
+                }
+            }
+            if reported {
+                shared.inbox_ready.wake_all();
             }
         }
     }

@@ -20,6 +20,16 @@ use crate::raft::{
 
 /// Frame kind of a Raft message between shards.
 pub const KIND_RAFT: u8 = 1;
+/// Frame kind of a link's keepalive: no payload. A link with nothing to
+/// send for `peer_ping_ms` sends one, so that its peer can tell a silent
+/// link from a dead, hung or cut-off node (`TransportConfig::peer_silence_ms`).
+pub const KIND_PING: u8 = 6;
+
+/// Appends a ping frame (kind [`KIND_PING`], empty payload) to `out`.
+pub fn encode_ping(out: &mut Vec<u8>) {
+    let start = begin_frame(out);
+    finish_frame(out, start, KIND_PING);
+}
 
 /// Bytes before the archive in a Raft payload (the group id, padded so the
 /// archive stays 16-byte aligned).
@@ -212,6 +222,9 @@ pub fn decode_raft(payload: &Bytes) -> Result<(u64, Message), MessageError> {
         },
         ArchivedBody::Removed { conf_index } => Body::Removed {
             conf_index: conf_index.to_native(),
+        },
+        ArchivedBody::Quiesce { commit } => Body::Quiesce {
+            commit: commit.to_native(),
         },
     };
     Ok((

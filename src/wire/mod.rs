@@ -18,4 +18,4 @@ pub use frame::{
     FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION,
 };
 pub use hello::{Hello, HelloError, KIND_HELLO, KIND_HELLO_REPLY};
-pub use message::{decode_raft, encode_raft, MessageError, KIND_RAFT};
+pub use message::{decode_raft, encode_ping, encode_raft, MessageError, KIND_PING, KIND_RAFT};

@@ -6,6 +6,7 @@ impl RawNode {
     // ---- role changes ----
 
     pub(super) fn become_follower(&mut self, term: Term, leader: ReplicaId) {
+        self.quiesced = false;
         if self.role == Role::Leader {
             self.fail_pending_reads();
         }
@@ -37,6 +38,7 @@ impl RawNode {
     }
 
     pub(super) fn become_pre_candidate(&mut self) {
+        self.quiesced = false;
         self.role = Role::PreCandidate;
         self.leader = 0;
         self.votes.clear();
@@ -56,6 +58,7 @@ impl RawNode {
     }
 
     pub(super) fn become_candidate(&mut self, transfer: bool) {
+        self.quiesced = false;
         self.stats.elections_started += 1;
         self.term += 1;
         self.vote = self.id;
@@ -79,6 +82,7 @@ impl RawNode {
     }
 
     pub(super) fn become_leader(&mut self) {
+        self.quiesced = false;
         self.role = Role::Leader;
         self.leader = self.id;
         self.votes.clear();
@@ -160,6 +164,18 @@ impl RawNode {
 
     /// Advances the logical clock by one tick.
     pub fn tick(&mut self) {
+        self.tick_with(true);
+    }
+
+    /// [`tick`](Self::tick), but a follower whose election timer ran out
+    /// campaigns only if `may_campaign`; otherwise it campaigns at the
+    /// first later tick that allows it. The host spreads many groups'
+    /// elections over its ticks with it (`ShardConfig::campaigns_per_tick_max`).
+    /// Returns whether this tick started a campaign.
+    pub fn tick_with(&mut self, may_campaign: bool) -> bool {
+        if self.quiesced {
+            return false;
+        }
         self.ticks += 1;
         self.election_elapsed += 1;
         if self.quiet && self.election_elapsed >= self.cfg.election_ticks {
@@ -193,17 +209,26 @@ impl RawNode {
                         // Not heard from a quorum for an election timeout:
                         // another leader may exist; stop serving.
                         self.become_follower(self.term, 0);
-                        return;
+                        return false;
                     }
                 }
             }
             if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks {
                 self.heartbeat_elapsed = 0;
-                self.broadcast_heartbeat();
+                if self.can_quiesce() {
+                    self.quiesce_leader();
+                } else {
+                    self.broadcast_heartbeat();
+                }
             }
         } else if self.election_elapsed >= self.election_timeout && self.promotable() {
-            self.campaign();
+            if may_campaign {
+                self.campaign();
+                return true;
+            }
+            self.stats.campaigns_deferred += 1;
         }
+        false
     }
 
     pub(super) fn broadcast_heartbeat(&mut self) {
@@ -221,6 +246,7 @@ impl RawNode {
     /// campaign at once. Proposals are refused meanwhile; the transfer is
     /// abandoned after an election timeout.
     pub fn transfer_leader(&mut self, target: ReplicaId) -> Result<(), TransferError> {
+        self.wake();
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader {
                 leader: self.leader(),

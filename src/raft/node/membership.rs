@@ -14,6 +14,7 @@ impl RawNode {
         &mut self,
         cc: ConfChange,
     ) -> Result<(Index, Term), ConfChangeError> {
+        self.wake();
         if self.role != Role::Leader {
             return Err(ConfChangeError::NotLeader {
                 leader: self.leader(),

@@ -6,6 +6,7 @@
 
 mod election;
 mod membership;
+mod quiesce;
 mod reads;
 mod replication;
 mod snapshots;
@@ -154,6 +155,9 @@ pub struct NodeStats {
     pub messages_ignored: u64,
     pub proposals_refused: u64,
     pub elections_started: u64,
+    /// Ticks at which the election timer had run out but the host did not
+    /// let this node campaign (`tick_with`).
+    pub campaigns_deferred: u64,
 }
 
 /// One member of a Raft group. A pure function of its inputs: `tick`,
@@ -217,6 +221,9 @@ pub struct RawNode {
     /// Just restarted: it may have been a follower in some leader's lease,
     /// so it refuses votes for an election timeout (lease reads rely on it).
     quiet: bool,
+    /// Quiesced (`quiesce`): ticks are ignored until something wakes it.
+    /// Invariant: only a leader or a follower with a leader is quiesced.
+    quiesced: bool,
     prev_hard: HardState,
     prev_soft: SoftState,
     stats: NodeStats,
@@ -320,6 +327,7 @@ impl RawNode {
             snapshot_to_persist: None,
             incoming: None,
             quiet: false,
+            quiesced: false,
             prev_hard: hs,
             prev_soft: SoftState {
                 role: Role::Follower,
@@ -333,6 +341,9 @@ impl RawNode {
         n.quiet = n.cfg.check_quorum && hs.term > 0;
         n.read.reset(n.peers.len());
         n.reset_election_timeout();
+        if n.cfg.campaign_first && hs.term == 0 && n.promotable() {
+            n.election_timeout = 1;
+        }
         n
     }
 
@@ -442,6 +453,7 @@ impl RawNode {
     /// Proposes a command. On success returns its (index, term): it is
     /// applied iff an entry with that index *and* term comes out committed.
     pub fn propose(&mut self, data: Bytes) -> Result<(Index, Term), ProposeError> {
+        self.wake();
         if self.role != Role::Leader {
             self.stats.proposals_refused += 1;
             return Err(ProposeError::NotLeader {
@@ -477,13 +489,19 @@ impl RawNode {
         Ok((index, self.term))
     }
 
-    /// The transport lost its connection to `peer`: replicate to it from a
-    /// probe again.
+    /// The transport lost its connection to `peer`'s node (or hears
+    /// nothing from it). A leader replicates to it from a probe again, and
+    /// may quiesce without it until it hears from it; a quiesced follower
+    /// whose leader it is wakes, to elect another if it is gone.
     pub fn report_unreachable(&mut self, peer: ReplicaId) {
         if self.role != Role::Leader {
+            if peer == self.leader {
+                self.wake();
+            }
             return;
         }
         if let Some(i) = self.peer_idx(peer) {
+            self.prs[i].unreachable = true;
             if self.prs[i].state == ProgressState::Replicate {
                 self.prs[i].become_probe();
             }
@@ -504,6 +522,7 @@ impl RawNode {
                 | Body::Vote { .. }
                 | Body::TimeoutNow
                 | Body::ReadIndexResp { .. }
+                | Body::Quiesce { .. }
         );
         // Note: a node answers vote requests even if it is a learner in the
         // membership it knows: that membership may be stale (it may have
@@ -518,6 +537,14 @@ impl RawNode {
         {
             self.stats.messages_ignored += 1;
             return;
+        }
+        if !matches!(m.body, Body::Quiesce { .. }) {
+            self.wake();
+        }
+        if self.role == Role::Leader {
+            if let Some(i) = self.peer_idx(m.from) {
+                self.prs[i].unreachable = false;
+            }
         }
         if m.term > self.term {
             let vote_req = matches!(
@@ -537,14 +564,14 @@ impl RawNode {
             match m.body {
                 Body::PreVote { .. } => {}
                 Body::PreVoteResp { reject: false } => {}
-                Body::Append { .. } | Body::Heartbeat { .. } => {
+                Body::Append { .. } | Body::Heartbeat { .. } | Body::Quiesce { .. } => {
                     self.become_follower(m.term, m.from)
                 }
                 _ => self.become_follower(m.term, 0),
             }
         } else if m.term < self.term {
             match m.body {
-                Body::Append { .. } | Body::Heartbeat { .. }
+                Body::Append { .. } | Body::Heartbeat { .. } | Body::Quiesce { .. }
                     if self.cfg.check_quorum || self.cfg.pre_vote =>
                 {
                     // A stale leader (e.g. back from a partition): tell it our
@@ -699,6 +726,7 @@ impl RawNode {
             }
             // Ignored before the term checks already (see the top).
             Body::Removed { .. } => self.stats.messages_ignored += 1,
+            Body::Quiesce { commit } => self.handle_quiesce(m.from, m.term, commit),
             Body::HeartbeatResp { round } => {
                 if self.role == Role::Leader {
                     let i = self.peer_idx(m.from).expect("checked above");

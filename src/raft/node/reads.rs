@@ -13,6 +13,7 @@ impl RawNode {
     /// `Ready::read_states` with the index to serve it at (or in
     /// `Ready::reads_failed`). On a follower the leader is asked.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
+        self.wake();
         if self.role == Role::Leader {
             self.register_read(ctx, self.id);
             return Ok(());

@@ -6,6 +6,7 @@ use super::*;
 
 mod core;
 mod membership;
+mod quiesce;
 mod reads;
 mod snapshots;
 

@@ -1,0 +1,117 @@
+//! Quiescence: an idle group stops ticking (issue #16).
+//!
+//! The rules, after CockroachDB's quiescence (`Replica.maybeQuiesceRaftMuLocked`)
+//! and TiKV's hibernate regions:
+//!
+//! - **A leader quiesces** at a heartbeat tick, instead of heartbeating,
+//!   when nothing is left to do (`can_quiesce`): every entry is committed,
+//!   durable here and reported applied; every follower holds the whole log
+//!   (its match is the last index, no snapshot in flight), except followers
+//!   reported unreachable since the leader last heard from them (tikv/tikv#19070,
+//!   cockroachdb/cockroach#9446: else no group would quiesce with a node
+//!   down); no read waits, no transfer, no membership change is pending,
+//!   the configuration is not joint. Readies still in progress do not
+//!   matter (the entries are durable; a Ready of messages only waits for
+//!   the WAL's earlier writes, and under load one always does). It sends
+//!   each follower `Quiesce { commit }` and stops ticking.
+//! - **A follower quiesces** on `Quiesce` from the leader of its term when
+//!   its own log ends at that commit index, durable. Otherwise it keeps
+//!   ticking; its election timer then runs out and its pre-vote wakes the
+//!   leader, which heartbeats and quiesces again.
+//! - **Anything wakes a group**: any message but `Quiesce`, a proposal, a
+//!   read, a leader transfer, the host (`wake`), and, on a follower, its
+//!   leader reported unreachable (`report_unreachable`): the follower's
+//!   election timer starts from zero, so a group whose leader's node died
+//!   elects a new leader within about two election timeouts of the report.
+//!   Pre-vote stays on: a woken follower cannot disrupt a live leader (the
+//!   others are in its lease).
+//! - **Leases**: a quiesced leader's clock stops, so its lease would never
+//!   run out. It drops the lease when it quiesces and forgets the rounds
+//!   sent before: a woken leader serves lease reads only after a quorum
+//!   acknowledged a heartbeat round sent after it woke.
+
+use super::*;
+
+impl RawNode {
+    /// Whether this replica is quiesced: it ignores ticks until woken.
+    pub fn quiesced(&self) -> bool {
+        self.quiesced
+    }
+
+    /// Wakes a quiesced replica (a no-op otherwise): it ticks again, with
+    /// its election timer from zero; a leader heartbeats at its next tick.
+    pub fn wake(&mut self) {
+        if !self.quiesced {
+            return;
+        }
+        self.quiesced = false;
+        self.election_elapsed = 0;
+        if self.role == Role::Leader {
+            // Heartbeat at the next tick: followers that woke too hear from
+            // their leader before their timers run out.
+            self.heartbeat_elapsed = self.cfg.heartbeat_ticks.saturating_sub(1);
+            // Check-quorum counts from now: nobody could have answered a
+            // leader that sent nothing.
+            for p in &mut self.prs {
+                p.recent_active = true;
+                p.active_last_round = true;
+            }
+        }
+    }
+
+    /// Whether this leader may quiesce now (the rules at the top).
+    pub(super) fn can_quiesce(&self) -> bool {
+        let last = self.log.last_index();
+        self.cfg.quiesce
+            && self.role == Role::Leader
+            && self.transferee == 0
+            && self.promotable()
+            && self.conf.voters_outgoing.is_empty()
+            && self.log.commit == last
+            && self.log.persisted == last
+            && self.applied_reported == last
+            && self.snapshot_to_persist.is_none()
+            && self.read.queue.is_empty()
+            && self.read.waiting_for_commit.is_empty()
+            && !self.read.round_wanted
+            && self
+                .prs
+                .iter()
+                .all(|p| p.unreachable || (p.match_ == last && p.state != ProgressState::Snapshot))
+    }
+
+    /// Quiesces this leader (`can_quiesce` holds): tells the followers and
+    /// stops ticking.
+    pub(super) fn quiesce_leader(&mut self) {
+        debug_assert!(self.can_quiesce(), "quiescing a leader with work left");
+        for i in 0..self.peers.len() {
+            let commit = self.log.commit.min(self.prs[i].match_);
+            let to = self.peers[i];
+            self.send(to, self.term, Body::Quiesce { commit });
+        }
+        self.quiesced = true;
+        // Its clock stops: no lease from what was acknowledged before.
+        self.read.sent.clear();
+        self.read.acked_tick.fill(0);
+    }
+
+    /// `Quiesce { commit }` from the leader of this node's term (terms
+    /// already checked): follow it, learn its commit, and quiesce if this
+    /// log ends there, durable.
+    pub(super) fn handle_quiesce(&mut self, from: ReplicaId, term: Term, commit: Index) {
+        self.heard_from_leader(term, from);
+        let last = self.log.last_index();
+        let c = commit.min(last);
+        if c > self.log.commit {
+            self.log.commit = c;
+        }
+        if self.role == Role::Follower
+            && self.leader == from
+            && last == commit
+            && self.log.persisted == last
+            && self.incoming.is_none()
+        {
+            self.quiesced = true;
+        }
+    }
+}

@@ -1,0 +1,305 @@
+//! Quiescence (`raft::node::quiesce`): one input, the exact outputs.
+
+use super::*;
+
+/// Leader 1 of [1,2,3], quiescence on, its no-op committed through both
+/// followers, applied and reported; not quiesced yet.
+fn idle_leader(lease: bool) -> RawNode {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.quiesce = true;
+    c.lease_reads = lease;
+    let mut n = RawNode::new(c.validate().unwrap());
+    win_election(&mut n, 2);
+    persist(&mut n);
+    ack(&mut n, 2, 1);
+    ack(&mut n, 3, 1);
+    let rd = persist(&mut n);
+    assert_eq!(rd.committed.last().map(|e| e.index), Some(1));
+    n.on_applied(1);
+    n
+}
+
+/// (to, commit) of every Quiesce in `rd`.
+fn quiesces(rd: &Ready) -> Vec<(ReplicaId, Index)> {
+    rd.messages
+        .iter()
+        .filter_map(|m| match m.body {
+            Body::Quiesce { commit } => Some((m.to, commit)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Follower 2 of [1,2,3], quiescence on, holding entry 1 of term 1
+/// (durable) from leader 1.
+fn follower() -> RawNode {
+    let mut c = cfg(2, &[1, 2, 3]);
+    c.quiesce = true;
+    let mut f = RawNode::new(c.validate().unwrap());
+    f.step(msg(
+        1,
+        2,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![ent(1, 1)],
+            commit: 0,
+        },
+    ));
+    persist(&mut f);
+    f
+}
+
+#[test]
+fn an_idle_leader_quiesces_at_its_heartbeat_tick_and_then_ignores_ticks() {
+    let mut l = idle_leader(false);
+    l.tick();
+    let rd = l.ready();
+    assert_eq!(quiesces(&rd), vec![(2, 1), (3, 1)]);
+    assert!(
+        heartbeat_rounds(&rd).is_empty(),
+        "a quiesce, not a heartbeat"
+    );
+    assert!(l.quiesced());
+    for _ in 0..100 {
+        l.tick();
+    }
+    assert!(!l.has_ready(), "a quiesced leader sends nothing");
+    assert_eq!(
+        l.role(),
+        Role::Leader,
+        "and check-quorum does not depose it"
+    );
+}
+
+#[test]
+fn a_leader_with_a_follower_behind_heartbeats_instead() {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.quiesce = true;
+    let mut l = RawNode::new(c.validate().unwrap());
+    win_election(&mut l, 2);
+    persist(&mut l);
+    ack(&mut l, 2, 1);
+    persist(&mut l);
+    l.on_applied(1);
+    // Node 3 has not acknowledged the no-op.
+    l.tick();
+    let rd = l.ready();
+    assert!(quiesces(&rd).is_empty());
+    assert_eq!(heartbeat_rounds(&rd).len(), 2);
+    assert!(!l.quiesced());
+}
+
+#[test]
+fn a_leader_quiesces_without_a_follower_reported_unreachable_until_it_hears_from_it() {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.quiesce = true;
+    let mut l = RawNode::new(c.validate().unwrap());
+    win_election(&mut l, 2);
+    persist(&mut l);
+    ack(&mut l, 2, 1);
+    persist(&mut l);
+    l.on_applied(1);
+    l.report_unreachable(3);
+    l.tick();
+    let rd = l.ready();
+    // Node 3 is told the commit it verifiably holds (its match, 0).
+    assert_eq!(quiesces(&rd), vec![(2, 1), (3, 0)]);
+    assert!(l.quiesced());
+    // Node 3 is back (its answer wakes the leader): behind, reachable.
+    l.step(msg(3, 1, 1, Body::HeartbeatResp { round: 0 }));
+    assert!(!l.quiesced());
+    l.tick();
+    let rd = l.ready();
+    assert!(quiesces(&rd).is_empty(), "node 3 is behind and reachable");
+    assert_eq!(heartbeat_rounds(&rd).len(), 2);
+}
+
+#[test]
+fn unapplied_entries_a_pending_read_or_a_transfer_keep_a_leader_awake() {
+    // Not applied yet.
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.quiesce = true;
+    let mut l = RawNode::new(c.validate().unwrap());
+    win_election(&mut l, 2);
+    persist(&mut l);
+    ack(&mut l, 2, 1);
+    ack(&mut l, 3, 1);
+    persist(&mut l);
+    l.tick();
+    assert!(!l.quiesced(), "entry 1 not reported applied");
+    l.on_applied(1);
+    // A read waiting for its round.
+    l.read_index(9).unwrap();
+    l.ready();
+    l.tick();
+    assert!(!l.quiesced(), "a read is waiting");
+    // A transfer under way.
+    let mut l = idle_leader(false);
+    l.transfer_leader(2).unwrap();
+    l.ready();
+    l.tick();
+    assert!(!l.quiesced(), "a transfer is under way");
+    // Quiescence off.
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.quiesce = false;
+    let mut l = RawNode::new(c.validate().unwrap());
+    win_election(&mut l, 2);
+    persist(&mut l);
+    ack(&mut l, 2, 1);
+    ack(&mut l, 3, 1);
+    persist(&mut l);
+    l.on_applied(1);
+    l.tick();
+    assert!(!l.quiesced(), "quiescence is off");
+}
+
+#[test]
+fn a_follower_holding_the_whole_log_quiesces_and_stops_its_election_timer() {
+    let mut f = follower();
+    f.step(msg(1, 2, 1, Body::Quiesce { commit: 1 }));
+    assert!(f.quiesced());
+    assert_eq!(f.commit_index(), 1);
+    f.ready();
+    for _ in 0..100 {
+        f.tick();
+    }
+    assert_eq!(f.role(), Role::Follower, "no campaign while quiesced");
+    assert!(!f.has_ready());
+}
+
+#[test]
+fn a_follower_whose_log_does_not_end_at_the_commit_stays_awake() {
+    let mut f = follower();
+    // The leader's log ends at 2; this follower's at 1.
+    f.step(msg(1, 2, 1, Body::Quiesce { commit: 2 }));
+    assert!(!f.quiesced());
+    // Entry 2 received but not durable yet.
+    let mut f = follower();
+    f.step(msg(
+        1,
+        2,
+        1,
+        Body::Append {
+            prev_index: 1,
+            prev_term: 1,
+            entries: vec![ent(2, 1)],
+            commit: 1,
+        },
+    ));
+    f.step(msg(1, 2, 1, Body::Quiesce { commit: 2 }));
+    assert!(!f.quiesced(), "entry 2 is not durable");
+}
+
+#[test]
+fn a_quiesced_follower_whose_leader_is_unreachable_wakes_and_campaigns() {
+    let mut f = follower();
+    f.step(msg(1, 2, 1, Body::Quiesce { commit: 1 }));
+    f.ready();
+    // Another member's node going away does not wake it.
+    f.report_unreachable(3);
+    assert!(f.quiesced());
+    f.report_unreachable(1);
+    assert!(!f.quiesced());
+    // Campaigns (pre-vote) within an election timeout's randomized range.
+    let mut ticks = 0;
+    while f.role() == Role::Follower {
+        f.tick();
+        ticks += 1;
+        assert!(ticks < 2 * 10, "no campaign within 2 election timeouts");
+    }
+    assert_eq!(f.role(), Role::PreCandidate);
+}
+
+#[test]
+fn any_message_wakes_a_quiesced_leader_and_its_next_tick_tells_the_followers_again() {
+    let mut l = idle_leader(false);
+    l.tick();
+    l.ready();
+    assert!(l.quiesced());
+    // A follower that woke campaigns: its pre-vote is ignored (the leader
+    // is in its lease) but wakes the leader.
+    l.step(msg(
+        2,
+        1,
+        2,
+        Body::PreVote {
+            last_index: 1,
+            last_term: 1,
+        },
+    ));
+    assert!(!l.quiesced());
+    assert_eq!((l.role(), l.term()), (Role::Leader, 1));
+    // Still nothing to do: its next tick (a heartbeat tick) quiesces it
+    // again, and the Quiesce tells the woken follower its leader lives.
+    l.tick();
+    assert_eq!(quiesces(&l.ready()), vec![(2, 1), (3, 1)]);
+    assert!(l.quiesced());
+}
+
+#[test]
+fn a_proposal_wakes_a_quiesced_leader_and_replicates() {
+    let mut l = idle_leader(false);
+    l.tick();
+    l.ready();
+    assert!(l.quiesced());
+    l.propose(Bytes::from_static(b"w")).unwrap();
+    assert!(!l.quiesced());
+    let rd = l.ready();
+    assert_eq!(
+        appends(&rd),
+        vec![(2, 1, 1, vec![(2, 1)], 1), (3, 1, 1, vec![(2, 1)], 1)]
+    );
+}
+
+#[test]
+fn a_quiesced_leader_holds_no_lease_and_old_rounds_do_not_restore_it() {
+    let mut l = idle_leader(true);
+    // A round acknowledged: the lease holds.
+    l.read_index(1).unwrap();
+    let r = heartbeat_rounds(&persist(&mut l))[0].1;
+    l.step(msg(2, 1, 1, Body::HeartbeatResp { round: r }));
+    assert_eq!(persist(&mut l).read_states.len(), 1);
+    assert!(l.lease_valid());
+    // The next heartbeat tick quiesces it (the read is served).
+    l.tick();
+    persist(&mut l);
+    assert!(l.quiesced());
+    assert!(!l.lease_valid(), "its clock stopped: no lease");
+    // Woken (by a late answer to the old round): still no lease.
+    l.step(msg(3, 1, 1, Body::HeartbeatResp { round: r }));
+    assert!(!l.quiesced());
+    assert!(!l.lease_valid(), "a round from before quiescence");
+    // A read goes by ReadIndex; a new round restores the lease.
+    l.read_index(2).unwrap();
+    let rd = l.ready();
+    assert!(rd.read_states.is_empty());
+    let r2 = heartbeat_rounds(&rd)[0].1;
+    assert!(r2 > r);
+    l.step(msg(2, 1, 1, Body::HeartbeatResp { round: r2 }));
+    assert_eq!(l.ready().read_states, vec![ReadState { ctx: 2, index: 1 }]);
+    assert!(l.lease_valid());
+}
+
+#[test]
+fn the_designated_replica_of_a_new_group_campaigns_at_its_first_tick_and_only_then() {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.campaign_first = true;
+    let mut n = RawNode::new(c.clone().validate().unwrap());
+    n.tick();
+    assert_eq!(n.role(), Role::PreCandidate, "campaigns at once");
+    // Others wait out an election timeout.
+    let mut o = node(2, &[1, 2, 3]);
+    o.tick();
+    assert_eq!(o.role(), Role::Follower);
+    // A group that has seen a term (a restart) does not.
+    let hs = HardState {
+        term: 3,
+        vote: 0,
+        commit: 0,
+    };
+    let mut r = RawNode::restart(c.validate().unwrap(), hs, Vec::new(), 0);
+    r.tick();
+    assert_eq!(r.role(), Role::Follower);
+}
