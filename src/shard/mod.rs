@@ -371,12 +371,25 @@ impl Shard {
                 self.on_request(conn, r);
             }
             self.start_reads();
+            // Reports walk every replica: they come with links going down
+            // or up, and silences, not with turns.
             self.transport.take_unreachable(&mut down);
             for node in down.drain(..) {
                 for (&g, r) in self.replicas.iter_mut() {
                     if let Some(peer) = r.raft.conf().replica_on(node) {
                         r.raft.report_unreachable(peer);
                         self.work.mark(g);
+                    }
+                }
+            }
+            self.transport.take_reachable(&mut down);
+            for node in down.drain(..) {
+                for (&g, r) in self.replicas.iter_mut() {
+                    if let Some(peer) = r.raft.conf().replica_on(node) {
+                        r.raft.report_reachable(peer);
+                        if !r.raft.quiesced() {
+                            self.work.mark(g);
+                        }
                     }
                 }
             }

@@ -5,11 +5,116 @@
 
 use super::*;
 
+/// How often a node's transport looks for silent peers (its pings'
+/// period: `TransportConfig::peer_ping_ms`, scaled to the simulator's
+/// 10 ms ticks).
+pub(super) const PEER_PING_MS: u64 = 100;
+/// Silence after which a peer is reported unreachable
+/// (`TransportConfig::peer_silence_ms`, scaled alike: 5 to 10 election
+/// timeouts, as the node's defaults are).
+pub(super) const PEER_SILENCE_MS: u64 = 1_000;
+
 impl Sim {
+    /// Node `i` crashed: each node up hears it at once (its connections
+    /// close), after a network delay.
+    pub(super) fn notice_crash(&mut self, i: usize) {
+        if !self.cfg.quiesce {
+            return;
+        }
+        for j in 0..self.nodes.len() {
+            if j != i && self.nodes[j].rep.is_some() {
+                let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
+                self.schedule(d, Event::Unreachable { at: j, node: i });
+            }
+        }
+    }
+
+    /// Node `i` (re)started: each node up reaches it again once its links
+    /// come up, after a network delay.
+    pub(super) fn notice_start(&mut self, i: usize) {
+        if !self.cfg.quiesce {
+            return;
+        }
+        for j in 0..self.nodes.len() {
+            if j != i && self.nodes[j].rep.is_some() {
+                let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
+                self.schedule(d, Event::Reachable { at: j, node: i });
+            }
+        }
+    }
+
+    /// Node `j`'s transport looks at each peer: one that cannot reach it
+    /// (down, paused, or its link to `j` cut) for `PEER_SILENCE_MS` is
+    /// reported once, until it is heard again, as `Transport::watch_peers`
+    /// does with pings.
+    pub(super) fn watch_peers(&mut self, j: usize) {
+        if self.nodes[j].rep.is_none() || self.nodes[j].paused_until.is_some() {
+            return;
+        }
+        for i in 0..self.nodes.len() {
+            if i == j {
+                continue;
+            }
+            let heard = self.nodes[i].rep.is_some()
+                && self.nodes[i].paused_until.is_none()
+                && !self.blocked[i][j];
+            let now = self.now;
+            match (heard, self.silent_since[j][i]) {
+                (true, Some((_, true))) => {
+                    self.silent_since[j][i] = None;
+                    self.report_reachable(j, i);
+                }
+                (true, _) => self.silent_since[j][i] = None,
+                (false, None) => self.silent_since[j][i] = Some((now, false)),
+                (false, Some((since, false))) if now - since >= PEER_SILENCE_MS => {
+                    self.silent_since[j][i] = Some((since, true));
+                    self.report_unreachable(j, i);
+                }
+                (false, Some(_)) => {}
+            }
+        }
+    }
+
+    /// Node `at` reaches node `node` again: its replica is told, as the
+    /// shard does.
+    pub(super) fn report_reachable(&mut self, at: usize, node: usize) {
+        if self.nodes[at].paused_until.is_some() {
+            return;
+        }
+        let id = self.ids[node];
+        let Some(rep) = self.nodes[at].rep.as_mut() else {
+            return;
+        };
+        if let Some(peer) = rep.raft.conf().replica_on(id) {
+            rep.raft.report_reachable(peer);
+        }
+        self.drive(at);
+    }
+
+    /// Node `at` hears that node `node` is unreachable: its replica is
+    /// told about the replica placed there, as the shard does.
+    pub(super) fn report_unreachable(&mut self, at: usize, node: usize) {
+        if self.nodes[at].paused_until.is_some() {
+            return;
+        }
+        let id = self.ids[node];
+        let Some(rep) = self.nodes[at].rep.as_mut() else {
+            return;
+        };
+        if let Some(peer) = rep.raft.conf().replica_on(id) {
+            rep.raft.report_unreachable(peer);
+            self.report.unreachable_reports += 1;
+        }
+        self.drive(at);
+    }
+
     /// Sends `m` from node `a` to the node its addressee lives on, as node
     /// `a` knows it (`group::Routes`); unknown: dropped, as the node does.
     pub(super) fn send(&mut self, a: usize, m: Message) {
         self.report.messages_sent += 1;
+        if matches!(m.body, Body::Quiesce { .. }) {
+            self.report.quiesce_msgs += 1;
+        }
         let n = &self.nodes[a];
         let Some(rep) = &n.rep else { return };
         let Some(b) = rep.node_of(m.to) else {

@@ -99,9 +99,10 @@ pub(super) async fn deliver<R: AsyncRead + Unpin>(
         }
         let mut got = 0u64;
         let mut frames = 0u64;
+        let blocked = shared.blocked.borrow().contains(&node);
         while let Some((kind, payload)) = reader.next_buffered()? {
-            frames += 1;
             if kind == KIND_PING {
+                frames += 1;
                 continue;
             }
             got += 1;
@@ -112,12 +113,15 @@ pub(super) async fn deliver<R: AsyncRead + Unpin>(
                 });
             }
             let (group, m) = decode_raft(&payload)?;
-            if shared.blocked.borrow().contains(&node) {
+            if blocked {
                 continue; // fault injection: as if lost
             }
+            frames += 1;
             shared.inbox.borrow_mut().push((group, node, m));
         }
-        if frames > 0 {
+        // Heard from: a frame that is not dropped by fault injection (an
+        // isolated peer falls silent, as behind a real partition).
+        if frames > 0 && !blocked {
             shared.note_heard(node);
         }
         if got > 0 {

@@ -264,6 +264,8 @@ async fn run(l: Rc<Link>) {
                     st.up = true;
                     st.broken = false;
                 }
+                l.shared.reachable.borrow_mut().push(l.node);
+                l.shared.inbox_ready.wake_all();
                 l.up.wake_all();
                 backoff_ms = cfg.reconnect_backoff_ms_min;
                 failures = 0;

@@ -356,6 +356,9 @@ struct Shared {
     /// Peers whose link failed, or silent for `peer_silence_ms`, since
     /// the shard last looked.
     unreachable: RefCell<Vec<NodeId>>,
+    /// Peers reachable again (a link up, or heard after a reported
+    /// silence) since the shard last looked.
+    reachable: RefCell<Vec<NodeId>>,
     /// When each peer was last heard from (any frame), and whether its
     /// silence was reported since (`watch_peers`).
     heard: RefCell<Vec<(NodeId, std::time::Instant, bool)>>,
@@ -387,6 +390,7 @@ impl Shared {
                         peer = node,
                         "heard from the peer again"
                     );
+                    self.reachable.borrow_mut().push(node);
                 }
                 *e = (node, now, false);
             }
@@ -450,6 +454,7 @@ impl Transport {
                 inbox_ready: WaitList::default(),
                 inbox_space: WaitList::default(),
                 unreachable: RefCell::new(Vec::new()),
+                reachable: RefCell::new(Vec::new()),
                 heard: RefCell::new(Vec::new()),
                 blocked: RefCell::new(Vec::new()),
                 back: back::BackChannels::default(),
@@ -572,6 +577,15 @@ impl Transport {
     /// the shard tells its groups so leaders probe those followers afresh.
     pub fn take_unreachable(&self, out: &mut Vec<NodeId>) {
         out.append(&mut self.shared.unreachable.borrow_mut());
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// Peers reachable again since the last call (a link came up, or a
+    /// peer reported silent was heard): the shard wakes leaders that left
+    /// them behind (`RawNode::report_reachable`).
+    pub fn take_reachable(&self, out: &mut Vec<NodeId>) {
+        out.append(&mut self.shared.reachable.borrow_mut());
         out.sort_unstable();
         out.dedup();
     }

@@ -508,6 +508,23 @@ impl RawNode {
         }
     }
 
+    /// The transport reaches `peer`'s node again (a link came up, or the
+    /// peer was heard after a silence). A quiesced leader that had
+    /// quiesced without it wakes if it is behind: a replica still to be
+    /// created there (added while its node was down) would otherwise never
+    /// hear from it.
+    pub fn report_reachable(&mut self, peer: ReplicaId) {
+        if self.role != Role::Leader {
+            return;
+        }
+        if let Some(i) = self.peer_idx(peer) {
+            self.prs[i].unreachable = false;
+            if self.prs[i].match_ < self.log.last_index() {
+                self.wake();
+            }
+        }
+    }
+
     /// Takes one message from a peer of this group.
     pub fn step(&mut self, m: Message) {
         // A node may hear from a leader (or a candidate) that is not in the

@@ -7,10 +7,15 @@
 //!   when nothing is left to do (`can_quiesce`): every entry is committed,
 //!   durable here and reported applied; every follower holds the whole log
 //!   (its match is the last index, no snapshot in flight), except followers
-//!   reported unreachable since the leader last heard from them (tikv/tikv#19070,
-//!   cockroachdb/cockroach#9446: else no group would quiesce with a node
-//!   down); no read waits, no transfer, no membership change is pending,
-//!   the configuration is not joint. Readies still in progress do not
+//!   reported unreachable since the leader last heard from them, or (with
+//!   check-quorum) not heard from for a whole check-quorum round: a node
+//!   down since before this leader was elected is reported to no one
+//!   (tikv/tikv#19070, cockroachdb/cockroach#9446: else no group would
+//!   quiesce with a node down). A behind follower that is alive after all
+//!   is awake: its election timer runs out and its pre-vote wakes the
+//!   leader, which catches it up. No read waits, no transfer or
+//!   membership change is pending, the configuration is not joint.
+//!   Readies still in progress do not
 //!   matter (the entries are durable; a Ready of messages only waits for
 //!   the WAL's earlier writes, and under load one always does). It sends
 //!   each follower `Quiesce { commit }` and stops ticking.
@@ -74,10 +79,11 @@ impl RawNode {
             && self.read.queue.is_empty()
             && self.read.waiting_for_commit.is_empty()
             && !self.read.round_wanted
-            && self
-                .prs
-                .iter()
-                .all(|p| p.unreachable || (p.match_ == last && p.state != ProgressState::Snapshot))
+            && self.prs.iter().all(|p| {
+                p.unreachable
+                    || (self.cfg.check_quorum && !p.recent_active && !p.active_last_round)
+                    || (p.match_ == last && p.state != ProgressState::Snapshot)
+            })
     }
 
     /// Quiesces this leader (`can_quiesce` holds): tells the followers and

@@ -303,3 +303,61 @@ fn the_designated_replica_of_a_new_group_campaigns_at_its_first_tick_and_only_th
     r.tick();
     assert_eq!(r.role(), Role::Follower);
 }
+
+#[test]
+fn a_leader_quiesces_without_a_follower_silent_for_a_whole_check_quorum_round() {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.quiesce = true;
+    let mut l = RawNode::new(c.validate().unwrap());
+    win_election(&mut l, 2);
+    persist(&mut l);
+    ack(&mut l, 2, 1);
+    persist(&mut l);
+    l.on_applied(1);
+    // Node 3 never answers (down since before the election): the leader
+    // heartbeats through the first round, then quiesces without it.
+    let mut ticks = 0;
+    while !l.quiesced() {
+        l.tick();
+        let rd = persist(&mut l);
+        // Node 2 answers every heartbeat round.
+        for (to, round) in heartbeat_rounds(&rd) {
+            if to == 2 {
+                l.step(msg(2, 1, 1, Body::HeartbeatResp { round }));
+            }
+        }
+        ticks += 1;
+        assert!(ticks <= 3 * 10, "not quiesced after 3 election timeouts");
+    }
+    assert!(
+        ticks > 10,
+        "quiesced before a whole round of silence ({ticks} ticks)"
+    );
+    assert_eq!(l.role(), Role::Leader);
+}
+
+#[test]
+fn a_leader_that_quiesced_without_a_follower_wakes_when_its_node_is_reachable_again() {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.quiesce = true;
+    let mut l = RawNode::new(c.validate().unwrap());
+    win_election(&mut l, 2);
+    persist(&mut l);
+    ack(&mut l, 2, 1);
+    persist(&mut l);
+    l.on_applied(1);
+    l.report_unreachable(3);
+    l.tick();
+    persist(&mut l);
+    assert!(l.quiesced());
+    // Node 2 (caught up) reachable again: nothing to do.
+    l.report_reachable(2);
+    assert!(l.quiesced());
+    // Node 3 (behind): wake and catch it up.
+    l.report_reachable(3);
+    assert!(!l.quiesced());
+    l.tick();
+    let rd = persist(&mut l);
+    assert!(quiesces(&rd).is_empty(), "node 3 is behind and reachable");
+    assert!(heartbeat_rounds(&rd).iter().any(|&(to, _)| to == 3));
+}

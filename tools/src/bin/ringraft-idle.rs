@@ -43,6 +43,9 @@ struct Args {
     /// Longest wait for every group to have a leader, in seconds.
     #[arg(long, default_value_t = 120)]
     ready_timeout_secs: u64,
+    /// Run the nodes with `--quiesce` (idle groups stop ticking).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    quiesce: bool,
     /// The `ringraft` binary (default: next to this one).
     #[arg(long)]
     node_bin: Option<PathBuf>,
@@ -74,6 +77,9 @@ fn measure(args: &Args, bin: &std::path::Path, groups: u64) -> Result<Row, Strin
     cfg.nodes = args.nodes;
     cfg.shards = args.shards;
     cfg.groups = groups;
+    if args.quiesce {
+        cfg.extra_args.push("--quiesce".into());
+    }
     eprintln!(
         "{groups} groups: starting {} nodes x {} shards",
         args.nodes, args.shards
