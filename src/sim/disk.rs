@@ -330,7 +330,7 @@ impl Sim {
         n.incarnation += 1;
         n.writes.clear();
         n.batch_len = 0;
-        self.notice_crash(i);
+        self.notice(i, false);
         self.report.crashes += 1;
         let after = self.rng.range(50, 1500);
         self.schedule(after, Event::Restart(i));

@@ -648,8 +648,8 @@ impl Sim {
                     self.crash(i);
                 }
             }
-            Event::Unreachable { at, node } => self.report_unreachable(at, node),
-            Event::Reachable { at, node } => self.report_reachable(at, node),
+            Event::Unreachable { at, node } => self.report_peer(at, node, false),
+            Event::Reachable { at, node } => self.report_peer(at, node, true),
             Event::WatchPeers(i) => {
                 self.watch_peers(i);
                 self.schedule(network::PEER_PING_MS, Event::WatchPeers(i));
@@ -667,7 +667,7 @@ impl Sim {
             Event::Restart(i) => {
                 if self.nodes[i].rep.is_none() && !self.nodes[i].held {
                     self.start_node(i);
-                    self.notice_start(i);
+                    self.notice(i, true);
                     self.drive(i);
                 }
             }
@@ -684,7 +684,7 @@ impl Sim {
                     self.nodes[i].held = false;
                     if self.nodes[i].rep.is_none() {
                         self.start_node(i);
-                        self.notice_start(i);
+                        self.notice(i, true);
                         self.drive(i);
                     }
                 }

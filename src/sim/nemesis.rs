@@ -213,7 +213,7 @@ impl Sim {
         self.nodes[i].held = false;
         if self.nodes[i].rep.is_none() {
             self.start_node(i);
-            self.notice_start(i);
+            self.notice(i, true);
             self.drive(i);
         }
     }

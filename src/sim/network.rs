@@ -15,30 +15,22 @@ pub(super) const PEER_PING_MS: u64 = 100;
 pub(super) const PEER_SILENCE_MS: u64 = 1_000;
 
 impl Sim {
-    /// Node `i` crashed: each node up hears it at once (its connections
-    /// close), after a network delay.
-    pub(super) fn notice_crash(&mut self, i: usize) {
+    /// Node `i` crashed (`reachable` false: each node up hears it at
+    /// once, its connections closing) or (re)started (`reachable`: its
+    /// links come up), after a network delay.
+    pub(super) fn notice(&mut self, i: usize, reachable: bool) {
         if !self.cfg.quiesce {
             return;
         }
         for j in 0..self.nodes.len() {
             if j != i && self.nodes[j].rep.is_some() {
                 let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
-                self.schedule(d, Event::Unreachable { at: j, node: i });
-            }
-        }
-    }
-
-    /// Node `i` (re)started: each node up reaches it again once its links
-    /// come up, after a network delay.
-    pub(super) fn notice_start(&mut self, i: usize) {
-        if !self.cfg.quiesce {
-            return;
-        }
-        for j in 0..self.nodes.len() {
-            if j != i && self.nodes[j].rep.is_some() {
-                let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
-                self.schedule(d, Event::Reachable { at: j, node: i });
+                let ev = if reachable {
+                    Event::Reachable { at: j, node: i }
+                } else {
+                    Event::Unreachable { at: j, node: i }
+                };
+                self.schedule(d, ev);
             }
         }
     }
@@ -62,22 +54,22 @@ impl Sim {
             match (heard, self.silent_since[j][i]) {
                 (true, Some((_, true))) => {
                     self.silent_since[j][i] = None;
-                    self.report_reachable(j, i);
+                    self.report_peer(j, i, true);
                 }
                 (true, _) => self.silent_since[j][i] = None,
                 (false, None) => self.silent_since[j][i] = Some((now, false)),
                 (false, Some((since, false))) if now - since >= PEER_SILENCE_MS => {
                     self.silent_since[j][i] = Some((since, true));
-                    self.report_unreachable(j, i);
+                    self.report_peer(j, i, false);
                 }
                 (false, Some(_)) => {}
             }
         }
     }
 
-    /// Node `at` reaches node `node` again: its replica is told, as the
-    /// shard does.
-    pub(super) fn report_reachable(&mut self, at: usize, node: usize) {
+    /// Node `at` hears that node `node` is reachable again, or not: its
+    /// replica is told about the replica placed there, as the shard does.
+    pub(super) fn report_peer(&mut self, at: usize, node: usize, reachable: bool) {
         if self.nodes[at].paused_until.is_some() {
             return;
         }
@@ -86,24 +78,12 @@ impl Sim {
             return;
         };
         if let Some(peer) = rep.raft.conf().replica_on(id) {
-            rep.raft.report_reachable(peer);
-        }
-        self.drive(at);
-    }
-
-    /// Node `at` hears that node `node` is unreachable: its replica is
-    /// told about the replica placed there, as the shard does.
-    pub(super) fn report_unreachable(&mut self, at: usize, node: usize) {
-        if self.nodes[at].paused_until.is_some() {
-            return;
-        }
-        let id = self.ids[node];
-        let Some(rep) = self.nodes[at].rep.as_mut() else {
-            return;
-        };
-        if let Some(peer) = rep.raft.conf().replica_on(id) {
-            rep.raft.report_unreachable(peer);
-            self.report.unreachable_reports += 1;
+            if reachable {
+                rep.raft.report_reachable(peer);
+            } else {
+                rep.raft.report_unreachable(peer);
+                self.report.unreachable_reports += 1;
+            }
         }
         self.drive(at);
     }

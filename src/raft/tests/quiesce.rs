@@ -19,6 +19,20 @@ fn idle_leader(lease: bool) -> RawNode {
     n
 }
 
+/// Leader 1 of [1,2,3], quiescence on, its no-op committed and applied
+/// through node 2; node 3 has acknowledged nothing.
+fn leader_without_3() -> RawNode {
+    let mut c = cfg(1, &[1, 2, 3]);
+    c.quiesce = true;
+    let mut l = RawNode::new(c.validate().unwrap());
+    win_election(&mut l, 2);
+    persist(&mut l);
+    ack(&mut l, 2, 1);
+    persist(&mut l);
+    l.on_applied(1);
+    l
+}
+
 /// (to, commit) of every Quiesce in `rd`.
 fn quiesces(rd: &Ready) -> Vec<(ReplicaId, Index)> {
     rd.messages
@@ -75,14 +89,7 @@ fn an_idle_leader_quiesces_at_its_heartbeat_tick_and_then_ignores_ticks() {
 
 #[test]
 fn a_leader_with_a_follower_behind_heartbeats_instead() {
-    let mut c = cfg(1, &[1, 2, 3]);
-    c.quiesce = true;
-    let mut l = RawNode::new(c.validate().unwrap());
-    win_election(&mut l, 2);
-    persist(&mut l);
-    ack(&mut l, 2, 1);
-    persist(&mut l);
-    l.on_applied(1);
+    let mut l = leader_without_3();
     // Node 3 has not acknowledged the no-op.
     l.tick();
     let rd = l.ready();
@@ -93,14 +100,7 @@ fn a_leader_with_a_follower_behind_heartbeats_instead() {
 
 #[test]
 fn a_leader_quiesces_without_a_follower_reported_unreachable_until_it_hears_from_it() {
-    let mut c = cfg(1, &[1, 2, 3]);
-    c.quiesce = true;
-    let mut l = RawNode::new(c.validate().unwrap());
-    win_election(&mut l, 2);
-    persist(&mut l);
-    ack(&mut l, 2, 1);
-    persist(&mut l);
-    l.on_applied(1);
+    let mut l = leader_without_3();
     l.report_unreachable(3);
     l.tick();
     let rd = l.ready();
@@ -306,14 +306,7 @@ fn the_designated_replica_of_a_new_group_campaigns_at_its_first_tick_and_only_th
 
 #[test]
 fn a_leader_quiesces_without_a_follower_silent_for_a_whole_check_quorum_round() {
-    let mut c = cfg(1, &[1, 2, 3]);
-    c.quiesce = true;
-    let mut l = RawNode::new(c.validate().unwrap());
-    win_election(&mut l, 2);
-    persist(&mut l);
-    ack(&mut l, 2, 1);
-    persist(&mut l);
-    l.on_applied(1);
+    let mut l = leader_without_3();
     // Node 3 never answers (down since before the election): the leader
     // heartbeats through the first round, then quiesces without it.
     let mut ticks = 0;
@@ -338,14 +331,7 @@ fn a_leader_quiesces_without_a_follower_silent_for_a_whole_check_quorum_round() 
 
 #[test]
 fn a_leader_that_quiesced_without_a_follower_wakes_when_its_node_is_reachable_again() {
-    let mut c = cfg(1, &[1, 2, 3]);
-    c.quiesce = true;
-    let mut l = RawNode::new(c.validate().unwrap());
-    win_election(&mut l, 2);
-    persist(&mut l);
-    ack(&mut l, 2, 1);
-    persist(&mut l);
-    l.on_applied(1);
+    let mut l = leader_without_3();
     l.report_unreachable(3);
     l.tick();
     persist(&mut l);
