@@ -22,6 +22,24 @@ fn env_u64(name: &str) -> Option<u64> {
     })
 }
 
+/// A sweep's configuration for `seed`: `SimConfig::new`, with quiescence
+/// (and the transport's reports) on when `SIM_QUIESCE=1` (issue #16: off
+/// by default until its durability failure is explained).
+fn sweep_config(nodes: usize, seed: u64) -> SimConfig {
+    let mut c = SimConfig::new(nodes, seed);
+    c.quiesce = env_u64("SIM_QUIESCE") == Some(1);
+    c
+}
+
+/// `SIM_QUIESCE=1 ` when it is set, for a replay command.
+fn quiesce_env() -> &'static str {
+    if env_u64("SIM_QUIESCE") == Some(1) {
+        "SIM_QUIESCE=1 "
+    } else {
+        ""
+    }
+}
+
 /// The seeds to run: `SIM_SEED` alone, or `SIM_SEEDS` (default `default`)
 /// from 0.
 fn seeds(default: u64) -> Vec<u64> {
@@ -39,7 +57,7 @@ fn sweep(nodes: usize) {
     let mut total = SimReport::default();
     let mut failures = Vec::new();
     for &seed in &seeds {
-        match run(SimConfig::new(nodes, seed)) {
+        match run(sweep_config(nodes, seed)) {
             Ok(r) => {
                 total.events += r.events;
                 total.ops_ok += r.ops_ok;
@@ -63,7 +81,8 @@ fn sweep(nodes: usize) {
             }
             Err(f) => {
                 eprintln!(
-                    "FAILED {f}\n  replay: SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim -- --nocapture"
+                    "FAILED {f}\n  replay: {}SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim -- --nocapture",
+                    quiesce_env()
                 );
                 failures.push(seed);
             }
@@ -466,14 +485,15 @@ fn sweep_3_nodes_with_pauses_and_lease_reads() {
     let seeds = seeds(PAUSE_SEEDS);
     let (mut pauses, mut failures) = (0, Vec::new());
     for &seed in &seeds {
-        let mut cfg = SimConfig::new(3, seed);
+        let mut cfg = sweep_config(3, seed);
         cfg.pauses = true;
         cfg.lease_reads = true;
         match run(cfg) {
             Ok(r) => pauses += r.pauses,
             Err(f) => {
                 eprintln!(
-                    "FAILED {f}\n  replay: SIM_SEED={seed} cargo test --profile ci --test sim sweep_3_nodes_with_pauses -- --nocapture"
+                    "FAILED {f}\n  replay: {}SIM_SEED={seed} cargo test --profile ci --test sim sweep_3_nodes_with_pauses -- --nocapture",
+                    quiesce_env()
                 );
                 failures.push(seed);
             }
@@ -567,7 +587,7 @@ fn sweep_with_a_wiped_disk() {
             continue;
         }
         for &seed in &seeds {
-            let mut cfg = SimConfig::new(nodes, seed);
+            let mut cfg = sweep_config(nodes, seed);
             cfg.disk_loss = true;
             match run(cfg) {
                 Ok(r) => {
@@ -576,7 +596,8 @@ fn sweep_with_a_wiped_disk() {
                 }
                 Err(f) => {
                     eprintln!(
-                        "FAILED {f}\n  replay: SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim sweep_with_a_wiped_disk -- --nocapture"
+                        "FAILED {f}\n  replay: {}SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim sweep_with_a_wiped_disk -- --nocapture",
+                    quiesce_env()
                     );
                     failures.push((nodes, seed));
                 }

@@ -49,6 +49,19 @@ fn defaults_validate_and_each_bad_setting_is_named() {
         ..base()
     })
     .contains("--value-bytes-max"));
+    assert!(bad(NodeSettings {
+        campaigns_per_tick_max: Some(0),
+        ..base()
+    })
+    .contains("--campaigns-per-tick-max"));
+    assert_eq!(
+        v.shard_template.campaigns_per_tick_max,
+        CAMPAIGNS_PER_TICK_MAX_DEFAULT
+    );
+    assert!(
+        !v.shard_template.raft.quiesce,
+        "quiescence is off by default"
+    );
 }
 
 /// The whole documented range of value-bytes-max is accepted (before,

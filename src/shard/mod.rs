@@ -371,28 +371,10 @@ impl Shard {
                 self.on_request(conn, r);
             }
             self.start_reads();
-            // Reports walk every replica: they come with links going down
-            // or up, and silences, not with turns.
             self.transport.take_unreachable(&mut down);
-            for node in down.drain(..) {
-                for (&g, r) in self.replicas.iter_mut() {
-                    if let Some(peer) = r.raft.conf().replica_on(node) {
-                        r.raft.report_unreachable(peer);
-                        self.work.mark(g);
-                    }
-                }
-            }
+            self.report_peers(&mut down, false);
             self.transport.take_reachable(&mut down);
-            for node in down.drain(..) {
-                for (&g, r) in self.replicas.iter_mut() {
-                    if let Some(peer) = r.raft.conf().replica_on(node) {
-                        r.raft.report_reachable(peer);
-                        if !r.raft.quiesced() {
-                            self.work.mark(g);
-                        }
-                    }
-                }
-            }
+            self.report_peers(&mut down, true);
             // 4. readies → messages, one WAL batch, apply
             if let Err(e) = self.process_readies().await {
                 break Err(e);
@@ -759,6 +741,28 @@ impl Shard {
             r.raft.on_persisted(f.token);
             r.lsns.note_durable(durable);
             self.work.mark(f.group);
+        }
+    }
+
+    /// Tells every replica with a peer on one of `nodes` (drained) that
+    /// the transport reaches that node again (`reachable`) or not; those
+    /// it left awake are looked at. Walks every replica: reports come with
+    /// links going down or up and with silences, not with turns.
+    fn report_peers(&mut self, nodes: &mut Vec<u64>, reachable: bool) {
+        for node in nodes.drain(..) {
+            for (&g, r) in self.replicas.iter_mut() {
+                let Some(peer) = r.raft.conf().replica_on(node) else {
+                    continue;
+                };
+                if reachable {
+                    r.raft.report_reachable(peer);
+                } else {
+                    r.raft.report_unreachable(peer);
+                }
+                if !r.raft.quiesced() {
+                    self.work.mark(g);
+                }
+            }
         }
     }
 

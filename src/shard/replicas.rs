@@ -430,7 +430,9 @@ impl Shard {
             }
         }
         // Kept leaders hand their leadership over (the core's transfer).
-        self.work.active.extend(kept.iter().copied());
+        for &g in &kept {
+            self.work.mark(g);
+        }
         self.removed.extend(kept);
         Ok(())
     }

@@ -116,15 +116,12 @@ enum Event {
     Unisolate(usize),
     /// Check log matching across every pair of live nodes.
     CheckLogs,
-    /// Node `at`'s transport reports node `node` unreachable.
-    Unreachable {
+    /// Node `at`'s transport reports node `node` reachable again (a link
+    /// came up) or not (its connections closed).
+    PeerReport {
         at: usize,
         node: usize,
-    },
-    /// Node `at`'s transport reaches node `node` again (a link came up).
-    Reachable {
-        at: usize,
-        node: usize,
+        reachable: bool,
     },
     /// Node `.0`'s transport looks for silent peers (`network::watch_peers`).
     WatchPeers(usize),
@@ -648,8 +645,11 @@ impl Sim {
                     self.crash(i);
                 }
             }
-            Event::Unreachable { at, node } => self.report_peer(at, node, false),
-            Event::Reachable { at, node } => self.report_peer(at, node, true),
+            Event::PeerReport {
+                at,
+                node,
+                reachable,
+            } => self.report_peer(at, node, reachable),
             Event::WatchPeers(i) => {
                 self.watch_peers(i);
                 self.schedule(network::PEER_PING_MS, Event::WatchPeers(i));

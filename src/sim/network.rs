@@ -25,10 +25,10 @@ impl Sim {
         for j in 0..self.nodes.len() {
             if j != i && self.nodes[j].rep.is_some() {
                 let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
-                let ev = if reachable {
-                    Event::Reachable { at: j, node: i }
-                } else {
-                    Event::Unreachable { at: j, node: i }
+                let ev = Event::PeerReport {
+                    at: j,
+                    node: i,
+                    reachable,
                 };
                 self.schedule(d, ev);
             }

@@ -399,6 +399,13 @@ impl Shared {
     }
 }
 
+/// Moves the node ids in `from` to `out`, sorted, each once.
+fn drain_sorted(from: &RefCell<Vec<NodeId>>, out: &mut Vec<NodeId>) {
+    out.append(&mut from.borrow_mut());
+    out.sort_unstable();
+    out.dedup();
+}
+
 /// Links by peer id: a handful of peers, so a vector beats hashing on the
 /// per-message lookup.
 #[derive(Default)]
@@ -576,18 +583,14 @@ impl Transport {
     /// Peers whose link failed (or could not be made) since the last call:
     /// the shard tells its groups so leaders probe those followers afresh.
     pub fn take_unreachable(&self, out: &mut Vec<NodeId>) {
-        out.append(&mut self.shared.unreachable.borrow_mut());
-        out.sort_unstable();
-        out.dedup();
+        drain_sorted(&self.shared.unreachable, out);
     }
 
     /// Peers reachable again since the last call (a link came up, or a
     /// peer reported silent was heard): the shard wakes leaders that left
     /// them behind (`RawNode::report_reachable`).
     pub fn take_reachable(&self, out: &mut Vec<NodeId>) {
-        out.append(&mut self.shared.reachable.borrow_mut());
-        out.sort_unstable();
-        out.dedup();
+        drain_sorted(&self.shared.reachable, out);
     }
 
     /// Saves peer incarnations admitted while the disk was full

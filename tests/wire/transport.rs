@@ -583,6 +583,80 @@ fn a_lost_link_is_reported_unreachable_and_redialed() {
     });
 }
 
+/// Idle links ping (`peer_ping_ms`); a peer heard before and silent for
+/// `peer_silence_ms` is reported unreachable once, and reachable when it
+/// is heard again; a peer whose process closes its connections is
+/// reported (its connection ends, or the next ping fails).
+#[test]
+fn idle_links_ping_and_silent_or_closed_peers_are_reported() {
+    run(|_| async {
+        let cfg = TransportConfig {
+            peer_ping_ms: 10,
+            peer_silence_ms: 80,
+            reconnect_backoff_ms_min: 5,
+            reconnect_backoff_ms_max: 50,
+            ..TransportConfig::default()
+        };
+        assert!(TransportConfig {
+            peer_silence_ms: 19,
+            ..cfg.clone()
+        }
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("peer_silence_ms = 19"));
+        let (a, a_addr) = start(CLUSTER, 1, cfg.clone());
+        let (b, b_addr) = start(CLUSTER, 2, cfg);
+        a.add_peer(2, b_addr);
+        b.add_peer(1, a_addr);
+        a.wait_up(2).await;
+        b.wait_up(1).await;
+        let mut seen = Vec::new();
+        eventually("the link up reported reachable", || {
+            a.take_reachable(&mut seen);
+            seen == [2]
+        })
+        .await;
+        eventually("idle links to ping", || {
+            a.stats().pings_sent > 2 && b.stats().pings_sent > 2
+        })
+        .await;
+        let mut down = Vec::new();
+        a.take_unreachable(&mut down);
+        assert!(down.is_empty(), "pings keep an idle peer heard: {down:?}");
+        // Node 2 falls silent to node 1 (its frames dropped, as behind a
+        // cut): reported once.
+        a.set_blocked(vec![2]);
+        eventually("the silent peer reported", || {
+            a.take_unreachable(&mut down);
+            down == [2]
+        })
+        .await;
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        down.clear();
+        a.take_unreachable(&mut down);
+        assert!(down.is_empty(), "reported once per silence: {down:?}");
+        assert_eq!(a.stats().peers_silent, 1);
+        // Heard again: reachable.
+        a.set_blocked(vec![]);
+        seen.clear();
+        eventually("the peer heard again reported reachable", || {
+            a.take_reachable(&mut seen);
+            seen == [2]
+        })
+        .await;
+        // Node 2's process goes: node 1 hears it with nothing to send.
+        b.close();
+        down.clear();
+        eventually("the closed peer reported", || {
+            a.take_unreachable(&mut down);
+            down.contains(&2)
+        })
+        .await;
+        assert!(a.stats().disconnects >= 1, "{:?}", a.stats());
+    });
+}
+
 fn get(id: u64, key: &str) -> Request {
     Request {
         id,

@@ -2,35 +2,37 @@
 
 use super::*;
 
-/// Leader 1 of [1,2,3], quiescence on, its no-op committed through both
-/// followers, applied and reported; not quiesced yet.
-fn idle_leader(lease: bool) -> RawNode {
+/// Leader 1 of [1,2,3] (`quiesce`, `lease` reads) whose no-op the
+/// followers `acked` acknowledged (committed), reported applied if
+/// `apply`; not quiesced yet.
+fn leader_acked(quiesce: bool, lease: bool, acked: &[ReplicaId], apply: bool) -> RawNode {
     let mut c = cfg(1, &[1, 2, 3]);
-    c.quiesce = true;
+    c.quiesce = quiesce;
     c.lease_reads = lease;
     let mut n = RawNode::new(c.validate().unwrap());
     win_election(&mut n, 2);
     persist(&mut n);
-    ack(&mut n, 2, 1);
-    ack(&mut n, 3, 1);
+    for &f in acked {
+        ack(&mut n, f, 1);
+    }
     let rd = persist(&mut n);
     assert_eq!(rd.committed.last().map(|e| e.index), Some(1));
-    n.on_applied(1);
+    if apply {
+        n.on_applied(1);
+    }
     n
+}
+
+/// Leader 1 of [1,2,3], quiescence on, its no-op committed through both
+/// followers, applied and reported; not quiesced yet.
+fn idle_leader(lease: bool) -> RawNode {
+    leader_acked(true, lease, &[2, 3], true)
 }
 
 /// Leader 1 of [1,2,3], quiescence on, its no-op committed and applied
 /// through node 2; node 3 has acknowledged nothing.
 fn leader_without_3() -> RawNode {
-    let mut c = cfg(1, &[1, 2, 3]);
-    c.quiesce = true;
-    let mut l = RawNode::new(c.validate().unwrap());
-    win_election(&mut l, 2);
-    persist(&mut l);
-    ack(&mut l, 2, 1);
-    persist(&mut l);
-    l.on_applied(1);
-    l
+    leader_acked(true, false, &[2], true)
 }
 
 /// (to, commit) of every Quiesce in `rd`.
@@ -119,14 +121,7 @@ fn a_leader_quiesces_without_a_follower_reported_unreachable_until_it_hears_from
 #[test]
 fn unapplied_entries_a_pending_read_or_a_transfer_keep_a_leader_awake() {
     // Not applied yet.
-    let mut c = cfg(1, &[1, 2, 3]);
-    c.quiesce = true;
-    let mut l = RawNode::new(c.validate().unwrap());
-    win_election(&mut l, 2);
-    persist(&mut l);
-    ack(&mut l, 2, 1);
-    ack(&mut l, 3, 1);
-    persist(&mut l);
+    let mut l = leader_acked(true, false, &[2, 3], false);
     l.tick();
     assert!(!l.quiesced(), "entry 1 not reported applied");
     l.on_applied(1);
@@ -142,15 +137,7 @@ fn unapplied_entries_a_pending_read_or_a_transfer_keep_a_leader_awake() {
     l.tick();
     assert!(!l.quiesced(), "a transfer is under way");
     // Quiescence off.
-    let mut c = cfg(1, &[1, 2, 3]);
-    c.quiesce = false;
-    let mut l = RawNode::new(c.validate().unwrap());
-    win_election(&mut l, 2);
-    persist(&mut l);
-    ack(&mut l, 2, 1);
-    ack(&mut l, 3, 1);
-    persist(&mut l);
-    l.on_applied(1);
+    let mut l = leader_acked(false, false, &[2, 3], true);
     l.tick();
     assert!(!l.quiesced(), "quiescence is off");
 }
