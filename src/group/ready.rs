@@ -34,6 +34,10 @@ pub struct ReadyIo {
     /// From the leader: durable before `hard_state` and `entries`, then
     /// [`Replica::restore`] before [`Replica::finish_ready`].
     pub snapshot: Option<Snapshot>,
+    /// With `snapshot`: the install dropped the whole log
+    /// (`raft::Ready::snapshot_dropped_log`); pass it to
+    /// [`Replica::restore`].
+    pub snapshot_dropped_log: bool,
     /// To append, by the node's policy (`HardState::to_write`: a commit
     /// index alone rides along with the next record).
     pub hard_state: Option<HardState>,
@@ -112,6 +116,7 @@ impl Replica {
                 soft_state: rd.soft_state,
                 messages: rd.messages,
                 snapshot: rd.snapshot,
+                snapshot_dropped_log: rd.snapshot_dropped_log,
                 hard_state,
                 entries: rd.entries,
             },
@@ -126,10 +131,11 @@ impl Replica {
     }
 
     /// The state machine restarts from `snap`, a snapshot from the leader
-    /// (a Ready's [`ReadyIo::snapshot`]); `durable`: its file is written
-    /// (false with a full disk: the state machine still moves, as the
-    /// snapshot is committed state, and a restart starts from what is on
-    /// disk). Proposals it covers are answered "outcome unknown" into
+    /// (a Ready's [`ReadyIo::snapshot`]); `dropped_log`: the install
+    /// dropped the whole Raft log ([`ReadyIo::snapshot_dropped_log`]);
+    /// `durable`: its file is written (false with a full disk: the state
+    /// machine still moves, as the snapshot is committed state, and a
+    /// restart starts from what is on disk). Proposals it covers are answered "outcome unknown" into
     /// `answers`. Returns whether its membership no longer names this
     /// replica (removed).
     ///
@@ -137,6 +143,7 @@ impl Replica {
     pub fn restore(
         &mut self,
         snap: &Snapshot,
+        dropped_log: bool,
         limits: KvLimits,
         durable: bool,
         answers: &mut Vec<Answer>,
@@ -146,8 +153,15 @@ impl Replica {
             self.snap_file_index = snap.meta.index;
             self.lsns.release_through(snap.meta.index);
             // Replay must drop what the install dropped: the group's next
-            // write starts with an install marker (`storage` format).
-            self.lsns.install_pending = Some((snap.meta.index, snap.meta.term));
+            // write starts with an install marker (`storage` format). An
+            // install that kept the entries after the snapshot writes none:
+            // replay keeps them as the core did, even once the records up
+            // to the snapshot are released (a marker there dropped entries
+            // acknowledged before the install: simulator, 5 nodes, seed 171
+            // with quiescence).
+            if dropped_log {
+                self.lsns.install_pending = Some((snap.meta.index, snap.meta.term));
+            }
         }
         self.skip_to_snapshot(snap.meta.index, answers);
         Ok(self.note_membership())

@@ -107,13 +107,15 @@ impl RaftLog {
     }
 
     /// Installs a received snapshot: keeps the entries after it if the log
-    /// holds its last entry, else drops the whole log.
-    pub fn install(&mut self, meta: SnapshotMeta) {
+    /// holds its last entry, else drops the whole log. Returns whether the
+    /// entries after it were kept (false: the whole log was dropped).
+    pub fn install(&mut self, meta: SnapshotMeta) -> bool {
         assert!(
             meta.index > self.commit,
             "installing a snapshot at or below commit"
         );
-        if self.matches(meta.index, meta.term) {
+        let kept = self.matches(meta.index, meta.term);
+        if kept {
             // Our entries up to the snapshot may not be applied yet: the
             // snapshot replaces them wholesale.
             self.applied = self.applied.max(meta.index);
@@ -127,6 +129,7 @@ impl RaftLog {
         }
         self.commit = meta.index;
         self.applied = self.applied.max(meta.index);
+        kept
     }
 
     /// Checks the invariants written next to the fields (debug builds and

@@ -628,7 +628,7 @@ impl Shard {
                 }
                 // With the disk full the state machine still moves to it
                 // (committed state); nothing is written.
-                self.restore(gid, &snap, false)?;
+                self.restore(gid, &snap, io.snapshot_dropped_log, false)?;
             }
             self.continue_ready(gid, io, rest).await?;
         }

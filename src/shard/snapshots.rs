@@ -115,7 +115,7 @@ impl Shard {
                 }
                 Err(err) => return Err(ShardError::Snapshot { shard, err }),
             };
-            self.restore(d.group, &d.snap, durable)?;
+            self.restore(d.group, &d.snap, parked.io.snapshot_dropped_log, durable)?;
             self.continue_ready(d.group, parked.io, parked.rest).await?;
             // Its later Readies may be taken now.
             self.mark(d.group);
@@ -129,13 +129,20 @@ impl Shard {
         &mut self,
         gid: GroupId,
         snap: &Snapshot,
+        dropped_log: bool,
         durable: bool,
     ) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
         let g = hosted(&mut self.replicas, gid);
         let mut answers = Vec::new();
         let removed = g
-            .restore(snap, self.cfg.kv.clone(), durable, &mut answers)
+            .restore(
+                snap,
+                dropped_log,
+                self.cfg.kv.clone(),
+                durable,
+                &mut answers,
+            )
             .map_err(|e| ShardError::Group {
                 shard,
                 group: gid,

@@ -727,7 +727,7 @@ impl Sim {
             // machine restarts from it.
             if let Some(snap) = io.snapshot.take() {
                 self.nodes[i].store_snapshot(snap.clone());
-                self.restore(i, &snap, &mut answers);
+                self.restore(i, &snap, io.snapshot_dropped_log, &mut answers);
             }
             // Queued in the WAL; reported durable when its batch's
             // PersistDone fires.

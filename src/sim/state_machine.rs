@@ -26,7 +26,13 @@ impl Sim {
     /// Node `i` made a snapshot from its leader durable: its state machine
     /// restarts from it (`group::Replica::restore`); proposals it covers
     /// are answered into `answers`.
-    pub(super) fn restore(&mut self, i: usize, snap: &Snapshot, answers: &mut Vec<Answer>) {
+    pub(super) fn restore(
+        &mut self,
+        i: usize,
+        snap: &Snapshot,
+        dropped_log: bool,
+        answers: &mut Vec<Answer>,
+    ) {
         let n = &mut self.nodes[i];
         let rep = n.rep.as_mut().expect("up");
         assert!(
@@ -35,7 +41,7 @@ impl Sim {
         );
         // A membership without this replica (removed) changes nothing
         // here: the node keeps it until a newer one replaces it.
-        rep.restore(snap, kv_limits(), true, answers)
+        rep.restore(snap, dropped_log, kv_limits(), true, answers)
             .unwrap_or_else(|e| panic!("a snapshot taken by a node does not restore: {}", e.0));
         assert_eq!(
             rep.kv.applied(),

@@ -69,10 +69,14 @@ use crate::raft::{Entry, EntryKind, HardState, Index};
 // Replay: a record's first entry supersedes whatever the group held at
 // that index and after (Raft's overwrite of a follower's divergent tail).
 // An install marker (index, term) is where the replica installed a
-// leader's snapshot: replay does what the core's log did then
-// (`raft::log::RaftLog::install`): entries that hold (index, term) keep
-// what follows it, any other log is dropped whole (its entries were
-// superseded by the snapshot, though still in the WAL).
+// leader's snapshot that its log did not hold (index, term): the core
+// dropped its whole log then (`raft::log::RaftLog::install`), and replay
+// drops every entry before the marker too (superseded by the snapshot,
+// though still in the WAL). An install whose log held (index, term) kept
+// the entries after it and writes no marker: replay keeps them, and the
+// restart trims to the snapshot (`GroupLog::take_restart`). Replay could
+// not tell the two apart by itself: once the records up to the snapshot
+// are released, a kept log and a dropped one both start at index + 1.
 const REC_GROUP: u8 = 1;
 const FLAG_HS: u8 = 1;
 const FLAG_INSTALL: u8 = 2;
@@ -192,7 +196,7 @@ pub struct Record {
     pub group: u64,
     pub hs: Option<HardState>,
     /// An install marker: the leader's snapshot (index, term) the replica
-    /// installed here (see the format above).
+    /// installed here, dropping its whole log (see the format above).
     pub installed: Option<(Index, u64)>,
     pub entries: Vec<Entry>,
 }
@@ -302,8 +306,9 @@ pub struct GroupLog {
     /// Index of the last entry written (0: none); a record from `first` on
     /// ends the log where it ends.
     pub last_index: Index,
-    /// A leader's snapshot (index, term) installed and not yet marked in
-    /// the WAL: the next write of the group starts with its install
+    /// A leader's snapshot (index, term) installed over a log that did not
+    /// hold its last entry (dropped whole), not yet marked in the WAL: the
+    /// next write of the group starts with its install
     /// marker (`LogStore::append_group`).
     pub install_pending: Option<(Index, u64)>,
 }
@@ -317,8 +322,8 @@ impl GroupLog {
             self.hs_lsn_durable = lsn;
             self.hs_lsns_in_flight.clear();
         }
-        if let Some((index, term)) = r.installed {
-            self.replay_install(index, term);
+        if let Some((index, _term)) = r.installed {
+            self.replay_install(index);
         }
         let (Some(first), Some(last)) = (r.entries.first(), r.entries.last()) else {
             return;
@@ -347,17 +352,12 @@ impl GroupLog {
     }
 
     /// Replays an install marker as the core installed the snapshot
-    /// (`RaftLog::install`): a log holding (`index`, `term`) keeps what
-    /// follows it; any other is dropped whole.
-    fn replay_install(&mut self, index: Index, term: u64) {
-        if let Some(at) = self.position_of(index, term) {
-            self.entries.drain(..=at);
-            self.release_through(index);
-        } else {
-            self.entries.clear();
-            self.record_lsns.clear();
-            self.last_index = index;
-        }
+    /// through `index` (`RaftLog::install` with a log that did not hold
+    /// its last entry): the whole log is dropped.
+    fn replay_install(&mut self, index: Index) {
+        self.entries.clear();
+        self.record_lsns.clear();
+        self.last_index = index;
     }
 
     /// Notes a record written at `lsn` while running (its hard state, the

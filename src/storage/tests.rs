@@ -156,8 +156,9 @@ fn an_install_marker_drops_the_superseded_log_and_keeps_what_follows() {
         "the entry acknowledged after the install survives a restart"
     );
 
-    // A log that holds the snapshot's entry keeps what follows it, as the
-    // core kept it (`RaftLog::install`).
+    // A marker says the core dropped its whole log: replay drops it even
+    // where it holds the snapshot's entry (an install that kept the log
+    // writes no marker).
     let mut g = GroupLog::default();
     for (l, x) in [
         r(1, &[e(1, 1, "a"), e(2, 2, "b"), e(3, 2, "c")]),
@@ -165,8 +166,21 @@ fn an_install_marker_drops_the_superseded_log_and_keeps_what_follows() {
     ] {
         g.apply(l, x);
     }
-    assert_eq!(indexes_terms(&g), vec![(3, 2)]);
-    assert_eq!(g.record_lsns, BTreeMap::from([(1, 1)]), "record 1 holds 3");
+    assert!(g.entries.is_empty() && g.record_lsns.is_empty());
+    assert_eq!(g.last_index, 2);
+
+    // An install that kept the log (no marker), its records up to the
+    // snapshot released: the log starts right after the snapshot and the
+    // restart keeps it whole.
+    let mut g = GroupLog::default();
+    for (l, x) in [r(51, &[e(167, 5, "a")]), r(53, &[e(168, 5, "b")])] {
+        g.apply(l, x);
+    }
+    let restart = g.take_restart(Some((166, 5)));
+    assert_eq!(
+        restart.entries.iter().map(|x| x.index).collect::<Vec<_>>(),
+        vec![167, 168]
+    );
 
     // A marker with nothing after it: the superseded entries are gone.
     let mut g = GroupLog::default();

@@ -103,8 +103,16 @@ pub struct Ready {
     /// A snapshot received from the leader: persist it (atomically) before
     /// `entries`, and restore the state machine from it before applying
     /// `committed`. Storage drops its entries up to the snapshot, and keeps
-    /// those after it only if it holds the snapshot's (index, term).
+    /// those after it unless `snapshot_dropped_log`.
     pub snapshot: Option<Snapshot>,
+    /// With `snapshot`: an install since the last Ready found a log that
+    /// did not hold the snapshot's last entry (index, term) and dropped it
+    /// whole (`RaftLog::install`); storage must drop every entry it holds,
+    /// not only those up to the snapshot. False when every install kept
+    /// the entries after the snapshot. Storage cannot always tell by
+    /// itself: the records that held the snapshot's last entry may already
+    /// be released from the WAL.
+    pub snapshot_dropped_log: bool,
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
     pub persisted_messages: Vec<Message>,
@@ -215,6 +223,9 @@ pub struct RawNode {
     snapshot: Option<Snapshot>,
     /// An installed snapshot for the next Ready.
     snapshot_to_persist: Option<Snapshot>,
+    /// An install since the last Ready dropped the whole log (it did not
+    /// hold the snapshot's last entry): `Ready::snapshot_dropped_log`.
+    install_dropped_log: bool,
     /// Chunks of a snapshot being received: (meta, total, crc, term of its
     /// leader, bytes so far).
     incoming: Option<Incoming>,
@@ -325,6 +336,7 @@ impl RawNode {
             transfer_elapsed: 0,
             snapshot,
             snapshot_to_persist: None,
+            install_dropped_log: false,
             incoming: None,
             quiet: false,
             quiesced: false,
@@ -894,6 +906,7 @@ impl RawNode {
             _ => None,
         };
         let snapshot = self.snapshot_to_persist.take();
+        let snapshot_dropped_log = std::mem::take(&mut self.install_dropped_log);
         self.log.debug_check();
         self.pending.push_back(Pending {
             number,
@@ -912,6 +925,7 @@ impl RawNode {
             read_states: std::mem::take(&mut self.read_states),
             reads_failed: std::mem::take(&mut self.reads_failed),
             snapshot,
+            snapshot_dropped_log,
         }
     }
 }

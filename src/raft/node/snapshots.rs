@@ -128,7 +128,9 @@ impl RawNode {
             return;
         }
         // Complete and intact: install it atomically, membership included.
-        self.log.install(meta);
+        if !self.log.install(meta) {
+            self.install_dropped_log = true;
+        }
         self.set_conf(conf.clone());
         self.conf_history = vec![(meta.index, conf.clone())];
         let snap = Snapshot {

@@ -227,7 +227,11 @@ fn snapshot_keeps_the_matching_tail_and_drops_a_conflicting_log() {
     ));
     persist(&mut f);
     f.step(chunk_msg(1, 1, 15, &[9; 10], 0, 10));
-    f.ready();
+    let rd = f.ready();
+    assert!(
+        rd.snapshot.is_some() && !rd.snapshot_dropped_log,
+        "storage is told the log was kept"
+    );
     assert_eq!(
         (f.first_index(), f.last_index()),
         (16, 20),
@@ -252,7 +256,12 @@ fn snapshot_keeps_the_matching_tail_and_drops_a_conflicting_log() {
         *term = 2;
     }
     g.step(m);
-    g.ready();
+    let rd = g.ready();
+    assert!(
+        rd.snapshot.is_some() && rd.snapshot_dropped_log,
+        "storage is told the log was dropped"
+    );
+    assert!(!g.ready().snapshot_dropped_log, "told once");
     assert_eq!(
         (g.first_index(), g.last_index()),
         (16, 15),
