@@ -5,7 +5,7 @@
 //!
 //! cargo test --profile ci --test sim             # CI budget: 3000 seeds per configuration
 //! SIM_SEEDS=5000 cargo test --profile ci --test sim
-//! SIM_SEED=42 SIM_NODES=3 cargo test --profile ci --test sim -- --nocapture   # replay one seed
+//! SIM_SEED=42 SIM_NODES=3 cargo test --profile ci --test sim sweep_3_nodes -- --exact --nocapture   # replay one seed
 
 use ringraft::sim::{run, SimConfig, SimReport};
 
@@ -22,19 +22,19 @@ fn env_u64(name: &str) -> Option<u64> {
     })
 }
 
-/// A sweep's configuration for `seed`: `SimConfig::new`, with quiescence
-/// (and the transport's reports) on when `SIM_QUIESCE=1` (issue #16: off
-/// by default until its durability failure is explained).
+/// A sweep's configuration for `seed`: `SimConfig::new` (quiescence and
+/// the transport's reports on, as the node runs), with quiescence off when
+/// `SIM_QUIESCE=0` (to tell whether a failure needs it).
 fn sweep_config(nodes: usize, seed: u64) -> SimConfig {
     let mut c = SimConfig::new(nodes, seed);
-    c.quiesce = env_u64("SIM_QUIESCE") == Some(1);
+    c.quiesce = env_u64("SIM_QUIESCE") != Some(0);
     c
 }
 
-/// `SIM_QUIESCE=1 ` when it is set, for a replay command.
+/// `SIM_QUIESCE=0 ` when it is set, for a replay command.
 fn quiesce_env() -> &'static str {
-    if env_u64("SIM_QUIESCE") == Some(1) {
-        "SIM_QUIESCE=1 "
+    if env_u64("SIM_QUIESCE") == Some(0) {
+        "SIM_QUIESCE=0 "
     } else {
         ""
     }
@@ -78,10 +78,12 @@ fn sweep(nodes: usize) {
                 total.replicas_created += r.replicas_created;
                 total.replicas_destroyed += r.replicas_destroyed;
                 total.messages_misrouted += r.messages_misrouted;
+                total.quiesce_msgs += r.quiesce_msgs;
+                total.unreachable_reports += r.unreachable_reports;
             }
             Err(f) => {
                 eprintln!(
-                    "FAILED {f}\n  replay: {}SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim -- --nocapture",
+                    "FAILED {f}\n  replay: {}SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim sweep_{nodes}_nodes -- --exact --nocapture",
                     quiesce_env()
                 );
                 failures.push(seed);
@@ -91,7 +93,7 @@ fn sweep(nodes: usize) {
     println!(
         "sim {nodes} nodes: {} seeds, {} events, ops ok {} unknown {} retried {}, puts acked {}, entries committed {}, \
          leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, reads by read index {}, snapshots taken {} installed {}, membership changes {} (3 -> 5 -> 3 voter cycles {}), \
-         replicas created {} destroyed {} (messages for another replica {})",
+         replicas created {} destroyed {} (messages for another replica {}), quiesce messages {}, peers reported unreachable {}",
         seeds.len(),
         total.events,
         total.ops_ok,
@@ -111,7 +113,9 @@ fn sweep(nodes: usize) {
         total.voter_cycles_3_5_3,
         total.replicas_created,
         total.replicas_destroyed,
-        total.messages_misrouted
+        total.messages_misrouted,
+        total.quiesce_msgs,
+        total.unreachable_reports
     );
     assert!(
         failures.is_empty(),
@@ -340,9 +344,10 @@ fn lease_reads_stay_linearizable_across_leader_transfers() {
 
 /// A quiet 3-node group with lease reads, settled, its leader's lease warm
 /// (a heartbeat round acknowledged just now): (the sim, the leader).
-fn lease_leader(seed: u64) -> (ringraft::sim::Sim, usize) {
+fn lease_leader(seed: u64, quiesce: bool) -> (ringraft::sim::Sim, usize) {
     let mut cfg = quiet(3, seed);
     cfg.lease_reads = true;
+    cfg.quiesce = quiesce;
     let mut sim = ringraft::sim::Sim::new(cfg);
     let old = settle(&mut sim);
     let t = sim.now_ms();
@@ -350,17 +355,28 @@ fn lease_leader(seed: u64) -> (ringraft::sim::Sim, usize) {
     (sim, old)
 }
 
+/// How long the others of a quiesced group take to hear that its leader
+/// was cut off: they stop ticking, and wake when their transport reports
+/// its node silent (`ringraft::sim::PEER_SILENCE_MS`); awake, at once.
+fn silence_ms(quiesce: bool) -> u64 {
+    if quiesce {
+        ringraft::sim::PEER_SILENCE_MS
+    } else {
+        0
+    }
+}
+
 /// One run of the isolated-leader lease scenario: returns the number of
 /// reads the old leader served after the new leader's write was applied
 /// there, without that write (stale reads), and the reads it served at all.
-fn isolated_leader_lease_reads(seed: u64) -> (usize, usize) {
-    let (mut sim, old) = lease_leader(seed);
+fn isolated_leader_lease_reads(seed: u64, quiesce: bool) -> (usize, usize) {
+    let (mut sim, old) = lease_leader(seed, quiesce);
     let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
     sim.partition(&[&[old], &others]);
     let start = sim.now_ms();
     let mut write: Option<(usize, u64, u64)> = None; // (node, index, applied at ms)
     let mut proposed: Option<(usize, u64)> = None;
-    while sim.now_ms() < start + 1_000 {
+    while sim.now_ms() < start + 1_000 + silence_ms(quiesce) {
         let t = sim.now_ms();
         sim.run_until(t + 1);
         sim.probe_read(old);
@@ -380,7 +396,9 @@ fn isolated_leader_lease_reads(seed: u64) -> (usize, usize) {
             }
         }
     }
-    let (_, idx, at) = write.expect("the majority elects a leader and commits within a second");
+    let (_, idx, at) = write.unwrap_or_else(|| {
+        panic!("seed {seed} quiesce {quiesce}: the majority elects no leader that commits within a second of hearing of the cut")
+    });
     let served: Vec<_> = sim
         .probes_served()
         .iter()
@@ -396,19 +414,23 @@ fn isolated_leader_lease_reads(seed: u64) -> (usize, usize) {
 
 #[test]
 fn an_isolated_leader_stops_serving_lease_reads_before_a_new_leader_can_write() {
-    let mut served = 0;
-    for seed in 0..60 {
-        let (stale, n) = isolated_leader_lease_reads(seed);
-        assert_eq!(
-            stale, 0,
-            "seed {seed}: the isolated old leader served {stale} stale lease reads"
+    for quiesce in [false, true] {
+        let mut served = 0;
+        for seed in 0..60 {
+            let (stale, n) = isolated_leader_lease_reads(seed, quiesce);
+            assert_eq!(
+                stale, 0,
+                "seed {seed} quiesce {quiesce}: the isolated old leader served {stale} stale lease reads"
+            );
+            served += n;
+        }
+        // Quiesced, the leader holds no lease; the reads asked wake it, and
+        // cut off it never gets one back: no read is served at all.
+        assert!(
+            quiesce || served > 0,
+            "the old leader must have served lease reads while its lease held"
         );
-        served += n;
     }
-    assert!(
-        served > 0,
-        "the old leader must have served lease reads while its lease held"
-    );
 }
 
 /// A leader paused (SIGSTOP) while cut off from its peers, for longer than
@@ -418,19 +440,26 @@ fn an_isolated_leader_stops_serving_lease_reads_before_a_new_leader_can_write() 
 /// while the others elected a new leader and wrote meanwhile.
 #[test]
 fn a_leader_paused_past_its_lease_serves_no_lease_read_on_resume() {
+    for quiesce in [false, true] {
+        paused_leader_lease_reads(quiesce);
+    }
+}
+
+fn paused_leader_lease_reads(quiesce: bool) {
     let mut served_before = 0;
+    let pause_ms = 1_000 + silence_ms(quiesce);
     for seed in 0..40 {
-        let (mut sim, old) = lease_leader(seed);
-        // The lease holds now: a read is served locally.
+        let (mut sim, old) = lease_leader(seed, quiesce);
+        // The lease holds now (awake): a read is served locally.
         let before = sim.probes_served().len();
         sim.probe_read(old);
         served_before += sim.probes_served().len() - before;
         let others: Vec<usize> = (0..3).filter(|&i| i != old).collect();
         sim.partition(&[&[old], &others]);
-        sim.pause(old, 1_000);
+        sim.pause(old, pause_ms);
         let start = sim.now_ms();
         let mut write: Option<(usize, u64)> = None;
-        while sim.now_ms() < start + 1_000 {
+        while sim.now_ms() < start + pause_ms {
             let t = sim.now_ms();
             sim.run_until(t + 5);
             if write.is_some() {
@@ -446,13 +475,15 @@ fn a_leader_paused_past_its_lease_serves_no_lease_read_on_resume() {
                 }
             }
         }
-        let (n, idx) = write.expect("the others elect a leader during the pause");
+        let (n, idx) = write.unwrap_or_else(|| {
+            panic!("seed {seed} quiesce {quiesce}: the others elect no leader during the pause")
+        });
         assert!(
             sim.applied(n) >= idx,
-            "seed {seed}: the new leader's write is applied"
+            "seed {seed} quiesce {quiesce}: the new leader's write is applied"
         );
         // Resumed (still cut off): reads at once, and for a while after.
-        sim.run_until(start + 1_000);
+        sim.run_until(start + pause_ms);
         let from = sim.probes_served().len();
         for _ in 0..50 {
             sim.probe_read(old);
@@ -465,12 +496,13 @@ fn a_leader_paused_past_its_lease_serves_no_lease_read_on_resume() {
             .collect();
         assert!(
             stale.is_empty(),
-            "seed {seed}: the paused old leader served {} stale lease reads after resuming: {stale:?}",
+            "seed {seed} quiesce {quiesce}: the paused old leader served {} stale lease reads after resuming: {stale:?}",
             stale.len()
         );
     }
+    // Quiesced (the group is idle), the leader holds no lease to serve from.
     assert!(
-        served_before > 0,
+        quiesce || served_before > 0,
         "lease reads were served before the pause"
     );
 }
@@ -613,4 +645,115 @@ fn sweep_with_a_wiped_disk() {
         seeds.len() == 1 || (lost > seeds.len() as u64 && refused > 0),
         "disks wiped: {lost}, messages refused: {refused}"
     );
+}
+
+/// Whether every up node's replica is quiesced.
+fn all_quiesced(sim: &ringraft::sim::Sim, nodes: usize) -> bool {
+    (0..nodes).all(|i| sim.node(i).is_none_or(|r| r.quiesced()))
+}
+
+/// The leader of a quiesced group crashes. Nobody ticks and nobody sends,
+/// so only the transport's report wakes the followers (a crashed node's
+/// connections close: reported at once); a new leader must then commit a
+/// write within two election timeouts of that notice (issue #16).
+#[test]
+fn a_quiesced_groups_leader_crashes_and_a_new_leader_writes_within_two_election_timeouts() {
+    let mut worst = 0;
+    for seed in 0..40 {
+        let mut sim = ringraft::sim::Sim::new(quiet(3, seed));
+        let l = settle(&mut sim);
+        sim.propose(l, bytes::Bytes::from_static(b"before"))
+            .unwrap();
+        let t = sim.now_ms();
+        sim.run_until(t + 1_000);
+        assert!(
+            all_quiesced(&sim, 3),
+            "seed {seed}: an idle group quiesces{}",
+            sim.describe()
+        );
+        sim.kill(l);
+        let others: Vec<usize> = (0..3).filter(|&i| i != l).collect();
+        let crashed_at = sim.now_ms();
+        let mut noticed = None;
+        let mut proposed = None;
+        let limit = crashed_at + 5 * sim.election_timeout_ms() + 1_000;
+        let written = loop {
+            let t = sim.now_ms();
+            assert!(
+                t < limit,
+                "seed {seed}: no write {limit} ms after the crash{}",
+                sim.describe()
+            );
+            sim.run_until(t + 1);
+            if noticed.is_none() && others.iter().any(|&i| !sim.node(i).unwrap().quiesced()) {
+                noticed = Some(sim.now_ms());
+            }
+            if let Some((n, idx)) = proposed {
+                if sim.applied(n) >= idx {
+                    break sim.now_ms();
+                }
+            } else if let Some(n) = sim.leader().filter(|n| others.contains(n)) {
+                proposed = sim
+                    .propose(n, bytes::Bytes::from_static(b"after"))
+                    .ok()
+                    .map(|(i, _)| (n, i));
+            }
+        };
+        let noticed = noticed.expect("the followers woke");
+        let took = written - noticed;
+        worst = worst.max(took);
+        assert!(
+            took <= 2 * sim.election_timeout_ms(),
+            "seed {seed}: the write committed {took} ms after the crash was noticed ({} ms after the crash); two election timeouts are {} ms",
+            written - crashed_at,
+            2 * sim.election_timeout_ms()
+        );
+        sim.start(l);
+        let t = sim.now_ms();
+        sim.run_until(t + 1_000);
+        sim.finish().unwrap_or_else(|f| panic!("{f}"));
+    }
+    eprintln!("quiesced leader crash: a new leader's write at most {worst} ms after the notice");
+}
+
+/// A node is down for the whole run: the group still quiesces (the
+/// leader counts the down node's replica out once its node is reported
+/// unreachable), and so does a leader elected later, which was a follower
+/// when the report came (the host tells a new leader again).
+#[test]
+fn a_node_down_for_the_whole_run_does_not_keep_the_group_awake() {
+    for seed in 0..20 {
+        let mut sim = ringraft::sim::Sim::new(quiet(3, seed));
+        sim.kill(2);
+        let t = sim.now_ms();
+        sim.run_until(t + 1_000);
+        let l = sim.leader().expect("two of three elect a leader");
+        sim.propose(l, bytes::Bytes::from_static(b"w")).unwrap();
+        let t = sim.now_ms();
+        sim.run_until(t + 2_000);
+        assert!(
+            all_quiesced(&sim, 3),
+            "seed {seed}: quiesced with node 3 down{}",
+            sim.describe()
+        );
+        // Leadership moves to the other live node, which was a follower
+        // when node 3 was reported.
+        let other = 1 - l;
+        let target = sim.node(other).unwrap().id();
+        sim.with_node(l, |r| r.transfer_leader(target))
+            .unwrap()
+            .unwrap_or_else(|e| panic!("seed {seed}: transfer refused: {e:?}"));
+        let t = sim.now_ms();
+        sim.run_until(t + 2_000);
+        assert_eq!(sim.leader(), Some(other), "seed {seed}: transferred");
+        assert!(
+            all_quiesced(&sim, 3),
+            "seed {seed}: the new leader quiesces with node 3 down{}",
+            sim.describe()
+        );
+        sim.start(2);
+        let t = sim.now_ms();
+        sim.run_until(t + 1_000);
+        sim.finish().unwrap_or_else(|f| panic!("{f}"));
+    }
 }

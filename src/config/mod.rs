@@ -61,9 +61,8 @@ pub struct NodeSettings {
     pub heartbeat_ticks: Option<u32>,
     /// Quiescence: an idle group's leader and followers stop ticking and
     /// heartbeating until a message, a request or an unreachable leader
-    /// wakes them (issue #16; `raft::RaftConfig::quiesce`). Default false:
-    /// the simulator found an acknowledged entry lost with it on (5 nodes,
-    /// seed 171 with `SIM_QUIESCE=1`), not yet explained.
+    /// wakes them (issue #16; `raft::RaftConfig::quiesce`). Default true
+    /// (`--quiesce false` turns it off).
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub quiesce: Option<bool>,
     /// Elections a shard starts per tick at most; the others wait for the
@@ -434,7 +433,7 @@ impl NodeSettings {
         let mut raft = RaftConfig::new(id, voters.clone());
         raft.election_ticks = self.election_ticks.unwrap_or(10);
         raft.heartbeat_ticks = self.heartbeat_ticks.unwrap_or(2);
-        raft.quiesce = self.quiesce.unwrap_or(false);
+        raft.quiesce = self.quiesce.unwrap_or(true);
         raft.lease_reads = lease_reads;
         raft.compact_keep_entries = self.compact_keep_entries.unwrap_or(1000);
         raft.seed = id.wrapping_mul(0x2545_F491_4F6C_DD1D);

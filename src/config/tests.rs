@@ -58,10 +58,7 @@ fn defaults_validate_and_each_bad_setting_is_named() {
         v.shard_template.campaigns_per_tick_max,
         CAMPAIGNS_PER_TICK_MAX_DEFAULT
     );
-    assert!(
-        !v.shard_template.raft.quiesce,
-        "quiescence is off by default"
-    );
+    assert!(v.shard_template.raft.quiesce, "quiescence is on by default");
 }
 
 /// The whole documented range of value-bytes-max is accepted (before,

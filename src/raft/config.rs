@@ -68,7 +68,8 @@ pub struct RaftConfig {
     /// whose followers hold its whole log stops ticking and heartbeating,
     /// and so do its followers, until a message, a proposal, a read or an
     /// unreachable leader wakes them (`RawNode::quiesced` has the rules).
-    /// Default off (the node: `--quiesce`, default off too).
+    /// Default off here (a bare core heartbeats as Raft does); the node
+    /// turns it on (`--quiesce`, default true).
     pub quiesce: bool,
     /// This replica campaigns at its first tick if its group is new (term
     /// 0), instead of after an election timeout. The host sets it on one

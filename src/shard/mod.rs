@@ -154,6 +154,10 @@ pub struct Shard {
     /// `REPLICAS_CREATED_PER_TURN_MAX`.
     creating: Vec<(GroupId, u64, crate::raft::Message)>,
     transport: Rc<Transport>,
+    /// Nodes the transport reported unreachable and not reachable since:
+    /// told again to each replica that becomes leader (`report_peers`), so
+    /// a leader elected while a node is down may quiesce without it.
+    nodes_unreachable: std::collections::BTreeSet<u64>,
     clients: Rc<ClientService>,
     inflight: VecDeque<InFlight>,
     next_ctx: u64,
@@ -250,6 +254,7 @@ impl Shard {
             handing_over: BTreeMap::new(),
             creating: Vec::new(),
             transport,
+            nodes_unreachable: Default::default(),
             clients,
             inflight: VecDeque::new(),
             next_ctx: first_read_ctx(),
@@ -610,6 +615,15 @@ impl Shard {
             let (mut io, rest) = r.take_ready();
             if let Some(ss) = io.soft_state {
                 log_role_change(shard, gid, ss.role, ss.leader, ss.term);
+                if ss.role == Role::Leader {
+                    // A node down since before this election was reported
+                    // to no replica of this term (`raft::node::quiesce`).
+                    for &node in &self.nodes_unreachable {
+                        if let Some(peer) = r.raft.conf().replica_on(node) {
+                            r.raft.report_unreachable(peer);
+                        }
+                    }
+                }
             }
             for m in &io.messages {
                 if let crate::raft::Body::Append { entries, .. } = &m.body {
@@ -750,6 +764,11 @@ impl Shard {
     /// links going down or up and with silences, not with turns.
     fn report_peers(&mut self, nodes: &mut Vec<u64>, reachable: bool) {
         for node in nodes.drain(..) {
+            if reachable {
+                self.nodes_unreachable.remove(&node);
+            } else {
+                self.nodes_unreachable.insert(node);
+            }
             for (&g, r) in self.replicas.iter_mut() {
                 let Some(peer) = r.raft.conf().replica_on(node) else {
                     continue;

@@ -58,8 +58,8 @@ pub struct SimConfig {
     /// Quiescence (`RaftConfig::quiesce`), as the node runs. Peers are
     /// reported unreachable as the transport reports them: a crashed node
     /// at once (its connections close), a node paused or cut off after
-    /// `PEER_SILENCE_MS` of silence (`network::watch_peers`). Default off,
-    /// as the node's (the sweeps turn it on with `SIM_QUIESCE=1`).
+    /// `PEER_SILENCE_MS` of silence (`network::watch_peers`). Default on,
+    /// as the node's (the sweeps turn it off with `SIM_QUIESCE=0`).
     pub quiesce: bool,
 }
 
@@ -115,9 +115,7 @@ impl SimConfig {
             record_bytes_max,
             disk_loss: false,
             identity_check: true,
-            // Off until the durability failure found with it on is
-            // understood (issue #16: 5 nodes, seed 171).
-            quiesce: false,
+            quiesce: true,
         }
     }
 }

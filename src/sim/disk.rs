@@ -252,6 +252,8 @@ impl Sim {
     pub(super) fn start_node(&mut self, i: usize) {
         let cfg = self.node_cfg(i);
         let opts = wal_options(&self.cfg);
+        // A new process: its transport has reported nothing yet.
+        self.unreachable[i].fill(false);
         let n = &mut self.nodes[i];
         let opened = block_on(crate::storage::open_wal(n.disk.clone(), opts));
         let (wal, mut replay, _report) = match opened {

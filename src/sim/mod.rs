@@ -55,6 +55,7 @@ use crate::rng::Rng;
 
 pub use config::{SimConfig, SimFailure, SimReport};
 use disk::{PendingWrite, SimNode};
+pub use network::PEER_SILENCE_MS;
 
 /// Read contexts with this bit set are a test's probe reads, not clients'.
 const PROBE_BIT: u64 = 1 << 63;
@@ -176,6 +177,11 @@ pub struct Sim {
     /// silent_since[a][b]: since when node `b` has been silent to node
     /// `a`, and whether `a` reported it (`network::watch_peers`).
     silent_since: Vec<Vec<Option<(u64, bool)>>>,
+    /// unreachable[a][b]: node `a`'s transport reported node `b`
+    /// unreachable and not reachable since (the shard's
+    /// `nodes_unreachable`): told again to a replica of `a` that becomes
+    /// leader. Cleared when `a` restarts.
+    unreachable: Vec<Vec<bool>>,
     /// known_store[a][b]: the store incarnation node `a` recorded for `b`
     /// (0: never met), as the shard's peer book does (`identity`).
     known_store: Vec<Vec<u64>>,
@@ -260,6 +266,7 @@ impl Sim {
             ids,
             blocked: vec![vec![false; n]; n],
             silent_since: vec![vec![None; n]; n],
+            unreachable: vec![vec![false; n]; n],
             // Every node dials every other at start (a shard links to all
             // its peers at once): they all met their first stores.
             known_store: vec![vec![1; n]; n],
@@ -427,6 +434,12 @@ impl Sim {
             Some(f) => Err(f),
             None => Ok(self.report),
         }
+    }
+
+    /// One election timeout (the nodes' `RaftConfig::election_ticks` of
+    /// `SimConfig::tick_ms`), in ms.
+    pub fn election_timeout_ms(&self) -> u64 {
+        u64::from(self.election_ticks) * self.cfg.tick_ms
     }
 
     /// Simulated time now, in ms.
@@ -717,6 +730,7 @@ impl Sim {
             if let Some(ss) = io.soft_state {
                 if ss.role == Role::Leader {
                     self.on_new_leader(i, ss.term);
+                    self.report_unreachable_to_leader(i);
                 }
             }
             for m in std::mem::take(&mut io.messages) {

@@ -12,7 +12,7 @@ pub(super) const PEER_PING_MS: u64 = 100;
 /// Silence after which a peer is reported unreachable
 /// (`TransportConfig::peer_silence_ms`, scaled alike: 5 to 10 election
 /// timeouts, as the node's defaults are).
-pub(super) const PEER_SILENCE_MS: u64 = 1_000;
+pub const PEER_SILENCE_MS: u64 = 1_000;
 
 impl Sim {
     /// Node `i` crashed (`reachable` false: each node up hears it at
@@ -77,6 +77,7 @@ impl Sim {
         let Some(rep) = self.nodes[at].rep.as_mut() else {
             return;
         };
+        self.unreachable[at][node] = !reachable;
         if let Some(peer) = rep.raft.conf().replica_on(id) {
             if reachable {
                 rep.raft.report_reachable(peer);
@@ -86,6 +87,24 @@ impl Sim {
             }
         }
         self.drive(at);
+    }
+
+    /// Node `at`'s replica just became leader: the nodes its transport
+    /// reported unreachable (and not reachable since) are told to it, as
+    /// the shard does (a node down since before the election is reported
+    /// to no replica of this term otherwise).
+    pub(super) fn report_unreachable_to_leader(&mut self, at: usize) {
+        let Some(rep) = self.nodes[at].rep.as_mut() else {
+            return;
+        };
+        for (node, &down) in self.unreachable[at].iter().enumerate() {
+            if let Some(peer) = down
+                .then(|| rep.raft.conf().replica_on(self.ids[node]))
+                .flatten()
+            {
+                rep.raft.report_unreachable(peer);
+            }
+        }
     }
 
     /// Sends `m` from node `a` to the node its addressee lives on, as node

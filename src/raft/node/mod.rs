@@ -504,11 +504,21 @@ impl RawNode {
     /// The transport lost its connection to `peer`'s node (or hears
     /// nothing from it). A leader replicates to it from a probe again, and
     /// may quiesce without it until it hears from it; a quiesced follower
-    /// whose leader it is wakes, to elect another if it is gone.
+    /// whose leader it is wakes, to elect another if it is gone, counting
+    /// the leader's silence as one election timeout already passed: it
+    /// campaigns within one more (its randomized timeout spreads the
+    /// others), so a new leader writes within about two election timeouts
+    /// of the report (issue #16; CockroachDB campaigns on unquiesce when
+    /// the leader is not live). Safe for leases: a quiesced follower has
+    /// acknowledged nothing since its leader quiesced, and a quiesced
+    /// leader holds no lease (`quiesce_leader`); a woken leader's new
+    /// round reaches this follower only by waking it. An awake follower
+    /// keeps its timer (it may be in its leader's lease).
     pub fn report_unreachable(&mut self, peer: ReplicaId) {
         if self.role != Role::Leader {
-            if peer == self.leader {
+            if peer == self.leader && self.quiesced {
                 self.wake();
+                self.election_elapsed = self.cfg.election_ticks;
             }
             return;
         }

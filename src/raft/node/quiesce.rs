@@ -7,13 +7,15 @@
 //!   when nothing is left to do (`can_quiesce`): every entry is committed,
 //!   durable here and reported applied; every follower holds the whole log
 //!   (its match is the last index, no snapshot in flight), except followers
-//!   reported unreachable since the leader last heard from them, or (with
-//!   check-quorum) not heard from for a whole check-quorum round: a node
-//!   down since before this leader was elected is reported to no one
+//!   reported unreachable since the leader last heard from them
 //!   (tikv/tikv#19070, cockroachdb/cockroach#9446: else no group would
-//!   quiesce with a node down). A behind follower that is alive after all
-//!   is awake: its election timer runs out and its pre-vote wakes the
-//!   leader, which catches it up. No read waits, no transfer or
+//!   quiesce with a node down). The host reports a node down since before
+//!   this leader was elected again when it becomes leader (the shard and
+//!   the simulator keep the set of nodes their transport reported). A
+//!   follower merely silent is not enough: a learner, or a replica not yet
+//!   created on its node (it waits for its seeding snapshot), never
+//!   campaigns, so nothing would ever wake the leader for it (simulator:
+//!   `adding_a_node_while_a_partition_heals` with quiescence). No read waits, no transfer or
 //!   membership change is pending, the configuration is not joint.
 //!   Readies still in progress do not
 //!   matter (the entries are durable; a Ready of messages only waits for
@@ -79,11 +81,10 @@ impl RawNode {
             && self.read.queue.is_empty()
             && self.read.waiting_for_commit.is_empty()
             && !self.read.round_wanted
-            && self.prs.iter().all(|p| {
-                p.unreachable
-                    || (self.cfg.check_quorum && !p.recent_active && !p.active_last_round)
-                    || (p.match_ == last && p.state != ProgressState::Snapshot)
-            })
+            && self
+                .prs
+                .iter()
+                .all(|p| p.unreachable || (p.match_ == last && p.state != ProgressState::Snapshot))
     }
 
     /// Quiesces this leader (`can_quiesce` holds): tells the followers and

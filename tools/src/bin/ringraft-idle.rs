@@ -43,7 +43,8 @@ struct Args {
     /// Longest wait for every group to have a leader, in seconds.
     #[arg(long, default_value_t = 120)]
     ready_timeout_secs: u64,
-    /// Run the nodes with `--quiesce` (idle groups stop ticking).
+    /// Run the nodes with quiescence (`--quiesce`: idle groups stop
+    /// ticking); false measures them awake.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     quiesce: bool,
     /// The `ringraft` binary (default: next to this one).
@@ -77,9 +78,7 @@ fn measure(args: &Args, bin: &std::path::Path, groups: u64) -> Result<Row, Strin
     cfg.nodes = args.nodes;
     cfg.shards = args.shards;
     cfg.groups = groups;
-    if args.quiesce {
-        cfg.extra_args.push("--quiesce".into());
-    }
+    cfg.extra_args.push(format!("--quiesce={}", args.quiesce));
     eprintln!(
         "{groups} groups: starting {} nodes x {} shards",
         args.nodes, args.shards
