@@ -1,9 +1,14 @@
 //! Metrics in Prometheus text format over HTTP (`--metrics-addr`).
 //!
 //! Each shard publishes a snapshot of its counters once a second into its
-//! own slot (one lock per shard per second, never on the hot path); a small
-//! HTTP thread, off the executors, renders all slots on `GET /metrics`.
+//! own slot (one lock per shard per second, never on the hot path, and
+//! never waited for: a slot being rendered is skipped until the next
+//! second), with only the groups whose state changed since (a Ready, a
+//! creation, a destruction): the slot keeps every group's last state, so a
+//! shard of 100,000 quiesced groups publishes none of them. A small HTTP
+//! thread, off the executors, renders all slots on `GET /metrics`.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
@@ -56,6 +61,10 @@ pub struct ShardStats {
     pub disk_full_events: u64,
     /// 1 while the disk is full.
     pub disk_full: u64,
+    /// Replicas hosted (a gauge).
+    pub groups: u64,
+    /// Replicas that tick (not quiesced; a gauge).
+    pub groups_awake: u64,
 }
 
 use hdrhistogram::Histogram;
@@ -76,14 +85,13 @@ pub struct GroupMetrics {
     pub inflight: Vec<(u64, usize)>,
 }
 
-/// What one shard publishes.
+/// What one shard publishes besides its groups (`MetricsHub::try_publish`).
 #[derive(Debug, Clone)]
 pub struct ShardMetrics {
     pub shard: u32,
     pub stats: ShardStats,
     pub transport: TransportStats,
     pub clients: ClientStats,
-    pub groups: Vec<GroupMetrics>,
     pub wal_syncs: u64,
     pub wal_records: u64,
     pub wal_bytes_written: u64,
@@ -93,32 +101,58 @@ pub struct ShardMetrics {
     pub append_entries: Histogram<u64>,
 }
 
+/// One shard's slot: its last counters and every group's last state.
+#[derive(Debug, Default)]
+pub struct Slot {
+    pub shard: Option<ShardMetrics>,
+    pub groups: BTreeMap<u64, GroupMetrics>,
+}
+
 /// The slots of every shard.
 #[derive(Clone)]
 pub struct MetricsHub {
-    slots: Arc<Vec<Mutex<Option<ShardMetrics>>>>,
+    slots: Arc<Vec<Mutex<Slot>>>,
 }
 
 impl MetricsHub {
     pub fn new(shards: u32) -> MetricsHub {
         MetricsHub {
-            slots: Arc::new((0..shards).map(|_| Mutex::new(None)).collect()),
+            slots: Arc::new((0..shards).map(|_| Mutex::new(Slot::default())).collect()),
         }
     }
 
-    pub fn publish(&self, m: ShardMetrics) {
-        let i = m.shard as usize;
-        *self.slots[i].lock().expect("metrics slot") = Some(m);
+    /// Publishes shard `m.shard`'s counters and the groups that changed
+    /// (`None`: no longer hosted), if its slot is free: false when the
+    /// metrics thread holds it (a render under way), and nothing changed;
+    /// the shard keeps its changes for the next second rather than wait
+    /// on an executor thread.
+    pub fn try_publish(
+        &self,
+        m: ShardMetrics,
+        changed: impl IntoIterator<Item = (u64, Option<GroupMetrics>)>,
+    ) -> bool {
+        let Ok(mut slot) = self.slots[m.shard as usize].try_lock() else {
+            return false;
+        };
+        for (g, gm) in changed {
+            match gm {
+                Some(gm) => slot.groups.insert(g, gm),
+                None => slot.groups.remove(&g),
+            };
+        }
+        slot.shard = Some(m);
+        true
     }
 
     /// The Prometheus text of every published shard.
     pub fn render(&self, node: u64) -> String {
-        let shards: Vec<ShardMetrics> = self
+        let guards: Vec<_> = self
             .slots
             .iter()
-            .filter_map(|s| s.lock().expect("metrics slot").clone())
+            .map(|s| s.lock().expect("metrics slot"))
             .collect();
-        render(node, &shards)
+        let slots: Vec<&Slot> = guards.iter().map(|g| &**g).collect();
+        render(node, &slots)
     }
 
     /// Serves `GET /metrics` on `addr` from a thread of its own.
@@ -189,12 +223,15 @@ fn quantiles(
 /// A metric family: name, help, and how to read it.
 type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-/// Renders shard snapshots as Prometheus text (each family once).
-pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
+/// Renders the shards' slots as Prometheus text (each family once).
+pub fn render(node: u64, slots: &[&Slot]) -> String {
     let mut out = String::new();
-    let groups: Vec<(u32, &GroupMetrics)> = shards
+    let shards: Vec<ShardMetrics> = slots.iter().filter_map(|s| s.shard.clone()).collect();
+    let shards = &shards[..];
+    let groups: Vec<(u32, &GroupMetrics)> = slots
         .iter()
-        .flat_map(|s| s.groups.iter().map(move |g| (s.shard, g)))
+        .filter_map(|s| Some((s.shard.as_ref()?.shard, &s.groups)))
+        .flat_map(|(shard, gs)| gs.values().map(move |g| (shard, g)))
         .collect();
     let per_group: [Family<GroupMetrics>; 5] = [
         (
@@ -429,19 +466,29 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
             );
         }
     }
-    // A gauge, not a counter: 1 while the shard's disk is full.
-    family(
-        &mut out,
-        "ringraft_disk_full",
-        "gauge",
-        "1 while the shard's disk is full",
-    );
-    for sm in shards {
-        let _ = writeln!(
-            out,
-            "ringraft_disk_full{{node=\"{node}\",shard=\"{}\"}} {}",
-            sm.shard, sm.stats.disk_full
-        );
+    let gauges: [Family<ShardMetrics>; 3] = [
+        (
+            "ringraft_disk_full",
+            "1 while the shard's disk is full",
+            |s| s.stats.disk_full,
+        ),
+        ("ringraft_groups", "replicas hosted", |s| s.stats.groups),
+        (
+            "ringraft_groups_awake",
+            "replicas that tick (the others are quiesced)",
+            |s| s.stats.groups_awake,
+        ),
+    ];
+    for (name, help, f) in gauges {
+        family(&mut out, name, "gauge", help);
+        for sm in shards {
+            let _ = writeln!(
+                out,
+                "{name}{{node=\"{node}\",shard=\"{}\"}} {}",
+                sm.shard,
+                f(sm)
+            );
+        }
     }
     family(
         &mut out,
@@ -475,4 +522,71 @@ pub fn render(node: u64, shards: &[ShardMetrics]) -> String {
         &s.append_entries
     });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard(shard: u32) -> ShardMetrics {
+        let h = || Histogram::new(3).expect("histogram");
+        ShardMetrics {
+            shard,
+            stats: ShardStats {
+                groups: 3,
+                groups_awake: 1,
+                ..Default::default()
+            },
+            transport: Default::default(),
+            clients: Default::default(),
+            wal_syncs: 0,
+            wal_records: 0,
+            wal_bytes_written: 0,
+            wal_sync_latency_us: h(),
+            wal_batch_records: h(),
+            append_entries: h(),
+        }
+    }
+
+    fn group(group: u64, term: u64) -> GroupMetrics {
+        GroupMetrics {
+            group,
+            role: 3,
+            term,
+            ..Default::default()
+        }
+    }
+
+    /// A slot keeps every group's last state: a publish carries only the
+    /// groups that changed (an idle shard publishes none), a group no
+    /// longer hosted goes away, and a slot being rendered is not waited
+    /// for (the shard keeps its changes for the next try).
+    #[test]
+    fn a_publish_carries_only_changed_groups_and_never_waits_for_a_render() {
+        let hub = MetricsHub::new(1);
+        assert!(hub.try_publish(
+            shard(0),
+            [
+                (1, Some(group(1, 1))),
+                (2, Some(group(2, 1))),
+                (3, Some(group(3, 1)))
+            ]
+        ));
+        // Nothing changed: the groups stay as published.
+        assert!(hub.try_publish(shard(0), []));
+        let text = hub.render(7);
+        assert_eq!(text.matches("ringraft_group_term{").count(), 3);
+        assert!(text.contains("ringraft_groups_awake{node=\"7\",shard=\"0\"} 1"));
+        // Group 2 moved to term 5, group 3 is gone.
+        assert!(hub.try_publish(shard(0), [(2, Some(group(2, 5))), (3, None)]));
+        let text = hub.render(7);
+        assert!(text.contains("ringraft_group_term{node=\"7\",shard=\"0\",group=\"2\"} 5"));
+        assert!(text.contains("ringraft_group_term{node=\"7\",shard=\"0\",group=\"1\"} 1"));
+        assert!(!text.contains("group=\"3\""));
+        // A render holds the slot: the publish is refused, nothing applied.
+        let held = hub.slots[0].lock().unwrap();
+        assert!(!hub.try_publish(shard(0), [(1, None)]));
+        drop(held);
+        assert!(hub.render(7).contains("group=\"1\""));
+    }
 }

@@ -158,6 +158,9 @@ pub struct Shard {
     /// told again to each replica that becomes leader (`report_peers`), so
     /// a leader elected while a node is down may quiesce without it.
     nodes_unreachable: std::collections::BTreeSet<u64>,
+    /// Groups whose metrics changed since the last publish (a Ready, a
+    /// creation, a destruction): `publish_metrics` sends only those.
+    metrics_dirty: std::collections::BTreeSet<GroupId>,
     clients: Rc<ClientService>,
     inflight: VecDeque<InFlight>,
     next_ctx: u64,
@@ -255,6 +258,7 @@ impl Shard {
             creating: Vec::new(),
             transport,
             nodes_unreachable: Default::default(),
+            metrics_dirty: Default::default(),
             clients,
             inflight: VecDeque::new(),
             next_ctx: first_read_ctx(),
@@ -488,53 +492,41 @@ impl Shard {
     }
 
     /// Hands a snapshot of this shard's counters to the metrics server.
-    fn publish_metrics(&self) {
+    fn publish_metrics(&mut self) {
         let Some(hub) = &self.metrics else { return };
         let wal = self.store.wal().stats();
-        let groups = self
-            .replicas
-            .values()
-            .map(|g| crate::metrics::GroupMetrics {
-                group: g.id,
-                role: match g.raft.role() {
-                    Role::Follower => 0,
-                    Role::PreCandidate => 1,
-                    Role::Candidate => 2,
-                    Role::Leader => 3,
-                },
-                term: g.raft.term(),
-                leader: g.leader_node(),
-                commit: g.raft.commit_index(),
-                applied: g.kv.applied(),
-                inflight: if g.raft.role() == Role::Leader {
-                    g.raft
-                        .conf()
-                        .placements
-                        .iter()
-                        .filter(|p| p.replica != g.replica)
-                        .filter_map(|p| {
-                            let pr = g.raft.progress(p.replica)?;
-                            Some((p.node, pr.inflight.len()))
-                        })
-                        .collect()
-                } else {
-                    Vec::new()
-                },
-            })
-            .collect();
-        hub.publish(crate::metrics::ShardMetrics {
+        let mut stats = self.stats;
+        stats.groups = self.replicas.len() as u64;
+        stats.groups_awake = self.work.awake.len() as u64;
+        let m = crate::metrics::ShardMetrics {
             shard: self.cfg.shard,
-            stats: self.stats,
+            stats,
             transport: self.transport.stats(),
             clients: self.clients.stats(),
-            groups,
             wal_syncs: wal.syncs,
             wal_records: wal.records,
             wal_bytes_written: wal.bytes_written,
             wal_sync_latency_us: wal.sync_latency_us,
             wal_batch_records: wal.batch_records,
             append_entries: self.append_entries.clone(),
+        };
+        // Only the groups that changed since the last publish: those that
+        // had a Ready, were created or destroyed, and every awake leader
+        // (its followers' in-flight counts move with acknowledgements).
+        let replicas = &self.replicas;
+        let awake_leaders = self.work.awake.iter().filter(|g| {
+            replicas
+                .get(g)
+                .is_some_and(|r| r.raft.role() == Role::Leader)
         });
+        let changed = self
+            .metrics_dirty
+            .iter()
+            .chain(awake_leaders)
+            .map(|&g| (g, replicas.get(&g).map(group_metrics)));
+        if hub.try_publish(m, changed) {
+            self.metrics_dirty.clear();
+        }
     }
 
     /// The replica of group `gid`. Panics if this shard does not host it
@@ -585,10 +577,12 @@ impl Shard {
         self.work.mark(g);
     }
 
-    /// Marks every hosted replica (a rebuild, a start).
+    /// Marks every hosted replica (a rebuild, a start), for work and for
+    /// the metrics.
     pub(super) fn mark_all(&mut self) {
         for &g in self.replicas.keys() {
             self.work.mark(g);
+            self.metrics_dirty.insert(g);
         }
     }
 
@@ -612,6 +606,7 @@ impl Shard {
         for &gid in ids {
             let r = hosted(&mut self.replicas, gid);
             self.stats.readies += 1;
+            self.metrics_dirty.insert(gid);
             let (mut io, rest) = r.take_ready();
             if let Some(ss) = io.soft_state {
                 log_role_change(shard, gid, ss.role, ss.leader, ss.term);
@@ -807,6 +802,35 @@ fn hosted(replicas: &mut BTreeMap<GroupId, Replica>, gid: GroupId) -> &mut Repli
     match replicas.get_mut(&gid) {
         Some(r) => r,
         None => panic!("group {gid} is not hosted here: a replica left the map during a turn"),
+    }
+}
+
+/// What the metrics show of a replica (`ringraft_group_*`).
+fn group_metrics(g: &Replica) -> crate::metrics::GroupMetrics {
+    let leader = g.raft.role() == Role::Leader;
+    crate::metrics::GroupMetrics {
+        group: g.id,
+        role: match g.raft.role() {
+            Role::Follower => 0,
+            Role::PreCandidate => 1,
+            Role::Candidate => 2,
+            Role::Leader => 3,
+        },
+        term: g.raft.term(),
+        leader: g.leader_node(),
+        commit: g.raft.commit_index(),
+        applied: g.kv.applied(),
+        inflight: if leader {
+            g.raft
+                .conf()
+                .placements
+                .iter()
+                .filter(|p| p.replica != g.replica)
+                .filter_map(|p| Some((p.node, g.raft.progress(p.replica)?.inflight.len())))
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 

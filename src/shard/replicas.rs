@@ -298,6 +298,7 @@ impl Shard {
             "replica created"
         );
         self.work.mark(replica.id);
+        self.metrics_dirty.insert(replica.id);
         self.replicas.insert(replica.id, replica);
         self.debug_check_catalog();
         Ok(())
@@ -327,6 +328,7 @@ impl Shard {
             .replicas
             .remove(&group)
             .unwrap_or_else(|| panic!("shard {shard}: group {group} in the catalog, not hosted"));
+        self.metrics_dirty.insert(group);
         let mut waiting = Vec::new();
         r.drain_waiters(Gone::Destroyed, &mut waiting);
         for (conn, id, answer) in waiting {
