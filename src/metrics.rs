@@ -276,7 +276,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 39] = [
+    let counters: [Family<ShardMetrics>; 41] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -419,6 +419,16 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
         ("ringraft_peer_pings_total", "pings sent on idle peer links", |s| {
             s.transport.pings_sent
         }),
+        (
+            "ringraft_heartbeats_coalesced_total",
+            "heartbeats and answers sent as records of coalesced frames",
+            |s| s.transport.heartbeats_coalesced,
+        ),
+        (
+            "ringraft_heartbeat_frames_total",
+            "coalesced heartbeat frames sent (one per link per write, up to 1024 records)",
+            |s| s.transport.heartbeat_frames,
+        ),
         (
             "ringraft_peers_silent_total",
             "peers reported unreachable for their silence (peer_silence_ms)",

@@ -51,6 +51,17 @@ proptest! {
         }
     }
 
+    /// Arbitrary bytes as a coalesced-heartbeats payload never panic: a
+    /// typed error, or records that were all checked.
+    #[test]
+    fn random_heartbeats_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let mut n = 0;
+        if let Ok(k) = ringraft::wire::decode_heartbeats(&bytes, |_, _| n += 1) {
+            prop_assert_eq!(k, n);
+            prop_assert_eq!(bytes.len(), 8 + k * ringraft::wire::HEARTBEAT_RECORD_BYTES);
+        }
+    }
+
     /// A stream of frames decodes back to exactly what was sent.
     #[test]
     fn streams_round_trip(frames in proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..64)), 0..20)) {

@@ -19,7 +19,9 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::sync::WaitList;
 use super::{FrameReader, RecvError, Shared};
 use crate::raft::{Message, NodeId};
-use crate::wire::{decode_raft, encode_raft, KIND_PING, KIND_RAFT};
+use crate::wire::{
+    decode_heartbeats, decode_raft, encode_raft, KIND_HEARTBEATS, KIND_PING, KIND_RAFT,
+};
 
 /// Messages waiting to go back on one inbound connection.
 #[derive(Default)]
@@ -103,6 +105,19 @@ pub(super) async fn deliver<R: AsyncRead + Unpin>(
         while let Some((kind, payload)) = reader.next_buffered()? {
             if kind == KIND_PING {
                 frames += 1;
+                continue;
+            }
+            if kind == KIND_HEARTBEATS {
+                let mut inbox = shared.inbox.borrow_mut();
+                let n = decode_heartbeats(&payload, |group, m| {
+                    if !blocked {
+                        inbox.push((group, node, m));
+                    }
+                })?;
+                got += n as u64;
+                if !blocked {
+                    frames += 1;
+                }
                 continue;
             }
             got += 1;

@@ -34,6 +34,10 @@ enum DialError {
 struct LinkState {
     /// Frames queued since the writer last took them.
     pending: Vec<u8>,
+    /// Heartbeats and their answers queued since (`wire::coalesced`):
+    /// written as `KIND_HEARTBEATS` frames after `pending` when the writer
+    /// takes the batch, one frame for every group's.
+    beats: Vec<(u64, Message)>,
     pending_msgs: u64,
     up: bool,
     closed: bool,
@@ -65,6 +69,7 @@ impl Link {
             shared,
             st: RefCell::new(LinkState {
                 pending: Vec::new(),
+                beats: Vec::new(),
                 pending_msgs: 0,
                 up: false,
                 closed: false,
@@ -79,15 +84,20 @@ impl Link {
         l
     }
 
-    /// Encodes `m` into the pending batch; `false` if dropped.
+    /// Encodes `m` into the pending batch (a heartbeat or its answer:
+    /// kept for the batch's coalesced frame); `false` if dropped.
     pub(crate) fn queue(&self, group: u64, m: &Message) -> bool {
         let mut st = self.st.borrow_mut();
-        let before = st.pending.len();
+        let before = st.queued_bytes();
         if !st.up || st.closed || before >= self.shared.cfg.peer_queue_bytes_max {
             self.shared.stats.bump(|s| s.msgs_dropped += 1);
             return false;
         }
-        encode_raft(&mut st.pending, group, m);
+        if crate::wire::coalesced(m) {
+            st.beats.push((group, m.clone()));
+        } else {
+            encode_raft(&mut st.pending, group, m);
+        }
         st.pending_msgs += 1;
         self.shared.stats.bump(|s| s.msgs_queued += 1);
         if before == 0 {
@@ -100,7 +110,7 @@ impl Link {
     /// call (`TransportConfig::peer_ping_ms`).
     pub(crate) fn ping_if_idle(&self) {
         let mut st = self.st.borrow_mut();
-        let idle = st.up && !st.closed && !st.wrote && st.pending.is_empty();
+        let idle = st.up && !st.closed && !st.wrote && st.queued_bytes() == 0;
         st.wrote = false;
         if idle {
             crate::wire::encode_ping(&mut st.pending);
@@ -117,7 +127,7 @@ impl Link {
     }
 
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.st.borrow().pending.len()
+        self.st.borrow().queued_bytes()
     }
 
     /// Waits until fewer than `bytes` are queued (or the link closes).
@@ -213,12 +223,21 @@ impl Link {
         st.up = false;
         let lost = st.pending_msgs + lost_in_write;
         st.pending.clear();
+        st.beats.clear();
         st.pending_msgs = 0;
         self.shared.stats.bump(|s| {
             s.msgs_dropped += lost;
             s.disconnects += 1;
         });
         self.shared.unreachable.borrow_mut().push(self.node);
+    }
+}
+
+impl LinkState {
+    /// Bytes queued: frames encoded, and heartbeats as the records they
+    /// will be.
+    fn queued_bytes(&self) -> usize {
+        self.pending.len() + self.beats.len() * crate::wire::HEARTBEAT_RECORD_BYTES
     }
 }
 
@@ -274,7 +293,7 @@ async fn run(l: Rc<Link>) {
                     l.ready
                         .wait_until(|| {
                             let st = l.st.borrow();
-                            !st.pending.is_empty() || st.broken || l.closed()
+                            st.queued_bytes() > 0 || st.broken || l.closed()
                         })
                         .await;
                     if l.closed() {
@@ -290,6 +309,17 @@ async fn run(l: Rc<Link>) {
                     let msgs = {
                         let mut st = l.st.borrow_mut();
                         st.wrote = true;
+                        if !st.beats.is_empty() {
+                            let LinkState { pending, beats, .. } = &mut *st;
+                            crate::wire::encode_heartbeats(pending, beats);
+                            let n = beats.len() as u64;
+                            beats.clear();
+                            l.shared.stats.bump(|s| {
+                                s.heartbeats_coalesced += n;
+                                s.heartbeat_frames +=
+                                    n.div_ceil(crate::wire::HEARTBEATS_PER_FRAME_MAX as u64);
+                            });
+                        }
                         std::mem::swap(&mut st.pending, &mut writing);
                         std::mem::take(&mut st.pending_msgs)
                     };

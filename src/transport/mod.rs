@@ -306,6 +306,10 @@ pub enum RecvError {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TransportStats {
     pub msgs_queued: u64,
+    /// Heartbeats and answers sent in coalesced frames
+    /// (`wire::KIND_HEARTBEATS`), and those frames.
+    pub heartbeats_coalesced: u64,
+    pub heartbeat_frames: u64,
     /// Raft messages dropped: link down or queue over its bound.
     pub msgs_dropped: u64,
     /// Raft messages for a node this shard has no address for.

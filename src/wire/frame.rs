@@ -26,7 +26,8 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 /// Version of the wire protocol; a peer of another version is refused.
 /// 2: the handshake carries store incarnations (`crate::identity`).
 /// 4: `Body::Quiesce` (issue #16).
-pub const PROTOCOL_VERSION: u8 = 4;
+/// 5: coalesced heartbeats (`message::KIND_HEARTBEATS`, issue #16).
+pub const PROTOCOL_VERSION: u8 = 5;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 

@@ -18,4 +18,8 @@ pub use frame::{
     FRAME_BYTES_MAX_DEFAULT, PROTOCOL_VERSION,
 };
 pub use hello::{Hello, HelloError, KIND_HELLO, KIND_HELLO_REPLY};
-pub use message::{decode_raft, encode_ping, encode_raft, MessageError, KIND_PING, KIND_RAFT};
+pub use message::{
+    coalesced, decode_heartbeats, decode_raft, encode_heartbeats, encode_ping, encode_raft,
+    MessageError, HEARTBEATS_PER_FRAME_MAX, HEARTBEAT_RECORD_BYTES, KIND_HEARTBEATS, KIND_PING,
+    KIND_RAFT,
+};

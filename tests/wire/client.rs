@@ -349,3 +349,83 @@ proptest! {
         let _ = decode_response(&aligned(&payload));
     }
 }
+
+/// Coalesced heartbeats: many groups' heartbeats and answers round-trip
+/// through as many frames as `HEARTBEATS_PER_FRAME_MAX` makes, in order;
+/// a damaged record, a wrong count or stray padding is refused whole
+/// (nothing handed out).
+#[test]
+fn coalesced_heartbeats_round_trip_and_damage_is_refused() {
+    use ringraft::raft::{Body, Message};
+    use ringraft::wire::{
+        coalesced, decode_heartbeats, encode_heartbeats, HEARTBEATS_PER_FRAME_MAX,
+        HEARTBEAT_RECORD_BYTES, KIND_HEARTBEATS,
+    };
+    let beats: Vec<(u64, Message)> = (0..HEARTBEATS_PER_FRAME_MAX as u64 + 5)
+        .map(|g| {
+            let body = if g % 3 == 0 {
+                Body::HeartbeatResp { round: g * 7 }
+            } else {
+                Body::Heartbeat {
+                    commit: g + 100,
+                    round: g * 7,
+                }
+            };
+            let m = Message {
+                from: g % 5 + 1,
+                to: g % 7 + 1,
+                term: g + 3,
+                body,
+            };
+            assert!(coalesced(&m));
+            (g * 1_000_003, m)
+        })
+        .collect();
+    let mut buf = Vec::new();
+    encode_heartbeats(&mut buf, &beats);
+    let mut got = Vec::new();
+    let mut at = 0;
+    let mut frames = 0;
+    while at < buf.len() {
+        let (f, n) = decode_frame(&buf[at..], 1 << 20).unwrap().unwrap();
+        assert_eq!(f.kind, KIND_HEARTBEATS);
+        let k = decode_heartbeats(f.payload, |g, m| got.push((g, m))).unwrap();
+        assert!(k <= HEARTBEATS_PER_FRAME_MAX);
+        at += n;
+        frames += 1;
+    }
+    assert_eq!(frames, 2);
+    assert_eq!(got, beats);
+
+    // One frame of three records, damaged in turn.
+    let mut one = Vec::new();
+    encode_heartbeats(&mut one, &beats[..3]);
+    let payload = one_frame(&one, KIND_HEARTBEATS);
+    let mut damaged = Vec::new();
+    let mut bad = payload.to_vec();
+    bad[0] = 4; // count says 4
+    damaged.push(bad);
+    let mut bad = payload.to_vec();
+    bad[5] = 1; // header padding
+    damaged.push(bad);
+    let mut bad = payload.to_vec();
+    bad[8 + HEARTBEAT_RECORD_BYTES + 48] = 2; // kind
+    damaged.push(bad);
+    let mut bad = payload.to_vec();
+    bad[8 + 48] = 1; // a response (record 0 is one) ...
+    bad[8 + 32] = 1; // ... with a commit
+    damaged.push(bad);
+    let mut bad = payload.to_vec();
+    bad[8 + 2 * HEARTBEAT_RECORD_BYTES + 50] = 1; // record padding
+    damaged.push(bad);
+    damaged.push(payload[..payload.len() - 8].to_vec()); // truncated
+    damaged.push(payload[..4].to_vec());
+    for (i, b) in damaged.iter().enumerate() {
+        let mut handed = 0;
+        assert!(
+            decode_heartbeats(b, |_, _| handed += 1).is_err(),
+            "damage {i} passed"
+        );
+        assert_eq!(handed, 0, "damage {i}: records handed out");
+    }
+}

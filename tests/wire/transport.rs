@@ -225,6 +225,62 @@ fn two_shards_exchange_a_burst_both_ways_in_order() {
     });
 }
 
+/// Heartbeats of many groups queued in one turn go out as coalesced
+/// frames (one per 1024, `wire::KIND_HEARTBEATS`), not one Raft frame
+/// each, and arrive as the messages they stand for, interleaved with an
+/// Append in the same batch.
+#[test]
+fn heartbeats_of_many_groups_go_in_one_coalesced_frame() {
+    run(|_| async {
+        let (a, addr_a) = start(CLUSTER, 1, TransportConfig::default());
+        let (b, addr_b) = start(CLUSTER, 2, TransportConfig::default());
+        a.add_peer(2, addr_b);
+        b.add_peer(1, addr_a);
+        a.wait_up(2).await;
+        const GROUPS: u64 = 3000;
+        let beat = |g: u64| Message {
+            from: 1,
+            to: 2,
+            term: 4,
+            body: if g.is_multiple_of(2) {
+                Body::Heartbeat {
+                    commit: g,
+                    round: g + 1,
+                }
+            } else {
+                Body::HeartbeatResp { round: g + 1 }
+            },
+        };
+        let before = a.stats();
+        for g in 0..GROUPS {
+            assert!(a.send(2, g, &beat(g)));
+        }
+        assert!(a.send(2, 7, &append(1, 2, 5, 1, 8)));
+        let mut got = Vec::new();
+        recv(&b, GROUPS as usize + 1, &mut got).await;
+        let s = a.stats();
+        assert_eq!(s.heartbeats_coalesced - before.heartbeats_coalesced, GROUPS);
+        assert_eq!(
+            s.heartbeat_frames - before.heartbeat_frames,
+            GROUPS.div_ceil(1024),
+            "one frame per 1024 heartbeats of a batch"
+        );
+        let appends: Vec<_> = got
+            .iter()
+            .filter(|(_, _, m)| matches!(m.body, Body::Append { .. }))
+            .collect();
+        assert_eq!(appends.len(), 1);
+        let mut beats: Vec<_> = got
+            .into_iter()
+            .filter(|(_, _, m)| !matches!(m.body, Body::Append { .. }))
+            .collect();
+        beats.sort_by_key(|(g, _, _)| *g);
+        for (i, (g, node, m)) in beats.iter().enumerate() {
+            assert_eq!((*g, *node, m), (i as u64, 1, &beat(i as u64)));
+        }
+    });
+}
+
 /// Regression: a reader whose socket always had bytes never yielded, so
 /// the shard loop starved while the inbox grew (the transport bench's
 /// slow rounds). Each read batch now yields: the shard sees messages in
