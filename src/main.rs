@@ -312,11 +312,36 @@ fn ensure_fd_budget(needed: usize) -> Result<u64, (u64, u64)> {
     Ok(raised.rlim_cur)
 }
 
+/// How long a shard keeps trying to bind a port that is in use, in ms: a
+/// previous incarnation of this node, just killed, may hold its listening
+/// sockets a little past its exit while the kernel tears its io_uring
+/// down (seen restarting a node at once: "Address already in use" for a
+/// port that nothing else uses). A port held longer is another process's:
+/// the node then stops with the error.
+const BIND_IN_USE_WAIT_MS: u64 = 3_000;
+
 /// Binds without SO_REUSEPORT (glommio's own bind sets it, which would let
-/// a second, misconfigured node silently share the port).
-fn bind(a: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
+/// a second, misconfigured node silently share the port), retrying a port
+/// in use for up to [`BIND_IN_USE_WAIT_MS`].
+async fn bind(a: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
     use std::os::fd::{FromRawFd, IntoRawFd};
-    let l = std::net::TcpListener::bind(a)?;
+    use std::time::Duration;
+    let started = std::time::Instant::now();
+    let l = loop {
+        match std::net::TcpListener::bind(a) {
+            Ok(l) => break l,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && started.elapsed() < Duration::from_millis(BIND_IN_USE_WAIT_MS) =>
+            {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    if started.elapsed() >= Duration::from_millis(50) {
+        tracing::info!(addr = %a, ms = started.elapsed().as_millis() as u64, "bound after waiting for the port to be released");
+    }
     Ok(unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) })
 }
 
@@ -329,9 +354,12 @@ async fn run_shard(
 ) -> Result<(), String> {
     let pa = shard_addr(cfg.listen_peers, s);
     let ca = shard_addr(cfg.listen_clients, s);
-    let peer_l = bind(pa).map_err(|e| format!("shard {s}: listening for peers on {pa}: {e}"))?;
-    let client_l =
-        bind(ca).map_err(|e| format!("shard {s}: listening for clients on {ca}: {e}"))?;
+    let peer_l = bind(pa)
+        .await
+        .map_err(|e| format!("shard {s}: listening for peers on {pa}: {e}"))?;
+    let client_l = bind(ca)
+        .await
+        .map_err(|e| format!("shard {s}: listening for clients on {ca}: {e}"))?;
     let stop_local = std::rc::Rc::new(std::cell::Cell::new(false));
     // The signal flag is shared across threads; the shard polls it.
     let flag = stop.clone();

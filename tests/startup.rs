@@ -14,6 +14,7 @@ fn a_shard_that_cannot_start_stops_the_whole_node() {
     let port = free_ports(4).unwrap();
     let (peers, clients) = (port, port + 2);
     let squatter = std::net::TcpListener::bind(("127.0.0.1", clients + 1)).unwrap();
+    let started = Instant::now();
     let mut node = Command::new(env!("CARGO_BIN_EXE_ringraft"))
         .args(["node", "--id", "1", "--shards", "2", "--groups", "2"])
         .args(["--placement", "unbound", "--initial-cluster-state", "new"])
@@ -43,6 +44,13 @@ fn a_shard_that_cannot_start_stops_the_whole_node() {
     drop(squatter);
     let status = status.unwrap_or_else(|| panic!("the node ran on half started:\n{err}"));
     assert_eq!(status.code(), Some(1), "{err}");
+    // It waited BIND_IN_USE_WAIT_MS (3 s) for the port first: a killed
+    // incarnation of itself may hold it briefly.
+    assert!(
+        started.elapsed() >= Duration::from_millis(3_000),
+        "gave up on a port in use after {:?}",
+        started.elapsed()
+    );
     let want = format!(
         "shard 1: listening for clients on 127.0.0.1:{}",
         clients + 1

@@ -773,7 +773,9 @@ impl Shard {
                 } else {
                     r.raft.report_unreachable(peer);
                 }
-                if !r.raft.quiesced() {
+                // A leader that stays quiesced may still have a message
+                // to send (`Quiesce` again to a node back up).
+                if !r.raft.quiesced() || r.raft.has_ready() {
                     self.work.mark(g);
                 }
             }

@@ -357,9 +357,18 @@ async fn run(l: Rc<Link>) {
             }
         }
         // Jittered over the upper half: peers that failed together do not
-        // redial in lockstep.
+        // redial in lockstep. The peer connecting here cuts the wait short:
+        // it is up again.
         let delay = rng.range(backoff_ms.div_ceil(2), backoff_ms);
-        glommio::timer::sleep(Duration::from_millis(delay)).await;
+        let accepted = l.shared.accepted_from(l.node);
+        let dialed_us = l
+            .shared
+            .accepted_wake
+            .wait_until(|| l.shared.accepted_from(l.node) != accepted || l.closed());
+        futures_lite::future::or(glommio::timer::sleep(Duration::from_millis(delay)), async {
+            dialed_us.await;
+        })
+        .await;
         backoff_ms = (backoff_ms * 2).min(cfg.reconnect_backoff_ms_max);
     }
 }

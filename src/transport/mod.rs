@@ -370,6 +370,12 @@ struct Shared {
     blocked: RefCell<Vec<NodeId>>,
     /// Inbound connections' way back, for nodes without a link (`back`).
     back: back::BackChannels,
+    /// Inbound peer handshakes completed, per node: a link waiting out its
+    /// redial backoff to that node dials at once (the node is evidently
+    /// up: a restarted node's groups hear from their leaders without
+    /// waiting for the backoff to run out).
+    accepted: RefCell<Vec<(NodeId, u64)>>,
+    accepted_wake: WaitList,
     closing: Cell<bool>,
     /// Handshake refusals already logged at warn level, by (caller's IP,
     /// reason): a peer of another version, cluster or store incarnation
@@ -382,6 +388,22 @@ struct Shared {
 const REFUSALS_LOGGED_MAX: usize = 1024;
 
 impl Shared {
+    /// Inbound handshakes completed from `node` so far.
+    fn accepted_from(&self, node: NodeId) -> u64 {
+        let a = self.accepted.borrow();
+        a.iter().find(|(n, _)| *n == node).map_or(0, |e| e.1)
+    }
+
+    /// An inbound handshake from `node` completed.
+    fn note_accepted(&self, node: NodeId) {
+        let mut a = self.accepted.borrow_mut();
+        match a.iter_mut().find(|(n, _)| *n == node) {
+            Some(e) => e.1 += 1,
+            None => a.push((node, 1)),
+        }
+        self.accepted_wake.wake_all();
+    }
+
     /// Peer `node` was heard from (a frame of any kind arrived).
     fn note_heard(&self, node: NodeId) {
         let now = std::time::Instant::now();
@@ -469,6 +491,8 @@ impl Transport {
                 heard: RefCell::new(Vec::new()),
                 blocked: RefCell::new(Vec::new()),
                 back: back::BackChannels::default(),
+                accepted: RefCell::new(Vec::new()),
+                accepted_wake: WaitList::default(),
                 closing: Cell::new(false),
                 refusals_logged: RefCell::default(),
             }),
@@ -788,6 +812,7 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
             });
         }
         let node = hello.node;
+        shared.note_accepted(node);
         // Messages back to `node` if it has no link from here (`back`).
         let (mut rd, wr) = futures_lite::io::split(stream);
         let back = shared.back.open(node);

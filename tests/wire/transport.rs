@@ -639,6 +639,49 @@ fn a_lost_link_is_reported_unreachable_and_redialed() {
     });
 }
 
+/// A link waiting out a long redial backoff dials at once when the peer
+/// connects here (it is evidently up again): a restarted node's groups
+/// hear from their leaders without waiting for the backoff.
+#[test]
+fn a_peer_that_connects_cuts_the_redial_backoff_short() {
+    run(|_| async {
+        let slow = TransportConfig {
+            reconnect_backoff_ms_min: 60_000,
+            reconnect_backoff_ms_max: 60_000,
+            ..TransportConfig::default()
+        };
+        let (a, addr_a) = start(CLUSTER, 1, slow.clone());
+        // Node 2's address, with nothing listening yet: the first dial
+        // fails and the link waits its 30 to 60 s.
+        let addr_b = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        a.add_peer(2, addr_b);
+        let mut down = Vec::new();
+        eventually("the first dial to fail", || {
+            a.take_unreachable(&mut down);
+            !down.is_empty()
+        })
+        .await;
+        // Node 2 comes up there and dials node 1.
+        let l = TcpListener::bind(addr_b).unwrap();
+        let b = Transport::new(me(CLUSTER, 2), slow);
+        glommio::spawn_local(b.clone().serve(l)).detach();
+        b.add_peer(1, addr_a);
+        timeout(Duration::from_secs(10), async {
+            a.wait_up(2).await;
+            Ok(())
+        })
+        .await
+        .expect("the link to node 2 waited out its backoff");
+        assert!(a.send(2, 3, &append(1, 2, 9, 1, 4)));
+        let mut got = Vec::new();
+        recv(&b, 1, &mut got).await;
+        assert_eq!(got, vec![(3, 1, append(1, 2, 9, 1, 4))]);
+    });
+}
+
 /// Idle links ping (`peer_ping_ms`); a peer heard before and silent for
 /// `peer_silence_ms` is reported unreachable once, and reachable when it
 /// is heard again; a peer whose process closes its connections is

@@ -534,15 +534,23 @@ impl RawNode {
     /// peer was heard after a silence). A quiesced leader that had
     /// quiesced without it wakes if it is behind: a replica still to be
     /// created there (added while its node was down) would otherwise never
-    /// hear from it.
+    /// hear from it. One that holds the whole log is sent `Quiesce` again
+    /// and the leader stays quiesced: a restarted node learns its leader at
+    /// once and quiesces too, instead of every group's replica there
+    /// waiting out an election timeout and campaigning to find it (10,000
+    /// groups: 3.4 s of pre-votes, at `campaigns_per_tick_max` a tick).
     pub fn report_reachable(&mut self, peer: ReplicaId) {
         if self.role != Role::Leader {
             return;
         }
         if let Some(i) = self.peer_idx(peer) {
             self.prs[i].unreachable = false;
-            if self.prs[i].match_ < self.log.last_index() {
+            let match_ = self.prs[i].match_;
+            if match_ < self.log.last_index() {
                 self.wake();
+            } else if self.quiesced {
+                let commit = self.log.commit.min(match_);
+                self.send(peer, self.term, Body::Quiesce { commit });
             }
         }
     }

@@ -370,9 +370,11 @@ fn a_leader_that_quiesced_without_a_follower_wakes_when_its_node_is_reachable_ag
     l.tick();
     persist(&mut l);
     assert!(l.quiesced());
-    // Node 2 (caught up) reachable again: nothing to do.
+    // Node 2 (caught up) reachable again (it may have restarted): told
+    // again whom to follow, the leader stays quiesced.
     l.report_reachable(2);
     assert!(l.quiesced());
+    assert_eq!(quiesces(&l.ready()), vec![(2, 1)]);
     // Node 3 (behind): wake and catch it up.
     l.report_reachable(3);
     assert!(!l.quiesced());

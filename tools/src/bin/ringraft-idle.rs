@@ -134,8 +134,16 @@ fn run(args: &Args) -> Result<(), String> {
     }
     let base = measure(args, &bin, args.baseline_groups)?;
     let mut rows = vec![];
+    let mut failed = None;
     for &g in &args.groups {
-        rows.push(measure(args, &bin, g)?);
+        match measure(args, &bin, g) {
+            Ok(r) => rows.push(r),
+            // The counts measured so far are still reported.
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
     }
     println!(
         "{:>8} {:>9} {:>12} {:>12} {:>10} {:>10} {:>14}",
@@ -172,5 +180,5 @@ fn run(args: &Args) -> Result<(), String> {
         });
         println!("{j}");
     }
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
