@@ -17,7 +17,12 @@ pub enum ProgressState {
 }
 
 /// In-flight AppendEntries to one follower: (last index carried, entry bytes).
-/// The queue's capacity is reserved once: no allocation per message.
+/// The queue grows on first use up to `msgs_max` and keeps its capacity
+/// while the group is busy (no allocation per message in steady state);
+/// a replica that never leads, or a leader that quiesces
+/// ([`Inflights::release_memory`]), holds none (`msgs_max` 256 reserved at
+/// creation cost every replica 4 KiB per peer: most of an idle group's
+/// memory, issue #16).
 #[derive(Debug, Clone)]
 pub struct Inflights {
     q: VecDeque<(Index, u64)>,
@@ -29,11 +34,23 @@ pub struct Inflights {
 impl Inflights {
     pub fn new(msgs_max: usize, bytes_max: u64) -> Self {
         Inflights {
-            q: VecDeque::with_capacity(msgs_max),
+            q: VecDeque::new(),
             bytes: 0,
             msgs_max,
             bytes_max,
         }
+    }
+
+    /// Frees the queue's memory if nothing is in flight (an idle group).
+    pub fn release_memory(&mut self) {
+        if self.q.is_empty() {
+            self.q = VecDeque::new();
+        }
+    }
+
+    /// Bytes of memory the queue holds (its capacity).
+    pub fn capacity_bytes(&self) -> usize {
+        self.q.capacity() * std::mem::size_of::<(Index, u64)>()
     }
 
     /// No room for another message (by count or by bytes).

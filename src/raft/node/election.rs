@@ -9,6 +9,9 @@ impl RawNode {
         self.quiesced = false;
         if self.role == Role::Leader {
             self.fail_pending_reads();
+            for p in &mut self.prs {
+                p.inflight.release_memory();
+            }
         }
         self.transferee = 0;
         if term > self.term {

@@ -97,6 +97,10 @@ impl RawNode {
             self.send(to, self.term, Body::Quiesce { commit });
         }
         self.quiesced = true;
+        // An idle group keeps no in-flight queue memory (issue #16).
+        for p in &mut self.prs {
+            p.inflight.release_memory();
+        }
         // Its clock stops: no lease from what was acknowledged before.
         self.read.sent.clear();
         self.read.acked_tick.fill(0);

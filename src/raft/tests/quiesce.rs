@@ -383,3 +383,30 @@ fn a_leader_that_quiesced_without_a_follower_wakes_when_its_node_is_reachable_ag
     assert!(quiesces(&rd).is_empty(), "node 3 is behind and reachable");
     assert!(heartbeat_rounds(&rd).iter().any(|&(to, _)| to == 3));
 }
+
+/// An idle group holds no in-flight queue memory: the leader's queues
+/// grow with traffic and are released when it quiesces (256 slots
+/// reserved per follower at creation were most of an idle group's memory).
+#[test]
+fn a_quiesced_leader_holds_no_in_flight_queue_memory() {
+    let mut l = idle_leader(false);
+    let inflight_bytes = |l: &RawNode| -> usize {
+        [2, 3]
+            .iter()
+            .map(|&p| l.progress(p).unwrap().inflight.capacity_bytes())
+            .sum()
+    };
+    // Followers that acknowledged are replicated to through the queues.
+    let (idx, _) = l.propose(Bytes::from_static(b"x")).unwrap();
+    persist(&mut l);
+    assert!(inflight_bytes(&l) > 0, "entry {idx} is in flight");
+    for f in [2, 3] {
+        ack(&mut l, f, idx);
+    }
+    persist(&mut l);
+    l.on_applied(idx);
+    l.tick();
+    persist(&mut l);
+    assert!(l.quiesced());
+    assert_eq!(inflight_bytes(&l), 0);
+}
