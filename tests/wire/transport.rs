@@ -186,15 +186,22 @@ fn hello_frame(h: Hello) -> Vec<u8> {
     out
 }
 
+/// Nodes 1 and 2 (default settings), each linked to the other, both
+/// links up.
+async fn linked_pair() -> (Rc<Transport>, Rc<Transport>) {
+    let (a, addr_a) = start(CLUSTER, 1, TransportConfig::default());
+    let (b, addr_b) = start(CLUSTER, 2, TransportConfig::default());
+    a.add_peer(2, addr_b);
+    b.add_peer(1, addr_a);
+    a.wait_up(2).await;
+    b.wait_up(1).await;
+    (a, b)
+}
+
 #[test]
 fn two_shards_exchange_a_burst_both_ways_in_order() {
     run(|_| async {
-        let (a, addr_a) = start(CLUSTER, 1, TransportConfig::default());
-        let (b, addr_b) = start(CLUSTER, 2, TransportConfig::default());
-        a.add_peer(2, addr_b);
-        b.add_peer(1, addr_a);
-        a.wait_up(2).await;
-        b.wait_up(1).await;
+        let (a, b) = linked_pair().await;
         const N: u64 = 20_000;
         for i in 0..N {
             assert!(a.send(2, i % 7, &append(1, 2, i, 4, 64)));
@@ -232,11 +239,7 @@ fn two_shards_exchange_a_burst_both_ways_in_order() {
 #[test]
 fn heartbeats_of_many_groups_go_in_one_coalesced_frame() {
     run(|_| async {
-        let (a, addr_a) = start(CLUSTER, 1, TransportConfig::default());
-        let (b, addr_b) = start(CLUSTER, 2, TransportConfig::default());
-        a.add_peer(2, addr_b);
-        b.add_peer(1, addr_a);
-        a.wait_up(2).await;
+        let (a, b) = linked_pair().await;
         const GROUPS: u64 = 3000;
         let beat = |g: u64| Message {
             from: 1,
