@@ -493,7 +493,11 @@ impl Shard {
 
     /// Hands a snapshot of this shard's counters to the metrics server.
     fn publish_metrics(&mut self) {
-        let Some(hub) = &self.metrics else { return };
+        let Some(hub) = &self.metrics else {
+            // No metrics server: nothing to keep for it.
+            self.metrics_dirty.clear();
+            return;
+        };
         let wal = self.store.wal().stats();
         let mut stats = self.stats;
         stats.groups = self.replicas.len() as u64;
