@@ -121,11 +121,6 @@ struct InstallDone {
 
 pub use crate::metrics::ShardStats;
 
-/// A shard's replicas by group id, each boxed: the map's nodes hold
-/// pointers, not ~1.8 KB replicas in slots half of which stay empty (ids
-/// are inserted in order; 1.5 KiB per idle group, issue #16).
-pub(crate) type Replicas = BTreeMap<GroupId, Box<Replica>>;
-
 pub struct Shard {
     cfg: ShardConfig,
     /// This shard's replicas by group id. Iterated in id order, so a
@@ -134,7 +129,7 @@ pub struct Shard {
     /// of `inflight`) and in the rebuild after a full disk (which clears
     /// `inflight`), never while a turn processes Readies; so every id in
     /// `inflight` and in a turn's ready list is hosted (`hosted` asserts it).
-    replicas: Replicas,
+    replicas: BTreeMap<GroupId, Replica>,
     /// The WAL, the replica catalog in it (invariant: its live entries are
     /// exactly the keys of `replicas`) and the release point.
     store: LogStore<DmaDisk>,
@@ -250,7 +245,7 @@ impl Shard {
             transport.add_peer(node, addr);
         }
         let clients = ClientService::new(me, cfg.transport.clone());
-        let book: Vec<(u64, String)> = replicas.values().flat_map(|r| r.address_book()).collect();
+        let book: Vec<(u64, String)> = replicas.values().flat_map(Replica::address_book).collect();
         let mut shard_value = Shard {
             replicas,
             store: LogStore::new(wal, catalog, cfg.wal.record_bytes_max),
@@ -532,7 +527,7 @@ impl Shard {
             .metrics_dirty
             .iter()
             .chain(awake_leaders)
-            .map(|&g| (g, replicas.get(&g).map(|r| group_metrics(r))));
+            .map(|&g| (g, replicas.get(&g).map(group_metrics)));
         if hub.try_publish(m, changed) {
             self.metrics_dirty.clear();
         }
@@ -809,7 +804,7 @@ impl Shard {
 
 /// The replica of `gid`, which the shard's invariant says is hosted (see
 /// `Shard::replicas`); a free function so that it borrows only the map.
-fn hosted(replicas: &mut Replicas, gid: GroupId) -> &mut Replica {
+fn hosted(replicas: &mut BTreeMap<GroupId, Replica>, gid: GroupId) -> &mut Replica {
     match replicas.get_mut(&gid) {
         Some(r) => r,
         None => panic!("group {gid} is not hosted here: a replica left the map during a turn"),
