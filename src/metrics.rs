@@ -185,6 +185,27 @@ impl MetricsHub {
     }
 }
 
+/// Families with one value per shard, of Prometheus type `kind`.
+fn per_shard(
+    out: &mut String,
+    node: u64,
+    shards: &[ShardMetrics],
+    kind: &str,
+    families: &[Family<ShardMetrics>],
+) {
+    for (name, help, f) in families {
+        family(out, name, kind, help);
+        for s in shards {
+            let _ = writeln!(
+                out,
+                "{name}{{node=\"{node}\",shard=\"{}\"}} {}",
+                s.shard,
+                f(s)
+            );
+        }
+    }
+}
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -465,17 +486,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             |s| s.transport.handshakes_refused,
         ),
     ];
-    for (name, help, f) in counters {
-        family(&mut out, name, "counter", help);
-        for s in shards {
-            let _ = writeln!(
-                out,
-                "{name}{{node=\"{node}\",shard=\"{}\"}} {}",
-                s.shard,
-                f(s)
-            );
-        }
-    }
+    per_shard(&mut out, node, shards, "counter", &counters);
     let gauges: [Family<ShardMetrics>; 3] = [
         (
             "ringraft_disk_full",
@@ -489,17 +500,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             |s| s.stats.groups_awake,
         ),
     ];
-    for (name, help, f) in gauges {
-        family(&mut out, name, "gauge", help);
-        for sm in shards {
-            let _ = writeln!(
-                out,
-                "{name}{{node=\"{node}\",shard=\"{}\"}} {}",
-                sm.shard,
-                f(sm)
-            );
-        }
-    }
+    per_shard(&mut out, node, shards, "gauge", &gauges);
     family(
         &mut out,
         "ringraft_wal_sync_latency_us",

@@ -34,10 +34,10 @@ enum DialError {
 struct LinkState {
     /// Frames queued since the writer last took them.
     pending: Vec<u8>,
-    /// Heartbeats and their answers queued since (`wire::coalesced`):
-    /// written as `KIND_HEARTBEATS` frames after `pending` when the writer
-    /// takes the batch, one frame for every group's.
-    beats: Vec<(u64, Message)>,
+    /// Heartbeats and their answers queued since (`wire::coalesced`), as
+    /// their 56-byte records: framed as `KIND_HEARTBEATS` after `pending`
+    /// when the writer takes the batch, one frame for every group's.
+    beats: Vec<u8>,
     pending_msgs: u64,
     up: bool,
     closed: bool,
@@ -94,7 +94,7 @@ impl Link {
             return false;
         }
         if crate::wire::coalesced(m) {
-            st.beats.push((group, m.clone()));
+            crate::wire::encode_heartbeat_record(&mut st.beats, group, m);
         } else {
             encode_raft(&mut st.pending, group, m);
         }
@@ -237,7 +237,7 @@ impl LinkState {
     /// Bytes queued: frames encoded, and heartbeats as the records they
     /// will be.
     fn queued_bytes(&self) -> usize {
-        self.pending.len() + self.beats.len() * crate::wire::HEARTBEAT_RECORD_BYTES
+        self.pending.len() + self.beats.len()
     }
 }
 
@@ -311,8 +311,8 @@ async fn run(l: Rc<Link>) {
                         st.wrote = true;
                         if !st.beats.is_empty() {
                             let LinkState { pending, beats, .. } = &mut *st;
-                            crate::wire::encode_heartbeats(pending, beats);
-                            let n = beats.len() as u64;
+                            crate::wire::encode_heartbeat_frames(pending, beats);
+                            let n = (beats.len() / crate::wire::HEARTBEAT_RECORD_BYTES) as u64;
                             beats.clear();
                             l.shared.stats.bump(|s| {
                                 s.heartbeats_coalesced += n;

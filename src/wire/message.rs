@@ -57,28 +57,45 @@ pub fn coalesced(m: &Message) -> bool {
     matches!(m.body, Body::Heartbeat { .. } | Body::HeartbeatResp { .. })
 }
 
-/// Appends the frames of `beats` ((group, message), every message
-/// [`coalesced`]) to `out`: [`HEARTBEATS_PER_FRAME_MAX`] records per frame.
-/// Panics on a message that is not a heartbeat or its answer.
-pub fn encode_heartbeats(out: &mut Vec<u8>, beats: &[(u64, Message)]) {
-    for chunk in beats.chunks(HEARTBEATS_PER_FRAME_MAX) {
+/// Appends the record of `m` (of `group`, [`coalesced`]) to `records`:
+/// exactly [`HEARTBEAT_RECORD_BYTES`]. A link keeps a batch's records so,
+/// 56 bytes each, until [`encode_heartbeat_frames`]. Panics on a message
+/// that is not a heartbeat or its answer.
+pub fn encode_heartbeat_record(records: &mut Vec<u8>, group: u64, m: &Message) {
+    let (commit, round, kind) = match m.body {
+        Body::Heartbeat { commit, round } => (commit, round, 0u8),
+        Body::HeartbeatResp { round } => (0, round, 1),
+        _ => panic!("encode_heartbeat_record: {:?} is not a heartbeat", m.body),
+    };
+    for v in [group, m.from, m.to, m.term, commit, round] {
+        records.extend_from_slice(&v.to_le_bytes());
+    }
+    records.push(kind);
+    records.extend_from_slice(&[0; 7]);
+}
+
+/// Appends to `out` the frames of `records` (whole records of
+/// [`encode_heartbeat_record`]): [`HEARTBEATS_PER_FRAME_MAX`] per frame.
+pub fn encode_heartbeat_frames(out: &mut Vec<u8>, records: &[u8]) {
+    debug_assert!(records.len().is_multiple_of(HEARTBEAT_RECORD_BYTES));
+    for chunk in records.chunks(HEARTBEATS_PER_FRAME_MAX * HEARTBEAT_RECORD_BYTES) {
         let start = begin_frame(out);
-        out.extend_from_slice(&(chunk.len() as u32).to_le_bytes());
+        let n = (chunk.len() / HEARTBEAT_RECORD_BYTES) as u32;
+        out.extend_from_slice(&n.to_le_bytes());
         out.extend_from_slice(&[0; 4]);
-        for (group, m) in chunk {
-            let (commit, round, kind) = match m.body {
-                Body::Heartbeat { commit, round } => (commit, round, 0u8),
-                Body::HeartbeatResp { round } => (0, round, 1),
-                _ => panic!("encode_heartbeats: {:?} is not a heartbeat", m.body),
-            };
-            for v in [*group, m.from, m.to, m.term, commit, round] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.push(kind);
-            out.extend_from_slice(&[0; 7]);
-        }
+        out.extend_from_slice(chunk);
         finish_frame(out, start, KIND_HEARTBEATS);
     }
+}
+
+/// The frames of `beats` ((group, message), every message [`coalesced`]):
+/// [`encode_heartbeat_record`] then [`encode_heartbeat_frames`].
+pub fn encode_heartbeats(out: &mut Vec<u8>, beats: &[(u64, Message)]) {
+    let mut records = Vec::with_capacity(beats.len() * HEARTBEAT_RECORD_BYTES);
+    for (group, m) in beats {
+        encode_heartbeat_record(&mut records, *group, m);
+    }
+    encode_heartbeat_frames(out, &records);
 }
 
 /// Validates the payload of a [`KIND_HEARTBEATS`] frame and hands each

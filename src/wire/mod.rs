@@ -19,7 +19,7 @@ pub use frame::{
 };
 pub use hello::{Hello, HelloError, KIND_HELLO, KIND_HELLO_REPLY};
 pub use message::{
-    coalesced, decode_heartbeats, decode_raft, encode_heartbeats, encode_ping, encode_raft,
-    MessageError, HEARTBEATS_PER_FRAME_MAX, HEARTBEAT_RECORD_BYTES, KIND_HEARTBEATS, KIND_PING,
-    KIND_RAFT,
+    coalesced, decode_heartbeats, decode_raft, encode_heartbeat_frames, encode_heartbeat_record,
+    encode_heartbeats, encode_ping, encode_raft, MessageError, HEARTBEATS_PER_FRAME_MAX,
+    HEARTBEAT_RECORD_BYTES, KIND_HEARTBEATS, KIND_PING, KIND_RAFT,
 };
