@@ -134,6 +134,16 @@ impl RaftLog {
 
     /// Checks the invariants written next to the fields (debug builds and
     /// the `ci` test profile).
+    /// Gives back the entry queue's spare capacity (an idle group's log).
+    pub fn shrink_to_fit(&mut self) {
+        self.entries.shrink_to_fit();
+    }
+
+    /// Bytes of the entry queue's capacity that hold no entry.
+    pub fn spare_capacity_bytes(&self) -> usize {
+        (self.entries.capacity() - self.entries.len()) * std::mem::size_of::<Entry>()
+    }
+
     pub fn debug_check(&self) {
         let last = self.last_index();
         debug_assert!(self.offset >= 1, "log offset starts at 1");

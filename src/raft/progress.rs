@@ -118,7 +118,7 @@ pub struct Progress {
     pub match_at_heartbeat: Index,
     /// Snapshot state: the snapshot being sent, the bytes the follower
     /// acknowledged, and the bytes sent (a chunk is out when they differ).
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<Box<Snapshot>>,
     pub snap_acked: u64,
     pub snap_sent: u64,
     /// CRC32 of the whole snapshot, computed once.
@@ -162,7 +162,7 @@ impl Progress {
         );
     }
 
-    pub fn become_snapshot(&mut self, s: Snapshot) {
+    pub fn become_snapshot(&mut self, s: Box<Snapshot>) {
         self.state = ProgressState::Snapshot;
         self.snap_crc = crc32fast::hash(&s.data);
         self.snapshot = Some(s);

@@ -74,6 +74,19 @@ impl ReadOnly {
         // Rounds keep increasing across terms: an old answer never counts.
     }
 
+    /// Drops the capacity of the queues that are empty.
+    pub fn release_memory(&mut self) {
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+        if self.waiting_for_commit.is_empty() {
+            self.waiting_for_commit = Vec::new();
+        }
+        if self.sent.is_empty() {
+            self.sent = VecDeque::new();
+        }
+    }
+
     /// Starts a new round at `tick`; returns its number.
     pub fn start_round(&mut self, tick: u64) -> u64 {
         self.round += 1;

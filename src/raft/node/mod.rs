@@ -220,15 +220,15 @@ pub struct RawNode {
     hand_over_last: ReplicaId,
     /// The latest snapshot (taken here or installed): sent to followers
     /// that need compacted entries.
-    snapshot: Option<Snapshot>,
+    snapshot: Option<Box<Snapshot>>,
     /// An installed snapshot for the next Ready.
-    snapshot_to_persist: Option<Snapshot>,
+    snapshot_to_persist: Option<Box<Snapshot>>,
     /// An install since the last Ready dropped the whole log (it did not
     /// hold the snapshot's last entry): `Ready::snapshot_dropped_log`.
     install_dropped_log: bool,
     /// Chunks of a snapshot being received: (meta, total, crc, term of its
     /// leader, bytes so far).
-    incoming: Option<Incoming>,
+    incoming: Option<Box<Incoming>>,
     /// Just restarted: it may have been a follower in some leader's lease,
     /// so it refuses votes for an election timeout (lease reads rely on it).
     quiet: bool,
@@ -334,7 +334,7 @@ impl RawNode {
             hand_over_last: 0,
             transferee: 0,
             transfer_elapsed: 0,
-            snapshot,
+            snapshot: snapshot.map(Box::new),
             snapshot_to_persist: None,
             install_dropped_log: false,
             incoming: None,
@@ -860,6 +860,7 @@ impl RawNode {
         if self.role == Role::Leader {
             self.maybe_commit();
         }
+        self.release_pending_memory();
         self.log.debug_check();
     }
 
@@ -923,7 +924,7 @@ impl RawNode {
             (Some(t), Some(h)) if h.term == t && h.vote == self.id => self.self_vote_pending.take(),
             _ => None,
         };
-        let snapshot = self.snapshot_to_persist.take();
+        let snapshot = self.snapshot_to_persist.take().map(|s| *s);
         let snapshot_dropped_log = std::mem::take(&mut self.install_dropped_log);
         self.log.debug_check();
         self.pending.push_back(Pending {

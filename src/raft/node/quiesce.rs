@@ -97,13 +97,55 @@ impl RawNode {
             self.send(to, self.term, Body::Quiesce { commit });
         }
         self.quiesced = true;
-        // An idle group keeps no in-flight queue memory (issue #16).
-        for p in &mut self.prs {
-            p.inflight.release_memory();
-        }
         // Its clock stops: no lease from what was acknowledged before.
         self.read.sent.clear();
         self.read.acked_tick.fill(0);
+        self.release_idle_memory();
+    }
+
+    /// Gives back the capacity that past traffic grew and an idle group
+    /// does not use (issue #16: memory per idle group): the in-flight
+    /// queues, the read and vote bookkeeping, the log's spare slots. The
+    /// next burst grows them again, once per wake, not per message.
+    fn release_idle_memory(&mut self) {
+        for p in &mut self.prs {
+            p.inflight.release_memory();
+        }
+        self.read.release_memory();
+        self.votes = Vec::new();
+        self.log.shrink_to_fit();
+        if self.pending.is_empty() {
+            self.pending = VecDeque::new();
+        }
+    }
+
+    /// Bytes of heap this node's queues hold beyond what is in them: the
+    /// in-flight windows, the Readies awaiting persistence, the read and
+    /// vote bookkeeping, the log's spare slots. Zero for a quiesced node
+    /// whose last Ready is durable (issue #16).
+    pub fn spare_capacity_bytes(&self) -> usize {
+        fn spare<T>(len: usize, cap: usize) -> usize {
+            (cap - len) * std::mem::size_of::<T>()
+        }
+        let r = &self.read;
+        self.prs
+            .iter()
+            .map(|p| p.inflight.capacity_bytes())
+            .sum::<usize>()
+            + spare::<Pending>(self.pending.len(), self.pending.capacity())
+            + spare::<(u64, u64)>(r.sent.len(), r.sent.capacity())
+            + spare::<PendingRead>(r.queue.len(), r.queue.capacity())
+            + spare::<(u64, ReplicaId)>(r.waiting_for_commit.len(), r.waiting_for_commit.capacity())
+            + spare::<(ReplicaId, bool)>(self.votes.len(), self.votes.capacity())
+            + self.log.spare_capacity_bytes()
+    }
+
+    /// A quiesced node's last outstanding Ready became durable: its queue
+    /// of them is empty until the group wakes.
+    pub(super) fn release_pending_memory(&mut self) {
+        if self.quiesced && self.pending.is_empty() && self.pending.capacity() > 0 {
+            self.pending = VecDeque::new();
+        }
     }
 
     /// `Quiesce { commit }` from the leader of this node's term (terms
@@ -123,6 +165,7 @@ impl RawNode {
             && self.incoming.is_none()
         {
             self.quiesced = true;
+            self.release_idle_memory();
         }
     }
 }

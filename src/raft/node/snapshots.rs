@@ -35,11 +35,11 @@ impl RawNode {
             .term(index)
             .expect("an applied index above the snapshot is in the log");
         let conf = self.conf_at(index);
-        self.snapshot = Some(Snapshot {
+        self.snapshot = Some(Box::new(Snapshot {
             meta: SnapshotMeta { index, term },
             conf,
             data,
-        });
+        }));
         let upto = index.saturating_sub(self.cfg.compact_keep_entries);
         self.log.compact_to(upto);
         // Membership history before the compaction point folds into one base.
@@ -57,7 +57,7 @@ impl RawNode {
 
     /// The latest snapshot this node holds, if any.
     pub fn snapshot(&self) -> Option<&Snapshot> {
-        self.snapshot.as_ref()
+        self.snapshot.as_deref()
     }
 
     /// Tells the leader how many bytes of snapshot `index` we hold.
@@ -104,13 +104,13 @@ impl RawNode {
                 self.ack_chunk(from, meta.index, 0);
                 return;
             }
-            self.incoming = Some(Incoming {
+            self.incoming = Some(Box::new(Incoming {
                 meta,
                 total,
                 crc,
                 leader_term: self.term,
                 buf: Vec::with_capacity(total.min(self.cfg.snapshot_chunk_bytes * 4) as usize),
-            });
+            }));
         }
         let inc = self.incoming.as_mut().expect("ensured above");
         if offset == inc.buf.len() as u64 && offset + chunk.len() as u64 <= total {
@@ -138,6 +138,7 @@ impl RawNode {
             conf,
             data: Bytes::from(inc.buf),
         };
+        let snap = Box::new(snap);
         self.snapshot = Some(snap.clone());
         self.snapshot_to_persist = Some(snap);
         self.ack_chunk(from, meta.index, total);

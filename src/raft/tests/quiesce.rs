@@ -409,4 +409,33 @@ fn a_quiesced_leader_holds_no_in_flight_queue_memory() {
     persist(&mut l);
     assert!(l.quiesced());
     assert_eq!(inflight_bytes(&l), 0);
+    // Nor any other spare capacity: the Readies queue, the read rounds
+    // (one per heartbeat while awake), the log's slots.
+    assert_eq!(l.spare_capacity_bytes(), 0);
+}
+
+#[test]
+fn a_quiesced_follower_holds_no_spare_queue_memory() {
+    let mut f = follower();
+    // Traffic grows its queues: more entries, Readies not yet durable.
+    for i in 2..=6 {
+        f.step(msg(
+            1,
+            2,
+            1,
+            Body::Append {
+                prev_index: i - 1,
+                prev_term: 1,
+                entries: vec![ent(i, 1)],
+                commit: i - 1,
+            },
+        ));
+        let _ = f.ready();
+    }
+    persist(&mut f);
+    assert!(f.spare_capacity_bytes() > 0, "the queues grew while awake");
+    f.step(msg(1, 2, 1, Body::Quiesce { commit: 6 }));
+    assert!(f.quiesced());
+    persist(&mut f);
+    assert_eq!(f.spare_capacity_bytes(), 0);
 }
