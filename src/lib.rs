@@ -3,6 +3,7 @@
 //! The public surface so far: the sans-I/O Raft core ([`raft`]) and the
 //! deterministic simulator that proves it ([`sim`]).
 
+pub mod buffers;
 pub mod check;
 pub mod client;
 pub mod config;

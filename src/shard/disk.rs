@@ -102,7 +102,7 @@ impl Shard {
         let book: Vec<(u64, String)> = self
             .replicas
             .values()
-            .flat_map(Replica::address_book)
+            .flat_map(|r| r.address_book())
             .collect();
         for (n, a) in book {
             self.learn_peer(n, &a);

@@ -15,7 +15,7 @@ pub(super) struct Replayed {
 /// A shard rebuilt from disk.
 pub(super) struct Loaded {
     pub(super) wal: Wal<DmaDisk>,
-    pub(super) replicas: BTreeMap<GroupId, Replica>,
+    pub(super) replicas: super::Replicas,
     pub(super) catalog: crate::storage::Catalog,
     pub(super) replayed: Replayed,
 }
@@ -91,7 +91,7 @@ pub(super) async fn load(
     for d in replay.catalog.live() {
         let log = replay.groups.remove(&d.group).unwrap_or_default();
         let r = build_replica(cfg, d, log, snaps.get(&d.group).cloned())?;
-        replicas.insert(d.group, r);
+        replicas.insert(d.group, Box::new(r));
     }
     let replayed = Replayed {
         records: replay.records,

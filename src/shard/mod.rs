@@ -51,6 +51,7 @@ use futures_lite::FutureExt;
 use glommio::net::TcpListener;
 use ringraft_wal::{DmaDisk, Wal, WalError};
 
+use crate::buffers::shrink_after_burst;
 pub use crate::config::ShardConfig;
 use crate::group::clock::TickClock;
 use crate::group::{Gone, GroupId, Replica, ReplicaId};
@@ -121,6 +122,21 @@ struct InstallDone {
 
 pub use crate::metrics::ShardStats;
 
+/// Readies in flight (written, awaiting durability) a shard's queue of
+/// them keeps room for once drained ([`shrink_after_burst`]); a cluster
+/// start queues one per group and election step, far more.
+pub const READIES_IN_FLIGHT_RETAINED: usize = 4096;
+
+/// Peer messages a shard's inbox keeps room for once drained
+/// ([`shrink_after_burst`]); up to `TransportConfig::inbox_msgs_max` (~200
+/// bytes each) in a burst.
+pub const INBOX_RETAINED_MSGS: usize = 4096;
+
+/// A shard's replicas by group id, each boxed: the map's nodes hold
+/// pointers, not ~1.8 KB replicas in slots half of which stay empty (ids
+/// are inserted in order; 1.5 KiB per idle group, issue #16).
+pub(crate) type Replicas = BTreeMap<GroupId, Box<Replica>>;
+
 pub struct Shard {
     cfg: ShardConfig,
     /// This shard's replicas by group id. Iterated in id order, so a
@@ -129,7 +145,7 @@ pub struct Shard {
     /// of `inflight`) and in the rebuild after a full disk (which clears
     /// `inflight`), never while a turn processes Readies; so every id in
     /// `inflight` and in a turn's ready list is hosted (`hosted` asserts it).
-    replicas: BTreeMap<GroupId, Replica>,
+    replicas: Replicas,
     /// The WAL, the replica catalog in it (invariant: its live entries are
     /// exactly the keys of `replicas`) and the release point.
     store: LogStore<DmaDisk>,
@@ -245,7 +261,7 @@ impl Shard {
             transport.add_peer(node, addr);
         }
         let clients = ClientService::new(me, cfg.transport.clone());
-        let book: Vec<(u64, String)> = replicas.values().flat_map(Replica::address_book).collect();
+        let book: Vec<(u64, String)> = replicas.values().flat_map(|r| r.address_book()).collect();
         let mut shard_value = Shard {
             replicas,
             store: LogStore::new(wal, catalog, cfg.wal.record_bytes_max),
@@ -366,9 +382,12 @@ impl Shard {
             }
             // 2. inbound messages
             self.transport.drain_inbox(&mut msgs);
+            let n = msgs.len();
             for (g, from_node, m) in msgs.drain(..) {
                 self.on_peer_message(g, from_node, m);
             }
+            // It is swapped with the transport's inbox: both shrink in turn.
+            shrink_after_burst(&mut msgs, n, INBOX_RETAINED_MSGS);
             if !self.creating.is_empty() {
                 if let Err(e) = self.create_from_messages().await {
                     break Err(e);
@@ -527,7 +546,7 @@ impl Shard {
             .metrics_dirty
             .iter()
             .chain(awake_leaders)
-            .map(|&g| (g, replicas.get(&g).map(group_metrics)));
+            .map(|&g| (g, replicas.get(&g).map(|r| group_metrics(r))));
         if hub.try_publish(m, changed) {
             self.metrics_dirty.clear();
         }
@@ -744,6 +763,7 @@ impl Shard {
     /// a shard without its loop.
     pub fn complete_durable(&mut self) {
         let durable = self.store.wal().durable_lsn();
+        let was = self.inflight.len();
         while self.inflight.front().is_some_and(|f| f.lsn <= durable) {
             let f = self.inflight.pop_front().expect("checked");
             let r = hosted(&mut self.replicas, f.group);
@@ -754,6 +774,9 @@ impl Shard {
             r.raft.on_persisted(f.token);
             r.lsns.note_durable(durable);
             self.work.mark(f.group);
+        }
+        if self.inflight.is_empty() {
+            shrink_after_burst(&mut self.inflight, was, READIES_IN_FLIGHT_RETAINED);
         }
     }
 
@@ -804,7 +827,7 @@ impl Shard {
 
 /// The replica of `gid`, which the shard's invariant says is hosted (see
 /// `Shard::replicas`); a free function so that it borrows only the map.
-fn hosted(replicas: &mut BTreeMap<GroupId, Replica>, gid: GroupId) -> &mut Replica {
+fn hosted(replicas: &mut Replicas, gid: GroupId) -> &mut Replica {
     match replicas.get_mut(&gid) {
         Some(r) => r,
         None => panic!("group {gid} is not hosted here: a replica left the map during a turn"),

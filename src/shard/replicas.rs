@@ -299,7 +299,7 @@ impl Shard {
         );
         self.work.mark(replica.id);
         self.metrics_dirty.insert(replica.id);
-        self.replicas.insert(replica.id, replica);
+        self.replicas.insert(replica.id, Box::new(replica));
         self.debug_check_catalog();
         Ok(())
     }

@@ -2,9 +2,9 @@
 //! which ones tick. A turn costs what its replicas were given, not what
 //! the shard hosts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use crate::group::{GroupId, Replica};
+use crate::group::GroupId;
 
 #[derive(Debug, Default)]
 pub(super) struct WorkSet {
@@ -43,7 +43,7 @@ impl WorkSet {
     /// ticked, campaigns started).
     pub fn tick(
         &mut self,
-        replicas: &mut BTreeMap<GroupId, Replica>,
+        replicas: &mut super::Replicas,
         due: u64,
         campaigns_max: u64,
     ) -> (usize, u64) {
@@ -94,7 +94,9 @@ impl WorkSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::group::Replica;
     use crate::raft::{RaftConfig, RawNode, Role};
+    use std::collections::BTreeMap;
 
     /// Replica 1 of a new group `g` of voters [1, 2, 3] (its peers never answer).
     fn replica(g: GroupId, quiesce: bool) -> Replica {
@@ -108,8 +110,8 @@ mod tests {
 
     #[test]
     fn a_tick_starts_at_most_the_campaign_budget_and_every_group_gets_its_turn() {
-        let mut replicas: BTreeMap<GroupId, Replica> =
-            (1..=10).map(|g| (g, replica(g, false))).collect();
+        let mut replicas: crate::shard::Replicas =
+            (1..=10).map(|g| (g, Box::new(replica(g, false)))).collect();
         let mut w = WorkSet::default();
         for g in 1..=10 {
             w.mark(g);
@@ -146,7 +148,7 @@ mod tests {
             body: crate::raft::Body::Quiesce { commit: 0 },
         });
         assert!(r.raft.quiesced());
-        let mut replicas = BTreeMap::from([(1, r), (2, replica(2, true))]);
+        let mut replicas = BTreeMap::from([(1, Box::new(r)), (2, Box::new(replica(2, true)))]);
         let mut w = WorkSet::default();
         w.mark(1);
         w.mark(2);

@@ -76,6 +76,11 @@ impl BackChannel {
                 s.writes += 1;
             });
             writing.clear();
+            crate::buffers::shrink_after_burst(
+                &mut writing,
+                n as usize,
+                super::WRITE_BUFFER_RETAINED_BYTES,
+            );
         }
     }
 }

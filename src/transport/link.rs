@@ -12,6 +12,7 @@ use glommio::net::TcpStream;
 use super::back::deliver;
 use super::sync::WaitList;
 use super::{FrameReader, RecvError, Shared};
+use crate::buffers::shrink_after_burst;
 use crate::raft::{Message, NodeId};
 use crate::rng::Rng;
 use crate::wire::encode_raft;
@@ -312,8 +313,10 @@ async fn run(l: Rc<Link>) {
                         if !st.beats.is_empty() {
                             let LinkState { pending, beats, .. } = &mut *st;
                             crate::wire::encode_heartbeat_frames(pending, beats);
-                            let n = (beats.len() / crate::wire::HEARTBEAT_RECORD_BYTES) as u64;
+                            let used = beats.len();
+                            let n = (used / crate::wire::HEARTBEAT_RECORD_BYTES) as u64;
                             beats.clear();
+                            shrink_after_burst(beats, used, super::WRITE_BUFFER_RETAINED_BYTES);
                             l.shared.stats.bump(|s| {
                                 s.heartbeats_coalesced += n;
                                 s.heartbeat_frames +=
@@ -334,6 +337,11 @@ async fn run(l: Rc<Link>) {
                         s.writes += 1;
                     });
                     writing.clear();
+                    shrink_after_burst(
+                        &mut writing,
+                        n as usize,
+                        super::WRITE_BUFFER_RETAINED_BYTES,
+                    );
                 };
                 l.down(lost);
                 match err {

@@ -105,6 +105,12 @@ pub struct TransportConfig {
     pub peer_silence_ms: u64,
 }
 
+/// Capacity, in bytes, that a connection's write buffer keeps once written
+/// ([`crate::buffers::shrink_after_burst`]): a burst's larger buffer (a
+/// cluster start's elections, a slow peer) is given back when writes are
+/// small again.
+pub const WRITE_BUFFER_RETAINED_BYTES: usize = 64 << 10;
+
 /// Connections over `client_conns_max` being refused at once; beyond it
 /// the shard stops accepting until one is done (the kernel's backlog holds
 /// the rest), so a flood cannot take descriptors through refusals either.
