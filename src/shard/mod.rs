@@ -350,8 +350,25 @@ impl Shard {
                 break Ok(());
             }
             self.stats.turns += 1;
-            // 1. ticks due on the monotonic clock, batched for the whole
-            // shard, before any request of this turn is served.
+            // 1. inbound messages
+            self.transport.drain_inbox(&mut msgs);
+            let n = msgs.len();
+            for (g, from_node, m) in msgs.drain(..) {
+                self.on_peer_message(g, from_node, m);
+            }
+            // It is swapped with the transport's inbox: both shrink in turn.
+            shrink_after_burst(&mut msgs, n, INBOX_RETAINED_MSGS);
+            if !self.creating.is_empty() {
+                if let Err(e) = self.create_from_messages().await {
+                    break Err(e);
+                }
+            }
+            // 2. ticks due on the monotonic clock, batched for the whole
+            // shard: after the messages (a follower whose leader's
+            // heartbeat waited in the inbox through a long turn does not
+            // campaign for it; a leader counts the answers that came),
+            // before any request of this turn is served (a lease read sees
+            // the lease as of now).
             ticks.take();
             let due = clock.due(now_us());
             if due > 0 {
@@ -378,19 +395,6 @@ impl Shard {
                     if let Err(e) = self.unpin_wal().await {
                         break Err(e);
                     }
-                }
-            }
-            // 2. inbound messages
-            self.transport.drain_inbox(&mut msgs);
-            let n = msgs.len();
-            for (g, from_node, m) in msgs.drain(..) {
-                self.on_peer_message(g, from_node, m);
-            }
-            // It is swapped with the transport's inbox: both shrink in turn.
-            shrink_after_burst(&mut msgs, n, INBOX_RETAINED_MSGS);
-            if !self.creating.is_empty() {
-                if let Err(e) = self.create_from_messages().await {
-                    break Err(e);
                 }
             }
             // 3. client requests
@@ -636,11 +640,7 @@ impl Shard {
                 if ss.role == Role::Leader {
                     // A node down since before this election was reported
                     // to no replica of this term (`raft::node::quiesce`).
-                    for &node in &self.nodes_unreachable {
-                        if let Some(peer) = r.raft.conf().replica_on(node) {
-                            r.raft.report_unreachable(peer);
-                        }
-                    }
+                    report_known_unreachable(&self.nodes_unreachable, r);
                 }
             }
             for m in &io.messages {
@@ -809,11 +809,12 @@ impl Shard {
         }
     }
 
-    /// Answers requests past their deadline with `Timeout`. Only awake
-    /// replicas can have waiters (`work::WorkSet::awake`).
+    /// Answers requests past their deadline with `Timeout`. Only the
+    /// replicas the tick found with waiters are looked at
+    /// (`work::WorkSet::waiting`; a replica with waiters stays awake).
     fn expire_requests(&mut self, now: Instant) {
         let mut late = Vec::new();
-        for g in &self.work.awake {
+        for g in &self.work.waiting {
             if let Some(r) = self.replicas.get_mut(g) {
                 r.expire(now, &mut late);
             }
@@ -821,6 +822,18 @@ impl Shard {
         self.stats.errors_timeout += late.len() as u64;
         for (conn, id) in late {
             self.respond(conn, id, Err(ClientError::Timeout));
+        }
+    }
+}
+
+/// Reports to `r` every node the transport reported unreachable and not
+/// reachable since: a new leader, or a new dormant replica whose first
+/// candidate's node is down (`RaftConfig::first_candidate`), was not there
+/// to hear it.
+fn report_known_unreachable(nodes: &std::collections::BTreeSet<u64>, r: &mut Replica) {
+    for &node in nodes {
+        if let Some(peer) = r.raft.conf().replica_on(node) {
+            r.raft.report_unreachable(peer);
         }
     }
 }

@@ -25,6 +25,9 @@ pub(super) struct WorkSet {
     cursor: GroupId,
     /// Scratch: replicas leaving `awake` this tick.
     scratch: Vec<GroupId>,
+    /// Replicas the last tick found with client requests waiting: the
+    /// only ones whose deadlines are looked at (`Shard::expire_requests`).
+    pub waiting: Vec<GroupId>,
 }
 
 impl WorkSet {
@@ -36,8 +39,9 @@ impl WorkSet {
     }
 
     /// Ticks every awake replica `due` times; those quiesced with nothing
-    /// waiting leave the awake set. The ticked replicas are looked at this
-    /// turn. At most `campaigns_max` elections start per tick (`due` ticks:
+    /// waiting leave the awake set. The ticked replicas that have a Ready
+    /// are looked at this turn; those with requests waiting are listed in
+    /// `waiting`. At most `campaigns_max` elections start per tick (`due` ticks:
     /// `due` times as many); the walk starts where the last budget ran out,
     /// so no group waits behind lower ids for ever. Returns (replicas
     /// ticked, campaigns started).
@@ -55,8 +59,10 @@ impl WorkSet {
             active,
             awake,
             cursor,
+            waiting,
             ..
         } = self;
+        waiting.clear();
         for &g in awake.range(start..).chain(awake.range(..start)) {
             let Some(r) = replicas.get_mut(&g) else {
                 asleep.push(g);
@@ -71,8 +77,12 @@ impl WorkSet {
                     }
                 }
             }
-            active.insert(g);
-            if r.raft.quiesced() && !r.has_waiters() {
+            if r.raft.has_ready() {
+                active.insert(g);
+            }
+            if r.has_waiters() {
+                waiting.push(g);
+            } else if r.raft.quiesced() {
                 asleep.push(g);
             }
         }
