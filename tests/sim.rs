@@ -659,7 +659,9 @@ fn all_quiesced(sim: &ringraft::sim::Sim, nodes: usize) -> bool {
 #[test]
 fn a_quiesced_groups_leader_crashes_and_a_new_leader_writes_within_two_election_timeouts() {
     let mut worst = 0;
-    for seed in 0..40 {
+    // 400 seeds: split votes broke the bound in about 3% of them before
+    // the lowest remaining voter went first (`RawNode::report_unreachable`).
+    for seed in 0..400 {
         let mut sim = ringraft::sim::Sim::new(quiet(3, seed));
         let l = settle(&mut sim);
         sim.propose(l, bytes::Bytes::from_static(b"before"))
@@ -704,9 +706,10 @@ fn a_quiesced_groups_leader_crashes_and_a_new_leader_writes_within_two_election_
         worst = worst.max(took);
         assert!(
             took <= 2 * sim.election_timeout_ms(),
-            "seed {seed}: the write committed {took} ms after the crash was noticed ({} ms after the crash); two election timeouts are {} ms",
+            "seed {seed}: the write committed {took} ms after the crash was noticed ({} ms after the crash); two election timeouts are {} ms{}",
             written - crashed_at,
-            2 * sim.election_timeout_ms()
+            2 * sim.election_timeout_ms(),
+            sim.describe()
         );
         sim.start(l);
         let t = sim.now_ms();

@@ -126,9 +126,18 @@ pub(super) fn build_replica(
     rc.voters = d.voters.clone();
     rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     // One voter of a new group campaigns at once, spread over the voters
-    // by group id (`RaftConfig::campaign_first`).
-    rc.campaign_first =
-        !d.voters.is_empty() && d.voters[(g % d.voters.len() as u64) as usize] == d.replica;
+    // by group id; the others wait for it (`RaftConfig::first_candidate`).
+    rc.first_candidate = first_candidate(g, &d.voters);
     let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
     Replica::recover(g, rc, restart, log, snap, cfg.kv.clone()).map_err(|e| group_err(e.0))
+}
+
+/// The voter of new group `g` that campaigns first
+/// (`RaftConfig::first_candidate`): spread over the voters by group id, so
+/// each node leads its share of new groups. 0 for a group without voters.
+pub(super) fn first_candidate(g: GroupId, voters: &[ReplicaId]) -> ReplicaId {
+    match voters.len() {
+        0 => 0,
+        n => voters[(g % n as u64) as usize],
+    }
 }

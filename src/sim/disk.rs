@@ -252,8 +252,10 @@ impl Sim {
     pub(super) fn start_node(&mut self, i: usize) {
         let cfg = self.node_cfg(i);
         let opts = wal_options(&self.cfg);
-        // A new process: its transport has reported nothing yet.
+        // A new process: its transport has reported nothing yet, and
+        // reports a peer it cannot reach afresh.
         self.unreachable[i].fill(false);
+        self.silent_since[i].fill(None);
         let n = &mut self.nodes[i];
         let opened = block_on(crate::storage::open_wal(n.disk.clone(), opts));
         let (wal, mut replay, _report) = match opened {

@@ -381,8 +381,17 @@ impl Sim {
         // A founding replica has its node's id; any other starts empty and
         // learns the membership from its leader's snapshot.
         let founding = i < self.cfg.initial_voters && self.nodes[i].replica == self.ids[i];
+        // The founders' first candidate, as the shard names one per new
+        // group (`RaftConfig::first_candidate`): the others start dormant.
+        let first = match initial.len() {
+            0 => 0,
+            n => initial[(self.cfg.seed % n as u64) as usize],
+        };
         let voters = if founding { initial } else { Vec::new() };
         let mut c = RaftConfig::new(self.nodes[i].replica, voters);
+        if founding {
+            c.first_candidate = first;
+        }
         c.seed = self.cfg.seed;
         c.pre_vote = self.cfg.pre_vote;
         c.check_quorum = self.cfg.check_quorum;

@@ -52,6 +52,7 @@ impl RawNode {
             return;
         }
         self.quiesced = false;
+        self.awaiting = 0;
         self.election_elapsed = 0;
         if self.role == Role::Leader {
             // Heartbeat at the next tick: followers that woke too hear from

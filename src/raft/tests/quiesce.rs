@@ -189,15 +189,10 @@ fn a_quiesced_follower_whose_leader_is_unreachable_wakes_and_campaigns() {
     assert!(f.quiesced());
     f.report_unreachable(1);
     assert!(!f.quiesced());
-    // The leader's silence counts as one election timeout passed: it
-    // campaigns (pre-vote) within one more, at a point its randomized
-    // timeout draws (so the others do not all campaign at once).
-    let mut ticks = 0;
-    while f.role() == Role::Follower {
-        f.tick();
-        ticks += 1;
-        assert!(ticks <= 10, "no campaign within 1 election timeout");
-    }
+    // The leader's silence counts as one election timeout passed, and 2
+    // is the lowest voter left: it campaigns (pre-vote) at its next tick
+    // (voter 3 would wait most of a timeout, so the vote does not split).
+    f.tick();
     assert_eq!(f.role(), Role::PreCandidate);
 }
 
@@ -316,7 +311,7 @@ fn a_quiesced_leader_holds_no_lease_and_old_rounds_do_not_restore_it() {
 #[test]
 fn the_designated_replica_of_a_new_group_campaigns_at_its_first_tick_and_only_then() {
     let mut c = cfg(1, &[1, 2, 3]);
-    c.campaign_first = true;
+    c.first_candidate = 1;
     let mut n = RawNode::new(c.clone().validate().unwrap());
     n.tick();
     assert_eq!(n.role(), Role::PreCandidate, "campaigns at once");
@@ -438,4 +433,80 @@ fn a_quiesced_follower_holds_no_spare_queue_memory() {
     assert!(f.quiesced());
     persist(&mut f);
     assert_eq!(f.spare_capacity_bytes(), 0);
+}
+
+/// Voter `id` of a new group [1, 2, 3] whose first candidate is 1.
+fn new_group_voter(id: ReplicaId, quiesce: bool) -> RawNode {
+    let mut c = cfg(id, &[1, 2, 3]);
+    c.quiesce = quiesce;
+    c.first_candidate = 1;
+    RawNode::new(c.validate().unwrap())
+}
+
+#[test]
+fn the_other_voters_of_a_new_group_are_dormant_until_the_first_candidate_asks() {
+    let mut f = new_group_voter(2, true);
+    assert!(f.quiesced(), "dormant from the start");
+    for _ in 0..100 {
+        f.tick();
+    }
+    assert!(f.quiesced() && f.role() == Role::Follower);
+    assert!(!f.has_ready());
+    // The first candidate's pre-vote wakes it, and it grants it.
+    f.step(msg(
+        1,
+        2,
+        1,
+        Body::PreVote {
+            last_index: 0,
+            last_term: 0,
+        },
+    ));
+    assert!(!f.quiesced());
+    let rd = f.ready();
+    assert!(
+        rd.messages
+            .iter()
+            .any(|m| m.to == 1 && matches!(m.body, Body::PreVoteResp { reject: false })),
+        "{:?}",
+        rd.messages
+    );
+    // Awake now: its own election timer runs.
+    for _ in 0..40 {
+        f.tick();
+    }
+    assert_ne!(f.role(), Role::Follower, "campaigns when nobody leads");
+    // The first candidate itself, and a group with quiescence off, tick.
+    assert!(!new_group_voter(1, true).quiesced());
+    assert!(!new_group_voter(2, false).quiesced());
+}
+
+#[test]
+fn a_dormant_voter_campaigns_within_an_election_timeout_once_the_first_candidates_node_is_down() {
+    let mut f = new_group_voter(3, true);
+    // Another peer's node down: still dormant.
+    f.report_unreachable(2);
+    assert!(f.quiesced());
+    f.report_unreachable(1);
+    assert!(!f.quiesced());
+    let mut ticks = 0;
+    while f.role() == Role::Follower {
+        f.tick();
+        ticks += 1;
+        assert!(
+            ticks <= 20,
+            "no campaign within an election timeout (10 ticks min, 20 max)"
+        );
+    }
+    assert_eq!(f.role(), Role::PreCandidate);
+    // Voter 2 goes first: 3 leaves it most of an election timeout.
+    assert!(ticks >= 9, "campaigned after {ticks} ticks");
+    let mut second = new_group_voter(2, true);
+    second.report_unreachable(1);
+    second.tick();
+    assert_eq!(
+        second.role(),
+        Role::PreCandidate,
+        "the lowest remaining voter at once"
+    );
 }

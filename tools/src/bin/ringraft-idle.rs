@@ -47,6 +47,10 @@ struct Args {
     /// ticking); false measures them awake.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     quiesce: bool,
+    /// More arguments for every node, after the tool's own (repeat it:
+    /// `--node-arg=--wal-segment-bytes=16777216`).
+    #[arg(long = "node-arg", allow_hyphen_values = true)]
+    node_args: Vec<String>,
     /// The `ringraft` binary (default: next to this one).
     #[arg(long)]
     node_bin: Option<PathBuf>,
@@ -79,6 +83,7 @@ fn measure(args: &Args, bin: &std::path::Path, groups: u64) -> Result<Row, Strin
     cfg.shards = args.shards;
     cfg.groups = groups;
     cfg.extra_args.push(format!("--quiesce={}", args.quiesce));
+    cfg.extra_args.extend(args.node_args.iter().cloned());
     eprintln!(
         "{groups} groups: starting {} nodes x {} shards",
         args.nodes, args.shards
