@@ -154,6 +154,13 @@ impl Shard {
         let wal = self.store.wal();
         let keep_from = wal.segment_start(wal.segment_start(head).saturating_sub(1));
         let behind = |lsn: u64| lsn.saturating_add(max) < head || lsn < keep_from;
+        // Every record a replica or the catalog needs is at or past the
+        // release point; if that is not behind, nothing is, and the walks
+        // below (every group, twice) are skipped: at 10,000 idle groups
+        // they took ~2 ms each second, in the p99 of writes (issue #16).
+        if !behind(self.store.released_lsn()) {
+            return Ok(());
+        }
         let mut rewrote = false;
         let mut stale_hs = Vec::new();
         let ids: Vec<GroupId> = self.replicas.keys().copied().collect();
