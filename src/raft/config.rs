@@ -73,20 +73,13 @@ pub struct RaftConfig {
     pub quiesce: bool,
     /// The voter of a new group (term 0) that campaigns first, at its
     /// first tick instead of after an election timeout; the host names the
-    /// same one on every replica of the group. Thousands of groups created
+    /// same one on every replica of the group (the one whose id it is
+    /// campaigns). Thousands of groups created
     /// at once that all wait out their timeouts campaign together,
     /// overload their nodes and split their votes: 10,000 groups per node
     /// elected no leader in 120 s (issue #16). CockroachDB's new ranges
-    /// campaign eagerly on one replica alike.
-    ///
-    /// With quiescence on, the group's other voters start quiesced
-    /// (dormant) instead of ticking towards elections of their own: any
-    /// message from a peer wakes them, and so does the first candidate's
-    /// node reported unreachable (`RawNode::report_unreachable`), after
-    /// which they campaign within an election timeout. 100,000 new groups
-    /// per node that all tick spent the nodes' CPU on ticks and on
-    /// campaigns against their own first candidates (issue #16). 0 (the
-    /// default): none, every voter waits out its election timeout.
+    /// campaign eagerly on one replica alike. The others wait out their
+    /// election timeouts as usual. 0 (the default): none.
     pub first_candidate: ReplicaId,
 }
 

@@ -132,8 +132,6 @@ impl RaftLog {
         kept
     }
 
-    /// Checks the invariants written next to the fields (debug builds and
-    /// the `ci` test profile).
     /// Gives back the entry queue's spare capacity (an idle group's log).
     pub fn shrink_to_fit(&mut self) {
         self.entries.shrink_to_fit();
@@ -144,6 +142,8 @@ impl RaftLog {
         (self.entries.capacity() - self.entries.len()) * std::mem::size_of::<Entry>()
     }
 
+    /// Checks the invariants written next to the fields (debug builds and
+    /// the `ci` test profile).
     pub fn debug_check(&self) {
         let last = self.last_index();
         debug_assert!(self.offset >= 1, "log offset starts at 1");

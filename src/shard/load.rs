@@ -126,7 +126,7 @@ pub(super) fn build_replica(
     rc.voters = d.voters.clone();
     rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     // One voter of a new group campaigns at once, spread over the voters
-    // by group id; the others wait for it (`RaftConfig::first_candidate`).
+    // by group id (`RaftConfig::first_candidate`).
     rc.first_candidate = first_candidate(g, &d.voters);
     let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
     Replica::recover(g, rc, restart, log, snap, cfg.kv.clone()).map_err(|e| group_err(e.0))

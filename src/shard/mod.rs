@@ -350,25 +350,12 @@ impl Shard {
                 break Ok(());
             }
             self.stats.turns += 1;
-            // 1. inbound messages
-            self.transport.drain_inbox(&mut msgs);
-            let n = msgs.len();
-            for (g, from_node, m) in msgs.drain(..) {
-                self.on_peer_message(g, from_node, m);
-            }
-            // It is swapped with the transport's inbox: both shrink in turn.
-            shrink_after_burst(&mut msgs, n, INBOX_RETAINED_MSGS);
-            if !self.creating.is_empty() {
-                if let Err(e) = self.create_from_messages().await {
-                    break Err(e);
-                }
-            }
-            // 2. ticks due on the monotonic clock, batched for the whole
-            // shard: after the messages (a follower whose leader's
-            // heartbeat waited in the inbox through a long turn does not
-            // campaign for it; a leader counts the answers that came),
-            // before any request of this turn is served (a lease read sees
-            // the lease as of now).
+            // 1. ticks due on the monotonic clock, batched for the whole
+            // shard, before any message or request of this turn. Not after
+            // the messages: a follower would count the time a heartbeat
+            // waited in the inbox (even from before it was sent) as time
+            // since it heard its leader, and could vote for another while
+            // that leader's lease lasts (lease reads, `raft::read`).
             ticks.take();
             let due = clock.due(now_us());
             if due > 0 {
@@ -395,6 +382,19 @@ impl Shard {
                     if let Err(e) = self.unpin_wal().await {
                         break Err(e);
                     }
+                }
+            }
+            // 2. inbound messages
+            self.transport.drain_inbox(&mut msgs);
+            let n = msgs.len();
+            for (g, from_node, m) in msgs.drain(..) {
+                self.on_peer_message(g, from_node, m);
+            }
+            // It is swapped with the transport's inbox: both shrink in turn.
+            shrink_after_burst(&mut msgs, n, INBOX_RETAINED_MSGS);
+            if !self.creating.is_empty() {
+                if let Err(e) = self.create_from_messages().await {
+                    break Err(e);
                 }
             }
             // 3. client requests
@@ -826,10 +826,9 @@ impl Shard {
     }
 }
 
-/// Reports to `r` every node the transport reported unreachable and not
-/// reachable since: a new leader, or a new dormant replica whose first
-/// candidate's node is down (`RaftConfig::first_candidate`), was not there
-/// to hear it.
+/// Reports to `r`, a new leader, every node the transport reported
+/// unreachable and not reachable since: it was not leading to hear it
+/// (`raft::node::quiesce`).
 fn report_known_unreachable(nodes: &std::collections::BTreeSet<u64>, r: &mut Replica) {
     for &node in nodes {
         if let Some(peer) = r.raft.conf().replica_on(node) {

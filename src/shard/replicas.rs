@@ -284,8 +284,7 @@ impl Shard {
             });
         }
         // Built first: a configuration the core refuses writes nothing.
-        let mut replica = build_replica(&self.cfg, &d, GroupLog::default(), None)?;
-        super::report_known_unreachable(&self.nodes_unreachable, &mut replica);
+        let replica = build_replica(&self.cfg, &d, GroupLog::default(), None)?;
         let op = CatalogOp::Create(d);
         self.store
             .append_catalog(false, &[op])

@@ -9,7 +9,8 @@ use crate::group::GroupId;
 #[derive(Debug, Default)]
 pub(super) struct WorkSet {
     /// Replicas given something since their last Ready (a message, a
-    /// request, a tick, a durable write, an install done). Only these are
+    /// request, a tick that left a Ready, a durable write, an install
+    /// done). Only these are
     /// looked at for a Ready. Invariant (debug-asserted each turn): a
     /// hosted replica with a Ready is in it or parked in `installing`.
     pub active: BTreeSet<GroupId>,

@@ -382,7 +382,7 @@ impl Sim {
         // learns the membership from its leader's snapshot.
         let founding = i < self.cfg.initial_voters && self.nodes[i].replica == self.ids[i];
         // The founders' first candidate, as the shard names one per new
-        // group (`RaftConfig::first_candidate`): the others start dormant.
+        // group (`RaftConfig::first_candidate`).
         let first = match initial.len() {
             0 => 0,
             n => initial[(self.cfg.seed % n as u64) as usize],

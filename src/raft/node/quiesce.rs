@@ -27,9 +27,11 @@
 //!   leader, which heartbeats and quiesces again.
 //! - **Anything wakes a group**: any message but `Quiesce`, a proposal, a
 //!   read, a leader transfer, the host (`wake`), and, on a follower, its
-//!   leader reported unreachable (`report_unreachable`): the follower's
-//!   election timer starts from zero, so a group whose leader's node died
-//!   elects a new leader within about two election timeouts of the report.
+//!   leader reported unreachable (`report_unreachable`): the leader's
+//!   silence counts as one election timeout passed, the lowest-id voter
+//!   left campaigns at its next tick and the others in turn after it, so a
+//!   group whose leader's node died elects a new leader within about two
+//!   election timeouts of the report (an awake follower keeps its timer).
 //!   Pre-vote stays on: a woken follower cannot disrupt a live leader (the
 //!   others are in its lease).
 //! - **Leases**: a quiesced leader's clock stops, so its lease would never
@@ -52,7 +54,6 @@ impl RawNode {
             return;
         }
         self.quiesced = false;
-        self.awaiting = 0;
         self.election_elapsed = 0;
         if self.role == Role::Leader {
             // Heartbeat at the next tick: followers that woke too hear from
