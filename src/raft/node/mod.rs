@@ -353,11 +353,8 @@ impl RawNode {
         n.quiet = n.cfg.check_quorum && hs.term > 0;
         n.read.reset(n.peers.len());
         n.reset_election_timeout();
-        let first = n.cfg.first_candidate;
-        if first != 0 && hs.term == 0 && n.promotable() {
-            if first == n.id {
-                n.election_timeout = 1;
-            }
+        if n.cfg.first_candidate == n.id && hs.term == 0 && n.promotable() {
+            n.election_timeout = 1;
         }
         n
     }
