@@ -49,12 +49,18 @@ fn quiesces(rd: &Ready) -> Vec<(ReplicaId, Index)> {
 /// Follower 2 of [1,2,3], quiescence on, holding entry 1 of term 1
 /// (durable) from leader 1.
 fn follower() -> RawNode {
-    let mut c = cfg(2, &[1, 2, 3]);
+    follower_of(2, &[1, 2, 3])
+}
+
+/// Follower `id` of `voters`, quiescence on, holding entry 1 of term 1
+/// (durable) from leader 1.
+fn follower_of(id: ReplicaId, voters: &[ReplicaId]) -> RawNode {
+    let mut c = cfg(id, voters);
     c.quiesce = true;
     let mut f = RawNode::new(c.validate().unwrap());
     f.step(msg(
         1,
-        2,
+        id,
         1,
         Body::Append {
             prev_index: 0,
@@ -437,21 +443,7 @@ fn a_quiesced_follower_holds_no_spare_queue_memory() {
 
 /// Follower `id` of a 5-voter group led by 1, quiesced.
 fn quiesced_follower_of_five(id: ReplicaId) -> RawNode {
-    let mut c = cfg(id, &[1, 2, 3, 4, 5]);
-    c.quiesce = true;
-    let mut f = RawNode::new(c.validate().unwrap());
-    f.step(msg(
-        1,
-        id,
-        1,
-        Body::Append {
-            prev_index: 0,
-            prev_term: 0,
-            entries: vec![ent(1, 1)],
-            commit: 0,
-        },
-    ));
-    persist(&mut f);
+    let mut f = follower_of(id, &[1, 2, 3, 4, 5]);
     f.step(msg(1, id, 1, Body::Quiesce { commit: 1 }));
     f.ready();
     assert!(f.quiesced());
