@@ -74,12 +74,12 @@ pub struct RaftConfig {
     /// The voter of a new group (term 0) that campaigns first, at its
     /// first tick instead of after an election timeout; the host names the
     /// same one on every replica of the group (the one whose id it is
-    /// campaigns). Thousands of groups created
-    /// at once that all wait out their timeouts campaign together,
-    /// overload their nodes and split their votes: 10,000 groups per node
-    /// elected no leader in 120 s (issue #16). CockroachDB's new ranges
-    /// campaign eagerly on one replica alike. The others wait out their
-    /// election timeouts as usual. 0 (the default): none.
+    /// campaigns; the others wait out their election timeouts as usual).
+    /// Thousands of groups created at once that all wait out their
+    /// timeouts campaign together, overload their nodes and split their
+    /// votes: 10,000 groups per node elected no leader in 120 s (issue
+    /// #16). CockroachDB's new ranges campaign eagerly on one replica
+    /// alike. 0 (the default): none.
     pub first_candidate: ReplicaId,
 }
 

@@ -135,7 +135,7 @@ pub(super) fn build_replica(
 /// The voter of new group `g` that campaigns first
 /// (`RaftConfig::first_candidate`): spread over the voters by group id, so
 /// each node leads its share of new groups. 0 for a group without voters.
-pub(super) fn first_candidate(g: GroupId, voters: &[ReplicaId]) -> ReplicaId {
+fn first_candidate(g: GroupId, voters: &[ReplicaId]) -> ReplicaId {
     match voters.len() {
         0 => 0,
         n => voters[(g % n as u64) as usize],

@@ -10,8 +10,7 @@ use crate::group::GroupId;
 pub(super) struct WorkSet {
     /// Replicas given something since their last Ready (a message, a
     /// request, a tick that left a Ready, a durable write, an install
-    /// done). Only these are
-    /// looked at for a Ready. Invariant (debug-asserted each turn): a
+    /// done). Only these are looked at for a Ready. Invariant (debug-asserted each turn): a
     /// hosted replica with a Ready is in it or parked in `installing`.
     pub active: BTreeSet<GroupId>,
     /// Replicas that tick: every replica given something since the tick
@@ -42,8 +41,8 @@ impl WorkSet {
     /// Ticks every awake replica `due` times; those quiesced with nothing
     /// waiting leave the awake set. The ticked replicas that have a Ready
     /// are looked at this turn; those with requests waiting are listed in
-    /// `waiting`. At most `campaigns_max` elections start per tick (`due` ticks:
-    /// `due` times as many); the walk starts where the last budget ran out,
+    /// `waiting`. At most `campaigns_max` elections start per tick (`due`
+    /// ticks: `due` times as many); the walk starts where the last budget ran out,
     /// so no group waits behind lower ids for ever. Returns (replicas
     /// ticked, campaigns started).
     pub fn tick(

@@ -508,11 +508,12 @@ impl RawNode {
     /// the leader's silence as one election timeout already passed (it
     /// grants pre-votes at once). The voter with the lowest id but the
     /// leader's campaigns at its next tick; the voter of rank r >= 1 among
-    /// those left after e / 2 + r ticks (e = `election_ticks`; at most e), so
-    /// they are not candidates too when its vote requests come (randomized
-    /// timeouts alone split the vote in about 3% of 400 simulated crashes,
-    /// past two election timeouts), and campaign in turn if it is gone too. A new leader writes within about two election timeouts
-    /// of the report (issue #16; CockroachDB campaigns on unquiesce when
+    /// those left after e / 2 + r ticks (e = `election_ticks`; at most e),
+    /// so they are not candidates too when its vote requests come
+    /// (randomized timeouts alone split the vote in about 3% of 400
+    /// simulated crashes, past two election timeouts), and campaign in turn
+    /// if it is gone too. A new leader writes within about two election
+    /// timeouts of the report (issue #16; CockroachDB campaigns on unquiesce when
     /// the leader is not live). Safe for leases: a quiesced follower has
     /// acknowledged nothing since its leader quiesced, and a quiesced
     /// leader holds no lease (`quiesce_leader`); a woken leader's new
@@ -524,22 +525,18 @@ impl RawNode {
                 self.wake();
                 let e = self.cfg.election_ticks;
                 self.election_elapsed = e;
-                // Rank among the voters left, by id: 0 campaigns at the
-                // next tick, rank r >= 1 after e / 2 + r ticks (at most e).
-                let mut left: Vec<ReplicaId> = self
-                    .conf
-                    .voters
-                    .iter()
-                    .chain(&self.conf.voters_outgoing)
-                    .copied()
-                    .filter(|&v| v != peer)
-                    .collect();
-                left.sort_unstable();
-                left.dedup();
-                let rank = left
-                    .iter()
-                    .position(|&v| v == self.id)
-                    .unwrap_or(left.len()) as u32;
+                // Rank among the voters left, by id (the voters below this
+                // one, either configuration, counted once): 0 campaigns at
+                // the next tick, rank r >= 1 after e / 2 + r ticks (at most e).
+                let (id, c) = (self.id, &self.conf);
+                let below = |v: &&ReplicaId| **v < id && **v != peer;
+                let rank = c.voters.iter().filter(below).count()
+                    + c.voters_outgoing
+                        .iter()
+                        .filter(below)
+                        .filter(|v| c.voters.binary_search(v).is_err())
+                        .count();
+                let rank = rank as u32;
                 self.election_timeout = e + if rank == 0 { 1 } else { (e / 2 + rank).min(e) };
             }
             return;
