@@ -320,6 +320,9 @@ fn ensure_fd_budget(needed: usize) -> Result<u64, (u64, u64)> {
 /// the node then stops with the error.
 const BIND_IN_USE_WAIT_MS: u64 = 3_000;
 
+/// Between two tries to bind a port in use, in ms ([`BIND_IN_USE_WAIT_MS`]).
+const BIND_RETRY_MS: u64 = 50;
+
 /// Binds without SO_REUSEPORT (glommio's own bind sets it, which would let
 /// a second, misconfigured node silently share the port), retrying a port
 /// in use for up to [`BIND_IN_USE_WAIT_MS`].
@@ -334,12 +337,12 @@ async fn bind(a: SocketAddr) -> std::io::Result<glommio::net::TcpListener> {
                 if e.kind() == std::io::ErrorKind::AddrInUse
                     && started.elapsed() < Duration::from_millis(BIND_IN_USE_WAIT_MS) =>
             {
-                glommio::timer::sleep(Duration::from_millis(50)).await;
+                glommio::timer::sleep(Duration::from_millis(BIND_RETRY_MS)).await;
             }
             Err(e) => return Err(e),
         }
     };
-    if started.elapsed() >= Duration::from_millis(50) {
+    if started.elapsed() >= Duration::from_millis(BIND_RETRY_MS) {
         tracing::info!(addr = %a, ms = started.elapsed().as_millis() as u64, "bound after waiting for the port to be released");
     }
     Ok(unsafe { glommio::net::TcpListener::from_raw_fd(l.into_raw_fd()) })
