@@ -84,6 +84,9 @@ pub struct Replica {
     pub was_named: bool,
     /// Where answers to non-members go (`routes`).
     pub routes: Routes,
+    /// The host's timer entry for this replica: (due tick, an election
+    /// rather than a leader's event) as last scheduled (`shard::work`).
+    pub timer: Option<(u64, bool)>,
 }
 
 /// Why a replica's waiting requests are abandoned ([`Replica::drain_waiters`]).
@@ -134,6 +137,7 @@ impl Replica {
             reads_ready: Vec::new(),
             was_named: false,
             routes: Routes::default(),
+            timer: None,
         };
         r.was_named = r.is_named();
         r

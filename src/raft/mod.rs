@@ -20,6 +20,7 @@
 //! `inflight_msgs_max` / `inflight_bytes_max` per follower; the leader's own
 //! write runs in parallel with replication.
 
+mod clock;
 mod conf;
 mod config;
 mod log;
@@ -28,6 +29,7 @@ mod progress;
 mod read;
 mod types;
 
+pub use clock::Clock;
 pub use conf::{ConfChange, ConfChangeError, ConfChangeOp, ConfState, Placement};
 pub use config::{ConfigError, RaftConfig, ValidRaftConfig};
 pub use log::RaftLog;

@@ -90,7 +90,7 @@ impl Shard {
             replayed,
         } = loaded;
         self.replicas = replicas;
-        self.work.active.clear();
+        self.work.forget_all();
         self.mark_all();
         self.store = LogStore::new(wal, catalog, self.cfg.wal.record_bytes_max);
         self.inflight.clear();

@@ -524,7 +524,7 @@ impl Shard {
         let wal = self.store.wal().stats();
         let mut stats = self.stats;
         stats.groups = self.replicas.len() as u64;
-        stats.groups_awake = self.work.awake.len() as u64;
+        stats.groups_awake = self.work.awake() as u64;
         let m = crate::metrics::ShardMetrics {
             shard: self.cfg.shard,
             stats,
@@ -541,16 +541,12 @@ impl Shard {
         // had a Ready, were created or destroyed, and every awake leader
         // (its followers' in-flight counts move with acknowledgements).
         let replicas = &self.replicas;
-        let awake_leaders = self.work.awake.iter().filter(|g| {
-            replicas
-                .get(g)
-                .is_some_and(|r| r.raft.role() == Role::Leader)
-        });
         let changed = self
             .metrics_dirty
             .iter()
-            .chain(awake_leaders)
-            .map(|&g| (g, replicas.get(&g).map(|r| group_metrics(r))));
+            .copied()
+            .chain(self.work.awake_leaders())
+            .map(|g| (g, replicas.get(&g).map(|r| group_metrics(r))));
         if hub.try_publish(m, changed) {
             self.metrics_dirty.clear();
         }
@@ -582,16 +578,31 @@ impl Shard {
         let mut ids = std::mem::take(&mut self.ready_ids);
         ids.clear();
         self.stats.ready_checks += self.work.active.len() as u64;
-        let (replicas, installing) = (&self.replicas, &self.installing);
-        ids.extend(self.work.active.iter().copied().filter(|g| {
-            !installing.contains_key(g) && replicas.get(g).is_some_and(|r| r.raft.has_ready())
-        }));
         // Looked at: out of the set until given work again, or still with
-        // a Ready after this one (below).
+        // a Ready after this one (below). Each was given an input: its
+        // next timed event is filed again.
+        let marked = std::mem::take(&mut self.work.active);
+        for &g in &marked {
+            let Some(r) = self.replicas.get_mut(&g) else {
+                continue;
+            };
+            self.work.schedule(g, r);
+            if !self.installing.contains_key(&g) && r.raft.has_ready() {
+                ids.push(g);
+            }
+        }
+        self.work.active = marked;
         self.work.active.clear();
+        self.work.debug_check(&self.replicas);
         let result = self.process_ready_ids(shard, &ids).await;
+        // Taking a Ready and applying moved what is due (a membership
+        // change applied makes a learner a voter, or a voter a learner).
         for &g in &ids {
-            if self.replicas.get(&g).is_some_and(|r| r.raft.has_ready()) {
+            let Some(r) = self.replicas.get_mut(&g) else {
+                continue;
+            };
+            self.work.schedule(g, r);
+            if r.raft.has_ready() {
                 self.work.mark(g);
             }
         }
@@ -605,21 +616,32 @@ impl Shard {
     }
 
     /// Marks every hosted replica (a rebuild, a start), for work and for
-    /// the metrics.
+    /// the metrics, and makes it count ticks from the shard's clock.
     pub(super) fn mark_all(&mut self) {
-        for &g in self.replicas.keys() {
+        for (&g, r) in self.replicas.iter_mut() {
+            self.work.adopt(r);
             self.work.mark(g);
             self.metrics_dirty.insert(g);
         }
     }
 
     /// Keeps in the work set only the replicas that have a Ready to take
-    /// (not parked); whether any is left.
+    /// (not parked), filing the next timed event of those it drops (they
+    /// were given an input since `process_readies`); whether any is left.
     fn retain_active(&mut self) -> bool {
-        let (replicas, installing) = (&self.replicas, &self.installing);
-        self.work.active.retain(|g| {
-            !installing.contains_key(g) && replicas.get(g).is_some_and(|r| r.raft.has_ready())
+        let (replicas, installing, work) = (&mut self.replicas, &self.installing, &mut self.work);
+        let mut active = std::mem::take(&mut work.active);
+        active.retain(|&g| {
+            let Some(r) = replicas.get_mut(&g) else {
+                return false;
+            };
+            if !installing.contains_key(&g) && r.raft.has_ready() {
+                return true;
+            }
+            work.schedule(g, r);
+            false
         });
+        work.active = active;
         debug_assert!(
             self.replicas.iter().all(|(g, r)| !r.raft.has_ready()
                 || self.work.active.contains(g)
@@ -810,15 +832,18 @@ impl Shard {
     }
 
     /// Answers requests past their deadline with `Timeout`. Only the
-    /// replicas the tick found with waiters are looked at
-    /// (`work::WorkSet::waiting`; a replica with waiters stays awake).
+    /// replicas listed with waiters are looked at (`work::WorkSet::waiting`);
+    /// those left with none leave the list.
     fn expire_requests(&mut self, now: Instant) {
         let mut late = Vec::new();
-        for g in &self.work.waiting {
-            if let Some(r) = self.replicas.get_mut(g) {
-                r.expire(now, &mut late);
-            }
-        }
+        let replicas = &mut self.replicas;
+        self.work.waiting.retain(|g| {
+            let Some(r) = replicas.get_mut(g) else {
+                return false;
+            };
+            r.expire(now, &mut late);
+            r.has_waiters()
+        });
         self.stats.errors_timeout += late.len() as u64;
         for (conn, id) in late {
             self.respond(conn, id, Err(ClientError::Timeout));

@@ -284,7 +284,8 @@ impl Shard {
             });
         }
         // Built first: a configuration the core refuses writes nothing.
-        let replica = build_replica(&self.cfg, &d, GroupLog::default(), None)?;
+        let mut replica = build_replica(&self.cfg, &d, GroupLog::default(), None)?;
+        self.work.adopt(&mut replica);
         let op = CatalogOp::Create(d);
         self.store
             .append_catalog(false, &[op])

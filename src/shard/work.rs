@@ -1,103 +1,179 @@
 //! The shard's work set (issue #16): which replicas a turn looks at, and
-//! which ones tick. A turn costs what its replicas were given, not what
-//! the shard hosts.
+//! which ones a tick touches. A turn costs what its replicas were given,
+//! and a tick what came due, not what the shard hosts.
+//!
+//! Ticks: the replicas share one logical clock (`raft::Clock`). A tick
+//! moves it on and acts only on the replicas whose next timed event
+//! (`RawNode::due_at`: a leader's heartbeat or check-quorum round, an
+//! election timeout) has come; every other replica counts the ticks it
+//! missed at its next input, before acting on it. So a follower waiting
+//! out its election timeout, or a quiesced group, costs no tick at all.
+//! An event is looked up again (`schedule`) after every input a replica is
+//! given: each input marks it (`mark`), and the turn schedules what it
+//! marked before taking Readies (`Shard::process_readies`).
 
 use std::collections::BTreeSet;
 
-use crate::group::GroupId;
+use crate::group::{GroupId, Replica};
+use crate::raft::{Clock, Role};
 
 #[derive(Debug, Default)]
 pub(super) struct WorkSet {
     /// Replicas given something since their last Ready (a message, a
     /// request, a tick that left a Ready, a durable write, an install
-    /// done). Only these are looked at for a Ready. Invariant (debug-asserted each turn): a
-    /// hosted replica with a Ready is in it or parked in `installing`.
+    /// done). Only these are looked at for a Ready, and their timers
+    /// scheduled again. Invariant (debug-asserted each turn): a hosted
+    /// replica with a Ready is in it or parked in `installing`.
     pub active: BTreeSet<GroupId>,
-    /// Replicas that tick: every replica given something since the tick
-    /// found it quiesced (`RawNode::quiesced`) with no client request
-    /// waiting (`Replica::has_waiters`). Ticks, deadlines and the rest of
-    /// the tick's work walk this set only, so quiesced groups cost nothing
-    /// per tick. Invariant (debug-asserted at each tick): a hosted replica
-    /// that is awake or has waiters is in it.
-    pub awake: BTreeSet<GroupId>,
-    /// Where the next tick's walk of `awake` starts: after the replica
-    /// that spent the last campaign budget.
-    cursor: GroupId,
-    /// Scratch: replicas leaving `awake` this tick.
-    scratch: Vec<GroupId>,
-    /// Replicas the last tick found with client requests waiting: the
-    /// only ones whose deadlines are looked at (`Shard::expire_requests`).
-    pub waiting: Vec<GroupId>,
+    /// The clock every hosted replica counts its ticks from.
+    clock: Clock,
+    /// Leaders' timed events: (due tick, group). All those due act at a tick.
+    events: BTreeSet<(u64, GroupId)>,
+    /// Election timeouts of voters not leading: (due tick, group). A tick
+    /// starts at most the campaign budget of elections, oldest due first;
+    /// the rest stay due for the next tick. Invariant (debug-asserted at
+    /// each `Shard::process_readies`): a hosted replica's `Replica::timer`
+    /// is its `due_at` (none if that is `u64::MAX`), and it is in `events`
+    /// or here accordingly.
+    elections: BTreeSet<(u64, GroupId)>,
+    /// Replicas with client requests waiting, as of their last schedule:
+    /// the only ones whose deadlines are looked at (`Shard::expire_requests`).
+    pub waiting: BTreeSet<GroupId>,
 }
 
 impl WorkSet {
-    /// Group `g` was given something: look at it this turn, and tick it
-    /// (whatever it was may have woken it).
+    /// Group `g` was given something: look at it this turn, and schedule
+    /// its next timed event again (whatever it was may have moved it).
     pub fn mark(&mut self, g: GroupId) {
         self.active.insert(g);
-        self.awake.insert(g);
     }
 
-    /// Ticks every awake replica `due` times; those quiesced with nothing
-    /// waiting leave the awake set. The ticked replicas that have a Ready
-    /// are looked at this turn; those with requests waiting are listed in
-    /// `waiting`. At most `campaigns_max` elections start per tick (`due`
-    /// ticks: `due` times as many); the walk starts where the last budget ran out,
-    /// so no group waits behind lower ids for ever. Returns (replicas
-    /// ticked, campaigns started).
+    /// Forgets every replica (a rebuild replaced them all); the clock
+    /// goes on.
+    pub fn forget_all(&mut self) {
+        self.active.clear();
+        self.events.clear();
+        self.elections.clear();
+        self.waiting.clear();
+    }
+
+    /// Makes `r`, about to be hosted, count ticks from this shard's clock.
+    pub fn adopt(&self, r: &mut Replica) {
+        r.raft.set_clock(self.clock.clone());
+    }
+
+    /// Replicas with a timed event to come: not quiesced, or leading.
+    pub fn awake(&self) -> usize {
+        self.events.len() + self.elections.len()
+    }
+
+    /// The groups whose replicas lead and are awake.
+    pub fn awake_leaders(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.events.iter().map(|&(_, g)| g)
+    }
+
+    /// Files `r`'s next timed event (`RawNode::due_at`) where the ticks
+    /// look, moving it if it changed; lists `r` in `waiting` if it has
+    /// client requests waiting.
+    pub fn schedule(&mut self, g: GroupId, r: &mut Replica) {
+        let due = r.raft.due_at();
+        let want = (due != u64::MAX).then(|| (due, r.raft.role() != Role::Leader));
+        if r.timer != want {
+            if let Some(old) = r.timer {
+                self.set(old.1).remove(&(old.0, g));
+            }
+            if let Some(new) = want {
+                self.set(new.1).insert((new.0, g));
+            }
+            r.timer = want;
+        }
+        if r.has_waiters() {
+            self.waiting.insert(g);
+        }
+    }
+
+    fn set(&mut self, election: bool) -> &mut BTreeSet<(u64, GroupId)> {
+        if election {
+            &mut self.elections
+        } else {
+            &mut self.events
+        }
+    }
+
+    /// Moves the clock `due` ticks on and acts on the replicas whose event
+    /// came due: every leader's, and at most `campaigns_max` elections
+    /// per tick (`due` ticks: `due` times as many), oldest due first, so
+    /// no group waits behind others for ever. Those left with a Ready are
+    /// looked at this turn. Returns (replicas acted on, campaigns started).
     pub fn tick(
         &mut self,
         replicas: &mut super::Replicas,
         due: u64,
         campaigns_max: u64,
     ) -> (usize, u64) {
+        self.clock.advance(due);
+        let now = self.clock.now();
         let mut budget = campaigns_max.saturating_mul(due);
-        let mut started = 0;
-        let mut asleep = std::mem::take(&mut self.scratch);
-        let start = self.cursor;
-        let WorkSet {
-            active,
-            awake,
-            cursor,
-            waiting,
-            ..
-        } = self;
-        waiting.clear();
-        for &g in awake.range(start..).chain(awake.range(..start)) {
-            let Some(r) = replicas.get_mut(&g) else {
-                asleep.push(g);
-                continue;
-            };
-            for _ in 0..due {
-                if r.raft.tick_with(budget > 0) {
-                    budget -= 1;
-                    started += 1;
-                    if budget == 0 {
-                        *cursor = g.wrapping_add(1);
-                    }
+        let (mut ticked, mut started) = (0, 0);
+        for election in [false, true] {
+            loop {
+                if election && budget == 0 {
+                    break;
                 }
-            }
-            if r.raft.has_ready() {
-                active.insert(g);
-            }
-            if r.has_waiters() {
-                waiting.push(g);
-            } else if r.raft.quiesced() {
-                asleep.push(g);
+                let Some(&(at, g)) = self.set(election).first() else {
+                    break;
+                };
+                if at > now {
+                    break;
+                }
+                self.set(election).remove(&(at, g));
+                // Gone, or an entry a newer schedule replaced: nothing to do.
+                let Some(r) = replicas.get_mut(&g) else {
+                    continue;
+                };
+                if r.timer != Some((at, election)) {
+                    continue;
+                }
+                r.timer = None;
+                ticked += 1;
+                if r.raft.advance(true) {
+                    budget = budget.saturating_sub(1);
+                    started += 1;
+                }
+                if r.raft.has_ready() {
+                    self.active.insert(g);
+                }
+                self.schedule(g, r);
             }
         }
-        let ticked = awake.len();
-        for g in asleep.drain(..) {
-            awake.remove(&g);
-        }
-        self.scratch = asleep;
-        debug_assert!(
-            replicas
-                .iter()
-                .all(|(g, r)| (r.raft.quiesced() && !r.has_waiters()) || self.awake.contains(g)),
-            "an awake replica is outside the awake set"
-        );
         (ticked, started)
+    }
+
+    /// Checks the invariant of `elections` (debug builds): every hosted
+    /// replica's timer is its `due_at`, filed where the ticks look.
+    pub fn debug_check(&self, replicas: &super::Replicas) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        for (&g, r) in replicas {
+            let due = r.raft.due_at();
+            let want = (due != u64::MAX).then(|| (due, r.raft.role() != Role::Leader));
+            assert_eq!(
+                r.timer, want,
+                "group {g}: its timer is not its next event (given an input without `mark`?); now {}, role {:?}, quiesced {}",
+                self.clock.now(),
+                r.raft.role(),
+                r.raft.quiesced()
+            );
+            if let Some((at, election)) = want {
+                let set = if election {
+                    &self.elections
+                } else {
+                    &self.events
+                };
+                assert!(set.contains(&(at, g)), "group {g}: its timer is not filed");
+            }
+        }
     }
 }
 
@@ -106,7 +182,6 @@ mod tests {
     use super::*;
     use crate::group::Replica;
     use crate::raft::{RaftConfig, RawNode, Role};
-    use std::collections::BTreeMap;
 
     /// Replica 1 of a new group `g` of voters [1, 2, 3] (its peers never answer).
     fn replica(g: GroupId, quiesce: bool) -> Replica {
@@ -118,39 +193,81 @@ mod tests {
         Replica::new(g, 1, raft, kv, 0, crate::storage::GroupLog::default())
     }
 
-    #[test]
-    fn a_tick_starts_at_most_the_campaign_budget_and_every_group_gets_its_turn() {
-        let mut replicas: crate::shard::Replicas =
-            (1..=10).map(|g| (g, Box::new(replica(g, false)))).collect();
+    /// Hosts groups `ids` on a work set, as `Shard::open` does.
+    fn host(
+        ids: impl Iterator<Item = GroupId>,
+        quiesce: bool,
+    ) -> (WorkSet, super::super::Replicas) {
         let mut w = WorkSet::default();
-        for g in 1..=10 {
+        let mut replicas = super::super::Replicas::new();
+        for g in ids {
+            let mut r = Box::new(replica(g, quiesce));
+            w.adopt(&mut r);
+            replicas.insert(g, r);
             w.mark(g);
         }
+        schedule_marked(&mut w, &mut replicas);
+        (w, replicas)
+    }
+
+    /// What `Shard::process_readies` does with the marked replicas.
+    fn schedule_marked(w: &mut WorkSet, replicas: &mut super::super::Replicas) {
+        for g in std::mem::take(&mut w.active) {
+            w.schedule(g, replicas.get_mut(&g).unwrap());
+        }
+        w.debug_check(replicas);
+    }
+
+    #[test]
+    fn a_tick_acts_only_on_what_came_due() {
+        let (mut w, mut replicas) = host(1..=100, false);
+        assert_eq!(w.awake(), 100, "every voter waits out its election timeout");
+        let first = replicas.values().map(|r| r.raft.due_at()).min().unwrap();
+        // The ticks before the first timeout touch nobody.
+        let (ticked, started) = w.tick(&mut replicas, first - 1, 1000);
+        assert_eq!((ticked, started), (0, 0));
+        assert!(w.active.is_empty());
+        // At it: exactly the replicas due then.
+        let due_now = replicas
+            .values()
+            .filter(|r| r.raft.due_at() == first)
+            .count();
+        let (ticked, started) = w.tick(&mut replicas, 1, 1000);
+        assert_eq!(ticked, due_now);
+        assert_eq!(started as usize, due_now);
+        schedule_marked(&mut w, &mut replicas);
+        assert_eq!(w.awake(), 100, "the candidates wait out their timeouts too");
+    }
+
+    #[test]
+    fn a_tick_starts_at_most_the_campaign_budget_oldest_due_first() {
+        let (mut w, mut replicas) = host(1..=10, false);
+        let mut order = Vec::new();
         let mut started = 0;
         for _ in 0..40 {
-            let (ticked, s) = w.tick(&mut replicas, 1, 1);
-            assert_eq!(ticked, 10, "none quiesced: all tick");
+            let (_, s) = w.tick(&mut replicas, 1, 1);
             assert!(s <= 1, "{s} elections started in one tick, budget 1");
             started += s;
+            for (&g, r) in &replicas {
+                if r.raft.role() != Role::Follower && !order.contains(&g) {
+                    order.push(g);
+                }
+            }
+            schedule_marked(&mut w, &mut replicas);
         }
-        let deferred: u64 = replicas
-            .values()
-            .map(|r| r.raft.stats().campaigns_deferred)
-            .sum();
-        assert!(deferred > 0, "the budget never held an election back");
         assert!(started >= 10);
-        for (g, r) in &replicas {
-            assert_ne!(r.raft.role(), Role::Follower, "group {g} never campaigned");
-        }
+        assert_eq!(order.len(), 10, "every group got its turn: {order:?}");
         // Two ticks' worth at once: twice the budget.
         let (_, s) = w.tick(&mut replicas, 2, 1);
         assert!(s <= 2);
     }
 
     #[test]
-    fn quiesced_replicas_leave_the_awake_set_and_a_mark_brings_them_back() {
-        let mut r = replica(1, true);
-        // A follower told to quiesce by its leader (replica 2).
+    fn quiesced_replicas_have_no_timer_and_an_input_files_one_again() {
+        let (mut w, mut replicas) = host(1..=2, true);
+        assert_eq!(w.awake(), 2);
+        // Group 1's follower told to quiesce by its leader (replica 2).
+        let r = replicas.get_mut(&1).unwrap();
         r.raft.step(crate::raft::Message {
             from: 2,
             to: 1,
@@ -158,18 +275,19 @@ mod tests {
             body: crate::raft::Body::Quiesce { commit: 0 },
         });
         assert!(r.raft.quiesced());
-        let mut replicas = BTreeMap::from([(1, Box::new(r)), (2, Box::new(replica(2, true)))]);
-        let mut w = WorkSet::default();
+        assert_eq!(r.raft.due_at(), u64::MAX);
         w.mark(1);
-        w.mark(2);
-        assert_eq!(w.tick(&mut replicas, 1, 8).0, 2);
-        assert_eq!(w.awake.iter().copied().collect::<Vec<_>>(), vec![2]);
-        assert_eq!(
-            w.tick(&mut replicas, 1, 8).0,
-            1,
-            "the quiesced one is not ticked"
-        );
+        schedule_marked(&mut w, &mut replicas);
+        assert_eq!(w.awake(), 1, "the quiesced one has no timer");
+        for _ in 0..100 {
+            w.tick(&mut replicas, 1, 8);
+            schedule_marked(&mut w, &mut replicas);
+        }
+        assert_eq!(replicas[&1].raft.role(), Role::Follower, "never ticked");
+        // Its leader's node reported down: it wakes and has a timer again.
+        replicas.get_mut(&1).unwrap().raft.report_unreachable(2);
         w.mark(1);
-        assert_eq!(w.tick(&mut replicas, 1, 8).0, 2);
+        schedule_marked(&mut w, &mut replicas);
+        assert_eq!(w.awake(), 2);
     }
 }

@@ -165,17 +165,126 @@ impl RawNode {
 
     // ---- inputs ----
 
-    /// Advances the logical clock by one tick.
+    /// Moves this node's clock one tick on and acts on it. For a node
+    /// with a clock of its own (tests, the simulator's one-group nodes): a
+    /// clock shared with other replicas (`set_clock`) is advanced by its
+    /// host, which then calls [`advance`](Self::advance) on the due ones.
     pub fn tick(&mut self) {
         self.tick_with(true);
     }
 
     /// [`tick`](Self::tick), but a follower whose election timer ran out
-    /// campaigns only if `may_campaign`; otherwise it campaigns at the
-    /// first later tick that allows it. The host spreads many groups'
-    /// elections over its ticks with it (`ShardConfig::campaigns_per_tick_max`).
+    /// campaigns only if `may_campaign` (see [`advance`](Self::advance)).
     /// Returns whether this tick started a campaign.
     pub fn tick_with(&mut self, may_campaign: bool) -> bool {
+        self.clock.advance(1);
+        self.advance(may_campaign)
+    }
+
+    /// Shares `clock` with this node: from now on it counts that clock's
+    /// ticks (from its reading now) instead of its own.
+    pub fn set_clock(&mut self, clock: Clock) {
+        self.catch_up();
+        self.clock_seen = clock.now();
+        self.clock = clock;
+    }
+
+    /// The clock this node counts ticks from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// The clock reading at which this node next does more than count a
+    /// tick — a heartbeat or check-quorum round (leader), a leader transfer
+    /// given up, an election timeout (a voter not leading) — if nothing
+    /// reaches it first; `u64::MAX` if none comes without an input
+    /// (quiesced; a learner). Any input may move it, earlier or later: the
+    /// host asks again after each (`shard::work`).
+    pub fn due_at(&self) -> u64 {
+        self.clock_seen.saturating_add(self.ticks_to_event())
+    }
+
+    /// Catches up with the clock: counts every tick it advanced since this
+    /// node last looked, acting at each one that does more than count, as
+    /// calling `tick_with(may_campaign)` once per tick would have. A
+    /// follower whose election timer ran out campaigns only if
+    /// `may_campaign`; otherwise it stays due (`due_at`: the next tick) and
+    /// campaigns at the first later tick counted by a call that allows it. The host spreads many groups' elections over its ticks
+    /// with it (`ShardConfig::campaigns_per_tick_max`). Returns whether a
+    /// campaign started.
+    pub fn advance(&mut self, may_campaign: bool) -> bool {
+        let now = self.clock.now();
+        let mut started = false;
+        while self.clock_seen < now {
+            // The ticks before the next event only count: at once.
+            let quiet = (self.ticks_to_event() - 1).min(now - self.clock_seen);
+            if quiet > 0 {
+                self.count_ticks(quiet);
+                self.clock_seen += quiet;
+            } else {
+                self.clock_seen += 1;
+                started |= self.tick_once(may_campaign);
+            }
+        }
+        started
+    }
+
+    /// Counts the ticks the clock advanced before an input is acted on:
+    /// every input starts with it, so the input sees the time it arrives at
+    /// (a lease, a follower's "heard from its leader" window) whether or not
+    /// the host ticked this node. An election due meanwhile waits for
+    /// `advance` (the host's campaign budget).
+    pub(super) fn catch_up(&mut self) {
+        if self.clock_seen < self.clock.now() {
+            self.advance(false);
+        }
+    }
+
+    /// Ticks from `clock_seen` to the next that does more than count (see
+    /// `tick_once`); at least 1; `u64::MAX` if none.
+    fn ticks_to_event(&self) -> u64 {
+        if self.quiesced {
+            return u64::MAX;
+        }
+        let left = |limit: u32, elapsed: u32| u64::from(limit.saturating_sub(elapsed)).max(1);
+        if self.role == Role::Leader {
+            if self.transferee == 0 && !self.promotable() {
+                return 1;
+            }
+            let mut t = left(self.cfg.election_ticks, self.election_elapsed)
+                .min(left(self.cfg.heartbeat_ticks, self.heartbeat_elapsed));
+            if self.transferee != 0 {
+                t = t.min(left(self.cfg.election_ticks, self.transfer_elapsed));
+            }
+            t
+        } else if self.promotable() {
+            left(self.election_timeout, self.election_elapsed)
+        } else {
+            u64::MAX
+        }
+    }
+
+    /// `n` ticks before the next event (`ticks_to_event`): they only count.
+    fn count_ticks(&mut self, n: u64) {
+        if self.quiesced {
+            return;
+        }
+        let n32 = u32::try_from(n).unwrap_or(u32::MAX);
+        self.ticks += n;
+        self.election_elapsed = self.election_elapsed.saturating_add(n32);
+        if self.quiet && self.election_elapsed >= self.cfg.election_ticks {
+            self.quiet = false;
+        }
+        if self.role == Role::Leader {
+            self.heartbeat_elapsed = self.heartbeat_elapsed.saturating_add(n32);
+            if self.transferee != 0 {
+                self.transfer_elapsed = self.transfer_elapsed.saturating_add(n32);
+            }
+        }
+    }
+
+    /// One tick, acted on. Returns whether it started a campaign.
+    fn tick_once(&mut self, may_campaign: bool) -> bool {
         if self.quiesced {
             return false;
         }
@@ -249,6 +358,7 @@ impl RawNode {
     /// campaign at once. Proposals are refused meanwhile; the transfer is
     /// abandoned after an election timeout.
     pub fn transfer_leader(&mut self, target: ReplicaId) -> Result<(), TransferError> {
+        self.catch_up();
         self.wake();
         if self.role != Role::Leader {
             return Err(TransferError::NotLeader {

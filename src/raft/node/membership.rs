@@ -14,6 +14,7 @@ impl RawNode {
         &mut self,
         cc: ConfChange,
     ) -> Result<(Index, Term), ConfChangeError> {
+        self.catch_up();
         self.wake();
         if self.role != Role::Leader {
             return Err(ConfChangeError::NotLeader {
@@ -94,6 +95,7 @@ impl RawNode {
         &mut self,
         node: NodeId,
     ) -> Result<(ReplicaId, Index, Term), ConfChangeError> {
+        self.catch_up();
         // The membership in force is the newest one: a change not applied
         // yet is refused (`InProgress`), so the id is not handed out twice;
         // one proposed but never committed is never placed anywhere.
@@ -110,6 +112,7 @@ impl RawNode {
     /// `promote_lag_entries_max` entries of the leader's log (as etcd
     /// promotes only a learner that is ready).
     pub fn promote_learner(&mut self, id: ReplicaId) -> Result<(Index, Term), ConfChangeError> {
+        self.catch_up();
         if !self.conf.is_learner(id) {
             return Err(ConfChangeError::NotMember(id));
         }
@@ -135,6 +138,7 @@ impl RawNode {
 
     /// Removes voter or learner replica `id`.
     pub fn remove_replica(&mut self, id: ReplicaId) -> Result<(Index, Term), ConfChangeError> {
+        self.catch_up();
         self.propose_conf_change(ConfChange {
             ops: vec![ConfChangeOp::Remove(id)],
         })

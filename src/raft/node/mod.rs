@@ -15,6 +15,7 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use super::clock::Clock;
 use super::conf::{ConfChange, ConfState};
 use super::config::ValidRaftConfig;
 use super::log::RaftLog;
@@ -209,6 +210,12 @@ pub struct RawNode {
     applied_reported: Index,
     /// Ticks since this node started (the lease is measured in them).
     ticks: u64,
+    /// The clock this node counts ticks from (`raft::clock`): its own, or
+    /// one shared by its shard's replicas (`set_clock`).
+    clock: Clock,
+    /// The clock's reading this node has counted up to; every input counts
+    /// the ticks since first (`catch_up`).
+    clock_seen: u64,
     read: ReadOnly,
     read_states: Vec<ReadState>,
     reads_failed: Vec<u64>,
@@ -328,6 +335,8 @@ impl RawNode {
             pending: VecDeque::new(),
             applied_reported: applied,
             ticks: 0,
+            clock: Clock::new(),
+            clock_seen: 0,
             read: ReadOnly::default(),
             read_states: Vec::new(),
             reads_failed: Vec::new(),
@@ -465,6 +474,7 @@ impl RawNode {
     /// Proposes a command. On success returns its (index, term): it is
     /// applied iff an entry with that index *and* term comes out committed.
     pub fn propose(&mut self, data: Bytes) -> Result<(Index, Term), ProposeError> {
+        self.catch_up();
         self.wake();
         if self.role != Role::Leader {
             self.stats.proposals_refused += 1;
@@ -520,6 +530,7 @@ impl RawNode {
     /// round reaches this follower only by waking it. An awake follower
     /// keeps its timer (it may be in its leader's lease).
     pub fn report_unreachable(&mut self, peer: ReplicaId) {
+        self.catch_up();
         if self.role != Role::Leader {
             if peer == self.leader && self.quiesced {
                 self.wake();
@@ -559,6 +570,7 @@ impl RawNode {
     /// waiting out an election timeout and campaigning to find it (10,000
     /// groups: 3.4 s of pre-votes, at `campaigns_per_tick_max` a tick).
     pub fn report_reachable(&mut self, peer: ReplicaId) {
+        self.catch_up();
         if self.role != Role::Leader {
             return;
         }
@@ -576,6 +588,7 @@ impl RawNode {
 
     /// Takes one message from a peer of this group.
     pub fn step(&mut self, m: Message) {
+        self.catch_up();
         // A node may hear from a leader (or a candidate) that is not in the
         // membership it knows yet (it is joining, or lags behind a change);
         // answers from non-members are ignored.
@@ -837,6 +850,7 @@ impl RawNode {
     /// to `index` (entries are handed out in `Ready::committed`; applying may
     /// lag behind). Linearizable reads are served against this index.
     pub fn on_applied(&mut self, index: Index) {
+        self.catch_up();
         assert!(
             index <= self.log.applied,
             "on_applied({index}) beyond the entries handed out for applying ({})",
@@ -852,6 +866,7 @@ impl RawNode {
 
     /// Reports that the Ready named by `token` (and every earlier one) is durable.
     pub fn on_persisted(&mut self, token: PersistToken) {
+        self.catch_up();
         while let Some(p) = self.pending.front() {
             if p.number > token.number {
                 break;
@@ -921,6 +936,7 @@ impl RawNode {
     /// Hands out everything accumulated since the last Ready: one batch of
     /// AppendEntries per follower for all proposals since then.
     pub fn ready(&mut self) -> Ready {
+        self.catch_up();
         if self.role == Role::Leader && self.read.round_wanted {
             // One heartbeat round confirms every read registered this turn.
             self.broadcast_heartbeat();

@@ -50,6 +50,7 @@ impl RawNode {
     /// Wakes a quiesced replica (a no-op otherwise): it ticks again, with
     /// its election timer from zero; a leader heartbeats at its next tick.
     pub fn wake(&mut self) {
+        self.catch_up();
         if !self.quiesced {
             return;
         }

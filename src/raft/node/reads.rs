@@ -13,6 +13,7 @@ impl RawNode {
     /// `Ready::read_states` with the index to serve it at (or in
     /// `Ready::reads_failed`). On a follower the leader is asked.
     pub fn read_index(&mut self, ctx: u64) -> Result<(), ReadError> {
+        self.catch_up();
         self.wake();
         if self.role == Role::Leader {
             self.register_read(ctx, self.id);
@@ -32,12 +33,16 @@ impl RawNode {
     /// that a new leader's commit index may lag what its predecessor
     /// committed and acknowledged (Raft thesis §6.4, step 1; the same wait
     /// as ReadIndex's). `None`: ask a read index instead.
-    pub fn lease_read_index(&self) -> Option<Index> {
+    /// Counts the ticks since this node last looked first (`catch_up`).
+    pub fn lease_read_index(&mut self) -> Option<Index> {
+        self.catch_up();
         (self.lease_valid() && self.committed_in_term()).then_some(self.log.commit)
     }
 
-    /// Whether the leader lease holds now (see `read`).
-    pub fn lease_valid(&self) -> bool {
+    /// Whether the leader lease holds now (see `read`), the ticks since
+    /// this node last looked counted first (`catch_up`).
+    pub fn lease_valid(&mut self) -> bool {
+        self.catch_up();
         if !self.cfg.lease_reads || self.role != Role::Leader || self.transferee != 0 {
             return false;
         }

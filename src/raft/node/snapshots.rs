@@ -20,6 +20,7 @@ impl RawNode {
     /// `index - compact_keep_entries`, and followers that need what was
     /// compacted get this snapshot.
     pub fn compact(&mut self, index: Index, data: Bytes) -> Result<(), CompactError> {
+        self.catch_up();
         if index > self.applied_reported {
             return Err(CompactError::NotApplied {
                 index,

@@ -4,6 +4,7 @@ use bytes::Bytes;
 
 use super::*;
 
+mod clock;
 mod core;
 mod membership;
 mod quiesce;
