@@ -33,6 +33,9 @@ pub struct ShardStats {
     pub applied: u64,
     pub reads: u64,
     pub snapshots_taken: u64,
+    /// Snapshots not taken when due: `SNAPSHOT_WRITES_MAX` writes were
+    /// under way (taken at a later apply or unpinning pass).
+    pub snapshots_deferred: u64,
     pub snapshots_installed: u64,
     pub msgs_unknown_group: u64,
     /// Replicas created by a message (`shard/replicas.rs`: the rule).
@@ -297,7 +300,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 41] = [
+    let counters: [Family<ShardMetrics>; 42] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -339,6 +342,11 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
         ("ringraft_snapshots_taken_total", "snapshots taken", |s| {
             s.stats.snapshots_taken
         }),
+        (
+            "ringraft_snapshots_deferred_total",
+            "snapshots put off while SNAPSHOT_WRITES_MAX writes were under way",
+            |s| s.stats.snapshots_deferred,
+        ),
         (
             "ringraft_snapshots_installed_total",
             "snapshots installed from a leader",

@@ -190,6 +190,9 @@ pub struct Shard {
     /// Snapshot files written in the background: (group, replica, meta).
     snaps_done: Rc<RefCell<Vec<(GroupId, ReplicaId, SnapshotMeta)>>>,
     snaps_failed: Rc<RefCell<Vec<snapfile::SnapFileError>>>,
+    /// Snapshot files being written in the background (taken here, not
+    /// installs): at most `SNAPSHOT_WRITES_MAX`.
+    snaps_writing: Rc<Cell<usize>>,
     snap_dir: PathBuf,
     wal_dir: PathBuf,
     /// The disk filled up: writes are refused, reads served, and the shard
@@ -200,6 +203,82 @@ pub struct Shard {
     metrics: Option<crate::metrics::MetricsHub>,
     /// Entries per AppendEntries sent.
     append_entries: hdrhistogram::Histogram<u64>,
+}
+
+/// Snapshot files a shard writes at once in the background (those it
+/// takes: to compact a log, or to unpin the WAL). More wait for a later
+/// apply or the next unpinning pass (once a second). Each write is several
+/// file operations on io_uring's worker threads; ten thousand at once
+/// (100,000 groups starting, each pinning the first WAL segment) queued
+/// there for seconds, and every io_uring cancellation walks that queue, so
+/// the shard's turns took seconds too (issue #16).
+pub const SNAPSHOT_WRITES_MAX: usize = 16;
+
+/// A shard turn longer than this, in ms, is logged (WARN) with where its
+/// time went: a long turn delays every group's messages and ticks, and
+/// past the peers' silence limit they report this node unreachable.
+pub const SLOW_TURN_MS: u64 = 500;
+
+/// The phases of a shard turn, in order (`Shard::run`).
+#[derive(Debug, Clone, Copy)]
+enum TurnPhase {
+    Ticks,
+    /// The once-a-second work: metrics, the peer book, WAL unpinning.
+    Housekeeping,
+    Messages,
+    Requests,
+    Readies,
+    Durable,
+}
+
+/// Where one turn's time went, for the slow-turn log (`SLOW_TURN_MS`).
+struct TurnTimes {
+    start: Instant,
+    last: Instant,
+    /// µs spent in each `TurnPhase`.
+    us: [u64; 6],
+    msgs: usize,
+    readies: u64,
+}
+
+impl TurnTimes {
+    fn begin() -> TurnTimes {
+        let now = Instant::now();
+        TurnTimes {
+            start: now,
+            last: now,
+            us: [0; 6],
+            msgs: 0,
+            readies: 0,
+        }
+    }
+
+    fn end(&mut self, phase: TurnPhase) {
+        let now = Instant::now();
+        self.us[phase as usize] = (now - self.last).as_micros() as u64;
+        self.last = now;
+    }
+
+    fn report(&self, shard: u32) {
+        let ms = (self.last - self.start).as_millis() as u64;
+        if ms >= SLOW_TURN_MS {
+            let [ticks, housekeeping, messages, requests, readies, durable] =
+                self.us.map(|us| us / 1000);
+            tracing::warn!(
+                shard,
+                ms,
+                ticks,
+                housekeeping,
+                messages,
+                requests,
+                readies,
+                durable,
+                msgs = self.msgs,
+                readies_taken = self.readies,
+                "slow turn (ms per phase)"
+            );
+        }
+    }
 }
 
 fn wal_err(shard: u32) -> impl Fn(WalError) -> ShardError {
@@ -283,6 +362,7 @@ impl Shard {
             installs_done: Rc::default(),
             snaps_done: Rc::default(),
             snaps_failed: Rc::default(),
+            snaps_writing: Rc::default(),
             snap_dir,
             wal_dir,
             disk_full: false,
@@ -350,6 +430,7 @@ impl Shard {
                 break Ok(());
             }
             self.stats.turns += 1;
+            let mut times = TurnTimes::begin();
             // 1. ticks due on the monotonic clock, batched for the whole
             // shard, before any message or request of this turn. Not after
             // the messages: a follower would count the time a heartbeat
@@ -366,6 +447,7 @@ impl Shard {
                 self.stats.replicas_ticked += ticked as u64;
                 self.stats.campaigns += campaigns;
                 self.expire_requests(Instant::now());
+                times.end(TurnPhase::Ticks);
                 let before = tick_count;
                 tick_count += due;
                 if before / ticks_per_second != tick_count / ticks_per_second {
@@ -384,9 +466,11 @@ impl Shard {
                     }
                 }
             }
+            times.end(TurnPhase::Housekeeping);
             // 2. inbound messages
             self.transport.drain_inbox(&mut msgs);
             let n = msgs.len();
+            times.msgs = n;
             for (g, from_node, m) in msgs.drain(..) {
                 self.on_peer_message(g, from_node, m);
             }
@@ -397,6 +481,7 @@ impl Shard {
                     break Err(e);
                 }
             }
+            times.end(TurnPhase::Messages);
             // 3. client requests
             self.clients.drain(&mut reqs);
             for (conn, r) in reqs.drain(..) {
@@ -407,10 +492,14 @@ impl Shard {
             self.report_peers(&mut down, false);
             self.transport.take_reachable(&mut down);
             self.report_peers(&mut down, true);
+            times.end(TurnPhase::Requests);
             // 4. readies → messages, one WAL batch, apply
+            let readies = self.stats.readies;
             if let Err(e) = self.process_readies().await {
                 break Err(e);
             }
+            times.readies = self.stats.readies - readies;
+            times.end(TurnPhase::Readies);
             // 5. durability → acks, on_persisted
             self.complete_durable();
             if let Err(e) = self.destroy_removed().await {
@@ -422,6 +511,8 @@ impl Shard {
             if let Err(e) = self.finish_snapshots().await {
                 break Err(e);
             }
+            times.end(TurnPhase::Durable);
+            times.report(self.cfg.shard);
             if self.retain_active() {
                 futures_lite::future::yield_now().await;
                 continue;

@@ -33,6 +33,10 @@ impl Shard {
         if g.snap_writing || applied <= g.raft.snapshot().map_or(0, |s| s.meta.index) {
             return;
         }
+        if self.snaps_writing.get() >= SNAPSHOT_WRITES_MAX {
+            self.stats.snapshots_deferred += 1;
+            return;
+        }
         if g.raft.compact(applied, g.kv.snapshot()).is_err() {
             return;
         }
@@ -45,8 +49,12 @@ impl Shard {
         let (gid, replica, prev) = (g.id, g.replica, g.snap_file_index);
         let done = self.snaps_done.clone();
         let failed = self.snaps_failed.clone();
+        let writing = self.snaps_writing.clone();
+        writing.set(writing.get() + 1);
         glommio::spawn_local(async move {
-            match snapfile::write(&dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await {
+            let r = snapfile::write(&dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await;
+            writing.set(writing.get() - 1);
+            match r {
                 Ok(_) => done.borrow_mut().push((gid, replica, snap.meta)),
                 Err(e) => failed.borrow_mut().push(e),
             }

@@ -210,11 +210,12 @@ impl RawNode {
     /// follower whose election timer ran out campaigns only if
     /// `may_campaign`; otherwise it stays due (`due_at`: the next tick) and
     /// campaigns at the first later tick counted by a call that allows it. The host spreads many groups' elections over its ticks
-    /// with it (`ShardConfig::campaigns_per_tick_max`). Returns whether a
-    /// campaign started.
+    /// with it (`ShardConfig::campaigns_per_tick_max`). At most one campaign
+    /// starts per call: the ticks after it are counted only towards the
+    /// lease clock, and the new election timeout runs from now. Returns
+    /// whether a campaign started.
     pub fn advance(&mut self, may_campaign: bool) -> bool {
         let now = self.clock.now();
-        let mut started = false;
         while self.clock_seen < now {
             // The ticks before the next event only count: at once.
             let quiet = (self.ticks_to_event() - 1).min(now - self.clock_seen);
@@ -223,10 +224,18 @@ impl RawNode {
                 self.clock_seen += quiet;
             } else {
                 self.clock_seen += 1;
-                started |= self.tick_once(may_campaign);
+                if self.tick_once(may_campaign) {
+                    // One campaign per call: after a stall, the timeouts
+                    // that fell in it would only start elections that the
+                    // next one supersedes at once (each a round of
+                    // messages). The ticks left still age the lease.
+                    self.ticks += now - self.clock_seen;
+                    self.clock_seen = now;
+                    return true;
+                }
             }
         }
-        started
+        false
     }
 
     /// Counts the ticks the clock advanced before an input is acted on:
