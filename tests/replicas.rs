@@ -754,3 +754,94 @@ fn a_turn_looks_only_at_the_replicas_given_work() {
     });
     drop(lock);
 }
+
+/// `SNAPSHOT_WRITES_MAX`: a shard writes at most that many snapshot files
+/// at once; a group whose snapshot comes due meanwhile is put off (counted
+/// in `snapshots_deferred`) and taken at a later apply or unpinning pass.
+/// Here `SNAPSHOT_WRITES_MAX + 4` groups, snapshotting at every entry,
+/// apply their first entry in the same turn: the writes cannot finish
+/// before the turn yields, so exactly `SNAPSHOT_WRITES_MAX` start.
+/// (100,000 groups starting queued ten thousand writes on io_uring's
+/// workers, and turns took seconds.)
+#[test]
+fn at_most_snapshot_writes_max_snapshot_files_are_written_at_once() {
+    use ringraft::raft::{Body, Entry, EntryKind, Message};
+    use ringraft::shard::SNAPSHOT_WRITES_MAX;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("n1");
+    let cfg = NodeSettings {
+        id: Some(1),
+        data_dir: Some(dir.clone()),
+        listen_peers: Some(format!("127.0.0.1:{}", free_port())),
+        listen_clients: Some(format!("127.0.0.1:{}", free_port())),
+        groups: Some(1),
+        shards: Some(1),
+        placement: Some("unbound".into()),
+        snapshot_entries: Some(1),
+        initial_cluster_state: Some("new".into()),
+        ..Default::default()
+    }
+    .validate()
+    .expect("valid settings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = lock_data_dir(&dir).unwrap();
+    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New).unwrap();
+    let n = SNAPSHOT_WRITES_MAX as u64 + 4;
+    let groups = 1000..1000 + n;
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        for g in groups.clone() {
+            shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
+            // Leader 2 replicates its no-op, committed.
+            shard.on_peer_message(
+                g,
+                2,
+                Message {
+                    from: 2,
+                    to: 1,
+                    term: 1,
+                    body: Body::Append {
+                        prev_index: 0,
+                        prev_term: 0,
+                        entries: vec![Entry {
+                            term: 1,
+                            index: 1,
+                            kind: EntryKind::Noop,
+                            data: Bytes::new(),
+                        }],
+                        commit: 1,
+                    },
+                },
+            );
+        }
+        let applied = |shard: &Shard| {
+            shard
+                .replicas()
+                .iter()
+                .filter(|r| groups.contains(&r.group) && r.applied == 1)
+                .count() as u64
+        };
+        // Written in one turn, durable together, applied in one later turn.
+        shard.process_readies().await.unwrap();
+        let (mut before, mut after) = (shard.stats(), shard.stats());
+        for _ in 0..10_000 {
+            shard.complete_durable();
+            before = shard.stats();
+            shard.process_readies().await.unwrap();
+            after = shard.stats();
+            if applied(&shard) > 0 {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(applied(&shard), n, "every group applied in that turn");
+        assert_eq!(
+            after.snapshots_taken - before.snapshots_taken,
+            SNAPSHOT_WRITES_MAX as u64
+        );
+        assert_eq!(after.snapshots_deferred - before.snapshots_deferred, 4);
+    });
+    drop(lock);
+}

@@ -177,7 +177,7 @@ impl Shard {
                 .is_some_and(|&l| behind(l));
             let can_snapshot = g.kv.applied() > g.raft.snapshot().map_or(0, |s| s.meta.index);
             if entries_pinned && can_snapshot {
-                self.snapshot_now(gid);
+                self.snapshot_now(gid, true);
             } else if !entries_pinned {
                 stale_hs.push(gid);
             }

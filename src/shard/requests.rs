@@ -118,7 +118,7 @@ impl Shard {
                 return self.respond(conn, req.id, r);
             }
             Op::Snapshot => {
-                self.snapshot_now(gid);
+                self.snapshot_now(gid, false);
                 return self.respond(conn, req.id, Ok(Reply::Done));
             }
             Op::AddLearner { .. } | Op::Promote { .. } | Op::RemoveNode { .. } => {
@@ -222,7 +222,7 @@ impl Shard {
                     return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
                 }
                 if self.replica_mut(gid).raft.snapshot().is_none() {
-                    self.snapshot_now(gid);
+                    self.snapshot_now(gid, false);
                 }
                 let book = Command {
                     client: 0,

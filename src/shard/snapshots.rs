@@ -17,12 +17,16 @@ impl Shard {
         if g.snap_writing || !(by_entries || by_bytes) {
             return;
         }
-        self.snapshot_now(gid);
+        self.snapshot_now(gid, true);
     }
 
     /// Compacts the group at its applied index and writes the snapshot
     /// file in the background; the WAL is released once it is durable.
-    pub(super) fn snapshot_now(&mut self, gid: GroupId) {
+    /// `limited`: not if `SNAPSHOT_WRITES_MAX` writes are under way (the
+    /// shard's own compaction and unpinning, which come back to it); an
+    /// operator's snapshot and the one seeding a new learner are taken
+    /// whatever the count.
+    pub(super) fn snapshot_now(&mut self, gid: GroupId, limited: bool) {
         if self.disk_full {
             return;
         }
@@ -33,7 +37,7 @@ impl Shard {
         if g.snap_writing || applied <= g.raft.snapshot().map_or(0, |s| s.meta.index) {
             return;
         }
-        if self.snaps_writing.get() >= SNAPSHOT_WRITES_MAX {
+        if limited && self.snaps_writing.get() >= SNAPSHOT_WRITES_MAX {
             self.stats.snapshots_deferred += 1;
             return;
         }

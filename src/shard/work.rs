@@ -78,7 +78,11 @@ impl WorkSet {
     pub fn schedule(&mut self, g: GroupId, r: &mut Replica) {
         let due = r.raft.due_at();
         let want = (due != u64::MAX).then(|| (due, r.raft.role() != Role::Leader));
-        if r.timer != want {
+        // An election held back by the budget keeps its place (oldest due
+        // first) when an input catches its replica up meanwhile, which
+        // makes it due at the next tick: it fires at the next tick anyway.
+        let held_back = matches!((r.timer, want), (Some((at, true)), Some((_, true))) if at <= self.clock.now());
+        if r.timer != want && !held_back {
             if let Some(old) = r.timer {
                 self.set(old.1).remove(&(old.0, g));
             }
@@ -158,6 +162,13 @@ impl WorkSet {
         for (&g, r) in replicas {
             let due = r.raft.due_at();
             let want = (due != u64::MAX).then(|| (due, r.raft.role() != Role::Leader));
+            if let (Some((at, true)), Some((_, true))) = (r.timer, want) {
+                if at <= self.clock.now() {
+                    // Held back by the budget (`schedule`): due at the next tick.
+                    assert!(self.elections.contains(&(at, g)), "group {g}: not filed");
+                    continue;
+                }
+            }
             assert_eq!(
                 r.timer, want,
                 "group {g}: its timer is not its next event (given an input without `mark`?); now {}, role {:?}, quiesced {}",
@@ -260,6 +271,46 @@ mod tests {
         // Two ticks' worth at once: twice the budget.
         let (_, s) = w.tick(&mut replicas, 2, 1);
         assert!(s <= 2);
+    }
+
+    /// An election the budget held back keeps its place when an input
+    /// catches its replica up (which makes it due at the next tick):
+    /// oldest due first still.
+    #[test]
+    fn an_election_held_back_keeps_its_place_when_an_input_catches_it_up() {
+        let (mut w, mut replicas) = host(1..=3, false);
+        let last = replicas.values().map(|r| r.raft.due_at()).max().unwrap();
+        // All three overdue; a budget of 1 starts the oldest.
+        let now = w.clock.now();
+        w.tick(&mut replicas, last - now - 1, 0);
+        let (_, started) = w.tick(&mut replicas, 1, 1);
+        assert_eq!(started, 1);
+        schedule_marked(&mut w, &mut replicas);
+        let held: Vec<_> = w
+            .elections
+            .iter()
+            .filter(|e| e.0 <= w.clock.now())
+            .copied()
+            .collect();
+        assert_eq!(held.len(), 2, "two held back: {held:?}");
+        // The later of them gets an input, then the clock moves on.
+        let (at, g) = held[1];
+        w.tick(&mut replicas, 1, 0);
+        assert!(replicas
+            .get_mut(&g)
+            .unwrap()
+            .raft
+            .propose(bytes::Bytes::new())
+            .is_err());
+        w.mark(g);
+        schedule_marked(&mut w, &mut replicas);
+        assert!(w.elections.contains(&(at, g)), "it lost its place");
+        // The next budget of 1 goes to the older one.
+        let (older_at, older) = held[0];
+        assert!(older_at <= at);
+        w.tick(&mut replicas, 1, 1);
+        assert_ne!(replicas[&older].raft.role(), Role::Follower);
+        assert_eq!(replicas[&g].raft.role(), Role::Follower);
     }
 
     #[test]

@@ -298,7 +298,9 @@ impl RawNode {
             return false;
         }
         self.ticks += 1;
-        self.election_elapsed += 1;
+        // Saturating: a learner's count is capped (`count_ticks`) and may
+        // be promoted with it.
+        self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.quiet && self.election_elapsed >= self.cfg.election_ticks {
             self.quiet = false;
         }

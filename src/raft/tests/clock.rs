@@ -184,3 +184,24 @@ fn an_input_counts_the_ticks_before_it_and_a_deferred_campaign_waits_for_advance
     assert!(n.advance(true));
     assert_eq!(n.role(), Role::PreCandidate);
 }
+
+/// After a stall of several election timeouts, one campaign, not one per
+/// timeout that fell in it (each a round of PreVotes that the next one
+/// supersedes): 100,000 groups starting sent 57 PreVotes per campaign the
+/// shard counted. The new timeout runs from now.
+#[test]
+fn a_stall_of_many_timeouts_starts_one_campaign() {
+    let mut n = node(1, &[1, 2, 3]);
+    let stall = 10 * u64::from(cfg(1, &[1, 2, 3]).election_ticks);
+    n.clock().advance(stall);
+    assert!(n.advance(true));
+    let rd = n.ready();
+    let pre_votes = rd
+        .messages
+        .iter()
+        .filter(|m| matches!(m.body, Body::PreVote { .. }))
+        .count();
+    assert_eq!(pre_votes, 2, "one PreVote per peer: {:?}", rd.messages);
+    let now = n.clock().now();
+    assert!(n.due_at() >= now + u64::from(cfg(1, &[1, 2, 3]).election_ticks));
+}
