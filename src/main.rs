@@ -104,18 +104,34 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logs() {
+/// Lines of log a node buffers for its writer thread; past it, the
+/// logging thread waits (no line is dropped).
+pub const LOG_LINES_BUFFERED_MAX: usize = 128_000;
+
+/// Logs go to stderr through a writer thread (`tracing_appender`): a shard
+/// formats a line and queues it, and never waits on the write itself (a
+/// blocking syscall on an executor thread). 100,000 groups starting log
+/// ~3 lines each per node; written from the shards, they stalled the
+/// turns until elections timed out over and over (issue #16). The guard
+/// flushes what is queued when dropped.
+fn init_logs() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(LOG_LINES_BUFFERED_MAX)
+        .thread_name("ringraft-log")
+        .finish(std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    guard
 }
 
 fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
-    init_logs();
+    let _logs = init_logs();
     let settings = match config {
         Some(p) => match NodeSettings::from_file(&p) {
             Ok(file) => settings.or(file),
