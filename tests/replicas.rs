@@ -24,6 +24,13 @@ fn free_port() -> u16 {
 }
 
 fn settings(dir: &std::path::Path, peer: u16, client: u16) -> ValidConfig {
+    node_settings(dir, peer, client)
+        .validate()
+        .expect("valid settings")
+}
+
+/// Node 1 of a new cluster, one shard, two static groups.
+fn node_settings(dir: &std::path::Path, peer: u16, client: u16) -> NodeSettings {
     NodeSettings {
         id: Some(1),
         data_dir: Some(dir.to_path_buf()),
@@ -36,8 +43,6 @@ fn settings(dir: &std::path::Path, peer: u16, client: u16) -> ValidConfig {
         initial_cluster_state: Some("new".into()),
         ..Default::default()
     }
-    .validate()
-    .expect("valid settings")
 }
 
 fn desc(group: u64, replica: u64, voters: &[u64]) -> ReplicaDesc {
@@ -770,16 +775,8 @@ fn at_most_snapshot_writes_max_snapshot_files_are_written_at_once() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("n1");
     let cfg = NodeSettings {
-        id: Some(1),
-        data_dir: Some(dir.clone()),
-        listen_peers: Some(format!("127.0.0.1:{}", free_port())),
-        listen_clients: Some(format!("127.0.0.1:{}", free_port())),
-        groups: Some(1),
-        shards: Some(1),
-        placement: Some("unbound".into()),
         snapshot_entries: Some(1),
-        initial_cluster_state: Some("new".into()),
-        ..Default::default()
+        ..node_settings(&dir, free_port(), free_port())
     }
     .validate()
     .expect("valid settings");
