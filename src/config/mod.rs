@@ -672,7 +672,7 @@ pub struct ShardConfig {
     /// Serve `Op::Isolate` (tests and drills only).
     pub fault_injection: bool,
     /// Elections a shard starts per tick at most; replicas whose timers
-    /// ran out beyond it campaign at the next ticks (`RawNode::tick_with`),
+    /// ran out beyond it campaign at the next ticks (`RawNode::advance`),
     /// starting where the last tick's budget ran out. Thousands of groups
     /// whose timers run out together (a start, a dead node's leaders)
     /// would otherwise flood the node with votes faster than it answers

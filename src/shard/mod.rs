@@ -686,8 +686,6 @@ impl Shard {
                 ids.push(g);
             }
         }
-        self.work.active = marked;
-        self.work.active.clear();
         self.work.debug_check(&self.replicas);
         let result = self.process_ready_ids(shard, &ids).await;
         // Taking a Ready and applying moved what is due (a membership

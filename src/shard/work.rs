@@ -76,13 +76,8 @@ impl WorkSet {
     /// look, moving it if it changed; lists `r` in `waiting` if it has
     /// client requests waiting.
     pub fn schedule(&mut self, g: GroupId, r: &mut Replica) {
-        let due = r.raft.due_at();
-        let want = (due != u64::MAX).then(|| (due, r.raft.role() != Role::Leader));
-        // An election held back by the budget keeps its place (oldest due
-        // first) when an input catches its replica up meanwhile, which
-        // makes it due at the next tick: it fires at the next tick anyway.
-        let held_back = matches!((r.timer, want), (Some((at, true)), Some((_, true))) if at <= self.clock.now());
-        if r.timer != want && !held_back {
+        let want = timer_of(r);
+        if r.timer != want && !self.held_back(r.timer, want) {
             if let Some(old) = r.timer {
                 self.set(old.1).remove(&(old.0, g));
             }
@@ -94,6 +89,13 @@ impl WorkSet {
         if r.has_waiters() {
             self.waiting.insert(g);
         }
+    }
+
+    /// An election held back by the budget keeps its place (oldest due
+    /// first) when an input catches its replica up meanwhile, which makes
+    /// it due at the next tick: it fires at the next tick anyway.
+    fn held_back(&self, filed: Option<(u64, bool)>, want: Option<(u64, bool)>) -> bool {
+        matches!((filed, want), (Some((at, true)), Some((_, true))) if at <= self.clock.now())
     }
 
     fn set(&mut self, election: bool) -> &mut BTreeSet<(u64, GroupId)> {
@@ -160,14 +162,10 @@ impl WorkSet {
             return;
         }
         for (&g, r) in replicas {
-            let due = r.raft.due_at();
-            let want = (due != u64::MAX).then(|| (due, r.raft.role() != Role::Leader));
-            if let (Some((at, true)), Some((_, true))) = (r.timer, want) {
-                if at <= self.clock.now() {
-                    // Held back by the budget (`schedule`): due at the next tick.
-                    assert!(self.elections.contains(&(at, g)), "group {g}: not filed");
-                    continue;
-                }
+            let want = timer_of(r);
+            if let (true, Some((at, _))) = (self.held_back(r.timer, want), r.timer) {
+                assert!(self.elections.contains(&(at, g)), "group {g}: not filed");
+                continue;
             }
             assert_eq!(
                 r.timer, want,
@@ -186,6 +184,13 @@ impl WorkSet {
             }
         }
     }
+}
+
+/// The timer entry `r`'s next timed event calls for: (due tick, an
+/// election rather than a leader's event); none if it has none.
+fn timer_of(r: &Replica) -> Option<(u64, bool)> {
+    let due = r.raft.due_at();
+    (due != u64::MAX).then(|| (due, r.raft.role() != Role::Leader))
 }
 
 #[cfg(test)]

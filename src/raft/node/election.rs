@@ -170,15 +170,8 @@ impl RawNode {
     /// clock shared with other replicas (`set_clock`) is advanced by its
     /// host, which then calls [`advance`](Self::advance) on the due ones.
     pub fn tick(&mut self) {
-        self.tick_with(true);
-    }
-
-    /// [`tick`](Self::tick), but a follower whose election timer ran out
-    /// campaigns only if `may_campaign` (see [`advance`](Self::advance)).
-    /// Returns whether this tick started a campaign.
-    pub fn tick_with(&mut self, may_campaign: bool) -> bool {
         self.clock.advance(1);
-        self.advance(may_campaign)
+        self.advance(true);
     }
 
     /// Shares `clock` with this node: from now on it counts that clock's
@@ -206,14 +199,14 @@ impl RawNode {
 
     /// Catches up with the clock: counts every tick it advanced since this
     /// node last looked, acting at each one that does more than count, as
-    /// calling `tick_with(may_campaign)` once per tick would have. A
-    /// follower whose election timer ran out campaigns only if
-    /// `may_campaign`; otherwise it stays due (`due_at`: the next tick) and
-    /// campaigns at the first later tick counted by a call that allows it. The host spreads many groups' elections over its ticks
-    /// with it (`ShardConfig::campaigns_per_tick_max`). At most one campaign
-    /// starts per call: the ticks after it are counted only towards the
-    /// lease clock, and the new election timeout runs from now. Returns
-    /// whether a campaign started.
+    /// ticking once per tick would have. A follower whose election timer
+    /// ran out campaigns only if `may_campaign`; otherwise it stays due
+    /// (`due_at`: the next tick) and campaigns at the first later tick
+    /// counted by a call that allows it. The host spreads many groups'
+    /// elections over its ticks with it (`ShardConfig::campaigns_per_tick_max`).
+    /// At most one campaign starts per call: the ticks after it are counted
+    /// only towards the lease clock, and the new election timeout runs from
+    /// now. Returns whether a campaign started.
     pub fn advance(&mut self, may_campaign: bool) -> bool {
         let now = self.clock.now();
         while self.clock_seen < now {

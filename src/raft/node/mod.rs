@@ -165,7 +165,7 @@ pub struct NodeStats {
     pub proposals_refused: u64,
     pub elections_started: u64,
     /// Ticks at which the election timer had run out but the host did not
-    /// let this node campaign (`tick_with`).
+    /// let this node campaign (`advance`).
     pub campaigns_deferred: u64,
 }
 
