@@ -26,7 +26,9 @@ pub struct ShardStats {
     /// Replicas ticked (the awake set's size, summed over ticks): with
     /// every group quiesced, it stops growing (`shard::work`).
     pub replicas_ticked: u64,
-    /// Elections started at ticks (at most `campaigns_per_tick_max` per tick).
+    /// Elections started at ticks: followers' (at most
+    /// `campaigns_per_tick_max` per tick, `campaigns_in_flight_max` at
+    /// once) and candidates' retries.
     pub campaigns: u64,
     pub wal_records: u64,
     pub proposals: u64,
@@ -68,6 +70,9 @@ pub struct ShardStats {
     pub groups: u64,
     /// Replicas that tick (not quiesced; a gauge).
     pub groups_awake: u64,
+    /// Replicas campaigning (pre-candidates and candidates; a gauge, at
+    /// most `campaigns_in_flight_max` but for leader transfers).
+    pub candidates: u64,
 }
 
 use hdrhistogram::Histogram;
@@ -333,7 +338,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
         ),
         (
             "ringraft_campaigns_total",
-            "elections started at ticks (campaigns_per_tick_max per tick at most)",
+            "elections started at ticks (new ones: campaigns_per_tick_max per tick, campaigns_in_flight_max at once)",
             |s| s.stats.campaigns,
         ),
         ("ringraft_turns_total", "shard loop turns", |s| {
@@ -495,7 +500,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
         ),
     ];
     per_shard(&mut out, node, shards, "counter", &counters);
-    let gauges: [Family<ShardMetrics>; 3] = [
+    let gauges: [Family<ShardMetrics>; 4] = [
         (
             "ringraft_disk_full",
             "1 while the shard's disk is full",
@@ -506,6 +511,11 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             "ringraft_groups_awake",
             "replicas that tick (the others are quiesced)",
             |s| s.stats.groups_awake,
+        ),
+        (
+            "ringraft_candidates",
+            "replicas campaigning (campaigns_in_flight_max at most, but for leader transfers)",
+            |s| s.stats.candidates,
         ),
     ];
     per_shard(&mut out, node, shards, "gauge", &gauges);
@@ -554,6 +564,7 @@ mod tests {
             stats: ShardStats {
                 groups: 3,
                 groups_awake: 1,
+                candidates: 2,
                 ..Default::default()
             },
             transport: Default::default(),
@@ -596,6 +607,7 @@ mod tests {
         let text = hub.render(7);
         assert_eq!(text.matches("ringraft_group_term{").count(), 3);
         assert!(text.contains("ringraft_groups_awake{node=\"7\",shard=\"0\"} 1"));
+        assert!(text.contains("ringraft_candidates{node=\"7\",shard=\"0\"} 2"));
         // Group 2 moved to term 5, group 3 is gone.
         assert!(hub.try_publish(shard(0), [(2, Some(group(2, 5))), (3, None)]));
         let text = hub.render(7);

@@ -54,6 +54,15 @@ fn defaults_validate_and_each_bad_setting_is_named() {
         ..base()
     })
     .contains("--campaigns-per-tick-max"));
+    assert!(bad(NodeSettings {
+        campaigns_in_flight_max: Some(0),
+        ..base()
+    })
+    .contains("--campaigns-in-flight-max"));
+    assert_eq!(
+        v.shard_template.campaigns_in_flight_max,
+        CAMPAIGNS_IN_FLIGHT_MAX_DEFAULT
+    );
     assert_eq!(
         v.shard_template.campaigns_per_tick_max,
         CAMPAIGNS_PER_TICK_MAX_DEFAULT

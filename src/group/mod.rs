@@ -84,9 +84,21 @@ pub struct Replica {
     pub was_named: bool,
     /// Where answers to non-members go (`routes`).
     pub routes: Routes,
-    /// The host's timer entry for this replica: (due tick, an election
-    /// rather than a leader's event) as last scheduled (`shard::work`).
-    pub timer: Option<(u64, bool)>,
+    /// The host's timer entry for this replica: (due tick, kind) as last
+    /// scheduled (`shard::work`).
+    pub timer: Option<(u64, TimerKind)>,
+}
+
+/// What a replica's next timed event is, as the host files it
+/// (`shard::work`): each kind has its own queue and budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum TimerKind {
+    /// A leader's heartbeat, check-quorum round or transfer timeout.
+    Leader,
+    /// A (pre-)candidate's election timeout: it campaigns again.
+    Retry,
+    /// A follower's election timeout: it would start a new election.
+    Election,
 }
 
 /// Why a replica's waiting requests are abandoned ([`Replica::drain_waiters`]).

@@ -445,9 +445,11 @@ impl Shard {
             let due = clock.due(now_us());
             if due > 0 {
                 // Quiesced replicas are not ticked (`work.rs`).
-                let (ticked, campaigns) =
-                    self.work
-                        .tick(&mut self.replicas, due, self.cfg.campaigns_per_tick_max);
+                let limits = work::CampaignLimits {
+                    per_tick: self.cfg.campaigns_per_tick_max,
+                    in_flight: self.cfg.campaigns_in_flight_max,
+                };
+                let (ticked, campaigns) = self.work.tick(&mut self.replicas, due, limits);
                 self.stats.replicas_ticked += ticked as u64;
                 self.stats.campaigns += campaigns;
                 self.expire_requests(Instant::now());
@@ -620,6 +622,7 @@ impl Shard {
         let mut stats = self.stats;
         stats.groups = self.replicas.len() as u64;
         stats.groups_awake = self.work.awake() as u64;
+        stats.candidates = self.work.candidates() as u64;
         let m = crate::metrics::ShardMetrics {
             shard: self.cfg.shard,
             stats,

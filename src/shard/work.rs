@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::group::{GroupId, Replica};
+use crate::group::{GroupId, Replica, TimerKind};
 use crate::raft::{Clock, Role};
 
 #[derive(Debug, Default)]
@@ -29,13 +29,22 @@ pub(super) struct WorkSet {
     clock: Clock,
     /// Leaders' timed events: (due tick, group). All those due act at a tick.
     events: BTreeSet<(u64, GroupId)>,
-    /// Election timeouts of voters not leading: (due tick, group). A tick
-    /// starts at most the campaign budget of elections, oldest due first;
+    /// Election timeouts of (pre-)candidates: (due tick, group). All
+    /// those due campaign again at a tick; there are few
+    /// (`campaigns_in_flight_max`).
+    retries: BTreeSet<(u64, GroupId)>,
+    /// Election timeouts of followers: (due tick, group). A tick starts
+    /// at most the campaign budget of elections, and only while fewer
+    /// than `campaigns_in_flight_max` replicas campaign, oldest due first;
     /// the rest stay due for the next tick. Invariant (debug-asserted at
     /// each `Shard::process_readies`): a hosted replica's `Replica::timer`
-    /// is its `due_at` (none if that is `u64::MAX`), and it is in `events`
-    /// or here accordingly.
+    /// is its `due_at` (none if that is `u64::MAX`), and it is in `events`,
+    /// `retries` or here accordingly.
     elections: BTreeSet<(u64, GroupId)>,
+    /// Groups whose replica campaigns (a pre-candidate or a candidate) as
+    /// of its last schedule; a destroyed one's entry is pruned when the
+    /// set is full.
+    candidates: BTreeSet<GroupId>,
     /// Replicas with client requests waiting, as of their last schedule:
     /// the only ones whose deadlines are looked at (`Shard::expire_requests`).
     pub waiting: BTreeSet<GroupId>,
@@ -53,7 +62,9 @@ impl WorkSet {
     pub fn forget_all(&mut self) {
         self.active.clear();
         self.events.clear();
+        self.retries.clear();
         self.elections.clear();
+        self.candidates.clear();
         self.waiting.clear();
     }
 
@@ -64,7 +75,12 @@ impl WorkSet {
 
     /// Replicas with a timed event to come: not quiesced, or leading.
     pub fn awake(&self) -> usize {
-        self.events.len() + self.elections.len()
+        self.events.len() + self.retries.len() + self.elections.len()
+    }
+
+    /// Replicas campaigning, as of their last schedule.
+    pub fn candidates(&self) -> usize {
+        self.candidates.len()
     }
 
     /// The groups whose replicas lead and are awake.
@@ -86,6 +102,11 @@ impl WorkSet {
             }
             r.timer = want;
         }
+        if matches!(r.raft.role(), Role::PreCandidate | Role::Candidate) {
+            self.candidates.insert(g);
+        } else {
+            self.candidates.remove(&g);
+        }
         if r.has_waiters() {
             self.waiting.insert(g);
         }
@@ -94,56 +115,80 @@ impl WorkSet {
     /// An election held back by the budget keeps its place (oldest due
     /// first) when an input catches its replica up meanwhile, which makes
     /// it due at the next tick: it fires at the next tick anyway.
-    fn held_back(&self, filed: Option<(u64, bool)>, want: Option<(u64, bool)>) -> bool {
-        matches!((filed, want), (Some((at, true)), Some((_, true))) if at <= self.clock.now())
+    fn held_back(&self, filed: Option<(u64, TimerKind)>, want: Option<(u64, TimerKind)>) -> bool {
+        use TimerKind::Election;
+        matches!((filed, want), (Some((at, Election)), Some((_, Election))) if at <= self.clock.now())
     }
 
-    fn set(&mut self, election: bool) -> &mut BTreeSet<(u64, GroupId)> {
-        if election {
-            &mut self.elections
-        } else {
-            &mut self.events
+    fn set(&mut self, kind: TimerKind) -> &mut BTreeSet<(u64, GroupId)> {
+        match kind {
+            TimerKind::Leader => &mut self.events,
+            TimerKind::Retry => &mut self.retries,
+            TimerKind::Election => &mut self.elections,
         }
     }
 
+    /// Whether `max` replicas campaign already. When it looks so, the
+    /// entries of replicas gone or no longer campaigning are dropped
+    /// first (O(`max`), only when full).
+    fn campaigns_full(&mut self, replicas: &super::Replicas, max: u64) -> bool {
+        if (self.candidates.len() as u64) < max {
+            return false;
+        }
+        self.candidates.retain(|g| {
+            replicas
+                .get(g)
+                .is_some_and(|r| matches!(r.raft.role(), Role::PreCandidate | Role::Candidate))
+        });
+        self.candidates.len() as u64 >= max
+    }
+
     /// Moves the clock `due` ticks on and acts on the replicas whose event
-    /// came due: every leader's, and at most `campaigns_max` elections
-    /// per tick (`due` ticks: `due` times as many), oldest due first, so
-    /// no group waits behind others for ever. Those left with a Ready are
-    /// looked at this turn. Returns (replicas acted on, campaigns started).
+    /// came due: every leader's, every (pre-)candidate's (campaigning
+    /// again), and followers' elections under two budgets: at most
+    /// `budget.per_tick` per tick (`due` ticks: `due` times as many), and
+    /// only while fewer than `budget.in_flight` replicas campaign (a new
+    /// election waits for one to end). Followers' elections go oldest due
+    /// first, so no group waits behind others for ever. Those left with a
+    /// Ready are looked at this turn. Returns (replicas acted on,
+    /// campaigns started).
     pub fn tick(
         &mut self,
         replicas: &mut super::Replicas,
         due: u64,
-        campaigns_max: u64,
+        limits: CampaignLimits,
     ) -> (usize, u64) {
         self.clock.advance(due);
         let now = self.clock.now();
-        let mut budget = campaigns_max.saturating_mul(due);
+        let mut budget = limits.per_tick.saturating_mul(due);
         let (mut ticked, mut started) = (0, 0);
-        for election in [false, true] {
+        for kind in [TimerKind::Leader, TimerKind::Retry, TimerKind::Election] {
             loop {
-                if election && budget == 0 {
+                if kind == TimerKind::Election
+                    && (budget == 0 || self.campaigns_full(replicas, limits.in_flight))
+                {
                     break;
                 }
-                let Some(&(at, g)) = self.set(election).first() else {
+                let Some(&(at, g)) = self.set(kind).first() else {
                     break;
                 };
                 if at > now {
                     break;
                 }
-                self.set(election).remove(&(at, g));
+                self.set(kind).remove(&(at, g));
                 // Gone, or an entry a newer schedule replaced: nothing to do.
                 let Some(r) = replicas.get_mut(&g) else {
                     continue;
                 };
-                if r.timer != Some((at, election)) {
+                if r.timer != Some((at, kind)) {
                     continue;
                 }
                 r.timer = None;
                 ticked += 1;
                 if r.raft.advance(true) {
-                    budget = budget.saturating_sub(1);
+                    if kind == TimerKind::Election {
+                        budget = budget.saturating_sub(1);
+                    }
                     started += 1;
                 }
                 if r.raft.has_ready() {
@@ -174,23 +219,43 @@ impl WorkSet {
                 r.raft.role(),
                 r.raft.quiesced()
             );
-            if let Some((at, election)) = want {
-                let set = if election {
-                    &self.elections
-                } else {
-                    &self.events
+            if let Some((at, kind)) = want {
+                let set = match kind {
+                    TimerKind::Leader => &self.events,
+                    TimerKind::Retry => &self.retries,
+                    TimerKind::Election => &self.elections,
                 };
                 assert!(set.contains(&(at, g)), "group {g}: its timer is not filed");
             }
+            let campaigning = matches!(r.raft.role(), Role::PreCandidate | Role::Candidate);
+            assert_eq!(
+                self.candidates.contains(&g),
+                campaigning,
+                "group {g}: not counted as campaigning"
+            );
         }
     }
 }
 
-/// The timer entry `r`'s next timed event calls for: (due tick, an
-/// election rather than a leader's event); none if it has none.
-fn timer_of(r: &Replica) -> Option<(u64, bool)> {
+/// The two budgets of followers' elections ([`WorkSet::tick`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CampaignLimits {
+    /// Elections started per tick at most (`ShardConfig::campaigns_per_tick_max`).
+    pub per_tick: u64,
+    /// Replicas campaigning at once at most (`ShardConfig::campaigns_in_flight_max`).
+    pub in_flight: u64,
+}
+
+/// The timer entry `r`'s next timed event calls for: (due tick, kind);
+/// none if it has none.
+fn timer_of(r: &Replica) -> Option<(u64, TimerKind)> {
     let due = r.raft.due_at();
-    (due != u64::MAX).then(|| (due, r.raft.role() != Role::Leader))
+    let kind = match r.raft.role() {
+        Role::Leader => TimerKind::Leader,
+        Role::PreCandidate | Role::Candidate => TimerKind::Retry,
+        Role::Follower => TimerKind::Election,
+    };
+    (due != u64::MAX).then_some((due, kind))
 }
 
 #[cfg(test)]
@@ -240,7 +305,7 @@ mod tests {
         assert_eq!(w.awake(), 100, "every voter waits out its election timeout");
         let first = replicas.values().map(|r| r.raft.due_at()).min().unwrap();
         // The ticks before the first timeout touch nobody.
-        let (ticked, started) = w.tick(&mut replicas, first - 1, 1000);
+        let (ticked, started) = w.tick(&mut replicas, first - 1, per_tick(1000));
         assert_eq!((ticked, started), (0, 0));
         assert!(w.active.is_empty());
         // At it: exactly the replicas due then.
@@ -248,34 +313,131 @@ mod tests {
             .values()
             .filter(|r| r.raft.due_at() == first)
             .count();
-        let (ticked, started) = w.tick(&mut replicas, 1, 1000);
+        let (ticked, started) = w.tick(&mut replicas, 1, per_tick(1000));
         assert_eq!(ticked, due_now);
         assert_eq!(started as usize, due_now);
         schedule_marked(&mut w, &mut replicas);
         assert_eq!(w.awake(), 100, "the candidates wait out their timeouts too");
     }
 
+    /// Budgets: the per-tick one only, or both.
+    fn per_tick(per_tick: u64) -> CampaignLimits {
+        CampaignLimits {
+            per_tick,
+            in_flight: u64::MAX,
+        }
+    }
+
+    fn campaigning(replicas: &super::super::Replicas) -> Vec<GroupId> {
+        let c = |r: &&Box<Replica>| r.raft.role() != Role::Follower;
+        replicas
+            .iter()
+            .filter(|(_, r)| c(r))
+            .map(|(&g, _)| g)
+            .collect()
+    }
+
     #[test]
     fn a_tick_starts_at_most_the_campaign_budget_oldest_due_first() {
         let (mut w, mut replicas) = host(1..=10, false);
         let mut order = Vec::new();
-        let mut started = 0;
         for _ in 0..40 {
-            let (_, s) = w.tick(&mut replicas, 1, 1);
-            assert!(s <= 1, "{s} elections started in one tick, budget 1");
-            started += s;
-            for (&g, r) in &replicas {
-                if r.raft.role() != Role::Follower && !order.contains(&g) {
+            let before = campaigning(&replicas).len();
+            w.tick(&mut replicas, 1, per_tick(1));
+            let now = campaigning(&replicas);
+            // Candidates never become followers here (no answers come).
+            assert!(
+                now.len() <= before + 1,
+                "{now:?}: two new in one tick, budget 1"
+            );
+            for g in now {
+                if !order.contains(&g) {
                     order.push(g);
                 }
             }
             schedule_marked(&mut w, &mut replicas);
         }
-        assert!(started >= 10);
         assert_eq!(order.len(), 10, "every group got its turn: {order:?}");
+        // Oldest due first: the order of their first timeouts.
+        let (mut w, mut replicas) = host(1..=10, false);
+        let mut by_due: Vec<(u64, GroupId)> = replicas
+            .iter()
+            .map(|(&g, r)| (r.raft.due_at(), g))
+            .collect();
+        by_due.sort();
+        let last = by_due.last().unwrap().0;
+        let now = w.clock.now();
+        w.tick(&mut replicas, last - now, per_tick(0));
+        for (_, g) in by_due {
+            w.tick(&mut replicas, 1, per_tick(1));
+            assert_ne!(
+                replicas[&g].raft.role(),
+                Role::Follower,
+                "group {g} skipped"
+            );
+            schedule_marked(&mut w, &mut replicas);
+        }
         // Two ticks' worth at once: twice the budget.
-        let (_, s) = w.tick(&mut replicas, 2, 1);
-        assert!(s <= 2);
+        let (mut w, mut replicas) = host(1..=10, false);
+        let now = w.clock.now();
+        w.tick(&mut replicas, last - now, per_tick(0));
+        w.tick(&mut replicas, 2, per_tick(1));
+        assert_eq!(campaigning(&replicas).len(), 2);
+    }
+
+    /// At most `in_flight` replicas campaign; the candidates among them
+    /// still campaign again at each of their timeouts (none waits for a
+    /// slot it holds), and an election that ends frees a slot for the
+    /// oldest election due.
+    #[test]
+    fn at_most_campaigns_in_flight_max_replicas_campaign_at_once() {
+        let (mut w, mut replicas) = host(1..=10, false);
+        let limits = CampaignLimits {
+            per_tick: 1000,
+            in_flight: 3,
+        };
+        let mut started = 0;
+        for _ in 0..200 {
+            let (_, s) = w.tick(&mut replicas, 1, limits);
+            started += s;
+            schedule_marked(&mut w, &mut replicas);
+            assert!(campaigning(&replicas).len() <= 3);
+            assert_eq!(w.candidates(), campaigning(&replicas).len());
+        }
+        let held = campaigning(&replicas);
+        assert_eq!(held.len(), 3);
+        assert!(
+            started > 3 * 5,
+            "the candidates campaigned again: {started}"
+        );
+        // One hears of a leader at a higher term: it follows, and the
+        // oldest election due takes its slot at the next tick.
+        let oldest = w.elections.first().unwrap().1;
+        let r = replicas.get_mut(&held[0]).unwrap();
+        let term = r.raft.term() + 1;
+        r.raft.step(crate::raft::Message {
+            from: 2,
+            to: 1,
+            term,
+            body: crate::raft::Body::Heartbeat {
+                commit: 0,
+                round: 0,
+            },
+        });
+        assert_eq!(r.raft.role(), Role::Follower);
+        w.mark(held[0]);
+        schedule_marked(&mut w, &mut replicas);
+        assert_eq!(w.candidates(), 2);
+        w.tick(&mut replicas, 1, limits);
+        assert_ne!(replicas[&oldest].raft.role(), Role::Follower);
+        schedule_marked(&mut w, &mut replicas);
+        assert_eq!(w.candidates(), 3);
+        // A campaigning replica destroyed: its slot is freed when full.
+        let gone = held[1];
+        replicas.remove(&gone);
+        w.tick(&mut replicas, 1, limits);
+        schedule_marked(&mut w, &mut replicas);
+        assert_eq!(campaigning(&replicas).len(), 3, "{gone}'s slot not reused");
     }
 
     /// An election the budget held back keeps its place when an input
@@ -287,8 +449,8 @@ mod tests {
         let last = replicas.values().map(|r| r.raft.due_at()).max().unwrap();
         // All three overdue; a budget of 1 starts the oldest.
         let now = w.clock.now();
-        w.tick(&mut replicas, last - now - 1, 0);
-        let (_, started) = w.tick(&mut replicas, 1, 1);
+        w.tick(&mut replicas, last - now - 1, per_tick(0));
+        let (_, started) = w.tick(&mut replicas, 1, per_tick(1));
         assert_eq!(started, 1);
         schedule_marked(&mut w, &mut replicas);
         let held: Vec<_> = w
@@ -300,7 +462,7 @@ mod tests {
         assert_eq!(held.len(), 2, "two held back: {held:?}");
         // The later of them gets an input, then the clock moves on.
         let (at, g) = held[1];
-        w.tick(&mut replicas, 1, 0);
+        w.tick(&mut replicas, 1, per_tick(0));
         assert!(replicas
             .get_mut(&g)
             .unwrap()
@@ -313,7 +475,7 @@ mod tests {
         // The next budget of 1 goes to the older one.
         let (older_at, older) = held[0];
         assert!(older_at <= at);
-        w.tick(&mut replicas, 1, 1);
+        w.tick(&mut replicas, 1, per_tick(1));
         assert_ne!(replicas[&older].raft.role(), Role::Follower);
         assert_eq!(replicas[&g].raft.role(), Role::Follower);
     }
@@ -336,7 +498,7 @@ mod tests {
         schedule_marked(&mut w, &mut replicas);
         assert_eq!(w.awake(), 1, "the quiesced one has no timer");
         for _ in 0..100 {
-            w.tick(&mut replicas, 1, 8);
+            w.tick(&mut replicas, 1, per_tick(8));
             schedule_marked(&mut w, &mut replicas);
         }
         assert_eq!(replicas[&1].raft.role(), Role::Follower, "never ticked");
