@@ -58,6 +58,9 @@ pub struct ShardStats {
     pub hard_state_rewrites: u64,
     /// Syncs waited for those rewrites (one per batch).
     pub hard_state_rewrite_syncs: u64,
+    /// Of those rewrites, the ones that held the group's whole log too
+    /// (small logs, instead of a snapshot: `WAL_REWRITE_LOG_BYTES_MAX`).
+    pub log_rewrites: u64,
     pub errors_not_leader: u64,
     pub errors_timeout: u64,
     pub errors_busy: u64,
@@ -305,7 +308,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 42] = [
+    let counters: [Family<ShardMetrics>; 43] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -411,6 +414,11 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             "ringraft_hard_state_rewrite_syncs_total",
             "syncs waited for hard-state rewrites (one per batch of idle groups)",
             |s| s.stats.hard_state_rewrite_syncs,
+        ),
+        (
+            "ringraft_log_rewrites_total",
+            "of the hard-state rewrites, those that held the group's whole small log too (instead of a snapshot file)",
+            |s| s.stats.log_rewrites,
         ),
         (
             "ringraft_msgs_unplaced_total",

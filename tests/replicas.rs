@@ -760,6 +760,133 @@ fn a_turn_looks_only_at_the_replicas_given_work() {
     drop(lock);
 }
 
+/// The unpinning pass (`Shard::unpin_wal`) with more idle groups than
+/// `wal-pin-records-max`: each idle group's small log (its leader's no-op)
+/// is written again whole with its hard state in one batch
+/// (`WAL_REWRITE_LOG_BYTES_MAX`), a group whose log is larger snapshots
+/// instead, and the next pass rewrites nothing: the bound is at least
+/// `WAL_RECORDS_KEPT_PER_GROUP` records per group hosted. (Below it, each
+/// pass's own rewrites put its first ones past the bound again: 100,000
+/// idle groups were walked and partly rewritten every second.)
+#[test]
+fn idle_groups_are_rewritten_once_however_many_they_are() {
+    use ringraft::kv::{Command, WriteOp};
+    use ringraft::raft::{Body, Entry, EntryKind, Message};
+    use ringraft::shard::{WAL_RECORDS_KEPT_PER_GROUP, WAL_REWRITE_LOG_BYTES_MAX};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("n1");
+    let cfg = NodeSettings {
+        wal_pin_records_max: Some(10),
+        ..node_settings(&dir, free_port(), free_port())
+    }
+    .validate()
+    .expect("valid settings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = lock_data_dir(&dir).unwrap();
+    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New).unwrap();
+    let idle = 1000..1050u64;
+    let busy = 2000u64;
+    let busy_entries = 200u64;
+    assert!(busy_entries * 200 > WAL_REWRITE_LOG_BYTES_MAX);
+    // A client's write `seq` of 200 bytes.
+    let put = |seq: u64| {
+        Command {
+            client: 7,
+            seq,
+            ack: seq - 1,
+            op: WriteOp::Put {
+                key: Bytes::from(format!("k{seq}")),
+                value: Bytes::from(vec![b'v'; 200]),
+            },
+        }
+        .encode()
+    };
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        // Leader 2's entry `index` of group `g`, committed.
+        let append = |index: u64, data: Bytes| Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: Body::Append {
+                prev_index: index - 1,
+                prev_term: u64::from(index > 1),
+                entries: vec![Entry {
+                    term: 1,
+                    index,
+                    kind: if data.is_empty() {
+                        EntryKind::Noop
+                    } else {
+                        EntryKind::Normal
+                    },
+                    data,
+                }],
+                commit: index,
+            },
+        };
+        // Turns until every group named has applied `index`.
+        async fn settle(shard: &mut Shard, groups: &[u64], index: u64) {
+            for _ in 0..10_000 {
+                shard.process_readies().await.unwrap();
+                shard.complete_durable();
+                let done = shard
+                    .replicas()
+                    .iter()
+                    .filter(|r| groups.contains(&r.group) && r.applied >= index)
+                    .count();
+                if done == groups.len() {
+                    return;
+                }
+                glommio::timer::sleep(Duration::from_millis(1)).await;
+            }
+            panic!("groups {groups:?} did not apply {index}");
+        }
+        for g in idle.clone() {
+            shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
+            shard.on_peer_message(g, 2, append(1, Bytes::new()));
+        }
+        let idle: Vec<u64> = idle.collect();
+        settle(&mut shard, &idle, 1).await;
+        // The busy group: one record per entry, 40 KB of log.
+        shard
+            .create_replica(desc(busy, 1, &[1, 2, 3]))
+            .await
+            .unwrap();
+        for i in 1..=busy_entries {
+            shard.on_peer_message(busy, 2, append(i, put(i)));
+            settle(&mut shard, &[busy], i).await;
+        }
+        let before = shard.stats();
+        shard.unpin_wal().await.unwrap();
+        let first = shard.stats();
+        assert_eq!(
+            first.log_rewrites - before.log_rewrites,
+            idle.len() as u64,
+            "every idle group's log written again"
+        );
+        assert_eq!(
+            first.hard_state_rewrite_syncs - before.hard_state_rewrite_syncs,
+            1
+        );
+        assert_eq!(
+            first.snapshots_taken - before.snapshots_taken,
+            1,
+            "the busy group snapshots"
+        );
+        settle(&mut shard, &[busy], busy_entries).await;
+        shard.unpin_wal().await.unwrap();
+        let second = shard.stats();
+        assert_eq!(
+            second.hard_state_rewrites, first.hard_state_rewrites,
+            "the second pass rewrote again ({} groups hosted, {WAL_RECORDS_KEPT_PER_GROUP} records each kept)",
+            idle.len() + 1
+        );
+    });
+    drop(lock);
+}
+
 /// `SNAPSHOT_WRITES_MAX`: a shard writes at most that many snapshot files
 /// at once; a group whose snapshot comes due meanwhile is put off (counted
 /// in `snapshots_deferred`) and taken at a later apply or unpinning pass.

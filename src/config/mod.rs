@@ -100,7 +100,9 @@ pub struct NodeSettings {
     #[arg(long)]
     pub compact_keep_entries: Option<u64>,
     /// An idle group whose oldest WAL record is this many records behind
-    /// rewrites its state so old segments can be released. Default 100000.
+    /// rewrites its state so old segments can be released; at least
+    /// `shard::WAL_RECORDS_KEPT_PER_GROUP` records per group hosted.
+    /// Default 100000.
     #[arg(long)]
     pub wal_pin_records_max: Option<u64>,
     /// WAL segment size in bytes. Default 64 MiB, grown to hold one batch
@@ -679,8 +681,10 @@ pub struct ShardConfig {
     /// ... or once this many bytes of entries were applied since its last.
     pub snapshot_log_bytes: u64,
     /// A group whose oldest needed WAL record is more than this many
-    /// records behind the head rewrites its hard state (or snapshots), so
-    /// idle groups do not pin old segments.
+    /// records behind the head rewrites its hard state (with its log if
+    /// small, else it snapshots), so idle groups do not pin old segments.
+    /// The shard uses at least `WAL_RECORDS_KEPT_PER_GROUP` records per
+    /// group it hosts (`Shard::unpin_wal`).
     pub wal_pin_records_max: u64,
     pub wal: WalOptions,
     pub transport: TransportConfig,

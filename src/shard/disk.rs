@@ -131,10 +131,13 @@ impl Shard {
     }
 
     /// Moves groups that hold the WAL's release point far back forward: one
-    /// whose needed entries are old snapshots; one whose only old record is
-    /// its hard state writes it again. Then releases what that freed. A
-    /// full disk degrades the shard (`degrade_if_full`).
-    pub(super) async fn unpin_wal(&mut self) -> Result<(), ShardError> {
+    /// whose only old record is its hard state writes it again; one whose
+    /// entries are old writes its whole log again if it is small
+    /// (`WAL_REWRITE_LOG_BYTES_MAX`), else snapshots. Then releases what
+    /// that freed. A full disk degrades the shard (`degrade_if_full`).
+    /// The shard's loop calls it once a second; public so that tests can
+    /// drive a shard without its loop.
+    pub async fn unpin_wal(&mut self) -> Result<(), ShardError> {
         let r = self.unpin_wal_inner().await;
         self.degrade_if_full(r)
     }
@@ -144,15 +147,23 @@ impl Shard {
             return Ok(());
         }
         let head = self.store.wal().next_lsn();
-        let max = self.cfg.wal_pin_records_max;
-        // A record pins the WAL too long once it is `wal_pin_records_max`
-        // records behind the head, or lies before the segment preceding
-        // the head's: the bound in records alone let a follower, whose
-        // records are few and large (big append batches), keep five 4 MiB
-        // segments for idle groups past 30 s (CI); the bound in segments
-        // holds whatever the records' size, as the catalog's does.
+        // Every group needs one record at least: a bound below
+        // `WAL_RECORDS_KEPT_PER_GROUP` records per group hosted could
+        // never hold, and a pass would rewrite groups every second for
+        // ever (100,000 groups over `wal_pin_records_max`, or over two
+        // segments: each pass's own records pushed its first ones past it).
+        let floor = WAL_RECORDS_KEPT_PER_GROUP.saturating_mul(self.replicas.len() as u64);
+        let max = self.cfg.wal_pin_records_max.max(floor);
+        // A record pins the WAL too long once it is `max` records behind
+        // the head, or lies before the segment preceding the head's (and
+        // before the last `floor` records): the bound in records alone let
+        // a follower, whose records are few and large (big append
+        // batches), keep five 4 MiB segments for idle groups past 30 s
+        // (CI); the bound in segments holds whatever the records' size,
+        // as the catalog's does.
         let wal = self.store.wal();
-        let keep_from = wal.segment_start(wal.segment_start(head).saturating_sub(1));
+        let prev_segment = wal.segment_start(head).saturating_sub(1);
+        let keep_from = wal.segment_start(prev_segment.min(head.saturating_sub(floor)));
         let behind = |lsn: u64| lsn.saturating_add(max) < head || lsn < keep_from;
         // Every record a replica or the catalog needs is at or past the
         // release point; if that is not behind, nothing is, and the walks
@@ -162,7 +173,8 @@ impl Shard {
             return Ok(());
         }
         let mut rewrote = false;
-        let mut stale_hs = Vec::new();
+        // (group, its whole log written again too)
+        let mut stale = Vec::new();
         let ids: Vec<GroupId> = self.replicas.keys().copied().collect();
         for gid in ids {
             let g = &self.replicas[&gid];
@@ -175,15 +187,16 @@ impl Shard {
                 .values()
                 .next()
                 .is_some_and(|&l| behind(l));
-            let can_snapshot = g.kv.applied() > g.raft.snapshot().map_or(0, |s| s.meta.index);
-            if entries_pinned && can_snapshot {
+            if !entries_pinned {
+                stale.push((gid, false));
+            } else if log_rewritable(g) {
+                stale.push((gid, true));
+            } else if g.kv.applied() > g.raft.snapshot().map_or(0, |s| s.meta.index) {
                 self.snapshot_now(gid, true);
-            } else if !entries_pinned {
-                stale_hs.push(gid);
             }
         }
-        if !stale_hs.is_empty() {
-            self.rewrite_hard_states(&stale_hs).await?;
+        if !stale.is_empty() {
+            self.rewrite_records(&stale).await?;
             rewrote = true;
         }
         // Catalog entries are restated like hard states (an old create or
@@ -213,28 +226,51 @@ impl Shard {
             .unwrap_or(u64::MAX)
     }
 
-    /// Writes the current hard state of each group in `gids` again, as one
-    /// WAL batch with one sync (`LogStore::rewrite_hard_states`): idle
-    /// groups pinning old segments cost one sync together, not one each.
-    /// Returns the number of records written.
-    pub(super) async fn rewrite_hard_states(
+    /// Writes the current hard state of each group in `stale` again (and
+    /// its whole log, when marked so: `log_rewritable`), as one WAL batch
+    /// with one sync (`LogStore::rewrite_records`): idle groups pinning old
+    /// segments cost one sync together, not one each. Returns the number
+    /// of records written.
+    pub(super) async fn rewrite_records(
         &mut self,
-        gids: &[GroupId],
+        stale: &[(GroupId, bool)],
     ) -> Result<usize, ShardError> {
-        debug_assert!(gids.windows(2).all(|w| w[0] < w[1]), "sorted group ids");
-        let mut batch: Vec<(u64, crate::raft::HardState, &mut storage::GroupLog)> = self
+        debug_assert!(
+            stale.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted group ids"
+        );
+        let mut logs = 0;
+        let mut batch: Vec<storage::RecordRewrite> = self
             .replicas
             .iter_mut()
-            .filter(|(g, _)| gids.binary_search(g).is_ok())
-            .map(|(&g, r)| (g, r.raft.hard_state(), &mut r.lsns))
+            .filter_map(|(g, r)| {
+                let at = stale.binary_search_by_key(g, |s| s.0).ok()?;
+                Some((*g, stale[at].1, r))
+            })
+            .map(|(g, whole, r)| {
+                let entries = if whole {
+                    let log = r.raft.log();
+                    log.slice(log.first_index(), log.last_index() + 1, u64::MAX)
+                } else {
+                    Vec::new()
+                };
+                logs += usize::from(!entries.is_empty());
+                storage::RecordRewrite {
+                    group: g,
+                    hs: r.raft.hard_state(),
+                    entries,
+                    log: &mut r.lsns,
+                }
+            })
             .collect();
         let n = self
             .store
-            .rewrite_hard_states(&mut batch)
+            .rewrite_records(&mut batch)
             .await
             .map_err(wal_err(self.cfg.shard))?;
         if n > 0 {
             self.stats.hard_state_rewrites += n as u64;
+            self.stats.log_rewrites += logs as u64;
             self.stats.hard_state_rewrite_syncs += 1;
             self.stats.wal_records += n as u64;
         }
@@ -263,4 +299,35 @@ impl Shard {
         }
         Ok(())
     }
+}
+
+/// Whether `g`'s log may be written again whole instead of snapshotted
+/// (`WAL_REWRITE_LOG_BYTES_MAX`): what its Raft log holds past its
+/// durable snapshot file is every entry it wrote, all durable (none in
+/// flight, no snapshot being written or installed), and small. Then one
+/// record holds all the log that the snapshot file does not.
+fn log_rewritable(g: &crate::group::Replica) -> bool {
+    let log = g.raft.log();
+    let snap = g.raft.snapshot().map_or(0, |s| s.meta.index);
+    if g.snap_writing
+        || g.lsns.install_pending.is_some()
+        || snap != g.snap_file_index
+        || log.first_index() > snap + 1
+        || log.first_index() > log.last_index()
+        || g.raft.persisted_index() != log.last_index()
+        || g.lsns.last_index != log.last_index()
+    {
+        return false;
+    }
+    let mut bytes = 0;
+    for i in log.first_index()..=log.last_index() {
+        bytes += log
+            .entry(i)
+            .map_or(u64::MAX, |e| e.size_bytes())
+            .min(u64::MAX / 2);
+        if bytes > super::WAL_REWRITE_LOG_BYTES_MAX {
+            return false;
+        }
+    }
+    true
 }

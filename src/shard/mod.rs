@@ -215,6 +215,25 @@ pub struct Shard {
 /// the shard's turns took seconds too (issue #16).
 pub const SNAPSHOT_WRITES_MAX: usize = 16;
 
+/// Bytes of entries (`Entry::size_bytes`) up to which a group whose
+/// entries pin old WAL segments has its log written again whole, with its
+/// hard state, in the pass's one batch (`LogStore::rewrite_records`),
+/// rather than a snapshot file written for it; a larger log is
+/// snapshotted. An idle group's log is its leader's no-op and a few
+/// writes: 100,000 groups starting made 100,000 snapshot files, 16 at a
+/// time, each pass walking every group (0.08 of a core per node for an
+/// hour; issue #16). Far below the WAL's smallest record limit (1 MiB).
+pub const WAL_REWRITE_LOG_BYTES_MAX: u64 = 16 << 10;
+
+/// WAL records kept per group hosted, at least, before the unpinning pass
+/// (`Shard::unpin_wal`) counts a group's records as pinning the WAL: the
+/// effective `wal_pin_records_max` is at least this many times the groups
+/// hosted, and the segments kept reach at least that far back. Each group
+/// needs one record; with a bound below that, each pass's own rewrites
+/// pushed its first ones past the bound, and 100,000 idle groups were
+/// walked and partly rewritten every second (issue #16).
+pub const WAL_RECORDS_KEPT_PER_GROUP: u64 = 2;
+
 /// A shard turn longer than this, in ms, is logged (WARN) with where its
 /// time went: a long turn delays every group's messages and ticks, and
 /// past the peers' silence limit they report this node unreachable.

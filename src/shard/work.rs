@@ -329,10 +329,9 @@ mod tests {
     }
 
     fn campaigning(replicas: &super::super::Replicas) -> Vec<GroupId> {
-        let c = |r: &&Box<Replica>| r.raft.role() != Role::Follower;
         replicas
             .iter()
-            .filter(|(_, r)| c(r))
+            .filter(|(_, r)| r.raft.role() != Role::Follower)
             .map(|(&g, _)| g)
             .collect()
     }

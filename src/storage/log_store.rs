@@ -164,25 +164,33 @@ impl<D: Disk> LogStore<D> {
         self.wal.wait_durable(oldest).await
     }
 
-    /// Writes each group's hard state again (a record each, one batch) and
-    /// waits once for the last to be durable; each log then counts it as
-    /// durable. Making a hard state durable early is harmless: replay
-    /// takes the latest record. Returns the records written.
-    pub async fn rewrite_hard_states(
+    /// Writes each group's hard state again, with its log's entries when
+    /// it gives them (a record each, one batch), and waits once for the
+    /// last to be durable; each log then counts it as durable. Making a
+    /// hard state durable early is harmless: replay takes the latest
+    /// record. A group's entries, when given, must be every entry its log
+    /// holds past its durable snapshot (or from index 1 without one), all
+    /// of them already durable: the new record then holds everything of
+    /// the log the snapshot does not, and the older records are no longer
+    /// needed (`GroupLog::note_log_rewritten`). Returns the records written.
+    pub async fn rewrite_records(
         &self,
-        groups: &mut [(u64, HardState, &mut GroupLog)],
+        groups: &mut [RecordRewrite<'_>],
     ) -> Result<usize, WalError> {
         let mut lsns = Vec::with_capacity(groups.len());
-        for (group, hs, _) in groups.iter() {
-            lsns.push(self.submit(*group, Some(hs), &[]).await?);
+        for r in groups.iter() {
+            lsns.push(self.submit(r.group, Some(&r.hs), &r.entries).await?);
         }
         let Some(&last) = lsns.last() else {
             return Ok(0);
         };
         self.wal.wait_durable(last).await?;
-        for ((_, hs, log), lsn) in groups.iter_mut().zip(lsns) {
-            log.note_written(lsn, Some(*hs), None);
-            log.note_durable(lsn);
+        for (r, lsn) in groups.iter_mut().zip(lsns) {
+            match (r.entries.first(), r.entries.last()) {
+                (Some(f), Some(l)) => r.log.note_log_rewritten(lsn, r.hs, f.index, l.index),
+                _ => r.log.note_written(lsn, Some(r.hs), None),
+            }
+            r.log.note_durable(lsn);
         }
         Ok(groups.len())
     }
@@ -237,4 +245,13 @@ impl<D: Disk> LogStore<D> {
     pub fn released_lsn(&self) -> u64 {
         self.released_lsn
     }
+}
+
+/// One group's record for [`LogStore::rewrite_records`].
+pub struct RecordRewrite<'a> {
+    pub group: u64,
+    pub hs: HardState,
+    /// Empty, or every entry past the group's durable snapshot.
+    pub entries: Vec<Entry>,
+    pub log: &'a mut GroupLog,
 }

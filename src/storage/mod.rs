@@ -11,7 +11,7 @@ pub mod log_store;
 pub mod snapfile;
 
 pub use catalog::{Catalog, CatalogError, CatalogOp, ReplicaDesc};
-pub use log_store::LogStore;
+pub use log_store::{LogStore, RecordRewrite};
 
 /// Writes `bytes` to `path` durably, so that a file under that name is
 /// always whole: a temporary file (`path` + `.tmp`) written in chunks of at
@@ -382,6 +382,17 @@ impl GroupLog {
             self.record_lsns.insert(first, lsn);
             self.last_index = last;
         }
+    }
+
+    /// Notes a record written at `lsn` holding `hs` and the entries
+    /// `first..=last`, which are every entry of the log past its durable
+    /// snapshot (whose index is at least `first - 1`): the older records
+    /// are no longer needed, whatever entries they hold
+    /// (`LogStore::rewrite_records`).
+    pub fn note_log_rewritten(&mut self, lsn: u64, hs: HardState, first: Index, last: Index) {
+        debug_assert_eq!(last, self.last_index, "the whole log rewritten");
+        self.note_written(lsn, Some(hs), Some((first, last)));
+        self.record_lsns.retain(|&i, _| i >= first);
     }
 
     /// [`GroupLog::note_written`] for a record of `hs` and `entries`.

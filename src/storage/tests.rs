@@ -383,7 +383,7 @@ fn records_are_split_at_record_bytes_max_with_the_hard_state_first() {
     );
 }
 
-/// `LogStore::rewrite_hard_states`: fifty idle groups' hard states are
+/// `LogStore::rewrite_records`: fifty idle groups' hard states are
 /// written as one batch that costs one sync (not one each), every group's
 /// log counts its new record as durable, and a replay finds them all.
 #[test]
@@ -413,13 +413,18 @@ fn the_log_store_rewrites_many_hard_states_with_one_sync() {
                 .collect();
             store.append_catalog(false, &creates).await.unwrap();
             let mut logs: Vec<GroupLog> = (0..50).map(|_| GroupLog::default()).collect();
-            let mut batch: Vec<(u64, HardState, &mut GroupLog)> = logs
+            let mut batch: Vec<crate::storage::RecordRewrite> = logs
                 .iter_mut()
                 .enumerate()
-                .map(|(g, log)| (g as u64, hs(g as u64 + 1), log))
+                .map(|(g, log)| crate::storage::RecordRewrite {
+                    group: g as u64,
+                    hs: hs(g as u64 + 1),
+                    entries: Vec::new(),
+                    log,
+                })
                 .collect();
             let syncs = store.wal().stats().syncs;
-            assert_eq!(store.rewrite_hard_states(&mut batch).await.unwrap(), 50);
+            assert_eq!(store.rewrite_records(&mut batch).await.unwrap(), 50);
             assert_eq!(
                 store.wal().stats().syncs - syncs,
                 1,
@@ -438,6 +443,99 @@ fn the_log_store_rewrites_many_hard_states_with_one_sync() {
             for g in 0..50u64 {
                 assert_eq!(r.groups[&g].hs, hs(g + 1), "group {g}");
             }
+        });
+}
+
+/// `LogStore::rewrite_records` with entries: an idle group's small log
+/// (its only records in the oldest segments) is written again whole with
+/// its hard state, its log then needs only the new record, the segments
+/// before it are released, and a replay finds every entry and the hard
+/// state. With a snapshot: the entries past it are written, and the
+/// records before them are not needed any more either.
+#[test]
+fn the_log_store_rewrites_a_small_log_whole_and_the_old_segments_go() {
+    use crate::storage::{open_wal, Catalog, LogStore, RecordRewrite};
+    use ringraft_wal::{MemDisk, WalOptions};
+    glommio::LocalExecutorBuilder::default()
+        .make()
+        .expect("executor")
+        .run(async {
+            let disk = MemDisk::new();
+            let opts = WalOptions {
+                segment_bytes: 64 << 10,
+                record_bytes_max: 1024,
+                batch_bytes_max: 8192,
+                write_chunk_bytes: 4096,
+                queue_bytes_max: 8192,
+                ..WalOptions::default()
+            };
+            let (wal, _, _) = open_wal(disk.clone(), opts.clone()).await.unwrap();
+            let mut store = LogStore::new(wal, Catalog::default(), 1024);
+            let entries: Vec<Entry> = (1..=3).map(|i| e(i, 2, "v")).collect();
+            let (mut log7, mut log9, mut filler) = (
+                GroupLog::default(),
+                GroupLog::default(),
+                GroupLog::default(),
+            );
+            for x in &entries {
+                store
+                    .append_group(7, Some(hs(2)), std::slice::from_ref(x), &mut log7)
+                    .await
+                    .unwrap();
+            }
+            let five: Vec<Entry> = (1..=5).map(|i| e(i, 2, "w")).collect();
+            store
+                .append_group(9, Some(hs(2)), &five, &mut log9)
+                .await
+                .unwrap();
+            let payload = "x".repeat(900);
+            let mut last = 0;
+            for i in 1..=200 {
+                last = store
+                    .append_group(8, None, &[e(i, 1, &payload)], &mut filler)
+                    .await
+                    .unwrap()
+                    .0;
+            }
+            store.wal().wait_durable(last).await.unwrap();
+            for l in [&mut log7, &mut log9] {
+                l.note_durable(last);
+            }
+            let old = log7.needed_lsn();
+            // Group 9 snapshotted through 3: its entries 4 and 5 go again.
+            let mut batch = vec![
+                RecordRewrite {
+                    group: 7,
+                    hs: hs(3),
+                    entries: entries.clone(),
+                    log: &mut log7,
+                },
+                RecordRewrite {
+                    group: 9,
+                    hs: hs(3),
+                    entries: five[3..].to_vec(),
+                    log: &mut log9,
+                },
+            ];
+            assert_eq!(store.rewrite_records(&mut batch).await.unwrap(), 2);
+            assert!(log7.needed_lsn() > last, "still needs {old}");
+            assert_eq!(log7.record_lsns.len(), 1);
+            assert_eq!(log9.record_lsns.keys().copied().collect::<Vec<_>>(), [4]);
+            assert!(log9.needed_lsn() > last);
+            let released = store
+                .release(log7.needed_lsn().min(log9.needed_lsn()))
+                .await
+                .unwrap();
+            assert!(released >= 2, "{released} segments released");
+            drop(store);
+            let (_, mut replay, _) = open_wal(disk, opts).await.unwrap();
+            let g = &replay.groups[&7];
+            assert_eq!(g.hs, hs(3));
+            assert_eq!(g.entries, entries);
+            let g9 = replay.groups.get_mut(&9).unwrap();
+            assert_eq!(g9.hs, hs(3));
+            let restart = g9.take_restart(Some((3, 2)));
+            assert_eq!(restart.entries, five[3..].to_vec());
         });
 }
 
