@@ -15,12 +15,16 @@
 //! start of every turn, before it serves any request, so the first read
 //! after a pause already sees the aged lease.
 
+use std::cell::Cell;
+use std::rc::Rc;
+
 /// Elapsed monotonic time as Raft ticks.
 #[derive(Debug, Clone)]
 pub struct TickClock {
     tick_us: u64,
-    /// When the next tick is due (µs on the caller's monotonic clock).
-    next_us: u64,
+    /// When the next tick is due (µs on the caller's monotonic clock);
+    /// shared with the [`TickClock::lag_source`]s.
+    next_us: Rc<Cell<u64>>,
     /// Ticks handed out at most per call: `2 × election_ticks + 1` (see
     /// [`TickClock::new`]).
     catch_up_max: u64,
@@ -39,7 +43,7 @@ impl TickClock {
     pub fn new(tick_us: u64, first_us: u64, election_ticks: u32) -> TickClock {
         TickClock {
             tick_us: tick_us.max(1),
-            next_us: first_us,
+            next_us: Rc::new(Cell::new(first_us)),
             catch_up_max: 2 * u64::from(election_ticks) + 1,
         }
     }
@@ -48,17 +52,35 @@ impl TickClock {
     /// `catch_up_max`; time beyond that bound is dropped, not carried.
     /// A clock that goes backwards yields 0.
     pub fn due(&mut self, now_us: u64) -> u64 {
-        if now_us < self.next_us {
+        let n = pending(self.next_us.get(), self.tick_us, now_us);
+        if n == 0 {
             return 0;
         }
-        let n = (now_us - self.next_us) / self.tick_us + 1;
         if n > self.catch_up_max {
-            self.next_us = now_us + self.tick_us;
+            self.next_us.set(now_us + self.tick_us);
             self.catch_up_max
         } else {
-            self.next_us += n * self.tick_us;
+            self.next_us.set(self.next_us.get() + n * self.tick_us);
             n
         }
+    }
+
+    /// The ticks due at the time `now_us` tells that [`TickClock::due`]
+    /// has not handed out yet (uncapped), as a function for the Raft
+    /// clock's lag (`raft::Clock::set_lag_source`): the leader lease of a
+    /// check made late in a long turn counts them.
+    pub fn lag_source(&self, now_us: impl Fn() -> u64 + 'static) -> impl Fn() -> u64 + 'static {
+        let (next_us, tick_us) = (self.next_us.clone(), self.tick_us);
+        move || pending(next_us.get(), tick_us, now_us())
+    }
+}
+
+/// Ticks due at `now_us` when the next is due at `next_us`.
+fn pending(next_us: u64, tick_us: u64, now_us: u64) -> u64 {
+    if now_us < next_us {
+        0
+    } else {
+        (now_us - next_us) / tick_us + 1
     }
 }
 
@@ -77,6 +99,20 @@ mod tests {
         // handed out.
         assert_eq!(c.due(45_000), 3);
         assert_eq!(c.due(50_000), 1);
+        // The lag: what is due and not handed out yet, uncapped.
+        let now = std::rc::Rc::new(std::cell::Cell::new(50_000u64));
+        let t = now.clone();
+        let lag = c.lag_source(move || t.get());
+        assert_eq!(lag(), 0);
+        now.set(59_999);
+        assert_eq!(lag(), 0);
+        now.set(60_000);
+        assert_eq!(lag(), 1);
+        now.set(10_000_000);
+        assert_eq!(lag(), 995);
+        assert_eq!(c.due(60_000), 1);
+        now.set(69_999);
+        assert_eq!(lag(), 0, "handed out");
         // A pause of 5 s: capped at catch_up_max, the rest dropped.
         assert_eq!(c.due(5_050_000), 41);
         assert_eq!(c.due(5_059_999), 0);

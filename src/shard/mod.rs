@@ -445,6 +445,9 @@ impl Shard {
         let now_us = move || origin.elapsed().as_micros() as u64;
         let tick_us = self.cfg.tick_ms * 1000;
         let mut clock = TickClock::new(tick_us, now_us() + tick_us, self.cfg.raft.election_ticks);
+        // A lease checked late in a long turn counts the ticks since its
+        // start too (`raft::Clock::lag`).
+        self.work.clock().set_lag_source(clock.lag_source(now_us));
         let mut msgs = Vec::new();
         let mut reqs = Vec::new();
         let mut down = Vec::new();

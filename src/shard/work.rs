@@ -73,6 +73,11 @@ impl WorkSet {
         r.raft.set_clock(self.clock.clone());
     }
 
+    /// The clock every hosted replica counts its ticks from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
     /// Replicas with a timed event to come: not quiesced, or leading.
     pub fn awake(&self) -> usize {
         self.events.len() + self.retries.len() + self.elections.len()

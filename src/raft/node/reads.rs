@@ -40,7 +40,10 @@ impl RawNode {
     }
 
     /// Whether the leader lease holds now (see `read`), the ticks since
-    /// this node last looked counted first (`catch_up`).
+    /// this node last looked counted first (`catch_up`), and the ticks of
+    /// real time its host has not counted yet too (`Clock::lag`: a check
+    /// late in a long turn sees the time of the check, not of the turn's
+    /// start).
     pub fn lease_valid(&mut self) -> bool {
         self.catch_up();
         if !self.cfg.lease_reads || self.role != Role::Leader || self.transferee != 0 {
@@ -56,7 +59,7 @@ impl RawNode {
         // One tick less for the follower's tick phase: its election timer
         // may count a tick right after it heard from us.
         let lease = (self.cfg.election_ticks - self.cfg.lease_drift_ticks - 1) as u64;
-        base > 0 && self.ticks < base + lease
+        base > 0 && self.ticks.saturating_add(self.clock.lag()) < base + lease
     }
 
     pub(super) fn register_read(&mut self, ctx: u64, from: ReplicaId) {

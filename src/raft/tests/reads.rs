@@ -155,6 +155,45 @@ fn lease_reads_are_local_while_the_lease_holds_and_not_after() {
     );
 }
 
+/// The lease counts the ticks of real time its host has not advanced the
+/// clock by yet (`Clock::lag`): a shard advances its clock at the start of
+/// a turn only, and a lease read checked late in a long turn must not see
+/// the time of the turn's start. Election timers do not count the lag.
+#[test]
+fn the_lease_counts_the_hosts_uncounted_ticks() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let mut l = committed_leader(true);
+    let lag = Rc::new(Cell::new(0u64));
+    let clock = crate::raft::Clock::new();
+    let source = lag.clone();
+    clock.set_lag_source(move || source.get());
+    l.set_clock(clock.clone());
+    l.read_index(1).unwrap();
+    let r = heartbeat_rounds(&l.ready())[0].1;
+    l.step(msg(2, 1, 1, Body::HeartbeatResp { round: r }));
+    l.ready();
+    assert!(l.lease_valid());
+    // Lease = 7 ticks from the round: 6 counted and 0 uncounted hold ...
+    for _ in 0..6 {
+        l.tick();
+    }
+    assert!(l.lease_valid(), "6 ticks in: still valid");
+    // ... but 6 counted and 1 that the host has not counted do not.
+    lag.set(1);
+    assert!(!l.lease_valid(), "a late check saw the turn's start");
+    assert_eq!(l.lease_read_index(), None);
+    let due = l.due_at();
+    assert_eq!(l.clock().lag(), 1);
+    assert_eq!(
+        l.due_at(),
+        due,
+        "election and heartbeat timers ignore the lag"
+    );
+    lag.set(0);
+    assert!(l.lease_valid());
+}
+
 #[test]
 fn lease_reads_stop_during_a_transfer() {
     let mut l = committed_leader(true);
