@@ -117,17 +117,29 @@ pub const LOG_LINES_BUFFERED_MAX: usize = 128_000;
 fn init_logs() -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_LINES_BUFFERED_MAX)
-        .thread_name("ringraft-log")
-        .finish(std::io::stderr());
+    let (writer, guard) = log_writer(std::io::stderr(), LOG_LINES_BUFFERED_MAX);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     guard
+}
+
+/// The writer thread in front of `out`: at most `lines_max` lines queued,
+/// then the logging thread waits (lossless).
+fn log_writer<W: std::io::Write + Send + 'static>(
+    out: W,
+    lines_max: usize,
+) -> (
+    tracing_appender::non_blocking::NonBlocking,
+    tracing_appender::non_blocking::WorkerGuard,
+) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .buffered_lines_limit(lines_max)
+        .thread_name("ringraft-log")
+        .finish(out)
 }
 
 fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
@@ -672,4 +684,59 @@ async fn admin_all(c: &Client, op: Op) -> Result<u8, String> {
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Condvar, Mutex};
+
+    /// (opened, bytes written)
+    type GateState = Mutex<(bool, Vec<u8>)>;
+
+    /// A sink that takes nothing until opened, then keeps every line.
+    #[derive(Clone, Default)]
+    struct Gate(Arc<(GateState, Condvar)>);
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            let (m, cv) = &*self.0;
+            let mut g = cv.wait_while(m.lock().unwrap(), |g| !g.0).unwrap();
+            g.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `LOG_LINES_BUFFERED_MAX`: past that many lines queued for a writer
+    /// that does not keep up, the logging thread waits; no line is
+    /// dropped (a lossy queue would drop all but the first few here).
+    #[test]
+    fn a_full_log_queue_makes_the_logger_wait_and_loses_no_line() {
+        let gate = Gate::default();
+        let (writer, guard) = super::log_writer(gate.clone(), 4);
+        let logger = std::thread::spawn(move || {
+            let mut w = writer;
+            for i in 0..200 {
+                w.write_all(format!("line {i}\n").as_bytes()).unwrap();
+            }
+        });
+        // The writer thread holds one line in the closed gate, at most 4
+        // more are queued: the logger cannot have finished.
+        assert!(!logger.is_finished());
+        {
+            let (m, cv) = &*gate.0;
+            m.lock().unwrap().0 = true;
+            cv.notify_all();
+        }
+        logger.join().unwrap();
+        drop(guard);
+        let text = String::from_utf8(gate.0 .0.lock().unwrap().1.clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 200, "lines lost");
+        assert_eq!(lines[199], "line 199");
+        const { assert!(super::LOG_LINES_BUFFERED_MAX >= 100_000) };
+    }
 }
