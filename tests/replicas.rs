@@ -66,9 +66,18 @@ fn snapshot_of_voter_1(data: &'static [u8]) -> Snapshot {
 /// A new store of node 1 in a temporary directory (removed when the first
 /// value drops): its settings, the data directory's lock and identity.
 fn fresh_store() -> (tempfile::TempDir, ValidConfig, DataDirLock, StoreIdentity) {
+    fresh_store_with(|s| s)
+}
+
+/// [`fresh_store`] with node 1's settings changed by `f`.
+fn fresh_store_with(
+    f: impl FnOnce(NodeSettings) -> NodeSettings,
+) -> (tempfile::TempDir, ValidConfig, DataDirLock, StoreIdentity) {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("n1");
-    let cfg = settings(&dir, free_port(), free_port());
+    let cfg = f(node_settings(&dir, free_port(), free_port()))
+        .validate()
+        .expect("valid settings");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
     let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New).unwrap();
@@ -773,17 +782,10 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
     use ringraft::kv::{Command, WriteOp};
     use ringraft::raft::{Body, Entry, EntryKind, Message};
     use ringraft::shard::{WAL_RECORDS_KEPT_PER_GROUP, WAL_REWRITE_LOG_BYTES_MAX};
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("n1");
-    let cfg = NodeSettings {
+    let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
         wal_pin_records_max: Some(10),
-        ..node_settings(&dir, free_port(), free_port())
-    }
-    .validate()
-    .expect("valid settings");
-    std::fs::create_dir_all(&dir).unwrap();
-    let lock = lock_data_dir(&dir).unwrap();
-    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New).unwrap();
+        ..s
+    });
     let idle = 1000..1050u64;
     let busy = 2000u64;
     let busy_entries = 200u64;
@@ -801,8 +803,10 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
         }
         .encode()
     };
+    let sc = cfg.shard(0, &store);
+    let idle_ids: Vec<u64> = idle.clone().collect();
     run(async move {
-        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+        let mut shard = Shard::open(sc, Rc::new(Cell::new(false)), None)
             .await
             .unwrap();
         // Leader 2's entry `index` of group `g`, committed.
@@ -826,23 +830,6 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
                 commit: index,
             },
         };
-        // Turns until every group named has applied `index`.
-        async fn settle(shard: &mut Shard, groups: &[u64], index: u64) {
-            for _ in 0..10_000 {
-                shard.process_readies().await.unwrap();
-                shard.complete_durable();
-                let done = shard
-                    .replicas()
-                    .iter()
-                    .filter(|r| groups.contains(&r.group) && r.applied >= index)
-                    .count();
-                if done == groups.len() {
-                    return;
-                }
-                glommio::timer::sleep(Duration::from_millis(1)).await;
-            }
-            panic!("groups {groups:?} did not apply {index}");
-        }
         for g in idle.clone() {
             shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
             shard.on_peer_message(g, 2, append(1, Bytes::new()));
@@ -884,7 +871,35 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
             idle.len() + 1
         );
     });
+    // A restart replays the rewritten records: every entry is there and
+    // applies again.
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        settle(&mut shard, &idle_ids, 1).await;
+        settle(&mut shard, &[busy], busy_entries).await;
+    });
     drop(lock);
+}
+
+/// Turns until every group named has applied `index` (panics after
+/// 10,000).
+async fn settle(shard: &mut Shard, groups: &[u64], index: u64) {
+    for _ in 0..10_000 {
+        shard.process_readies().await.unwrap();
+        shard.complete_durable();
+        let done = shard
+            .replicas()
+            .iter()
+            .filter(|r| groups.contains(&r.group) && r.applied >= index)
+            .count();
+        if done == groups.len() {
+            return;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("groups {groups:?} did not apply {index}");
 }
 
 /// `SNAPSHOT_WRITES_MAX`: a shard writes at most that many snapshot files
@@ -899,17 +914,10 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
 fn at_most_snapshot_writes_max_snapshot_files_are_written_at_once() {
     use ringraft::raft::{Body, Entry, EntryKind, Message};
     use ringraft::shard::SNAPSHOT_WRITES_MAX;
-    let t = tempfile::tempdir().unwrap();
-    let dir = t.path().join("n1");
-    let cfg = NodeSettings {
+    let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
         snapshot_entries: Some(1),
-        ..node_settings(&dir, free_port(), free_port())
-    }
-    .validate()
-    .expect("valid settings");
-    std::fs::create_dir_all(&dir).unwrap();
-    let lock = lock_data_dir(&dir).unwrap();
-    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New).unwrap();
+        ..s
+    });
     let n = SNAPSHOT_WRITES_MAX as u64 + 4;
     let groups = 1000..1000 + n;
     run(async move {

@@ -23,10 +23,11 @@ async fn client(c: Vec<std::net::SocketAddr>) -> Client {
 /// idle group's first hard-state record pins the first segment and every
 /// later one. The 63 idle groups' hard states are written again in
 /// batches, one sync per batch (it was one sync per group, the shard
-/// waiting on each). A group whose entries pin the WAL snapshots first and
-/// has its hard state rewritten at a later pass; at most
-/// `SNAPSHOT_WRITES_MAX` snapshots are written at once, so the rewrites
-/// come in at most one batch per that many groups, and one more.
+/// waiting on each). An idle group whose entries pin the WAL writes its
+/// small log again in the same batch (`WAL_REWRITE_LOG_BYTES_MAX`); one
+/// whose log is larger snapshots first and has its hard state rewritten at
+/// a later pass, at most `SNAPSHOT_WRITES_MAX` snapshots at once: the
+/// rewrites come in at most one batch per that many groups, and one more.
 #[test]
 fn idle_groups_do_not_pin_the_wal_and_are_rewritten_in_batches() {
     use ringraft::shard::SNAPSHOT_WRITES_MAX;

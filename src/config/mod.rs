@@ -711,7 +711,10 @@ pub struct ShardConfig {
     /// went on campaigning (600,000 campaigns, turns of 0.6 s, two thirds
     /// of the groups led after 40 s) in one start of three (issue #16).
     /// Bounding the rounds in flight bounds the messages a turn answers.
-    /// Leader transfers (`TimeoutNow`) are not held. Default
+    /// A campaign holds its slot for `shard::CAMPAIGN_COUNTED_TIMEOUTS`
+    /// election timeouts at most, so campaigns that cannot win (quorum
+    /// gone) do not block those that can. Leader transfers (`TimeoutNow`)
+    /// are not held. Default
     /// [`CAMPAIGNS_IN_FLIGHT_MAX_DEFAULT`].
     pub campaigns_in_flight_max: u64,
     /// This node's client address (shard 0), as the cluster map tells

@@ -18,8 +18,9 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-/// Elapsed monotonic time as Raft ticks.
-#[derive(Debug, Clone)]
+/// Elapsed monotonic time as Raft ticks. (Not `Clone`: a copy would share
+/// the next tick's time with its [`TickClock::lag_source`]s.)
+#[derive(Debug)]
 pub struct TickClock {
     tick_us: u64,
     /// When the next tick is due (µs on the caller's monotonic clock);

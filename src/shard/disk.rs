@@ -156,14 +156,21 @@ impl Shard {
         let max = self.cfg.wal_pin_records_max.max(floor);
         // A record pins the WAL too long once it is `max` records behind
         // the head, or lies before the segment preceding the head's (and
-        // before the last `floor` records): the bound in records alone let
-        // a follower, whose records are few and large (big append
-        // batches), keep five 4 MiB segments for idle groups past 30 s
-        // (CI); the bound in segments holds whatever the records' size,
-        // as the catalog's does.
+        // before the last `floor` records, but never more than
+        // `WAL_FLOOR_SEGMENTS_MAX` segments further back): the bound in
+        // records alone let a follower, whose records are few and large
+        // (big append batches), keep five 4 MiB segments for idle groups
+        // past 30 s (CI); the bound in segments holds whatever the
+        // records' size, as the catalog's does.
         let wal = self.store.wal();
         let prev_segment = wal.segment_start(head).saturating_sub(1);
-        let keep_from = wal.segment_start(prev_segment.min(head.saturating_sub(floor)));
+        let mut oldest_kept = wal.segment_start(prev_segment);
+        for _ in 0..WAL_FLOOR_SEGMENTS_MAX {
+            oldest_kept = wal.segment_start(oldest_kept.saturating_sub(1));
+        }
+        let keep_from = wal
+            .segment_start(prev_segment.min(head.saturating_sub(floor)))
+            .max(oldest_kept);
         let behind = |lsn: u64| lsn.saturating_add(max) < head || lsn < keep_from;
         // Every record a replica or the catalog needs is at or past the
         // release point; if that is not behind, nothing is, and the walks
@@ -173,8 +180,10 @@ impl Shard {
             return Ok(());
         }
         let mut rewrote = false;
-        // (group, its whole log written again too)
+        // (group, the index its log is written again from, if it is)
         let mut stale = Vec::new();
+        // Log bytes this pass may still write (`WAL_REWRITE_PASS_BYTES_MAX`).
+        let mut budget = WAL_REWRITE_PASS_BYTES_MAX;
         let ids: Vec<GroupId> = self.replicas.keys().copied().collect();
         for gid in ids {
             let g = &self.replicas[&gid];
@@ -188,9 +197,13 @@ impl Shard {
                 .next()
                 .is_some_and(|&l| behind(l));
             if !entries_pinned {
-                stale.push((gid, false));
-            } else if log_rewritable(g) {
-                stale.push((gid, true));
+                stale.push((gid, None));
+            } else if let Some((from, bytes)) = rewritable_log(g) {
+                // Past the pass's budget: at a later pass.
+                if bytes <= budget {
+                    budget -= bytes;
+                    stale.push((gid, Some(from)));
+                }
             } else if g.kv.applied() > g.raft.snapshot().map_or(0, |s| s.meta.index) {
                 self.snapshot_now(gid, true);
             }
@@ -227,13 +240,13 @@ impl Shard {
     }
 
     /// Writes the current hard state of each group in `stale` again (and
-    /// its whole log, when marked so: `log_rewritable`), as one WAL batch
+    /// its log from the index given, if one is: `rewritable_log`), as one WAL batch
     /// with one sync (`LogStore::rewrite_records`): idle groups pinning old
     /// segments cost one sync together, not one each. Returns the number
     /// of records written.
     pub(super) async fn rewrite_records(
         &mut self,
-        stale: &[(GroupId, bool)],
+        stale: &[(GroupId, Option<crate::raft::Index>)],
     ) -> Result<usize, ShardError> {
         debug_assert!(
             stale.windows(2).all(|w| w[0].0 < w[1].0),
@@ -247,13 +260,11 @@ impl Shard {
                 let at = stale.binary_search_by_key(g, |s| s.0).ok()?;
                 Some((*g, stale[at].1, r))
             })
-            .map(|(g, whole, r)| {
-                let entries = if whole {
-                    let log = r.raft.log();
-                    log.slice(log.first_index(), log.last_index() + 1, u64::MAX)
-                } else {
-                    Vec::new()
-                };
+            .map(|(g, from, r)| {
+                let log = r.raft.log();
+                let entries = from.map_or_else(Vec::new, |from| {
+                    log.slice(from, log.last_index() + 1, u64::MAX)
+                });
                 logs += usize::from(!entries.is_empty());
                 storage::RecordRewrite {
                     group: g,
@@ -301,33 +312,33 @@ impl Shard {
     }
 }
 
-/// Whether `g`'s log may be written again whole instead of snapshotted
-/// (`WAL_REWRITE_LOG_BYTES_MAX`): what its Raft log holds past its
-/// durable snapshot file is every entry it wrote, all durable (none in
-/// flight, no snapshot being written or installed), and small. Then one
-/// record holds all the log that the snapshot file does not.
-fn log_rewritable(g: &crate::group::Replica) -> bool {
+/// Where `g`'s log may be written again from instead of snapshotted, and
+/// its bytes (`WAL_REWRITE_LOG_BYTES_MAX`): what its Raft log holds past
+/// its durable snapshot file is every entry it wrote, all durable (none in
+/// flight, no snapshot being written or installed), and small. One record
+/// then holds all the log that the snapshot file does not. The entries
+/// the log keeps below the snapshot (`compact_keep_entries`) are not
+/// written: the snapshot covers them.
+fn rewritable_log(g: &crate::group::Replica) -> Option<(crate::raft::Index, u64)> {
     let log = g.raft.log();
     let snap = g.raft.snapshot().map_or(0, |s| s.meta.index);
+    let from = log.first_index().max(snap + 1);
     if g.snap_writing
         || g.lsns.install_pending.is_some()
         || snap != g.snap_file_index
         || log.first_index() > snap + 1
-        || log.first_index() > log.last_index()
+        || from > log.last_index()
         || g.raft.persisted_index() != log.last_index()
         || g.lsns.last_index != log.last_index()
     {
-        return false;
+        return None;
     }
-    let mut bytes = 0;
-    for i in log.first_index()..=log.last_index() {
-        bytes += log
-            .entry(i)
-            .map_or(u64::MAX, |e| e.size_bytes())
-            .min(u64::MAX / 2);
+    let mut bytes = 0u64;
+    for i in from..=log.last_index() {
+        bytes = bytes.saturating_add(log.entry(i).map_or(u64::MAX, |e| e.size_bytes()));
         if bytes > super::WAL_REWRITE_LOG_BYTES_MAX {
-            return false;
+            return None;
         }
     }
-    true
+    Some((from, bytes))
 }

@@ -215,6 +215,13 @@ pub struct Shard {
 /// the shard's turns took seconds too (issue #16).
 pub const SNAPSHOT_WRITES_MAX: usize = 16;
 
+/// Election timeouts from its start that a campaign holds one of the
+/// `campaigns_in_flight_max` slots: one that has not ended by then (its
+/// quorum is gone, or its vote requests fall in a live leader's lease and
+/// go unanswered) campaigns on without a slot, so campaigns that cannot
+/// win do not keep those that can from starting.
+pub const CAMPAIGN_COUNTED_TIMEOUTS: u64 = 2;
+
 /// Bytes of entries (`Entry::size_bytes`) up to which a group whose
 /// entries pin old WAL segments has its log written again whole, with its
 /// hard state, in the pass's one batch (`LogStore::rewrite_records`),
@@ -224,6 +231,18 @@ pub const SNAPSHOT_WRITES_MAX: usize = 16;
 /// time, each pass walking every group (0.08 of a core per node for an
 /// hour; issue #16). Far below the WAL's smallest record limit (1 MiB).
 pub const WAL_REWRITE_LOG_BYTES_MAX: u64 = 16 << 10;
+
+/// Bytes of logs (`WAL_REWRITE_LOG_BYTES_MAX` each at most) one
+/// unpinning pass writes again at most; the groups past it are taken at a
+/// later pass (each a second later). The pass waits for its batch inside
+/// the shard's turn: 100,000 groups of 16 KiB logs would be 1.6 GB at once.
+pub const WAL_REWRITE_PASS_BYTES_MAX: u64 = 8 << 20;
+
+/// Segments before the one preceding the head's that the floor of
+/// `WAL_RECORDS_KEPT_PER_GROUP` may keep at most: records of one group per
+/// group hosted are small (hard states, small logs), but the same count of
+/// a busy group's large records would otherwise keep gigabytes.
+pub const WAL_FLOOR_SEGMENTS_MAX: u64 = 4;
 
 /// WAL records kept per group hosted, at least, before the unpinning pass
 /// (`Shard::unpin_wal`) counts a group's records as pinning the WAL: the
@@ -470,6 +489,7 @@ impl Shard {
                 let limits = work::CampaignLimits {
                     per_tick: self.cfg.campaigns_per_tick_max,
                     in_flight: self.cfg.campaigns_in_flight_max,
+                    window: CAMPAIGN_COUNTED_TIMEOUTS * u64::from(self.cfg.raft.election_ticks),
                 };
                 let (ticked, campaigns) = self.work.tick(&mut self.replicas, due, limits);
                 self.stats.replicas_ticked += ticked as u64;

@@ -329,6 +329,7 @@ impl Shard {
             .replicas
             .remove(&group)
             .unwrap_or_else(|| panic!("shard {shard}: group {group} in the catalog, not hosted"));
+        self.work.forget(group);
         self.metrics_dirty.insert(group);
         let mut waiting = Vec::new();
         r.drain_waiters(Gone::Destroyed, &mut waiting);

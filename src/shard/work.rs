@@ -12,7 +12,7 @@
 //! given: each input marks it (`mark`), and the turn schedules what it
 //! marked before taking Readies (`Shard::process_readies`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::group::{GroupId, Replica, TimerKind};
 use crate::raft::{Clock, Role};
@@ -42,9 +42,14 @@ pub(super) struct WorkSet {
     /// `retries` or here accordingly.
     elections: BTreeSet<(u64, GroupId)>,
     /// Groups whose replica campaigns (a pre-candidate or a candidate) as
-    /// of its last schedule; a destroyed one's entry is pruned when the
-    /// set is full.
-    candidates: BTreeSet<GroupId>,
+    /// of its last schedule → the tick it started.
+    candidates: BTreeMap<GroupId, u64>,
+    /// Those still counted against `campaigns_in_flight_max`: (start tick,
+    /// group), for `CampaignLimits::window` ticks from the start. One that
+    /// cannot win (its quorum is gone, its vote requests fall in a live
+    /// leader's lease and go unanswered) campaigns on but stops holding a
+    /// slot, so it cannot keep a winnable election from starting.
+    counted: BTreeSet<(u64, GroupId)>,
     /// Replicas with client requests waiting, as of their last schedule:
     /// the only ones whose deadlines are looked at (`Shard::expire_requests`).
     pub waiting: BTreeSet<GroupId>,
@@ -65,6 +70,7 @@ impl WorkSet {
         self.retries.clear();
         self.elections.clear();
         self.candidates.clear();
+        self.counted.clear();
         self.waiting.clear();
     }
 
@@ -88,6 +94,14 @@ impl WorkSet {
         self.candidates.len()
     }
 
+    /// Group `g`'s replica is gone (destroyed): it campaigns no more.
+    /// (Its timer entries are skipped when they come due.)
+    pub fn forget(&mut self, g: GroupId) {
+        if let Some(t) = self.candidates.remove(&g) {
+            self.counted.remove(&(t, g));
+        }
+    }
+
     /// The groups whose replicas lead and are awake.
     pub fn awake_leaders(&self) -> impl Iterator<Item = GroupId> + '_ {
         self.events.iter().map(|&(_, g)| g)
@@ -107,10 +121,14 @@ impl WorkSet {
             }
             r.timer = want;
         }
-        if matches!(r.raft.role(), Role::PreCandidate | Role::Candidate) {
-            self.candidates.insert(g);
-        } else {
-            self.candidates.remove(&g);
+        if campaigning(r) {
+            if !self.candidates.contains_key(&g) {
+                let now = self.clock.now();
+                self.candidates.insert(g, now);
+                self.counted.insert((now, g));
+            }
+        } else if let Some(t) = self.candidates.remove(&g) {
+            self.counted.remove(&(t, g));
         }
         if r.has_waiters() {
             self.waiting.insert(g);
@@ -125,6 +143,14 @@ impl WorkSet {
         matches!((filed, want), (Some((at, Election)), Some((_, Election))) if at <= self.clock.now())
     }
 
+    fn set_ref(&self, kind: TimerKind) -> &BTreeSet<(u64, GroupId)> {
+        match kind {
+            TimerKind::Leader => &self.events,
+            TimerKind::Retry => &self.retries,
+            TimerKind::Election => &self.elections,
+        }
+    }
+
     fn set(&mut self, kind: TimerKind) -> &mut BTreeSet<(u64, GroupId)> {
         match kind {
             TimerKind::Leader => &mut self.events,
@@ -133,27 +159,27 @@ impl WorkSet {
         }
     }
 
-    /// Whether `max` replicas campaign already. When it looks so, the
-    /// entries of replicas gone or no longer campaigning are dropped
-    /// first (O(`max`), only when full).
-    fn campaigns_full(&mut self, replicas: &super::Replicas, max: u64) -> bool {
-        if (self.candidates.len() as u64) < max {
-            return false;
+    /// Whether `limits.in_flight` replicas are in the first
+    /// `limits.window` ticks of their campaigns; those past it are no
+    /// longer counted.
+    fn campaigns_full(&mut self, limits: CampaignLimits) -> bool {
+        let now = self.clock.now();
+        while let Some(&(t, _)) = self.counted.first() {
+            if t.saturating_add(limits.window) > now {
+                break;
+            }
+            self.counted.pop_first();
         }
-        self.candidates.retain(|g| {
-            replicas
-                .get(g)
-                .is_some_and(|r| matches!(r.raft.role(), Role::PreCandidate | Role::Candidate))
-        });
-        self.candidates.len() as u64 >= max
+        self.counted.len() as u64 >= limits.in_flight
     }
 
     /// Moves the clock `due` ticks on and acts on the replicas whose event
     /// came due: every leader's, every (pre-)candidate's (campaigning
     /// again), and followers' elections under two budgets: at most
-    /// `budget.per_tick` per tick (`due` ticks: `due` times as many), and
-    /// only while fewer than `budget.in_flight` replicas campaign (a new
-    /// election waits for one to end). Followers' elections go oldest due
+    /// `limits.per_tick` per tick (`due` ticks: `due` times as many), and
+    /// only while fewer than `limits.in_flight` replicas are in the first
+    /// `limits.window` ticks of a campaign (a new election waits for one
+    /// to end or to outlast the window). Followers' elections go oldest due
     /// first, so no group waits behind others for ever. Those left with a
     /// Ready are looked at this turn. Returns (replicas acted on,
     /// campaigns started).
@@ -169,9 +195,7 @@ impl WorkSet {
         let (mut ticked, mut started) = (0, 0);
         for kind in [TimerKind::Leader, TimerKind::Retry, TimerKind::Election] {
             loop {
-                if kind == TimerKind::Election
-                    && (budget == 0 || self.campaigns_full(replicas, limits.in_flight))
-                {
+                if kind == TimerKind::Election && (budget == 0 || self.campaigns_full(limits)) {
                     break;
                 }
                 let Some(&(at, g)) = self.set(kind).first() else {
@@ -205,8 +229,9 @@ impl WorkSet {
         (ticked, started)
     }
 
-    /// Checks the invariant of `elections` (debug builds): every hosted
-    /// replica's timer is its `due_at`, filed where the ticks look.
+    /// Checks the invariants of the timer queues and of `candidates`
+    /// (debug builds): every hosted replica's timer is its `due_at`, filed
+    /// where the ticks look, and it is listed as campaigning if it does.
     pub fn debug_check(&self, replicas: &super::Replicas) {
         if !cfg!(debug_assertions) {
             return;
@@ -225,18 +250,13 @@ impl WorkSet {
                 r.raft.quiesced()
             );
             if let Some((at, kind)) = want {
-                let set = match kind {
-                    TimerKind::Leader => &self.events,
-                    TimerKind::Retry => &self.retries,
-                    TimerKind::Election => &self.elections,
-                };
-                assert!(set.contains(&(at, g)), "group {g}: its timer is not filed");
+                let filed = self.set_ref(kind).contains(&(at, g));
+                assert!(filed, "group {g}: its timer is not filed");
             }
-            let campaigning = matches!(r.raft.role(), Role::PreCandidate | Role::Candidate);
             assert_eq!(
-                self.candidates.contains(&g),
-                campaigning,
-                "group {g}: not counted as campaigning"
+                self.candidates.contains_key(&g),
+                campaigning(r),
+                "group {g}: not listed as campaigning"
             );
         }
     }
@@ -249,6 +269,14 @@ pub(super) struct CampaignLimits {
     pub per_tick: u64,
     /// Replicas campaigning at once at most (`ShardConfig::campaigns_in_flight_max`).
     pub in_flight: u64,
+    /// Ticks from its start that a campaign counts against `in_flight`
+    /// (two election timeouts: `CAMPAIGN_COUNTED_TIMEOUTS`).
+    pub window: u64,
+}
+
+/// Whether `r` campaigns (a pre-candidate or a candidate).
+fn campaigning(r: &Replica) -> bool {
+    matches!(r.raft.role(), Role::PreCandidate | Role::Candidate)
 }
 
 /// The timer entry `r`'s next timed event calls for: (due tick, kind);
@@ -330,6 +358,7 @@ mod tests {
         CampaignLimits {
             per_tick,
             in_flight: u64::MAX,
+            window: 0,
         }
     }
 
@@ -389,16 +418,18 @@ mod tests {
         assert_eq!(campaigning(&replicas).len(), 2);
     }
 
-    /// At most `in_flight` replicas campaign; the candidates among them
-    /// still campaign again at each of their timeouts (none waits for a
-    /// slot it holds), and an election that ends frees a slot for the
-    /// oldest election due.
+    /// At most `in_flight` replicas are in the first `window` ticks of a
+    /// campaign; the candidates among them still campaign again at each of
+    /// their timeouts (none waits for a slot it holds), an election that
+    /// ends frees a slot for the oldest election due, and so does a
+    /// replica destroyed.
     #[test]
     fn at_most_campaigns_in_flight_max_replicas_campaign_at_once() {
         let (mut w, mut replicas) = host(1..=10, false);
         let limits = CampaignLimits {
             per_tick: 1000,
             in_flight: 3,
+            window: 1000,
         };
         let mut started = 0;
         for _ in 0..200 {
@@ -436,12 +467,45 @@ mod tests {
         assert_ne!(replicas[&oldest].raft.role(), Role::Follower);
         schedule_marked(&mut w, &mut replicas);
         assert_eq!(w.candidates(), 3);
-        // A campaigning replica destroyed: its slot is freed when full.
+        // A campaigning replica destroyed (`Shard::destroy_replica`).
         let gone = held[1];
         replicas.remove(&gone);
+        w.forget(gone);
+        assert_eq!(w.candidates(), 2);
         w.tick(&mut replicas, 1, limits);
         schedule_marked(&mut w, &mut replicas);
         assert_eq!(campaigning(&replicas).len(), 3, "{gone}'s slot not reused");
+    }
+
+    /// Campaigns that cannot win (here no vote ever comes back) hold their
+    /// slots for `window` ticks only: then the elections waiting start,
+    /// so every group campaigns in the end, `in_flight` at a time.
+    #[test]
+    fn campaigns_that_cannot_win_hold_no_slot_past_the_window() {
+        let (mut w, mut replicas) = host(1..=10, false);
+        let limits = CampaignLimits {
+            per_tick: 1000,
+            in_flight: 3,
+            window: 40,
+        };
+        let mut first_seen = std::collections::BTreeMap::new();
+        for _ in 0..400 {
+            w.tick(&mut replicas, 1, limits);
+            schedule_marked(&mut w, &mut replicas);
+            let now = w.clock.now();
+            for g in campaigning(&replicas) {
+                first_seen.entry(g).or_insert(now);
+            }
+            // Those in their first window: never more than 3.
+            let young = first_seen.values().filter(|&&t| t + 40 > now).count();
+            assert!(young <= 3, "{young} campaigns in their window at {now}");
+        }
+        assert_eq!(
+            first_seen.len(),
+            10,
+            "every group campaigned: {first_seen:?}"
+        );
+        assert_eq!(w.candidates(), 10);
     }
 
     /// An election the budget held back keeps its place when an input

@@ -168,9 +168,9 @@ impl<D: Disk> LogStore<D> {
     /// it gives them (a record each, one batch), and waits once for the
     /// last to be durable; each log then counts it as durable. Making a
     /// hard state durable early is harmless: replay takes the latest
-    /// record. A group's entries, when given, must be every entry its log
-    /// holds past its durable snapshot (or from index 1 without one), all
-    /// of them already durable: the new record then holds everything of
+    /// record. A group's entries, when given, must run from an index at or
+    /// below its durable snapshot's + 1 (1 without one) to its last entry,
+    /// all of them already durable: the new record then holds everything of
     /// the log the snapshot does not, and the older records are no longer
     /// needed (`GroupLog::note_log_rewritten`). Returns the records written.
     pub async fn rewrite_records(
@@ -251,7 +251,8 @@ impl<D: Disk> LogStore<D> {
 pub struct RecordRewrite<'a> {
     pub group: u64,
     pub hs: HardState,
-    /// Empty, or every entry past the group's durable snapshot.
+    /// Empty, or every entry of the group's log from one at or below its
+    /// durable snapshot's index + 1 (index 1 without one) to its last.
     pub entries: Vec<Entry>,
     pub log: &'a mut GroupLog,
 }

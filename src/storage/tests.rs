@@ -446,29 +446,35 @@ fn the_log_store_rewrites_many_hard_states_with_one_sync() {
         });
 }
 
+/// A WAL of 64 KiB segments and 8 KiB queue and batches.
+fn small_wal() -> ringraft_wal::WalOptions {
+    ringraft_wal::WalOptions {
+        segment_bytes: 64 << 10,
+        record_bytes_max: 1024,
+        batch_bytes_max: 8192,
+        write_chunk_bytes: 4096,
+        queue_bytes_max: 8192,
+        ..ringraft_wal::WalOptions::default()
+    }
+}
+
 /// `LogStore::rewrite_records` with entries: an idle group's small log
 /// (its only records in the oldest segments) is written again whole with
 /// its hard state, its log then needs only the new record, the segments
 /// before it are released, and a replay finds every entry and the hard
-/// state. With a snapshot: the entries past it are written, and the
-/// records before them are not needed any more either.
+/// state, as one does before the release (the old records still there).
+/// With a snapshot: the entries past it are written, and the records
+/// before them are not needed any more either.
 #[test]
 fn the_log_store_rewrites_a_small_log_whole_and_the_old_segments_go() {
     use crate::storage::{open_wal, Catalog, LogStore, RecordRewrite};
-    use ringraft_wal::{MemDisk, WalOptions};
+    use ringraft_wal::MemDisk;
     glommio::LocalExecutorBuilder::default()
         .make()
         .expect("executor")
         .run(async {
             let disk = MemDisk::new();
-            let opts = WalOptions {
-                segment_bytes: 64 << 10,
-                record_bytes_max: 1024,
-                batch_bytes_max: 8192,
-                write_chunk_bytes: 4096,
-                queue_bytes_max: 8192,
-                ..WalOptions::default()
-            };
+            let opts = small_wal();
             let (wal, _, _) = open_wal(disk.clone(), opts.clone()).await.unwrap();
             let mut store = LogStore::new(wal, Catalog::default(), 1024);
             let entries: Vec<Entry> = (1..=3).map(|i| e(i, 2, "v")).collect();
@@ -522,6 +528,13 @@ fn the_log_store_rewrites_a_small_log_whole_and_the_old_segments_go() {
             assert_eq!(log7.record_lsns.len(), 1);
             assert_eq!(log9.record_lsns.keys().copied().collect::<Vec<_>>(), [4]);
             assert!(log9.needed_lsn() > last);
+            // A crash now, nothing released: the old records replay first,
+            // the new ones over them, to the same logs.
+            let (_, mut kept, _) = open_wal(disk.fork(), opts.clone()).await.unwrap();
+            assert_eq!(kept.groups[&7].entries, entries);
+            assert_eq!(kept.groups[&7].hs, hs(3));
+            let g9 = kept.groups.get_mut(&9).unwrap();
+            assert_eq!(g9.take_restart(Some((3, 2))).entries, five[3..].to_vec());
             let released = store
                 .release(log7.needed_lsn().min(log9.needed_lsn()))
                 .await
@@ -546,20 +559,13 @@ fn the_log_store_rewrites_a_small_log_whole_and_the_old_segments_go() {
 #[test]
 fn the_log_store_waits_for_queue_space_mid_write_and_loses_no_record() {
     use crate::storage::{open_wal, Catalog, LogStore};
-    use ringraft_wal::{MemDisk, WalOptions};
+    use ringraft_wal::MemDisk;
     glommio::LocalExecutorBuilder::default()
         .make()
         .expect("executor")
         .run(async {
             let disk = MemDisk::new();
-            let opts = WalOptions {
-                segment_bytes: 64 << 10,
-                record_bytes_max: 1024,
-                batch_bytes_max: 8192,
-                write_chunk_bytes: 4096,
-                queue_bytes_max: 8192,
-                ..WalOptions::default()
-            };
+            let opts = small_wal();
             let (wal, _, _) = open_wal(disk.clone(), opts.clone()).await.unwrap();
             let store = LogStore::new(wal, Catalog::default(), 1024);
             let payload = "x".repeat(900);
