@@ -883,6 +883,80 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
     drop(lock);
 }
 
+/// `WAL_REWRITE_PASS_BYTES_MAX` and `WAL_FLOOR_SEGMENTS_MAX`: 1,500
+/// groups of one 15 KB write each fill ~11 segments of 2 MiB. The floor of
+/// `WAL_RECORDS_KEPT_PER_GROUP` records per group would keep them all; it
+/// keeps at most `WAL_FLOOR_SEGMENTS_MAX` segments more than the one
+/// before the head's, so the groups in the older ones pin the WAL and a
+/// pass writes their logs again, but no more than
+/// `WAL_REWRITE_PASS_BYTES_MAX` of them: the rest wait for the next pass.
+#[test]
+fn a_pass_rewrites_at_most_wal_rewrite_pass_bytes_max_of_logs() {
+    use ringraft::kv::{Command, WriteOp};
+    use ringraft::raft::{Body, Entry, EntryKind, Message};
+    use ringraft::shard::{WAL_FLOOR_SEGMENTS_MAX, WAL_REWRITE_PASS_BYTES_MAX};
+    let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
+        value_bytes_max: Some(16 << 10),
+        wal_segment_bytes: Some((2 << 20) + 4096),
+        ..s
+    });
+    let groups: Vec<u64> = (1000..2500).collect();
+    let value = 15_000usize;
+    assert!(groups.len() * value > (WAL_FLOOR_SEGMENTS_MAX as usize + 6) * (2 << 20));
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        for &g in &groups {
+            shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
+            let put = Command {
+                client: 7,
+                seq: 1,
+                ack: 0,
+                op: WriteOp::Put {
+                    key: Bytes::from_static(b"k"),
+                    value: Bytes::from(vec![b'v'; value]),
+                },
+            };
+            let append = Message {
+                from: 2,
+                to: 1,
+                term: 1,
+                body: Body::Append {
+                    prev_index: 0,
+                    prev_term: 0,
+                    entries: vec![Entry {
+                        term: 1,
+                        index: 1,
+                        kind: EntryKind::Normal,
+                        data: put.encode(),
+                    }],
+                    commit: 1,
+                },
+            };
+            shard.on_peer_message(g, 2, append);
+            shard.process_readies().await.unwrap();
+        }
+        settle(&mut shard, &groups, 1).await;
+        let before = shard.stats();
+        shard.unpin_wal().await.unwrap();
+        let first = shard.stats();
+        let rewritten = first.log_rewrites - before.log_rewrites;
+        let most = WAL_REWRITE_PASS_BYTES_MAX / value as u64;
+        assert!(
+            rewritten > most / 2 && rewritten <= most,
+            "{rewritten} logs of {value} B rewritten in one pass (at most {most})"
+        );
+        shard.unpin_wal().await.unwrap();
+        let second = shard.stats();
+        assert!(
+            second.log_rewrites > first.log_rewrites,
+            "the groups left over were not taken at the next pass"
+        );
+    });
+    drop(lock);
+}
+
 /// Turns until every group named has applied `index` (panics after
 /// 10,000).
 async fn settle(shard: &mut Shard, groups: &[u64], index: u64) {
