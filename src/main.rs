@@ -45,6 +45,11 @@ enum Cmd {
         /// Read mode of `get`: linearizable, lease or stale.
         #[arg(long, default_value = "linearizable")]
         read_mode: String,
+        /// How long one command may take, retries included, in
+        /// milliseconds (a write not answered by then has an unknown
+        /// outcome).
+        #[arg(long, default_value_t = 10_000)]
+        op_timeout_ms: u64,
         #[command(subcommand)]
         cmd: CtlCmd,
     },
@@ -99,8 +104,9 @@ fn main() -> ExitCode {
             cluster,
             cluster_id,
             read_mode,
+            op_timeout_ms,
             cmd,
-        } => run_ctl(cluster, cluster_id, &read_mode, cmd),
+        } => run_ctl(cluster, cluster_id, &read_mode, op_timeout_ms, cmd),
     }
 }
 
@@ -426,7 +432,17 @@ macro_rules! say {
     }};
 }
 
-fn run_ctl(cluster: Vec<String>, cluster_id: u64, read_mode: &str, cmd: CtlCmd) -> ExitCode {
+fn run_ctl(
+    cluster: Vec<String>,
+    cluster_id: u64,
+    read_mode: &str,
+    op_timeout_ms: u64,
+    cmd: CtlCmd,
+) -> ExitCode {
+    if op_timeout_ms == 0 {
+        eprintln!("ringraft ctl: --op-timeout-ms 0: must be positive");
+        return ExitCode::from(2);
+    }
     let mut addrs = Vec::new();
     for a in &cluster {
         match std::net::ToSocketAddrs::to_socket_addrs(a.as_str()).map(|mut i| i.next()) {
@@ -451,6 +467,7 @@ fn run_ctl(cluster: Vec<String>, cluster_id: u64, read_mode: &str, cmd: CtlCmd) 
             let mut cfg = ClientConfig::new(addrs);
             cfg.cluster_id = cluster_id;
             cfg.read_mode = mode;
+            cfg.op_timeout_ms = op_timeout_ms;
             let c = Client::connect(cfg).await.map_err(|e| e.to_string())?;
             ctl(&c, cmd).await
         })

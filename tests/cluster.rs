@@ -1072,6 +1072,33 @@ fn ctl_serves_a_person_at_a_terminal() {
         stderr.contains("node 9 is not in the cluster map"),
         "{stderr}"
     );
+    // Given one node's address only, a key of a group led elsewhere: the
+    // leader's client address is not known there (nodes started with
+    // `--peers` know their peers' Raft addresses only). Said when the
+    // operation's time runs out, rather than "outcome unknown" (issue #17
+    // makes nodes know each other's client addresses).
+    let leaders = c.wait_ready(Duration::from_secs(10)).unwrap();
+    let elsewhere = (0..)
+        .map(|i| format!("k{i}"))
+        .find(|k| leaders[ringraft::client::group_of(k.as_bytes(), 4) as usize] != 1)
+        .unwrap();
+    let one = c.client_addrs()[0].to_string();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .args([
+            "ctl",
+            "--cluster",
+            &one,
+            "--op-timeout-ms",
+            "1500",
+            "get",
+            &elsewhere,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("client address"), "{stderr}");
+    assert!(!stderr.contains("outcome unknown"), "{stderr}");
     // Bad input: a clear error, exit 2.
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
         .args(["ctl", "--cluster", "not-an-address", "get", "x"])

@@ -84,6 +84,9 @@ pub enum Error {
     /// No answer within `op_timeout_ms`: a write may or may not be applied.
     #[error("no answer within {0} ms (outcome unknown)")]
     Timeout(u64),
+    /// No node could be reached; or the operation's time ran out while
+    /// its group's leader was a node whose client address neither this
+    /// client nor the node that named it knows (nothing was applied).
     #[error("cannot reach the cluster: {0}")]
     Unreachable(String),
 }
@@ -97,6 +100,15 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// What asking for the cluster map found about a leader's address.
+enum Learned {
+    Known,
+    /// The node asked answered, without it.
+    Unknown,
+    /// No answer, or another fetch was under way.
+    Busy,
 }
 
 /// A connection-level failure of one attempt (retried).
@@ -287,10 +299,10 @@ impl Client {
     /// (it joined after the client connected): asks `via`, which gave the
     /// hint and so applied the membership change, for its cluster map.
     /// Whether `hint` is known now. One fetch at a time per client; a
-    /// caller that finds one under way returns false (and backs off).
-    async fn learn_node(&self, hint: u64, via: u64, shard: u32) -> bool {
+    /// caller that finds one under way gets `Busy` (and backs off).
+    async fn learn_node(&self, hint: u64, via: u64, shard: u32) -> Learned {
         if self.inner.learning.replace(true) {
-            return false;
+            return Learned::Busy;
         }
         // Cleared however this ends, also when the caller's future is
         // dropped mid-fetch (a timeout around a call).
@@ -305,6 +317,7 @@ impl Client {
             .attempt(via, shard, sessionless(0, Op::ClusterMap))
             .await;
         drop(learning);
+        let answered = matches!(r, Some(Ok(Ok(Reply::Map(_)))));
         if let Some(Ok(Ok(Reply::Map(m)))) = r {
             self.learn_nodes(&m);
         }
@@ -315,7 +328,11 @@ impl Client {
             known,
             "asked for the cluster map to reach a new leader"
         );
-        known
+        match (known, answered) {
+            (true, _) => Learned::Known,
+            (false, true) => Learned::Unknown,
+            (false, false) => Learned::Busy,
+        }
     }
 
     /// The open connection to `node`'s `shard`, if there is one.
@@ -467,16 +484,25 @@ impl Client {
         // what the chaos soak caught: a value read that "was never written".)
         let write = seq != 0;
         let mut maybe_applied = false;
-        let give_up = |disk_full: bool, maybe_applied: bool| {
+        // The last "ask node N" whose node's client address the node
+        // that named it did not know either: (group's leader, that node).
+        let mut unknown_leader: Option<(u64, u64)> = None;
+        let give_up = |disk_full: bool, maybe_applied: bool, unknown: Option<(u64, u64)>| {
             if disk_full && !(write && maybe_applied) {
                 Error::Server(ClientError::DiskFull)
+            } else if let (Some((leader, via)), false) = (unknown, write && maybe_applied) {
+                // Nodes started with `--peers` tell each other their Raft
+                // addresses only: the client needs every node's.
+                Error::Unreachable(format!(
+                    "group {group} is led by node {leader}, whose client address node {via} does not know: list every node's client address in the cluster addresses given (e.g. ctl --cluster A,B,C)"
+                ))
             } else {
                 Error::Timeout(timeout_ms)
             }
         };
         loop {
             if Instant::now() >= deadline {
-                return Err(give_up(disk_full, maybe_applied));
+                return Err(give_up(disk_full, maybe_applied, unknown_leader));
             }
             if inner.closed.get() {
                 // Closed meanwhile: a write that may have been applied
@@ -543,7 +569,7 @@ impl Client {
             }
             let wait = match outcome {
                 Err(_) if Instant::now() >= deadline => {
-                    return Err(give_up(disk_full, maybe_applied))
+                    return Err(give_up(disk_full, maybe_applied, unknown_leader))
                 }
                 // No answer in time: a hung node. Ask another (the same
                 // sequence number: applied once whichever answers).
@@ -566,10 +592,18 @@ impl Client {
                     if hint != 0 && hint != node && !inner.nodes.borrow().contains_key(&hint) {
                         // Within what is left of the operation's time.
                         let left = deadline.saturating_duration_since(Instant::now());
-                        let _ = glommio::timer::timeout(left, async {
+                        let learned = glommio::timer::timeout(left, async {
                             Ok(self.learn_node(hint, node, shard).await)
                         })
                         .await;
+                        // The node that named the leader has no address
+                        // for it either. Retried all the same (leadership
+                        // may move to a node this client knows: a failover
+                        // from a node that is down), and said if the
+                        // operation's time runs out so.
+                        if matches!(learned, Ok(Learned::Unknown)) {
+                            unknown_leader = Some((hint, node));
+                        }
                     }
                     let known = hint != 0
                         && hint != node
