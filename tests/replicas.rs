@@ -780,7 +780,6 @@ fn a_turn_looks_only_at_the_replicas_given_work() {
 #[test]
 fn idle_groups_are_rewritten_once_however_many_they_are() {
     use ringraft::kv::{Command, WriteOp};
-    use ringraft::raft::{Body, Entry, EntryKind, Message};
     use ringraft::shard::{WAL_RECORDS_KEPT_PER_GROUP, WAL_REWRITE_LOG_BYTES_MAX};
     let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
         wal_pin_records_max: Some(10),
@@ -809,30 +808,9 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
         let mut shard = Shard::open(sc, Rc::new(Cell::new(false)), None)
             .await
             .unwrap();
-        // Leader 2's entry `index` of group `g`, committed.
-        let append = |index: u64, data: Bytes| Message {
-            from: 2,
-            to: 1,
-            term: 1,
-            body: Body::Append {
-                prev_index: index - 1,
-                prev_term: u64::from(index > 1),
-                entries: vec![Entry {
-                    term: 1,
-                    index,
-                    kind: if data.is_empty() {
-                        EntryKind::Noop
-                    } else {
-                        EntryKind::Normal
-                    },
-                    data,
-                }],
-                commit: index,
-            },
-        };
         for g in idle.clone() {
             shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
-            shard.on_peer_message(g, 2, append(1, Bytes::new()));
+            shard.on_peer_message(g, 2, leader_entry(1, Bytes::new()));
         }
         let idle: Vec<u64> = idle.collect();
         settle(&mut shard, &idle, 1).await;
@@ -842,7 +820,7 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
             .await
             .unwrap();
         for i in 1..=busy_entries {
-            shard.on_peer_message(busy, 2, append(i, put(i)));
+            shard.on_peer_message(busy, 2, leader_entry(i, put(i)));
             settle(&mut shard, &[busy], i).await;
         }
         let before = shard.stats();
@@ -893,7 +871,6 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
 #[test]
 fn a_pass_rewrites_at_most_wal_rewrite_pass_bytes_max_of_logs() {
     use ringraft::kv::{Command, WriteOp};
-    use ringraft::raft::{Body, Entry, EntryKind, Message};
     use ringraft::shard::{WAL_FLOOR_SEGMENTS_MAX, WAL_REWRITE_PASS_BYTES_MAX};
     let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
         value_bytes_max: Some(16 << 10),
@@ -918,23 +895,7 @@ fn a_pass_rewrites_at_most_wal_rewrite_pass_bytes_max_of_logs() {
                     value: Bytes::from(vec![b'v'; value]),
                 },
             };
-            let append = Message {
-                from: 2,
-                to: 1,
-                term: 1,
-                body: Body::Append {
-                    prev_index: 0,
-                    prev_term: 0,
-                    entries: vec![Entry {
-                        term: 1,
-                        index: 1,
-                        kind: EntryKind::Normal,
-                        data: put.encode(),
-                    }],
-                    commit: 1,
-                },
-            };
-            shard.on_peer_message(g, 2, append);
+            shard.on_peer_message(g, 2, leader_entry(1, put.encode()));
             shard.process_readies().await.unwrap();
         }
         settle(&mut shard, &groups, 1).await;
@@ -955,6 +916,32 @@ fn a_pass_rewrites_at_most_wal_rewrite_pass_bytes_max_of_logs() {
         );
     });
     drop(lock);
+}
+
+/// Leader 2's entry `index` (term 1; a no-op if `data` is empty) to
+/// replica 1, committed with it.
+fn leader_entry(index: u64, data: Bytes) -> ringraft::raft::Message {
+    use ringraft::raft::{Body, Entry, EntryKind, Message};
+    Message {
+        from: 2,
+        to: 1,
+        term: 1,
+        body: Body::Append {
+            prev_index: index - 1,
+            prev_term: u64::from(index > 1),
+            entries: vec![Entry {
+                term: 1,
+                index,
+                kind: if data.is_empty() {
+                    EntryKind::Noop
+                } else {
+                    EntryKind::Normal
+                },
+                data,
+            }],
+            commit: index,
+        },
+    }
 }
 
 /// Turns until every group named has applied `index` (panics after
@@ -986,7 +973,6 @@ async fn settle(shard: &mut Shard, groups: &[u64], index: u64) {
 /// workers, and turns took seconds.)
 #[test]
 fn at_most_snapshot_writes_max_snapshot_files_are_written_at_once() {
-    use ringraft::raft::{Body, Entry, EntryKind, Message};
     use ringraft::shard::SNAPSHOT_WRITES_MAX;
     let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
         snapshot_entries: Some(1),
@@ -1001,26 +987,7 @@ fn at_most_snapshot_writes_max_snapshot_files_are_written_at_once() {
         for g in groups.clone() {
             shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
             // Leader 2 replicates its no-op, committed.
-            shard.on_peer_message(
-                g,
-                2,
-                Message {
-                    from: 2,
-                    to: 1,
-                    term: 1,
-                    body: Body::Append {
-                        prev_index: 0,
-                        prev_term: 0,
-                        entries: vec![Entry {
-                            term: 1,
-                            index: 1,
-                            kind: EntryKind::Noop,
-                            data: Bytes::new(),
-                        }],
-                        commit: 1,
-                    },
-                },
-            );
+            shard.on_peer_message(g, 2, leader_entry(1, Bytes::new()));
         }
         let applied = |shard: &Shard| {
             shard
