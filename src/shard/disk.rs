@@ -204,7 +204,9 @@ impl Shard {
                     budget -= bytes;
                     stale.push((gid, Some(from)));
                 }
-            } else if g.kv.applied() > g.raft.snapshot().map_or(0, |s| s.meta.index) {
+            } else {
+                // Nothing new applied since its snapshot: `snapshot_now`
+                // leaves it.
                 self.snapshot_now(gid, true);
             }
         }
