@@ -11,6 +11,7 @@ pub mod group;
 pub mod identity;
 pub mod kv;
 pub mod local_cluster;
+pub mod meta;
 pub mod metrics;
 pub mod raft;
 pub mod rng;
