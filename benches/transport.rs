@@ -107,6 +107,8 @@ fn hello(node: u64) -> Hello {
         version: PROTOCOL_VERSION as u32,
         incarnation: node,
         expected: 0,
+        cuts: 0,
+        client_addr: None,
     }
 }
 

@@ -63,6 +63,20 @@ enum CtlCmd {
     Get { key: String },
     /// Remove KEY.
     Delete { key: String },
+    /// Print the pairs with START <= key < END (END empty: to the last
+    /// key), one `key<TAB>value` per line, in key order across every range
+    /// (each range read in turn). Exit 0; "(more)" on stderr if --limit cut it.
+    Scan {
+        start: String,
+        #[arg(default_value = "")]
+        end: String,
+        /// Pairs printed at most.
+        #[arg(long, default_value_t = 1000)]
+        limit: u32,
+    },
+    /// The ranges: id, start, end, epoch, replicas (replica@node/shard,
+    /// role), as the nodes report them.
+    Ranges,
     /// A table of groups: leader, term, commit, applied, replicas' match.
     Status,
     /// Ask GROUP's leader to hand leadership to NODE.
@@ -204,6 +218,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         cfg.id,
         cfg.shards,
         cfg.bootstrap,
+        cfg.cuts,
     ) {
         Ok((store, created)) => {
             if created {
@@ -504,6 +519,29 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         },
         CtlCmd::Delete { key } => {
             c.delete(key.as_bytes()).await.map_err(e)?;
+            Ok(0)
+        }
+        CtlCmd::Scan { start, end, limit } => {
+            let (pairs, more) = c
+                .scan(start.as_bytes(), end.as_bytes(), limit)
+                .await
+                .map_err(e)?;
+            for (k, v) in pairs {
+                say!(
+                    "{}\t{}",
+                    String::from_utf8_lossy(&k),
+                    String::from_utf8_lossy(&v)
+                );
+            }
+            if more {
+                eprintln!("(more: raise --limit, or scan again from after the last key)");
+            }
+            Ok(0)
+        }
+        CtlCmd::Ranges => {
+            for d in c.ranges() {
+                say!("{d}");
+            }
             Ok(0)
         }
         CtlCmd::Status => {

@@ -1,12 +1,14 @@
-//! Where things live: keys → groups → shards → addresses. The one place
-//! that knows it (see `ARCHITECTURE.md`): the node, the client, the load
-//! generator and the tests ask here, so that the move to ordered key
-//! ranges placed on a subset of nodes changes this file, not six others.
+//! Where things live: keys → ranges → groups → shards → addresses. The
+//! one place that knows it (see `ARCHITECTURE.md`): the node, the client,
+//! the load generator and the tests ask here.
 //!
-//! Today's static deployment: `groups` groups, every group on every node;
-//! keys map to groups by FNV-1a (64-bit) of the key modulo `groups`; group
-//! `g` lives on shard `g % shards` of every node; shard `s` of a node
-//! listens on the port of its shard 0 plus `s` (peers and clients alike).
+//! Today's deployment: the keyspace is cut into `groups` ordered ranges
+//! when the cluster is bootstrapped, at split keys given then (or
+//! [`even_split_keys`]); range `g` is group `g`, its bounds are in its
+//! replicas' catalog descriptors and state, and a client learns them from
+//! the cluster map ([`RangeMap`]). Every group is on every node; group `g`
+//! lives on shard `g % shards` of every node; shard `s` of a node listens
+//! on the port of its shard 0 plus `s` (peers and clients alike).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -16,16 +18,57 @@ use bytes::Bytes;
 
 use crate::meta::{show_key, Epoch, RangeDesc, RangeId};
 
-/// The group `key` belongs to among `groups` (FNV-1a 64 of the key, mod
-/// `groups`; 0 groups count as 1). Stable across versions: clients and
-/// nodes of one cluster must agree.
-pub fn group_of(key: &[u8], groups: u64) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
+/// `groups - 1` split keys that cut the keyspace into `groups` ranges of
+/// equal width, reading a key as a 64-bit big-endian number (its first 8
+/// bytes): key `i` is `i * 2^64 / groups` with its trailing zero bytes
+/// dropped. For 8 groups: `0x20`, `0x40`, ..., `0xe0`. Keys that share a
+/// long prefix (text keys, say) land in few of them; give split keys
+/// that fit the keys at bootstrap instead (`--initial-split-keys`).
+pub fn even_split_keys(groups: u64) -> Vec<Bytes> {
+    (1..groups.max(1))
+        .map(|i| {
+            let at = ((u128::from(i) << 64) / u128::from(groups)) as u64;
+            let b = at.to_be_bytes();
+            let len = 8 - b.iter().rev().take_while(|&&x| x == 0).count();
+            Bytes::copy_from_slice(&b[..len.max(1)])
+        })
+        .collect()
+}
+
+/// A fingerprint of a cluster's initial ranges (`groups` and their split
+/// keys): CRC32 over `groups` (u64 LE) and each key (u32 LE length, then
+/// the bytes), never 0 (0 means "not known" where it is stored). Nodes
+/// bootstrapped with different ranges refuse each other at the handshake.
+pub fn cuts_fingerprint(groups: u64, split_keys: &[Bytes]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&groups.to_le_bytes());
+    for k in split_keys {
+        h.update(&(k.len() as u32).to_le_bytes());
+        h.update(k);
     }
-    h % groups.max(1)
+    h.finalize().max(1)
+}
+
+/// The keys `[start, end)` of initial range `group` among those that
+/// `split_keys` (sorted, distinct, non-empty) cut the keyspace into (empty
+/// `end`: no upper bound).
+///
+/// # Panics
+/// If `group > split_keys.len()`: the caller creates groups `0..=len`.
+pub fn initial_bounds(group: u64, split_keys: &[Bytes]) -> (Bytes, Bytes) {
+    let g = group as usize;
+    assert!(
+        g <= split_keys.len(),
+        "initial range {group} of {}",
+        split_keys.len() + 1
+    );
+    let start = if g == 0 {
+        Bytes::new()
+    } else {
+        split_keys[g - 1].clone()
+    };
+    let end = split_keys.get(g).cloned().unwrap_or_default();
+    (start, end)
 }
 
 /// The shard that hosts `group` on every node of `shards` shards (0 shards
@@ -251,11 +294,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_groups_and_shards_agree() {
-        // FNV-1a 64 of the empty key is its offset basis.
-        assert_eq!(group_of(b"", 1 << 40), 0xcbf2_9ce4_8422_2325 % (1 << 40));
-        assert_eq!(group_of(b"anything", 1), 0);
-        assert_eq!(group_of(b"anything", 0), 0);
+    fn groups_and_shards_agree() {
         for shards in 1..5u32 {
             for g in 0..20u64 {
                 let s = shard_of(g, shards);
@@ -274,5 +313,50 @@ mod tests {
             shard_addr(base, 3),
             "127.0.0.1:7103".parse::<SocketAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn even_split_keys_cut_the_keyspace_in_order() {
+        assert!(even_split_keys(1).is_empty() && even_split_keys(0).is_empty());
+        let eight: Vec<u8> = even_split_keys(8).iter().map(|k| k[0]).collect();
+        assert_eq!(eight, vec![0x20, 0x40, 0x60, 0x80, 0xa0, 0xc0, 0xe0]);
+        assert!(even_split_keys(8).iter().all(|k| k.len() == 1));
+        for n in [2u64, 3, 7, 1000, 1 << 20] {
+            let keys = even_split_keys(n);
+            assert_eq!(keys.len() as u64, n - 1);
+            assert!(
+                keys.windows(2).all(|w| w[0] < w[1]),
+                "{n}: sorted and distinct"
+            );
+            assert!(keys.iter().all(|k| !k.is_empty() && k.len() <= 8));
+            // The initial ranges tile the keyspace.
+            let mut m = RangeMap::new();
+            for g in [0, n / 2, n - 1] {
+                let (start, end) = initial_bounds(g, &keys);
+                assert!(end.is_empty() || start < end);
+                if g + 1 < n {
+                    assert_eq!(initial_bounds(g + 1, &keys).0, end);
+                }
+            }
+            for g in 0..n.min(50) {
+                let (start, end) = initial_bounds(g, &keys);
+                m.insert(RangeDesc {
+                    id: g,
+                    start,
+                    end,
+                    epoch: Epoch::default(),
+                    replicas: vec![crate::meta::RangeReplica {
+                        replica: 1,
+                        node: 1,
+                        shard: 0,
+                        role: crate::meta::ReplicaRole::Voter,
+                    }],
+                })
+                .unwrap();
+            }
+            if n <= 50 {
+                assert_eq!(m.coverage(), Ok(()), "{n} ranges cover the keyspace");
+            }
+        }
     }
 }

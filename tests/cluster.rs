@@ -42,6 +42,32 @@ fn cluster(nodes: u64, groups: u64, extra: &[&str]) -> LocalCluster {
     c
 }
 
+/// A key of group `g`: its range's start, a byte 1, then `name`. Keys are
+/// placed by ordered range (`route`), so a test that needs a key of a
+/// given group makes one inside its range.
+fn key_of(cl: &Client, g: u64, name: &str) -> Vec<u8> {
+    let d = cl
+        .ranges()
+        .into_iter()
+        .find(|d| d.id == g)
+        .expect("the client knows every range");
+    let mut k = d.start.to_vec();
+    k.push(1);
+    k.extend_from_slice(name.as_bytes());
+    assert_eq!(cl.group_of(&k), Some(g), "{k:?} in group {g}");
+    k
+}
+
+/// Key `i` of keys spread over the default even cuts by their first byte.
+fn spread_key(i: u32) -> Vec<u8> {
+    [&[(i * 67 % 256) as u8][..], format!("k{i}").as_bytes()].concat()
+}
+
+/// `key_of` as text (group 0's keys are: its range starts at the empty key).
+fn text_key_of(cl: &Client, g: u64, name: &str) -> String {
+    String::from_utf8(key_of(cl, g, name)).expect("a text key")
+}
+
 /// The sum of metric `name` over every shard of nodes 1..=nodes.
 fn metric_sum(c: &LocalCluster, nodes: u64, name: &str) -> u64 {
     let prefix = format!("{name}{{");
@@ -69,16 +95,14 @@ fn puts_and_gets_across_many_groups_on_two_shards() {
     run_on_executor(move || async move {
         let cl = client(addrs).await;
         assert_eq!((cl.groups(), cl.shards()), (16, 2));
-        // 400 puts in flight at once over the pipelined connections.
+        // 400 puts in flight at once over the pipelined connections, to
+        // keys spread over every range by their first byte.
+        let key = |i: u32| [&[(i * 151 % 256) as u8][..], format!("key-{i}").as_bytes()].concat();
         let tasks: Vec<_> = (0..400)
             .map(|i| {
                 let cl = cl.clone();
                 glommio::spawn_local(async move {
-                    cl.put(
-                        format!("key-{i}").as_bytes(),
-                        format!("value-{i}").as_bytes(),
-                    )
-                    .await
+                    cl.put(&key(i), format!("value-{i}").as_bytes()).await
                 })
             })
             .collect();
@@ -86,55 +110,78 @@ fn puts_and_gets_across_many_groups_on_two_shards() {
             t.await.expect("put acknowledged");
         }
         for i in 0..400 {
-            let v = cl.get(format!("key-{i}").as_bytes()).await.unwrap();
+            let v = cl.get(&key(i)).await.unwrap();
             assert_eq!(v, Some(Bytes::from(format!("value-{i}"))));
         }
+        let groups: std::collections::BTreeSet<u64> =
+            (0..400).filter_map(|i| cl.group_of(&key(i))).collect();
+        assert_eq!(groups.len(), 16, "keys in every group");
         assert_eq!(cl.get(b"never-written").await.unwrap(), None);
-        // A scan stays inside one group, in key order, bounded.
-        let g = cl.group_of(b"key-1");
-        let mine: Vec<String> = (0..400)
-            .map(|i| format!("key-{i}"))
-            .filter(|k| cl.group_of(k.as_bytes()) == g)
-            .collect();
-        // --scan-limit-max 8 cuts a larger limit: pages of 8 until the end.
-        assert!(mine.len() > 8, "{} keys in group {g}", mine.len());
-        let mut got: Vec<String> = Vec::new();
-        let mut from = b"key-".to_vec();
+        // A scan walks every range in key order; --scan-limit-max 8 cuts
+        // each group's answer, so it comes in pages.
+        let mut want: Vec<Vec<u8>> = (0..400).map(key).collect();
+        want.sort();
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut from = Vec::new();
         loop {
-            let (pairs, more) = cl.scan(g, &from, b"", 10_000).await.unwrap();
-            assert!(pairs.len() <= 8, "{} pairs", pairs.len());
-            assert_eq!(more, pairs.len() == 8 && got.len() + 8 < mine.len());
-            got.extend(
-                pairs
-                    .iter()
-                    .map(|(k, _)| String::from_utf8_lossy(k).into_owned()),
-            );
+            let (pairs, more) = cl.scan(&from, b"", 10_000).await.unwrap();
+            got.extend(pairs.iter().map(|(k, _)| k.to_vec()));
+            assert_eq!(more, got.len() < want.len(), "after {} keys", got.len());
             if !more {
                 break;
             }
             from = pairs.last().unwrap().0.to_vec();
             from.push(0);
         }
-        let mut want = mine.clone();
-        want.sort();
         assert_eq!(got, want);
-        let (pairs, more) = cl.scan(g, b"key-", b"", 3).await.unwrap();
+        let (pairs, more) = cl.scan(b"", b"", 3).await.unwrap();
         assert_eq!((pairs.len(), more), (3, true));
+        // A scan's end bound is exclusive, wherever it falls.
+        let (lo, hi) = (&want[10], &want[390]);
+        let (pairs, more) = cl.scan(lo, hi, 5).await.unwrap();
+        let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.to_vec()).collect();
+        assert_eq!((&keys[..], more), (&want[10..15], true));
+        let (pairs, more) = cl.scan(&want[388], hi, 8).await.unwrap();
+        let keys: Vec<Vec<u8>> = pairs.iter().map(|(k, _)| k.to_vec()).collect();
+        assert_eq!((&keys[..], more), (&want[388..390], false));
         // Delete and compare-and-swap.
-        cl.delete(b"key-0").await.unwrap();
-        assert_eq!(cl.get(b"key-0").await.unwrap(), None);
+        cl.delete(&key(0)).await.unwrap();
+        assert_eq!(cl.get(&key(0)).await.unwrap(), None);
         assert_eq!(
-            cl.cas(b"key-1", Some(b"value-1"), Some(b"swapped"))
+            cl.cas(&key(1), Some(b"value-1"), Some(b"swapped"))
                 .await
                 .unwrap(),
             (true, Some(Bytes::from_static(b"swapped")))
         );
         assert_eq!(
-            cl.cas(b"key-1", Some(b"value-1"), Some(b"again"))
+            cl.cas(&key(1), Some(b"value-1"), Some(b"again"))
                 .await
                 .unwrap(),
             (false, Some(Bytes::from_static(b"swapped")))
         );
+        // A request naming a group that does not hold its key is refused,
+        // a read at once and a write when it applies, on every replica.
+        let (k, g) = (key(2), cl.group_of(&key(2)).unwrap());
+        let other = (g + 1) % 16;
+        let get = Op::Get {
+            key: Bytes::from(k.clone()),
+            mode: ReadMode::Stale,
+        };
+        match cl.admin(2, other, get).await {
+            Err(Error::Server(ClientError::KeyNotInRange { key, .. })) => assert_eq!(key, k),
+            r => panic!("{r:?}"),
+        }
+        let put = Op::Put {
+            key: Bytes::from(k.clone()),
+            value: Bytes::from_static(b"misplaced"),
+        };
+        match cl.call(other, put, true).await {
+            Err(Error::Server(e @ ClientError::KeyNotInRange { .. })) => {
+                assert!(e.to_string().contains("refresh the range map"), "{e}")
+            }
+            r => panic!("{r:?}"),
+        }
+        assert_eq!(cl.get(&k).await.unwrap(), Some(Bytes::from("value-2")));
         // Every replica applied the same: stale reads served by each node.
         let st = cl.status().await;
         assert_eq!(st.len(), 3);
@@ -458,8 +505,8 @@ fn a_write_that_cannot_commit_is_answered_timeout_after_request_timeout_ms() {
         let addrs = addrs.clone();
         move || async move {
             let cl = client(addrs).await;
-            assert_eq!(cl.group_of(b"k"), 0, "key k lives in group 0, on shard 0");
-            cl.put(b"k", b"1").await.unwrap();
+            // Group 0 lives on shard 0.
+            cl.put(&key_of(&cl, 0, "k"), b"1").await.unwrap();
             cl.leaders()[0]
         }
     });
@@ -511,7 +558,9 @@ fn a_malformed_client_frame_is_answered_while_other_clients_carry_on() {
     let target = addrs[0];
     run_on_executor(move || async move {
         let good = client(addrs).await;
-        good.put(b"before", b"1").await.unwrap();
+        // A key of group 0, which lives on shard 0 (the raw connection's).
+        let before = Bytes::from(key_of(&good, 0, "before"));
+        good.put(&before, b"1").await.unwrap();
         let (mut s, mut r) = raw_client(target).await;
         let mut out = Vec::new();
         // A sound frame whose content is garbage, then a valid request.
@@ -525,7 +574,7 @@ fn a_malformed_client_frame_is_answered_while_other_clients_carry_on() {
                 seq: 0,
                 ack: 0,
                 op: Op::Get {
-                    key: Bytes::from_static(b"before"),
+                    key: before.clone(),
                     mode: ReadMode::Stale,
                 },
             },
@@ -539,7 +588,7 @@ fn a_malformed_client_frame_is_answered_while_other_clients_carry_on() {
         }
         got.sort_by_key(|x| x.id);
         assert_eq!(got[0].id, 7);
-        assert!(matches!(got[0].result, Ok(Reply::Value(_))));
+        assert!(matches!(got[0].result, Ok(Reply::Value(_))), "{:?}", got[0]);
         assert_eq!(got[1].id, UNATTRIBUTED_ID);
         assert!(matches!(got[1].result, Err(ClientError::BadRequest { .. })));
         // Framing lost: that connection is closed; the others carry on.
@@ -627,7 +676,7 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
     run_on_executor(move || async move {
         let cl = client(addrs).await;
         for i in 0..100 {
-            cl.put(format!("k{i}").as_bytes(), b"before").await.unwrap();
+            cl.put(&spread_key(i), b"before").await.unwrap();
         }
     });
     let four = c.add_node().unwrap();
@@ -645,20 +694,16 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
     let all = c.client_addrs();
     let ok = run_on_executor(move || async move {
         let cl = client(all.clone()).await;
-        // Connected before node 4 is a member: it learns node 4's address
-        // from a leader hint naming it (it used to retry the old members
-        // until its deadline, a whole write timeout per write).
+        // Connected before node 4 is a member, given nodes 1-3 only: it
+        // learns node 4's address from the map (node 4 gave it in its
+        // handshakes) or from a leader hint naming it (it used to retry
+        // the old members until its deadline, a whole write timeout per
+        // write).
         let early = {
             let mut cfg = ClientConfig::new(all[..3].to_vec());
             cfg.op_timeout_ms = 20_000;
             Client::connect(cfg).await.expect("client connects")
         };
-        if early.nodes().iter().any(|&(n, _)| n == four) {
-            return Err(format!(
-                "node {four} is not a member yet: {:?}",
-                early.nodes()
-            ));
-        }
         on_every_group(
             &cl,
             Op::AddLearner {
@@ -701,10 +746,7 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
             }
             glommio::timer::sleep(Duration::from_millis(100)).await;
         }
-        let key = (0..)
-            .map(|i| format!("early{i}"))
-            .find(|k| early.group_of(k.as_bytes()) == 0)
-            .expect("a key of group 0");
+        let key = text_key_of(&early, 0, "early");
         if let Err(e) = early.put(key.as_bytes(), b"v").await {
             return Err(format!(
                 "a client that connected before node {four} joined cannot write to the group it leads: {e} (it knows {:?})",
@@ -750,10 +792,10 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
             cl.nodes()
         );
         for i in 100..150 {
-            cl.put(format!("k{i}").as_bytes(), b"after").await.unwrap();
+            cl.put(&spread_key(i), b"after").await.unwrap();
         }
         for i in 0..150 {
-            let v = cl.get(format!("k{i}").as_bytes()).await.unwrap();
+            let v = cl.get(&spread_key(i)).await.unwrap();
             let want: &[u8] = if i < 100 { b"before" } else { b"after" };
             assert_eq!(v.as_deref(), Some(want), "k{i}");
         }
@@ -875,7 +917,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
     let r = run_on_executor(move || async move {
         let cl = client(addrs).await;
         let key = b"k0-0";
-        let g = ringraft::client::group_of(key, cl.groups());
+        let g = cl.group_of(key).unwrap();
         cl.admin(
             3,
             g,
@@ -919,7 +961,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
             // A new client each time: one that connected before node 3
             // listened does not know it.
             let cl = client(addrs.clone()).await;
-            let g = ringraft::client::group_of(key, cl.groups());
+            let g = cl.group_of(key).unwrap();
             let r = cl
                 .admin(
                     3,
@@ -1072,33 +1114,56 @@ fn ctl_serves_a_person_at_a_terminal() {
         stderr.contains("node 9 is not in the cluster map"),
         "{stderr}"
     );
-    // Given one node's address only, a key of a group led elsewhere: the
-    // leader's client address is not known there (nodes started with
-    // `--peers` know their peers' Raft addresses only). Said when the
-    // operation's time runs out, rather than "outcome unknown" (issue #17
-    // makes nodes know each other's client addresses).
+    // Given one node's address only, ctl drives the whole cluster: nodes
+    // learn each other's client addresses in their handshakes and answer
+    // them in the cluster map (issue #17; it used to fail for a group led
+    // elsewhere). Text keys of groups 0, 1 and 3 of the default even cuts
+    // (0x40, 0x80, 0xc0: no UTF-8 text starts in group 2).
     let leaders = c.wait_ready(Duration::from_secs(10)).unwrap();
-    let elsewhere = (0..)
-        .map(|i| format!("k{i}"))
-        .find(|k| leaders[ringraft::client::group_of(k.as_bytes(), 4) as usize] != 1)
-        .unwrap();
+    assert!(
+        leaders.iter().any(|&l| l != 1),
+        "some group led elsewhere: {leaders:?}"
+    );
     let one = c.client_addrs()[0].to_string();
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
-        .args([
-            "ctl",
-            "--cluster",
-            &one,
-            "--op-timeout-ms",
-            "1500",
-            "get",
-            &elsewhere,
-        ])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("client address"), "{stderr}");
-    assert!(!stderr.contains("outcome unknown"), "{stderr}");
+    let ctl_one = |args: &[&str]| {
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
+            .args(["ctl", "--cluster", &one, "--op-timeout-ms", "5000"])
+            .args(args)
+            .output()
+            .unwrap();
+        out(&o)
+    };
+    for k in ["0k", "k", "ék"] {
+        let (code, _, stderr) = ctl_one(&["put", k, &format!("v-{k}")]);
+        assert_eq!(code, Some(0), "put {k}: {stderr}");
+        let (code, stdout, stderr) = ctl_one(&["get", k]);
+        assert_eq!(
+            (code, stdout.trim()),
+            (Some(0), &*format!("v-{k}")),
+            "get {k}: {stderr}"
+        );
+    }
+    let (code, stdout, stderr) = ctl_one(&["scan", "", ""]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let keys: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "one ordered result across ranges");
+    for k in ["0k", "k", "ék"] {
+        assert!(keys.contains(&k), "{k} in {keys:?}");
+    }
+    let (code, stdout, _) = ctl_one(&["scan", "", "", "--limit", "1"]);
+    assert_eq!((code, stdout.lines().count()), (Some(0), 1));
+    let (code, stdout, stderr) = ctl_one(&["ranges"]);
+    assert_eq!(
+        (code, stdout.lines().count()),
+        (Some(0), 4),
+        "{stdout}{stderr}"
+    );
+    assert!(stdout.starts_with("r0 [\"\", \"@\") v1.c0 ["), "{stdout}");
     // Bad input: a clear error, exit 2.
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
         .args(["ctl", "--cluster", "not-an-address", "get", "x"])
@@ -1165,9 +1230,8 @@ fn a_paused_leader_stalls_writes_for_about_an_election_not_for_the_pause() {
     // Keys of `groups` only. every write goes to the paused leader's group.
     let writers = spawn_writers(c.client_addrs(), stop.clone(), |cl| {
         (0..)
-            .map(|i| format!("p{i}"))
-            .filter(|k| cl.group_of(k.as_bytes()) == 0)
             .take(4)
+            .map(|i| text_key_of(cl, 0, &format!("p{i}")))
             .collect()
     });
     std::thread::sleep(Duration::from_millis(1000));
@@ -1218,10 +1282,7 @@ fn a_leader_paused_past_its_lease_does_not_serve_a_lease_read_on_resume() {
         // A second client only for the old leader: its connection stays
         // open through the pause (the first one abandons the silent node).
         let at_leader = client(addrs).await;
-        let key = (0..)
-            .map(|i| format!("lease{i}"))
-            .find(|k| cl.group_of(k.as_bytes()) == 0)
-            .unwrap();
+        let key = key_of(&cl, 0, "lease");
         let key = Bytes::from(key);
         cl.put(&key, b"old").await.unwrap();
         let l = cl.leaders()[0];
@@ -1296,7 +1357,7 @@ fn ctl_isolates_and_heals_a_node() {
     let addr = c.client_addrs()[(l - 1) as usize];
     let seen = run_on_executor(move || async move {
         let cl = client(vec![addr]).await;
-        let g = cl.group_of(b"while-isolated");
+        let g = cl.group_of(b"while-isolated").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let get = Op::Get {
@@ -1360,9 +1421,8 @@ fn one_way_cuts_between_hosts_move_leadership_and_writes_go_on() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers = spawn_writers(c.client_addrs(), stop.clone(), |cl| {
         (0..)
-            .map(|i| format!("h{i}"))
-            .filter(|k| cl.group_of(k.as_bytes()) == 0)
             .take(4)
+            .map(|i| text_key_of(cl, 0, &format!("h{i}")))
             .collect()
     });
     let hosts = c.hosts().expect("started on hosts");
@@ -1674,13 +1734,8 @@ fn a_node_removed_while_down_and_added_back_returns_as_new_replicas() {
         // until both applied it.
         let mut want = Vec::new();
         for g in 0..cl.groups() {
-            let key = (0..)
-                .map(|i| format!("p{i}"))
-                .find(|k| cl.group_of(k.as_bytes()) == g)
-                .expect("a key of each group");
-            cl.put(key.as_bytes(), b"v")
-                .await
-                .map_err(|e| e.to_string())?;
+            let key = key_of(&cl, g, "p");
+            cl.put(&key, b"v").await.map_err(|e| e.to_string())?;
             let st = cl.status().await;
             let commit = st
                 .iter()

@@ -10,6 +10,7 @@ use glommio::LocalExecutorBuilder;
 use ringraft::client::{Client, ClientConfig, Error};
 use ringraft::config::{NodeSettings, ValidConfig};
 use ringraft::identity::{lock_data_dir, open_store, Bootstrap, DataDirLock, StoreIdentity};
+use ringraft::meta::{Epoch, RangeDesc, RangeReplica, ReplicaRole};
 use ringraft::raft::{ConfState, Snapshot, SnapshotMeta};
 use ringraft::shard::{ReplicaApiError, Shard};
 use ringraft::storage::{snapfile, CatalogError, ReplicaDesc};
@@ -45,12 +46,42 @@ fn node_settings(dir: &std::path::Path, peer: u16, client: u16) -> NodeSettings 
     }
 }
 
+/// The range descriptor of `group` that `desc` stores: keys
+/// `[{group}/a, {group}/z)`, its voters (or the replica itself, for one
+/// that waits to learn them) each on the node of its own id.
+fn range_of(group: u64, replica: u64, voters: &[u64]) -> Bytes {
+    let members = if voters.is_empty() {
+        vec![replica]
+    } else {
+        voters.to_vec()
+    };
+    RangeDesc {
+        id: group,
+        start: Bytes::from(format!("{group}/a")),
+        end: Bytes::from(format!("{group}/z")),
+        epoch: Epoch {
+            version: 1,
+            conf_ver: 0,
+        },
+        replicas: members
+            .into_iter()
+            .map(|r| RangeReplica {
+                replica: r,
+                node: r,
+                shard: 0,
+                role: ReplicaRole::Voter,
+            })
+            .collect(),
+    }
+    .to_bytes()
+}
+
 fn desc(group: u64, replica: u64, voters: &[u64]) -> ReplicaDesc {
     ReplicaDesc {
         group,
         replica,
         voters: voters.to_vec(),
-        descriptor: Bytes::from(format!("[{group}-start, {group}-end)")),
+        descriptor: range_of(group, replica, voters),
     }
 }
 
@@ -80,7 +111,7 @@ fn fresh_store_with(
         .expect("valid settings");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
-    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New).unwrap();
+    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New, 0).unwrap();
     (t, cfg, lock, store)
 }
 
@@ -121,7 +152,7 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
     let cfg = settings(&dir, peer, client);
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
-    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New).unwrap();
+    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New, 0).unwrap();
     let open = |cfg: &ValidConfig, store: &StoreIdentity| {
         let sc = cfg.shard(0, store);
         async move {
@@ -139,7 +170,7 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
         let listed = shard.replicas();
         let r = listed.iter().find(|r| r.group == 100).unwrap();
         assert_eq!((r.replica, r.voters.clone()), (1, vec![1]));
-        assert_eq!(r.descriptor, Bytes::from("[100-start, 100-end)"));
+        assert_eq!(r.descriptor, range_of(100, r.replica, &r.voters));
         // Refusals: nothing changes.
         match shard.create_replica(desc(100, 1, &[1])).await {
             Err(ReplicaApiError::Catalog {
@@ -197,7 +228,7 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
             .await
             .unwrap();
         let put = Op::Put {
-            key: Bytes::from_static(b"k"),
+            key: Bytes::from_static(b"100/k"),
             value: Bytes::from_static(b"v"),
         };
         let mut tries = 0;
@@ -213,11 +244,22 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
             }
         }
         let get = Op::Get {
-            key: Bytes::from_static(b"k"),
+            key: Bytes::from_static(b"100/k"),
             mode: ringraft::wire::ReadMode::Linearizable,
         };
         let got = cl.call(100, get.clone(), false).await.unwrap();
         assert_eq!(got, Reply::Value(Some(Bytes::from_static(b"v"))));
+        // The group holds the keys of its descriptor, [100/a, 100/z).
+        let outside = Op::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from_static(b"v"),
+        };
+        match cl.call(100, outside, true).await {
+            Err(Error::Server(ClientError::KeyNotInRange { start, end, .. })) => {
+                assert_eq!((&start[..], &end[..]), (&b"100/a"[..], &b"100/z"[..]))
+            }
+            other => panic!("a key outside the group: {other:?}"),
+        }
         // The destroyed static group: "ask another node", which a client
         // retries (it was WrongShard, a refusal: a write whose first
         // attempt was in the group's log was reported not applied).
@@ -628,8 +670,13 @@ fn a_snapshot_install_is_parked_off_the_turn_and_later_readies_wait_for_it() {
             value: Bytes::from_static(b"v"),
         },
     };
-    // The leader's state machine at index 5: one write at 5.
+    // The leader's state machine at index 5: one write at 5, holding the
+    // whole keyspace (as a one-group cluster's range does).
     let mut kv = Kv::new(KvLimits::default());
+    kv.set_bounds(ringraft::kv::KeyBounds {
+        known: true,
+        ..Default::default()
+    });
     for i in 1..5 {
         kv.skip(i);
     }

@@ -103,11 +103,14 @@ fn wal_stays_small(extra: &[&str], total: u64, groups: &'static [u64]) -> LocalC
     let c = LocalCluster::start(cfg).unwrap();
     c.wait_ready(Duration::from_secs(30)).unwrap();
     let addrs = c.client_addrs();
-    // Keys of `groups` only.
-    let keys: Vec<String> = (0..)
-        .map(|i| format!("hot{i}"))
-        .filter(|k| groups.contains(&ringraft::client::group_of(k.as_bytes(), total)))
-        .take(50)
+    // Keys of `groups` only: inside their ranges (the default even cuts).
+    let splits = ringraft::route::even_split_keys(total);
+    let keys: Vec<Vec<u8>> = (0..50)
+        .map(|i| {
+            let g = groups[i % groups.len()];
+            let (start, _) = ringraft::route::initial_bounds(g, &splits);
+            [&start[..], &[1], format!("hot{i}").as_bytes()].concat()
+        })
         .collect();
     run_on_executor(move || async move {
         let cl = client(addrs).await;
@@ -118,7 +121,7 @@ fn wal_stays_small(extra: &[&str], total: u64, groups: &'static [u64]) -> LocalC
                 let cl = cl.clone();
                 glommio::spawn_local(async move {
                     for _ in 0..400 {
-                        cl.put(k.as_bytes(), &[b'v'; 1500]).await.unwrap();
+                        cl.put(&k, &[b'v'; 1500]).await.unwrap();
                     }
                 })
             })

@@ -5,8 +5,11 @@
 //!
 //! Runs on a glommio executor (one `Client` per executor thread).
 //!
-//! Keys map to groups by FNV-1a (64-bit) of the key, modulo the number of
-//! groups: [`group_of`].
+//! Keys map to ranges, and a range is a group: the client keeps a
+//! `route::RangeMap` of the descriptors the nodes report (`Op::Ranges`),
+//! loaded at connect, asked again for a key it has no range for, and
+//! corrected when a node answers `KeyNotInRange`. A scan walks the ranges
+//! in key order.
 
 mod conn;
 
@@ -18,11 +21,20 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::route::{shard_addr, shard_of};
-use crate::wire::{ClientError, GroupStatus, Op, ReadMode, Reply, Request};
+use crate::meta::{show_key, RangeDesc};
+use crate::route::{shard_addr, shard_of, RangeMap};
+use crate::wire::{ClientError, GroupStatus, Op, ReadMode, Reply, Request, RANGES_REPLY_MAX};
 use conn::Conn;
 
-pub use crate::route::group_of;
+/// Times an operation on a key is sent again after `KeyNotInRange` (each
+/// time with the range map asked again for that key). Ranges change by
+/// splits and merges, far less often than this is hit.
+pub const KEY_RANGE_RETRIES_MAX: u32 = 3;
+
+/// Descriptors asked of a node for a key the range map has no range for
+/// (the range and the next ones: CockroachDB's range cache prefetches
+/// alike).
+pub const RANGES_MISS_FETCH: u32 = 16;
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -123,6 +135,8 @@ struct Inner {
     groups: Cell<u64>,
     /// Last known leader per group (0: unknown).
     leaders: RefCell<Vec<u64>>,
+    /// The ranges the nodes reported: key → group.
+    ranges: RefCell<RangeMap>,
     conns: RefCell<HashMap<(u64, u32), Rc<Conn>>>,
     seq: Cell<u64>,
     /// Writes in flight (for `ack`: the lowest seq without an answer).
@@ -163,6 +177,7 @@ impl Client {
                 shards: Cell::new(1),
                 groups: Cell::new(0),
                 leaders: RefCell::new(Vec::new()),
+                ranges: RefCell::new(RangeMap::new()),
                 conns: RefCell::new(HashMap::new()),
                 seq: Cell::new(0),
                 unanswered: RefCell::new(BTreeSet::new()),
@@ -186,6 +201,7 @@ impl Client {
             return Err(Error::Unreachable(last_err));
         }
         c.refresh_map().await?;
+        c.fetch_ranges(b"", true).await;
         Ok(c)
     }
 
@@ -281,6 +297,99 @@ impl Client {
             Err(Error::Unreachable(
                 "no node answered the cluster map".into(),
             ))
+        }
+    }
+
+    /// Asks the nodes, shard by shard, for the descriptors of their
+    /// ranges holding keys from `from` on, and keeps those not older than
+    /// what the map holds (`RangeMap::insert`). `whole`: every node, every
+    /// page (at connect); else nodes in turn until one reports a range
+    /// holding `from` (a key the map has none for). A node reports only
+    /// the ranges it hosts, so no one node's answer is taken for all.
+    pub async fn fetch_ranges(&self, from: &[u8], whole: bool) {
+        let nodes = self.nodes();
+        let limit = if whole {
+            RANGES_REPLY_MAX
+        } else {
+            RANGES_MISS_FETCH
+        };
+        for s in 0..self.inner.shards.get() {
+            for &(n, _) in &nodes {
+                let mut at = Bytes::copy_from_slice(from);
+                loop {
+                    let op = Op::Ranges {
+                        from: at.clone(),
+                        limit,
+                    };
+                    let Some(Ok(Ok(Reply::Ranges(page)))) =
+                        self.attempt(n, s, sessionless(0, op)).await
+                    else {
+                        break;
+                    };
+                    let mut last_end = None;
+                    for b in &page {
+                        // A descriptor that does not decode is a node's
+                        // bug; the others still route.
+                        if let Ok(d) = RangeDesc::decode(b) {
+                            last_end = Some(d.end.clone());
+                            let _ = self.inner.ranges.borrow_mut().insert(d);
+                        }
+                    }
+                    match last_end {
+                        Some(e) if whole && !e.is_empty() => at = e,
+                        _ => break,
+                    }
+                }
+                if !whole && self.group_of(from).is_some() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The ranges this client knows, in key order.
+    pub fn ranges(&self) -> Vec<RangeDesc> {
+        self.inner.ranges.borrow().iter().cloned().collect()
+    }
+
+    /// The group holding `key`, as this client's range map has it (`None`:
+    /// no range known for it).
+    pub fn group_of(&self, key: &[u8]) -> Option<u64> {
+        self.inner.ranges.borrow().range_of(key).map(|d| d.id)
+    }
+
+    /// The group holding `key`: from the map, else after asking the nodes.
+    async fn group_for(&self, key: &[u8]) -> Result<u64, Error> {
+        if let Some(g) = self.group_of(key) {
+            return Ok(g);
+        }
+        self.fetch_ranges(key, false).await;
+        self.group_of(key).ok_or_else(|| {
+            Error::Unreachable(format!(
+                "no node reached reports a range holding key {} (are all nodes of every shard down?)",
+                show_key(key)
+            ))
+        })
+    }
+
+    /// `op` on `key`'s group, sent again to the group the nodes then
+    /// report if one answers that the key is not in its range (at most
+    /// [`KEY_RANGE_RETRIES_MAX`] times). That answer is a refusal (nothing
+    /// applied), so a write may be sent again under a new sequence.
+    async fn call_key(&self, key: &[u8], op: Op, write: bool) -> Result<Reply, Error> {
+        let mut tries = 0;
+        loop {
+            let g = self.group_for(key).await?;
+            match self.call(g, op.clone(), write).await {
+                Err(Error::Server(ClientError::KeyNotInRange { .. }))
+                    if tries < KEY_RANGE_RETRIES_MAX =>
+                {
+                    tries += 1;
+                    self.inner.ranges.borrow_mut().remove(g);
+                    self.fetch_ranges(key, false).await;
+                }
+                r => return r,
+            }
         }
     }
 
@@ -685,16 +794,12 @@ impl Client {
         Ok(())
     }
 
-    fn group(&self, key: &[u8]) -> u64 {
-        group_of(key, self.inner.groups.get())
-    }
-
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
         let op = Op::Put {
             key: Bytes::copy_from_slice(key),
             value: Bytes::copy_from_slice(value),
         };
-        self.call(self.group(key), op, true).await.map(|_| ())
+        self.call_key(key, op, true).await.map(|_| ())
     }
 
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
@@ -706,7 +811,7 @@ impl Client {
             key: Bytes::copy_from_slice(key),
             mode,
         };
-        match self.call(self.group(key), op, false).await? {
+        match self.call_key(key, op, false).await? {
             Reply::Value(v) => Ok(v),
             other => Err(unexpected(other)),
         }
@@ -716,7 +821,7 @@ impl Client {
         let op = Op::Delete {
             key: Bytes::copy_from_slice(key),
         };
-        self.call(self.group(key), op, true).await.map(|_| ())
+        self.call_key(key, op, true).await.map(|_| ())
     }
 
     /// Compare-and-swap: (swapped, value now).
@@ -731,40 +836,65 @@ impl Client {
             expect: expect.map(Bytes::copy_from_slice),
             value: value.map(Bytes::copy_from_slice),
         };
-        match self.call(self.group(key), op, true).await? {
+        match self.call_key(key, op, true).await? {
             Reply::Cas { swapped, current } => Ok((swapped, current)),
             other => Err(unexpected(other)),
         }
     }
 
-    /// Pairs of group `group` with `start <= key < end` (`end` empty:
-    /// unbounded), at most `limit`; `true` if more were in range. A scan
-    /// stays inside one group (keys are spread over groups by hash).
+    /// Pairs with `start <= key < end` (`end` empty: unbounded) in key
+    /// order across every range, at most `limit`; `true` if more were in
+    /// range. Each range is read in the client's read mode, one after the
+    /// other: the result is ordered, and each range's part is as of its own
+    /// read (not one snapshot of the whole keyspace).
     pub async fn scan(
         &self,
-        group: u64,
         start: &[u8],
         end: &[u8],
         limit: u32,
     ) -> Result<(Vec<(Bytes, Bytes)>, bool), Error> {
-        let op = Op::Scan {
-            start: Bytes::copy_from_slice(start),
-            end: Bytes::copy_from_slice(end),
-            limit,
-            mode: self.inner.cfg.read_mode,
-        };
-        match self.call(group, op, false).await? {
-            Reply::Scan { pairs, more } => Ok((
-                pairs.into_iter().map(|kv| (kv.key, kv.value)).collect(),
-                more,
-            )),
-            other => Err(unexpected(other)),
+        let mut out: Vec<(Bytes, Bytes)> = Vec::new();
+        let mut at = Bytes::copy_from_slice(start);
+        let end = Bytes::copy_from_slice(end);
+        loop {
+            let left = limit.saturating_sub(out.len() as u32);
+            let op = Op::Scan {
+                start: at.clone(),
+                end: end.clone(),
+                // With nothing left to take, one pair says whether more
+                // keys are in range.
+                limit: left.max(1),
+                mode: self.inner.cfg.read_mode,
+            };
+            let (pairs, more, range_end) = match self.call_key(&at, op, false).await? {
+                Reply::Scan {
+                    pairs,
+                    more,
+                    range_end,
+                } => (pairs, more, range_end),
+                other => return Err(unexpected(other)),
+            };
+            if left == 0 && (more || !pairs.is_empty()) {
+                return Ok((out, true));
+            }
+            if left > 0 {
+                out.extend(pairs.into_iter().map(|kv| (kv.key, kv.value)));
+            }
+            let done = range_end.is_empty() || (!end.is_empty() && range_end >= end);
+            if more || done {
+                return Ok((out, more));
+            }
+            if range_end <= at {
+                return Err(Error::Server(ClientError::Failed {
+                    reason: format!(
+                        "a range ending at {} answered a scan from {}",
+                        show_key(&range_end),
+                        show_key(&at)
+                    ),
+                }));
+            }
+            at = range_end;
         }
-    }
-
-    /// The group a key belongs to.
-    pub fn group_of(&self, key: &[u8]) -> u64 {
-        self.group(key)
     }
 
     /// Status of every group, as each node's shards report them.

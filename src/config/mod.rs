@@ -46,6 +46,16 @@ pub struct NodeSettings {
     /// Default 8.
     #[arg(long)]
     pub groups: Option<u64>,
+    /// The keys that cut the keyspace into the --groups ranges when the
+    /// cluster is bootstrapped: --groups minus 1 keys, comma-separated,
+    /// in increasing order (`\xNN` writes any byte, `\,` a comma, `\\` a
+    /// backslash). Range 0 holds the keys below the first, range g those
+    /// from key g-1 up to key g. Default: even cuts of the 64-bit
+    /// big-endian key space (for 8 groups: 0x20, 0x40, ...). Read only
+    /// when the data directory is new: the ranges are stored with the
+    /// replicas. Every node of a new cluster must be given the same ones.
+    #[arg(long)]
+    pub initial_split_keys: Option<String>,
     /// `pinned`: shard s of node n runs on CPU (n * shards + s) mod CPUs;
     /// `unbound`: the OS places them. Default pinned.
     #[arg(long)]
@@ -179,6 +189,7 @@ impl NodeSettings {
             peers,
             shards,
             groups,
+            initial_split_keys,
             placement,
             tick_ms,
             election_ticks,
@@ -281,7 +292,108 @@ pub struct ValidConfig {
     pub client_conns_max: usize,
     /// How an empty data dir may be initialised.
     pub bootstrap: Bootstrap,
+    /// Fingerprint of the initial ranges these settings give
+    /// (`route::cuts_fingerprint`): stored by a new cluster's node.
+    pub cuts: u32,
     shard_template: ShardConfig,
+}
+
+/// Parses `--initial-split-keys`: comma-separated keys with `\xNN`, `\,`
+/// and `\\` escapes.
+pub fn parse_split_keys(text: &str) -> Result<Vec<bytes::Bytes>, String> {
+    if text.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut keys = Vec::new();
+    let mut key = Vec::new();
+    let mut it = text.bytes();
+    while let Some(b) = it.next() {
+        match b {
+            b',' => keys.push(bytes::Bytes::from(std::mem::take(&mut key))),
+            b'\\' => match it.next() {
+                Some(b'x') => {
+                    let hex: Vec<u8> = it.by_ref().take(2).collect();
+                    let byte = std::str::from_utf8(&hex)
+                        .ok()
+                        .filter(|h| h.len() == 2 && h.bytes().all(|c| c.is_ascii_hexdigit()))
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                        .ok_or_else(|| {
+                            format!("`\\x` takes two hex digits (key {})", keys.len() + 1)
+                        })?;
+                    key.push(byte);
+                }
+                Some(c @ (b',' | b'\\')) => key.push(c),
+                _ => {
+                    return Err(format!(
+                        "unknown escape in key {} (use \\xNN, \\, or \\\\)",
+                        keys.len() + 1
+                    ))
+                }
+            },
+            _ => key.push(b),
+        }
+    }
+    keys.push(bytes::Bytes::from(key));
+    Ok(keys)
+}
+
+/// Writes split keys as `--initial-split-keys` reads them
+/// ([`parse_split_keys`]): printable ASCII as is, `\\` and `,` escaped,
+/// any other byte as `\xNN`.
+pub fn format_split_keys(keys: &[bytes::Bytes]) -> String {
+    let mut out = String::new();
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for &b in k.iter() {
+            match b {
+                b'\\' => out.push_str("\\\\"),
+                b',' => out.push_str("\\,"),
+                0x21..=0x7e => out.push(b as char),
+                _ => out.push_str(&format!("\\x{b:02x}")),
+            }
+        }
+    }
+    out
+}
+
+/// Checks split keys for `groups` ranges: `groups - 1` of them, non-empty,
+/// increasing, each at most `meta::RANGE_BOUNDARY_BYTES_MAX`.
+fn check_split_keys(keys: Vec<bytes::Bytes>, groups: u64) -> Result<Vec<bytes::Bytes>, String> {
+    use crate::meta::{show_key, RANGE_BOUNDARY_BYTES_MAX};
+    if keys.len() as u64 != groups - 1 {
+        return Err(format!(
+            "{} keys given; {groups} groups need {} (one fewer than --groups)",
+            keys.len(),
+            groups - 1
+        ));
+    }
+    for (i, k) in keys.iter().enumerate() {
+        if k.is_empty() {
+            return Err(format!(
+                "key {} is empty (range 0 starts at the empty key)",
+                i + 1
+            ));
+        }
+        if k.len() > RANGE_BOUNDARY_BYTES_MAX {
+            return Err(format!(
+                "key {} is {} bytes, above {RANGE_BOUNDARY_BYTES_MAX} (meta::RANGE_BOUNDARY_BYTES_MAX)",
+                i + 1,
+                k.len()
+            ));
+        }
+        if i > 0 && keys[i - 1] >= *k {
+            return Err(format!(
+                "key {} ({}) does not sort after key {} ({}): give them in increasing order",
+                i + 1,
+                show_key(k),
+                i,
+                show_key(&keys[i - 1])
+            ));
+        }
+    }
+    Ok(keys)
 }
 
 fn addr(name: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
@@ -315,6 +427,12 @@ impl NodeSettings {
                 format!("must be at least --shards ({shards}) and at most 2^20"),
             ));
         }
+        let split_keys = match &self.initial_split_keys {
+            Some(text) => parse_split_keys(text)
+                .and_then(|keys| check_split_keys(keys, groups))
+                .map_err(|why| invalid("initial-split-keys", text, why))?,
+            None => crate::route::even_split_keys(groups),
+        };
         let lp = addr(
             "listen-peers",
             self.listen_peers.as_deref().unwrap_or("127.0.0.1:7100"),
@@ -556,6 +674,8 @@ impl NodeSettings {
             shard: 0,
             shards,
             groups,
+            cuts: 0,
+            split_keys,
             voters,
             dir: PathBuf::new(),
             peers: Vec::new(),
@@ -584,7 +704,9 @@ impl NodeSettings {
             Some(a) => Some(addr("metrics-addr", a)?),
             None => None,
         };
+        let cuts = crate::route::cuts_fingerprint(groups, &shard_template.split_keys);
         Ok(ValidConfig {
+            cuts,
             metrics_addr,
             id,
             cluster_id: shard_template.cluster,
@@ -610,6 +732,7 @@ impl ValidConfig {
         debug_assert_eq!((store.node, store.cluster), (self.id, self.cluster_id));
         let mut c = self.shard_template.clone();
         c.shard = s;
+        c.cuts = store.cuts;
         c.incarnation = store.incarnation;
         if store.joined {
             // Members come from the leader's snapshot once added.
@@ -663,6 +786,13 @@ pub struct ShardConfig {
     pub shards: u32,
     /// Groups in the cluster; this shard hosts those with `g % shards == shard`.
     pub groups: u64,
+    /// The keys that cut the keyspace into `groups` initial ranges
+    /// (`groups - 1` of them, increasing; `route::initial_bounds`). Used
+    /// when a founding replica is created; stored in its descriptor.
+    pub split_keys: Vec<bytes::Bytes>,
+    /// The store's fingerprint of the cluster's initial ranges
+    /// (`StoreIdentity::cuts`; 0: not known), sent in every handshake.
+    pub cuts: u32,
     /// Every voter of the initial cluster (this node included).
     pub voters: Vec<u64>,
     /// This shard's directory (WAL and snapshots).

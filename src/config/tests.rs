@@ -120,6 +120,7 @@ fn store() -> crate::identity::StoreIdentity {
         incarnation: 1,
         shards: 1,
         joined: false,
+        cuts: 0,
     }
 }
 
@@ -208,8 +209,10 @@ fn the_file_fills_what_the_command_line_leaves_out() {
         incarnation: 9,
         shards: 2,
         joined: false,
+        cuts: 77,
     };
     let sc = v.shard(1, &store);
+    assert_eq!(sc.cuts, 77, "the stored cuts, not the flags'");
     assert_eq!(sc.incarnation, 9);
     assert_eq!(sc.peers, vec![(1, "127.0.0.1:7101".parse().unwrap())]);
     assert!(sc.wal.zero_segments, "zeroed segments by default");
@@ -219,4 +222,50 @@ fn the_file_fills_what_the_command_line_leaves_out() {
     std::fs::write(&p, "id = 3\nbogus = 1\n").unwrap();
     let e = NodeSettings::from_file(&p).unwrap_err().to_string();
     assert!(e.contains("bogus"), "{e}");
+}
+
+#[test]
+fn initial_split_keys_are_parsed_checked_and_written_back() {
+    use bytes::Bytes;
+    let keys = |s: &str| parse_split_keys(s).unwrap();
+    assert_eq!(
+        keys("b,m,t"),
+        vec![Bytes::from("b"), Bytes::from("m"), Bytes::from("t")]
+    );
+    assert_eq!(
+        keys("a\\,b,\\x00\\xff,c\\\\"),
+        vec![
+            Bytes::from("a,b"),
+            Bytes::from(vec![0u8, 0xff]),
+            Bytes::from("c\\")
+        ]
+    );
+    assert!(parse_split_keys("a\\q")
+        .unwrap_err()
+        .contains("unknown escape in key 1"));
+    assert!(parse_split_keys("a,\\x4")
+        .unwrap_err()
+        .contains("two hex digits (key 2)"));
+    let odd = vec![Bytes::from(vec![0u8, b',', b'\\', 0x7f, b'k'])];
+    assert_eq!(keys(&format_split_keys(&odd)), odd);
+    let with = |groups: u64, text: &str| NodeSettings {
+        groups: Some(groups),
+        initial_split_keys: Some(text.into()),
+        ..base()
+    };
+    let v = with(4, "b,m,t").validate().unwrap();
+    assert_eq!(&v.shard_template.split_keys[..], &keys("b,m,t")[..]);
+    let bad = |s: NodeSettings| s.validate().unwrap_err().to_string();
+    assert!(bad(with(4, "b,m")).contains("2 keys given; 4 groups need 3"));
+    assert!(bad(with(4, "b,m,m")).contains("key 3 (\"m\") does not sort after key 2"));
+    assert!(bad(with(3, "b,")).contains("key 2 is empty"));
+    let long = "k".repeat(crate::meta::RANGE_BOUNDARY_BYTES_MAX);
+    assert!(with(2, &long).validate().is_ok(), "a key at the limit");
+    assert!(bad(with(2, &format!("{long}k"))).contains("RANGE_BOUNDARY_BYTES_MAX"));
+    // The default: even cuts.
+    let v = base().validate().unwrap();
+    assert_eq!(
+        &v.shard_template.split_keys[..],
+        &crate::route::even_split_keys(8)[..]
+    );
 }

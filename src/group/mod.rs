@@ -302,6 +302,53 @@ impl Replica {
             .unwrap_or(0)
     }
 
+    /// This replica's view of its range: the keys and version its state
+    /// machine applied, the membership in force (`conf_ver` is the index
+    /// it took force at, so a later membership has a higher one), each
+    /// member on `shard` of its node. `None` while the keys are not known
+    /// (a joining replica before its first snapshot) or no member is.
+    pub fn range_descriptor(&self, shard: u32) -> Option<crate::meta::RangeDesc> {
+        use crate::meta::{Epoch, RangeDesc, RangeReplica, ReplicaRole};
+        let b = self.kv.bounds();
+        if !b.known {
+            return None;
+        }
+        let conf = self.raft.conf();
+        let joint = !conf.voters_outgoing.is_empty();
+        let replicas = conf
+            .placements
+            .iter()
+            .map(|p| {
+                let incoming = conf.voters.contains(&p.replica);
+                let outgoing = conf.voters_outgoing.contains(&p.replica);
+                let role = match (incoming, outgoing) {
+                    (true, true) => ReplicaRole::Voter,
+                    (true, false) if joint => ReplicaRole::IncomingVoter,
+                    (true, false) => ReplicaRole::Voter,
+                    (false, true) => ReplicaRole::DemotingVoter,
+                    (false, false) => ReplicaRole::Learner,
+                };
+                RangeReplica {
+                    replica: p.replica,
+                    node: p.node,
+                    shard,
+                    role,
+                }
+            })
+            .collect();
+        let desc = RangeDesc {
+            id: self.id,
+            start: b.start.clone(),
+            end: b.end.clone(),
+            epoch: Epoch {
+                version: b.version,
+                conf_ver: self.raft.conf_index(),
+            },
+            replicas,
+        };
+        desc.validate().is_ok().then_some(desc)
+    }
+
     /// The node replica `to` lives on (`routes`). `None`: nowhere known.
     pub fn node_of(&self, to: ReplicaId) -> Option<u64> {
         self.routes.node_of(self.raft.conf(), to)

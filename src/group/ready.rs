@@ -148,7 +148,13 @@ impl Replica {
         durable: bool,
         answers: &mut Vec<Answer>,
     ) -> Result<bool, RestoreError> {
-        self.kv = Kv::restore(&snap.data, limits).map_err(|e| RestoreError(e.to_string()))?;
+        let kv = Kv::restore(&snap.data, limits).map_err(|e| RestoreError(e.to_string()))?;
+        let before = std::mem::replace(&mut self.kv, kv);
+        if !self.kv.bounds().known && before.bounds().known {
+            // A snapshot of a format without key bounds (written before
+            // them, by a single-group cluster): the keys are what they were.
+            self.kv.set_bounds(before.bounds().clone());
+        }
         if durable {
             self.snap_file_index = snap.meta.index;
             self.lsns.release_through(snap.meta.index);

@@ -46,6 +46,16 @@ impl Replica {
         if let Some(outcome) = self.kv.known_outcome(client, seq) {
             return Intake::Answer(outcome);
         }
+        // The leader refuses a key outside its group's keys. Only the
+        // leader: what it proposes every replica applies, so replicas stay
+        // identical even if their nodes were bootstrapped with different
+        // cuts (a check at apply needs bounds that come from the log:
+        // splits, issue #18).
+        if let WriteOp::Put { key, .. } | WriteOp::Delete { key } | WriteOp::Cas { key, .. } = &op {
+            if self.raft.role() == Role::Leader && !self.kv.bounds().contains(key) {
+                return Intake::Answer(Err(self.kv.not_in_range(key)));
+            }
+        }
         let cmd = Command {
             client,
             seq,
@@ -128,21 +138,31 @@ impl Replica {
     }
 
     /// Serves a read from the applied state; a scan returns at most
-    /// `scan_limit_max` pairs (and says whether there are more).
+    /// `scan_limit_max` pairs (and says whether there are more). The key
+    /// (a scan's start) must be in the group's keys as applied, or the
+    /// read is refused with `KeyNotInRange`; a scan stops at the end of
+    /// the group's keys and says where that is.
     pub fn read_now(&self, req: &Request, scan_limit_max: u32) -> Result<Reply, ClientError> {
+        let bounds = self.kv.bounds();
         match &req.op {
+            Op::Get { key, .. } if !bounds.contains(key) => Err(self.kv.not_in_range(key)),
             Op::Get { key, .. } => Ok(Reply::Value(self.kv.get(key).cloned())),
+            Op::Scan { start, .. } if !bounds.contains(start) => Err(self.kv.not_in_range(start)),
             Op::Scan {
                 start, end, limit, ..
             } => {
                 let limit = (*limit).min(scan_limit_max) as usize;
-                let (pairs, more) = self.kv.scan(start, end, limit);
+                let (pairs, more) = match bounds.clamp(start, end) {
+                    Some((lo, hi)) => self.kv.scan(lo, hi, limit),
+                    None => (Vec::new(), false),
+                };
                 Ok(Reply::Scan {
                     pairs: pairs
                         .into_iter()
                         .map(|(key, value)| KeyValue { key, value })
                         .collect(),
                     more,
+                    range_end: bounds.end.clone(),
                 })
             }
             _ => Err(ClientError::BadRequest {

@@ -231,6 +231,45 @@ pub struct Kv {
     members: BTreeMap<u64, String>,
     /// Node → client address of its shard 0, where the operator gave it.
     client_addrs: BTreeMap<u64, String>,
+    /// The keys this group holds: reads and the leader's intake of
+    /// writes refuse keys outside them (`KeyNotInRange`).
+    bounds: KeyBounds,
+}
+
+/// The keys `[start, end)` a group's state machine holds (empty `end`: no
+/// upper bound), and the range version they are at (`meta::Epoch`).
+/// Replicated state: set when the group is created (from its catalog
+/// descriptor), carried by snapshots, changed only by entries of the
+/// group's log (splits and merges, issue #18).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyBounds {
+    pub start: Bytes,
+    pub end: Bytes,
+    pub version: u64,
+    /// Whether these bounds were given (by a descriptor or a snapshot that
+    /// carries them). A group created before ranges existed, or a joining
+    /// replica before its first snapshot, holds the whole keyspace
+    /// unknowingly; the shard tells them apart.
+    pub known: bool,
+}
+
+impl KeyBounds {
+    /// Whether `key` is in `[start, end)`.
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= &self.start[..] && (self.end.is_empty() || key < &self.end[..])
+    }
+
+    /// `[start, end)` clamped to these bounds (empty `end`: no upper
+    /// bound); `None` if nothing is left.
+    pub fn clamp<'a>(&'a self, start: &'a [u8], end: &'a [u8]) -> Option<(&'a [u8], &'a [u8])> {
+        let lo = start.max(&self.start[..]);
+        let hi = match (end.is_empty(), self.end.is_empty()) {
+            (true, _) => &self.end[..],
+            (false, true) => end,
+            (false, false) => end.min(&self.end[..]),
+        };
+        (hi.is_empty() || lo < hi).then_some((lo, hi))
+    }
 }
 
 impl Kv {
@@ -243,6 +282,16 @@ impl Kv {
 
     pub fn applied(&self) -> Index {
         self.applied
+    }
+
+    /// The keys this group holds.
+    pub fn bounds(&self) -> &KeyBounds {
+        &self.bounds
+    }
+
+    /// Sets the keys this group holds: at creation, from its descriptor.
+    pub fn set_bounds(&mut self, bounds: KeyBounds) {
+        self.bounds = bounds;
     }
 
     pub fn len(&self) -> usize {
@@ -360,6 +409,15 @@ impl Kv {
         Ok(reply)
     }
 
+    /// The refusal of `key`, which these bounds do not hold.
+    pub fn not_in_range(&self, key: &[u8]) -> ClientError {
+        ClientError::KeyNotInRange {
+            key: Bytes::copy_from_slice(key),
+            start: self.bounds.start.clone(),
+            end: self.bounds.end.clone(),
+        }
+    }
+
     fn execute(&mut self, op: &WriteOp) -> Reply {
         match op {
             WriteOp::Put { key, value } => {
@@ -436,7 +494,7 @@ impl Kv {
         }
     }
 
-    // snapshot = magic "RRKVSNAP" | version u32 = 2 | pad u32 | applied u64
+    // snapshot = magic "RRKVSNAP" | version u32 = 3 | pad u32 | applied u64
     //   | pairs u64 | { key_len u32 | value_len u32 | key | value }*
     //   | sessions u64 | { client u64 | floor u64 | last_index u64
     //   | results u32 | pad u32 | { seq u64 | reply }* }*
@@ -445,6 +503,10 @@ impl Kv {
     //   | members u64 | { node u64 | addr_len u32 | peer address }*
     //   | clients u64 | { node u64 | addr_len u32 | client address }*
     //     (version 2; version 1 snapshots end after the members)
+    //   | flags u32 (bit 0: known) | start_len u32 | end_len u32 | pad u32
+    //   | version u64 | start | end
+    //     (version 3: the group's key bounds; older ones hold the whole
+    //     keyspace, bounds not known)
     /// The state as snapshot bytes.
     pub fn snapshot(&self) -> Bytes {
         let mut b = Vec::with_capacity(64 + self.map.len() * 48);
@@ -488,6 +550,14 @@ impl Kv {
                 b.extend_from_slice(addr.as_bytes());
             }
         }
+        let k = &self.bounds;
+        b.extend_from_slice(&u32::from(k.known).to_le_bytes());
+        b.extend_from_slice(&(k.start.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(k.end.len() as u32).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&k.version.to_le_bytes());
+        b.extend_from_slice(&k.start);
+        b.extend_from_slice(&k.end);
         Bytes::from(b)
     }
 
@@ -563,6 +633,28 @@ impl Kv {
         } else {
             BTreeMap::new()
         };
+        let bounds = if version >= 3 {
+            let flags = r.u32()?;
+            if flags > 1 {
+                return Err(SnapshotError("unknown key bounds flags"));
+            }
+            let (sl, el) = (r.u32()? as usize, r.u32()? as usize);
+            r.u32()?;
+            let v = r.u64()?;
+            let start = Bytes::copy_from_slice(r.take(sl)?);
+            let end = Bytes::copy_from_slice(r.take(el)?);
+            if !end.is_empty() && start >= end {
+                return Err(SnapshotError("key bounds out of order"));
+            }
+            KeyBounds {
+                start,
+                end,
+                version: v,
+                known: flags == 1,
+            }
+        } else {
+            KeyBounds::default()
+        };
         if r.at != data.len() {
             return Err(SnapshotError("trailing bytes"));
         }
@@ -573,13 +665,15 @@ impl Kv {
             limits,
             members,
             client_addrs,
+            bounds,
         })
     }
 }
 
 const SNAP_MAGIC: &[u8; 8] = b"RRKVSNAP";
-/// 2 added client addresses to the address book; 1 is still read.
-const SNAP_VERSION: u32 = 2;
+/// 3 added the key bounds, 2 client addresses to the address book; 1 and
+/// 2 are still read (as holding the whole keyspace, bounds not known).
+const SNAP_VERSION: u32 = 3;
 
 /// A snapshot that does not decode (after its checksum passed: a bug or
 /// another version).

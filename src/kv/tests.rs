@@ -231,16 +231,69 @@ fn address_book_entries_and_snapshots_of_the_first_format_still_read() {
     let mut gone = kv.clone();
     gone.apply(2, &forget).unwrap();
     assert!(gone.members().is_empty() && gone.client_addrs().is_empty());
-    // A version 1 snapshot: no client section.
+    // Versions 2 (no key bounds) and 1 (no client section either) still
+    // read, as holding the whole keyspace with bounds not known.
     let mut plain = Kv::new(KvLimits::default());
     plain.apply(1, &member("")).unwrap();
-    let v2 = plain.snapshot();
+    let v3 = plain.snapshot();
+    let mut v2 = v3[..v3.len() - 24].to_vec();
+    v2[8..12].copy_from_slice(&2u32.to_le_bytes());
+    assert_eq!(Kv::restore(&v2, KvLimits::default()).unwrap(), plain);
     let mut v1 = v2[..v2.len() - 8].to_vec();
     v1[8..12].copy_from_slice(&1u32.to_le_bytes());
     assert_eq!(Kv::restore(&v1, KvLimits::default()).unwrap(), plain);
-    let mut v3 = v2.to_vec();
-    v3[8..12].copy_from_slice(&3u32.to_le_bytes());
-    assert!(Kv::restore(&v3, KvLimits::default()).is_err());
+    let mut v4 = v3.to_vec();
+    v4[8..12].copy_from_slice(&4u32.to_le_bytes());
+    assert!(Kv::restore(&v4, KvLimits::default()).is_err());
+}
+
+fn bounded(start: &str, end: &str) -> Kv {
+    let mut kv = Kv::new(KvLimits::default());
+    kv.set_bounds(KeyBounds {
+        start: b(start),
+        end: b(end),
+        version: 4,
+        known: true,
+    });
+    kv
+}
+
+#[test]
+fn key_bounds_survive_snapshots() {
+    let mut kv = bounded("b", "d");
+    kv.apply(1, &put(1, 1, 1, "b", "1")).unwrap();
+    assert_eq!(
+        kv.not_in_range(b"e").to_string(),
+        "key \"e\" is not in the group's keys [\"b\", \"d\"): refresh the range map"
+    );
+    let back = Kv::restore(&kv.snapshot(), KvLimits::default()).unwrap();
+    assert_eq!(back, kv);
+    assert_eq!((back.bounds().version, back.bounds().known), (4, true));
+    let fresh = Kv::new(KvLimits::default());
+    let back = Kv::restore(&fresh.snapshot(), KvLimits::default()).unwrap();
+    assert!(!back.bounds().known, "not known stays not known");
+    // Bounds out of order in a snapshot are refused.
+    let mut bad = bounded("b", "d").snapshot().to_vec();
+    let n = bad.len();
+    bad[n - 1] = b'a';
+    bad[n - 2] = b'z';
+    assert!(Kv::restore(&bad, KvLimits::default()).is_err());
+}
+
+#[test]
+fn bounds_clamp_a_scan() {
+    let k = bounded("b", "d");
+    assert_eq!(k.bounds().clamp(b"a", b""), Some((&b"b"[..], &b"d"[..])));
+    assert_eq!(k.bounds().clamp(b"c", b"cc"), Some((&b"c"[..], &b"cc"[..])));
+    assert_eq!(k.bounds().clamp(b"c", b"z"), Some((&b"c"[..], &b"d"[..])));
+    assert_eq!(k.bounds().clamp(b"d", b""), None);
+    assert_eq!(k.bounds().clamp(b"a", b"b"), None);
+    let open = bounded("b", "");
+    assert_eq!(open.bounds().clamp(b"c", b""), Some((&b"c"[..], &b""[..])));
+    assert_eq!(
+        open.bounds().clamp(b"a", b"c"),
+        Some((&b"b"[..], &b"c"[..]))
+    );
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub struct LocalClusterConfig {
     pub nodes: u64,
     pub shards: u32,
     pub groups: u64,
+    /// The keys that cut the keyspace into the `groups` initial ranges
+    /// (`--initial-split-keys`; `None`: the node's default even cuts).
+    pub split_keys: Option<Vec<bytes::Bytes>>,
     /// Extra `ringraft node` arguments for every node.
     pub extra_args: Vec<String>,
     /// Where node logs go (`node-{id}.log` in the data directory if None).
@@ -58,6 +61,7 @@ impl LocalClusterConfig {
             nodes: 3,
             shards: 2,
             groups: 8,
+            split_keys: None,
             extra_args: Vec::new(),
             log_dir: None,
             rust_log: "info".into(),
@@ -258,6 +262,12 @@ impl LocalCluster {
             .args(["--shards", &self.cfg.shards.to_string()])
             .args(["--groups", &self.cfg.groups.to_string()])
             .args(self.cfg.extra_args.iter());
+        if let Some(keys) = &self.cfg.split_keys {
+            cmd.args([
+                "--initial-split-keys",
+                &crate::config::format_split_keys(keys),
+            ]);
+        }
         if !peers.is_empty() {
             cmd.args(["--peers", &peers.join(",")]);
         }

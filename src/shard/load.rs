@@ -2,6 +2,8 @@
 //! and per-replica logs, the snapshot files, and a replica built from each.
 
 use super::*;
+use crate::kv::KeyBounds;
+use crate::meta::{Epoch, RangeDesc, RangeReplica, ReplicaRole};
 
 /// What `load` found.
 pub(super) struct Replayed {
@@ -58,7 +60,7 @@ pub(super) async fn load(
             group: g,
             replica: cfg.node,
             voters: cfg.voters.clone(),
-            descriptor: Bytes::new(),
+            descriptor: founding_descriptor(cfg, g).to_bytes(),
         })
         // Not hosted here yet, never destroyed here (`check_create`).
         .filter(|d| replay.catalog.check_create(d).is_ok())
@@ -129,7 +131,70 @@ pub(super) fn build_replica(
     // by group id (`RaftConfig::first_candidate`).
     rc.first_candidate = first_candidate(g, &d.voters);
     let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
-    Replica::recover(g, rc, restart, log, snap, cfg.kv.clone()).map_err(|e| group_err(e.0))
+    let mut r =
+        Replica::recover(g, rc, restart, log, snap, cfg.kv.clone()).map_err(|e| group_err(e.0))?;
+    if !r.kv.bounds().known {
+        // No snapshot that carries the bounds yet: those the replica was
+        // created with.
+        if !d.descriptor.is_empty() {
+            let desc = RangeDesc::decode(&d.descriptor).map_err(|e| group_err(e.to_string()))?;
+            r.kv.set_bounds(KeyBounds {
+                start: desc.start,
+                end: desc.end,
+                version: desc.epoch.version,
+                known: true,
+            });
+        } else if cfg.groups > 1 && (!d.voters.is_empty() || r.kv.applied() > 0) {
+            // A founding replica without a descriptor, or a joined one with
+            // state but no bounds, was created before keys were placed by
+            // range: its keys were placed by a hash, and would now be
+            // looked for in other groups.
+            return Err(group_err(format!(
+                "this data directory was written by a version of ringraft that placed keys in \
+                 groups by hash; this version places them by ordered key range, so its {} \
+                 groups' keys would be looked for in the wrong groups. Start a new cluster \
+                 in an empty data directory and write the data again",
+                cfg.groups
+            )));
+        } else {
+            // One group holds every key either way; a joining replica
+            // learns its bounds from its first snapshot.
+            let whole = KeyBounds {
+                known: !d.voters.is_empty(),
+                ..KeyBounds::default()
+            };
+            r.kv.set_bounds(whole);
+        }
+    }
+    Ok(r)
+}
+
+/// The descriptor a founding replica of initial range `g` is created
+/// with: the range's keys from the split keys, every initial voter as a
+/// voter on `g`'s shard of its node (a founding replica's id is its node's
+/// id), epoch 1.0.
+fn founding_descriptor(cfg: &ShardConfig, g: GroupId) -> RangeDesc {
+    let (start, end) = crate::route::initial_bounds(g, &cfg.split_keys);
+    let shard = crate::route::shard_of(g, cfg.shards);
+    RangeDesc {
+        id: g,
+        start,
+        end,
+        epoch: Epoch {
+            version: 1,
+            conf_ver: 0,
+        },
+        replicas: cfg
+            .voters
+            .iter()
+            .map(|&v| RangeReplica {
+                replica: v,
+                node: v,
+                shard,
+                role: ReplicaRole::Voter,
+            })
+            .collect(),
+    }
 }
 
 /// The voter of new group `g` that campaigns first

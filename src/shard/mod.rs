@@ -46,7 +46,6 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_lite::FutureExt;
 use glommio::net::TcpListener;
 use ringraft_wal::{DmaDisk, Wal, WalError};
@@ -373,6 +372,8 @@ impl Shard {
             version: PROTOCOL_VERSION as u32,
             incarnation: cfg.incarnation,
             expected: 0,
+            cuts: cfg.cuts,
+            client_addr: cfg.client_addr.parse().ok(),
         };
         let book = PeerBook::open(cfg.dir.join(crate::identity::PEERS_FILE))
             .await

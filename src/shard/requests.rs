@@ -23,6 +23,10 @@ impl Shard {
                 let st = self.status();
                 return self.respond(conn, req.id, Ok(Reply::Status(st)));
             }
+            Op::Ranges { from, limit } => {
+                let ranges = self.ranges(from, *limit);
+                return self.respond(conn, req.id, Ok(Reply::Ranges(ranges)));
+            }
             Op::Isolate { peers } => {
                 if !self.cfg.fault_injection {
                     let reason = "fault injection is off (start the node with --fault-injection)";
@@ -124,7 +128,9 @@ impl Shard {
             Op::AddLearner { .. } | Op::Promote { .. } | Op::RemoveNode { .. } => {
                 return self.membership(gid, conn, &req, deadline);
             }
-            Op::ClusterMap | Op::Status | Op::Isolate { .. } => unreachable!("answered above"),
+            Op::ClusterMap | Op::Status | Op::Isolate { .. } | Op::Ranges { .. } => {
+                unreachable!("answered above")
+            }
         };
         let op = match write {
             Ok(op) => op,
@@ -302,7 +308,8 @@ impl Shard {
     /// The map as this shard knows it: leaders of its own groups (0 for
     /// the others: a client asks each shard), this node, and every node
     /// whose client address the address books of its groups hold (nodes
-    /// added after a client started: it finds them here).
+    /// added after a client started: it finds them here) or whose
+    /// handshake gave one.
     fn cluster_map(&self) -> ClusterMap {
         let mut leaders = vec![0; self.cfg.groups as usize];
         let mut nodes = std::collections::BTreeMap::new();
@@ -313,9 +320,15 @@ impl Shard {
             if let Some(l) = leaders.get_mut(g.id as usize) {
                 *l = g.leader_node();
             }
+
             for (&n, a) in g.kv.client_addrs() {
                 nodes.entry(n).or_insert_with(|| a.clone());
             }
+        }
+        // Then those peers gave in their handshakes (nodes started with
+        // `--peers` never wrote them into an address book).
+        for (n, a) in self.transport.peer_client_addrs() {
+            nodes.entry(n).or_insert_with(|| a.to_string());
         }
         ClusterMap {
             groups: self.cfg.groups,
@@ -326,6 +339,36 @@ impl Shard {
                 .collect(),
             leaders,
         }
+    }
+
+    /// Descriptors of this shard's ranges holding keys at or above
+    /// `from`, in key order, at most `limit` (and `RANGES_REPLY_MAX`); a
+    /// client pages on until an answer is empty.
+    /// Goes over every replica of the shard: a client asks at connect and
+    /// when its map misses a key, not per request.
+    fn ranges(&self, from: &[u8], limit: u32) -> Vec<bytes::Bytes> {
+        let limit = limit.clamp(1, crate::wire::RANGES_REPLY_MAX) as usize;
+        // The `limit` lowest starts, by a bounded max-heap.
+        let mut best: std::collections::BinaryHeap<(bytes::Bytes, crate::group::GroupId)> =
+            std::collections::BinaryHeap::new();
+        for g in self.replicas.values() {
+            let b = g.kv.bounds();
+            if !b.known || !(b.end.is_empty() || from < &b.end[..]) {
+                continue;
+            }
+            if best.len() == limit {
+                if best.peek().is_some_and(|(s, _)| *s <= b.start) {
+                    continue;
+                }
+                best.pop();
+            }
+            best.push((b.start.clone(), g.id));
+        }
+        best.into_sorted_vec()
+            .into_iter()
+            .filter_map(|(_, gid)| self.replicas[&gid].range_descriptor(self.cfg.shard))
+            .map(|d| d.to_bytes())
+            .collect()
     }
 
     fn status(&self) -> Vec<GroupStatus> {

@@ -376,6 +376,10 @@ struct Shared {
     blocked: RefCell<Vec<NodeId>>,
     /// Inbound connections' way back, for nodes without a link (`back`).
     back: back::BackChannels,
+    /// The client address each peer gave in its handshake (`Hello`):
+    /// clients learn the nodes from any node's cluster map. At most one
+    /// per node of the peer book (`PEER_BOOK_ENTRIES_MAX`).
+    client_addrs: RefCell<std::collections::BTreeMap<NodeId, SocketAddr>>,
     /// Inbound peer handshakes completed, per node: a link waiting out its
     /// redial backoff to that node dials at once (the node is evidently
     /// up: a restarted node's groups hear from their leaders without
@@ -497,6 +501,7 @@ impl Transport {
                 heard: RefCell::new(Vec::new()),
                 blocked: RefCell::new(Vec::new()),
                 back: back::BackChannels::default(),
+                client_addrs: RefCell::new(std::collections::BTreeMap::new()),
                 accepted: RefCell::new(Vec::new()),
                 accepted_wake: WaitList::default(),
                 closing: Cell::new(false),
@@ -638,6 +643,12 @@ impl Transport {
 
     pub fn stats(&self) -> TransportStats {
         self.shared.stats.s.get()
+    }
+
+    /// The client addresses peers gave in their handshakes, by node.
+    pub fn peer_client_addrs(&self) -> Vec<(NodeId, SocketAddr)> {
+        let m = self.shared.client_addrs.borrow();
+        m.iter().map(|(&n, &a)| (n, a)).collect()
     }
 
     /// This shard's identity.
@@ -819,6 +830,9 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
         }
         let node = hello.node;
         shared.note_accepted(node);
+        if let Some(a) = hello.client_addr {
+            shared.client_addrs.borrow_mut().insert(node, a);
+        }
         // Messages back to `node` if it has no link from here (`back`).
         let (mut rd, wr) = futures_lite::io::split(stream);
         let back = shared.back.open(node);

@@ -73,8 +73,9 @@ pub enum Op {
         expect: Option<Bytes>,
         value: Option<Bytes>,
     },
-    /// Pairs with `start <= key < end` (`end` empty: no upper bound) of
-    /// one group, at most `limit` of them.
+    /// Pairs with `start <= key < end` (`end` empty: no upper bound) that
+    /// the group holds, at most `limit` of them (the group clamps the
+    /// bounds to its own keys and says where they end).
     Scan {
         start: Bytes,
         end: Bytes,
@@ -105,7 +106,20 @@ pub enum Op {
     Isolate {
         peers: Vec<u64>,
     },
+    /// Descriptors of the ranges this shard hosts that hold keys at or
+    /// above `from`, in key order, at most `limit` (and at most
+    /// `RANGES_REPLY_MAX`): answered `Reply::Ranges`. A client pages
+    /// through them from the empty key, going on from the end of the last
+    /// one, and asks again from a key it finds no range for.
+    Ranges {
+        from: Bytes,
+        limit: u32,
+    },
 }
+
+/// Most descriptors one `Op::Ranges` answer carries (about 120 bytes each
+/// for 3 replicas and short keys).
+pub const RANGES_REPLY_MAX: u32 = 1024;
 
 /// A key and its value, as returned by a scan.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -122,9 +136,9 @@ pub struct NodeInfo {
     pub client_addr: String,
 }
 
-/// What a client needs to route: keys hash to groups, group `g` lives on
-/// shard `g % shards` of every node, `leaders[g]` is the last known
-/// leader of group `g` (0: unknown).
+/// What a client needs to route (with the ranges, `Op::Ranges`): group
+/// `g` lives on shard `g % shards` of every node,
+/// `leaders[g]` is the last known leader of group `g` (0: unknown).
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ClusterMap {
     pub groups: u64,
@@ -161,9 +175,14 @@ pub enum Reply {
         pairs: Vec<KeyValue>,
         /// More pairs were in range than `limit`.
         more: bool,
+        /// The end of the group's keys (empty: no upper bound): a scan
+        /// across groups goes on from here.
+        range_end: Bytes,
     },
     Map(ClusterMap),
     Status(Vec<GroupStatus>),
+    /// Range descriptors (`meta::RangeDesc`'s encoding), in key order.
+    Ranges(Vec<Bytes>),
 }
 
 /// Errors a client can act on.
@@ -209,6 +228,17 @@ pub enum ClientError {
     /// the others unchanged.)
     #[error("group {group} has no replica on this node (removed from here, or not placed here): ask another node")]
     NotHosted { group: u64 },
+    /// The key is not in the keys `[start, end)` of the group the request
+    /// named (empty `end`: no upper bound): the client's range map is out
+    /// of date. Refused before anything was applied; refresh the map and
+    /// send it to the group that holds the key (CockroachDB's
+    /// `RangeKeyMismatchError`, TiKV's `KeyNotInRegion`).
+    #[error("key {} is not in the group's keys [{}, {}): refresh the range map", crate::meta::show_key(.key), crate::meta::show_key(.start), if .end.is_empty() { "+inf".to_string() } else { crate::meta::show_key(.end) })]
+    KeyNotInRange {
+        key: Bytes,
+        start: Bytes,
+        end: Bytes,
+    },
 }
 
 impl ClientError {

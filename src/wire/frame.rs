@@ -27,7 +27,9 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 /// 2: the handshake carries store incarnations (`crate::identity`).
 /// 4: `Body::Quiesce` (issue #16).
 /// 5: coalesced heartbeats (`message::KIND_HEARTBEATS`, issue #16).
-pub const PROTOCOL_VERSION: u8 = 5;
+/// 6: ordered key ranges: range descriptors in the cluster map, a scan's
+///    range end, `ClientError::KeyNotInRange` (issue #17).
+pub const PROTOCOL_VERSION: u8 = 6;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 

@@ -2,16 +2,22 @@
 //! the answer accepts or refuses it.
 //!
 //! ```text
-//! HELLO payload (48 bytes, fixed for a protocol version)
+//! HELLO payload (72 bytes, fixed for a protocol version)
 //!   0  cluster     u64 LE   cluster id: nodes of different clusters never talk
 //!   8  node        u64 LE   caller's node id (0: a client)
 //!  16  shard       u32 LE   shard index the caller wants (= its own, for a peer)
 //!  20  shards      u32 LE   shards per node (group placement must agree)
 //!  24  version     u32 LE   PROTOCOL_VERSION of the caller
-//!  28  reserved    u32 = 0
+//!  28  cuts        u32 LE   fingerprint of the caller's initial key ranges
+//!                           (`StoreIdentity::cuts`; 0: not known, a client)
 //!  32  incarnation u64 LE   the caller's store incarnation (0: a client)
 //!  40  expected    u64 LE   the incarnation the caller knows the answerer
 //!                           by (0: never met); see `crate::identity`
+//!  48  family      u8       the caller's client address: 0 none, 4, 6
+//!  49  pad         u8 = 0
+//!  50  port        u16 LE
+//!  52  ip          [16]     IPv4 in the first 4 bytes, the rest 0
+//!  68  pad         u32 = 0
 //!
 //! HELLO_REPLY payload
 //!   0  status      u32 LE   0 = accepted, 1 = refused
@@ -31,7 +37,7 @@ pub const KIND_HELLO: u8 = 2;
 /// Frame kind of the answer to a handshake.
 pub const KIND_HELLO_REPLY: u8 = 3;
 
-const HELLO_BYTES: usize = 48;
+const HELLO_BYTES: usize = 72;
 const REPLY_HEAD_BYTES: usize = 24;
 /// Bound on the reason of a refusal (longer ones are cut).
 pub const REFUSAL_REASON_BYTES_MAX: usize = 512;
@@ -55,6 +61,11 @@ pub struct Hello {
     pub incarnation: u64,
     /// The incarnation the caller knows the answerer by (0: never met).
     pub expected: u64,
+    /// Fingerprint of the caller's initial key ranges (0: not known).
+    pub cuts: u32,
+    /// Where the caller serves clients (its shard 0), if it says: peers
+    /// learn each other's client addresses here, and tell clients.
+    pub client_addr: Option<std::net::SocketAddr>,
 }
 
 /// An accepted handshake's answer.
@@ -84,6 +95,8 @@ pub enum HelloError {
     NoIncarnation(u64),
     #[error("peer claims this node's own id {0}")]
     SelfId(u64),
+    #[error("peer {node}'s key ranges were cut differently when its cluster was bootstrapped (fingerprint {got:#010x}, this node's {want:#010x}): keys would be looked for in different groups. Bootstrap every node of a new cluster with the same --groups and --initial-split-keys")]
+    Cuts { node: u64, got: u32, want: u32 },
     #[error("refused by node {node}: {reason}")]
     Refused { node: u64, reason: String },
 }
@@ -100,6 +113,8 @@ impl Hello {
             version: PROTOCOL_VERSION as u32,
             incarnation: 0,
             expected: 0,
+            cuts: 0,
+            client_addr: None,
         }
     }
 
@@ -110,18 +125,47 @@ impl Hello {
         p[16..20].copy_from_slice(&self.shard.to_le_bytes());
         p[20..24].copy_from_slice(&self.shards.to_le_bytes());
         p[24..28].copy_from_slice(&self.version.to_le_bytes());
+        p[28..32].copy_from_slice(&self.cuts.to_le_bytes());
         p[32..40].copy_from_slice(&self.incarnation.to_le_bytes());
         p[40..48].copy_from_slice(&self.expected.to_le_bytes());
+        if let Some(a) = self.client_addr {
+            p[50..52].copy_from_slice(&a.port().to_le_bytes());
+            match a.ip() {
+                std::net::IpAddr::V4(ip) => {
+                    p[48] = 4;
+                    p[52..56].copy_from_slice(&ip.octets());
+                }
+                std::net::IpAddr::V6(ip) => {
+                    p[48] = 6;
+                    p[52..68].copy_from_slice(&ip.octets());
+                }
+            }
+        }
         encode_frame(out, KIND_HELLO, &p);
     }
 
     pub fn decode(p: &[u8]) -> Result<Hello, HelloError> {
-        if p.len() != HELLO_BYTES || p[28..32] != [0; 4] {
+        if p.len() != HELLO_BYTES || p[49] != 0 || p[68..72] != [0; 4] {
             return Err(HelloError::Size(p.len()));
         }
         let u64at = |i: usize| u64::from_le_bytes(p[i..i + 8].try_into().expect("8 bytes"));
         let u32at = |i: usize| u32::from_le_bytes(p[i..i + 4].try_into().expect("4 bytes"));
+        let port = u16::from_le_bytes([p[50], p[51]]);
+        let client_addr = match p[48] {
+            0 => None,
+            4 if p[56..68] == [0; 12] => {
+                let ip: [u8; 4] = p[52..56].try_into().expect("4 bytes");
+                Some(std::net::SocketAddr::from((ip, port)))
+            }
+            6 => {
+                let ip: [u8; 16] = p[52..68].try_into().expect("16 bytes");
+                Some(std::net::SocketAddr::from((ip, port)))
+            }
+            _ => return Err(HelloError::Size(p.len())),
+        };
         Ok(Hello {
+            cuts: u32at(28),
+            client_addr,
             cluster: u64at(0),
             node: u64at(8),
             shard: u32at(16),
@@ -161,6 +205,13 @@ impl Hello {
         }
         if self.node != 0 && self.incarnation == 0 {
             return Err(HelloError::NoIncarnation(self.node));
+        }
+        if self.node != 0 && self.cuts != 0 && me.cuts != 0 && self.cuts != me.cuts {
+            return Err(HelloError::Cuts {
+                node: self.node,
+                got: self.cuts,
+                want: me.cuts,
+            });
         }
         Ok(())
     }

@@ -71,6 +71,10 @@ pub fn every_op() -> Vec<Op> {
         Op::RemoveNode { node: 2 },
         Op::Snapshot,
         Op::Isolate { peers: vec![2, 3] },
+        Op::Ranges {
+            from: b("k"),
+            limit: 1024,
+        },
     ]
 }
 
@@ -89,6 +93,13 @@ fn every_result() -> Vec<Result<Reply, ClientError>> {
                 value: b("1"),
             }],
             more: true,
+            range_end: b("m"),
+        }),
+        Ok(Reply::Ranges(vec![b("descriptor"), b("")])),
+        Err(ClientError::KeyNotInRange {
+            key: b("z"),
+            start: b("a"),
+            end: b("m"),
         }),
         Ok(Reply::Map(ClusterMap {
             groups: 8,
@@ -205,11 +216,25 @@ fn hello_checks_name_what_differs() {
         version: PROTOCOL_VERSION as u32,
         incarnation: 0x71,
         expected: 0x72,
+        cuts: 0xc0ffee,
+        client_addr: Some("127.0.0.1:7200".parse().unwrap()),
     };
     let mut out = Vec::new();
     me.encode(&mut out);
     let payload = one_frame(&out, KIND_HELLO);
     assert_eq!(Hello::decode(&payload).unwrap(), me);
+    for addr in [None, Some("[::1]:9".parse().unwrap())] {
+        let h = Hello {
+            client_addr: addr,
+            ..me
+        };
+        let mut out = Vec::new();
+        h.encode(&mut out);
+        assert_eq!(Hello::decode(&one_frame(&out, KIND_HELLO)).unwrap(), h);
+    }
+    let mut bad = payload.to_vec();
+    bad[48] = 5;
+    assert!(Hello::decode(&bad).is_err(), "an unknown address family");
     let peer = Hello { node: 2, ..me };
     assert_eq!(peer.check(&me), Ok(()));
     assert_eq!(
@@ -229,6 +254,24 @@ fn hello_checks_name_what_differs() {
         Err(HelloError::Shards { got: 3, want: 2 })
     );
     assert_eq!(me.check(&me), Err(HelloError::SelfId(1)));
+    // Nodes bootstrapped with other key ranges refuse each other; a node
+    // that does not know its cuts (joined, or older) is not refused.
+    let e = Hello {
+        cuts: 0xbad,
+        ..peer
+    }
+    .check(&me)
+    .unwrap_err();
+    assert_eq!(
+        e,
+        HelloError::Cuts {
+            node: 2,
+            got: 0xbad,
+            want: 0xc0ffee
+        }
+    );
+    assert!(e.to_string().contains("--initial-split-keys"), "{e}");
+    assert_eq!(Hello { cuts: 0, ..peer }.check(&me), Ok(()));
     // A peer must say which store it is (`ringraft::identity`).
     assert_eq!(
         Hello {
@@ -250,8 +293,8 @@ fn hello_checks_name_what_differs() {
         Ok(())
     );
     assert!(matches!(
-        Hello::decode(&payload[..47]),
-        Err(HelloError::Size(47))
+        Hello::decode(&payload[..71]),
+        Err(HelloError::Size(71))
     ));
 }
 
@@ -265,6 +308,8 @@ fn node3() -> Hello {
         version: PROTOCOL_VERSION as u32,
         incarnation: 0x33,
         expected: 0,
+        cuts: 0,
+        client_addr: None,
     }
 }
 

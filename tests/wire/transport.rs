@@ -96,6 +96,25 @@ where
         .unwrap()
 }
 
+/// What a stub node answers `Op::Ranges` with: group 0 holds every key,
+/// its one replica on node 1.
+fn whole_range() -> Reply {
+    use ringraft::meta::{Epoch, RangeDesc, RangeReplica, ReplicaRole};
+    let d = RangeDesc {
+        id: 0,
+        start: Bytes::new(),
+        end: Bytes::new(),
+        epoch: Epoch::default(),
+        replicas: vec![RangeReplica {
+            replica: 1,
+            node: 1,
+            shard: 0,
+            role: ReplicaRole::Voter,
+        }],
+    };
+    Reply::Ranges(vec![d.to_bytes()])
+}
+
 fn me(cluster: u64, node: u64) -> Hello {
     Hello {
         cluster,
@@ -106,6 +125,8 @@ fn me(cluster: u64, node: u64) -> Hello {
         // A client (node 0) has none; a peer's is fixed per test node.
         incarnation: if node == 0 { 0 } else { 0x1000 + node },
         expected: 0,
+        cuts: 0,
+        client_addr: None,
     }
 }
 
@@ -794,6 +815,7 @@ fn echo_server(svc: Rc<ClientService>, pad: usize, stop: Rc<RefCell<bool>>) {
                         nodes: Vec::new(),
                         leaders: vec![1],
                     }),
+                    Op::Ranges { .. } => whole_range(),
                     other => panic!("the echo server got {other:?}"),
                 };
                 svc.respond(
@@ -935,6 +957,7 @@ fn a_write_refused_after_an_unknown_attempt_is_reported_unknown() {
                                     nodes: Vec::new(),
                                     leaders: vec![1],
                                 })),
+                                Op::Ranges { .. } => Ok(whole_range()),
                                 Op::Put { .. } => {
                                     puts += 1;
                                     Err(if puts == 1 {

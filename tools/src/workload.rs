@@ -128,6 +128,28 @@ pub fn key_bytes(k: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(format!("key{k:012}").as_bytes());
 }
 
+/// Keys that cut this generator's keys `0..keys` into `ranges` ranges of
+/// equal counts (the local cluster's `--initial-split-keys`, so a run
+/// starts balanced over its groups). `None` when there are fewer keys
+/// than ranges: the node's default cuts then.
+pub fn split_keys(keys: u64, ranges: u64) -> Option<Vec<bytes::Bytes>> {
+    if keys < ranges {
+        return None;
+    }
+    let mut k = Vec::new();
+    Some(
+        (1..ranges)
+            .map(|i| {
+                key_bytes(
+                    (u128::from(i) * u128::from(keys) / u128::from(ranges)) as u64,
+                    &mut k,
+                );
+                bytes::Bytes::copy_from_slice(&k)
+            })
+            .collect(),
+    )
+}
+
 /// Value sizes: fixed `N` or a range `MIN-MAX` (uniform).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ValueSize {

@@ -238,6 +238,7 @@ fn error_kind(e: &Error) -> String {
             ClientError::WrongShard { .. } => "wrong_shard",
             ClientError::UnknownGroup { .. } => "unknown_group",
             ClientError::NotHosted { .. } => "not_hosted",
+            ClientError::KeyNotInRange { .. } => "key_not_in_range",
             ClientError::SessionExpired => "session_expired",
             ClientError::BadRequest { .. } => "bad_request",
             ClientError::Failed { .. } => "failed",
@@ -324,6 +325,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
         cfg.nodes = args.nodes;
         cfg.shards = shards;
         cfg.groups = args.groups;
+        cfg.split_keys = ringraft_tools::workload::split_keys(args.keys, args.groups);
         if read_mode == ReadMode::Lease {
             cfg.extra_args = vec!["--read-mode".into(), "lease".into()];
         }
@@ -1018,10 +1020,33 @@ fn start_responder(cluster: u64, groups: u64) -> Result<(SocketAddr, Arc<AtomicB
                 version: PROTOCOL_VERSION as u32,
                 incarnation: 1,
                 expected: 0,
+                cuts: 0,
+                client_addr: None,
             };
             let svc = ClientService::new(me, TransportConfig::default());
             glommio::spawn_local(svc.clone().serve(l)).detach();
             let mut reqs = Vec::new();
+            // The keyspace cut into `groups` ranges (the node's default
+            // cuts), each led by node 1 on shard 0.
+            let splits = ringraft::route::even_split_keys(groups);
+            let ranges: Vec<bytes::Bytes> = (0..groups)
+                .map(|g| {
+                    let (start, end) = ringraft::route::initial_bounds(g, &splits);
+                    ringraft::meta::RangeDesc {
+                        id: g,
+                        start,
+                        end,
+                        epoch: ringraft::meta::Epoch::default(),
+                        replicas: vec![ringraft::meta::RangeReplica {
+                            replica: 1,
+                            node: 1,
+                            shard: 0,
+                            role: ringraft::meta::ReplicaRole::Voter,
+                        }],
+                    }
+                    .to_bytes()
+                })
+                .collect();
             while !stop2.load(Ordering::Relaxed) {
                 let tick = glommio::timer::sleep(Duration::from_millis(100));
                 futures_lite::FutureExt::or(async { svc.ready().await }, tick).await;
@@ -1035,6 +1060,7 @@ fn start_responder(cluster: u64, groups: u64) -> Result<(SocketAddr, Arc<AtomicB
                             nodes: Vec::new(),
                             leaders: vec![1; groups as usize],
                         })),
+                        Op::Ranges { .. } => Ok(Reply::Ranges(ranges.clone())),
                         _ => Ok(Reply::Done),
                     };
                     svc.respond(conn, &Response { id: r.id, result });
