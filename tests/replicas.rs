@@ -1065,3 +1065,44 @@ fn at_most_snapshot_writes_max_snapshot_files_are_written_at_once() {
     });
     drop(lock);
 }
+
+/// A data directory written when keys were placed in groups by a hash (its
+/// founding replicas have no range descriptor) is refused at open with a
+/// message that says so, in a cluster of more than one group: its keys
+/// would be looked for in other groups.
+#[test]
+fn a_data_dir_written_under_hash_placement_is_refused_at_open() {
+    // With one group, a replica without a descriptor holds every key, as
+    // under either placement: accepted. Reopened as one of 2 groups, it
+    // reads as a hash-placed data dir (what that code wrote for a
+    // founding replica: no descriptor).
+    let (t, one, lock, store) = fresh_store_with(|s| NodeSettings {
+        groups: Some(1),
+        ..s
+    });
+    let (peer, client) = (one.listen_peers.port(), one.listen_clients.port());
+    let two = node_settings(&t.path().join("n1"), peer, client)
+        .validate()
+        .unwrap();
+    let (sc1, sc2) = (one.shard(0, &store), two.shard(0, &store));
+    run(async move {
+        let mut shard = Shard::open(sc1, Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        let legacy = ReplicaDesc {
+            descriptor: Bytes::new(),
+            ..desc(100, 1, &[1])
+        };
+        shard.create_replica(legacy.clone()).await.unwrap();
+        drop(shard);
+        match Shard::open(sc2, Rc::new(Cell::new(false)), None).await {
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("placed keys in groups by hash"), "{e}");
+                assert!(e.contains("Start a new cluster"), "{e}");
+            }
+            Ok(_) => panic!("a hash-placed data dir was opened"),
+        }
+    });
+    drop(lock);
+}
