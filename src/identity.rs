@@ -38,7 +38,9 @@
 //!  40  cuts         u32 LE   fingerprint of the key ranges the cluster was
 //!                            bootstrapped with (`route::cuts_fingerprint`);
 //!                            0: not known (joined, or written before it)
-//!  44  reserved     [16] = 0
+//!  44  groups       u32 LE   the cluster's groups (`--groups` when the
+//!                            store was created); 0: not known (older)
+//!  48  reserved     [12] = 0
 //!  60  crc          u32 LE   CRC32 of bytes 0..60
 //!
 //! shard-N/OPENED   empty; written once the shard's WAL first opened: from
@@ -93,6 +95,16 @@ pub enum Bootstrap {
     Unset,
 }
 
+/// What a new store records of the cluster's initial ranges
+/// ([`StoreIdentity::groups`], [`StoreIdentity::cuts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct InitialRanges {
+    /// `--groups`.
+    pub groups: u32,
+    /// `route::cuts_fingerprint` of the groups and their split keys.
+    pub cuts: u32,
+}
+
 /// The identity of a data directory (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoreIdentity {
@@ -109,6 +121,10 @@ pub struct StoreIdentity {
     /// (`route::cuts_fingerprint`), sent in every handshake so that nodes
     /// bootstrapped with other cuts refuse each other; 0: not known.
     pub cuts: u32,
+    /// The cluster's groups, fixed when the store was created (a restart
+    /// with another `--groups` must not create groups over the existing
+    /// ranges); 0: not known (a store written before it).
+    pub groups: u32,
 }
 
 /// Why a data directory cannot be used, or a peer not admitted.
@@ -171,6 +187,7 @@ impl StoreIdentity {
         b[32..36].copy_from_slice(&self.shards.to_le_bytes());
         b[36] = if self.joined { 2 } else { 1 };
         b[40..44].copy_from_slice(&self.cuts.to_le_bytes());
+        b[44..48].copy_from_slice(&self.groups.to_le_bytes());
         let crc = crc32fast::hash(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -200,12 +217,13 @@ impl StoreIdentity {
             shards: u32at(32),
             joined: b[36] == 2,
             cuts: u32at(40),
+            groups: u32at(44),
         };
         if id.incarnation == 0
             || id.node == 0
             || !(1..=2).contains(&b[36])
             || b[37..40] != [0; 3]
-            || b[44..60] != [0; 16]
+            || b[48..60] != [0; 12]
         {
             return Err(bad("invalid fields"));
         }
@@ -298,7 +316,8 @@ pub fn shard_dir(dir: &Path, s: u32) -> PathBuf {
 /// ([`IdentityError::Lost`]); an empty directory with
 /// [`Bootstrap::Unset`] ([`IdentityError::Empty`]); a damaged `STORE`.
 /// `cuts` is stored in a store created for [`Bootstrap::New`] (a joined
-/// node's, or an adopted one's, is 0: not known).
+/// node's, or an adopted one's, is 0: not known); `groups` in every
+/// store created.
 /// A directory with WAL data and no `STORE` (written before store
 /// identities existed) is adopted under a new incarnation.
 pub fn open_store(
@@ -308,8 +327,9 @@ pub fn open_store(
     node: NodeId,
     shards: u32,
     bootstrap: Bootstrap,
-    cuts: u32,
+    ranges: InitialRanges,
 ) -> Result<(StoreIdentity, bool), IdentityError> {
+    let InitialRanges { groups, cuts } = ranges;
     let path = dir.join(STORE_FILE);
     let d = || dir.display().to_string();
     match std::fs::read(&path) {
@@ -373,6 +393,7 @@ pub fn open_store(
                 } else {
                     0
                 },
+                groups,
             };
             // The shard directories first, durably: a store without them
             // reads as lost data at the next start.
@@ -677,6 +698,7 @@ mod tests {
             shards: 2,
             joined: true,
             cuts: 0x1234_5678,
+            groups: 8,
         };
         let b = id.encode();
         assert_eq!(StoreIdentity::decode("S", &b).unwrap(), id);
@@ -694,48 +716,149 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("data");
         let lock = lock_data_dir(&dir).unwrap();
-        let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::Unset, 9)
-            .unwrap_err()
-            .to_string();
+        let e = open_store(
+            &dir,
+            &lock,
+            1,
+            3,
+            2,
+            Bootstrap::Unset,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
             e.contains("--initial-cluster-state new") && e.contains("--join"),
             "{e}"
         );
         assert!(!dir.join(STORE_FILE).exists(), "nothing written: {e}");
-        let (id, created) = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, 9).unwrap();
+        let (id, created) = open_store(
+            &dir,
+            &lock,
+            1,
+            3,
+            2,
+            Bootstrap::New,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .unwrap();
         assert!(created && id.incarnation != 0);
         assert!(dir.join("shard-1/wal").is_dir());
         // Restarted with the same flags, or with none: the same identity.
         for b in [Bootstrap::New, Bootstrap::Unset, Bootstrap::Join] {
-            assert_eq!(open_store(&dir, &lock, 1, 3, 2, b, 9).unwrap(), (id, false));
+            assert_eq!(
+                open_store(
+                    &dir,
+                    &lock,
+                    1,
+                    3,
+                    2,
+                    b,
+                    InitialRanges { groups: 8, cuts: 9 }
+                )
+                .unwrap(),
+                (id, false)
+            );
         }
         // Another node id, cluster or shard count: refused, named.
-        let e = open_store(&dir, &lock, 1, 4, 2, Bootstrap::New, 9).unwrap_err();
+        let e = open_store(
+            &dir,
+            &lock,
+            1,
+            4,
+            2,
+            Bootstrap::New,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--id"), "{e}");
-        let e = open_store(&dir, &lock, 2, 3, 2, Bootstrap::New, 9).unwrap_err();
+        let e = open_store(
+            &dir,
+            &lock,
+            2,
+            3,
+            2,
+            Bootstrap::New,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--cluster-id"), "{e}");
-        let e = open_store(&dir, &lock, 1, 3, 4, Bootstrap::New, 9).unwrap_err();
+        let e = open_store(
+            &dir,
+            &lock,
+            1,
+            3,
+            4,
+            Bootstrap::New,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--shards"), "{e}");
         assert!(!id.joined, "started as a new cluster's node");
         // Every WAL file of a shard that had opened wiped: lost.
         std::fs::write(dir.join("shard-0/wal/00000000000000000001.wal"), b"x").unwrap();
         std::fs::write(dir.join("shard-0").join(OPENED_FILE), b"").unwrap();
-        open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, 9).expect("a WAL file: fine");
+        open_store(
+            &dir,
+            &lock,
+            1,
+            3,
+            2,
+            Bootstrap::New,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .expect("a WAL file: fine");
         std::fs::remove_file(dir.join("shard-0/wal/00000000000000000001.wal")).unwrap();
-        let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, 9).unwrap_err();
+        let e = open_store(
+            &dir,
+            &lock,
+            1,
+            3,
+            2,
+            Bootstrap::New,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("every WAL file of shard-0"), "{e}");
         // Not yet opened (a crash before the first WAL open): fine.
         std::fs::remove_file(dir.join("shard-0").join(OPENED_FILE)).unwrap();
-        open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, 9).expect("never opened");
+        open_store(
+            &dir,
+            &lock,
+            1,
+            3,
+            2,
+            Bootstrap::New,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .expect("never opened");
         // A shard's WAL wiped under a store: lost, not silently recreated.
         std::fs::remove_dir_all(dir.join("shard-1")).unwrap();
-        let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, 9).unwrap_err();
+        let e = open_store(
+            &dir,
+            &lock,
+            1,
+            3,
+            2,
+            Bootstrap::New,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .unwrap_err();
         assert!(matches!(e, IdentityError::Lost { .. }), "{e}");
         // The whole dir wiped and bootstrapped again: a new incarnation.
         drop(lock);
         std::fs::remove_dir_all(&dir).unwrap();
         let lock = lock_data_dir(&dir).unwrap();
-        let (again, _) = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, 9).unwrap();
+        let (again, _) = open_store(
+            &dir,
+            &lock,
+            1,
+            3,
+            2,
+            Bootstrap::New,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .unwrap();
         assert_ne!(again.incarnation, id.incarnation);
     }
 
@@ -746,7 +869,16 @@ mod tests {
         std::fs::create_dir_all(&wal).unwrap();
         std::fs::write(wal.join("00000000000000000001.wal"), b"x").unwrap();
         let lock = lock_data_dir(t.path()).unwrap();
-        let (_, created) = open_store(t.path(), &lock, 1, 2, 1, Bootstrap::Unset, 9).unwrap();
+        let (_, created) = open_store(
+            t.path(),
+            &lock,
+            1,
+            2,
+            1,
+            Bootstrap::Unset,
+            InitialRanges { groups: 8, cuts: 9 },
+        )
+        .unwrap();
         assert!(created);
     }
 

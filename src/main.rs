@@ -65,13 +65,15 @@ enum CtlCmd {
     Delete { key: String },
     /// Print the pairs with START <= key < END (END empty: to the last
     /// key), one `key<TAB>value` per line, in key order across every range
-    /// (each range read in turn). Exit 0; "(more)" on stderr if --limit cut it.
+    /// (each range read in turn). Exit 0; if --limit cut it, a line on
+    /// stderr says so (scan again from the last key printed, which comes
+    /// again first).
     Scan {
         start: String,
         #[arg(default_value = "")]
         end: String,
-        /// Pairs printed at most.
-        #[arg(long, default_value_t = 1000)]
+        /// Pairs printed at most (at least 1).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
     },
     /// The ranges: id, start, end, epoch, replicas (replica@node/shard,
@@ -211,14 +213,17 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let store = match identity::open_store(
+    let (store, created) = match identity::open_store(
         &cfg.data_dir,
         &lock,
         cfg.cluster_id,
         cfg.id,
         cfg.shards,
         cfg.bootstrap,
-        cfg.cuts,
+        identity::InitialRanges {
+            groups: cfg.groups as u32,
+            cuts: cfg.cuts,
+        },
     ) {
         Ok((store, created)) => {
             if created {
@@ -228,7 +233,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
                     "initialised a new store in the data dir"
                 );
             }
-            store
+            (store, created)
         }
         Err(e) => {
             eprintln!("ringraft: {e}");
@@ -239,10 +244,22 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
             return ExitCode::from(if usage { 2 } else { 1 });
         }
     };
+    if !created {
+        let stored = u64::from(store.groups);
+        if stored != 0 && stored != cfg.groups {
+            tracing::warn!(
+                stored,
+                given = cfg.groups,
+                "this data dir's cluster was bootstrapped with {stored} groups; --groups is ignored"
+            );
+        } else if store.cuts != 0 && store.cuts != cfg.cuts {
+            tracing::warn!("this data dir's key ranges were cut when its cluster was bootstrapped; --initial-split-keys given now is ignored");
+        }
+    }
     tracing::info!(
         node = cfg.id,
         shards = cfg.shards,
-        groups = cfg.groups,
+        groups = if store.groups != 0 { u64::from(store.groups) } else { cfg.groups },
         peers = ?cfg.peers,
         data_dir = %cfg.data_dir.display(),
         incarnation = format_args!("{:#x}", store.incarnation),
@@ -534,7 +551,7 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                 );
             }
             if more {
-                eprintln!("(more: raise --limit, or scan again from after the last key)");
+                eprintln!("(more: raise --limit, or scan again from the last key printed)");
             }
             Ok(0)
         }

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use glommio::LocalExecutorBuilder;
 use ringraft::client::{Client, ClientConfig, Error};
 use ringraft::config::{NodeSettings, ValidConfig};
-use ringraft::identity::{lock_data_dir, open_store, Bootstrap, DataDirLock, StoreIdentity};
+use ringraft::identity::{
+    lock_data_dir, open_store, Bootstrap, DataDirLock, InitialRanges, StoreIdentity,
+};
 use ringraft::meta::{Epoch, RangeDesc, RangeReplica, ReplicaRole};
 use ringraft::raft::{ConfState, Snapshot, SnapshotMeta};
 use ringraft::shard::{ReplicaApiError, Shard};
@@ -111,7 +113,16 @@ fn fresh_store_with(
         .expect("valid settings");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
-    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New, 0).unwrap();
+    let (store, _) = open_store(
+        &dir,
+        &lock,
+        1,
+        1,
+        1,
+        Bootstrap::New,
+        InitialRanges::default(),
+    )
+    .unwrap();
     (t, cfg, lock, store)
 }
 
@@ -152,7 +163,16 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
     let cfg = settings(&dir, peer, client);
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
-    let (store, _) = open_store(&dir, &lock, 1, 1, 1, Bootstrap::New, 0).unwrap();
+    let (store, _) = open_store(
+        &dir,
+        &lock,
+        1,
+        1,
+        1,
+        Bootstrap::New,
+        InitialRanges::default(),
+    )
+    .unwrap();
     let open = |cfg: &ValidConfig, store: &StoreIdentity| {
         let sc = cfg.shard(0, store);
         async move {
@@ -1103,6 +1123,44 @@ fn a_data_dir_written_under_hash_placement_is_refused_at_open() {
             }
             Ok(_) => panic!("a hash-placed data dir was opened"),
         }
+    });
+    drop(lock);
+}
+
+/// The cluster's groups are those its store was created with: a restart
+/// with a larger `--groups` creates no groups over the existing ranges
+/// (it did: groups 4-7 of the new flag's even cuts, overlapping the
+/// stored ranges, so keys went missing from the map).
+#[test]
+fn a_restart_with_another_groups_keeps_the_stored_groups() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("n1");
+    let (peer, client) = (free_port(), free_port());
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = lock_data_dir(&dir).unwrap();
+    let (store, _) = open_store(
+        &dir,
+        &lock,
+        1,
+        1,
+        1,
+        Bootstrap::New,
+        InitialRanges { groups: 2, cuts: 0 },
+    )
+    .unwrap();
+    let more = NodeSettings {
+        groups: Some(4),
+        ..node_settings(&dir, peer, client)
+    }
+    .validate()
+    .unwrap();
+    assert_eq!(more.groups, 4);
+    let sc = more.shard(0, &store);
+    run(async move {
+        let shard = Shard::open(sc, Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        assert_eq!(groups(&shard), vec![0, 1], "the stored 2 groups only");
     });
     drop(lock);
 }

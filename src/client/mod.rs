@@ -194,6 +194,7 @@ impl Client {
                     c.inner.nodes.borrow_mut().insert(conn.node, a);
                     c.inner.conns.borrow_mut().insert((conn.node, 0), conn);
                 }
+                Err(e) if e.0.starts_with(&a.to_string()) => last_err = e.0,
                 Err(e) => last_err = format!("{a}: {}", e.0),
             }
         }
@@ -358,18 +359,30 @@ impl Client {
         self.inner.ranges.borrow().range_of(key).map(|d| d.id)
     }
 
-    /// The group holding `key`: from the map, else after asking the nodes.
+    /// The group holding `key`: from the map, else after asking the nodes,
+    /// again with a growing pause until `op_timeout_ms` has passed (a
+    /// node reports only the ranges whose leader it knows: none while the
+    /// cluster elects).
     async fn group_for(&self, key: &[u8]) -> Result<u64, Error> {
         if let Some(g) = self.group_of(key) {
             return Ok(g);
         }
-        self.fetch_ranges(key, false).await;
-        self.group_of(key).ok_or_else(|| {
-            Error::Unreachable(format!(
-                "no node reached reports a range holding key {} (are all nodes of every shard down?)",
-                show_key(key)
-            ))
-        })
+        let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
+        let mut pause_ms = 10;
+        loop {
+            self.fetch_ranges(key, false).await;
+            if let Some(g) = self.group_of(key) {
+                return Ok(g);
+            }
+            if Instant::now() >= deadline || self.inner.closed.get() {
+                return Err(Error::Unreachable(format!(
+                    "no node reached reports a range holding key {} that has a leader (nodes down, or still electing; `ctl status` shows which)",
+                    show_key(key)
+                )));
+            }
+            glommio::timer::sleep(Duration::from_millis(pause_ms)).await;
+            pause_ms = (pause_ms * 2).min(500);
+        }
     }
 
     /// `op` on `key`'s group, sent again to the group the nodes then
@@ -387,6 +400,15 @@ impl Client {
                     tries += 1;
                     self.inner.ranges.borrow_mut().remove(g);
                     self.fetch_ranges(key, false).await;
+                }
+                Err(Error::Server(e @ ClientError::KeyNotInRange { .. })) => {
+                    return Err(Error::Server(ClientError::Failed {
+                        reason: format!(
+                            "the nodes disagree on which range holds key {} (asked {} times; the last: {e}): were they all bootstrapped with the same --groups and --initial-split-keys?",
+                            show_key(key),
+                            tries + 1
+                        ),
+                    }))
                 }
                 r => return r,
             }

@@ -323,6 +323,12 @@ pub fn parse_split_keys(text: &str) -> Result<Vec<bytes::Bytes>, String> {
                     key.push(byte);
                 }
                 Some(c @ (b',' | b'\\')) => key.push(c),
+                None => {
+                    return Err(format!(
+                        "key {} ends in an unfinished escape (a lone \\ at the end)",
+                        keys.len() + 1
+                    ))
+                }
                 _ => {
                     return Err(format!(
                         "unknown escape in key {} (use \\xNN, \\, or \\\\)",
@@ -364,7 +370,7 @@ fn check_split_keys(keys: Vec<bytes::Bytes>, groups: u64) -> Result<Vec<bytes::B
     use crate::meta::{show_key, RANGE_BOUNDARY_BYTES_MAX};
     if keys.len() as u64 != groups - 1 {
         return Err(format!(
-            "{} keys given; {groups} groups need {} (one fewer than --groups)",
+            "{} key(s) given; {groups} group(s) need {} (one fewer than --groups)",
             keys.len(),
             groups - 1
         ));
@@ -733,6 +739,12 @@ impl ValidConfig {
         let mut c = self.shard_template.clone();
         c.shard = s;
         c.cuts = store.cuts;
+        // The groups are the cluster's, fixed at bootstrap: a restart with
+        // another --groups must not create groups over existing ranges.
+        if store.groups != 0 && u64::from(store.groups) != c.groups {
+            c.groups = store.groups.into();
+            c.split_keys = crate::route::even_split_keys(c.groups);
+        }
         c.incarnation = store.incarnation;
         if store.joined {
             // Members come from the leader's snapshot once added.

@@ -121,6 +121,7 @@ fn store() -> crate::identity::StoreIdentity {
         shards: 1,
         joined: false,
         cuts: 0,
+        groups: 0,
     }
 }
 
@@ -210,9 +211,17 @@ fn the_file_fills_what_the_command_line_leaves_out() {
         shards: 2,
         joined: false,
         cuts: 77,
+        groups: 0,
     };
     let sc = v.shard(1, &store);
     assert_eq!(sc.cuts, 77, "the stored cuts, not the flags'");
+    assert_eq!(
+        sc.groups, 4,
+        "a store that does not know its groups: the flag's"
+    );
+    let sc = v.shard(1, &crate::identity::StoreIdentity { groups: 6, ..store });
+    assert_eq!(sc.groups, 6, "the stored groups, not the flag's");
+    assert_eq!(sc.split_keys.len(), 5);
     assert_eq!(sc.incarnation, 9);
     assert_eq!(sc.peers, vec![(1, "127.0.0.1:7101".parse().unwrap())]);
     assert!(sc.wal.zero_segments, "zeroed segments by default");
@@ -246,6 +255,12 @@ fn initial_split_keys_are_parsed_checked_and_written_back() {
     assert!(parse_split_keys("a,\\x4")
         .unwrap_err()
         .contains("two hex digits (key 2)"));
+    assert!(parse_split_keys("a,\\x+f")
+        .unwrap_err()
+        .contains("two hex digits (key 2)"));
+    assert!(parse_split_keys("a\\")
+        .unwrap_err()
+        .contains("unfinished escape"));
     let odd = vec![Bytes::from(vec![0u8, b',', b'\\', 0x7f, b'k'])];
     assert_eq!(keys(&format_split_keys(&odd)), odd);
     let with = |groups: u64, text: &str| NodeSettings {
@@ -256,7 +271,7 @@ fn initial_split_keys_are_parsed_checked_and_written_back() {
     let v = with(4, "b,m,t").validate().unwrap();
     assert_eq!(&v.shard_template.split_keys[..], &keys("b,m,t")[..]);
     let bad = |s: NodeSettings| s.validate().unwrap_err().to_string();
-    assert!(bad(with(4, "b,m")).contains("2 keys given; 4 groups need 3"));
+    assert!(bad(with(4, "b,m")).contains("2 key(s) given; 4 group(s) need 3"));
     assert!(bad(with(4, "b,m,m")).contains("key 3 (\"m\") does not sort after key 2"));
     assert!(bad(with(3, "b,")).contains("key 2 is empty"));
     let long = "k".repeat(crate::meta::RANGE_BOUNDARY_BYTES_MAX);

@@ -60,12 +60,31 @@ pub(super) async fn load(
             group: g,
             replica: cfg.node,
             voters: cfg.voters.clone(),
-            descriptor: founding_descriptor(cfg, g).to_bytes(),
+            descriptor: bytes::Bytes::new(),
         })
         // Not hosted here yet, never destroyed here (`check_create`).
         .filter(|d| replay.catalog.check_create(d).is_ok())
-        .map(CatalogOp::Create)
+        .map(|mut d| {
+            d.descriptor = founding_descriptor(cfg, d.group).to_bytes();
+            CatalogOp::Create(d)
+        })
         .collect();
+    // A group with a log but no catalog entry was written before the
+    // catalog existed, when keys were placed by a hash: not one to cut
+    // into ranges now.
+    if cfg.groups > 1 {
+        if let Some(g) = boot
+            .iter()
+            .map(CatalogOp::group)
+            .find(|g| replay.groups.contains_key(g))
+        {
+            return Err(ShardError::Group {
+                shard,
+                group: g,
+                what: HASH_PLACED.to_string(),
+            });
+        }
+    }
     storage::catalog::append_catalog(
         &wal,
         &mut replay.catalog,
@@ -149,13 +168,7 @@ pub(super) fn build_replica(
             // state but no bounds, was created before keys were placed by
             // range: its keys were placed by a hash, and would now be
             // looked for in other groups.
-            return Err(group_err(format!(
-                "this data directory was written by a version of ringraft that placed keys in \
-                 groups by hash; this version places them by ordered key range, so its {} \
-                 groups' keys would be looked for in the wrong groups. Start a new cluster \
-                 in an empty data directory and write the data again",
-                cfg.groups
-            )));
+            return Err(group_err(HASH_PLACED.to_string()));
         } else {
             // One group holds every key either way; a joining replica
             // learns its bounds from its first snapshot.
@@ -168,6 +181,14 @@ pub(super) fn build_replica(
     }
     Ok(r)
 }
+
+/// Why a replica without a key range is refused in a cluster of more than
+/// one group.
+const HASH_PLACED: &str = "this replica has no key range (no range descriptor, no snapshot that \
+     carries one): a data directory written by a version of ringraft that placed keys in groups \
+     by hash, whose keys this version would look for in the wrong groups (or a replica created \
+     without a descriptor). Start a new cluster in an empty data directory and write the data \
+     again";
 
 /// The descriptor a founding replica of initial range `g` is created
 /// with: the range's keys from the split keys, every initial voter as a

@@ -314,21 +314,30 @@ impl Shard {
         let mut leaders = vec![0; self.cfg.groups as usize];
         let mut nodes = std::collections::BTreeMap::new();
         nodes.insert(self.cfg.node, self.cfg.client_addr.clone());
+        let mut members = std::collections::BTreeSet::new();
+        let mut books = std::collections::BTreeMap::new();
         for g in self.replicas.values() {
             // The map covers the static groups; a replica created at run
             // time outside them is reached by group id until ranges exist.
             if let Some(l) = leaders.get_mut(g.id as usize) {
                 *l = g.leader_node();
             }
-
+            members.extend(g.raft.conf().placements.iter().map(|p| p.node));
             for (&n, a) in g.kv.client_addrs() {
-                nodes.entry(n).or_insert_with(|| a.clone());
+                books.entry(n).or_insert_with(|| a.clone());
             }
         }
-        // Then those peers gave in their handshakes (nodes started with
-        // `--peers` never wrote them into an address book).
+        // The address a member gave in its handshake (what it says now),
+        // else the one its groups' address books hold; a node no group of
+        // this shard has as a member is not named (removed nodes leave
+        // the map).
         for (n, a) in self.transport.peer_client_addrs() {
-            nodes.entry(n).or_insert_with(|| a.to_string());
+            if members.contains(&n) {
+                nodes.entry(n).or_insert_with(|| a.to_string());
+            }
+        }
+        for (n, a) in books {
+            nodes.entry(n).or_insert(a);
         }
         ClusterMap {
             groups: self.cfg.groups,
@@ -342,8 +351,8 @@ impl Shard {
     }
 
     /// Descriptors of this shard's ranges holding keys at or above
-    /// `from`, in key order, at most `limit` (and `RANGES_REPLY_MAX`); a
-    /// client pages on until an answer is empty.
+    /// `from` whose leader it knows, in key order, at most `limit` (and
+    /// `RANGES_REPLY_MAX`); a client pages on until an answer is empty.
     /// Goes over every replica of the shard: a client asks at connect and
     /// when its map misses a key, not per request.
     fn ranges(&self, from: &[u8], limit: u32) -> Vec<bytes::Bytes> {
@@ -353,7 +362,10 @@ impl Shard {
             std::collections::BinaryHeap::new();
         for g in self.replicas.values() {
             let b = g.kv.bounds();
-            if !b.known || !(b.end.is_empty() || from < &b.end[..]) {
+            // A replica that knows no leader is not answered for: its group
+            // may not be serving (a node that cannot reach its peers, or
+            // that its peers refused), and a client asks every node.
+            if !b.known || g.leader_node() == 0 || !(b.end.is_empty() || from < &b.end[..]) {
                 continue;
             }
             if best.len() == limit {

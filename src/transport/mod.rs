@@ -537,6 +537,7 @@ impl Transport {
         if let Some(old) = self.links.borrow_mut().remove(&node) {
             old.close();
         }
+        self.shared.client_addrs.borrow_mut().remove(&node);
     }
 
     /// Queues `m` (of `group`) for `node`, where its addressee `m.to`
@@ -830,9 +831,10 @@ async fn serve_peer_conn(mut stream: TcpStream, shared: Rc<Shared>) {
         }
         let node = hello.node;
         shared.note_accepted(node);
-        if let Some(a) = hello.client_addr {
-            shared.client_addrs.borrow_mut().insert(node, a);
-        }
+        match hello.client_addr {
+            Some(a) => shared.client_addrs.borrow_mut().insert(node, a),
+            None => shared.client_addrs.borrow_mut().remove(&node),
+        };
         // Messages back to `node` if it has no link from here (`back`).
         let (mut rd, wr) = futures_lite::io::split(stream);
         let back = shared.back.open(node);

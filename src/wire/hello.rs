@@ -93,6 +93,8 @@ pub enum HelloError {
     Shards { got: u32, want: u32 },
     #[error("peer {0} sent no store incarnation: it runs an older ringraft (before store identities); upgrade it")]
     NoIncarnation(u64),
+    #[error("handshake's client address is malformed (family {0}; 0, 4 and 6 are known, and unused bytes must be 0)")]
+    Address(u8),
     #[error("peer claims this node's own id {0}")]
     SelfId(u64),
     #[error("peer {node}'s key ranges were cut differently when its cluster was bootstrapped (fingerprint {got:#010x}, this node's {want:#010x}): keys would be looked for in different groups. Bootstrap every node of a new cluster with the same --groups and --initial-split-keys")]
@@ -152,7 +154,7 @@ impl Hello {
         let u32at = |i: usize| u32::from_le_bytes(p[i..i + 4].try_into().expect("4 bytes"));
         let port = u16::from_le_bytes([p[50], p[51]]);
         let client_addr = match p[48] {
-            0 => None,
+            0 if p[50..68] == [0; 18] => None,
             4 if p[56..68] == [0; 12] => {
                 let ip: [u8; 4] = p[52..56].try_into().expect("4 bytes");
                 Some(std::net::SocketAddr::from((ip, port)))
@@ -161,7 +163,7 @@ impl Hello {
                 let ip: [u8; 16] = p[52..68].try_into().expect("16 bytes");
                 Some(std::net::SocketAddr::from((ip, port)))
             }
-            _ => return Err(HelloError::Size(p.len())),
+            family => return Err(HelloError::Address(family)),
         };
         Ok(Hello {
             cuts: u32at(28),

@@ -234,7 +234,13 @@ fn hello_checks_name_what_differs() {
     }
     let mut bad = payload.to_vec();
     bad[48] = 5;
-    assert!(Hello::decode(&bad).is_err(), "an unknown address family");
+    assert_eq!(Hello::decode(&bad), Err(HelloError::Address(5)));
+    bad[48] = 0;
+    assert_eq!(
+        Hello::decode(&bad),
+        Err(HelloError::Address(0)),
+        "no address, but its bytes are not 0"
+    );
     let peer = Hello { node: 2, ..me };
     assert_eq!(peer.check(&me), Ok(()));
     assert_eq!(
