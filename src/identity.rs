@@ -689,6 +689,9 @@ mod tests {
         let _ = path;
     }
 
+    /// What the tests' stores record of their cluster's ranges.
+    const R8: InitialRanges = InitialRanges { groups: 8, cuts: 9 };
+
     #[test]
     fn store_round_trips_and_damage_is_named() {
         let id = StoreIdentity {
@@ -716,149 +719,51 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let dir = t.path().join("data");
         let lock = lock_data_dir(&dir).unwrap();
-        let e = open_store(
-            &dir,
-            &lock,
-            1,
-            3,
-            2,
-            Bootstrap::Unset,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .unwrap_err()
-        .to_string();
+        let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::Unset, R8)
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("--initial-cluster-state new") && e.contains("--join"),
             "{e}"
         );
         assert!(!dir.join(STORE_FILE).exists(), "nothing written: {e}");
-        let (id, created) = open_store(
-            &dir,
-            &lock,
-            1,
-            3,
-            2,
-            Bootstrap::New,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .unwrap();
+        let (id, created) = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, R8).unwrap();
         assert!(created && id.incarnation != 0);
         assert!(dir.join("shard-1/wal").is_dir());
         // Restarted with the same flags, or with none: the same identity.
         for b in [Bootstrap::New, Bootstrap::Unset, Bootstrap::Join] {
             assert_eq!(
-                open_store(
-                    &dir,
-                    &lock,
-                    1,
-                    3,
-                    2,
-                    b,
-                    InitialRanges { groups: 8, cuts: 9 }
-                )
-                .unwrap(),
+                open_store(&dir, &lock, 1, 3, 2, b, R8).unwrap(),
                 (id, false)
             );
         }
         // Another node id, cluster or shard count: refused, named.
-        let e = open_store(
-            &dir,
-            &lock,
-            1,
-            4,
-            2,
-            Bootstrap::New,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .unwrap_err();
+        let e = open_store(&dir, &lock, 1, 4, 2, Bootstrap::New, R8).unwrap_err();
         assert!(e.to_string().contains("--id"), "{e}");
-        let e = open_store(
-            &dir,
-            &lock,
-            2,
-            3,
-            2,
-            Bootstrap::New,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .unwrap_err();
+        let e = open_store(&dir, &lock, 2, 3, 2, Bootstrap::New, R8).unwrap_err();
         assert!(e.to_string().contains("--cluster-id"), "{e}");
-        let e = open_store(
-            &dir,
-            &lock,
-            1,
-            3,
-            4,
-            Bootstrap::New,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .unwrap_err();
+        let e = open_store(&dir, &lock, 1, 3, 4, Bootstrap::New, R8).unwrap_err();
         assert!(e.to_string().contains("--shards"), "{e}");
         assert!(!id.joined, "started as a new cluster's node");
         // Every WAL file of a shard that had opened wiped: lost.
         std::fs::write(dir.join("shard-0/wal/00000000000000000001.wal"), b"x").unwrap();
         std::fs::write(dir.join("shard-0").join(OPENED_FILE), b"").unwrap();
-        open_store(
-            &dir,
-            &lock,
-            1,
-            3,
-            2,
-            Bootstrap::New,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .expect("a WAL file: fine");
+        open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, R8).expect("a WAL file: fine");
         std::fs::remove_file(dir.join("shard-0/wal/00000000000000000001.wal")).unwrap();
-        let e = open_store(
-            &dir,
-            &lock,
-            1,
-            3,
-            2,
-            Bootstrap::New,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .unwrap_err();
+        let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, R8).unwrap_err();
         assert!(e.to_string().contains("every WAL file of shard-0"), "{e}");
         // Not yet opened (a crash before the first WAL open): fine.
         std::fs::remove_file(dir.join("shard-0").join(OPENED_FILE)).unwrap();
-        open_store(
-            &dir,
-            &lock,
-            1,
-            3,
-            2,
-            Bootstrap::New,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .expect("never opened");
+        open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, R8).expect("never opened");
         // A shard's WAL wiped under a store: lost, not silently recreated.
         std::fs::remove_dir_all(dir.join("shard-1")).unwrap();
-        let e = open_store(
-            &dir,
-            &lock,
-            1,
-            3,
-            2,
-            Bootstrap::New,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .unwrap_err();
+        let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, R8).unwrap_err();
         assert!(matches!(e, IdentityError::Lost { .. }), "{e}");
         // The whole dir wiped and bootstrapped again: a new incarnation.
         drop(lock);
         std::fs::remove_dir_all(&dir).unwrap();
         let lock = lock_data_dir(&dir).unwrap();
-        let (again, _) = open_store(
-            &dir,
-            &lock,
-            1,
-            3,
-            2,
-            Bootstrap::New,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .unwrap();
+        let (again, _) = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, R8).unwrap();
         assert_ne!(again.incarnation, id.incarnation);
     }
 
@@ -869,16 +774,7 @@ mod tests {
         std::fs::create_dir_all(&wal).unwrap();
         std::fs::write(wal.join("00000000000000000001.wal"), b"x").unwrap();
         let lock = lock_data_dir(t.path()).unwrap();
-        let (_, created) = open_store(
-            t.path(),
-            &lock,
-            1,
-            2,
-            1,
-            Bootstrap::Unset,
-            InitialRanges { groups: 8, cuts: 9 },
-        )
-        .unwrap();
+        let (_, created) = open_store(t.path(), &lock, 1, 2, 1, Bootstrap::Unset, R8).unwrap();
         assert!(created);
     }
 

@@ -103,6 +103,13 @@ fn fresh_store() -> (tempfile::TempDir, ValidConfig, DataDirLock, StoreIdentity)
 }
 
 /// [`fresh_store`] with node 1's settings changed by `f`.
+/// Node 1's new store (one shard) in `dir`.
+fn new_store(dir: &std::path::Path, lock: &DataDirLock, ranges: InitialRanges) -> StoreIdentity {
+    open_store(dir, lock, 1, 1, 1, Bootstrap::New, ranges)
+        .unwrap()
+        .0
+}
+
 fn fresh_store_with(
     f: impl FnOnce(NodeSettings) -> NodeSettings,
 ) -> (tempfile::TempDir, ValidConfig, DataDirLock, StoreIdentity) {
@@ -113,16 +120,7 @@ fn fresh_store_with(
         .expect("valid settings");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
-    let (store, _) = open_store(
-        &dir,
-        &lock,
-        1,
-        1,
-        1,
-        Bootstrap::New,
-        InitialRanges::default(),
-    )
-    .unwrap();
+    let store = new_store(&dir, &lock, InitialRanges::default());
     (t, cfg, lock, store)
 }
 
@@ -163,16 +161,7 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
     let cfg = settings(&dir, peer, client);
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
-    let (store, _) = open_store(
-        &dir,
-        &lock,
-        1,
-        1,
-        1,
-        Bootstrap::New,
-        InitialRanges::default(),
-    )
-    .unwrap();
+    let store = new_store(&dir, &lock, InitialRanges::default());
     let open = |cfg: &ValidConfig, store: &StoreIdentity| {
         let sc = cfg.shard(0, store);
         async move {
@@ -1138,16 +1127,7 @@ fn a_restart_with_another_groups_keeps_the_stored_groups() {
     let (peer, client) = (free_port(), free_port());
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
-    let (store, _) = open_store(
-        &dir,
-        &lock,
-        1,
-        1,
-        1,
-        Bootstrap::New,
-        InitialRanges { groups: 2, cuts: 0 },
-    )
-    .unwrap();
+    let store = new_store(&dir, &lock, InitialRanges { groups: 2, cuts: 0 });
     let more = NodeSettings {
         groups: Some(4),
         ..node_settings(&dir, peer, client)
