@@ -117,6 +117,26 @@ fn puts_and_gets_across_many_groups_on_two_shards() {
             (0..400).filter_map(|i| cl.group_of(&key(i))).collect();
         assert_eq!(groups.len(), 16, "keys in every group");
         assert_eq!(cl.get(b"never-written").await.unwrap(), None);
+        // Op::Ranges pages a shard's ranges in key order (shard 0 hosts
+        // the even groups), at most `limit` (a limit of 0 counts as 1).
+        let page = |from: Bytes, limit: u32| {
+            let cl = cl.clone();
+            async move {
+                match cl.admin(1, 0, Op::Ranges { from, limit }).await.unwrap() {
+                    Reply::Ranges(v) => v
+                        .iter()
+                        .map(|b| ringraft::meta::RangeDesc::decode(b).unwrap())
+                        .collect::<Vec<_>>(),
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let first = page(Bytes::new(), 2).await;
+        assert_eq!(first.iter().map(|d| d.id).collect::<Vec<_>>(), vec![0, 2]);
+        let next = page(first[1].end.clone(), 2).await;
+        assert_eq!(next.iter().map(|d| d.id).collect::<Vec<_>>(), vec![4, 6]);
+        assert_eq!(page(Bytes::new(), 0).await.len(), 1);
+        assert_eq!(page(Bytes::new(), u32::MAX).await.len(), 8);
         // A scan walks every range in key order; --scan-limit-max 8 cuts
         // each group's answer, so it comes in pages.
         let mut want: Vec<Vec<u8>> = (0..400).map(key).collect();

@@ -256,7 +256,7 @@ pub struct KeyBounds {
 impl KeyBounds {
     /// Whether `key` is in `[start, end)`.
     pub fn contains(&self, key: &[u8]) -> bool {
-        key >= &self.start[..] && (self.end.is_empty() || key < &self.end[..])
+        crate::meta::key_in(&self.start, &self.end, key)
     }
 
     /// `[start, end)` clamped to these bounds (empty `end`: no upper

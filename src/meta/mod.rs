@@ -8,8 +8,8 @@
 mod range;
 
 pub use range::{
-    show_key, split_key_between, Epoch, RangeDesc, RangeError, RangeId, RangeReplica, ReplicaRole,
-    RANGE_BOUNDARY_BYTES_MAX, RANGE_DESC_BYTES_MAX, RANGE_REPLICAS_MAX,
+    key_in, show_key, split_key_between, Epoch, RangeDesc, RangeError, RangeId, RangeReplica,
+    ReplicaRole, RANGE_BOUNDARY_BYTES_MAX, RANGE_DESC_BYTES_MAX, RANGE_REPLICAS_MAX,
 };
 
 #[cfg(test)]

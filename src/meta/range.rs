@@ -212,7 +212,7 @@ pub enum RangeError {
 impl RangeDesc {
     /// Whether `key` is in `[start, end)`.
     pub fn contains(&self, key: &[u8]) -> bool {
-        key >= &self.start[..] && (self.end.is_empty() || key < &self.end[..])
+        key_in(&self.start, &self.end, key)
     }
 
     /// Whether the range shares a key with `[start, end)` (empty `end`: no
@@ -445,6 +445,12 @@ impl std::fmt::Display for RangeDesc {
         }
         write!(f, "]")
     }
+}
+
+/// Whether `key` is in `[start, end)` (empty `end`: no upper bound): the
+/// one reading of range bounds, for descriptors and state machines alike.
+pub fn key_in(start: &[u8], end: &[u8], key: &[u8]) -> bool {
+    key >= start && (end.is_empty() || key < end)
 }
 
 /// A key for people: quoted text when it is printable ASCII, else hex.

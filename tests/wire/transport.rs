@@ -936,44 +936,19 @@ fn a_write_refused_after_an_unknown_attempt_is_reported_unknown() {
     for first in [ClientError::Timeout, ClientError::DiskFull] {
         let expect_unknown = first == ClientError::Timeout;
         let got = run_on(move || async move {
-            let l = TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = l.local_addr().unwrap();
-            let svc = ClientService::new(me(CLUSTER, 1), TransportConfig::default());
-            glommio::spawn_local(svc.clone().serve(l)).detach();
             let first = first.clone();
-            glommio::spawn_local({
-                let svc = svc.clone();
-                async move {
-                    let mut reqs = Vec::new();
-                    let mut puts = 0;
-                    loop {
-                        svc.ready().await;
-                        svc.drain(&mut reqs);
-                        for (conn, r) in reqs.drain(..) {
-                            let result = match r.op {
-                                Op::ClusterMap => Ok(Reply::Map(ClusterMap {
-                                    groups: 1,
-                                    shards: 1,
-                                    nodes: Vec::new(),
-                                    leaders: vec![1],
-                                })),
-                                Op::Ranges { .. } => Ok(whole_range()),
-                                Op::Put { .. } => {
-                                    puts += 1;
-                                    Err(if puts == 1 {
-                                        first.clone()
-                                    } else {
-                                        ClientError::DiskFull
-                                    })
-                                }
-                                other => panic!("unexpected {other:?}"),
-                            };
-                            svc.respond(conn, &Response { id: r.id, result });
-                        }
-                    }
+            let mut puts = 0;
+            let addr = stub_node(move |op| match op {
+                Op::Put { .. } => {
+                    puts += 1;
+                    Err(if puts == 1 {
+                        first.clone()
+                    } else {
+                        ClientError::DiskFull
+                    })
                 }
-            })
-            .detach();
+                other => panic!("unexpected {other:?}"),
+            });
             let mut cfg = ringraft::client::ClientConfig::new(vec![addr]);
             cfg.cluster_id = CLUSTER;
             cfg.op_timeout_ms = 300;
@@ -988,6 +963,69 @@ fn a_write_refused_after_an_unknown_attempt_is_reported_unknown() {
             ),
         }
     }
+}
+
+/// A one-node, one-group stub node on this executor: the cluster map and
+/// the ranges answered as a node would, every other request by `answer`.
+fn stub_node(mut answer: impl FnMut(&Op) -> Result<Reply, ClientError> + 'static) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let svc = ClientService::new(me(CLUSTER, 1), TransportConfig::default());
+    glommio::spawn_local(svc.clone().serve(l)).detach();
+    glommio::spawn_local(async move {
+        let mut reqs = Vec::new();
+        loop {
+            svc.ready().await;
+            svc.drain(&mut reqs);
+            for (conn, r) in reqs.drain(..) {
+                let result = match &r.op {
+                    Op::ClusterMap => Ok(Reply::Map(ClusterMap {
+                        groups: 1,
+                        shards: 1,
+                        nodes: Vec::new(),
+                        leaders: vec![1],
+                    })),
+                    Op::Ranges { .. } => Ok(whole_range()),
+                    op => answer(op),
+                };
+                svc.respond(conn, &Response { id: r.id, result });
+            }
+        }
+    })
+    .detach();
+    addr
+}
+
+/// A node that keeps answering `KeyNotInRange` (nodes bootstrapped with
+/// other cuts) is asked `KEY_RANGE_RETRIES_MAX` more times, the map
+/// fetched again each time, and then the client says what is likely
+/// wrong, not "refresh the range map" (its own job).
+#[test]
+fn nodes_that_keep_disagreeing_on_a_keys_range_end_in_an_error_naming_why() {
+    use ringraft::client::KEY_RANGE_RETRIES_MAX;
+    let (err, gets) = run_on(|| async move {
+        let gets = Rc::new(std::cell::Cell::new(0u32));
+        let counted = gets.clone();
+        let addr = stub_node(move |op| match op {
+            Op::Get { key, .. } => {
+                counted.set(counted.get() + 1);
+                Err(ClientError::KeyNotInRange {
+                    key: key.clone(),
+                    start: Bytes::from_static(b"x"),
+                    end: Bytes::new(),
+                })
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let mut cfg = ringraft::client::ClientConfig::new(vec![addr]);
+        cfg.cluster_id = CLUSTER;
+        let cl = ringraft::client::Client::connect(cfg).await.unwrap();
+        let e = cl.get(b"k").await.unwrap_err().to_string();
+        (e, gets.get())
+    });
+    assert_eq!(gets, KEY_RANGE_RETRIES_MAX + 1);
+    assert!(err.contains("the nodes disagree"), "{err}");
+    assert!(err.contains("--initial-split-keys"), "{err}");
 }
 
 #[test]
