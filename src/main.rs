@@ -253,7 +253,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
                 "this data dir's cluster was bootstrapped with {stored} groups; --groups is ignored"
             );
         } else if store.cuts != 0 && store.cuts != cfg.cuts {
-            tracing::warn!("this data dir's key ranges were cut when its cluster was bootstrapped; --initial-split-keys given now is ignored");
+            tracing::warn!("this data dir's key ranges and their placement were fixed when its cluster was bootstrapped (or by an older version): --initial-split-keys and --replication-factor given now are ignored, and --peers only gives addresses");
         }
     }
     tracing::info!(

@@ -6,8 +6,9 @@
 //! when the cluster is bootstrapped, at split keys given then (or
 //! [`even_split_keys`]); range `g` is group `g`, its bounds are in its
 //! replicas' catalog descriptors and state, and a client learns them from
-//! the cluster map ([`RangeMap`]). Every group is on every node; group `g`
-//! lives on shard `g % shards` of every node; shard `s` of a node listens
+//! the cluster map ([`RangeMap`]). Range `g` is placed on
+//! `--replication-factor` of the founding nodes ([`founding_placement`]),
+//! on shard `g % shards` of each; shard `s` of a node listens
 //! on the port of its shard 0 plus `s` (peers and clients alike).
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,6 +18,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use crate::meta::{show_key, Epoch, RangeDesc, RangeId};
+use crate::raft::NodeId;
 
 /// `groups - 1` split keys that cut the keyspace into `groups` ranges of
 /// equal width, reading a key as a 64-bit big-endian number (its first 8
@@ -35,16 +37,62 @@ pub fn even_split_keys(groups: u64) -> Vec<Bytes> {
         .collect()
 }
 
-/// A fingerprint of a cluster's initial ranges (`groups` and their split
-/// keys): CRC32 over `groups` (u64 LE) and each key (u32 LE length, then
-/// the bytes), never 0 (0 means "not known" where it is stored). Nodes
-/// bootstrapped with different ranges refuse each other at the handshake.
-pub fn cuts_fingerprint(groups: u64, split_keys: &[Bytes]) -> u32 {
+/// Replicas of each range when `--replication-factor` is not given: three
+/// (TiKV's, CockroachDB's and YugabyteDB's default), so a range survives
+/// one node down and a cluster of N nodes holds N / 3 of the data per node.
+pub const REPLICATION_FACTOR_DEFAULT: u32 = 3;
+
+/// The largest replication factor: a range's voters go in one catalog
+/// entry and one descriptor, doubled during a joint configuration
+/// (`meta::RANGE_REPLICAS_MAX` = 32 leaves room for learners as well).
+pub const REPLICATION_FACTOR_MAX: u32 = 7;
+const _: () = assert!(2 * REPLICATION_FACTOR_MAX as usize <= crate::meta::RANGE_REPLICAS_MAX);
+
+/// The nodes of initial range `group` when a cluster of `founders` (sorted,
+/// distinct node ids) is bootstrapped with replication factor `rf`: `rf`
+/// of them (all, if there are fewer) taken in a ring from
+/// `founders[group % n]` (Cassandra's `SimpleStrategy`; Dynamo's preference
+/// list). Each node then holds about `rf / n` of the ranges, and the first
+/// node of each list, the one that campaigns first, leads `1 / n` of them.
+/// Empty if `founders` is.
+pub fn founding_placement(group: u64, founders: &[NodeId], rf: u32) -> Vec<NodeId> {
+    debug_assert!(
+        founders.windows(2).all(|w| w[0] < w[1]),
+        "founders sorted and distinct: {founders:?}"
+    );
+    let n = founders.len();
+    if n == 0 {
+        return Vec::new();
+    }
+    let first = (group % n as u64) as usize;
+    (0..n.min(rf.max(1) as usize))
+        .map(|i| founders[(first + i) % n])
+        .collect()
+}
+
+/// A fingerprint of how a cluster was bootstrapped: its initial ranges
+/// (`groups` and their split keys) and where they were placed (the
+/// founding nodes and the replication factor, as far as it matters: `rf`
+/// at or above the number of founders places every range on every one).
+/// CRC32 over `groups` (u64 LE), each key (u32 LE length, then the bytes),
+/// then, when `founders` is not empty, `min(rf, founders)` (u32 LE) and
+/// each founder (u64 LE); never 0 (0 means "not known" where it is
+/// stored). Nodes bootstrapped otherwise refuse each other at the
+/// handshake: they would look for keys in different groups, or give one
+/// group two different sets of voters (two majorities that need not meet).
+pub fn cuts_fingerprint(groups: u64, split_keys: &[Bytes], founders: &[NodeId], rf: u32) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&groups.to_le_bytes());
     for k in split_keys {
         h.update(&(k.len() as u32).to_le_bytes());
         h.update(k);
+    }
+    if !founders.is_empty() {
+        let placed = (founders.len() as u32).min(rf.max(1));
+        h.update(&placed.to_le_bytes());
+        for f in founders {
+            h.update(&f.to_le_bytes());
+        }
     }
     h.finalize().max(1)
 }
@@ -313,6 +361,55 @@ mod tests {
             shard_addr(base, 3),
             "127.0.0.1:7103".parse::<SocketAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn founding_placement_spreads_replicas_and_first_candidates_evenly() {
+        assert!(founding_placement(3, &[], 3).is_empty());
+        // Fewer founders than the factor: every range on every founder.
+        assert_eq!(founding_placement(4, &[1, 2], 3), vec![1, 2]);
+        assert_eq!(founding_placement(0, &[7], 5), vec![7]);
+        let founders = [1, 2, 3, 4, 5, 6];
+        for rf in 1..=REPLICATION_FACTOR_MAX {
+            let groups = 60u64;
+            let mut hosted = BTreeMap::<NodeId, u64>::new();
+            let mut first = BTreeMap::<NodeId, u64>::new();
+            for g in 0..groups {
+                let p = founding_placement(g, &founders, rf);
+                let want = founders.len().min(rf as usize);
+                assert_eq!(p.len(), want, "group {g}, rf {rf}: {p:?}");
+                let mut d = p.clone();
+                d.sort_unstable();
+                d.dedup();
+                assert_eq!(d.len(), want, "distinct nodes: {p:?}");
+                *first.entry(p[0]).or_default() += 1;
+                for n in p {
+                    *hosted.entry(n).or_default() += 1;
+                }
+            }
+            // 60 groups over 6 nodes: exactly even.
+            let each = groups * founders.len().min(rf as usize) as u64 / 6;
+            assert!(hosted.values().all(|&h| h == each), "rf {rf}: {hosted:?}");
+            assert!(first.values().all(|&f| f == 10), "rf {rf}: {first:?}");
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_covers_the_placement_only_where_it_differs() {
+        let keys = even_split_keys(8);
+        let fp = |founders: &[NodeId], rf| cuts_fingerprint(8, &keys, founders, rf);
+        // At or above the number of founders, every factor places alike.
+        assert_eq!(fp(&[1, 2, 3], 3), fp(&[1, 2, 3], 5));
+        assert_ne!(fp(&[1, 2, 3, 4, 5], 3), fp(&[1, 2, 3, 4, 5], 5));
+        // Other founders: other voters.
+        assert_ne!(fp(&[1, 2, 3], 3), fp(&[1, 2, 4], 3));
+        assert_ne!(fp(&[1, 2, 3], 3), fp(&[1, 2], 3));
+        // Other cuts.
+        assert_ne!(
+            fp(&[1, 2, 3], 3),
+            cuts_fingerprint(4, &even_split_keys(4), &[1, 2, 3], 3)
+        );
+        assert!([fp(&[], 3), fp(&[1], 1)].iter().all(|&f| f != 0));
     }
 
     #[test]

@@ -452,6 +452,10 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
     cfg.nodes = nodes;
     cfg.shards = 2;
     cfg.groups = GROUPS;
+    // Every range on every node: the nemesis replaces nodes in every group
+    // and the convergence check counts every member in each (ranges on a
+    // subset of the nodes are tested in tests/cluster.rs).
+    cfg.replication_factor = Some(nodes as u32);
     // CHAOS_LOG_DIR=DIR keeps the nodes' logs there (they go with the
     // temporary directory otherwise).
     if let Ok(d) = std::env::var("CHAOS_LOG_DIR") {

@@ -1864,3 +1864,60 @@ fn a_restarted_node_learns_its_quiesced_leaders_without_campaigning() {
         "node 3 campaigned {campaigns} times to find the leaders of {GROUPS} groups"
     );
 }
+
+/// Six nodes bootstrapped with replication factor 3: each range has
+/// exactly three replicas, on the nodes `route::founding_placement` names,
+/// so each node holds half of the ranges (not every range, as before). A
+/// client given one node's address finds every node (node 1 shares no
+/// range with node 4: the client asks the nodes it learns of in turn) and
+/// reaches every range, also with one node down (each range keeps two of
+/// its three voters); a node that holds no replica of a range says so.
+#[test]
+fn ranges_live_on_rf_of_the_nodes_and_survive_one_down() {
+    const GROUPS: u64 = 12;
+    let mut c = cluster(6, GROUPS, &["--replication-factor", "3"]);
+    let one = vec![c.client_addrs()[0]];
+    let founders = [1, 2, 3, 4, 5, 6];
+    let placed = run_on_executor(move || async move {
+        let cl = Client::connect(ClientConfig::new(one)).await.unwrap();
+        assert_eq!(cl.nodes().len(), 6, "every node found from one");
+        let mut hosts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
+        for (node, groups) in cl.status().await {
+            for g in groups.expect("every node answers") {
+                hosts.entry(g.group).or_default().push(node);
+            }
+        }
+        for g in 0..GROUPS {
+            let mut want = ringraft::route::founding_placement(g, &founders, 3);
+            want.sort_unstable();
+            assert_eq!(hosts.get(&g), Some(&want), "range {g}'s replicas");
+            let d = cl.ranges().into_iter().find(|d| d.id == g).unwrap();
+            let nodes: Vec<u64> = d.replicas.iter().map(|r| r.node).collect();
+            assert_eq!(nodes, want, "range {g}'s descriptor");
+            cl.put(&key_of(&cl, g, "x"), b"1").await.unwrap();
+        }
+        // A node without a replica of range 1 (placed on 2, 3, 4).
+        let err = cl.admin(1, 1, Op::Snapshot).await.unwrap_err();
+        assert!(
+            matches!(err, Error::Server(ClientError::NotHosted { group: 1 })),
+            "{err}"
+        );
+        hosts
+    });
+    let per_node = (1..=6u64)
+        .map(|n| placed.values().filter(|v| v.contains(&n)).count())
+        .collect::<Vec<_>>();
+    assert_eq!(per_node, vec![6; 6], "half of the 12 ranges on each node");
+    c.kill(2);
+    let addrs = vec![c.client_addrs()[0]];
+    run_on_executor(move || async move {
+        let mut cfg = ClientConfig::new(addrs);
+        cfg.op_timeout_ms = 20_000;
+        let cl = Client::connect(cfg).await.unwrap();
+        for g in 0..GROUPS {
+            let k = key_of(&cl, g, "x");
+            assert_eq!(cl.get(&k).await.unwrap().as_deref(), Some(&b"1"[..]));
+            cl.put(&k, b"2").await.expect("a write with one node down");
+        }
+    });
+}

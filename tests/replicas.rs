@@ -1144,3 +1144,72 @@ fn a_restart_with_another_groups_keeps_the_stored_groups() {
     });
     drop(lock);
 }
+
+/// Bootstrap places each initial range on `--replication-factor` of the
+/// founding nodes (`route::founding_placement`): node 1 of five, RF 3, five
+/// groups, hosts ranges 0, 3 and 4, each with the three voters of its
+/// ring. The placement is made when the shard first opens, never again: a
+/// restart with another factor creates nothing where the cluster placed
+/// nothing (it did, before the gate: ranges 1 and 2 with five voters, a
+/// second set of voters beside the real one).
+#[test]
+fn founding_ranges_go_on_rf_nodes_once_and_a_restart_with_another_factor_adds_none() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("n1");
+    let (peer, client) = (free_port(), free_port());
+    let peers: Vec<String> = (2..=5)
+        .map(|n| format!("{n}=127.0.0.1:{}", free_port()))
+        .collect();
+    let with_rf = |rf: u32| {
+        NodeSettings {
+            groups: Some(5),
+            peers: Some(peers.join(",")),
+            replication_factor: Some(rf),
+            ..node_settings(&dir, peer, client)
+        }
+        .validate()
+        .unwrap()
+    };
+    let (three, five) = (with_rf(3), with_rf(5));
+    assert_ne!(three.cuts, five.cuts, "the factor is in the fingerprint");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = lock_data_dir(&dir).unwrap();
+    let store = new_store(
+        &dir,
+        &lock,
+        InitialRanges {
+            groups: 5,
+            cuts: three.cuts,
+        },
+    );
+    let (sc3, sc5) = (three.shard(0, &store), five.shard(0, &store));
+    run(async move {
+        let shard = Shard::open(sc3, Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        let placed: Vec<(u64, Vec<u64>)> = shard
+            .replicas()
+            .into_iter()
+            .map(|r| (r.group, r.voters))
+            .collect();
+        assert_eq!(
+            placed,
+            vec![(0, vec![1, 2, 3]), (3, vec![1, 4, 5]), (4, vec![1, 2, 5])]
+        );
+        for r in shard.replicas() {
+            let d = RangeDesc::decode(&r.descriptor).unwrap();
+            let nodes: Vec<u64> = d.replicas.iter().map(|x| x.node).collect();
+            assert_eq!(
+                nodes, r.voters,
+                "range {}'s descriptor names its voters",
+                r.group
+            );
+        }
+        drop(shard);
+        let shard = Shard::open(sc5, Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        assert_eq!(groups(&shard), vec![0, 3, 4], "no range placed at restart");
+    });
+    drop(lock);
+}

@@ -261,36 +261,52 @@ impl Client {
         self.inner.leaders.borrow().clone()
     }
 
-    /// Asks every shard of every node for its groups' leaders.
+    /// Asks every shard of every node for its groups' leaders, and the
+    /// nodes it learns of that way in turn, until no new node is named: a
+    /// node names the nodes its groups share with it, which with ranges on
+    /// a subset of the nodes need not be all of them (each node is asked
+    /// once, so this ends).
     pub async fn refresh_map(&self) -> Result<(), Error> {
-        let nodes = self.nodes();
+        let mut asked = std::collections::BTreeSet::new();
         let mut first = true;
         let mut any = false;
-        let mut s = 0;
-        while s < self.inner.shards.get() {
-            for &(n, _) in &nodes {
-                let req = sessionless(0, Op::ClusterMap);
-                if let Some(Ok(Ok(Reply::Map(m)))) = self.attempt(n, s, req).await {
-                    any = true;
-                    self.learn_nodes(&m);
-                    if first {
-                        first = false;
-                        self.inner.shards.set(m.shards);
-                        self.inner.groups.set(m.groups);
+        loop {
+            let new: Vec<u64> = self
+                .nodes()
+                .into_iter()
+                .map(|(n, _)| n)
+                .filter(|n| !asked.contains(n))
+                .collect();
+            if new.is_empty() {
+                break;
+            }
+            for n in new {
+                asked.insert(n);
+                let mut s = 0;
+                while s < self.inner.shards.get() {
+                    let req = sessionless(0, Op::ClusterMap);
+                    if let Some(Ok(Ok(Reply::Map(m)))) = self.attempt(n, s, req).await {
+                        any = true;
+                        self.learn_nodes(&m);
+                        if first {
+                            first = false;
+                            self.inner.shards.set(m.shards);
+                            self.inner.groups.set(m.groups);
+                            let mut l = self.inner.leaders.borrow_mut();
+                            if l.len() != m.groups as usize {
+                                *l = vec![0; m.groups as usize];
+                            }
+                        }
                         let mut l = self.inner.leaders.borrow_mut();
-                        if l.len() != m.groups as usize {
-                            *l = vec![0; m.groups as usize];
+                        for (g, &leader) in m.leaders.iter().enumerate() {
+                            if leader != 0 && g < l.len() && shard_of(g as u64, m.shards) == s {
+                                l[g] = leader;
+                            }
                         }
                     }
-                    let mut l = self.inner.leaders.borrow_mut();
-                    for (g, &leader) in m.leaders.iter().enumerate() {
-                        if leader != 0 && g < l.len() && shard_of(g as u64, m.shards) == s {
-                            l[g] = leader;
-                        }
-                    }
+                    s += 1;
                 }
             }
-            s += 1;
         }
         if any {
             Ok(())
@@ -525,6 +541,36 @@ impl Client {
         nodes[i % nodes.len()].0
     }
 
+    /// A node to ask about `group` when its leader is not known: one of the
+    /// nodes its descriptor places it on (in turn, skipping suspects while
+    /// any is not), else any node ([`Client::some_node`]: the range is not
+    /// in the map, or no node it names is known to this client).
+    fn replica_node(&self, group: u64) -> u64 {
+        let placed: Vec<u64> = {
+            let ranges = self.inner.ranges.borrow();
+            let nodes = self.inner.nodes.borrow();
+            ranges
+                .get(group)
+                .map(|d| {
+                    d.replicas
+                        .iter()
+                        .map(|r| r.node)
+                        .filter(|n| nodes.contains_key(n))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        if placed.is_empty() {
+            return self.some_node();
+        }
+        let i = self.inner.next_node.get();
+        self.inner.next_node.set(i + 1);
+        (0..placed.len())
+            .map(|k| placed[(i + k) % placed.len()])
+            .find(|&n| !self.is_suspect(n))
+            .unwrap_or(placed[i % placed.len()])
+    }
+
     /// Whether `node` left an attempt unanswered recently.
     fn is_suspect(&self, node: u64) -> bool {
         let mut s = self.inner.suspects.borrow_mut();
@@ -656,7 +702,7 @@ impl Client {
             {
                 leader
             } else {
-                self.some_node()
+                self.replica_node(group)
             };
             let req = Request {
                 id: 0,

@@ -56,6 +56,14 @@ pub struct NodeSettings {
     /// replicas. Every node of a new cluster must be given the same ones.
     #[arg(long)]
     pub initial_split_keys: Option<String>,
+    /// Replicas of each range: when a cluster is bootstrapped, range g is
+    /// placed on this many of the founding nodes (this node and --peers),
+    /// taken in a ring from the (g mod N)-th by id, so N nodes hold about
+    /// RF / N of the ranges each. 1..=7; default 3 (all nodes, if fewer).
+    /// Read only when the data directory is new; every node of a new
+    /// cluster must be given the same.
+    #[arg(long)]
+    pub replication_factor: Option<u32>,
     /// `pinned`: shard s of node n runs on CPU (n * shards + s) mod CPUs;
     /// `unbound`: the OS places them. Default pinned.
     #[arg(long)]
@@ -190,6 +198,7 @@ impl NodeSettings {
             shards,
             groups,
             initial_split_keys,
+            replication_factor,
             placement,
             tick_ms,
             election_ticks,
@@ -439,6 +448,17 @@ impl NodeSettings {
                 .map_err(|why| invalid("initial-split-keys", text, why))?,
             None => crate::route::even_split_keys(groups),
         };
+        let rf_max = crate::route::REPLICATION_FACTOR_MAX;
+        let replication_factor = self
+            .replication_factor
+            .unwrap_or(crate::route::REPLICATION_FACTOR_DEFAULT);
+        if !(1..=rf_max).contains(&replication_factor) {
+            return Err(invalid(
+                "replication-factor",
+                replication_factor,
+                format!("must be in 1..={rf_max} (REPLICATION_FACTOR_MAX)"),
+            ));
+        }
         let lp = addr(
             "listen-peers",
             self.listen_peers.as_deref().unwrap_or("127.0.0.1:7100"),
@@ -683,6 +703,7 @@ impl NodeSettings {
             cuts: 0,
             split_keys,
             voters,
+            replication_factor,
             dir: PathBuf::new(),
             peers: Vec::new(),
             raft,
@@ -710,7 +731,12 @@ impl NodeSettings {
             Some(a) => Some(addr("metrics-addr", a)?),
             None => None,
         };
-        let cuts = crate::route::cuts_fingerprint(groups, &shard_template.split_keys);
+        let cuts = crate::route::cuts_fingerprint(
+            groups,
+            &shard_template.split_keys,
+            &shard_template.voters,
+            replication_factor,
+        );
         Ok(ValidConfig {
             cuts,
             metrics_addr,
@@ -805,8 +831,11 @@ pub struct ShardConfig {
     /// The store's fingerprint of the cluster's initial ranges
     /// (`StoreIdentity::cuts`; 0: not known), sent in every handshake.
     pub cuts: u32,
-    /// Every voter of the initial cluster (this node included).
+    /// Every node of the initial cluster (this node included), sorted: the
+    /// founders that initial ranges are placed on.
     pub voters: Vec<u64>,
+    /// Replicas of each initial range (`route::founding_placement`).
+    pub replication_factor: u32,
     /// This shard's directory (WAL and snapshots).
     pub dir: PathBuf,
     /// Address of this shard's index on each peer node.

@@ -44,6 +44,23 @@ fn defaults_validate_and_each_bad_setting_is_named() {
         ..base()
     })
     .contains("--read-mode"));
+    for rf in [0, crate::route::REPLICATION_FACTOR_MAX + 1] {
+        let e = bad(NodeSettings {
+            replication_factor: Some(rf),
+            ..base()
+        });
+        assert!(
+            e.contains("--replication-factor") && e.contains("REPLICATION_FACTOR_MAX"),
+            "{e}"
+        );
+    }
+    for rf in [1, crate::route::REPLICATION_FACTOR_MAX] {
+        let ok = NodeSettings {
+            replication_factor: Some(rf),
+            ..base()
+        };
+        assert!(ok.validate().is_ok(), "{rf} is a valid factor");
+    }
     assert!(bad(NodeSettings {
         value_bytes_max: Some(0),
         ..base()
@@ -194,7 +211,7 @@ fn the_file_fills_what_the_command_line_leaves_out() {
     let p = dir.path().join("node.toml");
     std::fs::write(
         &p,
-        "id = 3\ndata-dir = \"/d\"\nshards = 2\ngroups = 16\npeers = \"1=127.0.0.1:7100\"\n",
+        "id = 3\ndata-dir = \"/d\"\nshards = 2\ngroups = 16\npeers = \"1=127.0.0.1:7100\"\nreplication-factor = 5\n",
     )
     .unwrap();
     let file = NodeSettings::from_file(&p).unwrap();
@@ -214,6 +231,7 @@ fn the_file_fills_what_the_command_line_leaves_out() {
         groups: 0,
     };
     let sc = v.shard(1, &store);
+    assert_eq!(sc.replication_factor, 5, "from the file");
     assert_eq!(sc.cuts, 77, "the stored cuts, not the flags'");
     assert_eq!(
         sc.groups, 4,

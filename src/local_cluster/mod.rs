@@ -27,6 +27,9 @@ pub struct LocalClusterConfig {
     /// The keys that cut the keyspace into the `groups` initial ranges
     /// (`--initial-split-keys`; `None`: the node's default even cuts).
     pub split_keys: Option<Vec<bytes::Bytes>>,
+    /// Replicas of each range (`--replication-factor`; `None`: the node's
+    /// default, 3).
+    pub replication_factor: Option<u32>,
     /// Extra `ringraft node` arguments for every node.
     pub extra_args: Vec<String>,
     /// Where node logs go (`node-{id}.log` in the data directory if None).
@@ -62,6 +65,7 @@ impl LocalClusterConfig {
             shards: 2,
             groups: 8,
             split_keys: None,
+            replication_factor: None,
             extra_args: Vec::new(),
             log_dir: None,
             rust_log: "info".into(),
@@ -267,6 +271,9 @@ impl LocalCluster {
                 "--initial-split-keys",
                 &crate::config::format_split_keys(keys),
             ]);
+        }
+        if let Some(rf) = self.cfg.replication_factor {
+            cmd.args(["--replication-factor", &rf.to_string()]);
         }
         if !peers.is_empty() {
             cmd.args(["--peers", &peers.join(",")]);

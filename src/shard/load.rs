@@ -26,11 +26,11 @@ pub(super) struct Loaded {
 /// replica from it and from the snapshot files (at start, and after a full
 /// disk has been freed).
 ///
-/// The static deployment (`--groups G`: every group on every node) is one
-/// way to create replicas: on a node that started the cluster, each group
-/// of this shard that the catalog does not hold, and that was never
-/// destroyed here, is created with its founding replica (a restate, so a
-/// data dir written before the catalog existed keeps its logs). A node
+/// Bootstrap is one way to create replicas: when the shard of a node that
+/// started the cluster first opens, each initial range of this shard
+/// placed on the node (`route::founding_placement`) is created with its
+/// founding replica (after that, only a group log written before the
+/// catalog existed is restated). A node
 /// that joined creates none: its replicas get the ids their groups
 /// allocate when it is added, and the leader's first message creates each
 /// (`group::creates_replica`). A
@@ -54,16 +54,40 @@ pub(super) async fn load(
         return Err(ShardError::Record { shard, err });
     }
     let founding = !cfg.voters.is_empty();
-    let boot: Vec<CatalogOp> = crate::route::groups_of_shard(shard, cfg.shards, cfg.groups)
-        .filter(|_| founding)
-        .map(|g| ReplicaDesc {
+    // Founding replicas are created when the shard first opens (and again
+    // if that start was cut short before it was marked opened: creates are
+    // idempotent). Never later: flags given at a restart (--peers,
+    // --replication-factor) must not place replicas where the cluster did
+    // not, and a replica moved away must not come back.
+    let first_open = !cfg.dir.join(crate::identity::OPENED_FILE).exists();
+    // A group log without a catalog entry (neither live nor destroyed
+    // here) was written before the catalog existed.
+    let orphan = |g: GroupId| {
+        let probe = ReplicaDesc {
             group: g,
             replica: cfg.node,
-            voters: cfg.voters.clone(),
+            voters: Vec::new(),
             descriptor: bytes::Bytes::new(),
+        };
+        replay.groups.contains_key(&g) && replay.catalog.check_create(&probe).is_ok()
+    };
+    let boot: Vec<CatalogOp> = crate::route::groups_of_shard(shard, cfg.shards, cfg.groups)
+        .filter(|_| founding)
+        .filter_map(|g| {
+            let mut voters =
+                crate::route::founding_placement(g, &cfg.voters, cfg.replication_factor);
+            voters.sort_unstable();
+            voters.contains(&cfg.node).then_some(ReplicaDesc {
+                group: g,
+                replica: cfg.node,
+                voters,
+                descriptor: bytes::Bytes::new(),
+            })
         })
-        // Not hosted here yet, never destroyed here (`check_create`).
+        // Not hosted here yet, never destroyed here (`check_create`); after
+        // the first open, only a log from before the catalog is restated.
         .filter(|d| replay.catalog.check_create(d).is_ok())
+        .filter(|d| first_open || orphan(d.group))
         .map(|mut d| {
             d.descriptor = founding_descriptor(cfg, d.group).to_bytes();
             CatalogOp::Create(d)
@@ -71,19 +95,18 @@ pub(super) async fn load(
         .collect();
     // A group with a log but no catalog entry was written before the
     // catalog existed, when keys were placed by a hash: not one to cut
-    // into ranges now.
-    if cfg.groups > 1 {
-        if let Some(g) = boot
-            .iter()
-            .map(CatalogOp::group)
-            .find(|g| replay.groups.contains_key(g))
-        {
-            return Err(ShardError::Group {
-                shard,
-                group: g,
-                what: HASH_PLACED.to_string(),
-            });
-        }
+    // into ranges now (nor to drop silently, if it is not placed here).
+    let restated = |g: &GroupId| boot.iter().any(|op| op.group() == *g);
+    if let Some(&g) = replay
+        .groups
+        .keys()
+        .find(|&&g| orphan(g) && (cfg.groups > 1 || !restated(&g)))
+    {
+        return Err(ShardError::Group {
+            shard,
+            group: g,
+            what: HASH_PLACED.to_string(),
+        });
     }
     storage::catalog::append_catalog(
         &wal,
@@ -146,9 +169,9 @@ pub(super) fn build_replica(
     rc.id = d.replica;
     rc.voters = d.voters.clone();
     rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // One voter of a new group campaigns at once, spread over the voters
-    // by group id (`RaftConfig::first_candidate`).
-    rc.first_candidate = first_candidate(g, &d.voters);
+    // One voter of a new group campaigns at once, spread over the nodes
+    // (`RaftConfig::first_candidate`).
+    rc.first_candidate = first_candidate(cfg, g, &d.voters);
     let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
     let mut r =
         Replica::recover(g, rc, restart, log, snap, cfg.kv.clone()).map_err(|e| group_err(e.0))?;
@@ -191,12 +214,14 @@ const HASH_PLACED: &str = "this replica has no key range (no range descriptor, n
      again";
 
 /// The descriptor a founding replica of initial range `g` is created
-/// with: the range's keys from the split keys, every initial voter as a
-/// voter on `g`'s shard of its node (a founding replica's id is its node's
-/// id), epoch 1.0.
+/// with: the range's keys from the split keys, its founding nodes
+/// (`route::founding_placement`) as voters on `g`'s shard of each (a
+/// founding replica's id is its node's id), epoch 1.0.
 fn founding_descriptor(cfg: &ShardConfig, g: GroupId) -> RangeDesc {
     let (start, end) = crate::route::initial_bounds(g, &cfg.split_keys);
     let shard = crate::route::shard_of(g, cfg.shards);
+    let mut nodes = crate::route::founding_placement(g, &cfg.voters, cfg.replication_factor);
+    nodes.sort_unstable();
     RangeDesc {
         id: g,
         start,
@@ -205,10 +230,9 @@ fn founding_descriptor(cfg: &ShardConfig, g: GroupId) -> RangeDesc {
             version: 1,
             conf_ver: 0,
         },
-        replicas: cfg
-            .voters
-            .iter()
-            .map(|&v| RangeReplica {
+        replicas: nodes
+            .into_iter()
+            .map(|v| RangeReplica {
                 replica: v,
                 node: v,
                 shard,
@@ -219,11 +243,16 @@ fn founding_descriptor(cfg: &ShardConfig, g: GroupId) -> RangeDesc {
 }
 
 /// The voter of new group `g` that campaigns first
-/// (`RaftConfig::first_candidate`): spread over the voters by group id, so
-/// each node leads its share of new groups. 0 for a group without voters.
-fn first_candidate(g: GroupId, voters: &[ReplicaId]) -> ReplicaId {
-    match voters.len() {
-        0 => 0,
-        n => voters[(g % n as u64) as usize],
+/// (`RaftConfig::first_candidate`): the head of its founding placement
+/// (each founder leads about 1 / N of the initial ranges), else one spread
+/// over the voters by group id. 0 for a group without voters.
+fn first_candidate(cfg: &ShardConfig, g: GroupId, voters: &[ReplicaId]) -> ReplicaId {
+    let head = crate::route::founding_placement(g, &cfg.voters, cfg.replication_factor)
+        .first()
+        .copied();
+    match (head, voters.len()) {
+        (_, 0) => 0,
+        (Some(h), _) if voters.contains(&h) => h,
+        (_, n) => voters[(g % n as u64) as usize],
     }
 }

@@ -97,7 +97,7 @@ pub enum HelloError {
     Address(u8),
     #[error("peer claims this node's own id {0}")]
     SelfId(u64),
-    #[error("peer {node}'s key ranges were cut differently when its cluster was bootstrapped (fingerprint {got:#010x}, this node's {want:#010x}): keys would be looked for in different groups. Bootstrap every node of a new cluster with the same --groups and --initial-split-keys")]
+    #[error("peer {node}'s cluster was bootstrapped with other key ranges or another placement (fingerprint {got:#010x}, this node's {want:#010x}): keys would be looked for in different groups, or a group would have two sets of voters. Bootstrap every node of a new cluster with the same --groups, --initial-split-keys and --replication-factor, each node's --peers naming all the others")]
     Cuts { node: u64, got: u32, want: u32 },
     #[error("refused by node {node}: {reason}")]
     Refused { node: u64, reason: String },

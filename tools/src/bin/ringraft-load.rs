@@ -55,6 +55,10 @@ struct Args {
     /// Local cluster: Raft groups.
     #[arg(long, default_value_t = 8)]
     groups: u64,
+    /// Local cluster: replicas of each range (each range on this many of
+    /// the --nodes) [default: the node's, 3]
+    #[arg(long)]
+    replication_factor: Option<u32>,
     /// Reads: linearizable (ReadIndex), lease, or stale.
     #[arg(long, default_value = "linearizable")]
     read_mode: String,
@@ -326,12 +330,19 @@ fn run(args: Args) -> Result<ExitCode, String> {
         cfg.shards = shards;
         cfg.groups = args.groups;
         cfg.split_keys = ringraft_tools::workload::split_keys(args.keys, args.groups);
+        cfg.replication_factor = args.replication_factor;
         if read_mode == ReadMode::Lease {
             cfg.extra_args = vec!["--read-mode".into(), "lease".into()];
         }
         eprintln!(
-            "starting a local cluster: {} nodes x {} shards, {} groups",
-            args.nodes, shards, args.groups
+            "starting a local cluster: {} nodes x {} shards, {} groups of {} replicas",
+            args.nodes,
+            shards,
+            args.groups,
+            args.nodes.min(u64::from(
+                args.replication_factor
+                    .unwrap_or(ringraft::route::REPLICATION_FACTOR_DEFAULT)
+            ))
         );
         let c = LocalCluster::start(cfg).map_err(|e| e.to_string())?;
         eprintln!("local cluster data: {}", c.root().display());
