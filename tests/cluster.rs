@@ -58,6 +58,21 @@ fn key_of(cl: &Client, g: u64, name: &str) -> Vec<u8> {
     k
 }
 
+/// Waits until `cl` knows `n` ranges (a node reports only ranges whose
+/// leader it knows: none of those electing).
+async fn learn_ranges(cl: &Client, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cl.ranges().len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "the client learns every range in 30 s: {:?}",
+            cl.ranges()
+        );
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+        cl.fetch_ranges(b"", true).await;
+    }
+}
+
 /// Key `i` of keys spread over the default even cuts by their first byte.
 fn spread_key(i: u32) -> Vec<u8> {
     [&[(i * 67 % 256) as u8][..], format!("k{i}").as_bytes()].concat()
@@ -1881,6 +1896,7 @@ fn ranges_live_on_rf_of_the_nodes_and_survive_one_down() {
     let placed = run_on_executor(move || async move {
         let cl = Client::connect(ClientConfig::new(one)).await.unwrap();
         assert_eq!(cl.nodes().len(), 6, "every node found from one");
+        learn_ranges(&cl, GROUPS as usize).await;
         let mut hosts: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
         for (node, groups) in cl.status().await {
             for g in groups.expect("every node answers") {
@@ -1914,6 +1930,7 @@ fn ranges_live_on_rf_of_the_nodes_and_survive_one_down() {
         let mut cfg = ClientConfig::new(addrs);
         cfg.op_timeout_ms = 20_000;
         let cl = Client::connect(cfg).await.unwrap();
+        learn_ranges(&cl, GROUPS as usize).await;
         for g in 0..GROUPS {
             let k = key_of(&cl, g, "x");
             assert_eq!(cl.get(&k).await.unwrap().as_deref(), Some(&b"1"[..]));
