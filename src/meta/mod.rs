@@ -6,6 +6,7 @@
 //! Sans-I/O like `raft/`: types, codecs and pure decisions; the shard
 //! hosts them, the simulator drives them.
 
+pub mod planner;
 mod range;
 mod state;
 
@@ -20,6 +21,8 @@ pub use state::{
     META_REPORT_RANGES_MAX,
 };
 
+#[cfg(test)]
+mod planner_tests;
 #[cfg(test)]
 mod state_tests;
 #[cfg(test)]

@@ -1,0 +1,425 @@
+//! The balancer's planner: the cluster map and what the meta leader knows
+//! of the nodes in, the operations that bring the map where it should be
+//! out. Sans-I/O and deterministic (ranges in key order, ties broken by
+//! node id), so its decisions are table-tested and replayable.
+//!
+//! Priorities, as CockroachDB's allocator orders them (repair before
+//! rebalance), each range getting at most one operation at a time:
+//! 1. **Repair**: a replica on a dead, decommissioning or decommissioned
+//!    node moves to a live active node (a decommissioning node's
+//!    leadership moves first, so its leaders drain before its replicas); a
+//!    range with fewer voters than the replication factor gains one; one
+//!    with more loses one (never its leader's).
+//! 2. **Replica balance**: a node holding more than `mean * (1 + tolerance)`
+//!    replicas moves one to the node holding fewest, when the two differ by
+//!    at least 2 (the hysteresis: a move that would only swap which node is
+//!    above is not made; tikv/pd#4659 is the flip-flop this prevents).
+//! 3. **Leader balance**: a node leading more than `ceil(mean)` ranges hands
+//!    one to a voter on the node leading fewest, when they differ by 2 or
+//!    more (so leaders end within ±1 of the mean).
+//!
+//! A **move** is one primitive executed by the range's leader: add the
+//! target as a learner, catch it up, one joint configuration that promotes
+//! it and demotes the source, leave it, remove the source. The range never
+//! has fewer than RF voters in any configuration of a move
+//! (cockroachdb/cockroach#12768 lost quorum exactly there), which is why
+//! the planner never plans a removal that would go below RF.
+//!
+//! Concurrency is bounded: at most `moves_per_node_max` operations that add
+//! or remove a replica touch one node at a time (in flight and planned),
+//! and at most `ops_per_round_max` are planned per call.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::range::{RangeDesc, RangeId};
+use super::state::{MetaState, NodeState};
+use crate::raft::NodeId;
+
+/// How long a node may go without a heartbeat before its replicas are
+/// re-created elsewhere: CockroachDB's `server.time_until_store_dead`
+/// default (5 minutes); seconds in tests.
+pub const DEAD_NODE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
+
+/// Operations adding or removing a replica on one node at a time, in
+/// flight and planned (each seeds or drops a snapshot's worth of data).
+pub const MOVES_PER_NODE_MAX_DEFAULT: usize = 2;
+
+/// Operations one planning round returns at most.
+pub const OPS_PER_ROUND_MAX_DEFAULT: usize = 16;
+
+/// Replica counts within this fraction of the mean (in percent) count as
+/// balanced.
+pub const BALANCE_TOLERANCE_PCT_DEFAULT: u64 = 10;
+
+/// The planner's knobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannerConfig {
+    /// `dead-node-timeout`, ms (see [`DEAD_NODE_TIMEOUT_MS_DEFAULT`]).
+    pub dead_node_timeout_ms: u64,
+    pub moves_per_node_max: usize,
+    pub ops_per_round_max: usize,
+    pub balance_tolerance_pct: u64,
+}
+
+impl Default for PlannerConfig {
+    fn default() -> Self {
+        PlannerConfig {
+            dead_node_timeout_ms: DEAD_NODE_TIMEOUT_MS_DEFAULT,
+            moves_per_node_max: MOVES_PER_NODE_MAX_DEFAULT,
+            ops_per_round_max: OPS_PER_ROUND_MAX_DEFAULT,
+            balance_tolerance_pct: BALANCE_TOLERANCE_PCT_DEFAULT,
+        }
+    }
+}
+
+/// What the meta leader knows beyond the replicated map: when each node
+/// last reported, which node leads each range, and which operations are
+/// under way. Not replicated (a new meta leader starts with none, and
+/// counts every node as heard from when it started: PD's grace).
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// The planner's clock, ms (any origin; only differences matter).
+    pub now_ms: u64,
+    /// When this meta leader started: a node not heard from since then
+    /// has been silent that long at most.
+    pub since_ms: u64,
+    /// Node → when its last heartbeat arrived, ms.
+    pub heartbeat_ms: BTreeMap<NodeId, u64>,
+    /// Range → the node its leader is on (as its last report said).
+    pub leaders: BTreeMap<RangeId, NodeId>,
+    /// Operations under way (planned earlier, not finished): their ranges
+    /// get no other, and their nodes count against `moves_per_node_max`.
+    pub in_flight: Vec<Op>,
+}
+
+/// One operation for a range's leader to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Add a replica on `node` (as a learner, then promoted): the range
+    /// has fewer voters than the replication factor.
+    AddReplica { range: RangeId, node: NodeId },
+    /// The move primitive (see the module docs).
+    MoveReplica {
+        range: RangeId,
+        from: NodeId,
+        to: NodeId,
+    },
+    /// Remove the replica on `node`: the range has more voters than the
+    /// replication factor.
+    RemoveReplica { range: RangeId, node: NodeId },
+    /// Hand the range's leadership to its voter on `to`.
+    TransferLeader { range: RangeId, to: NodeId },
+}
+
+impl Op {
+    pub fn range(&self) -> RangeId {
+        match *self {
+            Op::AddReplica { range, .. }
+            | Op::MoveReplica { range, .. }
+            | Op::RemoveReplica { range, .. }
+            | Op::TransferLeader { range, .. } => range,
+        }
+    }
+
+    /// Nodes whose replica set the operation changes.
+    fn moving_nodes(&self) -> Vec<NodeId> {
+        match *self {
+            Op::AddReplica { node, .. } | Op::RemoveReplica { node, .. } => vec![node],
+            Op::MoveReplica { from, to, .. } => vec![from, to],
+            Op::TransferLeader { .. } => Vec::new(),
+        }
+    }
+}
+
+/// How the planner sees a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Heard from within `dead_node_timeout_ms`.
+    Live,
+    /// Silent for longer: its replicas are re-created elsewhere.
+    Dead,
+}
+
+/// The working state of one planning round.
+struct Round<'a> {
+    cfg: &'a PlannerConfig,
+    obs: &'a Observed,
+    rf: usize,
+    /// Live, active nodes: the ones that take replicas.
+    targets: BTreeSet<NodeId>,
+    /// Node → replicas it holds (as if the planned operations were done).
+    replicas: BTreeMap<NodeId, usize>,
+    /// Node → ranges it leads (likewise).
+    leading: BTreeMap<NodeId, usize>,
+    /// Node → operations touching it (in flight and planned).
+    busy: BTreeMap<NodeId, usize>,
+    /// Ranges with an operation (in flight or planned).
+    taken: BTreeSet<RangeId>,
+    out: Vec<Op>,
+}
+
+/// How `node` looks at `obs.now_ms`.
+pub fn health(cfg: &PlannerConfig, obs: &Observed, node: NodeId) -> Health {
+    let last = obs
+        .heartbeat_ms
+        .get(&node)
+        .copied()
+        .unwrap_or(obs.since_ms)
+        .max(obs.since_ms);
+    if obs.now_ms.saturating_sub(last) > cfg.dead_node_timeout_ms {
+        Health::Dead
+    } else {
+        Health::Live
+    }
+}
+
+/// The operations to start now, at most `cfg.ops_per_round_max`, in
+/// priority order (see the module docs). Empty when the map is where it
+/// should be, or when what remains cannot be done now (no node to place a
+/// replica on, every candidate busy).
+pub fn plan(map: &MetaState, obs: &Observed, cfg: &PlannerConfig) -> Vec<Op> {
+    let Some(settings) = map.settings() else {
+        return Vec::new();
+    };
+    let mut round = Round {
+        cfg,
+        obs,
+        rf: settings.replication_factor as usize,
+        targets: map
+            .nodes()
+            .filter(|n| n.state == NodeState::Active && health(cfg, obs, n.id) == Health::Live)
+            .map(|n| n.id)
+            .collect(),
+        replicas: BTreeMap::new(),
+        leading: BTreeMap::new(),
+        busy: BTreeMap::new(),
+        taken: BTreeSet::new(),
+        out: Vec::new(),
+    };
+    for n in map.nodes() {
+        round.replicas.insert(n.id, 0);
+        round.leading.insert(n.id, 0);
+    }
+    for d in map.ranges().iter() {
+        for r in &d.replicas {
+            *round.replicas.entry(r.node).or_default() += 1;
+        }
+        if let Some(&l) = obs.leaders.get(&d.id) {
+            *round.leading.entry(l).or_default() += 1;
+        }
+    }
+    for op in &obs.in_flight {
+        round.taken.insert(op.range());
+        for n in op.moving_nodes() {
+            *round.busy.entry(n).or_default() += 1;
+        }
+    }
+    let draining = |n: NodeId| {
+        map.node(n).is_none_or(|x| x.state != NodeState::Active)
+            || health(cfg, obs, n) == Health::Dead
+    };
+    // 1. Repair.
+    for d in map.ranges().iter() {
+        if round.full() {
+            return round.out;
+        }
+        if round.taken.contains(&d.id) {
+            continue;
+        }
+        round.repair(d, &draining);
+    }
+    // 2. Replica balance, one move per round per pair of nodes.
+    while !round.full() && round.rebalance_one(map) {}
+    // 3. Leader balance.
+    while !round.full() && round.balance_leader_one(map) {}
+    round.out
+}
+
+impl Round<'_> {
+    fn full(&self) -> bool {
+        self.out.len() >= self.cfg.ops_per_round_max
+    }
+
+    fn free(&self, n: NodeId) -> bool {
+        self.busy.get(&n).copied().unwrap_or(0) < self.cfg.moves_per_node_max
+    }
+
+    fn push(&mut self, op: Op) {
+        self.taken.insert(op.range());
+        for n in op.moving_nodes() {
+            *self.busy.entry(n).or_default() += 1;
+        }
+        match op {
+            Op::AddReplica { node, .. } => *self.replicas.entry(node).or_default() += 1,
+            Op::RemoveReplica { node, .. } => *self.replicas.entry(node).or_default() -= 1,
+            Op::MoveReplica { from, to, range } => {
+                *self.replicas.entry(from).or_default() -= 1;
+                *self.replicas.entry(to).or_default() += 1;
+                if self.obs.leaders.get(&range) == Some(&from) {
+                    // The leader leaves: its range is led elsewhere after.
+                    *self.leading.entry(from).or_default() -= 1;
+                }
+            }
+            Op::TransferLeader { range, to } => {
+                if let Some(&from) = self.obs.leaders.get(&range) {
+                    *self.leading.entry(from).or_default() -= 1;
+                }
+                *self.leading.entry(to).or_default() += 1;
+            }
+        }
+        self.out.push(op);
+    }
+
+    /// The node to place a replica of `d` on: a live active node without
+    /// one, not busy, holding fewest replicas (then lowest id).
+    fn target_for(&self, d: &RangeDesc) -> Option<NodeId> {
+        self.targets
+            .iter()
+            .copied()
+            .filter(|&n| d.replica_on(n).is_none() && self.free(n))
+            .min_by_key(|&n| (self.replicas.get(&n).copied().unwrap_or(0), n))
+    }
+
+    fn repair(&mut self, d: &RangeDesc, draining: &dyn Fn(NodeId) -> bool) {
+        let leader = self.obs.leaders.get(&d.id).copied();
+        let voters: Vec<NodeId> = d.voters().map(|r| r.node).collect();
+        // A replica to move off: the leader's last (it moves its
+        // leadership first, below).
+        let mut leaving: Vec<NodeId> = d
+            .replicas
+            .iter()
+            .map(|r| r.node)
+            .filter(|&n| draining(n))
+            .collect();
+        leaving.sort_by_key(|&n| (Some(n) == leader, n));
+        if let Some(&from) = leaving.first() {
+            if Some(from) == leader && health(self.cfg, self.obs, from) == Health::Dead {
+                // A dead leader hands nothing over: the range elects
+                // another (if a quorum is left) and its report says so.
+                return;
+            }
+            if Some(from) == leader {
+                // Leaders first: hand it to a voter that stays. With none
+                // (a range of one voter), the move itself carries the
+                // leadership over once the new voter is in (the move
+                // primitive moves a leaving leader's leadership first).
+                if let Some(to) = voters.iter().copied().find(|&v| !draining(v)) {
+                    self.push(Op::TransferLeader { range: d.id, to });
+                    return;
+                }
+            }
+            if !self.free(from) {
+                return;
+            }
+            if voters.len() > self.rf {
+                // One too many anyway: the leaving replica just goes.
+                self.push(Op::RemoveReplica {
+                    range: d.id,
+                    node: from,
+                });
+            } else if let Some(to) = self.target_for(d) {
+                self.push(Op::MoveReplica {
+                    range: d.id,
+                    from,
+                    to,
+                });
+            }
+            return;
+        }
+        if voters.len() < self.rf {
+            if let Some(node) = self.target_for(d) {
+                self.push(Op::AddReplica { range: d.id, node });
+            }
+        } else if voters.len() > self.rf {
+            // The most loaded voter that does not lead.
+            if let Some(node) = voters
+                .iter()
+                .copied()
+                .filter(|&v| Some(v) != leader && self.free(v))
+                .max_by_key(|&v| (self.replicas.get(&v).copied().unwrap_or(0), v))
+            {
+                self.push(Op::RemoveReplica { range: d.id, node });
+            }
+        }
+    }
+
+    /// Plans one move from the most loaded target node to the least
+    /// loaded one, if the two are out of balance; `false` if none.
+    fn rebalance_one(&mut self, map: &MetaState) -> bool {
+        if self.targets.len() < 2 {
+            return false;
+        }
+        let count = |s: &Self, n: NodeId| s.replicas.get(&n).copied().unwrap_or(0);
+        let total: usize = self.targets.iter().map(|&n| count(self, n)).sum();
+        let mean_x100 = total as u64 * 100 / self.targets.len() as u64;
+        let over = mean_x100 * (100 + self.cfg.balance_tolerance_pct) / 100;
+        // Sources from most loaded; for each, the least loaded target that
+        // is free and lacks one of the source's ranges.
+        let mut sources: Vec<NodeId> = self.targets.iter().copied().collect();
+        sources.sort_by_key(|&n| (std::cmp::Reverse(count(self, n)), n));
+        for from in sources {
+            let have = count(self, from);
+            if (have as u64) * 100 <= over || !self.free(from) {
+                continue;
+            }
+            let mut sinks: Vec<NodeId> = self
+                .targets
+                .iter()
+                .copied()
+                .filter(|&n| n != from && self.free(n) && count(self, n) + 2 <= have)
+                .collect();
+            sinks.sort_by_key(|&n| (count(self, n), n));
+            for to in sinks {
+                let leader_of = |id| self.obs.leaders.get(&id).copied();
+                // A range on `from` but not `to`; one not led from `from`
+                // if there is one (moving a follower does not disturb the
+                // leader; with one voter, every range is led).
+                let movable = |d: &&RangeDesc| {
+                    !self.taken.contains(&d.id)
+                        && d.replica_on(from).is_some()
+                        && d.replica_on(to).is_none()
+                };
+                let pick = map
+                    .ranges()
+                    .iter()
+                    .filter(movable)
+                    .find(|d| leader_of(d.id) != Some(from))
+                    .or_else(|| map.ranges().iter().find(movable));
+                if let Some(d) = pick {
+                    let range = d.id;
+                    self.push(Op::MoveReplica { range, from, to });
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Plans one leadership transfer from the node leading most to a voter
+    /// on the node leading fewest, if they differ by 2 or more.
+    fn balance_leader_one(&mut self, map: &MetaState) -> bool {
+        let lead = |s: &Self, n: NodeId| s.leading.get(&n).copied().unwrap_or(0);
+        let mut from_most: Vec<NodeId> = self.targets.iter().copied().collect();
+        from_most.sort_by_key(|&n| (std::cmp::Reverse(lead(self, n)), n));
+        let mut to_fewest = from_most.clone();
+        to_fewest.sort_by_key(|&n| (lead(self, n), n));
+        for &from in &from_most {
+            for &to in &to_fewest {
+                if lead(self, to) + 2 > lead(self, from) {
+                    break;
+                }
+                let pick = map.ranges().iter().find(|d| {
+                    !self.taken.contains(&d.id)
+                        && self.obs.leaders.get(&d.id) == Some(&from)
+                        && d.voters().any(|r| r.node == to)
+                });
+                if let Some(d) = pick {
+                    let range = d.id;
+                    self.push(Op::TransferLeader { range, to });
+                    return true;
+                }
+            }
+        }
+        false
+    }
+}

@@ -1,0 +1,372 @@
+//! The balancer's planner, table-driven: each rule in a small cluster,
+//! then a property: whatever the cluster, planning and carrying the
+//! operations out converges, never leaving a range with fewer voters than
+//! the replication factor on the way.
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::planner::{plan, Observed, Op, PlannerConfig};
+use super::*;
+
+const NOW: u64 = 1_000_000;
+
+/// A bootstrapped map: `nodes` with their states, replication factor
+/// `rf`, and ranges given as (voter nodes, leader node), cut at "r{i}".
+/// Every node heard from at `NOW`.
+fn world(nodes: &[(u64, NodeState)], rf: u32, ranges: &[(&[u64], u64)]) -> (MetaState, Observed) {
+    let n = ranges.len();
+    let descs: Vec<RangeDesc> = ranges
+        .iter()
+        .enumerate()
+        .map(|(i, (on, _))| RangeDesc {
+            id: i as u64 + 1,
+            start: if i == 0 {
+                Bytes::new()
+            } else {
+                Bytes::from(format!("r{i:03}"))
+            },
+            end: if i + 1 == n {
+                Bytes::new()
+            } else {
+                Bytes::from(format!("r{:03}", i + 1))
+            },
+            epoch: Epoch {
+                version: 1,
+                conf_ver: 1,
+            },
+            replicas: on
+                .iter()
+                .map(|&node| RangeReplica {
+                    replica: 100 * (i as u64 + 1) + node,
+                    node,
+                    shard: 0,
+                    role: ReplicaRole::Voter,
+                })
+                .collect(),
+        })
+        .collect();
+    let mut m = MetaState::new();
+    let cmd = MetaCmd::Bootstrap {
+        settings: ClusterSettings {
+            replication_factor: rf,
+            shards: 1,
+            key_bytes_max: 4096,
+            value_bytes_max: 4096,
+        },
+        nodes: nodes
+            .iter()
+            .map(|&(id, state)| NodeRecord {
+                id,
+                peer_addr: format!("10.0.0.{id}:7000"),
+                client_addr: String::new(),
+                shards: 1,
+                state,
+            })
+            .collect(),
+        ranges: descs,
+    };
+    assert_eq!(m.apply(&cmd), Ok(MetaReply::Done));
+    let obs = Observed {
+        now_ms: NOW,
+        since_ms: 0,
+        heartbeat_ms: nodes.iter().map(|&(id, _)| (id, NOW)).collect(),
+        leaders: ranges
+            .iter()
+            .enumerate()
+            .map(|(i, &(_, l))| (i as u64 + 1, l))
+            .collect(),
+        in_flight: Vec::new(),
+    };
+    (m, obs)
+}
+
+fn active(ids: std::ops::RangeInclusive<u64>) -> Vec<(u64, NodeState)> {
+    ids.map(|id| (id, NodeState::Active)).collect()
+}
+
+const ALL3: &[u64] = &[1, 2, 3];
+
+#[test]
+fn a_balanced_cluster_gets_no_operation() {
+    let (m, obs) = world(
+        &active(1..=3),
+        3,
+        &[
+            (ALL3, 1),
+            (ALL3, 2),
+            (ALL3, 3),
+            (ALL3, 1),
+            (ALL3, 2),
+            (ALL3, 3),
+        ],
+    );
+    assert_eq!(plan(&m, &obs, &PlannerConfig::default()), vec![]);
+}
+
+#[test]
+fn a_dead_nodes_replicas_move_after_the_timeout_only_and_a_few_at_a_time() {
+    // Four nodes, three replicas each, one leader each: balanced.
+    let (m, mut obs) = world(
+        &active(1..=4),
+        3,
+        &[
+            (&[1, 2, 3], 1),
+            (&[2, 3, 4], 2),
+            (&[1, 3, 4], 3),
+            (&[1, 2, 4], 4),
+        ],
+    );
+    let cfg = PlannerConfig::default();
+    assert_eq!(plan(&m, &obs, &cfg), vec![]);
+    // Node 3 silent, but for less than the timeout: nothing yet (a
+    // restart, a pause).
+    obs.heartbeat_ms.insert(3, NOW - cfg.dead_node_timeout_ms);
+    assert_eq!(plan(&m, &obs, &cfg), vec![]);
+    // Dead: its follower replicas go to the one node without one; range
+    // 3, which it led, waits for its election.
+    obs.heartbeat_ms
+        .insert(3, NOW - cfg.dead_node_timeout_ms - 1);
+    let mv = |range, to| Op::MoveReplica { range, from: 3, to };
+    assert_eq!(plan(&m, &obs, &cfg), vec![mv(1, 4), mv(2, 1)]);
+    // Range 3 elected node 1: now it moves too, two at a time per node
+    // (`moves_per_node_max`: node 3 is in two moves already).
+    obs.leaders.insert(3, 1);
+    obs.in_flight = vec![mv(1, 4)];
+    assert_eq!(plan(&m, &obs, &cfg), vec![mv(2, 1)]);
+    obs.in_flight = vec![mv(1, 4), mv(2, 1)];
+    assert_eq!(plan(&m, &obs, &cfg), vec![]);
+    // A new meta leader counts every node as heard from when it started.
+    obs.in_flight.clear();
+    obs.leaders.insert(3, 3);
+    obs.heartbeat_ms.remove(&3);
+    obs.since_ms = NOW - 1000;
+    assert_eq!(plan(&m, &obs, &cfg), vec![]);
+}
+
+#[test]
+fn a_decommissioning_node_hands_its_leaders_over_before_its_replicas_move() {
+    let nodes = [
+        (1, NodeState::Decommissioning),
+        (2, NodeState::Active),
+        (3, NodeState::Active),
+        (4, NodeState::Active),
+    ];
+    let (m, obs) = world(&nodes, 3, &[(ALL3, 1), (ALL3, 2)]);
+    let ops = plan(&m, &obs, &PlannerConfig::default());
+    assert_eq!(
+        ops,
+        vec![
+            Op::TransferLeader { range: 1, to: 2 },
+            Op::MoveReplica {
+                range: 2,
+                from: 1,
+                to: 4
+            },
+        ]
+    );
+}
+
+#[test]
+fn the_replication_factor_is_restored_in_both_directions() {
+    // Raised to 5 on five nodes: each range gains a voter per round.
+    let (m, obs) = world(&active(1..=5), 5, &[(ALL3, 1), (ALL3, 2)]);
+    assert_eq!(
+        plan(&m, &obs, &PlannerConfig::default()),
+        vec![
+            Op::AddReplica { range: 1, node: 4 },
+            Op::AddReplica { range: 2, node: 5 },
+        ]
+    );
+    // Lowered to 3: a voter that does not lead goes.
+    let five: &[u64] = &[1, 2, 3, 4, 5];
+    let (m, obs) = world(&active(1..=5), 3, &[(five, 5)]);
+    assert_eq!(
+        plan(&m, &obs, &PlannerConfig::default()),
+        vec![Op::RemoveReplica { range: 1, node: 4 }]
+    );
+    // No node to add one on: nothing (the range stays as it is).
+    let (m, obs) = world(&active(1..=3), 5, &[(ALL3, 1)]);
+    assert_eq!(plan(&m, &obs, &PlannerConfig::default()), vec![]);
+}
+
+#[test]
+fn new_nodes_take_replicas_from_the_loaded_ones_but_not_leaders() {
+    let ranges: Vec<(&[u64], u64)> = (0..6).map(|i| (ALL3, 1 + i % 3)).collect();
+    let (m, obs) = world(&active(1..=6), 3, &ranges);
+    let ops = plan(&m, &obs, &PlannerConfig::default());
+    assert!(!ops.is_empty());
+    for op in &ops {
+        let Op::MoveReplica { range, from, to } = *op else {
+            panic!("{op:?}")
+        };
+        assert!(from <= 3 && to >= 4, "{op:?}");
+        assert_ne!(obs.leaders[&range], from, "a follower moves: {op:?}");
+    }
+    // At most `moves_per_node_max` per node.
+    for n in 1..=6u64 {
+        let touching = ops
+            .iter()
+            .filter(|op| matches!(op, Op::MoveReplica { from, to, .. } if *from == n || *to == n))
+            .count();
+        assert!(touching <= 2, "node {n}: {ops:?}");
+    }
+}
+
+#[test]
+fn leaders_spread_to_within_one_of_the_mean() {
+    let ranges: Vec<(&[u64], u64)> = (0..6).map(|_| (ALL3, 1)).collect();
+    let (m, obs) = world(&active(1..=3), 3, &ranges);
+    let ops = plan(&m, &obs, &PlannerConfig::default());
+    assert_eq!(
+        ops,
+        vec![
+            Op::TransferLeader { range: 1, to: 2 },
+            Op::TransferLeader { range: 2, to: 3 },
+            Op::TransferLeader { range: 3, to: 2 },
+            Op::TransferLeader { range: 4, to: 3 },
+        ]
+    );
+}
+
+#[test]
+fn a_round_plans_at_most_ops_per_round_max() {
+    let ranges: Vec<(&[u64], u64)> = (0..6).map(|_| (ALL3, 1)).collect();
+    let (m, obs) = world(&active(1..=3), 3, &ranges);
+    let cfg = PlannerConfig {
+        ops_per_round_max: 3,
+        ..PlannerConfig::default()
+    };
+    assert_eq!(plan(&m, &obs, &cfg).len(), 3);
+}
+
+/// Carries `op` out at once, as the range's leader would: the new
+/// descriptor reported to the map (conf_ver + 1), leadership moved.
+fn carry_out(m: &mut MetaState, obs: &mut Observed, op: &Op, next_replica: &mut u64) {
+    let mut d = m
+        .ranges()
+        .get(op.range())
+        .cloned()
+        .expect("planned on a held range");
+    let add = |d: &mut RangeDesc, node, next: &mut u64| {
+        *next += 1;
+        d.replicas.push(RangeReplica {
+            replica: *next,
+            node,
+            shard: 0,
+            role: ReplicaRole::Voter,
+        });
+    };
+    match *op {
+        Op::AddReplica { node, .. } => add(&mut d, node, next_replica),
+        Op::RemoveReplica { node, .. } => d.replicas.retain(|r| r.node != node),
+        Op::MoveReplica { from, to, range } => {
+            add(&mut d, to, next_replica);
+            d.replicas.retain(|r| r.node != from);
+            if obs.leaders.get(&range) == Some(&from) {
+                obs.leaders.insert(range, to);
+            }
+        }
+        Op::TransferLeader { range, to } => {
+            obs.leaders.insert(range, to);
+            return;
+        }
+    }
+    d.epoch.conf_ver += 1;
+    assert_eq!(
+        m.apply(&MetaCmd::ReportRanges(vec![d])),
+        Ok(MetaReply::Reported { stale: vec![] })
+    );
+}
+
+proptest! {
+    /// Any cluster (3-8 nodes, some decommissioning or dead, RF 1-5,
+    /// ranges on the first nodes with any leaders) converges: once the
+    /// planner has nothing left, each range has min(RF, usable nodes)
+    /// voters, all on live active nodes, replica counts differ by at most
+    /// the tolerance or by 1, and no operation ever took a range below
+    /// its voters or RF.
+    #[test]
+    fn planning_converges_and_never_drops_a_range_below_rf(
+        nodes in 3u64..9,
+        rf in 1u32..6,
+        leaders in proptest::collection::vec(0u64..3, 1..14),
+        states in proptest::collection::vec(0u8..6, 9),
+    ) {
+        let mut list = Vec::new();
+        for id in 1..=nodes {
+            let state = match states[id as usize] {
+                0 => NodeState::Decommissioning,
+                _ => NodeState::Active,
+            };
+            list.push((id, state));
+        }
+        // Keep at least RF usable nodes among the first three... or not:
+        // the planner must also end where it cannot do more.
+        let ranges: Vec<(&[u64], u64)> = leaders.iter().map(|&l| (ALL3, l + 1)).collect();
+        let (mut m, mut obs) = world(&list, rf, &ranges);
+        let cfg = PlannerConfig::default();
+        // Node `nodes` is dead when its state draw says 1.
+        if states[0] == 1 {
+            obs.heartbeat_ms.insert(nodes, 0);
+            obs.since_ms = 0;
+        }
+        let usable: Vec<u64> = list
+            .iter()
+            .filter(|&&(id, s)| s == NodeState::Active && !(states[0] == 1 && id == nodes))
+            .map(|&(id, _)| id)
+            .collect();
+        let mut next_replica = 10_000;
+        let mut rounds = 0;
+        loop {
+            // A range led from the dead node elects a live voter, and its
+            // report says so.
+            if states[0] == 1 {
+                for d in m.ranges().iter() {
+                    if obs.leaders.get(&d.id) == Some(&nodes) {
+                        if let Some(v) = d.voters().map(|r| r.node).find(|&n| n != nodes) {
+                            obs.leaders.insert(d.id, v);
+                        }
+                    }
+                }
+            }
+            let ops = plan(&m, &obs, &cfg);
+            if ops.is_empty() {
+                break;
+            }
+            rounds += 1;
+            prop_assert!(rounds < 200, "no fixpoint: {:?}", ops);
+            for op in &ops {
+                let before = m.ranges().get(op.range()).unwrap().voters().count();
+                if let Op::RemoveReplica { .. } = op {
+                    prop_assert!(before > rf as usize, "{:?} below RF", op);
+                }
+                carry_out(&mut m, &mut obs, op, &mut next_replica);
+                let after = m.ranges().get(op.range()).unwrap().voters().count();
+                prop_assert!(after >= before.min(rf as usize), "{:?}: {} -> {}", op, before, after);
+            }
+        }
+        let want = (rf as usize).min(usable.len());
+        let mut count = std::collections::BTreeMap::<u64, usize>::new();
+        for d in m.ranges().iter() {
+            let on: Vec<u64> = d.replicas.iter().map(|r| r.node).collect();
+            if usable.len() >= 3 || rf as usize <= usable.len() {
+                prop_assert!(on.iter().all(|n| usable.contains(n)), "range {} on {:?}, usable {:?}", d.id, on, usable);
+                prop_assert_eq!(on.len(), want, "range {} on {:?}", d.id, on);
+            }
+            for n in on {
+                *count.entry(n).or_default() += 1;
+            }
+        }
+        if usable.is_empty() {
+            return Ok(());
+        }
+        let counts: Vec<usize> = usable.iter().map(|n| count.get(n).copied().unwrap_or(0)).collect();
+        let (lo, hi) = (*counts.iter().min().unwrap(), *counts.iter().max().unwrap());
+        let mean = counts.iter().sum::<usize>() as f64 / counts.len() as f64;
+        prop_assert!(
+            hi - lo <= 1 || (hi as f64) <= mean * 1.1,
+            "replica counts {:?} on {:?}", counts, usable
+        );
+    }
+}
