@@ -40,7 +40,10 @@
 //!                            0: not known (joined, or written before it)
 //!  44  groups       u32 LE   the cluster's groups (`--groups` when the
 //!                            store was created); 0: not known (older)
-//!  48  reserved     [12] = 0
+//!  48  rf           u32 LE   the replication factor a new cluster's node
+//!                            was bootstrapped with; 0: not known (joined,
+//!                            or written before it)
+//!  52  reserved     [8] = 0
 //!  60  crc          u32 LE   CRC32 of bytes 0..60
 //!
 //! shard-N/OPENED   empty; written once the shard's WAL first opened: from
@@ -103,6 +106,8 @@ pub struct InitialRanges {
     pub groups: u32,
     /// `route::cuts_fingerprint` of the groups and their split keys.
     pub cuts: u32,
+    /// `--replication-factor`.
+    pub replication_factor: u32,
 }
 
 /// The identity of a data directory (see the module docs).
@@ -125,6 +130,9 @@ pub struct StoreIdentity {
     /// with another `--groups` must not create groups over the existing
     /// ranges); 0: not known (a store written before it).
     pub groups: u32,
+    /// The replication factor a new cluster's node was bootstrapped with;
+    /// 0: not known (a joined node's, or a store written before it).
+    pub replication_factor: u32,
 }
 
 /// Why a data directory cannot be used, or a peer not admitted.
@@ -188,6 +196,7 @@ impl StoreIdentity {
         b[36] = if self.joined { 2 } else { 1 };
         b[40..44].copy_from_slice(&self.cuts.to_le_bytes());
         b[44..48].copy_from_slice(&self.groups.to_le_bytes());
+        b[48..52].copy_from_slice(&self.replication_factor.to_le_bytes());
         let crc = crc32fast::hash(&b[..60]);
         b[60..64].copy_from_slice(&crc.to_le_bytes());
         b
@@ -218,12 +227,13 @@ impl StoreIdentity {
             joined: b[36] == 2,
             cuts: u32at(40),
             groups: u32at(44),
+            replication_factor: u32at(48),
         };
         if id.incarnation == 0
             || id.node == 0
             || !(1..=2).contains(&b[36])
             || b[37..40] != [0; 3]
-            || b[48..60] != [0; 12]
+            || b[52..60] != [0; 8]
         {
             return Err(bad("invalid fields"));
         }
@@ -315,9 +325,9 @@ pub fn shard_dir(dir: &Path, s: u32) -> PathBuf {
 /// ([`IdentityError::Mismatch`]); a store whose shard directories are gone
 /// ([`IdentityError::Lost`]); an empty directory with
 /// [`Bootstrap::Unset`] ([`IdentityError::Empty`]); a damaged `STORE`.
-/// `cuts` is stored in a store created for [`Bootstrap::New`] (a joined
-/// node's, or an adopted one's, is 0: not known); `groups` in every
-/// store created.
+/// `cuts` and `replication_factor` are stored in a store created for
+/// [`Bootstrap::New`] (a joined node's, or an adopted one's, are 0: not
+/// known); `groups` in every store created.
 /// A directory with WAL data and no `STORE` (written before store
 /// identities existed) is adopted under a new incarnation.
 pub fn open_store(
@@ -329,7 +339,11 @@ pub fn open_store(
     bootstrap: Bootstrap,
     ranges: InitialRanges,
 ) -> Result<(StoreIdentity, bool), IdentityError> {
-    let InitialRanges { groups, cuts } = ranges;
+    let InitialRanges {
+        groups,
+        cuts,
+        replication_factor,
+    } = ranges;
     let path = dir.join(STORE_FILE);
     let d = || dir.display().to_string();
     match std::fs::read(&path) {
@@ -394,6 +408,11 @@ pub fn open_store(
                     0
                 },
                 groups,
+                replication_factor: if bootstrap == Bootstrap::New && !legacy {
+                    replication_factor
+                } else {
+                    0
+                },
             };
             // The shard directories first, durably: a store without them
             // reads as lost data at the next start.
@@ -690,7 +709,11 @@ mod tests {
     }
 
     /// What the tests' stores record of their cluster's ranges.
-    const R8: InitialRanges = InitialRanges { groups: 8, cuts: 9 };
+    const R8: InitialRanges = InitialRanges {
+        groups: 8,
+        cuts: 9,
+        replication_factor: 3,
+    };
 
     #[test]
     fn store_round_trips_and_damage_is_named() {
@@ -702,10 +725,11 @@ mod tests {
             joined: true,
             cuts: 0x1234_5678,
             groups: 8,
+            replication_factor: 5,
         };
         let b = id.encode();
         assert_eq!(StoreIdentity::decode("S", &b).unwrap(), id);
-        for i in [0, 9, 25, 33, 36, 40, 61] {
+        for i in [0, 9, 25, 33, 36, 40, 48, 53, 61] {
             let mut d = b;
             d[i] ^= 1;
             let e = StoreIdentity::decode("S", &d).unwrap_err().to_string();
@@ -729,6 +753,7 @@ mod tests {
         assert!(!dir.join(STORE_FILE).exists(), "nothing written: {e}");
         let (id, created) = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, R8).unwrap();
         assert!(created && id.incarnation != 0);
+        assert_eq!((id.groups, id.cuts, id.replication_factor), (8, 9, 3));
         assert!(dir.join("shard-1/wal").is_dir());
         // Restarted with the same flags, or with none: the same identity.
         for b in [Bootstrap::New, Bootstrap::Unset, Bootstrap::Join] {

@@ -96,6 +96,19 @@ enum CtlCmd {
     },
     /// Promote learner NODE to voter.
     Promote { node: u64 },
+    /// Move RANGE's replica on node FROM to node TO: TO is added as a
+    /// learner, promoted once caught up, given the leadership if FROM
+    /// leads, then FROM is removed. The range never has fewer voters than
+    /// the replication factor; asking again resumes a move cut short.
+    MoveReplica {
+        range: u64,
+        from: u64,
+        to: u64,
+        /// TO's peer address (its --listen-peers), if the range's leader
+        /// may not know it (a node that joined).
+        #[arg(long, default_value = "")]
+        peer_addr: String,
+    },
     /// Remove NODE from every group.
     RemoveNode { node: u64 },
     /// Fault injection (nodes started with --fault-injection): NODE drops
@@ -223,6 +236,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         identity::InitialRanges {
             groups: cfg.groups as u32,
             cuts: cfg.cuts,
+            replication_factor: cfg.replication_factor,
         },
     ) {
         Ok((store, created)) => {
@@ -638,6 +652,25 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             .await
         }
         CtlCmd::Promote { node } => admin_all(c, Op::Promote { node }).await,
+        CtlCmd::MoveReplica {
+            range,
+            from,
+            to,
+            peer_addr,
+        } => match c.move_replica(range, from, to, &peer_addr).await {
+            Ok(ringraft::client::MoveOutcome::Moved) => {
+                say!("range {range}: moved from node {from} to node {to}");
+                Ok(0)
+            }
+            Ok(ringraft::client::MoveOutcome::AlreadyDone) => {
+                say!("range {range}: already on node {to} and not on node {from}");
+                Ok(0)
+            }
+            Err(e) => {
+                say!("range {range}: {e}");
+                Ok(1)
+            }
+        },
         CtlCmd::RemoveNode { node } => admin_all(c, Op::RemoveNode { node }).await,
         CtlCmd::Isolate { node, from } => {
             let peers = if from.is_empty() {

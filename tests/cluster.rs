@@ -1938,3 +1938,97 @@ fn ranges_live_on_rf_of_the_nodes_and_survive_one_down() {
         }
     });
 }
+
+/// `move-replica` under writes: four nodes, RF 3; range 0 (on nodes 1, 2
+/// and 3) moves from its leader's node to node 4 while a writer keeps
+/// writing its keys and a watcher reads its descriptor from its leader.
+/// The range never has fewer than 3 voters; afterwards its replicas are on
+/// the two that stayed and node 4, every acknowledged write reads back,
+/// the source holds no replica of it, and asking again says it is done.
+/// Moving onto a node that holds a voter already is refused, saying so.
+#[test]
+fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
+    let c = cluster(4, 4, &["--replication-factor", "3"]);
+    let addrs = c.client_addrs();
+    run_on_executor(move || async move {
+        let mut cfg = ClientConfig::new(addrs);
+        cfg.op_timeout_ms = 20_000;
+        let cl = Rc::new(Client::connect(cfg).await.unwrap());
+        learn_ranges(&cl, 4).await;
+        assert_eq!(cl.replication_factor(), 3);
+        let d = cl.leader_descriptor(0).await.unwrap();
+        let on: Vec<u64> = d.replicas.iter().map(|r| r.node).collect();
+        assert_eq!(on, vec![1, 2, 3]);
+        cl.refresh_map().await.unwrap();
+        let from = cl.leaders()[0];
+        assert!(on.contains(&from), "leader {from}");
+        let stay = *on.iter().find(|&&n| n != from).unwrap();
+        let e = cl.move_replica(0, from, stay, "").await.unwrap_err();
+        assert!(
+            e.to_string().contains("holds a voter of range 0 already"),
+            "{e}"
+        );
+        let e = cl.move_replica(0, 4, 4, "").await.unwrap_err();
+        assert!(e.to_string().contains("both node 4"), "{e}");
+        let stop = Rc::new(std::cell::Cell::new(false));
+        let base = key_of(&cl, 0, "w");
+        let writer = glommio::spawn_local({
+            let (cl, stop) = (cl.clone(), stop.clone());
+            async move {
+                let mut acked = Vec::new();
+                let mut i = 0u32;
+                while !stop.get() {
+                    let k = [&base[..], &i.to_be_bytes()[..]].concat();
+                    let v = format!("v{i}").into_bytes();
+                    if cl.put(&k, &v).await.is_ok() {
+                        acked.push((k, v));
+                    }
+                    i += 1;
+                }
+                acked
+            }
+        });
+        let watcher = glommio::spawn_local({
+            let (cl, stop) = (cl.clone(), stop.clone());
+            async move {
+                let mut fewest = usize::MAX;
+                while !stop.get() {
+                    if let Ok(d) = cl.leader_descriptor(0).await {
+                        fewest = fewest.min(d.voters().count());
+                    }
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+                fewest
+            }
+        });
+        let out = cl.move_replica(0, from, 4, "").await.unwrap();
+        assert_eq!(out, ringraft::client::MoveOutcome::Moved);
+        stop.set(true);
+        let (acked, fewest) = (writer.await, watcher.await);
+        assert!(fewest >= 3, "a configuration with {fewest} voters");
+        assert!(!acked.is_empty());
+        let d = cl.leader_descriptor(0).await.unwrap();
+        let mut now: Vec<u64> = d.voters().map(|r| r.node).collect();
+        now.sort_unstable();
+        let mut want: Vec<u64> = on.iter().copied().filter(|&n| n != from).collect();
+        want.push(4);
+        assert_eq!(now, want, "{d:?}");
+        assert_eq!(d.replicas.len(), 3, "no learner left: {d:?}");
+        for (k, v) in &acked {
+            assert_eq!(cl.get(k).await.unwrap().as_deref(), Some(&v[..]));
+        }
+        // The source's replica goes once it learns it was removed.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            match cl.admin(from, 0, Op::Snapshot).await {
+                Err(Error::Server(ClientError::NotHosted { group: 0 })) => break,
+                r => assert!(Instant::now() < deadline, "node {from} still: {r:?}"),
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            cl.move_replica(0, from, 4, "").await.unwrap(),
+            ringraft::client::MoveOutcome::AlreadyDone
+        );
+    });
+}

@@ -1127,7 +1127,14 @@ fn a_restart_with_another_groups_keeps_the_stored_groups() {
     let (peer, client) = (free_port(), free_port());
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
-    let store = new_store(&dir, &lock, InitialRanges { groups: 2, cuts: 0 });
+    let store = new_store(
+        &dir,
+        &lock,
+        InitialRanges {
+            groups: 2,
+            ..InitialRanges::default()
+        },
+    );
     let more = NodeSettings {
         groups: Some(4),
         ..node_settings(&dir, peer, client)
@@ -1149,9 +1156,9 @@ fn a_restart_with_another_groups_keeps_the_stored_groups() {
 /// founding nodes (`route::founding_placement`): node 1 of five, RF 3, five
 /// groups, hosts ranges 0, 3 and 4, each with the three voters of its
 /// ring. The placement is made when the shard first opens, never again: a
-/// restart with another factor creates nothing where the cluster placed
-/// nothing (it did, before the gate: ranges 1 and 2 with five voters, a
-/// second set of voters beside the real one).
+/// restart with other --peers and another factor creates nothing where the
+/// cluster placed nothing (it did, before the gate: ranges 1 and 2 with
+/// three voters, a second set of voters beside the real one).
 #[test]
 fn founding_ranges_go_on_rf_nodes_once_and_a_restart_with_another_factor_adds_none() {
     let t = tempfile::tempdir().unwrap();
@@ -1160,7 +1167,7 @@ fn founding_ranges_go_on_rf_nodes_once_and_a_restart_with_another_factor_adds_no
     let peers: Vec<String> = (2..=5)
         .map(|n| format!("{n}=127.0.0.1:{}", free_port()))
         .collect();
-    let with_rf = |rf: u32| {
+    let with_rf = |rf: u32, peers: &[String]| {
         NodeSettings {
             groups: Some(5),
             peers: Some(peers.join(",")),
@@ -1170,8 +1177,11 @@ fn founding_ranges_go_on_rf_nodes_once_and_a_restart_with_another_factor_adds_no
         .validate()
         .unwrap()
     };
-    let (three, five) = (with_rf(3), with_rf(5));
+    let (three, five) = (with_rf(3, &peers), with_rf(5, &peers));
     assert_ne!(three.cuts, five.cuts, "the factor is in the fingerprint");
+    // Restarted with only nodes 2 and 3 as --peers and a factor of 5: by
+    // the flags, every range would be on node 1.
+    let other = with_rf(5, &peers[..2]);
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
     let store = new_store(
@@ -1180,9 +1190,10 @@ fn founding_ranges_go_on_rf_nodes_once_and_a_restart_with_another_factor_adds_no
         InitialRanges {
             groups: 5,
             cuts: three.cuts,
+            replication_factor: 3,
         },
     );
-    let (sc3, sc5) = (three.shard(0, &store), five.shard(0, &store));
+    let (sc3, sc5) = (three.shard(0, &store), other.shard(0, &store));
     run(async move {
         let shard = Shard::open(sc3, Rc::new(Cell::new(false)), None)
             .await

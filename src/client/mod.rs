@@ -12,6 +12,9 @@
 //! in key order.
 
 mod conn;
+mod moves;
+
+pub use moves::{MoveOutcome, MOVE_CATCH_UP_WAIT_MS, MOVE_LEADER_WAIT_MS};
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -133,6 +136,8 @@ struct Inner {
     nodes: RefCell<HashMap<u64, SocketAddr>>,
     shards: Cell<u32>,
     groups: Cell<u64>,
+    /// The cluster's replication factor, from the maps (0: not known).
+    replication_factor: Cell<u32>,
     /// Last known leader per group (0: unknown).
     leaders: RefCell<Vec<u64>>,
     /// The ranges the nodes reported: key → group.
@@ -176,6 +181,7 @@ impl Client {
                 nodes: RefCell::new(HashMap::new()),
                 shards: Cell::new(1),
                 groups: Cell::new(0),
+                replication_factor: Cell::new(0),
                 leaders: RefCell::new(Vec::new()),
                 ranges: RefCell::new(RangeMap::new()),
                 conns: RefCell::new(HashMap::new()),
@@ -239,6 +245,12 @@ impl Client {
         self.inner.groups.get()
     }
 
+    /// Replicas per range the cluster was bootstrapped with, as its
+    /// founding nodes report it (0: no node reached knows it).
+    pub fn replication_factor(&self) -> u32 {
+        self.inner.replication_factor.get()
+    }
+
     pub fn shards(&self) -> u32 {
         self.inner.shards.get()
     }
@@ -288,6 +300,8 @@ impl Client {
                     if let Some(Ok(Ok(Reply::Map(m)))) = self.attempt(n, s, req).await {
                         any = true;
                         self.learn_nodes(&m);
+                        let rf = &self.inner.replication_factor;
+                        rf.set(rf.get().max(m.replication_factor));
                         if first {
                             first = false;
                             self.inner.shards.set(m.shards);

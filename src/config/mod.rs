@@ -304,6 +304,8 @@ pub struct ValidConfig {
     /// Fingerprint of the initial ranges these settings give
     /// (`route::cuts_fingerprint`): stored by a new cluster's node.
     pub cuts: u32,
+    /// `--replication-factor`: stored by a new cluster's node.
+    pub replication_factor: u32,
     shard_template: ShardConfig,
 }
 
@@ -704,6 +706,7 @@ impl NodeSettings {
             split_keys,
             voters,
             replication_factor,
+            replication_factor_known: false,
             dir: PathBuf::new(),
             peers: Vec::new(),
             raft,
@@ -739,6 +742,7 @@ impl NodeSettings {
         );
         Ok(ValidConfig {
             cuts,
+            replication_factor,
             metrics_addr,
             id,
             cluster_id: shard_template.cluster,
@@ -765,6 +769,12 @@ impl ValidConfig {
         let mut c = self.shard_template.clone();
         c.shard = s;
         c.cuts = store.cuts;
+        // The factor the cluster was bootstrapped with, where the store
+        // knows it (a joined node, which founds no range, does not).
+        c.replication_factor_known = store.replication_factor != 0;
+        if c.replication_factor_known {
+            c.replication_factor = store.replication_factor;
+        }
         // The groups are the cluster's, fixed at bootstrap: a restart with
         // another --groups must not create groups over existing ranges.
         if store.groups != 0 && u64::from(store.groups) != c.groups {
@@ -834,8 +844,13 @@ pub struct ShardConfig {
     /// Every node of the initial cluster (this node included), sorted: the
     /// founders that initial ranges are placed on.
     pub voters: Vec<u64>,
-    /// Replicas of each initial range (`route::founding_placement`).
+    /// Replicas of each initial range (`route::founding_placement`): as
+    /// the store recorded it, else the flag's.
     pub replication_factor: u32,
+    /// Whether the store recorded `replication_factor` (not for a joined
+    /// node, nor a store written before it): only then is it the
+    /// cluster's, and told to clients.
+    pub replication_factor_known: bool,
     /// This shard's directory (WAL and snapshots).
     pub dir: PathBuf,
     /// Address of this shard's index on each peer node.

@@ -139,6 +139,7 @@ fn store() -> crate::identity::StoreIdentity {
         joined: false,
         cuts: 0,
         groups: 0,
+        replication_factor: 3,
     }
 }
 
@@ -229,9 +230,24 @@ fn the_file_fills_what_the_command_line_leaves_out() {
         joined: false,
         cuts: 77,
         groups: 0,
+        replication_factor: 0,
     };
+    assert_eq!(v.replication_factor, 5, "from the file");
     let sc = v.shard(1, &store);
-    assert_eq!(sc.replication_factor, 5, "from the file");
+    assert_eq!(
+        (sc.replication_factor, sc.replication_factor_known),
+        (5, false),
+        "not stored: the flag's, not the cluster's"
+    );
+    let stored = crate::identity::StoreIdentity {
+        replication_factor: 3,
+        ..store
+    };
+    let sc = v.shard(1, &stored);
+    assert_eq!(
+        (sc.replication_factor, sc.replication_factor_known),
+        (3, true)
+    );
     assert_eq!(sc.cuts, 77, "the stored cuts, not the flags'");
     assert_eq!(
         sc.groups, 4,

@@ -219,6 +219,26 @@ impl Shard {
                 peer_addr,
                 client_addr,
             } => {
+                // Not given: the address this shard knows for the node.
+                let known;
+                let peer_addr = if peer_addr.is_empty() {
+                    match self.peer_addr_of(*node) {
+                        Some(a) => {
+                            known = a;
+                            &known
+                        }
+                        None => {
+                            let reason = format!("no peer address known here for node {node}: give its --listen-peers address");
+                            return self.respond(
+                                conn,
+                                req.id,
+                                Err(ClientError::BadRequest { reason }),
+                            );
+                        }
+                    }
+                } else {
+                    peer_addr
+                };
                 if peer_addr.parse::<std::net::SocketAddr>().is_err() {
                     let reason = format!("{peer_addr} is not a peer address (IP:PORT)");
                     return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
@@ -305,6 +325,21 @@ impl Shard {
         self.answer_intake(conn, id, intake);
     }
 
+    /// The peer address (of its shard 0) this shard knows for `node`: from
+    /// the address book of a group it hosts, else from its `--peers`.
+    fn peer_addr_of(&self, node: u64) -> Option<String> {
+        if let Some(a) = self
+            .replicas
+            .values()
+            .find_map(|g| g.kv.members().get(&node))
+        {
+            return Some(a.clone());
+        }
+        let (_, a) = self.cfg.peers.iter().find(|(n, _)| *n == node)?;
+        let port = a.port().checked_sub(self.cfg.shard as u16)?;
+        Some(std::net::SocketAddr::new(a.ip(), port).to_string())
+    }
+
     /// The map as this shard knows it: leaders of its own groups (0 for
     /// the others: a client asks each shard), this node, and every node
     /// whose client address the address books of its groups hold (nodes
@@ -347,6 +382,11 @@ impl Shard {
                 .map(|(id, client_addr)| NodeInfo { id, client_addr })
                 .collect(),
             leaders,
+            replication_factor: if self.cfg.replication_factor_known {
+                self.cfg.replication_factor
+            } else {
+                0
+            },
         }
     }
 

@@ -91,6 +91,9 @@ pub enum Op {
     },
     AddLearner {
         node: u64,
+        /// The node's peer address (shard 0); empty: the one the leader's
+        /// shard knows (an address book or its `--peers`), refused with
+        /// `BadRequest` if it knows none.
         peer_addr: String,
         client_addr: String,
     },
@@ -145,6 +148,10 @@ pub struct ClusterMap {
     pub shards: u32,
     pub nodes: Vec<NodeInfo>,
     pub leaders: Vec<u64>,
+    /// Replicas per range the cluster was bootstrapped with
+    /// (`--replication-factor`); 0: this node does not know it (it
+    /// joined).
+    pub replication_factor: u32,
 }
 
 /// The state of one group on the node that answers.

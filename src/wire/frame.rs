@@ -29,7 +29,7 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 /// 5: coalesced heartbeats (`message::KIND_HEARTBEATS`, issue #16).
 /// 6: ordered key ranges: range descriptors in the cluster map, a scan's
 ///    range end, `ClientError::KeyNotInRange` (issue #17).
-pub const PROTOCOL_VERSION: u8 = 6;
+pub const PROTOCOL_VERSION: u8 = 7;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 

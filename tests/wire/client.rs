@@ -109,6 +109,7 @@ fn every_result() -> Vec<Result<Reply, ClientError>> {
                 client_addr: "127.0.0.1:9000".into(),
             }],
             leaders: vec![1, 0, 2, 3, 1, 1, 0, 2],
+            replication_factor: 3,
         })),
         Ok(Reply::Status(vec![GroupStatus {
             group: 3,

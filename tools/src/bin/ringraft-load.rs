@@ -1070,6 +1070,7 @@ fn start_responder(cluster: u64, groups: u64) -> Result<(SocketAddr, Arc<AtomicB
                             shards: 1,
                             nodes: Vec::new(),
                             leaders: vec![1; groups as usize],
+                            replication_factor: 1,
                         })),
                         Op::Ranges { .. } => Ok(Reply::Ranges(ranges.clone())),
                         _ => Ok(Reply::Done),

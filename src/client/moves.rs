@@ -1,0 +1,188 @@
+//! Moving a replica of a range from one node to another
+//! (`ctl move-replica`), as a sequence of the group's own membership
+//! changes, each already safe to repeat:
+//!
+//! 1. add the target as a learner (the leader seeds it with a snapshot);
+//! 2. promote it once it has caught up (the leader refuses before): the
+//!    range has RF + 1 voters;
+//! 3. if the source leads, hand leadership to the new voter;
+//! 4. remove the source: RF voters again. The removed replica is
+//!    destroyed on its node.
+//!
+//! The range never has fewer than RF voters on the way (adding before
+//! removing: the order cockroachdb/cockroach#12768 shows matters), and a
+//! move cut short (the client or a node stopped) is resumed by asking for
+//! it again: each step that is already in force answers `Done`. The
+//! balancer will run the same steps from the meta leader (issue #17).
+
+use std::time::{Duration, Instant};
+
+use super::{Client, Error};
+use crate::meta::RangeDesc;
+use crate::raft::NodeId;
+use crate::wire::{ClientError, Op, Reply};
+
+/// How long a move waits for its new learner to catch up (be sent and
+/// install the range's snapshot, then the log after it) before it gives
+/// up; the learner stays, and asking for the move again goes on.
+pub const MOVE_CATCH_UP_WAIT_MS: u64 = 120_000;
+
+/// How long a move waits for leadership to leave the source.
+pub const MOVE_LEADER_WAIT_MS: u64 = 10_000;
+
+/// What [`Client::move_replica`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveOutcome {
+    /// The replica moved.
+    Moved,
+    /// The target held a voter and the source none already (a move asked
+    /// again after it completed).
+    AlreadyDone,
+}
+
+fn failed(reason: String) -> Error {
+    Error::Server(ClientError::Failed { reason })
+}
+
+impl Client {
+    /// Range `range`'s descriptor as its leader has it (its current
+    /// membership, not a cached one).
+    pub async fn leader_descriptor(&self, range: u64) -> Result<RangeDesc, Error> {
+        let start = match self.ranges().into_iter().find(|d| d.id == range) {
+            Some(d) => d.start,
+            None => {
+                self.fetch_ranges(b"", true).await;
+                self.ranges()
+                    .into_iter()
+                    .find(|d| d.id == range)
+                    .ok_or_else(|| failed(format!("no node reports a range {range}")))?
+                    .start
+            }
+        };
+        let op = Op::Ranges {
+            from: start,
+            limit: 1,
+        };
+        match self.admin_on_leader(range, op).await? {
+            Reply::Ranges(v) => v
+                .first()
+                .and_then(|b| RangeDesc::decode(b).ok())
+                .filter(|d| d.id == range)
+                .ok_or_else(|| failed(format!("range {range}'s leader did not report it"))),
+            r => Err(super::unexpected(r)),
+        }
+    }
+
+    /// Moves range `range`'s replica on node `from` to node `to` (see the
+    /// module docs). `peer_addr`: `to`'s peer address, if the range's
+    /// leader may not know it (empty: the leader's). Errors name what is
+    /// wrong: the same node twice, a source without a replica, a target
+    /// that has one, a learner that did not catch up in
+    /// [`MOVE_CATCH_UP_WAIT_MS`], leadership that did not leave the source
+    /// in [`MOVE_LEADER_WAIT_MS`].
+    pub async fn move_replica(
+        &self,
+        range: u64,
+        from: NodeId,
+        to: NodeId,
+        peer_addr: &str,
+    ) -> Result<MoveOutcome, Error> {
+        if from == to {
+            return Err(failed(format!(
+                "the source and the target are both node {from}"
+            )));
+        }
+        let d = self.leader_descriptor(range).await?;
+        let voter_on = |d: &RangeDesc, n| d.replica_on(n).is_some_and(|r| r.role.votes());
+        let nodes = || {
+            let v: Vec<String> = d.replicas.iter().map(|r| r.node.to_string()).collect();
+            v.join(", ")
+        };
+        match (d.replica_on(from).is_some(), voter_on(&d, to)) {
+            (false, true) => return Ok(MoveOutcome::AlreadyDone),
+            (false, false) => {
+                return Err(failed(format!(
+                    "node {from} holds no replica of range {range} (its replicas are on nodes {})",
+                    nodes()
+                )))
+            }
+            (true, true) => {
+                // Both vote: a move cut short after its promotion (one
+                // voter more than the factor) goes on; otherwise the
+                // target had a replica before, and removing the source
+                // would leave the range a voter short.
+                let voters = d.voters().count();
+                let rf = self.replication_factor() as usize;
+                if rf == 0 || voters <= rf {
+                    return Err(failed(format!(
+                        "node {to} holds a voter of range {range} already (its replicas are on nodes {}; {voters} voters, replication factor {}): move to a node without one",
+                        nodes(),
+                        if rf == 0 { "not known".to_string() } else { rf.to_string() }
+                    )));
+                }
+            }
+            (true, false) => {}
+        }
+        if d.replica_on(to).is_none() {
+            let client_addr = self
+                .nodes()
+                .into_iter()
+                .find(|&(n, _)| n == to)
+                .map(|(_, a)| a.to_string())
+                .unwrap_or_default();
+            let op = Op::AddLearner {
+                node: to,
+                peer_addr: peer_addr.to_string(),
+                client_addr,
+            };
+            self.admin_on_leader(range, op).await?;
+            tracing::info!(range, node = to, "move: learner added");
+        }
+        // Promoted once caught up (refused with Failed until then).
+        let deadline = Instant::now() + Duration::from_millis(MOVE_CATCH_UP_WAIT_MS);
+        loop {
+            match self.admin_on_leader(range, Op::Promote { node: to }).await {
+                Ok(_) => break,
+                Err(Error::Server(ClientError::Failed { reason })) => {
+                    if Instant::now() > deadline {
+                        return Err(failed(format!(
+                            "node {to}'s replica of range {range} did not catch up within {MOVE_CATCH_UP_WAIT_MS} ms (last: {reason}); it stays a learner: ask for the move again to go on"
+                        )));
+                    }
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::info!(range, node = to, "move: promoted");
+        self.lead_off(range, from, to).await?;
+        self.admin_on_leader(range, Op::RemoveNode { node: from })
+            .await?;
+        tracing::info!(range, node = from, "move: source removed");
+        Ok(MoveOutcome::Moved)
+    }
+
+    /// Hands range `range`'s leadership from `from` (if it leads) to `to`,
+    /// and waits until the nodes report another leader.
+    async fn lead_off(&self, range: u64, from: NodeId, to: NodeId) -> Result<(), Error> {
+        let deadline = Instant::now() + Duration::from_millis(MOVE_LEADER_WAIT_MS);
+        let mut asked = false;
+        loop {
+            self.refresh_map().await?;
+            let leader = self.leaders().get(range as usize).copied().unwrap_or(0);
+            if leader != 0 && leader != from {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(failed(format!(
+                    "leadership of range {range} did not leave node {from} within {MOVE_LEADER_WAIT_MS} ms; ask for the move again"
+                )));
+            }
+            if leader == from && !asked {
+                self.admin(from, range, Op::TransferLeader { to }).await?;
+                asked = true;
+            }
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
