@@ -18,7 +18,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Client, Error};
-use crate::meta::RangeDesc;
+use crate::meta::{RangeDesc, ReplicaRole};
 use crate::raft::NodeId;
 use crate::wire::{ClientError, Op, Reply};
 
@@ -27,7 +27,8 @@ use crate::wire::{ClientError, Op, Reply};
 /// up; the learner stays, and asking for the move again goes on.
 pub const MOVE_CATCH_UP_WAIT_MS: u64 = 120_000;
 
-/// How long a move waits for leadership to leave the source.
+/// How long a move waits for leadership to leave the source, and for
+/// each membership change to be in force (its joint configuration left).
 pub const MOVE_LEADER_WAIT_MS: u64 = 10_000;
 
 /// What [`Client::move_replica`] did.
@@ -154,12 +155,65 @@ impl Client {
                 Err(e) => return Err(e),
             }
         }
+        let settled = |d: &RangeDesc| {
+            d.replicas
+                .iter()
+                .all(|r| matches!(r.role, ReplicaRole::Voter | ReplicaRole::Learner))
+        };
+        self.await_conf(range, &format!("node {to}'s promotion"), |d| {
+            settled(d)
+                && d.replica_on(to)
+                    .is_some_and(|r| r.role == ReplicaRole::Voter)
+        })
+        .await?;
         tracing::info!(range, node = to, "move: promoted");
         self.lead_off(range, from, to).await?;
-        self.admin_on_leader(range, Op::RemoveNode { node: from })
-            .await?;
+        // Refused while another change of the range is in progress.
+        let deadline = Instant::now() + Duration::from_millis(MOVE_LEADER_WAIT_MS);
+        loop {
+            match self
+                .admin_on_leader(range, Op::RemoveNode { node: from })
+                .await
+            {
+                Ok(_) => break,
+                Err(Error::Server(ClientError::Failed { .. })) if Instant::now() < deadline => {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.await_conf(range, &format!("node {from}'s removal"), |d| {
+            settled(d) && d.replica_on(from).is_none()
+        })
+        .await?;
         tracing::info!(range, node = from, "move: source removed");
         Ok(MoveOutcome::Moved)
+    }
+
+    /// Waits until range `range`'s leader has a descriptor that `done`
+    /// accepts (a membership change applied and its joint configuration
+    /// left), for up to [`MOVE_LEADER_WAIT_MS`]; `what` names the change
+    /// in the error.
+    async fn await_conf(
+        &self,
+        range: u64,
+        what: &str,
+        done: impl Fn(&RangeDesc) -> bool,
+    ) -> Result<(), Error> {
+        let deadline = Instant::now() + Duration::from_millis(MOVE_LEADER_WAIT_MS);
+        loop {
+            let d = self.leader_descriptor(range).await?;
+            if done(&d) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(failed(format!(
+                    "{what} in range {range} was not in force within {MOVE_LEADER_WAIT_MS} ms (its replicas: {:?}); ask for the move again",
+                    d.replicas
+                )));
+            }
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Hands range `range`'s leadership from `from` (if it leads) to `to`,
