@@ -810,13 +810,20 @@ impl Client {
                 // be. The write keeps its seq, so a retry cannot apply it
                 // twice.
                 Ok(Ok(Err(
-                    ClientError::Timeout
+                    e @ (ClientError::Timeout
                     | ClientError::Busy
                     | ClientError::ShuttingDown
-                    | ClientError::NotHosted { .. },
+                    | ClientError::NotHosted { .. }),
                 ))) => {
                     if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
                         *l = 0;
+                    }
+                    if matches!(e, ClientError::NotHosted { .. }) {
+                        // The descriptor that named this node is out of
+                        // date (the replica moved): forget it, so the next
+                        // attempt asks any node and the next key lookup
+                        // loads the current one.
+                        inner.ranges.borrow_mut().remove(group);
                     }
                     true
                 }

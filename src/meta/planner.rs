@@ -31,7 +31,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::range::{RangeDesc, RangeId};
+use super::range::{RangeDesc, RangeId, ReplicaRole};
 use super::state::{MetaState, NodeState};
 use crate::raft::NodeId;
 
@@ -206,6 +206,20 @@ pub fn plan(map: &MetaState, obs: &Observed, cfg: &PlannerConfig) -> Vec<Op> {
         }
         if let Some(&l) = obs.leaders.get(&d.id) {
             *round.leading.entry(l).or_default() += 1;
+        }
+    }
+    // A range inside a joint configuration is mid-change (a move under
+    // way, by the balancer or an operator): its voter count says RF + 1
+    // for a moment, and a removal planned on it could leave it short.
+    for d in map.ranges().iter() {
+        let joint = d.replicas.iter().any(|r| {
+            matches!(
+                r.role,
+                ReplicaRole::IncomingVoter | ReplicaRole::DemotingVoter
+            )
+        });
+        if joint {
+            round.taken.insert(d.id);
         }
     }
     for op in &obs.in_flight {

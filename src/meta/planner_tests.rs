@@ -185,6 +185,16 @@ fn the_replication_factor_is_restored_in_both_directions() {
         plan(&m, &obs, &PlannerConfig::default()),
         vec![Op::RemoveReplica { range: 1, node: 4 }]
     );
+    // Mid-move (a joint configuration: 1 leaving, 4 coming in), four
+    // voters are not one too many: nothing until the move ends.
+    let four: &[u64] = &[1, 2, 3, 4];
+    let (mut m, obs) = world(&active(1..=4), 3, &[(four, 2)]);
+    let mut d = m.ranges().get(1).unwrap().clone();
+    d.replicas[0].role = ReplicaRole::DemotingVoter;
+    d.replicas[3].role = ReplicaRole::IncomingVoter;
+    d.epoch.conf_ver += 1;
+    m.apply(&MetaCmd::ReportRanges(vec![d])).unwrap();
+    assert_eq!(plan(&m, &obs, &PlannerConfig::default()), vec![]);
     // No node to add one on: nothing (the range stays as it is).
     let (m, obs) = world(&active(1..=3), 5, &[(ALL3, 1)]);
     assert_eq!(plan(&m, &obs, &PlannerConfig::default()), vec![]);

@@ -75,6 +75,11 @@ pub const META_REPORT_RANGES_MAX: usize = 256;
 /// once takes a block).
 pub const META_ALLOC_IDS_MAX: u32 = 1 << 16;
 
+/// The largest node, range or replica id the map takes (2^63 - 1): far
+/// past any real allocation, and with it a counter's `id + 1` and `next
+/// + count` never overflow. An id above it in a command is refused.
+pub const META_ID_MAX: u64 = u64::MAX >> 1;
+
 /// Bytes of a node's peer or client address as it is stored (an
 /// `ip:port`, or a name a node resolves).
 pub const META_ADDR_BYTES_MAX: usize = 256;
@@ -247,6 +252,8 @@ pub enum MetaError {
     },
     #[error("a range in the report is not valid: {0}")]
     Range(RangeError),
+    #[error("the founding ranges leave keys without a range ({gap}; range {range} is the first given): give ranges that cut the whole keyspace, or none")]
+    Gap { range: RangeId, gap: String },
 }
 
 /// Why bytes are not a meta command or snapshot.
@@ -394,9 +401,9 @@ impl MetaState {
         check_rf(settings.replication_factor)?;
         limit("nodes", nodes.len(), META_NODES_MAX, "META_NODES_MAX")?;
         limit("ranges", ranges.len(), META_RANGES_MAX, "META_RANGES_MAX")?;
+        check_range_ids(ranges)?;
         let mut map = RangeMap::new();
         for d in ranges {
-            d.validate().map_err(MetaError::Range)?;
             if map
                 .insert(d.clone())
                 .map_or(true, |displaced| !displaced.is_empty())
@@ -408,14 +415,13 @@ impl MetaState {
                 }));
             }
         }
-        if map.coverage().is_err() {
-            // The founders cut the whole keyspace; a gap is a bug.
-            let d = &ranges[0];
-            return Err(MetaError::Range(RangeError::Bounds {
-                id: d.id,
-                start: d.start.clone(),
-                end: d.end.clone(),
-            }));
+        // Founders that give ranges cut the whole keyspace; none given,
+        // the ranges' leaders report them.
+        if let (Err(gap), Some(d)) = (map.coverage(), ranges.first()) {
+            return Err(MetaError::Gap {
+                range: d.id,
+                gap: gap.to_string(),
+            });
         }
         let mut book = BTreeMap::new();
         for n in nodes {
@@ -523,20 +529,22 @@ impl MetaState {
             META_REPORT_RANGES_MAX,
             "META_REPORT_RANGES_MAX",
         )?;
-        limit(
-            "ranges",
-            self.ranges.len() + descs.len(),
-            self.ranges_max,
-            "META_RANGES_MAX",
-        )?;
-        for d in descs {
-            d.validate().map_err(MetaError::Range)?;
-        }
+        check_range_ids(descs)?;
+        // A report replaces what it overlaps: only the count after it
+        // counts against the limit. Near the limit it is tried on a copy
+        // (a refusal changes nothing); below it, no copy.
+        let near = self.ranges.len() + descs.len() > self.ranges_max;
+        let mut trial = near.then(|| self.ranges.clone());
+        let map = trial.as_mut().unwrap_or(&mut self.ranges);
         let mut stale = Vec::new();
         for d in descs {
-            if let Err(s) = self.ranges.insert(d.clone()) {
+            if let Err(s) = map.insert(d.clone()) {
                 stale.push((s.offered, s.offered_epoch, s.held, s.held_epoch));
             }
+        }
+        if let Some(trial) = trial {
+            limit("ranges", trial.len(), self.ranges_max, "META_RANGES_MAX")?;
+            self.ranges = trial;
         }
         self.bump_past_ranges(descs);
         Ok(MetaReply::Reported { stale })
@@ -556,6 +564,14 @@ impl MetaState {
             IdKind::Replica => &mut self.next_replica,
         };
         let first = *next;
+        if first + u64::from(count) > META_ID_MAX + 1 {
+            return Err(MetaError::Limit {
+                what: "the next id",
+                got: first + u64::from(count) - 1,
+                max: META_ID_MAX,
+                limit: "META_ID_MAX",
+            });
+        }
         *next += u64::from(count);
         Ok(MetaReply::Ids { first, count })
     }
@@ -643,7 +659,10 @@ impl MetaState {
             next_range,
             next_replica,
         };
-        let ids_ok = s.nodes.keys().all(|&n| n < next_node)
+        let ids_ok = [next_node, next_range, next_replica]
+            .iter()
+            .all(|&c| c <= META_ID_MAX + 1)
+            && s.nodes.keys().all(|&n| n < next_node)
             && s.ranges
                 .iter()
                 .all(|d| d.id < next_range && d.replicas.iter().all(|x| x.replica < next_replica));
@@ -683,7 +702,30 @@ fn limit(what: &'static str, got: usize, max: usize, name: &'static str) -> Resu
     Ok(())
 }
 
+/// Validates each descriptor and bounds its ids by [`META_ID_MAX`].
+fn check_range_ids(descs: &[RangeDesc]) -> Result<(), MetaError> {
+    for d in descs {
+        d.validate().map_err(MetaError::Range)?;
+        let top = d.replicas.iter().map(|r| r.replica).fold(d.id, u64::max);
+        id_bound("a range or replica id", top)?;
+    }
+    Ok(())
+}
+
+fn id_bound(what: &'static str, id: u64) -> Result<(), MetaError> {
+    if id > META_ID_MAX {
+        return Err(MetaError::Limit {
+            what,
+            got: id,
+            max: META_ID_MAX,
+            limit: "META_ID_MAX",
+        });
+    }
+    Ok(())
+}
+
 fn check_node(id: NodeId, peer: &str, client: &str) -> Result<(), MetaError> {
+    id_bound("a node id", id)?;
     if id == 0 {
         return Err(MetaError::OutOfRange {
             what: "a node id",

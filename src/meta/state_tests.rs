@@ -113,7 +113,10 @@ fn nothing_but_a_bootstrap_applies_before_one_and_the_first_bootstrap_wins() {
             nodes: vec![node(1)],
             ranges,
         };
-        assert!(matches!(m.apply(&cmd), Err(MetaError::Range(_))));
+        assert!(matches!(
+            m.apply(&cmd),
+            Err(MetaError::Range(_) | MetaError::Gap { .. })
+        ));
         assert!(m.settings().is_none());
     }
     let bad_rf = MetaCmd::Bootstrap {
@@ -330,7 +333,18 @@ fn a_report_past_meta_report_ranges_max_is_refused_at_decode_and_at_apply() {
 #[test]
 fn a_report_past_the_ranges_limit_is_refused() {
     let mut m = founded();
+    // At the limit, a report that replaces ranges one for one (a move)
+    // or ends at the limit (this split, at 3) is taken.
     m.set_ranges_max(3);
+    let split = vec![
+        range(2, "m", "t", 2, &[1, 2, 3]),
+        range(3, "t", "", 2, &[1, 2, 3]),
+    ];
+    assert!(m.clone().apply(&MetaCmd::ReportRanges(split)).is_ok());
+    m.set_ranges_max(2);
+    let mut moved = range(1, "", "m", 1, &[1, 2]);
+    moved.epoch.conf_ver = 2;
+    assert!(m.apply(&MetaCmd::ReportRanges(vec![moved])).is_ok());
     let split = vec![
         range(2, "m", "t", 2, &[1, 2, 3]),
         range(3, "t", "", 2, &[1, 2, 3]),
@@ -396,6 +410,39 @@ fn commands_and_snapshots_round_trip_and_every_damage_is_an_error() {
         MetaCmd::decode(&kind),
         Err(MetaCodecError::Code { code: 99, .. })
     ));
+    // Ids stop at META_ID_MAX, so no counter overflows.
+    let mut m = founded();
+    let with_id = |id| RangeDesc {
+        id,
+        ..range(9, "m", "", 2, &[1])
+    };
+    let big = with_id(META_ID_MAX + 1);
+    let e = m.apply(&MetaCmd::ReportRanges(vec![big])).unwrap_err();
+    assert!(e.to_string().contains("META_ID_MAX"), "{e}");
+    assert!(matches!(
+        m.apply(&register(META_ID_MAX + 1)),
+        Err(MetaError::Limit {
+            limit: "META_ID_MAX",
+            ..
+        })
+    ));
+    let top = with_id(META_ID_MAX);
+    assert!(m.apply(&MetaCmd::ReportRanges(vec![top])).is_ok());
+    let e = m
+        .apply(&MetaCmd::AllocIds {
+            kind: IdKind::Range,
+            count: 1,
+        })
+        .unwrap_err();
+    assert!(e.to_string().contains("META_ID_MAX"), "{e}");
+    // A bootstrap without ranges (their leaders report them) is taken.
+    let mut empty = MetaState::new();
+    let cmd = MetaCmd::Bootstrap {
+        settings: settings(),
+        nodes: vec![node(1)],
+        ranges: vec![],
+    };
+    assert_eq!(empty.apply(&cmd), Ok(MetaReply::Done));
     // The empty state round-trips as well.
     let empty = MetaState::new().snapshot();
     assert_eq!(MetaState::restore(&empty).unwrap().snapshot(), empty);
@@ -470,6 +517,10 @@ proptest! {
         let _ = MetaState::restore(&b);
         let mut cmd = vec![1u8];
         cmd.extend_from_slice(&b);
-        let _ = MetaCmd::decode(&cmd);
+        // What decodes, applies: refused or taken, never a panic.
+        for c in [MetaCmd::decode(&b), MetaCmd::decode(&cmd)].into_iter().flatten() {
+            let _ = MetaState::new().apply(&c);
+            let _ = founded().apply(&c);
+        }
     }
 }
