@@ -173,6 +173,8 @@ pub enum IdentityError {
         known: u64,
         mine: u64,
     },
+    #[error("data dir {dir} was first started with other initial ranges or placement (--groups, --initial-split-keys, --peers or --replication-factor differ from that start), which was cut short before shard {shard} opened: start it again with the flags it was first started with (they fix where its founding replicas go), or, if the cluster never served, wipe every founder's data dir and start them all with the same flags")]
+    Refounded { dir: String, shard: u32 },
     #[error("the peer book of this shard already holds {0} node ids (PEER_BOOK_ENTRIES_MAX) and node ids are never reused, so node {1} is refused; only a new cluster (fresh data dirs) makes room")]
     BookFull(usize, NodeId),
 }
@@ -382,6 +384,17 @@ pub fn open_store(
                     missing,
                     node,
                 });
+            }
+            // A first start cut short before every shard opened founds the
+            // rest of its ranges at the next start (`shard::load`): from the
+            // flags given then, which must be those the store was created
+            // with, or this node places replicas the other founders do not.
+            if id.cuts != 0 && cuts != id.cuts {
+                if let Some(shard) =
+                    (0..shards).find(|&s| !shard_dir(dir, s).join(OPENED_FILE).exists())
+                {
+                    return Err(IdentityError::Refounded { dir: d(), shard });
+                }
             }
             if (bootstrap == Bootstrap::Join) != id.joined && bootstrap != Bootstrap::Unset {
                 tracing::warn!(
@@ -780,6 +793,25 @@ mod tests {
         // Not yet opened (a crash before the first WAL open): fine.
         std::fs::remove_file(dir.join("shard-0").join(OPENED_FILE)).unwrap();
         open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, R8).expect("never opened");
+        // ... but only with the initial ranges it was created with: shard 0
+        // would found its ranges from the flags given now.
+        let other = InitialRanges { cuts: 10, ..R8 };
+        let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, other).unwrap_err();
+        assert!(
+            matches!(e, IdentityError::Refounded { shard: 0, .. }),
+            "{e}"
+        );
+        // Once every shard opened, other flags are only warned about.
+        for s in 0..2 {
+            std::fs::write(dir.join(format!("shard-{s}")).join(OPENED_FILE), b"").unwrap();
+        }
+        std::fs::write(dir.join("shard-0/wal/00000000000000000001.wal"), b"x").unwrap();
+        std::fs::write(dir.join("shard-1/wal/00000000000000000001.wal"), b"x").unwrap();
+        open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, other).expect("opened: the store rules");
+        for s in 0..2 {
+            std::fs::remove_file(dir.join(format!("shard-{s}")).join(OPENED_FILE)).unwrap();
+        }
+        std::fs::remove_file(dir.join("shard-1/wal/00000000000000000001.wal")).unwrap();
         // A shard's WAL wiped under a store: lost, not silently recreated.
         std::fs::remove_dir_all(dir.join("shard-1")).unwrap();
         let e = open_store(&dir, &lock, 1, 3, 2, Bootstrap::New, R8).unwrap_err();

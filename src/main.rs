@@ -109,8 +109,16 @@ enum CtlCmd {
         #[arg(long, default_value = "")]
         peer_addr: String,
     },
-    /// Remove NODE from every group.
-    RemoveNode { node: u64 },
+    /// Remove NODE from every range that has a replica on it. A range
+    /// that would be left with fewer voters than the replication factor
+    /// refuses (use move-replica), unless --below-replication-factor.
+    RemoveNode {
+        node: u64,
+        /// Shrink ranges below the replication factor on purpose (a dead
+        /// node, and no other node to move its replicas to).
+        #[arg(long)]
+        below_replication_factor: bool,
+    },
     /// Fault injection (nodes started with --fault-injection): NODE drops
     /// every Raft message to and from the given peers, on every shard,
     /// until `ctl heal NODE`. Exit 1 if a shard refused.
@@ -253,7 +261,9 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
             eprintln!("ringraft: {e}");
             let usage = matches!(
                 e,
-                identity::IdentityError::Empty { .. } | identity::IdentityError::Mismatch { .. }
+                identity::IdentityError::Empty { .. }
+                    | identity::IdentityError::Mismatch { .. }
+                    | identity::IdentityError::Refounded { .. }
             );
             return ExitCode::from(if usage { 2 } else { 1 });
         }
@@ -671,7 +681,16 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                 Ok(1)
             }
         },
-        CtlCmd::RemoveNode { node } => admin_all(c, Op::RemoveNode { node }).await,
+        CtlCmd::RemoveNode {
+            node,
+            below_replication_factor,
+        } => {
+            let op = Op::RemoveNode {
+                node,
+                below_replication_factor,
+            };
+            admin_all(c, op).await
+        }
         CtlCmd::Isolate { node, from } => {
             let peers = if from.is_empty() {
                 c.nodes()

@@ -304,7 +304,11 @@ async fn replace_with(
         .await?;
         // Promotion waits until the learner is close enough behind.
         every(Op::Promote { node: new }).await?;
-        every(Op::RemoveNode { node: old }).await?;
+        every(Op::RemoveNode {
+            node: old,
+            below_replication_factor: false,
+        })
+        .await?;
         // The groups leave their joint configurations on their own.
         let deadline = Instant::now() + patience;
         loop {

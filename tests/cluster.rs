@@ -757,14 +757,27 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
         // Asked again (an answer lost, an operator retrying): Done at
         // once, no second change.
         for g in 0..cl.groups() {
-            for op in [Op::Promote { node: four }, Op::RemoveNode { node: 9 }] {
+            for op in [
+                Op::Promote { node: four },
+                Op::RemoveNode {
+                    node: 9,
+                    below_replication_factor: false,
+                },
+            ] {
                 let r = cl.admin_on_leader(g, op.clone()).await;
                 if r != Ok(Reply::Done) {
                     return Err(format!("group {g}: {op:?} again: {r:?}"));
                 }
             }
         }
-        on_every_group(&cl, Op::RemoveNode { node: 1 }).await;
+        on_every_group(
+            &cl,
+            Op::RemoveNode {
+                node: 1,
+                below_replication_factor: false,
+            },
+        )
+        .await;
         // Node 4 leads group 0 (leaders step aside on request).
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -1661,7 +1674,28 @@ fn a_node_removed_while_down_learns_it_when_it_comes_back() {
         for i in 0..20 {
             cl.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
         }
-        on_every_group(&cl, Op::RemoveNode { node: 1 }).await;
+        // Two voters would be left, fewer than the factor (3): refused
+        // unless asked on purpose, and nothing changes.
+        for g in 0..cl.groups() {
+            let op = Op::RemoveNode {
+                node: 1,
+                below_replication_factor: false,
+            };
+            match cl.admin_on_leader(g, op).await {
+                Err(Error::Server(ClientError::BadRequest { reason })) => {
+                    assert!(reason.contains("replication factor 3"), "{reason}")
+                }
+                r => panic!("group {g}: a removal below the factor answered {r:?}"),
+            }
+        }
+        on_every_group(
+            &cl,
+            Op::RemoveNode {
+                node: 1,
+                below_replication_factor: true,
+            },
+        )
+        .await;
     });
     let logs: Vec<_> = c.nodes.iter().map(|n| n.log.clone()).collect();
     let count = |n: u64, what: &str| {
@@ -1744,7 +1778,14 @@ fn a_node_removed_while_down_and_added_back_returns_as_new_replicas() {
         for i in 0..20 {
             cl.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
         }
-        on_every_group(&cl, Op::RemoveNode { node: 1 }).await;
+        on_every_group(
+            &cl,
+            Op::RemoveNode {
+                node: 1,
+                below_replication_factor: true,
+            },
+        )
+        .await;
         on_every_group(
             &cl,
             Op::AddLearner {

@@ -1224,3 +1224,69 @@ fn founding_ranges_go_on_rf_nodes_once_and_a_restart_with_another_factor_adds_no
     });
     drop(lock);
 }
+
+/// A group log written before the replica catalog existed (every group
+/// then lived on every node) is restated with every founder as a voter,
+/// not with the founding placement of the replication factor: its entries
+/// were committed by a majority of all the founders, and a placement of 3
+/// of 5 would let 2 of the 3 elect a leader that lacks them. (It was
+/// restated with the placement's voters.)
+#[test]
+fn a_log_from_before_the_catalog_is_restated_with_every_founder() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("n1");
+    let (peer, client) = (free_port(), free_port());
+    let peers: Vec<String> = (2..=5)
+        .map(|n| format!("{n}=127.0.0.1:{}", free_port()))
+        .collect();
+    let cfg = NodeSettings {
+        groups: Some(1),
+        peers: Some(peers.join(",")),
+        replication_factor: Some(3),
+        ..node_settings(&dir, peer, client)
+    }
+    .validate()
+    .unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = lock_data_dir(&dir).unwrap();
+    let store = new_store(
+        &dir,
+        &lock,
+        InitialRanges {
+            groups: 1,
+            cuts: cfg.cuts,
+            replication_factor: 3,
+        },
+    );
+    let sc = cfg.shard(0, &store);
+    let wal_dir = ringraft::identity::shard_dir(&dir, 0).join(ringraft::identity::WAL_DIR);
+    let wal_opts = sc.wal.clone();
+    run(async move {
+        // Group 0's hard state, and no catalog record: what a node wrote
+        // before the catalog.
+        let disk = ringraft_wal::DmaDisk::new(&wal_dir).unwrap();
+        let (wal, _, _) = ringraft::storage::open_wal(disk, wal_opts).await.unwrap();
+        let hs = ringraft::raft::HardState {
+            term: 2,
+            vote: 3,
+            commit: 0,
+        };
+        let mut rec = vec![0u8; ringraft::storage::record_bytes(true, &[])];
+        ringraft::storage::encode_record(&mut rec, 0, Some(&hs), &[]);
+        wal.append(&rec).await.unwrap();
+        wal.close().await.unwrap();
+        let shard = Shard::open(sc, Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        let placed: Vec<(u64, Vec<u64>)> = shard
+            .replicas()
+            .into_iter()
+            .map(|r| (r.group, r.voters))
+            .collect();
+        assert_eq!(placed, vec![(0, vec![1, 2, 3, 4, 5])]);
+        let d = RangeDesc::decode(&shard.replicas()[0].descriptor).unwrap();
+        let nodes: Vec<u64> = d.replicas.iter().map(|x| x.node).collect();
+        assert_eq!(nodes, vec![1, 2, 3, 4, 5], "the descriptor says the same");
+    });
+    drop(lock);
+}

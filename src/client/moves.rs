@@ -172,7 +172,13 @@ impl Client {
         let deadline = Instant::now() + Duration::from_millis(MOVE_LEADER_WAIT_MS);
         loop {
             match self
-                .admin_on_leader(range, Op::RemoveNode { node: from })
+                .admin_on_leader(
+                    range,
+                    Op::RemoveNode {
+                        node: from,
+                        below_replication_factor: false,
+                    },
+                )
                 .await
             {
                 Ok(_) => break,

@@ -74,9 +74,7 @@ pub(super) async fn load(
     let boot: Vec<CatalogOp> = crate::route::groups_of_shard(shard, cfg.shards, cfg.groups)
         .filter(|_| founding)
         .filter_map(|g| {
-            let mut voters =
-                crate::route::founding_placement(g, &cfg.voters, cfg.replication_factor);
-            voters.sort_unstable();
+            let voters = founders_of(cfg, g, orphan(g));
             voters.contains(&cfg.node).then_some(ReplicaDesc {
                 group: g,
                 replica: cfg.node,
@@ -89,7 +87,7 @@ pub(super) async fn load(
         .filter(|d| replay.catalog.check_create(d).is_ok())
         .filter(|d| first_open || orphan(d.group))
         .map(|mut d| {
-            d.descriptor = founding_descriptor(cfg, d.group).to_bytes();
+            d.descriptor = founding_descriptor(cfg, d.group, &d.voters).to_bytes();
             CatalogOp::Create(d)
         })
         .collect();
@@ -213,15 +211,27 @@ const HASH_PLACED: &str = "this replica has no key range (no range descriptor, n
      without a descriptor). Start a new cluster in an empty data directory and write the data \
      again";
 
+/// The founding voters of initial range `g`, sorted: its placement
+/// (`route::founding_placement`), or, for a log written before the
+/// catalog existed (`legacy`), every founder: groups were then on every
+/// node, and that log's entries were committed by a majority of them all.
+fn founders_of(cfg: &ShardConfig, g: GroupId, legacy: bool) -> Vec<ReplicaId> {
+    let mut voters = if legacy {
+        cfg.voters.clone()
+    } else {
+        crate::route::founding_placement(g, &cfg.voters, cfg.replication_factor)
+    };
+    voters.sort_unstable();
+    voters
+}
+
 /// The descriptor a founding replica of initial range `g` is created
 /// with: the range's keys from the split keys, its founding nodes
-/// (`route::founding_placement`) as voters on `g`'s shard of each (a
+/// (`nodes`, from [`founders_of`]) as voters on `g`'s shard of each (a
 /// founding replica's id is its node's id), epoch 1.0.
-fn founding_descriptor(cfg: &ShardConfig, g: GroupId) -> RangeDesc {
+fn founding_descriptor(cfg: &ShardConfig, g: GroupId, nodes: &[ReplicaId]) -> RangeDesc {
     let (start, end) = crate::route::initial_bounds(g, &cfg.split_keys);
     let shard = crate::route::shard_of(g, cfg.shards);
-    let mut nodes = crate::route::founding_placement(g, &cfg.voters, cfg.replication_factor);
-    nodes.sort_unstable();
     RangeDesc {
         id: g,
         start,
@@ -231,8 +241,8 @@ fn founding_descriptor(cfg: &ShardConfig, g: GroupId) -> RangeDesc {
             conf_ver: 0,
         },
         replicas: nodes
-            .into_iter()
-            .map(|v| RangeReplica {
+            .iter()
+            .map(|&v| RangeReplica {
                 replica: v,
                 node: v,
                 shard,

@@ -191,13 +191,16 @@ impl Shard {
             Op::Promote { node } => conf
                 .replica_on(*node)
                 .is_some_and(|r| conf.voters.contains(&r)),
-            Op::RemoveNode { node } => out_of_conf(node) && !g.kv.members().contains_key(node),
+            Op::RemoveNode { node, .. } => out_of_conf(node) && !g.kv.members().contains_key(node),
             _ => false,
         };
         if in_force {
             return self.respond(conn, req.id, Ok(Reply::Done));
         }
-        if let Op::RemoveNode { node } = &req.op {
+        if let Err(reason) = self.voter_floor(gid, &req.op) {
+            return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
+        }
+        if let Op::RemoveNode { node, .. } = &req.op {
             if out_of_conf(node) {
                 // Out of the group, still in its address book (the book
                 // entry of an earlier attempt was lost): that entry alone.
@@ -279,7 +282,7 @@ impl Shard {
                     }
                 }
             }
-            Op::RemoveNode { node } => {
+            Op::RemoveNode { node, .. } => {
                 let g = self.replica_mut(gid);
                 let replica = g.raft.conf().replica_on(*node).expect("checked: a member");
                 let r = g.raft.remove_replica(replica);
@@ -323,6 +326,38 @@ impl Shard {
             self.reads_queued.push(gid);
         }
         self.answer_intake(conn, id, intake);
+    }
+
+    /// The floor on a group's voters: a removal that would leave fewer
+    /// voters than the cluster's replication factor is refused (the reason
+    /// says what to do) unless asked `below_replication_factor`. Counted
+    /// on the incoming configuration. A node that does not know the factor
+    /// (one that joined rather than founded the cluster) applies none.
+    /// CockroachDB refuses the same (a range is never down-replicated
+    /// below its zone's factor by a decommission or a move).
+    fn voter_floor(&self, gid: GroupId, op: &Op) -> Result<(), String> {
+        let Op::RemoveNode {
+            node,
+            below_replication_factor: false,
+        } = op
+        else {
+            return Ok(());
+        };
+        if !self.cfg.replication_factor_known {
+            return Ok(());
+        }
+        let conf = self.replica(gid).raft.conf();
+        let Some(replica) = conf.replica_on(*node) else {
+            return Ok(());
+        };
+        let rf = self.cfg.replication_factor as usize;
+        let left = conf.voters.iter().filter(|&&v| v != replica).count();
+        if conf.voters.contains(&replica) && left < rf {
+            return Err(format!(
+                "removing node {node} from range {gid} would leave {left} voters, fewer than the replication factor {rf}: move the replica instead (ctl move-replica {gid} {node} <another node>), or ask with --below-replication-factor to shrink the range on purpose"
+            ));
+        }
+        Ok(())
     }
 
     /// The peer address (of its shard 0) this shard knows for `node`: from

@@ -100,8 +100,14 @@ pub enum Op {
     Promote {
         node: u64,
     },
+    /// Removes `node`'s replica from the group. Refused with `BadRequest`
+    /// if the group would be left with fewer voters than the cluster's
+    /// replication factor, unless `below_replication_factor` (an operator
+    /// shrinking a range on purpose: a dead node and no other to move
+    /// to); a move adds before it removes and never needs it.
     RemoveNode {
         node: u64,
+        below_replication_factor: bool,
     },
     Snapshot,
     /// Fault injection (nodes started with `--fault-injection` only):

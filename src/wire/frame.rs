@@ -29,7 +29,9 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 /// 5: coalesced heartbeats (`message::KIND_HEARTBEATS`, issue #16).
 /// 6: ordered key ranges: range descriptors in the cluster map, a scan's
 ///    range end, `ClientError::KeyNotInRange` (issue #17).
-pub const PROTOCOL_VERSION: u8 = 7;
+/// 7: the replication factor in the cluster map.
+/// 8: `Op::RemoveNode::below_replication_factor` (the floor on voters).
+pub const PROTOCOL_VERSION: u8 = 8;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 

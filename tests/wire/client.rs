@@ -68,7 +68,10 @@ pub fn every_op() -> Vec<Op> {
             client_addr: "127.0.0.1:8000".into(),
         },
         Op::Promote { node: 4 },
-        Op::RemoveNode { node: 2 },
+        Op::RemoveNode {
+            node: 2,
+            below_replication_factor: true,
+        },
         Op::Snapshot,
         Op::Isolate { peers: vec![2, 3] },
         Op::Ranges {
