@@ -156,17 +156,17 @@ pub enum IdentityError {
         stored: u64,
         given: u64,
     },
-    #[error("data dir {dir} holds no store. To start a new cluster, pass --initial-cluster-state new to each of its first nodes; to add this node to a running cluster, pass --join (then `ringraft ctl add-learner`). If node {node} was a member and lost its data, it cannot come back as node {node}: remove it (`ringraft ctl remove-node {node}`) and add it under a new --id")]
+    #[error("data dir {dir} holds no store. To start a new cluster, pass --initial-cluster-state new to each of its first nodes; to add this node to a running cluster, pass --join (then move replicas to it: `ringraft ctl move-replica`). If node {node} was a member and lost its data, it cannot come back as node {node}: start it under a new --id with --join, then move node {node}'s replicas to it (`ringraft ctl replace-node {node} NEW`)")]
     Empty { dir: String, node: NodeId },
-    #[error("data dir {dir} has a store but {missing} is missing: node {node}'s data was lost or damaged, so it must not vote as its old self; wipe the data dir, remove the node (`ringraft ctl remove-node {node}`) and add it back under a new --id")]
+    #[error("data dir {dir} has a store but {missing} is missing: node {node}'s data was lost or damaged, so it must not vote as its old self; wipe the data dir, start it under a new --id with --join, and move node {node}'s replicas to it (`ringraft ctl replace-node {node} NEW`)")]
     Lost {
         dir: String,
         missing: String,
         node: NodeId,
     },
-    #[error("node {node} comes back with a new store (incarnation {got:#x}; this node knew {known:#x}): its data dir was wiped or replaced, so it may have lost acknowledged writes and must not vote as its old self. Remove it (`ringraft ctl remove-node {node}`) and add it back under a new id (`--id N --join`, then `ringraft ctl add-learner N ...`)")]
+    #[error("node {node} comes back with a new store (incarnation {got:#x}; this node knew {known:#x}): its data dir was wiped or replaced, so it may have lost acknowledged writes and must not vote as its old self. Start it under a new id (`--id N --join`) and move node {node}'s replicas to it (`ringraft ctl replace-node {node} N`)")]
     NewIncarnation { node: NodeId, known: u64, got: u64 },
-    #[error("node {caller} knew this node ({me}) as incarnation {known:#x}, but this data dir is incarnation {mine:#x}: this node's data was lost, so it must not vote as its old self. Stop it, remove it (`ringraft ctl remove-node {me}`) and add it back under a new id (`--id N --join`, then `ringraft ctl add-learner N ...`)")]
+    #[error("node {caller} knew this node ({me}) as incarnation {known:#x}, but this data dir is incarnation {mine:#x}: this node's data was lost, so it must not vote as its old self. Stop it, start it under a new id (`--id N --join`) and move node {me}'s replicas to it (`ringraft ctl replace-node {me} N`)")]
     StaleSelf {
         caller: NodeId,
         me: NodeId,
@@ -878,7 +878,7 @@ mod tests {
                 ),
                 "{e}"
             );
-            assert!(e.to_string().contains("remove-node 3"), "{e}");
+            assert!(e.to_string().contains("replace-node 3"), "{e}");
             // Damage is named, not read as an empty book.
             let mut b = std::fs::read(&path).unwrap();
             let last = b.len() - 1;

@@ -83,19 +83,30 @@ enum CtlCmd {
     Status,
     /// Ask GROUP's leader to hand leadership to NODE.
     TransferLeader { group: u64, node: u64 },
-    /// Snapshot GROUP now on every node.
+    /// Snapshot GROUP now on every node that has a replica of it.
     Snapshot { group: u64 },
-    /// Add NODE (peer address ADDR) as a learner; with --client-addr,
-    /// clients find the node through the cluster map.
+    /// Add NODE (peer address ADDR) as a learner of one range (--range),
+    /// or of every range; with --client-addr, clients find the node
+    /// through the cluster map. To place a range on another node, prefer
+    /// move-replica (it keeps the replication factor).
     AddLearner {
         node: u64,
         addr: String,
         /// The node's client address (shard 0), e.g. 127.0.0.1:7203.
         #[arg(long, default_value = "")]
         client_addr: String,
+        /// Only this range (default: every range).
+        #[arg(long)]
+        range: Option<u64>,
     },
-    /// Promote learner NODE to voter.
-    Promote { node: u64 },
+    /// Promote learner NODE to voter, in one range (--range) or every
+    /// range.
+    Promote {
+        node: u64,
+        /// Only this range (default: every range).
+        #[arg(long)]
+        range: Option<u64>,
+    },
     /// Move RANGE's replica on node FROM to node TO: TO is added as a
     /// learner, promoted once caught up, given the leadership if FROM
     /// leads, then FROM is removed. The range never has fewer voters than
@@ -109,11 +120,27 @@ enum CtlCmd {
         #[arg(long, default_value = "")]
         peer_addr: String,
     },
-    /// Remove NODE from every range that has a replica on it. A range
-    /// that would be left with fewer voters than the replication factor
-    /// refuses (use move-replica), unless --below-replication-factor.
+    /// Move every replica on node OLD to node NEW (move-replica for each
+    /// range OLD has a replica of): how a dead or wiped node is replaced
+    /// by a new one started with --join. Exit 1 if a move failed (asking
+    /// again goes on).
+    ReplaceNode {
+        old: u64,
+        new: u64,
+        /// NEW's peer address (its --listen-peers), if the ranges' leaders
+        /// may not know it.
+        #[arg(long, default_value = "")]
+        peer_addr: String,
+    },
+    /// Remove NODE from one range (--range) or every range that has a
+    /// replica on it. A range that would be left with fewer voters than
+    /// the replication factor refuses (use move-replica or replace-node),
+    /// unless --below-replication-factor.
     RemoveNode {
         node: u64,
+        /// Only this range (default: every range).
+        #[arg(long)]
+        range: Option<u64>,
         /// Shrink ranges below the replication factor on purpose (a dead
         /// node, and no other node to move its replicas to).
         #[arg(long)]
@@ -580,10 +607,35 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             Ok(0)
         }
         CtlCmd::Ranges => {
-            for d in c.ranges() {
+            c.fetch_ranges(b"", true).await;
+            let mut ranges = c.ranges();
+            ranges.sort_by(|a, b| a.start.cmp(&b.start));
+            // Keys no node reports a serving range for (a range reported
+            // only by replicas that know a leader): exit 1, naming them.
+            let mut gaps = Vec::new();
+            let mut next: &[u8] = b"";
+            for d in &ranges {
                 say!("{d}");
+                if d.start[..] != *next {
+                    gaps.push(format!(
+                        "[{}, {})",
+                        ringraft::meta::show_key(next),
+                        ringraft::meta::show_key(&d.start)
+                    ));
+                }
+                next = &d.end;
             }
-            Ok(0)
+            if ranges.is_empty() || !next.is_empty() {
+                gaps.push(format!("[{}, end)", ringraft::meta::show_key(next)));
+            }
+            if gaps.is_empty() {
+                return Ok(0);
+            }
+            eprintln!(
+                "no serving range reported for keys {} (no leader, or its nodes unreachable or refused by their peers: see their logs and `ctl status`)",
+                gaps.join(", ")
+            );
+            Ok(1)
         }
         CtlCmd::Status => {
             say!(
@@ -634,6 +686,12 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             for (n, _) in c.nodes() {
                 match c.admin(n, group, Op::Snapshot).await {
                     Ok(Reply::Done) => say!("node {n}: snapshot taken"),
+                    // Ranges live on some of the nodes.
+                    Err(ringraft::client::Error::Server(
+                        ringraft::wire::ClientError::NotHosted { .. },
+                    )) => {
+                        say!("node {n}: no replica of range {group} here")
+                    }
                     Ok(r) => {
                         say!("node {n}: {r:?}");
                         code = 1;
@@ -650,18 +708,21 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             node,
             addr,
             client_addr,
+            range,
         } => {
-            admin_all(
-                c,
-                Op::AddLearner {
-                    node,
-                    peer_addr: addr,
-                    client_addr,
-                },
-            )
-            .await
+            let op = Op::AddLearner {
+                node,
+                peer_addr: addr,
+                client_addr,
+            };
+            admin_all(c, range, op).await
         }
-        CtlCmd::Promote { node } => admin_all(c, Op::Promote { node }).await,
+        CtlCmd::Promote { node, range } => admin_all(c, range, Op::Promote { node }).await,
+        CtlCmd::ReplaceNode {
+            old,
+            new,
+            peer_addr,
+        } => replace_node(c, old, new, &peer_addr).await,
         CtlCmd::MoveReplica {
             range,
             from,
@@ -683,13 +744,14 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         },
         CtlCmd::RemoveNode {
             node,
+            range,
             below_replication_factor,
         } => {
             let op = Op::RemoveNode {
                 node,
                 below_replication_factor,
             };
-            admin_all(c, op).await
+            admin_all(c, range, op).await
         }
         CtlCmd::Isolate { node, from } => {
             let peers = if from.is_empty() {
@@ -705,6 +767,34 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         }
         CtlCmd::Heal { node } => isolate(c, node, Vec::new()).await,
     }
+}
+
+/// `ctl replace-node OLD NEW`: every range with a replica on `old` moved
+/// to `new`, one after the other (a move seeds a learner with a snapshot:
+/// one at a time keeps the leaders' shards responsive).
+async fn replace_node(c: &Client, old: u64, new: u64, peer_addr: &str) -> Result<u8, String> {
+    c.fetch_ranges(b"", true).await;
+    let ranges: Vec<u64> = c
+        .ranges()
+        .into_iter()
+        .filter(|d| d.replica_on(old).is_some())
+        .map(|d| d.id)
+        .collect();
+    if ranges.is_empty() {
+        say!("node {old} holds no replica of any range the nodes report: nothing to move");
+        return Ok(0);
+    }
+    let mut code = 0;
+    for r in ranges {
+        match c.move_replica(r, old, new, peer_addr).await {
+            Ok(_) => say!("range {r}: on node {new}, not on node {old}"),
+            Err(e) => {
+                say!("range {r}: {e}");
+                code = 1;
+            }
+        }
+    }
+    Ok(code)
 }
 
 /// `ctl isolate` / `ctl heal`: `Op::Isolate` on every shard of `node`
@@ -796,9 +886,17 @@ async fn transfer_leader(c: &Client, group: u64, node: u64) -> Result<u8, String
     }
 }
 
-async fn admin_all(c: &Client, op: Op) -> Result<u8, String> {
+/// `op` on range `only`'s leader, or on every range's in turn; a line per
+/// range, exit 1 if one failed.
+async fn admin_all(c: &Client, only: Option<u64>, op: Op) -> Result<u8, String> {
+    if let Some(r) = only.filter(|&r| r >= c.groups()) {
+        return Err(format!(
+            "there is no range {r}: the ranges are 0..{} (ctl ranges)",
+            c.groups()
+        ));
+    }
     let mut code = 0;
-    for g in 0..c.groups() {
+    for g in only.map_or(0..c.groups(), |r| r..r + 1) {
         match c.admin_on_leader(g, op.clone()).await {
             Ok(_) => say!("group {g}: done"),
             Err(err) => {

@@ -17,6 +17,7 @@ use ringraft::client::{Client, ClientConfig, Error};
 use ringraft::local_cluster::{
     free_ports, run_on_executor, LocalCluster, LocalClusterConfig, SmallFs,
 };
+use ringraft::meta::ReplicaRole;
 use ringraft::transport::{FrameReader, UNATTRIBUTED_ID};
 use ringraft::wire::hello::decode_reply;
 use ringraft::wire::{
@@ -2011,6 +2012,14 @@ fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
         );
         let e = cl.move_replica(0, 4, 4, "").await.unwrap_err();
         assert!(e.to_string().contains("both node 4"), "{e}");
+        // A target no node knows: refused at once, nothing added (it used
+        // to add a learner that was sent the range for 120 s, and stayed).
+        let e = cl.move_replica(0, from, 9, "").await.unwrap_err();
+        assert!(
+            e.to_string().contains("node 9 is not in the cluster map"),
+            "{e}"
+        );
+        assert_eq!(cl.leader_descriptor(0).await.unwrap().replicas.len(), 3);
         let stop = Rc::new(std::cell::Cell::new(false));
         let base = key_of(&cl, 0, "w");
         let writer = glommio::spawn_local({
@@ -2035,7 +2044,19 @@ fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
                 let mut fewest = usize::MAX;
                 while !stop.get() {
                     if let Ok(d) = cl.leader_descriptor(0).await {
-                        fewest = fewest.min(d.voters().count());
+                        // Each side of a joint configuration on its own: a
+                        // removal is joint (3 outgoing, 2 incoming voters).
+                        let side = |role: ReplicaRole| {
+                            d.replicas
+                                .iter()
+                                .filter(|r| r.role == ReplicaRole::Voter || r.role == role)
+                                .count()
+                        };
+                        let sides = [
+                            side(ReplicaRole::IncomingVoter),
+                            side(ReplicaRole::DemotingVoter),
+                        ];
+                        fewest = fewest.min(sides[0].min(sides[1]));
                     }
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
@@ -2071,5 +2092,69 @@ fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
             cl.move_replica(0, from, 4, "").await.unwrap(),
             ringraft::client::MoveOutcome::AlreadyDone
         );
+    });
+}
+
+/// Replacing a dead node the way the README says: a new node joins, and
+/// `ctl replace-node OLD NEW` moves every replica the old one held to it.
+/// Afterwards no range names the old node, every range has its 3 voters
+/// again, and every write made before reads back. A plain removal that
+/// would leave a range 2 voters is refused, naming the factor.
+#[test]
+fn ctl_replace_node_moves_every_replica_of_a_dead_node_to_a_new_one() {
+    let mut c = cluster(3, 3, &[]);
+    let addrs = c.client_addrs();
+    let written = run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        let mut w = Vec::new();
+        for i in 0..30u32 {
+            let k = format!("{:08x}", i.wrapping_mul(0x9e37_79b9)).into_bytes();
+            cl.put(&k, b"v").await.unwrap();
+            w.push(k);
+        }
+        w
+    });
+    c.kill(1);
+    let new = c.add_node().unwrap();
+    let peer = c.nodes[(new - 1) as usize].peer_addr.to_string();
+    let out = ctl(
+        &c,
+        &["replace-node", "1", &new.to_string(), "--peer-addr", &peer],
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.matches("on node 4, not on node 1").count(),
+        3,
+        "{text}"
+    );
+    let out = ctl(&c, &["ranges"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    for line in text.lines() {
+        assert!(!line.contains("@n1/") && line.contains("@n4/"), "{line}");
+        assert!(
+            !line.contains("learner") && line.matches('@').count() == 3,
+            "{line}"
+        );
+    }
+    let out = ctl(&c, &["remove-node", "2"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("fewer than the replication factor 3"),
+        "{text}"
+    );
+    let addrs = c.client_addrs()[1..].to_vec();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        for k in written {
+            assert_eq!(cl.get(&k).await.unwrap().as_deref(), Some(&b"v"[..]));
+        }
     });
 }

@@ -101,7 +101,7 @@ fn a_wiped_node_cannot_help_lose_an_acknowledged_write() {
         );
     }
     // Both ends say what happened and what to do, once.
-    let fix = "remove-node 3";
+    let fix = "replace-node 3";
     assert!(
         wait_log(
             &c,

@@ -24,7 +24,8 @@ use crate::wire::{ClientError, Op, Reply};
 
 /// How long a move waits for its new learner to catch up (be sent and
 /// install the range's snapshot, then the log after it) before it gives
-/// up; the learner stays, and asking for the move again goes on.
+/// up; the learner is then removed (not left to be sent the range
+/// forever), and asking for the move again starts over.
 pub const MOVE_CATCH_UP_WAIT_MS: u64 = 120_000;
 
 /// How long a move waits for leadership to leave the source, and for
@@ -43,6 +44,22 @@ pub enum MoveOutcome {
 
 fn failed(reason: String) -> Error {
     Error::Server(ClientError::Failed { reason })
+}
+
+/// Whether `e` may pass by itself (a leader change, a node restarting, a
+/// membership change of the range still in progress): a step of a move
+/// asks again until its deadline.
+fn transient(e: &Error) -> bool {
+    match e {
+        Error::Timeout(_) | Error::Unreachable(_) => true,
+        Error::Server(c) => matches!(
+            c,
+            ClientError::NotLeader { .. }
+                | ClientError::Busy
+                | ClientError::Failed { .. }
+                | ClientError::Timeout
+        ),
+    }
 }
 
 impl Client {
@@ -93,6 +110,21 @@ impl Client {
                 "the source and the target are both node {from}"
             )));
         }
+        if from == 0 || to == 0 {
+            return Err(failed("node id 0 is no node".to_string()));
+        }
+        // A target nobody knows would be a learner that never catches up,
+        // dialled forever: it must have joined (the map names it), or its
+        // address be given.
+        if peer_addr.is_empty() && !self.nodes().iter().any(|&(n, _)| n == to) {
+            self.refresh_map().await?;
+            let known: Vec<NodeId> = self.nodes().into_iter().map(|(n, _)| n).collect();
+            if !known.contains(&to) {
+                return Err(failed(format!(
+                    "node {to} is not in the cluster map (nodes {known:?}): start it (--join), or give its peer address (--peer-addr)"
+                )));
+            }
+        }
         let d = self.leader_descriptor(range).await?;
         let voter_on = |d: &RangeDesc, n| d.replica_on(n).is_some_and(|r| r.role.votes());
         let nodes = || {
@@ -124,6 +156,11 @@ impl Client {
             }
             (true, false) => {}
         }
+        if d.replica_on(from).is_some_and(|r| !r.role.votes()) {
+            return Err(failed(format!(
+                "node {from} holds a learner of range {range}, not a voter: moving it would add a voter; remove it (ctl remove-node {from} --range {range}) instead"
+            )));
+        }
         if d.replica_on(to).is_none() {
             let client_addr = self
                 .nodes()
@@ -136,7 +173,7 @@ impl Client {
                 peer_addr: peer_addr.to_string(),
                 client_addr,
             };
-            self.admin_on_leader(range, op).await?;
+            self.until(range, MOVE_LEADER_WAIT_MS, op).await?;
             tracing::info!(range, node = to, "move: learner added");
         }
         // Promoted once caught up (refused with Failed until then).
@@ -144,10 +181,35 @@ impl Client {
         loop {
             match self.admin_on_leader(range, Op::Promote { node: to }).await {
                 Ok(_) => break,
-                Err(Error::Server(ClientError::Failed { reason })) => {
+                // The learner is gone (removed by another hand).
+                Err(Error::Server(ClientError::Failed { reason }))
+                    if reason.contains("not a member") =>
+                {
+                    return Err(failed(format!(
+                        "node {to}'s learner left range {range} before it was promoted ({reason}); ask for the move again"
+                    )));
+                }
+                Err(e) if transient(&e) => {
                     if Instant::now() > deadline {
+                        // An abandoned learner would be sent the range
+                        // forever (CockroachDB removes learners a failed
+                        // change left behind, for the same reason).
+                        let removed = self
+                            .until(
+                                range,
+                                MOVE_LEADER_WAIT_MS,
+                                Op::RemoveNode {
+                                    node: to,
+                                    below_replication_factor: false,
+                                },
+                            )
+                            .await;
+                        let learner = match removed {
+                            Ok(_) => "its learner was removed".to_string(),
+                            Err(e) => format!("removing its learner failed too ({e})"),
+                        };
                         return Err(failed(format!(
-                            "node {to}'s replica of range {range} did not catch up within {MOVE_CATCH_UP_WAIT_MS} ms (last: {reason}); it stays a learner: ask for the move again to go on"
+                            "node {to}'s replica of range {range} did not catch up within {MOVE_CATCH_UP_WAIT_MS} ms (last: {e}); {learner}. Is node {to} up and reachable from the range's leader?"
                         )));
                     }
                     glommio::timer::sleep(Duration::from_millis(100)).await;
@@ -169,31 +231,31 @@ impl Client {
         tracing::info!(range, node = to, "move: promoted");
         self.lead_off(range, from, to).await?;
         // Refused while another change of the range is in progress.
-        let deadline = Instant::now() + Duration::from_millis(MOVE_LEADER_WAIT_MS);
-        loop {
-            match self
-                .admin_on_leader(
-                    range,
-                    Op::RemoveNode {
-                        node: from,
-                        below_replication_factor: false,
-                    },
-                )
-                .await
-            {
-                Ok(_) => break,
-                Err(Error::Server(ClientError::Failed { .. })) if Instant::now() < deadline => {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let op = Op::RemoveNode {
+            node: from,
+            below_replication_factor: false,
+        };
+        self.until(range, MOVE_LEADER_WAIT_MS, op).await?;
         self.await_conf(range, &format!("node {from}'s removal"), |d| {
             settled(d) && d.replica_on(from).is_none()
         })
         .await?;
         tracing::info!(range, node = from, "move: source removed");
         Ok(MoveOutcome::Moved)
+    }
+
+    /// `op` on range `range`'s leader, asked again while it fails in a way
+    /// that may pass ([`transient`]) for up to `wait_ms`.
+    async fn until(&self, range: u64, wait_ms: u64, op: Op) -> Result<Reply, Error> {
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        loop {
+            match self.admin_on_leader(range, op.clone()).await {
+                Err(e) if transient(&e) && Instant::now() < deadline => {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// Waits until range `range`'s leader has a descriptor that `done`
@@ -208,14 +270,15 @@ impl Client {
     ) -> Result<(), Error> {
         let deadline = Instant::now() + Duration::from_millis(MOVE_LEADER_WAIT_MS);
         loop {
-            let d = self.leader_descriptor(range).await?;
-            if done(&d) {
-                return Ok(());
-            }
+            let seen = match self.leader_descriptor(range).await {
+                Ok(d) if done(&d) => return Ok(()),
+                Ok(d) => format!("its replicas: {:?}", d.replicas),
+                Err(e) if transient(&e) => format!("last: {e}"),
+                Err(e) => return Err(e),
+            };
             if Instant::now() > deadline {
                 return Err(failed(format!(
-                    "{what} in range {range} was not in force within {MOVE_LEADER_WAIT_MS} ms (its replicas: {:?}); ask for the move again",
-                    d.replicas
+                    "{what} in range {range} was not in force within {MOVE_LEADER_WAIT_MS} ms ({seen}); ask for the move again"
                 )));
             }
             glommio::timer::sleep(Duration::from_millis(20)).await;
@@ -228,8 +291,11 @@ impl Client {
         let deadline = Instant::now() + Duration::from_millis(MOVE_LEADER_WAIT_MS);
         let mut asked = false;
         loop {
-            self.refresh_map().await?;
-            let leader = self.leaders().get(range as usize).copied().unwrap_or(0);
+            // A map that cannot be had now may be had in a moment.
+            let leader = match self.refresh_map().await {
+                Ok(()) => self.leaders().get(range as usize).copied().unwrap_or(0),
+                Err(_) => 0,
+            };
             if leader != 0 && leader != from {
                 return Ok(());
             }
@@ -239,8 +305,11 @@ impl Client {
                 )));
             }
             if leader == from && !asked {
-                self.admin(from, range, Op::TransferLeader { to }).await?;
-                asked = true;
+                match self.admin(from, range, Op::TransferLeader { to }).await {
+                    Ok(_) => asked = true,
+                    Err(e) if transient(&e) => {}
+                    Err(e) => return Err(e),
+                }
             }
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }

@@ -154,9 +154,9 @@ pub struct NodeSettings {
     /// says more remain). Default 10000.
     #[arg(long)]
     pub scan_limit_max: Option<u32>,
-    /// Join an existing cluster: start every group with no voters, to be
-    /// added by `ringraft ctl add-learner` (and promoted). `--peers` then
-    /// lists nodes to reach. Default false.
+    /// Join an existing cluster: the node founds no range; replicas are
+    /// moved to it (`ringraft ctl move-replica` / `replace-node`).
+    /// `--peers` then lists nodes to reach. Default false.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub join: Option<bool>,
     /// How a node with an empty data dir starts: `new` (one of the first
