@@ -295,6 +295,15 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
             return ExitCode::from(if usage { 2 } else { 1 });
         }
     };
+    let founders = cfg.peers.len() + 1;
+    if created && !store.joined && cfg.replication_factor as usize > founders {
+        tracing::warn!(
+            replication_factor = cfg.replication_factor,
+            founders,
+            "--replication-factor {} is more than the {founders} founding nodes (this node and its --peers): each range starts with {founders} replicas; add nodes and move replicas to them (ctl move-replica) to reach the factor",
+            cfg.replication_factor
+        );
+    }
     if !created {
         let stored = u64::from(store.groups);
         if stored != 0 && stored != cfg.groups {

@@ -2158,3 +2158,28 @@ fn ctl_replace_node_moves_every_replica_of_a_dead_node_to_a_new_one() {
         }
     });
 }
+
+/// A node that exits at start (here: a replication factor above the
+/// limit, refused by every node) ends `wait_ready` at once with its log,
+/// rather than the whole timeout and "not ready": `ringraft-load` waited
+/// 60 s for nodes that had long exited.
+#[test]
+fn waiting_for_a_cluster_whose_node_exited_says_so_at_once() {
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.nodes = 3;
+    cfg.shards = 1;
+    cfg.groups = 2;
+    cfg.replication_factor = Some(99);
+    let c = LocalCluster::start(cfg).expect("processes start");
+    let t = Instant::now();
+    let e = c.wait_ready(Duration::from_secs(60)).unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "{:?}: {e}",
+        t.elapsed()
+    );
+    assert!(
+        e.contains("exited before the cluster was ready") && e.contains("replication"),
+        "{e}"
+    );
+}

@@ -430,8 +430,38 @@ impl LocalCluster {
     }
 
     /// Waits until every group has a leader and the client knows every
-    /// running node, or `timeout`; the leaders.
+    /// running node, or `timeout`; the leaders. A node that exits meanwhile
+    /// (a refused setting, a port in use) ends the wait at once, with the
+    /// end of its log.
     pub fn wait_ready(&self, timeout: Duration) -> Result<Vec<u64>, String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(n) = self
+                .nodes
+                .iter()
+                .find(|n| n.child.as_ref().is_some_and(|c| exited(c.id())))
+            {
+                return Err(format!(
+                    "node {} exited before the cluster was ready; the end of its log ({}):\n{}",
+                    n.id,
+                    n.log.display(),
+                    self.log_tail(n.id, 20)
+                ));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.try_ready(left.min(Duration::from_secs(1))) {
+                Ok(leaders) => return Ok(leaders),
+                Err(last) if left <= Duration::from_secs(1) => {
+                    return Err(format!("cluster not ready within {timeout:?}: {last}"))
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// One slice of [`LocalCluster::wait_ready`]: the leaders, or what was
+    /// seen last.
+    fn try_ready(&self, timeout: Duration) -> Result<Vec<u64>, String> {
         let addrs: Vec<SocketAddr> = self
             .nodes
             .iter()
@@ -463,7 +493,7 @@ impl LocalCluster {
                 }
                 glommio::timer::sleep(Duration::from_millis(50)).await;
             }
-            Err(format!("cluster not ready within {timeout:?}: {last}"))
+            Err(last)
         })
     }
 
@@ -612,5 +642,17 @@ fn sh(cmd: &mut Command) -> Result<(), String> {
             cmd.get_program(),
             String::from_utf8_lossy(&o.stderr).trim()
         ))
+    }
+}
+
+/// Whether child process `pid` has exited (a zombie not yet reaped: its
+/// state in `/proc/PID/stat` is `Z`), without reaping it.
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        Err(_) => true,
     }
 }

@@ -23,7 +23,7 @@ use ringraft_tools::cpu::{process_rss_bytes, process_secs};
 #[derive(Parser, Debug)]
 #[command(about = "CPU and memory of idle groups on a local cluster")]
 struct Args {
-    /// Group counts to measure, one cluster each (every group on every node).
+    /// Group counts to measure, one cluster each (3 nodes, replication factor 3: every group on each of them).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     groups: Vec<u64>,
