@@ -93,6 +93,14 @@ const KIND_REPORT: u8 = 4;
 const KIND_ALLOC: u8 = 5;
 const KIND_SET_RF: u8 = 6;
 
+/// What a snapshot taken before the bootstrap holds for the settings.
+const NO_SETTINGS: ClusterSettings = ClusterSettings {
+    replication_factor: 0,
+    shards: 0,
+    key_bytes_max: 0,
+    value_bytes_max: 0,
+};
+
 /// The settings every node of a cluster shares, fixed at bootstrap
 /// (`replication_factor` may change later).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,6 +295,10 @@ pub enum MetaCodecError {
     Range { what: &'static str, err: RangeError },
     #[error("meta {what}: an address is not UTF-8")]
     Utf8 { what: &'static str },
+    /// Bytes that decode but break a rule the state keeps (nonzero
+    /// padding, a node id 0 or twice, settings out of their bounds).
+    #[error("meta {what}: {why} (corrupt, or written by a newer version)")]
+    Invalid { what: &'static str, why: String },
 }
 
 /// The cluster map the meta group replicates.
@@ -605,15 +617,7 @@ impl MetaState {
         let mut w = Vec::with_capacity(64 + self.ranges.len() * 96);
         w.extend_from_slice(SNAP_MAGIC);
         w.extend_from_slice(&[u8::from(self.settings.is_some()), 0, 0, 0, 0, 0, 0, 0]);
-        put_settings(
-            &mut w,
-            &self.settings.unwrap_or(ClusterSettings {
-                replication_factor: 0,
-                shards: 0,
-                key_bytes_max: 0,
-                value_bytes_max: 0,
-            }),
-        );
+        put_settings(&mut w, &self.settings.unwrap_or(NO_SETTINGS));
         for n in [self.next_node, self.next_range, self.next_replica] {
             w.extend_from_slice(&n.to_le_bytes());
         }
@@ -634,12 +638,38 @@ impl MetaState {
                 want: format!("{SNAP_MAGIC:?}"),
             });
         }
-        let bootstrapped = r.take(8)?[0] != 0;
+        let bootstrapped = match r.take(1)?[0] {
+            0 => false,
+            1 => true,
+            code => {
+                return Err(MetaCodecError::Code {
+                    what,
+                    field: "bootstrapped flag",
+                    code,
+                })
+            }
+        };
+        r.pad(7)?;
         let settings = r.settings()?;
         let (next_node, next_range, next_replica) = (r.u64()?, r.u64()?, r.u64()?);
         let nodes = r.nodes()?;
         let descs = r.ranges(META_RANGES_MAX, "META_RANGES_MAX")?;
         r.end()?;
+        let invalid = |why: String| MetaCodecError::Invalid { what, why };
+        if bootstrapped {
+            check_rf(settings.replication_factor).map_err(|e| invalid(e.to_string()))?;
+        } else if settings != NO_SETTINGS || !nodes.is_empty() || !descs.is_empty() {
+            return Err(invalid("state held before a bootstrap".into()));
+        }
+        let mut book = BTreeMap::new();
+        for n in nodes {
+            check_node(n.id, &n.peer_addr, &n.client_addr).map_err(|e| invalid(e.to_string()))?;
+            let id = n.id;
+            if book.insert(id, n).is_some() {
+                return Err(invalid(format!("node {id} listed twice")));
+            }
+        }
+        check_range_ids(&descs).map_err(|e| invalid(e.to_string()))?;
         let mut ranges = RangeMap::new();
         for d in descs {
             if !ranges.insert(d).is_ok_and(|displaced| displaced.is_empty()) {
@@ -652,7 +682,7 @@ impl MetaState {
         }
         let s = MetaState {
             settings: bootstrapped.then_some(settings),
-            nodes: nodes.into_iter().map(|n| (n.id, n)).collect(),
+            nodes: book,
             ranges,
             ranges_max: META_RANGES_MAX,
             next_node,
@@ -802,7 +832,8 @@ impl MetaCmd {
     pub fn decode(b: &[u8]) -> Result<MetaCmd, MetaCodecError> {
         let what = "command";
         let mut r = Reader { b, at: 0, what };
-        let head = r.take(4)?;
+        let head = r.take(2)?;
+        r.pad(2)?;
         if head[0] != FORMAT {
             return Err(MetaCodecError::Format {
                 what,
@@ -824,7 +855,8 @@ impl MetaCmd {
             },
             KIND_SET_STATE => {
                 let node = r.u64()?;
-                let code = r.take(8)?[0];
+                let code = r.take(1)?[0];
+                r.pad(7)?;
                 let state = NodeState::from_code(code).ok_or(MetaCodecError::Code {
                     what,
                     field: "node state",
@@ -836,7 +868,8 @@ impl MetaCmd {
                 MetaCmd::ReportRanges(r.ranges(META_REPORT_RANGES_MAX, "META_REPORT_RANGES_MAX")?)
             }
             KIND_ALLOC => {
-                let code = r.take(4)?[0];
+                let code = r.take(1)?[0];
+                r.pad(3)?;
                 let kind = match code {
                     1 => IdKind::Range,
                     2 => IdKind::Replica,
@@ -940,6 +973,19 @@ impl<'a> Reader<'a> {
         ))
     }
 
+    /// `n` bytes of padding, which must be zero (a newer version may give
+    /// them a meaning).
+    fn pad(&mut self, n: usize) -> Result<(), MetaCodecError> {
+        let at = self.at;
+        if self.take(n)?.iter().any(|&b| b != 0) {
+            return Err(MetaCodecError::Invalid {
+                what: self.what,
+                why: format!("nonzero padding at byte {at}"),
+            });
+        }
+        Ok(())
+    }
+
     /// A count, refused above `max` before anything is allocated for it.
     fn count(
         &mut self,
@@ -977,11 +1023,14 @@ impl<'a> Reader<'a> {
 
     fn nodes(&mut self) -> Result<Vec<NodeRecord>, MetaCodecError> {
         let n = self.count("nodes", META_NODES_MAX, "META_NODES_MAX")?;
-        let mut out = Vec::with_capacity(n);
+        // Each record is at least 24 bytes: bounds the allocation by the
+        // bytes there are.
+        let mut out = Vec::with_capacity(n.min((self.b.len() - self.at) / 24));
         for _ in 0..n {
             let id = self.u64()?;
             let shards = self.u32()?;
-            let code = self.take(4)?[0];
+            let code = self.take(1)?[0];
+            self.pad(3)?;
             let state = NodeState::from_code(code).ok_or(MetaCodecError::Code {
                 what: self.what,
                 field: "node state",
@@ -1006,7 +1055,7 @@ impl<'a> Reader<'a> {
         let n = self.count("ranges", max, limit)?;
         // Each descriptor is at least its head: bounds the allocation by
         // the bytes there are.
-        let mut out = Vec::with_capacity(n.min(self.b.len() / 40));
+        let mut out = Vec::with_capacity(n.min((self.b.len() - self.at) / 40));
         for _ in 0..n {
             let len = self.count(
                 "descriptor bytes",

@@ -448,6 +448,62 @@ fn commands_and_snapshots_round_trip_and_every_damage_is_an_error() {
     assert_eq!(MetaState::restore(&empty).unwrap().snapshot(), empty);
 }
 
+/// What decodes but breaks a rule the state keeps is refused on restore
+/// and on decode: nonzero padding, a bootstrapped flag other than 0 or 1,
+/// a node id 0 or listed twice, a replication factor out of bounds, state
+/// held before a bootstrap. (Each was taken as it came.)
+#[test]
+fn a_snapshot_or_command_that_breaks_a_rule_is_refused() {
+    let m = founded();
+    let snap = m.snapshot().to_vec();
+    let invalid = |b: &[u8]| {
+        matches!(
+            MetaState::restore(b),
+            Err(MetaCodecError::Invalid { .. } | MetaCodecError::Code { .. })
+        )
+    };
+    // magic 8 | bootstrapped 1 | pad 7 | settings 16 | counters 24 | nodes
+    let mut flag = snap.clone();
+    flag[8] = 2;
+    assert!(invalid(&flag), "bootstrapped flag 2");
+    let mut pad = snap.clone();
+    pad[12] = 1;
+    assert!(invalid(&pad), "nonzero padding");
+    let mut rf = snap.clone();
+    rf[16..20].copy_from_slice(&0u32.to_le_bytes());
+    assert!(invalid(&rf), "replication factor 0");
+    // The first node record starts after the node count, at 60.
+    let mut zero = snap.clone();
+    zero[60..68].copy_from_slice(&0u64.to_le_bytes());
+    assert!(invalid(&zero), "node id 0");
+    let mut twice = snap.clone();
+    let second = 60 + 24 + node(1).peer_addr.len() + node(1).client_addr.len();
+    let first_id = twice[60..68].to_vec();
+    twice[second..second + 8].copy_from_slice(&first_id);
+    assert!(invalid(&twice), "a node twice");
+    let mut unbooted = MetaState::new().snapshot().to_vec();
+    unbooted[16] = 3;
+    assert!(invalid(&unbooted), "settings before a bootstrap");
+    // Commands: padding in the head and in a set-state.
+    let mut head = register(4).encode().to_vec();
+    head[3] = 1;
+    assert!(matches!(
+        MetaCmd::decode(&head),
+        Err(MetaCodecError::Invalid { .. })
+    ));
+    let set = MetaCmd::SetNodeState {
+        node: 2,
+        state: NodeState::Decommissioning,
+    };
+    let mut b = set.encode().to_vec();
+    let last = b.len() - 1;
+    b[last] = 1;
+    assert!(matches!(
+        MetaCmd::decode(&b),
+        Err(MetaCodecError::Invalid { .. })
+    ));
+}
+
 /// A command drawn from a small world (nodes 0-6, ranges over keys
 /// "a".."h"), so that sequences exercise successes and refusals alike.
 fn any_cmd() -> impl Strategy<Value = MetaCmd> {
