@@ -79,6 +79,10 @@ enum CtlCmd {
     /// The ranges: id, start, end, epoch, replicas (replica@node/shard,
     /// role), as the nodes report them.
     Ranges,
+    /// The cluster map the meta group holds: its settings, and each node
+    /// (id, state, addresses, replicas and leaders it holds). Exit 1 if
+    /// no leader of the meta group answers.
+    Nodes,
     /// A table of groups: leader, term, commit, applied, replicas' match.
     Status,
     /// Ask GROUP's leader to hand leadership to NODE.
@@ -501,9 +505,36 @@ async fn run_shard(
         local.set(true);
     })
     .detach();
-    let shard = Shard::open(cfg.shard(s, &store), stop_local, hub)
+    let sc = cfg.shard(s, &store);
+    let shard = Shard::open(sc.clone(), stop_local.clone(), hub)
         .await
         .map_err(|e| e.to_string())?;
+    // The meta group's upkeep beside the shard, through this node's own
+    // client port (as a client: nothing on the turn waits for it).
+    let c0 = cfg.listen_clients;
+    let own = if c0.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), c0.port())
+    } else {
+        c0
+    };
+    let report = ringraft::shard::run_range_reporter(
+        sc.cluster,
+        own,
+        shard.meta_link(),
+        ringraft::shard::RANGE_REPORT_INTERVAL_MS_DEFAULT,
+        stop_local.clone(),
+    );
+    glommio::spawn_local(report).detach();
+    if s == 0 {
+        let sync = ringraft::shard::run_meta_sync(
+            sc,
+            own,
+            shard.meta_link(),
+            ringraft::shard::META_RECONCILE_INTERVAL_MS_DEFAULT,
+            stop_local,
+        );
+        glommio::spawn_local(sync).detach();
+    }
     tracing::info!(shard = s, peers = %pa, clients = %ca, "serving");
     shard.run(peer_l, client_l).await.map_err(|e| e.to_string())
 }
@@ -646,6 +677,63 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             );
             Ok(1)
         }
+        CtlCmd::Nodes => {
+            let m = match c.meta_state().await {
+                Ok(m) => m,
+                Err(e) => {
+                    say!("the cluster map: {e}");
+                    return Ok(1);
+                }
+            };
+            let Some(set) = m.settings() else {
+                say!("the meta group (leader: node {}) holds no map yet: its founders write it once one leads", c.meta_leader());
+                return Ok(1);
+            };
+            say!(
+                "meta leader: node {}; replication factor {}, {} shards per node, keys up to {} B, values up to {} B; {} ranges",
+                c.meta_leader(),
+                set.replication_factor,
+                set.shards,
+                set.key_bytes_max,
+                set.value_bytes_max,
+                m.ranges().len()
+            );
+            let leaders = c.leaders();
+            say!(
+                "{:>6} {:>16} {:>8} {:>8}  {:<22} {:<22}",
+                "node",
+                "state",
+                "replicas",
+                "leaders",
+                "peer address",
+                "client address"
+            );
+            for n in m.nodes() {
+                let replicas = m
+                    .ranges()
+                    .iter()
+                    .filter(|d| d.replica_on(n.id).is_some())
+                    .count();
+                let led = leaders.iter().filter(|&&l| l == n.id).count();
+                let or_dash = |a: &str| {
+                    if a.is_empty() {
+                        "-".to_string()
+                    } else {
+                        a.to_string()
+                    }
+                };
+                say!(
+                    "{:>6} {:>16} {:>8} {:>8}  {:<22} {:<22}",
+                    n.id,
+                    n.state.to_string(),
+                    replicas,
+                    led,
+                    or_dash(&n.peer_addr),
+                    or_dash(&n.client_addr)
+                );
+            }
+            Ok(0)
+        }
         CtlCmd::Status => {
             say!(
                 "{:>6} {:>6} {:>7} {:>10} {:>10}  replicas (node:match, lag)",
@@ -677,9 +765,14 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                     .iter()
                     .map(|(n, m)| format!("{n}:{m} (lag {})", g.commit.saturating_sub(*m)))
                     .collect();
+                let group = if g.group == ringraft::route::META_GROUP {
+                    "meta".to_string()
+                } else {
+                    g.group.to_string()
+                };
                 say!(
                     "{:>6} {:>6} {:>7} {:>10} {:>10}  {}",
-                    g.group,
+                    group,
                     g.leader,
                     g.term,
                     g.commit,

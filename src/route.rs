@@ -119,9 +119,36 @@ pub fn initial_bounds(group: u64, split_keys: &[Bytes]) -> (Bytes, Bytes) {
     (start, end)
 }
 
+/// The meta group's id: above every id the meta state hands out
+/// (`meta::META_ID_MAX`), so no range ever has it. Its replicas live on
+/// shard 0 ([`shard_of`]).
+pub const META_GROUP: u64 = 1 << 63;
+const _: () = assert!(META_GROUP > crate::meta::META_ID_MAX);
+
+/// Voters of the meta group at most: five, as etcd and CockroachDB advise
+/// for the group everything else depends on (two may fail).
+pub const META_VOTERS_MAX: usize = 5;
+
+/// The meta group's founding voters among `founders` (sorted, distinct):
+/// the first `k` of them, `k` the largest odd number at most
+/// `min(founders, META_VOTERS_MAX)` (an even count tolerates no more
+/// failures than the odd one below it, and needs one more vote).
+pub fn meta_voters(founders: &[NodeId]) -> Vec<NodeId> {
+    let k = founders.len().min(META_VOTERS_MAX);
+    let k = if k.is_multiple_of(2) {
+        k.saturating_sub(1)
+    } else {
+        k
+    };
+    founders[..k].to_vec()
+}
+
 /// The shard that hosts `group` on every node of `shards` shards (0 shards
-/// count as 1).
+/// count as 1); the meta group's is shard 0.
 pub fn shard_of(group: u64, shards: u32) -> u32 {
+    if group == META_GROUP {
+        return 0;
+    }
     (group % u64::from(shards.max(1))) as u32
 }
 
@@ -361,6 +388,28 @@ mod tests {
             shard_addr(base, 3),
             "127.0.0.1:7103".parse::<SocketAddr>().unwrap()
         );
+    }
+
+    /// The meta group's voters: the first founders, an odd count, at most
+    /// five; and its replicas live on shard 0 whatever the shard count.
+    #[test]
+    fn meta_voters_are_an_odd_count_of_the_first_founders_on_shard_0() {
+        let f: Vec<u64> = (1..=9).collect();
+        for (n, want) in [
+            (0, 0),
+            (1, 1),
+            (2, 1),
+            (3, 3),
+            (4, 3),
+            (5, 5),
+            (6, 5),
+            (9, 5),
+        ] {
+            assert_eq!(meta_voters(&f[..n]), f[..want].to_vec(), "{n} founders");
+        }
+        for shards in 1..=7 {
+            assert_eq!(shard_of(META_GROUP, shards), 0);
+        }
     }
 
     #[test]

@@ -2183,3 +2183,82 @@ fn waiting_for_a_cluster_whose_node_exited_says_so_at_once() {
         "{e}"
     );
 }
+
+/// Waits until the meta group's map satisfies `ok`, for up to `secs`; the
+/// map then.
+async fn meta_until(
+    cl: &Client,
+    secs: u64,
+    ok: impl Fn(&ringraft::meta::MetaState) -> bool,
+) -> ringraft::meta::MetaState {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let m = cl.meta_state().await;
+        if let Ok(m) = &m {
+            if ok(m) {
+                return m.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "the meta map is now {m:?}");
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The meta group (issue #17): a new cluster's founders host it (3 of 4:
+/// an odd count), its first leader writes the first map (settings, the
+/// founders, the initial ranges where bootstrap placed them), every node
+/// registers its addresses, and a range whose membership changes reports
+/// its new descriptor (its leader pushes it). The map outlives its
+/// leader: killed, another founder leads with the same map.
+#[test]
+fn the_meta_group_holds_the_map_follows_a_move_and_outlives_its_leader() {
+    let mut c = cluster(4, 4, &[]);
+    let addrs = c.client_addrs();
+    let leader = run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        learn_ranges(&cl, 4).await;
+        let m = meta_until(&cl, 20, |m| {
+            m.nodes().filter(|n| !n.client_addr.is_empty()).count() == 4
+        })
+        .await;
+        let set = m.settings().expect("bootstrapped");
+        assert_eq!((set.replication_factor, set.shards), (3, 2));
+        let reported: Vec<_> = cl.ranges();
+        let held: Vec<_> = m.ranges().iter().cloned().collect();
+        assert_eq!(held, reported, "the map holds the ranges the nodes report");
+        // Range 0 moves; its new descriptor reaches the map.
+        let d = cl.leader_descriptor(0).await.unwrap();
+        let from = d.replicas[0].node;
+        let to = (1..=4).find(|&n| d.replica_on(n).is_none()).unwrap();
+        cl.move_replica(0, from, to, "").await.unwrap();
+        let now = cl.leader_descriptor(0).await.unwrap();
+        let m = meta_until(&cl, 10, |m| m.ranges().get(0) == Some(&now)).await;
+        assert!(m.ranges().get(0).unwrap().replica_on(from).is_none());
+        cl.meta_leader()
+    });
+    assert!(
+        (1..=3).contains(&leader),
+        "the meta group is on nodes 1-3: {leader}"
+    );
+    let out = ctl(&c, &["nodes"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("replication factor 3") && text.lines().count() == 6,
+        "{text}"
+    );
+    c.kill(leader);
+    let addrs: Vec<_> = c
+        .client_addrs()
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, _)| i as u64 + 1 != leader)
+        .map(|(_, a)| a)
+        .collect();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        let m = meta_until(&cl, 30, |m| m.nodes().count() == 4).await;
+        assert_ne!(cl.meta_leader(), leader);
+        assert_eq!(m.ranges().len(), 4);
+    });
+}

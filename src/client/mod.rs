@@ -12,6 +12,7 @@
 //! in key order.
 
 mod conn;
+mod meta;
 mod moves;
 
 pub use moves::{MoveOutcome, MOVE_CATCH_UP_WAIT_MS, MOVE_LEADER_WAIT_MS};
@@ -154,6 +155,10 @@ struct Inner {
     learning: Cell<bool>,
     /// `close` was called: calls end, no connection is opened any more.
     closed: Cell<bool>,
+    /// The meta group's leader as last learned (0: not known).
+    meta_leader: Cell<u64>,
+    /// node id → peer address of its shard 0, where a map gave it.
+    peer_addrs: RefCell<HashMap<u64, String>>,
 }
 
 /// The last handle of a client gone: its connections close (the tasks
@@ -191,6 +196,8 @@ impl Client {
                 suspects: RefCell::new(HashMap::new()),
                 learning: Cell::new(false),
                 closed: Cell::new(false),
+                meta_leader: Cell::new(0),
+                peer_addrs: RefCell::new(HashMap::new()),
             }),
         };
         let mut last_err = String::from("no addresses given");
@@ -453,7 +460,22 @@ impl Client {
             if let Ok(a) = info.client_addr.parse::<SocketAddr>() {
                 self.inner.nodes.borrow_mut().entry(info.id).or_insert(a);
             }
+            if !info.peer_addr.is_empty() {
+                self.inner
+                    .peer_addrs
+                    .borrow_mut()
+                    .entry(info.id)
+                    .or_insert_with(|| info.peer_addr.clone());
+            }
         }
+        if m.meta_leader != 0 {
+            self.inner.meta_leader.set(m.meta_leader);
+        }
+    }
+
+    /// Node `node`'s peer address (shard 0), if a map gave it.
+    pub fn peer_addr(&self, node: u64) -> Option<String> {
+        self.inner.peer_addrs.borrow().get(&node).cloned()
     }
 
     /// A leader hint named `hint`, a node this client has no address for

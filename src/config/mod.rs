@@ -729,6 +729,11 @@ impl NodeSettings {
             } else {
                 lc.to_string()
             },
+            peer_addr: if lp.ip().is_unspecified() {
+                String::new()
+            } else {
+                lp.to_string()
+            },
         };
         let metrics_addr = match &self.metrics_addr {
             Some(a) => Some(addr("metrics-addr", a)?),
@@ -906,6 +911,10 @@ pub struct ShardConfig {
     /// This node's client address (shard 0), as the cluster map tells
     /// clients; empty when it listens on an unspecified address.
     pub client_addr: String,
+    /// This node's peer address (shard 0, its `--listen-peers`), as it
+    /// registers in the meta group; empty when it listens on an
+    /// unspecified address.
+    pub peer_addr: String,
 }
 
 /// Default of [`ShardConfig::campaigns_per_tick_max`]: 10,000 groups

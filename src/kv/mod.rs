@@ -23,6 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 
+use crate::meta::{MetaCmd, MetaState};
 use crate::raft::Index;
 use crate::wire::{ClientError, Reply};
 
@@ -81,6 +82,12 @@ pub enum WriteOp {
         peer_addr: Bytes,
         client_addr: Bytes,
     },
+    /// A command of the meta group's state machine (`meta::MetaCmd`'s
+    /// encoding), applied to the [`MetaState`] this state machine then
+    /// holds; answered `Reply::Meta`.
+    Meta {
+        cmd: Bytes,
+    },
 }
 
 // cmd = version u8 = 1 | op u8 | flags u8 | pad u8 | key_len u32
@@ -91,12 +98,14 @@ pub enum WriteOp {
 //       | MEMBER: (key = node id, 8 bytes LE) value_len u32 | peer address
 //                 | (flags bit 0) len u32 | client address
 //         (entries written before client addresses had flags 0)
+//       | META: (key empty) value_len u32 | meta command
 const CMD_VERSION: u8 = 1;
 const CMD_HEADER_BYTES: usize = 32;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_CAS: u8 = 3;
 const OP_MEMBER: u8 = 4;
+const OP_META: u8 = 5;
 
 impl Command {
     pub fn encode(&self) -> Bytes {
@@ -108,6 +117,10 @@ impl Command {
             WriteOp::Member { node, .. } => {
                 node_key = Bytes::copy_from_slice(&node.to_le_bytes());
                 (OP_MEMBER, &node_key)
+            }
+            WriteOp::Meta { .. } => {
+                node_key = Bytes::new();
+                (OP_META, &node_key)
             }
         };
         let mut b = Vec::with_capacity(CMD_HEADER_BYTES + key.len() + 64);
@@ -139,6 +152,7 @@ impl Command {
                 field(client_addr);
             }
             WriteOp::Delete { .. } => {}
+            WriteOp::Meta { cmd } => field(cmd),
             WriteOp::Cas { expect, value, .. } => {
                 field(expect.as_deref().unwrap_or_default());
                 field(value.as_deref().unwrap_or_default());
@@ -175,6 +189,7 @@ impl Command {
                 value: field()?,
             },
             OP_DELETE => WriteOp::Delete { key },
+            OP_META => WriteOp::Meta { cmd: field()? },
             OP_MEMBER => {
                 let node = u64::from_le_bytes(key[..].try_into().ok()?);
                 let peer_addr = field()?;
@@ -234,6 +249,9 @@ pub struct Kv {
     /// The keys this group holds: reads and the leader's intake of
     /// writes refuse keys outside them (`KeyNotInRange`).
     bounds: KeyBounds,
+    /// The cluster map, in the meta group's state machine (created by its
+    /// first `WriteOp::Meta`); `None` in a range's.
+    meta: Option<Box<MetaState>>,
 }
 
 /// The keys `[start, end)` a group's state machine holds (empty `end`: no
@@ -285,6 +303,11 @@ impl Kv {
     }
 
     /// The keys this group holds.
+    /// The cluster map this state machine holds (the meta group's).
+    pub fn meta(&self) -> Option<&MetaState> {
+        self.meta.as_deref()
+    }
+
     pub fn bounds(&self) -> &KeyBounds {
         &self.bounds
     }
@@ -429,6 +452,22 @@ impl Kv {
                 self.map.remove(&key[..]);
                 Reply::Done
             }
+            WriteOp::Meta { cmd } => {
+                let m = self.meta.get_or_insert_with(Default::default);
+                let r = MetaCmd::decode(cmd)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| m.apply(&c).map_err(|e| e.to_string()));
+                match r {
+                    Ok(reply) => Reply::Meta {
+                        ok: true,
+                        body: reply.encode(),
+                    },
+                    Err(why) => Reply::Meta {
+                        ok: false,
+                        body: Bytes::from(why),
+                    },
+                }
+            }
             WriteOp::Member {
                 node,
                 peer_addr,
@@ -507,6 +546,8 @@ impl Kv {
     //   | version u64 | start | end
     //     (version 3: the group's key bounds; older ones hold the whole
     //     keyspace, bounds not known)
+    //   | has_meta u32 | pad u32 | meta_len u64 | meta state snapshot
+    //     (version 4: the meta group's cluster map)
     /// The state as snapshot bytes.
     pub fn snapshot(&self) -> Bytes {
         let mut b = Vec::with_capacity(64 + self.map.len() * 48);
@@ -558,6 +599,11 @@ impl Kv {
         b.extend_from_slice(&k.version.to_le_bytes());
         b.extend_from_slice(&k.start);
         b.extend_from_slice(&k.end);
+        let meta = self.meta.as_ref().map(|m| m.snapshot()).unwrap_or_default();
+        b.extend_from_slice(&u32::from(self.meta.is_some()).to_le_bytes());
+        b.extend_from_slice(&0u32.to_le_bytes());
+        b.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+        b.extend_from_slice(&meta);
         Bytes::from(b)
     }
 
@@ -655,6 +701,21 @@ impl Kv {
         } else {
             KeyBounds::default()
         };
+        let meta = if version >= 4 {
+            let has = r.u32()?;
+            r.u32()?;
+            let len = usize::try_from(r.u64()?).map_err(|_| SnapshotError("meta length"))?;
+            let bytes = r.take(len)?;
+            match has {
+                0 if len == 0 => None,
+                1 => Some(Box::new(
+                    MetaState::restore(bytes).map_err(|_| SnapshotError("meta state malformed"))?,
+                )),
+                _ => return Err(SnapshotError("unknown meta flag")),
+            }
+        } else {
+            None
+        };
         if r.at != data.len() {
             return Err(SnapshotError("trailing bytes"));
         }
@@ -666,14 +727,16 @@ impl Kv {
             members,
             client_addrs,
             bounds,
+            meta,
         })
     }
 }
 
 const SNAP_MAGIC: &[u8; 8] = b"RRKVSNAP";
-/// 3 added the key bounds, 2 client addresses to the address book; 1 and
-/// 2 are still read (as holding the whole keyspace, bounds not known).
-const SNAP_VERSION: u32 = 3;
+/// 4 added the meta group's state, 3 the key bounds, 2 client addresses
+/// to the address book; 1 and 2 are still read (as holding the whole
+/// keyspace, bounds not known).
+const SNAP_VERSION: u32 = 4;
 
 /// A snapshot that does not decode (after its checksum passed: a bug or
 /// another version).

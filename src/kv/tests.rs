@@ -231,20 +231,112 @@ fn address_book_entries_and_snapshots_of_the_first_format_still_read() {
     let mut gone = kv.clone();
     gone.apply(2, &forget).unwrap();
     assert!(gone.members().is_empty() && gone.client_addrs().is_empty());
-    // Versions 2 (no key bounds) and 1 (no client section either) still
-    // read, as holding the whole keyspace with bounds not known.
+    // Versions 3 (no meta section), 2 (no key bounds) and 1 (no client
+    // section either) still read, the last two as holding the whole
+    // keyspace with bounds not known.
     let mut plain = Kv::new(KvLimits::default());
     plain.apply(1, &member("")).unwrap();
-    let v3 = plain.snapshot();
+    let v4 = plain.snapshot();
+    let mut v3 = v4[..v4.len() - 16].to_vec();
+    v3[8..12].copy_from_slice(&3u32.to_le_bytes());
+    assert_eq!(Kv::restore(&v3, KvLimits::default()).unwrap(), plain);
     let mut v2 = v3[..v3.len() - 24].to_vec();
     v2[8..12].copy_from_slice(&2u32.to_le_bytes());
     assert_eq!(Kv::restore(&v2, KvLimits::default()).unwrap(), plain);
     let mut v1 = v2[..v2.len() - 8].to_vec();
     v1[8..12].copy_from_slice(&1u32.to_le_bytes());
     assert_eq!(Kv::restore(&v1, KvLimits::default()).unwrap(), plain);
-    let mut v4 = v3.to_vec();
-    v4[8..12].copy_from_slice(&4u32.to_le_bytes());
-    assert!(Kv::restore(&v4, KvLimits::default()).is_err());
+    let mut v5 = v4.to_vec();
+    v5[8..12].copy_from_slice(&5u32.to_le_bytes());
+    assert!(Kv::restore(&v5, KvLimits::default()).is_err());
+}
+
+fn meta_cmd(cmd: &crate::meta::MetaCmd) -> Command {
+    Command {
+        client: 0,
+        seq: 0,
+        ack: 0,
+        op: WriteOp::Meta { cmd: cmd.encode() },
+    }
+}
+
+/// The meta group's state machine: `WriteOp::Meta` applies a meta command
+/// to the cluster map the state holds and answers its reply (or its
+/// refusal's text, `ok: false`); the map is in the snapshot, and a state
+/// that never applied one holds none.
+#[test]
+fn meta_commands_apply_to_the_cluster_map_and_it_is_in_snapshots() {
+    use crate::meta::{ClusterSettings, MetaCmd, MetaReply, NodeRecord, NodeState};
+    let boot = MetaCmd::Bootstrap {
+        settings: ClusterSettings {
+            replication_factor: 3,
+            shards: 2,
+            key_bytes_max: 4096,
+            value_bytes_max: 1 << 20,
+        },
+        nodes: vec![NodeRecord {
+            id: 1,
+            peer_addr: "127.0.0.1:7000".into(),
+            client_addr: String::new(),
+            shards: 2,
+            state: NodeState::Active,
+        }],
+        ranges: Vec::new(),
+    };
+    let c = meta_cmd(&boot);
+    assert_eq!(Command::decode(&c.encode()), Some(c.clone()));
+    let mut kv = Kv::new(KvLimits::default());
+    assert!(kv.meta().is_none());
+    let before = kv.snapshot();
+    assert!(Kv::restore(&before, KvLimits::default())
+        .unwrap()
+        .meta()
+        .is_none());
+    let done = kv.apply(1, &c).unwrap();
+    assert_eq!(
+        done,
+        Reply::Meta {
+            ok: true,
+            body: MetaReply::Done.encode()
+        }
+    );
+    let register = MetaCmd::RegisterNode {
+        node: 0,
+        peer_addr: "127.0.0.1:7010".into(),
+        client_addr: "127.0.0.1:8010".into(),
+        shards: 2,
+    };
+    match kv.apply(2, &meta_cmd(&register)).unwrap() {
+        Reply::Meta { ok: true, body } => {
+            assert_eq!(MetaReply::decode(&body), Ok(MetaReply::Node(2)))
+        }
+        r => panic!("{r:?}"),
+    }
+    // A refusal is an answer, applied alike everywhere.
+    let wrong = MetaCmd::RegisterNode {
+        node: 0,
+        peer_addr: String::new(),
+        client_addr: String::new(),
+        shards: 3,
+    };
+    match kv.apply(3, &meta_cmd(&wrong)).unwrap() {
+        Reply::Meta { ok: false, body } => {
+            assert!(String::from_utf8_lossy(&body).contains("--shards 2"))
+        }
+        r => panic!("{r:?}"),
+    }
+    // Bytes that are no meta command: refused, not a panic.
+    let garbage = Command {
+        op: WriteOp::Meta { cmd: b("xyz") },
+        ..meta_cmd(&boot)
+    };
+    assert!(matches!(
+        kv.apply(4, &garbage).unwrap(),
+        Reply::Meta { ok: false, .. }
+    ));
+    let back = Kv::restore(&kv.snapshot(), KvLimits::default()).unwrap();
+    assert_eq!(back, kv);
+    assert_eq!(back.meta().unwrap().nodes().count(), 2);
 }
 
 fn bounded(start: &str, end: &str) -> Kv {

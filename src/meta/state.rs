@@ -223,6 +223,80 @@ pub enum MetaReply {
     },
 }
 
+impl MetaReply {
+    /// The reply's bytes: kind u8 (0 Done, 1 Node, 2 Ids, 3 Reported) |
+    /// pad [3] | Node: id u64 | Ids: first u64, count u32 | Reported:
+    /// count u32, then per stale range: range u64, version u64, conf_ver
+    /// u64, held range u64, version u64, conf_ver u64.
+    pub fn encode(&self) -> Bytes {
+        let mut w = Vec::with_capacity(16);
+        match self {
+            MetaReply::Done => w.extend_from_slice(&[0, 0, 0, 0]),
+            MetaReply::Node(id) => {
+                w.extend_from_slice(&[1, 0, 0, 0]);
+                w.extend_from_slice(&id.to_le_bytes());
+            }
+            MetaReply::Ids { first, count } => {
+                w.extend_from_slice(&[2, 0, 0, 0]);
+                w.extend_from_slice(&first.to_le_bytes());
+                w.extend_from_slice(&count.to_le_bytes());
+            }
+            MetaReply::Reported { stale } => {
+                w.extend_from_slice(&[3, 0, 0, 0]);
+                w.extend_from_slice(&(stale.len() as u32).to_le_bytes());
+                for (r, e, h, he) in stale {
+                    for n in [*r, e.version, e.conf_ver, *h, he.version, he.conf_ver] {
+                        w.extend_from_slice(&n.to_le_bytes());
+                    }
+                }
+            }
+        }
+        Bytes::from(w)
+    }
+
+    /// Reads [`MetaReply::encode`]'s bytes.
+    pub fn decode(b: &[u8]) -> Result<MetaReply, MetaCodecError> {
+        let what = "reply";
+        let mut r = Reader { b, at: 0, what };
+        let kind = r.take(1)?[0];
+        r.pad(3)?;
+        let reply = match kind {
+            0 => MetaReply::Done,
+            1 => MetaReply::Node(r.u64()?),
+            2 => MetaReply::Ids {
+                first: r.u64()?,
+                count: r.u32()?,
+            },
+            3 => {
+                let n = r.count(
+                    "stale ranges",
+                    META_REPORT_RANGES_MAX,
+                    "META_REPORT_RANGES_MAX",
+                )?;
+                let mut stale = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let mut x = [0u64; 6];
+                    for v in &mut x {
+                        *v = r.u64()?;
+                    }
+                    let epoch = |version, conf_ver| Epoch { version, conf_ver };
+                    stale.push((x[0], epoch(x[1], x[2]), x[3], epoch(x[4], x[5])));
+                }
+                MetaReply::Reported { stale }
+            }
+            code => {
+                return Err(MetaCodecError::Code {
+                    what,
+                    field: "reply kind",
+                    code,
+                })
+            }
+        };
+        r.end()?;
+        Ok(reply)
+    }
+}
+
 /// Why a command changed nothing. Deterministic: every replica answers
 /// the same.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -301,8 +375,9 @@ pub enum MetaCodecError {
     Invalid { what: &'static str, why: String },
 }
 
-/// The cluster map the meta group replicates.
-#[derive(Debug, Clone, Default)]
+/// The cluster map the meta group replicates. Two states are equal when
+/// their snapshots are (the state machine's own test of agreement).
+#[derive(Debug, Clone)]
 pub struct MetaState {
     /// Set by the first `Bootstrap`; every other command needs it.
     settings: Option<ClusterSettings>,
@@ -324,14 +399,25 @@ pub struct MetaState {
     next_replica: ReplicaId,
 }
 
+/// The empty state, as [`MetaState::new`] (a derived default had a
+/// ranges limit of 0: every report was refused, found when the meta
+/// group's state machine first ran in a cluster).
+impl Default for MetaState {
+    fn default() -> MetaState {
+        MetaState::new()
+    }
+}
+
 impl MetaState {
     pub fn new() -> MetaState {
         MetaState {
+            settings: None,
+            nodes: BTreeMap::new(),
+            ranges: RangeMap::new(),
             next_node: 1,
             next_range: 1,
             next_replica: 1,
             ranges_max: META_RANGES_MAX,
-            ..MetaState::default()
         }
     }
 
@@ -706,6 +792,14 @@ impl MetaState {
         Ok(s)
     }
 }
+
+impl PartialEq for MetaState {
+    fn eq(&self, other: &MetaState) -> bool {
+        self.snapshot() == other.snapshot()
+    }
+}
+
+impl Eq for MetaState {}
 
 fn check_rf(rf: u32) -> Result<(), MetaError> {
     if (1..=REPLICATION_FACTOR_MAX).contains(&rf) {

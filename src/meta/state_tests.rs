@@ -580,3 +580,24 @@ proptest! {
         }
     }
 }
+
+/// The default state is the new one: it takes reports up to
+/// `META_RANGES_MAX` (a derived default had a limit of 0 and refused
+/// every report; the meta group's state machine starts from it).
+#[test]
+fn the_default_state_is_the_new_one() {
+    let mut m = MetaState::default();
+    let cmd = MetaCmd::Bootstrap {
+        settings: settings(),
+        nodes: (1..=3).map(node).collect(),
+        ranges: vec![range(1, "", "", 1, &[1, 2, 3])],
+    };
+    assert_eq!(m.apply(&cmd), Ok(MetaReply::Done));
+    let mut moved = range(1, "", "", 1, &[1, 2]);
+    moved.epoch.conf_ver = 3;
+    assert!(matches!(
+        m.apply(&MetaCmd::ReportRanges(vec![moved])),
+        Ok(MetaReply::Reported { .. })
+    ));
+    assert_eq!(m.next_ids(), (4, 2, 14));
+}

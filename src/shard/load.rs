@@ -90,6 +90,7 @@ pub(super) async fn load(
             d.descriptor = founding_descriptor(cfg, d.group, &d.voters).to_bytes();
             CatalogOp::Create(d)
         })
+        .chain(founding_meta(cfg, first_open, &replay.catalog))
         .collect();
     // A group with a log but no catalog entry was written before the
     // catalog existed, when keys were placed by a hash: not one to cut
@@ -173,7 +174,10 @@ pub(super) fn build_replica(
     let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
     let mut r =
         Replica::recover(g, rc, restart, log, snap, cfg.kv.clone()).map_err(|e| group_err(e.0))?;
-    if !r.kv.bounds().known {
+    if g == crate::route::META_GROUP {
+        // The cluster map, no keys: its bounds stay "not known", so it is
+        // never reported as a range.
+    } else if !r.kv.bounds().known {
         // No snapshot that carries the bounds yet: those the replica was
         // created with.
         if !d.descriptor.is_empty() {
@@ -211,11 +215,34 @@ const HASH_PLACED: &str = "this replica has no key range (no range descriptor, n
      without a descriptor). Start a new cluster in an empty data directory and write the data \
      again";
 
+/// The meta group's founding replica on this node, if the shard is a
+/// founder's shard 0 opening for the first time and the node is among the
+/// meta group's voters (`route::meta_voters`). It has no descriptor: it
+/// holds no keys.
+fn founding_meta(
+    cfg: &ShardConfig,
+    first_open: bool,
+    catalog: &crate::storage::Catalog,
+) -> Option<CatalogOp> {
+    let voters = crate::route::meta_voters(&cfg.voters);
+    let d = ReplicaDesc {
+        group: crate::route::META_GROUP,
+        replica: cfg.node,
+        voters,
+        descriptor: bytes::Bytes::new(),
+    };
+    (first_open
+        && cfg.shard == 0
+        && d.voters.contains(&cfg.node)
+        && catalog.check_create(&d).is_ok())
+    .then_some(CatalogOp::Create(d))
+}
+
 /// The founding voters of initial range `g`, sorted: its placement
 /// (`route::founding_placement`), or, for a log written before the
 /// catalog existed (`legacy`), every founder: groups were then on every
 /// node, and that log's entries were committed by a majority of them all.
-fn founders_of(cfg: &ShardConfig, g: GroupId, legacy: bool) -> Vec<ReplicaId> {
+pub(super) fn founders_of(cfg: &ShardConfig, g: GroupId, legacy: bool) -> Vec<ReplicaId> {
     let mut voters = if legacy {
         cfg.voters.clone()
     } else {
@@ -229,7 +256,7 @@ fn founders_of(cfg: &ShardConfig, g: GroupId, legacy: bool) -> Vec<ReplicaId> {
 /// with: the range's keys from the split keys, its founding nodes
 /// (`nodes`, from [`founders_of`]) as voters on `g`'s shard of each (a
 /// founding replica's id is its node's id), epoch 1.0.
-fn founding_descriptor(cfg: &ShardConfig, g: GroupId, nodes: &[ReplicaId]) -> RangeDesc {
+pub(super) fn founding_descriptor(cfg: &ShardConfig, g: GroupId, nodes: &[ReplicaId]) -> RangeDesc {
     let (start, end) = crate::route::initial_bounds(g, &cfg.split_keys);
     let shard = crate::route::shard_of(g, cfg.shards);
     RangeDesc {

@@ -26,6 +26,7 @@
 
 mod disk;
 mod load;
+mod meta_sync;
 mod replicas;
 mod requests;
 mod snapshots;
@@ -59,6 +60,10 @@ use crate::raft::{Message, PersistToken, Role, Snapshot, SnapshotMeta};
 use crate::storage::{self, snapfile, CatalogOp, LogStore, ReplicaDesc};
 use crate::transport::{ClientConnId, ClientService, Transport};
 use crate::wire::{ClientError, Hello, Reply, Response, PROTOCOL_VERSION};
+pub use meta_sync::{
+    bootstrap_cmd, run_meta_sync, run_range_reporter, MetaLink, META_RECONCILE_INTERVAL_MS_DEFAULT,
+    META_SYNC_BACKOFF, META_SYNC_INTERVAL_MS_DEFAULT, RANGE_REPORT_INTERVAL_MS_DEFAULT,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
@@ -138,6 +143,10 @@ pub(crate) type Replicas = BTreeMap<GroupId, Box<Replica>>;
 
 pub struct Shard {
     cfg: ShardConfig,
+    /// What this shard tells the meta group's upkeep tasks on its
+    /// executor (`meta_sync`): range descriptors to report, and whether
+    /// the meta group's replica here leads.
+    meta_link: Rc<MetaLink>,
     /// This shard's replicas by group id. Iterated in id order, so a
     /// turn's work is the same for the same inputs. Invariant: a replica
     /// leaves the map only in `destroy_replica` (which drops its entries
@@ -329,6 +338,13 @@ fn wal_err(shard: u32) -> impl Fn(WalError) -> ShardError {
 impl Shard {
     /// Opens the shard: replays its WAL and snapshots and builds its
     /// groups. Must run on the shard's executor.
+    /// The link this shard keeps with the meta group's upkeep tasks
+    /// ([`run_meta_sync`], [`run_range_reporter`]), spawned beside it on
+    /// its executor.
+    pub fn meta_link(&self) -> Rc<MetaLink> {
+        self.meta_link.clone()
+    }
+
     pub async fn open(
         cfg: ShardConfig,
         stop: Rc<Cell<bool>>,
@@ -384,7 +400,9 @@ impl Shard {
         }
         let clients = ClientService::new(me, cfg.transport.clone());
         let book: Vec<(u64, String)> = replicas.values().flat_map(|r| r.address_book()).collect();
+        let meta_link = Rc::new(MetaLink::default());
         let mut shard_value = Shard {
+            meta_link,
             replicas,
             store: LogStore::new(wal, catalog, cfg.wal.record_bytes_max),
             ready_ids: Vec::new(),
@@ -798,6 +816,13 @@ impl Shard {
             let (mut io, rest) = r.take_ready();
             if let Some(ss) = io.soft_state {
                 log_role_change(shard, gid, ss.role, ss.leader, ss.term);
+                if gid == crate::route::META_GROUP {
+                    self.meta_link.meta_leading.set(ss.role == Role::Leader);
+                } else if ss.role == Role::Leader {
+                    // A new leader reports its range: the last leader's
+                    // report may not have reached the meta group.
+                    self.meta_link.report(r, self.cfg.shard);
+                }
                 if ss.role == Role::Leader {
                     // A node down since before this election was reported
                     // to no replica of this term (`raft::node::quiesce`).
@@ -875,6 +900,13 @@ impl Shard {
         let forgotten = done.applied.new_members.iter().any(|(_, a)| a.is_empty());
         if done.applied.conf_changed || forgotten {
             self.prune_peers();
+        }
+        if done.applied.conf_changed && gid != crate::route::META_GROUP {
+            if let Some(r) = self.replicas.get(&gid) {
+                if r.raft.role() == Role::Leader {
+                    self.meta_link.report(r, self.cfg.shard);
+                }
+            }
         }
         for (conn, id, r) in answers.drain(..) {
             if matches!(r, Err(ClientError::NotLeader { .. })) {

@@ -56,7 +56,7 @@ impl Shard {
             // attempt may be in the group's log.
             let e = if self.store.catalog().is_tombstoned(req.group) {
                 ClientError::NotHosted { group: req.group }
-            } else if req.group >= self.cfg.groups {
+            } else if req.group >= self.cfg.groups && req.group != crate::route::META_GROUP {
                 ClientError::UnknownGroup {
                     group: req.group,
                     groups: self.cfg.groups,
@@ -76,6 +76,31 @@ impl Shard {
         self.mark(gid);
         let deadline = Instant::now() + Duration::from_millis(self.cfg.request_timeout_ms);
         let (kmax, vmax) = (self.cfg.key_bytes_max, self.cfg.value_bytes_max);
+        let meta = gid == crate::route::META_GROUP;
+        let refuse = |reason: &str| {
+            Err(ClientError::BadRequest {
+                reason: reason.to_string(),
+            })
+        };
+        match &req.op {
+            Op::Meta { .. } | Op::MetaState if !meta => {
+                let r = refuse("meta commands go to the meta group (route::META_GROUP)");
+                return self.respond(conn, req.id, r);
+            }
+            Op::Meta { cmd } => return self.meta_command(gid, conn, &req, cmd.clone(), deadline),
+            Op::MetaState => return self.meta_state(gid, conn, req.id),
+            Op::Put { .. }
+            | Op::Get { .. }
+            | Op::Delete { .. }
+            | Op::Cas { .. }
+            | Op::Scan { .. }
+                if meta =>
+            {
+                let r = refuse("the meta group holds the cluster map, no keys");
+                return self.respond(conn, req.id, r);
+            }
+            _ => {}
+        }
         let write = match &req.op {
             Op::Put { key, value } => check_len(key, kmax, true)
                 .and(check_len(value, vmax, false))
@@ -128,7 +153,12 @@ impl Shard {
             Op::AddLearner { .. } | Op::Promote { .. } | Op::RemoveNode { .. } => {
                 return self.membership(gid, conn, &req, deadline);
             }
-            Op::ClusterMap | Op::Status | Op::Isolate { .. } | Op::Ranges { .. } => {
+            Op::ClusterMap
+            | Op::Status
+            | Op::Isolate { .. }
+            | Op::Ranges { .. }
+            | Op::Meta { .. }
+            | Op::MetaState => {
                 unreachable!("answered above")
             }
         };
@@ -308,6 +338,59 @@ impl Shard {
         }
     }
 
+    /// A meta command, on the meta group's leader: proposed outside any
+    /// session (`Op::Meta`), answered once applied.
+    fn meta_command(
+        &mut self,
+        gid: GroupId,
+        conn: ClientConnId,
+        req: &Request,
+        cmd: bytes::Bytes,
+        deadline: Instant,
+    ) {
+        if self.disk_full {
+            self.stats.errors_disk_full += 1;
+            return self.respond(conn, req.id, Err(ClientError::DiskFull));
+        }
+        let g = self.replica_mut(gid);
+        if g.raft.role() != Role::Leader {
+            let leader = g.leader_node();
+            return self.respond(conn, req.id, Err(ClientError::NotLeader { leader }));
+        }
+        let entry = Command {
+            client: 0,
+            seq: 0,
+            ack: 0,
+            op: WriteOp::Meta { cmd },
+        };
+        match g.raft.propose(entry.encode()) {
+            Ok((index, term)) => {
+                self.stats.proposals += 1;
+                self.replica_mut(gid)
+                    .await_entry(index, term, conn, req.id, deadline)
+            }
+            Err(e) => {
+                let reason = e.to_string();
+                self.respond(conn, req.id, Err(ClientError::Failed { reason }))
+            }
+        }
+    }
+
+    /// The meta group's state as its leader applied it (`Op::MetaState`);
+    /// a state not bootstrapped yet reads as an empty one.
+    fn meta_state(&mut self, gid: GroupId, conn: ClientConnId, id: u64) {
+        let g = self.replica(gid);
+        if g.raft.role() != Role::Leader {
+            let leader = g.leader_node();
+            return self.respond(conn, id, Err(ClientError::NotLeader { leader }));
+        }
+        let body = match g.kv.meta() {
+            Some(m) => m.snapshot(),
+            None => crate::meta::MetaState::new().snapshot(),
+        };
+        self.respond(conn, id, Ok(Reply::Meta { ok: true, body }));
+    }
+
     fn read(
         &mut self,
         gid: GroupId,
@@ -384,6 +467,8 @@ impl Shard {
         let mut leaders = vec![0; self.cfg.groups as usize];
         let mut nodes = std::collections::BTreeMap::new();
         nodes.insert(self.cfg.node, self.cfg.client_addr.clone());
+        let mut peer_addrs = std::collections::BTreeMap::new();
+        peer_addrs.insert(self.cfg.node, self.cfg.peer_addr.clone());
         let mut members = std::collections::BTreeSet::new();
         let mut books = std::collections::BTreeMap::new();
         for g in self.replicas.values() {
@@ -395,6 +480,16 @@ impl Shard {
             members.extend(g.raft.conf().placements.iter().map(|p| p.node));
             for (&n, a) in g.kv.client_addrs() {
                 books.entry(n).or_insert_with(|| a.clone());
+            }
+            for (&n, a) in g.kv.members() {
+                peer_addrs.entry(n).or_insert_with(|| a.clone());
+            }
+        }
+        for &(n, a) in &self.cfg.peers {
+            // `--peers` name this shard's port of each: shard 0's is below.
+            if let Some(port) = a.port().checked_sub(self.cfg.shard as u16) {
+                let a = std::net::SocketAddr::new(a.ip(), port).to_string();
+                peer_addrs.entry(n).or_insert(a);
             }
         }
         // The address a member gave in its handshake (what it says now),
@@ -414,9 +509,17 @@ impl Shard {
             shards: self.cfg.shards,
             nodes: nodes
                 .into_iter()
-                .map(|(id, client_addr)| NodeInfo { id, client_addr })
+                .map(|(id, client_addr)| NodeInfo {
+                    id,
+                    client_addr,
+                    peer_addr: peer_addrs.get(&id).cloned().unwrap_or_default(),
+                })
                 .collect(),
             leaders,
+            meta_leader: self
+                .replicas
+                .get(&crate::route::META_GROUP)
+                .map_or(0, |g| g.leader_node()),
             replication_factor: if self.cfg.replication_factor_known {
                 self.cfg.replication_factor
             } else {

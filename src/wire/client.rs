@@ -124,6 +124,17 @@ pub enum Op {
         from: Bytes,
         limit: u32,
     },
+    /// A command of the meta group (`meta::MetaCmd`'s encoding), on its
+    /// leader (sent to group `route::META_GROUP`); answered `Reply::Meta`
+    /// once applied. Outside any session: every meta command may be
+    /// applied twice (a retry allocates ids twice, never the same ids).
+    Meta {
+        cmd: Bytes,
+    },
+    /// The meta group's state, from its leader's applied state (it may
+    /// miss the last writes of a leader that was just replaced):
+    /// `Reply::Meta` with `meta::MetaState::snapshot` bytes.
+    MetaState,
 }
 
 /// Most descriptors one `Op::Ranges` answer carries (about 120 bytes each
@@ -143,6 +154,10 @@ pub struct NodeInfo {
     pub id: u64,
     /// Client address of shard 0; shard `s` listens on its port + `s`.
     pub client_addr: String,
+    /// Peer address of shard 0 (its `--listen-peers`), where the answering
+    /// node knows it (its own; others' from its ranges' address books);
+    /// empty: not known.
+    pub peer_addr: String,
 }
 
 /// What a client needs to route (with the ranges, `Op::Ranges`): group
@@ -154,6 +169,9 @@ pub struct ClusterMap {
     pub shards: u32,
     pub nodes: Vec<NodeInfo>,
     pub leaders: Vec<u64>,
+    /// The meta group's leader as this node knows it (0: not known, or no
+    /// replica of the meta group here).
+    pub meta_leader: u64,
     /// Replicas per range the cluster was bootstrapped with
     /// (`--replication-factor`); 0: this node does not know it (it
     /// joined).
@@ -196,6 +214,13 @@ pub enum Reply {
     Status(Vec<GroupStatus>),
     /// Range descriptors (`meta::RangeDesc`'s encoding), in key order.
     Ranges(Vec<Bytes>),
+    /// The meta group's answer: to `Op::Meta`, `ok` with a
+    /// `meta::MetaReply`'s encoding or not with the refusal's text; to
+    /// `Op::MetaState`, the state as `meta::MetaState::snapshot` bytes.
+    Meta {
+        ok: bool,
+        body: Bytes,
+    },
 }
 
 /// Errors a client can act on.

@@ -78,12 +78,18 @@ pub fn every_op() -> Vec<Op> {
             from: b("k"),
             limit: 1024,
         },
+        Op::Meta { cmd: b("\x01\x02") },
+        Op::MetaState,
     ]
 }
 
 fn every_result() -> Vec<Result<Reply, ClientError>> {
     vec![
         Ok(Reply::Done),
+        Ok(Reply::Meta {
+            ok: false,
+            body: b("refused"),
+        }),
         Ok(Reply::Value(None)),
         Ok(Reply::Value(Some(b("v")))),
         Ok(Reply::Cas {
@@ -110,9 +116,11 @@ fn every_result() -> Vec<Result<Reply, ClientError>> {
             nodes: vec![NodeInfo {
                 id: 1,
                 client_addr: "127.0.0.1:9000".into(),
+                peer_addr: "127.0.0.1:7000".into(),
             }],
             leaders: vec![1, 0, 2, 3, 1, 1, 0, 2],
             replication_factor: 3,
+            meta_leader: 0,
         })),
         Ok(Reply::Status(vec![GroupStatus {
             group: 3,

@@ -1071,6 +1071,7 @@ fn start_responder(cluster: u64, groups: u64) -> Result<(SocketAddr, Arc<AtomicB
                             nodes: Vec::new(),
                             leaders: vec![1; groups as usize],
                             replication_factor: 1,
+                            meta_leader: 0,
                         })),
                         Op::Ranges { .. } => Ok(Reply::Ranges(ranges.clone())),
                         _ => Ok(Reply::Done),

@@ -1,0 +1,323 @@
+//! The meta group's upkeep, run beside shard 0 of every node: where this
+//! node's meta replica leads, the first map is written (`Bootstrap`, by a
+//! founder) and then kept in step with what the nodes report: nodes and
+//! their addresses (`RegisterNode`) and range descriptors newer than the
+//! map's (`ReportRanges`, the higher epoch wins: TiKV's region heartbeat
+//! rule, here pulled by the meta leader rather than pushed by each range
+//! leader).
+//!
+//! It talks to the cluster as a client does (through this node's client
+//! port), so everything it writes goes through the meta group's log like
+//! an operator's command; nothing on the shard's turn waits for it.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use crate::client::{Client, ClientConfig};
+use crate::config::ShardConfig;
+use crate::group::{GroupId, Replica};
+use crate::meta::{ClusterSettings, MetaCmd, MetaState, NodeRecord, NodeState, RangeDesc};
+use crate::route::META_GROUP;
+use crate::wire::{Op, Reply};
+
+/// How often the upkeep looks whether this node's meta replica leads
+/// (ms; a flag the shard sets, free to look at).
+pub const META_SYNC_INTERVAL_MS_DEFAULT: u64 = 1000;
+
+/// How often the meta leader reconciles the whole map with what the
+/// nodes report (ms): every node's map and ranges are read, and what the
+/// meta state lacks or holds older is written. Range leaders push their
+/// changes as they happen ([`run_range_reporter`]); this catches a report
+/// lost with a leader that failed. After a pass that took `t`, the next
+/// waits `META_SYNC_BACKOFF × t` if that is longer: a large cluster's
+/// pass (it pages every node's ranges) costs the meta leader's node at
+/// most 1 / (1 + META_SYNC_BACKOFF) of one client's time.
+pub const META_RECONCILE_INTERVAL_MS_DEFAULT: u64 = 30_000;
+
+/// See [`META_RECONCILE_INTERVAL_MS_DEFAULT`].
+pub const META_SYNC_BACKOFF: u32 = 10;
+
+/// How often a shard sends the range descriptors its leaders queued
+/// (ms), at most [`crate::meta::META_REPORT_RANGES_MAX`] per command.
+pub const RANGE_REPORT_INTERVAL_MS_DEFAULT: u64 = 100;
+
+/// What a shard shares with the upkeep tasks on its executor (one
+/// thread: `Rc`, no locks).
+#[derive(Debug, Default)]
+pub struct MetaLink {
+    /// Descriptors of ranges this shard leads whose membership changed or
+    /// whose leader was elected here, not yet reported (the latest per
+    /// range).
+    pub(super) reports: RefCell<BTreeMap<GroupId, RangeDesc>>,
+    /// Whether this shard's meta replica leads.
+    pub(super) meta_leading: Cell<bool>,
+}
+
+impl MetaLink {
+    /// Queues replica `r`'s descriptor (a leader's) for the meta group.
+    pub(super) fn report(&self, r: &Replica, shard: u32) {
+        if let Some(d) = r.range_descriptor(shard) {
+            self.reports.borrow_mut().insert(r.id, d);
+        }
+    }
+
+    /// Descriptors queued and not yet reported.
+    pub fn queued(&self) -> usize {
+        self.reports.borrow().len()
+    }
+
+    /// Whether this shard's meta replica leads.
+    pub fn meta_leading(&self) -> bool {
+        self.meta_leading.get()
+    }
+}
+
+/// A client of this node, reaching it through `client_addr`.
+async fn connect(cluster: u64, client_addr: SocketAddr) -> Option<Client> {
+    let mut cc = ClientConfig::new(vec![client_addr]);
+    cc.cluster_id = cluster;
+    cc.op_timeout_ms = 5_000;
+    Client::connect(cc).await.ok()
+}
+
+/// Runs until `stop`, beside shard 0 of node `cfg.node`: registers the
+/// node (its addresses) in the meta group once it answers, and where this
+/// node's meta replica leads (`link`), writes the first map (a founder)
+/// and reconciles the map every `reconcile_ms`.
+pub async fn run_meta_sync(
+    cfg: ShardConfig,
+    client_addr: SocketAddr,
+    link: Rc<MetaLink>,
+    reconcile_ms: u64,
+    stop: Rc<Cell<bool>>,
+) {
+    let interval = Duration::from_millis(META_SYNC_INTERVAL_MS_DEFAULT);
+    let reconcile = Duration::from_millis(reconcile_ms.max(1));
+    let mut client = None;
+    let mut registered = false;
+    let mut next_pass: Option<Instant> = None;
+    while !stop.get() {
+        glommio::timer::sleep(interval).await;
+        let c = match &client {
+            Some(c) => c,
+            None => match connect(cfg.cluster, client_addr).await {
+                Some(c) => client.insert(c),
+                None => continue,
+            },
+        };
+        if !registered {
+            registered = register_self(c, &cfg).await;
+        }
+        if !link.meta_leading() {
+            next_pass = None;
+            continue;
+        }
+        if next_pass.is_some_and(|t| Instant::now() < t) {
+            continue;
+        }
+        let state = match c.admin(cfg.node, META_GROUP, Op::MetaState).await {
+            Ok(Reply::Meta { ok: true, body }) => match MetaState::restore(&body) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("the meta group's state does not decode: {e}");
+                    continue;
+                }
+            },
+            _ => continue,
+        };
+        let t = Instant::now();
+        let r = if state.settings().is_none() {
+            if cfg.voters.is_empty() {
+                continue;
+            }
+            c.meta(&bootstrap_cmd(&cfg)).await.map(|_| {
+                tracing::info!("meta group bootstrapped: the cluster's first map is written");
+            })
+        } else {
+            sync_once(c, &state).await
+        };
+        match r {
+            Ok(()) => {
+                next_pass = Some(Instant::now() + reconcile.max(t.elapsed() * META_SYNC_BACKOFF))
+            }
+            Err(e) => tracing::debug!("meta upkeep: {e}"),
+        }
+    }
+}
+
+/// This node's addresses into the meta group (`RegisterNode`); whether
+/// it was taken (or refused for good, said in the log).
+async fn register_self(c: &Client, cfg: &ShardConfig) -> bool {
+    let cmd = MetaCmd::RegisterNode {
+        node: cfg.node,
+        peer_addr: cfg.peer_addr.clone(),
+        client_addr: cfg.client_addr.clone(),
+        shards: cfg.shards,
+    };
+    match c.meta(&cmd).await {
+        Ok(_) => {
+            tracing::info!("registered in the meta group");
+            true
+        }
+        Err(crate::client::Error::Server(crate::wire::ClientError::Failed { reason }))
+            if !reason.contains("not bootstrapped") =>
+        {
+            tracing::error!("the meta group refused this node: {reason}");
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Runs until `stop`, beside every shard: sends the range descriptors the
+/// shard's leaders queued (`link`) to the meta group, at most
+/// [`crate::meta::META_REPORT_RANGES_MAX`] per command, every
+/// `interval_ms`; a batch that fails stays queued (unless a newer
+/// descriptor of its range was queued meanwhile) and is sent again.
+pub async fn run_range_reporter(
+    cluster: u64,
+    client_addr: SocketAddr,
+    link: Rc<MetaLink>,
+    interval_ms: u64,
+    stop: Rc<Cell<bool>>,
+) {
+    let interval = Duration::from_millis(interval_ms.max(1));
+    let mut client = None;
+    let mut wait = interval;
+    while !stop.get() {
+        glommio::timer::sleep(wait).await;
+        wait = interval;
+        if link.queued() == 0 {
+            continue;
+        }
+        let c = match &client {
+            Some(c) => c,
+            None => match connect(cluster, client_addr).await {
+                Some(c) => client.insert(c),
+                None => continue,
+            },
+        };
+        let batch: Vec<RangeDesc> = {
+            let mut q = link.reports.borrow_mut();
+            let ids: Vec<GroupId> = q
+                .keys()
+                .take(crate::meta::META_REPORT_RANGES_MAX)
+                .copied()
+                .collect();
+            ids.iter().filter_map(|g| q.remove(g)).collect()
+        };
+        if let Err(e) = c.meta(&MetaCmd::ReportRanges(batch.clone())).await {
+            tracing::debug!(ranges = batch.len(), "range report not taken yet: {e}");
+            let mut q = link.reports.borrow_mut();
+            for d in batch {
+                q.entry(d.id).or_insert(d);
+            }
+            // The meta group may be electing, or not bootstrapped yet.
+            wait = interval * META_SYNC_BACKOFF;
+        }
+    }
+}
+
+/// One pass: every node the cluster maps name that the meta state lacks,
+/// or knows at other addresses, is registered; every range descriptor the
+/// nodes report that is newer than the state's is reported.
+async fn sync_once(c: &Client, state: &MetaState) -> Result<(), crate::client::Error> {
+    c.refresh_map().await?;
+    let shards = state.settings().map_or(0, |s| s.shards);
+    for (id, addr) in c.nodes() {
+        let client_addr = addr.to_string();
+        let peer_addr = c.peer_addr(id).unwrap_or_default();
+        let (peer, client) = match state.node(id) {
+            Some(n) if n.state == NodeState::Decommissioned => continue,
+            Some(n) => {
+                let peer = if peer_addr.is_empty() {
+                    n.peer_addr.clone()
+                } else {
+                    peer_addr
+                };
+                if peer == n.peer_addr && client_addr == n.client_addr {
+                    continue;
+                }
+                (peer, client_addr)
+            }
+            None => (peer_addr, client_addr),
+        };
+        let cmd = MetaCmd::RegisterNode {
+            node: id,
+            peer_addr: peer,
+            client_addr: client,
+            shards,
+        };
+        c.meta(&cmd).await?;
+        tracing::info!(node = id, "meta: node registered");
+    }
+    c.fetch_ranges(b"", true).await;
+    let newer: Vec<_> = c
+        .ranges()
+        .into_iter()
+        .filter(|d| {
+            state
+                .ranges()
+                .get(d.id)
+                .is_none_or(|held| held.epoch.is_stale_against(&d.epoch))
+        })
+        .collect();
+    for chunk in newer.chunks(crate::meta::META_REPORT_RANGES_MAX) {
+        c.meta(&MetaCmd::ReportRanges(chunk.to_vec())).await?;
+        tracing::info!(ranges = chunk.len(), "meta: range descriptors reported");
+    }
+    Ok(())
+}
+
+/// The cluster's first map, as a founder has it: the settings it was
+/// started with, the founding nodes (their peer addresses from `--peers`;
+/// client addresses are registered as the nodes are found) and the
+/// initial ranges where bootstrap placed them. Every founder writes the
+/// same (their flags agree: the handshake's fingerprint), so whichever
+/// leads first wins and the others' are `Done`.
+pub fn bootstrap_cmd(cfg: &ShardConfig) -> MetaCmd {
+    let settings = ClusterSettings {
+        replication_factor: cfg.replication_factor,
+        shards: cfg.shards,
+        key_bytes_max: cfg.key_bytes_max as u32,
+        value_bytes_max: cfg.value_bytes_max as u32,
+    };
+    let nodes = cfg
+        .voters
+        .iter()
+        .map(|&id| {
+            let (peer_addr, client_addr) = if id == cfg.node {
+                (cfg.peer_addr.clone(), cfg.client_addr.clone())
+            } else {
+                let peer = cfg
+                    .peers
+                    .iter()
+                    .find(|(n, _)| *n == id)
+                    .and_then(|&(_, a)| {
+                        let port = a.port().checked_sub(cfg.shard as u16)?;
+                        Some(SocketAddr::new(a.ip(), port).to_string())
+                    })
+                    .unwrap_or_default();
+                (peer, String::new())
+            };
+            NodeRecord {
+                id,
+                peer_addr,
+                client_addr,
+                shards: cfg.shards,
+                state: NodeState::Active,
+            }
+        })
+        .collect();
+    let ranges = (0..cfg.groups)
+        .map(|g| super::load::founding_descriptor(cfg, g, &super::load::founders_of(cfg, g, false)))
+        .collect();
+    MetaCmd::Bootstrap {
+        settings,
+        nodes,
+        ranges,
+    }
+}
