@@ -304,7 +304,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         tracing::warn!(
             replication_factor = cfg.replication_factor,
             founders,
-            "--replication-factor {} is more than the {founders} founding nodes (this node and its --peers): each range starts with {founders} replicas; add nodes and move replicas to them (ctl move-replica) to reach the factor",
+            "--replication-factor {} is more than the {founders} founding nodes (this node and its --peers): each range starts with {founders} replicas; add nodes, then add a replica of each range on them (ctl add-learner NODE ADDR --range R, then ctl promote NODE --range R) to reach the factor",
             cfg.replication_factor
         );
     }
@@ -882,11 +882,23 @@ async fn replace_node(c: &Client, old: u64, new: u64, peer_addr: &str) -> Result
         .filter(|d| d.replica_on(old).is_some())
         .map(|d| d.id)
         .collect();
+    let mut code = 0;
+    // The meta group first: its voters are few, and a dead one of them
+    // counts against its quorum until replaced.
+    match c.move_meta_replica(old, new, peer_addr).await {
+        Ok(ringraft::client::MoveOutcome::Moved) => {
+            say!("meta group: on node {new}, not on node {old}")
+        }
+        Ok(_) => {}
+        Err(e) => {
+            say!("meta group: {e}");
+            code = 1;
+        }
+    }
     if ranges.is_empty() {
         say!("node {old} holds no replica of any range the nodes report: nothing to move");
-        return Ok(0);
+        return Ok(code);
     }
-    let mut code = 0;
     for r in ranges {
         match c.move_replica(r, old, new, peer_addr).await {
             Ok(_) => say!("range {r}: on node {new}, not on node {old}"),

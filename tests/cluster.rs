@@ -1721,25 +1721,26 @@ fn a_node_removed_while_down_learns_it_when_it_comes_back() {
     }
     c.restart(1).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    while count(1, "this replica was removed from its group: destroying it") < 4
+    // 4 ranges and the meta group (node 1 was a voter of each).
+    while count(1, "this replica was removed from its group: destroying it") < 5
         || count(1, "this shard hosts no replica any more") < 2
     {
         assert!(
             Instant::now() < deadline,
-            "node 1 destroys its 4 replicas and says so:\n{}",
+            "node 1 destroys its 5 replicas and says so:\n{}",
             c.log_tail(1, 30)
         );
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(
         count(1, "a member says this replica was removed"),
-        4,
+        5,
         "told once per replica:\n{}",
         c.log_tail(1, 30)
     );
     // Counted (metrics are published once a second).
     let deadline = Instant::now() + Duration::from_secs(5);
-    while metric_sum(&c, 1, "ringraft_replicas_removed_by_notice_total") != 4 {
+    while metric_sum(&c, 1, "ringraft_replicas_removed_by_notice_total") != 5 {
         assert!(
             Instant::now() < deadline,
             "{}",
@@ -1852,10 +1853,11 @@ fn a_node_removed_while_down_and_added_back_returns_as_new_replicas() {
     }
     let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
     let destroyed = log.matches("replica destroyed").count();
-    assert_eq!(destroyed, 4, "the 4 old replicas:\n{}", c.log_tail(1, 40));
+    // 4 ranges and the meta group.
+    assert_eq!(destroyed, 5, "the 5 old replicas:\n{}", c.log_tail(1, 40));
     assert!(
-        log.matches("replica created by its leader").count() >= 4,
-        "4 new replicas:\n{}",
+        log.matches("replica created by its leader").count() >= 5,
+        "5 new replicas:\n{}",
         c.log_tail(1, 40)
     );
     // Node 1 is a voter with the data: the groups survive losing node 2.
@@ -2127,11 +2129,13 @@ fn ctl_replace_node_moves_every_replica_of_a_dead_node_to_a_new_one() {
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // 3 ranges and the meta group (node 1 was one of its voters).
     assert_eq!(
         text.matches("on node 4, not on node 1").count(),
-        3,
+        4,
         "{text}"
     );
+    assert!(text.contains("meta group: on node 4"), "{text}");
     let out = ctl(&c, &["ranges"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}");
@@ -2217,15 +2221,15 @@ fn the_meta_group_holds_the_map_follows_a_move_and_outlives_its_leader() {
     let leader = run_on_executor(move || async move {
         let cl = client(addrs).await;
         learn_ranges(&cl, 4).await;
+        // The ranges come from their leaders' reports.
+        let reported: Vec<_> = cl.ranges();
         let m = meta_until(&cl, 20, |m| {
             m.nodes().filter(|n| !n.client_addr.is_empty()).count() == 4
+                && m.ranges().iter().cloned().collect::<Vec<_>>() == reported
         })
         .await;
         let set = m.settings().expect("bootstrapped");
         assert_eq!((set.replication_factor, set.shards), (3, 2));
-        let reported: Vec<_> = cl.ranges();
-        let held: Vec<_> = m.ranges().iter().cloned().collect();
-        assert_eq!(held, reported, "the map holds the ranges the nodes report");
         // Range 0 moves; its new descriptor reaches the map.
         let d = cl.leader_descriptor(0).await.unwrap();
         let from = d.replicas[0].node;
@@ -2234,8 +2238,9 @@ fn the_meta_group_holds_the_map_follows_a_move_and_outlives_its_leader() {
         let now = cl.leader_descriptor(0).await.unwrap();
         let m = meta_until(&cl, 10, |m| m.ranges().get(0) == Some(&now)).await;
         assert!(m.ranges().get(0).unwrap().replica_on(from).is_none());
-        cl.meta_leader()
+        (cl.meta_leader(), now)
     });
+    let (leader, moved) = leader;
     assert!(
         (1..=3).contains(&leader),
         "the meta group is on nodes 1-3: {leader}"
@@ -2260,5 +2265,72 @@ fn the_meta_group_holds_the_map_follows_a_move_and_outlives_its_leader() {
         let m = meta_until(&cl, 30, |m| m.nodes().count() == 4).await;
         assert_ne!(cl.meta_leader(), leader);
         assert_eq!(m.ranges().len(), 4);
+        assert_eq!(m.ranges().get(0), Some(&moved), "the move is in the map");
+    });
+}
+
+/// The balancer (issue #17): a node killed for good is declared dead
+/// after `--dead-node-timeout-ms` without answering the meta leader's
+/// pings, and every range it held is moved to a live node, without an
+/// operator: each range has its 3 voters again, none on the dead node,
+/// and every write made before reads back.
+#[test]
+fn the_balancer_re_replicates_the_ranges_of_a_dead_node() {
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.nodes = 4;
+    cfg.shards = 2;
+    cfg.groups = 4;
+    cfg.balancer = true;
+    cfg.extra_args = [
+        "--placement",
+        "unbound",
+        "--tick-ms",
+        "10",
+        "--dead-node-timeout-ms",
+        "2000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut c = LocalCluster::start(cfg).expect("nodes start");
+    c.wait_ready(Duration::from_secs(30)).unwrap();
+    let addrs = c.client_addrs()[..3].to_vec();
+    let written = run_on_executor({
+        let addrs = addrs.clone();
+        move || async move {
+            let cl = client(addrs).await;
+            learn_ranges(&cl, 4).await;
+            let mut w = Vec::new();
+            for i in 0..40u32 {
+                let k = i.wrapping_mul(0x9e37_79b9).to_be_bytes().to_vec();
+                cl.put(&k, b"v").await.unwrap();
+                w.push(k);
+            }
+            w
+        }
+    });
+    // Node 4 is no voter of the meta group (nodes 1-3 are).
+    c.kill(4);
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        let m = meta_until(&cl, 60, |m| {
+            m.ranges().len() == 4
+                && m.ranges().iter().all(|d| {
+                    d.replica_on(4).is_none()
+                        && d.replicas.len() == 3
+                        && d.replicas.iter().all(|r| r.role == ReplicaRole::Voter)
+                })
+        })
+        .await;
+        for d in m.ranges().iter() {
+            let now = cl.leader_descriptor(d.id).await.unwrap();
+            assert!(
+                now.replica_on(4).is_none() && now.voters().count() == 3,
+                "{now}"
+            );
+        }
+        for k in written {
+            assert_eq!(cl.get(&k).await.unwrap().as_deref(), Some(&b"v"[..]));
+        }
     });
 }

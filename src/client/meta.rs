@@ -37,6 +37,86 @@ impl Client {
         }
     }
 
+    /// Whether node `node` answers (`Op::Ping` on its shard 0), within one
+    /// attempt.
+    pub async fn ping(&self, node: u64) -> Result<(), Error> {
+        match self.attempt(node, 0, super::sessionless(0, Op::Ping)).await {
+            Some(Ok(Ok(_))) => Ok(()),
+            Some(Ok(Err(e))) => Err(Error::Server(e)),
+            Some(Err(e)) => Err(Error::Unreachable(e.0)),
+            None => Err(Error::Unreachable(format!(
+                "node {node} did not answer within {} ms",
+                self.attempt_timeout_ms()
+            ))),
+        }
+    }
+
+    /// The nodes of the meta group's members (voters and learners), as
+    /// its leader has them.
+    pub async fn meta_members(&self) -> Result<Vec<u64>, Error> {
+        match self.on_meta_leader(Op::Status).await? {
+            Reply::Status(v) => Ok(v
+                .into_iter()
+                .find(|g| g.group == META_GROUP)
+                .map(|g| g.replicas.into_iter().map(|(n, _)| n).collect())
+                .unwrap_or_default()),
+            r => Err(super::unexpected(r)),
+        }
+    }
+
+    /// Moves the meta group's replica on node `from` to node `to` (peer
+    /// address `peer_addr`, empty: the leader's): `to` added as a learner,
+    /// promoted once caught up, the leadership handed over if `from`
+    /// leads, `from` removed. Done at once if `from` holds none and `to`
+    /// does. How `ctl replace-node` keeps the meta group's voters alive
+    /// when founders are replaced.
+    pub async fn move_meta_replica(
+        &self,
+        from: u64,
+        to: u64,
+        peer_addr: &str,
+    ) -> Result<super::MoveOutcome, Error> {
+        let members = self.meta_members().await?;
+        if !members.contains(&from) {
+            return Ok(super::MoveOutcome::AlreadyDone);
+        }
+        let patient = |op: Op| async move {
+            let deadline =
+                Instant::now() + Duration::from_millis(super::moves::MOVE_CATCH_UP_WAIT_MS);
+            loop {
+                match self.on_meta_leader(op.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(Error::Server(ClientError::Failed { .. })) | Err(Error::Unreachable(_))
+                        if Instant::now() < deadline =>
+                    {
+                        glommio::timer::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        if !members.contains(&to) {
+            patient(Op::AddLearner {
+                node: to,
+                peer_addr: peer_addr.to_string(),
+                client_addr: String::new(),
+            })
+            .await?;
+        }
+        patient(Op::Promote { node: to }).await?;
+        if self.meta_leader() == from {
+            let _ = self
+                .admin(from, META_GROUP, Op::TransferLeader { to })
+                .await;
+        }
+        patient(Op::RemoveNode {
+            node: from,
+            below_replication_factor: false,
+        })
+        .await?;
+        Ok(super::MoveOutcome::Moved)
+    }
+
     /// The meta group's state, as its leader applied it.
     pub async fn meta_state(&self) -> Result<MetaState, Error> {
         match self.on_meta_leader(Op::MetaState).await? {
@@ -51,9 +131,10 @@ impl Client {
 
     /// `op` on the meta group's leader: the one known, else each node in
     /// turn (following `NotLeader` hints), for up to `op_timeout_ms`.
-    async fn on_meta_leader(&self, op: Op) -> Result<Reply, Error> {
+    pub(super) async fn on_meta_leader(&self, op: Op) -> Result<Reply, Error> {
         let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
         let mut last = String::from("no node hosts it");
+        let mut refreshed = false;
         loop {
             let mut order: Vec<u64> = self.nodes().into_iter().map(|(n, _)| n).collect();
             order.sort_unstable();
@@ -72,8 +153,14 @@ impl Client {
                         last = format!("node {n} does not lead it (hint: node {leader})");
                         if leader != 0 && leader != n {
                             self.inner.meta_leader.set(leader);
-                            if let Ok(r) = self.admin(leader, META_GROUP, op.clone()).await {
-                                return Ok(r);
+                            match self.admin(leader, META_GROUP, op.clone()).await {
+                                Ok(r) => return Ok(r),
+                                Err(
+                                    e @ Error::Server(
+                                        ClientError::Failed { .. } | ClientError::BadRequest { .. },
+                                    ),
+                                ) => return Err(e),
+                                Err(_) => {}
                             }
                         }
                     }
@@ -95,8 +182,13 @@ impl Client {
                 )));
             }
             self.inner.meta_leader.set(0);
-            let _ = self.refresh_map().await;
-            glommio::timer::sleep(Duration::from_millis(50)).await;
+            // The map once per call (it asks every shard of every node);
+            // then the nodes again after a pause.
+            if !refreshed {
+                refreshed = true;
+                let _ = self.refresh_map().await;
+            }
+            glommio::timer::sleep(Duration::from_millis(100)).await;
         }
     }
 }

@@ -63,6 +63,11 @@ pub struct ClientConfig {
     pub read_mode: ReadMode,
     /// Client id of the exactly-once session (unique per client).
     pub client_id: u64,
+    /// Read every node's range descriptors at connect (default true). A
+    /// node's own upkeep tasks, which route only to the meta group, skip
+    /// it: a copy of the whole map per task would cost memory and a pass
+    /// over every node's ranges per connect.
+    pub fetch_ranges_at_connect: bool,
 }
 
 impl ClientConfig {
@@ -75,6 +80,7 @@ impl ClientConfig {
             attempt_timeout_ms: 500,
             read_mode: ReadMode::Linearizable,
             client_id: fresh_client_id(),
+            fetch_ranges_at_connect: true,
         }
     }
 }
@@ -215,7 +221,9 @@ impl Client {
             return Err(Error::Unreachable(last_err));
         }
         c.refresh_map().await?;
-        c.fetch_ranges(b"", true).await;
+        if c.inner.cfg.fetch_ranges_at_connect {
+            c.fetch_ranges(b"", true).await;
+        }
         Ok(c)
     }
 
@@ -885,10 +893,11 @@ impl Client {
         self.call(group, op, false).await
     }
 
-    /// `admin_on_leader` on every group in turn; a refusal (`Failed`: a
-    /// membership change still in progress, a learner not caught up yet)
-    /// is asked again until `patience` has passed. The first group that
-    /// fails, with its error.
+    /// `admin_on_leader` on every group in turn, then on the meta group
+    /// (where the cluster has one: its membership follows the nodes too);
+    /// a refusal (`Failed`: a membership change still in progress, a
+    /// learner not caught up yet) is asked again until `patience` has
+    /// passed. The first group that fails, with its error.
     pub async fn admin_every_group(&self, op: Op, patience: Duration) -> Result<(), (u64, Error)> {
         let deadline = Instant::now() + patience;
         for g in 0..self.groups() {
@@ -902,7 +911,18 @@ impl Client {
                 }
             }
         }
-        Ok(())
+        let meta = crate::route::META_GROUP;
+        loop {
+            match self.on_meta_leader(op.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(Error::Server(ClientError::Failed { .. })) if Instant::now() < deadline => {
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+                // A cluster without a meta group (bootstrapped before it).
+                Err(Error::Unreachable(why)) if why.contains("no node hosts it") => return Ok(()),
+                Err(e) => return Err((meta, e)),
+            }
+        }
     }
 
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {

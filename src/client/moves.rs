@@ -177,46 +177,7 @@ impl Client {
             tracing::info!(range, node = to, "move: learner added");
         }
         // Promoted once caught up (refused with Failed until then).
-        let deadline = Instant::now() + Duration::from_millis(MOVE_CATCH_UP_WAIT_MS);
-        loop {
-            match self.admin_on_leader(range, Op::Promote { node: to }).await {
-                Ok(_) => break,
-                // The learner is gone (removed by another hand).
-                Err(Error::Server(ClientError::Failed { reason }))
-                    if reason.contains("not a member") =>
-                {
-                    return Err(failed(format!(
-                        "node {to}'s learner left range {range} before it was promoted ({reason}); ask for the move again"
-                    )));
-                }
-                Err(e) if transient(&e) => {
-                    if Instant::now() > deadline {
-                        // An abandoned learner would be sent the range
-                        // forever (CockroachDB removes learners a failed
-                        // change left behind, for the same reason).
-                        let removed = self
-                            .until(
-                                range,
-                                MOVE_LEADER_WAIT_MS,
-                                Op::RemoveNode {
-                                    node: to,
-                                    below_replication_factor: false,
-                                },
-                            )
-                            .await;
-                        let learner = match removed {
-                            Ok(_) => "its learner was removed".to_string(),
-                            Err(e) => format!("removing its learner failed too ({e})"),
-                        };
-                        return Err(failed(format!(
-                            "node {to}'s replica of range {range} did not catch up within {MOVE_CATCH_UP_WAIT_MS} ms (last: {e}); {learner}. Is node {to} up and reachable from the range's leader?"
-                        )));
-                    }
-                    glommio::timer::sleep(Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.promote_caught_up(range, to).await?;
         let settled = |d: &RangeDesc| {
             d.replicas
                 .iter()
@@ -242,6 +203,87 @@ impl Client {
         .await?;
         tracing::info!(range, node = from, "move: source removed");
         Ok(MoveOutcome::Moved)
+    }
+
+    /// Adds a voter of range `range` on node `node` (peer address
+    /// `peer_addr`, empty: the leader's): a learner, promoted once caught
+    /// up ([`MOVE_CATCH_UP_WAIT_MS`]; a learner that does not is removed).
+    /// The balancer's repair of a range short of voters. Done at once if
+    /// `node` holds a voter already.
+    pub async fn add_replica(
+        &self,
+        range: u64,
+        node: NodeId,
+        peer_addr: &str,
+    ) -> Result<(), Error> {
+        let d = self.leader_descriptor(range).await?;
+        if d.replica_on(node).is_some_and(|r| r.role.votes()) {
+            return Ok(());
+        }
+        if d.replica_on(node).is_none() {
+            let op = Op::AddLearner {
+                node,
+                peer_addr: peer_addr.to_string(),
+                client_addr: String::new(),
+            };
+            self.until(range, MOVE_LEADER_WAIT_MS, op).await?;
+        }
+        self.promote_caught_up(range, node).await
+    }
+
+    /// Removes node `node`'s replica of range `range` (never below the
+    /// replication factor: the leader refuses that).
+    pub async fn remove_replica(&self, range: u64, node: NodeId) -> Result<(), Error> {
+        let op = Op::RemoveNode {
+            node,
+            below_replication_factor: false,
+        };
+        self.until(range, MOVE_LEADER_WAIT_MS, op).await.map(|_| ())
+    }
+
+    /// Asks range `range`'s leader to hand leadership to its replica on
+    /// `to` (the transfer ends within an election timeout, or not at all).
+    pub async fn transfer_leader(&self, range: u64, to: NodeId) -> Result<(), Error> {
+        self.until(range, MOVE_LEADER_WAIT_MS, Op::TransferLeader { to })
+            .await
+            .map(|_| ())
+    }
+
+    /// Promotes `node`'s learner of range `range` once it has caught up;
+    /// one that does not within [`MOVE_CATCH_UP_WAIT_MS`] is removed.
+    async fn promote_caught_up(&self, range: u64, node: NodeId) -> Result<(), Error> {
+        let to = node;
+        let deadline = Instant::now() + Duration::from_millis(MOVE_CATCH_UP_WAIT_MS);
+        loop {
+            match self.admin_on_leader(range, Op::Promote { node: to }).await {
+                Ok(_) => return Ok(()),
+                // The learner is gone (removed by another hand).
+                Err(Error::Server(ClientError::Failed { reason }))
+                    if reason.contains("not a member") =>
+                {
+                    return Err(failed(format!(
+                        "node {to}'s learner left range {range} before it was promoted ({reason}); ask again"
+                    )));
+                }
+                Err(e) if transient(&e) => {
+                    if Instant::now() > deadline {
+                        // An abandoned learner would be sent the range
+                        // forever (CockroachDB removes learners a failed
+                        // change left behind, for the same reason).
+                        let removed = self.remove_replica(range, to).await;
+                        let learner = match removed {
+                            Ok(_) => "its learner was removed".to_string(),
+                            Err(e) => format!("removing its learner failed too ({e})"),
+                        };
+                        return Err(failed(format!(
+                            "node {to}'s replica of range {range} did not catch up within {MOVE_CATCH_UP_WAIT_MS} ms (last: {e}); {learner}. Is node {to} up and reachable from the range's leader?"
+                        )));
+                    }
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// `op` on range `range`'s leader, asked again while it fails in a way

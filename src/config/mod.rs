@@ -175,7 +175,23 @@ pub struct NodeSettings {
     /// none.
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// Run the balancer where this node's meta replica leads: re-create
+    /// the replicas of a dead node elsewhere, even out replicas and
+    /// leaders over the nodes. Default true.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub balancer: Option<bool>,
+    /// A node not heard from for this long (ms) is dead: the balancer
+    /// moves its replicas to live nodes. At least
+    /// `DEAD_NODE_TIMEOUT_MS_MIN`. Default 300000 (5 minutes, as
+    /// CockroachDB's `server.time_until_store_dead`).
+    #[arg(long)]
+    pub dead_node_timeout_ms: Option<u64>,
 }
+
+/// The shortest `dead-node-timeout-ms`: a node restarting, or a long
+/// garbage-free pause of a busy machine, must not be declared dead
+/// (each would cost a snapshot's worth of copying per replica).
+pub const DEAD_NODE_TIMEOUT_MS_MIN: u64 = 1_000;
 
 macro_rules! merge_fields {
     ($a:expr, $b:expr, $($f:ident),*) => {
@@ -225,7 +241,9 @@ impl NodeSettings {
             join,
             initial_cluster_state,
             fault_injection,
-            metrics_addr
+            metrics_addr,
+            balancer,
+            dead_node_timeout_ms
         )
     }
 
@@ -675,6 +693,16 @@ impl NodeSettings {
         if request_timeout_ms == 0 {
             return Err(invalid("request-timeout-ms", 0, "must be positive"));
         }
+        let dead_node_timeout_ms = self
+            .dead_node_timeout_ms
+            .unwrap_or(crate::meta::planner::DEAD_NODE_TIMEOUT_MS_DEFAULT);
+        if dead_node_timeout_ms < DEAD_NODE_TIMEOUT_MS_MIN {
+            return Err(invalid(
+                "dead-node-timeout-ms",
+                dead_node_timeout_ms,
+                format!("must be at least {DEAD_NODE_TIMEOUT_MS_MIN} (DEAD_NODE_TIMEOUT_MS_MIN)"),
+            ));
+        }
         let campaigns_per_tick_max = self
             .campaigns_per_tick_max
             .unwrap_or(CAMPAIGNS_PER_TICK_MAX_DEFAULT);
@@ -722,6 +750,8 @@ impl NodeSettings {
             transport,
             scan_limit_max,
             fault_injection: self.fault_injection.unwrap_or(false),
+            balancer: self.balancer.unwrap_or(true),
+            dead_node_timeout_ms,
             campaigns_per_tick_max,
             campaigns_in_flight_max,
             client_addr: if lc.ip().is_unspecified() {
@@ -915,6 +945,10 @@ pub struct ShardConfig {
     /// registers in the meta group; empty when it listens on an
     /// unspecified address.
     pub peer_addr: String,
+    /// Run the balancer where the meta replica leads (`--balancer`).
+    pub balancer: bool,
+    /// `--dead-node-timeout-ms`.
+    pub dead_node_timeout_ms: u64,
 }
 
 /// Default of [`ShardConfig::campaigns_per_tick_max`]: 10,000 groups

@@ -24,6 +24,28 @@ fn defaults_validate_and_each_bad_setting_is_named() {
         ..base()
     })
     .contains("--shards"));
+    // DEAD_NODE_TIMEOUT_MS_MIN: below it refused, at it taken.
+    assert!(bad(NodeSettings {
+        dead_node_timeout_ms: Some(DEAD_NODE_TIMEOUT_MS_MIN - 1),
+        ..base()
+    })
+    .contains("DEAD_NODE_TIMEOUT_MS_MIN"));
+    let v = NodeSettings {
+        dead_node_timeout_ms: Some(DEAD_NODE_TIMEOUT_MS_MIN),
+        balancer: Some(false),
+        ..base()
+    }
+    .validate()
+    .unwrap();
+    let sc = &v.shard_template;
+    assert_eq!(
+        (sc.dead_node_timeout_ms, sc.balancer),
+        (DEAD_NODE_TIMEOUT_MS_MIN, false)
+    );
+    assert!(
+        base().validate().unwrap().shard_template.balancer,
+        "on by default"
+    );
     assert!(bad(NodeSettings {
         peers: Some("2=nowhere".into()),
         ..base()

@@ -302,12 +302,12 @@ impl Kv {
         self.applied
     }
 
-    /// The keys this group holds.
     /// The cluster map this state machine holds (the meta group's).
     pub fn meta(&self) -> Option<&MetaState> {
         self.meta.as_deref()
     }
 
+    /// The keys this group holds.
     pub fn bounds(&self) -> &KeyBounds {
         &self.bounds
     }
@@ -329,8 +329,9 @@ impl Kv {
         self.sessions.len()
     }
 
-    /// A digest of the map (FNV-1a over every key and value, in order):
-    /// replicas at the same applied index have the same digest.
+    /// A digest of the map (FNV-1a over every key and value, in order,
+    /// then the meta state's snapshot if it holds one): replicas at the
+    /// same applied index have the same digest.
     pub fn digest(&self) -> u64 {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         let mut eat = |b: &[u8]| {
@@ -342,6 +343,9 @@ impl Kv {
         for (k, v) in &self.map {
             eat(k);
             eat(v);
+        }
+        if let Some(m) = &self.meta {
+            eat(&m.snapshot());
         }
         h
     }

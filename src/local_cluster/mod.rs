@@ -32,6 +32,9 @@ pub struct LocalClusterConfig {
     pub replication_factor: Option<u32>,
     /// Extra `ringraft node` arguments for every node.
     pub extra_args: Vec<String>,
+    /// Run the balancer (`--balancer`). Off by default here: tests and
+    /// benchmarks place ranges themselves and measure a still cluster.
+    pub balancer: bool,
     /// Where node logs go (`node-{id}.log` in the data directory if None).
     pub log_dir: Option<PathBuf>,
     /// `RUST_LOG` for the nodes.
@@ -74,6 +77,7 @@ impl LocalClusterConfig {
             die_with_parent: false,
             net_hosts: false,
             nofile: None,
+            balancer: false,
         }
     }
 }
@@ -275,6 +279,10 @@ impl LocalCluster {
         if let Some(rf) = self.cfg.replication_factor {
             cmd.args(["--replication-factor", &rf.to_string()]);
         }
+        cmd.args([
+            "--balancer",
+            if self.cfg.balancer { "true" } else { "false" },
+        ]);
         if !peers.is_empty() {
             cmd.args(["--peers", &peers.join(",")]);
         }

@@ -17,8 +17,8 @@ pub use range::{
 
 pub use state::{
     ClusterSettings, IdKind, MetaCmd, MetaCodecError, MetaError, MetaReply, MetaState, NodeRecord,
-    NodeState, META_ADDR_BYTES_MAX, META_ALLOC_IDS_MAX, META_ID_MAX, META_NODES_MAX,
-    META_RANGES_MAX, META_REPORT_RANGES_MAX,
+    NodeState, META_ADDR_BYTES_MAX, META_ALLOC_IDS_MAX, META_CMD_BYTES_MAX, META_ID_MAX,
+    META_NODES_MAX, META_RANGES_MAX, META_REPORT_RANGES_MAX,
 };
 
 #[cfg(test)]

@@ -71,6 +71,13 @@ pub const META_RANGES_MAX: usize = 1 << 22;
 /// ranges after an election batches them up to this.
 pub const META_REPORT_RANGES_MAX: usize = 256;
 
+/// Bytes of one meta command at most (`Op::Meta`): one entry of the meta
+/// group's log, well inside a WAL record (`wal::record_bytes_max`, about
+/// 2 MiB by default). A bootstrap names no ranges (their leaders report
+/// them) and reports go in batches of [`META_REPORT_RANGES_MAX`], so the
+/// node's own commands stay far below it.
+pub const META_CMD_BYTES_MAX: usize = 1 << 20;
+
 /// Ids one allocation may take (a node allocating ids for many splits at
 /// once takes a block).
 pub const META_ALLOC_IDS_MAX: u32 = 1 << 16;

@@ -1,10 +1,13 @@
-//! The meta group's upkeep, run beside shard 0 of every node: where this
-//! node's meta replica leads, the first map is written (`Bootstrap`, by a
-//! founder) and then kept in step with what the nodes report: nodes and
-//! their addresses (`RegisterNode`) and range descriptors newer than the
-//! map's (`ReportRanges`, the higher epoch wins: TiKV's region heartbeat
-//! rule, here pulled by the meta leader rather than pushed by each range
-//! leader).
+//! The meta group's upkeep, run beside the shards of every node:
+//! - each node registers its addresses (`RegisterNode`) once the meta
+//!   group answers;
+//! - each shard pushes the descriptors of the ranges it leads when one is
+//!   elected there or its membership changes (`ReportRanges`; the higher
+//!   epoch wins: TiKV's region heartbeat rule): [`run_range_reporter`];
+//! - where this node's meta replica leads, the first map is written
+//!   (`Bootstrap`, by a founder: settings and nodes; the ranges come from
+//!   their leaders' reports), the map is reconciled with what the nodes
+//!   report now and then, and the balancer runs: [`run_meta_sync`].
 //!
 //! It talks to the cluster as a client does (through this node's client
 //! port), so everything it writes goes through the meta group's log like
@@ -22,6 +25,9 @@ use crate::group::{GroupId, Replica};
 use crate::meta::{ClusterSettings, MetaCmd, MetaState, NodeRecord, NodeState, RangeDesc};
 use crate::route::META_GROUP;
 use crate::wire::{Op, Reply};
+
+use super::balancer::{Balancer, BALANCE_INTERVAL_MS_DEFAULT};
+use crate::meta::planner::PlannerConfig;
 
 /// How often the upkeep looks whether this node's meta replica leads
 /// (ms; a flag the shard sets, free to look at).
@@ -80,6 +86,7 @@ async fn connect(cluster: u64, client_addr: SocketAddr) -> Option<Client> {
     let mut cc = ClientConfig::new(vec![client_addr]);
     cc.cluster_id = cluster;
     cc.op_timeout_ms = 5_000;
+    cc.fetch_ranges_at_connect = false;
     Client::connect(cc).await.ok()
 }
 
@@ -98,7 +105,11 @@ pub async fn run_meta_sync(
     let reconcile = Duration::from_millis(reconcile_ms.max(1));
     let mut client = None;
     let mut registered = false;
+    let mut register_at = Instant::now();
+    let mut register_wait = interval;
     let mut next_pass: Option<Instant> = None;
+    let mut next_round: Option<Instant> = None;
+    let mut balancer: Option<Balancer> = None;
     while !stop.get() {
         glommio::timer::sleep(interval).await;
         let c = match &client {
@@ -108,14 +119,22 @@ pub async fn run_meta_sync(
                 None => continue,
             },
         };
-        if !registered {
+        if !registered && Instant::now() >= register_at {
             registered = register_self(c, &cfg).await;
+            // Not yet (the meta group electing, or not bootstrapped):
+            // again later, less often each time.
+            register_wait = (register_wait * 2).min(interval * META_SYNC_BACKOFF * 3);
+            register_at = Instant::now() + register_wait;
         }
         if !link.meta_leading() {
             next_pass = None;
+            next_round = None;
+            balancer = None;
             continue;
         }
-        if next_pass.is_some_and(|t| Instant::now() < t) {
+        let due = |t: Option<Instant>| t.is_none_or(|t| Instant::now() >= t);
+        let balancing = cfg.balancer && due(next_round);
+        if !due(next_pass) && !balancing {
             continue;
         }
         let state = match c.admin(cfg.node, META_GROUP, Op::MetaState).await {
@@ -128,22 +147,36 @@ pub async fn run_meta_sync(
             },
             _ => continue,
         };
-        let t = Instant::now();
-        let r = if state.settings().is_none() {
+        if state.settings().is_none() {
             if cfg.voters.is_empty() {
                 continue;
             }
-            c.meta(&bootstrap_cmd(&cfg)).await.map(|_| {
-                tracing::info!("meta group bootstrapped: the cluster's first map is written");
-            })
-        } else {
-            sync_once(c, &state).await
-        };
-        match r {
-            Ok(()) => {
-                next_pass = Some(Instant::now() + reconcile.max(t.elapsed() * META_SYNC_BACKOFF))
+            match c.meta(&bootstrap_cmd(&cfg)).await {
+                Ok(_) => {
+                    tracing::info!("meta group bootstrapped: the cluster's first map is written")
+                }
+                Err(e) => tracing::debug!("meta bootstrap: {e}"),
             }
-            Err(e) => tracing::debug!("meta upkeep: {e}"),
+            continue;
+        }
+        if due(next_pass) {
+            let t = Instant::now();
+            if let Err(e) = sync_once(c, &state).await {
+                tracing::debug!("meta upkeep: {e}");
+            }
+            next_pass = Some(Instant::now() + reconcile.max(t.elapsed() * META_SYNC_BACKOFF));
+        }
+        if balancing {
+            // A balancer per term of leadership: what it heard of the
+            // nodes is not replicated (see `balancer`).
+            let b = balancer.get_or_insert_with(|| {
+                Balancer::new(PlannerConfig {
+                    dead_node_timeout_ms: cfg.dead_node_timeout_ms,
+                    ..PlannerConfig::default()
+                })
+            });
+            b.round(c, &state).await;
+            next_round = Some(Instant::now() + Duration::from_millis(BALANCE_INTERVAL_MS_DEFAULT));
         }
     }
 }
@@ -187,6 +220,7 @@ pub async fn run_range_reporter(
     let interval = Duration::from_millis(interval_ms.max(1));
     let mut client = None;
     let mut wait = interval;
+    let mut failing = interval;
     while !stop.get() {
         glommio::timer::sleep(wait).await;
         wait = interval;
@@ -197,7 +231,11 @@ pub async fn run_range_reporter(
             Some(c) => c,
             None => match connect(cluster, client_addr).await {
                 Some(c) => client.insert(c),
-                None => continue,
+                None => {
+                    failing = (failing * 2).min(REPORT_BACKOFF_MAX);
+                    wait = failing;
+                    continue;
+                }
             },
         };
         let batch: Vec<RangeDesc> = {
@@ -209,17 +247,34 @@ pub async fn run_range_reporter(
                 .collect();
             ids.iter().filter_map(|g| q.remove(g)).collect()
         };
-        if let Err(e) = c.meta(&MetaCmd::ReportRanges(batch.clone())).await {
-            tracing::debug!(ranges = batch.len(), "range report not taken yet: {e}");
-            let mut q = link.reports.borrow_mut();
-            for d in batch {
-                q.entry(d.id).or_insert(d);
+        match c.meta(&MetaCmd::ReportRanges(batch.clone())).await {
+            Ok(_) => failing = interval,
+            // Refused by the state machine for good (every replica would
+            // refuse it alike): dropped, said; the reconcile pass and the
+            // next change report the range again.
+            Err(crate::client::Error::Server(crate::wire::ClientError::Failed { reason }))
+                if !reason.contains("not bootstrapped") =>
+            {
+                tracing::warn!(ranges = batch.len(), "range report refused: {reason}");
             }
-            // The meta group may be electing, or not bootstrapped yet.
-            wait = interval * META_SYNC_BACKOFF;
+            Err(e) => {
+                tracing::debug!(ranges = batch.len(), "range report not taken yet: {e}");
+                let mut q = link.reports.borrow_mut();
+                for d in batch {
+                    q.entry(d.id).or_insert(d);
+                }
+                // The meta group may be electing, or not bootstrapped
+                // yet, or gone (a cluster from before it): less often.
+                failing = (failing * 2).min(REPORT_BACKOFF_MAX);
+                wait = failing;
+            }
         }
     }
 }
+
+/// The longest pause between a shard's attempts to report while the meta
+/// group does not take reports.
+const REPORT_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// One pass: every node the cluster maps name that the meta state lacks,
 /// or knows at other addresses, is registered; every range descriptor the
@@ -230,18 +285,24 @@ async fn sync_once(c: &Client, state: &MetaState) -> Result<(), crate::client::E
     for (id, addr) in c.nodes() {
         let client_addr = addr.to_string();
         let peer_addr = c.peer_addr(id).unwrap_or_default();
+        // Only what the map lacks: a node registers its own addresses,
+        // and this client's view of them may be older.
         let (peer, client) = match state.node(id) {
             Some(n) if n.state == NodeState::Decommissioned => continue,
             Some(n) => {
-                let peer = if peer_addr.is_empty() {
-                    n.peer_addr.clone()
-                } else {
-                    peer_addr
+                let fill = |held: &str, seen: String| {
+                    if held.is_empty() {
+                        seen
+                    } else {
+                        held.to_string()
+                    }
                 };
-                if peer == n.peer_addr && client_addr == n.client_addr {
+                let peer = fill(&n.peer_addr, peer_addr);
+                let client = fill(&n.client_addr, client_addr);
+                if peer == n.peer_addr && client == n.client_addr {
                     continue;
                 }
-                (peer, client_addr)
+                (peer, client)
             }
             None => (peer_addr, client_addr),
         };
@@ -273,9 +334,10 @@ async fn sync_once(c: &Client, state: &MetaState) -> Result<(), crate::client::E
 }
 
 /// The cluster's first map, as a founder has it: the settings it was
-/// started with, the founding nodes (their peer addresses from `--peers`;
-/// client addresses are registered as the nodes are found) and the
-/// initial ranges where bootstrap placed them. Every founder writes the
+/// started with and the founding nodes (their peer addresses from
+/// `--peers`; each node registers its client address itself). No ranges:
+/// their leaders report them (one entry for every initial range would
+/// outgrow a WAL record with enough groups). Every founder writes the
 /// same (their flags agree: the handshake's fingerprint), so whichever
 /// leads first wins and the others' are `Done`.
 pub fn bootstrap_cmd(cfg: &ShardConfig) -> MetaCmd {
@@ -312,12 +374,9 @@ pub fn bootstrap_cmd(cfg: &ShardConfig) -> MetaCmd {
             }
         })
         .collect();
-    let ranges = (0..cfg.groups)
-        .map(|g| super::load::founding_descriptor(cfg, g, &super::load::founders_of(cfg, g, false)))
-        .collect();
     MetaCmd::Bootstrap {
         settings,
         nodes,
-        ranges,
+        ranges: Vec::new(),
     }
 }

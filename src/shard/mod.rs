@@ -24,6 +24,7 @@
 //! `disk.rs` WAL retention and the disk-full mode; `load.rs` the rebuild
 //! from disk. `ShardConfig` lives in `crate::config`.
 
+mod balancer;
 mod disk;
 mod load;
 mod meta_sync;
@@ -60,6 +61,7 @@ use crate::raft::{Message, PersistToken, Role, Snapshot, SnapshotMeta};
 use crate::storage::{self, snapfile, CatalogOp, LogStore, ReplicaDesc};
 use crate::transport::{ClientConnId, ClientService, Transport};
 use crate::wire::{ClientError, Hello, Reply, Response, PROTOCOL_VERSION};
+pub use balancer::{Balancer, BALANCE_INTERVAL_MS_DEFAULT};
 pub use meta_sync::{
     bootstrap_cmd, run_meta_sync, run_range_reporter, MetaLink, META_RECONCILE_INTERVAL_MS_DEFAULT,
     META_SYNC_BACKOFF, META_SYNC_INTERVAL_MS_DEFAULT, RANGE_REPORT_INTERVAL_MS_DEFAULT,
@@ -336,8 +338,6 @@ fn wal_err(shard: u32) -> impl Fn(WalError) -> ShardError {
 }
 
 impl Shard {
-    /// Opens the shard: replays its WAL and snapshots and builds its
-    /// groups. Must run on the shard's executor.
     /// The link this shard keeps with the meta group's upkeep tasks
     /// ([`run_meta_sync`], [`run_range_reporter`]), spawned beside it on
     /// its executor.
@@ -345,6 +345,8 @@ impl Shard {
         self.meta_link.clone()
     }
 
+    /// Opens the shard: replays its WAL and snapshots and builds its
+    /// groups. Must run on the shard's executor.
     pub async fn open(
         cfg: ShardConfig,
         stop: Rc<Cell<bool>>,

@@ -313,6 +313,9 @@ impl Shard {
     /// stops the shard).
     pub async fn destroy_replica(&mut self, group: GroupId) -> Result<(), ReplicaApiError> {
         let shard = self.cfg.shard;
+        if group == crate::route::META_GROUP {
+            self.meta_link.meta_leading.set(false);
+        }
         let op = self
             .store
             .catalog()

@@ -19,8 +19,9 @@ impl Shard {
                 let map = self.cluster_map();
                 return self.respond(conn, req.id, Ok(Reply::Map(map)));
             }
+            Op::Ping => return self.respond(conn, req.id, Ok(Reply::Done)),
             Op::Status => {
-                let st = self.status();
+                let st = self.status(req.group == crate::route::META_GROUP);
                 return self.respond(conn, req.id, Ok(Reply::Status(st)));
             }
             Op::Ranges { from, limit } => {
@@ -154,6 +155,7 @@ impl Shard {
                 return self.membership(gid, conn, &req, deadline);
             }
             Op::ClusterMap
+            | Op::Ping
             | Op::Status
             | Op::Isolate { .. }
             | Op::Ranges { .. }
@@ -352,6 +354,14 @@ impl Shard {
             self.stats.errors_disk_full += 1;
             return self.respond(conn, req.id, Err(ClientError::DiskFull));
         }
+        if cmd.len() > crate::meta::META_CMD_BYTES_MAX {
+            let reason = format!(
+                "a meta command of {} bytes is above META_CMD_BYTES_MAX ({}): send ranges in smaller reports",
+                cmd.len(),
+                crate::meta::META_CMD_BYTES_MAX
+            );
+            return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
+        }
         let g = self.replica_mut(gid);
         if g.raft.role() != Role::Leader {
             let leader = g.leader_node();
@@ -369,9 +379,13 @@ impl Shard {
                 self.replica_mut(gid)
                     .await_entry(index, term, conn, req.id, deadline)
             }
-            Err(e) => {
-                let reason = e.to_string();
-                self.respond(conn, req.id, Err(ClientError::Failed { reason }))
+            // As a write's: both pass by themselves.
+            Err(crate::raft::ProposeError::Backpressure { .. }) => {
+                self.respond(conn, req.id, Err(ClientError::Busy))
+            }
+            Err(_) => {
+                let leader = g.leader_node();
+                self.respond(conn, req.id, Err(ClientError::NotLeader { leader }))
             }
         }
     }
@@ -426,7 +440,10 @@ impl Shard {
         else {
             return Ok(());
         };
-        if !self.cfg.replication_factor_known {
+        // The meta group's size is not the ranges' factor (it is 1, 3 or
+        // 5 of the founders); a node that does not know the factor (it
+        // joined) applies none.
+        if !self.cfg.replication_factor_known || gid == crate::route::META_GROUP {
             return Ok(());
         }
         let conf = self.replica(gid).raft.conf();
@@ -561,9 +578,12 @@ impl Shard {
             .collect()
     }
 
-    fn status(&self) -> Vec<GroupStatus> {
+    /// The ranges' status, or (`meta`: a status request sent to the meta
+    /// group) the meta group's alone.
+    fn status(&self, meta: bool) -> Vec<GroupStatus> {
         self.replicas
             .values()
+            .filter(|g| (g.id == crate::route::META_GROUP) == meta)
             .map(|g| {
                 let replicas = if g.raft.role() == Role::Leader {
                     g.raft

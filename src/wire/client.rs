@@ -84,7 +84,8 @@ pub enum Op {
     },
     /// The cluster map: groups, shards, nodes and current leaders.
     ClusterMap,
-    /// Per-group status of the shard that receives it.
+    /// Per-group status of the shard that receives it: its ranges, or,
+    /// sent to `route::META_GROUP`, the meta group's replica alone.
     Status,
     TransferLeader {
         to: u64,
@@ -131,6 +132,9 @@ pub enum Op {
     Meta {
         cmd: Bytes,
     },
+    /// Answered `Done` by any node, at once: the meta leader's heartbeat
+    /// of a node (it answers, so it is up).
+    Ping,
     /// The meta group's state, from its leader's applied state (it may
     /// miss the last writes of a leader that was just replaced):
     /// `Reply::Meta` with `meta::MetaState::snapshot` bytes.

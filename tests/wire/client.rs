@@ -80,6 +80,7 @@ pub fn every_op() -> Vec<Op> {
         },
         Op::Meta { cmd: b("\x01\x02") },
         Op::MetaState,
+        Op::Ping,
     ]
 }
 

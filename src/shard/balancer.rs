@@ -1,0 +1,101 @@
+//! The balancer, run beside shard 0 of the node whose meta replica leads
+//! (`meta_sync`): each round it hears from the nodes (a ping each: the
+//! heartbeat), reads who leads each range, asks the planner
+//! (`meta::planner::plan`) what to do and carries the operations out one
+//! after the other through the client's move primitives (each safe to
+//! repeat and refused where it would leave a range fewer voters than the
+//! replication factor). What it knows of the nodes is not replicated: a
+//! new meta leader starts with none and counts every node as heard from
+//! when it started (PD's grace), so a leader change never declares the
+//! cluster dead.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::client::{Client, Error};
+use crate::meta::planner::{plan, Observed, Op as PlanOp, PlannerConfig};
+use crate::meta::MetaState;
+use crate::raft::NodeId;
+
+/// How often the balancer plans a round (ms), when this node leads the
+/// meta group and the balancer is on (`--balancer`).
+pub const BALANCE_INTERVAL_MS_DEFAULT: u64 = 5_000;
+
+/// The meta leader's balancer state (see the module docs).
+pub struct Balancer {
+    cfg: PlannerConfig,
+    start: Instant,
+    /// When this balancer started leading, on its clock (ms).
+    since_ms: u64,
+    heartbeat_ms: BTreeMap<NodeId, u64>,
+}
+
+impl Balancer {
+    /// A balancer that starts leading now.
+    pub fn new(cfg: PlannerConfig) -> Balancer {
+        Balancer {
+            cfg,
+            start: Instant::now(),
+            since_ms: 0,
+            heartbeat_ms: BTreeMap::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// One round over `state` (the meta group's map): the operations
+    /// carried out, in order, with their outcome.
+    pub async fn round(
+        &mut self,
+        c: &Client,
+        state: &MetaState,
+    ) -> Vec<(PlanOp, Result<(), Error>)> {
+        for n in state.nodes() {
+            if c.ping(n.id).await.is_ok() {
+                let now = self.now_ms();
+                self.heartbeat_ms.insert(n.id, now);
+            }
+        }
+        let _ = c.refresh_map().await;
+        let leaders: BTreeMap<u64, NodeId> = c
+            .leaders()
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, l)| l != 0)
+            .map(|(g, l)| (g as u64, l))
+            .collect();
+        let obs = Observed {
+            now_ms: self.now_ms(),
+            since_ms: self.since_ms,
+            heartbeat_ms: self.heartbeat_ms.clone(),
+            leaders,
+            in_flight: Vec::new(),
+        };
+        let mut done = Vec::new();
+        for op in plan(state, &obs, &self.cfg) {
+            let peer = |n: NodeId| {
+                state
+                    .node(n)
+                    .map(|r| r.peer_addr.clone())
+                    .unwrap_or_default()
+            };
+            tracing::info!(?op, "balancer: carrying out");
+            let r = match op {
+                PlanOp::MoveReplica { range, from, to } => {
+                    c.move_replica(range, from, to, &peer(to)).await.map(|_| ())
+                }
+                PlanOp::AddReplica { range, node } => c.add_replica(range, node, &peer(node)).await,
+                PlanOp::RemoveReplica { range, node } => c.remove_replica(range, node).await,
+                PlanOp::TransferLeader { range, to } => c.transfer_leader(range, to).await,
+            };
+            match &r {
+                Ok(()) => tracing::info!(?op, "balancer: done"),
+                Err(e) => tracing::warn!(?op, "balancer: {e}"),
+            }
+            done.push((op, r));
+        }
+        done
+    }
+}
