@@ -681,6 +681,16 @@ async fn on_every_group(cl: &Client, op: Op) {
     }
 }
 
+/// Removes `node` from every group, below the replication factor on
+/// purpose (a 3-node cluster losing one for good).
+async fn remove_on_purpose(cl: &Client, node: u64) {
+    let op = Op::RemoveNode {
+        node,
+        below_replication_factor: true,
+    };
+    on_every_group(cl, op).await;
+}
+
 /// Waits (30 s at most) until `node` hosts 4 replicas that each applied
 /// at least `applied` entries, refreshing the client's map as it goes (the
 /// map names a node once it is added).
@@ -1081,6 +1091,16 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
     c.kill(3);
 }
 
+/// The client addresses of every node but node `n`.
+fn addrs_but(c: &LocalCluster, n: u64) -> Vec<std::net::SocketAddr> {
+    c.client_addrs()
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, _)| i as u64 + 1 != n)
+        .map(|(_, a)| a)
+        .collect()
+}
+
 fn ctl(c: &LocalCluster, args: &[&str]) -> std::process::Output {
     let cluster: Vec<String> = c.client_addrs().iter().map(|a| a.to_string()).collect();
     std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
@@ -1386,13 +1406,7 @@ fn ctl_isolates_and_heals_a_node() {
         "{stdout}"
     );
     // The others elect a leader of group 0 and write through it.
-    let others: Vec<_> = c
-        .client_addrs()
-        .into_iter()
-        .enumerate()
-        .filter(|&(i, _)| i as u64 + 1 != l)
-        .map(|(_, a)| a)
-        .collect();
+    let others = addrs_but(&c, l);
     run_on_executor(move || async move {
         let cl = client(others).await;
         cl.put(b"while-isolated", b"v").await.unwrap();
@@ -1689,14 +1703,7 @@ fn a_node_removed_while_down_learns_it_when_it_comes_back() {
                 r => panic!("group {g}: a removal below the factor answered {r:?}"),
             }
         }
-        on_every_group(
-            &cl,
-            Op::RemoveNode {
-                node: 1,
-                below_replication_factor: true,
-            },
-        )
-        .await;
+        remove_on_purpose(&cl, 1).await;
     });
     let logs: Vec<_> = c.nodes.iter().map(|n| n.log.clone()).collect();
     let count = |n: u64, what: &str| {
@@ -1780,14 +1787,7 @@ fn a_node_removed_while_down_and_added_back_returns_as_new_replicas() {
         for i in 0..20 {
             cl.put(format!("k{i}").as_bytes(), b"v").await.unwrap();
         }
-        on_every_group(
-            &cl,
-            Op::RemoveNode {
-                node: 1,
-                below_replication_factor: true,
-            },
-        )
-        .await;
+        remove_on_purpose(&cl, 1).await;
         on_every_group(
             &cl,
             Op::AddLearner {
@@ -2260,13 +2260,7 @@ fn the_meta_group_holds_the_map_follows_a_move_and_outlives_its_leader() {
         "{text}"
     );
     c.kill(leader);
-    let addrs: Vec<_> = c
-        .client_addrs()
-        .into_iter()
-        .enumerate()
-        .filter(|&(i, _)| i as u64 + 1 != leader)
-        .map(|(_, a)| a)
-        .collect();
+    let addrs = addrs_but(&c, leader);
     run_on_executor(move || async move {
         let cl = client(addrs).await;
         let m = meta_until(&cl, 30, |m| m.nodes().count() == 4).await;

@@ -139,6 +139,13 @@ async fn shard_with_group_100(cfg: &ValidConfig, store: &StoreIdentity) -> Shard
 
 /// The ranges `shard` hosts (not the meta group, which a founder's shard
 /// 0 hosts besides).
+/// `--peers` entries for nodes 2 to 5 (node 1 being the one opened).
+fn four_peers() -> Vec<String> {
+    (2..=5)
+        .map(|n| format!("{n}=127.0.0.1:{}", free_port()))
+        .collect()
+}
+
 fn groups(shard: &Shard) -> Vec<u64> {
     ranges_of(shard).iter().map(|r| r.group).collect()
 }
@@ -1174,9 +1181,7 @@ fn founding_ranges_go_on_rf_nodes_once_and_a_restart_with_another_factor_adds_no
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("n1");
     let (peer, client) = (free_port(), free_port());
-    let peers: Vec<String> = (2..=5)
-        .map(|n| format!("{n}=127.0.0.1:{}", free_port()))
-        .collect();
+    let peers = four_peers();
     let with_rf = |rf: u32, peers: &[String]| {
         NodeSettings {
             groups: Some(5),
@@ -1245,9 +1250,7 @@ fn a_log_from_before_the_catalog_is_restated_with_every_founder() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("n1");
     let (peer, client) = (free_port(), free_port());
-    let peers: Vec<String> = (2..=5)
-        .map(|n| format!("{n}=127.0.0.1:{}", free_port()))
-        .collect();
+    let peers = four_peers();
     let cfg = NodeSettings {
         groups: Some(1),
         peers: Some(peers.join(",")),
