@@ -304,7 +304,7 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         tracing::warn!(
             replication_factor = cfg.replication_factor,
             founders,
-            "--replication-factor {} is more than the {founders} founding nodes (this node and its --peers): each range starts with {founders} replicas; add nodes, then add a replica of each range on them (ctl add-learner NODE ADDR --range R, then ctl promote NODE --range R) to reach the factor",
+            "--replication-factor {} is more than the {founders} founding nodes (this node and its --peers): each range starts with {founders} replicas; once nodes join, the balancer adds replicas up to the factor (or by hand: ctl add-learner NODE ADDR --range R, then ctl promote NODE --range R)",
             cfg.replication_factor
         );
     }
@@ -765,14 +765,9 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                     .iter()
                     .map(|(n, m)| format!("{n}:{m} (lag {})", g.commit.saturating_sub(*m)))
                     .collect();
-                let group = if g.group == ringraft::route::META_GROUP {
-                    "meta".to_string()
-                } else {
-                    g.group.to_string()
-                };
                 say!(
                     "{:>6} {:>6} {:>7} {:>10} {:>10}  {}",
-                    group,
+                    g.group,
                     g.leader,
                     g.term,
                     g.commit,

@@ -298,7 +298,7 @@ async fn replace_with(
         };
         every(Op::AddLearner {
             node: new,
-            peer_addr: peer,
+            peer_addr: peer.clone(),
             client_addr: client,
         })
         .await?;
@@ -309,6 +309,12 @@ async fn replace_with(
             below_replication_factor: false,
         })
         .await?;
+        // The meta group's replica, if `old` held one (the map is not on
+        // the data path: a move that fails under the other faults is
+        // said, and the checks go on).
+        if let Err(e) = cl.move_meta_replica(old, new, &peer).await {
+            eprintln!("chaos: the meta group's replica of node {old}: {e}");
+        }
         // The groups leave their joint configurations on their own.
         let deadline = Instant::now() + patience;
         loop {

@@ -76,9 +76,30 @@ impl Client {
         to: u64,
         peer_addr: &str,
     ) -> Result<super::MoveOutcome, Error> {
+        if from == to || from == 0 || to == 0 {
+            return Err(Error::Server(ClientError::BadRequest {
+                reason: format!("a move of the meta group's replica from node {from} to node {to}: two distinct nonzero node ids are needed"),
+            }));
+        }
         let members = self.meta_members().await?;
+        if members.is_empty() {
+            return Err(Error::Unreachable(
+                "the meta group's leader reported no members".into(),
+            ));
+        }
         if !members.contains(&from) {
             return Ok(super::MoveOutcome::AlreadyDone);
+        }
+        if members.contains(&to) {
+            // Removing `from` would shrink the group: refused.
+            return Err(Error::Server(ClientError::BadRequest {
+                reason: format!("node {to} is in the meta group already (members {members:?}): removing node {from} would shrink it"),
+            }));
+        }
+        if members.len() == 1 {
+            return Err(Error::Server(ClientError::BadRequest {
+                reason: format!("the meta group has one voter (node {from}): a move through two voters cannot remove one (a majority); add a voter first"),
+            }));
         }
         let patient = |op: Op| async move {
             let deadline =
@@ -103,7 +124,15 @@ impl Client {
             })
             .await?;
         }
-        patient(Op::Promote { node: to }).await?;
+        if let Err(e) = patient(Op::Promote { node: to }).await {
+            // A learner left behind would be sent the group forever.
+            let _ = patient(Op::RemoveNode {
+                node: to,
+                below_replication_factor: false,
+            })
+            .await;
+            return Err(e);
+        }
         if self.meta_leader() == from {
             let _ = self
                 .admin(from, META_GROUP, Op::TransferLeader { to })
@@ -115,6 +144,11 @@ impl Client {
         })
         .await?;
         Ok(super::MoveOutcome::Moved)
+    }
+
+    /// `op` (a membership change, a transfer) on the meta group's leader.
+    pub async fn meta_admin(&self, op: Op) -> Result<Reply, Error> {
+        self.on_meta_leader(op).await
     }
 
     /// The meta group's state, as its leader applied it.

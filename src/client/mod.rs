@@ -893,11 +893,11 @@ impl Client {
         self.call(group, op, false).await
     }
 
-    /// `admin_on_leader` on every group in turn, then on the meta group
-    /// (where the cluster has one: its membership follows the nodes too);
-    /// a refusal (`Failed`: a membership change still in progress, a
-    /// learner not caught up yet) is asked again until `patience` has
-    /// passed. The first group that fails, with its error.
+    /// `admin_on_leader` on every range's group in turn (not the meta
+    /// group: `move_meta_replica`); a refusal (`Failed`: a membership
+    /// change still in progress, a learner not caught up yet) is asked
+    /// again until `patience` has passed. The first group that fails, with
+    /// its error.
     pub async fn admin_every_group(&self, op: Op, patience: Duration) -> Result<(), (u64, Error)> {
         let deadline = Instant::now() + patience;
         for g in 0..self.groups() {
@@ -911,18 +911,13 @@ impl Client {
                 }
             }
         }
-        let meta = crate::route::META_GROUP;
-        loop {
-            match self.on_meta_leader(op.clone()).await {
-                Ok(_) => return Ok(()),
-                Err(Error::Server(ClientError::Failed { .. })) if Instant::now() < deadline => {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                }
-                // A cluster without a meta group (bootstrapped before it).
-                Err(Error::Unreachable(why)) if why.contains("no node hosts it") => return Ok(()),
-                Err(e) => return Err((meta, e)),
-            }
-        }
+        Ok(())
+    }
+
+    /// A node address learned elsewhere (the meta group's map): kept if
+    /// this client knows none for `node`.
+    pub fn learn_node_addr(&self, node: u64, addr: SocketAddr) {
+        self.inner.nodes.borrow_mut().entry(node).or_insert(addr);
     }
 
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {

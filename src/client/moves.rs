@@ -13,7 +13,10 @@
 //! removing: the order cockroachdb/cockroach#12768 shows matters), and a
 //! move cut short (the client or a node stopped) is resumed by asking for
 //! it again: each step that is already in force answers `Done`. The
-//! balancer will run the same steps from the meta leader (issue #17).
+//! balancer runs the same steps from the meta leader
+//! (`shard::Balancer`). One joint configuration that promotes the target
+//! and demotes the source in one step, run by the range's leader, is still
+//! to come (issue #17).
 
 use std::time::{Duration, Instant};
 

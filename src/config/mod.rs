@@ -188,10 +188,12 @@ pub struct NodeSettings {
     pub dead_node_timeout_ms: Option<u64>,
 }
 
-/// The shortest `dead-node-timeout-ms`: a node restarting, or a long
-/// garbage-free pause of a busy machine, must not be declared dead
-/// (each would cost a snapshot's worth of copying per replica).
-pub const DEAD_NODE_TIMEOUT_MS_MIN: u64 = 1_000;
+/// The shortest `dead-node-timeout-ms`: two balancer rounds
+/// (`shard::BALANCE_INTERVAL_MS_DEFAULT`), so a node is pinged at least
+/// twice before it is declared dead. Production wants minutes: a node
+/// restarting must not be declared dead (each would cost a snapshot's
+/// worth of copying per replica).
+pub const DEAD_NODE_TIMEOUT_MS_MIN: u64 = 10_000;
 
 macro_rules! merge_fields {
     ($a:expr, $b:expr, $($f:ident),*) => {

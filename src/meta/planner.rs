@@ -18,9 +18,11 @@
 //!    one to a voter on the node leading fewest, when they differ by 2 or
 //!    more (so leaders end within ±1 of the mean).
 //!
-//! A **move** is one primitive executed by the range's leader: add the
-//! target as a learner, catch it up, one joint configuration that promotes
-//! it and demotes the source, leave it, remove the source. The range never
+//! A **move** is one primitive: add the target as a learner, catch it up,
+//! promote it, hand leadership off the source if it leads, remove the
+//! source (today run from the meta leader through the client's moves,
+//! `client::moves`; one joint configuration run by the range's leader is
+//! the target design). The range never
 //! has fewer than RF voters in any configuration of a move
 //! (cockroachdb/cockroach#12768 lost quorum exactly there), which is why
 //! the planner never plans a removal that would go below RF.

@@ -9,8 +9,9 @@
 //! when it started (PD's grace), so a leader change never declares the
 //! cluster dead.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::client::{Client, Error};
 use crate::meta::planner::{plan, Observed, Op as PlanOp, PlannerConfig};
@@ -20,6 +21,11 @@ use crate::raft::NodeId;
 /// How often the balancer plans a round (ms), when this node leads the
 /// meta group and the balancer is on (`--balancer`).
 pub const BALANCE_INTERVAL_MS_DEFAULT: u64 = 5_000;
+
+/// A round starts no operation after this long (ms): the rest are
+/// planned again, from a fresh map, in the next round (a move can take
+/// minutes to seed; a plan made before it is stale after it).
+pub const BALANCE_ROUND_BUDGET_MS: u64 = 60_000;
 
 /// The meta leader's balancer state (see the module docs).
 pub struct Balancer {
@@ -46,16 +52,27 @@ impl Balancer {
     }
 
     /// One round over `state` (the meta group's map): the operations
-    /// carried out, in order, with their outcome.
+    /// carried out, in order, with their outcome. Ends early (starting no
+    /// other operation) once `leading` is false (this node no longer leads
+    /// the meta group) or `stop` is set, or after
+    /// [`BALANCE_ROUND_BUDGET_MS`].
     pub async fn round(
         &mut self,
         c: &Client,
         state: &MetaState,
+        leading: &dyn Fn() -> bool,
+        stop: &Cell<bool>,
     ) -> Vec<(PlanOp, Result<(), Error>)> {
+        let started = Instant::now();
+        // Heard from at the round's start: the round's own length (pings
+        // that time out, one after the other) must not age the answers.
+        let heard = self.now_ms();
         for n in state.nodes() {
+            if let Ok(a) = n.client_addr.parse() {
+                c.learn_node_addr(n.id, a);
+            }
             if c.ping(n.id).await.is_ok() {
-                let now = self.now_ms();
-                self.heartbeat_ms.insert(n.id, now);
+                self.heartbeat_ms.insert(n.id, heard);
             }
         }
         let _ = c.refresh_map().await;
@@ -75,6 +92,12 @@ impl Balancer {
         };
         let mut done = Vec::new();
         for op in plan(state, &obs, &self.cfg) {
+            if !leading()
+                || stop.get()
+                || started.elapsed() > Duration::from_millis(BALANCE_ROUND_BUDGET_MS)
+            {
+                break;
+            }
             let peer = |n: NodeId| {
                 state
                     .node(n)
@@ -83,6 +106,17 @@ impl Balancer {
             };
             tracing::info!(?op, "balancer: carrying out");
             let r = match op {
+                // A learner leaving (on a dead node, say) is removed: a
+                // move would add a voter in its place.
+                PlanOp::MoveReplica { range, from, .. }
+                    if state
+                        .ranges()
+                        .get(range)
+                        .and_then(|d| d.replica_on(from))
+                        .is_some_and(|r| !r.role.votes()) =>
+                {
+                    c.remove_replica(range, from).await
+                }
                 PlanOp::MoveReplica { range, from, to } => {
                     c.move_replica(range, from, to, &peer(to)).await.map(|_| ())
                 }

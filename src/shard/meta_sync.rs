@@ -175,7 +175,8 @@ pub async fn run_meta_sync(
                     ..PlannerConfig::default()
                 })
             });
-            b.round(c, &state).await;
+            let leading = || link.meta_leading();
+            b.round(c, &state, &leading, &stop).await;
             next_round = Some(Instant::now() + Duration::from_millis(BALANCE_INTERVAL_MS_DEFAULT));
         }
     }
@@ -240,11 +241,8 @@ pub async fn run_range_reporter(
         };
         let batch: Vec<RangeDesc> = {
             let mut q = link.reports.borrow_mut();
-            let ids: Vec<GroupId> = q
-                .keys()
-                .take(crate::meta::META_REPORT_RANGES_MAX)
-                .copied()
-                .collect();
+            let first = report_batch(q.values()).len();
+            let ids: Vec<GroupId> = q.keys().take(first).copied().collect();
             ids.iter().filter_map(|g| q.remove(g)).collect()
         };
         match c.meta(&MetaCmd::ReportRanges(batch.clone())).await {
@@ -252,9 +250,10 @@ pub async fn run_range_reporter(
             // Refused by the state machine for good (every replica would
             // refuse it alike): dropped, said; the reconcile pass and the
             // next change report the range again.
-            Err(crate::client::Error::Server(crate::wire::ClientError::Failed { reason }))
-                if !reason.contains("not bootstrapped") =>
-            {
+            Err(crate::client::Error::Server(
+                crate::wire::ClientError::Failed { reason }
+                | crate::wire::ClientError::BadRequest { reason },
+            )) if !reason.contains("not bootstrapped") => {
                 tracing::warn!(ranges = batch.len(), "range report refused: {reason}");
             }
             Err(e) => {
@@ -326,11 +325,31 @@ async fn sync_once(c: &Client, state: &MetaState) -> Result<(), crate::client::E
                 .is_none_or(|held| held.epoch.is_stale_against(&d.epoch))
         })
         .collect();
-    for chunk in newer.chunks(crate::meta::META_REPORT_RANGES_MAX) {
-        c.meta(&MetaCmd::ReportRanges(chunk.to_vec())).await?;
-        tracing::info!(ranges = chunk.len(), "meta: range descriptors reported");
+    let mut rest = &newer[..];
+    while !rest.is_empty() {
+        let n = report_batch(rest.iter()).len();
+        c.meta(&MetaCmd::ReportRanges(rest[..n].to_vec())).await?;
+        tracing::info!(ranges = n, "meta: range descriptors reported");
+        rest = &rest[n..];
     }
     Ok(())
+}
+
+/// The first descriptors of `descs` that go in one report: at most
+/// [`crate::meta::META_REPORT_RANGES_MAX`] of them and half of
+/// [`crate::meta::META_CMD_BYTES_MAX`] in bytes (descriptors with long
+/// keys are large), at least one.
+fn report_batch<'a>(descs: impl Iterator<Item = &'a RangeDesc>) -> Vec<&'a RangeDesc> {
+    let mut bytes = 0;
+    let mut out = Vec::new();
+    for d in descs.take(crate::meta::META_REPORT_RANGES_MAX) {
+        bytes += d.encoded_len() + 4;
+        if !out.is_empty() && bytes > crate::meta::META_CMD_BYTES_MAX / 2 {
+            break;
+        }
+        out.push(d);
+    }
+    out
 }
 
 /// The cluster's first map, as a founder has it: the settings it was
@@ -378,5 +397,54 @@ pub fn bootstrap_cmd(cfg: &ShardConfig) -> MetaCmd {
         settings,
         nodes,
         ranges: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::{Epoch, RangeReplica, ReplicaRole};
+
+    fn desc(id: u64, key_bytes: usize) -> RangeDesc {
+        let key = |b: u8| bytes::Bytes::from(vec![b; key_bytes]);
+        RangeDesc {
+            id,
+            start: key(1),
+            end: key(2),
+            epoch: Epoch {
+                version: 1,
+                conf_ver: 0,
+            },
+            replicas: vec![RangeReplica {
+                replica: 1,
+                node: 1,
+                shard: 0,
+                role: ReplicaRole::Voter,
+            }],
+        }
+    }
+
+    /// A report holds at most META_REPORT_RANGES_MAX descriptors and half
+    /// of META_CMD_BYTES_MAX (256 descriptors with 4 KiB keys are 2 MiB,
+    /// above the command limit: the reporter re-sent the same refused
+    /// batch forever), and at least one.
+    #[test]
+    fn report_batches_are_bounded_by_count_and_bytes() {
+        let small: Vec<_> = (0..300).map(|i| desc(i, 8)).collect();
+        assert_eq!(
+            report_batch(small.iter()).len(),
+            crate::meta::META_REPORT_RANGES_MAX
+        );
+        let big: Vec<_> = (0..300).map(|i| desc(i, 4096)).collect();
+        let n = report_batch(big.iter()).len();
+        let bytes: usize = big[..n].iter().map(|d| d.encoded_len() + 4).sum();
+        assert!(
+            n > 1 && bytes <= crate::meta::META_CMD_BYTES_MAX / 2,
+            "{n} {bytes}"
+        );
+        let huge = [desc(0, 600_000)];
+        assert_eq!(report_batch(huge.iter()).len(), 1, "at least one");
+        let cmd = MetaCmd::ReportRanges(big[..n].to_vec()).encode();
+        assert!(cmd.len() <= crate::meta::META_CMD_BYTES_MAX);
     }
 }

@@ -21,7 +21,21 @@ impl Shard {
             }
             Op::Ping => return self.respond(conn, req.id, Ok(Reply::Done)),
             Op::Status => {
-                let st = self.status(req.group == crate::route::META_GROUP);
+                let meta = req.group == crate::route::META_GROUP;
+                if meta {
+                    // The meta group's membership, as its leader has it.
+                    let e = match self.replicas.get(&req.group) {
+                        None => Some(ClientError::NotHosted { group: req.group }),
+                        Some(g) if g.raft.role() != Role::Leader => Some(ClientError::NotLeader {
+                            leader: g.leader_node(),
+                        }),
+                        Some(_) => None,
+                    };
+                    if let Some(e) = e {
+                        return self.respond(conn, req.id, Err(e));
+                    }
+                }
+                let st = self.status(meta);
                 return self.respond(conn, req.id, Ok(Reply::Status(st)));
             }
             Op::Ranges { from, limit } => {
@@ -136,15 +150,22 @@ impl Shard {
             }
             Op::TransferLeader { to } => {
                 let g = self.replica_mut(gid);
+                use crate::raft::TransferError;
                 let r = match g.raft.conf().replica_on(*to) {
-                    Some(replica) => g
-                        .raft
-                        .transfer_leader(replica)
-                        .map(|()| Reply::Done)
-                        .map_err(|e| e.to_string()),
-                    None => Err(format!("node {to} holds no replica of group {gid}")),
+                    Some(replica) => match g.raft.transfer_leader(replica) {
+                        // Asked of the target itself: in force.
+                        Ok(()) | Err(TransferError::TargetIsSelf) => Ok(Reply::Done),
+                        Err(TransferError::NotLeader { .. }) => Err(ClientError::NotLeader {
+                            leader: g.leader_node(),
+                        }),
+                        Err(e) => Err(ClientError::BadRequest {
+                            reason: e.to_string(),
+                        }),
+                    },
+                    None => Err(ClientError::BadRequest {
+                        reason: format!("node {to} holds no replica of group {gid}"),
+                    }),
                 };
-                let r = r.map_err(|reason| ClientError::Failed { reason });
                 return self.respond(conn, req.id, r);
             }
             Op::Snapshot => {

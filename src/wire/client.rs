@@ -132,13 +132,13 @@ pub enum Op {
     Meta {
         cmd: Bytes,
     },
-    /// Answered `Done` by any node, at once: the meta leader's heartbeat
-    /// of a node (it answers, so it is up).
-    Ping,
     /// The meta group's state, from its leader's applied state (it may
     /// miss the last writes of a leader that was just replaced):
     /// `Reply::Meta` with `meta::MetaState::snapshot` bytes.
     MetaState,
+    /// Answered `Done` by any node, at once: the meta leader's heartbeat
+    /// of a node (it answers, so it is up).
+    Ping,
 }
 
 /// Most descriptors one `Op::Ranges` answer carries (about 120 bytes each
