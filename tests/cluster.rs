@@ -1866,9 +1866,18 @@ fn a_node_removed_while_down_and_added_back_returns_as_new_replicas() {
     if let Err(e) = caught_up {
         panic!("{e}\nnode 1 log:\n{}", c.log_tail(1, 40));
     }
-    let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+    // 4 ranges (replaced as their leaders seed the new replicas) and the
+    // meta group (destroyed once a member tells it it was removed, which
+    // may come after the ranges caught up).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log = loop {
+        let log = std::fs::read_to_string(&c.nodes[0].log).unwrap_or_default();
+        if log.matches("replica destroyed").count() >= 5 || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let destroyed = log.matches("replica destroyed").count();
-    // 4 ranges and the meta group.
     assert_eq!(destroyed, 5, "the 5 old replicas:\n{}", c.log_tail(1, 40));
     assert!(
         log.matches("replica created by its leader").count() >= 4,
