@@ -102,19 +102,8 @@ impl Client {
             }));
         }
         let patient = |op: Op| async move {
-            let deadline =
-                Instant::now() + Duration::from_millis(super::moves::MOVE_CATCH_UP_WAIT_MS);
-            loop {
-                match self.on_meta_leader(op.clone()).await {
-                    Ok(r) => return Ok(r),
-                    Err(Error::Server(ClientError::Failed { .. })) | Err(Error::Unreachable(_))
-                        if Instant::now() < deadline =>
-                    {
-                        glommio::timer::sleep(Duration::from_millis(100)).await
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
+            let wait = super::moves::MOVE_CATCH_UP_WAIT_MS;
+            super::moves::retrying(wait, || self.on_meta_leader(op.clone())).await
         };
         if !members.contains(&to) {
             patient(Op::AddLearner {

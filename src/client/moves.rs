@@ -65,6 +65,25 @@ fn transient(e: &Error) -> bool {
     }
 }
 
+/// `call` asked again while it fails in a way that may pass
+/// ([`transient`]), for up to `wait_ms`: the one retry loop of the moves
+/// (a range's leader or the meta group's).
+pub(super) async fn retrying<F, Fut>(wait_ms: u64, call: F) -> Result<Reply, Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<Reply, Error>>,
+{
+    let deadline = Instant::now() + Duration::from_millis(wait_ms);
+    loop {
+        match call().await {
+            Err(e) if transient(&e) && Instant::now() < deadline => {
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+            r => return r,
+        }
+    }
+}
+
 impl Client {
     /// Range `range`'s descriptor as its leader has it (its current
     /// membership, not a cached one).
@@ -164,23 +183,9 @@ impl Client {
                 "node {from} holds a learner of range {range}, not a voter: moving it would add a voter; remove it (ctl remove-node {from} --range {range}) instead"
             )));
         }
-        if d.replica_on(to).is_none() {
-            let client_addr = self
-                .nodes()
-                .into_iter()
-                .find(|&(n, _)| n == to)
-                .map(|(_, a)| a.to_string())
-                .unwrap_or_default();
-            let op = Op::AddLearner {
-                node: to,
-                peer_addr: peer_addr.to_string(),
-                client_addr,
-            };
-            self.until(range, MOVE_LEADER_WAIT_MS, op).await?;
-            tracing::info!(range, node = to, "move: learner added");
-        }
-        // Promoted once caught up (refused with Failed until then).
-        self.promote_caught_up(range, to).await?;
+        // A learner, promoted once caught up (refused with Failed until
+        // then): the range has RF + 1 voters.
+        self.add_replica(range, to, peer_addr).await?;
         let settled = |d: &RangeDesc| {
             d.replicas
                 .iter()
@@ -224,12 +229,20 @@ impl Client {
             return Ok(());
         }
         if d.replica_on(node).is_none() {
+            // Its client address too, where known: clients find it then.
+            let client_addr = self
+                .nodes()
+                .into_iter()
+                .find(|&(n, _)| n == node)
+                .map(|(_, a)| a.to_string())
+                .unwrap_or_default();
             let op = Op::AddLearner {
                 node,
                 peer_addr: peer_addr.to_string(),
-                client_addr: String::new(),
+                client_addr,
             };
             self.until(range, MOVE_LEADER_WAIT_MS, op).await?;
+            tracing::info!(range, node, "learner added");
         }
         self.promote_caught_up(range, node).await
     }
@@ -254,8 +267,7 @@ impl Client {
 
     /// Promotes `node`'s learner of range `range` once it has caught up;
     /// one that does not within [`MOVE_CATCH_UP_WAIT_MS`] is removed.
-    async fn promote_caught_up(&self, range: u64, node: NodeId) -> Result<(), Error> {
-        let to = node;
+    async fn promote_caught_up(&self, range: u64, to: NodeId) -> Result<(), Error> {
         let deadline = Instant::now() + Duration::from_millis(MOVE_CATCH_UP_WAIT_MS);
         loop {
             match self.admin_on_leader(range, Op::Promote { node: to }).await {
@@ -292,15 +304,7 @@ impl Client {
     /// `op` on range `range`'s leader, asked again while it fails in a way
     /// that may pass ([`transient`]) for up to `wait_ms`.
     async fn until(&self, range: u64, wait_ms: u64, op: Op) -> Result<Reply, Error> {
-        let deadline = Instant::now() + Duration::from_millis(wait_ms);
-        loop {
-            match self.admin_on_leader(range, op.clone()).await {
-                Err(e) if transient(&e) && Instant::now() < deadline => {
-                    glommio::timer::sleep(Duration::from_millis(50)).await;
-                }
-                r => return r,
-            }
-        }
+        retrying(wait_ms, || self.admin_on_leader(range, op.clone())).await
     }
 
     /// Waits until range `range`'s leader has a descriptor that `done`

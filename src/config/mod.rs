@@ -953,6 +953,16 @@ pub struct ShardConfig {
     pub dead_node_timeout_ms: u64,
 }
 
+impl ShardConfig {
+    /// Node `node`'s peer address of shard 0, from `--peers` (which names
+    /// this shard's port of each node: shard 0's is `shard` below it).
+    pub fn founder_peer_addr(&self, node: u64) -> Option<String> {
+        let (_, a) = self.peers.iter().find(|(n, _)| *n == node)?;
+        let port = a.port().checked_sub(self.shard as u16)?;
+        Some(SocketAddr::new(a.ip(), port).to_string())
+    }
+}
+
 /// Default of [`ShardConfig::campaigns_per_tick_max`]: 10,000 groups
 /// campaign within about 160 ticks of a start.
 pub const CAMPAIGNS_PER_TICK_MAX_DEFAULT: u64 = 64;

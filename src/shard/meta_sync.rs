@@ -373,15 +373,7 @@ pub fn bootstrap_cmd(cfg: &ShardConfig) -> MetaCmd {
             let (peer_addr, client_addr) = if id == cfg.node {
                 (cfg.peer_addr.clone(), cfg.client_addr.clone())
             } else {
-                let peer = cfg
-                    .peers
-                    .iter()
-                    .find(|(n, _)| *n == id)
-                    .and_then(|&(_, a)| {
-                        let port = a.port().checked_sub(cfg.shard as u16)?;
-                        Some(SocketAddr::new(a.ip(), port).to_string())
-                    })
-                    .unwrap_or_default();
+                let peer = cfg.founder_peer_addr(id).unwrap_or_default();
                 (peer, String::new())
             };
             NodeRecord {

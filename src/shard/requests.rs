@@ -491,9 +491,7 @@ impl Shard {
         {
             return Some(a.clone());
         }
-        let (_, a) = self.cfg.peers.iter().find(|(n, _)| *n == node)?;
-        let port = a.port().checked_sub(self.cfg.shard as u16)?;
-        Some(std::net::SocketAddr::new(a.ip(), port).to_string())
+        self.cfg.founder_peer_addr(node)
     }
 
     /// The map as this shard knows it: leaders of its own groups (0 for
@@ -523,10 +521,8 @@ impl Shard {
                 peer_addrs.entry(n).or_insert_with(|| a.clone());
             }
         }
-        for &(n, a) in &self.cfg.peers {
-            // `--peers` name this shard's port of each: shard 0's is below.
-            if let Some(port) = a.port().checked_sub(self.cfg.shard as u16) {
-                let a = std::net::SocketAddr::new(a.ip(), port).to_string();
+        for &(n, _) in &self.cfg.peers {
+            if let Some(a) = self.cfg.founder_peer_addr(n) {
                 peer_addrs.entry(n).or_insert(a);
             }
         }
