@@ -648,32 +648,18 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         }
         CtlCmd::Ranges => {
             c.fetch_ranges(b"", true).await;
-            let mut ranges = c.ranges();
-            ranges.sort_by(|a, b| a.start.cmp(&b.start));
+            for d in c.ranges() {
+                say!("{d}");
+            }
             // Keys no node reports a serving range for (a range reported
             // only by replicas that know a leader): exit 1, naming them.
-            let mut gaps = Vec::new();
-            let mut next: &[u8] = b"";
-            for d in &ranges {
-                say!("{d}");
-                if d.start[..] != *next {
-                    gaps.push(format!(
-                        "[{}, {})",
-                        ringraft::meta::show_key(next),
-                        ringraft::meta::show_key(&d.start)
-                    ));
-                }
-                next = &d.end;
-            }
-            if ranges.is_empty() || !next.is_empty() {
-                gaps.push(format!("[{}, end)", ringraft::meta::show_key(next)));
-            }
+            let gaps = c.map_gaps();
             if gaps.is_empty() {
                 return Ok(0);
             }
             eprintln!(
                 "no serving range reported for keys {} (no leader, or its nodes unreachable or refused by their peers: see their logs and `ctl status`)",
-                gaps.join(", ")
+                show_gaps(&gaps)
             );
             Ok(1)
         }
@@ -870,7 +856,15 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
 /// to `new`, one after the other (a move seeds a learner with a snapshot:
 /// one at a time keeps the leaders' shards responsive).
 async fn replace_node(c: &Client, old: u64, new: u64, peer_addr: &str) -> Result<u8, String> {
-    c.fetch_ranges(b"", true).await;
+    // Every range, not only those whose leader is known right now: a
+    // range the dead node led is reported once it has elected another.
+    let gaps = c.fetch_whole_map().await;
+    if !gaps.is_empty() {
+        return Err(format!(
+            "no serving range reported for keys {}: a range there has no leader (fewer than a majority of its replicas up?) or its nodes are unreachable; nothing was moved. See `ctl status` and try again",
+            show_gaps(&gaps)
+        ));
+    }
     let ranges: Vec<u64> = c
         .ranges()
         .into_iter()
@@ -904,6 +898,22 @@ async fn replace_node(c: &Client, old: u64, new: u64, peer_addr: &str) -> Result
         }
     }
     Ok(code)
+}
+
+/// Key intervals as `[start, end), ...` for a person (`end`: the end of
+/// the keyspace).
+fn show_gaps(gaps: &[(bytes::Bytes, bytes::Bytes)]) -> String {
+    let show = ringraft::meta::show_key;
+    gaps.iter()
+        .map(|(s, e)| {
+            if e.is_empty() {
+                format!("[{}, end)", show(s))
+            } else {
+                format!("[{}, {})", show(s), show(e))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// `ctl isolate` / `ctl heal`: `Op::Isolate` on every shard of `node`

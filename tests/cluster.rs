@@ -2147,13 +2147,26 @@ fn ctl_replace_node_moves_every_replica_of_a_dead_node_to_a_new_one() {
         }
         w
     });
-    c.kill(1);
+    // `replace-node` starts while no range can elect (node 1 dead, node 2
+    // paused) and must wait for every range to have a leader rather than
+    // skip the ones it cannot see yet: a CI run saw range 1, led by the
+    // dead node, skipped with exit 0.
     let new = c.add_node().unwrap();
     let peer = c.nodes[(new - 1) as usize].peer_addr.to_string();
-    let out = ctl(
-        &c,
-        &["replace-node", "1", &new.to_string(), "--peer-addr", &peer],
-    );
+    c.signal(2, 19); // SIGSTOP
+    c.kill(1);
+    let cluster: Vec<String> = c.client_addrs().iter().map(|a| a.to_string()).collect();
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .args(["ctl", "--cluster", &cluster.join(",")])
+        .args(["replace-node", "1", &new.to_string(), "--peer-addr", &peer])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The pause is the fault, not a wait for a result: ctl has to ride it out.
+    std::thread::sleep(Duration::from_millis(1500));
+    c.signal(2, 18); // SIGCONT
+    let out = run.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),

@@ -398,6 +398,47 @@ impl Client {
         self.inner.ranges.borrow().iter().cloned().collect()
     }
 
+    /// The key intervals `[start, end)` no known range covers, in key
+    /// order (an empty `end`: the end of the keyspace). Empty when the
+    /// map covers the whole keyspace. A node reports only the ranges
+    /// whose leader it knows, so a range whose leader just died is a gap
+    /// until it elects another.
+    pub fn map_gaps(&self) -> Vec<(Bytes, Bytes)> {
+        let map = self.inner.ranges.borrow();
+        let mut gaps = Vec::new();
+        let mut next = Bytes::new();
+        let mut any = false;
+        for d in map.iter() {
+            any = true;
+            if d.start != next {
+                gaps.push((next.clone(), d.start.clone()));
+            }
+            next = d.end.clone();
+        }
+        if !any || !next.is_empty() {
+            gaps.push((next, Bytes::new()));
+        }
+        gaps
+    }
+
+    /// Fetches the whole range map again until it covers every key or
+    /// `op_timeout_ms` has passed (a range whose leader died is reported
+    /// again once it has elected another, within an election timeout).
+    /// Returns the keys still not covered (empty: the whole map is known).
+    pub async fn fetch_whole_map(&self) -> Vec<(Bytes, Bytes)> {
+        let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
+        let mut pause = Duration::from_millis(20);
+        loop {
+            self.fetch_ranges(b"", true).await;
+            let gaps = self.map_gaps();
+            if gaps.is_empty() || Instant::now() + pause >= deadline {
+                return gaps;
+            }
+            glommio::timer::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(500));
+        }
+    }
+
     /// The group holding `key`, as this client's range map has it (`None`:
     /// no range known for it).
     pub fn group_of(&self, key: &[u8]) -> Option<u64> {
