@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod group;
 pub mod identity;
+pub mod join;
 pub mod kv;
 pub mod local_cluster;
 pub mod meta;

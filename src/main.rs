@@ -228,6 +228,16 @@ fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
         },
         None => settings,
     };
+    // `--join ADDR`: ask the cluster for this node's id, peers and the
+    // cluster-wide settings (a restart: its peers' addresses).
+    let settings = match ringraft::join::resolve(settings) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("ringraft: {e}");
+            let usage = matches!(e, ringraft::join::JoinError::Usage(_));
+            return ExitCode::from(if usage { 2 } else { 1 });
+        }
+    };
     let cfg = match settings.validate() {
         Ok(c) => c,
         Err(e) => {
@@ -647,13 +657,13 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             Ok(0)
         }
         CtlCmd::Ranges => {
-            c.fetch_ranges(b"", true).await;
+            // Keys no node reports a serving range for (a range is reported
+            // only by replicas that know a leader), after waiting up to
+            // --op-timeout-ms for elections under way: exit 1, naming them.
+            let gaps = c.fetch_whole_map().await;
             for d in c.ranges() {
                 say!("{d}");
             }
-            // Keys no node reports a serving range for (a range reported
-            // only by replicas that know a leader): exit 1, naming them.
-            let gaps = c.map_gaps();
             if gaps.is_empty() {
                 return Ok(0);
             }
@@ -959,21 +969,11 @@ const TRANSFER_WAIT_MS: u64 = 10_000;
 /// report `node` as the leader (exit 0) or [`TRANSFER_WAIT_MS`] pass (exit
 /// 1, naming the leader then): the request only starts a transfer.
 async fn transfer_leader(c: &Client, group: u64, node: u64) -> Result<u8, String> {
-    let leader = c.leaders().get(group as usize).copied().unwrap_or(0);
-    let leader = if leader == 0 { node } else { leader };
-    match c
-        .admin(leader, group, Op::TransferLeader { to: node })
-        .await
-    {
-        Ok(Reply::Done) => {}
-        Ok(r) => {
-            say!("group {group}: node {leader} answered {r:?}");
-            return Ok(1);
-        }
-        Err(err) => {
-            say!("group {group}: node {leader}: {err}");
-            return Ok(1);
-        }
+    // On the group's leader, following NotLeader hints and retrying
+    // through an election (the connect-time map may name a dead leader).
+    if let Err(err) = c.transfer_leader(group, node).await {
+        say!("group {group}: {err}");
+        return Ok(1);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(TRANSFER_WAIT_MS);
     let mut seen = 0;

@@ -154,11 +154,16 @@ pub struct NodeSettings {
     /// says more remain). Default 10000.
     #[arg(long)]
     pub scan_limit_max: Option<u32>,
-    /// Join an existing cluster: the node founds no range; replicas are
-    /// moved to it (`ringraft ctl move-replica` / `replace-node`).
-    /// `--peers` then lists nodes to reach. Default false.
+    /// Join an existing cluster: the node founds no range; the balancer
+    /// (or `ringraft ctl move-replica`) moves replicas to it. Either
+    /// `--join ADDR[,ADDR...]`, the client address of any member: at its
+    /// first start the node asks the cluster's meta group for its map, an
+    /// id (unless `--id` is given), the cluster-wide settings and its
+    /// peers, then registers itself, so `--peers` and `--shards` are not
+    /// needed; or a bare `--join` (`true`), with `--id` and `--peers` to
+    /// reach. Default false.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub join: Option<bool>,
+    pub join: Option<Join>,
     /// How a node with an empty data dir starts: `new` (one of the first
     /// nodes of a new cluster; its --peers are the initial voters) or
     /// `existing` (the same as --join). Ignored once the data dir holds a
@@ -186,6 +191,48 @@ pub struct NodeSettings {
     /// CockroachDB's `server.time_until_store_dead`).
     #[arg(long)]
     pub dead_node_timeout_ms: Option<u64>,
+}
+
+/// How a node with an empty data dir joins (`--join`): a flag (`true`:
+/// with `--id` and `--peers`; `false`: it does not join), or the client
+/// addresses of members to ask for the map (`crate::join`). In a TOML
+/// file: `join = true` or `join = "10.0.0.1:7200"`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Join {
+    Flag(bool),
+    Via(String),
+}
+
+impl Join {
+    /// Whether the node joins (rather than founds) a cluster.
+    pub fn is_set(&self) -> bool {
+        !matches!(self, Join::Flag(false))
+    }
+
+    /// The members' client addresses given, as written (empty for a flag).
+    pub fn via(&self) -> Vec<&str> {
+        match self {
+            Join::Flag(_) => Vec::new(),
+            Join::Via(v) => v
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .collect(),
+        }
+    }
+}
+
+impl std::str::FromStr for Join {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Join, Self::Err> {
+        Ok(match s {
+            "true" => Join::Flag(true),
+            "false" => Join::Flag(false),
+            other => Join::Via(other.to_string()),
+        })
+    }
 }
 
 /// The shortest `dead-node-timeout-ms`: two balancer rounds
@@ -442,13 +489,37 @@ fn addr(name: &'static str, s: &str) -> Result<SocketAddr, ConfigError> {
 
 pub use crate::route::shard_addr;
 
+/// `--listen-peers` when not given.
+pub const LISTEN_PEERS_DEFAULT: &str = "127.0.0.1:7100";
+/// `--listen-clients` when not given.
+pub const LISTEN_CLIENTS_DEFAULT: &str = "127.0.0.1:7200";
+
 impl NodeSettings {
+    /// Shard 0's peer and client addresses (`--listen-peers`,
+    /// `--listen-clients`, or their defaults), resolved.
+    pub fn listen_addrs(&self) -> Result<(SocketAddr, SocketAddr), ConfigError> {
+        let lp = addr(
+            "listen-peers",
+            self.listen_peers.as_deref().unwrap_or(LISTEN_PEERS_DEFAULT),
+        )?;
+        let lc = addr(
+            "listen-clients",
+            self.listen_clients
+                .as_deref()
+                .unwrap_or(LISTEN_CLIENTS_DEFAULT),
+        )?;
+        Ok((lp, lc))
+    }
+
     pub fn validate(self) -> Result<ValidConfig, ConfigError> {
         let id = self.id.ok_or(ConfigError::Missing("id"))?;
         if id == 0 {
             return Err(invalid("id", id, "must be positive"));
         }
-        let data_dir = self.data_dir.ok_or(ConfigError::Missing("data-dir"))?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .ok_or(ConfigError::Missing("data-dir"))?;
         // Absolute: glommio's directory sync fails on relative paths.
         let data_dir = std::path::absolute(&data_dir)
             .map_err(|e| invalid("data-dir", data_dir.display(), e.to_string()))?;
@@ -481,14 +552,7 @@ impl NodeSettings {
                 format!("must be in 1..={rf_max} (REPLICATION_FACTOR_MAX)"),
             ));
         }
-        let lp = addr(
-            "listen-peers",
-            self.listen_peers.as_deref().unwrap_or("127.0.0.1:7100"),
-        )?;
-        let lc = addr(
-            "listen-clients",
-            self.listen_clients.as_deref().unwrap_or("127.0.0.1:7200"),
-        )?;
+        let (lp, lc) = self.listen_addrs()?;
         for (name, a) in [("listen-peers", lp), ("listen-clients", lc)] {
             if a.port() == 0 || u32::from(a.port()) + shards > 65536 {
                 return Err(invalid(
@@ -570,7 +634,7 @@ impl NodeSettings {
         }
         let bootstrap = match (
             self.initial_cluster_state.as_deref(),
-            self.join.unwrap_or(false),
+            self.join.as_ref().is_some_and(Join::is_set),
         ) {
             (None, false) => Bootstrap::Unset,
             (None | Some("existing"), _) => Bootstrap::Join,
@@ -591,7 +655,11 @@ impl NodeSettings {
             }
         };
         let join = bootstrap == Bootstrap::Join;
-        if join && peers.is_empty() {
+        // Joining through a member (`--join ADDR`): the peers come from
+        // the cluster's map (`crate::join::resolve`), or at a restart with
+        // the cluster unreachable, from the replicas' address books.
+        let via = self.join.as_ref().is_some_and(|j| !j.via().is_empty());
+        if join && peers.is_empty() && !via {
             return Err(invalid(
                 "join",
                 "true",

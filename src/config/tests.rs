@@ -170,7 +170,7 @@ fn initial_cluster_state_is_new_existing_or_join_and_never_both() {
     let state = |ics: Option<&str>, join: Option<bool>| {
         NodeSettings {
             initial_cluster_state: ics.map(String::from),
-            join,
+            join: join.map(crate::config::Join::Flag),
             peers: Some("2=127.0.0.1:7110".into()),
             ..base()
         }

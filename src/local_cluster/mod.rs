@@ -91,6 +91,11 @@ pub struct LocalNode {
     pub metrics_addr: Option<SocketAddr>,
     /// Started with `--join` (added to a running cluster).
     pub join: bool,
+    /// Joined through this member's client address (`--join ADDR`):
+    /// started without `--peers`, `--shards` or `--groups`, and without
+    /// `--id` unless `give_id` (the meta group allocates one).
+    pub join_via: Option<SocketAddr>,
+    pub give_id: bool,
     /// Its `--peers`, fixed when the node is made (a bootstrap list, as an
     /// operator would keep it: nodes added later are learned from the
     /// replicated address book, not from a longer list at restart).
@@ -211,6 +216,8 @@ impl LocalCluster {
                 log,
                 metrics_addr: cfg.metrics.then_some(metrics_addr),
                 join: false,
+                join_via: None,
+                give_id: true,
                 peers: (1..=cfg.nodes).filter(|&p| p != id).collect(),
                 child: None,
             });
@@ -261,29 +268,33 @@ impl LocalCluster {
             }
             None => Command::new(&self.cfg.bin),
         };
-        cmd.arg("node")
-            .args(["--id", &n.id.to_string()])
-            .arg("--data-dir")
+        cmd.arg("node");
+        if n.give_id {
+            cmd.args(["--id", &n.id.to_string()]);
+        }
+        cmd.arg("--data-dir")
             .arg(&n.data_dir)
             .args(["--listen-peers", &n.peer_addr.to_string()])
-            .args(["--listen-clients", &n.client_addr.to_string()])
-            .args(["--shards", &self.cfg.shards.to_string()])
-            .args(["--groups", &self.cfg.groups.to_string()])
-            .args(self.cfg.extra_args.iter());
-        if let Some(keys) = &self.cfg.split_keys {
-            cmd.args([
-                "--initial-split-keys",
-                &crate::config::format_split_keys(keys),
-            ]);
+            .args(["--listen-clients", &n.client_addr.to_string()]);
+        if n.join_via.is_none() {
+            cmd.args(["--shards", &self.cfg.shards.to_string()])
+                .args(["--groups", &self.cfg.groups.to_string()]);
+            if let Some(keys) = &self.cfg.split_keys {
+                cmd.args([
+                    "--initial-split-keys",
+                    &crate::config::format_split_keys(keys),
+                ]);
+            }
+            if let Some(rf) = self.cfg.replication_factor {
+                cmd.args(["--replication-factor", &rf.to_string()]);
+            }
         }
-        if let Some(rf) = self.cfg.replication_factor {
-            cmd.args(["--replication-factor", &rf.to_string()]);
-        }
+        cmd.args(self.cfg.extra_args.iter());
         cmd.args([
             "--balancer",
             if self.cfg.balancer { "true" } else { "false" },
         ]);
-        if !peers.is_empty() {
+        if !peers.is_empty() && n.join_via.is_none() {
             cmd.args(["--peers", &peers.join(",")]);
         }
         if let Some(m) = n.metrics_addr {
@@ -291,7 +302,9 @@ impl LocalCluster {
         }
         // Every start passes how an empty data dir may be initialised (as
         // an operator's unit file would): ignored once the dir has a store.
-        if n.join {
+        if let Some(via) = n.join_via {
+            cmd.args(["--join", &via.to_string()]);
+        } else if n.join {
             cmd.arg("--join");
         } else {
             cmd.args(["--initial-cluster-state", "new"]);
@@ -350,6 +363,27 @@ impl LocalCluster {
     /// Starts one more node with `--join` (no voters; the cluster adds it
     /// with AddLearner): its id.
     pub fn add_node(&mut self) -> std::io::Result<u64> {
+        self.add(None, true)
+    }
+
+    /// Starts a new node that joins through node `via`'s client address
+    /// (`--join ADDR`, no `--peers`), with `--id` only if `give_id`: the
+    /// meta group otherwise allocates it, which must come out as the next
+    /// index here (node `id` is `nodes[id - 1]`); the new node's logged id
+    /// is checked by the caller through the map. Returns its index + 1.
+    pub fn join_node(&mut self, via: u64, give_id: bool) -> std::io::Result<u64> {
+        let addr = self.nodes[(via - 1) as usize].client_addr;
+        self.add(Some(addr), give_id)
+    }
+
+    /// The node id in node `id`'s data dir (`STORE`), once written: what
+    /// a node joined without `--id` was given by the meta group.
+    pub fn stored_id(&self, id: u64) -> Option<u64> {
+        let dir = &self.nodes[(id - 1) as usize].data_dir;
+        crate::join::read_store(dir).ok().flatten().map(|s| s.node)
+    }
+
+    fn add(&mut self, join_via: Option<SocketAddr>, give_id: bool) -> std::io::Result<u64> {
         let shards = self.cfg.shards as u16;
         let id = self.nodes.len() as u64 + 1;
         let host = match &mut self.hosts {
@@ -375,6 +409,8 @@ impl LocalCluster {
             log,
             metrics_addr: self.cfg.metrics.then_some(metrics_addr),
             join: true,
+            join_via,
+            give_id,
             peers: self.nodes.iter().map(|n| n.id).collect(),
             child: None,
         });

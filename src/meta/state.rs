@@ -99,6 +99,7 @@ const KIND_SET_STATE: u8 = 3;
 const KIND_REPORT: u8 = 4;
 const KIND_ALLOC: u8 = 5;
 const KIND_SET_RF: u8 = 6;
+const KIND_JOIN: u8 = 7;
 
 /// What a snapshot taken before the bootstrap holds for the settings.
 const NO_SETTINGS: ClusterSettings = ClusterSettings {
@@ -180,6 +181,10 @@ pub struct NodeRecord {
 pub enum IdKind {
     Range,
     Replica,
+    /// Node ids: a node joining through a member takes one before it
+    /// registers (`crate::join`), so an answer lost and asked again wastes
+    /// an id rather than registering a node twice.
+    Node,
 }
 
 /// One entry of the meta group's log.
@@ -197,6 +202,16 @@ pub enum MetaCmd {
     /// A node announces itself (`node` 0: a new node, given the next id)
     /// or its new addresses. Answered with its id.
     RegisterNode {
+        node: NodeId,
+        peer_addr: String,
+        client_addr: String,
+        shards: u32,
+    },
+    /// A new node joins under `node` (taken from `AllocIds`, or given by
+    /// its operator): refused if another node holds the id, so two nodes
+    /// started with one `--id` cannot both join; the same node asking
+    /// again (same addresses: a lost answer) is answered with its id.
+    JoinNode {
         node: NodeId,
         peer_addr: String,
         client_addr: String,
@@ -316,6 +331,8 @@ pub enum MetaError {
     Decommissioned { node: NodeId },
     #[error("no node {node} in the cluster map")]
     UnknownNode { node: NodeId },
+    #[error("node id {node} is taken by the node at {peer_addr}: a new node joins under an id of its own (drop --id and the cluster gives it one)")]
+    NodeTaken { node: NodeId, peer_addr: String },
     #[error("node {node} is {from}: it cannot become {to} ({why})")]
     StateChange {
         node: NodeId,
@@ -472,6 +489,29 @@ impl MetaState {
                 client_addr,
                 shards,
             } => self.register(*node, peer_addr, client_addr, *shards),
+            MetaCmd::JoinNode {
+                node,
+                peer_addr,
+                client_addr,
+                shards,
+            } => {
+                if *node == 0 {
+                    return Err(MetaError::UnknownNode { node: 0 });
+                }
+                match self.nodes.get(node) {
+                    Some(n)
+                        if n.peer_addr != *peer_addr
+                            || n.client_addr != *client_addr
+                            || n.state != NodeState::Active =>
+                    {
+                        Err(MetaError::NodeTaken {
+                            node: *node,
+                            peer_addr: n.peer_addr.clone(),
+                        })
+                    }
+                    _ => self.register(*node, peer_addr, client_addr, *shards),
+                }
+            }
             MetaCmd::SetNodeState { node, state } => self.set_state(*node, *state),
             MetaCmd::ReportRanges(descs) => self.report(descs),
             MetaCmd::AllocIds { kind, count } => self.alloc(*kind, *count),
@@ -667,6 +707,7 @@ impl MetaState {
         let next = match kind {
             IdKind::Range => &mut self.next_range,
             IdKind::Replica => &mut self.next_replica,
+            IdKind::Node => &mut self.next_node,
         };
         let first = *next;
         if first + u64::from(count) > META_ID_MAX + 1 {
@@ -883,6 +924,7 @@ impl MetaCmd {
         let kind = match self {
             MetaCmd::Bootstrap { .. } => KIND_BOOTSTRAP,
             MetaCmd::RegisterNode { .. } => KIND_REGISTER,
+            MetaCmd::JoinNode { .. } => KIND_JOIN,
             MetaCmd::SetNodeState { .. } => KIND_SET_STATE,
             MetaCmd::ReportRanges(_) => KIND_REPORT,
             MetaCmd::AllocIds { .. } => KIND_ALLOC,
@@ -904,6 +946,12 @@ impl MetaCmd {
                 peer_addr,
                 client_addr,
                 shards,
+            }
+            | MetaCmd::JoinNode {
+                node,
+                peer_addr,
+                client_addr,
+                shards,
             } => {
                 w.extend_from_slice(&node.to_le_bytes());
                 w.extend_from_slice(&shards.to_le_bytes());
@@ -919,6 +967,7 @@ impl MetaCmd {
                 let k = match kind {
                     IdKind::Range => 1,
                     IdKind::Replica => 2,
+                    IdKind::Node => 3,
                 };
                 w.extend_from_slice(&[k, 0, 0, 0]);
                 w.extend_from_slice(&count.to_le_bytes());
@@ -954,6 +1003,12 @@ impl MetaCmd {
                 peer_addr: r.addr()?,
                 client_addr: r.addr()?,
             },
+            KIND_JOIN => MetaCmd::JoinNode {
+                node: r.u64()?,
+                shards: r.u32()?,
+                peer_addr: r.addr()?,
+                client_addr: r.addr()?,
+            },
             KIND_SET_STATE => {
                 let node = r.u64()?;
                 let code = r.take(1)?[0];
@@ -974,6 +1029,7 @@ impl MetaCmd {
                 let kind = match code {
                     1 => IdKind::Range,
                     2 => IdKind::Replica,
+                    3 => IdKind::Node,
                     _ => {
                         return Err(MetaCodecError::Code {
                             what,

@@ -299,6 +299,34 @@ fn ids_come_in_blocks_that_never_overlap_and_the_block_size_is_bounded() {
         assert!(e.to_string().contains("META_ALLOC_IDS_MAX"), "{e}");
     }
     assert_eq!(m.next_ids().1, 14);
+    // A joining node takes its id first, then joins under it: the
+    // founders hold 1..=3, and a node registered with 0 comes after it.
+    assert_eq!(
+        m.apply(&alloc(IdKind::Node, 1)),
+        Ok(MetaReply::Ids { first: 4, count: 1 })
+    );
+    let join = |node, peer: &str| MetaCmd::JoinNode {
+        node,
+        peer_addr: peer.into(),
+        client_addr: "10.0.0.9:8000".into(),
+        shards: 2,
+    };
+    assert_eq!(m.apply(&join(4, "10.0.0.4:7000")), Ok(MetaReply::Node(4)));
+    // Asked again (a lost answer): the same id. Another node with the
+    // same --id: refused, naming the holder.
+    assert_eq!(m.apply(&join(4, "10.0.0.4:7000")), Ok(MetaReply::Node(4)));
+    let e = m.apply(&join(4, "10.0.0.5:7000")).unwrap_err();
+    assert!(
+        e.to_string().contains("taken by the node at 10.0.0.4:7000"),
+        "{e}"
+    );
+    assert!(
+        m.apply(&join(1, "10.0.0.4:7000")).is_err(),
+        "a founder's id"
+    );
+    assert!(m.apply(&join(0, "10.0.0.4:7000")).is_err(), "no id");
+    assert_eq!(m.apply(&register(0)), Ok(MetaReply::Node(5)));
+    assert_eq!(m.next_ids().0, 6);
     assert_eq!(
         m.apply(&MetaCmd::SetReplicationFactor(5)),
         Ok(MetaReply::Done)
@@ -515,6 +543,12 @@ fn any_cmd() -> impl Strategy<Value = MetaCmd> {
     ]);
     prop_oneof![
         (0u64..7, 1u32..3).prop_map(|(node, shards)| register_with(node, shards, "10.0.0.9:7000")),
+        (0u64..9, 0u8..2).prop_map(|(node, a)| MetaCmd::JoinNode {
+            node,
+            peer_addr: format!("10.0.0.{a}:7000"),
+            client_addr: "10.0.0.9:8000".into(),
+            shards: 2,
+        }),
         (1u64..7, state).prop_map(|(node, state)| MetaCmd::SetNodeState { node, state }),
         proptest::collection::vec(
             (
@@ -539,8 +573,8 @@ fn any_cmd() -> impl Strategy<Value = MetaCmd> {
                     .collect(),
             )
         }),
-        (any::<bool>(), 0u32..5).prop_map(|(r, count)| MetaCmd::AllocIds {
-            kind: if r { IdKind::Range } else { IdKind::Replica },
+        (0u8..3, 0u32..5).prop_map(|(k, count)| MetaCmd::AllocIds {
+            kind: [IdKind::Range, IdKind::Replica, IdKind::Node][k as usize],
             count
         }),
         (0u32..9).prop_map(MetaCmd::SetReplicationFactor),
