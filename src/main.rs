@@ -136,6 +136,19 @@ enum CtlCmd {
         #[arg(long, default_value = "")]
         peer_addr: String,
     },
+    /// Drain NODE for good: mark it decommissioning in the cluster map, so
+    /// the balancer moves its leaders and then its replicas to active nodes
+    /// (and this command its meta group replica, if it has one); wait
+    /// until it holds none, then mark it decommissioned (its id is never
+    /// used again) and say it may be stopped. Exit 1 if it still holds
+    /// replicas after --wait-secs (asking again goes on waiting).
+    Decommission {
+        node: u64,
+        /// How long to wait for the drain, in seconds (0: mark it and
+        /// return).
+        #[arg(long, default_value_t = 600)]
+        wait_secs: u64,
+    },
     /// Remove NODE from one range (--range) or every range that has a
     /// replica on it. A range that would be left with fewer voters than
     /// the replication factor refuses (use move-replica or replace-node),
@@ -816,6 +829,7 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             new,
             peer_addr,
         } => replace_node(c, old, new, &peer_addr).await,
+        CtlCmd::Decommission { node, wait_secs } => decommission(c, node, wait_secs).await,
         CtlCmd::MoveReplica {
             range,
             from,
@@ -908,6 +922,120 @@ async fn replace_node(c: &Client, old: u64, new: u64, peer_addr: &str) -> Result
         }
     }
     Ok(code)
+}
+
+/// `ctl decommission NODE` (see `CtlCmd::Decommission`). CockroachDB's
+/// `node decommission`: the state change is the operator's, the moves the
+/// balancer's (src/meta/planner.rs drains a decommissioning node, leaders
+/// first).
+async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, String> {
+    use ringraft::meta::{MetaCmd, NodeState};
+    let set = |state| MetaCmd::SetNodeState { node, state };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
+    // A cluster just started: its founders write the first map once the
+    // meta group has a leader.
+    let map = loop {
+        match c.meta_state().await {
+            Ok(m) if m.settings().is_some() => break m,
+            _ if std::time::Instant::now() >= deadline => {
+                say!("the cluster map: none yet (the meta group has no leader, or its founders have not written it); see `ctl status`");
+                return Ok(1);
+            }
+            _ => glommio::timer::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    };
+    if map
+        .node(node)
+        .is_some_and(|n| n.state == NodeState::Decommissioned)
+    {
+        say!("node {node}: decommissioned already");
+        return Ok(0);
+    }
+    if let Err(e) = c.meta(&set(NodeState::Decommissioning)).await {
+        say!("node {node}: {e}");
+        return Ok(1);
+    }
+    say!("node {node}: decommissioning; the balancer moves its replicas away");
+    // The meta group's replica is not the balancer's to move: hand it to
+    // the active node holding fewest replicas that is not a member.
+    let members = c.meta_members().await.map_err(|e| e.to_string())?;
+    if members.contains(&node) {
+        let m = c.meta_state().await.map_err(|e| e.to_string())?;
+        let to = m
+            .nodes()
+            .filter(|n| n.state == NodeState::Active && !members.contains(&n.id))
+            .min_by_key(|n| {
+                let held = m
+                    .ranges()
+                    .iter()
+                    .filter(|d| d.replica_on(n.id).is_some())
+                    .count();
+                (held, n.id)
+            })
+            .map(|n| n.id);
+        match to {
+            Some(to) => match c.move_meta_replica(node, to, "").await {
+                Ok(_) => say!("meta group: on node {to}, not on node {node}"),
+                Err(e) => {
+                    say!("meta group: {e}");
+                    return Ok(1);
+                }
+            },
+            None => {
+                say!("meta group: node {node} is one of its voters and no active node outside it can take its place; add a node (--join) and ask again");
+                return Ok(1);
+            }
+        }
+    }
+    let mut last = usize::MAX;
+    loop {
+        // Both views: the meta map's (which may not have every range
+        // reported yet: right after a bootstrap it holds none) and the
+        // ranges' own leaders' (the whole keyspace, or keep waiting).
+        let gaps = c.fetch_whole_map().await;
+        let on_ranges = c
+            .ranges()
+            .iter()
+            .filter(|d| d.replica_on(node).is_some())
+            .count();
+        let held = match c.meta_state().await {
+            Ok(m) if gaps.is_empty() => m
+                .ranges()
+                .iter()
+                .filter(|d| d.replica_on(node).is_some())
+                .count()
+                .max(on_ranges),
+            Ok(_) => usize::MAX,
+            Err(e) => {
+                say!("the cluster map: {e}");
+                usize::MAX
+            }
+        };
+        if held == 0 {
+            break;
+        }
+        if held != last && held != usize::MAX {
+            say!("node {node}: {held} ranges still have a replica on it");
+            last = held;
+        }
+        if std::time::Instant::now() >= deadline {
+            if wait_secs > 0 {
+                say!("node {node}: still holds replicas after {wait_secs} s; ask again to go on waiting (see `ctl nodes` and the meta leader's log)");
+            }
+            return Ok(if wait_secs == 0 { 0 } else { 1 });
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    match c.meta(&set(NodeState::Decommissioned)).await {
+        Ok(_) => {
+            say!("node {node}: decommissioned, holds no replica; it may be stopped (its id is never used again)");
+            Ok(0)
+        }
+        Err(e) => {
+            say!("node {node}: {e}");
+            Ok(1)
+        }
+    }
 }
 
 /// Key intervals as `[start, end), ...` for a person (`end`: the end of
