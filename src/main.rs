@@ -999,7 +999,7 @@ async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, Strin
             .filter(|d| d.replica_on(node).is_some())
             .count();
         let held = match c.meta_state().await {
-            Ok(m) if gaps.is_empty() => m
+            Ok(m) if gaps.is_empty() && m.ranges().coverage().is_ok() => m
                 .ranges()
                 .iter()
                 .filter(|d| d.replica_on(node).is_some())

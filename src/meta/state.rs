@@ -661,6 +661,15 @@ impl MetaState {
                     "it still holds replicas of {holding} ranges"
                 )))
             }
+            // A map some range has not been reported to yet (right after
+            // a bootstrap it holds none) cannot say the node holds nothing.
+            (NodeState::Decommissioning, NodeState::Decommissioned) => {
+                if let Err(gap) = self.ranges.coverage() {
+                    return Err(refuse(format!(
+                        "the map does not hold every range yet ({gap}): their leaders report them within seconds; ask again"
+                    )));
+                }
+            }
             _ => {}
         }
         n.state = to;

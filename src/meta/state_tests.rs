@@ -232,6 +232,29 @@ fn decommissioning_follows_its_order_and_a_decommissioned_id_never_returns() {
         m.apply(&set(9, NodeState::Active)),
         Err(MetaError::UnknownNode { node: 9 })
     );
+    // A map that does not hold every range yet (a bootstrap's, before
+    // the ranges' leaders report) cannot tell that a node holds nothing:
+    // `ctl decommission` once marked a node holding 3 replicas that way.
+    let mut early = MetaState::new();
+    let boot = MetaCmd::Bootstrap {
+        settings: settings(),
+        nodes: (1..=3).map(node).collect(),
+        ranges: vec![],
+    };
+    assert_eq!(early.apply(&boot), Ok(MetaReply::Done));
+    assert_eq!(
+        early.apply(&MetaCmd::ReportRanges(vec![range(1, "", "m", 1, &[1, 2])])),
+        Ok(MetaReply::Reported { stale: vec![] })
+    );
+    assert_eq!(
+        early.apply(&set(3, NodeState::Decommissioning)),
+        Ok(MetaReply::Done)
+    );
+    let e = early.apply(&set(3, NodeState::Decommissioned)).unwrap_err();
+    assert!(
+        e.to_string().contains("does not hold every range yet"),
+        "{e}"
+    );
     // Recommissioning before the end is allowed.
     assert_eq!(
         m.apply(&set(2, NodeState::Decommissioning)),
