@@ -2038,6 +2038,12 @@ fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
         let from = cl.leaders()[0];
         assert!(on.contains(&from), "leader {from}");
         let stay = *on.iter().find(|&&n| n != from).unwrap();
+        // A move reads the membership from the leader only: a follower
+        // (which may lag, or not know it was removed) names its leader.
+        match cl.admin(stay, 0, Op::Descriptor).await {
+            Err(Error::Server(ClientError::NotLeader { leader })) => assert_eq!(leader, from),
+            r => panic!("a follower answered Descriptor with {r:?}"),
+        }
         let e = cl.move_replica(0, from, stay, "").await.unwrap_err();
         assert!(
             e.to_string().contains("holds a voter of range 0 already"),

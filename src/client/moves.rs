@@ -87,23 +87,15 @@ where
 impl Client {
     /// Range `range`'s descriptor as its leader has it (its current
     /// membership, not a cached one).
+    /// Asked of the leader only (`Op::Descriptor`: a follower answers
+    /// `NotLeader`), following hints and retrying through an election for
+    /// up to [`MOVE_LEADER_WAIT_MS`].
     pub async fn leader_descriptor(&self, range: u64) -> Result<RangeDesc, Error> {
-        let start = match self.ranges().into_iter().find(|d| d.id == range) {
-            Some(d) => d.start,
-            None => {
-                self.fetch_ranges(b"", true).await;
-                self.ranges()
-                    .into_iter()
-                    .find(|d| d.id == range)
-                    .ok_or_else(|| failed(format!("no node reports a range {range}")))?
-                    .start
-            }
-        };
-        let op = Op::Ranges {
-            from: start,
-            limit: 1,
-        };
-        match self.admin_on_leader(range, op).await? {
+        let r = retrying(MOVE_LEADER_WAIT_MS, || {
+            self.admin_on_leader(range, Op::Descriptor)
+        })
+        .await?;
+        match r {
             Reply::Ranges(v) => v
                 .first()
                 .and_then(|b| RangeDesc::decode(b).ok())

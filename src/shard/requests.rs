@@ -168,6 +168,18 @@ impl Shard {
                 };
                 return self.respond(conn, req.id, r);
             }
+            Op::Descriptor => {
+                let g = &self.replicas[&gid];
+                let r = if g.leader_node() != self.cfg.node {
+                    Err(g.not_leader())
+                } else {
+                    match g.range_descriptor(self.cfg.shard) {
+                        Some(d) => Ok(Reply::Ranges(vec![d.to_bytes()])),
+                        None => refuse("this group has no range descriptor (the meta group)"),
+                    }
+                };
+                return self.respond(conn, req.id, r);
+            }
             Op::Snapshot => {
                 self.snapshot_now(gid, false);
                 return self.respond(conn, req.id, Ok(Reply::Done));

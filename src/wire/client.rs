@@ -139,6 +139,12 @@ pub enum Op {
     /// Answered `Done` by any node, at once: the meta leader's heartbeat
     /// of a node (it answers, so it is up).
     Ping,
+    /// The group's range descriptor as its leader has it (`Reply::Ranges`
+    /// with one descriptor); `NotLeader` from any other replica. Where
+    /// `Ranges` is answered by any node from its own replica (a follower
+    /// may lag, or not know yet that it was removed), this one proves the
+    /// current membership, which a move needs.
+    Descriptor,
 }
 
 /// Most descriptors one `Op::Ranges` answer carries (about 120 bytes each

@@ -31,7 +31,8 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 ///    range end, `ClientError::KeyNotInRange` (issue #17).
 /// 7: the replication factor in the cluster map.
 /// 8: `Op::RemoveNode::below_replication_factor` (the floor on voters).
-pub const PROTOCOL_VERSION: u8 = 8;
+/// 9: `Op::Descriptor` (a range's descriptor from its leader only).
+pub const PROTOCOL_VERSION: u8 = 9;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 
