@@ -243,7 +243,8 @@ struct Ask {
 
 impl Ask {
     /// The cluster map, once a member answers and the meta group holds
-    /// one; asked again until `wait_ms` has passed.
+    /// one covering the whole keyspace; asked again until `wait_ms` has
+    /// passed.
     async fn map(&self) -> Result<MetaState, JoinError> {
         let deadline = Instant::now() + Duration::from_millis(self.wait_ms);
         let mut last;
@@ -257,7 +258,15 @@ impl Ask {
                     let r = c.meta_state().await;
                     c.close().await;
                     match r {
-                        Ok(m) if m.settings().is_some() => return Ok(m),
+                        Ok(m) if m.settings().is_some() && m.ranges().coverage().is_ok() => {
+                            return Ok(m)
+                        }
+                        Ok(m) if m.settings().is_some() => {
+                            // The ranges' leaders report them within
+                            // seconds of a bootstrap; the node's --groups
+                            // is taken from them (`fill_groups`).
+                            last = "its meta group does not hold every range yet".to_string()
+                        }
                         Ok(_) => {
                             last = "its meta group holds no map yet (the founders write it once the meta group has a leader)".to_string()
                         }

@@ -991,6 +991,8 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
     let r = run_on_executor(move || async move {
         let cl = client(addrs).await;
         let key = b"k0-0";
+        // Every range known first: one electing is not reported.
+        assert!(cl.fetch_whole_map().await.is_empty());
         let g = cl.group_of(key).unwrap();
         cl.admin(
             3,
@@ -1035,6 +1037,7 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
             // A new client each time: one that connected before node 3
             // listened does not know it.
             let cl = client(addrs.clone()).await;
+            assert!(cl.fetch_whole_map().await.is_empty());
             let g = cl.group_of(key).unwrap();
             let r = cl
                 .admin(
@@ -1435,6 +1438,7 @@ fn ctl_isolates_and_heals_a_node() {
     let addr = c.client_addrs()[(l - 1) as usize];
     let seen = run_on_executor(move || async move {
         let cl = client(vec![addr]).await;
+        assert!(cl.fetch_whole_map().await.is_empty());
         let g = cl.group_of(b"while-isolated").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -2463,6 +2467,20 @@ fn nodes_joining_through_one_member_get_their_share_of_replicas_and_leaders() {
         // address it listens on.
         for n in m.nodes() {
             assert_eq!(n.peer_addr, peers[(n.id - 1) as usize], "{n:?}");
+        }
+        // A range id the node never heard of: a founder knows the
+        // bootstrap's ranges and calls it unknown; a joined node, whose
+        // ranges the meta group hands out, only says it does not host it
+        // (it once refused range 9 of 12 as unknown, which a client does
+        // not retry).
+        cl.refresh_map().await.unwrap();
+        match cl.admin(1, 99, Op::Descriptor).await {
+            Err(Error::Server(ClientError::UnknownGroup { .. })) => {}
+            r => panic!("a founder answered group 99 with {r:?}"),
+        }
+        match cl.admin(4, 99, Op::Descriptor).await {
+            Err(Error::Server(ClientError::NotHosted { .. })) => {}
+            r => panic!("a joined node answered group 99 with {r:?}"),
         }
         // Leaders follow.
         let deadline = Instant::now() + Duration::from_secs(120);

@@ -935,9 +935,11 @@ impl Client {
     }
 
     /// `admin_on_leader` on every range's group in turn (not the meta
-    /// group: `move_meta_replica`); a refusal (`Failed`: a membership
-    /// change still in progress, a learner not caught up yet) is asked
-    /// again until `patience` has passed. The first group that fails, with
+    /// group: `move_meta_replica`); an error that may pass (`Failed`: a
+    /// membership change still in progress, a learner not caught up yet;
+    /// `NotLeader`, `Busy`, a timeout, an unreachable node: an election)
+    /// is asked again until `patience` has passed (the membership
+    /// operations are safe to repeat). The first group that fails, with
     /// its error.
     pub async fn admin_every_group(&self, op: Op, patience: Duration) -> Result<(), (u64, Error)> {
         let deadline = Instant::now() + patience;
@@ -945,7 +947,9 @@ impl Client {
             loop {
                 match self.admin_on_leader(g, op.clone()).await {
                     Ok(_) => break,
-                    Err(Error::Server(ClientError::Failed { .. })) if Instant::now() < deadline => {
+                    // Through an election or a slow answer too, not only
+                    // a refusal that may pass.
+                    Err(e) if moves::transient(&e) && Instant::now() < deadline => {
                         glommio::timer::sleep(Duration::from_millis(50)).await;
                     }
                     Err(e) => return Err((g, e)),

@@ -52,7 +52,7 @@ fn failed(reason: String) -> Error {
 /// Whether `e` may pass by itself (a leader change, a node restarting, a
 /// membership change of the range still in progress): a step of a move
 /// asks again until its deadline.
-fn transient(e: &Error) -> bool {
+pub(super) fn transient(e: &Error) -> bool {
     match e {
         Error::Timeout(_) | Error::Unreachable(_) => true,
         Error::Server(c) => matches!(

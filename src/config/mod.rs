@@ -801,6 +801,7 @@ impl NodeSettings {
             shards,
             groups,
             cuts: 0,
+            joined: false,
             split_keys,
             voters,
             replication_factor,
@@ -887,6 +888,7 @@ impl ValidConfig {
             c.split_keys = crate::route::even_split_keys(c.groups);
         }
         c.incarnation = store.incarnation;
+        c.joined = store.joined;
         if store.joined {
             // Members come from the leader's snapshot once added.
             c.voters.clear();
@@ -946,6 +948,10 @@ pub struct ShardConfig {
     /// The store's fingerprint of the cluster's initial ranges
     /// (`StoreIdentity::cuts`; 0: not known), sent in every handshake.
     pub cuts: u32,
+    /// The node joined rather than founded the cluster (`StoreIdentity::
+    /// joined`): `groups` is what the meta group had handed out when it
+    /// joined, not a bound it may refuse a group id by.
+    pub joined: bool,
     /// Every node of the initial cluster (this node included), sorted: the
     /// founders that initial ranges are placed on.
     pub voters: Vec<u64>,

@@ -71,7 +71,10 @@ impl Shard {
             // attempt may be in the group's log.
             let e = if self.store.catalog().is_tombstoned(req.group) {
                 ClientError::NotHosted { group: req.group }
-            } else if req.group >= self.cfg.groups && req.group != crate::route::META_GROUP {
+            } else if req.group >= self.cfg.groups
+                && !self.cfg.joined
+                && req.group != crate::route::META_GROUP
+            {
                 ClientError::UnknownGroup {
                     group: req.group,
                     groups: self.cfg.groups,
