@@ -261,8 +261,14 @@ fn hello_checks_name_what_differs() {
         Err(HelloError::Cluster { got: 8, want: 7 })
     );
     assert_eq!(
-        Hello { version: 9, ..peer }.check(&me),
-        Err(HelloError::Version { got: 9 })
+        Hello {
+            version: PROTOCOL_VERSION as u32 + 1,
+            ..peer
+        }
+        .check(&me),
+        Err(HelloError::Version {
+            got: PROTOCOL_VERSION as u32 + 1
+        })
     );
     assert_eq!(
         Hello { shard: 0, ..peer }.check(&me),

@@ -477,7 +477,7 @@ fn a_version_or_cluster_mismatch_is_refused_at_both_ends() {
         let (_, back) = raw_exchange(
             addr_b,
             &hello_frame(Hello {
-                version: 9,
+                version: PROTOCOL_VERSION as u32 + 1,
                 ..me(CLUSTER, 5)
             }),
         )
@@ -487,7 +487,8 @@ fn a_version_or_cluster_mismatch_is_refused_at_both_ends() {
             .unwrap();
         assert!(matches!(
             decode_reply(f.payload),
-            Err(HelloError::Refused { reason, .. }) if reason.contains("protocol version 9")
+            Err(HelloError::Refused { reason, .. })
+                if reason.contains(&format!("protocol version {}", PROTOCOL_VERSION + 1))
         ));
         // A transport of another cluster: refused by b, and it says so too.
         let (c, _) = start(0xBAD, 3, TransportConfig::default());
