@@ -74,6 +74,7 @@ fn sweep(nodes: usize) {
                 total.snapshots_taken += r.snapshots_taken;
                 total.snapshots_installed += r.snapshots_installed;
                 total.conf_changes += r.conf_changes;
+                total.voter_swaps += r.voter_swaps;
                 total.voter_cycles_3_5_3 += r.voter_cycles_3_5_3;
                 total.replicas_created += r.replicas_created;
                 total.replicas_destroyed += r.replicas_destroyed;
@@ -92,7 +93,7 @@ fn sweep(nodes: usize) {
     }
     println!(
         "sim {nodes} nodes: {} seeds, {} events, ops ok {} unknown {} retried {}, puts acked {}, entries committed {}, \
-         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, reads by read index {}, snapshots taken {} installed {}, membership changes {} (3 -> 5 -> 3 voter cycles {}), \
+         leaders {}, crashes {}, partitions {}, transfers {}, messages dropped {}, reads by read index {}, snapshots taken {} installed {}, membership changes {} (3 -> 5 -> 3 voter cycles {}, learner-for-voter swaps {}), \
          replicas created {} destroyed {} (messages for another replica {}), quiesce messages {}, peers reported unreachable {}",
         seeds.len(),
         total.events,
@@ -111,6 +112,7 @@ fn sweep(nodes: usize) {
         total.snapshots_installed,
         total.conf_changes,
         total.voter_cycles_3_5_3,
+        total.voter_swaps,
         total.replicas_created,
         total.replicas_destroyed,
         total.messages_misrouted,
@@ -134,6 +136,12 @@ fn sweep(nodes: usize) {
         assert!(
             nodes < 5 || (total.replicas_created > 0 && total.replicas_destroyed > 0),
             "replicas must be created and destroyed during the sweep"
+        );
+        // A move's step (a learner in, a voter out, one joint change)
+        // runs under the faults, checked against the voter floor.
+        assert!(
+            nodes < 5 || total.voter_swaps > 0,
+            "learners must be swapped for voters during the sweep"
         );
     }
 }

@@ -89,6 +89,26 @@ impl Sim {
         }
     }
 
+    /// The voter floor (issue #17; cockroachdb/cockroach#12768 lost
+    /// quorum where a move went below it): no membership in force, nor
+    /// either half of a joint one, has fewer voters than the group
+    /// started with (at most 3, the replication factor the nemesis keeps:
+    /// it adds before it removes and swaps one for one).
+    pub(super) fn check_voter_floor(&mut self, i: usize) {
+        let floor = self.cfg.initial_voters.min(3);
+        let Some(c) = self.nodes[i].raft().map(|r| r.conf()) else {
+            return;
+        };
+        let short = c.voters.len() < floor || (c.is_joint() && c.voters_outgoing.len() < floor);
+        if short {
+            let msg = format!(
+                "voter floor: node {} has voters {:?} (outgoing {:?}), fewer than {floor}",
+                self.ids[i], c.voters, c.voters_outgoing
+            );
+            self.fail(msg);
+        }
+    }
+
     /// Log matching (Raft §5.3): if two logs hold an entry with the same
     /// index and term, they are identical up to that index.
     pub(super) fn check_log_matching(&mut self) {
@@ -126,6 +146,18 @@ impl Sim {
         };
         let leader = self.nodes[l].raft().expect("up");
         let (lt, last) = (leader.term(), leader.last_index());
+        if leader.conf().is_joint() {
+            // Left by the leader that applied it, or by the next one
+            // (`leave_joint_if_stranded`); joint for good, the group
+            // refuses every later membership change.
+            let msg = format!(
+                "liveness: still in a joint configuration after the heal phase: voters {:?}, outgoing {:?}",
+                leader.conf().voters,
+                leader.conf().voters_outgoing
+            );
+            self.fail(msg);
+            return;
+        }
         let members = self.members();
         for &i in &members {
             let n = &self.nodes[i];

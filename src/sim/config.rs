@@ -145,6 +145,9 @@ pub struct SimReport {
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
     pub conf_changes: u64,
+    /// Learners promoted and voters removed in one joint change (a move's
+    /// step, `RawNode::replace_voter`).
+    pub voter_swaps: u64,
     pub voter_cycles_3_5_3: u64,
     /// Nodes whose whole disk was wiped.
     pub disks_lost: u64,

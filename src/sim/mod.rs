@@ -773,6 +773,7 @@ impl Sim {
             let applied = rep.kv.applied();
             if applied > before {
                 self.check_state(i, applied);
+                self.check_voter_floor(i);
             }
             self.nodes[i].writes.push_back(PendingWrite {
                 token: done.token,

@@ -4,7 +4,8 @@ use super::*;
 
 impl Sim {
     /// A membership step at the leader: add a non-member as learner, promote
-    /// a learner, or remove a voter (never below 3) or a learner.
+    /// a learner, swap a learner for a voter (`replace_voter`, a move's
+    /// step), or remove a voter (never below 3) or a learner.
     pub(super) fn change_membership(&mut self, l: usize) {
         let r = self.nodes[l].raft().expect("leader is up");
         let conf = r.conf().clone();
@@ -27,7 +28,18 @@ impl Sim {
             }
             1 if !conf.learners.is_empty() => {
                 let id = pick(&conf.learners, &mut self.rng);
-                raft(self, l).promote_learner(id)
+                if self.rng.chance(500) {
+                    // A move's membership step: the learner in, a voter
+                    // (the leader, at times) out, in one joint change.
+                    let out = pick(&conf.voters, &mut self.rng);
+                    let r = raft(self, l).replace_voter(id, out);
+                    if r.is_ok() {
+                        self.report.voter_swaps += 1;
+                    }
+                    r
+                } else {
+                    raft(self, l).promote_learner(id)
+                }
             }
             _ if conf.voters.len() > 3 => {
                 let id = pick(&conf.voters, &mut self.rng);

@@ -113,6 +113,47 @@ impl RawNode {
     /// promotes only a learner that is ready).
     pub fn promote_learner(&mut self, id: ReplicaId) -> Result<(Index, Term), ConfChangeError> {
         self.catch_up();
+        let node = self.ready_learner(id)?;
+        self.propose_conf_change(ConfChange {
+            ops: vec![ConfChangeOp::AddVoter { replica: id, node }],
+        })
+    }
+
+    /// Promotes learner `learner` and removes voter `voter` in one joint
+    /// configuration (old voters and new, each of the same size: a range
+    /// of RF voters never has fewer in either half), left at once by the
+    /// leader: the move's membership step. This is CockroachDB's atomic
+    /// replication change and the Raft thesis's §4.3 joint consensus,
+    /// rather than promote-then-remove, which passes through RF + 1
+    /// voters (an even count, with a larger quorum). Refused as
+    /// [`promote_learner`](Self::promote_learner) is for a learner that
+    /// has not caught up; `NotMember` if `voter` is not a voter. `voter`
+    /// may be this leader: it hands leadership over once the change is in
+    /// force (`hand_over`), though a mover moves leadership first.
+    pub fn replace_voter(
+        &mut self,
+        learner: ReplicaId,
+        voter: ReplicaId,
+    ) -> Result<(Index, Term), ConfChangeError> {
+        self.catch_up();
+        if !self.conf.is_voter(voter) {
+            return Err(ConfChangeError::NotMember(voter));
+        }
+        let node = self.ready_learner(learner)?;
+        self.propose_conf_change(ConfChange {
+            ops: vec![
+                ConfChangeOp::AddVoter {
+                    replica: learner,
+                    node,
+                },
+                ConfChangeOp::Remove(voter),
+            ],
+        })
+    }
+
+    /// `id`'s node, if `id` is a learner this leader may promote: seeded
+    /// and within `promote_lag_entries_max` entries of its log.
+    fn ready_learner(&self, id: ReplicaId) -> Result<NodeId, ConfChangeError> {
         if !self.conf.is_learner(id) {
             return Err(ConfChangeError::NotMember(id));
         }
@@ -130,10 +171,7 @@ impl RawNode {
                 return Err(ConfChangeError::NotSeeded(id));
             }
         }
-        let node = self.conf.node_of(id).expect("a learner has a placement");
-        self.propose_conf_change(ConfChange {
-            ops: vec![ConfChangeOp::AddVoter { replica: id, node }],
-        })
+        Ok(self.conf.node_of(id).expect("a learner has a placement"))
     }
 
     /// Removes voter or learner replica `id`.
@@ -176,6 +214,22 @@ impl RawNode {
             } else if !self.promotable() {
                 self.hand_over();
             }
+        }
+    }
+
+    /// A leader whose membership is joint with no change pending (it
+    /// applied the joint entry as a follower, or from a snapshot, and the
+    /// leader that entered it fell before leaving it) leaves it once
+    /// everything of earlier terms applied: `pending_conf_index` is its
+    /// no-op then, so a leave already in its log has applied first (etcd
+    /// raft's auto-leave, checked on apply the same way). Otherwise the
+    /// group would stay joint for good and refuse every later change.
+    pub(super) fn leave_joint_if_stranded(&mut self) {
+        if self.role == Role::Leader
+            && self.conf.is_joint()
+            && self.log.applied >= self.pending_conf_index
+        {
+            self.append_conf_change(&ConfChange::default());
         }
     }
 

@@ -955,6 +955,7 @@ impl RawNode {
         for e in committed.iter().filter(|e| e.kind == EntryKind::ConfChange) {
             self.apply_conf_entry(e.index, &e.data);
         }
+        self.leave_joint_if_stranded();
         let self_vote = match (self.self_vote_pending, hard_state) {
             (Some(t), Some(h)) if h.term == t && h.vote == self.id => self.self_vote_pending.take(),
             _ => None,

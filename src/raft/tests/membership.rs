@@ -531,3 +531,131 @@ fn a_change_right_after_a_check_quorum_round_sees_the_voters_that_answered() {
     l.add_learner(4)
         .expect("both followers answered within the last election timeout");
 }
+
+/// A leader elected in a joint configuration it applied as a follower
+/// leaves it by itself once everything before its term applied (etcd's
+/// auto-leave does the same). Before, only the leader that applied the
+/// joint entry left it: a crash of that leader between applying the joint
+/// entry and appending the leave left the group joint for good, and every
+/// later membership change refused (`InJoint`): a replica move cut short
+/// by a crash could never be finished. The simulator finds it too once
+/// its final checks refuse a joint configuration after the heal phase
+/// (5-node sweep, seed 860: voters [1,2,3], outgoing [1,2,3,6]).
+#[test]
+fn a_leader_elected_in_a_joint_configuration_leaves_it() {
+    let mut f = node(2, &[1, 2, 3]);
+    // Leader 1 swaps voter 3 for a new voter 4 in one joint change, and
+    // the entry commits; then 1 is gone before it appends the leave.
+    let swap = ConfChange {
+        ops: vec![voter(4), ConfChangeOp::Remove(3)],
+    };
+    let e = Entry {
+        term: 1,
+        index: 1,
+        kind: EntryKind::ConfChange,
+        data: Bytes::from(swap.encode()),
+    };
+    f.step(msg(
+        1,
+        2,
+        1,
+        Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: vec![e],
+            commit: 1,
+        },
+    ));
+    persist(&mut f);
+    persist(&mut f);
+    assert!(f.conf().is_joint(), "applied as a follower: {:?}", f.conf());
+    // 2 wins with the grants of 3 and 4: a majority of {1,2,4} and of
+    // {1,2,3}.
+    tick_until_campaign(&mut f);
+    let t = f.term() + 1;
+    for p in [3, 4] {
+        f.step(msg(p, 2, t, Body::PreVoteResp { reject: false }));
+    }
+    persist(&mut f);
+    for p in [3, 4] {
+        f.step(msg(p, 2, t, Body::VoteResp { reject: false }));
+    }
+    assert_eq!(f.role(), Role::Leader);
+    persist(&mut f);
+    let noop = f.last_index();
+    // The no-op commits under both majorities, and applies.
+    for p in [3, 4] {
+        f.step(msg(
+            p,
+            2,
+            f.term(),
+            Body::AppendResp {
+                reject: false,
+                index: noop,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        ));
+    }
+    assert_eq!(f.commit_index(), noop);
+    persist(&mut f);
+    assert_eq!(
+        f.last_index(),
+        noop + 1,
+        "the new leader appended the entry that leaves the joint configuration"
+    );
+    persist(&mut f);
+    for p in [3, 4] {
+        f.step(msg(
+            p,
+            2,
+            f.term(),
+            Body::AppendResp {
+                reject: false,
+                index: noop + 1,
+                hint_index: 0,
+                hint_term: 0,
+            },
+        ));
+    }
+    persist(&mut f);
+    assert!(!f.conf().is_joint(), "left: {:?}", f.conf());
+    assert_eq!(f.conf().voters, vec![1, 2, 4]);
+    assert_eq!(f.last_index(), noop + 1, "left once, not again");
+}
+
+/// A move's membership step: the learner promoted and the source removed
+/// in one joint configuration, both halves of three voters, left at once.
+#[test]
+fn replace_voter_swaps_a_caught_up_learner_for_a_voter_through_one_joint_configuration() {
+    let mut l = leader_with(&[1, 2, 3], &[4]);
+    assert_eq!(l.replace_voter(4, 3), Err(ConfChangeError::NotSeeded(4)));
+    assert_eq!(l.replace_voter(2, 3), Err(ConfChangeError::NotMember(2)));
+    assert_eq!(l.replace_voter(4, 5), Err(ConfChangeError::NotMember(5)));
+    let (idx, _) = l.propose(Bytes::from_static(b"x")).unwrap();
+    persist(&mut l);
+    for p in [2, 4] {
+        ack(&mut l, p, idx);
+    }
+    persist(&mut l);
+    let (j, _) = l.replace_voter(4, 3).unwrap();
+    persist(&mut l);
+    // Entering commits under the old voters alone ({1,2} of {1,2,3}).
+    ack(&mut l, 2, j);
+    persist(&mut l);
+    let c = l.conf().clone();
+    assert_eq!(
+        (c.voters.clone(), c.voters_outgoing.clone()),
+        (vec![1, 2, 4], vec![1, 2, 3])
+    );
+    assert!(c.learners.is_empty(), "{c:?}");
+    let leave = l.last_index();
+    assert_eq!(leave, j + 1, "left at once");
+    persist(&mut l);
+    ack(&mut l, 4, leave);
+    ack(&mut l, 2, leave);
+    persist(&mut l);
+    assert!(!l.conf().is_joint());
+    assert_eq!(l.conf().voters, vec![1, 2, 4]);
+    assert_eq!(l.conf().node_of(3), None, "the source is out");
+}
