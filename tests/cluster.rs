@@ -2021,7 +2021,9 @@ fn ranges_live_on_rf_of_the_nodes_and_survive_one_down() {
 /// `move-replica` under writes: four nodes, RF 3; range 0 (on nodes 1, 2
 /// and 3) moves from its leader's node to node 4 while a writer keeps
 /// writing its keys and a watcher reads its descriptor from its leader.
-/// The range never has fewer than 3 voters; afterwards its replicas are on
+/// The range never has fewer than 3 voters, nor more (the learner is
+/// swapped for the source in one joint configuration, after leadership
+/// left the source); afterwards its replicas are on
 /// the two that stayed and node 4, every acknowledged write reads back,
 /// the source holds no replica of it, and asking again says it is done.
 /// Moving onto a node that holds a voter already is refused, saying so.
@@ -2063,6 +2065,17 @@ fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
             "{e}"
         );
         assert_eq!(cl.leader_descriptor(0).await.unwrap().replicas.len(), 3);
+        // The swap alone, before node 4 has a learner: refused, naming it.
+        let swap = Op::ReplaceVoter {
+            add: 4,
+            remove: from,
+        };
+        match cl.admin(from, 0, swap).await {
+            Err(Error::Server(ClientError::BadRequest { reason })) => {
+                assert!(reason.contains("no learner on node 4"), "{reason}")
+            }
+            r => panic!("a swap without a learner answered {r:?}"),
+        }
         let stop = Rc::new(std::cell::Cell::new(false));
         let base = key_of(&cl, 0, "w");
         let writer = glommio::spawn_local({
@@ -2084,7 +2097,7 @@ fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
         let watcher = glommio::spawn_local({
             let (cl, stop) = (cl.clone(), stop.clone());
             async move {
-                let mut fewest = usize::MAX;
+                let (mut fewest, mut most) = (usize::MAX, 0);
                 while !stop.get() {
                     if let Ok(d) = cl.leader_descriptor(0).await {
                         // Each side of a joint configuration on its own: a
@@ -2100,17 +2113,20 @@ fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
                             side(ReplicaRole::DemotingVoter),
                         ];
                         fewest = fewest.min(sides[0].min(sides[1]));
+                        most = most.max(sides[0].max(sides[1]));
                     }
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
-                fewest
+                (fewest, most)
             }
         });
         let out = cl.move_replica(0, from, 4, "").await.unwrap();
         assert_eq!(out, ringraft::client::MoveOutcome::Moved);
         stop.set(true);
-        let (acked, fewest) = (writer.await, watcher.await);
+        let (acked, (fewest, most)) = (writer.await, watcher.await);
         assert!(fewest >= 3, "a configuration with {fewest} voters");
+        // One joint swap, never promote-then-remove (RF + 1 voters).
+        assert!(most <= 3, "a configuration with {most} voters");
         assert!(!acked.is_empty());
         let d = cl.leader_descriptor(0).await.unwrap();
         let mut now: Vec<u64> = d.voters().map(|r| r.node).collect();

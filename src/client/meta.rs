@@ -113,7 +113,14 @@ impl Client {
             })
             .await?;
         }
-        if let Err(e) = patient(Op::Promote { node: to }).await {
+        // One joint configuration: `to` in, `from` out (its leader moves
+        // leadership off `from` first).
+        if let Err(e) = patient(Op::ReplaceVoter {
+            add: to,
+            remove: from,
+        })
+        .await
+        {
             // A learner left behind would be sent the group forever.
             let _ = patient(Op::RemoveNode {
                 node: to,
@@ -122,16 +129,6 @@ impl Client {
             .await;
             return Err(e);
         }
-        if self.meta_leader() == from {
-            let _ = self
-                .admin(from, META_GROUP, Op::TransferLeader { to })
-                .await;
-        }
-        patient(Op::RemoveNode {
-            node: from,
-            below_replication_factor: false,
-        })
-        .await?;
         Ok(super::MoveOutcome::Moved)
     }
 

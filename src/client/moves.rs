@@ -3,20 +3,22 @@
 //! changes, each already safe to repeat:
 //!
 //! 1. add the target as a learner (the leader seeds it with a snapshot);
-//! 2. promote it once it has caught up (the leader refuses before): the
-//!    range has RF + 1 voters;
-//! 3. if the source leads, hand leadership to the new voter;
-//! 4. remove the source: RF voters again. The removed replica is
-//!    destroyed on its node.
+//! 2. once it has caught up (the leader refuses before), one joint
+//!    configuration promotes it and removes the source
+//!    (`Op::ReplaceVoter`, `RawNode::replace_voter`): old and new voters,
+//!    RF each, and the leader leaves the joint configuration at once. If
+//!    the source leads, the range's leader first hands its leadership to
+//!    the staying voter with the most of the log and asks to be asked
+//!    again. The removed replica is destroyed on its node.
 //!
-//! The range never has fewer than RF voters on the way (adding before
-//! removing: the order cockroachdb/cockroach#12768 shows matters), and a
-//! move cut short (the client or a node stopped) is resumed by asking for
-//! it again: each step that is already in force answers `Done`. The
-//! balancer runs the same steps from the meta leader
-//! (`shard::Balancer`). One joint configuration that promotes the target
-//! and demotes the source in one step, run by the range's leader, is still
-//! to come (issue #17).
+//! The range never has fewer than RF voters in either half of any
+//! configuration on the way (cockroachdb/cockroach#12768 lost quorum
+//! where a move went below), nor the RF + 1 of promote-then-remove (an
+//! even count whose quorum is larger). A move cut short (the client or a
+//! node stopped) is resumed by asking for it again: each step already in
+//! force answers `Done`, and a leader elected in the joint configuration
+//! leaves it itself. The balancer runs the same steps from the meta
+//! leader (`shard::Balancer`).
 
 use std::time::{Duration, Instant};
 
@@ -175,33 +177,40 @@ impl Client {
                 "node {from} holds a learner of range {range}, not a voter: moving it would add a voter; remove it (ctl remove-node {from} --range {range}) instead"
             )));
         }
-        // A learner, promoted once caught up (refused with Failed until
-        // then): the range has RF + 1 voters.
-        self.add_replica(range, to, peer_addr).await?;
+        if voter_on(&d, to) {
+            // A move cut short after a promotion of the older kind (RF + 1
+            // voters): the source goes.
+            self.lead_off(range, from, to).await?;
+            self.remove_replica(range, from).await?;
+        } else {
+            // A learner on the target, then one joint configuration that
+            // promotes it and removes the source once it has caught up
+            // (refused with Failed until then; the range's leader moves
+            // its leadership off the source first).
+            self.add_learner(range, to, peer_addr).await?;
+            let op = Op::ReplaceVoter {
+                add: to,
+                remove: from,
+            };
+            self.until_caught_up(range, to, op).await?;
+        }
         let settled = |d: &RangeDesc| {
             d.replicas
                 .iter()
                 .all(|r| matches!(r.role, ReplicaRole::Voter | ReplicaRole::Learner))
         };
-        self.await_conf(range, &format!("node {to}'s promotion"), |d| {
-            settled(d)
-                && d.replica_on(to)
-                    .is_some_and(|r| r.role == ReplicaRole::Voter)
-        })
+        self.await_conf(
+            range,
+            &format!("the swap of node {from}'s voter for node {to}'s"),
+            |d| {
+                settled(d)
+                    && d.replica_on(from).is_none()
+                    && d.replica_on(to)
+                        .is_some_and(|r| r.role == ReplicaRole::Voter)
+            },
+        )
         .await?;
-        tracing::info!(range, node = to, "move: promoted");
-        self.lead_off(range, from, to).await?;
-        // Refused while another change of the range is in progress.
-        let op = Op::RemoveNode {
-            node: from,
-            below_replication_factor: false,
-        };
-        self.until(range, MOVE_LEADER_WAIT_MS, op).await?;
-        self.await_conf(range, &format!("node {from}'s removal"), |d| {
-            settled(d) && d.replica_on(from).is_none()
-        })
-        .await?;
-        tracing::info!(range, node = from, "move: source removed");
+        tracing::info!(range, from, to, "move: done");
         Ok(MoveOutcome::Moved)
     }
 
@@ -216,9 +225,19 @@ impl Client {
         node: NodeId,
         peer_addr: &str,
     ) -> Result<(), Error> {
+        if self.add_learner(range, node, peer_addr).await? {
+            return Ok(());
+        }
+        self.until_caught_up(range, node, Op::Promote { node })
+            .await
+    }
+
+    /// Adds a learner of range `range` on node `node` unless `node` holds
+    /// a replica already; whether that one is a voter.
+    async fn add_learner(&self, range: u64, node: NodeId, peer_addr: &str) -> Result<bool, Error> {
         let d = self.leader_descriptor(range).await?;
         if d.replica_on(node).is_some_and(|r| r.role.votes()) {
-            return Ok(());
+            return Ok(true);
         }
         if d.replica_on(node).is_none() {
             // Its client address too, where known: clients find it then.
@@ -236,7 +255,7 @@ impl Client {
             self.until(range, MOVE_LEADER_WAIT_MS, op).await?;
             tracing::info!(range, node, "learner added");
         }
-        self.promote_caught_up(range, node).await
+        Ok(false)
     }
 
     /// Removes node `node`'s replica of range `range` (never below the
@@ -257,12 +276,13 @@ impl Client {
             .map(|_| ())
     }
 
-    /// Promotes `node`'s learner of range `range` once it has caught up;
-    /// one that does not within [`MOVE_CATCH_UP_WAIT_MS`] is removed.
-    async fn promote_caught_up(&self, range: u64, to: NodeId) -> Result<(), Error> {
+    /// `op` (`Promote` or `ReplaceVoter` of `to`'s learner of range
+    /// `range`), asked until the learner has caught up; one that does not
+    /// within [`MOVE_CATCH_UP_WAIT_MS`] is removed.
+    async fn until_caught_up(&self, range: u64, to: NodeId, op: Op) -> Result<(), Error> {
         let deadline = Instant::now() + Duration::from_millis(MOVE_CATCH_UP_WAIT_MS);
         loop {
-            match self.admin_on_leader(range, Op::Promote { node: to }).await {
+            match self.admin_on_leader(range, op.clone()).await {
                 Ok(_) => return Ok(()),
                 // The learner is gone (removed by another hand).
                 Err(Error::Server(ClientError::Failed { reason }))

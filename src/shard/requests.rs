@@ -187,7 +187,10 @@ impl Shard {
                 self.snapshot_now(gid, false);
                 return self.respond(conn, req.id, Ok(Reply::Done));
             }
-            Op::AddLearner { .. } | Op::Promote { .. } | Op::RemoveNode { .. } => {
+            Op::AddLearner { .. }
+            | Op::Promote { .. }
+            | Op::ReplaceVoter { .. }
+            | Op::RemoveNode { .. } => {
                 return self.membership(gid, conn, &req, deadline);
             }
             Op::ClusterMap
@@ -260,6 +263,12 @@ impl Shard {
                 .replica_on(*node)
                 .is_some_and(|r| conf.voters.contains(&r)),
             Op::RemoveNode { node, .. } => out_of_conf(node) && !g.kv.members().contains_key(node),
+            Op::ReplaceVoter { add, remove } => {
+                conf.replica_on(*add)
+                    .is_some_and(|r| conf.voters.contains(&r))
+                    && out_of_conf(remove)
+                    && !g.kv.members().contains_key(remove)
+            }
             _ => false,
         };
         if in_force {
@@ -268,7 +277,16 @@ impl Shard {
         if let Err(reason) = self.voter_floor(gid, &req.op) {
             return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
         }
-        if let Op::RemoveNode { node, .. } = &req.op {
+        let leaving = match &req.op {
+            Op::RemoveNode { node, .. } => Some(node),
+            Op::ReplaceVoter { add, remove }
+                if conf.replica_on(*add).is_some_and(|r| conf.is_voter(r)) =>
+            {
+                Some(remove)
+            }
+            _ => None,
+        };
+        if let Some(node) = leaving {
             if out_of_conf(node) {
                 // Out of the group, still in its address book (the book
                 // entry of an earlier attempt was lost): that entry alone.
@@ -349,6 +367,51 @@ impl Shard {
                         return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
                     }
                 }
+            }
+            Op::ReplaceVoter { add, remove } => {
+                let g = self.replica_mut(gid);
+                let conf = g.raft.conf();
+                let learner = conf.replica_on(*add).filter(|&r| conf.is_learner(r));
+                let voter = conf.replica_on(*remove).filter(|&r| conf.is_voter(r));
+                let (Some(learner), Some(voter)) = (learner, voter) else {
+                    let reason = format!(
+                        "group {gid} has no learner on node {add} and voter on node {remove} to swap (its members: {}): add node {add} as a learner first",
+                        describe_members(conf)
+                    );
+                    return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
+                };
+                if voter == g.raft.id() {
+                    // Leadership leaves the source first (issue #17), once
+                    // the learner is ready (not while it catches up): to
+                    // the voter staying with the most of the log; the
+                    // mover asks again once it leads.
+                    if let Err(e) = g.raft.ready_learner(learner) {
+                        let reason = e.to_string();
+                        return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
+                    }
+                    let to = g
+                        .raft
+                        .conf()
+                        .voters
+                        .iter()
+                        .copied()
+                        .filter(|&v| v != voter)
+                        .max_by_key(|&v| (g.raft.progress(v).map_or(0, |p| p.match_), v));
+                    let reason = match to.map(|t| (t, g.raft.transfer_leader(t))) {
+                        Some((t, Ok(()))) => format!(
+                            "node {remove} leads group {gid}: its leadership moves to replica {t} first; ask again"
+                        ),
+                        Some((_, Err(e))) => e.to_string(),
+                        None => format!("node {remove} is group {gid}'s only voter"),
+                    };
+                    return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
+                }
+                let r = g.raft.replace_voter(learner, voter);
+                if r.is_ok() {
+                    // Best effort, as a removal's: asking again proposes it.
+                    let _ = g.raft.propose(forget_member(*remove));
+                }
+                r
             }
             Op::RemoveNode { node, .. } => {
                 let g = self.replica_mut(gid);
@@ -686,6 +749,23 @@ fn check_len(b: &bytes::Bytes, max: usize, key: bool) -> Result<(), ClientError>
             max: max as u64,
         })
     }
+}
+
+/// A group's members for an error: `node N (voter|learner)`, by node.
+fn describe_members(conf: &crate::raft::ConfState) -> String {
+    let v: Vec<String> = conf
+        .placements
+        .iter()
+        .map(|p| {
+            let role = if conf.is_voter(p.replica) {
+                "voter"
+            } else {
+                "learner"
+            };
+            format!("node {} ({role})", p.node)
+        })
+        .collect();
+    v.join(", ")
 }
 
 /// The address-book entry that forgets `node` (an empty peer address).

@@ -101,6 +101,17 @@ pub enum Op {
     Promote {
         node: u64,
     },
+    /// A move's membership step: `add`'s learner becomes a voter and
+    /// `remove`'s voter leaves, in one joint configuration
+    /// (`RawNode::replace_voter`; CockroachDB's atomic replication
+    /// change): the range never has fewer voters than before, in either
+    /// half. Refused `Failed` while the learner has not caught up (ask
+    /// again), `BadRequest` if `remove` holds no voter or `add` no
+    /// learner. `Done` if already in force (`add` a voter, `remove` gone).
+    ReplaceVoter {
+        add: u64,
+        remove: u64,
+    },
     /// Removes `node`'s replica from the group. Refused with `BadRequest`
     /// if the group would be left with fewer voters than the cluster's
     /// replication factor, unless `below_replication_factor` (an operator

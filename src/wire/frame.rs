@@ -32,7 +32,8 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 /// 7: the replication factor in the cluster map.
 /// 8: `Op::RemoveNode::below_replication_factor` (the floor on voters).
 /// 9: `Op::Descriptor` (a range's descriptor from its leader only).
-pub const PROTOCOL_VERSION: u8 = 9;
+/// 10: `Op::ReplaceVoter` (a move's one joint membership step).
+pub const PROTOCOL_VERSION: u8 = 10;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 

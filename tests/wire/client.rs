@@ -68,6 +68,7 @@ pub fn every_op() -> Vec<Op> {
             client_addr: "127.0.0.1:8000".into(),
         },
         Op::Promote { node: 4 },
+        Op::ReplaceVoter { add: 4, remove: 1 },
         Op::RemoveNode {
             node: 2,
             below_replication_factor: true,

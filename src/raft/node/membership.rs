@@ -152,8 +152,9 @@ impl RawNode {
     }
 
     /// `id`'s node, if `id` is a learner this leader may promote: seeded
-    /// and within `promote_lag_entries_max` entries of its log.
-    fn ready_learner(&self, id: ReplicaId) -> Result<NodeId, ConfChangeError> {
+    /// and within `promote_lag_entries_max` entries of its log
+    /// (`NotMember`, `NotSeeded`, `NotCaughtUp` otherwise).
+    pub fn ready_learner(&self, id: ReplicaId) -> Result<NodeId, ConfChangeError> {
         if !self.conf.is_learner(id) {
             return Err(ConfChangeError::NotMember(id));
         }
