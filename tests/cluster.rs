@@ -2349,7 +2349,9 @@ fn the_meta_group_holds_the_map_follows_a_move_and_outlives_its_leader() {
 /// after `--dead-node-timeout-ms` without answering the meta leader's
 /// pings, and every range it held is moved to a live node, without an
 /// operator: each range has its 3 voters again, none on the dead node,
-/// and every write made before reads back.
+/// and every write made before reads back. The dead node is a member of
+/// the meta group (not its leader): its member moves to the node outside
+/// it, so the map keeps three live copies too.
 #[test]
 fn the_balancer_re_replicates_the_ranges_of_a_dead_node() {
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
@@ -2370,9 +2372,9 @@ fn the_balancer_re_replicates_the_ranges_of_a_dead_node() {
     .collect();
     let mut c = LocalCluster::start(cfg).expect("nodes start");
     c.wait_ready(Duration::from_secs(30)).unwrap();
-    let addrs = c.client_addrs()[..3].to_vec();
-    let written = run_on_executor({
-        let addrs = addrs.clone();
+    let all = c.client_addrs();
+    let (written, dead) = run_on_executor({
+        let addrs = all.clone();
         move || async move {
             let cl = client(addrs).await;
             learn_ranges(&cl, 4).await;
@@ -2382,11 +2384,20 @@ fn the_balancer_re_replicates_the_ranges_of_a_dead_node() {
                 cl.put(&k, b"v").await.unwrap();
                 w.push(k);
             }
-            w
+            // Nodes 1-3 are the meta group's voters: one that does not
+            // lead it dies.
+            let mut members = cl.meta_members().await.unwrap();
+            members.sort_unstable();
+            assert_eq!(members, vec![1, 2, 3]);
+            let lead = cl.meta_leader();
+            (w, *members.iter().find(|&&n| n != lead).unwrap())
         }
     });
-    // Node 4 is no voter of the meta group (nodes 1-3 are).
-    c.kill(4);
+    c.kill(dead);
+    let addrs: Vec<_> = (1..=4u64)
+        .filter(|&n| n != dead)
+        .map(|n| all[n as usize - 1])
+        .collect();
     run_on_executor(move || async move {
         let cl = client(addrs).await;
         // Dead after 10 s, then rounds 5 s apart of at most
@@ -2394,7 +2405,7 @@ fn the_balancer_re_replicates_the_ranges_of_a_dead_node() {
         let m = meta_until(&cl, 120, |m| {
             m.ranges().len() == 4
                 && m.ranges().iter().all(|d| {
-                    d.replica_on(4).is_none()
+                    d.replica_on(dead).is_none()
                         && d.replicas.len() == 3
                         && d.replicas.iter().all(|r| r.role == ReplicaRole::Voter)
                 })
@@ -2403,9 +2414,23 @@ fn the_balancer_re_replicates_the_ranges_of_a_dead_node() {
         for d in m.ranges().iter() {
             let now = cl.leader_descriptor(d.id).await.unwrap();
             assert!(
-                now.replica_on(4).is_none() && now.voters().count() == 3,
+                now.replica_on(dead).is_none() && now.voters().count() == 3,
                 "{now}"
             );
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut members = cl.meta_members().await.unwrap_or_default();
+            members.sort_unstable();
+            let want: Vec<u64> = (1..=4).filter(|&n| n != dead).collect();
+            if members == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the meta group's members are {members:?}, not {want:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
         }
         for k in written {
             assert_eq!(cl.get(&k).await.unwrap().as_deref(), Some(&b"v"[..]));

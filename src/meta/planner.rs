@@ -5,6 +5,11 @@
 //!
 //! Priorities, as CockroachDB's allocator orders them (repair before
 //! rebalance), each range getting at most one operation at a time:
+//! 0. **The meta group first**: a member of the meta group on a dead,
+//!    decommissioning or decommissioned node moves to a live active node
+//!    outside it (fewest replicas first), one at a time. The map outlives
+//!    its nodes the way the ranges do; with a quorum of its members gone
+//!    there is no meta leader to plan anything (an operator's recovery).
 //! 1. **Repair**: a replica on a dead, decommissioning or decommissioned
 //!    node moves to a live active node (a decommissioning node's
 //!    leadership moves first, so its leaders drain before its replicas); a
@@ -19,10 +24,10 @@
 //!    more (so leaders end within ±1 of the mean).
 //!
 //! A **move** is one primitive: add the target as a learner, catch it up,
-//! promote it, hand leadership off the source if it leads, remove the
-//! source (today run from the meta leader through the client's moves,
-//! `client::moves`; one joint configuration run by the range's leader is
-//! the target design). The range never
+//! then one joint configuration that promotes it and removes the source,
+//! the range's leader handing its leadership off the source first if it
+//! leads (run from the meta leader through the client's moves,
+//! `client::moves`). The range never
 //! has fewer than RF voters in any configuration of a move
 //! (cockroachdb/cockroach#12768 lost quorum exactly there), which is why
 //! the planner never plans a removal that would go below RF.
@@ -92,6 +97,9 @@ pub struct Observed {
     /// Operations under way (planned earlier, not finished): their ranges
     /// get no other, and their nodes count against `moves_per_node_max`.
     pub in_flight: Vec<Op>,
+    /// The nodes of the meta group's members, as its leader has them
+    /// (empty: not known, and the meta group is left alone).
+    pub meta_members: Vec<NodeId>,
 }
 
 /// One operation for a range's leader to carry out.
@@ -111,6 +119,9 @@ pub enum Op {
     RemoveReplica { range: RangeId, node: NodeId },
     /// Hand the range's leadership to its voter on `to`.
     TransferLeader { range: RangeId, to: NodeId },
+    /// Move the meta group's member on `from` to `to` (the same
+    /// primitive, on the meta group: `Client::move_meta_replica`).
+    MoveMetaReplica { from: NodeId, to: NodeId },
 }
 
 impl Op {
@@ -120,6 +131,7 @@ impl Op {
             | Op::MoveReplica { range, .. }
             | Op::RemoveReplica { range, .. }
             | Op::TransferLeader { range, .. } => range,
+            Op::MoveMetaReplica { .. } => crate::route::META_GROUP,
         }
     }
 
@@ -127,7 +139,7 @@ impl Op {
     fn moving_nodes(&self) -> Vec<NodeId> {
         match *self {
             Op::AddReplica { node, .. } | Op::RemoveReplica { node, .. } => vec![node],
-            Op::MoveReplica { from, to, .. } => vec![from, to],
+            Op::MoveReplica { from, to, .. } | Op::MoveMetaReplica { from, to } => vec![from, to],
             Op::TransferLeader { .. } => Vec::new(),
         }
     }
@@ -234,6 +246,8 @@ pub fn plan(map: &MetaState, obs: &Observed, cfg: &PlannerConfig) -> Vec<Op> {
         map.node(n).is_none_or(|x| x.state != NodeState::Active)
             || health(cfg, obs, n) == Health::Dead
     };
+    // 0. The meta group's members.
+    round.repair_meta(&draining);
     // 1. Repair.
     for d in map.ranges().iter() {
         if round.full() {
@@ -282,6 +296,8 @@ impl Round<'_> {
                 }
                 *self.leading.entry(to).or_default() += 1;
             }
+            // Not a range's replica: the counts stay.
+            Op::MoveMetaReplica { .. } => {}
         }
         self.out.push(op);
     }
@@ -294,6 +310,31 @@ impl Round<'_> {
             .copied()
             .filter(|&n| d.replica_on(n).is_none() && self.free(n))
             .min_by_key(|&n| (self.replicas.get(&n).copied().unwrap_or(0), n))
+    }
+
+    /// Plans moving a member of the meta group off a draining node (the
+    /// lowest id first), to the live active non-member holding fewest
+    /// replicas (then lowest id); one at a time.
+    fn repair_meta(&mut self, draining: &dyn Fn(NodeId) -> bool) {
+        let members = &self.obs.meta_members;
+        if self.taken.contains(&crate::route::META_GROUP) {
+            return;
+        }
+        let Some(from) = members.iter().copied().filter(|&n| draining(n)).min() else {
+            return;
+        };
+        if !self.free(from) {
+            return;
+        }
+        let to = self
+            .targets
+            .iter()
+            .copied()
+            .filter(|&n| !members.contains(&n) && self.free(n))
+            .min_by_key(|&n| (self.replicas.get(&n).copied().unwrap_or(0), n));
+        if let Some(to) = to {
+            self.push(Op::MoveMetaReplica { from, to });
+        }
     }
 
     fn repair(&mut self, d: &RangeDesc, draining: &dyn Fn(NodeId) -> bool) {

@@ -77,6 +77,7 @@ fn world(nodes: &[(u64, NodeState)], rf: u32, ranges: &[(&[u64], u64)]) -> (Meta
             .map(|(i, &(_, l))| (i as u64 + 1, l))
             .collect(),
         in_flight: Vec::new(),
+        meta_members: Vec::new(),
     };
     (m, obs)
 }
@@ -240,6 +241,61 @@ fn leaders_spread_to_within_one_of_the_mean() {
 }
 
 #[test]
+fn the_meta_groups_member_on_a_dead_or_draining_node_moves_first_one_at_a_time() {
+    // Five nodes; the meta group on 1, 2 and 3; ranges on 1-3.
+    let (m, mut obs) = world(
+        &[
+            (1, NodeState::Active),
+            (2, NodeState::Decommissioning),
+            (3, NodeState::Active),
+            (4, NodeState::Active),
+            (5, NodeState::Active),
+        ],
+        3,
+        &[(ALL3, 1), (ALL3, 1)],
+    );
+    let cfg = PlannerConfig::default();
+    // Not known: left alone (the ranges' repair alone).
+    let ops = plan(&m, &obs, &cfg);
+    assert!(
+        !ops.iter().any(|o| matches!(o, Op::MoveMetaReplica { .. })),
+        "{ops:?}"
+    );
+    obs.meta_members = vec![1, 2, 3];
+    // Node 3 dead too: the lowest draining member first, to the
+    // non-member holding fewest replicas (4 and 5 hold none: 4).
+    obs.heartbeat_ms.insert(3, 0);
+    let ops = plan(&m, &obs, &cfg);
+    assert_eq!(ops[0], Op::MoveMetaReplica { from: 2, to: 4 }, "{ops:?}");
+    assert_eq!(
+        ops.iter()
+            .filter(|o| matches!(o, Op::MoveMetaReplica { .. }))
+            .count(),
+        1,
+        "one meta move at a time: {ops:?}"
+    );
+    // While it is under way, no other.
+    obs.in_flight = vec![Op::MoveMetaReplica { from: 2, to: 4 }];
+    let ops = plan(&m, &obs, &cfg);
+    assert!(
+        !ops.iter().any(|o| matches!(o, Op::MoveMetaReplica { .. })),
+        "{ops:?}"
+    );
+    // Done: the dead member next, to the one usable non-member left.
+    obs.in_flight.clear();
+    obs.meta_members = vec![1, 3, 4];
+    let ops = plan(&m, &obs, &cfg);
+    assert_eq!(ops[0], Op::MoveMetaReplica { from: 3, to: 5 }, "{ops:?}");
+    // No usable non-member: nothing for the meta group.
+    obs.meta_members = vec![1, 3, 4, 5];
+    let ops = plan(&m, &obs, &cfg);
+    assert!(
+        !ops.iter().any(|o| matches!(o, Op::MoveMetaReplica { .. })),
+        "{ops:?}"
+    );
+}
+
+#[test]
 fn a_round_plans_at_most_ops_per_round_max() {
     let ranges: Vec<(&[u64], u64)> = (0..6).map(|_| (ALL3, 1)).collect();
     let (m, obs) = world(&active(1..=3), 3, &ranges);
@@ -253,6 +309,11 @@ fn a_round_plans_at_most_ops_per_round_max() {
 /// Carries `op` out at once, as the range's leader would: the new
 /// descriptor reported to the map (conf_ver + 1), leadership moved.
 fn carry_out(m: &mut MetaState, obs: &mut Observed, op: &Op, next_replica: &mut u64) {
+    if let Op::MoveMetaReplica { from, to } = *op {
+        obs.meta_members.retain(|&n| n != from);
+        obs.meta_members.push(to);
+        return;
+    }
     let mut d = m
         .ranges()
         .get(op.range())
@@ -281,6 +342,7 @@ fn carry_out(m: &mut MetaState, obs: &mut Observed, op: &Op, next_replica: &mut 
             obs.leaders.insert(range, to);
             return;
         }
+        Op::MoveMetaReplica { .. } => unreachable!("carried out above"),
     }
     d.epoch.conf_ver += 1;
     assert_eq!(
@@ -315,6 +377,7 @@ proptest! {
         // the planner must also end where it cannot do more.
         let ranges: Vec<(&[u64], u64)> = leaders.iter().map(|&l| (ALL3, l + 1)).collect();
         let (mut m, mut obs) = world(&list, rf, &ranges);
+        obs.meta_members = vec![1, 2, 3];
         let cfg = PlannerConfig::default();
         // Node `nodes` is dead when its state draw says 1.
         if states[0] == 1 {
@@ -347,6 +410,11 @@ proptest! {
             rounds += 1;
             prop_assert!(rounds < 200, "no fixpoint: {:?}", ops);
             for op in &ops {
+                if let Op::MoveMetaReplica { to, .. } = *op {
+                    prop_assert!(usable.contains(&to) && !obs.meta_members.contains(&to), "{:?}", op);
+                    carry_out(&mut m, &mut obs, op, &mut next_replica);
+                    continue;
+                }
                 let before = m.ranges().get(op.range()).unwrap().voters().count();
                 if let Op::RemoveReplica { .. } = op {
                     prop_assert!(before > rf as usize, "{:?} below RF", op);
@@ -356,6 +424,10 @@ proptest! {
                 prop_assert!(after >= before.min(rf as usize), "{:?}: {} -> {}", op, before, after);
             }
         }
+        // The meta group's members end on usable nodes, as many as there
+        // are usable nodes for (it never shrinks).
+        let meta_usable = obs.meta_members.iter().filter(|n| usable.contains(n)).count();
+        prop_assert_eq!(meta_usable, usable.len().min(3), "meta members {:?}, usable {:?}", obs.meta_members, usable);
         let want = (rf as usize).min(usable.len());
         let mut count = std::collections::BTreeMap::<u64, usize>::new();
         for d in m.ranges().iter() {

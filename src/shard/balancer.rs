@@ -83,12 +83,16 @@ impl Balancer {
             .filter(|&(_, l)| l != 0)
             .map(|(g, l)| (g as u64, l))
             .collect();
+        // Not known (the meta leader did not answer): the meta group is
+        // left alone this round.
+        let meta_members = c.meta_members().await.unwrap_or_default();
         let obs = Observed {
             now_ms: self.now_ms(),
             since_ms: self.since_ms,
             heartbeat_ms: self.heartbeat_ms.clone(),
             leaders,
             in_flight: Vec::new(),
+            meta_members,
         };
         let mut done = Vec::new();
         for op in plan(state, &obs, &self.cfg) {
@@ -123,6 +127,9 @@ impl Balancer {
                 PlanOp::AddReplica { range, node } => c.add_replica(range, node, &peer(node)).await,
                 PlanOp::RemoveReplica { range, node } => c.remove_replica(range, node).await,
                 PlanOp::TransferLeader { range, to } => c.transfer_leader(range, to).await,
+                PlanOp::MoveMetaReplica { from, to } => {
+                    c.move_meta_replica(from, to, &peer(to)).await.map(|_| ())
+                }
             };
             match &r {
                 Ok(()) => tracing::info!(?op, "balancer: done"),
