@@ -708,10 +708,28 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                 m.ranges().len()
             );
             let leaders = c.leaders();
+            // Liveness is the meta leader's balancer's (not replicated):
+            // a note instead of the columns where it has none.
+            let live = match c.liveness().await {
+                Ok(v) => {
+                    say!(
+                        "liveness as of the balancer's round {:.1} s ago (dead after {} s silent)",
+                        v.round_age_ms as f64 / 1000.0,
+                        v.dead_node_timeout_ms / 1000
+                    );
+                    v.nodes
+                }
+                Err(e) => {
+                    say!("liveness not known: {e}");
+                    Vec::new()
+                }
+            };
             say!(
-                "{:>6} {:>16} {:>8} {:>8}  {:<22} {:<22}",
+                "{:>6} {:>16} {:>8} {:>12} {:>8} {:>8}  {:<22} {:<22}",
                 "node",
                 "state",
+                "liveness",
+                "heartbeat",
                 "replicas",
                 "leaders",
                 "peer address",
@@ -731,10 +749,20 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                         a.to_string()
                     }
                 };
+                let (liveness, heard) = match live.iter().find(|l| l.node == n.id) {
+                    Some(l) if l.silent_ms == u64::MAX => (l.state.to_string(), "never".into()),
+                    Some(l) => (
+                        l.state.to_string(),
+                        format!("{:.1} s ago", l.silent_ms as f64 / 1000.0),
+                    ),
+                    None => ("-".to_string(), "-".to_string()),
+                };
                 say!(
-                    "{:>6} {:>16} {:>8} {:>8}  {:<22} {:<22}",
+                    "{:>6} {:>16} {:>8} {:>12} {:>8} {:>8}  {:<22} {:<22}",
                     n.id,
                     n.state.to_string(),
+                    liveness,
+                    heard,
                     replicas,
                     led,
                     or_dash(&n.peer_addr),

@@ -19,6 +19,7 @@ use ringraft::local_cluster::{
 };
 use ringraft::meta::ReplicaRole;
 use ringraft::transport::{FrameReader, UNATTRIBUTED_ID};
+use ringraft::wire::client::LivenessState;
 use ringraft::wire::hello::decode_reply;
 use ringraft::wire::{
     decode_response, encode_frame, encode_request, ClientError, Hello, Op, ReadMode, Reply,
@@ -1120,7 +1121,12 @@ fn addrs_but(c: &LocalCluster, n: u64) -> Vec<std::net::SocketAddr> {
 }
 
 fn ctl(c: &LocalCluster, args: &[&str]) -> std::process::Output {
-    let cluster: Vec<String> = c.client_addrs().iter().map(|a| a.to_string()).collect();
+    ctl_at(&c.client_addrs(), args)
+}
+
+/// `ringraft ctl --cluster <addrs> args...`.
+fn ctl_at(addrs: &[std::net::SocketAddr], args: &[&str]) -> std::process::Output {
+    let cluster: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
     std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
         .args(["ctl", "--cluster", &cluster.join(",")])
         .args(args)
@@ -2330,8 +2336,13 @@ fn the_meta_group_holds_the_map_follows_a_move_and_outlives_its_leader() {
     let out = ctl(&c, &["nodes"]);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "{text}");
+    // The settings, a note that liveness is not known (these nodes run
+    // without the balancer, which pings them), the header, four nodes.
     assert!(
-        text.contains("replication factor 3") && text.lines().count() == 6,
+        text.contains("replication factor 3")
+            && text.contains("liveness not known")
+            && text.contains("the balancer is off")
+            && text.lines().count() == 7,
         "{text}"
     );
     c.kill(leader);
@@ -2394,6 +2405,45 @@ fn the_balancer_re_replicates_the_ranges_of_a_dead_node() {
         }
     });
     c.kill(dead);
+    let survivors = addrs_but(&c, dead);
+    run_on_executor({
+        let survivors = survivors.clone();
+        move || async move {
+            // The meta leader's balancer declares it dead (suspect first, for
+            // a round or so), the others live, heard from within a round.
+            let cl = client(survivors).await;
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let v = cl.liveness().await;
+                if let Ok(v) = &v {
+                    let of = |n| v.nodes.iter().find(|l| l.node == n).unwrap();
+                    if of(dead).state == LivenessState::Dead {
+                        assert!(of(dead).silent_ms > 10_000, "{v:?}");
+                        for n in (1..=4).filter(|&n| n != dead) {
+                            assert_eq!(of(n).state, LivenessState::Live, "{v:?}");
+                        }
+                        break;
+                    }
+                }
+                assert!(Instant::now() < deadline, "node {dead} not dead: {v:?}");
+                glommio::timer::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    let out = ctl_at(&survivors, &["nodes"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(out.status.success(), "{text}");
+    let line = |n: u64| {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(&n.to_string()))
+            .unwrap_or_else(|| panic!("no line for node {n}: {text}"))
+            .to_string()
+    };
+    assert!(line(dead).contains(" dead "), "{text}");
+    assert!(
+        text.contains("liveness as of the balancer's round"),
+        "{text}"
+    );
     let addrs: Vec<_> = (1..=4u64)
         .filter(|&n| n != dead)
         .map(|n| all[n as usize - 1])

@@ -51,6 +51,15 @@ impl Client {
         }
     }
 
+    /// The meta leader's balancer's view of the nodes (`Op::Liveness`):
+    /// live, suspect or dead, and how long each has been silent.
+    pub async fn liveness(&self) -> Result<crate::wire::client::LivenessView, Error> {
+        match self.on_meta_leader(Op::Liveness).await? {
+            Reply::Liveness(v) => Ok(v),
+            r => Err(super::unexpected(r)),
+        }
+    }
+
     /// The nodes of the meta group's members (voters and learners), as
     /// its leader has them.
     pub async fn meta_members(&self) -> Result<Vec<u64>, Error> {

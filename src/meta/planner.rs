@@ -47,6 +47,12 @@ use crate::raft::NodeId;
 /// default (5 minutes); seconds in tests.
 pub const DEAD_NODE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 
+/// How long a node may go without a heartbeat before it is suspect: it
+/// takes no new replica, and keeps the ones it has (CockroachDB's
+/// "suspect" store). Below one balancer round (5 s), so a node that missed
+/// the ping of the round being planned is suspect in that round.
+pub const SUSPECT_NODE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
+
 /// Operations adding or removing a replica on one node at a time, in
 /// flight and planned (each seeds or drops a snapshot's worth of data).
 pub const MOVES_PER_NODE_MAX_DEFAULT: usize = 2;
@@ -63,6 +69,8 @@ pub const BALANCE_TOLERANCE_PCT_DEFAULT: u64 = 10;
 pub struct PlannerConfig {
     /// `dead-node-timeout`, ms (see [`DEAD_NODE_TIMEOUT_MS_DEFAULT`]).
     pub dead_node_timeout_ms: u64,
+    /// See [`SUSPECT_NODE_TIMEOUT_MS_DEFAULT`].
+    pub suspect_node_timeout_ms: u64,
     pub moves_per_node_max: usize,
     pub ops_per_round_max: usize,
     pub balance_tolerance_pct: u64,
@@ -72,6 +80,7 @@ impl Default for PlannerConfig {
     fn default() -> Self {
         PlannerConfig {
             dead_node_timeout_ms: DEAD_NODE_TIMEOUT_MS_DEFAULT,
+            suspect_node_timeout_ms: SUSPECT_NODE_TIMEOUT_MS_DEFAULT,
             moves_per_node_max: MOVES_PER_NODE_MAX_DEFAULT,
             ops_per_round_max: OPS_PER_ROUND_MAX_DEFAULT,
             balance_tolerance_pct: BALANCE_TOLERANCE_PCT_DEFAULT,
@@ -148,9 +157,12 @@ impl Op {
 /// How the planner sees a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
-    /// Heard from within `dead_node_timeout_ms`.
+    /// Heard from within `suspect_node_timeout_ms`.
     Live,
-    /// Silent for longer: its replicas are re-created elsewhere.
+    /// Silent for longer, but not dead: it takes no new replica.
+    Suspect,
+    /// Silent for longer than `dead_node_timeout_ms`: its replicas are
+    /// re-created elsewhere.
     Dead,
 }
 
@@ -180,8 +192,11 @@ pub fn health(cfg: &PlannerConfig, obs: &Observed, node: NodeId) -> Health {
         .copied()
         .unwrap_or(obs.since_ms)
         .max(obs.since_ms);
-    if obs.now_ms.saturating_sub(last) > cfg.dead_node_timeout_ms {
+    let silent = obs.now_ms.saturating_sub(last);
+    if silent > cfg.dead_node_timeout_ms {
         Health::Dead
+    } else if silent > cfg.suspect_node_timeout_ms {
+        Health::Suspect
     } else {
         Health::Live
     }

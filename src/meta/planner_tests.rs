@@ -296,6 +296,36 @@ fn the_meta_groups_member_on_a_dead_or_draining_node_moves_first_one_at_a_time()
 }
 
 #[test]
+fn a_suspect_node_takes_no_new_replica_and_keeps_its_own() {
+    // Range 1 is short a voter; nodes 4 and 5 hold none.
+    let (m, mut obs) = world(&active(1..=5), 3, &[(&[1, 2], 1), (ALL3, 2)]);
+    let cfg = PlannerConfig::default();
+    assert_eq!(
+        plan(&m, &obs, &cfg)[0],
+        Op::AddReplica { range: 1, node: 4 }
+    );
+    // Node 4 missed a ping (silent past the suspect timeout, not dead):
+    // the replica goes to 5, and nothing moves off 4.
+    obs.heartbeat_ms
+        .insert(4, NOW - cfg.suspect_node_timeout_ms - 1);
+    assert_eq!(
+        super::planner::health(&cfg, &obs, 4),
+        super::planner::Health::Suspect
+    );
+    let ops = plan(&m, &obs, &cfg);
+    assert_eq!(ops[0], Op::AddReplica { range: 1, node: 5 }, "{ops:?}");
+    // Node 2 suspect: its replicas stay (a suspect is not draining).
+    obs.heartbeat_ms
+        .insert(2, NOW - cfg.suspect_node_timeout_ms - 1);
+    let ops = plan(&m, &obs, &cfg);
+    assert!(
+        !ops.iter()
+            .any(|o| matches!(o, Op::MoveReplica { from: 2, .. })),
+        "{ops:?}"
+    );
+}
+
+#[test]
 fn a_round_plans_at_most_ops_per_round_max() {
     let ranges: Vec<(&[u64], u64)> = (0..6).map(|_| (ALL3, 1)).collect();
     let (m, obs) = world(&active(1..=3), 3, &ranges);

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, Error};
-use crate::meta::planner::{plan, Observed, Op as PlanOp, PlannerConfig};
+use crate::meta::planner::{health, plan, Health, Observed, Op as PlanOp, PlannerConfig};
 use crate::meta::MetaState;
 use crate::raft::NodeId;
 
@@ -26,6 +26,17 @@ pub const BALANCE_INTERVAL_MS_DEFAULT: u64 = 5_000;
 /// planned again, from a fresh map, in the next round (a move can take
 /// minutes to seed; a plan made before it is stale after it).
 pub const BALANCE_ROUND_BUDGET_MS: u64 = 60_000;
+
+/// What the balancer's last round saw of the nodes (`Op::Liveness`).
+#[derive(Debug, Clone)]
+pub struct LivenessSeen {
+    /// When the round started.
+    pub at: Instant,
+    pub dead_node_timeout_ms: u64,
+    /// Node, its health then, and how long it had been silent then (ms;
+    /// `None`: not heard from since this balancer started).
+    pub nodes: Vec<(NodeId, Health, Option<u64>)>,
+}
 
 /// The meta leader's balancer state (see the module docs).
 pub struct Balancer {
@@ -52,9 +63,10 @@ impl Balancer {
     }
 
     /// One round over `state` (the meta group's map): the operations
-    /// carried out, in order, with their outcome. Ends early (starting no
-    /// other operation) once `leading` is false (this node no longer leads
-    /// the meta group) or `stop` is set, or after
+    /// carried out, in order, with their outcome. What it saw of the nodes
+    /// goes to `seen` before any operation starts. Ends early (starting
+    /// no other operation) once `leading` is false (this node no longer
+    /// leads the meta group) or `stop` is set, or after
     /// [`BALANCE_ROUND_BUDGET_MS`].
     pub async fn round(
         &mut self,
@@ -62,6 +74,7 @@ impl Balancer {
         state: &MetaState,
         leading: &dyn Fn() -> bool,
         stop: &Cell<bool>,
+        seen: &dyn Fn(LivenessSeen),
     ) -> Vec<(PlanOp, Result<(), Error>)> {
         let started = Instant::now();
         // Heard from at the round's start: the round's own length (pings
@@ -86,14 +99,30 @@ impl Balancer {
         // Not known (the meta leader did not answer): the meta group is
         // left alone this round.
         let meta_members = c.meta_members().await.unwrap_or_default();
+        // As of the round's start, when every node was asked: however long
+        // the pings of silent nodes took, one that answered is live.
         let obs = Observed {
-            now_ms: self.now_ms(),
+            now_ms: heard,
             since_ms: self.since_ms,
             heartbeat_ms: self.heartbeat_ms.clone(),
             leaders,
             in_flight: Vec::new(),
             meta_members,
         };
+        seen(LivenessSeen {
+            at: started,
+            dead_node_timeout_ms: self.cfg.dead_node_timeout_ms,
+            nodes: state
+                .nodes()
+                .map(|n| {
+                    let silent = self
+                        .heartbeat_ms
+                        .get(&n.id)
+                        .map(|&t| heard.saturating_sub(t));
+                    (n.id, health(&self.cfg, &obs, n.id), silent)
+                })
+                .collect(),
+        });
         let mut done = Vec::new();
         for op in plan(state, &obs, &self.cfg) {
             if !leading()

@@ -26,7 +26,7 @@ use crate::meta::{ClusterSettings, MetaCmd, MetaState, NodeRecord, NodeState, Ra
 use crate::route::META_GROUP;
 use crate::wire::{Op, Reply};
 
-use super::balancer::{Balancer, BALANCE_INTERVAL_MS_DEFAULT};
+use super::balancer::{Balancer, LivenessSeen, BALANCE_INTERVAL_MS_DEFAULT};
 use crate::meta::planner::PlannerConfig;
 
 /// How often the upkeep looks whether this node's meta replica leads
@@ -60,6 +60,9 @@ pub struct MetaLink {
     pub(super) reports: RefCell<BTreeMap<GroupId, RangeDesc>>,
     /// Whether this shard's meta replica leads.
     pub(super) meta_leading: Cell<bool>,
+    /// The balancer's last view of the nodes, while this node leads the
+    /// meta group and balances (`Op::Liveness`).
+    pub(super) liveness: RefCell<Option<LivenessSeen>>,
 }
 
 impl MetaLink {
@@ -130,6 +133,7 @@ pub async fn run_meta_sync(
             next_pass = None;
             next_round = None;
             balancer = None;
+            link.liveness.replace(None);
             continue;
         }
         let due = |t: Option<Instant>| t.is_none_or(|t| Instant::now() >= t);
@@ -176,7 +180,10 @@ pub async fn run_meta_sync(
                 })
             });
             let leading = || link.meta_leading();
-            b.round(c, &state, &leading, &stop).await;
+            let seen = |s| {
+                link.liveness.replace(Some(s));
+            };
+            b.round(c, &state, &leading, &stop, &seen).await;
             next_round = Some(Instant::now() + Duration::from_millis(BALANCE_INTERVAL_MS_DEFAULT));
         }
     }

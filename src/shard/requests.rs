@@ -101,12 +101,13 @@ impl Shard {
             })
         };
         match &req.op {
-            Op::Meta { .. } | Op::MetaState if !meta => {
+            Op::Meta { .. } | Op::MetaState | Op::Liveness if !meta => {
                 let r = refuse("meta commands go to the meta group (route::META_GROUP)");
                 return self.respond(conn, req.id, r);
             }
             Op::Meta { cmd } => return self.meta_command(gid, conn, &req, cmd.clone(), deadline),
             Op::MetaState => return self.meta_state(gid, conn, req.id),
+            Op::Liveness => return self.liveness(gid, conn, req.id),
             Op::Put { .. }
             | Op::Get { .. }
             | Op::Delete { .. }
@@ -199,7 +200,8 @@ impl Shard {
             | Op::Isolate { .. }
             | Op::Ranges { .. }
             | Op::Meta { .. }
-            | Op::MetaState => {
+            | Op::MetaState
+            | Op::Liveness => {
                 unreachable!("answered above")
             }
         };
@@ -502,6 +504,54 @@ impl Shard {
             None => crate::meta::MetaState::new().snapshot(),
         };
         self.respond(conn, id, Ok(Reply::Meta { ok: true, body }));
+    }
+
+    /// `Op::Liveness` on the meta group's leader: its balancer's last
+    /// view of the nodes.
+    fn liveness(&mut self, gid: GroupId, conn: ClientConnId, id: u64) {
+        use crate::meta::planner::Health;
+        use crate::wire::client::{LivenessState, LivenessView, NodeLiveness};
+        let g = self.replica(gid);
+        if g.raft.role() != Role::Leader {
+            let leader = g.leader_node();
+            return self.respond(conn, id, Err(ClientError::NotLeader { leader }));
+        }
+        if !self.cfg.balancer {
+            let reason = format!(
+                "the balancer is off on the meta leader (node {}): nothing pings the nodes, so no liveness is known (start nodes without --balancer false)",
+                self.cfg.node
+            );
+            return self.respond(conn, id, Err(ClientError::BadRequest { reason }));
+        }
+        let r = match &*self.meta_link.liveness.borrow() {
+            None => Err(ClientError::Failed {
+                reason:
+                    "the meta leader's balancer has not run a round yet (one every 5 s); ask again"
+                        .into(),
+            }),
+            Some(seen) => {
+                let age = seen.at.elapsed().as_millis() as u64;
+                let nodes = seen
+                    .nodes
+                    .iter()
+                    .map(|&(node, h, silent)| NodeLiveness {
+                        node,
+                        state: match h {
+                            Health::Live => LivenessState::Live,
+                            Health::Suspect => LivenessState::Suspect,
+                            Health::Dead => LivenessState::Dead,
+                        },
+                        silent_ms: silent.map_or(u64::MAX, |s| s + age),
+                    })
+                    .collect();
+                Ok(Reply::Liveness(LivenessView {
+                    dead_node_timeout_ms: seen.dead_node_timeout_ms,
+                    round_age_ms: age,
+                    nodes,
+                }))
+            }
+        };
+        self.respond(conn, id, r);
     }
 
     fn read(

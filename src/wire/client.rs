@@ -147,6 +147,12 @@ pub enum Op {
     /// miss the last writes of a leader that was just replaced):
     /// `Reply::Meta` with `meta::MetaState::snapshot` bytes.
     MetaState,
+    /// The meta leader's view of the nodes' liveness (sent to
+    /// `route::META_GROUP`): `Reply::Liveness` from its balancer's last
+    /// round; `NotLeader` elsewhere; `BadRequest` if the balancer is off
+    /// there (`--balancer false`: nothing pings the nodes); `Failed` before
+    /// its first round (ask again in a few seconds).
+    Liveness,
     /// Answered `Done` by any node, at once: the meta leader's heartbeat
     /// of a node (it answers, so it is up).
     Ping,
@@ -199,6 +205,49 @@ pub struct ClusterMap {
     pub replication_factor: u32,
 }
 
+/// How the meta leader's balancer sees a node (`meta::planner::Health`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum LivenessState {
+    /// Answered the last round's ping.
+    Live,
+    /// Missed it: takes no new replica, keeps the ones it has.
+    Suspect,
+    /// Silent for longer than `dead-node-timeout`: its replicas move.
+    Dead,
+}
+
+impl std::fmt::Display for LivenessState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LivenessState::Live => "live",
+            LivenessState::Suspect => "suspect",
+            LivenessState::Dead => "dead",
+        })
+    }
+}
+
+/// One node in [`Reply::Liveness`].
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct NodeLiveness {
+    pub node: u64,
+    /// As of the balancer's last round.
+    pub state: LivenessState,
+    /// How long ago its last heartbeat (ping answer) arrived, ms, as of
+    /// the answer; `u64::MAX` if never since this meta leader took over
+    /// (it counts such a node as heard from then: PD's grace).
+    pub silent_ms: u64,
+}
+
+/// The answer to `Op::Liveness`.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LivenessView {
+    /// The meta leader's `--dead-node-timeout-ms`.
+    pub dead_node_timeout_ms: u64,
+    /// How long ago the balancer's last round started, ms.
+    pub round_age_ms: u64,
+    pub nodes: Vec<NodeLiveness>,
+}
+
 /// The state of one group on the node that answers.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct GroupStatus {
@@ -242,6 +291,7 @@ pub enum Reply {
         ok: bool,
         body: Bytes,
     },
+    Liveness(LivenessView),
 }
 
 /// Errors a client can act on.

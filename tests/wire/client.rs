@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use ringraft::wire::client::{LivenessState, LivenessView, NodeLiveness};
 use ringraft::wire::hello::{decode_reply, decode_reply_full, encode_reply, HelloReply};
 use ringraft::wire::{
     decode_frame, decode_request, decode_response, encode_request, encode_response, ClientError,
@@ -81,6 +82,7 @@ pub fn every_op() -> Vec<Op> {
         },
         Op::Meta { cmd: b("\x01\x02") },
         Op::MetaState,
+        Op::Liveness,
         Op::Ping,
     ]
 }
@@ -92,6 +94,22 @@ fn every_result() -> Vec<Result<Reply, ClientError>> {
             ok: false,
             body: b("refused"),
         }),
+        Ok(Reply::Liveness(LivenessView {
+            dead_node_timeout_ms: 300_000,
+            round_age_ms: 1_200,
+            nodes: vec![
+                NodeLiveness {
+                    node: 1,
+                    state: LivenessState::Live,
+                    silent_ms: 1_250,
+                },
+                NodeLiveness {
+                    node: 2,
+                    state: LivenessState::Dead,
+                    silent_ms: u64::MAX,
+                },
+            ],
+        })),
         Ok(Reply::Value(None)),
         Ok(Reply::Value(Some(b("v")))),
         Ok(Reply::Cas {
