@@ -60,17 +60,8 @@ pub(super) async fn load(
     // --replication-factor) must not place replicas where the cluster did
     // not, and a replica moved away must not come back.
     let first_open = !cfg.dir.join(crate::identity::OPENED_FILE).exists();
-    // A group log without a catalog entry (neither live nor destroyed
-    // here) was written before the catalog existed.
-    let orphan = |g: GroupId| {
-        let probe = ReplicaDesc {
-            group: g,
-            replica: cfg.node,
-            voters: Vec::new(),
-            descriptor: bytes::Bytes::new(),
-        };
-        replay.groups.contains_key(&g) && replay.catalog.check_create(&probe).is_ok()
-    };
+    let orphan =
+        |g: GroupId| from_before_catalog(&replay.catalog, replay.groups.contains_key(&g), g);
     let boot: Vec<CatalogOp> = crate::route::groups_of_shard(shard, cfg.shards, cfg.groups)
         .filter(|_| founding)
         .filter_map(|g| {
@@ -207,6 +198,19 @@ pub(super) fn build_replica(
     Ok(r)
 }
 
+/// Whether group `g`'s log (`logged`: the WAL holds records of it) was
+/// written before the catalog existed: the catalog has no word of the
+/// group, neither a live replica nor a tombstone. It used to ask whether
+/// a replica with the node's id could be created, which held for a
+/// destroyed replica whose id is below the node's (replica ids are the
+/// group's own: replica 4 on node 5): a node restarted after such a
+/// destroy, with the group's records still in a segment whose catalog
+/// create had been released, refused to start (the chaos test of moves,
+/// seed 2).
+fn from_before_catalog(catalog: &crate::storage::Catalog, logged: bool, g: GroupId) -> bool {
+    logged && catalog.get(g).is_none() && !catalog.is_tombstoned(g)
+}
+
 /// Why a replica without a key range is refused in a cluster of more than
 /// one group.
 const HASH_PLACED: &str = "this replica has no key range (no range descriptor, no snapshot that \
@@ -291,5 +295,40 @@ fn first_candidate(cfg: &ShardConfig, g: GroupId, voters: &[ReplicaId]) -> Repli
         (_, 0) => 0,
         (Some(h), _) if voters.contains(&h) => h,
         (_, n) => voters[(g % n as u64) as usize],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::{Catalog, CatalogOp};
+
+    /// The chaos test of moves (seed 2): node 5's replica 4 of group 0
+    /// destroyed, its records left in the WAL: not a log from before the
+    /// catalog (the probe with the node's id, 5 > tombstone 4, said it
+    /// was, and the restart was refused).
+    #[test]
+    fn a_destroyed_groups_log_is_not_one_from_before_the_catalog() {
+        let mut c = Catalog::default();
+        assert!(from_before_catalog(&c, true, 0), "no word of group 0");
+        assert!(!from_before_catalog(&c, false, 0), "no log of it either");
+        let d = ReplicaDesc {
+            group: 0,
+            replica: 4,
+            voters: Vec::new(),
+            descriptor: bytes::Bytes::new(),
+        };
+        c.apply(10, false, CatalogOp::Create(d));
+        assert!(!from_before_catalog(&c, true, 0), "live");
+        c.apply(
+            20,
+            false,
+            CatalogOp::Tombstone {
+                group: 0,
+                replica: 4,
+            },
+        );
+        assert!(c.get(0).is_none());
+        assert!(!from_before_catalog(&c, true, 0), "destroyed here");
     }
 }
