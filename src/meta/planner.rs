@@ -21,7 +21,9 @@
 //!    above is not made; tikv/pd#4659 is the flip-flop this prevents).
 //! 3. **Leader balance**: a node leading more than `ceil(mean)` ranges hands
 //!    one to a voter on the node leading fewest, when they differ by 2 or
-//!    more (so leaders end within ±1 of the mean).
+//!    more (so leaders end within ±1 of the mean); where none of its
+//!    ranges has a voter there, through a node in between (two transfers:
+//!    one of its ranges to a voter on X, one of X's to its voter there).
 //!
 //! A **move** is one primitive: add the target as a learner, catch it up,
 //! then one joint configuration that promotes it and removes the source,
@@ -490,8 +492,50 @@ impl Round<'_> {
                     self.push(Op::TransferLeader { range, to });
                     return true;
                 }
+                if let Some((first, second)) = self.leader_chain(map, from, to) {
+                    self.push(first);
+                    self.push(second);
+                    return true;
+                }
             }
         }
         false
+    }
+
+    /// Two transfers that move one leader from `from` to `to` where no
+    /// range led from `from` has a voter on `to`: a range led from
+    /// `from` to its voter on some node X, and a range X leads to its
+    /// voter on `to` (X leads as many after as before). Ranges in map
+    /// order, X in its voters' order.
+    fn leader_chain(&self, map: &MetaState, from: NodeId, to: NodeId) -> Option<(Op, Op)> {
+        let free = |d: &&RangeDesc| !self.taken.contains(&d.id);
+        let led_by = |n: NodeId| {
+            map.ranges()
+                .iter()
+                .filter(free)
+                .filter(move |d| self.obs.leaders.get(&d.id) == Some(&n))
+        };
+        for first in led_by(from) {
+            for x in first.voters().map(|r| r.node) {
+                if x == from || x == to || !self.targets.contains(&x) {
+                    continue;
+                }
+                let second =
+                    led_by(x).find(|d| d.id != first.id && d.voters().any(|r| r.node == to));
+                if let Some(second) = second {
+                    return Some((
+                        Op::TransferLeader {
+                            range: first.id,
+                            to: x,
+                        },
+                        Op::TransferLeader {
+                            range: second.id,
+                            to,
+                        },
+                    ));
+                }
+            }
+        }
+        None
     }
 }

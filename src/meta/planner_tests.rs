@@ -240,6 +240,34 @@ fn leaders_spread_to_within_one_of_the_mean() {
     );
 }
 
+/// Leaders at [2,1,1,0,1,1] where no range node 1 leads has a voter on
+/// node 4: no direct transfer evens them (the stall the join test saw).
+/// Two chained transfers do: one of node 1's ranges to a voter on node 2,
+/// and one of node 2's ranges to its voter on node 4.
+#[test]
+fn leaders_even_out_through_a_chain_when_no_direct_transfer_can() {
+    let (m, obs) = world(
+        &active(1..=6),
+        3,
+        &[
+            (&[1, 2, 3], 1),
+            (&[1, 5, 6], 1),
+            (&[2, 4, 6], 2),
+            (&[3, 4, 5], 3),
+            (&[4, 5, 2], 5),
+            (&[6, 1, 3], 6),
+        ],
+    );
+    let ops = plan(&m, &obs, &PlannerConfig::default());
+    assert_eq!(
+        ops,
+        vec![
+            Op::TransferLeader { range: 1, to: 2 },
+            Op::TransferLeader { range: 3, to: 4 },
+        ]
+    );
+}
+
 #[test]
 fn the_meta_groups_member_on_a_dead_or_draining_node_moves_first_one_at_a_time() {
     // Five nodes; the meta group on 1, 2 and 3; ranges on 1-3.
