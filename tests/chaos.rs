@@ -85,6 +85,20 @@ fn unavailability(
     out
 }
 
+/// Every chaos cluster's Raft settings: fast ticks, frequent snapshots
+/// (followers catch up by snapshot under the faults), a short request
+/// timeout.
+const CHAOS_RAFT_ARGS: [&str; 8] = [
+    "--tick-ms",
+    "10",
+    "--snapshot-entries",
+    "200",
+    "--compact-keep-entries",
+    "50",
+    "--request-timeout-ms",
+    "2000",
+];
+
 /// The fault schedule is a function of the seed.
 struct Rng(ringraft::rng::Rng);
 impl Rng {
@@ -457,21 +471,11 @@ fn replicas_move_under_kills_and_pauses_and_no_acknowledged_write_is_lost() {
         std::fs::create_dir_all(&d).expect("CHAOS_LOG_DIR");
         cfg.log_dir = Some(d.into());
     }
-    cfg.extra_args = [
-        "--initial-split-keys",
-        MOVE_SPLITS,
-        "--tick-ms",
-        "10",
-        "--snapshot-entries",
-        "200",
-        "--compact-keep-entries",
-        "50",
-        "--request-timeout-ms",
-        "2000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    cfg.extra_args = ["--initial-split-keys", MOVE_SPLITS]
+        .iter()
+        .chain(&CHAOS_RAFT_ARGS)
+        .map(|s| s.to_string())
+        .collect();
     let mut c = LocalCluster::start(cfg).expect("nodes start");
     c.wait_ready(Duration::from_secs(30)).expect("ready");
     let t0 = Instant::now();
@@ -820,14 +824,6 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
     cfg.extra_args = [
         "--placement",
         "unbound",
-        "--tick-ms",
-        "10",
-        "--snapshot-entries",
-        "200",
-        "--compact-keep-entries",
-        "50",
-        "--request-timeout-ms",
-        "2000",
         // Small segments: a full disk is felt soon (a new segment is
         // allocated whole).
         "--wal-segment-bytes",
@@ -839,6 +835,7 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
         "--fault-injection",
     ]
     .iter()
+    .chain(&CHAOS_RAFT_ARGS)
     .map(|s| s.to_string())
     .collect();
     // Well above what a node with --client-conns-max 48 needs, well below
