@@ -2410,7 +2410,8 @@ fn the_balancer_re_replicates_the_ranges_of_a_dead_node() {
         let survivors = survivors.clone();
         move || async move {
             // The meta leader's balancer declares it dead (suspect first, for
-            // a round or so), the others live, heard from within a round.
+            // a round or so), and none of the others (a ping answered late
+            // on a busy machine makes a node suspect for a round, never dead).
             let cl = client(survivors).await;
             let deadline = Instant::now() + Duration::from_secs(60);
             loop {
@@ -2420,7 +2421,8 @@ fn the_balancer_re_replicates_the_ranges_of_a_dead_node() {
                     if of(dead).state == LivenessState::Dead {
                         assert!(of(dead).silent_ms > 10_000, "{v:?}");
                         for n in (1..=4).filter(|&n| n != dead) {
-                            assert_eq!(of(n).state, LivenessState::Live, "{v:?}");
+                            assert_ne!(of(n).state, LivenessState::Dead, "{v:?}");
+                            assert!(of(n).silent_ms < 10_000, "{v:?}");
                         }
                         break;
                     }
