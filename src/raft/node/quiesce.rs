@@ -94,10 +94,21 @@ impl RawNode {
     /// stops ticking.
     pub(super) fn quiesce_leader(&mut self) {
         debug_assert!(self.can_quiesce(), "quiescing a leader with work left");
+        // Only to the followers holding the whole log. One left out as
+        // unreachable gets nothing: told the commit it verifiably holds
+        // (its match), a follower that is in fact up and whose log ends
+        // there took it for "caught up" and quiesced too, and nothing woke
+        // either side again (the chaos test of moves: a restarted node
+        // stuck at the snapshot it had just installed, in every range).
+        // Unquiesced, it campaigns at its election timeout, and its
+        // pre-vote wakes this leader, which then catches it up.
+        let last = self.log.last_index();
         for i in 0..self.peers.len() {
-            let commit = self.log.commit.min(self.prs[i].match_);
+            if self.prs[i].match_ != last {
+                continue;
+            }
             let to = self.peers[i];
-            self.send(to, self.term, Body::Quiesce { commit });
+            self.send(to, self.term, Body::Quiesce { commit: last });
         }
         self.quiesced = true;
         // Its clock stops: no lease from what was acknowledged before.
