@@ -168,6 +168,17 @@ pub enum Health {
     Dead,
 }
 
+/// As `Op::Liveness` reports it.
+impl From<Health> for crate::wire::client::LivenessState {
+    fn from(h: Health) -> Self {
+        match h {
+            Health::Live => Self::Live,
+            Health::Suspect => Self::Suspect,
+            Health::Dead => Self::Dead,
+        }
+    }
+}
+
 /// The working state of one planning round.
 struct Round<'a> {
     cfg: &'a PlannerConfig,

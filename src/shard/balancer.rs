@@ -14,9 +14,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, Error};
-use crate::meta::planner::{health, plan, Health, Observed, Op as PlanOp, PlannerConfig};
+use crate::meta::planner::{health, plan, Observed, Op as PlanOp, PlannerConfig};
 use crate::meta::MetaState;
 use crate::raft::NodeId;
+use crate::wire::client::LivenessState;
 
 /// How often the balancer plans a round (ms), when this node leads the
 /// meta group and the balancer is on (`--balancer`).
@@ -35,7 +36,7 @@ pub struct LivenessSeen {
     pub dead_node_timeout_ms: u64,
     /// Node, its health then, and how long it had been silent then (ms;
     /// `None`: not heard from since this balancer started).
-    pub nodes: Vec<(NodeId, Health, Option<u64>)>,
+    pub nodes: Vec<(NodeId, LivenessState, Option<u64>)>,
 }
 
 /// The meta leader's balancer state (see the module docs).
@@ -119,7 +120,7 @@ impl Balancer {
                         .heartbeat_ms
                         .get(&n.id)
                         .map(|&t| heard.saturating_sub(t));
-                    (n.id, health(&self.cfg, &obs, n.id), silent)
+                    (n.id, health(&self.cfg, &obs, n.id).into(), silent)
                 })
                 .collect(),
         });

@@ -385,20 +385,14 @@ impl Shard {
                 if voter == g.raft.id() {
                     // Leadership leaves the source first (issue #17), once
                     // the learner is ready (not while it catches up): to
-                    // the voter staying with the most of the log; the
-                    // mover asks again once it leads.
+                    // the staying voter a removed leader would pick
+                    // (`RawNode::successor`); the mover asks again once it
+                    // leads.
                     if let Err(e) = g.raft.ready_learner(learner) {
                         let reason = e.to_string();
                         return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
                     }
-                    let to = g
-                        .raft
-                        .conf()
-                        .voters
-                        .iter()
-                        .copied()
-                        .filter(|&v| v != voter)
-                        .max_by_key(|&v| (g.raft.progress(v).map_or(0, |p| p.match_), v));
+                    let to = g.raft.successor(0);
                     let reason = match to.map(|t| (t, g.raft.transfer_leader(t))) {
                         Some((t, Ok(()))) => format!(
                             "node {remove} leads group {gid}: its leadership moves to replica {t} first; ask again"
@@ -509,8 +503,7 @@ impl Shard {
     /// `Op::Liveness` on the meta group's leader: its balancer's last
     /// view of the nodes.
     fn liveness(&mut self, gid: GroupId, conn: ClientConnId, id: u64) {
-        use crate::meta::planner::Health;
-        use crate::wire::client::{LivenessState, LivenessView, NodeLiveness};
+        use crate::wire::client::{LivenessView, NodeLiveness};
         let g = self.replica(gid);
         if g.raft.role() != Role::Leader {
             let leader = g.leader_node();
@@ -534,13 +527,9 @@ impl Shard {
                 let nodes = seen
                     .nodes
                     .iter()
-                    .map(|&(node, h, silent)| NodeLiveness {
+                    .map(|&(node, state, silent)| NodeLiveness {
                         node,
-                        state: match h {
-                            Health::Live => LivenessState::Live,
-                            Health::Suspect => LivenessState::Suspect,
-                            Health::Dead => LivenessState::Dead,
-                        },
+                        state,
                         silent_ms: silent.map_or(u64::MAX, |s| s + age),
                     })
                     .collect();

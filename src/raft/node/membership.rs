@@ -252,27 +252,30 @@ impl RawNode {
         if self.transferee != 0 {
             return;
         }
-        // A voter heard from lately first (a crashed one keeps its match
-        // and would be picked again and again); among those, the target
-        // of the attempt that just timed out last; then the most of the
-        // log.
-        let last = self.hand_over_last;
-        let best = self
-            .conf
+        // The target of the attempt that just timed out is tried last.
+        if let Some(to) = self.successor(self.hand_over_last) {
+            // Refused only for a target that is not a voter: it is one.
+            let _ = self.transfer_leader(to);
+            self.hand_over_last = to;
+        }
+    }
+
+    /// The voter (not this replica) to hand leadership to: one heard from
+    /// lately first (a crashed one keeps its match and would be picked
+    /// again and again); among those, any but `avoid` (0: none); then the
+    /// most of the log. `None` without another voter.
+    pub fn successor(&self, avoid: ReplicaId) -> Option<ReplicaId> {
+        self.conf
             .voters
             .iter()
             .copied()
             .filter_map(|v| {
                 let p = &self.prs[self.peer_idx(v)?];
                 let active = p.recent_active || p.active_last_round;
-                Some(((active, v != last, p.match_), v))
+                Some(((active, v != avoid, p.match_), v))
             })
-            .max();
-        if let Some((_, to)) = best {
-            // Refused only for a target that is not a voter: it is one.
-            let _ = self.transfer_leader(to);
-            self.hand_over_last = to;
-        }
+            .max()
+            .map(|(_, v)| v)
     }
 
     /// Installs a membership and realigns per-peer state with it.
