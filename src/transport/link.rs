@@ -217,8 +217,28 @@ impl Link {
         self.st.borrow().closed || self.shared.closing.get()
     }
 
+    /// Tells the shard that the peer is reachable (`up`) or not, unless
+    /// this link was closed: a link removed (`Transport::remove_peer`) or
+    /// replaced (`add_peer` again) observes nothing about its node any
+    /// more. Its task may still be in a dial or a write to a paused peer,
+    /// and a report it made on waking, after the replacing link had
+    /// reported the node reachable, left the node unreachable for the
+    /// shard for good: leaders then quiesced without that node's replicas
+    /// (a learner being seeded never campaigns), and nothing woke them.
+    fn report(&self, up: bool) {
+        if self.closed() {
+            return;
+        }
+        let list = if up {
+            &self.shared.reachable
+        } else {
+            &self.shared.unreachable
+        };
+        list.borrow_mut().push(self.node);
+    }
+
     /// Marks the link down: what was queued is dropped (and counted), and
-    /// the shard hears that the peer is unreachable.
+    /// the shard hears that the peer is unreachable (`report`).
     fn down(&self, lost_in_write: u64) {
         let mut st = self.st.borrow_mut();
         st.up = false;
@@ -226,11 +246,12 @@ impl Link {
         st.pending.clear();
         st.beats.clear();
         st.pending_msgs = 0;
+        drop(st);
         self.shared.stats.bump(|s| {
             s.msgs_dropped += lost;
             s.disconnects += 1;
         });
-        self.shared.unreachable.borrow_mut().push(self.node);
+        self.report(false);
     }
 }
 
@@ -284,7 +305,7 @@ async fn run(l: Rc<Link>) {
                     st.up = true;
                     st.broken = false;
                 }
-                l.shared.reachable.borrow_mut().push(l.node);
+                l.report(true);
                 l.shared.inbox_ready.wake_all();
                 l.up.wake_all();
                 backoff_ms = cfg.reconnect_backoff_ms_min;
@@ -354,7 +375,7 @@ async fn run(l: Rc<Link>) {
             Err(e) => {
                 failures += 1;
                 if failures == 1 {
-                    l.shared.unreachable.borrow_mut().push(l.node);
+                    l.report(false);
                 }
                 let msg = e.to_string();
                 // One line per distinct failure, not one per attempt.

@@ -781,6 +781,58 @@ fn idle_links_ping_and_silent_or_closed_peers_are_reported() {
     });
 }
 
+/// A link closed on purpose (its node removed, or its address replaced)
+/// reports nothing about its node: only the link that replaces it does.
+/// Its task ran on after the close and said "unreachable", after the new
+/// link had said "reachable", so the shard held a live node unreachable
+/// for good and its leaders quiesced without that node's replicas (the
+/// chaos test of moves: a node's replicas behind in every range).
+#[test]
+fn a_link_closed_on_purpose_reports_nothing_about_its_node() {
+    run(|_| async {
+        let cfg = TransportConfig {
+            reconnect_backoff_ms_min: 5,
+            reconnect_backoff_ms_max: 50,
+            ..TransportConfig::default()
+        };
+        let (a, _) = start(CLUSTER, 1, cfg.clone());
+        let (_b, b_addr) = start(CLUSTER, 2, cfg);
+        let (mut seen, mut down) = (Vec::new(), Vec::new());
+        a.add_peer(2, b_addr);
+        a.wait_up(2).await;
+        eventually("the link up reported reachable", || {
+            a.take_reachable(&mut seen);
+            seen == [2]
+        })
+        .await;
+        // Removed and added again, then replaced (added again): each time
+        // the closed link's task runs on (it counts its disconnect), and
+        // only the new link's "reachable" is heard.
+        for (closed, remove_first) in [(1, true), (2, false)] {
+            if remove_first {
+                a.remove_peer(2);
+            }
+            a.add_peer(2, b_addr);
+            a.wait_up(2).await;
+            eventually("the closed link's task to end", || {
+                a.stats().disconnects == closed
+            })
+            .await;
+            seen.clear();
+            eventually("the new link reported reachable", || {
+                a.take_reachable(&mut seen);
+                seen == [2]
+            })
+            .await;
+            a.take_unreachable(&mut down);
+            assert!(
+                down.is_empty(),
+                "a closed link reported its node unreachable ({closed}): {down:?}"
+            );
+        }
+    });
+}
+
 fn get(id: u64, key: &str) -> Request {
     Request {
         id,
