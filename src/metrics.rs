@@ -76,6 +76,8 @@ pub struct ShardStats {
     /// Replicas campaigning (pre-candidates and candidates; a gauge, at
     /// most `campaigns_in_flight_max` but for leader transfers).
     pub candidates: u64,
+    /// Nodes this shard dials (a gauge): the members of its groups.
+    pub peer_links: u64,
 }
 
 use hdrhistogram::Histogram;
@@ -508,7 +510,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
         ),
     ];
     per_shard(&mut out, node, shards, "counter", &counters);
-    let gauges: [Family<ShardMetrics>; 4] = [
+    let gauges: [Family<ShardMetrics>; 5] = [
         (
             "ringraft_disk_full",
             "1 while the shard's disk is full",
@@ -524,6 +526,11 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             "ringraft_candidates",
             "replicas campaigning (campaigns_in_flight_max at most, but for leader transfers)",
             |s| s.stats.candidates,
+        ),
+        (
+            "ringraft_peer_links",
+            "nodes the shard dials: the other members of its groups",
+            |s| s.stats.peer_links,
         ),
     ];
     per_shard(&mut out, node, shards, "gauge", &gauges);

@@ -1910,6 +1910,11 @@ fn a_node_removed_while_down_and_added_back_returns_as_new_replicas() {
 }
 
 /// Metric `name` of node `n`, one value per series.
+/// The sum of metric `name` over the shards of node `n`.
+fn metric_sum_of(c: &LocalCluster, n: u64, name: &str) -> u64 {
+    node_metric(c, n, name).iter().sum()
+}
+
 /// The `group` label of the meta group's metrics.
 fn meta_label() -> String {
     format!("group=\"{}\"", ringraft::route::META_GROUP)
@@ -2506,6 +2511,7 @@ fn nodes_joining_through_one_member_get_their_share_of_replicas_and_leaders() {
     cfg.shards = 1;
     cfg.groups = 12;
     cfg.balancer = true;
+    cfg.metrics = true;
     cfg.replication_factor = Some(3);
     cfg.split_keys = Some(
         ["b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"]
@@ -2537,7 +2543,7 @@ fn nodes_joining_through_one_member_get_their_share_of_replicas_and_leaders() {
     }
     let founders = c.client_addrs()[..3].to_vec();
     let peers: Vec<String> = c.nodes.iter().map(|n| n.peer_addr.to_string()).collect();
-    run_on_executor(move || async move {
+    let groups = run_on_executor(move || async move {
         let cl = client(founders).await;
         let m = meta_until(&cl, 240, |m| {
             let held: Vec<usize> = (1..=6u64)
@@ -2594,7 +2600,46 @@ fn nodes_joining_through_one_member_get_their_share_of_replicas_and_leaders() {
             assert!(Instant::now() < deadline, "leaders per node {led:?}");
             glommio::timer::sleep(Duration::from_millis(200)).await;
         }
+        // Who shares a group with whom: the ranges' voters, the meta group.
+        let m = meta_until(&cl, 10, |_| true).await;
+        let meta = cl.meta_members().await.unwrap();
+        let mut groups: Vec<Vec<u64>> = m
+            .ranges()
+            .iter()
+            .map(|d| d.replicas.iter().map(|r| r.node).collect())
+            .collect();
+        groups.push(meta);
+        groups
     });
+    // Each node dials the nodes it shares a group with (`ringraft_peer_links`).
+    // A joined node once dialled none: it pruned its links at its start
+    // (no replicas yet) and no address book held the founders' addresses,
+    // so it reached them only on the connections they made; it sent no
+    // pings, its peers found it silent once its groups quiesced, and a
+    // leader quiesced without its replica (chaos: a group left behind).
+    let want: Vec<usize> = (1..=6u64)
+        .map(|n| {
+            let mut peers = std::collections::BTreeSet::<u64>::new();
+            for g in groups.iter().filter(|g| g.contains(&n)) {
+                peers.extend(g.iter().filter(|&&p| p != n));
+            }
+            peers.len()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let links: Vec<usize> = (1..=6u64)
+            .map(|n| metric_sum_of(&c, n, "ringraft_peer_links") as usize)
+            .collect();
+        if links.iter().zip(&want).all(|(l, w)| l >= w) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes 1-6 dial {links:?} peers, and share groups with {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     // A joined node restarts from its store (no --id given): it keeps its
     // id and finds its peers again.
     c.restart(first).unwrap();

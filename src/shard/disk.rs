@@ -107,6 +107,7 @@ impl Shard {
         for (n, a) in book {
             self.learn_peer(n, &a);
         }
+        self.sync_peers();
         tracing::info!(
             shard = self.cfg.shard,
             wal_records = replayed.records,

@@ -439,7 +439,7 @@ impl Shard {
             shard_value.learn_peer(n, &a);
         }
         shard_value.mark_all();
-        shard_value.prune_peers();
+        shard_value.sync_peers();
         // Restarted on a full disk: the WAL replayed but cannot append.
         // Serve reads and retry every second, as when it fills while
         // running (a node that could not restart on its full disk was
@@ -685,6 +685,7 @@ impl Shard {
         let mut stats = self.stats;
         stats.groups = self.replicas.len() as u64;
         stats.groups_awake = self.work.awake() as u64;
+        stats.peer_links = self.transport.peer_ids().len() as u64;
         stats.candidates = self.work.candidates() as u64;
         let m = crate::metrics::ShardMetrics {
             shard: self.cfg.shard,
@@ -901,7 +902,7 @@ impl Shard {
         }
         let forgotten = done.applied.new_members.iter().any(|(_, a)| a.is_empty());
         if done.applied.conf_changed || forgotten {
-            self.prune_peers();
+            self.sync_peers();
         }
         if done.applied.conf_changed && gid != crate::route::META_GROUP {
             if let Some(r) = self.replicas.get(&gid) {

@@ -300,6 +300,7 @@ impl Shard {
         );
         self.work.mark(replica.id);
         self.metrics_dirty.insert(replica.id);
+        self.link_members(&replica);
         self.replicas.insert(replica.id, Box::new(replica));
         self.debug_check_catalog();
         Ok(())
@@ -444,20 +445,25 @@ impl Shard {
         Ok(())
     }
 
-    /// Stops dialling nodes that no replica of this shard has as a member
-    /// or in its address book any more (they were removed from every group
-    /// here; a node being added is in a book before it is in a
-    /// membership). Skipped while a replica waits for its first snapshot
-    /// (it knows no membership yet).
-    pub(super) fn prune_peers(&self) {
+    /// Dials every node that a replica of this shard has as a member and
+    /// no link reaches yet (`link_members`), then stops dialling nodes that
+    /// no replica here has as a member or in its address book any more
+    /// (they were removed from every group here; a node being added is in
+    /// a book before it is in a membership). The pruning is skipped while a
+    /// replica waits for its first snapshot (it knows no membership yet).
+    /// Walks every replica: called at a start and on membership changes.
+    pub(super) fn sync_peers(&self) {
         let mut known = std::collections::BTreeSet::<u64>::new();
+        let mut prune = true;
         for r in self.replicas.values() {
+            self.link_members(r);
             let c = r.raft.conf();
-            if c.is_empty() {
-                return;
-            }
+            prune &= !c.is_empty();
             known.extend(c.member_nodes());
             known.extend(r.kv.members().keys());
+        }
+        if !prune {
+            return;
         }
         for node in self.transport.peer_ids() {
             if !known.contains(&node) {
@@ -467,6 +473,40 @@ impl Shard {
                     "node is no longer a member of any group on this shard: not dialling it any more"
                 );
                 self.transport.remove_peer(node);
+            }
+        }
+    }
+
+    /// Dials the members of `r`'s group that no link of this shard reaches,
+    /// at the address its address book holds, else the one this shard
+    /// started with (`--peers`, or the cluster map at a join). A node with
+    /// no link is reached only on the connections it dials here (the back
+    /// channel): no pings go to it, so once its groups quiesce its peers
+    /// hear nothing, report it unreachable, and leaders quiesce without
+    /// its replicas for good. A node that joined with no replica (every
+    /// link pruned at its start) had only those for the founders, whose
+    /// addresses no address book holds (the chaos test: a replaced node's
+    /// replica left behind in a group that quiesced). O(members).
+    pub(super) fn link_members(&self, r: &crate::group::Replica) {
+        for p in &r.raft.conf().placements {
+            let node = p.node;
+            if node == self.cfg.node || self.transport.knows(node) {
+                continue;
+            }
+            match r.kv.members().get(&node).filter(|a| !a.is_empty()) {
+                Some(a) => self.learn_peer(node, a),
+                None => match self.cfg.peers.iter().find(|(n, _)| *n == node) {
+                    Some(&(_, a)) => {
+                        tracing::info!(shard = self.cfg.shard, node, addr = %a, "dialling a member");
+                        self.transport.add_peer(node, a);
+                    }
+                    None => tracing::warn!(
+                        shard = self.cfg.shard,
+                        group = r.id,
+                        node,
+                        "no address known for a member: it is reached only on the connections it makes here"
+                    ),
+                },
             }
         }
     }

@@ -168,6 +168,9 @@ impl Shard {
         for (n, a) in book {
             self.learn_peer(n, &a);
         }
+        if let Some(r) = self.replicas.get(&gid) {
+            self.link_members(r);
+        }
         for (conn, id, answer) in answers {
             self.respond(conn, id, answer);
         }
