@@ -39,6 +39,10 @@ pub struct ShardStats {
     /// under way (taken at a later apply or unpinning pass).
     pub snapshots_deferred: u64,
     pub snapshots_installed: u64,
+    /// Bytes of snapshot chunks sent (`--snapshot-send-bytes-per-sec`).
+    pub snapshot_bytes_sent: u64,
+    /// Snapshot chunks held back by that budget (sent again later).
+    pub snapshot_chunks_held: u64,
     pub msgs_unknown_group: u64,
     /// Replicas created by a message (`shard/replicas.rs`: the rule).
     pub replicas_created_by_message: u64,
@@ -310,7 +314,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 43] = [
+    let counters: [Family<ShardMetrics>; 45] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -361,6 +365,16 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             "ringraft_snapshots_installed_total",
             "snapshots installed from a leader",
             |s| s.stats.snapshots_installed,
+        ),
+        (
+            "ringraft_snapshot_bytes_sent_total",
+            "bytes of snapshot chunks sent to followers",
+            |s| s.stats.snapshot_bytes_sent,
+        ),
+        (
+            "ringraft_snapshot_chunks_held_total",
+            "snapshot chunks held back by --snapshot-send-bytes-per-sec (sent again later)",
+            |s| s.stats.snapshot_chunks_held,
         ),
         (
             "ringraft_errors_not_leader_total",

@@ -2029,6 +2029,74 @@ fn ranges_live_on_rf_of_the_nodes_and_survive_one_down() {
     });
 }
 
+/// `--snapshot-send-bytes-per-sec` (issue #17: a move seeds its learner
+/// with a rate-limited snapshot). Range 0 holds 5 MiB; the node's budget
+/// is 2 MiB/s, 1 MiB/s for each of its 2 shards (a bucket of one 1 MiB
+/// chunk). The move completes; chunks were held back by the budget; and
+/// the snapshot bytes sent while it ran are at most what the budget
+/// allows over its duration, plus a bucketful and 2 s for the metrics'
+/// once-a-second publication (a bound on speed only: a slow machine makes
+/// the move longer, never shorter). Unlimited, it took well under a second.
+#[test]
+fn a_moves_snapshot_goes_no_faster_than_the_snapshot_budget() {
+    let c = cluster(
+        4,
+        4,
+        &[
+            "--replication-factor",
+            "3",
+            "--snapshot-send-bytes-per-sec",
+            "2097152",
+        ],
+    );
+    const PER_SHARD: f64 = (1u64 << 20) as f64;
+    const DATA: u64 = 5 << 20;
+    let sent = |c: &LocalCluster| metric_sum(c, 4, "ringraft_snapshot_bytes_sent_total");
+    let held = |c: &LocalCluster| metric_sum(c, 4, "ringraft_snapshot_chunks_held_total");
+    let addrs = c.client_addrs();
+    let from = run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        learn_ranges(&cl, 4).await;
+        let base = key_of(&cl, 0, "big");
+        for i in 0..(DATA >> 16) as u32 {
+            let k = [&base[..], &i.to_be_bytes()[..]].concat();
+            cl.put(&k, &vec![i as u8; 64 << 10]).await.unwrap();
+        }
+        cl.refresh_map().await.unwrap();
+        let leader = cl.leaders()[0];
+        let d = cl.leader_descriptor(0).await.unwrap();
+        d.replicas
+            .iter()
+            .map(|r| r.node)
+            .find(|&n| n != leader)
+            .unwrap()
+    });
+    // Shards publish their metrics once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    let (sent0, held0) = (sent(&c), held(&c));
+    let addrs = c.client_addrs();
+    let t0 = Instant::now();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        learn_ranges(&cl, 4).await;
+        cl.move_replica(0, from, 4, "").await.unwrap();
+    });
+    let took = t0.elapsed().as_secs_f64();
+    std::thread::sleep(Duration::from_millis(1500));
+    let (bytes, held) = (sent(&c) - sent0, held(&c) - held0);
+    eprintln!("snapshot budget 1 MiB/s per shard: {bytes} bytes sent in a move of {took:.1} s, {held} chunks held back");
+    assert!(
+        bytes >= DATA,
+        "the seeding snapshot's {bytes} bytes were counted"
+    );
+    assert!(held > 0, "no chunk was held back in {took:.1} s");
+    let allowed = PER_SHARD * (took + 2.0) + PER_SHARD;
+    assert!(
+        (bytes as f64) <= allowed,
+        "{bytes} snapshot bytes in a move of {took:.1} s: faster than 1 MiB/s"
+    );
+}
+
 /// `move-replica` under writes: four nodes, RF 3; range 0 (on nodes 1, 2
 /// and 3) moves from its leader's node to node 4 while a writer keeps
 /// writing its keys and a watcher reads its descriptor from its leader.

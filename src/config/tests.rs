@@ -98,6 +98,30 @@ fn defaults_validate_and_each_bad_setting_is_named() {
         ..base()
     })
     .contains("--campaigns-in-flight-max"));
+    // The snapshot budget: at least SNAPSHOT_SEND_BYTES_PER_SEC_MIN per
+    // shard, split evenly over the shards.
+    let err = bad(NodeSettings {
+        snapshot_send_bytes_per_sec: Some(SNAPSHOT_SEND_BYTES_PER_SEC_MIN * 2 - 1),
+        shards: Some(2),
+        ..base()
+    });
+    assert!(err.contains("--snapshot-send-bytes-per-sec"), "{err}");
+    assert!(err.contains("per shard"), "{err}");
+    let two = NodeSettings {
+        snapshot_send_bytes_per_sec: Some(SNAPSHOT_SEND_BYTES_PER_SEC_MIN * 2),
+        shards: Some(2),
+        ..base()
+    }
+    .validate()
+    .unwrap();
+    assert_eq!(
+        two.shard_template.snapshot_send_bytes_per_sec,
+        SNAPSHOT_SEND_BYTES_PER_SEC_MIN
+    );
+    assert_eq!(
+        v.shard_template.snapshot_send_bytes_per_sec,
+        SNAPSHOT_SEND_BYTES_PER_SEC_DEFAULT
+    );
     assert_eq!(
         v.shard_template.campaigns_in_flight_max,
         CAMPAIGNS_IN_FLIGHT_MAX_DEFAULT

@@ -34,7 +34,7 @@ mod snapshots;
 mod work;
 
 use load::{build_replica, load, Loaded};
-use snapshots::snap_err_is_disk_full;
+use snapshots::{snap_err_is_disk_full, SnapshotBudget};
 
 pub use replicas::{
     creates_replica, ReplicaApiError, ReplicaInfo, REMOVED_LEADER_GRACE_ELECTIONS,
@@ -191,6 +191,9 @@ pub struct Shard {
     inflight: VecDeque<InFlight>,
     next_ctx: u64,
     stats: ShardStats,
+    /// Snapshot bytes this shard may send now
+    /// (`ShardConfig::snapshot_send_bytes_per_sec`).
+    snapshot_budget: SnapshotBudget,
     /// Readies parked while their snapshot from the leader is written; no
     /// later Ready of the group is taken meanwhile. Invariant: every key is
     /// hosted (destroying a replica drops its entry).
@@ -421,6 +424,11 @@ impl Shard {
             inflight: VecDeque::new(),
             next_ctx: first_read_ctx(),
             stats: ShardStats::default(),
+            snapshot_budget: SnapshotBudget::new(
+                cfg.snapshot_send_bytes_per_sec,
+                cfg.raft.snapshot_chunk_bytes,
+                Instant::now(),
+            ),
             installing: BTreeMap::new(),
             installs_done: Rc::default(),
             snaps_done: Rc::default(),
@@ -837,7 +845,13 @@ impl Shard {
                     self.append_entries
                         .saturating_record(entries.len().max(1) as u64);
                 }
-                send_placed(&self.transport, &mut self.stats, r, m);
+                send_placed(
+                    &self.transport,
+                    &mut self.stats,
+                    &mut self.snapshot_budget,
+                    r,
+                    m,
+                );
             }
             if let Some(snap) = io.snapshot.take() {
                 if !self.disk_full {
@@ -965,7 +979,13 @@ impl Shard {
             let r = hosted(&mut self.replicas, f.group);
             tracing::trace!(group = f.group, lsn = f.lsn, acks = f.msgs.len(), "durable");
             for m in &f.msgs {
-                send_placed(&self.transport, &mut self.stats, r, m);
+                send_placed(
+                    &self.transport,
+                    &mut self.stats,
+                    &mut self.snapshot_budget,
+                    r,
+                    m,
+                );
             }
             r.raft.on_persisted(f.token);
             r.lsns.note_durable(durable);
@@ -1109,9 +1129,26 @@ fn first_read_ctx() -> u64 {
 
 /// Sends `m` of replica `r` to the node its addressee lives on
 /// (`Replica::node_of`); counted and dropped if that is not known.
-fn send_placed(t: &Transport, stats: &mut ShardStats, r: &Replica, m: &crate::raft::Message) {
+/// A snapshot chunk goes only if the shard's budget holds its bytes
+/// (`SnapshotBudget`); one held is dropped, and its leader sends it again
+/// after the next heartbeat round, as a lost one.
+fn send_placed(
+    t: &Transport,
+    stats: &mut ShardStats,
+    budget: &mut SnapshotBudget,
+    r: &Replica,
+    m: &crate::raft::Message,
+) {
     match r.node_of(m.to) {
         Some(node) => {
+            if let crate::raft::Body::Snapshot { chunk, .. } = &m.body {
+                let bytes = chunk.len() as u64;
+                if bytes > 0 && !budget.take(bytes, Instant::now()) {
+                    stats.snapshot_chunks_held += 1;
+                    return;
+                }
+                stats.snapshot_bytes_sent += bytes;
+            }
             t.send(node, r.id, m);
         }
         None => {

@@ -232,3 +232,107 @@ pub(super) fn snap_err_is_disk_full(e: &snapfile::SnapFileError) -> bool {
     matches!(e, snapfile::SnapFileError::Io { err, .. }
         if err.raw_os_error() == Some(28) || err.kind() == std::io::ErrorKind::StorageFull)
 }
+
+/// The shard's budget of snapshot bytes sent (`ShardConfig::
+/// snapshot_send_bytes_per_sec`): a token bucket that fills at the rate and
+/// holds one second's worth, or one chunk if that is more (a chunk larger
+/// than a second's worth goes once the bucket is full, so it is never held
+/// for ever). Only snapshot chunks draw on it; they are the bulk of a
+/// move's traffic (CockroachDB and TiKV limit the same stream).
+#[derive(Debug)]
+pub(super) struct SnapshotBudget {
+    /// Bytes per second.
+    rate: u64,
+    /// Most the bucket holds, in bytes.
+    capacity: u64,
+    /// Bytes that may be sent now.
+    tokens: u64,
+    /// When `tokens` was last brought up to date.
+    at: Instant,
+}
+
+impl SnapshotBudget {
+    /// A full bucket at `now` for `rate` bytes per second and chunks of
+    /// up to `chunk_bytes`.
+    pub(super) fn new(rate: u64, chunk_bytes: u64, now: Instant) -> SnapshotBudget {
+        let rate = rate.max(1);
+        let capacity = rate.max(chunk_bytes);
+        SnapshotBudget {
+            rate,
+            capacity,
+            tokens: capacity,
+            at: now,
+        }
+    }
+
+    /// Takes `bytes` from the bucket at `now` if it holds them (or is full);
+    /// false if the chunk must wait.
+    pub(super) fn take(&mut self, bytes: u64, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at);
+        let earned = (elapsed.as_nanos() * u128::from(self.rate) / 1_000_000_000) as u64;
+        if earned > 0 {
+            self.tokens = self.tokens.saturating_add(earned).min(self.capacity);
+            // The time worth the bytes earned; the remainder keeps counting.
+            let spent = Duration::from_nanos(
+                (u128::from(earned) * 1_000_000_000 / u128::from(self.rate)) as u64,
+            );
+            self.at += spent;
+        }
+        if self.tokens == self.capacity || self.tokens >= bytes {
+            self.tokens = self.tokens.saturating_sub(bytes);
+            return true;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::SnapshotBudget;
+    use std::time::{Duration, Instant};
+
+    /// One second's worth goes at once; then chunks go only as fast as
+    /// the rate refills the bucket, and the bucket never holds more than
+    /// its capacity however long it waits.
+    #[test]
+    fn snapshot_chunks_go_at_the_rate_after_a_second_of_burst() {
+        let t0 = Instant::now();
+        let mut b = SnapshotBudget::new(1000, 100, t0);
+        for _ in 0..10 {
+            assert!(b.take(100, t0));
+        }
+        assert!(!b.take(100, t0), "the burst is one second's worth");
+        assert!(!b.take(100, t0 + Duration::from_millis(99)));
+        assert!(b.take(100, t0 + Duration::from_millis(100)));
+        assert!(!b.take(100, t0 + Duration::from_millis(150)));
+        assert!(b.take(100, t0 + Duration::from_millis(200)));
+        // Over a long run: no more than rate x time + one burst.
+        let mut sent = 0u64;
+        for ms in 201..=10_200u64 {
+            if b.take(100, t0 + Duration::from_millis(ms)) {
+                sent += 100;
+            }
+        }
+        assert!(
+            (9_900..=10_000).contains(&sent),
+            "{sent} bytes in 10 s at 1000/s"
+        );
+        // A long idle time fills it to its capacity, not beyond.
+        let later = t0 + Duration::from_secs(3600);
+        for _ in 0..10 {
+            assert!(b.take(100, later));
+        }
+        assert!(!b.take(100, later));
+    }
+
+    /// A chunk larger than a second's worth goes when the bucket is full
+    /// (its capacity is one chunk), then the next waits for a refill.
+    #[test]
+    fn a_chunk_larger_than_a_seconds_worth_goes_when_the_bucket_is_full() {
+        let t0 = Instant::now();
+        let mut b = SnapshotBudget::new(100, 1000, t0);
+        assert!(b.take(1000, t0));
+        assert!(!b.take(1000, t0 + Duration::from_secs(9)));
+        assert!(b.take(1000, t0 + Duration::from_secs(10)));
+    }
+}
