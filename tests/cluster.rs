@@ -2029,6 +2029,74 @@ fn ranges_live_on_rf_of_the_nodes_and_survive_one_down() {
     });
 }
 
+/// A learner left behind by a move whose driver died (here: an
+/// `AddLearner` nobody follows up) is removed by the balancer once it has
+/// stayed unpromoted for `--stray-learner-timeout-ms` (issue #17: a move
+/// must survive the crash of any participant; CockroachDB's replicate
+/// queue removes an aborted change's learners the same way). One range on
+/// 4 nodes is balanced as it is (3 replicas, a learner counted on the 4th),
+/// so only that rule touches it. Fails without it: the learner stays.
+#[test]
+fn the_balancer_removes_a_learner_that_no_move_promoted() {
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.nodes = 4;
+    cfg.shards = 1;
+    cfg.groups = 1;
+    cfg.balancer = true;
+    cfg.replication_factor = Some(3);
+    cfg.extra_args = [
+        "--placement",
+        "unbound",
+        "--tick-ms",
+        "10",
+        "--stray-learner-timeout-ms",
+        "1000",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let c = LocalCluster::start(cfg).expect("nodes start");
+    c.wait_ready(Duration::from_secs(30)).unwrap();
+    let addrs = c.client_addrs();
+    let (peer4, client4) = (c.nodes[3].peer_addr.to_string(), c.nodes[3].client_addr);
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        learn_ranges(&cl, 1).await;
+        let d = cl.leader_descriptor(0).await.unwrap();
+        assert!(d.replica_on(4).is_none(), "{d:?}");
+        cl.refresh_map().await.unwrap();
+        let leader = cl.leaders()[0];
+        let add = Op::AddLearner {
+            node: 4,
+            peer_addr: peer4,
+            client_addr: client4.to_string(),
+        };
+        cl.admin(leader, 0, add).await.unwrap();
+        let d = cl.leader_descriptor(0).await.unwrap();
+        assert!(
+            d.replica_on(4)
+                .is_some_and(|r| r.role == ReplicaRole::Learner),
+            "{d:?}"
+        );
+        let t0 = Instant::now();
+        let deadline = t0 + Duration::from_secs(60);
+        loop {
+            if let Ok(d) = cl.leader_descriptor(0).await {
+                let voters = d.replicas.iter().filter(|r| r.role == ReplicaRole::Voter);
+                if d.replica_on(4).is_none() && voters.count() == 3 && d.replicas.len() == 3 {
+                    eprintln!(
+                        "stray learner removed {:.1} s after it was added",
+                        t0.elapsed().as_secs_f64()
+                    );
+                    break;
+                }
+                assert!(Instant::now() < deadline, "the learner stayed: {d:?}");
+            }
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        }
+    });
+}
+
 /// `--snapshot-send-bytes-per-sec` (issue #17: a move seeds its learner
 /// with a rate-limited snapshot). Range 0 holds 5 MiB; the node's budget
 /// is 2 MiB/s, 1 MiB/s for each of its 2 shards (a bucket of one 1 MiB

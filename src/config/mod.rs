@@ -201,6 +201,12 @@ pub struct NodeSettings {
     /// CockroachDB's `server.time_until_store_dead`).
     #[arg(long)]
     pub dead_node_timeout_ms: Option<u64>,
+    /// A learner left unpromoted this long (ms) is removed by the balancer
+    /// (a move whose driver died). At least `STRAY_LEARNER_TIMEOUT_MS_MIN`.
+    /// Default 240000 (`meta::planner::STRAY_LEARNER_TIMEOUT_MS_DEFAULT`:
+    /// twice what a move waits for its learner to catch up).
+    #[arg(long)]
+    pub stray_learner_timeout_ms: Option<u64>,
 }
 
 /// How a node with an empty data dir joins (`--join`): a flag (`true`:
@@ -303,7 +309,8 @@ impl NodeSettings {
             fault_injection,
             metrics_addr,
             balancer,
-            dead_node_timeout_ms
+            dead_node_timeout_ms,
+            stray_learner_timeout_ms
         )
     }
 
@@ -784,6 +791,20 @@ impl NodeSettings {
                 format!("must be at least {DEAD_NODE_TIMEOUT_MS_MIN} (DEAD_NODE_TIMEOUT_MS_MIN)"),
             ));
         }
+        let stray_learner_timeout_ms = self
+            .stray_learner_timeout_ms
+            .unwrap_or(crate::meta::planner::STRAY_LEARNER_TIMEOUT_MS_DEFAULT);
+        if stray_learner_timeout_ms < STRAY_LEARNER_TIMEOUT_MS_MIN {
+            return Err(invalid(
+                "stray-learner-timeout-ms",
+                stray_learner_timeout_ms,
+                format!(
+                    "must be at least {STRAY_LEARNER_TIMEOUT_MS_MIN} \
+                     (STRAY_LEARNER_TIMEOUT_MS_MIN): a live move's learner needs that \
+                     long to be seeded"
+                ),
+            ));
+        }
         let snapshot_send = self
             .snapshot_send_bytes_per_sec
             .unwrap_or(SNAPSHOT_SEND_BYTES_PER_SEC_DEFAULT);
@@ -851,6 +872,7 @@ impl NodeSettings {
             fault_injection: self.fault_injection.unwrap_or(false),
             balancer: self.balancer.unwrap_or(true),
             dead_node_timeout_ms,
+            stray_learner_timeout_ms,
             campaigns_per_tick_max,
             campaigns_in_flight_max,
             client_addr: if lc.ip().is_unspecified() {
@@ -1059,6 +1081,8 @@ pub struct ShardConfig {
     pub balancer: bool,
     /// `--dead-node-timeout-ms`.
     pub dead_node_timeout_ms: u64,
+    /// `--stray-learner-timeout-ms`.
+    pub stray_learner_timeout_ms: u64,
 }
 
 impl ShardConfig {
@@ -1070,6 +1094,10 @@ impl ShardConfig {
         Some(SocketAddr::new(a.ip(), port).to_string())
     }
 }
+
+/// Least `--stray-learner-timeout-ms`: 1 s (tests; production wants
+/// minutes, see `meta::planner::STRAY_LEARNER_TIMEOUT_MS_DEFAULT`).
+pub const STRAY_LEARNER_TIMEOUT_MS_MIN: u64 = 1_000;
 
 /// Default of `--snapshot-send-bytes-per-sec` (a node's, shared by its
 /// shards): 64 MiB/s, between CockroachDB's 32 MiB/s and TiKV's 100 MB/s.

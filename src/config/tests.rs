@@ -98,6 +98,17 @@ fn defaults_validate_and_each_bad_setting_is_named() {
         ..base()
     })
     .contains("--campaigns-in-flight-max"));
+    // STRAY_LEARNER_TIMEOUT_MS_MIN: below it refused, naming it.
+    let err = bad(NodeSettings {
+        stray_learner_timeout_ms: Some(STRAY_LEARNER_TIMEOUT_MS_MIN - 1),
+        ..base()
+    });
+    assert!(err.contains("--stray-learner-timeout-ms"), "{err}");
+    assert!(err.contains("STRAY_LEARNER_TIMEOUT_MS_MIN"), "{err}");
+    assert_eq!(
+        v.shard_template.stray_learner_timeout_ms,
+        crate::meta::planner::STRAY_LEARNER_TIMEOUT_MS_DEFAULT
+    );
     // The snapshot budget: at least SNAPSHOT_SEND_BYTES_PER_SEC_MIN per
     // shard, split evenly over the shards.
     let err = bad(NodeSettings {

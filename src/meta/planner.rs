@@ -10,7 +10,12 @@
 //!    outside it (fewest replicas first), one at a time. The map outlives
 //!    its nodes the way the ranges do; with a quorum of its members gone
 //!    there is no meta leader to plan anything (an operator's recovery).
-//! 1. **Repair**: a replica on a dead, decommissioning or decommissioned
+//! 1. **Repair**: a learner that no operation has promoted for
+//!    `stray_learner_timeout_ms` (a move or an addition whose driver died:
+//!    a killed `ctl move-replica`, a meta leader that lost its leadership
+//!    mid-move) is removed, as CockroachDB's replicate queue removes the
+//!    learners of an aborted change (the balancer plans the move again if
+//!    it is still wanted). A replica on a dead, decommissioning or decommissioned
 //!    node moves to a live active node (a decommissioning node's
 //!    leadership moves first, so its leaders drain before its replicas); a
 //!    range with fewer voters than the replication factor gains one; one
@@ -55,6 +60,12 @@ pub const DEAD_NODE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 /// the ping of the round being planned is suspect in that round.
 pub const SUSPECT_NODE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 
+/// How long a learner may stay unpromoted before the balancer removes it
+/// (ms): twice what a move waits for its learner to catch up
+/// (`client::MOVE_CATCH_UP_WAIT_MS`, 120 s), so a live move, the
+/// balancer's or an operator's, is never cut short.
+pub const STRAY_LEARNER_TIMEOUT_MS_DEFAULT: u64 = 240_000;
+
 /// Operations adding or removing a replica on one node at a time, in
 /// flight and planned (each seeds or drops a snapshot's worth of data).
 pub const MOVES_PER_NODE_MAX_DEFAULT: usize = 2;
@@ -73,6 +84,8 @@ pub struct PlannerConfig {
     pub dead_node_timeout_ms: u64,
     /// See [`SUSPECT_NODE_TIMEOUT_MS_DEFAULT`].
     pub suspect_node_timeout_ms: u64,
+    /// See [`STRAY_LEARNER_TIMEOUT_MS_DEFAULT`].
+    pub stray_learner_timeout_ms: u64,
     pub moves_per_node_max: usize,
     pub ops_per_round_max: usize,
     pub balance_tolerance_pct: u64,
@@ -83,6 +96,7 @@ impl Default for PlannerConfig {
         PlannerConfig {
             dead_node_timeout_ms: DEAD_NODE_TIMEOUT_MS_DEFAULT,
             suspect_node_timeout_ms: SUSPECT_NODE_TIMEOUT_MS_DEFAULT,
+            stray_learner_timeout_ms: STRAY_LEARNER_TIMEOUT_MS_DEFAULT,
             moves_per_node_max: MOVES_PER_NODE_MAX_DEFAULT,
             ops_per_round_max: OPS_PER_ROUND_MAX_DEFAULT,
             balance_tolerance_pct: BALANCE_TOLERANCE_PCT_DEFAULT,
@@ -111,6 +125,24 @@ pub struct Observed {
     /// The nodes of the meta group's members, as its leader has them
     /// (empty: not known, and the meta group is left alone).
     pub meta_members: Vec<NodeId>,
+    /// (range, node) of each learner in the map → when this meta leader
+    /// first saw it there, ms (`note_learners`).
+    pub learners_since: BTreeMap<(RangeId, NodeId), u64>,
+}
+
+/// Keeps `since` to the learners of `map`: one not listed yet is first
+/// seen at `now_ms`; one no longer in the map (promoted, removed) leaves.
+pub fn note_learners(map: &MetaState, since: &mut BTreeMap<(RangeId, NodeId), u64>, now_ms: u64) {
+    let mut now = BTreeSet::new();
+    for d in map.ranges().iter() {
+        for r in d.replicas.iter().filter(|r| r.role == ReplicaRole::Learner) {
+            now.insert((d.id, r.node));
+        }
+    }
+    since.retain(|k, _| now.contains(k));
+    for k in now {
+        since.entry(k).or_insert(now_ms);
+    }
 }
 
 /// One operation for a range's leader to carry out.
@@ -366,6 +398,22 @@ impl Round<'_> {
     }
 
     fn repair(&mut self, d: &RangeDesc, draining: &dyn Fn(NodeId) -> bool) {
+        let stray = d
+            .replicas
+            .iter()
+            .filter(|r| r.role == ReplicaRole::Learner)
+            .map(|r| r.node)
+            .find(|&n| {
+                self.obs.learners_since.get(&(d.id, n)).is_some_and(|&t| {
+                    self.obs.now_ms.saturating_sub(t) > self.cfg.stray_learner_timeout_ms
+                })
+            });
+        if let Some(node) = stray {
+            if self.free(node) {
+                self.push(Op::RemoveReplica { range: d.id, node });
+            }
+            return;
+        }
         let leader = self.obs.leaders.get(&d.id).copied();
         let voters: Vec<NodeId> = d.voters().map(|r| r.node).collect();
         // A replica to move off: the leader's last (it moves its

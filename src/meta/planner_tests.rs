@@ -6,7 +6,7 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 
-use super::planner::{plan, Observed, Op, PlannerConfig};
+use super::planner::{note_learners, plan, Observed, Op, PlannerConfig};
 use super::*;
 
 const NOW: u64 = 1_000_000;
@@ -78,6 +78,7 @@ fn world(nodes: &[(u64, NodeState)], rf: u32, ranges: &[(&[u64], u64)]) -> (Meta
             .collect(),
         in_flight: Vec::new(),
         meta_members: Vec::new(),
+        learners_since: Default::default(),
     };
     (m, obs)
 }
@@ -103,6 +104,54 @@ fn a_balanced_cluster_gets_no_operation() {
         ],
     );
     assert_eq!(plan(&m, &obs, &PlannerConfig::default()), vec![]);
+}
+
+/// A learner that no operation promoted for `stray_learner_timeout_ms`
+/// (its move's driver died: a killed `ctl move-replica`, a meta leader
+/// deposed mid-move) is removed; a younger one is left to its move. The
+/// first sighting is kept across rounds, and a learner promoted or removed
+/// leaves the list.
+#[test]
+fn a_learner_left_unpromoted_past_the_timeout_is_removed() {
+    let (mut m, mut obs) = world(&active(1..=4), 3, &[(ALL3, 1)]);
+    let mut d = m.ranges().iter().next().unwrap().clone();
+    d.epoch.conf_ver += 1;
+    d.replicas.push(RangeReplica {
+        replica: 999,
+        node: 4,
+        shard: 0,
+        role: ReplicaRole::Learner,
+    });
+    assert!(m.apply(&MetaCmd::ReportRanges(vec![d])).is_ok());
+    let cfg = PlannerConfig::default();
+    note_learners(&m, &mut obs.learners_since, NOW);
+    assert_eq!(obs.learners_since.get(&(1, 4)), Some(&NOW));
+    assert_eq!(plan(&m, &obs, &cfg), vec![]);
+    let at = |obs: &mut Observed, t: u64| {
+        obs.now_ms = t;
+        for h in obs.heartbeat_ms.values_mut() {
+            *h = t;
+        }
+    };
+    at(&mut obs, NOW + cfg.stray_learner_timeout_ms);
+    note_learners(&m, &mut obs.learners_since, obs.now_ms);
+    assert_eq!(obs.learners_since.get(&(1, 4)), Some(&NOW), "first seen");
+    assert_eq!(plan(&m, &obs, &cfg), vec![], "not past the timeout yet");
+    at(&mut obs, NOW + cfg.stray_learner_timeout_ms + 1);
+    assert_eq!(
+        plan(&m, &obs, &cfg),
+        vec![Op::RemoveReplica { range: 1, node: 4 }]
+    );
+    // Node 4 busy with as many operations as it may take: not now.
+    obs.in_flight = vec![
+        Op::AddReplica { range: 7, node: 4 },
+        Op::AddReplica { range: 8, node: 4 },
+    ];
+    assert_eq!(plan(&m, &obs, &cfg), vec![]);
+    // Gone from the map (promoted, or removed): gone from the list.
+    let (fresh, _) = world(&active(1..=4), 3, &[(ALL3, 1)]);
+    note_learners(&fresh, &mut obs.learners_since, obs.now_ms);
+    assert!(obs.learners_since.is_empty());
 }
 
 #[test]

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::client::{Client, Error};
-use crate::meta::planner::{health, plan, Observed, Op as PlanOp, PlannerConfig};
+use crate::meta::planner::{health, note_learners, plan, Observed, Op as PlanOp, PlannerConfig};
 use crate::meta::MetaState;
 use crate::raft::NodeId;
 use crate::wire::client::LivenessState;
@@ -46,6 +46,10 @@ pub struct Balancer {
     /// When this balancer started leading, on its clock (ms).
     since_ms: u64,
     heartbeat_ms: BTreeMap<NodeId, u64>,
+    /// Learners in the map → when this balancer first saw them
+    /// (`planner::note_learners`): one left unpromoted for
+    /// `stray_learner_timeout_ms` is removed.
+    learners_since: BTreeMap<(u64, NodeId), u64>,
 }
 
 impl Balancer {
@@ -56,6 +60,7 @@ impl Balancer {
             start: Instant::now(),
             since_ms: 0,
             heartbeat_ms: BTreeMap::new(),
+            learners_since: BTreeMap::new(),
         }
     }
 
@@ -100,6 +105,7 @@ impl Balancer {
         // Not known (the meta leader did not answer): the meta group is
         // left alone this round.
         let meta_members = c.meta_members().await.unwrap_or_default();
+        note_learners(state, &mut self.learners_since, heard);
         // As of the round's start, when every node was asked: however long
         // the pings of silent nodes took, one that answered is live.
         let obs = Observed {
@@ -109,6 +115,7 @@ impl Balancer {
             leaders,
             in_flight: Vec::new(),
             meta_members,
+            learners_since: self.learners_since.clone(),
         };
         seen(LivenessSeen {
             at: started,

@@ -176,6 +176,7 @@ pub async fn run_meta_sync(
             let b = balancer.get_or_insert_with(|| {
                 Balancer::new(PlannerConfig {
                     dead_node_timeout_ms: cfg.dead_node_timeout_ms,
+                    stray_learner_timeout_ms: cfg.stray_learner_timeout_ms,
                     ..PlannerConfig::default()
                 })
             });
