@@ -19,9 +19,12 @@ def run(placement, n, rep):
         j = json.load(f)
     ops = j["ops_per_sec"]
     cpu = j.get("cpu") or {}
-    node_cores = cpu.get("node_cores")
-    if not ops or node_cores is None:
-        sys.exit(f"{placement}-{n}-{rep}: no writes or no CPU figures in {j}")
+    # Cores each node process used over the measured window (None: its
+    # /proc entry could not be read).
+    per_node = cpu.get("node_cores") or []
+    if not ops or len(per_node) != n or any(c is None for c in per_node):
+        sys.exit(f"{placement}-{n}-{rep}: no writes or no CPU figure for every node in {j}")
+    node_cores = sum(per_node)
     return {
         "us_per_write": node_cores * 1e6 / ops,
         "ops": ops,
@@ -41,6 +44,9 @@ lines = [
 for placement, label in (("rf3", "RF 3 (ranges on 3 nodes)"), ("all", "every range on every node")):
     base = [run(placement, nodes[0], r)["us_per_write"] for r in range(1, runs + 1)]
     for n in nodes:
+        if placement == "all" and n > 7:
+            lines.append(f"| {label} | {n} | n/a: ranges of at most 7 replicas (REPLICATION_FACTOR_MAX) | | | | |")
+            continue
         rs = [run(placement, n, r) for r in range(1, runs + 1)]
         ratio = [x["us_per_write"] / b for x, b in zip(rs, base)]
         lines.append(
