@@ -1909,7 +1909,6 @@ fn a_node_removed_while_down_and_added_back_returns_as_new_replicas() {
     });
 }
 
-/// Metric `name` of node `n`, one value per series.
 /// The sum of metric `name` over the shards of node `n`.
 fn metric_sum_of(c: &LocalCluster, n: u64, name: &str) -> u64 {
     node_metric(c, n, name).iter().sum()

@@ -202,7 +202,10 @@ pub struct NodeSettings {
     #[arg(long)]
     pub dead_node_timeout_ms: Option<u64>,
     /// A learner left unpromoted this long (ms) is removed by the balancer
-    /// (a move whose driver died). At least `STRAY_LEARNER_TIMEOUT_MS_MIN`.
+    /// (a move whose driver died). At least `STRAY_LEARNER_TIMEOUT_MS_MIN`;
+    /// below 120000 (what a move waits for its learner to catch up,
+    /// `client::MOVE_CATCH_UP_WAIT_MS`) a slow live move may lose its
+    /// learner: for tests.
     /// Default 240000 (`meta::planner::STRAY_LEARNER_TIMEOUT_MS_DEFAULT`:
     /// twice what a move waits for its learner to catch up).
     #[arg(long)]
@@ -800,8 +803,8 @@ impl NodeSettings {
                 stray_learner_timeout_ms,
                 format!(
                     "must be at least {STRAY_LEARNER_TIMEOUT_MS_MIN} \
-                     (STRAY_LEARNER_TIMEOUT_MS_MIN): a live move's learner needs that \
-                     long to be seeded"
+                     (STRAY_LEARNER_TIMEOUT_MS_MIN); keep it above 120000 (a move waits \
+                     that long for its learner) outside tests"
                 ),
             ));
         }
@@ -1095,8 +1098,9 @@ impl ShardConfig {
     }
 }
 
-/// Least `--stray-learner-timeout-ms`: 1 s (tests; production wants
-/// minutes, see `meta::planner::STRAY_LEARNER_TIMEOUT_MS_DEFAULT`).
+/// Least `--stray-learner-timeout-ms`: 1 s, for tests. Below 120 s (a
+/// move's catch-up wait) a live move's learner may be removed; production
+/// wants the default (`meta::planner::STRAY_LEARNER_TIMEOUT_MS_DEFAULT`).
 pub const STRAY_LEARNER_TIMEOUT_MS_MIN: u64 = 1_000;
 
 /// Default of `--snapshot-send-bytes-per-sec` (a node's, shared by its

@@ -125,18 +125,19 @@ pub struct Observed {
     /// The nodes of the meta group's members, as its leader has them
     /// (empty: not known, and the meta group is left alone).
     pub meta_members: Vec<NodeId>,
-    /// (range, node) of each learner in the map → when this meta leader
-    /// first saw it there, ms (`note_learners`).
-    pub learners_since: BTreeMap<(RangeId, NodeId), u64>,
+    /// (range, replica id) of each learner in the map → when this meta
+    /// leader first saw it there, ms (`note_learners`). By replica id: a
+    /// learner removed and added again is a new one, with a new age.
+    pub learners_since: BTreeMap<(RangeId, u64), u64>,
 }
 
 /// Keeps `since` to the learners of `map`: one not listed yet is first
 /// seen at `now_ms`; one no longer in the map (promoted, removed) leaves.
-pub fn note_learners(map: &MetaState, since: &mut BTreeMap<(RangeId, NodeId), u64>, now_ms: u64) {
+pub fn note_learners(map: &MetaState, since: &mut BTreeMap<(RangeId, u64), u64>, now_ms: u64) {
     let mut now = BTreeSet::new();
     for d in map.ranges().iter() {
         for r in d.replicas.iter().filter(|r| r.role == ReplicaRole::Learner) {
-            now.insert((d.id, r.node));
+            now.insert((d.id, r.replica));
         }
     }
     since.retain(|k, _| now.contains(k));
@@ -402,16 +403,18 @@ impl Round<'_> {
             .replicas
             .iter()
             .filter(|r| r.role == ReplicaRole::Learner)
-            .map(|r| r.node)
-            .find(|&n| {
-                self.obs.learners_since.get(&(d.id, n)).is_some_and(|&t| {
-                    self.obs.now_ms.saturating_sub(t) > self.cfg.stray_learner_timeout_ms
-                })
-            });
-        if let Some(node) = stray {
-            if self.free(node) {
-                self.push(Op::RemoveReplica { range: d.id, node });
-            }
+            .find(|r| {
+                self.obs
+                    .learners_since
+                    .get(&(d.id, r.replica))
+                    .is_some_and(|&t| {
+                        self.obs.now_ms.saturating_sub(t) > self.cfg.stray_learner_timeout_ms
+                    })
+            })
+            .map(|r| r.node);
+        // Its node busy: the range's other repairs go on meanwhile.
+        if let Some(node) = stray.filter(|&n| self.free(n)) {
+            self.push(Op::RemoveReplica { range: d.id, node });
             return;
         }
         let leader = self.obs.leaders.get(&d.id).copied();

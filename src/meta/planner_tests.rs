@@ -125,7 +125,7 @@ fn a_learner_left_unpromoted_past_the_timeout_is_removed() {
     assert!(m.apply(&MetaCmd::ReportRanges(vec![d])).is_ok());
     let cfg = PlannerConfig::default();
     note_learners(&m, &mut obs.learners_since, NOW);
-    assert_eq!(obs.learners_since.get(&(1, 4)), Some(&NOW));
+    assert_eq!(obs.learners_since.get(&(1, 999)), Some(&NOW));
     assert_eq!(plan(&m, &obs, &cfg), vec![]);
     let at = |obs: &mut Observed, t: u64| {
         obs.now_ms = t;
@@ -135,7 +135,7 @@ fn a_learner_left_unpromoted_past_the_timeout_is_removed() {
     };
     at(&mut obs, NOW + cfg.stray_learner_timeout_ms);
     note_learners(&m, &mut obs.learners_since, obs.now_ms);
-    assert_eq!(obs.learners_since.get(&(1, 4)), Some(&NOW), "first seen");
+    assert_eq!(obs.learners_since.get(&(1, 999)), Some(&NOW), "first seen");
     assert_eq!(plan(&m, &obs, &cfg), vec![], "not past the timeout yet");
     at(&mut obs, NOW + cfg.stray_learner_timeout_ms + 1);
     assert_eq!(

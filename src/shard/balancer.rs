@@ -49,7 +49,7 @@ pub struct Balancer {
     /// Learners in the map → when this balancer first saw them
     /// (`planner::note_learners`): one left unpromoted for
     /// `stray_learner_timeout_ms` is removed.
-    learners_since: BTreeMap<(u64, NodeId), u64>,
+    learners_since: BTreeMap<(u64, u64), u64>,
 }
 
 impl Balancer {

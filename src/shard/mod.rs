@@ -1131,7 +1131,8 @@ fn first_read_ctx() -> u64 {
 /// (`Replica::node_of`); counted and dropped if that is not known.
 /// A snapshot chunk goes only if the shard's budget holds its bytes
 /// (`SnapshotBudget`); one held is dropped, and its leader sends it again
-/// after the next heartbeat round, as a lost one.
+/// after the next heartbeat round, as a lost one. A chunk the transport
+/// refuses gives its bytes back.
 fn send_placed(
     t: &Transport,
     stats: &mut ShardStats,
@@ -1141,15 +1142,21 @@ fn send_placed(
 ) {
     match r.node_of(m.to) {
         Some(node) => {
+            let mut bytes = 0;
             if let crate::raft::Body::Snapshot { chunk, .. } = &m.body {
-                let bytes = chunk.len() as u64;
+                bytes = chunk.len() as u64;
                 if bytes > 0 && !budget.take(bytes, Instant::now()) {
                     stats.snapshot_chunks_held += 1;
                     return;
                 }
-                stats.snapshot_bytes_sent += bytes;
             }
-            t.send(node, r.id, m);
+            if t.send(node, r.id, m) {
+                stats.snapshot_bytes_sent += bytes;
+            } else {
+                // Not sent (the link is down, its queue full): the bytes
+                // were not spent.
+                budget.refund(bytes);
+            }
         }
         None => {
             stats.msgs_unplaced += 1;

@@ -265,11 +265,17 @@ impl SnapshotBudget {
         }
     }
 
+    /// Gives back `bytes` taken for a chunk that was not sent after all.
+    pub(super) fn refund(&mut self, bytes: u64) {
+        self.tokens = self.tokens.saturating_add(bytes).min(self.capacity);
+    }
+
     /// Takes `bytes` from the bucket at `now` if it holds them (or is full);
     /// false if the chunk must wait.
     pub(super) fn take(&mut self, bytes: u64, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.at);
-        let earned = (elapsed.as_nanos() * u128::from(self.rate) / 1_000_000_000) as u64;
+        let earned = elapsed.as_nanos() * u128::from(self.rate) / 1_000_000_000;
+        let earned = u64::try_from(earned).unwrap_or(u64::MAX);
         if earned > 0 {
             self.tokens = self.tokens.saturating_add(earned).min(self.capacity);
             // The time worth the bytes earned; the remainder keeps counting.
@@ -334,5 +340,9 @@ mod budget_tests {
         assert!(b.take(1000, t0));
         assert!(!b.take(1000, t0 + Duration::from_secs(9)));
         assert!(b.take(1000, t0 + Duration::from_secs(10)));
+        // A chunk the transport refused gives its bytes back.
+        b.refund(1000);
+        assert!(b.take(1000, t0 + Duration::from_secs(10)));
+        assert!(!b.take(1000, t0 + Duration::from_secs(10)));
     }
 }
