@@ -803,8 +803,9 @@ impl NodeSettings {
                 stray_learner_timeout_ms,
                 format!(
                     "must be at least {STRAY_LEARNER_TIMEOUT_MS_MIN} \
-                     (STRAY_LEARNER_TIMEOUT_MS_MIN); keep it above 120000 (a move waits \
-                     that long for its learner) outside tests"
+                     (STRAY_LEARNER_TIMEOUT_MS_MIN); keep it above {} (a move waits \
+                     that long for its learner, MOVE_CATCH_UP_WAIT_MS) outside tests",
+                    crate::client::MOVE_CATCH_UP_WAIT_MS
                 ),
             ));
         }

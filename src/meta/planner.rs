@@ -64,7 +64,7 @@ pub const SUSPECT_NODE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 /// (ms): twice what a move waits for its learner to catch up
 /// (`client::MOVE_CATCH_UP_WAIT_MS`, 120 s), so a live move, the
 /// balancer's or an operator's, is never cut short.
-pub const STRAY_LEARNER_TIMEOUT_MS_DEFAULT: u64 = 240_000;
+pub const STRAY_LEARNER_TIMEOUT_MS_DEFAULT: u64 = 2 * crate::client::MOVE_CATCH_UP_WAIT_MS;
 
 /// Operations adding or removing a replica on one node at a time, in
 /// flight and planned (each seeds or drops a snapshot's worth of data).

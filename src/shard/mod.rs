@@ -693,7 +693,7 @@ impl Shard {
         let mut stats = self.stats;
         stats.groups = self.replicas.len() as u64;
         stats.groups_awake = self.work.awake() as u64;
-        stats.peer_links = self.transport.peer_ids().len() as u64;
+        stats.peer_links = self.transport.peer_count() as u64;
         stats.candidates = self.work.candidates() as u64;
         let m = crate::metrics::ShardMetrics {
             shard: self.cfg.shard,

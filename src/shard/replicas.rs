@@ -493,20 +493,15 @@ impl Shard {
             if node == self.cfg.node || self.transport.knows(node) {
                 continue;
             }
-            match r.kv.members().get(&node).filter(|a| !a.is_empty()) {
-                Some(a) => self.learn_peer(node, a),
-                None => match self.cfg.peers.iter().find(|(n, _)| *n == node) {
-                    Some(&(_, a)) => {
-                        tracing::info!(shard = self.cfg.shard, node, addr = %a, "dialling a member");
-                        self.transport.add_peer(node, a);
-                    }
-                    None => tracing::warn!(
-                        shard = self.cfg.shard,
-                        group = r.id,
-                        node,
-                        "no address known for a member: it is reached only on the connections it makes here"
-                    ),
-                },
+            let book = r.kv.members().get(&node).filter(|a| !a.is_empty());
+            match book.cloned().or_else(|| self.cfg.founder_peer_addr(node)) {
+                Some(a) => self.learn_peer(node, &a),
+                None => tracing::warn!(
+                    shard = self.cfg.shard,
+                    group = r.id,
+                    node,
+                    "no address known for a member: it is reached only on the connections it makes here"
+                ),
             }
         }
     }

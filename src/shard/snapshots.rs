@@ -284,6 +284,7 @@ impl SnapshotBudget {
             );
             self.at += spent;
         }
+        debug_assert!(self.tokens <= self.capacity, "{self:?}");
         if self.tokens == self.capacity || self.tokens >= bytes {
             self.tokens = self.tokens.saturating_sub(bytes);
             return true;

@@ -525,6 +525,11 @@ impl Transport {
         self.links.borrow().get(&node).is_some()
     }
 
+    /// How many nodes this transport has a link to.
+    pub fn peer_count(&self) -> usize {
+        self.links.borrow().0.len()
+    }
+
     /// The nodes this transport has a link to, in id order.
     pub fn peer_ids(&self) -> Vec<NodeId> {
         let mut v: Vec<NodeId> = self.links.borrow().0.iter().map(|(id, _)| *id).collect();
