@@ -53,4 +53,7 @@ mod wal;
 pub use disk::{Disk, DmaDisk, DmaSegment, SegmentFile};
 pub use error::{Result, WalError};
 pub use memdisk::{CrashMode, MemDisk, MemFile};
-pub use wal::{RecoveryMode, RecoveryReport, TornTail, ValidWalOptions, Wal, WalOptions, WalStats};
+pub use wal::{
+    RecoveryMode, RecoveryReport, TornTail, ValidWalOptions, Wal, WalOptions, WalStats,
+    WRITE_NUDGE_MS,
+};

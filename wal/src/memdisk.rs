@@ -40,6 +40,7 @@ struct State {
     space_bytes: Option<u64>,
     syncs: u64,
     writes: u64,
+    nudges: u64,
     last_write: Option<(String, u64, usize)>,
     /// Writes pass while this is above zero (each takes one); `None`: no hold.
     writes_allowed: Option<u64>,
@@ -178,6 +179,11 @@ impl MemDisk {
     /// Number of successful `fdatasync` calls so far.
     pub fn syncs(&self) -> u64 {
         self.st.borrow().syncs
+    }
+
+    /// Number of `SegmentFile::nudge` calls so far.
+    pub fn nudges(&self) -> u64 {
+        self.st.borrow().nudges
     }
 
     /// Number of successful writes so far.
@@ -477,6 +483,11 @@ impl SegmentFile for MemFile {
     }
 
     async fn close(self) -> io::Result<()> {
+        Ok(())
+    }
+
+    async fn nudge(&self) -> io::Result<()> {
+        self.disk.st.borrow_mut().nudges += 1;
         Ok(())
     }
 }

@@ -175,7 +175,19 @@ pub struct WalStats {
     pub batch_records: Histogram<u64>,
     /// Write + fdatasync time per flush, in microseconds.
     pub sync_latency_us: Histogram<u64>,
+    /// Nudges of a flush's late writes (`WRITE_NUDGE_MS`).
+    pub write_nudges: u64,
 }
+
+/// How long, in ms, a flush's writes may be outstanding before the writer
+/// nudges the ring they went to (`SegmentFile::nudge`), and again after
+/// each such wait while they are. glommio's poll ring (IOPOLL) posts a
+/// write's completion only when the ring is next entered; a write left in
+/// flight as the shard went idle waited for the next submission, which an
+/// idle shard never makes: 33 s and more in the chaos test of moves, on
+/// every node at once (their WALs on one virtio disk without poll queues).
+/// A healthy write takes well under this; a nudge costs one block read.
+pub const WRITE_NUDGE_MS: u64 = 50;
 
 /// Initial capacity of a chunk buffer; it doubles up to `write_chunk_bytes`.
 const CHUNK_BUF_BYTES_MIN: usize = 64 << 10;
@@ -226,6 +238,8 @@ struct State {
     /// Live segments, sorted by first LSN; the last one is the active one.
     segments: Vec<(u64, String)>,
     stats: WalStats,
+    /// What the writer awaits now (`Wal::writer_step`).
+    writer_step: &'static str,
 }
 
 impl State {
@@ -242,6 +256,7 @@ impl State {
             durable_waiters: Vec::new(),
             space_waiters: Vec::new(),
             writer_waker: None,
+            writer_step: "starting",
             stats: WalStats {
                 next_lsn,
                 durable_lsn: next_lsn - 1,
@@ -254,6 +269,7 @@ impl State {
                 segments_live: segments.len(),
                 batch_records: new_histogram(),
                 sync_latency_us: new_histogram(),
+                write_nudges: 0,
             },
             segments,
         }
@@ -854,6 +870,14 @@ impl<D: Disk> Wal<D> {
         .await
     }
 
+    /// What the writer task awaits now: "waiting for records", "writing",
+    /// "fdatasync", "waiting for the next segment", "installing the next
+    /// segment", "closing a segment", "stopped". For a caller that sees
+    /// records stay not durable: which step the disk holds.
+    pub fn writer_step(&self) -> &'static str {
+        self.inner.st.borrow().writer_step
+    }
+
     fn wake_writer(&self) {
         if let Some(w) = self.inner.st.borrow_mut().writer_waker.take() {
             w.wake();
@@ -870,6 +894,10 @@ impl<D: Disk> Drop for Wal<D> {
 }
 
 impl<D: Disk> Inner<D> {
+    fn step(&self, step: &'static str) {
+        self.st.borrow_mut().writer_step = step;
+    }
+
     fn poison(&self, e: &WalError) {
         let mut st = self.st.borrow_mut();
         let cause = e.to_string();
@@ -901,6 +929,7 @@ impl<D: Disk> Inner<D> {
                 return Poll::Ready(None);
             }
             st.writer_waker = Some(cx.waker().clone());
+            st.writer_step = "waiting for records";
             Poll::Pending
         })
         .await
@@ -989,6 +1018,7 @@ async fn writer<D: Disk>(inner: Rc<Inner<D>>, mut active: Active<D::File>) {
             break;
         }
     }
+    inner.step("stopped");
     let _ = close_rc(active.file).await;
     if let Some(p) = prep.take() {
         // Let a preparation under way finish; its file is removed at next open.
@@ -998,6 +1028,33 @@ async fn writer<D: Disk>(inner: Rc<Inner<D>>, mut active: Active<D::File>) {
     st.writer_done = true;
     wake_all(&mut st.durable_waiters);
     wake_all(&mut st.space_waiters);
+}
+
+/// Awaits `writes` to `file`, nudging the file's ring every
+/// `WRITE_NUDGE_MS` while they are outstanding (see there). Each nudge
+/// runs as a task of its own: the writes never wait on it.
+async fn nudged<D: Disk>(
+    inner: &Inner<D>,
+    file: &Rc<D::File>,
+    writes: impl std::future::Future<Output = std::io::Result<()>>,
+) -> std::io::Result<()> {
+    let mut writes = std::pin::pin!(writes);
+    loop {
+        let late = async {
+            glommio::timer::sleep(std::time::Duration::from_millis(WRITE_NUDGE_MS)).await;
+            None
+        };
+        if let Some(r) = futures_lite::future::or(async { Some(writes.as_mut().await) }, late).await
+        {
+            return r;
+        }
+        inner.st.borrow_mut().stats.write_nudges += 1;
+        let f = file.clone();
+        glommio::spawn_local(async move {
+            let _ = f.nudge().await;
+        })
+        .detach();
+    }
 }
 
 /// Closes a file once no write or sync holds it any more.
@@ -1013,6 +1070,7 @@ async fn close_rc<F: SegmentFile>(f: Rc<F>) -> std::io::Result<()> {
 async fn complete<D: Disk>(inner: &Inner<D>, f: Syncing) -> Result<()> {
     // Fail-stop: a failed fdatasync is never retried (the kernel may have
     // dropped the dirty data already); the caller poisons the log.
+    inner.step("fdatasync");
     f.sync
         .await
         .map_err(|e| WalError::io("fdatasync", inner.disk.describe(&f.file_name), e))?;
@@ -1060,7 +1118,9 @@ async fn flush<D: Disk>(
             complete(inner, prev).await?;
         }
         let task = prep.take().expect("a segment is always being prepared");
+        inner.step("waiting for the next segment");
         let (prep_name, file) = task.await?;
+        inner.step("installing the next segment");
         let name = install(disk, &prep_name, batch.first_lsn).await?;
         let old = std::mem::replace(
             active,
@@ -1070,6 +1130,7 @@ async fn flush<D: Disk>(
                 offset: BLOCK_BYTES as u64,
             },
         );
+        inner.step("closing a segment");
         close_rc(old.file)
             .await
             .map_err(|e| WalError::io("close", disk.describe(&old.name), e))?;
@@ -1108,7 +1169,9 @@ async fn flush<D: Disk>(
     // its records are reported durable at once: they do not wait for this
     // flush's writes (that made every commit under load cost a write more).
     let prev = syncing.take();
-    let (written, synced) = futures_lite::future::zip(join_all(writes), async move {
+    inner.step("writing");
+    let writes = nudged(inner, &file, join_all(writes));
+    let (written, synced) = futures_lite::future::zip(writes, async move {
         match prev {
             Some(p) => complete(inner, p).await,
             None => Ok(()),

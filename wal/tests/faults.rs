@@ -8,7 +8,7 @@ use std::rc::Rc;
 use glommio::LocalExecutorBuilder;
 use proptest::prelude::*;
 use ringraft_wal::format::{record_bytes, BLOCK_BYTES};
-use ringraft_wal::{CrashMode, MemDisk, RecoveryMode, Wal, WalError, WalOptions};
+use ringraft_wal::{CrashMode, MemDisk, RecoveryMode, Wal, WalError, WalOptions, WRITE_NUDGE_MS};
 
 fn run<T>(f: impl Future<Output = T>) -> T {
     LocalExecutorBuilder::default()
@@ -715,5 +715,50 @@ fn a_flush_is_reported_durable_while_the_next_flush_is_being_written() {
         assert_eq!(wal.durable_lsn(), a);
         disk.release_writes();
         wal.wait_durable(b).await.unwrap();
+    });
+}
+
+/// `Wal::writer_step` names what a stuck writer awaits (the shard logs it
+/// when records stay not durable): a held write shows as "writing", and
+/// its ring is nudged while it is late; once everything is durable the
+/// writer waits for records.
+#[test]
+fn a_late_write_is_named_and_nudged() {
+    run(async {
+        let disk = MemDisk::new();
+        let opts = WalOptions {
+            segment_bytes: 1 << 22,
+            zero_segments: false,
+            ..small_opts()
+        };
+        let (wal, _) = Wal::open(disk.clone(), opts, |_, _| {}).await.unwrap();
+        wal.append(b"first").await.unwrap();
+        for _ in 0..100 {
+            futures_lite::future::yield_now().await;
+        }
+        assert_eq!(wal.writer_step(), "waiting for records");
+        disk.hold_writes_after(0);
+        let a = wal.try_submit(b"a").unwrap();
+        while disk.held_writes() == 0 {
+            futures_lite::future::yield_now().await;
+        }
+        assert_eq!(wal.writer_step(), "writing");
+        assert!(wal.durable_lsn() < a);
+        // A write outstanding for longer than WRITE_NUDGE_MS gets its ring
+        // nudged, once per WRITE_NUDGE_MS while it is.
+        assert_eq!(disk.nudges(), 0);
+        glommio::timer::sleep(std::time::Duration::from_millis(3 * WRITE_NUDGE_MS + 20)).await;
+        assert!(
+            (2..=4).contains(&disk.nudges()),
+            "{} nudges in 3 nudge intervals",
+            disk.nudges()
+        );
+        assert_eq!(wal.stats().write_nudges, disk.nudges());
+        disk.release_writes();
+        wal.wait_durable(a).await.unwrap();
+        for _ in 0..100 {
+            futures_lite::future::yield_now().await;
+        }
+        assert_eq!(wal.writer_step(), "waiting for records");
     });
 }
