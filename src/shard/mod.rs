@@ -271,6 +271,102 @@ pub const WAL_RECORDS_KEPT_PER_GROUP: u64 = 2;
 /// past the peers' silence limit they report this node unreachable.
 pub const SLOW_TURN_MS: u64 = 500;
 
+/// Watches the shard loop from its tick task: a turn still running
+/// after `SLOW_TURN_MS` is logged (WARN) with the step it waits in, again
+/// each time its age doubles. The slow-turn log comes only when a turn
+/// ends; a turn stuck on an await (a WAL sync the disk holds, a full WAL
+/// queue) would otherwise say nothing while its peers, which the
+/// transport still answers, see a live node whose groups do not move.
+#[derive(Default)]
+struct StallWatch {
+    /// When the running turn started (none while the loop waits for work).
+    since: Cell<Option<Instant>>,
+    /// The step of the turn under way (what it awaits, if it is stuck).
+    step: Cell<&'static str>,
+    /// The turn's age, in ms, past which it is logged next.
+    next_ms: Cell<u64>,
+}
+
+impl StallWatch {
+    fn begin(&self) {
+        self.since.set(Some(Instant::now()));
+        self.step.set("ticks");
+        self.next_ms.set(SLOW_TURN_MS);
+    }
+
+    fn step(&self, step: &'static str) {
+        self.step.set(step);
+    }
+
+    fn idle(&self) {
+        self.since.set(None);
+    }
+
+    /// Logs the running turn if it is older than the next threshold.
+    fn check(&self, shard: u32) {
+        let Some(t) = self.since.get() else {
+            return;
+        };
+        let ms = t.elapsed().as_millis() as u64;
+        if ms < self.next_ms.get() {
+            return;
+        }
+        self.next_ms.set(ms.saturating_mul(2));
+        tracing::warn!(
+            shard,
+            ms,
+            step = self.step.get(),
+            "shard turn still running: its groups neither send nor receive until it ends"
+        );
+    }
+}
+
+/// Watches the WAL from the shard loop's ticks: records waiting for
+/// durability while the durable LSN has not moved for `SLOW_TURN_MS` are
+/// logged (WARN) with the step the WAL's writer awaits, again each time
+/// the wait doubles. Every acknowledgement of this shard waits on it: a
+/// follower here looks alive to its leaders (the transport answers) but
+/// acknowledges nothing, and its leaders' own entries do not commit here.
+struct WalWatch {
+    durable: u64,
+    since: Instant,
+    next_ms: u64,
+}
+
+impl WalWatch {
+    fn new() -> WalWatch {
+        WalWatch {
+            durable: 0,
+            since: Instant::now(),
+            next_ms: SLOW_TURN_MS,
+        }
+    }
+
+    fn check(&mut self, wal: &ringraft_wal::Wal<DmaDisk>, shard: u32) {
+        let durable = wal.durable_lsn();
+        let waiting = wal.next_lsn().saturating_sub(1).saturating_sub(durable);
+        if waiting == 0 || durable != self.durable {
+            self.durable = durable;
+            self.since = Instant::now();
+            self.next_ms = SLOW_TURN_MS;
+            return;
+        }
+        let ms = self.since.elapsed().as_millis() as u64;
+        if ms < self.next_ms {
+            return;
+        }
+        self.next_ms = ms.saturating_mul(2);
+        tracing::warn!(
+            shard,
+            ms,
+            records = waiting,
+            durable_lsn = durable,
+            writer = wal.writer_step(),
+            "WAL records not durable yet: this shard acknowledges nothing until they are"
+        );
+    }
+}
+
 /// The phases of a shard turn, in order (`Shard::run`).
 #[derive(Debug, Clone, Copy)]
 enum TurnPhase {
@@ -474,13 +570,17 @@ impl Shard {
         // arms a timer per turn (each costs io_uring submissions).
         let tick = Duration::from_millis(self.cfg.tick_ms);
         let ticks = Rc::new(crate::transport::sync::Ticker::default());
+        let watch = Rc::new(StallWatch::default());
         {
             let ticks = ticks.clone();
             let stop = self.stop.clone();
+            let watch = watch.clone();
+            let shard = self.cfg.shard;
             glommio::spawn_local(async move {
                 while !stop.get() {
                     glommio::timer::sleep(tick).await;
                     ticks.fire();
+                    watch.check(shard);
                 }
             })
             .detach();
@@ -499,12 +599,14 @@ impl Shard {
         let mut msgs = Vec::new();
         let mut reqs = Vec::new();
         let mut down = Vec::new();
+        let mut wal_watch = WalWatch::new();
         let result = loop {
             if self.stop.get() {
                 break Ok(());
             }
             self.stats.turns += 1;
             let mut times = TurnTimes::begin();
+            watch.begin();
             // 1. ticks due on the monotonic clock, batched for the whole
             // shard, before any message or request of this turn. Not after
             // the messages: a follower would count the time a heartbeat
@@ -524,11 +626,13 @@ impl Shard {
                 self.stats.replicas_ticked += ticked as u64;
                 self.stats.campaigns += campaigns;
                 self.expire_requests(Instant::now());
+                wal_watch.check(self.store.wal(), self.cfg.shard);
                 times.end(TurnPhase::Ticks);
                 let before = tick_count;
                 tick_count += due;
                 if before / ticks_per_second != tick_count / ticks_per_second {
                     if self.disk_full {
+                        watch.step("disk recovery");
                         if let Err(e) = self.try_recover_disk().await {
                             break Err(e);
                         }
@@ -537,7 +641,9 @@ impl Shard {
                         }
                     }
                     self.publish_metrics();
+                    watch.step("peer book save");
                     self.transport.save_peer_book().await;
+                    watch.step("WAL unpinning");
                     if let Err(e) = self.unpin_wal().await {
                         break Err(e);
                     }
@@ -554,6 +660,7 @@ impl Shard {
             // It is swapped with the transport's inbox: both shrink in turn.
             shrink_after_burst(&mut msgs, n, INBOX_RETAINED_MSGS);
             if !self.creating.is_empty() {
+                watch.step("replica creation");
                 if let Err(e) = self.create_from_messages().await {
                     break Err(e);
                 }
@@ -572,6 +679,7 @@ impl Shard {
             times.end(TurnPhase::Requests);
             // 4. readies → messages, one WAL batch, apply
             let readies = self.stats.readies;
+            watch.step("readies (WAL appends)");
             if let Err(e) = self.process_readies().await {
                 break Err(e);
             }
@@ -579,21 +687,26 @@ impl Shard {
             times.end(TurnPhase::Readies);
             // 5. durability → acks, on_persisted
             self.complete_durable();
+            watch.step("removed replicas");
             if let Err(e) = self.destroy_removed().await {
                 break Err(e);
             }
+            watch.step("snapshot installs");
             if let Err(e) = self.finish_installs().await {
                 break Err(e);
             }
+            watch.step("snapshot files");
             if let Err(e) = self.finish_snapshots().await {
                 break Err(e);
             }
             times.end(TurnPhase::Durable);
             let _ = times.report(self.cfg.shard);
             if self.retain_active() {
+                watch.idle();
                 futures_lite::future::yield_now().await;
                 continue;
             }
+            watch.idle();
             // Wait for anything to do.
             let wal = self.store.wal().clone();
             let oldest = self.inflight.front().map(|f| f.lsn);
