@@ -773,7 +773,7 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         }
         CtlCmd::Status => {
             say!(
-                "{:>6} {:>6} {:>7} {:>10} {:>10}  replicas (node:match, lag)",
+                "{:>6} {:>6} {:>7} {:>10} {:>10}  replicas (node:match (lag, state))",
                 "group",
                 "leader",
                 "term",
@@ -800,10 +800,18 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                 let reps: Vec<String> = g
                     .replicas
                     .iter()
-                    .map(|(n, m)| format!("{n}:{m} (lag {})", g.commit.saturating_sub(*m)))
+                    .map(|r| {
+                        let lag = g.commit.saturating_sub(r.match_index);
+                        let down = if r.unreachable { ", unreachable" } else { "" };
+                        format!(
+                            "{}:{} (lag {lag}, {}{down})",
+                            r.node, r.match_index, r.state
+                        )
+                    })
                     .collect();
+                let quiet = if g.quiesced { " [quiesced]" } else { "" };
                 say!(
-                    "{:>6} {:>6} {:>7} {:>10} {:>10}  {}",
+                    "{:>6} {:>6} {:>7} {:>10} {:>10}  {}{quiet}",
                     g.group,
                     g.leader,
                     g.term,

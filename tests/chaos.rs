@@ -339,7 +339,8 @@ async fn replace_with(
                     Ok(Reply::Status(st)) => {
                         if st.iter().any(|s| {
                             s.group == g
-                                && (s.replicas.is_empty() || s.replicas.iter().any(|r| r.0 == old))
+                                && (s.replicas.is_empty()
+                                    || s.replicas.iter().any(|r| r.node == old))
                         }) {
                             with_old.push(g);
                         }
@@ -632,6 +633,7 @@ fn replicas_move_under_kills_and_pauses_and_no_acknowledged_write_is_lost() {
                 break Ok(());
             }
             if Instant::now() > deadline {
+                bad.push(status_dump(&cl).await);
                 break Err(bad);
             }
             glommio::timer::sleep(Duration::from_millis(200)).await;
@@ -662,12 +664,36 @@ fn replicas_move_under_kills_and_pauses_and_no_acknowledged_write_is_lost() {
     );
 }
 
+/// Every node's status of its replicas (leaders: each member's progress
+/// state), for a failure's message: what a stuck group waits on.
+async fn status_dump(cl: &Client) -> String {
+    let mut out = String::new();
+    for (node, r) in cl.status().await {
+        match r {
+            Ok(groups) => {
+                for g in groups {
+                    out.push_str(&format!("node {node}: {g:?}\n"));
+                }
+            }
+            Err(e) => out.push_str(&format!("node {node}: {e}\n")),
+        }
+    }
+    out
+}
+
 /// A linearizable read of every key, as the checker's last operations.
 async fn final_reads(cl: &Client, t0: Instant) -> Vec<CheckOp> {
     let mut finals = Vec::new();
     for k in 0..KEYS {
         let call = micros(t0);
-        let v = cl.get(&key(k)).await.expect("final read");
+        let v = match cl.get(&key(k)).await {
+            Ok(v) => v,
+            Err(e) => panic!(
+                "final read of {:?}: {e}; the nodes' status:\n{}",
+                String::from_utf8_lossy(&key(k)),
+                status_dump(cl).await
+            ),
+        };
         finals.push(CheckOp {
             client: usize::MAX,
             key: k,

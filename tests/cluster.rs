@@ -882,7 +882,7 @@ fn a_node_is_added_promoted_and_an_old_one_removed_while_data_stays() {
             let mut wrong = Vec::new();
             for (_, r) in cl.status().await {
                 for g in r.unwrap_or_default() {
-                    let ids: Vec<u64> = g.replicas.iter().map(|r| r.0).collect();
+                    let ids: Vec<u64> = g.replicas.iter().map(|r| r.node).collect();
                     if !ids.is_empty() && ids != vec![2, 3, 4] {
                         wrong.push((g.group, ids));
                     }

@@ -67,7 +67,7 @@ impl Client {
             Reply::Status(v) => Ok(v
                 .into_iter()
                 .find(|g| g.group == META_GROUP)
-                .map(|g| g.replicas.into_iter().map(|(n, _)| n).collect())
+                .map(|g| g.replicas.into_iter().map(|r| r.node).collect())
                 .unwrap_or_default()),
             r => Err(super::unexpected(r)),
         }

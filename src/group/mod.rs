@@ -370,6 +370,14 @@ impl Replica {
             || self.reads_asked.values().any(|v| !v.is_empty())
     }
 
+    /// Linearizable reads waiting here: for this turn's read index, for
+    /// an answer to one, or for the apply to reach it.
+    pub fn reads_waiting(&self) -> usize {
+        self.reads_new.len()
+            + self.reads_asked.values().map(Vec::len).sum::<usize>()
+            + self.reads_ready.len()
+    }
+
     /// Removes every request whose deadline is at or before `now`, pushing
     /// (connection, request id) of each to `late`.
     pub fn expire(&mut self, now: Instant, late: &mut Vec<(ClientConnId, u64)>) {

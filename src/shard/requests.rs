@@ -6,10 +6,13 @@ use std::time::{Duration, Instant};
 use super::Shard;
 use crate::group::GroupId;
 use crate::group::Intake;
+use crate::group::Replica;
 use crate::kv::{Command, WriteOp};
 use crate::raft::Role;
 use crate::transport::ClientConnId;
-use crate::wire::{ClientError, ClusterMap, GroupStatus, NodeInfo, Op, ReadMode, Reply, Request};
+use crate::wire::{
+    ClientError, ClusterMap, GroupStatus, NodeInfo, Op, ReadMode, ReplicaStatus, Reply, Request,
+};
 
 impl Shard {
     pub(super) fn on_request(&mut self, conn: ClientConnId, req: Request) {
@@ -724,14 +727,7 @@ impl Shard {
                         .conf()
                         .placements
                         .iter()
-                        .map(|p| {
-                            let m = if p.replica == g.replica {
-                                g.raft.persisted_index()
-                            } else {
-                                g.raft.progress(p.replica).map_or(0, |pr| pr.match_)
-                            };
-                            (p.node, m)
-                        })
+                        .map(|p| replica_status(g, p))
                         .collect()
                 } else {
                     Vec::new()
@@ -744,6 +740,9 @@ impl Shard {
                     applied: g.kv.applied(),
                     replicas,
                     digest: g.kv.digest(),
+                    last_index: g.raft.last_index(),
+                    quiesced: g.raft.quiesced(),
+                    reads_waiting: g.reads_waiting() as u64,
                 }
             })
             .collect()
@@ -770,6 +769,32 @@ impl Shard {
         for (conn, id, leader) in failed {
             self.respond(conn, id, Err(ClientError::NotLeader { leader }));
         }
+    }
+}
+
+/// The leader `g`'s view of its member `p` for a status answer.
+fn replica_status(g: &Replica, p: &crate::raft::Placement) -> ReplicaStatus {
+    use crate::raft::ProgressState;
+    let (match_index, state, unreachable) = if p.replica == g.replica {
+        (g.raft.persisted_index(), "leader", false)
+    } else {
+        match g.raft.progress(p.replica) {
+            Some(pr) => {
+                let state = match pr.state {
+                    ProgressState::Probe => "probe",
+                    ProgressState::Replicate => "replicate",
+                    ProgressState::Snapshot => "snapshot",
+                };
+                (pr.match_, state, pr.unreachable)
+            }
+            None => (0, "unknown", false),
+        }
+    };
+    ReplicaStatus {
+        node: p.node,
+        match_index,
+        state: state.to_string(),
+        unreachable,
     }
 }
 

@@ -256,11 +256,35 @@ pub struct GroupStatus {
     pub term: u64,
     pub commit: u64,
     pub applied: u64,
-    /// For a leader: (node, match index) of each replica.
-    pub replicas: Vec<(u64, u64)>,
+    /// For a leader: how far each replica is, itself included.
+    pub replicas: Vec<ReplicaStatus>,
     /// Digest of the group's key-value state as applied here (replicas at
     /// the same applied index must agree).
     pub digest: u64,
+    /// The last index of this replica's log.
+    pub last_index: u64,
+    /// Quiesced: the group is idle and its replica here does not tick
+    /// (issue #16).
+    pub quiesced: bool,
+    /// Linearizable reads waiting here (for a read index or for the
+    /// apply to reach it).
+    pub reads_waiting: u64,
+}
+
+/// A replica as its leader sees it (`GroupStatus::replicas`): the
+/// leader's Raft progress for it, as in etcd/raft's `Progress`.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ReplicaStatus {
+    pub node: u64,
+    /// The highest index known replicated there (the leader's own: its
+    /// durable index).
+    pub match_index: u64,
+    /// How the leader sends to it: "leader" (itself), "replicate"
+    /// (pipelined appends), "probe" (one append at a time until one
+    /// matches), "snapshot" (a snapshot streams to it).
+    pub state: String,
+    /// Reported unreachable by the transport and not heard from since.
+    pub unreachable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

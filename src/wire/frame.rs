@@ -33,7 +33,9 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 /// 8: `Op::RemoveNode::below_replication_factor` (the floor on voters).
 /// 9: `Op::Descriptor` (a range's descriptor from its leader only).
 /// 10: `Op::ReplaceVoter` (a move's one joint membership step).
-pub const PROTOCOL_VERSION: u8 = 10;
+/// 11: `GroupStatus`: each replica's progress state, the log's last
+///     index, quiesced, reads waiting.
+pub const PROTOCOL_VERSION: u8 = 11;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 

@@ -10,8 +10,8 @@ pub mod message;
 
 pub use client::{
     decode_request, decode_response, encode_request, encode_response, ClientError, ClusterMap,
-    GroupStatus, KeyValue, NodeInfo, Op, ReadMode, Reply, Request, Response, KIND_REQUEST,
-    KIND_RESPONSE, RANGES_REPLY_MAX,
+    GroupStatus, KeyValue, NodeInfo, Op, ReadMode, ReplicaStatus, Reply, Request, Response,
+    KIND_REQUEST, KIND_RESPONSE, RANGES_REPLY_MAX,
 };
 pub use frame::{
     begin_frame, decode_frame, encode_frame, encode_frame_parts, finish_frame, Frame, FrameError,

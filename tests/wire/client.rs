@@ -7,8 +7,8 @@ use ringraft::wire::client::{LivenessState, LivenessView, NodeLiveness};
 use ringraft::wire::hello::{decode_reply, decode_reply_full, encode_reply, HelloReply};
 use ringraft::wire::{
     decode_frame, decode_request, decode_response, encode_request, encode_response, ClientError,
-    ClusterMap, GroupStatus, Hello, HelloError, KeyValue, NodeInfo, Op, ReadMode, Reply, Request,
-    Response, KIND_HELLO, KIND_REQUEST, KIND_RESPONSE, PROTOCOL_VERSION,
+    ClusterMap, GroupStatus, Hello, HelloError, KeyValue, NodeInfo, Op, ReadMode, ReplicaStatus,
+    Reply, Request, Response, KIND_HELLO, KIND_REQUEST, KIND_RESPONSE, PROTOCOL_VERSION,
 };
 
 fn aligned(v: &[u8]) -> Bytes {
@@ -148,8 +148,24 @@ fn every_result() -> Vec<Result<Reply, ClientError>> {
             term: 4,
             commit: 100,
             applied: 99,
-            replicas: vec![(1, 100), (2, 98)],
+            replicas: vec![
+                ReplicaStatus {
+                    node: 1,
+                    match_index: 100,
+                    state: "leader".into(),
+                    unreachable: false,
+                },
+                ReplicaStatus {
+                    node: 2,
+                    match_index: 98,
+                    state: "snapshot".into(),
+                    unreachable: true,
+                },
+            ],
             digest: 0xfeed,
+            last_index: 101,
+            quiesced: true,
+            reads_waiting: 2,
         }])),
         Err(ClientError::NotLeader { leader: 2 }),
         Err(ClientError::Timeout),
