@@ -112,6 +112,8 @@ pub struct ShardMetrics {
     pub wal_syncs: u64,
     pub wal_records: u64,
     pub wal_bytes_written: u64,
+    /// Nudges of late WAL writes (`ringraft_wal::WRITE_NUDGE_MS`).
+    pub wal_write_nudges: u64,
     pub wal_sync_latency_us: Histogram<u64>,
     pub wal_batch_records: Histogram<u64>,
     /// Entries per AppendEntries sent.
@@ -314,7 +316,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 45] = [
+    let counters: [Family<ShardMetrics>; 46] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -455,6 +457,11 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             "ringraft_wal_bytes_written_total",
             "bytes written to WAL segments",
             |s| s.wal_bytes_written,
+        ),
+        (
+            "ringraft_wal_write_nudges_total",
+            "WAL writes outstanding past 50 ms whose io_uring ring was nudged (a one-block read) to post their completion",
+            |s| s.wal_write_nudges,
         ),
         (
             "ringraft_peer_msgs_queued_total",
@@ -601,6 +608,7 @@ mod tests {
             wal_syncs: 0,
             wal_records: 0,
             wal_bytes_written: 0,
+            wal_write_nudges: 0,
             wal_sync_latency_us: h(),
             wal_batch_records: h(),
             append_entries: h(),

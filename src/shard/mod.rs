@@ -362,6 +362,7 @@ impl WalWatch {
             records = waiting,
             durable_lsn = durable,
             writer = wal.writer_step(),
+            nudges = wal.stats().write_nudges,
             "WAL records not durable yet: this shard acknowledges nothing until they are"
         );
     }
@@ -816,6 +817,7 @@ impl Shard {
             wal_syncs: wal.syncs,
             wal_records: wal.records,
             wal_bytes_written: wal.bytes_written,
+            wal_write_nudges: wal.write_nudges,
             wal_sync_latency_us: wal.sync_latency_us,
             wal_batch_records: wal.batch_records,
             append_entries: self.append_entries.clone(),
