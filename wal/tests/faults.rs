@@ -681,23 +681,7 @@ fn batch_bytes_max_splits_flushes() {
 #[test]
 fn a_flush_is_reported_durable_while_the_next_flush_is_being_written() {
     run(async {
-        let disk = MemDisk::new();
-        let opts = WalOptions {
-            segment_bytes: 1 << 22,
-            zero_segments: false,
-            ..small_opts()
-        };
-        let (wal, _) = Wal::open(disk.clone(), opts, |_, _| {}).await.unwrap();
-        wal.append(b"first").await.unwrap();
-        // Let the next segment's preparation (its own writes) finish.
-        for _ in 0..100 {
-            futures_lite::future::yield_now().await;
-        }
-        disk.hold_writes_after(0);
-        let a = wal.try_submit(b"a").unwrap();
-        while disk.held_writes() == 0 {
-            futures_lite::future::yield_now().await;
-        }
+        let (disk, wal, a) = one_write_held().await;
         // Flush A's write is outstanding; B queues behind it.
         let b = wal.try_submit(b"b").unwrap();
         disk.allow_writes(1);
@@ -725,23 +709,7 @@ fn a_flush_is_reported_durable_while_the_next_flush_is_being_written() {
 #[test]
 fn a_late_write_is_named_and_nudged() {
     run(async {
-        let disk = MemDisk::new();
-        let opts = WalOptions {
-            segment_bytes: 1 << 22,
-            zero_segments: false,
-            ..small_opts()
-        };
-        let (wal, _) = Wal::open(disk.clone(), opts, |_, _| {}).await.unwrap();
-        wal.append(b"first").await.unwrap();
-        for _ in 0..100 {
-            futures_lite::future::yield_now().await;
-        }
-        assert_eq!(wal.writer_step(), "waiting for records");
-        disk.hold_writes_after(0);
-        let a = wal.try_submit(b"a").unwrap();
-        while disk.held_writes() == 0 {
-            futures_lite::future::yield_now().await;
-        }
+        let (disk, wal, a) = one_write_held().await;
         assert_eq!(wal.writer_step(), "writing");
         assert!(wal.durable_lsn() < a);
         // A write outstanding for longer than WRITE_NUDGE_MS gets its ring
@@ -761,4 +729,29 @@ fn a_late_write_is_named_and_nudged() {
         }
         assert_eq!(wal.writer_step(), "waiting for records");
     });
+}
+
+/// A WAL on a MemDisk with one record durable, the writer idle (checked:
+/// "waiting for records"), then record `a` submitted and its write held
+/// by the disk: (disk, wal, a).
+async fn one_write_held() -> (MemDisk, Wal<MemDisk>, u64) {
+    let disk = MemDisk::new();
+    let opts = WalOptions {
+        segment_bytes: 1 << 22,
+        zero_segments: false,
+        ..small_opts()
+    };
+    let (wal, _) = Wal::open(disk.clone(), opts, |_, _| {}).await.unwrap();
+    wal.append(b"first").await.unwrap();
+    // Let the next segment's preparation (its own writes) finish.
+    for _ in 0..100 {
+        futures_lite::future::yield_now().await;
+    }
+    assert_eq!(wal.writer_step(), "waiting for records");
+    disk.hold_writes_after(0);
+    let a = wal.try_submit(b"a").unwrap();
+    while disk.held_writes() == 0 {
+        futures_lite::future::yield_now().await;
+    }
+    (disk, wal, a)
 }
