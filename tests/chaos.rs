@@ -544,7 +544,7 @@ fn replicas_move_under_kills_and_pauses_and_no_acknowledged_write_is_lost() {
     }
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
-    let (mut history, _refused) = clients.join().expect("clients");
+    let (history, _refused) = clients.join().expect("clients");
     let done = moves.iter().filter(|m| m.3.is_ok()).count();
     eprintln!(
         "chaos moves (seed {seed}): faults {faults:?}; moves done {done} of {}: {:?}",
@@ -585,60 +585,248 @@ fn replicas_move_under_kills_and_pauses_and_no_acknowledged_write_is_lost() {
             }
         }
         let finals = final_reads(&cl, t0).await;
-        let gaps = cl.fetch_whole_map().await;
-        assert!(gaps.is_empty(), "seed {seed}: keys in no range: {gaps:?}");
-        // Three voters on three nodes, no learner; every replica of each
-        // at one applied index and state digest (a removed source may
-        // hold its replica a moment longer: it is destroyed).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let settled = loop {
-            let mut bad = Vec::new();
-            let st = cl.status().await;
-            for range in 0..MOVE_RANGES {
-                let d = match cl.leader_descriptor(range).await {
-                    Ok(d) => d,
-                    Err(e) => {
-                        bad.push(format!("range {range}: {e}"));
-                        continue;
-                    }
-                };
-                let mut on: Vec<u64> = d.voters().map(|r| r.node).collect();
-                on.sort_unstable();
-                on.dedup();
-                if on.len() != 3 || d.replicas.len() != 3 {
-                    bad.push(format!("range {range}: {d}"));
-                    continue;
-                }
-                let states: Vec<(u64, u64, u64)> = st
-                    .iter()
-                    .flat_map(|(node, r)| {
-                        r.clone()
-                            .unwrap_or_default()
-                            .into_iter()
-                            .filter(|g| g.group == range)
-                            .map(|g| (*node, g.applied, g.digest))
-                    })
-                    .collect();
-                let same = states
-                    .iter()
-                    .all(|x| (x.1, x.2) == (states[0].1, states[0].2));
-                if states.len() != 3 || !same {
-                    bad.push(format!(
-                        "range {range} on {on:?}: (node, applied, digest) {states:?}"
-                    ));
-                }
-            }
-            if bad.is_empty() {
-                break Ok(());
-            }
-            if Instant::now() > deadline {
-                bad.push(status_dump(&cl).await);
-                break Err(bad);
-            }
-            glommio::timer::sleep(Duration::from_millis(200)).await;
-        };
+        let settled = settle_ranges(&cl, seed, MOVE_RANGES, &[], &[]).await;
         (finals, settled)
     });
+    judge("chaos moves", seed, history, finals, settled);
+}
+
+/// The balancer under faults (issue #17): four nodes with the balancer
+/// on, eight ranges of three replicas; while writers and readers run on
+/// keys of every range and the nemesis kills (SIGKILL, restart) and
+/// pauses (SIGSTOP) random nodes, two new nodes join through one member
+/// (`--join`), and `ctl decommission` drains a founder (its meta replica
+/// included) as an operator would. Then: the decommission ends with the
+/// node decommissioned, and once it is stopped no acknowledged write is
+/// lost, the history is linearizable per key, every range has three
+/// voters on three live nodes and no learner (a learner left by a move
+/// cut short goes after `--stray-learner-timeout-ms`), the map covers
+/// the keyspace, the live nodes hold replicas within one of each other,
+/// and each range's replicas converge to one state.
+#[test]
+fn the_balancer_places_joins_and_drains_under_kills_and_pauses() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (seed, secs) = settings(30);
+    eprintln!(
+        "chaos balancer: seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --release --test chaos the_balancer_places)"
+    );
+    let mut rng = Rng(ringraft::rng::Rng(seed ^ 0x6261_6c61));
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.nodes = 4;
+    cfg.shards = 1;
+    cfg.groups = MOVE_RANGES;
+    cfg.replication_factor = Some(3);
+    cfg.balancer = true;
+    if let Ok(d) = std::env::var("CHAOS_LOG_DIR") {
+        std::fs::create_dir_all(&d).expect("CHAOS_LOG_DIR");
+        cfg.log_dir = Some(d.into());
+    }
+    cfg.extra_args = [
+        "--initial-split-keys",
+        MOVE_SPLITS,
+        "--placement",
+        "unbound",
+        // Kills last about a second: no node is declared dead.
+        "--dead-node-timeout-ms",
+        "60000",
+        "--stray-learner-timeout-ms",
+        "15000",
+    ]
+    .iter()
+    .chain(&CHAOS_RAFT_ARGS)
+    .map(|s| s.to_string())
+    .collect();
+    let mut c = LocalCluster::start(cfg).expect("nodes start");
+    c.wait_ready(Duration::from_secs(30)).expect("ready");
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = spawn_clients(c.client_addrs(), t0, stop.clone());
+    // Joins at about a quarter and at half of the run; the decommission of
+    // a random founder once the first has joined.
+    let join_at = [secs / 4, secs / 2].map(|s| Duration::from_secs(s.max(1)));
+    let leaving = 1 + rng.below(4);
+    let mut drain: Option<std::thread::JoinHandle<std::process::Output>> = None;
+    let mut joined = 0;
+    let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(rng.ms(300, 1000));
+        let live = c.nodes.len() as u64;
+        if joined < 2 && t0.elapsed() >= join_at[joined] {
+            let via = 1 + rng.below(live);
+            let id = c.join_node(via, true).expect("a node joins");
+            eprintln!("chaos balancer: node {id} joins through node {via}");
+            joined += 1;
+            *faults.entry("join").or_default() += 1;
+            continue;
+        }
+        if joined >= 1 && drain.is_none() {
+            let (bin, addrs) = (env!("CARGO_BIN_EXE_ringraft"), c.client_addrs());
+            let cluster = addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            eprintln!("chaos balancer: decommissioning node {leaving}");
+            drain = Some(std::thread::spawn(move || {
+                std::process::Command::new(bin)
+                    .args(["ctl", "--cluster", &cluster])
+                    .args(["decommission", &leaving.to_string(), "--wait-secs", "240"])
+                    .output()
+                    .expect("ctl runs")
+            }));
+            *faults.entry("decommission asked").or_default() += 1;
+            continue;
+        }
+        let n = 1 + rng.below(live);
+        if rng.below(2) == 0 {
+            c.kill(n);
+            std::thread::sleep(rng.ms(200, 1200));
+            c.restart(n).unwrap();
+            *faults.entry("kill -9 + restart").or_default() += 1;
+        } else {
+            c.signal(n, 19); // SIGSTOP
+            std::thread::sleep(rng.ms(300, 1000));
+            c.signal(n, 18); // SIGCONT
+            *faults.entry("pause (SIGSTOP/SIGCONT)").or_default() += 1;
+        }
+        for id in 1..=c.nodes.len() as u64 {
+            assert!(
+                c.is_running(id),
+                "node {id} exited (seed {seed}):\n{}",
+                c.log_tail(id, 30)
+            );
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let (history, _refused) = clients.join().expect("clients");
+    eprintln!("chaos balancer (seed {seed}): faults {faults:?}");
+    let out = drain
+        .expect("the run is long enough to ask for a decommission")
+        .join()
+        .expect("ctl");
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    eprintln!("chaos balancer (seed {seed}): ctl decommission {leaving}:\n{said}");
+    assert!(
+        out.status.success() && said.contains(&format!("node {leaving}: decommissioned")),
+        "seed {seed}: ctl decommission {leaving}: {}\n{said}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.kill(leaving);
+    let nodes = c.nodes.len() as u64;
+    let live: Vec<u64> = (1..=nodes).filter(|&n| n != leaving).collect();
+    let addrs = live
+        .iter()
+        .map(|&n| c.nodes[(n - 1) as usize].client_addr)
+        .collect();
+    let (finals, settled) = run_on_executor(move || async move {
+        let mut cfg = ClientConfig::new(addrs);
+        cfg.op_timeout_ms = 20_000;
+        let cl = Client::connect(cfg).await.expect("client");
+        let m = cl.meta_state().await.expect("the map");
+        assert_eq!(
+            m.node(leaving).map(|n| n.state),
+            Some(ringraft::meta::NodeState::Decommissioned),
+            "seed {seed}"
+        );
+        let members = cl.meta_members().await.expect("meta members");
+        assert!(
+            members.len() >= 3 && !members.contains(&leaving),
+            "seed {seed}: the meta group's voters {members:?}"
+        );
+        let finals = final_reads(&cl, t0).await;
+        let settled = settle_ranges(&cl, seed, MOVE_RANGES, &[leaving], &live).await;
+        (finals, settled)
+    });
+    judge("chaos balancer", seed, history, finals, settled);
+}
+
+/// Waits up to 30 s until every one of `ranges` ranges has three voters
+/// on three nodes, none of them in `gone`, and no learner; the map covers
+/// the keyspace; every replica of each range is at one applied index and
+/// state digest (a removed source may hold its replica a moment longer:
+/// it is destroyed); and, if `even` names nodes, each of them holds
+/// replicas within one of the others (the balancer's work). What is still
+/// wrong otherwise, with every node's status.
+async fn settle_ranges(
+    cl: &Client,
+    seed: u64,
+    ranges: u64,
+    gone: &[u64],
+    even: &[u64],
+) -> Result<(), Vec<String>> {
+    let gaps = cl.fetch_whole_map().await;
+    assert!(gaps.is_empty(), "seed {seed}: keys in no range: {gaps:?}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut bad = Vec::new();
+        let st = cl.status().await;
+        let mut held: BTreeMap<u64, usize> = even.iter().map(|&n| (n, 0)).collect();
+        for range in 0..ranges {
+            let d = match cl.leader_descriptor(range).await {
+                Ok(d) => d,
+                Err(e) => {
+                    bad.push(format!("range {range}: {e}"));
+                    continue;
+                }
+            };
+            let mut on: Vec<u64> = d.voters().map(|r| r.node).collect();
+            on.sort_unstable();
+            on.dedup();
+            for n in &on {
+                held.entry(*n).and_modify(|h| *h += 1);
+            }
+            if on.len() != 3 || d.replicas.len() != 3 || on.iter().any(|n| gone.contains(n)) {
+                bad.push(format!("range {range}: {d}"));
+                continue;
+            }
+            let states: Vec<(u64, u64, u64)> = st
+                .iter()
+                .flat_map(|(node, r)| {
+                    r.clone()
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|g| g.group == range)
+                        .map(|g| (*node, g.applied, g.digest))
+                })
+                .collect();
+            let same = states
+                .iter()
+                .all(|x| (x.1, x.2) == (states[0].1, states[0].2));
+            if states.len() != 3 || !same {
+                bad.push(format!(
+                    "range {range} on {on:?}: (node, applied, digest) {states:?}"
+                ));
+            }
+        }
+        let (lo, hi) = (held.values().min(), held.values().max());
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            if hi - lo > 1 {
+                bad.push(format!("replicas per node (node, replicas): {held:?}"));
+            }
+        }
+        if bad.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bad.push(status_dump(cl).await);
+            return Err(bad);
+        }
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The verdict of a run: no acknowledged write lost (from the final
+/// reads), the history with them linearizable per key, the ranges
+/// settled, and enough traffic to mean something.
+fn judge(
+    what: &str,
+    seed: u64,
+    mut history: Vec<CheckOp>,
+    finals: Vec<CheckOp>,
+    settled: Result<(), Vec<String>>,
+) {
     let lost = lost_writes(&history, &finals);
     let acked = history
         .iter()
@@ -647,7 +835,7 @@ fn replicas_move_under_kills_and_pauses_and_no_acknowledged_write_is_lost() {
     history.extend(finals);
     let verdict = lin::check(&history);
     eprintln!(
-        "chaos moves (seed {seed}): {acked} acknowledged writes, lost {lost}, linearizable {}",
+        "{what} (seed {seed}): {acked} acknowledged writes, lost {lost}, linearizable {}",
         verdict.is_ok()
     );
     assert_eq!(lost, 0, "seed {seed}: acknowledged writes lost");

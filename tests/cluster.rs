@@ -2818,11 +2818,16 @@ fn nodes_joining_through_one_member_get_their_share_of_replicas_and_leaders() {
 /// every range, leaders, and a meta group voter, is drained under writes
 /// by the balancer (its meta replica by ctl) and marked decommissioned:
 /// no range names it, each has its 3 voters, the meta group is 3 voters
-/// without it, and no acknowledged write is lost.
+/// without it, and no acknowledged write is lost. Node 4 joined (`--join`)
+/// after the bootstrap: the meta replica moved to it once failed with "no
+/// peer address known here for node 4" (the meta leader's shard looked
+/// for the address only in its groups' address books and `--peers`, not
+/// in the map the joined node registered in; found by the chaos test of
+/// the balancer).
 #[test]
 fn ctl_decommission_drains_a_node_and_marks_it_decommissioned() {
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
-    cfg.nodes = 4;
+    cfg.nodes = 3;
     cfg.shards = 1;
     cfg.groups = 4;
     cfg.balancer = true;
@@ -2832,7 +2837,9 @@ fn ctl_decommission_drains_a_node_and_marks_it_decommissioned() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let c = LocalCluster::start(cfg).expect("nodes start");
+    let mut c = LocalCluster::start(cfg).expect("nodes start");
+    c.wait_ready(Duration::from_secs(30)).unwrap();
+    assert_eq!(c.join_node(2, true).unwrap(), 4);
     c.wait_ready(Duration::from_secs(30)).unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writers = spawn_writers(c.client_addrs()[1..].to_vec(), stop.clone(), |_| {

@@ -141,6 +141,17 @@ impl Client {
         Ok(super::MoveOutcome::Moved)
     }
 
+    /// The peer address (of its shard 0) node `node` registered in the
+    /// cluster map; empty if the map cannot be read or does not name it
+    /// (a shard then falls back on what it knows, or says it knows none).
+    pub async fn registered_peer_addr(&self, node: u64) -> String {
+        match self.meta_state().await {
+            Ok(m) => m.node(node).map(|n| n.peer_addr.clone()),
+            Err(_) => None,
+        }
+        .unwrap_or_default()
+    }
+
     /// `op` (a membership change, a transfer) on the meta group's leader.
     pub async fn meta_admin(&self, op: Op) -> Result<Reply, Error> {
         self.on_meta_leader(op).await

@@ -247,9 +247,15 @@ impl Client {
                 .find(|&(n, _)| n == node)
                 .map(|(_, a)| a.to_string())
                 .unwrap_or_default();
+            // Not given: the address the node registered in the cluster
+            // map (the range's leader may have no group with it yet).
+            let peer_addr = match peer_addr {
+                "" => self.registered_peer_addr(node).await,
+                given => given.to_string(),
+            };
             let op = Op::AddLearner {
                 node,
-                peer_addr: peer_addr.to_string(),
+                peer_addr,
                 client_addr,
             };
             self.until(range, MOVE_LEADER_WAIT_MS, op).await?;

@@ -602,7 +602,10 @@ impl Shard {
     }
 
     /// The peer address (of its shard 0) this shard knows for `node`: from
-    /// the address book of a group it hosts, else from its `--peers`.
+    /// the address book of a group it hosts, else from the cluster map of
+    /// the meta group's replica here (a node that joined registered its
+    /// address there, and may hold no replica of this shard's groups yet),
+    /// else from its `--peers`.
     fn peer_addr_of(&self, node: u64) -> Option<String> {
         if let Some(a) = self
             .replicas
@@ -610,6 +613,13 @@ impl Shard {
             .find_map(|g| g.kv.members().get(&node))
         {
             return Some(a.clone());
+        }
+        if let Some(n) = self
+            .replicas
+            .values()
+            .find_map(|g| g.kv.meta().and_then(|m| m.node(node)))
+        {
+            return Some(n.peer_addr.clone());
         }
         self.cfg.founder_peer_addr(node)
     }
