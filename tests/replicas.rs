@@ -424,8 +424,9 @@ fn removing_a_groups_snapshot_files_spares_another_groups_write_in_progress() {
 /// membership (`shard/replicas.rs`): a replica is destroyed (and
 /// tombstoned) only when the notice is addressed to it and names a
 /// membership newer than the one it knows; a replica that knows no
-/// membership yet keeps waiting for its snapshot. A vote request from a
-/// non-member is answered (counted) and still stepped.
+/// membership yet keeps waiting for its snapshot. A vote request or a
+/// membership check from a non-member is answered (counted) and still
+/// stepped.
 #[test]
 fn a_removed_notice_destroys_only_a_replica_whose_membership_is_older() {
     use ringraft::raft::{Body, Message};
@@ -468,6 +469,18 @@ fn a_removed_notice_destroys_only_a_replica_whose_membership_is_older() {
             },
         );
         assert_eq!(shard.stats().removed_notices_sent, 1);
+        // So is a non-member's membership check (a learner removed before
+        // it learned so); a member's is not answered.
+        let check = |from: u64| Message {
+            from,
+            to: 1,
+            term: 1,
+            body: Body::MemberCheck { conf_index: 0 },
+        };
+        shard.on_peer_message(100, 9, check(9));
+        assert_eq!(shard.stats().removed_notices_sent, 2);
+        shard.on_peer_message(100, 2, check(2));
+        assert_eq!(shard.stats().removed_notices_sent, 2);
         // Twice, as the transport may deliver it again: destroyed once.
         shard.on_peer_message(100, 2, removed(1, 5));
         shard.on_peer_message(100, 2, removed(1, 5));

@@ -35,7 +35,7 @@ pub use config::{ConfigError, RaftConfig, ValidRaftConfig};
 pub use log::RaftLog;
 pub use node::{
     CompactError, NodeStats, PersistToken, ProposeError, RawNode, ReadError, Ready, SoftState,
-    TransferError,
+    TransferError, MEMBER_CHECK_ELECTIONS,
 };
 pub use progress::{Inflights, Progress, ProgressState};
 pub use read::ReadState;

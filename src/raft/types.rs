@@ -198,6 +198,22 @@ pub enum Body {
     Removed {
         conf_index: Index,
     },
+    /// A replica that may not campaign (a learner, or one outside the
+    /// membership it applied at `conf_index`) and has heard from no leader
+    /// for [`MEMBER_CHECK_ELECTIONS`](crate::raft::MEMBER_CHECK_ELECTIONS)
+    /// election timeouts asks its leader (or, knowing none, the voters)
+    /// whether it is still a member. The core of a member receiving it
+    /// wakes if quiesced (its heartbeats then reach the asker again) and
+    /// does nothing else; its host answers an asker outside the membership
+    /// with [`Body::Removed`] (`shard::replicas`). A learner removed after
+    /// it had appended, but before it learned the commit of, the change
+    /// that removes it otherwise never hears of it: learners never
+    /// campaign, and the leader sends non-members nothing (chaos test of
+    /// the balancer, seed 2). CockroachDB's replica GC queue checks such
+    /// replicas against the range descriptor alike.
+    MemberCheck {
+        conf_index: Index,
+    },
     /// The leader of `term` stops ticking and heartbeating: its log ends at
     /// `commit`, committed, applied, and held by this follower (its match).
     /// A follower whose own log ends there, durable, stops ticking too

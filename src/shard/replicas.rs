@@ -197,13 +197,15 @@ impl Shard {
                     }
                     return;
                 }
-                Body::PreVote { .. } | Body::Vote { .. }
+                Body::PreVote { .. } | Body::Vote { .. } | Body::MemberCheck { .. }
                     if known && !conf.is_voter(m.from) && !conf.is_learner(m.from) =>
                 {
-                    // A replica outside the membership in force campaigns:
-                    // one removed while it was down (nobody sends it the
-                    // change). Tell it, on the node it came from; the vote
-                    // is still stepped (the core refuses or ignores it).
+                    // A replica outside the membership in force campaigns
+                    // (one removed while it was down: nobody sends it the
+                    // change) or asks whether it is a member (a learner
+                    // removed before it learned so). Tell it, on the node
+                    // it came from; the message is still stepped (the core
+                    // refuses or ignores it).
                     let reply = Message {
                         from: r.replica,
                         to: m.from,

@@ -342,6 +342,9 @@ pub fn decode_raft(payload: &Bytes) -> Result<(u64, Message), MessageError> {
         ArchivedBody::Removed { conf_index } => Body::Removed {
             conf_index: conf_index.to_native(),
         },
+        ArchivedBody::MemberCheck { conf_index } => Body::MemberCheck {
+            conf_index: conf_index.to_native(),
+        },
         ArchivedBody::Quiesce { commit } => Body::Quiesce {
             commit: commit.to_native(),
         },

@@ -2,6 +2,15 @@
 
 use super::*;
 
+/// Election timeouts a replica that may not campaign (a learner, or one
+/// outside the membership it applied) waits without hearing from a
+/// leader before it asks whether it is still a member
+/// (`Body::MemberCheck`); then again after as many. A learner catching up
+/// hears from its leader at every heartbeat, so it never asks; one
+/// forgotten by its group asks about once every 2 s at the default 20 ms
+/// tick and 10-tick election timeout.
+pub const MEMBER_CHECK_ELECTIONS: u32 = 10;
+
 impl RawNode {
     // ---- role changes ----
 
@@ -261,8 +270,41 @@ impl RawNode {
             t
         } else if self.promotable() {
             left(self.election_timeout, self.election_elapsed)
-        } else {
+        } else if self.conf.is_empty() {
+            // Waiting for its seeding snapshot: nobody to ask.
             u64::MAX
+        } else {
+            left(self.member_check_ticks(), self.election_elapsed)
+        }
+    }
+
+    /// Ticks without a leader's message after which a replica that may not
+    /// campaign sends a `Body::MemberCheck`.
+    fn member_check_ticks(&self) -> u32 {
+        self.cfg
+            .election_ticks
+            .saturating_mul(MEMBER_CHECK_ELECTIONS)
+    }
+
+    /// Asks the leader, or the voters if it knows none, whether this
+    /// replica is still a member (`Body::MemberCheck`).
+    fn check_membership(&mut self) {
+        self.election_elapsed = 0;
+        let conf_index = self.conf_index();
+        let to: Vec<ReplicaId> = if self.leader != 0 && self.leader != self.id {
+            vec![self.leader]
+        } else {
+            self.conf
+                .voters
+                .iter()
+                .chain(&self.conf.voters_outgoing)
+                .copied()
+                .filter(|&v| v != self.id)
+                .collect()
+        };
+        for v in to {
+            self.stats.member_checks_sent += 1;
+            self.send(v, self.term, Body::MemberCheck { conf_index });
         }
     }
 
@@ -343,6 +385,11 @@ impl RawNode {
                 return true;
             }
             self.stats.campaigns_deferred += 1;
+        } else if !self.promotable()
+            && !self.conf.is_empty()
+            && self.election_elapsed >= self.member_check_ticks()
+        {
+            self.check_membership();
         }
         false
     }

@@ -5,6 +5,7 @@
 //! snapshots already live in the submodules below.
 
 mod election;
+pub use election::MEMBER_CHECK_ELECTIONS;
 mod membership;
 mod quiesce;
 mod reads;
@@ -167,6 +168,11 @@ pub struct NodeStats {
     /// Ticks at which the election timer had run out but the host did not
     /// let this node campaign (`advance`).
     pub campaigns_deferred: u64,
+    /// `Body::MemberCheck` messages sent (a learner or non-member that
+    /// heard from no leader for `MEMBER_CHECK_ELECTIONS` election timeouts).
+    pub member_checks_sent: u64,
+    /// `Body::MemberCheck` messages received from members.
+    pub member_checks_received: u64,
 }
 
 /// One member of a Raft group. A pure function of its inputs: `tick`,
@@ -617,6 +623,14 @@ impl RawNode {
             self.stats.messages_ignored += 1;
             return;
         }
+        if let Body::MemberCheck { .. } = m.body {
+            // A member asks (see `Body::MemberCheck`): a quiesced node
+            // wakes, so a leader heartbeats it again; its term moves
+            // nothing (it may be a learner's stale one).
+            self.wake();
+            self.stats.member_checks_received += 1;
+            return;
+        }
         if !matches!(m.body, Body::Quiesce { .. }) {
             self.wake();
         }
@@ -804,7 +818,7 @@ impl RawNode {
                 }
             }
             // Ignored before the term checks already (see the top).
-            Body::Removed { .. } => self.stats.messages_ignored += 1,
+            Body::Removed { .. } | Body::MemberCheck { .. } => self.stats.messages_ignored += 1,
             Body::Quiesce { commit } => self.handle_quiesce(m.from, m.term, commit),
             Body::HeartbeatResp { round } => {
                 if self.role == Role::Leader {

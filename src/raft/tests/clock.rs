@@ -156,11 +156,22 @@ fn due_at_names_the_next_event_and_nothing_happens_before_it() {
         l.due_at(),
         now + u64::from(cfg(1, &[1, 2, 3]).heartbeat_ticks)
     );
-    // A learner never times out.
+    // A learner never campaigns: its next event is its membership check,
+    // `MEMBER_CHECK_ELECTIONS` election timeouts on.
     let mut c = cfg(4, &[1, 2, 3]);
     c.learners = vec![4];
-    let learner = RawNode::new(c.validate().unwrap());
-    assert_eq!(learner.due_at(), u64::MAX);
+    let interval = u64::from(c.election_ticks * MEMBER_CHECK_ELECTIONS);
+    let mut learner = RawNode::new(c.validate().unwrap());
+    let now = learner.clock().now();
+    assert_eq!(learner.due_at(), now + interval);
+    learner.clock().advance(interval);
+    assert!(!learner.advance(true), "a learner never campaigns");
+    assert_eq!(learner.due_at(), now + 2 * interval);
+    // One waiting for its seeding snapshot (no membership yet) has nobody
+    // to ask: no event.
+    let waiting = RawNode::new(cfg(4, &[]).validate().unwrap());
+    assert!(waiting.conf().is_empty());
+    assert_eq!(waiting.due_at(), u64::MAX);
 }
 
 #[test]

@@ -20,11 +20,79 @@ fn a_learner_never_counts_toward_commit_and_never_campaigns() {
     let mut c = cfg(4, &[1, 2, 3]);
     c.learners = vec![4];
     let mut learner = RawNode::new(c.validate().unwrap());
-    for _ in 0..100 {
+    for _ in 0..1000 {
         learner.tick();
     }
     assert_eq!(learner.role(), Role::Follower);
-    assert!(learner.ready().messages.is_empty());
+    assert!(learner
+        .ready()
+        .messages
+        .iter()
+        .all(|m| matches!(m.body, Body::MemberCheck { .. })));
+}
+
+/// `MEMBER_CHECK_ELECTIONS`: a learner that hears from no leader for that
+/// many election timeouts asks whether it is still a member — the voters
+/// while it knows no leader, its leader once it knows one — and again
+/// after as many; one that hears its leader's heartbeats never asks. A
+/// learner forgotten by its group (removed after it appended the change
+/// but before it learned its commit) otherwise waits forever: the chaos
+/// test of the balancer, seed 2, found one still holding its replica.
+#[test]
+fn a_learner_left_without_word_from_its_leader_asks_whether_it_is_a_member() {
+    let mut c = cfg(4, &[1, 2, 3]);
+    c.learners = vec![4];
+    let interval = c.election_ticks * MEMBER_CHECK_ELECTIONS;
+    let mut learner = RawNode::new(c.validate().unwrap());
+    let checks = |n: &mut RawNode| -> Vec<(ReplicaId, Index)> {
+        persist(n)
+            .messages
+            .iter()
+            .filter_map(|m| match m.body {
+                Body::MemberCheck { conf_index } => Some((m.to, conf_index)),
+                _ => None,
+            })
+            .collect()
+    };
+    for _ in 1..interval {
+        learner.tick();
+    }
+    assert_eq!(checks(&mut learner), vec![]);
+    learner.tick();
+    assert_eq!(checks(&mut learner), vec![(1, 0), (2, 0), (3, 0)]);
+    // Its leader heard once: the next check, an interval later, goes to it.
+    learner.step(msg(
+        1,
+        4,
+        1,
+        Body::Heartbeat {
+            commit: 0,
+            round: 1,
+        },
+    ));
+    for _ in 1..interval {
+        learner.tick();
+    }
+    assert_eq!(checks(&mut learner), vec![]);
+    learner.tick();
+    assert_eq!(checks(&mut learner), vec![(1, 0)]);
+    assert_eq!(learner.stats().member_checks_sent, 4);
+    // Heartbeats every other tick: it never asks.
+    for i in 0..3 * interval {
+        learner.tick();
+        if i % 2 == 0 {
+            let round = 2 + u64::from(i);
+            learner.step(msg(1, 4, 1, Body::Heartbeat { commit: 0, round }));
+        }
+    }
+    assert_eq!(checks(&mut learner), vec![]);
+    // A voter never asks: it campaigns.
+    let mut v = node(2, &[1, 2, 3]);
+    for _ in 0..3 * interval {
+        v.tick();
+    }
+    assert_eq!(checks(&mut v), vec![]);
+    assert_eq!(v.stats().member_checks_sent, 0);
 }
 
 #[test]

@@ -95,6 +95,30 @@ fn an_idle_leader_quiesces_at_its_heartbeat_tick_and_then_ignores_ticks() {
     );
 }
 
+/// A member's `Body::MemberCheck` wakes a quiesced leader, which tells
+/// its followers again at its next tick (a heartbeat, or, all caught up
+/// as here, a new quiesce carrying its commit: a learner left behind
+/// hears from it either way); its
+/// term, however stale, changes nothing. From a non-member it is ignored
+/// (the host answers that one `Removed`).
+#[test]
+fn a_members_check_wakes_a_quiesced_leader_and_a_non_members_does_not() {
+    let mut l = idle_leader(false);
+    l.tick();
+    assert!(l.quiesced());
+    persist(&mut l);
+    l.step(msg(9, 1, 0, Body::MemberCheck { conf_index: 0 }));
+    assert!(l.quiesced(), "not a member: ignored");
+    l.step(msg(3, 1, 0, Body::MemberCheck { conf_index: 0 }));
+    assert!(!l.quiesced());
+    assert_eq!(l.role(), Role::Leader);
+    assert_eq!(l.term(), 1);
+    assert_eq!(l.stats().member_checks_received, 1);
+    l.tick();
+    let rd = persist(&mut l);
+    assert_eq!(quiesces(&rd), vec![(2, 1), (3, 1)]);
+}
+
 #[test]
 fn a_leader_with_a_follower_behind_heartbeats_instead() {
     let mut l = leader_without_3();
