@@ -14,8 +14,10 @@
 //!    `stray_learner_timeout_ms` (a move or an addition whose driver died:
 //!    a killed `ctl move-replica`, a meta leader that lost its leadership
 //!    mid-move) is removed, as CockroachDB's replicate queue removes the
-//!    learners of an aborted change (the balancer plans the move again if
-//!    it is still wanted). A replica on a dead, decommissioning or decommissioned
+//!    learners of an aborted change. Before that, a move or addition the
+//!    planner wants onto the learner's node takes it over: the move is
+//!    resumed where it stopped, not seeded again from scratch elsewhere
+//!    (`Round::target_for`). A replica on a dead, decommissioning or decommissioned
 //!    node moves to a live active node (a decommissioning node's
 //!    leadership moves first, so its leaders drain before its replicas); a
 //!    range with fewer voters than the replication factor gains one; one
@@ -144,6 +146,13 @@ pub fn note_learners(map: &MetaState, since: &mut BTreeMap<(RangeId, u64), u64>,
     for k in now {
         since.entry(k).or_insert(now_ms);
     }
+}
+
+/// Whether `node` holds a learner of `d` (one a planned move or addition
+/// onto `node` resumes: see `Round::target_for`).
+fn adopts(d: &RangeDesc, node: NodeId) -> bool {
+    d.replica_on(node)
+        .is_some_and(|r| r.role == ReplicaRole::Learner)
 }
 
 /// One operation for a range's leader to carry out.
@@ -364,13 +373,34 @@ impl Round<'_> {
     }
 
     /// The node to place a replica of `d` on: a live active node without
-    /// one, not busy, holding fewest replicas (then lowest id).
+    /// one, not busy, holding fewest replicas (then lowest id) — or first
+    /// of all, a node holding a learner of `d` that no operation drives
+    /// (one left by a move cut short: its driver died, or the meta leader
+    /// that ran it lost its leadership). The move or addition planned onto
+    /// it resumes that learner (the move primitive skips adding one where
+    /// one is) instead of seeding a second replica from scratch while the
+    /// first waits for `stray_learner_timeout_ms`.
     fn target_for(&self, d: &RangeDesc) -> Option<NodeId> {
         self.targets
             .iter()
             .copied()
-            .filter(|&n| d.replica_on(n).is_none() && self.free(n))
-            .min_by_key(|&n| (self.replicas.get(&n).copied().unwrap_or(0), n))
+            .filter(|&n| (d.replica_on(n).is_none() || adopts(d, n)) && self.free(n))
+            .min_by_key(|&n| {
+                (
+                    !adopts(d, n),
+                    self.replicas.get(&n).copied().unwrap_or(0),
+                    n,
+                )
+            })
+    }
+
+    /// Plans `op`, which adds a replica of `d` on `to`: where a learner of
+    /// `d` is already on `to`, the counts hold it already.
+    fn push_onto(&mut self, d: &RangeDesc, to: NodeId, op: Op) {
+        self.push(op);
+        if adopts(d, to) {
+            *self.replicas.entry(to).or_default() -= 1;
+        }
     }
 
     /// Plans moving a member of the meta group off a draining node (the
@@ -399,6 +429,8 @@ impl Round<'_> {
     }
 
     fn repair(&mut self, d: &RangeDesc, draining: &dyn Fn(NodeId) -> bool) {
+        // (A range with an operation in flight is not here: its learner is
+        // that operation's.)
         let stray = d
             .replicas
             .iter()
@@ -454,17 +486,15 @@ impl Round<'_> {
                     node: from,
                 });
             } else if let Some(to) = self.target_for(d) {
-                self.push(Op::MoveReplica {
-                    range: d.id,
-                    from,
-                    to,
-                });
+                let range = d.id;
+                self.push_onto(d, to, Op::MoveReplica { range, from, to });
             }
             return;
         }
         if voters.len() < self.rf {
             if let Some(node) = self.target_for(d) {
-                self.push(Op::AddReplica { range: d.id, node });
+                let range = d.id;
+                self.push_onto(d, node, Op::AddReplica { range, node });
             }
         } else if voters.len() > self.rf {
             // The most loaded voter that does not lead.
@@ -507,23 +537,31 @@ impl Round<'_> {
             sinks.sort_by_key(|&n| (count(self, n), n));
             for to in sinks {
                 let leader_of = |id| self.obs.leaders.get(&id).copied();
-                // A range on `from` but not `to`; one not led from `from`
-                // if there is one (moving a follower does not disturb the
-                // leader; with one voter, every range is led).
+                // A range on `from` but not `to` (or with a learner on
+                // `to` that no operation drives: that one first, resumed);
+                // then one not led from `from` if there is one (moving a
+                // follower does not disturb the leader; with one voter,
+                // every range is led).
                 let movable = |d: &&RangeDesc| {
                     !self.taken.contains(&d.id)
-                        && d.replica_on(from).is_some()
-                        && d.replica_on(to).is_none()
+                        && d.replica_on(from).is_some_and(|r| r.role.votes())
+                        && (d.replica_on(to).is_none() || adopts(d, to))
                 };
                 let pick = map
                     .ranges()
                     .iter()
                     .filter(movable)
-                    .find(|d| leader_of(d.id) != Some(from))
+                    .find(|d| adopts(d, to))
+                    .or_else(|| {
+                        map.ranges()
+                            .iter()
+                            .filter(movable)
+                            .find(|d| leader_of(d.id) != Some(from))
+                    })
                     .or_else(|| map.ranges().iter().find(movable));
                 if let Some(d) = pick {
                     let range = d.id;
-                    self.push(Op::MoveReplica { range, from, to });
+                    self.push_onto(d, to, Op::MoveReplica { range, from, to });
                     return true;
                 }
             }

@@ -154,6 +154,88 @@ fn a_learner_left_unpromoted_past_the_timeout_is_removed() {
     assert!(obs.learners_since.is_empty());
 }
 
+/// Adds a learner of range `range` on `node` to the map (as a move cut
+/// short leaves one), first seen now.
+fn with_learner(m: &mut MetaState, obs: &mut Observed, range: u64, node: u64) {
+    let mut d = m.ranges().get(range).unwrap().clone();
+    d.epoch.conf_ver += 1;
+    d.replicas.push(RangeReplica {
+        replica: 900 + node,
+        node,
+        shard: 0,
+        role: ReplicaRole::Learner,
+    });
+    assert!(m.apply(&MetaCmd::ReportRanges(vec![d])).is_ok());
+    note_learners(m, &mut obs.learners_since, obs.now_ms);
+}
+
+/// A move cut short (its driver died, or the meta leader running it lost
+/// its leadership) leaves a learner no operation drives: the next
+/// planner's move or addition onto a node takes that node first, resuming
+/// the learner, over a node holding fewer replicas; a learner is never
+/// the source of a move; and with the move done, the learner is a voter.
+#[test]
+fn a_learner_left_by_a_move_cut_short_is_resumed_not_seeded_again() {
+    // Drain: node 1 decommissioning, its range 1 half moved to node 5
+    // (node 4 holds fewer replicas).
+    let nodes = [
+        (1, NodeState::Decommissioning),
+        (2, NodeState::Active),
+        (3, NodeState::Active),
+        (4, NodeState::Active),
+        (5, NodeState::Active),
+    ];
+    let (mut m, mut obs) = world(&nodes, 3, &[(ALL3, 2), (&[2, 3, 5], 2)]);
+    with_learner(&mut m, &mut obs, 1, 5);
+    let cfg = PlannerConfig::default();
+    let mv = |range, from, to| Op::MoveReplica { range, from, to };
+    let ops = plan(&m, &obs, &cfg);
+    assert_eq!(ops.first(), Some(&mv(1, 1, 5)), "{ops:?}");
+    // While the move runs (in flight), its learner is its own.
+    obs.in_flight = vec![mv(1, 1, 5)];
+    let ops = plan(&m, &obs, &cfg);
+    assert!(ops.iter().all(|op| op.range() != 1), "{ops:?}");
+    obs.in_flight.clear();
+    let mut next = 10_000;
+    carry_out(&mut m, &mut obs, &mv(1, 1, 5), &mut next);
+    let d = m.ranges().get(1).unwrap();
+    let mut on: Vec<(u64, ReplicaRole)> = d.replicas.iter().map(|r| (r.node, r.role)).collect();
+    on.sort_by_key(|x| x.0);
+    let v = ReplicaRole::Voter;
+    assert_eq!(on, vec![(2, v), (3, v), (5, v)]);
+    // Repair: a range a voter short, with a learner on node 4 (node 5
+    // holds fewer): the learner is promoted.
+    let (mut m, mut obs) = world(&active(1..=5), 3, &[(&[1, 2], 1), (ALL3, 1), (ALL3, 2)]);
+    with_learner(&mut m, &mut obs, 1, 4);
+    let ops = plan(&m, &obs, &cfg);
+    assert_eq!(
+        ops.first(),
+        Some(&Op::AddReplica { range: 1, node: 4 }),
+        "{ops:?}"
+    );
+    // Balance: nodes 4-6 joined; range 6's move to node 6 was cut short.
+    // That move is planned first, and node 1 is not also sent a second
+    // replica on node 6's count (the learner is counted once).
+    let ranges: Vec<(&[u64], u64)> = (0..6).map(|i| (ALL3, 1 + i % 3)).collect();
+    let (mut m, mut obs) = world(&active(1..=6), 3, &ranges);
+    with_learner(&mut m, &mut obs, 6, 6);
+    let ops = plan(&m, &obs, &cfg);
+    let onto_6: Vec<&Op> = ops
+        .iter()
+        .filter(|op| matches!(op, Op::MoveReplica { to: 6, .. }))
+        .collect();
+    assert!(
+        matches!(onto_6.first(), Some(Op::MoveReplica { range: 6, .. })),
+        "{ops:?}"
+    );
+    // A learner is not a move's source (the move primitive refuses it).
+    let (mut m, mut obs) = world(&active(1..=4), 3, &[(ALL3, 1), (ALL3, 2), (ALL3, 3)]);
+    with_learner(&mut m, &mut obs, 1, 4);
+    for op in plan(&m, &obs, &cfg) {
+        assert!(!matches!(op, Op::MoveReplica { from: 4, .. }), "{op:?}");
+    }
+}
+
 #[test]
 fn a_dead_nodes_replicas_move_after_the_timeout_only_and_a_few_at_a_time() {
     // Four nodes, three replicas each, one leader each: balanced.
@@ -426,7 +508,13 @@ fn carry_out(m: &mut MetaState, obs: &mut Observed, op: &Op, next_replica: &mut 
         .get(op.range())
         .cloned()
         .expect("planned on a held range");
+    // Onto a learner: it is promoted (the move primitive adds none).
     let add = |d: &mut RangeDesc, node, next: &mut u64| {
+        if let Some(r) = d.replicas.iter_mut().find(|r| r.node == node) {
+            assert_eq!(r.role, ReplicaRole::Learner, "{op:?} onto a voter");
+            r.role = ReplicaRole::Voter;
+            return;
+        }
         *next += 1;
         d.replicas.push(RangeReplica {
             replica: *next,
