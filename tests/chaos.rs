@@ -594,11 +594,12 @@ fn replicas_move_under_kills_and_pauses_and_no_acknowledged_write_is_lost() {
 /// The balancer under faults (issue #17): four nodes with the balancer
 /// on, eight ranges of three replicas; while writers and readers run on
 /// keys of every range and the nemesis kills (SIGKILL, restart) and
-/// pauses (SIGSTOP) random nodes, two new nodes join through one member
-/// (`--join`), and `ctl decommission` drains a founder (its meta replica
-/// included) as an operator would. Then: the decommission ends with the
-/// node decommissioned, and once it is stopped no acknowledged write is
-/// lost, the history is linearizable per key, every range has three
+/// pauses (SIGSTOP) random nodes, new nodes join through one member
+/// (`--join`), and `ctl decommission` drains an active node (its meta
+/// replica included) as an operator would: in a 30 s run two joins and
+/// one drain, in a soak (`CHAOS_SECS`) a cycle of them every minute. Each
+/// decommission ends with the node decommissioned and it is stopped; at
+/// the end no acknowledged write is lost, the history is linearizable per key, every range has three
 /// voters on three live nodes and no learner (a learner left by a move
 /// cut short goes after `--stray-learner-timeout-ms`), the map covers
 /// the keyspace, the live nodes hold replicas within one of each other,
@@ -641,43 +642,81 @@ fn the_balancer_places_joins_and_drains_under_kills_and_pauses() {
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let clients = spawn_clients(c.client_addrs(), t0, stop.clone());
-    // Joins at about a quarter and at half of the run; the decommission of
-    // a random founder once the first has joined.
-    let join_at = [secs / 4, secs / 2].map(|s| Duration::from_secs(s.max(1)));
-    let leaving = 1 + rng.below(4);
-    let mut drain: Option<std::thread::JoinHandle<std::process::Output>> = None;
-    let mut joined = 0;
+    // In every period (the run, up to a minute): a join at a quarter of
+    // it if fewer than six nodes are active, then the decommission of a
+    // random active node once five are (one drain at a time), and a join
+    // at half of it if fewer than five are active. A 30 s run: 4 nodes, a
+    // join, a drain, a join; a soak cycles through 5 to 6 nodes.
+    let period = secs.clamp(4, 60);
+    let mut active: Vec<u64> = (1..=4).collect();
+    let mut gone: Vec<u64> = Vec::new();
+    let mut drain: Option<(u64, std::thread::JoinHandle<std::process::Output>)> = None;
+    let mut joined_in: (u64, u8) = (u64::MAX, 0); // (period, joins in it)
     let mut faults: BTreeMap<&str, u64> = BTreeMap::new();
+    let start_drain = |c: &LocalCluster, node: u64| {
+        let (bin, addrs) = (env!("CARGO_BIN_EXE_ringraft"), c.client_addrs());
+        let cluster = addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        eprintln!("chaos balancer: decommissioning node {node}");
+        std::thread::spawn(move || {
+            std::process::Command::new(bin)
+                .args(["ctl", "--cluster", &cluster])
+                .args(["decommission", &node.to_string(), "--wait-secs", "240"])
+                .output()
+                .expect("ctl runs")
+        })
+    };
+    // A drain that ended: it must have succeeded; its node stops for good.
+    let end_drain = |c: &mut LocalCluster, node: u64, out: std::process::Output| {
+        let said = String::from_utf8_lossy(&out.stdout).to_string();
+        eprintln!("chaos balancer (seed {seed}): ctl decommission {node}:\n{said}");
+        assert!(
+            out.status.success() && said.contains(&format!("node {node}: decommissioned")),
+            "seed {seed}: ctl decommission {node}: {}\n{said}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        c.kill(node);
+    };
     while t0.elapsed() < Duration::from_secs(secs) {
         std::thread::sleep(rng.ms(300, 1000));
-        let live = c.nodes.len() as u64;
-        if joined < 2 && t0.elapsed() >= join_at[joined] {
-            let via = 1 + rng.below(live);
+        if drain.as_ref().is_some_and(|d| d.1.is_finished()) {
+            let (node, h) = drain.take().unwrap();
+            end_drain(&mut c, node, h.join().expect("ctl"));
+            gone.push(node);
+            *faults.entry("decommissioned").or_default() += 1;
+        }
+        let at = t0.elapsed().as_secs();
+        let (p, into) = (at / period, at % period);
+        if joined_in.0 != p {
+            joined_in = (p, 0);
+        }
+        let draining = drain.as_ref().map(|d| d.0);
+        let staying = active.iter().filter(|&&n| Some(n) != draining).count();
+        let join_now = (joined_in.1 == 0 && into >= period / 4 && active.len() < 6)
+            || (joined_in.1 == 1 && into >= period / 2 && staying < 5);
+        if join_now {
+            let via = active[rng.below(active.len() as u64) as usize];
             let id = c.join_node(via, true).expect("a node joins");
             eprintln!("chaos balancer: node {id} joins through node {via}");
-            joined += 1;
+            active.push(id);
+            joined_in.1 += 1;
             *faults.entry("join").or_default() += 1;
             continue;
         }
-        if joined >= 1 && drain.is_none() {
-            let (bin, addrs) = (env!("CARGO_BIN_EXE_ringraft"), c.client_addrs());
-            let cluster = addrs
-                .iter()
-                .map(|a| a.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
-            eprintln!("chaos balancer: decommissioning node {leaving}");
-            drain = Some(std::thread::spawn(move || {
-                std::process::Command::new(bin)
-                    .args(["ctl", "--cluster", &cluster])
-                    .args(["decommission", &leaving.to_string(), "--wait-secs", "240"])
-                    .output()
-                    .expect("ctl runs")
-            }));
+        if drain.is_none() && joined_in.1 >= 1 && active.len() >= 5 {
+            let node = active.remove(rng.below(active.len() as u64) as usize);
+            drain = Some((node, start_drain(&c, node)));
             *faults.entry("decommission asked").or_default() += 1;
             continue;
         }
-        let n = 1 + rng.below(live);
+        // Kills and pauses, of any running node (one being drained too).
+        let mut up = active.clone();
+        up.extend(draining);
+        let n = up[rng.below(up.len() as u64) as usize];
         if rng.below(2) == 0 {
             c.kill(n);
             std::thread::sleep(rng.ms(200, 1200));
@@ -689,7 +728,7 @@ fn the_balancer_places_joins_and_drains_under_kills_and_pauses() {
             c.signal(n, 18); // SIGCONT
             *faults.entry("pause (SIGSTOP/SIGCONT)").or_default() += 1;
         }
-        for id in 1..=c.nodes.len() as u64 {
+        for &id in &up {
             assert!(
                 c.is_running(id),
                 "node {id} exited (seed {seed}):\n{}",
@@ -700,23 +739,16 @@ fn the_balancer_places_joins_and_drains_under_kills_and_pauses() {
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     let (history, _refused) = clients.join().expect("clients");
-    eprintln!("chaos balancer (seed {seed}): faults {faults:?}");
-    let out = drain
-        .expect("the run is long enough to ask for a decommission")
-        .join()
-        .expect("ctl");
-    let said = String::from_utf8_lossy(&out.stdout).to_string();
-    eprintln!("chaos balancer (seed {seed}): ctl decommission {leaving}:\n{said}");
+    if let Some((node, h)) = drain.take() {
+        end_drain(&mut c, node, h.join().expect("ctl"));
+        gone.push(node);
+    }
     assert!(
-        out.status.success() && said.contains(&format!("node {leaving}: decommissioned")),
-        "seed {seed}: ctl decommission {leaving}: {}\n{said}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
+        !gone.is_empty(),
+        "seed {seed}: the run is too short to ask for a decommission"
     );
-    c.kill(leaving);
-    let nodes = c.nodes.len() as u64;
-    let live: Vec<u64> = (1..=nodes).filter(|&n| n != leaving).collect();
-    let addrs = live
+    eprintln!("chaos balancer (seed {seed}): faults {faults:?}; decommissioned {gone:?}; active {active:?}");
+    let addrs = active
         .iter()
         .map(|&n| c.nodes[(n - 1) as usize].client_addr)
         .collect();
@@ -725,18 +757,20 @@ fn the_balancer_places_joins_and_drains_under_kills_and_pauses() {
         cfg.op_timeout_ms = 20_000;
         let cl = Client::connect(cfg).await.expect("client");
         let m = cl.meta_state().await.expect("the map");
-        assert_eq!(
-            m.node(leaving).map(|n| n.state),
-            Some(ringraft::meta::NodeState::Decommissioned),
-            "seed {seed}"
-        );
+        for &n in &gone {
+            assert_eq!(
+                m.node(n).map(|n| n.state),
+                Some(ringraft::meta::NodeState::Decommissioned),
+                "seed {seed}: node {n}"
+            );
+        }
         let members = cl.meta_members().await.expect("meta members");
         assert!(
-            members.len() >= 3 && !members.contains(&leaving),
-            "seed {seed}: the meta group's voters {members:?}"
+            members.len() >= 3 && members.iter().all(|n| active.contains(n)),
+            "seed {seed}: the meta group's voters {members:?}, active nodes {active:?}"
         );
         let finals = final_reads(&cl, t0).await;
-        let settled = settle_ranges(&cl, seed, MOVE_RANGES, &[leaving], &live).await;
+        let settled = settle_ranges(&cl, seed, MOVE_RANGES, &gone, &active).await;
         (finals, settled)
     });
     judge("chaos balancer", seed, history, finals, settled);
