@@ -181,12 +181,15 @@ pub struct WalStats {
 
 /// How long, in ms, a flush's writes may be outstanding before the writer
 /// nudges the ring they went to (`SegmentFile::nudge`), and again after
-/// each such wait while they are. glommio's poll ring (IOPOLL) posts a
-/// write's completion only when the ring is next entered; a write left in
-/// flight as the shard went idle waited for the next submission, which an
-/// idle shard never makes: 33 s and more in the chaos test of moves, on
-/// every node at once (their WALs on one virtio disk without poll queues).
-/// A healthy write takes well under this; a nudge costs one block read.
+/// each such wait while they are. The chaos test of moves saw writes stay
+/// in flight for 33 s and more, on every node at once, the moment the
+/// load stopped (their WALs on one virtio disk without poll queues). The
+/// likely cause: glommio's poll ring (IOPOLL) posts a write's completion
+/// only when the ring is entered, and an idle shard submitted nothing.
+/// Not proven: a reading of glommio 0.9's reactor says it does not sleep
+/// while a poll-ring operation is in flight, and 34 passes after the fix
+/// against about 1 failure in 9 before is evidence, not proof. A healthy
+/// write takes well under this; a nudge costs one block read.
 pub const WRITE_NUDGE_MS: u64 = 50;
 
 /// Initial capacity of a chunk buffer; it doubles up to `write_chunk_bytes`.
@@ -1031,14 +1034,19 @@ async fn writer<D: Disk>(inner: Rc<Inner<D>>, mut active: Active<D::File>) {
 }
 
 /// Awaits `writes` to `file`, nudging the file's ring every
-/// `WRITE_NUDGE_MS` while they are outstanding (see there). Each nudge
-/// runs as a task of its own: the writes never wait on it.
+/// `WRITE_NUDGE_MS` while they are outstanding (see there). A nudge runs
+/// as a task of its own (the writes never wait on it), one at a time (a
+/// hung device does not pile reads up), and is cancelled once the writes
+/// are done: its reference to `file` must not outlive them, or the
+/// segment's close would be skipped (`close_rc`).
 async fn nudged<D: Disk>(
     inner: &Inner<D>,
     file: &Rc<D::File>,
     writes: impl std::future::Future<Output = std::io::Result<()>>,
 ) -> std::io::Result<()> {
     let mut writes = std::pin::pin!(writes);
+    // The nudge in flight, if any: its handle, and whether it is done.
+    let mut nudge: Option<(glommio::task::JoinHandle<()>, Rc<std::cell::Cell<bool>>)> = None;
     loop {
         let late = async {
             glommio::timer::sleep(std::time::Duration::from_millis(WRITE_NUDGE_MS)).await;
@@ -1046,14 +1054,23 @@ async fn nudged<D: Disk>(
         };
         if let Some(r) = futures_lite::future::or(async { Some(writes.as_mut().await) }, late).await
         {
+            if let Some((n, _)) = nudge.take() {
+                n.cancel();
+            }
             return r;
         }
+        if nudge.as_ref().is_some_and(|(_, done)| !done.get()) {
+            continue;
+        }
         inner.st.borrow_mut().stats.write_nudges += 1;
-        let f = file.clone();
-        glommio::spawn_local(async move {
+        let (f, done) = (file.clone(), Rc::new(std::cell::Cell::new(false)));
+        let d = done.clone();
+        let task = glommio::spawn_local(async move {
             let _ = f.nudge().await;
+            d.set(true);
         })
         .detach();
+        nudge = Some((task, done));
     }
 }
 
