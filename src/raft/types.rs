@@ -201,8 +201,8 @@ pub enum Body {
     /// A replica that may not campaign (a learner, or one outside the
     /// membership it applied at `conf_index`) and has heard from no leader
     /// for [`MEMBER_CHECK_ELECTIONS`](crate::raft::MEMBER_CHECK_ELECTIONS)
-    /// election timeouts asks its leader (or, knowing none, the voters)
-    /// whether it is still a member. The core of a member receiving it
+    /// election timeouts asks the voters it knows (and its leader, if
+    /// another) whether it is still a member. The core of a member receiving it
     /// wakes if quiesced (its heartbeats then reach the asker again) and
     /// does nothing else; its host answers an asker outside the membership
     /// with [`Body::Removed`] (`shard::replicas`). A learner removed after

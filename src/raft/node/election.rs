@@ -213,9 +213,10 @@ impl RawNode {
     /// (`due_at`: the next tick) and campaigns at the first later tick
     /// counted by a call that allows it. The host spreads many groups'
     /// elections over its ticks with it (`ShardConfig::campaigns_per_tick_max`).
-    /// At most one campaign starts per call: the ticks after it are counted
-    /// only towards the lease clock, and the new election timeout runs from
-    /// now. Returns whether a campaign started.
+    /// At most one campaign starts (or one membership check goes out) per
+    /// call: the ticks after it are counted only towards the lease clock,
+    /// and the new election timeout runs from now. Returns whether a
+    /// campaign started.
     pub fn advance(&mut self, may_campaign: bool) -> bool {
         let now = self.clock.now();
         while self.clock_seen < now {
@@ -226,14 +227,17 @@ impl RawNode {
                 self.clock_seen += quiet;
             } else {
                 self.clock_seen += 1;
-                if self.tick_once(may_campaign) {
-                    // One campaign per call: after a stall, the timeouts
-                    // that fell in it would only start elections that the
-                    // next one supersedes at once (each a round of
-                    // messages). The ticks left still age the lease.
+                let checks = self.stats.member_checks_sent;
+                let campaigned = self.tick_once(may_campaign);
+                if campaigned || self.stats.member_checks_sent != checks {
+                    // One campaign (or membership check) per call: after a
+                    // stall, the timeouts that fell in it would only start
+                    // elections that the next one supersedes at once (each
+                    // a round of messages). The ticks left still age the
+                    // lease.
                     self.ticks += now - self.clock_seen;
                     self.clock_seen = now;
-                    return true;
+                    return campaigned;
                 }
             }
         }
@@ -286,22 +290,25 @@ impl RawNode {
             .saturating_mul(MEMBER_CHECK_ELECTIONS)
     }
 
-    /// Asks the leader, or the voters if it knows none, whether this
-    /// replica is still a member (`Body::MemberCheck`).
+    /// Asks the voters it knows, and its leader if that is not one of
+    /// them, whether this replica is still a member (`Body::MemberCheck`).
+    /// All of them, not the leader alone: the leader it remembers may be
+    /// gone for good (a drained node's replica is destroyed, the node
+    /// stopped), and any member that applied its removal can answer.
     fn check_membership(&mut self) {
         self.election_elapsed = 0;
         let conf_index = self.conf_index();
-        let to: Vec<ReplicaId> = if self.leader != 0 && self.leader != self.id {
-            vec![self.leader]
-        } else {
-            self.conf
-                .voters
-                .iter()
-                .chain(&self.conf.voters_outgoing)
-                .copied()
-                .filter(|&v| v != self.id)
-                .collect()
-        };
+        let mut to: Vec<ReplicaId> = self
+            .conf
+            .voters
+            .iter()
+            .chain(&self.conf.voters_outgoing)
+            .copied()
+            .collect();
+        to.push(self.leader);
+        to.sort_unstable();
+        to.dedup();
+        to.retain(|&v| v != 0 && v != self.id);
         for v in to {
             self.stats.member_checks_sent += 1;
             self.send(v, self.term, Body::MemberCheck { conf_index });
@@ -333,8 +340,8 @@ impl RawNode {
             return false;
         }
         self.ticks += 1;
-        // Saturating: a learner's count is capped (`count_ticks`) and may
-        // be promoted with it.
+        // Saturating: a learner's count runs until its membership check
+        // (which resets it), and it may be promoted with it.
         self.election_elapsed = self.election_elapsed.saturating_add(1);
         if self.quiet && self.election_elapsed >= self.cfg.election_ticks {
             self.quiet = false;

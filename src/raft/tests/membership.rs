@@ -32,9 +32,9 @@ fn a_learner_never_counts_toward_commit_and_never_campaigns() {
 }
 
 /// `MEMBER_CHECK_ELECTIONS`: a learner that hears from no leader for that
-/// many election timeouts asks whether it is still a member — the voters
-/// while it knows no leader, its leader once it knows one — and again
-/// after as many; one that hears its leader's heartbeats never asks. A
+/// many election timeouts asks the voters (and its leader, if another)
+/// whether it is still a member, and again after as many (one check
+/// however many intervals a stalled host skipped); one that hears its leader's heartbeats never asks. A
 /// learner forgotten by its group (removed after it appended the change
 /// but before it learned its commit) otherwise waits forever: the chaos
 /// test of the balancer, seed 2, found one still holding its replica.
@@ -60,7 +60,8 @@ fn a_learner_left_without_word_from_its_leader_asks_whether_it_is_a_member() {
     assert_eq!(checks(&mut learner), vec![]);
     learner.tick();
     assert_eq!(checks(&mut learner), vec![(1, 0), (2, 0), (3, 0)]);
-    // Its leader heard once: the next check, an interval later, goes to it.
+    // Its leader heard once: the next check comes an interval later, to
+    // the voters still (the leader it remembers may be gone for good).
     learner.step(msg(
         1,
         4,
@@ -75,8 +76,12 @@ fn a_learner_left_without_word_from_its_leader_asks_whether_it_is_a_member() {
     }
     assert_eq!(checks(&mut learner), vec![]);
     learner.tick();
-    assert_eq!(checks(&mut learner), vec![(1, 0)]);
-    assert_eq!(learner.stats().member_checks_sent, 4);
+    assert_eq!(checks(&mut learner), vec![(1, 0), (2, 0), (3, 0)]);
+    assert_eq!(learner.stats().member_checks_sent, 6);
+    // Ten intervals at once (a stalled host): one check, not ten.
+    learner.clock().advance(10 * u64::from(interval));
+    learner.advance(true);
+    assert_eq!(checks(&mut learner).len(), 3);
     // Heartbeats every other tick: it never asks.
     for i in 0..3 * interval {
         learner.tick();
