@@ -15,7 +15,9 @@ mod conn;
 mod meta;
 mod moves;
 
-pub use moves::{MoveOutcome, MOVE_CATCH_UP_WAIT_MS, MOVE_LEADER_WAIT_MS};
+pub use moves::{
+    CatchUpWatch, MoveOutcome, MOVE_CATCH_UP_WAIT_MS, MOVE_LEADER_WAIT_MS, MOVE_PROGRESS_LOOK_MS,
+};
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};

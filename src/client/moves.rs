@@ -28,10 +28,89 @@ use crate::raft::NodeId;
 use crate::wire::{ClientError, Op, Reply};
 
 /// How long a move waits for its new learner to catch up (be sent and
-/// install the range's snapshot, then the log after it) before it gives
-/// up; the learner is then removed (not left to be sent the range
-/// forever), and asking for the move again starts over.
+/// install the range's snapshot, then the log after it) while the learner
+/// makes no progress: neither its match index nor the bytes of its
+/// snapshot that it acknowledged advance, as the range's leader reports
+/// them (`ReplicaStatus`, looked at every [`MOVE_PROGRESS_LOOK_MS`]). A
+/// learner that keeps receiving is waited for however long its range
+/// takes at the snapshot budget (a fixed 120 s once failed every move of a
+/// range larger than 120 s × the shard's share of
+/// `--snapshot-send-bytes-per-sec`, over and over). Once it gives up, the
+/// learner is removed (not left to be sent the range forever), and
+/// asking for the move again starts over.
 pub const MOVE_CATCH_UP_WAIT_MS: u64 = 120_000;
+
+/// How often a move waiting for its learner asks the range's leader for
+/// the learner's progress (one `Op::Status`).
+pub const MOVE_PROGRESS_LOOK_MS: u64 = 1_000;
+
+/// A learner's best progress seen by a move waiting for it (see
+/// [`MOVE_CATCH_UP_WAIT_MS`]). A report shows progress when the learner
+/// acknowledged more bytes of the snapshot streaming to it than of that
+/// snapshot before, or, once no snapshot streams, when its lag behind its
+/// leader's log (last index − match index) reaches a new low above 0
+/// since the last snapshot (so finitely often). So a caught-up learner
+/// whose promotion keeps failing for another reason (a transfer that does
+/// not happen, a busy leader) shows none however many writes it
+/// replicates, and the move still gives up; a snapshot sent again from its
+/// start, or a newer snapshot that replaces it, shows none until it
+/// passes where the last report got.
+#[derive(Debug, Clone)]
+pub struct CatchUpWatch {
+    best_lag: u64,
+    /// (snapshot index, bytes acknowledged of it).
+    snapshot: (u64, u64),
+    since: Instant,
+}
+
+impl CatchUpWatch {
+    /// A watch whose learner is taken as progressing at `now`.
+    pub fn new(now: Instant) -> Self {
+        CatchUpWatch {
+            best_lag: u64::MAX,
+            snapshot: (0, 0),
+            since: now,
+        }
+    }
+
+    /// Records the leader's report of the learner (`s`; the leader's log
+    /// ends at `last_index`) at `now`; whether it showed progress.
+    pub fn observe(
+        &mut self,
+        s: &crate::wire::ReplicaStatus,
+        last_index: u64,
+        now: Instant,
+    ) -> bool {
+        let (index, acked) = (s.snapshot_index, s.snapshot_acked_bytes);
+        let moved = if index != 0 {
+            // Seeding: its bytes. The lag after the install starts anew
+            // (the log grew meanwhile).
+            self.best_lag = u64::MAX;
+            if index == self.snapshot.0 {
+                let more = acked > self.snapshot.1;
+                self.snapshot.1 = self.snapshot.1.max(acked);
+                more
+            } else {
+                self.snapshot = (index, acked);
+                false
+            }
+        } else {
+            let lag = last_index.saturating_sub(s.match_index);
+            let lower = lag > 0 && lag < self.best_lag;
+            self.best_lag = self.best_lag.min(lag.max(1));
+            lower
+        };
+        if moved {
+            self.since = now;
+        }
+        moved
+    }
+
+    /// How long, at `now`, since the learner last made progress.
+    pub fn stalled_for(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.since)
+    }
+}
 
 /// How long a move waits for leadership to leave the source, and for
 /// each membership change to be in force (its joint configuration left).
@@ -111,7 +190,7 @@ impl Client {
     /// module docs). `peer_addr`: `to`'s peer address, if the range's
     /// leader may not know it (empty: the leader's). Errors name what is
     /// wrong: the same node twice, a source without a replica, a target
-    /// that has one, a learner that did not catch up in
+    /// that has one, a learner that made no progress for
     /// [`MOVE_CATCH_UP_WAIT_MS`], leadership that did not leave the source
     /// in [`MOVE_LEADER_WAIT_MS`].
     pub async fn move_replica(
@@ -216,7 +295,8 @@ impl Client {
 
     /// Adds a voter of range `range` on node `node` (peer address
     /// `peer_addr`, empty: the leader's): a learner, promoted once caught
-    /// up ([`MOVE_CATCH_UP_WAIT_MS`]; a learner that does not is removed).
+    /// up (a learner that makes no progress for [`MOVE_CATCH_UP_WAIT_MS`]
+    /// is removed).
     /// The balancer's repair of a range short of voters. Done at once if
     /// `node` holds a voter already.
     pub async fn add_replica(
@@ -282,11 +362,32 @@ impl Client {
             .map(|_| ())
     }
 
+    /// Node `node`'s member of range `range` as the range's leader reports
+    /// it, with the leader's last log index; `None` if the leader cannot
+    /// be asked or does not list it (a follower's answer lists none).
+    async fn member_status(
+        &self,
+        range: u64,
+        node: NodeId,
+    ) -> Option<(crate::wire::ReplicaStatus, u64)> {
+        match self.admin_on_leader(range, Op::Status).await {
+            Ok(Reply::Status(groups)) => {
+                let g = groups.into_iter().find(|g| g.group == range)?;
+                let last = g.last_index;
+                let r = g.replicas.into_iter().find(|r| r.node == node)?;
+                Some((r, last))
+            }
+            _ => None,
+        }
+    }
+
     /// `op` (`Promote` or `ReplaceVoter` of `to`'s learner of range
-    /// `range`), asked until the learner has caught up; one that does not
-    /// within [`MOVE_CATCH_UP_WAIT_MS`] is removed.
+    /// `range`), asked until the learner has caught up; one that makes no
+    /// progress for [`MOVE_CATCH_UP_WAIT_MS`] ([`CatchUpWatch`]) is removed.
     async fn until_caught_up(&self, range: u64, to: NodeId, op: Op) -> Result<(), Error> {
-        let deadline = Instant::now() + Duration::from_millis(MOVE_CATCH_UP_WAIT_MS);
+        let patience = Duration::from_millis(MOVE_CATCH_UP_WAIT_MS);
+        let mut watch = CatchUpWatch::new(Instant::now());
+        let mut next_look = Instant::now();
         loop {
             match self.admin_on_leader(range, op.clone()).await {
                 Ok(_) => return Ok(()),
@@ -299,7 +400,14 @@ impl Client {
                     )));
                 }
                 Err(e) if transient(&e) => {
-                    if Instant::now() > deadline {
+                    let now = Instant::now();
+                    if now >= next_look {
+                        next_look = now + Duration::from_millis(MOVE_PROGRESS_LOOK_MS);
+                        if let Some((s, last)) = self.member_status(range, to).await {
+                            watch.observe(&s, last, now);
+                        }
+                    }
+                    if watch.stalled_for(Instant::now()) > patience {
                         // An abandoned learner would be sent the range
                         // forever (CockroachDB removes learners a failed
                         // change left behind, for the same reason).
@@ -309,7 +417,7 @@ impl Client {
                             Err(e) => format!("removing its learner failed too ({e})"),
                         };
                         return Err(failed(format!(
-                            "node {to}'s replica of range {range} did not catch up within {MOVE_CATCH_UP_WAIT_MS} ms (last: {e}); {learner}. Is node {to} up and reachable from the range's leader?"
+                            "node {to}'s replica of range {range} made no progress catching up for {MOVE_CATCH_UP_WAIT_MS} ms (last: {e}); {learner}. Is node {to} up and reachable from the range's leader?"
                         )));
                     }
                     glommio::timer::sleep(Duration::from_millis(100)).await;
@@ -380,5 +488,63 @@ impl Client {
             }
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ReplicaStatus;
+
+    fn report(match_index: u64, snapshot_index: u64, acked: u64) -> ReplicaStatus {
+        ReplicaStatus {
+            node: 4,
+            match_index,
+            state: if snapshot_index > 0 {
+                "snapshot"
+            } else {
+                "replicate"
+            }
+            .into(),
+            unreachable: false,
+            snapshot_index,
+            snapshot_acked_bytes: acked,
+        }
+    }
+
+    /// `MOVE_CATCH_UP_WAIT_MS` counts from the learner's last progress: a
+    /// snapshot streaming, then the log, keep the move waiting however
+    /// long they take; a snapshot sent again from its start, a newer one
+    /// replacing it, a lag that does not shrink, and a caught-up learner
+    /// replicating new writes are no progress.
+    #[test]
+    fn a_move_waits_while_its_learner_progresses_and_counts_a_stall_from_the_last_progress() {
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let mut w = CatchUpWatch::new(t0);
+        let limit = Duration::from_millis(MOVE_CATCH_UP_WAIT_MS);
+        // Ten minutes of snapshot at a trickle (the log grows meanwhile):
+        // never stalled.
+        assert!(!w.observe(&report(0, 50, 0), 50, at(0)), "nothing yet");
+        for i in 1..=600 {
+            assert!(w.observe(&report(0, 50, i << 20), 50 + i, at(i)));
+            assert!(w.stalled_for(at(i)) < limit);
+        }
+        // Sent again from its first byte, or replaced by a newer one: not
+        // progress until it passes where it got.
+        assert!(!w.observe(&report(0, 50, 1 << 20), 700, at(601)));
+        assert!(!w.observe(&report(0, 50, 600 << 20), 700, at(602)));
+        assert!(w.observe(&report(0, 50, 601 << 20), 700, at(603)));
+        assert!(!w.observe(&report(0, 90, 0), 700, at(604)));
+        assert!(w.observe(&report(0, 90, 1), 700, at(605)));
+        // Installed: the lag shrinks to a new low, then stays.
+        assert!(w.observe(&report(90, 0, 0), 700, at(606)));
+        assert!(w.observe(&report(690, 0, 0), 700, at(607)));
+        assert!(!w.observe(&report(700, 0, 10), 710, at(608)), "same lag");
+        // Caught up (lag 0) and replicating new writes: no progress.
+        assert!(!w.observe(&report(710, 0, 0), 710, at(609)));
+        assert!(!w.observe(&report(900, 0, 0), 900, at(610)));
+        assert_eq!(w.stalled_for(at(607) + limit), limit);
+        assert!(w.stalled_for(at(608) + limit) > limit);
     }
 }

@@ -202,12 +202,14 @@ pub struct NodeSettings {
     #[arg(long)]
     pub dead_node_timeout_ms: Option<u64>,
     /// A learner left unpromoted this long (ms) is removed by the balancer
-    /// (a move whose driver died). At least `STRAY_LEARNER_TIMEOUT_MS_MIN`;
-    /// below 120000 (what a move waits for its learner to catch up,
-    /// `client::MOVE_CATCH_UP_WAIT_MS`) a slow live move may lose its
-    /// learner: for tests.
+    /// (a move whose driver died; the balancer's own moves are never cut
+    /// short by it). At least `STRAY_LEARNER_TIMEOUT_MS_MIN`; an
+    /// operator's move of a range that takes longer than this to seed may
+    /// lose its learner, and below 120000 (what a move waits for a learner
+    /// that makes no progress, `client::MOVE_CATCH_UP_WAIT_MS`) a slow
+    /// one may too: lower values are for tests.
     /// Default 240000 (`meta::planner::STRAY_LEARNER_TIMEOUT_MS_DEFAULT`:
-    /// twice what a move waits for its learner to catch up).
+    /// twice `MOVE_CATCH_UP_WAIT_MS`).
     #[arg(long)]
     pub stray_learner_timeout_ms: Option<u64>,
 }
@@ -804,7 +806,8 @@ impl NodeSettings {
                 format!(
                     "must be at least {STRAY_LEARNER_TIMEOUT_MS_MIN} \
                      (STRAY_LEARNER_TIMEOUT_MS_MIN); keep it above {} (a move waits \
-                     that long for its learner, MOVE_CATCH_UP_WAIT_MS) outside tests",
+                     that long for a learner that makes no progress, \
+                     MOVE_CATCH_UP_WAIT_MS) outside tests",
                     crate::client::MOVE_CATCH_UP_WAIT_MS
                 ),
             ));

@@ -63,9 +63,12 @@ pub const DEAD_NODE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 pub const SUSPECT_NODE_TIMEOUT_MS_DEFAULT: u64 = 3_000;
 
 /// How long a learner may stay unpromoted before the balancer removes it
-/// (ms): twice what a move waits for its learner to catch up
-/// (`client::MOVE_CATCH_UP_WAIT_MS`, 120 s), so a live move, the
-/// balancer's or an operator's, is never cut short.
+/// (ms): twice what a move waits for a learner that makes no progress
+/// (`client::MOVE_CATCH_UP_WAIT_MS`, 120 s). The balancer's own moves are
+/// never cut short by it (a range with an operation in flight is not
+/// repaired); an operator's `ctl move-replica` of a range whose seeding
+/// takes longer than this is, unless the planner resumes its learner
+/// first (`Round::target_for`) or the timeout is raised.
 pub const STRAY_LEARNER_TIMEOUT_MS_DEFAULT: u64 = 2 * crate::client::MOVE_CATCH_UP_WAIT_MS;
 
 /// Operations adding or removing a replica on one node at a time, in
@@ -479,8 +482,11 @@ impl Round<'_> {
             if !self.free(from) {
                 return;
             }
-            if voters.len() > self.rf {
-                // One too many anyway: the leaving replica just goes.
+            let learner = d.replica_on(from).is_some_and(|r| !r.role.votes());
+            if learner || voters.len() > self.rf {
+                // A learner (no voter lost: the move primitive would
+                // refuse to move one), or one too many anyway: the leaving
+                // replica just goes.
                 self.push(Op::RemoveReplica {
                     range: d.id,
                     node: from,

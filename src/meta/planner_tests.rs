@@ -228,6 +228,20 @@ fn a_learner_left_by_a_move_cut_short_is_resumed_not_seeded_again() {
         matches!(onto_6.first(), Some(Op::MoveReplica { range: 6, .. })),
         "{ops:?}"
     );
+    // A learner on a draining node is removed, not moved.
+    let nodes = [
+        (1, NodeState::Active),
+        (2, NodeState::Active),
+        (3, NodeState::Active),
+        (4, NodeState::Decommissioning),
+        (5, NodeState::Active),
+    ];
+    let (mut m, mut obs) = world(&nodes, 3, &[(ALL3, 1)]);
+    with_learner(&mut m, &mut obs, 1, 4);
+    assert_eq!(
+        plan(&m, &obs, &cfg),
+        vec![Op::RemoveReplica { range: 1, node: 4 }]
+    );
     // A learner is not a move's source (the move primitive refuses it).
     let (mut m, mut obs) = world(&active(1..=4), 3, &[(ALL3, 1), (ALL3, 2), (ALL3, 3)]);
     with_learner(&mut m, &mut obs, 1, 4);

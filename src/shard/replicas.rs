@@ -37,8 +37,9 @@
 //!   collection (a replica created by a deposed leader's message for a
 //!   membership since changed, which never hears from a leader again)
 //!   comes with the cluster map (#17).
-//! - A vote request (PreVote or Vote) from a node outside the membership a
-//!   replica applied is answered `Removed { conf_index }` (the index from
+//! - A vote request (PreVote or Vote) or a membership check
+//!   (`Body::MemberCheck`) from a node outside the membership a replica
+//!   applied is answered `Removed { conf_index }` (the index from
 //!   which that membership is in force; committed). A replica that gets
 //!   one addressed to it is destroyed, as if it had applied its removal,
 //!   only if it knows a membership (it is not waiting for its first
@@ -49,8 +50,10 @@
 //!   nobody sends it the change, and its campaign is what reaches the
 //!   members (over the transport's back channel: nobody dials a node that
 //!   is in no group any more). Like TiKV's tombstone message to a stale
-//!   peer. A removed learner never campaigns; it learns when the cluster
-//!   map can tell it (#17), or its node is added again (below). A node
+//!   peer. A removed learner never campaigns: it asks instead, once it has
+//!   heard from no leader for `raft::MEMBER_CHECK_ELECTIONS` election
+//!   timeouts (`Body::MemberCheck`, to the voters it knows), or learns it
+//!   when its node is added again (below). A node
 //!   removed while down and added again before it returns gets a new
 //!   replica: a `Removed` notice for the old one never touches it.
 //! - Replica ids are the group's own (`raft::ConfState::next_replica_id`,

@@ -785,6 +785,7 @@ impl Shard {
 /// The leader `g`'s view of its member `p` for a status answer.
 fn replica_status(g: &Replica, p: &crate::raft::Placement) -> ReplicaStatus {
     use crate::raft::ProgressState;
+    let mut snapshot = (0, 0);
     let (match_index, state, unreachable) = if p.replica == g.replica {
         (g.raft.persisted_index(), "leader", false)
     } else {
@@ -795,6 +796,9 @@ fn replica_status(g: &Replica, p: &crate::raft::Placement) -> ReplicaStatus {
                     ProgressState::Replicate => "replicate",
                     ProgressState::Snapshot => "snapshot",
                 };
+                if let (ProgressState::Snapshot, Some(s)) = (pr.state, &pr.snapshot) {
+                    snapshot = (s.meta.index, pr.snap_acked);
+                }
                 (pr.match_, state, pr.unreachable)
             }
             None => (0, "unknown", false),
@@ -805,6 +809,8 @@ fn replica_status(g: &Replica, p: &crate::raft::Placement) -> ReplicaStatus {
         match_index,
         state: state.to_string(),
         unreachable,
+        snapshot_index: snapshot.0,
+        snapshot_acked_bytes: snapshot.1,
     }
 }
 

@@ -285,6 +285,12 @@ pub struct ReplicaStatus {
     pub state: String,
     /// Reported unreachable by the transport and not heard from since.
     pub unreachable: bool,
+    /// In "snapshot" state: the index of the snapshot streaming to it and
+    /// the bytes of it the member acknowledged holding (0, 0 otherwise).
+    /// What a move watches while its learner is seeded
+    /// (`client::MOVE_CATCH_UP_WAIT_MS`).
+    pub snapshot_index: u64,
+    pub snapshot_acked_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
