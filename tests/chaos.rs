@@ -439,6 +439,52 @@ fn spawn_clients(
     })
 }
 
+/// `nodes` nodes of one shard holding [`MOVE_RANGES`] ranges of three
+/// replicas cut at [`MOVE_SPLITS`], the chaos Raft settings, the
+/// balancer on or off, `extra` node arguments; logs in `CHAOS_LOG_DIR` if
+/// set.
+fn ranges_cluster(nodes: u64, balancer: bool, extra: &[&str]) -> LocalClusterConfig {
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.nodes = nodes;
+    cfg.shards = 1;
+    cfg.groups = MOVE_RANGES;
+    cfg.replication_factor = Some(3);
+    cfg.balancer = balancer;
+    if let Ok(d) = std::env::var("CHAOS_LOG_DIR") {
+        std::fs::create_dir_all(&d).expect("CHAOS_LOG_DIR");
+        cfg.log_dir = Some(d.into());
+    }
+    cfg.extra_args = ["--initial-split-keys", MOVE_SPLITS]
+        .iter()
+        .chain(extra)
+        .chain(&CHAOS_RAFT_ARGS)
+        .map(|s| s.to_string())
+        .collect();
+    cfg
+}
+
+/// SIGKILL and restart node `n` (`kill`), or pause it (SIGSTOP, SIGCONT),
+/// for a random while; counted in `faults`.
+fn kill_or_pause(
+    c: &mut LocalCluster,
+    n: u64,
+    kill: bool,
+    rng: &mut Rng,
+    faults: &mut BTreeMap<&str, u64>,
+) {
+    if kill {
+        c.kill(n);
+        std::thread::sleep(rng.ms(200, 1200));
+        c.restart(n).unwrap();
+        *faults.entry("kill -9 + restart").or_default() += 1;
+    } else {
+        c.signal(n, 19); // SIGSTOP
+        std::thread::sleep(rng.ms(300, 1000));
+        c.signal(n, 18); // SIGCONT
+        *faults.entry("pause (SIGSTOP/SIGCONT)").or_default() += 1;
+    }
+}
+
 /// Split keys of [`MOVE_RANGES`] ranges over the chaos keys (they sort
 /// as text: chaos-0, chaos-1, chaos-10, ...), three or four keys each.
 const MOVE_SPLITS: &str = "chaos-1,chaos-13,chaos-17,chaos-2,chaos-22,chaos-4,chaos-7";
@@ -463,20 +509,7 @@ fn replicas_move_under_kills_and_pauses_and_no_acknowledged_write_is_lost() {
         "chaos moves: seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --release --test chaos replicas_move_under)"
     );
     let mut rng = Rng(ringraft::rng::Rng(seed ^ 0x6d6f_7665));
-    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
-    cfg.nodes = 5;
-    cfg.shards = 1;
-    cfg.groups = MOVE_RANGES;
-    cfg.replication_factor = Some(3);
-    if let Ok(d) = std::env::var("CHAOS_LOG_DIR") {
-        std::fs::create_dir_all(&d).expect("CHAOS_LOG_DIR");
-        cfg.log_dir = Some(d.into());
-    }
-    cfg.extra_args = ["--initial-split-keys", MOVE_SPLITS]
-        .iter()
-        .chain(&CHAOS_RAFT_ARGS)
-        .map(|s| s.to_string())
-        .collect();
+    let cfg = ranges_cluster(5, false, &[]);
     let mut c = LocalCluster::start(cfg).expect("nodes start");
     c.wait_ready(Duration::from_secs(30)).expect("ready");
     let t0 = Instant::now();
@@ -518,18 +551,7 @@ fn replicas_move_under_kills_and_pauses_and_no_acknowledged_write_is_lost() {
                 }));
                 *faults.entry("move asked").or_default() += 1;
             }
-            2 => {
-                c.kill(n);
-                std::thread::sleep(rng.ms(200, 1200));
-                c.restart(n).unwrap();
-                *faults.entry("kill -9 + restart").or_default() += 1;
-            }
-            _ => {
-                c.signal(n, 19); // SIGSTOP
-                std::thread::sleep(rng.ms(300, 1000));
-                c.signal(n, 18); // SIGCONT
-                *faults.entry("pause (SIGSTOP/SIGCONT)").or_default() += 1;
-            }
+            k => kill_or_pause(&mut c, n, k == 2, &mut rng, &mut faults),
         }
         for id in 1..=5 {
             assert!(
@@ -613,19 +635,7 @@ fn the_balancer_places_joins_and_drains_under_kills_and_pauses() {
         "chaos balancer: seed {seed}, {secs} s of faults (replay: CHAOS_SEED={seed} CHAOS_SECS={secs} cargo test --release --test chaos the_balancer_places)"
     );
     let mut rng = Rng(ringraft::rng::Rng(seed ^ 0x6261_6c61));
-    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
-    cfg.nodes = 4;
-    cfg.shards = 1;
-    cfg.groups = MOVE_RANGES;
-    cfg.replication_factor = Some(3);
-    cfg.balancer = true;
-    if let Ok(d) = std::env::var("CHAOS_LOG_DIR") {
-        std::fs::create_dir_all(&d).expect("CHAOS_LOG_DIR");
-        cfg.log_dir = Some(d.into());
-    }
-    cfg.extra_args = [
-        "--initial-split-keys",
-        MOVE_SPLITS,
+    let extra = [
         "--placement",
         "unbound",
         // Kills last about a second: no node is declared dead.
@@ -633,11 +643,8 @@ fn the_balancer_places_joins_and_drains_under_kills_and_pauses() {
         "60000",
         "--stray-learner-timeout-ms",
         "15000",
-    ]
-    .iter()
-    .chain(&CHAOS_RAFT_ARGS)
-    .map(|s| s.to_string())
-    .collect();
+    ];
+    let cfg = ranges_cluster(4, true, &extra);
     let mut c = LocalCluster::start(cfg).expect("nodes start");
     c.wait_ready(Duration::from_secs(30)).expect("ready");
     let t0 = Instant::now();
@@ -718,17 +725,8 @@ fn the_balancer_places_joins_and_drains_under_kills_and_pauses() {
         let mut up = active.clone();
         up.extend(draining);
         let n = up[rng.below(up.len() as u64) as usize];
-        if rng.below(2) == 0 {
-            c.kill(n);
-            std::thread::sleep(rng.ms(200, 1200));
-            c.restart(n).unwrap();
-            *faults.entry("kill -9 + restart").or_default() += 1;
-        } else {
-            c.signal(n, 19); // SIGSTOP
-            std::thread::sleep(rng.ms(300, 1000));
-            c.signal(n, 18); // SIGCONT
-            *faults.entry("pause (SIGSTOP/SIGCONT)").or_default() += 1;
-        }
+        let kill = rng.below(2) == 0;
+        kill_or_pause(&mut c, n, kill, &mut rng, &mut faults);
         for &id in &up {
             assert!(
                 c.is_running(id),
