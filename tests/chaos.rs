@@ -715,8 +715,15 @@ fn the_balancer_places_joins_and_drains_under_kills_and_pauses() {
             *faults.entry("join").or_default() += 1;
             continue;
         }
-        if drain.is_none() && joined_in.1 >= 1 && active.len() >= 5 {
-            let node = active.remove(rng.below(active.len() as u64) as usize);
+        // Of the nodes in the map (a node that joined has registered once
+        // its store is written: `ctl decommission` of one that has not
+        // says "no node N in the cluster map").
+        let registered: Vec<usize> = (0..active.len())
+            .filter(|&i| c.stored_id(active[i]) == Some(active[i]))
+            .collect();
+        if drain.is_none() && joined_in.1 >= 1 && active.len() >= 5 && !registered.is_empty() {
+            let i = registered[rng.below(registered.len() as u64) as usize];
+            let node = active.remove(i);
             drain = Some((node, start_drain(&c, node)));
             *faults.entry("decommission asked").or_default() += 1;
             continue;

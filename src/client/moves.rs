@@ -29,9 +29,10 @@ use crate::wire::{ClientError, Op, Reply};
 
 /// How long a move waits for its new learner to catch up (be sent and
 /// install the range's snapshot, then the log after it) while the learner
-/// makes no progress: neither its match index nor the bytes of its
-/// snapshot that it acknowledged advance, as the range's leader reports
-/// them (`ReplicaStatus`, looked at every [`MOVE_PROGRESS_LOOK_MS`]). A
+/// makes no progress ([`CatchUpWatch`]: the bytes of its snapshot it
+/// acknowledged, its match index on the way to a goal, its lag behind the
+/// log), as the range's leader reports them (`ReplicaStatus`, looked at
+/// every [`MOVE_PROGRESS_LOOK_MS`]). A
 /// learner that keeps receiving is waited for however long its range
 /// takes at the snapshot budget (a fixed 120 s once failed every move of a
 /// range larger than 120 s × the shard's share of
@@ -47,17 +48,25 @@ pub const MOVE_PROGRESS_LOOK_MS: u64 = 1_000;
 /// A learner's best progress seen by a move waiting for it (see
 /// [`MOVE_CATCH_UP_WAIT_MS`]). A report shows progress when the learner
 /// acknowledged more bytes of the snapshot streaming to it than of that
-/// snapshot before, or, once no snapshot streams, when its lag behind its
-/// leader's log (last index − match index) reaches a new low above 0
-/// since the last snapshot (so finitely often). So a caught-up learner
-/// whose promotion keeps failing for another reason (a transfer that does
-/// not happen, a busy leader) shows none however many writes it
-/// replicates, and the move still gives up; a snapshot sent again from its
-/// start, or a newer snapshot that replaces it, shows none until it
-/// passes where the last report got.
+/// snapshot before; or, once no snapshot streams, when its match index
+/// passes the highest seen while that is still below the goal (the
+/// leader's last index at the first such report after a snapshot, fixed
+/// until the next one), or its lag behind the leader's log (last index −
+/// match index) reaches a new low above 0. Each rule can fire only
+/// finitely often, so a caught-up learner whose promotion keeps failing
+/// for another reason (a transfer that does not happen, a busy leader)
+/// shows no progress however many writes it replicates, and the move
+/// still gives up; a learner applying entries behind a log that grows as
+/// fast keeps the move waiting until it reaches the goal. A snapshot sent
+/// again from its start, or a newer one replacing it, shows none until it
+/// passes where the last report got; a report of match 0 (a new leader
+/// probing) shows none.
 #[derive(Debug, Clone)]
 pub struct CatchUpWatch {
     best_lag: u64,
+    best_match: u64,
+    /// 0: to be set at the next report without a snapshot streaming.
+    goal: u64,
     /// (snapshot index, bytes acknowledged of it).
     snapshot: (u64, u64),
     since: Instant,
@@ -68,6 +77,8 @@ impl CatchUpWatch {
     pub fn new(now: Instant) -> Self {
         CatchUpWatch {
             best_lag: u64::MAX,
+            best_match: 0,
+            goal: 0,
             snapshot: (0, 0),
             since: now,
         }
@@ -83,9 +94,8 @@ impl CatchUpWatch {
     ) -> bool {
         let (index, acked) = (s.snapshot_index, s.snapshot_acked_bytes);
         let moved = if index != 0 {
-            // Seeding: its bytes. The lag after the install starts anew
-            // (the log grew meanwhile).
-            self.best_lag = u64::MAX;
+            // Seeding: its bytes; the log's goal is set anew after it.
+            self.goal = 0;
             if index == self.snapshot.0 {
                 let more = acked > self.snapshot.1;
                 self.snapshot.1 = self.snapshot.1.max(acked);
@@ -95,10 +105,16 @@ impl CatchUpWatch {
                 false
             }
         } else {
-            let lag = last_index.saturating_sub(s.match_index);
+            if self.goal == 0 {
+                self.goal = last_index.max(1);
+            }
+            let m = s.match_index;
+            let lag = last_index.saturating_sub(m);
+            let closer = m > self.best_match && self.best_match < self.goal;
             let lower = lag > 0 && lag < self.best_lag;
+            self.best_match = self.best_match.max(m);
             self.best_lag = self.best_lag.min(lag.max(1));
-            lower
+            closer || lower
         };
         if moved {
             self.since = now;
@@ -514,9 +530,10 @@ mod tests {
 
     /// `MOVE_CATCH_UP_WAIT_MS` counts from the learner's last progress: a
     /// snapshot streaming, then the log, keep the move waiting however
-    /// long they take; a snapshot sent again from its start, a newer one
-    /// replacing it, a lag that does not shrink, and a caught-up learner
-    /// replicating new writes are no progress.
+    /// long they take (a learner applying entries behind a log that grows
+    /// as fast included, up to its goal); a snapshot sent again from its
+    /// start, a newer one replacing it, a new leader's report of match 0,
+    /// and a caught-up learner replicating new writes are no progress.
     #[test]
     fn a_move_waits_while_its_learner_progresses_and_counts_a_stall_from_the_last_progress() {
         let t0 = Instant::now();
@@ -537,14 +554,27 @@ mod tests {
         assert!(w.observe(&report(0, 50, 601 << 20), 700, at(603)));
         assert!(!w.observe(&report(0, 90, 0), 700, at(604)));
         assert!(w.observe(&report(0, 90, 1), 700, at(605)));
-        // Installed: the lag shrinks to a new low, then stays.
+        // Installed (goal: 700): applying entries while the log grows as
+        // fast (lag 610 each time) is progress, up to the goal.
         assert!(w.observe(&report(90, 0, 0), 700, at(606)));
-        assert!(w.observe(&report(690, 0, 0), 700, at(607)));
-        assert!(!w.observe(&report(700, 0, 10), 710, at(608)), "same lag");
+        assert!(w.observe(&report(390, 0, 0), 1000, at(607)));
+        assert!(w.observe(&report(700, 0, 0), 1310, at(608)));
+        // A new leader probing reports match 0: nothing.
+        assert!(!w.observe(&report(0, 0, 0), 1300, at(609)));
+        // Past the goal, only a new low of the lag counts.
+        assert!(
+            !w.observe(&report(990, 0, 0), 1600, at(610)),
+            "lag 610 again"
+        );
+        assert!(w.observe(&report(1590, 0, 0), 1600, at(611)), "lag 10");
         // Caught up (lag 0) and replicating new writes: no progress.
-        assert!(!w.observe(&report(710, 0, 0), 710, at(609)));
-        assert!(!w.observe(&report(900, 0, 0), 900, at(610)));
-        assert_eq!(w.stalled_for(at(607) + limit), limit);
-        assert!(w.stalled_for(at(608) + limit) > limit);
+        assert!(!w.observe(&report(1600, 0, 0), 1600, at(612)));
+        assert!(!w.observe(&report(1900, 0, 0), 1900, at(613)));
+        assert!(
+            !w.observe(&report(1990, 0, 0), 2000, at(614)),
+            "lag 10 again"
+        );
+        assert_eq!(w.stalled_for(at(611) + limit), limit);
+        assert!(w.stalled_for(at(612) + limit) > limit);
     }
 }

@@ -275,13 +275,15 @@ pub struct GroupStatus {
 /// leader's Raft progress for it, as in etcd/raft's `Progress`.
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ReplicaStatus {
+    /// The node the member is placed on.
     pub node: u64,
     /// The highest index known replicated there (the leader's own: its
     /// durable index).
     pub match_index: u64,
     /// How the leader sends to it: "leader" (itself), "replicate"
     /// (pipelined appends), "probe" (one append at a time until one
-    /// matches), "snapshot" (a snapshot streams to it).
+    /// matches), "snapshot" (a snapshot streams to it), "unknown" (a
+    /// member the leader keeps no progress for).
     pub state: String,
     /// Reported unreachable by the transport and not heard from since.
     pub unreachable: bool,

@@ -55,5 +55,5 @@ pub use error::{Result, WalError};
 pub use memdisk::{CrashMode, MemDisk, MemFile};
 pub use wal::{
     RecoveryMode, RecoveryReport, TornTail, ValidWalOptions, Wal, WalOptions, WalStats,
-    WRITE_NUDGE_MS,
+    WRITE_NUDGES_IN_FLIGHT_MAX, WRITE_NUDGE_MS,
 };

@@ -45,6 +45,9 @@ struct State {
     /// Writes pass while this is above zero (each takes one); `None`: no hold.
     writes_allowed: Option<u64>,
     held: Vec<std::task::Waker>,
+    /// Nudges wait while this is set (`MemDisk::hold_nudges`).
+    nudges_held: bool,
+    held_nudges: Vec<std::task::Waker>,
 }
 
 impl State {
@@ -179,6 +182,22 @@ impl MemDisk {
     /// Number of successful `fdatasync` calls so far.
     pub fn syncs(&self) -> u64 {
         self.st.borrow().syncs
+    }
+
+    /// Nudges started from now on wait (a ring that does not answer
+    /// them) until [`MemDisk::release_nudges`]; they are counted when
+    /// they start.
+    pub fn hold_nudges(&self) {
+        self.st.borrow_mut().nudges_held = true;
+    }
+
+    /// Lets held and later nudges finish.
+    pub fn release_nudges(&self) {
+        let mut st = self.st.borrow_mut();
+        st.nudges_held = false;
+        for w in st.held_nudges.drain(..) {
+            w.wake();
+        }
     }
 
     /// Number of `SegmentFile::nudge` calls so far.
@@ -488,6 +507,15 @@ impl SegmentFile for MemFile {
 
     async fn nudge(&self) -> io::Result<()> {
         self.disk.st.borrow_mut().nudges += 1;
+        std::future::poll_fn(|cx| {
+            let mut st = self.disk.st.borrow_mut();
+            if !st.nudges_held {
+                return std::task::Poll::Ready(());
+            }
+            st.held_nudges.push(cx.waker().clone());
+            std::task::Poll::Pending
+        })
+        .await;
         Ok(())
     }
 }

@@ -192,6 +192,12 @@ pub struct WalStats {
 /// write takes well under this; a nudge costs one block read.
 pub const WRITE_NUDGE_MS: u64 = 50;
 
+/// Nudges of one flush's writes in flight at most: a nudge goes to the
+/// same ring as the writes, so one that does not come back either must not
+/// stop the next (each submission enters the ring), and a hung device must
+/// not pile reads up without bound.
+pub const WRITE_NUDGES_IN_FLIGHT_MAX: usize = 4;
+
 /// Initial capacity of a chunk buffer; it doubles up to `write_chunk_bytes`.
 const CHUNK_BUF_BYTES_MIN: usize = 64 << 10;
 
@@ -873,7 +879,7 @@ impl<D: Disk> Wal<D> {
         .await
     }
 
-    /// What the writer task awaits now: "waiting for records", "writing",
+    /// What the writer task awaits now: "starting", "waiting for records", "writing",
     /// "fdatasync", "waiting for the next segment", "installing the next
     /// segment", "closing a segment", "stopped". For a caller that sees
     /// records stay not durable: which step the disk holds.
@@ -1035,18 +1041,18 @@ async fn writer<D: Disk>(inner: Rc<Inner<D>>, mut active: Active<D::File>) {
 
 /// Awaits `writes` to `file`, nudging the file's ring every
 /// `WRITE_NUDGE_MS` while they are outstanding (see there). A nudge runs
-/// as a task of its own (the writes never wait on it), one at a time (a
-/// hung device does not pile reads up), and is cancelled once the writes
-/// are done: its reference to `file` must not outlive them, or the
-/// segment's close would be skipped (`close_rc`).
+/// as a task of its own (the writes never wait on it), at most
+/// `WRITE_NUDGES_IN_FLIGHT_MAX` at a time, and the ones still out are
+/// cancelled once the writes are done: their references to `file` must
+/// not outlive them, or the segment's close would be skipped (`close_rc`).
 async fn nudged<D: Disk>(
     inner: &Inner<D>,
     file: &Rc<D::File>,
     writes: impl std::future::Future<Output = std::io::Result<()>>,
 ) -> std::io::Result<()> {
     let mut writes = std::pin::pin!(writes);
-    // The nudge in flight, if any: its handle, and whether it is done.
-    let mut nudge: Option<(glommio::task::JoinHandle<()>, Rc<std::cell::Cell<bool>>)> = None;
+    // The nudges in flight: their handles, and whether each is done.
+    let mut out: Vec<(glommio::task::JoinHandle<()>, Rc<std::cell::Cell<bool>>)> = Vec::new();
     loop {
         let late = async {
             glommio::timer::sleep(std::time::Duration::from_millis(WRITE_NUDGE_MS)).await;
@@ -1054,12 +1060,13 @@ async fn nudged<D: Disk>(
         };
         if let Some(r) = futures_lite::future::or(async { Some(writes.as_mut().await) }, late).await
         {
-            if let Some((n, _)) = nudge.take() {
+            for (n, _) in out.drain(..) {
                 n.cancel();
             }
             return r;
         }
-        if nudge.as_ref().is_some_and(|(_, done)| !done.get()) {
+        out.retain(|(_, done)| !done.get());
+        if out.len() >= WRITE_NUDGES_IN_FLIGHT_MAX {
             continue;
         }
         inner.st.borrow_mut().stats.write_nudges += 1;
@@ -1070,7 +1077,7 @@ async fn nudged<D: Disk>(
             d.set(true);
         })
         .detach();
-        nudge = Some((task, done));
+        out.push((task, done));
     }
 }
 

@@ -8,7 +8,10 @@ use std::rc::Rc;
 use glommio::LocalExecutorBuilder;
 use proptest::prelude::*;
 use ringraft_wal::format::{record_bytes, BLOCK_BYTES};
-use ringraft_wal::{CrashMode, MemDisk, RecoveryMode, Wal, WalError, WalOptions, WRITE_NUDGE_MS};
+use ringraft_wal::{
+    CrashMode, MemDisk, RecoveryMode, Wal, WalError, WalOptions, WRITE_NUDGES_IN_FLIGHT_MAX,
+    WRITE_NUDGE_MS,
+};
 
 fn run<T>(f: impl Future<Output = T>) -> T {
     LocalExecutorBuilder::default()
@@ -728,6 +731,29 @@ fn a_late_write_is_named_and_nudged() {
             futures_lite::future::yield_now().await;
         }
         assert_eq!(wal.writer_step(), "waiting for records");
+    });
+}
+
+/// `WRITE_NUDGES_IN_FLIGHT_MAX`: nudges that do not come back (a ring
+/// that answers neither the writes nor the reads) stop at the cap; once
+/// the writes are done no further nudge goes out, and the WAL goes on.
+#[test]
+fn nudges_that_do_not_come_back_stop_at_the_cap_and_are_cancelled_with_the_writes() {
+    run(async {
+        let (disk, wal, a) = one_write_held().await;
+        disk.hold_nudges();
+        let interval = std::time::Duration::from_millis(WRITE_NUDGE_MS);
+        glommio::timer::sleep(interval * (2 * WRITE_NUDGES_IN_FLIGHT_MAX as u32 + 2)).await;
+        assert_eq!(disk.nudges(), WRITE_NUDGES_IN_FLIGHT_MAX as u64);
+        assert_eq!(wal.stats().write_nudges, disk.nudges());
+        disk.release_writes();
+        wal.wait_durable(a).await.unwrap();
+        // The writes are done: no new nudge goes out.
+        disk.release_nudges();
+        glommio::timer::sleep(interval * 3).await;
+        assert_eq!(disk.nudges(), WRITE_NUDGES_IN_FLIGHT_MAX as u64);
+        let b = wal.append(b"b").await.unwrap();
+        assert!(wal.durable_lsn() >= b);
     });
 }
 
