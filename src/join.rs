@@ -241,7 +241,23 @@ struct Ask {
     wait_ms: u64,
 }
 
+/// Whether a connection error is another cluster's node refusing this
+/// one (asking again does not help).
+fn refused(e: &str) -> bool {
+    e.contains("refused by node")
+}
+
 impl Ask {
+    /// A client of the members given, of this node's cluster, that waits
+    /// no longer than the join does.
+    fn client_cfg(&self) -> ClientConfig {
+        let mut cfg = ClientConfig::new(self.addrs.clone());
+        cfg.cluster_id = self.cluster_id;
+        cfg.fetch_ranges_at_connect = false;
+        cfg.op_timeout_ms = cfg.op_timeout_ms.min(self.wait_ms);
+        cfg
+    }
+
     /// The cluster map, once a member answers and the meta group holds
     /// one covering the whole keyspace; asked again until `wait_ms` has
     /// passed.
@@ -249,11 +265,7 @@ impl Ask {
         let deadline = Instant::now() + Duration::from_millis(self.wait_ms);
         let mut last;
         loop {
-            let mut cfg = ClientConfig::new(self.addrs.clone());
-            cfg.cluster_id = self.cluster_id;
-            cfg.fetch_ranges_at_connect = false;
-            cfg.op_timeout_ms = cfg.op_timeout_ms.min(self.wait_ms);
-            match Client::connect(cfg).await {
+            match Client::connect(self.client_cfg()).await {
                 Ok(c) => {
                     let r = c.meta_state().await;
                     c.close().await;
@@ -277,7 +289,7 @@ impl Ask {
                     last = e.to_string();
                     // Another cluster's node refuses at once: asking again
                     // does not help.
-                    if last.contains("refused by node") {
+                    if refused(&last) {
                         return Err(JoinError::Cluster(format!(
                             "--join {}: {last} (this node's --cluster-id is {})",
                             self.via, self.cluster_id
@@ -308,12 +320,9 @@ impl Ask {
         // stopped): asked again, as `map` does, for as long.
         let deadline = Instant::now() + Duration::from_millis(self.wait_ms);
         let c = loop {
-            let mut cfg = ClientConfig::new(self.addrs.clone());
-            cfg.cluster_id = self.cluster_id;
-            cfg.fetch_ranges_at_connect = false;
-            match Client::connect(cfg).await {
+            match Client::connect(self.client_cfg()).await {
                 Ok(c) => break c,
-                Err(e) if Instant::now() >= deadline => {
+                Err(e) if Instant::now() >= deadline || refused(&e.to_string()) => {
                     return Err(JoinError::Cluster(format!(
                         "--join {}: registering this node: {e} (for {} ms). Check that the address is a member's --listen-clients and that it is up",
                         self.via, self.wait_ms
