@@ -322,7 +322,13 @@ impl Ask {
         let c = loop {
             match Client::connect(self.client_cfg()).await {
                 Ok(c) => break c,
-                Err(e) if Instant::now() >= deadline || refused(&e.to_string()) => {
+                Err(e) if refused(&e.to_string()) => {
+                    return Err(JoinError::Cluster(format!(
+                        "--join {}: registering this node: {e} (this node's --cluster-id is {})",
+                        self.via, self.cluster_id
+                    )))
+                }
+                Err(e) if Instant::now() >= deadline => {
                     return Err(JoinError::Cluster(format!(
                         "--join {}: registering this node: {e} (for {} ms). Check that the address is a member's --listen-clients and that it is up",
                         self.via, self.wait_ms

@@ -423,7 +423,7 @@ impl Client {
                             watch.observe(&s, last, now);
                         }
                     }
-                    if watch.stalled_for(Instant::now()) > patience {
+                    if watch.stalled_for(now) > patience {
                         // An abandoned learner would be sent the range
                         // forever (CockroachDB removes learners a failed
                         // change left behind, for the same reason).

@@ -11,6 +11,17 @@ use super::*;
 /// tick and 10-tick election timeout.
 pub const MEMBER_CHECK_ELECTIONS: u32 = 10;
 
+/// What one tick did, as far as `RawNode::advance` cares: a campaign or
+/// a membership check ends the call (one per call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tick {
+    /// Counted, perhaps acted on (a heartbeat, a check-quorum round).
+    Counted,
+    Campaigned,
+    /// A `Body::MemberCheck` went out.
+    Checked,
+}
+
 impl RawNode {
     // ---- role changes ----
 
@@ -227,9 +238,8 @@ impl RawNode {
                 self.clock_seen += quiet;
             } else {
                 self.clock_seen += 1;
-                let checks = self.stats.member_checks_sent;
-                let campaigned = self.tick_once(may_campaign);
-                if campaigned || self.stats.member_checks_sent != checks {
+                let done = self.tick_once(may_campaign);
+                if done != Tick::Counted {
                     // One campaign (or membership check) per call: after a
                     // stall, the timeouts that fell in it would only start
                     // elections that the next one supersedes at once (each
@@ -237,7 +247,7 @@ impl RawNode {
                     // lease.
                     self.ticks += now - self.clock_seen;
                     self.clock_seen = now;
-                    return campaigned;
+                    return done == Tick::Campaigned;
                 }
             }
         }
@@ -334,10 +344,10 @@ impl RawNode {
         }
     }
 
-    /// One tick, acted on. Returns whether it started a campaign.
-    fn tick_once(&mut self, may_campaign: bool) -> bool {
+    /// One tick, acted on: what it did that ends an `advance`.
+    fn tick_once(&mut self, may_campaign: bool) -> Tick {
         if self.quiesced {
-            return false;
+            return Tick::Counted;
         }
         self.ticks += 1;
         // Saturating: a learner's count runs until its membership check
@@ -374,7 +384,7 @@ impl RawNode {
                         // Not heard from a quorum for an election timeout:
                         // another leader may exist; stop serving.
                         self.become_follower(self.term, 0);
-                        return false;
+                        return Tick::Counted;
                     }
                 }
             }
@@ -389,7 +399,7 @@ impl RawNode {
         } else if self.election_elapsed >= self.election_timeout && self.promotable() {
             if may_campaign {
                 self.campaign();
-                return true;
+                return Tick::Campaigned;
             }
             self.stats.campaigns_deferred += 1;
         } else if !self.promotable()
@@ -397,8 +407,9 @@ impl RawNode {
             && self.election_elapsed >= self.member_check_ticks()
         {
             self.check_membership();
+            return Tick::Checked;
         }
-        false
+        Tick::Counted
     }
 
     pub(super) fn broadcast_heartbeat(&mut self) {
