@@ -592,6 +592,10 @@ where
         .expect("the executor ran")
 }
 
+/// Files [`SmallFs::fill`] writes at most, filling again while a node
+/// frees space under it.
+const FILL_ATTEMPTS_MAX: usize = 4;
+
 /// A small ext4 image loop-mounted in a temporary directory, for tests of
 /// full disks (needs root and loop devices: `new` says why when it cannot).
 /// Unmounted on drop.
@@ -639,21 +643,37 @@ impl SmallFs {
     /// Takes all but `keep` free bytes with a really allocated file (a
     /// sparse one takes no space); `unfill` gives them back.
     pub fn fill(&self, keep: u64) -> Result<(), String> {
-        let filler = self.mnt.join("filler");
-        let len = self.free_bytes().saturating_sub(keep).max(4096);
-        match sh(Command::new("fallocate")
-            .args(["-l", &len.to_string()])
-            .arg(&filler))
-        {
-            // The file system's own blocks for the file's extents may
-            // make the last few KiB fail: what counts is what is left.
-            Err(_) if self.free_bytes() <= keep + (1 << 20) => Ok(()),
-            r => r,
+        // A node on the file system may free space while it is filled (a
+        // WAL segment or snapshot file removed: chaos CI once failed here
+        // with "No space left on device" and more than 1 MiB free after):
+        // filled again, into another file, until little enough is left.
+        let mut last = Ok(());
+        for i in 0..FILL_ATTEMPTS_MAX {
+            if i > 0 && self.free_bytes() <= keep + (1 << 20) {
+                return Ok(());
+            }
+            let filler = self.mnt.join(format!("filler.{i}"));
+            let len = self.free_bytes().saturating_sub(keep).max(4096);
+            last = match sh(Command::new("fallocate")
+                .args(["-l", &len.to_string()])
+                .arg(&filler))
+            {
+                // The file system's own blocks for the file's extents may
+                // make the last few KiB fail: what counts is what is left.
+                Err(_) if self.free_bytes() <= keep + (1 << 20) => return Ok(()),
+                r => r,
+            };
+            if last.is_ok() && self.free_bytes() <= keep + (1 << 20) {
+                return Ok(());
+            }
         }
+        last
     }
 
     pub fn unfill(&self) {
-        let _ = std::fs::remove_file(self.mnt.join("filler"));
+        for i in 0..FILL_ATTEMPTS_MAX {
+            let _ = std::fs::remove_file(self.mnt.join(format!("filler.{i}")));
+        }
     }
 
     /// Freezes the filesystem (`fsfreeze -f`): every write and sync to it
