@@ -36,7 +36,8 @@ pub struct ShardStats {
     pub reads: u64,
     pub snapshots_taken: u64,
     /// Snapshots not taken when due: `SNAPSHOT_WRITES_MAX` writes were
-    /// under way (taken at a later apply or unpinning pass).
+    /// under way, or the turn had taken `SNAPSHOT_TAKE_BYTES_PER_TURN`
+    /// (taken at a later apply or unpinning pass).
     pub snapshots_deferred: u64,
     pub snapshots_installed: u64,
     /// Bytes of snapshot chunks sent (`--snapshot-send-bytes-per-sec`).
@@ -360,7 +361,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
         }),
         (
             "ringraft_snapshots_deferred_total",
-            "snapshots put off while SNAPSHOT_WRITES_MAX writes were under way",
+            "snapshots put off while SNAPSHOT_WRITES_MAX writes were under way or the turn had taken SNAPSHOT_TAKE_BYTES_PER_TURN",
             |s| s.stats.snapshots_deferred,
         ),
         (

@@ -1105,6 +1105,75 @@ fn at_most_snapshot_writes_max_snapshot_files_are_written_at_once() {
     drop(lock);
 }
 
+/// `SNAPSHOT_TAKE_BYTES_PER_TURN`: one turn copies at most that much
+/// replica state into snapshots of its own (the turn that reaches it takes
+/// no more; the rest are put off, counted in `snapshots_deferred`). Here 6
+/// groups holding 8 MiB each, snapshotting at every entry, apply in the
+/// same turn: 4 snapshots reach 32 MiB and 2 are put off. Before the
+/// budget one unpinning pass took 16 such snapshots in a turn and held it
+/// for seconds (`ringraft-rebalance --data-mib 1024`).
+#[test]
+fn a_turn_takes_at_most_snapshot_take_bytes_per_turn_of_snapshots() {
+    use ringraft::kv::{Command, WriteOp};
+    use ringraft::shard::SNAPSHOT_TAKE_BYTES_PER_TURN;
+    let value = 8usize << 20;
+    let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
+        snapshot_entries: Some(1),
+        value_bytes_max: Some(value + 1024),
+        ..s
+    });
+    let n = 6u64;
+    let fit = SNAPSHOT_TAKE_BYTES_PER_TURN.div_ceil(value as u64);
+    assert!(fit < n, "some snapshots must be put off");
+    let groups = 1000..1000 + n;
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        for g in groups.clone() {
+            shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
+            let put = Command {
+                client: 7,
+                seq: 1,
+                ack: 0,
+                op: WriteOp::Put {
+                    key: Bytes::from_static(b"k"),
+                    value: Bytes::from(vec![b'v'; value]),
+                },
+            };
+            shard.on_peer_message(g, 2, leader_entry(1, put.encode()));
+        }
+        let applied = |shard: &Shard| {
+            shard
+                .replicas()
+                .iter()
+                .filter(|r| groups.contains(&r.group) && r.applied == 1)
+                .count() as u64
+        };
+        // Written in one turn, durable together, applied in one later turn.
+        shard.process_readies().await.unwrap();
+        let (mut before, mut after) = (shard.stats(), shard.stats());
+        for _ in 0..10_000 {
+            shard.begin_turn();
+            shard.complete_durable();
+            before = shard.stats();
+            shard.process_readies().await.unwrap();
+            after = shard.stats();
+            if applied(&shard) > 0 {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(applied(&shard), n, "every group applied in that turn");
+        assert_eq!(after.snapshots_taken - before.snapshots_taken, fit);
+        assert_eq!(
+            after.snapshots_deferred - before.snapshots_deferred,
+            n - fit
+        );
+    });
+    drop(lock);
+}
+
 /// A data directory written when keys were placed in groups by a hash (its
 /// founding replicas have no range descriptor) is refused at open with a
 /// message that says so, in a cluster of more than one group: its keys

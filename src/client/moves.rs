@@ -42,7 +42,7 @@ use crate::wire::{ClientError, Op, Reply};
 pub const MOVE_CATCH_UP_WAIT_MS: u64 = 120_000;
 
 /// How often a move waiting for its learner asks the range's leader for
-/// the learner's progress (one `Op::Status`).
+/// the learner's progress (one `Op::Progress`).
 pub const MOVE_PROGRESS_LOOK_MS: u64 = 1_000;
 
 /// A learner's best progress seen by a move waiting for it (see
@@ -386,7 +386,7 @@ impl Client {
         range: u64,
         node: NodeId,
     ) -> Option<(crate::wire::ReplicaStatus, u64)> {
-        match self.admin_on_leader(range, Op::Status).await {
+        match self.admin_on_leader(range, Op::Progress).await {
             Ok(Reply::Status(groups)) => {
                 let g = groups.into_iter().find(|g| g.group == range)?;
                 let last = g.last_index;

@@ -181,6 +181,16 @@ impl Shard {
             return Ok(());
         }
         let mut rewrote = false;
+        // Where a slow pass spent its time (ms), logged past SLOW_TURN_MS:
+        // taking snapshots, rewriting records, restating the catalog,
+        // releasing segments.
+        let started = std::time::Instant::now();
+        let mut split = [0u128; 4];
+        let mut lap = started;
+        let mut lap_ms = |at: usize| {
+            split[at] = lap.elapsed().as_millis();
+            lap = std::time::Instant::now();
+        };
         // (group, the index its log is written again from, if it is)
         let mut stale = Vec::new();
         // Log bytes this pass may still write (`WAL_REWRITE_PASS_BYTES_MAX`).
@@ -211,10 +221,12 @@ impl Shard {
                 self.snapshot_now(gid, true);
             }
         }
+        lap_ms(0);
         if !stale.is_empty() {
             self.rewrite_records(&stale).await?;
             rewrote = true;
         }
+        lap_ms(1);
         // Catalog entries are restated like hard states (an old create or
         // tombstone must not be released with its segment), by segments
         // (`LogStore::restate_stale_catalog`).
@@ -227,8 +239,22 @@ impl Shard {
         {
             rewrote = true;
         }
+        lap_ms(2);
         if rewrote {
             self.release_wal().await?;
+        }
+        lap_ms(3);
+        if started.elapsed().as_millis() >= u128::from(super::SLOW_TURN_MS) {
+            let [snapshots, rewrite, catalog, release] = split;
+            tracing::warn!(
+                shard = self.cfg.shard,
+                snapshots,
+                rewrite,
+                catalog,
+                release,
+                groups = stale.len(),
+                "slow WAL unpinning pass (ms per step)"
+            );
         }
         Ok(())
     }

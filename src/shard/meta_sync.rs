@@ -26,8 +26,8 @@ use crate::meta::{ClusterSettings, MetaCmd, MetaState, NodeRecord, NodeState, Ra
 use crate::route::META_GROUP;
 use crate::wire::{Op, Reply};
 
-use super::balancer::{Balancer, LivenessSeen, BALANCE_INTERVAL_MS_DEFAULT};
-use crate::meta::planner::PlannerConfig;
+use super::balancer::{Balancer, LivenessSeen, BALANCE_AGAIN_MS, BALANCE_INTERVAL_MS_DEFAULT};
+use crate::meta::planner::{Op as PlanOp, PlannerConfig};
 
 /// How often the upkeep looks whether this node's meta replica leads
 /// (ms; a flag the shard sets, free to look at).
@@ -184,8 +184,18 @@ pub async fn run_meta_sync(
             let seen = |s| {
                 link.liveness.replace(Some(s));
             };
-            b.round(c, &state, &leading, &stop, &seen).await;
-            next_round = Some(Instant::now() + Duration::from_millis(BALANCE_INTERVAL_MS_DEFAULT));
+            let done = b.round(c, &state, &leading, &stop, &seen).await;
+            // A leader transfer is only asked for when it returns: the
+            // next round would still see the old leader and ask again.
+            let changed = done
+                .iter()
+                .any(|(op, r)| r.is_ok() && !matches!(op, PlanOp::TransferLeader { .. }));
+            let wait = if changed {
+                BALANCE_AGAIN_MS
+            } else {
+                BALANCE_INTERVAL_MS_DEFAULT
+            };
+            next_round = Some(Instant::now() + Duration::from_millis(wait));
         }
     }
 }

@@ -206,6 +206,8 @@ pub struct Shard {
     /// Snapshot files being written in the background (taken here, not
     /// installs): at most `SNAPSHOT_WRITES_MAX`.
     snaps_writing: Rc<Cell<usize>>,
+    /// Bytes of snapshots taken this turn (`SNAPSHOT_TAKE_BYTES_PER_TURN`).
+    snap_bytes_turn: u64,
     snap_dir: PathBuf,
     wal_dir: PathBuf,
     /// The disk filled up: writes are refused, reads served, and the shard
@@ -227,6 +229,19 @@ pub struct Shard {
 /// there for seconds, and every io_uring cancellation walks that queue, so
 /// the shard's turns took seconds too (issue #16).
 pub const SNAPSHOT_WRITES_MAX: usize = 16;
+
+/// Bytes of replica state one turn copies into snapshots for the shard's
+/// own compaction and WAL unpinning, at most: the turn that reaches it
+/// takes no further such snapshot (it is put off, counted in
+/// `snapshots_deferred`, and taken at a later apply or pass); a turn
+/// always takes at least one, whatever its size. Taking a snapshot
+/// copies the range's whole state on the executor thread: 1 GiB in 24
+/// ranges, snapshotted 16 at a time by one unpinning pass, held turns for
+/// 0.5-3.7 s (`ringraft-rebalance --data-mib 1024`), past the election
+/// timeout, and the ranges' leaders changed every few seconds.
+/// Snapshots an operator asks for, and those seeding a new learner, are
+/// not counted against it.
+pub const SNAPSHOT_TAKE_BYTES_PER_TURN: u64 = 32 << 20;
 
 /// Election timeouts from its start that a campaign holds one of the
 /// `campaigns_in_flight_max` slots: one that has not ended by then (its
@@ -531,6 +546,7 @@ impl Shard {
             snaps_done: Rc::default(),
             snaps_failed: Rc::default(),
             snaps_writing: Rc::default(),
+            snap_bytes_turn: 0,
             snap_dir,
             wal_dir,
             disk_full: false,
@@ -605,7 +621,7 @@ impl Shard {
             if self.stop.get() {
                 break Ok(());
             }
-            self.stats.turns += 1;
+            self.begin_turn();
             let mut times = TurnTimes::begin();
             watch.begin();
             // 1. ticks due on the monotonic clock, batched for the whole
@@ -1081,6 +1097,15 @@ impl Shard {
             .map_err(wal_err(self.cfg.shard))?;
         self.stats.wal_records += records;
         Ok(lsn)
+    }
+
+    /// Starts a turn: counts it, and gives the turn its snapshot budget
+    /// (`SNAPSHOT_TAKE_BYTES_PER_TURN`). The shard loop calls it first
+    /// thing every turn; public so that tests can drive a shard without
+    /// its loop.
+    pub fn begin_turn(&mut self) {
+        self.stats.turns += 1;
+        self.snap_bytes_turn = 0;
     }
 
     /// Sends the acks and reports persistence of every Ready durable now.

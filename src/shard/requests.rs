@@ -41,6 +41,16 @@ impl Shard {
                 let st = self.status(meta);
                 return self.respond(conn, req.id, Ok(Reply::Status(st)));
             }
+            Op::Progress => {
+                let r = match self.replicas.get(&req.group) {
+                    None => Err(ClientError::NotHosted { group: req.group }),
+                    Some(g) if g.raft.role() != Role::Leader => Err(ClientError::NotLeader {
+                        leader: g.leader_node(),
+                    }),
+                    Some(g) => Ok(Reply::Status(vec![group_status(g, false)])),
+                };
+                return self.respond(conn, req.id, r);
+            }
             Op::Ranges { from, limit } => {
                 let ranges = self.ranges(from, *limit);
                 return self.respond(conn, req.id, Ok(Reply::Ranges(ranges)));
@@ -200,6 +210,7 @@ impl Shard {
             Op::ClusterMap
             | Op::Ping
             | Op::Status
+            | Op::Progress
             | Op::Isolate { .. }
             | Op::Ranges { .. }
             | Op::Meta { .. }
@@ -731,31 +742,35 @@ impl Shard {
         self.replicas
             .values()
             .filter(|g| (g.id == crate::route::META_GROUP) == meta)
-            .map(|g| {
-                let replicas = if g.raft.role() == Role::Leader {
-                    g.raft
-                        .conf()
-                        .placements
-                        .iter()
-                        .map(|p| replica_status(g, p))
-                        .collect()
-                } else {
-                    Vec::new()
-                };
-                GroupStatus {
-                    group: g.id,
-                    leader: g.leader_node(),
-                    term: g.raft.term(),
-                    commit: g.raft.commit_index(),
-                    applied: g.kv.applied(),
-                    replicas,
-                    digest: g.kv.digest(),
-                    last_index: g.raft.last_index(),
-                    quiesced: g.raft.quiesced(),
-                    reads_waiting: g.reads_waiting() as u64,
-                }
-            })
+            .map(|g| group_status(g, true))
             .collect()
+    }
+}
+
+/// Group `g`'s status here; its digest only if `digest` (a pass over
+/// its whole state), else 0 (`Op::Progress`).
+fn group_status(g: &crate::group::Replica, digest: bool) -> GroupStatus {
+    let replicas = if g.raft.role() == Role::Leader {
+        g.raft
+            .conf()
+            .placements
+            .iter()
+            .map(|p| replica_status(g, p))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    GroupStatus {
+        group: g.id,
+        leader: g.leader_node(),
+        term: g.raft.term(),
+        commit: g.raft.commit_index(),
+        applied: g.kv.applied(),
+        replicas,
+        digest: if digest { g.kv.digest() } else { 0 },
+        last_index: g.raft.last_index(),
+        quiesced: g.raft.quiesced(),
+        reads_waiting: g.reads_waiting() as u64,
     }
 }
 

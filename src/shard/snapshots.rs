@@ -22,10 +22,11 @@ impl Shard {
 
     /// Compacts the group at its applied index and writes the snapshot
     /// file in the background; the WAL is released once it is durable.
-    /// `limited`: not if `SNAPSHOT_WRITES_MAX` writes are under way (the
-    /// shard's own compaction and unpinning, which come back to it); an
-    /// operator's snapshot and the one seeding a new learner are taken
-    /// whatever the count.
+    /// `limited`: not if `SNAPSHOT_WRITES_MAX` writes are under way, nor
+    /// once this turn took `SNAPSHOT_TAKE_BYTES_PER_TURN` (the shard's own
+    /// compaction and unpinning, which come back to it); an operator's
+    /// snapshot and the one seeding a new learner are taken whatever the
+    /// count.
     pub(super) fn snapshot_now(&mut self, gid: GroupId, limited: bool) {
         if self.disk_full {
             return;
@@ -37,7 +38,10 @@ impl Shard {
         if g.snap_writing || applied <= g.raft.snapshot().map_or(0, |s| s.meta.index) {
             return;
         }
-        if limited && self.snaps_writing.get() >= SNAPSHOT_WRITES_MAX {
+        if limited
+            && (self.snaps_writing.get() >= SNAPSHOT_WRITES_MAX
+                || self.snap_bytes_turn >= SNAPSHOT_TAKE_BYTES_PER_TURN)
+        {
             self.stats.snapshots_deferred += 1;
             return;
         }
@@ -46,6 +50,9 @@ impl Shard {
         }
         self.work.mark(gid);
         let snap = g.raft.snapshot().cloned().expect("just compacted");
+        if limited {
+            self.snap_bytes_turn += snap.data.len() as u64;
+        }
         g.snap_writing = true;
         g.bytes_since_snapshot = 0;
         self.stats.snapshots_taken += 1;

@@ -62,6 +62,7 @@ pub fn every_op() -> Vec<Op> {
         },
         Op::ClusterMap,
         Op::Status,
+        Op::Progress,
         Op::TransferLeader { to: 3 },
         Op::AddLearner {
             node: 4,
