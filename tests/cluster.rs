@@ -2196,6 +2196,34 @@ fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
             Err(Error::Server(ClientError::NotLeader { leader })) => assert_eq!(leader, from),
             r => panic!("a follower answered Descriptor with {r:?}"),
         }
+        // What a move watches: the range's progress from its leader alone,
+        // that range only, without the digest `Status` computes for every
+        // range of the shard (a pass over all their data: at 1 GiB each
+        // look held the shard for 0.6 s).
+        match cl.admin(stay, 0, Op::Progress).await {
+            Err(Error::Server(ClientError::NotLeader { leader })) => assert_eq!(leader, from),
+            r => panic!("a follower answered Progress with {r:?}"),
+        }
+        match cl.admin(4, 0, Op::Progress).await {
+            Err(Error::Server(ClientError::NotHosted { group: 0 })) => {}
+            r => panic!("a node without the range answered Progress with {r:?}"),
+        }
+        match cl.admin(from, 0, Op::Progress).await {
+            Ok(Reply::Status(g)) => {
+                assert_eq!(g.len(), 1, "{g:?}");
+                assert_eq!((g[0].group, g[0].leader, g[0].digest), (0, from, 0));
+                let mut nodes: Vec<u64> = g[0].replicas.iter().map(|r| r.node).collect();
+                nodes.sort();
+                assert_eq!(nodes, on);
+            }
+            r => panic!("the leader answered Progress with {r:?}"),
+        }
+        match cl.admin(from, 0, Op::Status).await {
+            Ok(Reply::Status(g)) => {
+                assert!(g.iter().any(|g| g.group == 0 && g.digest != 0), "{g:?}")
+            }
+            r => panic!("the leader answered Status with {r:?}"),
+        }
         let e = cl.move_replica(0, from, stay, "").await.unwrap_err();
         assert!(
             e.to_string().contains("holds a voter of range 0 already"),

@@ -1150,8 +1150,16 @@ fn a_turn_takes_at_most_snapshot_take_bytes_per_turn_of_snapshots() {
                 .filter(|r| groups.contains(&r.group) && r.applied == 1)
                 .count() as u64
         };
-        // Written in one turn, durable together, applied in one later turn.
+        // Written in one turn; once all of it is durable, applied in one
+        // later turn (48 MiB is more than one WAL write).
         shard.process_readies().await.unwrap();
+        for _ in 0..10_000 {
+            if shard.wal_records_not_durable() == 0 {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(shard.wal_records_not_durable(), 0);
         let (mut before, mut after) = (shard.stats(), shard.stats());
         for _ in 0..10_000 {
             shard.begin_turn();

@@ -1108,6 +1108,13 @@ impl Shard {
         self.snap_bytes_turn = 0;
     }
 
+    /// WAL records this shard submitted that are not durable yet. Public so
+    /// that tests driving a shard without its loop can wait for a write.
+    pub fn wal_records_not_durable(&self) -> u64 {
+        let wal = self.store.wal();
+        wal.next_lsn().saturating_sub(wal.durable_lsn() + 1)
+    }
+
     /// Sends the acks and reports persistence of every Ready durable now.
     /// The shard loop calls it every turn; public so that tests can drive
     /// a shard without its loop.
