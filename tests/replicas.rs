@@ -956,7 +956,6 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
 /// `WAL_REWRITE_PASS_BYTES_MAX` of them: the rest wait for the next pass.
 #[test]
 fn a_pass_rewrites_at_most_wal_rewrite_pass_bytes_max_of_logs() {
-    use ringraft::kv::{Command, WriteOp};
     use ringraft::shard::{WAL_FLOOR_SEGMENTS_MAX, WAL_REWRITE_PASS_BYTES_MAX};
     let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
         value_bytes_max: Some(16 << 10),
@@ -971,17 +970,7 @@ fn a_pass_rewrites_at_most_wal_rewrite_pass_bytes_max_of_logs() {
             .await
             .unwrap();
         for &g in &groups {
-            shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
-            let put = Command {
-                client: 7,
-                seq: 1,
-                ack: 0,
-                op: WriteOp::Put {
-                    key: Bytes::from_static(b"k"),
-                    value: Bytes::from(vec![b'v'; value]),
-                },
-            };
-            shard.on_peer_message(g, 2, leader_entry(1, put.encode()));
+            create_with_value(&mut shard, g, value).await;
             shard.process_readies().await.unwrap();
         }
         settle(&mut shard, &groups, 1).await;
@@ -1002,6 +991,56 @@ fn a_pass_rewrites_at_most_wal_rewrite_pass_bytes_max_of_logs() {
         );
     });
     drop(lock);
+}
+
+/// Runs turns (`begin_turn`, `complete_durable`, `process_readies`) until
+/// one applies entry 1 of some group of `groups`: the shard's stats
+/// before and after that turn, and how many of `groups` had applied it
+/// then (panics after 10,000 turns).
+async fn turn_that_applies(
+    shard: &mut Shard,
+    groups: std::ops::Range<u64>,
+) -> (
+    ringraft::shard::ShardStats,
+    ringraft::shard::ShardStats,
+    u64,
+) {
+    let applied = |shard: &Shard| {
+        shard
+            .replicas()
+            .iter()
+            .filter(|r| groups.contains(&r.group) && r.applied == 1)
+            .count() as u64
+    };
+    for _ in 0..10_000 {
+        shard.begin_turn();
+        shard.complete_durable();
+        let before = shard.stats();
+        shard.process_readies().await.unwrap();
+        let after = shard.stats();
+        if applied(shard) > 0 {
+            return (before, after, applied(shard));
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    panic!("no group of {groups:?} applied entry 1");
+}
+
+/// Creates replica 1 of group `g` (voters 1-3) and hands it leader 2's
+/// committed entry 1: a put of `value` bytes under key `k`.
+async fn create_with_value(shard: &mut Shard, g: u64, value: usize) {
+    use ringraft::kv::{Command, WriteOp};
+    shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
+    let put = Command {
+        client: 7,
+        seq: 1,
+        ack: 0,
+        op: WriteOp::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![b'v'; value]),
+        },
+    };
+    shard.on_peer_message(g, 2, leader_entry(1, put.encode()));
 }
 
 /// Leader 2's entry `index` (term 1; a no-op if `data` is empty) to
@@ -1075,27 +1114,10 @@ fn at_most_snapshot_writes_max_snapshot_files_are_written_at_once() {
             // Leader 2 replicates its no-op, committed.
             shard.on_peer_message(g, 2, leader_entry(1, Bytes::new()));
         }
-        let applied = |shard: &Shard| {
-            shard
-                .replicas()
-                .iter()
-                .filter(|r| groups.contains(&r.group) && r.applied == 1)
-                .count() as u64
-        };
         // Written in one turn, durable together, applied in one later turn.
         shard.process_readies().await.unwrap();
-        let (mut before, mut after) = (shard.stats(), shard.stats());
-        for _ in 0..10_000 {
-            shard.complete_durable();
-            before = shard.stats();
-            shard.process_readies().await.unwrap();
-            after = shard.stats();
-            if applied(&shard) > 0 {
-                break;
-            }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(applied(&shard), n, "every group applied in that turn");
+        let (before, after, applied) = turn_that_applies(&mut shard, groups).await;
+        assert_eq!(applied, n, "every group applied in that turn");
         assert_eq!(
             after.snapshots_taken - before.snapshots_taken,
             SNAPSHOT_WRITES_MAX as u64
@@ -1114,7 +1136,6 @@ fn at_most_snapshot_writes_max_snapshot_files_are_written_at_once() {
 /// for seconds (`ringraft-rebalance --data-mib 1024`).
 #[test]
 fn a_turn_takes_at_most_snapshot_take_bytes_per_turn_of_snapshots() {
-    use ringraft::kv::{Command, WriteOp};
     use ringraft::shard::SNAPSHOT_TAKE_BYTES_PER_TURN;
     let value = 8usize << 20;
     let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
@@ -1131,25 +1152,8 @@ fn a_turn_takes_at_most_snapshot_take_bytes_per_turn_of_snapshots() {
             .await
             .unwrap();
         for g in groups.clone() {
-            shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
-            let put = Command {
-                client: 7,
-                seq: 1,
-                ack: 0,
-                op: WriteOp::Put {
-                    key: Bytes::from_static(b"k"),
-                    value: Bytes::from(vec![b'v'; value]),
-                },
-            };
-            shard.on_peer_message(g, 2, leader_entry(1, put.encode()));
+            create_with_value(&mut shard, g, value).await;
         }
-        let applied = |shard: &Shard| {
-            shard
-                .replicas()
-                .iter()
-                .filter(|r| groups.contains(&r.group) && r.applied == 1)
-                .count() as u64
-        };
         // Written in one turn; once all of it is durable, applied in one
         // later turn (48 MiB is more than one WAL write).
         shard.process_readies().await.unwrap();
@@ -1160,19 +1164,8 @@ fn a_turn_takes_at_most_snapshot_take_bytes_per_turn_of_snapshots() {
             glommio::timer::sleep(Duration::from_millis(1)).await;
         }
         assert_eq!(shard.wal_records_not_durable(), 0);
-        let (mut before, mut after) = (shard.stats(), shard.stats());
-        for _ in 0..10_000 {
-            shard.begin_turn();
-            shard.complete_durable();
-            before = shard.stats();
-            shard.process_readies().await.unwrap();
-            after = shard.stats();
-            if applied(&shard) > 0 {
-                break;
-            }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
-        assert_eq!(applied(&shard), n, "every group applied in that turn");
+        let (before, after, applied) = turn_that_applies(&mut shard, groups).await;
+        assert_eq!(applied, n, "every group applied in that turn");
         assert_eq!(after.snapshots_taken - before.snapshots_taken, fit);
         assert_eq!(
             after.snapshots_deferred - before.snapshots_deferred,

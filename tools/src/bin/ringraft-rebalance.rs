@@ -159,18 +159,7 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let bin = match &args.node_bin {
-        Some(b) => b.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .with_file_name("ringraft"),
-    };
-    if !bin.exists() {
-        return Err(format!(
-            "the node binary {} does not exist: build it (cargo build --release --workspace) or pass --node-bin",
-            bin.display()
-        ));
-    }
+    let bin = ringraft_tools::node_bin(args.node_bin.as_ref())?;
     if args.nodes + args.add > NODES_MAX {
         return Err(format!(
             "--nodes {} plus --add {} is {} nodes: at most {NODES_MAX} on one box",
