@@ -804,8 +804,8 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                         let lag = g.commit.saturating_sub(r.match_index);
                         let down = if r.unreachable { ", unreachable" } else { "" };
                         format!(
-                            "{}:{} (lag {lag}, {}{down})",
-                            r.node, r.match_index, r.state
+                            "{}:{} ({}, lag {lag}, {}{down})",
+                            r.node, r.match_index, r.role, r.state
                         )
                     })
                     .collect();
@@ -993,20 +993,34 @@ async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, Strin
     }
     say!("node {node}: decommissioning; the balancer moves its replicas away");
     // The meta group's replica is not the balancer's to move: hand it to
-    // the active node holding fewest replicas that is not a member.
-    let members = c.meta_members().await.map_err(|e| e.to_string())?;
-    if members.contains(&node) {
+    // the active node holding fewest replicas that is not a voter (one
+    // holding a learner first: the move takes that learner over). A
+    // learner of it here is removed.
+    let roster = c.meta_roster().await.map_err(|e| e.to_string())?;
+    if roster.is_learner(node) {
+        let rm = Op::RemoveNode {
+            node,
+            below_replication_factor: false,
+        };
+        if let Err(e) = c.meta_admin(rm).await {
+            say!("meta group: its learner on node {node}: {e}");
+            return Ok(1);
+        }
+        say!("meta group: its learner on node {node} removed");
+    }
+    let voters = &roster.voters;
+    if voters.contains(&node) {
         let m = c.meta_state().await.map_err(|e| e.to_string())?;
         let to = m
             .nodes()
-            .filter(|n| n.state == NodeState::Active && !members.contains(&n.id))
+            .filter(|n| n.state == NodeState::Active && !voters.contains(&n.id))
             .min_by_key(|n| {
                 let held = m
                     .ranges()
                     .iter()
                     .filter(|d| d.replica_on(n.id).is_some())
                     .count();
-                (held, n.id)
+                (!roster.is_learner(n.id), held, n.id)
             })
             .map(|n| n.id);
         match to {

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Client, Error};
-use crate::meta::{MetaCmd, MetaReply, MetaState};
+use crate::meta::{MetaCmd, MetaReply, MetaState, ReplicaRole};
 use crate::route::META_GROUP;
 use crate::wire::{ClientError, Op, Reply};
 
@@ -63,12 +63,29 @@ impl Client {
     /// The nodes of the meta group's members (voters and learners), as
     /// its leader has them.
     pub async fn meta_members(&self) -> Result<Vec<u64>, Error> {
-        match self.on_meta_leader(Op::Status).await? {
-            Reply::Status(v) => Ok(v
-                .into_iter()
-                .find(|g| g.group == META_GROUP)
-                .map(|g| g.replicas.into_iter().map(|r| r.node).collect())
-                .unwrap_or_default()),
+        Ok(self.meta_roster().await?.nodes())
+    }
+
+    /// The meta group's members with their roles, as its leader has them
+    /// (`Op::Progress` on the meta group: its leader's view, no digest).
+    pub async fn meta_roster(&self) -> Result<MetaRoster, Error> {
+        match self.on_meta_leader(Op::Progress).await? {
+            Reply::Status(v) => {
+                let mut roster = MetaRoster::default();
+                for r in v
+                    .into_iter()
+                    .filter(|g| g.group == META_GROUP)
+                    .flat_map(|g| g.replicas)
+                {
+                    // A role this client does not know counts as a voter:
+                    // never taken for a learner to remove.
+                    match ReplicaRole::from_name(&r.role) {
+                        Some(ReplicaRole::Learner) => roster.learners.push((r.node, r.replica)),
+                        _ => roster.voters.push(r.node),
+                    }
+                }
+                Ok(roster)
+            }
             r => Err(super::unexpected(r)),
         }
     }
@@ -90,22 +107,28 @@ impl Client {
                 reason: format!("a move of the meta group's replica from node {from} to node {to}: two distinct nonzero node ids are needed"),
             }));
         }
-        let members = self.meta_members().await?;
-        if members.is_empty() {
+        let roster = self.meta_roster().await?;
+        let voters = &roster.voters;
+        if voters.is_empty() {
             return Err(Error::Unreachable(
                 "the meta group's leader reported no members".into(),
             ));
         }
-        if !members.contains(&from) {
-            return Ok(super::MoveOutcome::AlreadyDone);
-        }
-        if members.contains(&to) {
-            // Removing `from` would shrink the group: refused.
+        if roster.is_learner(from) {
             return Err(Error::Server(ClientError::BadRequest {
-                reason: format!("node {to} is in the meta group already (members {members:?}): removing node {from} would shrink it"),
+                reason: format!("node {from} holds a learner of the meta group, not a voter (voters {voters:?}): moving it would add a voter; remove it instead"),
             }));
         }
-        if members.len() == 1 {
+        if !voters.contains(&from) {
+            return Ok(super::MoveOutcome::AlreadyDone);
+        }
+        if voters.contains(&to) {
+            // Removing `from` would shrink the group: refused.
+            return Err(Error::Server(ClientError::BadRequest {
+                reason: format!("node {to} is in the meta group already (voters {voters:?}): removing node {from} would shrink it"),
+            }));
+        }
+        if voters.len() == 1 {
             return Err(Error::Server(ClientError::BadRequest {
                 reason: format!("the meta group has one voter (node {from}): a move through two voters cannot remove one (a majority); add a voter first"),
             }));
@@ -114,7 +137,9 @@ impl Client {
             let wait = super::moves::MOVE_CATCH_UP_WAIT_MS;
             super::moves::retrying(wait, || self.on_meta_leader(op.clone())).await
         };
-        if !members.contains(&to) {
+        // A learner on `to` already (a move cut short) is taken as it is:
+        // the move resumes instead of seeding another.
+        if !roster.is_learner(to) {
             patient(Op::AddLearner {
                 node: to,
                 peer_addr: peer_addr.to_string(),
@@ -230,5 +255,29 @@ impl Client {
             }
             glommio::timer::sleep(Duration::from_millis(100)).await;
         }
+    }
+}
+
+/// The meta group's members as its leader has them
+/// (`Client::meta_roster`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetaRoster {
+    /// The nodes of its voters (of either configuration while joint).
+    pub voters: Vec<u64>,
+    /// (node, replica id) of its learners: a move's target not promoted
+    /// yet, or one a move cut short left behind.
+    pub learners: Vec<(u64, u64)>,
+}
+
+impl MetaRoster {
+    /// The nodes of every member, voters first.
+    pub fn nodes(&self) -> Vec<u64> {
+        let learners = self.learners.iter().map(|&(n, _)| n);
+        self.voters.iter().copied().chain(learners).collect()
+    }
+
+    /// Whether node `node` holds a learner of the meta group.
+    pub fn is_learner(&self, node: u64) -> bool {
+        self.learners.iter().any(|&(n, _)| n == node)
     }
 }

@@ -15,6 +15,8 @@ mod conn;
 mod meta;
 mod moves;
 
+pub use meta::MetaRoster;
+
 pub use moves::{
     CatchUpWatch, MoveOutcome, MOVE_CATCH_UP_WAIT_MS, MOVE_LEADER_WAIT_MS, MOVE_PROGRESS_LOOK_MS,
 };

@@ -525,6 +525,8 @@ mod tests {
             unreachable: false,
             snapshot_index,
             snapshot_acked_bytes: acked,
+            replica: 5,
+            role: "learner".into(),
         }
     }
 

@@ -308,32 +308,20 @@ impl Replica {
     /// member on `shard` of its node. `None` while the keys are not known
     /// (a joining replica before its first snapshot) or no member is.
     pub fn range_descriptor(&self, shard: u32) -> Option<crate::meta::RangeDesc> {
-        use crate::meta::{Epoch, RangeDesc, RangeReplica, ReplicaRole};
+        use crate::meta::{Epoch, RangeDesc, RangeReplica};
         let b = self.kv.bounds();
         if !b.known {
             return None;
         }
         let conf = self.raft.conf();
-        let joint = !conf.voters_outgoing.is_empty();
         let replicas = conf
             .placements
             .iter()
-            .map(|p| {
-                let incoming = conf.voters.contains(&p.replica);
-                let outgoing = conf.voters_outgoing.contains(&p.replica);
-                let role = match (incoming, outgoing) {
-                    (true, true) => ReplicaRole::Voter,
-                    (true, false) if joint => ReplicaRole::IncomingVoter,
-                    (true, false) => ReplicaRole::Voter,
-                    (false, true) => ReplicaRole::DemotingVoter,
-                    (false, false) => ReplicaRole::Learner,
-                };
-                RangeReplica {
-                    replica: p.replica,
-                    node: p.node,
-                    shard,
-                    role,
-                }
+            .map(|p| RangeReplica {
+                replica: p.replica,
+                node: p.node,
+                shard,
+                role: member_role(conf, p.replica),
             })
             .collect();
         let desc = RangeDesc {
@@ -475,5 +463,23 @@ impl Replica {
     /// (node, peer address) of every member in the replicated address book.
     pub fn address_book(&self) -> impl Iterator<Item = (u64, String)> + '_ {
         self.kv.members().iter().map(|(n, a)| (*n, a.clone()))
+    }
+}
+
+/// Member `replica`'s role in `conf`: a voter of both configurations (or
+/// of the only one), of the incoming or the outgoing one only while
+/// joint (Raft thesis §4.3), or a learner (also a replica `conf` does not
+/// name).
+pub fn member_role(conf: &crate::raft::ConfState, replica: ReplicaId) -> crate::meta::ReplicaRole {
+    use crate::meta::ReplicaRole;
+    let joint = !conf.voters_outgoing.is_empty();
+    let incoming = conf.voters.contains(&replica);
+    let outgoing = conf.voters_outgoing.contains(&replica);
+    match (incoming, outgoing) {
+        (true, true) => ReplicaRole::Voter,
+        (true, false) if joint => ReplicaRole::IncomingVoter,
+        (true, false) => ReplicaRole::Voter,
+        (false, true) => ReplicaRole::DemotingVoter,
+        (false, false) => ReplicaRole::Learner,
     }
 }

@@ -10,6 +10,10 @@
 //!    outside it (fewest replicas first), one at a time. The map outlives
 //!    its nodes the way the ranges do; with a quorum of its members gone
 //!    there is no meta leader to plan anything (an operator's recovery).
+//!    Its learners follow the ranges' rule below: a move takes one over
+//!    as its target; one on a leaving node, or left unpromoted for
+//!    `stray_learner_timeout_ms` (a `move_meta_replica` cut short), is
+//!    removed.
 //! 1. **Repair**: a learner that no operation has promoted for
 //!    `stray_learner_timeout_ms` (a move or an addition whose driver died:
 //!    a killed `ctl move-replica`, a meta leader that lost its leadership
@@ -127,23 +131,37 @@ pub struct Observed {
     /// Operations under way (planned earlier, not finished): their ranges
     /// get no other, and their nodes count against `moves_per_node_max`.
     pub in_flight: Vec<Op>,
-    /// The nodes of the meta group's members, as its leader has them
-    /// (empty: not known, and the meta group is left alone).
+    /// The nodes of the meta group's members (voters and learners), as
+    /// its leader has them (empty: not known, and the meta group is left
+    /// alone).
     pub meta_members: Vec<NodeId>,
-    /// (range, replica id) of each learner in the map → when this meta
-    /// leader first saw it there, ms (`note_learners`). By replica id: a
-    /// learner removed and added again is a new one, with a new age.
+    /// (node, replica id) of the meta group's learners, among
+    /// `meta_members`.
+    pub meta_learners: Vec<(NodeId, u64)>,
+    /// (range, replica id) of each learner in the map, and (`META_GROUP`,
+    /// replica id) of each of the meta group's → when this meta leader
+    /// first saw it, ms (`note_learners`). By replica id: a learner
+    /// removed and added again is a new one, with a new age.
     pub learners_since: BTreeMap<(RangeId, u64), u64>,
 }
 
-/// Keeps `since` to the learners of `map`: one not listed yet is first
-/// seen at `now_ms`; one no longer in the map (promoted, removed) leaves.
-pub fn note_learners(map: &MetaState, since: &mut BTreeMap<(RangeId, u64), u64>, now_ms: u64) {
+/// Keeps `since` to the learners of `map`'s ranges and the meta group's
+/// `meta_learners` ((node, replica id)): one not listed yet is first seen
+/// at `now_ms`; one no longer there (promoted, removed) leaves.
+pub fn note_learners(
+    map: &MetaState,
+    meta_learners: &[(NodeId, u64)],
+    since: &mut BTreeMap<(RangeId, u64), u64>,
+    now_ms: u64,
+) {
     let mut now = BTreeSet::new();
     for d in map.ranges().iter() {
         for r in d.replicas.iter().filter(|r| r.role == ReplicaRole::Learner) {
             now.insert((d.id, r.replica));
         }
+    }
+    for &(_, replica) in meta_learners {
+        now.insert((crate::route::META_GROUP, replica));
     }
     since.retain(|k, _| now.contains(k));
     for k in now {
@@ -178,6 +196,8 @@ pub enum Op {
     /// Move the meta group's member on `from` to `to` (the same
     /// primitive, on the meta group: `Client::move_meta_replica`).
     MoveMetaReplica { from: NodeId, to: NodeId },
+    /// Remove the meta group's learner on `node`: no move promotes it.
+    RemoveMetaLearner { node: NodeId },
 }
 
 impl Op {
@@ -187,14 +207,16 @@ impl Op {
             | Op::MoveReplica { range, .. }
             | Op::RemoveReplica { range, .. }
             | Op::TransferLeader { range, .. } => range,
-            Op::MoveMetaReplica { .. } => crate::route::META_GROUP,
+            Op::MoveMetaReplica { .. } | Op::RemoveMetaLearner { .. } => crate::route::META_GROUP,
         }
     }
 
     /// Nodes whose replica set the operation changes.
     fn moving_nodes(&self) -> Vec<NodeId> {
         match *self {
-            Op::AddReplica { node, .. } | Op::RemoveReplica { node, .. } => vec![node],
+            Op::AddReplica { node, .. }
+            | Op::RemoveReplica { node, .. }
+            | Op::RemoveMetaLearner { node } => vec![node],
             Op::MoveReplica { from, to, .. } | Op::MoveMetaReplica { from, to } => vec![from, to],
             Op::TransferLeader { .. } => Vec::new(),
         }
@@ -370,7 +392,7 @@ impl Round<'_> {
                 *self.leading.entry(to).or_default() += 1;
             }
             // Not a range's replica: the counts stay.
-            Op::MoveMetaReplica { .. } => {}
+            Op::MoveMetaReplica { .. } | Op::RemoveMetaLearner { .. } => {}
         }
         self.out.push(op);
     }
@@ -410,22 +432,52 @@ impl Round<'_> {
     /// lowest id first), to the live active non-member holding fewest
     /// replicas (then lowest id); one at a time.
     fn repair_meta(&mut self, draining: &dyn Fn(NodeId) -> bool) {
-        let members = &self.obs.meta_members;
-        if self.taken.contains(&crate::route::META_GROUP) {
+        use crate::route::META_GROUP;
+        if self.taken.contains(&META_GROUP) {
             return;
         }
-        let Some(from) = members.iter().copied().filter(|&n| draining(n)).min() else {
+        let obs = self.obs;
+        let learner = |n: NodeId| obs.meta_learners.iter().any(|&(l, _)| l == n);
+        // A learner no move promotes: on a leaving node at once, else
+        // once it has waited `stray_learner_timeout_ms`.
+        let stray = obs
+            .meta_learners
+            .iter()
+            .find(|&&(node, replica)| {
+                draining(node)
+                    || obs
+                        .learners_since
+                        .get(&(META_GROUP, replica))
+                        .is_some_and(|&t| {
+                            obs.now_ms.saturating_sub(t) > self.cfg.stray_learner_timeout_ms
+                        })
+            })
+            .map(|&(node, _)| node);
+        if let Some(node) = stray {
+            if self.free(node) {
+                self.push(Op::RemoveMetaLearner { node });
+            }
+            return;
+        }
+        let voters: Vec<NodeId> = obs
+            .meta_members
+            .iter()
+            .copied()
+            .filter(|&n| !learner(n))
+            .collect();
+        let Some(from) = voters.iter().copied().filter(|&n| draining(n)).min() else {
             return;
         };
         if !self.free(from) {
             return;
         }
+        // A node holding a learner first: the move takes it over.
         let to = self
             .targets
             .iter()
             .copied()
-            .filter(|&n| !members.contains(&n) && self.free(n))
-            .min_by_key(|&n| (self.replicas.get(&n).copied().unwrap_or(0), n));
+            .filter(|&n| !voters.contains(&n) && self.free(n))
+            .min_by_key(|&n| (!learner(n), self.replicas.get(&n).copied().unwrap_or(0), n));
         if let Some(to) = to {
             self.push(Op::MoveMetaReplica { from, to });
         }

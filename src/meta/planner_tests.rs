@@ -78,6 +78,7 @@ fn world(nodes: &[(u64, NodeState)], rf: u32, ranges: &[(&[u64], u64)]) -> (Meta
             .collect(),
         in_flight: Vec::new(),
         meta_members: Vec::new(),
+        meta_learners: Vec::new(),
         learners_since: Default::default(),
     };
     (m, obs)
@@ -124,7 +125,7 @@ fn a_learner_left_unpromoted_past_the_timeout_is_removed() {
     });
     assert!(m.apply(&MetaCmd::ReportRanges(vec![d])).is_ok());
     let cfg = PlannerConfig::default();
-    note_learners(&m, &mut obs.learners_since, NOW);
+    note_learners(&m, &[], &mut obs.learners_since, NOW);
     assert_eq!(obs.learners_since.get(&(1, 999)), Some(&NOW));
     assert_eq!(plan(&m, &obs, &cfg), vec![]);
     let at = |obs: &mut Observed, t: u64| {
@@ -134,7 +135,7 @@ fn a_learner_left_unpromoted_past_the_timeout_is_removed() {
         }
     };
     at(&mut obs, NOW + cfg.stray_learner_timeout_ms);
-    note_learners(&m, &mut obs.learners_since, obs.now_ms);
+    note_learners(&m, &[], &mut obs.learners_since, obs.now_ms);
     assert_eq!(obs.learners_since.get(&(1, 999)), Some(&NOW), "first seen");
     assert_eq!(plan(&m, &obs, &cfg), vec![], "not past the timeout yet");
     at(&mut obs, NOW + cfg.stray_learner_timeout_ms + 1);
@@ -150,7 +151,7 @@ fn a_learner_left_unpromoted_past_the_timeout_is_removed() {
     assert_eq!(plan(&m, &obs, &cfg), vec![]);
     // Gone from the map (promoted, or removed): gone from the list.
     let (fresh, _) = world(&active(1..=4), 3, &[(ALL3, 1)]);
-    note_learners(&fresh, &mut obs.learners_since, obs.now_ms);
+    note_learners(&fresh, &[], &mut obs.learners_since, obs.now_ms);
     assert!(obs.learners_since.is_empty());
 }
 
@@ -166,7 +167,7 @@ fn with_learner(m: &mut MetaState, obs: &mut Observed, range: u64, node: u64) {
         role: ReplicaRole::Learner,
     });
     assert!(m.apply(&MetaCmd::ReportRanges(vec![d])).is_ok());
-    note_learners(m, &mut obs.learners_since, obs.now_ms);
+    note_learners(m, &[], &mut obs.learners_since, obs.now_ms);
 }
 
 /// A move cut short (its driver died, or the meta leader running it lost
@@ -468,6 +469,80 @@ fn the_meta_groups_member_on_a_dead_or_draining_node_moves_first_one_at_a_time()
     );
 }
 
+/// A `move_meta_replica` cut short (its driver killed between adding the
+/// learner and the joint change) leaves a learner in the meta group,
+/// which the map's ranges do not show: it is taken over by the next move
+/// of a meta member, removed at once from a leaving node, and otherwise
+/// removed once it has waited `stray_learner_timeout_ms`.
+#[test]
+fn the_meta_groups_learner_left_by_a_move_cut_short_is_taken_over_or_removed() {
+    use crate::route::META_GROUP;
+    let nodes = [
+        (1, NodeState::Active),
+        (2, NodeState::Active),
+        (3, NodeState::Active),
+        (4, NodeState::Active),
+        (5, NodeState::Active),
+    ];
+    // Node 4 holds a replica and node 5 none: without the learner on 4,
+    // a meta move would go to 5 (fewest replicas first).
+    let (m, mut obs) = world(&nodes, 3, &[(ALL3, 1), (&[1, 2, 4], 1)]);
+    let cfg = PlannerConfig {
+        stray_learner_timeout_ms: 5_000,
+        ..PlannerConfig::default()
+    };
+    obs.meta_members = vec![1, 2, 3, 4];
+    obs.meta_learners = vec![(4, 77)];
+    note_learners(&m, &obs.meta_learners, &mut obs.learners_since, NOW);
+    assert_eq!(obs.learners_since.get(&(META_GROUP, 77)), Some(&NOW));
+    let meta_ops = |ops: Vec<Op>| -> Vec<Op> {
+        ops.into_iter()
+            .filter(|o| o.range() == META_GROUP)
+            .collect()
+    };
+    // Young, and no member leaving: left alone (it may be a live move's).
+    assert_eq!(meta_ops(plan(&m, &obs, &cfg)), vec![], "young");
+    // Past the timeout: removed.
+    obs.now_ms = NOW + cfg.stray_learner_timeout_ms + 1;
+    assert_eq!(
+        meta_ops(plan(&m, &obs, &cfg)),
+        vec![Op::RemoveMetaLearner { node: 4 }]
+    );
+    // Not while its node is busy with as many moves as it may have.
+    obs.in_flight = (0..cfg.moves_per_node_max)
+        .map(|_| Op::AddReplica { range: 9, node: 4 })
+        .collect();
+    assert_eq!(meta_ops(plan(&m, &obs, &cfg)), vec![], "node 4 busy");
+    obs.in_flight.clear();
+    // Young again, and voter 2 leaving: the move takes the learner's node
+    // over (not node 5, which holds fewer replicas).
+    obs.now_ms = NOW;
+    let mut m2 = m.clone();
+    let set = MetaCmd::SetNodeState {
+        node: 2,
+        state: NodeState::Decommissioning,
+    };
+    m2.apply(&set).expect("node 2 drains");
+    assert_eq!(
+        meta_ops(plan(&m2, &obs, &cfg)),
+        vec![Op::MoveMetaReplica { from: 2, to: 4 }]
+    );
+    // The learner's own node leaving: removed at once, however young.
+    let mut m4 = m.clone();
+    let set = MetaCmd::SetNodeState {
+        node: 4,
+        state: NodeState::Decommissioning,
+    };
+    m4.apply(&set).expect("node 4 drains");
+    assert_eq!(
+        meta_ops(plan(&m4, &obs, &cfg)),
+        vec![Op::RemoveMetaLearner { node: 4 }]
+    );
+    // Gone (removed or promoted): it leaves the ages.
+    note_learners(&m, &[], &mut obs.learners_since, NOW + 1);
+    assert!(obs.learners_since.is_empty(), "{:?}", obs.learners_since);
+}
+
 #[test]
 fn a_suspect_node_takes_no_new_replica_and_keeps_its_own() {
     // Range 1 is short a voter; nodes 4 and 5 hold none.
@@ -513,8 +588,14 @@ fn a_round_plans_at_most_ops_per_round_max() {
 /// descriptor reported to the map (conf_ver + 1), leadership moved.
 fn carry_out(m: &mut MetaState, obs: &mut Observed, op: &Op, next_replica: &mut u64) {
     if let Op::MoveMetaReplica { from, to } = *op {
-        obs.meta_members.retain(|&n| n != from);
+        obs.meta_members.retain(|&n| n != from && n != to);
+        obs.meta_learners.retain(|&(n, _)| n != to);
         obs.meta_members.push(to);
+        return;
+    }
+    if let Op::RemoveMetaLearner { node } = *op {
+        obs.meta_members.retain(|&n| n != node);
+        obs.meta_learners.retain(|&(n, _)| n != node);
         return;
     }
     let mut d = m
@@ -551,7 +632,9 @@ fn carry_out(m: &mut MetaState, obs: &mut Observed, op: &Op, next_replica: &mut 
             obs.leaders.insert(range, to);
             return;
         }
-        Op::MoveMetaReplica { .. } => unreachable!("carried out above"),
+        Op::MoveMetaReplica { .. } | Op::RemoveMetaLearner { .. } => {
+            unreachable!("carried out above")
+        }
     }
     d.epoch.conf_ver += 1;
     assert_eq!(

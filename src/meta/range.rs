@@ -130,6 +130,29 @@ impl ReplicaRole {
     pub fn votes(self) -> bool {
         self != ReplicaRole::Learner
     }
+
+    /// Its name in status answers (`wire::ReplicaStatus::role`) and in
+    /// `ctl`'s output: "voter", "learner", "incoming" or "demoting".
+    pub fn name(self) -> &'static str {
+        match self {
+            ReplicaRole::Voter => "voter",
+            ReplicaRole::Learner => "learner",
+            ReplicaRole::IncomingVoter => "incoming",
+            ReplicaRole::DemotingVoter => "demoting",
+        }
+    }
+
+    /// The role named `name` ([`ReplicaRole::name`]), if any.
+    pub fn from_name(name: &str) -> Option<ReplicaRole> {
+        [
+            ReplicaRole::Voter,
+            ReplicaRole::Learner,
+            ReplicaRole::IncomingVoter,
+            ReplicaRole::DemotingVoter,
+        ]
+        .into_iter()
+        .find(|r| r.name() == name)
+    }
 }
 
 /// One replica of a range: where it lives and what it is.

@@ -18,6 +18,7 @@ use crate::meta::planner::{health, note_learners, plan, Observed, Op as PlanOp, 
 use crate::meta::MetaState;
 use crate::raft::NodeId;
 use crate::wire::client::LivenessState;
+use crate::wire::Op;
 
 /// How often the balancer plans a round (ms), when this node leads the
 /// meta group and the balancer is on (`--balancer`).
@@ -53,7 +54,8 @@ pub struct Balancer {
     /// When this balancer started leading, on its clock (ms).
     since_ms: u64,
     heartbeat_ms: BTreeMap<NodeId, u64>,
-    /// Learners in the map → when this balancer first saw them
+    /// Learners in the map and in the meta group → when this balancer
+    /// first saw them
     /// (`planner::note_learners`): one left unpromoted for
     /// `stray_learner_timeout_ms` is removed.
     learners_since: BTreeMap<(u64, u64), u64>,
@@ -111,8 +113,8 @@ impl Balancer {
             .collect();
         // Not known (the meta leader did not answer): the meta group is
         // left alone this round.
-        let meta_members = c.meta_members().await.unwrap_or_default();
-        note_learners(state, &mut self.learners_since, heard);
+        let roster = c.meta_roster().await.unwrap_or_default();
+        note_learners(state, &roster.learners, &mut self.learners_since, heard);
         // As of the round's start, when every node was asked: however long
         // the pings of silent nodes took, one that answered is live.
         let obs = Observed {
@@ -121,7 +123,8 @@ impl Balancer {
             heartbeat_ms: self.heartbeat_ms.clone(),
             leaders,
             in_flight: Vec::new(),
-            meta_members,
+            meta_members: roster.nodes(),
+            meta_learners: roster.learners,
             learners_since: self.learners_since.clone(),
         };
         seen(LivenessSeen {
@@ -185,6 +188,13 @@ impl Balancer {
                         PlanOp::MoveMetaReplica { from, to } => {
                             c.move_meta_replica(from, to, &peer(to)).await.map(|_| ())
                         }
+                        PlanOp::RemoveMetaLearner { node } => c
+                            .meta_admin(Op::RemoveNode {
+                                node,
+                                below_replication_factor: false,
+                            })
+                            .await
+                            .map(|_| ()),
                     };
                     match &r {
                         Ok(()) => tracing::info!(?op, "balancer: done"),

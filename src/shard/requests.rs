@@ -826,6 +826,10 @@ fn replica_status(g: &Replica, p: &crate::raft::Placement) -> ReplicaStatus {
         unreachable,
         snapshot_index: snapshot.0,
         snapshot_acked_bytes: snapshot.1,
+        replica: p.replica,
+        role: crate::group::member_role(g.raft.conf(), p.replica)
+            .name()
+            .to_string(),
     }
 }
 

@@ -302,6 +302,13 @@ pub struct ReplicaStatus {
     /// (`client::MOVE_CATCH_UP_WAIT_MS`).
     pub snapshot_index: u64,
     pub snapshot_acked_bytes: u64,
+    /// The member's replica id (a learner removed and added again is a
+    /// new one, with a new id).
+    pub replica: u64,
+    /// Its role in the membership in force: "voter", "learner",
+    /// "incoming" or "demoting" (`meta::ReplicaRole::name`). How the
+    /// balancer finds a learner of the meta group that no move promotes.
+    pub role: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]

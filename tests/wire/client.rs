@@ -157,6 +157,8 @@ fn every_result() -> Vec<Result<Reply, ClientError>> {
                     unreachable: false,
                     snapshot_index: 0,
                     snapshot_acked_bytes: 0,
+                    replica: 1,
+                    role: "voter".into(),
                 },
                 ReplicaStatus {
                     node: 2,
@@ -165,6 +167,8 @@ fn every_result() -> Vec<Result<Reply, ClientError>> {
                     unreachable: true,
                     snapshot_index: 90,
                     snapshot_acked_bytes: 1 << 20,
+                    replica: 7,
+                    role: "learner".into(),
                 },
             ],
             digest: 0xfeed,
