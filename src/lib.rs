@@ -15,6 +15,7 @@ pub mod local_cluster;
 pub mod meta;
 pub mod metrics;
 pub mod raft;
+pub mod resp;
 pub mod rng;
 pub mod route;
 pub mod shard;

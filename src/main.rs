@@ -516,6 +516,16 @@ async fn run_shard(
     let client_l = bind(ca)
         .await
         .map_err(|e| format!("shard {s}: listening for clients on {ca}: {e}"))?;
+    let resp_l = match cfg.listen_resp {
+        Some(r) => {
+            let ra = shard_addr(r, s);
+            let l = bind(ra).await.map_err(|e| {
+                format!("shard {s}: listening for RESP clients on {ra} (--listen-resp): {e}")
+            })?;
+            Some((l, ra))
+        }
+        None => None,
+    };
     let stop_local = std::rc::Rc::new(std::cell::Cell::new(false));
     // The signal flag is shared across threads; the shard polls it.
     let flag = stop.clone();
@@ -548,6 +558,19 @@ async fn run_shard(
         stop_local.clone(),
     );
     glommio::spawn_local(report).detach();
+    if let Some((l, ra)) = resp_l {
+        let rc = ringraft::resp::RespConfig {
+            node: cfg.id,
+            shard: s,
+            cluster_id: cfg.cluster_id,
+            own_client_addr: own,
+            listen: ra,
+            key_bytes_max: sc.key_bytes_max,
+            value_bytes_max: sc.value_bytes_max,
+        };
+        tracing::info!(shard = s, resp = %ra, "serving RESP");
+        glommio::spawn_local(ringraft::resp::serve(l, rc, stop_local.clone())).detach();
+    }
     if s == 0 {
         let sync = ringraft::shard::run_meta_sync(
             sc,

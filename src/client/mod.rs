@@ -1017,6 +1017,45 @@ impl Client {
         }
     }
 
+    /// Adds `by` to the integer `key` holds (absent: 0), atomically:
+    /// `Ok(n)`, the value now, or `Err(current)` (unchanged: not a decimal
+    /// `i64`, or the sum overflows) (`Op::Incr`).
+    pub async fn incr(&self, key: &[u8], by: i64) -> Result<Result<i64, Option<Bytes>>, Error> {
+        let op = Op::Incr {
+            key: Bytes::copy_from_slice(key),
+            by,
+        };
+        match self.call_key(key, op, true).await? {
+            Reply::Cas {
+                swapped: true,
+                current: Some(v),
+            } => match crate::kv::redis_integer(&v) {
+                Some(n) => Ok(Ok(n)),
+                None => Err(unexpected(Reply::Value(Some(v)))),
+            },
+            Reply::Cas { current, .. } => Ok(Err(current)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Appends `value` to what `key` holds, atomically: `Some(len)`, its
+    /// length now, or `None` if the result would pass the value limit
+    /// (`Op::Append`).
+    pub async fn append(&self, key: &[u8], value: &[u8]) -> Result<Option<usize>, Error> {
+        let op = Op::Append {
+            key: Bytes::copy_from_slice(key),
+            value: Bytes::copy_from_slice(value),
+        };
+        match self.call_key(key, op, true).await? {
+            Reply::Cas {
+                swapped: true,
+                current,
+            } => Ok(Some(current.map_or(0, |v| v.len()))),
+            Reply::Cas { .. } => Ok(None),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Pairs with `start <= key < end` (`end` empty: unbounded) in key
     /// order across every range, at most `limit`; `true` if more were in
     /// range. Each range is read in the client's read mode, one after the

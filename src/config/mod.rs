@@ -190,6 +190,11 @@ pub struct NodeSettings {
     /// none.
     #[arg(long)]
     pub metrics_addr: Option<String>,
+    /// Serve Redis's protocol (RESP2 and RESP3) on this address: shard s
+    /// listens on its port + s; any Redis client or `redis-benchmark`
+    /// can use the cluster through any node. Default none (off).
+    #[arg(long)]
+    pub listen_resp: Option<String>,
     /// Run the balancer where this node's meta replica leads: re-create
     /// the replicas of a dead node elsewhere, even out replicas and
     /// leaders over the nodes. Default true.
@@ -313,6 +318,7 @@ impl NodeSettings {
             initial_cluster_state,
             fault_injection,
             metrics_addr,
+            listen_resp,
             balancer,
             dead_node_timeout_ms,
             stray_learner_timeout_ms
@@ -387,6 +393,9 @@ pub struct ValidConfig {
     pub placement: Placement,
     pub lease_reads: bool,
     pub metrics_addr: Option<SocketAddr>,
+    /// The RESP port of shard 0 (`--listen-resp`); shard s listens on its
+    /// port + s. `None`: off.
+    pub listen_resp: Option<SocketAddr>,
     /// Client connections of the whole node (`client-conns-max`).
     pub client_conns_max: usize,
     /// How an empty data dir may be initialised.
@@ -897,6 +906,29 @@ impl NodeSettings {
             Some(a) => Some(addr("metrics-addr", a)?),
             None => None,
         };
+        let listen_resp = match &self.listen_resp {
+            Some(a) => {
+                let r = addr("listen-resp", a)?;
+                if r.port() == 0 || u32::from(r.port()) + shards > 65536 {
+                    return Err(invalid(
+                        "listen-resp",
+                        r,
+                        format!("needs ports port..port+{shards} (one per shard), port > 0"),
+                    ));
+                }
+                for (name, other) in [("listen-peers", lp), ("listen-clients", lc)] {
+                    if overlap(r, other) {
+                        return Err(invalid(
+                            "listen-resp",
+                            r,
+                            format!("its port range (one port per shard) overlaps --{name}"),
+                        ));
+                    }
+                }
+                Some(r)
+            }
+            None => None,
+        };
         let cuts = crate::route::cuts_fingerprint(
             groups,
             &shard_template.split_keys,
@@ -907,6 +939,7 @@ impl NodeSettings {
             cuts,
             replication_factor,
             metrics_addr,
+            listen_resp,
             id,
             cluster_id: shard_template.cluster,
             data_dir,

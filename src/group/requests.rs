@@ -51,7 +51,12 @@ impl Replica {
         // identical even if their nodes were bootstrapped with different
         // cuts (a check at apply needs bounds that come from the log:
         // splits, issue #18).
-        if let WriteOp::Put { key, .. } | WriteOp::Delete { key } | WriteOp::Cas { key, .. } = &op {
+        if let WriteOp::Put { key, .. }
+        | WriteOp::Delete { key }
+        | WriteOp::Cas { key, .. }
+        | WriteOp::Incr { key, .. }
+        | WriteOp::Append { key, .. } = &op
+        {
             if self.raft.role() == Role::Leader && !self.kv.bounds().contains(key) {
                 return Intake::Answer(Err(self.kv.not_in_range(key)));
             }

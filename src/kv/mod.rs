@@ -73,6 +73,24 @@ pub enum WriteOp {
         expect: Option<Bytes>,
         value: Option<Bytes>,
     },
+    /// Adds `by` to the integer `key` holds (decimal ASCII, as Redis
+    /// stores one; absent: 0), in this one entry (Redis's `INCRBY`).
+    /// Answered `Reply::Cas`: swapped with the value now, or not swapped
+    /// with the value unchanged if it is not such an integer or the sum
+    /// leaves `i64`.
+    Incr {
+        key: Bytes,
+        by: i64,
+    },
+    /// Appends `value` to what `key` holds (absent: empty), in this one
+    /// entry (Redis's `APPEND`), unless the result would pass `max_len`
+    /// bytes (the leader's value limit, carried in the entry so every
+    /// replica decides alike). Answered as `Incr` is.
+    Append {
+        key: Bytes,
+        value: Bytes,
+        max_len: u32,
+    },
     /// The address book: node `node`'s peer address (shard 0; empty:
     /// forget it) and client address (shard 0; empty: not given).
     /// Written before a node is added, so every replica of the group can
@@ -99,6 +117,8 @@ pub enum WriteOp {
 //                 | (flags bit 0) len u32 | client address
 //         (entries written before client addresses had flags 0)
 //       | META: (key empty) value_len u32 | meta command
+//       | INCR: len u32 = 8 | by i64
+//       | APPEND: value_len u32 | value | len u32 = 4 | max_len u32
 const CMD_VERSION: u8 = 1;
 const CMD_HEADER_BYTES: usize = 32;
 const OP_PUT: u8 = 1;
@@ -106,6 +126,8 @@ const OP_DELETE: u8 = 2;
 const OP_CAS: u8 = 3;
 const OP_MEMBER: u8 = 4;
 const OP_META: u8 = 5;
+const OP_INCR: u8 = 6;
+const OP_APPEND: u8 = 7;
 
 impl Command {
     pub fn encode(&self) -> Bytes {
@@ -114,6 +136,8 @@ impl Command {
             WriteOp::Put { key, .. } => (OP_PUT, key),
             WriteOp::Delete { key } => (OP_DELETE, key),
             WriteOp::Cas { key, .. } => (OP_CAS, key),
+            WriteOp::Incr { key, .. } => (OP_INCR, key),
+            WriteOp::Append { key, .. } => (OP_APPEND, key),
             WriteOp::Member { node, .. } => {
                 node_key = Bytes::copy_from_slice(&node.to_le_bytes());
                 (OP_MEMBER, &node_key)
@@ -156,6 +180,11 @@ impl Command {
             WriteOp::Cas { expect, value, .. } => {
                 field(expect.as_deref().unwrap_or_default());
                 field(value.as_deref().unwrap_or_default());
+            }
+            WriteOp::Incr { by, .. } => field(&by.to_le_bytes()),
+            WriteOp::Append { value, max_len, .. } => {
+                field(value);
+                field(&max_len.to_le_bytes());
             }
         }
         Bytes::from(b)
@@ -203,6 +232,19 @@ impl Command {
                     node,
                     peer_addr,
                     client_addr,
+                }
+            }
+            OP_INCR => WriteOp::Incr {
+                key,
+                by: i64::from_le_bytes(field()?[..].try_into().ok()?),
+            },
+            OP_APPEND => {
+                let value = field()?;
+                let max_len = u32::from_le_bytes(field()?[..].try_into().ok()?);
+                WriteOp::Append {
+                    key,
+                    value,
+                    max_len,
                 }
             }
             OP_CAS => {
@@ -492,6 +534,50 @@ impl Kv {
                 }
                 Reply::Done
             }
+            WriteOp::Incr { key, by } => {
+                let current = self.map.get(&key[..]);
+                let sum = match current {
+                    None => Some(*by),
+                    Some(v) => redis_integer(v).and_then(|n| n.checked_add(*by)),
+                };
+                match sum {
+                    Some(n) => {
+                        let v = Bytes::from(n.to_string());
+                        self.map.insert(Bytes::copy_from_slice(key), v.clone());
+                        Reply::Cas {
+                            swapped: true,
+                            current: Some(v),
+                        }
+                    }
+                    None => Reply::Cas {
+                        swapped: false,
+                        current: current.cloned(),
+                    },
+                }
+            }
+            WriteOp::Append {
+                key,
+                value,
+                max_len,
+            } => {
+                let current = self.map.get(&key[..]);
+                let len = current.map_or(0, |c| c.len()) + value.len();
+                if len > *max_len as usize {
+                    return Reply::Cas {
+                        swapped: false,
+                        current: current.cloned(),
+                    };
+                }
+                let mut v = Vec::with_capacity(len);
+                v.extend_from_slice(current.map_or(&[][..], |c| &c[..]));
+                v.extend_from_slice(value);
+                let v = Bytes::from(v);
+                self.map.insert(Bytes::copy_from_slice(key), v.clone());
+                Reply::Cas {
+                    swapped: true,
+                    current: Some(v),
+                }
+            }
             WriteOp::Cas { key, expect, value } => {
                 let current = self.map.get(&key[..]);
                 if current.map(|b| &b[..]) == expect.as_deref() {
@@ -778,3 +864,17 @@ impl<'a> Cursor<'a> {
 
 #[cfg(test)]
 mod tests;
+
+/// `v` as Redis reads an integer value (`string2ll`): decimal ASCII of an
+/// `i64`, an optional `-`, no `+`, no spaces, no leading zeros.
+pub fn redis_integer(v: &[u8]) -> Option<i64> {
+    let digits = v.strip_prefix(b"-").unwrap_or(v);
+    if digits.is_empty()
+        || digits.len() > 20
+        || !digits.iter().all(u8::is_ascii_digit)
+        || (digits[0] == b'0' && v.len() > 1)
+    {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}

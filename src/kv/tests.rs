@@ -58,6 +58,23 @@ fn commands_round_trip_and_garbage_is_refused() {
         cas(5, 6, "c", Some("x"), None),
         cas(5, 6, "c", Some(""), Some("")),
         member("127.0.0.1:7230"),
+        op(
+            8,
+            9,
+            WriteOp::Incr {
+                key: b("n"),
+                by: i64::MIN,
+            },
+        ),
+        op(
+            8,
+            10,
+            WriteOp::Append {
+                key: b("s"),
+                value: b("tail"),
+                max_len: 7,
+            },
+        ),
     ];
     for c in cmds {
         let e = c.encode();
@@ -401,4 +418,89 @@ fn scans_are_bounded_and_ordered() {
     let (pairs, more) = kv.scan(b"b", b"d", 10);
     assert_eq!(pairs.len(), 2);
     assert!(!more);
+}
+
+fn op(client: u64, seq: u64, op: WriteOp) -> Command {
+    Command {
+        client,
+        seq,
+        ack: seq,
+        op,
+    }
+}
+
+fn incr(seq: u64, k: &str, by: i64) -> Command {
+    op(9, seq, WriteOp::Incr { key: b(k), by })
+}
+
+/// Redis's `INCRBY` and `APPEND` as one entry each (issue #20: no
+/// client-side read-modify-write loop): the sum or the refusal, decided
+/// alike on every replica, and a retry answered from the session.
+#[test]
+fn increments_and_appends_are_one_entry_each_with_redis_rules() {
+    let mut kv = Kv::new(KvLimits::default());
+    let mut index = 0;
+    let mut apply = |kv: &mut Kv, c: Command| {
+        index += 1;
+        kv.apply(index, &c)
+    };
+    let done = |v: &str| {
+        Ok(Reply::Cas {
+            swapped: true,
+            current: Some(b(v)),
+        })
+    };
+    let refused = |v: &str| {
+        Ok(Reply::Cas {
+            swapped: false,
+            current: Some(b(v)),
+        })
+    };
+    assert_eq!(
+        apply(&mut kv, incr(1, "n", 5)),
+        done("5"),
+        "absent counts as 0"
+    );
+    assert_eq!(apply(&mut kv, incr(2, "n", -7)), done("-2"));
+    // A retry of seq 2 is answered from the session, not added again.
+    assert_eq!(apply(&mut kv, incr(2, "n", -7)), done("-2"));
+    assert_eq!(kv.get(b"n"), Some(&b("-2")));
+    // Not integers as Redis reads them: left as they are.
+    let mut seq = 10;
+    for v in [
+        "x",
+        "",
+        " 1",
+        "+1",
+        "01",
+        "-0",
+        "1.5",
+        "99999999999999999999",
+    ] {
+        apply(&mut kv, put(9, seq, seq, "s", v)).unwrap();
+        assert_eq!(apply(&mut kv, incr(seq + 1, "s", 1)), refused(v), "{v:?}");
+        seq += 2;
+    }
+    // Overflow in both directions.
+    let max = i64::MAX.to_string();
+    apply(&mut kv, put(9, 40, 40, "big", &max)).unwrap();
+    assert_eq!(apply(&mut kv, incr(41, "big", 1)), refused(&max));
+    assert_eq!(apply(&mut kv, incr(42, "big", i64::MIN)), done("-1"));
+    // Append: onto nothing, onto a value, and not past max_len.
+    let app = |seq, v: &str| {
+        let value = b(v);
+        op(
+            9,
+            seq,
+            WriteOp::Append {
+                key: b("a"),
+                value,
+                max_len: 4,
+            },
+        )
+    };
+    assert_eq!(apply(&mut kv, app(50, "ab")), done("ab"));
+    assert_eq!(apply(&mut kv, app(51, "cd")), done("abcd"));
+    assert_eq!(apply(&mut kv, app(52, "e")), refused("abcd"));
+    assert_eq!(kv.get(b"a"), Some(&b("abcd")));
 }

@@ -58,6 +58,8 @@ pub struct LocalClusterConfig {
     /// RLIMIT_NOFILE (soft and hard) of every node process: descriptor
     /// pressure tests. `None`: inherited.
     pub nofile: Option<u64>,
+    /// Give every node a `--listen-resp` (Redis's protocol, issue #20).
+    pub resp: bool,
 }
 
 impl LocalClusterConfig {
@@ -78,6 +80,7 @@ impl LocalClusterConfig {
             net_hosts: false,
             nofile: None,
             balancer: false,
+            resp: false,
         }
     }
 }
@@ -89,6 +92,8 @@ pub struct LocalNode {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub metrics_addr: Option<SocketAddr>,
+    /// Its RESP address (shard 0's), when the cluster has `resp`.
+    pub resp_addr: Option<SocketAddr>,
     /// Started with `--join` (added to a running cluster).
     pub join: bool,
     /// Joined through this member's client address (`--join ADDR`):
@@ -114,23 +119,27 @@ pub struct LocalCluster {
 const HOST_PEER_PORT: u16 = 7000;
 const HOST_CLIENT_PORT: u16 = 7100;
 const HOST_METRICS_PORT: u16 = 7200;
+/// A node's RESP port on its own host (Redis's port).
+const HOST_RESP_PORT: u16 = 6379;
 
-/// (peer, client, metrics) addresses of a node: on `host` if given, else
-/// on free loopback ports.
+/// (peer, client, metrics, RESP) addresses of a node (each shard 0's):
+/// on `host` if given, else on free loopback ports.
 fn node_addrs(
     host: Option<std::net::Ipv4Addr>,
     shards: u16,
-) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr)> {
+) -> std::io::Result<(SocketAddr, SocketAddr, SocketAddr, SocketAddr)> {
     Ok(match host {
         Some(ip) => (
             SocketAddr::from((ip, HOST_PEER_PORT)),
             SocketAddr::from((ip, HOST_CLIENT_PORT)),
             SocketAddr::from((ip, HOST_METRICS_PORT)),
+            SocketAddr::from((ip, HOST_RESP_PORT)),
         ),
         None => {
-            let base = free_ports(2 * shards + 1)?;
+            let base = free_ports(3 * shards + 1)?;
             let at = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-            (at(base), at(base + shards), at(base + 2 * shards))
+            let resp = at(base + 2 * shards + 1);
+            (at(base), at(base + shards), at(base + 2 * shards), resp)
         }
     })
 }
@@ -197,7 +206,7 @@ impl LocalCluster {
         let mut nodes = Vec::new();
         for id in 1..=cfg.nodes {
             let host = hosts.as_ref().map(|h| h.addr((id - 1) as usize));
-            let (peer_addr, client_addr, metrics_addr) = node_addrs(host, shards)?;
+            let (peer_addr, client_addr, metrics_addr, resp_addr) = node_addrs(host, shards)?;
             let data_dir = cfg
                 .data_dirs
                 .get(&id)
@@ -215,6 +224,7 @@ impl LocalCluster {
                 data_dir,
                 log,
                 metrics_addr: cfg.metrics.then_some(metrics_addr),
+                resp_addr: cfg.resp.then_some(resp_addr),
                 join: false,
                 join_via: None,
                 give_id: true,
@@ -299,6 +309,9 @@ impl LocalCluster {
         }
         if let Some(m) = n.metrics_addr {
             cmd.args(["--metrics-addr", &m.to_string()]);
+        }
+        if let Some(r) = n.resp_addr {
+            cmd.args(["--listen-resp", &r.to_string()]);
         }
         // Every start passes how an empty data dir may be initialised (as
         // an operator's unit file would): ignored once the dir has a store.
@@ -394,7 +407,7 @@ impl LocalCluster {
             }
             None => None,
         };
-        let (peer_addr, client_addr, metrics_addr) = node_addrs(host, shards)?;
+        let (peer_addr, client_addr, metrics_addr, resp_addr) = node_addrs(host, shards)?;
         let log = self
             .cfg
             .log_dir
@@ -408,6 +421,7 @@ impl LocalCluster {
             data_dir: self.root.path().join(format!("node-{id}")),
             log,
             metrics_addr: self.cfg.metrics.then_some(metrics_addr),
+            resp_addr: self.cfg.resp.then_some(resp_addr),
             join: true,
             join_via,
             give_id,

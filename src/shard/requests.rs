@@ -125,6 +125,8 @@ impl Shard {
             | Op::Get { .. }
             | Op::Delete { .. }
             | Op::Cas { .. }
+            | Op::Incr { .. }
+            | Op::Append { .. }
             | Op::Scan { .. }
                 if meta =>
             {
@@ -154,6 +156,17 @@ impl Shard {
                     key: key.clone(),
                     expect: expect.clone(),
                     value: value.clone(),
+                }),
+            Op::Incr { key, by } => check_len(key, kmax, true).map(|()| WriteOp::Incr {
+                key: key.clone(),
+                by: *by,
+            }),
+            Op::Append { key, value } => check_len(key, kmax, true)
+                .and(check_len(value, vmax, false))
+                .map(|()| WriteOp::Append {
+                    key: key.clone(),
+                    value: value.clone(),
+                    max_len: vmax.min(u32::MAX as usize) as u32,
                 }),
             Op::Get { key, mode }
             | Op::Scan {

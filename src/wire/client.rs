@@ -73,6 +73,21 @@ pub enum Op {
         expect: Option<Bytes>,
         value: Option<Bytes>,
     },
+    /// Adds `by` to the integer `key` holds, atomically (one log entry:
+    /// `kv::WriteOp::Incr`); answered `Reply::Cas`: swapped with the value
+    /// now, or not swapped with the value unchanged (not a decimal `i64`,
+    /// or the sum overflows).
+    Incr {
+        key: Bytes,
+        by: i64,
+    },
+    /// Appends `value` to what `key` holds, atomically
+    /// (`kv::WriteOp::Append`); answered as `Incr` is (not swapped: the
+    /// result would pass the value limit).
+    Append {
+        key: Bytes,
+        value: Bytes,
+    },
     /// Pairs with `start <= key < end` (`end` empty: no upper bound) that
     /// the group holds, at most `limit` of them (the group clamps the
     /// bounds to its own keys and says where they end).

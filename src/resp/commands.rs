@@ -1,0 +1,595 @@
+//! The commands of the RESP port, with Redis's semantics and error
+//! strings where they exist (see the module docs of `resp` for the
+//! guarantees). Each is carried out through the shard's Rust client.
+
+use bytes::Bytes;
+
+use super::{ConnState, Reply, Service};
+use crate::client::{Client, Error};
+
+/// The commands answered (`COMMAND COUNT`); any other gets Redis's
+/// unknown-command error.
+const COMMANDS: &[&str] = &[
+    "PING", "ECHO", "HELLO", "QUIT", "SELECT", "AUTH", "CLIENT", "COMMAND", "CONFIG", "INFO",
+    "DBSIZE", "GET", "SET", "GETSET", "GETDEL", "DEL", "UNLINK", "EXISTS", "MGET", "MSET", "SETNX",
+    "STRLEN", "SCAN", "KEYS", "TYPE", "INCR", "DECR", "INCRBY", "DECRBY", "APPEND",
+];
+
+/// `CONFIG GET`'s answers: what `redis-benchmark` and client libraries
+/// ask for, as they are true here (every write is fsynced before its
+/// answer: Redis's `appendfsync always`; there is no RDB `save`).
+const CONFIG: &[(&str, &str)] = &[
+    ("appendonly", "yes"),
+    ("appendfsync", "always"),
+    ("save", ""),
+    ("databases", "1"),
+    ("maxmemory", "0"),
+    ("maxmemory-policy", "noeviction"),
+    ("cluster-enabled", "no"),
+];
+
+fn arity(name: &str) -> Reply {
+    Reply::err(format!(
+        "ERR wrong number of arguments for '{}' command",
+        name.to_ascii_lowercase()
+    ))
+}
+
+fn syntax() -> Reply {
+    Reply::err("ERR syntax error")
+}
+
+fn not_integer() -> Reply {
+    Reply::err("ERR value is not an integer or out of range")
+}
+
+/// A client error as Redis clients expect one: a code word, then text.
+fn failed(e: Error) -> Reply {
+    Reply::err(format!("ERR {e}"))
+}
+
+fn int_arg(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// Runs one command; its answer.
+pub(super) async fn run(svc: &Service, st: &mut ConnState, args: Vec<Bytes>) -> Reply {
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
+    let a = &args[1..];
+    // Commands that need no cluster first.
+    match name.as_str() {
+        "PING" => {
+            return match a {
+                [] => Reply::Status("PONG".into()),
+                [m] => Reply::Bulk(m.clone()),
+                _ => arity(&name),
+            }
+        }
+        "ECHO" => {
+            return match a {
+                [m] => Reply::Bulk(m.clone()),
+                _ => arity(&name),
+            }
+        }
+        "QUIT" => {
+            st.quit = true;
+            return Reply::ok();
+        }
+        "SELECT" => {
+            return match a {
+                [db] if int_arg(db) == Some(0) => Reply::ok(),
+                [db] if int_arg(db).is_some() => Reply::err("ERR DB index is out of range"),
+                [_] => not_integer(),
+                _ => arity(&name),
+            }
+        }
+        "AUTH" => {
+            return Reply::err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+        }
+        "HELLO" => return hello(svc, st, a),
+        "CLIENT" => return client_cmd(st, a),
+        "COMMAND" => return command_cmd(a),
+        "CONFIG" => return config_cmd(a),
+        _ => {}
+    }
+    if !COMMANDS.contains(&name.as_str()) {
+        let mut shown = String::new();
+        for x in a.iter().take(20) {
+            shown.push_str(&format!("'{}' ", String::from_utf8_lossy(x)));
+        }
+        return Reply::err(format!(
+            "ERR unknown command '{}', with args beginning with: {shown}",
+            String::from_utf8_lossy(&args[0])
+        ));
+    }
+    let c = match svc.client().await {
+        Ok(c) => c,
+        Err(why) => return Reply::err(format!("ERR {why}")),
+    };
+    match name.as_str() {
+        "INFO" => info(svc, &c, a).await,
+        "DBSIZE" if a.is_empty() => match walk(&c, b"*", usize::MAX, false).await {
+            Ok(w) => Reply::Int(w.len() as i64),
+            Err(e) => failed(e),
+        },
+        "GET" => match a {
+            [k] => match c.get(k).await {
+                Ok(Some(v)) => Reply::Bulk(v),
+                Ok(None) => Reply::Null,
+                Err(e) => failed(e),
+            },
+            _ => arity(&name),
+        },
+        "SET" if a.len() >= 2 => set(&c, a).await,
+        "GETSET" => match a {
+            [k, v] => swap(&c, k, Some(v)).await.map_or_else(failed, opt_bulk),
+            _ => arity(&name),
+        },
+        "GETDEL" => match a {
+            [k] => swap(&c, k, None).await.map_or_else(failed, opt_bulk),
+            _ => arity(&name),
+        },
+        "DEL" | "UNLINK" if !a.is_empty() => {
+            let mut n = 0;
+            for k in a {
+                match swap(&c, k, None).await {
+                    Ok(Some(_)) => n += 1,
+                    Ok(None) => {}
+                    Err(e) => return failed(e),
+                }
+            }
+            Reply::Int(n)
+        }
+        "EXISTS" if !a.is_empty() => {
+            let mut n = 0;
+            for k in a {
+                match c.get(k).await {
+                    Ok(Some(_)) => n += 1,
+                    Ok(None) => {}
+                    Err(e) => return failed(e),
+                }
+            }
+            Reply::Int(n)
+        }
+        "MGET" if !a.is_empty() => {
+            let mut out = Vec::with_capacity(a.len());
+            for k in a {
+                match c.get(k).await {
+                    Ok(v) => out.push(opt_bulk(v)),
+                    Err(e) => return failed(e),
+                }
+            }
+            Reply::Array(out)
+        }
+        "MSET" if !a.is_empty() && a.len().is_multiple_of(2) => {
+            for kv in a.chunks(2) {
+                if let Err(e) = c.put(&kv[0], &kv[1]).await {
+                    return failed(e);
+                }
+            }
+            Reply::ok()
+        }
+        "SETNX" => match a {
+            [k, v] => match c.cas(k, None, Some(v)).await {
+                Ok((swapped, _)) => Reply::Int(i64::from(swapped)),
+                Err(e) => failed(e),
+            },
+            _ => arity(&name),
+        },
+        "STRLEN" => match a {
+            [k] => match c.get(k).await {
+                Ok(v) => Reply::Int(v.map_or(0, |v| v.len() as i64)),
+                Err(e) => failed(e),
+            },
+            _ => arity(&name),
+        },
+        "TYPE" => match a {
+            [k] => match c.get(k).await {
+                Ok(Some(_)) => Reply::Status("string".into()),
+                Ok(None) => Reply::Status("none".into()),
+                Err(e) => failed(e),
+            },
+            _ => arity(&name),
+        },
+        "INCR" | "DECR" => match a {
+            [k] => incr(&c, k, if name == "INCR" { 1 } else { -1 }).await,
+            _ => arity(&name),
+        },
+        "INCRBY" | "DECRBY" => match a {
+            [k, by] => match int_arg(by) {
+                Some(by) if name == "INCRBY" => incr(&c, k, by).await,
+                Some(by) => match by.checked_neg() {
+                    Some(by) => incr(&c, k, by).await,
+                    None => Reply::err("ERR decrement would overflow"),
+                },
+                None => not_integer(),
+            },
+            _ => arity(&name),
+        },
+        "APPEND" => match a {
+            [k, v] => match c.append(k, v).await {
+                Ok(Some(len)) => Reply::Int(len as i64),
+                Ok(None) => Reply::err(format!(
+                    "ERR string exceeds maximum allowed size (--value-bytes-max {})",
+                    svc.cfg.value_bytes_max
+                )),
+                Err(e) => failed(e),
+            },
+            _ => arity(&name),
+        },
+        "SCAN" if !a.is_empty() => scan(&c, st, a).await,
+        "KEYS" => match a {
+            [pattern] => match walk(&c, pattern, super::RESP_KEYS_MAX, true).await {
+                Ok(keys) => Reply::Array(keys.into_iter().map(Reply::Bulk).collect()),
+                Err(e) => failed(e),
+            },
+            _ => arity(&name),
+        },
+        _ => arity(&name),
+    }
+}
+
+/// `INCRBY key by` in one log entry (`Client::incr`), with Redis's
+/// errors.
+async fn incr(c: &Client, k: &[u8], by: i64) -> Reply {
+    match c.incr(k, by).await {
+        Ok(Ok(n)) => Reply::Int(n),
+        Ok(Err(Some(v))) if crate::kv::redis_integer(&v).is_some() => {
+            Reply::err("ERR increment or decrement would overflow")
+        }
+        Ok(Err(_)) => not_integer(),
+        Err(e) => failed(e),
+    }
+}
+
+fn opt_bulk(v: Option<Bytes>) -> Reply {
+    v.map_or(Reply::Null, Reply::Bulk)
+}
+
+/// Sets `k` to `v` (`None`: deletes it) whatever it holds, atomically
+/// (a compare-and-swap from the value last seen, asked again while
+/// another write gets in between); the value it held.
+async fn swap(c: &Client, k: &[u8], v: Option<&Bytes>) -> Result<Option<Bytes>, Error> {
+    let mut seen = c.get(k).await?;
+    loop {
+        if seen.is_none() && v.is_none() {
+            return Ok(None);
+        }
+        match c.cas(k, seen.as_deref(), v.map(|v| &v[..])).await? {
+            (true, _) => return Ok(seen),
+            (false, now) => seen = now,
+        }
+    }
+}
+
+/// `SET key value [NX | XX] [GET]`; expiry options are refused.
+async fn set(c: &Client, a: &[Bytes]) -> Reply {
+    let (k, v) = (&a[0], &a[1]);
+    let (mut nx, mut xx, mut get) = (false, false, false);
+    for o in &a[2..] {
+        match o.to_ascii_uppercase().as_slice() {
+            b"NX" => nx = true,
+            b"XX" => xx = true,
+            b"GET" => get = true,
+            b"EX" | b"PX" | b"EXAT" | b"PXAT" | b"KEEPTTL" => {
+                return Reply::err(format!(
+                    "ERR SET {}: keys do not expire in ringraft (no TTLs yet); set without it",
+                    String::from_utf8_lossy(o).to_ascii_uppercase()
+                ))
+            }
+            _ => return syntax(),
+        }
+    }
+    if nx && xx {
+        return syntax();
+    }
+    let ok = |old: Option<Bytes>| if get { opt_bulk(old) } else { Reply::ok() };
+    let skipped = |old: Option<Bytes>| if get { opt_bulk(old) } else { Reply::Null };
+    if !nx && !xx && !get {
+        return match c.put(k, v).await {
+            Ok(()) => Reply::ok(),
+            Err(e) => failed(e),
+        };
+    }
+    if nx {
+        return match c.cas(k, None, Some(v)).await {
+            Ok((true, _)) => ok(None),
+            Ok((false, old)) => skipped(old),
+            Err(e) => failed(e),
+        };
+    }
+    if !xx {
+        // GET alone: the old value, whatever it was.
+        return swap(c, k, Some(v)).await.map_or_else(failed, ok);
+    }
+    // XX: only over a value, compared and swapped from the one seen.
+    let mut seen = match c.get(k).await {
+        Ok(s) => s,
+        Err(e) => return failed(e),
+    };
+    loop {
+        let Some(old) = seen else {
+            return skipped(None);
+        };
+        match c.cas(k, Some(&old), Some(v)).await {
+            Ok((true, _)) => return ok(Some(old)),
+            Ok((false, now)) => seen = now,
+            Err(e) => return failed(e),
+        }
+    }
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]` over the whole
+/// keyspace in key order: the cursor names the key the next call starts
+/// at (kept by the connection, [`super::RESP_SCAN_CURSORS_MAX`] at most).
+async fn scan(c: &Client, st: &mut ConnState, a: &[Bytes]) -> Reply {
+    let Some(cursor) = std::str::from_utf8(&a[0])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    else {
+        return Reply::err("ERR invalid cursor");
+    };
+    let (mut pattern, mut count, mut only_strings) = (None, super::RESP_SCAN_COUNT_DEFAULT, true);
+    let mut opts = a[1..].iter();
+    while let Some(o) = opts.next() {
+        let Some(val) = opts.next() else {
+            return syntax();
+        };
+        match o.to_ascii_uppercase().as_slice() {
+            b"MATCH" => pattern = Some(val.clone()),
+            b"COUNT" => match int_arg(val) {
+                Some(n) if n >= 1 => count = n.min(i64::from(u32::MAX)) as u32,
+                Some(_) => return syntax(),
+                None => return not_integer(),
+            },
+            b"TYPE" => only_strings = val.eq_ignore_ascii_case(b"string"),
+            _ => return syntax(),
+        }
+    }
+    let start = if cursor == 0 {
+        Bytes::new()
+    } else {
+        match st.cursors.remove(&cursor) {
+            Some(k) => k,
+            None => return Reply::err("ERR invalid cursor"),
+        }
+    };
+    let (pairs, more) = match c.scan(&start, b"", count).await {
+        Ok(r) => r,
+        Err(e) => return failed(e),
+    };
+    let next = match (more, pairs.last()) {
+        (true, Some((last, _))) => {
+            let id = st.next_cursor;
+            st.next_cursor += 1;
+            let mut k = last.to_vec();
+            k.push(0);
+            st.cursors.insert(id, Bytes::from(k));
+            while st.cursors.len() > super::RESP_SCAN_CURSORS_MAX {
+                st.cursors.pop_first();
+            }
+            id
+        }
+        _ => 0,
+    };
+    let keys = pairs
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| only_strings && pattern.as_ref().is_none_or(|p| super::glob_matches(p, k)))
+        .map(Reply::Bulk)
+        .collect();
+    Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(keys)])
+}
+
+/// Every key matching `pattern`, in order; more than `max` is an error
+/// naming `SCAN` if `refuse_past_max` (`KEYS`), else counted only up to
+/// `max`.
+async fn walk(
+    c: &Client,
+    pattern: &[u8],
+    max: usize,
+    refuse_past_max: bool,
+) -> Result<Vec<Bytes>, Error> {
+    let mut out = Vec::new();
+    let mut at = Bytes::new();
+    loop {
+        let (pairs, more) = c.scan(&at, b"", super::RESP_WALK_PAGE_KEYS).await?;
+        if let Some((last, _)) = pairs.last() {
+            let mut k = last.to_vec();
+            k.push(0);
+            at = Bytes::from(k);
+        }
+        for (k, _) in pairs {
+            if super::glob_matches(pattern, &k) {
+                if out.len() == max {
+                    if refuse_past_max {
+                        return Err(Error::Server(crate::wire::ClientError::BadRequest {
+                            reason: format!(
+                                "KEYS would answer more than {max} keys (RESP_KEYS_MAX): use SCAN"
+                            ),
+                        }));
+                    }
+                    return Ok(out);
+                }
+                out.push(k);
+            }
+        }
+        if !more {
+            return Ok(out);
+        }
+    }
+}
+
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+fn hello(svc: &Service, st: &mut ConnState, a: &[Bytes]) -> Reply {
+    let mut proto = st.proto;
+    if let Some(v) = a.first() {
+        match int_arg(v) {
+            Some(p @ (2 | 3)) => proto = p as u8,
+            _ => return Reply::err("NOPROTO unsupported protocol version"),
+        }
+        let mut opts = a[1..].iter();
+        while let Some(o) = opts.next() {
+            match o.to_ascii_uppercase().as_slice() {
+                b"AUTH" => {
+                    return Reply::err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+                }
+                b"SETNAME" => match opts.next() {
+                    Some(n) => st.name = Some(n.clone()),
+                    None => return syntax(),
+                },
+                _ => return syntax(),
+            }
+        }
+    }
+    st.proto = proto;
+    let s = |x: &str| Reply::bulk(x.to_string());
+    Reply::Map(vec![
+        (s("server"), s("ringraft")),
+        (s("version"), s(REDIS_COMPAT_VERSION)),
+        (s("proto"), Reply::Int(i64::from(proto))),
+        (s("id"), Reply::Int(st.id as i64)),
+        (s("mode"), s("standalone")),
+        (s("role"), s("master")),
+        (s("modules"), Reply::Array(Vec::new())),
+        (s("ringraft_version"), s(env!("CARGO_PKG_VERSION"))),
+        (s("ringraft_node"), Reply::Int(svc.cfg.node as i64)),
+    ])
+}
+
+/// The Redis version whose commands this port follows: what clients read
+/// (`HELLO`'s `version`, `INFO`'s `redis_version`) to pick features.
+pub const REDIS_COMPAT_VERSION: &str = "7.0.0";
+
+/// `CLIENT SETNAME | GETNAME | ID | SETINFO | INFO`.
+fn client_cmd(st: &mut ConnState, a: &[Bytes]) -> Reply {
+    let Some(sub) = a.first() else {
+        return arity("client");
+    };
+    match (sub.to_ascii_uppercase().as_slice(), &a[1..]) {
+        (b"SETNAME", [n]) => {
+            if n.iter().any(|&b| b == b' ' || b == b'\n') {
+                return Reply::err("ERR Client names cannot contain spaces, newlines or special characters.");
+            }
+            st.name = (!n.is_empty()).then(|| n.clone());
+            Reply::ok()
+        }
+        (b"GETNAME", []) => opt_bulk(st.name.clone()),
+        (b"ID", []) => Reply::Int(st.id as i64),
+        // Client libraries name themselves at connect (redis-py 5).
+        (b"SETINFO", [_, _]) => Reply::ok(),
+        (b"INFO", []) => Reply::bulk(format!(
+            "id={} name={} resp={}\n",
+            st.id,
+            st.name.as_deref().map(String::from_utf8_lossy).unwrap_or_default(),
+            st.proto
+        )),
+        (s, _) => Reply::err(format!(
+            "ERR unknown subcommand or wrong number of arguments for 'client|{}' (answered: SETNAME, GETNAME, ID, SETINFO, INFO)",
+            String::from_utf8_lossy(s).to_ascii_lowercase()
+        )),
+    }
+}
+
+/// `COMMAND [COUNT | DOCS | INFO ...]`: enough for `redis-cli`, which
+/// asks for the docs at start and goes on without them.
+fn command_cmd(a: &[Bytes]) -> Reply {
+    match a.first().map(|s| s.to_ascii_uppercase()) {
+        Some(s) if s == b"COUNT" => Reply::Int(COMMANDS.len() as i64),
+        Some(s) if s == b"DOCS" => Reply::Map(Vec::new()),
+        _ => Reply::Array(Vec::new()),
+    }
+}
+
+/// `CONFIG GET pattern...` from [`CONFIG`]; `CONFIG SET` is refused
+/// (settings are the node's flags).
+fn config_cmd(a: &[Bytes]) -> Reply {
+    match a.first().map(|s| s.to_ascii_uppercase()) {
+        Some(s) if s == b"GET" && a.len() >= 2 => {
+            let mut out = Vec::new();
+            for (k, v) in CONFIG {
+                if a[1..]
+                    .iter()
+                    .any(|p| super::glob_matches(&p.to_ascii_lowercase(), k.as_bytes()))
+                {
+                    out.push((Reply::bulk(k.to_string()), Reply::bulk(v.to_string())));
+                }
+            }
+            Reply::Map(out)
+        }
+        Some(s) if s == b"SET" || s == b"RESETSTAT" || s == b"REWRITE" => Reply::err(format!(
+            "ERR CONFIG {} is not supported: settings are the node's flags (ringraft node --help)",
+            String::from_utf8_lossy(&s)
+        )),
+        _ => arity("config"),
+    }
+}
+
+/// `INFO [section ...]`: server, clients, replication (this node's
+/// replicas: how many it hosts and leads), stats, keyspace (a walk over
+/// every key: asked only by name, or by `all` / `everything`).
+async fn info(svc: &Service, c: &Client, a: &[Bytes]) -> Reply {
+    let want: Vec<String> = a
+        .iter()
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .collect();
+    let all = want.iter().any(|w| w == "all" || w == "everything");
+    let default = want.is_empty() || want.iter().any(|w| w == "default");
+    let show = |s: &str| all || default || want.iter().any(|w| w == s);
+    let mut out = String::new();
+    if show("server") {
+        out.push_str(&format!(
+            "# Server\r\nredis_version:{REDIS_COMPAT_VERSION}\r\nringraft_version:{}\r\nredis_mode:standalone\r\nos:{}\r\narch_bits:64\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nringraft_node:{}\r\nringraft_shard:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::process::id(),
+            svc.cfg.listen.port(),
+            svc.started.elapsed().as_secs(),
+            svc.cfg.node,
+            svc.cfg.shard,
+        ));
+    }
+    if show("clients") {
+        out.push_str(&format!(
+            "# Clients\r\nconnected_clients:{}\r\n\r\n",
+            svc.conns_open.get()
+        ));
+    }
+    if show("replication") {
+        // From the cluster map (the ranges' descriptors and leaders),
+        // not a status pass over every replica.
+        let _ = c.refresh_map().await;
+        let node = svc.cfg.node;
+        let ranges = c.ranges();
+        let hosted = ranges
+            .iter()
+            .filter(|d| d.replica_on(node).is_some())
+            .count();
+        let leaders = c.leaders();
+        let led = ranges
+            .iter()
+            .filter(|d| leaders.get(d.id as usize) == Some(&node))
+            .count();
+        out.push_str(&format!(
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nringraft_ranges:{}\r\nringraft_ranges_hosted:{hosted}\r\nringraft_ranges_led:{led}\r\n\r\n",
+            ranges.len()
+        ));
+    }
+    if show("stats") {
+        out.push_str(&format!(
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
+            svc.conns_total.get(),
+            svc.commands_total.get()
+        ));
+    }
+    if all || want.iter().any(|w| w == "keyspace") {
+        match walk(c, b"*", usize::MAX, false).await {
+            Ok(k) => out.push_str(&format!(
+                "# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n",
+                k.len()
+            )),
+            Err(e) => return failed(e),
+        }
+    }
+    Reply::bulk(out)
+}

@@ -1,0 +1,372 @@
+//! The RESP port (issue #20) of real node processes: Redis's protocol
+//! spoken over plain sockets here (pipelining, RESP3, malformed and
+//! oversized frames, atomic increments from many connections, `SCAN`
+//! across every range), then with Redis's own tools and a maintained
+//! client library where they are installed (`.ci/run` installs
+//! `redis-tools` and `python3-redis`).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use redis_protocol::resp2::types::OwnedFrame as F;
+use ringraft::local_cluster::{LocalCluster, LocalClusterConfig};
+
+/// 3 nodes of 2 shards, 8 ranges (cut at 0x20, 0x40, ... of the first
+/// key byte), every node with a RESP port.
+fn cluster() -> LocalCluster {
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.shards = 2;
+    cfg.groups = 8;
+    cfg.resp = true;
+    cfg.extra_args = ["--placement", "unbound", "--tick-ms", "10"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let c = LocalCluster::start(cfg).expect("nodes start");
+    if let Err(e) = c.wait_ready(Duration::from_secs(30)) {
+        panic!("{e}\nnode 1 log:\n{}", c.log_tail(1, 30));
+    }
+    c
+}
+
+/// Node `i`'s (0-based) RESP address of shard `s`.
+fn resp(c: &LocalCluster, i: usize, s: u16) -> SocketAddr {
+    let a = c.nodes[i].resp_addr.expect("RESP on");
+    SocketAddr::new(a.ip(), a.port() + s)
+}
+
+/// A blocking RESP connection.
+struct Conn {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    fn open(a: SocketAddr) -> Conn {
+        let s = TcpStream::connect(a).expect("RESP port answers");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        Conn { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, args: &[&[u8]]) {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.s.write_all(&out).unwrap();
+    }
+
+    /// The next answer; `None` once the node closed the connection.
+    fn read(&mut self) -> Option<F> {
+        loop {
+            if let Some((f, n)) = redis_protocol::resp2::decode::decode(&self.buf).unwrap() {
+                self.buf.drain(..n);
+                return Some(f);
+            }
+            let mut chunk = [0u8; 16384];
+            match self.s.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    fn call(&mut self, args: &[&[u8]]) -> F {
+        self.send(args);
+        self.read().expect("an answer")
+    }
+}
+
+fn bulk(s: &str) -> F {
+    F::BulkString(s.as_bytes().to_vec())
+}
+
+fn ok() -> F {
+    F::SimpleString(b"OK".to_vec())
+}
+
+fn err_text(f: &F) -> String {
+    match f {
+        F::Error(e) => e.clone(),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+#[test]
+fn redis_commands_pipeline_in_order_across_every_range_and_node() {
+    let c = cluster();
+    let mut a = Conn::open(resp(&c, 0, 0));
+    assert_eq!(a.call(&[b"PING"]), F::SimpleString(b"PONG".to_vec()));
+    // A pipeline: sent at once, carried out and answered in order (the
+    // GET sees both SETs, the second one last).
+    for args in [
+        &[&b"SET"[..], b"p", b"1"][..],
+        &[b"SET", b"p", b"2"],
+        &[b"GET", b"p"],
+        &[b"SET", b"p", b"3", b"NX"],
+        &[b"SET", b"q", b"1", b"XX"],
+        &[b"SET", b"p", b"4", b"XX", b"GET"],
+        &[b"GETDEL", b"p"],
+        &[b"EXISTS", b"p", b"q"],
+        &[b"APPEND", b"s", b"ab"],
+        &[b"APPEND", b"s", b"cd"],
+        &[b"STRLEN", b"s"],
+        &[b"TYPE", b"s"],
+        &[b"INCRBY", b"s", b"1"],
+        &[b"SET", b"k", b"v", b"EX", b"10"],
+        &[b"NOSUCH", b"x"],
+        &[b"SELECT", b"1"],
+    ] {
+        a.send(args);
+    }
+    let got: Vec<F> = (0..16).map(|_| a.read().expect("answer")).collect();
+    assert_eq!(got[..4], [ok(), ok(), bulk("2"), F::Null]);
+    assert_eq!(got[4], F::Null, "XX over nothing");
+    assert_eq!(got[5..8], [bulk("2"), bulk("4"), F::Integer(0)]);
+    assert_eq!(
+        got[8..12],
+        [
+            F::Integer(2),
+            F::Integer(4),
+            F::Integer(4),
+            F::SimpleString(b"string".to_vec())
+        ]
+    );
+    assert_eq!(
+        err_text(&got[12]),
+        "ERR value is not an integer or out of range"
+    );
+    assert!(
+        err_text(&got[13]).contains("do not expire"),
+        "{:?}",
+        got[13]
+    );
+    assert_eq!(
+        err_text(&got[14]),
+        "ERR unknown command 'NOSUCH', with args beginning with: 'x' "
+    );
+    assert_eq!(err_text(&got[15]), "ERR DB index is out of range");
+
+    // Keys of every range, written through every node and shard, then
+    // walked with SCAN (small pages) from one connection: each exactly
+    // once, in key order.
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for r in 0..8u8 {
+        for j in 0..5u8 {
+            keys.push(vec![r * 32 + 7, b'k', b'0' + j]);
+        }
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let mut w = Conn::open(resp(&c, i % 3, (i % 2) as u16));
+        assert_eq!(w.call(&[b"SET", k, b"v"]), ok());
+    }
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    let mut cursor = b"0".to_vec();
+    loop {
+        let F::Array(parts) = a.call(&[b"SCAN", &cursor, b"MATCH", b"?k*", b"COUNT", b"3"]) else {
+            panic!("SCAN answers an array");
+        };
+        let [F::BulkString(next), F::Array(page)] = &parts[..] else {
+            panic!("{parts:?}");
+        };
+        for k in page {
+            let F::BulkString(k) = k else { panic!("{k:?}") };
+            seen.push(k.clone());
+        }
+        cursor = next.clone();
+        if cursor == b"0" {
+            break;
+        }
+    }
+    assert_eq!(seen, keys, "SCAN walks every range once, in order");
+    let F::Array(all) = a.call(&[b"KEYS", b"*k[0-4]"]) else {
+        panic!()
+    };
+    assert_eq!(all.len(), keys.len());
+    assert_eq!(
+        a.call(&[b"DBSIZE"]),
+        F::Integer(keys.len() as i64 + 1),
+        "the keys and s"
+    );
+    assert_eq!(
+        a.call(&[b"SCAN", b"99"]),
+        F::Error("ERR invalid cursor".into())
+    );
+
+    // INCR from many connections on every node at once: atomic, so the
+    // count is exact.
+    let addrs: Vec<SocketAddr> = (0..6).map(|i| resp(&c, i % 3, (i % 2) as u16)).collect();
+    let threads: Vec<_> = addrs
+        .into_iter()
+        .map(|addr| {
+            std::thread::spawn(move || {
+                let mut w = Conn::open(addr);
+                for _ in 0..50 {
+                    let F::Integer(_) = w.call(&[b"INCR", b"counter"]) else {
+                        panic!("INCR answers an integer");
+                    };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(a.call(&[b"GET", b"counter"]), bulk("300"));
+
+    // RESP3 on the same connection.
+    let F::Array(hello) = a.call(&[b"HELLO", b"2"]) else {
+        panic!()
+    };
+    assert!(hello.contains(&bulk("proto")), "{hello:?}");
+    let mut r3 = Conn::open(resp(&c, 1, 1));
+    r3.send(&[b"HELLO", b"3"]);
+    r3.send(&[b"GET", b"nothing"]);
+    // RESP3: HELLO's map, then the null `_`.
+    use redis_protocol::resp3::{decode::complete::decode, types::OwnedFrame as F3};
+    let mut frames = Vec::new();
+    while frames.len() < 2 {
+        match decode(&r3.buf).unwrap() {
+            Some((f, n)) => {
+                r3.buf.drain(..n);
+                frames.push(f);
+            }
+            None => {
+                let mut chunk = [0u8; 4096];
+                let n = r3.s.read(&mut chunk).unwrap();
+                assert!(n > 0, "closed");
+                r3.buf.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
+    let F3::Map { data, .. } = &frames[0] else {
+        panic!("HELLO 3 answers a map: {:?}", frames[0]);
+    };
+    let proto = data
+        .iter()
+        .find(|(k, _)| matches!(k, F3::BlobString { data, .. } if data == b"proto"))
+        .map(|(_, v)| v.clone());
+    assert!(
+        matches!(proto, Some(F3::Number { data: 3, .. })),
+        "{data:?}"
+    );
+    assert_eq!(frames[1], F3::Null);
+}
+
+#[test]
+fn a_bad_or_oversized_frame_closes_its_connection_only() {
+    let c = cluster();
+    let addr = resp(&c, 0, 0);
+    let mut good = Conn::open(addr);
+    assert_eq!(good.call(&[b"SET", b"x", b"1"]), ok());
+    // Not RESP: an error, then the connection is closed.
+    let mut bad = Conn::open(addr);
+    bad.s.write_all(b"*1\r\n:12x\r\n").unwrap();
+    assert!(err_text(&bad.read().unwrap()).starts_with("ERR Protocol error"));
+    assert_eq!(bad.read(), None, "closed");
+    // A value announced far past the limit (1 MiB by default): refused
+    // once the frame limit's bytes came without it ending; never stored.
+    let mut big = Conn::open(addr);
+    big.s
+        .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\ny\r\n$104857600\r\n")
+        .unwrap();
+    let chunk = vec![b'z'; 256 << 10];
+    let mut answer = None;
+    for _ in 0..16 {
+        if big.s.write_all(&chunk).is_err() {
+            break;
+        }
+    }
+    if let Some(f) = big.read() {
+        answer = Some(f);
+    }
+    let why = err_text(&answer.expect("an error before the close"));
+    assert!(why.contains("longer than"), "{why}");
+    // Inline commands, and QUIT: answered, then closed.
+    let mut inline = Conn::open(addr);
+    inline.s.write_all(b"PING\r\nQUIT\r\nPING\r\n").unwrap();
+    assert_eq!(inline.read(), Some(F::SimpleString(b"PONG".to_vec())));
+    assert_eq!(inline.read(), Some(ok()));
+    assert_eq!(inline.read(), None, "nothing after QUIT");
+    // The others were served all along.
+    assert_eq!(good.call(&[b"GET", b"x"]), bulk("1"));
+    assert_eq!(good.call(&[b"GET", b"y"]), F::Null);
+}
+
+fn have(tool: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// `redis-cli`, `redis-benchmark` and the `redis` Python library against
+/// the port, unchanged. Skipped, saying so, where they are not installed
+/// (`.ci/run` installs them).
+#[test]
+fn redis_cli_redis_benchmark_and_a_python_client_work_unchanged() {
+    let missing: Vec<&str> = ["redis-cli", "redis-benchmark", "python3"]
+        .into_iter()
+        .filter(|t| !have(t))
+        .collect();
+    let py_redis = have("python3")
+        && std::process::Command::new("python3")
+            .args(["-c", "import redis"])
+            .status()
+            .is_ok_and(|s| s.success());
+    if !missing.is_empty() || !py_redis {
+        eprintln!(
+            "skipped: needs redis-cli, redis-benchmark and python3 with redis (apt-get install redis-tools python3-redis); missing {missing:?}, python redis {py_redis}"
+        );
+        return;
+    }
+    let c = cluster();
+    let a = resp(&c, 1, 0);
+    let (host, port) = (a.ip().to_string(), a.port().to_string());
+    let cli = |args: &[&str]| {
+        let o = std::process::Command::new("redis-cli")
+            .args(["-h", &host, "-p", &port])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(o.status.success(), "{o:?}");
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(cli(&["SET", "hello", "world"]), "OK");
+    assert_eq!(cli(&["GET", "hello"]), "world");
+    assert!(cli(&["INFO", "server"]).contains("redis_version:"));
+    let o = std::process::Command::new("redis-benchmark")
+        .args(["-h", &host, "-p", &port])
+        .args([
+            "-t", "set,get", "-n", "2000", "-c", "8", "-P", "4", "-d", "16", "-q",
+        ])
+        .output()
+        .expect("redis-benchmark runs");
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(o.status.success(), "{o:?}");
+    for t in ["SET", "GET"] {
+        let line = out
+            .split(['\n', '\r'])
+            .find(|l| l.starts_with(&format!("{t}: ")) && l.contains("requests per second"))
+            .unwrap_or_else(|| panic!("no {t} figure in {out:?}"));
+        eprintln!("redis-benchmark: {line}");
+    }
+    // What redis-benchmark wrote is there (its key, 16 bytes of 'x').
+    assert_eq!(cli(&["STRLEN", "key:__rand_int__"]), "16");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/resp_client.py");
+    let o = std::process::Command::new("python3")
+        .arg(script)
+        .args([&host, &port, &resp(&c, 2, 1).port().to_string()])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    eprintln!("{}", String::from_utf8_lossy(&o.stdout));
+}
