@@ -2129,6 +2129,20 @@ fn the_balancer_removes_learners_that_no_move_promoted_from_ranges_and_the_meta_
             }
             glommio::timer::sleep(Duration::from_millis(200)).await;
         }
+        // A removal meant for a learner never takes a meta voter: refused
+        // unless asked on purpose (a review found a move's cleanup could
+        // remove a learner another mover had just promoted).
+        let rm = Op::RemoveNode {
+            node: 1,
+            below_replication_factor: false,
+        };
+        match cl.meta_admin(rm).await {
+            Err(Error::Server(ClientError::BadRequest { reason })) => {
+                assert!(reason.contains("voter of the meta group"), "{reason}");
+            }
+            other => panic!("removing a meta voter: {other:?}"),
+        }
+        assert_eq!(cl.meta_roster().await.unwrap().voters.len(), 3);
     });
 }
 

@@ -138,8 +138,11 @@ impl Client {
             super::moves::retrying(wait, || self.on_meta_leader(op.clone())).await
         };
         // A learner on `to` already (a move cut short) is taken as it is:
-        // the move resumes instead of seeding another.
-        if !roster.is_learner(to) {
+        // the move resumes instead of seeding another. Only a learner this
+        // call added is removed if the move fails: one taken over may be
+        // another mover's, promoted by it meanwhile.
+        let adds = !roster.is_learner(to);
+        if adds {
             patient(Op::AddLearner {
                 node: to,
                 peer_addr: peer_addr.to_string(),
@@ -155,12 +158,15 @@ impl Client {
         })
         .await
         {
-            // A learner left behind would be sent the group forever.
-            let _ = patient(Op::RemoveNode {
-                node: to,
-                below_replication_factor: false,
-            })
-            .await;
+            // A learner left behind would be sent the group forever (the
+            // meta group refuses this removal if `to` votes by now).
+            if adds {
+                let _ = patient(Op::RemoveNode {
+                    node: to,
+                    below_replication_factor: false,
+                })
+                .await;
+            }
             return Err(e);
         }
         Ok(super::MoveOutcome::Moved)

@@ -1018,8 +1018,9 @@ impl Client {
     }
 
     /// Adds `by` to the integer `key` holds (absent: 0), atomically:
-    /// `Ok(n)`, the value now, or `Err(current)` (unchanged: not a decimal
-    /// `i64`, or the sum overflows) (`Op::Incr`).
+    /// `Ok(n)`, the value now, or `Err(current)`, unchanged: `Some` if the
+    /// sum would overflow, `None` if it is not a decimal `i64`
+    /// (`Op::Incr`).
     pub async fn incr(&self, key: &[u8], by: i64) -> Result<Result<i64, Option<Bytes>>, Error> {
         let op = Op::Incr {
             key: Bytes::copy_from_slice(key),
@@ -1049,9 +1050,12 @@ impl Client {
         match self.call_key(key, op, true).await? {
             Reply::Cas {
                 swapped: true,
-                current,
-            } => Ok(Some(current.map_or(0, |v| v.len()))),
-            Reply::Cas { .. } => Ok(None),
+                current: Some(len),
+            } => match std::str::from_utf8(&len).ok().and_then(|l| l.parse().ok()) {
+                Some(len) => Ok(Some(len)),
+                None => Err(unexpected(Reply::Value(Some(len)))),
+            },
+            Reply::Cas { swapped: false, .. } => Ok(None),
             other => Err(unexpected(other)),
         }
     }
@@ -1067,6 +1071,28 @@ impl Client {
         end: &[u8],
         limit: u32,
     ) -> Result<(Vec<(Bytes, Bytes)>, bool), Error> {
+        self.scan_with(start, end, limit, false).await
+    }
+
+    /// [`scan`](Self::scan)'s keys only (`Op::Scan::keys_only`: no value
+    /// crosses the wire).
+    pub async fn scan_keys(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+    ) -> Result<(Vec<Bytes>, bool), Error> {
+        let (pairs, more) = self.scan_with(start, end, limit, true).await?;
+        Ok((pairs.into_iter().map(|(k, _)| k).collect(), more))
+    }
+
+    async fn scan_with(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: u32,
+        keys_only: bool,
+    ) -> Result<(Vec<(Bytes, Bytes)>, bool), Error> {
         let mut out: Vec<(Bytes, Bytes)> = Vec::new();
         let mut at = Bytes::copy_from_slice(start);
         let end = Bytes::copy_from_slice(end);
@@ -1079,6 +1105,7 @@ impl Client {
                 // keys are in range.
                 limit: left.max(1),
                 mode: self.inner.cfg.read_mode,
+                keys_only,
             };
             let (pairs, more, range_end) = match self.call_key(&at, op, false).await? {
                 Reply::Scan {

@@ -154,7 +154,11 @@ impl Replica {
             Op::Get { key, .. } => Ok(Reply::Value(self.kv.get(key).cloned())),
             Op::Scan { start, .. } if !bounds.contains(start) => Err(self.kv.not_in_range(start)),
             Op::Scan {
-                start, end, limit, ..
+                start,
+                end,
+                limit,
+                keys_only,
+                ..
             } => {
                 let limit = (*limit).min(scan_limit_max) as usize;
                 let (pairs, more) = match bounds.clamp(start, end) {
@@ -164,7 +168,14 @@ impl Replica {
                 Ok(Reply::Scan {
                     pairs: pairs
                         .into_iter()
-                        .map(|(key, value)| KeyValue { key, value })
+                        .map(|(key, value)| KeyValue {
+                            key,
+                            value: if *keys_only {
+                                bytes::Bytes::new()
+                            } else {
+                                value
+                            },
+                        })
                         .collect(),
                     more,
                     range_end: bounds.end.clone(),

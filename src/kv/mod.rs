@@ -75,9 +75,9 @@ pub enum WriteOp {
     },
     /// Adds `by` to the integer `key` holds (decimal ASCII, as Redis
     /// stores one; absent: 0), in this one entry (Redis's `INCRBY`).
-    /// Answered `Reply::Cas`: swapped with the value now, or not swapped
-    /// with the value unchanged if it is not such an integer or the sum
-    /// leaves `i64`.
+    /// Answered `Reply::Cas`: swapped with the value now; or not swapped,
+    /// the value unchanged, with it if the sum leaves `i64`, without it if
+    /// it is not such an integer.
     Incr {
         key: Bytes,
         by: i64,
@@ -85,7 +85,8 @@ pub enum WriteOp {
     /// Appends `value` to what `key` holds (absent: empty), in this one
     /// entry (Redis's `APPEND`), unless the result would pass `max_len`
     /// bytes (the leader's value limit, carried in the entry so every
-    /// replica decides alike). Answered as `Incr` is.
+    /// replica decides alike). Answered `Reply::Cas`: swapped with the
+    /// value's length now in decimal, or not swapped and nothing.
     Append {
         key: Bytes,
         value: Bytes,
@@ -549,9 +550,12 @@ impl Kv {
                             current: Some(v),
                         }
                     }
+                    // The value only if it is an integer (the sum
+                    // overflowed): never a large non-integer copied into
+                    // the answer and the session.
                     None => Reply::Cas {
                         swapped: false,
-                        current: current.cloned(),
+                        current: current.filter(|v| redis_integer(v).is_some()).cloned(),
                     },
                 }
             }
@@ -565,17 +569,18 @@ impl Kv {
                 if len > *max_len as usize {
                     return Reply::Cas {
                         swapped: false,
-                        current: current.cloned(),
+                        current: None,
                     };
                 }
                 let mut v = Vec::with_capacity(len);
                 v.extend_from_slice(current.map_or(&[][..], |c| &c[..]));
                 v.extend_from_slice(value);
-                let v = Bytes::from(v);
-                self.map.insert(Bytes::copy_from_slice(key), v.clone());
+                self.map.insert(Bytes::copy_from_slice(key), Bytes::from(v));
+                // The length, not the value: appends to a large value
+                // must not copy it into every answer and session.
                 Reply::Cas {
                     swapped: true,
-                    current: Some(v),
+                    current: Some(Bytes::from(len.to_string())),
                 }
             }
             WriteOp::Cas { key, expect, value } => {

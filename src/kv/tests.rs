@@ -450,10 +450,10 @@ fn increments_and_appends_are_one_entry_each_with_redis_rules() {
             current: Some(b(v)),
         })
     };
-    let refused = |v: &str| {
+    let refused = |v: Option<&str>| {
         Ok(Reply::Cas {
             swapped: false,
-            current: Some(b(v)),
+            current: v.map(b),
         })
     };
     assert_eq!(
@@ -478,15 +478,21 @@ fn increments_and_appends_are_one_entry_each_with_redis_rules() {
         "99999999999999999999",
     ] {
         apply(&mut kv, put(9, seq, seq, "s", v)).unwrap();
-        assert_eq!(apply(&mut kv, incr(seq + 1, "s", 1)), refused(v), "{v:?}");
+        assert_eq!(
+            apply(&mut kv, incr(seq + 1, "s", 1)),
+            refused(None),
+            "{v:?}"
+        );
+        assert_eq!(kv.get(b"s"), Some(&b(v)));
         seq += 2;
     }
     // Overflow in both directions.
     let max = i64::MAX.to_string();
     apply(&mut kv, put(9, 40, 40, "big", &max)).unwrap();
-    assert_eq!(apply(&mut kv, incr(41, "big", 1)), refused(&max));
+    assert_eq!(apply(&mut kv, incr(41, "big", 1)), refused(Some(&max)));
     assert_eq!(apply(&mut kv, incr(42, "big", i64::MIN)), done("-1"));
-    // Append: onto nothing, onto a value, and not past max_len.
+    // Append: onto nothing, onto a value, and not past max_len; answered
+    // with the length, not the value.
     let app = |seq, v: &str| {
         let value = b(v);
         op(
@@ -499,8 +505,8 @@ fn increments_and_appends_are_one_entry_each_with_redis_rules() {
             },
         )
     };
-    assert_eq!(apply(&mut kv, app(50, "ab")), done("ab"));
-    assert_eq!(apply(&mut kv, app(51, "cd")), done("abcd"));
-    assert_eq!(apply(&mut kv, app(52, "e")), refused("abcd"));
+    assert_eq!(apply(&mut kv, app(50, "ab")), done("2"));
+    assert_eq!(apply(&mut kv, app(51, "cd")), done("4"));
+    assert_eq!(apply(&mut kv, app(52, "e")), refused(None));
     assert_eq!(kv.get(b"a"), Some(&b("abcd")));
 }

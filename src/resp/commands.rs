@@ -48,8 +48,10 @@ fn failed(e: Error) -> Reply {
     Reply::err(format!("ERR {e}"))
 }
 
+/// An integer argument as Redis reads one (`string2ll`: no `+`, no
+/// leading zeros, no spaces).
 fn int_arg(b: &[u8]) -> Option<i64> {
-    std::str::from_utf8(b).ok()?.parse().ok()
+    crate::kv::redis_integer(b)
 }
 
 /// Runs one command; its answer.
@@ -93,13 +95,16 @@ pub(super) async fn run(svc: &Service, st: &mut ConnState, args: Vec<Bytes>) -> 
         _ => {}
     }
     if !COMMANDS.contains(&name.as_str()) {
+        // As Redis shows them: at most 128 bytes of each, CR and LF out
+        // (`Reply` encodes them as spaces).
+        let show = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(128)]).into_owned();
         let mut shown = String::new();
         for x in a.iter().take(20) {
-            shown.push_str(&format!("'{}' ", String::from_utf8_lossy(x)));
+            shown.push_str(&format!("'{}' ", show(x)));
         }
         return Reply::err(format!(
             "ERR unknown command '{}', with args beginning with: {shown}",
-            String::from_utf8_lossy(&args[0])
+            show(&args[0])
         ));
     }
     let c = match svc.client().await {
@@ -108,8 +113,8 @@ pub(super) async fn run(svc: &Service, st: &mut ConnState, args: Vec<Bytes>) -> 
     };
     match name.as_str() {
         "INFO" => info(svc, &c, a).await,
-        "DBSIZE" if a.is_empty() => match walk(&c, b"*", usize::MAX, false).await {
-            Ok(w) => Reply::Int(w.len() as i64),
+        "DBSIZE" if a.is_empty() => match count_keys(&c).await {
+            Ok(n) => Reply::Int(n as i64),
             Err(e) => failed(e),
         },
         "GET" => match a {
@@ -217,12 +222,9 @@ pub(super) async fn run(svc: &Service, st: &mut ConnState, args: Vec<Bytes>) -> 
             },
             _ => arity(&name),
         },
-        "SCAN" if !a.is_empty() => scan(&c, st, a).await,
+        "SCAN" if !a.is_empty() => scan(svc, &c, a).await,
         "KEYS" => match a {
-            [pattern] => match walk(&c, pattern, super::RESP_KEYS_MAX, true).await {
-                Ok(keys) => Reply::Array(keys.into_iter().map(Reply::Bulk).collect()),
-                Err(e) => failed(e),
-            },
+            [pattern] => keys(&c, pattern).await,
             _ => arity(&name),
         },
         _ => arity(&name),
@@ -320,9 +322,12 @@ async fn set(c: &Client, a: &[Bytes]) -> Reply {
 }
 
 /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]` over the whole
-/// keyspace in key order: the cursor names the key the next call starts
-/// at (kept by the connection, [`super::RESP_SCAN_CURSORS_MAX`] at most).
-async fn scan(c: &Client, st: &mut ConnState, a: &[Bytes]) -> Reply {
+/// keyspace in key order, keys only (`Client::scan_keys`). The cursor
+/// names the key the next call starts at, kept by the shard (not the
+/// connection: a pooled client may go on from another connection to the
+/// same port) in a table of [`super::RESP_SCAN_CURSORS_MAX`]; a cursor
+/// stays valid when used, so a call may be retried.
+async fn scan(svc: &Service, c: &Client, a: &[Bytes]) -> Reply {
     let Some(cursor) = std::str::from_utf8(&a[0])
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
@@ -337,8 +342,9 @@ async fn scan(c: &Client, st: &mut ConnState, a: &[Bytes]) -> Reply {
         };
         match o.to_ascii_uppercase().as_slice() {
             b"MATCH" => pattern = Some(val.clone()),
+            // A hint, as in Redis: at most RESP_SCAN_COUNT_MAX per call.
             b"COUNT" => match int_arg(val) {
-                Some(n) if n >= 1 => count = n.min(i64::from(u32::MAX)) as u32,
+                Some(n) if n >= 1 => count = n.min(i64::from(super::RESP_SCAN_COUNT_MAX)) as u32,
                 Some(_) => return syntax(),
                 None => return not_integer(),
             },
@@ -349,74 +355,92 @@ async fn scan(c: &Client, st: &mut ConnState, a: &[Bytes]) -> Reply {
     let start = if cursor == 0 {
         Bytes::new()
     } else {
-        match st.cursors.remove(&cursor) {
-            Some(k) => k,
+        match svc.cursors.borrow().get(&cursor) {
+            Some(k) => k.clone(),
             None => return Reply::err("ERR invalid cursor"),
         }
     };
-    let (pairs, more) = match c.scan(&start, b"", count).await {
+    let (keys, more) = match c.scan_keys(&start, b"", count).await {
         Ok(r) => r,
         Err(e) => return failed(e),
     };
-    let next = match (more, pairs.last()) {
-        (true, Some((last, _))) => {
-            let id = st.next_cursor;
-            st.next_cursor += 1;
-            let mut k = last.to_vec();
-            k.push(0);
-            st.cursors.insert(id, Bytes::from(k));
-            while st.cursors.len() > super::RESP_SCAN_CURSORS_MAX {
-                st.cursors.pop_first();
-            }
-            id
-        }
+    let next = match (more, keys.last()) {
+        (true, Some(last)) => svc.new_cursor(after(last)),
         _ => 0,
     };
-    let keys = pairs
+    let keys = keys
         .into_iter()
-        .map(|(k, _)| k)
         .filter(|k| only_strings && pattern.as_ref().is_none_or(|p| super::glob_matches(p, k)))
         .map(Reply::Bulk)
         .collect();
     Reply::Array(vec![Reply::bulk(next.to_string()), Reply::Array(keys)])
 }
 
-/// Every key matching `pattern`, in order; more than `max` is an error
-/// naming `SCAN` if `refuse_past_max` (`KEYS`), else counted only up to
-/// `max`.
+/// The first key after `k` in key order.
+fn after(k: &[u8]) -> Bytes {
+    let mut next = Vec::with_capacity(k.len() + 1);
+    next.extend_from_slice(k);
+    next.push(0);
+    Bytes::from(next)
+}
+
+/// Walks every key matching `pattern` in order, keys only, a page of
+/// [`super::RESP_WALK_PAGE_KEYS`] at a time, calling `each` on every
+/// match until it says to stop (`false`).
 async fn walk(
     c: &Client,
     pattern: &[u8],
-    max: usize,
-    refuse_past_max: bool,
-) -> Result<Vec<Bytes>, Error> {
-    let mut out = Vec::new();
+    mut each: impl FnMut(Bytes) -> bool,
+) -> Result<(), Error> {
     let mut at = Bytes::new();
     loop {
-        let (pairs, more) = c.scan(&at, b"", super::RESP_WALK_PAGE_KEYS).await?;
-        if let Some((last, _)) = pairs.last() {
-            let mut k = last.to_vec();
-            k.push(0);
-            at = Bytes::from(k);
+        let (keys, more) = c.scan_keys(&at, b"", super::RESP_WALK_PAGE_KEYS).await?;
+        if let Some(last) = keys.last() {
+            at = after(last);
         }
-        for (k, _) in pairs {
-            if super::glob_matches(pattern, &k) {
-                if out.len() == max {
-                    if refuse_past_max {
-                        return Err(Error::Server(crate::wire::ClientError::BadRequest {
-                            reason: format!(
-                                "KEYS would answer more than {max} keys (RESP_KEYS_MAX): use SCAN"
-                            ),
-                        }));
-                    }
-                    return Ok(out);
-                }
-                out.push(k);
+        for k in keys {
+            if super::glob_matches(pattern, &k) && !each(k) {
+                return Ok(());
             }
         }
         if !more {
-            return Ok(out);
+            return Ok(());
         }
+    }
+}
+
+/// Keys in the cluster (`DBSIZE`, `INFO keyspace`): counted, not kept.
+async fn count_keys(c: &Client) -> Result<u64, Error> {
+    let mut n = 0u64;
+    walk(c, b"*", |_| {
+        n += 1;
+        true
+    })
+    .await?;
+    Ok(n)
+}
+
+/// `KEYS pattern`: at most [`super::RESP_KEYS_MAX`], else an error that
+/// names `SCAN`.
+async fn keys(c: &Client, pattern: &[u8]) -> Reply {
+    let max = super::RESP_KEYS_MAX;
+    let mut out = Vec::new();
+    let mut over = false;
+    let r = walk(c, pattern, |k| {
+        if out.len() == max {
+            over = true;
+            return false;
+        }
+        out.push(Reply::Bulk(k));
+        true
+    })
+    .await;
+    match r {
+        Err(e) => failed(e),
+        Ok(()) if over => Reply::err(format!(
+            "ERR KEYS would answer more than {max} keys (RESP_KEYS_MAX): use SCAN"
+        )),
+        Ok(()) => Reply::Array(out),
     }
 }
 
@@ -583,10 +607,9 @@ async fn info(svc: &Service, c: &Client, a: &[Bytes]) -> Reply {
         ));
     }
     if all || want.iter().any(|w| w == "keyspace") {
-        match walk(c, b"*", usize::MAX, false).await {
-            Ok(k) => out.push_str(&format!(
-                "# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n",
-                k.len()
+        match count_keys(c).await {
+            Ok(n) => out.push_str(&format!(
+                "# Keyspace\r\ndb0:keys={n},expires=0,avg_ttl=0\r\n"
             )),
             Err(e) => return failed(e),
         }

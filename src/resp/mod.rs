@@ -19,12 +19,16 @@
 //! write without the earlier ones. The answers to what one read brought
 //! in (a pipeline) go out in one write.
 //!
-//! Frames are RESP2 (`HELLO 3` switches the answers to RESP3), parsed and
-//! encoded with the `redis-protocol` crate; inline commands (`PING` typed
-//! into a bare socket) are read too. A frame that does not parse gets an
-//! error and closes its connection only; one larger than
-//! [`frame_bytes_max`] is refused when that many bytes came without it
-//! ending, so nothing larger is ever buffered.
+//! Answers are RESP2 (`HELLO 3` switches them to RESP3), encoded with the
+//! `redis-protocol` crate. Requests are read by [`Parser`], our own: they
+//! are only arrays of bulk strings or inline lines (`PING` typed into a
+//! bare socket), and the crate's decoder recurses into nested arrays
+//! without a bound, so a few hundred KB of `*1\r\n` from any client would
+//! overflow the shard's stack and abort the node. A frame that does not
+//! parse gets an error and closes its connection only; one larger than
+//! [`frame_bytes_max`] is refused as soon as a header announces it (or
+//! that many bytes came without it ending), so nothing larger is ever
+//! buffered.
 
 mod commands;
 mod glob;
@@ -39,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use redis_protocol::resp2::types::{BytesFrame as Frame2, Resp2Frame};
+use redis_protocol::resp2::types::BytesFrame as Frame2;
 use redis_protocol::resp3::types::BytesFrame as Frame3;
 
 use crate::client::{Client, ClientConfig};
@@ -54,10 +58,19 @@ pub const RESP_FRAME_OVERHEAD_BYTES: usize = 64 << 10;
 /// every key of the cluster in one answer).
 pub const RESP_KEYS_MAX: usize = 100_000;
 
-/// `SCAN` cursors one connection keeps (each the key its next call starts
-/// at); the oldest is forgotten past it, and a call with it is refused
-/// (`ERR invalid cursor`) rather than answered from the start.
-pub const RESP_SCAN_CURSORS_MAX: usize = 64;
+/// `SCAN` cursors a shard keeps (each the key its next call starts at);
+/// the oldest is forgotten past it, and a call with it is refused (`ERR
+/// invalid cursor`) rather than answered from the start.
+pub const RESP_SCAN_CURSORS_MAX: usize = 4096;
+
+/// Keys one `SCAN` call reads at most, whatever its `COUNT` (a hint, as
+/// in Redis).
+pub const RESP_SCAN_COUNT_MAX: u32 = 10_000;
+
+/// Answers to a pipeline are written together up to this many bytes;
+/// past it they are written at once (a pipeline of large `GET`s is never
+/// held whole).
+pub const RESP_REPLY_FLUSH_BYTES: usize = 1 << 20;
 
 /// `SCAN`'s `COUNT` when not given (Redis's default).
 pub const RESP_SCAN_COUNT_DEFAULT: u32 = 10;
@@ -104,9 +117,25 @@ pub(crate) struct Service {
     conns_open: Cell<u64>,
     conns_total: Cell<u64>,
     commands_total: Cell<u64>,
+    /// `SCAN` cursor → the key its next call starts at (bounded by
+    /// [`RESP_SCAN_CURSORS_MAX`], oldest first out).
+    cursors: RefCell<BTreeMap<u64, Bytes>>,
+    next_cursor: Cell<u64>,
 }
 
 impl Service {
+    /// A new `SCAN` cursor for a walk that goes on at `at`.
+    fn new_cursor(&self, at: Bytes) -> u64 {
+        let id = self.next_cursor.get();
+        self.next_cursor.set(id + 1);
+        let mut t = self.cursors.borrow_mut();
+        t.insert(id, at);
+        while t.len() > RESP_SCAN_CURSORS_MAX {
+            t.pop_first();
+        }
+        id
+    }
+
     /// The shard's client, connected on first use (and again if the node
     /// was not serving yet); an error names what to check.
     async fn client(&self) -> Result<Client, String> {
@@ -157,6 +186,8 @@ pub async fn serve(listener: glommio::net::TcpListener, cfg: RespConfig, stop: R
         conns_open: Cell::new(0),
         conns_total: Cell::new(0),
         commands_total: Cell::new(0),
+        cursors: RefCell::new(BTreeMap::new()),
+        next_cursor: Cell::new(1),
     });
     let mut failures = 0u32;
     while !stop.get() {
@@ -205,9 +236,6 @@ pub(crate) struct ConnState {
     /// 2 or 3 (`HELLO`).
     pub proto: u8,
     pub name: Option<Bytes>,
-    /// `SCAN` cursor → the key its next call starts at.
-    pub cursors: BTreeMap<u64, Bytes>,
-    pub next_cursor: u64,
     /// `QUIT` was asked: close once its answer is out.
     pub quit: bool,
 }
@@ -241,8 +269,8 @@ impl Reply {
 
     fn to_resp2(&self) -> Frame2 {
         match self {
-            Reply::Status(s) => Frame2::SimpleString(Bytes::from(s.clone())),
-            Reply::Error(e) => Frame2::Error(e.clone().into()),
+            Reply::Status(s) => Frame2::SimpleString(Bytes::from(one_line(s))),
+            Reply::Error(e) => Frame2::Error(one_line(e).into()),
             Reply::Int(i) => Frame2::Integer(*i),
             Reply::Bulk(b) => Frame2::BulkString(b.clone()),
             Reply::Null => Frame2::Null,
@@ -258,11 +286,11 @@ impl Reply {
     fn to_resp3(&self) -> Frame3 {
         match self {
             Reply::Status(s) => Frame3::SimpleString {
-                data: Bytes::from(s.clone()),
+                data: Bytes::from(one_line(s)),
                 attributes: None,
             },
             Reply::Error(e) => Frame3::SimpleError {
-                data: e.clone().into(),
+                data: one_line(e).into(),
                 attributes: None,
             },
             Reply::Int(i) => Frame3::Number {
@@ -304,12 +332,19 @@ impl Reply {
     }
 }
 
+/// `s` with CR and LF as spaces: a status or an error is one line, and
+/// one that echoes a client's bytes must not end early and forge answers
+/// (Redis does the same to its error strings).
+fn one_line(s: &str) -> String {
+    s.replace(['\r', '\n'], " ")
+}
+
 /// What one look at the read buffer found.
 #[derive(Debug, PartialEq)]
 pub(crate) enum Parsed {
     /// A command: its name and arguments.
     Command(Vec<Bytes>),
-    /// An empty inline line (ignored, as Redis does).
+    /// An empty inline line or an empty array (ignored, as Redis does).
     Empty,
     /// More bytes are needed.
     Incomplete,
@@ -317,66 +352,168 @@ pub(crate) enum Parsed {
     Invalid(String),
 }
 
-/// Takes the next command off `buf`: a RESP array of bulk strings, or an
-/// inline command (a line of words). A frame not ended within
-/// `frame_max` bytes is refused.
-pub(crate) fn parse(buf: &mut BytesMut, frame_max: usize) -> Parsed {
-    if buf.is_empty() {
-        return Parsed::Incomplete;
-    }
-    if buf[0] != b'*' {
-        // Inline: up to the end of the line.
-        let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
-            if buf.len() > frame_max {
-                return Parsed::Invalid(format!(
-                    "ERR Protocol error: an inline command longer than {frame_max} bytes"
-                ));
-            }
-            return Parsed::Incomplete;
+/// Longest line a request may hold without ending: an array's or a bulk
+/// string's header (`*N`, `$LEN`), or an inline command (Redis's
+/// `PROTO_INLINE_MAX_SIZE`).
+pub const RESP_INLINE_BYTES_MAX: usize = 64 << 10;
+
+/// Longest header line (`*N\r\n`, `$LEN\r\n`): a sign, 20 digits, CRLF.
+const HEADER_BYTES_MAX: usize = 24;
+
+/// A request parser that resumes where the last bytes ended: each byte is
+/// looked at once however the frame is cut (no pass over the whole buffer
+/// per read), and requests are only arrays of bulk strings (or inline
+/// lines), read without recursion (a nested array is refused: a crate's
+/// recursive decoder overflows the stack on `*1\r\n` repeated).
+#[derive(Debug, Default)]
+pub(crate) struct Parser {
+    /// Arguments the array being read announced (`None`: between frames).
+    want: Option<usize>,
+    args: Vec<Bytes>,
+    /// The bulk string whose header was read, waiting for its bytes.
+    bulk: Option<usize>,
+    /// Bytes of the frame so far (headers included).
+    frame_bytes: usize,
+}
+
+/// The integer of a header line (`*N`/`$LEN` after its first byte).
+fn header_int(line: &[u8]) -> Option<i64> {
+    std::str::from_utf8(line).ok()?.parse().ok()
+}
+
+impl Parser {
+    /// Takes the next command off `buf` (consuming what it read), or
+    /// says more bytes are needed or that they are not RESP. A frame
+    /// that would pass `frame_max` bytes is refused as soon as a header
+    /// says so, or once that many bytes came without it ending.
+    pub fn next(&mut self, buf: &mut BytesMut, frame_max: usize) -> Parsed {
+        let Some(want) = self.want else {
+            return self.start(buf, frame_max);
         };
-        let line = buf.split_to(nl + 1).freeze();
-        let text = line.slice(..nl);
-        let words: Vec<Bytes> = text
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|w| !w.is_empty())
-            .map(|w| text.slice_ref(w))
-            .collect();
-        return if words.is_empty() {
-            Parsed::Empty
-        } else {
-            Parsed::Command(words)
-        };
-    }
-    match redis_protocol::resp2::decode::decode_bytes_mut(buf) {
-        Ok(Some((frame, _, _))) => match frame {
-            Frame2::Array(items) if !items.is_empty() => {
-                let mut args = Vec::with_capacity(items.len());
-                for it in items {
-                    match it {
-                        Frame2::BulkString(b) | Frame2::SimpleString(b) => args.push(b),
-                        Frame2::Integer(i) => args.push(Bytes::from(i.to_string())),
-                        other => {
-                            return Parsed::Invalid(format!(
-                                "ERR Protocol error: a command's arguments are bulk strings, not {:?}",
-                                other.kind()
-                            ))
-                        }
+        while self.args.len() < want {
+            let len = match self.bulk {
+                Some(len) => len,
+                None => {
+                    let line = match take_line(buf, HEADER_BYTES_MAX) {
+                        Ok(Some(l)) => l,
+                        Ok(None) => return Parsed::Incomplete,
+                        Err(()) => return invalid("a bulk string header that does not end"),
+                    };
+                    if line.first() != Some(&b'$') {
+                        return invalid(
+                            "a command's arguments are bulk strings ($LEN), nothing else",
+                        );
                     }
+                    let Some(len) = header_int(&line[1..]).and_then(|n| usize::try_from(n).ok())
+                    else {
+                        return invalid("a bulk string length that is not a number >= 0");
+                    };
+                    self.frame_bytes += line.len() + 2;
+                    if self.frame_bytes.saturating_add(len) > frame_max {
+                        return too_long(frame_max);
+                    }
+                    self.bulk = Some(len);
+                    len
                 }
-                Parsed::Command(args)
+            };
+            if buf.len() < len + 2 {
+                return Parsed::Incomplete;
             }
-            Frame2::Array(_) => Parsed::Empty,
-            other => Parsed::Invalid(format!(
-                "ERR Protocol error: expected an array of bulk strings, got {:?}",
-                other.kind()
-            )),
-        },
-        Ok(None) if buf.len() > frame_max => Parsed::Invalid(format!(
-            "ERR Protocol error: a command longer than {frame_max} bytes (the key and value limits plus {RESP_FRAME_OVERHEAD_BYTES}): split it"
-        )),
-        Ok(None) => Parsed::Incomplete,
-        Err(e) => Parsed::Invalid(format!("ERR Protocol error: {e}")),
+            if &buf[len..len + 2] != b"\r\n" {
+                return invalid("a bulk string not followed by CRLF");
+            }
+            let arg = buf.split_to(len).freeze();
+            let _ = buf.split_to(2);
+            self.frame_bytes += len + 2;
+            self.bulk = None;
+            self.args.push(arg);
+        }
+        self.want = None;
+        self.frame_bytes = 0;
+        Parsed::Command(std::mem::take(&mut self.args))
     }
+
+    /// A new frame: an array's header, or an inline line.
+    fn start(&mut self, buf: &mut BytesMut, frame_max: usize) -> Parsed {
+        if buf.is_empty() {
+            return Parsed::Incomplete;
+        }
+        if buf[0] != b'*' {
+            let limit = RESP_INLINE_BYTES_MAX.min(frame_max);
+            let line = match take_line(buf, limit) {
+                Ok(Some(l)) => l,
+                Ok(None) => return Parsed::Incomplete,
+                Err(()) => {
+                    return Parsed::Invalid(format!(
+                        "ERR Protocol error: an inline command longer than {limit} bytes"
+                    ))
+                }
+            };
+            let words: Vec<Bytes> = line
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|w| !w.is_empty())
+                .map(|w| line.slice_ref(w))
+                .collect();
+            return if words.is_empty() {
+                Parsed::Empty
+            } else {
+                Parsed::Command(words)
+            };
+        }
+        let line = match take_line(buf, HEADER_BYTES_MAX) {
+            Ok(Some(l)) => l,
+            Ok(None) => return Parsed::Incomplete,
+            Err(()) => return invalid("an array header that does not end"),
+        };
+        let Some(n) = header_int(&line[1..]) else {
+            return invalid("an array length that is not a number");
+        };
+        if n <= 0 {
+            // `*0` and `*-1`: nothing to do (Redis skips them).
+            return Parsed::Empty;
+        }
+        // Each argument takes at least `$0\r\n\r\n`: a count the frame
+        // limit cannot hold is refused before anything is kept for it.
+        let n = n as u64;
+        if n.saturating_mul(6) > frame_max as u64 {
+            return too_long(frame_max);
+        }
+        self.want = Some(n as usize);
+        self.args = Vec::with_capacity((n as usize).min(1024));
+        self.frame_bytes = line.len() + 2;
+        self.next(buf, frame_max)
+    }
+}
+
+/// The line at the start of `buf` (without its CRLF, or a lone LF for an
+/// inline command), taken off `buf`; `Ok(None)` if it has not ended yet,
+/// `Err` if it has not ended within `max` bytes.
+fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ()> {
+    let look = buf.len().min(max + 2);
+    let Some(nl) = buf[..look].iter().position(|&b| b == b'\n') else {
+        return if buf.len() > max + 1 {
+            Err(())
+        } else {
+            Ok(None)
+        };
+    };
+    let line = buf.split_to(nl + 1).freeze();
+    let end = if nl > 0 && line[nl - 1] == b'\r' {
+        nl - 1
+    } else {
+        nl
+    };
+    Ok(Some(line.slice(..end)))
+}
+
+fn invalid(what: &str) -> Parsed {
+    Parsed::Invalid(format!("ERR Protocol error: {what}"))
+}
+
+fn too_long(frame_max: usize) -> Parsed {
+    Parsed::Invalid(format!(
+        "ERR Protocol error: a command longer than {frame_max} bytes (the key and value limits plus {RESP_FRAME_OVERHEAD_BYTES}): split it"
+    ))
 }
 
 /// Serves one connection until it closes, sends what is not RESP, quits
@@ -393,10 +530,9 @@ async fn connection(
         id,
         proto: 2,
         name: None,
-        cursors: BTreeMap::new(),
-        next_cursor: 1,
         quit: false,
     };
+    let mut parser = Parser::default();
     let mut inbuf = BytesMut::with_capacity(16 << 10);
     let mut out = BytesMut::with_capacity(16 << 10);
     let mut chunk = vec![0u8; 16 << 10];
@@ -408,7 +544,7 @@ async fn connection(
         inbuf.extend_from_slice(&chunk[..n]);
         let mut close = false;
         loop {
-            match parse(&mut inbuf, frame_max) {
+            match parser.next(&mut inbuf, frame_max) {
                 Parsed::Incomplete => break,
                 Parsed::Empty => continue,
                 Parsed::Invalid(why) => {
@@ -420,6 +556,12 @@ async fn connection(
                     svc.commands_total.set(svc.commands_total.get() + 1);
                     let reply = commands::run(svc, &mut st, args).await;
                     reply.encode(st.proto, &mut out);
+                    if out.len() >= RESP_REPLY_FLUSH_BYTES {
+                        // A pipeline of large answers goes out as it
+                        // comes, not all held at once.
+                        stream.write_all(&out).await?;
+                        out.clear();
+                    }
                     if st.quit {
                         close = true;
                         break;

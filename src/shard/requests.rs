@@ -172,7 +172,14 @@ impl Shard {
             | Op::Scan {
                 start: key, mode, ..
             } => {
-                if let Err(e) = check_len(key, kmax, true) {
+                // A scan may start one byte past the key limit: just after
+                // a key at the limit (its next page, `key + 0x00`).
+                let max = if matches!(req.op, Op::Scan { .. }) {
+                    kmax + 1
+                } else {
+                    kmax
+                };
+                if let Err(e) = check_len(key, max, true) {
                     return self.respond(conn, req.id, Err(e));
                 }
                 let mode = *mode;
@@ -606,9 +613,24 @@ impl Shard {
             return Ok(());
         };
         // The meta group's size is not the ranges' factor (it is 1, 3 or
-        // 5 of the founders); a node that does not know the factor (it
-        // joined) applies none.
-        if !self.cfg.replication_factor_known || gid == crate::route::META_GROUP {
+        // 5 of the founders): a voter of it is only ever moved (a joint
+        // change: `move_meta_replica`), never removed, unless asked on
+        // purpose. So a removal meant for a learner (a stray one, a move's
+        // cleanup) that was promoted meanwhile takes no voter with it.
+        if gid == crate::route::META_GROUP {
+            let conf = self.replica(gid).raft.conf();
+            let voter = conf
+                .replica_on(*node)
+                .is_some_and(|r| conf.voters.contains(&r) || conf.voters_outgoing.contains(&r));
+            if voter {
+                return Err(format!(
+                    "node {node} is a voter of the meta group: move it instead (ctl decommission {node} moves it to another node), or ask with --below-replication-factor to shrink the meta group on purpose"
+                ));
+            }
+            return Ok(());
+        }
+        // A node that does not know the factor (it joined) applies none.
+        if !self.cfg.replication_factor_known {
             return Ok(());
         }
         let conf = self.replica(gid).raft.conf();

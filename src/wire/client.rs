@@ -75,15 +75,16 @@ pub enum Op {
     },
     /// Adds `by` to the integer `key` holds, atomically (one log entry:
     /// `kv::WriteOp::Incr`); answered `Reply::Cas`: swapped with the value
-    /// now, or not swapped with the value unchanged (not a decimal `i64`,
-    /// or the sum overflows).
+    /// now, or not swapped, the value unchanged (with it: the sum would
+    /// overflow; without: it is not a decimal `i64`).
     Incr {
         key: Bytes,
         by: i64,
     },
     /// Appends `value` to what `key` holds, atomically
-    /// (`kv::WriteOp::Append`); answered as `Incr` is (not swapped: the
-    /// result would pass the value limit).
+    /// (`kv::WriteOp::Append`); answered `Reply::Cas`: swapped with the
+    /// length now (decimal), or not swapped (the result would pass the
+    /// value limit).
     Append {
         key: Bytes,
         value: Bytes,
@@ -96,6 +97,9 @@ pub enum Op {
         end: Bytes,
         limit: u32,
         mode: ReadMode,
+        /// Keys only: every value in the answer is empty (`DBSIZE`,
+        /// `KEYS` and `SCAN` of the RESP port, which need no values).
+        keys_only: bool,
     },
     /// The cluster map: groups, shards, nodes and current leaders.
     ClusterMap,
@@ -480,11 +484,13 @@ pub fn decode_request(payload: &Bytes) -> Result<Request, MessageError> {
             end,
             limit,
             mode,
+            keys_only,
         } => Op::Scan {
             start: share(start),
             end: share(end),
             limit: limit.to_native(),
             mode: rkyv::deserialize::<ReadMode, RkyvError>(mode).map_err(invalid)?,
+            keys_only: *keys_only,
         },
         // Rare requests: plain deserialization.
         other => rkyv::deserialize::<Op, RkyvError>(other).map_err(invalid)?,

@@ -39,7 +39,8 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 ///     `ReplicaStatus`: the snapshot streaming to a member and its bytes acked.
 /// 13: `Op::Progress` (one range's status from its leader, no digest).
 /// 14: `ReplicaStatus`: the member's replica id and role; `Op::Incr` and
-///     `Op::Append` (atomic read-modify-writes, for the RESP port).
+///     `Op::Append` (atomic read-modify-writes, for the RESP port);
+///     `Op::Scan::keys_only`.
 pub const PROTOCOL_VERSION: u8 = 14;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;

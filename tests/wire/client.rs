@@ -59,6 +59,22 @@ pub fn every_op() -> Vec<Op> {
             end: b(""),
             limit: 100,
             mode: ReadMode::Linearizable,
+            keys_only: false,
+        },
+        Op::Scan {
+            start: b(""),
+            end: b("z"),
+            limit: 7,
+            mode: ReadMode::Stale,
+            keys_only: true,
+        },
+        Op::Incr {
+            key: b("n"),
+            by: -3,
+        },
+        Op::Append {
+            key: b("s"),
+            value: b("tail"),
         },
         Op::ClusterMap,
         Op::Status,

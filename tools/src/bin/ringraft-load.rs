@@ -123,6 +123,11 @@ struct Args {
     /// instead of a cluster.
     #[arg(long, conflicts_with_all = ["cluster", "check"])]
     calibrate: bool,
+    /// Start the local cluster, print its client and RESP addresses, and
+    /// keep it up until Ctrl-C, running no workload: point `redis-cli`,
+    /// `redis-benchmark` or any client at it.
+    #[arg(long, conflicts_with_all = ["cluster", "calibrate", "check"])]
+    serve_only: bool,
     /// Record every operation (unique value per write, on keys fresh to
     /// this run), read every written key at the end, and check that the
     /// history is linearizable per key; prints PASS or FAIL with a
@@ -331,6 +336,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
         cfg.groups = args.groups;
         cfg.split_keys = ringraft_tools::workload::split_keys(args.keys, args.groups);
         cfg.replication_factor = args.replication_factor;
+        // Redis's protocol too, so somebody else's client or benchmark can
+        // be pointed at the same cluster (issue #20).
+        cfg.resp = true;
         if read_mode == ReadMode::Lease {
             cfg.extra_args = vec!["--read-mode".into(), "lease".into()];
         }
@@ -350,6 +358,32 @@ fn run(args: Args) -> Result<ExitCode, String> {
             .map_err(|e| format!("{e}\nnode 1 log:\n{}", c.log_tail(1, 20)))?;
         if interrupted.load(Ordering::SeqCst) {
             return Err("interrupted while the local cluster started".into());
+        }
+        let show = |v: Vec<SocketAddr>| {
+            v.iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let resp: Vec<SocketAddr> = c.nodes.iter().filter_map(|n| n.resp_addr).collect();
+        eprintln!("client addresses (--cluster): {}", show(c.client_addrs()));
+        eprintln!(
+            "RESP addresses (shard s of a node listens on its port + s): {}",
+            show(resp.clone())
+        );
+        if args.serve_only {
+            let r = resp.first().copied().ok_or("no RESP address")?;
+            eprintln!(
+                "serving until Ctrl-C; try: redis-cli -h {} -p {} ping",
+                r.ip(),
+                r.port()
+            );
+            while !interrupted.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("stopping the local cluster");
+            drop(c);
+            return Ok(ExitCode::SUCCESS);
         }
         let a = c.client_addrs();
         local = Some(c);
