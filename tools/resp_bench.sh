@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Issue #20's benchmark with somebody else's client: in the same run, on
-# the same local 3-node cluster (ringraft-load --serve-only),
-#   - redis-benchmark against ringraft's RESP port,
-#   - ringraft-load (the native client) at the same shape,
-#   - redis-benchmark against a Redis server with appendonly yes and
-#     appendfsync always: the single-node durable ceiling,
-# and the ratios: redis-benchmark over ringraft-load on ringraft (do the
-# two generators agree?), and ringraft over durable Redis. Writes only
-# (SET, 16-byte values) unless TESTS says otherwise. Next to each speed,
-# the CPU the ringraft nodes spent per operation (µs, /proc).
+# Issue #20's benchmark with somebody else's client: in the same run,
+# writes (SET, 16-byte values) at each shape (connections x pipeline),
+#   - on ringraft's local 3-node cluster (ringraft-load --serve-only):
+#     redis-benchmark on one node's RESP port, ringraft-load --target resp
+#     on the same port, and ringraft-load through the native client;
+#   - on a Redis server with appendonly yes and appendfsync always (the
+#     single-node durable ceiling): redis-benchmark and ringraft-load
+#     --target resp;
+# and the ratios: do the two generators agree (on Redis, and on ringraft),
+# what the RESP hop costs against the native client, and ringraft over
+# durable Redis. Next to each speed on ringraft, the CPU its nodes spent
+# per operation (µs, /proc).
 #
 #   tools/resp_bench.sh [--out FILE]
 #   Env: SHAPES ("CONNECTIONSxPIPELINE ...", default "16x1 16x4 64x1"),
@@ -17,9 +19,9 @@
 #
 # The machine is shared and noisy: each figure is the median of RUNS
 # repetitions with [min-max]; every ratio is taken within a repetition.
-# A RESP connection carries out its commands one at a time (Redis's
-# order), so redis-benchmark's -P N is set against ringraft-load's
-# --depth 1 and --depth N both.
+# ringraft's RESP connection carries out its commands one at a time
+# (Redis's order), so redis-benchmark's -P N on it is set against the
+# native client's --depth 1 and --depth N both.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=resp-bench-results.md
@@ -87,6 +89,26 @@ redis_pid=$!
 for _ in $(seq 1 100); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 echo "rep shape driver ops_per_sec node_us_per_op" >"$dir/rows"
+# One ringraft-load run: its ops/s and the ringraft nodes' CPU µs per op
+# (no warmup: the nodes' CPU over the whole run is set against every
+# operation of it, as for redis-benchmark).
+load_run() { # rep shape name args...
+  local rep=$1 shape=$2 name=$3 before after
+  shift 3
+  before=$(node_cpu)
+  "$load" "$@" --duration "$DURATION" --warmup 0 --json "$dir/l.json" >/dev/null 2>"$dir/l.err" \
+    || { tail -5 "$dir/l.err" >&2; exit 1; }
+  after=$(node_cpu)
+  python3 "$dir/row.py" "$dir/l.json" "$rep" "$shape" "$name" "$before" "$after" >>"$dir/rows"
+}
+cat >"$dir/row.py" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+ops, total = d["ops_per_sec"], d["ops"]
+before, after = sys.argv[5], sys.argv[6]
+us = f"{(float(after) - float(before)) * 1e6 / total:.1f}" if total and before != "-" else "-"
+print(sys.argv[2], sys.argv[3], sys.argv[4], f"{ops:.0f}", us)
+EOF
 for rep in $(seq 1 "$RUNS"); do
   for shape in $SHAPES; do
     c=${shape%x*}
@@ -96,26 +118,19 @@ for rep in $(seq 1 "$RUNS"); do
     rps=$(bench_rps "$resp_port" "$c" "$p")
     after=$(node_cpu)
     us=$(awk -v a="$after" -v b="$before" -v n="$REQUESTS" 'BEGIN { printf "%.1f", (a - b) * 1e6 / n }')
-    echo "$rep $shape redis-benchmark $rps $us" >>"$dir/rows"
+    echo "$rep $shape redis-benchmark@ringraft $rps $us" >>"$dir/rows"
+    load_run "$rep" "$shape" ringraft-load-resp@ringraft --target resp \
+      --cluster "127.0.0.1:$resp_port" --connections "$c" --depth "$p"
     for depth in $(printf '%s\n' 1 "$p" | sort -un); do
-      name="ringraft-load-d$depth"
-      # No warmup: the nodes' CPU over the whole run is set against every
-      # operation of it, as for redis-benchmark.
-      before=$(node_cpu)
-      "$load" --cluster "$cluster" --connections "$c" --depth "$depth" --duration "$DURATION" \
-        --warmup 0 --json "$dir/l.json" >/dev/null 2>"$dir/l.err" \
-        || { tail -5 "$dir/l.err" >&2; exit 1; }
-      after=$(node_cpu)
-      python3 - "$dir/l.json" "$rep" "$shape" "$name" "$before" "$after" >>"$dir/rows" <<'EOF'
-import json, sys
-d = json.load(open(sys.argv[1]))
-ops, total = d["ops_per_sec"], d["ops"]
-us = (float(sys.argv[6]) - float(sys.argv[5])) * 1e6 / total if total else 0
-print(sys.argv[2], sys.argv[3], sys.argv[4], f"{ops:.0f}", f"{us:.1f}")
-EOF
+      load_run "$rep" "$shape" "ringraft-load-native-d$depth@ringraft" --cluster "$cluster" \
+        --connections "$c" --depth "$depth"
     done
     rps=$(bench_rps "$redis_port" "$c" "$p")
-    echo "$rep $shape redis-server-durable $rps -" >>"$dir/rows"
+    echo "$rep $shape redis-benchmark@redis $rps -" >>"$dir/rows"
+    "$load" --target resp --cluster "127.0.0.1:$redis_port" --connections "$c" --depth "$p" \
+      --duration "$DURATION" --warmup 0 --json "$dir/r.json" >/dev/null 2>"$dir/r.err" \
+      || { tail -5 "$dir/r.err" >&2; exit 1; }
+    python3 "$dir/row.py" "$dir/r.json" "$rep" "$shape" ringraft-load-resp@redis - - >>"$dir/rows"
   done
 done
 
@@ -127,35 +142,39 @@ out, runs = sys.argv[2], int(sys.argv[3])
 by = defaultdict(dict)  # (shape, driver) -> rep -> (ops, us)
 for rep, shape, driver, ops, us in rows:
     by[(shape, driver)][rep] = (float(ops), us)
-def mmm(xs):
+def mmm(xs, fmt="{:,.0f}"):
     xs = sorted(xs)
-    return f"{statistics.median(xs):,.0f} [{xs[0]:,.0f}-{xs[-1]:,.0f}]" if xs else "-"
+    f = lambda x: fmt.format(x)
+    return f"{f(statistics.median(xs))} [{f(xs[0])}-{f(xs[-1])}]" if xs else "-"
 def ratio(a, b, shape):
     xs = []
     for rep, (x, _) in by[(shape, a)].items():
         y = by[(shape, b)].get(rep)
         if y and y[0]:
             xs.append(x / y[0])
-    xs.sort()
-    return f"{statistics.median(xs):.2f} [{xs[0]:.2f}-{xs[-1]:.2f}]" if xs else "-"
+    return mmm(xs, "{:.2f}")
 shapes = []
 for (shape, _) in by:
     if shape not in shapes:
         shapes.append(shape)
-lines = [f"SET, 16-byte values, 3 local nodes; median [min-max] of {runs} runs; ratios within a run.", "",
-         "| connections x pipeline | driver | ops/s | ringraft node CPU µs/op |", "|---|---|---|---|"]
+lines = [f"SET, 16-byte values, 3 local nodes (redis-benchmark and ringraft-load --target resp on one node's RESP port, ringraft-load native on the client ports); median [min-max] of {runs} runs; ratios within a run.", "",
+         "| connections x pipeline | driver @ system | ops/s | ringraft node CPU µs/op |", "|---|---|---|---|"]
 for shape in shapes:
-    for driver in ["redis-benchmark", "ringraft-load-d1", *sorted({d for (s, d) in by if s == shape and d.startswith("ringraft-load-d") and d != "ringraft-load-d1"}), "redis-server-durable"]:
-        if (shape, driver) not in by:
+    for (s, driver) in by:
+        if s != shape:
             continue
         v = by[(shape, driver)]
         us = [float(u) for (_, u) in v.values() if u != "-"]
-        lines.append(f"| {shape} | {driver} | {mmm([o for (o, _) in v.values()])} | {mmm(us) if us else '-'} |")
-lines += ["", "| connections x pipeline | redis-benchmark / ringraft-load --depth 1 | redis-benchmark / ringraft-load --depth P | ringraft (redis-benchmark) / durable Redis |", "|---|---|---|---|"]
+        lines.append(f"| {shape} | {driver} | {mmm([o for (o, _) in v.values()])} | {mmm(us, '{:.0f}') if us else '-'} |")
+lines += ["", "| connections x pipeline | redis-benchmark / ringraft-load --target resp, on Redis | the same, on ringraft | redis-benchmark on ringraft / ringraft-load native, depth 1 | the same, depth P | ringraft / durable Redis (redis-benchmark) |", "|---|---|---|---|---|---|"]
 for shape in shapes:
     p = shape.split("x")[1]
-    deep = f"ringraft-load-d{p}" if p != "1" else "ringraft-load-d1"
-    lines.append(f"| {shape} | {ratio('redis-benchmark', 'ringraft-load-d1', shape)} | {ratio('redis-benchmark', deep, shape)} | {ratio('redis-benchmark', 'redis-server-durable', shape)} |")
+    lines.append(" | ".join([f"| {shape}",
+        ratio("redis-benchmark@redis", "ringraft-load-resp@redis", shape),
+        ratio("redis-benchmark@ringraft", "ringraft-load-resp@ringraft", shape),
+        ratio("redis-benchmark@ringraft", "ringraft-load-native-d1@ringraft", shape),
+        ratio("redis-benchmark@ringraft", f"ringraft-load-native-d{p}@ringraft", shape),
+        ratio("redis-benchmark@ringraft", "redis-benchmark@redis", shape)]) + " |")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF

@@ -4,6 +4,7 @@
 
 pub mod cpu;
 pub mod report;
+pub mod target;
 pub mod workload;
 
 use std::path::PathBuf;

@@ -325,3 +325,70 @@ fn a_signalled_run_reports_so_far_and_tears_its_cluster_down() {
         }
     }
 }
+
+/// `--target resp` (issue #20): the same workload and check through
+/// Redis's protocol, against the local cluster's RESP ports, then against
+/// a Redis server with `appendfsync always` where `redis-server` is
+/// installed (`.ci/run` installs it; skipped, saying so, otherwise).
+#[test]
+fn the_resp_target_drives_the_local_clusters_resp_ports_and_a_redis_server() {
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+            .arg("--node-bin")
+            .arg(node_bin())
+            .args(["--target", "resp", "--duration", "1.5", "--warmup", "0.2"])
+            .args(["--keys", "50", "--read-ratio", "0.5"])
+            .args(["--connections", "4", "--depth", "4", "--check"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(stdout.contains("check: PASS"), "{stdout}");
+        assert!(stdout.contains("errors: 0"), "{stdout}");
+        stdout
+    };
+    run(&[]);
+    let server = std::process::Command::new("sh")
+        .args(["-c", "command -v redis-server"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !server {
+        eprintln!("the Redis server part skipped: redis-server is not installed (apt-get install redis-server)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "yes", "--appendfsync", "always"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let r = std::panic::catch_unwind(|| {
+        assert!(up, "redis-server did not listen on {addr}");
+        run(&["--cluster", &addr])
+    });
+    let _ = redis.kill();
+    let _ = redis.wait();
+    r.unwrap();
+}

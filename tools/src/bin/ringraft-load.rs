@@ -26,6 +26,7 @@ use ringraft::local_cluster::{LocalCluster, LocalClusterConfig};
 use ringraft::wire::{ClientError, ReadMode};
 use ringraft_tools::cpu;
 use ringraft_tools::report::{hgrm, new_histogram, table_header, Latency};
+use ringraft_tools::target::{RespConn, Target};
 use ringraft_tools::workload::{key_bytes, value_bytes, KeyDist, Keys, Rng, ValueSize, Zipf};
 
 #[derive(Parser, Debug, Clone)]
@@ -121,8 +122,16 @@ struct Args {
     /// Measure the generator's own ceiling: run the workload against a
     /// trivial responder in this process (answers at once, stores nothing)
     /// instead of a cluster.
-    #[arg(long, conflicts_with_all = ["cluster", "check"])]
+    #[arg(long, conflicts_with_all = ["cluster", "check", "target"])]
     calibrate: bool,
+    /// What to drive: `native` (ringraft's client, which routes each key
+    /// to its range's leader) or `resp` (Redis's protocol: any Redis or
+    /// Valkey server, or ringraft's RESP port; `--cluster` then lists RESP
+    /// addresses, one connection per address in turn; with no --cluster,
+    /// the local cluster's RESP ports). `--depth` requests pipeline on
+    /// each connection.
+    #[arg(long, default_value = "native", value_parser = ["native", "resp"])]
+    target: String,
     /// Start the local cluster, print its client and RESP addresses, and
     /// keep it up until Ctrl-C, running no workload: point `redis-cli`,
     /// `redis-benchmark` or any client at it.
@@ -176,6 +185,10 @@ fn check_args(args: &Args) -> Result<(), String> {
         ));
     }
     let local = args.cluster.is_empty() && !args.calibrate;
+    if !local && args.target == "resp" {
+        // Somebody else's server: its own limits apply.
+        return Ok(());
+    }
     let (limit, whose) = if local {
         (
             LOCAL_VALUE_BYTES_MAX,
@@ -385,7 +398,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
             drop(c);
             return Ok(ExitCode::SUCCESS);
         }
-        let a = c.client_addrs();
+        let a = if args.target == "resp" {
+            resp
+        } else {
+            c.client_addrs()
+        };
         local = Some(c);
         a
     } else {
@@ -691,13 +708,21 @@ async fn generator_thread(
     let mut clients = Vec::new();
     let mut failed = None;
     for &c in &conns {
-        let mut cfg = ClientConfig::new(addrs.clone());
-        cfg.cluster_id = args.cluster_id;
-        cfg.op_timeout_ms = args.op_timeout_ms;
-        cfg.attempt_timeout_ms = args.attempt_timeout_ms;
-        cfg.read_mode = read_mode;
-        match Client::connect(cfg).await {
-            Ok(cl) => clients.push((c, cl)),
+        let target = if args.target == "resp" {
+            let a = addrs[c as usize % addrs.len()];
+            RespConn::connect(a, args.op_timeout_ms)
+                .await
+                .map(Target::Resp)
+        } else {
+            let mut cfg = ClientConfig::new(addrs.clone());
+            cfg.cluster_id = args.cluster_id;
+            cfg.op_timeout_ms = args.op_timeout_ms;
+            cfg.attempt_timeout_ms = args.attempt_timeout_ms;
+            cfg.read_mode = read_mode;
+            Client::connect(cfg).await.map(Target::Native)
+        };
+        match target {
+            Ok(t) => clients.push((c, t)),
             Err(e) => {
                 failed = Some(e.to_string());
                 break;
@@ -760,7 +785,7 @@ async fn worker(
     w: u64,
     workers_total: u64,
     args: Args,
-    client: Client,
+    client: Target,
     shared: Arc<Shared>,
     res: std::rc::Rc<std::cell::RefCell<ThreadResult>>,
     interval: std::rc::Rc<std::cell::RefCell<(Histogram<u64>, u64)>>,
@@ -973,19 +998,28 @@ fn check_history(
     let mut keys: Vec<u64> = history.iter().map(|o| o.key).collect();
     keys.sort_unstable();
     keys.dedup();
-    let (prefix, start, cluster_id, timeout) = (
+    let (prefix, start, cluster_id, timeout, resp) = (
         shared.key_prefix.clone(),
         shared.start(),
         args.cluster_id,
         args.op_timeout_ms,
+        args.target == "resp",
     );
     let finals = LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
-            let mut cfg = ClientConfig::new(addrs);
-            cfg.cluster_id = cluster_id;
-            cfg.op_timeout_ms = timeout;
-            cfg.read_mode = read_mode;
-            let client = Client::connect(cfg).await.map_err(|e| e.to_string())?;
+            let client = if resp {
+                Target::Resp(
+                    RespConn::connect(addrs[0], timeout)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                )
+            } else {
+                let mut cfg = ClientConfig::new(addrs);
+                cfg.cluster_id = cluster_id;
+                cfg.op_timeout_ms = timeout;
+                cfg.read_mode = read_mode;
+                Target::Native(Client::connect(cfg).await.map_err(|e| e.to_string())?)
+            };
             let mut out = Vec::new();
             for chunk in keys.chunks(256) {
                 let tasks: Vec<_> = chunk

@@ -1,0 +1,186 @@
+//! What `ringraft-load` drives: a ringraft cluster through the native
+//! client, or any server that speaks Redis's protocol (`--target resp`:
+//! Redis, Valkey, ringraft's own RESP port), so one generator measures
+//! every system a user compares, with the same workload, schedule,
+//! report and `--check`.
+//!
+//! A RESP connection pipelines: the workers sharing it (`--depth`) write
+//! their commands in turn and a reader task hands the answers back in
+//! the order the commands went out (RESP answers in order).
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_lite::io::{ReadHalf, WriteHalf};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::TcpStream;
+use redis_protocol::resp2::types::OwnedFrame;
+use ringraft::client::{Client, Error};
+use ringraft::wire::ClientError;
+
+/// One connection's way to the system under test.
+#[derive(Clone)]
+pub enum Target {
+    Native(Client),
+    Resp(RespConn),
+}
+
+impl Target {
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
+        match self {
+            Target::Native(c) => c.get(key).await,
+            Target::Resp(c) => match c.call(&[b"GET", key]).await? {
+                OwnedFrame::BulkString(v) => Ok(Some(Bytes::from(v))),
+                OwnedFrame::Null => Ok(None),
+                other => Err(unexpected(&other)),
+            },
+        }
+    }
+
+    pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
+        match self {
+            Target::Native(c) => c.put(key, value).await,
+            Target::Resp(c) => match c.call(&[b"SET", key, value]).await? {
+                OwnedFrame::SimpleString(s) if s == b"OK" => Ok(()),
+                other => Err(unexpected(&other)),
+            },
+        }
+    }
+}
+
+fn unexpected(f: &OwnedFrame) -> Error {
+    Error::Server(ClientError::Failed {
+        reason: format!("unexpected answer {f:?}"),
+    })
+}
+
+/// A pipelined RESP connection (see the module docs). Cheap to clone:
+/// clones share the connection.
+#[derive(Clone)]
+pub struct RespConn {
+    inner: Rc<Inner>,
+}
+
+struct Inner {
+    addr: SocketAddr,
+    /// The write half; taken by the one writer at a time (`writing`).
+    writer: RefCell<Option<WriteHalf<TcpStream>>>,
+    writing: glommio::sync::Semaphore,
+    /// Where each answer goes, in the order the commands were written.
+    waiting: RefCell<VecDeque<LocalSender<Result<OwnedFrame, String>>>>,
+    /// Why the connection ended (its reader stopped); `None` while up.
+    broken: RefCell<Option<String>>,
+    op_timeout: Duration,
+}
+
+impl RespConn {
+    /// Connects to `addr`; each command may take `op_timeout_ms` before
+    /// it fails with an unknown outcome.
+    pub async fn connect(addr: SocketAddr, op_timeout_ms: u64) -> Result<RespConn, Error> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| Error::Unreachable(format!("{addr}: {e}")))?;
+        let _ = stream.set_nodelay(true);
+        let (r, w) = futures_lite::io::split(stream);
+        let inner = Rc::new(Inner {
+            addr,
+            writer: RefCell::new(Some(w)),
+            writing: glommio::sync::Semaphore::new(1),
+            waiting: RefCell::new(VecDeque::new()),
+            broken: RefCell::new(None),
+            op_timeout: Duration::from_millis(op_timeout_ms),
+        });
+        glommio::spawn_local(read_answers(inner.clone(), r)).detach();
+        Ok(RespConn { inner })
+    }
+
+    /// Sends one command and waits for its answer. An error answer is
+    /// `Error::Server(Failed)` (nothing happened, as Redis answers
+    /// errors); a connection that ends or an answer that does not come
+    /// within the op timeout leaves a write's outcome unknown
+    /// (`Error::Timeout`).
+    pub async fn call(&self, args: &[&[u8]]) -> Result<OwnedFrame, Error> {
+        let inner = &self.inner;
+        let ms = inner.op_timeout.as_millis() as u64;
+        if let Some(why) = inner.broken.borrow().clone() {
+            return Err(Error::Unreachable(format!("{}: {why}", inner.addr)));
+        }
+        let mut out = Vec::with_capacity(32 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        let (tx, rx) = local_channel::new_bounded(1);
+        {
+            let _turn = inner
+                .writing
+                .acquire_permit(1)
+                .await
+                .map_err(|e| Error::Unreachable(e.to_string()))?;
+            let Some(mut w) = inner.writer.borrow_mut().take() else {
+                return Err(Error::Unreachable(format!("{}: closed", inner.addr)));
+            };
+            inner.waiting.borrow_mut().push_back(tx);
+            let r = w.write_all(&out).await;
+            *inner.writer.borrow_mut() = Some(w);
+            if r.is_err() {
+                // Part of it may have gone out: its outcome is unknown.
+                return Err(Error::Timeout(ms));
+            }
+        }
+        let answer = glommio::timer::timeout(inner.op_timeout, async { Ok(rx.recv().await) }).await;
+        match answer {
+            Ok(Some(Ok(OwnedFrame::Error(reason)))) => {
+                Err(Error::Server(ClientError::Failed { reason }))
+            }
+            Ok(Some(Ok(f))) => Ok(f),
+            // Sent, then no answer (the connection ended, or the time
+            // ran out): it may have been applied.
+            _ => Err(Error::Timeout(ms)),
+        }
+    }
+}
+
+/// The connection's reader: each answer to the first command waiting.
+/// When the connection ends, every command still waiting is told so.
+async fn read_answers(inner: Rc<Inner>, mut r: ReadHalf<TcpStream>) {
+    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut chunk = vec![0u8; 64 << 10];
+    let why = loop {
+        loop {
+            match redis_protocol::resp2::decode::decode(&buf) {
+                Ok(Some((f, n))) => {
+                    buf.drain(..n);
+                    if let Some(tx) = inner.waiting.borrow_mut().pop_front() {
+                        // Its caller may have given up (timed out).
+                        let _ = tx.try_send(Ok(f));
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    *inner.broken.borrow_mut() = Some(format!("not RESP: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some(why) = inner.broken.borrow().clone() {
+            break why;
+        }
+        match r.read(&mut chunk).await {
+            Ok(0) => break "closed by the server".to_string(),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => break e.to_string(),
+        }
+    };
+    *inner.broken.borrow_mut() = Some(why.clone());
+    for tx in inner.waiting.borrow_mut().drain(..) {
+        let _ = tx.try_send(Err(why.clone()));
+    }
+}
