@@ -32,13 +32,23 @@ enum Cmd {
         /// A TOML file with the same settings (command-line values win).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Log lines as text, or as one JSON object per line (for log
+        /// pipelines: timestamp, level, target, fields).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
         #[command(flatten)]
         settings: Box<NodeSettings>,
     },
     /// Talk to a cluster.
     Ctl {
-        /// Client addresses of the nodes (their --listen-clients).
-        #[arg(long, value_delimiter = ',', required = true)]
+        /// Client addresses of the nodes (their --listen-clients); one
+        /// reachable node is enough.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            env = "RINGRAFT_ENDPOINTS",
+            default_value = ringraft::config::LISTEN_CLIENTS_DEFAULT
+        )]
         cluster: Vec<String>,
         #[arg(long, default_value_t = 1)]
         cluster_id: u64,
@@ -53,12 +63,34 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CtlCmd,
     },
+    /// Print a completion script for SHELL (bash, zsh, fish, elvish,
+    /// powershell): `ringraft completions bash > /etc/bash_completion.d/ringraft`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `ringraft man > ringraft.1 && man ./ringraft.1`.
+    Man,
+}
+
+#[derive(Subcommand)]
+enum EndpointCmd {
+    /// Ask every node of the cluster map whether it answers (a ping to
+    /// its shard 0): one line per node, `healthy` with the time it took
+    /// or `unhealthy` with why. Exit 1 if any node did not answer.
+    Health,
 }
 
 #[derive(Subcommand)]
 enum CtlCmd {
-    /// Store VALUE under KEY.
+    /// Store VALUE under KEY (`-`: the value is read from stdin, bytes
+    /// as they are).
     Put { key: String, value: String },
+    /// `put KEY -` once its value was read from stdin.
+    #[command(skip)]
+    PutBytes { key: String, value: Vec<u8> },
+    /// The nodes as endpoints (etcdctl's `endpoint`).
+    Endpoint {
+        #[command(subcommand)]
+        cmd: EndpointCmd,
+    },
     /// Print the value of KEY (exit 1 if absent).
     Get { key: String },
     /// Remove KEY.
@@ -180,7 +212,27 @@ enum CtlCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Node { config, settings } => run_node(config, *settings),
+        Cmd::Node {
+            config,
+            log_format,
+            settings,
+        } => run_node(config, &log_format, *settings),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "ringraft", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringraft man: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Cmd::Ctl {
             cluster,
             cluster_id,
@@ -201,15 +253,19 @@ pub const LOG_LINES_BUFFERED_MAX: usize = 128_000;
 /// ~3 lines each per node; written from the shards, they stalled the
 /// turns until elections timed out over and over (issue #16). The guard
 /// flushes what is queued when dropped.
-fn init_logs() -> tracing_appender::non_blocking::WorkerGuard {
+fn init_logs(json: bool) -> tracing_appender::non_blocking::WorkerGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let (writer, guard) = log_writer(std::io::stderr(), LOG_LINES_BUFFERED_MAX);
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(writer);
+    if json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     guard
 }
 
@@ -229,8 +285,8 @@ fn log_writer<W: std::io::Write + Send + 'static>(
         .finish(out)
 }
 
-fn run_node(config: Option<PathBuf>, settings: NodeSettings) -> ExitCode {
-    let _logs = init_logs();
+fn run_node(config: Option<PathBuf>, log_format: &str, settings: NodeSettings) -> ExitCode {
+    let _logs = init_logs(log_format == "json");
     let settings = match config {
         Some(p) => match NodeSettings::from_file(&p) {
             Ok(file) => settings.or(file),
@@ -631,13 +687,28 @@ fn run_ctl(
             return ExitCode::from(2);
         }
     };
+    // `put KEY -`: the value from stdin, read here (a blocking read has
+    // no place on the executor).
+    let cmd = match cmd {
+        CtlCmd::Put { key, value } if value == "-" => {
+            let mut v = Vec::new();
+            if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin(), &mut v) {
+                eprintln!("ringraft ctl: put {key} -: reading the value from stdin: {e}");
+                return ExitCode::from(1);
+            }
+            CtlCmd::PutBytes { key, value: v }
+        }
+        cmd => cmd,
+    };
     let ex = LocalExecutorBuilder::new(GPlacement::Unbound)
         .spawn(move || async move {
             let mut cfg = ClientConfig::new(addrs);
             cfg.cluster_id = cluster_id;
             cfg.read_mode = mode;
             cfg.op_timeout_ms = op_timeout_ms;
-            let c = Client::connect(cfg).await.map_err(|e| e.to_string())?;
+            let c = Client::connect(cfg).await.map_err(|e| {
+                format!("{e} (is a node running there? give its client address with --cluster or RINGRAFT_ENDPOINTS)")
+            })?;
             ctl(&c, cmd).await
         })
         .expect("an executor for ctl");
@@ -660,6 +731,31 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         CtlCmd::Put { key, value } => {
             c.put(key.as_bytes(), value.as_bytes()).await.map_err(e)?;
             Ok(0)
+        }
+        CtlCmd::PutBytes { key, value } => {
+            c.put(key.as_bytes(), &value).await.map_err(e)?;
+            Ok(0)
+        }
+        CtlCmd::Endpoint {
+            cmd: EndpointCmd::Health,
+        } => {
+            let mut code = 0;
+            let mut nodes = c.nodes();
+            nodes.sort_unstable();
+            for (n, addr) in nodes {
+                let t0 = std::time::Instant::now();
+                match c.ping(n).await {
+                    Ok(()) => say!(
+                        "node {n} {addr}: healthy, answered in {:.1} ms",
+                        t0.elapsed().as_secs_f64() * 1e3
+                    ),
+                    Err(err) => {
+                        say!("node {n} {addr}: unhealthy: {err}");
+                        code = 1;
+                    }
+                }
+            }
+            Ok(code)
         }
         CtlCmd::Get { key } => match c.get(key.as_bytes()).await.map_err(e)? {
             Some(v) => {

@@ -1158,6 +1158,36 @@ fn ctl_serves_a_person_at_a_terminal() {
     assert!(stderr.contains("no such key"), "{stderr}");
     assert_eq!(out(&ctl(&c, &["delete", "greeting"])).0, Some(0));
     assert_eq!(out(&ctl(&c, &["get", "greeting"])).0, Some(1));
+    // The endpoints from RINGRAFT_ENDPOINTS, a value from stdin (bytes as
+    // they are), and every node's health (issue #20).
+    let endpoints: Vec<String> = c.client_addrs().iter().map(|a| a.to_string()).collect();
+    let bare = |args: &[&str], stdin: &[u8]| {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
+            .arg("ctl")
+            .args(args)
+            .env("RINGRAFT_ENDPOINTS", endpoints.join(","))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(stdin).unwrap();
+        out(&child.wait_with_output().unwrap())
+    };
+    assert_eq!(bare(&["put", "blob", "-"], b"two\nlines\x00").0, Some(0));
+    assert_eq!(
+        bare(&["get", "blob"], b""),
+        (Some(0), "two\nlines\u{0}\n".to_string(), String::new())
+    );
+    assert_eq!(bare(&["delete", "blob"], b"").0, Some(0));
+    let (code, stdout, stderr) = bare(&["endpoint", "health"], b"");
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        stdout.matches(": healthy, answered in").count(),
+        3,
+        "{stdout}"
+    );
     let (code, stdout, _) = out(&ctl(&c, &["status"]));
     assert_eq!(code, Some(0));
     assert_eq!(

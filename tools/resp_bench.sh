@@ -19,6 +19,10 @@
 #
 # The machine is shared and noisy: each figure is the median of RUNS
 # repetitions with [min-max]; every ratio is taken within a repetition.
+# redis-benchmark without -r writes one key ("key:__rand_int__"), so
+# every ringraft-load run here writes one key too (--keys 1): both load
+# one range, one leader. (Keys spread over the ranges cost ringraft more
+# CPU per write at these rates: smaller batches per group.)
 # ringraft's RESP connection carries out its commands one at a time
 # (Redis's order), so redis-benchmark's -P N on it is set against the
 # native client's --depth 1 and --depth N both.
@@ -96,7 +100,7 @@ load_run() { # rep shape name args...
   local rep=$1 shape=$2 name=$3 before after
   shift 3
   before=$(node_cpu)
-  "$load" "$@" --duration "$DURATION" --warmup 0 --json "$dir/l.json" >/dev/null 2>"$dir/l.err" \
+  "$load" "$@" --keys 1 --duration "$DURATION" --warmup 0 --json "$dir/l.json" >/dev/null 2>"$dir/l.err" \
     || { tail -5 "$dir/l.err" >&2; exit 1; }
   after=$(node_cpu)
   python3 "$dir/row.py" "$dir/l.json" "$rep" "$shape" "$name" "$before" "$after" >>"$dir/rows"
@@ -127,7 +131,7 @@ for rep in $(seq 1 "$RUNS"); do
     done
     rps=$(bench_rps "$redis_port" "$c" "$p")
     echo "$rep $shape redis-benchmark@redis $rps -" >>"$dir/rows"
-    "$load" --target resp --cluster "127.0.0.1:$redis_port" --connections "$c" --depth "$p" \
+    "$load" --target resp --cluster "127.0.0.1:$redis_port" --connections "$c" --depth "$p" --keys 1 \
       --duration "$DURATION" --warmup 0 --json "$dir/r.json" >/dev/null 2>"$dir/r.err" \
       || { tail -5 "$dir/r.err" >&2; exit 1; }
     python3 "$dir/row.py" "$dir/r.json" "$rep" "$shape" ringraft-load-resp@redis - - >>"$dir/rows"
@@ -157,7 +161,7 @@ shapes = []
 for (shape, _) in by:
     if shape not in shapes:
         shapes.append(shape)
-lines = [f"SET, 16-byte values, 3 local nodes (redis-benchmark and ringraft-load --target resp on one node's RESP port, ringraft-load native on the client ports); median [min-max] of {runs} runs; ratios within a run.", "",
+lines = [f"SET of one key, 16-byte values, 3 local nodes (redis-benchmark and ringraft-load --target resp on one node's RESP port, ringraft-load native on the client ports); median [min-max] of {runs} runs; ratios within a run.", "",
          "| connections x pipeline | driver @ system | ops/s | ringraft node CPU µs/op |", "|---|---|---|---|"]
 for shape in shapes:
     for (s, driver) in by:
