@@ -25,6 +25,12 @@ fn completions_and_the_man_page_name_every_command() {
     let o = run(&["man"]);
     assert!(o.status.success(), "{o:?}");
     let page = String::from_utf8_lossy(&o.stdout);
-    assert!(page.starts_with(".ie") && page.contains(".TH ringraft 1"), "{page}");
-    assert!(page.contains("completions") && page.contains("node"), "{page}");
+    assert!(
+        page.starts_with(".ie") && page.contains(".TH ringraft 1"),
+        "{page}"
+    );
+    assert!(
+        page.contains("completions") && page.contains("node"),
+        "{page}"
+    );
 }
