@@ -4,11 +4,12 @@
 //! every system a user compares, with the same workload, schedule,
 //! report and `--check`.
 //!
-//! A RESP connection pipelines: the workers sharing it (`--depth`) write
-//! their commands in turn and a reader task hands the answers back in
-//! the order the commands went out (RESP answers in order).
+//! A RESP connection pipelines: the workers sharing it (`--depth`) queue
+//! their commands, one of them writes everything queued at once, and a
+//! reader task hands the answers back in the order the commands were
+//! queued (RESP answers in order).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -68,10 +69,14 @@ pub struct RespConn {
 
 struct Inner {
     addr: SocketAddr,
-    /// The write half; taken by the one writer at a time (`writing`).
+    /// The write half, with the task writing (`flushing`).
     writer: RefCell<Option<WriteHalf<TcpStream>>>,
-    writing: glommio::sync::Semaphore,
-    /// Where each answer goes, in the order the commands were written.
+    /// Commands encoded and not written yet: whoever flushes writes all
+    /// of them at once (one syscall for what the workers queued meanwhile,
+    /// as redis-benchmark writes a pipeline).
+    out: RefCell<Vec<u8>>,
+    flushing: Cell<bool>,
+    /// Where each answer goes, in the order the commands were queued.
     waiting: RefCell<VecDeque<LocalSender<Result<OwnedFrame, String>>>>,
     /// Why the connection ended (its reader stopped); `None` while up.
     broken: RefCell<Option<String>>,
@@ -90,7 +95,8 @@ impl RespConn {
         let inner = Rc::new(Inner {
             addr,
             writer: RefCell::new(Some(w)),
-            writing: glommio::sync::Semaphore::new(1),
+            out: RefCell::new(Vec::with_capacity(16 << 10)),
+            flushing: Cell::new(false),
             waiting: RefCell::new(VecDeque::new()),
             broken: RefCell::new(None),
             op_timeout: Duration::from_millis(op_timeout_ms),
@@ -110,26 +116,24 @@ impl RespConn {
         if let Some(why) = inner.broken.borrow().clone() {
             return Err(Error::Unreachable(format!("{}: {why}", inner.addr)));
         }
-        let mut out = Vec::with_capacity(32 + args.iter().map(|a| a.len() + 16).sum::<usize>());
-        out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
         let (tx, rx) = local_channel::new_bounded(1);
         {
-            let _turn = inner
-                .writing
-                .acquire_permit(1)
-                .await
-                .map_err(|e| Error::Unreachable(e.to_string()))?;
-            let Some(mut w) = inner.writer.borrow_mut().take() else {
-                return Err(Error::Unreachable(format!("{}: closed", inner.addr)));
-            };
+            // Queued and awaited in one step (no await in between): the
+            // answers' order is the commands' order.
+            use std::io::Write;
+            let mut out = inner.out.borrow_mut();
+            let _ = write!(out, "*{}\r\n", args.len());
+            for a in args {
+                let _ = write!(out, "${}\r\n", a.len());
+                out.extend_from_slice(a);
+                out.extend_from_slice(b"\r\n");
+            }
             inner.waiting.borrow_mut().push_back(tx);
-            let r = w.write_all(&out).await;
-            *inner.writer.borrow_mut() = Some(w);
+        }
+        if !inner.flushing.get() {
+            inner.flushing.set(true);
+            let r = flush(inner).await;
+            inner.flushing.set(false);
             if r.is_err() {
                 // Part of it may have gone out: its outcome is unknown.
                 return Err(Error::Timeout(ms));
@@ -146,6 +150,27 @@ impl RespConn {
             _ => Err(Error::Timeout(ms)),
         }
     }
+}
+
+/// Writes what is queued until nothing is (commands queued while a write
+/// is under way go out with the next).
+async fn flush(inner: &Inner) -> std::io::Result<()> {
+    let Some(mut w) = inner.writer.borrow_mut().take() else {
+        return Err(std::io::Error::other("closed"));
+    };
+    let mut buf = Vec::with_capacity(16 << 10);
+    let r = loop {
+        std::mem::swap(&mut buf, &mut *inner.out.borrow_mut());
+        if buf.is_empty() {
+            break Ok(());
+        }
+        if let Err(e) = w.write_all(&buf).await {
+            break Err(e);
+        }
+        buf.clear();
+    };
+    *inner.writer.borrow_mut() = Some(w);
+    r
 }
 
 /// The connection's reader: each answer to the first command waiting.
