@@ -623,6 +623,7 @@ async fn run_shard(
             listen: ra,
             key_bytes_max: sc.key_bytes_max,
             value_bytes_max: sc.value_bytes_max,
+            conns_max: cfg.resp_conns_max,
         };
         tracing::info!(shard = s, resp = %ra, "serving RESP");
         glommio::spawn_local(ringraft::resp::serve(l, rc, stop_local.clone())).detach();

@@ -15,12 +15,17 @@ use ringraft::local_cluster::{LocalCluster, LocalClusterConfig};
 /// 3 nodes of 2 shards, 8 ranges (cut at 0x20, 0x40, ... of the first
 /// key byte), every node with a RESP port.
 fn cluster() -> LocalCluster {
+    cluster_with(&[])
+}
+
+fn cluster_with(extra: &[&str]) -> LocalCluster {
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
     cfg.shards = 2;
     cfg.groups = 8;
     cfg.resp = true;
     cfg.extra_args = ["--placement", "unbound", "--tick-ms", "10"]
         .iter()
+        .chain(extra)
         .map(|s| s.to_string())
         .collect();
     let c = LocalCluster::start(cfg).expect("nodes start");
@@ -292,6 +297,43 @@ fn a_bad_or_oversized_frame_closes_its_connection_only() {
     // The others were served all along.
     assert_eq!(good.call(&[b"GET", b"x"]), bulk("1"));
     assert_eq!(good.call(&[b"GET", b"y"]), F::Null);
+}
+
+/// `--resp-conns-max` (4 for the node: 2 per shard): a connection past it
+/// is answered Redis's error and closed; one freed makes room again.
+#[test]
+fn resp_conns_max_refuses_one_more_connection_with_redis_words() {
+    let c = cluster_with(&["--resp-conns-max", "4"]);
+    let addr = resp(&c, 0, 0);
+    let mut a = Conn::open(addr);
+    let mut b = Conn::open(addr);
+    for x in [&mut a, &mut b] {
+        assert_eq!(x.call(&[b"PING"]), F::SimpleString(b"PONG".to_vec()));
+    }
+    let mut third = Conn::open(addr);
+    assert_eq!(
+        third.read(),
+        Some(F::Error("ERR max number of clients reached".into()))
+    );
+    assert_eq!(third.read(), None, "closed");
+    // Shard 1 has its own two.
+    let mut other = Conn::open(resp(&c, 0, 1));
+    assert_eq!(other.call(&[b"PING"]), F::SimpleString(b"PONG".to_vec()));
+    drop(a);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut again = Conn::open(addr);
+        again.send(&[b"PING"]);
+        match again.read() {
+            Some(F::SimpleString(p)) if p == b"PONG" => break,
+            r => assert!(
+                std::time::Instant::now() < deadline,
+                "no room after a close: {r:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(b.call(&[b"PING"]), F::SimpleString(b"PONG".to_vec()));
 }
 
 fn have(tool: &str) -> bool {

@@ -195,6 +195,12 @@ pub struct NodeSettings {
     /// can use the cluster through any node. Default none (off).
     #[arg(long)]
     pub listen_resp: Option<String>,
+    /// RESP connections the node keeps open (divided over its shards,
+    /// rounded up); one more is answered Redis's `ERR max number of
+    /// clients reached` and closed. Bounds the file descriptors RESP
+    /// clients can take. Default 1024.
+    #[arg(long)]
+    pub resp_conns_max: Option<usize>,
     /// Run the balancer where this node's meta replica leads: re-create
     /// the replicas of a dead node elsewhere, even out replicas and
     /// leaders over the nodes. Default true.
@@ -319,6 +325,7 @@ impl NodeSettings {
             fault_injection,
             metrics_addr,
             listen_resp,
+            resp_conns_max,
             balancer,
             dead_node_timeout_ms,
             stray_learner_timeout_ms
@@ -396,6 +403,9 @@ pub struct ValidConfig {
     /// The RESP port of shard 0 (`--listen-resp`); shard s listens on its
     /// port + s. `None`: off.
     pub listen_resp: Option<SocketAddr>,
+    /// RESP connections per shard (`resp-conns-max` over the shards,
+    /// rounded up).
+    pub resp_conns_max: usize,
     /// Client connections of the whole node (`client-conns-max`).
     pub client_conns_max: usize,
     /// How an empty data dir may be initialised.
@@ -525,6 +535,8 @@ pub use crate::route::shard_addr;
 pub const LISTEN_PEERS_DEFAULT: &str = "127.0.0.1:7100";
 /// `--listen-clients` when not given.
 pub const LISTEN_CLIENTS_DEFAULT: &str = "127.0.0.1:7200";
+/// `--resp-conns-max` when not given (per node).
+pub const RESP_CONNS_MAX_DEFAULT: usize = 1024;
 
 impl NodeSettings {
     /// Shard 0's peer and client addresses (`--listen-peers`,
@@ -929,6 +941,15 @@ impl NodeSettings {
             }
             None => None,
         };
+        let resp_conns_max = self.resp_conns_max.unwrap_or(RESP_CONNS_MAX_DEFAULT);
+        if resp_conns_max == 0 || resp_conns_max > 1 << 20 {
+            return Err(invalid(
+                "resp-conns-max",
+                resp_conns_max,
+                "must be in 1..=1048576",
+            ));
+        }
+        let resp_conns_max = resp_conns_max.div_ceil(shards as usize);
         let cuts = crate::route::cuts_fingerprint(
             groups,
             &shard_template.split_keys,
@@ -940,6 +961,7 @@ impl NodeSettings {
             replication_factor,
             metrics_addr,
             listen_resp,
+            resp_conns_max,
             id,
             cluster_id: shard_template.cluster,
             data_dir,
@@ -1002,7 +1024,12 @@ impl ValidConfig {
         const PER_SHARD_FIXED: usize = 48;
         const PROCESS_FIXED: usize = 32;
         let shards = self.shards as usize;
-        let clients = self.shard_template.transport.client_conns_max * shards;
+        let mut clients = self.shard_template.transport.client_conns_max * shards;
+        if self.listen_resp.is_some() {
+            // RESP connections, and the shard's own client's links to
+            // every node's shards (the RESP commands' way in).
+            clients += (self.resp_conns_max + 2 * self.peers.len() + 2) * shards;
+        }
         let refusals = crate::transport::CLIENT_REFUSALS_INFLIGHT_MAX * shards;
         let peers = (2 * self.peers.len() + 8) * shards;
         clients + refusals + peers + PER_SHARD_FIXED * shards + PROCESS_FIXED

@@ -98,6 +98,27 @@ fn defaults_validate_and_each_bad_setting_is_named() {
         ..base()
     })
     .contains("--campaigns-in-flight-max"));
+    // The RESP port: its own port range, apart from the others, and a
+    // connection cap split over the shards.
+    assert!(bad(NodeSettings {
+        resp_conns_max: Some(0),
+        ..base()
+    })
+    .contains("--resp-conns-max"));
+    let lc = base().listen_addrs().unwrap().1;
+    let err = bad(NodeSettings {
+        listen_resp: Some(lc.to_string()),
+        ..base()
+    });
+    assert!(
+        err.contains("--listen-resp") && err.contains("overlaps"),
+        "{err}"
+    );
+    assert_eq!(v.listen_resp, None, "off unless asked");
+    assert_eq!(
+        v.resp_conns_max,
+        RESP_CONNS_MAX_DEFAULT.div_ceil(v.shards as usize)
+    );
     // STRAY_LEARNER_TIMEOUT_MS_MIN: below it refused, naming it.
     let err = bad(NodeSettings {
         stray_learner_timeout_ms: Some(STRAY_LEARNER_TIMEOUT_MS_MIN - 1),

@@ -601,9 +601,10 @@ async fn info(svc: &Service, c: &Client, a: &[Bytes]) -> Reply {
     }
     if show("stats") {
         out.push_str(&format!(
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\r\n",
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nrejected_connections:{}\r\n\r\n",
             svc.conns_total.get(),
-            svc.commands_total.get()
+            svc.commands_total.get(),
+            svc.conns_refused.get()
         ));
     }
     if all || want.iter().any(|w| w == "keyspace") {

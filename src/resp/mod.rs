@@ -104,6 +104,10 @@ pub struct RespConfig {
     pub listen: SocketAddr,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
+    /// Connections this shard keeps open (`--resp-conns-max` over the
+    /// shards); one more is answered `ERR max number of clients reached`
+    /// (Redis's words) and closed.
+    pub conns_max: usize,
 }
 
 /// What every connection of a shard shares: the shard's client and the
@@ -116,6 +120,7 @@ pub(crate) struct Service {
     next_conn_id: Cell<u64>,
     conns_open: Cell<u64>,
     conns_total: Cell<u64>,
+    conns_refused: Cell<u64>,
     commands_total: Cell<u64>,
     /// `SCAN` cursor → the key its next call starts at (bounded by
     /// [`RESP_SCAN_CURSORS_MAX`], oldest first out).
@@ -185,6 +190,7 @@ pub async fn serve(listener: glommio::net::TcpListener, cfg: RespConfig, stop: R
         next_conn_id: Cell::new(1),
         conns_open: Cell::new(0),
         conns_total: Cell::new(0),
+        conns_refused: Cell::new(0),
         commands_total: Cell::new(0),
         cursors: RefCell::new(BTreeMap::new()),
         next_cursor: Cell::new(1),
@@ -216,6 +222,22 @@ pub async fn serve(listener: glommio::net::TcpListener, cfg: RespConfig, stop: R
             }
         };
         let _ = stream.set_nodelay(true);
+        if svc.conns_open.get() as usize >= svc.cfg.conns_max {
+            // Said, then closed: what Redis does past its maxclients.
+            let svc = svc.clone();
+            glommio::spawn_local(async move {
+                let mut stream = stream;
+                let mut out = BytesMut::new();
+                Reply::err("ERR max number of clients reached").encode(2, &mut out);
+                let _ = glommio::timer::timeout(Duration::from_secs(1), async {
+                    Ok(stream.write_all(&out).await)
+                })
+                .await;
+                svc.conns_refused.set(svc.conns_refused.get() + 1);
+            })
+            .detach();
+            continue;
+        }
         let svc = svc.clone();
         let stop = stop.clone();
         glommio::spawn_local(async move {
