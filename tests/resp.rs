@@ -28,11 +28,7 @@ fn cluster_with(extra: &[&str]) -> LocalCluster {
         .chain(extra)
         .map(|s| s.to_string())
         .collect();
-    let c = LocalCluster::start(cfg).expect("nodes start");
-    if let Err(e) = c.wait_ready(Duration::from_secs(30)) {
-        panic!("{e}\nnode 1 log:\n{}", c.log_tail(1, 30));
-    }
-    c
+    LocalCluster::start_ready(cfg, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Node `i`'s (0-based) RESP address of shard `s`.

@@ -517,6 +517,17 @@ impl LocalCluster {
         }
     }
 
+    /// Starts the nodes and waits up to `timeout` until they are ready
+    /// ([`wait_ready`](Self::wait_ready)); an error says why, with the end
+    /// of node 1's log. Tests start their clusters with it.
+    pub fn start_ready(cfg: LocalClusterConfig, timeout: Duration) -> Result<LocalCluster, String> {
+        let c = LocalCluster::start(cfg).map_err(|e| format!("nodes start: {e}"))?;
+        match c.wait_ready(timeout) {
+            Ok(_) => Ok(c),
+            Err(e) => Err(format!("{e}\nnode 1 log:\n{}", c.log_tail(1, 30))),
+        }
+    }
+
     /// One slice of [`LocalCluster::wait_ready`]: the leaders, or what was
     /// seen last.
     fn try_ready(&self, timeout: Duration) -> Result<Vec<u64>, String> {
