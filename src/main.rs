@@ -73,8 +73,9 @@ enum Cmd {
 #[derive(Subcommand)]
 enum EndpointCmd {
     /// Ask every node of the cluster map whether it answers (a ping to
-    /// its shard 0): one line per node, `healthy` with the time it took
-    /// or `unhealthy` with why. Exit 1 if any node did not answer.
+    /// its shard 0, asked again until --op-timeout-ms): one line per
+    /// node, `healthy` with the time it took or `unhealthy` with why.
+    /// Exit 1 if any node did not answer.
     Health,
 }
 
@@ -744,8 +745,19 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             let mut nodes = c.nodes();
             nodes.sort_unstable();
             for (n, addr) in nodes {
+                // Asked again until --op-timeout-ms: a busy node that
+                // misses one attempt is slow, not down.
                 let t0 = std::time::Instant::now();
-                match c.ping(n).await {
+                let deadline = t0 + std::time::Duration::from_millis(c.op_timeout_ms());
+                let r = loop {
+                    match c.ping(n).await {
+                        Err(_) if std::time::Instant::now() < deadline => {
+                            glommio::timer::sleep(std::time::Duration::from_millis(100)).await
+                        }
+                        r => break r,
+                    }
+                };
+                match r {
                     Ok(()) => say!(
                         "node {n} {addr}: healthy, answered in {:.1} ms",
                         t0.elapsed().as_secs_f64() * 1e3

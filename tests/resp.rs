@@ -196,6 +196,42 @@ fn redis_commands_pipeline_in_order_across_every_range_and_node() {
         a.call(&[b"SCAN", b"99"]),
         F::Error("ERR invalid cursor".into())
     );
+    // A key at the key limit (4096 bytes by default), then a walk in pages
+    // of one key through it: the page after it starts one byte past the
+    // limit (the key, then 0x00), which a scan may. A cursor is the
+    // shard's: asked again, from another connection, it answers the same.
+    let big = vec![b'~'; 4096];
+    assert_eq!(a.call(&[b"SET", &big, b"v"]), ok());
+    let mut other = Conn::open(resp(&c, 0, 0));
+    let (mut cursor, mut saw_big, mut pages) = (b"0".to_vec(), false, 0);
+    loop {
+        let page = a.call(&[b"SCAN", &cursor, b"COUNT", b"1"]);
+        if pages == 3 {
+            // The same keys (each call names a cursor of its own next).
+            let keys_of = |f: F| match f {
+                F::Array(mut p) => p.pop(),
+                f => panic!("{f:?}"),
+            };
+            for _ in 0..2 {
+                let again = other.call(&[b"SCAN", &cursor, b"COUNT", b"1"]);
+                assert_eq!(keys_of(again), keys_of(page.clone()));
+            }
+        }
+        let F::Array(parts) = page else {
+            panic!("SCAN from {:?}: {page:?}", String::from_utf8_lossy(&cursor))
+        };
+        let [F::BulkString(next), F::Array(keys)] = &parts[..] else {
+            panic!("{parts:?}");
+        };
+        saw_big |= keys.contains(&F::BulkString(big.clone()));
+        cursor = next.clone();
+        pages += 1;
+        if cursor == b"0" {
+            break;
+        }
+    }
+    assert!(saw_big && pages > keys.len(), "{pages} pages");
+    assert_eq!(a.call(&[b"DEL", &big]), F::Integer(1));
 
     // INCR from many connections on every node at once: atomic, so the
     // count is exact.

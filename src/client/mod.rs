@@ -685,6 +685,12 @@ impl Client {
         self.inner.suspects.borrow_mut().insert(node, until);
     }
 
+    /// How long one operation may take, retries included
+    /// (`ClientConfig::op_timeout_ms`).
+    pub fn op_timeout_ms(&self) -> u64 {
+        self.inner.cfg.op_timeout_ms
+    }
+
     fn attempt_timeout_ms(&self) -> u64 {
         let c = &self.inner.cfg;
         c.attempt_timeout_ms.clamp(1, c.op_timeout_ms.max(1))

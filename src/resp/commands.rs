@@ -44,8 +44,16 @@ fn not_integer() -> Reply {
 }
 
 /// A client error as Redis clients expect one: a code word, then text.
+/// A write whose outcome is not known (no answer in time: it may have
+/// been applied) says so with its own code word, `TIMEOUT`, so a checker
+/// (ringraft-load's `--check`) does not take it for one that did nothing.
 fn failed(e: Error) -> Reply {
-    Reply::err(format!("ERR {e}"))
+    let code = if e.outcome_unknown() {
+        "TIMEOUT"
+    } else {
+        "ERR"
+    };
+    Reply::err(format!("{code} {e}"))
 }
 
 /// An integer argument as Redis reads one (`string2ll`: no `+`, no
@@ -325,8 +333,9 @@ async fn set(c: &Client, a: &[Bytes]) -> Reply {
 /// keyspace in key order, keys only (`Client::scan_keys`). The cursor
 /// names the key the next call starts at, kept by the shard (not the
 /// connection: a pooled client may go on from another connection to the
-/// same port) in a table of [`super::RESP_SCAN_CURSORS_MAX`]; a cursor
-/// stays valid when used, so a call may be retried.
+/// same port) in a table of [`super::RESP_SCAN_CURSORS_MAX`]. A cursor
+/// stays valid when used, so a call may be retried; once its successor is
+/// used it goes (a walk holds two at most).
 async fn scan(svc: &Service, c: &Client, a: &[Bytes]) -> Reply {
     let Some(cursor) = std::str::from_utf8(&a[0])
         .ok()
@@ -356,7 +365,7 @@ async fn scan(svc: &Service, c: &Client, a: &[Bytes]) -> Reply {
         Bytes::new()
     } else {
         match svc.cursors.borrow().get(&cursor) {
-            Some(k) => k.clone(),
+            Some((k, _)) => k.clone(),
             None => return Reply::err("ERR invalid cursor"),
         }
     };
@@ -365,8 +374,11 @@ async fn scan(svc: &Service, c: &Client, a: &[Bytes]) -> Reply {
         Err(e) => return failed(e),
     };
     let next = match (more, keys.last()) {
-        (true, Some(last)) => svc.new_cursor(after(last)),
-        _ => 0,
+        (true, Some(last)) => svc.new_cursor(after(last), cursor),
+        _ => {
+            svc.forget_cursor(cursor);
+            0
+        }
     };
     let keys = keys
         .into_iter()

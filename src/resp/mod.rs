@@ -122,23 +122,38 @@ pub(crate) struct Service {
     conns_total: Cell<u64>,
     conns_refused: Cell<u64>,
     commands_total: Cell<u64>,
-    /// `SCAN` cursor → the key its next call starts at (bounded by
-    /// [`RESP_SCAN_CURSORS_MAX`], oldest first out).
-    cursors: RefCell<BTreeMap<u64, Bytes>>,
+    /// `SCAN` cursor → (the key its next call starts at, the cursor it
+    /// came from); bounded by [`RESP_SCAN_CURSORS_MAX`], oldest out.
+    cursors: RefCell<BTreeMap<u64, (Bytes, u64)>>,
+    /// The next cursor id: from a random start per shard and start, so a
+    /// cursor of another node, shard or run is refused, not taken for
+    /// another walk's.
     next_cursor: Cell<u64>,
 }
 
 impl Service {
-    /// A new `SCAN` cursor for a walk that goes on at `at`.
-    fn new_cursor(&self, at: Bytes) -> u64 {
+    /// A new `SCAN` cursor for a walk that goes on at `at`, following
+    /// `from` (0: the walk's start), whose own predecessor goes.
+    fn new_cursor(&self, at: Bytes, from: u64) -> u64 {
         let id = self.next_cursor.get();
-        self.next_cursor.set(id + 1);
+        self.next_cursor.set(id.wrapping_add(1).max(1));
         let mut t = self.cursors.borrow_mut();
-        t.insert(id, at);
+        if let Some(&(_, parent)) = t.get(&from) {
+            t.remove(&parent);
+        }
+        t.insert(id, (at, from));
         while t.len() > RESP_SCAN_CURSORS_MAX {
             t.pop_first();
         }
         id
+    }
+
+    /// A walk ended at `cursor`: it and its predecessor go.
+    fn forget_cursor(&self, cursor: u64) {
+        let mut t = self.cursors.borrow_mut();
+        if let Some((_, parent)) = t.remove(&cursor) {
+            t.remove(&parent);
+        }
     }
 
     /// The shard's client, connected on first use (and again if the node
@@ -180,8 +195,21 @@ impl Service {
     }
 }
 
+/// A random first `SCAN` cursor for this shard and start (below 2^62:
+/// ids then never wrap in practice, and stay plain positive integers).
+fn cursor_base(cfg: &RespConfig) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut z = t ^ cfg.node.rotate_left(32) ^ u64::from(cfg.shard).rotate_left(48);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    ((z ^ (z >> 31)) >> 2).max(1)
+}
+
 /// Serves RESP connections accepted on `listener` until `stop` is set.
 pub async fn serve(listener: glommio::net::TcpListener, cfg: RespConfig, stop: Rc<Cell<bool>>) {
+    let first_cursor = cursor_base(&cfg);
     let svc = Rc::new(Service {
         cfg,
         client: RefCell::new(None),
@@ -193,7 +221,7 @@ pub async fn serve(listener: glommio::net::TcpListener, cfg: RespConfig, stop: R
         conns_refused: Cell::new(0),
         commands_total: Cell::new(0),
         cursors: RefCell::new(BTreeMap::new()),
-        next_cursor: Cell::new(1),
+        next_cursor: Cell::new(first_cursor),
     });
     let mut failures = 0u32;
     while !stop.get() {
@@ -238,11 +266,13 @@ pub async fn serve(listener: glommio::net::TcpListener, cfg: RespConfig, stop: R
             .detach();
             continue;
         }
+        // Counted before its task runs: a burst of accepts cannot pass
+        // the cap.
+        svc.conns_open.set(svc.conns_open.get() + 1);
+        svc.conns_total.set(svc.conns_total.get() + 1);
         let svc = svc.clone();
         let stop = stop.clone();
         glommio::spawn_local(async move {
-            svc.conns_open.set(svc.conns_open.get() + 1);
-            svc.conns_total.set(svc.conns_total.get() + 1);
             if let Err(e) = connection(&svc, stream, &stop).await {
                 tracing::debug!(shard = svc.cfg.shard, "RESP connection closed: {e}");
             }
@@ -494,10 +524,13 @@ impl Parser {
             // `*0` and `*-1`: nothing to do (Redis skips them).
             return Parsed::Empty;
         }
-        // Each argument takes at least `$0\r\n\r\n`: a count the frame
-        // limit cannot hold is refused before anything is kept for it.
+        // Each argument takes at least `$0\r\n\r\n` on the wire and a
+        // `Bytes` here: a count whose arguments the frame limit cannot
+        // hold (memory counted, not only wire bytes) is refused before
+        // anything is kept for it.
         let n = n as u64;
-        if n.saturating_mul(6) > frame_max as u64 {
+        let per_arg = (6 + std::mem::size_of::<Bytes>()) as u64;
+        if n.saturating_mul(per_arg) > frame_max as u64 {
             return too_long(frame_max);
         }
         self.want = Some(n as usize);

@@ -5,7 +5,7 @@
 //! report and `--check`.
 //!
 //! A RESP connection pipelines: the workers sharing it (`--depth`) queue
-//! their commands, one of them writes everything queued at once, and a
+//! their commands, a writer task writes everything queued at once, and a
 //! reader task hands the answers back in the order the commands were
 //! queued (RESP answers in order).
 
@@ -69,47 +69,64 @@ pub struct RespConn {
 
 struct Inner {
     addr: SocketAddr,
-    /// The write half, with the task writing (`flushing`).
-    writer: RefCell<Option<WriteHalf<TcpStream>>>,
-    /// Commands encoded and not written yet: whoever flushes writes all
-    /// of them at once (one syscall for what the workers queued meanwhile,
-    /// as redis-benchmark writes a pipeline).
+    /// Commands encoded and not written yet: the writer task writes all
+    /// of them at once (one syscall for what the workers queued
+    /// meanwhile, as redis-benchmark writes a pipeline).
     out: RefCell<Vec<u8>>,
-    flushing: Cell<bool>,
+    /// Wakes the writer task (one token at a time: `wake_sent`).
+    wake: LocalSender<()>,
+    wake_sent: Cell<bool>,
     /// Where each answer goes, in the order the commands were queued.
     waiting: RefCell<VecDeque<LocalSender<Result<OwnedFrame, String>>>>,
-    /// Why the connection ended (its reader stopped); `None` while up.
+    /// Why the connection ended (its reader or writer stopped); `None`
+    /// while up.
     broken: RefCell<Option<String>>,
     op_timeout: Duration,
 }
 
+impl Inner {
+    /// The connection is over: said to every command still waiting, and
+    /// to every later call.
+    fn end(&self, why: String) {
+        if self.broken.borrow().is_none() {
+            *self.broken.borrow_mut() = Some(why.clone());
+        }
+        for tx in self.waiting.borrow_mut().drain(..) {
+            let _ = tx.try_send(Err(why.clone()));
+        }
+    }
+}
+
 impl RespConn {
-    /// Connects to `addr`; each command may take `op_timeout_ms` before
-    /// it fails with an unknown outcome.
+    /// Connects to `addr`; each command may take `op_timeout_ms` (its
+    /// write included) before it fails with an unknown outcome.
     pub async fn connect(addr: SocketAddr, op_timeout_ms: u64) -> Result<RespConn, Error> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| Error::Unreachable(format!("{addr}: {e}")))?;
         let _ = stream.set_nodelay(true);
         let (r, w) = futures_lite::io::split(stream);
+        let (wake, woken) = local_channel::new_unbounded();
         let inner = Rc::new(Inner {
             addr,
-            writer: RefCell::new(Some(w)),
             out: RefCell::new(Vec::with_capacity(16 << 10)),
-            flushing: Cell::new(false),
+            wake,
+            wake_sent: Cell::new(false),
             waiting: RefCell::new(VecDeque::new()),
             broken: RefCell::new(None),
             op_timeout: Duration::from_millis(op_timeout_ms),
         });
         glommio::spawn_local(read_answers(inner.clone(), r)).detach();
+        glommio::spawn_local(write_commands(Rc::downgrade(&inner), w, woken)).detach();
         Ok(RespConn { inner })
     }
 
     /// Sends one command and waits for its answer. An error answer is
     /// `Error::Server(Failed)` (nothing happened, as Redis answers
-    /// errors); a connection that ends or an answer that does not come
-    /// within the op timeout leaves a write's outcome unknown
-    /// (`Error::Timeout`).
+    /// errors), except ringraft's `TIMEOUT` (outcome unknown); a
+    /// connection that ends or an answer that does not come within the op
+    /// timeout leaves a write's outcome unknown (`Error::Timeout`).
+    /// Dropping the call at any point leaves the connection sound.
     pub async fn call(&self, args: &[&[u8]]) -> Result<OwnedFrame, Error> {
         let inner = &self.inner;
         let ms = inner.op_timeout.as_millis() as u64;
@@ -130,47 +147,49 @@ impl RespConn {
             }
             inner.waiting.borrow_mut().push_back(tx);
         }
-        if !inner.flushing.get() {
-            inner.flushing.set(true);
-            let r = flush(inner).await;
-            inner.flushing.set(false);
-            if r.is_err() {
-                // Part of it may have gone out: its outcome is unknown.
-                return Err(Error::Timeout(ms));
-            }
+        if !inner.wake_sent.replace(true) {
+            let _ = inner.wake.try_send(());
         }
         let answer = glommio::timer::timeout(inner.op_timeout, async { Ok(rx.recv().await) }).await;
         match answer {
+            Ok(Some(Ok(OwnedFrame::Error(reason)))) if reason.starts_with("TIMEOUT") => {
+                Err(Error::Timeout(ms))
+            }
             Ok(Some(Ok(OwnedFrame::Error(reason)))) => {
                 Err(Error::Server(ClientError::Failed { reason }))
             }
             Ok(Some(Ok(f))) => Ok(f),
-            // Sent, then no answer (the connection ended, or the time
-            // ran out): it may have been applied.
+            // Sent or queued, then no answer (the connection ended, or the
+            // time ran out): it may have been applied.
             _ => Err(Error::Timeout(ms)),
         }
     }
 }
 
-/// Writes what is queued until nothing is (commands queued while a write
-/// is under way go out with the next).
-async fn flush(inner: &Inner) -> std::io::Result<()> {
-    let Some(mut w) = inner.writer.borrow_mut().take() else {
-        return Err(std::io::Error::other("closed"));
-    };
+/// The connection's writer: each time it is woken, everything queued goes
+/// out in one write. A write that fails ends the connection; the task
+/// ends with it, or when the connection is dropped.
+async fn write_commands(
+    inner: std::rc::Weak<Inner>,
+    mut w: WriteHalf<TcpStream>,
+    woken: local_channel::LocalReceiver<()>,
+) {
     let mut buf = Vec::with_capacity(16 << 10);
-    let r = loop {
+    while woken.recv().await.is_some() {
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        inner.wake_sent.set(false);
         std::mem::swap(&mut buf, &mut *inner.out.borrow_mut());
         if buf.is_empty() {
-            break Ok(());
+            continue;
         }
         if let Err(e) = w.write_all(&buf).await {
-            break Err(e);
+            inner.end(format!("writing: {e}"));
+            return;
         }
         buf.clear();
-    };
-    *inner.writer.borrow_mut() = Some(w);
-    r
+    }
 }
 
 /// The connection's reader: each answer to the first command waiting.
@@ -204,8 +223,5 @@ async fn read_answers(inner: Rc<Inner>, mut r: ReadHalf<TcpStream>) {
             Err(e) => break e.to_string(),
         }
     };
-    *inner.broken.borrow_mut() = Some(why.clone());
-    for tx in inner.waiting.borrow_mut().drain(..) {
-        let _ = tx.try_send(Err(why.clone()));
-    }
+    inner.end(why);
 }

@@ -359,11 +359,9 @@ fn the_resp_target_drives_the_local_clusters_resp_ports_and_a_redis_server() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Below the ephemeral range (one bound at :0 could be taken by any
+    // outgoing connection before the server binds it).
+    let port = ringraft::local_cluster::free_ports(1).unwrap();
     let mut redis = Command::new("redis-server")
         .args([
             "--port",
