@@ -87,6 +87,24 @@ enum CtlCmd {
     /// `put KEY -` once its value was read from stdin.
     #[command(skip)]
     PutBytes { key: String, value: Vec<u8> },
+    /// Compare-and-swap, atomically: set KEY to VALUE (or, with
+    /// --delete, remove it) only if it holds --expect OLD (or, with
+    /// --absent, nothing). Prints `swapped`, or what KEY holds instead
+    /// and exits 1.
+    Cas {
+        key: String,
+        /// The new value (not with --delete).
+        value: Option<String>,
+        /// The value KEY must hold.
+        #[arg(long, conflicts_with = "absent")]
+        expect: Option<String>,
+        /// KEY must hold nothing.
+        #[arg(long)]
+        absent: bool,
+        /// Remove KEY instead of setting it.
+        #[arg(long, conflicts_with = "value")]
+        delete: bool,
+    },
     /// The nodes as endpoints (etcdctl's `endpoint`).
     Endpoint {
         #[command(subcommand)]
@@ -737,6 +755,42 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         CtlCmd::PutBytes { key, value } => {
             c.put(key.as_bytes(), &value).await.map_err(e)?;
             Ok(0)
+        }
+        CtlCmd::Cas {
+            key,
+            value,
+            expect,
+            absent,
+            delete,
+        } => {
+            if expect.is_none() && !absent {
+                return Err(format!(
+                    "cas {key}: say what it must hold: --expect OLD, or --absent"
+                ));
+            }
+            if value.is_none() && !delete {
+                return Err(format!(
+                    "cas {key}: give the new value, or --delete to remove it"
+                ));
+            }
+            let (swapped, now) = c
+                .cas(
+                    key.as_bytes(),
+                    expect.as_deref().map(str::as_bytes),
+                    value.as_deref().map(str::as_bytes),
+                )
+                .await
+                .map_err(e)?;
+            if swapped {
+                say!("swapped");
+                Ok(0)
+            } else {
+                match now {
+                    Some(v) => say!("not swapped: {key} holds {}", String::from_utf8_lossy(&v)),
+                    None => say!("not swapped: {key} holds nothing"),
+                }
+                Ok(1)
+            }
         }
         CtlCmd::Endpoint {
             cmd: EndpointCmd::Health,

@@ -1177,6 +1177,24 @@ fn ctl_serves_a_person_at_a_terminal() {
         (Some(0), "two\nlines\u{0}\n".to_string(), String::new())
     );
     assert_eq!(bare(&["delete", "blob"], b"").0, Some(0));
+    // Compare-and-swap from the command line.
+    let cas = |args: &[&str]| bare(&[&["cas"][..], args].concat(), b"");
+    assert_eq!(cas(&["c", "1", "--absent"]).1, "swapped\n");
+    let (code, stdout, _) = cas(&["c", "2", "--absent"]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (Some(1), "not swapped: c holds 1\n")
+    );
+    assert_eq!(cas(&["c", "2", "--expect", "1"]).0, Some(0));
+    assert_eq!(cas(&["c", "--delete", "--expect", "2"]).0, Some(0));
+    let (code, stdout, _) = cas(&["c", "--delete", "--expect", "2"]);
+    assert_eq!(
+        (code, stdout.as_str()),
+        (Some(1), "not swapped: c holds nothing\n")
+    );
+    let (code, _, stderr) = cas(&["c", "3"]);
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("--expect OLD, or --absent"), "{stderr}");
     let (code, stdout, stderr) = bare(&["endpoint", "health"], b"");
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert_eq!(
