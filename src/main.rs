@@ -246,6 +246,8 @@ fn main() -> ExitCode {
             use clap::CommandFactory;
             match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
+                // A reader that went away (`ringraft man | head`).
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("ringraft man: {e}");
                     ExitCode::from(1)

@@ -254,6 +254,26 @@ fn redis_commands_pipeline_in_order_across_every_range_and_node() {
     }
     assert_eq!(a.call(&[b"GET", b"counter"]), bulk("300"));
 
+    // A transaction is refused whole: what follows MULTI is not run, and
+    // EXEC aborts (not the commands applied one by one while the
+    // transaction fails, as a refused MULTI alone would leave them).
+    for args in [
+        &[&b"MULTI"[..]][..],
+        &[b"SET", b"tx", b"1"],
+        &[b"EXEC"],
+        &[b"GET", b"tx"],
+    ] {
+        a.send(args);
+    }
+    let got: Vec<F> = (0..4).map(|_| a.read().expect("answer")).collect();
+    assert!(
+        err_text(&got[0]).contains("MULTI is not supported"),
+        "{got:?}"
+    );
+    assert!(err_text(&got[1]).contains("SET not run"), "{got:?}");
+    assert!(err_text(&got[2]).starts_with("EXECABORT"), "{got:?}");
+    assert_eq!(got[3], F::Null, "the SET inside MULTI was not applied");
+
     // RESP3 on the same connection.
     let F::Array(hello) = a.call(&[b"HELLO", b"2"]) else {
         panic!()

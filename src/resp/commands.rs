@@ -15,6 +15,9 @@ const COMMANDS: &[&str] = &[
     "STRLEN", "SCAN", "KEYS", "TYPE", "INCR", "DECR", "INCRBY", "DECRBY", "APPEND",
 ];
 
+/// The answer to `MULTI` (and `WATCH`): no transactions here.
+const NO_MULTI: &str = "ERR MULTI is not supported: ringraft has no multi-key transactions (each command is atomic on its own); send the commands without MULTI (redis-py: pipeline(transaction=False))";
+
 /// `CONFIG GET`'s answers: what `redis-benchmark` and client libraries
 /// ask for, as they are true here (every write is fsynced before its
 /// answer: Redis's `appendfsync always`; there is no RDB `save`).
@@ -66,6 +69,32 @@ fn int_arg(b: &[u8]) -> Option<i64> {
 pub(super) async fn run(svc: &Service, st: &mut ConnState, args: Vec<Bytes>) -> Reply {
     let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
     let a = &args[1..];
+    // Transactions: refused whole. A client pipelining MULTI, its
+    // commands and EXEC (redis-py's default pipeline) must not see the
+    // commands applied one by one while the transaction fails.
+    match name.as_str() {
+        "MULTI" => {
+            st.in_multi = true;
+            return Reply::err(NO_MULTI);
+        }
+        "EXEC" if st.in_multi => {
+            st.in_multi = false;
+            return Reply::err(format!("EXECABORT Transaction discarded: {NO_MULTI}"));
+        }
+        "DISCARD" if st.in_multi => {
+            st.in_multi = false;
+            return Reply::ok();
+        }
+        "EXEC" | "DISCARD" => return Reply::err(format!("ERR {name} without MULTI")),
+        "WATCH" | "UNWATCH" => return Reply::err(NO_MULTI),
+        _ if st.in_multi => {
+            return Reply::err(format!(
+                "ERR {name} not run: it follows a MULTI, and {}",
+                &NO_MULTI[4..]
+            ))
+        }
+        _ => {}
+    }
     // Commands that need no cluster first.
     match name.as_str() {
         "PING" => {

@@ -290,6 +290,9 @@ pub(crate) struct ConnState {
     pub name: Option<Bytes>,
     /// `QUIT` was asked: close once its answer is out.
     pub quit: bool,
+    /// A `MULTI` was refused and no `EXEC` or `DISCARD` came yet: the
+    /// commands meant for the transaction are refused too, not run.
+    pub in_multi: bool,
 }
 
 /// An answer, whatever the protocol version: encoded as RESP2 or RESP3
@@ -586,6 +589,7 @@ async fn connection(
         proto: 2,
         name: None,
         quit: false,
+        in_multi: false,
     };
     let mut parser = Parser::default();
     let mut inbuf = BytesMut::with_capacity(16 << 10);

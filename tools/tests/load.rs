@@ -347,6 +347,7 @@ fn the_resp_target_drives_the_local_clusters_resp_ports_and_a_redis_server() {
         assert!(out.status.success(), "{stdout}\n{stderr}");
         assert!(stdout.contains("check: PASS"), "{stdout}");
         assert!(stdout.contains("errors: 0"), "{stdout}");
+        assert!(stdout.contains("settings: target=resp "), "{stdout}");
         stdout
     };
     run(&[]);

@@ -586,7 +586,8 @@ fn run(args: Args) -> Result<ExitCode, String> {
     let err_total: u64 = errors.values().sum();
     let (lr, lw) = (Latency::of(&reads), Latency::of(&writes));
     let settings = format!(
-        "cluster={} connections={} depth={} threads={} {} keys={} key-dist={} value-size={} read-ratio={} read-mode={} seed={} warmup={}s",
+        "target={} cluster={} connections={} depth={} threads={} {} keys={} key-dist={} value-size={} read-ratio={} read-mode={} seed={} warmup={}s",
+        args.target,
         if local.is_some() {
             format!("local({} nodes x {} shards, {} groups)", args.nodes, shards, args.groups)
         } else {
