@@ -597,7 +597,21 @@ impl NodeSettings {
             ));
         }
         let (lp, lc) = self.listen_addrs()?;
-        for (name, a) in [("listen-peers", lp), ("listen-clients", lc)] {
+        let listen_resp = match &self.listen_resp {
+            Some(a) => Some(addr("listen-resp", a)?),
+            None => None,
+        };
+        // Every listener takes one port per shard: each range fits, and
+        // none overlaps one named before it.
+        let listeners: Vec<(&str, SocketAddr)> = [
+            ("listen-peers", Some(lp)),
+            ("listen-clients", Some(lc)),
+            ("listen-resp", listen_resp),
+        ]
+        .into_iter()
+        .filter_map(|(n, a)| Some((n, a?)))
+        .collect();
+        for (i, &(name, a)) in listeners.iter().enumerate() {
             if a.port() == 0 || u32::from(a.port()) + shards > 65536 {
                 return Err(invalid(
                     name,
@@ -605,16 +619,15 @@ impl NodeSettings {
                     format!("needs ports port..port+{shards} (one per shard), port > 0"),
                 ));
             }
-        }
-        let overlap = |a: SocketAddr, b: SocketAddr| {
-            a.ip() == b.ip() && a.port().abs_diff(b.port()) < shards as u16
-        };
-        if overlap(lp, lc) {
-            return Err(invalid(
-                "listen-clients",
-                lc,
-                "its port range (one port per shard) overlaps --listen-peers",
-            ));
+            for &(other, b) in &listeners[..i] {
+                if a.ip() == b.ip() && a.port().abs_diff(b.port()) < shards as u16 {
+                    return Err(invalid(
+                        name,
+                        a,
+                        format!("its port range (one port per shard) overlaps --{other}"),
+                    ));
+                }
+            }
         }
         let mut peers = Vec::new();
         for part in self
@@ -916,29 +929,6 @@ impl NodeSettings {
         };
         let metrics_addr = match &self.metrics_addr {
             Some(a) => Some(addr("metrics-addr", a)?),
-            None => None,
-        };
-        let listen_resp = match &self.listen_resp {
-            Some(a) => {
-                let r = addr("listen-resp", a)?;
-                if r.port() == 0 || u32::from(r.port()) + shards > 65536 {
-                    return Err(invalid(
-                        "listen-resp",
-                        r,
-                        format!("needs ports port..port+{shards} (one per shard), port > 0"),
-                    ));
-                }
-                for (name, other) in [("listen-peers", lp), ("listen-clients", lc)] {
-                    if overlap(r, other) {
-                        return Err(invalid(
-                            "listen-resp",
-                            r,
-                            format!("its port range (one port per shard) overlaps --{name}"),
-                        ));
-                    }
-                }
-                Some(r)
-            }
             None => None,
         };
         let resp_conns_max = self.resp_conns_max.unwrap_or(RESP_CONNS_MAX_DEFAULT);

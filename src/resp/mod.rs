@@ -195,21 +195,8 @@ impl Service {
     }
 }
 
-/// A random first `SCAN` cursor for this shard and start (below 2^62:
-/// ids then never wrap in practice, and stay plain positive integers).
-fn cursor_base(cfg: &RespConfig) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let mut z = t ^ cfg.node.rotate_left(32) ^ u64::from(cfg.shard).rotate_left(48);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    ((z ^ (z >> 31)) >> 2).max(1)
-}
-
 /// Serves RESP connections accepted on `listener` until `stop` is set.
 pub async fn serve(listener: glommio::net::TcpListener, cfg: RespConfig, stop: Rc<Cell<bool>>) {
-    let first_cursor = cursor_base(&cfg);
     let svc = Rc::new(Service {
         cfg,
         client: RefCell::new(None),
@@ -221,7 +208,10 @@ pub async fn serve(listener: glommio::net::TcpListener, cfg: RespConfig, stop: R
         conns_refused: Cell::new(0),
         commands_total: Cell::new(0),
         cursors: RefCell::new(BTreeMap::new()),
-        next_cursor: Cell::new(first_cursor),
+        // A random first id per shard and start (the client ids' generator;
+        // below 2^62, so ids stay plain positive integers that never wrap
+        // in practice).
+        next_cursor: Cell::new((crate::client::fresh_client_id() >> 2).max(1)),
     });
     let mut failures = 0u32;
     while !stop.get() {
@@ -299,7 +289,9 @@ pub(crate) struct ConnState {
 /// by the connection's.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Reply {
-    Status(String),
+    /// A status line: mostly a constant (`OK`, `PONG`), answered without
+    /// an allocation.
+    Status(std::borrow::Cow<'static, str>),
     Error(String),
     Int(i64),
     Bulk(Bytes),
@@ -324,7 +316,7 @@ impl Reply {
 
     fn to_resp2(&self) -> Frame2 {
         match self {
-            Reply::Status(s) => Frame2::SimpleString(Bytes::from(one_line(s))),
+            Reply::Status(s) => Frame2::SimpleString(status_bytes(s)),
             Reply::Error(e) => Frame2::Error(one_line(e).into()),
             Reply::Int(i) => Frame2::Integer(*i),
             Reply::Bulk(b) => Frame2::BulkString(b.clone()),
@@ -341,7 +333,7 @@ impl Reply {
     fn to_resp3(&self) -> Frame3 {
         match self {
             Reply::Status(s) => Frame3::SimpleString {
-                data: Bytes::from(one_line(s)),
+                data: status_bytes(s),
                 attributes: None,
             },
             Reply::Error(e) => Frame3::SimpleError {
@@ -392,6 +384,18 @@ impl Reply {
 /// (Redis does the same to its error strings).
 fn one_line(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
+}
+
+/// A status's bytes: a constant one shared, not copied (hence the `Cow`:
+/// a `&str` would not say the text is `'static`).
+#[allow(clippy::ptr_arg)]
+fn status_bytes(s: &std::borrow::Cow<'static, str>) -> Bytes {
+    match s {
+        std::borrow::Cow::Borrowed(c) if !c.contains(['\r', '\n']) => {
+            Bytes::from_static(c.as_bytes())
+        }
+        s => Bytes::from(one_line(s)),
+    }
 }
 
 /// What one look at the read buffer found.
