@@ -457,8 +457,12 @@ fn run_node(config: Option<PathBuf>, log_format: &str, settings: NodeSettings) -
         let hub = hub.clone();
         // No spin before parking: measured on 2 CPUs (3 nodes, 1x1 writes),
         // spinning 20-100 us raised p50 from 0.56 ms to 0.63-0.71 ms.
+        // The shard's helper thread (`spawn_blocking`: encoding and
+        // decoding snapshots) runs on any CPU, not on the shard's own,
+        // where it would take turns with the executor it unburdens.
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{s}"))
+            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(1))
             .spawn(move || async move {
                 let mut guard = StopUnlessClean(shard_stop.clone(), false);
                 let r = run_shard(cfg, s, store, shard_stop, hub).await;

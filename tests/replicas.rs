@@ -232,7 +232,9 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
     let sd = snap_dir.clone();
     run(async move {
         let snap = snapshot_of_voter_1(b"not read");
-        snapfile::write(&sd, 0, &snap, None).await.unwrap();
+        snapfile::write(&sd, 0, &snap, crc32fast::hash(&snap.data), None)
+            .await
+            .unwrap();
         assert_eq!(snapfile::list(&sd).unwrap().len(), 1);
         let shard = open(&c2, &s2).await;
         assert_eq!(groups(&shard), vec![1, 100], "rebuilt from the catalog");
@@ -408,7 +410,9 @@ fn removing_a_groups_snapshot_files_spares_another_groups_write_in_progress() {
     let dir = t.path().to_path_buf();
     run(async move {
         let snap = snapshot_of_voter_1(b"state");
-        snapfile::write(&dir, 1, &snap, None).await.unwrap();
+        snapfile::write(&dir, 1, &snap, crc32fast::hash(&snap.data), None)
+            .await
+            .unwrap();
         let in_progress = dir.join(format!("{}.tmp", snapfile::file_name(2, 9)));
         std::fs::write(&in_progress, b"half written").unwrap();
         assert_eq!(snapfile::remove_group(&dir, 1).await.unwrap(), 1);

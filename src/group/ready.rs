@@ -19,7 +19,9 @@
 //! an acknowledgement leaves only once what it promises is durable.
 
 use crate::kv::{Kv, KvLimits};
-use crate::raft::{Entry, HardState, Message, PersistToken, ReadState, Snapshot, SoftState};
+use crate::raft::{
+    Entry, HardState, Message, PersistToken, ReadState, Snapshot, SnapshotMeta, SoftState,
+};
 use crate::wire::ClientError;
 
 use super::{Answer, Applied, Replica};
@@ -149,6 +151,20 @@ impl Replica {
         answers: &mut Vec<Answer>,
     ) -> Result<bool, RestoreError> {
         let kv = Kv::restore(&snap.data, limits).map_err(|e| RestoreError(e.to_string()))?;
+        Ok(self.restore_decoded(snap.meta, kv, dropped_log, durable, answers))
+    }
+
+    /// [`Replica::restore`] with the snapshot's state machine already
+    /// decoded from its data (`kv`; the shard decodes a large one on a
+    /// helper thread, so its executor never spends the time).
+    pub fn restore_decoded(
+        &mut self,
+        snap_meta: SnapshotMeta,
+        kv: Kv,
+        dropped_log: bool,
+        durable: bool,
+        answers: &mut Vec<Answer>,
+    ) -> bool {
         let before = std::mem::replace(&mut self.kv, kv);
         if !self.kv.bounds().known && before.bounds().known {
             // A snapshot of a format without key bounds (written before
@@ -156,8 +172,8 @@ impl Replica {
             self.kv.set_bounds(before.bounds().clone());
         }
         if durable {
-            self.snap_file_index = snap.meta.index;
-            self.lsns.release_through(snap.meta.index);
+            self.snap_file_index = snap_meta.index;
+            self.lsns.release_through(snap_meta.index);
             // Replay must drop what the install dropped: the group's next
             // write starts with an install marker (`storage` format). An
             // install that kept the entries after the snapshot writes none:
@@ -166,11 +182,11 @@ impl Replica {
             // acknowledged before the install: simulator, 5 nodes, seed 171
             // with quiescence).
             if dropped_log {
-                self.lsns.install_pending = Some((snap.meta.index, snap.meta.term));
+                self.lsns.install_pending = Some((snap_meta.index, snap_meta.term));
             }
         }
-        self.skip_to_snapshot(snap.meta.index, answers);
-        Ok(self.note_membership())
+        self.skip_to_snapshot(snap_meta.index, answers);
+        self.note_membership()
     }
 
     /// Finishes a Ready whose I/O is submitted: applies its committed

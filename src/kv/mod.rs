@@ -19,7 +19,7 @@
 //! writes to that group between a write and its retry. Sessions are part
 //! of snapshots, so they survive compaction and restarts.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
@@ -278,10 +278,18 @@ struct Session {
 }
 
 /// The state machine of one group.
+///
+/// Its map and sessions are persistent (structurally shared) collections
+/// (`imbl`'s B-tree and HAMT, with `Arc`-shared nodes): `clone` costs
+/// O(1) whatever the size, so a snapshot is a view taken on the shard's
+/// executor in constant time and encoded elsewhere (issue #21), while
+/// writes go on; a write after the view copies only the path it changes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Kv {
-    map: BTreeMap<Bytes, Bytes>,
-    sessions: HashMap<u64, Session>,
+    map: imbl::OrdMap<Bytes, Bytes>,
+    sessions: imbl::HashMap<u64, Session>,
+    /// Bytes of keys and values in `map`.
+    data_bytes: u64,
     /// Index of the last entry applied.
     applied: Index,
     limits: KvLimits,
@@ -372,6 +380,29 @@ impl Kv {
         self.sessions.len()
     }
 
+    /// Bytes of the keys and values the map holds (what a snapshot's
+    /// pairs take, less 8 bytes of lengths per pair).
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    /// Sets `key` to `value`, keeping `data_bytes`.
+    fn put(&mut self, key: Bytes, value: Bytes) {
+        let klen = key.len() as u64;
+        let added = klen + value.len() as u64;
+        if let Some(old) = self.map.insert(key, value) {
+            self.data_bytes -= klen + old.len() as u64;
+        }
+        self.data_bytes += added;
+    }
+
+    /// Removes `key`, keeping `data_bytes`.
+    fn del(&mut self, key: &[u8]) {
+        if let Some(old) = self.map.remove(key) {
+            self.data_bytes -= (key.len() + old.len()) as u64;
+        }
+    }
+
     /// A digest of the map (FNV-1a over every key and value, in order,
     /// then the meta state's snapshot if it holds one): replicas at the
     /// same applied index have the same digest.
@@ -419,7 +450,7 @@ impl Kv {
         };
         let mut it = self
             .map
-            .range::<[u8], _>((Bound::Included(start), hi))
+            .range::<_, [u8]>((Bound::Included(start), hi))
             .map(|(k, v)| (k.clone(), v.clone()));
         let out: Vec<_> = it.by_ref().take(limit).collect();
         let more = it.next().is_some();
@@ -491,12 +522,11 @@ impl Kv {
     fn execute(&mut self, op: &WriteOp) -> Reply {
         match op {
             WriteOp::Put { key, value } => {
-                self.map
-                    .insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                self.put(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
                 Reply::Done
             }
             WriteOp::Delete { key } => {
-                self.map.remove(&key[..]);
+                self.del(key);
                 Reply::Done
             }
             WriteOp::Meta { cmd } => {
@@ -544,7 +574,7 @@ impl Kv {
                 match sum {
                     Some(n) => {
                         let v = Bytes::from(n.to_string());
-                        self.map.insert(Bytes::copy_from_slice(key), v.clone());
+                        self.put(Bytes::copy_from_slice(key), v.clone());
                         Reply::Cas {
                             swapped: true,
                             current: Some(v),
@@ -575,7 +605,7 @@ impl Kv {
                 let mut v = Vec::with_capacity(len);
                 v.extend_from_slice(current.map_or(&[][..], |c| &c[..]));
                 v.extend_from_slice(value);
-                self.map.insert(Bytes::copy_from_slice(key), Bytes::from(v));
+                self.put(Bytes::copy_from_slice(key), Bytes::from(v));
                 // The length, not the value: appends to a large value
                 // must not copy it into every answer and session.
                 Reply::Cas {
@@ -588,12 +618,9 @@ impl Kv {
                 if current.map(|b| &b[..]) == expect.as_deref() {
                     match value {
                         Some(v) => {
-                            self.map
-                                .insert(Bytes::copy_from_slice(key), Bytes::copy_from_slice(v));
+                            self.put(Bytes::copy_from_slice(key), Bytes::copy_from_slice(v));
                         }
-                        None => {
-                            self.map.remove(&key[..]);
-                        }
+                        None => self.del(key),
                     }
                     Reply::Cas {
                         swapped: true,
@@ -715,15 +742,19 @@ impl Kv {
         r.u32()?;
         let applied = r.u64()?;
         let pairs = r.u64()?;
-        let mut map = BTreeMap::new();
+        let mut map = imbl::OrdMap::new();
+        let mut data_bytes = 0u64;
         for _ in 0..pairs {
             let (kl, vl) = (r.u32()? as usize, r.u32()? as usize);
             let k = Bytes::copy_from_slice(r.take(kl)?);
             let v = Bytes::copy_from_slice(r.take(vl)?);
-            map.insert(k, v);
+            data_bytes += (kl + vl) as u64;
+            if map.insert(k, v).is_some() {
+                return Err(SnapshotError("a key twice"));
+            }
         }
         let n = r.u64()?;
-        let mut sessions = HashMap::new();
+        let mut sessions = imbl::HashMap::new();
         for _ in 0..n {
             let client = r.u64()?;
             let floor = r.u64()?;
@@ -817,6 +848,7 @@ impl Kv {
         Ok(Kv {
             map,
             sessions,
+            data_bytes,
             applied,
             limits,
             members,

@@ -162,9 +162,10 @@ impl Progress {
         );
     }
 
-    pub fn become_snapshot(&mut self, s: Box<Snapshot>) {
+    /// Sends `s` (whose data has CRC32 `crc`) to this follower in chunks.
+    pub fn become_snapshot(&mut self, s: Box<Snapshot>, crc: u32) {
         self.state = ProgressState::Snapshot;
-        self.snap_crc = crc32fast::hash(&s.data);
+        self.snap_crc = crc;
         self.snapshot = Some(s);
         self.snap_acked = 0;
         self.snap_sent = 0;

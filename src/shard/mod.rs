@@ -57,7 +57,7 @@ pub use crate::config::ShardConfig;
 use crate::group::clock::TickClock;
 use crate::group::{Gone, GroupId, Replica, ReplicaId};
 use crate::identity::PeerBook;
-use crate::raft::{Message, PersistToken, Role, Snapshot, SnapshotMeta};
+use crate::raft::{Message, PersistToken, Role, Snapshot};
 use crate::storage::{self, snapfile, CatalogOp, LogStore, ReplicaDesc};
 use crate::transport::{ClientConnId, ClientService, Transport};
 use crate::wire::{ClientError, Hello, Reply, Response, PROTOCOL_VERSION};
@@ -118,12 +118,33 @@ struct Parked {
     rest: crate::group::ReadyRest,
 }
 
-/// A snapshot file from the leader written in the background.
+/// A snapshot file from the leader written in the background, and its
+/// state machine decoded on the shard's helper thread.
 struct InstallDone {
     group: GroupId,
     replica: ReplicaId,
     snap: Snapshot,
-    result: Result<(), snapfile::SnapFileError>,
+    result: Result<crate::kv::Kv, InstallError>,
+}
+
+/// Why a leader's snapshot could not be installed.
+enum InstallError {
+    /// Its file could not be written.
+    File(snapfile::SnapFileError),
+    /// Its data is not a state machine this code wrote.
+    Decode(crate::kv::SnapshotError),
+}
+
+/// A snapshot this shard took of one of its replicas, its file durable:
+/// the core compacts to it (`finish_snapshots`).
+struct Taken {
+    group: GroupId,
+    replica: ReplicaId,
+    snap: Snapshot,
+    /// CRC32 of `snap.data`.
+    crc: u32,
+    /// The core compacted to it when it was taken (`snapshot_to_seed`).
+    compacted: bool,
 }
 
 pub use crate::metrics::ShardStats;
@@ -201,7 +222,7 @@ pub struct Shard {
     /// Snapshot files from leaders written in the background.
     installs_done: Rc<RefCell<Vec<InstallDone>>>,
     /// Snapshot files written in the background: (group, replica, meta).
-    snaps_done: Rc<RefCell<Vec<(GroupId, ReplicaId, SnapshotMeta)>>>,
+    snaps_done: Rc<RefCell<Vec<Taken>>>,
     snaps_failed: Rc<RefCell<Vec<snapfile::SnapFileError>>>,
     /// Snapshot files being written in the background (taken here, not
     /// installs): at most `SNAPSHOT_WRITES_MAX`.
@@ -230,17 +251,18 @@ pub struct Shard {
 /// the shard's turns took seconds too (issue #16).
 pub const SNAPSHOT_WRITES_MAX: usize = 16;
 
-/// Bytes of replica state one turn copies into snapshots for the shard's
-/// own compaction and WAL unpinning, at most: the turn that reaches it
-/// takes no further such snapshot (it is put off, counted in
-/// `snapshots_deferred`, and taken at a later apply or pass); a turn
-/// always takes at least one, whatever its size. Taking a snapshot
-/// copies the range's whole state on the executor thread: 1 GiB in 24
-/// ranges, snapshotted 16 at a time by one unpinning pass, held turns for
-/// 0.5-3.7 s (`ringraft-rebalance --data-mib 1024`), past the election
-/// timeout, and the ranges' leaders changed every few seconds.
-/// Snapshots an operator asks for, and those seeding a new learner, are
-/// not counted against it.
+/// Bytes of replica state (`Kv::data_bytes`) one turn puts into
+/// snapshots for the shard's own compaction and WAL unpinning, at most:
+/// the turn that reaches it takes no further such snapshot (it is put off,
+/// counted in `snapshots_deferred`, and taken at a later apply or pass); a
+/// turn always takes at least one, whatever its size. Taking one is O(1)
+/// on the executor since issue #21 (a view of the persistent map), but
+/// encoding it costs the helper thread, and through it the box's CPUs,
+/// time in proportion: this spreads that work over turns. (Before views,
+/// the copy ran on the executor: 1 GiB in 24 ranges, snapshotted 16 at a
+/// time by one unpinning pass, held turns for 0.5-3.7 s.) Snapshots an
+/// operator asks for, and those seeding a new learner, are not counted
+/// against it.
 pub const SNAPSHOT_TAKE_BYTES_PER_TURN: u64 = 32 << 20;
 
 /// Election timeouts from its start that a campaign holds one of the
@@ -994,7 +1016,8 @@ impl Shard {
                 }
                 // With the disk full the state machine still moves to it
                 // (committed state); nothing is written.
-                self.restore(gid, &snap, io.snapshot_dropped_log, false)?;
+                let kv = snapshots::decode_snapshot(self.cfg.shard, gid, &snap, &self.cfg.kv)?;
+                self.restore(gid, &snap, kv, io.snapshot_dropped_log, false)?;
             }
             self.continue_ready(gid, io, rest).await?;
         }

@@ -372,8 +372,11 @@ impl Shard {
                     let reason = format!("{client_addr} is not a client address (IP:PORT)");
                     return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
                 }
-                if self.replica_mut(gid).raft.snapshot().is_none() {
-                    self.snapshot_now(gid, false);
+                if self.replica_mut(gid).raft.snapshot().is_none() && !self.snapshot_to_seed(gid) {
+                    let reason = format!(
+                        "group {gid}'s first snapshot, to seed node {node}'s replica with, is being written: ask again"
+                    );
+                    return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
                 }
                 let book = Command {
                     client: 0,

@@ -20,14 +20,45 @@ impl Shard {
         self.snapshot_now(gid, true);
     }
 
-    /// Compacts the group at its applied index and writes the snapshot
-    /// file in the background; the WAL is released once it is durable.
+    /// Takes a snapshot of the group at its applied index: a view of its
+    /// state machine, O(1) on this executor whatever its size (the map is
+    /// persistent, `kv::Kv`); the view is encoded and checksummed on the
+    /// shard's helper thread and its file written in the background,
+    /// while this executor goes on. Once the file is durable the core
+    /// compacts to it and the WAL is released (`finish_snapshots`).
     /// `limited`: not if `SNAPSHOT_WRITES_MAX` writes are under way, nor
     /// once this turn took `SNAPSHOT_TAKE_BYTES_PER_TURN` (the shard's own
     /// compaction and unpinning, which come back to it); an operator's
     /// snapshot and the one seeding a new learner are taken whatever the
     /// count.
     pub(super) fn snapshot_now(&mut self, gid: GroupId, limited: bool) {
+        self.take_snapshot(gid, limited, false);
+    }
+
+    /// The snapshot a new learner is seeded with, which the core must hold
+    /// before it adds one (`raft::ConfChangeError::NeedsSnapshot`): if it
+    /// holds none yet, the replica's first is encoded and compacted to at
+    /// once, on this executor. Such a state machine is small: a replica
+    /// is snapshotted once `snapshot-log-bytes` (64 MiB by default) or
+    /// `snapshot-entries` were applied, so one that never was holds less
+    /// than that. Otherwise as `snapshot_now(gid, false)`. False if the
+    /// core still holds no snapshot (its first one is being encoded:
+    /// ask again).
+    pub(super) fn snapshot_to_seed(&mut self, gid: GroupId) -> bool {
+        let first = self
+            .replicas
+            .get(&gid)
+            .is_some_and(|g| g.raft.snapshot().is_none());
+        self.take_snapshot(gid, false, first);
+        self.replicas
+            .get(&gid)
+            .is_some_and(|g| g.raft.snapshot().is_some())
+    }
+
+    /// `snapshot_now`; `at_once`: encoded and compacted to on this
+    /// executor (`snapshot_to_seed`), only its file written in the
+    /// background.
+    fn take_snapshot(&mut self, gid: GroupId, limited: bool, at_once: bool) {
         if self.disk_full {
             return;
         }
@@ -45,14 +76,25 @@ impl Shard {
             self.stats.snapshots_deferred += 1;
             return;
         }
-        if g.raft.compact(applied, g.kv.snapshot()).is_err() {
+        let Some((meta, conf)) = g.raft.snapshot_meta_at(applied) else {
             return;
-        }
-        self.work.mark(gid);
-        let snap = g.raft.snapshot().cloned().expect("just compacted");
+        };
+        let view = g.kv.clone();
         if limited {
-            self.snap_bytes_turn += snap.data.len() as u64;
+            self.snap_bytes_turn += view.data_bytes();
         }
+        // (data, its CRC32), if encoded here.
+        let mut encoded = None;
+        if at_once {
+            let data = view.snapshot();
+            let crc = crc32fast::hash(&data);
+            if g.raft.compact_with_crc(applied, data.clone(), crc).is_err() {
+                return;
+            }
+            self.work.mark(gid);
+            encoded = Some((data, crc));
+        }
+        let compacted = at_once;
         g.snap_writing = true;
         g.bytes_since_snapshot = 0;
         self.stats.snapshots_taken += 1;
@@ -63,18 +105,39 @@ impl Shard {
         let writing = self.snaps_writing.clone();
         writing.set(writing.get() + 1);
         glommio::spawn_local(async move {
-            let r = snapfile::write(&dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await;
+            let (data, crc) = match encoded {
+                Some(e) => e,
+                None => {
+                    glommio::executor()
+                        .spawn_blocking(move || {
+                            let data = view.snapshot();
+                            let crc = crc32fast::hash(&data);
+                            (data, crc)
+                        })
+                        .await
+                }
+            };
+            let snap = Snapshot { meta, conf, data };
+            let prev = Some(prev).filter(|&p| p > 0);
+            let r = snapfile::write(&dir, gid, &snap, crc, prev).await;
             writing.set(writing.get() - 1);
             match r {
-                Ok(_) => done.borrow_mut().push((gid, replica, snap.meta)),
+                Ok(_) => done.borrow_mut().push(Taken {
+                    group: gid,
+                    replica,
+                    snap,
+                    crc,
+                    compacted,
+                }),
                 Err(e) => failed.borrow_mut().push(e),
             }
         })
         .detach();
     }
 
-    /// A Ready carrying a snapshot from the leader: the snapshot file is
-    /// written in the background, and the rest of the Ready (its records,
+    /// A Ready carrying a snapshot from the leader: its state machine is
+    /// decoded (and its data checksummed) on the shard's helper thread,
+    /// its file written in the background, and the rest of the Ready (its records,
     /// its committed entries, its acknowledgements) waits for it in
     /// `installing`, as the group's later Readies do; the shard's other
     /// groups go on meanwhile (`finish_installs` takes it up again).
@@ -89,13 +152,32 @@ impl Shard {
         let (replica, prev) = (g.replica, g.snap_file_index);
         let dir = self.snap_dir.clone();
         let done = self.installs_done.clone();
+        let limits = self.cfg.kv.clone();
         glommio::spawn_local(async move {
-            let r = snapfile::write(&dir, gid, &snap, Some(prev).filter(|&p| p > 0)).await;
+            let data = snap.data.clone();
+            let (kv, crc) = glommio::executor()
+                .spawn_blocking(move || {
+                    (
+                        crate::kv::Kv::restore(&data, limits),
+                        crc32fast::hash(&data),
+                    )
+                })
+                .await;
+            let result = match kv {
+                Err(e) => Err(InstallError::Decode(e)),
+                Ok(kv) => {
+                    let prev = Some(prev).filter(|&p| p > 0);
+                    match snapfile::write(&dir, gid, &snap, crc, prev).await {
+                        Ok(_) => Ok(kv),
+                        Err(e) => Err(InstallError::File(e)),
+                    }
+                }
+            };
             done.borrow_mut().push(InstallDone {
                 group: gid,
                 replica,
                 snap,
-                result: r.map(|_| ()),
+                result,
             });
         })
         .detach();
@@ -126,15 +208,26 @@ impl Shard {
                     continue;
                 }
             };
-            let durable = match d.result {
-                Ok(()) => true,
-                Err(err) if snap_err_is_disk_full(&err) => {
+            let (kv, durable) = match d.result {
+                Ok(kv) => (kv, true),
+                Err(InstallError::File(err)) if snap_err_is_disk_full(&err) => {
                     self.enter_disk_full(&err);
-                    false
+                    (
+                        decode_snapshot(shard, d.group, &d.snap, &self.cfg.kv)?,
+                        false,
+                    )
                 }
-                Err(err) => return Err(ShardError::Snapshot { shard, err }),
+                Err(InstallError::File(err)) => return Err(ShardError::Snapshot { shard, err }),
+                Err(InstallError::Decode(e)) => {
+                    return Err(ShardError::Group {
+                        shard,
+                        group: d.group,
+                        what: e.to_string(),
+                    })
+                }
             };
-            self.restore(d.group, &d.snap, parked.io.snapshot_dropped_log, durable)?;
+            let dropped = parked.io.snapshot_dropped_log;
+            self.restore(d.group, &d.snap, kv, dropped, durable)?;
             self.continue_ready(d.group, parked.io, parked.rest).await?;
             // Its later Readies may be taken now.
             self.mark(d.group);
@@ -143,30 +236,19 @@ impl Shard {
     }
 
     /// Group `gid`'s state machine restarts from `snap`, a snapshot from
-    /// its leader (`durable`: its file is written).
+    /// its leader, decoded as `kv` (`durable`: its file is written).
     pub(super) fn restore(
         &mut self,
         gid: GroupId,
         snap: &Snapshot,
+        kv: crate::kv::Kv,
         dropped_log: bool,
         durable: bool,
     ) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
         let g = hosted(&mut self.replicas, gid);
         let mut answers = Vec::new();
-        let removed = g
-            .restore(
-                snap,
-                dropped_log,
-                self.cfg.kv.clone(),
-                durable,
-                &mut answers,
-            )
-            .map_err(|e| ShardError::Group {
-                shard,
-                group: gid,
-                what: e.0,
-            })?;
+        let removed = g.restore_decoded(snap.meta, kv, dropped_log, durable, &mut answers);
         if removed {
             // A snapshot of a membership without this replica.
             self.removed.push(gid);
@@ -212,27 +294,55 @@ impl Shard {
         if done.is_empty() {
             return Ok(());
         }
-        for (gid, replica, meta) in done {
+        for t in done {
+            let (gid, index) = (t.group, t.snap.meta.index);
+            let path = self.snap_dir.join(snapfile::file_name(gid, index));
             let g = match self.replicas.get_mut(&gid) {
-                Some(g) if g.replica == replica => g,
+                Some(g) if g.replica == t.replica => g,
                 other => {
                     // Its replica was destroyed while the file was written:
                     // the file goes too (unless a new replica of the group
                     // wrote one under the same name since).
-                    if other.is_none_or(|g| g.snap_file_index != meta.index) {
-                        let path = self.snap_dir.join(snapfile::file_name(gid, meta.index));
+                    if other.is_none_or(|g| g.snap_file_index != index) {
                         let _ = glommio::io::remove(path).await;
                     }
                     continue;
                 }
             };
             g.snap_writing = false;
-            g.snap_file_index = meta.index;
-            g.lsns.release_through(meta.index);
-            tracing::info!(shard, group = g.id, index = meta.index, "snapshot taken");
+            let bytes = t.snap.data.len();
+            if !t.compacted && g.raft.compact_with_crc(index, t.snap.data, t.crc).is_err() {
+                // A newer snapshot from the leader was installed while
+                // this one was written: its file is the replica's, this
+                // one goes.
+                if g.snap_file_index != index {
+                    let _ = glommio::io::remove(path).await;
+                }
+                continue;
+            }
+            g.snap_file_index = index;
+            g.lsns.release_through(index);
+            tracing::info!(shard, group = g.id, index, bytes, "snapshot taken");
+            // Followers that need it, and the compacted log, are seen to.
+            self.work.mark(gid);
         }
         self.release_wal().await
     }
+}
+
+/// `snap`'s state machine, decoded here (the rare path of a full disk;
+/// the usual one decodes on the helper thread).
+pub(super) fn decode_snapshot(
+    shard: u32,
+    group: GroupId,
+    snap: &Snapshot,
+    limits: &crate::kv::KvLimits,
+) -> Result<crate::kv::Kv, ShardError> {
+    crate::kv::Kv::restore(&snap.data, limits.clone()).map_err(|e| ShardError::Group {
+        shard,
+        group,
+        what: e.to_string(),
+    })
 }
 
 pub(super) fn snap_err_is_disk_full(e: &snapfile::SnapFileError) -> bool {

@@ -23,6 +23,17 @@ pub async fn replace_file(
     path: &std::path::Path,
     bytes: &[u8],
 ) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    replace_file_parts(path, &[bytes]).await
+}
+
+/// [`replace_file`] with the file's bytes given in parts, written one
+/// after the other (a snapshot file's header, then its data, which is
+/// never copied whole into one buffer): at most 1 MiB is copied per
+/// write, so a large file costs the executor no long stretch.
+pub async fn replace_file_parts(
+    path: &std::path::Path,
+    parts: &[&[u8]],
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
     const WRITE_BYTES_MAX: usize = 1 << 20;
     let gio = |p: &std::path::Path| {
         let p = p.to_path_buf();
@@ -35,14 +46,18 @@ pub async fn replace_file(
     let f = glommio::io::BufferedFile::create(&tmp)
         .await
         .map_err(gio(&tmp))?;
-    let mut pos = 0;
-    while pos < bytes.len() {
-        let chunk = bytes[pos..(pos + WRITE_BYTES_MAX).min(bytes.len())].to_vec();
-        let k = f.write_at(chunk, pos as u64).await.map_err(gio(&tmp))?;
-        if k == 0 {
-            return Err((tmp, std::io::ErrorKind::WriteZero.into()));
+    let mut pos = 0u64;
+    for bytes in parts {
+        let mut at = 0;
+        while at < bytes.len() {
+            let chunk = bytes[at..(at + WRITE_BYTES_MAX).min(bytes.len())].to_vec();
+            let k = f.write_at(chunk, pos).await.map_err(gio(&tmp))?;
+            if k == 0 {
+                return Err((tmp, std::io::ErrorKind::WriteZero.into()));
+            }
+            at += k;
+            pos += k as u64;
         }
-        pos += k;
     }
     f.fdatasync().await.map_err(gio(&tmp))?;
     f.close().await.map_err(gio(&tmp))?;

@@ -76,23 +76,39 @@ fn encode_conf(out: &mut Vec<u8>, c: &ConfState) {
 
 /// The bytes of a snapshot file.
 pub fn encode(group: u64, s: &Snapshot) -> Vec<u8> {
-    let mut body = Vec::with_capacity(64 + s.data.len());
-    encode_conf(&mut body, &s.conf);
-    let conf_len = body.len();
-    body.extend_from_slice(&s.data);
-    let mut out = Vec::with_capacity(HEAD_BYTES + body.len());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&group.to_le_bytes());
-    out.extend_from_slice(&s.meta.index.to_le_bytes());
-    out.extend_from_slice(&s.meta.term.to_le_bytes());
-    out.extend_from_slice(&(conf_len as u32).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    out.extend_from_slice(&(s.data.len() as u64).to_le_bytes());
-    out.extend_from_slice(&[0u8; 12]);
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    debug_assert_eq!(out.len(), HEAD_BYTES);
-    out.extend_from_slice(&body);
+    let mut out = head(group, s, crc32fast::hash(&s.data));
+    out.extend_from_slice(&s.data);
+    out
+}
+
+/// A snapshot file's first part, its header and membership, given the
+/// CRC32 of its data (`data_crc`, computed where it costs no executor
+/// time); the data follows it in the file. The header's checksum of
+/// membership and data is combined from the two, so the data is not read
+/// again here.
+pub fn head(group: u64, s: &Snapshot, data_crc: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEAD_BYTES + 64);
+    out.resize(HEAD_BYTES, 0);
+    encode_conf(&mut out, &s.conf);
+    let conf_len = out.len() - HEAD_BYTES;
+    let mut body = crc32fast::Hasher::new();
+    body.update(&out[HEAD_BYTES..]);
+    body.combine(&crc32fast::Hasher::new_with_initial_len(
+        data_crc,
+        s.data.len() as u64,
+    ));
+    let mut h = Vec::with_capacity(HEAD_BYTES);
+    h.extend_from_slice(MAGIC);
+    h.extend_from_slice(&group.to_le_bytes());
+    h.extend_from_slice(&s.meta.index.to_le_bytes());
+    h.extend_from_slice(&s.meta.term.to_le_bytes());
+    h.extend_from_slice(&(conf_len as u32).to_le_bytes());
+    h.extend_from_slice(&body.finalize().to_le_bytes());
+    h.extend_from_slice(&(s.data.len() as u64).to_le_bytes());
+    h.extend_from_slice(&[0u8; 12]);
+    let crc = crc32fast::hash(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    out[..HEAD_BYTES].copy_from_slice(&h);
     out
 }
 
@@ -180,14 +196,18 @@ pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
 
 /// Writes `s` as group `group`'s snapshot in `dir` durably, then removes
 /// the group's previous snapshot file (`previous`: its index).
+/// `data_crc`: the CRC32 of `s.data` (see [`head`]). The data is written
+/// from `s` in 1 MiB pieces, never copied whole.
 pub async fn write(
     dir: &Path,
     group: u64,
     s: &Snapshot,
+    data_crc: u32,
     previous: Option<u64>,
 ) -> Result<PathBuf, SnapFileError> {
     let path = dir.join(file_name(group, s.meta.index));
-    super::replace_file(&path, &encode(group, s))
+    let head = head(group, s, data_crc);
+    super::replace_file_parts(&path, &[&head, &s.data])
         .await
         .map_err(|(p, e)| io(&p, e))?;
     if let Some(prev) = previous.filter(|&p| p != s.meta.index) {

@@ -146,6 +146,9 @@ struct Incoming {
     crc: u32,
     leader_term: Term,
     buf: Vec<u8>,
+    /// CRC32 of `buf` so far: each chunk is summed as it arrives, not the
+    /// whole snapshot at its end.
+    sum: crc32fast::Hasher,
 }
 
 #[derive(Debug)]
@@ -234,6 +237,11 @@ pub struct RawNode {
     /// The latest snapshot (taken here or installed): sent to followers
     /// that need compacted entries.
     snapshot: Option<Box<Snapshot>>,
+    /// CRC32 of `snapshot`'s data (0: none), sent with its chunks. Given
+    /// by whoever made the data (`compact_with_crc`, the leader of an
+    /// install), so a large snapshot is never checksummed on the
+    /// executor that drives this core.
+    snapshot_crc: u32,
     /// An installed snapshot for the next Ready.
     snapshot_to_persist: Option<Box<Snapshot>>,
     /// An install since the last Ready dropped the whole log (it did not
@@ -349,6 +357,7 @@ impl RawNode {
             hand_over_last: 0,
             transferee: 0,
             transfer_elapsed: 0,
+            snapshot_crc: snapshot.as_ref().map_or(0, |s| crc32fast::hash(&s.data)),
             snapshot: snapshot.map(Box::new),
             snapshot_to_persist: None,
             install_dropped_log: false,

@@ -167,7 +167,7 @@ impl RawNode {
                     .snapshot
                     .clone()
                     .expect("a compacted log has a snapshot");
-                self.prs[i].become_snapshot(snap);
+                self.prs[i].become_snapshot(snap, self.snapshot_crc);
             }
             if self.prs[i].state == ProgressState::Snapshot {
                 self.send_snapshot_chunk(i);

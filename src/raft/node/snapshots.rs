@@ -20,6 +20,18 @@ impl RawNode {
     /// `index - compact_keep_entries`, and followers that need what was
     /// compacted get this snapshot.
     pub fn compact(&mut self, index: Index, data: Bytes) -> Result<(), CompactError> {
+        let crc = crc32fast::hash(&data);
+        self.compact_with_crc(index, data, crc)
+    }
+
+    /// `compact`, given the CRC32 of `data` (computed off the executor
+    /// for a large snapshot: the shard does it on a helper thread).
+    pub fn compact_with_crc(
+        &mut self,
+        index: Index,
+        data: Bytes,
+        crc: u32,
+    ) -> Result<(), CompactError> {
         self.catch_up();
         if index > self.applied_reported {
             return Err(CompactError::NotApplied {
@@ -41,6 +53,7 @@ impl RawNode {
             conf,
             data,
         }));
+        self.snapshot_crc = crc;
         let upto = index.saturating_sub(self.cfg.compact_keep_entries);
         self.log.compact_to(upto);
         // Membership history before the compaction point folds into one base.
@@ -48,6 +61,21 @@ impl RawNode {
         self.conf_history.retain(|(i, _)| *i > upto);
         self.conf_history.insert(0, (upto, base));
         Ok(())
+    }
+
+    /// What a snapshot of the state machine at `index` covers: its meta
+    /// (the term of entry `index`) and the membership as of `index`, for
+    /// a snapshot encoded elsewhere and given to `compact_with_crc` later.
+    /// `None` if `index` is not applied, or at or below the latest
+    /// snapshot (such a snapshot would be refused as stale).
+    pub fn snapshot_meta_at(&mut self, index: Index) -> Option<(SnapshotMeta, ConfState)> {
+        self.catch_up();
+        let current = self.snapshot.as_ref().map_or(0, |s| s.meta.index);
+        if index > self.applied_reported || index <= current {
+            return None;
+        }
+        let term = self.log.term(index)?;
+        Some((SnapshotMeta { index, term }, self.conf_at(index)))
     }
 
     /// The lowest log index still held: storage may drop what is below it
@@ -111,11 +139,13 @@ impl RawNode {
                 crc,
                 leader_term: self.term,
                 buf: Vec::with_capacity(total.min(self.cfg.snapshot_chunk_bytes * 4) as usize),
+                sum: crc32fast::Hasher::new(),
             }));
         }
         let inc = self.incoming.as_mut().expect("ensured above");
         if offset == inc.buf.len() as u64 && offset + chunk.len() as u64 <= total {
             inc.buf.extend_from_slice(&chunk);
+            inc.sum.update(&chunk);
         }
         let have = inc.buf.len() as u64;
         if have < total {
@@ -123,7 +153,7 @@ impl RawNode {
             return;
         }
         let inc = self.incoming.take().expect("ensured above");
-        if crc32fast::hash(&inc.buf) != inc.crc {
+        if inc.sum.clone().finalize() != inc.crc {
             // Damaged in transit: start over.
             self.ack_chunk(from, meta.index, 0);
             return;
@@ -141,6 +171,7 @@ impl RawNode {
         };
         let snap = Box::new(snap);
         self.snapshot = Some(snap.clone());
+        self.snapshot_crc = inc.crc;
         self.snapshot_to_persist = Some(snap);
         self.ack_chunk(from, meta.index, total);
         // The install is acknowledged once durable, like appended entries.
