@@ -151,12 +151,16 @@ impl Replica {
         answers: &mut Vec<Answer>,
     ) -> Result<bool, RestoreError> {
         let kv = Kv::restore(&snap.data, limits).map_err(|e| RestoreError(e.to_string()))?;
-        Ok(self.restore_decoded(snap.meta, kv, dropped_log, durable, answers))
+        Ok(self
+            .restore_decoded(snap.meta, kv, dropped_log, durable, answers)
+            .0)
     }
 
     /// [`Replica::restore`] with the snapshot's state machine already
     /// decoded from its data (`kv`; the shard decodes a large one on a
-    /// helper thread, so its executor never spends the time).
+    /// helper thread, so its executor never spends the time). Returns
+    /// whether the replica was removed, and the state machine it held
+    /// before (the caller may free it elsewhere).
     pub fn restore_decoded(
         &mut self,
         snap_meta: SnapshotMeta,
@@ -164,7 +168,7 @@ impl Replica {
         dropped_log: bool,
         durable: bool,
         answers: &mut Vec<Answer>,
-    ) -> bool {
+    ) -> (bool, Kv) {
         let before = std::mem::replace(&mut self.kv, kv);
         if !self.kv.bounds().known && before.bounds().known {
             // A snapshot of a format without key bounds (written before
@@ -186,7 +190,7 @@ impl Replica {
             }
         }
         self.skip_to_snapshot(snap_meta.index, answers);
-        self.note_membership()
+        (self.note_membership(), before)
     }
 
     /// Finishes a Ready whose I/O is submitted: applies its committed

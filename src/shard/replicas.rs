@@ -340,6 +340,12 @@ impl Shard {
             .unwrap_or_else(|| panic!("shard {shard}: group {group} in the catalog, not hosted"));
         self.work.forget(group);
         self.metrics_dirty.insert(group);
+        // Its state and snapshot are freed on the helper thread; what the
+        // replica keeps then is small.
+        super::snapshots::drop_on_helper((
+            std::mem::take(&mut r.kv),
+            r.raft.snapshot().map(|s| s.data.clone()),
+        ));
         let mut waiting = Vec::new();
         r.drain_waiters(Gone::Destroyed, &mut waiting);
         for (conn, id, answer) in waiting {

@@ -248,7 +248,9 @@ impl Shard {
         let shard = self.cfg.shard;
         let g = hosted(&mut self.replicas, gid);
         let mut answers = Vec::new();
-        let removed = g.restore_decoded(snap.meta, kv, dropped_log, durable, &mut answers);
+        let (removed, before) =
+            g.restore_decoded(snap.meta, kv, dropped_log, durable, &mut answers);
+        drop_on_helper(before);
         if removed {
             // A snapshot of a membership without this replica.
             self.removed.push(gid);
@@ -311,6 +313,9 @@ impl Shard {
             };
             g.snap_writing = false;
             let bytes = t.snap.data.len();
+            // The snapshot it replaces is freed on the helper thread.
+            let old = g.raft.snapshot().map(|s| s.data.clone());
+            drop_on_helper(old);
             if !t.compacted && g.raft.compact_with_crc(index, t.snap.data, t.crc).is_err() {
                 // A newer snapshot from the leader was installed while
                 // this one was written: its file is the replica's, this
@@ -328,6 +333,15 @@ impl Shard {
         }
         self.release_wal().await
     }
+}
+
+/// Drops `x` on the shard's helper thread: freeing a large state machine
+/// (an allocation per key and value) or snapshot (an unmap of hundreds
+/// of MiB) costs the executor nothing. Freed only once its last
+/// reference goes: a clone taken here of something the executor still
+/// holds costs nothing, and is freed by whichever goes last.
+pub(super) fn drop_on_helper<T: Send + 'static>(x: T) {
+    glommio::spawn_local(glommio::executor().spawn_blocking(move || drop(x))).detach();
 }
 
 /// `snap`'s state machine, decoded here (the rare path of a full disk;

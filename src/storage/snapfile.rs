@@ -197,7 +197,9 @@ pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
 /// Writes `s` as group `group`'s snapshot in `dir` durably, then removes
 /// the group's previous snapshot file (`previous`: its index).
 /// `data_crc`: the CRC32 of `s.data` (see [`head`]). The data is written
-/// from `s` in 1 MiB pieces, never copied whole.
+/// from `s` in 1 MiB pieces, never copied whole, past the page cache
+/// ([`super::replace_file_direct`]): a shard's WAL syncs wait behind one
+/// piece at most.
 pub async fn write(
     dir: &Path,
     group: u64,
@@ -207,7 +209,7 @@ pub async fn write(
 ) -> Result<PathBuf, SnapFileError> {
     let path = dir.join(file_name(group, s.meta.index));
     let head = head(group, s, data_crc);
-    super::replace_file_parts(&path, &[&head, &s.data])
+    super::replace_file_direct(&path, &[&head, &s.data])
         .await
         .map_err(|(p, e)| io(&p, e))?;
     if let Some(prev) = previous.filter(|&p| p != s.meta.index) {

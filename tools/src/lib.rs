@@ -27,3 +27,26 @@ pub fn node_bin(given: Option<&PathBuf>) -> Result<PathBuf, String> {
     }
     Ok(bin)
 }
+
+/// A client of the cluster at `addrs` (30 s per operation), asked again
+/// for up to a minute: right after a large fill a node's turn can stall
+/// for seconds (its WAL unpinning pass waits for a sync), past one
+/// connect's handshake timeout.
+pub async fn connect_patiently(
+    addrs: Vec<std::net::SocketAddr>,
+) -> Result<ringraft::client::Client, String> {
+    use ringraft::client::{Client, ClientConfig};
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut cfg = ClientConfig::new(addrs.clone());
+        cfg.op_timeout_ms = 30_000;
+        match Client::connect(cfg).await {
+            Ok(c) => return Ok(c),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(format!("connecting to {addrs:?} for a minute: {e}"))
+            }
+            Err(_) => glommio::timer::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}

@@ -45,7 +45,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use ringraft::client::{Client, ClientConfig};
 use ringraft::local_cluster::{run_on_executor, LocalCluster, LocalClusterConfig};
 use ringraft::meta::{MetaState, NodeState, ReplicaRole};
 use ringraft_tools::cpu::process_secs;
@@ -185,28 +184,6 @@ fn range_key(r: u64, name: &str) -> Vec<u8> {
     format!("r{r:03}/{name}").into_bytes()
 }
 
-fn client_cfg(addrs: Vec<std::net::SocketAddr>) -> ClientConfig {
-    let mut cfg = ClientConfig::new(addrs);
-    cfg.op_timeout_ms = 30_000;
-    cfg
-}
-
-/// A client of the cluster, asked again for up to a minute: right after a
-/// large fill a node's turn can stall for seconds (its WAL unpinning pass
-/// waits for a sync), past one connect's handshake timeout.
-async fn connect(addrs: Vec<std::net::SocketAddr>) -> Result<Client, String> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match Client::connect(client_cfg(addrs.clone())).await {
-            Ok(c) => return Ok(c),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(format!("connecting to {addrs:?} for a minute: {e}"))
-            }
-            Err(_) => glommio::timer::sleep(Duration::from_millis(200)).await,
-        }
-    }
-}
-
 fn one_run(args: &Args, bin: &std::path::Path) -> Result<Run, String> {
     let mut cfg = LocalClusterConfig::new(bin);
     cfg.die_with_parent = true;
@@ -261,7 +238,7 @@ fn one_run(args: &Args, bin: &std::path::Path) -> Result<Run, String> {
     let first_map = {
         let addrs = addrs.clone();
         run_on_executor(move || async move {
-            let cl = connect(addrs).await?;
+            let cl = ringraft_tools::connect_patiently(addrs).await?;
             cl.meta_state().await.map_err(|e| e.to_string())
         })?
     };
@@ -347,7 +324,7 @@ fn one_run(args: &Args, bin: &std::path::Path) -> Result<Run, String> {
 /// Writes `data_mib` MiB of `value_bytes` values, range by range in turn,
 /// `fill_concurrency` at a time. Returns (seconds, bytes).
 async fn fill(args: Args, addrs: Vec<std::net::SocketAddr>) -> Result<(f64, u64), String> {
-    let cl = Rc::new(connect(addrs).await?);
+    let cl = Rc::new(ringraft_tools::connect_patiently(addrs).await?);
     let count = (args.data_mib << 20).div_ceil(args.value_bytes);
     // Bytes that differ from value to value would change nothing (nothing
     // compresses); a fixed pattern keeps the fill cheap for the generator.
@@ -399,7 +376,7 @@ async fn probe_all(
     every: Duration,
     stop: Arc<AtomicBool>,
 ) -> Result<(Vec<Vec<Instant>>, u64), String> {
-    let cl = match connect(addrs).await {
+    let cl = match ringraft_tools::connect_patiently(addrs).await {
         Ok(c) => Rc::new(c),
         Err(e) => return Err(format!("the probes' client: {e}")),
     };
@@ -510,7 +487,7 @@ async fn wait_balanced(
     timeout: Duration,
     leader_wait: Duration,
 ) -> Result<Balance, String> {
-    let cl = connect(addrs).await?;
+    let cl = ringraft_tools::connect_patiently(addrs).await?;
     let (mut since_replicas, mut since_all) = (None::<Instant>, None::<Instant>);
     let mut replicas_at = None;
     let mut last = String::new();
