@@ -1388,3 +1388,80 @@ fn a_log_from_before_the_catalog_is_restated_with_every_founder() {
     });
     drop(lock);
 }
+
+/// A snapshot is a view of the state machine taken in the turn that
+/// applies its index (issue #21): encoded and written in the background
+/// while the group applies more, it holds the state at its own index, not
+/// a later one; the core compacts to it only once its file is durable; and
+/// a snapshot that comes due meanwhile is not started twice.
+#[test]
+fn a_snapshot_holds_the_state_at_its_index_while_later_writes_apply() {
+    use ringraft::kv::{Command, Kv, KvLimits, WriteOp};
+    let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
+        snapshot_entries: Some(1),
+        ..s
+    });
+    let put = |seq: u64, v: &'static [u8]| {
+        Command {
+            client: 7,
+            seq,
+            ack: seq,
+            op: WriteOp::Put {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from_static(v),
+            },
+        }
+        .encode()
+    };
+    run(async move {
+        let sc = cfg.shard(0, &store);
+        let snap_dir = sc.dir.join(ringraft::identity::SNAP_DIR);
+        let mut shard = Shard::open(sc, Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        let g = 1000;
+        shard.create_replica(desc(g, 1, &[1, 2, 3])).await.unwrap();
+        shard.on_peer_message(g, 2, leader_entry(1, put(1, b"one")));
+        let before = shard.stats().snapshots_taken;
+        settle(&mut shard, &[g], 1).await;
+        assert_eq!(shard.stats().snapshots_taken, before + 1, "due at entry 1");
+        // Entry 2 applies before the shard takes the snapshot's file in:
+        // due again (every entry), but one is under way.
+        shard.on_peer_message(g, 2, leader_entry(2, put(2, b"two")));
+        settle(&mut shard, &[g], 2).await;
+        assert_eq!(shard.stats().snapshots_taken, before + 1, "started twice");
+        let core_snapshot = |shard: &Shard| {
+            let r = shard.replicas().into_iter().find(|r| r.group == g);
+            r.expect("hosted").snapshot
+        };
+        assert_eq!(core_snapshot(&shard), 0, "compacted before the file");
+        // (`list` touches nothing: `load_latest` would remove the write
+        // in progress as a crash's leftover.)
+        for _ in 0..10_000 {
+            if !snapfile::list(&snap_dir).unwrap().is_empty() {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        let mut files = snapfile::load_latest(&snap_dir).await.unwrap();
+        let (group, snap) = files.pop().expect("the snapshot file is written");
+        assert_eq!((group, snap.meta.index), (g, 1));
+        let kv = Kv::restore(&snap.data, KvLimits::default()).unwrap();
+        assert_eq!(kv.applied(), 1);
+        assert_eq!(kv.get(b"k").map(|v| &v[..]), Some(&b"one"[..]));
+        // Taken in (once its write reports): the core compacts to it and
+        // the next entry's snapshot may start.
+        for _ in 0..10_000 {
+            shard.finish_snapshots().await.unwrap();
+            if core_snapshot(&shard) == 1 {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(core_snapshot(&shard), 1);
+        shard.on_peer_message(g, 2, leader_entry(3, put(3, b"three")));
+        settle(&mut shard, &[g], 3).await;
+        assert_eq!(shard.stats().snapshots_taken, before + 2);
+    });
+    drop(lock);
+}

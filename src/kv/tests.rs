@@ -510,3 +510,77 @@ fn increments_and_appends_are_one_entry_each_with_redis_rules() {
     assert_eq!(apply(&mut kv, app(52, "e")), refused(None));
     assert_eq!(kv.get(b"a"), Some(&b("abcd")));
 }
+
+/// A snapshot view (`Kv::clone`, what the shard encodes on its helper
+/// thread) is the state at its applied index, whatever is applied after
+/// it: the bytes it encodes to carry that index and those pairs and
+/// sessions only, and equal the bytes the state gave at that index. The
+/// persistent map shares its nodes with the live one until either
+/// changes (issue #21).
+#[test]
+fn a_snapshot_view_is_the_state_at_its_index_whatever_is_applied_after() {
+    let mut kv = Kv::new(KvLimits::default());
+    for i in 1..=2000u64 {
+        let c = put(7, i, i, &format!("k{i:05}"), &format!("v{i}"));
+        kv.apply(i, &c).unwrap();
+    }
+    let at = kv.snapshot();
+    let view = kv.clone();
+    // Overwrites, deletes, new keys, a new session, after the view.
+    for i in 2001..=4000u64 {
+        let k = format!("k{:05}", i % 2500);
+        let c = if i % 3 == 0 {
+            op(9, i, WriteOp::Delete { key: b(&k) })
+        } else {
+            put(8, i, i, &k, "later")
+        };
+        kv.apply(i, &c).unwrap();
+    }
+    assert_eq!(view.applied(), 2000);
+    assert_eq!(view.snapshot(), at, "the view changed with the live state");
+    let back = Kv::restore(&at, KvLimits::default()).unwrap();
+    assert_eq!(back.applied(), 2000);
+    assert_eq!(back.len(), 2000);
+    assert_eq!(back.sessions(), 1);
+    assert_eq!(back.get(b"k00003").map(|v| &v[..]), Some(&b"v3"[..]));
+    assert_ne!(kv.snapshot(), at);
+}
+
+/// `data_bytes` counts the keys and values the map holds, through
+/// inserts, overwrites (longer and shorter), appends, increments, swaps
+/// and deletes, and is restored from a snapshot.
+#[test]
+fn data_bytes_counts_keys_and_values() {
+    let mut kv = Kv::new(KvLimits::default());
+    let recount = |kv: &Kv| -> u64 {
+        let (pairs, _) = kv.scan(b"", b"", usize::MAX);
+        pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
+    };
+    let ops = [
+        put(1, 1, 1, "a", "12345"),
+        put(1, 2, 2, "a", "1"),
+        put(1, 3, 3, "bb", "xyz"),
+        incr(4, "n", 12),
+        incr(5, "n", 1000),
+        op(
+            1,
+            6,
+            WriteOp::Append {
+                key: b("bb"),
+                value: b("tail"),
+                max_len: 100,
+            },
+        ),
+        cas(1, 7, "a", Some("1"), Some("longer value")),
+        cas(1, 8, "bb", Some("xyztail"), None),
+        op(1, 9, WriteOp::Delete { key: b("n") }),
+        op(1, 10, WriteOp::Delete { key: b("absent") }),
+    ];
+    for (i, c) in ops.iter().enumerate() {
+        kv.apply(i as u64 + 1, c).unwrap();
+        assert_eq!(kv.data_bytes(), recount(&kv), "after {c:?}");
+    }
+    assert_eq!(kv.data_bytes(), 1 + 12);
+    let back = Kv::restore(&kv.snapshot(), KvLimits::default()).unwrap();
+    assert_eq!(back.data_bytes(), kv.data_bytes());
+}

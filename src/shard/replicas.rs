@@ -92,6 +92,9 @@ pub struct ReplicaInfo {
     /// Current voters (replica ids).
     pub voters: Vec<ReplicaId>,
     pub applied: u64,
+    /// Index of the latest snapshot its Raft core holds (compacted to
+    /// once the snapshot's file is durable; 0: none).
+    pub snapshot: u64,
     /// The descriptor it was created with (opaque).
     pub descriptor: bytes::Bytes,
 }
@@ -535,6 +538,7 @@ impl Shard {
                 leader_node: r.leader_node(),
                 voters: r.raft.conf().voters.to_vec(),
                 applied: r.kv.applied(),
+                snapshot: r.raft.snapshot().map_or(0, |s| s.meta.index),
                 descriptor: self
                     .store
                     .catalog()

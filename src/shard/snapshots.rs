@@ -278,8 +278,9 @@ impl Shard {
     }
 
     /// Takes in finished snapshot writes and releases the WAL below the
-    /// lowest LSN any group still needs.
-    pub(super) async fn finish_snapshots(&mut self) -> Result<(), ShardError> {
+    /// lowest LSN any group still needs. The shard loop calls it every
+    /// turn; public so that tests can drive a shard without its loop.
+    pub async fn finish_snapshots(&mut self) -> Result<(), ShardError> {
         let shard = self.cfg.shard;
         let failed = self.snaps_failed.borrow_mut().pop();
         if let Some(err) = failed {

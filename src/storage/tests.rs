@@ -596,3 +596,36 @@ fn the_log_store_waits_for_queue_space_mid_write_and_loses_no_record() {
             );
         });
 }
+
+/// `replace_file_direct` writes a file of any length (not a multiple of
+/// the block size) from parts, past the page cache: read back, it is the
+/// parts' bytes, under its final name only; and it replaces a longer file
+/// of the same name whole.
+#[test]
+fn a_direct_write_of_any_length_reads_back_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.snap");
+    let p = path.clone();
+    glommio::LocalExecutorBuilder::default()
+        .make()
+        .expect("executor")
+        .run(async move {
+            let head: Vec<u8> = (0..77u32).map(|i| i as u8).collect();
+            let body: Vec<u8> = (0..(3 << 20) + 4099u32).map(|i| (i % 251) as u8).collect();
+            crate::storage::replace_file_direct(&p, &[&head, &body])
+                .await
+                .unwrap();
+            let got = std::fs::read(&p).unwrap();
+            assert_eq!(got.len(), head.len() + body.len());
+            assert!(got[..77] == head[..] && got[77..] == body[..]);
+            crate::storage::replace_file_direct(&p, &[b"short"])
+                .await
+                .unwrap();
+            assert_eq!(std::fs::read(&p).unwrap(), b"short");
+        });
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("f.snap")]);
+}
