@@ -223,6 +223,9 @@ pub struct Shard {
     installs_done: Rc<RefCell<Vec<InstallDone>>>,
     /// Snapshot files written in the background: (group, replica, meta).
     snaps_done: Rc<RefCell<Vec<Taken>>>,
+    /// A background removal of released WAL segments failed
+    /// (`release_wal`): taken up, as a failed release, at the next one.
+    wal_release_failed: Rc<RefCell<Option<WalError>>>,
     snaps_failed: Rc<RefCell<Vec<snapfile::SnapFileError>>>,
     /// Snapshot files being written in the background (taken here, not
     /// installs): at most `SNAPSHOT_WRITES_MAX`.
@@ -566,6 +569,7 @@ impl Shard {
             installing: BTreeMap::new(),
             installs_done: Rc::default(),
             snaps_done: Rc::default(),
+            wal_release_failed: Rc::default(),
             snaps_failed: Rc::default(),
             snaps_writing: Rc::default(),
             snap_bytes_turn: 0,

@@ -356,9 +356,10 @@ impl Shard {
         }
         self.inflight.retain(|f| f.group != group);
         self.installing.remove(&group);
-        snapfile::remove_group(&self.snap_dir, group)
+        let retired = snapfile::retire_group(&self.snap_dir, group)
             .await
             .map_err(|err| ShardError::Snapshot { shard, err })?;
+        glommio::spawn_local(snapfile::remove_retired(retired)).detach();
         tracing::info!(shard, group, replica = r.replica, "replica destroyed");
         self.debug_check_catalog();
         self.release_wal().await?;

@@ -217,13 +217,23 @@ impl<D: Disk> LogStore<D> {
     /// lowest LSN any of them needs) and the catalog need; the number of
     /// segments released.
     pub async fn release(&mut self, replicas_need: u64) -> Result<usize, WalError> {
+        let victims = self.detach_released(replicas_need)?;
+        self.wal.remove_detached(&victims).await?;
+        Ok(victims.len())
+    }
+
+    /// [`LogStore::release`] at once, but for the segments' files: the
+    /// segments leave the WAL (`Wal::detach_before`) and their names are
+    /// returned for `Wal::remove_detached`, which the shard runs in the
+    /// background so that unlinking never holds its turn.
+    pub fn detach_released(&mut self, replicas_need: u64) -> Result<Vec<String>, WalError> {
         let needed = self.release_point(replicas_need);
         if needed <= self.released_lsn {
-            return Ok(0);
+            return Ok(Vec::new());
         }
-        let n = self.wal.release_before(needed).await?;
+        let victims = self.wal.detach_before(needed)?;
         self.released_lsn = needed;
-        Ok(n)
+        Ok(victims)
     }
 
     /// Whether [`LogStore::release`] with `replicas_need` would delete a

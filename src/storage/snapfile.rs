@@ -231,12 +231,13 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>, SnapFileError> {
     Ok(out)
 }
 
-/// Removes the temporary files a crash during a write left in `dir`. Only
-/// at start, before any write of this process: at run time a temporary
-/// file is a write in progress.
+/// Removes the temporary files a crash during a write left in `dir`, and
+/// retired files a crash left unremoved ([`retire_group`]). Only at
+/// start, before any write of this process: at run time a temporary file
+/// is a write in progress.
 fn remove_leftovers(dir: &Path) -> Result<(), SnapFileError> {
     for_each_name(dir, |name, path| {
-        if name.ends_with(".snap.tmp") {
+        if name.ends_with(".snap.tmp") || name.ends_with(RETIRED_SUFFIX) {
             let _ = std::fs::remove_file(path);
         }
     })
@@ -267,6 +268,38 @@ pub async fn remove_group(dir: &Path, group: u64) -> Result<usize, SnapFileError
         }
     }
     Ok(n)
+}
+
+/// What a retired snapshot file's name ends with ([`retire_group`]).
+const RETIRED_SUFFIX: &str = ".snap.retired";
+
+/// Renames every snapshot file of `group` in `dir` out of the way (its
+/// replica was destroyed; `name.snap` becomes `name.snap.retired`, which
+/// no replica ever writes or reads) and returns the new paths, for
+/// [`remove_retired`] to unlink in the background: unlinking a 400 MiB
+/// file held a shard's turn for about 200 ms, and a new replica of the
+/// same group may write a file under the old name meanwhile. A crash
+/// before the removal leaves retired files, removed at the next start.
+pub async fn retire_group(dir: &Path, group: u64) -> Result<Vec<PathBuf>, SnapFileError> {
+    let mut out = Vec::new();
+    for (g, _, p) in list(dir)? {
+        if g == group {
+            let mut to = p.clone().into_os_string();
+            to.push(".retired");
+            let to = PathBuf::from(to);
+            glommio::io::rename(&p, &to).await.map_err(|e| gio(&p, e))?;
+            out.push(to);
+        }
+    }
+    Ok(out)
+}
+
+/// Unlinks the files [`retire_group`] renamed (errors ignored: the next
+/// start removes what is left).
+pub async fn remove_retired(paths: Vec<PathBuf>) {
+    for p in paths {
+        let _ = glommio::io::remove(&p).await;
+    }
 }
 
 /// The latest snapshot of each group in `dir` (read at startup, when
