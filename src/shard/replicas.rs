@@ -343,12 +343,12 @@ impl Shard {
             .unwrap_or_else(|| panic!("shard {shard}: group {group} in the catalog, not hosted"));
         self.work.forget(group);
         self.metrics_dirty.insert(group);
-        // Its state and snapshot are freed on the helper thread; what the
-        // replica keeps then is small.
-        super::snapshots::drop_on_helper((
+        // Its state and snapshot are freed on the helper thread (handed
+        // over once the replica, which holds the snapshot too, is gone).
+        let state = (
             std::mem::take(&mut r.kv),
             r.raft.snapshot().map(|s| s.data.clone()),
-        ));
+        );
         let mut waiting = Vec::new();
         r.drain_waiters(Gone::Destroyed, &mut waiting);
         for (conn, id, answer) in waiting {
@@ -361,6 +361,8 @@ impl Shard {
             .map_err(|err| ShardError::Snapshot { shard, err })?;
         glommio::spawn_local(snapfile::remove_retired(retired)).detach();
         tracing::info!(shard, group, replica = r.replica, "replica destroyed");
+        drop(r);
+        super::snapshots::drop_on_helper(state);
         self.debug_check_catalog();
         self.release_wal().await?;
         Ok(())

@@ -314,10 +314,13 @@ impl Shard {
             };
             g.snap_writing = false;
             let bytes = t.snap.data.len();
-            // The snapshot it replaces is freed on the helper thread.
+            // The snapshot it replaces is freed on the helper thread, handed
+            // over once the core let it go.
             let old = g.raft.snapshot().map(|s| s.data.clone());
+            let compacted =
+                t.compacted || g.raft.compact_with_crc(index, t.snap.data, t.crc).is_ok();
             drop_on_helper(old);
-            if !t.compacted && g.raft.compact_with_crc(index, t.snap.data, t.crc).is_err() {
+            if !compacted {
                 // A newer snapshot from the leader was installed while
                 // this one was written: its file is the replica's, this
                 // one goes.
@@ -338,9 +341,9 @@ impl Shard {
 
 /// Drops `x` on the shard's helper thread: freeing a large state machine
 /// (an allocation per key and value) or snapshot (an unmap of hundreds
-/// of MiB) costs the executor nothing. Freed only once its last
-/// reference goes: a clone taken here of something the executor still
-/// holds costs nothing, and is freed by whichever goes last.
+/// of MiB) costs the executor nothing. Shared data is freed by whichever
+/// reference goes last: a caller hands over a clone only after the
+/// executor's own reference is gone, or the free may still land here.
 pub(super) fn drop_on_helper<T: Send + 'static>(x: T) {
     glommio::spawn_local(glommio::executor().spawn_blocking(move || drop(x))).detach();
 }
