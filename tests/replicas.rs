@@ -232,7 +232,7 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
     let sd = snap_dir.clone();
     run(async move {
         let snap = snapshot_of_voter_1(b"not read");
-        snapfile::write(&sd, 0, &snap, crc32fast::hash(&snap.data), None)
+        snapfile::write(&sd, 0, &snap, crc32fast::hash(&snap.data))
             .await
             .unwrap();
         assert_eq!(snapfile::list(&sd).unwrap().len(), 1);
@@ -410,7 +410,7 @@ fn removing_a_groups_snapshot_files_spares_another_groups_write_in_progress() {
     let dir = t.path().to_path_buf();
     run(async move {
         let snap = snapshot_of_voter_1(b"state");
-        snapfile::write(&dir, 1, &snap, crc32fast::hash(&snap.data), None)
+        snapfile::write(&dir, 1, &snap, crc32fast::hash(&snap.data))
             .await
             .unwrap();
         let in_progress = dir.join(format!("{}.tmp", snapfile::file_name(2, 9)));
@@ -421,6 +421,27 @@ fn removing_a_groups_snapshot_files_spares_another_groups_write_in_progress() {
             in_progress.exists(),
             "another group's write in progress is left alone"
         );
+    });
+}
+
+/// `snapfile::write` removes no other file: the replica's previous file
+/// is removed by the shard only once the replica moved to the new one. (It
+/// used to unlink the previous file itself, so a snapshot taken here that
+/// a leader's install overtook left the group with no file on disk until
+/// the install's was written, while its WAL was released through the
+/// removed one.)
+#[test]
+fn writing_a_snapshot_file_leaves_the_previous_one_in_place() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().to_path_buf();
+    run(async move {
+        let mut snap = snapshot_of_voter_1(b"state");
+        let crc = crc32fast::hash(&snap.data);
+        snapfile::write(&dir, 1, &snap, crc).await.unwrap();
+        snap.meta.index += 4;
+        snapfile::write(&dir, 1, &snap, crc).await.unwrap();
+        let files = snapfile::list(&dir).unwrap();
+        assert_eq!(files.len(), 2, "{files:?}");
     });
 }
 
@@ -437,14 +458,14 @@ fn a_destroyed_groups_snapshot_files_are_retired_and_a_new_write_under_their_nam
     run(async move {
         let snap = snapshot_of_voter_1(b"state");
         let crc = crc32fast::hash(&snap.data);
-        snapfile::write(&dir, 1, &snap, crc, None).await.unwrap();
+        snapfile::write(&dir, 1, &snap, crc).await.unwrap();
         let in_progress = dir.join(format!("{}.tmp", snapfile::file_name(2, 9)));
         std::fs::write(&in_progress, b"half written").unwrap();
         let retired = snapfile::retire_group(&dir, 1).await.unwrap();
         assert_eq!(retired.len(), 1);
         assert!(snapfile::list(&dir).unwrap().is_empty());
         // The group's new replica writes the same name before the unlink.
-        snapfile::write(&dir, 1, &snap, crc, None).await.unwrap();
+        snapfile::write(&dir, 1, &snap, crc).await.unwrap();
         snapfile::remove_retired(retired.clone()).await;
         assert!(!retired[0].exists());
         assert_eq!(snapfile::list(&dir).unwrap().len(), 1, "the new file stays");

@@ -59,6 +59,12 @@ impl Shard {
     /// Requests waiting on the old groups get `Timeout` (outcome unknown:
     /// their entries may still commit through the other replicas).
     pub(super) async fn try_recover_disk(&mut self) -> Result<(), ShardError> {
+        // Background writes and unlinks finish first: the rebuild would
+        // remove a snapshot write's temporary file as a crash's leftover,
+        // and replay WAL segments about to be unlinked.
+        if self.snaps_writing.get() > 0 || self.wal_removals.get() > 0 {
+            return Ok(());
+        }
         let loaded = match load(&self.cfg, &self.wal_dir, &self.snap_dir).await {
             Ok(x) => x,
             Err(ShardError::Wal { err, .. }) if err.is_disk_full() => {
@@ -93,6 +99,8 @@ impl Shard {
         self.work.forget_all();
         self.mark_all();
         self.store = LogStore::new(wal, catalog, self.cfg.wal.record_bytes_max);
+        // A removal failure of the old WAL is not the new one's.
+        self.wal_release_failed.borrow_mut().take();
         self.inflight.clear();
         // Their snapshot writes, still under way, find no parked Ready
         // and remove their files (`finish_installs`).
@@ -344,10 +352,13 @@ impl Shard {
                 // 0.6-1.6 s. A failure is taken up at the next release.
                 let wal = self.store.wal().clone();
                 let failed = self.wal_release_failed.clone();
+                let removals = self.wal_removals.clone();
+                removals.set(removals.get() + 1);
                 glommio::spawn_local(async move {
                     if let Err(e) = wal.remove_detached(&victims).await {
                         *failed.borrow_mut() = Some(e);
                     }
+                    removals.set(removals.get() - 1);
                 })
                 .detach();
             }

@@ -226,6 +226,10 @@ pub struct Shard {
     /// A background removal of released WAL segments failed
     /// (`release_wal`): taken up, as a failed release, at the next one.
     wal_release_failed: Rc<RefCell<Option<WalError>>>,
+    /// Background removals of released WAL segments under way: a rebuild
+    /// from disk (`try_recover_disk`) waits for them, or it would replay
+    /// segments they are about to unlink.
+    wal_removals: Rc<Cell<usize>>,
     snaps_failed: Rc<RefCell<Vec<snapfile::SnapFileError>>>,
     /// Snapshot files being written in the background (taken here, not
     /// installs): at most `SNAPSHOT_WRITES_MAX`.
@@ -570,6 +574,7 @@ impl Shard {
             installs_done: Rc::default(),
             snaps_done: Rc::default(),
             wal_release_failed: Rc::default(),
+            wal_removals: Rc::default(),
             snaps_failed: Rc::default(),
             snaps_writing: Rc::default(),
             snap_bytes_turn: 0,

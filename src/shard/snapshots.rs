@@ -99,7 +99,7 @@ impl Shard {
         g.bytes_since_snapshot = 0;
         self.stats.snapshots_taken += 1;
         let dir = self.snap_dir.clone();
-        let (gid, replica, prev) = (g.id, g.replica, g.snap_file_index);
+        let (gid, replica) = (g.id, g.replica);
         let done = self.snaps_done.clone();
         let failed = self.snaps_failed.clone();
         let writing = self.snaps_writing.clone();
@@ -118,8 +118,7 @@ impl Shard {
                 }
             };
             let snap = Snapshot { meta, conf, data };
-            let prev = Some(prev).filter(|&p| p > 0);
-            let r = snapfile::write(&dir, gid, &snap, crc, prev).await;
+            let r = snapfile::write(&dir, gid, &snap, crc).await;
             writing.set(writing.get() - 1);
             match r {
                 Ok(_) => done.borrow_mut().push(Taken {
@@ -149,7 +148,7 @@ impl Shard {
         rest: crate::group::ReadyRest,
     ) {
         let g = hosted(&mut self.replicas, gid);
-        let (replica, prev) = (g.replica, g.snap_file_index);
+        let replica = g.replica;
         let dir = self.snap_dir.clone();
         let done = self.installs_done.clone();
         let limits = self.cfg.kv.clone();
@@ -165,13 +164,10 @@ impl Shard {
                 .await;
             let result = match kv {
                 Err(e) => Err(InstallError::Decode(e)),
-                Ok(kv) => {
-                    let prev = Some(prev).filter(|&p| p > 0);
-                    match snapfile::write(&dir, gid, &snap, crc, prev).await {
-                        Ok(_) => Ok(kv),
-                        Err(e) => Err(InstallError::File(e)),
-                    }
-                }
+                Ok(kv) => match snapfile::write(&dir, gid, &snap, crc).await {
+                    Ok(_) => Ok(kv),
+                    Err(e) => Err(InstallError::File(e)),
+                },
             };
             done.borrow_mut().push(InstallDone {
                 group: gid,
@@ -248,9 +244,13 @@ impl Shard {
         let shard = self.cfg.shard;
         let g = hosted(&mut self.replicas, gid);
         let mut answers = Vec::new();
+        let prev = g.snap_file_index;
         let (removed, before) =
             g.restore_decoded(snap.meta, kv, dropped_log, durable, &mut answers);
         drop_on_helper(before);
+        if durable {
+            unlink_superseded(&self.snap_dir, gid, prev, snap.meta.index);
+        }
         if removed {
             // A snapshot of a membership without this replica.
             self.removed.push(gid);
@@ -317,8 +317,13 @@ impl Shard {
             // The snapshot it replaces is freed on the helper thread, handed
             // over once the core let it go.
             let old = g.raft.snapshot().map(|s| s.data.clone());
-            let compacted =
-                t.compacted || g.raft.compact_with_crc(index, t.snap.data, t.crc).is_ok();
+            // Taken at once (`snapshot_to_seed`): still the core's only if
+            // no leader's snapshot was installed since.
+            let compacted = if t.compacted {
+                g.raft.snapshot().map(|s| s.meta.index) == Some(index)
+            } else {
+                g.raft.compact_with_crc(index, t.snap.data, t.crc).is_ok()
+            };
             drop_on_helper(old);
             if !compacted {
                 // A newer snapshot from the leader was installed while
@@ -329,13 +334,28 @@ impl Shard {
                 }
                 continue;
             }
-            g.snap_file_index = index;
+            let prev = std::mem::replace(&mut g.snap_file_index, index);
             g.lsns.release_through(index);
             tracing::info!(shard, group = g.id, index, bytes, "snapshot taken");
+            unlink_superseded(&self.snap_dir, gid, prev, index);
             // Followers that need it, and the compacted log, are seen to.
             self.work.mark(gid);
         }
         self.release_wal().await
+    }
+}
+
+/// Unlinks group `gid`'s snapshot file at index `prev` (0: none) in the
+/// background, once the replica's durable file is the one at `now`. Never
+/// earlier: a file is removed only when a newer one replaced it, so a
+/// crash always finds the file the WAL was released through.
+pub(super) fn unlink_superseded(dir: &std::path::Path, gid: GroupId, prev: u64, now: u64) {
+    if prev > 0 && prev != now {
+        let path = dir.join(snapfile::file_name(gid, prev));
+        glommio::spawn_local(async move {
+            let _ = glommio::io::remove(path).await;
+        })
+        .detach();
     }
 }
 

@@ -104,8 +104,16 @@ pub async fn replace_file_direct(
             w.write_all(chunk).await.map_err(at(&tmp))?;
         }
     }
-    // Flushes, truncates to the length written, syncs and closes.
+    // Flushes, syncs, truncates to the length written and closes; the
+    // truncate comes after glommio's sync, so the length is synced here.
     w.close().await.map_err(at(&tmp))?;
+    let f = glommio::io::BufferedFile::open(&tmp)
+        .await
+        .map_err(|e| (tmp.clone(), std::io::Error::from(e)))?;
+    f.fdatasync()
+        .await
+        .map_err(|e| (tmp.clone(), std::io::Error::from(e)))?;
+    let _ = f.close().await;
     glommio::io::rename(&tmp, path)
         .await
         .map_err(|e| (path.to_path_buf(), std::io::Error::from(e)))?;

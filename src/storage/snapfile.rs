@@ -194,8 +194,10 @@ pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
     ))
 }
 
-/// Writes `s` as group `group`'s snapshot in `dir` durably, then removes
-/// the group's previous snapshot file (`previous`: its index).
+/// Writes `s` as group `group`'s snapshot in `dir` durably. The group's
+/// previous file is the caller's to remove, once the replica has moved to
+/// this one (a write whose snapshot turns out stale must leave the
+/// replica's current file in place).
 /// `data_crc`: the CRC32 of `s.data` (see [`head`]). The data is written
 /// from `s` in 1 MiB pieces, never copied whole, past the page cache
 /// ([`super::replace_file_direct`]): a shard's WAL syncs wait behind one
@@ -205,16 +207,12 @@ pub async fn write(
     group: u64,
     s: &Snapshot,
     data_crc: u32,
-    previous: Option<u64>,
 ) -> Result<PathBuf, SnapFileError> {
     let path = dir.join(file_name(group, s.meta.index));
     let head = head(group, s, data_crc);
     super::replace_file_direct(&path, &[&head, &s.data])
         .await
         .map_err(|(p, e)| io(&p, e))?;
-    if let Some(prev) = previous.filter(|&p| p != s.meta.index) {
-        let _ = glommio::io::remove(dir.join(file_name(group, prev))).await;
-    }
     Ok(path)
 }
 
