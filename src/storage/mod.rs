@@ -23,45 +23,49 @@ pub async fn replace_file(
     path: &std::path::Path,
     bytes: &[u8],
 ) -> Result<(), (std::path::PathBuf, std::io::Error)> {
-    replace_file_parts(path, &[bytes]).await
-}
-
-/// [`replace_file`] with the file's bytes given in parts, written one
-/// after the other (a snapshot file's header, then its data, which is
-/// never copied whole into one buffer): at most 1 MiB is copied per
-/// write, so a large file costs the executor no long stretch.
-pub async fn replace_file_parts(
-    path: &std::path::Path,
-    parts: &[&[u8]],
-) -> Result<(), (std::path::PathBuf, std::io::Error)> {
     const WRITE_BYTES_MAX: usize = 1 << 20;
-    let gio = |p: &std::path::Path| {
-        let p = p.to_path_buf();
-        move |e: glommio::GlommioError<()>| (p, std::io::Error::from(e))
-    };
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
+    let tmp = tmp_path(path);
     let f = glommio::io::BufferedFile::create(&tmp)
         .await
         .map_err(gio(&tmp))?;
-    let mut pos = 0u64;
-    for bytes in parts {
-        let mut at = 0;
-        while at < bytes.len() {
-            let chunk = bytes[at..(at + WRITE_BYTES_MAX).min(bytes.len())].to_vec();
-            let k = f.write_at(chunk, pos).await.map_err(gio(&tmp))?;
-            if k == 0 {
-                return Err((tmp, std::io::ErrorKind::WriteZero.into()));
-            }
-            at += k;
-            pos += k as u64;
+    let mut pos = 0;
+    while pos < bytes.len() {
+        let chunk = bytes[pos..(pos + WRITE_BYTES_MAX).min(bytes.len())].to_vec();
+        let k = f.write_at(chunk, pos as u64).await.map_err(gio(&tmp))?;
+        if k == 0 {
+            return Err((tmp, std::io::ErrorKind::WriteZero.into()));
         }
+        pos += k;
     }
     f.fdatasync().await.map_err(gio(&tmp))?;
     f.close().await.map_err(gio(&tmp))?;
-    glommio::io::rename(&tmp, path).await.map_err(gio(path))?;
+    publish(&tmp, path).await
+}
+
+/// The temporary name a file is written under before [`publish`]:
+/// `path` + `.tmp`.
+fn tmp_path(path: &std::path::Path) -> std::path::PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::path::PathBuf::from(tmp)
+}
+
+/// A glommio error as an I/O error naming the path it concerns.
+fn gio(
+    p: &std::path::Path,
+) -> impl FnOnce(glommio::GlommioError<()>) -> (std::path::PathBuf, std::io::Error) {
+    let p = p.to_path_buf();
+    move |e| (p, std::io::Error::from(e))
+}
+
+/// Renames the synced temporary file `tmp` to `path`, then syncs the
+/// directory: the file is under its name, whole, and durably so.
+async fn publish(
+    tmp: &std::path::Path,
+    path: &std::path::Path,
+) -> Result<(), (std::path::PathBuf, std::io::Error)> {
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    glommio::io::rename(tmp, path).await.map_err(gio(path))?;
     let d = glommio::io::Directory::open(dir).await.map_err(gio(dir))?;
     d.sync().await.map_err(gio(dir))?;
     let _ = d.close().await;
@@ -72,29 +76,28 @@ pub async fn replace_file_parts(
 /// ([`replace_file_direct`]).
 pub const DIRECT_WRITE_BYTES: usize = 1 << 20;
 
-/// [`replace_file_parts`] through the disk directly (O_DIRECT, glommio's
-/// DMA stream), for large files: one write of [`DIRECT_WRITE_BYTES`] in
-/// flight at a time, and none of it in the page cache. A buffered write
-/// of a 400 MiB snapshot left it all to the final `fdatasync`, whose
-/// writeback held every WAL sync of the shard behind it for 40-100 ms;
-/// here a WAL sync waits behind one write at most. The last block is
-/// padded and the file truncated to its length, then synced.
+/// [`replace_file`] through the disk directly (O_DIRECT, glommio's DMA
+/// stream), for large files given in parts (a snapshot file's header,
+/// then its data, never copied whole into one buffer): one write of
+/// [`DIRECT_WRITE_BYTES`] in flight at a time, and none of it in the page
+/// cache. A buffered write of a 400 MiB snapshot left it all to the final
+/// `fdatasync`, whose writeback held every WAL sync of the shard behind it
+/// for 40-100 ms; here a WAL sync waits behind one write at most. The
+/// last block is padded and the file truncated to its length, then
+/// synced.
 pub async fn replace_file_direct(
     path: &std::path::Path,
     parts: &[&[u8]],
 ) -> Result<(), (std::path::PathBuf, std::io::Error)> {
     use futures_lite::AsyncWriteExt;
-    let dir = path.parent().unwrap_or(std::path::Path::new("."));
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = std::path::PathBuf::from(tmp);
+    let tmp = tmp_path(path);
     let at = |p: &std::path::Path| {
         let p = p.to_path_buf();
         move |e: std::io::Error| (p, e)
     };
     let f = glommio::io::DmaFile::create(&tmp)
         .await
-        .map_err(|e| (tmp.clone(), std::io::Error::from(e)))?;
+        .map_err(gio(&tmp))?;
     let mut w = glommio::io::DmaStreamWriterBuilder::new(f)
         .with_buffer_size(DIRECT_WRITE_BYTES)
         .with_write_behind(1)
@@ -109,22 +112,10 @@ pub async fn replace_file_direct(
     w.close().await.map_err(at(&tmp))?;
     let f = glommio::io::BufferedFile::open(&tmp)
         .await
-        .map_err(|e| (tmp.clone(), std::io::Error::from(e)))?;
-    f.fdatasync()
-        .await
-        .map_err(|e| (tmp.clone(), std::io::Error::from(e)))?;
+        .map_err(gio(&tmp))?;
+    f.fdatasync().await.map_err(gio(&tmp))?;
     let _ = f.close().await;
-    glommio::io::rename(&tmp, path)
-        .await
-        .map_err(|e| (path.to_path_buf(), std::io::Error::from(e)))?;
-    let d = glommio::io::Directory::open(dir)
-        .await
-        .map_err(|e| (dir.to_path_buf(), std::io::Error::from(e)))?;
-    d.sync()
-        .await
-        .map_err(|e| (dir.to_path_buf(), std::io::Error::from(e)))?;
-    let _ = d.close().await;
-    Ok(())
+    publish(&tmp, path).await
 }
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
