@@ -44,6 +44,10 @@ pub struct ShardStats {
     pub snapshot_bytes_sent: u64,
     /// Snapshot chunks held back by that budget (sent again later).
     pub snapshot_chunks_held: u64,
+    /// Snapshot chunks read from a snapshot file to send
+    /// (`raft::SnapshotRead`), and reads that failed (sent again later).
+    pub snapshot_chunks_read: u64,
+    pub snapshot_reads_failed: u64,
     pub msgs_unknown_group: u64,
     /// Replicas created by a message (`shard/replicas.rs`: the rule).
     pub replicas_created_by_message: u64,
@@ -317,7 +321,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 46] = [
+    let counters: [Family<ShardMetrics>; 48] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -378,6 +382,16 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             "ringraft_snapshot_chunks_held_total",
             "snapshot chunks held back by --snapshot-send-bytes-per-sec (sent again later)",
             |s| s.stats.snapshot_chunks_held,
+        ),
+        (
+            "ringraft_snapshot_chunks_read_total",
+            "snapshot chunks read from snapshot files to send to followers",
+            |s| s.stats.snapshot_chunks_read,
+        ),
+        (
+            "ringraft_snapshot_reads_failed_total",
+            "snapshot chunk reads that failed (the chunk is sent again later)",
+            |s| s.stats.snapshot_reads_failed,
         ),
         (
             "ringraft_errors_not_leader_total",

@@ -20,7 +20,8 @@
 
 use crate::kv::{Kv, KvLimits};
 use crate::raft::{
-    Entry, HardState, Message, PersistToken, ReadState, Snapshot, SnapshotMeta, SoftState,
+    Entry, HardState, Message, PersistToken, ReadState, Snapshot, SnapshotMeta, SnapshotRead,
+    SoftState,
 };
 use crate::wire::ClientError;
 
@@ -33,6 +34,9 @@ pub struct ReadyIo {
     pub soft_state: Option<SoftState>,
     /// Send now (before anything is durable).
     pub messages: Vec<Message>,
+    /// Snapshot chunks to read from the snapshot's file, then send now
+    /// (`raft::SnapshotRead`).
+    pub snapshot_reads: Vec<SnapshotRead>,
     /// From the leader: durable before `hard_state` and `entries`, then
     /// [`Replica::restore`] before [`Replica::finish_ready`].
     pub snapshot: Option<Snapshot>,
@@ -117,6 +121,7 @@ impl Replica {
             ReadyIo {
                 soft_state: rd.soft_state,
                 messages: rd.messages,
+                snapshot_reads: rd.snapshot_reads,
                 snapshot: rd.snapshot,
                 snapshot_dropped_log: rd.snapshot_dropped_log,
                 hard_state,

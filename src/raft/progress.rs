@@ -123,6 +123,10 @@ pub struct Progress {
     pub snap_sent: u64,
     /// CRC32 of the whole snapshot, computed once.
     pub snap_crc: u32,
+    /// Length of the snapshot's data: `snapshot`'s own bytes, or none
+    /// when the application stores them (`RawNode::snapshot_stored`:
+    /// chunks are then read by it, `SnapshotRead`).
+    pub snap_total: u64,
     /// A member added by a membership change: it knows nothing of the group
     /// (not even its first membership), so it is seeded with a snapshot
     /// before it gets any entry.
@@ -148,6 +152,7 @@ impl Progress {
             snap_acked: 0,
             snap_sent: 0,
             snap_crc: 0,
+            snap_total: 0,
             seed: false,
             unreachable: false,
         }
@@ -162,10 +167,12 @@ impl Progress {
         );
     }
 
-    /// Sends `s` (whose data has CRC32 `crc`) to this follower in chunks.
-    pub fn become_snapshot(&mut self, s: Box<Snapshot>, crc: u32) {
+    /// Sends `s` (whose data, of `total` bytes, has CRC32 `crc`) to this
+    /// follower in chunks. `s.data` is empty if the application stores it.
+    pub fn become_snapshot(&mut self, s: Box<Snapshot>, crc: u32, total: u64) {
         self.state = ProgressState::Snapshot;
         self.snap_crc = crc;
+        self.snap_total = total;
         self.snapshot = Some(s);
         self.snap_acked = 0;
         self.snap_sent = 0;

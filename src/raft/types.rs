@@ -68,6 +68,42 @@ pub struct Snapshot {
     pub data: Bytes,
 }
 
+/// A chunk of a snapshot whose data the application stores
+/// ([`crate::raft::RawNode::snapshot_stored`]) and the core no longer holds:
+/// `message` is a `Body::Snapshot` whose `chunk` is empty. The application
+/// reads `len` bytes at the message's `offset` into the data of snapshot
+/// `index` (the bytes it was given with `compact`, or the leader's it
+/// installed), puts them in with [`SnapshotRead::fill`] and sends the
+/// message; or drops it if it cannot read them: the leader sends the chunk
+/// again after a heartbeat round without its ack, as for a lost message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRead {
+    pub message: Message,
+    /// Bytes to read (at most `RaftConfig::snapshot_chunk_bytes`, and
+    /// never past the snapshot's end).
+    pub len: u64,
+}
+
+impl SnapshotRead {
+    /// (snapshot index, offset into its data) of the chunk to read.
+    pub fn at(&self) -> (Index, u64) {
+        match &self.message.body {
+            Body::Snapshot { index, offset, .. } => (*index, *offset),
+            other => unreachable!("a snapshot read carries a snapshot chunk, not {other:?}"),
+        }
+    }
+
+    /// The message to send, with `chunk` (the `len` bytes read) in it.
+    pub fn fill(self, chunk: Bytes) -> Message {
+        debug_assert_eq!(chunk.len() as u64, self.len);
+        let mut m = self.message;
+        if let Body::Snapshot { chunk: c, .. } = &mut m.body {
+            *c = chunk;
+        }
+        m
+    }
+}
+
 /// The state that must be durable before the node acts on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
 pub struct HardState {

@@ -122,14 +122,22 @@ pub(super) async fn load(
         }
     }
     let mut replicas = BTreeMap::new();
+    // Each snapshot is in its file: the core reads chunks from there
+    // (`RawNode::snapshot_stored`), and the bytes read are freed.
+    let mut held = Vec::new();
     for d in replay.catalog.live() {
         let log = replay.groups.remove(&d.group).unwrap_or_default();
-        let r = build_replica(cfg, d, log, snaps.get(&d.group).cloned())?;
+        let snap = snaps.get(&d.group).cloned();
+        let index = snap.as_ref().map(|s| s.meta.index);
+        let mut r = build_replica(cfg, d, log, snap)?;
+        held.extend(index.and_then(|i| r.raft.snapshot_stored(i)));
         replicas.insert(d.group, Box::new(r));
     }
+    let snapshots = snaps.len();
+    super::snapshots::drop_on_helper((snaps, held));
     let replayed = Replayed {
         records: replay.records,
-        snapshots: snaps.len(),
+        snapshots,
         torn_tail: report.torn_tail,
         logs_dropped,
     };

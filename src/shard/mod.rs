@@ -223,6 +223,13 @@ pub struct Shard {
     installs_done: Rc<RefCell<Vec<InstallDone>>>,
     /// Snapshot files written in the background: (group, replica, meta).
     snaps_done: Rc<RefCell<Vec<Taken>>>,
+    /// Snapshot chunks read from their files in the background, to send
+    /// (`snapshots::start_snapshot_reads`).
+    chunks_read: Rc<RefCell<Vec<snapshots::ChunkRead>>>,
+    /// Superseded snapshot files kept while a follower is being sent them
+    /// (`RawNode::snapshot_in_use`): (group, replica, index); unlinked by
+    /// `sweep_retained_snapshots` once no transfer uses them.
+    snaps_retained: Vec<(GroupId, ReplicaId, u64)>,
     /// A background removal of released WAL segments failed
     /// (`release_wal`): taken up, as a failed release, at the next one.
     wal_release_failed: Rc<RefCell<Option<WalError>>>,
@@ -573,6 +580,8 @@ impl Shard {
             installing: BTreeMap::new(),
             installs_done: Rc::default(),
             snaps_done: Rc::default(),
+            chunks_read: Rc::default(),
+            snaps_retained: Vec::new(),
             wal_release_failed: Rc::default(),
             wal_removals: Rc::default(),
             snaps_failed: Rc::default(),
@@ -689,6 +698,7 @@ impl Shard {
                         }
                     }
                     self.publish_metrics();
+                    self.sweep_retained_snapshots();
                     watch.step("peer book save");
                     self.transport.save_peer_book().await;
                     watch.step("WAL unpinning");
@@ -747,6 +757,7 @@ impl Shard {
             if let Err(e) = self.finish_snapshots().await {
                 break Err(e);
             }
+            self.send_read_chunks();
             times.end(TurnPhase::Durable);
             let _ = times.report(self.cfg.shard);
             if self.retain_active() {
@@ -775,10 +786,15 @@ impl Shard {
             let clients = self.clients.clone();
             let snaps_done = self.snaps_done.clone();
             let installs_done = self.installs_done.clone();
+            let chunks_read = self.chunks_read.clone();
             let snap_poll = async move {
-                // Background snapshot writes report through `snaps_done`
-                // and `installs_done`; checked at the tick at the latest.
-                if snaps_done.borrow().is_empty() && installs_done.borrow().is_empty() {
+                // Background snapshot writes and chunk reads report through
+                // `snaps_done`, `installs_done` and `chunks_read`; checked
+                // at the tick at the latest.
+                if snaps_done.borrow().is_empty()
+                    && installs_done.borrow().is_empty()
+                    && chunks_read.borrow().is_empty()
+                {
                     futures_lite::future::pending::<()>().await
                 }
             };
@@ -1015,6 +1031,14 @@ impl Shard {
                     m,
                 );
             }
+            snapshots::start_snapshot_reads(
+                &self.snap_dir,
+                &mut self.snapshot_budget,
+                &mut self.stats,
+                &self.chunks_read,
+                r,
+                std::mem::take(&mut io.snapshot_reads),
+            );
             if let Some(snap) = io.snapshot.take() {
                 if !self.disk_full {
                     // Its file is written in the background; the rest of

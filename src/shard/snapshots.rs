@@ -224,6 +224,17 @@ impl Shard {
             };
             let dropped = parked.io.snapshot_dropped_log;
             self.restore(d.group, &d.snap, kv, dropped, durable)?;
+            // Its file is durable: chunks are read from it from now on,
+            // and its bytes are freed on the helper thread (the core's
+            // reference and this one both handed over).
+            let held = durable
+                .then(|| {
+                    hosted(&mut self.replicas, d.group)
+                        .raft
+                        .snapshot_stored(index)
+                })
+                .flatten();
+            drop_on_helper((d.snap, held));
             self.continue_ready(d.group, parked.io, parked.rest).await?;
             // Its later Readies may be taken now.
             self.mark(d.group);
@@ -248,14 +259,14 @@ impl Shard {
         let (removed, before) =
             g.restore_decoded(snap.meta, kv, dropped_log, durable, &mut answers);
         drop_on_helper(before);
+        let book: Vec<(u64, String)> = g.address_book().collect();
         if durable {
-            unlink_superseded(&self.snap_dir, gid, prev, snap.meta.index);
+            self.supersede_snapshot_file(gid, prev, snap.meta.index);
         }
         if removed {
             // A snapshot of a membership without this replica.
             self.removed.push(gid);
         }
-        let book: Vec<(u64, String)> = g.address_book().collect();
         for (n, a) in book {
             self.learn_peer(n, &a);
         }
@@ -319,10 +330,13 @@ impl Shard {
             let old = g.raft.snapshot().map(|s| s.data.clone());
             // Taken at once (`snapshot_to_seed`): still the core's only if
             // no leader's snapshot was installed since.
-            let compacted = if t.compacted {
-                g.raft.snapshot().map(|s| s.meta.index) == Some(index)
+            // (compacted, this write's own reference to the bytes).
+            let (compacted, ours) = if t.compacted {
+                let still = g.raft.snapshot().map(|s| s.meta.index) == Some(index);
+                (still, Some(t.snap.data))
             } else {
-                g.raft.compact_with_crc(index, t.snap.data, t.crc).is_ok()
+                let ok = g.raft.compact_with_crc(index, t.snap.data, t.crc).is_ok();
+                (ok, None)
             };
             drop_on_helper(old);
             if !compacted {
@@ -336,8 +350,11 @@ impl Shard {
             }
             let prev = std::mem::replace(&mut g.snap_file_index, index);
             g.lsns.release_through(index);
+            // Durable: chunks for followers are read from the file, and
+            // the bytes are freed on the helper thread.
+            drop_on_helper((g.raft.snapshot_stored(index), ours));
             tracing::info!(shard, group = g.id, index, bytes, "snapshot taken");
-            unlink_superseded(&self.snap_dir, gid, prev, index);
+            self.supersede_snapshot_file(gid, prev, index);
             // Followers that need it, and the compacted log, are seen to.
             self.work.mark(gid);
         }
@@ -345,15 +362,127 @@ impl Shard {
     }
 }
 
-/// Unlinks group `gid`'s snapshot file at index `prev` (0: none) in the
-/// background, once the replica's durable file is the one at `now`. Never
-/// earlier: a file is removed only when a newer one replaced it, so a
-/// crash always finds the file the WAL was released through.
-pub(super) fn unlink_superseded(dir: &std::path::Path, gid: GroupId, prev: u64, now: u64) {
-    if prev > 0 && prev != now {
-        let path = dir.join(snapfile::file_name(gid, prev));
+impl Shard {
+    /// Group `gid`'s durable snapshot file is now the one at `now`: its
+    /// file at `prev` (0: none) is unlinked in the background. Never
+    /// earlier: a file is removed only when a newer one replaced it, so a
+    /// crash always finds the file the WAL was released through. A file a
+    /// follower is being sent (`RawNode::snapshot_in_use`) stays until the
+    /// transfer ends (`sweep_retained_snapshots`): a newer snapshot every
+    /// few seconds under load must not restart a transfer that takes
+    /// longer than that.
+    pub(super) fn supersede_snapshot_file(&mut self, gid: GroupId, prev: u64, now: u64) {
+        if prev == 0 || prev == now {
+            return;
+        }
+        if let Some(g) = self.replicas.get(&gid) {
+            if g.raft.snapshot_in_use(prev) {
+                self.snaps_retained.push((gid, g.replica, prev));
+                return;
+            }
+        }
+        unlink_in_background(self.snap_dir.join(snapfile::file_name(gid, prev)));
+    }
+
+    /// Unlinks the retained snapshot files no transfer uses any more
+    /// (`supersede_snapshot_file`). Those of a destroyed replica were
+    /// retired with it (`snapfile::retire_group`). Once a second.
+    pub(super) fn sweep_retained_snapshots(&mut self) {
+        let (replicas, dir) = (&self.replicas, &self.snap_dir);
+        self.snaps_retained
+            .retain(|&(gid, replica, index)| match replicas.get(&gid) {
+                Some(g) if g.replica == replica => {
+                    let keep = g.raft.snapshot_in_use(index);
+                    if !keep {
+                        unlink_in_background(dir.join(snapfile::file_name(gid, index)));
+                    }
+                    keep
+                }
+                _ => false,
+            });
+    }
+
+    /// Sends the snapshot chunks read since the last turn
+    /// (`start_snapshot_reads`). A chunk that could not be read is sent
+    /// again by the core after a heartbeat round, as a lost one.
+    pub(super) fn send_read_chunks(&mut self) {
+        let done = std::mem::take(&mut *self.chunks_read.borrow_mut());
+        for c in done {
+            match c.result {
+                Ok(m) => {
+                    self.stats.snapshot_chunks_read += 1;
+                    if self.transport.send(c.node, c.group, &m) {
+                        self.stats.snapshot_bytes_sent += c.bytes;
+                    } else {
+                        self.snapshot_budget.refund(c.bytes);
+                    }
+                }
+                Err(err) => {
+                    self.snapshot_budget.refund(c.bytes);
+                    self.stats.snapshot_reads_failed += 1;
+                    tracing::warn!(
+                        shard = self.cfg.shard,
+                        group = c.group,
+                        "snapshot chunk not sent ({err}); the leader sends it again"
+                    );
+                }
+            }
+        }
+    }
+}
+
+fn unlink_in_background(path: std::path::PathBuf) {
+    glommio::spawn_local(async move {
+        let _ = glommio::io::remove(path).await;
+    })
+    .detach();
+}
+
+/// A snapshot chunk read from its file for node `node` (`bytes` long,
+/// drawn from the send budget), or why it could not be.
+pub(super) struct ChunkRead {
+    node: u64,
+    group: GroupId,
+    bytes: u64,
+    result: Result<crate::raft::Message, snapfile::SnapFileError>,
+}
+
+/// Starts reading the chunks `reads` of replica `r`'s stored snapshots
+/// from their files, in the background, past the page cache; each is
+/// sent once read (`Shard::send_read_chunks`). Each chunk draws on the
+/// send budget first (`--snapshot-send-bytes-per-sec`), so no read starts
+/// that could not be sent; one is in flight per follower at most (the
+/// core sends the next once the last is acknowledged).
+pub(super) fn start_snapshot_reads(
+    dir: &std::path::Path,
+    budget: &mut SnapshotBudget,
+    stats: &mut ShardStats,
+    done: &Rc<RefCell<Vec<ChunkRead>>>,
+    r: &Replica,
+    reads: Vec<crate::raft::SnapshotRead>,
+) {
+    for rd in reads {
+        let Some(node) = r.node_of(rd.message.to) else {
+            stats.msgs_unplaced += 1;
+            continue;
+        };
+        let bytes = rd.len;
+        if !budget.take(bytes, Instant::now()) {
+            stats.snapshot_chunks_held += 1;
+            continue;
+        }
+        let (index, offset) = rd.at();
+        let (dir, group, done) = (dir.to_path_buf(), r.id, done.clone());
         glommio::spawn_local(async move {
-            let _ = glommio::io::remove(path).await;
+            let result = snapfile::read_chunk(&dir, group, index, offset, bytes as usize)
+                .await
+                .map(|chunk| rd.fill(chunk));
+            done.borrow_mut().push(ChunkRead {
+                node,
+                group,
+                bytes,
+                result,
+            });
         })
         .detach();
     }

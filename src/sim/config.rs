@@ -144,6 +144,9 @@ pub struct SimReport {
     pub transfers: u64,
     pub snapshots_taken: u64,
     pub snapshots_installed: u64,
+    /// Snapshot chunks read from the node's stored snapshots to send
+    /// (`raft::SnapshotRead`).
+    pub snapshot_chunks_read: u64,
     pub conf_changes: u64,
     /// Learners promoted and voters removed in one joint change (a move's
     /// step, `RawNode::replace_voter`).

@@ -70,6 +70,7 @@ impl SimNode {
         debug_assert!(self.rep.is_none(), "storage erased under a live replica");
         self.stop_wal();
         self.disk_snapshot = None;
+        self.retained_snapshots.clear();
         self.disk = MemDisk::new();
         self.durable_hs = HardState::default();
         self.crash_persisted = None;
@@ -85,15 +86,51 @@ impl SimNode {
         }
     }
 
-    /// Makes snapshot `s` durable (the latest on disk wins).
+    /// Makes snapshot `s` durable (the latest on disk wins), and the
+    /// core reads its chunks from here from then on, as a node's from its
+    /// file (`RawNode::snapshot_stored`). The one it replaces is kept
+    /// while a follower is being sent it (`RawNode::snapshot_in_use`), as
+    /// the shard keeps the file.
     pub(super) fn store_snapshot(&mut self, s: Snapshot) {
+        let index = s.meta.index;
         if self
             .disk_snapshot
             .as_ref()
-            .is_none_or(|d| d.meta.index < s.meta.index)
+            .is_none_or(|d| d.meta.index < index)
         {
-            self.disk_snapshot = Some(s);
+            let old = self.disk_snapshot.replace(s);
+            let rep = self.rep.as_mut();
+            if let (Some(old), Some(rep)) = (old, rep) {
+                if rep.raft.snapshot_in_use(old.meta.index) {
+                    self.retained_snapshots.push(old);
+                }
+            }
         }
+        if let Some(rep) = self.rep.as_mut() {
+            rep.raft.snapshot_stored(index);
+        }
+    }
+
+    /// The chunk `rd` asks for, from the stored snapshots; `None` if the
+    /// snapshot it names is no longer stored (a bug: the core asks only
+    /// for its latest or one in use). Retained snapshots no transfer uses
+    /// any more are let go first.
+    pub(super) fn read_snapshot_chunk(
+        &mut self,
+        rd: &crate::raft::SnapshotRead,
+    ) -> Option<bytes::Bytes> {
+        if let Some(rep) = &self.rep {
+            self.retained_snapshots
+                .retain(|s| rep.raft.snapshot_in_use(s.meta.index));
+        }
+        let (index, offset) = rd.at();
+        let s = self
+            .disk_snapshot
+            .iter()
+            .chain(&self.retained_snapshots)
+            .find(|s| s.meta.index == index)?;
+        let end = offset.checked_add(rd.len)?;
+        (end <= s.data.len() as u64).then(|| s.data.slice(offset as usize..end as usize))
     }
 
     /// Releases the WAL below the lowest LSN the replica needs
@@ -220,6 +257,9 @@ pub(super) struct SimNode {
     /// The durable state, which survives crashes: the latest snapshot and
     /// the disk the WAL lives on.
     pub(super) disk_snapshot: Option<Snapshot>,
+    /// Older snapshots kept while a follower is sent them (cleared at a
+    /// restart, as the node removes superseded files then).
+    pub(super) retained_snapshots: Vec<Snapshot>,
     pub(super) disk: MemDisk,
     /// The WAL, open while the node is up.
     pub(super) log: Option<LogStore<MemDisk>>,
@@ -271,6 +311,7 @@ impl Sim {
             self.fail(msg);
             return;
         }
+        n.retained_snapshots.clear();
         let mut log = replay.groups.remove(&SIM_GROUP).unwrap_or_default();
         let snap = n
             .disk_snapshot
@@ -288,6 +329,10 @@ impl Sim {
         )
         .unwrap_or_else(|e| panic!("sim disk: a durable snapshot does not restore: {}", e.0));
         n.rep = Some(rep);
+        // Its snapshot is on its disk: read from there, as a node's.
+        if let (Some(rep), Some(i)) = (n.rep.as_mut(), snap.map(|s| s.0)) {
+            rep.raft.snapshot_stored(i);
+        }
         n.log = Some(LogStore::new(
             wal,
             replay.catalog,

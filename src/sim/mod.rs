@@ -233,6 +233,7 @@ impl Sim {
                 lost: false,
                 held: false,
                 disk_snapshot: None,
+                retained_snapshots: Vec::new(),
                 disk: ringraft_wal::MemDisk::new(),
                 log: None,
                 durable_hs: HardState::default(),
@@ -748,6 +749,23 @@ impl Sim {
             }
             for m in std::mem::take(&mut io.messages) {
                 self.send(i, m);
+            }
+            for rd in std::mem::take(&mut io.snapshot_reads) {
+                match self.nodes[i].read_snapshot_chunk(&rd) {
+                    Some(chunk) => {
+                        self.report.snapshot_chunks_read += 1;
+                        self.send(i, rd.fill(chunk));
+                    }
+                    None => {
+                        let (index, offset) = rd.at();
+                        let msg = format!(
+                            "snapshot storage: node {} was asked for {} bytes at {offset} of snapshot {index}, which it no longer stores",
+                            self.ids[i], rd.len
+                        );
+                        self.fail(msg);
+                        return;
+                    }
+                }
             }
             // A snapshot from the leader is durable first (the node writes
             // its file before the records that follow it), then the state

@@ -216,6 +216,58 @@ pub async fn write(
     Ok(path)
 }
 
+/// `len` bytes at `offset` into the data of group `group`'s snapshot
+/// `index` in `dir`, to send to a follower (`raft::SnapshotRead`), read
+/// through io_uring (buffered: glommio's probe for polled direct I/O can
+/// pass on an empty file and then fail every direct read of a device
+/// that has no poll queues, as on a virtio disk, with EOPNOTSUPP). The header is checked (magic, its checksum,
+/// group and index, the range within the data); the data's checksum is
+/// the follower's to check, over the whole. Errors: the file is gone
+/// (superseded, the replica destroyed), unreadable, or not that snapshot.
+pub async fn read_chunk(
+    dir: &Path,
+    group: u64,
+    index: u64,
+    offset: u64,
+    len: usize,
+) -> Result<bytes::Bytes, SnapFileError> {
+    let path = dir.join(file_name(group, index));
+    let bad = |why| SnapFileError::Corrupt {
+        file: path.display().to_string(),
+        why,
+    };
+    let f = glommio::io::BufferedFile::open(&path)
+        .await
+        .map_err(|e| gio(&path, e))?;
+    let r = async {
+        let h = f.read_at(0, HEAD_BYTES).await.map_err(|e| gio(&path, e))?;
+        if h.len() < HEAD_BYTES || &h[..8] != MAGIC {
+            return Err(bad("bad magic or short header"));
+        }
+        let u64at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
+        let u32at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
+        if crc32fast::hash(&h[..60]) != u32at(60) {
+            return Err(bad("header checksum mismatch"));
+        }
+        if u64at(8) != group || u64at(16) != index {
+            return Err(bad("name and contents disagree"));
+        }
+        let (conf_len, data_len) = (u64::from(u32at(32)), u64at(40));
+        if offset.saturating_add(len as u64) > data_len {
+            return Err(bad("chunk past the end of the data"));
+        }
+        let at = HEAD_BYTES as u64 + conf_len + offset;
+        let b = f.read_at(at, len).await.map_err(|e| gio(&path, e))?;
+        if b.len() != len {
+            return Err(bad("length mismatch (truncated?)"));
+        }
+        Ok(bytes::Bytes::copy_from_slice(&b))
+    }
+    .await;
+    let _ = f.close().await;
+    r
+}
+
 /// The snapshot files in `dir`: (group, index, path), in order. Touches
 /// nothing: a temporary file may be a write in progress.
 pub fn list(dir: &Path) -> Result<Vec<(u64, u64, PathBuf)>, SnapFileError> {
@@ -301,12 +353,17 @@ pub async fn remove_retired(paths: Vec<PathBuf>) {
 }
 
 /// The latest snapshot of each group in `dir` (read at startup, when
-/// leftover temporary files are removed too).
+/// leftover temporary files and superseded snapshot files are removed
+/// too).
 pub async fn load_latest(dir: &Path) -> Result<Vec<(u64, Snapshot)>, SnapFileError> {
     remove_leftovers(dir)?;
     let mut latest: std::collections::BTreeMap<u64, (u64, PathBuf)> = Default::default();
     for (g, i, p) in list(dir)? {
-        latest.insert(g, (i, p));
+        // In order: an earlier file of the group is superseded (kept only
+        // while a follower was being sent it, `shard::snapshots`).
+        if let Some((_, old)) = latest.insert(g, (i, p)) {
+            let _ = std::fs::remove_file(old);
+        }
     }
     let mut out = Vec::new();
     for (g, (i, p)) in latest {

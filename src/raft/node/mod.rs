@@ -117,6 +117,10 @@ pub struct Ready {
     pub snapshot_dropped_log: bool,
     pub entries: Vec<Entry>,
     pub messages: Vec<Message>,
+    /// Snapshot chunks to read from storage, then send like `messages`
+    /// (only once the application said it stores the snapshot:
+    /// [`RawNode::snapshot_stored`]).
+    pub snapshot_reads: Vec<SnapshotRead>,
     pub persisted_messages: Vec<Message>,
     pub committed: Vec<Entry>,
     /// Reads confirmed: serve each once applied through its index.
@@ -242,6 +246,11 @@ pub struct RawNode {
     /// install), so a large snapshot is never checksummed on the
     /// executor that drives this core.
     snapshot_crc: u32,
+    /// Length of `snapshot`'s data, held or not (`snapshot_stored`).
+    snapshot_bytes: u64,
+    /// Chunks of a stored snapshot for the application to read and send
+    /// (`Ready::snapshot_reads`).
+    snapshot_reads: Vec<SnapshotRead>,
     /// An installed snapshot for the next Ready.
     snapshot_to_persist: Option<Box<Snapshot>>,
     /// An install since the last Ready dropped the whole log (it did not
@@ -358,6 +367,8 @@ impl RawNode {
             transferee: 0,
             transfer_elapsed: 0,
             snapshot_crc: snapshot.as_ref().map_or(0, |s| crc32fast::hash(&s.data)),
+            snapshot_bytes: snapshot.as_ref().map_or(0, |s| s.data.len() as u64),
+            snapshot_reads: Vec::new(),
             snapshot: snapshot.map(Box::new),
             snapshot_to_persist: None,
             install_dropped_log: false,
@@ -807,7 +818,7 @@ impl RawNode {
                     if p.state == ProgressState::Snapshot
                         && p.snapshot.as_ref().is_some_and(|s| s.meta.index == index)
                     {
-                        let total = p.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+                        let total = p.snap_total;
                         p.snap_acked = next_offset;
                         // All held: wait for the install ack (a heartbeat
                         // round without it sends a probe chunk).
@@ -924,6 +935,7 @@ impl RawNode {
     /// Whether `ready` has anything to hand out.
     pub fn has_ready(&self) -> bool {
         !self.msgs.is_empty()
+            || !self.snapshot_reads.is_empty()
             || !self.msgs_after_persist.is_empty()
             || !self.read_states.is_empty()
             || !self.reads_failed.is_empty()
@@ -998,6 +1010,7 @@ impl RawNode {
             hard_state,
             entries,
             messages: std::mem::take(&mut self.msgs),
+            snapshot_reads: std::mem::take(&mut self.snapshot_reads),
             persisted_messages: std::mem::take(&mut self.msgs_after_persist),
             committed,
             read_states: std::mem::take(&mut self.read_states),

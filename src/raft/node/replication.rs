@@ -167,7 +167,7 @@ impl RawNode {
                     .snapshot
                     .clone()
                     .expect("a compacted log has a snapshot");
-                self.prs[i].become_snapshot(snap, self.snapshot_crc);
+                self.prs[i].become_snapshot(snap, self.snapshot_crc, self.snapshot_bytes);
             }
             if self.prs[i].state == ProgressState::Snapshot {
                 self.send_snapshot_chunk(i);
@@ -243,7 +243,7 @@ impl RawNode {
             return;
         }
         let snap = p.snapshot.as_ref().expect("snapshot state has a snapshot");
-        let total = snap.data.len() as u64;
+        let total = p.snap_total;
         // Once everything is held, this sends an empty chunk at `total`: a
         // probe (after a heartbeat round without the install ack) that the
         // follower answers with where its log stands.
@@ -256,10 +256,29 @@ impl RawNode {
             offset: from,
             total,
             crc: p.snap_crc,
-            chunk: snap.data.slice(from as usize..to as usize),
+            // Held: sliced here. Stored by the application: read by it.
+            chunk: if snap.data.len() as u64 == total {
+                snap.data.slice(from as usize..to as usize)
+            } else {
+                Bytes::new()
+            },
         };
+        let stored = snap.data.len() as u64 != total;
         p.snap_sent = to.max(from + 1);
         let peer = self.peers[i];
-        self.send(peer, self.term, msg);
+        if stored && to > from {
+            let message = Message {
+                from: self.id,
+                to: peer,
+                term: self.term,
+                body: msg,
+            };
+            self.snapshot_reads.push(SnapshotRead {
+                message,
+                len: to - from,
+            });
+        } else {
+            self.send(peer, self.term, msg);
+        }
     }
 }

@@ -48,6 +48,7 @@ impl RawNode {
             .term(index)
             .expect("an applied index above the snapshot is in the log");
         let conf = self.conf_at(index);
+        self.snapshot_bytes = data.len() as u64;
         self.snapshot = Some(Box::new(Snapshot {
             meta: SnapshotMeta { index, term },
             conf,
@@ -84,9 +85,41 @@ impl RawNode {
         self.log.first_index()
     }
 
-    /// The latest snapshot this node holds, if any.
+    /// The latest snapshot this node holds, if any. Its `data` is empty
+    /// once the application stores it ([`RawNode::snapshot_stored`]).
     pub fn snapshot(&self) -> Option<&Snapshot> {
         self.snapshot.as_deref()
+    }
+
+    /// Length in bytes of the latest snapshot's data, held or stored.
+    pub fn snapshot_bytes(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |_| self.snapshot_bytes)
+    }
+
+    /// The application stores the data of snapshot `index`, the latest,
+    /// durably and can read any part of it: the core lets its copy go
+    /// (returned, for the caller to free where it costs nothing) and asks
+    /// for the chunks it sends from then on ([`Ready::snapshot_reads`]).
+    /// A large state machine's snapshot then costs no memory between
+    /// sends (TiKV and CockroachDB also send snapshots from storage).
+    /// `None` if `index` is not the latest snapshot or it was let go
+    /// already. Followers being sent it keep their reference until done.
+    pub fn snapshot_stored(&mut self, index: Index) -> Option<Bytes> {
+        let s = self.snapshot.as_mut()?;
+        if s.meta.index != index || s.data.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut s.data))
+    }
+
+    /// Whether a follower is being sent snapshot `index`: its data must
+    /// stay readable (a newer snapshot does not cut a transfer short).
+    pub fn snapshot_in_use(&self, index: Index) -> bool {
+        self.role == Role::Leader
+            && self.prs.iter().any(|p| {
+                p.state == ProgressState::Snapshot
+                    && p.snapshot.as_ref().is_some_and(|s| s.meta.index == index)
+            })
     }
 
     /// Tells the leader how many bytes of snapshot `index` we hold.
@@ -170,6 +203,7 @@ impl RawNode {
             data: Bytes::from(inc.buf),
         };
         let snap = Box::new(snap);
+        self.snapshot_bytes = snap.data.len() as u64;
         self.snapshot = Some(snap.clone());
         self.snapshot_crc = inc.crc;
         self.snapshot_to_persist = Some(snap);

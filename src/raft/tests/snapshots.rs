@@ -385,3 +385,87 @@ fn a_snapshot_larger_than_snapshot_bytes_max_is_refused() {
     g.step(chunk_msg(1, 1, 15, &data, 0, 100));
     assert!(g.ready().snapshot.is_some());
 }
+
+/// The chunks `rd` asks the application to read: (to, index, offset, len).
+fn snapshot_reads(rd: &Ready) -> Vec<(ReplicaId, u64, u64, u64)> {
+    rd.snapshot_reads
+        .iter()
+        .map(|r| (r.message.to, r.at().0, r.at().1, r.len))
+        .collect()
+}
+
+/// Once the application stores the snapshot (`snapshot_stored`), the
+/// core lets its bytes go and asks for each chunk to be read
+/// (`Ready::snapshot_reads`), one at a time as from memory. A newer
+/// snapshot does not cut a transfer short: the follower is sent the one
+/// it started with to the end, which is `snapshot_in_use` until then.
+#[test]
+fn a_stored_snapshot_is_read_chunk_by_chunk_and_in_use_until_its_transfer_ends() {
+    let mut l = compacted_leader(20, 15, 0, 400);
+    let data = l.snapshot_stored(15).expect("held until stored");
+    assert_eq!(data, Bytes::from(vec![0xAB; 1000]));
+    assert!(l.snapshot().unwrap().data.is_empty(), "let go");
+    assert_eq!(l.snapshot_bytes(), 1000);
+    assert_eq!(l.snapshot_stored(15), None, "let go once");
+    assert!(!l.snapshot_in_use(15));
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: true,
+            index: 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
+    let rd = l.ready();
+    assert!(snapshot_chunks(&rd, 2).is_empty(), "no chunk from memory");
+    assert_eq!(snapshot_reads(&rd), vec![(2, 15, 0, 400)]);
+    assert!(l.snapshot_in_use(15));
+    let m = rd.snapshot_reads[0].clone().fill(data.slice(0..400));
+    match &m.body {
+        Body::Snapshot {
+            chunk, total, crc, ..
+        } => assert_eq!(
+            (chunk.len(), *total, *crc),
+            (400, 1000, crc32fast::hash(&data))
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(snapshot_reads(&l.ready()).is_empty(), "wait for the ack");
+    // A newer snapshot meanwhile.
+    for _ in 0..2 {
+        l.propose(Bytes::from_static(b"e")).unwrap();
+    }
+    persist(&mut l);
+    ack(&mut l, 3, 22);
+    persist(&mut l);
+    l.on_applied(22);
+    l.compact(22, Bytes::from(vec![0xCD; 500])).unwrap();
+    assert!(l.snapshot_in_use(15) && !l.snapshot_in_use(22));
+    assert!(l.snapshot_stored(22).is_some());
+    let next = |l: &mut RawNode, acked: u64| {
+        l.step(msg(
+            2,
+            1,
+            1,
+            Body::SnapshotAck {
+                index: 15,
+                next_offset: acked,
+            },
+        ));
+        snapshot_reads(&l.ready())
+    };
+    assert_eq!(next(&mut l, 400), vec![(2, 15, 400, 400)]);
+    // That read could not be done (or its chunk was lost): a heartbeat
+    // answer asks for it again.
+    l.step(msg(2, 1, 1, Body::HeartbeatResp { round: 0 }));
+    assert_eq!(snapshot_reads(&l.ready()), vec![(2, 15, 400, 400)]);
+    assert_eq!(next(&mut l, 800), vec![(2, 15, 800, 200)]);
+    assert!(next(&mut l, 1000).is_empty());
+    assert!(l.snapshot_in_use(15), "held until installed");
+    ack(&mut l, 2, 15);
+    assert_eq!(l.progress(2).unwrap().state, ProgressState::Probe);
+    assert!(!l.snapshot_in_use(15), "the old one may go now");
+}
