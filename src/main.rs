@@ -457,12 +457,15 @@ fn run_node(config: Option<PathBuf>, log_format: &str, settings: NodeSettings) -
         let hub = hub.clone();
         // No spin before parking: measured on 2 CPUs (3 nodes, 1x1 writes),
         // spinning 20-100 us raised p50 from 0.56 ms to 0.63-0.71 ms.
-        // The shard's helper thread (`spawn_blocking`: encoding and
-        // decoding snapshots) runs on any CPU, not on the shard's own,
-        // where it would take turns with the executor it unburdens.
+        // The shard's helper threads (encoding and decoding snapshots,
+        // and glommio's renames and removals: `HELPER_THREADS`) run on
+        // any CPU, not on the shard's own, where they would take turns
+        // with the executor they unburden.
         let h = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{s}"))
-            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(1))
+            .blocking_thread_pool_placement(glommio::PoolPlacement::Unbound(
+                ringraft::shard::HELPER_THREADS,
+            ))
             .spawn(move || async move {
                 let mut guard = StopUnlessClean(shard_stop.clone(), false);
                 let r = run_shard(cfg, s, store, shard_stop, hub).await;

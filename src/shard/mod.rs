@@ -35,6 +35,7 @@ mod work;
 
 use load::{build_replica, load, Loaded};
 use snapshots::{snap_err_is_disk_full, SnapshotBudget};
+pub use snapshots::{trim_allocator, HELPER_JOBS_MAX, HELPER_THREADS, TRIM_AFTER_FREE_BYTES};
 
 pub use replicas::{
     creates_replica, ReplicaApiError, ReplicaInfo, REMOVED_LEADER_GRACE_ELECTIONS,

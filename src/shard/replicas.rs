@@ -345,10 +345,8 @@ impl Shard {
         self.metrics_dirty.insert(group);
         // Its state and snapshot are freed on the helper thread (handed
         // over once the replica, which holds the snapshot too, is gone).
-        let state = (
-            std::mem::take(&mut r.kv),
-            r.raft.snapshot().map(|s| s.data.clone()),
-        );
+        let kv = std::mem::take(&mut r.kv);
+        let snap = r.raft.snapshot().map(|s| s.data.clone());
         let mut waiting = Vec::new();
         r.drain_waiters(Gone::Destroyed, &mut waiting);
         for (conn, id, answer) in waiting {
@@ -362,7 +360,8 @@ impl Shard {
         glommio::spawn_local(snapfile::remove_retired(retired)).detach();
         tracing::info!(shard, group, replica = r.replica, "replica destroyed");
         drop(r);
-        super::snapshots::drop_on_helper(state);
+        super::snapshots::drop_on_helper(snap);
+        super::snapshots::drop_state_on_helper(kv).detach();
         self.debug_check_catalog();
         self.release_wal().await?;
         Ok(())

@@ -160,6 +160,18 @@ struct Run {
     rss_installed: Option<u64>,
     /// Bytes of keys and values each node stores.
     stored_bytes: u64,
+    /// Keys each node stores.
+    keys: u64,
+    /// Each node's resident memory before the fill (ready, empty), bytes.
+    rss_empty: Vec<u64>,
+}
+
+impl Run {
+    /// Resident bytes per key beyond the empty node and the stored bytes,
+    /// for a node at `rss` that was at `empty` before the fill.
+    fn per_key(&self, rss: u64, empty: u64) -> f64 {
+        (rss as f64 - empty as f64 - self.stored_bytes as f64) / self.keys.max(1) as f64
+    }
 }
 
 fn main() {
@@ -206,8 +218,11 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
     c.wait_ready(Duration::from_secs(120))
         .map_err(|e| format!("{e}\nnode 1 log:\n{}", c.log_tail(1, 20)))?;
     let addrs = c.client_addrs();
+    let rss_empty: Vec<u64> = (1..=3)
+        .map(|id| c.pid(id).and_then(process_rss_bytes).unwrap_or(0))
+        .collect();
 
-    let (fill_secs, fill_bytes, stored_bytes) = {
+    let (fill_secs, fill_bytes, stored_bytes, keys) = {
         let a = args.clone();
         let addrs = addrs.clone();
         run_on_executor(move || fill(a, addrs))?
@@ -310,6 +325,8 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
         rss,
         rss_installed,
         stored_bytes,
+        keys,
+        rss_empty,
     })
 }
 
@@ -376,8 +393,11 @@ fn latest_snapshot(dir: &Path, group: u64) -> (u64, u64) {
 
 /// Writes `data_mib` MiB of `value_bytes` values into range 0,
 /// `fill_concurrency` at a time. Returns (seconds, bytes of values,
-/// bytes of keys and values).
-async fn fill(args: Args, addrs: Vec<std::net::SocketAddr>) -> Result<(f64, u64, u64), String> {
+/// bytes of keys and values, keys).
+async fn fill(
+    args: Args,
+    addrs: Vec<std::net::SocketAddr>,
+) -> Result<(f64, u64, u64, u64), String> {
     let cl = Rc::new(connect_patiently(addrs).await?);
     let count = (args.data_mib << 20).div_ceil(args.value_bytes);
     let value: Rc<[u8]> = (0..args.value_bytes)
@@ -413,7 +433,12 @@ async fn fill(args: Args, addrs: Vec<std::net::SocketAddr>) -> Result<(f64, u64,
     }
     let keys: u64 = fill_key(0).len() as u64 * count;
     let values = count * args.value_bytes;
-    Ok((started.elapsed().as_secs_f64(), values, keys + values))
+    Ok((
+        started.elapsed().as_secs_f64(),
+        values,
+        keys + values,
+        count,
+    ))
 }
 
 /// A writer per probe key until `stop`, each write right after the last
@@ -543,18 +568,23 @@ fn print_run(i: u64, r: &Run) {
     }
     let per = |b: u64| b as f64 / r.stored_bytes.max(1) as f64;
     for (n, b) in r.rss.iter().enumerate() {
+        let empty = r.rss_empty.get(n).copied().unwrap_or(0);
         println!(
-            "  node {} resident after the snapshot: {:.0} MiB = {:.2} x stored",
+            "  node {} resident after the snapshot: {:.0} MiB = {:.2} x stored; empty {:.0} MiB, then {:.0} B per key beyond the stored bytes",
             n + 1,
             mib(*b),
-            per(*b)
+            per(*b),
+            mib(empty),
+            r.per_key(*b, empty)
         );
     }
     if let Some(b) = r.rss_installed {
+        let empty = r.rss_empty.get(2).copied().unwrap_or(0);
         println!(
-            "  node 3 resident after the install: {:.0} MiB = {:.2} x stored",
+            "  node 3 resident after the install: {:.0} MiB = {:.2} x stored; {:.0} B per key beyond the empty node and the stored bytes",
             mib(b),
-            per(b)
+            per(b),
+            r.per_key(b, empty)
         );
     }
 }
@@ -597,4 +627,30 @@ fn summary(runs: &[Run]) {
         })
         .collect();
     println!("  resident / stored, every node: {}", spread(per_node));
+    let per_key: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| {
+            r.rss
+                .iter()
+                .zip(&r.rss_empty)
+                .map(|(&b, &e)| r.per_key(b, e))
+        })
+        .collect();
+    println!(
+        "  resident bytes per key beyond the empty node and the stored bytes, every node: {}",
+        spread(per_key)
+    );
+    let installed: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| {
+            r.rss_installed
+                .map(|b| b as f64 / r.stored_bytes.max(1) as f64)
+        })
+        .collect();
+    if !installed.is_empty() {
+        println!(
+            "  resident / stored, node 3 after the install: {}",
+            spread(installed)
+        );
+    }
 }
