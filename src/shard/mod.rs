@@ -34,8 +34,10 @@ mod snapshots;
 mod work;
 
 use load::{build_replica, load, Loaded};
+pub use snapshots::{
+    allocator_trims, trim_allocator, HELPER_JOBS_MAX, HELPER_THREADS, TRIM_AFTER_FREE_BYTES,
+};
 use snapshots::{snap_err_is_disk_full, SnapshotBudget};
-pub use snapshots::{trim_allocator, HELPER_JOBS_MAX, HELPER_THREADS, TRIM_AFTER_FREE_BYTES};
 
 pub use replicas::{
     creates_replica, ReplicaApiError, ReplicaInfo, REMOVED_LEADER_GRACE_ELECTIONS,
