@@ -147,6 +147,9 @@ pub struct SimReport {
     /// Snapshot chunks read from the node's stored snapshots to send
     /// (`raft::SnapshotRead`).
     pub snapshot_chunks_read: u64,
+    /// Snapshot files whose write finished as their node crashed: on disk,
+    /// never compacted to (a restart starts from them).
+    pub snapshots_written_at_crash: u64,
     pub conf_changes: u64,
     /// Learners promoted and voters removed in one joint change (a move's
     /// step, `RawNode::replace_voter`).

@@ -260,6 +260,8 @@ pub(super) struct SimNode {
     /// Older snapshots kept while a follower is sent them (cleared at a
     /// restart, as the node removes superseded files then).
     pub(super) retained_snapshots: Vec<Snapshot>,
+    /// A snapshot it took is being written (`Event::SnapshotWritten`).
+    pub(super) snap_writing: bool,
     pub(super) disk: MemDisk,
     /// The WAL, open while the node is up.
     pub(super) log: Option<LogStore<MemDisk>>,
@@ -344,6 +346,7 @@ impl Sim {
         n.tick_ms = self.cfg.tick_ms - j + self.rng.below(2 * j + 1);
         n.writes.clear();
         n.batch_len = 0;
+        n.snap_writing = false;
         n.clock = None;
         n.paused_until = None;
         if let Some(what) = lost {

@@ -105,6 +105,16 @@ enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// A snapshot taken by node `node` (of `replica`, in that incarnation
+    /// and on that store) is written: the core compacts to it
+    /// (`state_machine::snapshot_written`).
+    SnapshotWritten {
+        node: usize,
+        incarnation: u64,
+        store: u64,
+        replica: crate::group::ReplicaId,
+        snap: crate::raft::Snapshot,
+    },
     ClientNext(usize),
     ClientRetry(usize, u64),
     ClientTimeout(usize, u64),
@@ -234,6 +244,7 @@ impl Sim {
                 held: false,
                 disk_snapshot: None,
                 retained_snapshots: Vec::new(),
+                snap_writing: false,
                 disk: ringraft_wal::MemDisk::new(),
                 log: None,
                 durable_hs: HardState::default(),
@@ -642,6 +653,25 @@ impl Sim {
             Event::PersistDone { node, incarnation } => match self.paused_for(node) {
                 Some(wait) => self.schedule(wait, Event::PersistDone { node, incarnation }),
                 None => self.persist_done(node, incarnation),
+            },
+            Event::SnapshotWritten {
+                node,
+                incarnation,
+                store,
+                replica,
+                snap,
+            } => match self.paused_for(node) {
+                Some(wait) => self.schedule(
+                    wait,
+                    Event::SnapshotWritten {
+                        node,
+                        incarnation,
+                        store,
+                        replica,
+                        snap,
+                    },
+                ),
+                None => self.snapshot_written(node, incarnation, store, replica, snap),
             },
             Event::ClientNext(c) => self.client_next(c),
             Event::ClientRetry(c, op) => {

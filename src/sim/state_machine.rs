@@ -55,25 +55,85 @@ impl Sim {
         self.check_state(i, snap.meta.index);
     }
 
-    /// Takes a snapshot every `snapshot_every` applied entries.
+    /// Takes a snapshot every `snapshot_every` applied entries, as a
+    /// shard does (`shard/snapshots.rs`): a view of the state machine at
+    /// its applied index now, its file written after a disk latency
+    /// (`Event::SnapshotWritten`) while the node goes on applying, and
+    /// the core compacted only then. One at a time.
     pub(super) fn maybe_snapshot(&mut self, i: usize) {
         let every = self.cfg.snapshot_every;
         let n = &mut self.nodes[i];
         let Some(rep) = n.rep.as_mut() else { return };
         let applied = rep.kv.applied();
         let current = rep.raft.snapshot().map_or(0, |s| s.meta.index);
-        if every == 0 || applied < current + every {
+        if n.snap_writing || every == 0 || applied < current + every {
             return;
         }
-        let data = rep.kv.snapshot();
-        rep.raft
-            .compact(applied, data)
-            .expect("applied index above the last snapshot");
-        // Written and synced at once here; a real node writes it in the
-        // background and then drops the covered log (`shard/snapshots.rs`).
-        let snap = rep.raft.snapshot().cloned().expect("just taken");
-        rep.snap_file_index = snap.meta.index;
-        rep.lsns.release_through(snap.meta.index);
+        let Some((meta, conf)) = rep.raft.snapshot_meta_at(applied) else {
+            return;
+        };
+        let snap = Snapshot {
+            meta,
+            conf,
+            data: rep.kv.clone().snapshot(),
+        };
+        n.snap_writing = true;
+        let (incarnation, store, replica) = (n.incarnation, n.store, n.replica);
+        let lat = self.rng.range(self.disk_ms.0, 4 * self.disk_ms.1);
+        self.schedule(
+            lat,
+            Event::SnapshotWritten {
+                node: i,
+                incarnation,
+                store,
+                replica,
+                snap,
+            },
+        );
+    }
+
+    /// Node `i`'s snapshot file is written. If the node crashed meanwhile
+    /// (and is still down) the write may have finished first (then its file is on disk, the
+    /// core never compacted to it, and the WAL still holds everything
+    /// after the snapshot before it: a restart trusts the file's own
+    /// index) or not. Otherwise the core compacts to it unless a newer
+    /// snapshot from the leader was installed meanwhile (then it is
+    /// dropped, as the shard removes its file).
+    pub(super) fn snapshot_written(
+        &mut self,
+        i: usize,
+        incarnation: u64,
+        store: u64,
+        replica: crate::group::ReplicaId,
+        snap: Snapshot,
+    ) {
+        let n = &mut self.nodes[i];
+        if n.store != store || n.replica != replica {
+            // A wiped disk, or another replica of the group since.
+            return;
+        }
+        if n.incarnation != incarnation {
+            // Decided while the node is down; a write never lands in a
+            // later incarnation.
+            if n.rep.is_none() && self.rng.below(2) == 0 {
+                self.nodes[i].store_snapshot(snap);
+                self.report.snapshots_written_at_crash += 1;
+            }
+            return;
+        }
+        n.snap_writing = false;
+        let Some(rep) = n.rep.as_mut() else { return };
+        let index = snap.meta.index;
+        let crc = crc32fast::hash(&snap.data);
+        if rep
+            .raft
+            .compact_with_crc(index, snap.data.clone(), crc)
+            .is_err()
+        {
+            return;
+        }
+        rep.snap_file_index = index;
+        rep.lsns.release_through(index);
         n.store_snapshot(snap);
         if let Err(msg) = n.release_wal() {
             self.fail(msg);
