@@ -105,16 +105,9 @@ enum Event {
         node: usize,
         incarnation: u64,
     },
-    /// A snapshot taken by node `node` (of `replica`, in that incarnation
-    /// and on that store) is written: the core compacts to it
+    /// A snapshot's file is written: the core compacts to it
     /// (`state_machine::snapshot_written`).
-    SnapshotWritten {
-        node: usize,
-        incarnation: u64,
-        store: u64,
-        replica: crate::group::ReplicaId,
-        snap: crate::raft::Snapshot,
-    },
+    SnapshotWritten(SnapshotWrite),
     ClientNext(usize),
     ClientRetry(usize, u64),
     ClientTimeout(usize, u64),
@@ -137,6 +130,17 @@ enum Event {
     /// Node `.0`'s transport looks for silent peers (`network::watch_peers`).
     WatchPeers(usize),
     Heal,
+}
+
+/// A snapshot taken by node `node` (of `replica`, in that incarnation and
+/// on that store), its file being written.
+#[derive(Debug, Clone, Hash)]
+struct SnapshotWrite {
+    node: usize,
+    incarnation: u64,
+    store: u64,
+    replica: crate::group::ReplicaId,
+    snap: crate::raft::Snapshot,
 }
 
 fn entry_digest(e: &Entry) -> u64 {
@@ -654,24 +658,9 @@ impl Sim {
                 Some(wait) => self.schedule(wait, Event::PersistDone { node, incarnation }),
                 None => self.persist_done(node, incarnation),
             },
-            Event::SnapshotWritten {
-                node,
-                incarnation,
-                store,
-                replica,
-                snap,
-            } => match self.paused_for(node) {
-                Some(wait) => self.schedule(
-                    wait,
-                    Event::SnapshotWritten {
-                        node,
-                        incarnation,
-                        store,
-                        replica,
-                        snap,
-                    },
-                ),
-                None => self.snapshot_written(node, incarnation, store, replica, snap),
+            Event::SnapshotWritten(w) => match self.paused_for(w.node) {
+                Some(wait) => self.schedule(wait, Event::SnapshotWritten(w)),
+                None => self.snapshot_written(w),
             },
             Event::ClientNext(c) => self.client_next(c),
             Event::ClientRetry(c, op) => {

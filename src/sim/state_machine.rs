@@ -82,13 +82,13 @@ impl Sim {
         let lat = self.rng.range(self.disk_ms.0, 4 * self.disk_ms.1);
         self.schedule(
             lat,
-            Event::SnapshotWritten {
+            Event::SnapshotWritten(SnapshotWrite {
                 node: i,
                 incarnation,
                 store,
                 replica,
                 snap,
-            },
+            }),
         );
     }
 
@@ -99,14 +99,14 @@ impl Sim {
     /// index) or not. Otherwise the core compacts to it unless a newer
     /// snapshot from the leader was installed meanwhile (then it is
     /// dropped, as the shard removes its file).
-    pub(super) fn snapshot_written(
-        &mut self,
-        i: usize,
-        incarnation: u64,
-        store: u64,
-        replica: crate::group::ReplicaId,
-        snap: Snapshot,
-    ) {
+    pub(super) fn snapshot_written(&mut self, w: SnapshotWrite) {
+        let SnapshotWrite {
+            node: i,
+            incarnation,
+            store,
+            replica,
+            snap,
+        } = w;
         let n = &mut self.nodes[i];
         if n.store != store || n.replica != replica {
             // A wiped disk, or another replica of the group since.

@@ -638,55 +638,50 @@ fn a_direct_write_of_any_length_reads_back_whole() {
 fn a_snapshot_chunk_reads_back_the_datas_bytes_at_its_offset() {
     use crate::raft::{ConfState, Snapshot, SnapshotMeta};
     use crate::storage::snapfile;
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_path_buf();
-    glommio::LocalExecutorBuilder::default()
-        .make()
-        .expect("executor")
-        .run(async move {
-            let data: Vec<u8> = (0..(2 << 20) + 333u32).map(|i| (i % 253) as u8).collect();
-            let snap = Snapshot {
-                meta: SnapshotMeta { index: 42, term: 3 },
-                conf: ConfState::new(&[1, 2, 3], &[4]),
-                data: bytes::Bytes::from(data.clone()),
-            };
-            snapfile::write(&d, 7, &snap, crc32fast::hash(&data))
-                .await
-                .unwrap();
-            for (at, len) in [(0, 1000), (1, 4096), (4095, 1 << 20), (data.len() - 5, 5)] {
-                let got = snapfile::read_chunk(&d, 7, 42, at as u64, len)
-                    .await
-                    .unwrap();
-                assert!(got[..] == data[at..at + len], "chunk at {at}, {len} bytes");
-            }
-            let past = snapfile::read_chunk(&d, 7, 42, data.len() as u64 - 4, 5).await;
-            assert!(
-                matches!(past, Err(snapfile::SnapFileError::Corrupt { why, .. }) if why.contains("past the end"))
-            );
-            // Another index's name with this file's contents.
-            std::fs::copy(
-                d.join(snapfile::file_name(7, 42)),
-                d.join(snapfile::file_name(7, 43)),
-            )
+    in_temp_dir(|d| async move {
+        let data: Vec<u8> = (0..(2 << 20) + 333u32).map(|i| (i % 253) as u8).collect();
+        let snap = Snapshot {
+            meta: SnapshotMeta { index: 42, term: 3 },
+            conf: ConfState::new(&[1, 2, 3], &[4]),
+            data: bytes::Bytes::from(data.clone()),
+        };
+        snapfile::write(&d, 7, &snap, crc32fast::hash(&data))
+            .await
             .unwrap();
-            let other = snapfile::read_chunk(&d, 7, 43, 0, 10).await;
-            assert!(
-                matches!(other, Err(snapfile::SnapFileError::Corrupt { why, .. }) if why.contains("disagree"))
-            );
-            let gone = snapfile::read_chunk(&d, 7, 41, 0, 10).await;
-            assert!(matches!(gone, Err(snapfile::SnapFileError::Io { .. })));
-            // A file smaller than a block.
-            let small = Snapshot {
-                meta: SnapshotMeta { index: 5, term: 1 },
-                conf: ConfState::new(&[1, 2, 3], &[]),
-                data: bytes::Bytes::from(data[..680].to_vec()),
-            };
-            snapfile::write(&d, 8, &small, crc32fast::hash(&small.data))
+        for (at, len) in [(0, 1000), (1, 4096), (4095, 1 << 20), (data.len() - 5, 5)] {
+            let got = snapfile::read_chunk(&d, 7, 42, at as u64, len)
                 .await
                 .unwrap();
-            let got = snapfile::read_chunk(&d, 8, 5, 0, 680).await.unwrap();
-            assert!(got[..] == data[..680]);
-        });
+            assert!(got[..] == data[at..at + len], "chunk at {at}, {len} bytes");
+        }
+        let past = snapfile::read_chunk(&d, 7, 42, data.len() as u64 - 4, 5).await;
+        assert!(
+            matches!(past, Err(snapfile::SnapFileError::Corrupt { why, .. }) if why.contains("past the end"))
+        );
+        // Another index's name with this file's contents.
+        std::fs::copy(
+            d.join(snapfile::file_name(7, 42)),
+            d.join(snapfile::file_name(7, 43)),
+        )
+        .unwrap();
+        let other = snapfile::read_chunk(&d, 7, 43, 0, 10).await;
+        assert!(
+            matches!(other, Err(snapfile::SnapFileError::Corrupt { why, .. }) if why.contains("disagree"))
+        );
+        let gone = snapfile::read_chunk(&d, 7, 41, 0, 10).await;
+        assert!(matches!(gone, Err(snapfile::SnapFileError::Io { .. })));
+        // A file smaller than a block.
+        let small = Snapshot {
+            meta: SnapshotMeta { index: 5, term: 1 },
+            conf: ConfState::new(&[1, 2, 3], &[]),
+            data: bytes::Bytes::from(data[..680].to_vec()),
+        };
+        snapfile::write(&d, 8, &small, crc32fast::hash(&small.data))
+            .await
+            .unwrap();
+        let got = snapfile::read_chunk(&d, 8, 5, 0, 680).await.unwrap();
+        assert!(got[..] == data[..680]);
+    });
 }
 
 /// At start, only each group's latest snapshot file is kept: older ones
@@ -695,31 +690,38 @@ fn a_snapshot_chunk_reads_back_the_datas_bytes_at_its_offset() {
 fn loading_snapshots_removes_superseded_files() {
     use crate::raft::{ConfState, Snapshot, SnapshotMeta};
     use crate::storage::snapfile;
+    in_temp_dir(|d| async move {
+        for index in [5, 9] {
+            let snap = Snapshot {
+                meta: SnapshotMeta { index, term: 1 },
+                conf: ConfState::new(&[1], &[]),
+                data: bytes::Bytes::from(vec![index as u8; 100]),
+            };
+            snapfile::write(&d, 2, &snap, crc32fast::hash(&snap.data))
+                .await
+                .unwrap();
+        }
+        assert_eq!(snapfile::list(&d).unwrap().len(), 2);
+        let loaded = snapfile::load_latest(&d).await.unwrap();
+        assert_eq!(loaded.len(), 1);
+        assert_eq!(loaded[0].1.meta.index, 9);
+        let left: Vec<_> = snapfile::list(&d)
+            .unwrap()
+            .into_iter()
+            .map(|(g, i, _)| (g, i))
+            .collect();
+        assert_eq!(left, vec![(2, 9)]);
+    });
+}
+
+/// Runs `f` on a glommio executor, given a temporary directory.
+fn in_temp_dir<F: std::future::Future<Output = ()> + 'static>(
+    f: impl FnOnce(std::path::PathBuf) -> F + Send + 'static,
+) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
     glommio::LocalExecutorBuilder::default()
         .make()
         .expect("executor")
-        .run(async move {
-            for index in [5, 9] {
-                let snap = Snapshot {
-                    meta: SnapshotMeta { index, term: 1 },
-                    conf: ConfState::new(&[1], &[]),
-                    data: bytes::Bytes::from(vec![index as u8; 100]),
-                };
-                snapfile::write(&d, 2, &snap, crc32fast::hash(&snap.data))
-                    .await
-                    .unwrap();
-            }
-            assert_eq!(snapfile::list(&d).unwrap().len(), 2);
-            let loaded = snapfile::load_latest(&d).await.unwrap();
-            assert_eq!(loaded.len(), 1);
-            assert_eq!(loaded[0].1.meta.index, 9);
-            let left: Vec<_> = snapfile::list(&d)
-                .unwrap()
-                .into_iter()
-                .map(|(g, i, _)| (g, i))
-                .collect();
-            assert_eq!(left, vec![(2, 9)]);
-        });
+        .run(async move { f(d).await });
 }
