@@ -27,17 +27,7 @@ fn a_lagging_follower_gets_the_snapshot_in_chunks_stop_and_wait() {
     let mut l = compacted_leader(20, 15, 0, 400);
     // Follower 2 rejects the probe at prev 1 (it has nothing): the leader
     // needs index 1, compacted away.
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: true,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    needs_index_1(&mut l);
     let rd = l.ready();
     assert_eq!(
         snapshot_chunks(&rd, 2),
@@ -339,17 +329,7 @@ fn a_fully_acknowledged_snapshot_does_not_keep_the_leader_busy() {
     // Regression (sim seeds 0 and 7 spun forever): once a follower held the
     // whole snapshot, has_ready() stayed true while ready() sent nothing.
     let mut l = compacted_leader(20, 15, 0, 4096);
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: true,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    needs_index_1(&mut l);
     assert_eq!(snapshot_chunks(&l.ready(), 2).len(), 1);
     l.step(msg(
         2,
@@ -408,17 +388,7 @@ fn a_stored_snapshot_is_read_chunk_by_chunk_and_in_use_until_its_transfer_ends()
     assert_eq!(l.snapshot_bytes(), 1000);
     assert_eq!(l.snapshot_stored(15), None, "let go once");
     assert!(!l.snapshot_in_use(15));
-    l.step(msg(
-        2,
-        1,
-        1,
-        Body::AppendResp {
-            reject: true,
-            index: 1,
-            hint_index: 0,
-            hint_term: 0,
-        },
-    ));
+    needs_index_1(&mut l);
     let rd = l.ready();
     assert!(snapshot_chunks(&rd, 2).is_empty(), "no chunk from memory");
     assert_eq!(snapshot_reads(&rd), vec![(2, 15, 0, 400)]);
@@ -468,4 +438,20 @@ fn a_stored_snapshot_is_read_chunk_by_chunk_and_in_use_until_its_transfer_ends()
     ack(&mut l, 2, 15);
     assert_eq!(l.progress(2).unwrap().state, ProgressState::Probe);
     assert!(!l.snapshot_in_use(15), "the old one may go now");
+}
+
+/// Follower 2 rejects the probe at prev 1 (it has nothing): the leader
+/// needs index 1 for it, compacted away.
+fn needs_index_1(l: &mut RawNode) {
+    l.step(msg(
+        2,
+        1,
+        1,
+        Body::AppendResp {
+            reject: true,
+            index: 1,
+            hint_index: 0,
+            hint_term: 0,
+        },
+    ));
 }
