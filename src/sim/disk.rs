@@ -114,23 +114,27 @@ impl SimNode {
     /// The chunk `rd` asks for, from the stored snapshots; `None` if the
     /// snapshot it names is no longer stored (a bug: the core asks only
     /// for its latest or one in use). Retained snapshots no transfer uses
-    /// any more are let go first.
+    /// any more are let go after (a Ready asks for its reads before the
+    /// membership changes it applies may drop the follower they are for).
     pub(super) fn read_snapshot_chunk(
         &mut self,
         rd: &crate::raft::SnapshotRead,
     ) -> Option<bytes::Bytes> {
+        let (index, offset) = rd.at();
+        let chunk = self
+            .disk_snapshot
+            .iter()
+            .chain(&self.retained_snapshots)
+            .find(|s| s.meta.index == index)
+            .and_then(|s| {
+                let end = offset.checked_add(rd.len)?;
+                (end <= s.data.len() as u64).then(|| s.data.slice(offset as usize..end as usize))
+            });
         if let Some(rep) = &self.rep {
             self.retained_snapshots
                 .retain(|s| rep.raft.snapshot_in_use(s.meta.index));
         }
-        let (index, offset) = rd.at();
-        let s = self
-            .disk_snapshot
-            .iter()
-            .chain(&self.retained_snapshots)
-            .find(|s| s.meta.index == index)?;
-        let end = offset.checked_add(rd.len)?;
-        (end <= s.data.len() as u64).then(|| s.data.slice(offset as usize..end as usize))
+        chunk
     }
 
     /// Releases the WAL below the lowest LSN the replica needs

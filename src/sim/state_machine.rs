@@ -115,7 +115,7 @@ impl Sim {
         if n.incarnation != incarnation {
             // Decided while the node is down; a write never lands in a
             // later incarnation.
-            if n.rep.is_none() && self.rng.below(2) == 0 {
+            if n.incarnation == incarnation + 1 && n.rep.is_none() && self.rng.below(2) == 0 {
                 self.nodes[i].store_snapshot(snap);
                 self.report.snapshots_written_at_crash += 1;
             }

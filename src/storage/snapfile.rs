@@ -345,10 +345,11 @@ pub async fn retire_group(dir: &Path, group: u64) -> Result<Vec<PathBuf>, SnapFi
 }
 
 /// Unlinks the files [`retire_group`] renamed (errors ignored: the next
-/// start removes what is left).
-pub async fn remove_retired(paths: Vec<PathBuf>) {
+/// start removes what is left). Blocking: the shard calls it on a helper
+/// thread.
+pub fn remove_retired(paths: Vec<PathBuf>) {
     for p in paths {
-        let _ = glommio::io::remove(&p).await;
+        let _ = std::fs::remove_file(&p);
     }
 }
 
@@ -358,11 +359,13 @@ pub async fn remove_retired(paths: Vec<PathBuf>) {
 pub async fn load_latest(dir: &Path) -> Result<Vec<(u64, Snapshot)>, SnapFileError> {
     remove_leftovers(dir)?;
     let mut latest: std::collections::BTreeMap<u64, (u64, PathBuf)> = Default::default();
+    // Earlier files of a group (in order) are superseded: kept only while
+    // a follower was being sent them (`shard::snapshots`), removed once
+    // the latest is read whole.
+    let mut superseded: std::collections::BTreeMap<u64, Vec<PathBuf>> = Default::default();
     for (g, i, p) in list(dir)? {
-        // In order: an earlier file of the group is superseded (kept only
-        // while a follower was being sent it, `shard::snapshots`).
         if let Some((_, old)) = latest.insert(g, (i, p)) {
-            let _ = std::fs::remove_file(old);
+            superseded.entry(g).or_default().push(old);
         }
     }
     let mut out = Vec::new();
@@ -380,6 +383,9 @@ pub async fn load_latest(dir: &Path) -> Result<Vec<(u64, Snapshot)>, SnapFileErr
                 file: name,
                 why: "name and contents disagree",
             });
+        }
+        for old in superseded.remove(&g).unwrap_or_default() {
+            let _ = std::fs::remove_file(old);
         }
         out.push((g, snap));
     }

@@ -112,6 +112,24 @@ impl RawNode {
         Some(std::mem::take(&mut s.data))
     }
 
+    /// The application could not read a chunk of snapshot `index` for
+    /// follower `to` (`SnapshotRead`): its file is gone or damaged. The
+    /// follower's transfer starts over from the probe (it is sent the
+    /// latest snapshot, or entries if it no longer needs one), instead of
+    /// asking for the same unreadable chunk after every heartbeat.
+    pub fn snapshot_read_failed(&mut self, to: ReplicaId, index: Index) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let Some(i) = self.peer_idx(to) else { return };
+        let p = &mut self.prs[i];
+        if p.state == ProgressState::Snapshot
+            && p.snapshot.as_ref().is_some_and(|s| s.meta.index == index)
+        {
+            p.become_probe();
+        }
+    }
+
     /// Whether a follower is being sent snapshot `index`: its data must
     /// stay readable (a newer snapshot does not cut a transfer short).
     pub fn snapshot_in_use(&self, index: Index) -> bool {

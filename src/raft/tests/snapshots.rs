@@ -455,3 +455,34 @@ fn needs_index_1(l: &mut RawNode) {
         },
     ));
 }
+
+/// A chunk the application could not read (its file gone) sends the
+/// follower back to the probe: the next Ready asks for the latest
+/// snapshot from its start, not for the unreadable chunk again after
+/// every heartbeat.
+#[test]
+fn an_unreadable_stored_snapshot_restarts_the_transfer_with_the_latest() {
+    let mut l = compacted_leader(20, 15, 0, 400);
+    l.snapshot_stored(15).unwrap();
+    needs_index_1(&mut l);
+    assert_eq!(snapshot_reads(&l.ready()), vec![(2, 15, 0, 400)]);
+    for _ in 0..2 {
+        l.propose(Bytes::from_static(b"e")).unwrap();
+    }
+    persist(&mut l);
+    ack(&mut l, 3, 22);
+    persist(&mut l);
+    l.on_applied(22);
+    l.compact(22, Bytes::from(vec![0xCD; 500])).unwrap();
+    l.snapshot_stored(22).unwrap();
+    // Another follower's or another index's failure changes nothing.
+    l.snapshot_read_failed(3, 15);
+    l.snapshot_read_failed(2, 14);
+    assert_eq!(l.progress(2).unwrap().state, ProgressState::Snapshot);
+    l.snapshot_read_failed(2, 15);
+    assert_eq!(l.progress(2).unwrap().state, ProgressState::Probe);
+    assert!(!l.snapshot_in_use(15));
+    // What it needs is compacted: it is sent the latest, from its start.
+    assert_eq!(snapshot_reads(&l.ready()), vec![(2, 22, 0, 400)]);
+    assert!(l.snapshot_in_use(22));
+}
