@@ -405,14 +405,7 @@ fn a_stored_snapshot_is_read_chunk_by_chunk_and_in_use_until_its_transfer_ends()
     }
     assert!(snapshot_reads(&l.ready()).is_empty(), "wait for the ack");
     // A newer snapshot meanwhile.
-    for _ in 0..2 {
-        l.propose(Bytes::from_static(b"e")).unwrap();
-    }
-    persist(&mut l);
-    ack(&mut l, 3, 22);
-    persist(&mut l);
-    l.on_applied(22);
-    l.compact(22, Bytes::from(vec![0xCD; 500])).unwrap();
+    compact_at_22(&mut l);
     assert!(l.snapshot_in_use(15) && !l.snapshot_in_use(22));
     assert!(l.snapshot_stored(22).is_some());
     let next = |l: &mut RawNode, acked: u64| {
@@ -466,14 +459,7 @@ fn an_unreadable_stored_snapshot_restarts_the_transfer_with_the_latest() {
     l.snapshot_stored(15).unwrap();
     needs_index_1(&mut l);
     assert_eq!(snapshot_reads(&l.ready()), vec![(2, 15, 0, 400)]);
-    for _ in 0..2 {
-        l.propose(Bytes::from_static(b"e")).unwrap();
-    }
-    persist(&mut l);
-    ack(&mut l, 3, 22);
-    persist(&mut l);
-    l.on_applied(22);
-    l.compact(22, Bytes::from(vec![0xCD; 500])).unwrap();
+    compact_at_22(&mut l);
     l.snapshot_stored(22).unwrap();
     // Another follower's or another index's failure changes nothing.
     l.snapshot_read_failed(3, 15);
@@ -485,4 +471,17 @@ fn an_unreadable_stored_snapshot_restarts_the_transfer_with_the_latest() {
     // What it needs is compacted: it is sent the latest, from its start.
     assert_eq!(snapshot_reads(&l.ready()), vec![(2, 22, 0, 400)]);
     assert!(l.snapshot_in_use(22));
+}
+
+/// Two more entries, committed by node 3 and applied, and a newer
+/// snapshot at 22 (500 bytes).
+fn compact_at_22(l: &mut RawNode) {
+    for _ in 0..2 {
+        l.propose(Bytes::from_static(b"e")).unwrap();
+    }
+    persist(l);
+    ack(l, 3, 22);
+    persist(l);
+    l.on_applied(22);
+    l.compact(22, Bytes::from(vec![0xCD; 500])).unwrap();
 }
