@@ -49,6 +49,26 @@ fn seeds(default: u64) -> Vec<u64> {
     }
 }
 
+/// Runs one seed. A panic in the code under test (an assertion of the
+/// production code) fails that seed too, reported with the seed and its
+/// replay command like any other failure, instead of ending the sweep
+/// without them.
+fn run_caught(cfg: SimConfig) -> Result<SimReport, String> {
+    let seed = cfg.seed;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(cfg))) {
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(f)) => Err(f.to_string()),
+        Err(p) => {
+            let what = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("(no message)");
+            Err(format!("seed {seed}: panicked: {what}"))
+        }
+    }
+}
+
 fn sweep(nodes: usize) {
     if env_u64("SIM_NODES").is_some_and(|n| n as usize != nodes) {
         return;
@@ -57,7 +77,7 @@ fn sweep(nodes: usize) {
     let mut total = SimReport::default();
     let mut failures = Vec::new();
     for &seed in &seeds {
-        match run(sweep_config(nodes, seed)) {
+        match run_caught(sweep_config(nodes, seed)) {
             Ok(r) => {
                 total.events += r.events;
                 total.ops_ok += r.ops_ok;
@@ -545,7 +565,7 @@ fn sweep_3_nodes_with_pauses_and_lease_reads() {
         let mut cfg = sweep_config(3, seed);
         cfg.pauses = true;
         cfg.lease_reads = true;
-        match run(cfg) {
+        match run_caught(cfg) {
             Ok(r) => pauses += r.pauses,
             Err(f) => {
                 eprintln!(
@@ -646,7 +666,7 @@ fn sweep_with_a_wiped_disk() {
         for &seed in &seeds {
             let mut cfg = sweep_config(nodes, seed);
             cfg.disk_loss = true;
-            match run(cfg) {
+            match run_caught(cfg) {
                 Ok(r) => {
                     lost += r.disks_lost;
                     refused += r.messages_refused;
