@@ -113,7 +113,19 @@ pub fn head(group: u64, s: &Snapshot, data_crc: u32) -> Vec<u8> {
 }
 
 /// Decodes a snapshot file's bytes: (group, snapshot).
-pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
+/// A snapshot file's header, checked (magic of either version, its own
+/// checksum): what [`decode`] and [`read_chunk`] both start from.
+struct Head {
+    v1: bool,
+    group: u64,
+    index: u64,
+    term: u64,
+    conf_len: usize,
+    data_crc: u32,
+    data_len: u64,
+}
+
+fn parse_head(file: &str, b: &[u8]) -> Result<Head, SnapFileError> {
     let bad = |why| SnapFileError::Corrupt {
         file: file.to_string(),
         why,
@@ -127,14 +139,36 @@ pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
     if crc32fast::hash(&b[..60]) != u32at(60) {
         return Err(bad("header checksum mismatch"));
     }
-    let (group, index, term) = (u64at(8), u64at(16), u64at(24));
-    let conf_len = u32at(32) as usize;
-    let data_len = u64at(40) as usize;
+    Ok(Head {
+        v1,
+        group: u64at(8),
+        index: u64at(16),
+        term: u64at(24),
+        conf_len: u32at(32) as usize,
+        data_crc: u32at(36),
+        data_len: u64at(40),
+    })
+}
+
+pub fn decode(file: &str, b: &[u8]) -> Result<(u64, Snapshot), SnapFileError> {
+    let bad = |why| SnapFileError::Corrupt {
+        file: file.to_string(),
+        why,
+    };
+    let Head {
+        v1,
+        group,
+        index,
+        term,
+        conf_len,
+        data_crc,
+        data_len,
+    } = parse_head(file, b)?;
     let body = &b[HEAD_BYTES..];
-    if body.len() != conf_len.saturating_add(data_len) {
+    if body.len() as u64 != (conf_len as u64).saturating_add(data_len) {
         return Err(bad("length mismatch (truncated?)"));
     }
-    if crc32fast::hash(body) != u32at(36) {
+    if crc32fast::hash(body) != data_crc {
         return Err(bad("data checksum mismatch"));
     }
     let mut at = 0;
@@ -232,31 +266,24 @@ pub async fn read_chunk(
     len: usize,
 ) -> Result<bytes::Bytes, SnapFileError> {
     let path = dir.join(file_name(group, index));
+    let name = path.display().to_string();
     let bad = |why| SnapFileError::Corrupt {
-        file: path.display().to_string(),
+        file: name.clone(),
         why,
     };
     let f = glommio::io::BufferedFile::open(&path)
         .await
         .map_err(|e| gio(&path, e))?;
     let r = async {
-        let h = f.read_at(0, HEAD_BYTES).await.map_err(|e| gio(&path, e))?;
-        if h.len() < HEAD_BYTES || &h[..8] != MAGIC {
-            return Err(bad("bad magic or short header"));
-        }
-        let u64at = |i: usize| u64::from_le_bytes(h[i..i + 8].try_into().expect("8 bytes"));
-        let u32at = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
-        if crc32fast::hash(&h[..60]) != u32at(60) {
-            return Err(bad("header checksum mismatch"));
-        }
-        if u64at(8) != group || u64at(16) != index {
+        let b = f.read_at(0, HEAD_BYTES).await.map_err(|e| gio(&path, e))?;
+        let h = parse_head(&name, &b)?;
+        if h.group != group || h.index != index {
             return Err(bad("name and contents disagree"));
         }
-        let (conf_len, data_len) = (u64::from(u32at(32)), u64at(40));
-        if offset.saturating_add(len as u64) > data_len {
+        if offset.saturating_add(len as u64) > h.data_len {
             return Err(bad("chunk past the end of the data"));
         }
-        let at = HEAD_BYTES as u64 + conf_len + offset;
+        let at = (HEAD_BYTES + h.conf_len) as u64 + offset;
         let b = f.read_at(at, len).await.map_err(|e| gio(&path, e))?;
         if b.len() != len {
             return Err(bad("length mismatch (truncated?)"));

@@ -271,6 +271,12 @@ fn a_version_1_snapshot_file_places_members_on_their_ids() {
     );
     want.next_replica_id = 6;
     assert_eq!(s.conf, want);
+    // A leader whose latest snapshot is such a file sends chunks of it.
+    in_temp_dir(move |d| async move {
+        std::fs::write(d.join(snapfile::file_name(3, 42)), &f).unwrap();
+        let chunk = snapfile::read_chunk(&d, 3, 42, 1, 3).await.unwrap();
+        assert_eq!(&chunk[..], b"ata");
+    });
 }
 
 /// The WAL keeps a group's latest durable hard state while a newer one is
