@@ -466,7 +466,7 @@ fn a_destroyed_groups_snapshot_files_are_retired_and_a_new_write_under_their_nam
         assert!(snapfile::list(&dir).unwrap().is_empty());
         // The group's new replica writes the same name before the unlink.
         snapfile::write(&dir, 1, &snap, crc).await.unwrap();
-        snapfile::remove_retired(retired.clone());
+        snapfile::remove_files(retired.clone());
         assert!(!retired[0].exists());
         assert_eq!(snapfile::list(&dir).unwrap().len(), 1, "the new file stays");
         assert!(in_progress.exists());

@@ -1356,13 +1356,7 @@ fn send_placed(
                     return;
                 }
             }
-            if t.send(node, r.id, m) {
-                stats.snapshot_bytes_sent += bytes;
-            } else {
-                // Not sent (the link is down, its queue full): the bytes
-                // were not spent.
-                budget.refund(bytes);
-            }
+            send_charged(t, stats, budget, node, r.id, m, bytes);
         }
         None => {
             stats.msgs_unplaced += 1;
@@ -1372,6 +1366,25 @@ fn send_placed(
                 "no node known for the addressee: dropped"
             );
         }
+    }
+}
+
+/// Sends `m` to `node`, with `bytes` of snapshot chunk already taken from
+/// the send budget: counted as sent, or given back if the transport did
+/// not take it (the link is down, its queue full).
+fn send_charged(
+    t: &Transport,
+    stats: &mut ShardStats,
+    budget: &mut SnapshotBudget,
+    node: u64,
+    group: GroupId,
+    m: &crate::raft::Message,
+    bytes: u64,
+) {
+    if t.send(node, group, m) {
+        stats.snapshot_bytes_sent += bytes;
+    } else {
+        budget.refund(bytes);
     }
 }
 

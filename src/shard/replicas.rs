@@ -357,11 +357,7 @@ impl Shard {
         let retired = snapfile::retire_group(&self.snap_dir, group)
             .await
             .map_err(|err| ShardError::Snapshot { shard, err })?;
-        // Unlinked as a long job: a 400 MiB file took about 200 ms.
-        glommio::spawn_local(super::snapshots::on_helper(move || {
-            snapfile::remove_retired(retired)
-        }))
-        .detach();
+        super::snapshots::unlink_in_background(retired);
         tracing::info!(shard, group, replica = r.replica, "replica destroyed");
         drop(r);
         super::snapshots::drop_on_helper(snap);

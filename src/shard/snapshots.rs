@@ -385,7 +385,7 @@ impl Shard {
                 return;
             }
         }
-        unlink_in_background(self.snap_dir.join(snapfile::file_name(gid, prev)));
+        unlink_in_background(vec![self.snap_dir.join(snapfile::file_name(gid, prev))]);
     }
 
     /// Unlinks the retained snapshot files no transfer uses any more
@@ -398,7 +398,7 @@ impl Shard {
                 Some(g) if g.replica == replica => {
                     let keep = g.raft.snapshot_in_use(index);
                     if !keep {
-                        unlink_in_background(dir.join(snapfile::file_name(gid, index)));
+                        unlink_in_background(vec![dir.join(snapfile::file_name(gid, index))]);
                     }
                     keep
                 }
@@ -415,11 +415,15 @@ impl Shard {
             match c.result {
                 Ok(m) => {
                     self.stats.snapshot_chunks_read += 1;
-                    if self.transport.send(c.node, c.group, &m) {
-                        self.stats.snapshot_bytes_sent += c.bytes;
-                    } else {
-                        self.snapshot_budget.refund(c.bytes);
-                    }
+                    send_charged(
+                        &self.transport,
+                        &mut self.stats,
+                        &mut self.snapshot_budget,
+                        c.node,
+                        c.group,
+                        &m,
+                        c.bytes,
+                    );
                 }
                 Err(err) => {
                     self.snapshot_budget.refund(c.bytes);
@@ -443,14 +447,12 @@ impl Shard {
     }
 }
 
-/// Unlinks a (large) file on the helper, as a long job (`on_helper`):
-/// unlinking a 400 MiB file took about 200 ms, and through glommio's own
-/// `remove` it would take the pool's thread kept for renames.
-pub(super) fn unlink_in_background(path: std::path::PathBuf) {
-    glommio::spawn_local(on_helper(move || {
-        let _ = std::fs::remove_file(path);
-    }))
-    .detach();
+/// Unlinks (large) files on the helper, as a long job (`on_helper`;
+/// errors ignored, the next start removes what is left): unlinking a
+/// 400 MiB file took about 200 ms, and through glommio's own `remove` it
+/// would take the pool's thread kept for renames.
+pub(super) fn unlink_in_background(paths: Vec<std::path::PathBuf>) {
+    glommio::spawn_local(on_helper(move || snapfile::remove_files(paths))).detach();
 }
 
 /// A snapshot chunk read from its file for node `node` (`bytes` long,

@@ -353,7 +353,7 @@ const RETIRED_SUFFIX: &str = ".snap.retired";
 /// Renames every snapshot file of `group` in `dir` out of the way (its
 /// replica was destroyed; `name.snap` becomes `name.snap.retired`, which
 /// no replica ever writes or reads) and returns the new paths, for
-/// [`remove_retired`] to unlink in the background: unlinking a 400 MiB
+/// [`remove_files`] to unlink in the background: unlinking a 400 MiB
 /// file held a shard's turn for about 200 ms, and a new replica of the
 /// same group may write a file under the old name meanwhile. A crash
 /// before the removal leaves retired files, removed at the next start.
@@ -371,10 +371,10 @@ pub async fn retire_group(dir: &Path, group: u64) -> Result<Vec<PathBuf>, SnapFi
     Ok(out)
 }
 
-/// Unlinks the files [`retire_group`] renamed (errors ignored: the next
-/// start removes what is left). Blocking: the shard calls it on a helper
-/// thread.
-pub fn remove_retired(paths: Vec<PathBuf>) {
+/// Unlinks `paths`: the files [`retire_group`] renamed, or superseded
+/// snapshot files (errors ignored: the next start removes what is left).
+/// Blocking: the shard calls it on a helper thread.
+pub fn remove_files(paths: Vec<PathBuf>) {
     for p in paths {
         let _ = std::fs::remove_file(&p);
     }

@@ -480,12 +480,17 @@ impl RawNode {
     }
 
     fn send(&mut self, to: ReplicaId, term: Term, body: Body) {
-        self.msgs.push(Message {
+        let m = self.message(to, term, body);
+        self.msgs.push(m);
+    }
+
+    fn message(&self, to: ReplicaId, term: Term, body: Body) -> Message {
+        Message {
             from: self.id,
             to,
             term,
             body,
-        });
+        }
     }
 
     fn send_after_persist(&mut self, to: ReplicaId, body: Body) {

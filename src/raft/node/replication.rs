@@ -249,6 +249,13 @@ impl RawNode {
         // follower answers with where its log stands.
         let from = p.snap_acked.min(total);
         let to = (from + chunk_max).min(total);
+        // Held: sliced here. Stored by the application (its bytes let go,
+        // `snapshot_stored`): read by it.
+        let stored = snap.data.len() as u64 != total;
+        debug_assert!(
+            !stored || snap.data.is_empty(),
+            "a snapshot's bytes are held whole or not at all"
+        );
         let msg = Body::Snapshot {
             index: snap.meta.index,
             term: snap.meta.term,
@@ -256,23 +263,16 @@ impl RawNode {
             offset: from,
             total,
             crc: p.snap_crc,
-            // Held: sliced here. Stored by the application: read by it.
-            chunk: if snap.data.len() as u64 == total {
-                snap.data.slice(from as usize..to as usize)
-            } else {
+            chunk: if stored {
                 Bytes::new()
+            } else {
+                snap.data.slice(from as usize..to as usize)
             },
         };
-        let stored = snap.data.len() as u64 != total;
         p.snap_sent = to.max(from + 1);
         let peer = self.peers[i];
         if stored && to > from {
-            let message = Message {
-                from: self.id,
-                to: peer,
-                term: self.term,
-                body: msg,
-            };
+            let message = self.message(peer, self.term, msg);
             self.snapshot_reads.push(SnapshotRead {
                 message,
                 len: to - from,
