@@ -107,6 +107,32 @@ pub enum WriteOp {
     Meta {
         cmd: Bytes,
     },
+    /// Splits the range at `key` (issue #18): this group keeps the keys
+    /// below it, a new group `right` takes `key` and every key above it,
+    /// with a copy of the client sessions (a write retried across the
+    /// split finds its outcome on either side). Both sides' version is
+    /// the parent's + 1 (`meta::Epoch`). An admin command (client 0),
+    /// proposed by the range's leader; see [`Kv::take_split`] for what the
+    /// applier does with the new side, and [`Kv::apply`] for the refusals.
+    Split {
+        key: Bytes,
+        right: u64,
+    },
+}
+
+impl WriteOp {
+    /// The key a write to the map names (`None` for the address book,
+    /// meta commands and splits).
+    pub fn key(&self) -> Option<&Bytes> {
+        match self {
+            WriteOp::Put { key, .. }
+            | WriteOp::Delete { key }
+            | WriteOp::Cas { key, .. }
+            | WriteOp::Incr { key, .. }
+            | WriteOp::Append { key, .. } => Some(key),
+            WriteOp::Member { .. } | WriteOp::Meta { .. } | WriteOp::Split { .. } => None,
+        }
+    }
 }
 
 // cmd = version u8 = 1 | op u8 | flags u8 | pad u8 | key_len u32
@@ -120,6 +146,7 @@ pub enum WriteOp {
 //       | META: (key empty) value_len u32 | meta command
 //       | INCR: len u32 = 8 | by i64
 //       | APPEND: value_len u32 | value | len u32 = 4 | max_len u32
+//       | SPLIT: (key = split key) len u32 = 8 | right range id u64
 const CMD_VERSION: u8 = 1;
 const CMD_HEADER_BYTES: usize = 32;
 const OP_PUT: u8 = 1;
@@ -129,6 +156,7 @@ const OP_MEMBER: u8 = 4;
 const OP_META: u8 = 5;
 const OP_INCR: u8 = 6;
 const OP_APPEND: u8 = 7;
+const OP_SPLIT: u8 = 8;
 
 impl Command {
     pub fn encode(&self) -> Bytes {
@@ -139,6 +167,7 @@ impl Command {
             WriteOp::Cas { key, .. } => (OP_CAS, key),
             WriteOp::Incr { key, .. } => (OP_INCR, key),
             WriteOp::Append { key, .. } => (OP_APPEND, key),
+            WriteOp::Split { key, .. } => (OP_SPLIT, key),
             WriteOp::Member { node, .. } => {
                 node_key = Bytes::copy_from_slice(&node.to_le_bytes());
                 (OP_MEMBER, &node_key)
@@ -183,6 +212,7 @@ impl Command {
                 field(value.as_deref().unwrap_or_default());
             }
             WriteOp::Incr { by, .. } => field(&by.to_le_bytes()),
+            WriteOp::Split { right, .. } => field(&right.to_le_bytes()),
             WriteOp::Append { value, max_len, .. } => {
                 field(value);
                 field(&max_len.to_le_bytes());
@@ -239,6 +269,10 @@ impl Command {
                 key,
                 by: i64::from_le_bytes(field()?[..].try_into().ok()?),
             },
+            OP_SPLIT => WriteOp::Split {
+                key,
+                right: u64::from_le_bytes(field()?[..].try_into().ok()?),
+            },
             OP_APPEND => {
                 let value = field()?;
                 let max_len = u32::from_le_bytes(field()?[..].try_into().ok()?);
@@ -284,11 +318,19 @@ struct Session {
 /// O(1) whatever the size, so a snapshot is a view taken on the shard's
 /// executor in constant time and encoded elsewhere (issue #21), while
 /// writes go on; a write after the view copies only the path it changes.
+///
+/// A split costs O(1) the same way (issue #18): both sides keep a view of
+/// the parent's whole map and narrow their `bounds`. Keys outside the
+/// bounds are invisible (reads, scans, snapshots and the digest look only
+/// inside; writes outside are refused) and are removed a bounded number
+/// at a time by [`Kv::trim_outside_bounds`], off the apply path.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Kv {
+    /// May hold keys outside `bounds` after a split, until trimmed.
     map: imbl::OrdMap<Bytes, Bytes>,
     sessions: imbl::HashMap<u64, Session>,
-    /// Bytes of keys and values in `map`.
+    /// Bytes of keys and values in `map`, including keys a split left
+    /// outside `bounds` until they are trimmed.
     data_bytes: u64,
     /// Index of the last entry applied.
     applied: Index,
@@ -303,6 +345,17 @@ pub struct Kv {
     /// The cluster map, in the meta group's state machine (created by its
     /// first `WriteOp::Meta`); `None` in a range's.
     meta: Option<Box<MetaState>>,
+    /// The new side of the split the last applied entry made, until the
+    /// applier takes it ([`Kv::take_split`]). Never in a snapshot.
+    split_off: Option<Box<SplitOff>>,
+}
+
+/// The new (right-hand) range a split entry made: its id and its state
+/// machine, at the split entry's index (its log starts there).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitOff {
+    pub right: u64,
+    pub kv: Kv,
 }
 
 /// The keys `[start, end)` a group's state machine holds (empty `end`: no
@@ -368,6 +421,8 @@ impl Kv {
         self.bounds = bounds;
     }
 
+    /// Keys in the map, including keys a split left outside the bounds
+    /// until they are trimmed.
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -414,7 +469,7 @@ impl Kv {
                 h = h.wrapping_mul(0x0100_0000_01b3);
             }
         };
-        for (k, v) in &self.map {
+        for (k, v) in self.pairs_in_bounds() {
             eat(k);
             eat(v);
         }
@@ -475,9 +530,36 @@ impl Kv {
 
     /// Applies the write of entry `index`. Client id 0 has no session
     /// (admin writes such as the address book): applied as is.
+    ///
+    /// Refused, the same on every replica (decided by the log alone), with
+    /// nothing applied and no session touched:
+    /// - a write whose key is outside the bounds, `KeyNotInRange` (it was
+    ///   admitted before a split that applied first; the client retries it
+    ///   at the range that holds the key now, with the same seq);
+    /// - a split ([`WriteOp::Split`]) that is not an admin command
+    ///   (client 0), in the meta group, of bounds not known, at a key not
+    ///   strictly inside the bounds (`start < key`, `key < end`), longer
+    ///   than `meta::RANGE_BOUNDARY_BYTES_MAX`, or naming range 0 as the
+    ///   new range: `BadRequest`.
+    ///
+    /// # Panics
+    /// If a split's new side was not taken ([`Kv::take_split`]) before the
+    /// next entry.
     pub fn apply(&mut self, index: Index, cmd: &Command) -> Result<Reply, ClientError> {
         assert_eq!(index, self.applied + 1, "entries are applied in order");
+        assert!(
+            self.split_off.is_none(),
+            "the new side of a split is taken before the next entry is applied"
+        );
         self.applied = index;
+        if let Some(key) = cmd.op.key() {
+            if !self.bounds.contains(key) {
+                return Err(self.not_in_range(key));
+            }
+        }
+        if let WriteOp::Split { key, right } = &cmd.op {
+            return self.split(cmd.client, key, *right).map(|()| Reply::Done);
+        }
         if cmd.client == 0 {
             let r = self.execute(&cmd.op);
             self.expire(index);
@@ -510,6 +592,120 @@ impl Kv {
         Ok(reply)
     }
 
+    /// Applies a split at `key` (the entry at `self.applied`): see
+    /// [`Kv::apply`] for the refusals. O(1) in the keys and sessions.
+    fn split(&mut self, client: u64, key: &Bytes, right: u64) -> Result<(), ClientError> {
+        let refuse = |reason: String| Err(ClientError::BadRequest { reason });
+        let b = &self.bounds;
+        if client != 0 {
+            return refuse(format!(
+                "a split is an admin command (client 0), not client {client}'s"
+            ));
+        }
+        if self.meta.is_some() {
+            return refuse("the meta group does not split".into());
+        }
+        if !b.known {
+            return refuse("this group's key bounds are not known (it predates ranges)".into());
+        }
+        if key.len() > crate::meta::RANGE_BOUNDARY_BYTES_MAX {
+            return refuse(format!(
+                "split key of {} bytes, above meta::RANGE_BOUNDARY_BYTES_MAX ({})",
+                key.len(),
+                crate::meta::RANGE_BOUNDARY_BYTES_MAX
+            ));
+        }
+        if key[..] <= b.start[..] || !b.contains(key) {
+            return refuse(format!(
+                "split key {} is not strictly inside the range [{}, {})",
+                crate::meta::show_key(key),
+                crate::meta::show_key(&b.start),
+                if b.end.is_empty() {
+                    "∞".to_string()
+                } else {
+                    crate::meta::show_key(&b.end)
+                }
+            ));
+        }
+        if right == 0 {
+            return refuse("a split names range 0 as its new range".into());
+        }
+        let version = b.version + 1;
+        let mut kv = Kv {
+            meta: None,
+            split_off: None,
+            ..self.clone()
+        };
+        kv.bounds = KeyBounds {
+            start: key.clone(),
+            end: b.end.clone(),
+            version,
+            known: true,
+        };
+        self.bounds.end = key.clone();
+        self.bounds.version = version;
+        self.split_off = Some(Box::new(SplitOff { right, kv }));
+        Ok(())
+    }
+
+    /// The new side of the split the last applied entry made, if it made
+    /// one: the applier creates range `right` from it (with this range's
+    /// members) before it applies the next entry.
+    pub fn take_split(&mut self) -> Option<SplitOff> {
+        self.split_off.take().map(|b| *b)
+    }
+
+    /// Whether the map holds keys outside the bounds (a split left them):
+    /// O(log n).
+    pub fn has_keys_outside_bounds(&self) -> bool {
+        let b = &self.bounds;
+        let below = self.map.get_min().is_some_and(|(k, _)| k[..] < b.start[..]);
+        let above =
+            !b.end.is_empty() && self.map.get_max().is_some_and(|(k, _)| k[..] >= b.end[..]);
+        below || above
+    }
+
+    /// Removes at most `max` keys outside the bounds (below `start`
+    /// first), each O(log n); returns how many. Nothing replicated
+    /// changes: those keys are invisible already, so replicas may trim at
+    /// their own pace.
+    pub fn trim_outside_bounds(&mut self, max: usize) -> usize {
+        use std::ops::Bound;
+        let start = self.bounds.start.clone();
+        let end = self.bounds.end.clone();
+        let mut doomed: Vec<Bytes> = self
+            .map
+            .range::<_, [u8]>((Bound::Unbounded, Bound::Excluded(&start[..])))
+            .take(max)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if doomed.len() < max && !end.is_empty() {
+            let left = max - doomed.len();
+            doomed.extend(
+                self.map
+                    .range::<_, [u8]>((Bound::Included(&end[..]), Bound::Unbounded))
+                    .take(left)
+                    .map(|(k, _)| k.clone()),
+            );
+        }
+        for k in &doomed {
+            self.del(k);
+        }
+        doomed.len()
+    }
+
+    /// The pairs inside the bounds, in key order.
+    fn pairs_in_bounds(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+        use std::ops::Bound;
+        let hi = if self.bounds.end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(&self.bounds.end[..])
+        };
+        self.map
+            .range::<_, [u8]>((Bound::Included(&self.bounds.start[..]), hi))
+    }
+
     /// The refusal of `key`, which these bounds do not hold.
     pub fn not_in_range(&self, key: &[u8]) -> ClientError {
         ClientError::KeyNotInRange {
@@ -529,6 +725,7 @@ impl Kv {
                 self.del(key);
                 Reply::Done
             }
+            WriteOp::Split { .. } => unreachable!("`apply` takes splits before `execute`"),
             WriteOp::Meta { cmd } => {
                 let m = self.meta.get_or_insert_with(Default::default);
                 let r = MetaCmd::decode(cmd)
@@ -677,13 +874,17 @@ impl Kv {
         b.extend_from_slice(&SNAP_VERSION.to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         b.extend_from_slice(&self.applied.to_le_bytes());
-        b.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
-        for (k, v) in &self.map {
+        let count_at = b.len();
+        b.extend_from_slice(&0u64.to_le_bytes());
+        let mut pairs = 0u64;
+        for (k, v) in self.pairs_in_bounds() {
+            pairs += 1;
             b.extend_from_slice(&(k.len() as u32).to_le_bytes());
             b.extend_from_slice(&(v.len() as u32).to_le_bytes());
             b.extend_from_slice(k);
             b.extend_from_slice(v);
         }
+        b[count_at..count_at + 8].copy_from_slice(&pairs.to_le_bytes());
         let mut clients: Vec<_> = self.sessions.iter().collect();
         clients.sort_by_key(|(c, _)| **c);
         b.extend_from_slice(&(clients.len() as u64).to_le_bytes());
@@ -845,6 +1046,12 @@ impl Kv {
         if r.at != data.len() {
             return Err(SnapshotError("trailing bytes"));
         }
+        let outside = map.get_min().is_some_and(|(k, _)| k[..] < bounds.start[..])
+            || (!bounds.end.is_empty()
+                && map.get_max().is_some_and(|(k, _)| k[..] >= bounds.end[..]));
+        if outside {
+            return Err(SnapshotError("a key outside the key bounds"));
+        }
         Ok(Kv {
             map,
             sessions,
@@ -855,6 +1062,7 @@ impl Kv {
             client_addrs,
             bounds,
             meta,
+            split_off: None,
         })
     }
 }

@@ -75,6 +75,7 @@ fn commands_round_trip_and_garbage_is_refused() {
                 max_len: 7,
             },
         ),
+        split("m", 7),
     ];
     for c in cmds {
         let e = c.encode();
@@ -583,4 +584,212 @@ fn data_bytes_counts_keys_and_values() {
     assert_eq!(kv.data_bytes(), 1 + 12);
     let back = Kv::restore(&kv.snapshot(), KvLimits::default()).unwrap();
     assert_eq!(back.data_bytes(), kv.data_bytes());
+}
+
+fn split(key: &str, right: u64) -> Command {
+    op(0, 0, WriteOp::Split { key: b(key), right })
+}
+
+/// `bounded("a", "z")` with `keys` put by client 1 at seqs 1.., applied
+/// from index 1.
+fn filled(keys: &[&str]) -> Kv {
+    let mut kv = bounded("a", "z");
+    for (i, k) in keys.iter().enumerate() {
+        let seq = i as u64 + 1;
+        kv.apply(seq, &put(1, seq, 1, k, &format!("v{k}"))).unwrap();
+    }
+    kv
+}
+
+fn keys_in_snapshot(kv: &Kv) -> Vec<Bytes> {
+    let back = Kv::restore(&kv.snapshot(), KvLimits::default()).unwrap();
+    back.scan(b"", b"", usize::MAX)
+        .0
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Issue #18: a split entry leaves this range the keys below the split
+/// key and hands the applier a new range with the rest, both at the
+/// parent's version + 1, the new one at the split's index, both with the
+/// client sessions. Reads, snapshots and the digest of each side see only
+/// its own keys although the map is shared until trimmed.
+#[test]
+fn a_split_gives_each_side_its_keys_and_both_the_sessions() {
+    let keys = ["b", "f", "l", "m", "q", "y"];
+    let mut left = filled(&keys);
+    let n = keys.len() as u64;
+    assert_eq!(left.apply(n + 1, &split("m", 7)), Ok(Reply::Done));
+    let SplitOff {
+        right: id,
+        kv: mut right,
+    } = left.take_split().expect("a split made one");
+    assert_eq!(id, 7);
+    assert!(left.take_split().is_none(), "taken once");
+    assert_eq!(
+        (left.bounds().start.clone(), left.bounds().end.clone()),
+        (b("a"), b("m"))
+    );
+    assert_eq!(
+        (right.bounds().start.clone(), right.bounds().end.clone()),
+        (b("m"), b("z"))
+    );
+    assert_eq!((left.bounds().version, right.bounds().version), (5, 5));
+    assert!(right.bounds().known);
+    assert_eq!((left.applied(), right.applied()), (n + 1, n + 1));
+    assert_eq!(keys_in_snapshot(&left), vec![b("b"), b("f"), b("l")]);
+    assert_eq!(keys_in_snapshot(&right), vec![b("m"), b("q"), b("y")]);
+    assert_ne!(left.digest(), right.digest());
+    // A write of "q" answered before the split, retried at the new range,
+    // is answered from the copied session and not applied again.
+    let q_seq = 5;
+    right.apply(n + 2, &put(1, 9, 1, "q", "after")).unwrap();
+    assert_eq!(
+        right.apply(n + 3, &put(1, q_seq, 1, "q", "v-retry")),
+        Ok(Reply::Done)
+    );
+    assert_eq!(
+        right.get(b"q"),
+        Some(&b("after")),
+        "the retry changed nothing"
+    );
+    assert_eq!(left.known_outcome(1, q_seq), Some(Ok(Reply::Done)));
+    // A write of "q" that reaches the left side's log after the split (it
+    // was admitted before) is refused there, untouched, and applies once
+    // at the new range.
+    let refused = left.apply(n + 2, &put(1, 10, 1, "q", "late"));
+    assert!(
+        matches!(refused, Err(ClientError::KeyNotInRange { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(left.known_outcome(1, 10), None, "no outcome recorded");
+    assert_eq!(
+        right.apply(n + 4, &put(1, 10, 1, "q", "late")),
+        Ok(Reply::Done)
+    );
+    assert_eq!(right.get(b"q"), Some(&b("late")));
+    // Both sides restore to themselves.
+    for kv in [&left, &right] {
+        let back = Kv::restore(&kv.snapshot(), KvLimits::default()).unwrap();
+        assert_eq!(back.digest(), kv.digest());
+        assert_eq!(back.bounds(), kv.bounds());
+    }
+}
+
+/// Splits refused on every replica alike, nothing changed.
+#[test]
+fn a_split_outside_its_range_or_by_a_client_is_refused() {
+    let bad_cases: Vec<(Kv, Command, &str)> = vec![
+        (filled(&["b"]), split("a", 7), "strictly inside"),
+        (filled(&["b"]), split("0", 7), "strictly inside"),
+        (filled(&["b"]), split("z", 7), "strictly inside"),
+        (filled(&["b"]), split("zz", 7), "strictly inside"),
+        (filled(&["b"]), split("m", 0), "range 0"),
+        (
+            filled(&["b"]),
+            op(
+                3,
+                1,
+                WriteOp::Split {
+                    key: b("m"),
+                    right: 7,
+                },
+            ),
+            "client 0",
+        ),
+        (
+            filled(&["b"]),
+            split(&"m".repeat(crate::meta::RANGE_BOUNDARY_BYTES_MAX + 1), 7),
+            "RANGE_BOUNDARY_BYTES_MAX",
+        ),
+        (Kv::new(KvLimits::default()), split("m", 7), "not known"),
+    ];
+    for (mut kv, cmd, why) in bad_cases {
+        let before = kv.clone();
+        let at = kv.applied() + 1;
+        match kv.apply(at, &cmd) {
+            Err(ClientError::BadRequest { reason }) => {
+                assert!(reason.contains(why), "{reason:?} does not say {why:?}")
+            }
+            other => panic!("{cmd:?}: {other:?}"),
+        }
+        assert!(kv.take_split().is_none());
+        assert_eq!(kv.bounds(), before.bounds());
+        assert_eq!(kv.digest(), before.digest());
+    }
+    let mut meta = Kv::new(KvLimits::default());
+    // Any meta command makes this the meta group's state machine.
+    let register = crate::meta::MetaCmd::RegisterNode {
+        node: 0,
+        peer_addr: "127.0.0.1:7000".into(),
+        client_addr: String::new(),
+        shards: 1,
+    };
+    meta.apply(1, &meta_cmd(&register)).unwrap();
+    assert!(meta.meta().is_some());
+    meta.set_bounds(bounded("a", "z").bounds().clone());
+    let r = meta.apply(2, &split("m", 7));
+    assert!(
+        matches!(&r, Err(ClientError::BadRequest { reason }) if reason.contains("meta group")),
+        "{r:?}"
+    );
+}
+
+#[test]
+#[should_panic(expected = "the new side of a split is taken")]
+fn an_entry_after_a_split_whose_new_side_was_not_taken_panics() {
+    let mut kv = filled(&["b", "q"]);
+    kv.apply(3, &split("m", 7)).unwrap();
+    let _ = kv.apply(4, &put(1, 3, 1, "c", "x"));
+}
+
+/// The keys a split left outside each side go a bounded number at a time,
+/// changing nothing either side shows: digest and snapshot bytes are the
+/// same before and after, and `data_bytes` ends at the side's own bytes.
+#[test]
+fn keys_outside_the_bounds_are_trimmed_a_bounded_number_at_a_time() {
+    let keys: Vec<String> = (0..50).map(|i| format!("k{i:03}")).collect();
+    let refs: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+    let mut left = filled(&refs);
+    left.apply(51, &split("k020", 7)).unwrap();
+    let mut right = left.take_split().unwrap().kv;
+    for (kv, own) in [(&mut left, 20u64), (&mut right, 30)] {
+        let (digest, snap) = (kv.digest(), kv.snapshot());
+        assert!(kv.has_keys_outside_bounds());
+        let mut trimmed = Vec::new();
+        loop {
+            let n = kv.trim_outside_bounds(7);
+            assert!(n <= 7, "at most max per call");
+            if n == 0 {
+                break;
+            }
+            trimmed.push(n);
+        }
+        assert_eq!(trimmed.iter().sum::<usize>() as u64, 50 - own);
+        assert!(!kv.has_keys_outside_bounds());
+        assert_eq!(kv.len() as u64, own);
+        assert_eq!(kv.data_bytes(), own * (4 + 5), "key k### and value vk###");
+        assert_eq!((kv.digest(), kv.snapshot()), (digest, snap));
+    }
+}
+
+/// A snapshot whose pairs fall outside its own bounds is damaged.
+#[test]
+fn a_snapshot_with_a_key_outside_its_bounds_is_refused() {
+    let mut kv = Kv::new(KvLimits::default());
+    kv.set_bounds(KeyBounds {
+        start: b("a"),
+        end: Bytes::new(),
+        version: 1,
+        known: true,
+    });
+    kv.apply(1, &put(1, 1, 1, "b", "1")).unwrap();
+    let mut snap = kv.snapshot().to_vec();
+    // ... | start "a" | end "" | has_meta u32 | pad u32 | meta_len u64
+    let at = snap.len() - 17;
+    assert_eq!(snap[at], b'a');
+    snap[at] = b'c';
+    let e = Kv::restore(&snap, KvLimits::default()).unwrap_err();
+    assert!(e.to_string().contains("outside the key bounds"), "{e}");
 }
