@@ -230,6 +230,15 @@ pub enum RangeError {
     },
     #[error("range {id}: no replica votes")]
     NoVoter { id: RangeId },
+    #[error("range {id}: split key {key:?} is not strictly inside [{start:?}, {end:?}) (empty end: no upper bound)")]
+    SplitKey {
+        id: RangeId,
+        key: Bytes,
+        start: Bytes,
+        end: Bytes,
+    },
+    #[error("range {id}: cannot split into range {right} (0, or the range itself)")]
+    SplitId { id: RangeId, right: RangeId },
 }
 
 impl RangeDesc {
@@ -257,6 +266,50 @@ impl RangeDesc {
     /// Replicas that vote in some configuration.
     pub fn voters(&self) -> impl Iterator<Item = &RangeReplica> {
         self.replicas.iter().filter(|r| r.role.votes())
+    }
+
+    /// The two descriptors a split at `key` makes (issue #18; TiKV's
+    /// epoch rule): this range keeps `[start, key)`, range `right` takes
+    /// `[key, end)`, both at this version + 1 and this `conf_ver`, with the
+    /// same replicas (replica ids are a group's own, so the new group
+    /// starts with the parent's: `raft::ConfState::next_replica_id` goes on
+    /// from there in each).
+    ///
+    /// # Errors
+    /// `key` not strictly inside (`start < key`, and `key < end` unless
+    /// `end` is empty): [`RangeError::SplitKey`]; `right` 0 or this id:
+    /// [`RangeError::SplitId`]; `key` longer than
+    /// [`RANGE_BOUNDARY_BYTES_MAX`]: [`RangeError::TooLarge`].
+    pub fn split(&self, key: &Bytes, right: RangeId) -> Result<(RangeDesc, RangeDesc), RangeError> {
+        if key[..] <= self.start[..] || !self.contains(key) {
+            return Err(RangeError::SplitKey {
+                id: self.id,
+                key: key.clone(),
+                start: self.start.clone(),
+                end: self.end.clone(),
+            });
+        }
+        if right == 0 || right == self.id {
+            return Err(RangeError::SplitId { id: self.id, right });
+        }
+        let epoch = Epoch {
+            version: self.epoch.version + 1,
+            conf_ver: self.epoch.conf_ver,
+        };
+        let left = RangeDesc {
+            end: key.clone(),
+            epoch,
+            ..self.clone()
+        };
+        let right = RangeDesc {
+            id: right,
+            start: key.clone(),
+            epoch,
+            ..self.clone()
+        };
+        left.validate()?;
+        right.validate()?;
+        Ok((left, right))
     }
 
     /// Checks the invariants listed on the type.

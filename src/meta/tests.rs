@@ -222,6 +222,50 @@ fn a_split_replaces_its_parent_and_the_parent_cannot_come_back() {
     assert_eq!(m.len(), 1);
 }
 
+/// Issue #18: a split's two descriptors, and what it refuses.
+#[test]
+fn a_descriptor_splits_at_a_key_strictly_inside_it() {
+    let d = desc(4, b"b", b"m", 3, 2);
+    let (l, r) = d.split(&Bytes::from_static(b"f"), 9).unwrap();
+    assert_eq!((l.id, &l.start[..], &l.end[..]), (4, &b"b"[..], &b"f"[..]));
+    assert_eq!((r.id, &r.start[..], &r.end[..]), (9, &b"f"[..], &b"m"[..]));
+    for side in [&l, &r] {
+        assert_eq!(
+            side.epoch,
+            Epoch {
+                version: 4,
+                conf_ver: 2
+            }
+        );
+        assert_eq!(side.replicas, d.replicas);
+        assert!(d.epoch.is_stale_against(&side.epoch));
+    }
+    // The last range splits too (empty end: no upper bound).
+    let last = desc(5, b"m", b"", 1, 1);
+    let (l, r) = last.split(&Bytes::from_static(b"t"), 6).unwrap();
+    assert_eq!(
+        (&l.end[..], &r.start[..], &r.end[..]),
+        (&b"t"[..], &b"t"[..], &b""[..])
+    );
+    for key in [&b"b"[..], b"a", b"m", b"z"] {
+        let e = d.split(&Bytes::copy_from_slice(key), 9).unwrap_err();
+        assert!(matches!(e, RangeError::SplitKey { .. }), "{key:?}: {e}");
+    }
+    for right in [0, 4] {
+        let e = d.split(&Bytes::from_static(b"f"), right).unwrap_err();
+        assert_eq!(e, RangeError::SplitId { id: 4, right });
+    }
+    let long = desc(7, b"", b"", 1, 1);
+    let key = Bytes::from(vec![b'k'; RANGE_BOUNDARY_BYTES_MAX + 1]);
+    assert!(matches!(
+        long.split(&key, 8),
+        Err(RangeError::TooLarge {
+            limit: "RANGE_BOUNDARY_BYTES_MAX",
+            ..
+        })
+    ));
+}
+
 #[test]
 fn split_keys_are_the_shortest_separator() {
     assert_eq!(&split_key_between(b"apple", b"banana")[..], b"b");
@@ -414,12 +458,7 @@ fn range_history(seed: u64, steps: usize) -> (RangeMap, Vec<RangeDesc>) {
                 if !d.contains(&key) || key[..] == d.start[..] {
                     continue;
                 }
-                let version = d.epoch.version + 1;
-                let mut left = d.clone();
-                left.end = key.clone().into();
-                left.epoch.version = version;
-                let mut right = desc(next_id, &key, &d.end, version, d.epoch.conf_ver);
-                right.replicas = d.replicas.clone();
+                let (left, right) = d.split(&Bytes::from(key), next_id).expect("key inside");
                 next_id += 1;
                 vec![left, right]
             }
