@@ -230,12 +230,12 @@ pub enum RangeError {
     },
     #[error("range {id}: no replica votes")]
     NoVoter { id: RangeId },
-    #[error("range {id}: split key {key:?} is not strictly inside [{start:?}, {end:?}) (empty end: no upper bound)")]
+    #[error("range {id}: split key {key:?} is not strictly inside [{:?}, {:?}) (empty end: no upper bound)", bounds.0, bounds.1)]
     SplitKey {
         id: RangeId,
         key: Bytes,
-        start: Bytes,
-        end: Bytes,
+        /// The range's (start, end), boxed to keep the error small.
+        bounds: Box<(Bytes, Bytes)>,
     },
     #[error("range {id}: cannot split into range {right} (0, or the range itself)")]
     SplitId { id: RangeId, right: RangeId },
@@ -285,8 +285,7 @@ impl RangeDesc {
             return Err(RangeError::SplitKey {
                 id: self.id,
                 key: key.clone(),
-                start: self.start.clone(),
-                end: self.end.clone(),
+                bounds: Box::new((self.start.clone(), self.end.clone())),
             });
         }
         if right == 0 || right == self.id {
