@@ -652,6 +652,7 @@ async fn run_shard(
             key_bytes_max: sc.key_bytes_max,
             value_bytes_max: sc.value_bytes_max,
             conns_max: cfg.resp_conns_max,
+            password: cfg.resp_password.clone(),
         };
         tracing::info!(shard = s, resp = %ra, "serving RESP");
         glommio::spawn_local(ringraft::resp::serve(l, rc, stop_local.clone())).detach();

@@ -465,3 +465,56 @@ fn redis_cli_redis_benchmark_and_a_python_client_work_unchanged() {
     );
     eprintln!("{}", String::from_utf8_lossy(&o.stdout));
 }
+
+/// `--resp-password-file`: Redis's `requirepass` rules and words. Nothing
+/// but AUTH, HELLO and QUIT before the password; a wrong one or another
+/// user is refused and changes nothing; `AUTH PASS`, `AUTH default PASS`
+/// and `HELLO 2 AUTH default PASS` each let the connection in.
+#[test]
+fn a_resp_password_is_asked_before_any_command() {
+    let dir = std::env::temp_dir().join(format!("ringraft-resp-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("password");
+    std::fs::write(&file, "s3cret pass\n").unwrap();
+    let c = cluster_with(&["--resp-password-file", file.to_str().unwrap()]);
+    let addr = resp(&c, 0, 0);
+    let mut a = Conn::open(addr);
+    assert_eq!(
+        a.call(&[b"SET", b"k", b"v"]),
+        F::Error("NOAUTH Authentication required.".into())
+    );
+    assert_eq!(
+        a.call(&[b"PING"]),
+        F::Error("NOAUTH Authentication required.".into())
+    );
+    assert!(err_text(&a.call(&[b"HELLO", b"2"])).starts_with("NOAUTH HELLO must be called"));
+    let wrongpass =
+        F::Error("WRONGPASS invalid username-password pair or user is disabled.".into());
+    assert_eq!(a.call(&[b"AUTH", b"s3cret"]), wrongpass);
+    assert_eq!(a.call(&[b"AUTH", b"admin", b"s3cret pass"]), wrongpass);
+    assert_eq!(
+        a.call(&[b"HELLO", b"2", b"AUTH", b"default", b"nope"]),
+        wrongpass
+    );
+    assert_eq!(
+        a.call(&[b"GET", b"k"]),
+        F::Error("NOAUTH Authentication required.".into()),
+        "still out after wrong passwords"
+    );
+    assert_eq!(a.call(&[b"AUTH", b"s3cret pass"]), ok());
+    assert_eq!(a.call(&[b"SET", b"k", b"v"]), ok());
+    let mut b = Conn::open(addr);
+    assert_eq!(b.call(&[b"AUTH", b"default", b"s3cret pass"]), ok());
+    assert_eq!(b.call(&[b"GET", b"k"]), bulk("v"));
+    let mut h = Conn::open(resp(&c, 1, 1));
+    assert!(matches!(
+        h.call(&[b"HELLO", b"2", b"AUTH", b"default", b"s3cret pass"]),
+        F::Array(_)
+    ));
+    assert_eq!(h.call(&[b"GET", b"k"]), bulk("v"));
+    let mut q = Conn::open(addr);
+    assert_eq!(q.call(&[b"QUIT"]), ok());
+    assert_eq!(q.read(), None, "QUIT closes without the password");
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -201,6 +201,15 @@ pub struct NodeSettings {
     /// clients can take. Default 1024.
     #[arg(long)]
     pub resp_conns_max: Option<usize>,
+    /// A file holding the password RESP clients must give (`AUTH PASS`,
+    /// `AUTH default PASS`, or `HELLO 3 AUTH default PASS`) before any
+    /// other command, as Redis's `requirepass`: read at start, one
+    /// trailing newline dropped, at most `resp::RESP_PASSWORD_BYTES_MAX`
+    /// bytes. In a file so that it is not in the process list. Default
+    /// none: no password. The native client port never asks for one:
+    /// keep it on a trusted network.
+    #[arg(long)]
+    pub resp_password_file: Option<String>,
     /// Run the balancer where this node's meta replica leads: re-create
     /// the replicas of a dead node elsewhere, even out replicas and
     /// leaders over the nodes. Default true.
@@ -326,6 +335,7 @@ impl NodeSettings {
             metrics_addr,
             listen_resp,
             resp_conns_max,
+            resp_password_file,
             balancer,
             dead_node_timeout_ms,
             stray_learner_timeout_ms
@@ -357,6 +367,50 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {why}")]
     File { path: String, why: String },
+}
+
+/// The password in file `path` (`--resp-password-file`, of the node and
+/// of `ringraft-load`): its bytes less one trailing newline (LF or CRLF).
+///
+/// # Errors
+/// The file cannot be read, holds nothing, spans lines, or passes
+/// `resp::RESP_PASSWORD_BYTES_MAX`: each names the file and the fix.
+pub fn read_password_file(path: &str) -> Result<bytes::Bytes, ConfigError> {
+    let name = "resp-password-file";
+    let max = crate::resp::RESP_PASSWORD_BYTES_MAX;
+    let mut b =
+        std::fs::read(path).map_err(|e| invalid(name, path, format!("cannot read it: {e}")))?;
+    if b.ends_with(b"\n") {
+        b.pop();
+        if b.ends_with(b"\r") {
+            b.pop();
+        }
+    }
+    if b.is_empty() {
+        return Err(invalid(
+            name,
+            path,
+            "it holds no password: write one in it, or leave the setting out for none",
+        ));
+    }
+    if b.len() > max {
+        return Err(invalid(
+            name,
+            path,
+            format!(
+                "its password is {} bytes, above resp::RESP_PASSWORD_BYTES_MAX ({max})",
+                b.len()
+            ),
+        ));
+    }
+    if b.iter().any(|&c| c == b'\n' || c == b'\r') {
+        return Err(invalid(
+            name,
+            path,
+            "its password spans lines: a password is one line (a trailing newline is dropped)",
+        ));
+    }
+    Ok(bytes::Bytes::from(b))
 }
 
 fn invalid(
@@ -406,6 +460,9 @@ pub struct ValidConfig {
     /// RESP connections per shard (`resp-conns-max` over the shards,
     /// rounded up).
     pub resp_conns_max: usize,
+    /// The password RESP clients must give (`--resp-password-file`);
+    /// `None`: none asked.
+    pub resp_password: Option<bytes::Bytes>,
     /// Client connections of the whole node (`client-conns-max`).
     pub client_conns_max: usize,
     /// How an empty data dir may be initialised.
@@ -940,6 +997,10 @@ impl NodeSettings {
             ));
         }
         let resp_conns_max = resp_conns_max.div_ceil(shards as usize);
+        let resp_password = match &self.resp_password_file {
+            Some(f) => Some(read_password_file(f)?),
+            None => None,
+        };
         let cuts = crate::route::cuts_fingerprint(
             groups,
             &shard_template.split_keys,
@@ -952,6 +1013,7 @@ impl NodeSettings {
             metrics_addr,
             listen_resp,
             resp_conns_max,
+            resp_password,
             id,
             cluster_id: shard_template.cluster,
             data_dir,

@@ -396,3 +396,59 @@ fn initial_split_keys_are_parsed_checked_and_written_back() {
         &crate::route::even_split_keys(8)[..]
     );
 }
+
+/// `--resp-password-file`: the password is the file less one trailing
+/// newline; a file that cannot be read, is empty, spans lines or passes
+/// `RESP_PASSWORD_BYTES_MAX` is refused, naming the file and the fix.
+#[test]
+fn the_resp_password_comes_from_a_file_and_bad_files_are_named() {
+    let dir = std::env::temp_dir().join(format!("ringraft-cfg-pass-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let with = |content: Option<&[u8]>| {
+        let f = dir.join("pass");
+        let _ = std::fs::remove_file(&f);
+        if let Some(c) = content {
+            std::fs::write(&f, c).unwrap();
+        }
+        NodeSettings {
+            resp_password_file: Some(f.to_str().unwrap().to_string()),
+            ..base()
+        }
+        .validate()
+    };
+    assert_eq!(
+        base().validate().unwrap().resp_password,
+        None,
+        "none unless asked"
+    );
+    for (file, pass) in [
+        (&b"pw\n"[..], &b"pw"[..]),
+        (b"pw\r\n", b"pw"),
+        (b"with space", b"with space"),
+        (b"pw\n\n", b"pw\n"),
+    ] {
+        match with(Some(file)) {
+            Ok(v) if pass.contains(&b'\n') => panic!("{file:?} taken as {:?}", v.resp_password),
+            Ok(v) => assert_eq!(v.resp_password.as_deref(), Some(pass)),
+            Err(e) => assert!(pass.contains(&b'\n'), "{file:?}: {e}"),
+        }
+    }
+    let max = crate::resp::RESP_PASSWORD_BYTES_MAX;
+    assert!(with(Some(&vec![b'p'; max])).is_ok());
+    for (content, says) in [
+        (None, "cannot read it"),
+        (Some(&b"\n"[..]), "holds no password"),
+        (Some(b"a\nb"), "spans lines"),
+        (
+            Some(&vec![b'p'; max + 1][..]),
+            "RESP_PASSWORD_BYTES_MAX (512)",
+        ),
+    ] {
+        let e = with(content).unwrap_err().to_string();
+        assert!(
+            e.contains("--resp-password-file") && e.contains("pass") && e.contains(says),
+            "{e}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -65,10 +65,50 @@ fn int_arg(b: &[u8]) -> Option<i64> {
     crate::kv::redis_integer(b)
 }
 
+/// Redis's answer to `AUTH` when no password is configured.
+const NO_PASSWORD: &str = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?";
+
+/// Redis's answer to a wrong password (or a user other than `default`).
+const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is disabled.";
+
+/// Checks `AUTH [user] pass` (Redis 6's forms; the only user is
+/// `default`) against the configured password and marks the connection
+/// authenticated if it matches. A failed `AUTH` leaves the connection as
+/// it was, as in Redis.
+fn authenticate(svc: &Service, st: &mut ConnState, user: Option<&Bytes>, pass: &Bytes) -> Reply {
+    let Some(want) = &svc.cfg.password else {
+        return Reply::err(NO_PASSWORD);
+    };
+    let user_ok = user.is_none_or(|u| &u[..] == b"default");
+    if user_ok && same_secret(want, pass) {
+        st.authed = true;
+        Reply::ok()
+    } else {
+        Reply::err(WRONGPASS)
+    }
+}
+
+/// `a == b` in a time that depends on their lengths only, not on where
+/// they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len().max(b.len());
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..n {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0);
+    }
+    std::hint::black_box(diff) == 0
+}
+
 /// Runs one command; its answer.
 pub(super) async fn run(svc: &Service, st: &mut ConnState, args: Vec<Bytes>) -> Reply {
     let name = String::from_utf8_lossy(&args[0]).to_ascii_uppercase();
     let a = &args[1..];
+    // A password is asked (`--resp-password-file`): nothing but AUTH,
+    // HELLO (which may carry AUTH) and QUIT before it is given, as in
+    // Redis.
+    if !st.authed && !matches!(name.as_str(), "AUTH" | "HELLO" | "QUIT") {
+        return Reply::err("NOAUTH Authentication required.");
+    }
     // Transactions: refused whole. A client pipelining MULTI, its
     // commands and EXEC (redis-py's default pipeline) must not see the
     // commands applied one by one while the transaction fails.
@@ -123,7 +163,12 @@ pub(super) async fn run(svc: &Service, st: &mut ConnState, args: Vec<Bytes>) -> 
             }
         }
         "AUTH" => {
-            return Reply::err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
+            return match a {
+                [pass] => authenticate(svc, st, None, pass),
+                [user, pass] => authenticate(svc, st, Some(user), pass),
+                [] => arity(&name),
+                _ => syntax(),
+            }
         }
         "HELLO" => return hello(svc, st, a),
         "CLIENT" => return client_cmd(st, a),
@@ -485,9 +530,12 @@ async fn keys(c: &Client, pattern: &[u8]) -> Reply {
     }
 }
 
-/// `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+/// `HELLO [protover [AUTH user pass] [SETNAME name]]`. Nothing changes
+/// unless all of it is accepted (the password included), as in Redis.
 fn hello(svc: &Service, st: &mut ConnState, a: &[Bytes]) -> Reply {
     let mut proto = st.proto;
+    let mut name = None;
+    let mut auth = None;
     if let Some(v) = a.first() {
         match int_arg(v) {
             Some(p @ (2 | 3)) => proto = p as u8,
@@ -496,16 +544,30 @@ fn hello(svc: &Service, st: &mut ConnState, a: &[Bytes]) -> Reply {
         let mut opts = a[1..].iter();
         while let Some(o) = opts.next() {
             match o.to_ascii_uppercase().as_slice() {
-                b"AUTH" => {
-                    return Reply::err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?")
-                }
+                b"AUTH" => match (opts.next(), opts.next()) {
+                    (Some(user), Some(pass)) => auth = Some((user, pass)),
+                    _ => return syntax(),
+                },
                 b"SETNAME" => match opts.next() {
-                    Some(n) => st.name = Some(n.clone()),
+                    Some(n) => name = Some(n.clone()),
                     None => return syntax(),
                 },
                 _ => return syntax(),
             }
         }
+    }
+    // With no password asked, any is accepted (Redis's `nopass` user).
+    if let (Some((user, pass)), Some(_)) = (auth, &svc.cfg.password) {
+        let r = authenticate(svc, st, Some(user), pass);
+        if r != Reply::ok() {
+            return r;
+        }
+    }
+    if !st.authed {
+        return Reply::err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if name.is_some() {
+        st.name = name;
     }
     st.proto = proto;
     let s = |x: &str| Reply::bulk(x.to_string());

@@ -72,6 +72,11 @@ pub const RESP_SCAN_COUNT_MAX: u32 = 10_000;
 /// held whole).
 pub const RESP_REPLY_FLUSH_BYTES: usize = 1 << 20;
 
+/// Bytes of the RESP password (`--resp-password-file`) at most. Redis
+/// sets none; this keeps a file that is not a password (a key file
+/// given by mistake) from being taken for one.
+pub const RESP_PASSWORD_BYTES_MAX: usize = 512;
+
 /// `SCAN`'s `COUNT` when not given (Redis's default).
 pub const RESP_SCAN_COUNT_DEFAULT: u32 = 10;
 
@@ -108,6 +113,9 @@ pub struct RespConfig {
     /// shards); one more is answered `ERR max number of clients reached`
     /// (Redis's words) and closed.
     pub conns_max: usize,
+    /// The password a connection gives before any other command
+    /// (`--resp-password-file`); `None`: none asked.
+    pub password: Option<Bytes>,
 }
 
 /// What every connection of a shard shares: the shard's client and the
@@ -283,6 +291,8 @@ pub(crate) struct ConnState {
     /// A `MULTI` was refused and no `EXEC` or `DISCARD` came yet: the
     /// commands meant for the transaction are refused too, not run.
     pub in_multi: bool,
+    /// The password was given (`AUTH`), or none is asked.
+    pub authed: bool,
 }
 
 /// An answer, whatever the protocol version: encoded as RESP2 or RESP3
@@ -508,11 +518,9 @@ impl Parser {
                     ))
                 }
             };
-            let words: Vec<Bytes> = line
-                .split(|b| b.is_ascii_whitespace())
-                .filter(|w| !w.is_empty())
-                .map(|w| line.slice_ref(w))
-                .collect();
+            let Some(words) = split_inline(&line) else {
+                return invalid("unbalanced quotes in request");
+            };
             return if words.is_empty() {
                 Parsed::Empty
             } else {
@@ -544,6 +552,89 @@ impl Parser {
         self.args = Vec::with_capacity((n as usize).min(1024));
         self.frame_bytes = line.len() + 2;
         self.next(buf, frame_max)
+    }
+}
+
+/// The words of an inline command, by Redis's rules (`sdssplitargs`):
+/// separated by whitespace; `"..."` with the escapes `\n \r \t \b \a`,
+/// `\xHH` and `\` before any other byte (that byte); `'...'` with `\'`
+/// only; a closing quote must be followed by whitespace or the end.
+/// `None` if a quote is not closed so (the connection gets Redis's
+/// "unbalanced quotes" error). A word without quotes or escapes is a
+/// slice of `line`, not a copy.
+pub(crate) fn split_inline(line: &Bytes) -> Option<Vec<Bytes>> {
+    let b = &line[..];
+    let space = |c: u8| c.is_ascii_whitespace() || c == 0;
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    // The byte of `\xHH` at `i`, if that is what is there.
+    let hex_pair = |i: usize| match (b.get(i + 1), b.get(i + 2), b.get(i + 3)) {
+        (Some(b'x'), Some(&h), Some(&l)) => Some(hex(h)? << 4 | hex(l)?),
+        _ => None,
+    };
+    let mut words = Vec::new();
+    let mut i = 0;
+    loop {
+        while i < b.len() && space(b[i]) {
+            i += 1;
+        }
+        if i == b.len() {
+            return Some(words);
+        }
+        let start = i;
+        let mut word: Option<Vec<u8>> = None; // set once the word differs from its bytes
+        let mut end = i;
+        while i < b.len() && !space(b[i]) {
+            let q = b[i];
+            if q != b'"' && q != b'\'' {
+                if let Some(w) = word.as_mut() {
+                    w.push(q);
+                }
+                i += 1;
+                end = i;
+                continue;
+            }
+            let w = word.get_or_insert_with(|| b[start..end].to_vec());
+            i += 1;
+            loop {
+                let c = *b.get(i)?;
+                match (q, c) {
+                    (b'"', b'\\') if hex_pair(i).is_some() => {
+                        w.extend(hex_pair(i));
+                        i += 4;
+                    }
+                    (b'"', b'\\') if i + 1 < b.len() => {
+                        w.push(match b[i + 1] {
+                            b'n' => b'\n',
+                            b'r' => b'\r',
+                            b't' => b'\t',
+                            b'b' => 0x08,
+                            b'a' => 0x07,
+                            other => other,
+                        });
+                        i += 2;
+                    }
+                    (b'\'', b'\\') if b.get(i + 1) == Some(&b'\'') => {
+                        w.push(b'\'');
+                        i += 2;
+                    }
+                    _ if c == q => {
+                        i += 1;
+                        if i < b.len() && !space(b[i]) {
+                            return None;
+                        }
+                        break;
+                    }
+                    _ => {
+                        w.push(c);
+                        i += 1;
+                    }
+                }
+            }
+        }
+        words.push(match word {
+            Some(w) => Bytes::from(w),
+            None => line.slice(start..end),
+        });
     }
 }
 
@@ -594,6 +685,7 @@ async fn connection(
         name: None,
         quit: false,
         in_multi: false,
+        authed: svc.cfg.password.is_none(),
     };
     let mut parser = Parser::default();
     let mut inbuf = BytesMut::with_capacity(16 << 10);

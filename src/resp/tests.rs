@@ -70,6 +70,60 @@ fn inline_commands_are_words_on_a_line() {
     );
 }
 
+/// Quotes and escapes in an inline command, as `redis-cli` users type
+/// them and as Redis's `sdssplitargs` reads them.
+#[test]
+fn inline_commands_take_quotes_and_escapes_as_redis_does() {
+    let words = |s: &str| super::split_inline(&Bytes::from(s.to_string()));
+    let w = |v: &[&[u8]]| {
+        Some(
+            v.iter()
+                .map(|x| Bytes::copy_from_slice(x))
+                .collect::<Vec<_>>(),
+        )
+    };
+    assert_eq!(
+        words(r#"SET "a key" 'a value'"#),
+        w(&[b"SET", b"a key", b"a value"])
+    );
+    assert_eq!(
+        words(r#"SET k "\x41\x7a\n\t\"\\""#),
+        w(&[b"SET", b"k", b"Az\n\t\"\\"])
+    );
+    assert_eq!(words(r#"SET k "\xZZ\q""#), w(&[b"SET", b"k", b"xZZq"]));
+    assert_eq!(
+        words(r#"SET k 'it\'s' '\n'"#),
+        w(&[b"SET", b"k", b"it's", b"\\n"])
+    );
+    assert_eq!(
+        words(r#"SET ab"cd" "" x"#),
+        w(&[b"SET", b"abcd", b"", b"x"])
+    );
+    assert_eq!(words("  GET\tk  "), w(&[b"GET", b"k"]));
+    assert_eq!(words(""), w(&[]));
+    for bad in [
+        r#"SET "a"b"#,
+        r#"SET 'a"#,
+        r#"SET "a\"#,
+        r#"GET "k"x"#,
+        r#"SET 'a'b"#,
+    ] {
+        assert_eq!(words(bad), None, "{bad}");
+    }
+    // Through the parser: the words, or the error that closes the
+    // connection.
+    assert_eq!(
+        parse_all(b"SET \"a b\" c\r\n", 1 << 20),
+        vec![cmd(&["SET", "a b", "c"])]
+    );
+    match parse_all(b"SET \"a b\r\nPING\r\n", 1 << 20).last() {
+        Some(Parsed::Invalid(why)) => {
+            assert_eq!(why, "ERR Protocol error: unbalanced quotes in request")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn a_frame_past_the_limit_is_refused_before_it_is_buffered() {
     // A 1 MiB value announced against a limit of 512: refused at its

@@ -98,9 +98,15 @@ impl Inner {
 }
 
 impl RespConn {
-    /// Connects to `addr`; each command may take `op_timeout_ms` (its
-    /// write included) before it fails with an unknown outcome.
-    pub async fn connect(addr: SocketAddr, op_timeout_ms: u64) -> Result<RespConn, Error> {
+    /// Connects to `addr`, and gives `password` (`AUTH`) if there is one;
+    /// each command may take `op_timeout_ms` (its write included) before
+    /// it fails with an unknown outcome. A refused password is
+    /// `Error::Server` with the server's words (`WRONGPASS ...`).
+    pub async fn connect(
+        addr: SocketAddr,
+        op_timeout_ms: u64,
+        password: Option<&[u8]>,
+    ) -> Result<RespConn, Error> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|e| Error::Unreachable(format!("{addr}: {e}")))?;
@@ -118,7 +124,11 @@ impl RespConn {
         });
         glommio::spawn_local(read_answers(inner.clone(), r)).detach();
         glommio::spawn_local(write_commands(Rc::downgrade(&inner), w, woken)).detach();
-        Ok(RespConn { inner })
+        let conn = RespConn { inner };
+        if let Some(p) = password {
+            conn.call(&[b"AUTH", p]).await?;
+        }
+        Ok(conn)
     }
 
     /// Sends one command and waits for its answer. An error answer is

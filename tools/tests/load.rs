@@ -329,7 +329,8 @@ fn a_signalled_run_reports_so_far_and_tears_its_cluster_down() {
 /// `--target resp` (issue #20): the same workload and check through
 /// Redis's protocol, against the local cluster's RESP ports, then against
 /// a Redis server with `appendfsync always` where `redis-server` is
-/// installed (`.ci/run` installs it; skipped, saying so, otherwise).
+/// installed (`.ci/run` installs it; skipped, saying so, otherwise),
+/// which asks for a password (`--resp-password-file`).
 #[test]
 fn the_resp_target_drives_the_local_clusters_resp_ports_and_a_redis_server() {
     let run = |extra: &[&str]| {
@@ -360,6 +361,10 @@ fn the_resp_target_drives_the_local_clusters_resp_ports_and_a_redis_server() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    // A password asked (`requirepass`), given from a file as
+    // `--resp-password-file` reads it.
+    let password = dir.path().join("password");
+    std::fs::write(&password, "load pass\n").unwrap();
     // Below the ephemeral range (one bound at :0 could be taken by any
     // outgoing connection before the server binds it).
     let port = ringraft::local_cluster::free_ports(1).unwrap();
@@ -371,6 +376,8 @@ fn the_resp_target_drives_the_local_clusters_resp_ports_and_a_redis_server() {
             "127.0.0.1",
             "--save",
             "",
+            "--requirepass",
+            "load pass",
         ])
         .args(["--appendonly", "yes", "--appendfsync", "always"])
         .arg("--dir")
@@ -385,7 +392,12 @@ fn the_resp_target_drives_the_local_clusters_resp_ports_and_a_redis_server() {
     });
     let r = std::panic::catch_unwind(|| {
         assert!(up, "redis-server did not listen on {addr}");
-        run(&["--cluster", &addr])
+        run(&[
+            "--cluster",
+            &addr,
+            "--resp-password-file",
+            password.to_str().unwrap(),
+        ])
     });
     let _ = redis.kill();
     let _ = redis.wait();

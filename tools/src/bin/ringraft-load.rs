@@ -132,6 +132,14 @@ struct Args {
     /// each connection.
     #[arg(long, default_value = "native", value_parser = ["native", "resp"])]
     target: String,
+    /// With `--target resp`: a file holding the password to give each
+    /// connection (`AUTH`; a Redis's `requirepass`, a node's
+    /// `--resp-password-file`), one trailing newline dropped. Default none.
+    #[arg(long)]
+    resp_password_file: Option<String>,
+    /// The password read from `resp_password_file` (by `main`).
+    #[arg(skip)]
+    resp_password: Option<Vec<u8>>,
     /// Start the local cluster, print its client and RESP addresses, and
     /// keep it up until Ctrl-C, running no workload: point `redis-cli`,
     /// `redis-benchmark` or any client at it.
@@ -159,6 +167,9 @@ const LOCAL_VALUE_BYTES_MAX: usize = ringraft::config::VALUE_BYTES_MAX_DEFAULT;
 /// Checks the arguments that need no cluster: a usage error (exit 2) names
 /// the flag and what it accepts.
 fn check_args(args: &Args) -> Result<(), String> {
+    if args.resp_password_file.is_some() && (args.target != "resp" || args.cluster.is_empty()) {
+        return Err("--resp-password-file: for a RESP server named with --target resp --cluster ADDR (the native port and the local cluster ask for none)".into());
+    }
     if args.keys == 0 {
         return Err("--keys 0: there must be at least one key".into());
     }
@@ -270,10 +281,19 @@ fn error_kind(e: &Error) -> String {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let mut args = Args::parse();
     if let Err(e) = check_args(&args) {
         eprintln!("ringraft-load: {e}");
         return ExitCode::from(2);
+    }
+    if let Some(f) = &args.resp_password_file {
+        match ringraft::config::read_password_file(f) {
+            Ok(p) => args.resp_password = Some(p.to_vec()),
+            Err(e) => {
+                eprintln!("ringraft-load: {e}");
+                return ExitCode::from(2);
+            }
+        }
     }
     match run(args) {
         Ok(code) => code,
@@ -711,7 +731,7 @@ async fn generator_thread(
     for &c in &conns {
         let target = if args.target == "resp" {
             let a = addrs[c as usize % addrs.len()];
-            RespConn::connect(a, args.op_timeout_ms)
+            RespConn::connect(a, args.op_timeout_ms, args.resp_password.as_deref())
                 .await
                 .map(Target::Resp)
         } else {
@@ -999,6 +1019,7 @@ fn check_history(
     let mut keys: Vec<u64> = history.iter().map(|o| o.key).collect();
     keys.sort_unstable();
     keys.dedup();
+    let password = args.resp_password.clone();
     let (prefix, start, cluster_id, timeout, resp) = (
         shared.key_prefix.clone(),
         shared.start(),
@@ -1010,7 +1031,7 @@ fn check_history(
         .spawn(move || async move {
             let client = if resp {
                 Target::Resp(
-                    RespConn::connect(addrs[0], timeout)
+                    RespConn::connect(addrs[0], timeout, password.as_deref())
                         .await
                         .map_err(|e| e.to_string())?,
                 )
