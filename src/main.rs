@@ -60,6 +60,13 @@ enum Cmd {
         /// outcome).
         #[arg(long, default_value_t = 10_000)]
         op_timeout_ms: u64,
+        /// Output: `table` (lines for people) or `json` (one JSON document
+        /// for scripts, as etcdctl's `-w json`) for get, scan, put,
+        /// delete, cas, ranges, status and endpoint health; bytes that are
+        /// not UTF-8 come as `{"hex": "..."}`. The other commands print
+        /// progress lines and refuse `json`.
+        #[arg(short = 'w', long = "write-out", default_value = "table", value_parser = ["table", "json"])]
+        write_out: String,
         #[command(subcommand)]
         cmd: CtlCmd,
     },
@@ -259,8 +266,16 @@ fn main() -> ExitCode {
             cluster_id,
             read_mode,
             op_timeout_ms,
+            write_out,
             cmd,
-        } => run_ctl(cluster, cluster_id, &read_mode, op_timeout_ms, cmd),
+        } => run_ctl(
+            cluster,
+            cluster_id,
+            &read_mode,
+            op_timeout_ms,
+            write_out == "json",
+            cmd,
+        ),
     }
 }
 
@@ -692,10 +707,15 @@ fn run_ctl(
     cluster_id: u64,
     read_mode: &str,
     op_timeout_ms: u64,
+    json: bool,
     cmd: CtlCmd,
 ) -> ExitCode {
     if op_timeout_ms == 0 {
         eprintln!("ringraft ctl: --op-timeout-ms 0: must be positive");
+        return ExitCode::from(2);
+    }
+    if json && !speaks_json(&cmd) {
+        eprintln!("ringraft ctl: -w json: this command prints progress lines only; leave -w out (json is for get, scan, put, delete, cas, ranges, status and endpoint health)");
         return ExitCode::from(2);
     }
     let mut addrs = Vec::new();
@@ -739,7 +759,11 @@ fn run_ctl(
             let c = Client::connect(cfg).await.map_err(|e| {
                 format!("{e} (is a node running there? give its client address with --cluster or RINGRAFT_ENDPOINTS)")
             })?;
-            ctl(&c, cmd).await
+            if json {
+                ctl_json(&c, cmd).await
+            } else {
+                ctl(&c, cmd).await
+            }
         })
         .expect("an executor for ctl");
     match ex.join() {
@@ -751,6 +775,212 @@ fn run_ctl(
         Err(e) => {
             eprintln!("ringraft ctl: {e:?}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Whether `ctl_json` answers `cmd`.
+fn speaks_json(cmd: &CtlCmd) -> bool {
+    matches!(
+        cmd,
+        CtlCmd::Get { .. }
+            | CtlCmd::Put { .. }
+            | CtlCmd::PutBytes { .. }
+            | CtlCmd::Delete { .. }
+            | CtlCmd::Cas { .. }
+            | CtlCmd::Scan { .. }
+            | CtlCmd::Ranges
+            | CtlCmd::Status
+            | CtlCmd::Endpoint { .. }
+    )
+}
+
+/// Bytes in a JSON answer: a string if they are UTF-8, else
+/// `{"hex": "..."}` (nothing lost either way).
+fn json_bytes(b: &[u8]) -> serde_json::Value {
+    match std::str::from_utf8(b) {
+        Ok(s) => serde_json::Value::String(s.to_string()),
+        Err(_) => {
+            let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+            serde_json::json!({ "hex": hex })
+        }
+    }
+}
+
+/// `ctl -w json`: the commands of [`speaks_json`], each answered with one
+/// JSON document on stdout (errors still on stderr, exit codes as with
+/// tables).
+async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
+    use serde_json::json;
+    let e = |e: ringraft::client::Error| e.to_string();
+    let (doc, code) = match cmd {
+        CtlCmd::Put { key, value } => {
+            c.put(key.as_bytes(), value.as_bytes()).await.map_err(e)?;
+            (json!({ "key": key, "done": true }), 0)
+        }
+        CtlCmd::PutBytes { key, value } => {
+            c.put(key.as_bytes(), &value).await.map_err(e)?;
+            (json!({ "key": key, "done": true }), 0)
+        }
+        CtlCmd::Delete { key } => {
+            c.delete(key.as_bytes()).await.map_err(e)?;
+            (json!({ "key": key, "done": true }), 0)
+        }
+        CtlCmd::Get { key } => match c.get(key.as_bytes()).await.map_err(e)? {
+            Some(v) => (
+                json!({ "key": key, "found": true, "value": json_bytes(&v) }),
+                0,
+            ),
+            None => (json!({ "key": key, "found": false }), 1),
+        },
+        CtlCmd::Cas {
+            key,
+            value,
+            expect,
+            absent,
+            delete,
+        } => {
+            if (expect.is_none() && !absent) || (value.is_none() && !delete) {
+                return Err(format!(
+                    "cas {key}: give --expect OLD or --absent, and the new value or --delete"
+                ));
+            }
+            let (swapped, now) = c
+                .cas(
+                    key.as_bytes(),
+                    expect.as_deref().map(str::as_bytes),
+                    value.as_deref().map(str::as_bytes),
+                )
+                .await
+                .map_err(e)?;
+            let holds = now.as_deref().map(json_bytes);
+            (
+                json!({ "key": key, "swapped": swapped, "holds": holds }),
+                u8::from(!swapped),
+            )
+        }
+        CtlCmd::Scan { start, end, limit } => {
+            let (pairs, more) = c
+                .scan(start.as_bytes(), end.as_bytes(), limit)
+                .await
+                .map_err(e)?;
+            let pairs: Vec<_> = pairs
+                .iter()
+                .map(|(k, v)| json!({ "key": json_bytes(k), "value": json_bytes(v) }))
+                .collect();
+            (json!({ "pairs": pairs, "more": more }), 0)
+        }
+        CtlCmd::Ranges => {
+            let gaps = c.fetch_whole_map().await;
+            let ranges: Vec<_> = c
+                .ranges()
+                .iter()
+                .map(|d| {
+                    let replicas: Vec<_> = d
+                        .replicas
+                        .iter()
+                        .map(|r| {
+                            json!({
+                                "replica": r.replica,
+                                "node": r.node,
+                                "shard": r.shard,
+                                "role": r.role.name(),
+                            })
+                        })
+                        .collect();
+                    json!({
+                        "id": d.id,
+                        "start": json_bytes(&d.start),
+                        "end": json_bytes(&d.end),
+                        "version": d.epoch.version,
+                        "conf_ver": d.epoch.conf_ver,
+                        "replicas": replicas,
+                    })
+                })
+                .collect();
+            let gaps: Vec<_> = gaps
+                .iter()
+                .map(|(from, to)| json!({ "start": json_bytes(from), "end": json_bytes(to) }))
+                .collect();
+            let code = u8::from(!gaps.is_empty());
+            (json!({ "ranges": ranges, "gaps": gaps }), code)
+        }
+        CtlCmd::Status => {
+            let mut groups = Vec::new();
+            let mut unreachable = Vec::new();
+            for (node, r) in c.status().await {
+                match r {
+                    Ok(v) => {
+                        for g in v {
+                            let replicas: Vec<_> = g
+                                .replicas
+                                .iter()
+                                .map(|r| {
+                                    json!({
+                                        "replica": r.replica,
+                                        "node": r.node,
+                                        "match": r.match_index,
+                                        "role": r.role,
+                                        "state": r.state,
+                                        "unreachable": r.unreachable,
+                                    })
+                                })
+                                .collect();
+                            groups.push(json!({
+                                "node": node,
+                                "group": g.group,
+                                "leader": g.leader,
+                                "term": g.term,
+                                "commit": g.commit,
+                                "applied": g.applied,
+                                "last_index": g.last_index,
+                                "quiesced": g.quiesced,
+                                "replicas": replicas,
+                            }));
+                        }
+                    }
+                    Err(err) => unreachable.push(json!({ "node": node, "error": err.to_string() })),
+                }
+            }
+            (json!({ "groups": groups, "unreachable": unreachable }), 0)
+        }
+        CtlCmd::Endpoint {
+            cmd: EndpointCmd::Health,
+        } => {
+            let mut code = 0;
+            let mut out = Vec::new();
+            let mut nodes = c.nodes();
+            nodes.sort_unstable();
+            for (n, addr) in nodes {
+                let t0 = std::time::Instant::now();
+                let r = ping_until_deadline(c, n).await;
+                let ms = t0.elapsed().as_secs_f64() * 1e3;
+                out.push(match r {
+                    Ok(()) => json!({ "node": n, "addr": addr.to_string(), "healthy": true, "ms": ms }),
+                    Err(err) => {
+                        code = 1;
+                        json!({ "node": n, "addr": addr.to_string(), "healthy": false, "error": err.to_string() })
+                    }
+                });
+            }
+            (json!({ "endpoints": out }), code)
+        }
+        _ => unreachable!("run_ctl refuses -w json for the others (speaks_json)"),
+    };
+    say!("{doc}");
+    Ok(code)
+}
+
+/// Pings node `n` until it answers or `--op-timeout-ms` passes: a busy
+/// node that misses one attempt is slow, not down.
+async fn ping_until_deadline(c: &Client, n: u64) -> Result<(), ringraft::client::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(c.op_timeout_ms());
+    loop {
+        match c.ping(n).await {
+            Err(_) if std::time::Instant::now() < deadline => {
+                glommio::timer::sleep(std::time::Duration::from_millis(100)).await
+            }
+            r => return r,
         }
     }
 }
@@ -809,18 +1039,8 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             let mut nodes = c.nodes();
             nodes.sort_unstable();
             for (n, addr) in nodes {
-                // Asked again until --op-timeout-ms: a busy node that
-                // misses one attempt is slow, not down.
                 let t0 = std::time::Instant::now();
-                let deadline = t0 + std::time::Duration::from_millis(c.op_timeout_ms());
-                let r = loop {
-                    match c.ping(n).await {
-                        Err(_) if std::time::Instant::now() < deadline => {
-                            glommio::timer::sleep(std::time::Duration::from_millis(100)).await
-                        }
-                        r => break r,
-                    }
-                };
+                let r = ping_until_deadline(c, n).await;
                 match r {
                     Ok(()) => say!(
                         "node {n} {addr}: healthy, answered in {:.1} ms",

@@ -1195,6 +1195,87 @@ fn ctl_serves_a_person_at_a_terminal() {
     let (code, _, stderr) = cas(&["c", "3"]);
     assert_eq!(code, Some(1));
     assert!(stderr.contains("--expect OLD, or --absent"), "{stderr}");
+    // `-w json` (issue #20): one document per command for scripts, bytes
+    // that are not UTF-8 as hex, the exit codes of the tables.
+    let json = |args: &[&str], stdin: &[u8]| {
+        let (code, stdout, stderr) = bare(&[&["-w", "json"][..], args].concat(), stdin);
+        let doc: serde_json::Value = serde_json::from_str(&stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {stdout}{stderr}"));
+        (code, doc)
+    };
+    assert_eq!(
+        json(&["put", "j", "v1"], b""),
+        (Some(0), serde_json::json!({"key": "j", "done": true}))
+    );
+    assert_eq!(json(&["put", "bin", "-"], b"\xff\x00").0, Some(0));
+    assert_eq!(
+        json(&["get", "j"], b""),
+        (
+            Some(0),
+            serde_json::json!({"key": "j", "found": true, "value": "v1"})
+        )
+    );
+    assert_eq!(
+        json(&["get", "bin"], b"").1["value"],
+        serde_json::json!({"hex": "ff00"})
+    );
+    assert_eq!(
+        json(&["get", "nope"], b""),
+        (Some(1), serde_json::json!({"key": "nope", "found": false}))
+    );
+    assert_eq!(
+        json(&["cas", "j", "v2", "--expect", "v0"], b""),
+        (
+            Some(1),
+            serde_json::json!({"key": "j", "swapped": false, "holds": "v1"})
+        )
+    );
+    let (code, scan) = json(&["scan", "j", "k"], b"");
+    assert_eq!(code, Some(0));
+    assert_eq!(
+        scan["pairs"],
+        serde_json::json!([{"key": "j", "value": "v1"}]),
+        "{scan}"
+    );
+    let (code, ranges) = json(&["ranges"], b"");
+    assert_eq!(code, Some(0), "{ranges}");
+    assert_eq!(
+        ranges["ranges"].as_array().map(Vec::len),
+        Some(4),
+        "{ranges}"
+    );
+    assert_eq!(
+        ranges["ranges"][0]["replicas"].as_array().map(Vec::len),
+        Some(3),
+        "{ranges}"
+    );
+    let (code, status) = json(&["status"], b"");
+    assert_eq!(code, Some(0), "{status}");
+    assert!(
+        status["groups"].as_array().is_some_and(|r| r.len() >= 4),
+        "{status}"
+    );
+    let (code, health) = json(&["endpoint", "health"], b"");
+    assert_eq!(code, Some(0), "{health}");
+    assert_eq!(
+        health["endpoints"].as_array().map(Vec::len),
+        Some(3),
+        "{health}"
+    );
+    assert!(health["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["healthy"] == true));
+    let (code, _, stderr) = bare(&["-w", "json", "snapshot", "1"], b"");
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("-w json: this command prints progress lines only"),
+        "{stderr}"
+    );
+    for k in ["j", "bin"] {
+        assert_eq!(bare(&["delete", k], b"").0, Some(0));
+    }
     let (code, stdout, stderr) = bare(&["endpoint", "health"], b"");
     assert_eq!(code, Some(0), "{stdout}{stderr}");
     assert_eq!(
