@@ -472,6 +472,17 @@ fn redis_cli_redis_benchmark_and_a_python_client_work_unchanged() {
 /// and `HELLO 2 AUTH default PASS` each let the connection in.
 #[test]
 fn a_resp_password_is_asked_before_any_command() {
+    // With none configured, Redis's `default` user takes any password and
+    // another user none; `AUTH PASS` says none is configured.
+    let open = cluster();
+    let mut n = Conn::open(resp(&open, 0, 0));
+    assert_eq!(n.call(&[b"AUTH", b"default", b"x"]), ok());
+    assert_eq!(
+        n.call(&[b"AUTH", b"bob", b"x"]),
+        F::Error("WRONGPASS invalid username-password pair or user is disabled.".into())
+    );
+    assert!(err_text(&n.call(&[b"AUTH", b"x"])).contains("without any password configured"));
+    drop(open);
     let dir = std::env::temp_dir().join(format!("ringraft-resp-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("password");
@@ -512,6 +523,19 @@ fn a_resp_password_is_asked_before_any_command() {
         F::Array(_)
     ));
     assert_eq!(h.call(&[b"GET", b"k"]), bulk("v"));
+    // Before the password, a frame is at most
+    // RESP_UNAUTHED_FRAME_BYTES_MAX: a stranger cannot make the node
+    // buffer a value-sized one.
+    let mut big = Conn::open(addr);
+    let value = vec![b'v'; 20 << 10];
+    let e = err_text(&big.call(&[b"AUTH", &value]));
+    assert!(e.contains("longer than 16384 bytes"), "{e}");
+    assert_eq!(big.read(), None, "closed");
+    assert_eq!(
+        b.call(&[b"SET", b"big", &value]),
+        ok(),
+        "once in, the usual limit"
+    );
     let mut q = Conn::open(addr);
     assert_eq!(q.call(&[b"QUIT"]), ok());
     assert_eq!(q.read(), None, "QUIT closes without the password");

@@ -46,11 +46,11 @@ impl Replica {
         if let Some(outcome) = self.kv.known_outcome(client, seq) {
             return Intake::Answer(outcome);
         }
-        // The leader refuses a key outside its group's keys. Only the
-        // leader: what it proposes every replica applies, so replicas stay
-        // identical even if their nodes were bootstrapped with different
-        // cuts (a check at apply needs bounds that come from the log:
-        // splits, issue #18).
+        // The leader refuses a key outside its group's keys. Replicas
+        // check again at apply only bounds a split of the log set
+        // (`kv::KeyBounds::from_log`): with bounds from their nodes' own
+        // cuts they apply what the leader proposed, so they stay identical
+        // even if those nodes were bootstrapped with different cuts.
         if let WriteOp::Put { key, .. }
         | WriteOp::Delete { key }
         | WriteOp::Cas { key, .. }

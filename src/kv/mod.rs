@@ -373,6 +373,13 @@ pub struct KeyBounds {
     /// replica before its first snapshot, holds the whole keyspace
     /// unknowingly; the shard tells them apart.
     pub known: bool,
+    /// Set by a split entry of the group's log ([`WriteOp::Split`]), so
+    /// alike on every replica that applied it. Only such bounds hide keys
+    /// from snapshots and the digest and refuse writes at apply: bounds
+    /// from a descriptor are a node's own (its bootstrap cuts), and
+    /// replicas whose nodes disagree on them must still apply the same
+    /// writes, which only the leader's intake check guarantees.
+    pub from_log: bool,
 }
 
 impl KeyBounds {
@@ -533,12 +540,13 @@ impl Kv {
     ///
     /// Refused, the same on every replica (decided by the log alone), with
     /// nothing applied and no session touched:
-    /// - a write whose key is outside the bounds, `KeyNotInRange` (it was
-    ///   admitted before a split that applied first; the client retries it
-    ///   at the range that holds the key now, with the same seq);
+    /// - a write whose key is outside bounds a split set
+    ///   ([`KeyBounds::from_log`]), `KeyNotInRange` (it was admitted before
+    ///   a split that applied first; the client retries it at the range
+    ///   that holds the key now, with the same seq);
     /// - a split ([`WriteOp::Split`]) that is not an admin command
-    ///   (client 0), in the meta group, of bounds not known, at a key not
-    ///   strictly inside the bounds (`start < key`, `key < end`), longer
+    ///   (client 0), in the meta group, at a key not strictly inside the
+    ///   bounds (`start < key`, `key < end`), longer
     ///   than `meta::RANGE_BOUNDARY_BYTES_MAX`, or naming range 0 as the
     ///   new range: `BadRequest`.
     ///
@@ -553,7 +561,7 @@ impl Kv {
         );
         self.applied = index;
         if let Some(key) = cmd.op.key() {
-            if !self.bounds.contains(key) {
+            if self.bounds.from_log && !self.bounds.contains(key) {
                 return Err(self.not_in_range(key));
             }
         }
@@ -605,9 +613,6 @@ impl Kv {
         if self.meta.is_some() {
             return refuse("the meta group does not split".into());
         }
-        if !b.known {
-            return refuse("this group's key bounds are not known (it predates ranges)".into());
-        }
         if key.len() > crate::meta::RANGE_BOUNDARY_BYTES_MAX {
             return refuse(format!(
                 "split key of {} bytes, above meta::RANGE_BOUNDARY_BYTES_MAX ({})",
@@ -641,9 +646,12 @@ impl Kv {
             end: b.end.clone(),
             version,
             known: true,
+            from_log: true,
         };
         self.bounds.end = key.clone();
         self.bounds.version = version;
+        self.bounds.known = true;
+        self.bounds.from_log = true;
         self.split_off = Some(Box::new(SplitOff { right, kv }));
         Ok(())
     }
@@ -659,6 +667,9 @@ impl Kv {
     /// O(log n).
     pub fn has_keys_outside_bounds(&self) -> bool {
         let b = &self.bounds;
+        if !b.from_log {
+            return false;
+        }
         let below = self.map.get_min().is_some_and(|(k, _)| k[..] < b.start[..]);
         let above =
             !b.end.is_empty() && self.map.get_max().is_some_and(|(k, _)| k[..] >= b.end[..]);
@@ -671,6 +682,9 @@ impl Kv {
     /// their own pace.
     pub fn trim_outside_bounds(&mut self, max: usize) -> usize {
         use std::ops::Bound;
+        if !self.bounds.from_log {
+            return 0;
+        }
         let start = self.bounds.start.clone();
         let end = self.bounds.end.clone();
         let mut doomed: Vec<Bytes> = self
@@ -694,9 +708,15 @@ impl Kv {
         doomed.len()
     }
 
-    /// The pairs inside the bounds, in key order.
+    /// The pairs inside bounds a split set, in key order (every pair if
+    /// no split did: [`KeyBounds::from_log`]).
     fn pairs_in_bounds(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
         use std::ops::Bound;
+        if !self.bounds.from_log {
+            return self
+                .map
+                .range::<_, [u8]>((Bound::Unbounded, Bound::Unbounded));
+        }
         let hi = if self.bounds.end.is_empty() {
             Bound::Unbounded
         } else {
@@ -861,7 +881,7 @@ impl Kv {
     //   | members u64 | { node u64 | addr_len u32 | peer address }*
     //   | clients u64 | { node u64 | addr_len u32 | client address }*
     //     (version 2; version 1 snapshots end after the members)
-    //   | flags u32 (bit 0: known) | start_len u32 | end_len u32 | pad u32
+    //   | flags u32 (bit 0: known, bit 1: set by a split) | start_len u32 | end_len u32 | pad u32
     //   | version u64 | start | end
     //     (version 3: the group's key bounds; older ones hold the whole
     //     keyspace, bounds not known)
@@ -915,7 +935,7 @@ impl Kv {
             }
         }
         let k = &self.bounds;
-        b.extend_from_slice(&u32::from(k.known).to_le_bytes());
+        b.extend_from_slice(&(u32::from(k.known) | u32::from(k.from_log) << 1).to_le_bytes());
         b.extend_from_slice(&(k.start.len() as u32).to_le_bytes());
         b.extend_from_slice(&(k.end.len() as u32).to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
@@ -1008,7 +1028,7 @@ impl Kv {
         };
         let bounds = if version >= 3 {
             let flags = r.u32()?;
-            if flags > 1 {
+            if flags > 3 {
                 return Err(SnapshotError("unknown key bounds flags"));
             }
             let (sl, el) = (r.u32()? as usize, r.u32()? as usize);
@@ -1023,7 +1043,8 @@ impl Kv {
                 start,
                 end,
                 version: v,
-                known: flags == 1,
+                known: flags & 1 != 0,
+                from_log: flags & 2 != 0,
             }
         } else {
             KeyBounds::default()
@@ -1046,9 +1067,10 @@ impl Kv {
         if r.at != data.len() {
             return Err(SnapshotError("trailing bytes"));
         }
-        let outside = map.get_min().is_some_and(|(k, _)| k[..] < bounds.start[..])
-            || (!bounds.end.is_empty()
-                && map.get_max().is_some_and(|(k, _)| k[..] >= bounds.end[..]));
+        let outside = bounds.from_log
+            && (map.get_min().is_some_and(|(k, _)| k[..] < bounds.start[..])
+                || (!bounds.end.is_empty()
+                    && map.get_max().is_some_and(|(k, _)| k[..] >= bounds.end[..])));
         if outside {
             return Err(SnapshotError("a key outside the key bounds"));
         }

@@ -364,6 +364,7 @@ fn bounded(start: &str, end: &str) -> Kv {
         end: b(end),
         version: 4,
         known: true,
+        from_log: false,
     });
     kv
 }
@@ -703,7 +704,6 @@ fn a_split_outside_its_range_or_by_a_client_is_refused() {
             split(&"m".repeat(crate::meta::RANGE_BOUNDARY_BYTES_MAX + 1), 7),
             "RANGE_BOUNDARY_BYTES_MAX",
         ),
-        (Kv::new(KvLimits::default()), split("m", 7), "not known"),
     ];
     for (mut kv, cmd, why) in bad_cases {
         let before = kv.clone();
@@ -734,6 +734,42 @@ fn a_split_outside_its_range_or_by_a_client_is_refused() {
         matches!(&r, Err(ClientError::BadRequest { reason }) if reason.contains("meta group")),
         "{r:?}"
     );
+}
+
+/// Only bounds a split set hide keys and refuse writes at apply: bounds
+/// from a descriptor are a node's own (its bootstrap cuts), and replicas
+/// whose nodes disagree must apply the same writes. A group whose bounds
+/// are not known (it predates ranges: the whole keyspace on every
+/// replica) splits like one that knows them.
+#[test]
+fn only_bounds_a_split_set_hide_keys_or_refuse_writes() {
+    let mut own = bounded("a", "m");
+    own.apply(
+        1,
+        &put(1, 1, 1, "x", "admitted by a leader with other cuts"),
+    )
+    .unwrap();
+    assert_eq!(own.get(b"x").map(|v| v.len()), Some(36));
+    assert!(!own.has_keys_outside_bounds());
+    assert_eq!(own.trim_outside_bounds(10), 0);
+    assert_eq!(keys_in_snapshot(&own), vec![b("x")], "in the snapshot too");
+    let mut unknown = Kv::new(KvLimits::default());
+    let mut known = Kv::new(KvLimits::default());
+    known.set_bounds(KeyBounds {
+        known: true,
+        ..KeyBounds::default()
+    });
+    for kv in [&mut unknown, &mut known] {
+        kv.apply(1, &put(1, 1, 1, "b", "1")).unwrap();
+        kv.apply(2, &put(1, 2, 1, "q", "2")).unwrap();
+        assert_eq!(kv.apply(3, &split("m", 7)), Ok(Reply::Done));
+        let right = kv.take_split().unwrap().kv;
+        assert!(kv.bounds().from_log && right.bounds().from_log);
+        assert_eq!(keys_in_snapshot(kv), vec![b("b")]);
+        assert_eq!(keys_in_snapshot(&right), vec![b("q")]);
+    }
+    assert_eq!(unknown.digest(), known.digest());
+    assert_eq!(unknown.snapshot().len(), known.snapshot().len());
 }
 
 #[test]
@@ -783,6 +819,7 @@ fn a_snapshot_with_a_key_outside_its_bounds_is_refused() {
         end: Bytes::new(),
         version: 1,
         known: true,
+        from_log: true,
     });
     kv.apply(1, &put(1, 1, 1, "b", "1")).unwrap();
     let mut snap = kv.snapshot().to_vec();

@@ -76,10 +76,16 @@ const WRONGPASS: &str = "WRONGPASS invalid username-password pair or user is dis
 /// authenticated if it matches. A failed `AUTH` leaves the connection as
 /// it was, as in Redis.
 fn authenticate(svc: &Service, st: &mut ConnState, user: Option<&Bytes>, pass: &Bytes) -> Reply {
-    let Some(want) = &svc.cfg.password else {
-        return Reply::err(NO_PASSWORD);
-    };
     let user_ok = user.is_none_or(|u| &u[..] == b"default");
+    let Some(want) = &svc.cfg.password else {
+        // No password: Redis's `default` user is `nopass` (any password
+        // is right for it); `AUTH PASS` alone says none is configured.
+        return match (user, user_ok) {
+            (None, _) => Reply::err(NO_PASSWORD),
+            (Some(_), true) => Reply::ok(),
+            (Some(_), false) => Reply::err(WRONGPASS),
+        };
+    };
     if user_ok && same_secret(want, pass) {
         st.authed = true;
         Reply::ok()
@@ -556,8 +562,7 @@ fn hello(svc: &Service, st: &mut ConnState, a: &[Bytes]) -> Reply {
             }
         }
     }
-    // With no password asked, any is accepted (Redis's `nopass` user).
-    if let (Some((user, pass)), Some(_)) = (auth, &svc.cfg.password) {
+    if let Some((user, pass)) = auth {
         let r = authenticate(svc, st, Some(user), pass);
         if r != Reply::ok() {
             return r;

@@ -77,6 +77,11 @@ pub const RESP_REPLY_FLUSH_BYTES: usize = 1 << 20;
 /// given by mistake) from being taken for one.
 pub const RESP_PASSWORD_BYTES_MAX: usize = 512;
 
+/// The largest frame a connection that has not given the password yet may
+/// send (Redis 6.2.6 bounds such clients too): `AUTH` and `HELLO` fit, a
+/// stranger cannot make the node buffer a value-sized frame.
+pub const RESP_UNAUTHED_FRAME_BYTES_MAX: usize = 16 << 10;
+
 /// `SCAN`'s `COUNT` when not given (Redis's default).
 pub const RESP_SCAN_COUNT_DEFAULT: u32 = 10;
 
@@ -563,8 +568,16 @@ impl Parser {
 /// "unbalanced quotes" error). A word without quotes or escapes is a
 /// slice of `line`, not a copy.
 pub(crate) fn split_inline(line: &Bytes) -> Option<Vec<Bytes>> {
-    let b = &line[..];
-    let space = |c: u8| c.is_ascii_whitespace() || c == 0;
+    // A NUL ends the line (Redis reads it as a C string; it did not
+    // answer such a line at all when tried).
+    let b = match line.iter().position(|&c| c == 0) {
+        Some(nul) => &line[..nul],
+        None => &line[..],
+    };
+    // C's `isspace`: what is skipped between words and may follow a
+    // closing quote; a word without quotes ends at fewer bytes.
+    let space = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r');
+    let ends_word = |c: u8| matches!(c, b' ' | b'\t' | b'\n' | b'\r');
     let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
     // The byte of `\xHH` at `i`, if that is what is there.
     let hex_pair = |i: usize| match (b.get(i + 1), b.get(i + 2), b.get(i + 3)) {
@@ -583,7 +596,7 @@ pub(crate) fn split_inline(line: &Bytes) -> Option<Vec<Bytes>> {
         let start = i;
         let mut word: Option<Vec<u8>> = None; // set once the word differs from its bytes
         let mut end = i;
-        while i < b.len() && !space(b[i]) {
+        'word: while i < b.len() && !ends_word(b[i]) {
             let q = b[i];
             if q != b'"' && q != b'\'' {
                 if let Some(w) = word.as_mut() {
@@ -622,7 +635,8 @@ pub(crate) fn split_inline(line: &Bytes) -> Option<Vec<Bytes>> {
                         if i < b.len() && !space(b[i]) {
                             return None;
                         }
-                        break;
+                        // A closing quote ends the word (Redis: `done`).
+                        break 'word;
                     }
                     _ => {
                         w.push(c);
@@ -699,7 +713,12 @@ async fn connection(
         inbuf.extend_from_slice(&chunk[..n]);
         let mut close = false;
         loop {
-            match parser.next(&mut inbuf, frame_max) {
+            let limit = if st.authed {
+                frame_max
+            } else {
+                RESP_UNAUTHED_FRAME_BYTES_MAX.min(frame_max)
+            };
+            match parser.next(&mut inbuf, limit) {
                 Parsed::Incomplete => break,
                 Parsed::Empty => continue,
                 Parsed::Invalid(why) => {

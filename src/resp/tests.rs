@@ -101,6 +101,11 @@ fn inline_commands_take_quotes_and_escapes_as_redis_does() {
     );
     assert_eq!(words("  GET\tk  "), w(&[b"GET", b"k"]));
     assert_eq!(words(""), w(&[]));
+    // C's isspace between words and after a quote; inside a bare word
+    // only space, tab, CR and LF end it; a NUL ends the line.
+    assert_eq!(words("a\x0bb \x0cc"), w(&[b"a\x0bb", b"c"]));
+    assert_eq!(words("\"a\"\x0bb"), w(&[b"a", b"b"]));
+    assert_eq!(words("GET k\0 ignored"), w(&[b"GET", b"k"]));
     for bad in [
         r#"SET "a"b"#,
         r#"SET 'a"#,

@@ -186,6 +186,7 @@ pub(super) fn build_replica(
                 end: desc.end,
                 version: desc.epoch.version,
                 known: true,
+                from_log: false,
             });
         } else if cfg.groups > 1 && (!d.voters.is_empty() || r.kv.applied() > 0) {
             // A founding replica without a descriptor, or a joined one with
