@@ -840,19 +840,7 @@ async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             absent,
             delete,
         } => {
-            if (expect.is_none() && !absent) || (value.is_none() && !delete) {
-                return Err(format!(
-                    "cas {key}: give --expect OLD or --absent, and the new value or --delete"
-                ));
-            }
-            let (swapped, now) = c
-                .cas(
-                    key.as_bytes(),
-                    expect.as_deref().map(str::as_bytes),
-                    value.as_deref().map(str::as_bytes),
-                )
-                .await
-                .map_err(e)?;
+            let (swapped, now) = ctl_cas(c, &key, value, expect, absent, delete).await?;
             let holds = now.as_deref().map(json_bytes);
             (
                 json!({ "key": key, "swapped": swapped, "holds": holds }),
@@ -971,6 +959,34 @@ async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
     Ok(code)
 }
 
+/// `ctl cas`'s swap, for both outputs: (swapped, what KEY holds).
+async fn ctl_cas(
+    c: &Client,
+    key: &str,
+    value: Option<String>,
+    expect: Option<String>,
+    absent: bool,
+    delete: bool,
+) -> Result<(bool, Option<bytes::Bytes>), String> {
+    if expect.is_none() && !absent {
+        return Err(format!(
+            "cas {key}: say what it must hold: --expect OLD, or --absent"
+        ));
+    }
+    if value.is_none() && !delete {
+        return Err(format!(
+            "cas {key}: give the new value, or --delete to remove it"
+        ));
+    }
+    c.cas(
+        key.as_bytes(),
+        expect.as_deref().map(str::as_bytes),
+        value.as_deref().map(str::as_bytes),
+    )
+    .await
+    .map_err(|e| e.to_string())
+}
+
 /// Pings node `n` until it answers or `--op-timeout-ms` passes: a busy
 /// node that misses one attempt is slow, not down.
 async fn ping_until_deadline(c: &Client, n: u64) -> Result<(), ringraft::client::Error> {
@@ -1003,24 +1019,7 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             absent,
             delete,
         } => {
-            if expect.is_none() && !absent {
-                return Err(format!(
-                    "cas {key}: say what it must hold: --expect OLD, or --absent"
-                ));
-            }
-            if value.is_none() && !delete {
-                return Err(format!(
-                    "cas {key}: give the new value, or --delete to remove it"
-                ));
-            }
-            let (swapped, now) = c
-                .cas(
-                    key.as_bytes(),
-                    expect.as_deref().map(str::as_bytes),
-                    value.as_deref().map(str::as_bytes),
-                )
-                .await
-                .map_err(e)?;
+            let (swapped, now) = ctl_cas(c, &key, value, expect, absent, delete).await?;
             if swapped {
                 say!("swapped");
                 Ok(0)
