@@ -62,7 +62,7 @@ enum Cmd {
         op_timeout_ms: u64,
         /// Output: `table` (lines for people) or `json` (one JSON document
         /// for scripts, as etcdctl's `-w json`) for get, scan, put,
-        /// delete, cas, ranges, status and endpoint health; bytes that are
+        /// delete, cas, ranges, nodes, status and endpoint health; bytes that are
         /// not UTF-8 come as `{"hex": "..."}`. The other commands print
         /// progress lines and refuse `json`.
         #[arg(short = 'w', long = "write-out", default_value = "table", value_parser = ["table", "json"])]
@@ -715,7 +715,7 @@ fn run_ctl(
         return ExitCode::from(2);
     }
     if json && !speaks_json(&cmd) {
-        eprintln!("ringraft ctl: -w json: this command prints progress lines only; leave -w out (json is for get, scan, put, delete, cas, ranges, status and endpoint health)");
+        eprintln!("ringraft ctl: -w json: this command prints progress lines only; leave -w out (json is for get, scan, put, delete, cas, ranges, nodes, status and endpoint health)");
         return ExitCode::from(2);
     }
     let mut addrs = Vec::new();
@@ -790,6 +790,7 @@ fn speaks_json(cmd: &CtlCmd) -> bool {
             | CtlCmd::Cas { .. }
             | CtlCmd::Scan { .. }
             | CtlCmd::Ranges
+            | CtlCmd::Nodes
             | CtlCmd::Status
             | CtlCmd::Endpoint { .. }
     )
@@ -952,6 +953,54 @@ async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                 });
             }
             (json!({ "endpoints": out }), code)
+        }
+        CtlCmd::Nodes => {
+            let m = c
+                .meta_state()
+                .await
+                .map_err(|e| format!("the cluster map: {e}"))?;
+            let Some(set) = m.settings() else {
+                return Err(format!("the meta group (leader: node {}) holds no map yet: its founders write it once one leads", c.meta_leader()));
+            };
+            let leaders = c.leaders();
+            // Liveness is the meta leader's balancer's (not replicated):
+            // null where it has none.
+            let live = c.liveness().await.ok();
+            let nodes: Vec<_> = m
+                .nodes()
+                .map(|n| {
+                    let l = live
+                        .as_ref()
+                        .and_then(|v| v.nodes.iter().find(|l| l.node == n.id));
+                    json!({
+                        "id": n.id,
+                        "state": n.state.to_string(),
+                        "peer_addr": n.peer_addr,
+                        "client_addr": n.client_addr,
+                        "shards": n.shards,
+                        "replicas": m.ranges().iter().filter(|d| d.replica_on(n.id).is_some()).count(),
+                        "leaders": leaders.iter().filter(|&&x| x == n.id).count(),
+                        "liveness": l.map(|l| l.state.to_string()),
+                        "silent_ms": l.and_then(|l| (l.silent_ms != u64::MAX).then_some(l.silent_ms)),
+                    })
+                })
+                .collect();
+            let doc = json!({
+                "meta_leader": c.meta_leader(),
+                "settings": {
+                    "replication_factor": set.replication_factor,
+                    "shards": set.shards,
+                    "key_bytes_max": set.key_bytes_max,
+                    "value_bytes_max": set.value_bytes_max,
+                },
+                "ranges": m.ranges().len(),
+                "liveness": live.as_ref().map(|v| json!({
+                    "round_age_ms": v.round_age_ms,
+                    "dead_node_timeout_ms": v.dead_node_timeout_ms,
+                })),
+                "nodes": nodes,
+            });
+            (doc, 0)
         }
         _ => unreachable!("run_ctl refuses -w json for the others (speaks_json)"),
     };

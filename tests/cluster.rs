@@ -1249,6 +1249,29 @@ fn ctl_serves_a_person_at_a_terminal() {
         Some(3),
         "{ranges}"
     );
+    // The map is written once the meta group has a leader; until then
+    // `nodes` says so on stderr (no JSON) and exits 1.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let nodes = loop {
+        let (code, stdout, stderr) = bare(&["-w", "json", "nodes"], b"");
+        if code == Some(0) {
+            break serde_json::from_str::<serde_json::Value>(&stdout).expect("JSON");
+        }
+        assert!(stderr.contains("holds no map yet"), "{stdout}{stderr}");
+        assert!(std::time::Instant::now() < deadline, "no map: {stderr}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(nodes["nodes"].as_array().map(Vec::len), Some(3), "{nodes}");
+    assert_eq!(nodes["settings"]["replication_factor"], 3, "{nodes}");
+    assert!(nodes["ranges"].is_u64(), "{nodes}");
+    assert!(
+        nodes["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["state"] == "active"),
+        "{nodes}"
+    );
     let (code, status) = json(&["status"], b"");
     assert_eq!(code, Some(0), "{status}");
     assert!(
