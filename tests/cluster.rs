@@ -1063,6 +1063,24 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
     fs.unfill();
     wait_log(&c, "disk space is back", "did not recover");
     let addrs = c.client_addrs();
+    // Every node's log, for the failure message (a run on a loaded box
+    // once left node 3 four entries behind for 20 s).
+    let logs: Vec<std::path::PathBuf> = c.nodes.iter().map(|n| n.log.clone()).collect();
+    let tails = move || {
+        logs.iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                let v: Vec<&str> = text.lines().collect();
+                format!(
+                    "node {}:\n{}",
+                    i + 1,
+                    v[v.len().saturating_sub(25)..].join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
     run_on_executor(move || async move {
         let cl = client(addrs).await;
         cl.put(b"after", b"space").await.unwrap();
@@ -1089,7 +1107,8 @@ fn a_full_disk_refuses_writes_keeps_reads_and_recovers_when_space_returns() {
             }
             assert!(
                 Instant::now() < deadline,
-                "node 3 behind: {mine:?} vs {leaders:?}"
+                "node 3 behind: {mine:?} vs {leaders:?}\n{}",
+                tails()
             );
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
