@@ -77,6 +77,23 @@ enum Cmd {
     Man,
 }
 
+/// `ctl cas`'s arguments.
+#[derive(clap::Args)]
+struct CasArgs {
+    key: String,
+    /// The new value (not with --delete).
+    value: Option<String>,
+    /// The value KEY must hold.
+    #[arg(long, conflicts_with = "absent")]
+    expect: Option<String>,
+    /// KEY must hold nothing.
+    #[arg(long)]
+    absent: bool,
+    /// Remove KEY instead of setting it.
+    #[arg(long, conflicts_with = "value")]
+    delete: bool,
+}
+
 #[derive(Subcommand)]
 enum EndpointCmd {
     /// Ask every node of the cluster map whether it answers (a ping to
@@ -98,20 +115,7 @@ enum CtlCmd {
     /// --delete, remove it) only if it holds --expect OLD (or, with
     /// --absent, nothing). Prints `swapped`, or what KEY holds instead
     /// and exits 1.
-    Cas {
-        key: String,
-        /// The new value (not with --delete).
-        value: Option<String>,
-        /// The value KEY must hold.
-        #[arg(long, conflicts_with = "absent")]
-        expect: Option<String>,
-        /// KEY must hold nothing.
-        #[arg(long)]
-        absent: bool,
-        /// Remove KEY instead of setting it.
-        #[arg(long, conflicts_with = "value")]
-        delete: bool,
-    },
+    Cas(CasArgs),
     /// The nodes as endpoints (etcdctl's `endpoint`).
     Endpoint {
         #[command(subcommand)]
@@ -787,7 +791,7 @@ fn speaks_json(cmd: &CtlCmd) -> bool {
             | CtlCmd::Put { .. }
             | CtlCmd::PutBytes { .. }
             | CtlCmd::Delete { .. }
-            | CtlCmd::Cas { .. }
+            | CtlCmd::Cas(_)
             | CtlCmd::Scan { .. }
             | CtlCmd::Ranges
             | CtlCmd::Nodes
@@ -806,6 +810,59 @@ fn json_bytes(b: &[u8]) -> serde_json::Value {
             serde_json::json!({ "hex": hex })
         }
     }
+}
+
+/// A range descriptor as `ctl -w json ranges` shows it.
+fn range_json(d: &ringraft::meta::RangeDesc) -> serde_json::Value {
+    let replicas: Vec<_> = d
+        .replicas
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "replica": r.replica,
+                "node": r.node,
+                "shard": r.shard,
+                "role": r.role.name(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "id": d.id,
+        "start": json_bytes(&d.start),
+        "end": json_bytes(&d.end),
+        "version": d.epoch.version,
+        "conf_ver": d.epoch.conf_ver,
+        "replicas": replicas,
+    })
+}
+
+/// Group `g` as node `node` answered it, as `ctl -w json status` shows it.
+fn group_json(node: u64, g: &ringraft::wire::GroupStatus) -> serde_json::Value {
+    let replicas: Vec<_> = g
+        .replicas
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "replica": r.replica,
+                "node": r.node,
+                "match": r.match_index,
+                "role": r.role,
+                "state": r.state,
+                "unreachable": r.unreachable,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "node": node,
+        "group": g.group,
+        "leader": g.leader,
+        "term": g.term,
+        "commit": g.commit,
+        "applied": g.applied,
+        "last_index": g.last_index,
+        "quiesced": g.quiesced,
+        "replicas": replicas,
+    })
 }
 
 /// `ctl -w json`: the commands of [`speaks_json`], each answered with one
@@ -834,14 +891,9 @@ async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             ),
             None => (json!({ "key": key, "found": false }), 1),
         },
-        CtlCmd::Cas {
-            key,
-            value,
-            expect,
-            absent,
-            delete,
-        } => {
-            let (swapped, now) = ctl_cas(c, &key, value, expect, absent, delete).await?;
+        CtlCmd::Cas(a) => {
+            let (swapped, now) = ctl_cas(c, &a).await?;
+            let key = a.key;
             let holds = now.as_deref().map(json_bytes);
             (
                 json!({ "key": key, "swapped": swapped, "holds": holds }),
@@ -861,32 +913,7 @@ async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         }
         CtlCmd::Ranges => {
             let gaps = c.fetch_whole_map().await;
-            let ranges: Vec<_> = c
-                .ranges()
-                .iter()
-                .map(|d| {
-                    let replicas: Vec<_> = d
-                        .replicas
-                        .iter()
-                        .map(|r| {
-                            json!({
-                                "replica": r.replica,
-                                "node": r.node,
-                                "shard": r.shard,
-                                "role": r.role.name(),
-                            })
-                        })
-                        .collect();
-                    json!({
-                        "id": d.id,
-                        "start": json_bytes(&d.start),
-                        "end": json_bytes(&d.end),
-                        "version": d.epoch.version,
-                        "conf_ver": d.epoch.conf_ver,
-                        "replicas": replicas,
-                    })
-                })
-                .collect();
+            let ranges: Vec<_> = c.ranges().iter().map(range_json).collect();
             let gaps: Vec<_> = gaps
                 .iter()
                 .map(|(from, to)| json!({ "start": json_bytes(from), "end": json_bytes(to) }))
@@ -899,35 +926,7 @@ async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             let mut unreachable = Vec::new();
             for (node, r) in c.status().await {
                 match r {
-                    Ok(v) => {
-                        for g in v {
-                            let replicas: Vec<_> = g
-                                .replicas
-                                .iter()
-                                .map(|r| {
-                                    json!({
-                                        "replica": r.replica,
-                                        "node": r.node,
-                                        "match": r.match_index,
-                                        "role": r.role,
-                                        "state": r.state,
-                                        "unreachable": r.unreachable,
-                                    })
-                                })
-                                .collect();
-                            groups.push(json!({
-                                "node": node,
-                                "group": g.group,
-                                "leader": g.leader,
-                                "term": g.term,
-                                "commit": g.commit,
-                                "applied": g.applied,
-                                "last_index": g.last_index,
-                                "quiesced": g.quiesced,
-                                "replicas": replicas,
-                            }));
-                        }
-                    }
+                    Ok(v) => groups.extend(v.iter().map(|g| group_json(node, g))),
                     Err(err) => unreachable.push(json!({ "node": node, "error": err.to_string() })),
                 }
             }
@@ -1009,14 +1008,9 @@ async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
 }
 
 /// `ctl cas`'s swap, for both outputs: (swapped, what KEY holds).
-async fn ctl_cas(
-    c: &Client,
-    key: &str,
-    value: Option<String>,
-    expect: Option<String>,
-    absent: bool,
-    delete: bool,
-) -> Result<(bool, Option<bytes::Bytes>), String> {
+async fn ctl_cas(c: &Client, a: &CasArgs) -> Result<(bool, Option<bytes::Bytes>), String> {
+    let (key, value, expect) = (&a.key, &a.value, &a.expect);
+    let (absent, delete) = (a.absent, a.delete);
     if expect.is_none() && !absent {
         return Err(format!(
             "cas {key}: say what it must hold: --expect OLD, or --absent"
@@ -1061,14 +1055,9 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             c.put(key.as_bytes(), &value).await.map_err(e)?;
             Ok(0)
         }
-        CtlCmd::Cas {
-            key,
-            value,
-            expect,
-            absent,
-            delete,
-        } => {
-            let (swapped, now) = ctl_cas(c, &key, value, expect, absent, delete).await?;
+        CtlCmd::Cas(a) => {
+            let (swapped, now) = ctl_cas(c, &a).await?;
+            let key = a.key;
             if swapped {
                 say!("swapped");
                 Ok(0)
