@@ -51,6 +51,12 @@ pub struct ShardStats {
     pub msgs_unknown_group: u64,
     /// Replicas created by a message (`shard/replicas.rs`: the rule).
     pub replicas_created_by_message: u64,
+    /// Ranges this shard created from a split entry its replica of the
+    /// parent applied (`shard/splits.rs`).
+    pub ranges_split: u64,
+    /// Keys a split left outside a replica's bounds, trimmed since
+    /// (`SPLIT_TRIM_KEYS_PER_TICK` per tick).
+    pub split_keys_trimmed: u64,
     /// `Removed` answers sent to non-members that asked for votes.
     pub removed_notices_sent: u64,
     /// Replicas destroyed because a member said they were removed, or a
@@ -321,7 +327,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 48] = [
+    let counters: [Family<ShardMetrics>; 50] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -417,6 +423,16 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             "ringraft_replicas_created_by_message_total",
             "replicas created by their leader's snapshot (the rule in shard/replicas.rs)",
             |s| s.stats.replicas_created_by_message,
+        ),
+        (
+            "ringraft_ranges_split_total",
+            "ranges created on this shard by a split entry of their parent",
+            |s| s.stats.ranges_split,
+        ),
+        (
+            "ringraft_split_keys_trimmed_total",
+            "keys a split left outside a replica's bounds, trimmed since",
+            |s| s.stats.split_keys_trimmed,
         ),
         (
             "ringraft_removed_notices_sent_total",

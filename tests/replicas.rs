@@ -1521,3 +1521,135 @@ fn a_snapshot_holds_the_state_at_its_index_while_later_writes_apply() {
     });
     drop(lock);
 }
+
+/// Range splits on a real shard (issue #18): `Op::Split` on range 100's
+/// leader splits it at `100/m`; range 200 is made on the same shard with
+/// the keys at and above it and serves at once; range 100 refuses them;
+/// the same split asked again is `Done`, a key outside the range and an
+/// id in use are refused; after a crash (the shard's task dropped) the
+/// catalog holds both, the parent's log replays the split without making
+/// range 200 again, and both serve what they held.
+#[test]
+fn a_split_makes_the_right_hand_range_on_the_same_shard_and_a_restart_keeps_both() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("n1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = lock_data_dir(&dir).unwrap();
+    let store = new_store(&dir, &lock, InitialRanges::default());
+    let key = |i: u8| Bytes::from(format!("100/{}", (b'b' + i) as char));
+    let get = |k: Bytes| Op::Get {
+        key: k,
+        mode: ringraft::wire::ReadMode::Linearizable,
+    };
+    // Asks until the answer is not an election's or a new range's.
+    async fn ask(cl: &Client, g: u64, op: Op, write: bool) -> Result<Reply, Error> {
+        for _ in 0..100 {
+            match cl.call(g, op.clone(), write).await {
+                Err(Error::Server(ClientError::NotHosted { .. }))
+                | Err(Error::Server(ClientError::NotLeader { .. }))
+                | Err(Error::Timeout(_))
+                | Err(Error::Unreachable(_)) => {
+                    glommio::timer::sleep(Duration::from_millis(50)).await
+                }
+                r => return r,
+            }
+        }
+        panic!("group {g} never answered {op:?}");
+    }
+    for round in 0..2 {
+        // New ports each run: the first run's listeners may outlive its
+        // executor, and a connection to them would go unanswered.
+        let (peer, client) = (free_port(), free_port());
+        let (c, s) = (settings(&dir, peer, client), store);
+        run(async move {
+            let mut shard = Shard::open(c.shard(0, &s), Rc::new(Cell::new(false)), None)
+                .await
+                .unwrap();
+            if round == 0 {
+                shard.create_replica(desc(100, 1, &[1])).await.unwrap();
+            }
+            let peer_l = glommio::net::TcpListener::bind(("127.0.0.1", peer)).unwrap();
+            let client_l = glommio::net::TcpListener::bind(("127.0.0.1", client)).unwrap();
+            let served = glommio::spawn_local(shard.run(peer_l, client_l));
+            let addr = format!("127.0.0.1:{client}").parse().unwrap();
+            let cl = Client::connect(ClientConfig::new(vec![addr]))
+                .await
+                .unwrap();
+            if round == 0 {
+                for i in 0..24 {
+                    let put = Op::Put {
+                        key: key(i),
+                        value: key(i),
+                    };
+                    assert_eq!(ask(&cl, 100, put, true).await.unwrap(), Reply::Done);
+                }
+                let split = Op::Split {
+                    key: Bytes::from_static(b"100/m"),
+                    right: 200,
+                };
+                assert_eq!(
+                    ask(&cl, 100, split.clone(), false).await.unwrap(),
+                    Reply::Done
+                );
+                // Asked again: in force.
+                assert_eq!(ask(&cl, 100, split, false).await.unwrap(), Reply::Done);
+                for (bad, right, why) in [
+                    (&b"100/n"[..], 200, "in use"),
+                    (&b"100/c"[..], 0, "cannot name"),
+                    (&b"100/m"[..], 300, "not strictly inside"),
+                    (&b"100/a"[..], 300, "not strictly inside"),
+                ] {
+                    let op = Op::Split {
+                        key: Bytes::copy_from_slice(bad),
+                        right,
+                    };
+                    match ask(&cl, 100, op, false).await {
+                        Err(Error::Server(ClientError::BadRequest { reason })) => {
+                            assert!(reason.contains(why), "{reason}")
+                        }
+                        r => panic!("split at {bad:?} into {right}: {r:?}"),
+                    }
+                }
+                // The new range takes writes of its keys.
+                let put = Op::Put {
+                    key: Bytes::from_static(b"100/yy"),
+                    value: Bytes::from_static(b"new"),
+                };
+                assert_eq!(ask(&cl, 200, put, true).await.unwrap(), Reply::Done);
+            }
+            // Each key is in exactly one of the two ranges, both with the
+            // bounds of the split.
+            for i in 0..24 {
+                let k = key(i);
+                let (mine, other) = if k[..] < b"100/m"[..] {
+                    (100, 200)
+                } else {
+                    (200, 100)
+                };
+                let got = ask(&cl, mine, get(k.clone()), false).await.unwrap();
+                assert_eq!(got, Reply::Value(Some(k.clone())), "round {round}");
+                match ask(&cl, other, get(k.clone()), false).await {
+                    Err(Error::Server(ClientError::KeyNotInRange { start, end, .. })) => {
+                        let b = if other == 100 {
+                            (&b"100/a"[..], &b"100/m"[..])
+                        } else {
+                            (&b"100/m"[..], &b"100/z"[..])
+                        };
+                        assert_eq!((&start[..], &end[..]), b, "round {round}");
+                    }
+                    r => panic!("round {round}: key {k:?} read from range {other}: {r:?}"),
+                }
+            }
+            let got = ask(&cl, 200, get(Bytes::from_static(b"100/yy")), false).await;
+            assert_eq!(got.unwrap(), Reply::Value(Some(Bytes::from_static(b"new"))));
+            drop(served);
+        });
+    }
+    // Both in the catalog; the new range's first snapshot file is there.
+    let files = snapfile::list(&dir.join("shard-0").join("snapshots")).unwrap();
+    assert!(
+        files.iter().any(|f| f.0 == 200),
+        "range 200's snapshot file: {files:?}"
+    );
+    drop(lock);
+}

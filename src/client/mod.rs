@@ -14,6 +14,8 @@
 mod conn;
 mod meta;
 mod moves;
+mod splits;
+pub use splits::SplitDone;
 
 pub use meta::MetaRoster;
 

@@ -122,6 +122,20 @@ pub struct Applied {
     pub entries: u64,
     /// A membership change was among them.
     pub conf_changed: bool,
+    /// The ranges split off by split entries among them (issue #18), in
+    /// log order: the host creates each on its (node, shard).
+    pub splits: Vec<SplitApplied>,
+}
+
+/// A split entry applied: the new (right-hand) range's id and state
+/// machine as of the split entry, `index` and `term` (its log starts
+/// after them; its members are the parent's as of `index`).
+#[derive(Debug)]
+pub struct SplitApplied {
+    pub right: GroupId,
+    pub kv: Kv,
+    pub index: Index,
+    pub term: u64,
 }
 
 impl Replica {
@@ -205,7 +219,16 @@ impl Replica {
                             out.new_members
                                 .push((*node, String::from_utf8_lossy(peer_addr).into_owned()));
                         }
-                        self.kv.apply(e.index, &cmd)
+                        let r = self.kv.apply(e.index, &cmd);
+                        if let Some(s) = self.kv.take_split() {
+                            out.splits.push(SplitApplied {
+                                right: s.right,
+                                kv: s.kv,
+                                index: e.index,
+                                term: e.term,
+                            });
+                        }
+                        r
                     }
                     None => panic!(
                         "group {}: committed entry {} is not a command",

@@ -149,6 +149,28 @@ pub(super) async fn load(
     })
 }
 
+/// The Raft configuration of replica `d` on this shard: its id, its
+/// founding voters, its own random seed and whether it is its new
+/// group's first candidate. Errors: the shard's Raft settings refuse it.
+pub(super) fn replica_config(
+    cfg: &ShardConfig,
+    d: &ReplicaDesc,
+) -> Result<crate::raft::ValidRaftConfig, ShardError> {
+    let g = d.group;
+    let mut rc = cfg.raft.clone();
+    rc.id = d.replica;
+    rc.voters = d.voters.clone();
+    rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    // One voter of a new group campaigns at once, spread over the nodes
+    // (`RaftConfig::first_candidate`).
+    rc.first_candidate = first_candidate(cfg, g, &d.voters);
+    rc.validate().map_err(|e| ShardError::Group {
+        shard: cfg.shard,
+        group: g,
+        what: e.to_string(),
+    })
+}
+
 /// A replica of `d` from its replayed log and latest snapshot.
 pub(super) fn build_replica(
     cfg: &ShardConfig,
@@ -163,14 +185,7 @@ pub(super) fn build_replica(
         what,
     };
     let restart = log.take_restart(snap.as_ref().map(|s| (s.meta.index, s.meta.term)));
-    let mut rc = cfg.raft.clone();
-    rc.id = d.replica;
-    rc.voters = d.voters.clone();
-    rc.seed = cfg.raft.seed ^ g.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    // One voter of a new group campaigns at once, spread over the nodes
-    // (`RaftConfig::first_candidate`).
-    rc.first_candidate = first_candidate(cfg, g, &d.voters);
-    let rc = rc.validate().map_err(|e| group_err(e.to_string()))?;
+    let rc = replica_config(cfg, d)?;
     let mut r =
         Replica::recover(g, rc, restart, log, snap, cfg.kv.clone()).map_err(|e| group_err(e.0))?;
     if g == crate::route::META_GROUP {

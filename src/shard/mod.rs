@@ -31,13 +31,15 @@ mod meta_sync;
 mod replicas;
 mod requests;
 mod snapshots;
+mod splits;
 mod work;
 
-use load::{build_replica, load, Loaded};
+use load::{build_replica, load, replica_config, Loaded};
 pub use snapshots::{
     allocator_trims, trim_allocator, HELPER_JOBS_MAX, HELPER_THREADS, TRIM_AFTER_FREE_BYTES,
 };
 use snapshots::{snap_err_is_disk_full, SnapshotBudget};
+pub use splits::SPLIT_TRIM_KEYS_PER_TICK;
 
 pub use replicas::{
     creates_replica, ReplicaApiError, ReplicaInfo, REMOVED_LEADER_GRACE_ELECTIONS,
@@ -226,6 +228,15 @@ pub struct Shard {
     installs_done: Rc<RefCell<Vec<InstallDone>>>,
     /// Snapshot files written in the background: (group, replica, meta).
     snaps_done: Rc<RefCell<Vec<Taken>>>,
+    /// New ranges being made here from split entries their parents
+    /// applied (`splits.rs`), by id: their parents (which take no snapshot
+    /// meanwhile).
+    seeding: BTreeMap<GroupId, GroupId>,
+    /// Their first snapshot files, written in the background.
+    splits_done: Rc<RefCell<Vec<splits::SplitSeeded>>>,
+    /// Replicas a split left holding keys outside their bounds, trimmed
+    /// in this order (`trim_split_leftovers`).
+    trimming: VecDeque<GroupId>,
     /// Snapshot chunks read from their files in the background, to send
     /// (`snapshots::start_snapshot_reads`).
     chunks_read: Rc<RefCell<Vec<snapshots::ChunkRead>>>,
@@ -583,6 +594,9 @@ impl Shard {
             installing: BTreeMap::new(),
             installs_done: Rc::default(),
             snaps_done: Rc::default(),
+            seeding: BTreeMap::new(),
+            splits_done: Rc::default(),
+            trimming: VecDeque::new(),
             chunks_read: Rc::default(),
             snaps_retained: Vec::new(),
             wal_release_failed: Rc::default(),
@@ -686,6 +700,9 @@ impl Shard {
                 self.stats.replicas_ticked += ticked as u64;
                 self.stats.campaigns += campaigns;
                 self.expire_requests(Instant::now());
+                if !self.trimming.is_empty() {
+                    self.trim_split_leftovers();
+                }
                 wal_watch.check(self.store.wal(), self.cfg.shard);
                 times.end(TurnPhase::Ticks);
                 let before = tick_count;
@@ -760,6 +777,12 @@ impl Shard {
             if let Err(e) = self.finish_snapshots().await {
                 break Err(e);
             }
+            if !self.splits_done.borrow().is_empty() {
+                watch.step("split ranges");
+                if let Err(e) = self.finish_splits().await {
+                    break Err(e);
+                }
+            }
             self.send_read_chunks();
             times.end(TurnPhase::Durable);
             let _ = times.report(self.cfg.shard);
@@ -790,6 +813,7 @@ impl Shard {
             let snaps_done = self.snaps_done.clone();
             let installs_done = self.installs_done.clone();
             let chunks_read = self.chunks_read.clone();
+            let splits_done = self.splits_done.clone();
             let snap_poll = async move {
                 // Background snapshot writes and chunk reads report through
                 // `snaps_done`, `installs_done` and `chunks_read`; checked
@@ -797,6 +821,7 @@ impl Shard {
                 if snaps_done.borrow().is_empty()
                     && installs_done.borrow().is_empty()
                     && chunks_read.borrow().is_empty()
+                    && splits_done.borrow().is_empty()
                 {
                     futures_lite::future::pending::<()>().await
                 }
@@ -1096,7 +1121,11 @@ impl Shard {
         let r = hosted(&mut self.replicas, gid);
         // Reused across Readies: no allocation per Ready in steady state.
         let mut answers = std::mem::take(&mut self.answers);
-        let done = r.finish_ready(rest, self.cfg.scan_limit_max, &mut answers);
+        let mut done = r.finish_ready(rest, self.cfg.scan_limit_max, &mut answers);
+        if !done.applied.splits.is_empty() {
+            let splits = std::mem::take(&mut done.applied.splits);
+            self.start_splits(gid, splits);
+        }
         if done.removed {
             self.removed.push(gid);
         }

@@ -231,7 +231,11 @@ impl Shard {
             return;
         }
         self.stats.msgs_unknown_group += 1;
+        // A range being made here from a split its parent applied is not
+        // created from its leader's message meanwhile (both would write its
+        // first snapshot file under one name): the leader sends again.
         if creates_replica(self.cfg.node, &m)
+            && !self.seeding.contains_key(&g)
             && self.creating.len() < REPLICAS_CREATED_PER_TURN_MAX
             && !self.creating.iter().any(|(c, _, _)| *c == g)
         {
@@ -292,8 +296,7 @@ impl Shard {
             });
         }
         // Built first: a configuration the core refuses writes nothing.
-        let mut replica = build_replica(&self.cfg, &d, GroupLog::default(), None)?;
-        self.work.adopt(&mut replica);
+        let replica = build_replica(&self.cfg, &d, GroupLog::default(), None)?;
         let op = CatalogOp::Create(d);
         self.store
             .append_catalog(false, &[op])
@@ -306,12 +309,19 @@ impl Shard {
             voters = ?replica.raft.conf().voters,
             "replica created"
         );
+        self.host(replica);
+        Ok(())
+    }
+
+    /// Hosts `replica`, whose catalog create is durable: its members
+    /// dialled, its work and metrics looked at this turn.
+    pub(super) fn host(&mut self, mut replica: crate::group::Replica) {
+        self.work.adopt(&mut replica);
         self.work.mark(replica.id);
         self.metrics_dirty.insert(replica.id);
         self.link_members(&replica);
         self.replicas.insert(replica.id, Box::new(replica));
         self.debug_check_catalog();
-        Ok(())
     }
 
     /// Destroys this shard's replica of `group`: the tombstone is durable
@@ -552,7 +562,7 @@ impl Shard {
     }
 
     /// The catalog's live entries are the hosted replicas.
-    fn debug_check_catalog(&self) {
+    pub(super) fn debug_check_catalog(&self) {
         debug_assert!(
             self.store
                 .catalog()

@@ -82,16 +82,13 @@ impl Shard {
             // Destroyed here (removed from the group): the client asks
             // another node; never a refusal of the write, whose earlier
             // attempt may be in the group's log.
+            // A range id above the bootstrap's is no sign of a client
+            // configured for another cluster any more: ranges split off
+            // get new ids, and one is made on each node when that node
+            // applies the split (issue #18), so "not here (yet)", which a
+            // client asks elsewhere and again.
             let e = if self.store.catalog().is_tombstoned(req.group) {
                 ClientError::NotHosted { group: req.group }
-            } else if req.group >= self.cfg.groups
-                && !self.cfg.joined
-                && req.group != crate::route::META_GROUP
-            {
-                ClientError::UnknownGroup {
-                    group: req.group,
-                    groups: self.cfg.groups,
-                }
             } else if shard != self.cfg.shard {
                 ClientError::WrongShard {
                     group: req.group,
@@ -216,6 +213,13 @@ impl Shard {
                     }
                 };
                 return self.respond(conn, req.id, r);
+            }
+            Op::Split { key, right } => {
+                if let Err(e) = check_len(key, kmax, true) {
+                    return self.respond(conn, req.id, Err(e));
+                }
+                let (key, right) = (key.clone(), *right);
+                return self.split_request(gid, conn, &req, &key, right, deadline);
             }
             Op::Snapshot => {
                 self.snapshot_now(gid, false);

@@ -59,7 +59,7 @@ impl Shard {
     /// executor (`snapshot_to_seed`), only its file written in the
     /// background.
     fn take_snapshot(&mut self, gid: GroupId, limited: bool, at_once: bool) {
-        if self.disk_full {
+        if self.disk_full || self.splitting(gid) {
             return;
         }
         let Some(g) = self.replicas.get_mut(&gid) else {

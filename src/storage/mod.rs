@@ -512,6 +512,16 @@ impl GroupLog {
         if let Some((index, term)) = snap {
             self.trim_to_snapshot(index, term);
             applied = index;
+            // The term is at least the snapshot's (a term only grows, and
+            // a node's log never ends in a later term than its own): a
+            // replica made from a split starts from a snapshot with no
+            // hard state written yet. A vote is for a term the hard state
+            // names, so it goes with the older term (no vote at the
+            // snapshot's term was durable, or the term would be).
+            if self.hs.term < term {
+                self.hs.term = term;
+                self.hs.vote = 0;
+            }
         }
         let last = self
             .entries

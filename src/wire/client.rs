@@ -189,6 +189,21 @@ pub enum Op {
     /// may lag, or not know yet that it was removed), this one proves the
     /// current membership, which a move needs.
     Descriptor,
+    /// Splits the addressed range at `key` (issue #18): on its leader, a
+    /// split entry goes through the range's log; when it applies, every
+    /// replica keeps `[start, key)` and creates range `right` with
+    /// `[key, end)`, the same members and client sessions, on the same
+    /// (node, shard). `right` is a range id the meta group allocated
+    /// (`meta::MetaCmd::AllocIds`) on the same shard as the addressed
+    /// range (`route::shard_of`). Answered `Done` once applied here (the
+    /// new range is being created: it serves within a round trip);
+    /// `NotLeader` from a follower; `BadRequest` if `key` is not strictly
+    /// inside the range, `right` is 0, in use or on another shard, or the
+    /// range is the meta group.
+    Split {
+        key: Bytes,
+        right: u64,
+    },
 }
 
 /// Most descriptors one `Op::Ranges` answer carries (about 120 bytes each

@@ -41,7 +41,10 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 /// 14: `ReplicaStatus`: the member's replica id and role; `Op::Incr` and
 ///     `Op::Append` (atomic read-modify-writes, for the RESP port);
 ///     `Op::Scan::keys_only`.
-pub const PROTOCOL_VERSION: u8 = 14;
+/// 15: `Op::Split` (a range split through its own log, issue #18); a
+///     node of an older version could not apply its entry, and version
+///     15 refuses to talk to it.
+pub const PROTOCOL_VERSION: u8 = 15;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 

@@ -135,6 +135,22 @@ impl RawNode {
         self.pending_conf_index = self.log.last_index();
     }
 
+    /// This node was just made from a split of another group (issue #18):
+    /// it has no earlier life in this group, so it was in no leader's
+    /// lease and votes at once (a restarted node refuses votes for an
+    /// election timeout: `quiet`). `campaign`: the replica on the node
+    /// whose replica of the parent leads campaigns at the next tick, as a
+    /// new group's first candidate does (`RaftConfig::first_candidate`),
+    /// so the new group has a leader within a round trip (TiKV's split
+    /// peers campaign the same way). A learner never campaigns.
+    pub fn split_born(&mut self, campaign: bool) {
+        self.quiet = false;
+        if campaign && self.promotable() {
+            self.election_elapsed = 0;
+            self.election_timeout = 1;
+        }
+    }
+
     pub(super) fn campaign(&mut self) {
         if self.cfg.pre_vote {
             self.become_pre_candidate();

@@ -1,0 +1,73 @@
+//! Range splits through the client (issue #18): `ctl split KEY`.
+
+use bytes::Bytes;
+
+use super::{Client, Error};
+use crate::meta::{IdKind, MetaCmd, MetaReply};
+use crate::route::shard_of;
+use crate::wire::{ClientError, Op, Reply};
+
+/// What a split did: range `parent` now ends at the key, range `right`
+/// starts there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitDone {
+    pub parent: u64,
+    pub right: u64,
+}
+
+impl Client {
+    /// Splits the range holding `key` at `key`: a new range id on the
+    /// parent's shard from the meta group (`right`: one given instead, for
+    /// a cluster without one), then `Op::Split` on the parent's leader,
+    /// answered once the split applied there (the new range serves within
+    /// a round trip). The range map is read again afterwards. Asked again
+    /// (a lost answer), the same split is answered `Done`.
+    ///
+    /// Errors: no range holds `key` (`Unreachable`, as a key lookup's);
+    /// the meta group refused or is unreachable; the leader refused
+    /// (`BadRequest`: `key` is a range's start, or the id is in use).
+    pub async fn split(&self, key: &[u8], right: Option<u64>) -> Result<SplitDone, Error> {
+        let parent = self.group_for(key).await?;
+        let shards = self.inner.shards.get().max(1);
+        let right = match right {
+            Some(r) => r,
+            None => self.range_id_on_shard_of(parent, shards).await?,
+        };
+        let op = Op::Split {
+            key: Bytes::copy_from_slice(key),
+            right,
+        };
+        match self.admin_on_leader(parent, op).await? {
+            Reply::Done => {}
+            r => return Err(super::unexpected(r)),
+        }
+        self.inner.ranges.borrow_mut().remove(parent);
+        self.fetch_ranges(key, false).await;
+        Ok(SplitDone { parent, right })
+    }
+
+    /// A new range id on range `parent`'s shard (`id % shards`), from the
+    /// meta group: `shards` consecutive ids hold exactly one (the others
+    /// are never used).
+    async fn range_id_on_shard_of(&self, parent: u64, shards: u32) -> Result<u64, Error> {
+        let cmd = MetaCmd::AllocIds {
+            kind: IdKind::Range,
+            count: shards,
+        };
+        let want = shard_of(parent, shards);
+        match self.meta(&cmd).await? {
+            MetaReply::Ids { first, count } => (first..first + u64::from(count))
+                .find(|&id| shard_of(id, shards) == want)
+                .ok_or_else(|| {
+                    Error::Server(ClientError::Failed {
+                        reason: format!(
+                            "the meta group gave {count} range ids from {first}, none on shard {want}"
+                        ),
+                    })
+                }),
+            r => Err(Error::Server(ClientError::Failed {
+                reason: format!("the meta group answered an id allocation with {r:?}"),
+            })),
+        }
+    }
+}

@@ -1,0 +1,373 @@
+//! Range splits on a shard (issue #18): the split request on a range's
+//! leader, and the new range each replica makes when it applies the split
+//! entry.
+//!
+//! Rules, and why:
+//! - **A split is an entry of the parent's log** (`kv::WriteOp::Split`),
+//!   proposed by its leader on an operator's or the balancer's request
+//!   (`Op::Split`). Every replica that applies it makes the new
+//!   (right-hand) range on its own (node, shard), with the parent's
+//!   members as of the split entry (same replica ids, same placements),
+//!   and the state machine the entry left it: the parent's keys at and
+//!   above the split key, and all of its client sessions, so a write
+//!   retried across the split is applied once (its session's results
+//!   travel with it). As TiKV's `exec_batch_split` and CockroachDB's
+//!   `splitTrigger`.
+//! - **Durable before it exists**: the new range's first snapshot (at the
+//!   split entry's index and term, the parent's membership) is encoded on
+//!   the helper thread and its file written in the background; then its
+//!   catalog create is fsynced, then the replica is hosted, restarted
+//!   from that snapshot as after a crash. Until then the parent takes no
+//!   snapshot of its own (its log keeps the split entry, so a crash
+//!   before the create replays the split and makes the range again; a
+//!   snapshot file with no catalog entry is removed at open). Applying
+//!   the entry again once the range exists (a replay after a restart)
+//!   changes nothing.
+//! - **No conflicting replica**: while the range is being made here, a
+//!   message from its leader does not create it from a snapshot instead
+//!   (`Shard::on_peer_message`); once it exists, the split entry is not
+//!   applied to it again. A replica that never applies the split entry
+//!   (its parent installed a later snapshot from the leader) gets the new
+//!   range the way a replica added to a group does: its leader's
+//!   heartbeat creates it empty and a snapshot seeds it
+//!   (`group::creates_replica`).
+//! - **A leader within a round trip**: the new range's replica on the node
+//!   whose parent replica leads campaigns at the next tick; the others
+//!   vote at once (they were in no leader's lease: `RawNode::split_born`).
+//!   That leader reports both descriptors to the meta group in one batch
+//!   (`MetaLink::report`), so the map has no gap between them.
+//! - **Keys left behind are trimmed off the turn's critical path**: both
+//!   sides share the parent's persistent map (the split is O(1)); keys
+//!   outside a side's bounds are invisible to reads, snapshots and the
+//!   digest, and each tick removes at most [`SPLIT_TRIM_KEYS_PER_TICK`]
+//!   of them.
+
+use super::snapshots::{drop_on_helper, drop_state_on_helper, on_helper};
+use super::*;
+use crate::group::SplitApplied;
+use crate::raft::{HardState, RawNode};
+use crate::storage::{CatalogOp, GroupLog, ReplicaDesc};
+use crate::wire::Request;
+
+/// Keys a shard removes per tick from state machines that a split left
+/// holding keys outside their bounds (each O(log n) on the persistent
+/// map): at the default 10 ms tick, 400 000 keys a second, so a range
+/// split at `range-split-bytes` (64 MiB of small keys: about 1 M keys)
+/// is trimmed in a few seconds, in steps of well under a millisecond.
+pub const SPLIT_TRIM_KEYS_PER_TICK: usize = 4096;
+
+/// A new range's first snapshot file, written in the background.
+pub(super) struct SplitSeeded {
+    parent: GroupId,
+    right: GroupId,
+    replica: ReplicaId,
+    snap: Snapshot,
+    crc: u32,
+    kv: crate::kv::Kv,
+    result: Result<(), snapfile::SnapFileError>,
+}
+
+impl Shard {
+    /// `Op::Split` on range `gid`: refused unless this replica leads and
+    /// the new id is free and on this shard; proposed as a split entry
+    /// and answered once it applies (its refusals come from the state
+    /// machine: `kv::Kv::apply`).
+    pub(super) fn split_request(
+        &mut self,
+        gid: GroupId,
+        conn: ClientConnId,
+        req: &Request,
+        key: &bytes::Bytes,
+        right: GroupId,
+        deadline: Instant,
+    ) {
+        let refuse = |reason: String| Err(ClientError::BadRequest { reason });
+        let shard = self.cfg.shard;
+        let on = crate::route::shard_of(right, self.cfg.shards);
+        let r = if gid == crate::route::META_GROUP {
+            refuse("the meta group does not split".into())
+        } else if right == 0 || right == gid || right == crate::route::META_GROUP {
+            refuse(format!(
+                "range id {right} cannot name the new range (ask the meta group for one: AllocIds)"
+            ))
+        } else if on != shard {
+            refuse(format!(
+                "range id {right} lives on shard {on}, range {gid} on shard {shard}: the new range \
+                 is made on its parent's shard (pick an id with id % shards == {shard})"
+            ))
+        } else if self.split_in_force(gid, key, right) {
+            // Asked again (a lost answer): in force, as a membership
+            // change already made is.
+            return self.respond(conn, req.id, Ok(Reply::Done));
+        } else if self.replicas.contains_key(&right)
+            || self.seeding.contains_key(&right)
+            || self.store.catalog().is_tombstoned(right)
+        {
+            refuse(format!(
+                "range id {right} is in use on this node (ask the meta group for a new one)"
+            ))
+        } else if self.disk_full {
+            self.stats.errors_disk_full += 1;
+            Err(ClientError::DiskFull)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = r {
+            return self.respond(conn, req.id, Err(e));
+        }
+        let g = self.replica_mut(gid);
+        if g.raft.role() != Role::Leader {
+            let leader = g.leader_node();
+            return self.respond(conn, req.id, Err(ClientError::NotLeader { leader }));
+        }
+        if !g.raft.conf().voters_outgoing.is_empty() {
+            let reason = format!(
+                "range {gid} is changing its membership (joint configuration): ask again once the change is done"
+            );
+            return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
+        }
+        let entry = crate::kv::Command {
+            client: 0,
+            seq: 0,
+            ack: 0,
+            op: crate::kv::WriteOp::Split {
+                key: key.clone(),
+                right,
+            },
+        };
+        match g.raft.propose(entry.encode()) {
+            Ok((index, term)) => {
+                self.stats.proposals += 1;
+                tracing::info!(
+                    shard,
+                    group = gid,
+                    right,
+                    key = %crate::meta::show_key(key),
+                    index,
+                    "split proposed"
+                );
+                self.replica_mut(gid)
+                    .await_entry(index, term, conn, req.id, deadline)
+            }
+            Err(crate::raft::ProposeError::Backpressure { .. }) => {
+                self.respond(conn, req.id, Err(ClientError::Busy))
+            }
+            Err(_) => {
+                let leader = self.replica_mut(gid).leader_node();
+                self.respond(conn, req.id, Err(ClientError::NotLeader { leader }))
+            }
+        }
+    }
+
+    /// Whether range `gid` was split at `key` into range `right` here
+    /// already (applied; the new range made or being made).
+    fn split_in_force(&self, gid: GroupId, key: &bytes::Bytes, right: GroupId) -> bool {
+        let ends_at_key = self
+            .replicas
+            .get(&gid)
+            .is_some_and(|p| p.kv.bounds().from_log && p.kv.bounds().end == *key);
+        let made = match self.replicas.get(&right) {
+            Some(r) => r.kv.bounds().start == *key,
+            None => self.seeding.get(&right) == Some(&gid),
+        };
+        ends_at_key && made
+    }
+
+    /// Group `parent` applied split entries: each new range is made here
+    /// (its first snapshot written in the background, `finish_splits`),
+    /// unless it exists already, was destroyed here, or is being made.
+    pub(super) fn start_splits(&mut self, parent: GroupId, splits: Vec<SplitApplied>) {
+        let shard = self.cfg.shard;
+        self.trim_later(parent);
+        for s in splits {
+            let right = s.right;
+            let exists = self.replicas.contains_key(&right)
+                || self.seeding.contains_key(&right)
+                || self.store.catalog().is_tombstoned(right);
+            if exists || self.disk_full {
+                // A replay of a split whose range exists (or was moved
+                // away since); with the disk full, the range's leader
+                // seeds it later as it would a new member.
+                tracing::info!(
+                    shard,
+                    group = parent,
+                    right,
+                    index = s.index,
+                    disk_full = self.disk_full,
+                    "split applied; its new range is not made here"
+                );
+                drop_state_on_helper(s.kv).detach();
+                continue;
+            }
+            let g = hosted(&mut self.replicas, parent);
+            let Some((meta, conf)) = g.raft.snapshot_meta_at(s.index) else {
+                // Only if a snapshot at or past the split was taken since
+                // it applied, which `take_snapshot` does not do.
+                tracing::error!(shard, group = parent, right, "split's membership unknown");
+                drop_state_on_helper(s.kv).detach();
+                continue;
+            };
+            debug_assert_eq!(meta.term, s.term);
+            let replica = g.replica;
+            self.seeding.insert(right, parent);
+            let dir = self.snap_dir.clone();
+            let done = self.splits_done.clone();
+            let kv = s.kv;
+            glommio::spawn_local(async move {
+                let view = kv.clone();
+                let (data, crc) = on_helper(move || {
+                    let data = view.snapshot();
+                    let crc = crc32fast::hash(&data);
+                    (data, crc)
+                })
+                .await;
+                let snap = Snapshot { meta, conf, data };
+                let result = snapfile::write(&dir, right, &snap, crc).await.map(|_| ());
+                done.borrow_mut().push(SplitSeeded {
+                    parent,
+                    right,
+                    replica,
+                    snap,
+                    crc,
+                    kv,
+                    result,
+                });
+            })
+            .detach();
+        }
+    }
+
+    /// Hosts the new ranges whose first snapshot file is written: catalog
+    /// create (durable), then the replica, restarted from that snapshot.
+    /// The shard loop calls it every turn; public so that tests can drive
+    /// a shard without its loop.
+    pub async fn finish_splits(&mut self) -> Result<(), ShardError> {
+        let shard = self.cfg.shard;
+        let done = std::mem::take(&mut *self.splits_done.borrow_mut());
+        for d in done {
+            self.seeding.remove(&d.right);
+            let (index, right) = (d.snap.meta.index, d.right);
+            let path = self.snap_dir.join(snapfile::file_name(right, index));
+            if let Err(err) = d.result {
+                drop_state_on_helper(d.kv).detach();
+                drop_on_helper(d.snap);
+                if !snap_err_is_disk_full(&err) {
+                    return Err(ShardError::Snapshot { shard, err });
+                }
+                // The range's leader seeds it later, as a new member.
+                tracing::warn!(shard, right, "a split's new range is not made here: {err}");
+                self.enter_disk_full(&err);
+                continue;
+            }
+            let desc = ReplicaDesc {
+                group: right,
+                replica: d.replica,
+                voters: Vec::new(),
+                descriptor: bytes::Bytes::new(),
+            };
+            let refused = self.disk_full || self.store.catalog().check_create(&desc).is_err();
+            if refused {
+                tracing::info!(
+                    shard,
+                    right,
+                    "a split's new range is not made here after all"
+                );
+                let _ = glommio::io::remove(path).await;
+                drop_state_on_helper(d.kv).detach();
+                drop_on_helper(d.snap);
+                continue;
+            }
+            let rc = replica_config(&self.cfg, &desc)?;
+            let hs = HardState {
+                term: d.snap.meta.term,
+                vote: 0,
+                commit: index,
+            };
+            let raft = RawNode::restart_from(rc, hs, Some(d.snap.clone()), Vec::new(), index);
+            let mut r = Replica::new(right, d.replica, raft, d.kv, index, GroupLog::default());
+            let raft = &mut r.raft;
+            let held = raft.snapshot_stored(index);
+            let parent_leads = self
+                .replicas
+                .get(&d.parent)
+                .is_some_and(|p| p.raft.role() == Role::Leader);
+            raft.split_born(parent_leads);
+            let desc = ReplicaDesc {
+                descriptor: r
+                    .range_descriptor(shard)
+                    .map(|x| x.to_bytes())
+                    .unwrap_or_default(),
+                ..desc
+            };
+            self.store
+                .append_catalog(false, &[CatalogOp::Create(desc)])
+                .await
+                .map_err(wal_err(shard))?;
+            drop_on_helper((d.snap, held));
+            let b = r.kv.bounds();
+            tracing::info!(
+                shard,
+                parent = d.parent,
+                group = right,
+                replica = r.replica,
+                index,
+                crc = d.crc,
+                start = %crate::meta::show_key(&b.start),
+                end = %crate::meta::show_key(&b.end),
+                campaigns = parent_leads,
+                "range split: new range made from its parent's split entry"
+            );
+            self.stats.ranges_split += 1;
+            if parent_leads {
+                // Both sides in one report (the map has no gap).
+                if let Some(p) = self.replicas.get(&d.parent) {
+                    self.meta_link.report(p, shard);
+                }
+                self.meta_link.report(&r, shard);
+            }
+            self.host(r);
+            self.trim_later(right);
+        }
+        Ok(())
+    }
+
+    /// Whether group `gid` may not take a snapshot now: a range it split
+    /// off is still being made here (its log must keep the split entry).
+    pub(super) fn splitting(&self, gid: GroupId) -> bool {
+        !self.seeding.is_empty() && self.seeding.values().any(|&p| p == gid)
+    }
+
+    /// Queues `gid` for trimming, if a split left it keys outside its
+    /// bounds.
+    fn trim_later(&mut self, gid: GroupId) {
+        let outside = self
+            .replicas
+            .get(&gid)
+            .is_some_and(|r| r.kv.has_keys_outside_bounds());
+        if outside && !self.trimming.contains(&gid) {
+            self.trimming.push_back(gid);
+        }
+    }
+
+    /// Removes at most [`SPLIT_TRIM_KEYS_PER_TICK`] keys that splits left
+    /// outside replicas' bounds, oldest split first. Called once per tick.
+    pub(super) fn trim_split_leftovers(&mut self) {
+        let mut budget = SPLIT_TRIM_KEYS_PER_TICK;
+        while budget > 0 {
+            let Some(&gid) = self.trimming.front() else {
+                return;
+            };
+            let Some(r) = self.replicas.get_mut(&gid) else {
+                self.trimming.pop_front();
+                continue;
+            };
+            let n = r.kv.trim_outside_bounds(budget);
+            budget -= n.min(budget);
+            self.stats.split_keys_trimmed += n as u64;
+            if n == 0 || !r.kv.has_keys_outside_bounds() {
+                self.trimming.pop_front();
+                self.metrics_dirty.insert(gid);
+            }
+        }
+    }
+}
