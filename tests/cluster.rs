@@ -3137,3 +3137,96 @@ fn ctl_decommission_drains_a_node_and_marks_it_decommissioned() {
     assert!(out.status.success(), "{text}");
     assert!(text.contains("node 1: decommissioned already"), "{text}");
 }
+
+/// Range splits across real processes (issue #18): `ctl split` splits
+/// range 0 at a key while 16 writers write across it; the new range is
+/// made on every node, gets a leader and takes the writes of its keys
+/// (writers that hit the old range are told `KeyNotInRange` and find the
+/// new one); a follower killed and restarted keeps both sides; the meta
+/// group's map holds both descriptors; no acknowledged write is lost;
+/// splitting at the new range's start is refused, saying why.
+#[test]
+fn ctl_split_splits_a_range_under_writes_and_a_restarted_node_keeps_both_sides() {
+    let mut c = cluster(3, 2, &[]);
+    // New range ids come from the meta group, once it holds the map.
+    let addrs = c.client_addrs();
+    run_on_executor(move || async move {
+        meta_until(&client(addrs).await, 30, |m| m.ranges().len() == 2).await;
+    });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // "k.." < 0x80: all in range 0 of the two even cuts.
+    let writers = spawn_writers(c.client_addrs(), stop.clone(), |_| {
+        (0..16).map(|k| format!("k{k:02}")).collect()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let out = ctl(&c, &["split", "k08"]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let right: u64 = said
+        .strip_prefix("range 0 split at k08: range ")
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("ctl split said {said:?}"));
+    assert_eq!(right % 2, 0, "the new range is on range 0's shard: {right}");
+    std::thread::sleep(Duration::from_millis(500));
+    c.kill(3);
+    std::thread::sleep(Duration::from_millis(500));
+    c.restart(3).unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (_, log) = writers.join().expect("writers finished");
+    let acked: u64 = log.values().map(|l| l.acked).sum();
+    let _show = ShowLogsOnPanic(&c);
+    let addrs = c.client_addrs();
+    run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        check_writes(&cl, &log).await;
+        assert_eq!(cl.group_of(b"k07"), Some(0));
+        assert_eq!(cl.group_of(b"k08"), Some(right));
+        let m = meta_until(&cl, 30, |m| {
+            let r = m.ranges();
+            r.get(right).is_some_and(|d| &d.start[..] == b"k08")
+                && r.get(0).is_some_and(|d| &d.end[..] == b"k08")
+        })
+        .await;
+        assert_eq!(m.ranges().len(), 3, "{:?}", m.ranges());
+        // Every node, the restarted one too, hosts both sides, and the
+        // new range has a leader.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let st = cl.status().await;
+            let hosting = st
+                .iter()
+                .filter(|(_, r)| {
+                    r.as_ref()
+                        .is_ok_and(|gs| gs.iter().any(|g| g.group == right))
+                })
+                .count();
+            let led = st.iter().any(|(_, r)| {
+                r.as_ref().is_ok_and(|gs| {
+                    gs.iter()
+                        .any(|g| g.group == right && !g.replicas.is_empty())
+                })
+            });
+            if hosting == 3 && led {
+                break;
+            }
+            assert!(Instant::now() < deadline, "range {right}: {st:?}");
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    assert!(acked > 100, "writes went on: {acked}");
+    assert!(
+        metric_sum(&c, 3, "ringraft_ranges_split_total") >= 2,
+        "made on the nodes that applied the split"
+    );
+    let out = ctl(&c, &["split", "k08"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(err.contains("not strictly inside"), "{err}");
+}
