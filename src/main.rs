@@ -151,14 +151,7 @@ enum CtlCmd {
     /// below KEY, a new range (its id from the meta group) holds KEY and
     /// above, with the same replicas; it serves within a round trip.
     /// Prints both ranges. Asked again, the same split is done already.
-    Split {
-        key: String,
-        /// The new range's id (default: allocated by the meta group, on
-        /// the range's shard). Must satisfy id % shards == the range's
-        /// shard.
-        #[arg(long)]
-        range_id: Option<u64>,
-    },
+    Split { key: String },
     /// Ask GROUP's leader to hand leadership to NODE.
     TransferLeader { group: u64, node: u64 },
     /// Snapshot GROUP now on every node that has a replica of it.
@@ -889,8 +882,8 @@ async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             c.put(key.as_bytes(), value.as_bytes()).await.map_err(e)?;
             (json!({ "key": key, "done": true }), 0)
         }
-        CtlCmd::Split { key, range_id } => {
-            let d = c.split(key.as_bytes(), range_id).await.map_err(e)?;
+        CtlCmd::Split { key } => {
+            let d = c.split(key.as_bytes(), None).await.map_err(e)?;
             (
                 json!({ "key": key, "range": d.parent, "new_range": d.right }),
                 0,
@@ -1296,8 +1289,8 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             Ok(0)
         }
         CtlCmd::TransferLeader { group, node } => transfer_leader(c, group, node).await,
-        CtlCmd::Split { key, range_id } => {
-            let d = c.split(key.as_bytes(), range_id).await.map_err(e)?;
+        CtlCmd::Split { key } => {
+            let d = c.split(key.as_bytes(), None).await.map_err(e)?;
             say!(
                 "range {} split at {key}: range {} holds {key} and above",
                 d.parent,

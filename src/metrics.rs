@@ -54,6 +54,12 @@ pub struct ShardStats {
     /// Ranges this shard created from a split entry its replica of the
     /// parent applied (`shard/splits.rs`).
     pub ranges_split: u64,
+    /// Creating heartbeats that did not create a replica yet (its group's
+    /// heartbeats came for less than an election timeout).
+    pub replica_creations_deferred: u64,
+    /// Split entries naming a new range id that another range holds here
+    /// (never, with ids from the meta group).
+    pub splits_conflicting: u64,
     /// Keys a split left outside a replica's bounds, trimmed since
     /// (`SPLIT_TRIM_KEYS_PER_TICK` per tick).
     pub split_keys_trimmed: u64,
@@ -327,7 +333,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 50] = [
+    let counters: [Family<ShardMetrics>; 52] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -428,6 +434,16 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             "ringraft_ranges_split_total",
             "ranges created on this shard by a split entry of their parent",
             |s| s.stats.ranges_split,
+        ),
+        (
+            "ringraft_replica_creations_deferred_total",
+            "leaders' heartbeats that did not create a replica yet (an election timeout first)",
+            |s| s.stats.replica_creations_deferred,
+        ),
+        (
+            "ringraft_splits_conflicting_total",
+            "split entries naming a range id another range holds here",
+            |s| s.stats.splits_conflicting,
         ),
         (
             "ringraft_split_keys_trimmed_total",

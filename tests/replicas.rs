@@ -388,14 +388,26 @@ fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does
         // its members, on the nodes they are placed on).
         shard.on_peer_message(301, 2, snap(1, 0, &[3]));
         // A heartbeat carrying commit 0: the leader knows the member holds
-        // nothing (its seeding snapshot may have been lost).
-        let hb = from_leader(Body::Heartbeat {
-            commit: 0,
-            round: 1,
-        });
-        shard.on_peer_message(302, 2, hb);
+        // nothing (its seeding snapshot may have been lost). Only once its
+        // group's heartbeats came for an election timeout: a range split
+        // off on another node is made here from its parent's state an
+        // apply later.
+        let hb = || {
+            from_leader(Body::Heartbeat {
+                commit: 0,
+                round: 1,
+            })
+        };
+        shard.on_peer_message(302, 2, hb());
         shard.create_from_messages().await.unwrap();
-        assert!(groups(&shard).contains(&301) && groups(&shard).contains(&302));
+        assert!(groups(&shard).contains(&301) && !groups(&shard).contains(&302));
+        assert_eq!(shard.stats().replica_creations_deferred, 1);
+        let sc = cfg.shard(0, &store);
+        let election = Duration::from_millis(u64::from(sc.raft.election_ticks) * sc.tick_ms);
+        glommio::timer::sleep(election).await;
+        shard.on_peer_message(302, 2, hb());
+        shard.create_from_messages().await.unwrap();
+        assert!(groups(&shard).contains(&302));
     });
     drop(lock);
 }

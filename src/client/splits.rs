@@ -28,6 +28,17 @@ impl Client {
     /// (`BadRequest`: `key` is a range's start, or the id is in use).
     pub async fn split(&self, key: &[u8], right: Option<u64>) -> Result<SplitDone, Error> {
         let parent = self.group_for(key).await?;
+        self.split_range(parent, key, right).await
+    }
+
+    /// [`Client::split`] of range `parent`, which holds `key` (refused
+    /// with `BadRequest` if it does not).
+    pub async fn split_range(
+        &self,
+        parent: u64,
+        key: &[u8],
+        right: Option<u64>,
+    ) -> Result<SplitDone, Error> {
         let shards = self.inner.shards.get().max(1);
         let right = match right {
             Some(r) => r,

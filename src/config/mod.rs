@@ -113,6 +113,12 @@ pub struct NodeSettings {
     /// Default 64 MiB.
     #[arg(long)]
     pub snapshot_log_bytes: Option<u64>,
+    /// A range whose keys and values pass this many bytes is split in two
+    /// halves by bytes (issue #18; TiKV's `region-split-size`,
+    /// CockroachDB's `range_max_bytes`). 0: ranges split only by hand
+    /// (`ctl split`). Default 64 MiB.
+    #[arg(long)]
+    pub range_split_bytes: Option<u64>,
     /// Bytes per second of snapshots this node sends at most (seeding a
     /// replica a move added, catching up one that fell behind the log),
     /// shared evenly by its shards: a snapshot chunk over the budget is
@@ -283,6 +289,11 @@ impl std::str::FromStr for Join {
 /// worth of copying per replica).
 pub const DEAD_NODE_TIMEOUT_MS_MIN: u64 = 10_000;
 
+/// `--range-split-bytes` by default: 64 MiB of keys and values, TiKV's
+/// and CockroachDB's order of size (a range's snapshot and a move stay
+/// well under a second of a disk's bandwidth).
+pub const RANGE_SPLIT_BYTES_DEFAULT: u64 = 64 << 20;
+
 macro_rules! merge_fields {
     ($a:expr, $b:expr, $($f:ident),*) => {
         NodeSettings { $($f: $a.$f.or($b.$f)),* }
@@ -318,6 +329,7 @@ impl NodeSettings {
             request_timeout_ms,
             snapshot_entries,
             snapshot_log_bytes,
+            range_split_bytes,
             snapshot_send_bytes_per_sec,
             compact_keep_entries,
             wal_pin_records_max,
@@ -962,6 +974,7 @@ impl NodeSettings {
             request_timeout_ms,
             snapshot_entries: self.snapshot_entries.unwrap_or(100_000),
             snapshot_log_bytes: self.snapshot_log_bytes.unwrap_or(64 << 20).max(1),
+            range_split_bytes: self.range_split_bytes.unwrap_or(RANGE_SPLIT_BYTES_DEFAULT),
             snapshot_send_bytes_per_sec,
             wal_pin_records_max: self.wal_pin_records_max.unwrap_or(100_000).max(1),
             wal,
@@ -1146,6 +1159,9 @@ pub struct ShardConfig {
     pub snapshot_entries: u64,
     /// ... or once this many bytes of entries were applied since its last.
     pub snapshot_log_bytes: u64,
+    /// A range this shard leads is split once its keys and values pass
+    /// this many bytes (0: never by size). `--range-split-bytes`.
+    pub range_split_bytes: u64,
     /// Bytes per second of snapshot chunks this shard sends at most (the
     /// node's `--snapshot-send-bytes-per-sec` over its shards): a token
     /// bucket holding at most one second's worth, or one chunk if more

@@ -114,9 +114,16 @@ pub enum WriteOp {
     /// the parent's + 1 (`meta::Epoch`). An admin command (client 0),
     /// proposed by the range's leader; see [`Kv::take_split`] for what the
     /// applier does with the new side, and [`Kv::apply`] for the refusals.
+    /// `start`, `end` and `version` are the range's bounds as its leader
+    /// had them when it proposed the split: every replica adopts them, so
+    /// replicas whose bounds came from their own nodes' descriptors (and
+    /// might differ) leave the split with the same ones.
     Split {
         key: Bytes,
         right: u64,
+        start: Bytes,
+        end: Bytes,
+        version: u64,
     },
 }
 
@@ -212,7 +219,18 @@ impl Command {
                 field(value.as_deref().unwrap_or_default());
             }
             WriteOp::Incr { by, .. } => field(&by.to_le_bytes()),
-            WriteOp::Split { right, .. } => field(&right.to_le_bytes()),
+            WriteOp::Split {
+                right,
+                start,
+                end,
+                version,
+                ..
+            } => {
+                field(&right.to_le_bytes());
+                field(start);
+                field(end);
+                field(&version.to_le_bytes());
+            }
             WriteOp::Append { value, max_len, .. } => {
                 field(value);
                 field(&max_len.to_le_bytes());
@@ -272,6 +290,9 @@ impl Command {
             OP_SPLIT => WriteOp::Split {
                 key,
                 right: u64::from_le_bytes(field()?[..].try_into().ok()?),
+                start: field()?,
+                end: field()?,
+                version: u64::from_le_bytes(field()?[..].try_into().ok()?),
             },
             OP_APPEND => {
                 let value = field()?;
@@ -348,6 +369,16 @@ pub struct Kv {
     /// The new side of the split the last applied entry made, until the
     /// applier takes it ([`Kv::take_split`]). Never in a snapshot.
     split_off: Option<Box<SplitOff>>,
+}
+
+/// `[start, end)` as text (`∞`: no upper bound).
+fn show_bounds(b: &KeyBounds) -> String {
+    let end = if b.end.is_empty() {
+        "∞".to_string()
+    } else {
+        crate::meta::show_key(&b.end)
+    };
+    format!("[{}, {end})", crate::meta::show_key(&b.start))
 }
 
 /// The new (right-hand) range a split entry made: its id and its state
@@ -565,8 +596,24 @@ impl Kv {
                 return Err(self.not_in_range(key));
             }
         }
-        if let WriteOp::Split { key, right } = &cmd.op {
-            return self.split(cmd.client, key, *right).map(|()| Reply::Done);
+        if let WriteOp::Split {
+            key,
+            right,
+            start,
+            end,
+            version,
+        } = &cmd.op
+        {
+            let proposed = KeyBounds {
+                start: start.clone(),
+                end: end.clone(),
+                version: *version,
+                known: true,
+                from_log: true,
+            };
+            return self
+                .split(cmd.client, key, *right, proposed)
+                .map(|()| Reply::Done);
         }
         if cmd.client == 0 {
             let r = self.execute(&cmd.op);
@@ -602,9 +649,30 @@ impl Kv {
 
     /// Applies a split at `key` (the entry at `self.applied`): see
     /// [`Kv::apply`] for the refusals. O(1) in the keys and sessions.
-    fn split(&mut self, client: u64, key: &Bytes, right: u64) -> Result<(), ClientError> {
+    fn split(
+        &mut self,
+        client: u64,
+        key: &Bytes,
+        right: u64,
+        proposed: KeyBounds,
+    ) -> Result<(), ClientError> {
         let refuse = |reason: String| Err(ClientError::BadRequest { reason });
-        let b = &self.bounds;
+        let b = &proposed;
+        let mine = &self.bounds;
+        // Replicated (set by a split entry or a snapshot carrying it), so
+        // every replica refuses alike.
+        if mine.from_log
+            && (mine.start != b.start || mine.end != b.end || mine.version != b.version)
+        {
+            return refuse(format!(
+                "the range changed since this split was proposed (it is {} at version {}, \
+                 the split was proposed for {} at version {}): ask again",
+                show_bounds(mine),
+                mine.version,
+                show_bounds(b),
+                b.version
+            ));
+        }
         if client != 0 {
             return refuse(format!(
                 "a split is an admin command (client 0), not client {client}'s"
@@ -622,14 +690,9 @@ impl Kv {
         }
         if key[..] <= b.start[..] || !b.contains(key) {
             return refuse(format!(
-                "split key {} is not strictly inside the range [{}, {})",
+                "split key {} is not strictly inside the range {}",
                 crate::meta::show_key(key),
-                crate::meta::show_key(&b.start),
-                if b.end.is_empty() {
-                    "∞".to_string()
-                } else {
-                    crate::meta::show_key(&b.end)
-                }
+                show_bounds(b)
             ));
         }
         if right == 0 {
@@ -648,6 +711,7 @@ impl Kv {
             known: true,
             from_log: true,
         };
+        self.bounds.start = b.start.clone();
         self.bounds.end = key.clone();
         self.bounds.version = version;
         self.bounds.known = true;
@@ -661,6 +725,33 @@ impl Kv {
     /// members) before it applies the next entry.
     pub fn take_split(&mut self) -> Option<SplitOff> {
         self.split_off.take().map(|b| *b)
+    }
+
+    /// Where to split this range so each side holds about half of its
+    /// bytes (keys and values, inside its bounds): the shortest key
+    /// between the last key of the lower half and the first of the upper
+    /// one (`meta::split_key_between`), so a split key stays short
+    /// whatever the keys' length. `None` if fewer than two keys are
+    /// inside the bounds. O(n): taken on a copy of the state (O(1),
+    /// persistent), off the executor.
+    pub fn split_key_by_bytes(&self) -> Option<Bytes> {
+        let size = |(k, v): (&Bytes, &Bytes)| (k.len() + v.len()) as u64;
+        let total: u64 = self.pairs_in_bounds().map(size).sum();
+        let mut below = 0u64;
+        // (the key before the last one looked at, the last one)
+        let mut last: (Option<&Bytes>, Option<&Bytes>) = (None, None);
+        for (k, v) in self.pairs_in_bounds() {
+            if let Some(p) = last.1 {
+                if below * 2 >= total {
+                    return Some(crate::meta::split_key_between(p, k));
+                }
+            }
+            below += size((k, v));
+            last = (last.1, Some(k));
+        }
+        // The upper half is the last key alone (it holds over half).
+        let (lo, hi) = (last.0?, last.1?);
+        Some(crate::meta::split_key_between(lo, hi))
     }
 
     /// Whether the map holds keys outside the bounds (a split left them):

@@ -587,8 +587,25 @@ fn data_bytes_counts_keys_and_values() {
     assert_eq!(back.data_bytes(), kv.data_bytes());
 }
 
+/// A split of a range `[a, z)` at version 4 (`bounded`).
 fn split(key: &str, right: u64) -> Command {
-    op(0, 0, WriteOp::Split { key: b(key), right })
+    split_of(key, right, ("a", "z", 4))
+}
+
+/// A split at `key` proposed by a leader whose bounds were `(start, end,
+/// version)`.
+fn split_of(key: &str, right: u64, (start, end, version): (&str, &str, u64)) -> Command {
+    op(
+        0,
+        0,
+        WriteOp::Split {
+            key: b(key),
+            right,
+            start: b(start),
+            end: b(end),
+            version,
+        },
+    )
 }
 
 /// `bounded("a", "z")` with `keys` put by client 1 at seqs 1.., applied
@@ -695,6 +712,9 @@ fn a_split_outside_its_range_or_by_a_client_is_refused() {
                 WriteOp::Split {
                     key: b("m"),
                     right: 7,
+                    start: b("a"),
+                    end: b("z"),
+                    version: 4,
                 },
             ),
             "client 0",
@@ -753,6 +773,26 @@ fn only_bounds_a_split_set_hide_keys_or_refuse_writes() {
     assert!(!own.has_keys_outside_bounds());
     assert_eq!(own.trim_outside_bounds(10), 0);
     assert_eq!(keys_in_snapshot(&own), vec![b("x")], "in the snapshot too");
+    // A split adopts the bounds its leader proposed it with: a replica
+    // whose own (descriptor) bounds differ ends with the same ones.
+    let mut other_cuts = bounded("c", "x");
+    other_cuts.apply(1, &split("m", 7)).unwrap();
+    let right = other_cuts.take_split().unwrap().kv;
+    assert_eq!(other_cuts.bounds(), filled_split_left().bounds());
+    assert_eq!(
+        (&right.bounds().start[..], &right.bounds().end[..]),
+        (&b"m"[..], &b"z"[..])
+    );
+    // Once a split set them (replicated), a split proposed for other
+    // bounds is stale: refused on every replica alike.
+    let stale = split_of("d", 8, ("a", "z", 4));
+    match other_cuts.apply(2, &stale) {
+        Err(ClientError::BadRequest { reason }) => {
+            assert!(reason.contains("changed since"), "{reason}")
+        }
+        r => panic!("a stale split: {r:?}"),
+    }
+    assert!(other_cuts.take_split().is_none());
     let mut unknown = Kv::new(KvLimits::default());
     let mut known = Kv::new(KvLimits::default());
     known.set_bounds(KeyBounds {
@@ -762,7 +802,7 @@ fn only_bounds_a_split_set_hide_keys_or_refuse_writes() {
     for kv in [&mut unknown, &mut known] {
         kv.apply(1, &put(1, 1, 1, "b", "1")).unwrap();
         kv.apply(2, &put(1, 2, 1, "q", "2")).unwrap();
-        assert_eq!(kv.apply(3, &split("m", 7)), Ok(Reply::Done));
+        assert_eq!(kv.apply(3, &split_of("m", 7, ("", "", 0))), Ok(Reply::Done));
         let right = kv.take_split().unwrap().kv;
         assert!(kv.bounds().from_log && right.bounds().from_log);
         assert_eq!(keys_in_snapshot(kv), vec![b("b")]);
@@ -829,4 +869,45 @@ fn a_snapshot_with_a_key_outside_its_bounds_is_refused() {
     snap[at] = b'c';
     let e = Kv::restore(&snap, KvLimits::default()).unwrap_err();
     assert!(e.to_string().contains("outside the key bounds"), "{e}");
+}
+
+/// `range-split-bytes` (issue #18): the split key halves a range's bytes,
+/// counts only the keys inside its bounds, stays short whatever the keys'
+/// length, and is strictly inside the range when there is a key to split
+/// off; none for fewer than two keys.
+#[test]
+fn the_split_key_by_bytes_halves_the_bytes_inside_the_bounds() {
+    assert_eq!(filled(&[]).split_key_by_bytes(), None);
+    assert_eq!(filled(&["c"]).split_key_by_bytes(), None);
+    // Ten pairs of 3 bytes ("k", "vk"): five below.
+    let ten = ["b", "c", "d", "e", "f", "g", "h", "i", "j", "k"];
+    assert_eq!(filled(&ten).split_key_by_bytes(), Some(b("g")));
+    // The separator is the shortest key between the halves.
+    let long = ["user/00001", "user/00002", "user/00099", "user/01000"];
+    assert_eq!(filled(&long).split_key_by_bytes(), Some(b("user/0009")));
+    // One heavy pair: it goes alone to whichever side it needs.
+    let mut heavy = filled(&["c", "d", "e"]);
+    heavy
+        .apply(4, &put(1, 4, 1, "b", &"x".repeat(1000)))
+        .unwrap();
+    assert_eq!(heavy.split_key_by_bytes(), Some(b("c")));
+    let mut heavy = filled(&["b", "c", "d"]);
+    heavy
+        .apply(4, &put(1, 4, 1, "e", &"x".repeat(1000)))
+        .unwrap();
+    assert_eq!(heavy.split_key_by_bytes(), Some(b("e")));
+    // After a split, the keys the other side took do not count.
+    let mut left = filled(&ten);
+    left.apply(11, &split("d", 9)).unwrap();
+    let right = left.take_split().unwrap().kv;
+    assert_eq!(left.split_key_by_bytes(), Some(b("c")));
+    assert_eq!(right.split_key_by_bytes(), Some(b("h")));
+}
+
+/// `bounded("a", "z")` split at "m" (its left side).
+fn filled_split_left() -> Kv {
+    let mut kv = bounded("a", "z");
+    kv.apply(1, &split("m", 7)).unwrap();
+    kv.take_split().unwrap();
+    kv
 }

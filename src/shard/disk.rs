@@ -60,9 +60,11 @@ impl Shard {
     /// their entries may still commit through the other replicas).
     pub(super) async fn try_recover_disk(&mut self) -> Result<(), ShardError> {
         // Background writes and unlinks finish first: the rebuild would
-        // remove a snapshot write's temporary file as a crash's leftover,
-        // and replay WAL segments about to be unlinked.
-        if self.snaps_writing.get() > 0 || self.wal_removals.get() > 0 {
+        // remove a snapshot write's temporary file as a crash's leftover
+        // (a split's new range's too, and that one's finished file, which
+        // no catalog entry names yet), and replay WAL segments about to
+        // be unlinked.
+        if self.snaps_writing.get() > 0 || self.wal_removals.get() > 0 || !self.seeding.is_empty() {
             return Ok(());
         }
         let loaded = match load(&self.cfg, &self.wal_dir, &self.snap_dir).await {

@@ -63,6 +63,13 @@ pub struct MetaLink {
     /// The balancer's last view of the nodes, while this node leads the
     /// meta group and balances (`Op::Liveness`).
     pub(super) liveness: RefCell<Option<LivenessSeen>>,
+    /// Splits this shard's leaders want (range, split key), not yet asked
+    /// for: the reporter task takes a new range id from the meta group and
+    /// sends `Op::Split` (`shard::splits`, `--range-split-bytes`).
+    pub(super) splits_wanted: RefCell<Vec<(GroupId, bytes::Bytes)>>,
+    /// When each range last started towards a split by size: not again
+    /// within `RANGE_SPLIT_RETRY_MS`.
+    pub(super) splits_started: RefCell<BTreeMap<GroupId, Instant>>,
 }
 
 impl MetaLink {
@@ -243,7 +250,7 @@ pub async fn run_range_reporter(
     while !stop.get() {
         glommio::timer::sleep(wait).await;
         wait = interval;
-        if link.queued() == 0 {
+        if link.queued() == 0 && link.splits_wanted.borrow().is_empty() {
             continue;
         }
         let c = match &client {
@@ -257,6 +264,28 @@ pub async fn run_range_reporter(
                 }
             },
         };
+        let wanted = std::mem::take(&mut *link.splits_wanted.borrow_mut());
+        for (range, key) in wanted {
+            match c.split_range(range, &key, None).await {
+                Ok(d) => tracing::info!(
+                    range,
+                    new_range = d.right,
+                    key = %crate::meta::show_key(&key),
+                    "range split by size"
+                ),
+                // Asked again once it is still too large
+                // (`RANGE_SPLIT_RETRY_MS`): its leadership may have moved,
+                // the key may be another range's now.
+                Err(e) => tracing::warn!(
+                    range,
+                    key = %crate::meta::show_key(&key),
+                    "range not split by size: {e}"
+                ),
+            }
+        }
+        if link.queued() == 0 {
+            continue;
+        }
         let batch: Vec<RangeDesc> = {
             let mut q = link.reports.borrow_mut();
             let first = report_batch(q.values()).len();

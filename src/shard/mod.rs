@@ -39,11 +39,11 @@ pub use snapshots::{
     allocator_trims, trim_allocator, HELPER_JOBS_MAX, HELPER_THREADS, TRIM_AFTER_FREE_BYTES,
 };
 use snapshots::{snap_err_is_disk_full, SnapshotBudget};
-pub use splits::SPLIT_TRIM_KEYS_PER_TICK;
+pub use splits::{RANGE_SPLIT_RETRY_MS, SPLIT_TRIM_KEYS_PER_TICK};
 
 pub use replicas::{
-    creates_replica, ReplicaApiError, ReplicaInfo, REMOVED_LEADER_GRACE_ELECTIONS,
-    REPLICAS_CREATED_PER_TURN_MAX,
+    creates_replica, ReplicaApiError, ReplicaInfo, HEARTBEAT_CREATE_WINDOW,
+    REMOVED_LEADER_GRACE_ELECTIONS, REPLICAS_CREATED_PER_TURN_MAX, UNKNOWN_HEARTBEATS_MAX,
 };
 
 use std::cell::{Cell, RefCell};
@@ -205,6 +205,9 @@ pub struct Shard {
     /// message itself, stepped once it exists (`replicas.rs`). At most
     /// `REPLICAS_CREATED_PER_TURN_MAX`.
     creating: Vec<(GroupId, u64, crate::raft::Message)>,
+    /// When a creating heartbeat of each group not hosted here was first
+    /// noted (`replicas::heartbeat_creates`).
+    unknown_heartbeats: HashMap<GroupId, Instant>,
     transport: Rc<Transport>,
     /// Nodes the transport reported unreachable and not reachable since:
     /// told again to each replica that becomes leader (`report_peers`), so
@@ -232,6 +235,9 @@ pub struct Shard {
     /// applied (`splits.rs`), by id: their parents (which take no snapshot
     /// meanwhile).
     seeding: BTreeMap<GroupId, GroupId>,
+    /// The index of the split each range leading here proposed last
+    /// (another is not proposed before it applies).
+    splits_proposed: BTreeMap<GroupId, crate::raft::Index>,
     /// Their first snapshot files, written in the background.
     splits_done: Rc<RefCell<Vec<splits::SplitSeeded>>>,
     /// Replicas a split left holding keys outside their bounds, trimmed
@@ -579,6 +585,7 @@ impl Shard {
             removed: Vec::new(),
             handing_over: BTreeMap::new(),
             creating: Vec::new(),
+            unknown_heartbeats: HashMap::new(),
             transport,
             nodes_unreachable: Default::default(),
             metrics_dirty: Default::default(),
@@ -595,6 +602,7 @@ impl Shard {
             installs_done: Rc::default(),
             snaps_done: Rc::default(),
             seeding: BTreeMap::new(),
+            splits_proposed: BTreeMap::new(),
             splits_done: Rc::default(),
             trimming: VecDeque::new(),
             chunks_read: Rc::default(),
@@ -1153,6 +1161,7 @@ impl Shard {
         self.answers = answers;
         if done.applied.entries > 0 {
             self.maybe_snapshot(gid);
+            self.maybe_split(gid);
         }
         if self.disk_full {
             // Nothing of it is durable, nor will be: no ack, no report.

@@ -27,7 +27,11 @@
 //!   membership, if it names the addressee (it may predate the addition),
 //!   places it on this node; the catalog allows the id (not at or below
 //!   the group's tombstone: a removed replica never comes back from a
-//!   stale leader's message); the disk is not full; fewer than
+//!   stale leader's message); the disk is not full; a heartbeat's group
+//!   sent heartbeats here for an election timeout already (a range split
+//!   off its parent is made from the parent's state when the split
+//!   applies here, an apply after its leader's first heartbeat:
+//!   `Shard::heartbeat_creates`); fewer than
 //!   `REPLICAS_CREATED_PER_TURN_MAX` were created this turn (the others
 //!   wait for the leader's resend). Votes, appends and other heartbeats
 //!   never create one (a candidate of an old configuration must not). The
@@ -129,6 +133,15 @@ pub enum ReplicaApiError {
 /// twice the base): voters still in the joint configuration may need its
 /// vote (`RawNode::hand_over`).
 pub const REMOVED_LEADER_GRACE_ELECTIONS: u32 = 5;
+
+/// A heartbeat creates a replica only within this many election timeouts
+/// of the first heartbeat of its group noted here
+/// (`Shard::heartbeat_creates`); after that, the sighting starts anew.
+pub const HEARTBEAT_CREATE_WINDOW: u32 = 4;
+
+/// Groups whose first heartbeat a shard notes at most; past it, the notes
+/// older than [`HEARTBEAT_CREATE_WINDOW`] election timeouts are dropped.
+pub const UNKNOWN_HEARTBEATS_MAX: usize = 4096;
 
 /// Replicas a shard creates from messages in one turn; creating one costs a
 /// catalog record and an fsync, so a burst (a node added to thousands of
@@ -239,8 +252,44 @@ impl Shard {
             && self.creating.len() < REPLICAS_CREATED_PER_TURN_MAX
             && !self.creating.iter().any(|(c, _, _)| *c == g)
         {
+            if matches!(m.body, Body::Heartbeat { .. }) && !self.heartbeat_creates(g) {
+                self.stats.replica_creations_deferred += 1;
+                return;
+            }
             self.creating.push((g, from_node, m));
         }
+    }
+
+    /// Whether a leader's heartbeat carrying commit 0 may create group
+    /// `g`'s replica now: only once its heartbeats have come for at least
+    /// an election timeout (and at most [`HEARTBEAT_CREATE_WINDOW`] of
+    /// them since the first one noted). A range split off its parent gets
+    /// a leader on the node whose parent replica leads before the other
+    /// nodes' parent replicas apply the split; created at its leader's
+    /// first heartbeat, their replicas would be empty and need the whole
+    /// range as a snapshot, instead of being made from the parent's state
+    /// an apply later (`shard::splits`). A replica added by a move waits
+    /// one election timeout longer. O(1); the notes are pruned past
+    /// [`UNKNOWN_HEARTBEATS_MAX`].
+    fn heartbeat_creates(&mut self, g: GroupId) -> bool {
+        let now = std::time::Instant::now();
+        let grace = std::time::Duration::from_millis(
+            u64::from(self.cfg.raft.election_ticks) * self.cfg.tick_ms,
+        );
+        let window = grace * HEARTBEAT_CREATE_WINDOW;
+        if self.unknown_heartbeats.len() >= UNKNOWN_HEARTBEATS_MAX {
+            self.unknown_heartbeats.retain(|_, t| now < *t + window);
+        }
+        let first = self.unknown_heartbeats.entry(g).or_insert(now);
+        if now >= *first + window {
+            // A sighting from long ago (the group went quiet): anew.
+            *first = now;
+        }
+        let due = now >= *first + grace;
+        if due {
+            self.unknown_heartbeats.remove(&g);
+        }
+        due
     }
 
     /// Creates the replicas that this turn's messages asked for and steps

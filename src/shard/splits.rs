@@ -56,6 +56,13 @@ use crate::wire::Request;
 /// is trimmed in a few seconds, in steps of well under a millisecond.
 pub const SPLIT_TRIM_KEYS_PER_TICK: usize = 4096;
 
+/// A range is not started towards a split by size more often than this
+/// (ms): the time for one to be asked for, applied and its leftovers
+/// trimmed, so a range over `--range-split-bytes` that keeps growing
+/// splits again, while a refused split (its leadership moved, the meta
+/// group unreachable) is not asked for at every apply.
+pub const RANGE_SPLIT_RETRY_MS: u64 = 2000;
+
 /// A new range's first snapshot file, written in the background.
 pub(super) struct SplitSeeded {
     parent: GroupId,
@@ -120,12 +127,25 @@ impl Shard {
             let leader = g.leader_node();
             return self.respond(conn, req.id, Err(ClientError::NotLeader { leader }));
         }
-        if !g.raft.conf().voters_outgoing.is_empty() {
+        if !g.raft.conf().voters_outgoing.is_empty() || g.raft.conf_change_pending() {
+            // The new range would be born with a change half made (a
+            // learner a move added, a voter it is taking out), that only
+            // the move's driver knows to finish.
             let reason = format!(
-                "range {gid} is changing its membership (joint configuration): ask again once the change is done"
+                "range {gid} is changing its membership: ask again once the change is done"
             );
             return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
         }
+        let applied = g.kv.applied();
+        if self.splits_proposed.get(&gid).is_some_and(|&i| applied < i) {
+            // One split of a range in flight at a time: a second one,
+            // proposed before the first applied, would be refused as stale
+            // anyway (the bounds change); `Busy` is asked again, and then
+            // answered `Done` if it was this one.
+            return self.respond(conn, req.id, Err(ClientError::Busy));
+        }
+        let g = self.replica_mut(gid);
+        let b = g.kv.bounds();
         let entry = crate::kv::Command {
             client: 0,
             seq: 0,
@@ -133,11 +153,15 @@ impl Shard {
             op: crate::kv::WriteOp::Split {
                 key: key.clone(),
                 right,
+                start: b.start.clone(),
+                end: b.end.clone(),
+                version: b.version,
             },
         };
         match g.raft.propose(entry.encode()) {
             Ok((index, term)) => {
                 self.stats.proposals += 1;
+                self.splits_proposed.insert(gid, index);
                 tracing::info!(
                     shard,
                     group = gid,
@@ -179,8 +203,28 @@ impl Shard {
     pub(super) fn start_splits(&mut self, parent: GroupId, splits: Vec<SplitApplied>) {
         let shard = self.cfg.shard;
         self.trim_later(parent);
+        self.splits_proposed.remove(&parent);
         for s in splits {
             let right = s.right;
+            let start = &s.kv.bounds().start;
+            // The range this split made, hosted (a replay after a restart),
+            // being made, or destroyed here since: anything else under its
+            // id would be another range's, which ids the meta group hands
+            // out once never are.
+            let ours = match (self.replicas.get(&right), self.seeding.get(&right)) {
+                (Some(r), _) => !r.kv.bounds().known || r.kv.bounds().start == *start,
+                (None, Some(&p)) => p == parent,
+                (None, None) => true,
+            };
+            if !ours {
+                tracing::error!(
+                    shard,
+                    group = parent,
+                    right,
+                    "a split names a range id in use here by another range: its keys are served                      by that id's leader elsewhere, not here (range ids come from the meta group,                      once: was one given by hand?)"
+                );
+                self.stats.splits_conflicting += 1;
+            }
             let exists = self.replicas.contains_key(&right)
                 || self.seeding.contains_key(&right)
                 || self.store.catalog().is_tombstoned(right);
@@ -299,10 +343,25 @@ impl Shard {
                     .unwrap_or_default(),
                 ..desc
             };
-            self.store
+            match self
+                .store
                 .append_catalog(false, &[CatalogOp::Create(desc)])
                 .await
-                .map_err(wal_err(shard))?;
+            {
+                Ok(_) => {}
+                Err(err) if err.is_disk_full() => {
+                    // The parent's log keeps the split entry (it takes no
+                    // snapshot meanwhile), so the rebuild once space is
+                    // back applies it again and makes the range then.
+                    tracing::warn!(shard, right, "a split's new range waits for disk space");
+                    let _ = glommio::io::remove(path).await;
+                    drop_on_helper((d.snap, held));
+                    drop_state_on_helper(std::mem::take(&mut r.kv)).detach();
+                    self.enter_disk_full(&err);
+                    continue;
+                }
+                Err(err) => return Err(ShardError::Wal { shard, err }),
+            }
             drop_on_helper((d.snap, held));
             let b = r.kv.bounds();
             tracing::info!(
@@ -329,6 +388,68 @@ impl Shard {
             self.trim_later(right);
         }
         Ok(())
+    }
+
+    /// Starts towards a split of range `gid` by size if it leads it, holds
+    /// `--range-split-bytes` or more, has no keys of an earlier split left
+    /// to trim (they are counted until then) and did not start one within
+    /// [`RANGE_SPLIT_RETRY_MS`]: its split key is found on the helper
+    /// thread (`Kv::split_key_by_bytes`, O(n) on a copy) and handed to the
+    /// reporter task, which asks the meta group for the new range's id
+    /// and this leader for the split. Called after each apply; O(1)
+    /// unless it starts one.
+    pub(super) fn maybe_split(&mut self, gid: GroupId) {
+        let limit = self.cfg.range_split_bytes;
+        if limit == 0 || gid == crate::route::META_GROUP {
+            return;
+        }
+        let Some(g) = self.replicas.get(&gid) else {
+            return;
+        };
+        if g.kv.data_bytes() < limit
+            || g.raft.role() != Role::Leader
+            || !g.kv.bounds().known
+            || g.kv.has_keys_outside_bounds()
+        {
+            return;
+        }
+        let now = Instant::now();
+        let retry = Duration::from_millis(RANGE_SPLIT_RETRY_MS);
+        {
+            let mut started = self.meta_link.splits_started.borrow_mut();
+            if started.get(&gid).is_some_and(|&t| now < t + retry) {
+                return;
+            }
+            started.retain(|_, t| now < *t + retry);
+            started.insert(gid, now);
+        }
+        let view = g.kv.clone();
+        let bytes = view.data_bytes();
+        let link = self.meta_link.clone();
+        let shard = self.cfg.shard;
+        glommio::spawn_local(async move {
+            let (key, view) = on_helper(move || (view.split_key_by_bytes(), view)).await;
+            drop_state_on_helper(view).detach();
+            match key {
+                Some(key) => {
+                    tracing::info!(
+                        shard,
+                        group = gid,
+                        bytes,
+                        key = %crate::meta::show_key(&key),
+                        "range is over range-split-bytes: splitting it"
+                    );
+                    link.splits_wanted.borrow_mut().push((gid, key));
+                }
+                None => tracing::warn!(
+                    shard,
+                    group = gid,
+                    bytes,
+                    "range is over range-split-bytes but holds one key: not split"
+                ),
+            }
+        })
+        .detach();
     }
 
     /// Whether group `gid` may not take a snapshot now: a range it split

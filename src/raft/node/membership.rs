@@ -184,6 +184,12 @@ impl RawNode {
     }
 
     /// Joining, with no membership known yet: it waits for a snapshot.
+    /// Whether a membership change this leader proposed is not applied
+    /// yet (another is refused until it is: `ConfChangeError::InProgress`).
+    pub fn conf_change_pending(&self) -> bool {
+        self.pending_conf_index > self.log.applied
+    }
+
     pub(super) fn unseeded(&self) -> bool {
         self.conf.is_empty() && self.snapshot.is_none()
     }
