@@ -53,8 +53,11 @@ struct Args {
     /// core in all]
     #[arg(long)]
     shards: Option<u32>,
-    /// Local cluster: Raft groups.
-    #[arg(long, default_value_t = 8)]
+    /// Local cluster: ranges (one Raft group each) the keyspace starts
+    /// cut into, at evenly spaced keys of this run's key generator, so a
+    /// run starts balanced (`--ranges` is the same). Ranges split further
+    /// by size while it runs (the nodes' --range-split-bytes).
+    #[arg(long, alias = "ranges", default_value_t = 8)]
     groups: u64,
     /// Local cluster: replicas of each range (each range on this many of
     /// the --nodes) [default: the node's, 3]

@@ -204,6 +204,11 @@ fn one_run(args: &Args, bin: &std::path::Path) -> Result<Run, String> {
         "--snapshot-send-bytes-per-sec={}",
         args.snapshot_send_bytes_per_sec
     ));
+    // The ranges moved keep the size they were filled to (a split would
+    // change what a move carries mid-run).
+    if !args.node_args.iter().any(|a| a.starts_with("--range-split-bytes")) {
+        cfg.extra_args.push("--range-split-bytes=0".into());
+    }
     cfg.extra_args.extend(args.node_args.iter().cloned());
     let mut c = LocalCluster::start(cfg).map_err(|e| format!("starting the cluster: {e}"))?;
     c.wait_ready(Duration::from_secs(120))

@@ -213,6 +213,11 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
     cfg.log_dir = args.log_dir.clone();
     cfg.split_keys = Some(vec![bytes::Bytes::from_static(b"r001")]);
     cfg.extra_args.push("--snapshot-entries=0".into());
+    // The range measured stays one range whatever its size (give
+    // --node-args=--range-split-bytes=N to measure split ones).
+    if !args.node_args.iter().any(|a| a.starts_with("--range-split-bytes")) {
+        cfg.extra_args.push("--range-split-bytes=0".into());
+    }
     cfg.extra_args.extend(args.node_args.iter().cloned());
     let c = LocalCluster::start(cfg).map_err(|e| format!("starting the cluster: {e}"))?;
     c.wait_ready(Duration::from_secs(120))
