@@ -1300,9 +1300,13 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         }
         CtlCmd::Snapshot { group } => {
             let mut code = 0;
+            let mut taken = 0;
             for (n, _) in c.nodes() {
                 match c.admin(n, group, Op::Snapshot).await {
-                    Ok(Reply::Done) => say!("node {n}: snapshot taken"),
+                    Ok(Reply::Done) => {
+                        taken += 1;
+                        say!("node {n}: snapshot taken")
+                    }
                     // Ranges live on some of the nodes.
                     Err(ringraft::client::Error::Server(
                         ringraft::wire::ClientError::NotHosted { .. },
@@ -1318,6 +1322,11 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                         code = 1;
                     }
                 }
+            }
+            if taken == 0 {
+                // No node hosts it: no such range.
+                eprintln!("ringraft ctl: no node has a replica of range {group} (`ctl ranges` lists them)");
+                code = 1;
             }
             Ok(code)
         }

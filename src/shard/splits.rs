@@ -20,9 +20,16 @@
 //!   from that snapshot as after a crash. Until then the parent takes no
 //!   snapshot of its own (its log keeps the split entry, so a crash
 //!   before the create replays the split and makes the range again; a
-//!   snapshot file with no catalog entry is removed at open). Applying
+//!   snapshot file with no catalog entry is removed at open). A
+//!   follower's parent that installs its leader's snapshot past the split
+//!   meanwhile no longer holds the entry: after a crash there, the range
+//!   comes as it does to a node that missed the split (below). Applying
 //!   the entry again once the range exists (a replay after a restart)
 //!   changes nothing.
+//! - **One split of a range in flight**, proposed by its leader with the
+//!   bounds it had (`WriteOp::Split` carries them: every replica adopts
+//!   them, and refuses a split proposed for bounds a split has changed
+//!   since), none while its membership changes.
 //! - **No conflicting replica**: while the range is being made here, a
 //!   message from its leader does not create it from a snapshot instead
 //!   (`Shard::on_peer_message`); once it exists, the split entry is not

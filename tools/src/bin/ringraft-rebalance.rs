@@ -206,7 +206,11 @@ fn one_run(args: &Args, bin: &std::path::Path) -> Result<Run, String> {
     ));
     // The ranges moved keep the size they were filled to (a split would
     // change what a move carries mid-run).
-    if !args.node_args.iter().any(|a| a.starts_with("--range-split-bytes")) {
+    if !args
+        .node_args
+        .iter()
+        .any(|a| a.starts_with("--range-split-bytes"))
+    {
         cfg.extra_args.push("--range-split-bytes=0".into());
     }
     cfg.extra_args.extend(args.node_args.iter().cloned());

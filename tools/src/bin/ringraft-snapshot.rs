@@ -40,7 +40,6 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +49,7 @@ use ringraft::local_cluster::{run_on_executor, LocalCluster, LocalClusterConfig}
 use ringraft::wire::{Op, Reply};
 use ringraft_tools::connect_patiently;
 use ringraft_tools::cpu::process_rss_bytes;
+use ringraft_tools::probe::{fill, probe, Window};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -91,53 +91,6 @@ struct Args {
     /// The `ringraft` binary (default: next to this one).
     #[arg(long)]
     node_bin: Option<PathBuf>,
-}
-
-/// One probe write: when it was sent, its latency, whether it failed.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    at: Instant,
-    latency: Duration,
-    failed: bool,
-}
-
-/// Latency figures of one probe over one window.
-#[derive(Debug, Clone, Copy, Default)]
-struct Window {
-    writes: usize,
-    failed: usize,
-    p50_us: u64,
-    p999_us: u64,
-    max_us: u64,
-}
-
-impl Window {
-    /// The writes of `samples` that overlap `[from, to)`.
-    fn of(samples: &[Sample], from: Instant, to: Instant) -> Window {
-        let mut lat: Vec<u64> = Vec::new();
-        let mut failed = 0;
-        for s in samples {
-            if s.at < to && s.at + s.latency > from {
-                lat.push(s.latency.as_micros() as u64);
-                failed += usize::from(s.failed);
-            }
-        }
-        lat.sort_unstable();
-        let q = |p: f64| -> u64 {
-            if lat.is_empty() {
-                return 0;
-            }
-            let i = ((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1;
-            lat[i]
-        };
-        Window {
-            writes: lat.len(),
-            failed,
-            p50_us: q(0.5),
-            p999_us: q(0.999),
-            max_us: lat.last().copied().unwrap_or(0),
-        }
-    }
 }
 
 /// One run's figures.
@@ -215,7 +168,11 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
     cfg.extra_args.push("--snapshot-entries=0".into());
     // The range measured stays one range whatever its size (give
     // --node-args=--range-split-bytes=N to measure split ones).
-    if !args.node_args.iter().any(|a| a.starts_with("--range-split-bytes")) {
+    if !args
+        .node_args
+        .iter()
+        .any(|a| a.starts_with("--range-split-bytes"))
+    {
         cfg.extra_args.push("--range-split-bytes=0".into());
     }
     cfg.extra_args.extend(args.node_args.iter().cloned());
@@ -227,10 +184,13 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
         .map(|id| c.pid(id).and_then(process_rss_bytes).unwrap_or(0))
         .collect();
 
-    let (fill_secs, fill_bytes, stored_bytes, keys) = {
-        let a = args.clone();
-        let addrs = addrs.clone();
-        run_on_executor(move || fill(a, addrs))?
+    // `--data-mib` MiB of `--value-bytes` values into range 0.
+    let keys = (args.data_mib << 20).div_ceil(args.value_bytes);
+    let fill_bytes = keys * args.value_bytes;
+    let stored_bytes = fill_bytes + fill_key(0).len() as u64 * keys;
+    let fill_secs = {
+        let (a, addrs) = (args.clone(), addrs.clone());
+        run_on_executor(move || fill(addrs, keys, a.value_bytes, a.fill_concurrency, fill_key))?
     };
     eprintln!(
         "filled range 0 with {:.0} MiB in {fill_secs:.1} s",
@@ -246,7 +206,7 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
     let probes = {
         let (stop, addrs) = (stop.clone(), addrs.clone());
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-            .spawn(move || probe_both(addrs, stop))
+            .spawn(move || probe(addrs, PROBE_KEYS.iter().map(|k| k.to_vec()).collect(), stop))
             .map_err(|e| format!("an executor for the probes: {e}"))?
     };
     // The probes' first writes connect; the still window starts after.
@@ -394,89 +354,6 @@ fn latest_snapshot(dir: &Path, group: u64) -> (u64, u64) {
         }
     }
     best
-}
-
-/// Writes `data_mib` MiB of `value_bytes` values into range 0,
-/// `fill_concurrency` at a time. Returns (seconds, bytes of values,
-/// bytes of keys and values, keys).
-async fn fill(
-    args: Args,
-    addrs: Vec<std::net::SocketAddr>,
-) -> Result<(f64, u64, u64, u64), String> {
-    let cl = Rc::new(connect_patiently(addrs).await?);
-    let count = (args.data_mib << 20).div_ceil(args.value_bytes);
-    let value: Rc<[u8]> = (0..args.value_bytes)
-        .map(|i| (i * 31 % 251) as u8)
-        .collect::<Vec<u8>>()
-        .into();
-    let next = Rc::new(std::cell::Cell::new(0u64));
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..args.fill_concurrency)
-        .map(|_| {
-            let (cl, value, next) = (cl.clone(), value.clone(), next.clone());
-            glommio::spawn_local(async move {
-                loop {
-                    let i = next.get();
-                    if i >= count {
-                        return Ok(());
-                    }
-                    next.set(i + 1);
-                    let key = fill_key(i);
-                    if let Err(e) = cl.put(&key, &value).await {
-                        next.set(count);
-                        return Err(format!(
-                            "fill write {} failed: {e}",
-                            String::from_utf8_lossy(&key)
-                        ));
-                    }
-                }
-            })
-        })
-        .collect();
-    for t in tasks {
-        t.await?;
-    }
-    let keys: u64 = fill_key(0).len() as u64 * count;
-    let values = count * args.value_bytes;
-    Ok((
-        started.elapsed().as_secs_f64(),
-        values,
-        keys + values,
-        count,
-    ))
-}
-
-/// A writer per probe key until `stop`, each write right after the last
-/// one's answer: every write's sample, per probe.
-async fn probe_both(
-    addrs: Vec<std::net::SocketAddr>,
-    stop: Arc<AtomicBool>,
-) -> Result<[Vec<Sample>; 2], String> {
-    let mut tasks = Vec::new();
-    for key in PROBE_KEYS {
-        // A client each: one probe's stalled write holds nothing of the
-        // other's.
-        let cl = connect_patiently(addrs.clone()).await?;
-        let stop = stop.clone();
-        tasks.push(glommio::spawn_local(async move {
-            let mut samples = Vec::new();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let at = Instant::now();
-                let r = cl.put(key, &n.to_le_bytes()).await;
-                samples.push(Sample {
-                    at,
-                    latency: at.elapsed(),
-                    failed: r.is_err(),
-                });
-            }
-            samples
-        }));
-    }
-    let b = tasks.pop().expect("two").await;
-    let a = tasks.pop().expect("two").await;
-    Ok([a, b])
 }
 
 /// Range 1's leadership to node 3 and range 0's away from it; node 3's
