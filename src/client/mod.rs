@@ -36,6 +36,12 @@ use crate::route::{shard_addr, shard_of, RangeMap};
 use crate::wire::{ClientError, GroupStatus, Op, ReadMode, Reply, Request, RANGES_REPLY_MAX};
 use conn::Conn;
 
+/// Longest pause between two lookups of the range holding a key, ms (the
+/// pauses double from 10 ms): a range just split off is reported once it
+/// has a leader, usually within tens of ms, and a longer pause (it was
+/// 500 ms) made a client find it 300 ms late.
+pub const RANGE_LOOKUP_PAUSE_MS_MAX: u64 = 100;
+
 /// Times an operation on a key is sent again after `KeyNotInRange` (each
 /// time with the range map asked again for that key). Ranges change by
 /// splits and merges, far less often than this is hit.
@@ -473,7 +479,7 @@ impl Client {
                 )));
             }
             glommio::timer::sleep(Duration::from_millis(pause_ms)).await;
-            pause_ms = (pause_ms * 2).min(500);
+            pause_ms = (pause_ms * 2).min(RANGE_LOOKUP_PAUSE_MS_MAX);
         }
     }
 

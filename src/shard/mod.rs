@@ -208,6 +208,9 @@ pub struct Shard {
     /// When a creating heartbeat of each group not hosted here was first
     /// noted (`replicas::heartbeat_creates`).
     unknown_heartbeats: HashMap<GroupId, Instant>,
+    /// Messages for ranges being made from a split (`seeding`), stepped
+    /// into them once made (`replicas::SEEDING_HELD_MSGS_MAX`).
+    held_for_seeding: Vec<(GroupId, u64, crate::raft::Message)>,
     transport: Rc<Transport>,
     /// Nodes the transport reported unreachable and not reachable since:
     /// told again to each replica that becomes leader (`report_peers`), so
@@ -586,6 +589,7 @@ impl Shard {
             handing_over: BTreeMap::new(),
             creating: Vec::new(),
             unknown_heartbeats: HashMap::new(),
+            held_for_seeding: Vec::new(),
             transport,
             nodes_unreachable: Default::default(),
             metrics_dirty: Default::default(),

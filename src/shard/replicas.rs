@@ -139,6 +139,11 @@ pub const REMOVED_LEADER_GRACE_ELECTIONS: u32 = 5;
 /// (`Shard::heartbeat_creates`); after that, the sighting starts anew.
 pub const HEARTBEAT_CREATE_WINDOW: u32 = 4;
 
+/// Messages a shard holds for ranges it is making from a split, stepped
+/// into them once they exist (`shard::splits`); past it, dropped (their
+/// senders send again).
+pub const SEEDING_HELD_MSGS_MAX: usize = 256;
+
 /// Groups whose first heartbeat a shard notes at most; past it, the notes
 /// older than [`HEARTBEAT_CREATE_WINDOW`] election timeouts are dropped.
 pub const UNKNOWN_HEARTBEATS_MAX: usize = 4096;
@@ -244,11 +249,18 @@ impl Shard {
             return;
         }
         self.stats.msgs_unknown_group += 1;
-        // A range being made here from a split its parent applied is not
-        // created from its leader's message meanwhile (both would write its
-        // first snapshot file under one name): the leader sends again.
+        if self.seeding.contains_key(&g) {
+            // Being made here from a split its parent applied: not created
+            // from its leader's message meanwhile (both would write its
+            // first snapshot file under one name); the message is stepped
+            // into it once it exists (a dropped vote request would cost
+            // its candidate an election timeout).
+            if self.held_for_seeding.len() < SEEDING_HELD_MSGS_MAX {
+                self.held_for_seeding.push((g, from_node, m));
+            }
+            return;
+        }
         if creates_replica(self.cfg.node, &m)
-            && !self.seeding.contains_key(&g)
             && self.creating.len() < REPLICAS_CREATED_PER_TURN_MAX
             && !self.creating.iter().any(|(c, _, _)| *c == g)
         {

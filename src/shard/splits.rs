@@ -297,6 +297,7 @@ impl Shard {
         let done = std::mem::take(&mut *self.splits_done.borrow_mut());
         for d in done {
             self.seeding.remove(&d.right);
+            let held_msgs = self.take_held(d.right);
             let (index, right) = (d.snap.meta.index, d.right);
             let path = self.snap_dir.join(snapfile::file_name(right, index));
             if let Err(err) = d.result {
@@ -393,8 +394,23 @@ impl Shard {
             }
             self.host(r);
             self.trim_later(right);
+            for (g, from_node, m) in held_msgs {
+                self.on_peer_message(g, from_node, m);
+            }
         }
         Ok(())
+    }
+
+    /// The messages held for range `right` while it was being made.
+    fn take_held(&mut self, right: GroupId) -> Vec<(GroupId, u64, crate::raft::Message)> {
+        if self.held_for_seeding.is_empty() {
+            return Vec::new();
+        }
+        let (mine, rest) = std::mem::take(&mut self.held_for_seeding)
+            .into_iter()
+            .partition(|(g, _, _)| *g == right);
+        self.held_for_seeding = rest;
+        mine
     }
 
     /// Starts towards a split of range `gid` by size if it leads it, holds
