@@ -158,6 +158,26 @@ fn ranges_of(shard: &Shard) -> Vec<ringraft::shard::ReplicaInfo> {
         .collect()
 }
 
+/// `shard` running on its listeners at `peer` and `client`, and a
+/// client of it.
+async fn serve(
+    shard: Shard,
+    peer: u16,
+    client: u16,
+) -> (
+    glommio::Task<Result<(), ringraft::shard::ShardError>>,
+    Client,
+) {
+    let peer_l = glommio::net::TcpListener::bind(("127.0.0.1", peer)).unwrap();
+    let client_l = glommio::net::TcpListener::bind(("127.0.0.1", client)).unwrap();
+    let served = glommio::spawn_local(shard.run(peer_l, client_l));
+    let addr = format!("127.0.0.1:{client}").parse().unwrap();
+    let cl = Client::connect(ClientConfig::new(vec![addr]))
+        .await
+        .unwrap();
+    (served, cl)
+}
+
 fn run<T>(f: impl std::future::Future<Output = T>) -> T {
     LocalExecutorBuilder::default()
         .make()
@@ -248,13 +268,7 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
     let (c3, s3) = (cfg.clone(), store);
     run(async move {
         let shard = open(&c3, &s3).await;
-        let peer_l = glommio::net::TcpListener::bind(("127.0.0.1", peer)).unwrap();
-        let client_l = glommio::net::TcpListener::bind(("127.0.0.1", client)).unwrap();
-        let served = glommio::spawn_local(shard.run(peer_l, client_l));
-        let addr = format!("127.0.0.1:{client}").parse().unwrap();
-        let cl = Client::connect(ClientConfig::new(vec![addr]))
-            .await
-            .unwrap();
+        let (served, cl) = serve(shard, peer, client).await;
         let put = Op::Put {
             key: Bytes::from_static(b"100/k"),
             value: Bytes::from_static(b"v"),
@@ -1580,13 +1594,7 @@ fn a_split_makes_the_right_hand_range_on_the_same_shard_and_a_restart_keeps_both
             if round == 0 {
                 shard.create_replica(desc(100, 1, &[1])).await.unwrap();
             }
-            let peer_l = glommio::net::TcpListener::bind(("127.0.0.1", peer)).unwrap();
-            let client_l = glommio::net::TcpListener::bind(("127.0.0.1", client)).unwrap();
-            let served = glommio::spawn_local(shard.run(peer_l, client_l));
-            let addr = format!("127.0.0.1:{client}").parse().unwrap();
-            let cl = Client::connect(ClientConfig::new(vec![addr]))
-                .await
-                .unwrap();
+            let (served, cl) = serve(shard, peer, client).await;
             if round == 0 {
                 for i in 0..24 {
                     let put = Op::Put {

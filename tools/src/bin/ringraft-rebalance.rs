@@ -38,7 +38,6 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
-use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -101,23 +100,12 @@ struct Args {
     /// seconds.
     #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..))]
     timeout_secs: u64,
-    /// Whole runs, each on a fresh cluster.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
-    runs: u64,
     /// The nodes' snapshot budget, bytes per second per node (passed on as
     /// `--snapshot-send-bytes-per-sec`; the rate's baseline).
     #[arg(long, default_value_t = ringraft::config::SNAPSHOT_SEND_BYTES_PER_SEC_DEFAULT)]
     snapshot_send_bytes_per_sec: u64,
-    /// More arguments for every node (repeat it: `--node-arg=--tick-ms=10`).
-    #[arg(long = "node-arg", allow_hyphen_values = true)]
-    node_args: Vec<String>,
-    /// Where the nodes' logs go (default: the cluster's temporary directory,
-    /// removed at the end).
-    #[arg(long)]
-    log_dir: Option<PathBuf>,
-    /// The `ringraft` binary (default: next to this one).
-    #[arg(long)]
-    node_bin: Option<PathBuf>,
+    #[command(flatten)]
+    local: ringraft_tools::LocalRuns,
 }
 
 /// One run's figures.
@@ -158,7 +146,7 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
-    let bin = ringraft_tools::node_bin(args.node_bin.as_ref())?;
+    let bin = ringraft_tools::node_bin(args.local.node_bin.as_ref())?;
     if args.nodes + args.add > NODES_MAX {
         return Err(format!(
             "--nodes {} plus --add {} is {} nodes: at most {NODES_MAX} on one box",
@@ -168,8 +156,8 @@ fn run(args: &Args) -> Result<(), String> {
         ));
     }
     let mut runs = Vec::new();
-    for i in 1..=args.runs {
-        eprintln!("== run {i} of {}", args.runs);
+    for i in 1..=args.local.runs {
+        eprintln!("== run {i} of {}", args.local.runs);
         let r = one_run(args, &bin)?;
         print_run(args, i, &r);
         runs.push(r);
@@ -193,7 +181,7 @@ fn one_run(args: &Args, bin: &std::path::Path) -> Result<Run, String> {
     cfg.balancer = true;
     cfg.metrics = true;
     cfg.replication_factor = Some(3);
-    cfg.log_dir = args.log_dir.clone();
+
     // Range r holds the keys r{r:03}/...: cut at r001, r002, ...
     cfg.split_keys = Some(
         (1..args.ranges)
@@ -206,14 +194,7 @@ fn one_run(args: &Args, bin: &std::path::Path) -> Result<Run, String> {
     ));
     // The ranges moved keep the size they were filled to (a split would
     // change what a move carries mid-run).
-    if !args
-        .node_args
-        .iter()
-        .any(|a| a.starts_with("--range-split-bytes"))
-    {
-        cfg.extra_args.push("--range-split-bytes=0".into());
-    }
-    cfg.extra_args.extend(args.node_args.iter().cloned());
+    args.local.configure(&mut cfg, true);
     let mut c = LocalCluster::start(cfg).map_err(|e| format!("starting the cluster: {e}"))?;
     c.wait_ready(Duration::from_secs(120))
         .map_err(|e| format!("{e}\nnode 1 log:\n{}", c.log_tail(1, 20)))?;

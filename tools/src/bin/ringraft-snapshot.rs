@@ -78,19 +78,8 @@ struct Args {
     /// Skip the install window.
     #[arg(long)]
     no_install: bool,
-    /// Whole runs, each on a fresh cluster.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
-    runs: u64,
-    /// More arguments for every node (repeat it: `--node-arg=--tick-ms=10`).
-    #[arg(long = "node-arg", allow_hyphen_values = true)]
-    node_args: Vec<String>,
-    /// Where the nodes' logs go (default: the cluster's temporary directory,
-    /// removed at the end).
-    #[arg(long)]
-    log_dir: Option<PathBuf>,
-    /// The `ringraft` binary (default: next to this one).
-    #[arg(long)]
-    node_bin: Option<PathBuf>,
+    #[command(flatten)]
+    local: ringraft_tools::LocalRuns,
 }
 
 /// One run's figures.
@@ -129,25 +118,9 @@ impl Run {
 
 fn main() {
     let args = Args::parse();
-    if let Err(e) = run(&args) {
-        eprintln!("ringraft-snapshot: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn run(args: &Args) -> Result<(), String> {
-    let bin = ringraft_tools::node_bin(args.node_bin.as_ref())?;
-    let mut runs = Vec::new();
-    for i in 1..=args.runs {
-        eprintln!("== run {i} of {}", args.runs);
-        let r = one_run(args, &bin)?;
-        print_run(i, &r);
-        runs.push(r);
-    }
-    if runs.len() > 1 {
-        summary(&runs);
-    }
-    Ok(())
+    let one = |bin: &std::path::Path| one_run(&args, bin);
+    args.local
+        .repeat("ringraft-snapshot", one, print_run, summary);
 }
 
 /// The fill's key number `i` (range 0) and the probes' keys.
@@ -163,19 +136,12 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
     cfg.shards = 1;
     cfg.groups = 2;
     cfg.replication_factor = Some(3);
-    cfg.log_dir = args.log_dir.clone();
+
     cfg.split_keys = Some(vec![bytes::Bytes::from_static(b"r001")]);
     cfg.extra_args.push("--snapshot-entries=0".into());
     // The range measured stays one range whatever its size (give
-    // --node-args=--range-split-bytes=N to measure split ones).
-    if !args
-        .node_args
-        .iter()
-        .any(|a| a.starts_with("--range-split-bytes"))
-    {
-        cfg.extra_args.push("--range-split-bytes=0".into());
-    }
-    cfg.extra_args.extend(args.node_args.iter().cloned());
+    // --node-arg=--range-split-bytes=N to measure split ones).
+    args.local.configure(&mut cfg, true);
     let c = LocalCluster::start(cfg).map_err(|e| format!("starting the cluster: {e}"))?;
     c.wait_ready(Duration::from_secs(120))
         .map_err(|e| format!("{e}\nnode 1 log:\n{}", c.log_tail(1, 20)))?;

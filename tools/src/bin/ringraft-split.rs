@@ -32,7 +32,6 @@
 //! target/release/ringraft-split --data-mib 64 --splits 8 --runs 3
 //! ```
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,19 +67,8 @@ struct Args {
     /// Seconds the splits window goes on after the last split served.
     #[arg(long, default_value_t = 3)]
     settle_secs: u64,
-    /// Whole runs, each on a fresh cluster.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=100))]
-    runs: u64,
-    /// More arguments for every node (repeat it: `--node-arg=--tick-ms=10`).
-    #[arg(long = "node-arg", allow_hyphen_values = true)]
-    node_args: Vec<String>,
-    /// Where the nodes' logs go (default: the cluster's temporary directory,
-    /// removed at the end).
-    #[arg(long)]
-    log_dir: Option<PathBuf>,
-    /// The `ringraft` binary (default: next to this one).
-    #[arg(long)]
-    node_bin: Option<PathBuf>,
+    #[command(flatten)]
+    local: ringraft_tools::LocalRuns,
 }
 
 /// One split's times, ms: from the ask to its answer, and to the first
@@ -102,25 +90,8 @@ struct Run {
 
 fn main() {
     let args = Args::parse();
-    if let Err(e) = run(&args) {
-        eprintln!("ringraft-split: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn run(args: &Args) -> Result<(), String> {
-    let bin = ringraft_tools::node_bin(args.node_bin.as_ref())?;
-    let mut runs = Vec::new();
-    for i in 1..=args.runs {
-        eprintln!("== run {i} of {}", args.runs);
-        let r = one_run(args, &bin)?;
-        print_run(i, &r);
-        runs.push(r);
-    }
-    if runs.len() > 1 {
-        summary(&runs);
-    }
-    Ok(())
+    let one = |bin: &std::path::Path| one_run(&args, bin);
+    args.local.repeat("ringraft-split", one, print_run, summary);
 }
 
 fn fill_key(i: u64) -> Vec<u8> {
@@ -136,9 +107,8 @@ fn one_run(args: &Args, bin: &std::path::Path) -> Result<Run, String> {
     cfg.shards = 1;
     cfg.groups = 1;
     cfg.replication_factor = Some(3);
-    cfg.log_dir = args.log_dir.clone();
-    cfg.extra_args.push("--range-split-bytes=0".into());
-    cfg.extra_args.extend(args.node_args.iter().cloned());
+    // Only the splits this tool asks for.
+    args.local.configure(&mut cfg, true);
     let c = LocalCluster::start(cfg).map_err(|e| format!("starting the cluster: {e}"))?;
     c.wait_ready(Duration::from_secs(120))
         .map_err(|e| format!("{e}\nnode 1 log:\n{}", c.log_tail(1, 20)))?;
