@@ -883,7 +883,7 @@ async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             (json!({ "key": key, "done": true }), 0)
         }
         CtlCmd::Split { key } => {
-            let d = c.split(key.as_bytes(), None).await.map_err(e)?;
+            let d = c.split(key.as_bytes()).await.map_err(e)?;
             (
                 json!({ "key": key, "range": d.parent, "new_range": d.right }),
                 0,
@@ -1290,7 +1290,7 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
         }
         CtlCmd::TransferLeader { group, node } => transfer_leader(c, group, node).await,
         CtlCmd::Split { key } => {
-            let d = c.split(key.as_bytes(), None).await.map_err(e)?;
+            let d = c.split(key.as_bytes()).await.map_err(e)?;
             say!(
                 "range {} split at {key}: range {} holds {key} and above",
                 d.parent,

@@ -17,8 +17,7 @@ pub struct SplitDone {
 
 impl Client {
     /// Splits the range holding `key` at `key`: a new range id on the
-    /// parent's shard from the meta group (`right`: one given instead, for
-    /// a cluster without one), then `Op::Split` on the parent's leader,
+    /// parent's shard from the meta group, then `Op::Split` on the parent's leader,
     /// answered once the split applied there (the new range serves within
     /// a round trip). The range map is read again afterwards. Asked again
     /// (a lost answer), the same split is answered `Done`.
@@ -26,24 +25,16 @@ impl Client {
     /// Errors: no range holds `key` (`Unreachable`, as a key lookup's);
     /// the meta group refused or is unreachable; the leader refused
     /// (`BadRequest`: `key` is a range's start, or the id is in use).
-    pub async fn split(&self, key: &[u8], right: Option<u64>) -> Result<SplitDone, Error> {
+    pub async fn split(&self, key: &[u8]) -> Result<SplitDone, Error> {
         let parent = self.group_for(key).await?;
-        self.split_range(parent, key, right).await
+        self.split_range(parent, key).await
     }
 
     /// [`Client::split`] of range `parent`, which holds `key` (refused
     /// with `BadRequest` if it does not).
-    pub async fn split_range(
-        &self,
-        parent: u64,
-        key: &[u8],
-        right: Option<u64>,
-    ) -> Result<SplitDone, Error> {
+    pub async fn split_range(&self, parent: u64, key: &[u8]) -> Result<SplitDone, Error> {
         let shards = self.inner.shards.get().max(1);
-        let right = match right {
-            Some(r) => r,
-            None => self.range_id_on_shard_of(parent, shards).await?,
-        };
+        let right = self.range_id_on_shard_of(parent, shards).await?;
         let op = Op::Split {
             key: Bytes::copy_from_slice(key),
             right,

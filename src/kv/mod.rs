@@ -659,6 +659,11 @@ impl Kv {
         let refuse = |reason: String| Err(ClientError::BadRequest { reason });
         let b = &proposed;
         let mine = &self.bounds;
+        if client != 0 {
+            return refuse(format!(
+                "a split is an admin command (client 0), not client {client}'s"
+            ));
+        }
         // Replicated (set by a split entry or a snapshot carrying it), so
         // every replica refuses alike.
         if mine.from_log
@@ -671,11 +676,6 @@ impl Kv {
                 mine.version,
                 show_bounds(b),
                 b.version
-            ));
-        }
-        if client != 0 {
-            return refuse(format!(
-                "a split is an admin command (client 0), not client {client}'s"
             ));
         }
         if self.meta.is_some() {

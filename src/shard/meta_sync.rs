@@ -67,9 +67,6 @@ pub struct MetaLink {
     /// for: the reporter task takes a new range id from the meta group and
     /// sends `Op::Split` (`shard::splits`, `--range-split-bytes`).
     pub(super) splits_wanted: RefCell<Vec<(GroupId, bytes::Bytes)>>,
-    /// When each range last started towards a split by size: not again
-    /// within `RANGE_SPLIT_RETRY_MS`.
-    pub(super) splits_started: RefCell<BTreeMap<GroupId, Instant>>,
 }
 
 impl MetaLink {
@@ -266,7 +263,7 @@ pub async fn run_range_reporter(
         };
         let wanted = std::mem::take(&mut *link.splits_wanted.borrow_mut());
         for (range, key) in wanted {
-            match c.split_range(range, &key, None).await {
+            match c.split_range(range, &key).await {
                 Ok(d) => tracing::info!(
                     range,
                     new_range = d.right,

@@ -241,6 +241,9 @@ pub struct Shard {
     /// The index of the split each range leading here proposed last
     /// (another is not proposed before it applies).
     splits_proposed: BTreeMap<GroupId, crate::raft::Index>,
+    /// When each range leading here last started towards a split by size
+    /// (`maybe_split`): not again within `RANGE_SPLIT_RETRY_MS`.
+    splits_started: BTreeMap<GroupId, Instant>,
     /// Their first snapshot files, written in the background.
     splits_done: Rc<RefCell<Vec<splits::SplitSeeded>>>,
     /// Replicas a split left holding keys outside their bounds, trimmed
@@ -607,6 +610,7 @@ impl Shard {
             snaps_done: Rc::default(),
             seeding: BTreeMap::new(),
             splits_proposed: BTreeMap::new(),
+            splits_started: BTreeMap::new(),
             splits_done: Rc::default(),
             trimming: VecDeque::new(),
             chunks_read: Rc::default(),

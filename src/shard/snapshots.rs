@@ -107,14 +107,7 @@ impl Shard {
         glommio::spawn_local(async move {
             let (data, crc) = match encoded {
                 Some(e) => e,
-                None => {
-                    on_helper(move || {
-                        let data = view.snapshot();
-                        let crc = crc32fast::hash(&data);
-                        (data, crc)
-                    })
-                    .await
-                }
+                None => encode_on_helper(view).await,
             };
             let snap = Snapshot { meta, conf, data };
             let r = snapfile::write(&dir, gid, &snap, crc).await;
@@ -516,6 +509,17 @@ pub(super) fn start_snapshot_reads(
 /// of MiB) costs the executor nothing. Shared data is freed by whichever
 /// reference goes last: a caller hands over a clone only after the
 /// executor's own reference is gone, or the free may still land here.
+/// `view`'s snapshot bytes and their CRC32, encoded on the shard's helper
+/// thread (O(n) in its keys: never on the executor).
+pub(super) async fn encode_on_helper(view: crate::kv::Kv) -> (bytes::Bytes, u32) {
+    on_helper(move || {
+        let data = view.snapshot();
+        let crc = crc32fast::hash(&data);
+        (data, crc)
+    })
+    .await
+}
+
 pub(super) fn drop_on_helper<T: Send + 'static>(x: T) {
     glommio::spawn_local(on_helper(move || drop(x))).detach();
 }

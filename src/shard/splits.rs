@@ -49,7 +49,7 @@
 //!   digest, and each tick removes at most [`SPLIT_TRIM_KEYS_PER_TICK`]
 //!   of them.
 
-use super::snapshots::{drop_on_helper, drop_state_on_helper, on_helper};
+use super::snapshots::{drop_on_helper, drop_state_on_helper, encode_on_helper, on_helper};
 use super::*;
 use crate::group::SplitApplied;
 use crate::raft::{HardState, RawNode};
@@ -213,28 +213,25 @@ impl Shard {
         self.splits_proposed.remove(&parent);
         for s in splits {
             let right = s.right;
+            // Hosted (a replay after a restart), being made, or destroyed
+            // here since: the range this split made, unless its bounds say
+            // it is another range's (ids come from the meta group, once).
             let start = &s.kv.bounds().start;
-            // The range this split made, hosted (a replay after a restart),
-            // being made, or destroyed here since: anything else under its
-            // id would be another range's, which ids the meta group hands
-            // out once never are.
-            let ours = match (self.replicas.get(&right), self.seeding.get(&right)) {
-                (Some(r), _) => !r.kv.bounds().known || r.kv.bounds().start == *start,
-                (None, Some(&p)) => p == parent,
-                (None, None) => true,
+            let (exists, ours) = match (self.replicas.get(&right), self.seeding.get(&right)) {
+                (Some(r), _) => (true, !r.kv.bounds().known || r.kv.bounds().start == *start),
+                (None, Some(&p)) => (true, p == parent),
+                (None, None) => (self.store.catalog().is_tombstoned(right), true),
             };
             if !ours {
                 tracing::error!(
                     shard,
                     group = parent,
                     right,
-                    "a split names a range id in use here by another range: its keys are served                      by that id's leader elsewhere, not here (range ids come from the meta group,                      once: was one given by hand?)"
+                    "a split names a range id that another range holds here: this node does not \
+                     serve the split's new range (range ids come from the meta group, once)"
                 );
                 self.stats.splits_conflicting += 1;
             }
-            let exists = self.replicas.contains_key(&right)
-                || self.seeding.contains_key(&right)
-                || self.store.catalog().is_tombstoned(right);
             if exists || self.disk_full {
                 // A replay of a split whose range exists (or was moved
                 // away since); with the disk full, the range's leader
@@ -265,13 +262,7 @@ impl Shard {
             let done = self.splits_done.clone();
             let kv = s.kv;
             glommio::spawn_local(async move {
-                let view = kv.clone();
-                let (data, crc) = on_helper(move || {
-                    let data = view.snapshot();
-                    let crc = crc32fast::hash(&data);
-                    (data, crc)
-                })
-                .await;
+                let (data, crc) = encode_on_helper(kv.clone()).await;
                 let snap = Snapshot { meta, conf, data };
                 let result = snapfile::write(&dir, right, &snap, crc).await.map(|_| ());
                 done.borrow_mut().push(SplitSeeded {
@@ -439,7 +430,7 @@ impl Shard {
         let now = Instant::now();
         let retry = Duration::from_millis(RANGE_SPLIT_RETRY_MS);
         {
-            let mut started = self.meta_link.splits_started.borrow_mut();
+            let started = &mut self.splits_started;
             if started.get(&gid).is_some_and(|&t| now < t + retry) {
                 return;
             }

@@ -172,7 +172,7 @@ async fn split_all(
         let key = fill_key(count * (n + 1 - i) / (n + 1));
         let t0 = Instant::now();
         let done = cl
-            .split(&key, None)
+            .split(&key)
             .await
             .map_err(|e| format!("split {i} at {}: {e}", String::from_utf8_lossy(&key)))?;
         let answered = t0.elapsed();
