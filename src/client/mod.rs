@@ -484,33 +484,85 @@ impl Client {
     }
 
     /// `op` on `key`'s group, sent again to the group the nodes then
-    /// report if one answers that the key is not in its range (at most
-    /// [`KEY_RANGE_RETRIES_MAX`] times). That answer is a refusal (nothing
-    /// applied), so a write may be sent again under a new sequence.
+    /// report if one answers that the key is not in its range. That answer
+    /// is a refusal (nothing applied), so a write may be sent again under
+    /// a new sequence.
+    ///
+    /// An answer of a newer version than the map's descriptor of the
+    /// group (the range split or merged) narrows that descriptor
+    /// ([`Client::narrow`]), and the key is looked up again, for as long
+    /// as `op_timeout_ms` allows: ranges that keep splitting keep making
+    /// progress. An answer of no newer version means the nodes disagree
+    /// (bootstrapped with other cuts, or a replica behind its own
+    /// descriptor): after [`KEY_RANGE_RETRIES_MAX`] such answers the
+    /// client says so.
     async fn call_key(&self, key: &[u8], op: Op, write: bool) -> Result<Reply, Error> {
+        let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
         let mut tries = 0;
         loop {
             let g = self.group_for(key).await?;
-            match self.call(g, op.clone(), write).await {
-                Err(Error::Server(ClientError::KeyNotInRange { .. }))
-                    if tries < KEY_RANGE_RETRIES_MAX =>
-                {
-                    tries += 1;
-                    self.inner.ranges.borrow_mut().remove(g);
-                    self.fetch_ranges(key, false).await;
-                }
-                Err(Error::Server(e @ ClientError::KeyNotInRange { .. })) => {
-                    return Err(Error::Server(ClientError::Failed {
-                        reason: format!(
-                            "the nodes disagree on which range holds key {} (asked {} times; the last: {e}): were they all bootstrapped with the same --groups and --initial-split-keys?",
-                            show_key(key),
-                            tries + 1
-                        ),
-                    }))
-                }
+            let e = match self.call(g, op.clone(), write).await {
+                Err(Error::Server(e @ ClientError::KeyNotInRange { .. })) => e,
                 r => return r,
+            };
+            let ClientError::KeyNotInRange {
+                start,
+                end,
+                version,
+                ..
+            } = &e
+            else {
+                unreachable!("matched above")
+            };
+            let moved = self.narrow(g, start, end, *version);
+            if !moved {
+                tries += 1;
+                self.inner.ranges.borrow_mut().remove(g);
             }
+            if tries > KEY_RANGE_RETRIES_MAX {
+                return Err(Error::Server(ClientError::Failed {
+                    reason: format!(
+                        "the nodes disagree on which range holds key {} (asked {tries} times; the last: {e}): were they all bootstrapped with the same --groups and --initial-split-keys?",
+                        show_key(key),
+                    ),
+                }));
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::Server(ClientError::Failed {
+                    reason: format!(
+                        "the range holding key {} kept changing for {} ms (op_timeout_ms; the last answer: {e}): ranges splitting or merging faster than a client can follow; try again",
+                        show_key(key),
+                        self.inner.cfg.op_timeout_ms
+                    ),
+                }));
+            }
+            self.fetch_ranges(key, false).await;
         }
+    }
+
+    /// A node's replica of range `g` answered that its keys are `[start,
+    /// end)` at `version`: if that is newer than the map's descriptor of
+    /// `g`, the descriptor is narrowed to those bounds at that version
+    /// (replicas unchanged), so reports of the old bounds, from replicas
+    /// that have not applied the split yet, are refused as stale
+    /// ([`RangeMap::insert`]) and the keys that left `g` are looked up
+    /// afresh. Whether the map changed.
+    fn narrow(&self, g: u64, start: &Bytes, end: &Bytes, version: u64) -> bool {
+        let mut map = self.inner.ranges.borrow_mut();
+        let Some(held) = map.get(g) else {
+            return false;
+        };
+        if held.epoch.version >= version {
+            return false;
+        }
+        let mut d = held.clone();
+        d.start = start.clone();
+        d.end = end.clone();
+        d.epoch.version = version;
+        if d.validate().is_err() {
+            return false;
+        }
+        map.insert(d).is_ok()
     }
 
     /// Adds the nodes `m` names that this client did not know (added to

@@ -823,6 +823,7 @@ impl Kv {
             key: Bytes::copy_from_slice(key),
             start: self.bounds.start.clone(),
             end: self.bounds.end.clone(),
+            version: self.bounds.version,
         }
     }
 

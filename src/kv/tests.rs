@@ -375,7 +375,7 @@ fn key_bounds_survive_snapshots() {
     kv.apply(1, &put(1, 1, 1, "b", "1")).unwrap();
     assert_eq!(
         kv.not_in_range(b"e").to_string(),
-        "key \"e\" is not in the group's keys [\"b\", \"d\"): refresh the range map"
+        "key \"e\" is not in the group's keys [\"b\", \"d\") (version 4): refresh the range map"
     );
     let back = Kv::restore(&kv.snapshot(), KvLimits::default()).unwrap();
     assert_eq!(back, kv);

@@ -423,12 +423,17 @@ pub enum ClientError {
     /// named (empty `end`: no upper bound): the client's range map is out
     /// of date. Refused before anything was applied; refresh the map and
     /// send it to the group that holds the key (CockroachDB's
-    /// `RangeKeyMismatchError`, TiKV's `KeyNotInRegion`).
-    #[error("key {} is not in the group's keys [{}, {}): refresh the range map", crate::meta::show_key(.key), crate::meta::show_key(.start), if .end.is_empty() { "+inf".to_string() } else { crate::meta::show_key(.end) })]
+    /// `RangeKeyMismatchError`, TiKV's `KeyNotInRegion`). `version` is the
+    /// range's version (`meta::Epoch::version`) at those bounds: a client
+    /// whose descriptor of the group is older narrows it to them, and so
+    /// refuses a report of the old bounds from a replica that has not
+    /// applied the split yet.
+    #[error("key {} is not in the group's keys [{}, {}) (version {}): refresh the range map", crate::meta::show_key(.key), crate::meta::show_key(.start), if .end.is_empty() { "+inf".to_string() } else { crate::meta::show_key(.end) }, .version)]
     KeyNotInRange {
         key: Bytes,
         start: Bytes,
         end: Bytes,
+        version: u64,
     },
 }
 

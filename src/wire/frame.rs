@@ -44,7 +44,9 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 /// 15: `Op::Split` (a range split through its own log, issue #18); a
 ///     node of an older version could not apply its entry, and version
 ///     15 refuses to talk to it.
-pub const PROTOCOL_VERSION: u8 = 15;
+/// 16: `ClientError::KeyNotInRange::version` (a client narrows its cached
+///     descriptor and refuses stale reports of the range's old bounds).
+pub const PROTOCOL_VERSION: u8 = 16;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 

@@ -146,6 +146,7 @@ fn every_result() -> Vec<Result<Reply, ClientError>> {
             key: b("z"),
             start: b("a"),
             end: b("m"),
+            version: 7,
         }),
         Ok(Reply::Map(ClusterMap {
             groups: 8,

@@ -1023,6 +1023,17 @@ fn a_write_refused_after_an_unknown_attempt_is_reported_unknown() {
 /// A one-node, one-group stub node on this executor: the cluster map and
 /// the ranges answered as a node would, every other request by `answer`.
 fn stub_node(mut answer: impl FnMut(&Op) -> Result<Reply, ClientError> + 'static) -> SocketAddr {
+    stub_node_of(move |r| match &r.op {
+        Op::Ranges { .. } => Ok(whole_range()),
+        op => answer(op),
+    })
+}
+
+/// A stub node answering the cluster map as a node would, every other
+/// request (ranges included) by `answer`.
+fn stub_node_of(
+    mut answer: impl FnMut(&Request) -> Result<Reply, ClientError> + 'static,
+) -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let svc = ClientService::new(me(CLUSTER, 1), TransportConfig::default());
@@ -1042,8 +1053,7 @@ fn stub_node(mut answer: impl FnMut(&Op) -> Result<Reply, ClientError> + 'static
                         replication_factor: 1,
                         meta_leader: 0,
                     })),
-                    Op::Ranges { .. } => Ok(whole_range()),
-                    op => answer(op),
+                    _ => answer(&r),
                 };
                 svc.respond(conn, &Response { id: r.id, result });
             }
@@ -1051,6 +1061,83 @@ fn stub_node(mut answer: impl FnMut(&Op) -> Result<Reply, ClientError> + 'static
     })
     .detach();
     addr
+}
+
+/// A descriptor of range `id`, keys `[start, end)`, at `version`, one
+/// replica on node 1.
+fn range_at(id: u64, start: &'static [u8], end: &'static [u8], version: u64) -> Bytes {
+    use ringraft::meta::{Epoch, RangeDesc, RangeReplica, ReplicaRole};
+    RangeDesc {
+        id,
+        start: Bytes::from_static(start),
+        end: Bytes::from_static(end),
+        epoch: Epoch {
+            version,
+            conf_ver: 0,
+        },
+        replicas: vec![RangeReplica {
+            replica: 1,
+            node: 1,
+            shard: 0,
+            role: ReplicaRole::Voter,
+        }],
+    }
+    .to_bytes()
+}
+
+/// Range 0 split at "m" (version 1, range 1 on the right), but the
+/// replicas the client asks for the map have not applied the split yet:
+/// for a while they still report range 0 over every key (version 0), and
+/// none reports range 1 (no leader yet). The client narrows range 0 to
+/// the bounds its refusal gave, refuses the stale reports, and finds
+/// range 1 once it is reported. Regression: the client forgot range 0 on
+/// the refusal, took the stale report back each time, and gave up after
+/// `KEY_RANGE_RETRIES_MAX` answers ("the nodes disagree"), seen in CI
+/// when a range split every ~100 ms under writes.
+#[test]
+fn a_refusal_from_a_split_range_outlives_stale_reports_of_its_old_bounds() {
+    use ringraft::client::KEY_RANGE_RETRIES_MAX;
+    let (v, asked) = run_on(|| async move {
+        let asked = Rc::new(RefCell::new((0u32, 0u32)));
+        let counts = asked.clone();
+        let stale = KEY_RANGE_RETRIES_MAX + 3;
+        let addr = stub_node_of(move |r| {
+            let mut c = counts.borrow_mut();
+            match (&r.op, r.group) {
+                (Op::Ranges { .. }, _) => {
+                    c.0 += 1;
+                    if c.0 <= stale {
+                        Ok(Reply::Ranges(vec![range_at(0, b"", b"", 0)]))
+                    } else {
+                        Ok(Reply::Ranges(vec![
+                            range_at(0, b"", b"m", 1),
+                            range_at(1, b"m", b"", 1),
+                        ]))
+                    }
+                }
+                (Op::Get { key, .. }, 0) => {
+                    c.1 += 1;
+                    Err(ClientError::KeyNotInRange {
+                        key: key.clone(),
+                        start: Bytes::new(),
+                        end: Bytes::from_static(b"m"),
+                        version: 1,
+                    })
+                }
+                (Op::Get { .. }, 1) => Ok(Reply::Value(Some(Bytes::from_static(b"right")))),
+                (other, g) => panic!("unexpected {other:?} to group {g}"),
+            }
+        });
+        let mut cfg = ringraft::client::ClientConfig::new(vec![addr]);
+        cfg.cluster_id = CLUSTER;
+        let cl = ringraft::client::Client::connect(cfg).await.unwrap();
+        let v = cl.get(b"z").await;
+        let asked = *asked.borrow();
+        (v, asked)
+    });
+    assert_eq!(v.unwrap(), Some(Bytes::from_static(b"right")));
+    assert_eq!(asked.1, 1, "range 0 is asked once: its refusal is kept");
+    assert!(asked.0 > KEY_RANGE_RETRIES_MAX + 3, "{asked:?}");
 }
 
 /// A node that keeps answering `KeyNotInRange` (nodes bootstrapped with
@@ -1070,6 +1157,7 @@ fn nodes_that_keep_disagreeing_on_a_keys_range_end_in_an_error_naming_why() {
                     key: key.clone(),
                     start: Bytes::from_static(b"x"),
                     end: Bytes::new(),
+                    version: 0,
                 })
             }
             other => panic!("unexpected {other:?}"),
