@@ -63,6 +63,12 @@ pub struct ShardStats {
     /// Keys a split left outside a replica's bounds, trimmed since
     /// (`SPLIT_TRIM_KEYS_PER_TICK` per tick).
     pub split_keys_trimmed: u64,
+    /// Splits this shard's leaders asked for because a range passed
+    /// `--range-split-bytes`, and because one served `--range-split-qps`
+    /// for `--range-split-load-secs` (each at most once per
+    /// `RANGE_SPLIT_RETRY_MS`).
+    pub splits_asked_by_size: u64,
+    pub splits_asked_by_load: u64,
     /// `Removed` answers sent to non-members that asked for votes.
     pub removed_notices_sent: u64,
     /// Replicas destroyed because a member said they were removed, or a
@@ -333,7 +339,7 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             );
         }
     }
-    let counters: [Family<ShardMetrics>; 52] = [
+    let counters: [Family<ShardMetrics>; 54] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -449,6 +455,16 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             "ringraft_split_keys_trimmed_total",
             "keys a split left outside a replica's bounds, trimmed since",
             |s| s.stats.split_keys_trimmed,
+        ),
+        (
+            "ringraft_splits_asked_by_size_total",
+            "splits this shard's leaders asked for: a range passed range-split-bytes",
+            |s| s.stats.splits_asked_by_size,
+        ),
+        (
+            "ringraft_splits_asked_by_load_total",
+            "splits this shard's leaders asked for: a range served range-split-qps for range-split-load-secs",
+            |s| s.stats.splits_asked_by_load,
         ),
         (
             "ringraft_removed_notices_sent_total",

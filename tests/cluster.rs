@@ -3281,3 +3281,71 @@ fn a_range_that_grows_past_range_split_bytes_splits_while_writes_go_on() {
     eprintln!("{splits} splits, {made} new replicas made from a split entry");
     assert!(made >= splits, "{made} of {splits}");
 }
+
+/// `--range-split-qps` (issue #18): reads of 100 keys in one range, at
+/// more than 200 a second for 2 s in a row, split it by load (splits by
+/// size off) at a key inside the keys read; every read goes on being
+/// answered, across the split, and the meta group's map shows both
+/// sides.
+#[test]
+fn a_range_busy_past_range_split_qps_splits_by_load_while_reads_go_on() {
+    let c = cluster(
+        3,
+        2,
+        &[
+            "--range-split-bytes",
+            "0",
+            "--range-split-qps",
+            "200",
+            "--range-split-load-secs",
+            "2",
+        ],
+    );
+    let _show = ShowLogsOnPanic(&c);
+    let addrs = c.client_addrs();
+    let (reads, ranges) = run_on_executor(move || async move {
+        let cl = client(addrs).await;
+        meta_until(&cl, 30, |m| m.ranges().len() == 2).await;
+        let keys: Vec<String> = (0..100).map(|i| format!("s{i:04}")).collect();
+        for k in &keys {
+            cl.put(k.as_bytes(), b"v").await.unwrap();
+        }
+        let parent = cl.group_of(b"s0000").unwrap();
+        assert_eq!(cl.group_of(b"s0099"), Some(parent));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut reads = 0u64;
+        loop {
+            for k in &keys {
+                let v = cl.get(k.as_bytes()).await.unwrap();
+                assert_eq!(v, Some(Bytes::from_static(b"v")), "{k}");
+                reads += 1;
+            }
+            let m = cl.meta_state().await;
+            if let Ok(m) = m {
+                if m.ranges().len() > 2 {
+                    return (reads, m.ranges().iter().cloned().collect::<Vec<_>>());
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no split by load after {reads} reads"
+            );
+        }
+    });
+    // The split key lies strictly inside the keys read: each side had
+    // some of the load.
+    let cut = ranges
+        .iter()
+        .map(|r| r.start.clone())
+        .find(|s| s.as_ref() > b"s0000".as_ref() && s.as_ref() <= b"s0099".as_ref());
+    assert!(cut.is_some(), "{ranges:?}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut asked = metric_sum(&c, 3, "ringraft_splits_asked_by_load_total");
+    while asked == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        asked = metric_sum(&c, 3, "ringraft_splits_asked_by_load_total");
+    }
+    eprintln!("{reads} reads, split at {cut:?}");
+    assert!(asked >= 1, "counted by its leader");
+    assert_eq!(metric_sum(&c, 3, "ringraft_splits_asked_by_size_total"), 0);
+}

@@ -119,6 +119,19 @@ pub struct NodeSettings {
     /// (`ctl split`). Default 64 MiB.
     #[arg(long)]
     pub range_split_bytes: Option<u64>,
+    /// A range whose leader serves at least this many requests a second
+    /// (reads and writes of its keys), every second for
+    /// `--range-split-load-secs` in a row, is split at a key that halves
+    /// its sampled load (issue #18; CockroachDB's
+    /// `kv.range_split.load_qps_threshold`, TiKV's `split.qps-threshold`).
+    /// 0: never by load. Default 2500.
+    #[arg(long)]
+    pub range_split_qps: Option<u64>,
+    /// Seconds in a row a range must stay at `--range-split-qps` before it
+    /// is split by load (1 to 3600; TiKV's `split.detect-times`).
+    /// Default 10.
+    #[arg(long)]
+    pub range_split_load_secs: Option<u32>,
     /// Bytes per second of snapshots this node sends at most (seeding a
     /// replica a move added, catching up one that fell behind the log),
     /// shared evenly by its shards: a snapshot chunk over the budget is
@@ -294,6 +307,10 @@ pub const DEAD_NODE_TIMEOUT_MS_MIN: u64 = 10_000;
 /// well under a second of a disk's bandwidth).
 pub const RANGE_SPLIT_BYTES_DEFAULT: u64 = 64 << 20;
 
+/// The longest `--range-split-load-secs`: an hour (a range hot for longer
+/// than that before it splits would not be split by load at all).
+pub const RANGE_SPLIT_LOAD_SECS_MAX: u32 = 3600;
+
 macro_rules! merge_fields {
     ($a:expr, $b:expr, $($f:ident),*) => {
         NodeSettings { $($f: $a.$f.or($b.$f)),* }
@@ -330,6 +347,8 @@ impl NodeSettings {
             snapshot_entries,
             snapshot_log_bytes,
             range_split_bytes,
+            range_split_qps,
+            range_split_load_secs,
             snapshot_send_bytes_per_sec,
             compact_keep_entries,
             wal_pin_records_max,
@@ -951,6 +970,19 @@ impl NodeSettings {
                 "must be at least 1 (no group could ever elect a leader)",
             ));
         }
+        let range_split_load_secs = self
+            .range_split_load_secs
+            .unwrap_or(crate::shard::RANGE_SPLIT_LOAD_SECS_DEFAULT);
+        if !(1..=RANGE_SPLIT_LOAD_SECS_MAX).contains(&range_split_load_secs) {
+            return Err(invalid(
+                "range-split-load-secs",
+                range_split_load_secs,
+                format!(
+                    "must be 1 to {RANGE_SPLIT_LOAD_SECS_MAX} (RANGE_SPLIT_LOAD_SECS_MAX); \
+                     to never split by load, set range-split-qps to 0"
+                ),
+            ));
+        }
         let shard_template = ShardConfig {
             cluster: self.cluster_id.unwrap_or(1),
             node: id,
@@ -975,6 +1007,10 @@ impl NodeSettings {
             snapshot_entries: self.snapshot_entries.unwrap_or(100_000),
             snapshot_log_bytes: self.snapshot_log_bytes.unwrap_or(64 << 20).max(1),
             range_split_bytes: self.range_split_bytes.unwrap_or(RANGE_SPLIT_BYTES_DEFAULT),
+            range_split_qps: self
+                .range_split_qps
+                .unwrap_or(crate::shard::RANGE_SPLIT_QPS_DEFAULT),
+            range_split_load_secs,
             snapshot_send_bytes_per_sec,
             wal_pin_records_max: self.wal_pin_records_max.unwrap_or(100_000).max(1),
             wal,
@@ -1162,6 +1198,12 @@ pub struct ShardConfig {
     /// A range this shard leads is split once its keys and values pass
     /// this many bytes (0: never by size). `--range-split-bytes`.
     pub range_split_bytes: u64,
+    /// A range this shard leads is split by load once it served this many
+    /// requests a second (0: never), `range_split_load_secs` seconds in a
+    /// row (`shard::load_splits`). `--range-split-qps`.
+    pub range_split_qps: u64,
+    /// `--range-split-load-secs` (1 to [`RANGE_SPLIT_LOAD_SECS_MAX`]).
+    pub range_split_load_secs: u32,
     /// Bytes per second of snapshot chunks this shard sends at most (the
     /// node's `--snapshot-send-bytes-per-sec` over its shards): a token
     /// bucket holding at most one second's worth, or one chunk if more

@@ -119,6 +119,40 @@ fn defaults_validate_and_each_bad_setting_is_named() {
         v.resp_conns_max,
         RESP_CONNS_MAX_DEFAULT.div_ceil(v.shards as usize)
     );
+    // Splits by load: RANGE_SPLIT_LOAD_SECS_MAX and 0 refused, naming
+    // the way to turn them off; the defaults as documented.
+    for secs in [0, RANGE_SPLIT_LOAD_SECS_MAX + 1] {
+        let err = bad(NodeSettings {
+            range_split_load_secs: Some(secs),
+            ..base()
+        });
+        assert!(err.contains("--range-split-load-secs"), "{err}");
+        assert!(err.contains("range-split-qps to 0"), "{err}");
+    }
+    let most = NodeSettings {
+        range_split_load_secs: Some(RANGE_SPLIT_LOAD_SECS_MAX),
+        range_split_qps: Some(0),
+        ..base()
+    }
+    .validate()
+    .unwrap();
+    assert_eq!(
+        (
+            most.shard_template.range_split_load_secs,
+            most.shard_template.range_split_qps
+        ),
+        (RANGE_SPLIT_LOAD_SECS_MAX, 0)
+    );
+    assert_eq!(
+        (
+            v.shard_template.range_split_qps,
+            v.shard_template.range_split_load_secs
+        ),
+        (
+            crate::shard::RANGE_SPLIT_QPS_DEFAULT,
+            crate::shard::RANGE_SPLIT_LOAD_SECS_DEFAULT
+        )
+    );
     // STRAY_LEARNER_TIMEOUT_MS_MIN: below it refused, naming it.
     let err = bad(NodeSettings {
         stray_learner_timeout_ms: Some(STRAY_LEARNER_TIMEOUT_MS_MIN - 1),

@@ -99,6 +99,7 @@ impl Shard {
         } = loaded;
         self.replicas = replicas;
         self.work.forget_all();
+        self.load_samplers.clear();
         self.mark_all();
         self.store = LogStore::new(wal, catalog, self.cfg.wal.record_bytes_max);
         // A removal failure of the old WAL is not the new one's.

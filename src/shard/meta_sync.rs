@@ -63,10 +63,29 @@ pub struct MetaLink {
     /// The balancer's last view of the nodes, while this node leads the
     /// meta group and balances (`Op::Liveness`).
     pub(super) liveness: RefCell<Option<LivenessSeen>>,
-    /// Splits this shard's leaders want (range, split key), not yet asked
-    /// for: the reporter task takes a new range id from the meta group and
-    /// sends `Op::Split` (`shard::splits`, `--range-split-bytes`).
-    pub(super) splits_wanted: RefCell<Vec<(GroupId, bytes::Bytes)>>,
+    /// Splits this shard's leaders want (range, split key, why), not yet
+    /// asked for: the reporter task takes a new range id from the meta
+    /// group and sends `Op::Split` (`shard::splits`,
+    /// `--range-split-bytes`, `--range-split-qps`).
+    pub(super) splits_wanted: RefCell<Vec<(GroupId, bytes::Bytes, SplitCause)>>,
+}
+
+/// Why a range's leader wants it split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SplitCause {
+    /// Its keys and values passed `--range-split-bytes`.
+    Size,
+    /// It served `--range-split-qps` for `--range-split-load-secs`.
+    Load,
+}
+
+impl std::fmt::Display for SplitCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitCause::Size => "size",
+            SplitCause::Load => "load",
+        })
+    }
 }
 
 impl MetaLink {
@@ -262,21 +281,21 @@ pub async fn run_range_reporter(
             },
         };
         let wanted = std::mem::take(&mut *link.splits_wanted.borrow_mut());
-        for (range, key) in wanted {
+        for (range, key, cause) in wanted {
             match c.split_range(range, &key).await {
                 Ok(d) => tracing::info!(
                     range,
                     new_range = d.right,
                     key = %crate::meta::show_key(&key),
-                    "range split by size"
+                    "range split by {cause}"
                 ),
-                // Asked again once it is still too large
+                // Asked again once it is still too large or too busy
                 // (`RANGE_SPLIT_RETRY_MS`): its leadership may have moved,
                 // the key may be another range's now.
                 Err(e) => tracing::warn!(
                     range,
                     key = %crate::meta::show_key(&key),
-                    "range not split by size: {e}"
+                    "range not split by {cause}: {e}"
                 ),
             }
         }

@@ -27,6 +27,7 @@
 mod balancer;
 mod disk;
 mod load;
+mod load_splits;
 mod meta_sync;
 mod replicas;
 mod requests;
@@ -35,6 +36,9 @@ mod splits;
 mod work;
 
 use load::{build_replica, load, replica_config, Loaded};
+pub use load_splits::{
+    LoadSampler, LOAD_SPLIT_SAMPLES, RANGE_SPLIT_LOAD_SECS_DEFAULT, RANGE_SPLIT_QPS_DEFAULT,
+};
 pub use snapshots::{
     allocator_trims, trim_allocator, HELPER_JOBS_MAX, HELPER_THREADS, TRIM_AFTER_FREE_BYTES,
 };
@@ -244,6 +248,12 @@ pub struct Shard {
     /// When each range leading here last started towards a split by size
     /// (`maybe_split`): not again within `RANGE_SPLIT_RETRY_MS`.
     splits_started: BTreeMap<GroupId, Instant>,
+    /// The load of each range that got key requests here since this
+    /// shard started (`load_splits`), with the clock its windows count on
+    /// (ms since `load_clock`). Entries of ranges no longer hosted are
+    /// dropped with them.
+    load_samplers: HashMap<GroupId, LoadSampler>,
+    load_clock: Instant,
     /// Their first snapshot files, written in the background.
     splits_done: Rc<RefCell<Vec<splits::SplitSeeded>>>,
     /// Replicas a split left holding keys outside their bounds, trimmed
@@ -611,6 +621,8 @@ impl Shard {
             seeding: BTreeMap::new(),
             splits_proposed: BTreeMap::new(),
             splits_started: BTreeMap::new(),
+            load_samplers: HashMap::new(),
+            load_clock: Instant::now(),
             splits_done: Rc::default(),
             trimming: VecDeque::new(),
             chunks_read: Rc::default(),

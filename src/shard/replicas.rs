@@ -413,6 +413,7 @@ impl Shard {
             .remove(&group)
             .unwrap_or_else(|| panic!("shard {shard}: group {group} in the catalog, not hosted"));
         self.work.forget(group);
+        self.load_samplers.remove(&group);
         self.metrics_dirty.insert(group);
         // Its state and snapshot are freed on the helper thread (handed
         // over once the replica, which holds the snapshot too, is gone).

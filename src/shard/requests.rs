@@ -132,6 +132,11 @@ impl Shard {
             }
             _ => {}
         }
+        if self.cfg.range_split_qps > 0 {
+            if let Some(key) = req.op.key() {
+                self.note_load(gid, key);
+            }
+        }
         let write = match &req.op {
             Op::Put { key, value } => check_len(key, kmax, true)
                 .and(check_len(value, vmax, false))

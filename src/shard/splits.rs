@@ -49,6 +49,7 @@
 //!   digest, and each tick removes at most [`SPLIT_TRIM_KEYS_PER_TICK`]
 //!   of them.
 
+use super::meta_sync::SplitCause;
 use super::snapshots::{drop_on_helper, drop_state_on_helper, encode_on_helper, on_helper};
 use super::*;
 use crate::group::SplitApplied;
@@ -211,6 +212,8 @@ impl Shard {
         let shard = self.cfg.shard;
         self.trim_later(parent);
         self.splits_proposed.remove(&parent);
+        // Its load so far was over keys it may no longer hold.
+        self.load_samplers.remove(&parent);
         for s in splits {
             let right = s.right;
             // Hosted (a replay after a restart), being made, or destroyed
@@ -427,17 +430,11 @@ impl Shard {
         {
             return;
         }
-        let now = Instant::now();
-        let retry = Duration::from_millis(RANGE_SPLIT_RETRY_MS);
-        {
-            let started = &mut self.splits_started;
-            if started.get(&gid).is_some_and(|&t| now < t + retry) {
-                return;
-            }
-            started.retain(|_, t| now < *t + retry);
-            started.insert(gid, now);
-        }
         let view = g.kv.clone();
+        if !self.split_clock(gid) {
+            return;
+        }
+        self.stats.splits_asked_by_size += 1;
         let bytes = view.data_bytes();
         let link = self.meta_link.clone();
         let shard = self.cfg.shard;
@@ -453,7 +450,9 @@ impl Shard {
                         key = %crate::meta::show_key(&key),
                         "range is over range-split-bytes: splitting it"
                     );
-                    link.splits_wanted.borrow_mut().push((gid, key));
+                    link.splits_wanted
+                        .borrow_mut()
+                        .push((gid, key, SplitCause::Size));
                 }
                 None => tracing::warn!(
                     shard,
@@ -464,6 +463,21 @@ impl Shard {
             }
         })
         .detach();
+    }
+
+    /// Starts range `gid`'s clock towards a split (by size or by load)
+    /// unless it started within [`RANGE_SPLIT_RETRY_MS`]: whether it did
+    /// (the caller then asks for the split).
+    pub(super) fn split_clock(&mut self, gid: GroupId) -> bool {
+        let now = Instant::now();
+        let retry = Duration::from_millis(RANGE_SPLIT_RETRY_MS);
+        let started = &mut self.splits_started;
+        if started.get(&gid).is_some_and(|&t| now < t + retry) {
+            return false;
+        }
+        started.retain(|_, t| now < *t + retry);
+        started.insert(gid, now);
+        true
     }
 
     /// Whether group `gid` may not take a snapshot now: a range it split

@@ -206,6 +206,24 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The key a data request reads or writes (a scan: its first key);
+    /// `None` for every other request. What a range's load is counted by
+    /// (`shard::LoadSampler`).
+    pub fn key(&self) -> Option<&Bytes> {
+        match self {
+            Op::Put { key, .. }
+            | Op::Get { key, .. }
+            | Op::Delete { key }
+            | Op::Cas { key, .. }
+            | Op::Incr { key, .. }
+            | Op::Append { key, .. }
+            | Op::Scan { start: key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
 /// Most descriptors one `Op::Ranges` answer carries (about 120 bytes each
 /// for 3 replicas and short keys).
 pub const RANGES_REPLY_MAX: u32 = 1024;

@@ -49,14 +49,17 @@ pub struct LocalRuns {
 
 impl LocalRuns {
     /// Sets `cfg`'s log directory and appends the node arguments given;
-    /// `unsplit`: ranges do not split by size (`--range-split-bytes=0`)
-    /// unless those arguments say otherwise (a benchmark that measures a
-    /// range of a given size).
+    /// `unsplit`: ranges split neither by size (`--range-split-bytes=0`)
+    /// nor by load (`--range-split-qps=0`) unless those arguments say
+    /// otherwise (a benchmark that measures a range of a given size, or
+    /// splits only where it asks).
     pub fn configure(&self, cfg: &mut ringraft::local_cluster::LocalClusterConfig, unsplit: bool) {
         cfg.log_dir = self.log_dir.clone();
         let given = |flag: &str| self.node_args.iter().any(|a| a.starts_with(flag));
-        if unsplit && !given("--range-split-bytes") {
-            cfg.extra_args.push("--range-split-bytes=0".into());
+        for flag in ["--range-split-bytes", "--range-split-qps"] {
+            if unsplit && !given(flag) {
+                cfg.extra_args.push(format!("{flag}=0"));
+            }
         }
         cfg.extra_args.extend(self.node_args.iter().cloned());
     }

@@ -56,7 +56,8 @@ struct Args {
     /// Local cluster: ranges (one Raft group each) the keyspace starts
     /// cut into, at evenly spaced keys of this run's key generator, so a
     /// run starts balanced (`--ranges` is the same). Ranges split further
-    /// by size while it runs (the nodes' --range-split-bytes).
+    /// by size and by load while it runs (the nodes' --range-split-bytes,
+    /// --range-split-qps).
     #[arg(long, alias = "ranges", default_value_t = 8)]
     groups: u64,
     /// Local cluster: replicas of each range (each range on this many of
