@@ -1,19 +1,32 @@
-//! Metrics in Prometheus text format over HTTP (`--metrics-addr`).
+//! Metrics in the OpenMetrics text format (Prometheus reads it) over
+//! HTTP (`--metrics-addr`), encoded by the `prometheus-client` crate and
+//! served by `tiny_http` on a thread of its own, off the executors.
 //!
 //! Each shard publishes a snapshot of its counters once a second into its
 //! own slot (one lock per shard per second, never on the hot path, and
 //! never waited for: a slot being rendered is skipped until the next
 //! second), with only the groups whose state changed since (a Ready, a
 //! creation, a destruction): the slot keeps every group's last state, so a
-//! shard of 100,000 quiesced groups publishes none of them. A small HTTP
-//! thread, off the executors, renders all slots on `GET /metrics`.
+//! shard of 100,000 quiesced groups publishes none of them. A scrape
+//! encodes every slot ([`NodeCollector`], a `prometheus-client`
+//! collector), the process's own figures (`process_*`, from `/proc`) and
+//! `ringraft_build_info`.
+//!
+//! Paths: `GET`/`HEAD` `/metrics`; `/health` (200 while the process
+//! serves HTTP: liveness); `/ready` (200 once every shard has published,
+//! that is runs its loop with its replicas loaded; 503 before, naming the
+//! shards not ready).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 /// Counters of a shard (monotonic).
 #[derive(Debug, Default, Clone, Copy)]
@@ -117,6 +130,8 @@ pub struct GroupMetrics {
     pub group: u64,
     /// 0 follower, 1 pre-candidate, 2 candidate, 3 leader.
     pub role: u8,
+    /// A non-voting member (shown with role "learner" while it follows).
+    pub learner: bool,
     pub term: u64,
     pub leader: u64,
     pub commit: u64,
@@ -186,109 +201,234 @@ impl MetricsHub {
         true
     }
 
-    /// The Prometheus text of every published shard.
+    /// The shards that have not published yet (`/ready` waits for none).
+    pub fn not_ready(&self) -> Vec<u32> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.lock().expect("metrics slot").shard.is_none())
+            .map(|(i, _)| i as u32)
+            .collect()
+    }
+
+    /// The OpenMetrics text of every published shard, the process's
+    /// figures and the build's, as node `node`'s `/metrics` answers.
     pub fn render(&self, node: u64) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(NodeCollector {
+            hub: self.clone(),
+            node,
+        }));
+        registry.register_collector(Box::new(ProcessCollector));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)
+            .expect("encoding into a String cannot fail");
+        out
+    }
+
+    /// Serves `/metrics`, `/health` and `/ready` (see the module docs) on
+    /// `addr` from a thread of its own. Returns the address bound.
+    ///
+    /// # Errors
+    /// The address cannot be bound (taken, or not this host's).
+    pub fn serve(&self, addr: SocketAddr, node: u64) -> std::io::Result<SocketAddr> {
+        let server = tiny_http::Server::http(addr).map_err(std::io::Error::other)?;
+        let bound = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| std::io::Error::other("metrics server bound no IP address"))?;
+        let hub = self.clone();
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for req in server.incoming_requests() {
+                    let (status, body, kind) = hub.answer(req.method(), req.url(), node);
+                    let header = tiny_http::Header::from_bytes("Content-Type", kind)
+                        .expect("a valid header");
+                    let r = tiny_http::Response::from_string(body)
+                        .with_status_code(status)
+                        .with_header(header);
+                    // HEAD gets the headers only (tiny_http drops the
+                    // body); a client gone mid-answer is its loss.
+                    let _ = req.respond(r);
+                }
+            })?;
+        Ok(bound)
+    }
+
+    /// Status, body and content type for `method` on `url`.
+    fn answer(
+        &self,
+        method: &tiny_http::Method,
+        url: &str,
+        node: u64,
+    ) -> (u16, String, &'static str) {
+        use tiny_http::Method::{Get, Head};
+        const TEXT: &str = "text/plain; charset=utf-8";
+        if !matches!(method, Get | Head) {
+            return (
+                405,
+                format!("{method} is not served: use GET or HEAD\n"),
+                TEXT,
+            );
+        }
+        let path = url.split('?').next().unwrap_or("");
+        match path {
+            "/metrics" => (200, self.render(node), OPENMETRICS),
+            "/health" => (200, "ok\n".into(), TEXT),
+            "/ready" => match self.not_ready() {
+                waiting if waiting.is_empty() => (200, "ready\n".into(), TEXT),
+                waiting => (
+                    503,
+                    format!("not ready: shards {waiting:?} have not loaded their replicas yet\n"),
+                    TEXT,
+                ),
+            },
+            other => (
+                404,
+                format!("no {other} here: try /metrics, /health or /ready\n"),
+                TEXT,
+            ),
+        }
+    }
+}
+
+/// The content type of `/metrics`.
+pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Encodes every published slot of a node's [`MetricsHub`] at each scrape
+/// (a `prometheus-client` collector: the shards' counters are theirs,
+/// published once a second, not the library's own metric objects).
+#[derive(Debug)]
+pub struct NodeCollector {
+    hub: MetricsHub,
+    node: u64,
+}
+
+impl std::fmt::Debug for MetricsHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MetricsHub({} shards)", self.slots.len())
+    }
+}
+
+impl Collector for NodeCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let guards: Vec<_> = self
+            .hub
             .slots
             .iter()
             .map(|s| s.lock().expect("metrics slot"))
             .collect();
         let slots: Vec<&Slot> = guards.iter().map(|g| &**g).collect();
-        render(node, &slots)
-    }
-
-    /// Serves `GET /metrics` on `addr` from a thread of its own.
-    pub fn serve(&self, addr: SocketAddr, node: u64) -> std::io::Result<SocketAddr> {
-        let l = TcpListener::bind(addr)?;
-        let bound = l.local_addr()?;
-        let hub = self.clone();
-        std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for s in l.incoming() {
-                    let Ok(mut s) = s else { continue };
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                    let mut req = [0u8; 1024];
-                    let n = s.read(&mut req).unwrap_or(0);
-                    let head = String::from_utf8_lossy(&req[..n]);
-                    let (status, body) = if head.starts_with("GET /metrics") {
-                        ("200 OK", hub.render(node))
-                    } else {
-                        ("404 Not Found", "try GET /metrics\n".to_string())
-                    };
-                    let _ = write!(
-                        s,
-                        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                }
-            })?;
-        Ok(bound)
+        encode_slots(&mut enc, self.node, &slots)
     }
 }
 
-/// Families with one value per shard, of Prometheus type `kind`.
-fn per_shard(
-    out: &mut String,
-    node: u64,
-    shards: &[ShardMetrics],
-    kind: &str,
-    families: &[Family<ShardMetrics>],
-) {
-    for (name, help, f) in families {
-        family(out, name, kind, help);
-        for s in shards {
-            let _ = writeln!(
-                out,
-                "{name}{{node=\"{node}\",shard=\"{}\"}} {}",
-                s.shard,
-                f(s)
-            );
+/// Labels of one series.
+type Labels = Vec<(&'static str, String)>;
+
+/// One family of constant values: a counter (`name` given with its
+/// `_total`, which the encoder adds back) or a gauge.
+fn family(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: impl Iterator<Item = (Labels, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let base = match kind {
+        MetricType::Counter => name.strip_suffix("_total").unwrap_or(name),
+        _ => name,
+    };
+    let mut m = enc.encode_descriptor(base, help, None, kind)?;
+    for (labels, v) in rows {
+        let series = m.encode_family(&labels)?;
+        match kind {
+            MetricType::Counter => ConstCounter::new(v).encode(series)?,
+            _ => ConstGauge::new(i64::try_from(v).unwrap_or(i64::MAX)).encode(series)?,
         }
     }
+    Ok(())
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// A histogram family: the values of each shard's `hdrhistogram` are in
+/// `scale`s of the unit (µs as 1e-6 for seconds), cut at `bounds`.
+struct HistogramFamily {
+    name: &'static str,
+    help: &'static str,
+    bounds: &'static [f64],
+    scale: f64,
 }
 
-fn quantiles(
-    out: &mut String,
-    name: &str,
+/// Encodes `fam` from each shard's histogram `h`.
+fn histogram(
+    enc: &mut DescriptorEncoder<'_>,
     node: u64,
     shards: &[ShardMetrics],
+    fam: HistogramFamily,
     h: impl Fn(&ShardMetrics) -> &Histogram<u64>,
-) {
+) -> Result<(), std::fmt::Error> {
+    let HistogramFamily {
+        name,
+        help,
+        bounds,
+        scale,
+    } = fam;
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
     for s in shards {
         let h = h(s);
-        for q in [0.5, 0.9, 0.99, 0.999] {
-            let _ = writeln!(
-                out,
-                "{name}{{node=\"{node}\",shard=\"{}\",quantile=\"{q}\"}} {}",
-                s.shard,
-                if h.is_empty() {
-                    0
-                } else {
-                    h.value_at_quantile(q)
-                }
-            );
+        let mut buckets = Vec::with_capacity(bounds.len() + 1);
+        let mut below = 0u64;
+        for &b in bounds {
+            let upto = (b / scale).floor() as u64;
+            let n = if h.is_empty() {
+                0
+            } else {
+                h.count_between(0, upto)
+            };
+            buckets.push((b, n.saturating_sub(below)));
+            below = below.max(n);
         }
-        let _ = writeln!(
-            out,
-            "{name}_count{{node=\"{node}\",shard=\"{}\"}} {}",
-            s.shard,
-            h.len()
-        );
+        // The encoder writes `f64::MAX` as "+Inf" (as its own
+        // histograms' last bucket).
+        buckets.push((f64::MAX, h.len().saturating_sub(below)));
+        let sum = if h.is_empty() {
+            0.0
+        } else {
+            h.mean() * h.len() as f64 * scale
+        };
+        let labels: Labels = vec![("node", node.to_string()), ("shard", s.shard.to_string())];
+        m.encode_family(&labels)?
+            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                sum,
+                h.len(),
+                &buckets,
+                None,
+            )?;
+    }
+    Ok(())
+}
+
+/// A role as the `role` label gives it.
+fn role_name(role: u8, learner: bool) -> &'static str {
+    match (role, learner) {
+        (0, true) => "learner",
+        (0, false) => "follower",
+        (1, _) => "pre-candidate",
+        (2, _) => "candidate",
+        _ => "leader",
     }
 }
 
 /// A metric family: name, help, and how to read it.
 type Family<T> = (&'static str, &'static str, fn(&T) -> u64);
 
-/// Renders the shards' slots as Prometheus text (each family once).
-pub fn render(node: u64, slots: &[&Slot]) -> String {
-    let mut out = String::new();
+/// Encodes the shards' slots (each family once).
+fn encode_slots(
+    enc: &mut DescriptorEncoder<'_>,
+    node: u64,
+    slots: &[&Slot],
+) -> Result<(), std::fmt::Error> {
     let shards: Vec<ShardMetrics> = slots.iter().filter_map(|s| s.shard.clone()).collect();
     let shards = &shards[..];
     let groups: Vec<(u32, &GroupMetrics)> = slots
@@ -296,12 +436,25 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
         .filter_map(|s| Some((s.shard.as_ref()?.shard, &s.groups)))
         .flat_map(|(shard, gs)| gs.values().map(move |g| (shard, g)))
         .collect();
-    let per_group: [Family<GroupMetrics>; 5] = [
-        (
-            "ringraft_group_role",
-            "0 follower, 1 pre-candidate, 2 candidate, 3 leader",
-            |g| u64::from(g.role),
-        ),
+    let group_labels = |shard: u32, g: &GroupMetrics| -> Labels {
+        vec![
+            ("node", node.to_string()),
+            ("shard", shard.to_string()),
+            ("group", g.group.to_string()),
+        ]
+    };
+    family(
+        enc,
+        "ringraft_group_role",
+        "1 for the replica's role (role label: leader, follower, learner, candidate, pre-candidate)",
+        MetricType::Gauge,
+        groups.iter().map(|&(shard, g)| {
+            let mut l = group_labels(shard, g);
+            l.push(("role", role_name(g.role, g.learner).to_string()));
+            (l, 1)
+        }),
+    )?;
+    let per_group: [Family<GroupMetrics>; 4] = [
         ("ringraft_group_term", "current term", |g| g.term),
         (
             "ringraft_group_leader",
@@ -314,31 +467,32 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
         }),
     ];
     for (name, help, f) in per_group {
-        family(&mut out, name, "gauge", help);
-        for (shard, g) in &groups {
-            let _ = writeln!(
-                out,
-                "{name}{{node=\"{node}\",shard=\"{shard}\",group=\"{}\"}} {}",
-                g.group,
-                f(g)
-            );
-        }
+        family(
+            enc,
+            name,
+            help,
+            MetricType::Gauge,
+            groups
+                .iter()
+                .map(|&(shard, g)| (group_labels(shard, g), f(g))),
+        )?;
     }
     family(
-        &mut out,
+        enc,
         "ringraft_append_inflight",
-        "gauge",
         "AppendEntries in flight from a leader to a follower",
-    );
-    for (shard, g) in &groups {
-        for (peer, n) in &g.inflight {
-            let _ = writeln!(
-                out,
-                "ringraft_append_inflight{{node=\"{node}\",shard=\"{shard}\",group=\"{}\",peer=\"{peer}\"}} {n}",
-                g.group
-            );
-        }
-    }
+        MetricType::Gauge,
+        groups.iter().flat_map(|&(shard, g)| {
+            g.inflight.iter().map(move |&(peer, n)| {
+                let mut l = group_labels(shard, g);
+                l.push(("peer", peer.to_string()));
+                (l, n as u64)
+            })
+        }),
+    )?;
+    let shard_labels = |s: &ShardMetrics| -> Labels {
+        vec![("node", node.to_string()), ("shard", s.shard.to_string())]
+    };
     let counters: [Family<ShardMetrics>; 54] = [
         (
             "ringraft_errors_disk_full_total",
@@ -593,7 +747,10 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             |s| s.transport.handshakes_refused,
         ),
     ];
-    per_shard(&mut out, node, shards, "counter", &counters);
+    for (name, help, f) in counters {
+        let rows = shards.iter().map(|s| (shard_labels(s), f(s)));
+        family(enc, name, help, MetricType::Counter, rows)?;
+    }
     let gauges: [Family<ShardMetrics>; 5] = [
         (
             "ringraft_disk_full",
@@ -617,39 +774,205 @@ pub fn render(node: u64, slots: &[&Slot]) -> String {
             |s| s.stats.peer_links,
         ),
     ];
-    per_shard(&mut out, node, shards, "gauge", &gauges);
-    family(
-        &mut out,
-        "ringraft_wal_sync_latency_us",
-        "summary",
-        "write + fdatasync time per WAL flush (µs)",
-    );
-    quantiles(
-        &mut out,
-        "ringraft_wal_sync_latency_us",
+    for (name, help, f) in gauges {
+        let rows = shards.iter().map(|s| (shard_labels(s), f(s)));
+        family(enc, name, help, MetricType::Gauge, rows)?;
+    }
+    histogram(
+        enc,
         node,
         shards,
+        HistogramFamily {
+            name: "ringraft_wal_sync_duration_seconds",
+            help: "write + fdatasync time per WAL flush",
+            bounds: &SECONDS_BUCKETS,
+            scale: 1e-6,
+        },
         |s| &s.wal_sync_latency_us,
-    );
+    )?;
+    histogram(
+        enc,
+        node,
+        shards,
+        HistogramFamily {
+            name: "ringraft_wal_batch_records",
+            help: "records per WAL flush",
+            bounds: &COUNT_BUCKETS,
+            scale: 1.0,
+        },
+        |s| &s.wal_batch_records,
+    )?;
+    histogram(
+        enc,
+        node,
+        shards,
+        HistogramFamily {
+            name: "ringraft_append_entries",
+            help: "entries per AppendEntries sent",
+            bounds: &COUNT_BUCKETS,
+            scale: 1.0,
+        },
+        |s| &s.append_entries,
+    )?;
+    let build: Labels = vec![
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("protocol", crate::wire::PROTOCOL_VERSION.to_string()),
+        ("node", node.to_string()),
+    ];
     family(
-        &mut out,
-        "ringraft_wal_batch_records",
-        "summary",
-        "records per WAL flush",
-    );
-    quantiles(&mut out, "ringraft_wal_batch_records", node, shards, |s| {
-        &s.wal_batch_records
-    });
-    family(
-        &mut out,
-        "ringraft_append_entries",
-        "summary",
-        "entries per AppendEntries sent",
-    );
-    quantiles(&mut out, "ringraft_append_entries", node, shards, |s| {
-        &s.append_entries
-    });
-    out
+        enc,
+        "ringraft_build_info",
+        "1, labelled with the build's version and wire protocol version",
+        MetricType::Gauge,
+        std::iter::once((build, 1)),
+    )
+}
+
+/// Bucket bounds of durations (s): 50 µs to 2.5 s, about 2.5 per decade
+/// (an NVMe fdatasync is tens of µs; a stalled disk, seconds).
+pub const SECONDS_BUCKETS: [f64; 15] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
+
+/// Bucket bounds of counts per batch: powers of two, 1 to 4096.
+pub const COUNT_BUCKETS: [f64; 13] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0,
+];
+
+/// The process's own figures, as Prometheus's client libraries name them
+/// (`process_cpu_seconds_total`, `process_resident_memory_bytes`, ...),
+/// read from `/proc/self` at each scrape. Figures it cannot read are left
+/// out (not Linux, or `/proc` not mounted).
+#[derive(Debug)]
+pub struct ProcessCollector;
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let Some(p) = ProcessFigures::read() else {
+            return Ok(());
+        };
+        let cpu = enc.encode_descriptor(
+            "process_cpu_seconds",
+            "user and system CPU time spent, seconds",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(p.cpu_seconds).encode(cpu)?;
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "resident memory size, bytes",
+                p.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "virtual memory size, bytes",
+                p.virtual_bytes as f64,
+            ),
+            (
+                "process_open_fds",
+                "open file descriptors",
+                p.open_fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "the limit on open file descriptors",
+                p.max_fds as f64,
+            ),
+            ("process_threads", "threads", p.threads as f64),
+            (
+                "process_start_time_seconds",
+                "start time since the Unix epoch, seconds",
+                p.start_time_seconds,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(v).encode(m)?;
+        }
+        Ok(())
+    }
+}
+
+/// What [`ProcessCollector`] reads of this process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessFigures {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+    pub threads: u64,
+    pub start_time_seconds: f64,
+}
+
+impl ProcessFigures {
+    /// This process's figures (`proc(5)`: `/proc/self/stat` fields 14-15
+    /// utime/stime, 20 num_threads, 22 starttime, 23 vsize, 24 rss; the
+    /// boot time from `/proc/stat`'s `btime`), or `None` off Linux.
+    pub fn read() -> Option<ProcessFigures> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let boot: f64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        // SAFETY: sysconf only reads a configuration value.
+        let (tick, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes the struct it is given.
+        let max_fds = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+            lim.rlim_cur
+        } else {
+            0
+        };
+        Self::parse(
+            &stat,
+            boot,
+            tick.max(1) as f64,
+            page.max(1) as u64,
+            open_fds,
+            max_fds,
+        )
+    }
+
+    /// The figures from a `/proc/<pid>/stat` line (the command name, in
+    /// parentheses, may hold spaces and parentheses: fields are counted
+    /// from its last `)`).
+    pub fn parse(
+        stat: &str,
+        boot_seconds: f64,
+        ticks_per_second: f64,
+        page_bytes: u64,
+        open_fds: u64,
+        max_fds: u64,
+    ) -> Option<ProcessFigures> {
+        let rest = &stat[stat.rfind(')')? + 1..];
+        // Field 3 (state) is the first after the name.
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| -> Option<u64> { f.get(n - 3)?.parse().ok() };
+        Some(ProcessFigures {
+            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks_per_second,
+            threads: field(20)?,
+            start_time_seconds: boot_seconds + field(22)? as f64 / ticks_per_second,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * page_bytes,
+            open_fds,
+            max_fds,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -719,5 +1042,130 @@ mod tests {
         assert!(!hub.try_publish(shard(0), [(1, None)]));
         drop(held);
         assert!(hub.render(7).contains("group=\"1\""));
+    }
+
+    /// The text is OpenMetrics as Prometheus reads it: counters end in
+    /// `_total`, a role is a label value, latencies are histograms in
+    /// seconds with cumulative buckets, `_sum` and `_count`, and the
+    /// process's and the build's figures are there.
+    #[test]
+    fn the_text_is_openmetrics_with_roles_as_labels_and_histograms_in_seconds() {
+        let hub = MetricsHub::new(2);
+        assert_eq!(hub.not_ready(), vec![0, 1]);
+        let mut m = shard(0);
+        m.stats.proposals = 42;
+        // WAL flushes of 80 µs, 80 µs, 3 ms.
+        for us in [80, 80, 3_000] {
+            m.wal_sync_latency_us.record(us).unwrap();
+        }
+        let mut learner = group(2, 1);
+        (learner.role, learner.learner) = (0, true);
+        assert!(hub.try_publish(m, [(1, Some(group(1, 1))), (2, Some(learner))]));
+        assert_eq!(hub.not_ready(), vec![1], "shard 1 has not published");
+        let text = hub.render(7);
+        let has = |line: &str| text.lines().any(|l| l == line);
+        assert!(
+            has("ringraft_proposals_total{node=\"7\",shard=\"0\"} 42"),
+            "{text}"
+        );
+        assert!(has("# TYPE ringraft_proposals counter"), "{text}");
+        assert!(has(
+            "ringraft_group_role{node=\"7\",shard=\"0\",group=\"1\",role=\"leader\"} 1"
+        ));
+        assert!(has(
+            "ringraft_group_role{node=\"7\",shard=\"0\",group=\"2\",role=\"learner\"} 1"
+        ));
+        assert!(
+            has("# TYPE ringraft_wal_sync_duration_seconds histogram"),
+            "{text}"
+        );
+        let bucket = |le: &str| {
+            let p = format!(
+                "ringraft_wal_sync_duration_seconds_bucket{{le=\"{le}\",node=\"7\",shard=\"0\"}} "
+            );
+            let alt = format!(
+                "ringraft_wal_sync_duration_seconds_bucket{{node=\"7\",shard=\"0\",le=\"{le}\"}} "
+            );
+            text.lines()
+                .find_map(|l| l.strip_prefix(&p).or_else(|| l.strip_prefix(&alt)))
+                .unwrap_or_else(|| panic!("no bucket {le}:\n{text}"))
+                .parse::<u64>()
+                .unwrap()
+        };
+        assert_eq!(bucket("0.00005"), 0);
+        assert_eq!(bucket("0.0001"), 2, "cumulative: the two 80 µs flushes");
+        assert_eq!(bucket("0.0025"), 2);
+        assert_eq!(bucket("0.005"), 3);
+        assert_eq!(bucket("+Inf"), 3);
+        assert!(text.lines().any(
+            |l| l.starts_with("ringraft_wal_sync_duration_seconds_count{node=\"7\",shard=\"0\"} 3")
+        ));
+        assert!(text.contains("ringraft_build_info{version=\""), "{text}");
+        assert!(text.contains("process_resident_memory_bytes "), "{text}");
+        assert!(text.contains("process_cpu_seconds_total "), "{text}");
+        assert!(text.trim_end().ends_with("# EOF"));
+    }
+
+    /// `/proc/<pid>/stat` is read past the last `)` of the command name,
+    /// which may hold spaces and parentheses.
+    #[test]
+    fn process_figures_are_read_from_a_stat_line() {
+        let stat = "4242 (ring raft) (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    250 50 0 0 20 0 7 0 1000 123456789 300 18446744073709551615";
+        let f = ProcessFigures::parse(stat, 1_700_000_000.0, 100.0, 4096, 12, 1024).unwrap();
+        assert_eq!(
+            f,
+            ProcessFigures {
+                cpu_seconds: 3.0,
+                resident_bytes: 300 * 4096,
+                virtual_bytes: 123_456_789,
+                open_fds: 12,
+                max_fds: 1024,
+                threads: 7,
+                start_time_seconds: 1_700_000_010.0,
+            }
+        );
+        assert_eq!(
+            ProcessFigures::parse("4242 (x) S 1", 0.0, 100.0, 4096, 0, 0),
+            None
+        );
+        assert!(ProcessFigures::read().is_some(), "this is Linux");
+    }
+
+    /// `/health`, `/ready` (503 naming the shards until each published),
+    /// `HEAD`, 404 and 405, over a real socket.
+    #[test]
+    fn health_ready_head_and_unknown_paths_over_http() {
+        use std::io::{Read, Write};
+        let hub = MetricsHub::new(1);
+        let addr = hub.serve("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+        let ask = |req: &str| {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(req.as_bytes()).unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        };
+        let r = ask("GET /health HTTP/1.0\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.0 200") && r.ends_with("ok\n"), "{r}");
+        let r = ask("GET /ready HTTP/1.0\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.0 503") && r.contains("shards [0]"),
+            "{r}"
+        );
+        assert!(hub.try_publish(shard(0), []));
+        let r = ask("GET /ready HTTP/1.0\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.0 200"), "{r}");
+        let r = ask("GET /metrics HTTP/1.0\r\n\r\n");
+        assert!(r.contains(OPENMETRICS) && r.contains("# EOF"), "{r}");
+        let r = ask("HEAD /metrics HTTP/1.0\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.0 200") && !r.contains("# EOF"), "{r}");
+        let r = ask("GET /nope HTTP/1.0\r\n\r\n");
+        assert!(
+            r.starts_with("HTTP/1.0 404") && r.contains("/metrics"),
+            "{r}"
+        );
+        let r = ask("POST /metrics HTTP/1.0\r\nContent-Length: 0\r\n\r\n");
+        assert!(r.starts_with("HTTP/1.0 405"), "{r}");
     }
 }

@@ -248,14 +248,25 @@ fn puts_and_gets_across_many_groups_on_two_shards() {
             .lines()
             .filter(|l| l.starts_with("ringraft_group_role{") && !l.contains(&meta_label()))
             .count();
-        if proposals >= 400 && roles == 16 {
-            assert!(all[0].contains("# TYPE ringraft_wal_sync_latency_us summary"));
+        // The role is a label value, one series per replica.
+        let leaders = all
+            .iter()
+            .flat_map(|m| m.lines())
+            .filter(|l| l.starts_with("ringraft_group_role{") && l.contains("role=\"leader\""))
+            .count();
+        if proposals >= 400 && roles == 16 && leaders >= 16 {
+            assert!(all[0].contains("# TYPE ringraft_wal_sync_duration_seconds histogram"));
+            assert!(all[0].contains("ringraft_wal_sync_duration_seconds_bucket{"));
+            assert!(all[0].contains("process_resident_memory_bytes "));
+            assert!(all[0].contains("ringraft_build_info{"));
+            assert!(all[0].trim_end().ends_with("# EOF"));
+
             assert!(all[0].contains("ringraft_wal_syncs_total{node=\"1\",shard=\"1\"}"));
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "metrics: {proposals} proposals, {roles} groups\n{}",
+            "metrics: {proposals} proposals, {roles} groups, {leaders} leaders\n{}",
             all[0]
         );
         std::thread::sleep(Duration::from_millis(100));

@@ -1340,6 +1340,7 @@ fn group_metrics(g: &Replica) -> crate::metrics::GroupMetrics {
             Role::Candidate => 2,
             Role::Leader => 3,
         },
+        learner: g.raft.conf().is_learner(g.raft.id()),
         term: g.raft.term(),
         leader: g.leader_node(),
         commit: g.raft.commit_index(),
