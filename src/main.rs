@@ -1667,17 +1667,38 @@ async fn transfer_leader(c: &Client, group: u64, node: u64) -> Result<u8, String
     }
 }
 
+/// Range ids as runs: "0..8, 9, 11".
+fn show_ids(ids: &[u64]) -> String {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &id in ids {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == id => *end = id,
+            _ => runs.push((id, id)),
+        }
+    }
+    runs.iter()
+        .map(|&(a, b)| match b - a {
+            0 => a.to_string(),
+            1 => format!("{a}, {b}"),
+            _ => format!("{a}..={b}"),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `op` on range `only`'s leader, or on every range's in turn; a line per
 /// range, exit 1 if one failed.
 async fn admin_all(c: &Client, only: Option<u64>, op: Op) -> Result<u8, String> {
-    if let Some(r) = only.filter(|&r| r >= c.groups()) {
+    // Every range: the bootstrap's and those split off since.
+    let ids = c.range_ids().await;
+    if let Some(r) = only.filter(|r| !ids.contains(r)) {
         return Err(format!(
-            "there is no range {r}: the ranges are 0..{} (ctl ranges)",
-            c.groups()
+            "there is no range {r}: the ranges are {} (ctl ranges)",
+            show_ids(&ids)
         ));
     }
     let mut code = 0;
-    for g in only.map_or(0..c.groups(), |r| r..r + 1) {
+    for g in only.map_or(ids, |r| vec![r]) {
         match c.admin_on_leader(g, op.clone()).await {
             Ok(_) => say!("group {g}: done"),
             Err(err) => {
@@ -1741,5 +1762,17 @@ mod tests {
         assert_eq!(lines.len(), 200, "lines lost");
         assert_eq!(lines[199], "line 199");
         const { assert!(super::LOG_LINES_BUFFERED_MAX >= 100_000) };
+    }
+}
+
+#[cfg(test)]
+mod ids_tests {
+    /// Range ids print as runs, so a cluster of many ranges names them in
+    /// one line.
+    #[test]
+    fn range_ids_print_as_runs() {
+        assert_eq!(super::show_ids(&[]), "");
+        assert_eq!(super::show_ids(&[0, 1, 2, 3, 5, 7, 8]), "0..=3, 5, 7, 8");
+        assert_eq!(super::show_ids(&[4]), "4");
     }
 }

@@ -334,15 +334,22 @@ async fn replace_with(
         loop {
             let _ = cl.refresh_map().await;
             let mut with_old = Vec::new();
-            for g in 0..cl.groups() {
-                match cl.admin_on_leader(g, Op::Status).await {
+            for g in cl.range_ids().await {
+                // From its leader (`Progress`; a follower answers
+                // `NotLeader`): only a leader knows the members' progress.
+                match cl.admin_on_leader(g, Op::Progress).await {
                     Ok(Reply::Status(st)) => {
-                        if st.iter().any(|s| {
+                        if let Some(s) = st.iter().find(|s| {
                             s.group == g
                                 && (s.replicas.is_empty()
                                     || s.replicas.iter().any(|r| r.node == old))
                         }) {
-                            with_old.push(g);
+                            let members: Vec<_> = s
+                                .replicas
+                                .iter()
+                                .map(|r| (r.node, r.role.clone()))
+                                .collect();
+                            with_old.push((g, members));
                         }
                     }
                     other => return Err(format!("status of group {g}: {other:?}")),
@@ -1086,6 +1093,13 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
         // and refuses the next (the nemesis opens many more).
         "--client-conns-max",
         "48",
+        // Ranges split by load under the faults: a group the clients
+        // keep at 800 requests a second for 3 s splits (and its halves
+        // again), so splits meet kills, partitions and full disks.
+        "--range-split-qps",
+        "800",
+        "--range-split-load-secs",
+        "3",
         "--fault-injection",
     ]
     .iter()

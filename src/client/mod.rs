@@ -1004,29 +1004,54 @@ impl Client {
         self.call(group, op, false).await
     }
 
+    /// The id of every range: the bootstrap's (`0..groups()`) and every
+    /// one the nodes report now (the whole map fetched again: ranges split
+    /// off since), ascending.
+    pub async fn range_ids(&self) -> Vec<u64> {
+        self.fetch_whole_map().await;
+        let mut ids: BTreeSet<u64> = (0..self.groups()).collect();
+        ids.extend(self.inner.ranges.borrow().iter().map(|d| d.id));
+        ids.into_iter().collect()
+    }
+
     /// `admin_on_leader` on every range's group in turn (not the meta
     /// group: `move_meta_replica`); an error that may pass (`Failed`: a
     /// membership change still in progress, a learner not caught up yet;
     /// `NotLeader`, `Busy`, a timeout, an unreachable node: an election)
     /// is asked again until `patience` has passed (the membership
-    /// operations are safe to repeat). The first group that fails, with
-    /// its error.
+    /// operations are safe to repeat). The ranges are listed again after
+    /// each pass, and the ones the pass did not see (split off meanwhile,
+    /// perhaps from their parent as it was before the operation) are
+    /// done too, until a listing shows none. The first group that fails,
+    /// with its error.
     pub async fn admin_every_group(&self, op: Op, patience: Duration) -> Result<(), (u64, Error)> {
         let deadline = Instant::now() + patience;
-        for g in 0..self.groups() {
-            loop {
-                match self.admin_on_leader(g, op.clone()).await {
-                    Ok(_) => break,
-                    // Through an election or a slow answer too, not only
-                    // a refusal that may pass.
-                    Err(e) if moves::transient(&e) && Instant::now() < deadline => {
-                        glommio::timer::sleep(Duration::from_millis(50)).await;
+        let mut done = BTreeSet::new();
+        loop {
+            let todo: Vec<u64> = self
+                .range_ids()
+                .await
+                .into_iter()
+                .filter(|g| !done.contains(g))
+                .collect();
+            if todo.is_empty() {
+                return Ok(());
+            }
+            for g in todo {
+                loop {
+                    match self.admin_on_leader(g, op.clone()).await {
+                        Ok(_) => break,
+                        // Through an election or a slow answer too, not
+                        // only a refusal that may pass.
+                        Err(e) if moves::transient(&e) && Instant::now() < deadline => {
+                            glommio::timer::sleep(Duration::from_millis(50)).await;
+                        }
+                        Err(e) => return Err((g, e)),
                     }
-                    Err(e) => return Err((g, e)),
                 }
+                done.insert(g);
             }
         }
-        Ok(())
     }
 
     /// A node address learned elsewhere (the meta group's map): kept if

@@ -124,7 +124,8 @@ pub struct NodeSettings {
     /// `--range-split-load-secs` in a row, is split at a key that halves
     /// its sampled load (issue #18; CockroachDB's
     /// `kv.range_split.load_qps_threshold`, TiKV's `split.qps-threshold`).
-    /// 0: never by load. Default 2500.
+    /// 0: never by load. Default 0 (CockroachDB uses 2500; measured here
+    /// to cost a one-shard-per-node cluster throughput: README).
     #[arg(long)]
     pub range_split_qps: Option<u64>,
     /// Seconds in a row a range must stay at `--range-split-qps` before it

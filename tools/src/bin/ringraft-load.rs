@@ -603,6 +603,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
             }
         }
     }
+    // The ranges now (native target): splits by size or load during the
+    // run show here.
+    let ranges_end = if args.target == "native" {
+        range_count(addrs.clone(), args.cluster_id)
+    } else {
+        None
+    };
     let mut all = new_histogram();
     all.add(&reads).expect("same bounds");
     all.add(&writes).expect("same bounds");
@@ -640,6 +647,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
         measured_secs,
         err_total
     );
+    if let Some(n) = ranges_end {
+        println!("ranges at the end: {n} (split during the run by size or load: see the nodes' --range-split-bytes and --range-split-qps)");
+    }
     println!("{}", table_header());
     println!("{}", lw.row("write"));
     println!("{}", lr.row("read"));
@@ -667,6 +677,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             "settings": settings,
             "check": check_summary.as_ref().map(|(r, _)| *r),
             "cpu": cpu_usage.as_ref().map(|u| u.json()),
+            "ranges_end": ranges_end,
         });
         std::fs::write(p, serde_json::to_string_pretty(&j).unwrap() + "\n")
             .map_err(|e| format!("--json {}: {e}", p.display()))?;
@@ -1013,6 +1024,23 @@ fn micros(start: Instant, t: Instant) -> u64 {
 
 /// `--check`: reads every key written, adds the reads to the history, and
 /// checks the history. Ok(summary) on PASS, Err(report) on FAIL.
+/// The ranges of the cluster at `addrs`, as its nodes report them (`None`
+/// if it cannot be asked).
+fn range_count(addrs: Vec<SocketAddr>, cluster_id: u64) -> Option<usize> {
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .spawn(move || async move {
+            let mut cfg = ClientConfig::new(addrs);
+            cfg.cluster_id = cluster_id;
+            cfg.op_timeout_ms = 5_000;
+            let cl = ringraft::client::Client::connect(cfg).await.ok()?;
+            cl.fetch_whole_map().await;
+            Some(cl.ranges().len())
+        })
+        .ok()?
+        .join()
+        .ok()?
+}
+
 fn check_history(
     args: &Args,
     addrs: Vec<SocketAddr>,
