@@ -3236,6 +3236,16 @@ fn ctl_split_splits_a_range_under_writes_and_a_restarted_node_keeps_both_sides()
         metric_sum(&c, 3, "ringraft_ranges_split_total") >= 2,
         "made on the nodes that applied the split"
     );
+    // An operation on every range reaches the one split off too (it went
+    // over the bootstrap's ranges only, and a node replaced after a split
+    // stayed a member of the split-off ranges). Node 3 is a voter of
+    // each: promoting it is in force everywhere.
+    let out = ctl(&c, &["promote", "3"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains(&format!("group {right}: done")), "{said}");
+    let out = ctl(&c, &["promote", "3", "--range", &right.to_string()]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     let out = ctl(&c, &["split", "k08"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0));
