@@ -531,6 +531,15 @@ fn a_resp_password_is_asked_before_any_command() {
     let e = err_text(&big.call(&[b"AUTH", &value]));
     assert!(e.contains("longer than 16384 bytes"), "{e}");
     assert_eq!(big.read(), None, "closed");
+    // ... and announces at most RESP_UNAUTHED_ARGS_MAX arguments (Redis's
+    // bound and words).
+    let mut many = Conn::open(addr);
+    let args: Vec<&[u8]> = std::iter::once(&b"AUTH"[..])
+        .chain(std::iter::repeat_n(&b"x"[..], 10))
+        .collect();
+    let e = err_text(&many.call(&args));
+    assert_eq!(e, "ERR Protocol error: unauthenticated multibulk length");
+    assert_eq!(many.read(), None, "closed");
     assert_eq!(
         b.call(&[b"SET", b"big", &value]),
         ok(),

@@ -82,6 +82,12 @@ pub const RESP_PASSWORD_BYTES_MAX: usize = 512;
 /// stranger cannot make the node buffer a value-sized frame.
 pub const RESP_UNAUTHED_FRAME_BYTES_MAX: usize = 16 << 10;
 
+/// The most arguments a command of a connection that has not given the
+/// password yet may announce (Redis's bound, 10: `HELLO 3 AUTH default
+/// PASS SETNAME NAME` is 7); more gets Redis's "unauthenticated multibulk
+/// length" error and the connection is closed.
+pub const RESP_UNAUTHED_ARGS_MAX: usize = 10;
+
 /// `SCAN`'s `COUNT` when not given (Redis's default).
 pub const RESP_SCAN_COUNT_DEFAULT: u32 = 10;
 
@@ -448,6 +454,9 @@ pub(crate) struct Parser {
     bulk: Option<usize>,
     /// Bytes of the frame so far (headers included).
     frame_bytes: usize,
+    /// Most arguments an array may announce (`None`: no bound but the
+    /// frame's bytes): [`RESP_UNAUTHED_ARGS_MAX`] before the password.
+    args_max: Option<usize>,
 }
 
 /// The integer of a header line (`*N`/`$LEN` after its first byte).
@@ -456,6 +465,12 @@ fn header_int(line: &[u8]) -> Option<i64> {
 }
 
 impl Parser {
+    /// Bounds the arguments of the arrays read from now on (`None`: no
+    /// bound but the frame's bytes).
+    pub fn limit_args(&mut self, max: Option<usize>) {
+        self.args_max = max;
+    }
+
     /// Takes the next command off `buf` (consuming what it read), or
     /// says more bytes are needed or that they are not RESP. A frame
     /// that would pass `frame_max` bytes is refused as soon as a header
@@ -548,6 +563,11 @@ impl Parser {
         // `Bytes` here: a count whose arguments the frame limit cannot
         // hold (memory counted, not only wire bytes) is refused before
         // anything is kept for it.
+        if self.args_max.is_some_and(|max| n as u64 > max as u64) {
+            // Redis's words and rule (`processMultibulkBuffer`): a client
+            // that has not authenticated announces at most 10.
+            return Parsed::Invalid("ERR Protocol error: unauthenticated multibulk length".into());
+        }
         let n = n as u64;
         let per_arg = (6 + std::mem::size_of::<Bytes>()) as u64;
         if n.saturating_mul(per_arg) > frame_max as u64 {
@@ -718,6 +738,7 @@ async fn connection(
             } else {
                 RESP_UNAUTHED_FRAME_BYTES_MAX.min(frame_max)
             };
+            parser.limit_args((!st.authed).then_some(RESP_UNAUTHED_ARGS_MAX));
             match parser.next(&mut inbuf, limit) {
                 Parsed::Incomplete => break,
                 Parsed::Empty => continue,

@@ -215,3 +215,35 @@ fn an_error_cannot_inject_answers() {
     Reply::err("ERR unknown command 'x\r\n+OK\r\n'").encode(2, &mut out);
     assert_eq!(&out[..], b"-ERR unknown command 'x  +OK  '\r\n");
 }
+
+/// RESP_UNAUTHED_ARGS_MAX: before the password an array announcing more
+/// arguments is refused at its header, in Redis's words; at the bound it
+/// parses, and without the bound the same array parses.
+#[test]
+fn before_the_password_an_array_has_at_most_resp_unauthed_args_max_arguments() {
+    use super::RESP_UNAUTHED_ARGS_MAX;
+    let array = |n: usize| {
+        let mut v = format!("*{n}\r\n").into_bytes();
+        for _ in 0..n {
+            v.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        v
+    };
+    let mut p = Parser::default();
+    p.limit_args(Some(RESP_UNAUTHED_ARGS_MAX));
+    let mut b = BytesMut::from(&array(RESP_UNAUTHED_ARGS_MAX)[..]);
+    assert!(
+        matches!(p.next(&mut b, 1 << 20), Parsed::Command(a) if a.len() == RESP_UNAUTHED_ARGS_MAX)
+    );
+    let mut b = BytesMut::from(&array(RESP_UNAUTHED_ARGS_MAX + 1)[..]);
+    assert_eq!(
+        p.next(&mut b, 1 << 20),
+        Parsed::Invalid("ERR Protocol error: unauthenticated multibulk length".into())
+    );
+    let mut p = Parser::default();
+    p.limit_args(None);
+    let mut b = BytesMut::from(&array(RESP_UNAUTHED_ARGS_MAX + 1)[..]);
+    assert!(
+        matches!(p.next(&mut b, 1 << 20), Parsed::Command(a) if a.len() == RESP_UNAUTHED_ARGS_MAX + 1)
+    );
+}
