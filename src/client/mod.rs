@@ -42,9 +42,11 @@ use conn::Conn;
 /// 500 ms) made a client find it 300 ms late.
 pub const RANGE_LOOKUP_PAUSE_MS_MAX: u64 = 100;
 
-/// Times an operation on a key is sent again after `KeyNotInRange` (each
-/// time with the range map asked again for that key). Ranges change by
-/// splits and merges, far less often than this is hit.
+/// Times an operation on a key is sent again after a `KeyNotInRange` that
+/// is no newer than the client's descriptor of the range (each time with
+/// the range map asked again for that key): the nodes disagree. A refusal
+/// of a newer version (the range split) is followed for as long as
+/// `op_timeout_ms` allows instead (`Client::call_key`).
 pub const KEY_RANGE_RETRIES_MAX: u32 = 3;
 
 /// Descriptors asked of a node for a key the range map has no range for
