@@ -307,7 +307,7 @@ async fn replace_with(
             async move {
                 cl.admin_every_group(op.clone(), patience)
                     .await
-                    .map_err(|(g, e)| format!("group {g}: {op:?}: {e}"))
+                    .map_err(|(g, e)| format!("group {g:?}: {op:?}: {e}"))
             }
         };
         every(Op::AddLearner {
@@ -334,7 +334,11 @@ async fn replace_with(
         loop {
             let _ = cl.refresh_map().await;
             let mut with_old = Vec::new();
-            for g in cl.range_ids().await {
+            let ids = cl
+                .range_ids()
+                .await
+                .map_err(|e| format!("listing the ranges: {e}"))?;
+            for g in ids {
                 // From its leader (`Progress`; a follower answers
                 // `NotLeader`): only a leader knows the members' progress.
                 match cl.admin_on_leader(g, Op::Progress).await {
@@ -1366,7 +1370,7 @@ fn chaos_on(nodes: u64, seed: u64, secs: u64, net: Net) {
             // Ranges split by load during the run (the clients' keys
             // are hot enough: `--range-split-qps`) add groups; each of
             // them must converge on every member too.
-            let ok = by_group.len() >= GROUPS as usize
+            let ok = (0..GROUPS).all(|g| by_group.contains_key(&g))
                 && by_group.values().all(|v| {
                     v.len() == expected && v.iter().all(|x| (x.1, x.2) == (v[0].1, v[0].2))
                 });

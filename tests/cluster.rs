@@ -685,7 +685,7 @@ async fn on_every_group(cl: &Client, op: Op) {
         .admin_every_group(op.clone(), Duration::from_secs(20))
         .await
     {
-        panic!("group {g}: {op:?}: {e}");
+        panic!("group {g:?}: {op:?}: {e}");
     }
 }
 

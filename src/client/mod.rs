@@ -464,10 +464,15 @@ impl Client {
     /// node reports only the ranges whose leader it knows: none while the
     /// cluster elects).
     async fn group_for(&self, key: &[u8]) -> Result<u64, Error> {
+        let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
+        self.group_for_until(key, deadline).await
+    }
+
+    /// [`Client::group_for`], looking until `deadline`.
+    async fn group_for_until(&self, key: &[u8], deadline: Instant) -> Result<u64, Error> {
         if let Some(g) = self.group_of(key) {
             return Ok(g);
         }
-        let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
         let mut pause_ms = 10;
         loop {
             self.fetch_ranges(key, false).await;
@@ -502,7 +507,7 @@ impl Client {
         let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
         let mut tries = 0;
         loop {
-            let g = self.group_for(key).await?;
+            let g = self.group_for_until(key, deadline).await?;
             let e = match self.call(g, op.clone(), write).await {
                 Err(Error::Server(e @ ClientError::KeyNotInRange { .. })) => e,
                 r => return r,
@@ -1009,11 +1014,25 @@ impl Client {
     /// The id of every range: the bootstrap's (`0..groups()`) and every
     /// one the nodes report now (the whole map fetched again: ranges split
     /// off since), ascending.
-    pub async fn range_ids(&self) -> Vec<u64> {
-        self.fetch_whole_map().await;
+    ///
+    /// # Errors
+    /// `Unreachable` naming the keys no reported range holds, if the map
+    /// still has a gap after `op_timeout_ms` (a range with no leader
+    /// reported: nodes down, or electing): a caller that must reach every
+    /// range would miss the one holding them.
+    pub async fn range_ids(&self) -> Result<Vec<u64>, Error> {
+        let gaps = self.fetch_whole_map().await;
+        if let Some((from, to)) = gaps.first() {
+            return Err(Error::Unreachable(format!(
+                "no node reports a range with a leader for the keys from {} to {} ({} such gaps): nodes down, or still electing; `ctl ranges` shows the map",
+                show_key(from),
+                if to.is_empty() { "+inf".into() } else { show_key(to) },
+                gaps.len()
+            )));
+        }
         let mut ids: BTreeSet<u64> = (0..self.groups()).collect();
         ids.extend(self.inner.ranges.borrow().iter().map(|d| d.id));
-        ids.into_iter().collect()
+        Ok(ids.into_iter().collect())
     }
 
     /// `admin_on_leader` on every range's group in turn (not the meta
@@ -1025,19 +1044,39 @@ impl Client {
     /// each pass, and the ones the pass did not see (split off meanwhile,
     /// perhaps from their parent as it was before the operation) are
     /// done too, until a listing shows none. The first group that fails,
-    /// with its error.
-    pub async fn admin_every_group(&self, op: Op, patience: Duration) -> Result<(), (u64, Error)> {
+    /// with its error (`None`: the listing itself, a gap in the map that
+    /// did not close, or ranges still splitting off when `patience` ran
+    /// out).
+    pub async fn admin_every_group(
+        &self,
+        op: Op,
+        patience: Duration,
+    ) -> Result<(), (Option<u64>, Error)> {
         let deadline = Instant::now() + patience;
         let mut done = BTreeSet::new();
         loop {
-            let todo: Vec<u64> = self
-                .range_ids()
-                .await
-                .into_iter()
-                .filter(|g| !done.contains(g))
-                .collect();
+            let ids = loop {
+                match self.range_ids().await {
+                    Ok(ids) => break ids,
+                    Err(e) if Instant::now() < deadline => {
+                        tracing::debug!("listing the ranges again: {e}");
+                        glommio::timer::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err((None, e)),
+                }
+            };
+            let todo: Vec<u64> = ids.into_iter().filter(|g| !done.contains(g)).collect();
             if todo.is_empty() {
                 return Ok(());
+            }
+            if !done.is_empty() && Instant::now() >= deadline {
+                return Err((
+                    None,
+                    Error::Unreachable(format!(
+                        "ranges {todo:?} split off while the operation went over the others, and more kept coming for {} ms: ask again",
+                        patience.as_millis()
+                    )),
+                ));
             }
             for g in todo {
                 loop {
@@ -1048,7 +1087,7 @@ impl Client {
                         Err(e) if moves::transient(&e) && Instant::now() < deadline => {
                             glommio::timer::sleep(Duration::from_millis(50)).await;
                         }
-                        Err(e) => return Err((g, e)),
+                        Err(e) => return Err((Some(g), e)),
                     }
                 }
                 done.insert(g);

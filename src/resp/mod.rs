@@ -559,15 +559,15 @@ impl Parser {
             // `*0` and `*-1`: nothing to do (Redis skips them).
             return Parsed::Empty;
         }
-        // Each argument takes at least `$0\r\n\r\n` on the wire and a
-        // `Bytes` here: a count whose arguments the frame limit cannot
-        // hold (memory counted, not only wire bytes) is refused before
-        // anything is kept for it.
         if self.args_max.is_some_and(|max| n as u64 > max as u64) {
             // Redis's words and rule (`processMultibulkBuffer`): a client
             // that has not authenticated announces at most 10.
             return Parsed::Invalid("ERR Protocol error: unauthenticated multibulk length".into());
         }
+        // Each argument takes at least `$0\r\n\r\n` on the wire and a
+        // `Bytes` here: a count whose arguments the frame limit cannot
+        // hold (memory counted, not only wire bytes) is refused before
+        // anything is kept for it.
         let n = n as u64;
         let per_arg = (6 + std::mem::size_of::<Bytes>()) as u64;
         if n.saturating_mul(per_arg) > frame_max as u64 {

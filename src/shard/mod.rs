@@ -917,6 +917,7 @@ impl Shard {
 
     /// Hands a snapshot of this shard's counters to the metrics server.
     fn publish_metrics(&mut self) {
+        self.prune_load_samplers();
         let Some(hub) = &self.metrics else {
             // No metrics server: nothing to keep for it.
             self.metrics_dirty.clear();

@@ -430,10 +430,10 @@ impl Shard {
         {
             return;
         }
-        let view = g.kv.clone();
         if !self.split_clock(gid) {
             return;
         }
+        let view = self.replicas[&gid].kv.clone();
         self.stats.splits_asked_by_size += 1;
         let bytes = view.data_bytes();
         let link = self.meta_link.clone();

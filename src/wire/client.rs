@@ -219,7 +219,25 @@ impl Op {
             | Op::Incr { key, .. }
             | Op::Append { key, .. }
             | Op::Scan { start: key, .. } => Some(key),
-            _ => None,
+            // Listed, not `_`: a new data request must say here whether
+            // it is counted.
+            Op::ClusterMap
+            | Op::Status
+            | Op::Progress
+            | Op::TransferLeader { .. }
+            | Op::AddLearner { .. }
+            | Op::Promote { .. }
+            | Op::ReplaceVoter { .. }
+            | Op::RemoveNode { .. }
+            | Op::Snapshot
+            | Op::Isolate { .. }
+            | Op::Ranges { .. }
+            | Op::Meta { .. }
+            | Op::MetaState
+            | Op::Liveness
+            | Op::Ping
+            | Op::Descriptor
+            | Op::Split { .. } => None,
         }
     }
 }

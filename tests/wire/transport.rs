@@ -99,20 +99,7 @@ where
 /// What a stub node answers `Op::Ranges` with: group 0 holds every key,
 /// its one replica on node 1.
 fn whole_range() -> Reply {
-    use ringraft::meta::{Epoch, RangeDesc, RangeReplica, ReplicaRole};
-    let d = RangeDesc {
-        id: 0,
-        start: Bytes::new(),
-        end: Bytes::new(),
-        epoch: Epoch::default(),
-        replicas: vec![RangeReplica {
-            replica: 1,
-            node: 1,
-            shard: 0,
-            role: ReplicaRole::Voter,
-        }],
-    };
-    Reply::Ranges(vec![d.to_bytes()])
+    Reply::Ranges(vec![range_at(0, b"", b"", 0)])
 }
 
 fn me(cluster: u64, node: u64) -> Hello {

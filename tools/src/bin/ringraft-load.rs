@@ -56,8 +56,8 @@ struct Args {
     /// Local cluster: ranges (one Raft group each) the keyspace starts
     /// cut into, at evenly spaced keys of this run's key generator, so a
     /// run starts balanced (`--ranges` is the same). Ranges split further
-    /// by size and by load while it runs (the nodes' --range-split-bytes,
-    /// --range-split-qps).
+    /// by size while it runs (the nodes' --range-split-bytes), and by load
+    /// if --node-bin's nodes set --range-split-qps (off by default).
     #[arg(long, alias = "ranges", default_value_t = 8)]
     groups: u64,
     /// Local cluster: replicas of each range (each range on this many of
@@ -1022,10 +1022,8 @@ fn micros(start: Instant, t: Instant) -> u64 {
     t.saturating_duration_since(start).as_micros() as u64
 }
 
-/// `--check`: reads every key written, adds the reads to the history, and
-/// checks the history. Ok(summary) on PASS, Err(report) on FAIL.
-/// The ranges of the cluster at `addrs`, as its nodes report them (`None`
-/// if it cannot be asked).
+/// How many ranges the cluster at `addrs` has, as its nodes report them
+/// (`None` if it cannot be asked).
 fn range_count(addrs: Vec<SocketAddr>, cluster_id: u64) -> Option<usize> {
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
@@ -1041,6 +1039,8 @@ fn range_count(addrs: Vec<SocketAddr>, cluster_id: u64) -> Option<usize> {
         .ok()?
 }
 
+/// `--check`: reads every key written, adds the reads to the history, and
+/// checks the history. Ok(summary) on PASS, Err(report) on FAIL.
 fn check_history(
     args: &Args,
     addrs: Vec<SocketAddr>,
