@@ -128,10 +128,8 @@ use crate::transport::{ClientStats, TransportStats};
 #[derive(Debug, Clone, Default)]
 pub struct GroupMetrics {
     pub group: u64,
-    /// 0 follower, 1 pre-candidate, 2 candidate, 3 leader.
-    pub role: u8,
-    /// A non-voting member (shown with role "learner" while it follows).
-    pub learner: bool,
+    /// The `role` label's value ([`role_name`]).
+    pub role: &'static str,
     pub term: u64,
     pub leader: u64,
     pub commit: u64,
@@ -400,8 +398,7 @@ fn histogram(
         } else {
             h.mean() * h.len() as f64 * scale
         };
-        let labels: Labels = vec![("node", node.to_string()), ("shard", s.shard.to_string())];
-        m.encode_family(&labels)?
+        m.encode_family(&shard_labels(node, s.shard))?
             .encode_histogram::<prometheus_client::encoding::NoLabelSet>(
                 sum,
                 h.len(),
@@ -412,15 +409,22 @@ fn histogram(
     Ok(())
 }
 
-/// A role as the `role` label gives it.
-fn role_name(role: u8, learner: bool) -> &'static str {
-    match (role, learner) {
-        (0, true) => "learner",
-        (0, false) => "follower",
-        (1, _) => "pre-candidate",
-        (2, _) => "candidate",
-        _ => "leader",
+/// A replica's role as the `role` label gives it: a follower that is a
+/// non-voting member shows as "learner".
+pub fn role_name(role: crate::raft::Role, learner: bool) -> &'static str {
+    use crate::raft::Role;
+    match role {
+        Role::Follower if learner => "learner",
+        Role::Follower => "follower",
+        Role::PreCandidate => "pre-candidate",
+        Role::Candidate => "candidate",
+        Role::Leader => "leader",
     }
+}
+
+/// The `node` and `shard` labels of a shard's series.
+fn shard_labels(node: u64, shard: u32) -> Labels {
+    vec![("node", node.to_string()), ("shard", shard.to_string())]
 }
 
 /// A metric family: name, help, and how to read it.
@@ -441,11 +445,9 @@ fn encode_slots(
         .flat_map(|(shard, gs)| gs.values().map(move |g| (shard, g)))
         .collect();
     let group_labels = |shard: u32, g: &GroupMetrics| -> Labels {
-        vec![
-            ("node", node.to_string()),
-            ("shard", shard.to_string()),
-            ("group", g.group.to_string()),
-        ]
+        let mut l = shard_labels(node, shard);
+        l.push(("group", g.group.to_string()));
+        l
     };
     family(
         enc,
@@ -454,7 +456,7 @@ fn encode_slots(
         MetricType::Gauge,
         groups.iter().map(|&(shard, g)| {
             let mut l = group_labels(shard, g);
-            l.push(("role", role_name(g.role, g.learner).to_string()));
+            l.push(("role", g.role.to_string()));
             (l, 1)
         }),
     )?;
@@ -494,9 +496,6 @@ fn encode_slots(
             })
         }),
     )?;
-    let shard_labels = |s: &ShardMetrics| -> Labels {
-        vec![("node", node.to_string()), ("shard", s.shard.to_string())]
-    };
     let counters: [Family<ShardMetrics>; 54] = [
         (
             "ringraft_errors_disk_full_total",
@@ -752,7 +751,7 @@ fn encode_slots(
         ),
     ];
     for (name, help, f) in counters {
-        let rows = shards.iter().map(|s| (shard_labels(s), f(s)));
+        let rows = shards.iter().map(|s| (shard_labels(node, s.shard), f(s)));
         family(enc, name, help, MetricType::Counter, rows)?;
     }
     let gauges: [Family<ShardMetrics>; 5] = [
@@ -779,7 +778,7 @@ fn encode_slots(
         ),
     ];
     for (name, help, f) in gauges {
-        let rows = shards.iter().map(|s| (shard_labels(s), f(s)));
+        let rows = shards.iter().map(|s| (shard_labels(node, s.shard), f(s)));
         family(enc, name, help, MetricType::Gauge, rows)?;
     }
     type Of = fn(&ShardMetrics) -> &Histogram<u64>;
@@ -1005,7 +1004,7 @@ mod tests {
     fn group(group: u64, term: u64) -> GroupMetrics {
         GroupMetrics {
             group,
-            role: 3,
+            role: "leader",
             term,
             ..Default::default()
         }
@@ -1060,7 +1059,7 @@ mod tests {
             m.wal_sync_latency_us.record(us).unwrap();
         }
         let mut learner = group(2, 1);
-        (learner.role, learner.learner) = (0, true);
+        learner.role = role_name(crate::raft::Role::Follower, true);
         assert!(hub.try_publish(m, [(1, Some(group(1, 1))), (2, Some(learner))]));
         assert_eq!(hub.not_ready(), vec![1], "shard 1 has not published");
         let text = hub.render(7);

@@ -512,17 +512,7 @@ impl Client {
                 Err(Error::Server(e @ ClientError::KeyNotInRange { .. })) => e,
                 r => return r,
             };
-            let ClientError::KeyNotInRange {
-                start,
-                end,
-                version,
-                ..
-            } = &e
-            else {
-                unreachable!("matched above")
-            };
-            let moved = self.narrow(g, start, end, *version);
-            if !moved {
+            if !self.narrow(g, &e) {
                 tries += 1;
                 self.inner.ranges.borrow_mut().remove(g);
             }
@@ -547,14 +537,24 @@ impl Client {
         }
     }
 
-    /// A node's replica of range `g` answered that its keys are `[start,
-    /// end)` at `version`: if that is newer than the map's descriptor of
-    /// `g`, the descriptor is narrowed to those bounds at that version
-    /// (replicas unchanged), so reports of the old bounds, from replicas
-    /// that have not applied the split yet, are refused as stale
-    /// ([`RangeMap::insert`]) and the keys that left `g` are looked up
-    /// afresh. Whether the map changed.
-    fn narrow(&self, g: u64, start: &Bytes, end: &Bytes, version: u64) -> bool {
+    /// A node's replica of range `g` refused a key (`refusal`, a
+    /// `KeyNotInRange`: its keys are `[start, end)` at `version`): if that
+    /// is newer than the map's descriptor of `g`, the descriptor is
+    /// narrowed to those bounds at that version (replicas unchanged), so
+    /// reports of the old bounds, from replicas that have not applied the
+    /// split yet, are refused as stale ([`RangeMap::insert`]) and the keys
+    /// that left `g` are looked up afresh. Whether the map changed.
+    fn narrow(&self, g: u64, refusal: &ClientError) -> bool {
+        let ClientError::KeyNotInRange {
+            start,
+            end,
+            version,
+            ..
+        } = refusal
+        else {
+            return false;
+        };
+        let version = *version;
         let mut map = self.inner.ranges.borrow_mut();
         let Some(held) = map.get(g) else {
             return false;

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use super::meta_sync::SplitCause;
 use super::Shard;
 use crate::group::GroupId;
-use crate::raft::Role;
 use crate::rng::Rng;
 
 impl Shard {
@@ -52,7 +51,7 @@ impl Shard {
         let Some(g) = self.replicas.get(&gid) else {
             return;
         };
-        if g.raft.role() != Role::Leader {
+        if !super::splits::may_split(g) {
             return;
         }
         let now_ms = self.load_clock.elapsed().as_millis() as u64;
@@ -67,7 +66,7 @@ impl Shard {
         let Some(split) = split else {
             return;
         };
-        if !bounds.known || !bounds.contains(&split) || g.kv.has_keys_outside_bounds() {
+        if !bounds.contains(&split) {
             return;
         }
         if !self.split_clock(gid) {

@@ -1335,13 +1335,7 @@ fn group_metrics(g: &Replica) -> crate::metrics::GroupMetrics {
     let leader = g.raft.role() == Role::Leader;
     crate::metrics::GroupMetrics {
         group: g.id,
-        role: match g.raft.role() {
-            Role::Follower => 0,
-            Role::PreCandidate => 1,
-            Role::Candidate => 2,
-            Role::Leader => 3,
-        },
-        learner: g.raft.conf().is_learner(g.raft.id()),
+        role: crate::metrics::role_name(g.raft.role(), g.raft.conf().is_learner(g.raft.id())),
         term: g.raft.term(),
         leader: g.leader_node(),
         commit: g.raft.commit_index(),

@@ -82,6 +82,13 @@ pub(super) struct SplitSeeded {
     result: Result<(), snapfile::SnapFileError>,
 }
 
+/// Whether a trigger (size or load) may ask for a split of `g`: this
+/// replica leads, its bounds are known, and no keys of an earlier split
+/// are left to trim (they are counted in its size and load until then).
+pub(super) fn may_split(g: &Replica) -> bool {
+    g.raft.role() == Role::Leader && g.kv.bounds().known && !g.kv.has_keys_outside_bounds()
+}
+
 impl Shard {
     /// `Op::Split` on range `gid`: refused unless this replica leads and
     /// the new id is free and on this shard; proposed as a split entry
@@ -423,11 +430,7 @@ impl Shard {
         let Some(g) = self.replicas.get(&gid) else {
             return;
         };
-        if g.kv.data_bytes() < limit
-            || g.raft.role() != Role::Leader
-            || !g.kv.bounds().known
-            || g.kv.has_keys_outside_bounds()
-        {
+        if g.kv.data_bytes() < limit || !may_split(g) {
             return;
         }
         if !self.split_clock(gid) {
