@@ -61,10 +61,11 @@ enum Cmd {
         #[arg(long, default_value_t = 10_000)]
         op_timeout_ms: u64,
         /// Output: `table` (lines for people) or `json` (one JSON document
-        /// for scripts, as etcdctl's `-w json`) for get, scan, put,
-        /// delete, cas, ranges, nodes, status and endpoint health; bytes that are
-        /// not UTF-8 come as `{"hex": "..."}`. The other commands print
-        /// progress lines and refuse `json`.
+        /// for scripts, as etcdctl's `-w json`), for every command; bytes
+        /// that are not UTF-8 come as `{"hex": "..."}`. Commands that
+        /// report steps as they go (snapshot, moves, decommission, ...)
+        /// print `{"exit", "error", "steps": [{"ok", "message", ...}]}`
+        /// once they end. Exit codes are the same for both.
         #[arg(short = 'w', long = "write-out", default_value = "table", value_parser = ["table", "json"])]
         write_out: String,
         #[command(subcommand)]
@@ -711,6 +712,57 @@ macro_rules! say {
     }};
 }
 
+/// Where the steps of a progress command go (the `ctl` commands that act
+/// and report as they go: snapshot, transfer-leader, add-learner, promote,
+/// remove-node, move-replica, replace-node, decommission, isolate, heal).
+/// With `-w table`, one line each as it happens. With `-w json`, gathered
+/// and printed at the end as one document:
+/// `{"exit": CODE, "error": MESSAGE or null, "steps": [STEP, ...]}`, each
+/// STEP `{"ok": bool, "message": the table's line, ...}` with fields naming
+/// what it is about (`node`, `range`, `group`, `shard`, `from`, `to`, ...),
+/// so a script can select the failed steps (`.steps[] | select(.ok |
+/// not)`). The exit code is the table's.
+struct Progress {
+    /// `None`: lines, printed at once.
+    steps: Option<std::cell::RefCell<Vec<serde_json::Value>>>,
+}
+
+impl Progress {
+    fn new(json: bool) -> Progress {
+        Progress {
+            steps: json.then(Default::default),
+        }
+    }
+
+    /// One step: `ok` (whether it went as asked), `fields` (a JSON object
+    /// of what it is about) and its line for people.
+    fn step(&self, ok: bool, fields: serde_json::Value, line: String) {
+        let Some(steps) = &self.steps else {
+            say!("{line}");
+            return;
+        };
+        let mut doc = match fields {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        doc.insert("ok".into(), ok.into());
+        doc.insert("message".into(), line.into());
+        steps.borrow_mut().push(doc.into());
+    }
+
+    /// With `-w json`, the document of every step and how the command
+    /// ended (the error is also said on stderr, as for `-w table`).
+    fn finish(&self, outcome: &Result<u8, String>) {
+        let Some(steps) = &self.steps else { return };
+        let (exit, error) = match outcome {
+            Ok(code) => (*code, None),
+            Err(e) => (1, Some(e.as_str())),
+        };
+        let doc = serde_json::json!({ "exit": exit, "error": error, "steps": steps.take() });
+        say!("{doc}");
+    }
+}
+
 fn run_ctl(
     cluster: Vec<String>,
     cluster_id: u64,
@@ -721,10 +773,6 @@ fn run_ctl(
 ) -> ExitCode {
     if op_timeout_ms == 0 {
         eprintln!("ringraft ctl: --op-timeout-ms 0: must be positive");
-        return ExitCode::from(2);
-    }
-    if json && !speaks_json(&cmd) {
-        eprintln!("ringraft ctl: -w json: this command prints progress lines only; leave -w out (json is for get, scan, put, delete, cas, ranges, nodes, status and endpoint health)");
         return ExitCode::from(2);
     }
     let mut addrs = Vec::new();
@@ -768,11 +816,13 @@ fn run_ctl(
             let c = Client::connect(cfg).await.map_err(|e| {
                 format!("{e} (is a node running there? give its client address with --cluster or RINGRAFT_ENDPOINTS)")
             })?;
-            if json {
-                ctl_json(&c, cmd).await
-            } else {
-                ctl(&c, cmd).await
+            if json && speaks_json(&cmd) {
+                return ctl_json(&c, cmd).await;
             }
+            let steps = Progress::new(json);
+            let outcome = ctl(&c, cmd, &steps).await;
+            steps.finish(&outcome);
+            outcome
         })
         .expect("an executor for ctl");
     match ex.join() {
@@ -788,7 +838,8 @@ fn run_ctl(
     }
 }
 
-/// Whether `ctl_json` answers `cmd`.
+/// Whether `ctl_json` answers `cmd` (one document made for the command);
+/// the others are progress commands, whose `-w json` is [`Progress`]'s.
 fn speaks_json(cmd: &CtlCmd) -> bool {
     matches!(
         cmd,
@@ -1014,7 +1065,7 @@ async fn ctl_json(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             });
             (doc, 0)
         }
-        _ => unreachable!("run_ctl refuses -w json for the others (speaks_json)"),
+        _ => unreachable!("run_ctl answers the others with Progress (speaks_json)"),
     };
     say!("{doc}");
     Ok(code)
@@ -1057,7 +1108,10 @@ async fn ping_until_deadline(c: &Client, n: u64) -> Result<(), ringraft::client:
     }
 }
 
-async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
+/// `ctl` with `-w table` (every command), and the progress commands with
+/// `-w json` (their steps go to `p`).
+async fn ctl(c: &Client, cmd: CtlCmd, p: &Progress) -> Result<u8, String> {
+    use serde_json::json;
     let e = |e: ringraft::client::Error| e.to_string();
     match cmd {
         CtlCmd::Put { key, value } => {
@@ -1288,7 +1342,7 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             }
             Ok(0)
         }
-        CtlCmd::TransferLeader { group, node } => transfer_leader(c, group, node).await,
+        CtlCmd::TransferLeader { group, node } => transfer_leader(c, p, group, node).await,
         CtlCmd::Split { key } => {
             let d = c.split(key.as_bytes()).await.map_err(e)?;
             say!(
@@ -1305,20 +1359,24 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                 match c.admin(n, group, Op::Snapshot).await {
                     Ok(Reply::Done) => {
                         taken += 1;
-                        say!("node {n}: snapshot taken")
+                        let doc = json!({ "node": n, "range": group, "taken": true });
+                        p.step(true, doc, format!("node {n}: snapshot taken"))
                     }
                     // Ranges live on some of the nodes.
                     Err(ringraft::client::Error::Server(
                         ringraft::wire::ClientError::NotHosted { .. },
                     )) => {
-                        say!("node {n}: no replica of range {group} here")
+                        let doc = json!({ "node": n, "range": group, "taken": false, "hosted": false });
+                        p.step(true, doc, format!("node {n}: no replica of range {group} here"))
                     }
                     Ok(r) => {
-                        say!("node {n}: {r:?}");
+                        let doc = json!({ "node": n, "range": group, "taken": false });
+                        p.step(false, doc, format!("node {n}: {r:?}"));
                         code = 1;
                     }
                     Err(err) => {
-                        say!("node {n}: {err}");
+                        let doc = json!({ "node": n, "range": group, "taken": false });
+                        p.step(false, doc, format!("node {n}: {err}"));
                         code = 1;
                     }
                 }
@@ -1341,34 +1399,39 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                 peer_addr: addr,
                 client_addr,
             };
-            admin_all(c, range, op).await
+            admin_all(c, p, range, op).await
         }
-        CtlCmd::Promote { node, range } => admin_all(c, range, Op::Promote { node }).await,
+        CtlCmd::Promote { node, range } => admin_all(c, p, range, Op::Promote { node }).await,
         CtlCmd::ReplaceNode {
             old,
             new,
             peer_addr,
-        } => replace_node(c, old, new, &peer_addr).await,
-        CtlCmd::Decommission { node, wait_secs } => decommission(c, node, wait_secs).await,
+        } => replace_node(c, p, old, new, &peer_addr).await,
+        CtlCmd::Decommission { node, wait_secs } => decommission(c, p, node, wait_secs).await,
         CtlCmd::MoveReplica {
             range,
             from,
             to,
             peer_addr,
-        } => match c.move_replica(range, from, to, &peer_addr).await {
-            Ok(ringraft::client::MoveOutcome::Moved) => {
-                say!("range {range}: moved from node {from} to node {to}");
-                Ok(0)
+        } => {
+            let doc = |moved: bool| json!({ "range": range, "from": from, "to": to, "moved": moved });
+            match c.move_replica(range, from, to, &peer_addr).await {
+                Ok(ringraft::client::MoveOutcome::Moved) => {
+                    let line = format!("range {range}: moved from node {from} to node {to}");
+                    p.step(true, doc(true), line);
+                    Ok(0)
+                }
+                Ok(ringraft::client::MoveOutcome::AlreadyDone) => {
+                    let line = format!("range {range}: already on node {to} and not on node {from}");
+                    p.step(true, doc(false), line);
+                    Ok(0)
+                }
+                Err(e) => {
+                    p.step(false, doc(false), format!("range {range}: {e}"));
+                    Ok(1)
+                }
             }
-            Ok(ringraft::client::MoveOutcome::AlreadyDone) => {
-                say!("range {range}: already on node {to} and not on node {from}");
-                Ok(0)
-            }
-            Err(e) => {
-                say!("range {range}: {e}");
-                Ok(1)
-            }
-        },
+        }
         CtlCmd::RemoveNode {
             node,
             range,
@@ -1378,7 +1441,7 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
                 node,
                 below_replication_factor,
             };
-            admin_all(c, range, op).await
+            admin_all(c, p, range, op).await
         }
         CtlCmd::Isolate { node, from } => {
             let peers = if from.is_empty() {
@@ -1390,16 +1453,23 @@ async fn ctl(c: &Client, cmd: CtlCmd) -> Result<u8, String> {
             } else {
                 from
             };
-            isolate(c, node, peers).await
+            isolate(c, p, node, peers).await
         }
-        CtlCmd::Heal { node } => isolate(c, node, Vec::new()).await,
+        CtlCmd::Heal { node } => isolate(c, p, node, Vec::new()).await,
     }
 }
 
 /// `ctl replace-node OLD NEW`: every range with a replica on `old` moved
 /// to `new`, one after the other (a move seeds a learner with a snapshot:
 /// one at a time keeps the leaders' shards responsive).
-async fn replace_node(c: &Client, old: u64, new: u64, peer_addr: &str) -> Result<u8, String> {
+async fn replace_node(
+    c: &Client,
+    p: &Progress,
+    old: u64,
+    new: u64,
+    peer_addr: &str,
+) -> Result<u8, String> {
+    use serde_json::json;
     // Every range, not only those whose leader is known right now: a
     // range the dead node led is reported once it has elected another.
     let gaps = c.fetch_whole_map().await;
@@ -1419,24 +1489,36 @@ async fn replace_node(c: &Client, old: u64, new: u64, peer_addr: &str) -> Result
     // The meta group first: its voters are few, and a dead one of them
     // counts against its quorum until replaced.
     match c.move_meta_replica(old, new, peer_addr).await {
-        Ok(ringraft::client::MoveOutcome::Moved) => {
-            say!("meta group: on node {new}, not on node {old}")
-        }
+        Ok(ringraft::client::MoveOutcome::Moved) => p.step(
+            true,
+            json!({ "meta": true, "from": old, "to": new, "moved": true }),
+            format!("meta group: on node {new}, not on node {old}"),
+        ),
         Ok(_) => {}
         Err(e) => {
-            say!("meta group: {e}");
+            let doc = json!({ "meta": true, "from": old, "to": new, "moved": false });
+            p.step(false, doc, format!("meta group: {e}"));
             code = 1;
         }
     }
     if ranges.is_empty() {
-        say!("node {old} holds no replica of any range the nodes report: nothing to move");
+        p.step(
+            true,
+            json!({ "from": old, "to": new }),
+            format!("node {old} holds no replica of any range the nodes report: nothing to move"),
+        );
         return Ok(code);
     }
     for r in ranges {
+        let doc = |moved: bool| json!({ "range": r, "from": old, "to": new, "moved": moved });
         match c.move_replica(r, old, new, peer_addr).await {
-            Ok(_) => say!("range {r}: on node {new}, not on node {old}"),
+            Ok(_) => p.step(
+                true,
+                doc(true),
+                format!("range {r}: on node {new}, not on node {old}"),
+            ),
             Err(e) => {
-                say!("range {r}: {e}");
+                p.step(false, doc(false), format!("range {r}: {e}"));
                 code = 1;
             }
         }
@@ -1448,8 +1530,9 @@ async fn replace_node(c: &Client, old: u64, new: u64, peer_addr: &str) -> Result
 /// `node decommission`: the state change is the operator's, the moves the
 /// balancer's (src/meta/planner.rs drains a decommissioning node, leaders
 /// first).
-async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, String> {
+async fn decommission(c: &Client, p: &Progress, node: u64, wait_secs: u64) -> Result<u8, String> {
     use ringraft::meta::{MetaCmd, NodeState};
+    use serde_json::json;
     let set = |state| MetaCmd::SetNodeState { node, state };
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(wait_secs);
     // A cluster just started: its founders write the first map once the
@@ -1458,7 +1541,7 @@ async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, Strin
         match c.meta_state().await {
             Ok(m) if m.settings().is_some() => break m,
             _ if std::time::Instant::now() >= deadline => {
-                say!("the cluster map: none yet (the meta group has no leader, or its founders have not written it); see `ctl status`");
+                p.step(false, json!({ "node": node }), format!("the cluster map: none yet (the meta group has no leader, or its founders have not written it); see `ctl status`"));
                 return Ok(1);
             }
             _ => glommio::timer::sleep(std::time::Duration::from_millis(200)).await,
@@ -1468,14 +1551,14 @@ async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, Strin
         .node(node)
         .is_some_and(|n| n.state == NodeState::Decommissioned)
     {
-        say!("node {node}: decommissioned already");
+        p.step(true, json!({ "node": node, "state": "decommissioned" }), format!("node {node}: decommissioned already"));
         return Ok(0);
     }
     if let Err(e) = c.meta(&set(NodeState::Decommissioning)).await {
-        say!("node {node}: {e}");
+        p.step(false, json!({ "node": node }), format!("node {node}: {e}"));
         return Ok(1);
     }
-    say!("node {node}: decommissioning; the balancer moves its replicas away");
+    p.step(true, json!({ "node": node, "state": "decommissioning" }), format!("node {node}: decommissioning; the balancer moves its replicas away"));
     // The meta group's replica is not the balancer's to move: hand it to
     // the active node holding fewest replicas that is not a voter (one
     // holding a learner first: the move takes that learner over). A
@@ -1487,10 +1570,10 @@ async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, Strin
             below_replication_factor: false,
         };
         if let Err(e) = c.meta_admin(rm).await {
-            say!("meta group: its learner on node {node}: {e}");
+            p.step(false, json!({ "node": node, "meta": true }), format!("meta group: its learner on node {node}: {e}"));
             return Ok(1);
         }
-        say!("meta group: its learner on node {node} removed");
+        p.step(true, json!({ "node": node, "meta": true }), format!("meta group: its learner on node {node} removed"));
     }
     let voters = &roster.voters;
     if voters.contains(&node) {
@@ -1509,14 +1592,14 @@ async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, Strin
             .map(|n| n.id);
         match to {
             Some(to) => match c.move_meta_replica(node, to, "").await {
-                Ok(_) => say!("meta group: on node {to}, not on node {node}"),
+                Ok(_) => p.step(true, json!({ "meta": true, "from": node, "to": to, "moved": true }), format!("meta group: on node {to}, not on node {node}")),
                 Err(e) => {
-                    say!("meta group: {e}");
+                    p.step(false, json!({ "meta": true, "from": node, "to": to, "moved": false }), format!("meta group: {e}"));
                     return Ok(1);
                 }
             },
             None => {
-                say!("meta group: node {node} is one of its voters and no active node outside it can take its place; add a node (--join) and ask again");
+                p.step(false, json!({ "node": node, "meta": true }), format!("meta group: node {node} is one of its voters and no active node outside it can take its place; add a node (--join) and ask again"));
                 return Ok(1);
             }
         }
@@ -1541,7 +1624,7 @@ async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, Strin
                 .max(on_ranges),
             Ok(_) => usize::MAX,
             Err(e) => {
-                say!("the cluster map: {e}");
+                p.step(false, json!({ "node": node }), format!("the cluster map: {e}"));
                 usize::MAX
             }
         };
@@ -1549,12 +1632,12 @@ async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, Strin
             break;
         }
         if held != last && held != usize::MAX {
-            say!("node {node}: {held} ranges still have a replica on it");
+            p.step(true, json!({ "node": node, "replicas": held }), format!("node {node}: {held} ranges still have a replica on it"));
             last = held;
         }
         if std::time::Instant::now() >= deadline {
             if wait_secs > 0 {
-                say!("node {node}: still holds replicas after {wait_secs} s; ask again to go on waiting (see `ctl nodes` and the meta leader's log)");
+                p.step(false, json!({ "node": node, "state": "decommissioning" }), format!("node {node}: still holds replicas after {wait_secs} s; ask again to go on waiting (see `ctl nodes` and the meta leader's log)"));
             }
             return Ok(if wait_secs == 0 { 0 } else { 1 });
         }
@@ -1562,11 +1645,11 @@ async fn decommission(c: &Client, node: u64, wait_secs: u64) -> Result<u8, Strin
     }
     match c.meta(&set(NodeState::Decommissioned)).await {
         Ok(_) => {
-            say!("node {node}: decommissioned, holds no replica; it may be stopped (its id is never used again)");
+            p.step(true, json!({ "node": node, "state": "decommissioned" }), format!("node {node}: decommissioned, holds no replica; it may be stopped (its id is never used again)"));
             Ok(0)
         }
         Err(e) => {
-            say!("node {node}: {e}");
+            p.step(false, json!({ "node": node }), format!("node {node}: {e}"));
             Ok(1)
         }
     }
@@ -1590,7 +1673,8 @@ fn show_gaps(gaps: &[(bytes::Bytes, bytes::Bytes)]) -> String {
 
 /// `ctl isolate` / `ctl heal`: `Op::Isolate` on every shard of `node`
 /// (an empty `peers` heals).
-async fn isolate(c: &Client, node: u64, peers: Vec<u64>) -> Result<u8, String> {
+async fn isolate(c: &Client, p: &Progress, node: u64, peers: Vec<u64>) -> Result<u8, String> {
+    use serde_json::json;
     if !c.nodes().iter().any(|&(n, _)| n == node) {
         let known: Vec<u64> = c.nodes().into_iter().map(|(n, _)| n).collect();
         return Err(format!(
@@ -1605,20 +1689,23 @@ async fn isolate(c: &Client, node: u64, peers: Vec<u64>) -> Result<u8, String> {
         match c.admin(node, u64::from(s), op).await {
             Ok(Reply::Done) => {}
             Ok(r) => {
-                say!("node {node}, shard {s}: {r:?}");
+                let doc = json!({ "node": node, "shard": s, "peers": &peers });
+                p.step(false, doc, format!("node {node}, shard {s}: {r:?}"));
                 return Ok(1);
             }
             Err(err) => {
-                say!("node {node}, shard {s}: {err}");
+                let doc = json!({ "node": node, "shard": s, "peers": &peers });
+                p.step(false, doc, format!("node {node}, shard {s}: {err}"));
                 return Ok(1);
             }
         }
     }
-    if peers.is_empty() {
-        say!("node {node}: healed");
+    let line = if peers.is_empty() {
+        format!("node {node}: healed")
     } else {
-        say!("node {node}: isolated from {peers:?}");
-    }
+        format!("node {node}: isolated from {peers:?}")
+    };
+    p.step(true, json!({ "node": node, "peers": peers }), line);
     Ok(0)
 }
 
@@ -1630,11 +1717,13 @@ const TRANSFER_WAIT_MS: u64 = 10_000;
 /// Asks `group`'s leader to hand over to `node`, then waits until the nodes
 /// report `node` as the leader (exit 0) or [`TRANSFER_WAIT_MS`] pass (exit
 /// 1, naming the leader then): the request only starts a transfer.
-async fn transfer_leader(c: &Client, group: u64, node: u64) -> Result<u8, String> {
+async fn transfer_leader(c: &Client, p: &Progress, group: u64, node: u64) -> Result<u8, String> {
+    use serde_json::json;
     // On the group's leader, following NotLeader hints and retrying
     // through an election (the connect-time map may name a dead leader).
     if let Err(err) = c.transfer_leader(group, node).await {
-        say!("group {group}: {err}");
+        let doc = json!({ "group": group, "to": node, "leader": null });
+        p.step(false, doc, format!("group {group}: {err}"));
         return Ok(1);
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(TRANSFER_WAIT_MS);
@@ -1648,7 +1737,8 @@ async fn transfer_leader(c: &Client, group: u64, node: u64) -> Result<u8, String
             if let Some(g) = claims {
                 seen = n;
                 if n == node {
-                    say!("group {group}: node {node} leads (term {})", g.term);
+                    let doc = json!({ "group": group, "to": node, "leader": n, "term": g.term });
+                    p.step(true, doc, format!("group {group}: node {node} leads (term {})", g.term));
                     return Ok(0);
                 }
             }
@@ -1658,8 +1748,11 @@ async fn transfer_leader(c: &Client, group: u64, node: u64) -> Result<u8, String
                 0 => "no node claims to lead".to_string(),
                 n => format!("node {n} leads"),
             };
-            say!(
-                "group {group}: the transfer to node {node} did not complete within {TRANSFER_WAIT_MS} ms; {now}"
+            let leader = (seen != 0).then_some(seen);
+            p.step(
+                false,
+                json!({ "group": group, "to": node, "leader": leader }),
+                format!("group {group}: the transfer to node {node} did not complete within {TRANSFER_WAIT_MS} ms; {now}"),
             );
             return Ok(1);
         }
@@ -1688,7 +1781,7 @@ fn show_ids(ids: &[u64]) -> String {
 
 /// `op` on range `only`'s leader, or on every range's in turn; a line per
 /// range, exit 1 if one failed.
-async fn admin_all(c: &Client, only: Option<u64>, op: Op) -> Result<u8, String> {
+async fn admin_all(c: &Client, p: &Progress, only: Option<u64>, op: Op) -> Result<u8, String> {
     // Every range: the bootstrap's and those split off since (listed
     // once: one split off during this run is not asked; `ctl ranges`).
     let ids = match c.range_ids().await {
@@ -1705,10 +1798,11 @@ async fn admin_all(c: &Client, only: Option<u64>, op: Op) -> Result<u8, String> 
     }
     let mut code = 0;
     for g in only.map_or(ids, |r| vec![r]) {
+        let doc = serde_json::json!({ "group": g });
         match c.admin_on_leader(g, op.clone()).await {
-            Ok(_) => say!("group {g}: done"),
+            Ok(_) => p.step(true, doc, format!("group {g}: done")),
             Err(err) => {
-                say!("group {g}: {err}");
+                p.step(false, doc, format!("group {g}: {err}"));
                 code = 1;
             }
         }

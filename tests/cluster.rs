@@ -1326,12 +1326,39 @@ fn ctl_serves_a_person_at_a_terminal() {
         .unwrap()
         .iter()
         .all(|e| e["healthy"] == true));
-    let (code, _, stderr) = bare(&["-w", "json", "snapshot", "1"], b"");
-    assert_eq!(code, Some(2));
+    // A progress command's steps, gathered into one document: every node
+    // took its snapshot of range 1.
+    let (code, snap) = json(&["snapshot", "1"], b"");
+    assert_eq!(code, Some(0), "{snap}");
+    assert_eq!((&snap["exit"], &snap["error"]), (&0.into(), &serde_json::Value::Null), "{snap}");
+    let steps = snap["steps"].as_array().expect("steps");
+    assert_eq!(steps.len(), 3, "{snap}");
     assert!(
-        stderr.contains("-w json: this command prints progress lines only"),
-        "{stderr}"
+        steps
+            .iter()
+            .all(|s| s["ok"] == true && s["taken"] == true && s["range"] == 1),
+        "{snap}"
     );
+    assert!(steps.iter().any(|s| s["message"] == "node 2: snapshot taken"), "{snap}");
+    // A range no node hosts: every step says so, exit 1.
+    let (code, snap) = json(&["snapshot", "999"], b"");
+    assert_eq!(code, Some(1), "{snap}");
+    assert!(
+        snap["steps"]
+            .as_array()
+            .is_some_and(|v| v.len() == 3 && v.iter().all(|s| s["hosted"] == false)),
+        "{snap}"
+    );
+    // A command that fails before any step: the error in the document.
+    let (code, promote) = json(&["promote", "3", "--range", "999"], b"");
+    assert_eq!(code, Some(1), "{promote}");
+    assert!(
+        promote["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("there is no range 999")),
+        "{promote}"
+    );
+    assert_eq!(promote["steps"], serde_json::json!([]), "{promote}");
     for k in ["j", "bin"] {
         assert_eq!(bare(&["delete", k], b"").0, Some(0));
     }

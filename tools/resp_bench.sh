@@ -14,8 +14,12 @@
 #
 #   tools/resp_bench.sh [--out FILE]
 #   Env: SHAPES ("CONNECTIONSxPIPELINE ...", default "16x1 16x4 64x1"),
-#   REQUESTS (per redis-benchmark run, default 50000), DURATION (s per
-#   ringraft-load run, default 5), RUNS (default 3).
+#   REQUESTS (writes per run on ringraft, default 100000), REDIS_REQUESTS
+#   (writes per run on Redis, default 500000), RUNS (default 3).
+#
+# Both generators make the same number of writes per run (redis-benchmark
+# -n, ringraft-load --ops), connections and the first write included, so
+# neither is favoured by a shorter or longer window.
 #
 # The machine is shared and noisy: each figure is the median of RUNS
 # repetitions with [min-max]; every ratio is taken within a repetition.
@@ -37,8 +41,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 SHAPES=${SHAPES:-"16x1 16x4 64x1"}
-REQUESTS=${REQUESTS:-50000}
-DURATION=${DURATION:-5}
+REQUESTS=${REQUESTS:-100000}
+REDIS_REQUESTS=${REDIS_REQUESTS:-500000}
 RUNS=${RUNS:-3}
 need() { # command package
   command -v "$1" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null; }
@@ -69,8 +73,8 @@ node_cpu() {
 }
 
 # rps of one redis-benchmark SET run.
-bench_rps() { # port connections pipeline
-  redis-benchmark -p "$1" -t set -n "$REQUESTS" -c "$2" -P "$3" -d 16 -q 2>/dev/null \
+bench_rps() { # port connections pipeline requests
+  redis-benchmark -p "$1" -t set -n "$4" -c "$2" -P "$3" -d 16 -q 2>/dev/null \
     | tr '\r' '\n' | awk '/^SET: .*requests per second/ { print $2 }' | tail -1
 }
 
@@ -100,7 +104,7 @@ load_run() { # rep shape name args...
   local rep=$1 shape=$2 name=$3 before after
   shift 3
   before=$(node_cpu)
-  "$load" "$@" --keys 1 --duration "$DURATION" --warmup 0 --json "$dir/l.json" >/dev/null 2>"$dir/l.err" \
+  "$load" "$@" --keys 1 --ops "$REQUESTS" --warmup 0 --json "$dir/l.json" >/dev/null 2>"$dir/l.err" \
     || { tail -5 "$dir/l.err" >&2; exit 1; }
   after=$(node_cpu)
   python3 "$dir/row.py" "$dir/l.json" "$rep" "$shape" "$name" "$before" "$after" >>"$dir/rows"
@@ -119,7 +123,7 @@ for rep in $(seq 1 "$RUNS"); do
     p=${shape#*x}
     echo "== run $rep, $c connections x pipeline $p" >&2
     before=$(node_cpu)
-    rps=$(bench_rps "$resp_port" "$c" "$p")
+    rps=$(bench_rps "$resp_port" "$c" "$p" "$REQUESTS")
     after=$(node_cpu)
     us=$(awk -v a="$after" -v b="$before" -v n="$REQUESTS" 'BEGIN { printf "%.1f", (a - b) * 1e6 / n }')
     echo "$rep $shape redis-benchmark@ringraft $rps $us" >>"$dir/rows"
@@ -129,10 +133,10 @@ for rep in $(seq 1 "$RUNS"); do
       load_run "$rep" "$shape" "ringraft-load-native-d$depth@ringraft" --cluster "$cluster" \
         --connections "$c" --depth "$depth"
     done
-    rps=$(bench_rps "$redis_port" "$c" "$p")
+    rps=$(bench_rps "$redis_port" "$c" "$p" "$REDIS_REQUESTS")
     echo "$rep $shape redis-benchmark@redis $rps -" >>"$dir/rows"
     "$load" --target resp --cluster "127.0.0.1:$redis_port" --connections "$c" --depth "$p" --keys 1 \
-      --duration "$DURATION" --warmup 0 --json "$dir/r.json" >/dev/null 2>"$dir/r.err" \
+      --ops "$REDIS_REQUESTS" --warmup 0 --json "$dir/r.json" >/dev/null 2>"$dir/r.err" \
       || { tail -5 "$dir/r.err" >&2; exit 1; }
     python3 "$dir/row.py" "$dir/r.json" "$rep" "$shape" ringraft-load-resp@redis - - >>"$dir/rows"
   done

@@ -7,22 +7,30 @@
 //! A RESP connection pipelines: the workers sharing it (`--depth`) queue
 //! their commands, a writer task writes everything queued at once, and a
 //! reader task hands the answers back in the order the commands were
-//! queued (RESP answers in order).
+//! queued (RESP answers in order). Per command there is one allocation
+//! (its answer slot) and no timer: one watchdog per connection fails the
+//! commands that waited past the op timeout (see [`RespConn::call`]), and
+//! answers are decoded in place from the read buffer (`BytesFrame`).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::rc::Rc;
-use std::time::Duration;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
-use redis_protocol::resp2::types::OwnedFrame;
+use redis_protocol::resp2::types::BytesFrame;
 use ringraft::client::{Client, Error};
 use ringraft::wire::ClientError;
+
+use crate::workload::push_decimal;
 
 /// One connection's way to the system under test.
 #[derive(Clone)]
@@ -36,8 +44,8 @@ impl Target {
         match self {
             Target::Native(c) => c.get(key).await,
             Target::Resp(c) => match c.call(&[b"GET", key]).await? {
-                OwnedFrame::BulkString(v) => Ok(Some(Bytes::from(v))),
-                OwnedFrame::Null => Ok(None),
+                BytesFrame::BulkString(v) => Ok(Some(v)),
+                BytesFrame::Null => Ok(None),
                 other => Err(unexpected(&other)),
             },
         }
@@ -47,17 +55,59 @@ impl Target {
         match self {
             Target::Native(c) => c.put(key, value).await,
             Target::Resp(c) => match c.call(&[b"SET", key, value]).await? {
-                OwnedFrame::SimpleString(s) if s == b"OK" => Ok(()),
+                BytesFrame::SimpleString(s) if s == "OK" => Ok(()),
                 other => Err(unexpected(&other)),
             },
         }
     }
 }
 
-fn unexpected(f: &OwnedFrame) -> Error {
+fn unexpected(f: &BytesFrame) -> Error {
     Error::Server(ClientError::Failed {
         reason: format!("unexpected answer {f:?}"),
     })
+}
+
+/// What a command's answer slot ends with: the server's frame, or `None`
+/// when none will come (the connection ended, or the op timeout passed).
+type Answer = Option<BytesFrame>;
+
+/// Where one command's answer lands. The reader (or the watchdog) fills
+/// it once; the caller's future takes it.
+#[derive(Default)]
+struct Slot {
+    answer: Cell<Option<Answer>>,
+    waker: Cell<Option<Waker>>,
+    /// Filled already (a late command's real answer is then dropped).
+    done: Cell<bool>,
+}
+
+impl Slot {
+    fn fill(&self, a: Answer) {
+        if self.done.replace(true) {
+            return;
+        }
+        self.answer.set(Some(a));
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
+/// The caller's side of a [`Slot`].
+struct Awaited(Rc<Slot>);
+
+impl Future for Awaited {
+    type Output = Answer;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Answer> {
+        match self.0.answer.take() {
+            Some(a) => Poll::Ready(a),
+            None => {
+                self.0.waker.set(Some(cx.waker().clone()));
+                Poll::Pending
+            }
+        }
+    }
 }
 
 /// A pipelined RESP connection (see the module docs). Cheap to clone:
@@ -76,8 +126,13 @@ struct Inner {
     /// Wakes the writer task (one token at a time: `wake_sent`).
     wake: LocalSender<()>,
     wake_sent: Cell<bool>,
-    /// Where each answer goes, in the order the commands were queued.
-    waiting: RefCell<VecDeque<LocalSender<Result<OwnedFrame, String>>>>,
+    /// Each unanswered command's slot, in the order queued. The first is
+    /// command number `answered`.
+    waiting: RefCell<VecDeque<Rc<Slot>>>,
+    /// Commands queued since the connection opened.
+    queued: Cell<u64>,
+    /// Commands answered since the connection opened.
+    answered: Cell<u64>,
     /// Why the connection ended (its reader or writer stopped); `None`
     /// while up.
     broken: RefCell<Option<String>>,
@@ -91,17 +146,18 @@ impl Inner {
         if self.broken.borrow().is_none() {
             *self.broken.borrow_mut() = Some(why.clone());
         }
-        for tx in self.waiting.borrow_mut().drain(..) {
-            let _ = tx.try_send(Err(why.clone()));
+        for slot in self.waiting.borrow_mut().drain(..) {
+            slot.fill(None);
         }
     }
 }
 
 impl RespConn {
     /// Connects to `addr`, and gives `password` (`AUTH`) if there is one;
-    /// each command may take `op_timeout_ms` (its write included) before
-    /// it fails with an unknown outcome. A refused password is
-    /// `Error::Server` with the server's words (`WRONGPASS ...`).
+    /// each command may take `op_timeout_ms` (its write included, plus up
+    /// to a tenth of it: the watchdog's tick) before it fails with an
+    /// unknown outcome. A refused password is `Error::Server` with the
+    /// server's words (`WRONGPASS ...`).
     pub async fn connect(
         addr: SocketAddr,
         op_timeout_ms: u64,
@@ -119,11 +175,14 @@ impl RespConn {
             wake,
             wake_sent: Cell::new(false),
             waiting: RefCell::new(VecDeque::new()),
+            queued: Cell::new(0),
+            answered: Cell::new(0),
             broken: RefCell::new(None),
-            op_timeout: Duration::from_millis(op_timeout_ms),
+            op_timeout: Duration::from_millis(op_timeout_ms.max(1)),
         });
         glommio::spawn_local(read_answers(inner.clone(), r)).detach();
         glommio::spawn_local(write_commands(Rc::downgrade(&inner), w, woken)).detach();
+        glommio::spawn_local(watch_late(Rc::downgrade(&inner))).detach();
         let conn = RespConn { inner };
         if let Some(p) = password {
             conn.call(&[b"AUTH", p]).await?;
@@ -137,42 +196,50 @@ impl RespConn {
     /// connection that ends or an answer that does not come within the op
     /// timeout leaves a write's outcome unknown (`Error::Timeout`).
     /// Dropping the call at any point leaves the connection sound.
-    pub async fn call(&self, args: &[&[u8]]) -> Result<OwnedFrame, Error> {
+    pub async fn call(&self, args: &[&[u8]]) -> Result<BytesFrame, Error> {
         let inner = &self.inner;
         let ms = inner.op_timeout.as_millis() as u64;
         if let Some(why) = inner.broken.borrow().clone() {
             return Err(Error::Unreachable(format!("{}: {why}", inner.addr)));
         }
-        let (tx, rx) = local_channel::new_bounded(1);
+        let slot = Rc::new(Slot::default());
         {
-            // Queued and awaited in one step (no await in between): the
-            // answers' order is the commands' order.
-            use std::io::Write;
+            // Queued in one step (no await in between): the answers'
+            // order is the commands' order.
             let mut out = inner.out.borrow_mut();
-            let _ = write!(out, "*{}\r\n", args.len());
-            for a in args {
-                let _ = write!(out, "${}\r\n", a.len());
-                out.extend_from_slice(a);
-                out.extend_from_slice(b"\r\n");
-            }
-            inner.waiting.borrow_mut().push_back(tx);
+            encode_command(args, &mut out);
+            inner.waiting.borrow_mut().push_back(slot.clone());
+            inner.queued.set(inner.queued.get() + 1);
         }
         if !inner.wake_sent.replace(true) {
             let _ = inner.wake.try_send(());
         }
-        let answer = glommio::timer::timeout(inner.op_timeout, async { Ok(rx.recv().await) }).await;
-        match answer {
-            Ok(Some(Ok(OwnedFrame::Error(reason)))) if reason.starts_with("TIMEOUT") => {
+        match Awaited(slot).await {
+            Some(BytesFrame::Error(reason)) if reason.starts_with("TIMEOUT") => {
                 Err(Error::Timeout(ms))
             }
-            Ok(Some(Ok(OwnedFrame::Error(reason)))) => {
-                Err(Error::Server(ClientError::Failed { reason }))
-            }
-            Ok(Some(Ok(f))) => Ok(f),
+            Some(BytesFrame::Error(reason)) => Err(Error::Server(ClientError::Failed {
+                reason: reason.to_string(),
+            })),
+            Some(f) => Ok(f),
             // Sent or queued, then no answer (the connection ended, or the
             // time ran out): it may have been applied.
-            _ => Err(Error::Timeout(ms)),
+            None => Err(Error::Timeout(ms)),
         }
+    }
+}
+
+/// One command as a RESP array of bulk strings.
+fn encode_command(args: &[&[u8]], out: &mut Vec<u8>) {
+    out.push(b'*');
+    push_decimal(out, args.len() as u64, 0);
+    out.extend_from_slice(b"\r\n");
+    for a in args {
+        out.push(b'$');
+        push_decimal(out, a.len() as u64, 0);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -180,7 +247,7 @@ impl RespConn {
 /// out in one write. A write that fails ends the connection; the task
 /// ends with it, or when the connection is dropped.
 async fn write_commands(
-    inner: std::rc::Weak<Inner>,
+    inner: Weak<Inner>,
     mut w: WriteHalf<TcpStream>,
     woken: local_channel::LocalReceiver<()>,
 ) {
@@ -205,16 +272,16 @@ async fn write_commands(
 /// The connection's reader: each answer to the first command waiting.
 /// When the connection ends, every command still waiting is told so.
 async fn read_answers(inner: Rc<Inner>, mut r: ReadHalf<TcpStream>) {
-    let mut buf: Vec<u8> = Vec::with_capacity(64 << 10);
+    let mut buf = BytesMut::with_capacity(64 << 10);
     let mut chunk = vec![0u8; 64 << 10];
     let why = loop {
         loop {
-            match redis_protocol::resp2::decode::decode(&buf) {
-                Ok(Some((f, n))) => {
-                    buf.drain(..n);
-                    if let Some(tx) = inner.waiting.borrow_mut().pop_front() {
-                        // Its caller may have given up (timed out).
-                        let _ = tx.try_send(Ok(f));
+            match redis_protocol::resp2::decode::decode_bytes_mut(&mut buf) {
+                Ok(Some((f, _, _))) => {
+                    inner.answered.set(inner.answered.get() + 1);
+                    if let Some(slot) = inner.waiting.borrow_mut().pop_front() {
+                        // Its caller may have given up (late, or dropped).
+                        slot.fill(Some(f));
                     }
                 }
                 Ok(None) => break,
@@ -234,4 +301,108 @@ async fn read_answers(inner: Rc<Inner>, mut r: ReadHalf<TcpStream>) {
         }
     };
     inner.end(why);
+}
+
+/// The connection's watchdog: every tenth of the op timeout it notes how
+/// many commands were queued by then; a command queued before the note of
+/// one op timeout ago has waited at least that long and fails as late.
+/// Its answer, if it comes, is dropped, and the connection goes on (RESP
+/// answers in order, so later commands are matched as before). One timer
+/// per connection instead of one per command.
+async fn watch_late(inner: Weak<Inner>) {
+    let tick = {
+        let Some(i) = inner.upgrade() else { return };
+        (i.op_timeout / 10).clamp(Duration::from_millis(1), Duration::from_millis(100))
+    };
+    // (when, commands queued by then), oldest first.
+    let mut marks: VecDeque<(Instant, u64)> = VecDeque::new();
+    // Commands below this number were failed as late already.
+    let mut failed_below = 0u64;
+    loop {
+        glommio::timer::sleep(tick).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.broken.borrow().is_some() {
+            return;
+        }
+        let now = Instant::now();
+        marks.push_back((now, inner.queued.get()));
+        // Keep the newest note at least an op timeout old at the front.
+        while marks.len() >= 2 && now.duration_since(marks[1].0) >= inner.op_timeout {
+            marks.pop_front();
+        }
+        let old = marks[0];
+        if now.duration_since(old.0) >= inner.op_timeout {
+            let q = old.1;
+            let first = inner.answered.get();
+            let waiting = inner.waiting.borrow();
+            for n in failed_below.max(first)..q {
+                if let Some(slot) = waiting.get((n - first) as usize) {
+                    slot.fill(None);
+                }
+            }
+            failed_below = failed_below.max(q);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader, Write};
+
+    /// Reads one RESP command (an array of bulk strings) off `r`: its
+    /// arguments.
+    fn read_command(r: &mut impl BufRead) -> Vec<Vec<u8>> {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        let n: usize = line.trim_start_matches('*').trim().parse().unwrap();
+        (0..n)
+            .map(|_| {
+                line.clear();
+                r.read_line(&mut line).unwrap();
+                let len: usize = line.trim_start_matches('$').trim().parse().unwrap();
+                let mut a = vec![0; len + 2];
+                std::io::Read::read_exact(r, &mut a).unwrap();
+                a.truncate(len);
+                a
+            })
+            .collect()
+    }
+
+    /// A command unanswered within the op timeout fails as an unknown
+    /// outcome (never before the timeout), and the connection goes on: its
+    /// late answer is dropped, the next command gets its own.
+    #[test]
+    fn a_late_answer_times_its_command_out_and_the_next_gets_its_own() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let server = std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(s.try_clone().unwrap());
+            let mut w = s;
+            assert_eq!(read_command(&mut r), vec![b"GET".to_vec(), b"a".to_vec()]);
+            // Answered only once the client gave up on it.
+            go_rx.recv().unwrap();
+            w.write_all(b"$4\r\nlate\r\n").unwrap();
+            assert_eq!(read_command(&mut r), vec![b"GET".to_vec(), b"b".to_vec()]);
+            w.write_all(b"$2\r\nok\r\n").unwrap();
+        });
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let c = RespConn::connect(addr, 200, None).await.unwrap();
+                let t = Target::Resp(c);
+                let t0 = Instant::now();
+                let r = t.get(b"a").await;
+                assert!(matches!(r, Err(Error::Timeout(200))), "{r:?}");
+                assert!(t0.elapsed() >= Duration::from_millis(200), "{:?}", t0.elapsed());
+                go_tx.send(()).unwrap();
+                let r = t.get(b"b").await.unwrap();
+                assert_eq!(r.as_deref(), Some(&b"ok"[..]));
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        server.join().unwrap();
+    }
 }

@@ -122,10 +122,31 @@ impl Keys {
     }
 }
 
-/// The bytes of key number `k`.
+/// The bytes of key number `k`: `key` and `k` in decimal, at least 12
+/// digits (`format!("key{k:012}")`, without its allocation and
+/// formatter: this runs once per operation).
 pub fn key_bytes(k: u64, out: &mut Vec<u8>) {
     out.clear();
-    out.extend_from_slice(format!("key{k:012}").as_bytes());
+    out.extend_from_slice(b"key");
+    push_decimal(out, k, 12);
+}
+
+/// Appends `n` in decimal, left-padded with zeros to `width` digits.
+pub fn push_decimal(out: &mut Vec<u8>, n: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - at;
+    out.resize(out.len() + width.saturating_sub(len), b'0');
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Keys that cut this generator's keys `0..keys` into `ranges` ranges of
@@ -201,6 +222,18 @@ pub fn value_bytes(size: ValueSize, stamp: (u64, u64), rng: &mut Rng, out: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_and_decimals_read_as_the_formatter_writes_them() {
+        let mut out = Vec::new();
+        for k in [0, 7, 42, 999_999_999_999, 1_000_000_000_000, u64::MAX] {
+            key_bytes(k, &mut out);
+            assert_eq!(out, format!("key{k:012}").into_bytes());
+            out.clear();
+            push_decimal(&mut out, k, 0);
+            assert_eq!(out, k.to_string().into_bytes());
+        }
+    }
 
     #[test]
     fn zipf_is_skewed_and_in_range() {

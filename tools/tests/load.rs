@@ -193,6 +193,36 @@ fn open_loop_issues_at_the_rate_asked() {
     );
 }
 
+/// Regression: a run counted by operations (`--ops`) ended its measured
+/// window when the once-a-second progress loop noticed the count, not when
+/// the last operation ended, so its rate came out as ops over whole
+/// seconds (100,000 writes in 4.4 s read as 20,002/s over 5 s). 500
+/// operations against the do-nothing responder take a few ms; before the
+/// fix the window was about 1 s.
+#[test]
+fn a_run_counted_by_operations_ends_its_window_at_the_last_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("s.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+        .args(["--calibrate", "--ops", "500", "--warmup", "0"])
+        .args(["--connections", "1", "--depth", "1", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (ops, secs) = (j["ops"].as_u64().unwrap(), j["duration_s"].as_f64().unwrap());
+    assert!(ops >= 500, "{j}");
+    assert!(secs < 0.5, "500 ops measured over {secs} s: {j}");
+    let rate = j["ops_per_sec"].as_f64().unwrap();
+    assert!((rate - ops as f64 / secs).abs() < 1.0, "{j}");
+}
+
 #[test]
 fn the_interval_log_holds_one_histogram_per_second() {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};

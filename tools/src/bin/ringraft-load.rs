@@ -258,6 +258,9 @@ struct ThreadResult {
     errors: BTreeMap<String, u64>,
     /// `--check`: every operation (warmup included).
     history: Vec<CheckOp>,
+    /// When this thread's last measured operation ended (`--ops`: the
+    /// measured window ends at the latest of every thread's).
+    last_done: Option<Instant>,
 }
 
 fn error_kind(e: &Error) -> String {
@@ -560,17 +563,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
         }
     }
     let cpu_usage = cpu_start.map(|a| cpu::Usage::between(&a, &cpu::Snapshot::take(&pids)));
-    // The window: [measure_from, until), or up to now when counted by ops.
-    let until = shared.times.get().expect("set").2;
-    let measured_secs = Instant::now()
-        .min(until)
-        .duration_since(shared.measure_from())
-        .as_secs_f64()
-        .max(1e-6);
     let mut reads = new_histogram();
     let mut writes = new_histogram();
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let mut history = Vec::new();
+    let mut last_done: Option<Instant> = None;
     for h in handles {
         let r = h
             .join()
@@ -581,7 +578,21 @@ fn run(args: Args) -> Result<ExitCode, String> {
             *errors.entry(k).or_default() += v;
         }
         history.extend(r.history);
+        last_done = last_done.max(r.last_done);
     }
+    // The window: [measure_from, until); counted by ops, up to the end of
+    // the last measured operation (the progress loop above notices the end
+    // only at its next tick, up to a second later).
+    let until = shared.times.get().expect("set").2;
+    let end = match last_done {
+        Some(t) if args.ops.is_some() => t,
+        _ => Instant::now(),
+    };
+    let measured_secs = end
+        .min(until)
+        .duration_since(shared.measure_from())
+        .as_secs_f64()
+        .max(1e-6);
     let mut check_failed = false;
     let mut check_summary = None;
     if args.check {
@@ -737,6 +748,7 @@ async fn generator_thread(
         writes: new_histogram(),
         errors: BTreeMap::new(),
         history: Vec::new(),
+        last_done: None,
     }));
     let interval = Rc::new(RefCell::new((new_histogram(), 0u64)));
     let mut tasks = Vec::new();
@@ -918,6 +930,7 @@ async fn worker(
                         &mut res.writes
                     };
                     h.saturating_record(us);
+                    res.last_done = Some(done);
                     let n = shared.measured_ops.fetch_add(1, Ordering::Relaxed) + 1;
                     if shared.ops_max.is_some_and(|m| n >= m) {
                         shared.stop.store(true, Ordering::Relaxed);
