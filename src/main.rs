@@ -1366,8 +1366,13 @@ async fn ctl(c: &Client, cmd: CtlCmd, p: &Progress) -> Result<u8, String> {
                     Err(ringraft::client::Error::Server(
                         ringraft::wire::ClientError::NotHosted { .. },
                     )) => {
-                        let doc = json!({ "node": n, "range": group, "taken": false, "hosted": false });
-                        p.step(true, doc, format!("node {n}: no replica of range {group} here"))
+                        let doc =
+                            json!({ "node": n, "range": group, "taken": false, "hosted": false });
+                        p.step(
+                            true,
+                            doc,
+                            format!("node {n}: no replica of range {group} here"),
+                        )
                     }
                     Ok(r) => {
                         let doc = json!({ "node": n, "range": group, "taken": false });
@@ -1414,7 +1419,8 @@ async fn ctl(c: &Client, cmd: CtlCmd, p: &Progress) -> Result<u8, String> {
             to,
             peer_addr,
         } => {
-            let doc = |moved: bool| json!({ "range": range, "from": from, "to": to, "moved": moved });
+            let doc =
+                |moved: bool| json!({ "range": range, "from": from, "to": to, "moved": moved });
             match c.move_replica(range, from, to, &peer_addr).await {
                 Ok(ringraft::client::MoveOutcome::Moved) => {
                     let line = format!("range {range}: moved from node {from} to node {to}");
@@ -1422,7 +1428,8 @@ async fn ctl(c: &Client, cmd: CtlCmd, p: &Progress) -> Result<u8, String> {
                     Ok(0)
                 }
                 Ok(ringraft::client::MoveOutcome::AlreadyDone) => {
-                    let line = format!("range {range}: already on node {to} and not on node {from}");
+                    let line =
+                        format!("range {range}: already on node {to} and not on node {from}");
                     p.step(true, doc(false), line);
                     Ok(0)
                 }
@@ -1551,14 +1558,22 @@ async fn decommission(c: &Client, p: &Progress, node: u64, wait_secs: u64) -> Re
         .node(node)
         .is_some_and(|n| n.state == NodeState::Decommissioned)
     {
-        p.step(true, json!({ "node": node, "state": "decommissioned" }), format!("node {node}: decommissioned already"));
+        p.step(
+            true,
+            json!({ "node": node, "state": "decommissioned" }),
+            format!("node {node}: decommissioned already"),
+        );
         return Ok(0);
     }
     if let Err(e) = c.meta(&set(NodeState::Decommissioning)).await {
         p.step(false, json!({ "node": node }), format!("node {node}: {e}"));
         return Ok(1);
     }
-    p.step(true, json!({ "node": node, "state": "decommissioning" }), format!("node {node}: decommissioning; the balancer moves its replicas away"));
+    p.step(
+        true,
+        json!({ "node": node, "state": "decommissioning" }),
+        format!("node {node}: decommissioning; the balancer moves its replicas away"),
+    );
     // The meta group's replica is not the balancer's to move: hand it to
     // the active node holding fewest replicas that is not a voter (one
     // holding a learner first: the move takes that learner over). A
@@ -1570,10 +1585,18 @@ async fn decommission(c: &Client, p: &Progress, node: u64, wait_secs: u64) -> Re
             below_replication_factor: false,
         };
         if let Err(e) = c.meta_admin(rm).await {
-            p.step(false, json!({ "node": node, "meta": true }), format!("meta group: its learner on node {node}: {e}"));
+            p.step(
+                false,
+                json!({ "node": node, "meta": true }),
+                format!("meta group: its learner on node {node}: {e}"),
+            );
             return Ok(1);
         }
-        p.step(true, json!({ "node": node, "meta": true }), format!("meta group: its learner on node {node} removed"));
+        p.step(
+            true,
+            json!({ "node": node, "meta": true }),
+            format!("meta group: its learner on node {node} removed"),
+        );
     }
     let voters = &roster.voters;
     if voters.contains(&node) {
@@ -1592,9 +1615,17 @@ async fn decommission(c: &Client, p: &Progress, node: u64, wait_secs: u64) -> Re
             .map(|n| n.id);
         match to {
             Some(to) => match c.move_meta_replica(node, to, "").await {
-                Ok(_) => p.step(true, json!({ "meta": true, "from": node, "to": to, "moved": true }), format!("meta group: on node {to}, not on node {node}")),
+                Ok(_) => p.step(
+                    true,
+                    json!({ "meta": true, "from": node, "to": to, "moved": true }),
+                    format!("meta group: on node {to}, not on node {node}"),
+                ),
                 Err(e) => {
-                    p.step(false, json!({ "meta": true, "from": node, "to": to, "moved": false }), format!("meta group: {e}"));
+                    p.step(
+                        false,
+                        json!({ "meta": true, "from": node, "to": to, "moved": false }),
+                        format!("meta group: {e}"),
+                    );
                     return Ok(1);
                 }
             },
@@ -1624,7 +1655,11 @@ async fn decommission(c: &Client, p: &Progress, node: u64, wait_secs: u64) -> Re
                 .max(on_ranges),
             Ok(_) => usize::MAX,
             Err(e) => {
-                p.step(false, json!({ "node": node }), format!("the cluster map: {e}"));
+                p.step(
+                    false,
+                    json!({ "node": node }),
+                    format!("the cluster map: {e}"),
+                );
                 usize::MAX
             }
         };
@@ -1632,7 +1667,11 @@ async fn decommission(c: &Client, p: &Progress, node: u64, wait_secs: u64) -> Re
             break;
         }
         if held != last && held != usize::MAX {
-            p.step(true, json!({ "node": node, "replicas": held }), format!("node {node}: {held} ranges still have a replica on it"));
+            p.step(
+                true,
+                json!({ "node": node, "replicas": held }),
+                format!("node {node}: {held} ranges still have a replica on it"),
+            );
             last = held;
         }
         if std::time::Instant::now() >= deadline {
@@ -1738,7 +1777,11 @@ async fn transfer_leader(c: &Client, p: &Progress, group: u64, node: u64) -> Res
                 seen = n;
                 if n == node {
                     let doc = json!({ "group": group, "to": node, "leader": n, "term": g.term });
-                    p.step(true, doc, format!("group {group}: node {node} leads (term {})", g.term));
+                    p.step(
+                        true,
+                        doc,
+                        format!("group {group}: node {node} leads (term {})", g.term),
+                    );
                     return Ok(0);
                 }
             }
@@ -1779,35 +1822,69 @@ fn show_ids(ids: &[u64]) -> String {
         .join(", ")
 }
 
-/// `op` on range `only`'s leader, or on every range's in turn; a line per
-/// range, exit 1 if one failed.
+/// How long `ctl`'s operations over every range (add-learner, promote,
+/// remove-node without --range) go on listing ranges split off while they
+/// run; past it they stop, exit 1, and name the ranges left.
+const EVERY_RANGE_PATIENCE_MS: u64 = 30_000;
+
+/// `op` on range `only`'s leader, or on every range's in turn: the ranges
+/// are listed again after each pass, and those split off meanwhile are
+/// asked too (`Client::ranges_left`, up to [`EVERY_RANGE_PATIENCE_MS`]).
+/// A step per range, exit 1 if one failed.
 async fn admin_all(c: &Client, p: &Progress, only: Option<u64>, op: Op) -> Result<u8, String> {
-    // Every range: the bootstrap's and those split off since (listed
-    // once: one split off during this run is not asked; `ctl ranges`).
-    let ids = match c.range_ids().await {
-        Ok(ids) => ids,
-        Err(e) if only.is_none() => return Err(format!("listing the ranges: {e}")),
-        // One range named: asked even if the map has a gap elsewhere.
-        Err(_) => only.into_iter().collect(),
-    };
-    if let Some(r) = only.filter(|r| !ids.contains(r)) {
-        return Err(format!(
-            "there is no range {r}: the ranges are {} (ctl ranges)",
-            show_ids(&ids)
-        ));
-    }
-    let mut code = 0;
-    for g in only.map_or(ids, |r| vec![r]) {
+    // One step; whether it went as asked.
+    let said = |g: u64, r: Result<Reply, ringraft::client::Error>| {
+        let ok = r.is_ok();
         let doc = serde_json::json!({ "group": g });
-        match c.admin_on_leader(g, op.clone()).await {
+        match r {
             Ok(_) => p.step(true, doc, format!("group {g}: done")),
-            Err(err) => {
-                p.step(false, doc, format!("group {g}: {err}"));
-                code = 1;
+            Err(err) => p.step(false, doc, format!("group {g}: {err}")),
+        }
+        ok
+    };
+    if let Some(r) = only {
+        // One range named: asked even if the map has a gap elsewhere.
+        if let Ok(ids) = c.range_ids().await {
+            if !ids.contains(&r) {
+                return Err(format!(
+                    "there is no range {r}: the ranges are {} (ctl ranges)",
+                    show_ids(&ids)
+                ));
             }
         }
+        return Ok(if said(r, c.admin_on_leader(r, op).await) {
+            0
+        } else {
+            1
+        });
     }
-    Ok(code)
+    let deadline =
+        std::time::Instant::now() + std::time::Duration::from_millis(EVERY_RANGE_PATIENCE_MS);
+    let mut asked = std::collections::BTreeSet::new();
+    let mut code = 0;
+    loop {
+        let todo = match c.ranges_left(&asked, deadline).await {
+            Ok(todo) => todo,
+            Err(e) if asked.is_empty() => return Err(format!("listing the ranges: {e}")),
+            Err(e) => {
+                p.step(
+                    false,
+                    serde_json::json!({}),
+                    format!("listing the ranges again: {e}"),
+                );
+                return Ok(1);
+            }
+        };
+        if todo.is_empty() {
+            return Ok(code);
+        }
+        for g in todo {
+            if !said(g, c.admin_on_leader(g, op.clone()).await) {
+                code = 1;
+            }
+            asked.insert(g);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1330,7 +1330,11 @@ fn ctl_serves_a_person_at_a_terminal() {
     // took its snapshot of range 1.
     let (code, snap) = json(&["snapshot", "1"], b"");
     assert_eq!(code, Some(0), "{snap}");
-    assert_eq!((&snap["exit"], &snap["error"]), (&0.into(), &serde_json::Value::Null), "{snap}");
+    assert_eq!(
+        (&snap["exit"], &snap["error"]),
+        (&0.into(), &serde_json::Value::Null),
+        "{snap}"
+    );
     let steps = snap["steps"].as_array().expect("steps");
     assert_eq!(steps.len(), 3, "{snap}");
     assert!(
@@ -1339,7 +1343,12 @@ fn ctl_serves_a_person_at_a_terminal() {
             .all(|s| s["ok"] == true && s["taken"] == true && s["range"] == 1),
         "{snap}"
     );
-    assert!(steps.iter().any(|s| s["message"] == "node 2: snapshot taken"), "{snap}");
+    assert!(
+        steps
+            .iter()
+            .any(|s| s["message"] == "node 2: snapshot taken"),
+        "{snap}"
+    );
     // A range no node hosts: every step says so, exit 1.
     let (code, snap) = json(&["snapshot", "999"], b"");
     assert_eq!(code, Some(1), "{snap}");

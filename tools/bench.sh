@@ -3,11 +3,16 @@
 # before it acknowledges) driven by ringraft-load over a matrix of shapes,
 # written as a markdown table; with --with-etcd, the same shapes against a
 # 3-member etcd cluster in the same run, and the ratios ringraft / etcd.
+# Then somebody else's client (tools/resp_bench.sh, unless --no-resp):
+# redis-benchmark on ringraft's RESP port next to ringraft-load at the same
+# shapes, and both on a Redis server with appendfsync always (the
+# single-node durable ceiling), as ratios; appended to the same file.
 #
-#   tools/bench.sh [--with-etcd] [--out FILE]
+#   tools/bench.sh [--with-etcd] [--no-resp] [--out FILE]
 #   Env: DURATION (s per run, default 10), WARMUP (default 2), SHAPES
 #   ("CONNxDEPTH ...", default "1x1 16x16 64x64"), SIZES (default "16 1024"),
-#   RATIOS (read ratios, default "0 0.5 0.95"), RUNS (repetitions, default 3).
+#   RATIOS (read ratios, default "0 0.5 0.95"), RUNS (repetitions, default 3),
+#   RESP_SHAPES (the redis-benchmark shapes, default "16x1 16x4 64x1").
 #
 # The machine is shared and noisy: every figure is the median of RUNS
 # repetitions with [min-max], and each repetition measures its baselines
@@ -20,12 +25,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 with_etcd=0
+with_resp=1
 out=bench-results.md
 while [ $# -gt 0 ]; do
   case "$1" in
     --with-etcd) with_etcd=1 ;;
+    --no-resp) with_resp=0 ;;
     --out) out=$2; shift ;;
-    *) echo "usage: tools/bench.sh [--with-etcd] [--out FILE]" >&2; exit 2 ;;
+    *) echo "usage: tools/bench.sh [--with-etcd] [--no-resp] [--out FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -114,3 +121,9 @@ for rep in $(seq "$RUNS"); do
 done
 
 python3 tools/bench_table.py "$dir" "$out" "$SHAPES" "$SIZES" "$RATIOS" "$with_etcd" "$DURATION" "$RUNS" "$half"
+if [ $with_resp = 1 ]; then
+  # Its own shapes (RESP_SHAPES): a RESP connection carries out its
+  # pipeline one command at a time, so deep pipelines say little there.
+  SHAPES=${RESP_SHAPES:-"16x1 16x4 64x1"} RUNS=$RUNS tools/resp_bench.sh --out "$dir/resp.md"
+  { echo; echo "## Somebody else's client: redis-benchmark (tools/resp_bench.sh)"; echo; cat "$dir/resp.md"; } >>"$out"
+fi

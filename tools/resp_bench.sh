@@ -24,8 +24,8 @@
 # The machine is shared and noisy: each figure is the median of RUNS
 # repetitions with [min-max]; every ratio is taken within a repetition.
 # redis-benchmark without -r writes one key ("key:__rand_int__"), so
-# every ringraft-load run here writes one key too (--keys 1): both load
-# one range, one leader. (Keys spread over the ranges cost ringraft more
+# every ringraft-load run here writes one key too (--keys 1), and the
+# cluster has one range: both load one range, one leader. (Keys spread over the ranges cost ringraft more
 # CPU per write at these rates: smaller batches per group.)
 # ringraft's RESP connection carries out its commands one at a time
 # (Redis's order), so redis-benchmark's -P N on it is set against the
@@ -78,7 +78,12 @@ bench_rps() { # port connections pipeline requests
     | tr '\r' '\n' | awk '/^SET: .*requests per second/ { print $2 }' | tail -1
 }
 
-"$load" --serve-only >"$dir/serve.out" 2>&1 &
+# One range: redis-benchmark's key ("key:__rand_int__") and ringraft-load's
+# ("key000000000000") then have the same leader. With the local cluster's
+# 8 ranges they fell in different ranges, led by different nodes, and one
+# generator's writes took an extra hop from the RESP node to the leader
+# that the other's did not.
+"$load" --serve-only --ranges 1 >"$dir/serve.out" 2>&1 &
 serve_pid=$!
 for _ in $(seq 1 600); do
   grep -q "serving until Ctrl-C" "$dir/serve.out" && break

@@ -1055,28 +1055,12 @@ impl Client {
         let deadline = Instant::now() + patience;
         let mut done = BTreeSet::new();
         loop {
-            let ids = loop {
-                match self.range_ids().await {
-                    Ok(ids) => break ids,
-                    Err(e) if Instant::now() < deadline => {
-                        tracing::debug!("listing the ranges again: {e}");
-                        glommio::timer::sleep(Duration::from_millis(50)).await;
-                    }
-                    Err(e) => return Err((None, e)),
-                }
-            };
-            let todo: Vec<u64> = ids.into_iter().filter(|g| !done.contains(g)).collect();
+            let todo = self
+                .ranges_left(&done, deadline)
+                .await
+                .map_err(|e| (None, e))?;
             if todo.is_empty() {
                 return Ok(());
-            }
-            if !done.is_empty() && Instant::now() >= deadline {
-                return Err((
-                    None,
-                    Error::Unreachable(format!(
-                        "ranges {todo:?} split off while the operation went over the others, and more kept coming for {} ms: ask again",
-                        patience.as_millis()
-                    )),
-                ));
             }
             for g in todo {
                 loop {
@@ -1093,6 +1077,38 @@ impl Client {
                 done.insert(g);
             }
         }
+    }
+
+    /// The ranges not in `done` (those an operation over every range has
+    /// not gone over yet): `range_ids`, listed again while the map has a
+    /// gap until `deadline`. Empty once a listing shows none left. An
+    /// operation calls it after each pass, so ranges split off meanwhile
+    /// (perhaps from a parent as it was before the operation) are done
+    /// too. Errors: the listing's, once `deadline` passed; or, once
+    /// `deadline` passed with `done` not empty, ranges still splitting
+    /// off (`Unreachable`, naming them: ask again).
+    pub async fn ranges_left(
+        &self,
+        done: &BTreeSet<u64>,
+        deadline: Instant,
+    ) -> Result<Vec<u64>, Error> {
+        let ids = loop {
+            match self.range_ids().await {
+                Ok(ids) => break ids,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("listing the ranges again: {e}");
+                    glommio::timer::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let todo: Vec<u64> = ids.into_iter().filter(|g| !done.contains(g)).collect();
+        if !todo.is_empty() && !done.is_empty() && Instant::now() >= deadline {
+            return Err(Error::Unreachable(format!(
+                "ranges {todo:?} split off while the operation went over the others, and more kept coming until its deadline: ask again"
+            )));
+        }
+        Ok(todo)
     }
 
     /// A node address learned elsewhere (the meta group's map): kept if

@@ -395,7 +395,11 @@ mod tests {
                 let t0 = Instant::now();
                 let r = t.get(b"a").await;
                 assert!(matches!(r, Err(Error::Timeout(200))), "{r:?}");
-                assert!(t0.elapsed() >= Duration::from_millis(200), "{:?}", t0.elapsed());
+                assert!(
+                    t0.elapsed() >= Duration::from_millis(200),
+                    "{:?}",
+                    t0.elapsed()
+                );
                 go_tx.send(()).unwrap();
                 let r = t.get(b"b").await.unwrap();
                 assert_eq!(r.as_deref(), Some(&b"ok"[..]));

@@ -216,7 +216,10 @@ fn a_run_counted_by_operations_ends_its_window_at_the_last_one() {
     );
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let (ops, secs) = (j["ops"].as_u64().unwrap(), j["duration_s"].as_f64().unwrap());
+    let (ops, secs) = (
+        j["ops"].as_u64().unwrap(),
+        j["duration_s"].as_f64().unwrap(),
+    );
     assert!(ops >= 500, "{j}");
     assert!(secs < 0.5, "500 ops measured over {secs} s: {j}");
     let rate = j["ops_per_sec"].as_f64().unwrap();
