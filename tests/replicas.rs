@@ -426,6 +426,54 @@ fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does
     drop(lock);
 }
 
+/// `UNKNOWN_HEARTBEATS_MAX`: a shard notes the first creating heartbeat
+/// (commit 0) of at most that many groups it does not host. A flood of
+/// heartbeats for more groups leaves the notes at the bound (they grew
+/// without one: the prune dropped only expired notes, and under a flood
+/// none are); a group noted is still created once its heartbeats came for
+/// an election timeout, and one that found no room is noted only later.
+#[test]
+fn first_heartbeats_of_unknown_groups_are_noted_up_to_unknown_heartbeats_max() {
+    use ringraft::raft::{Body, Message};
+    use ringraft::shard::UNKNOWN_HEARTBEATS_MAX;
+    let (_t, cfg, lock, store) = fresh_store();
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        let hb = || Message {
+            from: 2,
+            to: 1,
+            term: 3,
+            body: Body::Heartbeat {
+                commit: 0,
+                round: 1,
+            },
+        };
+        let first = 1000u64;
+        let over = first + UNKNOWN_HEARTBEATS_MAX as u64;
+        for g in first..over + 10 {
+            shard.on_peer_message(g, 2, hb());
+        }
+        assert_eq!(shard.unknown_heartbeats_noted(), UNKNOWN_HEARTBEATS_MAX);
+        shard.create_from_messages().await.unwrap();
+        assert_eq!(groups(&shard), vec![0, 1], "no heartbeat creates at once");
+        let sc = cfg.shard(0, &store);
+        let election = Duration::from_millis(u64::from(sc.raft.election_ticks) * sc.tick_ms);
+        glommio::timer::sleep(election).await;
+        shard.on_peer_message(first, 2, hb());
+        shard.on_peer_message(over + 5, 2, hb());
+        shard.create_from_messages().await.unwrap();
+        assert_eq!(
+            groups(&shard),
+            vec![0, 1, first],
+            "noted first, created first"
+        );
+        assert!(shard.unknown_heartbeats_noted() <= UNKNOWN_HEARTBEATS_MAX);
+    });
+    drop(lock);
+}
+
 /// Destroying one group's replica removes its snapshot files only: a
 /// temporary file of another group is a snapshot write in progress (it
 /// used to be swept too, and that write's rename then failed and stopped

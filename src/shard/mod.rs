@@ -210,8 +210,12 @@ pub struct Shard {
     /// `REPLICAS_CREATED_PER_TURN_MAX`.
     creating: Vec<(GroupId, u64, crate::raft::Message)>,
     /// When a creating heartbeat of each group not hosted here was first
-    /// noted (`replicas::heartbeat_creates`).
+    /// noted (`replicas::heartbeat_creates`); at most
+    /// `UNKNOWN_HEARTBEATS_MAX`.
     unknown_heartbeats: HashMap<GroupId, Instant>,
+    /// When `unknown_heartbeats` was last pruned of expired notes (at most
+    /// once an election timeout, so a full map costs O(1) per heartbeat).
+    unknown_heartbeats_pruned: Instant,
     /// Messages for ranges being made from a split (`seeding`), stepped
     /// into them once made (`replicas::SEEDING_HELD_MSGS_MAX`).
     held_for_seeding: Vec<(GroupId, u64, crate::raft::Message)>,
@@ -602,6 +606,7 @@ impl Shard {
             handing_over: BTreeMap::new(),
             creating: Vec::new(),
             unknown_heartbeats: HashMap::new(),
+            unknown_heartbeats_pruned: Instant::now(),
             held_for_seeding: Vec::new(),
             transport,
             nodes_unreachable: Default::default(),
@@ -1224,6 +1229,13 @@ impl Shard {
     pub fn begin_turn(&mut self) {
         self.stats.turns += 1;
         self.snap_bytes_turn = 0;
+    }
+
+    /// Groups not hosted here whose first creating heartbeat is noted
+    /// (`replicas::heartbeat_creates`); at most
+    /// [`UNKNOWN_HEARTBEATS_MAX`]. Public for tests.
+    pub fn unknown_heartbeats_noted(&self) -> usize {
+        self.unknown_heartbeats.len()
     }
 
     /// WAL records this shard submitted that are not durable yet. Public so

@@ -144,8 +144,11 @@ pub const HEARTBEAT_CREATE_WINDOW: u32 = 4;
 /// senders send again).
 pub const SEEDING_HELD_MSGS_MAX: usize = 256;
 
-/// Groups whose first heartbeat a shard notes at most; past it, the notes
-/// older than [`HEARTBEAT_CREATE_WINDOW`] election timeouts are dropped.
+/// Groups whose first heartbeat a shard notes at most. When full, the
+/// notes older than [`HEARTBEAT_CREATE_WINDOW`] election timeouts are
+/// dropped (at most once an election timeout); a group that still finds
+/// no room is not noted, so its heartbeat creates nothing yet, and it is
+/// noted at one its leader sends later.
 pub const UNKNOWN_HEARTBEATS_MAX: usize = 4096;
 
 /// Replicas a shard creates from messages in one turn; creating one costs a
@@ -281,16 +284,25 @@ impl Shard {
     /// first heartbeat, their replicas would be empty and need the whole
     /// range as a snapshot, instead of being made from the parent's state
     /// an apply later (`shard::splits`). A replica added by a move waits
-    /// one election timeout longer. O(1); the notes are pruned past
-    /// [`UNKNOWN_HEARTBEATS_MAX`].
+    /// one election timeout longer. O(1), but for a prune of the notes
+    /// once an election timeout while they are full
+    /// ([`UNKNOWN_HEARTBEATS_MAX`]).
     fn heartbeat_creates(&mut self, g: GroupId) -> bool {
         let now = std::time::Instant::now();
         let grace = std::time::Duration::from_millis(
             u64::from(self.cfg.raft.election_ticks) * self.cfg.tick_ms,
         );
         let window = grace * HEARTBEAT_CREATE_WINDOW;
-        if self.unknown_heartbeats.len() >= UNKNOWN_HEARTBEATS_MAX {
-            self.unknown_heartbeats.retain(|_, t| now < *t + window);
+        if self.unknown_heartbeats.len() >= UNKNOWN_HEARTBEATS_MAX
+            && !self.unknown_heartbeats.contains_key(&g)
+        {
+            if now >= self.unknown_heartbeats_pruned + grace {
+                self.unknown_heartbeats.retain(|_, t| now < *t + window);
+                self.unknown_heartbeats_pruned = now;
+            }
+            if self.unknown_heartbeats.len() >= UNKNOWN_HEARTBEATS_MAX {
+                return false;
+            }
         }
         let first = self.unknown_heartbeats.entry(g).or_insert(now);
         if now >= *first + window {

@@ -1382,3 +1382,39 @@ fn an_operation_over_every_range_reaches_a_range_split_off_during_it() {
         "{doc}"
     );
 }
+
+/// `RANGE_LOOKUP_PAUSE_MS_MAX`: while no node reports a range holding a
+/// key, the client looks it up again with pauses doubling from 10 ms up to
+/// the bound, until its op timeout. Over 1.5 s that is about 17 lookups
+/// (10, 20, 40, 80 ms, then every 100 ms); without the bound, pauses of
+/// 160, 320 and 640 ms would leave 8, and a range reported 300 ms late
+/// would be found about that much later still.
+#[test]
+fn a_key_with_no_range_reported_is_looked_up_with_bounded_pauses() {
+    use ringraft::client::RANGE_LOOKUP_PAUSE_MS_MAX;
+    let (err, lookups) = run_on(|| async move {
+        let lookups = Rc::new(std::cell::Cell::new(0u32));
+        let counted = lookups.clone();
+        let addr = stub_node_of(move |r| match &r.op {
+            Op::Ranges { .. } => {
+                counted.set(counted.get() + 1);
+                Ok(Reply::Ranges(Vec::new()))
+            }
+            other => panic!("unexpected {other:?}"),
+        });
+        let mut cfg = ringraft::client::ClientConfig::new(vec![addr]);
+        cfg.cluster_id = CLUSTER;
+        cfg.op_timeout_ms = 1500;
+        let cl = ringraft::client::Client::connect(cfg).await.unwrap();
+        let before = lookups.get();
+        let err = cl.get(b"k").await.unwrap_err();
+        (err, lookups.get() - before)
+    });
+    assert!(
+        err.to_string()
+            .contains("no node reached reports a range holding key"),
+        "{err}"
+    );
+    assert_eq!(RANGE_LOOKUP_PAUSE_MS_MAX, 100, "the counts below assume it");
+    assert!(lookups >= 12, "{lookups} lookups in 1.5 s");
+}
