@@ -1548,7 +1548,7 @@ async fn decommission(c: &Client, p: &Progress, node: u64, wait_secs: u64) -> Re
         match c.meta_state().await {
             Ok(m) if m.settings().is_some() => break m,
             _ if std::time::Instant::now() >= deadline => {
-                p.step(false, json!({ "node": node }), format!("the cluster map: none yet (the meta group has no leader, or its founders have not written it); see `ctl status`"));
+                p.step(false, json!({ "node": node }), "the cluster map: none yet (the meta group has no leader, or its founders have not written it); see `ctl status`".to_string());
                 return Ok(1);
             }
             _ => glommio::timer::sleep(std::time::Duration::from_millis(200)).await,
