@@ -122,12 +122,14 @@ enum CtlCmd {
         #[command(subcommand)]
         cmd: EndpointCmd,
     },
-    /// Print the value of KEY (exit 1 if absent).
+    /// Print the value of KEY, its bytes as they are, then a newline
+    /// (exit 1 if absent; `-w json` for values that are not text).
     Get { key: String },
     /// Remove KEY.
     Delete { key: String },
     /// Print the pairs with START <= key < END (END empty: to the last
-    /// key), one `key<TAB>value` per line, in key order across every range
+    /// key), one `key<TAB>value` per line (bytes as they are), in key
+    /// order across every range
     /// (each range read in turn). Exit 0; if --limit cut it, a line on
     /// stderr says so (scan again from the last key printed, which comes
     /// again first).
@@ -699,17 +701,30 @@ async fn run_shard(
 /// `println!` for ctl's output: a reader that went away (`ctl status |
 /// head -3`) ends ctl quietly with exit 0 instead of a panic.
 macro_rules! say {
-    ($($t:tt)*) => {{
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = writeln!(out, $($t)*).and_then(|()| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-            eprintln!("ringraft ctl: writing to stdout: {e}");
-            std::process::exit(1);
+    ($($t:tt)*) => {
+        say_raw(&[format!($($t)*).as_bytes()])
+    };
+}
+
+/// One line on stdout: `parts` as they are (bytes that are not UTF-8
+/// too: `ctl get` prints a value as it was put), then a newline. A closed
+/// pipe (`| head`) ends the process quietly; another write error ends it
+/// with exit 1.
+fn say_raw(parts: &[&[u8]]) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let written = parts
+        .iter()
+        .try_for_each(|p| out.write_all(p))
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
         }
-    }};
+        eprintln!("ringraft ctl: writing to stdout: {e}");
+        std::process::exit(1);
+    }
 }
 
 /// Where the steps of a progress command go (the `ctl` commands that act
@@ -813,15 +828,21 @@ fn run_ctl(
             cfg.cluster_id = cluster_id;
             cfg.read_mode = mode;
             cfg.op_timeout_ms = op_timeout_ms;
-            let c = Client::connect(cfg).await.map_err(|e| {
-                format!("{e} (is a node running there? give its client address with --cluster or RINGRAFT_ENDPOINTS)")
-            })?;
-            if json && speaks_json(&cmd) {
-                return ctl_json(&c, cmd).await;
+            // With -w json, a command that fails still prints a document
+            // (its error), never nothing: `Progress` for the progress
+            // commands, `{"exit", "error"}` for the others.
+            let progress = json && !speaks_json(&cmd);
+            let steps = Progress::new(progress);
+            let outcome = match Client::connect(cfg).await {
+                Err(e) => Err(format!("{e} (is a node running there? give its client address with --cluster or RINGRAFT_ENDPOINTS)")),
+                Ok(c) if json && !progress => ctl_json(&c, cmd).await,
+                Ok(c) => ctl(&c, cmd, &steps).await,
+            };
+            match &outcome {
+                _ if progress => steps.finish(&outcome),
+                Err(e) if json => say!("{}", serde_json::json!({ "exit": 1, "error": e })),
+                _ => {}
             }
-            let steps = Progress::new(json);
-            let outcome = ctl(&c, cmd, &steps).await;
-            steps.finish(&outcome);
             outcome
         })
         .expect("an executor for ctl");
@@ -1160,7 +1181,7 @@ async fn ctl(c: &Client, cmd: CtlCmd, p: &Progress) -> Result<u8, String> {
         }
         CtlCmd::Get { key } => match c.get(key.as_bytes()).await.map_err(e)? {
             Some(v) => {
-                say!("{}", String::from_utf8_lossy(&v));
+                say_raw(&[&v]);
                 Ok(0)
             }
             None => {
@@ -1178,11 +1199,7 @@ async fn ctl(c: &Client, cmd: CtlCmd, p: &Progress) -> Result<u8, String> {
                 .await
                 .map_err(e)?;
             for (k, v) in pairs {
-                say!(
-                    "{}\t{}",
-                    String::from_utf8_lossy(&k),
-                    String::from_utf8_lossy(&v)
-                );
+                say_raw(&[&k, b"\t", &v]);
             }
             if more {
                 eprintln!("(more: raise --limit, or scan again from the last key printed)");
@@ -1388,8 +1405,9 @@ async fn ctl(c: &Client, cmd: CtlCmd, p: &Progress) -> Result<u8, String> {
             }
             if taken == 0 {
                 // No node hosts it: no such range.
-                eprintln!("ringraft ctl: no node has a replica of range {group} (`ctl ranges` lists them)");
-                code = 1;
+                return Err(format!(
+                    "no node has a replica of range {group} (`ctl ranges` lists them)"
+                ));
             }
             Ok(code)
         }

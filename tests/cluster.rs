@@ -1255,6 +1255,13 @@ fn ctl_serves_a_person_at_a_terminal() {
         json(&["get", "bin"], b"").1["value"],
         serde_json::json!({"hex": "ff00"})
     );
+    // The table prints a value's bytes as they are (they were turned into
+    // U+FFFD, so `put -` then `get` did not give the bytes back).
+    let raw = ctl(&c, &["get", "bin"]);
+    assert_eq!(
+        (raw.status.code(), &raw.stdout[..]),
+        (Some(0), &b"\xff\x00\n"[..])
+    );
     assert_eq!(
         json(&["get", "nope"], b""),
         (Some(1), serde_json::json!({"key": "nope", "found": false}))
@@ -1349,7 +1356,7 @@ fn ctl_serves_a_person_at_a_terminal() {
             .any(|s| s["message"] == "node 2: snapshot taken"),
         "{snap}"
     );
-    // A range no node hosts: every step says so, exit 1.
+    // A range no node hosts: every step says so, and the error, exit 1.
     let (code, snap) = json(&["snapshot", "999"], b"");
     assert_eq!(code, Some(1), "{snap}");
     assert!(
@@ -1358,7 +1365,24 @@ fn ctl_serves_a_person_at_a_terminal() {
             .is_some_and(|v| v.len() == 3 && v.iter().all(|s| s["hosted"] == false)),
         "{snap}"
     );
+    assert!(
+        snap["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("no node has a replica of range 999")),
+        "{snap}"
+    );
     // A command that fails before any step: the error in the document.
+    // A command that fails still prints a document: its error (no node
+    // reachable here).
+    let (code, stdout, _) = bare(&["--cluster", "127.0.0.1:1", "-w", "json", "status"], b"");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_eq!((code, &doc["exit"]), (Some(1), &1.into()), "{doc}");
+    assert!(
+        doc["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("is a node running there")),
+        "{doc}"
+    );
     let (code, promote) = json(&["promote", "3", "--range", "999"], b"");
     assert_eq!(code, Some(1), "{promote}");
     assert!(
@@ -3288,10 +3312,17 @@ fn ctl_split_splits_a_range_under_writes_and_a_restarted_node_keeps_both_sides()
     assert!(said.contains(&format!("group {right}: done")), "{said}");
     let out = ctl(&c, &["promote", "3", "--range", &right.to_string()]);
     assert_eq!(out.status.code(), Some(0), "{out:?}");
+    // Asked again: the split in force is the answer (as `ctl split
+    // --help` says; it was refused, "not strictly inside").
     let out = ctl(&c, &["split", "k08"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(out.status.code(), Some(0));
-    assert!(err.contains("not strictly inside"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("range 0 split at k08: range {right} holds k08 and above\n")
+    );
+    // The first key of the keyspace splits nothing.
+    let out = ctl(&c, &["split", ""]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
 }
 
 /// `--range-split-bytes` (issue #18): sequential writes of 400 KB into

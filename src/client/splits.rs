@@ -20,14 +20,41 @@ impl Client {
     /// parent's shard from the meta group, then `Op::Split` on the parent's leader,
     /// answered once the split applied there (the new range serves within
     /// a round trip). The range map is read again afterwards. Asked again
-    /// (a lost answer), the same split is answered `Done`.
+    /// (a lost answer), the same split is answered `Done`; asked again
+    /// later (a range already starts at `key`, after another one that
+    /// ends there), the split in force is the answer, and nothing is
+    /// allocated or proposed.
     ///
     /// Errors: no range holds `key` (`Unreachable`, as a key lookup's);
     /// the meta group refused or is unreachable; the leader refused
-    /// (`BadRequest`: `key` is a range's start, or the id is in use).
+    /// (`BadRequest`: `key` is the first key of the keyspace, or the id is
+    /// in use).
     pub async fn split(&self, key: &[u8]) -> Result<SplitDone, Error> {
         let parent = self.group_for(key).await?;
-        self.split_range(parent, key).await
+        if let Some(done) = self.split_in_force(key) {
+            return Ok(done);
+        }
+        match self.split_range(parent, key).await {
+            // The map was behind: the range had split at `key` already.
+            Err(Error::Server(ClientError::BadRequest { reason })) => {
+                self.fetch_ranges(key, false).await;
+                self.split_in_force(key)
+                    .ok_or(Error::Server(ClientError::BadRequest { reason }))
+            }
+            r => r,
+        }
+    }
+
+    /// The split at `key` as this client's map has it: a range starting
+    /// at `key` and the one ending there (`None`: no such pair).
+    fn split_in_force(&self, key: &[u8]) -> Option<SplitDone> {
+        let ranges = self.ranges();
+        let right = ranges.iter().find(|d| !key.is_empty() && d.start == key)?;
+        let parent = ranges.iter().find(|d| d.end == key)?;
+        Some(SplitDone {
+            parent: parent.id,
+            right: right.id,
+        })
     }
 
     /// [`Client::split`] of range `parent`, which holds `key` (refused

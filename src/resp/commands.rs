@@ -7,13 +7,98 @@ use bytes::Bytes;
 use super::{ConnState, Reply, Service};
 use crate::client::{Client, Error};
 
-/// The commands answered (`COMMAND COUNT`); any other gets Redis's
-/// unknown-command error.
-const COMMANDS: &[&str] = &[
-    "PING", "ECHO", "HELLO", "QUIT", "SELECT", "AUTH", "CLIENT", "COMMAND", "CONFIG", "INFO",
-    "DBSIZE", "GET", "SET", "GETSET", "GETDEL", "DEL", "UNLINK", "EXISTS", "MGET", "MSET", "SETNX",
-    "STRLEN", "SCAN", "KEYS", "TYPE", "INCR", "DECR", "INCRBY", "DECRBY", "APPEND",
+/// One command answered, as `COMMAND` / `COMMAND INFO` describe it
+/// (Redis's fields: arity, negative for "at least"; flags; the first and
+/// last key's argument and the step between keys, 0 for none, -1 for the
+/// last argument).
+struct CommandInfo {
+    name: &'static str,
+    arity: i64,
+    flags: &'static [&'static str],
+    keys: (i64, i64, i64),
+}
+
+const fn cmd(
+    name: &'static str,
+    arity: i64,
+    flags: &'static [&'static str],
+    keys: (i64, i64, i64),
+) -> CommandInfo {
+    CommandInfo {
+        name,
+        arity,
+        flags,
+        keys,
+    }
+}
+
+const WRITE: &[&str] = &["write"];
+const READ: &[&str] = &["readonly"];
+const OTHER: &[&str] = &["fast"];
+const NONE: (i64, i64, i64) = (0, 0, 0);
+const ONE: (i64, i64, i64) = (1, 1, 1);
+const EACH: (i64, i64, i64) = (1, -1, 1);
+
+/// The commands answered, with Redis's arity, flags and key positions
+/// (`COMMAND`, `COMMAND INFO`, `COMMAND COUNT`); any other command gets
+/// Redis's unknown-command error.
+const COMMANDS: &[CommandInfo] = &[
+    cmd("PING", -1, OTHER, NONE),
+    cmd("ECHO", 2, OTHER, NONE),
+    cmd("HELLO", -1, OTHER, NONE),
+    cmd("QUIT", -1, OTHER, NONE),
+    cmd("SELECT", 2, OTHER, NONE),
+    cmd("AUTH", -2, OTHER, NONE),
+    cmd("CLIENT", -2, OTHER, NONE),
+    cmd("COMMAND", -1, OTHER, NONE),
+    cmd("CONFIG", -2, OTHER, NONE),
+    cmd("INFO", -1, OTHER, NONE),
+    cmd("DBSIZE", 1, READ, NONE),
+    cmd("GET", 2, READ, ONE),
+    cmd("SET", -3, WRITE, ONE),
+    cmd("GETSET", 3, WRITE, ONE),
+    cmd("GETDEL", 2, WRITE, ONE),
+    cmd("DEL", -2, WRITE, EACH),
+    cmd("UNLINK", -2, WRITE, EACH),
+    cmd("EXISTS", -2, READ, EACH),
+    cmd("MGET", -2, READ, EACH),
+    cmd("MSET", -3, WRITE, (1, -1, 2)),
+    cmd("SETNX", 3, WRITE, ONE),
+    cmd("STRLEN", 2, READ, ONE),
+    cmd("SCAN", -2, READ, NONE),
+    cmd("KEYS", 2, READ, NONE),
+    cmd("TYPE", 2, READ, ONE),
+    cmd("INCR", 2, WRITE, ONE),
+    cmd("DECR", 2, WRITE, ONE),
+    cmd("INCRBY", 3, WRITE, ONE),
+    cmd("DECRBY", 3, WRITE, ONE),
+    cmd("APPEND", 3, WRITE, ONE),
 ];
+
+impl CommandInfo {
+    /// Redis 7's ten fields: name, arity, flags, first key, last key,
+    /// step, ACL categories, tips, key specs, subcommands (the last four
+    /// empty here).
+    fn reply(&self) -> Reply {
+        let flags = self
+            .flags
+            .iter()
+            .map(|&f| Reply::Status(f.into()))
+            .collect();
+        Reply::Array(vec![
+            Reply::bulk(self.name.to_ascii_lowercase()),
+            Reply::Int(self.arity),
+            Reply::Array(flags),
+            Reply::Int(self.keys.0),
+            Reply::Int(self.keys.1),
+            Reply::Int(self.keys.2),
+            Reply::Array(Vec::new()),
+            Reply::Array(Vec::new()),
+            Reply::Array(Vec::new()),
+            Reply::Array(Vec::new()),
+        ])
+    }
+}
 
 /// The answer to `MULTI` (and `WATCH`): no transactions here.
 const NO_MULTI: &str = "ERR MULTI is not supported: ringraft has no multi-key transactions (each command is atomic on its own); send the commands without MULTI (redis-py: pipeline(transaction=False))";
@@ -182,7 +267,7 @@ pub(super) async fn run(svc: &Service, st: &mut ConnState, args: Vec<Bytes>) -> 
         "CONFIG" => return config_cmd(a),
         _ => {}
     }
-    if !COMMANDS.contains(&name.as_str()) {
+    if !COMMANDS.iter().any(|c| c.name == name) {
         // As Redis shows them: at most 128 bytes of each, CR and LF out
         // (`Reply` encodes them as spaces).
         let show = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(128)]).into_owned();
@@ -623,13 +708,37 @@ fn client_cmd(st: &mut ConnState, a: &[Bytes]) -> Reply {
     }
 }
 
-/// `COMMAND [COUNT | DOCS | INFO ...]`: enough for `redis-cli`, which
-/// asks for the docs at start and goes on without them.
+/// `COMMAND`, `COMMAND INFO name...`, `COMMAND COUNT` from [`COMMANDS`]
+/// (a name not answered gets a null, as in Redis). `COMMAND DOCS` is
+/// refused as Redis 6 refuses it: `redis-cli` then uses its own built-in
+/// help, with argument hints (an empty answer left it with no help at
+/// all: `help GET` printed nothing).
 fn command_cmd(a: &[Bytes]) -> Reply {
-    match a.first().map(|s| s.to_ascii_uppercase()) {
-        Some(s) if s == b"COUNT" => Reply::Int(COMMANDS.len() as i64),
-        Some(s) if s == b"DOCS" => Reply::Map(Vec::new()),
-        _ => Reply::Array(Vec::new()),
+    let sub = a.first().map(|s| s.to_ascii_uppercase());
+    match sub.as_deref() {
+        None => Reply::Array(COMMANDS.iter().map(CommandInfo::reply).collect()),
+        Some(b"COUNT") if a.len() == 1 => Reply::Int(COMMANDS.len() as i64),
+        Some(b"INFO") => {
+            let named: Vec<Reply> = a[1..]
+                .iter()
+                .map(|n| {
+                    let n = n.to_ascii_uppercase();
+                    COMMANDS
+                        .iter()
+                        .find(|c| c.name.as_bytes() == n.as_slice())
+                        .map_or(Reply::Null, CommandInfo::reply)
+                })
+                .collect();
+            if a.len() == 1 {
+                Reply::Array(COMMANDS.iter().map(CommandInfo::reply).collect())
+            } else {
+                Reply::Array(named)
+            }
+        }
+        Some(s) => Reply::err(format!(
+            "ERR unknown subcommand or wrong number of arguments for 'command|{}' (answered: COUNT, INFO; no DOCS: redis-cli uses its built-in help)",
+            String::from_utf8_lossy(s).to_ascii_lowercase()
+        )),
     }
 }
 
@@ -724,4 +833,50 @@ async fn info(svc: &Service, c: &Client, a: &[Bytes]) -> Reply {
         }
     }
     Reply::bulk(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(w: &[&str]) -> Vec<Bytes> {
+        w.iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect()
+    }
+
+    /// `COMMAND` lists every command answered, with Redis's fields;
+    /// `COMMAND INFO` gives the named ones (null for others), `COUNT`
+    /// their number; `COMMAND DOCS` is an error, so redis-cli falls back
+    /// to its built-in help.
+    #[test]
+    fn command_describes_the_commands_answered_and_refuses_docs() {
+        let Reply::Array(all) = command_cmd(&[]) else {
+            panic!("COMMAND: not an array")
+        };
+        assert_eq!(all.len(), COMMANDS.len());
+        assert!(
+            matches!(command_cmd(&words(&["COUNT"])), Reply::Int(n) if n as usize == all.len())
+        );
+        let Reply::Array(got) = command_cmd(&words(&["info", "mset", "nosuch"])) else {
+            panic!("COMMAND INFO: not an array")
+        };
+        let Reply::Array(mset) = &got[0] else {
+            panic!("{got:?}")
+        };
+        assert!(matches!(&mset[0], Reply::Bulk(b) if &b[..] == b"mset"));
+        assert!(matches!(mset[1], Reply::Int(-3)));
+        assert!(
+            matches!(&mset[2], Reply::Array(f) if matches!(&f[0], Reply::Status(s) if s == "write"))
+        );
+        assert!(matches!(
+            (&mset[3], &mset[4], &mset[5]),
+            (Reply::Int(1), Reply::Int(-1), Reply::Int(2))
+        ));
+        assert_eq!(mset.len(), 10);
+        assert!(matches!(got[1], Reply::Null));
+        assert!(
+            matches!(command_cmd(&words(&["DOCS"])), Reply::Error(e) if e.contains("built-in help"))
+        );
+    }
 }
