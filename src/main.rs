@@ -1841,8 +1841,10 @@ fn show_ids(ids: &[u64]) -> String {
 }
 
 /// How long `ctl`'s operations over every range (add-learner, promote,
-/// remove-node without --range) go on listing ranges split off while they
-/// run; past it they stop, exit 1, and name the ranges left.
+/// remove-node without --range) go on: their first listing waits this long
+/// for a map with no gap (a range electing), and they go on listing
+/// ranges split off while they run until then; past it they stop, exit 1,
+/// and name the ranges left.
 const EVERY_RANGE_PATIENCE_MS: u64 = 30_000;
 
 /// `op` on range `only`'s leader, or on every range's in turn: the ranges

@@ -406,12 +406,7 @@ fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does
         // group's heartbeats came for an election timeout: a range split
         // off on another node is made here from its parent's state an
         // apply later.
-        let hb = || {
-            from_leader(Body::Heartbeat {
-                commit: 0,
-                round: 1,
-            })
-        };
+        let hb = creating_heartbeat;
         shard.on_peer_message(302, 2, hb());
         shard.create_from_messages().await.unwrap();
         assert!(groups(&shard).contains(&301) && !groups(&shard).contains(&302));
@@ -426,6 +421,21 @@ fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does
     drop(lock);
 }
 
+/// A heartbeat from node 2's replica 2 (term 3) to replica 1 carrying
+/// commit 0: its leader knows the member holds nothing, so it may create
+/// the replica (`Shard::heartbeat_creates`).
+fn creating_heartbeat() -> ringraft::raft::Message {
+    ringraft::raft::Message {
+        from: 2,
+        to: 1,
+        term: 3,
+        body: ringraft::raft::Body::Heartbeat {
+            commit: 0,
+            round: 1,
+        },
+    }
+}
+
 /// `UNKNOWN_HEARTBEATS_MAX`: a shard notes the first creating heartbeat
 /// (commit 0) of at most that many groups it does not host. A flood of
 /// heartbeats for more groups leaves the notes at the bound (they grew
@@ -434,25 +444,18 @@ fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does
 /// an election timeout, and one that found no room is noted only later.
 #[test]
 fn first_heartbeats_of_unknown_groups_are_noted_up_to_unknown_heartbeats_max() {
-    use ringraft::raft::{Body, Message};
     use ringraft::shard::UNKNOWN_HEARTBEATS_MAX;
     let (_t, cfg, lock, store) = fresh_store();
     run(async move {
         let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
             .await
             .unwrap();
-        let hb = || Message {
-            from: 2,
-            to: 1,
-            term: 3,
-            body: Body::Heartbeat {
-                commit: 0,
-                round: 1,
-            },
-        };
+        let hb = creating_heartbeat;
+        // `first` is the last group noted: its note is fresh when the
+        // flood ends, however long the flood took.
         let first = 1000u64;
         let over = first + UNKNOWN_HEARTBEATS_MAX as u64;
-        for g in first..over + 10 {
+        for g in (first + 1..over).chain([first]).chain(over..over + 10) {
             shard.on_peer_message(g, 2, hb());
         }
         assert_eq!(shard.unknown_heartbeats_noted(), UNKNOWN_HEARTBEATS_MAX);

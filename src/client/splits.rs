@@ -21,9 +21,10 @@ impl Client {
     /// answered once the split applied there (the new range serves within
     /// a round trip). The range map is read again afterwards. Asked again
     /// (a lost answer), the same split is answered `Done`; asked again
-    /// later (a range already starts at `key`, after another one that
-    /// ends there), the split in force is the answer, and nothing is
-    /// allocated or proposed.
+    /// later (a range already starts at `key`), the split in force is the
+    /// answer: at once if this client's map shows it (nothing allocated
+    /// or proposed), else once the leader refused and the map was read
+    /// again (an id was allocated then, and is never used).
     ///
     /// Errors: no range holds `key` (`Unreachable`, as a key lookup's);
     /// the meta group refused or is unreachable; the leader refused
@@ -36,10 +37,21 @@ impl Client {
         }
         match self.split_range(parent, key).await {
             // The map was behind: the range had split at `key` already.
+            // The parent keeps its id on the left; the nodes report the
+            // range starting at `key` (not the one ending there).
             Err(Error::Server(ClientError::BadRequest { reason })) => {
                 self.fetch_ranges(key, false).await;
-                self.split_in_force(key)
-                    .ok_or(Error::Server(ClientError::BadRequest { reason }))
+                match self
+                    .ranges()
+                    .iter()
+                    .find(|d| !key.is_empty() && d.start == key)
+                {
+                    Some(r) => Ok(SplitDone {
+                        parent,
+                        right: r.id,
+                    }),
+                    None => Err(Error::Server(ClientError::BadRequest { reason })),
+                }
             }
             r => r,
         }

@@ -1358,7 +1358,12 @@ fn an_operation_over_every_range_reaches_a_range_split_off_during_it() {
             .spawn()
             .unwrap();
         // The stub answers on this executor: wait without blocking it.
+        let deadline = Instant::now() + Duration::from_secs(60);
         while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ctl promote did not end within 60 s");
+            }
             glommio::timer::sleep(Duration::from_millis(10)).await;
         }
         let out = child.wait_with_output().unwrap();
@@ -1386,7 +1391,8 @@ fn an_operation_over_every_range_reaches_a_range_split_off_during_it() {
 /// `RANGE_LOOKUP_PAUSE_MS_MAX`: while no node reports a range holding a
 /// key, the client looks it up again with pauses doubling from 10 ms up to
 /// the bound, until its op timeout. Over 1.5 s that is about 17 lookups
-/// (10, 20, 40, 80 ms, then every 100 ms); without the bound, pauses of
+/// (10, 20, 40, 80 ms, then every 100 ms; at least 11 asked, for timers
+/// late on a loaded machine); without the bound, pauses of
 /// 160, 320 and 640 ms would leave 8, and a range reported 300 ms late
 /// would be found about that much later still.
 #[test]
@@ -1416,5 +1422,5 @@ fn a_key_with_no_range_reported_is_looked_up_with_bounded_pauses() {
         "{err}"
     );
     assert_eq!(RANGE_LOOKUP_PAUSE_MS_MAX, 100, "the counts below assume it");
-    assert!(lookups >= 12, "{lookups} lookups in 1.5 s");
+    assert!(lookups >= 11, "{lookups} lookups in 1.5 s");
 }

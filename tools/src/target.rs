@@ -131,7 +131,8 @@ struct Inner {
     waiting: RefCell<VecDeque<Rc<Slot>>>,
     /// Commands queued since the connection opened.
     queued: Cell<u64>,
-    /// Commands answered since the connection opened.
+    /// Commands answered since the connection opened (the number of the
+    /// first one in `waiting`).
     answered: Cell<u64>,
     /// Why the connection ended (its reader or writer stopped); `None`
     /// while up.
@@ -278,8 +279,11 @@ async fn read_answers(inner: Rc<Inner>, mut r: ReadHalf<TcpStream>) {
         loop {
             match redis_protocol::resp2::decode::decode_bytes_mut(&mut buf) {
                 Ok(Some((f, _, _))) => {
-                    inner.answered.set(inner.answered.get() + 1);
+                    // A frame no command waits for (a server breaking the
+                    // protocol) is dropped and not counted, so `answered`
+                    // stays the number of the first slot waiting.
                     if let Some(slot) = inner.waiting.borrow_mut().pop_front() {
+                        inner.answered.set(inner.answered.get() + 1);
                         // Its caller may have given up (late, or dropped).
                         slot.fill(Some(f));
                     }
@@ -390,19 +394,26 @@ mod tests {
         });
         glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .spawn(move || async move {
-                let c = RespConn::connect(addr, 200, None).await.unwrap();
-                let t = Target::Resp(c);
-                let t0 = Instant::now();
-                let r = t.get(b"a").await;
-                assert!(matches!(r, Err(Error::Timeout(200))), "{r:?}");
-                assert!(
-                    t0.elapsed() >= Duration::from_millis(200),
-                    "{:?}",
-                    t0.elapsed()
-                );
-                go_tx.send(()).unwrap();
-                let r = t.get(b"b").await.unwrap();
-                assert_eq!(r.as_deref(), Some(&b"ok"[..]));
+                // A watchdog that never fails the command would hang here.
+                let hung = std::time::Duration::from_secs(30);
+                glommio::timer::timeout(hung, async move {
+                    let c = RespConn::connect(addr, 200, None).await.unwrap();
+                    let t = Target::Resp(c);
+                    let t0 = Instant::now();
+                    let r = t.get(b"a").await;
+                    assert!(matches!(r, Err(Error::Timeout(200))), "{r:?}");
+                    assert!(
+                        t0.elapsed() >= Duration::from_millis(200),
+                        "{:?}",
+                        t0.elapsed()
+                    );
+                    go_tx.send(()).unwrap();
+                    let r = t.get(b"b").await.unwrap();
+                    assert_eq!(r.as_deref(), Some(&b"ok"[..]));
+                    Ok(())
+                })
+                .await
+                .expect("the calls ended within 30 s");
             })
             .unwrap()
             .join()

@@ -157,10 +157,10 @@ fn calibration_measures_the_generator_alone() {
     assert!(!cpu.contains("nodes") && cpu.contains("machine"), "{cpu}");
 }
 
-/// A 2-second calibration run (0.5 s warmup) with `args`, writing `flag FILE`.
-fn calibrate_2s(args: &[&str], flag: &str, file: &std::path::Path) {
+/// A calibration run with `args`, writing `flag FILE`; it must succeed.
+fn calibrate(args: &[&str], flag: &str, file: &std::path::Path) {
     let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
-        .args(["--calibrate", "--duration", "2", "--warmup", "0.5"])
+        .arg("--calibrate")
         .args(args)
         .arg(flag)
         .arg(file)
@@ -171,6 +171,20 @@ fn calibrate_2s(args: &[&str], flag: &str, file: &std::path::Path) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A 2-second calibration run (0.5 s warmup) with `args`, writing `flag FILE`.
+fn calibrate_2s(args: &[&str], flag: &str, file: &std::path::Path) {
+    calibrate(
+        &[&["--duration", "2", "--warmup", "0.5"], args].concat(),
+        flag,
+        file,
+    );
+}
+
+/// The report `--json FILE` wrote.
+fn report(file: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap()
 }
 
 /// Regression: connection setup landed in the open-loop schedule and each
@@ -184,9 +198,7 @@ fn open_loop_issues_at_the_rate_asked() {
         "--json",
         &json,
     );
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let rate = j["ops_per_sec"].as_f64().unwrap();
+    let rate = report(&json)["ops_per_sec"].as_f64().unwrap();
     assert!(
         (2850.0..=3150.0).contains(&rate),
         "asked 3000/s, measured {rate}/s"
@@ -203,19 +215,18 @@ fn open_loop_issues_at_the_rate_asked() {
 fn a_run_counted_by_operations_ends_its_window_at_the_last_one() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("s.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
-        .args(["--calibrate", "--ops", "500", "--warmup", "0"])
-        .args(["--connections", "1", "--depth", "1", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let j: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let args = [
+        "--ops",
+        "500",
+        "--warmup",
+        "0",
+        "--connections",
+        "1",
+        "--depth",
+        "1",
+    ];
+    calibrate(&args, "--json", &json);
+    let j = report(&json);
     let (ops, secs) = (
         j["ops"].as_u64().unwrap(),
         j["duration_s"].as_f64().unwrap(),

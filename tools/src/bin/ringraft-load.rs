@@ -580,12 +580,17 @@ fn run(args: Args) -> Result<ExitCode, String> {
         history.extend(r.history);
         last_done = last_done.max(r.last_done);
     }
-    // The window: [measure_from, until); counted by ops, up to the end of
-    // the last measured operation (the progress loop above notices the end
-    // only at its next tick, up to a second later).
+    // The window: [measure_from, until); once the count of --ops was
+    // reached, up to the end of the last measured operation (the progress
+    // loop above notices the count only at its next tick, up to a second
+    // later). A run cut short (Ctrl-C, a failure) ends now, its failing
+    // end in the window.
     let until = shared.times.get().expect("set").2;
+    let counted = args
+        .ops
+        .is_some_and(|m| shared.measured_ops.load(Ordering::Relaxed) >= m);
     let end = match last_done {
-        Some(t) if args.ops.is_some() => t,
+        Some(t) if counted => t,
         _ => Instant::now(),
     };
     let measured_secs = end
