@@ -756,9 +756,8 @@ impl Progress {
             say!("{line}");
             return;
         };
-        let mut doc = match fields {
-            serde_json::Value::Object(m) => m,
-            _ => serde_json::Map::new(),
+        let serde_json::Value::Object(mut doc) = fields else {
+            unreachable!("a step's fields are a JSON object: {fields}");
         };
         doc.insert("ok".into(), ok.into());
         doc.insert("message".into(), line.into());

@@ -41,15 +41,8 @@ impl Client {
             // range starting at `key` (not the one ending there).
             Err(Error::Server(ClientError::BadRequest { reason })) => {
                 self.fetch_ranges(key, false).await;
-                match self
-                    .ranges()
-                    .iter()
-                    .find(|d| !key.is_empty() && d.start == key)
-                {
-                    Some(r) => Ok(SplitDone {
-                        parent,
-                        right: r.id,
-                    }),
+                match self.range_starting_at(key) {
+                    Some(right) => Ok(SplitDone { parent, right }),
                     None => Err(Error::Server(ClientError::BadRequest { reason })),
                 }
             }
@@ -60,13 +53,20 @@ impl Client {
     /// The split at `key` as this client's map has it: a range starting
     /// at `key` and the one ending there (`None`: no such pair).
     fn split_in_force(&self, key: &[u8]) -> Option<SplitDone> {
-        let ranges = self.ranges();
-        let right = ranges.iter().find(|d| !key.is_empty() && d.start == key)?;
-        let parent = ranges.iter().find(|d| d.end == key)?;
-        Some(SplitDone {
-            parent: parent.id,
-            right: right.id,
-        })
+        let right = self.range_starting_at(key)?;
+        let ranges = self.inner.ranges.borrow();
+        let parent = ranges.iter().find(|d| d.end == key)?.id;
+        Some(SplitDone { parent, right })
+    }
+
+    /// The range this client's map has starting at `key` (never the first
+    /// range: no split makes it).
+    fn range_starting_at(&self, key: &[u8]) -> Option<u64> {
+        let ranges = self.inner.ranges.borrow();
+        let d = ranges
+            .range_of(key)
+            .filter(|d| !key.is_empty() && d.start == key)?;
+        Some(d.id)
     }
 
     /// [`Client::split`] of range `parent`, which holds `key` (refused
