@@ -101,6 +101,14 @@ pub struct ShardStats {
     /// Of those rewrites, the ones that held the group's whole log too
     /// (small logs, instead of a snapshot: `WAL_REWRITE_LOG_BYTES_MAX`).
     pub log_rewrites: u64,
+    /// Snapshots the WAL unpinning pass took to release segments a group's
+    /// entries pinned.
+    pub wal_unpin_snapshots: u64,
+    /// Groups still being written that a pass left to their own compaction
+    /// (`--wal-pinned-bytes-max`), counted at each pass that left them.
+    pub wal_pins_left: u64,
+    /// Unpinning passes that walked the shard's groups.
+    pub wal_unpin_walks: u64,
     pub errors_not_leader: u64,
     pub errors_timeout: u64,
     pub errors_busy: u64,
@@ -496,7 +504,7 @@ fn encode_slots(
             })
         }),
     )?;
-    let counters: [Family<ShardMetrics>; 54] = [
+    let counters: [Family<ShardMetrics>; 57] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -657,6 +665,21 @@ fn encode_slots(
             "ringraft_log_rewrites_total",
             "of the hard-state rewrites, those that held the group's whole small log too (instead of a snapshot file)",
             |s| s.stats.log_rewrites,
+        ),
+        (
+            "ringraft_wal_unpin_snapshots_total",
+            "snapshots taken to release WAL segments a group's entries pinned",
+            |s| s.stats.wal_unpin_snapshots,
+        ),
+        (
+            "ringraft_wal_pins_left_total",
+            "groups still being written left to their own compaction by a WAL unpinning pass (--wal-pinned-bytes-max), per pass",
+            |s| s.stats.wal_pins_left,
+        ),
+        (
+            "ringraft_wal_unpin_walks_total",
+            "WAL unpinning passes that walked the shard's groups",
+            |s| s.stats.wal_unpin_walks,
         ),
         (
             "ringraft_msgs_unplaced_total",

@@ -1059,9 +1059,12 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
             1
         );
         assert_eq!(
-            first.snapshots_taken - before.snapshots_taken,
-            1,
-            "the busy group snapshots"
+            (
+                first.snapshots_taken - before.snapshots_taken,
+                first.wal_pins_left - before.wal_pins_left
+            ),
+            (0, 1),
+            "the busy group, written since it was made, is left to its own compaction"
         );
         settle(&mut shard, &[busy], busy_entries).await;
         shard.unpin_wal().await.unwrap();
@@ -1070,6 +1073,11 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
             second.hard_state_rewrites, first.hard_state_rewrites,
             "the second pass rewrote again ({} groups hosted, {WAL_RECORDS_KEPT_PER_GROUP} records each kept)",
             idle.len() + 1
+        );
+        assert_eq!(
+            second.wal_unpin_snapshots - first.wal_unpin_snapshots,
+            1,
+            "the busy group, not written since the last pass, snapshots"
         );
     });
     // A restart replays the rewritten records: every entry is there and
@@ -1080,6 +1088,208 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
             .unwrap();
         settle(&mut shard, &idle_ids, 1).await;
         settle(&mut shard, &[busy], busy_entries).await;
+    });
+    drop(lock);
+}
+
+/// `--wal-pinned-bytes-max`: a group still being written whose log is too
+/// large to write again is left to its own compaction while the WAL it
+/// keeps (whole segments, from the one holding its oldest needed record)
+/// is at most the bound, and snapshotted by the pass once it is more. A
+/// 400 MiB range under a trickle of writes was written out whole every
+/// 7-15 s to release a few segments (issue #21). With the bound at 0 it is
+/// snapshotted at the first pass, as before. A pass that only left it
+/// does not walk the groups again until the head moved on
+/// (`UnpinRest`).
+#[test]
+fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pinned_bytes_max() {
+    use ringraft::kv::{Command, WriteOp};
+    let segment = (2u64 << 20) + 4096;
+    let bound = 4 * segment;
+    let value = 15_000usize;
+    let per_segment = segment / value as u64;
+    for pinned_max in [bound, 0] {
+        let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
+            value_bytes_max: Some(16 << 10),
+            wal_segment_bytes: Some(segment),
+            wal_pin_records_max: Some(10),
+            wal_pinned_bytes_max: Some(pinned_max),
+            ..s
+        });
+        let busy = 2000u64;
+        let put = |seq: u64| {
+            Command {
+                client: 7,
+                seq,
+                ack: seq - 1,
+                op: WriteOp::Put {
+                    key: Bytes::from(format!("k{seq}")),
+                    value: Bytes::from(vec![b'v'; value]),
+                },
+            }
+            .encode()
+        };
+        run(async move {
+            let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+                .await
+                .unwrap();
+            shard
+                .create_replica(desc(busy, 1, &[1, 2, 3]))
+                .await
+                .unwrap();
+            let mut last = 0u64;
+            let mut write = async |shard: &mut Shard, n: u64| {
+                for _ in 0..n {
+                    last += 1;
+                    shard.on_peer_message(busy, 2, leader_entry(last, put(last)));
+                    settle(shard, &[busy], last).await;
+                }
+                last
+            };
+            // One segment and a half of its entries: the WAL it keeps is
+            // at most three segments (the one its first entry is in, the
+            // next, the head's).
+            let start = shard.stats();
+            write(&mut shard, per_segment * 3 / 2).await;
+            shard.unpin_wal().await.unwrap();
+            let first = shard.stats();
+            if pinned_max == 0 {
+                assert_eq!(
+                    first.wal_unpin_snapshots - start.wal_unpin_snapshots,
+                    1,
+                    "with --wal-pinned-bytes-max 0 the pass snapshots the group at once"
+                );
+                return;
+            }
+            assert_eq!(
+                (
+                    first.wal_unpin_snapshots - start.wal_unpin_snapshots,
+                    first.wal_pins_left - start.wal_pins_left
+                ),
+                (0, 1),
+                "left to its own compaction while it keeps 3 segments of {bound} B"
+            );
+            // Nothing written since: the pass rests (no walk).
+            shard.unpin_wal().await.unwrap();
+            assert_eq!(shard.stats().wal_unpin_walks, first.wal_unpin_walks);
+            // Written on until it keeps more than the bound: snapshotted
+            // then, once.
+            let mut snapshotted_at = None;
+            for round in 0..(per_segment * 5 / 20) {
+                let w = write(&mut shard, 20).await;
+                let before = shard.stats();
+                shard.unpin_wal().await.unwrap();
+                let after = shard.stats();
+                assert_eq!(
+                    after.wal_unpin_walks,
+                    before.wal_unpin_walks + 1,
+                    "round {round}"
+                );
+                if after.wal_unpin_snapshots > before.wal_unpin_snapshots {
+                    assert!(snapshotted_at.is_none(), "snapshotted twice");
+                    snapshotted_at = Some(w);
+                    // Its file written, the log compacted.
+                    for _ in 0..10_000 {
+                        shard.process_readies().await.unwrap();
+                        shard.complete_durable();
+                        if shard
+                            .replicas()
+                            .iter()
+                            .any(|r| r.group == busy && r.snapshot > 0)
+                        {
+                            break;
+                        }
+                        glommio::timer::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            let at = snapshotted_at.expect("never snapshotted past the bound");
+            assert!(
+                at > per_segment * 2 && at <= per_segment * 4 + 20,
+                "snapshotted after {at} entries of {value} B: a bound of 4 segments of {per_segment}"
+            );
+        });
+        drop(lock);
+    }
+}
+
+/// `--wal-pinned-bytes-max` is never more than the filesystem's free
+/// space: on a disk with 16 MiB left, a group still being written is
+/// snapshotted once the WAL it keeps passes what is still free (here
+/// after a few MiB), not at the default 512 MiB, which would fill the
+/// disk first.
+#[test]
+fn a_group_still_being_written_keeps_no_more_wal_than_the_disk_has_free() {
+    use ringraft::kv::{Command, WriteOp};
+    use ringraft::local_cluster::SmallFs;
+    let fs = match SmallFs::new(64) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("SKIPPED: cannot mount a small filesystem here: {e}");
+            return;
+        }
+    };
+    let dir = fs.path().join("n1");
+    let segment = (2u64 << 20) + 4096;
+    let value = 15_000usize;
+    let cfg = NodeSettings {
+        value_bytes_max: Some(16 << 10),
+        wal_segment_bytes: Some(segment),
+        wal_pin_records_max: Some(10),
+        ..node_settings(&dir, free_port(), free_port())
+    }
+    .validate()
+    .expect("valid settings");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = lock_data_dir(&dir).unwrap();
+    let store = new_store(&dir, &lock, InitialRanges::default());
+    let sc = cfg.shard(0, &store);
+    assert!(
+        sc.wal_pinned_bytes_max > 64 << 20,
+        "the default bound is above the disk"
+    );
+    if let Err(e) = fs.fill(16 << 20) {
+        eprintln!("SKIPPED: cannot fill the filesystem: {e}");
+        return;
+    }
+    let busy = 2000u64;
+    run(async move {
+        let mut shard = Shard::open(sc, Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        shard
+            .create_replica(desc(busy, 1, &[1, 2, 3]))
+            .await
+            .unwrap();
+        let start = shard.stats();
+        let mut last = 0u64;
+        while shard.stats().wal_unpin_snapshots == start.wal_unpin_snapshots {
+            assert!(
+                last * (value as u64) < 10 << 20,
+                "{last} entries of {value} B written, not snapshotted with {} B free",
+                fs.free_bytes()
+            );
+            for _ in 0..20 {
+                last += 1;
+                let put = Command {
+                    client: 7,
+                    seq: last,
+                    ack: last - 1,
+                    op: WriteOp::Put {
+                        key: Bytes::from(format!("k{last}")),
+                        value: Bytes::from(vec![b'v'; value]),
+                    },
+                };
+                shard.on_peer_message(busy, 2, leader_entry(last, put.encode()));
+                settle(&mut shard, &[busy], last).await;
+            }
+            shard.unpin_wal().await.unwrap();
+        }
+        assert!(
+            last * (value as u64) > 2 << 20,
+            "snapshotted after {last} entries: not left to its own compaction at first"
+        );
+        assert_eq!(shard.stats().disk_full_events, 0);
     });
     drop(lock);
 }

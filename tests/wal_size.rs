@@ -33,19 +33,13 @@ fn idle_groups_do_not_pin_the_wal_and_are_rewritten_in_batches() {
     use ringraft::shard::SNAPSHOT_WRITES_MAX;
     let batches_max = 63u64.div_ceil(SNAPSHOT_WRITES_MAX as u64) + 1;
     let c = wal_stays_small(&["--wal-pin-records-max", "500"], 64, &[0]);
-    let metric = |n: u64, name: &str| {
-        let text = c.metrics(n).unwrap_or_default();
-        text.lines()
-            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum::<f64>() as u64
-    };
+    let metric = |n: u64, name: &str| c.metric_sum(n, name) as u64;
     // Metrics are published once a second.
     let deadline = Instant::now() + Duration::from_secs(10);
     for n in 1..=3 {
         loop {
-            let rewrites = metric(n, "ringraft_hard_state_rewrites_total{");
-            let syncs = metric(n, "ringraft_hard_state_rewrite_syncs_total{");
+            let rewrites = metric(n, "ringraft_hard_state_rewrites_total");
+            let syncs = metric(n, "ringraft_hard_state_rewrite_syncs_total");
             if rewrites >= 63 && syncs > 0 {
                 assert!(
                     syncs <= batches_max,

@@ -153,6 +153,16 @@ pub struct NodeSettings {
     /// Default 100000.
     #[arg(long)]
     pub wal_pin_records_max: Option<u64>,
+    /// WAL a group still being written may keep, in bytes (whole segments
+    /// from the one holding its oldest needed record to the head), before
+    /// the unpinning pass snapshots it; below it the group's own
+    /// compaction (`snapshot-entries`, `snapshot-log-bytes`) releases them,
+    /// so a large range under steady writes is not written out whole every
+    /// few segments. Never more than the filesystem's free space. 0: every
+    /// group is snapshotted once it pins. Default 512 MiB (TiKV's
+    /// raft-engine `purge-threshold` plays this part).
+    #[arg(long)]
+    pub wal_pinned_bytes_max: Option<u64>,
     /// WAL segment size in bytes. Default 64 MiB, grown to hold one batch
     /// of the largest entry (about 2 × value-bytes-max + 1 MiB).
     #[arg(long)]
@@ -353,6 +363,7 @@ impl NodeSettings {
             snapshot_send_bytes_per_sec,
             compact_keep_entries,
             wal_pin_records_max,
+            wal_pinned_bytes_max,
             wal_segment_bytes,
             wal_zero_segments,
             peer_queue_bytes_max,
@@ -1014,6 +1025,9 @@ impl NodeSettings {
             range_split_load_secs,
             snapshot_send_bytes_per_sec,
             wal_pin_records_max: self.wal_pin_records_max.unwrap_or(100_000).max(1),
+            wal_pinned_bytes_max: self
+                .wal_pinned_bytes_max
+                .unwrap_or(crate::shard::WAL_PINNED_BYTES_MAX_DEFAULT),
             wal,
             transport,
             scan_limit_max,
@@ -1217,6 +1231,10 @@ pub struct ShardConfig {
     /// The shard uses at least `WAL_RECORDS_KEPT_PER_GROUP` records per
     /// group it hosts (`Shard::unpin_wal`).
     pub wal_pin_records_max: u64,
+    /// Bytes of WAL a group still being written may keep before the
+    /// unpinning pass snapshots it (`--wal-pinned-bytes-max`; never more
+    /// than the filesystem's free space; 0: it is snapshotted at once).
+    pub wal_pinned_bytes_max: u64,
     pub wal: WalOptions,
     pub transport: TransportConfig,
     /// Bound on a scan's pairs.

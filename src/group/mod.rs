@@ -69,6 +69,10 @@ pub struct Replica {
     pub bytes_since_snapshot: u64,
     /// Which WAL records the replica still needs.
     pub lsns: GroupLog,
+    /// The log's last index when the WAL unpinning pass last looked at
+    /// this replica (at first, when it was made): one whose log grew
+    /// since is still being written (`Shard::unpin_wal`).
+    pub unpin_seen_last: Index,
     /// Waiting proposals by log index. Invariant: every key is above the
     /// applied index (`apply` answers them in order; `skip_to_snapshot`
     /// those a snapshot covers).
@@ -156,6 +160,7 @@ impl Replica {
             snap_file_index,
             snap_writing: false,
             bytes_since_snapshot: 0,
+            unpin_seen_last: 0,
             lsns,
             proposals: BTreeMap::new(),
             reads_new: Vec::new(),
@@ -166,6 +171,7 @@ impl Replica {
             timer: None,
         };
         r.was_named = r.is_named();
+        r.unpin_seen_last = r.raft.log().last_index();
         r
     }
 

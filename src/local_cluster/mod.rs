@@ -579,6 +579,22 @@ impl LocalCluster {
         Ok(body)
     }
 
+    /// The sum over its series (shards, labels) of node `id`'s metric
+    /// `name` (a counter or gauge, e.g. `ringraft_snapshots_taken_total`),
+    /// as published last (once a second); 0 if the node publishes no
+    /// metrics or none of that name.
+    pub fn metric_sum(&self, id: u64, name: &str) -> f64 {
+        let text = self.metrics(id).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(['{', ' ']))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The last `lines` lines of node `id`'s log.
     pub fn log_tail(&self, id: u64, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.nodes[(id - 1) as usize].log).unwrap_or_default();

@@ -189,8 +189,26 @@ impl Shard {
         // below (every group, twice) are skipped: at 10,000 idle groups
         // they took ~2 ms each second, in the p99 of writes (issue #16).
         if !behind(self.store.released_lsn()) {
+            self.unpin_rest = None;
             return Ok(());
         }
+        // The last pass only left groups still being written: walk again
+        // once the head moved on or the rest is over (`UnpinRest`).
+        if self
+            .unpin_rest
+            .as_ref()
+            .is_some_and(|r| r.holds(head, wal.segment_start(head)))
+        {
+            return Ok(());
+        }
+        self.unpin_rest = None;
+        self.stats.wal_unpin_walks += 1;
+        self.measure_wal_fs_free();
+        // What a group still being written may keep before it is
+        // snapshotted: the setting, and never more than is still free.
+        let pinned_max = self.cfg.wal_pinned_bytes_max.min(self.wal_fs_free.get());
+        let mut left = 0u64;
+        let mut snapshots = 0u64;
         let mut rewrote = false;
         // Where a slow pass spent its time (ms), logged past SLOW_TURN_MS:
         // taking snapshots, rewriting records, restating the catalog,
@@ -208,7 +226,9 @@ impl Shard {
         let mut budget = WAL_REWRITE_PASS_BYTES_MAX;
         let ids: Vec<GroupId> = self.replicas.keys().copied().collect();
         for gid in ids {
-            let g = &self.replicas[&gid];
+            let Some(g) = self.replicas.get_mut(&gid) else {
+                continue;
+            };
             if g.snap_writing || !behind(g.lsns.needed_lsn()) {
                 continue;
             }
@@ -218,6 +238,10 @@ impl Shard {
                 .values()
                 .next()
                 .is_some_and(|&l| behind(l));
+            // Still being written: its log grew since the last look.
+            let last = g.raft.log().last_index();
+            let written = last > g.unpin_seen_last;
+            g.unpin_seen_last = last;
             if !entries_pinned {
                 stale.push((gid, None));
             } else if let Some((from, bytes)) = rewritable_log(g) {
@@ -226,12 +250,22 @@ impl Shard {
                     budget -= bytes;
                     stale.push((gid, Some(from)));
                 }
+            } else if written && self.store.wal().bytes_from(g.lsns.needed_lsn()) <= pinned_max {
+                // Its own compaction (`maybe_snapshot`) releases what it
+                // pins, as it goes on being written; a snapshot now would
+                // write its whole state for a few segments (issue #21).
+                left += 1;
             } else {
                 // Nothing new applied since its snapshot: `snapshot_now`
                 // leaves it.
                 self.snapshot_now(gid, true);
+                if self.replicas.get(&gid).is_some_and(|g| g.snap_writing) {
+                    snapshots += 1;
+                }
             }
         }
+        self.stats.wal_pins_left += left;
+        self.stats.wal_unpin_snapshots += snapshots;
         lap_ms(0);
         if !stale.is_empty() {
             self.rewrite_records(&stale).await?;
@@ -253,6 +287,13 @@ impl Shard {
         lap_ms(2);
         if rewrote {
             self.release_wal().await?;
+        } else if left > 0 && snapshots == 0 {
+            self.unpin_rest = Some(UnpinRest {
+                head: head.saturating_add((max / 4).max(1)),
+                segment: self.store.wal().segment_start(head),
+                until: std::time::Instant::now()
+                    + std::time::Duration::from_secs(super::UNPIN_REST_SECS_MAX),
+            });
         }
         lap_ms(3);
         if started.elapsed().as_millis() >= u128::from(super::SLOW_TURN_MS) {
@@ -268,6 +309,22 @@ impl Shard {
             );
         }
         Ok(())
+    }
+
+    /// Measures the free bytes of the WAL's filesystem on a helper thread
+    /// (`statvfs` may block), for the next pass (`wal_fs_free`).
+    fn measure_wal_fs_free(&self) {
+        let free = self.wal_fs_free.clone();
+        let Ok(path) = std::ffi::CString::new(self.wal_dir.as_os_str().as_encoded_bytes()) else {
+            return;
+        };
+        glommio::spawn_local(async move {
+            let bytes = glommio::executor()
+                .spawn_blocking(move || fs_free_bytes(&path))
+                .await;
+            free.set(bytes.unwrap_or(u64::MAX));
+        })
+        .detach();
     }
 
     /// The lowest LSN any replica still needs (`u64::MAX` for none).
@@ -371,6 +428,35 @@ impl Shard {
         }
         Ok(())
     }
+}
+
+/// Why the unpinning pass does not walk the groups again yet: the last
+/// one left groups still being written to their own compaction and had
+/// nothing else to do. Groups that were not behind then can only fall
+/// behind as the head moves on (by records, or into a new segment), and a
+/// group left can only stop being written: the rest ends at the first of
+/// `head`, a new `segment`, or `until` (`UNPIN_REST_SECS_MAX`). The bound
+/// in records is then kept to within a quarter of itself.
+pub(super) struct UnpinRest {
+    head: u64,
+    segment: u64,
+    until: std::time::Instant,
+}
+
+impl UnpinRest {
+    fn holds(&self, head: u64, segment: u64) -> bool {
+        head < self.head && segment == self.segment && std::time::Instant::now() < self.until
+    }
+}
+
+/// Free bytes of the filesystem holding `path` for an unprivileged
+/// writer (`statvfs`'s `f_bavail`), or `None` if it cannot be asked.
+fn fs_free_bytes(path: &std::ffi::CStr) -> Option<u64> {
+    // SAFETY: statvfs fills the zeroed struct we own; `path` is a valid C
+    // string for the call's duration.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+    (rc == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 /// Where `g`'s log may be written again from instead of snapshotted, and

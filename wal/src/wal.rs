@@ -817,6 +817,21 @@ impl<D: Disk> Wal<D> {
         }
     }
 
+    /// Bytes of the live segments from the one holding `lsn` through the
+    /// active one, counted whole at `segment_bytes` each (segments are
+    /// preallocated whole; one opened from an older run with another size
+    /// counts at this log's size): the disk that a record at `lsn` keeps.
+    /// An `lsn` before the oldest live segment counts every live segment;
+    /// one at or past the head, the active segment alone.
+    pub fn bytes_from(&self, lsn: u64) -> u64 {
+        let st = self.inner.st.borrow();
+        let older = st
+            .segments
+            .partition_point(|(first, _)| *first <= lsn)
+            .saturating_sub(1);
+        (st.segments.len() - older) as u64 * self.inner.opts.segment_bytes
+    }
+
     /// How many segments [`Wal::release_before`] with `lsn` would delete
     /// now (those all of whose records have LSN < `lsn`, never the active
     /// one).

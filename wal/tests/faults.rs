@@ -381,6 +381,15 @@ fn rollover_and_release_before() {
         }
         assert_eq!(wal.segment_start(starts[0] - 1), starts[0] - 1);
         assert_eq!(wal.segment_start(u64::MAX), *starts.last().unwrap());
+        // bytes_from counts whole segments from the one holding an LSN
+        // through the active one.
+        let seg = opts.segment_bytes;
+        for lsn in starts[0]..=61 {
+            let kept = starts.iter().filter(|&&s| s > lsn).count() as u64 + 1;
+            assert_eq!(wal.bytes_from(lsn), kept * seg, "bytes_from({lsn})");
+        }
+        assert_eq!(wal.bytes_from(0), starts.len() as u64 * seg);
+        assert_eq!(wal.bytes_from(u64::MAX), seg);
         wal.close().await.unwrap();
         let (got, rep, _w) = reopen(&disk, opts).await;
         assert_eq!(got.first().unwrap().0, live[0]);

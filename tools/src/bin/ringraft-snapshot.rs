@@ -106,6 +106,10 @@ struct Run {
     keys: u64,
     /// Each node's resident memory before the fill (ready, empty), bytes.
     rss_empty: Vec<u64>,
+    /// Snapshots each node took in the still window: none is due by
+    /// entries (off) or by the probes' few bytes, so these are the WAL
+    /// unpinning pass's (`--wal-pinned-bytes-max`).
+    still_snapshots: Vec<u64>,
 }
 
 impl Run {
@@ -139,6 +143,8 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
 
     cfg.split_keys = Some(vec![bytes::Bytes::from_static(b"r001")]);
     cfg.extra_args.push("--snapshot-entries=0".into());
+    // Snapshots counted in the still window (`ringraft_snapshots_taken_total`).
+    cfg.metrics = true;
     // The range measured stays one range whatever its size (give
     // --node-arg=--range-split-bytes=N to measure split ones).
     args.local.configure(&mut cfg, true);
@@ -177,8 +183,22 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
     };
     // The probes' first writes connect; the still window starts after.
     std::thread::sleep(Duration::from_secs(1));
+    let taken = || -> Vec<u64> {
+        (1..=3)
+            .map(|id| c.metric_sum(id, "ringraft_snapshots_taken_total") as u64)
+            .collect()
+    };
+    let taken_before = taken();
     let still_from = Instant::now();
     std::thread::sleep(Duration::from_secs(args.still_secs));
+    // Metrics are published once a second: what the window's last
+    // second took shows by then.
+    std::thread::sleep(Duration::from_millis(1100));
+    let still_snapshots: Vec<u64> = taken()
+        .iter()
+        .zip(&taken_before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
 
     // By hand, on every node.
     let before: Vec<u64> = c
@@ -258,6 +278,7 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
         stored_bytes,
         keys,
         rss_empty,
+        still_snapshots,
     })
 }
 
@@ -414,6 +435,10 @@ fn print_run(i: u64, r: &Run) {
     if let Some(s) = r.install_secs {
         println!("  install on node 3 (add to promotion): {s:.2} s");
     }
+    println!(
+        "  snapshots taken in the still window, per node: {:?}",
+        r.still_snapshots
+    );
     let per = |b: u64| b as f64 / r.stored_bytes.max(1) as f64;
     for (n, b) in r.rss.iter().enumerate() {
         let empty = r.rss_empty.get(n).copied().unwrap_or(0);
@@ -462,6 +487,14 @@ fn summary(runs: &[Run]) {
             );
         }
     }
+    println!(
+        "  snapshots taken in the still window, every node: {}",
+        spread(
+            runs.iter()
+                .flat_map(|r| r.still_snapshots.iter().map(|&n| n as f64))
+                .collect()
+        )
+    );
     println!(
         "  snapshot time: {} s",
         spread(runs.iter().map(|r| r.snapshot_secs).collect())
