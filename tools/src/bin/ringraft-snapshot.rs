@@ -15,7 +15,9 @@
 //!    again, each write right after the last one's answer (1 x 1): one on
 //!    a key of range 0, one on a key of range 1, recording every write's
 //!    latency;
-//! 4. **still**: `--still-secs` with nothing else going on;
+//! 4. **still**: `--still-secs` with nothing else going on (the
+//!    snapshots each node takes meanwhile are counted: none is due by
+//!    entries or bytes, so they are the WAL unpinning pass's);
 //! 5. **snapshot**: asks every node for a snapshot of range 0 (as
 //!    `ringraft ctl snapshot 0` does) and waits until every node's
 //!    snapshot file of range 0 is newer than before the ask (the
@@ -110,6 +112,9 @@ struct Run {
     /// entries (off) or by the probes' few bytes, so these are the WAL
     /// unpinning pass's (`--wal-pinned-bytes-max`).
     still_snapshots: Vec<u64>,
+    /// Bytes each node wrote to its WAL in the still window (padding to
+    /// blocks included).
+    still_wal_bytes: Vec<u64>,
 }
 
 impl Run {
@@ -183,22 +188,25 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
     };
     // The probes' first writes connect; the still window starts after.
     std::thread::sleep(Duration::from_secs(1));
-    let taken = || -> Vec<u64> {
-        (1..=3)
-            .map(|id| c.metric_sum(id, "ringraft_snapshots_taken_total") as u64)
-            .collect()
-    };
+    let counted =
+        |name: &str| -> Vec<u64> { (1..=3).map(|id| c.metric_sum(id, name) as u64).collect() };
+    let taken = || counted("ringraft_snapshots_taken_total");
+    let wal_written = || counted("ringraft_wal_bytes_written_total");
     let taken_before = taken();
+    let wal_before = wal_written();
     let still_from = Instant::now();
     std::thread::sleep(Duration::from_secs(args.still_secs));
     // Metrics are published once a second: what the window's last
     // second took shows by then.
     std::thread::sleep(Duration::from_millis(1100));
-    let still_snapshots: Vec<u64> = taken()
-        .iter()
-        .zip(&taken_before)
-        .map(|(a, b)| a.saturating_sub(*b))
-        .collect();
+    let since = |now: Vec<u64>, before: &[u64]| -> Vec<u64> {
+        now.iter()
+            .zip(before)
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect()
+    };
+    let still_snapshots = since(taken(), &taken_before);
+    let still_wal_bytes = since(wal_written(), &wal_before);
 
     // By hand, on every node.
     let before: Vec<u64> = c
@@ -279,6 +287,7 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
         keys,
         rss_empty,
         still_snapshots,
+        still_wal_bytes,
     })
 }
 
@@ -436,8 +445,12 @@ fn print_run(i: u64, r: &Run) {
         println!("  install on node 3 (add to promotion): {s:.2} s");
     }
     println!(
-        "  snapshots taken in the still window, per node: {:?}",
-        r.still_snapshots
+        "  in the still window, per node: snapshots taken {:?}, WAL written {:?} MiB",
+        r.still_snapshots,
+        r.still_wal_bytes
+            .iter()
+            .map(|&b| mib(b).round() as u64)
+            .collect::<Vec<_>>()
     );
     let per = |b: u64| b as f64 / r.stored_bytes.max(1) as f64;
     for (n, b) in r.rss.iter().enumerate() {
