@@ -27,6 +27,11 @@ def ms(us):
     return f"{us / 1000:.2f}"
 
 
+def one_place(x):
+    """µs of CPU per operation"""
+    return f"{x:.1f}"
+
+
 def rat(x):
     """ratios, cores"""
     return f"{x:.2f}"
@@ -62,8 +67,8 @@ sep = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 if etcd:
     hdr += " etcd ops/s | etcd p50 ms | ops/s ÷ etcd | p50 ÷ etcd |"
     sep += " --- | --- | --- | --- |"
-hdr += " p50 ÷ fsync |"
-sep += " --- |"
+hdr += " p50 ÷ fsync | node CPU µs/op | node ctx sw/op | gen CPU µs/op |"
+sep += " --- | --- | --- | --- |"
 rows = []
 for shape in shapes:
     c, dep = map(int, shape.split("x"))
@@ -89,6 +94,15 @@ for shape in shapes:
                 else:
                     row += " | | | |"
             row += f" {spread([js[r][main]['p50_us'] / fsync_us[r] for r in reps], rat)} |"
+            # What one operation cost (ringraft-load's "cost"): CPU of
+            # the nodes together, their context switches, the generator's CPU.
+            for key, f in (
+                ("node_cpu_us_per_op", one_place),
+                ("node_ctx_switches_per_op", rat),
+                ("generator_cpu_us_per_op", one_place),
+            ):
+                xs = [(j.get("cost") or {}).get(key) for j in js.values()]
+                row += f" {spread(xs, f)} |" if all(x is not None for x in xs) else " - |"
             rows.append(row)
 o = {r: json.load(open(f"{d}/rr-open-16-0-{r}.json")) for r in reps}
 # The cluster as ringraft-load described it, e.g. "local(3 nodes x 1 shards, 8 groups)".

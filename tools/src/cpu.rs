@@ -23,6 +23,32 @@ pub fn parse_process_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// Context switches of process `pid` so far: voluntary and involuntary,
+/// summed over its threads (`/proc/PID/task/*/status`). A thread that
+/// exited took its count with it (the kernel keeps no per-process total
+/// that `/proc` shows for another process).
+pub fn process_ctx_switches(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut sum = 0u64;
+    for t in tasks.flatten() {
+        // A thread may exit between the listing and the read.
+        if let Ok(s) = std::fs::read_to_string(t.path().join("status")) {
+            sum += parse_ctx_switches(&s)?;
+        }
+    }
+    Some(sum)
+}
+
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of a
+/// `/proc/PID/status` (or task status) text.
+pub fn parse_ctx_switches(status: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].trim().parse().ok()
+    };
+    Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?)
+}
+
 /// Resident memory of process `pid` now, in bytes (`VmRSS` of
 /// `/proc/PID/status`).
 pub fn process_rss_bytes(pid: u32) -> Option<u64> {
@@ -100,6 +126,9 @@ pub struct Snapshot {
     generator: Option<f64>,
     nodes: Vec<Option<f64>>,
     machine: Option<MachineTicks>,
+    /// Context switches of the generator and of each node so far.
+    generator_ctx: Option<u64>,
+    nodes_ctx: Vec<Option<u64>>,
 }
 
 impl Snapshot {
@@ -111,6 +140,11 @@ impl Snapshot {
             generator: process_secs(std::process::id()),
             nodes: nodes.iter().map(|p| p.and_then(process_secs)).collect(),
             machine: machine_ticks(),
+            generator_ctx: process_ctx_switches(std::process::id()),
+            nodes_ctx: nodes
+                .iter()
+                .map(|p| p.and_then(process_ctx_switches))
+                .collect(),
         }
     }
 }
@@ -126,6 +160,11 @@ pub struct Usage {
     pub machine_busy: Option<f64>,
     /// CPUs of the whole machine (the `cpuN` lines of `/proc/stat`).
     pub machine_cpus: Option<f64>,
+    /// Context switches per second of the generator (all its threads).
+    pub generator_ctx_per_sec: Option<f64>,
+    /// Context switches per second of all local nodes together (None if
+    /// a node was not running throughout, or there is none).
+    pub nodes_ctx_per_sec: Option<f64>,
 }
 
 impl Usage {
@@ -156,6 +195,42 @@ impl Usage {
                 .collect(),
             machine_busy: busy,
             machine_cpus: cpus,
+            generator_ctx_per_sec: ctx_rate(a.generator_ctx, b.generator_ctx, w),
+            nodes_ctx_per_sec: if a.nodes_ctx.is_empty() {
+                None
+            } else {
+                a.nodes_ctx
+                    .iter()
+                    .zip(&b.nodes_ctx)
+                    .map(|(x, y)| ctx_rate(*x, *y, w))
+                    .sum::<Option<f64>>()
+            },
+        }
+    }
+
+    /// Node cores over all local nodes (None if any was not running
+    /// throughout, or there is none).
+    pub fn nodes_total(&self) -> Option<f64> {
+        if self.nodes.is_empty() {
+            return None;
+        }
+        self.nodes.iter().copied().sum()
+    }
+
+    /// What one operation cost at `ops_per_sec` acknowledged operations a
+    /// second: CPU in µs and context switches, of the nodes together and
+    /// of the generator (issue #22's figures: they carry to bigger
+    /// machines where throughput on one shared box does not).
+    pub fn per_op(&self, ops_per_sec: f64) -> Cost {
+        let per = |x: Option<f64>, scale: f64| {
+            x.filter(|_| ops_per_sec > 0.0)
+                .map(|x| x * scale / ops_per_sec)
+        };
+        Cost {
+            node_cpu_us: per(self.nodes_total(), 1e6),
+            node_ctx_switches: per(self.nodes_ctx_per_sec, 1.0),
+            generator_cpu_us: per(self.generator, 1e6),
+            generator_ctx_switches: per(self.generator_ctx_per_sec, 1.0),
         }
     }
 
@@ -203,6 +278,61 @@ impl Usage {
             "node_cores": self.nodes,
             "machine_busy_cores": self.machine_busy,
             "machine_cores": self.machine_cpus,
+            "generator_ctx_switches_per_sec": self.generator_ctx_per_sec,
+            "node_ctx_switches_per_sec": self.nodes_ctx_per_sec,
+        })
+    }
+}
+
+/// Per-second rate of a counter between two readings `w` seconds apart.
+fn ctx_rate(a: Option<u64>, b: Option<u64>, w: f64) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / w),
+        _ => None,
+    }
+}
+
+/// What one acknowledged operation cost ([`Usage::per_op`]); None where a
+/// counter could not be read or nothing was acknowledged.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cost {
+    /// CPU of the local nodes together, µs per operation.
+    pub node_cpu_us: Option<f64>,
+    /// Context switches of the local nodes together per operation.
+    pub node_ctx_switches: Option<f64>,
+    /// CPU of the generator, µs per operation.
+    pub generator_cpu_us: Option<f64>,
+    /// Context switches of the generator per operation.
+    pub generator_ctx_switches: Option<f64>,
+}
+
+impl Cost {
+    /// "nodes 42.1 µs CPU, 0.35 context switches; generator 17.0 µs CPU,
+    /// 0.02 context switches".
+    pub fn line(&self) -> String {
+        let f = |x: Option<f64>, d: usize| x.map_or("?".to_string(), |v| format!("{v:.d$}"));
+        let mut s = String::new();
+        if self.node_cpu_us.is_some() || self.node_ctx_switches.is_some() {
+            s += &format!(
+                "nodes {} µs CPU, {} context switches; ",
+                f(self.node_cpu_us, 1),
+                f(self.node_ctx_switches, 2)
+            );
+        }
+        s += &format!(
+            "generator {} µs CPU, {} context switches",
+            f(self.generator_cpu_us, 1),
+            f(self.generator_ctx_switches, 2)
+        );
+        s
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "node_cpu_us_per_op": self.node_cpu_us,
+            "node_ctx_switches_per_op": self.node_ctx_switches,
+            "generator_cpu_us_per_op": self.generator_cpu_us,
+            "generator_ctx_switches_per_op": self.generator_ctx_switches,
         })
     }
 }
@@ -254,6 +384,8 @@ mod tests {
             nodes: vec![],
             machine_busy: Some(busy),
             machine_cpus: Some(2.0),
+            generator_ctx_per_sec: None,
+            nodes_ctx_per_sec: None,
         };
         let note = at(2.0 * SATURATED_SHARE)
             .saturation_note()
@@ -265,6 +397,54 @@ mod tests {
             ..at(2.0)
         };
         assert_eq!(unknown.saturation_note(), None);
+    }
+
+    #[test]
+    fn context_switches_are_voluntary_and_involuntary_summed() {
+        let status =
+            "Name:\tringraft\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
+        assert_eq!(parse_ctx_switches(status), Some(127));
+        assert_eq!(parse_ctx_switches("voluntary_ctxt_switches:\t1\n"), None);
+        // This process: a thread that sleeps switches at least once each time.
+        let a = process_ctx_switches(std::process::id()).expect("own /proc is readable");
+        for _ in 0..5 {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let b = process_ctx_switches(std::process::id()).unwrap();
+        assert!(b >= a + 5, "{a} -> {b}");
+    }
+
+    #[test]
+    fn the_cost_per_operation_divides_the_rates_by_the_throughput() {
+        let u = Usage {
+            window_s: 2.0,
+            generator: Some(0.2),
+            nodes: vec![Some(0.3), Some(0.1), Some(0.2)],
+            machine_busy: Some(1.0),
+            machine_cpus: Some(2.0),
+            generator_ctx_per_sec: Some(1000.0),
+            nodes_ctx_per_sec: Some(30_000.0),
+        };
+        let c = u.per_op(10_000.0);
+        let near = |x: Option<f64>, want: f64| x.is_some_and(|x| (x - want).abs() < 1e-9);
+        assert!(near(c.node_cpu_us, 60.0), "{c:?}");
+        assert!(near(c.generator_cpu_us, 20.0), "{c:?}");
+        assert!(near(c.node_ctx_switches, 3.0), "{c:?}");
+        assert!(near(c.generator_ctx_switches, 0.1), "{c:?}");
+        assert!(
+            c.line()
+                .contains("nodes 60.0 µs CPU, 3.00 context switches"),
+            "{}",
+            c.line()
+        );
+        // A node not running throughout: no node figure, nothing made up.
+        let gone = Usage {
+            nodes: vec![Some(0.3), None],
+            nodes_ctx_per_sec: None,
+            ..u.clone()
+        };
+        assert_eq!(gone.per_op(10_000.0).node_cpu_us, None);
+        assert_eq!(u.per_op(0.0).generator_cpu_us, None, "nothing acknowledged");
     }
 
     #[test]

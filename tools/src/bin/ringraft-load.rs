@@ -672,8 +672,13 @@ fn run(args: Args) -> Result<ExitCode, String> {
     for (k, v) in &errors {
         println!("error {k}: {v}");
     }
+    let ops_per_sec = ops as f64 / measured_secs;
+    let cost = cpu_usage.as_ref().map(|u| u.per_op(ops_per_sec));
     if let Some(u) = &cpu_usage {
         println!("cpu (cores, measured window): {}", u.line());
+        if let Some(c) = &cost {
+            println!("cost per operation: {}", c.line());
+        }
         if let Some(note) = u.saturation_note() {
             println!("{note}");
         }
@@ -693,6 +698,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
             "settings": settings,
             "check": check_summary.as_ref().map(|(r, _)| *r),
             "cpu": cpu_usage.as_ref().map(|u| u.json()),
+            "cost": cost.as_ref().map(|c| c.json()),
             "ranges_end": ranges_end,
         });
         std::fs::write(p, serde_json::to_string_pretty(&j).unwrap() + "\n")
