@@ -1934,3 +1934,145 @@ fn a_split_makes_the_right_hand_range_on_the_same_shard_and_a_restart_keeps_both
     );
     drop(lock);
 }
+
+/// Two bounds of a split on a real shard (issue #18), driven without its
+/// loop: follower replica 1 of range 100 applies 8,292 writes and then a
+/// split at `100/m` into range 200 from leader 2.
+/// - `SEEDING_HELD_MSGS_MAX`: while range 200 is being made (its first
+///   snapshot written in the background), messages for it are held to be
+///   stepped into it once it exists, at most that many; the rest are
+///   dropped (their senders send again). Once made, none is held.
+/// - `SPLIT_TRIM_KEYS_PER_TICK`: the keys each side holds outside its
+///   bounds (every key is outside one of the two) are trimmed at most that
+///   many per tick: 4,096, 4,096, then the last 100.
+#[test]
+fn a_split_holds_at_most_seeding_held_msgs_max_and_trims_split_trim_keys_per_tick() {
+    use ringraft::kv::{Command, WriteOp};
+    use ringraft::raft::{Body, Entry, EntryKind, Message};
+    use ringraft::shard::{SEEDING_HELD_MSGS_MAX, SPLIT_TRIM_KEYS_PER_TICK};
+    let (_t, cfg, lock, store) = fresh_store();
+    let n = 2 * SPLIT_TRIM_KEYS_PER_TICK + 100;
+    // Even writes below the split key, odd ones above it.
+    let key = |i: usize| Bytes::from(format!("100/{}{i:06}", if i % 2 == 0 { 'c' } else { 'p' }));
+    // Client 7's write `seq`; client 0 is no client (a split's entry).
+    let entry = |index: u64, client: u64, seq: u64, op: WriteOp| Entry {
+        term: 1,
+        index,
+        kind: EntryKind::Normal,
+        data: Command {
+            client,
+            seq,
+            ack: seq.saturating_sub(1),
+            op,
+        }
+        .encode(),
+    };
+    let append = |entries: Vec<Entry>| {
+        let first = entries[0].index;
+        let last = entries[entries.len() - 1].index;
+        Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: Body::Append {
+                prev_index: first - 1,
+                prev_term: u64::from(first > 1),
+                entries,
+                commit: last,
+            },
+        }
+    };
+    run(async move {
+        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
+            .await
+            .unwrap();
+        shard
+            .create_replica(desc(100, 1, &[1, 2, 3]))
+            .await
+            .unwrap();
+        let mut index = 0u64;
+        for chunk in (0..n).collect::<Vec<_>>().chunks(512) {
+            let entries = chunk
+                .iter()
+                .map(|&i| {
+                    index += 1;
+                    let op = WriteOp::Put {
+                        key: key(i),
+                        value: Bytes::from_static(b"v"),
+                    };
+                    entry(index, 7, i as u64 + 1, op)
+                })
+                .collect();
+            shard.on_peer_message(100, 2, append(entries));
+            settle(&mut shard, &[100], index).await;
+        }
+        index += 1;
+        let split = WriteOp::Split {
+            key: Bytes::from_static(b"100/m"),
+            right: 200,
+            start: Bytes::from_static(b"100/a"),
+            end: Bytes::from_static(b"100/z"),
+            version: 1,
+        };
+        shard.on_peer_message(100, 2, append(vec![entry(index, 0, 0, split)]));
+        // The turn that applies it starts making range 200; its first
+        // snapshot is encoded and written in the background, so right
+        // after that turn the range is still being made.
+        for _ in 0..10_000 {
+            shard.process_readies().await.unwrap();
+            shard.complete_durable();
+            if shard
+                .replicas()
+                .iter()
+                .any(|r| r.group == 100 && r.applied >= index)
+            {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            !groups(&shard).contains(&200),
+            "range 200 was made before this test could send it messages"
+        );
+        let heartbeat = Message {
+            from: 2,
+            to: 1,
+            term: 1,
+            body: Body::Heartbeat {
+                commit: 0,
+                round: 1,
+            },
+        };
+        for _ in 0..SEEDING_HELD_MSGS_MAX + 10 {
+            shard.on_peer_message(200, 2, heartbeat.clone());
+        }
+        assert_eq!(shard.held_for_seeding(), SEEDING_HELD_MSGS_MAX);
+        for _ in 0..10_000 {
+            shard.finish_splits().await.unwrap();
+            shard.process_readies().await.unwrap();
+            shard.complete_durable();
+            if groups(&shard).contains(&200) {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(groups(&shard).contains(&200), "range 200 never made");
+        assert_eq!(shard.held_for_seeding(), 0, "held messages stepped in");
+        let mut trimmed = Vec::new();
+        loop {
+            let before = shard.stats().split_keys_trimmed;
+            shard.trim_split_leftovers();
+            match shard.stats().split_keys_trimmed - before {
+                0 => break,
+                k => trimmed.push(k as usize),
+            }
+            assert!(trimmed.len() <= 4, "trimmed {trimmed:?}");
+        }
+        assert_eq!(
+            trimmed,
+            [SPLIT_TRIM_KEYS_PER_TICK, SPLIT_TRIM_KEYS_PER_TICK, 100],
+            "keys trimmed per tick"
+        );
+    });
+    drop(lock);
+}

@@ -47,7 +47,8 @@ pub use splits::{RANGE_SPLIT_RETRY_MS, SPLIT_TRIM_KEYS_PER_TICK};
 
 pub use replicas::{
     creates_replica, ReplicaApiError, ReplicaInfo, HEARTBEAT_CREATE_WINDOW,
-    REMOVED_LEADER_GRACE_ELECTIONS, REPLICAS_CREATED_PER_TURN_MAX, UNKNOWN_HEARTBEATS_MAX,
+    REMOVED_LEADER_GRACE_ELECTIONS, REPLICAS_CREATED_PER_TURN_MAX, SEEDING_HELD_MSGS_MAX,
+    UNKNOWN_HEARTBEATS_MAX,
 };
 
 use std::cell::{Cell, RefCell};
@@ -1255,6 +1256,12 @@ impl Shard {
     pub fn begin_turn(&mut self) {
         self.stats.turns += 1;
         self.snap_bytes_turn = 0;
+    }
+
+    /// Messages held for ranges being made from a split, to be stepped
+    /// into them once they exist (`SEEDING_HELD_MSGS_MAX` at most).
+    pub fn held_for_seeding(&self) -> usize {
+        self.held_for_seeding.len()
     }
 
     /// Groups not hosted here whose first creating heartbeat is noted

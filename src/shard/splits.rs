@@ -502,8 +502,10 @@ impl Shard {
     }
 
     /// Removes at most [`SPLIT_TRIM_KEYS_PER_TICK`] keys that splits left
-    /// outside replicas' bounds, oldest split first. Called once per tick.
-    pub(super) fn trim_split_leftovers(&mut self) {
+    /// outside replicas' bounds, oldest split first. The shard loop calls
+    /// it once per tick; public so that tests can drive a shard without
+    /// its loop.
+    pub fn trim_split_leftovers(&mut self) {
         let mut budget = SPLIT_TRIM_KEYS_PER_TICK;
         while budget > 0 {
             let Some(&gid) = self.trimming.front() else {
