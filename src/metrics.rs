@@ -105,7 +105,7 @@ pub struct ShardStats {
     /// entries pinned.
     pub wal_unpin_snapshots: u64,
     /// Groups still being written that a pass left to their own compaction
-    /// (`--wal-pinned-bytes-max`), counted at each pass that left them.
+    /// (`--wal-pin-bytes-max`), counted at each pass that left them.
     pub wal_pins_left: u64,
     /// Unpinning passes that walked the shard's groups.
     pub wal_unpin_walks: u64,
@@ -673,7 +673,7 @@ fn encode_slots(
         ),
         (
             "ringraft_wal_pins_left_total",
-            "groups still being written left to their own compaction by a WAL unpinning pass (--wal-pinned-bytes-max), per pass",
+            "groups still being written left to their own compaction by a WAL unpinning pass (--wal-pin-bytes-max), per pass",
             |s| s.stats.wal_pins_left,
         ),
         (

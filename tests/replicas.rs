@@ -996,7 +996,8 @@ fn a_turn_looks_only_at_the_replicas_given_work() {
 /// `wal-pin-records-max`: each idle group's small log (its leader's no-op)
 /// is written again whole with its hard state in one batch
 /// (`WAL_REWRITE_LOG_BYTES_MAX`), a group whose log is larger snapshots
-/// instead, and the next pass rewrites nothing: the bound is at least
+/// instead (at the second pass: at the first it was still being written,
+/// `--wal-pin-bytes-max`), and the next pass rewrites nothing: the bound is at least
 /// `WAL_RECORDS_KEPT_PER_GROUP` records per group hosted. (Below it, each
 /// pass's own rewrites put its first ones past the bound again: 100,000
 /// idle groups were walked and partly rewritten every second.)
@@ -1092,7 +1093,7 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
     drop(lock);
 }
 
-/// `--wal-pinned-bytes-max`: a group still being written whose log is too
+/// `--wal-pin-bytes-max`: a group still being written whose log is too
 /// large to write again is left to its own compaction while the WAL it
 /// keeps (whole segments, from the one holding its oldest needed record)
 /// is at most the bound, and snapshotted by the pass once it is more. A
@@ -1102,7 +1103,7 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
 /// does not walk the groups again until the head moved on
 /// (`UnpinRest`).
 #[test]
-fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pinned_bytes_max() {
+fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pin_bytes_max() {
     use ringraft::kv::{Command, WriteOp};
     let segment = (2u64 << 20) + 4096;
     let bound = 4 * segment;
@@ -1113,7 +1114,7 @@ fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pinned_by
             value_bytes_max: Some(16 << 10),
             wal_segment_bytes: Some(segment),
             wal_pin_records_max: Some(10),
-            wal_pinned_bytes_max: Some(pinned_max),
+            wal_pin_bytes_max: Some(pinned_max),
             ..s
         });
         let busy = 2000u64;
@@ -1157,7 +1158,7 @@ fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pinned_by
                 assert_eq!(
                     first.wal_unpin_snapshots - start.wal_unpin_snapshots,
                     1,
-                    "with --wal-pinned-bytes-max 0 the pass snapshots the group at once"
+                    "with --wal-pin-bytes-max 0 the pass snapshots the group at once"
                 );
                 return;
             }
@@ -1213,11 +1214,12 @@ fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pinned_by
     }
 }
 
-/// `--wal-pinned-bytes-max` is never more than the filesystem's free
-/// space: on a disk with 16 MiB left, a group still being written is
-/// snapshotted once the WAL it keeps passes what is still free (here
-/// after a few MiB), not at the default 512 MiB, which would fill the
-/// disk first.
+/// `--wal-pin-bytes-max` is never more than the filesystem's free
+/// space, less room for the group's state and a segment: on a disk with
+/// 16 MiB left, a group still being written is snapshotted once the WAL it
+/// keeps passes that (here after a few MiB), not at the default 512 MiB,
+/// which would fill the disk first; and its snapshot is written without
+/// filling it.
 #[test]
 fn a_group_still_being_written_keeps_no_more_wal_than_the_disk_has_free() {
     use ringraft::kv::{Command, WriteOp};
@@ -1245,7 +1247,7 @@ fn a_group_still_being_written_keeps_no_more_wal_than_the_disk_has_free() {
     let store = new_store(&dir, &lock, InitialRanges::default());
     let sc = cfg.shard(0, &store);
     assert!(
-        sc.wal_pinned_bytes_max > 64 << 20,
+        sc.wal_pin_bytes_max > 64 << 20,
         "the default bound is above the disk"
     );
     if let Err(e) = fs.fill(16 << 20) {
@@ -1288,6 +1290,29 @@ fn a_group_still_being_written_keeps_no_more_wal_than_the_disk_has_free() {
         assert!(
             last * (value as u64) > 2 << 20,
             "snapshotted after {last} entries: not left to its own compaction at first"
+        );
+        // The snapshot that ends it found room: its file written, the core
+        // compacted to it, the disk never full.
+        for _ in 0..10_000 {
+            shard.finish_snapshots().await.unwrap();
+            shard.process_readies().await.unwrap();
+            shard.complete_durable();
+            if shard
+                .replicas()
+                .iter()
+                .any(|r| r.group == busy && r.snapshot > 0)
+            {
+                break;
+            }
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(
+            shard
+                .replicas()
+                .iter()
+                .any(|r| r.group == busy && r.snapshot > 0),
+            "the snapshot was never written ({} B free)",
+            fs.free_bytes()
         );
         assert_eq!(shard.stats().disk_full_events, 0);
     });

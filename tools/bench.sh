@@ -115,15 +115,15 @@ for rep in $(seq "$RUNS"); do
 done
 # Open loop at OPEN_SHARE (default 0.35, issue #22's target: p99 <= 5 ms
 # there) of the median peak write throughput (16 B values).
-half=$(python3 -c "
+open_rate=$(python3 -c "
 import json, glob, statistics
 peaks = [max(json.load(open(f))['ops_per_sec'] for f in glob.glob('$dir/rr-*-16-0-%d.json' % r)) for r in range(1, $RUNS + 1)]
 print(int(statistics.median(peaks) * $OPEN_SHARE))")
 for rep in $(seq "$RUNS"); do
-  run "rr-open-16-0-$rep" --connections 64 --depth 64 --value-size 16 --read-ratio 0 --rate "$half"
+  run "rr-open-16-0-$rep" --connections 64 --depth 64 --value-size 16 --read-ratio 0 --rate "$open_rate"
 done
 
-python3 tools/bench_table.py "$dir" "$out" "$SHAPES" "$SIZES" "$RATIOS" "$with_etcd" "$DURATION" "$RUNS" "$half" "$OPEN_SHARE"
+python3 tools/bench_table.py "$dir" "$out" "$SHAPES" "$SIZES" "$RATIOS" "$with_etcd" "$DURATION" "$RUNS" "$open_rate" "$OPEN_SHARE"
 if [ $with_resp = 1 ]; then
   # Its own shapes (RESP_SHAPES): a RESP connection carries out its
   # pipeline one command at a time, so deep pipelines say little there.

@@ -7,7 +7,7 @@ import statistics
 import subprocess
 import sys
 
-d, out, shapes, sizes, ratios, with_etcd, duration, runs, half, open_share = sys.argv[1:]
+d, out, shapes, sizes, ratios, with_etcd, duration, runs, open_rate, open_share = sys.argv[1:]
 shapes, sizes, ratios, runs = shapes.split(), sizes.split(), ratios.split(), int(runs)
 reps = range(1, runs + 1)
 
@@ -141,7 +141,7 @@ with open(out, "w") as f:
             )
         f.write(line + ".\n\n")
     f.write(
-        f"Open loop at {float(open_share):.0%} of the median peak 16 B write throughput ({half} ops/s offered): "
+        f"Open loop at {float(open_share):.0%} of the median peak 16 B write throughput ({open_rate} ops/s offered): "
         f"{spread([j['ops_per_sec'] for j in o.values()], whole)} ops/s, "
         f"write p50 {spread([j['write']['p50_us'] for j in o.values()], ms)} ms, "
         f"p99 {spread([j['write']['p99_us'] for j in o.values()], ms)} ms, "

@@ -148,7 +148,9 @@ pub struct NodeSettings {
     #[arg(long)]
     pub compact_keep_entries: Option<u64>,
     /// An idle group whose oldest WAL record is this many records behind
-    /// rewrites its state so old segments can be released; at least
+    /// rewrites its state so old segments can be released (its log too if
+    /// small, else it snapshots; a group still being written is left up
+    /// to `wal-pin-bytes-max`); at least
     /// `shard::WAL_RECORDS_KEPT_PER_GROUP` records per group hosted.
     /// Default 100000.
     #[arg(long)]
@@ -158,11 +160,12 @@ pub struct NodeSettings {
     /// the unpinning pass snapshots it; below it the group's own
     /// compaction (`snapshot-entries`, `snapshot-log-bytes`) releases them,
     /// so a large range under steady writes is not written out whole every
-    /// few segments. Never more than the filesystem's free space. 0: every
-    /// group is snapshotted once it pins. Default 512 MiB (TiKV's
+    /// few segments. Never more than the filesystem's free space less the
+    /// group's state and a segment (room for the snapshot that ends it). 0:
+    /// every group is snapshotted once it pins. Default 512 MiB (TiKV's
     /// raft-engine `purge-threshold` plays this part).
     #[arg(long)]
-    pub wal_pinned_bytes_max: Option<u64>,
+    pub wal_pin_bytes_max: Option<u64>,
     /// WAL segment size in bytes. Default 64 MiB, grown to hold one batch
     /// of the largest entry (about 2 × value-bytes-max + 1 MiB).
     #[arg(long)]
@@ -363,7 +366,7 @@ impl NodeSettings {
             snapshot_send_bytes_per_sec,
             compact_keep_entries,
             wal_pin_records_max,
-            wal_pinned_bytes_max,
+            wal_pin_bytes_max,
             wal_segment_bytes,
             wal_zero_segments,
             peer_queue_bytes_max,
@@ -1025,9 +1028,9 @@ impl NodeSettings {
             range_split_load_secs,
             snapshot_send_bytes_per_sec,
             wal_pin_records_max: self.wal_pin_records_max.unwrap_or(100_000).max(1),
-            wal_pinned_bytes_max: self
-                .wal_pinned_bytes_max
-                .unwrap_or(crate::shard::WAL_PINNED_BYTES_MAX_DEFAULT),
+            wal_pin_bytes_max: self
+                .wal_pin_bytes_max
+                .unwrap_or(crate::shard::WAL_PIN_BYTES_MAX_DEFAULT),
             wal,
             transport,
             scan_limit_max,
@@ -1227,14 +1230,15 @@ pub struct ShardConfig {
     pub snapshot_send_bytes_per_sec: u64,
     /// A group whose oldest needed WAL record is more than this many
     /// records behind the head rewrites its hard state (with its log if
-    /// small, else it snapshots), so idle groups do not pin old segments.
+    /// small, else it snapshots, but for a group still being written:
+    /// `wal_pin_bytes_max`), so idle groups do not pin old segments.
     /// The shard uses at least `WAL_RECORDS_KEPT_PER_GROUP` records per
     /// group it hosts (`Shard::unpin_wal`).
     pub wal_pin_records_max: u64,
     /// Bytes of WAL a group still being written may keep before the
-    /// unpinning pass snapshots it (`--wal-pinned-bytes-max`; never more
+    /// unpinning pass snapshots it (`--wal-pin-bytes-max`; never more
     /// than the filesystem's free space; 0: it is snapshotted at once).
-    pub wal_pinned_bytes_max: u64,
+    pub wal_pin_bytes_max: u64,
     pub wal: WalOptions,
     pub transport: TransportConfig,
     /// Bound on a scan's pairs.

@@ -110,6 +110,7 @@ impl Shard {
         self.installing.clear();
         self.disk_full = false;
         self.stats.disk_full = 0;
+        self.unpin_rest = None;
         let book: Vec<(u64, String)> = self
             .replicas
             .values()
@@ -145,8 +146,10 @@ impl Shard {
     /// Moves groups that hold the WAL's release point far back forward: one
     /// whose only old record is its hard state writes it again; one whose
     /// entries are old writes its whole log again if it is small
-    /// (`WAL_REWRITE_LOG_BYTES_MAX`), else snapshots. Then releases what
-    /// that freed. A full disk degrades the shard (`degrade_if_full`).
+    /// (`WAL_REWRITE_LOG_BYTES_MAX`); one still being written is left to
+    /// its own compaction while the WAL it keeps is within
+    /// `--wal-pin-bytes-max` and the disk's free space; else it
+    /// snapshots. Then releases what that freed. A full disk degrades the shard (`degrade_if_full`).
     /// The shard's loop calls it once a second; public so that tests can
     /// drive a shard without its loop.
     pub async fn unpin_wal(&mut self) -> Result<(), ShardError> {
@@ -203,12 +206,16 @@ impl Shard {
         }
         self.unpin_rest = None;
         self.stats.wal_unpin_walks += 1;
-        self.measure_wal_fs_free();
-        // What a group still being written may keep before it is
-        // snapshotted: the setting, and never more than is still free.
-        let pinned_max = self.cfg.wal_pinned_bytes_max.min(self.wal_fs_free.get());
+        // Free bytes of the WAL's filesystem now (`statvfs` may block:
+        // on the blocking pool, awaited; only in a pass that walks).
+        let free = self.wal_fs_free().await;
+        let segment = self.cfg.wal.segment_bytes;
+        // Groups left to their own compaction, and groups the pass
+        // snapshots or would have (a snapshot may be put off: a later
+        // pass takes it, so this one does not rest).
         let mut left = 0u64;
         let mut snapshots = 0u64;
+        let mut wanted = 0u64;
         let mut rewrote = false;
         // Where a slow pass spent its time (ms), logged past SLOW_TURN_MS:
         // taking snapshots, rewriting records, restating the catalog,
@@ -250,7 +257,15 @@ impl Shard {
                     budget -= bytes;
                     stale.push((gid, Some(from)));
                 }
-            } else if written && self.store.wal().bytes_from(g.lsns.needed_lsn()) <= pinned_max {
+            } else if written && {
+                // What it keeps may grow to the setting, but never past
+                // what is free less room for the snapshot that ends it
+                // (its state) and the next segment: that snapshot must
+                // not fill the disk itself.
+                let room = free.saturating_sub(g.kv.data_bytes().saturating_add(segment));
+                self.store.wal().bytes_from(g.lsns.needed_lsn())
+                    <= self.cfg.wal_pin_bytes_max.min(room)
+            } {
                 // Its own compaction (`maybe_snapshot`) releases what it
                 // pins, as it goes on being written; a snapshot now would
                 // write its whole state for a few segments (issue #21).
@@ -258,6 +273,7 @@ impl Shard {
             } else {
                 // Nothing new applied since its snapshot: `snapshot_now`
                 // leaves it.
+                wanted += 1;
                 self.snapshot_now(gid, true);
                 if self.replicas.get(&gid).is_some_and(|g| g.snap_writing) {
                     snapshots += 1;
@@ -287,7 +303,7 @@ impl Shard {
         lap_ms(2);
         if rewrote {
             self.release_wal().await?;
-        } else if left > 0 && snapshots == 0 {
+        } else if left > 0 && wanted == 0 {
             self.unpin_rest = Some(UnpinRest {
                 head: head.saturating_add((max / 4).max(1)),
                 segment: self.store.wal().segment_start(head),
@@ -311,20 +327,17 @@ impl Shard {
         Ok(())
     }
 
-    /// Measures the free bytes of the WAL's filesystem on a helper thread
-    /// (`statvfs` may block), for the next pass (`wal_fs_free`).
-    fn measure_wal_fs_free(&self) {
-        let free = self.wal_fs_free.clone();
+    /// Free bytes of the WAL's filesystem for an unprivileged writer,
+    /// asked on the shard's blocking pool (`statvfs` may block); `u64::MAX`
+    /// where it cannot be asked (no bound then but the setting's).
+    async fn wal_fs_free(&self) -> u64 {
         let Ok(path) = std::ffi::CString::new(self.wal_dir.as_os_str().as_encoded_bytes()) else {
-            return;
+            return u64::MAX;
         };
-        glommio::spawn_local(async move {
-            let bytes = glommio::executor()
-                .spawn_blocking(move || fs_free_bytes(&path))
-                .await;
-            free.set(bytes.unwrap_or(u64::MAX));
-        })
-        .detach();
+        glommio::executor()
+            .spawn_blocking(move || fs_free_bytes(&path))
+            .await
+            .unwrap_or(u64::MAX)
     }
 
     /// The lowest LSN any replica still needs (`u64::MAX` for none).

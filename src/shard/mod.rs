@@ -284,11 +284,6 @@ pub struct Shard {
     snaps_writing: Rc<Cell<usize>>,
     /// Bytes of snapshots taken this turn (`SNAPSHOT_TAKE_BYTES_PER_TURN`).
     snap_bytes_turn: u64,
-    /// Free bytes of the WAL's filesystem, as last measured (`statvfs`
-    /// on a helper thread, once per unpinning pass that walks): bounds the
-    /// WAL that groups still being written may keep (`unpin_wal`).
-    /// `u64::MAX` until measured, or where it cannot be.
-    wal_fs_free: Rc<Cell<u64>>,
     /// The last unpinning pass left groups still being written and had
     /// nothing else to do: the next walk waits for this (`unpin_wal`).
     unpin_rest: Option<disk::UnpinRest>,
@@ -351,13 +346,13 @@ pub const WAL_REWRITE_LOG_BYTES_MAX: u64 = 16 << 10;
 /// the shard's turn: 100,000 groups of 16 KiB logs would be 1.6 GB at once.
 pub const WAL_REWRITE_PASS_BYTES_MAX: u64 = 8 << 20;
 
-/// `--wal-pinned-bytes-max` by default: 512 MiB of WAL (8 segments of the
+/// `--wal-pin-bytes-max` by default: 512 MiB of WAL (8 segments of the
 /// default size) that a group still being written may keep before the
 /// unpinning pass snapshots it. A 400 MiB range under a trickle of writes
 /// was written out whole every 7-15 s to release a few segments (issue
 /// #21); its own compaction (`snapshot-entries`, `snapshot-log-bytes`)
 /// comes in minutes. A restart replays at most about this much more.
-pub const WAL_PINNED_BYTES_MAX_DEFAULT: u64 = 512 << 20;
+pub const WAL_PIN_BYTES_MAX_DEFAULT: u64 = 512 << 20;
 
 /// Seconds an unpinning pass that left groups still being written, and
 /// found nothing else to do, waits at most before it walks the groups
@@ -662,7 +657,6 @@ impl Shard {
             snaps_failed: Rc::default(),
             snaps_writing: Rc::default(),
             snap_bytes_turn: 0,
-            wal_fs_free: Rc::new(Cell::new(u64::MAX)),
             unpin_rest: None,
             snap_dir,
             wal_dir,

@@ -405,13 +405,21 @@ mod tests {
             "Name:\tringraft\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n";
         assert_eq!(parse_ctx_switches(status), Some(127));
         assert_eq!(parse_ctx_switches("voluntary_ctxt_switches:\t1\n"), None);
-        // This process: a thread that sleeps switches at least once each time.
-        let a = process_ctx_switches(std::process::id()).expect("own /proc is readable");
+        // This thread (other test threads may exit meanwhile and take
+        // their counts out of the process's sum): a sleep switches once
+        // at least.
+        let me = || {
+            parse_ctx_switches(&std::fs::read_to_string("/proc/thread-self/status").unwrap())
+                .expect("own status has both counts")
+        };
+        let a = me();
         for _ in 0..5 {
             std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        let b = process_ctx_switches(std::process::id()).unwrap();
-        assert!(b >= a + 5, "{a} -> {b}");
+        assert!(me() >= a + 5, "{a} -> {}", me());
+        // The process's sum counts this thread too.
+        let all = process_ctx_switches(std::process::id()).expect("own /proc is readable");
+        assert!(all >= a + 5, "{all}");
     }
 
     #[test]

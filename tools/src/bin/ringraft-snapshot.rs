@@ -110,7 +110,7 @@ struct Run {
     rss_empty: Vec<u64>,
     /// Snapshots each node took in the still window: none is due by
     /// entries (off) or by the probes' few bytes, so these are the WAL
-    /// unpinning pass's (`--wal-pinned-bytes-max`).
+    /// unpinning pass's (`--wal-pin-bytes-max`).
     still_snapshots: Vec<u64>,
     /// Bytes each node wrote to its WAL in the still window (padding to
     /// blocks included).
