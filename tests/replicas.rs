@@ -1978,7 +1978,12 @@ fn a_split_holds_at_most_seeding_held_msgs_max_and_trims_split_trim_keys_per_tic
     let (_t, cfg, lock, store) = fresh_store();
     let n = 2 * SPLIT_TRIM_KEYS_PER_TICK + 100;
     // Even writes below the split key, odd ones above it.
-    let key = |i: usize| Bytes::from(format!("100/{}{i:06}", if i % 2 == 0 { 'c' } else { 'p' }));
+    let key = |i: usize| {
+        Bytes::from(format!(
+            "100/{}{i:06}",
+            if i.is_multiple_of(2) { 'c' } else { 'p' }
+        ))
+    };
     // Client 7's write `seq`; client 0 is no client (a split's entry).
     let entry = |index: u64, client: u64, seq: u64, op: WriteOp| Entry {
         term: 1,
