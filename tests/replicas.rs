@@ -1003,7 +1003,6 @@ fn a_turn_looks_only_at_the_replicas_given_work() {
 /// idle groups were walked and partly rewritten every second.)
 #[test]
 fn idle_groups_are_rewritten_once_however_many_they_are() {
-    use ringraft::kv::{Command, WriteOp};
     use ringraft::shard::{WAL_RECORDS_KEPT_PER_GROUP, WAL_REWRITE_LOG_BYTES_MAX};
     let (_t, cfg, lock, store) = fresh_store_with(|s| NodeSettings {
         wal_pin_records_max: Some(10),
@@ -1013,19 +1012,7 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
     let busy = 2000u64;
     let busy_entries = 200u64;
     assert!(busy_entries * 200 > WAL_REWRITE_LOG_BYTES_MAX);
-    // A client's write `seq` of 200 bytes.
-    let put = |seq: u64| {
-        Command {
-            client: 7,
-            seq,
-            ack: seq - 1,
-            op: WriteOp::Put {
-                key: Bytes::from(format!("k{seq}")),
-                value: Bytes::from(vec![b'v'; 200]),
-            },
-        }
-        .encode()
-    };
+    let put = |seq: u64| client_put(seq, 200);
     let sc = cfg.shard(0, &store);
     let idle_ids: Vec<u64> = idle.clone().collect();
     run(async move {
@@ -1104,7 +1091,6 @@ fn idle_groups_are_rewritten_once_however_many_they_are() {
 /// (`UnpinRest`).
 #[test]
 fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pin_bytes_max() {
-    use ringraft::kv::{Command, WriteOp};
     let segment = (2u64 << 20) + 4096;
     let bound = 4 * segment;
     let value = 15_000usize;
@@ -1118,18 +1104,7 @@ fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pin_bytes
             ..s
         });
         let busy = 2000u64;
-        let put = |seq: u64| {
-            Command {
-                client: 7,
-                seq,
-                ack: seq - 1,
-                op: WriteOp::Put {
-                    key: Bytes::from(format!("k{seq}")),
-                    value: Bytes::from(vec![b'v'; value]),
-                },
-            }
-            .encode()
-        };
+        let put = |seq: u64| client_put(seq, value);
         run(async move {
             let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
                 .await
@@ -1190,18 +1165,7 @@ fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pin_bytes
                     assert!(snapshotted_at.is_none(), "snapshotted twice");
                     snapshotted_at = Some(w);
                     // Its file written, the log compacted.
-                    for _ in 0..10_000 {
-                        shard.process_readies().await.unwrap();
-                        shard.complete_durable();
-                        if shard
-                            .replicas()
-                            .iter()
-                            .any(|r| r.group == busy && r.snapshot > 0)
-                        {
-                            break;
-                        }
-                        glommio::timer::sleep(Duration::from_millis(1)).await;
-                    }
+                    assert!(snapshot_stored(&mut shard, busy).await);
                 }
             }
             let at = snapshotted_at.expect("never snapshotted past the bound");
@@ -1222,7 +1186,6 @@ fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pin_bytes
 /// filling it.
 #[test]
 fn a_group_still_being_written_keeps_no_more_wal_than_the_disk_has_free() {
-    use ringraft::kv::{Command, WriteOp};
     use ringraft::local_cluster::SmallFs;
     let fs = match SmallFs::new(64) {
         Ok(f) => f,
@@ -1273,16 +1236,7 @@ fn a_group_still_being_written_keeps_no_more_wal_than_the_disk_has_free() {
             );
             for _ in 0..20 {
                 last += 1;
-                let put = Command {
-                    client: 7,
-                    seq: last,
-                    ack: last - 1,
-                    op: WriteOp::Put {
-                        key: Bytes::from(format!("k{last}")),
-                        value: Bytes::from(vec![b'v'; value]),
-                    },
-                };
-                shard.on_peer_message(busy, 2, leader_entry(last, put.encode()));
+                shard.on_peer_message(busy, 2, leader_entry(last, client_put(last, value)));
                 settle(&mut shard, &[busy], last).await;
             }
             shard.unpin_wal().await.unwrap();
@@ -1293,24 +1247,8 @@ fn a_group_still_being_written_keeps_no_more_wal_than_the_disk_has_free() {
         );
         // The snapshot that ends it found room: its file written, the core
         // compacted to it, the disk never full.
-        for _ in 0..10_000 {
-            shard.finish_snapshots().await.unwrap();
-            shard.process_readies().await.unwrap();
-            shard.complete_durable();
-            if shard
-                .replicas()
-                .iter()
-                .any(|r| r.group == busy && r.snapshot > 0)
-            {
-                break;
-            }
-            glommio::timer::sleep(Duration::from_millis(1)).await;
-        }
         assert!(
-            shard
-                .replicas()
-                .iter()
-                .any(|r| r.group == busy && r.snapshot > 0),
+            snapshot_stored(&mut shard, busy).await,
             "the snapshot was never written ({} B free)",
             fs.free_bytes()
         );
@@ -1439,6 +1377,41 @@ fn leader_entry(index: u64, data: Bytes) -> ringraft::raft::Message {
             commit: index,
         },
     }
+}
+
+/// Client 7's write `seq` (its ack `seq - 1`): key `k{seq}`, `value`
+/// bytes; an entry's data.
+fn client_put(seq: u64, value: usize) -> Bytes {
+    use ringraft::kv::{Command, WriteOp};
+    Command {
+        client: 7,
+        seq,
+        ack: seq - 1,
+        op: WriteOp::Put {
+            key: Bytes::from(format!("k{seq}")),
+            value: Bytes::from(vec![b'v'; value]),
+        },
+    }
+    .encode()
+}
+
+/// Turns (snapshot files finished included) until the Raft core of
+/// `group` holds a snapshot, its file durable: false after 10,000.
+async fn snapshot_stored(shard: &mut Shard, group: u64) -> bool {
+    for _ in 0..10_000 {
+        shard.finish_snapshots().await.unwrap();
+        shard.process_readies().await.unwrap();
+        shard.complete_durable();
+        if shard
+            .replicas()
+            .iter()
+            .any(|r| r.group == group && r.snapshot > 0)
+        {
+            return true;
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+    }
+    false
 }
 
 /// Turns until every group named has applied `index` (panics after
@@ -2064,17 +2037,8 @@ fn a_split_holds_at_most_seeding_held_msgs_max_and_trims_split_trim_keys_per_tic
             !groups(&shard).contains(&200),
             "range 200 was made before this test could send it messages"
         );
-        let heartbeat = Message {
-            from: 2,
-            to: 1,
-            term: 1,
-            body: Body::Heartbeat {
-                commit: 0,
-                round: 1,
-            },
-        };
         for _ in 0..SEEDING_HELD_MSGS_MAX + 10 {
-            shard.on_peer_message(200, 2, heartbeat.clone());
+            shard.on_peer_message(200, 2, creating_heartbeat());
         }
         assert_eq!(shard.held_for_seeding(), SEEDING_HELD_MSGS_MAX);
         for _ in 0..10_000 {
