@@ -83,16 +83,7 @@ fn text_key_of(cl: &Client, g: u64, name: &str) -> String {
 
 /// The sum of metric `name` over every shard of nodes 1..=nodes.
 fn metric_sum(c: &LocalCluster, nodes: u64, name: &str) -> u64 {
-    let prefix = format!("{name}{{");
-    (1..=nodes)
-        .map(|n| c.metrics(n).unwrap_or_default())
-        .flat_map(|m| {
-            m.lines()
-                .filter(|l| l.starts_with(&prefix))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
-        .sum()
+    (1..=nodes).map(|n| c.metric_sum(n, name) as u64).sum()
 }
 
 async fn client(c: Vec<std::net::SocketAddr>) -> Client {

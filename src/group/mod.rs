@@ -152,6 +152,7 @@ impl Replica {
         snap_file_index: Index,
         lsns: GroupLog,
     ) -> Replica {
+        let unpin_seen_last = raft.log().last_index();
         let mut r = Replica {
             id,
             replica,
@@ -160,7 +161,7 @@ impl Replica {
             snap_file_index,
             snap_writing: false,
             bytes_since_snapshot: 0,
-            unpin_seen_last: 0,
+            unpin_seen_last,
             lsns,
             proposals: BTreeMap::new(),
             reads_new: Vec::new(),
@@ -171,7 +172,6 @@ impl Replica {
             timer: None,
         };
         r.was_named = r.is_named();
-        r.unpin_seen_last = r.raft.log().last_index();
         r
     }
 

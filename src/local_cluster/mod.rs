@@ -672,13 +672,8 @@ impl SmallFs {
 
     /// Bytes an unprivileged writer can still allocate.
     pub fn free_bytes(&self) -> u64 {
-        let c = std::ffi::CString::new(self.mnt.to_string_lossy().as_bytes()).expect("a path");
-        // SAFETY: statvfs fills the zeroed struct we own; the path is a
-        // NUL-terminated string that outlives the call.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
-        assert_eq!(rc, 0, "statvfs {}", self.mnt.display());
-        st.f_bavail as u64 * st.f_frsize as u64
+        crate::storage::fs_free_bytes(&self.mnt)
+            .unwrap_or_else(|e| panic!("statvfs {}: {e}", self.mnt.display()))
     }
 
     /// Takes all but `keep` free bytes with a really allocated file (a

@@ -257,15 +257,10 @@ impl Shard {
                     budget -= bytes;
                     stale.push((gid, Some(from)));
                 }
-            } else if written && {
-                // What it keeps may grow to the setting, but never past
-                // what is free less room for the snapshot that ends it
-                // (its state) and the next segment: that snapshot must
-                // not fill the disk itself.
-                let room = free.saturating_sub(g.kv.data_bytes().saturating_add(segment));
-                self.store.wal().bytes_from(g.lsns.needed_lsn())
-                    <= self.cfg.wal_pin_bytes_max.min(room)
-            } {
+            } else if written
+                && self.store.wal().bytes_from(g.lsns.needed_lsn())
+                    <= pin_allowance(g, free, segment, self.cfg.wal_pin_bytes_max)
+            {
                 // Its own compaction (`maybe_snapshot`) releases what it
                 // pins, as it goes on being written; a snapshot now would
                 // write its whole state for a few segments (issue #21).
@@ -331,11 +326,9 @@ impl Shard {
     /// asked on the shard's blocking pool (`statvfs` may block); `u64::MAX`
     /// where it cannot be asked (no bound then but the setting's).
     async fn wal_fs_free(&self) -> u64 {
-        let Ok(path) = std::ffi::CString::new(self.wal_dir.as_os_str().as_encoded_bytes()) else {
-            return u64::MAX;
-        };
+        let dir = self.wal_dir.clone();
         glommio::executor()
-            .spawn_blocking(move || fs_free_bytes(&path))
+            .spawn_blocking(move || storage::fs_free_bytes(&dir))
             .await
             .unwrap_or(u64::MAX)
     }
@@ -462,14 +455,12 @@ impl UnpinRest {
     }
 }
 
-/// Free bytes of the filesystem holding `path` for an unprivileged
-/// writer (`statvfs`'s `f_bavail`), or `None` if it cannot be asked.
-fn fs_free_bytes(path: &std::ffi::CStr) -> Option<u64> {
-    // SAFETY: statvfs fills the zeroed struct we own; `path` is a valid C
-    // string for the call's duration.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
-    (rc == 0).then(|| (st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+/// The WAL that `g`, still being written, may keep (bytes): the
+/// setting `max`, but never past what is `free` less room for the
+/// snapshot that ends it (its state) and the next `segment`: that
+/// snapshot must not fill the disk itself.
+fn pin_allowance(g: &crate::group::Replica, free: u64, segment: u64, max: u64) -> u64 {
+    max.min(free.saturating_sub(g.kv.data_bytes().saturating_add(segment)))
 }
 
 /// Where `g`'s log may be written again from instead of snapshotted, and
@@ -501,4 +492,26 @@ fn rewritable_log(g: &crate::group::Replica) -> Option<(crate::raft::Index, u64)
         }
     }
     Some((from, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::UnpinRest;
+    use std::time::{Duration, Instant};
+
+    /// `UNPIN_REST_SECS_MAX` and the other two ends of a rest: the head
+    /// reaching the LSN it waits for, or moving into a new segment.
+    #[test]
+    fn a_rest_ends_at_its_head_its_segment_or_its_deadline() {
+        let rest = |until: Instant| UnpinRest {
+            head: 100,
+            segment: 50,
+            until,
+        };
+        let later = Instant::now() + Duration::from_secs(crate::shard::UNPIN_REST_SECS_MAX);
+        assert!(rest(later).holds(99, 50));
+        assert!(!rest(later).holds(100, 50), "the head moved on");
+        assert!(!rest(later).holds(99, 60), "a new segment");
+        assert!(!rest(Instant::now()).holds(99, 50), "the rest is over");
+    }
 }

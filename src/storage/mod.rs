@@ -13,6 +13,22 @@ pub mod snapfile;
 pub use catalog::{Catalog, CatalogError, CatalogOp, ReplicaDesc};
 pub use log_store::{LogStore, RecordRewrite};
 
+/// Free bytes of the filesystem holding `path` for an unprivileged writer
+/// (`statvfs`: `f_bavail` blocks of `f_frsize` bytes). A blocking call:
+/// on an executor, run it on the blocking pool. Errors: `statvfs`'s (the
+/// path does not exist, or cannot be read).
+pub fn fs_free_bytes(path: &std::path::Path) -> std::io::Result<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: statvfs fills the zeroed struct we own; `c` is a
+    // NUL-terminated string that outlives the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+}
+
 /// Writes `bytes` to `path` durably, so that a file under that name is
 /// always whole: a temporary file (`path` + `.tmp`) written in chunks of at
 /// most 1 MiB, `fdatasync`ed, renamed into place, then the directory

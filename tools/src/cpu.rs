@@ -170,6 +170,8 @@ pub struct Usage {
 impl Usage {
     pub fn between(a: &Snapshot, b: &Snapshot) -> Usage {
         let w = b.at.duration_since(a.at).as_secs_f64().max(1e-9);
+        // A counter of events (context switches) as a rate like CPU seconds.
+        let count = |x: Option<u64>| x.map(|x| x as f64);
         let rate = |x: Option<f64>, y: Option<f64>| match (x, y) {
             (Some(x), Some(y)) if y >= x => Some((y - x) / w),
             _ => None,
@@ -195,14 +197,14 @@ impl Usage {
                 .collect(),
             machine_busy: busy,
             machine_cpus: cpus,
-            generator_ctx_per_sec: ctx_rate(a.generator_ctx, b.generator_ctx, w),
+            generator_ctx_per_sec: rate(count(a.generator_ctx), count(b.generator_ctx)),
             nodes_ctx_per_sec: if a.nodes_ctx.is_empty() {
                 None
             } else {
                 a.nodes_ctx
                     .iter()
                     .zip(&b.nodes_ctx)
-                    .map(|(x, y)| ctx_rate(*x, *y, w))
+                    .map(|(x, y)| rate(count(*x), count(*y)))
                     .sum::<Option<f64>>()
             },
         }
@@ -281,14 +283,6 @@ impl Usage {
             "generator_ctx_switches_per_sec": self.generator_ctx_per_sec,
             "node_ctx_switches_per_sec": self.nodes_ctx_per_sec,
         })
-    }
-}
-
-/// Per-second rate of a counter between two readings `w` seconds apart.
-fn ctx_rate(a: Option<u64>, b: Option<u64>, w: f64) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) if b >= a => Some((b - a) as f64 / w),
-        _ => None,
     }
 }
 

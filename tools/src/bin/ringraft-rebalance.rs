@@ -543,13 +543,7 @@ fn replicas_moved(before: &MetaState, after: &MetaState) -> u64 {
 fn snapshot_bytes(c: &LocalCluster) -> u64 {
     c.nodes
         .iter()
-        .filter_map(|n| c.metrics(n.id).ok())
-        .flat_map(|text| {
-            text.lines()
-                .filter(|l| l.starts_with("ringraft_snapshot_bytes_sent_total"))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                .collect::<Vec<_>>()
-        })
+        .map(|n| c.metric_sum(n.id, "ringraft_snapshot_bytes_sent_total") as u64)
         .sum()
 }
 
