@@ -124,14 +124,14 @@ fn fresh_store_with(
     (t, cfg, lock, store)
 }
 
-/// A shard of node 1 on `store`, hosting replica 1 of group 100 (voters
+/// A shard of node 1 on `store`, hosting replica 1 of `group` (voters
 /// 1, 2, 3) besides the static groups.
-async fn shard_with_group_100(cfg: &ValidConfig, store: &StoreIdentity) -> Shard {
+async fn shard_with_group(cfg: &ValidConfig, store: &StoreIdentity, group: u64) -> Shard {
     let mut shard = Shard::open(cfg.shard(0, store), Rc::new(Cell::new(false)), None)
         .await
         .unwrap();
     shard
-        .create_replica(desc(100, 1, &[1, 2, 3]))
+        .create_replica(desc(group, 1, &[1, 2, 3]))
         .await
         .unwrap();
     shard
@@ -569,7 +569,7 @@ fn a_removed_notice_destroys_only_a_replica_whose_membership_is_older() {
     use ringraft::raft::{Body, Message};
     let (_t, cfg, lock, store) = fresh_store();
     run(async move {
-        let mut shard = shard_with_group_100(&cfg, &store).await;
+        let mut shard = shard_with_group(&cfg, &store, 100).await;
         shard.create_replica(desc(200, 1, &[])).await.unwrap();
         let removed = |to: u64, conf_index: u64| Message {
             from: 2,
@@ -651,7 +651,7 @@ fn a_removed_leader_that_never_learns_its_successor_is_destroyed_after_the_grace
     let (_t, cfg, lock, store) = fresh_store();
     let sc = cfg.shard(0, &store);
     run(async move {
-        let mut shard = shard_with_group_100(&cfg, &store).await;
+        let mut shard = shard_with_group(&cfg, &store, 100).await;
         let msg = |from: u64, term: u64, body| Message {
             from,
             to: 1,
@@ -747,7 +747,7 @@ fn a_newer_replica_placed_on_this_node_replaces_the_old_one_and_ids_never_mix() 
     use ringraft::raft::{Body, ConfChange, ConfChangeOp, ConfState, Message};
     let (_t, cfg, lock, store) = fresh_store();
     run(async move {
-        let mut shard = shard_with_group_100(&cfg, &store).await;
+        let mut shard = shard_with_group(&cfg, &store, 100).await;
         let msg = |from: u64, to: u64, body| Message {
             from,
             to,
@@ -1106,13 +1106,7 @@ fn a_group_still_being_written_is_left_to_its_own_compaction_up_to_wal_pin_bytes
         let busy = 2000u64;
         let put = |seq: u64| client_put(seq, value);
         run(async move {
-            let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
-                .await
-                .unwrap();
-            shard
-                .create_replica(desc(busy, 1, &[1, 2, 3]))
-                .await
-                .unwrap();
+            let mut shard = shard_with_group(&cfg, &store, busy).await;
             let mut last = 0u64;
             let mut write = async |shard: &mut Shard, n: u64| {
                 for _ in 0..n {
@@ -1208,9 +1202,8 @@ fn a_group_still_being_written_keeps_no_more_wal_than_the_disk_has_free() {
     std::fs::create_dir_all(&dir).unwrap();
     let lock = lock_data_dir(&dir).unwrap();
     let store = new_store(&dir, &lock, InitialRanges::default());
-    let sc = cfg.shard(0, &store);
     assert!(
-        sc.wal_pin_bytes_max > 64 << 20,
+        cfg.shard(0, &store).wal_pin_bytes_max > 64 << 20,
         "the default bound is above the disk"
     );
     if let Err(e) = fs.fill(16 << 20) {
@@ -1219,13 +1212,7 @@ fn a_group_still_being_written_keeps_no_more_wal_than_the_disk_has_free() {
     }
     let busy = 2000u64;
     run(async move {
-        let mut shard = Shard::open(sc, Rc::new(Cell::new(false)), None)
-            .await
-            .unwrap();
-        shard
-            .create_replica(desc(busy, 1, &[1, 2, 3]))
-            .await
-            .unwrap();
+        let mut shard = shard_with_group(&cfg, &store, busy).await;
         let start = shard.stats();
         let mut last = 0u64;
         while shard.stats().wal_unpin_snapshots == start.wal_unpin_snapshots {
@@ -1986,13 +1973,7 @@ fn a_split_holds_at_most_seeding_held_msgs_max_and_trims_split_trim_keys_per_tic
         }
     };
     run(async move {
-        let mut shard = Shard::open(cfg.shard(0, &store), Rc::new(Cell::new(false)), None)
-            .await
-            .unwrap();
-        shard
-            .create_replica(desc(100, 1, &[1, 2, 3]))
-            .await
-            .unwrap();
+        let mut shard = shard_with_group(&cfg, &store, 100).await;
         let mut index = 0u64;
         for chunk in (0..n).collect::<Vec<_>>().chunks(512) {
             let entries = chunk
