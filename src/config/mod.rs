@@ -1237,7 +1237,9 @@ pub struct ShardConfig {
     pub wal_pin_records_max: u64,
     /// Bytes of WAL a group still being written may keep before the
     /// unpinning pass snapshots it (`--wal-pin-bytes-max`; never more
-    /// than the filesystem's free space; 0: it is snapshotted at once).
+    /// than the filesystem's free space less the group's state and a
+    /// segment: `shard::disk::pin_allowance`; 0: it is snapshotted at
+    /// once).
     pub wal_pin_bytes_max: u64,
     pub wal: WalOptions,
     pub transport: TransportConfig,
