@@ -3,6 +3,7 @@
 //! (percentiles, JSON, `.hgrm`), and the CPU it used.
 
 pub mod cpu;
+pub mod etcd;
 pub mod probe;
 pub mod report;
 pub mod target;

@@ -1,6 +1,7 @@
 //! What `ringraft-load` drives: a ringraft cluster through the native
-//! client, or any server that speaks Redis's protocol (`--target resp`:
-//! Redis, Valkey, ringraft's own RESP port), so one generator measures
+//! client, any server that speaks Redis's protocol (`--target resp`:
+//! Redis, Valkey, ringraft's own RESP port), or etcd (`--target etcd`,
+//! [`crate::etcd`]), so one generator measures
 //! every system a user compares, with the same workload, schedule,
 //! report and `--check`.
 //!
@@ -30,6 +31,7 @@ use redis_protocol::resp2::types::BytesFrame;
 use ringraft::client::{Client, Error};
 use ringraft::wire::ClientError;
 
+use crate::etcd::EtcdConn;
 use crate::workload::push_decimal;
 
 /// One connection's way to the system under test.
@@ -37,12 +39,14 @@ use crate::workload::push_decimal;
 pub enum Target {
     Native(Client),
     Resp(RespConn),
+    Etcd(EtcdConn),
 }
 
 impl Target {
     pub async fn get(&self, key: &[u8]) -> Result<Option<Bytes>, Error> {
         match self {
             Target::Native(c) => c.get(key).await,
+            Target::Etcd(c) => c.get(key).await,
             Target::Resp(c) => match c.call(&[b"GET", key]).await? {
                 BytesFrame::BulkString(v) => Ok(Some(v)),
                 BytesFrame::Null => Ok(None),
@@ -54,6 +58,7 @@ impl Target {
     pub async fn put(&self, key: &[u8], value: &[u8]) -> Result<(), Error> {
         match self {
             Target::Native(c) => c.put(key, value).await,
+            Target::Etcd(c) => c.put(key, value).await,
             Target::Resp(c) => match c.call(&[b"SET", key, value]).await? {
                 BytesFrame::SimpleString(s) if s == "OK" => Ok(()),
                 other => Err(unexpected(&other)),

@@ -447,3 +447,131 @@ fn the_resp_target_drives_the_local_clusters_resp_ports_and_a_redis_server() {
     let _ = redis.wait();
     r.unwrap();
 }
+
+/// `--target etcd` against a real etcd member (Debian's `etcd-server`,
+/// which `.ci/run` installs): a checked run with reads passes, and the
+/// member's CPU per operation is measured through `--server-pids`.
+#[test]
+fn the_etcd_target_drives_an_etcd_member_and_measures_its_cpu() {
+    let has_etcd = Command::new("sh")
+        .args(["-c", "command -v etcd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_etcd {
+        eprintln!("skipped: etcd is not installed (apt-get install etcd-server)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let base = ringraft::local_cluster::free_ports(2).unwrap();
+    let (client, peer) = (
+        format!("http://127.0.0.1:{base}"),
+        format!("http://127.0.0.1:{}", base + 1),
+    );
+    let mut etcd = Command::new("etcd")
+        .args(["--name", "m1", "--data-dir"])
+        .arg(dir.path().join("m1"))
+        .args(["--listen-client-urls", &client])
+        .args(["--advertise-client-urls", &client])
+        .args(["--listen-peer-urls", &peer])
+        .args(["--initial-advertise-peer-urls", &peer])
+        .args(["--initial-cluster", &format!("m1={peer}")])
+        .args(["--logger", "zap", "--log-level", "error"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr = format!("127.0.0.1:{base}");
+    let up = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let json = dir.path().join("etcd.json");
+    let r = std::panic::catch_unwind(|| {
+        assert!(up, "etcd did not listen on {addr}");
+        let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+            .args(["--target", "etcd", "--cluster", &client])
+            .args(["--server-pids", &etcd.id().to_string()])
+            .args(["--duration", "1.5", "--warmup", "0.3", "--keys", "50"])
+            .args(["--read-ratio", "0.5", "--connections", "2", "--depth", "4"])
+            .args(["--check", "--op-timeout-ms", "5000"])
+            .arg("--json")
+            .arg(&json)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(stdout.contains("settings: target=etcd "), "{stdout}");
+        assert!(stdout.contains("check: PASS"), "{stdout}");
+        assert!(stdout.contains("errors: 0"), "{stdout}");
+        let j = report(&json);
+        for op in ["write", "read"] {
+            assert!(j[op]["count"].as_u64().unwrap() > 0, "{j}");
+        }
+        // The member served every operation: its CPU per operation is
+        // measured (etcd spends tens of µs per write; above 1 µs for sure).
+        let cost = &j["cost"];
+        assert!(cost["node_cpu_us_per_op"].as_f64().unwrap() > 1.0, "{j}");
+        assert!(cost["node_ctx_switches_per_op"].as_f64().is_some(), "{j}");
+        assert!(
+            cost["generator_cpu_us_per_op"].as_f64().unwrap() > 0.0,
+            "{j}"
+        );
+    });
+    let _ = etcd.kill();
+    let _ = etcd.wait();
+    r.unwrap();
+}
+
+#[test]
+fn the_etcd_target_refuses_what_it_cannot_drive() {
+    for (args, named) in [
+        (
+            &["--target", "etcd"][..],
+            "--target etcd: name the etcd members' client URLs with --cluster",
+        ),
+        (
+            &["--target", "etcd", "--cluster", "https://127.0.0.1:2379"][..],
+            "TLS is not supported",
+        ),
+        (
+            &["--target", "etcd", "--cluster", "etcd-host"][..],
+            "--cluster etcd-host: not an etcd client address",
+        ),
+        (
+            &[
+                "--target",
+                "etcd",
+                "--cluster",
+                "127.0.0.1:2379",
+                "--read-mode",
+                "lease",
+            ][..],
+            "--read-mode lease: --target etcd reads linearizably",
+        ),
+        (&["--server-pids", "1"][..], "--cluster"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+    // Nothing listening: the connection error names the address.
+    let port = ringraft::local_cluster::free_ports(1).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft-load"))
+        .args([
+            "--target",
+            "etcd",
+            "--cluster",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--duration", "1", "--op-timeout-ms", "500"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+}

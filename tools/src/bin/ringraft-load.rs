@@ -25,6 +25,7 @@ use ringraft::client::{Client, ClientConfig, Error};
 use ringraft::local_cluster::{LocalCluster, LocalClusterConfig};
 use ringraft::wire::{ClientError, ReadMode};
 use ringraft_tools::cpu;
+use ringraft_tools::etcd::EtcdConn;
 use ringraft_tools::report::{hgrm, new_histogram, table_header, Latency};
 use ringraft_tools::target::{RespConn, Target};
 use ringraft_tools::workload::{key_bytes, value_bytes, KeyDist, Keys, Rng, ValueSize, Zipf};
@@ -99,7 +100,8 @@ struct Args {
     read_ratio: f64,
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Generator threads (executors); 0: one per CPU.
+    /// Generator threads (executors); 0: one per CPU. With `--target
+    /// etcd`, half as many more (rounded up) run the gRPC connections.
     #[arg(long, default_value_t = 0)]
     threads: u32,
     /// Per-operation timeout (retries included), ms.
@@ -133,9 +135,24 @@ struct Args {
     /// Valkey server, or ringraft's RESP port; `--cluster` then lists RESP
     /// addresses, one connection per address in turn; with no --cluster,
     /// the local cluster's RESP ports). `--depth` requests pipeline on
-    /// each connection.
-    #[arg(long, default_value = "native", value_parser = ["native", "resp"])]
+    /// each connection. `etcd`: etcd's v3 KV API over gRPC (`Put`, and
+    /// linearizable `Range` of one key); `--cluster` lists members' client
+    /// URLs (`http://HOST:PORT` or `HOST:PORT`), one HTTP/2 connection per
+    /// URL in turn, `--depth` concurrent requests on each. etcd forwards a
+    /// follower's proposals to its leader: name the leader for the
+    /// shortest path, as etcd's own `benchmark` tool is run.
+    #[arg(long, default_value = "native", value_parser = ["native", "resp", "etcd"])]
     target: String,
+    /// Count these processes' CPU and context switches per operation as
+    /// the servers' (the report's "nodes"): the members of a cluster
+    /// given with --cluster (etcd's, a Redis server, ringraft nodes started
+    /// elsewhere), measured over the same window as the local cluster's
+    /// nodes are. Comma-separated PIDs.
+    #[arg(long, value_delimiter = ',', requires = "cluster")]
+    server_pids: Vec<u32>,
+    /// The tokio runtime of `--target etcd`'s gRPC connections (by `run`).
+    #[arg(skip)]
+    etcd_rt: Option<tokio::runtime::Handle>,
     /// With `--target resp`: a file holding the password to give each
     /// connection (`AUTH`; a Redis's `requirepass`, a node's
     /// `--resp-password-file`), one trailing newline dropped. Default none.
@@ -200,7 +217,10 @@ fn check_args(args: &Args) -> Result<(), String> {
         ));
     }
     let local = args.cluster.is_empty() && !args.calibrate;
-    if !local && args.target == "resp" {
+    if local && args.target == "etcd" {
+        return Err("--target etcd: name the etcd members' client URLs with --cluster (ringraft-load starts no etcd of its own; tools/bench.sh --with-etcd does)".into());
+    }
+    if !local && args.target != "native" {
         // Somebody else's server: its own limits apply.
         return Ok(());
     }
@@ -311,7 +331,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<ExitCode, String> {
+fn run(mut args: Args) -> Result<ExitCode, String> {
     if !(0.0..=1.0).contains(&args.read_ratio) {
         return Err(format!(
             "--read-ratio {} must be in [0, 1]",
@@ -334,6 +354,12 @@ fn run(args: Args) -> Result<ExitCode, String> {
             ))
         }
     };
+    if args.target == "etcd" && read_mode != ReadMode::Linearizable {
+        return Err(format!(
+            "--read-mode {}: --target etcd reads linearizably (etcd's default Range); leave --read-mode out",
+            args.read_mode
+        ));
+    }
     // Ctrl-C or SIGTERM ends the run early: the partial report is printed
     // and the local cluster torn down (its nodes and temporary directory).
     // A second one exits at once (the nodes still die with the generator).
@@ -432,6 +458,11 @@ fn run(args: Args) -> Result<ExitCode, String> {
         };
         local = Some(c);
         a
+    } else if args.target == "etcd" {
+        args.cluster
+            .iter()
+            .map(|a| ringraft_tools::etcd::member_addr(a))
+            .collect::<Result<_, _>>()?
     } else {
         args.cluster
             .iter()
@@ -449,6 +480,17 @@ fn run(args: Args) -> Result<ExitCode, String> {
         args.threads
     }
     .min(args.connections);
+    // `--target etcd`: gRPC's threads beside the generator's executors,
+    // half as many (at 4 x 8 against one etcd member on 2 cores, one
+    // gRPC thread per two executors cost 29-30 µs of generator CPU per
+    // operation and one per executor 34-35, for the same throughput).
+    let etcd_rt = if args.target == "etcd" {
+        let rt = ringraft_tools::etcd::runtime(threads.div_ceil(2))?;
+        args.etcd_rt = Some(rt.handle().clone());
+        Some(rt)
+    } else {
+        None
+    };
     let zipf = match args.key_dist {
         KeyDist::Zipf(t) => Some(Zipf::new(args.keys, t)),
         _ => None,
@@ -501,10 +543,10 @@ fn run(args: Args) -> Result<ExitCode, String> {
         None => None,
     };
     // CPU counters at the start and the end of the measured window.
-    let pids: Vec<Option<u32>> = local
-        .as_ref()
-        .map(|c| (1..=c.nodes.len() as u64).map(|i| c.pid(i)).collect())
-        .unwrap_or_default();
+    let pids: Vec<Option<u32>> = match &local {
+        Some(c) => (1..=c.nodes.len() as u64).map(|i| c.pid(i)).collect(),
+        None => args.server_pids.iter().map(|&p| Some(p)).collect(),
+    };
     let mut cpu_start = None;
     loop {
         let next = shared.start() + Duration::from_secs(tick);
@@ -708,6 +750,9 @@ fn run(args: Args) -> Result<ExitCode, String> {
         std::fs::write(p, hgrm(&all)).map_err(|e| format!("--hgrm {}: {e}", p.display()))?;
     }
     drop(local);
+    if let Some(rt) = etcd_rt {
+        rt.shutdown_background();
+    }
     if let Some(stop) = responder {
         stop.store(true, Ordering::SeqCst);
         println!(
@@ -767,20 +812,7 @@ async fn generator_thread(
     let mut clients = Vec::new();
     let mut failed = None;
     for &c in &conns {
-        let target = if args.target == "resp" {
-            let a = addrs[c as usize % addrs.len()];
-            RespConn::connect(a, args.op_timeout_ms, args.resp_password.as_deref())
-                .await
-                .map(Target::Resp)
-        } else {
-            let mut cfg = ClientConfig::new(addrs.clone());
-            cfg.cluster_id = args.cluster_id;
-            cfg.op_timeout_ms = args.op_timeout_ms;
-            cfg.attempt_timeout_ms = args.attempt_timeout_ms;
-            cfg.read_mode = read_mode;
-            Client::connect(cfg).await.map(Target::Native)
-        };
-        match target {
+        match connect_target(&args, &addrs, c as usize, read_mode).await {
             Ok(t) => clients.push((c, t)),
             Err(e) => {
                 failed = Some(e.to_string());
@@ -1063,6 +1095,34 @@ fn range_count(addrs: Vec<SocketAddr>, cluster_id: u64) -> Option<usize> {
         .ok()?
 }
 
+/// Connection `c` to the system under test: for RESP and etcd, to
+/// `addrs[c % len]`; the native client is given every address and routes
+/// each key to its range's leader itself.
+async fn connect_target(
+    args: &Args,
+    addrs: &[SocketAddr],
+    c: usize,
+    read_mode: ReadMode,
+) -> Result<Target, Error> {
+    let addr = addrs[c % addrs.len()];
+    match (args.target.as_str(), &args.etcd_rt) {
+        ("resp", _) => RespConn::connect(addr, args.op_timeout_ms, args.resp_password.as_deref())
+            .await
+            .map(Target::Resp),
+        ("etcd", Some(rt)) => EtcdConn::connect(addr, args.op_timeout_ms, rt.clone())
+            .await
+            .map(Target::Etcd),
+        _ => {
+            let mut cfg = ClientConfig::new(addrs.to_vec());
+            cfg.cluster_id = args.cluster_id;
+            cfg.op_timeout_ms = args.op_timeout_ms;
+            cfg.attempt_timeout_ms = args.attempt_timeout_ms;
+            cfg.read_mode = read_mode;
+            Client::connect(cfg).await.map(Target::Native)
+        }
+    }
+}
+
 /// `--check`: reads every key written, adds the reads to the history, and
 /// checks the history. Ok(summary) on PASS, Err(report) on FAIL.
 fn check_history(
@@ -1075,29 +1135,12 @@ fn check_history(
     let mut keys: Vec<u64> = history.iter().map(|o| o.key).collect();
     keys.sort_unstable();
     keys.dedup();
-    let password = args.resp_password.clone();
-    let (prefix, start, cluster_id, timeout, resp) = (
-        shared.key_prefix.clone(),
-        shared.start(),
-        args.cluster_id,
-        args.op_timeout_ms,
-        args.target == "resp",
-    );
+    let (prefix, start, conn_args) = (shared.key_prefix.clone(), shared.start(), args.clone());
     let finals = LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
-            let client = if resp {
-                Target::Resp(
-                    RespConn::connect(addrs[0], timeout, password.as_deref())
-                        .await
-                        .map_err(|e| e.to_string())?,
-                )
-            } else {
-                let mut cfg = ClientConfig::new(addrs);
-                cfg.cluster_id = cluster_id;
-                cfg.op_timeout_ms = timeout;
-                cfg.read_mode = read_mode;
-                Target::Native(Client::connect(cfg).await.map_err(|e| e.to_string())?)
-            };
+            let client = connect_target(&conn_args, &addrs, 0, read_mode)
+                .await
+                .map_err(|e| e.to_string())?;
             let mut out = Vec::new();
             for chunk in keys.chunks(256) {
                 let tasks: Vec<_> = chunk
