@@ -2,7 +2,13 @@
 # The standard benchmark: a local 3-node cluster (every node fsyncing
 # before it acknowledges) driven by ringraft-load over a matrix of shapes,
 # written as a markdown table; with --with-etcd, the same shapes against a
-# 3-member etcd cluster in the same run, and the ratios ringraft / etcd.
+# 3-member etcd cluster (Debian's etcd-server, every member fsyncing, a
+# fresh cluster per run as ringraft's) driven by the same generator
+# (ringraft-load --target etcd, to the leader's client URL) in the same
+# run: the ratios ringraft / etcd, and etcd's members' CPU and context
+# switches per operation (--server-pids). ETCD_RUNNER, if set, names a
+# second etcd load script run as a cross-check with its own client
+# (the JSON lines of ../shared/peers/etcd/run.sh).
 # Then somebody else's client (tools/resp_bench.sh, unless --no-resp):
 # redis-benchmark on ringraft's RESP port next to ringraft-load at the same
 # shapes, and both on a Redis server with appendfsync always (the
@@ -54,7 +60,6 @@ load=target/release/ringraft-load
 dir=$(mktemp -d)
 # fio's file lives where the nodes keep their data (the temp directory).
 fsync_dir=$(mktemp -d)
-trap 'rm -rf "$dir" "$fsync_dir"' EXIT
 
 run() { # name args...
   local name=$1; shift
@@ -79,16 +84,55 @@ tcp_baseline() { # rep: one loopback round trip with plain blocking sockets
     || { echo "client round-trip baseline failed:"; tail -5 "$dir/tcp-$1.err"; exit 1; } >&2
 }
 
+etcd_pids=()
+etcd_data=""
+etcd_down() {
+  for p in "${etcd_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${etcd_pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  etcd_pids=()
+  [ -z "$etcd_data" ] || rm -rf "$etcd_data"
+  etcd_data=""
+}
+etcd_up() { # a fresh 3-member cluster on loopback; sets etcd_leader
+  etcd_data=$(mktemp -d)
+  local cluster="e1=http://127.0.0.1:12380,e2=http://127.0.0.1:22380,e3=http://127.0.0.1:32380"
+  for i in 1 2 3; do
+    etcd --name "e$i" --data-dir "$etcd_data/e$i" \
+      --listen-client-urls "http://127.0.0.1:${i}2379" --advertise-client-urls "http://127.0.0.1:${i}2379" \
+      --listen-peer-urls "http://127.0.0.1:${i}2380" --initial-advertise-peer-urls "http://127.0.0.1:${i}2380" \
+      --initial-cluster "$cluster" --initial-cluster-state new --logger zap --log-level error \
+      >"$etcd_data/e$i.log" 2>&1 &
+    etcd_pids+=($!)
+  done
+  local eps=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379
+  etcd_leader=""
+  for _ in $(seq 100); do
+    etcd_leader=$(ETCDCTL_API=3 etcdctl --endpoints=$eps endpoint status 2>/dev/null \
+      | awk -F', ' '$5=="true"{print $1}')
+    [ -n "$etcd_leader" ] && break
+    sleep 0.1
+  done
+  [ -n "$etcd_leader" ] || { echo "etcd: no leader within 10 s; member 1's log:"; tail -5 "$etcd_data/e1.log"; exit 1; } >&2
+}
 if [ $with_etcd = 1 ]; then
+  need etcd etcd-server
   need etcdctl etcd-client
-  # The etcd runner lives outside this repository (see the README).
+  # Debian's package starts a member of its own on the default ports.
+  (systemctl stop etcd || service etcd stop) >/dev/null 2>&1 || true
   ETCD_RUNNER=${ETCD_RUNNER:-}
-  if [ -z "$ETCD_RUNNER" ] || [ ! -f "$ETCD_RUNNER" ]; then
-    echo "--with-etcd: set ETCD_RUNNER to the etcd baseline script (got '${ETCD_RUNNER}')" >&2
-    exit 2
+  if [ -n "$ETCD_RUNNER" ]; then
+    [ -f "$ETCD_RUNNER" ] || { echo "ETCD_RUNNER=$ETCD_RUNNER: no such file" >&2; exit 2; }
+    ETCD_RUNNER=$(cd "$(dirname "$ETCD_RUNNER")" && pwd)/$(basename "$ETCD_RUNNER")
   fi
-  ETCD_RUNNER=$(cd "$(dirname "$ETCD_RUNNER")" && pwd)/$(basename "$ETCD_RUNNER")
 fi
+trap 'etcd_down; rm -rf "$dir" "$fsync_dir"' EXIT
+run_etcd() { # name args...: one run against a fresh etcd cluster
+  local name=$1; shift
+  etcd_up
+  run "$name" --target etcd --cluster "http://$etcd_leader" \
+    --server-pids "$(IFS=,; echo "${etcd_pids[*]}")" "$@"
+  etcd_down
+}
 for rep in $(seq "$RUNS"); do
   fsync_baseline "$rep"
   tcp_baseline "$rep"
@@ -101,14 +145,24 @@ for rep in $(seq "$RUNS"); do
     done
   done
   if [ $with_etcd = 1 ]; then
+    for shape in $SHAPES; do
+      c=${shape%x*}; d=${shape#*x}
+      for size in $SIZES; do
+        for ratio in $RATIOS; do
+          run_etcd "etcd-$shape-$size-$ratio-$rep" --connections "$c" --depth "$d" --value-size "$size" --read-ratio "$ratio"
+        done
+      done
+    done
+  fi
+  if [ -n "${ETCD_RUNNER:-}" ]; then
     clients=""
     for shape in $SHAPES; do clients="$clients $(( ${shape%x*} * ${shape#*x} ))"; done
     for size in $SIZES; do
       for ratio in $RATIOS; do
-        echo "== etcd $size B, read ratio $ratio, clients$clients (repetition $rep)" >&2
+        echo "== etcd cross-check (its own client) $size B, read ratio $ratio, clients$clients (repetition $rep)" >&2
         DURATION=$DURATION VALUE_SIZE=$size READ_RATIO=$ratio bash "$ETCD_RUNNER" $clients \
-          >"$dir/etcd-$size-$ratio-$rep.jsonl" 2>"$dir/etcd-$size-$ratio-$rep.err" \
-          || { echo "etcd run failed:"; tail -5 "$dir/etcd-$size-$ratio-$rep.err"; exit 1; } >&2
+          >"$dir/etcd-own-$size-$ratio-$rep.jsonl" 2>"$dir/etcd-own-$size-$ratio-$rep.err" \
+          || { echo "etcd cross-check failed:"; tail -5 "$dir/etcd-own-$size-$ratio-$rep.err"; exit 1; } >&2
       done
     done
   fi

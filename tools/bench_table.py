@@ -1,5 +1,6 @@
 """The markdown table of tools/bench.sh: medians [min-max] over the
-repetitions, ratios to etcd and to a raw fdatasync taken per repetition."""
+repetitions, ratios to etcd (driven by the same generator) and to a raw
+fdatasync taken per repetition."""
 import json, re
 import os
 import platform
@@ -37,14 +38,28 @@ def rat(x):
     return f"{x:.2f}"
 
 
+# etcd through ringraft-load --target etcd: (shape, size, ratio, rep) -> its
+# JSON summary, the same shape as ringraft's.
 etcd = {}
+# The cross-check with etcd's own client (ETCD_RUNNER), if it ran:
+# (clients, size, ratio, rep) -> its JSON line.
+etcd_own = {}
 if with_etcd == "1":
+    for shape in shapes:
+        for size in sizes:
+            for ratio in ratios:
+                for r in reps:
+                    etcd[(shape, size, ratio, r)] = json.load(
+                        open(f"{d}/etcd-{shape}-{size}-{ratio}-{r}.json")
+                    )
     for size in sizes:
         for ratio in ratios:
             for r in reps:
-                for line in open(f"{d}/etcd-{size}-{ratio}-{r}.jsonl"):
-                    j = json.loads(line)
-                    etcd[(j["clients"], size, ratio, r)] = j
+                path = f"{d}/etcd-own-{size}-{ratio}-{r}.jsonl"
+                if os.path.exists(path):
+                    for line in open(path):
+                        j = json.loads(line)
+                        etcd_own[(j["clients"], size, ratio, r)] = j
 fsync_us = {}
 for r in reps:
     w = json.load(open(f"{d}/fsync-{r}.json"))["jobs"][0]
@@ -65,8 +80,11 @@ cpu = subprocess.run(
 hdr = "| conns x depth | value | read ratio | ops/s | write p50 ms | write p99 ms | read p50 ms | read p99 ms | errors |"
 sep = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 if etcd:
-    hdr += " etcd ops/s | etcd p50 ms | ops/s ÷ etcd | p50 ÷ etcd |"
-    sep += " --- | --- | --- | --- |"
+    hdr += " etcd ops/s | etcd p50 ms | ops/s ÷ etcd | p50 ÷ etcd | etcd CPU µs/op | etcd ctx sw/op |"
+    sep += " --- | --- | --- | --- | --- | --- |"
+    if etcd_own:
+        hdr += " etcd ops/s, its own client |"
+        sep += " --- |"
 hdr += " p50 ÷ fsync | node CPU µs/op | node ctx sw/op | gen CPU µs/op |"
 sep += " --- | --- | --- | --- |"
 rows = []
@@ -85,14 +103,17 @@ for shape in shapes:
                         row += " | -"
             row += f" | {sum(j['errors'] for j in js.values())} |"
             if etcd:
-                es = {r: etcd.get((c * dep, size, ratio, r)) for r in reps}
-                if all(es.values()):
-                    row += f" {spread([e['ops_per_sec'] for e in es.values()], whole)}"
-                    row += f" | {spread([e['p50_us'] for e in es.values()], ms)}"
-                    row += f" | {spread([js[r]['ops_per_sec'] / max(es[r]['ops_per_sec'], 1) for r in reps], rat)}"
-                    row += f" | {spread([js[r][main]['p50_us'] / max(es[r]['p50_us'], 1) for r in reps], rat)} |"
-                else:
-                    row += " | | | |"
+                es = {r: etcd[(shape, size, ratio, r)] for r in reps}
+                row += f" {spread([e['ops_per_sec'] for e in es.values()], whole)}"
+                row += f" | {spread([e[main]['p50_us'] for e in es.values()], ms)}"
+                row += f" | {spread([js[r]['ops_per_sec'] / max(es[r]['ops_per_sec'], 1) for r in reps], rat)}"
+                row += f" | {spread([js[r][main]['p50_us'] / max(es[r][main]['p50_us'], 1) for r in reps], rat)} |"
+                for key, f in (("node_cpu_us_per_op", one_place), ("node_ctx_switches_per_op", rat)):
+                    xs = [(e.get("cost") or {}).get(key) for e in es.values()]
+                    row += f" {spread(xs, f)} |" if all(x is not None for x in xs) else " - |"
+                if etcd_own:
+                    os_ = [etcd_own.get((c * dep, size, ratio, r)) for r in reps]
+                    row += f" {spread([e['ops_per_sec'] for e in os_], whole)} |" if all(os_) else " - |"
             row += f" {spread([js[r][main]['p50_us'] / fsync_us[r] for r in reps], rat)} |"
             # What one operation cost (ringraft-load's "cost"): CPU of
             # the nodes together, their context switches, the generator's CPU.
@@ -133,11 +154,11 @@ with open(out, "w") as f:
             f"1 x 1 writes of {sizes[0]} B: p50 ÷ floor "
             f"{spread([one[r]['write']['p50_us'] / floor_us[r] for r in reps], rat)}"
         )
-        es = {r: etcd.get((1, sizes[0], "0", r)) for r in reps}
-        if etcd and all(es.values()):
+        if etcd:
+            es = {r: etcd[("1x1", sizes[0], "0", r)] for r in reps}
             line += (
-                f"; half of etcd's p50 {spread([es[r]['p50_us'] / 2 for r in reps], whole)} µs"
-                f" ÷ floor {spread([es[r]['p50_us'] / 2 / floor_us[r] for r in reps], rat)}"
+                f"; half of etcd's p50 {spread([es[r]['write']['p50_us'] / 2 for r in reps], whole)} µs"
+                f" ÷ floor {spread([es[r]['write']['p50_us'] / 2 / floor_us[r] for r in reps], rat)}"
             )
         f.write(line + ".\n\n")
     f.write(
