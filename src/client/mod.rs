@@ -875,20 +875,36 @@ impl Client {
                 op: op.clone(),
             };
             let sent = Cell::new(false);
-            let attempt = async {
-                // Opening a connection is rare and its future is large:
-                // boxed, so every call does not carry (and move) it.
-                let c = match self.open_conn(node, shard) {
-                    Some(c) => c,
-                    None => Box::pin(self.conn(node, shard)).await?,
-                };
-                sent.set(true);
-                c.call(req).await
-            };
-            let left = deadline.saturating_duration_since(Instant::now());
+            let now = Instant::now();
+            let left = deadline.saturating_duration_since(now);
             let per_attempt = Duration::from_millis(self.attempt_timeout_ms());
-            let outcome =
-                glommio::timer::timeout(left.min(per_attempt), async { Ok(attempt.await) }).await;
+            // Err(()): no answer within the attempt's time.
+            let outcome: Result<_, ()> = match self.open_conn(node, shard) {
+                // The common case: an open connection, a full attempt's
+                // time. Its deadlines grow with the clock, as the
+                // connection's watchdog needs (`Conn::call_until`).
+                Some(c) if left >= per_attempt => {
+                    sent.set(true);
+                    c.call_until(req, now + per_attempt).await.map_err(|_| ())
+                }
+                // A connection to open, or the operation's last moments:
+                // a timer of its own. Opening a connection is rare and its
+                // future is large: boxed, so every call does not carry
+                // (and move) it.
+                _ => {
+                    let attempt = async {
+                        let c = match self.open_conn(node, shard) {
+                            Some(c) => c,
+                            None => Box::pin(self.conn(node, shard)).await?,
+                        };
+                        sent.set(true);
+                        c.call(req).await
+                    };
+                    glommio::timer::timeout(left.min(per_attempt), async { Ok(attempt.await) })
+                        .await
+                        .map_err(|_| ())
+                }
+            };
             if sent.get()
                 && match &outcome {
                     Err(_) | Ok(Err(_)) => true,
