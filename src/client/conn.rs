@@ -148,8 +148,8 @@ impl Conn {
     }
 
     /// Sends `req` (its id is assigned here) and waits for its response.
-    pub(crate) async fn call(&self, req: Request) -> Outcome {
-        match self.send(req, None).await {
+    pub(crate) async fn call(&self, mut req: Request) -> Outcome {
+        match self.send(&mut req, None).await {
             Ok(o) => o,
             Err(Late) => unreachable!("a call without a deadline is never late"),
         }
@@ -161,15 +161,17 @@ impl Conn {
     /// whose deadline is earlier than one made before it on this
     /// connection is failed no earlier than that one, so callers give
     /// deadlines that do not decrease (now + a fixed attempt timeout).
+    /// `req` is encoded at once (its id set here) and not kept: the caller
+    /// keeps it for another attempt.
     pub(crate) async fn call_until(
         &self,
-        req: Request,
+        req: &mut Request,
         deadline: Instant,
     ) -> Result<Outcome, Late> {
         self.send(req, Some(deadline)).await
     }
 
-    async fn send(&self, mut req: Request, deadline: Option<Instant>) -> Result<Outcome, Late> {
+    async fn send(&self, req: &mut Request, deadline: Option<Instant>) -> Result<Outcome, Late> {
         if self.closed.get() {
             return Ok(Err(ConnLost(self.why.borrow().clone())));
         }
@@ -188,7 +190,7 @@ impl Conn {
         let was_empty = {
             let mut out = self.out.borrow_mut();
             let e = out.is_empty();
-            encode_request(&mut out, &req);
+            encode_request(&mut out, req);
             e
         };
         if was_empty {
@@ -368,10 +370,12 @@ mod tests {
                 // Unanswered, with many answered calls made after it.
                 let hung = glommio::spawn_local({
                     let c = c.clone();
-                    async move { c.call_until(put(b"hung"), t0 + limit).await }
+                    async move { c.call_until(&mut put(b"hung"), t0 + limit).await }
                 });
                 for _ in 0..100 {
-                    let r = c.call_until(put(b"answered"), Instant::now() + limit).await;
+                    let r = c
+                        .call_until(&mut put(b"answered"), Instant::now() + limit)
+                        .await;
                     assert!(matches!(r, Ok(Ok(Ok(Reply::Done)))), "{:?}", r.err());
                 }
                 assert!(
@@ -384,7 +388,7 @@ mod tests {
                 let later = t0 + limit + Duration::from_millis(50);
                 let hung_later = glommio::spawn_local({
                     let c = c.clone();
-                    async move { c.call_until(put(b"hung"), later).await }
+                    async move { c.call_until(&mut put(b"hung"), later).await }
                 });
                 let r = hung.await;
                 let waited = t0.elapsed();
@@ -405,7 +409,7 @@ mod tests {
                 let hung = glommio::spawn_local({
                     let c = c.clone();
                     async move {
-                        c.call_until(put(b"hung"), Instant::now() + limit * 10)
+                        c.call_until(&mut put(b"hung"), Instant::now() + limit * 10)
                             .await
                     }
                 });

@@ -506,9 +506,12 @@ impl Client {
     async fn call_key(&self, key: &[u8], op: Op, write: bool) -> Result<Reply, Error> {
         let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
         let mut tries = 0;
+        // One request for every attempt, whatever range it goes to.
+        let mut req = self.request(0, op);
         loop {
             let g = self.group_for_until(key, deadline).await?;
-            let e = match self.call(g, op.clone(), write).await {
+            req.group = g;
+            let e = match self.call_request(&mut req, write, deadline).await {
                 Err(Error::Server(e @ ClientError::KeyNotInRange { .. })) => e,
                 r => return r,
             };
@@ -790,8 +793,34 @@ impl Client {
     /// until it gets an answer that is not "ask someone else", or the
     /// operation's deadline passes.
     pub async fn call(&self, group: u64, op: Op, write: bool) -> Result<Reply, Error> {
+        let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
+        self.call_request(&mut self.request(group, op), write, deadline)
+            .await
+    }
+
+    /// A request of this client's for `op` on `group`, outside any session
+    /// sequence yet (`call_request` gives a write its own).
+    fn request(&self, group: u64, op: Op) -> Request {
+        Request {
+            id: 0,
+            group,
+            client: self.inner.cfg.client_id,
+            seq: 0,
+            ack: 0,
+            op,
+        }
+    }
+
+    /// [`Client::call`] of `req` (its group and op), until `deadline`: a
+    /// write gets a new session sequence number, kept by every attempt.
+    async fn call_request(
+        &self,
+        req: &mut Request,
+        write: bool,
+        deadline: Instant,
+    ) -> Result<Reply, Error> {
         let inner = &self.inner;
-        let (seq, ack) = if write {
+        (req.seq, req.ack) = if write {
             let s = inner.seq.get() + 1;
             inner.seq.set(s);
             let mut un = inner.unanswered.borrow_mut();
@@ -800,18 +829,18 @@ impl Client {
         } else {
             (0, 0)
         };
-        let r = self.call_inner(group, op, seq, ack).await;
+        let r = self.call_inner(req, deadline).await;
         if write {
             // Answered, or given up: either way the client will not retry it.
-            inner.unanswered.borrow_mut().remove(&seq);
+            inner.unanswered.borrow_mut().remove(&req.seq);
         }
         r
     }
 
-    async fn call_inner(&self, group: u64, op: Op, seq: u64, ack: u64) -> Result<Reply, Error> {
+    async fn call_inner(&self, req: &mut Request, deadline: Instant) -> Result<Reply, Error> {
         let inner = &self.inner;
         let timeout_ms = inner.cfg.op_timeout_ms;
-        let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+        let (group, seq) = (req.group, req.seq);
         let shard = shard_of(group, inner.shards.get());
         let mut backoff_ms = 2;
         // The last refusal for a full disk: reported if nothing better comes.
@@ -839,8 +868,9 @@ impl Client {
                 Error::Timeout(timeout_ms)
             }
         };
+        let mut now = Instant::now();
         loop {
-            if Instant::now() >= deadline {
+            if now >= deadline {
                 return Err(give_up(disk_full, maybe_applied, unknown_leader));
             }
             if inner.closed.get() {
@@ -866,16 +896,7 @@ impl Client {
             } else {
                 self.replica_node(group)
             };
-            let req = Request {
-                id: 0,
-                group,
-                client: inner.cfg.client_id,
-                seq,
-                ack,
-                op: op.clone(),
-            };
             let sent = Cell::new(false);
-            let now = Instant::now();
             let left = deadline.saturating_duration_since(now);
             let per_attempt = Duration::from_millis(self.attempt_timeout_ms());
             // Err(()): no answer within the attempt's time.
@@ -898,7 +919,7 @@ impl Client {
                             None => Box::pin(self.conn(node, shard)).await?,
                         };
                         sent.set(true);
-                        c.call(req).await
+                        c.call(req.clone()).await
                     };
                     glommio::timer::timeout(left.min(per_attempt), async { Ok(attempt.await) })
                         .await
@@ -1016,6 +1037,7 @@ impl Client {
                 glommio::timer::sleep(Duration::from_millis(backoff_ms)).await;
                 backoff_ms = (backoff_ms * 2).min(100);
             }
+            now = Instant::now();
         }
     }
 
