@@ -504,14 +504,25 @@ impl Client {
     /// descriptor): after [`KEY_RANGE_RETRIES_MAX`] such answers the
     /// client says so.
     async fn call_key(&self, key: &[u8], op: Op, write: bool) -> Result<Reply, Error> {
-        let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
+        let start = Instant::now();
+        let deadline = start + Duration::from_millis(self.inner.cfg.op_timeout_ms);
         let mut tries = 0;
         // One request for every attempt, whatever range it goes to.
         let mut req = self.request(0, op);
+        let mut first = true;
         loop {
-            let g = self.group_for_until(key, deadline).await?;
+            // The clock is read again only if time passed since `start`: a
+            // retry, or a map to fetch.
+            let (g, now) = match self.group_of(key) {
+                Some(g) if first => (g, start),
+                _ => {
+                    let g = self.group_for_until(key, deadline).await?;
+                    (g, Instant::now())
+                }
+            };
+            first = false;
             req.group = g;
-            let e = match self.call_request(&mut req, write, deadline).await {
+            let e = match self.call_request(&mut req, write, now, deadline).await {
                 Err(Error::Server(e @ ClientError::KeyNotInRange { .. })) => e,
                 r => return r,
             };
@@ -793,8 +804,9 @@ impl Client {
     /// until it gets an answer that is not "ask someone else", or the
     /// operation's deadline passes.
     pub async fn call(&self, group: u64, op: Op, write: bool) -> Result<Reply, Error> {
-        let deadline = Instant::now() + Duration::from_millis(self.inner.cfg.op_timeout_ms);
-        self.call_request(&mut self.request(group, op), write, deadline)
+        let now = Instant::now();
+        let deadline = now + Duration::from_millis(self.inner.cfg.op_timeout_ms);
+        self.call_request(&mut self.request(group, op), write, now, deadline)
             .await
     }
 
@@ -811,12 +823,14 @@ impl Client {
         }
     }
 
-    /// [`Client::call`] of `req` (its group and op), until `deadline`: a
-    /// write gets a new session sequence number, kept by every attempt.
+    /// [`Client::call`] of `req` (its group and op), from `now` (the
+    /// clock, read by the caller) until `deadline`: a write gets a new
+    /// session sequence number, kept by every attempt.
     async fn call_request(
         &self,
         req: &mut Request,
         write: bool,
+        now: Instant,
         deadline: Instant,
     ) -> Result<Reply, Error> {
         let inner = &self.inner;
@@ -829,7 +843,7 @@ impl Client {
         } else {
             (0, 0)
         };
-        let r = self.call_inner(req, deadline).await;
+        let r = self.call_inner(req, now, deadline).await;
         if write {
             // Answered, or given up: either way the client will not retry it.
             inner.unanswered.borrow_mut().remove(&req.seq);
@@ -837,7 +851,12 @@ impl Client {
         r
     }
 
-    async fn call_inner(&self, req: &mut Request, deadline: Instant) -> Result<Reply, Error> {
+    async fn call_inner(
+        &self,
+        req: &mut Request,
+        mut now: Instant,
+        deadline: Instant,
+    ) -> Result<Reply, Error> {
         let inner = &self.inner;
         let timeout_ms = inner.cfg.op_timeout_ms;
         let (group, seq) = (req.group, req.seq);
@@ -868,7 +887,6 @@ impl Client {
                 Error::Timeout(timeout_ms)
             }
         };
-        let mut now = Instant::now();
         loop {
             if now >= deadline {
                 return Err(give_up(disk_full, maybe_applied, unknown_leader));
