@@ -60,6 +60,7 @@ load=target/release/ringraft-load
 dir=$(mktemp -d)
 # fio's file lives where the nodes keep their data (the temp directory).
 fsync_dir=$(mktemp -d)
+trap 'etcd_down; rm -rf "$dir" "$fsync_dir"' EXIT
 
 run() { # name args...
   local name=$1; shift
@@ -86,7 +87,10 @@ tcp_baseline() { # rep: one loopback round trip with plain blocking sockets
 
 etcd_pids=()
 etcd_data=""
-etcd_down() {
+etcd_down() { # [failed]: then the members' logs' tails first
+  if [ -n "${1:-}" ] && [ -n "$etcd_data" ]; then
+    for f in "$etcd_data"/e*.log; do echo "== $f"; tail -5 "$f"; done >&2
+  fi
   for p in "${etcd_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${etcd_pids[@]}"; do wait "$p" 2>/dev/null || true; done
   etcd_pids=()
@@ -107,12 +111,13 @@ etcd_up() { # a fresh 3-member cluster on loopback; sets etcd_leader
   local eps=127.0.0.1:12379,127.0.0.1:22379,127.0.0.1:32379
   etcd_leader=""
   for _ in $(seq 100); do
+    # etcdctl fails while a member is not up yet: asked again.
     etcd_leader=$(ETCDCTL_API=3 etcdctl --endpoints=$eps endpoint status 2>/dev/null \
-      | awk -F', ' '$5=="true"{print $1}')
+      | awk -F', ' '$5=="true"{print $1}' || true)
     [ -n "$etcd_leader" ] && break
     sleep 0.1
   done
-  [ -n "$etcd_leader" ] || { echo "etcd: no leader within 10 s; member 1's log:"; tail -5 "$etcd_data/e1.log"; exit 1; } >&2
+  [ -n "$etcd_leader" ] || { echo "etcd: no leader within 10 s" >&2; etcd_down failed; exit 1; }
 }
 if [ $with_etcd = 1 ]; then
   need etcd etcd-server
@@ -125,7 +130,6 @@ if [ $with_etcd = 1 ]; then
     ETCD_RUNNER=$(cd "$(dirname "$ETCD_RUNNER")" && pwd)/$(basename "$ETCD_RUNNER")
   fi
 fi
-trap 'etcd_down; rm -rf "$dir" "$fsync_dir"' EXIT
 run_etcd() { # name args...: one run against a fresh etcd cluster
   local name=$1; shift
   etcd_up
@@ -154,7 +158,7 @@ for rep in $(seq "$RUNS"); do
       done
     done
   fi
-  if [ -n "${ETCD_RUNNER:-}" ]; then
+  if [ $with_etcd = 1 ] && [ -n "${ETCD_RUNNER:-}" ]; then
     clients=""
     for shape in $SHAPES; do clients="$clients $(( ${shape%x*} * ${shape#*x} ))"; done
     for size in $SIZES; do

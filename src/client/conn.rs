@@ -13,7 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::rc::{Rc, Weak};
+use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -115,7 +115,7 @@ impl Conn {
         let (rd, wr) = futures_lite::io::split(s);
         glommio::spawn_local(read_loop(rd, reader, c.clone())).detach();
         glommio::spawn_local(write_loop(wr, c.clone())).detach();
-        glommio::spawn_local(watch_deadlines(Rc::downgrade(&c))).detach();
+        glommio::spawn_local(watch_deadlines(c.clone())).detach();
         Ok(c)
     }
 
@@ -196,14 +196,33 @@ impl Conn {
         if was_empty {
             self.writer.wake_all();
         }
-        futures_lite::future::poll_fn(|cx| {
+        // Dropped unanswered (a caller's own timer fired): forgotten, so a
+        // hung node's connection does not keep every call sent to it.
+        let forget = Forget { conn: self, id };
+        let r = futures_lite::future::poll_fn(|cx| {
             if let Some(r) = slot.result.borrow_mut().take() {
                 return Poll::Ready(r);
             }
             *slot.waker.borrow_mut() = Some(cx.waker().clone());
             Poll::Pending
         })
-        .await
+        .await;
+        // Answered: whoever filled the slot removed it already.
+        std::mem::forget(forget);
+        r
+    }
+}
+
+/// Removes call `id` from its connection's waiters if the call's future
+/// is dropped before its answer.
+struct Forget<'a> {
+    conn: &'a Conn,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.conn.waiters.borrow_mut().remove(&self.id);
     }
 }
 
@@ -239,29 +258,28 @@ async fn read_loop(mut rd: ReadHalf<TcpStream>, mut reader: FrameReader, c: Rc<C
 }
 
 /// Fails the calls of `c` still unanswered at their deadline (see the
-/// module's doc). Holds the connection only while it has work: it ends
-/// when the connection closes or is dropped.
-async fn watch_deadlines(c: Weak<Conn>) {
+/// module's doc). It ends when the connection closes (`close` wakes it),
+/// as the reader and the writer do.
+async fn watch_deadlines(c: Rc<Conn>) {
     loop {
-        let next = {
-            let Some(conn) = c.upgrade() else { return };
-            conn.watchdog
-                .wait_until(|| conn.closed.get() || !conn.deadlines.borrow().is_empty())
-                .await;
-            if conn.closed.get() {
-                return;
-            }
-            let next = conn.deadlines.borrow()[0].0;
-            next
-        };
+        c.watchdog
+            .wait_until(|| c.closed.get() || !c.deadlines.borrow().is_empty())
+            .await;
+        if c.closed.get() {
+            return;
+        }
+        let next = c.deadlines.borrow()[0].0;
         let now = Instant::now();
         if next > now {
-            glommio::timer::sleep(next - now).await;
+            let closed = c.watchdog.wait_until(|| c.closed.get());
+            futures_lite::future::or(glommio::timer::sleep(next - now), closed).await;
+            if c.closed.get() {
+                return;
+            }
         }
-        let Some(conn) = c.upgrade() else { return };
         let now = Instant::now();
-        let mut q = conn.deadlines.borrow_mut();
-        let mut waiters = conn.waiters.borrow_mut();
+        let mut q = c.deadlines.borrow_mut();
+        let mut waiters = c.waiters.borrow_mut();
         while let Some(&(deadline, id)) = q.front() {
             if waiters.contains_key(&id) && deadline > now {
                 break;
@@ -417,6 +435,19 @@ mod tests {
                 c.close("closed by the test".into());
                 assert!(matches!(hung.await, Ok(Err(ConnLost(_)))));
                 assert!(c.deadlines.borrow().is_empty());
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+                assert_eq!(
+                    Rc::strong_count(&c),
+                    1,
+                    "the reader, writer and watchdog ended"
+                );
+                // A call dropped unanswered (its caller's own timer) is
+                // forgotten.
+                let c = Conn::open(addr, CLUSTER, 0, 2000).await.unwrap();
+                let r =
+                    glommio::timer::timeout(limit, async { Ok(c.call(put(b"hung")).await) }).await;
+                assert!(r.is_err(), "answered?");
+                assert!(c.waiters.borrow().is_empty());
             })
             .unwrap()
             .join()

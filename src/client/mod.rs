@@ -510,6 +510,8 @@ impl Client {
         // One request for every attempt, whatever range it goes to.
         let mut req = self.request(0, op);
         let mut first = true;
+        // The last refusal of a range that no longer holds `key`.
+        let mut last: Option<ClientError> = None;
         loop {
             // The clock is read again only if time passed since `start`: a
             // retry, or a map to fetch.
@@ -520,6 +522,11 @@ impl Client {
                     (g, Instant::now())
                 }
             };
+            if let Some(e) = last.as_ref().filter(|_| now >= deadline) {
+                // Refused by the range asked last (nothing applied), and
+                // no time left to send it again.
+                return Err(self.range_kept_changing(key, e));
+            }
             first = false;
             req.group = g;
             let e = match self.call_request(&mut req, write, now, deadline).await {
@@ -539,16 +546,23 @@ impl Client {
                 }));
             }
             if Instant::now() >= deadline {
-                return Err(Error::Server(ClientError::Failed {
-                    reason: format!(
-                        "the range holding key {} kept changing for {} ms (op_timeout_ms; the last answer: {e}): ranges splitting or merging faster than a client can follow; try again",
-                        show_key(key),
-                        self.inner.cfg.op_timeout_ms
-                    ),
-                }));
+                return Err(self.range_kept_changing(key, &e));
             }
+            last = Some(e);
             self.fetch_ranges(key, false).await;
         }
+    }
+
+    /// `call_key`'s time ran out while the range holding `key` kept
+    /// refusing it (`last`: the last refusal).
+    fn range_kept_changing(&self, key: &[u8], last: &ClientError) -> Error {
+        Error::Server(ClientError::Failed {
+            reason: format!(
+                "the range holding key {} kept changing for {} ms (op_timeout_ms; the last answer: {last}): ranges splitting or merging faster than a client can follow; try again",
+                show_key(key),
+                self.inner.cfg.op_timeout_ms
+            ),
+        })
     }
 
     /// A node's replica of range `g` refused a key (`refusal`, a

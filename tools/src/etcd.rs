@@ -111,8 +111,10 @@ pub struct EtcdConn {
 
 impl EtcdConn {
     /// Connects to the member at `addr` on `rt`'s threads. Each call then
-    /// has `op_timeout_ms` to be answered (gRPC's deadline, sent to etcd
-    /// with the request). Errors: `Error::Unreachable` naming the address.
+    /// has `op_timeout_ms` to be answered, whole (waiting for the
+    /// connection, the request, the answer): the deadline is also sent to
+    /// etcd with the request (gRPC's `grpc-timeout`), so etcd gives up on
+    /// it too. Errors: `Error::Unreachable` naming the address.
     pub async fn connect(
         addr: SocketAddr,
         op_timeout_ms: u64,
@@ -142,23 +144,30 @@ impl EtcdConn {
         Resp: prost::Message + Default + Send + Sync + 'static,
     {
         let mut grpc = self.grpc.clone();
+        let limit = Duration::from_millis(self.op_timeout_ms.max(1));
         let answer = self
             .rt
             .spawn(async move {
-                grpc.ready()
-                    .await
-                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-                let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-                let path = http::uri::PathAndQuery::from_static(path);
-                grpc.unary(tonic::Request::new(req), path, codec).await
+                // Made on the runtime: tokio's timer needs its context.
+                let call = async move {
+                    grpc.ready()
+                        .await
+                        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+                    let path = http::uri::PathAndQuery::from_static(path);
+                    let mut req = tonic::Request::new(req);
+                    req.set_timeout(limit);
+                    grpc.unary(req, path, codec).await
+                };
+                tokio::time::timeout(limit, call).await
             })
             .await;
         match answer {
-            Ok(Ok(r)) => Ok(r.into_inner()),
-            Ok(Err(status)) => Err(status_error(&status, self.op_timeout_ms)),
-            Err(e) => Err(Error::Server(ClientError::Failed {
-                reason: format!("the gRPC call's task ended: {e}"),
-            })),
+            Ok(Ok(Ok(r))) => Ok(r.into_inner()),
+            Ok(Ok(Err(status))) => Err(status_error(&status, self.op_timeout_ms)),
+            // No answer in time, or the call's task ended (the runtime
+            // shutting down): it may have been sent, so may have applied.
+            Ok(Err(_)) | Err(_) => Err(Error::Timeout(self.op_timeout_ms)),
         }
     }
 
@@ -185,21 +194,31 @@ impl EtcdConn {
 /// What a gRPC status means to the generator. A write whose outcome
 /// etcd cannot have decided for certain (deadline passed, connection lost,
 /// leader changed, "request timed out": `Unavailable`, `Unknown`,
-/// `Internal`, `Cancelled`, `Aborted`, `DataLoss`) is an unknown outcome,
-/// as `--check` must treat it; etcd's "too many requests"
-/// (`ResourceExhausted`) is backpressure; anything else a refusal.
+/// `Internal`, `Cancelled` (tonic's own timeout), `Aborted`, `DataLoss`,
+/// and a `ResourceExhausted` that is not etcd's) is an unknown outcome,
+/// as `--check` must treat it. etcd's "too many requests" is
+/// backpressure and its "database space exceeded" a refusal, both given
+/// before anything is proposed; anything else a refusal.
 fn status_error(s: &tonic::Status, op_timeout_ms: u64) -> Error {
     use tonic::Code;
     let reason = format!("etcd: {:?}: {}", s.code(), s.message());
     match s.code() {
         Code::DeadlineExceeded => Error::Timeout(op_timeout_ms),
-        Code::Unavailable
+        Code::ResourceExhausted if s.message().contains("too many requests") => {
+            Error::Server(ClientError::Busy)
+        }
+        Code::ResourceExhausted if s.message().contains("database space exceeded") => {
+            Error::Server(ClientError::Failed { reason })
+        }
+        // Also tonic's name for an HTTP/2 ENHANCE_YOUR_CALM: the
+        // connection dropped with the request possibly applied.
+        Code::ResourceExhausted
+        | Code::Unavailable
         | Code::Unknown
         | Code::Internal
         | Code::Cancelled
         | Code::Aborted
         | Code::DataLoss => Error::Server(ClientError::Timeout),
-        Code::ResourceExhausted => Error::Server(ClientError::Busy),
         Code::InvalidArgument | Code::OutOfRange => {
             Error::Server(ClientError::BadRequest { reason })
         }
@@ -246,26 +265,31 @@ mod tests {
     #[test]
     fn a_status_that_may_have_applied_a_write_is_an_unknown_outcome() {
         use tonic::{Code, Status};
-        for c in [
-            Code::DeadlineExceeded,
-            Code::Unavailable,
-            Code::Unknown,
-            Code::Internal,
+        for (c, m) in [
+            (Code::DeadlineExceeded, "x"),
+            (Code::Unavailable, "etcdserver: request timed out"),
+            (Code::Unknown, "x"),
+            (Code::Internal, "x"),
+            (Code::Cancelled, "Timeout expired"),
+            (
+                Code::ResourceExhausted,
+                "h2 protocol error: ENHANCE_YOUR_CALM",
+            ),
         ] {
-            assert!(
-                status_error(&Status::new(c, "x"), 100).outcome_unknown(),
-                "{c:?}"
-            );
+            let e = status_error(&Status::new(c, m), 100);
+            assert!(e.outcome_unknown(), "{c:?} {m}: {e}");
         }
-        for c in [
-            Code::ResourceExhausted,
-            Code::InvalidArgument,
-            Code::PermissionDenied,
+        for (c, m) in [
+            (Code::ResourceExhausted, "etcdserver: too many requests"),
+            (
+                Code::ResourceExhausted,
+                "etcdserver: mvcc: database space exceeded",
+            ),
+            (Code::InvalidArgument, "x"),
+            (Code::PermissionDenied, "x"),
         ] {
-            assert!(
-                !status_error(&Status::new(c, "x"), 100).outcome_unknown(),
-                "{c:?}"
-            );
+            let e = status_error(&Status::new(c, m), 100);
+            assert!(!e.outcome_unknown(), "{c:?} {m}: {e}");
         }
         let e = status_error(
             &Status::invalid_argument("etcdserver: request is too large"),
