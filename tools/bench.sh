@@ -144,20 +144,16 @@ for rep in $(seq "$RUNS"); do
     c=${shape%x*}; d=${shape#*x}
     for size in $SIZES; do
       for ratio in $RATIOS; do
-        run "rr-$shape-$size-$ratio-$rep" --connections "$c" --depth "$d" --value-size "$size" --read-ratio "$ratio"
+        shape_args=(--connections "$c" --depth "$d" --value-size "$size" --read-ratio "$ratio")
+        run "rr-$shape-$size-$ratio-$rep" "${shape_args[@]}"
+        # etcd right after, at the same shape: the two runs see the same
+        # moment of this shared machine.
+        if [ $with_etcd = 1 ]; then
+          run_etcd "etcd-$shape-$size-$ratio-$rep" "${shape_args[@]}"
+        fi
       done
     done
   done
-  if [ $with_etcd = 1 ]; then
-    for shape in $SHAPES; do
-      c=${shape%x*}; d=${shape#*x}
-      for size in $SIZES; do
-        for ratio in $RATIOS; do
-          run_etcd "etcd-$shape-$size-$ratio-$rep" --connections "$c" --depth "$d" --value-size "$size" --read-ratio "$ratio"
-        done
-      done
-    done
-  fi
   if [ $with_etcd = 1 ] && [ -n "${ETCD_RUNNER:-}" ]; then
     clients=""
     for shape in $SHAPES; do clients="$clients $(( ${shape%x*} * ${shape#*x} ))"; done
