@@ -182,6 +182,11 @@ impl Conn {
         self.waiters.borrow_mut().insert(id, slot.clone());
         if let Some(d) = deadline {
             let mut q = self.deadlines.borrow_mut();
+            // The watchdog checks the queue's front only (`call_until`).
+            debug_assert!(
+                q.back().is_none_or(|&(last, _)| last <= d),
+                "deadlines queued out of order"
+            );
             if q.is_empty() {
                 self.watchdog.wake_all();
             }
