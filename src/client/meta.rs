@@ -12,12 +12,6 @@ use crate::meta::{MetaCmd, MetaReply, MetaState, ReplicaRole};
 use crate::route::META_GROUP;
 use crate::wire::{ClientError, Op, Reply};
 
-/// How long a meta replica move whose swap was refused waits for a joint
-/// configuration an earlier, unanswered attempt of it started to be left
-/// (ms): leaving takes one more entry, committed in well under a second
-/// on a healthy group.
-pub const META_JOINT_LEAVE_WAIT_MS: u64 = 10_000;
-
 impl Client {
     /// The meta group's leader as last learned (0: not known).
     pub fn meta_leader(&self) -> u64 {
@@ -157,29 +151,15 @@ impl Client {
             .await?;
         }
         // One joint configuration: `to` in, `from` out (its leader moves
-        // leadership off `from` first).
+        // leadership off `from` first). A retry after an unanswered
+        // attempt that started it is told to ask again until the group has
+        // left it, then answered `Done`.
         if let Err(e) = patient(Op::ReplaceVoter {
             add: to,
             remove: from,
         })
         .await
         {
-            // An attempt that went unanswered may have started the joint
-            // configuration, which its retry then finds under way (`to` a
-            // voter, no longer a learner): the move is done once the
-            // group leaves it with `to` in and `from` out.
-            let until = Instant::now() + Duration::from_millis(META_JOINT_LEAVE_WAIT_MS);
-            while Instant::now() < until {
-                match self.meta_roster().await {
-                    Ok(r) if r.voters.contains(&to) && !r.voters.contains(&from) => {
-                        return Ok(super::MoveOutcome::Moved);
-                    }
-                    Ok(r) if r.voters.contains(&to) => {
-                        glommio::timer::sleep(Duration::from_millis(100)).await
-                    }
-                    _ => break,
-                }
-            }
             // A learner left behind would be sent the group forever (the
             // meta group refuses this removal if `to` votes by now).
             if adds {

@@ -319,6 +319,26 @@ impl Shard {
         if in_force {
             return self.respond(conn, req.id, Ok(Reply::Done));
         }
+        // The same swap under way: an earlier attempt (whose answer was
+        // lost, or which is still waiting) entered the joint configuration
+        // with `add` incoming and `remove` outgoing, and the leader leaves
+        // it at once. Asked again, it is not refused for want of a learner
+        // on `add` (a voter by now): the asker is told to ask again, and
+        // is answered `Done` once the configuration is left.
+        if let Op::ReplaceVoter { add, remove } = &req.op {
+            let incoming = conf
+                .replica_on(*add)
+                .is_some_and(|r| conf.voters.contains(&r));
+            let outgoing = conf
+                .replica_on(*remove)
+                .is_some_and(|r| conf.voters_outgoing.contains(&r) && !conf.voters.contains(&r));
+            if incoming && outgoing {
+                let reason = format!(
+                    "group {gid}'s swap of node {add} in for node {remove} is under way (its joint configuration is being left): ask again"
+                );
+                return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
+            }
+        }
         if let Err(reason) = self.voter_floor(gid, &req.op) {
             return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
         }
