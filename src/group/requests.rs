@@ -151,7 +151,9 @@ impl Replica {
         let bounds = self.kv.bounds();
         match &req.op {
             Op::Get { key, .. } if !bounds.contains(key) => Err(self.kv.not_in_range(key)),
-            Op::Get { key, .. } => Ok(Reply::Value(self.kv.get(key).cloned())),
+            Op::Get { key, .. } => Ok(Reply::Value(
+                self.kv.get(key).map(crate::kv::Datum::to_bytes),
+            )),
             Op::Scan { start, .. } if !bounds.contains(start) => Err(self.kv.not_in_range(start)),
             Op::Scan {
                 start,

@@ -24,8 +24,11 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::meta::{MetaCmd, MetaState};
+
+mod datum;
 use crate::raft::Index;
 use crate::wire::{ClientError, Reply};
+pub use datum::{Datum, DATUM_INLINE_MAX};
 
 /// Bounds of a group's state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -348,7 +351,7 @@ struct Session {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Kv {
     /// May hold keys outside `bounds` after a split, until trimmed.
-    map: imbl::OrdMap<Bytes, Bytes>,
+    map: imbl::OrdMap<Datum, Datum>,
     sessions: imbl::HashMap<u64, Session>,
     /// Bytes of keys and values in `map`, including keys a split left
     /// outside `bounds` until they are trimmed.
@@ -480,7 +483,7 @@ impl Kv {
     }
 
     /// Sets `key` to `value`, keeping `data_bytes`.
-    fn put(&mut self, key: Bytes, value: Bytes) {
+    fn put(&mut self, key: Datum, value: Datum) {
         let klen = key.len() as u64;
         let added = klen + value.len() as u64;
         if let Some(old) = self.map.insert(key, value) {
@@ -528,7 +531,8 @@ impl Kv {
         &self.client_addrs
     }
 
-    pub fn get(&self, key: &[u8]) -> Option<&Bytes> {
+    /// `key`'s value (`Datum::to_bytes` for an answer).
+    pub fn get(&self, key: &[u8]) -> Option<&Datum> {
         self.map.get(key)
     }
 
@@ -544,7 +548,7 @@ impl Kv {
         let mut it = self
             .map
             .range::<_, [u8]>((Bound::Included(start), hi))
-            .map(|(k, v)| (k.clone(), v.clone()));
+            .map(|(k, v)| (k.to_bytes(), v.to_bytes()));
         let out: Vec<_> = it.by_ref().take(limit).collect();
         let more = it.next().is_some();
         (out, more)
@@ -735,11 +739,11 @@ impl Kv {
     /// inside the bounds. O(n): taken on a copy of the state (O(1),
     /// persistent), off the executor.
     pub fn split_key_by_bytes(&self) -> Option<Bytes> {
-        let size = |(k, v): (&Bytes, &Bytes)| (k.len() + v.len()) as u64;
+        let size = |(k, v): (&Datum, &Datum)| (k.len() + v.len()) as u64;
         let total: u64 = self.pairs_in_bounds().map(size).sum();
         let mut below = 0u64;
         // (the key before the last one looked at, the last one)
-        let mut last: (Option<&Bytes>, Option<&Bytes>) = (None, None);
+        let mut last: (Option<&Datum>, Option<&Datum>) = (None, None);
         for (k, v) in self.pairs_in_bounds() {
             if let Some(p) = last.1 {
                 if below * 2 >= total {
@@ -778,7 +782,7 @@ impl Kv {
         }
         let start = self.bounds.start.clone();
         let end = self.bounds.end.clone();
-        let mut doomed: Vec<Bytes> = self
+        let mut doomed: Vec<Datum> = self
             .map
             .range::<_, [u8]>((Bound::Unbounded, Bound::Excluded(&start[..])))
             .take(max)
@@ -801,7 +805,7 @@ impl Kv {
 
     /// The pairs inside bounds a split set, in key order (every pair if
     /// no split did: [`KeyBounds::from_log`]).
-    fn pairs_in_bounds(&self) -> impl Iterator<Item = (&Bytes, &Bytes)> {
+    fn pairs_in_bounds(&self) -> impl Iterator<Item = (&Datum, &Datum)> {
         use std::ops::Bound;
         if !self.bounds.from_log {
             return self
@@ -830,7 +834,7 @@ impl Kv {
     fn execute(&mut self, op: &WriteOp) -> Reply {
         match op {
             WriteOp::Put { key, value } => {
-                self.put(Bytes::copy_from_slice(key), Bytes::copy_from_slice(value));
+                self.put(Datum::copy_from_slice(key), Datum::copy_from_slice(value));
                 Reply::Done
             }
             WriteOp::Delete { key } => {
@@ -883,7 +887,7 @@ impl Kv {
                 match sum {
                     Some(n) => {
                         let v = Bytes::from(n.to_string());
-                        self.put(Bytes::copy_from_slice(key), v.clone());
+                        self.put(Datum::copy_from_slice(key), Datum::from_owned(v.clone()));
                         Reply::Cas {
                             swapped: true,
                             current: Some(v),
@@ -894,7 +898,9 @@ impl Kv {
                     // the answer and the session.
                     None => Reply::Cas {
                         swapped: false,
-                        current: current.filter(|v| redis_integer(v).is_some()).cloned(),
+                        current: current
+                            .filter(|v| redis_integer(v).is_some())
+                            .map(Datum::to_bytes),
                     },
                 }
             }
@@ -914,7 +920,10 @@ impl Kv {
                 let mut v = Vec::with_capacity(len);
                 v.extend_from_slice(current.map_or(&[][..], |c| &c[..]));
                 v.extend_from_slice(value);
-                self.put(Bytes::copy_from_slice(key), Bytes::from(v));
+                self.put(
+                    Datum::copy_from_slice(key),
+                    Datum::from_owned(Bytes::from(v)),
+                );
                 // The length, not the value: appends to a large value
                 // must not copy it into every answer and session.
                 Reply::Cas {
@@ -927,7 +936,7 @@ impl Kv {
                 if current.map(|b| &b[..]) == expect.as_deref() {
                     match value {
                         Some(v) => {
-                            self.put(Bytes::copy_from_slice(key), Bytes::copy_from_slice(v));
+                            self.put(Datum::copy_from_slice(key), Datum::copy_from_slice(v));
                         }
                         None => self.del(key),
                     }
@@ -938,7 +947,7 @@ impl Kv {
                 } else {
                     Reply::Cas {
                         swapped: false,
-                        current: current.cloned(),
+                        current: current.map(Datum::to_bytes),
                     }
                 }
             }
@@ -1059,8 +1068,8 @@ impl Kv {
         let mut data_bytes = 0u64;
         for _ in 0..pairs {
             let (kl, vl) = (r.u32()? as usize, r.u32()? as usize);
-            let k = Bytes::copy_from_slice(r.take(kl)?);
-            let v = Bytes::copy_from_slice(r.take(vl)?);
+            let k = Datum::copy_from_slice(r.take(kl)?);
+            let v = Datum::copy_from_slice(r.take(vl)?);
             data_bytes += (kl + vl) as u64;
             if map.insert(k, v).is_some() {
                 return Err(SnapshotError("a key twice"));
