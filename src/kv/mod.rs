@@ -252,17 +252,20 @@ impl Command {
         let u64at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
         let key_len = u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")) as usize;
         let mut at = CMD_HEADER_BYTES;
-        let mut take = |n: usize| -> Option<Bytes> {
+        let take = |at: &mut usize, n: usize| -> Option<Bytes> {
             let end = at.checked_add(n).filter(|&e| e <= b.len())?;
-            let s = b.slice(at..end);
-            at = end;
+            let s = b.slice(*at..end);
+            *at = end;
             Some(s)
         };
-        let key = take(key_len)?;
+        let key = take(&mut at, key_len)?;
+        // A length is read in place, not taken as a `Bytes` of its own
+        // (a reference count up and down per field).
         let mut field = || -> Option<Bytes> {
-            let len = take(4)?;
-            let n = u32::from_le_bytes(len[..].try_into().expect("4 bytes")) as usize;
-            take(n)
+            let len = b.get(at..at.checked_add(4)?)?;
+            let n = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+            at += 4;
+            take(&mut at, n)
         };
         let op = match b[1] {
             OP_PUT => WriteOp::Put {
@@ -630,8 +633,15 @@ impl Kv {
         // The client has seen every answer below `ack`.
         if cmd.ack > 0 && s.floor < cmd.ack - 1 {
             s.floor = cmd.ack - 1;
-            let keep = s.results.split_off(&cmd.ack);
-            s.results = keep;
+            // Oldest first, in place: a pipelining client acknowledges a
+            // few answers per write, and `split_off` built a new tree for
+            // the rest each time (an allocation and a copy per write).
+            while let Some(e) = s.results.first_entry() {
+                if *e.key() >= cmd.ack {
+                    break;
+                }
+                e.remove();
+            }
         }
         if let Some(r) = s.results.get(&cmd.seq) {
             return Ok(r.clone());
