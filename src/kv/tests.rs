@@ -915,3 +915,39 @@ fn filled_split_left() -> Kv {
     kv.take_split().unwrap();
     kv
 }
+
+// A session's outcomes, against a BTreeMap as the model: any mix of
+// inserts in and out of seq order (retries), replacements, forgetting
+// below an ack and popping the oldest keeps the same seqs in order and
+// the same answers.
+proptest::proptest! {
+    #[test]
+    fn a_sessions_outcomes_behave_as_an_ordered_map(
+        ops in proptest::collection::vec((0u8..4, 0u64..64, proptest::bool::ANY), 0..200)
+    ) {
+        let mut got = Outcomes::default();
+        let mut model: BTreeMap<u64, Reply> = BTreeMap::new();
+        for (op, seq, swapped) in ops {
+            let reply = Reply::Cas { swapped, current: None };
+            match op {
+                0 | 1 => {
+                    got.insert(seq, reply.clone());
+                    model.insert(seq, reply);
+                }
+                2 => {
+                    got.forget_below(seq);
+                    model.retain(|s, _| *s >= seq);
+                }
+                _ => {
+                    let want = model.pop_first().map(|(s, _)| s);
+                    proptest::prop_assert_eq!(got.pop_oldest(), want);
+                }
+            }
+            proptest::prop_assert_eq!(got.len(), model.len());
+            proptest::prop_assert_eq!(got.get(seq), model.get(&seq));
+            let pairs: Vec<(u64, Reply)> = got.iter().cloned().collect();
+            let want: Vec<(u64, Reply)> = model.iter().map(|(s, r)| (*s, r.clone())).collect();
+            proptest::prop_assert_eq!(pairs, want);
+        }
+    }
+}
