@@ -2617,33 +2617,44 @@ fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
         // refused for want of a learner on the target (a voter by then):
         // a CI run of `ctl decommission` failed so. Node `from` comes back
         // as a learner and is swapped in for a voter that does not lead.
-        let leader = match cl.admin(4, 0, Op::Progress).await {
-            Ok(_) => 4,
-            Err(Error::Server(ClientError::NotLeader { leader })) => leader,
-            r => panic!("node 4 answered Progress with {r:?}"),
+        // Asked of whichever node leads (`admin_on_leader` follows leader
+        // changes); asked again while it fails in a way that passes.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let until_done = |op: Op| {
+            let cl = cl.clone();
+            async move {
+                loop {
+                    match cl.admin_on_leader(0, op.clone()).await {
+                        Ok(Reply::Done) => return,
+                        r => assert!(Instant::now() < deadline, "{op:?} answered {r:?}"),
+                    }
+                    glommio::timer::sleep(Duration::from_millis(20)).await;
+                }
+            }
         };
+        let progress = || {
+            let cl = &cl;
+            async move {
+                match cl.admin_on_leader(0, Op::Progress).await {
+                    Ok(Reply::Status(g)) => g.into_iter().next().unwrap(),
+                    r => panic!("Progress answered {r:?}"),
+                }
+            }
+        };
+        let leader = progress().await.leader;
         let out = *want.iter().find(|&&n| n != leader).unwrap();
-        let add_back = Op::AddLearner {
+        until_done(Op::AddLearner {
             node: from,
             peer_addr: String::new(),
             client_addr: String::new(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
+        })
+        .await;
         loop {
-            match cl.admin(leader, 0, add_back.clone()).await {
-                Ok(Reply::Done) => break,
-                r => assert!(Instant::now() < deadline, "re-adding node {from}: {r:?}"),
-            }
-            glommio::timer::sleep(Duration::from_millis(50)).await;
-        }
-        loop {
-            let caught_up = match cl.admin(leader, 0, Op::Progress).await {
-                Ok(Reply::Status(g)) => g[0]
-                    .replicas
-                    .iter()
-                    .any(|r| r.node == from && r.match_index >= g[0].commit),
-                r => panic!("the leader answered Progress with {r:?}"),
-            };
+            let g = progress().await;
+            let caught_up = g
+                .replicas
+                .iter()
+                .any(|r| r.node == from && r.match_index >= g.commit);
             if caught_up {
                 break;
             }
@@ -2657,23 +2668,13 @@ fn a_replica_moves_under_writes_and_the_range_never_has_fewer_than_rf_voters() {
             add: from,
             remove: out,
         };
-        let first = cl.admin(leader, 0, swap.clone()).await;
-        assert!(
-            matches!(first, Ok(Reply::Done)),
-            "the swap answered {first:?}"
-        );
-        match cl.admin(leader, 0, swap.clone()).await {
+        until_done(swap.clone()).await;
+        match cl.admin_on_leader(0, swap.clone()).await {
             Ok(Reply::Done) => {}
             Err(Error::Server(ClientError::Failed { reason })) if reason.contains("under way") => {}
             r => panic!("the swap, asked again at once, answered {r:?}"),
         }
-        loop {
-            match cl.admin(leader, 0, swap.clone()).await {
-                Ok(Reply::Done) => break,
-                r => assert!(Instant::now() < deadline, "the swap, asked again: {r:?}"),
-            }
-            glommio::timer::sleep(Duration::from_millis(20)).await;
-        }
+        until_done(swap).await;
         let d = cl.leader_descriptor(0).await.unwrap();
         let mut now: Vec<u64> = d.voters().map(|r| r.node).collect();
         now.sort_unstable();

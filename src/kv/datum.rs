@@ -56,13 +56,13 @@ impl Datum {
         }
     }
 
-    /// `b`, kept as it is if it is long and owns its buffer whole (built
-    /// from a `Vec`, as a computed value is); copied otherwise.
-    pub fn from_owned(b: Bytes) -> Datum {
-        if b.len() <= DATUM_INLINE_MAX {
-            Datum::copy_from_slice(&b)
+    /// A computed value: its buffer taken as it is if it is long (no
+    /// copy); a short one is copied inline and the buffer dropped.
+    pub fn from_vec(v: Vec<u8>) -> Datum {
+        if v.len() <= DATUM_INLINE_MAX {
+            Datum::copy_from_slice(&v)
         } else {
-            Datum(Repr::Heap(b))
+            Datum(Repr::Heap(Bytes::from(v)))
         }
     }
 
@@ -138,7 +138,9 @@ impl Hash for Datum {
 
 impl std::fmt::Debug for Datum {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // As `Bytes` prints: b"..." with escapes.
+        // b"...": printable ASCII as it is, other bytes escaped
+        // (`std::ascii::escape_default`; `Bytes` prints alike but for a
+        // few escapes, such as `\0` for `\x00`).
         write!(f, "b\"")?;
         for &c in self.as_slice() {
             write!(f, "{}", std::ascii::escape_default(c))?;
@@ -174,11 +176,11 @@ mod tests {
             let d = Datum::copy_from_slice(&b);
             assert!(!d.is_inline(), "{n} bytes");
             assert_eq!(&d[..], &b[..]);
-            let owned = Datum::from_owned(Bytes::from(b.clone()));
+            let owned = Datum::from_vec(b.clone());
             assert!(!owned.is_inline());
             assert_eq!(owned, d);
         }
-        assert!(Datum::from_owned(Bytes::from_static(b"short")).is_inline());
+        assert!(Datum::from_vec(b"short".to_vec()).is_inline());
     }
 
     #[test]

@@ -941,7 +941,7 @@ impl Kv {
                 match sum {
                     Some(n) => {
                         let v = Bytes::from(n.to_string());
-                        self.put(Datum::copy_from_slice(key), Datum::from_owned(v.clone()));
+                        self.put(Datum::copy_from_slice(key), Datum::copy_from_slice(&v));
                         Reply::Cas {
                             swapped: true,
                             current: Some(v),
@@ -974,10 +974,7 @@ impl Kv {
                 let mut v = Vec::with_capacity(len);
                 v.extend_from_slice(current.map_or(&[][..], |c| &c[..]));
                 v.extend_from_slice(value);
-                self.put(
-                    Datum::copy_from_slice(key),
-                    Datum::from_owned(Bytes::from(v)),
-                );
+                self.put(Datum::copy_from_slice(key), Datum::from_vec(v));
                 // The length, not the value: appends to a large value
                 // must not copy it into every answer and session.
                 Reply::Cas {
@@ -1152,7 +1149,13 @@ impl Kv {
                     },
                     _ => return Err(SnapshotError("bad session reply kind")),
                 };
-                results.insert(seq, reply);
+                // Written oldest first, each seq once: anything else is
+                // not a snapshot this code wrote (and would cost a shift
+                // per outcome to put in order).
+                if results.0.back().is_some_and(|(last, _)| *last >= seq) {
+                    return Err(SnapshotError("session outcomes out of order"));
+                }
+                results.0.push_back((seq, reply));
             }
             sessions.insert(
                 client,

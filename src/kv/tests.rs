@@ -951,3 +951,27 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_snapshot_whose_session_outcomes_are_out_of_order_is_refused() {
+    let mut kv = Kv::default();
+    kv.apply(1, &put(7, 1, 0, "a", "1")).unwrap();
+    kv.apply(2, &put(7, 2, 0, "b", "2")).unwrap();
+    let mut snap = kv.snapshot().to_vec();
+    assert_eq!(Kv::restore(&snap, KvLimits::default()).unwrap(), kv);
+    // Header 32 bytes, two pairs of 10, the session count, then client
+    // 7's client, floor and last index, its 2 outcomes and a pad; then
+    // its outcomes, 16 bytes each for `Done`: seq 1 at 92, seq 2 at 108.
+    assert_eq!(snap[60..68], 7u64.to_le_bytes());
+    assert_eq!(snap[84..88], 2u32.to_le_bytes());
+    assert_eq!(snap[92..100], 1u64.to_le_bytes());
+    assert_eq!(snap[108..116], 2u64.to_le_bytes());
+    snap[92..100].copy_from_slice(&2u64.to_le_bytes());
+    snap[108..116].copy_from_slice(&1u64.to_le_bytes());
+    let e = Kv::restore(&snap, KvLimits::default()).unwrap_err();
+    assert_eq!(e, SnapshotError("session outcomes out of order"));
+    // The same seq twice.
+    snap[108..116].copy_from_slice(&2u64.to_le_bytes());
+    let e = Kv::restore(&snap, KvLimits::default()).unwrap_err();
+    assert_eq!(e, SnapshotError("session outcomes out of order"));
+}

@@ -302,17 +302,21 @@ impl Shard {
         // them (`ConfState::placements`).
         let conf = g.raft.conf();
         let out_of_conf = |node: &u64| conf.replica_on(*node).is_none();
+        // A voter of the (incoming) configuration; of the outgoing one.
+        let voter = |node: &u64| {
+            conf.replica_on(*node)
+                .is_some_and(|r| conf.voters.contains(&r))
+        };
+        let outgoing = |node: &u64| {
+            conf.replica_on(*node)
+                .is_some_and(|r| conf.voters_outgoing.contains(&r))
+        };
         let in_force = match &req.op {
             Op::AddLearner { node, .. } => !out_of_conf(node),
-            Op::Promote { node } => conf
-                .replica_on(*node)
-                .is_some_and(|r| conf.voters.contains(&r)),
+            Op::Promote { node } => voter(node),
             Op::RemoveNode { node, .. } => out_of_conf(node) && !g.kv.members().contains_key(node),
             Op::ReplaceVoter { add, remove } => {
-                conf.replica_on(*add)
-                    .is_some_and(|r| conf.voters.contains(&r))
-                    && out_of_conf(remove)
-                    && !g.kv.members().contains_key(remove)
+                voter(add) && out_of_conf(remove) && !g.kv.members().contains_key(remove)
             }
             _ => false,
         };
@@ -326,13 +330,7 @@ impl Shard {
         // on `add` (a voter by now): the asker is told to ask again, and
         // is answered `Done` once the configuration is left.
         if let Op::ReplaceVoter { add, remove } = &req.op {
-            let incoming = conf
-                .replica_on(*add)
-                .is_some_and(|r| conf.voters.contains(&r));
-            let outgoing = conf
-                .replica_on(*remove)
-                .is_some_and(|r| conf.voters_outgoing.contains(&r) && !conf.voters.contains(&r));
-            if incoming && outgoing {
+            if voter(add) && !outgoing(add) && outgoing(remove) && !voter(remove) {
                 let reason = format!(
                     "group {gid}'s swap of node {add} in for node {remove} is under way (its joint configuration is being left): ask again"
                 );
