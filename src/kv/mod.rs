@@ -24,10 +24,10 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 
 use crate::meta::{MetaCmd, MetaState};
-
-mod datum;
 use crate::raft::Index;
 use crate::wire::{ClientError, Reply};
+
+mod datum;
 pub use datum::{Datum, DATUM_INLINE_MAX};
 
 /// Bounds of a group's state machine.
@@ -367,6 +367,16 @@ impl Outcomes {
             },
             _ => self.0.push_back((seq, reply)),
         }
+    }
+
+    /// Appends `seq`'s outcome if `seq` is newer than every one held
+    /// (false, nothing changed, otherwise): a snapshot's, read in order.
+    fn push_newest(&mut self, seq: u64, reply: Reply) -> bool {
+        if self.0.back().is_some_and(|(last, _)| *last >= seq) {
+            return false;
+        }
+        self.0.push_back((seq, reply));
+        true
     }
 
     /// Forgets every outcome below `seq`.
@@ -1152,10 +1162,9 @@ impl Kv {
                 // Written oldest first, each seq once: anything else is
                 // not a snapshot this code wrote (and would cost a shift
                 // per outcome to put in order).
-                if results.0.back().is_some_and(|(last, _)| *last >= seq) {
+                if !results.push_newest(seq, reply) {
                     return Err(SnapshotError("session outcomes out of order"));
                 }
-                results.0.push_back((seq, reply));
             }
             sessions.insert(
                 client,
