@@ -196,6 +196,19 @@ pub struct StaleRange {
     pub held_epoch: Epoch,
 }
 
+/// What a range's refusal of a key told a [`RangeMap`]
+/// ([`RangeMap::learn_refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The answer was newer: the range's descriptor now has its bounds.
+    Narrowed,
+    /// The map already knew the range does not hold the key.
+    Known,
+    /// The map's descriptor, no older than the answer, held the key: the
+    /// nodes disagree; the descriptor was dropped.
+    Disagrees,
+}
+
 /// A stretch of keys no range of a [`RangeMap`] holds
 /// ([`RangeMap::coverage`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -311,6 +324,63 @@ impl RangeMap {
         self.by_start.insert(desc.start.clone(), desc);
         self.debug_check();
         Ok(displaced)
+    }
+
+    /// What a range's refusal of a key tells this map (a replica of range
+    /// `id` answered `KeyNotInRange`: `key` is not in its keys
+    /// `[start, end)` at `version`), and the map updated by it:
+    ///
+    /// - the answer is newer than the map's descriptor of `id` (the range
+    ///   split or merged): the descriptor is narrowed to those bounds at
+    ///   that version (replicas unchanged), so reports of the old bounds,
+    ///   from replicas that have not applied the split yet, are refused as
+    ///   stale ([`RangeMap::insert`]) and the keys that left `id` are
+    ///   looked up afresh ([`Refusal::Narrowed`]);
+    /// - the map knew it already: its descriptor of `id`, of that version
+    ///   or newer, does not hold `key`, or `id` is gone and another range
+    ///   holds `key` (another request on the same map was refused first,
+    ///   or a fresher report came in meanwhile) ([`Refusal::Known`]);
+    /// - the map's descriptor of `id`, no older than the answer, still
+    ///   holds `key`, or `id` is gone and no range holds `key`: the nodes
+    ///   disagree (bootstrapped with other cuts, or a replica behind its
+    ///   own descriptor); the descriptor is dropped, to be asked again
+    ///   ([`Refusal::Disagrees`]).
+    ///
+    /// Only the last counts against a client's `KEY_RANGE_RETRIES_MAX`:
+    /// counting the second would fail requests that raced a split on a
+    /// shared map (and dropping the narrowed descriptor would let a
+    /// lagging replica's pre-split bounds back in).
+    pub fn learn_refusal(
+        &mut self,
+        id: RangeId,
+        key: &[u8],
+        start: &Bytes,
+        end: &Bytes,
+        version: u64,
+    ) -> Refusal {
+        let Some(held) = self.get(id) else {
+            return if self.range_of(key).is_some() {
+                Refusal::Known
+            } else {
+                Refusal::Disagrees
+            };
+        };
+        if held.epoch.version >= version {
+            if held.contains(key) {
+                self.remove(id);
+                return Refusal::Disagrees;
+            }
+            return Refusal::Known;
+        }
+        let mut d = held.clone();
+        d.start = start.clone();
+        d.end = end.clone();
+        d.epoch.version = version;
+        if d.validate().is_err() || self.insert(d).is_err() {
+            self.remove(id);
+            return Refusal::Disagrees;
+        }
+        Refusal::Narrowed
     }
 
     /// Drops range `id` (a client told that its descriptor is wrong, and

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::meta::{show_key, RangeDesc};
-use crate::route::{shard_addr, shard_of, RangeMap};
+use crate::route::{shard_addr, shard_of, RangeMap, Refusal};
 use crate::wire::{ClientError, GroupStatus, Op, ReadMode, Reply, Request, RANGES_REPLY_MAX};
 use conn::Conn;
 
@@ -496,13 +496,15 @@ impl Client {
     /// a new sequence.
     ///
     /// An answer of a newer version than the map's descriptor of the
-    /// group (the range split or merged) narrows that descriptor
-    /// ([`Client::narrow`]), and the key is looked up again, for as long
-    /// as `op_timeout_ms` allows: ranges that keep splitting keep making
-    /// progress. An answer of no newer version means the nodes disagree
-    /// (bootstrapped with other cuts, or a replica behind its own
-    /// descriptor): after [`KEY_RANGE_RETRIES_MAX`] such answers the
-    /// client says so.
+    /// group (the range split or merged) narrows that descriptor, and the
+    /// key is looked up again, for as long as `op_timeout_ms` allows:
+    /// ranges that keep splitting keep making progress. So does an answer
+    /// the map knew already (another request on this client was refused
+    /// first). An answer of no newer version, from a group the map still
+    /// sends the key to, means the nodes disagree (bootstrapped with other
+    /// cuts, or a replica behind its own descriptor): after
+    /// [`KEY_RANGE_RETRIES_MAX`] such answers the client says so
+    /// ([`RangeMap::learn_refusal`]).
     async fn call_key(&self, key: &[u8], op: Op, write: bool) -> Result<Reply, Error> {
         let start = Instant::now();
         let deadline = start + Duration::from_millis(self.inner.cfg.op_timeout_ms);
@@ -533,9 +535,21 @@ impl Client {
                 Err(Error::Server(e @ ClientError::KeyNotInRange { .. })) => e,
                 r => return r,
             };
-            if !self.narrow(g, &e) {
-                tries += 1;
-                self.inner.ranges.borrow_mut().remove(g);
+            if let ClientError::KeyNotInRange {
+                start,
+                end,
+                version,
+                ..
+            } = &e
+            {
+                let learnt = self
+                    .inner
+                    .ranges
+                    .borrow_mut()
+                    .learn_refusal(g, key, start, end, *version);
+                if learnt == Refusal::Disagrees {
+                    tries += 1;
+                }
             }
             if tries > KEY_RANGE_RETRIES_MAX {
                 return Err(Error::Server(ClientError::Failed {
@@ -563,41 +577,6 @@ impl Client {
                 self.inner.cfg.op_timeout_ms
             ),
         })
-    }
-
-    /// A node's replica of range `g` refused a key (`refusal`, a
-    /// `KeyNotInRange`: its keys are `[start, end)` at `version`): if that
-    /// is newer than the map's descriptor of `g`, the descriptor is
-    /// narrowed to those bounds at that version (replicas unchanged), so
-    /// reports of the old bounds, from replicas that have not applied the
-    /// split yet, are refused as stale ([`RangeMap::insert`]) and the keys
-    /// that left `g` are looked up afresh. Whether the map changed.
-    fn narrow(&self, g: u64, refusal: &ClientError) -> bool {
-        let ClientError::KeyNotInRange {
-            start,
-            end,
-            version,
-            ..
-        } = refusal
-        else {
-            return false;
-        };
-        let version = *version;
-        let mut map = self.inner.ranges.borrow_mut();
-        let Some(held) = map.get(g) else {
-            return false;
-        };
-        if held.epoch.version >= version {
-            return false;
-        }
-        let mut d = held.clone();
-        d.start = start.clone();
-        d.end = end.clone();
-        d.epoch.version = version;
-        if d.validate().is_err() {
-            return false;
-        }
-        map.insert(d).is_ok()
     }
 
     /// Adds the nodes `m` names that this client did not know (added to

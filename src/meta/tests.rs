@@ -222,6 +222,54 @@ fn a_split_replaces_its_parent_and_the_parent_cannot_come_back() {
     assert_eq!(m.len(), 1);
 }
 
+/// A client's requests racing a split (stop 49's CI failure): writers
+/// sharing one map send keys above the cut to the parent; the first
+/// refusal narrows the parent, the others find the map knew it. Counting
+/// those as disagreement, and dropping the narrowed parent, let a lagging
+/// replica's pre-split bounds back in, sent the key to the parent again,
+/// and failed the write with "the nodes disagree" after four refusals.
+#[test]
+fn refusals_racing_a_split_are_followed_and_only_disagreement_counts() {
+    use crate::route::Refusal;
+    let mut m = RangeMap::new();
+    m.insert(desc(1, b"", b"", 1, 1)).unwrap();
+    let (s, e) = (Bytes::new(), Bytes::from_static(b"m"));
+    assert_eq!(m.learn_refusal(1, b"p", &s, &e, 2), Refusal::Narrowed);
+    assert_eq!(m.learn_refusal(1, b"q", &s, &e, 2), Refusal::Known);
+    assert_eq!(m.learn_refusal(1, b"r", &s, &e, 2), Refusal::Known);
+    // A lagging replica's report of the parent's old bounds: refused.
+    assert!(m.insert(desc(1, b"", b"", 1, 1)).is_err());
+    assert_eq!(m.range_of(b"q"), None);
+    let held = m.get(1).unwrap();
+    assert_eq!((&held.end[..], held.epoch.version), (&b"m"[..], 2));
+    // The right side arrives and takes the keys.
+    m.insert(desc(2, b"m", b"", 2, 1)).unwrap();
+    assert_eq!(m.range_of(b"q").map(|d| d.id), Some(2));
+    // A late refusal of an older version, already known.
+    assert_eq!(
+        m.learn_refusal(1, b"z", &s, &b"x"[..].into(), 1),
+        Refusal::Known
+    );
+    // A range that refuses a key its descriptor, as new as the answer,
+    // holds: the nodes disagree; the descriptor is dropped.
+    assert_eq!(
+        m.learn_refusal(2, b"q", &e, &b"p"[..].into(), 2),
+        Refusal::Disagrees
+    );
+    assert_eq!(m.get(2), None);
+    // Gone and nothing holds the key: still disagreement.
+    assert_eq!(
+        m.learn_refusal(2, b"q", &e, &b"p"[..].into(), 2),
+        Refusal::Disagrees
+    );
+    // Gone, and another range holds the key now: known.
+    m.insert(desc(3, b"m", b"", 3, 1)).unwrap();
+    assert_eq!(
+        m.learn_refusal(2, b"q", &e, &b"p"[..].into(), 2),
+        Refusal::Known
+    );
+}
+
 /// Issue #18: a split's two descriptors, and what it refuses.
 #[test]
 fn a_descriptor_splits_at_a_key_strictly_inside_it() {
