@@ -439,6 +439,158 @@ pub struct Kv {
     split_off: Option<Box<SplitOff>>,
 }
 
+/// The parts of a [`Kv`] a write changes, borrowed apart from its
+/// sessions: a write's session stays borrowed across its execution, one
+/// lookup of the client's session per write.
+struct Data<'a> {
+    map: &'a mut imbl::OrdMap<Datum, Datum>,
+    data_bytes: &'a mut u64,
+    members: &'a mut BTreeMap<u64, String>,
+    client_addrs: &'a mut BTreeMap<u64, String>,
+    meta: &'a mut Option<Box<MetaState>>,
+}
+
+impl Data<'_> {
+    /// Sets `key` to `value`, keeping `data_bytes`.
+    fn put(&mut self, key: Datum, value: Datum) {
+        let klen = key.len() as u64;
+        let added = klen + value.len() as u64;
+        if let Some(old) = self.map.insert(key, value) {
+            *self.data_bytes -= klen + old.len() as u64;
+        }
+        *self.data_bytes += added;
+    }
+
+    /// Removes `key`, keeping `data_bytes`.
+    fn del(&mut self, key: &[u8]) {
+        if let Some(old) = self.map.remove(key) {
+            *self.data_bytes -= (key.len() + old.len()) as u64;
+        }
+    }
+
+    /// Applies `op` (not a split: [`Kv::apply`] takes those first) and
+    /// answers it.
+    fn execute(&mut self, op: &WriteOp) -> Reply {
+        match op {
+            WriteOp::Put { key, value } => {
+                self.put(Datum::copy_from_slice(key), Datum::copy_from_slice(value));
+                Reply::Done
+            }
+            WriteOp::Delete { key } => {
+                self.del(key);
+                Reply::Done
+            }
+            WriteOp::Split { .. } => unreachable!("`apply` takes splits before `execute`"),
+            WriteOp::Meta { cmd } => {
+                let m = self.meta.get_or_insert_with(Default::default);
+                let r = MetaCmd::decode(cmd)
+                    .map_err(|e| e.to_string())
+                    .and_then(|c| m.apply(&c).map_err(|e| e.to_string()));
+                match r {
+                    Ok(reply) => Reply::Meta {
+                        ok: true,
+                        body: reply.encode(),
+                    },
+                    Err(why) => Reply::Meta {
+                        ok: false,
+                        body: Bytes::from(why),
+                    },
+                }
+            }
+            WriteOp::Member {
+                node,
+                peer_addr,
+                client_addr,
+            } => {
+                if peer_addr.is_empty() {
+                    self.members.remove(node);
+                    self.client_addrs.remove(node);
+                } else {
+                    self.members
+                        .insert(*node, String::from_utf8_lossy(peer_addr).into_owned());
+                    if client_addr.is_empty() {
+                        self.client_addrs.remove(node);
+                    } else {
+                        self.client_addrs
+                            .insert(*node, String::from_utf8_lossy(client_addr).into_owned());
+                    }
+                }
+                Reply::Done
+            }
+            WriteOp::Incr { key, by } => {
+                let current = self.map.get(&key[..]);
+                let sum = match current {
+                    None => Some(*by),
+                    Some(v) => redis_integer(v).and_then(|n| n.checked_add(*by)),
+                };
+                match sum {
+                    Some(n) => {
+                        let v = Bytes::from(n.to_string());
+                        self.put(Datum::copy_from_slice(key), Datum::copy_from_slice(&v));
+                        Reply::Cas {
+                            swapped: true,
+                            current: Some(v),
+                        }
+                    }
+                    // The value only if it is an integer (the sum
+                    // overflowed): never a large non-integer copied into
+                    // the answer and the session.
+                    None => Reply::Cas {
+                        swapped: false,
+                        current: current
+                            .filter(|v| redis_integer(v).is_some())
+                            .map(Datum::to_bytes),
+                    },
+                }
+            }
+            WriteOp::Append {
+                key,
+                value,
+                max_len,
+            } => {
+                let current = self.map.get(&key[..]);
+                let len = current.map_or(0, |c| c.len()) + value.len();
+                if len > *max_len as usize {
+                    return Reply::Cas {
+                        swapped: false,
+                        current: None,
+                    };
+                }
+                let mut v = Vec::with_capacity(len);
+                v.extend_from_slice(current.map_or(&[][..], |c| &c[..]));
+                v.extend_from_slice(value);
+                self.put(Datum::copy_from_slice(key), Datum::from_vec(v));
+                // The length, not the value: appends to a large value
+                // must not copy it into every answer and session.
+                Reply::Cas {
+                    swapped: true,
+                    current: Some(Bytes::from(len.to_string())),
+                }
+            }
+            WriteOp::Cas { key, expect, value } => {
+                let current = self.map.get(&key[..]);
+                if current.map(|b| &b[..]) == expect.as_deref() {
+                    match value {
+                        Some(v) => {
+                            self.put(Datum::copy_from_slice(key), Datum::copy_from_slice(v));
+                        }
+                        None => self.del(key),
+                    }
+                    Reply::Cas {
+                        swapped: true,
+                        current: value.clone(),
+                    }
+                } else {
+                    Reply::Cas {
+                        swapped: false,
+                        current: current.map(Datum::to_bytes),
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `[start, end)` as text (`∞`: no upper bound).
 fn show_bounds(b: &KeyBounds) -> String {
     let end = if b.end.is_empty() {
@@ -541,27 +693,21 @@ impl Kv {
         self.sessions.len()
     }
 
+    /// What a write changes, borrowed apart from the sessions.
+    fn data(&mut self) -> Data<'_> {
+        Data {
+            map: &mut self.map,
+            data_bytes: &mut self.data_bytes,
+            members: &mut self.members,
+            client_addrs: &mut self.client_addrs,
+            meta: &mut self.meta,
+        }
+    }
+
     /// Bytes of the keys and values the map holds (what a snapshot's
     /// pairs take, less 8 bytes of lengths per pair).
     pub fn data_bytes(&self) -> u64 {
         self.data_bytes
-    }
-
-    /// Sets `key` to `value`, keeping `data_bytes`.
-    fn put(&mut self, key: Datum, value: Datum) {
-        let klen = key.len() as u64;
-        let added = klen + value.len() as u64;
-        if let Some(old) = self.map.insert(key, value) {
-            self.data_bytes -= klen + old.len() as u64;
-        }
-        self.data_bytes += added;
-    }
-
-    /// Removes `key`, keeping `data_bytes`.
-    fn del(&mut self, key: &[u8]) {
-        if let Some(old) = self.map.remove(key) {
-            self.data_bytes -= (key.len() + old.len()) as u64;
-        }
     }
 
     /// A digest of the map (FNV-1a over every key and value, in order,
@@ -685,12 +831,21 @@ impl Kv {
                 .map(|()| Reply::Done);
         }
         if cmd.client == 0 {
-            let r = self.execute(&cmd.op);
+            let r = self.data().execute(&cmd.op);
             self.expire(index);
             return Ok(r);
         }
-        let limits = &self.limits;
-        let s = self.sessions.entry(cmd.client).or_default();
+        let Kv {
+            map,
+            sessions,
+            data_bytes,
+            limits,
+            members,
+            client_addrs,
+            meta,
+            ..
+        } = self;
+        let s = sessions.entry(cmd.client).or_default();
         s.last_index = index;
         // The client has seen every answer below `ack`.
         if cmd.ack > 0 && s.floor < cmd.ack - 1 {
@@ -703,11 +858,16 @@ impl Kv {
         if cmd.seq <= s.floor {
             return Err(ClientError::SessionExpired);
         }
-        let results_max = limits.session_results_max;
-        let reply = self.execute(&cmd.op);
-        let s = self.sessions.get_mut(&cmd.client).expect("just used");
+        let reply = Data {
+            map,
+            data_bytes,
+            members,
+            client_addrs,
+            meta,
+        }
+        .execute(&cmd.op);
         s.results.insert(cmd.seq, reply.clone());
-        if s.results.len() > results_max {
+        if s.results.len() > limits.session_results_max {
             let oldest = s.results.pop_oldest().expect("not empty");
             s.floor = s.floor.max(oldest);
         }
@@ -861,8 +1021,9 @@ impl Kv {
                     .map(|(k, _)| k.clone()),
             );
         }
+        let mut data = self.data();
         for k in &doomed {
-            self.del(k);
+            data.del(k);
         }
         doomed.len()
     }
@@ -892,126 +1053,6 @@ impl Kv {
             start: self.bounds.start.clone(),
             end: self.bounds.end.clone(),
             version: self.bounds.version,
-        }
-    }
-
-    fn execute(&mut self, op: &WriteOp) -> Reply {
-        match op {
-            WriteOp::Put { key, value } => {
-                self.put(Datum::copy_from_slice(key), Datum::copy_from_slice(value));
-                Reply::Done
-            }
-            WriteOp::Delete { key } => {
-                self.del(key);
-                Reply::Done
-            }
-            WriteOp::Split { .. } => unreachable!("`apply` takes splits before `execute`"),
-            WriteOp::Meta { cmd } => {
-                let m = self.meta.get_or_insert_with(Default::default);
-                let r = MetaCmd::decode(cmd)
-                    .map_err(|e| e.to_string())
-                    .and_then(|c| m.apply(&c).map_err(|e| e.to_string()));
-                match r {
-                    Ok(reply) => Reply::Meta {
-                        ok: true,
-                        body: reply.encode(),
-                    },
-                    Err(why) => Reply::Meta {
-                        ok: false,
-                        body: Bytes::from(why),
-                    },
-                }
-            }
-            WriteOp::Member {
-                node,
-                peer_addr,
-                client_addr,
-            } => {
-                if peer_addr.is_empty() {
-                    self.members.remove(node);
-                    self.client_addrs.remove(node);
-                } else {
-                    self.members
-                        .insert(*node, String::from_utf8_lossy(peer_addr).into_owned());
-                    if client_addr.is_empty() {
-                        self.client_addrs.remove(node);
-                    } else {
-                        self.client_addrs
-                            .insert(*node, String::from_utf8_lossy(client_addr).into_owned());
-                    }
-                }
-                Reply::Done
-            }
-            WriteOp::Incr { key, by } => {
-                let current = self.map.get(&key[..]);
-                let sum = match current {
-                    None => Some(*by),
-                    Some(v) => redis_integer(v).and_then(|n| n.checked_add(*by)),
-                };
-                match sum {
-                    Some(n) => {
-                        let v = Bytes::from(n.to_string());
-                        self.put(Datum::copy_from_slice(key), Datum::copy_from_slice(&v));
-                        Reply::Cas {
-                            swapped: true,
-                            current: Some(v),
-                        }
-                    }
-                    // The value only if it is an integer (the sum
-                    // overflowed): never a large non-integer copied into
-                    // the answer and the session.
-                    None => Reply::Cas {
-                        swapped: false,
-                        current: current
-                            .filter(|v| redis_integer(v).is_some())
-                            .map(Datum::to_bytes),
-                    },
-                }
-            }
-            WriteOp::Append {
-                key,
-                value,
-                max_len,
-            } => {
-                let current = self.map.get(&key[..]);
-                let len = current.map_or(0, |c| c.len()) + value.len();
-                if len > *max_len as usize {
-                    return Reply::Cas {
-                        swapped: false,
-                        current: None,
-                    };
-                }
-                let mut v = Vec::with_capacity(len);
-                v.extend_from_slice(current.map_or(&[][..], |c| &c[..]));
-                v.extend_from_slice(value);
-                self.put(Datum::copy_from_slice(key), Datum::from_vec(v));
-                // The length, not the value: appends to a large value
-                // must not copy it into every answer and session.
-                Reply::Cas {
-                    swapped: true,
-                    current: Some(Bytes::from(len.to_string())),
-                }
-            }
-            WriteOp::Cas { key, expect, value } => {
-                let current = self.map.get(&key[..]);
-                if current.map(|b| &b[..]) == expect.as_deref() {
-                    match value {
-                        Some(v) => {
-                            self.put(Datum::copy_from_slice(key), Datum::copy_from_slice(v));
-                        }
-                        None => self.del(key),
-                    }
-                    Reply::Cas {
-                        swapped: true,
-                        current: value.clone(),
-                    }
-                } else {
-                    Reply::Cas {
-                        swapped: false,
-                        current: current.map(Datum::to_bytes),
-                    }
-                }
-            }
         }
     }
 
