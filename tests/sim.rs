@@ -202,6 +202,60 @@ fn same_seed_gives_a_byte_identical_run() {
     assert_ne!(a.trace_hash, c.trace_hash, "different seeds must differ");
 }
 
+/// Seeds per size of the sweep with several groups per node.
+const GROUPS_SEEDS: u64 = 400;
+
+/// Raft groups per node in that sweep.
+const SWEEP_GROUPS: u64 = 3;
+
+/// The sweep with [`SWEEP_GROUPS`] groups on every node (issue #17), 3
+/// and 5 nodes: each node's replicas share its WAL (group commit, release
+/// at the lowest LSN any replica needs, replay of every group at restart,
+/// torn tails), and a crash, a pause or a partition hits all of them at
+/// once; faults aimed at a leader pick a group. Every checker runs for
+/// every group (linearizability over keys of all groups). Membership
+/// changes stay in the one-group sweeps (`SimConfig::groups`).
+#[test]
+fn sweep_with_several_groups_per_node() {
+    let seeds = seeds(GROUPS_SEEDS);
+    let (mut committed, mut least, mut crashes, mut failures) = (0, u64::MAX, 0, Vec::new());
+    for nodes in [3, 5] {
+        if env_u64("SIM_NODES").is_some_and(|n| n as usize != nodes) {
+            continue;
+        }
+        for &seed in &seeds {
+            let mut cfg = sweep_config(nodes, seed);
+            cfg.groups = SWEEP_GROUPS;
+            cfg.keys = 2 * SWEEP_GROUPS;
+            cfg.membership_changes = false;
+            cfg.initial_voters = nodes;
+            match run_caught(cfg) {
+                Ok(r) => {
+                    committed += r.committed;
+                    least = least.min(r.least_committed_by_a_group);
+                    crashes += r.crashes;
+                }
+                Err(f) => {
+                    eprintln!(
+                        "FAILED {f}\n  replay: {}SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim sweep_with_several_groups_per_node -- --nocapture",
+                        quiesce_env()
+                    );
+                    failures.push((nodes, seed));
+                }
+            }
+        }
+    }
+    println!(
+        "sim with {SWEEP_GROUPS} groups per node: {} seeds per size, entries committed {committed} (the least by a group in a run: {least}), crashes {crashes}",
+        seeds.len()
+    );
+    assert!(failures.is_empty(), "seeds failed: {failures:?}");
+    assert!(
+        least > 0 && crashes > 0,
+        "every group must commit under crashes: least {least}, crashes {crashes}"
+    );
+}
+
 /// A quiet cluster (no random faults, no clients) for scripted scenarios.
 fn quiet(nodes: usize, seed: u64) -> SimConfig {
     let mut c = SimConfig::new(nodes, seed);

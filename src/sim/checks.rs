@@ -3,34 +3,39 @@
 use super::*;
 
 impl Sim {
+    /// Whether every group has a leader whose log every member has
+    /// committed and applied.
     pub(super) fn converged(&self) -> bool {
-        let Some(l) = self.current_leader() else {
+        self.checks.keys().all(|&g| self.group_converged(g))
+    }
+
+    fn group_converged(&self, g: GroupId) -> bool {
+        let Some(l) = self.current_leader(g) else {
             return false;
         };
-        let leader = self.nodes[l].raft().expect("up");
+        let leader = self.nodes[l].raft(g).expect("up");
         let (lt, last) = (leader.term(), leader.last_index());
-        self.members().into_iter().all(|i| {
-            let n = &self.nodes[i];
+        self.members(g).into_iter().all(|i| {
+            let n = self.nodes[i].group(g);
             n.raft()
                 .is_some_and(|r| r.term() == lt && r.commit_index() == last && n.applied() == last)
         })
     }
 
-    pub(super) fn on_new_leader(&mut self, i: usize, term: Term) {
+    pub(super) fn on_new_leader(&mut self, i: usize, g: GroupId, term: Term) {
         self.report.leaders_elected += 1;
-        if let Some(&other) = self.leaders.get(&term) {
-            if other != i {
-                self.fail(format!(
-                    "election safety: nodes {} and {} both leaders of term {term}",
-                    self.ids[other], self.ids[i]
-                ));
-            }
+        let leaders = &mut self.checks.get_mut(&g).expect("checked group").leaders;
+        let other = leaders.insert(term, i);
+        if let Some(other) = other.filter(|&o| o != i) {
+            self.fail(format!(
+                "election safety: nodes {} and {} both leaders of group {g} in term {term}",
+                self.ids[other], self.ids[i]
+            ));
         }
-        self.leaders.insert(term, i);
         if self.cfg.faults && !self.healed {
             if self.rng.chance(500) {
                 let d = self.rng.range(1, 40);
-                self.schedule(d, Event::CrashLeader(i, term));
+                self.schedule(d, Event::CrashLeader(i, g, term));
             }
             if self.rng.chance(250) {
                 // Cut off before its no-op leaves: its entries of this term
@@ -47,11 +52,11 @@ impl Sim {
         }
         // Leader completeness: every entry applied anywhere (hence committed)
         // is in the new leader's log.
-        let r = self.nodes[i].raft().expect("leader is up");
+        let r = self.nodes[i].raft(g).expect("leader is up");
         // (Entries it compacted are covered by its snapshot, checked by
         // the state digests.)
         let first = r.first_index();
-        for (k, (t, d)) in self.applied_history.iter().enumerate() {
+        for (k, (t, d)) in self.checks[&g].applied_history.iter().enumerate() {
             let idx = k as u64 + 1;
             if idx < first {
                 continue;
@@ -60,7 +65,7 @@ impl Sim {
                 Some(e) if e.term == *t && entry_digest(e) == *d => {}
                 _ => {
                     let msg = format!(
-                        "leader completeness: node {} leads term {term} without committed entry {idx} (term {t})",
+                        "leader completeness: node {} leads group {g} in term {term} without committed entry {idx} (term {t})",
                         self.ids[i]
                     );
                     self.fail(msg);
@@ -72,19 +77,24 @@ impl Sim {
 
     /// State machine safety across snapshots: the state after applying
     /// index i is the same everywhere, however a node got there.
-    pub(super) fn check_state(&mut self, i: usize, index: Index) {
-        let d = self.nodes[i].kv().digest();
-        match self.state_digests.get(&index) {
+    pub(super) fn check_state(&mut self, i: usize, g: GroupId, index: Index) {
+        let d = self.nodes[i].group(g).kv().digest();
+        let digests = &mut self
+            .checks
+            .get_mut(&g)
+            .expect("checked group")
+            .state_digests;
+        match digests.get(&index) {
             Some(&known) if known != d => {
                 let msg = format!(
-                    "state machine safety: node {} state after index {index} differs from another node's",
+                    "state machine safety: node {} group {g} state after index {index} differs from another node's",
                     self.ids[i]
                 );
                 self.fail(msg);
             }
             Some(_) => {}
             None => {
-                self.state_digests.insert(index, d);
+                digests.insert(index, d);
             }
         }
     }
@@ -94,15 +104,15 @@ impl Sim {
     /// either half of a joint one, has fewer voters than the group
     /// started with (at most 3, the replication factor the nemesis keeps:
     /// it adds before it removes and swaps one for one).
-    pub(super) fn check_voter_floor(&mut self, i: usize) {
+    pub(super) fn check_voter_floor(&mut self, i: usize, g: GroupId) {
         let floor = self.cfg.initial_voters.min(3);
-        let Some(c) = self.nodes[i].raft().map(|r| r.conf()) else {
+        let Some(c) = self.nodes[i].raft(g).map(|r| r.conf()) else {
             return;
         };
         let short = c.voters.len() < floor || (c.is_joint() && c.voters_outgoing.len() < floor);
         if short {
             let msg = format!(
-                "voter floor: node {} has voters {:?} (outgoing {:?}), fewer than {floor}",
+                "voter floor: node {} group {g} has voters {:?} (outgoing {:?}), fewer than {floor}",
                 self.ids[i], c.voters, c.voters_outgoing
             );
             self.fail(msg);
@@ -112,9 +122,15 @@ impl Sim {
     /// Log matching (Raft §5.3): if two logs hold an entry with the same
     /// index and term, they are identical up to that index.
     pub(super) fn check_log_matching(&mut self) {
+        for g in self.checks.keys().copied().collect::<Vec<_>>() {
+            self.check_group_log_matching(g);
+        }
+    }
+
+    fn check_group_log_matching(&mut self, g: GroupId) {
         for a in 0..self.nodes.len() {
             for b in a + 1..self.nodes.len() {
-                let (Some(x), Some(y)) = (self.nodes[a].raft(), self.nodes[b].raft()) else {
+                let (Some(x), Some(y)) = (self.nodes[a].raft(g), self.nodes[b].raft(g)) else {
                     continue;
                 };
                 let (x, y) = (x.log(), y.log());
@@ -126,7 +142,7 @@ impl Sim {
                 for k in x.first_index().max(y.first_index())..=i {
                     if x.entry(k) != y.entry(k) {
                         let msg = format!(
-                            "log matching: nodes {} and {} agree at index {i} but differ at {k}",
+                            "log matching: nodes {} and {} agree at index {i} but differ at {k} in group {g}",
                             self.ids[a], self.ids[b]
                         );
                         self.fail(msg);
@@ -138,33 +154,61 @@ impl Sim {
     }
 
     pub(super) fn final_checks(&mut self) {
+        for g in self.checks.keys().copied().collect::<Vec<_>>() {
+            if self.failure.is_none() {
+                self.final_group_checks(g);
+            }
+        }
+        if self.failure.is_some() {
+            return;
+        }
+        if self.clients.iter().any(|c| c.op.is_some()) {
+            self.fail("liveness: a client op is still pending at the end".into());
+            return;
+        }
+        // Linearizability of the client history (each key in one group).
+        let history: Vec<Op> = self
+            .history
+            .iter()
+            .filter(|o| o.ret != Some(u64::MAX))
+            .cloned()
+            .collect();
+        if let Err(v) = linearizability::check(&history) {
+            self.fail(format!("linearizability: {v}"));
+        }
+    }
+
+    /// The end-of-run checks of group `g`.
+    fn final_group_checks(&mut self, g: GroupId) {
         // Liveness: with every fault healed for heal_ms, one leader, all logs
         // committed and applied everywhere, and every client answered.
-        let Some(l) = self.current_leader() else {
-            self.fail("liveness: no leader after the heal phase".into());
+        let Some(l) = self.current_leader(g) else {
+            self.fail(format!(
+                "liveness: no leader of group {g} after the heal phase"
+            ));
             return;
         };
-        let leader = self.nodes[l].raft().expect("up");
+        let leader = self.nodes[l].raft(g).expect("up");
         let (lt, last) = (leader.term(), leader.last_index());
         if leader.conf().is_joint() {
             // Left by the leader that applied it, or by the next one
             // (`leave_joint_if_stranded`); joint for good, the group
             // refuses every later membership change.
             let msg = format!(
-                "liveness: still in a joint configuration after the heal phase: voters {:?}, outgoing {:?}",
+                "liveness: group {g} still in a joint configuration after the heal phase: voters {:?}, outgoing {:?}",
                 leader.conf().voters,
                 leader.conf().voters_outgoing
             );
             self.fail(msg);
             return;
         }
-        let members = self.members();
+        let members = self.members(g);
         for &i in &members {
-            let n = &self.nodes[i];
+            let n = self.nodes[i].group(g);
             let r = n.raft().expect("all nodes restarted at heal");
             if r.term() != lt || r.commit_index() != last || n.applied() != last {
                 let msg = format!(
-                    "liveness: node {} at term {} commit {} applied {}, leader {} at term {lt} last {last}",
+                    "liveness: group {g}: node {} at term {} commit {} applied {}, leader {} at term {lt} last {last}",
                     self.ids[i],
                     r.term(),
                     r.commit_index(),
@@ -177,8 +221,8 @@ impl Sim {
         }
         // Log matching: all members' logs identical (everything is committed now).
         for &i in &members {
-            let a = self.nodes[l].raft().expect("up").log();
-            let b = self.nodes[i].raft().expect("up").log();
+            let a = self.nodes[l].raft(g).expect("up").log();
+            let b = self.nodes[i].raft(g).expect("up").log();
             for idx in a.first_index().max(b.first_index())..=last {
                 let (x, y) = (
                     a.entry(idx).expect("committed"),
@@ -186,7 +230,7 @@ impl Sim {
                 );
                 if x != y {
                     let msg = format!(
-                        "log matching: nodes {} and {} differ at index {idx}",
+                        "log matching: nodes {} and {} differ at index {idx} in group {g}",
                         self.ids[l], self.ids[i]
                     );
                     self.fail(msg);
@@ -196,9 +240,9 @@ impl Sim {
         }
         // Replicas converge.
         for &i in &members {
-            if self.nodes[i].kv() != self.nodes[l].kv() {
+            if self.nodes[i].group(g).kv() != self.nodes[l].group(g).kv() {
                 let msg = format!(
-                    "convergence: node {} state differs from leader {}",
+                    "convergence: group {g}: node {} state differs from leader {}",
                     self.ids[i], self.ids[l]
                 );
                 self.fail(msg);
@@ -206,26 +250,14 @@ impl Sim {
             }
         }
         // No acknowledged write lost.
-        for &(idx, term, d) in &self.acked {
-            if self.applied_history.get((idx - 1) as usize) != Some(&(term, d)) {
-                let msg = format!("acknowledged write at index {idx} term {term} lost");
+        let c = &self.checks[&g];
+        for &(idx, term, d) in &c.acked {
+            if c.applied_history.get((idx - 1) as usize) != Some(&(term, d)) {
+                let msg =
+                    format!("acknowledged write at index {idx} term {term} of group {g} lost");
                 self.fail(msg);
                 return;
             }
-        }
-        if self.clients.iter().any(|c| c.op.is_some()) {
-            self.fail("liveness: a client op is still pending at the end".into());
-            return;
-        }
-        // Linearizability of the client history.
-        let history: Vec<Op> = self
-            .history
-            .iter()
-            .filter(|o| o.ret != Some(u64::MAX))
-            .cloned()
-            .collect();
-        if let Err(v) = linearizability::check(&history) {
-            self.fail(format!("linearizability: {v}"));
         }
     }
 }

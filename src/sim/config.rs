@@ -61,6 +61,12 @@ pub struct SimConfig {
     /// `PEER_SILENCE_MS` of silence (`network::watch_peers`). Default on,
     /// as the node's (the sweeps turn it off with `SIM_QUIESCE=0`).
     pub quiesce: bool,
+    /// Raft groups (ranges) every node hosts a replica of, over its one
+    /// WAL (group-committed, released at the lowest LSN any replica
+    /// needs, replayed for every group at restart, as a shard's); keys go
+    /// to group `key % groups`. Membership changes are simulated with one
+    /// group only (a replaced replica erases its node's whole disk).
+    pub groups: u64,
 }
 
 impl SimConfig {
@@ -116,6 +122,7 @@ impl SimConfig {
             disk_loss: false,
             identity_check: true,
             quiesce: true,
+            groups: 1,
         }
     }
 }
@@ -124,6 +131,9 @@ impl SimConfig {
 #[derive(Debug, Clone, Default)]
 pub struct SimReport {
     pub seed: u64,
+    /// Entries committed by the group that committed the fewest
+    /// (`SimConfig::groups`).
+    pub least_committed_by_a_group: u64,
     pub trace_hash: u64,
     pub events: u64,
     pub ops_ok: u64,

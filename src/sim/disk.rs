@@ -62,27 +62,18 @@ pub(super) fn wal_options(cfg: &SimConfig) -> ringraft_wal::WalOptions {
     }
 }
 
-impl SimNode {
-    /// Forgets everything on its disk: snapshot, WAL, what was durable (a
-    /// wiped disk, or a replica destroyed to make room for a newer one;
-    /// the node hosts one replica, so its whole WAL is that replica's).
-    pub(super) fn erase_storage(&mut self) {
-        debug_assert!(self.rep.is_none(), "storage erased under a live replica");
-        self.stop_wal();
-        self.disk_snapshot = None;
-        self.retained_snapshots.clear();
-        self.disk = MemDisk::new();
-        self.durable_hs = HardState::default();
-        self.crash_persisted = None;
-    }
-
-    /// Stops the WAL (if open): its writer writes out what is queued and
-    /// exits.
-    pub(super) fn stop_wal(&mut self) {
-        if let Some(store) = self.log.take() {
-            let wal = store.into_wal();
-            // Failing (a sync refused under a crash) is what a crash is.
-            let _ = block_on(wal.close());
+impl SimReplica {
+    /// A replica slot of group `replica`'s on a node, nothing durable yet.
+    pub(super) fn new(replica: ReplicaId, hosted: bool) -> SimReplica {
+        SimReplica {
+            rep: None,
+            replica,
+            hosted,
+            disk_snapshot: None,
+            retained_snapshots: Vec::new(),
+            snap_writing: false,
+            durable_hs: HardState::default(),
+            crash_persisted: None,
         }
     }
 
@@ -137,23 +128,7 @@ impl SimNode {
         chunk
     }
 
-    /// Releases the WAL below the lowest LSN the replica needs
-    /// (`GroupLog::needed_lsn`), as the shard does (`LogStore::release`:
-    /// whole segments).
-    pub(super) fn release_wal(&mut self) -> Result<(), String> {
-        let (Some(rep), Some(log)) = (&self.rep, &mut self.log) else {
-            return Ok(());
-        };
-        let needed = rep.lsns.needed_lsn();
-        if !log.release_due(needed) {
-            return Ok(());
-        }
-        block_on(log.release(needed))
-            .map(|_| ())
-            .map_err(|e| format!("sim WAL: release failed: {e}"))
-    }
-
-    /// The core of the replica, if the node is up.
+    /// The core of the replica, if its node is up.
     pub(super) fn raft(&self) -> Option<&RawNode> {
         self.rep.as_ref().map(|r| &r.raft)
     }
@@ -162,7 +137,7 @@ impl SimNode {
         self.rep.as_mut().map(|r| &mut r.raft)
     }
 
-    /// The replica's state machine (the node must be up).
+    /// The replica's state machine (its node must be up).
     pub(super) fn kv(&self) -> &crate::kv::Kv {
         &self.rep.as_ref().expect("up").kv
     }
@@ -200,27 +175,110 @@ impl SimNode {
         }
         None
     }
+}
 
-    /// Submits the records of one Ready, as the shard writes them
-    /// (`LogStore::append_group`, each noted in the replica's `GroupLog`,
-    /// an install marker first if one is pending): the LSN of the last (0:
-    /// nothing to write). Polled once, without running the executor: it
-    /// completes unless the WAL's queue is full, which the simulator's
-    /// settings never let happen (the run fails if it does).
+impl SimNode {
+    /// Whether the node's process runs (its WAL is open).
+    pub(super) fn up(&self) -> bool {
+        self.log.is_some()
+    }
+
+    /// Its slot of group `g` (a node has one for every group it may host).
+    pub(super) fn group(&self, g: GroupId) -> &SimReplica {
+        self.groups.get(&g).expect("a slot for every group")
+    }
+
+    pub(super) fn group_mut(&mut self, g: GroupId) -> &mut SimReplica {
+        self.groups.get_mut(&g).expect("a slot for every group")
+    }
+
+    /// The core of its replica of group `g`, if the node is up.
+    pub(super) fn raft(&self, g: GroupId) -> Option<&RawNode> {
+        self.group(g).raft()
+    }
+
+    pub(super) fn raft_mut(&mut self, g: GroupId) -> Option<&mut RawNode> {
+        self.group_mut(g).raft_mut()
+    }
+
+    /// The groups it has a slot for, in order.
+    pub(super) fn group_ids(&self) -> Vec<GroupId> {
+        self.groups.keys().copied().collect()
+    }
+
+    /// Forgets everything on its disk: snapshots, WAL, what was durable (a
+    /// wiped disk, or a replica destroyed to make room for a newer one,
+    /// which the simulator does only with one group: its whole WAL is that
+    /// replica's).
+    pub(super) fn erase_storage(&mut self) {
+        debug_assert!(
+            self.groups.values().all(|r| r.rep.is_none()),
+            "storage erased under a live replica"
+        );
+        self.stop_wal();
+        for r in self.groups.values_mut() {
+            r.disk_snapshot = None;
+            r.retained_snapshots.clear();
+            r.durable_hs = HardState::default();
+            r.crash_persisted = None;
+        }
+        self.disk = MemDisk::new();
+    }
+
+    /// Stops the WAL (if open): its writer writes out what is queued and
+    /// exits.
+    pub(super) fn stop_wal(&mut self) {
+        if let Some(store) = self.log.take() {
+            let wal = store.into_wal();
+            // Failing (a sync refused under a crash) is what a crash is.
+            let _ = block_on(wal.close());
+        }
+    }
+
+    /// Releases the WAL below the lowest LSN any of its replicas needs
+    /// (`GroupLog::needed_lsn`), as the shard does (`LogStore::release`:
+    /// whole segments).
+    pub(super) fn release_wal(&mut self) -> Result<(), String> {
+        let Some(log) = &mut self.log else {
+            return Ok(());
+        };
+        let Some(needed) = self
+            .groups
+            .values()
+            .filter_map(|r| r.rep.as_ref())
+            .map(|rep| rep.lsns.needed_lsn())
+            .min()
+        else {
+            return Ok(());
+        };
+        if !log.release_due(needed) {
+            return Ok(());
+        }
+        block_on(log.release(needed))
+            .map(|_| ())
+            .map_err(|e| format!("sim WAL: release failed: {e}"))
+    }
+
+    /// Submits the records of one Ready of group `g`, as the shard writes
+    /// them (`LogStore::append_group`, each noted in the replica's
+    /// `GroupLog`, an install marker first if one is pending): the LSN of
+    /// the last (0: nothing to write). Polled once, without running the
+    /// executor: it completes unless the WAL's queue is full, which the
+    /// simulator's settings never let happen (the run fails if it does).
     pub(super) fn submit(
         &mut self,
+        g: GroupId,
         hs: Option<HardState>,
         entries: &[Entry],
     ) -> Result<u64, String> {
         use futures_lite::future::{block_on as poll, poll_once};
-        let rep = self.rep.as_mut().expect("up");
         let log = self.log.as_ref().expect("up");
-        match poll(poll_once(log.append_group(
-            SIM_GROUP,
-            hs,
-            entries,
-            &mut rep.lsns,
-        ))) {
+        let rep = self
+            .groups
+            .get_mut(&g)
+            .and_then(|r| r.rep.as_mut())
+            .expect("up");
+        match poll(poll_once(log.append_group(g, hs, entries, &mut rep.lsns))) {
             Some(Ok((lsn, _))) => Ok(lsn),
             Some(Err(e)) => Err(format!("sim WAL: submit failed: {e}")),
             None => {
@@ -232,6 +290,8 @@ impl SimNode {
 
 /// A write not yet reported durable.
 pub(super) struct PendingWrite {
+    /// The group whose Ready it is.
+    pub(super) group: GroupId,
     pub(super) token: PersistToken,
     /// The hard state in its records, if any.
     pub(super) hs: Option<HardState>,
@@ -240,7 +300,9 @@ pub(super) struct PendingWrite {
     pub(super) after: Vec<Message>,
 }
 
-pub(super) struct SimNode {
+/// A node's slot of one group: the replica it hosts there (or will:
+/// `hosted` false), and what of it is durable.
+pub(super) struct SimReplica {
     /// The node's own `group::Replica` (Raft core, state machine, client
     /// waiters, read queues, routes, what it needs of the WAL), while up.
     pub(super) rep: Option<Replica>,
@@ -251,6 +313,27 @@ pub(super) struct SimNode {
     /// `group::creates_replica`) before anything is stepped into it.
     pub(super) replica: ReplicaId,
     pub(super) hosted: bool,
+    /// The durable state, which survives crashes: the latest snapshot (the
+    /// WAL is the node's).
+    pub(super) disk_snapshot: Option<Snapshot>,
+    /// Older snapshots kept while a follower is sent them (cleared at a
+    /// restart, as the node removes superseded files then).
+    pub(super) retained_snapshots: Vec<Snapshot>,
+    /// A snapshot it took is being written (`Event::SnapshotWritten`).
+    pub(super) snap_writing: bool,
+    /// The latest hard state in a durable record (what a restart must
+    /// find again, or a later one).
+    pub(super) durable_hs: HardState,
+    /// At a crash: the core's persisted index and its term, checked
+    /// against the log replayed at restart.
+    pub(super) crash_persisted: Option<(Index, Option<Term>)>,
+}
+
+/// A node: a process with one WAL (shared by its replicas, group-committed
+/// as a shard's) and a slot per group.
+pub(super) struct SimNode {
+    /// Its slot of each group, by group id.
+    pub(super) groups: BTreeMap<GroupId, SimReplica>,
     pub(super) incarnation: u64,
     /// The store incarnation (1, then one more per wiped disk).
     pub(super) store: u64,
@@ -258,23 +341,10 @@ pub(super) struct SimNode {
     pub(super) lost: bool,
     /// Kept down by a scripted scenario until `Sim::start`.
     pub(super) held: bool,
-    /// The durable state, which survives crashes: the latest snapshot and
-    /// the disk the WAL lives on.
-    pub(super) disk_snapshot: Option<Snapshot>,
-    /// Older snapshots kept while a follower is sent them (cleared at a
-    /// restart, as the node removes superseded files then).
-    pub(super) retained_snapshots: Vec<Snapshot>,
-    /// A snapshot it took is being written (`Event::SnapshotWritten`).
-    pub(super) snap_writing: bool,
+    /// The disk the WAL lives on (survives crashes).
     pub(super) disk: MemDisk,
     /// The WAL, open while the node is up.
     pub(super) log: Option<LogStore<MemDisk>>,
-    /// The latest hard state in a durable record (what a restart must
-    /// find again, or a later one).
-    pub(super) durable_hs: HardState,
-    /// At a crash: the core's persisted index and its term, checked
-    /// against the log replayed at restart.
-    pub(super) crash_persisted: Option<(Index, Option<Term>)>,
     pub(super) writes: VecDeque<PendingWrite>,
     /// Writes in the batch under way (0: the disk is idle). Like the WAL,
     /// the disk takes every queued write as one batch with one latency.
@@ -293,15 +363,19 @@ pub(super) struct SimNode {
 impl Sim {
     /// Starts node `i` from what its disk holds: the WAL opened and
     /// replayed as the node does (`storage::open_wal`,
-    /// `GroupLog::take_restart`), then the node's own recovery
-    /// (`group::Replica::recover`).
+    /// `GroupLog::take_restart`), then the node's own recovery of each
+    /// group's replica (`group::Replica::recover`).
     pub(super) fn start_node(&mut self, i: usize) {
-        let cfg = self.node_cfg(i);
         let opts = wal_options(&self.cfg);
         // A new process: its transport has reported nothing yet, and
         // reports a peer it cannot reach afresh.
         self.unreachable[i].fill(false);
         self.silent_since[i].fill(None);
+        let cfgs: Vec<(GroupId, ValidRaftConfig)> = self.nodes[i]
+            .group_ids()
+            .into_iter()
+            .map(|g| (g, self.node_cfg(i, g)))
+            .collect();
         let n = &mut self.nodes[i];
         let opened = block_on(crate::storage::open_wal(n.disk.clone(), opts));
         let (wal, mut replay, _report) = match opened {
@@ -317,43 +391,47 @@ impl Sim {
             self.fail(msg);
             return;
         }
-        n.retained_snapshots.clear();
-        let mut log = replay.groups.remove(&SIM_GROUP).unwrap_or_default();
-        let snap = n
-            .disk_snapshot
-            .as_ref()
-            .map(|s| (s.meta.index, s.meta.term));
-        let restart = log.take_restart(snap);
-        let (hs, snap_index) = (restart.hs, restart.applied);
-        let rep = Replica::recover(
-            SIM_GROUP,
-            cfg,
-            restart,
-            log,
-            n.disk_snapshot.clone(),
-            state_machine::kv_limits(),
-        )
-        .unwrap_or_else(|e| panic!("sim disk: a durable snapshot does not restore: {}", e.0));
-        n.rep = Some(rep);
-        // Its snapshot is on its disk: read from there, as a node's.
-        if let (Some(rep), Some(i)) = (n.rep.as_mut(), snap.map(|s| s.0)) {
-            rep.raft.snapshot_stored(i);
+        let mut lost = Vec::new();
+        for (g, cfg) in cfgs {
+            let slot = n.groups.get_mut(&g).expect("a slot for every group");
+            slot.retained_snapshots.clear();
+            let mut log = replay.groups.remove(&g).unwrap_or_default();
+            let snap = slot
+                .disk_snapshot
+                .as_ref()
+                .map(|s| (s.meta.index, s.meta.term));
+            let restart = log.take_restart(snap);
+            let (hs, snap_index) = (restart.hs, restart.applied);
+            let rep = Replica::recover(
+                g,
+                cfg,
+                restart,
+                log,
+                slot.disk_snapshot.clone(),
+                state_machine::kv_limits(),
+            )
+            .unwrap_or_else(|e| panic!("sim disk: a durable snapshot does not restore: {}", e.0));
+            slot.rep = Some(rep);
+            // Its snapshot is on its disk: read from there, as a node's.
+            if let (Some(rep), Some(i)) = (slot.rep.as_mut(), snap.map(|s| s.0)) {
+                rep.raft.snapshot_stored(i);
+            }
+            lost.extend(slot.durability_lost(&hs, snap_index));
+            slot.durable_hs = hs;
+            slot.snap_writing = false;
         }
         n.log = Some(LogStore::new(
             wal,
             replay.catalog,
             self.cfg.record_bytes_max,
         ));
-        let lost = n.durability_lost(&hs, snap_index);
-        n.durable_hs = hs;
         let j = self.cfg.tick_jitter_ms;
         n.tick_ms = self.cfg.tick_ms - j + self.rng.below(2 * j + 1);
         n.writes.clear();
         n.batch_len = 0;
-        n.snap_writing = false;
         n.clock = None;
         n.paused_until = None;
-        if let Some(what) = lost {
+        if let Some(what) = lost.into_iter().next() {
             let msg = format!("durability: node {} {what}", self.ids[i]);
             self.fail(msg);
         }
@@ -361,13 +439,16 @@ impl Sim {
 
     pub(super) fn crash(&mut self, i: usize) {
         let n = &mut self.nodes[i];
-        if n.rep.is_none() {
+        if !n.up() {
             return;
         }
         // What the core was told is durable must survive: checked at restart.
-        let r = n.raft().expect("checked");
-        let p = r.persisted_index();
-        n.crash_persisted = Some((p, r.log().term(p)));
+        for slot in n.groups.values_mut() {
+            if let Some(r) = slot.raft() {
+                let p = r.persisted_index();
+                slot.crash_persisted = Some((p, r.log().term(p)));
+            }
+        }
         // What was not reported persisted may be lost. Half the time the
         // writes queued reached the device, unsynced, and each is kept
         // whole, torn, or not at all; otherwise only what was synced stays.
@@ -382,7 +463,9 @@ impl Sim {
             CrashMode::DropUnsynced
         });
         n.disk.fail_syncs(false);
-        n.rep = None;
+        for slot in n.groups.values_mut() {
+            slot.rep = None;
+        }
         n.incarnation += 1;
         n.writes.clear();
         n.batch_len = 0;
@@ -411,9 +494,9 @@ impl Sim {
 
     /// The batch's latency has elapsed: the WAL's writer runs until its
     /// records are durable (those queued after it may land too, unreported
-    /// until their own batch), then the core hears of it.
+    /// until their own batch), then each group's core hears of its writes.
     pub(super) fn persist_done(&mut self, i: usize, incarnation: u64) {
-        if self.nodes[i].incarnation != incarnation || self.nodes[i].rep.is_none() {
+        if self.nodes[i].incarnation != incarnation || !self.nodes[i].up() {
             return;
         }
         let k = std::mem::take(&mut self.nodes[i].batch_len);
@@ -427,20 +510,22 @@ impl Sim {
                 return;
             }
         }
-        let mut last_token = None;
+        // The last token of each group (its writes are reported in order).
+        let mut last_token: BTreeMap<GroupId, PersistToken> = BTreeMap::new();
         let mut after = Vec::new();
         for w in n.writes.drain(..k) {
+            let slot = n.groups.get_mut(&w.group).expect("a slot for every group");
             if w.lsn > 0 {
-                n.rep.as_mut().expect("checked").lsns.note_durable(w.lsn);
+                slot.rep.as_mut().expect("checked").lsns.note_durable(w.lsn);
             }
             if let Some(h) = w.hs {
-                n.durable_hs = h;
+                slot.durable_hs = h;
             }
-            last_token = Some(w.token);
-            after.extend(w.after);
+            last_token.insert(w.group, w.token);
+            after.extend(w.after.into_iter().map(|m| (w.group, m)));
         }
-        if let Some(t) = last_token {
-            n.rep.as_mut().expect("checked").raft.on_persisted(t);
+        for (g, t) in last_token {
+            n.raft_mut(g).expect("checked").on_persisted(t);
         }
         // The node releases its WAL now and then (and after snapshots):
         // here after every batch, so a wrong release point shows sooner.
@@ -448,10 +533,10 @@ impl Sim {
             self.fail(msg);
             return;
         }
-        for m in after {
-            self.send(i, m);
+        for (g, m) in after {
+            self.send(i, g, m);
         }
         self.start_disk_batch(i);
-        self.drive(i);
+        self.drive_all(i);
     }
 }

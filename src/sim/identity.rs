@@ -37,7 +37,7 @@ impl Sim {
     /// empty, as a new store, when its restart is due. Nothing it had
     /// reported durable is expected back (that is the fault).
     pub fn wipe(&mut self, i: usize) {
-        if self.nodes[i].rep.is_some() {
+        if self.nodes[i].up() {
             self.crash(i);
         }
         let n = &mut self.nodes[i];

@@ -26,6 +26,13 @@
 //! same [`SimConfig`] gives the same run, event for event (the trace hash
 //! proves it).
 //!
+//! A node hosts a replica of each of the run's groups (`SimConfig::groups`,
+//! issue #17) over its one WAL, as a shard does: their Readies are
+//! group-committed together, the WAL is released below the lowest LSN any
+//! of them needs and replayed for all of them at restart, and a crash, a
+//! pause or a cut link hits all of them at once. Keys go to group
+//! `key % groups`; every checker runs per group.
+//!
 //! Each node runs the node's own `group::Replica` (issue #15): its Ready
 //! pipeline (`take_ready`, `restore`, `finish_ready`), its client intake
 //! (`group::requests`: writes proposed with waiters, reads by ReadIndex or
@@ -49,19 +56,20 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use bytes::Bytes;
 
 use crate::check::linearizability::{self, Op, OpKind};
-use crate::group::{Answer, Replica};
+use crate::group::{Answer, GroupId, Replica};
 use crate::raft::*;
 use crate::rng::Rng;
 
 pub use config::{SimConfig, SimFailure, SimReport};
-use disk::{PendingWrite, SimNode};
+use disk::{PendingWrite, SimNode, SimReplica};
 pub use network::PEER_SILENCE_MS;
 
 /// Read contexts with this bit set are a test's probe reads, not clients'.
 const PROBE_BIT: u64 = 1 << 63;
 
-/// The simulated group's id.
-const SIM_GROUP: u64 = 0;
+/// The group the test API (`Sim::node`, `Sim::propose`, ...) acts on: the
+/// first of the run's groups.
+const SIM_GROUP: GroupId = 0;
 
 /// The key of the admin writes a test proposes (`Sim::propose`); never a
 /// workload key (those are 8 bytes).
@@ -95,10 +103,12 @@ enum Event {
     Tick(usize),
     /// A paused node runs again.
     Resume(usize),
-    /// A message from node `from` (index) to node `to` (index).
+    /// A message from node `from` (index) to node `to` (index), for the
+    /// replica of `group` there.
     Deliver {
         from: usize,
         to: usize,
+        group: GroupId,
         m: Message,
     },
     PersistDone {
@@ -113,9 +123,10 @@ enum Event {
     ClientTimeout(usize, u64),
     Fault,
     Restart(usize),
-    /// Crash the node if it still leads in this term (leaders that die young
-    /// leave partly replicated backlogs: the Figure 8 situations).
-    CrashLeader(usize, Term),
+    /// Crash the node if its replica of the group still leads in this term
+    /// (leaders that die young leave partly replicated backlogs: the
+    /// Figure 8 situations).
+    CrashLeader(usize, GroupId, Term),
     /// Restore the links of a node isolated at its election.
     Unisolate(usize),
     /// Check log matching across every pair of live nodes.
@@ -137,6 +148,7 @@ enum Event {
 #[derive(Debug, Clone, Hash)]
 struct SnapshotWrite {
     node: usize,
+    group: GroupId,
     incarnation: u64,
     store: u64,
     replica: crate::group::ReplicaId,
@@ -165,16 +177,39 @@ enum ClientOp {
     },
 }
 
+impl ClientOp {
+    fn key(&self) -> u64 {
+        match *self {
+            ClientOp::Put { key, .. } | ClientOp::Get { key, .. } => key,
+        }
+    }
+}
+
 struct Client {
     op_id: u64,
     op: Option<ClientOp>,
     call_ms: u64,
     leader_guess: usize,
-    /// Proposed as (node, incarnation, index, term).
-    proposed: Option<(usize, u64, Index, Term)>,
+    /// Proposed as (node, group, incarnation, index, term).
+    proposed: Option<(usize, GroupId, u64, Index, Term)>,
     /// A read queued for a read index at (node, incarnation).
     reading: Option<(usize, u64)>,
     history_idx: usize,
+}
+
+/// What the checkers know of one group.
+#[derive(Debug, Default)]
+struct GroupChecks {
+    /// Every entry applied anywhere, by index: (term, digest).
+    applied_history: Vec<(Term, u64)>,
+    /// Digest of the state machine after applying each index.
+    state_digests: BTreeMap<Index, u64>,
+    /// The leader of each term (node index).
+    leaders: BTreeMap<Term, usize>,
+    /// Puts acknowledged to clients: (index, term, digest).
+    acked: Vec<(Index, Term, u64)>,
+    /// The voters went up to five since the last 3 -> 5 -> 3 cycle.
+    seen_five_voters: bool,
 }
 
 /// The simulated cluster.
@@ -205,15 +240,9 @@ pub struct Sim {
     disk_ms: (u64, u64),
     clients: Vec<Client>,
     history: Vec<Op>,
-    /// Every entry applied anywhere, by index: (term, digest).
-    applied_history: Vec<(Term, u64)>,
-    /// Digest of the state machine after applying each index.
-    state_digests: BTreeMap<Index, u64>,
-    leaders: BTreeMap<Term, usize>,
-    /// Puts acknowledged to clients: (index, term, digest).
-    acked: Vec<(Index, Term, u64)>,
+    /// What the checkers know of each group.
+    checks: BTreeMap<GroupId, GroupChecks>,
     healed: bool,
-    seen_five_voters: bool,
     probes_waiting: Vec<(usize, u64, u64, Index)>,
     probes_served: Vec<ProbeRead>,
     probe_seq: u64,
@@ -233,26 +262,26 @@ impl Sim {
         let n = cfg.nodes;
         let ids: Vec<NodeId> = (1..=n as u64).collect();
         let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_5141);
+        let groups: Vec<GroupId> = (0..cfg.groups.max(1)).collect();
         let nodes = (0..n)
             .map(|i| SimNode {
-                rep: None,
-                replica: if i < cfg.initial_voters {
-                    ids[i]
-                } else {
-                    PLACEHOLDER_REPLICA - i as u64
-                },
-                hosted: i < cfg.initial_voters,
+                groups: groups
+                    .iter()
+                    .map(|&g| {
+                        let slot = if i < cfg.initial_voters {
+                            SimReplica::new(ids[i], true)
+                        } else {
+                            SimReplica::new(PLACEHOLDER_REPLICA - i as u64, false)
+                        };
+                        (g, slot)
+                    })
+                    .collect(),
                 incarnation: 0,
                 store: 1,
                 lost: false,
                 held: false,
-                disk_snapshot: None,
-                retained_snapshots: Vec::new(),
-                snap_writing: false,
                 disk: ringraft_wal::MemDisk::new(),
                 log: None,
-                durable_hs: HardState::default(),
-                crash_persisted: None,
                 writes: VecDeque::new(),
                 batch_len: 0,
                 next_ctx: 1,
@@ -292,12 +321,11 @@ impl Sim {
             disk_ms: (1, 3),
             clients,
             history: Vec::new(),
-            applied_history: Vec::new(),
-            state_digests: BTreeMap::new(),
-            leaders: BTreeMap::new(),
-            acked: Vec::new(),
+            checks: groups
+                .iter()
+                .map(|&g| (g, GroupChecks::default()))
+                .collect(),
             healed: false,
-            seen_five_voters: false,
             probes_waiting: Vec::new(),
             probes_served: Vec::new(),
             probe_seq: 0,
@@ -312,7 +340,7 @@ impl Sim {
             base: std::time::Instant::now(),
             cfg,
         };
-        sim.election_ticks = sim.node_cfg(0).election_ticks;
+        sim.election_ticks = sim.node_cfg(0, SIM_GROUP).election_ticks;
         for i in 0..n {
             sim.start_node(i);
             let t = sim.rng.below(sim.cfg.tick_ms);
@@ -341,31 +369,40 @@ impl Sim {
         sim
     }
 
-    /// One line per node: role, term, commit, last index, applied.
+    /// One line per node and group: role, term, commit, last index,
+    /// applied.
     pub fn describe(&self) -> String {
         let mut out = String::new();
         for (i, n) in self.nodes.iter().enumerate() {
-            match n.raft() {
-                None => out.push_str(&format!("\n  node {}: down", self.ids[i])),
-                Some(r) => out.push_str(&format!(
-                    "\n  node {}{}: replica {} {:?} term {} leader {:?} commit {} last {} persisted {} applied {} writes queued {} voters {:?}/{:?} learners {:?} placements {:?}",
+            if !n.up() {
+                out.push_str(&format!("\n  node {}: down", self.ids[i]));
+                continue;
+            }
+            for (g, slot) in &n.groups {
+                let Some(r) = slot.raft() else { continue };
+                out.push_str(&format!(
+                    "\n  node {}{} group {g}: replica {} {:?} term {} leader {:?} commit {} last {} persisted {} applied {} voters {:?}/{:?} learners {:?} placements {:?}",
                     self.ids[i],
                     if n.lost { " (disk wiped)" } else { "" },
-                    if n.hosted { n.replica.to_string() } else { "none".into() },
+                    if slot.hosted { slot.replica.to_string() } else { "none".into() },
                     r.role(),
                     r.term(),
                     r.leader(),
                     r.commit_index(),
                     r.last_index(),
                     r.persisted_index(),
-                    n.applied(),
-                    n.writes.len(),
+                    slot.applied(),
                     r.conf().voters,
                     r.conf().voters_outgoing,
                     r.conf().learners,
                     r.conf().placements.iter().map(|p| (p.replica, p.node)).collect::<Vec<_>>()
-                )),
+                ));
             }
+            out.push_str(&format!(
+                "\n  node {}: writes queued {}",
+                self.ids[i],
+                n.writes.len()
+            ));
         }
         for (c, cl) in self.clients.iter().enumerate() {
             out.push_str(&format!(
@@ -392,19 +429,21 @@ impl Sim {
         self.queue.insert((self.now + after_ms, self.seq), ev);
     }
 
-    fn node_cfg(&self, i: usize) -> ValidRaftConfig {
+    fn node_cfg(&self, i: usize, g: GroupId) -> ValidRaftConfig {
         let initial: Vec<NodeId> = self.ids[..self.cfg.initial_voters].to_vec();
         // A founding replica has its node's id; any other starts empty and
         // learns the membership from its leader's snapshot.
-        let founding = i < self.cfg.initial_voters && self.nodes[i].replica == self.ids[i];
+        let replica = self.nodes[i].group(g).replica;
+        let founding = i < self.cfg.initial_voters && replica == self.ids[i];
         // The founders' first candidate, as the shard names one per new
-        // group (`RaftConfig::first_candidate`).
+        // group (`RaftConfig::first_candidate`), another node's for each
+        // group.
         let first = match initial.len() {
             0 => 0,
-            n => initial[(self.cfg.seed % n as u64) as usize],
+            n => initial[(self.cfg.seed.wrapping_add(g) % n as u64) as usize],
         };
         let voters = if founding { initial } else { Vec::new() };
-        let mut c = RaftConfig::new(self.nodes[i].replica, voters);
+        let mut c = RaftConfig::new(replica, voters);
         if founding {
             c.first_candidate = first;
         }
@@ -455,6 +494,12 @@ impl Sim {
             self.final_checks();
         }
         self.report.trace_hash = self.trace.finish();
+        self.report.least_committed_by_a_group = self
+            .checks
+            .values()
+            .map(|c| c.applied_history.len() as u64)
+            .min()
+            .unwrap_or(0);
         match self.failure {
             Some(f) => Err(f),
             None => Ok(self.report),
@@ -474,17 +519,17 @@ impl Sim {
 
     /// The node at position `i` (node id `i + 1`), if it is up.
     pub fn node(&self, i: usize) -> Option<&RawNode> {
-        self.nodes[i].raft()
+        self.nodes[i].raft(SIM_GROUP)
     }
 
     /// The highest-term leader among the nodes that are up.
     pub fn leader(&self) -> Option<usize> {
-        self.current_leader()
+        self.current_leader(SIM_GROUP)
     }
 
     /// Every entry applied anywhere, by index: (term, digest).
     pub fn applied_history(&self) -> &[(Term, u64)] {
-        &self.applied_history
+        &self.checks[&SIM_GROUP].applied_history
     }
 
     /// Cuts the network into `groups` (node positions); links across groups drop.
@@ -512,36 +557,41 @@ impl Sim {
     }
 
     /// Ticks node `i` by what its clock says elapsed (see
-    /// `group::clock`: a pause ages the lease by the whole pause).
+    /// `group::clock`: a pause ages the lease by the whole pause), each
+    /// group's replica in turn.
     fn tick_due(&mut self, i: usize) {
-        if self.nodes[i].rep.is_none() {
+        if !self.nodes[i].up() {
             return;
         }
         // First tick of this incarnation: due now (the cadence of its
         // tick events is kept).
         let now_us = self.now * 1000;
         let due = self.clock(i, now_us).due(now_us);
-        let rep = self.nodes[i].rep.as_mut().expect("checked");
-        // As the shard does (`shard::work`): the clock moves on, and the
-        // core acts only if an event of its came due; the ticks between
-        // are counted at its next input (`raft::clock`).
-        rep.raft.clock().advance(due);
-        if rep.raft.due_at() <= rep.raft.clock().now() {
-            rep.raft.advance(true);
+        for g in self.nodes[i].group_ids() {
+            let Some(rep) = self.nodes[i].group_mut(g).rep.as_mut() else {
+                continue;
+            };
+            // As the shard does (`shard::work`): the clock moves on, and
+            // the core acts only if an event of its came due; the ticks
+            // between are counted at its next input (`raft::clock`).
+            rep.raft.clock().advance(due);
+            if rep.raft.due_at() <= rep.raft.clock().now() {
+                rep.raft.advance(true);
+            }
+            // Requests past their deadline are answered `Timeout`, as the
+            // shard does at its ticks.
+            let mut late = Vec::new();
+            rep.expire(
+                self.base + std::time::Duration::from_millis(self.now),
+                &mut late,
+            );
+            let mut answers: Vec<Answer> = late
+                .into_iter()
+                .map(|(conn, id)| (conn, id, Err(crate::wire::ClientError::Timeout)))
+                .collect();
+            self.on_answers(i, g, &mut answers);
+            self.drive(i, g);
         }
-        // Requests past their deadline are answered `Timeout`, as the
-        // shard does at its ticks.
-        let mut late = Vec::new();
-        rep.expire(
-            self.base + std::time::Duration::from_millis(self.now),
-            &mut late,
-        );
-        let mut answers: Vec<Answer> = late
-            .into_iter()
-            .map(|(conn, id)| (conn, id, Err(crate::wire::ClientError::Timeout)))
-            .collect();
-        self.on_answers(i, &mut answers);
-        self.drive(i);
     }
 
     /// Node `i`'s clock, started with its first tick due at `first_us` if
@@ -566,7 +616,7 @@ impl Sim {
     /// messages and disk completions wait for it, and on resume it ticks
     /// what elapsed before anything else.
     pub fn pause(&mut self, i: usize, ms: u64) {
-        if self.nodes[i].rep.is_none() || self.nodes[i].paused_until.is_some() {
+        if !self.nodes[i].up() || self.nodes[i].paused_until.is_some() {
             return;
         }
         // The whole pause counts from now.
@@ -583,8 +633,8 @@ impl Sim {
         if self.nodes[i].paused_until.is_some() {
             return None;
         }
-        let r = self.nodes[i].raft_mut().map(f);
-        self.drive(i);
+        let r = self.nodes[i].raft_mut(SIM_GROUP).map(f);
+        self.drive(i, SIM_GROUP);
         r
     }
 
@@ -603,7 +653,7 @@ impl Sim {
 
     /// The index node `i`'s state machine has applied through.
     pub fn applied(&self, i: usize) -> Index {
-        self.nodes[i].applied()
+        self.nodes[i].group(SIM_GROUP).applied()
     }
 
     /// Proposes `data` at node `i`, as the value of an admin write (client
@@ -613,7 +663,7 @@ impl Sim {
             return Err(ProposeError::NotLeader { leader: None });
         }
         let r = self.nodes[i]
-            .raft_mut()
+            .raft_mut(SIM_GROUP)
             .ok_or(ProposeError::NotLeader { leader: None })?;
         let cmd = crate::kv::Command {
             client: 0,
@@ -625,7 +675,7 @@ impl Sim {
             },
         };
         let res = r.propose(cmd.encode());
-        self.drive(i);
+        self.drive(i, SIM_GROUP);
         res
     }
 
@@ -644,14 +694,25 @@ impl Sim {
                     self.tick_due(i);
                 }
             }
-            Event::Deliver { from, to: i, m } => {
+            Event::Deliver {
+                from,
+                to: i,
+                group,
+                m,
+            } => {
                 if let Some(wait) = self.paused_for(i) {
                     // In the socket until the process runs again.
-                    self.schedule(wait, Event::Deliver { from, to: i, m });
+                    let ev = Event::Deliver {
+                        from,
+                        to: i,
+                        group,
+                        m,
+                    };
+                    self.schedule(wait, ev);
                 } else if !self.identities_admit(from, i) {
                     // Sent to or by a store that is gone.
-                } else if self.nodes[i].rep.is_some() {
-                    self.deliver(from, i, m);
+                } else if self.nodes[i].up() {
+                    self.deliver(from, i, group, m);
                 }
             }
             Event::PersistDone { node, incarnation } => match self.paused_for(node) {
@@ -683,9 +744,9 @@ impl Sim {
                     self.schedule(t, Event::Fault);
                 }
             }
-            Event::CrashLeader(i, term) => {
+            Event::CrashLeader(i, g, term) => {
                 let leads = self.nodes[i]
-                    .raft()
+                    .raft(g)
                     .is_some_and(|r| r.role() == Role::Leader && r.term() == term);
                 if leads && !self.healed {
                     self.crash(i);
@@ -711,10 +772,10 @@ impl Sim {
                 }
             }
             Event::Restart(i) => {
-                if self.nodes[i].rep.is_none() && !self.nodes[i].held {
+                if !self.nodes[i].up() && !self.nodes[i].held {
                     self.start_node(i);
                     self.notice(i, true);
-                    self.drive(i);
+                    self.drive_all(i);
                 }
             }
             Event::Heal => {
@@ -728,23 +789,31 @@ impl Sim {
                 self.disk_ms = (1, 3);
                 for i in 0..self.nodes.len() {
                     self.nodes[i].held = false;
-                    if self.nodes[i].rep.is_none() {
+                    if !self.nodes[i].up() {
                         self.start_node(i);
                         self.notice(i, true);
-                        self.drive(i);
+                        self.drive_all(i);
                     }
                 }
             }
         }
     }
 
-    /// Pulls every Ready of node `i` and carries it out through the
-    /// node's own pipeline (`group::Replica::take_ready`, `restore`,
-    /// `finish_ready`), the checkers looking at what it applies.
-    fn drive(&mut self, i: usize) {
+    /// [`Sim::drive`] for each group's replica on node `i`, in order.
+    fn drive_all(&mut self, i: usize) {
+        for g in self.nodes[i].group_ids() {
+            self.drive(i, g);
+        }
+    }
+
+    /// Pulls every Ready of node `i`'s replica of group `g` and carries it
+    /// out through the node's own pipeline (`group::Replica::take_ready`,
+    /// `restore`, `finish_ready`), the checkers looking at what it
+    /// applies.
+    fn drive(&mut self, i: usize, g: GroupId) {
         let mut answers = Vec::new();
         for round in 0.. {
-            let Some(rep) = self.nodes[i].rep.as_mut() else {
+            let Some(rep) = self.nodes[i].group_mut(g).rep.as_mut() else {
                 break;
             };
             if !rep.raft.has_ready() {
@@ -753,7 +822,7 @@ impl Sim {
             if round == DRIVE_READIES_MAX {
                 // A core that always has a Ready would spin a real shard.
                 let msg = format!(
-                    "node {} still has a Ready after {round} in a row",
+                    "node {} group {g} still has a Ready after {round} in a row",
                     self.ids[i]
                 );
                 self.fail(msg);
@@ -762,23 +831,23 @@ impl Sim {
             let (mut io, rest) = rep.take_ready();
             if let Some(ss) = io.soft_state {
                 if ss.role == Role::Leader {
-                    self.on_new_leader(i, ss.term);
-                    self.report_unreachable_to_leader(i);
+                    self.on_new_leader(i, g, ss.term);
+                    self.report_unreachable_to_leader(i, g);
                 }
             }
             for m in std::mem::take(&mut io.messages) {
-                self.send(i, m);
+                self.send(i, g, m);
             }
             for rd in std::mem::take(&mut io.snapshot_reads) {
-                match self.nodes[i].read_snapshot_chunk(&rd) {
+                match self.nodes[i].group_mut(g).read_snapshot_chunk(&rd) {
                     Some(chunk) => {
                         self.report.snapshot_chunks_read += 1;
-                        self.send(i, rd.fill(chunk));
+                        self.send(i, g, rd.fill(chunk));
                     }
                     None => {
                         let (index, offset) = rd.at();
                         let msg = format!(
-                            "snapshot storage: node {} was asked for {} bytes at {offset} of snapshot {index}, which it no longer stores",
+                            "snapshot storage: node {} group {g} was asked for {} bytes at {offset} of snapshot {index}, which it no longer stores",
                             self.ids[i], rd.len
                         );
                         self.fail(msg);
@@ -790,38 +859,43 @@ impl Sim {
             // its file before the records that follow it), then the state
             // machine restarts from it.
             if let Some(snap) = io.snapshot.take() {
-                self.nodes[i].store_snapshot(snap.clone());
-                self.restore(i, &snap, io.snapshot_dropped_log, &mut answers);
+                self.nodes[i].group_mut(g).store_snapshot(snap.clone());
+                self.restore(i, g, &snap, io.snapshot_dropped_log, &mut answers);
             }
             // Queued in the WAL; reported durable when its batch's
             // PersistDone fires.
-            let lsn = match self.nodes[i].submit(io.hard_state, &io.entries) {
+            let lsn = match self.nodes[i].submit(g, io.hard_state, &io.entries) {
                 Ok(l) => l,
                 Err(msg) => {
                     self.fail(msg);
                     return;
                 }
             };
-            self.note_applied(i, rest.committed());
-            self.note_probes(i, rest.read_states(), rest.reads_failed());
-            let rep = self.nodes[i].rep.as_mut().expect("up");
+            self.note_applied(i, g, rest.committed());
+            if g == SIM_GROUP {
+                self.note_probes(i, rest.read_states(), rest.reads_failed());
+            }
+            let rep = self.nodes[i].group_mut(g).rep.as_mut().expect("up");
             let before = rep.kv.applied();
             let done = rep.finish_ready(rest, u32::MAX, &mut answers);
             let applied = rep.kv.applied();
             if applied > before {
-                self.check_state(i, applied);
-                self.check_voter_floor(i);
+                self.check_state(i, g, applied);
+                self.check_voter_floor(i, g);
             }
             self.nodes[i].writes.push_back(PendingWrite {
+                group: g,
                 token: done.token,
                 hs: io.hard_state,
                 lsn,
                 after: done.persisted_messages,
             });
             self.start_disk_batch(i);
-            self.serve_probes(i);
-            self.on_answers(i, &mut answers);
-            self.maybe_snapshot(i);
+            if g == SIM_GROUP {
+                self.serve_probes(i);
+            }
+            self.on_answers(i, g, &mut answers);
+            self.maybe_snapshot(i, g);
         }
     }
 }

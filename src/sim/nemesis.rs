@@ -6,8 +6,8 @@ impl Sim {
     /// A membership step at the leader: add a non-member as learner, promote
     /// a learner, swap a learner for a voter (`replace_voter`, a move's
     /// step), or remove a voter (never below 3) or a learner.
-    pub(super) fn change_membership(&mut self, l: usize) {
-        let r = self.nodes[l].raft().expect("leader is up");
+    pub(super) fn change_membership(&mut self, l: usize, g: GroupId) {
+        let r = self.nodes[l].raft(g).expect("leader is up");
         let conf = r.conf().clone();
         // Nodes without a replica in the group (a node removed earlier is
         // added again as a new replica, with a new id).
@@ -18,13 +18,13 @@ impl Sim {
             .filter(|&node| conf.replica_on(node).is_none())
             .collect();
         let pick = |v: &[u64], rng: &mut Rng| v[rng.below(v.len() as u64) as usize];
-        fn raft(s: &mut Sim, l: usize) -> &mut RawNode {
-            s.nodes[l].raft_mut().expect("up")
+        fn raft(s: &mut Sim, l: usize, g: GroupId) -> &mut RawNode {
+            s.nodes[l].raft_mut(g).expect("up")
         }
         let res = match self.rng.below(3) {
             0 if !outside.is_empty() => {
                 let node = pick(&outside, &mut self.rng);
-                raft(self, l).add_learner(node).map(|(_, i, t)| (i, t))
+                raft(self, l, g).add_learner(node).map(|(_, i, t)| (i, t))
             }
             1 if !conf.learners.is_empty() => {
                 let id = pick(&conf.learners, &mut self.rng);
@@ -32,43 +32,43 @@ impl Sim {
                     // A move's membership step: the learner in, a voter
                     // (the leader, at times) out, in one joint change.
                     let out = pick(&conf.voters, &mut self.rng);
-                    let r = raft(self, l).replace_voter(id, out);
+                    let r = raft(self, l, g).replace_voter(id, out);
                     if r.is_ok() {
                         self.report.voter_swaps += 1;
                     }
                     r
                 } else {
-                    raft(self, l).promote_learner(id)
+                    raft(self, l, g).promote_learner(id)
                 }
             }
             _ if conf.voters.len() > 3 => {
                 let id = pick(&conf.voters, &mut self.rng);
-                raft(self, l).remove_replica(id)
+                raft(self, l, g).remove_replica(id)
             }
             _ if !conf.learners.is_empty() && self.rng.chance(300) => {
                 let id = pick(&conf.learners, &mut self.rng);
-                raft(self, l).remove_replica(id)
+                raft(self, l, g).remove_replica(id)
             }
             _ => return,
         };
         if res.is_ok() {
             self.report.conf_changes += 1;
         }
-        self.drive(l);
+        self.drive(l, g);
     }
 
-    /// Members of the group as the current leader sees it (all nodes if
+    /// Members of group `g` as its current leader sees it (all nodes if
     /// none), but a node whose disk was wiped: refused by its peers, it
     /// never catches up (until an operator removes it; ids are not reused).
-    pub(super) fn members(&self) -> Vec<usize> {
-        match self.current_leader() {
+    pub(super) fn members(&self, g: GroupId) -> Vec<usize> {
+        match self.current_leader(g) {
             Some(l) => {
-                let c = self.nodes[l].raft().expect("up").conf();
+                let c = self.nodes[l].raft(g).expect("up").conf();
                 // The node hosts the member placed on it (not yet: its
                 // replica waits to be created by the leader's snapshot).
                 (0..self.nodes.len())
                     .filter(|&i| {
-                        let n = &self.nodes[i];
+                        let n = self.nodes[i].group(g);
                         n.hosted && c.node_of(n.replica) == Some(self.ids[i])
                     })
                     .filter(|&i| !self.nodes[i].lost)
@@ -82,20 +82,28 @@ impl Sim {
 
     pub(super) fn inject_fault(&mut self) {
         let n = self.nodes.len();
-        let leader = self.current_leader();
+        // The group whose leader the fault aims at, if it aims at one.
+        let groups = self.checks.len() as u64;
+        let g = if groups > 1 {
+            self.rng.below(groups)
+        } else {
+            SIM_GROUP
+        };
+        let leader = self.current_leader(g);
         if let Some(l) = leader {
             // Track 3 -> 5 -> 3 voter cycles (membership seeds).
-            let v = self.nodes[l].raft().expect("up").conf().voters.len();
+            let v = self.nodes[l].raft(g).expect("up").conf().voters.len();
+            let c = self.checks.get_mut(&g).expect("checked group");
             if v >= 5 {
-                self.seen_five_voters = true;
-            } else if v == 3 && self.seen_five_voters {
-                self.seen_five_voters = false;
+                c.seen_five_voters = true;
+            } else if v == 3 && c.seen_five_voters {
+                c.seen_five_voters = false;
                 self.report.voter_cycles_3_5_3 += 1;
             }
         }
         if self.cfg.membership_changes && self.rng.chance(600) {
             if let Some(l) = leader {
-                self.change_membership(l);
+                self.change_membership(l, g);
                 return;
             }
         }
@@ -176,12 +184,12 @@ impl Sim {
                 if let Some(l) = leader {
                     let t = self.rng.below(n as u64) as usize;
                     if t != l {
-                        let r = self.nodes[l].raft_mut().expect("leader is up");
+                        let r = self.nodes[l].raft_mut(g).expect("leader is up");
                         let target = r.conf().replica_on(self.ids[t]).unwrap_or(0);
                         if target != 0 && r.transfer_leader(target).is_ok() {
                             self.report.transfers += 1;
                         }
-                        self.drive(l);
+                        self.drive(l, g);
                     }
                 }
             }
@@ -223,17 +231,18 @@ impl Sim {
     /// Starts node `i` now if it is down (from what its disk holds).
     pub fn start(&mut self, i: usize) {
         self.nodes[i].held = false;
-        if self.nodes[i].rep.is_none() {
+        if !self.nodes[i].up() {
             self.start_node(i);
             self.notice(i, true);
-            self.drive(i);
+            self.drive_all(i);
         }
     }
 
-    pub(super) fn current_leader(&self) -> Option<usize> {
+    /// The highest-term leader of group `g` among the nodes that are up.
+    pub(super) fn current_leader(&self, g: GroupId) -> Option<usize> {
         let mut best: Option<(Term, usize)> = None;
         for (i, n) in self.nodes.iter().enumerate() {
-            if let Some(r) = n.raft() {
+            if let Some(r) = n.raft(g) {
                 if r.role() == Role::Leader && best.is_none_or(|(t, _)| r.term() > t) {
                     best = Some((r.term(), i));
                 }

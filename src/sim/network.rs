@@ -23,7 +23,7 @@ impl Sim {
             return;
         }
         for j in 0..self.nodes.len() {
-            if j != i && self.nodes[j].rep.is_some() {
+            if j != i && self.nodes[j].up() {
                 let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
                 let ev = Event::PeerReport {
                     at: j,
@@ -40,16 +40,15 @@ impl Sim {
     /// reported once, until it is heard again, as `Transport::watch_peers`
     /// does with pings.
     pub(super) fn watch_peers(&mut self, j: usize) {
-        if self.nodes[j].rep.is_none() || self.nodes[j].paused_until.is_some() {
+        if !self.nodes[j].up() || self.nodes[j].paused_until.is_some() {
             return;
         }
         for i in 0..self.nodes.len() {
             if i == j {
                 continue;
             }
-            let heard = self.nodes[i].rep.is_some()
-                && self.nodes[i].paused_until.is_none()
-                && !self.blocked[i][j];
+            let heard =
+                self.nodes[i].up() && self.nodes[i].paused_until.is_none() && !self.blocked[i][j];
             let now = self.now;
             match (heard, self.silent_since[j][i]) {
                 (true, Some((_, true))) => {
@@ -67,34 +66,37 @@ impl Sim {
         }
     }
 
-    /// Node `at` hears that node `node` is reachable again, or not: its
-    /// replica is told about the replica placed there, as the shard does.
+    /// Node `at` hears that node `node` is reachable again, or not: each
+    /// of its replicas is told about the replica of its group placed
+    /// there, as the shard does.
     pub(super) fn report_peer(&mut self, at: usize, node: usize, reachable: bool) {
-        if self.nodes[at].paused_until.is_some() {
+        if self.nodes[at].paused_until.is_some() || !self.nodes[at].up() {
             return;
         }
         let id = self.ids[node];
-        let Some(rep) = self.nodes[at].rep.as_mut() else {
-            return;
-        };
         self.unreachable[at][node] = !reachable;
-        if let Some(peer) = rep.raft.conf().replica_on(id) {
-            if reachable {
-                rep.raft.report_reachable(peer);
-            } else {
-                rep.raft.report_unreachable(peer);
-                self.report.unreachable_reports += 1;
+        for slot in self.nodes[at].groups.values_mut() {
+            let Some(rep) = slot.rep.as_mut() else {
+                continue;
+            };
+            if let Some(peer) = rep.raft.conf().replica_on(id) {
+                if reachable {
+                    rep.raft.report_reachable(peer);
+                } else {
+                    rep.raft.report_unreachable(peer);
+                    self.report.unreachable_reports += 1;
+                }
             }
         }
-        self.drive(at);
+        self.drive_all(at);
     }
 
-    /// Node `at`'s replica just became leader: the nodes its transport
-    /// reported unreachable (and not reachable since) are told to it, as
-    /// the shard does (a node down since before the election is reported
-    /// to no replica of this term otherwise).
-    pub(super) fn report_unreachable_to_leader(&mut self, at: usize) {
-        let Some(rep) = self.nodes[at].rep.as_mut() else {
+    /// Node `at`'s replica of group `g` just became leader: the nodes its
+    /// transport reported unreachable (and not reachable since) are told
+    /// to it, as the shard does (a node down since before the election is
+    /// reported to no replica of this term otherwise).
+    pub(super) fn report_unreachable_to_leader(&mut self, at: usize, g: GroupId) {
+        let Some(rep) = self.nodes[at].group_mut(g).rep.as_mut() else {
             return;
         };
         for (node, &down) in self.unreachable[at].iter().enumerate() {
@@ -107,15 +109,17 @@ impl Sim {
         }
     }
 
-    /// Sends `m` from node `a` to the node its addressee lives on, as node
-    /// `a` knows it (`group::Routes`); unknown: dropped, as the node does.
-    pub(super) fn send(&mut self, a: usize, m: Message) {
+    /// Sends `m` from node `a`'s replica of group `g` to the node its
+    /// addressee lives on, as that replica knows it (`group::Routes`);
+    /// unknown: dropped, as the node does.
+    pub(super) fn send(&mut self, a: usize, g: GroupId, m: Message) {
         self.report.messages_sent += 1;
         if matches!(m.body, Body::Quiesce { .. }) {
             self.report.quiesce_msgs += 1;
         }
-        let n = &self.nodes[a];
-        let Some(rep) = &n.rep else { return };
+        let Some(rep) = &self.nodes[a].group(g).rep else {
+            return;
+        };
         let Some(b) = rep.node_of(m.to) else {
             self.report.messages_unplaced += 1;
             return;
@@ -131,53 +135,75 @@ impl Sim {
         if self.rng.chance(self.dup_per_mille) {
             let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
             let m = m.clone();
-            self.schedule(d, Event::Deliver { from: a, to: b, m });
+            let ev = Event::Deliver {
+                from: a,
+                to: b,
+                group: g,
+                m,
+            };
+            self.schedule(d, ev);
         }
         let d = self.rng.range(self.delay_ms.0, self.delay_ms.1);
-        self.schedule(d, Event::Deliver { from: a, to: b, m });
+        let ev = Event::Deliver {
+            from: a,
+            to: b,
+            group: g,
+            m,
+        };
+        self.schedule(d, ev);
     }
 
-    /// A message from node `from` at up node `i`: stepped into the replica
-    /// it hosts if the routing rules admit it (`group::Routes::accept`);
-    /// a leader's seeding snapshot for a newer replica placed here
-    /// replaces the hosted one (or creates the first), as the shard does
-    /// (`shard/replicas.rs`); anything else is dropped.
-    pub(super) fn deliver(&mut self, from: usize, i: usize, m: Message) {
+    /// A message from node `from` at up node `i` for group `g`: stepped
+    /// into the replica of `g` it hosts if the routing rules admit it
+    /// (`group::Routes::accept`); a leader's seeding snapshot for a newer
+    /// replica placed here replaces the hosted one (or creates the
+    /// first), as the shard does (`shard/replicas.rs`); anything else is
+    /// dropped.
+    pub(super) fn deliver(&mut self, from: usize, i: usize, g: GroupId, m: Message) {
         let from_node = self.ids[from];
-        let n = &mut self.nodes[i];
-        let rep = n.rep.as_mut().expect("up: checked");
+        let slot = self.nodes[i].group_mut(g);
+        let rep = slot.rep.as_mut().expect("up: checked");
         match rep.accept_from(from_node, &m) {
             Ok(()) => rep.raft.step(m),
             Err(crate::group::Misrouted::OtherReplica)
                 if crate::group::creates_replica(self.ids[i], &m)
-                    && (!n.hosted || m.to > n.replica) =>
+                    && (!slot.hosted || m.to > slot.replica) =>
             {
-                self.replace_replica(i, m.to);
-                self.nodes[i].raft_mut().expect("started").step(m);
+                self.replace_replica(i, g, m.to);
+                self.nodes[i].raft_mut(g).expect("started").step(m);
             }
             Err(_) => {
                 self.report.messages_misrouted += 1;
                 return;
             }
         }
-        self.drive(i);
+        self.drive(i, g);
     }
 
-    /// Destroys node `i`'s replica (if any) and creates replica `replica`
-    /// there, empty: it waits for its leader's snapshot. Like a crash for
-    /// what was in flight (clients see the incarnation change).
-    fn replace_replica(&mut self, i: usize, replica: ReplicaId) {
-        if self.nodes[i].hosted {
+    /// Destroys node `i`'s replica of group `g` (if any) and creates
+    /// replica `replica` there, empty: it waits for its leader's snapshot.
+    /// Like a crash for what was in flight (clients see the incarnation
+    /// change). Only with one group per node (membership changes are
+    /// simulated with one group): the node's whole WAL is that replica's,
+    /// and it is erased with it.
+    fn replace_replica(&mut self, i: usize, g: GroupId, replica: ReplicaId) {
+        assert_eq!(
+            self.nodes[i].groups.len(),
+            1,
+            "the simulator replaces replicas with one group per node only"
+        );
+        if self.nodes[i].group(g).hosted {
             self.report.replicas_destroyed += 1;
         }
         let n = &mut self.nodes[i];
-        n.rep = None;
+        n.group_mut(g).rep = None;
         n.incarnation += 1;
         n.writes.clear();
         n.batch_len = 0;
         n.erase_storage();
-        n.replica = replica;
-        n.hosted = true;
+        let slot = n.group_mut(g);
+        slot.replica = replica;
+        slot.hosted = true;
         self.report.replicas_created += 1;
         self.start_node(i);
     }

@@ -23,18 +23,20 @@ pub(super) fn kv_limits() -> KvLimits {
 }
 
 impl Sim {
-    /// Node `i` made a snapshot from its leader durable: its state machine
+    /// Node `i`'s replica of group `g` made a snapshot from its leader
+    /// durable: its state machine
     /// restarts from it (`group::Replica::restore`); proposals it covers
     /// are answered into `answers`.
     pub(super) fn restore(
         &mut self,
         i: usize,
+        g: GroupId,
         snap: &Snapshot,
         dropped_log: bool,
         answers: &mut Vec<Answer>,
     ) {
         let n = &mut self.nodes[i];
-        let rep = n.rep.as_mut().expect("up");
+        let rep = n.group_mut(g).rep.as_mut().expect("up");
         assert!(
             snap.meta.index > rep.kv.applied(),
             "a snapshot moves the state machine forward"
@@ -52,7 +54,7 @@ impl Sim {
             self.fail(msg);
         }
         self.report.snapshots_installed += 1;
-        self.check_state(i, snap.meta.index);
+        self.check_state(i, g, snap.meta.index);
     }
 
     /// Takes a snapshot every `snapshot_every` applied entries, as a
@@ -60,13 +62,15 @@ impl Sim {
     /// its applied index now, its file written after a disk latency
     /// (`Event::SnapshotWritten`) while the node goes on applying, and
     /// the core compacted only then. One at a time.
-    pub(super) fn maybe_snapshot(&mut self, i: usize) {
+    pub(super) fn maybe_snapshot(&mut self, i: usize, g: GroupId) {
         let every = self.cfg.snapshot_every;
         let n = &mut self.nodes[i];
-        let Some(rep) = n.rep.as_mut() else { return };
+        let (incarnation, store) = (n.incarnation, n.store);
+        let slot = n.group_mut(g);
+        let Some(rep) = slot.rep.as_mut() else { return };
         let applied = rep.kv.applied();
         let current = rep.raft.snapshot().map_or(0, |s| s.meta.index);
-        if n.snap_writing || every == 0 || applied < current + every {
+        if slot.snap_writing || every == 0 || applied < current + every {
             return;
         }
         let Some((meta, conf)) = rep.raft.snapshot_meta_at(applied) else {
@@ -77,13 +81,14 @@ impl Sim {
             conf,
             data: rep.kv.clone().snapshot(),
         };
-        n.snap_writing = true;
-        let (incarnation, store, replica) = (n.incarnation, n.store, n.replica);
+        slot.snap_writing = true;
+        let replica = slot.replica;
         let lat = self.rng.range(self.disk_ms.0, 4 * self.disk_ms.1);
         self.schedule(
             lat,
             Event::SnapshotWritten(SnapshotWrite {
                 node: i,
+                group: g,
                 incarnation,
                 store,
                 replica,
@@ -102,27 +107,29 @@ impl Sim {
     pub(super) fn snapshot_written(&mut self, w: SnapshotWrite) {
         let SnapshotWrite {
             node: i,
+            group: g,
             incarnation,
             store,
             replica,
             snap,
         } = w;
         let n = &mut self.nodes[i];
-        if n.store != store || n.replica != replica {
+        if n.store != store || n.group(g).replica != replica {
             // A wiped disk, or another replica of the group since.
             return;
         }
         if n.incarnation != incarnation {
             // Decided while the node is down; a write never lands in a
             // later incarnation.
-            if n.incarnation == incarnation + 1 && n.rep.is_none() && self.rng.below(2) == 0 {
-                self.nodes[i].store_snapshot(snap);
+            if n.incarnation == incarnation + 1 && !n.up() && self.rng.below(2) == 0 {
+                self.nodes[i].group_mut(g).store_snapshot(snap);
                 self.report.snapshots_written_at_crash += 1;
             }
             return;
         }
-        n.snap_writing = false;
-        let Some(rep) = n.rep.as_mut() else { return };
+        let slot = n.group_mut(g);
+        slot.snap_writing = false;
+        let Some(rep) = slot.rep.as_mut() else { return };
         let index = snap.meta.index;
         let crc = crc32fast::hash(&snap.data);
         if rep
@@ -134,7 +141,7 @@ impl Sim {
         }
         rep.snap_file_index = index;
         rep.lsns.release_through(index);
-        n.store_snapshot(snap);
+        slot.store_snapshot(snap);
         if let Err(msg) = n.release_wal() {
             self.fail(msg);
         }
@@ -143,22 +150,27 @@ impl Sim {
 
     /// State machine safety: node `i` is about to apply `committed`; one
     /// history of (term, digest) by index for every node.
-    pub(super) fn note_applied(&mut self, i: usize, committed: &[Entry]) {
+    pub(super) fn note_applied(&mut self, i: usize, g: GroupId, committed: &[Entry]) {
+        let history = &mut self
+            .checks
+            .get_mut(&g)
+            .expect("checked group")
+            .applied_history;
         for e in committed {
             let d = entry_digest(e);
             let k = (e.index - 1) as usize;
-            if k < self.applied_history.len() {
-                if self.applied_history[k] != (e.term, d) {
+            if k < history.len() {
+                if history[k] != (e.term, d) {
                     let msg = format!(
-                        "state machine safety: node {} applied index {} term {} but another node applied term {}",
-                        self.ids[i], e.index, e.term, self.applied_history[k].0
+                        "state machine safety: node {} group {g} applied index {} term {} but another node applied term {}",
+                        self.ids[i], e.index, e.term, history[k].0
                     );
                     self.fail(msg);
                     return;
                 }
             } else {
-                debug_assert_eq!(k, self.applied_history.len());
-                self.applied_history.push((e.term, d));
+                debug_assert_eq!(k, history.len());
+                history.push((e.term, d));
                 self.report.committed += 1;
             }
         }

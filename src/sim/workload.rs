@@ -60,6 +60,7 @@ impl Sim {
         let cl = &self.clients[c];
         let Some(op) = cl.op else { return };
         let (target, id) = (cl.leader_guess, cl.op_id);
+        let g = self.group_of_key(op.key());
         if let Some(wait) = self.paused_for(target) {
             // Sent to a stopped process: handled once it runs again.
             self.schedule(wait, Event::ClientRetry(c, id));
@@ -68,7 +69,7 @@ impl Sim {
         let deadline = self.base + Duration::from_millis(self.now + self.cfg.client_timeout_ms);
         let inc = self.nodes[target].incarnation;
         let n = &mut self.nodes[target];
-        let Some(rep) = n.rep.as_mut() else {
+        let Some(rep) = n.groups.get_mut(&g).and_then(|s| s.rep.as_mut()) else {
             // Down: the connection is refused.
             return self.client_retry(c, 0);
         };
@@ -90,7 +91,7 @@ impl Sim {
                 };
                 let req = Request {
                     id,
-                    group: SIM_GROUP,
+                    group: g,
                     client: c as u64 + 1,
                     seq: 0,
                     ack: 0,
@@ -105,7 +106,7 @@ impl Sim {
         let mut answers = Vec::new();
         match intake {
             Intake::Proposed { index, term } => {
-                self.clients[c].proposed = Some((target, inc, index, term));
+                self.clients[c].proposed = Some((target, g, inc, index, term));
             }
             Intake::Queued => {
                 self.report.reads_by_index += 1;
@@ -122,13 +123,19 @@ impl Sim {
             }
             Intake::Answer(r) => answers.push((conn, id, r)),
         }
-        self.on_answers(target, &mut answers);
-        self.drive(target);
+        self.on_answers(target, g, &mut answers);
+        self.drive(target, g);
     }
 
-    /// Answers from node `i` to its clients (connections): each settles
-    /// the op it answers, if the client still waits for it.
-    pub(super) fn on_answers(&mut self, i: usize, answers: &mut Vec<Answer>) {
+    /// The group holding simulated key `key`.
+    pub(super) fn group_of_key(&self, key: u64) -> GroupId {
+        key % self.cfg.groups.max(1)
+    }
+
+    /// Answers from node `i`'s replica of group `g` to its clients
+    /// (connections): each settles the op it answers, if the client still
+    /// waits for it.
+    pub(super) fn on_answers(&mut self, i: usize, g: GroupId, answers: &mut Vec<Answer>) {
         for (conn, id, result) in answers.drain(..) {
             let c = conn as usize;
             let cl = &self.clients[c];
@@ -140,15 +147,15 @@ impl Sim {
                     // Answered by the apply of the entry it proposed here
                     // (or, for a retry, by the outcome its session kept).
                     let entry = match cl.proposed {
-                        Some((node, inc, idx, term)) if node == i => {
+                        Some((node, group, inc, idx, term)) if node == i && group == g => {
                             debug_assert_eq!(inc, self.nodes[i].incarnation);
-                            let d = self.applied_history[(idx - 1) as usize];
+                            let d = self.checks[&g].applied_history[(idx - 1) as usize];
                             debug_assert_eq!(d.0, term, "answered for another entry");
                             Some((idx, term, d.1))
                         }
                         _ => None,
                     };
-                    self.client_done(c, None, entry);
+                    self.client_done(c, g, None, entry);
                 }
                 (ClientOp::Get { .. }, Ok(Reply::Value(v))) => {
                     let value = v.map(|b| {
@@ -158,7 +165,7 @@ impl Sim {
                                 .expect("the simulator writes 8-byte values"),
                         )
                     });
-                    self.client_done(c, Some(value), None);
+                    self.client_done(c, g, Some(value), None);
                 }
                 (_, Err(ClientError::NotLeader { leader })) => self.client_retry(c, leader),
                 (_, Err(ClientError::Busy)) => self.client_retry(c, self.ids[i]),
@@ -188,7 +195,8 @@ impl Sim {
     }
 
     /// Read states of probe reads (`Sim::probe_read`) that came out of
-    /// node `i`'s Ready; the clients' own go through the replica.
+    /// node `i`'s Ready of the test API's group; the clients' own go
+    /// through the replica.
     pub(super) fn note_probes(&mut self, i: usize, states: &[ReadState], _failed: &[u64]) {
         let inc = self.nodes[i].incarnation;
         for rs in states.iter().filter(|rs| rs.ctx & PROBE_BIT != 0) {
@@ -199,7 +207,7 @@ impl Sim {
     /// Serves every probe read at node `i` whose index it has applied.
     pub(super) fn serve_probes(&mut self, i: usize) {
         let inc = self.nodes[i].incarnation;
-        let applied = self.nodes[i].applied();
+        let applied = self.nodes[i].group(SIM_GROUP).applied();
         let now = self.now;
         let mut served = Vec::new();
         self.probes_waiting.retain(|&(node, ninc, ctx, index)| {
@@ -218,11 +226,13 @@ impl Sim {
         self.probes_served.extend(served);
     }
 
-    /// Client `c`'s op returned: a get with its result, a put with the
-    /// entry that applied it when known (index, term, digest).
+    /// Client `c`'s op returned (answered by group `g`): a get with its
+    /// result, a put with the entry that applied it when known (index,
+    /// term, digest).
     pub(super) fn client_done(
         &mut self,
         c: usize,
+        g: GroupId,
         get_result: Option<Option<u64>>,
         entry: Option<(Index, Term, u64)>,
     ) {
@@ -232,7 +242,8 @@ impl Sim {
         match get_result {
             Some(r) => h.kind = OpKind::Get { result: r },
             None => {
-                self.acked.extend(entry);
+                let acked = &mut self.checks.get_mut(&g).expect("checked group").acked;
+                acked.extend(entry);
                 self.report.puts_acked += 1;
             }
         }
