@@ -212,13 +212,16 @@ const SWEEP_GROUPS: u64 = 3;
 /// and 5 nodes: each node's replicas share its WAL (group commit, release
 /// at the lowest LSN any replica needs, replay of every group at restart,
 /// torn tails), and a crash, a pause or a partition hits all of them at
-/// once; faults aimed at a leader pick a group. Every checker runs for
-/// every group (linearizability over keys of all groups). Membership
-/// changes stay in the one-group sweeps (`SimConfig::groups`).
+/// once; faults aimed at a leader pick a group, and so do the membership
+/// changes of every 5-node seed: a replica replaced on a node (a
+/// tombstone and a create in its WAL's catalog) leaves its other replicas
+/// as they are. Every checker runs for every group (linearizability over
+/// keys of all groups).
 #[test]
 fn sweep_with_several_groups_per_node() {
     let seeds = seeds(GROUPS_SEEDS);
-    let (mut committed, mut least, mut crashes, mut failures) = (0, u64::MAX, 0, Vec::new());
+    let (mut committed, mut least, mut crashes, mut replaced, mut failures) =
+        (0, u64::MAX, 0, 0, Vec::new());
     for nodes in [3, 5] {
         if env_u64("SIM_NODES").is_some_and(|n| n as usize != nodes) {
             continue;
@@ -227,13 +230,23 @@ fn sweep_with_several_groups_per_node() {
             let mut cfg = sweep_config(nodes, seed);
             cfg.groups = SWEEP_GROUPS;
             cfg.keys = 2 * SWEEP_GROUPS;
-            cfg.membership_changes = false;
-            cfg.initial_voters = nodes;
+            if nodes >= 5 {
+                // Every 5-node seed changes memberships (3 voters to start,
+                // new members seeded by snapshots), as half of the
+                // one-group seeds do: replicas replaced beside the other
+                // groups' are what this sweep adds there.
+                cfg.membership_changes = true;
+                cfg.initial_voters = 3;
+                if cfg.snapshot_every == 0 {
+                    cfg.snapshot_every = 60;
+                }
+            }
             match run_caught(cfg) {
                 Ok(r) => {
                     committed += r.committed;
                     least = least.min(r.least_committed_by_a_group);
                     crashes += r.crashes;
+                    replaced += r.replicas_destroyed;
                 }
                 Err(f) => {
                     eprintln!(
@@ -246,13 +259,17 @@ fn sweep_with_several_groups_per_node() {
         }
     }
     println!(
-        "sim with {SWEEP_GROUPS} groups per node: {} seeds per size, entries committed {committed} (the least by a group in a run: {least}), crashes {crashes}",
+        "sim with {SWEEP_GROUPS} groups per node: {} seeds per size, entries committed {committed} (the least by a group in a run: {least}), crashes {crashes}, replicas replaced {replaced}",
         seeds.len()
     );
     assert!(failures.is_empty(), "seeds failed: {failures:?}");
     assert!(
         least > 0 && crashes > 0,
         "every group must commit under crashes: least {least}, crashes {crashes}"
+    );
+    assert!(
+        seeds.len() < 100 || replaced > 0,
+        "replicas must be replaced beside other groups' during the sweep"
     );
 }
 

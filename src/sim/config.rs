@@ -64,8 +64,8 @@ pub struct SimConfig {
     /// Raft groups (ranges) every node hosts a replica of, over its one
     /// WAL (group-committed, released at the lowest LSN any replica
     /// needs, replayed for every group at restart, as a shard's); keys go
-    /// to group `key % groups`. Membership changes are simulated with one
-    /// group only (a replaced replica erases its node's whole disk).
+    /// to group `key % groups`. Faults aimed at a leader, membership
+    /// changes included, pick a group.
     pub groups: u64,
 }
 

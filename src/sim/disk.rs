@@ -207,9 +207,7 @@ impl SimNode {
     }
 
     /// Forgets everything on its disk: snapshots, WAL, what was durable (a
-    /// wiped disk, or a replica destroyed to make room for a newer one,
-    /// which the simulator does only with one group: its whole WAL is that
-    /// replica's).
+    /// wiped disk).
     pub(super) fn erase_storage(&mut self) {
         debug_assert!(
             self.groups.values().all(|r| r.rep.is_none()),
@@ -251,6 +249,12 @@ impl SimNode {
         else {
             return Ok(());
         };
+        // Catalog entries are restated before their segments go, as the
+        // shard does (`LogStore::restate_stale_catalog`).
+        if log.catalog_restate_due(needed) {
+            block_on(log.restate_stale_catalog(needed))
+                .map_err(|e| format!("sim WAL: catalog restate failed: {e}"))?;
+        }
         if !log.release_due(needed) {
             return Ok(());
         }
@@ -394,6 +398,14 @@ impl Sim {
         let mut lost = Vec::new();
         for (g, cfg) in cfgs {
             let slot = n.groups.get_mut(&g).expect("a slot for every group");
+            // The replica the catalog names (replicas replaced here; the
+            // founders are not in it) is the one the node hosts.
+            if let Some(d) = replay.catalog.get(g).filter(|d| d.replica != slot.replica) {
+                lost.push(format!(
+                    "replays a catalog naming replica {} of group {g}, but it hosts replica {}",
+                    d.replica, slot.replica
+                ));
+            }
             slot.retained_snapshots.clear();
             let mut log = replay.groups.remove(&g).unwrap_or_default();
             let snap = slot

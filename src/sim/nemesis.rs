@@ -102,6 +102,16 @@ impl Sim {
             }
         }
         if self.cfg.membership_changes && self.rng.chance(600) {
+            if groups > 1 {
+                // A step in every group with a leader: each sees the pace
+                // of a one-group run.
+                for g in self.checks.keys().copied().collect::<Vec<_>>() {
+                    if let Some(l) = self.current_leader(g) {
+                        self.change_membership(l, g);
+                    }
+                }
+                return;
+            }
             if let Some(l) = leader {
                 self.change_membership(l, g);
                 return;

@@ -182,29 +182,61 @@ impl Sim {
 
     /// Destroys node `i`'s replica of group `g` (if any) and creates
     /// replica `replica` there, empty: it waits for its leader's snapshot.
-    /// Like a crash for what was in flight (clients see the incarnation
-    /// change). Only with one group per node (membership changes are
-    /// simulated with one group): the node's whole WAL is that replica's,
-    /// and it is erased with it.
+    /// As the shard does (`destroy_replica`, `create_replica`): the
+    /// tombstone and the create are one catalog record in the node's WAL,
+    /// durable before anything is stepped into the new replica (replay
+    /// starts the group's log afresh there); the old replica's snapshots,
+    /// its writes not yet reported durable and its waiters go with it (its
+    /// clients time out: outcome unknown). The node's other replicas go
+    /// on.
     fn replace_replica(&mut self, i: usize, g: GroupId, replica: ReplicaId) {
-        assert_eq!(
-            self.nodes[i].groups.len(),
-            1,
-            "the simulator replaces replicas with one group per node only"
-        );
-        if self.nodes[i].group(g).hosted {
+        use crate::storage::{CatalogOp, ReplicaDesc};
+        let n = &mut self.nodes[i];
+        let slot = n.group_mut(g);
+        let mut ops = Vec::new();
+        if slot.hosted {
+            ops.push(CatalogOp::Tombstone {
+                group: g,
+                replica: slot.replica,
+            });
             self.report.replicas_destroyed += 1;
         }
-        let n = &mut self.nodes[i];
-        n.group_mut(g).rep = None;
-        n.incarnation += 1;
-        n.writes.clear();
-        n.batch_len = 0;
-        n.erase_storage();
+        ops.push(CatalogOp::Create(ReplicaDesc {
+            group: g,
+            replica,
+            voters: Vec::new(),
+            descriptor: Bytes::new(),
+        }));
+        let log = n.log.as_mut().expect("up");
+        if let Err(e) = super::disk::block_on(log.append_catalog(false, &ops)) {
+            let msg = format!("sim WAL: node {} catalog write failed: {e}", self.ids[i]);
+            self.fail(msg);
+            return;
+        }
+        // Its writes still queued: never reported to the new replica.
+        let in_batch = n
+            .writes
+            .iter()
+            .take(n.batch_len)
+            .filter(|w| w.group != g)
+            .count();
+        n.writes.retain(|w| w.group != g);
+        n.batch_len = in_batch;
         let slot = n.group_mut(g);
+        slot.rep = None;
+        slot.disk_snapshot = None;
+        slot.retained_snapshots.clear();
+        slot.snap_writing = false;
+        slot.durable_hs = HardState::default();
+        slot.crash_persisted = None;
         slot.replica = replica;
         slot.hosted = true;
+        let cfg = self.node_cfg(i, g);
+        let mut log = crate::storage::GroupLog::default();
+        let restart = log.take_restart(None);
+        let rep = Replica::recover(g, cfg, restart, log, None, state_machine::kv_limits())
+            .expect("an empty replica starts");
+        self.nodes[i].group_mut(g).rep = Some(rep);
         self.report.replicas_created += 1;
-        self.start_node(i);
     }
 }

@@ -201,16 +201,28 @@ impl<D: Disk> LogStore<D> {
     /// bound in records let it keep eight 4 MiB segments: group commit
     /// packs thousands of writes into one record.) Whether it wrote.
     pub async fn restate_stale_catalog(&mut self, replicas_need: u64) -> Result<bool, WalError> {
+        let Some(stale_at_or_below) = self.catalog_stale_at_or_below(replicas_need) else {
+            return Ok(false);
+        };
+        let ops = self.catalog.stated_at_or_below(stale_at_or_below);
+        self.append_catalog(true, &ops).await?;
+        Ok(true)
+    }
+
+    /// Whether [`LogStore::restate_stale_catalog`] with `replicas_need`
+    /// would write now (a caller may skip the call otherwise).
+    pub fn catalog_restate_due(&self, replicas_need: u64) -> bool {
+        self.catalog_stale_at_or_below(replicas_need).is_some()
+    }
+
+    /// The LSN at or below which catalog entries are stale (in a segment
+    /// older than the one holding `replicas_need`), if any entry is.
+    fn catalog_stale_at_or_below(&self, replicas_need: u64) -> Option<u64> {
         let keep_from = self
             .wal
             .segment_start(replicas_need.min(self.wal.next_lsn()));
         let stale_at_or_below = keep_from.saturating_sub(1);
-        if self.catalog.needed_lsn() > stale_at_or_below {
-            return Ok(false);
-        }
-        let ops = self.catalog.stated_at_or_below(stale_at_or_below);
-        self.append_catalog(true, &ops).await?;
-        Ok(true)
+        (self.catalog.needed_lsn() <= stale_at_or_below).then_some(stale_at_or_below)
     }
 
     /// Releases the WAL below what the replicas (`replicas_need`, the
