@@ -220,49 +220,37 @@ const SWEEP_GROUPS: u64 = 3;
 #[test]
 fn sweep_with_several_groups_per_node() {
     let seeds = seeds(GROUPS_SEEDS);
-    let (mut committed, mut least, mut crashes, mut replaced, mut failures) =
-        (0, u64::MAX, 0, 0, Vec::new());
-    for nodes in [3, 5] {
-        if env_u64("SIM_NODES").is_some_and(|n| n as usize != nodes) {
-            continue;
-        }
-        for &seed in &seeds {
-            let mut cfg = sweep_config(nodes, seed);
-            cfg.groups = SWEEP_GROUPS;
-            cfg.keys = 2 * SWEEP_GROUPS;
-            if nodes >= 5 {
-                // Every 5-node seed changes memberships (3 voters to start,
-                // new members seeded by snapshots), as half of the
-                // one-group seeds do: replicas replaced beside the other
-                // groups' are what this sweep adds there.
-                cfg.membership_changes = true;
-                cfg.initial_voters = 3;
-                if cfg.snapshot_every == 0 {
-                    cfg.snapshot_every = 60;
-                }
-            }
-            match run_caught(cfg) {
-                Ok(r) => {
-                    committed += r.committed;
-                    least = least.min(r.least_committed_by_a_group);
-                    crashes += r.crashes;
-                    replaced += r.replicas_destroyed;
-                }
-                Err(f) => {
-                    eprintln!(
-                        "FAILED {f}\n  replay: {}SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim sweep_with_several_groups_per_node -- --nocapture",
-                        quiesce_env()
-                    );
-                    failures.push((nodes, seed));
-                }
+    let (mut committed, mut least, mut crashes, mut replaced) = (0, u64::MAX, 0, 0);
+    let configure = |nodes: usize, cfg: &mut SimConfig| {
+        cfg.groups = SWEEP_GROUPS;
+        cfg.keys = 2 * SWEEP_GROUPS;
+        if nodes >= 5 {
+            // Every 5-node seed changes memberships (3 voters to start,
+            // new members seeded by snapshots), as half of the one-group
+            // seeds do: replicas replaced beside the other groups' are
+            // what this sweep adds there.
+            cfg.membership_changes = true;
+            cfg.initial_voters = 3;
+            if cfg.snapshot_every == 0 {
+                cfg.snapshot_every = 60;
             }
         }
-    }
+    };
+    sweep_sizes(
+        "sweep_with_several_groups_per_node",
+        &seeds,
+        configure,
+        |r| {
+            committed += r.committed;
+            least = least.min(r.least_committed_by_a_group);
+            crashes += r.crashes;
+            replaced += r.replicas_destroyed;
+        },
+    );
     println!(
         "sim with {SWEEP_GROUPS} groups per node: {} seeds per size, entries committed {committed} (the least by a group in a run: {least}), crashes {crashes}, replicas replaced {replaced}",
         seeds.len()
     );
-    assert!(failures.is_empty(), "seeds failed: {failures:?}");
     assert!(
         least > 0 && crashes > 0,
         "every group must commit under crashes: least {least}, crashes {crashes}"
@@ -271,6 +259,39 @@ fn sweep_with_several_groups_per_node() {
         seeds.len() < 100 || replaced > 0,
         "replicas must be replaced beside other groups' during the sweep"
     );
+}
+
+/// Runs `seeds` on 3 and 5 nodes (or `SIM_NODES`), each from
+/// `sweep_config` changed by `configure`, handing each report to
+/// `on_ok`; every failure prints its seed and the command replaying it
+/// (test `test`), and the sweep fails at the end if any did.
+fn sweep_sizes(
+    test: &str,
+    seeds: &[u64],
+    configure: impl Fn(usize, &mut SimConfig),
+    mut on_ok: impl FnMut(&SimReport),
+) {
+    let mut failures = Vec::new();
+    for nodes in [3, 5] {
+        if env_u64("SIM_NODES").is_some_and(|n| n as usize != nodes) {
+            continue;
+        }
+        for &seed in seeds {
+            let mut cfg = sweep_config(nodes, seed);
+            configure(nodes, &mut cfg);
+            match run_caught(cfg) {
+                Ok(r) => on_ok(&r),
+                Err(f) => {
+                    eprintln!(
+                        "FAILED {f}\n  replay: {}SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim {test} -- --nocapture",
+                        quiesce_env()
+                    );
+                    failures.push((nodes, seed));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "seeds failed: {failures:?}");
 }
 
 /// A quiet cluster (no random faults, no clients) for scripted scenarios.
@@ -729,34 +750,16 @@ const DISK_LOSS_SEEDS: u64 = 400;
 #[test]
 fn sweep_with_a_wiped_disk() {
     let seeds = seeds(DISK_LOSS_SEEDS);
-    let (mut lost, mut refused, mut failures) = (0, 0, Vec::new());
-    for nodes in [3, 5] {
-        if env_u64("SIM_NODES").is_some_and(|n| n as usize != nodes) {
-            continue;
-        }
-        for &seed in &seeds {
-            let mut cfg = sweep_config(nodes, seed);
-            cfg.disk_loss = true;
-            match run_caught(cfg) {
-                Ok(r) => {
-                    lost += r.disks_lost;
-                    refused += r.messages_refused;
-                }
-                Err(f) => {
-                    eprintln!(
-                        "FAILED {f}\n  replay: {}SIM_SEED={seed} SIM_NODES={nodes} cargo test --profile ci --test sim sweep_with_a_wiped_disk -- --nocapture",
-                    quiesce_env()
-                    );
-                    failures.push((nodes, seed));
-                }
-            }
-        }
-    }
+    let (mut lost, mut refused) = (0, 0);
+    let configure = |_: usize, cfg: &mut SimConfig| cfg.disk_loss = true;
+    sweep_sizes("sweep_with_a_wiped_disk", &seeds, configure, |r| {
+        lost += r.disks_lost;
+        refused += r.messages_refused;
+    });
     println!(
         "sim with a wiped disk: {} seeds per size, {lost} disks lost, {refused} messages refused",
         seeds.len()
     );
-    assert!(failures.is_empty(), "seeds failed: {failures:?}");
     assert!(
         seeds.len() == 1 || (lost > seeds.len() as u64 && refused > 0),
         "disks wiped: {lost}, messages refused: {refused}"
