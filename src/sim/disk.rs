@@ -74,6 +74,7 @@ impl SimReplica {
             snap_writing: false,
             durable_hs: HardState::default(),
             crash_persisted: None,
+            cataloged: false,
         }
     }
 
@@ -219,6 +220,7 @@ impl SimNode {
             r.retained_snapshots.clear();
             r.durable_hs = HardState::default();
             r.crash_persisted = None;
+            r.cataloged = false;
         }
         self.disk = MemDisk::new();
     }
@@ -296,6 +298,9 @@ impl SimNode {
 pub(super) struct PendingWrite {
     /// The group whose Ready it is.
     pub(super) group: GroupId,
+    /// The replica of the group that wrote it: a replica destroyed since
+    /// (`Sim::replace_replica`) is not told, and its successor neither.
+    pub(super) replica: ReplicaId,
     pub(super) token: PersistToken,
     /// The hard state in its records, if any.
     pub(super) hs: Option<HardState>,
@@ -331,6 +336,10 @@ pub(super) struct SimReplica {
     /// At a crash: the core's persisted index and its term, checked
     /// against the log replayed at restart.
     pub(super) crash_persisted: Option<(Index, Option<Term>)>,
+    /// Whether the node's WAL catalog names this replica (a founder, or
+    /// created there by `Sim::replace_replica`; not after a wiped disk):
+    /// what replay must find again.
+    pub(super) cataloged: bool,
 }
 
 /// A node: a process with one WAL (shared by its replicas, group-committed
@@ -398,12 +407,14 @@ impl Sim {
         let mut lost = Vec::new();
         for (g, cfg) in cfgs {
             let slot = n.groups.get_mut(&g).expect("a slot for every group");
-            // The replica the catalog names (replicas replaced here; the
-            // founders are not in it) is the one the node hosts.
-            if let Some(d) = replay.catalog.get(g).filter(|d| d.replica != slot.replica) {
+            // The catalog names the replica the node hosts, if it was
+            // created on this store, and no other.
+            let named = replay.catalog.get(g).map(|d| d.replica);
+            if named != slot.cataloged.then_some(slot.replica) {
                 lost.push(format!(
-                    "replays a catalog naming replica {} of group {g}, but it hosts replica {}",
-                    d.replica, slot.replica
+                    "replays a catalog naming replica {named:?} of group {g}, but it hosts replica {} ({})",
+                    slot.replica,
+                    if slot.cataloged { "created on this store" } else { "not created on this store" }
                 ));
             }
             slot.retained_snapshots.clear();
@@ -527,6 +538,9 @@ impl Sim {
         let mut after = Vec::new();
         for w in n.writes.drain(..k) {
             let slot = n.groups.get_mut(&w.group).expect("a slot for every group");
+            if slot.replica != w.replica {
+                continue;
+            }
             if w.lsn > 0 {
                 slot.rep.as_mut().expect("checked").lsns.note_durable(w.lsn);
             }

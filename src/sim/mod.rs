@@ -343,6 +343,7 @@ impl Sim {
         sim.election_ticks = sim.node_cfg(0, SIM_GROUP).election_ticks;
         for i in 0..n {
             sim.start_node(i);
+            sim.catalog_founders(i);
             let t = sim.rng.below(sim.cfg.tick_ms);
             sim.schedule(t, Event::Tick(i));
         }
@@ -457,6 +458,29 @@ impl Sim {
         c.snapshot_chunk_bytes = self.cfg.snapshot_chunk_bytes;
         c.quiesce = self.cfg.quiesce;
         c.validate().expect("sim raft config is valid")
+    }
+
+    /// Writes the creates of node `i`'s founding replicas to its WAL's
+    /// catalog, with the founding voters, as a bootstrapped shard does.
+    fn catalog_founders(&mut self, i: usize) {
+        let voters: Vec<ReplicaId> = self.ids[..self.cfg.initial_voters].to_vec();
+        for g in self.nodes[i].group_ids() {
+            let slot = self.nodes[i].group(g);
+            if !slot.hosted {
+                continue;
+            }
+            let d = crate::storage::ReplicaDesc {
+                group: g,
+                replica: slot.replica,
+                voters: voters.clone(),
+                descriptor: Bytes::new(),
+            };
+            let log = self.nodes[i].log.as_ref().expect("up");
+            let checked = log.catalog().check_create(&d);
+            if self.catalog_write(i, checked.map(|()| crate::storage::CatalogOp::Create(d))) {
+                self.nodes[i].group_mut(g).cataloged = true;
+            }
+        }
     }
 
     /// Runs to the end; returns the report or the first broken guarantee.
@@ -883,8 +907,10 @@ impl Sim {
                 self.check_state(i, g, applied);
                 self.check_voter_floor(i, g);
             }
+            let replica = self.nodes[i].group(g).replica;
             self.nodes[i].writes.push_back(PendingWrite {
                 group: g,
+                replica,
                 token: done.token,
                 hs: io.hard_state,
                 lsn,

@@ -182,46 +182,49 @@ impl Sim {
 
     /// Destroys node `i`'s replica of group `g` (if any) and creates
     /// replica `replica` there, empty: it waits for its leader's snapshot.
-    /// As the shard does (`destroy_replica`, `create_replica`): the
-    /// tombstone and the create are one catalog record in the node's WAL,
-    /// durable before anything is stepped into the new replica (replay
-    /// starts the group's log afresh there); the old replica's snapshots,
-    /// its writes not yet reported durable and its waiters go with it (its
-    /// clients time out: outcome unknown). The node's other replicas go
-    /// on.
+    /// As the shard does (`destroy_replica`, then `create_replica`): a
+    /// tombstone, then a create, each a catalog record in the node's WAL
+    /// checked by the catalog first (`tombstone_for`, `check_create`) and
+    /// durable before the next step (replay starts the group's log afresh
+    /// at the create); the old replica's snapshots and waiters go with it
+    /// (its clients time out: outcome unknown). The node's other replicas
+    /// go on.
     fn replace_replica(&mut self, i: usize, g: GroupId, replica: ReplicaId) {
         use crate::storage::{CatalogOp, ReplicaDesc};
-        let n = &mut self.nodes[i];
-        let slot = n.group_mut(g);
-        let mut ops = Vec::new();
+        let slot = self.nodes[i].group(g);
         if slot.hosted {
-            ops.push(CatalogOp::Tombstone {
-                group: g,
-                replica: slot.replica,
-            });
             self.report.replicas_destroyed += 1;
         }
-        ops.push(CatalogOp::Create(ReplicaDesc {
+        if slot.cataloged {
+            let op = self.nodes[i]
+                .log
+                .as_ref()
+                .expect("up")
+                .catalog()
+                .tombstone_for(g);
+            if !self.catalog_write(i, op) {
+                return;
+            }
+        }
+        let d = ReplicaDesc {
             group: g,
             replica,
             voters: Vec::new(),
             descriptor: Bytes::new(),
-        }));
-        let log = n.log.as_mut().expect("up");
-        if let Err(e) = super::disk::block_on(log.append_catalog(false, &ops)) {
-            let msg = format!("sim WAL: node {} catalog write failed: {e}", self.ids[i]);
-            self.fail(msg);
+        };
+        let checked = self.nodes[i]
+            .log
+            .as_ref()
+            .expect("up")
+            .catalog()
+            .check_create(&d);
+        if !self.catalog_write(i, checked.map(|()| CatalogOp::Create(d))) {
             return;
         }
-        // Its writes still queued: never reported to the new replica.
-        let in_batch = n
-            .writes
-            .iter()
-            .take(n.batch_len)
-            .filter(|w| w.group != g)
-            .count();
-        n.writes.retain(|w| w.group != g);
-        n.batch_len = in_batch;
+        let n = &mut self.nodes[i];
+        // Its writes still queued stay in their batches (the disk's timing
+        // is the node's), and are never reported to the new replica
+        // (`PendingWrite::replica`).
         let slot = n.group_mut(g);
         slot.rep = None;
         slot.disk_snapshot = None;
@@ -231,6 +234,7 @@ impl Sim {
         slot.crash_persisted = None;
         slot.replica = replica;
         slot.hosted = true;
+        slot.cataloged = true;
         let cfg = self.node_cfg(i, g);
         let mut log = crate::storage::GroupLog::default();
         let restart = log.take_restart(None);
@@ -238,5 +242,25 @@ impl Sim {
             .expect("an empty replica starts");
         self.nodes[i].group_mut(g).rep = Some(rep);
         self.report.replicas_created += 1;
+    }
+
+    /// Writes catalog operation `op` (as the catalog judged it) to node
+    /// `i`'s WAL, durably; a refusal or a failed write fails the run.
+    /// Whether it was written.
+    pub(super) fn catalog_write(
+        &mut self,
+        i: usize,
+        op: Result<crate::storage::CatalogOp, crate::storage::CatalogError>,
+    ) -> bool {
+        let log = self.nodes[i].log.as_mut().expect("up");
+        let written = op.map_err(|e| e.to_string()).and_then(|op| {
+            super::disk::block_on(log.append_catalog(false, &[op])).map_err(|e| e.to_string())
+        });
+        if let Err(e) = written {
+            let msg = format!("catalog: node {}: {e}", self.ids[i]);
+            self.fail(msg);
+            return false;
+        }
+        true
     }
 }
