@@ -186,9 +186,9 @@ impl Sim {
     /// tombstone, then a create, each a catalog record in the node's WAL
     /// checked by the catalog first (`tombstone_for`, `check_create`) and
     /// durable before the next step (replay starts the group's log afresh
-    /// at the create); the old replica's snapshots and waiters go with it
-    /// (its clients time out: outcome unknown). The node's other replicas
-    /// go on.
+    /// at the create); the old replica's snapshots go with it, and its
+    /// waiters are answered (`Replica::drain_waiters`). The node's other
+    /// replicas go on.
     fn replace_replica(&mut self, i: usize, g: GroupId, replica: ReplicaId) {
         use crate::storage::{CatalogOp, ReplicaDesc};
         let slot = self.nodes[i].group(g);
@@ -221,6 +221,12 @@ impl Sim {
         if !self.catalog_write(i, checked.map(|()| CatalogOp::Create(d))) {
             return;
         }
+        // Its waiting requests are answered as the shard's destroy answers
+        // them: a write outcome-unknown, a read `NotLeader`.
+        let mut answers = Vec::new();
+        if let Some(mut old) = self.nodes[i].group_mut(g).rep.take() {
+            old.drain_waiters(crate::group::Gone::Destroyed, &mut answers);
+        }
         let n = &mut self.nodes[i];
         // Its writes still queued stay in their batches (the disk's timing
         // is the node's), and are never reported to the new replica
@@ -242,6 +248,7 @@ impl Sim {
             .expect("an empty replica starts");
         self.nodes[i].group_mut(g).rep = Some(rep);
         self.report.replicas_created += 1;
+        self.on_answers(i, g, &mut answers);
     }
 
     /// Writes catalog operation `op` (as the catalog judged it) to node
