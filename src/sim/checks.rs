@@ -15,6 +15,9 @@ impl Sim {
         };
         let leader = self.nodes[l].raft(g).expect("up");
         let (lt, last) = (leader.term(), leader.last_index());
+        if self.unhosted_member(l, g).is_some() {
+            return false;
+        }
         self.members(g).into_iter().all(|i| {
             let n = self.nodes[i].group(g);
             n.raft()
@@ -56,8 +59,9 @@ impl Sim {
         // (Entries it compacted are covered by its snapshot, checked by
         // the state digests.)
         let first = r.first_index();
-        for (k, (t, d)) in self.checks[&g].applied_history.iter().enumerate() {
-            let idx = k as u64 + 1;
+        let c = &self.checks[&g];
+        for (k, (t, d)) in c.applied_history.iter().enumerate() {
+            let idx = c.base + k as u64 + 1;
             if idx < first {
                 continue;
             }
@@ -162,6 +166,10 @@ impl Sim {
         if self.failure.is_some() {
             return;
         }
+        self.check_ranges();
+        if self.failure.is_some() {
+            return;
+        }
         if self.clients.iter().any(|c| c.op.is_some()) {
             self.fail("liveness: a client op is still pending at the end".into());
             return;
@@ -198,6 +206,14 @@ impl Sim {
                 "liveness: group {g} still in a joint configuration after the heal phase: voters {:?}, outgoing {:?}",
                 leader.conf().voters,
                 leader.conf().voters_outgoing
+            );
+            self.fail(msg);
+            return;
+        }
+        if let Some((j, r)) = self.unhosted_member(l, g) {
+            let msg = format!(
+                "liveness: group {g}: replica {r} is placed on node {} but not hosted there",
+                self.ids[j]
             );
             self.fail(msg);
             return;
@@ -252,7 +268,7 @@ impl Sim {
         // No acknowledged write lost.
         let c = &self.checks[&g];
         for &(idx, term, d) in &c.acked {
-            if c.applied_history.get((idx - 1) as usize) != Some(&(term, d)) {
+            if c.at(idx) != Some(&(term, d)) {
                 let msg =
                     format!("acknowledged write at index {idx} term {term} of group {g} lost");
                 self.fail(msg);

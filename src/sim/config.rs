@@ -67,6 +67,17 @@ pub struct SimConfig {
     /// to group `key % groups`. Faults aimed at a leader, membership
     /// changes included, pick a group.
     pub groups: u64,
+    /// Splits the nemesis asks for in a run (issue #18; 0: none). Needs
+    /// `groups == 1`: the run starts with one range over every key, and
+    /// each split is an entry of a range's log proposed by its leader
+    /// (`kv::WriteOp::Split`, at a workload key inside the range), applied
+    /// by every replica as the shard applies it (`shard::splits`): the new
+    /// range made on the same node with the parent's members and the state
+    /// the entry left. Clients route by the ranges they know and learn
+    /// new ones from `KeyNotInRange`; a put whose outcome is unknown is
+    /// asked again with its session sequence half the time (exactly once
+    /// across splits).
+    pub splits: u32,
 }
 
 impl SimConfig {
@@ -123,6 +134,7 @@ impl SimConfig {
             identity_check: true,
             quiesce: true,
             groups: 1,
+            splits: 0,
         }
     }
 }
@@ -182,6 +194,28 @@ pub struct SimReport {
     pub quiesce_msgs: u64,
     /// Peers reported unreachable to a replica (crashes, silence).
     pub unreachable_reports: u64,
+    /// Split entries proposed by a range's leader (`SimConfig::splits`).
+    pub splits_proposed: u64,
+    /// Ranges at the end of the run (1 + the splits that applied).
+    pub ranges: u64,
+    /// New ranges a node made from a split entry its replica applied
+    /// (`shard::splits`); split entries applied where the new range was
+    /// already (a replay after a restart, or created empty by its
+    /// leader's heartbeat before).
+    pub ranges_made_by_split: u64,
+    pub splits_applied_again: u64,
+    /// Ops refused `KeyNotInRange` (a split moved their key) and asked
+    /// again at the range the client then found.
+    pub ops_rerouted: u64,
+    /// Puts whose outcome was unknown asked again with the same session
+    /// sequence (instead of given up).
+    pub ops_retried_unknown: u64,
+    /// Answers to puts lost on purpose because a split of their range was
+    /// asked for while they were in flight (each asked again: the case
+    /// the sessions a split copies are for).
+    pub answers_lost_at_split: u64,
+    /// Keys a split left outside a replica's bounds, trimmed at ticks.
+    pub split_keys_trimmed: u64,
 }
 
 /// A broken guarantee, with what is needed to understand it.

@@ -47,6 +47,7 @@ mod disk;
 mod identity;
 mod nemesis;
 mod network;
+mod splits;
 mod state_machine;
 mod workload;
 
@@ -195,12 +196,23 @@ struct Client {
     /// A read queued for a read index at (node, incarnation).
     reading: Option<(usize, u64)>,
     history_idx: usize,
+    /// When the client stops waiting for its op (ms).
+    timeout_at: u64,
+    /// Attempts at ops sent so far: the request id of the latest.
+    attempt: u64,
+    /// The answer to this put's attempt is lost (a split was asked for in
+    /// its range while it was in flight): it is asked again.
+    lose_answer: bool,
 }
 
 /// What the checkers know of one group.
 #[derive(Debug, Default)]
 struct GroupChecks {
-    /// Every entry applied anywhere, by index: (term, digest).
+    /// The index the group's log starts after: 0, or for a range a split
+    /// made, its parent's split entry (issue #18).
+    base: Index,
+    /// Every entry applied anywhere, by index (from `base + 1`): (term,
+    /// digest).
     applied_history: Vec<(Term, u64)>,
     /// Digest of the state machine after applying each index.
     state_digests: BTreeMap<Index, u64>,
@@ -210,6 +222,14 @@ struct GroupChecks {
     acked: Vec<(Index, Term, u64)>,
     /// The voters went up to five since the last 3 -> 5 -> 3 cycle.
     seen_five_voters: bool,
+}
+
+impl GroupChecks {
+    /// The (term, digest) of the entry applied at `index`, if any was.
+    fn at(&self, index: Index) -> Option<&(Term, u64)> {
+        let k = index.checked_sub(self.base + 1)?;
+        self.applied_history.get(k as usize)
+    }
 }
 
 /// The simulated cluster.
@@ -255,11 +275,30 @@ pub struct Sim {
     /// What simulated time 0 is on the clock of client deadlines
     /// (`group::Waiter::deadline`); only differences are ever used.
     base: std::time::Instant,
+    /// The ranges, by their first key: every split applied anywhere
+    /// (committed, so in force), as the meta group's map would hold them.
+    ranges: BTreeMap<Bytes, GroupId>,
+    /// The ranges as the clients know them: learned from `ranges` when a
+    /// node refuses an op `KeyNotInRange` (as a client asks the meta
+    /// group then), so clients route to a range's parent after a split.
+    client_ranges: BTreeMap<Bytes, GroupId>,
+    /// Splits the nemesis may still ask for.
+    splits_left: u32,
+    /// Client writes (session, seq) that took effect, at (range, index)
+    /// (`splits::check_exactly_once`).
+    writes_applied: std::collections::HashMap<(u64, u64), (GroupId, Index)>,
+    /// The id the next split names for its new range (ids are not
+    /// reused, as the meta group's `AllocIds`).
+    next_group: GroupId,
 }
 
 impl Sim {
     pub fn new(cfg: SimConfig) -> Self {
         let n = cfg.nodes;
+        assert!(
+            cfg.splits == 0 || cfg.groups <= 1,
+            "SimConfig::splits needs one group to start (keys go to groups by range then)"
+        );
         let ids: Vec<NodeId> = (1..=n as u64).collect();
         let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_5141);
         let groups: Vec<GroupId> = (0..cfg.groups.max(1)).collect();
@@ -299,6 +338,9 @@ impl Sim {
                 proposed: None,
                 reading: None,
                 history_idx: 0,
+                timeout_at: 0,
+                attempt: 0,
+                lose_answer: false,
             })
             .collect();
         let faults = cfg.faults;
@@ -338,6 +380,11 @@ impl Sim {
             failure: None,
             next_value: 1,
             base: std::time::Instant::now(),
+            ranges: BTreeMap::from([(Bytes::new(), SIM_GROUP)]),
+            client_ranges: BTreeMap::from([(Bytes::new(), SIM_GROUP)]),
+            splits_left: cfg.splits,
+            writes_applied: Default::default(),
+            next_group: groups.len() as GroupId,
             cfg,
         };
         sim.election_ticks = sim.node_cfg(0, SIM_GROUP).election_ticks;
@@ -435,7 +482,10 @@ impl Sim {
         // A founding replica has its node's id; any other starts empty and
         // learns the membership from its leader's snapshot.
         let replica = self.nodes[i].group(g).replica;
-        let founding = i < self.cfg.initial_voters && replica == self.ids[i];
+        // (A range a split made has its parent's members, from its first
+        // snapshot.)
+        let founding =
+            i < self.cfg.initial_voters && replica == self.ids[i] && g < self.cfg.groups.max(1);
         // The founders' first candidate, as the shard names one per new
         // group (`RaftConfig::first_candidate`), another node's for each
         // group.
@@ -614,6 +664,7 @@ impl Sim {
                 .map(|(conn, id)| (conn, id, Err(crate::wire::ClientError::Timeout)))
                 .collect();
             self.on_answers(i, g, &mut answers);
+            self.trim_split_leftovers(i, g);
             self.drive(i, g);
         }
     }
@@ -896,12 +947,14 @@ impl Sim {
                 }
             };
             self.note_applied(i, g, rest.committed());
+            self.check_exactly_once(i, g, rest.committed());
             if g == SIM_GROUP {
                 self.note_probes(i, rest.read_states(), rest.reads_failed());
             }
             let rep = self.nodes[i].group_mut(g).rep.as_mut().expect("up");
             let before = rep.kv.applied();
-            let done = rep.finish_ready(rest, u32::MAX, &mut answers);
+            let mut done = rep.finish_ready(rest, u32::MAX, &mut answers);
+            let splits = std::mem::take(&mut done.applied.splits);
             let applied = rep.kv.applied();
             if applied > before {
                 self.check_state(i, g, applied);
@@ -921,6 +974,9 @@ impl Sim {
                 self.serve_probes(i);
             }
             self.on_answers(i, g, &mut answers);
+            if !splits.is_empty() {
+                self.make_splits(i, g, splits);
+            }
             self.maybe_snapshot(i, g);
         }
     }

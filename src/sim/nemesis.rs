@@ -85,7 +85,8 @@ impl Sim {
         // The group whose leader the fault aims at, if it aims at one.
         let groups = self.checks.len() as u64;
         let g = if groups > 1 {
-            self.rng.below(groups)
+            let k = self.rng.below(groups) as usize;
+            *self.checks.keys().nth(k).expect("k < groups")
         } else {
             SIM_GROUP
         };
@@ -116,6 +117,10 @@ impl Sim {
                 self.change_membership(l, g);
                 return;
             }
+        }
+        if self.splits_left > 0 && self.rng.chance(500) {
+            // Beside this turn's fault, not instead of it.
+            self.split_fault();
         }
         if self.cfg.pauses && self.rng.chance(300) {
             self.pause_fault(leader);

@@ -241,11 +241,7 @@ impl Sim {
         slot.replica = replica;
         slot.hosted = true;
         slot.cataloged = true;
-        let cfg = self.node_cfg(i, g);
-        let mut log = crate::storage::GroupLog::default();
-        let restart = log.take_restart(None);
-        let rep = Replica::recover(g, cfg, restart, log, None, state_machine::kv_limits())
-            .expect("an empty replica starts");
+        let rep = self.empty_replica(i, g);
         self.nodes[i].group_mut(g).rep = Some(rep);
         self.report.replicas_created += 1;
         self.on_answers(i, g, &mut answers);

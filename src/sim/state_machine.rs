@@ -9,7 +9,9 @@ use crate::kv::KvLimits;
 
 /// The key bytes of simulated key `k`.
 pub(super) fn key_bytes(k: u64) -> [u8; 8] {
-    k.to_le_bytes()
+    // Big-endian: keys sort as their numbers, so ranges split at a key
+    // hold the numbers below it and above it.
+    k.to_be_bytes()
 }
 
 /// Small session bounds, so that the sweep reaches them (outcomes
@@ -151,14 +153,11 @@ impl Sim {
     /// State machine safety: node `i` is about to apply `committed`; one
     /// history of (term, digest) by index for every node.
     pub(super) fn note_applied(&mut self, i: usize, g: GroupId, committed: &[Entry]) {
-        let history = &mut self
-            .checks
-            .get_mut(&g)
-            .expect("checked group")
-            .applied_history;
+        let c = self.checks.get_mut(&g).expect("checked group");
+        let (base, history) = (c.base, &mut c.applied_history);
         for e in committed {
             let d = entry_digest(e);
-            let k = (e.index - 1) as usize;
+            let k = (e.index - base - 1) as usize;
             if k < history.len() {
                 if history[k] != (e.term, d) {
                     let msg = format!(

@@ -1,8 +1,10 @@
 //! The client workload: puts and gets (linearizable by ReadIndex, or by
 //! lease), handed to a node's own request intake (`group::requests`) and
 //! answered by its own apply and read paths, as a client connection of the
-//! shard is. A client is connection `c` (its index); a request's id is the
-//! op's id; a put's session is client `c + 1`, seq = ack = the op's id.
+//! shard is. A client is connection `c` (its index); each attempt at an
+//! op has a request id of its own (answers to an earlier attempt are not
+//! waited for); a put's session is client `c + 1`, seq = ack = the op's
+//! id, the same in every attempt.
 
 use std::time::Duration;
 
@@ -33,6 +35,7 @@ impl Sim {
         };
         let cl = &mut self.clients[c];
         cl.op = Some(op);
+        cl.lose_answer = false;
         cl.call_ms = self.now;
         cl.proposed = None;
         cl.reading = None;
@@ -49,6 +52,7 @@ impl Sim {
             ret: None,
         });
         let (id, timeout) = (cl.op_id, self.cfg.client_timeout_ms);
+        cl.timeout_at = self.now + timeout;
         self.schedule(timeout, Event::ClientTimeout(c, id));
         self.client_propose(c);
     }
@@ -66,6 +70,9 @@ impl Sim {
             self.schedule(wait, Event::ClientRetry(c, id));
             return;
         }
+        let cl = &mut self.clients[c];
+        cl.attempt += 1;
+        let req = cl.attempt;
         let deadline = self.base + Duration::from_millis(self.now + self.cfg.client_timeout_ms);
         let inc = self.nodes[target].incarnation;
         let n = &mut self.nodes[target];
@@ -81,7 +88,7 @@ impl Sim {
                     value: Bytes::copy_from_slice(&value.to_le_bytes()),
                 };
                 let session = c as u64 + 1;
-                rep.propose_write(session, id, id, op, conn, id, deadline)
+                rep.propose_write(session, id, id, op, conn, req, deadline)
             }
             ClientOp::Get { key, lease } => {
                 let mode = if lease {
@@ -90,7 +97,7 @@ impl Sim {
                     ReadMode::Linearizable
                 };
                 let req = Request {
-                    id,
+                    id: req,
                     group: g,
                     client: c as u64 + 1,
                     seq: 0,
@@ -121,14 +128,18 @@ impl Sim {
                     }),
                 );
             }
-            Intake::Answer(r) => answers.push((conn, id, r)),
+            Intake::Answer(r) => answers.push((conn, req, r)),
         }
         self.on_answers(target, g, &mut answers);
         self.drive(target, g);
     }
 
-    /// The group holding simulated key `key`.
+    /// The group holding simulated key `key`: by the ranges the clients
+    /// know in a run with splits, else group `key % groups`.
     pub(super) fn group_of_key(&self, key: u64) -> GroupId {
+        if self.cfg.splits > 0 {
+            return self.range_of_key(key);
+        }
         key % self.cfg.groups.max(1)
     }
 
@@ -139,17 +150,29 @@ impl Sim {
         for (conn, id, result) in answers.drain(..) {
             let c = conn as usize;
             let cl = &self.clients[c];
-            if cl.op_id != id || cl.op.is_none() {
-                continue; // an op the client gave up on
+            if cl.attempt != id || cl.op.is_none() {
+                continue; // an op the client gave up on, or an earlier attempt
             }
             match (cl.op.expect("checked"), result) {
+                (ClientOp::Put { .. }, Ok(_)) if cl.lose_answer => {
+                    // Lost on its way (`splits::split_fault`): applied, but
+                    // the client does not know, and asks again.
+                    self.report.answers_lost_at_split += 1;
+                    self.client_ask_again(c);
+                }
                 (ClientOp::Put { .. }, Ok(_)) => {
                     // Answered by the apply of the entry it proposed here
                     // (or, for a retry, by the outcome its session kept).
                     let entry = match cl.proposed {
                         Some((node, group, inc, idx, term)) if node == i && group == g => {
                             debug_assert_eq!(inc, self.nodes[i].incarnation);
-                            let d = self.checks[&g].applied_history[(idx - 1) as usize];
+                            let Some(&d) = self.checks[&g].at(idx) else {
+                                let msg = format!(
+                                    "client {c}: put answered by node {} group {g} for entry {idx} (term {term}), which no node applied (the group's log starts after {})",
+                                    self.ids[i], self.checks[&g].base
+                                );
+                                return self.fail(msg);
+                            };
                             debug_assert_eq!(d.0, term, "answered for another entry");
                             Some((idx, term, d.1))
                         }
@@ -169,7 +192,15 @@ impl Sim {
                 }
                 (_, Err(ClientError::NotLeader { leader })) => self.client_retry(c, leader),
                 (_, Err(ClientError::Busy)) => self.client_retry(c, self.ids[i]),
-                (_, Err(e)) if e.outcome_unknown() => self.client_gave_up(c),
+                (_, Err(ClientError::KeyNotInRange { .. })) if self.cfg.splits > 0 => {
+                    // A split moved the key: the client learns the ranges
+                    // (from the meta group) and asks that range, with the
+                    // same session sequence (nothing was applied).
+                    self.client_ranges = self.ranges.clone();
+                    self.report.ops_rerouted += 1;
+                    self.client_retry(c, 0);
+                }
+                (_, Err(e)) if e.outcome_unknown() => self.client_outcome_unknown(c),
                 (op, r) => {
                     let msg = format!("client {c}: {op:?} answered {r:?} by node {}", self.ids[i]);
                     self.fail(msg);
@@ -255,6 +286,32 @@ impl Sim {
         self.schedule(d, Event::ClientNext(c));
     }
 
+    /// Client `c`'s op has an unknown outcome (it may still take effect).
+    /// In a run with splits, a put is asked again half the time with the
+    /// same session sequence, with a new deadline: its session (which a
+    /// split copies to the new range) answers it if it was applied, so it
+    /// takes effect once. Otherwise the client gives up.
+    fn client_outcome_unknown(&mut self, c: usize) {
+        let put = matches!(self.clients[c].op, Some(ClientOp::Put { .. }));
+        let late = self.now + QUIESCE_MS >= self.cfg.fault_ms + self.cfg.heal_ms;
+        if self.cfg.splits == 0 || !put || late || !self.rng.chance(500) {
+            return self.client_gave_up(c);
+        }
+        self.client_ask_again(c);
+    }
+
+    /// Client `c` asks its op again, with the same session sequence and a
+    /// new deadline, at any node.
+    fn client_ask_again(&mut self, c: usize) {
+        self.report.ops_retried_unknown += 1;
+        let cl = &mut self.clients[c];
+        cl.timeout_at = self.now + self.cfg.client_timeout_ms;
+        cl.lose_answer = false;
+        let id = cl.op_id;
+        self.schedule(self.cfg.client_timeout_ms, Event::ClientTimeout(c, id));
+        self.client_retry(c, 0);
+    }
+
     /// Client `c` gives up on its op: the outcome is unknown (it may still
     /// take effect); its ret stays None.
     fn client_gave_up(&mut self, c: usize) {
@@ -269,9 +326,10 @@ impl Sim {
 
     pub(super) fn client_timeout(&mut self, c: usize, op: u64) {
         let cl = &self.clients[c];
-        if cl.op_id != op || cl.op.is_none() {
+        if cl.op_id != op || cl.op.is_none() || self.now < cl.timeout_at {
+            // Answered, or asked again with a later deadline.
             return;
         }
-        self.client_gave_up(c);
+        self.client_outcome_unknown(c);
     }
 }
