@@ -262,7 +262,7 @@ fn sweep_with_several_groups_per_node() {
 }
 
 /// Seeds per size of the split sweep (CI).
-const SPLIT_SEEDS: u64 = 400;
+const SPLIT_SEEDS: u64 = 300;
 /// Splits asked for per run of the split sweep; with `SPLIT_KEYS` keys a
 /// run ends with up to this many ranges more than it started with.
 const SWEEP_SPLITS: u32 = 4;
@@ -284,6 +284,14 @@ fn sweep_with_splits() {
     let configure = |nodes: usize, cfg: &mut SimConfig| {
         cfg.splits = SWEEP_SPLITS;
         cfg.keys = SPLIT_KEYS;
+        // A third of the seeds also pause nodes. Not with a wiped disk
+        // yet: a node whose replica of a range installed a snapshot past
+        // the range's split (so never made the new range) cannot vote in
+        // the new range until its leader seeds it there (votes create no
+        // replica: `group::creates_replica`); if another of the new
+        // range's 3 replicas loses its disk meanwhile, it has no quorum
+        // (3-node seeds 55 and 115 with `disk_loss` on). Issue #18.
+        cfg.pauses = cfg.seed % 3 == 0;
         if nodes >= 5 {
             // Every 5-node seed moves replicas too: a range split while
             // its members change, or just after, keeps them.

@@ -190,6 +190,9 @@ pub struct SimReport {
     /// destroyed because a newer one of the group was placed on their node.
     pub replicas_created: u64,
     pub replicas_destroyed: u64,
+    /// Heartbeats that would have created a replica, before the group's
+    /// heartbeats had come for an election timeout (`Sim::heartbeat_creates`).
+    pub replica_creations_deferred: u64,
     /// `Quiesce` messages sent (leaders that quiesced, times followers).
     pub quiesce_msgs: u64,
     /// Peers reported unreachable to a replica (crashes, silence).

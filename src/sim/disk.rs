@@ -75,6 +75,7 @@ impl SimReplica {
             durable_hs: HardState::default(),
             crash_persisted: None,
             cataloged: false,
+            first_heartbeat_ms: None,
         }
     }
 
@@ -340,6 +341,10 @@ pub(super) struct SimReplica {
     /// created there by `Sim::replace_replica`; not after a wiped disk):
     /// what replay must find again.
     pub(super) cataloged: bool,
+    /// When the node first noted a heartbeat of this group's leader that
+    /// would create its replica here (`Sim::heartbeat_creates`); in
+    /// memory only.
+    pub(super) first_heartbeat_ms: Option<u64>,
 }
 
 /// A node: a process with one WAL (shared by its replicas, group-committed
@@ -418,6 +423,7 @@ impl Sim {
                 ));
             }
             slot.retained_snapshots.clear();
+            slot.first_heartbeat_ms = None;
             let mut log = replay.groups.remove(&g).unwrap_or_default();
             let snap = slot
                 .disk_snapshot

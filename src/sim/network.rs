@@ -169,6 +169,10 @@ impl Sim {
                 if crate::group::creates_replica(self.ids[i], &m)
                     && (!slot.hosted || m.to > slot.replica) =>
             {
+                if matches!(m.body, Body::Heartbeat { .. }) && !self.heartbeat_creates(i, g) {
+                    self.report.replica_creations_deferred += 1;
+                    return;
+                }
                 self.replace_replica(i, g, m.to);
                 self.nodes[i].raft_mut(g).expect("started").step(m);
             }
@@ -178,6 +182,29 @@ impl Sim {
             }
         }
         self.drive(i, g);
+    }
+
+    /// Whether a leader's heartbeat carrying commit 0 may create node
+    /// `i`'s replica of group `g` now, as the shard decides
+    /// (`Shard::heartbeat_creates`): only once such heartbeats have come
+    /// for an election timeout, within `HEARTBEAT_CREATE_WINDOW` of them
+    /// since the first one noted (then the sighting starts anew). A node
+    /// an apply behind its range's split makes the new range from its
+    /// own state meanwhile, instead of empty.
+    fn heartbeat_creates(&mut self, i: usize, g: GroupId) -> bool {
+        let grace = self.election_timeout_ms();
+        let window = grace * u64::from(crate::shard::HEARTBEAT_CREATE_WINDOW);
+        let now = self.now;
+        let slot = self.nodes[i].group_mut(g);
+        let first = slot.first_heartbeat_ms.get_or_insert(now);
+        if now >= *first + window {
+            *first = now;
+        }
+        let due = now >= *first + grace;
+        if due {
+            slot.first_heartbeat_ms = None;
+        }
+        due
     }
 
     /// Destroys node `i`'s replica of group `g` (if any) and creates

@@ -35,6 +35,9 @@ impl Sim {
         };
         let cl = &mut self.clients[c];
         cl.op = Some(op);
+        // No answer to an attempt at an earlier op is taken for this one's
+        // (this op's first attempt may be sent later: a paused node).
+        cl.attempt += 1;
         cl.lose_answer = false;
         cl.call_ms = self.now;
         cl.proposed = None;
