@@ -291,7 +291,7 @@ fn sweep_with_splits() {
         // replica: `group::creates_replica`); if another of the new
         // range's 3 replicas loses its disk meanwhile, it has no quorum
         // (3-node seeds 55 and 115 with `disk_loss` on). Issue #18.
-        cfg.pauses = cfg.seed % 3 == 0;
+        cfg.pauses = cfg.seed.is_multiple_of(3);
         if nodes >= 5 {
             // Every 5-node seed moves replicas too: a range split while
             // its members change, or just after, keeps them.

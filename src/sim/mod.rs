@@ -33,6 +33,12 @@
 //! pause or a cut link hits all of them at once. Keys go to group
 //! `key % groups`; every checker runs per group.
 //!
+//! Ranges split (`SimConfig::splits`, issue #18; `splits`): a split entry
+//! proposed at a range's leader makes the new range on every node whose
+//! replica applies it, as the shard makes it; clients route by range and
+//! follow `KeyNotInRange`, and every write is checked to take effect once
+//! across splits.
+//!
 //! Each node runs the node's own `group::Replica` (issue #15): its Ready
 //! pipeline (`take_ready`, `restore`, `finish_ready`), its client intake
 //! (`group::requests`: writes proposed with waiters, reads by ReadIndex or

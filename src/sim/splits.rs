@@ -335,7 +335,8 @@ impl Sim {
             .map(|(node, r)| ((node - 1) as usize, r))
             .find(|&(j, r)| {
                 let slot = self.nodes[j].group(g);
-                !self.nodes[j].lost && !(slot.hosted && slot.replica == r)
+                let hosts = slot.hosted && slot.replica == r;
+                !(self.nodes[j].lost || hosts)
             })
     }
 }
