@@ -284,14 +284,13 @@ fn sweep_with_splits() {
     let configure = |nodes: usize, cfg: &mut SimConfig| {
         cfg.splits = SWEEP_SPLITS;
         cfg.keys = SPLIT_KEYS;
-        // A third of the seeds also pause nodes. Not with a wiped disk
-        // yet: a node whose replica of a range installed a snapshot past
-        // the range's split (so never made the new range) cannot vote in
-        // the new range until its leader seeds it there (votes create no
-        // replica: `group::creates_replica`); if another of the new
-        // range's 3 replicas loses its disk meanwhile, it has no quorum
-        // (3-node seeds 55 and 115 with `disk_loss` on). Issue #18.
+        // Every fault of the sweep: a third of the seeds pause nodes, a
+        // fifth wipe a disk (a node whose replica of a range installed a
+        // snapshot past its split, so never made the new range, must
+        // still vote in it: `group::creates_replica`; 3-node seeds 55 and
+        // 115 lost the new range's quorum when votes created no replica).
         cfg.pauses = cfg.seed.is_multiple_of(3);
+        cfg.disk_loss = cfg.seed.is_multiple_of(5);
         if nodes >= 5 {
             // Every 5-node seed moves replicas too: a range split while
             // its members change, or just after, keeps them.

@@ -86,27 +86,41 @@ impl Routes {
 
 /// Whether message `m`, for a group not hosted on node `node` (or hosted
 /// with an older replica id), may create the replica it is addressed to.
-/// Only a leader's message to a member it knows holds nothing does: the
-/// first chunk of a snapshot (a leader seeds every new member with one),
-/// or a heartbeat carrying commit 0 (a heartbeat carries
-/// `min(commit, match)`: 0 for a member that acknowledged nothing; the
-/// seeding snapshot may have been lost, and the new replica's answer is
-/// what makes the leader send it again). A leader sends either only to a
-/// member of its applied — committed — membership, on the node that
-/// membership places it on. A snapshot's own membership may predate the
-/// addition; if it names the addressee, it must place it on `node`.
-/// Votes, appends and other heartbeats never create one (a candidate of
-/// an old configuration must not). The catalog (tombstones: a removed
-/// replica never comes back) and the disk are checked when creating.
-/// TiKV creates a peer from a vote or a heartbeat with commit 0
-/// (`is_initial_msg`); CockroachDB from any message to a replica id above
-/// its tombstone.
+/// A leader's message to a member it knows holds nothing does: the first
+/// chunk of a snapshot (a leader seeds every new member with one), or a
+/// heartbeat carrying commit 0 (a heartbeat carries `min(commit, match)`:
+/// 0 for a member that acknowledged nothing; the seeding snapshot may
+/// have been lost, and the new replica's answer is what makes the leader
+/// send it again). A leader sends either only to a member of its applied
+/// — committed — membership, on the node that membership places it on. A
+/// snapshot's own membership may predate the addition; if it names the
+/// addressee, it must place it on `node`.
+///
+/// A vote request (PreVote or Vote) does too, and the empty replica it
+/// makes votes (issue #18): a range split off its parent has no leader
+/// yet, and a node whose parent replica installed a snapshot past the
+/// split never makes the range from it; without its vote, the range has
+/// no quorum once another of its replicas is lost (simulator: 3-node
+/// split seeds 55 and 115 with a wiped disk). Safe because the replica
+/// id was never used on this node (ids are never reused; a destroyed
+/// replica leaves a tombstone the catalog checks; a wiped disk comes back
+/// as a new store its peers refuse): it acknowledged nothing, so it is in
+/// no quorum that committed an entry, and any voting quorum meets every
+/// committing quorum in a replica with a real log, which votes only for a
+/// candidate whose log is up to date (Raft §5.4.1). Its vote is durable
+/// before it is sent, as every vote is. TiKV creates a peer from a vote
+/// or a heartbeat with commit 0 (`is_initial_msg`), and its
+/// uninitialized peers vote; CockroachDB creates one from any message to
+/// a replica id above its tombstone, and lets uninitialized replicas vote
+/// (cockroachdb/cockroach#95513). Appends and other heartbeats never
+/// create one. The catalog (tombstones: a removed replica never comes
+/// back) and the disk are checked when creating.
 pub fn creates_replica(node: NodeId, m: &Message) -> bool {
     match &m.body {
         Body::Snapshot {
             offset: 0, conf, ..
         } => conf.node_of(m.to).is_none_or(|n| n == node),
-        Body::Heartbeat { commit: 0, .. } => true,
+        Body::Heartbeat { commit: 0, .. } | Body::PreVote { .. } | Body::Vote { .. } => true,
         _ => false,
     }
 }
@@ -152,5 +166,62 @@ mod tests {
         assert_eq!(r.seen.len(), ROUTES_SEEN_MAX);
         assert_eq!(r.node_of(&conf, 10), None);
         assert_eq!(r.node_of(&conf, 11), Some(101));
+    }
+
+    #[test]
+    fn votes_seeding_snapshots_and_empty_heartbeats_create_a_replica_and_nothing_else_does() {
+        let with = |body: Body| Message {
+            from: 2,
+            to: 4,
+            term: 3,
+            body,
+        };
+        let creates = |body: Body| creates_replica(1, &with(body));
+        // A range split off its parent must get the vote of a node that
+        // never made it from the split (issue #18).
+        assert!(creates(Body::PreVote {
+            last_index: 9,
+            last_term: 2
+        }));
+        assert!(creates(Body::Vote {
+            last_index: 9,
+            last_term: 2,
+            transfer: false
+        }));
+        assert!(creates(Body::Heartbeat {
+            commit: 0,
+            round: 1
+        }));
+        assert!(!creates(Body::Heartbeat {
+            commit: 5,
+            round: 1
+        }));
+        assert!(!creates(Body::Append {
+            prev_index: 0,
+            prev_term: 0,
+            entries: Vec::new(),
+            commit: 0
+        }));
+        assert!(!creates(Body::TimeoutNow));
+        // A snapshot's first chunk, unless its membership places the
+        // addressee on another node; later chunks never.
+        let mut conf = ConfState::new(&[2, 3], &[]);
+        let snap = |conf: &ConfState, offset| Body::Snapshot {
+            index: 9,
+            term: 2,
+            conf: conf.clone(),
+            offset,
+            total: 10,
+            crc: 0,
+            chunk: bytes::Bytes::new(),
+        };
+        assert!(creates(snap(&conf, 0)));
+        assert!(!creates(snap(&conf, 5)));
+        conf.voters.push(4);
+        conf.placements.push(Placement {
+            replica: 4,
+            node: 7,
+        });
+        assert!(!creates(snap(&conf, 0)));
     }
 }

@@ -23,18 +23,21 @@
 //!   leader's message to a member it knows holds nothing — the first chunk
 //!   of a seeding snapshot, or a heartbeat carrying commit 0 — which a
 //!   leader sends only to a member of its applied (committed) membership,
-//!   on the node that membership places it on; a snapshot's own
+//!   on the node that membership places it on, or a candidate's vote
+//!   request (the empty replica votes: safe because its id acknowledged
+//!   nothing here, see [`creates_replica`]); a snapshot's own
 //!   membership, if it names the addressee (it may predate the addition),
 //!   places it on this node; the catalog allows the id (not at or below
 //!   the group's tombstone: a removed replica never comes back from a
-//!   stale leader's message); the disk is not full; a heartbeat's group
-//!   sent heartbeats here for an election timeout already (a range split
-//!   off its parent is made from the parent's state when the split
-//!   applies here, an apply after its leader's first heartbeat:
+//!   stale leader's message); the disk is not full; a heartbeat's or a
+//!   vote request's group sent such messages here for an election
+//!   timeout already (a range split off its parent is made from the
+//!   parent's state when the split applies here, an apply after its
+//!   leader's first heartbeat or its first campaign:
 //!   `Shard::heartbeat_creates`); fewer than
 //!   `REPLICAS_CREATED_PER_TURN_MAX` were created this turn (the others
-//!   wait for the leader's resend). Votes, appends and other heartbeats
-//!   never create one (a candidate of an old configuration must not). The
+//!   wait for the leader's resend). Appends and other heartbeats never
+//!   create one. The
 //!   message is stepped into the new replica at once. As TiKV's
 //!   `maybe_create_peer` (`is_initial_msg`) and CockroachDB's
 //!   `getOrCreateReplica` do on a Raft message; their stale-peer
@@ -267,7 +270,11 @@ impl Shard {
             && self.creating.len() < REPLICAS_CREATED_PER_TURN_MAX
             && !self.creating.iter().any(|(c, _, _)| *c == g)
         {
-            if matches!(m.body, Body::Heartbeat { .. }) && !self.heartbeat_creates(g) {
+            let waits = matches!(
+                m.body,
+                Body::Heartbeat { .. } | Body::PreVote { .. } | Body::Vote { .. }
+            );
+            if waits && !self.heartbeat_creates(g) {
                 self.stats.replica_creations_deferred += 1;
                 return;
             }
@@ -275,15 +282,16 @@ impl Shard {
         }
     }
 
-    /// Whether a leader's heartbeat carrying commit 0 may create group
-    /// `g`'s replica now: only once its heartbeats have come for at least
-    /// an election timeout (and at most [`HEARTBEAT_CREATE_WINDOW`] of
-    /// them since the first one noted). A range split off its parent gets
-    /// a leader on the node whose parent replica leads before the other
-    /// nodes' parent replicas apply the split; created at its leader's
-    /// first heartbeat, their replicas would be empty and need the whole
-    /// range as a snapshot, instead of being made from the parent's state
-    /// an apply later (`shard::splits`). A replica added by a move waits
+    /// Whether a leader's heartbeat carrying commit 0, or a candidate's
+    /// vote request, may create group `g`'s replica now: only once such
+    /// messages have come for at least an election timeout (and at most
+    /// [`HEARTBEAT_CREATE_WINDOW`] of them since the first one noted). A
+    /// range split off its parent campaigns at once on the node whose
+    /// parent replica leads, before the other nodes' parent replicas apply
+    /// the split; created at its first vote request or heartbeat, their
+    /// replicas would be empty and need the whole range as a snapshot,
+    /// instead of being made from the parent's state an apply later
+    /// (`shard::splits`). A replica added by a move waits
     /// one election timeout longer. O(1), but for a prune of the notes
     /// once an election timeout while they are full
     /// ([`UNKNOWN_HEARTBEATS_MAX`]).

@@ -169,7 +169,11 @@ impl Sim {
                 if crate::group::creates_replica(self.ids[i], &m)
                     && (!slot.hosted || m.to > slot.replica) =>
             {
-                if matches!(m.body, Body::Heartbeat { .. }) && !self.heartbeat_creates(i, g) {
+                let waits = matches!(
+                    m.body,
+                    Body::Heartbeat { .. } | Body::PreVote { .. } | Body::Vote { .. }
+                );
+                if waits && !self.heartbeat_creates(i, g) {
                     self.report.replica_creations_deferred += 1;
                     return;
                 }

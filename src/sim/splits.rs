@@ -7,8 +7,10 @@
 //!   (`kv::WriteOp::Split`) carrying the bounds the leader has, at a
 //!   workload key strictly inside them, naming a range id never used
 //!   before (the meta group's `AllocIds`), and not while the range's
-//!   membership changes. Two proposed before the first applies: the
-//!   second is refused by every replica alike (its bounds are stale).
+//!   membership changes. Unlike the shard (which answers `Busy` to a
+//!   second split of a range before the first applied, and proposes one
+//!   again only after a leader change), the nemesis may propose a second
+//!   at once: every replica refuses it alike (its bounds are stale).
 //! - **Made**: a replica that applies the entry gets the new side's state
 //!   machine (`group::Applied::splits`); its node makes the range unless
 //!   it hosts it already (a replay after a restart, or created empty by
@@ -23,9 +25,9 @@
 //!   on every node that made it (the state digest), its log starts after
 //!   the split entry (`GroupChecks::base`), every checker runs on it as
 //!   on any group, clients find it by `KeyNotInRange` and their sessions
-//!   travel with it (a put asked again across a split is applied once:
-//!   linearizability), and at the end the ranges' leaders' bounds tile
-//!   the keyspace, each member placed on a node hosted there.
+//!   travel with it (a put asked again across a split takes effect once:
+//!   `Sim::check_exactly_once`), and at the end the ranges' leaders'
+//!   bounds tile the keyspace, each member placed on a node hosted there.
 
 use super::state_machine::key_bytes;
 use super::*;
@@ -56,6 +58,10 @@ impl Sim {
         let Some((g, l)) = led else {
             return false;
         };
+        if self.nodes[l].paused_until.is_some() {
+            // A stopped process proposes nothing.
+            return false;
+        }
         let rep = self.nodes[l].group(g).rep.as_ref().expect("leader is up");
         if rep.raft.conf().is_joint() || rep.raft.conf_change_pending() {
             // As the shard refuses it: the new range would be born with a
