@@ -316,8 +316,9 @@ fn replicas_are_created_destroyed_and_rebuilt_from_the_catalog_after_a_restart()
 
 /// The rule of `shard/replicas.rs`: the first chunk of a leader's
 /// snapshot creates the replica it is addressed to (and is stepped into
-/// it), as does a heartbeat carrying commit 0; appends, other heartbeats,
-/// votes, later chunks, a snapshot whose
+/// it), as do a heartbeat carrying commit 0 and a vote request once they
+/// came for an election timeout; appends, other heartbeats, later chunks,
+/// a snapshot whose
 /// configuration places the addressee on another node, and stale leaders'
 /// snapshots for a destroyed replica create nothing; at most
 /// `REPLICAS_CREATED_PER_TURN_MAX` are created per turn.
@@ -362,11 +363,6 @@ fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does
                 commit: 3,
                 round: 1,
             }),
-            from_leader(Body::Vote {
-                last_index: 9,
-                last_term: 3,
-                transfer: false,
-            }),
             snap(1, 8, &[1]),
             snap(7, 0, &[7]),
         ];
@@ -406,17 +402,30 @@ fn a_leaders_snapshot_naming_this_node_creates_its_replica_and_nothing_else_does
         // group's heartbeats came for an election timeout: a range split
         // off on another node is made here from its parent's state an
         // apply later.
+        // A vote request likewise: a node whose parent replica installed
+        // a snapshot past the split must vote in the new range, or it
+        // may lose its quorum (`group::creates_replica`).
         let hb = creating_heartbeat;
+        let vote = || {
+            from_leader(Body::Vote {
+                last_index: 9,
+                last_term: 3,
+                transfer: false,
+            })
+        };
         shard.on_peer_message(302, 2, hb());
+        shard.on_peer_message(303, 2, vote());
         shard.create_from_messages().await.unwrap();
-        assert!(groups(&shard).contains(&301) && !groups(&shard).contains(&302));
-        assert_eq!(shard.stats().replica_creations_deferred, 1);
+        assert!(groups(&shard).contains(&301));
+        assert!(!groups(&shard).contains(&302) && !groups(&shard).contains(&303));
+        assert_eq!(shard.stats().replica_creations_deferred, 2);
         let sc = cfg.shard(0, &store);
         let election = Duration::from_millis(u64::from(sc.raft.election_ticks) * sc.tick_ms);
         glommio::timer::sleep(election).await;
         shard.on_peer_message(302, 2, hb());
+        shard.on_peer_message(303, 2, vote());
         shard.create_from_messages().await.unwrap();
-        assert!(groups(&shard).contains(&302));
+        assert!(groups(&shard).contains(&302) && groups(&shard).contains(&303));
     });
     drop(lock);
 }
