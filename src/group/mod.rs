@@ -175,6 +175,37 @@ impl Replica {
         r
     }
 
+    /// The replica of range `right` made from split entry `index` (term
+    /// `snap.meta.term`) of its parent (issue #18): its core restarts from
+    /// `snap`, the parent's membership at `index` over the new range's
+    /// state machine `kv`, which the caller made durable first; nothing
+    /// is voted and `index` is committed and applied. `parent_leads`: this
+    /// node's replica of the parent leads, so this one campaigns at its
+    /// next tick (`RawNode::split_born`). Returns the replica and the
+    /// snapshot data its core let go, being durable (`snapshot_stored`),
+    /// for the caller to free where it costs nothing. The shard and the
+    /// simulator both make split ranges with it.
+    pub fn from_split(
+        right: GroupId,
+        replica: ReplicaId,
+        cfg: crate::raft::ValidRaftConfig,
+        snap: crate::raft::Snapshot,
+        kv: Kv,
+        parent_leads: bool,
+    ) -> (Replica, Option<bytes::Bytes>) {
+        let index = snap.meta.index;
+        let hs = crate::raft::HardState {
+            term: snap.meta.term,
+            vote: 0,
+            commit: index,
+        };
+        let raft = RawNode::restart_from(cfg, hs, Some(snap), Vec::new(), index);
+        let mut r = Replica::new(right, replica, raft, kv, index, GroupLog::default());
+        let held = r.raft.snapshot_stored(index);
+        r.raft.split_born(parent_leads);
+        (r, held)
+    }
+
     /// A replica recovered from storage: its log replayed (`restart`, taken
     /// from `log` by `GroupLog::take_restart`) over its latest durable
     /// snapshot `snap`, its core configured by `raft` (id and founding

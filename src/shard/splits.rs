@@ -53,8 +53,7 @@ use super::meta_sync::SplitCause;
 use super::snapshots::{drop_on_helper, drop_state_on_helper, encode_on_helper, on_helper};
 use super::*;
 use crate::group::SplitApplied;
-use crate::raft::{HardState, RawNode};
-use crate::storage::{CatalogOp, GroupLog, ReplicaDesc};
+use crate::storage::{CatalogOp, ReplicaDesc};
 use crate::wire::Request;
 
 /// Keys a shard removes per tick from state machines that a split left
@@ -331,20 +330,12 @@ impl Shard {
                 continue;
             }
             let rc = replica_config(&self.cfg, &desc)?;
-            let hs = HardState {
-                term: d.snap.meta.term,
-                vote: 0,
-                commit: index,
-            };
-            let raft = RawNode::restart_from(rc, hs, Some(d.snap.clone()), Vec::new(), index);
-            let mut r = Replica::new(right, d.replica, raft, d.kv, index, GroupLog::default());
-            let raft = &mut r.raft;
-            let held = raft.snapshot_stored(index);
             let parent_leads = self
                 .replicas
                 .get(&d.parent)
                 .is_some_and(|p| p.raft.role() == Role::Leader);
-            raft.split_born(parent_leads);
+            let (mut r, held) =
+                Replica::from_split(right, d.replica, rc, d.snap.clone(), d.kv, parent_leads);
             let desc = ReplicaDesc {
                 descriptor: r
                     .range_descriptor(shard)

@@ -305,6 +305,15 @@ impl Sim {
             cfg.splits == 0 || cfg.groups <= 1,
             "SimConfig::splits needs one group to start (keys go to groups by range then)"
         );
+        // The exactly-once check (`splits::check_exactly_once`) holds only
+        // while no session is dropped: a client asking again after its
+        // session went may apply a write a second time, as documented.
+        assert!(
+            cfg.splits == 0 || cfg.clients < state_machine::kv_limits().sessions_max,
+            "SimConfig::splits needs fewer clients ({}) than the sessions a range keeps ({})",
+            cfg.clients,
+            state_machine::kv_limits().sessions_max
+        );
         let ids: Vec<NodeId> = (1..=n as u64).collect();
         let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_5141);
         let groups: Vec<GroupId> = (0..cfg.groups.max(1)).collect();

@@ -208,15 +208,7 @@ impl Sim {
         slot.hosted = true;
         slot.cataloged = true;
         let rc = self.node_cfg(i, right);
-        let hs = HardState {
-            term: snap.meta.term,
-            vote: 0,
-            commit: index,
-        };
-        let raft = RawNode::restart_from(rc, hs, Some(snap), Vec::new(), index);
-        let mut r = Replica::new(right, replica, raft, s.kv, index, Default::default());
-        r.raft.snapshot_stored(index);
-        r.raft.split_born(parent_leads);
+        let (r, _) = Replica::from_split(right, replica, rc, snap, s.kv, parent_leads);
         self.nodes[i].group_mut(right).rep = Some(r);
         self.report.ranges_made_by_split += 1;
         self.on_answers(i, right, &mut answers);
