@@ -3392,10 +3392,33 @@ fn ctl_split_splits_a_range_under_writes_and_a_restarted_node_keeps_both_sides()
 /// one range, with ranges split at 64 KiB, split it by size while they
 /// go on, again and again as its upper part keeps growing; every write
 /// is acknowledged and read back from the range that holds it now, and
-/// the meta group's map covers the keyspace with the new ranges.
+/// the meta group's map covers the keyspace with the new ranges. With 4
+/// nodes (3 replicas a range) and the balancer on, the new ranges, born
+/// on their parent's 3 nodes, end spread: no node holds more replicas
+/// than the mean and the balancer's tolerance, and none two more than
+/// another.
 #[test]
 fn a_range_that_grows_past_range_split_bytes_splits_while_writes_go_on() {
-    let c = cluster(3, 2, &["--range-split-bytes", "65536"]);
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.metrics = true;
+    cfg.nodes = 4;
+    cfg.shards = 2;
+    cfg.groups = 2;
+    cfg.balancer = true;
+    cfg.replication_factor = Some(3);
+    cfg.extra_args = [
+        "--placement",
+        "unbound",
+        "--tick-ms",
+        "10",
+        "--range-split-bytes",
+        "65536",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let c =
+        LocalCluster::start_ready(cfg, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
     let _show = ShowLogsOnPanic(&c);
     let addrs = c.client_addrs();
     let splits = run_on_executor(move || async move {
@@ -3423,6 +3446,36 @@ fn a_range_that_grows_past_range_split_bytes_splits_while_writes_go_on() {
                 "{k}"
             );
         }
+        // Spread: the balancer moves replicas of the ranges born on
+        // their parent's nodes until no node holds more than the mean
+        // plus its tolerance (10%), or two more than another (the
+        // planner's rule 2, `meta::planner`).
+        let held = |m: &ringraft::meta::MetaState| -> Vec<usize> {
+            (1..=4u64)
+                .map(|n| {
+                    m.ranges()
+                        .iter()
+                        .filter(|d| d.replica_on(n).is_some())
+                        .count()
+                })
+                .collect()
+        };
+        let spread = meta_until(&cl, 120, |m| {
+            let h = held(m);
+            m.ranges().iter().all(|d| {
+                d.replicas.len() == 3 && d.replicas.iter().all(|r| r.role == ReplicaRole::Voter)
+            }) && {
+                let (max, min) = (*h.iter().max().unwrap(), *h.iter().min().unwrap());
+                let mean = h.iter().sum::<usize>() as f64 / h.len() as f64;
+                max - min <= 1 || (max as f64 <= mean * 1.1 && max - min <= 2)
+            }
+        })
+        .await;
+        eprintln!(
+            "{} ranges, replicas per node {:?}",
+            spread.ranges().len(),
+            held(&spread)
+        );
         m.ranges().len() as u64 - 2
     });
     // Each new range made from its parent's state at least where the
@@ -3430,10 +3483,10 @@ fn a_range_that_grows_past_range_split_bytes_splits_while_writes_go_on() {
     // election timeout: then its leader's snapshot seeded it).
     // Metrics are published once a second.
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut made = metric_sum(&c, 3, "ringraft_ranges_split_total");
+    let mut made = metric_sum(&c, 4, "ringraft_ranges_split_total");
     while made < 3 * splits && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(200));
-        made = metric_sum(&c, 3, "ringraft_ranges_split_total");
+        made = metric_sum(&c, 4, "ringraft_ranges_split_total");
     }
     eprintln!("{splits} splits, {made} new replicas made from a split entry");
     assert!(made >= splits, "{made} of {splits}");

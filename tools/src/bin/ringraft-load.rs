@@ -61,6 +61,14 @@ struct Args {
     /// if --node-bin's nodes set --range-split-qps (off by default).
     #[arg(long, alias = "ranges", default_value_t = 8)]
     groups: u64,
+    /// Local cluster: run the balancer (the nodes' `--balancer`), as a
+    /// production cluster does: ranges split during the run then spread
+    /// over the nodes (replicas, then leaders, evened out per node; the
+    /// end of the run prints where they are). Off by default, so a run
+    /// measures a still cluster: its pre-split ranges are placed evenly
+    /// from the start.
+    #[arg(long)]
+    balancer: bool,
     /// Local cluster: replicas of each range (each range on this many of
     /// the --nodes) [default: the node's, 3]
     #[arg(long)]
@@ -402,6 +410,7 @@ fn run(mut args: Args) -> Result<ExitCode, String> {
         cfg.groups = args.groups;
         cfg.split_keys = ringraft_tools::workload::split_keys(args.keys, args.groups);
         cfg.replication_factor = args.replication_factor;
+        cfg.balancer = args.balancer;
         // Redis's protocol too, so somebody else's client or benchmark can
         // be pointed at the same cluster (issue #20).
         cfg.resp = true;
@@ -664,7 +673,7 @@ fn run(mut args: Args) -> Result<ExitCode, String> {
     // The ranges now (native target): splits by size or load during the
     // run show here.
     let ranges_end = if args.target == "native" {
-        range_count(addrs.clone(), args.cluster_id)
+        placement_at_end(addrs.clone(), args.cluster_id)
     } else {
         None
     };
@@ -705,8 +714,8 @@ fn run(mut args: Args) -> Result<ExitCode, String> {
         measured_secs,
         err_total
     );
-    if let Some(n) = ranges_end {
-        println!("ranges at the end: {n} (split during the run by size or load: see the nodes' --range-split-bytes and --range-split-qps)");
+    if let Some(p) = &ranges_end {
+        println!("{}", p.line());
     }
     println!("{}", table_header());
     println!("{}", lw.row("write"));
@@ -741,7 +750,8 @@ fn run(mut args: Args) -> Result<ExitCode, String> {
             "check": check_summary.as_ref().map(|(r, _)| *r),
             "cpu": cpu_usage.as_ref().map(|u| u.json()),
             "cost": cost.as_ref().map(|c| c.json()),
-            "ranges_end": ranges_end,
+            "ranges_end": ranges_end.as_ref().map(|p| p.ranges),
+            "placement_end": ranges_end.as_ref().map(|p| p.json()),
         });
         std::fs::write(p, serde_json::to_string_pretty(&j).unwrap() + "\n")
             .map_err(|e| format!("--json {}: {e}", p.display()))?;
@@ -1078,9 +1088,48 @@ fn micros(start: Instant, t: Instant) -> u64 {
     t.saturating_duration_since(start).as_micros() as u64
 }
 
-/// How many ranges the cluster at `addrs` has, as its nodes report them
-/// (`None` if it cannot be asked).
-fn range_count(addrs: Vec<SocketAddr>, cluster_id: u64) -> Option<usize> {
+/// Where the ranges are at the end of a run, as the nodes report them:
+/// how many there are, and per node (by id) the replicas it holds and the
+/// ranges it leads. Splits during a run make ranges on their parent's
+/// nodes; the balancer then spreads them (replicas, then leaders, evened
+/// out per node), which this shows.
+#[derive(Debug)]
+struct RangePlacement {
+    ranges: usize,
+    /// (node, replicas, leaders), by node id.
+    nodes: Vec<(u64, usize, usize)>,
+}
+
+impl RangePlacement {
+    fn line(&self) -> String {
+        let per = |f: fn(&(u64, usize, usize)) -> usize| {
+            self.nodes
+                .iter()
+                .map(|n| format!("{}:{}", n.0, f(n)))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!(
+            "ranges at the end: {} (split during the run by size or load: see the nodes' --range-split-bytes and --range-split-qps); replicas per node {}; leaders per node {}",
+            self.ranges,
+            per(|n| n.1),
+            per(|n| n.2)
+        )
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ranges": self.ranges,
+            "nodes": self.nodes.iter().map(|n| serde_json::json!({
+                "node": n.0, "replicas": n.1, "leaders": n.2,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+/// The ranges of the cluster at `addrs` and where they are (`None` if it
+/// cannot be asked).
+fn placement_at_end(addrs: Vec<SocketAddr>, cluster_id: u64) -> Option<RangePlacement> {
     LocalExecutorBuilder::new(Placement::Unbound)
         .spawn(move || async move {
             let mut cfg = ClientConfig::new(addrs);
@@ -1088,7 +1137,23 @@ fn range_count(addrs: Vec<SocketAddr>, cluster_id: u64) -> Option<usize> {
             cfg.op_timeout_ms = 5_000;
             let cl = ringraft::client::Client::connect(cfg).await.ok()?;
             cl.fetch_whole_map().await;
-            Some(cl.ranges().len())
+            let ranges = cl.ranges();
+            let leaders = cl.leaders();
+            let mut nodes: BTreeMap<u64, (usize, usize)> =
+                cl.nodes().into_iter().map(|(id, _)| (id, (0, 0))).collect();
+            for d in &ranges {
+                for r in &d.replicas {
+                    nodes.entry(r.node).or_default().0 += 1;
+                }
+                let leader = leaders.get(d.id as usize).copied().unwrap_or(0);
+                if leader != 0 {
+                    nodes.entry(leader).or_default().1 += 1;
+                }
+            }
+            Some(RangePlacement {
+                ranges: ranges.len(),
+                nodes: nodes.into_iter().map(|(id, (r, l))| (id, r, l)).collect(),
+            })
         })
         .ok()?
         .join()
