@@ -3471,8 +3471,30 @@ fn a_range_that_grows_past_range_split_bytes_splits_while_writes_go_on() {
             }
         })
         .await;
+        // Their leaders too: every range's leader is known (the nodes
+        // report the leaders of ranges made by splits; they did not, so
+        // the balancer never moved those), and no node leads more than
+        // the mean rounded up, or one more than another (rule 3).
+        let ids: Vec<u64> = spread.ranges().iter().map(|d| d.id).collect();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let led = loop {
+            cl.refresh_map().await.unwrap();
+            let led: Vec<usize> = (1..=4u64)
+                .map(|n| ids.iter().filter(|&&g| cl.leader_of(g) == n).count())
+                .collect();
+            let (max, min) = (*led.iter().max().unwrap(), *led.iter().min().unwrap());
+            let known = led.iter().sum::<usize>() == ids.len();
+            if known && (max <= ids.len().div_ceil(4) || max - min <= 1) {
+                break led;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "leaders per node {led:?} of ranges {ids:?}"
+            );
+            glommio::timer::sleep(Duration::from_millis(200)).await;
+        };
         eprintln!(
-            "{} ranges, replicas per node {:?}",
+            "{} ranges, replicas per node {:?}, leaders per node {led:?}",
             spread.ranges().len(),
             held(&spread)
         );

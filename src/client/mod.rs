@@ -159,8 +159,12 @@ struct Inner {
     groups: Cell<u64>,
     /// The cluster's replication factor, from the maps (0: not known).
     replication_factor: Cell<u32>,
-    /// Last known leader per group (0: unknown).
-    leaders: RefCell<Vec<u64>>,
+    /// Last known leader node of each group (absent: unknown). Keyed by
+    /// group id, not indexed: ranges made by splits have ids above the
+    /// bootstrap's groups (issue #18), and a client that kept leaders only
+    /// for those sent every request of a split range to its replicas in
+    /// turn, two thirds of them to a follower that refused it.
+    leaders: RefCell<HashMap<u64, u64>>,
     /// The ranges the nodes reported: key → group.
     ranges: RefCell<RangeMap>,
     conns: RefCell<HashMap<(u64, u32), Rc<Conn>>>,
@@ -207,7 +211,7 @@ impl Client {
                 shards: Cell::new(1),
                 groups: Cell::new(0),
                 replication_factor: Cell::new(0),
-                leaders: RefCell::new(Vec::new()),
+                leaders: RefCell::new(HashMap::new()),
                 ranges: RefCell::new(RangeMap::new()),
                 conns: RefCell::new(HashMap::new()),
                 seq: Cell::new(0),
@@ -298,8 +302,40 @@ impl Client {
     }
 
     /// Last known leader of each group (0: unknown).
+    ///
+    /// Indexed by group id: as long as the bootstrap's groups, or longer
+    /// to hold the highest range id whose leader is known (range ids come
+    /// from the meta group's counter). The meta group is not in it
+    /// (`meta_leader`).
     pub fn leaders(&self) -> Vec<u64> {
-        self.inner.leaders.borrow().clone()
+        let l = self.inner.leaders.borrow();
+        let ranges = || l.iter().filter(|&(&g, _)| g < crate::route::META_GROUP);
+        let len = ranges().map(|(&g, _)| g + 1).max().unwrap_or(0);
+        let mut v = vec![0; len.max(self.inner.groups.get()) as usize];
+        for (&g, &n) in ranges() {
+            v[g as usize] = n;
+        }
+        v
+    }
+
+    /// The last known leader node of group `group` (0: not known).
+    pub fn leader_of(&self, group: u64) -> u64 {
+        self.inner
+            .leaders
+            .borrow()
+            .get(&group)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Notes `node` as group `group`'s leader (0: forgets it).
+    fn set_leader(&self, group: u64, node: u64) {
+        let mut l = self.inner.leaders.borrow_mut();
+        if node == 0 {
+            l.remove(&group);
+        } else {
+            l.insert(group, node);
+        }
     }
 
     /// Asks every shard of every node for its groups' leaders, and the
@@ -335,15 +371,10 @@ impl Client {
                             first = false;
                             self.inner.shards.set(m.shards);
                             self.inner.groups.set(m.groups);
-                            let mut l = self.inner.leaders.borrow_mut();
-                            if l.len() != m.groups as usize {
-                                *l = vec![0; m.groups as usize];
-                            }
                         }
-                        let mut l = self.inner.leaders.borrow_mut();
-                        for (g, &leader) in m.leaders.iter().enumerate() {
-                            if leader != 0 && g < l.len() && shard_of(g as u64, m.shards) == s {
-                                l[g] = leader;
+                        for &(g, leader) in &m.leaders {
+                            if leader != 0 && shard_of(g, m.shards) == s {
+                                self.set_leader(g, leader);
                             }
                         }
                     }
@@ -893,12 +924,7 @@ impl Client {
                     Error::Unreachable("the client was closed".into())
                 });
             }
-            let leader = inner
-                .leaders
-                .borrow()
-                .get(group as usize)
-                .copied()
-                .unwrap_or(0);
+            let leader = self.leader_of(group);
             let node = if leader != 0
                 && inner.nodes.borrow().contains_key(&leader)
                 && !self.is_suspect(leader)
@@ -962,15 +988,11 @@ impl Client {
                 // sequence number: applied once whichever answers).
                 Err(_) => {
                     self.suspect(node, shard);
-                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
-                        *l = 0;
-                    }
+                    self.set_leader(group, 0);
                     false
                 }
                 Ok(Ok(Ok(reply))) => {
-                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
-                        *l = node;
-                    }
+                    self.set_leader(group, node);
                     return Ok(reply);
                 }
                 Ok(Ok(Err(ClientError::NotLeader { leader: hint }))) => {
@@ -996,9 +1018,7 @@ impl Client {
                         && hint != node
                         && inner.nodes.borrow().contains_key(&hint)
                         && !self.is_suspect(hint);
-                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
-                        *l = if known { hint } else { 0 };
-                    }
+                    self.set_leader(group, if known { hint } else { 0 });
                     !known
                 }
                 // The node gave up waiting, or has no replica of the group
@@ -1011,9 +1031,7 @@ impl Client {
                     | ClientError::ShuttingDown
                     | ClientError::NotHosted { .. }),
                 ))) => {
-                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
-                        *l = 0;
-                    }
+                    self.set_leader(group, 0);
                     if matches!(e, ClientError::NotHosted { .. }) {
                         // The descriptor that named this node is out of
                         // date (the replica moved): forget it, so the next
@@ -1026,9 +1044,7 @@ impl Client {
                 // That node's disk is full: leadership moves elsewhere.
                 Ok(Ok(Err(ClientError::DiskFull))) => {
                     disk_full = true;
-                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
-                        *l = 0;
-                    }
+                    self.set_leader(group, 0);
                     true
                 }
                 Ok(Ok(Err(_))) if write && maybe_applied => {
@@ -1038,9 +1054,7 @@ impl Client {
                 }
                 Ok(Ok(Err(e))) => return Err(Error::Server(e)),
                 Ok(Err(ConnLost(_))) => {
-                    if let Some(l) = inner.leaders.borrow_mut().get_mut(group as usize) {
-                        *l = 0;
-                    }
+                    self.set_leader(group, 0);
                     true
                 }
             };

@@ -484,7 +484,7 @@ impl Client {
         loop {
             // A map that cannot be had now may be had in a moment.
             let leader = match self.refresh_map().await {
-                Ok(()) => self.leaders().get(range as usize).copied().unwrap_or(0),
+                Ok(()) => self.leader_of(range),
                 Err(_) => 0,
             };
             if leader != 0 && leader != from {

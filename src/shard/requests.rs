@@ -697,13 +697,14 @@ impl Shard {
         self.cfg.founder_peer_addr(node)
     }
 
-    /// The map as this shard knows it: leaders of its own groups (0 for
-    /// the others: a client asks each shard), this node, and every node
+    /// The map as this shard knows it: the leaders of its own groups
+    /// whose leader it knows (a client asks each shard; ranges made by
+    /// splits included, the meta group's apart), this node, and every node
     /// whose client address the address books of its groups hold (nodes
     /// added after a client started: it finds them here) or whose
     /// handshake gave one.
     fn cluster_map(&self) -> ClusterMap {
-        let mut leaders = vec![0; self.cfg.groups as usize];
+        let mut leaders = Vec::new();
         let mut nodes = std::collections::BTreeMap::new();
         nodes.insert(self.cfg.node, self.cfg.client_addr.clone());
         let mut peer_addrs = std::collections::BTreeMap::new();
@@ -711,10 +712,9 @@ impl Shard {
         let mut members = std::collections::BTreeSet::new();
         let mut books = std::collections::BTreeMap::new();
         for g in self.replicas.values() {
-            // The map covers the static groups; a replica created at run
-            // time outside them is reached by group id until ranges exist.
-            if let Some(l) = leaders.get_mut(g.id as usize) {
-                *l = g.leader_node();
+            let leader = g.leader_node();
+            if leader != 0 && g.id != crate::route::META_GROUP {
+                leaders.push((g.id, leader));
             }
             members.extend(g.raft.conf().placements.iter().map(|p| p.node));
             for (&n, a) in g.kv.client_addrs() {

@@ -266,14 +266,17 @@ pub struct NodeInfo {
 }
 
 /// What a client needs to route (with the ranges, `Op::Ranges`): group
-/// `g` lives on shard `g % shards` of every node,
-/// `leaders[g]` is the last known leader of group `g` (0: unknown).
+/// `g` lives on shard `g % shards` of every node; `leaders` holds
+/// (group, leader node) for the answering shard's groups whose leader it
+/// knows, ranges made by splits included (protocol 17: before, a vector
+/// indexed by group covered only the bootstrap's `groups`, so clients
+/// and the balancer never learned a split range's leader).
 #[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ClusterMap {
     pub groups: u64,
     pub shards: u32,
     pub nodes: Vec<NodeInfo>,
-    pub leaders: Vec<u64>,
+    pub leaders: Vec<(u64, u64)>,
     /// The meta group's leader as this node knows it (0: not known, or no
     /// replica of the meta group here).
     pub meta_leader: u64,

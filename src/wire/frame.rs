@@ -46,7 +46,9 @@ pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"RRFW");
 ///     15 refuses to talk to it.
 /// 16: `ClientError::KeyNotInRange::version` (a client narrows its cached
 ///     descriptor and refuses stale reports of the range's old bounds).
-pub const PROTOCOL_VERSION: u8 = 16;
+/// 17: `ClusterMap::leaders` as (group, leader) pairs, ranges made by
+///     splits included.
+pub const PROTOCOL_VERSION: u8 = 17;
 /// Default bound on a frame's payload (`frame_bytes_max`).
 pub const FRAME_BYTES_MAX_DEFAULT: usize = 16 << 20;
 

@@ -156,7 +156,7 @@ fn every_result() -> Vec<Result<Reply, ClientError>> {
                 client_addr: "127.0.0.1:9000".into(),
                 peer_addr: "127.0.0.1:7000".into(),
             }],
-            leaders: vec![1, 0, 2, 3, 1, 1, 0, 2],
+            leaders: vec![(0, 1), (2, 2), (3, 3), (9, 1), (1 << 63, 2)],
             replication_factor: 3,
             meta_leader: 0,
         })),

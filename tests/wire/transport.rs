@@ -853,7 +853,7 @@ fn echo_server(svc: Rc<ClientService>, pad: usize, stop: Rc<RefCell<bool>>) {
                         groups: 1,
                         shards: 1,
                         nodes: Vec::new(),
-                        leaders: vec![1],
+                        leaders: vec![(0, 1)],
                         replication_factor: 1,
                         meta_leader: 0,
                     }),
@@ -1036,7 +1036,7 @@ fn stub_node_of(
                         groups: 1,
                         shards: 1,
                         nodes: Vec::new(),
-                        leaders: vec![1],
+                        leaders: vec![(0, 1)],
                         replication_factor: 1,
                         meta_leader: 0,
                     })),
@@ -1423,4 +1423,35 @@ fn a_key_with_no_range_reported_is_looked_up_with_bounded_pauses() {
     );
     assert_eq!(RANGE_LOOKUP_PAUSE_MS_MAX, 100, "the counts below assume it");
     assert!(lookups >= 11, "{lookups} lookups in 1.5 s");
+}
+
+/// A range made by a split has an id above the bootstrap's groups (issue
+/// #18; here range 5 of a cluster bootstrapped with 1 group). Its leader
+/// is cached from an answer as a bootstrap group's is, and shown by
+/// `leaders()`. Regression: the cache was a vector of the bootstrap's
+/// groups, so a split range's leader was never kept: every request of it
+/// went to its replicas in turn (2 of 3 to a follower, refused
+/// `NotLeader` and sent again), and the balancer, `ctl nodes` and the
+/// RESP port's INFO never saw its leader.
+#[test]
+fn a_split_ranges_leader_is_cached_as_a_bootstrap_groups_is() {
+    let (before, after, listed) = run_on(|| async move {
+        let addr = stub_node_of(move |r| match (&r.op, r.group) {
+            (Op::Ranges { .. }, _) => Ok(Reply::Ranges(vec![
+                range_at(0, b"", b"m", 1),
+                range_at(5, b"m", b"", 1),
+            ])),
+            (Op::Get { .. }, 5) => Ok(Reply::Value(None)),
+            (other, g) => panic!("unexpected {other:?} to group {g}"),
+        });
+        let mut cfg = ringraft::client::ClientConfig::new(vec![addr]);
+        cfg.cluster_id = CLUSTER;
+        let cl = ringraft::client::Client::connect(cfg).await.unwrap();
+        let before = cl.leader_of(5);
+        assert_eq!(cl.get(b"x").await.unwrap(), None);
+        (before, cl.leader_of(5), cl.leaders())
+    });
+    assert_eq!(before, 0, "nothing told it yet");
+    assert_eq!(after, 1, "the node that answered leads range 5");
+    assert_eq!(listed, vec![1, 0, 0, 0, 0, 1], "indexed by group id");
 }

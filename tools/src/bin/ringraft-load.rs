@@ -1138,14 +1138,13 @@ fn placement_at_end(addrs: Vec<SocketAddr>, cluster_id: u64) -> Option<RangePlac
             let cl = ringraft::client::Client::connect(cfg).await.ok()?;
             cl.fetch_whole_map().await;
             let ranges = cl.ranges();
-            let leaders = cl.leaders();
             let mut nodes: BTreeMap<u64, (usize, usize)> =
                 cl.nodes().into_iter().map(|(id, _)| (id, (0, 0))).collect();
             for d in &ranges {
                 for r in &d.replicas {
                     nodes.entry(r.node).or_default().0 += 1;
                 }
-                let leader = leaders.get(d.id as usize).copied().unwrap_or(0);
+                let leader = cl.leader_of(d.id);
                 if leader != 0 {
                     nodes.entry(leader).or_default().1 += 1;
                 }
@@ -1323,7 +1322,7 @@ fn start_responder(cluster: u64, groups: u64) -> Result<(SocketAddr, Arc<AtomicB
                             groups,
                             shards: 1,
                             nodes: Vec::new(),
-                            leaders: vec![1; groups as usize],
+                            leaders: (0..groups).map(|g| (g, 1)).collect(),
                             replication_factor: 1,
                             meta_leader: 0,
                         })),
