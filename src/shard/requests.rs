@@ -732,9 +732,15 @@ impl Shard {
         // The address a member gave in its handshake (what it says now),
         // else the one its groups' address books hold; a node no group of
         // this shard has as a member is not named (removed nodes leave
-        // the map).
+        // the map). A shard whose groups name no other node (a founder
+        // the bootstrap placed no range on, or whose replicas all moved
+        // away) names every peer that gave its address in a handshake:
+        // else its node's own meta sync, asking it, never finds the meta
+        // group, never registers its client address, and the balancer,
+        // unable to ping it, holds it suspect and gives it nothing.
+        let alone = members.iter().all(|&n| n == self.cfg.node);
         for (n, a) in self.transport.peer_client_addrs() {
-            if members.contains(&n) {
+            if alone || members.contains(&n) {
                 nodes.entry(n).or_insert_with(|| a.to_string());
             }
         }
