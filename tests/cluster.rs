@@ -26,6 +26,24 @@ use ringraft::wire::{
     Request, KIND_REQUEST, KIND_RESPONSE,
 };
 
+/// 4 nodes of 1 shard, the balancer on, one range on 3 of them (the
+/// fourth hosts none), metrics on; `extra` for every node.
+fn four_nodes_one_range_balanced(extra: &[&str]) -> LocalCluster {
+    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
+    cfg.metrics = true;
+    cfg.nodes = 4;
+    cfg.shards = 1;
+    cfg.groups = 1;
+    cfg.balancer = true;
+    cfg.replication_factor = Some(3);
+    cfg.extra_args = ["--placement", "unbound", "--tick-ms", "10"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+    LocalCluster::start_ready(cfg, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn cluster(nodes: u64, groups: u64, extra: &[&str]) -> LocalCluster {
     let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
     cfg.metrics = true;
@@ -2274,25 +2292,7 @@ fn ranges_live_on_rf_of_the_nodes_and_survive_one_down() {
 /// descriptor shows (the meta group's roster with roles, protocol 14).
 #[test]
 fn the_balancer_removes_learners_that_no_move_promoted_from_ranges_and_the_meta_group() {
-    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
-    cfg.nodes = 4;
-    cfg.shards = 1;
-    cfg.groups = 1;
-    cfg.balancer = true;
-    cfg.replication_factor = Some(3);
-    cfg.extra_args = [
-        "--placement",
-        "unbound",
-        "--tick-ms",
-        "10",
-        "--stray-learner-timeout-ms",
-        "1000",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let c = LocalCluster::start(cfg).expect("nodes start");
-    c.wait_ready(Duration::from_secs(30)).unwrap();
+    let c = four_nodes_one_range_balanced(&["--stray-learner-timeout-ms", "1000"]);
     let addrs = c.client_addrs();
     let (peer4, client4) = (c.nodes[3].peer_addr.to_string(), c.nodes[3].client_addr);
     let c4_peer = peer4.clone();
@@ -3400,26 +3400,7 @@ fn ctl_split_splits_a_range_under_writes_and_a_restarted_node_keeps_both_sides()
 /// another.
 #[test]
 fn a_range_that_grows_past_range_split_bytes_splits_while_writes_go_on() {
-    let mut cfg = LocalClusterConfig::new(env!("CARGO_BIN_EXE_ringraft"));
-    cfg.metrics = true;
-    cfg.nodes = 4;
-    cfg.shards = 1;
-    cfg.groups = 1;
-    cfg.balancer = true;
-    cfg.replication_factor = Some(3);
-    cfg.extra_args = [
-        "--placement",
-        "unbound",
-        "--tick-ms",
-        "10",
-        "--range-split-bytes",
-        "65536",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let c =
-        LocalCluster::start_ready(cfg, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+    let c = four_nodes_one_range_balanced(&["--range-split-bytes", "65536"]);
     let _show = ShowLogsOnPanic(&c);
     let addrs = c.client_addrs();
     let splits = run_on_executor(move || async move {
