@@ -14,6 +14,7 @@
 //! code the node runs.
 
 pub mod clock;
+pub mod membership;
 pub mod ready;
 pub mod requests;
 pub mod routes;

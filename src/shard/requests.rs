@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::Shard;
-use crate::group::GroupId;
 use crate::group::Intake;
 use crate::group::Replica;
+use crate::group::{membership, GroupId};
 use crate::kv::{Command, WriteOp};
 use crate::raft::Role;
 use crate::transport::ClientConnId;
@@ -327,11 +327,7 @@ impl Shard {
         // longer a learner, and was refused for it (a CI run of `ctl
         // decommission`). Asked again once the change settles, an op it
         // already did is answered `Done`.
-        if g.raft.conf_change_pending() || conf.is_joint() {
-            let reason = format!(
-                "group {gid}'s membership change is under way (members now: {}): ask again",
-                describe_members(conf)
-            );
+        if let Some(reason) = membership::change_under_way(&g.raft, gid) {
             return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
         }
         if let Err(reason) = self.voter_floor(gid, &req.op) {
@@ -350,7 +346,10 @@ impl Shard {
             if out_of_conf(node) {
                 // Out of the group, still in its address book (the book
                 // entry of an earlier attempt was lost): that entry alone.
-                let r = self.replica_mut(gid).raft.propose(forget_member(*node));
+                let r = self
+                    .replica_mut(gid)
+                    .raft
+                    .propose(membership::forget_member(*node));
                 return match r {
                     Ok((index, term)) => self
                         .replica_mut(gid)
@@ -432,43 +431,13 @@ impl Shard {
                 }
             }
             Op::ReplaceVoter { add, remove } => {
+                // Leadership leaves the source first (issue #17): see
+                // `membership::swap_voter`.
                 let g = self.replica_mut(gid);
-                let conf = g.raft.conf();
-                let learner = conf.replica_on(*add).filter(|&r| conf.is_learner(r));
-                let voter = conf.replica_on(*remove).filter(|&r| conf.is_voter(r));
-                let (Some(learner), Some(voter)) = (learner, voter) else {
-                    let reason = format!(
-                        "group {gid} has no learner on node {add} and voter on node {remove} to swap (its members: {}): add node {add} as a learner first",
-                        describe_members(conf)
-                    );
-                    return self.respond(conn, req.id, Err(ClientError::BadRequest { reason }));
-                };
-                if voter == g.raft.id() {
-                    // Leadership leaves the source first (issue #17), once
-                    // the learner is ready (not while it catches up): to
-                    // the staying voter a removed leader would pick
-                    // (`RawNode::successor`); the mover asks again once it
-                    // leads.
-                    if let Err(e) = g.raft.ready_learner(learner) {
-                        let reason = e.to_string();
-                        return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
-                    }
-                    let to = g.raft.successor(0);
-                    let reason = match to.map(|t| (t, g.raft.transfer_leader(t))) {
-                        Some((t, Ok(()))) => format!(
-                            "node {remove} leads group {gid}: its leadership moves to replica {t} first; ask again"
-                        ),
-                        Some((_, Err(e))) => e.to_string(),
-                        None => format!("node {remove} is group {gid}'s only voter"),
-                    };
-                    return self.respond(conn, req.id, Err(ClientError::Failed { reason }));
+                match membership::swap_voter(&mut g.raft, gid, *add, *remove) {
+                    Ok(r) => Ok(r),
+                    Err(e) => return self.respond(conn, req.id, Err(e)),
                 }
-                let r = g.raft.replace_voter(learner, voter);
-                if r.is_ok() {
-                    // Best effort, as a removal's: asking again proposes it.
-                    let _ = g.raft.propose(forget_member(*remove));
-                }
-                r
             }
             Op::RemoveNode { node, .. } => {
                 let g = self.replica_mut(gid);
@@ -476,7 +445,7 @@ impl Shard {
                 let r = g.raft.remove_replica(replica);
                 if r.is_ok() {
                     // Best effort: a retry of the removal proposes it again.
-                    let _ = g.raft.propose(forget_member(*node));
+                    let _ = g.raft.propose(membership::forget_member(*node));
                 }
                 r
             }
@@ -661,17 +630,8 @@ impl Shard {
             return Ok(());
         }
         let conf = self.replica(gid).raft.conf();
-        let Some(replica) = conf.replica_on(*node) else {
-            return Ok(());
-        };
         let rf = self.cfg.replication_factor as usize;
-        let left = conf.voters.iter().filter(|&&v| v != replica).count();
-        if conf.voters.contains(&replica) && left < rf {
-            return Err(format!(
-                "removing node {node} from range {gid} would leave {left} voters, fewer than the replication factor {rf}: move the replica instead (ctl move-replica {gid} {node} <another node>), or ask with --below-replication-factor to shrink the range on purpose"
-            ));
-        }
-        Ok(())
+        membership::removal_keeps_voters(conf, gid, *node, rf)
     }
 
     /// The peer address (of its shard 0) this shard knows for `node`: from
@@ -916,36 +876,4 @@ fn check_len(b: &bytes::Bytes, max: usize, key: bool) -> Result<(), ClientError>
             max: max as u64,
         })
     }
-}
-
-/// A group's members for an error: `node N (voter|learner)`, by node.
-fn describe_members(conf: &crate::raft::ConfState) -> String {
-    let v: Vec<String> = conf
-        .placements
-        .iter()
-        .map(|p| {
-            let role = if conf.is_voter(p.replica) {
-                "voter"
-            } else {
-                "learner"
-            };
-            format!("node {} ({role})", p.node)
-        })
-        .collect();
-    v.join(", ")
-}
-
-/// The address-book entry that forgets `node` (an empty peer address).
-fn forget_member(node: u64) -> bytes::Bytes {
-    Command {
-        client: 0,
-        seq: 0,
-        ack: 0,
-        op: WriteOp::Member {
-            node,
-            peer_addr: bytes::Bytes::new(),
-            client_addr: bytes::Bytes::new(),
-        },
-    }
-    .encode()
 }
