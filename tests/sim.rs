@@ -322,6 +322,57 @@ fn sweep_with_splits() {
     );
 }
 
+/// Seeds per size of the balancer sweep (CI).
+const BALANCER_SEEDS: u64 = 100;
+
+/// The meta group and the balancer under the sweep's faults (issue #17,
+/// `ringraft::sim` `balancer` module): the run starts with one range on
+/// the three founders, splits it (as the split sweep does), and the
+/// balancer, on the meta leader's node, spreads replicas and leaders
+/// over every node and re-creates the replicas of nodes down past the
+/// dead-node timeout, through the shard's own move steps. Checked as
+/// every group is (the meta group too), plus the voter floor at every
+/// apply (never fewer voters than the replication factor, in either half
+/// of a joint configuration) and, at the end, a map that holds every
+/// range as its leader has it and covers the keyspace, with nothing left
+/// for the planner to do.
+#[test]
+fn sweep_with_the_balancer() {
+    let seeds = seeds(BALANCER_SEEDS);
+    let (mut planned, mut done, mut dropped, mut timed_out) = (0, 0, 0, 0);
+    let (mut swaps, mut ranges, mut crashes, mut meta) = (0, 0, 0, 0);
+    let configure = |_nodes: usize, cfg: &mut SimConfig| {
+        cfg.balancer = true;
+        cfg.splits = SWEEP_SPLITS;
+        cfg.keys = SPLIT_KEYS;
+        cfg.membership_changes = false;
+        cfg.initial_voters = 3;
+        cfg.pauses = cfg.seed.is_multiple_of(3);
+        // New replicas are seeded with a snapshot.
+        if cfg.snapshot_every == 0 {
+            cfg.snapshot_every = 60;
+        }
+    };
+    sweep_sizes("sweep_with_the_balancer", &seeds, configure, |r| {
+        planned += r.balancer_ops_planned;
+        done += r.balancer_ops_done;
+        dropped += r.balancer_ops_dropped;
+        timed_out += r.balancer_ops_timed_out;
+        swaps += r.balancer_swaps;
+        ranges += r.ranges;
+        crashes += r.crashes;
+        meta += r.meta_commands;
+    });
+    println!(
+        "sim with the balancer: {} seeds per size, ranges at the end {ranges}, meta commands {meta}, operations planned {planned} (done {done}, dropped {dropped}, given up {timed_out}), joint swaps {swaps}, crashes {crashes}",
+        seeds.len()
+    );
+    assert!(
+        seeds.len() < 50 || (done > seeds.len() as u64 && swaps > 0),
+        "the balancer must move replicas: {done} operations done, {swaps} swaps"
+    );
+}
+
 /// Runs `seeds` on 3 and 5 nodes (or `SIM_NODES`), each from
 /// `sweep_config` changed by `configure`, handing each report to
 /// `on_ok`; every failure prints its seed and the command replaying it

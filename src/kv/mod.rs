@@ -634,6 +634,20 @@ pub struct KeyBounds {
 }
 
 impl KeyBounds {
+    /// The bounds a replica created from range descriptor `d` holds
+    /// until a snapshot or a split entry says otherwise: `d`'s keys and
+    /// version, known, not from the log (a node's own: its bootstrap cuts
+    /// or its catalog).
+    pub fn of_descriptor(d: &crate::meta::RangeDesc) -> KeyBounds {
+        KeyBounds {
+            start: d.start.clone(),
+            end: d.end.clone(),
+            version: d.epoch.version,
+            known: true,
+            from_log: false,
+        }
+    }
+
     /// Whether `key` is in `[start, end)`.
     pub fn contains(&self, key: &[u8]) -> bool {
         crate::meta::key_in(&self.start, &self.end, key)

@@ -196,13 +196,7 @@ pub(super) fn build_replica(
         // created with.
         if !d.descriptor.is_empty() {
             let desc = RangeDesc::decode(&d.descriptor).map_err(|e| group_err(e.to_string()))?;
-            r.kv.set_bounds(KeyBounds {
-                start: desc.start,
-                end: desc.end,
-                version: desc.epoch.version,
-                known: true,
-                from_log: false,
-            });
+            r.kv.set_bounds(KeyBounds::of_descriptor(&desc));
         } else if cfg.groups > 1 && (!d.voters.is_empty() || r.kv.applied() > 0) {
             // A founding replica without a descriptor, or a joined one with
             // state but no bounds, was created before keys were placed by

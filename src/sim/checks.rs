@@ -7,6 +7,7 @@ impl Sim {
     /// committed and applied.
     pub(super) fn converged(&self) -> bool {
         self.checks.keys().all(|&g| self.group_converged(g))
+            && (!self.cfg.balancer || self.balancer_settled().is_ok())
     }
 
     fn group_converged(&self, g: GroupId) -> bool {
@@ -161,6 +162,14 @@ impl Sim {
     }
 
     pub(super) fn final_checks(&mut self) {
+        // First: a balancer still at work keeps its ranges from settling.
+        if self.cfg.balancer {
+            if let Err(why) = self.balancer_settled() {
+                let msg =
+                    format!("liveness: the balancer did not settle after the heal phase: {why}");
+                return self.fail(msg);
+            }
+        }
         for g in self.checks.keys().copied().collect::<Vec<_>>() {
             if self.failure.is_none() {
                 self.final_group_checks(g);
@@ -173,6 +182,7 @@ impl Sim {
         if self.failure.is_some() {
             return;
         }
+
         if self.clients.iter().any(|c| c.op.is_some()) {
             self.fail("liveness: a client op is still pending at the end".into());
             return;

@@ -78,6 +78,12 @@ pub struct SimConfig {
     /// asked again with its session sequence half the time (exactly once
     /// across splits).
     pub splits: u32,
+    /// Whether the run has a meta group (on the founders, the first
+    /// `initial_voters` nodes) and its balancer moves ranges' replicas
+    /// and leaders across every node (issue #17, `sim::balancer`). Takes
+    /// `initial_voters == 3` (the replication factor) and no membership
+    /// changes of the nemesis (the balancer makes them).
+    pub balancer: bool,
 }
 
 impl SimConfig {
@@ -135,6 +141,7 @@ impl SimConfig {
             quiesce: true,
             groups: 1,
             splits: 0,
+            balancer: false,
         }
     }
 }
@@ -219,6 +226,17 @@ pub struct SimReport {
     pub answers_lost_at_split: u64,
     /// Keys a split left outside a replica's bounds, trimmed at ticks.
     pub split_keys_trimmed: u64,
+    /// Meta commands proposed at the meta leader (`SimConfig::balancer`):
+    /// the bootstrap and the ranges' reports.
+    pub meta_commands: u64,
+    /// The balancer's operations: planned, done, dropped as no longer
+    /// possible (the range changed meanwhile), given up after
+    /// `SIM_MOVE_TIMEOUT_MS`; and its moves' joint swaps proposed.
+    pub balancer_ops_planned: u64,
+    pub balancer_ops_done: u64,
+    pub balancer_ops_dropped: u64,
+    pub balancer_ops_timed_out: u64,
+    pub balancer_swaps: u64,
 }
 
 /// A broken guarantee, with what is needed to understand it.

@@ -415,6 +415,16 @@ impl Sim {
             // The catalog names the replica the node hosts, if it was
             // created on this store, and no other.
             let named = replay.catalog.get(g).map(|d| d.replica);
+            // The keys it was created with (as the shard's
+            // `recover_replica`), until a snapshot carries its own.
+            let created_with = replay
+                .catalog
+                .get(g)
+                .filter(|d| !d.descriptor.is_empty())
+                .map(|d| {
+                    crate::meta::RangeDesc::decode(&d.descriptor)
+                        .expect("a descriptor the sim wrote")
+                });
             if named != slot.cataloged.then_some(slot.replica) {
                 lost.push(format!(
                     "replays a catalog naming replica {named:?} of group {g}, but it hosts replica {} ({})",
@@ -440,6 +450,10 @@ impl Sim {
                 state_machine::kv_limits(),
             )
             .unwrap_or_else(|e| panic!("sim disk: a durable snapshot does not restore: {}", e.0));
+            let mut rep = rep;
+            if let Some(d) = created_with.filter(|_| !rep.kv.bounds().known) {
+                rep.kv.set_bounds(crate::kv::KeyBounds::of_descriptor(&d));
+            }
             slot.rep = Some(rep);
             // Its snapshot is on its disk: read from there, as a node's.
             if let (Some(rep), Some(i)) = (slot.rep.as_mut(), snap.map(|s| s.0)) {

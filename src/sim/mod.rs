@@ -47,6 +47,7 @@
 //! around it: the disk (`disk`), the network (`network`), the faults
 //! (`nemesis`, `identity`) and the checkers (`checks`, `state_machine`).
 
+mod balancer;
 mod checks;
 mod config;
 mod disk;
@@ -147,6 +148,8 @@ enum Event {
     },
     /// Node `.0`'s transport looks for silent peers (`network::watch_peers`).
     WatchPeers(usize),
+    /// A round of the meta leader's node (`SimConfig::balancer`).
+    MetaRound,
     Heal,
 }
 
@@ -296,6 +299,8 @@ pub struct Sim {
     /// The id the next split names for its new range (ids are not
     /// reused, as the meta group's `AllocIds`).
     next_group: GroupId,
+    /// The meta leader's balancer (`SimConfig::balancer`).
+    balancer: balancer::SimBalancer,
 }
 
 impl Sim {
@@ -316,7 +321,14 @@ impl Sim {
         );
         let ids: Vec<NodeId> = (1..=n as u64).collect();
         let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_5141);
-        let groups: Vec<GroupId> = (0..cfg.groups.max(1)).collect();
+        assert!(
+            !cfg.balancer || (cfg.initial_voters == 3 && !cfg.membership_changes),
+            "SimConfig::balancer needs 3 founders (the replication factor) and no membership changes of the nemesis"
+        );
+        let mut groups: Vec<GroupId> = (0..cfg.groups.max(1)).collect();
+        if cfg.balancer {
+            groups.push(crate::route::META_GROUP);
+        }
         let nodes = (0..n)
             .map(|i| SimNode {
                 groups: groups
@@ -400,6 +412,7 @@ impl Sim {
             splits_left: cfg.splits,
             writes_applied: Default::default(),
             next_group: groups.len() as GroupId,
+            balancer: Default::default(),
             cfg,
         };
         sim.election_ticks = sim.node_cfg(0, SIM_GROUP).election_ticks;
@@ -418,6 +431,9 @@ impl Sim {
             sim.schedule(t, Event::Fault);
         }
         sim.schedule(LOG_CHECK_EVERY_MS, Event::CheckLogs);
+        if sim.cfg.balancer {
+            sim.schedule(balancer::SIM_META_ROUND_MS, Event::MetaRound);
+        }
         // The transport's reports are modelled with quiescence only (see
         // `SimConfig::quiesce`): with them on and quiescence off, seed
         // 2166 (3 nodes) loses an entry a node reported persisted, as
@@ -499,8 +515,9 @@ impl Sim {
         let replica = self.nodes[i].group(g).replica;
         // (A range a split made has its parent's members, from its first
         // snapshot.)
-        let founding =
-            i < self.cfg.initial_voters && replica == self.ids[i] && g < self.cfg.groups.max(1);
+        let founding = i < self.cfg.initial_voters
+            && replica == self.ids[i]
+            && (g < self.cfg.groups.max(1) || g == crate::route::META_GROUP);
         // The founders' first candidate, as the shard names one per new
         // group (`RaftConfig::first_candidate`), another node's for each
         // group.
@@ -534,16 +551,28 @@ impl Sim {
             if !slot.hosted {
                 continue;
             }
+            // Balancer runs found their range with a descriptor (its
+            // keys), as a bootstrapped shard does; the meta group has none.
+            let descriptor = if self.cfg.balancer && g != crate::route::META_GROUP {
+                self.founding_descriptor(g).to_bytes()
+            } else {
+                Bytes::new()
+            };
             let d = crate::storage::ReplicaDesc {
                 group: g,
                 replica: slot.replica,
                 voters: voters.clone(),
-                descriptor: Bytes::new(),
+                descriptor,
             };
             let log = self.nodes[i].log.as_ref().expect("up");
             let checked = log.catalog().check_create(&d);
+            let bounds = (!d.descriptor.is_empty()).then(|| self.founding_descriptor(g));
             if self.catalog_write(i, checked.map(|()| crate::storage::CatalogOp::Create(d))) {
-                self.nodes[i].group_mut(g).cataloged = true;
+                let slot = self.nodes[i].group_mut(g);
+                slot.cataloged = true;
+                if let (Some(d), Some(rep)) = (bounds, slot.rep.as_mut()) {
+                    rep.kv.set_bounds(crate::kv::KeyBounds::of_descriptor(&d));
+                }
             }
         }
     }
@@ -850,6 +879,10 @@ impl Sim {
             Event::WatchPeers(i) => {
                 self.watch_peers(i);
                 self.schedule(network::PEER_PING_MS, Event::WatchPeers(i));
+            }
+            Event::MetaRound => {
+                self.meta_round();
+                self.schedule(balancer::SIM_META_ROUND_MS, Event::MetaRound);
             }
             Event::CheckLogs => {
                 self.check_log_matching();

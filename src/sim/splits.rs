@@ -50,7 +50,12 @@ impl Sim {
             return false;
         }
         // A range with a leader, from a random one on.
-        let groups: Vec<GroupId> = self.checks.keys().copied().collect();
+        let groups: Vec<GroupId> = self
+            .checks
+            .keys()
+            .copied()
+            .filter(|&g| g != crate::route::META_GROUP)
+            .collect();
         let first = self.rng.below(groups.len() as u64) as usize;
         let led = (0..groups.len())
             .map(|k| groups[(first + k) % groups.len()])

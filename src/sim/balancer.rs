@@ -1,0 +1,462 @@
+//! The meta group and the balancer under the sweep's faults (issue #17,
+//! `SimConfig::balancer`).
+//!
+//! - **The meta group** is a group of the run like any other (its
+//!   checkers included), on the founders, whose state machine is the
+//!   node's own `kv::Kv` applying `meta::MetaCmd`s (`WriteOp::Meta`), as
+//!   the meta group's replicas do on a node. Its leader bootstraps the map
+//!   (`MetaCmd::Bootstrap`: the settings, the nodes, the founding range).
+//! - **Reports**: each round, each range's leader that can reach the meta
+//!   leader reports its descriptor (`Replica::range_descriptor`, what
+//!   `shard::meta_sync` reports) when the map holds another; the map keeps
+//!   the higher epoch (`MetaState`'s `ReportRanges`).
+//! - **The balancer** runs on the meta leader's node, from the map that
+//!   node applied: a node is heard from when it is up, runs and has a link
+//!   to the meta leader both ways (the ping of `shard::Balancer`); the
+//!   planner (`meta::planner::plan`, the node's) chooses the operations;
+//!   each is carried out in steps at the range's leader, reached over the
+//!   meta leader's link: a learner added, the swap
+//!   (`group::membership::swap_voter`, the shard's step, leadership leaving
+//!   the source first), promotions, removals kept at the voter floor
+//!   (`group::membership::removal_keeps_voters`) and leader transfers.
+//!   An operation not done within [`SIM_MOVE_TIMEOUT_MS`] is given up (a
+//!   learner it left is the planner's stray learner to remove); a new
+//!   meta leader starts with none in flight and every node heard from
+//!   when it started (PD's grace, as `shard::Balancer`).
+//! - **Checked**: no configuration of any range, in force or either half
+//!   of a joint one, has fewer voters than the replication factor (the
+//!   voter floor, checked at every apply on every node); every range's
+//!   map entry is the descriptor its leader has, and the map covers the
+//!   keyspace exactly once, once the run settles; and it settles: the
+//!   planner has nothing left to do with every node live (convergence
+//!   waits for it, and the liveness bound fails a run that never does).
+//!
+//! Not simulated: the meta group's own members moving (the planner's
+//! priority 0: its members are fixed on the founders here), decommission,
+//! joins of new nodes (the run's nodes are all in the map from the
+//! start; nodes 4 and 5 hold nothing until the balancer moves replicas
+//! there), and the client's `move_replica` checks around these steps.
+
+use super::*;
+use crate::group::membership;
+use crate::kv::{Command, WriteOp};
+use crate::meta::planner::{self, note_learners, Op as PlanOp, PlannerConfig};
+use crate::meta::{ClusterSettings, MetaCmd, MetaState, NodeRecord, NodeState, RangeDesc};
+use crate::route::META_GROUP;
+
+/// How often the meta leader's node runs a round: reports, the balancer's
+/// steps and its plan (simulated ms).
+pub(super) const SIM_META_ROUND_MS: u64 = 200;
+
+/// An operation of the balancer not done in this long (simulated ms) is
+/// given up.
+pub(super) const SIM_MOVE_TIMEOUT_MS: u64 = 4_000;
+
+/// The replication factor of the simulated cluster's ranges.
+const SIM_RF: u32 = 3;
+
+/// The planner's settings in the simulator: times scaled to the run (a
+/// crash lasts 50-1500 ms, so some nodes are declared dead and their
+/// replicas re-created elsewhere, and then come back).
+fn planner_config() -> PlannerConfig {
+    PlannerConfig {
+        dead_node_timeout_ms: 1_000,
+        suspect_node_timeout_ms: 400,
+        stray_learner_timeout_ms: 3 * SIM_MOVE_TIMEOUT_MS,
+        ..PlannerConfig::default()
+    }
+}
+
+/// The meta leader's balancer as the simulator runs it.
+#[derive(Debug, Default)]
+pub(super) struct SimBalancer {
+    /// The meta leader (node index, term) this state belongs to.
+    leader: Option<(usize, Term)>,
+    /// When it started leading (simulated ms).
+    since_ms: u64,
+    heartbeat_ms: BTreeMap<NodeId, u64>,
+    learners_since: BTreeMap<(u64, u64), u64>,
+    /// Operations under way, with when each started.
+    in_flight: Vec<(PlanOp, u64)>,
+}
+
+/// What a step of an operation found.
+enum Step {
+    Done,
+    /// Asked (or waiting for a change under way): look again next round.
+    Wait,
+    /// Cannot be done as planned (the range changed meanwhile).
+    Gone(String),
+}
+
+impl Sim {
+    /// The meta group's founding voters: the founders (the first
+    /// `initial_voters` nodes).
+    pub(super) fn meta_founders(&self) -> Vec<NodeId> {
+        self.ids[..self.cfg.initial_voters].to_vec()
+    }
+
+    /// The descriptor founding range `g` starts with in balancer runs
+    /// (one range over the whole keyspace, on the founders, epoch 1.0),
+    /// as the shard's `founding_descriptor` makes it.
+    pub(super) fn founding_descriptor(&self, g: GroupId) -> RangeDesc {
+        RangeDesc {
+            id: g,
+            start: Bytes::new(),
+            end: Bytes::new(),
+            epoch: crate::meta::Epoch {
+                version: 1,
+                conf_ver: 0,
+            },
+            replicas: self
+                .meta_founders()
+                .into_iter()
+                .map(|v| crate::meta::RangeReplica {
+                    replica: v,
+                    node: v,
+                    shard: 0,
+                    role: crate::meta::ReplicaRole::Voter,
+                })
+                .collect(),
+        }
+    }
+
+    /// One round of the meta leader's node (see the module docs).
+    pub(super) fn meta_round(&mut self) {
+        let Some(m) = self.current_leader(META_GROUP) else {
+            return;
+        };
+        if self.nodes[m].paused_until.is_some() {
+            return;
+        }
+        let term = self.nodes[m].raft(META_GROUP).expect("up").term();
+        if self.balancer.leader != Some((m, term)) {
+            self.balancer = SimBalancer {
+                leader: Some((m, term)),
+                since_ms: self.now,
+                ..SimBalancer::default()
+            };
+        }
+        let Some(state) = self.nodes[m].group(META_GROUP).kv().meta().cloned() else {
+            return self.meta_propose(m, self.bootstrap_cmd());
+        };
+        if state.settings().is_none() {
+            return self.meta_propose(m, self.bootstrap_cmd());
+        }
+        self.check_meta_map(&state);
+        // A map that does not show what the ranges' leaders have (a
+        // move done since, a split) is not planned from: the planner would
+        // count replicas where they no longer are and undo the moves it
+        // just made (the shard's balancer waits `BALANCE_AGAIN_MS` for
+        // the reports instead).
+        let stale = self.report_ranges(m, &state);
+        for j in 0..self.nodes.len() {
+            if self.reaches(m, j) {
+                self.balancer.heartbeat_ms.insert(self.ids[j], self.now);
+            }
+        }
+        note_learners(&state, &[], &mut self.balancer.learners_since, self.now);
+        // The operations under way, a step each.
+        let ops = std::mem::take(&mut self.balancer.in_flight);
+        for (op, started) in ops {
+            match self.step_op(m, &op) {
+                Step::Done => self.report.balancer_ops_done += 1,
+                Step::Gone(why) => {
+                    tracing::debug!(?op, why, "sim balancer: operation dropped");
+                    self.report.balancer_ops_dropped += 1;
+                }
+                Step::Wait if self.now >= started + SIM_MOVE_TIMEOUT_MS => {
+                    self.report.balancer_ops_timed_out += 1;
+                }
+                Step::Wait => self.balancer.in_flight.push((op, started)),
+            }
+            if self.failure.is_some() {
+                return;
+            }
+        }
+        if stale {
+            return;
+        }
+        let obs = self.observed(&state);
+        for op in planner::plan(&state, &obs, &planner_config()) {
+            self.report.balancer_ops_planned += 1;
+            match self.step_op(m, &op) {
+                Step::Done => self.report.balancer_ops_done += 1,
+                Step::Gone(_) => self.report.balancer_ops_dropped += 1,
+                Step::Wait => self.balancer.in_flight.push((op, self.now)),
+            }
+        }
+    }
+
+    /// What the balancer on node `m` knows beyond the map.
+    fn observed(&self, state: &MetaState) -> planner::Observed {
+        let leaders = state
+            .ranges()
+            .iter()
+            .filter_map(|d| {
+                let l = self.current_leader(d.id)?;
+                Some((d.id, self.ids[l]))
+            })
+            .collect();
+        planner::Observed {
+            now_ms: self.now,
+            since_ms: self.balancer.since_ms,
+            heartbeat_ms: self.balancer.heartbeat_ms.clone(),
+            leaders,
+            in_flight: self
+                .balancer
+                .in_flight
+                .iter()
+                .map(|(o, _)| o.clone())
+                .collect(),
+            meta_members: Vec::new(),
+            meta_learners: Vec::new(),
+            learners_since: self.balancer.learners_since.clone(),
+        }
+    }
+
+    /// Whether node `j` is up, runs and has links both ways with node `m`
+    /// (`m` itself if up).
+    fn reaches(&self, m: usize, j: usize) -> bool {
+        self.nodes[j].up()
+            && self.nodes[j].paused_until.is_none()
+            && (j == m || (!self.blocked[m][j] && !self.blocked[j][m]))
+    }
+
+    fn bootstrap_cmd(&self) -> MetaCmd {
+        MetaCmd::Bootstrap {
+            settings: ClusterSettings {
+                replication_factor: SIM_RF,
+                shards: 1,
+                // The workload's keys and values are 8 bytes.
+                key_bytes_max: 64,
+                value_bytes_max: 64,
+            },
+            nodes: self
+                .ids
+                .iter()
+                .map(|&id| NodeRecord {
+                    id,
+                    peer_addr: format!("10.0.0.{id}:7000"),
+                    client_addr: format!("10.0.0.{id}:7100"),
+                    shards: 1,
+                    state: NodeState::Active,
+                })
+                .collect(),
+            ranges: vec![self.founding_descriptor(SIM_GROUP)],
+        }
+    }
+
+    /// Proposes meta command `cmd` at node `m`'s meta replica (an admin
+    /// write, as `Op::Meta` is proposed).
+    fn meta_propose(&mut self, m: usize, cmd: MetaCmd) {
+        let c = Command {
+            client: 0,
+            seq: 0,
+            ack: 0,
+            op: WriteOp::Meta { cmd: cmd.encode() },
+        };
+        if let Some(r) = self.nodes[m].raft_mut(META_GROUP) {
+            if r.propose(c.encode()).is_ok() {
+                self.report.meta_commands += 1;
+            }
+        }
+        self.drive(m, META_GROUP);
+    }
+
+    /// The descriptors of the ranges whose leader reaches the meta leader
+    /// `m` and that the map holds otherwise, in one report.
+    fn report_ranges(&mut self, m: usize, state: &MetaState) -> bool {
+        let mut descs = Vec::new();
+        for &g in self.checks.keys().filter(|&&g| g != META_GROUP) {
+            let Some(l) = self.current_leader(g) else {
+                continue;
+            };
+            if !self.reaches(m, l) {
+                continue;
+            }
+            let rep = self.nodes[l].group(g).rep.as_ref().expect("leader is up");
+            let Some(d) = rep.range_descriptor(0) else {
+                continue;
+            };
+            if state.ranges().get(d.id) != Some(&d) {
+                descs.push(d);
+            }
+        }
+        let stale = !descs.is_empty();
+        if stale {
+            self.meta_propose(m, MetaCmd::ReportRanges(descs));
+        }
+        stale
+    }
+
+    /// A step of operation `op` at its range's leader, asked from the meta
+    /// leader's node `m` (see the module docs).
+    fn step_op(&mut self, m: usize, op: &PlanOp) -> Step {
+        let g = op.range();
+        if g == META_GROUP {
+            return Step::Gone("the meta group's members are fixed here".into());
+        }
+        let Some(l) = self.current_leader(g) else {
+            return Step::Wait;
+        };
+        if !self.reaches(m, l) {
+            return Step::Wait;
+        }
+        let leads_on = self.ids[l];
+        let raft = self.nodes[l].raft_mut(g).expect("leader is up");
+        let conf = raft.conf().clone();
+        let voter_on = |n: NodeId| conf.replica_on(n).filter(|&r| conf.is_voter(r));
+        let learner_on = |n: NodeId| conf.replica_on(n).filter(|&r| conf.is_learner(r));
+        let settled = membership::change_under_way(raft, g).is_none();
+        let step = match *op {
+            PlanOp::TransferLeader { to, .. } => match voter_on(to) {
+                Some(_) if leads_on == to => Step::Done,
+                Some(r) => {
+                    let _ = raft.transfer_leader(r);
+                    Step::Wait
+                }
+                None => Step::Gone(format!("node {to} holds no voter of range {g}")),
+            },
+            PlanOp::AddReplica { node, .. } => {
+                if voter_on(node).is_some() && settled {
+                    Step::Done
+                } else if !settled {
+                    Step::Wait
+                } else if let Some(r) = learner_on(node) {
+                    let _ = raft.promote_learner(r);
+                    Step::Wait
+                } else {
+                    let _ = raft.add_learner(node);
+                    Step::Wait
+                }
+            }
+            PlanOp::MoveReplica { from, to, .. } => {
+                let gone = conf.replica_on(from).is_none();
+                if gone && voter_on(to).is_some() && settled {
+                    Step::Done
+                } else if !settled {
+                    Step::Wait
+                } else if gone {
+                    Step::Gone(format!("node {from} holds no replica of range {g}"))
+                } else if voter_on(from).is_none() {
+                    Step::Gone(format!("node {from} holds a learner of range {g}"))
+                } else if voter_on(to).is_some() {
+                    // One voter more than the factor (promoted before
+                    // its swap): the source goes, never below the floor.
+                    let rf = SIM_RF as usize;
+                    match membership::removal_keeps_voters(&conf, g, from, rf) {
+                        Ok(()) => {
+                            let r = voter_on(from).expect("checked");
+                            let _ = raft.remove_replica(r);
+                            Step::Wait
+                        }
+                        Err(why) => Step::Gone(why),
+                    }
+                } else if learner_on(to).is_none() {
+                    let _ = raft.add_learner(to);
+                    Step::Wait
+                } else {
+                    match membership::swap_voter(raft, g, to, from) {
+                        Err(crate::wire::ClientError::BadRequest { reason }) => Step::Gone(reason),
+                        Ok(_) => {
+                            self.report.balancer_swaps += 1;
+                            Step::Wait
+                        }
+                        Err(_) => Step::Wait,
+                    }
+                }
+            }
+            PlanOp::RemoveReplica { node, .. } => match conf.replica_on(node) {
+                None if settled => Step::Done,
+                _ if !settled => Step::Wait,
+                None => Step::Wait,
+                Some(r) => {
+                    match membership::removal_keeps_voters(&conf, g, node, SIM_RF as usize) {
+                        Ok(()) => {
+                            let _ = raft.remove_replica(r);
+                            Step::Wait
+                        }
+                        Err(why) => Step::Gone(why),
+                    }
+                }
+            },
+            PlanOp::MoveMetaReplica { .. } | PlanOp::RemoveMetaLearner { .. } => {
+                unreachable!("ops of the meta group are dropped above")
+            }
+        };
+        self.drive(l, g);
+        step
+    }
+
+    /// The map the meta leader applied: no two ranges hold a key (the
+    /// map's own rule), checked each round; see [`Sim::check_settled_map`]
+    /// for the end.
+    fn check_meta_map(&mut self, state: &MetaState) {
+        let mut last_end: Option<Bytes> = None;
+        for d in state.ranges().iter() {
+            if let Some(end) = &last_end {
+                if end.is_empty() || d.start[..] < end[..] {
+                    let msg = format!("meta map: range {d} overlaps the range before it");
+                    return self.fail(msg);
+                }
+            }
+            last_end = Some(d.end.clone());
+        }
+    }
+
+    /// Whether the balancer has settled: a meta leader whose map holds
+    /// every range as its leader has it, covering the keyspace, and whose
+    /// planner, every node heard from now, plans nothing. `Err` says what
+    /// is not settled yet.
+    pub(super) fn balancer_settled(&self) -> Result<(), String> {
+        let m = self.current_leader(META_GROUP).ok_or("no meta leader")?;
+        let state = self.nodes[m]
+            .group(META_GROUP)
+            .kv()
+            .meta()
+            .filter(|s| s.settings().is_some())
+            .ok_or("the map is not bootstrapped")?;
+        let ranges: Vec<GroupId> = self.ranges.values().copied().collect();
+        if state.ranges().len() != ranges.len() {
+            return Err(format!(
+                "the map holds {} ranges, the run {} ({:?})",
+                state.ranges().len(),
+                ranges.len(),
+                ranges
+            ));
+        }
+        for g in ranges {
+            let l = self
+                .current_leader(g)
+                .ok_or(format!("range {g} has no leader"))?;
+            let d = self.nodes[l]
+                .group(g)
+                .rep
+                .as_ref()
+                .expect("up")
+                .range_descriptor(0);
+            if state.ranges().get(g) != d.as_ref() {
+                return Err(format!(
+                    "range {g}: the map has {:?}, its leader {:?}",
+                    state.ranges().get(g).map(|d| d.to_string()),
+                    d.map(|d| d.to_string())
+                ));
+            }
+        }
+        state
+            .ranges()
+            .coverage()
+            .map_err(|gap| format!("the map does not cover the keyspace: {gap}"))?;
+        let mut obs = self.observed(state);
+        for &id in &self.ids {
+            obs.heartbeat_ms.insert(id, self.now);
+        }
+        obs.in_flight.clear();
+        let left = planner::plan(state, &obs, &planner_config());
+        if !left.is_empty() {
+            return Err(format!("the planner still plans {left:?}"));
+        }
+        Ok(())
+    }
+}
