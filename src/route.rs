@@ -291,18 +291,7 @@ impl RangeMap {
             held_epoch: held.epoch,
         };
         if let Some(held) = self.get(desc.id) {
-            // The same membership (and keys) under a lower `conf_ver` is
-            // not stale: `conf_ver` is the reporting replica's
-            // `RawNode::conf_index`, which moves to a snapshot's index on
-            // a replica that installed one, so two leaders of one
-            // membership may report it under two. Refused, the current
-            // leader's descriptor would never be shown again until the
-            // membership changed (found by the simulator's balancer sweep).
-            let same = held.epoch.version == desc.epoch.version
-                && held.start == desc.start
-                && held.end == desc.end
-                && held.replicas == desc.replicas;
-            if desc.epoch.is_stale_against(&held.epoch) && !same {
+            if desc.epoch.is_stale_against(&held.epoch) {
                 return Err(stale(held));
             }
         }
