@@ -318,6 +318,19 @@ impl Client {
         v
     }
 
+    /// Range → the node of its last known leader, for every range whose
+    /// leader is known (the meta group left out): what the balancer plans
+    /// with (`meta::planner::Observed::leaders`).
+    pub fn known_leaders(&self) -> std::collections::BTreeMap<u64, u64> {
+        self.inner
+            .leaders
+            .borrow()
+            .iter()
+            .filter(|&(&g, _)| g < crate::route::META_GROUP)
+            .map(|(&g, &n)| (g, n))
+            .collect()
+    }
+
     /// The last known leader node of group `group` (0: not known).
     pub fn leader_of(&self, group: u64) -> u64 {
         self.inner

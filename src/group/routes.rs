@@ -125,6 +125,18 @@ pub fn creates_replica(node: NodeId, m: &Message) -> bool {
     }
 }
 
+/// Whether a message that [`creates_replica`] waits an election timeout
+/// of such messages before it creates one (a heartbeat with commit 0, a
+/// vote request), rather than at once (a seeding snapshot): a node an
+/// apply behind its range's split makes the new range from its own state
+/// meanwhile, instead of empty (the shard's `heartbeat_creates`).
+pub fn creation_waits(m: &Message) -> bool {
+    matches!(
+        m.body,
+        Body::Heartbeat { .. } | Body::PreVote { .. } | Body::Vote { .. }
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

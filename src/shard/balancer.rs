@@ -104,13 +104,7 @@ impl Balancer {
             }
         }
         let _ = c.refresh_map().await;
-        let leaders: BTreeMap<u64, NodeId> = c
-            .leaders()
-            .into_iter()
-            .enumerate()
-            .filter(|&(_, l)| l != 0)
-            .map(|(g, l)| (g as u64, l))
-            .collect();
+        let leaders: BTreeMap<u64, NodeId> = c.known_leaders();
         // Not known (the meta leader did not answer): the meta group is
         // left alone this round.
         let roster = c.meta_roster().await.unwrap_or_default();

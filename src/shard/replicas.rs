@@ -270,11 +270,7 @@ impl Shard {
             && self.creating.len() < REPLICAS_CREATED_PER_TURN_MAX
             && !self.creating.iter().any(|(c, _, _)| *c == g)
         {
-            let waits = matches!(
-                m.body,
-                Body::Heartbeat { .. } | Body::PreVote { .. } | Body::Vote { .. }
-            );
-            if waits && !self.heartbeat_creates(g) {
+            if crate::group::creation_waits(&m) && !self.heartbeat_creates(g) {
                 self.stats.replica_creations_deferred += 1;
                 return;
             }

@@ -169,11 +169,7 @@ impl Sim {
                 if crate::group::creates_replica(self.ids[i], &m)
                     && (!slot.hosted || m.to > slot.replica) =>
             {
-                let waits = matches!(
-                    m.body,
-                    Body::Heartbeat { .. } | Body::PreVote { .. } | Body::Vote { .. }
-                );
-                if waits && !self.heartbeat_creates(i, g) {
+                if crate::group::creation_waits(&m) && !self.heartbeat_creates(i, g) {
                     self.report.replica_creations_deferred += 1;
                     return;
                 }
