@@ -128,8 +128,14 @@ pub struct Observed {
     pub heartbeat_ms: BTreeMap<NodeId, u64>,
     /// Range → the node its leader is on (as its last report said).
     pub leaders: BTreeMap<RangeId, NodeId>,
-    /// Operations under way (planned earlier, not finished): their ranges
-    /// get no other, and their nodes count against `moves_per_node_max`.
+    /// Operations under way (planned earlier, not finished), and finished
+    /// ones the map does not show yet (see [`shown`]): their ranges get
+    /// no other, their nodes count against `moves_per_node_max`, and the
+    /// replica and leader counts are planned as if they were done (where
+    /// the map does not show them done already). Planned from counts that
+    /// do not, a round undoes the moves of the last: a node is still
+    /// counted with the replica it gave away (the simulator's balancer
+    /// sweep never settled, 5-node seeds 4 and 6).
     pub in_flight: Vec<Op>,
     /// The nodes of the meta group's members (voters and learners), as
     /// its leader has them (empty: not known, and the meta group is left
@@ -209,6 +215,14 @@ impl Op {
             | Op::TransferLeader { range, .. } => range,
             Op::MoveMetaReplica { .. } | Op::RemoveMetaLearner { .. } => crate::route::META_GROUP,
         }
+    }
+
+    /// Whether the operation changes a range's replicas (all but a
+    /// leader transfer, whose outcome the next round sees at once in the
+    /// leaders it asks for: only these are kept in flight until the map
+    /// shows them).
+    pub fn changes_replicas(&self) -> bool {
+        !matches!(self, Op::TransferLeader { .. })
     }
 
     /// Nodes whose replica set the operation changes.
@@ -336,6 +350,7 @@ pub fn plan(map: &MetaState, obs: &Observed, cfg: &PlannerConfig) -> Vec<Op> {
         for n in op.moving_nodes() {
             *round.busy.entry(n).or_default() += 1;
         }
+        round.count_as_done(map, op);
     }
     let draining = |n: NodeId| {
         map.node(n).is_none_or(|x| x.state != NodeState::Active)
@@ -360,7 +375,74 @@ pub fn plan(map: &MetaState, obs: &Observed, cfg: &PlannerConfig) -> Vec<Op> {
     round.out
 }
 
+/// Whether `map` (and `leaders`, range → its leader's node) shows
+/// operation `op` done: a move's source holds no replica and its target a
+/// voter, an addition's node a voter, a removal's node none, a transfer's
+/// target the leadership. A range the map no longer holds (merged) shows
+/// every operation of it. The meta group's operations are not in the
+/// map: shown. A balancer keeps a finished operation in
+/// [`Observed::in_flight`] until this holds (or for
+/// `shard::OP_UNSEEN_WAIT_MS` at most).
+pub fn shown(op: &Op, map: &MetaState, leaders: &BTreeMap<RangeId, NodeId>) -> bool {
+    let Some(d) = map.ranges().get(op.range()) else {
+        return true;
+    };
+    let voter = |n: NodeId| {
+        d.replica_on(n)
+            .is_some_and(|r| r.role == ReplicaRole::Voter)
+    };
+    match *op {
+        Op::AddReplica { node, .. } => voter(node),
+        Op::RemoveReplica { node, .. } => d.replica_on(node).is_none(),
+        Op::MoveReplica { from, to, .. } => d.replica_on(from).is_none() && voter(to),
+        Op::TransferLeader { range, to } => leaders.get(&range) == Some(&to),
+        Op::MoveMetaReplica { .. } | Op::RemoveMetaLearner { .. } => true,
+    }
+}
+
 impl Round<'_> {
+    /// Counts in-flight operation `op` as done where `map` does not show
+    /// it done yet: a replica still on a node it leaves, none yet on a
+    /// node it goes to (a learner already there counts as one), a leader
+    /// not yet where it moves.
+    fn count_as_done(&mut self, map: &MetaState, op: &Op) {
+        let Some(d) = map.ranges().get(op.range()) else {
+            return;
+        };
+        let leaves = |n: NodeId, replicas: &mut BTreeMap<NodeId, usize>| {
+            if d.replica_on(n).is_some() {
+                let c = replicas.entry(n).or_default();
+                *c = c.saturating_sub(1);
+            }
+        };
+        match *op {
+            Op::AddReplica { node, .. } => {
+                if d.replica_on(node).is_none() {
+                    *self.replicas.entry(node).or_default() += 1;
+                }
+            }
+            Op::RemoveReplica { node, .. } => leaves(node, &mut self.replicas),
+            Op::MoveReplica { range, from, to } => {
+                leaves(from, &mut self.replicas);
+                if d.replica_on(to).is_none() {
+                    *self.replicas.entry(to).or_default() += 1;
+                }
+                if self.obs.leaders.get(&range) == Some(&from) {
+                    let c = self.leading.entry(from).or_default();
+                    *c = c.saturating_sub(1);
+                }
+            }
+            Op::TransferLeader { range, to } => {
+                if let Some(&from) = self.obs.leaders.get(&range).filter(|&&l| l != to) {
+                    let c = self.leading.entry(from).or_default();
+                    *c = c.saturating_sub(1);
+                    *self.leading.entry(to).or_default() += 1;
+                }
+            }
+            Op::MoveMetaReplica { .. } | Op::RemoveMetaLearner { .. } => {}
+        }
+    }
+
     fn full(&self) -> bool {
         self.out.len() >= self.cfg.ops_per_round_max
     }

@@ -242,6 +242,32 @@ pub enum RangeError {
 }
 
 impl RangeDesc {
+    /// A founding range's descriptor: keys `[start, end)`, epoch 1.0, a
+    /// voter on `shard` of each founding node of `nodes` (a founding
+    /// replica's id is its node's id). What a bootstrapped shard creates
+    /// an initial range with (`shard::load`), and the simulator its
+    /// founding range.
+    pub fn founding(id: RangeId, start: Bytes, end: Bytes, nodes: &[NodeId], shard: u32) -> Self {
+        RangeDesc {
+            id,
+            start,
+            end,
+            epoch: Epoch {
+                version: 1,
+                conf_ver: 0,
+            },
+            replicas: nodes
+                .iter()
+                .map(|&v| RangeReplica {
+                    replica: v,
+                    node: v,
+                    shard,
+                    role: ReplicaRole::Voter,
+                })
+                .collect(),
+        }
+    }
+
     /// Whether `key` is in `[start, end)`.
     pub fn contains(&self, key: &[u8]) -> bool {
         key_in(&self.start, &self.end, key)

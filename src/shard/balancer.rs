@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use crate::client::{Client, Error};
-use crate::meta::planner::{health, note_learners, plan, Observed, Op as PlanOp, PlannerConfig};
+use crate::meta::planner::{
+    health, note_learners, plan, shown, Observed, Op as PlanOp, PlannerConfig,
+};
 use crate::meta::MetaState;
 use crate::raft::NodeId;
 use crate::wire::client::LivenessState;
@@ -35,6 +37,31 @@ pub const BALANCE_INTERVAL_MS_DEFAULT: u64 = 5_000;
 /// with `ringraft-rebalance` (README): one round per 5 s left a 1 GiB
 /// rebalance mostly waiting.
 pub const BALANCE_AGAIN_MS: u64 = 1_000;
+
+/// How long an operation the balancer finished is planned as still in
+/// flight while the map does not show it (ms; `planner::shown`): the
+/// range's leader reports the change within
+/// `RANGE_REPORT_INTERVAL_MS_DEFAULT`, and a report lost with a leader
+/// that failed is made again by the reconcile pass, within
+/// `META_RECONCILE_INTERVAL_MS_DEFAULT`. Meanwhile the range gets no other
+/// operation and the counts are planned as if it were done; planned
+/// from counts that still show it undone, a round undoes the last one's
+/// moves (`planner::Observed::in_flight`).
+pub const OP_UNSEEN_WAIT_MS: u64 = super::meta_sync::META_RECONCILE_INTERVAL_MS_DEFAULT;
+
+/// Keeps in `unseen` ((operation, when it finished, ms)) the operations
+/// `state` and `leaders` do not show yet (`planner::shown`) and that
+/// finished less than [`OP_UNSEEN_WAIT_MS`] before `now_ms`.
+pub fn keep_unseen(
+    unseen: &mut Vec<(PlanOp, u64)>,
+    state: &MetaState,
+    leaders: &BTreeMap<u64, NodeId>,
+    now_ms: u64,
+) {
+    unseen.retain(|(op, at)| {
+        now_ms.saturating_sub(*at) < OP_UNSEEN_WAIT_MS && !shown(op, state, leaders)
+    });
+}
 
 /// What the balancer's last round saw of the nodes (`Op::Liveness`).
 #[derive(Debug, Clone)]
@@ -59,6 +86,9 @@ pub struct Balancer {
     /// (`planner::note_learners`): one left unpromoted for
     /// `stray_learner_timeout_ms` is removed.
     learners_since: BTreeMap<(u64, u64), u64>,
+    /// Operations this balancer finished that the map did not show yet,
+    /// with when each finished (ms; [`keep_unseen`]).
+    unseen: Vec<(PlanOp, u64)>,
 }
 
 impl Balancer {
@@ -70,6 +100,7 @@ impl Balancer {
             since_ms: 0,
             heartbeat_ms: BTreeMap::new(),
             learners_since: BTreeMap::new(),
+            unseen: Vec::new(),
         }
     }
 
@@ -111,12 +142,13 @@ impl Balancer {
         note_learners(state, &roster.learners, &mut self.learners_since, heard);
         // As of the round's start, when every node was asked: however long
         // the pings of silent nodes took, one that answered is live.
+        keep_unseen(&mut self.unseen, state, &leaders, heard);
         let obs = Observed {
             now_ms: heard,
             since_ms: self.since_ms,
             heartbeat_ms: self.heartbeat_ms.clone(),
             leaders,
-            in_flight: Vec::new(),
+            in_flight: self.unseen.iter().map(|(op, _)| op.clone()).collect(),
             meta_members: roster.nodes(),
             meta_learners: roster.learners,
             learners_since: self.learners_since.clone(),
@@ -198,7 +230,14 @@ impl Balancer {
                 }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + '_>>
             })
             .collect();
-        join_all(runs).await
+        let done: Vec<(PlanOp, Result<(), Error>)> = join_all(runs).await;
+        let now = self.now_ms();
+        for (op, r) in &done {
+            if r.is_ok() && op.changes_replicas() {
+                self.unseen.push((op.clone(), now));
+            }
+        }
+        done
     }
 }
 
@@ -236,7 +275,54 @@ pub(crate) async fn join_all<'a, T>(
 
 #[cfg(test)]
 mod tests {
-    use super::join_all;
+    use super::{join_all, keep_unseen, OP_UNSEEN_WAIT_MS};
+    use crate::meta::planner::Op as PlanOp;
+    use crate::meta::{ClusterSettings, Epoch, MetaCmd, MetaState, RangeDesc};
+
+    /// A finished operation stays planned as in flight until the map
+    /// shows it, or for `OP_UNSEEN_WAIT_MS` at most.
+    #[test]
+    fn a_finished_operation_counts_as_in_flight_until_the_map_shows_it() {
+        let mut state = MetaState::new();
+        let mut d = RangeDesc::founding(1, Default::default(), Default::default(), &[1, 2, 3], 0);
+        let cmd = MetaCmd::Bootstrap {
+            settings: ClusterSettings {
+                replication_factor: 3,
+                shards: 1,
+                key_bytes_max: 64,
+                value_bytes_max: 64,
+            },
+            nodes: Vec::new(),
+            ranges: vec![d.clone()],
+        };
+        state.apply(&cmd).expect("bootstraps");
+        let mv = PlanOp::MoveReplica {
+            range: 1,
+            from: 3,
+            to: 4,
+        };
+        let leaders = Default::default();
+        let mut unseen = vec![(mv.clone(), 1_000), (mv.clone(), 0)];
+        keep_unseen(&mut unseen, &state, &leaders, OP_UNSEEN_WAIT_MS);
+        assert_eq!(
+            unseen,
+            vec![(mv.clone(), 1_000)],
+            "the one finished too long ago goes"
+        );
+        keep_unseen(&mut unseen, &state, &leaders, OP_UNSEEN_WAIT_MS);
+        assert_eq!(unseen.len(), 1, "not shown yet: kept");
+        d.replicas[2].node = 4;
+        d.replicas[2].replica = 4;
+        d.epoch = Epoch {
+            version: 1,
+            conf_ver: 7,
+        };
+        state
+            .apply(&MetaCmd::ReportRanges(vec![d]))
+            .expect("a newer descriptor");
+        keep_unseen(&mut unseen, &state, &leaders, OP_UNSEEN_WAIT_MS);
+        assert!(unseen.is_empty(), "shown: gone");
+    }
     use std::cell::Cell;
     use std::future::Future;
     use std::pin::Pin;

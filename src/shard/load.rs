@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::kv::KeyBounds;
-use crate::meta::{Epoch, RangeDesc, RangeReplica, ReplicaRole};
+use crate::meta::RangeDesc;
 
 /// What `load` found.
 pub(super) struct Replayed {
@@ -280,25 +280,7 @@ pub(super) fn founders_of(cfg: &ShardConfig, g: GroupId, legacy: bool) -> Vec<Re
 /// founding replica's id is its node's id), epoch 1.0.
 pub(super) fn founding_descriptor(cfg: &ShardConfig, g: GroupId, nodes: &[ReplicaId]) -> RangeDesc {
     let (start, end) = crate::route::initial_bounds(g, &cfg.split_keys);
-    let shard = crate::route::shard_of(g, cfg.shards);
-    RangeDesc {
-        id: g,
-        start,
-        end,
-        epoch: Epoch {
-            version: 1,
-            conf_ver: 0,
-        },
-        replicas: nodes
-            .iter()
-            .map(|&v| RangeReplica {
-                replica: v,
-                node: v,
-                shard,
-                role: ReplicaRole::Voter,
-            })
-            .collect(),
-    }
+    RangeDesc::founding(g, start, end, nodes, crate::route::shard_of(g, cfg.shards))
 }
 
 /// The voter of new group `g` that campaigns first

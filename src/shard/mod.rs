@@ -71,7 +71,7 @@ use crate::raft::{Message, PersistToken, Role, Snapshot};
 use crate::storage::{self, snapfile, CatalogOp, LogStore, ReplicaDesc};
 use crate::transport::{ClientConnId, ClientService, Transport};
 use crate::wire::{ClientError, Hello, Reply, Response, PROTOCOL_VERSION};
-pub use balancer::{Balancer, BALANCE_INTERVAL_MS_DEFAULT};
+pub use balancer::{keep_unseen, Balancer, BALANCE_INTERVAL_MS_DEFAULT, OP_UNSEEN_WAIT_MS};
 pub use meta_sync::{
     bootstrap_cmd, run_meta_sync, run_range_reporter, MetaLink, META_RECONCILE_INTERVAL_MS_DEFAULT,
     META_SYNC_BACKOFF, META_SYNC_INTERVAL_MS_DEFAULT, RANGE_REPORT_INTERVAL_MS_DEFAULT,

@@ -8,28 +8,40 @@
 //!   (`MetaCmd::Bootstrap`: the settings, the nodes, the founding range).
 //! - **Reports**: each round, each range's leader that can reach the meta
 //!   leader reports its descriptor (`Replica::range_descriptor`, what
-//!   `shard::meta_sync` reports) when the map holds another; the map keeps
-//!   the higher epoch (`MetaState`'s `ReportRanges`).
+//!   `shard::meta_sync` reports) when the map shows another membership or
+//!   keys (`shows`); the map keeps the higher epoch (`MetaState`'s
+//!   `ReportRanges`). The shard reports on elections, membership changes
+//!   and splits, and in a reconcile pass every 30 s: more often here.
 //! - **The balancer** runs on the meta leader's node, from the map that
 //!   node applied: a node is heard from when it is up, runs and has a link
 //!   to the meta leader both ways (the ping of `shard::Balancer`); the
 //!   planner (`meta::planner::plan`, the node's) chooses the operations;
 //!   each is carried out in steps at the range's leader, reached over the
-//!   meta leader's link: a learner added, the swap
-//!   (`group::membership::swap_voter`, the shard's step, leadership leaving
-//!   the source first), promotions, removals kept at the voter floor
-//!   (`group::membership::removal_keeps_voters`) and leader transfers.
-//!   An operation not done within [`SIM_MOVE_TIMEOUT_MS`] is given up (a
-//!   learner it left is the planner's stray learner to remove); a new
-//!   meta leader starts with none in flight and every node heard from
-//!   when it started (PD's grace, as `shard::Balancer`).
+//!   meta leader's link (a step is a direct call there: its request and
+//!   answer are not lost, as the client's may be). Shared with the shard:
+//!   the swap (`group::membership::swap_voter`, leadership leaving the
+//!   source first), the voter floor of a removal
+//!   (`group::membership::removal_keeps_voters`) and the "change under
+//!   way" refusal. Written here, as `client::moves` sequences them: a
+//!   learner added (a seeding snapshot taken first where the leader has
+//!   none, as `Shard::snapshot_to_seed`), promotions, removals and leader
+//!   transfers (calls of `RawNode`), without the shard handler's address
+//!   book entries. A finished operation counts as in flight until the map
+//!   shows it (`shard::keep_unseen`, the shard balancer's rule); one not
+//!   done within [`SIM_MOVE_TIMEOUT_MS`] is given up (a learner it left is
+//!   the planner's stray learner to remove). Unlike the shard's balancer,
+//!   which finishes a round's operations before it plans the next, this
+//!   one plans every round with operations in flight. A new meta leader
+//!   starts with none in flight and every node heard from when it started
+//!   (PD's grace, as `shard::Balancer`).
 //! - **Checked**: no configuration of any range, in force or either half
 //!   of a joint one, has fewer voters than the replication factor (the
-//!   voter floor, checked at every apply on every node); every range's
-//!   map entry is the descriptor its leader has, and the map covers the
-//!   keyspace exactly once, once the run settles; and it settles: the
-//!   planner has nothing left to do with every node live (convergence
-//!   waits for it, and the liveness bound fails a run that never does).
+//!   voter floor, checked at every apply on every node); and the run
+//!   settles: no operation in flight or unseen, no learner in the map,
+//!   every range's map entry shows the membership and keys its leader has,
+//!   the map covers the keyspace exactly once, and the planner has
+//!   nothing left to do with every node live (convergence waits for it,
+//!   and the liveness bound fails a run that never gets there).
 //!
 //! Not simulated: the meta group's own members moving (the planner's
 //! priority 0: its members are fixed on the founders here), decommission,
@@ -78,6 +90,10 @@ pub(super) struct SimBalancer {
     learners_since: BTreeMap<(u64, u64), u64>,
     /// Operations under way, with when each started.
     in_flight: Vec<(PlanOp, u64)>,
+    /// Operations done that the map does not show yet, with when each
+    /// finished (`shard::keep_unseen`, the shard's balancer's rule):
+    /// planned as still in flight.
+    unseen: Vec<(PlanOp, u64)>,
 }
 
 /// What a step of an operation found.
@@ -87,6 +103,20 @@ enum Step {
     Wait,
     /// Cannot be done as planned (the range changed meanwhile).
     Gone(String),
+}
+
+/// Whether the map's descriptor `held` shows range descriptor `d`: the
+/// same keys, version and replicas with their roles. Not `conf_ver`: it
+/// is the reporting replica's `RawNode::conf_index`, a snapshot's index on
+/// a replica that installed one, so leaders of one membership report it
+/// under different ones, and the map keeps the highest (a lower one of
+/// the same membership is refused as stale, which is harmless: any later
+/// membership comes at a higher index).
+fn shows(held: Option<&RangeDesc>, d: &RangeDesc) -> bool {
+    held.is_some_and(|h| {
+        (&h.start, &h.end, h.epoch.version, &h.replicas)
+            == (&d.start, &d.end, d.epoch.version, &d.replicas)
+    })
 }
 
 impl Sim {
@@ -100,25 +130,7 @@ impl Sim {
     /// (one range over the whole keyspace, on the founders, epoch 1.0),
     /// as the shard's `founding_descriptor` makes it.
     pub(super) fn founding_descriptor(&self, g: GroupId) -> RangeDesc {
-        RangeDesc {
-            id: g,
-            start: Bytes::new(),
-            end: Bytes::new(),
-            epoch: crate::meta::Epoch {
-                version: 1,
-                conf_ver: 0,
-            },
-            replicas: self
-                .meta_founders()
-                .into_iter()
-                .map(|v| crate::meta::RangeReplica {
-                    replica: v,
-                    node: v,
-                    shard: 0,
-                    role: crate::meta::ReplicaRole::Voter,
-                })
-                .collect(),
-        }
+        RangeDesc::founding(g, Bytes::new(), Bytes::new(), &self.meta_founders(), 0)
     }
 
     /// One round of the meta leader's node (see the module docs).
@@ -144,12 +156,7 @@ impl Sim {
             return self.meta_propose(m, self.bootstrap_cmd());
         }
         self.check_meta_map(&state);
-        // A map that does not show what the ranges' leaders have (a
-        // move done since, a split) is not planned from: the planner would
-        // count replicas where they no longer are and undo the moves it
-        // just made (the shard's balancer waits `BALANCE_AGAIN_MS` for
-        // the reports instead).
-        let stale = self.report_ranges(m, &state);
+        self.report_ranges(m, &state);
         for j in 0..self.nodes.len() {
             if self.reaches(m, j) {
                 self.balancer.heartbeat_ms.insert(self.ids[j], self.now);
@@ -160,7 +167,7 @@ impl Sim {
         let ops = std::mem::take(&mut self.balancer.in_flight);
         for (op, started) in ops {
             match self.step_op(m, &op) {
-                Step::Done => self.report.balancer_ops_done += 1,
+                Step::Done => self.op_done(op),
                 Step::Gone(why) => {
                     tracing::debug!(?op, why, "sim balancer: operation dropped");
                     self.report.balancer_ops_dropped += 1;
@@ -174,17 +181,26 @@ impl Sim {
                 return;
             }
         }
-        if stale {
-            return;
-        }
+        let leaders = self.observed(&state).leaders;
+        let now = self.now;
+        crate::shard::keep_unseen(&mut self.balancer.unseen, &state, &leaders, now);
         let obs = self.observed(&state);
         for op in planner::plan(&state, &obs, &planner_config()) {
             self.report.balancer_ops_planned += 1;
             match self.step_op(m, &op) {
-                Step::Done => self.report.balancer_ops_done += 1,
+                Step::Done => self.op_done(op),
                 Step::Gone(_) => self.report.balancer_ops_dropped += 1,
                 Step::Wait => self.balancer.in_flight.push((op, self.now)),
             }
+        }
+    }
+
+    /// Operation `op` is done: planned as in flight until the map shows
+    /// it (`shard::keep_unseen`).
+    fn op_done(&mut self, op: PlanOp) {
+        self.report.balancer_ops_done += 1;
+        if op.changes_replicas() {
+            self.balancer.unseen.push((op, self.now));
         }
     }
 
@@ -207,6 +223,7 @@ impl Sim {
                 .balancer
                 .in_flight
                 .iter()
+                .chain(&self.balancer.unseen)
                 .map(|(o, _)| o.clone())
                 .collect(),
             meta_members: Vec::new(),
@@ -266,7 +283,7 @@ impl Sim {
 
     /// The descriptors of the ranges whose leader reaches the meta leader
     /// `m` and that the map holds otherwise, in one report.
-    fn report_ranges(&mut self, m: usize, state: &MetaState) -> bool {
+    fn report_ranges(&mut self, m: usize, state: &MetaState) {
         let mut descs = Vec::new();
         for &g in self.checks.keys().filter(|&&g| g != META_GROUP) {
             let Some(l) = self.current_leader(g) else {
@@ -279,15 +296,13 @@ impl Sim {
             let Some(d) = rep.range_descriptor(0) else {
                 continue;
             };
-            if state.ranges().get(d.id) != Some(&d) {
+            if !shows(state.ranges().get(d.id), &d) {
                 descs.push(d);
             }
         }
-        let stale = !descs.is_empty();
-        if stale {
+        if !descs.is_empty() {
             self.meta_propose(m, MetaCmd::ReportRanges(descs));
         }
-        stale
     }
 
     /// A step of operation `op` at its range's leader, asked from the meta
@@ -309,6 +324,8 @@ impl Sim {
         let voter_on = |n: NodeId| conf.replica_on(n).filter(|&r| conf.is_voter(r));
         let learner_on = |n: NodeId| conf.replica_on(n).filter(|&r| conf.is_learner(r));
         let settled = membership::change_under_way(raft, g).is_none();
+        // The leader has no snapshot to seed a learner with yet.
+        let mut seed = false;
         let step = match *op {
             PlanOp::TransferLeader { to, .. } => match voter_on(to) {
                 Some(_) if leads_on == to => Step::Done,
@@ -327,7 +344,9 @@ impl Sim {
                     let _ = raft.promote_learner(r);
                     Step::Wait
                 } else {
-                    let _ = raft.add_learner(node);
+                    if let Err(ConfChangeError::NoSnapshot(_)) = raft.add_learner(node) {
+                        seed = true;
+                    }
                     Step::Wait
                 }
             }
@@ -339,8 +358,11 @@ impl Sim {
                     Step::Wait
                 } else if gone {
                     Step::Gone(format!("node {from} holds no replica of range {g}"))
-                } else if voter_on(from).is_none() {
-                    Step::Gone(format!("node {from} holds a learner of range {g}"))
+                } else if let Some(r) = learner_on(from) {
+                    // A learner leaving is removed, as the shard's
+                    // balancer does: a move would add a voter in its place.
+                    let _ = raft.remove_replica(r);
+                    Step::Wait
                 } else if voter_on(to).is_some() {
                     // One voter more than the factor (promoted before
                     // its swap): the source goes, never below the floor.
@@ -354,7 +376,9 @@ impl Sim {
                         Err(why) => Step::Gone(why),
                     }
                 } else if learner_on(to).is_none() {
-                    let _ = raft.add_learner(to);
+                    if let Err(ConfChangeError::NoSnapshot(_)) = raft.add_learner(to) {
+                        seed = true;
+                    }
                     Step::Wait
                 } else {
                     match membership::swap_voter(raft, g, to, from) {
@@ -369,8 +393,8 @@ impl Sim {
             }
             PlanOp::RemoveReplica { node, .. } => match conf.replica_on(node) {
                 None if settled => Step::Done,
-                _ if !settled => Step::Wait,
                 None => Step::Wait,
+                Some(_) if !settled => Step::Wait,
                 Some(r) => {
                     match membership::removal_keeps_voters(&conf, g, node, SIM_RF as usize) {
                         Ok(()) => {
@@ -385,6 +409,9 @@ impl Sim {
                 unreachable!("ops of the meta group are dropped above")
             }
         };
+        if seed {
+            self.snapshot_to_seed(l, g);
+        }
         self.drive(l, g);
         step
     }
@@ -436,7 +463,7 @@ impl Sim {
                 .as_ref()
                 .expect("up")
                 .range_descriptor(0);
-            if state.ranges().get(g) != d.as_ref() {
+            if !d.as_ref().is_some_and(|d| shows(state.ranges().get(g), d)) {
                 return Err(format!(
                     "range {g}: the map has {:?}, its leader {:?}",
                     state.ranges().get(g).map(|d| d.to_string()),
@@ -448,11 +475,31 @@ impl Sim {
             .ranges()
             .coverage()
             .map_err(|gap| format!("the map does not cover the keyspace: {gap}"))?;
+        if !self.balancer.in_flight.is_empty() {
+            return Err(format!(
+                "operations under way: {:?}",
+                self.balancer.in_flight
+            ));
+        }
+        if !self.balancer.unseen.is_empty() {
+            return Err(format!(
+                "operations the map does not show: {:?}",
+                self.balancer.unseen
+            ));
+        }
+        // (A learner left by an operation given up counts as a replica to
+        // the planner until `stray_learner_timeout_ms` removes it.)
+        let learner = state
+            .ranges()
+            .iter()
+            .find(|d| d.voters().count() != d.replicas.len());
+        if let Some(d) = learner {
+            return Err(format!("range {d} has a learner"));
+        }
         let mut obs = self.observed(state);
         for &id in &self.ids {
             obs.heartbeat_ms.insert(id, self.now);
         }
-        obs.in_flight.clear();
         let left = planner::plan(state, &obs, &planner_config());
         if !left.is_empty() {
             return Err(format!("the planner still plans {left:?}"));

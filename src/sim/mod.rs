@@ -322,10 +322,12 @@ impl Sim {
         let ids: Vec<NodeId> = (1..=n as u64).collect();
         let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_5141);
         assert!(
-            !cfg.balancer || (cfg.initial_voters == 3 && !cfg.membership_changes),
-            "SimConfig::balancer needs 3 founders (the replication factor) and no membership changes of the nemesis"
+            !cfg.balancer
+                || (cfg.initial_voters == 3 && !cfg.membership_changes && cfg.groups <= 1),
+            "SimConfig::balancer needs 3 founders (the replication factor), one founding range (its descriptor holds every key) and no membership changes of the nemesis"
         );
         let mut groups: Vec<GroupId> = (0..cfg.groups.max(1)).collect();
+        let next_group = groups.len() as GroupId;
         if cfg.balancer {
             groups.push(crate::route::META_GROUP);
         }
@@ -411,7 +413,7 @@ impl Sim {
             client_ranges: BTreeMap::from([(Bytes::new(), SIM_GROUP)]),
             splits_left: cfg.splits,
             writes_applied: Default::default(),
-            next_group: groups.len() as GroupId,
+            next_group,
             balancer: Default::default(),
             cfg,
         };

@@ -65,7 +65,20 @@ impl Sim {
     /// (`Event::SnapshotWritten`) while the node goes on applying, and
     /// the core compacted only then. One at a time.
     pub(super) fn maybe_snapshot(&mut self, i: usize, g: GroupId) {
-        let every = self.cfg.snapshot_every;
+        self.take_snapshot(i, g, self.cfg.snapshot_every);
+    }
+
+    /// A snapshot of node `i`'s replica of `g` now, if it applied
+    /// anything since its last and none is being written: the leader's
+    /// seed for a new learner (`RawNode::add_learner` refuses
+    /// `NoSnapshot` without one), as the shard's `snapshot_to_seed`.
+    pub(super) fn snapshot_to_seed(&mut self, i: usize, g: GroupId) {
+        self.take_snapshot(i, g, 1);
+    }
+
+    /// A snapshot once `every` entries were applied since the last (0:
+    /// never).
+    fn take_snapshot(&mut self, i: usize, g: GroupId, every: u64) {
         let n = &mut self.nodes[i];
         let (incarnation, store) = (n.incarnation, n.store);
         let slot = n.group_mut(g);
