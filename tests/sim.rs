@@ -330,12 +330,14 @@ const BALANCER_SEEDS: u64 = 100;
 /// the three founders, splits it (as the split sweep does), and the
 /// balancer, on the meta leader's node, spreads replicas and leaders
 /// over every node and re-creates the replicas of nodes down past the
-/// dead-node timeout, through the shard's own move steps. Checked as
-/// every group is (the meta group too), plus the voter floor at every
-/// apply (never fewer voters than the replication factor, in either half
-/// of a joint configuration) and, at the end, a map that holds every
-/// range as its leader has it and covers the keyspace, with nothing left
-/// for the planner to do.
+/// dead-node timeout (the swap, the voter floor and the "change under
+/// way" refusal are the shard's own `group::membership` code; the other
+/// steps are direct calls of the Raft core). Checked as every group is
+/// (the meta group too), plus the voter floor at every apply (never fewer
+/// voters than the replication factor, in either half of a joint
+/// configuration) and, at the end, nothing in flight, no learner, a map
+/// that shows every range as its leader has it and covers the keyspace,
+/// and nothing left for the planner to do.
 #[test]
 fn sweep_with_the_balancer() {
     let seeds = seeds(BALANCER_SEEDS);

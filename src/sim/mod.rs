@@ -39,6 +39,11 @@
 //! follow `KeyNotInRange`, and every write is checked to take effect once
 //! across splits.
 //!
+//! The meta group and the balancer run too (`SimConfig::balancer`, issue
+//! #17; `balancer`): the map fed by the ranges' leaders' reports, the
+//! node's planner on the meta leader's node, its operations stepped at
+//! the ranges' leaders, and the run checked to settle.
+//!
 //! Each node runs the node's own `group::Replica` (issue #15): its Ready
 //! pipeline (`take_ready`, `restore`, `finish_ready`), its client intake
 //! (`group::requests`: writes proposed with waiters, reads by ReadIndex or
