@@ -417,7 +417,7 @@ impl Sim {
     }
 
     /// The map the meta leader applied: no two ranges hold a key (the
-    /// map's own rule), checked each round; see [`Sim::check_settled_map`]
+    /// map's own rule), checked each round; see [`Sim::balancer_settled`]
     /// for the end.
     fn check_meta_map(&mut self, state: &MetaState) {
         let mut last_end: Option<Bytes> = None;
