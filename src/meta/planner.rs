@@ -400,6 +400,15 @@ pub fn shown(op: &Op, map: &MetaState, leaders: &BTreeMap<RangeId, NodeId>) -> b
     }
 }
 
+/// One less in `counts` for node `n`, which the map counted at least
+/// once: each operation in flight has a range of its own (no other is
+/// planned on it), whose replica (or leadership) on `n` the count holds.
+fn one_less(counts: &mut BTreeMap<NodeId, usize>, n: NodeId) {
+    let c = counts.entry(n).or_default();
+    debug_assert!(*c > 0, "node {n} counted below 0 by an operation in flight");
+    *c = c.saturating_sub(1);
+}
+
 impl Round<'_> {
     /// Counts in-flight operation `op` as done where `map` does not show
     /// it done yet: a replica still on a node it leaves, none yet on a
@@ -411,8 +420,7 @@ impl Round<'_> {
         };
         let leaves = |n: NodeId, replicas: &mut BTreeMap<NodeId, usize>| {
             if d.replica_on(n).is_some() {
-                let c = replicas.entry(n).or_default();
-                *c = c.saturating_sub(1);
+                one_less(replicas, n);
             }
         };
         match *op {
@@ -428,14 +436,12 @@ impl Round<'_> {
                     *self.replicas.entry(to).or_default() += 1;
                 }
                 if self.obs.leaders.get(&range) == Some(&from) {
-                    let c = self.leading.entry(from).or_default();
-                    *c = c.saturating_sub(1);
+                    one_less(&mut self.leading, from);
                 }
             }
             Op::TransferLeader { range, to } => {
                 if let Some(&from) = self.obs.leaders.get(&range).filter(|&&l| l != to) {
-                    let c = self.leading.entry(from).or_default();
-                    *c = c.saturating_sub(1);
+                    one_less(&mut self.leading, from);
                     *self.leading.entry(to).or_default() += 1;
                 }
             }

@@ -441,7 +441,7 @@ impl Sim {
                 .map(|s| (s.meta.index, s.meta.term));
             let restart = log.take_restart(snap);
             let (hs, snap_index) = (restart.hs, restart.applied);
-            let rep = Replica::recover(
+            let mut rep = Replica::recover(
                 g,
                 cfg,
                 restart,
@@ -450,7 +450,6 @@ impl Sim {
                 state_machine::kv_limits(),
             )
             .unwrap_or_else(|e| panic!("sim disk: a durable snapshot does not restore: {}", e.0));
-            let mut rep = rep;
             if let Some(d) = created_with.filter(|_| !rep.kv.bounds().known) {
                 rep.kv.set_bounds(crate::kv::KeyBounds::of_descriptor(&d));
             }
