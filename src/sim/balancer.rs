@@ -43,9 +43,14 @@
 //!   nothing left to do with every node live (convergence waits for it,
 //!   and the liveness bound fails a run that never gets there).
 //!
+//! - **Decommission** (`SimConfig::decommission`): an operator sets a
+//!   node that is not a founder decommissioning at a seeded time, and
+//!   decommissioned once the map shows it holding nothing, as `ctl
+//!   decommission` does; the run settles only with the node
+//!   decommissioned and no range holding a replica on it.
+//!
 //! Not simulated: the meta group's own members moving (the planner's
-//! priority 0: its members are fixed on the founders here), decommission,
-//! joins of new nodes (the run's nodes are all in the map from the
+//! priority 0: its members are fixed on the founders here), joins of new nodes (the run's nodes are all in the map from the
 //! start; nodes 4 and 5 hold nothing until the balancer moves replicas
 //! there), and the client's `move_replica` checks around these steps.
 
@@ -77,6 +82,22 @@ fn planner_config() -> PlannerConfig {
         stray_learner_timeout_ms: 3 * SIM_MOVE_TIMEOUT_MS,
         ..PlannerConfig::default()
     }
+}
+
+/// The node an operator decommissions in this run and from when
+/// (simulated ms), if any (`SimConfig::decommission`): drawn from the
+/// seed alone (not the run's generator, whose draws other runs share).
+pub(super) fn decommission_plan(cfg: &SimConfig, ids: &[NodeId]) -> Option<(NodeId, u64)> {
+    let founders = cfg.initial_voters;
+    if !(cfg.balancer && cfg.decommission && ids.len() > founders) {
+        return None;
+    }
+    let mut r = crate::rng::Rng(cfg.seed ^ 0xDEC0_0015_5109);
+    let node = ids[founders + r.below((ids.len() - founders) as u64) as usize];
+    // From the fault period's second half to the heal phase's first: the
+    // balancer has spread replicas onto the node by then.
+    let from = cfg.fault_ms / 2;
+    Some((node, from + r.below((from + cfg.heal_ms / 2).max(1))))
 }
 
 /// The meta leader's balancer as the simulator runs it.
@@ -156,6 +177,7 @@ impl Sim {
             return self.meta_propose(m, self.bootstrap_cmd());
         }
         self.report_ranges(m, &state);
+        self.operator(m, &state);
         for j in 0..self.nodes.len() {
             if self.reaches(m, j) {
                 self.balancer.heartbeat_ms.insert(self.ids[j], self.now);
@@ -194,6 +216,44 @@ impl Sim {
                 Step::Wait => self.balancer.in_flight.push((op, self.now)),
             }
         }
+    }
+
+    /// The operator's decommission (`SimConfig::decommission`), asked of
+    /// meta leader `m` whose map is `state`, as `ctl decommission` asks
+    /// it: the node set decommissioning once its time has come, then
+    /// decommissioned once the map covers the keyspace and shows the node
+    /// holding no replica (what `ctl` waits for; the map refuses it
+    /// before). Asked again each round until the map shows it: a
+    /// proposal may be lost with its leader.
+    fn operator(&mut self, m: usize, state: &MetaState) {
+        let Some((node, at)) = self.decommission else {
+            return;
+        };
+        let Some(rec) = state.node(node) else {
+            return;
+        };
+        if self.now < at {
+            return;
+        }
+        let holding = || {
+            state
+                .ranges()
+                .iter()
+                .filter(|d| d.replica_on(node).is_some())
+                .count()
+        };
+        let to = match rec.state {
+            NodeState::Active => {
+                self.report.decommission_replicas = holding() as u64;
+                NodeState::Decommissioning
+            }
+            NodeState::Decommissioning if state.ranges().coverage().is_ok() && holding() == 0 => {
+                NodeState::Decommissioned
+            }
+            _ => return,
+        };
+        self.report.decommission_asks += 1;
+        self.meta_propose(m, MetaCmd::SetNodeState { node, state: to });
     }
 
     /// Operation `op` is done: planned as in flight until the map shows
@@ -485,6 +545,20 @@ impl Sim {
             .find(|d| d.voters().count() != d.replicas.len());
         if let Some(d) = learner {
             return Err(format!("range {d} has a learner"));
+        }
+        if let Some((node, _)) = self.decommission {
+            let rec = state
+                .node(node)
+                .ok_or(format!("node {node} is not in the map"))?;
+            if rec.state != NodeState::Decommissioned {
+                return Err(format!(
+                    "node {node}, which the operator decommissions, is still {}",
+                    rec.state
+                ));
+            }
+            if let Some(d) = state.ranges().iter().find(|d| d.replica_on(node).is_some()) {
+                return Err(format!("decommissioned node {node} holds a replica of {d}"));
+            }
         }
         let mut obs = self.observed(self.range_leaders(state));
         for &id in &self.ids {

@@ -169,6 +169,8 @@ impl Sim {
                     format!("liveness: the balancer did not settle after the heal phase: {why}");
                 return self.fail(msg);
             }
+            // (Settled: the operator's node is decommissioned.)
+            self.report.nodes_decommissioned = u64::from(self.decommission.is_some());
         }
         for g in self.checks.keys().copied().collect::<Vec<_>>() {
             if self.failure.is_none() {

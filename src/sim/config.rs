@@ -84,6 +84,16 @@ pub struct SimConfig {
     /// `initial_voters == 3` (the replication factor) and no membership
     /// changes of the nemesis (the balancer makes them).
     pub balancer: bool,
+    /// Whether, in a balancer run with more nodes than founders, an
+    /// operator decommissions one node that is not a founder (the meta
+    /// group's members are fixed on the founders here), chosen by the
+    /// seed, at a time chosen by the seed (from the fault period's second
+    /// half to the heal phase's first), as `ctl decommission` does: the node set decommissioning in the map,
+    /// its replicas moved off by the balancer, then set decommissioned
+    /// once the map shows it holding none (`MetaState` refuses it
+    /// before). The run settles only with the node decommissioned and
+    /// holding no replica.
+    pub decommission: bool,
 }
 
 impl SimConfig {
@@ -142,6 +152,7 @@ impl SimConfig {
             groups: 1,
             splits: 0,
             balancer: false,
+            decommission: false,
         }
     }
 }
@@ -237,6 +248,15 @@ pub struct SimReport {
     pub balancer_ops_dropped: u64,
     pub balancer_ops_timed_out: u64,
     pub balancer_swaps: u64,
+    /// The operator's asks of the meta group (`SimConfig::decommission`):
+    /// set a node decommissioning, then decommissioned (asked again each
+    /// round until the map shows it).
+    pub decommission_asks: u64,
+    /// Nodes the run ended with decommissioned (and holding nothing).
+    pub nodes_decommissioned: u64,
+    /// Replicas the map showed on the operator's node when it was last
+    /// asked to set it decommissioning (what the balancer drained).
+    pub decommission_replicas: u64,
 }
 
 /// A broken guarantee, with what is needed to understand it.

@@ -306,6 +306,9 @@ pub struct Sim {
     next_group: GroupId,
     /// The meta leader's balancer (`SimConfig::balancer`).
     balancer: balancer::SimBalancer,
+    /// The node the operator decommissions and from when (simulated ms;
+    /// `SimConfig::decommission`).
+    decommission: Option<(NodeId, u64)>,
 }
 
 impl Sim {
@@ -325,6 +328,7 @@ impl Sim {
             state_machine::kv_limits().sessions_max
         );
         let ids: Vec<NodeId> = (1..=n as u64).collect();
+        let decommission = balancer::decommission_plan(&cfg, &ids);
         let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_5141);
         assert!(
             !cfg.balancer
@@ -420,6 +424,7 @@ impl Sim {
             writes_applied: Default::default(),
             next_group,
             balancer: Default::default(),
+            decommission,
             cfg,
         };
         sim.election_ticks = sim.node_cfg(0, SIM_GROUP).election_ticks;
