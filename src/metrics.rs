@@ -73,6 +73,10 @@ pub struct ShardStats {
     /// Split entries naming a new range id that another range holds here
     /// (never, with ids from the meta group).
     pub splits_conflicting: u64,
+    /// Split entries applied by a replica added to the range after the
+    /// split, which does not make the new range
+    /// (`group::split_makes_replica`).
+    pub splits_not_member: u64,
     /// Keys a split left outside a replica's bounds, trimmed since
     /// (`SPLIT_TRIM_KEYS_PER_TICK` per tick).
     pub split_keys_trimmed: u64,
@@ -504,7 +508,7 @@ fn encode_slots(
             })
         }),
     )?;
-    let counters: [Family<ShardMetrics>; 57] = [
+    let counters: [Family<ShardMetrics>; 58] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -615,6 +619,11 @@ fn encode_slots(
             "ringraft_splits_conflicting_total",
             "split entries naming a range id another range holds here",
             |s| s.stats.splits_conflicting,
+        ),
+        (
+            "ringraft_splits_not_member_total",
+            "split entries applied by a replica added after the split (the new range is not made here)",
+            |s| s.stats.splits_not_member,
         ),
         (
             "ringraft_split_keys_trimmed_total",

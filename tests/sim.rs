@@ -346,7 +346,7 @@ fn sweep_with_the_balancer() {
     let seeds = seeds(BALANCER_SEEDS);
     let (mut planned, mut done, mut dropped, mut timed_out) = (0, 0, 0, 0);
     let (mut swaps, mut ranges, mut crashes, mut meta) = (0, 0, 0, 0);
-    let (mut decommissioned, mut asks, mut drained) = (0, 0, 0);
+    let (mut decommissioned, mut asks, mut drained, mut joins) = (0, 0, 0, 0);
     let configure = |_nodes: usize, cfg: &mut SimConfig| {
         cfg.balancer = true;
         cfg.splits = SWEEP_SPLITS;
@@ -356,6 +356,9 @@ fn sweep_with_the_balancer() {
         cfg.pauses = cfg.seed.is_multiple_of(3);
         // Half the runs (with a node to drain to: 5 nodes) decommission one.
         cfg.decommission = cfg.seed.is_multiple_of(2);
+        // Half the runs (every other pair of seeds) start with only the
+        // founders in the map; the other nodes join during the faults.
+        cfg.joins = (cfg.seed / 2).is_multiple_of(2);
         // New replicas are seeded with a snapshot.
         if cfg.snapshot_every == 0 {
             cfg.snapshot_every = 60;
@@ -373,9 +376,10 @@ fn sweep_with_the_balancer() {
         decommissioned += r.nodes_decommissioned;
         asks += r.decommission_asks;
         drained += r.decommission_replicas;
+        joins += r.join_asks;
     });
     println!(
-        "sim with the balancer: {} seeds per size, ranges at the end {ranges}, meta commands {meta}, operations planned {planned} (done {done}, dropped {dropped}, given up {timed_out}), joint swaps {swaps}, crashes {crashes}, nodes decommissioned {decommissioned} ({asks} asks, {drained} replicas on them when asked)",
+        "sim with the balancer: {} seeds per size, ranges at the end {ranges}, meta commands {meta}, operations planned {planned} (done {done}, dropped {dropped}, given up {timed_out}), joint swaps {swaps}, crashes {crashes}, nodes decommissioned {decommissioned} ({asks} asks, {drained} replicas on them when asked), joins asked {joins}",
         seeds.len()
     );
     assert!(
@@ -386,6 +390,7 @@ fn sweep_with_the_balancer() {
         seeds.len() < 50 || (decommissioned > 0 && drained > 0),
         "some runs must decommission a node holding replicas: {decommissioned} decommissioned, {drained} replicas drained"
     );
+    assert!(seeds.len() < 50 || joins > 0, "some nodes must join");
 }
 
 /// Runs `seeds` on 3 and 5 nodes (or `SIM_NODES`), each from

@@ -34,7 +34,7 @@ pub type GroupId = u64;
 pub use crate::raft::ReplicaId;
 pub use ready::{Finished, ReadyIo, ReadyRest, RestoreError};
 pub use requests::Intake;
-pub use routes::{creates_replica, creation_waits, Misrouted, Routes};
+pub use routes::{creates_replica, creation_waits, split_makes_replica, Misrouted, Routes};
 
 /// A client request waiting for its entry to be applied.
 #[derive(Debug, Clone, Copy)]

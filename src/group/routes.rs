@@ -137,9 +137,38 @@ pub fn creation_waits(m: &Message) -> bool {
     )
 }
 
+/// Whether a split entry applied by `replica` on `node` makes the new
+/// range here: only if `conf`, the parent's membership at the split's
+/// index (the new range's first membership), places `replica` on `node`.
+/// A replica added to the parent after the split (a learner seeded with
+/// a snapshot from before it, replaying the split entry) is no member of
+/// the new range: a replica made from it would hold an id the new
+/// range's membership never gave (the range later gives that id, which
+/// is at or above its `next_replica_id`, to a replica on another node),
+/// hear from no leader, and block the replica the range adds on this
+/// node (found by the simulator: 5-node balancer seed 429). The range's
+/// leader adds one here, as any member, if the balancer wants one.
+/// CockroachDB's split trigger likewise makes the right-hand side only on
+/// the replicas of the descriptor the split committed.
+pub fn split_makes_replica(conf: &ConfState, node: NodeId, replica: ReplicaId) -> bool {
+    conf.replica_on(node) == Some(replica)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_makes_the_new_range_only_on_the_members_of_its_index() {
+        // A learner at the split's index is a member: it gets the range.
+        let at_split = ConfState::new(&[1, 2, 3], &[4]);
+        assert!(split_makes_replica(&at_split, 1, 1));
+        assert!(split_makes_replica(&at_split, 4, 4));
+        // Replica 5 on node 5, added after the split, replays it.
+        assert!(!split_makes_replica(&at_split, 5, 5));
+        // An id the membership places elsewhere.
+        assert!(!split_makes_replica(&at_split, 2, 3));
+    }
 
     fn msg(from: ReplicaId, to: ReplicaId) -> Message {
         Message {

@@ -266,6 +266,21 @@ impl Shard {
             };
             debug_assert_eq!(meta.term, s.term);
             let replica = g.replica;
+            if !crate::group::split_makes_replica(&conf, self.cfg.node, replica) {
+                // Added to the parent after the split: no member of the
+                // new range (its leader adds one here if it wants one).
+                tracing::info!(
+                    shard,
+                    group = parent,
+                    right,
+                    index = s.index,
+                    replica,
+                    "split applied by a replica added after it; its new range is not made here"
+                );
+                self.stats.splits_not_member += 1;
+                drop_state_on_helper(s.kv).detach();
+                continue;
+            }
             self.seeding.insert(right, parent);
             let dir = self.snap_dir.clone();
             let done = self.splits_done.clone();

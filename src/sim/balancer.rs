@@ -49,10 +49,17 @@
 //!   decommission` does; the run settles only with the node
 //!   decommissioned and no range holding a replica on it.
 //!
+//! - **Joins** (`SimConfig::joins`): the nodes that are not founders are
+//!   left out of the bootstrap's map and each joins at a seeded time
+//!   (`MetaCmd::JoinNode`, asked again until the map holds it); the run
+//!   settles only with every node joined. (Without joins, every node is
+//!   in the map from the start; nodes 4 and 5 hold nothing until the
+//!   balancer moves replicas there.)
+//!
 //! Not simulated: the meta group's own members moving (the planner's
-//! priority 0: its members are fixed on the founders here), joins of new nodes (the run's nodes are all in the map from the
-//! start; nodes 4 and 5 hold nothing until the balancer moves replicas
-//! there), and the client's `move_replica` checks around these steps.
+//! priority 0: its members are fixed on the founders here), lost requests
+//! of a move's steps, and the client's `move_replica` checks around
+//! these steps.
 
 use super::*;
 use crate::group::membership;
@@ -98,6 +105,32 @@ pub(super) fn decommission_plan(cfg: &SimConfig, ids: &[NodeId]) -> Option<(Node
     // balancer has spread replicas onto the node by then.
     let from = cfg.fault_ms / 2;
     Some((node, from + r.below((from + cfg.heal_ms / 2).max(1))))
+}
+
+/// The nodes that join after the bootstrap and from when (simulated ms;
+/// `SimConfig::joins`): every node that is not a founder, at a time of
+/// the fault period drawn from the seed alone.
+pub(super) fn join_plan(cfg: &SimConfig, ids: &[NodeId]) -> Vec<(NodeId, u64)> {
+    if !(cfg.balancer && cfg.joins) {
+        return Vec::new();
+    }
+    let mut r = crate::rng::Rng(cfg.seed ^ 0x0070_1405_0DE5);
+    ids[cfg.initial_voters.min(ids.len())..]
+        .iter()
+        .map(|&id| (id, r.below(cfg.fault_ms.max(1))))
+        .collect()
+}
+
+/// The node record node `id` of the run has in the map (the addresses
+/// only name it: the simulator's links are by index).
+fn node_record(id: NodeId) -> NodeRecord {
+    NodeRecord {
+        id,
+        peer_addr: format!("10.0.0.{id}:7000"),
+        client_addr: format!("10.0.0.{id}:7100"),
+        shards: 1,
+        state: NodeState::Active,
+    }
 }
 
 /// The meta leader's balancer as the simulator runs it.
@@ -226,6 +259,35 @@ impl Sim {
     /// before). Asked again each round until the map shows it: a
     /// proposal may be lost with its leader.
     fn operator(&mut self, m: usize, state: &MetaState) {
+        // Joins: a node whose time has come, that reaches the meta leader
+        // and that the map does not hold yet asks (as `join::register`
+        // does at the node's start).
+        let due: Vec<NodeId> = self
+            .joins
+            .iter()
+            .filter(|&&(id, at)| {
+                let j = self
+                    .ids
+                    .iter()
+                    .position(|&x| x == id)
+                    .expect("a node of the run");
+                self.now >= at && state.node(id).is_none() && self.reaches(m, j)
+            })
+            .map(|&(id, _)| id)
+            .collect();
+        for id in due {
+            let r = node_record(id);
+            self.report.join_asks += 1;
+            self.meta_propose(
+                m,
+                MetaCmd::JoinNode {
+                    node: id,
+                    peer_addr: r.peer_addr,
+                    client_addr: r.client_addr,
+                    shards: r.shards,
+                },
+            );
+        }
         let Some((node, at)) = self.decommission else {
             return;
         };
@@ -315,16 +377,12 @@ impl Sim {
                 key_bytes_max: 64,
                 value_bytes_max: 64,
             },
+            // (Nodes that join later are not in it.)
             nodes: self
                 .ids
                 .iter()
-                .map(|&id| NodeRecord {
-                    id,
-                    peer_addr: format!("10.0.0.{id}:7000"),
-                    client_addr: format!("10.0.0.{id}:7100"),
-                    shards: 1,
-                    state: NodeState::Active,
-                })
+                .filter(|id| !self.joins.iter().any(|(j, _)| j == *id))
+                .map(|&id| node_record(id))
                 .collect(),
             ranges: vec![self.founding_descriptor(SIM_GROUP)],
         }
@@ -545,6 +603,9 @@ impl Sim {
             .find(|d| d.voters().count() != d.replicas.len());
         if let Some(d) = learner {
             return Err(format!("range {d} has a learner"));
+        }
+        if let Some((id, _)) = self.joins.iter().find(|(id, _)| state.node(*id).is_none()) {
+            return Err(format!("node {id} has not joined"));
         }
         if let Some((node, _)) = self.decommission {
             let rec = state

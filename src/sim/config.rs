@@ -94,6 +94,13 @@ pub struct SimConfig {
     /// before). The run settles only with the node decommissioned and
     /// holding no replica.
     pub decommission: bool,
+    /// Whether, in a balancer run, the nodes that are not founders are
+    /// left out of the bootstrap's map and each joins at a time of the
+    /// fault period chosen by the seed (`MetaCmd::JoinNode`, as a node
+    /// started with `--join` registers; asked again each round until the
+    /// map holds it): the balancer places nothing on a node before it
+    /// joins. The run settles only with every node joined.
+    pub joins: bool,
 }
 
 impl SimConfig {
@@ -153,6 +160,7 @@ impl SimConfig {
             splits: 0,
             balancer: false,
             decommission: false,
+            joins: false,
         }
     }
 }
@@ -225,6 +233,10 @@ pub struct SimReport {
     /// leader's heartbeat before).
     pub ranges_made_by_split: u64,
     pub splits_applied_again: u64,
+    /// Split entries applied by a replica added to the range after the
+    /// split: the new range is not made there
+    /// (`group::split_makes_replica`).
+    pub splits_not_member: u64,
     /// Ops refused `KeyNotInRange` (a split moved their key) and asked
     /// again at the range the client then found.
     pub ops_rerouted: u64,
@@ -252,6 +264,9 @@ pub struct SimReport {
     /// set a node decommissioning, then decommissioned (asked again each
     /// round until the map shows it).
     pub decommission_asks: u64,
+    /// Joins asked of the meta group (`SimConfig::joins`; asked again
+    /// each round until the map holds the node).
+    pub join_asks: u64,
     /// Nodes the run ended with decommissioned (and holding nothing).
     pub nodes_decommissioned: u64,
     /// Replicas the map showed on the operator's node when it was last

@@ -309,6 +309,9 @@ pub struct Sim {
     /// The node the operator decommissions and from when (simulated ms;
     /// `SimConfig::decommission`).
     decommission: Option<(NodeId, u64)>,
+    /// The nodes that join after the bootstrap, each from when (simulated
+    /// ms; `SimConfig::joins`).
+    joins: Vec<(NodeId, u64)>,
 }
 
 impl Sim {
@@ -329,6 +332,7 @@ impl Sim {
         );
         let ids: Vec<NodeId> = (1..=n as u64).collect();
         let decommission = balancer::decommission_plan(&cfg, &ids);
+        let joins = balancer::join_plan(&cfg, &ids);
         let mut rng = Rng(cfg.seed ^ 0x005E_ED0F_5141);
         assert!(
             !cfg.balancer
@@ -425,6 +429,7 @@ impl Sim {
             next_group,
             balancer: Default::default(),
             decommission,
+            joins,
             cfg,
         };
         sim.election_ticks = sim.node_cfg(0, SIM_GROUP).election_ticks;

@@ -183,6 +183,11 @@ impl Sim {
             return self.fail(msg);
         };
         let (replica, parent_leads) = (from.replica, p.raft.role() == Role::Leader);
+        if !crate::group::split_makes_replica(&conf, self.ids[i], replica) {
+            // Added to the parent after the split (the shard's rule).
+            self.report.splits_not_member += 1;
+            return;
+        }
         let index = s.index;
         let log = self.nodes[i].log.as_ref().expect("up");
         let desc = ReplicaDesc {
