@@ -148,8 +148,6 @@ pub fn creation_waits(m: &Message) -> bool {
 /// hear from no leader, and block the replica the range adds on this
 /// node (found by the simulator: 5-node balancer seed 429). The range's
 /// leader adds one here, as any member, if the balancer wants one.
-/// CockroachDB's split trigger likewise makes the right-hand side only on
-/// the replicas of the descriptor the split committed.
 pub fn split_makes_replica(conf: &ConfState, node: NodeId, replica: ReplicaId) -> bool {
     conf.replica_on(node) == Some(replica)
 }
