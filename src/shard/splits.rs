@@ -5,14 +5,18 @@
 //! Rules, and why:
 //! - **A split is an entry of the parent's log** (`kv::WriteOp::Split`),
 //!   proposed by its leader on an operator's or the balancer's request
-//!   (`Op::Split`). Every replica that applies it makes the new
-//!   (right-hand) range on its own (node, shard), with the parent's
-//!   members as of the split entry (same replica ids, same placements),
+//!   (`Op::Split`). Every replica that applies it and was a member of
+//!   the parent at the split entry's index makes the new (right-hand)
+//!   range on its own (node, shard), with the parent's members as of the
+//!   split entry (same replica ids, same placements),
 //!   and the state machine the entry left it: the parent's keys at and
 //!   above the split key, and all of its client sessions, so a write
 //!   retried across the split is applied once (its session's results
 //!   travel with it). As TiKV's `exec_batch_split` and CockroachDB's
-//!   `splitTrigger`.
+//!   `splitTrigger`. A replica added to the parent after the split (seeded
+//!   with a snapshot from before it, it replays the entry) makes nothing:
+//!   the new range's membership does not hold it
+//!   (`group::split_makes_replica`).
 //! - **Durable before it exists**: the new range's first snapshot (at the
 //!   split entry's index and term, the parent's membership) is encoded on
 //!   the helper thread and its file written in the background; then its
@@ -213,7 +217,8 @@ impl Shard {
 
     /// Group `parent` applied split entries: each new range is made here
     /// (its first snapshot written in the background, `finish_splits`),
-    /// unless it exists already, was destroyed here, or is being made.
+    /// unless it exists already, was destroyed here, or is being made, or
+    /// this replica was no member of the parent at the split's index.
     pub(super) fn start_splits(&mut self, parent: GroupId, splits: Vec<SplitApplied>) {
         let shard = self.cfg.shard;
         self.trim_later(parent);

@@ -88,7 +88,8 @@ pub struct SimConfig {
     /// operator decommissions one node that is not a founder (the meta
     /// group's members are fixed on the founders here), chosen by the
     /// seed, at a time chosen by the seed (from the fault period's second
-    /// half to the heal phase's first), as `ctl decommission` does: the node set decommissioning in the map,
+    /// half to the heal phase's first), as `ctl decommission` does (from
+    /// the map alone; `ctl` also asks the ranges' leaders): the node set decommissioning in the map,
     /// its replicas moved off by the balancer, then set decommissioned
     /// once the map shows it holding none (`MetaState` refuses it
     /// before). The run settles only with the node decommissioned and

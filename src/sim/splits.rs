@@ -1,6 +1,7 @@
 //! Range splits (issue #18): the nemesis asks a range's leader for a
-//! split, and every replica that applies the split entry makes the new
-//! range on its node as the shard does (`shard::splits`).
+//! split, and every replica that applies the split entry (a member of the
+//! range at its index) makes the new range on its node as the shard does
+//! (`shard::splits`).
 //!
 //! - **Asked**: a split is proposed at the leader of a range, as
 //!   `Shard::split_request` proposes one: an admin command
@@ -14,7 +15,9 @@
 //! - **Made**: a replica that applies the entry gets the new side's state
 //!   machine (`group::Applied::splits`); its node makes the range unless
 //!   it hosts it already (a replay after a restart, or created empty by
-//!   its leader's heartbeat first) or destroyed it: the first snapshot
+//!   its leader's heartbeat first) or destroyed it, or the replica was
+//!   added to the range after the split (`group::split_makes_replica`):
+//!   the first snapshot
 //!   (at the split entry, with the parent's membership there) durable
 //!   first, then its catalog create, then the replica restarted from that
 //!   snapshot (`RawNode::restart_from`), campaigning at once on the node
@@ -164,7 +167,8 @@ impl Sim {
 
     /// Makes range `s.right` on node `i` from split entry `s` its replica
     /// of `parent` applied (see the top), unless the node hosts it already
-    /// or destroyed it.
+    /// or destroyed it, or the replica was no member of `parent` at the
+    /// split's index.
     fn make_split(&mut self, i: usize, parent: GroupId, s: SplitApplied) {
         let right = s.right;
         let log = self.nodes[i].log.as_ref().expect("up");
