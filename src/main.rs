@@ -1664,12 +1664,9 @@ async fn decommission(c: &Client, p: &Progress, node: u64, wait_secs: u64) -> Re
             .filter(|d| d.replica_on(node).is_some())
             .count();
         let held = match c.meta_state().await {
-            Ok(m) if gaps.is_empty() && m.ranges().coverage().is_ok() => m
-                .ranges()
-                .iter()
-                .filter(|d| d.replica_on(node).is_some())
-                .count()
-                .max(on_ranges),
+            Ok(m) if gaps.is_empty() && m.ranges().coverage().is_ok() => {
+                m.ranges().held_by(node).max(on_ranges)
+            }
             Ok(_) => usize::MAX,
             Err(e) => {
                 p.step(

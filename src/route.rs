@@ -253,6 +253,11 @@ impl RangeMap {
         self.by_start.values()
     }
 
+    /// How many ranges have a replica (voter or learner) on `node`.
+    pub fn held_by(&self, node: NodeId) -> usize {
+        self.iter().filter(|d| d.replica_on(node).is_some()).count()
+    }
+
     /// The ranges sharing a key with `[start, end)` (empty `end`: no upper
     /// bound), in key order.
     pub fn overlapping<'a>(

@@ -632,11 +632,7 @@ impl MetaState {
     }
 
     fn set_state(&mut self, node: NodeId, to: NodeState) -> Result<MetaReply, MetaError> {
-        let holding = self
-            .ranges
-            .iter()
-            .filter(|d| d.replica_on(node).is_some())
-            .count();
+        let holding = self.ranges.held_by(node);
         let n = self
             .nodes
             .get_mut(&node)

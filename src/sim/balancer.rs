@@ -259,9 +259,36 @@ impl Sim {
     /// before). Asked again each round until the map shows it: a
     /// proposal may be lost with its leader.
     fn operator(&mut self, m: usize, state: &MetaState) {
-        // Joins: a node whose time has come, that reaches the meta leader
-        // and that the map does not hold yet asks (as `join::register`
-        // does at the node's start).
+        self.ask_joins(m, state);
+        let Some((node, at)) = self.decommission else {
+            return;
+        };
+        let Some(rec) = state.node(node) else {
+            return;
+        };
+        if self.now < at {
+            return;
+        }
+        let to = match rec.state {
+            NodeState::Active => {
+                self.report.decommission_replicas = state.ranges().held_by(node) as u64;
+                NodeState::Decommissioning
+            }
+            NodeState::Decommissioning
+                if state.ranges().coverage().is_ok() && state.ranges().held_by(node) == 0 =>
+            {
+                NodeState::Decommissioned
+            }
+            _ => return,
+        };
+        self.report.decommission_asks += 1;
+        self.meta_propose(m, MetaCmd::SetNodeState { node, state: to });
+    }
+
+    /// Joins (`SimConfig::joins`): each node whose time has come, that
+    /// reaches meta leader `m` and that the map `state` does not hold yet
+    /// asks (as `join::register` does at the node's start).
+    fn ask_joins(&mut self, m: usize, state: &MetaState) {
         let due: Vec<NodeId> = self
             .joins
             .iter()
@@ -288,34 +315,6 @@ impl Sim {
                 },
             );
         }
-        let Some((node, at)) = self.decommission else {
-            return;
-        };
-        let Some(rec) = state.node(node) else {
-            return;
-        };
-        if self.now < at {
-            return;
-        }
-        let holding = || {
-            state
-                .ranges()
-                .iter()
-                .filter(|d| d.replica_on(node).is_some())
-                .count()
-        };
-        let to = match rec.state {
-            NodeState::Active => {
-                self.report.decommission_replicas = holding() as u64;
-                NodeState::Decommissioning
-            }
-            NodeState::Decommissioning if state.ranges().coverage().is_ok() && holding() == 0 => {
-                NodeState::Decommissioned
-            }
-            _ => return,
-        };
-        self.report.decommission_asks += 1;
-        self.meta_propose(m, MetaCmd::SetNodeState { node, state: to });
     }
 
     /// Operation `op` is done: planned as in flight until the map shows
