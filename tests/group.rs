@@ -182,6 +182,7 @@ fn an_install_that_keeps_the_log_keeps_it_across_a_restart_after_a_release() {
         queue_bytes_max: 1 << 20,
         recovery: ringraft_wal::RecoveryMode::Strict,
         zero_segments: false,
+        ..WalOptions::default()
     };
     glommio::LocalExecutorBuilder::default()
         .make()

@@ -371,9 +371,18 @@ fn the_file_fills_what_the_command_line_leaves_out() {
     assert_eq!(sc.incarnation, 9);
     assert_eq!(sc.peers, vec![(1, "127.0.0.1:7101".parse().unwrap())]);
     assert!(sc.wal.zero_segments, "zeroed segments by default");
-    std::fs::write(&p, "id = 3\ndata-dir = \"/d\"\nwal-zero-segments = false\n").unwrap();
+    assert_eq!(
+        sc.wal.tail_rewrite_bytes_max,
+        ringraft_wal::TAIL_REWRITE_BYTES_MAX
+    );
+    std::fs::write(
+        &p,
+        "id = 3\ndata-dir = \"/d\"\nwal-zero-segments = false\nwal-tail-rewrite-bytes-max = 0\n",
+    )
+    .unwrap();
     let v = NodeSettings::from_file(&p).unwrap().validate().unwrap();
     assert!(!v.shard(0, &store).wal.zero_segments);
+    assert_eq!(v.shard(0, &store).wal.tail_rewrite_bytes_max, 0);
     std::fs::write(&p, "id = 3\nbogus = 1\n").unwrap();
     let e = NodeSettings::from_file(&p).unwrap_err().to_string();
     assert!(e.contains("bogus"), "{e}");

@@ -59,6 +59,13 @@ pub(super) fn wal_options(cfg: &SimConfig) -> ringraft_wal::WalOptions {
         queue_bytes_max: 64 << 20,
         recovery: ringraft_wal::RecoveryMode::Strict,
         zero_segments: cfg.seed & 1 == 0,
+        // Half the seeds start each small flush in the block the previous
+        // one ended in (the default), half on a fresh block.
+        tail_rewrite_bytes_max: if cfg.seed & 4 == 0 {
+            ringraft_wal::TAIL_REWRITE_BYTES_MAX
+        } else {
+            0
+        },
     }
 }
 

@@ -8,7 +8,10 @@
 //!   fdatasync at the end, counted in the time).
 //!
 //! WAL figures:
-//! 1. one appender, 128-byte records: commit latency p50/p99 and p50 / raw p50;
+//! 1. one appender, 128-byte records: commit latency p50/p99 and p50 / raw p50,
+//!    and the segment bytes each record took; the same with
+//!    `tail_rewrite_bytes_max = 0` (every flush on a fresh block), the two
+//!    in alternating order from run to run;
 //! 2. 256 concurrent appenders, 128-byte records: durable records per second;
 //! 3. 64 KiB records (128 appenders, 4 MiB flushes: two flushes' worth in flight): durable MB/s as a fraction of the raw bandwidth.
 //!
@@ -57,6 +60,9 @@ struct Run {
     raw_seq_mb_s: f64,
     commit_p50_us: f64,
     commit_p99_us: f64,
+    seg_bytes_per_record: f64,
+    commit_p50_fresh_us: f64,
+    seg_bytes_per_record_fresh: f64,
     records_per_s_256: f64,
     wal_64k_mb_s: f64,
     syncs_256: u64,
@@ -145,8 +151,10 @@ async fn open_wal(dir: &std::path::Path, opts: WalOptions) -> Wal<DmaDisk> {
     Wal::open(disk, opts, |_, _| {}).await.unwrap().0
 }
 
-async fn wal_latency(dir: &std::path::Path, ops: usize) -> (f64, f64) {
-    let wal = open_wal(&dir.join("wal-lat"), WalOptions::default()).await;
+/// One appender of 128-byte records: commit p50 and p99 (µs), and the
+/// segment bytes a record took (`WalStats::segment_bytes_used`).
+async fn wal_latency(dir: &std::path::Path, ops: usize, opts: WalOptions) -> (f64, f64, f64) {
+    let wal = open_wal(&dir.join("wal-lat"), opts).await;
     let mut h = hist();
     let rec = [7u8; 128];
     for _ in 0..ops {
@@ -154,10 +162,12 @@ async fn wal_latency(dir: &std::path::Path, ops: usize) -> (f64, f64) {
         wal.append(&rec).await.unwrap();
         h.record(t.elapsed().as_micros().max(1) as u64).unwrap();
     }
+    let used = wal.stats().segment_bytes_used as f64 / ops as f64;
     wal.close().await.unwrap();
     (
         h.value_at_quantile(0.5) as f64,
         h.value_at_quantile(0.99) as f64,
+        used,
     )
 }
 
@@ -247,7 +257,22 @@ fn main() {
                 (run.raw_sync_p50_us, run.raw_sync_p99_us) =
                     raw_sync_latency(&dir, args.latency_ops).await;
                 run.raw_seq_mb_s = raw_bandwidth(&dir, args.bandwidth_mib).await;
-                (run.commit_p50_us, run.commit_p99_us) = wal_latency(&dir, args.latency_ops).await;
+                let fresh = WalOptions {
+                    tail_rewrite_bytes_max: 0,
+                    ..WalOptions::default()
+                };
+                for i in 0..2 {
+                    if (i + r) % 2 == 0 {
+                        (
+                            run.commit_p50_us,
+                            run.commit_p99_us,
+                            run.seg_bytes_per_record,
+                        ) = wal_latency(&dir, args.latency_ops, WalOptions::default()).await;
+                    } else {
+                        (run.commit_p50_fresh_us, _, run.seg_bytes_per_record_fresh) =
+                            wal_latency(&dir, args.latency_ops, fresh.clone()).await;
+                    }
+                }
                 let (rps, _, syncs, bp50) = wal_throughput(
                     &dir.join("wal-256"),
                     WalOptions::default(),
@@ -281,6 +306,10 @@ fn main() {
     let c50 = col(|r| r.commit_p50_us);
     let c99 = col(|r| r.commit_p99_us);
     let x50 = col(|r| r.commit_p50_us / r.raw_sync_p50_us);
+    let seg = col(|r| r.seg_bytes_per_record);
+    let c50f = col(|r| r.commit_p50_fresh_us);
+    let segf = col(|r| r.seg_bytes_per_record_fresh);
+    let xf = col(|r| r.commit_p50_us / r.commit_p50_fresh_us);
     let rps = col(|r| r.records_per_s_256);
     let bw = col(|r| r.wal_64k_mb_s);
     let frac = col(|r| r.wal_64k_mb_s / r.raw_seq_mb_s);
@@ -302,6 +331,10 @@ fn main() {
     row("wal commit p50, 1 appender, 128 B (us)", c50);
     row("wal commit p99, 1 appender, 128 B (us)", c99);
     row("wal commit p50 / raw p50 (target <= 1.3)", x50);
+    row("  segment bytes per record", seg);
+    row("wal commit p50, a fresh block per flush (us)", c50f);
+    row("  segment bytes per record", segf);
+    row("commit p50 / p50 with a fresh block", xf);
     row("wal records/s, 256 appenders, 128 B", rps);
     row("  records per flush p50", batch);
     row("wal MB/s, 64 KiB records", bw);
@@ -312,6 +345,8 @@ fn main() {
         "raw_sync_p50_us": raw_p50.1, "raw_sync_p99_us": raw_p99.1,
         "commit_p50_us": c50.1, "commit_p99_us": c99.1,
         "commit_p50_x_raw": x50.1, "commit_p50_x_raw_min": x50.0, "commit_p50_x_raw_max": x50.2,
+        "segment_bytes_per_record": seg.1, "segment_bytes_per_record_fresh": segf.1,
+        "commit_p50_fresh_us": c50f.1, "commit_p50_x_fresh": xf.1, "commit_p50_x_fresh_min": xf.0, "commit_p50_x_fresh_max": xf.2,
         "records_per_s_256": rps.1, "records_per_s_256_min": rps.0, "records_per_s_256_max": rps.2,
         "raw_seq_mb_s": raw_bw.1, "wal_64k_mb_s": bw.1,
         "bandwidth_fraction_64k": frac.1, "bandwidth_fraction_64k_min": frac.0, "bandwidth_fraction_64k_max": frac.2,

@@ -15,8 +15,12 @@
 //!
 //! from block 1 on: writes. A flush (one fdatasync) is made of one or more
 //! DMA writes issued together; each write starts on a block boundary and is
-//! zero-padded to the next one. Inside a write, records follow each other
-//! with no gap:
+//! zero-padded to the next one. Since version 2, a flush's first write may
+//! start in the block where the previous flush's records end: it writes
+//! those records again, unchanged, and its own first record follows them
+//! with no gap (mid-block); the others start on block boundaries
+//! (`WalOptions::tail_rewrite_bytes_max`). Inside a write, records follow
+//! each other with no gap:
 //!   0  crc            u32 LE  = crc32(header bytes 4..24 ++ payload)
 //!   4  len            u32 LE  payload length in bytes
 //!   8  lsn            u64 LE  strictly increasing by one across the whole log
@@ -35,6 +39,12 @@
 //! Reading: at a record position, an all-zero header means padding (jump to
 //! the next block boundary) or, at a block boundary, the end of the data.
 //! Fewer than `RECORD_HEADER_BYTES` left in a block is padding as well.
+//!
+//! Versions: this build writes version 2 and reads 1 and 2 (version 1 is
+//! version 2 without mid-block write starts). A build that reads only
+//! version 1 refuses a version-2 segment by its header, instead of taking
+//! its first mid-block write start for a torn tail and cutting acknowledged
+//! records.
 
 use crc32fast::Hasher;
 
@@ -46,8 +56,11 @@ pub const RECORD_HEADER_BYTES: usize = 24;
 pub const RECORD_ALIGN: usize = 8;
 /// Magic of the segment header block.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"RRWALSEG";
-/// Version of this format; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the format this build writes; bumped on any incompatible
+/// change.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest version this build reads.
+pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Per-record magic: a cheap first filter before the checksum.
 pub const RECORD_MAGIC: u16 = 0x5252;
 /// Flag: the record is the first of its DMA write.
@@ -119,7 +132,7 @@ impl std::fmt::Display for HeaderProblem {
             HeaderProblem::Version(v) => {
                 write!(
                     f,
-                    "unsupported format version {v} (this build reads {FORMAT_VERSION})"
+                    "unsupported format version {v} (this build reads {FORMAT_VERSION_MIN} to {FORMAT_VERSION}): written by a newer build? Run that build, or move this WAL directory aside"
                 )
             }
             HeaderProblem::BlockBytes(b) => write!(f, "unsupported block size {b}"),
@@ -140,7 +153,7 @@ pub fn decode_segment_header(data: &[u8]) -> Result<u64, HeaderProblem> {
         return Err(HeaderProblem::Checksum);
     }
     let version = u32::from_le_bytes(data[8..12].try_into().unwrap());
-    if version != FORMAT_VERSION {
+    if !(FORMAT_VERSION_MIN..=FORMAT_VERSION).contains(&version) {
         return Err(HeaderProblem::Version(version));
     }
     let block = u32::from_le_bytes(data[12..16].try_into().unwrap());
@@ -345,5 +358,26 @@ mod tests {
             decode_segment_header(&block[..10]),
             Err(HeaderProblem::Short)
         );
+    }
+
+    /// Rewrites the version field of a valid header (checksum fixed up).
+    fn header_of_version(v: u32) -> Vec<u8> {
+        let mut block = vec![0u8; BLOCK_BYTES];
+        encode_segment_header(&mut block, 1 << 26);
+        block[8..12].copy_from_slice(&v.to_le_bytes());
+        let crc = crc32fast::hash(&block[0..24]);
+        block[24..28].copy_from_slice(&crc.to_le_bytes());
+        block
+    }
+
+    #[test]
+    fn version_1_segments_are_read_and_a_newer_version_is_refused_by_name() {
+        assert_eq!(FORMAT_VERSION, 2);
+        assert_eq!(decode_segment_header(&header_of_version(1)), Ok(1 << 26));
+        assert_eq!(decode_segment_header(&header_of_version(2)), Ok(1 << 26));
+        let e = decode_segment_header(&header_of_version(3)).unwrap_err();
+        assert_eq!(e, HeaderProblem::Version(3));
+        let msg = e.to_string();
+        assert!(msg.contains("version 3") && msg.contains("1 to 2"), "{msg}");
     }
 }

@@ -55,5 +55,5 @@ pub use error::{Result, WalError};
 pub use memdisk::{CrashMode, MemDisk, MemFile};
 pub use wal::{
     RecoveryMode, RecoveryReport, TornTail, ValidWalOptions, Wal, WalOptions, WalStats,
-    WRITE_NUDGES_IN_FLIGHT_MAX, WRITE_NUDGE_MS,
+    TAIL_REWRITE_BYTES_MAX, WRITE_NUDGES_IN_FLIGHT_MAX, WRITE_NUDGE_MS,
 };

@@ -24,6 +24,7 @@ fn opts() -> WalOptions {
         queue_bytes_max: 1 << 20,
         recovery: RecoveryMode::Strict,
         zero_segments: true,
+        ..WalOptions::default()
     }
 }
 
@@ -150,6 +151,47 @@ fn reopen_after_the_writer_is_dropped_mid_batch() {
     // And the log keeps working after that recovery.
     let again = read_back(dir.path());
     assert_eq!(again, got);
+}
+
+/// Small flushes, one record each, written again into the block the
+/// previous one ended in (format version 2), read back whole from the
+/// real file; the sealed segment is as long as its records, not a block
+/// per flush.
+#[test]
+fn small_flushes_written_into_one_block_read_back_from_a_real_file() {
+    let dir = tmpdir();
+    let path = dir.path().to_path_buf();
+    let rewrites = LocalExecutorBuilder::default()
+        .make()
+        .unwrap()
+        .run(async move {
+            let (wal, _) = Wal::open(DmaDisk::new(&path).unwrap(), opts(), |_, _| {})
+                .await
+                .unwrap();
+            for i in 0..300u32 {
+                let p = vec![i as u8; (i % 97) as usize];
+                wal.append(&p).await.unwrap();
+            }
+            let rewrites = wal.stats().tail_rewrites;
+            wal.close().await.unwrap();
+            rewrites
+        });
+    assert!(rewrites > 250, "{rewrites} flushes wrote a block again");
+    let got = read_back(dir.path());
+    assert_eq!(got.len(), 300);
+    for (l, p) in &got {
+        let i = (*l - 1) as u32;
+        assert_eq!(p, &vec![i as u8; (i % 97) as usize], "record {l}");
+    }
+    let seg = dir.path().join(ringraft_wal::format::segment_name(1));
+    let len = std::fs::metadata(&seg).unwrap().len() as usize;
+    let records: usize = (0..300u32)
+        .map(|i| ringraft_wal::format::record_bytes((i % 97) as usize))
+        .sum();
+    assert!(
+        len <= 4096 + records + 16 * 4096,
+        "sealed segment {len} bytes for {records} bytes of records"
+    );
 }
 
 /// Regression: a WAL directory given as a relative path failed its first

@@ -7,10 +7,10 @@ use std::rc::Rc;
 
 use glommio::LocalExecutorBuilder;
 use proptest::prelude::*;
-use ringraft_wal::format::{record_bytes, BLOCK_BYTES};
+use ringraft_wal::format::{decode_record, record_bytes, Slot, BLOCK_BYTES};
 use ringraft_wal::{
-    CrashMode, MemDisk, RecoveryMode, Wal, WalError, WalOptions, WRITE_NUDGES_IN_FLIGHT_MAX,
-    WRITE_NUDGE_MS,
+    CrashMode, MemDisk, RecoveryMode, Wal, WalError, WalOptions, TAIL_REWRITE_BYTES_MAX,
+    WRITE_NUDGES_IN_FLIGHT_MAX, WRITE_NUDGE_MS,
 };
 
 fn run<T>(f: impl Future<Output = T>) -> T {
@@ -31,6 +31,7 @@ fn small_opts() -> WalOptions {
         recovery: RecoveryMode::Strict,
         // The zero writes go through the faulty disk too.
         zero_segments: true,
+        ..WalOptions::default()
     }
 }
 
@@ -60,6 +61,15 @@ async fn reopen(
         .await
         .unwrap_or_else(|e| panic!("reopen failed: {e}"));
     (got, rep, wal)
+}
+
+/// Offset of the record with `lsn` in a segment image (records sit at
+/// 8-byte offsets; a flush may start mid-block).
+fn record_offset(data: &[u8], lsn: u64) -> usize {
+    (BLOCK_BYTES..data.len())
+        .step_by(8)
+        .find(|&o| matches!(decode_record(&data[o..], 1 << 20), Slot::Record(r) if r.lsn == lsn))
+        .unwrap_or_else(|| panic!("no record with LSN {lsn}"))
 }
 
 fn assert_consecutive(got: &[(u64, Vec<u8>)]) {
@@ -209,19 +219,27 @@ fn torn_last_flush_at_every_byte_keeps_exactly_the_whole_records() {
         let disk = MemDisk::new();
         let all = write_log(&disk, opts.clone(), 5, 4).await;
         let (file, pos, len) = disk.last_write().unwrap();
+        let original = disk.contents(&file).unwrap();
+        // The last flush's records start at `t` in its write: before them,
+        // the earlier records of the block it starts in, written again
+        // unchanged (a tear there leaves the same bytes: not simulated).
+        let t = record_offset(&original, 6) - pos as usize;
+        assert!(
+            t < BLOCK_BYTES,
+            "the flush starts in its write's first block"
+        );
         // (start, end of payload) of each record within the last flush.
         let mut spans = Vec::new();
-        let mut off = 0;
+        let mut off = t;
         for p in &all[5..] {
             spans.push((off, off + 24 + p.len()));
             off += record_bytes(p.len());
         }
         let used = off;
         assert!(used <= len);
-        let original = disk.contents(&file).unwrap();
         let flush = &original[pos as usize..pos as usize + len];
         for (fill, tear_name) in [(0u8, "zeros"), (0xA5u8, "garbage")] {
-            for k in 0..=used {
+            for k in t..=used {
                 let d = disk.fork();
                 d.fill_range(&file, pos as usize + k, pos as usize + len, fill);
                 let (got, rep, _w) = reopen(&d, opts.clone()).await;
@@ -264,8 +282,8 @@ fn bit_flip_before_a_later_flush_is_corruption_not_truncation() {
             .into_iter()
             .find(|n| n.ends_with(".wal"))
             .unwrap();
-        // Record 3 starts at block 3 (each flush takes one block here); flip a payload bit.
-        let rec3 = 3 * BLOCK_BYTES;
+        // Flip a payload bit of record 3 (each record was its own flush).
+        let rec3 = record_offset(&disk.contents(&seg).unwrap(), 3);
         disk.flip_bit(&seg, rec3 + 30, 2);
         let err = Wal::open(disk.clone(), opts.clone(), |_, _| {})
             .await
@@ -302,7 +320,7 @@ fn damage_in_a_segment_that_is_not_the_last_is_corruption() {
     run(async {
         let opts = small_opts();
         let disk = MemDisk::new();
-        write_log(&disk, opts.clone(), 12, 0).await;
+        write_log(&disk, opts.clone(), 80, 0).await;
         let segs: Vec<_> = disk
             .file_names()
             .into_iter()
@@ -312,8 +330,9 @@ fn damage_in_a_segment_that_is_not_the_last_is_corruption() {
         // Zero out the last flush of the first segment: a clean-looking end
         // that the next segment's first LSN exposes as a gap.
         let first = &segs[0];
-        let len = disk.contents(first).unwrap().len();
-        disk.fill_range(first, len - BLOCK_BYTES, len, 0);
+        let data = disk.contents(first).unwrap();
+        let (len, used) = (data.len(), data.iter().rposition(|&b| b != 0).unwrap());
+        disk.fill_range(first, used / BLOCK_BYTES * BLOCK_BYTES, len, 0);
         let err = Wal::open(disk.clone(), opts.clone(), |_, _| {})
             .await
             .err()
@@ -321,7 +340,7 @@ fn damage_in_a_segment_that_is_not_the_last_is_corruption() {
         assert!(matches!(err, WalError::Corruption { .. }), "{err}");
         // Garbage in the header of a middle segment.
         let disk2 = MemDisk::new();
-        write_log(&disk2, opts.clone(), 12, 0).await;
+        write_log(&disk2, opts.clone(), 80, 0).await;
         disk2.flip_bit(&segs[1], 3, 0);
         let err = Wal::open(disk2.clone(), opts, |_, _| {})
             .await
@@ -346,8 +365,10 @@ fn rollover_and_release_before() {
             assert_eq!(wal.append(&[i as u8; 1000]).await.unwrap(), i + 1);
         }
         let st = wal.stats();
+        // Three segments of blocks 1-3 hold 4 records of 1,024 bytes each
+        // (flushes after the first of a block write it again): 12 a segment.
         assert!(
-            st.segments_created >= 15,
+            st.segments_created >= 5,
             "segments created: {}",
             st.segments_created
         );
@@ -397,6 +418,126 @@ fn rollover_and_release_before() {
         assert_consecutive(&got);
         assert_eq!(rep.first_lsn, Some(live[0]));
         assert_eq!(rep.next_lsn, 61);
+    });
+}
+
+/// Length of the one sealed segment after a reopen (it is cut at its
+/// last record) and the records read back.
+async fn sealed_length(disk: &MemDisk, opts: WalOptions) -> (usize, Vec<(u64, Vec<u8>)>) {
+    let seg = disk
+        .file_names()
+        .into_iter()
+        .find(|n| n.ends_with(".wal"))
+        .unwrap();
+    let (got, _, w) = reopen(disk, opts).await;
+    w.close().await.unwrap();
+    (disk.contents(&seg).unwrap().len(), got)
+}
+
+#[test]
+fn small_flushes_share_blocks_instead_of_taking_one_each() {
+    // A 1 x 1 load: each 16-byte record its own flush. Before version 2,
+    // each took a 4 KiB block (100 records: 4096 + 100 blocks).
+    run(async {
+        let opts = WalOptions {
+            segment_bytes: 1 << 20,
+            ..small_opts()
+        };
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .unwrap();
+        for i in 0..100u64 {
+            wal.append(&[i as u8; 16]).await.unwrap();
+        }
+        let st = wal.stats();
+        assert_eq!(st.syncs, 100, "one flush per record");
+        // 4096 / 40 = 102 records fit in block 1: every flush but the first
+        // starts in it.
+        assert_eq!(st.tail_rewrites, 99);
+        assert_eq!(st.bytes_written, 100 * BLOCK_BYTES as u64);
+        assert_eq!(st.segment_bytes_used, 100 * record_bytes(16) as u64);
+        wal.close().await.unwrap();
+        let (len, got) = sealed_length(&disk, opts.clone()).await;
+        assert_eq!(len, BLOCK_BYTES + 100 * record_bytes(16));
+        assert_eq!(got.len(), 100);
+        for (l, p) in &got {
+            assert_eq!(p, &vec![(*l - 1) as u8; 16]);
+        }
+
+        // `tail_rewrite_bytes_max = 0`: each flush on a block of its own.
+        let off = WalOptions {
+            tail_rewrite_bytes_max: 0,
+            ..opts
+        };
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), off.clone(), |_, _| {})
+            .await
+            .unwrap();
+        for i in 0..100u64 {
+            wal.append(&[i as u8; 16]).await.unwrap();
+        }
+        let st = wal.stats();
+        assert_eq!(st.tail_rewrites, 0);
+        assert_eq!(
+            st.segment_bytes_used,
+            (99 * BLOCK_BYTES + record_bytes(16)) as u64
+        );
+        wal.close().await.unwrap();
+        let (len, got) = sealed_length(&disk, off).await;
+        assert_eq!(len, 100 * BLOCK_BYTES + record_bytes(16));
+        assert_eq!(got.len(), 100);
+    });
+}
+
+#[test]
+fn a_flush_past_tail_rewrite_bytes_max_starts_on_a_fresh_block() {
+    run(async {
+        let opts = WalOptions {
+            segment_bytes: 4 << 20,
+            record_bytes_max: 256 << 10,
+            batch_bytes_max: 1 << 20,
+            write_chunk_bytes: 1 << 20,
+            queue_bytes_max: 4 << 20,
+            ..small_opts()
+        };
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .unwrap();
+        // Record 2's write (record 1, then record 2) is exactly the bound;
+        // record 3 starts a block; record 4's write would pass the bound by
+        // record 3's 40 bytes; record 5 follows record 4.
+        let fits = TAIL_REWRITE_BYTES_MAX - record_bytes(16) - 24;
+        let over = TAIL_REWRITE_BYTES_MAX;
+        let sizes = [16, fits, 16, over, 16];
+        for (i, n) in sizes.iter().enumerate() {
+            wal.append(&vec![i as u8 + 1; *n]).await.unwrap();
+        }
+        assert_eq!(wal.stats().tail_rewrites, 2, "records 2 and 5");
+        wal.close().await.unwrap();
+        let seg = disk
+            .file_names()
+            .into_iter()
+            .find(|n| n.ends_with(".wal"))
+            .unwrap();
+        let data = disk.contents(&seg).unwrap();
+        let at: Vec<usize> = (1..=5).map(|l| record_offset(&data, l)).collect();
+        let r = |n: usize| record_bytes(n);
+        assert_eq!(at[0], BLOCK_BYTES);
+        assert_eq!(at[1], at[0] + r(16));
+        assert_eq!(r(16) + r(fits), TAIL_REWRITE_BYTES_MAX);
+        assert_eq!(at[2], at[1] + r(fits));
+        assert_eq!(at[2] % BLOCK_BYTES, 0);
+        let end3 = at[2] + r(16);
+        assert_eq!(at[3], end3.div_ceil(BLOCK_BYTES) * BLOCK_BYTES);
+        assert_eq!(at[4], at[3] + r(over));
+        let (len, got) = sealed_length(&disk, opts).await;
+        assert_eq!(len, at[4] + r(16));
+        assert_eq!(got.len(), 5);
+        for ((l, p), n) in got.iter().zip(sizes) {
+            assert_eq!(p, &vec![*l as u8; n]);
+        }
     });
 }
 
