@@ -48,7 +48,7 @@
 
 use crc32fast::Hasher;
 
-/// Alignment of every flush and size of the segment header block.
+/// Alignment of every DMA write and size of the segment header block.
 pub const BLOCK_BYTES: usize = 4096;
 /// Size of a record header.
 pub const RECORD_HEADER_BYTES: usize = 24;
@@ -63,7 +63,8 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const FORMAT_VERSION_MIN: u32 = 1;
 /// Per-record magic: a cheap first filter before the checksum.
 pub const RECORD_MAGIC: u16 = 0x5252;
-/// Flag: the record is the first of its DMA write.
+/// Flag: the record is the first of its flush's DMA write (in a write that
+/// begins with the earlier records of its block, the first after them).
 pub const FLAG_FIRST_IN_WRITE: u16 = 1;
 /// Bytes of the segment header that are meaningful (the rest of the block is zero).
 pub const SEGMENT_HEADER_BYTES: usize = 28;

@@ -14,9 +14,16 @@
 //!   one `fdatasync`. The writes of the next flush go out while that sync
 //!   runs (two flushes overlap); records become durable strictly in LSN
 //!   order; the next batch is assembled meanwhile.
-//! - A block holding acknowledged records is never rewritten: each write
-//!   starts on a fresh 4 KiB block and is zero-padded to the next boundary.
-//!   Cost: on average half a block (2 KiB) per write; at most 4095 bytes.
+//! - Each DMA write starts on a 4 KiB block boundary and is zero-padded to
+//!   the next one. A small flush (`WalOptions::tail_rewrite_bytes_max`)
+//!   starts in the block where the previous flush's records end: it writes
+//!   those records' bytes again, unchanged, and its own follow them, so a
+//!   flush of one small record does not take a block of its own. This
+//!   rests on a write that a crash or an I/O error interrupts leaving each
+//!   sector old or new (the assumption of every log written through the
+//!   page cache); with `tail_rewrite_bytes_max = 0` a block holding
+//!   acknowledged records is never written again, at up to 4 KiB - 8 of
+//!   padding per flush.
 //! - Recovery (`Wal::open`) hands back every valid record in LSN order. A torn
 //!   tail of the last segment is truncated and reported (file, offset, bytes
 //!   dropped); damage that a later write proves was acknowledged, or damage
@@ -35,7 +42,7 @@
 //!   restart the last segment is cut at its last valid record and appends go
 //!   to a new segment, so no byte written before a crash is ever read as new.
 //!
-//! ## Format (version 1)
+//! ## Format (version 2; version 1 is read)
 //! Segment files are named by the LSN of their first record
 //! (`{lsn:020}.wal`), preallocated to `segment_bytes`. Block 0 holds the
 //! segment header (magic `RRWALSEG`, version, block size, segment size,

@@ -8,8 +8,10 @@
 //! Hence, for damage (bytes that are neither a valid record nor zero
 //! padding) where LSN E was expected:
 //!
-//! - if a later write in the segment (a valid first-in-write record on a
-//!   block boundary) was issued when E was already durable, or the damage lies
+//! - if a later write in the segment (a valid first-in-write record: on a
+//!   block boundary, or since version 2 mid-block, where a flush's own
+//!   records begin after the earlier bytes it wrote again) was issued when
+//!   E was already durable, or the damage lies
 //!   in any segment but the last, record E had been made durable: it is
 //!   **corruption**;
 //! - otherwise it is a **torn tail**: writes in flight at the crash, never
@@ -96,10 +98,15 @@ pub fn scan_segment(
 
 /// Offset of the first write after `from` that was issued when LSN
 /// `expected` was already durable: proof that the damage at `from` hit an
-/// acknowledged record. A write starts at any record position (version 2
-/// starts a flush mid-block), so every 8-byte offset after `from` is
-/// looked at; the record magic is checked first, so a scan of a mostly
-/// zero 64 MiB segment costs milliseconds.
+/// acknowledged record. A flush's first record may sit at any record
+/// position (version 2 starts a flush's records mid-block), so every
+/// 8-byte offset after `from` is looked at. Before any checksum, the
+/// header must have the record magic and the first-in-write flag, prove
+/// `expected` durable (`lsn - durable_delta >= expected`), and carry an LSN
+/// that the bytes since `from` could hold (the records `expected..lsn` lie
+/// between, 24 bytes each at least): payload bytes shaped like headers at
+/// every offset then cost no checksum over their claimed length, and a
+/// scan of a mostly zero 64 MiB segment costs milliseconds.
 pub fn later_flush_start(
     data: &[u8],
     from: usize,
@@ -109,7 +116,7 @@ pub fn later_flush_start(
     let magic = RECORD_MAGIC.to_le_bytes();
     let mut b = align_up(from + 1, RECORD_ALIGN);
     while b + RECORD_HEADER_BYTES <= data.len() {
-        if data[b + 18..b + 20] == magic {
+        if data[b + 18..b + 20] == magic && plausible_proof(&data[b..], b - from, expected) {
             if let Slot::Record(r) = decode_record(&data[b..], record_bytes_max) {
                 if let Some(d) = r.first_delta {
                     if r.lsn.saturating_sub(d as u64) >= expected {
@@ -121,6 +128,18 @@ pub fn later_flush_start(
         b += RECORD_ALIGN;
     }
     None
+}
+
+/// The header checks of [`later_flush_start`] before the checksum: a
+/// first-in-write record whose delta proves `expected` durable and whose
+/// LSN fits the `gap` bytes after the damage.
+fn plausible_proof(hdr: &[u8], gap: usize, expected: u64) -> bool {
+    let lsn = u64::from_le_bytes(hdr[8..16].try_into().unwrap());
+    let flags = u16::from_le_bytes(hdr[16..18].try_into().unwrap());
+    let delta = u32::from_le_bytes(hdr[20..24].try_into().unwrap()) as u64;
+    flags & FLAG_FIRST_IN_WRITE != 0
+        && lsn.saturating_sub(delta) >= expected
+        && lsn <= expected.saturating_add((gap / RECORD_HEADER_BYTES) as u64)
 }
 
 /// Bytes from `from` up to and including the last non-zero byte of `data`.
@@ -276,6 +295,29 @@ mod tests {
         assert_eq!(
             later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
             Some(2 * BLOCK_BYTES)
+        );
+    }
+
+    #[test]
+    fn a_record_forged_inside_a_payload_proves_nothing() {
+        // A user's value holding a whole first-in-write record that claims
+        // LSN 1000 was issued once LSN 999 was durable.
+        let mut fake = vec![0u8; 64];
+        let n = encode_record(&mut fake, 1000, Some(1), b"forged");
+        let value = [&[0u8; 8][..], &fake[..n], &[0u8; 8]].concat();
+        let mut d = image(1, &[&[b"a", &value]], 4 * BLOCK_BYTES);
+        let forged_at = BLOCK_BYTES + 32 + 24 + 8;
+        assert!(matches!(
+            decode_record(&d[forged_at..], 1 << 20),
+            Slot::Record(r) if r.lsn == 1000
+        ));
+        d[BLOCK_BYTES + 24] ^= 4; // record 1's payload byte
+        let (_, s) = collect(&d, 1);
+        assert_eq!((s.stop, s.stop_offset), (Stop::Damage, BLOCK_BYTES));
+        // LSNs 1..1000 cannot lie in the 88 bytes before it: a torn tail.
+        assert_eq!(
+            later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
+            None
         );
     }
 

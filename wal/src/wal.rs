@@ -202,7 +202,7 @@ pub struct WalStats {
 /// then the flush's own) starts in that block: it writes the block again,
 /// the earlier records' bytes unchanged, and its records follow them with
 /// no gap. A larger one starts on the next block boundary, the gap left
-/// zero (at most 4 KiB - 8 lost per flush, under 6 % of it). Each flush
+/// zero (at most 4 KiB - 8 bytes per flush: about 6 % of one this large). Each flush
 /// costs a 4 KiB block either way; what changes is how fast segments fill:
 /// with one small write per flush (a 1 x 1 load), a flush of about 100
 /// bytes took a block of its own, so segments filled about 40 times
@@ -214,8 +214,11 @@ pub struct WalStats {
 ///
 /// Safe under the assumption every buffered-I/O log makes (etcd's WAL,
 /// PostgreSQL's, RocksDB's: each fsync writes the file's last partial page
-/// again): a write that a crash interrupts leaves each sector either old
-/// or new, and the earlier records' bytes are the same in both. Two writes
+/// again): a write that a crash interrupts, or that fails with an I/O
+/// error, leaves each sector either old or new, and the earlier records'
+/// bytes are the same in both. (A failed rewrite poisons the log; had it
+/// left a sector half-written, recovery would see damage with no later
+/// write to prove it acknowledged, and cut it as a torn tail.) Two writes
 /// to one block are never in flight at once: a flush is issued only after
 /// the previous flush's writes completed.
 pub const TAIL_REWRITE_BYTES_MAX: usize = 64 << 10;

@@ -225,8 +225,8 @@ fn torn_last_flush_at_every_byte_keeps_exactly_the_whole_records() {
         // unchanged (a tear there leaves the same bytes: not simulated).
         let t = record_offset(&original, 6) - pos as usize;
         assert!(
-            t < BLOCK_BYTES,
-            "the flush starts in its write's first block"
+            0 < t && t < BLOCK_BYTES,
+            "the flush starts in its write's first block, after earlier records ({t})"
         );
         // (start, end of payload) of each record within the last flush.
         let mut spans = Vec::new();
@@ -365,8 +365,9 @@ fn rollover_and_release_before() {
             assert_eq!(wal.append(&[i as u8; 1000]).await.unwrap(), i + 1);
         }
         let st = wal.stats();
-        // Three segments of blocks 1-3 hold 4 records of 1,024 bytes each
-        // (flushes after the first of a block write it again): 12 a segment.
+        // Each of a segment's three data blocks holds 4 records of 1,024
+        // bytes (the flushes after a block's first write it again): 12 a
+        // segment, so 60 records take 5.
         assert!(
             st.segments_created >= 5,
             "segments created: {}",
@@ -506,15 +507,16 @@ fn a_flush_past_tail_rewrite_bytes_max_starts_on_a_fresh_block() {
             .await
             .unwrap();
         // Record 2's write (record 1, then record 2) is exactly the bound;
-        // record 3 starts a block; record 4's write would pass the bound by
-        // record 3's 40 bytes; record 5 follows record 4.
+        // record 3 starts a block; record 4 alone is exactly the bound, so
+        // its write after record 3's 40 bytes would pass it; record 4 ends
+        // on a block boundary, where record 5 starts.
         let fits = TAIL_REWRITE_BYTES_MAX - record_bytes(16) - 24;
-        let over = TAIL_REWRITE_BYTES_MAX;
+        let over = TAIL_REWRITE_BYTES_MAX - 24;
         let sizes = [16, fits, 16, over, 16];
         for (i, n) in sizes.iter().enumerate() {
             wal.append(&vec![i as u8 + 1; *n]).await.unwrap();
         }
-        assert_eq!(wal.stats().tail_rewrites, 2, "records 2 and 5");
+        assert_eq!(wal.stats().tail_rewrites, 1, "record 2 alone");
         wal.close().await.unwrap();
         let seg = disk
             .file_names()
@@ -530,6 +532,7 @@ fn a_flush_past_tail_rewrite_bytes_max_starts_on_a_fresh_block() {
         assert_eq!(at[2], at[1] + r(fits));
         assert_eq!(at[2] % BLOCK_BYTES, 0);
         let end3 = at[2] + r(16);
+        assert_eq!(r(over), TAIL_REWRITE_BYTES_MAX);
         assert_eq!(at[3], end3.div_ceil(BLOCK_BYTES) * BLOCK_BYTES);
         assert_eq!(at[4], at[3] + r(over));
         let (len, got) = sealed_length(&disk, opts).await;
