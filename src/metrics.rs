@@ -160,6 +160,8 @@ pub struct ShardMetrics {
     pub wal_syncs: u64,
     pub wal_records: u64,
     pub wal_bytes_written: u64,
+    /// Bytes of WAL segments flushes took (`WalStats::segment_bytes_used`).
+    pub wal_segment_bytes_used: u64,
     /// Nudges of late WAL writes (`ringraft_wal::WRITE_NUDGE_MS`).
     pub wal_write_nudges: u64,
     pub wal_sync_latency_us: Histogram<u64>,
@@ -508,7 +510,7 @@ fn encode_slots(
             })
         }),
     )?;
-    let counters: [Family<ShardMetrics>; 58] = [
+    let counters: [Family<ShardMetrics>; 59] = [
         (
             "ringraft_errors_disk_full_total",
             "writes refused because the disk is full",
@@ -709,6 +711,11 @@ fn encode_slots(
             "ringraft_wal_bytes_written_total",
             "bytes written to WAL segments",
             |s| s.wal_bytes_written,
+        ),
+        (
+            "ringraft_wal_segment_bytes_used_total",
+            "bytes of WAL segments that flushes took (their records and any zero gap before them): what fills segments, against the whole blocks each flush writes",
+            |s| s.wal_segment_bytes_used,
         ),
         (
             "ringraft_wal_write_nudges_total",
@@ -1026,6 +1033,7 @@ mod tests {
             wal_syncs: 0,
             wal_records: 0,
             wal_bytes_written: 0,
+            wal_segment_bytes_used: 0,
             wal_write_nudges: 0,
             wal_sync_latency_us: h(),
             wal_batch_records: h(),

@@ -963,6 +963,7 @@ impl Shard {
             wal_syncs: wal.syncs,
             wal_records: wal.records,
             wal_bytes_written: wal.bytes_written,
+            wal_segment_bytes_used: wal.segment_bytes_used,
             wal_write_nudges: wal.write_nudges,
             wal_sync_latency_us: wal.sync_latency_us,
             wal_batch_records: wal.batch_records,

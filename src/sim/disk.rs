@@ -41,8 +41,9 @@ pub(super) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
 const WAL_RECORD_BYTES_MAX: usize = 16 << 10;
 
 /// The WAL settings of a run: segments small enough that rolling over and
-/// releasing happen often; the zeroing of new segments and the cut of a
-/// flush into several writes vary with the seed.
+/// releasing happen often; the zeroing of new segments, the cut of a
+/// flush into several writes and whether a small flush writes again the
+/// block the previous one ended in vary with the seed.
 /// Records are cut at `SimConfig::record_bytes_max` before they reach the
 /// WAL (`LogStore`), which takes any record up to the largest the cut
 /// allows (a single entry is never cut).

@@ -180,6 +180,12 @@ mod tests {
         d
     }
 
+    fn collect(d: &[u8], first: u64) -> (Vec<(u64, Vec<u8>)>, Scan) {
+        let mut v = Vec::new();
+        let s = scan_segment(d, first, 1 << 20, |l, p| v.push((l, p.to_vec())));
+        (v, s)
+    }
+
     #[test]
     fn flushes_that_start_mid_block_are_read_on() {
         let d = image_with(
@@ -198,34 +204,6 @@ mod tests {
         let end = BLOCK_BYTES + 3 * 32 + record_bytes(5000) + 32;
         assert_eq!(s.valid_end, end);
         assert_eq!(s.stop_offset, align_up(end, BLOCK_BYTES));
-    }
-
-    #[test]
-    fn damage_followed_by_a_later_flush_that_starts_mid_block_is_found() {
-        // Flush 1: LSNs 1-2; flush 2 (LSN 3, issued once LSN 2 was durable:
-        // delta 1) follows them in the same block.
-        let mut d = image_with(1, &[&[b"a", b"b"], &[b"c"]], 4 * BLOCK_BYTES, true);
-        d[BLOCK_BYTES + 24] ^= 4; // record 1's payload byte
-        let (v, s) = collect(&d, 1);
-        assert!(v.is_empty());
-        assert_eq!(s.stop, Stop::Damage);
-        assert_eq!(
-            later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
-            Some(BLOCK_BYTES + 2 * 32),
-            "the second flush proves record 1 was durable"
-        );
-        // Issued while nothing was durable yet (delta 3): a torn tail.
-        encode_record(&mut d[BLOCK_BYTES + 64..], 3, Some(3), b"c");
-        assert_eq!(
-            later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
-            None
-        );
-    }
-
-    fn collect(d: &[u8], first: u64) -> (Vec<(u64, Vec<u8>)>, Scan) {
-        let mut v = Vec::new();
-        let s = scan_segment(d, first, 1 << 20, |l, p| v.push((l, p.to_vec())));
-        (v, s)
     }
 
     #[test]
@@ -258,15 +236,27 @@ mod tests {
 
     #[test]
     fn damage_followed_by_a_later_flush_is_found() {
-        let mut d = image(1, &[&[b"a", b"b"], &[b"c"]], 4 * BLOCK_BYTES);
-        d[BLOCK_BYTES + 24] ^= 4; // record 1's payload byte
-        let (v, s) = collect(&d, 1);
-        assert!(v.is_empty());
-        assert_eq!(s.stop, Stop::Damage);
-        assert_eq!(
-            later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
-            Some(2 * BLOCK_BYTES)
-        );
+        // Flush 1: LSNs 1-2; flush 2 (LSN 3, issued once LSN 2 was durable:
+        // delta 1) on the next block, or (version 2) right after them.
+        for (packed, at) in [(false, 2 * BLOCK_BYTES), (true, BLOCK_BYTES + 2 * 32)] {
+            let mut d = image_with(1, &[&[b"a", b"b"], &[b"c"]], 4 * BLOCK_BYTES, packed);
+            d[BLOCK_BYTES + 24] ^= 4; // record 1's payload byte
+            let (v, s) = collect(&d, 1);
+            assert!(v.is_empty());
+            assert_eq!(s.stop, Stop::Damage);
+            assert_eq!(
+                later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
+                Some(at),
+                "packed {packed}: the second flush proves record 1 was durable"
+            );
+            // Issued while nothing was durable yet (delta 3): a torn tail.
+            encode_record(&mut d[at..], 3, Some(3), b"c");
+            assert_eq!(
+                later_flush_start(&d, s.stop_offset, s.next_lsn, 1 << 20),
+                None,
+                "packed {packed}"
+            );
+        }
     }
 
     #[test]

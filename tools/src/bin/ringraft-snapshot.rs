@@ -115,6 +115,9 @@ struct Run {
     /// Bytes each node wrote to its WAL in the still window (padding to
     /// blocks included).
     still_wal_bytes: Vec<u64>,
+    /// Bytes of WAL segments each node's flushes took in the still window
+    /// (what fills segments and pins them).
+    still_wal_used: Vec<u64>,
 }
 
 impl Run {
@@ -192,6 +195,8 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
         |name: &str| -> Vec<u64> { (1..=3).map(|id| c.metric_sum(id, name) as u64).collect() };
     let taken = || counted("ringraft_snapshots_taken_total");
     let wal_written = || counted("ringraft_wal_bytes_written_total");
+    let wal_used = || counted("ringraft_wal_segment_bytes_used_total");
+    let used_before = wal_used();
     let taken_before = taken();
     let wal_before = wal_written();
     let still_from = Instant::now();
@@ -207,6 +212,7 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
     };
     let still_snapshots = since(taken(), &taken_before);
     let still_wal_bytes = since(wal_written(), &wal_before);
+    let still_wal_used = since(wal_used(), &used_before);
 
     // By hand, on every node.
     let before: Vec<u64> = c
@@ -288,6 +294,7 @@ fn one_run(args: &Args, bin: &Path) -> Result<Run, String> {
         rss_empty,
         still_snapshots,
         still_wal_bytes,
+        still_wal_used,
     })
 }
 
@@ -445,11 +452,15 @@ fn print_run(i: u64, r: &Run) {
         println!("  install on node 3 (add to promotion): {s:.2} s");
     }
     println!(
-        "  in the still window, per node: snapshots taken {:?}, WAL written {:?} MiB",
+        "  in the still window, per node: snapshots taken {:?}, WAL written {:?} MiB, of segments filled {:?} MiB",
         r.still_snapshots,
         r.still_wal_bytes
             .iter()
             .map(|&b| mib(b).round() as u64)
+            .collect::<Vec<_>>(),
+        r.still_wal_used
+            .iter()
+            .map(|&b| (mib(b) * 10.0).round() / 10.0)
             .collect::<Vec<_>>()
     );
     let per = |b: u64| b as f64 / r.stored_bytes.max(1) as f64;
