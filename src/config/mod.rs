@@ -178,11 +178,12 @@ pub struct NodeSettings {
     /// A WAL flush whose first write (the records already in the segment's
     /// last, partly filled 4 KiB block, then its own) holds at most this
     /// many bytes writes that block again instead of starting a fresh one,
-    /// so a small flush does not take a block of its own (one write a
-    /// flush filled segments about 40 times faster than the log grew).
+    /// so a small flush does not take a block of its own (with one write a
+    /// flush, segments filled 22-27 times faster than the log grew).
     /// Rests on a crash leaving each sector either old or new, as every
-    /// buffered-I/O log does; 0: every flush starts a fresh block. Default
-    /// 65536 (`ringraft_wal::TAIL_REWRITE_BYTES_MAX`).
+    /// buffered-I/O log does; 0: every flush starts a fresh block. At most
+    /// one WAL write chunk (1 MiB). Default 65536
+    /// (`ringraft_wal::TAIL_REWRITE_BYTES_MAX`).
     #[arg(long)]
     pub wal_tail_rewrite_bytes_max: Option<usize>,
     /// Bytes queued per peer before Raft messages are dropped. Default 16 MiB.

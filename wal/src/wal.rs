@@ -202,11 +202,12 @@ pub struct WalStats {
 /// then the flush's own) starts in that block: it writes the block again,
 /// the earlier records' bytes unchanged, and its records follow them with
 /// no gap. A larger one starts on the next block boundary, the gap left
-/// zero (at most 4 KiB - 8 bytes per flush: about 6 % of one this large). Each flush
-/// costs a 4 KiB block either way; what changes is how fast segments fill:
-/// with one small write per flush (a 1 x 1 load), a flush of about 100
-/// bytes took a block of its own, so segments filled about 40 times
-/// faster than the log grew, each new one was zeroed (`zero_segments`),
+/// zero (at most 4 KiB - 8 bytes per flush: about 6 % of one this large).
+/// A small flush writes one 4 KiB block either way (two when the earlier
+/// bytes and its own cross a boundary); what changes is how fast segments
+/// fill: with one small write per flush (a 1 x 1 load), a flush of 100-150
+/// bytes took a block of its own, so segments filled 22-27 times faster
+/// than the log grew (measured), each new one was zeroed (`zero_segments`),
 /// and the WAL a lagging group pins reached `wal-pin-bytes-max` (and a
 /// snapshot of the group) about as much sooner. The bound keeps the copy
 /// this costs (the flush's first write is assembled again behind the
