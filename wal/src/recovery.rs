@@ -113,27 +113,25 @@ pub fn later_flush_start(
     expected: u64,
     record_bytes_max: usize,
 ) -> Option<usize> {
-    let magic = RECORD_MAGIC.to_le_bytes();
     let mut b = align_up(from + 1, RECORD_ALIGN);
     while b + RECORD_HEADER_BYTES <= data.len() {
-        if data[b + 18..b + 20] == magic && plausible_proof(&data[b..], b - from, expected) {
-            if let Slot::Record(r) = decode_record(&data[b..], record_bytes_max) {
-                if let Some(d) = r.first_delta {
-                    if r.lsn.saturating_sub(d as u64) >= expected {
-                        return Some(b);
-                    }
-                }
-            }
+        if plausible_proof(&data[b..], b - from, expected)
+            && matches!(decode_record(&data[b..], record_bytes_max), Slot::Record(_))
+        {
+            return Some(b);
         }
         b += RECORD_ALIGN;
     }
     None
 }
 
-/// The header checks of [`later_flush_start`] before the checksum: a
-/// first-in-write record whose delta proves `expected` durable and whose
-/// LSN fits the `gap` bytes after the damage.
+/// The header checks of [`later_flush_start`] before the checksum: the
+/// record magic, and a first-in-write record whose delta proves `expected`
+/// durable and whose LSN fits the `gap` bytes after the damage.
 fn plausible_proof(hdr: &[u8], gap: usize, expected: u64) -> bool {
+    if hdr[18..20] != RECORD_MAGIC.to_le_bytes() {
+        return false;
+    }
     let lsn = u64::from_le_bytes(hdr[8..16].try_into().unwrap());
     let flags = u16::from_le_bytes(hdr[16..18].try_into().unwrap());
     let delta = u32::from_le_bytes(hdr[20..24].try_into().unwrap()) as u64;

@@ -1174,6 +1174,42 @@ async fn nudged<D: Disk>(
     }
 }
 
+/// Where a flush goes in the active segment: `(t, start, len)`, with `t`
+/// the bytes of the active block's earlier records it writes again (0: it
+/// starts on the next block boundary), `start` its first byte's offset and
+/// `len` its bytes on disk. It starts in the partly filled block when its
+/// first write, those bytes then its first chunk (`first_used` bytes),
+/// holds at most `tail_rewrite_bytes_max` (capped at `write_chunk_bytes`)
+/// and the flush stays within `batch_bytes_max`; `fresh_len` is its length
+/// on fresh blocks.
+fn place_flush<F>(
+    active: &Active<F>,
+    first_used: usize,
+    fresh_len: usize,
+    opts: &WalOptions,
+) -> (usize, u64, usize) {
+    let t = active.tail.len();
+    debug_assert_eq!(
+        t as u64,
+        active.offset % BLOCK_BYTES as u64,
+        "the tail is the active block's bytes before the offset"
+    );
+    let rewrite_len =
+        fresh_len - align_up(first_used, BLOCK_BYTES) + align_up(t + first_used, BLOCK_BYTES);
+    if t > 0
+        && t + first_used <= opts.tail_rewrite_bytes_max.min(opts.write_chunk_bytes)
+        && rewrite_len <= opts.batch_bytes_max
+    {
+        (t, active.offset - t as u64, rewrite_len)
+    } else {
+        (
+            0,
+            align_up(active.offset as usize, BLOCK_BYTES) as u64,
+            fresh_len,
+        )
+    }
+}
+
 /// Closes a file once no write or sync holds it any more.
 async fn close_rc<F: SegmentFile>(f: Rc<F>) -> std::io::Result<()> {
     match Rc::try_unwrap(f) {
@@ -1233,20 +1269,7 @@ async fn flush<D: Disk>(
         fresh_len <= opts.batch_bytes_max,
         "flush within batch_bytes_max"
     );
-    // Start in the active segment's partly filled last block, or on the
-    // next boundary (`tail_rewrite_bytes_max`)?
-    let mut t = active.tail.len();
-    let rewrite_len =
-        fresh_len - align_up(first_used, BLOCK_BYTES) + align_up(t + first_used, BLOCK_BYTES);
-    let mut rewrite = t > 0
-        && t + first_used <= opts.tail_rewrite_bytes_max.min(opts.write_chunk_bytes)
-        && rewrite_len <= opts.batch_bytes_max;
-    let mut len = if rewrite { rewrite_len } else { fresh_len };
-    let mut start = if rewrite {
-        active.offset - t as u64
-    } else {
-        align_up(active.offset as usize, BLOCK_BYTES) as u64
-    };
+    let (mut t, mut start, mut len) = place_flush(active, first_used, fresh_len, opts);
     if start + len as u64 > opts.segment_bytes {
         // Roll only once the old segment is entirely durable: damage in any
         // segment but the last is then always corruption.
@@ -1275,7 +1298,8 @@ async fn flush<D: Disk>(
             *prep_seq,
             opts.clone(),
         )));
-        (t, rewrite, len, start) = (0, false, fresh_len, active.offset);
+        (t, start, len) = place_flush(active, first_used, fresh_len, opts);
+        debug_assert_eq!(t, 0, "a new segment has no partly filled block");
     }
     // Each write is zero-padded to its block's end; the first may begin
     // with the earlier records of its block (`tail_rewrite_bytes_max`). The
@@ -1284,6 +1308,7 @@ async fn flush<D: Disk>(
     let durable = inner.st.borrow().durable_lsn;
     let started = Instant::now();
     let file = active.file.clone();
+    let rewrite = t > 0;
     let from = active.offset;
     let mut pos = start;
     let mut end = start;
@@ -1292,10 +1317,19 @@ async fn flush<D: Disk>(
     for (i, mut c) in batch.chunks.drain(..).enumerate() {
         restamp_first_record(c.buf.as_bytes_mut(), durable);
         let (mut buf, used) = if i == 0 && rewrite {
-            let mut b = disk.alloc_buf(align_up(t + c.used, BLOCK_BYTES));
-            let bytes = b.as_bytes_mut();
-            bytes[..t].copy_from_slice(&active.tail);
-            bytes[t..t + c.used].copy_from_slice(&c.buf.as_bytes()[..c.used]);
+            // The block's earlier bytes go in front: shifted in place when
+            // the chunk's buffer has the room (it starts at 64 KiB, the
+            // default bound), else in a new buffer.
+            let need = align_up(t + c.used, BLOCK_BYTES);
+            let mut b = if c.buf.len() >= need {
+                c.buf.as_bytes_mut().copy_within(..c.used, t);
+                c.buf
+            } else {
+                let mut b = disk.alloc_buf(need);
+                b.as_bytes_mut()[t..t + c.used].copy_from_slice(&c.buf.as_bytes()[..c.used]);
+                b
+            };
+            b.as_bytes_mut()[..t].copy_from_slice(&active.tail);
             (b, t + c.used)
         } else {
             (c.buf, c.used)

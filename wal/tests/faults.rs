@@ -544,6 +544,44 @@ fn a_flush_past_tail_rewrite_bytes_max_starts_on_a_fresh_block() {
     });
 }
 
+/// A rewrite whose first chunk's buffer has no room for the block's
+/// earlier bytes in front (a bound above the 64 KiB a buffer starts at)
+/// assembles its write in a new buffer; every record reads back.
+#[test]
+fn a_rewrite_larger_than_its_chunk_buffer_reads_back() {
+    run(async {
+        let opts = WalOptions {
+            segment_bytes: 4 << 20,
+            batch_bytes_max: 1 << 20,
+            write_chunk_bytes: 1 << 20,
+            queue_bytes_max: 4 << 20,
+            tail_rewrite_bytes_max: 1 << 20,
+            ..small_opts()
+        };
+        let disk = MemDisk::new();
+        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+            .await
+            .unwrap();
+        wal.append(&[1u8; 16]).await.unwrap();
+        // 1,638 records of 40 bytes: 65,520 bytes in a 64 KiB buffer, with
+        // the block's 40 earlier bytes in front, 65,560.
+        let mut last = 0;
+        for i in 0..1638u64 {
+            last = wal.try_submit(&[(i % 251) as u8; 16]).unwrap();
+        }
+        wal.wait_durable(last).await.unwrap();
+        let st = wal.stats();
+        assert_eq!((st.syncs, st.tail_rewrites), (2, 1));
+        wal.close().await.unwrap();
+        let (len, got) = sealed_length(&disk, opts).await;
+        assert_eq!(len, BLOCK_BYTES + 1639 * record_bytes(16));
+        assert_eq!(got.len(), 1639);
+        for (l, p) in &got[1..] {
+            assert_eq!(p, &vec![((*l - 2) % 251) as u8; 16], "record {l}");
+        }
+    });
+}
+
 #[test]
 fn everything_released_then_reopened_keeps_the_lsn_sequence() {
     run(async {
