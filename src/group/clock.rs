@@ -66,6 +66,22 @@ impl TickClock {
         }
     }
 
+    /// When the `ahead`-th tick not yet handed out is due (µs on the
+    /// caller's clock; `ahead` 0 counts as 1): a driver that sleeps until
+    /// then and asks [`TickClock::due`] gets that tick, and none is
+    /// dropped while `ahead` is at most [`TickClock::catch_up_max`].
+    pub fn due_at_us(&self, ahead: u64) -> u64 {
+        let later = ahead.max(1) - 1;
+        self.next_us
+            .get()
+            .saturating_add(later.saturating_mul(self.tick_us))
+    }
+
+    /// The most ticks [`TickClock::due`] hands out at once.
+    pub fn catch_up_max(&self) -> u64 {
+        self.catch_up_max
+    }
+
     /// The ticks due at the time `now_us` tells that [`TickClock::due`]
     /// has not handed out yet (uncapped), as a function for the Raft
     /// clock's lag (`raft::Clock::set_lag_source`): the leader lease of a
@@ -122,5 +138,24 @@ mod tests {
         assert_eq!(c.due(5_060_000 + 41 * 10_000), 41);
         // Backwards: nothing.
         assert_eq!(c.due(1), 0);
+    }
+
+    #[test]
+    fn a_driver_that_sleeps_until_due_at_us_gets_every_tick() {
+        let mut c = TickClock::new(10_000, 10_000, 20);
+        assert_eq!(c.catch_up_max(), 41);
+        assert_eq!(c.due_at_us(0), 10_000);
+        assert_eq!(c.due_at_us(1), 10_000);
+        assert_eq!(c.due_at_us(3), 30_000);
+        assert_eq!(c.due(c.due_at_us(3) - 1), 2);
+        assert_eq!(c.due_at_us(1), 30_000);
+        // Sleeping the longest it may: all of them handed out, none dropped.
+        let at = c.due_at_us(c.catch_up_max());
+        assert_eq!(c.due(at), 41);
+        assert_eq!(c.due_at_us(1), at + 10_000);
+        // One tick later than that would drop time.
+        let at = c.due_at_us(c.catch_up_max() + 1);
+        assert_eq!(c.due(at), 41);
+        assert_eq!(c.due_at_us(1), at + 10_000, "the 42nd tick was dropped");
     }
 }

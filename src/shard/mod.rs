@@ -279,6 +279,10 @@ pub struct Shard {
     /// segments they are about to unlink.
     wal_removals: Rc<Cell<usize>>,
     snaps_failed: Rc<RefCell<Vec<snapfile::SnapFileError>>>,
+    /// Woken by the background tasks (snapshot files written or failed,
+    /// installs decoded, chunks read, split ranges seeded) when they push
+    /// their outcome, so the loop takes it up at once, not at a tick.
+    background_done: Rc<crate::transport::sync::WaitList>,
     /// Snapshot files being written in the background (taken here, not
     /// installs): at most `SNAPSHOT_WRITES_MAX`.
     snaps_writing: Rc<Cell<usize>>,
@@ -292,8 +296,11 @@ pub struct Shard {
     /// The disk filled up: writes are refused, reads served, and the shard
     /// rebuilds itself from disk once the WAL reopens.
     disk_full: bool,
-    /// Set from outside (a signal) to stop the shard.
+    /// Set from outside (a signal) to stop the shard; whoever sets it
+    /// wakes the loop ([`Shard::waker`]).
     stop: Rc<Cell<bool>>,
+    /// Fired by the shard's ticker (`TickPlan`), and by [`Shard::waker`].
+    ticks: Rc<crate::transport::sync::Ticker>,
     metrics: Option<crate::metrics::MetricsHub>,
     /// Entries per AppendEntries sent.
     append_entries: hdrhistogram::Histogram<u64>,
@@ -381,6 +388,104 @@ pub const WAL_RECORDS_KEPT_PER_GROUP: u64 = 2;
 /// time went: a long turn delays every group's messages and ticks, and
 /// past the peers' silence limit they report this node unreachable.
 pub const SLOW_TURN_MS: u64 = 500;
+
+/// The longest the shard's ticker sleeps, in ms, when no replica has a
+/// timed event sooner (every group quiesced, or followers only, waiting
+/// out election timeouts): an idle shard wakes about 1000 / this times a
+/// second instead of once per tick (`tick-ms`). It also bounds how late
+/// the ticker sees a stuck turn (`StallWatch`): logged by `SLOW_TURN_MS`
+/// plus this at the latest. The ticker never sleeps past the next second's
+/// housekeeping nor past the ticks `TickClock::due` hands out at once, so
+/// no tick is dropped by idling.
+pub const TICKER_SLEEP_MS_MAX: u64 = 250;
+
+/// The most ticks the ticker may sleep after a turn (at least 1): one if
+/// the turn left something looked at every tick (`every_tick`: requests
+/// waiting for their deadlines, WAL records not yet durable, ...), else
+/// [`TICKER_SLEEP_MS_MAX`] in ticks of `tick_ms`, no more than
+/// `catch_up_max` (`TickClock::catch_up_max`) nor `to_second` (ticks to
+/// the next second's housekeeping).
+fn ticker_sleep_ticks_max(
+    every_tick: bool,
+    tick_ms: u64,
+    catch_up_max: u64,
+    to_second: u64,
+) -> u64 {
+    if every_tick {
+        return 1;
+    }
+    (TICKER_SLEEP_MS_MAX / tick_ms.max(1))
+        .min(catch_up_max)
+        .min(to_second)
+        .max(1)
+}
+
+/// When the shard loop wants its ticker to wake it next (issue #22: an
+/// idle shard woke every tick, ~50 times a second, for nothing). The loop
+/// says so at the end of each turn ([`TickPlan::want`]); the ticker sleeps
+/// until then, but never less than a tick after it last fired (a loop
+/// stuck in a turn is still looked at every tick, as before), and is
+/// woken to sleep again only when the loop wants it earlier than it is
+/// armed for: in steady load the wanted time is the next tick, no later
+/// than the ticker's own, so no timer is armed per turn.
+#[derive(Default)]
+struct TickPlan {
+    /// When the loop wants its next wake-up (µs on the shard's clock).
+    want_us: Cell<u64>,
+    /// No earlier than this: a tick after the ticker last fired.
+    floor_us: Cell<u64>,
+    /// What the ticker's timer is armed for.
+    armed_us: Cell<u64>,
+    rearm: crate::transport::sync::WaitList,
+}
+
+impl TickPlan {
+    fn want(&self, at_us: u64) {
+        self.want_us.set(at_us);
+        if self.target() < self.armed_us.get() {
+            self.rearm.wake_all();
+        }
+    }
+
+    fn target(&self) -> u64 {
+        self.want_us.get().max(self.floor_us.get())
+    }
+
+    /// The ticker: sleeps until the target, again if the loop wanted it
+    /// earlier meanwhile, then fires `ticks` and checks `watch`.
+    async fn run(
+        &self,
+        tick_us: u64,
+        now_us: impl Fn() -> u64,
+        ticks: &crate::transport::sync::Ticker,
+        watch: &StallWatch,
+        stop: &Cell<bool>,
+        shard: u32,
+    ) {
+        self.floor_us.set(now_us() + tick_us);
+        while !stop.get() {
+            let target = self.target();
+            self.armed_us.set(target);
+            let now = now_us();
+            if target > now {
+                let sleep = async {
+                    glommio::timer::sleep(Duration::from_micros(target - now)).await;
+                    false
+                };
+                let earlier = async {
+                    self.rearm.wait_until(|| self.target() < target).await;
+                    true
+                };
+                if sleep.or(earlier).await {
+                    continue;
+                }
+            }
+            self.floor_us.set(now_us() + tick_us);
+            ticks.fire();
+            watch.check(shard);
+        }
+    }
+}
 
 /// Watches the shard loop from its tick task: a turn still running
 /// after `SLOW_TURN_MS` is logged (WARN) with the step it waits in, again
@@ -655,6 +760,8 @@ impl Shard {
             wal_release_failed: Rc::default(),
             wal_removals: Rc::default(),
             snaps_failed: Rc::default(),
+            background_done: Rc::default(),
+            ticks: Rc::default(),
             snaps_writing: Rc::default(),
             snap_bytes_turn: 0,
             unpin_rest: None,
@@ -686,6 +793,15 @@ impl Shard {
         Ok(shard_value)
     }
 
+    /// Wakes the shard's loop as a tick would: for whoever sets the stop
+    /// flag given to [`Shard::open`], so the loop sees it at once, not
+    /// when its ticker next fires (up to [`TICKER_SLEEP_MS_MAX`] later on
+    /// an idle shard).
+    pub fn waker(&self) -> impl Fn() + 'static {
+        let ticks = self.ticks.clone();
+        move || ticks.fire()
+    }
+
     /// Serves until stopped (`stop` set) or a fatal error.
     pub async fn run(
         mut self,
@@ -696,30 +812,27 @@ impl Shard {
         glommio::spawn_local(self.clients.clone().serve(client_listener)).detach();
         // One timer for the shard, in its own task: the loop itself never
         // arms a timer per turn (each costs io_uring submissions).
-        let tick = Duration::from_millis(self.cfg.tick_ms);
-        let ticks = Rc::new(crate::transport::sync::Ticker::default());
+        // Its sleep follows the replicas' timed events (`TickPlan`).
+        let ticks = self.ticks.clone();
         let watch = Rc::new(StallWatch::default());
-        {
-            let ticks = ticks.clone();
-            let stop = self.stop.clone();
-            let watch = watch.clone();
-            let shard = self.cfg.shard;
-            glommio::spawn_local(async move {
-                while !stop.get() {
-                    glommio::timer::sleep(tick).await;
-                    ticks.fire();
-                    watch.check(shard);
-                }
-            })
-            .detach();
-        }
-        let ticks_per_second = (1000 / self.cfg.tick_ms).max(1);
-        let mut tick_count = 0u64;
+        let plan = Rc::new(TickPlan::default());
         // Ticks from the monotonic clock, not from timer wake-ups: after a
         // pause the lease has aged by the whole pause (`group::clock`).
         let origin = Instant::now();
         let now_us = move || origin.elapsed().as_micros() as u64;
         let tick_us = self.cfg.tick_ms * 1000;
+        {
+            let (ticks, watch, plan) = (ticks.clone(), watch.clone(), plan.clone());
+            let stop = self.stop.clone();
+            let shard = self.cfg.shard;
+            glommio::spawn_local(async move {
+                plan.run(tick_us, now_us, &ticks, &watch, &stop, shard)
+                    .await
+            })
+            .detach();
+        }
+        let ticks_per_second = (1000 / self.cfg.tick_ms).max(1);
+        let mut tick_count = 0u64;
         let mut clock = TickClock::new(tick_us, now_us() + tick_us, self.cfg.raft.election_ticks);
         // A lease checked late in a long turn counts the ticks since its
         // start too (`raft::Clock::lag`).
@@ -846,6 +959,21 @@ impl Shard {
                 continue;
             }
             watch.idle();
+            // The next wake-up the ticks owe this shard: its replicas'
+            // first timed event, or sooner for what is looked at every
+            // tick or each second.
+            let every_tick = !self.work.waiting.is_empty()
+                || !self.trimming.is_empty()
+                || !self.inflight.is_empty()
+                || !self.removed.is_empty();
+            let to_second = ticks_per_second - tick_count % ticks_per_second;
+            let most = ticker_sleep_ticks_max(
+                every_tick,
+                self.cfg.tick_ms,
+                clock.catch_up_max(),
+                to_second,
+            );
+            plan.want(clock.due_at_us(self.work.ticks_to_next_event(most)));
             // Wait for anything to do.
             let wal = self.store.wal().clone();
             let oldest = self.inflight.front().map(|f| f.lsn);
@@ -865,20 +993,24 @@ impl Shard {
             let transport = self.transport.clone();
             let clients = self.clients.clone();
             let snaps_done = self.snaps_done.clone();
+            let snaps_failed = self.snaps_failed.clone();
             let installs_done = self.installs_done.clone();
             let chunks_read = self.chunks_read.clone();
             let splits_done = self.splits_done.clone();
+            let background_done = self.background_done.clone();
             let snap_poll = async move {
                 // Background snapshot writes and chunk reads report through
-                // `snaps_done`, `installs_done` and `chunks_read`; checked
-                // at the tick at the latest.
-                if snaps_done.borrow().is_empty()
-                    && installs_done.borrow().is_empty()
-                    && chunks_read.borrow().is_empty()
-                    && splits_done.borrow().is_empty()
-                {
-                    futures_lite::future::pending::<()>().await
-                }
+                // `snaps_done`, `snaps_failed`, `installs_done`,
+                // `chunks_read` and `splits_done`, and wake `background_done`.
+                background_done
+                    .wait_until(|| {
+                        !(snaps_done.borrow().is_empty()
+                            && snaps_failed.borrow().is_empty()
+                            && installs_done.borrow().is_empty()
+                            && chunks_read.borrow().is_empty()
+                            && splits_done.borrow().is_empty())
+                    })
+                    .await
             };
             async { transport.inbox_ready().await }
                 .or(async { clients.ready().await })
@@ -1120,6 +1252,7 @@ impl Shard {
                 &mut self.snapshot_budget,
                 &mut self.stats,
                 &self.chunks_read,
+                &self.background_done,
                 r,
                 std::mem::take(&mut io.snapshot_reads),
             );
@@ -1496,6 +1629,97 @@ mod turn_times_tests {
         t.end(TurnPhase::Durable);
         assert!(t.report(0));
         assert!(t.us[TurnPhase::Ticks as usize] < 1_000_000);
+    }
+}
+
+#[cfg(test)]
+mod ticker_tests {
+    use super::*;
+    use crate::transport::sync::Ticker;
+
+    /// `TICKER_SLEEP_MS_MAX`, in ticks, bounds an idle shard's sleep, and
+    /// so do the catch-up bound, the next second and work looked at every
+    /// tick.
+    #[test]
+    fn an_idle_ticker_sleeps_at_most_ticker_sleep_ms_max() {
+        assert_eq!(
+            ticker_sleep_ticks_max(false, 20, 21, 50),
+            TICKER_SLEEP_MS_MAX / 20
+        );
+        assert_eq!(
+            ticker_sleep_ticks_max(false, 1, 10_000, 10_000),
+            TICKER_SLEEP_MS_MAX
+        );
+        assert_eq!(
+            ticker_sleep_ticks_max(false, 20, 5, 50),
+            5,
+            "catch-up bound"
+        );
+        assert_eq!(ticker_sleep_ticks_max(false, 20, 21, 3), 3, "next second");
+        assert_eq!(ticker_sleep_ticks_max(true, 20, 21, 50), 1, "every tick");
+        assert_eq!(
+            ticker_sleep_ticks_max(false, 1000, 21, 1),
+            1,
+            "at least one"
+        );
+    }
+
+    /// The ticker sleeps until the loop wants it (an idle shard is not
+    /// woken every tick), and wakes as soon as the loop wants it earlier.
+    #[test]
+    fn the_ticker_sleeps_until_wanted_and_is_woken_earlier_when_asked() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let tick_us = 1_000;
+                let origin = Instant::now();
+                let now_us = move || origin.elapsed().as_micros() as u64;
+                let (plan, ticks, watch) = (
+                    Rc::new(TickPlan::default()),
+                    Rc::new(Ticker::default()),
+                    Rc::new(StallWatch::default()),
+                );
+                let stop = Rc::new(Cell::new(false));
+                let fired = Rc::new(Cell::new(0u32));
+                plan.want(now_us() + 3_600_000_000);
+                let ticker = {
+                    let (plan, ticks, watch, stop) =
+                        (plan.clone(), ticks.clone(), watch.clone(), stop.clone());
+                    glommio::spawn_local(async move {
+                        plan.run(tick_us, now_us, &ticks, &watch, &stop, 0).await
+                    })
+                };
+                let counter = {
+                    let (ticks, fired, stop) = (ticks.clone(), fired.clone(), stop.clone());
+                    glommio::spawn_local(async move {
+                        while !stop.get() {
+                            ticks.wait().await;
+                            ticks.take();
+                            fired.set(fired.get() + 1);
+                        }
+                    })
+                };
+                // Fifty ticks' time: ticking every tick would fire ~50
+                // times; an idle ticker at most once (its first, a tick
+                // after it started, before it read the plan's target).
+                glommio::timer::sleep(Duration::from_micros(50 * tick_us)).await;
+                assert!(fired.get() <= 1, "fired {} times while idle", fired.get());
+                let before = fired.get();
+                // Wanted now: it fires without waiting out its long sleep.
+                plan.want(now_us());
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while fired.get() == before {
+                    assert!(Instant::now() < deadline, "not woken when wanted earlier");
+                    glommio::timer::sleep(Duration::from_micros(tick_us)).await;
+                }
+                stop.set(true);
+                plan.want(0);
+                ticks.fire();
+                ticker.await;
+                counter.await;
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
 

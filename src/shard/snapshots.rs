@@ -103,6 +103,7 @@ impl Shard {
         let done = self.snaps_done.clone();
         let failed = self.snaps_failed.clone();
         let writing = self.snaps_writing.clone();
+        let wake = self.background_done.clone();
         writing.set(writing.get() + 1);
         glommio::spawn_local(async move {
             let (data, crc) = match encoded {
@@ -122,6 +123,7 @@ impl Shard {
                 }),
                 Err(e) => failed.borrow_mut().push(e),
             }
+            wake.wake_all();
         })
         .detach();
     }
@@ -143,6 +145,7 @@ impl Shard {
         let replica = g.replica;
         let dir = self.snap_dir.clone();
         let done = self.installs_done.clone();
+        let wake = self.background_done.clone();
         let limits = self.cfg.kv.clone();
         glommio::spawn_local(async move {
             let data = snap.data.clone();
@@ -166,6 +169,7 @@ impl Shard {
                 snap,
                 result,
             });
+            wake.wake_all();
         })
         .detach();
         self.installing.insert(gid, Parked { replica, io, rest });
@@ -471,6 +475,7 @@ pub(super) fn start_snapshot_reads(
     budget: &mut SnapshotBudget,
     stats: &mut ShardStats,
     done: &Rc<RefCell<Vec<ChunkRead>>>,
+    wake: &Rc<crate::transport::sync::WaitList>,
     r: &Replica,
     reads: Vec<crate::raft::SnapshotRead>,
 ) {
@@ -486,7 +491,7 @@ pub(super) fn start_snapshot_reads(
         }
         let (index, offset) = rd.at();
         let to = rd.message.to;
-        let (dir, group, done) = (dir.to_path_buf(), r.id, done.clone());
+        let (dir, group, done, wake) = (dir.to_path_buf(), r.id, done.clone(), wake.clone());
         glommio::spawn_local(async move {
             let result = snapfile::read_chunk(&dir, group, index, offset, bytes as usize)
                 .await
@@ -499,6 +504,7 @@ pub(super) fn start_snapshot_reads(
                 bytes,
                 result,
             });
+            wake.wake_all();
         })
         .detach();
     }

@@ -289,6 +289,7 @@ impl Shard {
             self.seeding.insert(right, parent);
             let dir = self.snap_dir.clone();
             let done = self.splits_done.clone();
+            let wake = self.background_done.clone();
             let kv = s.kv;
             glommio::spawn_local(async move {
                 let (data, crc) = encode_on_helper(kv.clone()).await;
@@ -303,6 +304,7 @@ impl Shard {
                     kv,
                     result,
                 });
+                wake.wake_all();
             })
             .detach();
         }

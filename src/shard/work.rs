@@ -89,6 +89,24 @@ impl WorkSet {
         self.events.len() + self.retries.len() + self.elections.len()
     }
 
+    /// Ticks from the clock's now to the first timed event of any hosted
+    /// replica (a leader's heartbeat or check-quorum round, a retry, an
+    /// election timeout), at least 1 (an election the campaign budget held
+    /// back stays due: the next tick) and at most `cap` (also what it is
+    /// with no replica awake). The shard loop's ticker sleeps that long
+    /// (`Shard::run`): a shard whose groups are all quiesced is not woken
+    /// every tick for nothing. Entries a newer schedule replaced may make
+    /// it earlier than needed, never later. O(log n).
+    pub fn ticks_to_next_event(&self, cap: u64) -> u64 {
+        let now = self.clock.now();
+        [&self.events, &self.retries, &self.elections]
+            .into_iter()
+            .filter_map(|set| set.first().map(|&(at, _)| at))
+            .min()
+            .map_or(cap, |at| at.saturating_sub(now))
+            .clamp(1, cap.max(1))
+    }
+
     /// Replicas campaigning, as of their last schedule.
     pub fn candidates(&self) -> usize {
         self.candidates.len()
@@ -575,5 +593,42 @@ mod tests {
         w.mark(1);
         schedule_marked(&mut w, &mut replicas);
         assert_eq!(w.awake(), 2);
+    }
+
+    /// The ticker's sleep (`ticks_to_next_event`): the first timed event
+    /// of any replica, the next tick for an overdue election, the cap
+    /// with every replica quiesced.
+    #[test]
+    fn the_next_event_is_the_first_timer_of_any_replica_or_the_cap() {
+        let (mut w, mut replicas) = host(1..=3, true);
+        let first = replicas.values().map(|r| r.raft.due_at()).min().unwrap();
+        let now = w.clock.now();
+        assert!(first > now + 1, "election timeouts are ticks away");
+        assert_eq!(w.ticks_to_next_event(1000), first - now);
+        assert_eq!(w.ticks_to_next_event(2), 2, "capped");
+        assert_eq!(w.ticks_to_next_event(0), 1, "at least the next tick");
+        // One tick before it: the next tick.
+        w.tick(&mut replicas, first - now - 1, per_tick(0));
+        schedule_marked(&mut w, &mut replicas);
+        assert_eq!(w.ticks_to_next_event(1000), 1);
+        // Overdue and held back by a budget of 0: still the next tick.
+        w.tick(&mut replicas, 5, per_tick(0));
+        schedule_marked(&mut w, &mut replicas);
+        assert!(w.elections.first().unwrap().0 < w.clock.now());
+        assert_eq!(w.ticks_to_next_event(1000), 1);
+        // Every replica quiesced by its leader: nothing is due, the cap.
+        for (&g, r) in replicas.iter_mut() {
+            r.raft.step(crate::raft::Message {
+                from: 2,
+                to: 1,
+                term: 1,
+                body: crate::raft::Body::Quiesce { commit: 0 },
+            });
+            assert!(r.raft.quiesced(), "group {g}");
+            w.mark(g);
+        }
+        schedule_marked(&mut w, &mut replicas);
+        assert_eq!(w.awake(), 0);
+        assert_eq!(w.ticks_to_next_event(21), 21);
     }
 }

@@ -235,6 +235,7 @@ impl Link {
             &self.shared.unreachable
         };
         list.borrow_mut().push(self.node);
+        self.shared.inbox_ready.wake_all();
     }
 
     /// Marks the link down: what was queued is dropped (and counted), and

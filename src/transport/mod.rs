@@ -427,6 +427,7 @@ impl Shared {
                         "heard from the peer again"
                     );
                     self.reachable.borrow_mut().push(node);
+                    self.inbox_ready.wake_all();
                 }
                 *e = (node, now, false);
             }
@@ -616,12 +617,20 @@ impl Transport {
         }
     }
 
-    /// Waits until a message is in the inbox.
+    /// Waits until a message is in the inbox, or a peer is to be reported
+    /// unreachable or reachable again ([`Transport::take_unreachable`]):
+    /// the shard loop is woken for those at once, not at its next tick
+    /// (an idle shard's ticker sleeps, `shard::TICKER_SLEEP_MS_MAX`).
     pub async fn inbox_ready(&self) {
         let shared = &self.shared;
         shared
             .inbox_ready
-            .wait_until(|| !shared.inbox.borrow().is_empty() || shared.closing.get())
+            .wait_until(|| {
+                !shared.inbox.borrow().is_empty()
+                    || !shared.unreachable.borrow().is_empty()
+                    || !shared.reachable.borrow().is_empty()
+                    || shared.closing.get()
+            })
             .await
     }
 
