@@ -572,8 +572,9 @@ impl NodeStop {
     fn stop(&self) {
         self.flag.store(true, Ordering::SeqCst);
         for w in &self.wake {
-            // Full (already woken) or closed (that shard ended): either way
-            // nothing more to do.
+            // Full (already woken) or closed (that shard ended: EPIPE, no
+            // SIGPIPE, which Rust programs ignore): either way nothing
+            // more to do.
             let _ = std::io::Write::write(&mut &*w, &[1]);
         }
     }

@@ -1153,9 +1153,11 @@ impl ValidConfig {
     /// each way) and handshakes in progress, the refusals in flight, and per
     /// shard its WAL (open segments, the one being prepared, the
     /// directory), snapshot files, listeners and the executor's own
-    /// (io_uring rings, eventfds); plus the process's (stdio, metrics).
+    /// (io_uring rings, eventfds), and its stop socket pair with the
+    /// signal handlers' two copies of its writing end; plus the process's
+    /// (stdio, metrics).
     pub fn fd_budget(&self) -> usize {
-        const PER_SHARD_FIXED: usize = 48;
+        const PER_SHARD_FIXED: usize = 52;
         const PROCESS_FIXED: usize = 32;
         let shards = self.shards as usize;
         let mut clients = self.shard_template.transport.client_conns_max * shards;

@@ -2,7 +2,8 @@
 //! transport and its clients.
 //!
 //! One turn: drain inbound messages and client requests → step replicas →
-//! tick (one timer for the whole shard) → collect the Readies of all
+//! tick (one timer for the whole shard, which sleeps until the replicas'
+//! first timed event: `TickPlan`) → collect the Readies of all
 //! replicas → send their messages (a leader does not wait for its own
 //! fsync) → one WAL batch for every replica's entries and hard states →
 //! apply what is committed and answer clients → when the WAL reports
@@ -402,9 +403,9 @@ pub const TICKER_SLEEP_MS_MAX: u64 = 250;
 /// The most ticks the ticker may sleep after a turn (at least 1): one if
 /// the turn left something looked at every tick (`every_tick`: requests
 /// waiting for their deadlines, WAL records not yet durable, ...), else
-/// [`TICKER_SLEEP_MS_MAX`] in ticks of `tick_ms`, no more than
-/// `catch_up_max` (`TickClock::catch_up_max`) nor `to_second` (ticks to
-/// the next second's housekeeping).
+/// [`TICKER_SLEEP_MS_MAX`] in ticks of `tick_ms`, less than
+/// `catch_up_max` (`TickClock::catch_up_max`) and no more than `to_second`
+/// (ticks to the next second's housekeeping).
 fn ticker_sleep_ticks_max(
     every_tick: bool,
     tick_ms: u64,
@@ -414,8 +415,10 @@ fn ticker_sleep_ticks_max(
     if every_tick {
         return 1;
     }
+    // One tick short of the catch-up bound: a timer that fires late does
+    // not push the ticks due past it (`TickClock::due` would drop time).
     (TICKER_SLEEP_MS_MAX / tick_ms.max(1))
-        .min(catch_up_max)
+        .min(catch_up_max.saturating_sub(1))
         .min(to_second)
         .max(1)
 }
@@ -424,7 +427,8 @@ fn ticker_sleep_ticks_max(
 /// idle shard woke every tick, ~50 times a second, for nothing). The loop
 /// says so at the end of each turn ([`TickPlan::want`]); the ticker sleeps
 /// until then, but never less than a tick after it last fired (a loop
-/// stuck in a turn is still looked at every tick, as before), and is
+/// stuck in a turn says nothing new, and is looked at again when what it
+/// last wanted comes: within `TICKER_SLEEP_MS_MAX`), and is
 /// woken to sleep again only when the loop wants it earlier than it is
 /// armed for: in steady load the wanted time is the next tick, no later
 /// than the ticker's own, so no timer is armed per turn.
@@ -477,6 +481,12 @@ impl TickPlan {
                     true
                 };
                 if sleep.or(earlier).await {
+                    continue;
+                }
+                // Armed at the floor while the loop had not yet said what
+                // it wants after the last tick, and it since wanted later:
+                // no turn for nothing, sleep on.
+                if self.target() > now_us() {
                     continue;
                 }
             }
@@ -1013,6 +1023,7 @@ impl Shard {
                     .await
             };
             async { transport.inbox_ready().await }
+                .or(async { transport.peer_reports_ready().await })
                 .or(async { clients.ready().await })
                 .or(durable)
                 .or(snap_poll)
@@ -1652,8 +1663,8 @@ mod ticker_tests {
         );
         assert_eq!(
             ticker_sleep_ticks_max(false, 20, 5, 50),
-            5,
-            "catch-up bound"
+            4,
+            "under the catch-up bound"
         );
         assert_eq!(ticker_sleep_ticks_max(false, 20, 21, 3), 3, "next second");
         assert_eq!(ticker_sleep_ticks_max(true, 20, 21, 50), 1, "every tick");
@@ -1711,6 +1722,16 @@ mod ticker_tests {
                     assert!(Instant::now() < deadline, "not woken when wanted earlier");
                     glommio::timer::sleep(Duration::from_micros(tick_us)).await;
                 }
+                // The loop's turn then wants it much later: the ticker,
+                // armed for a tick after its fire, does not fire for nothing.
+                plan.want(now_us() + 3_600_000_000);
+                let after = fired.get();
+                glommio::timer::sleep(Duration::from_micros(20 * tick_us)).await;
+                assert_eq!(
+                    fired.get(),
+                    after,
+                    "fired again for nothing after a turn wanted later"
+                );
                 stop.set(true);
                 plan.want(0);
                 ticks.fire();

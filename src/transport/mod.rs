@@ -617,17 +617,26 @@ impl Transport {
         }
     }
 
-    /// Waits until a message is in the inbox, or a peer is to be reported
-    /// unreachable or reachable again ([`Transport::take_unreachable`]):
-    /// the shard loop is woken for those at once, not at its next tick
-    /// (an idle shard's ticker sleeps, `shard::TICKER_SLEEP_MS_MAX`).
+    /// Waits until a message is in the inbox.
     pub async fn inbox_ready(&self) {
         let shared = &self.shared;
         shared
             .inbox_ready
+            .wait_until(|| !shared.inbox.borrow().is_empty() || shared.closing.get())
+            .await
+    }
+
+    /// Waits until a peer is to be reported unreachable or reachable again
+    /// ([`Transport::take_unreachable`], [`Transport::take_reachable`]),
+    /// which a caller then takes (else this resolves at once for ever):
+    /// the shard loop is woken for those at once, not at its next tick
+    /// (an idle shard's ticker sleeps, `shard::TICKER_SLEEP_MS_MAX`).
+    pub async fn peer_reports_ready(&self) {
+        let shared = &self.shared;
+        shared
+            .inbox_ready
             .wait_until(|| {
-                !shared.inbox.borrow().is_empty()
-                    || !shared.unreachable.borrow().is_empty()
+                !shared.unreachable.borrow().is_empty()
                     || !shared.reachable.borrow().is_empty()
                     || shared.closing.get()
             })
