@@ -156,6 +156,10 @@ mod tests {
         // One tick later than that would drop time.
         let at = c.due_at_us(c.catch_up_max() + 1);
         assert_eq!(c.due(at), 41);
-        assert_eq!(c.due_at_us(1), at + 10_000, "the 42nd tick was dropped");
+        assert_eq!(
+            c.due_at_us(1),
+            at + 10_000,
+            "expected the 42nd tick to be dropped"
+        );
     }
 }

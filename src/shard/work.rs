@@ -607,8 +607,11 @@ mod tests {
         assert_eq!(w.ticks_to_next_event(1000), first - now);
         assert_eq!(w.ticks_to_next_event(2), 2, "capped");
         assert_eq!(w.ticks_to_next_event(0), 1, "at least the next tick");
-        // One tick before it: the next tick.
-        w.tick(&mut replicas, first - now - 1, per_tick(0));
+        // Two ticks before it: two; one tick before it: the next tick.
+        w.tick(&mut replicas, first - now - 2, per_tick(0));
+        schedule_marked(&mut w, &mut replicas);
+        assert_eq!(w.ticks_to_next_event(1000), 2);
+        w.tick(&mut replicas, 1, per_tick(0));
         schedule_marked(&mut w, &mut replicas);
         assert_eq!(w.ticks_to_next_event(1000), 1);
         // Overdue and held back by a budget of 0: still the next tick.
