@@ -584,10 +584,14 @@ impl NodeStop {
     }
 }
 
+/// How often a shard polls the node's stop flag, in ms, if its stop socket
+/// failed (never otherwise: the socket wakes it).
+const STOP_POLL_MS: u64 = 50;
+
 /// Resolves once `stop` is set: woken by the shard's socket (`socket`, the
-/// reading end [`NodeStop::new`] gave), polling the flag every 50 ms
-/// only if that socket fails.
-async fn stopped(stop: &NodeStop, socket: std::os::unix::net::UnixStream) {
+/// reading end [`NodeStop::new`] gave), polling the flag every
+/// [`STOP_POLL_MS`] only if that socket fails.
+async fn wait_for_stop(stop: &NodeStop, socket: std::os::unix::net::UnixStream) {
     use futures_lite::AsyncReadExt;
     use std::os::fd::{FromRawFd, IntoRawFd};
     // SAFETY: the descriptor is an open socket this takes over.
@@ -599,7 +603,7 @@ async fn stopped(stop: &NodeStop, socket: std::os::unix::net::UnixStream) {
             other => {
                 tracing::warn!(?other, "the stop socket failed: polling the stop flag");
                 while !stop.stopped() {
-                    glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                    glommio::timer::sleep(std::time::Duration::from_millis(STOP_POLL_MS)).await;
                 }
             }
         }
@@ -721,7 +725,7 @@ async fn run_shard(
     let local = stop_local.clone();
     let wake = shard.waker();
     glommio::spawn_local(async move {
-        stopped(&stop, stop_socket).await;
+        wait_for_stop(&stop, stop_socket).await;
         tracing::info!(shard = s, "stopping (a signal, or another shard failed)");
         local.set(true);
         wake();

@@ -422,6 +422,15 @@ fn rollover_and_release_before() {
     });
 }
 
+/// A new WAL with `opts` on an empty in-memory disk.
+async fn fresh(opts: &WalOptions) -> (MemDisk, Wal<MemDisk>) {
+    let disk = MemDisk::new();
+    let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
+        .await
+        .unwrap();
+    (disk, wal)
+}
+
 /// Length of the one sealed segment after a reopen (it is cut at its
 /// last record) and the records read back.
 async fn sealed_length(disk: &MemDisk, opts: WalOptions) -> (usize, Vec<(u64, Vec<u8>)>) {
@@ -444,10 +453,7 @@ fn small_flushes_share_blocks_instead_of_taking_one_each() {
             segment_bytes: 1 << 20,
             ..small_opts()
         };
-        let disk = MemDisk::new();
-        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
-            .await
-            .unwrap();
+        let (disk, wal) = fresh(&opts).await;
         for i in 0..100u64 {
             wal.append(&[i as u8; 16]).await.unwrap();
         }
@@ -502,10 +508,7 @@ fn a_flush_past_tail_rewrite_bytes_max_starts_on_a_fresh_block() {
             queue_bytes_max: 4 << 20,
             ..small_opts()
         };
-        let disk = MemDisk::new();
-        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
-            .await
-            .unwrap();
+        let (disk, wal) = fresh(&opts).await;
         // Record 2's write (record 1, then record 2) is exactly the bound;
         // record 3 starts a block; record 4 alone is exactly the bound, so
         // its write after record 3's 40 bytes would pass it; record 4 ends
@@ -558,10 +561,7 @@ fn a_rewrite_larger_than_its_chunk_buffer_reads_back() {
             tail_rewrite_bytes_max: 1 << 20,
             ..small_opts()
         };
-        let disk = MemDisk::new();
-        let (wal, _) = Wal::open(disk.clone(), opts.clone(), |_, _| {})
-            .await
-            .unwrap();
+        let (disk, wal) = fresh(&opts).await;
         wal.append(&[1u8; 16]).await.unwrap();
         // 1,638 records of 40 bytes: 65,520 bytes in a 64 KiB buffer, with
         // the block's 40 earlier bytes in front, 65,560.
