@@ -23,16 +23,51 @@ use crate::storage::LogStore;
 
 thread_local! {
     /// The executor the simulated WALs' writers run on (one per thread,
-    /// reused across runs; never running between two `block_on`s).
-    static EXECUTOR: glommio::LocalExecutor = glommio::LocalExecutorBuilder::default()
-        .make()
-        .expect("sim: cannot make a glommio executor for the simulated WALs");
+    /// reused across runs; never running between two `block_on`s). `None`
+    /// until the first `block_on`, and again after a panic unwound out of
+    /// one (see there).
+    static EXECUTOR: std::cell::RefCell<Option<std::rc::Rc<glommio::LocalExecutor>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 /// Runs the executor until `f` completes: the WAL writers' tasks move only
 /// inside this call.
+///
+/// A panic inside (an assertion of the WAL's or of the code under test)
+/// leaves glommio's executor in a state where its next `run` parks forever:
+/// the panicking task stays marked as running. The sweeps catch a seed's
+/// panic and go on to the next seed on the same thread, so the executor a
+/// panic unwinds through is dropped from the thread (leaked: its own drop
+/// would touch that state) and the next call makes a fresh one. Without
+/// this a failing seed hung its sweep instead of being reported with its
+/// replay command (test `a_panic_inside_block_on_leaves_the_next_one_working`).
 pub(super) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    EXECUTOR.with(|ex| ex.run(f))
+    /// Leaks the thread's executor if dropped during a panic.
+    struct Unwound;
+    impl Drop for Unwound {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                if let Some(ex) = EXECUTOR.with(|e| e.borrow_mut().take()) {
+                    std::mem::forget(ex);
+                }
+            }
+        }
+    }
+    let ex = EXECUTOR.with(|e| {
+        e.borrow_mut()
+            .get_or_insert_with(|| {
+                std::rc::Rc::new(
+                    glommio::LocalExecutorBuilder::default()
+                        .make()
+                        .expect("sim: cannot make a glommio executor for the simulated WALs"),
+                )
+            })
+            .clone()
+    });
+    let guard = Unwound;
+    let out = ex.run(f);
+    drop(guard);
+    out
 }
 
 /// The largest record the simulated WAL takes: above any record a run
@@ -591,5 +626,46 @@ impl Sim {
         }
         self.start_disk_batch(i);
         self.drive_all(i);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::block_on;
+
+    /// A seed that panics inside the executor (caught by the sweep) must not
+    /// hang the seeds after it: glommio's executor does not survive a panic
+    /// unwinding out of its `run`. Before the fix the second `block_on`
+    /// parked forever; the deadline turns that into a failure.
+    #[test]
+    fn a_panic_inside_block_on_leaves_the_next_one_working() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let caught = std::panic::catch_unwind(|| {
+                block_on(async {
+                    let t = glommio::spawn_local(async {
+                        futures_lite::future::yield_now().await;
+                        panic!("a seed's assertion");
+                    });
+                    t.await
+                })
+            });
+            assert!(caught.is_err());
+            let mut got = Vec::new();
+            for i in 0..3u32 {
+                got.push(block_on(async move {
+                    glommio::spawn_local(async move {
+                        futures_lite::future::yield_now().await;
+                        i * 2
+                    })
+                    .await
+                }));
+            }
+            let _ = tx.send(got);
+        });
+        let got = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("block_on hung after a panic inside the previous one");
+        assert_eq!(got, vec![0, 2, 4]);
     }
 }
