@@ -30,6 +30,25 @@ thread_local! {
         const { std::cell::RefCell::new(None) };
 }
 
+/// The preemption timer of the simulator's executor: an hour, so that it
+/// never fires inside a `block_on` (each runs for microseconds).
+///
+/// glommio 0.9's `LocalExecutor::run` parks when a pass over its task
+/// queues runs nothing, and a pass that finds the preemption timer
+/// already fired runs nothing, although tasks are runnable: the executor
+/// then sleeps until an I/O or timer event, and the simulated WALs have
+/// none (their disk is in memory), so `block_on` never returns. With
+/// glommio's default (100 ms) that needs the thread to be held off the CPU
+/// at the wrong moment, which a loaded CI box did once (session 43: the
+/// 5-node sweep asleep in `Reactor::link_rings_and_sleep` under
+/// `block_on`); with the timer at 20 µs two sweeps of two hung within
+/// minutes, and with it at an hour all seven sweeps passed with the WAL
+/// nudging every write (`WRITE_NUDGE_MS` at 0). Which tasks run before
+/// `f` completes also no longer depends on the machine's speed.
+/// (The node's shards keep the default: there the next tick or packet
+/// wakes a shard parked this way.)
+const SIM_EXECUTOR_PREEMPT: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Runs the executor until `f` completes: the WAL writers' tasks move only
 /// inside this call.
 ///
@@ -58,6 +77,7 @@ pub(super) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
             .get_or_insert_with(|| {
                 std::rc::Rc::new(
                     glommio::LocalExecutorBuilder::default()
+                        .preempt_timer(SIM_EXECUTOR_PREEMPT)
                         .make()
                         .expect("sim: cannot make a glommio executor for the simulated WALs"),
                 )
