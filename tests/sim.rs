@@ -350,7 +350,7 @@ fn sweep_with_the_balancer() {
     let (mut planned, mut done, mut dropped, mut timed_out) = (0, 0, 0, 0);
     let (mut swaps, mut ranges, mut crashes, mut meta) = (0, 0, 0, 0);
     let (mut decommissioned, mut asks, mut drained, mut joins) = (0, 0, 0, 0);
-    let mut not_member = 0;
+    let (mut not_member, mut meta_moves) = (0, 0);
     let configure = |_nodes: usize, cfg: &mut SimConfig| {
         cfg.balancer = true;
         cfg.splits = SWEEP_SPLITS;
@@ -382,9 +382,10 @@ fn sweep_with_the_balancer() {
         drained += r.decommission_replicas;
         joins += r.join_asks;
         not_member += r.splits_not_member;
+        meta_moves += r.balancer_meta_moves;
     });
     println!(
-        "sim with the balancer: {} seeds per size, ranges at the end {ranges}, meta commands {meta}, operations planned {planned} (done {done}, dropped {dropped}, given up {timed_out}), joint swaps {swaps}, crashes {crashes}, nodes decommissioned {decommissioned} ({asks} asks, {drained} replicas on them when asked), joins asked {joins}, split entries applied by a replica added after the split {not_member}",
+        "sim with the balancer: {} seeds per size, ranges at the end {ranges}, meta commands {meta}, operations planned {planned} (done {done}, dropped {dropped}, given up {timed_out}), joint swaps {swaps}, meta group member moves {meta_moves}, crashes {crashes}, nodes decommissioned {decommissioned} ({asks} asks, {drained} replicas on them when asked), joins asked {joins}, split entries applied by a replica added after the split {not_member}",
         seeds.len()
     );
     assert!(
@@ -396,6 +397,10 @@ fn sweep_with_the_balancer() {
         "some runs must decommission a node holding replicas: {decommissioned} decommissioned, {drained} replicas drained"
     );
     assert!(seeds.len() < 50 || joins > 0, "some nodes must join");
+    assert!(
+        seeds.len() < 50 || meta_moves > 0,
+        "some runs must move a member of the meta group (off a decommissioned or dead founder)"
+    );
 }
 
 /// Runs `seeds` on 3 and 5 nodes (or `SIM_NODES`), each from

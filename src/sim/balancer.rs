@@ -44,10 +44,12 @@
 //!   and the liveness bound fails a run that never gets there).
 //!
 //! - **Decommission** (`SimConfig::decommission`): an operator sets a
-//!   node that is not a founder decommissioning at a seeded time, and
-//!   decommissioned once the map shows it holding nothing, as `ctl
-//!   decommission` does; the run settles only with the node
-//!   decommissioned and no range holding a replica on it.
+//!   node (a founder, holding a meta group replica, in about 3 runs of 5)
+//!   decommissioning at a seeded time, and decommissioned once the map
+//!   shows it holding nothing and the meta group has no member on it, as
+//!   `ctl decommission` does; the run settles only with the node
+//!   decommissioned, no range holding a replica on it and no meta group
+//!   member on it.
 //!
 //! - **Joins** (`SimConfig::joins`): the nodes that are not founders are
 //!   left out of the bootstrap's map and each joins at a seeded time
@@ -56,10 +58,17 @@
 //!   in the map from the start; nodes 4 and 5 hold nothing until the
 //!   balancer moves replicas there.)
 //!
-//! Not simulated: the meta group's own members moving (the planner's
-//! priority 0: its members are fixed on the founders here), lost requests
-//! of a move's steps, and the client's `move_replica` checks around
-//! these steps.
+//! - **The meta group's own members move** (the planner's priority 0:
+//!   `MoveMetaReplica` off a dead or decommissioning member,
+//!   `RemoveMetaLearner` for a stray learner): the same steps on the meta
+//!   group, with the shard's two refusals for it (a voter of the meta
+//!   group is never removed, only moved; a move onto a node that already
+//!   votes in it would shrink it). The balancer then runs wherever the
+//!   meta leadership goes.
+//!
+//! Not simulated: lost requests of a move's steps (a step here is a
+//! call at the leader, judged again from its state each round), and the
+//! client's `move_replica` checks around these steps.
 
 use super::*;
 use crate::group::membership;
@@ -100,7 +109,9 @@ pub(super) fn decommission_plan(cfg: &SimConfig, ids: &[NodeId]) -> Option<(Node
         return None;
     }
     let mut r = crate::rng::Rng(cfg.seed ^ 0xDEC0_0015_5109);
-    let node = ids[founders + r.below((ids.len() - founders) as u64) as usize];
+    // Any node: a founder's meta group replica moves off it first (the
+    // planner's `MoveMetaReplica`).
+    let node = ids[r.below(ids.len() as u64) as usize];
     // From the fault period's second half to the heal phase's first: the
     // balancer has spread replicas onto the node by then.
     let from = cfg.fault_ms / 2;
@@ -216,7 +227,13 @@ impl Sim {
                 self.balancer.heartbeat_ms.insert(self.ids[j], self.now);
             }
         }
-        note_learners(&state, &[], &mut self.balancer.learners_since, self.now);
+        let (_, meta_learners) = self.meta_roster(m);
+        note_learners(
+            &state,
+            &meta_learners,
+            &mut self.balancer.learners_since,
+            self.now,
+        );
         // The operations under way, a step each.
         let ops = std::mem::take(&mut self.balancer.in_flight);
         for (op, started) in ops {
@@ -240,7 +257,7 @@ impl Sim {
         let leaders = self.range_leaders(&state);
         let now = self.now;
         crate::shard::keep_unseen(&mut self.balancer.unseen, &state, &leaders, now);
-        let obs = self.observed(leaders);
+        let obs = self.observed(m, leaders);
         for op in planner::plan(&state, &obs, &planner_config()) {
             self.report.balancer_ops_planned += 1;
             match self.step_op(m, &op) {
@@ -275,7 +292,9 @@ impl Sim {
                 NodeState::Decommissioning
             }
             NodeState::Decommissioning
-                if state.ranges().coverage().is_ok() && state.ranges().held_by(node) == 0 =>
+                if state.ranges().coverage().is_ok()
+                    && state.ranges().held_by(node) == 0
+                    && !self.meta_roster(m).0.contains(&node) =>
             {
                 NodeState::Decommissioned
             }
@@ -321,6 +340,9 @@ impl Sim {
     /// it (`shard::keep_unseen`).
     fn op_done(&mut self, op: PlanOp) {
         self.report.balancer_ops_done += 1;
+        if matches!(op, PlanOp::MoveMetaReplica { .. }) {
+            self.report.balancer_meta_moves += 1;
+        }
         if op.changes_replicas() {
             self.balancer.unseen.push((op, self.now));
         }
@@ -338,9 +360,26 @@ impl Sim {
             .collect()
     }
 
-    /// What the balancer knows beyond the map, with `leaders` (range →
-    /// its leader's node).
-    fn observed(&self, leaders: BTreeMap<u64, NodeId>) -> planner::Observed {
+    /// The meta group's members as its leader on node `m` has them: every
+    /// member's node, and (node, replica) of each learner (what
+    /// `Client::meta_roster` asks the meta leader for).
+    fn meta_roster(&self, m: usize) -> (Vec<NodeId>, Vec<(NodeId, u64)>) {
+        let Some(raft) = self.nodes[m].raft(META_GROUP) else {
+            return Default::default();
+        };
+        let conf = raft.conf();
+        let learners = conf
+            .learners
+            .iter()
+            .filter_map(|&r| Some((conf.node_of(r)?, r)))
+            .collect();
+        (conf.member_nodes(), learners)
+    }
+
+    /// What the balancer on meta leader `m` knows beyond the map, with
+    /// `leaders` (range → its leader's node).
+    fn observed(&self, m: usize, leaders: BTreeMap<u64, NodeId>) -> planner::Observed {
+        let (meta_members, meta_learners) = self.meta_roster(m);
         planner::Observed {
             now_ms: self.now,
             since_ms: self.balancer.since_ms,
@@ -353,8 +392,8 @@ impl Sim {
                 .chain(&self.balancer.unseen)
                 .map(|(o, _)| o.clone())
                 .collect(),
-            meta_members: Vec::new(),
-            meta_learners: Vec::new(),
+            meta_members,
+            meta_learners,
             learners_since: self.balancer.learners_since.clone(),
         }
     }
@@ -432,9 +471,21 @@ impl Sim {
     /// leader's node `m` (see the module docs).
     fn step_op(&mut self, m: usize, op: &PlanOp) -> Step {
         let g = op.range();
-        if g == META_GROUP {
-            return Step::Gone("the meta group's members are fixed here".into());
-        }
+        // The meta group's member moves are the same primitive on the meta
+        // group (`Client::move_meta_replica`: a learner added, one swap;
+        // a stray learner removed as `Op::RemoveNode` removes it).
+        let op = &match *op {
+            PlanOp::MoveMetaReplica { from, to } => PlanOp::MoveReplica {
+                range: META_GROUP,
+                from,
+                to,
+            },
+            PlanOp::RemoveMetaLearner { node } => PlanOp::RemoveReplica {
+                range: META_GROUP,
+                node,
+            },
+            ref o => o.clone(),
+        };
         let Some(l) = self.current_leader(g) else {
             return Step::Wait;
         };
@@ -486,6 +537,10 @@ impl Sim {
                     // balancer does: a move would add a voter in its place.
                     let _ = raft.remove_replica(r);
                     Step::Wait
+                } else if voter_on(to).is_some() && g == META_GROUP {
+                    // `move_meta_replica` refuses: removing the source
+                    // would shrink the meta group.
+                    Step::Gone(format!("node {to} is in the meta group already"))
                 } else if voter_on(to).is_some() {
                     // One voter more than the factor (promoted before
                     // its swap): the source goes, never below the floor.
@@ -518,6 +573,12 @@ impl Sim {
                 None if settled => Step::Done,
                 None => Step::Wait,
                 Some(_) if !settled => Step::Wait,
+                // The shard's `voter_floor`: a voter of the meta group is
+                // only moved, never removed (a learner promoted since it
+                // was planned for removal stays).
+                Some(r) if g == META_GROUP && conf.is_voter(r) => {
+                    Step::Gone(format!("node {node} is a voter of the meta group"))
+                }
                 Some(r) => {
                     match membership::removal_keeps_voters(&conf, g, node, SIM_RF as usize) {
                         Ok(()) => {
@@ -529,7 +590,7 @@ impl Sim {
                 }
             },
             PlanOp::MoveMetaReplica { .. } | PlanOp::RemoveMetaLearner { .. } => {
-                unreachable!("ops of the meta group are dropped above")
+                unreachable!("ops of the meta group are mapped above")
             }
         };
         if seed {
@@ -619,8 +680,13 @@ impl Sim {
             if let Some(d) = state.ranges().iter().find(|d| d.replica_on(node).is_some()) {
                 return Err(format!("decommissioned node {node} holds a replica of {d}"));
             }
+            if self.meta_roster(m).0.contains(&node) {
+                return Err(format!(
+                    "decommissioned node {node} is a member of the meta group"
+                ));
+            }
         }
-        let mut obs = self.observed(self.range_leaders(state));
+        let mut obs = self.observed(m, self.range_leaders(state));
         for &id in &self.ids {
             obs.heartbeat_ms.insert(id, self.now);
         }

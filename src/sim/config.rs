@@ -261,6 +261,9 @@ pub struct SimReport {
     pub balancer_ops_dropped: u64,
     pub balancer_ops_timed_out: u64,
     pub balancer_swaps: u64,
+    /// Moves of the meta group's own members done (the planner's
+    /// `MoveMetaReplica`: off a dead or decommissioning founder).
+    pub balancer_meta_moves: u64,
     /// The operator's asks of the meta group (`SimConfig::decommission`):
     /// set a node decommissioning, then decommissioned (asked again each
     /// round until the map shows it).
