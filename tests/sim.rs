@@ -333,14 +333,17 @@ const BALANCER_SEEDS: u64 = 100;
 /// the three founders, splits it (as the split sweep does), and the
 /// balancer, on the meta leader's node, spreads replicas and leaders
 /// over every node and re-creates the replicas of nodes down past the
-/// dead-node timeout; in half the 5-node runs an operator decommissions
-/// a node that is not a founder, which the balancer drains, and in half
+/// dead-node timeout, moving the meta group's own members off dead or
+/// decommissioning nodes; in half the 5-node runs an operator
+/// decommissions a node (a founder in some), which the balancer drains,
+/// and in half
 /// the runs the nodes that are not founders join during the faults (the swap, the voter floor and the "change under
 /// way" refusal are the shard's own `group::membership` code; the other
 /// steps are direct calls of the Raft core). Checked as every group is
 /// (the meta group too), plus the voter floor at every apply (never fewer
 /// voters than the replication factor, in either half of a joint
-/// configuration) and, at the end, nothing in flight, no learner, a map
+/// configuration) and, at the end, nothing in flight, no learner (in the
+/// map or in the meta group), a map
 /// that shows every range as its leader has it and covers the keyspace,
 /// nothing left for the planner to do, and the operator's node
 /// decommissioned, holding nothing.
@@ -399,7 +402,7 @@ fn sweep_with_the_balancer() {
     assert!(seeds.len() < 50 || joins > 0, "some nodes must join");
     assert!(
         seeds.len() < 50 || meta_moves > 0,
-        "some runs must move a member of the meta group (off a decommissioned or dead founder)"
+        "some runs must move a member of the meta group (off a decommissioning or dead node)"
     );
 }
 

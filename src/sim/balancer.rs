@@ -2,7 +2,7 @@
 //! `SimConfig::balancer`).
 //!
 //! - **The meta group** is a group of the run like any other (its
-//!   checkers included), on the founders, whose state machine is the
+//!   checkers included), founded on the founders, whose state machine is the
 //!   node's own `kv::Kv` applying `meta::MetaCmd`s (`WriteOp::Meta`), as
 //!   the meta group's replicas do on a node. Its leader bootstraps the map
 //!   (`MetaCmd::Bootstrap`: the settings, the nodes, the founding range).
@@ -44,12 +44,13 @@
 //!   and the liveness bound fails a run that never gets there).
 //!
 //! - **Decommission** (`SimConfig::decommission`): an operator sets a
-//!   node (a founder, holding a meta group replica, in about 3 runs of 5)
+//!   node (any node: in 5-node runs a founder about 3 times in 5)
 //!   decommissioning at a seeded time, and decommissioned once the map
-//!   shows it holding nothing and the meta group has no member on it, as
-//!   `ctl decommission` does; the run settles only with the node
-//!   decommissioned, no range holding a replica on it and no meta group
-//!   member on it.
+//!   shows it holding nothing and the meta group has no member on it;
+//!   the run settles only with the node decommissioned, no range holding
+//!   a replica on it and no meta group member on it. (`ctl decommission`
+//!   moves a meta member off the node itself and then waits on the map
+//!   alone; here the planner's `MoveMetaReplica` moves it.)
 //!
 //! - **Joins** (`SimConfig::joins`): the nodes that are not founders are
 //!   left out of the bootstrap's map and each joins at a seeded time
@@ -273,7 +274,8 @@ impl Sim {
     /// it: the node set decommissioning once its time has come, then
     /// decommissioned once the map covers the keyspace and shows the node
     /// holding no replica (what `ctl` waits for; the map refuses it
-    /// before). Asked again each round until the map shows it: a
+    /// before) and no meta group member is on it (`ctl` moves that one
+    /// itself first). Asked again each round until the map shows it: a
     /// proposal may be lost with its leader.
     fn operator(&mut self, m: usize, state: &MetaState) {
         self.ask_joins(m, state);
@@ -532,6 +534,10 @@ impl Sim {
                     Step::Wait
                 } else if gone {
                     Step::Gone(format!("node {from} holds no replica of range {g}"))
+                } else if learner_on(from).is_some() && g == META_GROUP {
+                    // `move_meta_replica` refuses to move a learner (the
+                    // planner moves only meta voters).
+                    Step::Gone(format!("node {from} holds a learner of the meta group"))
                 } else if let Some(r) = learner_on(from) {
                     // A learner leaving is removed, as the shard's
                     // balancer does: a move would add a voter in its place.
@@ -663,6 +669,11 @@ impl Sim {
             .find(|d| d.voters().count() != d.replicas.len());
         if let Some(d) = learner {
             return Err(format!("range {d} has a learner"));
+        }
+        if let Some((node, replica)) = self.meta_roster(m).1.first() {
+            return Err(format!(
+                "the meta group has a learner (replica {replica} on node {node})"
+            ));
         }
         if let Some((id, _)) = self.joins.iter().find(|(id, _)| state.node(*id).is_none()) {
             return Err(format!("node {id} has not joined"));

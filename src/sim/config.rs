@@ -78,22 +78,27 @@ pub struct SimConfig {
     /// asked again with its session sequence half the time (exactly once
     /// across splits).
     pub splits: u32,
-    /// Whether the run has a meta group (on the founders, the first
-    /// `initial_voters` nodes) and its balancer moves ranges' replicas
+    /// Whether the run has a meta group (founded on the founders, the
+    /// first `initial_voters` nodes; its members move off dead or
+    /// decommissioning nodes) and its balancer moves ranges' replicas
     /// and leaders across every node (issue #17, `sim::balancer`). Takes
     /// `initial_voters == 3` (the replication factor) and no membership
     /// changes of the nemesis (the balancer makes them).
     pub balancer: bool,
     /// Whether, in a balancer run with more nodes than founders, an
-    /// operator decommissions one node that is not a founder (the meta
-    /// group's members are fixed on the founders here), chosen by the
-    /// seed, at a time chosen by the seed (from the fault period's second
-    /// half to the heal phase's first), as `ctl decommission` does (from
-    /// the map alone; `ctl` also asks the ranges' leaders): the node set decommissioning in the map,
-    /// its replicas moved off by the balancer, then set decommissioned
-    /// once the map shows it holding none (`MetaState` refuses it
-    /// before). The run settles only with the node decommissioned and
-    /// holding no replica.
+    /// operator decommissions one node (any node, a founder among them),
+    /// chosen by the seed, at a time chosen by the seed (from the fault
+    /// period's second half to the heal phase's first): the node set
+    /// decommissioning in the map, its replicas and any meta group member
+    /// on it moved off by the balancer, then set decommissioned once the
+    /// map shows it holding none and the meta group has no member on it
+    /// (`MetaState` refuses it before while it holds replicas). The run
+    /// settles only with the node decommissioned, holding no replica and
+    /// no meta group member. (`ctl decommission` moves a meta member
+    /// itself, then waits on the map alone; here the planner's
+    /// `MoveMetaReplica` moves it.) Since 2026-12-08 the node is drawn
+    /// from all nodes: replay commands recorded before then decommission
+    /// another node.
     pub decommission: bool,
     /// Whether, in a balancer run, the nodes that are not founders are
     /// left out of the bootstrap's map and each joins at a time of the
@@ -262,7 +267,9 @@ pub struct SimReport {
     pub balancer_ops_timed_out: u64,
     pub balancer_swaps: u64,
     /// Moves of the meta group's own members done (the planner's
-    /// `MoveMetaReplica`: off a dead or decommissioning founder).
+    /// `MoveMetaReplica`: off a dead or decommissioning node), as the
+    /// meta leader that started each saw it finish (one whose source led
+    /// the meta group finishes under the next leader, uncounted).
     pub balancer_meta_moves: u64,
     /// The operator's asks of the meta group (`SimConfig::decommission`):
     /// set a node decommissioning, then decommissioned (asked again each

@@ -49,6 +49,15 @@ thread_local! {
 /// wakes a shard parked this way.)
 const SIM_EXECUTOR_PREEMPT: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// The I/O memory of the simulator's executor (bytes): its disks are in
+/// memory, so it needs next to none (glommio's default is 10 MiB, kept by
+/// every executor a panic leaks).
+const SIM_EXECUTOR_IO_MEMORY: usize = 64 << 10;
+
+/// The depth of the simulator's executor's io_uring rings: no I/O goes
+/// through them but its own timers and wake-ups.
+const SIM_EXECUTOR_RING_DEPTH: usize = 32;
+
 /// Runs the executor until `f` completes: the WAL writers' tasks move only
 /// inside this call.
 ///
@@ -56,8 +65,13 @@ const SIM_EXECUTOR_PREEMPT: std::time::Duration = std::time::Duration::from_secs
 /// leaves glommio's executor in a state where its next `run` parks forever:
 /// the panicking task stays marked as running. The sweeps catch a seed's
 /// panic and go on to the next seed on the same thread, so the executor a
-/// panic unwinds through is dropped from the thread (leaked: its own drop
-/// would touch that state) and the next call makes a fresh one. Without
+/// panic unwinds through is dropped from the thread and leaked, and the
+/// next call makes a fresh one. Leaked, never dropped nor run again: its
+/// own drop would touch that state, and the task `run` made of `f` (glommio
+/// needs no `'static` future there) still borrows from the caller being
+/// unwound. A leak holds the executor's I/O memory and rings (kept small
+/// for it: `SIM_EXECUTOR_IO_MEMORY`, `SIM_EXECUTOR_RING_DEPTH`) and the
+/// failed run's simulated disks. Without
 /// this a failing seed hung its sweep instead of being reported with its
 /// replay command (test `a_panic_inside_block_on_leaves_the_next_one_working`).
 pub(super) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
@@ -78,6 +92,8 @@ pub(super) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
                 std::rc::Rc::new(
                     glommio::LocalExecutorBuilder::default()
                         .preempt_timer(SIM_EXECUTOR_PREEMPT)
+                        .io_memory(SIM_EXECUTOR_IO_MEMORY)
+                        .ring_depth(SIM_EXECUTOR_RING_DEPTH)
                         .make()
                         .expect("sim: cannot make a glommio executor for the simulated WALs"),
                 )
