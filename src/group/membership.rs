@@ -61,6 +61,25 @@ pub fn change_under_way(raft: &RawNode, gid: GroupId) -> Option<String> {
     })
 }
 
+/// Whether removing `node`'s replica from the meta group keeps its voters:
+/// the meta group's size is not the ranges' factor (it is 1, 3 or 5 of the
+/// founders), so a voter of it (of either configuration while joint) is
+/// only ever moved (a joint change: `Client::move_meta_replica`), never
+/// removed, unless asked on purpose. So a removal meant for a learner (a
+/// stray one, a move's cleanup) that was promoted meanwhile takes no
+/// voter with it. Used by the shard's request handler and the simulator.
+pub fn meta_removal_keeps_voters(conf: &ConfState, node: NodeId) -> Result<(), String> {
+    let voter = conf
+        .replica_on(node)
+        .is_some_and(|r| conf.voters.contains(&r) || conf.voters_outgoing.contains(&r));
+    if voter {
+        return Err(format!(
+            "node {node} is a voter of the meta group: move it instead (ctl decommission {node} moves it to another node), or ask with --below-replication-factor to shrink the meta group on purpose"
+        ));
+    }
+    Ok(())
+}
+
 /// Whether removing `node`'s replica leaves range `gid` at least `rf`
 /// voters (the floor a move keeps: cockroachdb/cockroach#12768 lost
 /// quorum below it). A node that holds no voter removes none.

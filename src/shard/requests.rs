@@ -608,22 +608,9 @@ impl Shard {
         else {
             return Ok(());
         };
-        // The meta group's size is not the ranges' factor (it is 1, 3 or
-        // 5 of the founders): a voter of it is only ever moved (a joint
-        // change: `move_meta_replica`), never removed, unless asked on
-        // purpose. So a removal meant for a learner (a stray one, a move's
-        // cleanup) that was promoted meanwhile takes no voter with it.
         if gid == crate::route::META_GROUP {
             let conf = self.replica(gid).raft.conf();
-            let voter = conf
-                .replica_on(*node)
-                .is_some_and(|r| conf.voters.contains(&r) || conf.voters_outgoing.contains(&r));
-            if voter {
-                return Err(format!(
-                    "node {node} is a voter of the meta group: move it instead (ctl decommission {node} moves it to another node), or ask with --below-replication-factor to shrink the meta group on purpose"
-                ));
-            }
-            return Ok(());
+            return membership::meta_removal_keeps_voters(conf, *node);
         }
         // A node that does not know the factor (it joined) applies none.
         if !self.cfg.replication_factor_known {

@@ -72,6 +72,7 @@
 //! client's `move_replica` checks around these steps.
 
 use super::*;
+use crate::client::MetaRoster;
 use crate::group::membership;
 use crate::kv::{Command, WriteOp};
 use crate::meta::planner::{self, note_learners, Op as PlanOp, PlannerConfig};
@@ -228,10 +229,9 @@ impl Sim {
                 self.balancer.heartbeat_ms.insert(self.ids[j], self.now);
             }
         }
-        let (_, meta_learners) = self.meta_roster(m);
         note_learners(
             &state,
-            &meta_learners,
+            &self.meta_roster(m).learners,
             &mut self.balancer.learners_since,
             self.now,
         );
@@ -296,7 +296,7 @@ impl Sim {
             NodeState::Decommissioning
                 if state.ranges().coverage().is_ok()
                     && state.ranges().held_by(node) == 0
-                    && !self.meta_roster(m).0.contains(&node) =>
+                    && !self.meta_roster(m).nodes().contains(&node) =>
             {
                 NodeState::Decommissioned
             }
@@ -365,23 +365,26 @@ impl Sim {
     /// The meta group's members as its leader on node `m` has them: every
     /// member's node, and (node, replica) of each learner (what
     /// `Client::meta_roster` asks the meta leader for).
-    fn meta_roster(&self, m: usize) -> (Vec<NodeId>, Vec<(NodeId, u64)>) {
+    fn meta_roster(&self, m: usize) -> MetaRoster {
         let Some(raft) = self.nodes[m].raft(META_GROUP) else {
-            return Default::default();
+            return MetaRoster::default();
         };
         let conf = raft.conf();
-        let learners = conf
-            .learners
-            .iter()
-            .filter_map(|&r| Some((conf.node_of(r)?, r)))
-            .collect();
-        (conf.member_nodes(), learners)
+        let node = |&r: &ReplicaId| conf.node_of(r);
+        MetaRoster {
+            voters: conf.all_voters().iter().filter_map(node).collect(),
+            learners: conf
+                .learners
+                .iter()
+                .filter_map(|r| Some((node(r)?, *r)))
+                .collect(),
+        }
     }
 
     /// What the balancer on meta leader `m` knows beyond the map, with
     /// `leaders` (range → its leader's node).
     fn observed(&self, m: usize, leaders: BTreeMap<u64, NodeId>) -> planner::Observed {
-        let (meta_members, meta_learners) = self.meta_roster(m);
+        let roster = self.meta_roster(m);
         planner::Observed {
             now_ms: self.now,
             since_ms: self.balancer.since_ms,
@@ -394,8 +397,8 @@ impl Sim {
                 .chain(&self.balancer.unseen)
                 .map(|(o, _)| o.clone())
                 .collect(),
-            meta_members,
-            meta_learners,
+            meta_members: roster.nodes(),
+            meta_learners: roster.learners,
             learners_since: self.balancer.learners_since.clone(),
         }
     }
@@ -579,14 +582,14 @@ impl Sim {
                 None if settled => Step::Done,
                 None => Step::Wait,
                 Some(_) if !settled => Step::Wait,
-                // The shard's `voter_floor`: a voter of the meta group is
-                // only moved, never removed (a learner promoted since it
-                // was planned for removal stays).
-                Some(r) if g == META_GROUP && conf.is_voter(r) => {
-                    Step::Gone(format!("node {node} is a voter of the meta group"))
-                }
                 Some(r) => {
-                    match membership::removal_keeps_voters(&conf, g, node, SIM_RF as usize) {
+                    // The shard's `voter_floor`: a meta voter is only moved.
+                    let kept = if g == META_GROUP {
+                        membership::meta_removal_keeps_voters(&conf, node)
+                    } else {
+                        membership::removal_keeps_voters(&conf, g, node, SIM_RF as usize)
+                    };
+                    match kept {
                         Ok(()) => {
                             let _ = raft.remove_replica(r);
                             Step::Wait
@@ -670,7 +673,7 @@ impl Sim {
         if let Some(d) = learner {
             return Err(format!("range {d} has a learner"));
         }
-        if let Some((node, replica)) = self.meta_roster(m).1.first() {
+        if let Some((node, replica)) = self.meta_roster(m).learners.first() {
             return Err(format!(
                 "the meta group has a learner (replica {replica} on node {node})"
             ));
@@ -691,7 +694,7 @@ impl Sim {
             if let Some(d) = state.ranges().iter().find(|d| d.replica_on(node).is_some()) {
                 return Err(format!("decommissioned node {node} holds a replica of {d}"));
             }
-            if self.meta_roster(m).0.contains(&node) {
+            if self.meta_roster(m).nodes().contains(&node) {
                 return Err(format!(
                     "decommissioned node {node} is a member of the meta group"
                 ));
